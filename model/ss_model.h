@@ -1,0 +1,213 @@
+/*
+ * ss_model.h - the model runtime: load a HF Mamba-family checkpoint, run it on CPU, and treat
+ * its recurrent state as a first-class object (get/set/zero/combine/serialise).
+ *
+ * Threading: an ss_model is immutable after ss_model_open() and may be shared by any number of
+ * threads. An ss_ctx (scratch buffers) and an ss_state belong to one thread at a time.
+ *
+ * State layout (one contiguous float32 array, see ss_state_layout):
+ *   conv          [n_state_layers, conv_channels, conv_kernel]  last conv_kernel inputs of the causal
+ *                 conv per layer, oldest first, zero-padded (HF's cache convention)
+ *   ssm           [n_state_layers, d_inner, d_state]            Mamba-1 / MoE-Mamba
+ *                 [n_state_layers, n_heads, head_dim, d_state]  Mamba-2
+ *   final_hidden  [d_model]  output of the final norm at the last token seen (zeros for the zero
+ *                 state); the logits of the next token are lm_head(final_hidden).
+ * Only layers with a mixer (all layers, except "moe" layers of MoE-Mamba) carry state.
+ */
+#ifndef SS_MODEL_H
+#define SS_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ss_err.h"
+
+typedef struct ss_model ss_model;
+typedef struct ss_ctx ss_ctx;
+typedef struct ss_state ss_state;
+
+typedef enum ss_arch {
+    SS_ARCH_MAMBA1 = 1, /* MambaForCausalLM */
+    SS_ARCH_MAMBA2,     /* Mamba2ForCausalLM */
+    SS_ARCH_MOE_MAMBA,  /* MoEMambaForCausalLM (MoE-Mamba, fine-grained MoE, Mixture of Tokens) */
+} ss_arch;
+
+/* Everything a caller may want to know about a loaded model. Owned by the model. */
+typedef struct ss_model_info {
+    ss_arch arch;
+    const char *architecture; /* "MambaForCausalLM", ... */
+    const char *model_type;   /* "mamba", "mamba2", "moe_mamba" */
+    const char *dtype;        /* dtype of the checkpoint's weights: "F32", "BF16", "F16", "mixed" */
+    int n_layer;              /* all layers */
+    int n_state_layers;       /* layers that carry recurrent state */
+    int d_model;
+    int d_inner;
+    int d_state;
+    int conv_kernel;
+    int conv_channels; /* d_inner (Mamba-1) or d_inner + 2*n_groups*d_state (Mamba-2) */
+    int n_heads;       /* Mamba-2 only, else 0 */
+    int head_dim;      /* Mamba-2 only, else 0 */
+    int n_groups;      /* Mamba-2 only, else 0 */
+    int vocab_size;    /* rows of lm_head = number of logits */
+    int eos_token_id;  /* -1 when the config names none */
+    int bos_token_id;  /* -1 when the config names none */
+    int mot_group_size;   /* Mixture of Tokens group size, 0 for other models */
+    size_t state_floats;  /* floats in one state */
+    size_t state_bytes;   /* state_floats * 4 */
+    uint64_t n_params;        /* all parameters (tied head counted once) */
+    uint64_t n_active_params; /* parameters used per token (MoE: only the routed experts) */
+    char fingerprint[33];     /* 32 hex chars: XXH3-128 of config + every tensor */
+} ss_model_info;
+
+/* Offsets (in floats) and shapes of the three parts of a state. */
+typedef struct ss_state_layout {
+    size_t conv_off, conv_n;
+    size_t ssm_off, ssm_n;
+    size_t hidden_off, hidden_n;
+    int conv_ndim, conv_shape[4];
+    int ssm_ndim, ssm_shape[4];
+} ss_state_layout;
+
+/* Progress callback for long loads: called with a short phase name and done/total (bytes). */
+typedef void (*ss_progress_fn)(void *user, const char *phase, uint64_t done, uint64_t total);
+
+typedef struct ss_model_params {
+    int n_threads;          /* threads for our own kernels and BLAS; 0 = all cores */
+    ss_progress_fn progress; /* may be NULL */
+    void *progress_user;
+} ss_model_params;
+
+ss_model_params ss_model_default_params(void);
+
+/*
+ * Load the checkpoint folder `dir` (config.json + model.safetensors, or shards with
+ * model.safetensors.index.json). Every header field is validated; on failure nothing is allocated,
+ * *out is untouched and ss_errmsg() names the file/tensor and what is wrong.
+ * F32 weights are used in place from the mmapped file; BF16/F16 are converted once.
+ */
+ss_err ss_model_open(ss_model **out, const char *dir, const ss_model_params *params);
+
+/* Release the model. NULL is a no-op. No ctx or state of it may be used afterwards. */
+void ss_model_close(ss_model *m);
+
+const ss_model_info *ss_model_get_info(const ss_model *m);
+void ss_model_state_layout(const ss_model *m, ss_state_layout *out);
+
+/* ---- scratch context ------------------------------------------------------------------------ */
+
+/* Per-thread scratch. Grows on demand; no allocation per token once warm. */
+ss_err ss_ctx_new(const ss_model *m, ss_ctx **out);
+void ss_ctx_free(ss_ctx *c);
+
+/* ---- states --------------------------------------------------------------------------------- */
+
+/* A zero state for model m. */
+ss_err ss_state_new(const ss_model *m, ss_state **out);
+void ss_state_free(ss_state *s);
+/* The state's floats (ss_model_info.state_floats of them), laid out as described above. */
+float *ss_state_data(ss_state *s);
+const float *ss_state_cdata(const ss_state *s);
+size_t ss_state_floats(const ss_state *s);
+void ss_state_zero(ss_state *s);
+/* Copy src into dst. SS_ERR_MISMATCH if the sizes differ. */
+ss_err ss_state_copy(ss_state *dst, const ss_state *src);
+/* Copy `n` floats from `data` into the state; SS_ERR_MISMATCH if n != ss_state_floats(s). */
+ss_err ss_state_set(ss_state *s, const float *data, size_t n);
+/*
+ * dst = sum_i w[i] * srcs[i] over every float of the state (conv, ssm, final_hidden).
+ * srcs are raw state arrays of ss_state_floats(dst) floats each (e.g. straight from the store);
+ * dst may alias none of them. SS_ERR_INVALID for n < 1 or a non-finite weight.
+ */
+ss_err ss_state_combine(ss_state *dst, const float *const *srcs, const double *w, int n);
+/* SS_ERR_INVALID naming the first non-finite value, else SS_OK. */
+ss_err ss_state_check_finite(const float *data, size_t n);
+
+/* ---- evaluation ----------------------------------------------------------------------------- */
+
+/* One sequence of a batch: feed `tokens` to `state`, optionally returning logits. */
+typedef struct ss_seq {
+    ss_state *state;       /* in: starting state; out: state after the last token */
+    const int32_t *tokens; /* [n_tokens], each in [0, vocab_size) */
+    int n_tokens;          /* >= 0; 0 leaves the state untouched */
+    float *logits;         /* NULL, or out: [n_tokens, vocab] if logits_all, else [vocab] (last) */
+    int logits_all;
+} ss_seq;
+
+/*
+ * Run the model over every sequence of the batch. Sequences are independent and may have
+ * different lengths; all their tokens go through the projections together (GEMMs).
+ * For Mixture-of-Tokens models, `lockstep` groups sequence i with the others of its group
+ * (consecutive runs of mot_group_size sequences, which must then all have the same n_tokens);
+ * without it each sequence runs with a group of one (mixing disabled).
+ * Token ids are validated before any state is touched (SS_ERR_INVALID names the bad one).
+ */
+ss_err ss_model_eval(ss_model *m, ss_ctx *c, ss_seq *seqs, int n_seqs, int lockstep);
+
+/* Logits of the next token from a state alone: lm_head(final_hidden). logits: [vocab]. */
+ss_err ss_model_logits_from_state(ss_model *m, ss_ctx *c, const ss_state *s, float *logits);
+
+/* ---- sampling ------------------------------------------------------------------------------- */
+
+typedef struct ss_sample_params {
+    float temperature; /* 0 = greedy (argmax); default 1 */
+    int top_k;         /* 0 = off */
+    float top_p;       /* 1 = off */
+    float min_p;       /* 0 = off */
+    uint64_t seed;     /* same seed + same logits = same tokens */
+} ss_sample_params;
+
+ss_sample_params ss_sample_default_params(void);
+/* SS_ERR_INVALID with a message for out-of-range values (negative temperature, top_p > 1, ...). */
+ss_err ss_sample_params_check(const ss_sample_params *p);
+
+typedef struct ss_sampler ss_sampler;
+ss_err ss_sampler_new(const ss_sample_params *p, int vocab, ss_sampler **out);
+void ss_sampler_free(ss_sampler *s);
+/*
+ * Pick the next token from logits [vocab]. *logprob (may be NULL) receives the token's
+ * log-probability under the model's distribution (softmax of the raw logits, temperature 1).
+ */
+int32_t ss_sampler_sample(ss_sampler *s, const float *logits, float *logprob);
+
+/* log_softmax(logits)[i] for one i; logits [vocab]. */
+float ss_logprob_of(const float *logits, int vocab, int32_t id);
+/* The k most likely tokens (k <= vocab), best first, with their log-probabilities. */
+void ss_logprobs_top(const float *logits, int vocab, int k, int32_t *ids, float *logprobs);
+/* Index of the largest logit (lowest index on ties). */
+int32_t ss_argmax(const float *logits, int vocab);
+
+/* ---- state files (safetensors) ------------------------------------------------------------ */
+
+/*
+ * Serialise state floats `data` (ss_model_info.state_floats of them) as a safetensors file in
+ * memory: tensors "conv", "ssm", "final_hidden" in `dtype` ("F32", "BF16" or "F16"; NULL = F32),
+ * shaped as in ss_state_layout. `metadata_json` (may be NULL) is a JSON object whose values are
+ * strings; it becomes __metadata__. The model fingerprint is always added as "model_fingerprint".
+ * On success *out (free() it) and *out_len are set.
+ */
+ss_err ss_state_export(const ss_model *m, const float *data, const char *dtype,
+                       const char *metadata_json, uint8_t **out, size_t *out_len);
+
+/*
+ * Parse a safetensors state file from memory, check it against model m and write its values as
+ * F32 into dst (state_floats). Accepts F32/BF16/F16 tensors; final_hidden may be absent (zeros).
+ * SS_ERR_FORMAT for a malformed file, SS_ERR_MISMATCH when shapes or the recorded
+ * model_fingerprint differ from m, SS_ERR_INVALID when a value is not finite.
+ * *metadata_json (may be NULL) receives the __metadata__ object as JSON text (free() it), "{}" if none.
+ */
+ss_err ss_state_import(const ss_model *m, const uint8_t *buf, size_t len, float *dst,
+                       char **metadata_json);
+
+/* ---- BLAS kernels -------------------------------------------------------------------------- */
+
+/*
+ * Make sure OpenBLAS runs kernels fit for this CPU. Debian's OpenBLAS misdetects recent Xeons and
+ * falls back to SSE3 kernels (4-6x slower); its kernel choice is made when the library loads, so
+ * this re-executes the program (execv of /proc/self/exe with argv) with OPENBLAS_CORETYPE set when
+ * needed. Call first thing in main(). Returns only when no re-exec was needed or it failed.
+ */
+void ss_blas_ensure_kernels(char **argv);
+/* The active OpenBLAS core name ("SkylakeX", "Prescott", ...). */
+const char *ss_blas_core_name(void);
+
+#endif

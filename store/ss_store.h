@@ -1,0 +1,112 @@
+/*
+ * ss_store.h - the durable catalog of named states, in LMDB.
+ *
+ * A state is a blob (the model's state floats, opaque to the store) plus a record (JSON object).
+ * The store assigns the id ("st_" + 32 lowercase hex), created_at (RFC 3339, UTC, microseconds),
+ * bytes and checksum (XXH3-64 of the blob, 16 hex chars, verified on every blob read), and keeps
+ * indexes by name (unique), by tag, and by creation time (newest first).
+ *
+ * Record JSON, as the API serves it:
+ *   {"id", "name": str|null, "tags": [str], "model": fingerprint, "n_tokens", "created_at",
+ *    "bytes", "dtype", "parents": [{"id", "weight"}], "metadata": {...}, "checksum"}
+ * The caller supplies name, tags, model, n_tokens, dtype, parents and metadata; the store fills
+ * the rest (overwriting anything the caller put there).
+ *
+ * Durability is LMDB's: ss_store_put() returns only after the write transaction is committed
+ * (fsync'd), so an acknowledged state survives kill -9; a crash never leaves half a record.
+ * The map grows on demand (doubling); only a really full disk gives SS_ERR_FULL.
+ *
+ * Threading: one ss_store may be used by any number of threads (one writer at a time inside,
+ * readers in parallel). Another process may open the same directory read-only at the same time
+ * (the `statesoup ls --data DIR` case). LMDB/MDB types never leave this module; pointers into a
+ * transaction are only lent to a callback (ss_store_view) for its duration.
+ */
+#ifndef SS_STORE_H
+#define SS_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ss_err.h"
+
+typedef struct ss_store ss_store;
+
+typedef struct ss_store_params {
+    int read_only;          /* open for reading only (no writes; works beside a running daemon) */
+    size_t initial_map_size; /* bytes; 0 = 64 MiB. Grows by doubling when full. */
+    size_t max_map_size;     /* bytes; 0 = no limit other than the disk */
+} ss_store_params;
+
+ss_store_params ss_store_default_params(void);
+
+/*
+ * Open (creating when missing and not read-only) the store in directory `dir`.
+ * SS_ERR_NOT_FOUND if read-only and the store does not exist; SS_ERR_IO etc. otherwise.
+ */
+ss_err ss_store_open(ss_store **out, const char *dir, const ss_store_params *params);
+void ss_store_close(ss_store *s);
+
+/* Is `ref` shaped like a state id ("st_" + 32 hex)? Names may not look like ids. */
+int ss_store_is_id(const char *ref);
+/* Validate a name (1..128 bytes of [A-Za-z0-9._:/-], not id-shaped): SS_ERR_INVALID + message. */
+ss_err ss_store_check_name(const char *name);
+/* Validate a tag (1..64 bytes of [A-Za-z0-9._:/-]). */
+ss_err ss_store_check_tag(const char *tag);
+
+/*
+ * Store a new state. `record_json` is the caller's part of the record (see above). On success
+ * *record_out (may be NULL) receives the complete record as JSON text (free() it).
+ * SS_ERR_EXISTS if the name is taken, SS_ERR_INVALID for a bad name/tag/record, SS_ERR_FULL when
+ * the disk is full, SS_ERR_PERM on a read-only store.
+ */
+ss_err ss_store_put(ss_store *s, const char *record_json, const void *blob, size_t blob_len,
+                    char **record_out);
+
+/* Record of the state with this id or name, as JSON text (free() it). SS_ERR_NOT_FOUND. */
+ss_err ss_store_get_record(ss_store *s, const char *ref, char **record_json);
+
+/*
+ * Copy the blob of state `ref` into dst (cap bytes). Verifies the checksum (SS_ERR_CORRUPT), and
+ * when expect_model is not NULL that the record's model equals it (SS_ERR_MISMATCH).
+ * SS_ERR_TOO_LARGE if cap is too small (then *len still receives the size).
+ * *len (may be NULL) receives the blob size; *record_json (may be NULL) the record (free() it).
+ */
+ss_err ss_store_get_blob(ss_store *s, const char *ref, const char *expect_model, void *dst,
+                         size_t cap, size_t *len, char **record_json);
+
+/*
+ * Read several blobs in one read transaction without copying them: checks every ref as
+ * ss_store_get_blob does (existence, checksum, model), then calls fn(user, blobs, lens, n) with
+ * pointers into the database, valid only during the call. fn's return is passed back.
+ * For merges at memory speed (combine straight from the map).
+ */
+typedef ss_err (*ss_store_view_fn)(void *user, const void *const *blobs, const size_t *lens,
+                                   int n);
+ss_err ss_store_view(ss_store *s, const char *const *refs, int n, const char *expect_model,
+                     ss_store_view_fn fn, void *user);
+
+/* Delete state `ref` (id or name) with its indexes. SS_ERR_NOT_FOUND. */
+ss_err ss_store_delete(ss_store *s, const char *ref);
+
+/*
+ * List records newest first. Filters (NULL = none): tag (exact), prefix (of the name; states
+ * without a name never match a prefix). limit 1..1000 (0 = 100). cursor: NULL for the first page,
+ * else the next_cursor of the previous page (SS_ERR_INVALID if malformed).
+ * *page_json = {"data": [records], "next_cursor": str|null} (free() it).
+ */
+ss_err ss_store_list(ss_store *s, const char *tag, const char *prefix, int limit,
+                     const char *cursor, char **page_json);
+
+/* Totals for /metrics and `statesoup ls`. */
+typedef struct ss_store_stats {
+    uint64_t n_states;
+    uint64_t blob_bytes;  /* sum of blob sizes */
+    uint64_t map_size;    /* current LMDB map size */
+    uint64_t file_bytes;  /* pages in use * page size */
+} ss_store_stats;
+ss_err ss_store_get_stats(ss_store *s, ss_store_stats *out);
+
+/* Verify every blob's checksum; *n_bad receives the number that fail (fsck for operators). */
+ss_err ss_store_verify(ss_store *s, uint64_t *n_checked, uint64_t *n_bad);
+
+#endif
