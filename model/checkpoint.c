@@ -1,0 +1,764 @@
+/*
+ * checkpoint.c - load a HF checkpoint folder into an ss_model.
+ *
+ * config.json is parsed as HF writes it (unknown keys ignored, bare Infinity accepted); the
+ * safetensors files are mmapped read-only and every tensor the architecture needs is looked up,
+ * shape-checked against the config and either used in place (F32, aligned) or converted once to
+ * F32 (BF16/F16). Anything missing or inconsistent is an error naming the tensor.
+ * The fingerprint hashes the canonical config and every tensor (name, dtype, shape, bytes) with
+ * XXH3-128, tensors in parallel, so a 2.8b checkpoint takes about a second from page cache.
+ */
+#include "internal.h"
+#include "safetensors.h"
+#include "ss_util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#define MAX_CONFIG_BYTES (16u << 20)
+#define MAX_INDEX_BYTES (64u << 20)
+
+/* A shard: its mapping and parsed header. */
+typedef struct shard {
+    char *path;
+    st_file st;
+} shard;
+
+typedef struct loader {
+    ss_model *m;
+    const char *dir;
+    json_t *config;
+    char *config_canon;
+    shard *shards;
+    int n_shards;
+    const ss_model_params *params;
+    uint64_t bytes_total, bytes_done;
+    int dtype_mask; /* bit per st_dtype seen among used weights */
+} loader;
+
+static ss_err own(ss_model *m, void *p)
+{
+    if (m->n_owned == m->cap_owned) {
+        int cap = m->cap_owned ? 2 * m->cap_owned : 64;
+        void **n = realloc(m->owned, (size_t)cap * sizeof *n);
+        if (!n) {
+            free(p);
+            return ss_fail(SS_ERR_NOMEM, "out of memory");
+        }
+        m->owned = n;
+        m->cap_owned = cap;
+    }
+    m->owned[m->n_owned++] = p;
+    return SS_OK;
+}
+
+/* ---- config ------------------------------------------------------------------------------- */
+
+static int cfg_int(json_t *c, const char *key, int dflt)
+{
+    json_t *v = json_object_get(c, key);
+    if (json_is_integer(v)) return (int)json_integer_value(v);
+    if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)))
+        return (int)json_real_value(v);
+    return dflt;
+}
+
+static int cfg_bool(json_t *c, const char *key, int dflt)
+{
+    json_t *v = json_object_get(c, key);
+    if (json_is_boolean(v)) return json_is_true(v);
+    return dflt;
+}
+
+static const char *cfg_str(json_t *c, const char *key, const char *dflt)
+{
+    json_t *v = json_object_get(c, key);
+    return json_is_string(v) ? json_string_value(v) : dflt;
+}
+
+/* A required positive integer key. */
+static ss_err need_pos(json_t *c, const char *key, int *out)
+{
+    json_t *v = json_object_get(c, key);
+    if (!json_is_integer(v) || json_integer_value(v) <= 0 || json_integer_value(v) > (1 << 24)) {
+        return ss_fail(SS_ERR_FORMAT, "config.json: %s must be a positive integer%s", key,
+                       v ? "" : " (missing)");
+    }
+    *out = (int)json_integer_value(v);
+    return SS_OK;
+}
+
+static ss_err parse_act(const char *s, act_kind *out)
+{
+    if (!strcmp(s, "relu")) *out = ACT_RELU;
+    else if (!strcmp(s, "gelu")) *out = ACT_GELU;
+    else if (!strcmp(s, "silu") || !strcmp(s, "swish")) *out = ACT_SILU;
+    else return ss_fail(SS_ERR_UNSUPPORTED, "config.json: moe.expert_activation %s unknown", s);
+    return SS_OK;
+}
+
+static ss_err parse_moe(model_config *cfg, json_t *moe)
+{
+    moe_config *mc = &cfg->moe;
+    ss_err err;
+    if (!json_is_object(moe)) return ss_fail(SS_ERR_FORMAT, "config.json: moe must be an object");
+    const char *routing = cfg_str(moe, "routing", "token_choice");
+    if (!strcmp(routing, "token_choice")) mc->routing = ROUTE_TOKEN_CHOICE;
+    else if (!strcmp(routing, "mixture_of_tokens")) mc->routing = ROUTE_MIXTURE_OF_TOKENS;
+    else return ss_fail(SS_ERR_UNSUPPORTED, "config.json: moe.routing %s unknown", routing);
+    if ((err = need_pos(moe, "num_experts", &mc->n_experts))) return err;
+    if ((err = need_pos(moe, "expert_intermediate_size", &mc->expert_width))) return err;
+    if ((err = parse_act(cfg_str(moe, "expert_activation", "relu"), &mc->activation))) return err;
+    mc->gated = cfg_bool(moe, "expert_gated", 0);
+    if (mc->routing == ROUTE_TOKEN_CHOICE) {
+        mc->top_k = cfg_int(moe, "num_experts_per_tok", 1);
+        if (mc->top_k < 1 || mc->top_k > mc->n_experts) {
+            return ss_fail(SS_ERR_FORMAT, "config.json: moe.num_experts_per_tok %d not in 1..%d",
+                           mc->top_k, mc->n_experts);
+        }
+        const char *ra = cfg_str(moe, "router_activation", "softmax");
+        if (!strcmp(ra, "softmax")) mc->router_sigmoid = 0;
+        else if (!strcmp(ra, "sigmoid")) mc->router_sigmoid = 1;
+        else return ss_fail(SS_ERR_UNSUPPORTED, "config.json: moe.router_activation %s unknown", ra);
+        mc->router_bias = cfg_bool(moe, "router_bias", 0);
+        mc->normalize_topk = cfg_bool(moe, "normalize_topk", 0);
+    } else {
+        if ((err = need_pos(moe, "group_size", &mc->group_size))) return err;
+        mc->temperature = (float)ss_json_real(json_object_get(moe, "temperature"), 1.0);
+        if (!(mc->temperature > 0) || !isfinite(mc->temperature)) {
+            return ss_fail(SS_ERR_FORMAT, "config.json: moe.temperature must be > 0");
+        }
+    }
+    return SS_OK;
+}
+
+static ss_err parse_config(loader *L)
+{
+    ss_model *m = L->m;
+    model_config *cfg = &m->cfg;
+    json_t *c = L->config;
+    ss_err err;
+    if (!json_is_object(c)) return ss_fail(SS_ERR_FORMAT, "config.json: not a JSON object");
+
+    const char *mt = cfg_str(c, "model_type", NULL);
+    json_t *archs = json_object_get(c, "architectures");
+    const char *arch = json_is_array(archs) && json_is_string(json_array_get(archs, 0))
+                           ? json_string_value(json_array_get(archs, 0))
+                           : NULL;
+    if (!mt && !arch) {
+        return ss_fail(SS_ERR_FORMAT, "config.json: neither model_type nor architectures is set");
+    }
+    if ((mt && (!strcmp(mt, "mamba") || !strcmp(mt, "falcon_mamba"))) ||
+        (!mt && (!strcmp(arch, "MambaForCausalLM") || !strcmp(arch, "FalconMambaForCausalLM")))) {
+        m->info.arch = SS_ARCH_MAMBA1;
+    } else if ((mt && !strcmp(mt, "mamba2")) || (!mt && !strcmp(arch, "Mamba2ForCausalLM"))) {
+        m->info.arch = SS_ARCH_MAMBA2;
+    } else if ((mt && !strcmp(mt, "moe_mamba")) || (!mt && !strcmp(arch, "MoEMambaForCausalLM"))) {
+        m->info.arch = SS_ARCH_MOE_MAMBA;
+    } else {
+        return ss_fail(SS_ERR_UNSUPPORTED,
+                       "config.json: model_type %s / architecture %s is not a Mamba-family model "
+                       "this runtime knows (mamba, falcon_mamba, mamba2, moe_mamba)",
+                       mt ? mt : "(none)", arch ? arch : "(none)");
+    }
+    static const char *const arch_names[] = {
+        [SS_ARCH_MAMBA1] = "MambaForCausalLM",
+        [SS_ARCH_MAMBA2] = "Mamba2ForCausalLM",
+        [SS_ARCH_MOE_MAMBA] = "MoEMambaForCausalLM",
+    };
+    static const char *const type_names[] = {
+        [SS_ARCH_MAMBA1] = "mamba",
+        [SS_ARCH_MAMBA2] = "mamba2",
+        [SS_ARCH_MOE_MAMBA] = "moe_mamba",
+    };
+    snprintf(m->architecture, sizeof m->architecture, "%s",
+             arch ? arch : arch_names[m->info.arch]);
+    snprintf(m->model_type, sizeof m->model_type, "%s", mt ? mt : type_names[m->info.arch]);
+
+    if ((err = need_pos(c, "hidden_size", &cfg->d_model))) return err;
+    if ((err = need_pos(c, "vocab_size", &cfg->vocab))) return err;
+    if ((err = need_pos(c, "state_size", &cfg->d_state))) return err;
+    cfg->conv_kernel = cfg_int(c, "conv_kernel", 4);
+    cfg->expand = cfg_int(c, "expand", 2);
+    if (cfg->conv_kernel < 1 || cfg->conv_kernel > 64 || cfg->expand < 1 || cfg->expand > 64) {
+        return ss_fail(SS_ERR_FORMAT, "config.json: conv_kernel %d / expand %d out of range",
+                       cfg->conv_kernel, cfg->expand);
+    }
+    cfg->d_inner = cfg_int(c, "intermediate_size", cfg->expand * cfg->d_model);
+    if (cfg->d_inner <= 0) return ss_fail(SS_ERR_FORMAT, "config.json: intermediate_size <= 0");
+    json_t *tsr = json_object_get(c, "time_step_rank");
+    if (json_is_string(tsr) && !strcmp(json_string_value(tsr), "auto")) {
+        cfg->dt_rank = (cfg->d_model + 15) / 16;
+    } else {
+        cfg->dt_rank = cfg_int(c, "time_step_rank", (cfg->d_model + 15) / 16);
+    }
+    if (cfg->dt_rank <= 0) return ss_fail(SS_ERR_FORMAT, "config.json: time_step_rank <= 0");
+    cfg->use_bias = cfg_bool(c, "use_bias", 0);
+    cfg->use_conv_bias = cfg_bool(c, "use_conv_bias", 1);
+    cfg->tie_embeddings = cfg_bool(c, "tie_word_embeddings", 1);
+    cfg->norm_eps = (float)ss_json_real(json_object_get(c, "layer_norm_epsilon"), 1e-5);
+    if (!(cfg->norm_eps >= 0) || !isfinite(cfg->norm_eps)) {
+        return ss_fail(SS_ERR_FORMAT, "config.json: layer_norm_epsilon must be >= 0");
+    }
+    cfg->eos = cfg_int(c, "eos_token_id", -1);
+    cfg->bos = cfg_int(c, "bos_token_id", -1);
+    json_t *mre = json_object_get(c, "mixer_rms_eps");
+    if (ss_json_is_number(mre) && m->info.arch == SS_ARCH_MAMBA1) {
+        cfg->has_mixer_rms = 1;
+        cfg->mixer_rms_eps = (float)ss_json_real(mre, 1e-6);
+    }
+
+    json_t *lt = json_object_get(c, "layer_types");
+    if (m->info.arch == SS_ARCH_MOE_MAMBA) {
+        if (!json_is_array(lt) || json_array_size(lt) == 0) {
+            return ss_fail(SS_ERR_FORMAT, "config.json: moe_mamba needs a layer_types array");
+        }
+        cfg->n_layer = (int)json_array_size(lt);
+        int nl = cfg_int(c, "num_hidden_layers", cfg->n_layer);
+        if (nl != cfg->n_layer) {
+            return ss_fail(SS_ERR_FORMAT,
+                           "config.json: num_hidden_layers %d but layer_types has %d entries", nl,
+                           cfg->n_layer);
+        }
+        const char *nt = cfg_str(c, "norm_type", "rms");
+        if (!strcmp(nt, "rms")) cfg->norm = NORM_RMS;
+        else if (!strcmp(nt, "layer")) cfg->norm = NORM_LAYER;
+        else return ss_fail(SS_ERR_UNSUPPORTED, "config.json: norm_type %s unknown", nt);
+        if ((err = parse_moe(cfg, json_object_get(c, "moe")))) return err;
+    } else {
+        if ((err = need_pos(c, "num_hidden_layers", &cfg->n_layer))) return err;
+        cfg->norm = NORM_RMS;
+    }
+    if (m->info.arch == SS_ARCH_MAMBA2) {
+        if ((err = need_pos(c, "num_heads", &cfg->n_heads))) return err;
+        if ((err = need_pos(c, "head_dim", &cfg->head_dim))) return err;
+        cfg->n_groups = cfg_int(c, "n_groups", 1);
+        cfg->chunk_size = cfg_int(c, "chunk_size", 256);
+        if (cfg->n_groups < 1 || cfg->n_heads % cfg->n_groups) {
+            return ss_fail(SS_ERR_FORMAT, "config.json: num_heads %d not divisible by n_groups %d",
+                           cfg->n_heads, cfg->n_groups);
+        }
+        if (cfg->n_heads * cfg->head_dim != cfg->d_inner) {
+            return ss_fail(SS_ERR_FORMAT,
+                           "config.json: num_heads * head_dim = %d but intermediate_size is %d",
+                           cfg->n_heads * cfg->head_dim, cfg->d_inner);
+        }
+        cfg->dt_min = 0;
+        cfg->dt_max = INFINITY;
+        json_t *lim = json_object_get(c, "time_step_limit");
+        if (json_is_array(lim) && json_array_size(lim) == 2) {
+            cfg->dt_min = (float)ss_json_real(json_array_get(lim, 0), 0);
+            cfg->dt_max = (float)ss_json_real(json_array_get(lim, 1), INFINITY);
+            if (isnan(cfg->dt_min) || isnan(cfg->dt_max) || cfg->dt_min > cfg->dt_max) {
+                return ss_fail(SS_ERR_FORMAT, "config.json: time_step_limit is not [lo, hi]");
+            }
+        }
+        if (cfg_bool(c, "rms_norm", 1) == 0) {
+            return ss_fail(SS_ERR_UNSUPPORTED, "config.json: Mamba-2 without rms_norm");
+        }
+    }
+    if (cfg->n_layer > 4096) return ss_fail(SS_ERR_FORMAT, "config.json: too many layers");
+    return SS_OK;
+}
+
+/* ---- files -------------------------------------------------------------------------------- */
+
+static ss_err map_file(loader *L, const char *path, shard *sh)
+{
+    ss_model *m = L->m;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return ss_fail(errno == ENOENT ? SS_ERR_NOT_FOUND : SS_ERR_IO, "%s: %s", path,
+                       strerror(errno));
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return ss_fail(SS_ERR_IO, "%s: not a regular file", path);
+    }
+    size_t len = (size_t)st.st_size;
+    void *addr = len ? mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+    close(fd);
+    if (len && addr == MAP_FAILED) return ss_fail(SS_ERR_IO, "%s: mmap: %s", path, strerror(errno));
+    mapping *nm = realloc(m->maps, (size_t)(m->n_maps + 1) * sizeof *nm);
+    if (!nm) {
+        if (addr) munmap(addr, len);
+        return ss_fail(SS_ERR_NOMEM, "out of memory");
+    }
+    m->maps = nm;
+    m->maps[m->n_maps++] = (mapping){addr, len};
+    sh->path = strdup(path);
+    if (!sh->path) return ss_fail(SS_ERR_NOMEM, "out of memory");
+    return st_parse(&sh->st, addr, len, path);
+}
+
+static int shard_index(loader *L, const char *path)
+{
+    for (int i = 0; i < L->n_shards; i++)
+        if (!strcmp(L->shards[i].path, path)) return i;
+    return -1;
+}
+
+static ss_err open_files(loader *L)
+{
+    ss_err err = SS_OK;
+    char path[PATH_MAX];
+    char *text = NULL;
+    json_t *idx = NULL;
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", L->dir);
+    if (access(path, F_OK) != 0) {
+        L->shards = calloc(1, sizeof *L->shards);
+        if (!L->shards) return ss_fail(SS_ERR_NOMEM, "out of memory");
+        L->n_shards = 1;
+        snprintf(path, sizeof path, "%s/model.safetensors", L->dir);
+        if (access(path, F_OK) != 0) {
+            return ss_fail(SS_ERR_NOT_FOUND,
+                           "%s: neither model.safetensors nor model.safetensors.index.json found "
+                           "(only safetensors checkpoints are supported)",
+                           L->dir);
+        }
+        return map_file(L, path, &L->shards[0]);
+    }
+    size_t len;
+    if ((err = ss_read_file(path, MAX_INDEX_BYTES, &text, &len))) goto out;
+    if ((err = ss_json_parse_relaxed(text, len, path, &idx))) goto out;
+    json_t *wm = json_object_get(idx, "weight_map");
+    if (!json_is_object(wm) || json_object_size(wm) == 0) {
+        err = ss_fail(SS_ERR_FORMAT, "%s: weight_map missing or empty", path);
+        goto out;
+    }
+    L->shards = calloc(json_object_size(wm), sizeof *L->shards);
+    if (!L->shards) {
+        err = ss_fail(SS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    const char *tname;
+    json_t *fv;
+    json_object_foreach(wm, tname, fv)
+    {
+        const char *file = json_string_value(fv);
+        if (!file || strchr(file, '/') || !strcmp(file, "..") || !file[0]) {
+            err = ss_fail(SS_ERR_FORMAT, "%s: weight_map[%s] is not a file name in the folder",
+                          path, tname);
+            goto out;
+        }
+        char fpath[PATH_MAX];
+        snprintf(fpath, sizeof fpath, "%s/%s", L->dir, file);
+        int si = shard_index(L, fpath);
+        if (si < 0) {
+            si = L->n_shards++;
+            if ((err = map_file(L, fpath, &L->shards[si]))) goto out;
+        }
+        if (!st_find(&L->shards[si].st, tname)) {
+            err = ss_fail(SS_ERR_FORMAT, "%s: weight_map puts %s in %s, which does not contain it",
+                          path, tname, file);
+            goto out;
+        }
+    }
+out:
+    json_decref(idx);
+    free(text);
+    return err;
+}
+
+/* Find a tensor across shards; a name in two shards is an error. */
+static ss_err find_tensor(loader *L, const char *name, const st_tensor **out)
+{
+    const st_tensor *found = NULL;
+    for (int i = 0; i < L->n_shards; i++) {
+        const st_tensor *t = st_find(&L->shards[i].st, name);
+        if (t && found) return ss_fail(SS_ERR_FORMAT, "tensor %s appears in two shards", name);
+        if (t) found = t;
+    }
+    *out = found;
+    return SS_OK;
+}
+
+/*
+ * Get tensor `name` with the expected shape (ndim dims; -1 = any), as F32. `optional`: a missing
+ * tensor gives *out = NULL instead of an error.
+ */
+static ss_err get_f32(loader *L, const char *name, int optional, const float **out, int ndim, ...)
+{
+    const st_tensor *t = NULL;
+    ss_err err = find_tensor(L, name, &t);
+    *out = NULL;
+    if (err) return err;
+    if (!t) {
+        if (optional) return SS_OK;
+        return ss_fail(SS_ERR_FORMAT, "checkpoint %s: required tensor %s is missing", L->dir,
+                       name);
+    }
+    int64_t want[ST_MAX_DIMS];
+    va_list ap;
+    va_start(ap, ndim);
+    for (int i = 0; i < ndim; i++) want[i] = va_arg(ap, int64_t);
+    va_end(ap);
+    int ok = t->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = want[i] < 0 || t->shape[i] == want[i];
+    if (!ok) {
+        char got[128] = "", exp[128] = "";
+        size_t gl = 0, el = 0;
+        for (int i = 0; i < t->ndim; i++)
+            gl += (size_t)snprintf(got + gl, sizeof got - gl, "%s%lld", i ? ", " : "",
+                                   (long long)t->shape[i]);
+        for (int i = 0; i < ndim; i++)
+            el += (size_t)snprintf(exp + el, sizeof exp - el, "%s%lld", i ? ", " : "",
+                                   (long long)want[i]);
+        return ss_fail(SS_ERR_MISMATCH,
+                       "tensor %s has shape [%s] but the config implies [%s]", name, got, exp);
+    }
+    if (t->dtype != ST_F32 && t->dtype != ST_BF16 && t->dtype != ST_F16) {
+        return ss_fail(SS_ERR_UNSUPPORTED, "tensor %s: dtype %s (need F32, BF16 or F16)", name,
+                       st_dtype_name(t->dtype));
+    }
+    L->dtype_mask |= 1 << t->dtype;
+    if (t->dtype == ST_F32 && ((uintptr_t)t->data & 3) == 0) {
+        *out = (const float *)t->data;
+    } else {
+        float *buf = malloc(t->n_elem ? t->n_elem * sizeof(float) : 1);
+        if (!buf) return ss_fail(SS_ERR_NOMEM, "tensor %s: cannot allocate", name);
+        st_to_f32(t->dtype, t->data, buf, t->n_elem);
+        if ((err = own(L->m, buf))) return err;
+        *out = buf;
+    }
+    L->bytes_done += t->n_bytes;
+    if (L->params->progress)
+        L->params->progress(L->params->progress_user, "load", L->bytes_done, L->bytes_total);
+    return SS_OK;
+}
+
+#define I64(x) ((int64_t)(x))
+
+static ss_err load_norm(loader *L, const char *prefix, const float **w, const float **b)
+{
+    char name[256];
+    int d = L->m->cfg.d_model;
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    ss_err err = get_f32(L, name, 0, w, 1, I64(d));
+    if (err || L->m->cfg.norm != NORM_LAYER) return err;
+    snprintf(name, sizeof name, "%s.bias", prefix);
+    return get_f32(L, name, 0, b, 1, I64(d));
+}
+
+/* Precompute A = -exp(A_log) into an owned buffer. */
+static ss_err load_A(loader *L, const char *name, float **out, int ndim, int64_t n0, int64_t n1)
+{
+    const float *alog;
+    ss_err err = ndim == 2 ? get_f32(L, name, 0, &alog, 2, n0, n1) : get_f32(L, name, 0, &alog, 1, n0);
+    if (err) return err;
+    size_t n = (size_t)n0 * (size_t)(ndim == 2 ? n1 : 1);
+    float *a = malloc(n * sizeof *a);
+    if (!a) return ss_fail(SS_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) a[i] = -expf(alog[i]);
+    if ((err = own(L->m, a))) return err;
+    *out = a;
+    return SS_OK;
+}
+
+static ss_err load_mixer(loader *L, layer *ly, int i)
+{
+    model_config *c = &L->m->cfg;
+    char p[200], n[256];
+    ss_err err;
+    int d = c->d_model, Di = c->d_inner, N = c->d_state, K = c->conv_kernel, R = c->dt_rank;
+    snprintf(p, sizeof p, "backbone.layers.%d.mixer", i);
+#define T(suffix) (snprintf(n, sizeof n, "%s.%s", p, suffix), n)
+    if (ly->kind == LAYER_MAMBA1) {
+        if ((err = get_f32(L, T("in_proj.weight"), 0, &ly->in_proj_w, 2, I64(2 * Di), I64(d))))
+            return err;
+        if (c->use_bias &&
+            (err = get_f32(L, T("in_proj.bias"), 0, &ly->in_proj_b, 1, I64(2 * Di))))
+            return err;
+        if ((err = get_f32(L, T("conv1d.weight"), 0, &ly->conv_w, 3, I64(Di), I64(1), I64(K))))
+            return err;
+        if (c->use_conv_bias &&
+            (err = get_f32(L, T("conv1d.bias"), 0, &ly->conv_b, 1, I64(Di))))
+            return err;
+        if ((err = get_f32(L, T("x_proj.weight"), 0, &ly->x_proj_w, 2, I64(R + 2 * N), I64(Di))))
+            return err;
+        if ((err = get_f32(L, T("dt_proj.weight"), 0, &ly->dt_proj_w, 2, I64(Di), I64(R))))
+            return err;
+        if ((err = get_f32(L, T("dt_proj.bias"), 0, &ly->dt_proj_b, 1, I64(Di)))) return err;
+        if ((err = load_A(L, T("A_log"), &ly->A, 2, Di, N))) return err;
+        if ((err = get_f32(L, T("D"), 0, &ly->D, 1, I64(Di)))) return err;
+    } else {
+        int H = c->n_heads, G = c->n_groups, C = Di + 2 * G * N;
+        if ((err = get_f32(L, T("in_proj.weight"), 0, &ly->in_proj_w, 2, I64(Di + C + H), I64(d))))
+            return err;
+        if (c->use_bias &&
+            (err = get_f32(L, T("in_proj.bias"), 0, &ly->in_proj_b, 1, I64(Di + C + H))))
+            return err;
+        if ((err = get_f32(L, T("conv1d.weight"), 0, &ly->conv_w, 3, I64(C), I64(1), I64(K))))
+            return err;
+        if (c->use_conv_bias && (err = get_f32(L, T("conv1d.bias"), 0, &ly->conv_b, 1, I64(C))))
+            return err;
+        if ((err = get_f32(L, T("dt_bias"), 0, &ly->dt_bias, 1, I64(H)))) return err;
+        if ((err = load_A(L, T("A_log"), &ly->A, 1, H, 0))) return err;
+        if ((err = get_f32(L, T("D"), 0, &ly->D, 1, I64(H)))) return err;
+        if ((err = get_f32(L, T("norm.weight"), 0, &ly->gnorm_w, 1, I64(Di)))) return err;
+    }
+    if ((err = get_f32(L, T("out_proj.weight"), 0, &ly->out_proj_w, 2, I64(d), I64(Di))))
+        return err;
+    if (c->use_bias && (err = get_f32(L, T("out_proj.bias"), 0, &ly->out_proj_b, 1, I64(d))))
+        return err;
+#undef T
+    return SS_OK;
+}
+
+static ss_err load_moe(loader *L, layer *ly, int i)
+{
+    model_config *c = &L->m->cfg;
+    moe_config *mc = &c->moe;
+    char n[256];
+    ss_err err;
+    int d = c->d_model, E = mc->n_experts, de = mc->expert_width;
+    snprintf(n, sizeof n, "backbone.layers.%d.moe.router.weight", i);
+    if ((err = get_f32(L, n, 0, &ly->router_w, 2, I64(E), I64(d)))) return err;
+    if (mc->routing == ROUTE_TOKEN_CHOICE && mc->router_bias) {
+        snprintf(n, sizeof n, "backbone.layers.%d.moe.router.bias", i);
+        if ((err = get_f32(L, n, 0, &ly->router_b, 1, I64(E)))) return err;
+    }
+    ly->up_w = calloc((size_t)E, sizeof *ly->up_w);
+    if (!ly->up_w || (err = own(L->m, (void *)ly->up_w))) return ss_fail(SS_ERR_NOMEM, "oom");
+    ly->down_w = calloc((size_t)E, sizeof *ly->down_w);
+    if (!ly->down_w || (err = own(L->m, (void *)ly->down_w))) return ss_fail(SS_ERR_NOMEM, "oom");
+    for (int e = 0; e < E; e++) {
+        snprintf(n, sizeof n, "backbone.layers.%d.moe.experts.%d.up.weight", i, e);
+        if ((err = get_f32(L, n, 0, &ly->up_w[e], 2, I64(mc->gated ? 2 * de : de), I64(d))))
+            return err;
+        snprintf(n, sizeof n, "backbone.layers.%d.moe.experts.%d.down.weight", i, e);
+        if ((err = get_f32(L, n, 0, &ly->down_w[e], 2, I64(d), I64(de)))) return err;
+    }
+    return SS_OK;
+}
+
+static ss_err load_weights(loader *L)
+{
+    ss_model *m = L->m;
+    model_config *c = &m->cfg;
+    ss_err err;
+    for (int i = 0; i < L->n_shards; i++) L->bytes_total += L->shards[i].st.size;
+    if ((err = get_f32(L, "backbone.embeddings.weight", 0, &m->embed, 2, I64(c->vocab),
+                       I64(c->d_model))))
+        return err;
+    m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
+    if (!m->layers) return ss_fail(SS_ERR_NOMEM, "out of memory");
+    json_t *lt = json_object_get(L->config, "layer_types");
+    int n_state = 0;
+    for (int i = 0; i < c->n_layer; i++) {
+        layer *ly = &m->layers[i];
+        char name[200];
+        if (m->info.arch == SS_ARCH_MOE_MAMBA) {
+            const char *k = json_string_value(json_array_get(lt, (size_t)i));
+            if (!k || (strcmp(k, "mamba") && strcmp(k, "moe"))) {
+                return ss_fail(SS_ERR_FORMAT, "config.json: layer_types[%d] must be \"mamba\" or "
+                                              "\"moe\"", i);
+            }
+            ly->kind = !strcmp(k, "moe") ? LAYER_MOE : LAYER_MAMBA1;
+        } else {
+            ly->kind = m->info.arch == SS_ARCH_MAMBA2 ? LAYER_MAMBA2 : LAYER_MAMBA1;
+        }
+        ly->state_index = ly->kind == LAYER_MOE ? -1 : n_state++;
+        snprintf(name, sizeof name, "backbone.layers.%d.norm", i);
+        if ((err = load_norm(L, name, &ly->norm_w, &ly->norm_b))) return err;
+        err = ly->kind == LAYER_MOE ? load_moe(L, ly, i) : load_mixer(L, ly, i);
+        if (err) return err;
+    }
+    if ((err = load_norm(L, "backbone.norm_f", &m->norm_f_w, &m->norm_f_b))) return err;
+    if (c->tie_embeddings) {
+        m->lm_head = m->embed;
+    } else if ((err = get_f32(L, "lm_head.weight", 0, &m->lm_head, 2, I64(c->vocab),
+                              I64(c->d_model)))) {
+        return err;
+    }
+    m->info.n_state_layers = n_state;
+    return SS_OK;
+}
+
+/* ---- fingerprint -------------------------------------------------------------------------- */
+
+typedef struct tensor_ref {
+    const char *name;
+    const st_tensor *t;
+} tensor_ref;
+
+static int cmp_ref(const void *a, const void *b)
+{
+    return strcmp(((const tensor_ref *)a)->name, ((const tensor_ref *)b)->name);
+}
+
+static ss_err fingerprint(loader *L)
+{
+    int n = 0;
+    for (int i = 0; i < L->n_shards; i++) n += L->shards[i].st.n_tensors;
+    tensor_ref *refs = calloc((size_t)(n ? n : 1), sizeof *refs);
+    XXH128_hash_t *digests = calloc((size_t)(n ? n : 1), sizeof *digests);
+    if (!refs || !digests) {
+        free(refs);
+        free(digests);
+        return ss_fail(SS_ERR_NOMEM, "out of memory");
+    }
+    int k = 0;
+    for (int i = 0; i < L->n_shards; i++)
+        for (int j = 0; j < L->shards[i].st.n_tensors; j++) {
+            refs[k].t = &L->shards[i].st.tensors[j];
+            refs[k].name = refs[k].t->name;
+            k++;
+        }
+    qsort(refs, (size_t)n, sizeof *refs, cmp_ref);
+    /* Hash tensors in parallel; big tensors dominate, so schedule dynamically. */
+#pragma omp parallel for schedule(dynamic, 1) num_threads(L->m->n_threads)
+    for (int i = 0; i < n; i++) digests[i] = XXH3_128bits(refs[i].t->data, refs[i].t->n_bytes);
+
+    XXH3_state_t *st = XXH3_createState();
+    if (!st) {
+        free(refs);
+        free(digests);
+        return ss_fail(SS_ERR_NOMEM, "out of memory");
+    }
+    XXH3_128bits_reset(st);
+    XXH3_128bits_update(st, "statesoup-fingerprint-v1", 24);
+    XXH3_128bits_update(st, L->config_canon, strlen(L->config_canon) + 1);
+    for (int i = 0; i < n; i++) {
+        const st_tensor *t = refs[i].t;
+        XXH3_128bits_update(st, t->name, strlen(t->name) + 1);
+        const char *dt = st_dtype_name(t->dtype);
+        XXH3_128bits_update(st, dt, strlen(dt) + 1);
+        for (int d = 0; d < t->ndim; d++) {
+            uint64_t v = (uint64_t)t->shape[d];
+            XXH3_128bits_update(st, &v, sizeof v);
+        }
+        XXH128_canonical_t can;
+        XXH128_canonicalFromHash(&can, digests[i]);
+        XXH3_128bits_update(st, &can, sizeof can);
+    }
+    XXH128_canonical_t can;
+    XXH128_canonicalFromHash(&can, XXH3_128bits_digest(st));
+    ss_hex(can.digest, 16, L->m->info.fingerprint);
+    XXH3_freeState(st);
+    free(refs);
+    free(digests);
+    return SS_OK;
+}
+
+/* ---- info --------------------------------------------------------------------------------- */
+
+static void fill_info(loader *L)
+{
+    ss_model *m = L->m;
+    model_config *c = &m->cfg;
+    ss_model_info *in = &m->info;
+    in->architecture = m->architecture;
+    in->model_type = m->model_type;
+    int mask = L->dtype_mask;
+    snprintf(m->dtype, sizeof m->dtype, "%s",
+             mask == (1 << ST_F32)    ? "F32"
+             : mask == (1 << ST_BF16) ? "BF16"
+             : mask == (1 << ST_F16)  ? "F16"
+                                      : "mixed");
+    in->dtype = m->dtype;
+    in->n_layer = c->n_layer;
+    in->d_model = c->d_model;
+    in->d_inner = c->d_inner;
+    in->d_state = c->d_state;
+    in->conv_kernel = c->conv_kernel;
+    in->vocab_size = c->vocab;
+    in->eos_token_id = c->eos >= 0 && c->eos < c->vocab ? c->eos : -1;
+    in->bos_token_id = c->bos >= 0 && c->bos < c->vocab ? c->bos : -1;
+    if (in->arch == SS_ARCH_MAMBA2) {
+        in->n_heads = c->n_heads;
+        in->head_dim = c->head_dim;
+        in->n_groups = c->n_groups;
+        in->conv_channels = c->d_inner + 2 * c->n_groups * c->d_state;
+    } else {
+        in->conv_channels = c->d_inner;
+    }
+    if (in->arch == SS_ARCH_MOE_MAMBA && c->moe.routing == ROUTE_MIXTURE_OF_TOKENS)
+        in->mot_group_size = c->moe.group_size;
+    size_t L_ = (size_t)in->n_state_layers;
+    in->state_floats = L_ * (size_t)in->conv_channels * (size_t)c->conv_kernel +
+                       L_ * (size_t)c->d_inner * (size_t)c->d_state + (size_t)c->d_model;
+    in->state_bytes = in->state_floats * sizeof(float);
+
+    /* Parameters: every tensor once; active: MoE layers count only k experts (all for MoT). */
+    uint64_t total = 0, inactive = 0;
+    for (int i = 0; i < L->n_shards; i++)
+        for (int j = 0; j < L->shards[i].st.n_tensors; j++) {
+            const st_tensor *t = &L->shards[i].st.tensors[j];
+            total += t->n_elem;
+        }
+    if (in->arch == SS_ARCH_MOE_MAMBA && c->moe.routing == ROUTE_TOKEN_CHOICE) {
+        uint64_t per_expert = (uint64_t)c->d_model * (uint64_t)c->moe.expert_width *
+                              (uint64_t)(c->moe.gated ? 3 : 2);
+        for (int i = 0; i < c->n_layer; i++)
+            if (m->layers[i].kind == LAYER_MOE)
+                inactive += per_expert * (uint64_t)(c->moe.n_experts - c->moe.top_k);
+    }
+    in->n_params = total;
+    in->n_active_params = total - inactive;
+}
+
+/* ---- entry points ------------------------------------------------------------------------- */
+
+ss_err model_load(ss_model *m, const char *dir, const ss_model_params *p)
+{
+    ss_err err = SS_OK;
+    loader L = {.m = m, .dir = dir, .params = p};
+    char path[PATH_MAX];
+    char *text = NULL;
+    size_t len;
+    m->n_threads = p->n_threads > 0 ? p->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (m->n_threads < 1) m->n_threads = 1;
+
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        return ss_fail(SS_ERR_NOT_FOUND, "model directory %s does not exist", dir);
+    }
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if ((err = ss_read_file(path, MAX_CONFIG_BYTES, &text, &len))) goto out;
+    if ((err = ss_json_parse_relaxed(text, len, path, &L.config))) goto out;
+    L.config_canon = json_dumps(L.config, JSON_COMPACT | JSON_SORT_KEYS);
+    if (!L.config_canon) {
+        err = ss_fail(SS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if ((err = parse_config(&L))) goto out;
+    if ((err = open_files(&L))) goto out;
+    if ((err = load_weights(&L))) goto out;
+    fill_info(&L);
+    if (p->progress) p->progress(p->progress_user, "fingerprint", 0, 1);
+    if ((err = fingerprint(&L))) goto out;
+    if (p->progress) p->progress(p->progress_user, "fingerprint", 1, 1);
+out:
+    for (int i = 0; i < L.n_shards; i++) {
+        free(L.shards[i].path);
+        st_free(&L.shards[i].st);
+    }
+    free(L.shards);
+    free(L.config_canon);
+    json_decref(L.config);
+    free(text);
+    return err;
+}
+
+void model_unload(ss_model *m)
+{
+    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    for (int i = 0; i < m->n_maps; i++)
+        if (m->maps[i].addr) munmap(m->maps[i].addr, m->maps[i].len);
+    free(m->maps);
+    free(m->layers);
+}

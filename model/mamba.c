@@ -1,0 +1,494 @@
+/*
+ * mamba.c - the forward pass: model open/close, scratch contexts and ss_model_eval().
+ *
+ * All tokens of a batch (several sequences, each with its own state) travel together through the
+ * per-token projections, which become one GEMM per weight matrix (OpenBLAS); only the causal conv
+ * and the selective scan walk each sequence in order. Long inputs are processed in rounds of at
+ * most ROUND_ROWS tokens so scratch memory stays bounded (a few MB per 1k of d_inner).
+ *
+ * Mamba-1 block, per token (HF MambaMixer, the equations of docs/model-format.md):
+ *   [x | z] = in_proj(u)                                  x, z: [Di]
+ *   x = SiLU(conv1d_causal(x) + conv_bias)                depthwise, kernel K
+ *   [dt_r | B | C] = x_proj(x)                            [R], [N], [N]
+ *   dt = softplus(dt_proj(dt_r) + dt_bias)                [Di]
+ *   s[i,n] = exp(dt[i] A[i,n]) s[i,n] + dt[i] B[n] x[i]   A = -exp(A_log)
+ *   y[i] = (sum_n s[i,n] C[n] + D[i] x[i]) * SiLU(z[i])
+ *   out = out_proj(y)
+ * Each block is pre-norm residual: h += block(norm(h)); logits = lm_head(norm_f(h)).
+ */
+#include "internal.h"
+#include "mixers.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Tokens per round; sized so the scratch of a 2.8b model stays under ~100 MB. */
+#define ROUND_ROWS 256
+
+/* ---- dense helpers ------------------------------------------------------------------------ */
+
+void mm_rows(const float *x, int rows, int in, int ldx, const float *w, const float *bias, int out,
+             float *y, int ldy)
+{
+    if (rows <= 0 || out <= 0) return;
+    if (rows == 1) {
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, w, in, x, 1, 0.0f, y, 1);
+    } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x, ldx, w, in,
+                    0.0f, y, ldy);
+    }
+    if (bias) {
+        for (int r = 0; r < rows; r++)
+            for (int o = 0; o < out; o++) y[(size_t)r * ldy + o] += bias[o];
+    }
+}
+
+void norm_rows(const model_config *c, const float *w, const float *b, const float *x, float *y,
+               int rows, int d)
+{
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * d;
+        float *yr = y + (size_t)r * d;
+        if (c->norm == NORM_RMS) {
+            /* RMSNorm: x / sqrt(mean(x^2) + eps) * w  (accumulated in double like float64 refs) */
+            double ss = 0;
+            for (int i = 0; i < d; i++) ss += (double)xr[i] * xr[i];
+            float inv = (float)(1.0 / sqrt(ss / d + c->norm_eps));
+            for (int i = 0; i < d; i++) yr[i] = xr[i] * inv * w[i];
+        } else {
+            /* LayerNorm: (x - mean) / sqrt(var + eps) * w + b, biased variance */
+            double mean = 0, var = 0;
+            for (int i = 0; i < d; i++) mean += xr[i];
+            mean /= d;
+            for (int i = 0; i < d; i++) var += ((double)xr[i] - mean) * ((double)xr[i] - mean);
+            float inv = (float)(1.0 / sqrt(var / d + c->norm_eps));
+            for (int i = 0; i < d; i++) yr[i] = (float)(xr[i] - mean) * inv * w[i] + (b ? b[i] : 0);
+        }
+    }
+}
+
+/* ---- model -------------------------------------------------------------------------------- */
+
+ss_model_params ss_model_default_params(void)
+{
+    return (ss_model_params){.n_threads = 0};
+}
+
+ss_err ss_model_open(ss_model **out, const char *dir, const ss_model_params *params)
+{
+    ss_model_params def = ss_model_default_params();
+    if (!params) params = &def;
+    ss_model *m = calloc(1, sizeof *m);
+    if (!m) return ss_fail(SS_ERR_NOMEM, "out of memory");
+    ss_err err = model_load(m, dir, params);
+    if (err) {
+        model_unload(m);
+        free(m);
+        return err;
+    }
+    *out = m;
+    return SS_OK;
+}
+
+void ss_model_close(ss_model *m)
+{
+    if (!m) return;
+    model_unload(m);
+    free(m);
+}
+
+const ss_model_info *ss_model_get_info(const ss_model *m)
+{
+    return &m->info;
+}
+
+void ss_model_state_layout(const ss_model *m, ss_state_layout *o)
+{
+    const ss_model_info *in = &m->info;
+    size_t L = (size_t)in->n_state_layers;
+    memset(o, 0, sizeof *o);
+    o->conv_off = 0;
+    o->conv_n = L * (size_t)in->conv_channels * (size_t)in->conv_kernel;
+    o->ssm_off = o->conv_n;
+    o->ssm_n = L * (size_t)in->d_inner * (size_t)in->d_state;
+    o->hidden_off = o->ssm_off + o->ssm_n;
+    o->hidden_n = (size_t)in->d_model;
+    o->conv_ndim = 3;
+    o->conv_shape[0] = (int)L;
+    o->conv_shape[1] = in->conv_channels;
+    o->conv_shape[2] = in->conv_kernel;
+    if (in->arch == SS_ARCH_MAMBA2) {
+        o->ssm_ndim = 4;
+        o->ssm_shape[0] = (int)L;
+        o->ssm_shape[1] = in->n_heads;
+        o->ssm_shape[2] = in->head_dim;
+        o->ssm_shape[3] = in->d_state;
+    } else {
+        o->ssm_ndim = 3;
+        o->ssm_shape[0] = (int)L;
+        o->ssm_shape[1] = in->d_inner;
+        o->ssm_shape[2] = in->d_state;
+    }
+}
+
+/* ---- scratch ------------------------------------------------------------------------------ */
+
+ss_err ss_ctx_new(const ss_model *m, ss_ctx **out)
+{
+    ss_ctx *c = calloc(1, sizeof *c);
+    if (!c) return ss_fail(SS_ERR_NOMEM, "out of memory");
+    c->m = m;
+    *out = c;
+    return SS_OK;
+}
+
+static void ctx_release(ss_ctx *c)
+{
+    float **bufs[] = {&c->h,  &c->xn,     &c->proj, &c->xc,  &c->dbc,  &c->dt,
+                      &c->y,  &c->out,    &c->router, &c->eh, &c->ein, &c->eout,
+                      &c->route_w};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        free(*bufs[i]);
+        *bufs[i] = NULL;
+    }
+    free(c->route_idx);
+    free(c->perm);
+    free(c->counts);
+    free(c->grows);
+    free(c->gw);
+    c->route_idx = c->perm = c->counts = c->grows = NULL;
+    c->gw = NULL;
+    c->rows = 0;
+}
+
+void ss_ctx_free(ss_ctx *c)
+{
+    if (!c) return;
+    ctx_release(c);
+    free(c->logits);
+    free(c);
+}
+
+static float *alloc_f(size_t n)
+{
+    return aligned_alloc(64, ((n ? n : 1) * sizeof(float) + 63) & ~(size_t)63);
+}
+
+/* Make room for `rows` rows. Buffers never shrink. */
+static ss_err ctx_reserve(ss_ctx *c, int rows)
+{
+    if (rows <= c->rows) return SS_OK;
+    const ss_model *m = c->m;
+    const model_config *cf = &m->cfg;
+    size_t T = (size_t)rows, d = (size_t)cf->d_model, Di = (size_t)cf->d_inner;
+    size_t C = (size_t)m->info.conv_channels, N = (size_t)cf->d_state;
+    size_t proj = m->info.arch == SS_ARCH_MAMBA2 ? Di + C + (size_t)cf->n_heads : 2 * Di;
+    size_t dbc = (size_t)cf->dt_rank + 2 * N;
+    size_t E = (size_t)(cf->moe.n_experts ? cf->moe.n_experts : 1);
+    size_t k = (size_t)(cf->moe.top_k ? cf->moe.top_k : 1);
+    size_t de = (size_t)(cf->moe.expert_width ? cf->moe.expert_width : 1);
+    ctx_release(c);
+    c->h = alloc_f(T * d);
+    c->xn = alloc_f(T * d);
+    c->proj = alloc_f(T * proj);
+    c->xc = alloc_f(T * C);
+    c->dbc = alloc_f(T * dbc);
+    c->dt = alloc_f(T * Di);
+    c->y = alloc_f(T * Di);
+    c->out = alloc_f(T * d);
+    int ok = c->h && c->xn && c->proj && c->xc && c->dbc && c->dt && c->y && c->out;
+    if (ok && m->info.arch == SS_ARCH_MOE_MAMBA) {
+        c->router = alloc_f(T * E);
+        c->eh = alloc_f(T * k * 2 * de);
+        c->ein = alloc_f(T * k * d);
+        c->eout = alloc_f(T * k * d);
+        c->route_w = alloc_f(T * k);
+        c->route_idx = malloc(T * k * sizeof(int));
+        c->perm = malloc(T * k * sizeof(int));
+        size_t g = (size_t)(cf->moe.group_size ? cf->moe.group_size : 1);
+        c->counts = malloc(2 * (E + 1) * sizeof(int));
+        c->grows = malloc(g * sizeof(int));
+        c->gw = alloc_f(g);
+        ok = c->router && c->eh && c->ein && c->eout && c->route_w && c->route_idx && c->perm &&
+             c->counts && c->grows && c->gw;
+    }
+    if (!ok) {
+        ctx_release(c);
+        return ss_fail(SS_ERR_NOMEM, "cannot allocate scratch for %d rows", rows);
+    }
+    c->rows = rows;
+    return SS_OK;
+}
+
+static ss_err ctx_reserve_logits(ss_ctx *c, int rows)
+{
+    if (rows <= c->logits_rows) return SS_OK;
+    free(c->logits);
+    c->logits = alloc_f((size_t)rows * (size_t)c->m->cfg.vocab);
+    c->logits_rows = c->logits ? rows : 0;
+    return c->logits ? SS_OK : ss_fail(SS_ERR_NOMEM, "cannot allocate logits");
+}
+
+/* ---- Mamba-1 mixer ------------------------------------------------------------------------ */
+
+static inline float silu(float x)
+{
+    return x / (1.0f + expf(-x));
+}
+
+static inline float softplus(float x)
+{
+    /* torch.nn.functional.softplus with beta 1, threshold 20 */
+    return x > 20.0f ? x : log1pf(expf(x));
+}
+
+/* RMS-normalise v[n] in place without a weight (falcon-mamba's B/C/dt norms). */
+static void rms_inplace(float *v, int n, float eps)
+{
+    double ss = 0;
+    for (int i = 0; i < n; i++) ss += (double)v[i] * v[i];
+    float inv = (float)(1.0 / sqrt(ss / n + eps));
+    for (int i = 0; i < n; i++) v[i] *= inv;
+}
+
+/*
+ * Causal depthwise conv + SiLU over the rows of each span, channels [0, C) of `in` (row stride
+ * ld_in), updating the conv windows in the states. out: [T, C].
+ */
+void conv_rows(const ss_model *m, const layer *ly, const span *sp, int n_sp, const float *in,
+               int ld_in, float *out, int C)
+{
+    const int K = m->cfg.conv_kernel;
+    const size_t L_off = (size_t)ly->state_index * (size_t)C * (size_t)K;
+#pragma omp parallel for schedule(static) num_threads(m->n_threads) if (C >= 256)
+    for (int i = 0; i < C; i++) {
+        const float *w = ly->conv_w + (size_t)i * K;
+        const float bias = ly->conv_b ? ly->conv_b[i] : 0.0f;
+        float win[64];
+        for (int s = 0; s < n_sp; s++) {
+            float *st = ss_state_data(sp[s].state) + L_off + (size_t)i * K;
+            memcpy(win, st, (size_t)K * sizeof(float));
+            for (int t = sp[s].row; t < sp[s].row + sp[s].n; t++) {
+                memmove(win, win + 1, (size_t)(K - 1) * sizeof(float));
+                win[K - 1] = in[(size_t)t * ld_in + i];
+                float acc = bias;
+                for (int k = 0; k < K; k++) acc += win[k] * w[k];
+                out[(size_t)t * C + i] = silu(acc);
+            }
+            memcpy(st, win, (size_t)K * sizeof(float));
+        }
+    }
+}
+
+static void mamba1_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp, int T)
+{
+    const model_config *cf = &m->cfg;
+    const int d = cf->d_model, Di = cf->d_inner, N = cf->d_state, R = cf->dt_rank;
+    const int ldbc = R + 2 * N;
+    const size_t ssm_off = m->info.n_state_layers * (size_t)Di * cf->conv_kernel +
+                           (size_t)ly->state_index * (size_t)Di * N;
+
+    /* [x | z] = in_proj(u): proj [T, 2Di] */
+    mm_rows(c->xn, T, d, d, ly->in_proj_w, ly->in_proj_b, 2 * Di, c->proj, 2 * Di);
+    /* x = SiLU(conv(x)): xc [T, Di] */
+    conv_rows(m, ly, sp, n_sp, c->proj, 2 * Di, c->xc, Di);
+    /* [dt_r | B | C] = x_proj(x): dbc [T, R + 2N] */
+    mm_rows(c->xc, T, Di, Di, ly->x_proj_w, NULL, ldbc, c->dbc, ldbc);
+    if (cf->has_mixer_rms) {
+        for (int t = 0; t < T; t++) {
+            float *r = c->dbc + (size_t)t * ldbc;
+            rms_inplace(r, R, cf->mixer_rms_eps);
+            rms_inplace(r + R, N, cf->mixer_rms_eps);
+            rms_inplace(r + R + N, N, cf->mixer_rms_eps);
+        }
+    }
+    /* dt = softplus(dt_proj(dt_r) + b): dt [T, Di] */
+    mm_rows(c->dbc, T, R, ldbc, ly->dt_proj_w, ly->dt_proj_b, Di, c->dt, Di);
+
+    /* Selective scan, channels in parallel; each channel walks its spans in token order. */
+#pragma omp parallel for schedule(static) num_threads(m->n_threads) if (Di >= 256)
+    for (int i = 0; i < Di; i++) {
+        const float *A = ly->A + (size_t)i * N;
+        const float Dp = ly->D[i];
+        float s[256];
+        for (int q = 0; q < n_sp; q++) {
+            float *st = ss_state_data(sp[q].state) + ssm_off + (size_t)i * N;
+            memcpy(s, st, (size_t)N * sizeof(float));
+            for (int t = sp[q].row; t < sp[q].row + sp[q].n; t++) {
+                const float dt = softplus(c->dt[(size_t)t * Di + i]);
+                const float x = c->xc[(size_t)t * Di + i];
+                const float *B = c->dbc + (size_t)t * ldbc + R;
+                const float *Cm = B + N;
+                const float dx = dt * x;
+                float acc = 0;
+                for (int n = 0; n < N; n++) {
+                    s[n] = expf(dt * A[n]) * s[n] + dx * B[n];
+                    acc += s[n] * Cm[n];
+                }
+                const float z = c->proj[(size_t)t * 2 * Di + Di + i];
+                c->y[(size_t)t * Di + i] = (acc + Dp * x) * silu(z);
+            }
+            memcpy(st, s, (size_t)N * sizeof(float));
+        }
+    }
+    /* out = out_proj(y): [T, d] */
+    mm_rows(c->y, T, Di, Di, ly->out_proj_w, ly->out_proj_b, d, c->out, d);
+}
+
+/* ---- eval --------------------------------------------------------------------------------- */
+
+static ss_err validate(const ss_model *m, ss_seq *seqs, int n_seqs, int lockstep)
+{
+    if (n_seqs < 0) return ss_fail(SS_ERR_INVALID, "negative batch size");
+    for (int s = 0; s < n_seqs; s++) {
+        const ss_seq *q = &seqs[s];
+        if (!q->state || ss_state_floats(q->state) != m->info.state_floats) {
+            return ss_fail(SS_ERR_MISMATCH, "sequence %d: state missing or of another model", s);
+        }
+        if (q->n_tokens < 0 || (q->n_tokens > 0 && !q->tokens)) {
+            return ss_fail(SS_ERR_INVALID, "sequence %d: bad token array", s);
+        }
+        for (int t = 0; t < q->n_tokens; t++) {
+            if (q->tokens[t] < 0 || q->tokens[t] >= m->cfg.vocab) {
+                return ss_fail(SS_ERR_INVALID,
+                               "token id %d at position %d is outside the vocabulary [0, %d)",
+                               q->tokens[t], t, m->cfg.vocab);
+            }
+        }
+        for (int o = 0; o < s; o++) {
+            if (seqs[o].state == q->state && q->n_tokens && seqs[o].n_tokens)
+                return ss_fail(SS_ERR_INVALID, "sequences %d and %d share a state", o, s);
+        }
+    }
+    int g = m->info.mot_group_size;
+    if (lockstep && g > 0) {
+        for (int s = 0; s < n_seqs; s++) {
+            if (seqs[s].n_tokens != seqs[s - s % g].n_tokens) {
+                return ss_fail(SS_ERR_INVALID,
+                               "mixture-of-tokens lockstep needs equal lengths within a group");
+            }
+        }
+    }
+    return SS_OK;
+}
+
+/* Run one round: spans of consecutive tokens, T rows in all. */
+static ss_err run_round(ss_model *m, ss_ctx *c, ss_seq *seqs, const span *sp, int n_sp, int T,
+                        int lockstep)
+{
+    const model_config *cf = &m->cfg;
+    const int d = cf->d_model, V = cf->vocab;
+    ss_err err;
+    /* h = embeddings[token] */
+    for (int q = 0; q < n_sp; q++) {
+        const ss_seq *s = &seqs[sp[q].seq];
+        for (int j = 0; j < sp[q].n; j++) {
+            memcpy(c->h + (size_t)(sp[q].row + j) * d,
+                   m->embed + (size_t)s->tokens[sp[q].pos + j] * d, (size_t)d * sizeof(float));
+        }
+    }
+    for (int l = 0; l < cf->n_layer; l++) {
+        const layer *ly = &m->layers[l];
+        norm_rows(cf, ly->norm_w, ly->norm_b, c->h, c->xn, T, d);
+        switch (ly->kind) {
+        case LAYER_MAMBA1:
+            mamba1_mixer(m, c, ly, sp, n_sp, T);
+            break;
+        case LAYER_MAMBA2:
+            mamba2_mixer(m, c, ly, sp, n_sp, T);
+            break;
+        case LAYER_MOE:
+            if ((err = moe_block(m, c, ly, sp, n_sp, T, lockstep))) return err;
+            break;
+        }
+        for (size_t i = 0; i < (size_t)T * d; i++) c->h[i] += c->out[i];
+    }
+    /* Final norm of every row (needed for logits_all), final_hidden of each span's last row. */
+    norm_rows(cf, m->norm_f_w, m->norm_f_b, c->h, c->xn, T, d);
+    int n_last = 0;
+    for (int q = 0; q < n_sp; q++) {
+        ss_seq *s = &seqs[sp[q].seq];
+        const float *last = c->xn + (size_t)(sp[q].row + sp[q].n - 1) * d;
+        ss_state_layout lay;
+        ss_model_state_layout(m, &lay);
+        memcpy(ss_state_data(s->state) + lay.hidden_off, last, (size_t)d * sizeof(float));
+        if (!s->logits) continue;
+        if (s->logits_all) {
+            mm_rows(c->xn + (size_t)sp[q].row * d, sp[q].n, d, d, m->lm_head, NULL, V,
+                    s->logits + (size_t)sp[q].pos * V, V);
+        } else if (sp[q].pos + sp[q].n == s->n_tokens) {
+            n_last++;
+        }
+    }
+    if (n_last) {
+        /* Gather the last rows, one GEMM, scatter. out is free scratch here. */
+        if ((err = ctx_reserve_logits(c, n_last))) return err;
+        int k = 0;
+        for (int q = 0; q < n_sp; q++) {
+            ss_seq *s = &seqs[sp[q].seq];
+            if (!s->logits || s->logits_all || sp[q].pos + sp[q].n != s->n_tokens) continue;
+            memcpy(c->out + (size_t)k++ * d, c->xn + (size_t)(sp[q].row + sp[q].n - 1) * d,
+                   (size_t)d * sizeof(float));
+        }
+        mm_rows(c->out, n_last, d, d, m->lm_head, NULL, V, c->logits, V);
+        k = 0;
+        for (int q = 0; q < n_sp; q++) {
+            ss_seq *s = &seqs[sp[q].seq];
+            if (!s->logits || s->logits_all || sp[q].pos + sp[q].n != s->n_tokens) continue;
+            memcpy(s->logits, c->logits + (size_t)k++ * V, (size_t)V * sizeof(float));
+        }
+    }
+    return SS_OK;
+}
+
+ss_err ss_model_eval(ss_model *m, ss_ctx *c, ss_seq *seqs, int n_seqs, int lockstep)
+{
+    ss_err err = validate(m, seqs, n_seqs, lockstep);
+    if (err) return err;
+    if ((err = ctx_reserve(c, ROUND_ROWS))) return err;
+    span *sp = malloc((size_t)(n_seqs ? n_seqs : 1) * sizeof *sp);
+    int *pos = calloc((size_t)(n_seqs ? n_seqs : 1), sizeof *pos);
+    if (!sp || !pos) {
+        err = ss_fail(SS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    lockstep = lockstep && m->info.mot_group_size > 0;
+    /* In lockstep every sequence advances by the same count per round. */
+    int step = n_seqs ? ROUND_ROWS / n_seqs : ROUND_ROWS;
+    if (step < 1) step = 1;
+    for (;;) {
+        int T = 0, n_sp = 0;
+        for (int s = 0; s < n_seqs; s++) {
+            int left = seqs[s].n_tokens - pos[s];
+            if (left <= 0) continue;
+            int take = lockstep ? (left < step ? left : step) : left;
+            if (take > ROUND_ROWS - T) take = ROUND_ROWS - T;
+            if (take <= 0) break;
+            sp[n_sp++] = (span){.seq = s, .state = seqs[s].state, .pos = pos[s], .row = T,
+                                .n = take};
+            T += take;
+        }
+        if (!n_sp) break;
+        if (T > c->rows && (err = ctx_reserve(c, T))) goto out;
+        if ((err = run_round(m, c, seqs, sp, n_sp, T, lockstep))) goto out;
+        for (int q = 0; q < n_sp; q++) pos[sp[q].seq] += sp[q].n;
+    }
+out:
+    free(sp);
+    free(pos);
+    return err;
+}
+
+ss_err ss_model_logits_from_state(ss_model *m, ss_ctx *c, const ss_state *s, float *logits)
+{
+    (void)c;
+    if (!s || ss_state_floats(s) != m->info.state_floats)
+        return ss_fail(SS_ERR_MISMATCH, "state of another model");
+    ss_state_layout lay;
+    ss_model_state_layout(m, &lay);
+    mm_rows(ss_state_cdata(s) + lay.hidden_off, 1, m->cfg.d_model, m->cfg.d_model, m->lm_head,
+            NULL, m->cfg.vocab, logits, m->cfg.vocab);
+    return SS_OK;
+}

@@ -1,0 +1,263 @@
+/*
+ * state.c - the recurrent state as a first-class object: allocation, copies, linear
+ * combinations (State Soup's sum_i w_i s_i) and the safetensors file format users exchange.
+ *
+ * A state is one contiguous float array (layout in ss_model.h), so a merge is a single streaming
+ * pass over N inputs and one output: memory-bound, threaded across two halves of the array.
+ */
+#include "internal.h"
+#include "safetensors.h"
+#include "ss_util.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct ss_state {
+    size_t n;
+    float *data; /* [n], 64-byte aligned */
+};
+
+ss_err ss_state_new(const ss_model *m, ss_state **out)
+{
+    ss_state *s = calloc(1, sizeof *s);
+    if (!s) return ss_fail(SS_ERR_NOMEM, "out of memory");
+    s->n = m->info.state_floats;
+    s->data = aligned_alloc(64, (s->n * sizeof(float) + 63) & ~(size_t)63);
+    if (!s->data) {
+        free(s);
+        return ss_fail(SS_ERR_NOMEM, "cannot allocate a state of %zu bytes", m->info.state_bytes);
+    }
+    memset(s->data, 0, s->n * sizeof(float));
+    *out = s;
+    return SS_OK;
+}
+
+void ss_state_free(ss_state *s)
+{
+    if (!s) return;
+    free(s->data);
+    free(s);
+}
+
+float *ss_state_data(ss_state *s)
+{
+    return s->data;
+}
+
+const float *ss_state_cdata(const ss_state *s)
+{
+    return s->data;
+}
+
+size_t ss_state_floats(const ss_state *s)
+{
+    return s->n;
+}
+
+void ss_state_zero(ss_state *s)
+{
+    memset(s->data, 0, s->n * sizeof(float));
+}
+
+ss_err ss_state_copy(ss_state *dst, const ss_state *src)
+{
+    if (dst->n != src->n) {
+        return ss_fail(SS_ERR_MISMATCH, "state sizes differ (%zu vs %zu floats)", dst->n, src->n);
+    }
+    if (dst != src) memcpy(dst->data, src->data, dst->n * sizeof(float));
+    return SS_OK;
+}
+
+ss_err ss_state_set(ss_state *s, const float *data, size_t n)
+{
+    if (n != s->n) {
+        return ss_fail(SS_ERR_MISMATCH, "state has %zu floats, got %zu", s->n, n);
+    }
+    memcpy(s->data, data, n * sizeof(float));
+    return SS_OK;
+}
+
+ss_err ss_state_check_finite(const float *data, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(data[i])) {
+            return ss_fail(SS_ERR_INVALID, "state value %zu is not finite (%g)", i,
+                           (double)data[i]);
+        }
+    }
+    return SS_OK;
+}
+
+ss_err ss_state_combine(ss_state *dst, const float *const *srcs, const double *w, int n)
+{
+    if (n < 1) return ss_fail(SS_ERR_INVALID, "a merge needs at least one source");
+    for (int i = 0; i < n; i++) {
+        if (!isfinite(w[i])) return ss_fail(SS_ERR_INVALID, "weight %d is not finite", i);
+        if (!srcs[i]) return ss_fail(SS_ERR_INVALID, "source %d is missing", i);
+    }
+    float *out = dst->data;
+    const size_t total = dst->n;
+    /* Blocks of 4 KiB floats keep the output block in L1 while sources stream past it. */
+    const size_t BLK = 4096;
+    const long n_blk = (long)((total + BLK - 1) / BLK);
+#pragma omp parallel for schedule(static)
+    for (long b = 0; b < n_blk; b++) {
+        size_t lo = (size_t)b * BLK, hi = lo + BLK < total ? lo + BLK : total;
+        const float w0 = (float)w[0];
+        const float *s0 = srcs[0];
+        for (size_t j = lo; j < hi; j++) out[j] = w0 * s0[j];
+        for (int i = 1; i < n; i++) {
+            const float wi = (float)w[i];
+            const float *si = srcs[i];
+            for (size_t j = lo; j < hi; j++) out[j] += wi * si[j];
+        }
+    }
+    return SS_OK;
+}
+
+/* ---- safetensors state files ---------------------------------------------------------------- */
+
+ss_err ss_state_export(const ss_model *m, const float *data, const char *dtype,
+                       const char *metadata_json, uint8_t **out, size_t *out_len)
+{
+    ss_err err = SS_OK;
+    json_t *meta = NULL;
+    char *meta_text = NULL;
+    void *conv = NULL, *ssm = NULL, *hid = NULL;
+    int dt = dtype ? st_dtype_parse(dtype) : ST_F32;
+    if (dt != ST_F32 && dt != ST_BF16 && dt != ST_F16) {
+        return ss_fail(SS_ERR_INVALID, "state dtype %s not supported (F32, BF16 or F16)",
+                       dtype ? dtype : "?");
+    }
+    if (metadata_json) {
+        json_error_t je;
+        meta = json_loads(metadata_json, 0, &je);
+        if (!json_is_object(meta)) {
+            err = ss_fail(SS_ERR_INVALID, "state metadata must be a JSON object");
+            goto out;
+        }
+    } else {
+        meta = json_object();
+    }
+    json_object_set_new(meta, "model_fingerprint", json_string(m->info.fingerprint));
+    json_object_set_new(meta, "format", json_string("statesoup-state-v1"));
+    json_object_set_new(meta, "architecture", json_string(m->info.architecture));
+    meta_text = json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS);
+    if (!meta_text) {
+        err = ss_fail(SS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    ss_state_layout lay;
+    ss_model_state_layout(m, &lay);
+    const float *parts[3] = {data + lay.conv_off, data + lay.ssm_off, data + lay.hidden_off};
+    size_t counts[3] = {lay.conv_n, lay.ssm_n, lay.hidden_n};
+    void **bufs[3] = {&conv, &ssm, &hid};
+    for (int i = 0; i < 3; i++) {
+        if (dt == ST_F32) {
+            *bufs[i] = NULL;
+            continue;
+        }
+        *bufs[i] = malloc(counts[i] * 2 + 1);
+        if (!*bufs[i]) {
+            err = ss_fail(SS_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        st_from_f32((st_dtype)dt, parts[i], *bufs[i], counts[i]);
+    }
+    st_out_tensor t[3] = {
+        {.name = "conv", .dtype = (st_dtype)dt, .ndim = lay.conv_ndim,
+         .data = conv ? conv : (const void *)parts[0]},
+        {.name = "ssm", .dtype = (st_dtype)dt, .ndim = lay.ssm_ndim,
+         .data = ssm ? ssm : (const void *)parts[1]},
+        {.name = "final_hidden", .dtype = (st_dtype)dt, .ndim = 1, .shape = {(int64_t)lay.hidden_n},
+         .data = hid ? hid : (const void *)parts[2]},
+    };
+    for (int i = 0; i < lay.conv_ndim; i++) t[0].shape[i] = lay.conv_shape[i];
+    for (int i = 0; i < lay.ssm_ndim; i++) t[1].shape[i] = lay.ssm_shape[i];
+    err = st_write_mem(t, 3, meta_text, out, out_len);
+out:
+    free(conv);
+    free(ssm);
+    free(hid);
+    free(meta_text);
+    json_decref(meta);
+    return err;
+}
+
+/* Check one tensor of a state file against the expected shape and convert it into dst. */
+static ss_err import_tensor(const st_file *f, const char *name, int ndim, const int *shape,
+                            size_t n, float *dst, int optional)
+{
+    const st_tensor *t = st_find(f, name);
+    if (!t) {
+        if (optional) {
+            memset(dst, 0, n * sizeof(float));
+            return SS_OK;
+        }
+        return ss_fail(SS_ERR_FORMAT, "state file has no tensor \"%s\"", name);
+    }
+    if (t->dtype != ST_F32 && t->dtype != ST_BF16 && t->dtype != ST_F16) {
+        return ss_fail(SS_ERR_FORMAT, "state tensor %s: dtype %s (need F32, BF16 or F16)", name,
+                       st_dtype_name(t->dtype));
+    }
+    int ok = t->ndim == ndim && t->n_elem == n;
+    for (int i = 0; ok && i < ndim; i++) ok = t->shape[i] == shape[i];
+    if (!ok) {
+        char want[96] = "";
+        size_t wl = 0;
+        for (int i = 0; i < ndim; i++)
+            wl += (size_t)snprintf(want + wl, sizeof want - wl, "%s%d", i ? ", " : "", shape[i]);
+        return ss_fail(SS_ERR_MISMATCH, "state tensor %s has the wrong shape for this model "
+                                        "(expected [%s])", name, want);
+    }
+    st_to_f32(t->dtype, t->data, dst, n);
+    if (ss_state_check_finite(dst, n) != SS_OK) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", ss_errmsg());
+        return ss_fail(SS_ERR_INVALID, "state tensor %s: %s", name, why);
+    }
+    return SS_OK;
+}
+
+ss_err ss_state_import(const ss_model *m, const uint8_t *buf, size_t len, float *dst,
+                       char **metadata_json)
+{
+    st_file f;
+    ss_err err = st_parse(&f, buf, len, "state file");
+    if (err) return err;
+    json_t *meta = NULL;
+    if (f.metadata_json) {
+        json_error_t je;
+        meta = json_loads(f.metadata_json, 0, &je);
+        const char *fp = json_string_value(json_object_get(meta, "model_fingerprint"));
+        if (fp && strcmp(fp, m->info.fingerprint) != 0) {
+            err = ss_fail(SS_ERR_MISMATCH,
+                          "state was made by model %s, but the loaded model is %s", fp,
+                          m->info.fingerprint);
+            goto out;
+        }
+    }
+    ss_state_layout lay;
+    ss_model_state_layout(m, &lay);
+    int hshape[1] = {(int)lay.hidden_n};
+    if ((err = import_tensor(&f, "conv", lay.conv_ndim, lay.conv_shape, lay.conv_n,
+                             dst + lay.conv_off, 0)))
+        goto out;
+    if ((err = import_tensor(&f, "ssm", lay.ssm_ndim, lay.ssm_shape, lay.ssm_n, dst + lay.ssm_off,
+                             0)))
+        goto out;
+    if ((err = import_tensor(&f, "final_hidden", 1, hshape, lay.hidden_n, dst + lay.hidden_off,
+                             1)))
+        goto out;
+    if (metadata_json) {
+        *metadata_json = meta ? json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS) : strdup("{}");
+        if (!*metadata_json) err = ss_fail(SS_ERR_NOMEM, "out of memory");
+    }
+out:
+    json_decref(meta);
+    st_free(&f);
+    return err;
+}

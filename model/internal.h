@@ -1,0 +1,137 @@
+/*
+ * internal.h - the model's plain structs (config, weights, scratch), shared by the files of
+ * model/ and by white-box tests. Not part of the public API (ss_model.h).
+ *
+ * Shapes use: d = d_model, Di = d_inner, N = d_state, R = dt rank, K = conv_kernel,
+ * C = conv channels, V = vocab, H = heads (Mamba-2), P = head_dim, G = n_groups,
+ * E = experts, de = expert width, T = tokens in flight (rows of the scratch matrices).
+ * Weight matrices are row-major [out, in] as in the checkpoint: y = W x.
+ */
+#ifndef SS_MODEL_INTERNAL_H
+#define SS_MODEL_INTERNAL_H
+
+#include <stdint.h>
+
+#include "ss_model.h"
+
+typedef enum layer_kind { LAYER_MAMBA1, LAYER_MAMBA2, LAYER_MOE } layer_kind;
+typedef enum norm_kind { NORM_RMS, NORM_LAYER } norm_kind;
+typedef enum act_kind { ACT_RELU, ACT_GELU, ACT_SILU } act_kind;
+typedef enum routing_kind { ROUTE_TOKEN_CHOICE, ROUTE_MIXTURE_OF_TOKENS } routing_kind;
+
+typedef struct moe_config {
+    routing_kind routing;
+    int n_experts;        /* E */
+    int expert_width;     /* de */
+    act_kind activation;
+    int gated;            /* up has 2*de rows: act(up[:de]) * up[de:] */
+    int top_k;            /* token choice */
+    int router_sigmoid;   /* token choice: sigmoid instead of softmax */
+    int router_bias;
+    int normalize_topk;
+    int group_size;       /* mixture of tokens */
+    float temperature;    /* mixture of tokens */
+} moe_config;
+
+typedef struct model_config {
+    int d_model, n_layer, vocab, d_state, conv_kernel, expand, d_inner, dt_rank;
+    int use_bias, use_conv_bias, tie_embeddings;
+    float norm_eps;
+    norm_kind norm;
+    /* falcon-mamba: RMS norms (no weight) on dt, B and C; 0 = off */
+    float mixer_rms_eps;
+    int has_mixer_rms;
+    /* Mamba-2 */
+    int n_heads, head_dim, n_groups, chunk_size;
+    float dt_min, dt_max; /* time_step_limit */
+    /* MoE family */
+    moe_config moe;
+    int eos, bos;
+} model_config;
+
+typedef struct layer {
+    layer_kind kind;
+    int state_index;      /* index among state-carrying layers, -1 for MoE layers */
+    const float *norm_w;  /* [d] */
+    const float *norm_b;  /* [d] LayerNorm only, else NULL */
+    /* Mamba-1 / Mamba-2 mixer */
+    const float *in_proj_w; /* M1: [2Di, d]; M2: [Di + C + H, d] with C = Di + 2GN */
+    const float *in_proj_b; /* same rows, or NULL */
+    const float *conv_w;    /* [C, K] (stored [C, 1, K]) */
+    const float *conv_b;    /* [C] or NULL */
+    const float *x_proj_w;  /* M1: [R + 2N, Di] */
+    const float *dt_proj_w; /* M1: [Di, R] */
+    const float *dt_proj_b; /* M1: [Di] */
+    const float *dt_bias;   /* M2: [H] */
+    float *A;               /* M1: [Di, N], M2: [H]; = -exp(A_log), owned */
+    const float *D;         /* M1: [Di], M2: [H] */
+    const float *gnorm_w;   /* M2: [Di] gated RMSNorm weight */
+    const float *out_proj_w; /* [d, Di] */
+    const float *out_proj_b; /* [d] or NULL */
+    /* MoE */
+    const float *router_w;  /* [E, d] */
+    const float *router_b;  /* [E] or NULL */
+    const float **up_w;     /* E pointers to [de or 2de, d], owned array */
+    const float **down_w;   /* E pointers to [d, de], owned array */
+} layer;
+
+typedef struct mapping {
+    void *addr;
+    size_t len;
+} mapping;
+
+struct ss_model {
+    ss_model_info info;
+    model_config cfg;
+    char architecture[64];
+    char model_type[32];
+    char dtype[8];
+    const float *embed;   /* [V, d] */
+    const float *lm_head; /* [V, d]; == embed when tied */
+    const float *norm_f_w; /* [d] */
+    const float *norm_f_b; /* [d] LayerNorm only */
+    layer *layers;        /* [n_layer] */
+    int n_threads;
+    /* resources */
+    mapping *maps;
+    int n_maps;
+    void **owned; /* converted weights and other buffers freed at close */
+    int n_owned, cap_owned;
+};
+
+/* Scratch buffers for a round of T rows; grown by ctx_reserve. */
+struct ss_ctx {
+    const ss_model *m;
+    int rows;       /* capacity in rows */
+    float *h;       /* [T, d] residual stream */
+    float *xn;      /* [T, d] normed input of a block */
+    float *proj;    /* [T, in_proj rows] */
+    float *xc;      /* [T, C] conv output */
+    float *dbc;     /* [T, R + 2N] (M1) */
+    float *dt;      /* [T, Di] (M1) or [T, H] (M2) */
+    float *y;       /* [T, Di] */
+    float *out;     /* [T, d] */
+    float *logits;  /* [n_last, V] for last-token logits */
+    int logits_rows;
+    /* MoE scratch */
+    float *router;   /* [T, E] */
+    float *eh;       /* [T, 2*de] expert hidden */
+    float *ein;      /* [T, d] gathered expert inputs */
+    float *eout;     /* [T, d] */
+    int *route_idx;  /* [T * k] */
+    float *route_w;  /* [T * k] */
+    int *perm;       /* [T * k] */
+    int *counts;     /* [2 * (E + 1)] per-expert counts and fill pointers */
+    int *grows;      /* [group_size] MoT group member rows */
+    float *gw;       /* [group_size] MoT group weights */
+};
+
+/* model/checkpoint.c */
+ss_err model_load(ss_model *m, const char *dir, const ss_model_params *p);
+void model_unload(ss_model *m);
+
+/* model/mamba.c: dense helpers shared with the other forward files */
+void mm_rows(const float *x, int rows, int in, int ldx, const float *w, const float *bias, int out,
+             float *y, int ldy);
+
+#endif

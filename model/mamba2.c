@@ -1,0 +1,91 @@
+/*
+ * mamba2.c - the Mamba-2 mixer (HF Mamba2Mixer / mamba_ssm), recurrent form.
+ *
+ * Per token, heads h = 0..H-1 of size P, groups g = h / (H/G) of B and C:
+ *   [z | xBC | dt] = in_proj(u)                     z: [Di], xBC: [Di + 2GN], dt: [H]
+ *   xBC = SiLU(conv1d_causal(xBC) + conv_bias);  x = xBC[:Di], B = xBC[Di:Di+GN], C = rest
+ *   dt = clamp(softplus(dt + dt_bias), time_step_limit)
+ *   S_h = exp(dt_h A_h) S_h + dt_h x_h B_g^T        S_h: [P, N]
+ *   y_h = S_h C_g + D_h x_h
+ *   y = RMSNorm_grouped(y * SiLU(z)) * norm.weight  each group of Di/G channels on its own
+ *   out = out_proj(y)
+ */
+#include "mixers.h"
+
+#include <math.h>
+#include <string.h>
+
+static inline float silu(float x)
+{
+    return x / (1.0f + expf(-x));
+}
+
+static inline float softplus(float x)
+{
+    return x > 20.0f ? x : log1pf(expf(x));
+}
+
+void mamba2_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp, int T)
+{
+    const model_config *cf = &m->cfg;
+    const int d = cf->d_model, Di = cf->d_inner, N = cf->d_state, H = cf->n_heads;
+    const int P = cf->head_dim, G = cf->n_groups, hpg = H / G;
+    const int C = m->info.conv_channels, W = Di + C + H; /* in_proj width */
+    const size_t ssm_off = (size_t)m->info.n_state_layers * C * cf->conv_kernel +
+                           (size_t)ly->state_index * (size_t)Di * N;
+
+    mm_rows(c->xn, T, d, d, ly->in_proj_w, ly->in_proj_b, W, c->proj, W);
+    conv_rows(m, ly, sp, n_sp, c->proj + Di, W, c->xc, C);
+    /* dt per row and head */
+    for (int t = 0; t < T; t++) {
+        for (int h = 0; h < H; h++) {
+            float v = softplus(c->proj[(size_t)t * W + Di + C + h] + ly->dt_bias[h]);
+            if (v < cf->dt_min) v = cf->dt_min;
+            if (v > cf->dt_max) v = cf->dt_max;
+            c->dt[(size_t)t * H + h] = v;
+        }
+    }
+    /* Scan: heads in parallel, each head walks its spans in order. */
+#pragma omp parallel for schedule(static) num_threads(m->n_threads) if (H * P >= 256)
+    for (int h = 0; h < H; h++) {
+        const int g = h / hpg;
+        const float A = ly->A[h], Dh = ly->D[h];
+        for (int q = 0; q < n_sp; q++) {
+            float *S = ss_state_data(sp[q].state) + ssm_off + (size_t)h * P * N;
+            for (int t = sp[q].row; t < sp[q].row + sp[q].n; t++) {
+                const float dt = c->dt[(size_t)t * H + h];
+                const float dA = expf(dt * A);
+                const float *xr = c->xc + (size_t)t * C;
+                const float *x = xr + (size_t)h * P;
+                const float *B = xr + Di + (size_t)g * N;
+                const float *Cm = xr + Di + (size_t)G * N + (size_t)g * N;
+                float *y = c->y + (size_t)t * Di + (size_t)h * P;
+                for (int p = 0; p < P; p++) {
+                    float *Sp = S + (size_t)p * N;
+                    const float dx = dt * x[p];
+                    float acc = 0;
+                    for (int n = 0; n < N; n++) {
+                        Sp[n] = dA * Sp[n] + dx * B[n];
+                        acc += Sp[n] * Cm[n];
+                    }
+                    y[p] = acc + Dh * x[p];
+                }
+            }
+        }
+    }
+    /* Gate, grouped RMSNorm, weight. */
+    const int gs = Di / G;
+    for (int t = 0; t < T; t++) {
+        float *y = c->y + (size_t)t * Di;
+        const float *z = c->proj + (size_t)t * W;
+        for (int i = 0; i < Di; i++) y[i] *= silu(z[i]);
+        for (int g = 0; g < G; g++) {
+            float *yg = y + (size_t)g * gs;
+            double ss = 0;
+            for (int i = 0; i < gs; i++) ss += (double)yg[i] * yg[i];
+            float inv = (float)(1.0 / sqrt(ss / gs + cf->norm_eps));
+            for (int i = 0; i < gs; i++) yg[i] = yg[i] * inv * ly->gnorm_w[(size_t)g * gs + i];
+        }
+    }
+    mm_rows(c->y, T, Di, Di, ly->out_proj_w, ly->out_proj_b, d, c->out, d);
+}

@@ -1,0 +1,34 @@
+/*
+ * mixers.h - the per-layer pieces of the forward pass, shared by mamba.c (Mamba-1 and the eval
+ * loop), mamba2.c and moe.c. Internal to model/.
+ */
+#ifndef SS_MIXERS_H
+#define SS_MIXERS_H
+
+#include "internal.h"
+
+/* A run of consecutive tokens of one sequence inside a round: rows [row, row + n) of the
+ * scratch matrices hold tokens [pos, pos + n) of sequence `seq`, whose state is `state`. */
+typedef struct span {
+    int seq;
+    ss_state *state;
+    int pos;
+    int row;
+    int n;
+} span;
+
+/* y = norm(x) row by row (RMSNorm or LayerNorm per the config); x, y: [rows, d]. */
+void norm_rows(const model_config *c, const float *w, const float *b, const float *x, float *y,
+               int rows, int d);
+/* Causal depthwise conv + SiLU over channels [0, C) of `in` (row stride ld_in) -> out [T, C];
+ * updates the conv windows of the layer in each span's state. */
+void conv_rows(const ss_model *m, const layer *ly, const span *sp, int n_sp, const float *in,
+               int ld_in, float *out, int C);
+
+/* Mamba-2 mixer: reads c->xn [T, d], writes c->out [T, d], advances the states. */
+void mamba2_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp, int T);
+/* MoE layer (token choice or mixture of tokens): reads c->xn, writes c->out. */
+ss_err moe_block(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp, int T,
+                 int lockstep);
+
+#endif

@@ -1,0 +1,491 @@
+/*
+ * test_model.c - the model runtime against the golden tensors of tests/fixtures/models
+ * (HF transformers / float64 references): logits at every position, the state after each
+ * sequence, greedy continuations, every merge case; plus the runtime's own invariants (chunked
+ * prefill == token by token, resume == one long run, batch == separate) and loader robustness.
+ */
+#include "internal.h"
+#include "safetensors.h"
+#include "ss_model.h"
+#include "ss_util.h"
+#include "test_util.h"
+
+#include <fcntl.h>
+#include <jansson.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct golden {
+    void *map;
+    size_t len;
+    st_file st;
+    json_t *cases;
+} golden;
+
+static void golden_open(golden *g, const char *dir)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/golden.safetensors", dir);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        fprintf(stderr, "cannot open %s\n", path);
+        exit(1);
+    }
+    struct stat st;
+    fstat(fd, &st);
+    g->len = (size_t)st.st_size;
+    g->map = mmap(NULL, g->len, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    REQUIRE_OK(st_parse(&g->st, g->map, g->len, path));
+    char *text;
+    size_t n;
+    snprintf(path, sizeof path, "%s/cases.json", dir);
+    REQUIRE_OK(ss_read_file(path, 1 << 20, &text, &n));
+    REQUIRE_OK(ss_json_parse_relaxed(text, n, path, &g->cases));
+    free(text);
+}
+
+static void golden_close(golden *g)
+{
+    st_free(&g->st);
+    munmap(g->map, g->len);
+    json_decref(g->cases);
+}
+
+/* A golden tensor (F32 or I32) by name; n receives the element count. Exits when missing. */
+static const void *gt(const golden *g, const char *name, size_t *n)
+{
+    const st_tensor *t = st_find(&g->st, name);
+    if (!t) {
+        fprintf(stderr, "golden tensor %s missing\n", name);
+        exit(1);
+    }
+    if (n) *n = t->n_elem;
+    return t->data;
+}
+
+static int has_gt(const golden *g, const char *name)
+{
+    return st_find(&g->st, name) != NULL;
+}
+
+/* Worst error under the fixture's rule: |a-b| <= 2e-3 or <= 1e-3 |b|; returns max abs error. */
+static double logits_check(const char *what, const float *got, const float *want, size_t n,
+                           double *worst)
+{
+    double mx = 0;
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - want[i]);
+        if (!(d <= 2e-3 || d <= 1e-3 * fabs((double)want[i]))) bad++;
+        if (d > mx || d != d) mx = d != d ? INFINITY : d;
+    }
+    CHECKF(bad == 0, "%s: %zu of %zu logits out of tolerance (max abs err %.3g)", what, bad, n, mx);
+    if (mx > *worst) *worst = mx;
+    return mx;
+}
+
+static void state_check(const char *what, const ss_model *m, const ss_state *s, const golden *g,
+                        const char *prefix, int with_hidden)
+{
+    ss_state_layout lay;
+    ss_model_state_layout(m, &lay);
+    char name[128];
+    size_t n;
+    snprintf(name, sizeof name, "%s.state.conv", prefix);
+    const float *conv = gt(g, name, &n);
+    CHECKF(n == lay.conv_n, "%s: conv size %zu vs %zu", what, n, lay.conv_n);
+    double e = max_abs_diff(ss_state_cdata(s) + lay.conv_off, conv, lay.conv_n);
+    CHECKF(e <= 1e-3, "%s: conv state off by %.3g", what, e);
+    snprintf(name, sizeof name, "%s.state.ssm", prefix);
+    const float *ssm = gt(g, name, &n);
+    CHECKF(n == lay.ssm_n, "%s: ssm size %zu vs %zu", what, n, lay.ssm_n);
+    e = max_abs_diff(ss_state_cdata(s) + lay.ssm_off, ssm, lay.ssm_n);
+    CHECKF(e <= 1e-3, "%s: ssm state off by %.3g", what, e);
+    if (with_hidden) {
+        snprintf(name, sizeof name, "%s.final_hidden", prefix);
+        const float *fh = gt(g, name, &n);
+        e = max_abs_diff(ss_state_cdata(s) + lay.hidden_off, fh, lay.hidden_n);
+        CHECKF(e <= 1e-3, "%s: final_hidden off by %.3g", what, e);
+    }
+}
+
+/* Greedy continuation of `n` tokens from state s whose next-token logits are `logits`. */
+static void greedy(ss_model *m, ss_ctx *c, ss_state *s, float *logits, int n, int32_t *out)
+{
+    int V = ss_model_get_info(m)->vocab_size;
+    for (int i = 0; i < n; i++) {
+        out[i] = ss_argmax(logits, V);
+        ss_seq q = {.state = s, .tokens = &out[i], .n_tokens = 1, .logits = logits};
+        REQUIRE_OK(ss_model_eval(m, c, &q, 1, 0));
+    }
+}
+
+static const char *const seq_names[] = {"a", "b", "c", "q"};
+
+/* Everything the mamba1/mamba2/moe (token choice) goldens define. */
+static void check_fixture(const char *model_dir, const char *golden_dir, double *worst_out)
+{
+    ss_model *m = NULL;
+    ss_ctx *c = NULL;
+    golden g;
+    double worst = 0;
+    REQUIRE_OK(ss_model_open(&m, fixture_path(model_dir), NULL));
+    REQUIRE_OK(ss_ctx_new(m, &c));
+    golden_open(&g, fixture_path(golden_dir));
+    const ss_model_info *info = ss_model_get_info(m);
+    const int V = info->vocab_size;
+    ss_state *st[4] = {0};
+    char name[128], what[256];
+
+    /* Every sequence from the zero state: logits at every position, state after it. */
+    for (int q = 0; q < 4; q++) {
+        size_t L;
+        snprintf(name, sizeof name, "seq_%s.ids", seq_names[q]);
+        const int32_t *ids = gt(&g, name, &L);
+        float *logits = malloc(L * V * sizeof(float));
+        REQUIRE_OK(ss_state_new(m, &st[q]));
+        ss_seq s = {.state = st[q], .tokens = ids, .n_tokens = (int)L, .logits = logits,
+                    .logits_all = 1};
+        REQUIRE_OK(ss_model_eval(m, c, &s, 1, 0));
+        snprintf(name, sizeof name, "seq_%s.logits", seq_names[q]);
+        if (has_gt(&g, name)) {
+            snprintf(what, sizeof what, "%s seq_%s logits", model_dir, seq_names[q]);
+            logits_check(what, logits, gt(&g, name, NULL), L * V, &worst);
+        }
+        snprintf(name, sizeof name, "seq_%s.state.conv", seq_names[q]);
+        if (has_gt(&g, name)) {
+            snprintf(what, sizeof what, "%s seq_%s state", model_dir, seq_names[q]);
+            snprintf(name, sizeof name, "seq_%s", seq_names[q]);
+            state_check(what, m, st[q], &g, name, 1);
+        }
+        /* The state's final_hidden gives the same next-token logits as the last position. */
+        float *from_state = malloc(V * sizeof(float));
+        REQUIRE_OK(ss_model_logits_from_state(m, c, st[q], from_state));
+        CHECKF(max_abs_diff(from_state, logits + (L - 1) * V, V) < 1e-4,
+               "%s seq_%s: logits from final_hidden differ", model_dir, seq_names[q]);
+        free(from_state);
+
+        if (q == 0) {
+            /* seq_a.greedy12 */
+            size_t n;
+            const int32_t *want = gt(&g, "seq_a.greedy12", &n);
+            ss_state *s2;
+            REQUIRE_OK(ss_state_new(m, &s2));
+            REQUIRE_OK(ss_state_copy(s2, st[0]));
+            float *lg = malloc(V * sizeof(float));
+            memcpy(lg, logits + (L - 1) * V, V * sizeof(float));
+            int32_t got[16];
+            greedy(m, c, s2, lg, (int)n, got);
+            CHECKF(memcmp(got, want, n * sizeof(int32_t)) == 0, "%s: greedy12 differs", model_dir);
+            free(lg);
+            ss_state_free(s2);
+        }
+        free(logits);
+    }
+
+    /* Merges: combine our own states with the golden weights. */
+    json_t *merges = json_object_get(g.cases, "merges");
+    size_t mi;
+    json_t *mc;
+    size_t qL;
+    const int32_t *qids = gt(&g, "seq_q.ids", &qL);
+    json_array_foreach(merges, mi, mc)
+    {
+        const char *mname = json_string_value(json_object_get(mc, "name"));
+        json_t *srcs = json_object_get(mc, "sources"), *ws = json_object_get(mc, "weights");
+        int n = (int)json_array_size(srcs);
+        const float *ptr[8];
+        double w[8];
+        for (int i = 0; i < n; i++) {
+            const char *sn = json_string_value(json_array_get(srcs, (size_t)i));
+            int q = 0;
+            while (strcmp(seq_names[q], sn)) q++;
+            ptr[i] = ss_state_cdata(st[q]);
+            w[i] = json_number_value(json_array_get(ws, (size_t)i));
+        }
+        ss_state *ms;
+        REQUIRE_OK(ss_state_new(m, &ms));
+        REQUIRE_OK(ss_state_combine(ms, ptr, w, n));
+        snprintf(what, sizeof what, "%s merge %s state", model_dir, mname);
+        snprintf(name, sizeof name, "merge_%s", mname);
+        state_check(what, m, ms, &g, name, 0);
+        float *logits = malloc(qL * V * sizeof(float));
+        ss_seq s = {.state = ms, .tokens = qids, .n_tokens = (int)qL, .logits = logits,
+                    .logits_all = 1};
+        REQUIRE_OK(ss_model_eval(m, c, &s, 1, 0));
+        snprintf(name, sizeof name, "merge_%s.query_logits", mname);
+        snprintf(what, sizeof what, "%s merge %s query logits", model_dir, mname);
+        logits_check(what, logits, gt(&g, name, NULL), qL * V, &worst);
+        size_t gn;
+        snprintf(name, sizeof name, "merge_%s.greedy8", mname);
+        const int32_t *want = gt(&g, name, &gn);
+        int32_t got[16];
+        float *lg = malloc(V * sizeof(float));
+        memcpy(lg, logits + (qL - 1) * V, V * sizeof(float));
+        greedy(m, c, ms, lg, (int)gn, got);
+        CHECKF(memcmp(got, want, gn * sizeof(int32_t)) == 0, "%s: merge %s greedy8 differs",
+               model_dir, mname);
+        free(lg);
+        free(logits);
+        ss_state_free(ms);
+    }
+    printf("%-28s worst |logit error| %.3g  (fingerprint %s, %s)\n", model_dir, worst,
+           info->fingerprint, info->dtype);
+    if (worst_out) *worst_out = worst;
+    for (int q = 0; q < 4; q++) ss_state_free(st[q]);
+    golden_close(&g);
+    ss_ctx_free(c);
+    ss_model_close(m);
+}
+
+/* Chunked prefill == token by token; resume == one long run; batch == separate. */
+static void check_invariants(const char *model_dir, const char *golden_dir)
+{
+    ss_model *m;
+    ss_ctx *c;
+    golden g;
+    REQUIRE_OK(ss_model_open(&m, fixture_path(model_dir), NULL));
+    REQUIRE_OK(ss_ctx_new(m, &c));
+    golden_open(&g, fixture_path(golden_dir));
+    const int V = ss_model_get_info(m)->vocab_size;
+    size_t L;
+    const int32_t *ids = gt(&g, "seq_a.ids", &L);
+    /* reference: token by token */
+    ss_state *ref, *s;
+    REQUIRE_OK(ss_state_new(m, &ref));
+    REQUIRE_OK(ss_state_new(m, &s));
+    float *ref_logits = malloc(L * V * sizeof(float)), *logits = malloc(L * V * sizeof(float));
+    for (size_t t = 0; t < L; t++) {
+        ss_seq q = {.state = ref, .tokens = ids + t, .n_tokens = 1, .logits = ref_logits + t * V};
+        REQUIRE_OK(ss_model_eval(m, c, &q, 1, 0));
+    }
+    const int chunks[] = {2, 3, 5, 7, 16, (int)L};
+    for (size_t k = 0; k < sizeof chunks / sizeof chunks[0]; k++) {
+        ss_state_zero(s);
+        for (size_t t = 0; t < L; t += (size_t)chunks[k]) {
+            int n = (int)(L - t) < chunks[k] ? (int)(L - t) : chunks[k];
+            ss_seq q = {.state = s, .tokens = ids + t, .n_tokens = n, .logits = logits + t * V,
+                        .logits_all = 1};
+            REQUIRE_OK(ss_model_eval(m, c, &q, 1, 0));
+        }
+        double e = max_abs_diff(ss_state_cdata(s), ss_state_cdata(ref), ss_state_floats(s));
+        CHECKF(e < 1e-5, "%s: chunk %d: state differs by %.3g from token-by-token", model_dir,
+               chunks[k], e);
+        e = max_abs_diff(logits, ref_logits, L * V);
+        CHECKF(e < 1e-4, "%s: chunk %d: logits differ by %.3g from token-by-token", model_dir,
+               chunks[k], e);
+    }
+    /* Batch: a, b, c, q at once (different lengths), compared with each alone. */
+    ss_state *bs[4], *ss1[4];
+    float *bl[4], *sl[4];
+    ss_seq batch[4];
+    for (int q = 0; q < 4; q++) {
+        char name[64];
+        size_t n;
+        snprintf(name, sizeof name, "seq_%s.ids", seq_names[q]);
+        const int32_t *qi = gt(&g, name, &n);
+        REQUIRE_OK(ss_state_new(m, &bs[q]));
+        REQUIRE_OK(ss_state_new(m, &ss1[q]));
+        bl[q] = malloc(V * sizeof(float));
+        sl[q] = malloc(V * sizeof(float));
+        batch[q] = (ss_seq){.state = bs[q], .tokens = qi, .n_tokens = (int)n, .logits = bl[q]};
+        ss_seq one = {.state = ss1[q], .tokens = qi, .n_tokens = (int)n, .logits = sl[q]};
+        REQUIRE_OK(ss_model_eval(m, c, &one, 1, 0));
+    }
+    REQUIRE_OK(ss_model_eval(m, c, batch, 4, 0));
+    for (int q = 0; q < 4; q++) {
+        double e = max_abs_diff(ss_state_cdata(bs[q]), ss_state_cdata(ss1[q]), ss_state_floats(s));
+        CHECKF(e < 1e-5, "%s: batched seq %d state differs by %.3g", model_dir, q, e);
+        e = max_abs_diff(bl[q], sl[q], V);
+        CHECKF(e < 1e-4, "%s: batched seq %d logits differ by %.3g", model_dir, q, e);
+        ss_state_free(bs[q]);
+        ss_state_free(ss1[q]);
+        free(bl[q]);
+        free(sl[q]);
+    }
+    /* Bad token ids are refused before any state changes. */
+    ss_state_zero(s);
+    int32_t bad[2] = {1, V};
+    ss_seq q = {.state = s, .tokens = bad, .n_tokens = 2};
+    CHECK_ERR(ss_model_eval(m, c, &q, 1, 0), SS_ERR_INVALID);
+    float zero = 0;
+    for (size_t i = 0; i < ss_state_floats(s); i++) zero += fabsf(ss_state_cdata(s)[i]);
+    CHECK(zero == 0);
+    /* Export -> import is bit-exact in F32, close in BF16. */
+    uint8_t *file;
+    size_t flen;
+    REQUIRE_OK(ss_state_export(m, ss_state_cdata(ref), NULL, "{\"name\":\"x\"}", &file, &flen));
+    float *back = malloc(ss_state_floats(ref) * sizeof(float));
+    char *meta = NULL;
+    CHECK_OK(ss_state_import(m, file, flen, back, &meta));
+    CHECK(memcmp(back, ss_state_cdata(ref), ss_state_floats(ref) * sizeof(float)) == 0);
+    CHECK(meta && strstr(meta, "\"name\":\"x\"") && strstr(meta, ss_model_get_info(m)->fingerprint));
+    free(meta);
+    free(file);
+    REQUIRE_OK(ss_state_export(m, ss_state_cdata(ref), "BF16", NULL, &file, &flen));
+    CHECK_OK(ss_state_import(m, file, flen, back, NULL));
+    double e = max_abs_diff(back, ss_state_cdata(ref), ss_state_floats(ref));
+    CHECKF(e < 0.05, "bf16 export off by %.3g", e);
+    /* truncated file */
+    CHECK_ERR(ss_state_import(m, file, flen - 3, back, NULL), SS_ERR_FORMAT);
+    free(file);
+    free(back);
+    free(ref_logits);
+    free(logits);
+    ss_state_free(ref);
+    ss_state_free(s);
+    golden_close(&g);
+    ss_ctx_free(c);
+    ss_model_close(m);
+}
+
+/* ---- loader robustness ---------------------------------------------------------------------- */
+
+static char tmpdir[256];
+
+static void copy_file(const char *from, const char *to)
+{
+    char *buf;
+    size_t n;
+    REQUIRE_OK(ss_read_file(from, 1 << 30, &buf, &n));
+    FILE *f = fopen(to, "wb");
+    fwrite(buf, 1, n, f);
+    fclose(f);
+    free(buf);
+}
+
+/* Write config + a modified copy of mamba1-tiny's weights; return what ss_model_open says. */
+static ss_err open_modified(const char *config_override, void (*edit)(uint8_t *buf, size_t *len))
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/config.json", tmpdir);
+    if (config_override) {
+        FILE *f = fopen(path, "wb");
+        fputs(config_override, f);
+        fclose(f);
+    } else {
+        copy_file(fixture_path("models/mamba1-tiny/config.json"), path);
+    }
+    char *buf;
+    size_t n;
+    REQUIRE_OK(ss_read_file(fixture_path("models/mamba1-tiny/model.safetensors"), 1 << 30, &buf, &n));
+    if (edit) edit((uint8_t *)buf, &n);
+    snprintf(path, sizeof path, "%s/model.safetensors", tmpdir);
+    FILE *f = fopen(path, "wb");
+    fwrite(buf, 1, n, f);
+    fclose(f);
+    free(buf);
+    ss_model *m = NULL;
+    ss_err e = ss_model_open(&m, tmpdir, NULL);
+    ss_model_close(m);
+    return e;
+}
+
+static void truncate_half(uint8_t *b, size_t *n)
+{
+    (void)b;
+    *n /= 2;
+}
+static void garbage_header_len(uint8_t *b, size_t *n)
+{
+    (void)n;
+    memset(b, 0xff, 8);
+}
+static void break_json(uint8_t *b, size_t *n)
+{
+    (void)n;
+    b[8] = '[';
+}
+/* Rename a tensor in place (same length): "A_log" of layer 0 -> "A_lgg". */
+static void rename_tensor(uint8_t *b, size_t *n)
+{
+    uint8_t *p = memmem(b, *n, "layers.0.mixer.A_log", 20);
+    if (p) p[18] = 'g';
+}
+/* Change a dtype string F32 -> F64 would change sizes; use "I32" for the first tensor. */
+static void bad_dtype(uint8_t *b, size_t *n)
+{
+    uint8_t *p = memmem(b, *n, "\"F32\"", 5);
+    if (p) memcpy(p, "\"I32\"", 5);
+}
+
+static void check_loader_errors(void)
+{
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/ss_test_model_XXXXXX");
+    if (!mkdtemp(tmpdir)) exit(1);
+    CHECK_OK(open_modified(NULL, NULL));
+    CHECK_ERR(open_modified(NULL, truncate_half), SS_ERR_FORMAT);
+    CHECKF(strstr(ss_errmsg(), "beyond the end") != NULL, "message: %s", ss_errmsg());
+    CHECK_ERR(open_modified(NULL, garbage_header_len), SS_ERR_FORMAT);
+    CHECK_ERR(open_modified(NULL, break_json), SS_ERR_FORMAT);
+    CHECK_ERR(open_modified(NULL, rename_tensor), SS_ERR_FORMAT);
+    CHECKF(strstr(ss_errmsg(), "backbone.layers.0.mixer.A_log") != NULL, "message: %s",
+           ss_errmsg());
+    CHECK_ERR(open_modified(NULL, bad_dtype), SS_ERR_UNSUPPORTED);
+    /* config inconsistent with the tensors: hidden_size 32 */
+    char *cfg;
+    size_t n;
+    REQUIRE_OK(ss_read_file(fixture_path("models/mamba1-tiny/config.json"), 1 << 20, &cfg, &n));
+    char *p = strstr(cfg, "\"hidden_size\": 64");
+    REQUIRE_OK(p ? SS_OK : SS_ERR_INTERNAL);
+    memcpy(p, "\"hidden_size\": 32", 17);
+    CHECK_ERR(open_modified(cfg, NULL), SS_ERR_MISMATCH);
+    CHECKF(strstr(ss_errmsg(), "backbone.embeddings.weight") != NULL, "message: %s", ss_errmsg());
+    free(cfg);
+    CHECK_ERR(open_modified("{\"model_type\": \"llama\"}", NULL), SS_ERR_UNSUPPORTED);
+    CHECK_ERR(open_modified("{not json", NULL), SS_ERR_FORMAT);
+    CHECK_ERR(open_modified("[]", NULL), SS_ERR_FORMAT);
+    ss_model *m = NULL;
+    CHECK_ERR(ss_model_open(&m, "/nonexistent/model", NULL), SS_ERR_NOT_FOUND);
+    CHECK(m == NULL);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    CHECK(system(cmd) == 0);
+}
+
+/* Same weights, same fingerprint (sharded); any change, another one. */
+static void check_fingerprints(void)
+{
+    const char *dirs[] = {"models/mamba1-tiny", "models/mamba1-tiny-sharded",
+                          "models/mamba1-tiny-bf16", "models/mamba1-untied"};
+    char fp[4][33];
+    for (int i = 0; i < 4; i++) {
+        ss_model *m;
+        REQUIRE_OK(ss_model_open(&m, fixture_path(dirs[i]), NULL));
+        memcpy(fp[i], ss_model_get_info(m)->fingerprint, 33);
+        ss_model_close(m);
+        ss_model *m2;
+        REQUIRE_OK(ss_model_open(&m2, fixture_path(dirs[i]), NULL));
+        CHECK(strcmp(fp[i], ss_model_get_info(m2)->fingerprint) == 0);
+        ss_model_close(m2);
+    }
+    CHECK(strcmp(fp[0], fp[1]) == 0);
+    CHECK(strcmp(fp[0], fp[2]) != 0);
+    CHECK(strcmp(fp[0], fp[3]) != 0);
+}
+
+int main(int argc, char **argv)
+{
+    ss_blas_ensure_kernels(argv);
+    printf("OpenBLAS core: %s\n", ss_blas_core_name());
+    const char *only = argc > 1 ? argv[1] : NULL;
+    static const char *const fixtures[][2] = {
+        {"models/mamba1-tiny", "models/mamba1-tiny"},
+        {"models/mamba1-tiny-sharded", "models/mamba1-tiny"},
+        {"models/mamba1-tiny-bf16", "models/mamba1-tiny-bf16"},
+        {"models/mamba1-tiny-f16", "models/mamba1-tiny-f16"},
+        {"models/mamba1-untied", "models/mamba1-untied"},
+    };
+    for (size_t i = 0; i < sizeof fixtures / sizeof fixtures[0]; i++) {
+        if (only && !strstr(fixtures[i][0], only)) continue;
+        check_fixture(fixtures[i][0], fixtures[i][1], NULL);
+        check_invariants(fixtures[i][0], fixtures[i][1]);
+    }
+    if (!only) {
+        check_loader_errors();
+        check_fingerprints();
+    }
+    return test_done("test_model");
+}
