@@ -341,6 +341,80 @@ static void check_invariants(const char *model_dir, const char *golden_dir)
     ss_model_close(m);
 }
 
+/* Mixture of Tokens: 4 sequences in lockstep form the groups; a lone sequence runs ungrouped. */
+static void check_mot(void)
+{
+    ss_model *m;
+    ss_ctx *c;
+    golden g;
+    double worst = 0;
+    REQUIRE_OK(ss_model_open(&m, fixture_path("models/moe-mamba-mot"), NULL));
+    REQUIRE_OK(ss_ctx_new(m, &c));
+    golden_open(&g, fixture_path("models/moe-mamba-mot"));
+    const ss_model_info *info = ss_model_get_info(m);
+    const int V = info->vocab_size;
+    CHECK(info->mot_group_size == 4);
+    size_t n;
+    const int32_t *ids = gt(&g, "batch.ids", &n);
+    const int B = 4, L = (int)n / 4;
+    ss_state *st[4];
+    ss_seq seqs[4];
+    float *logits = malloc((size_t)B * L * V * sizeof(float));
+    for (int b = 0; b < B; b++) {
+        REQUIRE_OK(ss_state_new(m, &st[b]));
+        seqs[b] = (ss_seq){.state = st[b], .tokens = ids + b * L, .n_tokens = L,
+                           .logits = logits + (size_t)b * L * V, .logits_all = 1};
+    }
+    REQUIRE_OK(ss_model_eval(m, c, seqs, B, 1));
+    logits_check("moe-mamba-mot batch logits", logits, gt(&g, "batch.logits", NULL),
+                 (size_t)B * L * V, &worst);
+    ss_state_layout lay;
+    ss_model_state_layout(m, &lay);
+    const float *conv = gt(&g, "batch.state.conv", NULL), *ssm = gt(&g, "batch.state.ssm", NULL);
+    for (int b = 0; b < B; b++) {
+        double e = max_abs_diff(ss_state_cdata(st[b]) + lay.conv_off, conv + b * lay.conv_n,
+                                lay.conv_n);
+        CHECKF(e <= 1e-3, "mot seq %d conv state off by %.3g", b, e);
+        e = max_abs_diff(ss_state_cdata(st[b]) + lay.ssm_off, ssm + b * lay.ssm_n, lay.ssm_n);
+        CHECKF(e <= 1e-3, "mot seq %d ssm state off by %.3g", b, e);
+    }
+    /* The same 4 sequences stepped one token at a time in lockstep. */
+    for (int b = 0; b < B; b++) ss_state_zero(st[b]);
+    float *step = malloc((size_t)B * V * sizeof(float));
+    double e = 0;
+    for (int t = 0; t < L; t++) {
+        for (int b = 0; b < B; b++)
+            seqs[b] = (ss_seq){.state = st[b], .tokens = ids + b * L + t, .n_tokens = 1,
+                               .logits = step + (size_t)b * V};
+        REQUIRE_OK(ss_model_eval(m, c, seqs, B, 1));
+        for (int b = 0; b < B; b++) {
+            double d = max_abs_diff(step + (size_t)b * V, logits + ((size_t)b * L + t) * V, V);
+            e = d > e ? d : e;
+        }
+    }
+    CHECKF(e < 1e-4, "mot lockstep stepping differs from lockstep prefill by %.3g", e);
+    /* single: sequence 0 alone, mixing disabled */
+    const int32_t *sids = gt(&g, "single.ids", &n);
+    ss_state_zero(st[0]);
+    ss_seq one = {.state = st[0], .tokens = sids, .n_tokens = (int)n, .logits = logits,
+                  .logits_all = 1};
+    REQUIRE_OK(ss_model_eval(m, c, &one, 1, 1));
+    logits_check("moe-mamba-mot single logits", logits, gt(&g, "single.logits", NULL), n * V,
+                 &worst);
+    /* Unequal lengths inside a group are refused in lockstep. */
+    for (int b = 0; b < B; b++)
+        seqs[b] = (ss_seq){.state = st[b], .tokens = ids + b * L, .n_tokens = b ? L : L - 1};
+    CHECK_ERR(ss_model_eval(m, c, seqs, B, 1), SS_ERR_INVALID);
+    printf("%-28s worst |logit error| %.3g  (fingerprint %s)\n", "models/moe-mamba-mot", worst,
+           info->fingerprint);
+    for (int b = 0; b < B; b++) ss_state_free(st[b]);
+    free(step);
+    free(logits);
+    golden_close(&g);
+    ss_ctx_free(c);
+    ss_model_close(m);
+}
+
 /* ---- loader robustness ---------------------------------------------------------------------- */
 
 static char tmpdir[256];
@@ -477,12 +551,18 @@ int main(int argc, char **argv)
         {"models/mamba1-tiny-bf16", "models/mamba1-tiny-bf16"},
         {"models/mamba1-tiny-f16", "models/mamba1-tiny-f16"},
         {"models/mamba1-untied", "models/mamba1-untied"},
+        {"models/mamba2-tiny", "models/mamba2-tiny"},
+        {"models/mamba2-groups", "models/mamba2-groups"},
+        {"models/moe-mamba-switch", "models/moe-mamba-switch"},
+        {"models/moe-mamba-finegrained", "models/moe-mamba-finegrained"},
+        {"models/moe-mamba-blackmamba-like", "models/moe-mamba-blackmamba-like"},
     };
     for (size_t i = 0; i < sizeof fixtures / sizeof fixtures[0]; i++) {
         if (only && !strstr(fixtures[i][0], only)) continue;
         check_fixture(fixtures[i][0], fixtures[i][1], NULL);
         check_invariants(fixtures[i][0], fixtures[i][1]);
     }
+    if (!only || strstr("models/moe-mamba-mot", only)) check_mot();
     if (!only) {
         check_loader_errors();
         check_fingerprints();
