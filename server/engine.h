@@ -1,0 +1,142 @@
+/*
+ * engine.h - the inference engine of statesoupd: one scheduler thread that owns the model's
+ * compute and serves every request with continuous batching.
+ *
+ * Requests become jobs. At each step the scheduler builds one batch of every runnable job: decode
+ * jobs contribute their next token, jobs still reading their prompt contribute a chunk of it (so a
+ * long prompt never stalls streams that are decoding), and one ss_model_eval() runs them all.
+ * Catalog reads and merges never go through the engine, so a long generation cannot block them.
+ *
+ * Jobs report back through callbacks that run on the scheduler thread: they must be quick (copy
+ * the data, signal a waiter, resume an HTTP connection) and must not call back into the engine
+ * except ss_engine_cancel().
+ *
+ * Threading: every function here is thread-safe.
+ */
+#ifndef SS_ENGINE_H
+#define SS_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ss_err.h"
+#include "ss_model.h"
+
+typedef struct ss_engine ss_engine;
+typedef struct ss_job ss_job;
+
+typedef enum ss_job_kind {
+    SS_JOB_PREFILL,  /* feed the prompt, return the state (POST /v1/states) */
+    SS_JOB_GENERATE, /* feed the prompt, then sample up to max_tokens */
+    SS_JOB_SCORE,    /* feed context + continuation, return per-token logprobs of the latter */
+} ss_job_kind;
+
+typedef enum ss_finish {
+    SS_FINISH_NONE = 0,
+    SS_FINISH_LENGTH, /* max_tokens reached */
+    SS_FINISH_EOS,    /* the model produced its end-of-sequence token */
+    SS_FINISH_STOP,   /* on_token asked to stop (stop string matched) */
+    SS_FINISH_CANCELLED, /* ss_engine_cancel() or on_token returned < 0 */
+    SS_FINISH_ERROR,  /* see ss_job_result.err */
+} ss_finish;
+
+/* One generated token as reported to on_token. */
+typedef struct ss_token_event {
+    int32_t id;
+    float logprob;        /* log p(id) under the model (temperature 1) */
+    int n_top;            /* entries in top_ids/top_logprobs (the job's n_logprobs) */
+    const int32_t *top_ids;
+    const float *top_logprobs;
+    int index;            /* 0-based position among generated tokens */
+} ss_token_event;
+
+/* What a finished job hands back. Pointers are owned by the job (freed by ss_job_free). */
+typedef struct ss_job_result {
+    ss_err err;           /* SS_OK unless finish == SS_FINISH_ERROR */
+    char errmsg[256];
+    ss_finish finish;
+    int n_prompt;         /* tokens fed (prompt or context + continuation) */
+    int n_generated;
+    const int32_t *tokens; /* [n_generated] */
+    const float *logprobs; /* [n_generated] */
+    /* SCORE: [n_cont] log p(cont[i] | ...); NAN where nothing predicts the token */
+    const float *token_logprobs;
+    int n_cont;
+    /* PREFILL always, GENERATE/SCORE when want_state: the state after the last token fed. */
+    const ss_state *state;
+    double queue_ms, prefill_ms, decode_ms; /* timings */
+} ss_job_result;
+
+typedef struct ss_job_params {
+    ss_job_kind kind;
+    /* Starting state: state_floats floats, copied at submit; NULL = the zero state. */
+    const float *start_state;
+    int start_has_hidden; /* the start state has a meaningful final_hidden (not the zero state) */
+    /* PREFILL / GENERATE: the prompt; SCORE: the context (may be empty). Copied at submit. */
+    const int32_t *prompt;
+    int n_prompt;
+    /* SCORE: the continuation. Copied at submit. */
+    const int32_t *cont;
+    int n_cont;
+    /* GENERATE */
+    int max_tokens;
+    ss_sample_params sample;
+    int n_logprobs;    /* top alternatives to report per token (0..20) */
+    int stop_at_eos;   /* finish with SS_FINISH_EOS on the model's eos token (default yes) */
+    int want_state;    /* keep the final state in the result */
+    /*
+     * Called on the scheduler thread for each generated token. Return 0 to go on, 1 to stop
+     * (SS_FINISH_STOP: a stop string matched), -1 to cancel (client went away).
+     */
+    int (*on_token)(void *user, const ss_token_event *ev);
+    /* Called once on the scheduler thread when the job ends (any way). The job's result is
+     * readable from then on; the user may free the job from inside or after this callback. */
+    void (*on_done)(void *user, ss_job *job);
+    void *user;
+} ss_job_params;
+
+typedef struct ss_engine_params {
+    int max_batch;     /* most sequences decoded together (default 16) */
+    int max_queue;     /* most jobs waiting (default 256): beyond that submit gives SS_ERR_BUSY */
+    int prefill_chunk; /* prompt tokens per step while others decode (default 256) */
+} ss_engine_params;
+
+ss_engine_params ss_engine_default_params(void);
+
+/* Start the scheduler thread for model m (not owned; must outlive the engine). */
+ss_err ss_engine_open(ss_engine **out, ss_model *m, const ss_engine_params *p);
+/* Stop: pending and running jobs finish with SS_FINISH_CANCELLED (their on_done runs), then the
+ * thread exits. NULL is a no-op. */
+void ss_engine_close(ss_engine *e);
+
+/*
+ * Queue a job. Validates the parameters (token ids in range, sample params, sizes) and copies
+ * every input; SS_ERR_BUSY when the queue is full. On success *out is the job (free it with
+ * ss_job_free once on_done has run).
+ */
+ss_err ss_engine_submit(ss_engine *e, const ss_job_params *p, ss_job **out);
+/* Ask the job to stop at the next step (idempotent; safe after it finished). */
+void ss_engine_cancel(ss_engine *e, ss_job *job);
+/* Result of a finished job (valid after on_done). */
+const ss_job_result *ss_job_get_result(const ss_job *job);
+/* Free a job. Must be called exactly once, after on_done ran; NULL is a no-op. */
+void ss_job_free(ss_job *job);
+
+/*
+ * Convenience for synchronous callers (CLI, tests): submit and wait for the end.
+ * on_done in p is ignored (used internally); on_token is honoured.
+ */
+ss_err ss_engine_run(ss_engine *e, const ss_job_params *p, ss_job **out);
+
+/* Counters for /metrics. */
+typedef struct ss_engine_stats {
+    uint64_t tokens_prefilled;
+    uint64_t tokens_generated;
+    uint64_t steps;
+    uint64_t jobs_done;
+    int queued;
+    int running;
+} ss_engine_stats;
+void ss_engine_get_stats(ss_engine *e, ss_engine_stats *out);
+
+#endif
