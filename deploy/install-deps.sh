@@ -1,0 +1,17 @@
+#!/bin/sh
+# Install what statesoup needs to build and run on Debian 12 (bookworm).
+# Used by deploy/run.sh (the README's first command) and by .ci/run.
+set -eu
+PKGS="gcc meson ninja-build pkg-config libmicrohttpd-dev liblmdb-dev libopenblas-dev
+      libjansson-dev libpcre2-dev libxxhash-dev libutf8proc-dev libcurl4-openssl-dev
+      curl"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+echo "statesoup: installing:$missing" >&2
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
