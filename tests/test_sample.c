@@ -1,0 +1,177 @@
+/*
+ * test_sample.c - sampling (greedy, temperature, top-k, top-p, min-p, seeds, logprobs) and the
+ * streaming stop-string matcher.
+ */
+#include "ss_model.h"
+#include "test_util.h"
+
+#define V 8
+
+/* logits whose softmax is known: p = [0.4, 0.25, 0.15, 0.1, 0.05, 0.03, 0.015, 0.005] */
+static const double probs[V] = {0.4, 0.25, 0.15, 0.1, 0.05, 0.03, 0.015, 0.005};
+static float logits[V];
+
+static void frequencies(ss_sample_params p, int n, double *freq)
+{
+    ss_sampler *s;
+    REQUIRE_OK(ss_sampler_new(&p, V, &s));
+    int count[V] = {0};
+    for (int i = 0; i < n; i++) count[ss_sampler_sample(s, logits, NULL)]++;
+    for (int i = 0; i < V; i++) freq[i] = (double)count[i] / n;
+    ss_sampler_free(s);
+}
+
+static void test_sampling(void)
+{
+    for (int i = 0; i < V; i++) logits[i] = (float)log(probs[i]) + 3.0f;
+    CHECK(ss_argmax(logits, V) == 0);
+    CHECK(fabsf(ss_logprob_of(logits, V, 1) - (float)log(0.25)) < 1e-5);
+
+    double f[V];
+    const int N = 200000;
+    ss_sample_params p = ss_sample_default_params();
+    p.seed = 42;
+    frequencies(p, N, f);
+    for (int i = 0; i < V; i++) {
+        double sd = sqrt(probs[i] * (1 - probs[i]) / N);
+        CHECKF(fabs(f[i] - probs[i]) < 5 * sd + 1e-4, "token %d: %g vs %g", i, f[i], probs[i]);
+    }
+    /* top_k = 2: only the two best, renormalised 0.4/0.65 and 0.25/0.65 */
+    p.top_k = 2;
+    frequencies(p, N, f);
+    CHECK(fabs(f[0] - 0.4 / 0.65) < 0.01 && fabs(f[1] - 0.25 / 0.65) < 0.01);
+    for (int i = 2; i < V; i++) CHECK(f[i] == 0);
+    /* top_p = 0.7: 0.4 + 0.25 = 0.65 < 0.7, so the nucleus is {0, 1, 2} */
+    p.top_k = 0;
+    p.top_p = 0.7f;
+    frequencies(p, N, f);
+    CHECK(f[2] > 0.1 && f[3] == 0 && f[7] == 0);
+    CHECK(fabs(f[0] - 0.4 / 0.8) < 0.01);
+    /* min_p = 0.3: keep p >= 0.12: {0, 1, 2} */
+    p.top_p = 1;
+    p.min_p = 0.3f;
+    frequencies(p, N, f);
+    CHECK(f[2] > 0.1 && f[3] == 0);
+    /* temperature 0 is greedy; low temperature sharpens */
+    p.min_p = 0;
+    p.temperature = 0;
+    frequencies(p, 1000, f);
+    CHECK(f[0] == 1.0);
+    p.temperature = 0.25f;
+    frequencies(p, N, f);
+    double t0 = pow(0.4, 4), t1 = pow(0.25, 4), tot = 0;
+    for (int i = 0; i < V; i++) tot += pow(probs[i], 4);
+    CHECKF(fabs(f[0] - t0 / tot) < 0.01 && fabs(f[1] - t1 / tot) < 0.01, "T=0.25: %g %g", f[0],
+           f[1]);
+
+    /* same seed, same sequence; another seed, another one */
+    p = ss_sample_default_params();
+    ss_sampler *a, *b, *c;
+    p.seed = 7;
+    REQUIRE_OK(ss_sampler_new(&p, V, &a));
+    REQUIRE_OK(ss_sampler_new(&p, V, &b));
+    p.seed = 8;
+    REQUIRE_OK(ss_sampler_new(&p, V, &c));
+    int same = 1, diff = 0;
+    for (int i = 0; i < 200; i++) {
+        int x = ss_sampler_sample(a, logits, NULL), y = ss_sampler_sample(b, logits, NULL);
+        same &= x == y;
+        diff |= x != ss_sampler_sample(c, logits, NULL);
+    }
+    CHECK(same && diff);
+    float lp;
+    int32_t t = ss_sampler_sample(a, logits, &lp);
+    CHECK(fabsf(lp - (float)log(probs[t])) < 1e-5);
+    ss_sampler_free(a);
+    ss_sampler_free(b);
+    ss_sampler_free(c);
+
+    int32_t ids[3];
+    float lps[3];
+    ss_logprobs_top(logits, V, 3, ids, lps);
+    CHECK(ids[0] == 0 && ids[1] == 1 && ids[2] == 2);
+    CHECK(fabsf(lps[2] - (float)log(0.15)) < 1e-5);
+
+    /* a large vocabulary exercises the widening top-p window */
+    enum { BIG = 50000 };
+    float *big = malloc(BIG * sizeof(float));
+    for (int i = 0; i < BIG; i++) big[i] = (float)((i * 7919) % BIG) / BIG; /* nearly flat */
+    p = ss_sample_default_params();
+    p.top_p = 0.9f;
+    p.seed = 3;
+    REQUIRE_OK(ss_sampler_new(&p, BIG, &a));
+    for (int i = 0; i < 20; i++) {
+        int32_t x = ss_sampler_sample(a, big, NULL);
+        CHECK(x >= 0 && x < BIG);
+    }
+    ss_sampler_free(a);
+    free(big);
+
+    /* parameter checks */
+    p = ss_sample_default_params();
+    p.temperature = -1;
+    CHECK_ERR(ss_sample_params_check(&p), SS_ERR_INVALID);
+    p = ss_sample_default_params();
+    p.top_p = 0;
+    CHECK_ERR(ss_sample_params_check(&p), SS_ERR_INVALID);
+    p = ss_sample_default_params();
+    p.min_p = 2;
+    CHECK_ERR(ss_sample_params_check(&p), SS_ERR_INVALID);
+    p = ss_sample_default_params();
+    p.temperature = NAN;
+    CHECK_ERR(ss_sample_params_check(&p), SS_ERR_INVALID);
+}
+
+/* Feed pieces, collect output, return 1 if a stop matched. */
+static int run_stopper(const char *const *stops, int n, const char *const *pieces, char *out)
+{
+    ss_stopper *s;
+    REQUIRE_OK(ss_stopper_new(stops, n, &s));
+    out[0] = '\0';
+    int hit = 0;
+    for (int i = 0; pieces[i]; i++) {
+        size_t len;
+        const char *r = ss_stopper_push(s, pieces[i], strlen(pieces[i]), &len, &hit);
+        CHECK(strlen(r) == len);
+        strcat(out, r);
+        if (hit) break;
+    }
+    size_t len;
+    strcat(out, ss_stopper_flush(s, &len));
+    ss_stopper_free(s);
+    return hit;
+}
+
+static void test_stopper(void)
+{
+    char out[256];
+    const char *stops[] = {"\nQ:", "END"};
+    const char *p1[] = {"Paris", " is", "\n", "Q", ":", " more", NULL};
+    CHECK(run_stopper(stops, 2, p1, out) == 1 && strcmp(out, "Paris is") == 0);
+    /* a held-back prefix that does not complete is released */
+    const char *p2[] = {"a\n", "Qb", "EN", "D!", NULL};
+    CHECK(run_stopper(stops, 2, p2, out) == 1 && strcmp(out, "a\nQb") == 0);
+    const char *p3[] = {"no stop ", "here E", "N", NULL};
+    CHECK(run_stopper(stops, 2, p3, out) == 0 && strcmp(out, "no stop here EN") == 0);
+    /* match inside one piece; earliest stop wins */
+    const char *p4[] = {"xxENDyy\nQ:zz", NULL};
+    CHECK(run_stopper(stops, 2, p4, out) == 1 && strcmp(out, "xx") == 0);
+    /* no stops at all: everything passes through at once */
+    ss_stopper *s;
+    REQUIRE_OK(ss_stopper_new(NULL, 0, &s));
+    size_t len;
+    int hit;
+    CHECK(strcmp(ss_stopper_push(s, "abc", 3, &len, &hit), "abc") == 0 && !hit);
+    ss_stopper_free(s);
+    /* multi-byte UTF-8 stop string split across pieces */
+    const char *stops2[] = {"\xc3\xa9t\xc3\xa9"};
+    const char *p5[] = {"l'\xc3\xa9", "t\xc3", "\xa9 fin", NULL};
+    CHECK(run_stopper(stops2, 1, p5, out) == 1 && strcmp(out, "l'") == 0);
+}
+
+int main(void)
+{
+    test_sampling();
+    test_stopper();
+    return test_done("test_sample");
+}
