@@ -10,7 +10,10 @@
  *   {"id", "name": str|null, "tags": [str], "model": fingerprint, "n_tokens", "created_at",
  *    "bytes", "dtype", "parents": [{"id", "weight"}], "metadata": {...}, "checksum"}
  * The caller supplies name, tags, model, n_tokens, dtype, parents and metadata; the store fills
- * the rest (overwriting anything the caller put there).
+ * the rest (overwriting anything the caller put there). model (string), n_tokens (integer >= 0)
+ * and dtype (string) are required; name defaults to null, tags to [], parents to [] (each
+ * {"id": state id, "weight": number}), metadata to {}. Unknown keys and repeated tags are refused.
+ * Records are served as compact JSON with the keys in the order above.
  *
  * Durability is LMDB's: ss_store_put() returns only after the write transaction is committed
  * (fsync'd), so an acknowledged state survives kill -9; a crash never leaves half a record.
@@ -40,10 +43,13 @@ typedef struct ss_store_params {
 ss_store_params ss_store_default_params(void);
 
 /*
- * Open (creating when missing and not read-only) the store in directory `dir`.
- * SS_ERR_NOT_FOUND if read-only and the store does not exist; SS_ERR_IO etc. otherwise.
+ * Open (creating when missing and not read-only; new directories get mode 0700) the store in
+ * directory `dir`; params NULL = defaults. *out is set only on success.
+ * SS_ERR_NOT_FOUND if read-only and the store does not exist; SS_ERR_PERM, SS_ERR_IO etc.
+ * otherwise. Open a directory at most once per process (an LMDB rule).
  */
 ss_err ss_store_open(ss_store **out, const char *dir, const ss_store_params *params);
+/* NULL is a no-op. No other call on `s` may be running. */
 void ss_store_close(ss_store *s);
 
 /* Is `ref` shaped like a state id ("st_" + 32 hex)? Names may not look like ids. */
@@ -56,8 +62,10 @@ ss_err ss_store_check_tag(const char *tag);
 /*
  * Store a new state. `record_json` is the caller's part of the record (see above). On success
  * *record_out (may be NULL) receives the complete record as JSON text (free() it).
- * SS_ERR_EXISTS if the name is taken, SS_ERR_INVALID for a bad name/tag/record, SS_ERR_FULL when
- * the disk is full, SS_ERR_PERM on a read-only store.
+ * SS_ERR_EXISTS if the name is taken, SS_ERR_FORMAT if record_json is not JSON, SS_ERR_INVALID
+ * for a bad name/tag/field or an empty blob, SS_ERR_TOO_LARGE for a record over 1 MiB,
+ * SS_ERR_FULL when the disk is full (or max_map_size is reached), SS_ERR_PERM on a read-only
+ * store. The inputs stay the caller's; the blob is copied.
  */
 ss_err ss_store_put(ss_store *s, const char *record_json, const void *blob, size_t blob_len,
                     char **record_out);
@@ -68,8 +76,9 @@ ss_err ss_store_get_record(ss_store *s, const char *ref, char **record_json);
 /*
  * Copy the blob of state `ref` into dst (cap bytes). Verifies the checksum (SS_ERR_CORRUPT), and
  * when expect_model is not NULL that the record's model equals it (SS_ERR_MISMATCH).
- * SS_ERR_TOO_LARGE if cap is too small (then *len still receives the size).
+ * SS_ERR_TOO_LARGE if cap is too small (then *len still receives the size: cap 0 asks for it).
  * *len (may be NULL) receives the blob size; *record_json (may be NULL) the record (free() it).
+ * On SS_ERR_CORRUPT nothing is copied and the message names the state.
  */
 ss_err ss_store_get_blob(ss_store *s, const char *ref, const char *expect_model, void *dst,
                          size_t cap, size_t *len, char **record_json);
@@ -77,8 +86,11 @@ ss_err ss_store_get_blob(ss_store *s, const char *ref, const char *expect_model,
 /*
  * Read several blobs in one read transaction without copying them: checks every ref as
  * ss_store_get_blob does (existence, checksum, model), then calls fn(user, blobs, lens, n) with
- * pointers into the database, valid only during the call. fn's return is passed back.
- * For merges at memory speed (combine straight from the map).
+ * pointers into the database, valid only during the call (read-only). Every blob passed to fn is
+ * 16-byte aligned (small values LMDB stores unaligned are copied to an aligned buffer first).
+ * fn's return is passed back. For merges at memory speed (combine straight from the map).
+ * fn runs inside a read transaction holding the store's shared map lock: keep it short, do not
+ * call this store from it (SS_ERR_INTERNAL) and do not wait there on other users of the store.
  */
 typedef ss_err (*ss_store_view_fn)(void *user, const void *const *blobs, const size_t *lens,
                                    int n);
@@ -91,8 +103,10 @@ ss_err ss_store_delete(ss_store *s, const char *ref);
 /*
  * List records newest first. Filters (NULL = none): tag (exact), prefix (of the name; states
  * without a name never match a prefix). limit 1..1000 (0 = 100). cursor: NULL for the first page,
- * else the next_cursor of the previous page (SS_ERR_INVALID if malformed).
- * *page_json = {"data": [records], "next_cursor": str|null} (free() it).
+ * else the next_cursor of the previous page (SS_ERR_INVALID if malformed; it stays valid across
+ * writes and deletes). An invalid tag is SS_ERR_INVALID; pass NULL, not "", for "no filter".
+ * *page_json = {"data": [records], "next_cursor": str|null} (free() it); next_cursor is null
+ * exactly when no further record matches.
  */
 ss_err ss_store_list(ss_store *s, const char *tag, const char *prefix, int limit,
                      const char *cursor, char **page_json);
@@ -102,11 +116,15 @@ typedef struct ss_store_stats {
     uint64_t n_states;
     uint64_t blob_bytes;  /* sum of blob sizes */
     uint64_t map_size;    /* current LMDB map size */
-    uint64_t file_bytes;  /* pages in use * page size */
+    uint64_t file_bytes;  /* pages in use * page size (high-water mark, incl. reusable pages) */
 } ss_store_stats;
 ss_err ss_store_get_stats(ss_store *s, ss_store_stats *out);
 
-/* Verify every blob's checksum; *n_bad receives the number that fail (fsck for operators). */
+/*
+ * Verify every blob's checksum; *n_bad receives the number that fail (fsck for operators). Runs in
+ * chunks of read transactions, so it does not hold off writers. When *n_bad > 0, ss_errmsg()
+ * describes the last failing state.
+ */
 ss_err ss_store_verify(ss_store *s, uint64_t *n_checked, uint64_t *n_bad);
 
 #endif
