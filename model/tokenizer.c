@@ -16,16 +16,25 @@
  * ids directly: at load we resolve byte -> id of its char and (id, id) -> (rank, merged id), and no
  * mapped string is built while encoding.
  *
+ * Decoding maps each id to bytes once at load (HF's ByteLevel decoder: a token's chars mapped back
+ * to bytes when all are in the byte alphabet, else its own UTF-8) and replaces invalid UTF-8 like
+ * Rust's String::from_utf8_lossy; the streaming decoder runs the same lossy scan but holds back a
+ * valid-but-incomplete tail, so its output concatenates to exactly the whole decode.
+ *
  * Why PCRE2 and utf8proc: HF runs the regex with Oniguruma and NFC with its own tables. PCRE2
  * (UTF + UCP, JIT) gives the same leftmost-first backtracking semantics and the same \p{L}/\p{N}
  * classes; its \s differs from Oniguruma's (it also matches U+180E), so the pattern spells out
- * Oniguruma's whitespace class. utf8proc is the small, well-tested NFC we can link; writing our
- * own composition tables would be more code to get wrong. Both are shared read-only between
- * threads: a compiled PCRE2 pattern may be matched concurrently with per-call match data.
+ * Oniguruma's whitespace class (tests/golden/tokenizer/regex_diff.c checks the two engines agree
+ * on a million random strings). utf8proc is the small, well-tested NFC we can link; writing our
+ * own composition tables would be more code to get wrong. Both are safe to share between threads:
+ * a compiled PCRE2 pattern may be matched concurrently with per-call match data, utf8proc is pure.
+ * Everything mutable while encoding (match data, BPE scratch, a word -> ids cache that halves the
+ * time on English) lives in a per-call struct, so the tokenizer itself stays read-only.
  *
  * Known limits: Unicode versions differ a little between PCRE2/utf8proc and HF's Oniguruma and
- * normalization tables, so letters assigned in the newest Unicode versions may split differently.
- * Added-token matching walks a trie at each candidate position: O(text * longest added token).
+ * normalization tables, so characters assigned in the newest Unicode versions may split or
+ * normalise differently. Added-token matching walks a trie at each candidate position:
+ * O(text * longest added token), fine for the few short added tokens of these files.
  */
 #include "ss_tokenizer.h"
 
@@ -41,9 +50,9 @@
 #include "ss_util.h"
 
 enum {
-    MAX_JSON_BYTES = 1 << 30,  /* tokenizer.json larger than this is refused */
-    MAX_ID = (1 << 24) - 1,    /* ids above this are refused (HF allows u32; 16M is plenty) */
-    WORD_CACHE_MAX_LEN = 64,   /* words longer than this skip the per-call cache */
+    MAX_JSON_BYTES = 1 << 30, /* tokenizer.json larger than this is refused */
+    MAX_ID = (1 << 24) - 1,   /* ids above this are refused (HF allows u32; 16M is plenty) */
+    WORD_CACHE_MAX_LEN = 64,  /* words longer than this skip the per-call cache */
 };
 
 /* The GPT-2 pattern with Oniguruma's \s spelled out ([\t-\r\x85\p{Z}]): PCRE2's \s also matches
@@ -61,8 +70,8 @@ typedef struct arena_blk {
     char data[];
 } arena_blk;
 
-/* Copy n bytes (plus a NUL) into the arena; NULL when out of memory. */
-static char *arena_dup(arena_blk **a, const char *s, size_t n)
+/* n + 1 bytes of arena storage (the last set to NUL); NULL when out of memory. */
+static char *arena_alloc(arena_blk **a, size_t n)
 {
     arena_blk *b = *a;
     if (!b || b->cap - b->used < n + 1) {
@@ -75,9 +84,16 @@ static char *arena_dup(arena_blk **a, const char *s, size_t n)
         *a = b;
     }
     char *p = b->data + b->used;
-    if (n) memcpy(p, s, n);
     p[n] = '\0';
     b->used += n + 1;
+    return p;
+}
+
+/* Copy n bytes (plus a NUL) into the arena; NULL when out of memory. */
+static char *arena_dup(arena_blk **a, const char *s, size_t n)
+{
+    char *p = arena_alloc(a, n);
+    if (p && n) memcpy(p, s, n);
     return p;
 }
 
@@ -550,22 +566,22 @@ typedef struct id_info {
 } id_info;
 
 struct ss_tokenizer {
-    int32_t n_ids;  /* max id + 1 */
-    id_info *ids;   /* [n_ids] */
-    strmap vocab;   /* model vocab: token string -> id */
+    int32_t n_ids;    /* max id + 1 */
+    id_info *ids;     /* [n_ids] */
+    strmap vocab;     /* model vocab: token string -> id */
     strmap added_map; /* added token content -> id (HF's added_tokens_map) */
     added_tok *added; /* [n_added], HF's added_tokens_map_r in insertion order */
     size_t n_added, cap_added;
-    imap added_by_id;       /* id -> index into added */
-    trie raw_trie;          /* normalized=false added tokens, matched on the raw text */
-    trie norm_trie;         /* normalized=true added tokens, matched on NFC'd pieces */
-    int32_t byte_id[256];   /* id of the single char a byte maps to, -1 when not in the vocab */
-    imap merges;            /* (left id << 32 | right id) -> (rank << 32 | merged id) */
-    int32_t unk_id;         /* -1 = none: unknown chars are dropped, as HF does */
+    imap added_by_id;     /* id -> index into added */
+    trie raw_trie;        /* normalized=false added tokens, matched on the raw text */
+    trie norm_trie;       /* normalized=true added tokens, matched on NFC'd pieces */
+    int32_t byte_id[256]; /* id of the single char a byte maps to, -1 when not in the vocab */
+    imap merges;          /* (left id << 32 | right id) -> (rank << 32 | merged id) */
+    int32_t unk_id;       /* -1 = none: unknown chars are dropped, as HF does */
     int fuse_unk;
-    int nfc;                /* normalizer: NFC or nothing */
-    int add_prefix_space;   /* ByteLevel pre-tokenizer options */
-    pcre2_code *re;         /* GPT-2 pattern; NULL when use_regex is false */
+    int nfc;              /* normalizer: NFC or nothing */
+    int add_prefix_space; /* ByteLevel pre-tokenizer options */
+    pcre2_code *re;       /* GPT-2 pattern; NULL when use_regex is false */
     arena_blk *arena;
 };
 
@@ -586,26 +602,21 @@ static void byte_chars(int32_t b2c[256], int16_t c2b[0x144])
 static const char *byte_decode(ss_tokenizer *t, const int16_t c2b[0x144], const char *s, size_t n,
                                uint32_t *out_len)
 {
-    char small[256];
-    char *buf = n <= sizeof small ? small : malloc(n);
-    if (!buf) return NULL;
+    char *p = arena_alloc(&t->arena, n); /* the mapped bytes are never longer than the chars */
+    if (!p) return NULL;
     size_t o = 0, i = 0;
-    int all = 1;
     while (i < n) {
         size_t l;
         int32_t c = utf8_next((const unsigned char *)s + i, n - i, &l);
         if (c >= 0x144 || c2b[c] < 0) {
-            all = 0;
-            break;
+            memcpy(p, s, n); /* not byte-level: the token's own bytes */
+            *out_len = (uint32_t)n;
+            return p;
         }
-        buf[o++] = (char)c2b[c];
+        p[o++] = (char)c2b[c];
         i += l;
     }
-    const char *src = all ? buf : s;
-    size_t len = all ? o : n;
-    const char *p = arena_dup(&t->arena, src, len);
-    if (buf != small) free(buf);
-    *out_len = (uint32_t)len;
+    *out_len = (uint32_t)o;
     return p;
 }
 
@@ -658,7 +669,7 @@ static ss_err load_normalizer(ss_tokenizer *t, const json_t *n)
         }
         size_t i;
         const json_t *v;
-        json_array_foreach(list, i, v) {
+        json_array_foreach (list, i, v) {
             const char *vt = json_is_object(v) ? type_of(v) : NULL;
             if (!vt || strcmp(vt, "NFC") != 0) {
                 return ss_fail(SS_ERR_UNSUPPORTED,
@@ -691,8 +702,30 @@ static const json_t *single_byte_level(const json_t *o, const char *list_key)
     return NULL;
 }
 
+/* "Sequence [Split, ByteLevel]" or "Metaspace": what a pre_tokenizer/decoder is, for messages. */
+static const char *describe(const json_t *o, const char *list_key, char *buf, size_t cap)
+{
+    const char *type = type_of(o);
+    snprintf(buf, cap, "%s", type ? type : "?");
+    const json_t *list = json_object_get(o, list_key);
+    if (type && !strcmp(type, "Sequence") && json_is_array(list)) {
+        size_t len = strlen(buf), i;
+        const json_t *v;
+        json_array_foreach (list, i, v) {
+            const char *vt = json_is_object(v) ? type_of(v) : NULL;
+            if (len < cap) {
+                len +=
+                    (size_t)snprintf(buf + len, cap - len, "%s%s", i ? ", " : " [", vt ? vt : "?");
+            }
+        }
+        if (len < cap) snprintf(buf + len, cap - len, "]");
+    }
+    return buf;
+}
+
 static ss_err load_pre_tokenizer_decoder(ss_tokenizer *t, const json_t *root)
 {
+    char what[256];
     const json_t *pt = json_object_get(root, "pre_tokenizer");
     if (!pt || json_is_null(pt)) {
         return ss_fail(SS_ERR_UNSUPPORTED,
@@ -705,8 +738,9 @@ static ss_err load_pre_tokenizer_decoder(ss_tokenizer *t, const json_t *root)
     const json_t *bl = single_byte_level(pt, "pretokenizers");
     if (!bl) {
         return ss_fail(SS_ERR_UNSUPPORTED,
-                       "tokenizer.json: pre_tokenizer '%s' is not supported (only ByteLevel)",
-                       type_of(pt));
+                       "tokenizer.json: pre_tokenizer %s is not supported (only ByteLevel, alone "
+                       "or as the only member of a Sequence)",
+                       describe(pt, "pretokenizers", what, sizeof what));
     }
     int aps = get_bool(bl, "add_prefix_space", 1);
     int use_regex = get_bool(bl, "use_regex", 1);
@@ -740,8 +774,9 @@ static ss_err load_pre_tokenizer_decoder(ss_tokenizer *t, const json_t *root)
     }
     if (!single_byte_level(dec, "decoders")) {
         return ss_fail(SS_ERR_UNSUPPORTED,
-                       "tokenizer.json: decoder '%s' is not supported (only ByteLevel)",
-                       type_of(dec));
+                       "tokenizer.json: decoder %s is not supported (only ByteLevel, alone or as "
+                       "the only member of a Sequence)",
+                       describe(dec, "decoders", what, sizeof what));
     }
     return SS_OK;
 }
@@ -814,7 +849,7 @@ static ss_err load_model(ss_tokenizer *t, const json_t *model, int32_t *max_id)
     }
     const char *key;
     const json_t *val;
-    json_object_foreach((json_t *)vocab, key, val) {
+    json_object_foreach ((json_t *)vocab, key, val) {
         if (!json_is_integer(val) || json_integer_value(val) < 0 ||
             json_integer_value(val) > MAX_ID) {
             return ss_fail(SS_ERR_FORMAT,
@@ -837,8 +872,9 @@ static ss_err load_model(ss_tokenizer *t, const json_t *model, int32_t *max_id)
         const str_slot *sl = &t->vocab.slots[i];
         if (!sl->key) continue;
         if (vocab_r[sl->val]) {
-            err = ss_fail(SS_ERR_FORMAT, "tokenizer.json: vocab id %d is given to both '%s' and '%s'",
-                          sl->val, vocab_r[sl->val], sl->key);
+            err =
+                ss_fail(SS_ERR_FORMAT, "tokenizer.json: vocab id %d is given to both '%s' and '%s'",
+                        sl->val, vocab_r[sl->val], sl->key);
             goto out;
         }
         vocab_r[sl->val] = sl->key;
@@ -870,7 +906,7 @@ static ss_err load_model(ss_tokenizer *t, const json_t *model, int32_t *max_id)
     }
     size_t i, rank = 0;
     const json_t *m;
-    json_array_foreach(merges, i, m) {
+    json_array_foreach (merges, i, m) {
         const char *a, *b;
         size_t al, bl;
         if (json_is_string(m)) {
@@ -917,8 +953,9 @@ static ss_err load_model(ss_tokenizer *t, const json_t *model, int32_t *max_id)
         if (ia < 0 || ib < 0 || inew < 0) {
             const char *miss = ia < 0 ? a : ib < 0 ? b : cat;
             size_t ml = ia < 0 ? al : ib < 0 ? bl : al + bl;
-            err = ss_fail(SS_ERR_FORMAT, "tokenizer.json: merge %zu ('%.*s' '%.*s'): '%.*s' is not in "
-                                         "the vocab",
+            err = ss_fail(SS_ERR_FORMAT,
+                          "tokenizer.json: merge %zu ('%.*s' '%.*s'): '%.*s' is not in "
+                          "the vocab",
                           i, (int)al, a, (int)bl, b, (int)ml, miss);
             goto out;
         }
@@ -966,7 +1003,7 @@ static ss_err load_added(ss_tokenizer *t, const json_t *list, int32_t *max_id)
     int64_t next_id = (int64_t)t->vocab.n; /* model.get_vocab_size() */
     size_t i;
     const json_t *o;
-    json_array_foreach(list, i, o) {
+    json_array_foreach (list, i, o) {
         const json_t *c = json_object_get(o, "content");
         if (!json_is_object(o) || !json_is_string(c)) {
             return ss_fail(SS_ERR_FORMAT, "tokenizer.json: added_tokens[%zu] has no content", i);
@@ -981,9 +1018,8 @@ static ss_err load_added(ss_tokenizer *t, const json_t *list, int32_t *max_id)
         int rs = get_bool(o, "rstrip", 0), nz = get_bool(o, "normalized", 1);
         int sp = get_bool(o, "special", 0);
         if (sw < 0 || ls < 0 || rs < 0 || nz < 0 || sp < 0) {
-            return ss_fail(SS_ERR_FORMAT, "tokenizer.json: added_tokens[%zu]: a flag is not a "
-                                          "boolean",
-                           i);
+            return ss_fail(SS_ERR_FORMAT,
+                           "tokenizer.json: added_tokens[%zu]: a flag is not a boolean", i);
         }
         const char *content = json_string_value(c);
         size_t clen = json_string_length(c);
@@ -1086,7 +1122,7 @@ static ss_err finish_added(ss_tokenizer *t, const json_t *list, int32_t max_id)
     }
     size_t i;
     const json_t *o;
-    json_array_foreach(list, i, o) {
+    json_array_foreach (list, i, o) {
         const json_t *c = json_object_get(o, "content");
         if (get_bool(o, "special", 0) == 1 && json_string_length(c) > 0) {
             if (strmap_put(&specials, json_string_value(c), json_string_length(c), 1) != 0) {
@@ -1176,9 +1212,10 @@ ss_err ss_tokenizer_open(ss_tokenizer **out, const char *path)
     err = ss_tokenizer_open_mem(out, buf, len);
     free(buf);
     if (err) {
-        /* Say which file: the message so far names only "tokenizer.json". */
+        /* Name the file: messages from the parser start with "tokenizer.json: ". */
         char msg[1024];
-        snprintf(msg, sizeof msg, "%s", ss_errmsg());
+        const char *m = ss_errmsg();
+        snprintf(msg, sizeof msg, "%s", strncmp(m, "tokenizer.json: ", 16) ? m : m + 16);
         ss_fail(err, "%s: %s", path, msg);
     }
     return err;
@@ -1368,9 +1405,9 @@ static ss_err bpe_word(enc *e, const unsigned char *w, size_t n)
         if (prev[p] >= 0) {
             const uint64_t *ml = merge_of(t, sym[prev[p]], sym[p]);
             if (ml) {
-                heap_push(e->heap, &nh,
-                          (heap_ent){(uint32_t)(*ml >> 32), (uint32_t)prev[p],
-                                     (int32_t)(uint32_t)*ml});
+                heap_push(
+                    e->heap, &nh,
+                    (heap_ent){(uint32_t)(*ml >> 32), (uint32_t)prev[p], (int32_t)(uint32_t)*ml});
             }
         }
         if (next[p] >= 0) {
@@ -1468,8 +1505,8 @@ static ss_err pre_tokenize(enc *e, const char *s, size_t n)
     while (off < n) {
         int rc = pcre2_match(t->re, (PCRE2_SPTR)s, n, off, PCRE2_NO_UTF_CHECK, e->md, NULL);
         if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {
-            rc = pcre2_match(t->re, (PCRE2_SPTR)s, n, off, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT,
-                             e->md, NULL);
+            rc = pcre2_match(t->re, (PCRE2_SPTR)s, n, off, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, e->md,
+                             NULL);
         }
         if (rc == PCRE2_ERROR_NOMATCH) break;
         if (rc < 0) {
@@ -1564,8 +1601,9 @@ ss_err ss_tokenizer_encode(const ss_tokenizer *t, const char *text, size_t len, 
     if (len && !text) return ss_fail(SS_ERR_INVALID, "tokenizer: NULL text");
     size_t bad = utf8_invalid_at((const unsigned char *)text, len);
     if (bad != SIZE_MAX) {
-        return ss_fail(SS_ERR_INVALID, "tokenizer: input is not valid UTF-8 (byte 0x%02x at offset "
-                                       "%zu)",
+        return ss_fail(SS_ERR_INVALID,
+                       "tokenizer: input is not valid UTF-8 (byte 0x%02x at offset "
+                       "%zu)",
                        (unsigned char)text[bad], bad);
     }
     if (t->re) {
@@ -1688,7 +1726,7 @@ static const char *detok_run(ss_detok *d, int final, size_t *len)
     }
     size_t ol;
     size_t used = utf8_lossy(d->in, d->n_in, final, d->out, &ol);
-    memmove(d->in, d->in + used, d->n_in - used);
+    if (used && used < d->n_in) memmove(d->in, d->in + used, d->n_in - used);
     d->n_in -= used;
     d->out[ol] = '\0';
     if (len) *len = ol;
