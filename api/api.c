@@ -1,0 +1,567 @@
+/*
+ * api.c - the API object, its route table, the ss_err -> HTTP table, and the helpers every
+ * handler shares: JSON bodies and fields, prompts, name/tags/metadata of states to store, and the
+ * starting state of a request (a stored state, an on-the-fly merge, or the zero state).
+ *
+ * Error mapping lives in exactly one table (err_http below): library code reports what went wrong
+ * as an ss_err with a message, and the HTTP status and snake_case code follow from it.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "ss_util.h"
+
+/* ---- the one error table ------------------------------------------------------------------- */
+
+static const struct {
+    int status;
+    const char *code;
+} err_http[SS_ERR__COUNT] = {
+    [SS_OK] = {200, "ok"},
+    [SS_ERR_NOMEM] = {503, "out_of_memory"},
+    [SS_ERR_IO] = {500, "io_error"},
+    [SS_ERR_NOT_FOUND] = {404, "not_found"},
+    [SS_ERR_FORMAT] = {400, "bad_request"},
+    [SS_ERR_INVALID] = {422, "invalid_value"},
+    [SS_ERR_UNSUPPORTED] = {400, "unsupported"},
+    [SS_ERR_MISMATCH] = {409, "model_mismatch"},
+    [SS_ERR_EXISTS] = {409, "already_exists"},
+    [SS_ERR_FULL] = {507, "store_full"},
+    [SS_ERR_CORRUPT] = {500, "corrupt"},
+    [SS_ERR_BUSY] = {503, "overloaded"},
+    [SS_ERR_TOO_LARGE] = {413, "too_large"},
+    [SS_ERR_PERM] = {403, "forbidden"},
+    [SS_ERR_CANCELLED] = {503, "cancelled"},
+    [SS_ERR_INTERNAL] = {500, "internal_error"},
+};
+
+int api_status_of(ss_err e)
+{
+    if ((unsigned)e >= SS_ERR__COUNT) return 500;
+    return err_http[e].status;
+}
+
+void api_fail(ss_http_req *r, ss_err e)
+{
+    const char *code = (unsigned)e < SS_ERR__COUNT ? err_http[e].code : "internal_error";
+    ss_http_respond_error(r, api_status_of(e), code, "%s", ss_errmsg());
+}
+
+void api_json(ss_http_req *r, int status, json_t *j)
+{
+    char *text = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
+    json_decref(j);
+    if (!text) {
+        ss_http_respond_error(r, 503, "out_of_memory", "out of memory building the answer");
+        return;
+    }
+    ss_http_respond_take(r, status, "application/json", text, strlen(text));
+}
+
+json_t *api_real(double v)
+{
+    return isfinite(v) ? json_real(v) : json_null();
+}
+
+int api_ready(ss_api *a, ss_http_req *r)
+{
+    if (atomic_load(&a->ready)) return 1;
+    ss_http_respond_error(r, 503, "loading", "the model is still loading; try again shortly");
+    return 0;
+}
+
+/* ---- request parsing ----------------------------------------------------------------------- */
+
+json_t *api_body(ss_http_req *r)
+{
+    size_t len;
+    const char *text = ss_http_body_data(r, &len);
+    json_t *j = NULL;
+    if (len == 0) {
+        ss_http_respond_error(r, 400, "bad_json", "the request needs a JSON object as its body");
+        return NULL;
+    }
+    if (ss_json_parse_relaxed(text, len, "request body", &j) != SS_OK) {
+        ss_http_respond_error(r, 400, "bad_json", "%s", ss_errmsg());
+        return NULL;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        ss_http_respond_error(r, 400, "bad_json", "the request body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+ss_err api_get_int(json_t *o, const char *key, long long dflt, long long *out)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) {
+        *out = dflt;
+        return SS_OK;
+    }
+    if (json_is_integer(v)) {
+        *out = json_integer_value(v);
+        return SS_OK;
+    }
+    /* 5.0 is an integer too (some clients only have doubles) */
+    if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) &&
+        fabs(json_real_value(v)) < 9e15) {
+        *out = (long long)json_real_value(v);
+        return SS_OK;
+    }
+    return ss_fail(SS_ERR_FORMAT, "\"%s\" must be an integer", key);
+}
+
+ss_err api_get_real(json_t *o, const char *key, double dflt, double *out)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) {
+        *out = dflt;
+        return SS_OK;
+    }
+    if (!ss_json_is_number(v)) return ss_fail(SS_ERR_FORMAT, "\"%s\" must be a number", key);
+    *out = ss_json_real(v, dflt);
+    if (!isfinite(*out)) return ss_fail(SS_ERR_INVALID, "\"%s\" must be finite", key);
+    return SS_OK;
+}
+
+ss_err api_get_bool(json_t *o, const char *key, int dflt, int *out)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v)) {
+        *out = dflt;
+        return SS_OK;
+    }
+    if (!json_is_boolean(v)) return ss_fail(SS_ERR_FORMAT, "\"%s\" must be true or false", key);
+    *out = json_is_true(v);
+    return SS_OK;
+}
+
+ss_err api_get_string(json_t *o, const char *key, const char **out)
+{
+    json_t *v = json_object_get(o, key);
+    *out = NULL;
+    if (!v || json_is_null(v)) return SS_OK;
+    if (!json_is_string(v)) return ss_fail(SS_ERR_FORMAT, "\"%s\" must be a string", key);
+    *out = json_string_value(v);
+    return SS_OK;
+}
+
+ss_err api_tokens(ss_api *a, const json_t *v, const char *what, int32_t **ids, int *n)
+{
+    *ids = NULL;
+    *n = 0;
+    if (json_is_string(v)) {
+        if (!a->tok)
+            return ss_fail(SS_ERR_UNSUPPORTED,
+                           "no tokenizer loaded: send \"%s\" as an array of token ids, or start "
+                           "statesoupd with --tokenizer",
+                           what);
+        size_t nn = 0;
+        ss_err err = ss_tokenizer_encode(a->tok, json_string_value(v), json_string_length(v), ids,
+                                         &nn);
+        if (err) return err;
+        if (nn > INT32_MAX / 2) {
+            free(*ids);
+            *ids = NULL;
+            return ss_fail(SS_ERR_TOO_LARGE, "%s is too long", what);
+        }
+        *n = (int)nn;
+        for (int i = 0; i < *n; i++) {
+            if ((*ids)[i] >= a->info->vocab_size) {
+                ss_err e = ss_fail(SS_ERR_INVALID,
+                                   "%s: token %d at position %d is outside the model's vocabulary "
+                                   "[0, %d) (tokenizer and model do not match)",
+                                   what, (*ids)[i], i, a->info->vocab_size);
+                free(*ids);
+                *ids = NULL;
+                *n = 0;
+                return e;
+            }
+        }
+        return SS_OK;
+    }
+    if (!json_is_array(v))
+        return ss_fail(SS_ERR_FORMAT, "\"%s\" must be a string or an array of token ids", what);
+    size_t len = json_array_size(v);
+    if (len > INT32_MAX / 2) return ss_fail(SS_ERR_TOO_LARGE, "%s is too long", what);
+    int32_t *out = malloc((len ? len : 1) * sizeof *out);
+    if (!out) return ss_fail(SS_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < len; i++) {
+        const json_t *t = json_array_get(v, i);
+        if (!json_is_integer(t)) {
+            free(out);
+            return ss_fail(SS_ERR_FORMAT, "%s[%zu] is not an integer token id", what, i);
+        }
+        json_int_t id = json_integer_value(t);
+        if (id < 0 || id >= a->info->vocab_size) {
+            free(out);
+            return ss_fail(SS_ERR_INVALID, "%s[%zu] = %lld is outside the vocabulary [0, %d)",
+                           what, i, (long long)id, a->info->vocab_size);
+        }
+        out[i] = (int32_t)id;
+    }
+    *ids = out;
+    *n = (int)len;
+    return SS_OK;
+}
+
+/* ---- states to store ----------------------------------------------------------------------- */
+
+ss_err api_save_parse(ss_api *a, json_t *o, api_save *s)
+{
+    memset(s, 0, sizeof *s);
+    const char *name;
+    ss_err err = api_get_string(o, "name", &name);
+    if (err) return err;
+    if (name) {
+        if ((err = ss_store_check_name(name))) return err;
+        char *rec = NULL;
+        if (ss_store_get_record(a->store, name, &rec) == SS_OK) {
+            free(rec);
+            return ss_fail(SS_ERR_EXISTS, "the name '%s' is already taken", name);
+        }
+        if (!(s->name = strdup(name))) return ss_fail(SS_ERR_NOMEM, "out of memory");
+    }
+    json_t *tags = json_object_get(o, "tags");
+    if (tags && !json_is_null(tags)) {
+        if (!json_is_array(tags)) {
+            api_save_free(s);
+            return ss_fail(SS_ERR_FORMAT, "\"tags\" must be an array of strings");
+        }
+        size_t i;
+        json_t *t;
+        json_array_foreach(tags, i, t)
+        {
+            if (!json_is_string(t)) err = ss_fail(SS_ERR_FORMAT, "tags[%zu] is not a string", i);
+            else err = ss_store_check_tag(json_string_value(t));
+            if (err) {
+                api_save_free(s);
+                return err;
+            }
+        }
+        s->tags = json_incref(tags);
+    } else {
+        s->tags = json_array();
+    }
+    json_t *md = json_object_get(o, "metadata");
+    if (md && !json_is_null(md)) {
+        if (!json_is_object(md)) {
+            api_save_free(s);
+            return ss_fail(SS_ERR_FORMAT, "\"metadata\" must be a JSON object");
+        }
+        s->metadata = json_incref(md);
+    } else {
+        s->metadata = json_object();
+    }
+    if (!s->tags || !s->metadata) {
+        api_save_free(s);
+        return ss_fail(SS_ERR_NOMEM, "out of memory");
+    }
+    return SS_OK;
+}
+
+void api_save_free(api_save *s)
+{
+    free(s->name);
+    json_decref(s->tags);
+    json_decref(s->metadata);
+    memset(s, 0, sizeof *s);
+}
+
+ss_err api_save_state(ss_api *a, const api_save *s, const float *data, long long n_tokens,
+                      json_t *parents, char **record)
+{
+    ss_err err = SS_OK;
+    char *text = NULL;
+    json_t *rec = json_pack("{s:o,s:o,s:s,s:I,s:s,s:o,s:o}", "name",
+                            s->name ? json_string(s->name) : json_null(), "tags",
+                            s->tags ? json_incref(s->tags) : json_array(), "model",
+                            a->info->fingerprint, "n_tokens", (json_int_t)n_tokens, "dtype", "F32",
+                            "parents", parents ? json_incref(parents) : json_array(), "metadata",
+                            s->metadata ? json_incref(s->metadata) : json_object());
+    if (!rec || !(text = json_dumps(rec, JSON_COMPACT))) {
+        err = ss_fail(SS_ERR_NOMEM, "out of memory building a record");
+        goto out;
+    }
+    err = ss_store_put(a->store, text, data, a->info->state_bytes, record);
+out:
+    free(text);
+    json_decref(rec);
+    return err;
+}
+
+/* ---- starting states ----------------------------------------------------------------------- */
+
+static int hidden_nonzero(ss_api *a, const float *data)
+{
+    for (size_t i = 0; i < a->lay.hidden_n; i++)
+        if (data[a->lay.hidden_off + i] != 0.0f) return 1;
+    return 0;
+}
+
+/* Record fields of a stored state: its id (out, 36 bytes) and n_tokens. */
+static ss_err record_info(const char *rec_text, char *id, long long *n_tokens)
+{
+    json_t *rec = json_loads(rec_text, 0, NULL);
+    if (!rec) return ss_fail(SS_ERR_CORRUPT, "a stored record is not valid JSON");
+    const char *s = json_string_value(json_object_get(rec, "id"));
+    snprintf(id, 36, "%s", s ? s : "");
+    *n_tokens = json_integer_value(json_object_get(rec, "n_tokens"));
+    json_decref(rec);
+    return SS_OK;
+}
+
+typedef struct combine_ctx {
+    ss_api *a;
+    ss_state *dst;
+    const double *w;
+} combine_ctx;
+
+/* ss_store_view callback: combine the blobs (straight from the map) into dst. */
+static ss_err combine_cb(void *user, const void *const *blobs, const size_t *lens, int n)
+{
+    combine_ctx *c = user;
+    const size_t bytes = c->a->info->state_bytes;
+    const float **srcs = calloc((size_t)n, sizeof *srcs);
+    float **copies = calloc((size_t)n, sizeof *copies);
+    ss_err err = SS_OK;
+    if (!srcs || !copies) {
+        err = ss_fail(SS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        if (lens[i] != bytes) {
+            err = ss_fail(SS_ERR_MISMATCH, "merge source %d holds %zu bytes; this model's states "
+                                           "have %zu",
+                          i, lens[i], bytes);
+            goto out;
+        }
+        if ((uintptr_t)blobs[i] % sizeof(float)) {
+            /* LMDB does not promise alignment: copy rather than read floats unaligned */
+            if (!(copies[i] = malloc(bytes))) {
+                err = ss_fail(SS_ERR_NOMEM, "out of memory");
+                goto out;
+            }
+            memcpy(copies[i], blobs[i], bytes);
+            srcs[i] = copies[i];
+        } else {
+            srcs[i] = blobs[i];
+        }
+    }
+    err = ss_state_combine(c->dst, (const float *const *)srcs, c->w, n);
+out:
+    if (copies)
+        for (int i = 0; i < n; i++) free(copies[i]);
+    free(copies);
+    free(srcs);
+    return err;
+}
+
+ss_err api_merge(ss_api *a, const json_t *sources, int normalize, ss_state *dst, json_t **parents,
+                 long long *n_tokens)
+{
+    ss_err err = SS_OK;
+    if (!json_is_array(sources))
+        return ss_fail(SS_ERR_FORMAT, "a merge is an array of {\"state\", \"weight\"} objects");
+    size_t n = json_array_size(sources);
+    if (n == 0) return ss_fail(SS_ERR_INVALID, "the merge is empty: give at least one source");
+    if (n > API_MAX_SOURCES)
+        return ss_fail(SS_ERR_INVALID, "at most %d states in one merge, not %zu", API_MAX_SOURCES,
+                       n);
+    const char *refs[API_MAX_SOURCES];
+    double w[API_MAX_SOURCES], sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *s = json_array_get(sources, i);
+        json_t *st = json_object_get(s, "state"), *wt = json_object_get(s, "weight");
+        if (!json_is_object(s) || !json_is_string(st))
+            return ss_fail(SS_ERR_FORMAT, "merge source %zu needs \"state\" (an id or a name)", i);
+        if (!wt || !ss_json_is_number(wt))
+            return ss_fail(SS_ERR_FORMAT, "merge source %zu needs a numeric \"weight\"", i);
+        w[i] = ss_json_real(wt, NAN);
+        if (!isfinite(w[i]))
+            return ss_fail(SS_ERR_INVALID, "the weight of merge source %zu is not finite", i);
+        refs[i] = json_string_value(st);
+        sum += w[i];
+    }
+    if (normalize) {
+        if (sum == 0 || !isfinite(sum))
+            return ss_fail(SS_ERR_INVALID, "cannot normalize: the weights sum to %g", sum);
+        for (size_t i = 0; i < n; i++) w[i] /= sum;
+    }
+    json_t *par = json_array();
+    if (!par) return ss_fail(SS_ERR_NOMEM, "out of memory");
+    long long max_tokens = 0;
+    for (size_t i = 0; i < n; i++) {
+        char *rec = NULL, id[36];
+        long long nt = 0;
+        if ((err = ss_store_get_record(a->store, refs[i], &rec))) goto out;
+        err = record_info(rec, id, &nt);
+        free(rec);
+        if (err) goto out;
+        if (nt > max_tokens) max_tokens = nt;
+        if (json_array_append_new(par, json_pack("{s:s,s:f}", "id", id, "weight", w[i]))) {
+            err = ss_fail(SS_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+    }
+    combine_ctx c = {.a = a, .dst = dst, .w = w};
+    err = ss_store_view(a->store, refs, (int)n, a->info->fingerprint, combine_cb, &c);
+    if (err) goto out;
+    *parents = par;
+    par = NULL;
+    *n_tokens = max_tokens;
+out:
+    json_decref(par);
+    return err;
+}
+
+ss_err api_start_resolve(ss_api *a, json_t *body, const char *state_key, int allow_merge,
+                         api_start *out)
+{
+    memset(out, 0, sizeof *out);
+    json_t *sv = json_object_get(body, state_key);
+    json_t *mv = allow_merge ? json_object_get(body, "merge") : NULL;
+    if (sv && json_is_null(sv)) sv = NULL;
+    if (mv && json_is_null(mv)) mv = NULL;
+    if (sv && mv) return ss_fail(SS_ERR_FORMAT, "give \"%s\" or \"merge\", not both", state_key);
+    if (!sv && !mv) return SS_OK;
+    ss_err err = ss_state_new(a->model, &out->st);
+    if (err) return err;
+    if (sv) {
+        if (!json_is_string(sv)) {
+            err = ss_fail(SS_ERR_FORMAT, "\"%s\" must be a state id or name", state_key);
+            goto fail;
+        }
+        size_t len = 0;
+        char *rec = NULL, id[36];
+        err = ss_store_get_blob(a->store, json_string_value(sv), a->info->fingerprint,
+                                ss_state_data(out->st), a->info->state_bytes, &len, &rec);
+        if (err == SS_ERR_TOO_LARGE || (!err && len != a->info->state_bytes)) {
+            free(rec);
+            err = ss_fail(SS_ERR_MISMATCH, "state '%s' does not have this model's shape",
+                          json_string_value(sv));
+            goto fail;
+        }
+        if (err) goto fail;
+        err = record_info(rec, id, &out->n_tokens);
+        free(rec);
+        if (err) goto fail;
+        out->parents = json_pack("[{s:s,s:f}]", "id", id, "weight", 1.0);
+    } else {
+        err = api_merge(a, mv, 0, out->st, &out->parents, &out->n_tokens);
+        if (err) goto fail;
+        if (a->p.metrics) ss_metrics_merge(a->p.metrics, 0);
+    }
+    out->has_hidden = hidden_nonzero(a, ss_state_cdata(out->st));
+    return SS_OK;
+fail:
+    api_start_free(out);
+    return err;
+}
+
+void api_start_free(api_start *s)
+{
+    ss_state_free(s->st);
+    json_decref(s->parents);
+    memset(s, 0, sizeof *s);
+}
+
+/* ---- engine access ------------------------------------------------------------------------- */
+
+ss_err api_submit(ss_api *a, const ss_job_params *p, ss_job **out)
+{
+    pthread_rwlock_rdlock(&a->engine_lock);
+    ss_err err = a->engine ? ss_engine_submit(a->engine, p, out)
+                           : ss_fail(SS_ERR_BUSY, "the server is shutting down");
+    pthread_rwlock_unlock(&a->engine_lock);
+    return err;
+}
+
+void api_cancel(ss_api *a, ss_job *job)
+{
+    pthread_rwlock_rdlock(&a->engine_lock);
+    if (a->engine) ss_engine_cancel(a->engine, job);
+    pthread_rwlock_unlock(&a->engine_lock);
+}
+
+/* ---- the object and its routes ------------------------------------------------------------ */
+
+static const ss_http_route route_table[] = {
+    {"GET", "/healthz", "healthz", api_h_healthz, SS_HTTP_SCOPE_READ, SS_HTTP_BODY_NONE, 0},
+    {"GET", "/metrics", "metrics", api_h_metrics, SS_HTTP_SCOPE_READ, SS_HTTP_BODY_NONE, 0},
+    {"GET", "/v1/models", "models", api_h_models, SS_HTTP_SCOPE_READ, SS_HTTP_BODY_NONE, 0},
+    {"POST", "/v1/tokenize", "tokenize", api_h_tokenize, SS_HTTP_SCOPE_READ, SS_HTTP_BODY_JSON, 0},
+    {"POST", "/v1/detokenize", "detokenize", api_h_detokenize, SS_HTTP_SCOPE_READ,
+     SS_HTTP_BODY_JSON, 0},
+    {"GET", "/v1/states", "states_list", api_h_states_list, SS_HTTP_SCOPE_READ, SS_HTTP_BODY_NONE,
+     0},
+    {"POST", "/v1/states", "states_create", api_h_states_create, SS_HTTP_SCOPE_WRITE,
+     SS_HTTP_BODY_JSON, 0},
+    {"POST", "/v1/states/import", "states_import", api_h_states_import, SS_HTTP_SCOPE_WRITE,
+     SS_HTTP_BODY_BINARY, 0},
+    {"POST", "/v1/states/merge", "states_merge", api_h_states_merge, SS_HTTP_SCOPE_WRITE,
+     SS_HTTP_BODY_JSON, 0},
+    {"GET", "/v1/states/{state}", "states_get", api_h_states_get, SS_HTTP_SCOPE_READ,
+     SS_HTTP_BODY_NONE, 0},
+    {"DELETE", "/v1/states/{state}", "states_delete", api_h_states_delete, SS_HTTP_SCOPE_WRITE,
+     SS_HTTP_BODY_NONE, 0},
+    {"GET", "/v1/states/{state}/data", "states_data", api_h_states_data, SS_HTTP_SCOPE_READ,
+     SS_HTTP_BODY_NONE, 0},
+    {"POST", "/v1/generate", "generate", api_h_generate, SS_HTTP_SCOPE_READ, SS_HTTP_BODY_JSON, 0},
+    {"POST", "/v1/completions", "completions", api_h_completions, SS_HTTP_SCOPE_READ,
+     SS_HTTP_BODY_JSON, 0},
+    {"POST", "/v1/score", "score", api_h_score, SS_HTTP_SCOPE_READ, SS_HTTP_BODY_JSON, 0},
+};
+
+ss_err ss_api_new(ss_api **out, const ss_api_params *p)
+{
+    ss_api *a = calloc(1, sizeof *a);
+    if (!a) return ss_fail(SS_ERR_NOMEM, "out of memory");
+    a->p = *p;
+    snprintf(a->model_name, sizeof a->model_name, "%s", p->model_name ? p->model_name : "model");
+    a->p.model_name = a->model_name;
+    atomic_init(&a->ready, 0);
+    pthread_rwlock_init(&a->engine_lock, NULL);
+    a->n_routes = (int)(sizeof route_table / sizeof route_table[0]);
+    memcpy(a->routes, route_table, sizeof route_table);
+    *out = a;
+    return SS_OK;
+}
+
+void ss_api_free(ss_api *a)
+{
+    if (!a) return;
+    pthread_rwlock_destroy(&a->engine_lock);
+    free(a);
+}
+
+const ss_http_route *ss_api_routes(const ss_api *a, int *n)
+{
+    *n = a->n_routes;
+    return a->routes;
+}
+
+void ss_api_attach(ss_api *a, ss_model *m, ss_tokenizer *tok, ss_store *store, ss_engine *engine)
+{
+    a->model = m;
+    a->info = ss_model_get_info(m);
+    ss_model_state_layout(m, &a->lay);
+    a->tok = tok;
+    a->store = store;
+    pthread_rwlock_wrlock(&a->engine_lock);
+    a->engine = engine;
+    pthread_rwlock_unlock(&a->engine_lock);
+    atomic_store(&a->ready, 1); /* publishes everything above to the HTTP threads */
+}
+
+void ss_api_detach_engine(ss_api *a)
+{
+    pthread_rwlock_wrlock(&a->engine_lock);
+    a->engine = NULL;
+    pthread_rwlock_unlock(&a->engine_lock);
+}

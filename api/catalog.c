@@ -1,0 +1,404 @@
+/*
+ * catalog.c - the endpoints that answer at once on the HTTP thread: health, metrics, model info,
+ * tokenize / detokenize, and the state catalog (list, get, delete, export, import, stored merge).
+ *
+ * They only read or write the LMDB catalog and combine states at memory speed, so they never go
+ * through the inference engine: a long generation cannot slow them down.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+#include "ss_util.h"
+
+void api_h_healthz(void *app, ss_http_req *r)
+{
+    ss_api *a = app;
+    if (!atomic_load(&a->ready)) {
+        ss_http_respond_error(r, 503, "loading", "the model is still loading");
+        return;
+    }
+    api_json(r, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+void api_h_metrics(void *app, ss_http_req *r)
+{
+    ss_api *a = app;
+    ss_metrics_extra x = {0};
+    char *text = NULL;
+    size_t len = 0;
+    if (!a->p.metrics) {
+        ss_http_respond_error(r, 404, "not_found", "metrics are disabled");
+        return;
+    }
+    if (atomic_load(&a->ready)) {
+        x.ready = 1;
+        pthread_rwlock_rdlock(&a->engine_lock);
+        if (a->engine) {
+            ss_engine_stats es;
+            ss_engine_get_stats(a->engine, &es);
+            x.tokens_prefilled = es.tokens_prefilled;
+            x.tokens_generated = es.tokens_generated;
+            x.engine_steps = es.steps;
+            x.jobs_done = es.jobs_done;
+            x.jobs_queued = es.queued;
+            x.jobs_running = es.running;
+        }
+        pthread_rwlock_unlock(&a->engine_lock);
+        ss_store_stats ss;
+        if (ss_store_get_stats(a->store, &ss) == SS_OK) {
+            x.states = ss.n_states;
+            x.state_bytes = ss.blob_bytes;
+            x.store_map_bytes = ss.map_size;
+            x.store_used_bytes = ss.file_bytes;
+        }
+    }
+    ss_err err = ss_metrics_render(a->p.metrics, &x, &text, &len);
+    if (err) {
+        api_fail(r, err);
+        return;
+    }
+    ss_http_respond_take(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+}
+
+void api_h_models(void *app, ss_http_req *r)
+{
+    ss_api *a = app;
+    if (!api_ready(a, r)) return;
+    const ss_model_info *i = a->info;
+    json_t *m = json_pack(
+        "{s:s,s:s,s:s,s:s,s:s,s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:I,s:s,s:I,s:I,s:b,s:I,s:i,s:i}",
+        "id", a->model_name, "object", "model", "owned_by", "statesoup", "architecture",
+        i->architecture, "model_type", i->model_type, "fingerprint", i->fingerprint, "n_layer",
+        i->n_layer, "n_state_layers", i->n_state_layers, "d_model", i->d_model, "d_inner",
+        i->d_inner, "d_state", i->d_state, "conv_kernel", i->conv_kernel, "vocab_size",
+        i->vocab_size, "state_bytes", (json_int_t)i->state_bytes, "dtype", i->dtype, "n_params",
+        (json_int_t)i->n_params, "n_active_params", (json_int_t)i->n_active_params, "tokenizer",
+        a->tok != NULL, "created", (json_int_t)0, "eos_token_id", i->eos_token_id,
+        "bos_token_id", i->bos_token_id);
+    api_json(r, 200, json_pack("{s:s,s:[o]}", "object", "list", "data", m));
+}
+
+void api_h_tokenize(void *app, ss_http_req *r)
+{
+    ss_api *a = app;
+    if (!api_ready(a, r)) return;
+    json_t *body = api_body(r);
+    if (!body) return;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    ss_err err = SS_OK;
+    json_t *text = json_object_get(body, "text");
+    if (!json_is_string(text)) {
+        err = ss_fail(SS_ERR_FORMAT, "\"text\" (a string) is required");
+        goto out;
+    }
+    if (!a->tok) {
+        err = ss_fail(SS_ERR_UNSUPPORTED,
+                      "no tokenizer loaded: start statesoupd with --tokenizer to tokenize text");
+        goto out;
+    }
+    if ((err = ss_tokenizer_encode(a->tok, json_string_value(text), json_string_length(text),
+                                   &ids, &n)))
+        goto out;
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < n; i++) json_array_append_new(arr, json_integer(ids[i]));
+    api_json(r, 200, json_pack("{s:o,s:I}", "tokens", arr, "count", (json_int_t)n));
+out:
+    if (err) api_fail(r, err);
+    free(ids);
+    json_decref(body);
+}
+
+void api_h_detokenize(void *app, ss_http_req *r)
+{
+    ss_api *a = app;
+    if (!api_ready(a, r)) return;
+    json_t *body = api_body(r);
+    if (!body) return;
+    int32_t *ids = NULL;
+    char *text = NULL;
+    size_t len = 0;
+    ss_err err = SS_OK;
+    json_t *toks = json_object_get(body, "tokens");
+    if (!json_is_array(toks)) {
+        err = ss_fail(SS_ERR_FORMAT, "\"tokens\" (an array of token ids) is required");
+        goto out;
+    }
+    if (!a->tok) {
+        err = ss_fail(SS_ERR_UNSUPPORTED,
+                      "no tokenizer loaded: start statesoupd with --tokenizer to decode tokens");
+        goto out;
+    }
+    size_t n = json_array_size(toks);
+    int V = ss_tokenizer_vocab_size(a->tok);
+    ids = malloc((n ? n : 1) * sizeof *ids);
+    if (!ids) {
+        err = ss_fail(SS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *t = json_array_get(toks, i);
+        if (!json_is_integer(t)) {
+            err = ss_fail(SS_ERR_FORMAT, "tokens[%zu] is not an integer", i);
+            goto out;
+        }
+        json_int_t id = json_integer_value(t);
+        if (id < 0 || id >= V) {
+            err = ss_fail(SS_ERR_INVALID, "tokens[%zu] = %lld is outside the vocabulary [0, %d)", i,
+                          (long long)id, V);
+            goto out;
+        }
+        ids[i] = (int32_t)id;
+    }
+    if ((err = ss_tokenizer_decode(a->tok, ids, n, 0, &text, &len))) goto out;
+    api_json(r, 200, json_pack("{s:s%}", "text", text, len));
+out:
+    if (err) api_fail(r, err);
+    free(text);
+    free(ids);
+    json_decref(body);
+}
+
+/* ---- the catalog --------------------------------------------------------------------------- */
+
+void api_h_states_list(void *app, ss_http_req *r)
+{
+    ss_api *a = app;
+    if (!api_ready(a, r)) return;
+    const char *tag = ss_http_query(r, "tag"), *prefix = ss_http_query(r, "prefix");
+    const char *cursor = ss_http_query(r, "cursor"), *lim = ss_http_query(r, "limit");
+    int limit = 0;
+    if (lim) {
+        char *end;
+        long v = strtol(lim, &end, 10);
+        if (end == lim || *end || v < 1 || v > 1000) {
+            ss_http_respond_error(r, 422, "invalid_value", "limit must be an integer in 1..1000");
+            return;
+        }
+        limit = (int)v;
+    }
+    if (tag && !*tag) tag = NULL;
+    if (prefix && !*prefix) prefix = NULL;
+    if (cursor && !*cursor) cursor = NULL;
+    char *page = NULL;
+    ss_err err = ss_store_list(a->store, tag, prefix, limit, cursor, &page);
+    if (err) {
+        api_fail(r, err);
+        return;
+    }
+    ss_http_respond_take(r, 200, "application/json", page, strlen(page));
+}
+
+void api_h_states_get(void *app, ss_http_req *r)
+{
+    ss_api *a = app;
+    if (!api_ready(a, r)) return;
+    char *rec = NULL;
+    ss_err err = ss_store_get_record(a->store, ss_http_param(r, "state"), &rec);
+    if (err) {
+        api_fail(r, err);
+        return;
+    }
+    ss_http_respond_take(r, 200, "application/json", rec, strlen(rec));
+}
+
+void api_h_states_delete(void *app, ss_http_req *r)
+{
+    ss_api *a = app;
+    if (!api_ready(a, r)) return;
+    ss_err err = ss_store_delete(a->store, ss_http_param(r, "state"));
+    if (err) {
+        api_fail(r, err);
+        return;
+    }
+    ss_http_respond(r, 204, NULL, "", 0);
+}
+
+void api_h_states_data(void *app, ss_http_req *r)
+{
+    ss_api *a = app;
+    if (!api_ready(a, r)) return;
+    const char *ref = ss_http_param(r, "state");
+    const char *dtype = ss_http_query(r, "dtype");
+    ss_err err = SS_OK;
+    ss_state *st = NULL;
+    char *rec = NULL, *meta_text = NULL;
+    uint8_t *file = NULL;
+    size_t len = 0, flen = 0;
+    json_t *meta = NULL;
+    if (!dtype || !*dtype) dtype = "F32";
+    if (strcmp(dtype, "F32") && strcmp(dtype, "BF16") && strcmp(dtype, "F16")) {
+        err = ss_fail(SS_ERR_INVALID, "dtype must be F32, BF16 or F16, not '%s'", dtype);
+        goto out;
+    }
+    if ((err = ss_state_new(a->model, &st))) goto out;
+    err = ss_store_get_blob(a->store, ref, a->info->fingerprint, ss_state_data(st),
+                            a->info->state_bytes, &len, &rec);
+    if (err == SS_ERR_TOO_LARGE || (!err && len != a->info->state_bytes)) {
+        err = ss_fail(SS_ERR_MISMATCH, "state '%s' does not have this model's shape", ref);
+        goto out;
+    }
+    if (err) goto out;
+    meta = json_pack("{s:s,s:s}", "record", rec, "format", "statesoup.state.v1");
+    if (!meta || !(meta_text = json_dumps(meta, JSON_COMPACT))) {
+        err = ss_fail(SS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if ((err = ss_state_export(a->model, ss_state_cdata(st), dtype, meta_text, &file, &flen)))
+        goto out;
+    {
+        json_t *rj = json_loads(rec, 0, NULL);
+        const char *id = json_string_value(json_object_get(rj, "id"));
+        char disp[128];
+        snprintf(disp, sizeof disp, "attachment; filename=\"%s.safetensors\"", id ? id : "state");
+        ss_http_add_header(r, "Content-Disposition", disp);
+        json_decref(rj);
+    }
+    ss_http_respond_take(r, 200, "application/octet-stream", file, flen);
+    file = NULL;
+out:
+    if (err) api_fail(r, err);
+    free(file);
+    free(meta_text);
+    json_decref(meta);
+    free(rec);
+    ss_state_free(st);
+}
+
+/* Split "a,b,c" into a JSON array of tags (validated). */
+static ss_err tags_from_query(const char *q, json_t **out)
+{
+    json_t *arr = json_array();
+    if (!arr) return ss_fail(SS_ERR_NOMEM, "out of memory");
+    ss_err err = SS_OK;
+    while (q && *q) {
+        const char *c = strchr(q, ',');
+        size_t n = c ? (size_t)(c - q) : strlen(q);
+        if (n) {
+            char *t = strndup(q, n);
+            if (!t) {
+                err = ss_fail(SS_ERR_NOMEM, "out of memory");
+                break;
+            }
+            err = ss_store_check_tag(t);
+            if (!err && json_array_append_new(arr, json_string(t)))
+                err = ss_fail(SS_ERR_NOMEM, "out of memory");
+            free(t);
+            if (err) break;
+        }
+        q = c ? c + 1 : NULL;
+    }
+    if (err) {
+        json_decref(arr);
+        return err;
+    }
+    *out = arr;
+    return SS_OK;
+}
+
+void api_h_states_import(void *app, ss_http_req *r)
+{
+    ss_api *a = app;
+    if (!api_ready(a, r)) return;
+    size_t len;
+    const char *body = ss_http_body_data(r, &len);
+    ss_err err = SS_OK;
+    ss_state *st = NULL;
+    char *meta_text = NULL, *record = NULL;
+    json_t *meta = NULL, *orig = NULL, *parents = NULL;
+    api_save save = {0};
+    long long n_tokens = 0;
+    const char *name = ss_http_query(r, "name");
+    if (name && !*name) name = NULL;
+    if (name) {
+        if ((err = ss_store_check_name(name))) goto out;
+        char *rec = NULL;
+        if (ss_store_get_record(a->store, name, &rec) == SS_OK) {
+            free(rec);
+            err = ss_fail(SS_ERR_EXISTS, "the name '%s' is already taken", name);
+            goto out;
+        }
+    }
+    if (name && !(save.name = strdup(name))) {
+        err = ss_fail(SS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if ((err = tags_from_query(ss_http_query(r, "tags"), &save.tags))) goto out;
+    if (len == 0) {
+        err = ss_fail(SS_ERR_FORMAT, "the body must be a safetensors state file");
+        goto out;
+    }
+    if ((err = ss_state_new(a->model, &st))) goto out;
+    if ((err = ss_state_import(a->model, (const uint8_t *)body, len, ss_state_data(st),
+                               &meta_text)))
+        goto out;
+    /* Keep what the exporting daemon knew: n_tokens, parents and metadata of its record. */
+    meta = json_loads(meta_text ? meta_text : "{}", 0, NULL);
+    const char *rec_text = json_string_value(json_object_get(meta, "record"));
+    orig = rec_text ? json_loads(rec_text, 0, NULL) : NULL;
+    if (json_is_object(orig)) {
+        json_t *nt = json_object_get(orig, "n_tokens");
+        if (json_is_integer(nt) && json_integer_value(nt) >= 0) n_tokens = json_integer_value(nt);
+        json_t *md = json_object_get(orig, "metadata");
+        if (json_is_object(md)) save.metadata = json_incref(md);
+        json_t *par = json_object_get(orig, "parents");
+        if (json_is_array(par)) parents = json_incref(par);
+    }
+    err = api_save_state(a, &save, ss_state_cdata(st), n_tokens, parents, &record);
+    if (err == SS_ERR_INVALID && parents) {
+        /* parents from another catalog may not validate here: keep the state, drop them */
+        json_decref(parents);
+        parents = NULL;
+        err = api_save_state(a, &save, ss_state_cdata(st), n_tokens, NULL, &record);
+    }
+    if (err) goto out;
+    ss_http_respond_take(r, 201, "application/json", record, strlen(record));
+    record = NULL;
+out:
+    if (err) api_fail(r, err);
+    free(record);
+    json_decref(parents);
+    json_decref(orig);
+    json_decref(meta);
+    free(meta_text);
+    ss_state_free(st);
+    api_save_free(&save);
+}
+
+void api_h_states_merge(void *app, ss_http_req *r)
+{
+    ss_api *a = app;
+    if (!api_ready(a, r)) return;
+    json_t *body = api_body(r);
+    if (!body) return;
+    ss_err err = SS_OK;
+    ss_state *st = NULL;
+    json_t *parents = NULL;
+    char *record = NULL;
+    api_save save = {0};
+    long long n_tokens = 0;
+    int normalize = 0;
+    json_t *sources = json_object_get(body, "sources");
+    if (!sources) {
+        err = ss_fail(SS_ERR_FORMAT, "\"sources\" ([{\"state\", \"weight\"}, ...]) is required");
+        goto out;
+    }
+    if ((err = api_get_bool(body, "normalize", 0, &normalize))) goto out;
+    if ((err = api_save_parse(a, body, &save))) goto out;
+    if ((err = ss_state_new(a->model, &st))) goto out;
+    if ((err = api_merge(a, sources, normalize, st, &parents, &n_tokens))) goto out;
+    if ((err = api_save_state(a, &save, ss_state_cdata(st), n_tokens, parents, &record))) goto out;
+    if (a->p.metrics) ss_metrics_merge(a->p.metrics, 1);
+    ss_http_respond_take(r, 201, "application/json", record, strlen(record));
+    record = NULL;
+out:
+    if (err) api_fail(r, err);
+    free(record);
+    json_decref(parents);
+    ss_state_free(st);
+    api_save_free(&save);
+    json_decref(body);
+}

@@ -1,0 +1,163 @@
+/*
+ * internal.h - what the files of api/ share: the API object, the error table, JSON and prompt
+ * helpers, the starting-state resolution (stored state / on-the-fly merge / zero state), and the
+ * streaming stop-string matcher. Not exported.
+ */
+#ifndef SS_API_INTERNAL_H
+#define SS_API_INTERNAL_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "ss_api.h"
+
+#define API_N_ROUTES 16
+#define API_MAX_SOURCES 64 /* most states in one merge */
+#define API_MAX_STOPS 16
+
+struct ss_api {
+    ss_api_params p;
+    char model_name[256];
+    atomic_int ready;
+    ss_model *model;
+    const ss_model_info *info;
+    ss_state_layout lay;
+    ss_tokenizer *tok;
+    ss_store *store;
+    pthread_rwlock_t engine_lock; /* readers: submit / cancel; writer: detach */
+    ss_engine *engine;
+    ss_http_route routes[API_N_ROUTES];
+    int n_routes;
+};
+
+/* ---- answers ------------------------------------------------------------------------------- */
+
+/* Answer with the status and code the table gives for e, and ss_errmsg() as the message. */
+void api_fail(ss_http_req *r, ss_err e);
+/* HTTP status for an ss_err (the one table). */
+int api_status_of(ss_err e);
+/* Answer with a JSON value (reference stolen). */
+void api_json(ss_http_req *r, int status, json_t *j);
+/* A JSON number, or null when not finite (JSON has no NaN). */
+json_t *api_real(double v);
+/* Answer 503 unless the model is loaded; returns whether it is. */
+int api_ready(ss_api *a, ss_http_req *r);
+
+/* ---- request parsing ----------------------------------------------------------------------- */
+
+/* The body as a JSON object; on failure answers 400 and returns NULL. */
+json_t *api_body(ss_http_req *r);
+/* Optional fields: SS_ERR_FORMAT when present with the wrong type. */
+ss_err api_get_int(json_t *o, const char *key, long long dflt, long long *out);
+ss_err api_get_real(json_t *o, const char *key, double dflt, double *out);
+ss_err api_get_bool(json_t *o, const char *key, int dflt, int *out);
+ss_err api_get_string(json_t *o, const char *key, const char **out); /* NULL when absent */
+
+/*
+ * A prompt: a string (tokenized; SS_ERR_UNSUPPORTED without a tokenizer) or an array of token
+ * ids (each 0 <= id < the model's vocabulary: SS_ERR_INVALID). *ids is malloc'd (free it; may be
+ * NULL when *n is 0). `what` names the field in messages.
+ */
+ss_err api_tokens(ss_api *a, const json_t *v, const char *what, int32_t **ids, int *n);
+
+/* Name / tags / metadata of a state to store (POST /v1/states, merge, save_state, import). */
+typedef struct api_save {
+    char *name;       /* NULL: unnamed (owned) */
+    json_t *tags;     /* array of strings (new reference) */
+    json_t *metadata; /* object (new reference) */
+} api_save;
+/* Read and validate name/tags/metadata from o (name free and well formed: 409 / 422). */
+ss_err api_save_parse(ss_api *a, json_t *o, api_save *s);
+void api_save_free(api_save *s);
+/*
+ * Store `st` with the record built from s, n_tokens and parents (array, borrowed; NULL = []).
+ * On success *record is the complete record text (free it).
+ */
+ss_err api_save_state(ss_api *a, const api_save *s, const float *data, long long n_tokens,
+                      json_t *parents, char **record);
+
+/* ---- starting states ----------------------------------------------------------------------- */
+
+typedef struct api_start {
+    ss_state *st;    /* NULL: the zero state */
+    int has_hidden;  /* final_hidden is not all zeros */
+    long long n_tokens;
+    json_t *parents; /* [{id, weight}] or NULL */
+} api_start;
+
+/*
+ * Resolve the starting state of a request: `state_key` ("state" or "from": a stored state),
+ * or, when allow_merge, "merge" ([{state, weight}] combined on the fly), or the zero state.
+ * 404 unknown state, 409 another model's, 422 empty merge or non-finite weight, 400 both given.
+ */
+ss_err api_start_resolve(ss_api *a, json_t *body, const char *state_key, int allow_merge,
+                         api_start *out);
+void api_start_free(api_start *s);
+
+/*
+ * dst = sum_i w_i * state_i over the sources [{state, weight}] (normalized by the sum of the
+ * weights when asked: SS_ERR_INVALID when it is 0). *parents receives [{id, weight}] (the weights
+ * as applied) and *n_tokens the largest n_tokens of the sources.
+ */
+ss_err api_merge(ss_api *a, const json_t *sources, int normalize, ss_state *dst, json_t **parents,
+                 long long *n_tokens);
+
+/* ---- submitting work ---------------------------------------------------------------------- */
+
+/* ss_engine_submit unless the engine is detached (SS_ERR_BUSY then). */
+ss_err api_submit(ss_api *a, const ss_job_params *p, ss_job **out);
+/* ss_engine_cancel unless the engine is detached. */
+void api_cancel(ss_api *a, ss_job *job);
+
+/* ---- handlers ------------------------------------------------------------------------------ */
+
+void api_h_healthz(void *app, ss_http_req *r);
+void api_h_metrics(void *app, ss_http_req *r);
+void api_h_models(void *app, ss_http_req *r);
+void api_h_tokenize(void *app, ss_http_req *r);
+void api_h_detokenize(void *app, ss_http_req *r);
+void api_h_states_list(void *app, ss_http_req *r);
+void api_h_states_get(void *app, ss_http_req *r);
+void api_h_states_delete(void *app, ss_http_req *r);
+void api_h_states_data(void *app, ss_http_req *r);
+void api_h_states_import(void *app, ss_http_req *r);
+void api_h_states_merge(void *app, ss_http_req *r);
+void api_h_states_create(void *app, ss_http_req *r);
+void api_h_generate(void *app, ss_http_req *r);
+void api_h_completions(void *app, ss_http_req *r);
+void api_h_score(void *app, ss_http_req *r);
+
+/* ---- stop strings -------------------------------------------------------------------------- */
+
+/*
+ * Streaming stop-string matcher: text arrives in pieces; what cannot be the beginning of a stop
+ * string any more is released, what could be is held back, and on a match the text is cut
+ * just before it. Holding back starts at a character boundary (stop strings are valid UTF-8), so
+ * released text never ends inside a character.
+ */
+typedef struct api_stop {
+    char **stops; /* [n] */
+    int n;
+    char *held;
+    size_t held_len, held_cap;
+    int matched;
+} api_stop;
+
+/* stops: JSON string or array of strings (NULL: none). SS_ERR_INVALID for empty/too many. */
+ss_err api_stop_init(api_stop *s, const json_t *stops);
+void api_stop_free(api_stop *s);
+/*
+ * Feed len bytes; appends the releasable text to *out (malloc'd, grown; *out_len its length).
+ * Returns 1 once a stop string matched (later calls release nothing), 0 otherwise, -1 on OOM.
+ */
+int api_stop_push(api_stop *s, const char *piece, size_t len, char **out, size_t *out_len,
+                  size_t *out_cap);
+/* End of text without a match: release what is held. */
+int api_stop_flush(api_stop *s, char **out, size_t *out_len, size_t *out_cap);
+
+/* Append n bytes to a growing buffer (NUL-terminated); -1 on OOM. */
+int api_buf_append(char **buf, size_t *len, size_t *cap, const char *s, size_t n);
+
+#endif

@@ -1,0 +1,942 @@
+/*
+ * http.c - libmicrohttpd behind the small interface of http.h.
+ *
+ * Per-request state is allocated on the first access-handler call and released from the
+ * NOTIFY_COMPLETED callback (libmicrohttpd's post_example.c habit), but through a reference
+ * count: an inference job may still hold the request when MHD is done with it (client gone), and
+ * the request must be freed exactly once, after both let go.
+ *
+ * Parking a request is MHD_suspend_connection(); waking it is MHD_resume_connection() from any
+ * thread. Both happen under the request's mutex with a `suspended` flag, so a wake that arrives
+ * before the park (the job finished while the handler was still returning) is remembered in
+ * `woken` instead of resuming a connection that is not suspended. The same holds for streams: the
+ * reader callback suspends when it has nothing to send (returning 0 without suspending would spin)
+ * and writers resume it.
+ *
+ * Paths are kept percent-encoded (an identity unescape callback) so that a state name containing
+ * '/' can be sent as %2F inside one path segment; segments and query values are decoded here.
+ */
+#include "http.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "metrics.h"
+#include "ss_util.h"
+
+#define MAX_PARAMS 4
+#define MAX_HEADERS 8
+#define MAX_QUERY 16
+
+typedef struct api_key {
+    char *key;
+    ss_http_scope scope;
+} api_key;
+
+struct ss_http {
+    struct MHD_Daemon *d;
+    ss_http_params p;
+    api_key *keys; /* [n_keys]; NULL = no auth */
+    int n_keys;
+    int port;
+    atomic_int stopping;
+    int quiesced;
+    MHD_socket listen_fd; /* handed back by MHD_quiesce_daemon; closed after MHD_stop_daemon */
+    pthread_mutex_t mu; /* guards the list of live requests */
+    ss_http_req *live;
+};
+
+struct ss_http_req {
+    ss_http *h;
+    struct MHD_Connection *conn; /* NULL once MHD completed the request */
+    const ss_http_route *route;
+    char method[16];
+    char *path; /* raw, without the query string */
+    int n_params;
+    const char *param_name[MAX_PARAMS]; /* point into the route pattern (name + len) */
+    size_t param_name_len[MAX_PARAMS];
+    char *param_value[MAX_PARAMS];
+    int n_query;
+    char *query_name[MAX_QUERY], *query_value[MAX_QUERY]; /* decoded copies handed out */
+    char *body;
+    size_t body_len, body_cap, body_max;
+    int too_large;
+    ss_http_scope scope;
+    char rid[72];
+    int64_t t0;
+    int started;   /* the handler ran */
+    int status;
+    int responded;
+    int n_headers;
+    char *hdr_name[MAX_HEADERS], *hdr_value[MAX_HEADERS];
+    void *user;
+    void (*user_free)(void *);
+    ss_http_abort_fn over_fn;
+
+    pthread_mutex_t mu; /* guards everything below (touched from other threads) */
+    int refs;
+    int over;      /* MHD completed the request */
+    int suspended; /* the connection is suspended (only resume when set) */
+    int woken;     /* ss_http_wake arrived and was not consumed yet */
+    ss_http_cont cont;
+    void *cont_user;
+    int streaming;
+    char *sbuf; /* queued stream bytes [soff, slen) */
+    size_t slen, scap, soff;
+    int send;   /* stream ended by the writer */
+
+    ss_http_req *prev, *next; /* live list */
+};
+
+/* ---- small helpers -------------------------------------------------------------------------- */
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decode n bytes of s into a new string; '+' is a space when plus_space. NULL when the
+ * encoding is bad, decodes to a NUL byte, or memory runs out. */
+static char *pct_decode(const char *s, size_t n, int plus_space)
+{
+    char *out = malloc(n + 1);
+    if (!out) return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%') {
+            if (i + 2 >= n) {
+                free(out);
+                return NULL;
+            }
+            int hi = hexval((unsigned char)s[i + 1]), lo = hexval((unsigned char)s[i + 2]);
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+                free(out);
+                return NULL;
+            }
+            out[o++] = (char)(hi * 16 + lo);
+            i += 2;
+        } else if (s[i] == '+' && plus_space) {
+            out[o++] = ' ';
+        } else {
+            out[o++] = s[i];
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+static size_t unescape_none(void *cls, struct MHD_Connection *c, char *s)
+{
+    (void)cls;
+    (void)c;
+    return strlen(s);
+}
+
+static int ci_prefix(const char *s, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return strncasecmp(s, prefix, n) == 0;
+}
+
+/* ---- request lifetime ---------------------------------------------------------------------- */
+
+static void req_free(ss_http_req *r)
+{
+    if (r->user_free) r->user_free(r->user);
+    free(r->path);
+    for (int i = 0; i < r->n_params; i++) free(r->param_value[i]);
+    for (int i = 0; i < r->n_query; i++) {
+        free(r->query_name[i]);
+        free(r->query_value[i]);
+    }
+    for (int i = 0; i < r->n_headers; i++) {
+        free(r->hdr_name[i]);
+        free(r->hdr_value[i]);
+    }
+    free(r->body);
+    free(r->sbuf);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+void ss_http_req_ref(ss_http_req *r)
+{
+    pthread_mutex_lock(&r->mu);
+    r->refs++;
+    pthread_mutex_unlock(&r->mu);
+}
+
+void ss_http_req_unref(ss_http_req *r)
+{
+    if (!r) return;
+    pthread_mutex_lock(&r->mu);
+    int left = --r->refs;
+    pthread_mutex_unlock(&r->mu);
+    if (left == 0) req_free(r);
+}
+
+/* ---- answers ------------------------------------------------------------------------------- */
+
+static void queue(ss_http_req *r, int status, struct MHD_Response *resp, const char *ctype)
+{
+    if (!resp) {
+        /* Nothing sensible left to say: MHD closes the connection when we return MHD_YES
+         * without a response after the body; mark it so the logs show it. */
+        r->status = 500;
+        r->responded = 1;
+        return;
+    }
+    if (ctype) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    MHD_add_response_header(resp, "X-Request-Id", r->rid);
+    for (int i = 0; i < r->n_headers; i++)
+        MHD_add_response_header(resp, r->hdr_name[i], r->hdr_value[i]);
+    MHD_queue_response(r->conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    r->status = status;
+    r->responded = 1;
+}
+
+void ss_http_respond(ss_http_req *r, int status, const char *content_type, const void *body,
+                     size_t len)
+{
+    if (r->responded) return;
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    queue(r, status, resp, content_type);
+}
+
+void ss_http_respond_take(ss_http_req *r, int status, const char *content_type, void *body,
+                          size_t len)
+{
+    if (r->responded) {
+        free(body);
+        return;
+    }
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (!resp) free(body);
+    queue(r, status, resp, content_type);
+}
+
+void ss_http_add_header(ss_http_req *r, const char *name, const char *value)
+{
+    if (r->n_headers >= MAX_HEADERS) return;
+    char *n = strdup(name), *v = strdup(value);
+    if (!n || !v) {
+        free(n);
+        free(v);
+        return;
+    }
+    r->hdr_name[r->n_headers] = n;
+    r->hdr_value[r->n_headers++] = v;
+}
+
+void ss_http_respond_error(ss_http_req *r, int status, const char *code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *j = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (status == 401) ss_http_add_header(r, "WWW-Authenticate", "Bearer");
+    if (status == 503 || status == 429) ss_http_add_header(r, "Retry-After", "1");
+    if (!text) {
+        static const char fallback[] =
+            "{\"error\":{\"code\":\"internal_error\",\"message\":\"out of memory\"}}";
+        ss_http_respond(r, status, "application/json", fallback, sizeof fallback - 1);
+        return;
+    }
+    ss_http_respond_take(r, status, "application/json", text, strlen(text));
+}
+
+int ss_http_responded(const ss_http_req *r)
+{
+    return r->responded;
+}
+
+int ss_http_status(const ss_http_req *r)
+{
+    return r->status;
+}
+
+/* ---- accessors ----------------------------------------------------------------------------- */
+
+const char *ss_http_method(const ss_http_req *r)
+{
+    return r->method;
+}
+
+const char *ss_http_path(const ss_http_req *r)
+{
+    return r->path;
+}
+
+const char *ss_http_param(const ss_http_req *r, const char *name)
+{
+    size_t n = strlen(name);
+    for (int i = 0; i < r->n_params; i++)
+        if (r->param_name_len[i] == n && !memcmp(r->param_name[i], name, n))
+            return r->param_value[i];
+    return NULL;
+}
+
+const char *ss_http_query(ss_http_req *r, const char *name)
+{
+    for (int i = 0; i < r->n_query; i++)
+        if (!strcmp(r->query_name[i], name)) return r->query_value[i];
+    if (!r->conn || r->n_query >= MAX_QUERY) return NULL;
+    const char *raw = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+    if (!raw) return NULL;
+    char *v = pct_decode(raw, strlen(raw), 1);
+    char *n = strdup(name);
+    if (!v || !n) {
+        free(v);
+        free(n);
+        return NULL;
+    }
+    r->query_name[r->n_query] = n;
+    r->query_value[r->n_query++] = v;
+    return v;
+}
+
+const char *ss_http_header(ss_http_req *r, const char *name)
+{
+    return r->conn ? MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name) : NULL;
+}
+
+const char *ss_http_body_data(const ss_http_req *r, size_t *len)
+{
+    if (len) *len = r->body_len;
+    return r->body ? r->body : "";
+}
+
+ss_http_scope ss_http_scope_of(const ss_http_req *r)
+{
+    return r->scope;
+}
+
+const char *ss_http_request_id(const ss_http_req *r)
+{
+    return r->rid;
+}
+
+const char *ss_http_route_name(const ss_http_req *r)
+{
+    return r->route ? r->route->name : "unknown";
+}
+
+int ss_http_stopping(const ss_http_req *r)
+{
+    return atomic_load(&r->h->stopping);
+}
+
+void ss_http_set_user(ss_http_req *r, void *user, void (*free_fn)(void *))
+{
+    r->user = user;
+    r->user_free = free_fn;
+}
+
+void *ss_http_user(const ss_http_req *r)
+{
+    return r->user;
+}
+
+void ss_http_on_over(ss_http_req *r, ss_http_abort_fn fn)
+{
+    r->over_fn = fn;
+}
+
+/* ---- parking and streaming ----------------------------------------------------------------- */
+
+void ss_http_wait(ss_http_req *r, ss_http_cont cont, void *user)
+{
+    pthread_mutex_lock(&r->mu);
+    r->cont = cont;
+    r->cont_user = user;
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* Resume the connection if it is suspended. Caller holds r->mu. */
+static void resume_locked(ss_http_req *r)
+{
+    if (r->suspended && !r->over) {
+        r->suspended = 0;
+        MHD_resume_connection(r->conn);
+    }
+}
+
+void ss_http_wake(ss_http_req *r)
+{
+    pthread_mutex_lock(&r->mu);
+    r->woken = 1;
+    resume_locked(r);
+    pthread_mutex_unlock(&r->mu);
+}
+
+int ss_http_stream_write(ss_http_req *r, const void *data, size_t len)
+{
+    int rc = 0;
+    pthread_mutex_lock(&r->mu);
+    if (r->over || r->send) {
+        rc = -1;
+        goto out;
+    }
+    if (r->slen + len > r->scap) {
+        size_t nc = r->scap ? r->scap : 4096;
+        while (nc < r->slen + len) nc *= 2;
+        char *p = realloc(r->sbuf, nc);
+        if (!p) {
+            rc = -1;
+            goto out;
+        }
+        r->sbuf = p;
+        r->scap = nc;
+    }
+    memcpy(r->sbuf + r->slen, data, len);
+    r->slen += len;
+    resume_locked(r);
+out:
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+void ss_http_stream_end(ss_http_req *r)
+{
+    pthread_mutex_lock(&r->mu);
+    r->send = 1;
+    resume_locked(r);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    ss_http_req *r = cls;
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        if (r->soff < r->slen) {
+            size_t n = r->slen - r->soff;
+            if (n > max) n = max;
+            memcpy(buf, r->sbuf + r->soff, n);
+            r->soff += n;
+            if (r->soff == r->slen) r->soff = r->slen = 0;
+            pthread_mutex_unlock(&r->mu);
+            return (ssize_t)n;
+        }
+        if (r->send) {
+            pthread_mutex_unlock(&r->mu);
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        }
+        if (r->woken && r->cont) {
+            ss_http_cont cont = r->cont;
+            void *user = r->cont_user;
+            r->woken = 0;
+            r->cont = NULL;
+            pthread_mutex_unlock(&r->mu);
+            cont(r->h->p.app, r, user);
+            continue;
+        }
+        if (atomic_load(&r->h->stopping)) {
+            pthread_mutex_unlock(&r->mu);
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+        r->suspended = 1;
+        MHD_suspend_connection(r->conn);
+        pthread_mutex_unlock(&r->mu);
+        return 0;
+    }
+}
+
+void ss_http_stream_start(ss_http_req *r, const char *content_type)
+{
+    if (r->responded) return;
+    pthread_mutex_lock(&r->mu);
+    r->streaming = 1;
+    pthread_mutex_unlock(&r->mu);
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, r, NULL);
+    if (resp) {
+        MHD_add_response_header(resp, "Cache-Control", "no-cache");
+        MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    }
+    queue(r, 200, resp, content_type);
+}
+
+/* ---- routing and checks -------------------------------------------------------------------- */
+
+/* Does `path` match `pattern`? On a match fills r's params (decoded) when r is not NULL. */
+static int match(const char *pattern, const char *path, ss_http_req *r)
+{
+    const char *p = pattern, *s = path;
+    int n = 0;
+    while (*p && *s) {
+        if (*p != '/' || *s != '/') return 0;
+        p++;
+        s++;
+        const char *pe = strchr(p, '/'), *se = strchr(s, '/');
+        size_t pl = pe ? (size_t)(pe - p) : strlen(p), sl = se ? (size_t)(se - s) : strlen(s);
+        if (pl >= 2 && p[0] == '{' && p[pl - 1] == '}') {
+            if (sl == 0 || n >= MAX_PARAMS) return 0;
+            if (r) {
+                char *v = pct_decode(s, sl, 0);
+                if (!v) return 0;
+                r->param_name[n] = p + 1;
+                r->param_name_len[n] = pl - 2;
+                r->param_value[n] = v;
+                r->n_params = n + 1;
+            }
+            n++;
+        } else if (pl != sl || memcmp(p, s, pl) != 0) {
+            return 0;
+        }
+        p += pl;
+        s += sl;
+    }
+    return *p == '\0' && *s == '\0';
+}
+
+static void clear_params(ss_http_req *r)
+{
+    for (int i = 0; i < r->n_params; i++) free(r->param_value[i]);
+    r->n_params = 0;
+}
+
+/* Find the route; on failure answer 404/405 and return NULL. */
+static const ss_http_route *route(ss_http_req *r)
+{
+    const ss_http *h = r->h;
+    char allow[128] = "";
+    for (int i = 0; i < h->p.n_routes; i++) {
+        const ss_http_route *rt = &h->p.routes[i];
+        if (!match(rt->pattern, r->path, NULL)) continue;
+        if (strcmp(rt->method, r->method) != 0) {
+            if (!strstr(allow, rt->method) && strlen(allow) + strlen(rt->method) + 3 < sizeof allow) {
+                if (allow[0]) strcat(allow, ", ");
+                strcat(allow, rt->method);
+            }
+            continue;
+        }
+        if (match(rt->pattern, r->path, r)) return rt;
+        clear_params(r); /* e.g. a segment that does not decode */
+    }
+    if (allow[0]) {
+        ss_http_add_header(r, "Allow", allow);
+        ss_http_respond_error(r, 405, "method_not_allowed", "%s is not allowed on %s (allowed: %s)",
+                              r->method, r->path, allow);
+    } else {
+        ss_http_respond_error(r, 404, "not_found", "no such endpoint: %s %s", r->method, r->path);
+    }
+    return NULL;
+}
+
+/* Constant-time string equality (keys). */
+static int key_eq(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char d = la != lb;
+    for (size_t i = 0; i < la && i < lb; i++) d |= (unsigned char)(a[i] ^ b[i]);
+    return d == 0;
+}
+
+/* Authenticate; on failure answer 401/403 and return 0. */
+static int authorize(ss_http_req *r)
+{
+    const ss_http *h = r->h;
+    if (!h->keys) {
+        r->scope = SS_HTTP_SCOPE_WRITE;
+        return 1;
+    }
+    const char *auth = ss_http_header(r, MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!auth) {
+        ss_http_respond_error(r, 401, "unauthorized",
+                              "this server needs an API key: send Authorization: Bearer <key>");
+        return 0;
+    }
+    if (!ci_prefix(auth, "Bearer ")) {
+        ss_http_respond_error(r, 401, "unauthorized",
+                              "the Authorization header must be \"Bearer <key>\"");
+        return 0;
+    }
+    const char *key = auth + 7;
+    while (*key == ' ') key++;
+    for (int i = 0; i < h->n_keys; i++) {
+        if (key_eq(key, h->keys[i].key)) {
+            r->scope = h->keys[i].scope;
+            if (r->route->scope == SS_HTTP_SCOPE_WRITE && r->scope != SS_HTTP_SCOPE_WRITE) {
+                ss_http_respond_error(r, 403, "forbidden",
+                                      "this key is read-only; %s %s needs a key with write scope",
+                                      r->method, r->path);
+                return 0;
+            }
+            return 1;
+        }
+    }
+    ss_http_respond_error(r, 401, "unauthorized", "unknown API key");
+    return 0;
+}
+
+/* Content-Type and Content-Length checks before the body arrives; answers 415/413. */
+static int check_body(ss_http_req *r)
+{
+    const ss_http_route *rt = r->route;
+    r->body_max = rt->max_body ? rt->max_body : r->h->p.max_body;
+    if (rt->body != SS_HTTP_BODY_NONE) {
+        const char *ct = ss_http_header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
+        const char *want = rt->body == SS_HTTP_BODY_JSON ? "application/json"
+                                                         : "application/octet-stream";
+        if (ct && *ct) {
+            size_t n = strlen(want);
+            if (strncasecmp(ct, want, n) != 0 || (ct[n] && ct[n] != ';' && ct[n] != ' ')) {
+                ss_http_respond_error(r, 415, "unsupported_media_type",
+                                      "%s %s takes Content-Type %s, not %s", r->method, r->path,
+                                      want, ct);
+                return 0;
+            }
+        }
+    }
+    const char *cl = ss_http_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        errno = 0;
+        char *end;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (errno || end == cl || n > r->body_max) {
+            ss_http_respond_error(r, 413, "too_large",
+                                  "the request body (%s bytes) is larger than the limit of %zu "
+                                  "bytes",
+                                  cl, r->body_max);
+            return 0;
+        }
+        if (n && rt->body != SS_HTTP_BODY_NONE) {
+            r->body = malloc((size_t)n + 1);
+            if (!r->body) {
+                ss_http_respond_error(r, 503, "out_of_memory", "cannot buffer the request body");
+                return 0;
+            }
+            r->body_cap = (size_t)n + 1;
+        }
+    }
+    return 1;
+}
+
+static void append_body(ss_http_req *r, const char *data, size_t n)
+{
+    if (r->too_large || r->route->body == SS_HTTP_BODY_NONE) return;
+    if (r->body_len + n > r->body_max) {
+        r->too_large = 1;
+        free(r->body);
+        r->body = NULL;
+        r->body_len = r->body_cap = 0;
+        return;
+    }
+    if (r->body_len + n + 1 > r->body_cap) {
+        size_t nc = r->body_cap ? r->body_cap : 4096;
+        while (nc < r->body_len + n + 1) nc *= 2;
+        char *p = realloc(r->body, nc);
+        if (!p) {
+            r->too_large = 1; /* answered as 413: we could not hold it */
+            free(r->body);
+            r->body = NULL;
+            r->body_len = r->body_cap = 0;
+            return;
+        }
+        r->body = p;
+        r->body_cap = nc;
+    }
+    memcpy(r->body + r->body_len, data, n);
+    r->body_len += n;
+    r->body[r->body_len] = '\0';
+}
+
+static void set_request_id(ss_http_req *r)
+{
+    const char *rid = ss_http_header(r, "X-Request-Id");
+    if (rid) {
+        size_t n = strlen(rid);
+        int ok = n >= 1 && n <= 64;
+        for (size_t i = 0; ok && i < n; i++)
+            ok = isalnum((unsigned char)rid[i]) || strchr("-_.:", rid[i]);
+        if (ok) {
+            memcpy(r->rid, rid, n + 1);
+            return;
+        }
+    }
+    unsigned char b[8];
+    if (ss_random_bytes(b, sizeof b) != SS_OK) memset(b, 0, sizeof b);
+    ss_hex(b, sizeof b, r->rid);
+}
+
+static ss_http_req *req_new(ss_http *h, struct MHD_Connection *conn, const char *url,
+                            const char *method)
+{
+    ss_http_req *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->path = strdup(url);
+    if (!r->path) {
+        free(r);
+        return NULL;
+    }
+    r->h = h;
+    r->conn = conn;
+    r->refs = 1; /* MHD's, dropped in on_completed */
+    r->t0 = ss_mono_ns();
+    snprintf(r->method, sizeof r->method, "%s", method);
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_mutex_lock(&h->mu);
+    r->next = h->live;
+    if (h->live) h->live->prev = r;
+    h->live = r;
+    pthread_mutex_unlock(&h->mu);
+    return r;
+}
+
+/* After a handler or continuation returned: run a pending continuation, or park, or complain. */
+static void after_dispatch(ss_http_req *r)
+{
+    for (;;) {
+        if (r->responded) return;
+        pthread_mutex_lock(&r->mu);
+        if (!r->cont) {
+            pthread_mutex_unlock(&r->mu);
+            ss_http_respond_error(r, 500, "internal_error", "the handler gave no answer");
+            return;
+        }
+        if (r->woken) {
+            ss_http_cont cont = r->cont;
+            void *user = r->cont_user;
+            r->woken = 0;
+            r->cont = NULL;
+            pthread_mutex_unlock(&r->mu);
+            cont(r->h->p.app, r, user);
+            continue;
+        }
+        if (atomic_load(&r->h->stopping)) {
+            pthread_mutex_unlock(&r->mu);
+            ss_http_respond_error(r, 503, "shutting_down", "the server is shutting down");
+            return;
+        }
+        r->suspended = 1;
+        MHD_suspend_connection(r->conn);
+        pthread_mutex_unlock(&r->mu);
+        return;
+    }
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_size, void **con_cls)
+{
+    (void)version;
+    ss_http *h = cls;
+    ss_http_req *r = *con_cls;
+    if (!r) {
+        r = req_new(h, conn, url, method);
+        if (!r) return MHD_NO;
+        *con_cls = r;
+        set_request_id(r);
+        if (!(r->route = route(r))) return MHD_YES;
+        if (!authorize(r)) return MHD_YES;
+        if (!check_body(r)) return MHD_YES;
+        return MHD_YES;
+    }
+    if (*upload_size) {
+        if (!r->responded) append_body(r, upload_data, *upload_size);
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (r->responded) return MHD_YES;
+    if (r->too_large) {
+        ss_http_respond_error(r, 413, "too_large",
+                              "the request body is larger than the limit of %zu bytes",
+                              r->body_max);
+        return MHD_YES;
+    }
+    if (!r->started) {
+        r->started = 1;
+        r->route->handler(h->p.app, r);
+    }
+    after_dispatch(r);
+    return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)conn;
+    ss_http *h = cls;
+    ss_http_req *r = *con_cls;
+    if (!r) return;
+    *con_cls = NULL;
+    pthread_mutex_lock(&r->mu);
+    r->over = 1;
+    r->suspended = 0;
+    r->conn = NULL;
+    pthread_mutex_unlock(&r->mu);
+    int aborted = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    int status = r->status ? r->status : 499; /* nginx's "client closed request" */
+    double secs = (double)(ss_mono_ns() - r->t0) / 1e9;
+    if (h->p.metrics) ss_metrics_request(h->p.metrics, ss_http_route_name(r), status, secs);
+    if (h->p.log_requests) {
+        fprintf(stderr, "%s %s %d %.1fms rid=%s%s\n", r->method, r->path, status, secs * 1e3,
+                r->rid, aborted ? " (aborted)" : "");
+    }
+    if (r->over_fn) r->over_fn(r->user, aborted);
+    pthread_mutex_lock(&h->mu);
+    if (r->prev) r->prev->next = r->next;
+    else h->live = r->next;
+    if (r->next) r->next->prev = r->prev;
+    pthread_mutex_unlock(&h->mu);
+    ss_http_req_unref(r);
+}
+
+/* ---- daemon -------------------------------------------------------------------------------- */
+
+static void free_keys(api_key *k, int n)
+{
+    for (int i = 0; i < n; i++) free(k[i].key);
+    free(k);
+}
+
+static ss_err load_keys(const char *path, api_key **out, int *n_out)
+{
+    char *text = NULL;
+    size_t len;
+    api_key *keys = NULL;
+    int n = 0, cap = 0, lineno = 0;
+    ss_err err = ss_read_file(path, 1 << 20, &text, &len);
+    if (err) return err;
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        lineno++;
+        char *k = line;
+        while (*k == ' ' || *k == '\t' || *k == '\r') k++;
+        if (!*k || *k == '#') continue;
+        char key[512], scope[32], extra[2];
+        int got = sscanf(k, "%511s %31s %1s", key, scope, extra);
+        if (got != 2 || (strcmp(scope, "read") && strcmp(scope, "write"))) {
+            err = ss_fail(SS_ERR_FORMAT, "%s line %d: expected \"KEY read|write\"", path, lineno);
+            goto out;
+        }
+        if (n == cap) {
+            cap = cap ? cap * 2 : 8;
+            api_key *p = realloc(keys, (size_t)cap * sizeof *keys);
+            if (!p) {
+                err = ss_fail(SS_ERR_NOMEM, "out of memory reading %s", path);
+                goto out;
+            }
+            keys = p;
+        }
+        keys[n].key = strdup(key);
+        keys[n].scope = strcmp(scope, "write") ? SS_HTTP_SCOPE_READ : SS_HTTP_SCOPE_WRITE;
+        if (!keys[n++].key) {
+            err = ss_fail(SS_ERR_NOMEM, "out of memory reading %s", path);
+            goto out;
+        }
+    }
+    if (n == 0) {
+        err = ss_fail(SS_ERR_FORMAT, "%s: no keys (lines \"KEY read|write\")", path);
+        goto out;
+    }
+    *out = keys;
+    *n_out = n;
+    keys = NULL;
+    n = 0;
+out:
+    free_keys(keys, n);
+    free(text);
+    return err;
+}
+
+ss_err ss_http_start(ss_http **out, const ss_http_params *p)
+{
+    ss_err err = SS_OK;
+    struct addrinfo *ai = NULL;
+    ss_http *h = calloc(1, sizeof *h);
+    if (!h) return ss_fail(SS_ERR_NOMEM, "out of memory");
+    h->p = *p;
+    pthread_mutex_init(&h->mu, NULL);
+    atomic_init(&h->stopping, 0);
+    if (p->api_keys && (err = load_keys(p->api_keys, &h->keys, &h->n_keys))) goto fail;
+
+    char port[16];
+    snprintf(port, sizeof port, "%d", p->port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    int rc = getaddrinfo(p->host, port, &hints, &ai);
+    if (rc != 0) {
+        err = ss_fail(SS_ERR_INVALID, "cannot resolve listen address %s: %s", p->host,
+                      gai_strerror(rc));
+        goto fail;
+    }
+    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    h->d = MHD_start_daemon(flags, (uint16_t)p->port, NULL, NULL, on_access, h,
+                            MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(p->threads > 0 ? p->threads : 1),
+                            MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+                            MHD_OPTION_UNESCAPE_CALLBACK, unescape_none, NULL,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300,
+                            MHD_OPTION_END);
+    if (!h->d) {
+        err = ss_fail(SS_ERR_IO, "cannot listen on %s:%d (address in use, or not ours?)", p->host,
+                      p->port);
+        goto fail;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = info ? info->port : p->port;
+    freeaddrinfo(ai);
+    *out = h;
+    return SS_OK;
+fail:
+    if (ai) freeaddrinfo(ai);
+    free_keys(h->keys, h->n_keys);
+    pthread_mutex_destroy(&h->mu);
+    free(h);
+    return err;
+}
+
+int ss_http_port(const ss_http *h)
+{
+    return h->port;
+}
+
+void ss_http_quiesce(ss_http *h)
+{
+    if (!h || h->quiesced) return;
+    h->quiesced = 1;
+    h->listen_fd = MHD_quiesce_daemon(h->d);
+}
+
+void ss_http_stop(ss_http *h)
+{
+    if (!h) return;
+    atomic_store(&h->stopping, 1);
+    /* MHD_stop_daemon must not see suspended connections: wake every parked one. */
+    pthread_mutex_lock(&h->mu);
+    for (ss_http_req *r = h->live; r; r = r->next) {
+        pthread_mutex_lock(&r->mu);
+        resume_locked(r);
+        pthread_mutex_unlock(&r->mu);
+    }
+    pthread_mutex_unlock(&h->mu);
+    MHD_stop_daemon(h->d);
+    if (h->quiesced && h->listen_fd != MHD_INVALID_SOCKET) close(h->listen_fd);
+    free_keys(h->keys, h->n_keys);
+    pthread_mutex_destroy(&h->mu);
+    free(h);
+}

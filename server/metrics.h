@@ -1,0 +1,43 @@
+/*
+ * metrics.h - the daemon's counters and their Prometheus text exposition (GET /metrics).
+ *
+ * Counted here: HTTP requests by endpoint and status, request latency histograms by endpoint,
+ * merges by kind (stored / on the fly). Values owned by other modules (engine token counters,
+ * store totals) are read at render time and passed in as ss_metrics_extra.
+ *
+ * Threading: every function is thread-safe.
+ */
+#ifndef SS_METRICS_H
+#define SS_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ss_err.h"
+
+typedef struct ss_metrics ss_metrics;
+
+ss_err ss_metrics_new(ss_metrics **out);
+/* NULL is a no-op. */
+void ss_metrics_free(ss_metrics *m);
+
+/* Count one finished request. `endpoint` must stay valid as long as m (a route name). */
+void ss_metrics_request(ss_metrics *m, const char *endpoint, int status, double seconds);
+/* Count one merge; kind is "stored" or "on_the_fly". */
+void ss_metrics_merge(ss_metrics *m, int stored);
+
+/* Numbers owned elsewhere, sampled when /metrics is served. */
+typedef struct ss_metrics_extra {
+    int ready; /* model loaded */
+    uint64_t tokens_prefilled, tokens_generated, engine_steps, jobs_done;
+    int jobs_queued, jobs_running;
+    uint64_t states, state_bytes, store_map_bytes, store_used_bytes;
+} ss_metrics_extra;
+
+/*
+ * Render every metric in the Prometheus text format (version 0.0.4). *out is malloc'd
+ * (free() it), *len its length.
+ */
+ss_err ss_metrics_render(ss_metrics *m, const ss_metrics_extra *x, char **out, size_t *len);
+
+#endif
