@@ -16,41 +16,10 @@
 #include "ss_tokenizer.h"
 #include "ss_util.h"
 
-static const char help[] =
-    "usage: statesoup generate --model DIR [options]\n"
-    "\n"
-    "Generate text with a Mamba-family checkpoint on this machine and stream it to stdout.\n"
-    "\n"
-    "model:\n"
-    "  --model DIR          HF checkpoint folder (config.json + *.safetensors)\n"
-    "  --tokenizer FILE     tokenizer.json (default: DIR/tokenizer.json)\n"
-    "  --threads N          compute threads (default: all cores)\n"
-    "input:\n"
-    "  --prompt TEXT        the prompt\n"
-    "  --prompt-file FILE   read the prompt from FILE ('-' for stdin)\n"
-    "  --tokens IDS         the prompt as comma-separated token ids (no tokenizer needed)\n"
-    "  --state-in FILE      start from a state file (safetensors, as GET /v1/states/{id}/data\n"
-    "                       returns) instead of the zero state; the prompt may then be empty\n"
-    "sampling:\n"
-    "  --max-tokens N       tokens to generate (default 64)\n"
-    "  --temperature T      0 = greedy (default 1.0)\n"
-    "  --top-k K            keep the K most likely tokens (default 0 = off)\n"
-    "  --top-p P            nucleus sampling (default 1.0 = off)\n"
-    "  --min-p P            drop tokens below P x the best probability (default 0 = off)\n"
-    "  --seed S             random seed: same seed, same output (default: random, see -v)\n"
-    "  --stop STR           stop before STR appears (repeatable; C escapes \\n \\t \\\\)\n"
-    "  --ignore-eos         keep going after the end-of-sequence token\n"
-    "output:\n"
-    "  --state-out FILE     save the state after the last token (safetensors)\n"
-    "  --logprobs           print each generated token with its log-probability to stderr\n"
-    "  --ids                print generated token ids instead of text\n"
-    "  -v, --verbose        progress and speed on stderr\n"
-    "  -h, --help           this text\n";
-
 enum {
     OPT_MODEL = 256, OPT_TOKENIZER, OPT_THREADS, OPT_PROMPT, OPT_PROMPT_FILE, OPT_TOKENS,
     OPT_STATE_IN, OPT_MAX_TOKENS, OPT_TEMPERATURE, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_SEED,
-    OPT_STOP, OPT_IGNORE_EOS, OPT_STATE_OUT, OPT_LOGPROBS, OPT_IDS,
+    OPT_STOP, OPT_IGNORE_EOS, OPT_STATE_OUT, OPT_LOGPROBS, OPT_IDS, OPT_REMOTE_ONLY,
 };
 
 static const struct option opts[] = {
@@ -74,37 +43,16 @@ static const struct option opts[] = {
     {"ids", no_argument, NULL, OPT_IDS},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
+    /* the daemon's options, refused here with a pointer to --url */
+    {"url", required_argument, NULL, OPT_REMOTE_ONLY},
+    {"api-key", required_argument, NULL, OPT_REMOTE_ONLY},
+    {"state", required_argument, NULL, OPT_REMOTE_ONLY},
+    {"merge", required_argument, NULL, OPT_REMOTE_ONLY},
+    {"save-state", required_argument, NULL, OPT_REMOTE_ONLY},
+    {"no-stream", no_argument, NULL, OPT_REMOTE_ONLY},
+    {"json", no_argument, NULL, OPT_REMOTE_ONLY},
     {NULL, 0, NULL, 0},
 };
-
-/* Parse a number or fail with a message naming the option. */
-static int parse_num(const char *opt, const char *s, double lo, double hi, double *out)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (end == s || *end || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "statesoup generate: --%s %s: expected a number in [%g, %g]\n", opt, s, lo,
-                hi);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-/* Interpret \n, \t, \\ in a stop string (in place). */
-static void unescape(char *s)
-{
-    char *w = s;
-    for (char *r = s; *r; r++) {
-        if (*r == '\\' && r[1]) {
-            r++;
-            *w++ = *r == 'n' ? '\n' : *r == 't' ? '\t' : *r == 'r' ? '\r' : *r;
-        } else {
-            *w++ = *r;
-        }
-    }
-    *w = '\0';
-}
 
 static ss_err parse_ids(const char *s, int vocab, int32_t **ids, size_t *n)
 {
@@ -135,29 +83,6 @@ static ss_err parse_ids(const char *s, int vocab, int32_t **ids, size_t *n)
     return SS_OK;
 }
 
-static ss_err read_stream(FILE *f, char **out, size_t *len)
-{
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    if (!buf) return ss_fail(SS_ERR_NOMEM, "out of memory");
-    size_t r;
-    while ((r = fread(buf + n, 1, cap - n - 1, f)) > 0) {
-        n += r;
-        if (cap - n - 1 == 0) {
-            char *nb = realloc(buf, cap *= 2);
-            if (!nb) {
-                free(buf);
-                return ss_fail(SS_ERR_NOMEM, "out of memory");
-            }
-            buf = nb;
-        }
-    }
-    buf[n] = '\0';
-    *out = buf;
-    *len = n;
-    return SS_OK;
-}
-
 static void progress(void *user, const char *phase, uint64_t done, uint64_t total)
 {
     (void)user;
@@ -178,7 +103,7 @@ int cmd_generate_local(int argc, char **argv)
     int verbose = 0, have_seed = 0;
     ss_sample_params sp = ss_sample_default_params();
     double v;
-    int c, rc = 1;
+    int c, li, rc = 1;
     ss_model *m = NULL;
     ss_ctx *ctx = NULL;
     ss_state *st = NULL;
@@ -193,12 +118,12 @@ int cmd_generate_local(int argc, char **argv)
     uint8_t *file = NULL;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "vh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "vh", opts, &li)) != -1) {
         switch (c) {
         case OPT_MODEL: model_dir = optarg; break;
         case OPT_TOKENIZER: tok_path = optarg; break;
         case OPT_THREADS:
-            if (parse_num("threads", optarg, 0, 1024, &v)) return 2;
+            if (cli_parse_num("generate", "threads", optarg, 0, 1024, &v)) goto usage;
             threads = (int)v;
             break;
         case OPT_PROMPT: prompt = optarg; break;
@@ -207,62 +132,63 @@ int cmd_generate_local(int argc, char **argv)
         case OPT_STATE_IN: state_in = optarg; break;
         case OPT_STATE_OUT: state_out = optarg; break;
         case OPT_MAX_TOKENS:
-            if (parse_num("max-tokens", optarg, 0, 1e7, &v)) return 2;
+            if (cli_parse_num("generate", "max-tokens", optarg, 0, 1e7, &v)) goto usage;
             max_tokens = (int)v;
             break;
         case OPT_TEMPERATURE:
-            if (parse_num("temperature", optarg, 0, 100, &v)) return 2;
+            if (cli_parse_num("generate", "temperature", optarg, 0, 100, &v)) goto usage;
             sp.temperature = (float)v;
             break;
         case OPT_TOP_K:
-            if (parse_num("top-k", optarg, 0, 1e9, &v)) return 2;
+            if (cli_parse_num("generate", "top-k", optarg, 0, 1e9, &v)) goto usage;
             sp.top_k = (int)v;
             break;
         case OPT_TOP_P:
-            if (parse_num("top-p", optarg, 1e-9, 1, &v)) return 2;
+            if (cli_parse_num("generate", "top-p", optarg, 1e-9, 1, &v)) goto usage;
             sp.top_p = (float)v;
             break;
         case OPT_MIN_P:
-            if (parse_num("min-p", optarg, 0, 1, &v)) return 2;
+            if (cli_parse_num("generate", "min-p", optarg, 0, 1, &v)) goto usage;
             sp.min_p = (float)v;
             break;
         case OPT_SEED:
-            if (parse_num("seed", optarg, 0, 1.8e19, &v)) return 2;
+            if (cli_parse_num("generate", "seed", optarg, 0, 1.8e19, &v)) goto usage;
             sp.seed = strtoull(optarg, NULL, 10);
             have_seed = 1;
             break;
         case OPT_STOP: {
             char **ns = realloc(stops, (size_t)(n_stops + 1) * sizeof *ns);
-            if (!ns) return 1;
+            if (!ns) goto out;
             stops = ns;
             stops[n_stops++] = optarg;
-            unescape(optarg);
+            cli_unescape(optarg);
             break;
         }
         case OPT_IGNORE_EOS: ignore_eos = 1; break;
         case OPT_LOGPROBS: show_lp = 1; break;
         case OPT_IDS: show_ids = 1; break;
         case 'v': verbose = 1; break;
+        case OPT_REMOTE_ONLY:
+            rc = cli_usage("generate", "--%s is for a daemon (--url), not with --model",
+                           opts[li].name);
+            goto out;
         case 'h':
-            fputs(help, stdout);
-            free(stops);
-            return 0;
+            fputs(cli_generate_help, stdout);
+            rc = 0;
+            goto out;
         default:
-            fputs(help, stderr);
-            free(stops);
-            return 2;
+            rc = cli_bad_option("generate");
+            goto out;
         }
     }
     if (optind < argc || !model_dir) {
-        fprintf(stderr, "statesoup generate: %s\n\n%s",
-                optind < argc ? "unexpected argument" : "--model DIR is required", help);
-        free(stops);
-        return 2;
+        rc = cli_usage("generate", "%s",
+                       optind < argc ? "unexpected argument" : "--model DIR is required");
+        goto out;
     }
     if (!!prompt + !!prompt_file + !!tokens_arg > 1) {
-        fprintf(stderr, "statesoup generate: give only one of --prompt, --prompt-file, --tokens\n");
-        free(stops);
-        return 2;
+        rc = cli_usage("generate", "give only one of --prompt, --prompt-file, --tokens");
+        goto out;
     }
     if (!have_seed) ss_random_bytes(&sp.seed, sizeof sp.seed);
 
@@ -298,9 +224,7 @@ int cmd_generate_local(int argc, char **argv)
     } else {
         size_t len = 0;
         if (prompt_file) {
-            ss_err e = !strcmp(prompt_file, "-") ? read_stream(stdin, &text, &len)
-                                                 : ss_read_file(prompt_file, 1u << 30, &text, &len);
-            if (e) {
+            if (cli_read_input(prompt_file, 1u << 30, &text, &len)) {
                 rc = cli_fail("cannot read the prompt");
                 goto out;
             }
@@ -433,6 +357,9 @@ int cmd_generate_local(int argc, char **argv)
                 dc > 0 ? n_gen / dc : 0.0, why);
     }
     rc = 0;
+    goto out;
+usage:
+    rc = CLI_USAGE;
 out:
     free(file);
     free(logits);

@@ -1,9 +1,12 @@
 /*
  * main.c - `statesoup`, the user's and operator's command-line tool.
  *
- * Subcommands run a model locally (generate --model) or talk to a running statesoupd (--url) or
- * read its catalog directly (--data, read-only, safe beside the running daemon).
+ * Subcommands run a model locally (generate --model), talk to a running statesoupd (--url), or
+ * read its catalog directly (--data, read-only, safe beside the running daemon). Dispatch is a
+ * static table; each command parses its own options (getopt_long) and has its own --help.
+ * Exit codes: 0 ok, 1 the command failed, 2 usage error.
  */
+#include <curl/curl.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -11,20 +14,53 @@
 #include "ss_err.h"
 #include "ss_model.h"
 
-static const char usage[] =
-    "usage: statesoup <command> [options]\n"
-    "\n"
-    "Run a Mamba-family model on CPU and manage its recurrent states.\n"
-    "\n"
-    "commands:\n"
-    "  generate   generate text: locally with --model DIR, or through a daemon with --url\n"
-    "\n"
-    "Run `statesoup <command> --help` for the options of a command.\n";
+typedef struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    int needs_http; /* libcurl is initialised only for these */
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"generate", cmd_generate, 1, "generate text: locally with --model DIR, or through a daemon"},
+    {"score", cmd_score, 1, "log-likelihood of a continuation from a state (the State Soup metric)"},
+    {"ls", cmd_ls, 1, "list stored states (--url, or --data DIR read-only)"},
+    {"show", cmd_show, 1, "print a state's record (--url, or --data DIR read-only)"},
+    {"save", cmd_save, 1, "run the model over a prompt and store the state"},
+    {"merge", cmd_merge, 1, "store a weighted sum of states (a state soup)"},
+    {"export", cmd_export, 1, "write a state as a safetensors file (--url, or --data + --model)"},
+    {"import", cmd_import, 1, "store a safetensors state file"},
+    {"rm", cmd_rm, 1, "delete states"},
+    {"verify", cmd_verify, 0, "check every stored state's checksum (--data DIR, read-only)"},
+    {"models", cmd_models, 1, "the model the daemon serves"},
+    {"health", cmd_health, 1, "is the daemon up and its model loaded?"},
+};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static void usage(FILE *f)
+{
+    fputs("usage: statesoup <command> [options]\n"
+          "\n"
+          "Run a Mamba-family model on CPU and manage its recurrent states, locally or through a\n"
+          "running statesoupd.\n"
+          "\n"
+          "commands:\n",
+          f);
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    }
+    fputs("\n"
+          "Daemon commands take --url URL (default $STATESOUP_URL, else http://127.0.0.1:8080),\n"
+          "--api-key KEY (default $STATESOUP_API_KEY) and --json (the server's JSON instead of a\n"
+          "table). Exit codes: 0 ok, 1 failure, 2 usage error.\n"
+          "Run `statesoup <command> --help` for the options of a command.\n",
+          f);
+}
 
 int cli_fail(const char *what)
 {
     fprintf(stderr, "statesoup: %s: %s\n", what, ss_errmsg());
-    return 1;
+    return CLI_FAIL;
 }
 
 int main(int argc, char **argv)
@@ -32,11 +68,25 @@ int main(int argc, char **argv)
     ss_blas_ensure_kernels(argv);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
         !strcmp(argv[1], "help")) {
-        fputs(usage, argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? CLI_USAGE : CLI_OK;
     }
-    const char *cmd = argv[1];
-    if (!strcmp(cmd, "generate")) return cmd_generate_local(argc - 1, argv + 1);
-    fprintf(stderr, "statesoup: unknown command '%s'\n\n%s", cmd, usage);
-    return 2;
+    const char *name = argv[1];
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        if (strcmp(name, commands[i].name) != 0) continue;
+        if (commands[i].needs_http && curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+            fprintf(stderr, "statesoup: cannot initialise libcurl\n");
+            return CLI_FAIL;
+        }
+        /* getopt_long's own messages then start with "statesoup <command>:" */
+        char prog[64];
+        snprintf(prog, sizeof prog, "statesoup %s", name);
+        argv[1] = prog;
+        int rc = commands[i].run(argc - 1, argv + 1);
+        if (commands[i].needs_http) curl_global_cleanup();
+        return rc;
+    }
+    fprintf(stderr, "statesoup: unknown command '%s'\n\n", name);
+    usage(stderr);
+    return CLI_USAGE;
 }

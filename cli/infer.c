@@ -1,0 +1,724 @@
+/*
+ * infer.c - the commands that ask a running statesoupd to run its model: generate (--url), score,
+ * plus models and health.
+ *
+ * generate streams: it asks for server-sent events and writes each token's text the moment its
+ * event is complete, so output appears as it does with the local mode. The SSE parser is small
+ * (only "data:" lines matter to us) and works on arbitrary chunk boundaries, since TCP hands
+ * events over split anywhere.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+enum { OPT_PROMPT = CLI_OPT_FIRST_LOCAL, OPT_PROMPT_FILE, OPT_TOKENS, OPT_STATE, OPT_MERGE,
+       OPT_MAX_TOKENS, OPT_TEMPERATURE, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_SEED, OPT_STOP,
+       OPT_SAVE_STATE, OPT_NO_STREAM, OPT_CONTEXT, OPT_CONTEXT_TOKENS, OPT_CONTINUATION,
+       OPT_CONTINUATION_TOKENS, OPT_LOCAL_ONLY };
+
+/* Put "state" or "merge" (from "A=0.5,B=0.5") into a request body. */
+static int add_start(const char *cmd, json_t *body, const char *state, const char *merge)
+{
+    if (state && merge) return cli_usage(cmd, "give --state or --merge, not both");
+    if (state) json_object_set_new(body, "state", json_string(state));
+    if (!merge) return CLI_OK;
+    json_t *arr = json_array();
+    char *copy = strdup(merge), *save = NULL;
+    int rc = CLI_OK;
+    if (!arr || !copy) {
+        rc = CLI_FAIL;
+        goto out;
+    }
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (cli_parse_source(tok, arr)) {
+            rc = cli_usage(cmd, "--merge: %s", ss_errmsg());
+            goto out;
+        }
+    }
+    if (json_array_size(arr) == 0) {
+        rc = cli_usage(cmd, "--merge: expected NAME=WEIGHT[,NAME=WEIGHT...]");
+        goto out;
+    }
+    json_object_set(body, "merge", arr);
+out:
+    free(copy);
+    json_decref(arr);
+    return rc;
+}
+
+/* A prompt given as --prompt TEXT, --prompt-file FILE or --tokens IDS, as a JSON value. */
+static int prompt_value(const char *cmd, const char *opt, const char *text, const char *file,
+                        const char *tokens, json_t **out)
+{
+    if (!!text + !!file + !!tokens > 1) {
+        return cli_usage(cmd, "give only one of --%s, --%s-file, --%s-tokens", opt, opt, opt);
+    }
+    *out = NULL;
+    if (tokens) {
+        if (cli_parse_ids_json(tokens, out)) return cli_usage(cmd, "%s", ss_errmsg());
+        return CLI_OK;
+    }
+    char *buf = NULL;
+    size_t len = 0;
+    if (file) {
+        if (cli_read_input(file, (size_t)1 << 30, &buf, &len)) return cli_fail(cmd);
+        *out = json_stringn(buf, len);
+        free(buf);
+    } else if (text) {
+        *out = json_string(text);
+    } else {
+        return CLI_OK;
+    }
+    if (!*out) return cli_usage(cmd, "the %s is not valid UTF-8", opt);
+    return CLI_OK;
+}
+
+/* ---- generate -------------------------------------------------------------------------------- */
+
+const char cli_generate_help[] =
+    "usage: statesoup generate --model DIR [options]   run a checkpoint on this machine\n"
+    "       statesoup generate [--url URL] [options]   ask a running statesoupd\n"
+    "\n"
+    "Generate text from a prompt and stream it to stdout as it is produced. Without --model the\n"
+    "request goes to the daemon at --url (default $STATESOUP_URL, else http://127.0.0.1:8080).\n"
+    "\n"
+    "where:\n"
+    "  --model DIR          run locally: HF checkpoint folder (config.json + *.safetensors)\n"
+    "  --url URL            the daemon (when --model is not given)\n"
+    "  --api-key KEY        the daemon's API key (default $STATESOUP_API_KEY), sent as a Bearer\n"
+    "                       token\n"
+    "input:\n"
+    "  --prompt TEXT        the prompt\n"
+    "  --prompt-file FILE   read the prompt from FILE ('-' for stdin)\n"
+    "  --tokens IDS         the prompt as comma-separated token ids (no tokenizer needed)\n"
+    "starting state (default: the zero state):\n"
+    "  --state NAME|ID      daemon: start from a stored state; the prompt may then be empty\n"
+    "  --merge A=W,B=W      daemon: start from sum W*state, computed on the fly, not stored\n"
+    "  --state-in FILE      local: start from a state file (safetensors, as `export` writes)\n"
+    "sampling:\n"
+    "  --max-tokens N       tokens to generate (default 64)\n"
+    "  --temperature T      0 = greedy (default 1.0)\n"
+    "  --top-k K            keep the K most likely tokens (default 0 = off)\n"
+    "  --top-p P            nucleus sampling (default 1.0 = off)\n"
+    "  --min-p P            drop tokens below P x the best probability (default 0 = off)\n"
+    "  --seed S             random seed: same seed, same output (default: random)\n"
+    "  --stop STR           stop before STR appears (repeatable; C escapes \\n \\t \\\\)\n"
+    "output:\n"
+    "  --save-state NAME    daemon: store the state after the last token under NAME\n"
+    "  --no-stream          daemon: wait for the whole text instead of streaming it\n"
+    "  --json               daemon: wait, then print the reply JSON (text, tokens, finish_reason,\n"
+    "                       usage, state)\n"
+    "  --state-out FILE     local: save the state after the last token (safetensors)\n"
+    "  --logprobs           local: print each token with its log-probability to stderr\n"
+    "  --ids                local: print generated token ids instead of text\n"
+    "  -v, --verbose        finish reason and token counts (daemon); load progress and speed\n"
+    "                       (local)\n"
+    "  -h, --help           this text\n"
+    "local only:\n"
+    "  --tokenizer FILE     tokenizer.json (default: DIR/tokenizer.json)\n"
+    "  --threads N          compute threads (default: all cores)\n"
+    "  --ignore-eos         keep going after the end-of-sequence token\n"
+    "\n"
+    "examples:\n"
+    "  statesoup generate --model models/demo-mamba1 --prompt 'Once upon a time' --max-tokens 40\n"
+    "  statesoup generate --state intro --prompt ' and then' --temperature 0 --save-state intro-2\n"
+    "  statesoup generate --merge dict-a=0.5,dict-b=0.5 --prompt 'Query:\\napple =' --stop '\\n'\n";
+
+int cmd_generate(int argc, char **argv)
+{
+    for (int i = 1; i < argc && strcmp(argv[i], "--"); i++) {
+        if (!strcmp(argv[i], "--model") || !strncmp(argv[i], "--model=", 8)) {
+            return cmd_generate_local(argc, argv);
+        }
+    }
+    return cmd_generate_remote(argc, argv);
+}
+
+/* The SSE reader: splits the stream into events and acts on each one's data. */
+typedef struct sse {
+    char *line; /* the current, incomplete line */
+    size_t len, cap;
+    char *data; /* data of the current event ("data:" lines joined by '\n') */
+    size_t dlen, dcap;
+    int done;           /* saw [DONE] */
+    int wrote;          /* some text was written */
+    char last;          /* last byte written */
+    json_t *final;      /* the event with finish_reason */
+    char *error;        /* an error event's "code: message" */
+} sse;
+
+static int grow(char **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap) return 0;
+    size_t c = *cap ? *cap : 256;
+    while (c < need) c *= 2;
+    char *nb = realloc(*buf, c);
+    if (!nb) return -1;
+    *buf = nb;
+    *cap = c;
+    return 0;
+}
+
+/* One complete event. Returns nonzero to stop the transfer. */
+static int sse_event(sse *s)
+{
+    if (s->dlen == 0) return 0;
+    s->data[s->dlen] = '\0';
+    if (!strcmp(s->data, "[DONE]")) {
+        s->done = 1;
+        return 0;
+    }
+    json_error_t je;
+    json_t *ev = json_loadb(s->data, s->dlen, 0, &je);
+    if (!ev) {
+        ss_fail(SS_ERR_FORMAT, "the server sent an event that is not JSON: %s", je.text);
+        return 1;
+    }
+    json_t *err = json_object_get(ev, "error");
+    if (err) {
+        const char *code = json_string_value(json_object_get(err, "code"));
+        const char *msg = json_string_value(json_object_get(err, "message"));
+        ss_fail(SS_ERR_INTERNAL, "%s: %s", code ? code : "error", msg ? msg : "(no message)");
+        json_decref(ev);
+        return 1;
+    }
+    const char *text = json_string_value(json_object_get(ev, "text"));
+    size_t n = json_string_length(json_object_get(ev, "text"));
+    if (text && n) {
+        if (fwrite(text, 1, n, stdout) != n || fflush(stdout) != 0) {
+            ss_fail(SS_ERR_IO, "cannot write to stdout");
+            json_decref(ev);
+            return 1;
+        }
+        s->wrote = 1;
+        s->last = text[n - 1];
+    }
+    if (json_object_get(ev, "finish_reason") && !json_is_null(json_object_get(ev, "finish_reason"))) {
+        json_decref(s->final);
+        s->final = json_incref(ev);
+    }
+    json_decref(ev);
+    return 0;
+}
+
+/* A complete line (without its end). */
+static int sse_line(sse *s, const char *l, size_t n)
+{
+    if (n == 0) { /* blank line: dispatch */
+        int r = sse_event(s);
+        s->dlen = 0;
+        return r;
+    }
+    if (n >= 5 && !memcmp(l, "data:", 5)) {
+        l += 5;
+        n -= 5;
+        if (n && *l == ' ') {
+            l++;
+            n--;
+        }
+        if (grow(&s->data, &s->dcap, s->dlen + n + 2)) {
+            ss_fail(SS_ERR_NOMEM, "out of memory");
+            return 1;
+        }
+        if (s->dlen) s->data[s->dlen++] = '\n';
+        memcpy(s->data + s->dlen, l, n);
+        s->dlen += n;
+    }
+    /* comments (":"), "event:", "id:" and "retry:" carry nothing we use */
+    return 0;
+}
+
+static int sse_feed(void *user, const char *p, size_t n)
+{
+    sse *s = user;
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (ch == '\n') {
+            size_t len = s->len;
+            if (len && s->line[len - 1] == '\r') len--;
+            int r = sse_line(s, s->line ? s->line : "", len);
+            s->len = 0;
+            if (r) return r;
+            continue;
+        }
+        if (grow(&s->line, &s->cap, s->len + 2)) {
+            ss_fail(SS_ERR_NOMEM, "out of memory");
+            return 1;
+        }
+        s->line[s->len++] = ch;
+    }
+    return 0;
+}
+
+int cmd_generate_remote(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"prompt", required_argument, NULL, OPT_PROMPT},
+        {"prompt-file", required_argument, NULL, OPT_PROMPT_FILE},
+        {"tokens", required_argument, NULL, OPT_TOKENS},
+        {"state", required_argument, NULL, OPT_STATE},
+        {"merge", required_argument, NULL, OPT_MERGE},
+        {"max-tokens", required_argument, NULL, OPT_MAX_TOKENS},
+        {"temperature", required_argument, NULL, OPT_TEMPERATURE},
+        {"top-k", required_argument, NULL, OPT_TOP_K},
+        {"top-p", required_argument, NULL, OPT_TOP_P},
+        {"min-p", required_argument, NULL, OPT_MIN_P},
+        {"seed", required_argument, NULL, OPT_SEED},
+        {"stop", required_argument, NULL, OPT_STOP},
+        {"save-state", required_argument, NULL, OPT_SAVE_STATE},
+        {"no-stream", no_argument, NULL, OPT_NO_STREAM},
+        {"verbose", no_argument, NULL, 'v'},
+        /* the local mode's options, refused here with a pointer to --model */
+        {"tokenizer", required_argument, NULL, OPT_LOCAL_ONLY},
+        {"threads", required_argument, NULL, OPT_LOCAL_ONLY},
+        {"state-in", required_argument, NULL, OPT_LOCAL_ONLY},
+        {"state-out", required_argument, NULL, OPT_LOCAL_ONLY},
+        {"ignore-eos", no_argument, NULL, OPT_LOCAL_ONLY},
+        {"logprobs", no_argument, NULL, OPT_LOCAL_ONLY},
+        {"ids", no_argument, NULL, OPT_LOCAL_ONLY},
+        CLI_CONN_OPTIONS,
+        {NULL, 0, NULL, 0},
+    };
+    cli_common o = {0};
+    const char *prompt = NULL, *prompt_file = NULL, *tokens = NULL, *state = NULL, *merge = NULL;
+    const char *save_state = NULL;
+    int c, li, rc = CLI_FAIL, no_stream = 0, verbose = 0;
+    double v;
+    cli_conn conn = {0};
+    cli_resp resp = {0};
+    json_t *body = json_object(), *stops = json_array(), *pv = NULL, *reply = NULL;
+    char *text = NULL;
+    sse s = {0};
+
+    if (!body || !stops) goto out;
+    json_object_set_new(body, "max_tokens", json_integer(64));
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "hv", opts, &li)) != -1) {
+        if (cli_common_opt(&o, c, optarg)) continue;
+        switch (c) {
+        case OPT_PROMPT: prompt = optarg; break;
+        case OPT_PROMPT_FILE: prompt_file = optarg; break;
+        case OPT_TOKENS: tokens = optarg; break;
+        case OPT_STATE: state = optarg; break;
+        case OPT_MERGE: merge = optarg; break;
+        case OPT_SAVE_STATE: save_state = optarg; break;
+        case OPT_NO_STREAM: no_stream = 1; break;
+        case OPT_MAX_TOKENS:
+            if (cli_parse_num("generate", "max-tokens", optarg, 0, 1e7, &v)) goto usage;
+            json_object_set_new(body, "max_tokens", json_integer((json_int_t)v));
+            break;
+        case OPT_TEMPERATURE:
+            if (cli_parse_num("generate", "temperature", optarg, 0, 100, &v)) goto usage;
+            json_object_set_new(body, "temperature", json_real(v));
+            break;
+        case OPT_TOP_K:
+            if (cli_parse_num("generate", "top-k", optarg, 0, 1e9, &v)) goto usage;
+            json_object_set_new(body, "top_k", json_integer((json_int_t)v));
+            break;
+        case OPT_TOP_P:
+            if (cli_parse_num("generate", "top-p", optarg, 1e-9, 1, &v)) goto usage;
+            json_object_set_new(body, "top_p", json_real(v));
+            break;
+        case OPT_MIN_P:
+            if (cli_parse_num("generate", "min-p", optarg, 0, 1, &v)) goto usage;
+            json_object_set_new(body, "min_p", json_real(v));
+            break;
+        case OPT_SEED: {
+            char *end;
+            unsigned long long sd = strtoull(optarg, &end, 10);
+            if (*optarg == '-' || end == optarg || *end || sd > (unsigned long long)INT64_MAX) {
+                rc = cli_usage("generate", "--seed %s: expected an integer in [0, 2^63)", optarg);
+                goto out;
+            }
+            json_object_set_new(body, "seed", json_integer((json_int_t)sd));
+            break;
+        }
+        case OPT_STOP:
+            cli_unescape(optarg);
+            json_array_append_new(stops, json_string(optarg));
+            break;
+        case 'v': verbose = 1; break;
+        case OPT_LOCAL_ONLY:
+            rc = cli_usage("generate", "--%s works only locally, with --model DIR",
+                           opts[li].name);
+            goto out;
+        case 'h':
+            fputs(cli_generate_help, stdout);
+            rc = CLI_OK;
+            goto out;
+        default: rc = cli_bad_option("generate"); goto out;
+        }
+    }
+    if (optind < argc) {
+        rc = cli_usage("generate", "unexpected argument '%s'", argv[optind]);
+        goto out;
+    }
+    if ((rc = add_start("generate", body, state, merge))) goto out;
+    rc = CLI_FAIL;
+    if (!!prompt + !!prompt_file + !!tokens > 1) {
+        rc = cli_usage("generate", "give only one of --prompt, --prompt-file, --tokens");
+        goto out;
+    }
+    if (tokens) {
+        if (cli_parse_ids_json(tokens, &pv)) {
+            rc = cli_usage("generate", "--tokens: %s", ss_errmsg());
+            goto out;
+        }
+    } else if (prompt_file) {
+        size_t len;
+        if (cli_read_input(prompt_file, (size_t)1 << 30, &text, &len)) {
+            rc = cli_fail("generate");
+            goto out;
+        }
+        pv = json_stringn(text, len);
+    } else {
+        pv = json_string(prompt ? prompt : "");
+    }
+    if (!pv) {
+        rc = cli_usage("generate", "the prompt is not valid UTF-8");
+        goto out;
+    }
+    if (!tokens && !state && !merge && json_string_length(pv) == 0) {
+        rc = cli_usage("generate", "the prompt is empty (give --prompt, or --state/--merge to "
+                                   "continue from a state)");
+        goto out;
+    }
+    json_object_set(body, "prompt", pv);
+    if (json_array_size(stops)) json_object_set(body, "stop", stops);
+    if (save_state) {
+        json_object_set_new(body, "save_state", json_pack("{s:s}", "name", save_state));
+    }
+    int stream = !no_stream && !o.json;
+    json_object_set_new(body, "stream", json_boolean(stream));
+    if (cli_conn_init(&conn, &o)) {
+        rc = cli_usage("generate", "%s", ss_errmsg());
+        goto out;
+    }
+    char *req = json_dumps(body, JSON_COMPACT);
+    if (!req) goto out;
+    cli_req rq = {.method = "POST",
+                  .path = "/v1/generate",
+                  .content_type = "application/json",
+                  .body = req,
+                  .body_len = strlen(req),
+                  .sink = stream ? sse_feed : NULL,
+                  .sink_user = &s};
+    ss_err e = cli_http(&conn, &rq, &resp);
+    free(req);
+    if (e) {
+        if (s.wrote) fputc('\n', stdout);
+        rc = cli_fail("generate");
+        goto out;
+    }
+    const json_t *fin;
+    if (stream) {
+        if (s.len) sse_line(&s, s.line, s.len); /* a last line without its newline */
+        if (s.dlen && sse_event(&s)) {
+            rc = cli_fail("generate");
+            goto out;
+        }
+        if (!s.done && !s.final) {
+            ss_fail(SS_ERR_IO, "the stream ended before the generation finished");
+            if (s.wrote) fputc('\n', stdout);
+            rc = cli_fail("generate");
+            goto out;
+        }
+        if (s.wrote && isatty(STDOUT_FILENO) && s.last != '\n') fputc('\n', stdout);
+        fin = s.final;
+    } else {
+        json_error_t je;
+        reply = json_loadb(resp.body ? resp.body : "", resp.len, 0, &je);
+        if (!reply) {
+            ss_fail(SS_ERR_FORMAT, "the reply is not JSON: %s", je.text);
+            rc = cli_fail("generate");
+            goto out;
+        }
+        if (o.json) {
+            cli_print_json(reply);
+        } else {
+            const char *t = json_string_value(json_object_get(reply, "text"));
+            size_t n = json_string_length(json_object_get(reply, "text"));
+            fwrite(t ? t : "", 1, n, stdout);
+            if (isatty(STDOUT_FILENO) && n && t[n - 1] != '\n') fputc('\n', stdout);
+        }
+        fin = reply;
+    }
+    fflush(stdout);
+    if (!o.json) {
+        json_t *st = json_object_get(fin, "state");
+        const char *sid = json_string_value(json_object_get(st, "id"));
+        if (save_state && sid) fprintf(stderr, "statesoup: saved state %s (%s)\n", save_state, sid);
+        if (verbose) {
+            json_t *u = json_object_get(fin, "usage");
+            fprintf(stderr,
+                    "finish: %s; prompt %" JSON_INTEGER_FORMAT " tokens, generated "
+                    "%" JSON_INTEGER_FORMAT " tokens\n",
+                    json_string_value(json_object_get(fin, "finish_reason")),
+                    json_integer_value(json_object_get(u, "prompt_tokens")),
+                    json_integer_value(json_object_get(u, "completion_tokens")));
+        }
+    }
+    rc = CLI_OK;
+    goto out;
+usage:
+    rc = CLI_USAGE;
+out:
+    free(s.line);
+    free(s.data);
+    json_decref(s.final);
+    free(text);
+    json_decref(reply);
+    cli_resp_free(&resp);
+    json_decref(pv);
+    json_decref(stops);
+    json_decref(body);
+    cli_conn_free(&conn);
+    return rc;
+}
+
+/* ---- score ----------------------------------------------------------------------------------- */
+
+static const char score_help[] =
+    "usage: statesoup score [--state S | --merge A=W,B=W] [--context TEXT] --continuation TEXT\n"
+    "\n"
+    "The log-likelihood of a continuation after a context, fed from a starting state: the State\n"
+    "Soup metric. Prints the number of scored tokens, the sum of their log-probabilities (nats)\n"
+    "and the perplexity; --verbose adds each token's log-probability. The first token's is '-'\n"
+    "when nothing predicts it (no context and no starting state).\n"
+    "\n"
+    "  --state NAME|ID          start from a stored state (default: the zero state)\n"
+    "  --merge A=W,B=W          start from sum W*state, computed on the fly, not stored\n"
+    "  --context TEXT           text fed before the continuation (not scored)\n"
+    "  --context-file FILE      ... read from FILE ('-' for stdin)\n"
+    "  --context-tokens IDS     ... as token ids, e.g. 1,2,3\n"
+    "  --continuation TEXT      the text to score (required: this, -file or -tokens)\n"
+    "  --continuation-file FILE\n"
+    "  --continuation-tokens IDS\n"
+    "  -v, --verbose            per-token log-probabilities\n" CLI_CONN_HELP
+    "\n"
+    "example:\n"
+    "  statesoup score --merge dict-a=0.5,dict-b=0.5 --context 'Query:\\napple =' \\\n"
+    "      --continuation ' red'\n";
+
+enum { OPT_CONTEXT_FILE = OPT_LOCAL_ONLY + 1, OPT_CONTINUATION_FILE };
+
+int cmd_score(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"state", required_argument, NULL, OPT_STATE},
+        {"merge", required_argument, NULL, OPT_MERGE},
+        {"context", required_argument, NULL, OPT_CONTEXT},
+        {"context-file", required_argument, NULL, OPT_CONTEXT_FILE},
+        {"context-tokens", required_argument, NULL, OPT_CONTEXT_TOKENS},
+        {"continuation", required_argument, NULL, OPT_CONTINUATION},
+        {"continuation-file", required_argument, NULL, OPT_CONTINUATION_FILE},
+        {"continuation-tokens", required_argument, NULL, OPT_CONTINUATION_TOKENS},
+        {"verbose", no_argument, NULL, 'v'},
+        CLI_CONN_OPTIONS,
+        {NULL, 0, NULL, 0},
+    };
+    cli_common o = {0};
+    const char *state = NULL, *merge = NULL, *ctx = NULL, *ctx_file = NULL, *ctx_tok = NULL;
+    const char *cont = NULL, *cont_file = NULL, *cont_tok = NULL;
+    int c, rc = CLI_FAIL, verbose = 0;
+    cli_conn conn = {0};
+    json_t *body = json_object(), *cv = NULL, *kv = NULL, *reply = NULL;
+
+    if (!body) goto out;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "hv", opts, NULL)) != -1) {
+        if (cli_common_opt(&o, c, optarg)) continue;
+        switch (c) {
+        case OPT_STATE: state = optarg; break;
+        case OPT_MERGE: merge = optarg; break;
+        case OPT_CONTEXT: ctx = optarg; break;
+        case OPT_CONTEXT_FILE: ctx_file = optarg; break;
+        case OPT_CONTEXT_TOKENS: ctx_tok = optarg; break;
+        case OPT_CONTINUATION: cont = optarg; break;
+        case OPT_CONTINUATION_FILE: cont_file = optarg; break;
+        case OPT_CONTINUATION_TOKENS: cont_tok = optarg; break;
+        case 'v': verbose = 1; break;
+        case 'h':
+            fputs(score_help, stdout);
+            rc = CLI_OK;
+            goto out;
+        default: rc = cli_bad_option("score"); goto out;
+        }
+    }
+    if (optind < argc) {
+        rc = cli_usage("score", "unexpected argument '%s'", argv[optind]);
+        goto out;
+    }
+    if ((rc = add_start("score", body, state, merge))) goto out;
+    if ((rc = prompt_value("score", "context", ctx, ctx_file, ctx_tok, &cv))) goto out;
+    if ((rc = prompt_value("score", "continuation", cont, cont_file, cont_tok, &kv))) goto out;
+    if (!kv) {
+        rc = cli_usage("score", "give the text to score: --continuation TEXT (or -file, -tokens)");
+        goto out;
+    }
+    if (cv) json_object_set(body, "context", cv);
+    json_object_set(body, "continuation", kv);
+    if (cli_conn_init(&conn, &o)) {
+        rc = cli_usage("score", "%s", ss_errmsg());
+        goto out;
+    }
+    rc = CLI_FAIL;
+    if (cli_http_json(&conn, "POST", "/v1/score", body, &reply)) {
+        rc = cli_fail("score");
+        goto out;
+    }
+    if (o.json) {
+        cli_print_json(reply);
+    } else {
+        json_t *ppl = json_object_get(reply, "perplexity");
+        printf("tokens       %" JSON_INTEGER_FORMAT "\n",
+               json_integer_value(json_object_get(reply, "n_tokens")));
+        printf("logprob_sum  %.6f\n", json_number_value(json_object_get(reply, "logprob_sum")));
+        if (json_is_number(ppl)) {
+            printf("perplexity   %.6g\n", json_number_value(ppl));
+        } else {
+            printf("perplexity   -\n");
+        }
+        if (verbose) {
+            size_t i;
+            json_t *lp;
+            json_array_foreach(json_object_get(reply, "token_logprobs"), i, lp) {
+                if (json_is_number(lp)) {
+                    printf("  [%zu] %.6f\n", i, json_number_value(lp));
+                } else {
+                    printf("  [%zu] -\n", i);
+                }
+            }
+        }
+    }
+    rc = CLI_OK;
+out:
+    json_decref(reply);
+    json_decref(kv);
+    json_decref(cv);
+    json_decref(body);
+    cli_conn_free(&conn);
+    return rc;
+}
+
+/* ---- models and health ----------------------------------------------------------------------- */
+
+static const char models_help[] =
+    "usage: statesoup models [--url URL] [--json]\n"
+    "\n"
+    "The model the daemon serves: id, architecture, layers, d_model, vocabulary, the size of one\n"
+    "state and the fingerprint that stored states are checked against.\n"
+    "\n" CLI_CONN_HELP
+    "\n"
+    "example:\n"
+    "  statesoup models --url http://127.0.0.1:8080\n";
+
+int cmd_models(int argc, char **argv)
+{
+    static const struct option opts[] = {CLI_CONN_OPTIONS, {NULL, 0, NULL, 0}};
+    static const char *const head[] = {"ID", "ARCHITECTURE", "LAYERS", "D_MODEL", "VOCAB",
+                                       "STATE", "FINGERPRINT"};
+    static const int right[] = {0, 0, 1, 1, 1, 1, 0};
+    cli_common o = {0};
+    int c, rc = CLI_FAIL;
+    cli_conn conn = {0};
+    json_t *reply = NULL;
+    cli_table *t = NULL;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (cli_common_opt(&o, c, optarg)) continue;
+        if (c == 'h') {
+            fputs(models_help, stdout);
+            return CLI_OK;
+        }
+        return cli_bad_option("models");
+    }
+    if (optind < argc) return cli_usage("models", "unexpected argument '%s'", argv[optind]);
+    if (cli_conn_init(&conn, &o)) return cli_usage("models", "%s", ss_errmsg());
+    if (cli_http_json(&conn, "GET", "/v1/models", NULL, &reply)) {
+        rc = cli_fail("models");
+        goto out;
+    }
+    if (o.json) {
+        cli_print_json(reply);
+        rc = CLI_OK;
+        goto out;
+    }
+    if (!(t = cli_table_new(7, head, right))) goto out;
+    size_t i;
+    json_t *mj;
+    json_array_foreach(json_object_get(reply, "data"), i, mj) {
+        char nl[24], dm[24], vs[24], sb[32];
+        snprintf(nl, sizeof nl, "%" JSON_INTEGER_FORMAT,
+                 json_integer_value(json_object_get(mj, "n_layer")));
+        snprintf(dm, sizeof dm, "%" JSON_INTEGER_FORMAT,
+                 json_integer_value(json_object_get(mj, "d_model")));
+        snprintf(vs, sizeof vs, "%" JSON_INTEGER_FORMAT,
+                 json_integer_value(json_object_get(mj, "vocab_size")));
+        cli_human_bytes((uint64_t)json_integer_value(json_object_get(mj, "state_bytes")), sb,
+                        sizeof sb);
+        const char *row[] = {json_string_value(json_object_get(mj, "id")),
+                             json_string_value(json_object_get(mj, "architecture")),
+                             nl, dm, vs, sb,
+                             json_string_value(json_object_get(mj, "fingerprint"))};
+        cli_table_add(t, row);
+    }
+    cli_table_print(t);
+    rc = CLI_OK;
+out:
+    cli_table_free(t);
+    json_decref(reply);
+    cli_conn_free(&conn);
+    return rc;
+}
+
+static const char health_help[] =
+    "usage: statesoup health [--url URL] [--json]\n"
+    "\n"
+    "Ask the daemon whether it is ready (GET /healthz): prints 'ok' and exits 0 once the model is\n"
+    "loaded; exits 1 while it is still loading or when nothing answers at URL.\n"
+    "\n" CLI_CONN_HELP
+    "\n"
+    "example:\n"
+    "  until statesoup health; do sleep 1; done\n";
+
+int cmd_health(int argc, char **argv)
+{
+    static const struct option opts[] = {CLI_CONN_OPTIONS, {NULL, 0, NULL, 0}};
+    cli_common o = {0};
+    int c, rc = CLI_FAIL;
+    cli_conn conn = {0};
+    json_t *reply = NULL;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (cli_common_opt(&o, c, optarg)) continue;
+        if (c == 'h') {
+            fputs(health_help, stdout);
+            return CLI_OK;
+        }
+        return cli_bad_option("health");
+    }
+    if (optind < argc) return cli_usage("health", "unexpected argument '%s'", argv[optind]);
+    if (cli_conn_init(&conn, &o)) return cli_usage("health", "%s", ss_errmsg());
+    if (cli_http_json(&conn, "GET", "/healthz", NULL, &reply)) {
+        rc = cli_fail("health");
+        goto out;
+    }
+    if (o.json) {
+        cli_print_json(reply);
+    } else {
+        const char *st = json_string_value(json_object_get(reply, "status"));
+        printf("%s\n", st ? st : "ok");
+    }
+    rc = CLI_OK;
+out:
+    json_decref(reply);
+    cli_conn_free(&conn);
+    return rc;
+}
