@@ -4,14 +4,12 @@
  * the order that lets every request finish cleanly: stop accepting, let running jobs end (up to
  * a deadline), detach and close the engine (which wakes every parked request), stop HTTP.
  *
- * Signals are blocked in every thread and taken by one thread with sigwait(): a signal during a
- * long model load ends the process at once (the catalog is crash-safe), afterwards it starts the
- * graceful shutdown.
+ * SIGINT/SIGTERM during a long model load end the process at once (the catalog is crash-safe);
+ * afterwards they start the graceful shutdown.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -192,26 +190,25 @@ static int parse_args(int argc, char **argv, options *o)
 
 /* ---- signals ------------------------------------------------------------------------------ */
 
-static sigset_t sig_set;
-static atomic_int loaded;
-static pthread_mutex_t sig_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t sig_cv = PTHREAD_COND_INITIALIZER;
-static int sig_got;
+/*
+ * Threads started before main() (OpenBLAS's pool) do not inherit a signal mask we set, so
+ * SIGINT/SIGTERM are caught with a handler: while loading it ends the process (the catalog is
+ * crash-safe), afterwards it writes a byte to a pipe the main thread waits on (self-pipe trick).
+ */
+static int sig_pipe[2] = {-1, -1};
+static volatile sig_atomic_t loaded;
 
-static void *signal_thread(void *arg)
+static void on_signal(int sig)
 {
-    (void)arg;
-    int sig = 0;
-    sigwait(&sig_set, &sig);
-    if (!atomic_load(&loaded)) {
-        fprintf(stderr, "statesoupd: %s while loading; exiting\n", strsignal(sig));
+    if (!loaded) {
+        static const char msg[] = "statesoupd: interrupted while loading; exiting\n";
+        ssize_t w = write(2, msg, sizeof msg - 1);
+        (void)w;
         _exit(1);
     }
-    pthread_mutex_lock(&sig_mu);
-    sig_got = sig;
-    pthread_cond_signal(&sig_cv);
-    pthread_mutex_unlock(&sig_mu);
-    return NULL;
+    unsigned char c = (unsigned char)sig;
+    ssize_t w = write(sig_pipe[1], &c, 1);
+    (void)w;
 }
 
 static void progress(void *user, const char *phase, uint64_t done, uint64_t total)
@@ -259,20 +256,17 @@ int main(int argc, char **argv)
     ss_engine *engine = NULL;
     ss_err err;
     char tok_path[4096], name_buf[4096];
-    pthread_t sig_thread;
     if (!parse_args(argc, argv, &o)) return 2;
 
-    /* Block the signals everywhere (threads inherit the mask); one thread takes them. */
-    sigemptyset(&sig_set);
-    sigaddset(&sig_set, SIGINT);
-    sigaddset(&sig_set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &sig_set, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    if (pthread_create(&sig_thread, NULL, signal_thread, NULL) != 0) {
-        fprintf(stderr, "statesoupd: cannot start the signal thread\n");
+    if (pipe(sig_pipe) != 0) {
+        fprintf(stderr, "statesoupd: pipe: %s\n", strerror(errno));
         return 1;
     }
-    pthread_detach(sig_thread);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
 
     fprintf(stderr, "statesoupd %s: OpenBLAS core %s\n", "0.1.0", ss_blas_core_name());
     if ((err = ss_metrics_new(&metrics))) goto fail;
@@ -337,13 +331,12 @@ int main(int argc, char **argv)
     ep.prefill_chunk = o.prefill_chunk;
     if ((err = ss_engine_open(&engine, model, &ep))) goto fail;
     ss_api_attach(api, model, tok, store, engine);
-    atomic_store(&loaded, 1);
+    loaded = 1;
     fprintf(stderr, "statesoupd: ready\n");
 
-    pthread_mutex_lock(&sig_mu);
-    while (!sig_got) pthread_cond_wait(&sig_cv, &sig_mu);
-    int sig = sig_got;
-    pthread_mutex_unlock(&sig_mu);
+    unsigned char sig = 0;
+    while (read(sig_pipe[0], &sig, 1) < 0 && errno == EINTR) {
+    }
     fprintf(stderr, "statesoupd: %s: shutting down\n", strsignal(sig));
 
     /* Stop accepting; give running jobs a moment to finish, then cancel the rest. */
@@ -369,6 +362,10 @@ out:
     ss_model_close(model);
     ss_api_free(api);
     ss_metrics_free(metrics);
+    if (sig_pipe[0] >= 0) {
+        close(sig_pipe[0]);
+        close(sig_pipe[1]);
+    }
     if (rc == 0) fprintf(stderr, "statesoupd: stopped\n");
     return rc;
 }
