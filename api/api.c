@@ -162,8 +162,8 @@ ss_err api_tokens(ss_api *a, const json_t *v, const char *what, int32_t **ids, i
                            "statesoupd with --tokenizer",
                            what);
         size_t nn = 0;
-        ss_err err = ss_tokenizer_encode(a->tok, json_string_value(v), json_string_length(v), ids,
-                                         &nn);
+        ss_err err =
+            ss_tokenizer_encode(a->tok, json_string_value(v), json_string_length(v), ids, &nn);
         if (err) return err;
         if (nn > INT32_MAX / 2) {
             free(*ids);
@@ -200,8 +200,8 @@ ss_err api_tokens(ss_api *a, const json_t *v, const char *what, int32_t **ids, i
         json_int_t id = json_integer_value(t);
         if (id < 0 || id >= a->info->vocab_size) {
             free(out);
-            return ss_fail(SS_ERR_INVALID, "%s[%zu] = %lld is outside the vocabulary [0, %d)",
-                           what, i, (long long)id, a->info->vocab_size);
+            return ss_fail(SS_ERR_INVALID, "%s[%zu] = %lld is outside the vocabulary [0, %d)", what,
+                           i, (long long)id, a->info->vocab_size);
         }
         out[i] = (int32_t)id;
     }
@@ -237,8 +237,10 @@ ss_err api_save_parse(ss_api *a, json_t *o, api_save *s)
         json_t *t;
         json_array_foreach(tags, i, t)
         {
-            if (!json_is_string(t)) err = ss_fail(SS_ERR_FORMAT, "tags[%zu] is not a string", i);
-            else err = ss_store_check_tag(json_string_value(t));
+            if (!json_is_string(t))
+                err = ss_fail(SS_ERR_FORMAT, "tags[%zu] is not a string", i);
+            else
+                err = ss_store_check_tag(json_string_value(t));
             if (err) {
                 api_save_free(s);
                 return err;
@@ -336,8 +338,9 @@ static ss_err combine_cb(void *user, const void *const *blobs, const size_t *len
     }
     for (int i = 0; i < n; i++) {
         if (lens[i] != bytes) {
-            err = ss_fail(SS_ERR_MISMATCH, "merge source %d holds %zu bytes; this model's states "
-                                           "have %zu",
+            err = ss_fail(SS_ERR_MISMATCH,
+                          "merge source %d holds %zu bytes; this model's states "
+                          "have %zu",
                           i, lens[i], bytes);
             goto out;
         }

@@ -76,8 +76,8 @@ void api_h_models(void *app, ss_http_req *r)
         i->d_inner, "d_state", i->d_state, "conv_kernel", i->conv_kernel, "vocab_size",
         i->vocab_size, "state_bytes", (json_int_t)i->state_bytes, "dtype", i->dtype, "n_params",
         (json_int_t)i->n_params, "n_active_params", (json_int_t)i->n_active_params, "tokenizer",
-        a->tok != NULL, "created", (json_int_t)0, "eos_token_id", i->eos_token_id,
-        "bos_token_id", i->bos_token_id);
+        a->tok != NULL, "created", (json_int_t)0, "eos_token_id", i->eos_token_id, "bos_token_id",
+        i->bos_token_id);
     api_json(r, 200, json_pack("{s:s,s:[o]}", "object", "list", "data", m));
 }
 
@@ -100,8 +100,8 @@ void api_h_tokenize(void *app, ss_http_req *r)
                       "no tokenizer loaded: start statesoupd with --tokenizer to tokenize text");
         goto out;
     }
-    if ((err = ss_tokenizer_encode(a->tok, json_string_value(text), json_string_length(text),
-                                   &ids, &n)))
+    if ((err = ss_tokenizer_encode(a->tok, json_string_value(text), json_string_length(text), &ids,
+                                   &n)))
         goto out;
     json_t *arr = json_array();
     for (size_t i = 0; arr && i < n; i++) json_array_append_new(arr, json_integer(ids[i]));
@@ -332,8 +332,8 @@ void api_h_states_import(void *app, ss_http_req *r)
         goto out;
     }
     if ((err = ss_state_new(a->model, &st))) goto out;
-    if ((err = ss_state_import(a->model, (const uint8_t *)body, len, ss_state_data(st),
-                               &meta_text)))
+    if ((err =
+             ss_state_import(a->model, (const uint8_t *)body, len, ss_state_data(st), &meta_text)))
         goto out;
     /* Keep what the exporting daemon knew: n_tokens, parents and metadata of its record. */
     meta = json_loads(meta_text ? meta_text : "{}", 0, NULL);

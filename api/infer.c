@@ -32,8 +32,8 @@ struct infer;
 typedef struct choice {
     struct infer *inf;
     int index;
-    ss_job *job;  /* set by submit / on_done; freed with the context */
-    int done;     /* on_done ran (inf->mu) */
+    ss_job *job;     /* set by submit / on_done; freed with the context */
+    int done;        /* on_done ran (inf->mu) */
     int32_t *prompt; /* [n_prompt] (SCORE: the context) */
     int n_prompt;
     char *prompt_text; /* completions with echo: the prompt as text */
@@ -43,7 +43,7 @@ typedef struct choice {
     api_stop stop;
     char *text; /* emitted text, NUL-terminated */
     size_t text_len, text_cap;
-    size_t streamed; /* bytes of text already sent as events */
+    size_t streamed;  /* bytes of text already sent as events */
     int32_t *top_ids; /* [max_tokens + 1, n_logprobs] */
     float *top_lps;
     int oom;
@@ -125,7 +125,8 @@ static infer *infer_new(ss_api *a, ss_http_req *r, endpoint ep)
 
 /* ---- JSON pieces --------------------------------------------------------------------------- */
 
-/* A JSON string from UTF-8 bytes; "" if they are not valid UTF-8 (cannot happen for detok output). */
+/* A JSON string from UTF-8 bytes; "" if they are not valid UTF-8 (cannot happen for detok output).
+ */
 static json_t *jstr(const char *s, size_t n)
 {
     json_t *j = json_stringn(s ? s : "", s ? n : 0);
@@ -159,17 +160,16 @@ static const char *finish_name(ss_finish f, int openai)
 /* /v1/generate logprobs entry for generated token i of choice c. */
 static json_t *gen_logprob(infer *inf, const choice *c, const ss_job_result *res, int i)
 {
-    json_t *o = json_pack("{s:i,s:o,s:o}", "token", res->tokens[i], "text",
-                          token_text(inf->a, res->tokens[i]), "logprob",
-                          api_real(res->logprobs[i]));
+    json_t *o =
+        json_pack("{s:i,s:o,s:o}", "token", res->tokens[i], "text",
+                  token_text(inf->a, res->tokens[i]), "logprob", api_real(res->logprobs[i]));
     if (o && inf->n_logprobs > 0 && c->top_ids) {
         json_t *top = json_array();
         for (int k = 0; top && k < inf->n_logprobs; k++) {
             int32_t id = c->top_ids[(size_t)i * inf->n_logprobs + k];
-            json_array_append_new(top, json_pack("{s:i,s:o,s:o}", "token", id, "text",
-                                                 token_text(inf->a, id), "logprob",
-                                                 api_real(c->top_lps[(size_t)i * inf->n_logprobs +
-                                                                     k])));
+            json_array_append_new(
+                top, json_pack("{s:i,s:o,s:o}", "token", id, "text", token_text(inf->a, id),
+                               "logprob", api_real(c->top_lps[(size_t)i * inf->n_logprobs + k])));
         }
         json_object_set_new(o, "top_logprobs", top);
     }
@@ -272,11 +272,10 @@ static int on_token(void *user, const ss_token_event *ev)
                 if (ev->n_top > 0) {
                     json_t *top = json_array();
                     for (int k = 0; top && k < ev->n_top; k++)
-                        json_array_append_new(top, json_pack("{s:i,s:o,s:o}", "token",
-                                                             ev->top_ids[k], "text",
-                                                             token_text(inf->a, ev->top_ids[k]),
-                                                             "logprob",
-                                                             api_real(ev->top_logprobs[k])));
+                        json_array_append_new(top,
+                                              json_pack("{s:i,s:o,s:o}", "token", ev->top_ids[k],
+                                                        "text", token_text(inf->a, ev->top_ids[k]),
+                                                        "logprob", api_real(ev->top_logprobs[k])));
                     json_object_set_new(j, "top_logprobs", top);
                 }
             }
@@ -295,12 +294,12 @@ static int on_token(void *user, const ss_token_event *ev)
                 json_decref(lp);
                 lp = json_pack("{s:[o],s:[o],s:[o],s:[I]}", "tokens", token_text(inf->a, id),
                                "token_logprobs", api_real(l), "top_logprobs",
-                               ev->n_top > 0 ? top : (json_decref(top), json_null()),
-                               "text_offset", (json_int_t)before);
+                               ev->n_top > 0 ? top : (json_decref(top), json_null()), "text_offset",
+                               (json_int_t)before);
             }
-            j = completion_chunk(inf, json_pack("[{s:o,s:i,s:o,s:n}]", "text", jstr(nt, nn),
-                                                "index", c->index, "logprobs", lp,
-                                                "finish_reason"));
+            j = completion_chunk(inf,
+                                 json_pack("[{s:o,s:i,s:o,s:n}]", "text", jstr(nt, nn), "index",
+                                           c->index, "logprobs", lp, "finish_reason"));
         }
         c->streamed = c->text_len;
         if (sse_send(inf->req, j) < 0) return -1;
@@ -317,8 +316,7 @@ static void on_done(void *user, ss_job *job)
     if (!c->stop.matched && c->detok) {
         size_t n = 0;
         const char *tail = ss_detok_flush(c->detok, &n);
-        if (tail && n &&
-            api_stop_push(&c->stop, tail, n, &c->text, &c->text_len, &c->text_cap) < 0)
+        if (tail && n && api_stop_push(&c->stop, tail, n, &c->text, &c->text_len, &c->text_cap) < 0)
             c->oom = 1;
     }
     if (api_stop_flush(&c->stop, &c->text, &c->text_len, &c->text_cap) < 0) c->oom = 1;
@@ -420,8 +418,8 @@ static void answer_generate(infer *inf, ss_http_req *r)
         if (!inf->stream) {
             api_fail(r, err);
         } else {
-            sse_send(r, json_pack("{s:{s:s,s:s}}", "error", "code",
-                                  ss_err_name(err), "message", ss_errmsg()));
+            sse_send(r, json_pack("{s:{s:s,s:s}}", "error", "code", ss_err_name(err), "message",
+                                  ss_errmsg()));
             ss_http_stream_write(r, "data: [DONE]\n\n", 14);
             ss_http_stream_end(r);
         }
@@ -434,26 +432,31 @@ static void answer_generate(infer *inf, ss_http_req *r)
                               jstr(c->text ? c->text + c->streamed : "", c->text_len - c->streamed),
                               "finish_reason", finish_name(res->finish, 0), "usage", usage,
                               "timings", timings(res));
-        if (j && rec) json_object_set_new(j, "state", rec);
-        else json_decref(rec);
+        if (j && rec)
+            json_object_set_new(j, "state", rec);
+        else
+            json_decref(rec);
         sse_send(r, j);
         ss_http_stream_write(r, "data: [DONE]\n\n", 14);
         ss_http_stream_end(r);
         return;
     }
     json_t *toks = json_array();
-    for (int i = 0; i < res->n_generated; i++) json_array_append_new(toks, json_integer(res->tokens[i]));
-    json_t *j = json_pack("{s:o,s:o,s:s,s:o,s:o,s:s}", "text", jstr(c->text, c->text_len),
-                          "tokens", toks, "finish_reason", finish_name(res->finish, 0), "usage",
-                          usage, "timings", timings(res), "model", inf->a->model_name);
+    for (int i = 0; i < res->n_generated; i++)
+        json_array_append_new(toks, json_integer(res->tokens[i]));
+    json_t *j = json_pack("{s:o,s:o,s:s,s:o,s:o,s:s}", "text", jstr(c->text, c->text_len), "tokens",
+                          toks, "finish_reason", finish_name(res->finish, 0), "usage", usage,
+                          "timings", timings(res), "model", inf->a->model_name);
     if (j && inf->want_logprobs) {
         json_t *lp = json_array();
         for (int i = 0; lp && i < res->n_generated; i++)
             json_array_append_new(lp, gen_logprob(inf, c, res, i));
         json_object_set_new(j, "logprobs", lp);
     }
-    if (j && rec) json_object_set_new(j, "state", rec);
-    else json_decref(rec);
+    if (j && rec)
+        json_object_set_new(j, "state", rec);
+    else
+        json_decref(rec);
     api_json(r, 200, j);
 }
 
@@ -480,10 +483,10 @@ static void answer_completions(infer *inf, ss_http_req *r)
         n_gen += res->n_generated;
         const char *fin = finish_name(res->finish, 1);
         if (inf->stream) {
-            json_t *ch = json_pack("{s:o,s:i,s:n,s:s}", "text",
-                                   jstr(c->text ? c->text + c->streamed : "",
-                                        c->text_len - c->streamed),
-                                   "index", c->index, "logprobs", "finish_reason", fin);
+            json_t *ch =
+                json_pack("{s:o,s:i,s:n,s:s}", "text",
+                          jstr(c->text ? c->text + c->streamed : "", c->text_len - c->streamed),
+                          "index", c->index, "logprobs", "finish_reason", fin);
             sse_send(r, completion_chunk(inf, json_pack("[o]", ch)));
             continue;
         }
@@ -493,10 +496,9 @@ static void answer_completions(infer *inf, ss_http_req *r)
         if (echo_len) memcpy(full, c->prompt_text, echo_len);
         if (c->text_len) memcpy(full + echo_len, c->text, c->text_len);
         full[echo_len + c->text_len] = '\0';
-        json_t *lp = inf->want_logprobs
-                         ? openai_logprobs(inf, c, res->tokens, res->logprobs, 0, res->n_generated,
-                                           echo_len)
-                         : json_null();
+        json_t *lp = inf->want_logprobs ? openai_logprobs(inf, c, res->tokens, res->logprobs, 0,
+                                                          res->n_generated, echo_len)
+                                        : json_null();
         json_array_append_new(choices, json_pack("{s:o,s:i,s:o,s:s}", "text",
                                                  jstr(full, echo_len + c->text_len), "index",
                                                  c->index, "logprobs", lp, "finish_reason", fin));
@@ -507,16 +509,20 @@ static void answer_completions(infer *inf, ss_http_req *r)
     if (inf->stream) {
         json_decref(choices);
         json_t *last = completion_chunk(inf, json_array());
-        if (last) json_object_set_new(last, "usage", usage);
-        else json_decref(usage);
+        if (last)
+            json_object_set_new(last, "usage", usage);
+        else
+            json_decref(usage);
         sse_send(r, last);
         ss_http_stream_write(r, "data: [DONE]\n\n", 14);
         ss_http_stream_end(r);
         return;
     }
     json_t *j = completion_chunk(inf, choices);
-    if (j) json_object_set_new(j, "usage", usage);
-    else json_decref(usage);
+    if (j)
+        json_object_set_new(j, "usage", usage);
+    else
+        json_decref(usage);
     api_json(r, 200, j);
 }
 

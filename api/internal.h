@@ -13,9 +13,9 @@
 
 #include "ss_api.h"
 
-#define API_N_ROUTES 16
+#define API_N_ROUTES    16
 #define API_MAX_SOURCES 64 /* most states in one merge */
-#define API_MAX_STOPS 16
+#define API_MAX_STOPS   16
 
 struct ss_api {
     ss_api_params p;
@@ -81,8 +81,8 @@ ss_err api_save_state(ss_api *a, const api_save *s, const float *data, long long
 /* ---- starting states ----------------------------------------------------------------------- */
 
 typedef struct api_start {
-    ss_state *st;    /* NULL: the zero state */
-    int has_hidden;  /* final_hidden is not all zeros */
+    ss_state *st;   /* NULL: the zero state */
+    int has_hidden; /* final_hidden is not all zeros */
     long long n_tokens;
     json_t *parents; /* [{id, weight}] or NULL */
 } api_start;

@@ -27,10 +27,10 @@
 typedef struct ss_api ss_api;
 
 typedef struct ss_api_params {
-    size_t max_body;       /* the daemon's body limit (imports may take one state file more) */
-    int max_tokens;        /* most tokens one request may generate */
+    size_t max_body;        /* the daemon's body limit (imports may take one state file more) */
+    int max_tokens;         /* most tokens one request may generate */
     const char *model_name; /* served as the model's id (e.g. the model folder's name) */
-    ss_metrics *metrics;   /* not owned; may be NULL */
+    ss_metrics *metrics;    /* not owned; may be NULL */
 } ss_api_params;
 
 /* Create the API (not ready: every endpoint but /healthz and /metrics answers 503). */

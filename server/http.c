@@ -35,9 +35,9 @@
 #include "metrics.h"
 #include "ss_util.h"
 
-#define MAX_PARAMS 4
+#define MAX_PARAMS  4
 #define MAX_HEADERS 8
-#define MAX_QUERY 16
+#define MAX_QUERY   16
 
 typedef struct api_key {
     char *key;
@@ -53,7 +53,7 @@ struct ss_http {
     atomic_int stopping;
     int quiesced;
     MHD_socket listen_fd; /* handed back by MHD_quiesce_daemon; closed after MHD_stop_daemon */
-    pthread_mutex_t mu; /* guards the list of live requests */
+    pthread_mutex_t mu;   /* guards the list of live requests */
     ss_http_req *live;
 };
 
@@ -75,7 +75,7 @@ struct ss_http_req {
     ss_http_scope scope;
     char rid[72];
     int64_t t0;
-    int started;   /* the handler ran */
+    int started; /* the handler ran */
     int status;
     int responded;
     int n_headers;
@@ -94,7 +94,7 @@ struct ss_http_req {
     int streaming;
     char *sbuf; /* queued stream bytes [soff, slen) */
     size_t slen, scap, soff;
-    int send;   /* stream ended by the writer */
+    int send; /* stream ended by the writer */
 
     ss_http_req *prev, *next; /* live list */
 };
@@ -526,7 +526,8 @@ static const ss_http_route *route(ss_http_req *r)
         const ss_http_route *rt = &h->p.routes[i];
         if (!match(rt->pattern, r->path, NULL)) continue;
         if (strcmp(rt->method, r->method) != 0) {
-            if (!strstr(allow, rt->method) && strlen(allow) + strlen(rt->method) + 3 < sizeof allow) {
+            if (!strstr(allow, rt->method) &&
+                strlen(allow) + strlen(rt->method) + 3 < sizeof allow) {
                 if (allow[0]) strcat(allow, ", ");
                 strcat(allow, rt->method);
             }
@@ -598,8 +599,8 @@ static int check_body(ss_http_req *r)
     r->body_max = rt->max_body ? rt->max_body : r->h->p.max_body;
     if (rt->body != SS_HTTP_BODY_NONE) {
         const char *ct = ss_http_header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
-        const char *want = rt->body == SS_HTTP_BODY_JSON ? "application/json"
-                                                         : "application/octet-stream";
+        const char *want =
+            rt->body == SS_HTTP_BODY_JSON ? "application/json" : "application/octet-stream";
         if (ct && *ct) {
             size_t n = strlen(want);
             if (strncasecmp(ct, want, n) != 0 || (ct[n] && ct[n] != ';' && ct[n] != ' ')) {
@@ -797,8 +798,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     }
     if (r->over_fn) r->over_fn(r->user, aborted);
     pthread_mutex_lock(&h->mu);
-    if (r->prev) r->prev->next = r->next;
-    else h->live = r->next;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        h->live = r->next;
     if (r->next) r->next->prev = r->prev;
     pthread_mutex_unlock(&h->mu);
     ss_http_req_unref(r);
@@ -875,7 +878,8 @@ ss_err ss_http_start(ss_http **out, const ss_http_params *p)
 
     char port[16];
     snprintf(port, sizeof port, "%d", p->port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     int rc = getaddrinfo(p->host, port, &hints, &ai);
     if (rc != 0) {
@@ -885,13 +889,11 @@ ss_err ss_http_start(ss_http **out, const ss_http_params *p)
     }
     unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
-    h->d = MHD_start_daemon(flags, (uint16_t)p->port, NULL, NULL, on_access, h,
-                            MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(p->threads > 0 ? p->threads : 1),
-                            MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-                            MHD_OPTION_UNESCAPE_CALLBACK, unescape_none, NULL,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300,
-                            MHD_OPTION_END);
+    h->d = MHD_start_daemon(
+        flags, (uint16_t)p->port, NULL, NULL, on_access, h, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned)(p->threads > 0 ? p->threads : 1), MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_UNESCAPE_CALLBACK, unescape_none,
+        NULL, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_END);
     if (!h->d) {
         err = ss_fail(SS_ERR_IO, "cannot listen on %s:%d (address in use, or not ours?)", p->host,
                       p->port);

@@ -66,16 +66,16 @@ typedef struct ss_http_route {
 typedef void (*ss_http_abort_fn)(void *user, int aborted);
 
 typedef struct ss_http_params {
-    const char *host;      /* numeric address or name to bind ("127.0.0.1", "::1", "0.0.0.0") */
-    int port;              /* 0 = any free port (see ss_http_port) */
-    int threads;           /* size of the connection thread pool (>= 1) */
-    size_t max_body;       /* bytes; larger bodies are refused with 413 */
-    const char *api_keys;  /* path of the keys file, or NULL for no auth */
-    int log_requests;      /* one line per request on stderr */
+    const char *host;     /* numeric address or name to bind ("127.0.0.1", "::1", "0.0.0.0") */
+    int port;             /* 0 = any free port (see ss_http_port) */
+    int threads;          /* size of the connection thread pool (>= 1) */
+    size_t max_body;      /* bytes; larger bodies are refused with 413 */
+    const char *api_keys; /* path of the keys file, or NULL for no auth */
+    int log_requests;     /* one line per request on stderr */
     const ss_http_route *routes; /* not copied: must outlive the daemon */
     int n_routes;
-    void *app;             /* passed to every handler */
-    ss_metrics *metrics;   /* may be NULL; requests are counted there */
+    void *app;           /* passed to every handler */
+    ss_metrics *metrics; /* may be NULL; requests are counted there */
 } ss_http_params;
 
 /*
@@ -95,7 +95,8 @@ void ss_http_quiesce(ss_http *h);
  */
 void ss_http_stop(ss_http *h);
 
-/* ---- request accessors (HTTP thread, inside a handler or continuation) ------------------------ */
+/* ---- request accessors (HTTP thread, inside a handler or continuation) ------------------------
+ */
 
 const char *ss_http_method(const ss_http_req *r);
 /* The request path without the query string, as sent (still percent-encoded). */
@@ -123,7 +124,8 @@ void *ss_http_user(const ss_http_req *r);
 /* Called when the request is over (see ss_http_abort_fn). */
 void ss_http_on_over(ss_http_req *r, ss_http_abort_fn fn);
 
-/* ---- answers (HTTP thread) -------------------------------------------------------------------- */
+/* ---- answers (HTTP thread) --------------------------------------------------------------------
+ */
 
 /* Answer with `len` bytes of `body` (copied) and the given Content-Type. */
 void ss_http_respond(ss_http_req *r, int status, const char *content_type, const void *body,
@@ -144,7 +146,8 @@ int ss_http_responded(const ss_http_req *r);
 /* The status answered (0 while none). */
 int ss_http_status(const ss_http_req *r);
 
-/* ---- asynchronous answers --------------------------------------------------------------------- */
+/* ---- asynchronous answers ---------------------------------------------------------------------
+ */
 
 typedef void (*ss_http_cont)(void *app, ss_http_req *req, void *user);
 

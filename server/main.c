@@ -49,37 +49,39 @@ typedef struct options {
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: statesoupd [options]\n"
-            "\n"
-            "Serve a recurrent language model (Mamba family) over HTTP, with a durable catalog of\n"
-            "its hidden states (save, merge, export/import, generate and score from them).\n"
-            "The API is described in docs/api.md.\n"
-            "\n"
-            "  --model DIR           checkpoint folder (config.json + model.safetensors)\n"
-            "                        (default: models/demo-mamba1)\n"
-            "  --tokenizer FILE      tokenizer.json (default: DIR/tokenizer.json when it exists;\n"
-            "                        without one, token-id requests work and text requests get 400)\n"
-            "  --data DIR            folder of the state catalog, created if missing (default: ./data)\n"
-            "  --listen HOST:PORT    address to listen on (default: 127.0.0.1:8080); port 0 picks\n"
-            "                        a free port, printed in the \"listening on\" line.\n"
-            "                        IPv6: [::1]:8080\n"
-            "  --threads N           HTTP connection threads (default: 4)\n"
-            "  --compute-threads N   threads for the model's math (default: 0 = all cores)\n"
-            "  --api-keys FILE       require \"Authorization: Bearer KEY\"; the file has lines\n"
-            "                        \"KEY read\" or \"KEY write\" (read keys cannot create, merge,\n"
-            "                        import or delete states). Default: no auth.\n"
-            "  --max-body BYTES      largest request body accepted, else 413 (default: 64M;\n"
-            "                        suffixes K, M, G)\n"
-            "  --max-tokens N        most tokens one request may generate (default: 4096)\n"
-            "  --max-batch N         most sequences the engine runs together (default: 16)\n"
-            "  --max-queue N         most jobs waiting for the engine; beyond, 503 (default: 256)\n"
-            "  --prefill-chunk N     prompt tokens per engine step (default: 256)\n"
-            "  --store-max-bytes B   cap on the catalog's size, then 507 (default: the disk)\n"
-            "  --shutdown-timeout S  on SIGINT/SIGTERM, seconds to let running jobs finish\n"
-            "                        before cancelling them (default: 10)\n"
-            "  --quiet               do not log one line per request on stderr\n"
-            "  -h, --help            this text\n");
+    fprintf(
+        f,
+        "usage: statesoupd [options]\n"
+        "\n"
+        "Serve a recurrent language model (Mamba family) over HTTP, with a durable catalog of\n"
+        "its hidden states (save, merge, export/import, generate and score from them).\n"
+        "The API is described in docs/api.md.\n"
+        "\n"
+        "  --model DIR           checkpoint folder (config.json + model.safetensors)\n"
+        "                        (default: models/demo-mamba1)\n"
+        "  --tokenizer FILE      tokenizer.json (default: DIR/tokenizer.json when it exists;\n"
+        "                        without one, token-id requests work and text requests get 400)\n"
+        "  --data DIR            folder of the state catalog, created if missing (default: "
+        "./data)\n"
+        "  --listen HOST:PORT    address to listen on (default: 127.0.0.1:8080); port 0 picks\n"
+        "                        a free port, printed in the \"listening on\" line.\n"
+        "                        IPv6: [::1]:8080\n"
+        "  --threads N           HTTP connection threads (default: 4)\n"
+        "  --compute-threads N   threads for the model's math (default: 0 = all cores)\n"
+        "  --api-keys FILE       require \"Authorization: Bearer KEY\"; the file has lines\n"
+        "                        \"KEY read\" or \"KEY write\" (read keys cannot create, merge,\n"
+        "                        import or delete states). Default: no auth.\n"
+        "  --max-body BYTES      largest request body accepted, else 413 (default: 64M;\n"
+        "                        suffixes K, M, G)\n"
+        "  --max-tokens N        most tokens one request may generate (default: 4096)\n"
+        "  --max-batch N         most sequences the engine runs together (default: 16)\n"
+        "  --max-queue N         most jobs waiting for the engine; beyond, 503 (default: 256)\n"
+        "  --prefill-chunk N     prompt tokens per engine step (default: 256)\n"
+        "  --store-max-bytes B   cap on the catalog's size, then 507 (default: the disk)\n"
+        "  --shutdown-timeout S  on SIGINT/SIGTERM, seconds to let running jobs finish\n"
+        "                        before cancelling them (default: 10)\n"
+        "  --quiet               do not log one line per request on stderr\n"
+        "  -h, --help            this text\n");
 }
 
 /* "64M" -> bytes; 0 on a malformed value. */
@@ -90,10 +92,14 @@ static size_t parse_size(const char *s)
     unsigned long long v = strtoull(s, &end, 10);
     if (errno || end == s) return 0;
     unsigned long long mul = 1;
-    if (*end == 'K' || *end == 'k') mul = 1ull << 10;
-    else if (*end == 'M' || *end == 'm') mul = 1ull << 20;
-    else if (*end == 'G' || *end == 'g') mul = 1ull << 30;
-    else if (*end) return 0;
+    if (*end == 'K' || *end == 'k')
+        mul = 1ull << 10;
+    else if (*end == 'M' || *end == 'm')
+        mul = 1ull << 20;
+    else if (*end == 'G' || *end == 'g')
+        mul = 1ull << 30;
+    else if (*end)
+        return 0;
     if (mul > 1 && end[1]) return 0;
     if (v > SIZE_MAX / mul) return 0;
     return (size_t)(v * mul);
@@ -127,8 +133,21 @@ static int parse_listen(const char *s, options *o)
 static int parse_args(int argc, char **argv, options *o)
 {
     enum {
-        O_MODEL = 256, O_TOK, O_DATA, O_LISTEN, O_THREADS, O_CTHREADS, O_KEYS, O_MAXBODY,
-        O_MAXTOK, O_BATCH, O_QUEUE, O_CHUNK, O_STOREMAX, O_SHUTDOWN, O_QUIET,
+        O_MODEL = 256,
+        O_TOK,
+        O_DATA,
+        O_LISTEN,
+        O_THREADS,
+        O_CTHREADS,
+        O_KEYS,
+        O_MAXBODY,
+        O_MAXTOK,
+        O_BATCH,
+        O_QUEUE,
+        O_CHUNK,
+        O_STOREMAX,
+        O_SHUTDOWN,
+        O_QUIET,
     };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, O_MODEL},
@@ -149,9 +168,16 @@ static int parse_args(int argc, char **argv, options *o)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    *o = (options){.model = "models/demo-mamba1", .data = "./data", .host = "127.0.0.1",
-                   .port = 8080, .threads = 4, .max_body = 64u << 20, .max_tokens = 4096,
-                   .max_batch = 16, .max_queue = 256, .prefill_chunk = 256,
+    *o = (options){.model = "models/demo-mamba1",
+                   .data = "./data",
+                   .host = "127.0.0.1",
+                   .port = 8080,
+                   .threads = 4,
+                   .max_body = 64u << 20,
+                   .max_tokens = 4096,
+                   .max_batch = 16,
+                   .max_queue = 256,
+                   .prefill_chunk = 256,
                    .shutdown_timeout = 10};
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -270,20 +296,29 @@ int main(int argc, char **argv)
 
     fprintf(stderr, "statesoupd %s: OpenBLAS core %s\n", "0.1.0", ss_blas_core_name());
     if ((err = ss_metrics_new(&metrics))) goto fail;
-    ss_api_params ap = {.max_body = o.max_body, .max_tokens = o.max_tokens,
+    ss_api_params ap = {.max_body = o.max_body,
+                        .max_tokens = o.max_tokens,
                         .model_name = base_name(o.model, name_buf, sizeof name_buf),
                         .metrics = metrics};
     if ((err = ss_api_new(&api, &ap))) goto fail;
     int n_routes;
     const ss_http_route *routes = ss_api_routes(api, &n_routes);
-    ss_http_params hp = {.host = o.host, .port = o.port, .threads = o.threads,
-                         .max_body = o.max_body, .api_keys = o.api_keys,
-                         .log_requests = !o.quiet, .routes = routes, .n_routes = n_routes,
-                         .app = api, .metrics = metrics};
+    ss_http_params hp = {.host = o.host,
+                         .port = o.port,
+                         .threads = o.threads,
+                         .max_body = o.max_body,
+                         .api_keys = o.api_keys,
+                         .log_requests = !o.quiet,
+                         .routes = routes,
+                         .n_routes = n_routes,
+                         .app = api,
+                         .metrics = metrics};
     if ((err = ss_http_start(&http, &hp))) goto fail;
     int port = ss_http_port(http);
-    if (strchr(o.host, ':')) fprintf(stderr, "statesoupd: listening on http://[%s]:%d\n", o.host, port);
-    else fprintf(stderr, "statesoupd: listening on http://%s:%d\n", o.host, port);
+    if (strchr(o.host, ':'))
+        fprintf(stderr, "statesoupd: listening on http://[%s]:%d\n", o.host, port);
+    else
+        fprintf(stderr, "statesoupd: listening on http://%s:%d\n", o.host, port);
 
     ss_model_params mp = ss_model_default_params();
     mp.n_threads = o.compute_threads;

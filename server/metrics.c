@@ -76,8 +76,8 @@ void ss_metrics_request(ss_metrics *m, const char *endpoint, int status, double 
     int i;
     for (i = 0; i < m->n_counts; i++)
         if (m->counts[i].status == status && !strcmp(m->counts[i].endpoint, endpoint)) break;
-    if (i == m->n_counts && grow((void **)&m->counts, &m->cap_counts, m->n_counts,
-                                 sizeof *m->counts)) {
+    if (i == m->n_counts &&
+        grow((void **)&m->counts, &m->cap_counts, m->n_counts, sizeof *m->counts)) {
         m->counts[m->n_counts++] = (status_count){.endpoint = endpoint, .status = status};
     }
     if (i < m->n_counts) m->counts[i].n++;
@@ -105,8 +105,10 @@ void ss_metrics_merge(ss_metrics *m, int stored)
 {
     if (!m) return;
     pthread_mutex_lock(&m->mu);
-    if (stored) m->merges_stored++;
-    else m->merges_fly++;
+    if (stored)
+        m->merges_stored++;
+    else
+        m->merges_fly++;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -155,8 +157,7 @@ ss_err ss_metrics_render(ss_metrics *m, const ss_metrics_extra *x, char **out, s
                   "# TYPE statesoup_http_requests_total counter\n");
     for (int i = 0; i < m->n_counts; i++)
         sb_printf(&b, "statesoup_http_requests_total{endpoint=\"%s\",status=\"%d\"} %llu\n",
-                  m->counts[i].endpoint, m->counts[i].status,
-                  (unsigned long long)m->counts[i].n);
+                  m->counts[i].endpoint, m->counts[i].status, (unsigned long long)m->counts[i].n);
     sb_printf(&b, "# HELP statesoup_http_request_duration_seconds Time from the request's first "
                   "byte to its last answered byte.\n"
                   "# TYPE statesoup_http_request_duration_seconds histogram\n");
@@ -179,10 +180,11 @@ ss_err ss_metrics_render(ss_metrics *m, const ss_metrics_extra *x, char **out, s
         sb_printf(&b, "statesoup_http_request_duration_seconds_count{endpoint=\"%s\"} %llu\n",
                   l->endpoint, (unsigned long long)l->count);
     }
-    sb_printf(&b, "# HELP statesoup_merges_total State merges computed, stored or on the fly.\n"
-                  "# TYPE statesoup_merges_total counter\n"
-                  "statesoup_merges_total{kind=\"stored\"} %llu\n"
-                  "statesoup_merges_total{kind=\"on_the_fly\"} %llu\n",
+    sb_printf(&b,
+              "# HELP statesoup_merges_total State merges computed, stored or on the fly.\n"
+              "# TYPE statesoup_merges_total counter\n"
+              "statesoup_merges_total{kind=\"stored\"} %llu\n"
+              "statesoup_merges_total{kind=\"on_the_fly\"} %llu\n",
               (unsigned long long)m->merges_stored, (unsigned long long)m->merges_fly);
     pthread_mutex_unlock(&m->mu);
 

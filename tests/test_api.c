@@ -193,10 +193,10 @@ static size_t on_header(char *p, size_t sz, size_t n, void *user)
 }
 
 typedef struct req_opts {
-    const char *ctype;  /* NULL: application/json when a body is given */
-    const char *key;    /* Bearer key */
-    int chunked;        /* send the body without Content-Length */
-    const char *rid;    /* X-Request-Id to send */
+    const char *ctype; /* NULL: application/json when a body is given */
+    const char *key;   /* Bearer key */
+    int chunked;       /* send the body without Content-Length */
+    const char *rid;   /* X-Request-Id to send */
 } req_opts;
 
 static resp request(srv *d, const char *method, const char *path, const void *body, long len,
@@ -218,8 +218,10 @@ static resp request(srv *d, const char *method, const char *path, const void *bo
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 300L);
     if (body) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        if (!o->chunked) curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, len);
-        else h = curl_slist_append(h, "Transfer-Encoding: chunked");
+        if (!o->chunked)
+            curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, len);
+        else
+            h = curl_slist_append(h, "Transfer-Encoding: chunked");
         snprintf(ct, sizeof ct, "Content-Type: %s", o->ctype ? o->ctype : "application/json");
         h = curl_slist_append(h, ct);
     }
@@ -234,8 +236,10 @@ static resp request(srv *d, const char *method, const char *path, const void *bo
     }
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     CURLcode rc = curl_easy_perform(c);
-    if (rc == CURLE_OK) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
-    else r.status = -1;
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+    else
+        r.status = -1;
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
     if (!r.body) r.body = calloc(1, 1);
@@ -337,11 +341,11 @@ static void check_tensor(const uint8_t *file, size_t len, const char *tname, con
 typedef struct sse {
     char *buf;
     size_t len;
-    json_t *events; /* parsed data: JSON values in order */
-    int done;       /* [DONE] seen */
-    int after_done; /* events after [DONE] (a protocol error) */
-    int bad;        /* unparsable data lines */
-    int abort_after; /* > 0: abort the transfer after this many events */
+    json_t *events;         /* parsed data: JSON values in order */
+    int done;               /* [DONE] seen */
+    int after_done;         /* events after [DONE] (a protocol error) */
+    int bad;                /* unparsable data lines */
+    atomic_int abort_after; /* > 0: abort the transfer after this many events */
     atomic_int n;
 } sse;
 
@@ -364,15 +368,18 @@ static size_t on_sse(char *p, size_t sz, size_t nm, void *user)
             }
             if (s->done) s->after_done++;
             json_t *j = json_loads(line + 6, 0, NULL);
-            if (!j) s->bad++;
-            else json_array_append_new(s->events, j);
+            if (!j)
+                s->bad++;
+            else
+                json_array_append_new(s->events, j);
             atomic_fetch_add(&s->n, 1);
         }
         size_t used = (size_t)(end + 2 - s->buf);
         memmove(s->buf, end + 2, s->len - used + 1);
         s->len -= used;
     }
-    if (s->abort_after > 0 && atomic_load(&s->n) >= s->abort_after) return 0;
+    int ab = atomic_load(&s->abort_after);
+    if (ab > 0 && atomic_load(&s->n) >= ab) return 0;
     return n;
 }
 
@@ -397,7 +404,8 @@ static long stream(srv *d, const char *path, json_t *body, sse *s, char *ctype, 
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 300L);
     long status = -1;
     CURLcode rc = curl_easy_perform(c);
-    if (rc == CURLE_OK || rc == CURLE_WRITE_ERROR) curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (rc == CURLE_OK || rc == CURLE_WRITE_ERROR)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     if (ctype) snprintf(ctype, ctcap, "%s", hr.ctype);
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
@@ -424,8 +432,7 @@ static const int32_t *seq_ids(const char *x, size_t *n)
 }
 
 /* POST /v1/states with token ids; returns the record (or NULL) and the status. */
-static json_t *create_state(srv *d, const int32_t *ids, size_t n, const char *name,
-                            long *status)
+static json_t *create_state(srv *d, const int32_t *ids, size_t n, const char *name, long *status)
 {
     json_t *b = json_pack("{s:o}", "tokens", ids_json(ids, n));
     if (name) json_object_set_new(b, "name", json_string(name));
@@ -450,7 +457,8 @@ static void test_basics(srv *d)
     CHECK(json_integer_value(json_object_get(m, "vocab_size")) == 512);
     CHECK(json_integer_value(json_object_get(m, "n_layer")) == 4);
     CHECK(json_integer_value(json_object_get(m, "d_model")) == 64);
-    CHECK(json_integer_value(json_object_get(m, "state_bytes")) == 4 * (4 * (128 * 4 + 128 * 16) + 64));
+    CHECK(json_integer_value(json_object_get(m, "state_bytes")) ==
+          4 * (4 * (128 * 4 + 128 * 16) + 64));
     const char *fp = json_string_value(json_object_get(m, "fingerprint"));
     CHECK(fp && strlen(fp) == 32);
     snprintf(fingerprint, sizeof fingerprint, "%s", fp ? fp : "");
@@ -530,8 +538,8 @@ static void test_golden(srv *d)
         for (size_t i = 0; i < json_array_size(srcs); i++) {
             char sn[32];
             snprintf(sn, sizeof sn, "seq_%s", json_string_value(json_array_get(srcs, i)));
-            json_array_append_new(sources, json_pack("{s:s,s:O}", "state", sn, "weight",
-                                                     json_array_get(ws, i)));
+            json_array_append_new(
+                sources, json_pack("{s:s,s:O}", "state", sn, "weight", json_array_get(ws, i)));
         }
         char stored[64], gname[96];
         snprintf(stored, sizeof stored, "merge_%s", mname);
@@ -556,10 +564,12 @@ static void test_golden(srv *d)
         const int32_t *g8 = gt(&G, gname, &n8);
         for (int fly = 0; fly < 2; fly++) {
             /* score: context q[0], continuation q[1:] -> every log-prob has a golden */
-            json_t *b = json_pack("{s:[i],s:o}", "context", q[0], "continuation",
-                                  ids_json(q + 1, qn - 1));
-            if (fly) json_object_set(b, "merge", sources);
-            else json_object_set_new(b, "state", json_string(stored));
+            json_t *b =
+                json_pack("{s:[i],s:o}", "context", q[0], "continuation", ids_json(q + 1, qn - 1));
+            if (fly)
+                json_object_set(b, "merge", sources);
+            else
+                json_object_set_new(b, "state", json_string(stored));
             j = call(d, "POST", "/v1/score", b, &st);
             json_t *lps = json_object_get(j, "token_logprobs");
             CHECKF(st == 200 && json_array_size(lps) == qn - 1, "score %s fly=%d: %ld", mname, fly,
@@ -580,8 +590,10 @@ static void test_golden(srv *d)
 
             /* the whole of q as continuation: the first log-prob comes from final_hidden */
             b = json_pack("{s:o}", "continuation", ids_json(q, qn));
-            if (fly) json_object_set(b, "merge", sources);
-            else json_object_set_new(b, "state", json_string(stored));
+            if (fly)
+                json_object_set(b, "merge", sources);
+            else
+                json_object_set_new(b, "state", json_string(stored));
             j = call(d, "POST", "/v1/score", b, &st);
             lps = json_object_get(j, "token_logprobs");
             CHECK(st == 200 && json_is_real(json_array_get(lps, 0)));
@@ -594,8 +606,10 @@ static void test_golden(srv *d)
             /* greedy8 after q */
             b = json_pack("{s:o,s:I,s:f,s:b}", "prompt", ids_json(q, qn), "max_tokens",
                           (json_int_t)n8, "temperature", 0.0, "ignore_eos", 1);
-            if (fly) json_object_set(b, "merge", sources);
-            else json_object_set_new(b, "state", json_string(stored));
+            if (fly)
+                json_object_set(b, "merge", sources);
+            else
+                json_object_set_new(b, "state", json_string(stored));
             j = call(d, "POST", "/v1/generate", b, &st);
             CHECKF(st == 200 && tokens_equal(json_object_get(j, "tokens"), g8, n8),
                    "merge %s (fly=%d): greedy8 differs", mname, fly);
@@ -625,7 +639,8 @@ static void test_golden(srv *d)
     json_t *lps = json_object_get(j, "token_logprobs");
     CHECK(st == 200 && json_is_null(json_array_get(lps, 0)) && json_array_size(lps) == qn);
     double sum = 0;
-    for (size_t i = 1; i < json_array_size(lps); i++) sum += json_number_value(json_array_get(lps, i));
+    for (size_t i = 1; i < json_array_size(lps); i++)
+        sum += json_number_value(json_array_get(lps, i));
     CHECK(fabs(json_number_value(json_object_get(j, "logprob_sum")) - sum) < 1e-3);
     json_decref(j);
 
@@ -635,16 +650,18 @@ static void test_golden(srv *d)
     int32_t *ab = malloc((an + bn) * sizeof *ab);
     memcpy(ab, ai, an * sizeof *ab);
     memcpy(ab + an, bi, bn * sizeof *ab);
-    rec = call(d, "POST", "/v1/states",
-               json_pack("{s:o,s:s,s:s}", "tokens", ids_json(bi, bn), "from", "seq_a", "name",
-                         "a_then_b"),
-               &st);
-    CHECK(st == 201 && json_integer_value(json_object_get(rec, "n_tokens")) == (json_int_t)(an + bn));
+    rec = call(
+        d, "POST", "/v1/states",
+        json_pack("{s:o,s:s,s:s}", "tokens", ids_json(bi, bn), "from", "seq_a", "name", "a_then_b"),
+        &st);
+    CHECK(st == 201 &&
+          json_integer_value(json_object_get(rec, "n_tokens")) == (json_int_t)(an + bn));
     CHECK(json_array_size(json_object_get(rec, "parents")) == 1);
     json_decref(rec);
     json_decref(create_state(d, ab, an + bn, "ab_direct", &st));
     size_t l1, l2;
-    uint8_t *f1 = get_data(d, "a_then_b", NULL, &l1, NULL), *f2 = get_data(d, "ab_direct", NULL, &l2, NULL);
+    uint8_t *f1 = get_data(d, "a_then_b", NULL, &l1, NULL),
+            *f2 = get_data(d, "ab_direct", NULL, &l2, NULL);
     if (f1 && f2) {
         st_file s1, s2;
         if (st_parse(&s1, f1, l1, "1") == SS_OK && st_parse(&s2, f2, l2, "2") == SS_OK) {
@@ -670,7 +687,8 @@ static void test_golden(srv *d)
                        "after_gen", "tags", "gen"),
              &st);
     json_t *srec = json_object_get(j, "state");
-    CHECK(st == 200 && srec && !strcmp(json_string_value(json_object_get(srec, "name")), "after_gen"));
+    CHECK(st == 200 && srec &&
+          !strcmp(json_string_value(json_object_get(srec, "name")), "after_gen"));
     size_t an2;
     seq_ids("a", &an2);
     CHECK(json_integer_value(json_object_get(srec, "n_tokens")) == (json_int_t)(an2 + 4));
@@ -691,12 +709,12 @@ static void test_errors(srv *d)
     r = request(d, "POST", "/v1/states", "", 0, NULL);
     check_error(json_loads(r.body, 0, NULL), r.status, 400, NULL, "empty body");
     free(r.body);
-    check_error(call(d, "POST", "/v1/generate", json_pack("{s:s}", "prompt", "hello"), &st), st, 400,
-                "unsupported", "text without a tokenizer");
+    check_error(call(d, "POST", "/v1/generate", json_pack("{s:s}", "prompt", "hello"), &st), st,
+                400, "unsupported", "text without a tokenizer");
     check_error(call(d, "POST", "/v1/tokenize", json_pack("{s:s}", "text", "hello"), &st), st, 400,
                 "unsupported", "tokenize without a tokenizer");
-    check_error(call(d, "POST", "/v1/generate", json_pack("{s:[i],s:s}", "prompt", 1, "max_tokens", "x"),
-                     &st),
+    check_error(call(d, "POST", "/v1/generate",
+                     json_pack("{s:[i],s:s}", "prompt", 1, "max_tokens", "x"), &st),
                 st, 400, NULL, "max_tokens a string");
     check_error(call(d, "POST", "/v1/generate",
                      json_pack("{s:[i],s:s,s:[{s:s,s:i}]}", "prompt", 1, "state", "seq_a", "merge",
@@ -708,14 +726,15 @@ static void test_errors(srv *d)
     /* 404 */
     check_error(call(d, "GET", "/v1/states/no_such_state", NULL, &st), st, 404, "not_found",
                 "unknown state");
-    check_error(call(d, "GET", "/v1/states/st_00000000000000000000000000000000", NULL, &st), st, 404,
-                "not_found", "unknown id");
+    check_error(call(d, "GET", "/v1/states/st_00000000000000000000000000000000", NULL, &st), st,
+                404, "not_found", "unknown id");
     check_error(call(d, "DELETE", "/v1/states/no_such_state", NULL, &st), st, 404, "not_found",
                 "delete unknown");
     check_error(call(d, "GET", "/v1/states/no_such_state/data", NULL, &st), st, 404, "not_found",
                 "export unknown");
-    check_error(call(d, "POST", "/v1/generate", json_pack("{s:s,s:[]}", "state", "nope", "prompt"), &st),
-                st, 404, "not_found", "generate from unknown");
+    check_error(
+        call(d, "POST", "/v1/generate", json_pack("{s:s,s:[]}", "state", "nope", "prompt"), &st),
+        st, 404, "not_found", "generate from unknown");
     check_error(call(d, "POST", "/v1/score",
                      json_pack("{s:[{s:s,s:f}],s:[i]}", "merge", "state", "nope", "weight", 1.0,
                                "continuation", 1),
@@ -723,7 +742,8 @@ static void test_errors(srv *d)
                 st, 404, "not_found", "merge of unknown");
     check_error(call(d, "GET", "/v1/nothing", NULL, &st), st, 404, "not_found", "unknown endpoint");
     /* 405 */
-    check_error(call(d, "GET", "/v1/generate", NULL, &st), st, 405, "method_not_allowed", "GET generate");
+    check_error(call(d, "GET", "/v1/generate", NULL, &st), st, 405, "method_not_allowed",
+                "GET generate");
     /* 409: name taken */
     size_t n;
     const int32_t *ids = seq_ids("a", &n);
@@ -740,54 +760,60 @@ static void test_errors(srv *d)
     free(r.body);
     o.ctype = "application/json";
     r = request(d, "POST", "/v1/states/import", "xx", 2, &o);
-    check_error(json_loads(r.body, 0, NULL), r.status, 415, "unsupported_media_type", "import json");
+    check_error(json_loads(r.body, 0, NULL), r.status, 415, "unsupported_media_type",
+                "import json");
     free(r.body);
     /* 422: NaN weight (bare NaN, as Python writes it), empty merge, bad ids, bad values */
-    const char *nan_merge =
-        "{\"sources\": [{\"state\": \"seq_a\", \"weight\": NaN}, {\"state\": \"seq_b\", \"weight\": 1}]}";
+    const char *nan_merge = "{\"sources\": [{\"state\": \"seq_a\", \"weight\": NaN}, {\"state\": "
+                            "\"seq_b\", \"weight\": 1}]}";
     r = request(d, "POST", "/v1/states/merge", nan_merge, (long)strlen(nan_merge), NULL);
     check_error(json_loads(r.body, 0, NULL), r.status, 422, "invalid_value", "NaN weight");
     free(r.body);
-    const char *inf_gen = "{\"merge\": [{\"state\": \"seq_a\", \"weight\": Infinity}], \"prompt\": [1]}";
+    const char *inf_gen =
+        "{\"merge\": [{\"state\": \"seq_a\", \"weight\": Infinity}], \"prompt\": [1]}";
     r = request(d, "POST", "/v1/generate", inf_gen, (long)strlen(inf_gen), NULL);
     check_error(json_loads(r.body, 0, NULL), r.status, 422, "invalid_value", "Infinity weight");
     free(r.body);
     check_error(call(d, "POST", "/v1/states/merge", json_pack("{s:[]}", "sources"), &st), st, 422,
                 "invalid_value", "empty merge");
-    check_error(call(d, "POST", "/v1/generate", json_pack("{s:[],s:[i]}", "merge", "prompt", 1), &st),
-                st, 422, "invalid_value", "empty on-the-fly merge");
+    check_error(
+        call(d, "POST", "/v1/generate", json_pack("{s:[],s:[i]}", "merge", "prompt", 1), &st), st,
+        422, "invalid_value", "empty on-the-fly merge");
     check_error(call(d, "POST", "/v1/states/merge",
-                     json_pack("{s:[{s:s,s:i},{s:s,s:i}],s:b}", "sources", "state", "seq_a", "weight",
-                               1, "state", "seq_b", "weight", -1, "normalize", 1),
+                     json_pack("{s:[{s:s,s:i},{s:s,s:i}],s:b}", "sources", "state", "seq_a",
+                               "weight", 1, "state", "seq_b", "weight", -1, "normalize", 1),
                      &st),
                 st, 422, "invalid_value", "normalize with zero sum");
     check_error(call(d, "POST", "/v1/generate", json_pack("{s:[i]}", "prompt", 512), &st), st, 422,
                 "invalid_value", "token id = vocab");
     check_error(call(d, "POST", "/v1/generate", json_pack("{s:[i]}", "prompt", -1), &st), st, 422,
                 "invalid_value", "negative token id");
-    check_error(call(d, "POST", "/v1/score", json_pack("{s:[i,i]}", "continuation", 1, 99999), &st), st,
-                422, "invalid_value", "bad continuation id");
+    check_error(call(d, "POST", "/v1/score", json_pack("{s:[i,i]}", "continuation", 1, 99999), &st),
+                st, 422, "invalid_value", "bad continuation id");
     check_error(call(d, "POST", "/v1/states", json_pack("{s:[i]}", "tokens", 600), &st), st, 422,
                 "invalid_value", "bad id in a state prompt");
-    check_error(call(d, "POST", "/v1/generate", json_pack("{s:[i],s:f}", "prompt", 1, "temperature", -1.0),
-                     &st),
+    check_error(call(d, "POST", "/v1/generate",
+                     json_pack("{s:[i],s:f}", "prompt", 1, "temperature", -1.0), &st),
                 st, 422, "invalid_value", "negative temperature");
-    check_error(call(d, "POST", "/v1/generate", json_pack("{s:[i],s:i}", "prompt", 1, "max_tokens", 1 << 30),
-                     &st),
+    check_error(call(d, "POST", "/v1/generate",
+                     json_pack("{s:[i],s:i}", "prompt", 1, "max_tokens", 1 << 30), &st),
                 st, 422, "invalid_value", "max_tokens above the limit");
     check_error(call(d, "POST", "/v1/generate", json_pack("{s:[]}", "prompt"), &st), st, 422,
                 "invalid_value", "empty prompt from the zero state");
-    check_error(call(d, "POST", "/v1/states", json_pack("{s:[i],s:s}", "tokens", 1, "name", "bad name!"),
-                     &st),
-                st, 422, "invalid_value", "bad name");
     check_error(call(d, "POST", "/v1/states",
-                     json_pack("{s:[i],s:s}", "tokens", 1, "name", "st_0123456789abcdef0123456789abcdef"),
-                     &st),
-                st, 422, "invalid_value", "id-shaped name");
-    check_error(call(d, "GET", "/v1/states?limit=0", NULL, &st), st, 422, "invalid_value", "limit 0");
-    check_error(call(d, "GET", "/v1/states?limit=abc", NULL, &st), st, 422, "invalid_value", "limit abc");
-    check_error(call(d, "GET", "/v1/states/seq_a/data?dtype=F64", NULL, &st), st, 422, "invalid_value",
-                "export dtype");
+                     json_pack("{s:[i],s:s}", "tokens", 1, "name", "bad name!"), &st),
+                st, 422, "invalid_value", "bad name");
+    check_error(
+        call(d, "POST", "/v1/states",
+             json_pack("{s:[i],s:s}", "tokens", 1, "name", "st_0123456789abcdef0123456789abcdef"),
+             &st),
+        st, 422, "invalid_value", "id-shaped name");
+    check_error(call(d, "GET", "/v1/states?limit=0", NULL, &st), st, 422, "invalid_value",
+                "limit 0");
+    check_error(call(d, "GET", "/v1/states?limit=abc", NULL, &st), st, 422, "invalid_value",
+                "limit abc");
+    check_error(call(d, "GET", "/v1/states/seq_a/data?dtype=F64", NULL, &st), st, 422,
+                "invalid_value", "export dtype");
     check_error(call(d, "POST", "/v1/score", json_pack("{s:[]}", "continuation"), &st), st, 422,
                 "invalid_value", "empty continuation");
     /* import: garbage is 400, a truncated file 400 */
@@ -837,7 +863,7 @@ static void test_garbage(srv *d)
         "{\"prompt\": \"\xc3\x28\"}",
         "null",
     };
-    static const char *const paths[] = {"/v1/generate", "/v1/score", "/v1/states",
+    static const char *const paths[] = {"/v1/generate",     "/v1/score",       "/v1/states",
                                         "/v1/states/merge", "/v1/completions", "/v1/detokenize"};
     for (size_t p = 0; p < sizeof paths / sizeof *paths; p++) {
         for (size_t i = 0; i < sizeof bodies / sizeof *bodies; i++) {
@@ -852,9 +878,16 @@ static void test_garbage(srv *d)
             free(r.body);
         }
     }
-    static const char *const bad_paths[] = {"/v1/states/%zz", "/v1/states/%00", "/v1/states/a%2",
-                                            "/v1/states//data", "/v1/states/" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
-                                            "/v1/states?limit=99999999999999999999", "/v1/states?cursor=%ff%fe"};
+    static const char *const bad_paths[] = {
+        "/v1/states/%zz",
+        "/v1/states/%00",
+        "/v1/states/a%2",
+        "/v1/states//data",
+        "/v1/states/"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "/v1/states?limit=99999999999999999999",
+        "/v1/states?cursor=%ff%fe"};
     for (size_t i = 0; i < sizeof bad_paths / sizeof *bad_paths; i++) {
         resp r = request(d, "GET", bad_paths[i], NULL, 0, NULL);
         CHECKF(r.status >= 400 && r.status < 500, "GET %s: status %ld", bad_paths[i], r.status);
@@ -873,8 +906,8 @@ static void test_pagination(srv *d)
         char name[32];
         snprintf(name, sizeof name, "page/%d", i);
         json_t *rec = call(d, "POST", "/v1/states",
-                           json_pack("{s:[i,i],s:s,s:[s],s:{s:i}}", "tokens", i + 1, i + 2, "name", name,
-                                     "tags", "paged", "metadata", "i", i),
+                           json_pack("{s:[i,i],s:s,s:[s],s:{s:i}}", "tokens", i + 1, i + 2, "name",
+                                     name, "tags", "paged", "metadata", "i", i),
                            &st);
         CHECK(st == 201);
         CHECK(json_integer_value(json_object_get(json_object_get(rec, "metadata"), "i")) == i);
@@ -971,7 +1004,8 @@ static void test_export_import(srv *d)
     st_free(&sf);
 
     req_opts o = {.ctype = "application/octet-stream"};
-    resp r = request(d, "POST", "/v1/states/import?name=seq_b_copy&tags=imported,x", f, (long)len, &o);
+    resp r =
+        request(d, "POST", "/v1/states/import?name=seq_b_copy&tags=imported,x", f, (long)len, &o);
     CHECK(r.status == 201);
     json_t *rec = json_loads(r.body, 0, NULL);
     free(r.body);
@@ -1033,10 +1067,11 @@ static void test_sse(srv *d)
     CHECK(st == 200);
     sse s = {0};
     char ctype[128];
-    long status = stream(d, "/v1/generate",
-                         json_pack("{s:o,s:i,s:f,s:b,s:b,s:i}", "prompt", ids_json(q, qn), "max_tokens",
-                                   24, "temperature", 0.0, "ignore_eos", 1, "stream", 1, "logprobs", 2),
-                         &s, ctype, sizeof ctype);
+    long status =
+        stream(d, "/v1/generate",
+               json_pack("{s:o,s:i,s:f,s:b,s:b,s:i}", "prompt", ids_json(q, qn), "max_tokens", 24,
+                         "temperature", 0.0, "ignore_eos", 1, "stream", 1, "logprobs", 2),
+               &s, ctype, sizeof ctype);
     CHECK(status == 200 && !strncmp(ctype, "text/event-stream", 17));
     CHECK(s.done && !s.after_done && !s.bad);
     size_t ne = json_array_size(s.events);
@@ -1047,12 +1082,14 @@ static void test_sse(srv *d)
         CHECKF(json_integer_value(json_object_get(e, "token")) ==
                    json_integer_value(json_array_get(toks, i)),
                "stream token %zu", i);
-        CHECK(json_is_string(json_object_get(e, "text")) && json_is_real(json_object_get(e, "logprob")));
+        CHECK(json_is_string(json_object_get(e, "text")) &&
+              json_is_real(json_object_get(e, "logprob")));
         CHECK(json_array_size(json_object_get(e, "top_logprobs")) == 2);
     }
     json_t *last = json_array_get(s.events, ne - 1);
     CHECK(!strcmp(json_string_value(json_object_get(last, "finish_reason")), "length"));
-    CHECK(json_integer_value(json_object_get(json_object_get(last, "usage"), "completion_tokens")) == 24);
+    CHECK(json_integer_value(
+              json_object_get(json_object_get(last, "usage"), "completion_tokens")) == 24);
     sse_free(&s);
     json_decref(plain);
 
@@ -1089,7 +1126,7 @@ static void test_sse(srv *d)
 
     /* a client that goes away mid-stream: the job is cancelled, the daemon carries on */
     memset(&s, 0, sizeof s);
-    s.abort_after = 3;
+    atomic_store(&s.abort_after, 3);
     stream(d, "/v1/generate",
            json_pack("{s:[i],s:i,s:b,s:b}", "prompt", 1, "max_tokens", 4000, "ignore_eos", 1,
                      "stream", 1),
@@ -1134,6 +1171,7 @@ static void *gen_main(void *arg)
 
 typedef struct stream_thread {
     srv *d;
+    int max_tokens;
     sse s;
     long status;
     atomic_int done;
@@ -1144,8 +1182,8 @@ static void *stream_main(void *arg)
 {
     stream_thread *t = arg;
     t->status = stream(t->d, "/v1/generate",
-                       json_pack("{s:[i,i,i],s:i,s:b,s:b,s:f}", "prompt", 5, 6, 7, "max_tokens", 4000,
-                                 "ignore_eos", 1, "stream", 1, "temperature", 0.0),
+                       json_pack("{s:[i,i,i],s:i,s:b,s:b,s:f}", "prompt", 5, 6, 7, "max_tokens",
+                                 t->max_tokens, "ignore_eos", 1, "stream", 1, "temperature", 0.0),
                        &t->s, NULL, 0);
     t->end_ns = now_ns();
     atomic_store(&t->done, 1);
@@ -1155,7 +1193,7 @@ static void *stream_main(void *arg)
 static void test_concurrency(srv *d)
 {
     /* a long generation is running (its first events arrived) while the catalog answers */
-    stream_thread t = {.d = d};
+    stream_thread t = {.d = d, .max_tokens = 4000};
     pthread_t th;
     pthread_create(&th, NULL, stream_main, &t);
     while (atomic_load(&t.s.n) < 2 && !atomic_load(&t.done)) {
@@ -1183,23 +1221,25 @@ static void test_concurrency(srv *d)
     json_t *alone[N];
     for (int i = 0; i < N; i++) {
         alone[i] = call(d, "POST", "/v1/generate",
-                        json_pack("{s:[i,i],s:i,s:f,s:b}", "prompt", 10 + i, 20 + i, "max_tokens", 32,
-                                  "temperature", 0.0, "ignore_eos", 1),
+                        json_pack("{s:[i,i],s:i,s:f,s:b}", "prompt", 10 + i, 20 + i, "max_tokens",
+                                  32, "temperature", 0.0, "ignore_eos", 1),
                         &st);
         CHECK(st == 200);
     }
     pthread_t ths[N];
     for (int i = 0; i < N; i++) {
-        g[i] = (gen_thread){.d = d,
-                            .body = json_pack("{s:[i,i],s:i,s:f,s:b}", "prompt", 10 + i, 20 + i,
-                                              "max_tokens", 32, "temperature", 0.0, "ignore_eos", 1)};
+        g[i] =
+            (gen_thread){.d = d,
+                         .body = json_pack("{s:[i,i],s:i,s:f,s:b}", "prompt", 10 + i, 20 + i,
+                                           "max_tokens", 32, "temperature", 0.0, "ignore_eos", 1)};
         pthread_create(&ths[i], NULL, gen_main, &g[i]);
     }
     for (int i = 0; i < N; i++) {
         pthread_join(ths[i], NULL);
         CHECK(g[i].status == 200);
-        CHECKF(json_equal(json_object_get(g[i].answer, "tokens"), json_object_get(alone[i], "tokens")),
-               "parallel generation %d differs from running alone", i);
+        CHECKF(
+            json_equal(json_object_get(g[i].answer, "tokens"), json_object_get(alone[i], "tokens")),
+            "parallel generation %d differs from running alone", i);
         json_decref(g[i].answer);
         json_decref(alone[i]);
     }
@@ -1213,8 +1253,11 @@ static void test_metrics(srv *d)
         "statesoup_http_requests_total{endpoint=\"generate\",status=\"200\"}",
         "statesoup_http_requests_total{endpoint=\"states_get\",status=\"404\"}",
         "statesoup_http_request_duration_seconds_bucket{endpoint=\"score\",le=\"+Inf\"}",
-        "statesoup_tokens_prefilled_total ", "statesoup_tokens_generated_total ",
-        "statesoup_states_stored ", "statesoup_state_bytes ", "statesoup_merges_total{kind=\"stored\"} ",
+        "statesoup_tokens_prefilled_total ",
+        "statesoup_tokens_generated_total ",
+        "statesoup_states_stored ",
+        "statesoup_state_bytes ",
+        "statesoup_merges_total{kind=\"stored\"} ",
         "statesoup_merges_total{kind=\"on_the_fly\"} ",
     };
     for (size_t i = 0; i < sizeof want / sizeof *want; i++)
@@ -1254,23 +1297,25 @@ static void test_restart_and_cross_model(srv *d, const char *data)
         json_decref(j);
         check_error(call(&o, "GET", "/v1/states/seq_a/data", NULL, &st), st, 409, "model_mismatch",
                     "export of another model's state");
-        check_error(call(&o, "POST", "/v1/generate", json_pack("{s:s,s:[i]}", "state", "seq_a", "prompt", 1),
-                         &st),
+        check_error(call(&o, "POST", "/v1/generate",
+                         json_pack("{s:s,s:[i]}", "state", "seq_a", "prompt", 1), &st),
                     st, 409, "model_mismatch", "generate from another model's state");
         check_error(call(&o, "POST", "/v1/score",
-                         json_pack("{s:[{s:s,s:f}],s:[i]}", "merge", "state", "seq_a", "weight", 1.0,
-                                   "continuation", 1),
+                         json_pack("{s:[{s:s,s:f}],s:[i]}", "merge", "state", "seq_a", "weight",
+                                   1.0, "continuation", 1),
                          &st),
                     st, 409, "model_mismatch", "merge of another model's state");
         check_error(call(&o, "POST", "/v1/states/merge",
-                         json_pack("{s:[{s:s,s:f}]}", "sources", "state", "seq_a", "weight", 1.0), &st),
-                    st, 409, "model_mismatch", "stored merge of another model's state");
-        check_error(call(&o, "POST", "/v1/states", json_pack("{s:s,s:[i]}", "from", "seq_a", "tokens", 1),
+                         json_pack("{s:[{s:s,s:f}]}", "sources", "state", "seq_a", "weight", 1.0),
                          &st),
+                    st, 409, "model_mismatch", "stored merge of another model's state");
+        check_error(call(&o, "POST", "/v1/states",
+                         json_pack("{s:s,s:[i]}", "from", "seq_a", "tokens", 1), &st),
                     st, 409, "model_mismatch", "from another model's state");
         /* and a file exported by the tiny model does not import here */
         req_opts io = {.ctype = "application/octet-stream"};
-        resp r = request(&o, "POST", "/v1/states/import?name=foreign", s[0].data, (long)s[0].len, &io);
+        resp r =
+            request(&o, "POST", "/v1/states/import?name=foreign", s[0].data, (long)s[0].len, &io);
         check_error(json_loads(r.body, 0, NULL), r.status, 409, "model_mismatch", "foreign import");
         free(r.body);
         daemon_stop(&o);
@@ -1335,7 +1380,8 @@ static void test_auth_and_limits(const char *data)
     r = request(&d, "POST", "/v1/states/import", "x", 1, &rdi);
     check_error(json_loads(r.body, 0, NULL), r.status, 403, "forbidden", "read key imports");
     free(r.body);
-    const char *gen_save = "{\"prompt\": [1], \"max_tokens\": 2, \"save_state\": {\"name\": \"zz\"}}";
+    const char *gen_save =
+        "{\"prompt\": [1], \"max_tokens\": 2, \"save_state\": {\"name\": \"zz\"}}";
     r = request(&d, "POST", "/v1/generate", gen_save, (long)strlen(gen_save), &rd);
     check_error(json_loads(r.body, 0, NULL), r.status, 403, "forbidden", "read key save_state");
     free(r.body);
@@ -1371,8 +1417,8 @@ static void test_store_full(void)
     char data[512];
     snprintf(data, sizeof data, "%s/full", tmp_root);
     srv d;
-    if (daemon_start(&d, fixture_path("models/mamba1-tiny"), data, "--store-max-bytes", "256K", "--quiet",
-                     NULL)) {
+    if (daemon_start(&d, fixture_path("models/mamba1-tiny"), data, "--store-max-bytes", "256K",
+                     "--quiet", NULL)) {
         CHECK(0);
         return;
     }
@@ -1413,17 +1459,17 @@ static void test_text(void)
     j = call(&d, "POST", "/v1/detokenize", json_pack("{s:O}", "tokens", toks), &st);
     CHECK(st == 200 && !strcmp(json_string_value(json_object_get(j, "text")), text));
     json_decref(j);
-    check_error(call(&d, "POST", "/v1/detokenize", json_pack("{s:[i]}", "tokens", 99999), &st), st, 422,
-                "invalid_value", "detokenize bad id");
+    check_error(call(&d, "POST", "/v1/detokenize", json_pack("{s:[i]}", "tokens", 99999), &st), st,
+                422, "invalid_value", "detokenize bad id");
 
     /* text prompt == its token ids */
-    json_t *a = call(&d, "POST", "/v1/generate",
-                     json_pack("{s:s,s:i,s:f}", "prompt", text, "max_tokens", 40, "temperature", 0.0),
-                     &st);
+    json_t *a =
+        call(&d, "POST", "/v1/generate",
+             json_pack("{s:s,s:i,s:f}", "prompt", text, "max_tokens", 40, "temperature", 0.0), &st);
     CHECK(st == 200);
-    json_t *b = call(&d, "POST", "/v1/generate",
-                     json_pack("{s:O,s:i,s:f}", "prompt", toks, "max_tokens", 40, "temperature", 0.0),
-                     &st);
+    json_t *b =
+        call(&d, "POST", "/v1/generate",
+             json_pack("{s:O,s:i,s:f}", "prompt", toks, "max_tokens", 40, "temperature", 0.0), &st);
     CHECK(json_equal(json_object_get(a, "tokens"), json_object_get(b, "tokens")));
     const char *full = json_string_value(json_object_get(a, "text"));
     CHECK(full && strlen(full) > 10);
@@ -1456,8 +1502,8 @@ static void test_text(void)
                                    "temperature", 0.0, "stop", stop),
                          &st);
         const char *ct = json_string_value(json_object_get(c, "text"));
-        CHECKF(ct && strlen(ct) == want_len && !strncmp(ct, full, want_len),
-               "stop '%s': got '%s'", stop, ct ? ct : "");
+        CHECKF(ct && strlen(ct) == want_len && !strncmp(ct, full, want_len), "stop '%s': got '%s'",
+               stop, ct ? ct : "");
         CHECK(!strcmp(json_string_value(json_object_get(c, "finish_reason")), "stop"));
         json_decref(c);
         memset(&s, 0, sizeof s);
@@ -1470,7 +1516,8 @@ static void test_text(void)
             const char *t = json_string_value(json_object_get(json_array_get(s.events, i), "text"));
             if (t) strncat(cat, t, sizeof cat - strlen(cat) - 1);
         }
-        CHECKF(strlen(cat) == want_len && !strncmp(cat, full, want_len), "streamed stop: '%s'", cat);
+        CHECKF(strlen(cat) == want_len && !strncmp(cat, full, want_len), "streamed stop: '%s'",
+               cat);
         json_t *last = json_array_get(s.events, json_array_size(s.events) - 1);
         CHECK(!strcmp(json_string_value(json_object_get(last, "finish_reason")), "stop"));
         sse_free(&s);
@@ -1479,7 +1526,8 @@ static void test_text(void)
                  json_pack("{s:s,s:i,s:f,s:s,s:b}", "prompt", text, "max_tokens", 40, "temperature",
                            0.0, "stop", stop, "echo", 1),
                  &st);
-        const char *t = json_string_value(json_object_get(json_array_get(json_object_get(c, "choices"), 0), "text"));
+        const char *t = json_string_value(
+            json_object_get(json_array_get(json_object_get(c, "choices"), 0), "text"));
         CHECK(st == 200 && t && !strncmp(t, text, strlen(text)) &&
               strlen(t) == strlen(text) + want_len);
         json_decref(c);
@@ -1488,19 +1536,131 @@ static void test_text(void)
     json_decref(b);
 
     /* states from text, scoring text */
-    j = call(&d, "POST", "/v1/states", json_pack("{s:s,s:s}", "prompt", text, "name", "intro"), &st);
-    CHECK(st == 201 && json_integer_value(json_object_get(j, "n_tokens")) == (json_int_t)json_array_size(toks));
+    j = call(&d, "POST", "/v1/states", json_pack("{s:s,s:s}", "prompt", text, "name", "intro"),
+             &st);
+    CHECK(st == 201 &&
+          json_integer_value(json_object_get(j, "n_tokens")) == (json_int_t)json_array_size(toks));
     json_decref(j);
-    json_t *s1 = call(&d, "POST", "/v1/score",
-                      json_pack("{s:s,s:s}", "state", "intro", "continuation", " It is small."), &st);
+    json_t *s1 =
+        call(&d, "POST", "/v1/score",
+             json_pack("{s:s,s:s}", "state", "intro", "continuation", " It is small."), &st);
     CHECK(st == 200);
-    json_t *s2 = call(&d, "POST", "/v1/score",
-                      json_pack("{s:s,s:s}", "context", text, "continuation", " It is small."), &st);
+    json_t *s2 =
+        call(&d, "POST", "/v1/score",
+             json_pack("{s:s,s:s}", "context", text, "continuation", " It is small."), &st);
     CHECK(fabs(json_number_value(json_object_get(s1, "logprob_sum")) -
                json_number_value(json_object_get(s2, "logprob_sum"))) < 1e-3);
     json_decref(s1);
     json_decref(s2);
     json_decref(toks);
+    daemon_stop(&d);
+}
+
+/* A stored blob that no longer matches its checksum is refused (500 corrupt), never served. */
+static void test_corrupt(void)
+{
+    char data[512], path[600];
+    snprintf(data, sizeof data, "%s/corrupt", tmp_root);
+    srv d;
+    if (daemon_start(&d, fixture_path("models/mamba1-tiny"), data, "--quiet", NULL)) {
+        CHECK(0);
+        return;
+    }
+    size_t n, len;
+    long st;
+    const int32_t *ids = seq_ids("c", &n);
+    json_decref(create_state(&d, ids, n, "victim", &st));
+    CHECK(st == 201);
+    uint8_t *f = get_data(&d, "victim", NULL, &len, &st);
+    daemon_stop(&d);
+    if (!f) {
+        CHECK(0);
+        return;
+    }
+    /* find the state's ssm floats in the database file and flip one bit */
+    st_file sf;
+    REQUIRE_OK(st_parse(&sf, f, len, "victim"));
+    const st_tensor *t = st_find(&sf, "ssm");
+    snprintf(path, sizeof path, "%s/data.mdb", data);
+    char *db = NULL;
+    size_t dblen = 0;
+    REQUIRE_OK(ss_read_file(path, 1u << 30, &db, &dblen));
+    uint8_t *hit = memmem(db, dblen, t->data, 256);
+    CHECKF(hit != NULL, "the state's bytes are not in %s", path);
+    if (hit) {
+        FILE *w = fopen(path, "r+b");
+        fseek(w, (long)(hit - (uint8_t *)db) + 100, SEEK_SET);
+        unsigned char b = (unsigned char)(hit[100] ^ 0x10);
+        fwrite(&b, 1, 1, w);
+        fclose(w);
+    }
+    free(db);
+    st_free(&sf);
+    free(f);
+    if (daemon_start(&d, fixture_path("models/mamba1-tiny"), data, "--quiet", NULL)) {
+        CHECK(0);
+        return;
+    }
+    check_error(call(&d, "GET", "/v1/states/victim/data", NULL, &st), st, 500, "corrupt",
+                "export of a corrupt state");
+    check_error(call(&d, "POST", "/v1/generate",
+                     json_pack("{s:s,s:[i]}", "state", "victim", "prompt", 1), &st),
+                st, 500, "corrupt", "generate from a corrupt state");
+    check_error(call(&d, "POST", "/v1/states/merge",
+                     json_pack("{s:[{s:s,s:f}]}", "sources", "state", "victim", "weight", 1.0),
+                     &st),
+                st, 500, "corrupt", "merge of a corrupt state");
+    json_decref(call(&d, "GET", "/v1/states/victim", NULL, &st));
+    CHECK(st == 200);
+    daemon_stop(&d);
+}
+
+/* With one batch slot and one queue slot, a third request is refused with 503 overloaded. */
+static void test_overload(void)
+{
+    char data[512];
+    snprintf(data, sizeof data, "%s/busy", tmp_root);
+    srv d;
+    if (daemon_start(&d, fixture_path("models/mamba1-tiny"), data, "--quiet", "--max-batch", "1",
+                     "--max-queue", "1", "--max-tokens", "100000", NULL)) {
+        CHECK(0);
+        return;
+    }
+    /* a long stream holds the batch slot ... */
+    stream_thread t = {.d = &d, .max_tokens = 100000};
+    pthread_t th;
+    pthread_create(&th, NULL, stream_main, &t);
+    while (atomic_load(&t.s.n) < 2 && !atomic_load(&t.done)) {
+        struct timespec ts = {0, 1000000}; /* waiting for a condition: the stream runs */
+        nanosleep(&ts, NULL);
+    }
+    /* ... a second request waits in the queue ... */
+    gen_thread g = {
+        .d = &d,
+        .body = json_pack("{s:[i],s:i,s:b}", "prompt", 3, "max_tokens", 4, "ignore_eos", 1)};
+    pthread_t gth;
+    pthread_create(&gth, NULL, gen_main, &g);
+    int queued = 0;
+    for (int i = 0; i < 5000 && !queued && !atomic_load(&t.done); i++) {
+        resp r = request(&d, "GET", "/metrics", NULL, 0, NULL);
+        queued = strstr(r.body, "\nstatesoup_engine_jobs_queued 1\n") != NULL;
+        free(r.body);
+    }
+    /* ... so a third is refused */
+    long st;
+    if (queued && !atomic_load(&t.done)) {
+        check_error(
+            call(&d, "POST", "/v1/score", json_pack("{s:[i,i]}", "continuation", 1, 2), &st), st,
+            503, "overloaded", "queue full");
+    } else {
+        fprintf(stderr, "test_overload: the stream ended before the queue filled; not checked\n");
+    }
+    atomic_store(&t.s.abort_after, 1); /* hang up on the long stream: the daemon cancels it */
+    pthread_join(th, NULL);
+    pthread_join(gth, NULL);
+    CHECK(g.status == 200);
+    json_decref(g.answer);
+    sse_free(&t.s);
     daemon_stop(&d);
 }
 
@@ -1570,8 +1730,10 @@ static void test_crash(void)
         long st;
         snprintf(path, sizeof path, "/v1/states/%s", w->ids[i]);
         json_t *rec = call(&d, "GET", path, NULL, &st);
-        if (st != 200) missing++;
-        else if (strcmp(json_string_value(json_object_get(rec, "checksum")), w->sums[i])) bad++;
+        if (st != 200)
+            missing++;
+        else if (strcmp(json_string_value(json_object_get(rec, "checksum")), w->sums[i]))
+            bad++;
         json_decref(rec);
         size_t len;
         uint8_t *f = get_data(&d, w->ids[i], NULL, &len, &st); /* the blob's checksum is verified */
@@ -1611,6 +1773,8 @@ int main(void)
     daemon_stop(&d);
     test_auth_and_limits(data);
     test_store_full();
+    test_corrupt();
+    test_overload();
     test_text();
     test_crash();
 
