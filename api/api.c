@@ -44,10 +44,14 @@ int api_status_of(ss_err e)
     return err_http[e].status;
 }
 
+const char *api_code_of(ss_err e)
+{
+    return (unsigned)e < SS_ERR__COUNT ? err_http[e].code : "internal_error";
+}
+
 void api_fail(ss_http_req *r, ss_err e)
 {
-    const char *code = (unsigned)e < SS_ERR__COUNT ? err_http[e].code : "internal_error";
-    ss_http_respond_error(r, api_status_of(e), code, "%s", ss_errmsg());
+    ss_http_respond_error(r, api_status_of(e), api_code_of(e), "%s", ss_errmsg());
 }
 
 void api_json(ss_http_req *r, int status, json_t *j)

@@ -418,7 +418,7 @@ static void answer_generate(infer *inf, ss_http_req *r)
         if (!inf->stream) {
             api_fail(r, err);
         } else {
-            sse_send(r, json_pack("{s:{s:s,s:s}}", "error", "code", ss_err_name(err), "message",
+            sse_send(r, json_pack("{s:{s:s,s:s}}", "error", "code", api_code_of(err), "message",
                                   ss_errmsg()));
             ss_http_stream_write(r, "data: [DONE]\n\n", 14);
             ss_http_stream_end(r);
@@ -467,7 +467,7 @@ static void answer_completions(infer *inf, ss_http_req *r)
         if (!inf->stream) {
             api_fail(r, err);
         } else {
-            sse_send(r, json_pack("{s:{s:s,s:s}}", "error", "code", ss_err_name(err), "message",
+            sse_send(r, json_pack("{s:{s:s,s:s}}", "error", "code", api_code_of(err), "message",
                                   ss_errmsg()));
             ss_http_stream_write(r, "data: [DONE]\n\n", 14);
             ss_http_stream_end(r);

@@ -36,8 +36,9 @@ struct ss_api {
 
 /* Answer with the status and code the table gives for e, and ss_errmsg() as the message. */
 void api_fail(ss_http_req *r, ss_err e);
-/* HTTP status for an ss_err (the one table). */
+/* HTTP status and error code for an ss_err (the one table). */
 int api_status_of(ss_err e);
+const char *api_code_of(ss_err e);
 /* Answer with a JSON value (reference stolen). */
 void api_json(ss_http_req *r, int status, json_t *j);
 /* A JSON number, or null when not finite (JSON has no NaN). */

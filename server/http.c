@@ -78,6 +78,7 @@ struct ss_http_req {
     int started; /* the handler ran */
     int status;
     int responded;
+    int broken; /* no response could be queued: close the connection */
     int n_headers;
     char *hdr_name[MAX_HEADERS], *hdr_value[MAX_HEADERS];
     void *user;
@@ -194,10 +195,10 @@ void ss_http_req_unref(ss_http_req *r)
 static void queue(ss_http_req *r, int status, struct MHD_Response *resp, const char *ctype)
 {
     if (!resp) {
-        /* Nothing sensible left to say: MHD closes the connection when we return MHD_YES
-         * without a response after the body; mark it so the logs show it. */
+        /* Out of memory: nothing sensible left to say; on_access closes the connection. */
         r->status = 500;
         r->responded = 1;
+        r->broken = 1;
         return;
     }
     if (ctype) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
@@ -750,9 +751,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (!r) return MHD_NO;
         *con_cls = r;
         set_request_id(r);
-        if (!(r->route = route(r))) return MHD_YES;
-        if (!authorize(r)) return MHD_YES;
-        if (!check_body(r)) return MHD_YES;
+        if (!(r->route = route(r)) || !authorize(r) || !check_body(r))
+            return r->broken ? MHD_NO : MHD_YES;
         return MHD_YES;
     }
     if (*upload_size) {
@@ -760,7 +760,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         *upload_size = 0;
         return MHD_YES;
     }
-    if (r->responded) return MHD_YES;
+    if (r->responded) return r->broken ? MHD_NO : MHD_YES;
     if (r->too_large) {
         ss_http_respond_error(r, 413, "too_large",
                               "the request body is larger than the limit of %zu bytes",
@@ -772,7 +772,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         r->route->handler(h->p.app, r);
     }
     after_dispatch(r);
-    return MHD_YES;
+    return r->broken ? MHD_NO : MHD_YES;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
