@@ -20,7 +20,7 @@
 
 enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
 
-/* ---- commands ------------------------------------------------------------------------------ */
+/* ---- commands -------------------------------------------------------------------------------- */
 
 int cmd_generate(int argc, char **argv);       /* local (--model) or daemon (--url) */
 int cmd_generate_local(int argc, char **argv); /* generate.c */
@@ -64,7 +64,7 @@ enum {
 #define CLI_CONN_HELP                                                                              \
     "  --url URL            the daemon (default $STATESOUP_URL, else http://127.0.0.1:8080)\n"    \
     "  --api-key KEY        API key, sent as 'Authorization: Bearer KEY'\n"                       \
-    "                       (default $STATESOUP_API_KEY)\n"                                         \
+    "                       (default $STATESOUP_API_KEY)\n"                                       \
     "  --json               print the server's JSON instead of a human-readable view\n"          \
     "  -h, --help           this text\n"
 
@@ -94,6 +94,16 @@ int cli_bad_option(const char *cmd);
 
 /* Print "statesoup <cmd>: <msg>\n(statesoup <cmd> --help lists the options)" and give CLI_USAGE. */
 int cli_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- the store, offline (catalog.c) ---------------------------------------------------------- */
+
+typedef struct ss_store ss_store;
+/* Open the store at dir read-only; prints why and returns NULL on failure. */
+ss_store *cli_open_store(const char *cmd, const char *dir);
+/* Parse JSON text the store produced; NULL (with ss_fail) if it is not JSON. */
+json_t *cli_parse_text(const char *text);
+/* CLI_USAGE (with a message) when both --url and --data were given, else CLI_OK. */
+int cli_check_source(const char *cmd, const cli_common *o);
 
 /* ---- HTTP client (client.c) ------------------------------------------------------------------ */
 
@@ -140,9 +150,13 @@ typedef struct cli_resp {
 ss_err cli_http(const cli_conn *c, const cli_req *rq, cli_resp *resp);
 void cli_resp_free(cli_resp *r);
 
-/* GET/POST/DELETE a path and parse the JSON reply into *out (NULL allowed: reply ignored). */
+/*
+ * GET/POST/DELETE a path with an optional JSON body; parse the JSON reply into *out (NULL allowed:
+ * reply ignored). *raw (may be NULL) receives the reply's text as the server sent it (free() it),
+ * which --json prints verbatim.
+ */
 ss_err cli_http_json(const cli_conn *c, const char *method, const char *path, json_t *body,
-                     json_t **out);
+                     json_t **out, char **raw);
 
 /* Percent-encode s for a path segment or query value (free() it). NULL on allocation failure. */
 char *cli_escape(const char *s);
@@ -153,7 +167,7 @@ char *cli_escape(const char *s);
  */
 ss_err cli_state_path(const char *ref, char *buf, size_t cap);
 
-/* ---- output (format.c) -------------------------------------------------------------------------- */
+/* ---- output (format.c) ----------------------------------------------------------------------- */
 
 /* "999 B", "1.5 KiB", "3.2 MiB", ... into buf. */
 const char *cli_human_bytes(uint64_t n, char *buf, size_t cap);
@@ -162,8 +176,10 @@ const char *cli_human_bytes(uint64_t n, char *buf, size_t cap);
 void cli_print_record(const json_t *rec);
 /* Print records as a table: ID, NAME, TAGS, TOKENS, SIZE, CREATED (UTC). */
 void cli_print_state_table(const json_t *records);
-/* Print JSON (indented, keys in their order) with a final newline. */
+/* Print JSON we composed (compact, keys in their order, one line). */
 void cli_print_json(const json_t *j);
+/* Print JSON text as received (server or store), ending with a newline. */
+void cli_print_raw(const char *text);
 
 /* A table of strings printed with aligned columns. */
 typedef struct cli_table cli_table;
@@ -174,7 +190,7 @@ ss_err cli_table_add(cli_table *t, const char *const *cells);
 void cli_table_print(const cli_table *t);
 void cli_table_free(cli_table *t);
 
-/* ---- inputs (util.c) ---------------------------------------------------------------------------- */
+/* ---- inputs (util.c) ------------------------------------------------------------------------- */
 
 /* Read a whole file, or stdin for "-", into a malloc'd NUL-terminated buffer. */
 ss_err cli_read_input(const char *path, size_t max_bytes, char **buf, size_t *len);
@@ -188,6 +204,9 @@ ss_err cli_parse_ids_json(const char *s, json_t **out);
  * it to `arr`. SS_ERR_INVALID with a message when malformed or the weight is not finite.
  */
 ss_err cli_parse_source(const char *s, json_t *arr);
+
+/* Append the comma-separated tags of `arg` to the JSON array `arr`. SS_ERR_INVALID (not UTF-8). */
+ss_err cli_add_tags(json_t *arr, const char *arg);
 
 /* Interpret \n, \t, \r and \\ (in place), as --stop takes them. */
 void cli_unescape(char *s);

@@ -254,7 +254,7 @@ out:
 }
 
 ss_err cli_http_json(const cli_conn *c, const char *method, const char *path, json_t *body,
-                     json_t **out)
+                     json_t **out, char **raw)
 {
     char *text = NULL;
     cli_resp r = {0};
@@ -274,6 +274,16 @@ ss_err cli_http_json(const cli_conn *c, const char *method, const char *path, js
     *out = r.len ? json_loadb(r.body, r.len, JSON_DECODE_ANY, &je) : json_null();
     if (!*out) {
         err = ss_fail(SS_ERR_FORMAT, "%s %s: the reply is not JSON (%s)", method, path, je.text);
+        goto out;
+    }
+    if (raw) {
+        *raw = r.body ? r.body : strdup("");
+        r.body = NULL;
+        if (!*raw) {
+            json_decref(*out);
+            *out = NULL;
+            err = ss_fail(SS_ERR_NOMEM, "out of memory");
+        }
     }
 out:
     cli_resp_free(&r);

@@ -190,10 +190,14 @@ void cli_print_record(const json_t *rec)
 
 void cli_print_json(const json_t *j)
 {
-    char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
-    if (s) {
-        fputs(s, stdout);
-        putchar('\n');
-    }
+    char *s = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (s) cli_print_raw(s);
     free(s);
+}
+
+void cli_print_raw(const char *text)
+{
+    size_t n = text ? strlen(text) : 0;
+    fwrite(text ? text : "", 1, n, stdout);
+    if (n == 0 || text[n - 1] != '\n') putchar('\n');
 }

@@ -297,7 +297,8 @@ int cmd_generate_local(int argc, char **argv)
         } else {
             size_t len, olen;
             const char *piece = ss_detok_push(dt, t, &len);
-            const char *outp = ss_stopper_push(stp, piece ? piece : "", piece ? len : 0, &olen, &hit);
+            const char *outp =
+                ss_stopper_push(stp, piece ? piece : "", piece ? len : 0, &olen, &hit);
             fwrite(outp, 1, olen, stdout);
             if (hit) why = "stop";
         }

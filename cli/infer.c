@@ -197,7 +197,8 @@ static int sse_event(sse *s)
         s->wrote = 1;
         s->last = text[n - 1];
     }
-    if (json_object_get(ev, "finish_reason") && !json_is_null(json_object_get(ev, "finish_reason"))) {
+    json_t *fin = json_object_get(ev, "finish_reason");
+    if (fin && !json_is_null(fin)) {
         json_decref(s->final);
         s->final = json_incref(ev);
     }
@@ -438,7 +439,7 @@ int cmd_generate_remote(int argc, char **argv)
             goto out;
         }
         if (o.json) {
-            cli_print_json(reply);
+            cli_print_raw(resp.body);
         } else {
             const char *t = json_string_value(json_object_get(reply, "text"));
             size_t n = json_string_length(json_object_get(reply, "text"));
@@ -527,6 +528,7 @@ int cmd_score(int argc, char **argv)
     int c, rc = CLI_FAIL, verbose = 0;
     cli_conn conn = {0};
     json_t *body = json_object(), *cv = NULL, *kv = NULL, *reply = NULL;
+    char *raw = NULL;
 
     if (!body) goto out;
     optind = 1;
@@ -567,12 +569,12 @@ int cmd_score(int argc, char **argv)
         goto out;
     }
     rc = CLI_FAIL;
-    if (cli_http_json(&conn, "POST", "/v1/score", body, &reply)) {
+    if (cli_http_json(&conn, "POST", "/v1/score", body, &reply, &raw)) {
         rc = cli_fail("score");
         goto out;
     }
     if (o.json) {
-        cli_print_json(reply);
+        cli_print_raw(raw);
     } else {
         json_t *ppl = json_object_get(reply, "perplexity");
         printf("tokens       %" JSON_INTEGER_FORMAT "\n",
@@ -597,6 +599,7 @@ int cmd_score(int argc, char **argv)
     }
     rc = CLI_OK;
 out:
+    free(raw);
     json_decref(reply);
     json_decref(kv);
     json_decref(cv);
@@ -627,6 +630,7 @@ int cmd_models(int argc, char **argv)
     int c, rc = CLI_FAIL;
     cli_conn conn = {0};
     json_t *reply = NULL;
+    char *raw = NULL;
     cli_table *t = NULL;
 
     optind = 1;
@@ -640,12 +644,12 @@ int cmd_models(int argc, char **argv)
     }
     if (optind < argc) return cli_usage("models", "unexpected argument '%s'", argv[optind]);
     if (cli_conn_init(&conn, &o)) return cli_usage("models", "%s", ss_errmsg());
-    if (cli_http_json(&conn, "GET", "/v1/models", NULL, &reply)) {
+    if (cli_http_json(&conn, "GET", "/v1/models", NULL, &reply, &raw)) {
         rc = cli_fail("models");
         goto out;
     }
     if (o.json) {
-        cli_print_json(reply);
+        cli_print_raw(raw);
         rc = CLI_OK;
         goto out;
     }
@@ -671,6 +675,7 @@ int cmd_models(int argc, char **argv)
     cli_table_print(t);
     rc = CLI_OK;
 out:
+    free(raw);
     cli_table_free(t);
     json_decref(reply);
     cli_conn_free(&conn);
@@ -694,6 +699,7 @@ int cmd_health(int argc, char **argv)
     int c, rc = CLI_FAIL;
     cli_conn conn = {0};
     json_t *reply = NULL;
+    char *raw = NULL;
 
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -706,18 +712,19 @@ int cmd_health(int argc, char **argv)
     }
     if (optind < argc) return cli_usage("health", "unexpected argument '%s'", argv[optind]);
     if (cli_conn_init(&conn, &o)) return cli_usage("health", "%s", ss_errmsg());
-    if (cli_http_json(&conn, "GET", "/healthz", NULL, &reply)) {
+    if (cli_http_json(&conn, "GET", "/healthz", NULL, &reply, &raw)) {
         rc = cli_fail("health");
         goto out;
     }
     if (o.json) {
-        cli_print_json(reply);
+        cli_print_raw(raw);
     } else {
         const char *st = json_string_value(json_object_get(reply, "status"));
         printf("%s\n", st ? st : "ok");
     }
     rc = CLI_OK;
 out:
+    free(raw);
     json_decref(reply);
     cli_conn_free(&conn);
     return rc;

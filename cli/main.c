@@ -23,7 +23,7 @@ typedef struct command {
 
 static const command commands[] = {
     {"generate", cmd_generate, 1, "generate text: locally with --model DIR, or through a daemon"},
-    {"score", cmd_score, 1, "log-likelihood of a continuation from a state (the State Soup metric)"},
+    {"score", cmd_score, 1, "log-likelihood of a continuation after a state (State Soup metric)"},
     {"ls", cmd_ls, 1, "list stored states (--url, or --data DIR read-only)"},
     {"show", cmd_show, 1, "print a state's record (--url, or --data DIR read-only)"},
     {"save", cmd_save, 1, "run the model over a prompt and store the state"},

@@ -154,3 +154,18 @@ void cli_unescape(char *s)
     }
     *w = '\0';
 }
+
+ss_err cli_add_tags(json_t *arr, const char *arg)
+{
+    while (*arg) {
+        const char *c = strchr(arg, ',');
+        size_t n = c ? (size_t)(c - arg) : strlen(arg);
+        if (n) {
+            json_t *t = json_stringn(arg, n);
+            if (!t) return ss_fail(SS_ERR_INVALID, "tag '%.*s' is not valid UTF-8", (int)n, arg);
+            if (json_array_append_new(arr, t)) return ss_fail(SS_ERR_NOMEM, "out of memory");
+        }
+        arg += n + (c ? 1 : 0);
+    }
+    return SS_OK;
+}
