@@ -4,13 +4,14 @@
  *   1. a store directory this test fills through the store API, read offline with --data while
  *      the test still holds it open for writing (ls, show, verify; export with --model, whose
  *      file must import back bit-exact through ss_state_import), and
- *   2. a real statesoupd on 127.0.0.1:0 (port read from its "listening on" line, readiness from its
- *      "ready" line): save, ls, show, merge, score, generate (streamed == non-streamed at
- *      temperature 0), export -> import bit-exact, offline export beside the running daemon, rm,
- *      and the error paths (server errors exit 1 with the server's code and message, bad usage
- *      exits 2, nothing listening names the URL).
+ *   2. a real statesoupd on 127.0.0.1:0 with API keys (port read from its "listening on" line,
+ *      readiness from its "ready" line): save, ls, show, merge, score, generate (streamed ==
+ *      non-streamed at temperature 0), export -> import bit-exact, offline export beside the
+ *      running daemon, rm, keys (401/403), and the error paths (server errors exit 1 with the
+ *      server's code and message, bad usage exits 2, nothing listening names the URL).
  * Every check compares values; waiting is on log lines and process exits, never on a sleep.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -485,7 +486,7 @@ static json_t *json_ok(result *r)
 
 static void test_daemon(void)
 {
-    char data_dir[512], url[256], file[512], file2[512], demo[4096];
+    char data_dir[512], url[256], file[512], file2[512], demo[4096], keys[512];
     result r = {0};
     daemon_log d = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
     pthread_t th;
@@ -495,6 +496,16 @@ static void test_daemon(void)
 
     snprintf(data_dir, sizeof data_dir, "%s/daemon-data", work);
     snprintf(demo, sizeof demo, "%s/%s", test_source_root(), DEMO);
+    /* auth on: every command below sends the write key from $STATESOUP_API_KEY */
+    snprintf(keys, sizeof keys, "%s/keys", work);
+    FILE *kf = fopen(keys, "w");
+    if (!kf) {
+        perror(keys);
+        exit(1);
+    }
+    fputs("key-write-0123456789 write\nkey-read-0123456789 read\n", kf);
+    fclose(kf);
+    setenv("STATESOUP_API_KEY", "key-write-0123456789", 1);
     if (pipe(pfd) != 0) {
         perror("pipe");
         exit(1);
@@ -510,7 +521,7 @@ static void test_daemon(void)
         close(pfd[0]);
         close(pfd[1]);
         execl(daemon_path, daemon_path, "--model", demo, "--data", data_dir, "--listen",
-              "127.0.0.1:0", "--compute-threads", "2", (char *)NULL);
+              "127.0.0.1:0", "--compute-threads", "2", "--api-keys", keys, (char *)NULL);
         _exit(127);
     }
     close(pfd[1]);
@@ -537,6 +548,16 @@ static void test_daemon(void)
     CHECK_CODE(&r, 0);
     CHECK(!strcmp(r.out, "ok\n"));
     unsetenv("STATESOUP_URL");
+
+    /* keys: none or an unknown one is refused (401); a read key may read but not delete (403) */
+    unsetenv("STATESOUP_API_KEY");
+    RUN(&r, "ls", "--url", url);
+    CHECK_CODE(&r, 1);
+    CHECK_HAS(r.err, "unauthorized");
+    setenv("STATESOUP_API_KEY", "key-write-0123456789", 1);
+    RUN(&r, "ls", "--url", url, "--api-key", "not-a-key");
+    CHECK_CODE(&r, 1);
+    CHECK_HAS(r.err, "unknown API key");
 
     /* models: the table and the JSON agree with the checkpoint */
     REQUIRE_OK(ss_model_open(&m, demo, NULL));
@@ -598,9 +619,13 @@ static void test_daemon(void)
     j = json_ok(&r);
     CHECK(json_equal(j, dict));
     json_decref(j);
-    RUN(&r, "show", "--url", url, "dict/b");
+    RUN(&r, "show", "--url", url, "dict/b", "--api-key", "key-read-0123456789");
     CHECK_CODE(&r, 0);
     CHECK(HAS_LINE(r.out, "checksum", jstr(dict, "checksum")));
+    RUN(&r, "rm", "--url", url, "dict/b", "--api-key", "key-read-0123456789");
+    CHECK_CODE(&r, 1);
+    CHECK_HAS(r.err, "forbidden");
+    CHECK(!HAS_LINE(r.out, "deleted"));
 
     /* merge: parents and weights recorded */
     RUN(&r, "merge", "--url", url, "--name", "soup", "--tag", "soup", "intro=0.5", "dict/b=0.5",
@@ -703,7 +728,24 @@ static void test_daemon(void)
     json_decref(j);
     RUN(&r, "import", "--url", url, file, "--name", "soup-copy");
     CHECK_CODE(&r, 1);
+    CHECK_HAS(r.err, "already_exists");
     CHECK_HAS(r.err, "soup-copy");
+    /* a state file of another model (the offline part's tiny one) is refused */
+    snprintf(file2, sizeof file2, "%s/alpha.safetensors", work);
+    RUN(&r, "import", "--url", url, file2, "--name", "alien");
+    CHECK_CODE(&r, 1);
+    CHECK_HAS(r.err, "model_mismatch");
+    /* a failed export leaves no file behind */
+    snprintf(file2, sizeof file2, "%s/nope.safetensors", work);
+    RUN(&r, "export", "--url", url, "nope", "-o", file2);
+    CHECK_CODE(&r, 1);
+    CHECK_HAS(r.err, "not_found");
+    CHECK(access(file2, F_OK) != 0 && errno == ENOENT);
+    DIR *wd = opendir(work);
+    for (struct dirent *de; wd && (de = readdir(wd));) {
+        CHECKF(strncmp(de->d_name, "nope.", 5) != 0, "left behind: %s", de->d_name);
+    }
+    if (wd) closedir(wd);
     /* the daemon's file and an offline export beside the running daemon hold the same floats */
     snprintf(file2, sizeof file2, "%s/soup-offline.safetensors", work);
     RUN(&r, "export", "--data", data_dir, "--model", demo, "soup", "-o", file2);
@@ -792,6 +834,7 @@ stop:
     json_decref(soup);
     json_decref(dict);
     json_decref(intro);
+    unsetenv("STATESOUP_API_KEY");
     free(d.text);
     ss_model_close(m);
 }
