@@ -18,7 +18,7 @@
 enum { OPT_PROMPT = CLI_OPT_FIRST_LOCAL, OPT_PROMPT_FILE, OPT_TOKENS, OPT_STATE, OPT_MERGE,
        OPT_MAX_TOKENS, OPT_TEMPERATURE, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_SEED, OPT_STOP,
        OPT_SAVE_STATE, OPT_NO_STREAM, OPT_CONTEXT, OPT_CONTEXT_TOKENS, OPT_CONTINUATION,
-       OPT_CONTINUATION_TOKENS, OPT_LOCAL_ONLY };
+       OPT_CONTINUATION_TOKENS, OPT_LOGPROBS, OPT_IDS, OPT_LOCAL_ONLY };
 
 /* Put "state" or "merge" (from "A=0.5,B=0.5") into a request body. */
 static int add_start(const char *cmd, json_t *body, const char *state, const char *merge)
@@ -113,8 +113,9 @@ const char cli_generate_help[] =
     "  --json               daemon: wait, then print the reply JSON (text, tokens, finish_reason,\n"
     "                       usage, state)\n"
     "  --state-out FILE     local: save the state after the last token (safetensors)\n"
-    "  --logprobs           local: print each token with its log-probability to stderr\n"
-    "  --ids                local: print generated token ids instead of text\n"
+    "  --logprobs           print each token's id and log-probability to stderr\n"
+    "  --ids                print the generated token ids instead of text (for a model without\n"
+    "                       a tokenizer)\n"
     "  -v, --verbose        finish reason and token counts (daemon); load progress and speed\n"
     "                       (local)\n"
     "  -h, --help           this text\n"
@@ -148,8 +149,30 @@ typedef struct sse {
     int wrote;          /* some text was written */
     char last;          /* last byte written */
     json_t *final;      /* the event with finish_reason */
-    char *error;        /* an error event's "code: message" */
+    int ids;            /* --ids: print token ids instead of text */
+    int logprobs;       /* --logprobs: each token's log-probability on stderr */
+    int n_tok;          /* tokens seen so far */
 } sse;
+
+/* Token number s->n_tok: its id on stdout (--ids) and/or its log-probability on stderr. */
+static int show_token(sse *s, json_int_t id, const json_t *logprob)
+{
+    if (s->ids && (printf("%s%" JSON_INTEGER_FORMAT, s->n_tok ? " " : "", id) < 0 ||
+                   fflush(stdout) != 0)) {
+        ss_fail(SS_ERR_IO, "cannot write to stdout");
+        return 1;
+    }
+    if (s->logprobs) {
+        if (json_is_number(logprob)) {
+            fprintf(stderr, "[%d] id %" JSON_INTEGER_FORMAT " logprob %.4f\n", s->n_tok, id,
+                    json_number_value(logprob));
+        } else {
+            fprintf(stderr, "[%d] id %" JSON_INTEGER_FORMAT " logprob -\n", s->n_tok, id);
+        }
+    }
+    s->n_tok++;
+    return 0;
+}
 
 static int grow(char **buf, size_t *cap, size_t need)
 {
@@ -186,9 +209,15 @@ static int sse_event(sse *s)
         json_decref(ev);
         return 1;
     }
+    json_t *tok = json_object_get(ev, "token");
+    if (json_is_integer(tok) &&
+        show_token(s, json_integer_value(tok), json_object_get(ev, "logprob"))) {
+        json_decref(ev);
+        return 1;
+    }
     const char *text = json_string_value(json_object_get(ev, "text"));
     size_t n = json_string_length(json_object_get(ev, "text"));
-    if (text && n) {
+    if (text && n && !s->ids) {
         if (fwrite(text, 1, n, stdout) != n || fflush(stdout) != 0) {
             ss_fail(SS_ERR_IO, "cannot write to stdout");
             json_decref(ev);
@@ -279,8 +308,8 @@ int cmd_generate_remote(int argc, char **argv)
         {"state-in", required_argument, NULL, OPT_LOCAL_ONLY},
         {"state-out", required_argument, NULL, OPT_LOCAL_ONLY},
         {"ignore-eos", no_argument, NULL, OPT_LOCAL_ONLY},
-        {"logprobs", no_argument, NULL, OPT_LOCAL_ONLY},
-        {"ids", no_argument, NULL, OPT_LOCAL_ONLY},
+        {"logprobs", no_argument, NULL, OPT_LOGPROBS},
+        {"ids", no_argument, NULL, OPT_IDS},
         CLI_CONN_OPTIONS,
         {NULL, 0, NULL, 0},
     };
@@ -343,6 +372,8 @@ int cmd_generate_remote(int argc, char **argv)
             json_array_append_new(stops, json_string(optarg));
             break;
         case 'v': verbose = 1; break;
+        case OPT_IDS: s.ids = 1; break;
+        case OPT_LOGPROBS: s.logprobs = 1; break;
         case OPT_LOCAL_ONLY:
             rc = cli_usage("generate", "--%s works only locally, with --model DIR",
                            opts[li].name);
@@ -395,6 +426,7 @@ int cmd_generate_remote(int argc, char **argv)
     }
     int stream = !no_stream && !o.json;
     json_object_set_new(body, "stream", json_boolean(stream));
+    if (s.logprobs) json_object_set_new(body, "logprobs", json_integer(1));
     if (cli_conn_init(&conn, &o)) {
         rc = cli_usage("generate", "%s", ss_errmsg());
         goto out;
@@ -428,7 +460,9 @@ int cmd_generate_remote(int argc, char **argv)
             rc = cli_fail("generate");
             goto out;
         }
-        if (s.wrote && isatty(STDOUT_FILENO) && s.last != '\n') fputc('\n', stdout);
+        if (s.ids ? s.n_tok > 0 : s.wrote && isatty(STDOUT_FILENO) && s.last != '\n') {
+            fputc('\n', stdout);
+        }
         fin = s.final;
     } else {
         json_error_t je;
@@ -441,10 +475,23 @@ int cmd_generate_remote(int argc, char **argv)
         if (o.json) {
             cli_print_raw(resp.body);
         } else {
+            size_t i;
+            json_t *id, *lps = json_object_get(reply, "logprobs");
+            json_array_foreach(json_object_get(reply, "tokens"), i, id) {
+                json_t *lp = json_object_get(json_array_get(lps, i), "logprob");
+                if (show_token(&s, json_integer_value(id), lp)) {
+                    rc = cli_fail("generate");
+                    goto out;
+                }
+            }
             const char *t = json_string_value(json_object_get(reply, "text"));
             size_t n = json_string_length(json_object_get(reply, "text"));
-            fwrite(t ? t : "", 1, n, stdout);
-            if (isatty(STDOUT_FILENO) && n && t[n - 1] != '\n') fputc('\n', stdout);
+            if (s.ids) {
+                if (s.n_tok) fputc('\n', stdout);
+            } else {
+                fwrite(t ? t : "", 1, n, stdout);
+                if (isatty(STDOUT_FILENO) && n && t[n - 1] != '\n') fputc('\n', stdout);
+            }
         }
         fin = reply;
     }

@@ -714,6 +714,28 @@ static void test_daemon(void)
         "0", "--json");
     j = json_ok(&r);
     CHECK(json_array_size(json_object_get(j, "tokens")) == 3);
+    /* --ids prints the same ids, streamed or not; --logprobs one stderr line per token */
+    char ids[256] = "", line[64];
+    size_t ti;
+    json_t *tv;
+    json_array_foreach(json_object_get(j, "tokens"), ti, tv) {
+        snprintf(ids + strlen(ids), sizeof ids - strlen(ids), "%s%lld", ti ? " " : "",
+                 (long long)json_integer_value(tv));
+    }
+    strcat(ids, "\n");
+    RUN(&r, "generate", "--url", url, "--tokens", "1,2,3", "--max-tokens", "3", "--temperature",
+        "0", "--ids", "--logprobs");
+    CHECK_CODE(&r, 0);
+    CHECKF(!strcmp(r.out, ids), "'%s' vs '%s'", r.out, ids);
+    json_array_foreach(json_object_get(j, "tokens"), ti, tv) {
+        snprintf(line, sizeof line, "[%zu] id %lld logprob -", ti,
+                 (long long)json_integer_value(tv));
+        CHECK(HAS_LINE(r.err, line, ".")); /* a number, not "-" */
+    }
+    RUN(&r, "generate", "--url", url, "--tokens", "1,2,3", "--max-tokens", "3", "--temperature",
+        "0", "--ids", "--no-stream");
+    CHECK_CODE(&r, 0);
+    CHECK(!strcmp(r.out, ids));
     json_decref(j);
 
     /* export -> import: the imported state has the same checksum (the blob is bit-exact) */
