@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "metrics.h"
@@ -54,6 +55,7 @@ struct ss_http {
     int quiesced;
     MHD_socket listen_fd; /* handed back by MHD_quiesce_daemon; closed after MHD_stop_daemon */
     pthread_mutex_t mu;   /* guards the list of live requests */
+    pthread_cond_t idle;  /* signalled when a request leaves the list */
     ss_http_req *live;
 };
 
@@ -803,6 +805,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     else
         h->live = r->next;
     if (r->next) r->next->prev = r->prev;
+    pthread_cond_broadcast(&h->idle);
     pthread_mutex_unlock(&h->mu);
     ss_http_req_unref(r);
 }
@@ -873,6 +876,7 @@ ss_err ss_http_start(ss_http **out, const ss_http_params *p)
     if (!h) return ss_fail(SS_ERR_NOMEM, "out of memory");
     h->p = *p;
     pthread_mutex_init(&h->mu, NULL);
+    pthread_cond_init(&h->idle, NULL);
     atomic_init(&h->stopping, 0);
     if (p->api_keys && (err = load_keys(p->api_keys, &h->keys, &h->n_keys))) goto fail;
 
@@ -908,6 +912,7 @@ fail:
     if (ai) freeaddrinfo(ai);
     free_keys(h->keys, h->n_keys);
     pthread_mutex_destroy(&h->mu);
+    pthread_cond_destroy(&h->idle);
     free(h);
     return err;
 }
@@ -924,21 +929,55 @@ void ss_http_quiesce(ss_http *h)
     h->listen_fd = MHD_quiesce_daemon(h->d);
 }
 
+int ss_http_drain(ss_http *h, int timeout_ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&h->mu);
+    while (h->live)
+        if (pthread_cond_timedwait(&h->idle, &h->mu, &until) != 0) break;
+    int empty = h->live == NULL;
+    pthread_mutex_unlock(&h->mu);
+    return empty;
+}
+
 void ss_http_stop(ss_http *h)
 {
     if (!h) return;
     atomic_store(&h->stopping, 1);
-    /* MHD_stop_daemon must not see suspended connections: wake every parked one. */
-    pthread_mutex_lock(&h->mu);
-    for (ss_http_req *r = h->live; r; r = r->next) {
-        pthread_mutex_lock(&r->mu);
-        resume_locked(r);
-        pthread_mutex_unlock(&r->mu);
+    /* MHD_stop_daemon must not see suspended connections: wake every parked one. The list lock
+     * is not held while resuming (MHD takes its own locks), the references keep them alive. */
+    for (;;) {
+        ss_http_req *batch[64];
+        int n = 0;
+        pthread_mutex_lock(&h->mu);
+        for (ss_http_req *r = h->live; r && n < 64; r = r->next) {
+            pthread_mutex_lock(&r->mu);
+            if (r->suspended && !r->over) {
+                r->refs++;
+                batch[n++] = r;
+            }
+            pthread_mutex_unlock(&r->mu);
+        }
+        pthread_mutex_unlock(&h->mu);
+        if (n == 0) break;
+        for (int i = 0; i < n; i++) {
+            pthread_mutex_lock(&batch[i]->mu);
+            resume_locked(batch[i]);
+            pthread_mutex_unlock(&batch[i]->mu);
+            ss_http_req_unref(batch[i]);
+        }
     }
-    pthread_mutex_unlock(&h->mu);
     MHD_stop_daemon(h->d);
     if (h->quiesced && h->listen_fd != MHD_INVALID_SOCKET) close(h->listen_fd);
     free_keys(h->keys, h->n_keys);
     pthread_mutex_destroy(&h->mu);
+    pthread_cond_destroy(&h->idle);
     free(h);
 }

@@ -89,6 +89,11 @@ int ss_http_port(const ss_http *h);
 /* Stop accepting new connections; requests in progress go on. Idempotent. */
 void ss_http_quiesce(ss_http *h);
 /*
+ * Wait until no request is in progress (every answer sent), at most timeout_ms. Returns 1 when
+ * none is left. Used at shutdown, after the engine is closed, so answers already made get out.
+ */
+int ss_http_drain(ss_http *h, int timeout_ms);
+/*
  * Stop: parked requests are woken (their continuations see ss_http_stopping() and answer 503,
  * streams end), then the daemon shuts down and every request is completed. NULL is a no-op.
  * Call after the work that could wake requests is finished (the engine closed).

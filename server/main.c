@@ -390,7 +390,9 @@ fail:
     (void)err;
 out:
     if (api) ss_api_detach_engine(api);
-    ss_engine_close(engine);
+    ss_engine_close(engine); /* cancels what is left; every parked request is woken */
+    if (http && !ss_http_drain(http, 5000))
+        fprintf(stderr, "statesoupd: some clients did not take their answers; closing\n");
     ss_http_stop(http);
     ss_store_close(store);
     ss_tokenizer_close(tok);

@@ -1715,6 +1715,48 @@ static void test_overload(void)
     daemon_stop(&d);
 }
 
+
+/* SIGTERM with a stream running and a request queued: both get an answer, the daemon exits 0. */
+static void test_shutdown_inflight(void)
+{
+    char data[512];
+    snprintf(data, sizeof data, "%s/shutdown", tmp_root);
+    srv d;
+    if (daemon_start(&d, fixture_path("models/mamba1-tiny"), data, "--quiet", "--max-batch", "1",
+                     "--shutdown-timeout", "0", "--max-tokens", "1000000", NULL)) {
+        CHECK(0);
+        return;
+    }
+    stream_thread t = {.d = &d, .max_tokens = 1000000};
+    pthread_t th;
+    pthread_create(&th, NULL, stream_main, &t);
+    while (atomic_load(&t.s.n) < 2 && !atomic_load(&t.done)) {
+        struct timespec ts = {0, 1000000}; /* waiting for a condition: the stream runs */
+        nanosleep(&ts, NULL);
+    }
+    gen_thread g = {.d = &d,
+                    .body = json_pack("{s:[i],s:i,s:b}", "prompt", 3, "max_tokens", 4, "ignore_eos",
+                                      1)};
+    pthread_t gth;
+    pthread_create(&gth, NULL, gen_main, &g);
+    int queued = 0;
+    for (int i = 0; i < 5000 && !queued; i++) {
+        resp r = request(&d, "GET", "/metrics", NULL, 0, NULL);
+        queued = strstr(r.body, "\nstatesoup_engine_jobs_queued 1\n") != NULL;
+        free(r.body);
+    }
+    CHECK(queued);
+    daemon_stop(&d); /* checks the exit status */
+    pthread_join(th, NULL);
+    pthread_join(gth, NULL);
+    /* the stream ends with an error event and [DONE]; the queued request gets a 503 */
+    CHECK(t.status == 200 && t.s.done);
+    json_t *last = json_array_get(t.s.events, json_array_size(t.s.events) - 1);
+    CHECK(json_object_get(last, "error") != NULL);
+    check_error(g.answer, g.status, 503, NULL, "request queued at shutdown");
+    sse_free(&t.s);
+}
+
 /* Crash safety: writes go on while the daemon is killed with SIGKILL. */
 typedef struct writer {
     srv *d;
@@ -1827,6 +1869,7 @@ int main(void)
     test_store_full();
     test_corrupt();
     test_overload();
+    test_shutdown_inflight();
     test_text();
     test_crash();
 
