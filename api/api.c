@@ -160,6 +160,7 @@ ss_err api_tokens(ss_api *a, const json_t *v, const char *what, int32_t **ids, i
     *ids = NULL;
     *n = 0;
     if (json_is_string(v)) {
+        if (json_string_length(v) == 0) return SS_OK; /* no text: no tokenizer needed */
         if (!a->tok)
             return ss_fail(SS_ERR_UNSUPPORTED,
                            "no tokenizer loaded: send \"%s\" as an array of token ids, or start "

@@ -564,6 +564,14 @@ static void test_golden(srv *d)
                      &st);
     CHECKF(st == 200 && tokens_equal(json_object_get(j, "tokens"), g12, n12),
            "greedy12 from seq_a through the API (status %ld)", st);
+    json_decref(j);
+    /* the empty prompt as text works without a tokenizer too */
+    j = call(d, "POST", "/v1/generate",
+             json_pack("{s:s,s:s,s:I,s:f,s:b}", "state", "seq_a", "prompt", "", "max_tokens",
+                       (json_int_t)n12, "temperature", 0.0, "ignore_eos", 1),
+             &st);
+    CHECKF(st == 200 && tokens_equal(json_object_get(j, "tokens"), g12, n12),
+           "greedy12 with prompt \"\" (status %ld)", st);
     CHECK(!strcmp(json_string_value(json_object_get(j, "finish_reason")), "length"));
     json_t *t = json_object_get(j, "timings");
     CHECK(json_is_number(json_object_get(t, "queue_ms")) &&
