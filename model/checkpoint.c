@@ -9,6 +9,7 @@
  * XXH3-128, tensors in parallel, so a 2.8b checkpoint takes about a second from page cache.
  */
 #include "internal.h"
+#include "kernels.h"
 #include "safetensors.h"
 #include "ss_util.h"
 
@@ -18,6 +19,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -467,6 +469,18 @@ static ss_err load_A(loader *L, const char *name, float **out, int ndim, int64_t
     return SS_OK;
 }
 
+/* Blocked copy [C/16][K][16] of a [C, K] matrix for the SIMD kernels (NULL if C % 16 != 0). */
+static ss_err block16(loader *L, const float *src, int C, int K, float **out)
+{
+    *out = NULL;
+    if (C % 16) return SS_OK;
+    float *b = malloc((size_t)C * K * sizeof *b);
+    if (!b) return ss_fail(SS_ERR_NOMEM, "out of memory");
+    kernels_block16(src, C, K, b);
+    *out = b;
+    return own(L->m, b);
+}
+
 static ss_err load_mixer(loader *L, layer *ly, int i)
 {
     model_config *c = &L->m->cfg;
@@ -492,6 +506,8 @@ static ss_err load_mixer(loader *L, layer *ly, int i)
             return err;
         if ((err = get_f32(L, T("dt_proj.bias"), 0, &ly->dt_proj_b, 1, I64(Di)))) return err;
         if ((err = load_A(L, T("A_log"), &ly->A, 2, Di, N))) return err;
+        if ((err = block16(L, ly->A, Di, N, &ly->A16))) return err;
+        if ((err = block16(L, ly->conv_w, Di, K, &ly->conv_w16))) return err;
         if ((err = get_f32(L, T("D"), 0, &ly->D, 1, I64(Di)))) return err;
     } else {
         int H = c->n_heads, G = c->n_groups, C = Di + 2 * G * N;
@@ -504,6 +520,7 @@ static ss_err load_mixer(loader *L, layer *ly, int i)
             return err;
         if (c->use_conv_bias && (err = get_f32(L, T("conv1d.bias"), 0, &ly->conv_b, 1, I64(C))))
             return err;
+        if ((err = block16(L, ly->conv_w, C, K, &ly->conv_w16))) return err;
         if ((err = get_f32(L, T("dt_bias"), 0, &ly->dt_bias, 1, I64(H)))) return err;
         if ((err = load_A(L, T("A_log"), &ly->A, 1, H, 0))) return err;
         if ((err = get_f32(L, T("D"), 0, &ly->D, 1, I64(H)))) return err;
@@ -599,6 +616,22 @@ static int cmp_ref(const void *a, const void *b)
     return strcmp(((const tensor_ref *)a)->name, ((const tensor_ref *)b)->name);
 }
 
+typedef struct hash_job {
+    const tensor_ref *refs;
+    XXH128_hash_t *digests;
+    int n;
+    atomic_int next;
+} hash_job;
+
+static void hash_part(void *arg, int tid, int nt)
+{
+    (void)tid;
+    (void)nt;
+    hash_job *j = arg;
+    for (int i; (i = atomic_fetch_add(&j->next, 1)) < j->n;)
+        j->digests[i] = XXH3_128bits(j->refs[i].t->data, j->refs[i].t->n_bytes);
+}
+
 static ss_err fingerprint(loader *L)
 {
     int n = 0;
@@ -618,9 +651,9 @@ static ss_err fingerprint(loader *L)
             k++;
         }
     qsort(refs, (size_t)n, sizeof *refs, cmp_ref);
-    /* Hash tensors in parallel; big tensors dominate, so schedule dynamically. */
-#pragma omp parallel for schedule(dynamic, 1) num_threads(L->m->n_threads)
-    for (int i = 0; i < n; i++) digests[i] = XXH3_128bits(refs[i].t->data, refs[i].t->n_bytes);
+    /* Hash tensors in parallel (big tensors dominate: threads take the next one as they go). */
+    hash_job hj = {.refs = refs, .digests = digests, .n = n};
+    pool_run(L->m->pool, hash_part, &hj);
 
     XXH3_state_t *st = XXH3_createState();
     if (!st) {
@@ -721,6 +754,9 @@ ss_err model_load(ss_model *m, const char *dir, const ss_model_params *p)
     size_t len;
     m->n_threads = p->n_threads > 0 ? p->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (m->n_threads < 1) m->n_threads = 1;
+    if (m->n_threads > 64) m->n_threads = 64;
+    m->pool = pool_new(m->n_threads);
+    if (!m->pool) return ss_fail(SS_ERR_NOMEM, "cannot start %d threads", m->n_threads);
 
     struct stat st;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
@@ -755,6 +791,8 @@ out:
 
 void model_unload(ss_model *m)
 {
+    pool_free(m->pool);
+    m->pool = NULL;
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     for (int i = 0; i < m->n_maps; i++)

@@ -12,6 +12,7 @@
 
 #include <stdint.h>
 
+#include "pool.h"
 #include "ss_model.h"
 
 typedef enum layer_kind { LAYER_MAMBA1, LAYER_MAMBA2, LAYER_MOE } layer_kind;
@@ -64,6 +65,8 @@ typedef struct layer {
     const float *dt_proj_b; /* M1: [Di] */
     const float *dt_bias;   /* M2: [H] */
     float *A;               /* M1: [Di, N], M2: [H]; = -exp(A_log), owned */
+    float *A16;             /* M1: A as [Di/16][N][16] blocks for the SIMD scan, or NULL */
+    float *conv_w16;        /* conv_w as [C/16][K][16] blocks for the SIMD conv, or NULL */
     const float *D;         /* M1: [Di], M2: [H] */
     const float *gnorm_w;   /* M2: [Di] gated RMSNorm weight */
     const float *out_proj_w; /* [d, Di] */
@@ -92,6 +95,7 @@ struct ss_model {
     const float *norm_f_b; /* [d] LayerNorm only */
     layer *layers;        /* [n_layer] */
     int n_threads;
+    ss_pool *pool; /* n_threads workers for every parallel step of the forward pass */
     /* resources */
     mapping *maps;
     int n_maps;
@@ -131,7 +135,7 @@ ss_err model_load(ss_model *m, const char *dir, const ss_model_params *p);
 void model_unload(ss_model *m);
 
 /* model/mamba.c: dense helpers shared with the other forward files */
-void mm_rows(const float *x, int rows, int in, int ldx, const float *w, const float *bias, int out,
-             float *y, int ldy);
+void mm_rows(ss_pool *pool, const float *x, int rows, int in, int ldx, const float *w,
+             const float *bias, int out, float *y, int ldy);
 
 #endif

@@ -17,6 +17,7 @@
  * Each block is pre-norm residual: h += block(norm(h)); logits = lm_head(norm_f(h)).
  */
 #include "internal.h"
+#include "kernels.h"
 #include "mixers.h"
 
 #include <cblas.h>
@@ -29,25 +30,60 @@
 
 /* ---- dense helpers ------------------------------------------------------------------------ */
 
-void mm_rows(const float *x, int rows, int in, int ldx, const float *w, const float *bias, int out,
-             float *y, int ldy)
+/*
+ * y[rows, out] = x[rows, in] w[out, in]^T (+ bias). Our threads split the output columns (each
+ * streams its share of w once); inside, OpenBLAS runs single-threaded: one runtime owns the cores,
+ * so no two thread pools spin against each other. Small row counts (decode) use the small-M kernel
+ * that streams the weights once for all rows.
+ */
+typedef struct mm_job {
+    const float *x, *w, *bias;
+    int rows, in, ldx, out, ldy;
+    float *y;
+} mm_job;
+
+/* Columns [lo, hi) of the product, on the calling thread. */
+static void mm_part(void *arg, int tid, int nt)
 {
-    if (rows <= 0 || out <= 0) return;
-    if (rows == 1) {
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, out, in, 1.0f, w, in, x, 1, 0.0f, y, 1);
+    const mm_job *j = arg;
+    int lo, hi;
+    pool_range(j->out, 16, tid, nt, &lo, &hi);
+    if (lo >= hi) return;
+    const int n = hi - lo;
+    const float *wc = j->w + (size_t)lo * j->in;
+    float *yc = j->y + lo;
+    if (j->rows == 1) {
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, n, j->in, 1.0f, wc, j->in, j->x, 1, 0.0f, yc, 1);
+    } else if (j->rows <= 16) {
+        kernels_get()->gemm_small(j->x, j->rows, j->in, j->ldx, wc, n, yc, j->ldy);
     } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, out, in, 1.0f, x, ldx, w, in,
-                    0.0f, y, ldy);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->rows, n, j->in, 1.0f, j->x, j->ldx,
+                    wc, j->in, 0.0f, yc, j->ldy);
     }
-    if (bias) {
-        for (int r = 0; r < rows; r++)
-            for (int o = 0; o < out; o++) y[(size_t)r * ldy + o] += bias[o];
+    if (j->bias) {
+        for (int r = 0; r < j->rows; r++)
+            for (int o = 0; o < n; o++) yc[(size_t)r * j->ldy + o] += j->bias[lo + o];
     }
 }
 
-void norm_rows(const model_config *c, const float *w, const float *b, const float *x, float *y,
-               int rows, int d)
+/*
+ * y[rows, out] = x[rows, in] w[out, in]^T (+ bias). The pool's threads split the output columns
+ * (each streams its share of w once); inside, OpenBLAS runs single-threaded: one set of threads
+ * owns the cores. Row counts up to 16 (decode) use the small-M kernel that streams the weights
+ * once for all rows.
+ */
+void mm_rows(ss_pool *pool, const float *x, int rows, int in, int ldx, const float *w,
+             const float *bias, int out, float *y, int ldy)
 {
+    if (rows <= 0 || out <= 0) return;
+    mm_job j = {.x = x, .w = w, .bias = bias, .rows = rows, .in = in, .ldx = ldx, .out = out,
+                .ldy = ldy, .y = y};
+    if ((size_t)rows * out * in < 100000 || out < 32) mm_part(&j, 0, 1);
+    else pool_run(pool, mm_part, &j);
+}
+
+void norm_rows(const model_config *c, const float *w, const float *b, const float *x, float *y,
+               int rows, int d) {
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * d;
         float *yr = y + (size_t)r * d;
@@ -71,18 +107,19 @@ void norm_rows(const model_config *c, const float *w, const float *b, const floa
 
 /* ---- model -------------------------------------------------------------------------------- */
 
-ss_model_params ss_model_default_params(void)
-{
+ss_model_params ss_model_default_params(void) {
     return (ss_model_params){.n_threads = 0};
 }
 
-ss_err ss_model_open(ss_model **out, const char *dir, const ss_model_params *params)
-{
+ss_err ss_model_open(ss_model **out, const char *dir, const ss_model_params *params) {
     ss_model_params def = ss_model_default_params();
     if (!params) params = &def;
     ss_model *m = calloc(1, sizeof *m);
     if (!m) return ss_fail(SS_ERR_NOMEM, "out of memory");
     ss_err err = model_load(m, dir, params);
+    /* Our pool's threads split every matrix product; OpenBLAS runs inside them single-threaded
+     * (two thread pools spinning against each other on the same cores cost 30 % here). */
+    openblas_set_num_threads(1);
     if (err) {
         model_unload(m);
         free(m);
@@ -92,20 +129,17 @@ ss_err ss_model_open(ss_model **out, const char *dir, const ss_model_params *par
     return SS_OK;
 }
 
-void ss_model_close(ss_model *m)
-{
+void ss_model_close(ss_model *m) {
     if (!m) return;
     model_unload(m);
     free(m);
 }
 
-const ss_model_info *ss_model_get_info(const ss_model *m)
-{
+const ss_model_info *ss_model_get_info(const ss_model *m) {
     return &m->info;
 }
 
-void ss_model_state_layout(const ss_model *m, ss_state_layout *o)
-{
+void ss_model_state_layout(const ss_model *m, ss_state_layout *o) {
     const ss_model_info *in = &m->info;
     size_t L = (size_t)in->n_state_layers;
     memset(o, 0, sizeof *o);
@@ -135,8 +169,7 @@ void ss_model_state_layout(const ss_model *m, ss_state_layout *o)
 
 /* ---- scratch ------------------------------------------------------------------------------ */
 
-ss_err ss_ctx_new(const ss_model *m, ss_ctx **out)
-{
+ss_err ss_ctx_new(const ss_model *m, ss_ctx **out) {
     ss_ctx *c = calloc(1, sizeof *c);
     if (!c) return ss_fail(SS_ERR_NOMEM, "out of memory");
     c->m = m;
@@ -144,11 +177,9 @@ ss_err ss_ctx_new(const ss_model *m, ss_ctx **out)
     return SS_OK;
 }
 
-static void ctx_release(ss_ctx *c)
-{
-    float **bufs[] = {&c->h,  &c->xn,     &c->proj, &c->xc,  &c->dbc,  &c->dt,
-                      &c->y,  &c->out,    &c->router, &c->eh, &c->ein, &c->eout,
-                      &c->route_w};
+static void ctx_release(ss_ctx *c) {
+    float **bufs[] = {&c->h,   &c->xn,     &c->proj, &c->xc,  &c->dbc,  &c->dt,     &c->y,
+                      &c->out, &c->router, &c->eh,   &c->ein, &c->eout, &c->route_w};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         free(*bufs[i]);
         *bufs[i] = NULL;
@@ -163,22 +194,19 @@ static void ctx_release(ss_ctx *c)
     c->rows = 0;
 }
 
-void ss_ctx_free(ss_ctx *c)
-{
+void ss_ctx_free(ss_ctx *c) {
     if (!c) return;
     ctx_release(c);
     free(c->logits);
     free(c);
 }
 
-static float *alloc_f(size_t n)
-{
+static float *alloc_f(size_t n) {
     return aligned_alloc(64, ((n ? n : 1) * sizeof(float) + 63) & ~(size_t)63);
 }
 
 /* Make room for `rows` rows. Buffers never shrink. */
-static ss_err ctx_reserve(ss_ctx *c, int rows)
-{
+static ss_err ctx_reserve(ss_ctx *c, int rows) {
     if (rows <= c->rows) return SS_OK;
     const ss_model *m = c->m;
     const model_config *cf = &m->cfg;
@@ -222,8 +250,7 @@ static ss_err ctx_reserve(ss_ctx *c, int rows)
     return SS_OK;
 }
 
-static ss_err ctx_reserve_logits(ss_ctx *c, int rows)
-{
+static ss_err ctx_reserve_logits(ss_ctx *c, int rows) {
     if (rows <= c->logits_rows) return SS_OK;
     free(c->logits);
     c->logits = alloc_f((size_t)rows * (size_t)c->m->cfg.vocab);
@@ -233,20 +260,8 @@ static ss_err ctx_reserve_logits(ss_ctx *c, int rows)
 
 /* ---- Mamba-1 mixer ------------------------------------------------------------------------ */
 
-static inline float silu(float x)
-{
-    return x / (1.0f + expf(-x));
-}
-
-static inline float softplus(float x)
-{
-    /* torch.nn.functional.softplus with beta 1, threshold 20 */
-    return x > 20.0f ? x : log1pf(expf(x));
-}
-
 /* RMS-normalise v[n] in place without a weight (falcon-mamba's B/C/dt norms). */
-static void rms_inplace(float *v, int n, float eps)
-{
+static void rms_inplace(float *v, int n, float eps) {
     double ss = 0;
     for (int i = 0; i < n; i++) ss += (double)v[i] * v[i];
     float inv = (float)(1.0 / sqrt(ss / n + eps));
@@ -257,33 +272,75 @@ static void rms_inplace(float *v, int n, float eps)
  * Causal depthwise conv + SiLU over the rows of each span, channels [0, C) of `in` (row stride
  * ld_in), updating the conv windows in the states. out: [T, C].
  */
-void conv_rows(const ss_model *m, const layer *ly, const span *sp, int n_sp, const float *in,
-               int ld_in, float *out, int C)
+typedef struct conv_job {
+    const ss_model *m;
+    const layer *ly;
+    const span *sp;
+    int n_sp, ld_in, C;
+    const float *in;
+    float *out;
+} conv_job;
+
+static void conv_part(void *arg, int tid, int nt)
 {
-    const int K = m->cfg.conv_kernel;
-    const size_t L_off = (size_t)ly->state_index * (size_t)C * (size_t)K;
-#pragma omp parallel for schedule(static) num_threads(m->n_threads) if (C >= 256)
-    for (int i = 0; i < C; i++) {
-        const float *w = ly->conv_w + (size_t)i * K;
-        const float bias = ly->conv_b ? ly->conv_b[i] : 0.0f;
-        float win[64];
-        for (int s = 0; s < n_sp; s++) {
-            float *st = ss_state_data(sp[s].state) + L_off + (size_t)i * K;
-            memcpy(win, st, (size_t)K * sizeof(float));
-            for (int t = sp[s].row; t < sp[s].row + sp[s].n; t++) {
-                memmove(win, win + 1, (size_t)(K - 1) * sizeof(float));
-                win[K - 1] = in[(size_t)t * ld_in + i];
-                float acc = bias;
-                for (int k = 0; k < K; k++) acc += win[k] * w[k];
-                out[(size_t)t * C + i] = silu(acc);
-            }
-            memcpy(st, win, (size_t)K * sizeof(float));
-        }
+    const conv_job *j = arg;
+    const int K = j->m->cfg.conv_kernel;
+    const size_t L_off = (size_t)j->ly->state_index * (size_t)j->C * (size_t)K;
+    int c0, c1;
+    pool_range(j->C, j->C % 16 ? 1 : 16, tid, nt, &c0, &c1);
+    if (c0 >= c1) return;
+    for (int s = 0; s < j->n_sp; s++) {
+        conv_args a = {.T = j->sp[s].n, .c0 = c0, .c1 = c1, .K = K,
+                       .in = j->in + (size_t)j->sp[s].row * j->ld_in, .ld_in = j->ld_in,
+                       .w = j->ly->conv_w, .w16 = j->ly->conv_w16, .bias = j->ly->conv_b,
+                       .win = ss_state_data(j->sp[s].state) + L_off,
+                       .out = j->out + (size_t)j->sp[s].row * j->C, .ld_out = j->C};
+        kernels_get()->conv(&a);
     }
 }
 
-static void mamba1_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp, int T)
+void conv_rows(const ss_model *m, const layer *ly, const span *sp, int n_sp, const float *in,
+               int ld_in, float *out, int C)
 {
+    conv_job j = {.m = m, .ly = ly, .sp = sp, .n_sp = n_sp, .ld_in = ld_in, .C = C, .in = in,
+                  .out = out};
+    if (C < 256) conv_part(&j, 0, 1);
+    else pool_run(m->pool, conv_part, &j);
+}
+
+typedef struct scan_job {
+    const ss_model *m;
+    ss_ctx *c;
+    const layer *ly;
+    const span *sp;
+    int n_sp;
+    size_t ssm_off;
+} scan_job;
+
+static void scan1_part(void *arg, int tid, int nt)
+{
+    const scan_job *j = arg;
+    const model_config *cf = &j->m->cfg;
+    const int Di = cf->d_inner, N = cf->d_state, R = cf->dt_rank, ldbc = R + 2 * N;
+    const ss_ctx *c = j->c;
+    int c0, c1;
+    pool_range(Di, Di % 16 ? 1 : 16, tid, nt, &c0, &c1);
+    if (c0 >= c1) return;
+    for (int q = 0; q < j->n_sp; q++) {
+        const size_t r = (size_t)j->sp[q].row;
+        scan1_args a = {.T = j->sp[q].n, .c0 = c0, .c1 = c1, .N = N,
+                        .dt = c->dt + r * Di, .ldd = Di,
+                        .x = c->xc + r * Di, .ldx = Di,
+                        .z = c->proj + r * 2 * Di + Di, .ldz = 2 * Di,
+                        .B = c->dbc + r * ldbc + R, .C = c->dbc + r * ldbc + R + N,
+                        .ldbc = ldbc, .A = j->ly->A, .A16 = j->ly->A16, .D = j->ly->D,
+                        .s = ss_state_data(j->sp[q].state) + j->ssm_off,
+                        .y = c->y + r * Di, .ldy = Di};
+        kernels_get()->scan1(&a);
+    }
+}
+
+static void mamba1_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp, int T) {
     const model_config *cf = &m->cfg;
     const int d = cf->d_model, Di = cf->d_inner, N = cf->d_state, R = cf->dt_rank;
     const int ldbc = R + 2 * N;
@@ -291,11 +348,11 @@ static void mamba1_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp
                            (size_t)ly->state_index * (size_t)Di * N;
 
     /* [x | z] = in_proj(u): proj [T, 2Di] */
-    mm_rows(c->xn, T, d, d, ly->in_proj_w, ly->in_proj_b, 2 * Di, c->proj, 2 * Di);
+    mm_rows(m->pool, c->xn, T, d, d, ly->in_proj_w, ly->in_proj_b, 2 * Di, c->proj, 2 * Di);
     /* x = SiLU(conv(x)): xc [T, Di] */
     conv_rows(m, ly, sp, n_sp, c->proj, 2 * Di, c->xc, Di);
     /* [dt_r | B | C] = x_proj(x): dbc [T, R + 2N] */
-    mm_rows(c->xc, T, Di, Di, ly->x_proj_w, NULL, ldbc, c->dbc, ldbc);
+    mm_rows(m->pool, c->xc, T, Di, Di, ly->x_proj_w, NULL, ldbc, c->dbc, ldbc);
     if (cf->has_mixer_rms) {
         for (int t = 0; t < T; t++) {
             float *r = c->dbc + (size_t)t * ldbc;
@@ -305,42 +362,19 @@ static void mamba1_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp
         }
     }
     /* dt = softplus(dt_proj(dt_r) + b): dt [T, Di] */
-    mm_rows(c->dbc, T, R, ldbc, ly->dt_proj_w, ly->dt_proj_b, Di, c->dt, Di);
+    mm_rows(m->pool, c->dbc, T, R, ldbc, ly->dt_proj_w, ly->dt_proj_b, Di, c->dt, Di);
 
-    /* Selective scan, channels in parallel; each channel walks its spans in token order. */
-#pragma omp parallel for schedule(static) num_threads(m->n_threads) if (Di >= 256)
-    for (int i = 0; i < Di; i++) {
-        const float *A = ly->A + (size_t)i * N;
-        const float Dp = ly->D[i];
-        float s[256];
-        for (int q = 0; q < n_sp; q++) {
-            float *st = ss_state_data(sp[q].state) + ssm_off + (size_t)i * N;
-            memcpy(s, st, (size_t)N * sizeof(float));
-            for (int t = sp[q].row; t < sp[q].row + sp[q].n; t++) {
-                const float dt = softplus(c->dt[(size_t)t * Di + i]);
-                const float x = c->xc[(size_t)t * Di + i];
-                const float *B = c->dbc + (size_t)t * ldbc + R;
-                const float *Cm = B + N;
-                const float dx = dt * x;
-                float acc = 0;
-                for (int n = 0; n < N; n++) {
-                    s[n] = expf(dt * A[n]) * s[n] + dx * B[n];
-                    acc += s[n] * Cm[n];
-                }
-                const float z = c->proj[(size_t)t * 2 * Di + Di + i];
-                c->y[(size_t)t * Di + i] = (acc + Dp * x) * silu(z);
-            }
-            memcpy(st, s, (size_t)N * sizeof(float));
-        }
-    }
+    /* Selective scan: channel ranges in parallel, each walks its spans in token order. */
+    scan_job sj = {.m = m, .c = c, .ly = ly, .sp = sp, .n_sp = n_sp, .ssm_off = ssm_off};
+    if (Di < 256) scan1_part(&sj, 0, 1);
+    else pool_run(m->pool, scan1_part, &sj);
     /* out = out_proj(y): [T, d] */
-    mm_rows(c->y, T, Di, Di, ly->out_proj_w, ly->out_proj_b, d, c->out, d);
+    mm_rows(m->pool, c->y, T, Di, Di, ly->out_proj_w, ly->out_proj_b, d, c->out, d);
 }
 
 /* ---- eval --------------------------------------------------------------------------------- */
 
-static ss_err validate(const ss_model *m, ss_seq *seqs, int n_seqs, int lockstep)
-{
+static ss_err validate(const ss_model *m, ss_seq *seqs, int n_seqs, int lockstep) {
     if (n_seqs < 0) return ss_fail(SS_ERR_INVALID, "negative batch size");
     for (int s = 0; s < n_seqs; s++) {
         const ss_seq *q = &seqs[s];
@@ -376,8 +410,7 @@ static ss_err validate(const ss_model *m, ss_seq *seqs, int n_seqs, int lockstep
 
 /* Run one round: spans of consecutive tokens, T rows in all. */
 static ss_err run_round(ss_model *m, ss_ctx *c, ss_seq *seqs, const span *sp, int n_sp, int T,
-                        int lockstep)
-{
+                        int lockstep) {
     const model_config *cf = &m->cfg;
     const int d = cf->d_model, V = cf->vocab;
     ss_err err;
@@ -416,7 +449,7 @@ static ss_err run_round(ss_model *m, ss_ctx *c, ss_seq *seqs, const span *sp, in
         memcpy(ss_state_data(s->state) + lay.hidden_off, last, (size_t)d * sizeof(float));
         if (!s->logits) continue;
         if (s->logits_all) {
-            mm_rows(c->xn + (size_t)sp[q].row * d, sp[q].n, d, d, m->lm_head, NULL, V,
+            mm_rows(m->pool, c->xn + (size_t)sp[q].row * d, sp[q].n, d, d, m->lm_head, NULL, V,
                     s->logits + (size_t)sp[q].pos * V, V);
         } else if (sp[q].pos + sp[q].n == s->n_tokens) {
             n_last++;
@@ -432,7 +465,7 @@ static ss_err run_round(ss_model *m, ss_ctx *c, ss_seq *seqs, const span *sp, in
             memcpy(c->out + (size_t)k++ * d, c->xn + (size_t)(sp[q].row + sp[q].n - 1) * d,
                    (size_t)d * sizeof(float));
         }
-        mm_rows(c->out, n_last, d, d, m->lm_head, NULL, V, c->logits, V);
+        mm_rows(m->pool, c->out, n_last, d, d, m->lm_head, NULL, V, c->logits, V);
         k = 0;
         for (int q = 0; q < n_sp; q++) {
             ss_seq *s = &seqs[sp[q].seq];
@@ -443,8 +476,7 @@ static ss_err run_round(ss_model *m, ss_ctx *c, ss_seq *seqs, const span *sp, in
     return SS_OK;
 }
 
-ss_err ss_model_eval(ss_model *m, ss_ctx *c, ss_seq *seqs, int n_seqs, int lockstep)
-{
+ss_err ss_model_eval(ss_model *m, ss_ctx *c, ss_seq *seqs, int n_seqs, int lockstep) {
     ss_err err = validate(m, seqs, n_seqs, lockstep);
     if (err) return err;
     if ((err = ctx_reserve(c, ROUND_ROWS))) return err;
@@ -466,8 +498,8 @@ ss_err ss_model_eval(ss_model *m, ss_ctx *c, ss_seq *seqs, int n_seqs, int locks
             int take = lockstep ? (left < step ? left : step) : left;
             if (take > ROUND_ROWS - T) take = ROUND_ROWS - T;
             if (take <= 0) break;
-            sp[n_sp++] = (span){.seq = s, .state = seqs[s].state, .pos = pos[s], .row = T,
-                                .n = take};
+            sp[n_sp++] =
+                (span){.seq = s, .state = seqs[s].state, .pos = pos[s], .row = T, .n = take};
             T += take;
         }
         if (!n_sp) break;
@@ -481,14 +513,13 @@ out:
     return err;
 }
 
-ss_err ss_model_logits_from_state(ss_model *m, ss_ctx *c, const ss_state *s, float *logits)
-{
+ss_err ss_model_logits_from_state(ss_model *m, ss_ctx *c, const ss_state *s, float *logits) {
     (void)c;
     if (!s || ss_state_floats(s) != m->info.state_floats)
         return ss_fail(SS_ERR_MISMATCH, "state of another model");
     ss_state_layout lay;
     ss_model_state_layout(m, &lay);
-    mm_rows(ss_state_cdata(s) + lay.hidden_off, 1, m->cfg.d_model, m->cfg.d_model, m->lm_head,
-            NULL, m->cfg.vocab, logits, m->cfg.vocab);
+    mm_rows(m->pool, ss_state_cdata(s) + lay.hidden_off, 1, m->cfg.d_model, m->cfg.d_model,
+            m->lm_head, NULL, m->cfg.vocab, logits, m->cfg.vocab);
     return SS_OK;
 }

@@ -25,34 +25,31 @@ static inline float softplus(float x)
     return x > 20.0f ? x : log1pf(expf(x));
 }
 
-void mamba2_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp, int T)
-{
-    const model_config *cf = &m->cfg;
-    const int d = cf->d_model, Di = cf->d_inner, N = cf->d_state, H = cf->n_heads;
-    const int P = cf->head_dim, G = cf->n_groups, hpg = H / G;
-    const int C = m->info.conv_channels, W = Di + C + H; /* in_proj width */
-    const size_t ssm_off = (size_t)m->info.n_state_layers * C * cf->conv_kernel +
-                           (size_t)ly->state_index * (size_t)Di * N;
+typedef struct scan2_job {
+    const ss_model *m;
+    ss_ctx *c;
+    const layer *ly;
+    const span *sp;
+    int n_sp;
+    size_t ssm_off;
+} scan2_job;
 
-    mm_rows(c->xn, T, d, d, ly->in_proj_w, ly->in_proj_b, W, c->proj, W);
-    conv_rows(m, ly, sp, n_sp, c->proj + Di, W, c->xc, C);
-    /* dt per row and head */
-    for (int t = 0; t < T; t++) {
-        for (int h = 0; h < H; h++) {
-            float v = softplus(c->proj[(size_t)t * W + Di + C + h] + ly->dt_bias[h]);
-            if (v < cf->dt_min) v = cf->dt_min;
-            if (v > cf->dt_max) v = cf->dt_max;
-            c->dt[(size_t)t * H + h] = v;
-        }
-    }
-    /* Scan: heads in parallel, each head walks its spans in order. */
-#pragma omp parallel for schedule(static) num_threads(m->n_threads) if (H * P >= 256)
-    for (int h = 0; h < H; h++) {
+/* Heads [h0, h1) of every span: S_h = exp(dt A) S_h + dt x_h B^T, y_h = S_h C + D x_h. */
+static void scan2_part(void *arg, int tid, int nt)
+{
+    const scan2_job *j = arg;
+    const model_config *cf = &j->m->cfg;
+    const int Di = cf->d_inner, N = cf->d_state, H = cf->n_heads, P = cf->head_dim;
+    const int G = cf->n_groups, hpg = H / G, C = j->m->info.conv_channels;
+    const ss_ctx *c = j->c;
+    int h0, h1;
+    pool_range(H, 1, tid, nt, &h0, &h1);
+    for (int h = h0; h < h1; h++) {
         const int g = h / hpg;
-        const float A = ly->A[h], Dh = ly->D[h];
-        for (int q = 0; q < n_sp; q++) {
-            float *S = ss_state_data(sp[q].state) + ssm_off + (size_t)h * P * N;
-            for (int t = sp[q].row; t < sp[q].row + sp[q].n; t++) {
+        const float A = j->ly->A[h], Dh = j->ly->D[h];
+        for (int q = 0; q < j->n_sp; q++) {
+            float *S = ss_state_data(j->sp[q].state) + j->ssm_off + (size_t)h * P * N;
+            for (int t = j->sp[q].row; t < j->sp[q].row + j->sp[q].n; t++) {
                 const float dt = c->dt[(size_t)t * H + h];
                 const float dA = expf(dt * A);
                 const float *xr = c->xc + (size_t)t * C;
@@ -73,6 +70,32 @@ void mamba2_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n
             }
         }
     }
+}
+
+void mamba2_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp, int T)
+{
+    const model_config *cf = &m->cfg;
+    const int d = cf->d_model, Di = cf->d_inner, N = cf->d_state, H = cf->n_heads;
+    const int P = cf->head_dim, G = cf->n_groups;
+    const int C = m->info.conv_channels, W = Di + C + H; /* in_proj width */
+    const size_t ssm_off = (size_t)m->info.n_state_layers * C * cf->conv_kernel +
+                           (size_t)ly->state_index * (size_t)Di * N;
+
+    mm_rows(m->pool, c->xn, T, d, d, ly->in_proj_w, ly->in_proj_b, W, c->proj, W);
+    conv_rows(m, ly, sp, n_sp, c->proj + Di, W, c->xc, C);
+    /* dt per row and head */
+    for (int t = 0; t < T; t++) {
+        for (int h = 0; h < H; h++) {
+            float v = softplus(c->proj[(size_t)t * W + Di + C + h] + ly->dt_bias[h]);
+            if (v < cf->dt_min) v = cf->dt_min;
+            if (v > cf->dt_max) v = cf->dt_max;
+            c->dt[(size_t)t * H + h] = v;
+        }
+    }
+    /* Scan: heads in parallel, each head walks its spans in order. */
+    scan2_job sj = {.m = m, .c = c, .ly = ly, .sp = sp, .n_sp = n_sp, .ssm_off = ssm_off};
+    if (H * P < 256) scan2_part(&sj, 0, 1);
+    else pool_run(m->pool, scan2_part, &sj);
     /* Gate, grouped RMSNorm, weight. */
     const int gs = Di / G;
     for (int t = 0; t < T; t++) {
@@ -87,5 +110,5 @@ void mamba2_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n
             for (int i = 0; i < gs; i++) yg[i] = yg[i] * inv * ly->gnorm_w[(size_t)g * gs + i];
         }
     }
-    mm_rows(c->y, T, Di, Di, ly->out_proj_w, ly->out_proj_b, d, c->out, d);
+    mm_rows(m->pool, c->y, T, Di, Di, ly->out_proj_w, ly->out_proj_b, d, c->out, d);
 }

@@ -43,7 +43,7 @@ static void run_expert(const ss_model *m, const layer *ly, int e, const float *i
     const moe_config *mc = &m->cfg.moe;
     const int d = m->cfg.d_model, de = mc->expert_width;
     const int up_rows = mc->gated ? 2 * de : de;
-    mm_rows(in, rows, d, d, ly->up_w[e], NULL, up_rows, eh, up_rows);
+    mm_rows(m->pool, in, rows, d, d, ly->up_w[e], NULL, up_rows, eh, up_rows);
     for (int r = 0; r < rows; r++) {
         float *h = eh + (size_t)r * up_rows;
         activate(mc->activation, h, de);
@@ -52,7 +52,7 @@ static void run_expert(const ss_model *m, const layer *ly, int e, const float *i
         }
     }
     /* down: [d, de]; h rows have stride up_rows */
-    mm_rows(eh, rows, de, up_rows, ly->down_w[e], NULL, d, out, d);
+    mm_rows(m->pool, eh, rows, de, up_rows, ly->down_w[e], NULL, d, out, d);
 }
 
 static ss_err token_choice(ss_model *m, ss_ctx *c, const layer *ly, int T)
@@ -60,7 +60,7 @@ static ss_err token_choice(ss_model *m, ss_ctx *c, const layer *ly, int T)
     const moe_config *mc = &m->cfg.moe;
     const int d = m->cfg.d_model, E = mc->n_experts, k = mc->top_k;
     /* router logits [T, E] */
-    mm_rows(c->xn, T, d, d, ly->router_w, ly->router_b, E, c->router, E);
+    mm_rows(m->pool, c->xn, T, d, d, ly->router_w, ly->router_b, E, c->router, E);
     for (int t = 0; t < T; t++) {
         float *p = c->router + (size_t)t * E;
         if (mc->router_sigmoid) {
@@ -127,7 +127,7 @@ static ss_err mixture_of_tokens(ss_model *m, ss_ctx *c, const layer *ly, const s
     const moe_config *mc = &m->cfg.moe;
     const int d = m->cfg.d_model, E = mc->n_experts, g = mc->group_size;
     /* router scores [T, E] = x . router_e (/ t) */
-    mm_rows(c->xn, T, d, d, ly->router_w, ly->router_b, E, c->router, E);
+    mm_rows(m->pool, c->xn, T, d, d, ly->router_w, ly->router_b, E, c->router, E);
     memset(c->out, 0, (size_t)T * d * sizeof(float));
     int *rows = c->grows;
     float *wgt = c->gw;

@@ -16,14 +16,16 @@
 #include <string.h>
 
 struct ss_state {
+    const ss_model *m; /* for its thread pool */
     size_t n;
-    float *data; /* [n], 64-byte aligned */
+    float *data;       /* [n], 64-byte aligned */
 };
 
 ss_err ss_state_new(const ss_model *m, ss_state **out)
 {
     ss_state *s = calloc(1, sizeof *s);
     if (!s) return ss_fail(SS_ERR_NOMEM, "out of memory");
+    s->m = m;
     s->n = m->info.state_floats;
     s->data = aligned_alloc(64, (s->n * sizeof(float) + 63) & ~(size_t)63);
     if (!s->data) {
@@ -91,6 +93,36 @@ ss_err ss_state_check_finite(const float *data, size_t n)
     return SS_OK;
 }
 
+typedef struct combine_job {
+    float *out;
+    size_t total;
+    const float *const *srcs;
+    const double *w;
+    int n;
+} combine_job;
+
+/* out = sum_i w_i src_i over this thread's share, in blocks of 4 Ki floats so the output block
+ * stays in L1 while the sources stream past it. */
+static void combine_part(void *arg, int tid, int nt)
+{
+    const combine_job *j = arg;
+    const size_t per = ((j->total + (size_t)nt - 1) / (size_t)nt + 15) & ~(size_t)15;
+    const size_t lo0 = (size_t)tid * per, hi0 = lo0 + per < j->total ? lo0 + per : j->total;
+    const size_t BLK = 4096;
+    for (size_t lo = lo0; lo < hi0; lo += BLK) {
+        const size_t hi = lo + BLK < hi0 ? lo + BLK : hi0;
+        const float w0 = (float)j->w[0];
+        const float *s0 = j->srcs[0];
+        float *out = j->out;
+        for (size_t k = lo; k < hi; k++) out[k] = w0 * s0[k];
+        for (int i = 1; i < j->n; i++) {
+            const float wi = (float)j->w[i];
+            const float *si = j->srcs[i];
+            for (size_t k = lo; k < hi; k++) out[k] += wi * si[k];
+        }
+    }
+}
+
 ss_err ss_state_combine(ss_state *dst, const float *const *srcs, const double *w, int n)
 {
     if (n < 1) return ss_fail(SS_ERR_INVALID, "a merge needs at least one source");
@@ -98,23 +130,9 @@ ss_err ss_state_combine(ss_state *dst, const float *const *srcs, const double *w
         if (!isfinite(w[i])) return ss_fail(SS_ERR_INVALID, "weight %d is not finite", i);
         if (!srcs[i]) return ss_fail(SS_ERR_INVALID, "source %d is missing", i);
     }
-    float *out = dst->data;
-    const size_t total = dst->n;
-    /* Blocks of 4 KiB floats keep the output block in L1 while sources stream past it. */
-    const size_t BLK = 4096;
-    const long n_blk = (long)((total + BLK - 1) / BLK);
-#pragma omp parallel for schedule(static)
-    for (long b = 0; b < n_blk; b++) {
-        size_t lo = (size_t)b * BLK, hi = lo + BLK < total ? lo + BLK : total;
-        const float w0 = (float)w[0];
-        const float *s0 = srcs[0];
-        for (size_t j = lo; j < hi; j++) out[j] = w0 * s0[j];
-        for (int i = 1; i < n; i++) {
-            const float wi = (float)w[i];
-            const float *si = srcs[i];
-            for (size_t j = lo; j < hi; j++) out[j] += wi * si[j];
-        }
-    }
+    combine_job j = {.out = dst->data, .total = dst->n, .srcs = srcs, .w = w, .n = n};
+    if (dst->n < (1u << 16)) combine_part(&j, 0, 1);
+    else pool_run_or_inline(dst->m->pool, combine_part, &j); /* busy pool: this thread alone */
     return SS_OK;
 }
 

@@ -1,0 +1,660 @@
+/*
+ * bench.c - `statesoup-bench`: how fast statesoup runs on this machine, against this machine's
+ * own limits, measured in the same run.
+ *
+ * For each model shape (real Mamba-1 shapes, random weights) it writes a real checkpoint to a
+ * temporary folder, then times: loading it; prefill of a 512-token prompt; decode at 1, 4 and 16
+ * concurrent sequences through the daemon's engine (continuous batching); saving a state to the
+ * LMDB store, restoring it, merging 4 stored states; and the RSS during each. It also measures the
+ * machine: memory read bandwidth (2 threads), OpenBLAS sgemm peak on prefill-shaped GEMMs, and
+ * raw disk write + fsync, and prints every figure as a fraction of its limit:
+ *   decode at batch 1 streams every weight once per token: bound = bandwidth / weight bytes;
+ *   prefill costs 2 x (projection parameters) FLOPs per token: bound = sgemm peak / that;
+ *   a merge of 4 states reads 4 and writes 1: bound = bandwidth / (5 x state bytes) roughly.
+ * Results go to stdout as a table and to a JSON file (--json).
+ */
+#include <cblas.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <math.h>
+#include <omp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "ss_model.h"
+#include "ss_store.h"
+#include "ss_util.h"
+
+typedef struct shape {
+    const char *name;
+    int d, layers, vocab;
+} shape;
+
+/* state-spaces/mamba-*-hf: expand 2, state 16, conv 4, dt rank ceil(d/16), vocab 50280, tied */
+static const shape shapes[] = {
+    {"130m", 768, 24, 50280},   {"370m", 1024, 48, 50280}, {"790m", 1536, 48, 50280},
+    {"1.4b", 2048, 48, 50280}, {"2.8b", 2560, 64, 50280},
+};
+
+static double now_s(void)
+{
+    return (double)ss_mono_ns() / 1e9;
+}
+
+/* Resident set size (current and peak) from /proc/self/status, in MB. */
+static void rss_mb(double *cur, double *peak)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    *cur = *peak = 0;
+    if (!f) return;
+    while (fgets(line, sizeof line, f)) {
+        long kb;
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1) *cur = kb / 1024.0;
+        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1) *peak = kb / 1024.0;
+    }
+    fclose(f);
+}
+
+/* ---- machine limits ------------------------------------------------------------------------ */
+
+typedef float v16f __attribute__((vector_size(64)));
+
+/* Read bandwidth in GB/s with `threads` threads over a buffer much larger than the L3. */
+static double measure_bandwidth(int threads)
+{
+    const size_t bytes = (size_t)1 << 30, n = bytes / sizeof(v16f);
+    v16f *buf = aligned_alloc(64, bytes);
+    if (!buf) return 0;
+#pragma omp parallel for num_threads(threads)
+    for (size_t i = 0; i < n; i++) buf[i] = (v16f){0} + (float)(i & 7);
+    double best = 0;
+    volatile float sink = 0;
+    for (int rep = 0; rep < 5; rep++) {
+        double t0 = now_s();
+        float total = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+        {
+            v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+#pragma omp for schedule(static)
+            for (size_t i = 0; i < n; i += 4) {
+                a0 += buf[i];
+                a1 += buf[i + 1];
+                a2 += buf[i + 2];
+                a3 += buf[i + 3];
+            }
+            v16f a = a0 + a1 + a2 + a3;
+            for (int k = 0; k < 16; k++) total += a[k];
+        }
+        double dt = now_s() - t0;
+        sink += total;
+        if (bytes / dt / 1e9 > best) best = bytes / dt / 1e9;
+    }
+    (void)sink;
+    free(buf);
+    return best;
+}
+
+/* Best sgemm GFLOP/s over the prefill-shaped GEMMs of a model with width d. */
+static double measure_sgemm(int d)
+{
+    const int M = 512, shapes_nk[3][2] = {{4 * d, d}, {d, 2 * d}, {2 * d, 2 * d}};
+    double best = 0;
+    for (int s = 0; s < 3; s++) {
+        int N = shapes_nk[s][0], K = shapes_nk[s][1];
+        float *A = malloc((size_t)M * K * 4), *B = malloc((size_t)N * K * 4),
+              *C = malloc((size_t)M * N * 4);
+        for (size_t i = 0; i < (size_t)M * K; i++) A[i] = (float)(i % 13) * 0.01f;
+        for (size_t i = 0; i < (size_t)N * K; i++) B[i] = (float)(i % 7) * 0.01f;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1, A, K, B, K, 0, C, N);
+        int it = 0;
+        double t0 = now_s(), dt;
+        do {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1, A, K, B, K, 0, C, N);
+            it++;
+        } while ((dt = now_s() - t0) < 0.5);
+        double g = 2.0 * M * N * K * it / dt / 1e9;
+        if (g > best) best = g;
+        free(A);
+        free(B);
+        free(C);
+    }
+    return best;
+}
+
+/* Seconds to write `bytes` to a new file in dir and fsync it. */
+static double measure_disk_write(const char *dir, size_t bytes)
+{
+    char path[8192];
+    snprintf(path, sizeof path, "%s/rawwrite.bin", dir);
+    char *buf = malloc(bytes);
+    if (!buf) return 0;
+    memset(buf, 0x5a, bytes);
+    double best = 1e9;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = now_s();
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0) break;
+        size_t off = 0;
+        while (off < bytes) {
+            ssize_t w = write(fd, buf + off, bytes - off);
+            if (w <= 0) break;
+            off += (size_t)w;
+        }
+        fsync(fd);
+        close(fd);
+        double dt = now_s() - t0;
+        if (dt < best) best = dt;
+        unlink(path);
+    }
+    free(buf);
+    return best;
+}
+
+/* ---- random checkpoint ---------------------------------------------------------------------- */
+
+typedef struct tensor_spec {
+    char name[96];
+    int ndim;
+    int64_t shape[3];
+    int kind; /* how to fill it */
+} tensor_spec;
+
+enum { FILL_WEIGHT, FILL_ONES, FILL_ALOG, FILL_DTBIAS, FILL_CONV, FILL_EMBED };
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
+static inline float frand(void) /* uniform in [-1, 1) */
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+
+static void fill(const tensor_spec *t, float *v, size_t n)
+{
+    int64_t cols = t->shape[t->ndim - 1];
+    float scale = 1.0f / sqrtf((float)cols);
+    for (size_t i = 0; i < n; i++) {
+        switch (t->kind) {
+        case FILL_WEIGHT: v[i] = frand() * scale; break;
+        case FILL_ONES: v[i] = 1.0f; break;
+        case FILL_ALOG: v[i] = logf((float)(i % (size_t)cols) + 1.0f); break;
+        case FILL_DTBIAS: { /* softplus^-1 of dt, log-uniform in [0.001, 0.1] */
+            float dt = expf(logf(0.001f) + (frand() * 0.5f + 0.5f) * (logf(0.1f) - logf(0.001f)));
+            v[i] = dt + logf(-expm1f(-dt));
+            break;
+        }
+        case FILL_CONV: v[i] = frand() * 0.5f; break;
+        case FILL_EMBED: v[i] = frand() * 0.05f; break;
+        }
+    }
+}
+
+/* Write config.json and model.safetensors for shape s into dir. Returns weight bytes or 0. */
+static uint64_t write_checkpoint(const shape *s, const char *dir)
+{
+    const int d = s->d, Di = 2 * d, N = 16, R = (d + 15) / 16, K = 4, L = s->layers;
+    char path[8192];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "w");
+    if (!f) return 0;
+    fprintf(f,
+            "{\"architectures\": [\"MambaForCausalLM\"], \"model_type\": \"mamba\", "
+            "\"hidden_size\": %d, \"intermediate_size\": %d, \"num_hidden_layers\": %d, "
+            "\"vocab_size\": %d, \"state_size\": %d, \"conv_kernel\": %d, \"expand\": 2, "
+            "\"time_step_rank\": %d, \"use_bias\": false, \"use_conv_bias\": true, "
+            "\"layer_norm_epsilon\": 1e-05, \"tie_word_embeddings\": true, "
+            "\"eos_token_id\": 0, \"bos_token_id\": 0}\n",
+            d, Di, L, s->vocab, N, K, R);
+    fclose(f);
+
+    int nt = 2 + 9 * L;
+    tensor_spec *ts = calloc((size_t)nt, sizeof *ts);
+    int k = 0;
+#define ADD(kind_, nd, s0, s1, s2, ...)                                                            \
+    do {                                                                                           \
+        snprintf(ts[k].name, sizeof ts[k].name, __VA_ARGS__);                                     \
+        ts[k].ndim = nd;                                                                           \
+        ts[k].shape[0] = s0;                                                                       \
+        ts[k].shape[1] = s1;                                                                       \
+        ts[k].shape[2] = s2;                                                                       \
+        ts[k].kind = kind_;                                                                        \
+        k++;                                                                                       \
+    } while (0)
+    ADD(FILL_EMBED, 2, s->vocab, d, 0, "backbone.embeddings.weight");
+    for (int i = 0; i < L; i++) {
+        ADD(FILL_ONES, 1, d, 0, 0, "backbone.layers.%d.norm.weight", i);
+        ADD(FILL_WEIGHT, 2, 2 * Di, d, 0, "backbone.layers.%d.mixer.in_proj.weight", i);
+        ADD(FILL_CONV, 3, Di, 1, K, "backbone.layers.%d.mixer.conv1d.weight", i);
+        ADD(FILL_CONV, 1, Di, 0, 0, "backbone.layers.%d.mixer.conv1d.bias", i);
+        ADD(FILL_WEIGHT, 2, R + 2 * N, Di, 0, "backbone.layers.%d.mixer.x_proj.weight", i);
+        ADD(FILL_WEIGHT, 2, Di, R, 0, "backbone.layers.%d.mixer.dt_proj.weight", i);
+        ADD(FILL_DTBIAS, 1, Di, 0, 0, "backbone.layers.%d.mixer.dt_proj.bias", i);
+        ADD(FILL_ALOG, 2, Di, N, 0, "backbone.layers.%d.mixer.A_log", i);
+        ADD(FILL_WEIGHT, 2, d, Di, 0, "backbone.layers.%d.mixer.out_proj.weight", i);
+    }
+#undef ADD
+    /* D and the final norm */
+    ts = realloc(ts, (size_t)(k + L + 1) * sizeof *ts);
+    for (int i = 0; i < L; i++) {
+        memset(&ts[k], 0, sizeof ts[k]);
+        snprintf(ts[k].name, sizeof ts[k].name, "backbone.layers.%d.mixer.D", i);
+        ts[k].ndim = 1;
+        ts[k].shape[0] = Di;
+        ts[k].kind = FILL_ONES;
+        k++;
+    }
+    memset(&ts[k], 0, sizeof ts[k]);
+    snprintf(ts[k].name, sizeof ts[k].name, "backbone.norm_f.weight");
+    ts[k].ndim = 1;
+    ts[k].shape[0] = d;
+    ts[k].kind = FILL_ONES;
+    k++;
+    nt = k;
+
+    /* header */
+    json_t *hdr = json_object();
+    uint64_t off = 0;
+    for (int i = 0; i < nt; i++) {
+        json_t *shp = json_array();
+        uint64_t n = 1;
+        for (int j = 0; j < ts[i].ndim; j++) {
+            json_array_append_new(shp, json_integer(ts[i].shape[j]));
+            n *= (uint64_t)ts[i].shape[j];
+        }
+        json_object_set_new(hdr, ts[i].name,
+                            json_pack("{s:s, s:o, s:[I,I]}", "dtype", "F32", "shape", shp,
+                                      "data_offsets", (json_int_t)off,
+                                      (json_int_t)(off + n * 4)));
+        off += n * 4;
+    }
+    char *htext = json_dumps(hdr, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(hdr);
+    size_t hl = strlen(htext), padded = (hl + 7) & ~(size_t)7;
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    f = fopen(path, "wb");
+    if (!f) {
+        free(htext);
+        free(ts);
+        return 0;
+    }
+    uint64_t hlen = padded;
+    fwrite(&hlen, 8, 1, f);
+    fwrite(htext, 1, hl, f);
+    for (size_t i = hl; i < padded; i++) fputc(' ', f);
+    free(htext);
+    size_t cap = 0;
+    float *buf = NULL;
+    for (int i = 0; i < nt; i++) {
+        size_t n = 1;
+        for (int j = 0; j < ts[i].ndim; j++) n *= (size_t)ts[i].shape[j];
+        if (n > cap) {
+            free(buf);
+            buf = malloc(n * 4);
+            cap = n;
+        }
+        fill(&ts[i], buf, n);
+        fwrite(buf, 4, n, f);
+    }
+    free(buf);
+    free(ts);
+    if (fclose(f) != 0) return 0;
+    return off;
+}
+
+/* ---- decode through the engine ------------------------------------------------------------- */
+
+typedef struct dec_wait {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int left;
+} dec_wait;
+
+static void dec_done(void *user, ss_job *j)
+{
+    (void)j;
+    dec_wait *w = user;
+    pthread_mutex_lock(&w->mu);
+    w->left--;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+/* Aggregate decode tokens/s with `streams` concurrent generations of n_tok tokens each. */
+static double bench_decode(ss_model *m, int streams, int n_tok, double *rss)
+{
+    ss_engine *e;
+    ss_engine_params ep = ss_engine_default_params();
+    ep.max_batch = streams > 16 ? streams : 16;
+    if (ss_engine_open(&e, m, &ep)) return 0;
+    int V = ss_model_get_info(m)->vocab_size;
+    int32_t prompt[8];
+    for (int i = 0; i < 8; i++) prompt[i] = (i * 977 + 13) % V;
+    /* warm-up: one short job */
+    ss_job_params p = {.kind = SS_JOB_GENERATE, .prompt = prompt, .n_prompt = 8, .max_tokens = 4,
+                       .sample = ss_sample_default_params()};
+    p.sample.temperature = 0;
+    ss_job *j = NULL;
+    if (!ss_engine_run(e, &p, &j)) ss_job_free(j);
+    dec_wait w = {.left = streams};
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    ss_job **jobs = calloc((size_t)streams, sizeof *jobs);
+    p.max_tokens = n_tok;
+    p.stop_at_eos = 0;
+    p.on_done = dec_done;
+    p.user = &w;
+    p.n_prompt = 1; /* prefill is negligible: measure decode */
+    double t0 = now_s();
+    for (int s = 0; s < streams; s++) {
+        prompt[0] = (s * 31 + 7) % V;
+        if (ss_engine_submit(e, &p, &jobs[s])) w.left--;
+    }
+    pthread_mutex_lock(&w.mu);
+    while (w.left > 0) pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    double dt = now_s() - t0, peak;
+    rss_mb(rss, &peak);
+    long total = 0;
+    for (int s = 0; s < streams; s++) {
+        if (jobs[s]) total += ss_job_get_result(jobs[s])->n_generated;
+        ss_job_free(jobs[s]);
+    }
+    free(jobs);
+    ss_engine_close(e);
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    return total / dt;
+}
+
+/* ---- store --------------------------------------------------------------------------------- */
+
+typedef struct merge_ctx {
+    ss_state *dst;
+    double w[4];
+} merge_ctx;
+
+static ss_err merge_cb(void *user, const void *const *blobs, const size_t *lens, int n)
+{
+    (void)lens;
+    merge_ctx *mc = user;
+    return ss_state_combine(mc->dst, (const float *const *)blobs, mc->w, n);
+}
+
+/* ---- main ---------------------------------------------------------------------------------- */
+
+static const char help[] =
+    "usage: statesoup-bench [options]\n"
+    "\n"
+    "Measure statesoup on this machine: model load, prefill, decode at 1/4/16 concurrent\n"
+    "sequences, state save/restore/merge in the LMDB store, and this machine's limits (memory\n"
+    "bandwidth, OpenBLAS sgemm peak, disk write) in the same run. Models are random-weight\n"
+    "checkpoints of real Mamba-1 shapes written to a temporary folder.\n"
+    "\n"
+    "  --shape S        130m, 370m, 790m, 1.4b or 2.8b (repeatable; default 130m)\n"
+    "  --prompt N       prefill prompt length (default 512)\n"
+    "  --decode N       tokens generated per stream (default 64)\n"
+    "  --threads N      compute threads (default: all cores)\n"
+    "  --tmp DIR        where to write checkpoints and the store (default $TMPDIR or /tmp)\n"
+    "  --json FILE      also write the results as JSON\n"
+    "  --quick          shorter runs (for a smoke test)\n"
+    "  --keep           keep the generated checkpoints (their folder is printed)\n"
+    "  -h, --help       this text\n"
+    "\n"
+    "example: statesoup-bench --shape 130m --shape 2.8b --json bench.json\n";
+
+int main(int argc, char **argv)
+{
+    ss_blas_ensure_kernels(argv);
+    const char *json_out = NULL, *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    int n_prompt = 512, n_decode = 64, threads = 0, quick = 0, keep = 0;
+    const shape *want[8];
+    int n_want = 0;
+    static const struct option opts[] = {
+        {"shape", required_argument, NULL, 's'}, {"prompt", required_argument, NULL, 'p'},
+        {"decode", required_argument, NULL, 'd'}, {"threads", required_argument, NULL, 't'},
+        {"tmp", required_argument, NULL, 'T'},   {"json", required_argument, NULL, 'j'},
+        {"quick", no_argument, NULL, 'q'},       {"help", no_argument, NULL, 'h'},
+        {"keep", no_argument, NULL, 'k'},
+        {NULL, 0, NULL, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 's': {
+            const shape *found = NULL;
+            for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+                if (!strcmp(shapes[i].name, optarg)) found = &shapes[i];
+            if (!found || n_want == 8) {
+                fprintf(stderr, "statesoup-bench: unknown shape %s\n", optarg);
+                return 2;
+            }
+            want[n_want++] = found;
+            break;
+        }
+        case 'p': n_prompt = atoi(optarg); break;
+        case 'd': n_decode = atoi(optarg); break;
+        case 't': threads = atoi(optarg); break;
+        case 'T': tmp = optarg; break;
+        case 'j': json_out = optarg; break;
+        case 'q': quick = 1; break;
+        case 'k': keep = 1; break;
+        case 'h': fputs(help, stdout); return 0;
+        default: fputs(help, stderr); return 2;
+        }
+    }
+    if (n_prompt < 1 || n_decode < 1) {
+        fprintf(stderr, "statesoup-bench: --prompt and --decode must be >= 1\n");
+        return 2;
+    }
+    if (!n_want) want[n_want++] = &shapes[0];
+    if (quick) {
+        n_prompt = n_prompt > 64 ? 64 : n_prompt;
+        n_decode = n_decode > 8 ? 8 : n_decode;
+    }
+    int nthreads = threads > 0 ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    openblas_set_num_threads(nthreads);
+    omp_set_num_threads(nthreads);
+
+    char root[4000];
+    snprintf(root, sizeof root, "%s/statesoup-bench-XXXXXX", tmp);
+    if (!mkdtemp(root)) {
+        fprintf(stderr, "statesoup-bench: cannot create a folder in %s: %s\n", tmp,
+                strerror(errno));
+        return 1;
+    }
+    json_t *out = json_object();
+    json_t *machine = json_object();
+    printf("statesoup-bench: OpenBLAS core %s, %d threads\n", ss_blas_core_name(), nthreads);
+    printf("measuring this machine's limits...\n");
+    double bw = measure_bandwidth(nthreads), bw1 = measure_bandwidth(1);
+    double gemm = measure_sgemm(quick ? 768 : 1024);
+    double disk_s = measure_disk_write(root, 26u << 20);
+    printf("  memory read bandwidth: %.1f GB/s (%d threads), %.1f GB/s (1 thread)\n", bw,
+           nthreads, bw1);
+    printf("  sgemm peak (prefill-shaped): %.0f GFLOP/s\n", gemm);
+    printf("  disk: 26 MiB written + fsync in %.1f ms (%.2f GB/s)\n", disk_s * 1e3,
+           (26u << 20) / disk_s / 1e9);
+    json_object_set_new(machine, "openblas_core", json_string(ss_blas_core_name()));
+    json_object_set_new(machine, "threads", json_integer(nthreads));
+    json_object_set_new(machine, "bandwidth_gbs", json_real(bw));
+    json_object_set_new(machine, "bandwidth_1t_gbs", json_real(bw1));
+    json_object_set_new(machine, "sgemm_gflops", json_real(gemm));
+    json_object_set_new(machine, "disk_write_26mib_ms", json_real(disk_s * 1e3));
+    json_object_set_new(out, "machine", machine);
+    json_t *models = json_array();
+
+    for (int si = 0; si < n_want; si++) {
+        const shape *s = want[si];
+        char dir[4096 + 64];
+        snprintf(dir, sizeof dir, "%s/mamba-%s", root, s->name);
+        mkdir(dir, 0700);
+        printf("\n== mamba-%s shape (d=%d, %d layers), F32, random weights\n", s->name, s->d,
+               s->layers);
+        double t0 = now_s();
+        uint64_t wbytes = write_checkpoint(s, dir);
+        if (!wbytes) {
+            fprintf(stderr, "statesoup-bench: cannot write the checkpoint in %s\n", dir);
+            continue;
+        }
+        printf("  wrote %.0f MB checkpoint in %.1f s\n", wbytes / 1e6, now_s() - t0);
+
+        ss_model *m = NULL;
+        ss_model_params mp = ss_model_default_params();
+        mp.n_threads = nthreads;
+        t0 = now_s();
+        if (ss_model_open(&m, dir, &mp)) {
+            fprintf(stderr, "statesoup-bench: load: %s\n", ss_errmsg());
+            continue;
+        }
+        double load_s = now_s() - t0, rss_load, peak;
+        rss_mb(&rss_load, &peak);
+        const ss_model_info *info = ss_model_get_info(m);
+        /* streamed per decoded token: every weight except the embedding rows (the tied head is
+         * the embedding matrix, read in full by the logits GEMV) */
+        double stream_bytes = (double)info->n_params * 4;
+        double proj_params = (double)info->n_params - (double)info->vocab_size * info->d_model;
+        double flop_tok = 2.0 * proj_params;
+
+        /* prefill */
+        ss_ctx *ctx;
+        ss_state *st;
+        ss_ctx_new(m, &ctx);
+        ss_state_new(m, &st);
+        int32_t *prompt = malloc((size_t)n_prompt * sizeof(int32_t));
+        for (int i = 0; i < n_prompt; i++) prompt[i] = (i * 7919 + 11) % info->vocab_size;
+        float *logits = malloc((size_t)info->vocab_size * sizeof(float));
+        double best = 1e9;
+        for (int rep = 0; rep < (quick ? 1 : 3); rep++) {
+            ss_state_zero(st);
+            ss_seq q = {.state = st, .tokens = prompt, .n_tokens = n_prompt, .logits = logits};
+            t0 = now_s();
+            ss_model_eval(m, ctx, &q, 1, 0);
+            double dt = now_s() - t0;
+            if (dt < best) best = dt;
+        }
+        double prefill_tps = n_prompt / best, rss_prefill;
+        rss_mb(&rss_prefill, &peak);
+
+        /* decode */
+        double rss_dec[3];
+        const int streams[3] = {1, 4, 16};
+        double dec[3];
+        for (int k = 0; k < 3; k++)
+            dec[k] = bench_decode(m, streams[k], k == 0 ? n_decode : n_decode / 2 + 1,
+                                  &rss_dec[k]);
+
+        /* store: save, restore, merge of 4 */
+        char sdir[4096 + 128];
+        snprintf(sdir, sizeof sdir, "%s/store", dir);
+        ss_store *store = NULL;
+        double save_ms = 0, restore_ms = 0, merge_ms = 0, rss_store = 0;
+        double raw_ms = measure_disk_write(dir, info->state_bytes) * 1e3;
+        if (!ss_store_open(&store, sdir, NULL)) {
+            char rec[512], ids[4][40];
+            double best_save = 1e9;
+            for (int i = 0; i < 4; i++) {
+                for (size_t f = 0; f < info->state_floats; f += 97)
+                    ss_state_data(st)[f] = (float)(i + 1) * 0.001f * (float)(f % 13);
+                snprintf(rec, sizeof rec,
+                         "{\"name\": \"bench-%d\", \"model\": \"%s\", \"n_tokens\": %d, "
+                         "\"dtype\": \"F32\"}",
+                         i, info->fingerprint, n_prompt);
+                char *r = NULL;
+                t0 = now_s();
+                ss_err err = ss_store_put(store, rec, ss_state_cdata(st), info->state_bytes, &r);
+                double dt = now_s() - t0;
+                if (err) {
+                    fprintf(stderr, "statesoup-bench: store put: %s\n", ss_errmsg());
+                    break;
+                }
+                if (dt < best_save) best_save = dt;
+                json_t *jr = json_loads(r, 0, NULL);
+                snprintf(ids[i], sizeof ids[i], "%s", json_string_value(json_object_get(jr, "id")));
+                json_decref(jr);
+                free(r);
+            }
+            save_ms = best_save * 1e3;
+            double best_get = 1e9, best_merge = 1e9;
+            for (int rep = 0; rep < 5; rep++) {
+                t0 = now_s();
+                ss_store_get_blob(store, ids[rep % 4], info->fingerprint, ss_state_data(st),
+                                  info->state_bytes, NULL, NULL);
+                double dt = now_s() - t0;
+                if (dt < best_get) best_get = dt;
+                merge_ctx mc = {.dst = st, .w = {0.4, 0.3, 0.2, 0.1}};
+                const char *refs[4] = {ids[0], ids[1], ids[2], ids[3]};
+                t0 = now_s();
+                ss_store_view(store, refs, 4, info->fingerprint, merge_cb, &mc);
+                dt = now_s() - t0;
+                if (dt < best_merge) best_merge = dt;
+            }
+            restore_ms = best_get * 1e3;
+            merge_ms = best_merge * 1e3;
+            rss_mb(&rss_store, &peak);
+            ss_store_close(store);
+        }
+        double sb = (double)info->state_bytes;
+        double dec_bound = bw * 1e9 / stream_bytes;
+        double pf_bound = gemm * 1e9 / flop_tok;
+        double merge_gbs = 5 * sb / (merge_ms / 1e3) / 1e9;
+        double restore_gbs = sb / (restore_ms / 1e3) / 1e9;
+
+        printf("  %-34s %10s %12s %10s\n", "", "measured", "limit", "fraction");
+        printf("  %-34s %8.2f s %12s %10s   RSS %.0f MB\n", "load (page cache warm)", load_s, "",
+               "", rss_load);
+        printf("  %-34s %6.0f tok/s %7.0f tok/s %9.0f%%   RSS %.0f MB\n",
+               "prefill (512 tokens)", prefill_tps, pf_bound, 100 * prefill_tps / pf_bound,
+               rss_prefill);
+        for (int k = 0; k < 3; k++)
+            printf("  decode, %2d stream%s %16s %6.1f tok/s %7.1f tok/s %9s   RSS %.0f MB\n",
+                   streams[k], streams[k] > 1 ? "s" : " ", "", dec[k], k == 0 ? dec_bound : 0,
+                   "", rss_dec[k]);
+        printf("  %-34s %9.0f%% of the bandwidth bound; 16 streams = %.1fx one stream\n",
+               "decode, 1 stream", 100 * dec[0] / dec_bound, dec[2] / dec[0]);
+        printf("  %-34s %6.1f ms   (raw write+fsync %.1f ms: %.1fx)\n", "state save (store put)",
+               save_ms, raw_ms, save_ms / raw_ms);
+        printf("  %-34s %6.2f ms   %.1f GB/s\n", "state restore (get + checksum)", restore_ms,
+               restore_gbs);
+        printf("  %-34s %6.2f ms   %.1f GB/s = %.0f%% of bandwidth   RSS %.0f MB\n",
+               "merge of 4 stored states", merge_ms, merge_gbs, 100 * merge_gbs / bw, rss_store);
+        printf("  state: %.1f MB; weights streamed per token: %.0f MB; %.0f MFLOP/token\n",
+               sb / 1e6, stream_bytes / 1e6, flop_tok / 1e6);
+
+        json_t *jm = json_pack(
+            "{s:s, s:i, s:i, s:s, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f,"
+            " s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
+            "shape", s->name, "d_model", s->d, "layers", s->layers, "dtype", "F32", "load_s",
+            load_s, "rss_load_mb", rss_load, "prefill_tok_s", prefill_tps, "prefill_bound_tok_s",
+            pf_bound, "prefill_fraction", prefill_tps / pf_bound, "decode_1_tok_s", dec[0],
+            "decode_4_tok_s", dec[1], "decode_16_tok_s", dec[2], "decode_bound_tok_s", dec_bound,
+            "decode_fraction", dec[0] / dec_bound, "batch16_speedup", dec[2] / dec[0],
+            "state_mb", sb / 1e6, "save_ms", save_ms, "raw_write_ms", raw_ms, "save_vs_raw",
+            save_ms / raw_ms, "restore_ms", restore_ms, "restore_gbs", restore_gbs, "merge4_ms",
+            merge_ms, "merge4_gbs", merge_gbs, "merge4_fraction", merge_gbs / bw, "rss_decode16_mb",
+            rss_dec[2], "rss_prefill_mb", rss_prefill);
+        json_array_append_new(models, jm);
+        free(prompt);
+        free(logits);
+        ss_state_free(st);
+        ss_ctx_free(ctx);
+        ss_model_close(m);
+        char cmd[4096 + 256];
+        snprintf(cmd, sizeof cmd, keep ? "rm -rf '%s/store'" : "rm -rf '%s'", dir);
+        if (system(cmd) != 0) fprintf(stderr, "statesoup-bench: could not remove %s\n", dir);
+        if (keep) printf("  checkpoint kept in %s\n", dir);
+    }
+    json_object_set_new(out, "models", models);
+    if (json_out && json_dump_file(out, json_out, JSON_INDENT(2)) != 0)
+        fprintf(stderr, "statesoup-bench: cannot write %s\n", json_out);
+    json_decref(out);
+    if (!keep) rmdir(root);
+    return 0;
+}

@@ -1,0 +1,104 @@
+/*
+ * kernels.c - portable reference kernels and the run-time choice of SIMD versions.
+ *
+ * The portable versions follow the equations literally (libm expf/log1pf) and are what the
+ * SIMD versions are tested against. Choice: AVX-512F if the CPU has it, else AVX2+FMA, else
+ * portable; SS_KERNELS=generic|avx2|avx512 overrides (for tests and comparisons).
+ */
+#include "kernels.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static inline float silu(float x) {
+    return x / (1.0f + expf(-x));
+}
+
+static inline float softplus(float x) {
+    return x > 20.0f ? x : log1pf(expf(x));
+}
+
+static void gen_scan1(const scan1_args *a) {
+    const int N = a->N;
+    for (int i = a->c0; i < a->c1; i++) {
+        const float *A = a->A + (size_t)i * N;
+        float *s = a->s + (size_t)i * N;
+        for (int t = 0; t < a->T; t++) {
+            const float dt = softplus(a->dt[(size_t)t * a->ldd + i]);
+            const float x = a->x[(size_t)t * a->ldx + i];
+            const float *B = a->B + (size_t)t * a->ldbc, *C = a->C + (size_t)t * a->ldbc;
+            const float dx = dt * x;
+            float acc = 0;
+            for (int n = 0; n < N; n++) {
+                s[n] = expf(dt * A[n]) * s[n] + dx * B[n];
+                acc += s[n] * C[n];
+            }
+            a->y[(size_t)t * a->ldy + i] = (acc + a->D[i] * x) * silu(a->z[(size_t)t * a->ldz + i]);
+        }
+    }
+}
+
+static void gen_conv(const conv_args *a) {
+    const int K = a->K;
+    for (int i = a->c0; i < a->c1; i++) {
+        const float *w = a->w + (size_t)i * K;
+        float *win = a->win + (size_t)i * K;
+        const float bias = a->bias ? a->bias[i] : 0.0f;
+        for (int t = 0; t < a->T; t++) {
+            memmove(win, win + 1, (size_t)(K - 1) * sizeof(float));
+            win[K - 1] = a->in[(size_t)t * a->ld_in + i];
+            float acc = bias;
+            for (int k = 0; k < K; k++) acc += win[k] * w[k];
+            a->out[(size_t)t * a->ld_out + i] = silu(acc);
+        }
+    }
+}
+
+static void gen_gemm_small(const float *X, int M, int K, int ldx, const float *W, int N, float *Y,
+                           int ldy) {
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            float acc = 0;
+            for (int k = 0; k < K; k++) acc += X[(size_t)m * ldx + k] * W[(size_t)n * K + k];
+            Y[(size_t)m * ldy + n] = acc;
+        }
+}
+
+static const kernels generic = {
+    .name = "generic",
+    .scan1 = gen_scan1,
+    .conv = gen_conv,
+    .gemm_small = gen_gemm_small,
+};
+
+const kernels *kernels_generic(void) {
+    return &generic;
+}
+
+void kernels_block16(const float *src, int C, int K, float *dst) {
+    for (int b = 0; b < C / 16; b++)
+        for (int k = 0; k < K; k++)
+            for (int c = 0; c < 16; c++)
+                dst[((size_t)b * K + k) * 16 + c] = src[(size_t)(b * 16 + c) * K + k];
+}
+
+const kernels *kernels_get(void) {
+    static const kernels *chosen;
+    if (chosen) return chosen;
+    const kernels *k = &generic;
+    const char *force = getenv("SS_KERNELS");
+    __builtin_cpu_init();
+    int has512 = __builtin_cpu_supports("avx512f");
+    int has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (force && !strcmp(force, "generic"))
+        k = &generic;
+    else if (force && !strcmp(force, "avx2") && has2)
+        k = kernels_avx2();
+    else if (has512 && (!force || !strcmp(force, "avx512")))
+        k = kernels_avx512();
+    else if (has2)
+        k = kernels_avx2();
+    chosen = k;
+    return k;
+}

@@ -1,0 +1,60 @@
+/*
+ * kernels_avx2.c - the SIMD kernels (kernels_simd.h) for AVX2 + FMA, 8 lanes.
+ * Compiled with -mavx2 -mfma; only called when the CPU reports both.
+ */
+#include <immintrin.h>
+
+typedef __m256 VF;
+#define VW            8
+#define VZERO()       _mm256_setzero_ps()
+#define VLOAD(p)      _mm256_loadu_ps(p)
+#define VSTORE(p, v)  _mm256_storeu_ps((p), (v))
+#define VSET1(f)      _mm256_set1_ps(f)
+#define VFMA(a, b, c) _mm256_fmadd_ps((a), (b), (c))
+#define VMAX(a, b)    _mm256_max_ps((a), (b))
+#define VMIN(a, b)    _mm256_min_ps((a), (b))
+#define VDIV(a, b)    _mm256_div_ps((a), (b))
+#define VABS(v)       _mm256_andnot_ps(_mm256_set1_ps(-0.0f), (v))
+#define VHSUM(v)      hsum(v)
+#define KPREFIX       k256_
+
+static inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+/* exp(x) for x in [-87.3, 88.3] (so 2^n stays a normal float): Cody-Waite reduction, Taylor to
+ * r^7, 2^n built in the exponent field. */
+static inline __m256 exp_raw(__m256 x) {
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.0f / 5040);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+#define VEXP_RAW(x) exp_raw(x)
+
+#include "kernels_simd.h"
+
+static const kernels k256 = {
+    .name = "avx2",
+    .scan1 = k256_scan1,
+    .conv = k256_conv,
+    .gemm_small = k256_gemm_small,
+};
+
+const kernels *kernels_avx2(void) {
+    return &k256;
+}

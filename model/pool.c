@@ -1,0 +1,157 @@
+/*
+ * pool.c - fork-join thread pool with spin-then-sleep workers (see pool.h for why).
+ *
+ * A step is published by bumping `gen`; workers spin on it for a short while (a token's forward
+ * pass is ~150 steps a few microseconds apart), then sleep on a futex. Completion is counted in
+ * `pending`, which the caller spins on (steps are short and the caller has nothing else to do).
+ */
+#include "pool.h"
+
+#include <limits.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#else
+#define cpu_relax() ((void)0)
+#endif
+
+/* Spin iterations before a worker sleeps: about 50-100 us of pause instructions. */
+#define SPIN_LIMIT 2000
+
+struct ss_pool {
+    int n;
+    pthread_t *threads;
+    pthread_mutex_t hold; /* one caller at a time */
+    _Atomic unsigned gen; /* futex word: bumped per step (and at shutdown) */
+    atomic_int pending;   /* workers still running the current step */
+    atomic_int sleepers;  /* workers blocked in futex wait */
+    atomic_int stop;
+    pool_fn fn;
+    void *arg;
+};
+
+static void futex_wait(_Atomic unsigned *addr, unsigned val)
+{
+    syscall(SYS_futex, (unsigned *)addr, FUTEX_WAIT_PRIVATE, val, NULL, NULL, 0);
+}
+
+static void futex_wake_all(_Atomic unsigned *addr)
+{
+    syscall(SYS_futex, (unsigned *)addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+typedef struct worker_arg {
+    ss_pool *p;
+    int tid;
+} worker_arg;
+
+static void *worker(void *varg)
+{
+    ss_pool *p = ((worker_arg *)varg)->p;
+    const int tid = ((worker_arg *)varg)->tid;
+    free(varg);
+    /* gen starts at 0 and only pool_run bumps it: start from 0, not from a load, or a step
+     * published before this thread got here would be missed. */
+    unsigned seen = 0;
+    for (;;) {
+        unsigned g;
+        int spins = 0;
+        while ((g = atomic_load_explicit(&p->gen, memory_order_acquire)) == seen) {
+            if (++spins < SPIN_LIMIT) {
+                cpu_relax();
+                continue;
+            }
+            /* seq_cst on both sides (here and in run_locked) so that either the caller sees a
+             * sleeper and wakes it, or this thread sees the new generation; futex_wait also
+             * re-checks the word in the kernel. */
+            atomic_fetch_add(&p->sleepers, 1);
+            if (atomic_load(&p->gen) == seen) futex_wait(&p->gen, seen);
+            atomic_fetch_sub(&p->sleepers, 1);
+            spins = 0;
+        }
+        seen = g;
+        if (atomic_load(&p->stop)) return NULL;
+        p->fn(p->arg, tid, p->n);
+        atomic_fetch_sub_explicit(&p->pending, 1, memory_order_release);
+    }
+}
+
+ss_pool *pool_new(int n)
+{
+    if (n < 1) n = 1;
+    if (n > 64) n = 64;
+    ss_pool *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    p->n = n;
+    pthread_mutex_init(&p->hold, NULL);
+    p->threads = calloc((size_t)n, sizeof *p->threads);
+    if (!p->threads) {
+        free(p);
+        return NULL;
+    }
+    for (int i = 1; i < n; i++) {
+        worker_arg *wa = malloc(sizeof *wa);
+        if (!wa || pthread_create(&p->threads[i], NULL, worker, (*wa = (worker_arg){p, i}, wa))) {
+            free(wa);
+            p->n = i; /* run with the workers we have */
+            break;
+        }
+    }
+    return p;
+}
+
+void pool_free(ss_pool *p)
+{
+    if (!p) return;
+    atomic_store(&p->stop, 1);
+    atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
+    futex_wake_all(&p->gen);
+    for (int i = 1; i < p->n; i++) pthread_join(p->threads[i], NULL);
+    pthread_mutex_destroy(&p->hold);
+    free(p->threads);
+    free(p);
+}
+
+int pool_size(const ss_pool *p)
+{
+    return p ? p->n : 1;
+}
+
+static void run_locked(ss_pool *p, pool_fn fn, void *arg)
+{
+    p->fn = fn;
+    p->arg = arg;
+    atomic_store_explicit(&p->pending, p->n - 1, memory_order_relaxed);
+    atomic_fetch_add(&p->gen, 1);
+    if (atomic_load(&p->sleepers) > 0) futex_wake_all(&p->gen);
+    fn(arg, 0, p->n);
+    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) cpu_relax();
+}
+
+void pool_run(ss_pool *p, pool_fn fn, void *arg)
+{
+    if (!p || p->n == 1) {
+        fn(arg, 0, 1);
+        return;
+    }
+    pthread_mutex_lock(&p->hold);
+    run_locked(p, fn, arg);
+    pthread_mutex_unlock(&p->hold);
+}
+
+void pool_run_or_inline(ss_pool *p, pool_fn fn, void *arg)
+{
+    if (!p || p->n == 1 || pthread_mutex_trylock(&p->hold) != 0) {
+        fn(arg, 0, 1);
+        return;
+    }
+    run_locked(p, fn, arg);
+    pthread_mutex_unlock(&p->hold);
+}
