@@ -303,6 +303,8 @@ static int on_token(void *user, const ss_token_event *ev)
         }
         c->streamed = c->text_len;
         if (sse_send(inf->req, j) < 0) return -1;
+    } else if ((ev->index & 15) == 15 && ss_http_client_gone(inf->req)) {
+        return -1; /* nobody waits for this answer any more */
     }
     return m == 1 ? 1 : 0;
 }

@@ -392,6 +392,24 @@ void ss_http_wake(ss_http_req *r)
     pthread_mutex_unlock(&r->mu);
 }
 
+int ss_http_client_gone(ss_http_req *r)
+{
+    int gone = 0;
+    pthread_mutex_lock(&r->mu);
+    if (r->over) {
+        gone = 1;
+    } else if (r->suspended) {
+        /* a suspended connection is not polled by MHD, so look at the socket ourselves: an
+         * orderly shutdown by the peer reads as 0 bytes (pipelined data would read as > 0) */
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        char c;
+        if (ci && recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0) gone = 1;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return gone;
+}
+
 int ss_http_stream_write(ss_http_req *r, const void *data, size_t len)
 {
     int rc = 0;

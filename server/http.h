@@ -164,6 +164,12 @@ typedef void (*ss_http_cont)(void *app, ss_http_req *req, void *user);
 void ss_http_wait(ss_http_req *r, ss_http_cont cont, void *user);
 /* Wake a parked request (or mark it woken so it does not park). Any thread. */
 void ss_http_wake(ss_http_req *r);
+/*
+ * Has the client closed its side of a parked request's connection (or is the request over)?
+ * MHD does not watch suspended connections, so long non-streamed work polls this to stop early.
+ * Any thread; a cheap non-blocking peek.
+ */
+int ss_http_client_gone(ss_http_req *r);
 
 /* Answer 200 with a body produced over time (chunked); e.g. "text/event-stream". HTTP thread. */
 void ss_http_stream_start(ss_http_req *r, const char *content_type);

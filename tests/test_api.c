@@ -198,6 +198,7 @@ typedef struct req_opts {
     const char *key;   /* Bearer key */
     int chunked;       /* send the body without Content-Length */
     const char *rid;   /* X-Request-Id to send */
+    long timeout_ms;   /* give up after this long (0: 300 s) */
 } req_opts;
 
 static resp request(srv *d, const char *method, const char *path, const void *body, long len,
@@ -216,7 +217,7 @@ static resp request(srv *d, const char *method, const char *path, const void *bo
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, &r);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 300L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, o->timeout_ms ? o->timeout_ms : 300000L);
     if (body) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
         if (!o->chunked)
@@ -1720,6 +1721,24 @@ static void test_overload(void)
     CHECK(g.status == 200);
     json_decref(g.answer);
     sse_free(&t.s);
+
+    /* a client that gives up on a long non-streamed generation: the job stops early too */
+    const char *big = "{\"prompt\": [1], \"max_tokens\": 100000, \"ignore_eos\": true}";
+    req_opts quick = {.timeout_ms = 300};
+    resp r = request(&d, "POST", "/v1/generate", big, (long)strlen(big), &quick);
+    CHECK(r.status == -1); /* timed out */
+    free(r.body);
+    int idle = 0;
+    long generated = 0;
+    for (int i = 0; i < 20000 && !idle; i++) {
+        r = request(&d, "GET", "/metrics", NULL, 0, NULL);
+        idle = strstr(r.body, "\nstatesoup_engine_jobs_running 0\n") != NULL;
+        const char *gtok = strstr(r.body, "\nstatesoup_tokens_generated_total ");
+        if (gtok) generated = atol(gtok + strlen("\nstatesoup_tokens_generated_total "));
+        free(r.body);
+    }
+    CHECKF(idle, "the abandoned generation is still running");
+    CHECKF(generated < 100000, "the abandoned generation ran to the end (%ld tokens)", generated);
     daemon_stop(&d);
 }
 
