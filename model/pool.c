@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
@@ -132,7 +133,12 @@ static void run_locked(ss_pool *p, pool_fn fn, void *arg)
     atomic_fetch_add(&p->gen, 1);
     if (atomic_load(&p->sleepers) > 0) futex_wake_all(&p->gen);
     fn(arg, 0, p->n);
-    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) cpu_relax();
+    /* Workers finish within microseconds unless the OS took their core away (a busy machine):
+     * then yield instead of burning the slice they need. */
+    for (int spins = 0; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; spins++) {
+        if (spins < SPIN_LIMIT) cpu_relax();
+        else sched_yield();
+    }
 }
 
 void pool_run(ss_pool *p, pool_fn fn, void *arg)
