@@ -1253,7 +1253,7 @@ static void *stream_main(void *arg)
 static void test_concurrency(srv *d)
 {
     /* a long generation is running (its first events arrived) while the catalog answers */
-    stream_thread t = {.d = d, .max_tokens = 4000};
+    stream_thread t = {.d = d, .max_tokens = 100000};
     pthread_t th;
     pthread_create(&th, NULL, stream_main, &t);
     while (atomic_load(&t.s.n) < 2 && !atomic_load(&t.done)) {
@@ -1262,17 +1262,18 @@ static void test_concurrency(srv *d)
     }
     long st;
     json_t *j = call(d, "GET", "/v1/states?limit=5", NULL, &st);
-    int64_t list_done = now_ns();
     CHECK(st == 200);
     json_decref(j);
     j = call(d, "GET", "/v1/states/seq_a", NULL, &st);
     CHECK(st == 200);
     json_decref(j);
+    int64_t list_done = now_ns();
     int gen_running = !atomic_load(&t.done);
+    atomic_store(&t.s.abort_after, 1); /* done with it: hang up, the daemon cancels the job */
     pthread_join(th, NULL);
     CHECKF(gen_running && list_done < t.end_ns,
            "the catalog answer did not arrive while the generation ran");
-    CHECK(t.status == 200 && t.s.done && json_array_size(t.s.events) == 4001);
+    CHECK(t.status == 200 && !t.s.done && json_array_size(t.s.events) >= 2);
     sse_free(&t.s);
 
     /* parallel generations are served together and give what each gives alone */
@@ -1880,7 +1881,8 @@ int main(void)
     snprintf(data, sizeof data, "%s/main", tmp_root);
 
     srv d;
-    if (daemon_start(&d, fixture_path("models/mamba1-tiny"), data, NULL) != 0) return 1;
+    if (daemon_start(&d, fixture_path("models/mamba1-tiny"), data, "--max-tokens", "100000", NULL))
+        return 1;
     test_basics(&d);
     test_golden(&d);
     test_errors(&d);
