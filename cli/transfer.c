@@ -51,7 +51,6 @@ typedef struct out_file {
     char *tmp;        /* path.XXXXXX while writing */
     FILE *f;
     uint64_t bytes;
-    int failed;
 } out_file;
 
 static ss_err out_open(out_file *of, const char *path)
@@ -87,7 +86,6 @@ static int out_write(void *user, const char *data, size_t len)
     out_file *of = user;
     if (fwrite(data, 1, len, of->f) != len) {
         ss_fail(SS_ERR_IO, "cannot write %s: %s", of->path ? of->tmp : "stdout", strerror(errno));
-        of->failed = 1;
         return 1;
     }
     of->bytes += len;
