@@ -128,6 +128,10 @@ struct ss_ctx {
     int *counts;     /* [2 * (E + 1)] per-expert counts and fill pointers */
     int *grows;      /* [group_size] MoT group member rows */
     float *gw;       /* [group_size] MoT group weights */
+    /* Mamba-2 SSD scratch: n_threads blocks of ssd_floats, for chunks of up to ssd_chunk rows */
+    float *ssd;
+    size_t ssd_floats;
+    int ssd_chunk;
 };
 
 /* model/checkpoint.c */

@@ -189,6 +189,8 @@ static void ctx_release(ss_ctx *c) {
     free(c->counts);
     free(c->grows);
     free(c->gw);
+    free(c->ssd);
+    c->ssd = NULL;
     c->route_idx = c->perm = c->counts = c->grows = NULL;
     c->gw = NULL;
     c->rows = 0;
@@ -241,6 +243,12 @@ static ss_err ctx_reserve(ss_ctx *c, int rows) {
         c->gw = alloc_f(g);
         ok = c->router && c->eh && c->ein && c->eout && c->route_w && c->route_idx && c->perm &&
              c->counts && c->grows && c->gw;
+    }
+    if (ok && m->info.arch == SS_ARCH_MAMBA2) {
+        c->ssd_chunk = cf->chunk_size < rows ? cf->chunk_size : rows;
+        c->ssd_floats = (ssd_scratch_floats(cf, c->ssd_chunk) + 15) & ~(size_t)15;
+        c->ssd = alloc_f(c->ssd_floats * (size_t)m->n_threads);
+        ok = c->ssd != NULL;
     }
     if (!ok) {
         ctx_release(c);
