@@ -400,11 +400,14 @@ int ss_http_client_gone(ss_http_req *r)
         gone = 1;
     } else if (r->suspended) {
         /* a suspended connection is not polled by MHD, so look at the socket ourselves: an
-         * orderly shutdown by the peer reads as 0 bytes (pipelined data would read as > 0) */
+         * orderly shutdown by the peer reads as 0 bytes, a reset as ECONNRESET (pipelined
+         * data would read as > 0) */
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         char c;
-        if (ci && recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0) gone = 1;
+        ssize_t n = ci ? recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) : 1;
+        if (n == 0 || (n < 0 && (errno == ECONNRESET || errno == ENOTCONN || errno == EPIPE)))
+            gone = 1;
     }
     pthread_mutex_unlock(&r->mu);
     return gone;
