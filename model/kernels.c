@@ -11,15 +11,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-static inline float silu(float x) {
+static inline float silu(float x)
+{
     return x / (1.0f + expf(-x));
 }
 
-static inline float softplus(float x) {
+static inline float softplus(float x)
+{
     return x > 20.0f ? x : log1pf(expf(x));
 }
 
-static void gen_scan1(const scan1_args *a) {
+static void gen_scan1(const scan1_args *a)
+{
     const int N = a->N;
     for (int i = a->c0; i < a->c1; i++) {
         const float *A = a->A + (size_t)i * N;
@@ -39,7 +42,8 @@ static void gen_scan1(const scan1_args *a) {
     }
 }
 
-static void gen_conv(const conv_args *a) {
+static void gen_conv(const conv_args *a)
+{
     const int K = a->K;
     for (int i = a->c0; i < a->c1; i++) {
         const float *w = a->w + (size_t)i * K;
@@ -56,7 +60,8 @@ static void gen_conv(const conv_args *a) {
 }
 
 static void gen_gemm_small(const float *X, int M, int K, int ldx, const float *W, int N, float *Y,
-                           int ldy) {
+                           int ldy)
+{
     for (int m = 0; m < M; m++)
         for (int n = 0; n < N; n++) {
             float acc = 0;
@@ -72,18 +77,21 @@ static const kernels generic = {
     .gemm_small = gen_gemm_small,
 };
 
-const kernels *kernels_generic(void) {
+const kernels *kernels_generic(void)
+{
     return &generic;
 }
 
-void kernels_block16(const float *src, int C, int K, float *dst) {
+void kernels_block16(const float *src, int C, int K, float *dst)
+{
     for (int b = 0; b < C / 16; b++)
         for (int k = 0; k < K; k++)
             for (int c = 0; c < 16; c++)
                 dst[((size_t)b * K + k) * 16 + c] = src[(size_t)(b * 16 + c) * K + k];
 }
 
-const kernels *kernels_get(void) {
+const kernels *kernels_get(void)
+{
     static const kernels *chosen;
     if (chosen) return chosen;
     const kernels *k = &generic;

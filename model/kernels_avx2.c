@@ -18,7 +18,8 @@ typedef __m256 VF;
 #define VHSUM(v)      hsum(v)
 #define KPREFIX       k256_
 
-static inline float hsum(__m256 v) {
+static inline float hsum(__m256 v)
+{
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
@@ -27,7 +28,8 @@ static inline float hsum(__m256 v) {
 
 /* exp(x) for x in [-87.3, 88.3] (so 2^n stays a normal float): Cody-Waite reduction, Taylor to
  * r^7, 2^n built in the exponent field. */
-static inline __m256 exp_raw(__m256 x) {
+static inline __m256 exp_raw(__m256 x)
+{
     __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
@@ -55,6 +57,7 @@ static const kernels k256 = {
     .gemm_small = k256_gemm_small,
 };
 
-const kernels *kernels_avx2(void) {
+const kernels *kernels_avx2(void)
+{
     return &k256;
 }

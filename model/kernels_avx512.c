@@ -20,7 +20,8 @@ typedef __m512 VF;
 
 /* exp(x) for x in [-87.3, 88.3]: x = n ln2 + r (Cody-Waite), e^r by its Taylor series to r^7,
  * scaled by 2^n with scalef. Max relative error ~2e-7. */
-static inline __m512 exp_raw(__m512 x) {
+static inline __m512 exp_raw(__m512 x)
+{
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
@@ -46,6 +47,7 @@ static const kernels k512 = {
     .gemm_small = k512_gemm_small,
 };
 
-const kernels *kernels_avx512(void) {
+const kernels *kernels_avx512(void)
+{
     return &k512;
 }

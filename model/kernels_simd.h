@@ -20,14 +20,16 @@
 
 enum { NB = 16 / VW }; /* vectors per block of 16 channels */
 
-static inline VF KFN(exp)(VF x) {
+static inline VF KFN(exp)(VF x)
+{
     x = VMAX(x, VSET1(-87.3f));
     x = VMIN(x, VSET1(88.3f));
     return VEXP_RAW(x);
 }
 
 /* log1p(u) for u in [0, 1]: 2 atanh(u / (2 + u)), series to z^13 (|z| <= 1/3). */
-static inline VF KFN(log1p01)(VF u) {
+static inline VF KFN(log1p01)(VF u)
+{
     VF z = VDIV(u, u + VSET1(2.0f));
     VF z2 = z * z;
     VF p = VSET1(1.0f / 13);
@@ -41,18 +43,21 @@ static inline VF KFN(log1p01)(VF u) {
 }
 
 /* softplus(x) = max(x, 0) + log1p(exp(-|x|)); equals torch's thresholded form to float precision */
-static inline VF KFN(softplus)(VF x) {
+static inline VF KFN(softplus)(VF x)
+{
     VF u = KFN(exp)(VZERO() - VABS(x));
     return VMAX(x, VZERO()) + KFN(log1p01)(u);
 }
 
-static inline VF KFN(silu)(VF x) {
+static inline VF KFN(silu)(VF x)
+{
     return VDIV(x, VSET1(1.0f) + KFN(exp)(VZERO() - x));
 }
 
 /* ---- Mamba-1 selective scan ------------------------------------------------------------------ */
 
-static void KFN(scan1)(const scan1_args *a) {
+static void KFN(scan1)(const scan1_args *a)
+{
     if (a->N != 16 || !a->A16 || (a->c0 % 16) || (a->c1 % 16)) {
         kernels_generic()->scan1(a);
         return;
@@ -98,7 +103,8 @@ static void KFN(scan1)(const scan1_args *a) {
 /* ---- causal depthwise conv + SiLU ----------------------------------------------------------- */
 
 #define KMAX 8
-static void KFN(conv)(const conv_args *a) {
+static void KFN(conv)(const conv_args *a)
+{
     const int K = a->K;
     if (!a->w16 || K > KMAX || (a->c0 % 16) || (a->c1 % 16)) {
         kernels_generic()->conv(a);
@@ -139,8 +145,8 @@ static void KFN(conv)(const conv_args *a) {
  * inlining, so the accumulators stay in registers. */
 static inline __attribute__((always_inline)) void KFN(gs_block)(const float *X, int ldx,
                                                                 const float *W, int K, float *Y,
-                                                                int ldy, const int rw,
-                                                                const int rx) {
+                                                                int ldy, const int rw, const int rx)
+{
     VF acc[4][4];
     for (int i = 0; i < rw; i++)
         for (int j = 0; j < rx; j++) acc[i][j] = VZERO();
@@ -161,7 +167,8 @@ static inline __attribute__((always_inline)) void KFN(gs_block)(const float *X, 
 }
 
 static void KFN(gemm_small)(const float *X, int M, int K, int ldx, const float *W, int N, float *Y,
-                            int ldy) {
+                            int ldy)
+{
     enum { RW = 4, RX = VW == 16 ? 4 : 2 };
     int n = 0;
     for (; n + RW <= N; n += RW) {

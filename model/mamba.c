@@ -76,14 +76,24 @@ void mm_rows(ss_pool *pool, const float *x, int rows, int in, int ldx, const flo
              const float *bias, int out, float *y, int ldy)
 {
     if (rows <= 0 || out <= 0) return;
-    mm_job j = {.x = x, .w = w, .bias = bias, .rows = rows, .in = in, .ldx = ldx, .out = out,
-                .ldy = ldy, .y = y};
-    if ((size_t)rows * out * in < 100000 || out < 32) mm_part(&j, 0, 1);
-    else pool_run(pool, mm_part, &j);
+    mm_job j = {.x = x,
+                .w = w,
+                .bias = bias,
+                .rows = rows,
+                .in = in,
+                .ldx = ldx,
+                .out = out,
+                .ldy = ldy,
+                .y = y};
+    if ((size_t)rows * out * in < 100000 || out < 32)
+        mm_part(&j, 0, 1);
+    else
+        pool_run(pool, mm_part, &j);
 }
 
 void norm_rows(const model_config *c, const float *w, const float *b, const float *x, float *y,
-               int rows, int d) {
+               int rows, int d)
+{
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * d;
         float *yr = y + (size_t)r * d;
@@ -107,11 +117,13 @@ void norm_rows(const model_config *c, const float *w, const float *b, const floa
 
 /* ---- model -------------------------------------------------------------------------------- */
 
-ss_model_params ss_model_default_params(void) {
+ss_model_params ss_model_default_params(void)
+{
     return (ss_model_params){.n_threads = 0};
 }
 
-ss_err ss_model_open(ss_model **out, const char *dir, const ss_model_params *params) {
+ss_err ss_model_open(ss_model **out, const char *dir, const ss_model_params *params)
+{
     ss_model_params def = ss_model_default_params();
     if (!params) params = &def;
     ss_model *m = calloc(1, sizeof *m);
@@ -129,17 +141,20 @@ ss_err ss_model_open(ss_model **out, const char *dir, const ss_model_params *par
     return SS_OK;
 }
 
-void ss_model_close(ss_model *m) {
+void ss_model_close(ss_model *m)
+{
     if (!m) return;
     model_unload(m);
     free(m);
 }
 
-const ss_model_info *ss_model_get_info(const ss_model *m) {
+const ss_model_info *ss_model_get_info(const ss_model *m)
+{
     return &m->info;
 }
 
-void ss_model_state_layout(const ss_model *m, ss_state_layout *o) {
+void ss_model_state_layout(const ss_model *m, ss_state_layout *o)
+{
     const ss_model_info *in = &m->info;
     size_t L = (size_t)in->n_state_layers;
     memset(o, 0, sizeof *o);
@@ -169,7 +184,8 @@ void ss_model_state_layout(const ss_model *m, ss_state_layout *o) {
 
 /* ---- scratch ------------------------------------------------------------------------------ */
 
-ss_err ss_ctx_new(const ss_model *m, ss_ctx **out) {
+ss_err ss_ctx_new(const ss_model *m, ss_ctx **out)
+{
     ss_ctx *c = calloc(1, sizeof *c);
     if (!c) return ss_fail(SS_ERR_NOMEM, "out of memory");
     c->m = m;
@@ -177,7 +193,8 @@ ss_err ss_ctx_new(const ss_model *m, ss_ctx **out) {
     return SS_OK;
 }
 
-static void ctx_release(ss_ctx *c) {
+static void ctx_release(ss_ctx *c)
+{
     float **bufs[] = {&c->h,   &c->xn,     &c->proj, &c->xc,  &c->dbc,  &c->dt,     &c->y,
                       &c->out, &c->router, &c->eh,   &c->ein, &c->eout, &c->route_w};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
@@ -196,19 +213,22 @@ static void ctx_release(ss_ctx *c) {
     c->rows = 0;
 }
 
-void ss_ctx_free(ss_ctx *c) {
+void ss_ctx_free(ss_ctx *c)
+{
     if (!c) return;
     ctx_release(c);
     free(c->logits);
     free(c);
 }
 
-static float *alloc_f(size_t n) {
+static float *alloc_f(size_t n)
+{
     return aligned_alloc(64, ((n ? n : 1) * sizeof(float) + 63) & ~(size_t)63);
 }
 
 /* Make room for `rows` rows. Buffers never shrink. */
-static ss_err ctx_reserve(ss_ctx *c, int rows) {
+static ss_err ctx_reserve(ss_ctx *c, int rows)
+{
     if (rows <= c->rows) return SS_OK;
     const ss_model *m = c->m;
     const model_config *cf = &m->cfg;
@@ -258,7 +278,8 @@ static ss_err ctx_reserve(ss_ctx *c, int rows) {
     return SS_OK;
 }
 
-static ss_err ctx_reserve_logits(ss_ctx *c, int rows) {
+static ss_err ctx_reserve_logits(ss_ctx *c, int rows)
+{
     if (rows <= c->logits_rows) return SS_OK;
     free(c->logits);
     c->logits = alloc_f((size_t)rows * (size_t)c->m->cfg.vocab);
@@ -269,7 +290,8 @@ static ss_err ctx_reserve_logits(ss_ctx *c, int rows) {
 /* ---- Mamba-1 mixer ------------------------------------------------------------------------ */
 
 /* RMS-normalise v[n] in place without a weight (falcon-mamba's B/C/dt norms). */
-static void rms_inplace(float *v, int n, float eps) {
+static void rms_inplace(float *v, int n, float eps)
+{
     double ss = 0;
     for (int i = 0; i < n; i++) ss += (double)v[i] * v[i];
     float inv = (float)(1.0 / sqrt(ss / n + eps));
@@ -298,11 +320,18 @@ static void conv_part(void *arg, int tid, int nt)
     pool_range(j->C, j->C % 16 ? 1 : 16, tid, nt, &c0, &c1);
     if (c0 >= c1) return;
     for (int s = 0; s < j->n_sp; s++) {
-        conv_args a = {.T = j->sp[s].n, .c0 = c0, .c1 = c1, .K = K,
-                       .in = j->in + (size_t)j->sp[s].row * j->ld_in, .ld_in = j->ld_in,
-                       .w = j->ly->conv_w, .w16 = j->ly->conv_w16, .bias = j->ly->conv_b,
+        conv_args a = {.T = j->sp[s].n,
+                       .c0 = c0,
+                       .c1 = c1,
+                       .K = K,
+                       .in = j->in + (size_t)j->sp[s].row * j->ld_in,
+                       .ld_in = j->ld_in,
+                       .w = j->ly->conv_w,
+                       .w16 = j->ly->conv_w16,
+                       .bias = j->ly->conv_b,
                        .win = ss_state_data(j->sp[s].state) + L_off,
-                       .out = j->out + (size_t)j->sp[s].row * j->C, .ld_out = j->C};
+                       .out = j->out + (size_t)j->sp[s].row * j->C,
+                       .ld_out = j->C};
         kernels_get()->conv(&a);
     }
 }
@@ -310,10 +339,12 @@ static void conv_part(void *arg, int tid, int nt)
 void conv_rows(const ss_model *m, const layer *ly, const span *sp, int n_sp, const float *in,
                int ld_in, float *out, int C)
 {
-    conv_job j = {.m = m, .ly = ly, .sp = sp, .n_sp = n_sp, .ld_in = ld_in, .C = C, .in = in,
-                  .out = out};
-    if (C < 256) conv_part(&j, 0, 1);
-    else pool_run(m->pool, conv_part, &j);
+    conv_job j = {
+        .m = m, .ly = ly, .sp = sp, .n_sp = n_sp, .ld_in = ld_in, .C = C, .in = in, .out = out};
+    if (C < 256)
+        conv_part(&j, 0, 1);
+    else
+        pool_run(m->pool, conv_part, &j);
 }
 
 typedef struct scan_job {
@@ -336,19 +367,31 @@ static void scan1_part(void *arg, int tid, int nt)
     if (c0 >= c1) return;
     for (int q = 0; q < j->n_sp; q++) {
         const size_t r = (size_t)j->sp[q].row;
-        scan1_args a = {.T = j->sp[q].n, .c0 = c0, .c1 = c1, .N = N,
-                        .dt = c->dt + r * Di, .ldd = Di,
-                        .x = c->xc + r * Di, .ldx = Di,
-                        .z = c->proj + r * 2 * Di + Di, .ldz = 2 * Di,
-                        .B = c->dbc + r * ldbc + R, .C = c->dbc + r * ldbc + R + N,
-                        .ldbc = ldbc, .A = j->ly->A, .A16 = j->ly->A16, .D = j->ly->D,
+        scan1_args a = {.T = j->sp[q].n,
+                        .c0 = c0,
+                        .c1 = c1,
+                        .N = N,
+                        .dt = c->dt + r * Di,
+                        .ldd = Di,
+                        .x = c->xc + r * Di,
+                        .ldx = Di,
+                        .z = c->proj + r * 2 * Di + Di,
+                        .ldz = 2 * Di,
+                        .B = c->dbc + r * ldbc + R,
+                        .C = c->dbc + r * ldbc + R + N,
+                        .ldbc = ldbc,
+                        .A = j->ly->A,
+                        .A16 = j->ly->A16,
+                        .D = j->ly->D,
                         .s = ss_state_data(j->sp[q].state) + j->ssm_off,
-                        .y = c->y + r * Di, .ldy = Di};
+                        .y = c->y + r * Di,
+                        .ldy = Di};
         kernels_get()->scan1(&a);
     }
 }
 
-static void mamba1_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp, int T) {
+static void mamba1_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp, int T)
+{
     const model_config *cf = &m->cfg;
     const int d = cf->d_model, Di = cf->d_inner, N = cf->d_state, R = cf->dt_rank;
     const int ldbc = R + 2 * N;
@@ -374,15 +417,18 @@ static void mamba1_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp
 
     /* Selective scan: channel ranges in parallel, each walks its spans in token order. */
     scan_job sj = {.m = m, .c = c, .ly = ly, .sp = sp, .n_sp = n_sp, .ssm_off = ssm_off};
-    if (Di < 256) scan1_part(&sj, 0, 1);
-    else pool_run(m->pool, scan1_part, &sj);
+    if (Di < 256)
+        scan1_part(&sj, 0, 1);
+    else
+        pool_run(m->pool, scan1_part, &sj);
     /* out = out_proj(y): [T, d] */
     mm_rows(m->pool, c->y, T, Di, Di, ly->out_proj_w, ly->out_proj_b, d, c->out, d);
 }
 
 /* ---- eval --------------------------------------------------------------------------------- */
 
-static ss_err validate(const ss_model *m, ss_seq *seqs, int n_seqs, int lockstep) {
+static ss_err validate(const ss_model *m, ss_seq *seqs, int n_seqs, int lockstep)
+{
     if (n_seqs < 0) return ss_fail(SS_ERR_INVALID, "negative batch size");
     for (int s = 0; s < n_seqs; s++) {
         const ss_seq *q = &seqs[s];
@@ -418,7 +464,8 @@ static ss_err validate(const ss_model *m, ss_seq *seqs, int n_seqs, int lockstep
 
 /* Run one round: spans of consecutive tokens, T rows in all. */
 static ss_err run_round(ss_model *m, ss_ctx *c, ss_seq *seqs, const span *sp, int n_sp, int T,
-                        int lockstep) {
+                        int lockstep)
+{
     const model_config *cf = &m->cfg;
     const int d = cf->d_model, V = cf->vocab;
     ss_err err;
@@ -484,7 +531,8 @@ static ss_err run_round(ss_model *m, ss_ctx *c, ss_seq *seqs, const span *sp, in
     return SS_OK;
 }
 
-ss_err ss_model_eval(ss_model *m, ss_ctx *c, ss_seq *seqs, int n_seqs, int lockstep) {
+ss_err ss_model_eval(ss_model *m, ss_ctx *c, ss_seq *seqs, int n_seqs, int lockstep)
+{
     ss_err err = validate(m, seqs, n_seqs, lockstep);
     if (err) return err;
     if ((err = ctx_reserve(c, ROUND_ROWS))) return err;
@@ -521,7 +569,8 @@ out:
     return err;
 }
 
-ss_err ss_model_logits_from_state(ss_model *m, ss_ctx *c, const ss_state *s, float *logits) {
+ss_err ss_model_logits_from_state(ss_model *m, ss_ctx *c, const ss_state *s, float *logits)
+{
     (void)c;
     if (!s || ss_state_floats(s) != m->info.state_floats)
         return ss_fail(SS_ERR_MISMATCH, "state of another model");
