@@ -117,6 +117,11 @@ struct ss_ctx {
     float *out;     /* [T, d] */
     float *logits;  /* [n_last, V] for last-token logits */
     int logits_rows;
+    /* per-eval bookkeeping, [seq_cap] each */
+    int seq_cap;
+    struct span *spans;
+    int *pos;
+    int *gid;
     /* MoE scratch */
     float *router;   /* [T, E] */
     float *eh;       /* [T, 2*de] expert hidden */
@@ -127,6 +132,7 @@ struct ss_ctx {
     int *perm;       /* [T * k] */
     int *counts;     /* [2 * (E + 1)] per-expert counts and fill pointers */
     int *grows;      /* [group_size] MoT group member rows */
+    int *gmembers;   /* [seq_cap] MoT group member spans */
     float *gw;       /* [group_size] MoT group weights */
     /* Mamba-2 SSD scratch: n_threads blocks of ssd_floats, for chunks of up to ssd_chunk rows */
     float *ssd;

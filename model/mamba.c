@@ -218,6 +218,10 @@ void ss_ctx_free(ss_ctx *c)
     if (!c) return;
     ctx_release(c);
     free(c->logits);
+    free(c->spans);
+    free(c->pos);
+    free(c->gid);
+    free(c->gmembers);
     free(c);
 }
 
@@ -427,7 +431,26 @@ static void mamba1_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp
 
 /* ---- eval --------------------------------------------------------------------------------- */
 
-static ss_err validate(const ss_model *m, ss_seq *seqs, int n_seqs, int lockstep)
+/* Room for per-eval bookkeeping of n sequences. */
+static ss_err ctx_reserve_seqs(ss_ctx *c, int n)
+{
+    if (n <= c->seq_cap) return SS_OK;
+    int cap = n < 16 ? 16 : n;
+    span *sp = realloc(c->spans, (size_t)cap * sizeof *sp);
+    if (sp) c->spans = sp;
+    int *pos = realloc(c->pos, (size_t)cap * sizeof *pos);
+    if (pos) c->pos = pos;
+    int *gid = realloc(c->gid, (size_t)cap * sizeof *gid);
+    if (gid) c->gid = gid;
+    int *gm = realloc(c->gmembers, (size_t)cap * sizeof *gm);
+    if (gm) c->gmembers = gm;
+    if (!sp || !pos || !gid || !gm) return ss_fail(SS_ERR_NOMEM, "out of memory");
+    c->seq_cap = cap;
+    return SS_OK;
+}
+
+/* Check the batch and compute each sequence's effective MoT group into c->gid. */
+static ss_err validate(const ss_model *m, ss_ctx *c, ss_seq *seqs, int n_seqs, int lockstep)
 {
     if (n_seqs < 0) return ss_fail(SS_ERR_INVALID, "negative batch size");
     for (int s = 0; s < n_seqs; s++) {
@@ -438,6 +461,7 @@ static ss_err validate(const ss_model *m, ss_seq *seqs, int n_seqs, int lockstep
         if (q->n_tokens < 0 || (q->n_tokens > 0 && !q->tokens)) {
             return ss_fail(SS_ERR_INVALID, "sequence %d: bad token array", s);
         }
+        if (q->group < 0) return ss_fail(SS_ERR_INVALID, "sequence %d: negative group", s);
         for (int t = 0; t < q->n_tokens; t++) {
             if (q->tokens[t] < 0 || q->tokens[t] >= m->cfg.vocab) {
                 return ss_fail(SS_ERR_INVALID,
@@ -450,21 +474,38 @@ static ss_err validate(const ss_model *m, ss_seq *seqs, int n_seqs, int lockstep
                 return ss_fail(SS_ERR_INVALID, "sequences %d and %d share a state", o, s);
         }
     }
-    int g = m->info.mot_group_size;
-    if (lockstep && g > 0) {
-        for (int s = 0; s < n_seqs; s++) {
-            if (seqs[s].n_tokens != seqs[s - s % g].n_tokens) {
-                return ss_fail(SS_ERR_INVALID,
-                               "mixture-of-tokens lockstep needs equal lengths within a group");
+    const int g = m->info.mot_group_size;
+    /* explicit groups keep their ids; lockstep puts the others in implicit groups above them */
+    int max_id = 0;
+    for (int s = 0; s < n_seqs; s++) max_id = seqs[s].group > max_id ? seqs[s].group : max_id;
+    for (int s = 0; s < n_seqs; s++) {
+        c->gid[s] = 0;
+        if (g <= 0) continue;
+        if (seqs[s].group) c->gid[s] = seqs[s].group;
+        else if (lockstep) c->gid[s] = max_id + 1 + s / g;
+    }
+    for (int s = 0; s < n_seqs; s++) {
+        if (!c->gid[s]) continue;
+        int members = 0;
+        for (int o = 0; o < n_seqs; o++) {
+            if (c->gid[o] != c->gid[s]) continue;
+            members++;
+            if (seqs[o].n_tokens != seqs[s].n_tokens) {
+                return ss_fail(SS_ERR_INVALID, "mixture-of-tokens group %d mixes sequences of %d "
+                                               "and %d tokens: a group must move in lockstep",
+                               seqs[s].group, seqs[s].n_tokens, seqs[o].n_tokens);
             }
+        }
+        if (members > g) {
+            return ss_fail(SS_ERR_INVALID, "mixture-of-tokens group of %d sequences; the model's "
+                                           "group size is %d", members, g);
         }
     }
     return SS_OK;
 }
 
 /* Run one round: spans of consecutive tokens, T rows in all. */
-static ss_err run_round(ss_model *m, ss_ctx *c, ss_seq *seqs, const span *sp, int n_sp, int T,
-                        int lockstep)
+static ss_err run_round(ss_model *m, ss_ctx *c, ss_seq *seqs, const span *sp, int n_sp, int T)
 {
     const model_config *cf = &m->cfg;
     const int d = cf->d_model, V = cf->vocab;
@@ -488,7 +529,7 @@ static ss_err run_round(ss_model *m, ss_ctx *c, ss_seq *seqs, const span *sp, in
             mamba2_mixer(m, c, ly, sp, n_sp, T);
             break;
         case LAYER_MOE:
-            if ((err = moe_block(m, c, ly, sp, n_sp, T, lockstep))) return err;
+            if ((err = moe_block(m, c, ly, sp, n_sp, T))) return err;
             break;
         }
         for (size_t i = 0; i < (size_t)T * d; i++) c->h[i] += c->out[i];
@@ -533,17 +574,19 @@ static ss_err run_round(ss_model *m, ss_ctx *c, ss_seq *seqs, const span *sp, in
 
 ss_err ss_model_eval(ss_model *m, ss_ctx *c, ss_seq *seqs, int n_seqs, int lockstep)
 {
-    ss_err err = validate(m, seqs, n_seqs, lockstep);
+    ss_err err = ctx_reserve_seqs(c, n_seqs);
     if (err) return err;
+    if ((err = validate(m, c, seqs, n_seqs, lockstep))) return err;
     if ((err = ctx_reserve(c, ROUND_ROWS))) return err;
-    span *sp = malloc((size_t)(n_seqs ? n_seqs : 1) * sizeof *sp);
-    int *pos = calloc((size_t)(n_seqs ? n_seqs : 1), sizeof *pos);
-    if (!sp || !pos) {
-        err = ss_fail(SS_ERR_NOMEM, "out of memory");
-        goto out;
+    span *sp = c->spans;
+    int *pos = c->pos;
+    int grouped = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        pos[s] = 0;
+        grouped |= c->gid[s] != 0;
     }
-    lockstep = lockstep && m->info.mot_group_size > 0;
-    /* In lockstep every sequence advances by the same count per round. */
+    /* With groups, every sequence advances by the same count per round, so the members of a
+     * group stay at the same positions. */
     int step = n_seqs ? ROUND_ROWS / n_seqs : ROUND_ROWS;
     if (step < 1) step = 1;
     for (;;) {
@@ -551,22 +594,19 @@ ss_err ss_model_eval(ss_model *m, ss_ctx *c, ss_seq *seqs, int n_seqs, int locks
         for (int s = 0; s < n_seqs; s++) {
             int left = seqs[s].n_tokens - pos[s];
             if (left <= 0) continue;
-            int take = lockstep ? (left < step ? left : step) : left;
+            int take = grouped ? (left < step ? left : step) : left;
             if (take > ROUND_ROWS - T) take = ROUND_ROWS - T;
             if (take <= 0) break;
-            sp[n_sp++] =
-                (span){.seq = s, .state = seqs[s].state, .pos = pos[s], .row = T, .n = take};
+            sp[n_sp++] = (span){.seq = s, .state = seqs[s].state, .pos = pos[s], .row = T,
+                                .n = take, .group = c->gid[s]};
             T += take;
         }
         if (!n_sp) break;
-        if (T > c->rows && (err = ctx_reserve(c, T))) goto out;
-        if ((err = run_round(m, c, seqs, sp, n_sp, T, lockstep))) goto out;
+        if (T > c->rows && (err = ctx_reserve(c, T))) return err;
+        if ((err = run_round(m, c, seqs, sp, n_sp, T))) return err;
         for (int q = 0; q < n_sp; q++) pos[sp[q].seq] += sp[q].n;
     }
-out:
-    free(sp);
-    free(pos);
-    return err;
+    return SS_OK;
 }
 
 ss_err ss_model_logits_from_state(ss_model *m, ss_ctx *c, const ss_state *s, float *logits)

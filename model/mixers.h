@@ -15,6 +15,7 @@ typedef struct span {
     int pos;
     int row;
     int n;
+    int group; /* Mixture-of-Tokens group (0 = alone) */
 } span;
 
 /* y = norm(x) row by row (RMSNorm or LayerNorm per the config); x, y: [rows, d]. */
@@ -30,7 +31,6 @@ void mamba2_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n
 /* Floats of per-thread scratch the SSD form needs for chunks of q tokens. */
 size_t ssd_scratch_floats(const model_config *cf, int q);
 /* MoE layer (token choice or mixture of tokens): reads c->xn, writes c->out. */
-ss_err moe_block(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp, int T,
-                 int lockstep);
+ss_err moe_block(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp, int T);
 
 #endif

@@ -118,29 +118,30 @@ static ss_err token_choice(ss_model *m, ss_ctx *c, const layer *ly, int T)
 }
 
 /*
- * Mixture of tokens over groups. rows_of(group, member) gives the scratch row; a group has
- * `gn` members. Without lockstep every token is its own group.
+ * Mixture of tokens. The members of a group are the spans with the same nonzero group id (same
+ * positions, same lengths); a span with group 0 is a group of one.
  */
 static ss_err mixture_of_tokens(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp,
-                                int T, int lockstep)
+                                int T)
 {
     const moe_config *mc = &m->cfg.moe;
-    const int d = m->cfg.d_model, E = mc->n_experts, g = mc->group_size;
-    /* router scores [T, E] = x . router_e (/ t) */
+    const int d = m->cfg.d_model, E = mc->n_experts;
+    /* router scores [T, E] = x . router_e */
     mm_rows(m->pool, c->xn, T, d, d, ly->router_w, ly->router_b, E, c->router, E);
     memset(c->out, 0, (size_t)T * d * sizeof(float));
     int *rows = c->grows;
     float *wgt = c->gw;
-    int q = 0;
-    while (q < n_sp) {
-        /* Members of this group: spans q..q2-1 (same group of sequences, equal lengths). */
-        int q2 = q + 1;
-        if (lockstep) {
-            while (q2 < n_sp && sp[q2].seq / g == sp[q].seq / g) q2++;
-        }
-        int gn = q2 - q;
+    int *members = c->gmembers;
+    for (int q = 0; q < n_sp; q++) {
+        /* the group's first span leads; the others are handled with it */
+        int lead = 1, gn = 0;
+        for (int o = 0; o < n_sp && lead; o++)
+            if (sp[q].group && sp[o].group == sp[q].group && o < q) lead = 0;
+        if (!lead) continue;
+        for (int o = q; o < n_sp; o++)
+            if (o == q || (sp[q].group && sp[o].group == sp[q].group)) members[gn++] = o;
         for (int j = 0; j < sp[q].n; j++) {
-            for (int a = 0; a < gn; a++) rows[a] = sp[q + a].row + j;
+            for (int a = 0; a < gn; a++) rows[a] = sp[members[a]].row + j;
             for (int e = 0; e < E; e++) {
                 /* softmax over the group members of score / temperature */
                 float mx = -INFINITY;
@@ -166,15 +167,12 @@ static ss_err mixture_of_tokens(ss_model *m, ss_ctx *c, const layer *ly, const s
                 }
             }
         }
-        q = q2;
     }
-    (void)T;
     return SS_OK;
 }
 
-ss_err moe_block(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp, int T,
-                 int lockstep)
+ss_err moe_block(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp, int T)
 {
     if (m->cfg.moe.routing == ROUTE_TOKEN_CHOICE) return token_choice(m, c, ly, T);
-    return mixture_of_tokens(m, c, ly, sp, n_sp, T, lockstep);
+    return mixture_of_tokens(m, c, ly, sp, n_sp, T);
 }

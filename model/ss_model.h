@@ -131,15 +131,21 @@ typedef struct ss_seq {
     int n_tokens;          /* >= 0; 0 leaves the state untouched */
     float *logits;         /* NULL, or out: [n_tokens, vocab] if logits_all, else [vocab] (last) */
     int logits_all;
+    /*
+     * Mixture-of-Tokens group: sequences of one eval call with the same group > 0 are mixed at
+     * every MoT layer, position by position (they must have the same n_tokens; at most
+     * mot_group_size of them). 0 = alone: a group of one, mixing disabled. Ignored by other
+     * models.
+     */
+    int group;
 } ss_seq;
 
 /*
- * Run the model over every sequence of the batch. Sequences are independent and may have
- * different lengths; all their tokens go through the projections together (GEMMs).
- * For Mixture-of-Tokens models, `lockstep` groups sequence i with the others of its group
- * (consecutive runs of mot_group_size sequences, which must then all have the same n_tokens);
- * without it each sequence runs with a group of one (mixing disabled).
- * Token ids are validated before any state is touched (SS_ERR_INVALID names the bad one).
+ * Run the model over every sequence of the batch. Sequences are independent (except for
+ * Mixture-of-Tokens groups, see ss_seq.group) and may have different lengths; all their tokens go
+ * through the projections together (GEMMs). `lockstep` is a shorthand for Mixture-of-Tokens
+ * models: sequences whose group is 0 are put in groups of mot_group_size consecutive sequences.
+ * Token ids and groups are validated before any state is touched (SS_ERR_INVALID says what).
  */
 ss_err ss_model_eval(ss_model *m, ss_ctx *c, ss_seq *seqs, int n_seqs, int lockstep);
 

@@ -344,6 +344,30 @@ static void check_mot(void)
     REQUIRE_OK(ss_model_eval(m, c, &one, 1, 1));
     logits_check("moe-mamba-mot single logits", logits, gt(&g, "single.logits", NULL), n * V,
                  &worst);
+    /* Explicit group ids, with an ungrouped fifth sequence in the same call (the engine's case):
+     * the group gives the lockstep result, the loner the single (mixing disabled) result. */
+    {
+        ss_state *lone;
+        REQUIRE_OK(ss_state_new(m, &lone));
+        float *lone_logits = malloc(n * V * sizeof(float));
+        ss_seq five[5];
+        for (int b = 0; b < B; b++) {
+            ss_state_zero(st[b]);
+            five[b] = (ss_seq){.state = st[b], .tokens = ids + b * L, .n_tokens = L,
+                               .logits = logits + (size_t)b * L * V, .logits_all = 1, .group = 7};
+        }
+        five[4] = (ss_seq){.state = lone, .tokens = sids, .n_tokens = (int)n,
+                           .logits = lone_logits, .logits_all = 1};
+        REQUIRE_OK(ss_model_eval(m, c, five, 5, 0));
+        logits_check("moe-mamba-mot group 7 logits", logits, gt(&g, "batch.logits", NULL),
+                     (size_t)B * L * V, &worst);
+        logits_check("moe-mamba-mot loner logits", lone_logits, gt(&g, "single.logits", NULL),
+                     n * V, &worst);
+        five[4].group = 7; /* a fifth member: more than the group size of 4 */
+        CHECK_ERR(ss_model_eval(m, c, five, 5, 0), SS_ERR_INVALID);
+        ss_state_free(lone);
+        free(lone_logits);
+    }
     /* Unequal lengths inside a group are refused in lockstep. */
     for (int b = 0; b < B; b++)
         seqs[b] = (ss_seq){.state = st[b], .tokens = ids + b * L, .n_tokens = b ? L : L - 1};
