@@ -70,11 +70,22 @@ static void gen_gemm_small(const float *X, int M, int K, int ldx, const float *W
         }
 }
 
+static float gen_logsumexp(const float *x, int n)
+{
+    float mx = -INFINITY;
+    for (int i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    if (!(mx > -INFINITY)) return mx;
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += exp((double)x[i] - mx);
+    return mx + (float)log(sum);
+}
+
 static const kernels generic = {
     .name = "generic",
     .scan1 = gen_scan1,
     .conv = gen_conv,
     .gemm_small = gen_gemm_small,
+    .logsumexp = gen_logsumexp,
 };
 
 const kernels *kernels_generic(void)

@@ -57,6 +57,8 @@ typedef struct kernels {
      */
     void (*gemm_small)(const float *X, int M, int K, int ldx, const float *W, int N, float *Y,
                        int ldy);
+    /* log(sum_i exp(x[i])) over n values (the softmax normaliser of a vocabulary). */
+    float (*logsumexp)(const float *x, int n);
 } kernels;
 
 /* The best kernels for this CPU (SS_KERNELS=generic|avx2|avx512 forces a choice). */

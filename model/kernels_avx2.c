@@ -55,6 +55,7 @@ static const kernels k256 = {
     .scan1 = k256_scan1,
     .conv = k256_conv,
     .gemm_small = k256_gemm_small,
+    .logsumexp = k256_logsumexp,
 };
 
 const kernels *kernels_avx2(void)

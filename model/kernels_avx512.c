@@ -45,6 +45,7 @@ static const kernels k512 = {
     .scan1 = k512_scan1,
     .conv = k512_conv,
     .gemm_small = k512_gemm_small,
+    .logsumexp = k512_logsumexp,
 };
 
 const kernels *kernels_avx512(void)

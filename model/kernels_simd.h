@@ -10,6 +10,7 @@
  * Arithmetic uses GCC vector operators (+, -, *) on VF.
  */
 
+#include <math.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -56,8 +57,41 @@ static inline VF KFN(silu)(VF x)
 
 /* ---- Mamba-1 selective scan ------------------------------------------------------------------ */
 
+/*
+ * One token (decode): vectorised over the 16 states of a channel instead, which needs no
+ * transposition of the state (for a single token the transposes would cost more than the math).
+ */
+static void KFN(scan1_step)(const scan1_args *a)
+{
+    enum { N = 16 };
+    VF B[NB], C[NB];
+    for (int v = 0; v < NB; v++) {
+        B[v] = VLOAD(a->B + v * VW);
+        C[v] = VLOAD(a->C + v * VW);
+    }
+    for (int i = a->c0; i < a->c1; i++) {
+        const float dt = a->dt[i] > 20.0f ? a->dt[i] : log1pf(expf(a->dt[i]));
+        const float x = a->x[i];
+        const VF dtv = VSET1(dt), dxv = VSET1(dt * x);
+        float *s = a->s + (size_t)i * N;
+        const float *A = a->A + (size_t)i * N;
+        VF acc = VZERO();
+        for (int v = 0; v < NB; v++) {
+            VF sv = VFMA(KFN(exp)(dtv * VLOAD(A + v * VW)), VLOAD(s + v * VW), dxv * B[v]);
+            VSTORE(s + v * VW, sv);
+            acc = VFMA(sv, C[v], acc);
+        }
+        const float z = a->z[i];
+        a->y[i] = (VHSUM(acc) + a->D[i] * x) * (z / (1.0f + expf(-z)));
+    }
+}
+
 static void KFN(scan1)(const scan1_args *a)
 {
+    if (a->N == 16 && a->T == 1) {
+        KFN(scan1_step)(a);
+        return;
+    }
     if (a->N != 16 || !a->A16 || (a->c0 % 16) || (a->c1 % 16)) {
         kernels_generic()->scan1(a);
         return;
@@ -141,50 +175,139 @@ static void KFN(conv)(const conv_args *a)
 
 /* ---- small-M GEMM: Y = X W^T ---------------------------------------------------------------- */
 
-/* One block of rw weight rows x rx input rows over the whole K. rw, rx <= 4; constants after
- * inlining, so the accumulators stay in registers. */
-static inline __attribute__((always_inline)) void KFN(gs_block)(const float *X, int ldx,
-                                                                const float *W, int K, float *Y,
-                                                                int ldy, const int rw, const int rx)
-{
-    VF acc[4][4];
-    for (int i = 0; i < rw; i++)
-        for (int j = 0; j < rx; j++) acc[i][j] = VZERO();
-    int k = 0;
-    for (; k + VW <= K; k += VW) {
-        VF wv[4], xv[4];
-        for (int i = 0; i < rw; i++) wv[i] = VLOAD(W + (size_t)i * K + k);
-        for (int j = 0; j < rx; j++) xv[j] = VLOAD(X + (size_t)j * ldx + k);
-        for (int i = 0; i < rw; i++)
-            for (int j = 0; j < rx; j++) acc[i][j] = VFMA(wv[i], xv[j], acc[i][j]);
+/*
+ * A block of 4 weight rows x RX input rows over the whole K, accumulators in named registers
+ * (GCC spills arrays of vectors to the stack, which made this 4x slower). The weight rows are
+ * read once per block from memory and RX times from L1.
+ */
+#define GS_ACC(i, j) a##i##j
+#define GS_DECL(i) VF GS_ACC(i, 0) = VZERO(), GS_ACC(i, 1) = VZERO(), GS_ACC(i, 2) = VZERO(), \
+                      GS_ACC(i, 3) = VZERO()
+#define GS_STEP(j)                                                                             \
+    do {                                                                                       \
+        VF x = VLOAD(X + (size_t)(j) * ldx + k);                                               \
+        GS_ACC(0, j) = VFMA(w0, x, GS_ACC(0, j));                                              \
+        GS_ACC(1, j) = VFMA(w1, x, GS_ACC(1, j));                                              \
+        GS_ACC(2, j) = VFMA(w2, x, GS_ACC(2, j));                                              \
+        GS_ACC(3, j) = VFMA(w3, x, GS_ACC(3, j));                                              \
+    } while (0)
+#define GS_OUT(i, j)                                                                           \
+    do {                                                                                       \
+        float sum = VHSUM(GS_ACC(i, j));                                                       \
+        for (int kk = k; kk < K; kk++)                                                         \
+            sum += W[(size_t)(i) * K + kk] * X[(size_t)(j) * ldx + kk];                        \
+        Y[(size_t)(j) * ldy + (i)] = sum;                                                      \
+    } while (0)
+
+#define GS_BLOCK(NAME, RX)                                                                     \
+    static void NAME(const float *X, int ldx, const float *W, int K, float *Y, int ldy)         \
+    {                                                                                          \
+        GS_DECL(0);                                                                            \
+        GS_DECL(1);                                                                            \
+        GS_DECL(2);                                                                            \
+        GS_DECL(3);                                                                            \
+        int k = 0;                                                                             \
+        for (; k + VW <= K; k += VW) {                                                         \
+            VF w0 = VLOAD(W + k), w1 = VLOAD(W + (size_t)K + k);                               \
+            VF w2 = VLOAD(W + 2 * (size_t)K + k), w3 = VLOAD(W + 3 * (size_t)K + k);           \
+            GS_STEP(0);                                                                        \
+            if (RX > 1) GS_STEP(1);                                                            \
+            if (RX > 2) GS_STEP(2);                                                            \
+            if (RX > 3) GS_STEP(3);                                                            \
+        }                                                                                      \
+        GS_OUT(0, 0);                                                                          \
+        GS_OUT(1, 0);                                                                          \
+        GS_OUT(2, 0);                                                                          \
+        GS_OUT(3, 0);                                                                          \
+        if (RX > 1) {                                                                          \
+            GS_OUT(0, 1);                                                                      \
+            GS_OUT(1, 1);                                                                      \
+            GS_OUT(2, 1);                                                                      \
+            GS_OUT(3, 1);                                                                      \
+        }                                                                                      \
+        if (RX > 2) {                                                                          \
+            GS_OUT(0, 2);                                                                      \
+            GS_OUT(1, 2);                                                                      \
+            GS_OUT(2, 2);                                                                      \
+            GS_OUT(3, 2);                                                                      \
+        }                                                                                      \
+        if (RX > 3) {                                                                          \
+            GS_OUT(0, 3);                                                                      \
+            GS_OUT(1, 3);                                                                      \
+            GS_OUT(2, 3);                                                                      \
+            GS_OUT(3, 3);                                                                      \
+        }                                                                                      \
     }
-    for (int i = 0; i < rw; i++)
-        for (int j = 0; j < rx; j++) {
-            float sum = VHSUM(acc[i][j]);
-            for (int kk = k; kk < K; kk++) sum += W[(size_t)i * K + kk] * X[(size_t)j * ldx + kk];
-            Y[(size_t)j * ldy + i] = sum;
-        }
+
+GS_BLOCK(KFN(gs_4x1), 1)
+GS_BLOCK(KFN(gs_4x2), 2)
+#if VW == 16
+GS_BLOCK(KFN(gs_4x3), 3)
+GS_BLOCK(KFN(gs_4x4), 4)
+#endif
+
+/* One weight row against one input row (the N % 4 tail). */
+static float KFN(dot)(const float *a, const float *b, int K)
+{
+    VF acc = VZERO();
+    int k = 0;
+    for (; k + VW <= K; k += VW) acc = VFMA(VLOAD(a + k), VLOAD(b + k), acc);
+    float sum = VHSUM(acc);
+    for (; k < K; k++) sum += a[k] * b[k];
+    return sum;
 }
 
 static void KFN(gemm_small)(const float *X, int M, int K, int ldx, const float *W, int N, float *Y,
                             int ldy)
 {
-    enum { RW = 4, RX = VW == 16 ? 4 : 2 };
     int n = 0;
-    for (; n + RW <= N; n += RW) {
+    for (; n + 4 <= N; n += 4) {
         const float *Wn = W + (size_t)n * K;
+        float *Yn = Y + n;
         int m = 0;
-        for (; m + RX <= M; m += RX)
-            KFN(gs_block)(X + (size_t)m * ldx, ldx, Wn, K, Y + (size_t)m * ldy + n, ldy, RW, RX);
-        for (; m < M; m++)
-            KFN(gs_block)(X + (size_t)m * ldx, ldx, Wn, K, Y + (size_t)m * ldy + n, ldy, RW, 1);
+#if VW == 16
+        for (; m + 4 <= M; m += 4)
+            KFN(gs_4x4)(X + (size_t)m * ldx, ldx, Wn, K, Yn + (size_t)m * ldy, ldy);
+        if (M - m == 3) {
+            KFN(gs_4x3)(X + (size_t)m * ldx, ldx, Wn, K, Yn + (size_t)m * ldy, ldy);
+            continue;
+        }
+#endif
+        /* AVX2 has 16 registers: 8 accumulators at most */
+        for (; m + 2 <= M; m += 2)
+            KFN(gs_4x2)(X + (size_t)m * ldx, ldx, Wn, K, Yn + (size_t)m * ldy, ldy);
+        if (m < M) KFN(gs_4x1)(X + (size_t)m * ldx, ldx, Wn, K, Yn + (size_t)m * ldy, ldy);
     }
-    for (; n < N; n++) {
-        const float *Wn = W + (size_t)n * K;
-        int m = 0;
-        for (; m + RX <= M; m += RX)
-            KFN(gs_block)(X + (size_t)m * ldx, ldx, Wn, K, Y + (size_t)m * ldy + n, ldy, 1, RX);
-        for (; m < M; m++)
-            KFN(gs_block)(X + (size_t)m * ldx, ldx, Wn, K, Y + (size_t)m * ldy + n, ldy, 1, 1);
-    }
+    for (; n < N; n++)
+        for (int m = 0; m < M; m++)
+            Y[(size_t)m * ldy + n] = KFN(dot)(W + (size_t)n * K, X + (size_t)m * ldx, K);
+}
+
+/* ---- softmax helpers over a vocabulary ----------------------------------------------------- */
+
+static float KFN(max)(const float *x, int n)
+{
+    VF m = VSET1(-INFINITY);
+    int i = 0;
+    for (; i + VW <= n; i += VW) m = VMAX(m, VLOAD(x + i));
+    float buf[VW] __attribute__((aligned(64)));
+    VSTORE(buf, m);
+    float r = -INFINITY;
+    for (int k = 0; k < VW; k++) r = buf[k] > r ? buf[k] : r;
+    for (; i < n; i++) r = x[i] > r ? x[i] : r;
+    return r;
+}
+
+/* log(sum(exp(x))) for n logits. */
+static float KFN(logsumexp)(const float *x, int n)
+{
+    const float mx = KFN(max)(x, n);
+    if (!(mx > -INFINITY)) return mx;
+    const VF m = VSET1(mx);
+    VF acc = VZERO();
+    int i = 0;
+    for (; i + VW <= n; i += VW) acc = acc + KFN(exp)(VLOAD(x + i) - m);
+    double sum = VHSUM(acc);
+    for (; i < n; i++) sum += exp((double)x[i] - mx);
+    return mx + (float)log(sum);
 }

@@ -52,9 +52,8 @@ static void mm_part(void *arg, int tid, int nt)
     const int n = hi - lo;
     const float *wc = j->w + (size_t)lo * j->in;
     float *yc = j->y + lo;
-    if (j->rows == 1) {
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, n, j->in, 1.0f, wc, j->in, j->x, 1, 0.0f, yc, 1);
-    } else if (j->rows <= 16) {
+    if (j->rows <= 16) {
+        /* streams w once: 33-36 GB/s per core measured, OpenBLAS sgemv 30 */
         kernels_get()->gemm_small(j->x, j->rows, j->in, j->ldx, wc, n, yc, j->ldy);
     } else {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->rows, n, j->in, 1.0f, j->x, j->ldx,
@@ -69,7 +68,7 @@ static void mm_part(void *arg, int tid, int nt)
 /*
  * y[rows, out] = x[rows, in] w[out, in]^T (+ bias). The pool's threads split the output columns
  * (each streams its share of w once); inside, OpenBLAS runs single-threaded: one set of threads
- * owns the cores. Row counts up to 16 (decode) use the small-M kernel that streams the weights
+ * owns the cores. Row counts up to 16 (decode) use our small-M kernel, which streams the weights
  * once for all rows.
  */
 void mm_rows(ss_pool *pool, const float *x, int rows, int in, int ldx, const float *w,

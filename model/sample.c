@@ -8,6 +8,7 @@
  * the nucleus needs more tokens.
  */
 #include "internal.h"
+#include "kernels.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -107,10 +108,7 @@ int32_t ss_argmax(const float *logits, int vocab)
 
 static double log_sum_exp(const float *logits, int vocab)
 {
-    float mx = logits[ss_argmax(logits, vocab)];
-    double sum = 0;
-    for (int i = 0; i < vocab; i++) sum += exp((double)logits[i] - mx);
-    return mx + log(sum);
+    return kernels_get()->logsumexp(logits, vocab);
 }
 
 float ss_logprob_of(const float *logits, int vocab, int32_t id)
