@@ -119,6 +119,13 @@ ss_err ss_state_set(ss_state *s, const float *data, size_t n);
  * dst may alias none of them. SS_ERR_INVALID for n < 1 or a non-finite weight.
  */
 ss_err ss_state_combine(ss_state *dst, const float *const *srcs, const double *w, int n);
+/*
+ * One piece of a merge: out[k] = sum_i w[i] * srcs[i][k] for k < count, on the calling thread
+ * (weights checked by the caller). With ss_store_view_chunks, pieces of a merge are combined on
+ * several threads while each piece of the stored states is in cache.
+ */
+void ss_state_combine_piece(float *out, const float *const *srcs, const double *w, int n,
+                            size_t count);
 /* SS_ERR_INVALID naming the first non-finite value, else SS_OK. */
 ss_err ss_state_check_finite(const float *data, size_t n);
 

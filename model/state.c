@@ -101,31 +101,40 @@ typedef struct combine_job {
     int n;
 } combine_job;
 
-/* out = sum_i w_i src_i over this thread's share, in blocks of 4 Ki floats so the output block
- * stays in L1 while the sources stream past it. */
-static void combine_part(void *arg, int tid, int nt)
+void ss_state_combine_piece(float *out, const float *const *srcs, const double *w, int n,
+                            size_t count)
 {
-    const combine_job *j = arg;
-    const size_t per = ((j->total + (size_t)nt - 1) / (size_t)nt + 15) & ~(size_t)15;
-    const size_t lo0 = (size_t)tid * per, hi0 = lo0 + per < j->total ? lo0 + per : j->total;
+    /* blocks of 4 Ki floats keep the output block in L1 while the sources stream past it */
     const size_t BLK = 4096;
-    for (size_t lo = lo0; lo < hi0; lo += BLK) {
-        const size_t hi = lo + BLK < hi0 ? lo + BLK : hi0;
-        const float w0 = (float)j->w[0];
-        const float *s0 = j->srcs[0];
-        float *out = j->out;
+    for (size_t lo = 0; lo < count; lo += BLK) {
+        const size_t hi = lo + BLK < count ? lo + BLK : count;
+        const float w0 = (float)w[0];
+        const float *s0 = srcs[0];
         for (size_t k = lo; k < hi; k++) out[k] = w0 * s0[k];
-        for (int i = 1; i < j->n; i++) {
-            const float wi = (float)j->w[i];
-            const float *si = j->srcs[i];
+        for (int i = 1; i < n; i++) {
+            const float wi = (float)w[i];
+            const float *si = srcs[i];
             for (size_t k = lo; k < hi; k++) out[k] += wi * si[k];
         }
     }
 }
 
+/* This thread's share of a whole-state combine. */
+static void combine_part(void *arg, int tid, int nt)
+{
+    const combine_job *j = arg;
+    const size_t per = ((j->total + (size_t)nt - 1) / (size_t)nt + 15) & ~(size_t)15;
+    const size_t lo = (size_t)tid * per, hi = lo + per < j->total ? lo + per : j->total;
+    if (lo >= hi) return;
+    const float *src[64];
+    for (int i = 0; i < j->n && i < 64; i++) src[i] = j->srcs[i] + lo;
+    ss_state_combine_piece(j->out + lo, src, j->w, j->n, hi - lo);
+}
+
 ss_err ss_state_combine(ss_state *dst, const float *const *srcs, const double *w, int n)
 {
     if (n < 1) return ss_fail(SS_ERR_INVALID, "a merge needs at least one source");
+    if (n > 64) return ss_fail(SS_ERR_TOO_LARGE, "a merge of %d states (at most 64)", n);
     for (int i = 0; i < n; i++) {
         if (!isfinite(w[i])) return ss_fail(SS_ERR_INVALID, "weight %d is not finite", i);
         if (!srcs[i]) return ss_fail(SS_ERR_INVALID, "source %d is missing", i);

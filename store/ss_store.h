@@ -97,6 +97,21 @@ typedef ss_err (*ss_store_view_fn)(void *user, const void *const *blobs, const s
 ss_err ss_store_view(ss_store *s, const char *const *refs, int n, const char *expect_model,
                      ss_store_view_fn fn, void *user);
 
+/*
+ * Read several blobs of equal size piece by piece (1 MiB) on up to n_threads threads, each piece
+ * verified against its own checksum just before fn sees it (every byte read from memory once):
+ * fn(user, chunks, offset, len, n) gets 16-byte aligned pointers to bytes [offset, offset + len)
+ * of each blob, valid during the call; calls for different pieces run concurrently, in no order.
+ * Checks as ss_store_view, plus SS_ERR_MISMATCH for different sizes. On SS_ERR_CORRUPT (or an
+ * error from fn) some pieces were already passed to fn: discard what fn produced.
+ * For merges at memory speed. At most SS_STORE_VIEW_MAX blobs.
+ */
+#define SS_STORE_VIEW_MAX 64
+typedef ss_err (*ss_store_chunk_fn)(void *user, const void *const *chunks, size_t offset,
+                                    size_t len, int n);
+ss_err ss_store_view_chunks(ss_store *s, const char *const *refs, int n, const char *expect_model,
+                            int n_threads, ss_store_chunk_fn fn, void *user);
+
 /* Delete state `ref` (id or name) with its indexes. SS_ERR_NOT_FOUND. */
 ss_err ss_store_delete(ss_store *s, const char *ref);
 

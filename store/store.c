@@ -13,6 +13,10 @@
  *   time     time key                             -> name of the state (empty when unnamed)
  *   tags     tag, 0x00, time key                  -> name of the state (empty when unnamed)
  *   meta     "format" -> "1";  "blob_bytes" -> be64 sum of blob sizes
+ *   chunks   id                                   -> be64 XXH3-64 of each CHUNK_BYTES piece of
+ *                                                    the blob, in order (stores written before
+ *                                                    this database existed have no entries: their
+ *                                                    blobs are verified whole)
  * time key = be64(INT64_MAX - created_ns) followed by the id: a forward walk is newest first, and
  * the id makes it unique. Index values carry the name so a prefix filter needs no record reads.
  * created_ns is strictly increasing across puts (a clock that steps back is clamped), so "newest
@@ -31,6 +35,7 @@
 #include <inttypes.h>
 #include <lmdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +45,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "hash.h"
 #include "record.h"
 #include "ss_util.h"
 
@@ -55,10 +61,16 @@
 #define GROW_ATTEMPTS    32
 /* verify() ends its read transaction after this much blob data, so resizes are not held off. */
 #define VERIFY_CHUNK_BYTES (256 * MIB)
+/* Blobs are also checksummed per piece of this size, so that a merge can verify and combine each
+ * piece while it is in cache, on several threads (ss_store_view_chunks). */
+#define CHUNK_BYTES        (1 * MIB)
+#define MAX_VIEW_THREADS   16
 
 struct ss_store {
     MDB_env *env;
     MDB_dbi blobs, records, names, tags, time, meta;
+    MDB_dbi chunks; /* per-chunk checksums of each blob (id -> be64 hashes) */
+    int has_chunks; /* the chunks database exists (always, except read-only on an old store) */
     pthread_rwlock_t map_lock; /* shared: any live txn; exclusive: mdb_env_set_mapsize */
     pthread_mutex_t write_mu;  /* one write txn at a time; taken before map_lock */
     int locks_ready;           /* map_lock and write_mu initialised (for close after a failure) */
@@ -470,7 +482,36 @@ static ss_err check_model(const char *id, const json_t *record, const char *expe
 
 static void checksum_hex(const void *data, size_t len, char *out)
 {
-    snprintf(out, 17, "%016" PRIx64, (uint64_t)XXH3_64bits(data, len));
+    snprintf(out, 17, "%016" PRIx64, (uint64_t)ss_hash64(data, len));
+}
+
+/*
+ * The whole-blob checksum (hex) and the per-chunk checksums (*sums: be64 each, malloc'd) in one
+ * pass: each chunk is hashed on its own and fed to the whole-blob hash while it is in cache.
+ */
+static ss_err checksums(const void *data, size_t len, char *hex, unsigned char **sums,
+                        size_t *n_sums)
+{
+    size_t n = (len + CHUNK_BYTES - 1) / CHUNK_BYTES;
+    unsigned char *out = malloc(8 * (n ? n : 1));
+    XXH3_state_t *st = XXH3_createState();
+    if (!out || !st) {
+        free(out);
+        XXH3_freeState(st);
+        return ss_fail(SS_ERR_NOMEM, "store: out of memory");
+    }
+    XXH3_64bits_reset(st);
+    for (size_t i = 0; i < n; i++) {
+        const unsigned char *p = (const unsigned char *)data + i * CHUNK_BYTES;
+        size_t cl = len - i * CHUNK_BYTES < CHUNK_BYTES ? len - i * CHUNK_BYTES : CHUNK_BYTES;
+        be64_put(out + 8 * i, (uint64_t)ss_hash64(p, cl));
+        XXH3_64bits_update(st, p, cl);
+    }
+    snprintf(hex, 17, "%016" PRIx64, (uint64_t)XXH3_64bits_digest(st));
+    XXH3_freeState(st);
+    *sums = out;
+    *n_sums = n;
+    return SS_OK;
 }
 
 /* The blob of state `id`, present and of the size its record says. */
@@ -554,6 +595,12 @@ static ss_err open_dbs(ss_store *s)
 
     err = txn_begin(s, s->read_only ? MDB_RDONLY : 0, &txn);
     if (err) return err;
+    int crc = mdb_dbi_open(txn, "chunks", dflags, &s->chunks);
+    if (crc && !(crc == MDB_NOTFOUND && s->read_only)) {
+        err = mdb_fail(crc, "store %s: opening database 'chunks'", s->dir);
+        goto out;
+    }
+    s->has_chunks = crc == 0;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         int rc = mdb_dbi_open(txn, names[i], dflags, dbis[i]);
         if (rc == MDB_NOTFOUND) {
@@ -712,6 +759,8 @@ typedef struct put_ctx {
     const void *blob;
     size_t blob_len;
     char checksum[17];
+    unsigned char *chunk_sums; /* be64 XXH3-64 per CHUNK_BYTES of the blob */
+    size_t n_chunks;
     char *text; /* out: the committed record text (malloc) */
     size_t text_len;
 } put_ctx;
@@ -786,6 +835,8 @@ static ss_err put_fn(ss_store *s, wtx *w, void *ctx)
 
     val = (MDB_val){p->blob_len, (void *)p->blob};
     if (w_put(w, s->blobs, id, ID_LEN, &val, MDB_NOOVERWRITE)) goto fail;
+    val = (MDB_val){8 * p->n_chunks, p->chunk_sums};
+    if (w_put(w, s->chunks, id, ID_LEN, &val, MDB_NOOVERWRITE)) goto fail;
     val = (MDB_val){HDR_LEN + p->text_len, NULL};
     if (w_put(w, s->records, id, ID_LEN, &val, MDB_NOOVERWRITE | MDB_RESERVE)) goto fail;
     be64_put(val.mv_data, (uint64_t)created);
@@ -839,13 +890,15 @@ ss_err ss_store_put(ss_store *s, const char *record_json, const void *blob, size
     if (err) return err;
     p.blob = blob;
     p.blob_len = blob_len;
-    checksum_hex(blob, blob_len, p.checksum);
+    if ((err = checksums(blob, blob_len, p.checksum, &p.chunk_sums, &p.n_chunks))) goto out;
     /* Growth estimate: the blob, the record (about as long as the caller's) and index pages. */
     err = write_txn(s, blob_len + strlen(record_json) + 64 * 1024, put_fn, &p);
     if (err == SS_OK && record_out) {
         *record_out = p.text;
         p.text = NULL;
     }
+out:
+    free(p.chunk_sums);
     free(p.text);
     json_decref(p.rec);
     return err;
@@ -982,6 +1035,159 @@ out:
     return err;
 }
 
+/* ---- chunked view (verify and use each piece while it is in cache) ------------------------- */
+
+typedef struct chunk_job {
+    ss_store *s;
+    int n;
+    size_t len;               /* bytes of every blob */
+    size_t n_chunks;
+    const unsigned char *const *blobs;
+    const unsigned char **sums; /* [n] per-chunk checksums, NULL when the blob has none */
+    const char *const *ids;
+    ss_store_chunk_fn fn;
+    void *user;
+    atomic_size_t next;       /* next chunk to take */
+    atomic_int failed;        /* set once: stop taking chunks */
+    pthread_mutex_t mu;
+    ss_err err;
+    char msg[512];
+} chunk_job;
+
+static void chunk_job_fail(chunk_job *j, ss_err err, const char *msg)
+{
+    pthread_mutex_lock(&j->mu);
+    if (!j->err) {
+        j->err = err;
+        snprintf(j->msg, sizeof j->msg, "%s", msg);
+    }
+    pthread_mutex_unlock(&j->mu);
+    atomic_store(&j->failed, 1);
+}
+
+static void *chunk_worker(void *arg)
+{
+    chunk_job *j = arg;
+    const void *ptrs[SS_STORE_VIEW_MAX];
+    for (;;) {
+        if (atomic_load(&j->failed)) break;
+        size_t c = atomic_fetch_add(&j->next, 1);
+        if (c >= j->n_chunks) break;
+        size_t off = c * CHUNK_BYTES, cl = j->len - off < CHUNK_BYTES ? j->len - off : CHUNK_BYTES;
+        int bad = -1;
+        for (int i = 0; i < j->n && bad < 0; i++) {
+            ptrs[i] = j->blobs[i] + off;
+            if (j->sums[i] && ss_hash64(ptrs[i], cl) != be64_get(j->sums[i] + 8 * c)) bad = i;
+        }
+        if (bad >= 0) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "state %s: checksum mismatch in bytes [%zu, %zu)",
+                     j->ids[bad], off, off + cl);
+            chunk_job_fail(j, SS_ERR_CORRUPT, msg);
+            break;
+        }
+        ss_err err = j->fn(j->user, ptrs, off, cl, j->n);
+        if (err) {
+            chunk_job_fail(j, err, ss_errmsg());
+            break;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Read n blobs of equal size piece by piece (CHUNK_BYTES), on up to n_threads threads (this one
+ * included): each piece of each blob is checked against its own checksum just before fn sees it,
+ * so every byte crosses the memory bus once. fn(user, chunks, offset, len, n) gets 16-byte aligned
+ * pointers to bytes [offset, offset + len) of each blob, valid during the call; calls for
+ * different pieces run concurrently and in no particular order. States stored without per-piece
+ * checksums (older stores) are verified whole first. Same checks as ss_store_view (existence,
+ * model), plus SS_ERR_MISMATCH when the sizes differ. On SS_ERR_CORRUPT (or fn's error) some
+ * pieces may already have been passed to fn: the caller must discard what fn produced.
+ */
+ss_err ss_store_view_chunks(ss_store *s, const char *const *refs, int n, const char *expect_model,
+                            int n_threads, ss_store_chunk_fn fn, void *user)
+{
+    ss_err err = SS_OK;
+    MDB_txn *txn = NULL;
+    json_t *record = NULL;
+    const unsigned char *blobs[SS_STORE_VIEW_MAX];
+    const unsigned char *sums[SS_STORE_VIEW_MAX];
+    char ids[SS_STORE_VIEW_MAX][ID_LEN + 1];
+    const char *idp[SS_STORE_VIEW_MAX];
+    void *copies[SS_STORE_VIEW_MAX] = {0};
+    pthread_t th[MAX_VIEW_THREADS];
+    int n_th = 0;
+    chunk_job j = {.s = s, .n = n, .fn = fn, .user = user};
+
+    if (!s || !refs || !fn || n < 1) return ss_fail(SS_ERR_INVALID, "store view: no states given");
+    if (n > SS_STORE_VIEW_MAX)
+        return ss_fail(SS_ERR_TOO_LARGE, "store view: %d states at once (at most %d)", n,
+                       SS_STORE_VIEW_MAX);
+    if (viewing == s) return reentry_fail(s);
+    if ((err = txn_begin(s, MDB_RDONLY, &txn))) return err;
+    for (int i = 0; i < n; i++) {
+        MDB_val rec, blob, key = {ID_LEN, NULL}, sv;
+        if ((err = resolve(s, txn, refs[i], ids[i], &rec))) goto out;
+        idp[i] = ids[i];
+        if ((err = load_record(ids[i], &rec, &record))) goto out;
+        if ((err = check_model(ids[i], record, expect_model))) goto out;
+        if ((err = get_sized_blob(s, txn, ids[i], record, &blob))) goto out;
+        if (i > 0 && blob.mv_size != j.len) {
+            err = ss_fail(SS_ERR_MISMATCH, "states %s and %s have different sizes (%zu, %zu bytes)",
+                          ids[0], ids[i], j.len, blob.mv_size);
+            goto out;
+        }
+        j.len = blob.mv_size;
+        size_t want = 8 * ((blob.mv_size + CHUNK_BYTES - 1) / CHUNK_BYTES);
+        key.mv_data = ids[i];
+        int rc = s->has_chunks ? mdb_get(txn, s->chunks, &key, &sv) : MDB_NOTFOUND;
+        if (rc && rc != MDB_NOTFOUND) {
+            err = mdb_fail(rc, "store %s: reading checksums of %s", s->dir, ids[i]);
+            goto out;
+        }
+        if (rc == 0 && sv.mv_size == want) {
+            sums[i] = sv.mv_data;
+        } else {
+            /* no (or an unusable) per-piece list: verify the blob whole now */
+            if ((err = check_sum(ids[i], record, &blob))) goto out;
+            sums[i] = NULL;
+        }
+        blobs[i] = blob.mv_data;
+        if ((uintptr_t)blob.mv_data % 16) {
+            copies[i] = aligned_alloc(16, round_up(blob.mv_size, 16));
+            if (!copies[i]) {
+                err = ss_fail(SS_ERR_NOMEM, "store view: cannot allocate %zu bytes", blob.mv_size);
+                goto out;
+            }
+            memcpy(copies[i], blob.mv_data, blob.mv_size);
+            blobs[i] = copies[i];
+        }
+        json_decref(record);
+        record = NULL;
+    }
+    j.blobs = blobs;
+    j.sums = sums;
+    j.ids = idp;
+    j.n_chunks = (j.len + CHUNK_BYTES - 1) / CHUNK_BYTES;
+    pthread_mutex_init(&j.mu, NULL);
+    if (n_threads > MAX_VIEW_THREADS) n_threads = MAX_VIEW_THREADS;
+    if ((size_t)n_threads > j.n_chunks) n_threads = (int)j.n_chunks;
+    viewing = s;
+    for (int t = 1; t < n_threads; t++)
+        if (pthread_create(&th[n_th], NULL, chunk_worker, &j) == 0) n_th++;
+    chunk_worker(&j);
+    for (int t = 0; t < n_th; t++) pthread_join(th[t], NULL);
+    viewing = NULL;
+    pthread_mutex_destroy(&j.mu);
+    if (j.err) err = ss_fail(j.err, "%s", j.msg);
+out:
+    txn_end(s, txn);
+    json_decref(record);
+    for (int i = 0; i < n; i++) free(copies[i]);
+    return err;
+}
+
 /* ---- delete ---------------------------------------------------------------------------------- */
 
 /* Remove every entry of db whose key ends with / value equals the time key (index repair). */
@@ -1034,6 +1240,12 @@ static ss_err delete_fn(ss_store *s, wtx *w, void *ctx)
     }
     if (w_del(w, s->blobs, id, ID_LEN) || w_del(w, s->records, id, ID_LEN) ||
         w_del(w, s->time, tkey, TKEY_LEN)) {
+        goto fail;
+    }
+    key = (MDB_val){ID_LEN, id};
+    rc = mdb_del(w->txn, s->chunks, &key, NULL); /* absent for states from older stores */
+    if (rc && rc != MDB_NOTFOUND) {
+        w->rc = rc;
         goto fail;
     }
     if (lerr == SS_OK) {

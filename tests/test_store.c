@@ -13,6 +13,7 @@
 #include <lmdb.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -788,6 +789,113 @@ static void test_corruption(const char *dir)
     ss_store_close(s);
 }
 
+/* ---- chunked view ------------------------------------------------------------------------ */
+
+typedef struct chunk_check {
+    int n;
+    size_t len;
+    const uint64_t *seeds;
+    unsigned char **want; /* [n] expected blobs */
+    unsigned char *seen;  /* [len] bytes of blob 0 copied out, to check coverage */
+    atomic_int calls, bad;
+} chunk_check;
+
+static ss_err chunk_fn(void *user, const void *const *chunks, size_t off, size_t len, int n)
+{
+    chunk_check *c = user;
+    atomic_fetch_add(&c->calls, 1);
+    if (n != c->n || off + len > c->len) {
+        atomic_fetch_add(&c->bad, 1);
+        return SS_OK;
+    }
+    for (int i = 0; i < n; i++) {
+        if ((uintptr_t)chunks[i] % 16 || memcmp(chunks[i], c->want[i] + off, len) != 0)
+            atomic_fetch_add(&c->bad, 1);
+    }
+    memcpy(c->seen + off, chunks[0], len);
+    return SS_OK;
+}
+
+/* Delete the per-piece checksums of a state, as in a store written before they existed. */
+static int drop_chunk_sums(const char *dir, const char *id)
+{
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi dbi;
+    int rc = mdb_env_create(&env);
+    if (!rc) rc = mdb_env_set_maxdbs(env, 8);
+    if (!rc) rc = mdb_env_open(env, dir, 0, 0600);
+    if (!rc) rc = mdb_txn_begin(env, NULL, 0, &txn);
+    if (!rc) rc = mdb_dbi_open(txn, "chunks", 0, &dbi);
+    MDB_val key = {35, (void *)id};
+    if (!rc) rc = mdb_del(txn, dbi, &key, NULL);
+    if (!rc) rc = mdb_txn_commit(txn);
+    else if (txn) mdb_txn_abort(txn);
+    mdb_env_close(env);
+    return rc;
+}
+
+static void test_view_chunks(const char *dir)
+{
+    enum { N = 3 };
+    const size_t len = 5 * MIB / 2 + 12; /* 3 pieces, the last one short */
+    const uint64_t seeds[N] = {21, 22, 23};
+    char ids[N][36], odd[36];
+    unsigned char *want[N];
+    ss_store *s = open_store(dir, 0, 0);
+    for (int i = 0; i < N; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "c%d", i);
+        REQUIRE_OK(put_state(s, name, NULL, len, seeds[i], ids[i]));
+        want[i] = malloc(len);
+        fill(want[i], len, seeds[i]);
+    }
+    REQUIRE_OK(put_state(s, "odd", NULL, len - 4, 9, odd));
+    const char *refs[N] = {"c0", ids[1], "c2"};
+    for (int threads = 1; threads <= 4; threads += 3) {
+        chunk_check c = {.n = N, .len = len, .seeds = seeds, .want = want, .seen = calloc(1, len)};
+        CHECK_OK(ss_store_view_chunks(s, refs, N, MODEL, threads, chunk_fn, &c));
+        CHECK(atomic_load(&c.calls) == 3 && atomic_load(&c.bad) == 0);
+        CHECK(memcmp(c.seen, want[0], len) == 0); /* every byte seen once, in its place */
+        free(c.seen);
+    }
+    /* sizes differ; other model; missing */
+    chunk_check c = {.n = 2, .len = len, .want = want, .seen = calloc(1, len)};
+    const char *mixed[2] = {"c0", "odd"};
+    CHECK_ERR(ss_store_view_chunks(s, mixed, 2, MODEL, 2, chunk_fn, &c), SS_ERR_MISMATCH);
+    CHECK_ERR(ss_store_view_chunks(s, refs, N, "another_model", 2, chunk_fn, &c), SS_ERR_MISMATCH);
+    const char *missing[2] = {"c0", "nope"};
+    CHECK_ERR(ss_store_view_chunks(s, missing, 2, MODEL, 2, chunk_fn, &c), SS_ERR_NOT_FOUND);
+    CHECK(atomic_load(&c.calls) == 0);
+    ss_store_close(s);
+
+    /* A flipped byte in the second piece of c1: that piece is refused, named by its range. */
+    CHECK(flip_blob_byte(dir, ids[1], MIB + 77) == 0);
+    s = open_store(dir, 0, 0);
+    c = (chunk_check){.n = N, .len = len, .want = want, .seen = c.seen};
+    CHECK_ERR(ss_store_view_chunks(s, refs, N, MODEL, 1, chunk_fn, &c), SS_ERR_CORRUPT);
+    CHECK(strstr(ss_errmsg(), ids[1]) && strstr(ss_errmsg(), "[1048576, 2097152)"));
+    CHECK(atomic_load(&c.calls) <= 1 && atomic_load(&c.bad) == 0);
+    ss_store_close(s);
+
+    /* Without per-piece checksums (an older store) the blob is verified whole, up front. */
+    CHECK(drop_chunk_sums(dir, ids[1]) == 0);
+    CHECK(drop_chunk_sums(dir, ids[2]) == 0);
+    s = open_store(dir, 0, 0);
+    c = (chunk_check){.n = N, .len = len, .want = want, .seen = c.seen};
+    CHECK_ERR(ss_store_view_chunks(s, refs, N, MODEL, 2, chunk_fn, &c), SS_ERR_CORRUPT);
+    CHECK(atomic_load(&c.calls) == 0);
+    const char *intact[2] = {"c0", "c2"};
+    unsigned char *w2[2] = {want[0], want[2]};
+    c = (chunk_check){.n = 2, .len = len, .want = w2, .seen = c.seen};
+    CHECK_OK(ss_store_view_chunks(s, intact, 2, MODEL, 2, chunk_fn, &c));
+    CHECK(atomic_load(&c.calls) == 3 && atomic_load(&c.bad) == 0);
+    CHECK_OK(ss_store_delete(s, "c2")); /* deleting a state without checksums is fine */
+    free(c.seen);
+    for (int i = 0; i < N; i++) free(want[i]);
+    ss_store_close(s);
+}
+
 /* Start at 1 MiB and store 40 MB, including one 30 MB blob larger than the map. */
 static void test_growth(const char *dir)
 {
@@ -1227,7 +1335,7 @@ int main(void)
         {"corruption", test_corruption}, {"growth", test_growth},
         {"map_limit", test_map_limit},   {"reopen", test_reopen},
         {"reader", test_reader_process}, {"threads", test_threads},
-        {"disk_full", test_disk_full},
+        {"disk_full", test_disk_full},   {"view_chunks", test_view_chunks},
     };
     test_validation();
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
