@@ -7,11 +7,19 @@
  * 16 streams cost one batched step instead of 16. Jobs join the batch at the next step after they
  * are submitted and leave it as soon as they finish.
  *
+ * Mixture of Tokens: the jobs of one batch (ss_engine_submit_batch) are split into groups that
+ * move in lockstep. A group is admitted as a whole, its input chunks are cut to the same length
+ * for every member, and its members carry one group id (unique among the groups in flight) into
+ * ss_model_eval(); every other job carries 0 and runs alone. A member that finishes early becomes
+ * a "ghost": its result is frozen (the state copied aside when one is wanted) but it keeps feeding
+ * the tokens it samples until the whole group is over, so the others always see the same group.
+ *
  * Ownership: a job is created by ss_engine_submit (inputs copied), owned by the engine until its
  * on_done callback ran, then by the caller, who frees it with ss_job_free.
  */
 #include "engine.h"
 
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -48,6 +56,12 @@ struct ss_job {
     float *token_logprobs; /* SCORE [n_cont] */
     int32_t *top_ids;      /* [n_logprobs] */
     float *top_lps;
+    /* Mixture of Tokens */
+    int group;       /* group id shared by the members (0: alone) */
+    int group_n;     /* members of the group (1: alone) */
+    int over;        /* grouped: the result is final; still stepped for the group's sake */
+    ss_state *final; /* grouped: the state at the member's own finish (when a state is wanted) */
+    int in_step;     /* placed in the batch of the current step */
     atomic_int cancel;
     ss_job_result res;
     int64_t t_submit, t_start, t_prefill_end, t_end;
@@ -69,6 +83,7 @@ struct ss_engine {
     ss_ctx *ctx;
     ss_seq *seqs; /* [max_batch] */
     ss_job **seq_job;
+    int next_group; /* next Mixture-of-Tokens group id (under mu) */
     ss_engine_stats stats;
 };
 
@@ -97,6 +112,7 @@ void ss_job_free(ss_job *j)
     free(j->token_logprobs);
     free(j->top_ids);
     free(j->top_lps);
+    ss_state_free(j->final);
     free(j);
 }
 
@@ -190,11 +206,31 @@ fail:
 
 /* ---- scheduling --------------------------------------------------------------------------- */
 
+/*
+ * The job's own end: fill its result. A job that runs alone is done (PH_DONE); a member of a
+ * group is only marked over (its result is frozen, the state copied aside) and keeps being
+ * stepped until settle_groups() sees the whole group over. Idempotent for grouped jobs.
+ */
 static void finish(ss_engine *e, ss_job *j, ss_finish why, ss_err err)
 {
     ss_job_result *r = &j->res;
-    j->ph = PH_DONE;
+    if (j->over) return;
     j->t_end = ss_mono_ns();
+    const ss_state *st = (j->p.kind == SS_JOB_PREFILL || j->p.want_state) && !err ? j->state : NULL;
+    if (j->group) {
+        j->over = 1;
+        if (st && why != SS_FINISH_CANCELLED) {
+            /* the ghost steps that follow must not change the state handed back */
+            err = j->final ? SS_OK : ss_state_new(e->m, &j->final);
+            if (!err) err = ss_state_copy(j->final, j->state);
+            if (err) why = SS_FINISH_ERROR;
+            st = err ? NULL : j->final;
+        } else {
+            st = NULL;
+        }
+    } else {
+        j->ph = PH_DONE;
+    }
     r->finish = why;
     r->err = err;
     if (err) snprintf(r->errmsg, sizeof r->errmsg, "%s", ss_errmsg());
@@ -204,7 +240,9 @@ static void finish(ss_engine *e, ss_job *j, ss_finish why, ss_err err)
     r->logprobs = j->logprobs;
     r->token_logprobs = j->token_logprobs;
     r->n_cont = j->p.kind == SS_JOB_SCORE ? j->p.n_cont : 0;
-    r->state = (j->p.kind == SS_JOB_PREFILL || j->p.want_state) && !err ? j->state : NULL;
+    r->state = st;
+    r->group = j->group;
+    r->group_size = j->group_n;
     int64_t pe = j->t_prefill_end ? j->t_prefill_end : j->t_end;
     r->queue_ms = ms_between(j->t_submit, j->t_start);
     r->prefill_ms = ms_between(j->t_start, pe);
@@ -214,10 +252,32 @@ static void finish(ss_engine *e, ss_job *j, ss_finish why, ss_err err)
     pthread_mutex_unlock(&e->mu);
 }
 
+/* A group is done once every member is over: then all of them are (their on_done may run). */
+static void settle_groups(ss_engine *e)
+{
+    for (int a = 0; a < e->n_active; a++) {
+        ss_job *j = e->active[a];
+        if (!j->group || j->ph == PH_DONE || !j->over) continue;
+        int all = 1;
+        for (int b = 0; b < e->n_active && all; b++)
+            if (e->active[b]->group == j->group && !e->active[b]->over) all = 0;
+        if (!all) continue;
+        for (int b = 0; b < e->n_active; b++)
+            if (e->active[b]->group == j->group) e->active[b]->ph = PH_DONE;
+    }
+}
+
 /* Log-softmax helper for scoring: log p(id) from a row of logits. */
 static float row_logprob(const float *row, int V, int32_t id)
 {
     return ss_logprob_of(row, V, id);
+}
+
+/* A ghost (grouped member already over) picks its next token to keep the group's shape. */
+static void ghost_next(ss_job *j)
+{
+    j->pending = j->have_logits ? ss_sampler_sample(j->sampler, j->logits, NULL) : 0;
+    j->ph = PH_DECODE;
 }
 
 /* GENERATE: sample the next token from j->logits, report it, decide whether to go on. */
@@ -225,8 +285,13 @@ static void generate_next(ss_engine *e, ss_job *j)
 {
     const int V = e->V;
     const ss_model_info *info = ss_model_get_info(e->m);
+    if (j->over) {
+        ghost_next(j);
+        return;
+    }
     if (j->n_gen >= j->p.max_tokens) {
         finish(e, j, SS_FINISH_LENGTH, SS_OK);
+        if (j->over) ghost_next(j);
         return;
     }
     float lp;
@@ -255,6 +320,7 @@ static void generate_next(ss_engine *e, ss_job *j)
         j->res.finish = why;
     } else {
         finish(e, j, why, SS_OK);
+        if (j->over) j->ph = PH_DECODE; /* a ghost feeds its last token like any other */
     }
 }
 
@@ -284,7 +350,7 @@ static void start_job(ss_engine *e, ss_job *j)
 static void after_input(ss_engine *e, ss_job *j, int n, int rows_from)
 {
     const int V = e->V;
-    if (j->p.kind == SS_JOB_SCORE && rows_from >= 0) {
+    if (j->p.kind == SS_JOB_SCORE && rows_from >= 0 && !j->over) {
         /* rows hold logits for input positions [rows_from, j->fed + n) */
         for (int pos = rows_from; pos < j->fed + n; pos++) {
             int ci = pos - j->n_ctx + 1; /* continuation index predicted by position pos */
@@ -307,44 +373,74 @@ static void after_input(ss_engine *e, ss_job *j, int n, int rows_from)
     }
 }
 
+/*
+ * How many of `take` input tokens j feeds now. SCORE stops a chunk just before position
+ * n_ctx - 1: from there on every position predicts a continuation token, so those chunks ask
+ * for the logits of all their rows.
+ */
+static int input_take(const ss_job *j, int take)
+{
+    if (j->p.kind == SS_JOB_SCORE && j->fed < j->n_ctx - 1 && j->fed + take >= j->n_ctx)
+        take = j->n_ctx - 1 - j->fed;
+    return take;
+}
+
+/* The sequence of j for a step that feeds `take` of its input tokens. */
+static ss_seq input_seq(ss_job *j, int take, int *rows_from)
+{
+    ss_seq q = {.state = j->state, .tokens = j->input + j->fed, .n_tokens = take,
+                .group = j->group};
+    *rows_from = -1;
+    if (j->p.kind == SS_JOB_GENERATE && j->fed + take == j->n_input) {
+        q.logits = j->logits;
+    } else if (j->p.kind == SS_JOB_SCORE && j->fed >= j->n_ctx - 1) {
+        q.logits = j->rows;
+        q.logits_all = 1;
+        *rows_from = j->fed;
+    }
+    return q;
+}
+
 /* One batched step over the active jobs. */
 static void step(ss_engine *e)
 {
     int n = 0, budget = e->p.prefill_chunk;
-    int rows_from[64];
+    int rows_from[128];
+    for (int a = 0; a < e->n_active; a++) e->active[a]->in_step = 0;
     /* decode / finalize jobs first: they always get their token */
     for (int a = 0; a < e->n_active; a++) {
         ss_job *j = e->active[a];
         if (j->ph != PH_DECODE && j->ph != PH_FINALIZE) continue;
+        /* a grouped job that finalizes goes on as a ghost: it needs logits to sample from */
+        int want_logits = j->ph == PH_DECODE || j->group;
         e->seqs[n] = (ss_seq){.state = j->state, .tokens = &j->pending, .n_tokens = 1,
-                              .logits = j->ph == PH_DECODE ? j->logits : NULL};
+                              .logits = want_logits ? j->logits : NULL, .group = j->group};
+        rows_from[n] = -1;
         e->seq_job[n++] = j;
     }
-    /* then input chunks, oldest first, within the prefill budget */
+    /* then input chunks, oldest first, within the prefill budget; a group moves as one: every
+     * member feeds the same number of tokens */
     for (int a = 0; a < e->n_active && budget > 0; a++) {
         ss_job *j = e->active[a];
-        if (j->ph != PH_INPUT) continue;
+        if (j->ph != PH_INPUT || j->in_step) continue;
         int left = j->n_input - j->fed;
-        int take = left < budget ? left : budget;
-        if (take <= 0) continue;
-        ss_seq q = {.state = j->state, .tokens = j->input + j->fed, .n_tokens = take};
-        rows_from[n] = -1;
-        if (j->p.kind == SS_JOB_GENERATE && take == left) {
-            q.logits = j->logits;
-        } else if (j->p.kind == SS_JOB_SCORE && j->fed + take >= j->n_ctx) {
-            /* only positions >= n_ctx - 1 predict continuation tokens */
-            int first = j->n_ctx - 1 > j->fed ? j->n_ctx - 1 : j->fed;
-            if (first > j->fed) take = first - j->fed; /* stop just before: next chunk has logits */
-            else {
-                q.logits = j->rows;
-                q.logits_all = 1;
-                rows_from[n] = j->fed;
-            }
-            q.n_tokens = take;
+        if (left <= 0) continue;
+        int members = j->group ? j->group_n : 1;
+        int take = budget / members;
+        if (take < 1) {
+            if (budget < e->p.prefill_chunk) continue; /* next step, with a whole budget */
+            take = 1;
         }
-        budget -= take;
-        e->seqs[n] = q;
-        e->seq_job[n++] = j;
+        take = input_take(j, take < left ? take : left);
+        for (int b = a; b < e->n_active; b++) {
+            ss_job *m = e->active[b];
+            if (m != j && (!j->group || m->group != j->group)) continue;
+            if (m->ph != PH_INPUT || m->in_step || m->fed != j->fed) continue;
+            e->seqs[n] = input_seq(m, take, &rows_from[n]);
+            m->in_step = 1;
+            e->seq_job[n++] = m;
+        }
+        budget -= take * members;
     }
     if (!n) return;
     ss_err err = ss_model_eval(e->m, e->ctx, e->seqs, n, 0);
@@ -363,6 +459,10 @@ static void step(ss_engine *e)
             break;
         case PH_FINALIZE:
             finish(e, j, j->res.finish, SS_OK);
+            if (j->over) {
+                j->have_logits = 1;
+                ghost_next(j);
+            }
             break;
         case PH_INPUT:
             after_input(e, j, e->seqs[i].n_tokens, rows_from[i]);
@@ -387,13 +487,18 @@ static void *engine_main(void *arg)
         /* admit queued jobs */
         ss_job *admitted[64];
         int n_adm = 0;
-        while (e->queue_head && e->n_active + n_adm < e->p.max_batch) {
-            ss_job *j = e->queue_head;
-            e->queue_head = j->next;
-            if (!e->queue_head) e->queue_tail = NULL;
-            e->n_queued--;
-            j->next = NULL;
-            admitted[n_adm++] = j;
+        while (e->queue_head) {
+            /* a group comes in whole (its members are queued one after the other) */
+            int need = e->queue_head->group ? e->queue_head->group_n : 1;
+            if (e->n_active + n_adm + need > e->p.max_batch) break;
+            for (int k = 0; k < need && e->queue_head; k++) {
+                ss_job *j = e->queue_head;
+                e->queue_head = j->next;
+                if (!e->queue_head) e->queue_tail = NULL;
+                e->n_queued--;
+                j->next = NULL;
+                admitted[n_adm++] = j;
+            }
         }
         pthread_mutex_unlock(&e->mu);
         for (int i = 0; i < n_adm; i++) {
@@ -402,9 +507,12 @@ static void *engine_main(void *arg)
         }
         for (int a = 0; a < e->n_active; a++) {
             ss_job *j = e->active[a];
-            if (j->ph != PH_DONE && atomic_load(&j->cancel)) finish(e, j, SS_FINISH_CANCELLED, SS_OK);
+            if (j->ph != PH_DONE && !j->over && atomic_load(&j->cancel))
+                finish(e, j, SS_FINISH_CANCELLED, SS_OK);
         }
+        settle_groups(e);
         step(e);
+        settle_groups(e);
         /* retire finished jobs, keeping the order (oldest first) */
         int w = 0;
         ss_job *done[64];
@@ -501,31 +609,102 @@ void ss_engine_close(ss_engine *e)
 
 ss_err ss_engine_submit(ss_engine *e, const ss_job_params *p, ss_job **out)
 {
-    if (!p->on_done) return ss_fail(SS_ERR_INVALID, "a job needs an on_done callback");
-    ss_job *j = NULL;
-    ss_err err = job_new(e, p, &j);
-    if (err) return err;
+    return ss_engine_submit_batch(e, p, 1, out);
+}
+
+/* Members of one Mixture-of-Tokens group must be able to move in lockstep. */
+static ss_err check_group(const ss_job_params *ps, int from, int to)
+{
+    const ss_job_params *a = &ps[from];
+    for (int i = from + 1; i < to; i++) {
+        const ss_job_params *b = &ps[i];
+        if (b->kind != a->kind)
+            return ss_fail(SS_ERR_INVALID, "batch members %d and %d are jobs of different kinds; "
+                                           "a mixture-of-tokens group runs one kind", from, i);
+        if (b->n_prompt != a->n_prompt)
+            return ss_fail(SS_ERR_INVALID,
+                           "batch member %d has %d %s tokens and member %d has %d: the members "
+                           "of a mixture-of-tokens group move in lockstep and need the same "
+                           "length",
+                           i, b->n_prompt, a->kind == SS_JOB_SCORE ? "context" : "prompt", from,
+                           a->n_prompt);
+        if (a->kind == SS_JOB_SCORE && b->n_cont != a->n_cont)
+            return ss_fail(SS_ERR_INVALID,
+                           "batch member %d has %d continuation tokens and member %d has %d: the "
+                           "members of a mixture-of-tokens group move in lockstep and need the "
+                           "same length",
+                           i, b->n_cont, from, a->n_cont);
+    }
+    return SS_OK;
+}
+
+ss_err ss_engine_submit_batch(ss_engine *e, const ss_job_params *ps, int n, ss_job **out)
+{
+    if (n < 1) return ss_fail(SS_ERR_INVALID, "an empty batch");
+    for (int i = 0; i < n; i++)
+        if (!ps[i].on_done) return ss_fail(SS_ERR_INVALID, "a job needs an on_done callback");
+    const int g = ss_model_get_info(e->m)->mot_group_size;
+    const int grouped = g > 1 && n > 1;
+    ss_err err = SS_OK;
+    if (grouped) {
+        if ((n < g ? n : g) > e->p.max_batch)
+            return ss_fail(SS_ERR_INVALID,
+                           "a mixture-of-tokens group of %d sequences does not fit in the "
+                           "engine's batch of %d (statesoupd --max-batch)",
+                           n < g ? n : g, e->p.max_batch);
+        for (int s = 0; s < n; s += g)
+            if ((err = check_group(ps, s, s + g < n ? s + g : n))) return err;
+    }
+    ss_job **jobs = calloc((size_t)n, sizeof *jobs);
+    if (!jobs) return ss_fail(SS_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n && !err; i++) {
+        err = job_new(e, &ps[i], &jobs[i]);
+        if (err && n > 1) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "%s", ss_errmsg());
+            err = ss_fail(err, "batch member %d: %s", i, msg);
+        }
+    }
+    if (err) goto fail;
     pthread_mutex_lock(&e->mu);
     if (e->stopping) {
         pthread_mutex_unlock(&e->mu);
-        ss_job_free(j);
-        return ss_fail(SS_ERR_BUSY, "the server is shutting down");
+        err = ss_fail(SS_ERR_BUSY, "the server is shutting down");
+        goto fail;
     }
-    if (e->n_queued >= e->p.max_queue) {
+    if (e->n_queued + n > e->p.max_queue) {
         pthread_mutex_unlock(&e->mu);
-        ss_job_free(j);
-        return ss_fail(SS_ERR_BUSY, "too many requests are waiting (%d); try again later",
-                       e->p.max_queue);
+        err = ss_fail(SS_ERR_BUSY, "too many requests are waiting (%d); try again later",
+                      e->p.max_queue);
+        goto fail;
     }
-    if (e->queue_tail) e->queue_tail->next = j;
-    else e->queue_head = j;
-    e->queue_tail = j;
-    e->n_queued++;
+    for (int s = 0; grouped && s < n; s += g) {
+        int members = s + g < n ? g : n - s;
+        if (members < 2) continue; /* a group of one runs alone */
+        if (e->next_group < 1 || e->next_group == INT_MAX) e->next_group = 1;
+        int id = e->next_group++;
+        for (int i = s; i < s + members; i++) {
+            jobs[i]->group = id;
+            jobs[i]->group_n = members;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        if (!jobs[i]->group) jobs[i]->group_n = 1;
+        if (e->queue_tail) e->queue_tail->next = jobs[i];
+        else e->queue_head = jobs[i];
+        e->queue_tail = jobs[i];
+        out[i] = jobs[i]; /* set before the engine can run on_done */
+    }
+    e->n_queued += n;
     e->stats.queued = e->n_queued;
-    *out = j; /* set before the engine can run on_done */
     pthread_cond_signal(&e->cv);
     pthread_mutex_unlock(&e->mu);
+    free(jobs);
     return SS_OK;
+fail:
+    for (int i = 0; i < n; i++) ss_job_free(jobs[i]);
+    free(jobs);
+    return err;
 }
 
 void ss_engine_cancel(ss_engine *e, ss_job *j)
@@ -546,22 +725,12 @@ void ss_engine_get_stats(ss_engine *e, ss_engine_stats *out)
 typedef struct waiter {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int done;
+    int left; /* jobs not done yet */
 } waiter;
-
-static void waiter_done(void *user, ss_job *j)
-{
-    (void)j;
-    waiter *w = user;
-    pthread_mutex_lock(&w->mu);
-    w->done = 1;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
 
 /* on_token must still see the caller's user pointer: wrap it. */
 typedef struct sync_job {
-    waiter w;
+    waiter *w;
     int (*on_token)(void *, const ss_token_event *);
     void *user;
 } sync_job;
@@ -574,31 +743,53 @@ static int sync_on_token(void *user, const ss_token_event *ev)
 
 static void sync_on_done(void *user, ss_job *j)
 {
-    waiter_done(&((sync_job *)user)->w, j);
+    (void)j;
+    waiter *w = ((sync_job *)user)->w;
+    pthread_mutex_lock(&w->mu);
+    if (--w->left == 0) pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+ss_err ss_engine_run_batch(ss_engine *e, const ss_job_params *ps, int n, ss_job **out)
+{
+    if (n < 1) return ss_fail(SS_ERR_INVALID, "an empty batch");
+    waiter w = {.left = n};
+    sync_job *s = calloc((size_t)n, sizeof *s);
+    ss_job_params *q = calloc((size_t)n, sizeof *q);
+    if (!s || !q) {
+        free(s);
+        free(q);
+        return ss_fail(SS_ERR_NOMEM, "out of memory");
+    }
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    for (int i = 0; i < n; i++) {
+        s[i] = (sync_job){.w = &w, .on_token = ps[i].on_token, .user = ps[i].user};
+        q[i] = ps[i];
+        q[i].on_token = sync_on_token;
+        q[i].on_done = sync_on_done;
+        q[i].user = &s[i];
+    }
+    ss_err err = ss_engine_submit_batch(e, q, n, out);
+    if (!err) {
+        pthread_mutex_lock(&w.mu);
+        while (w.left > 0) pthread_cond_wait(&w.cv, &w.mu);
+        pthread_mutex_unlock(&w.mu);
+        /* the jobs' params point at s: clear them before handing the jobs out */
+        for (int i = 0; i < n; i++) {
+            out[i]->p.on_token = ps[i].on_token;
+            out[i]->p.on_done = ps[i].on_done;
+            out[i]->p.user = ps[i].user;
+        }
+    }
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    free(s);
+    free(q);
+    return err;
 }
 
 ss_err ss_engine_run(ss_engine *e, const ss_job_params *p, ss_job **out)
 {
-    sync_job s = {.on_token = p->on_token, .user = p->user};
-    pthread_mutex_init(&s.w.mu, NULL);
-    pthread_cond_init(&s.w.cv, NULL);
-    ss_job_params q = *p;
-    q.on_token = sync_on_token;
-    q.on_done = sync_on_done;
-    q.user = &s;
-    ss_job *j = NULL;
-    ss_err err = ss_engine_submit(e, &q, &j);
-    if (!err) {
-        pthread_mutex_lock(&s.w.mu);
-        while (!s.w.done) pthread_cond_wait(&s.w.cv, &s.w.mu);
-        pthread_mutex_unlock(&s.w.mu);
-        /* the job's params point at s: clear them before handing the job out */
-        j->p.on_token = p->on_token;
-        j->p.on_done = p->on_done;
-        j->p.user = p->user;
-        *out = j;
-    }
-    pthread_mutex_destroy(&s.w.mu);
-    pthread_cond_destroy(&s.w.cv);
-    return err;
+    return ss_engine_run_batch(e, p, 1, out);
 }

@@ -11,6 +11,10 @@
  * the data, signal a waiter, resume an HTTP connection) and must not call back into the engine
  * except ss_engine_cancel().
  *
+ * Mixture of Tokens (ss_seq.group): the engine mixes only the jobs of one batch submitted with
+ * ss_engine_submit_batch (the prompts of one request), never jobs of different submissions; a job
+ * submitted alone always runs as a group of one (mixing disabled).
+ *
  * Threading: every function here is thread-safe.
  */
 #ifndef SS_ENGINE_H
@@ -62,8 +66,12 @@ typedef struct ss_job_result {
     /* SCORE: [n_cont] log p(cont[i] | ...); NAN where nothing predicts the token */
     const float *token_logprobs;
     int n_cont;
-    /* PREFILL always, GENERATE/SCORE when want_state: the state after the last token fed. */
+    /* PREFILL always, GENERATE/SCORE when want_state: the state after the last token fed
+     * (NULL for a cancelled member of a Mixture-of-Tokens group). */
     const ss_state *state;
+    /* Mixture of Tokens: the group the job was stepped in (0: alone) and its number of members
+     * (1: alone, mixing disabled). */
+    int group, group_size;
     double queue_ms, prefill_ms, decode_ms; /* timings */
 } ss_job_result;
 
@@ -112,9 +120,32 @@ void ss_engine_close(ss_engine *e);
 /*
  * Queue a job. Validates the parameters (token ids in range, sample params, sizes) and copies
  * every input; SS_ERR_BUSY when the queue is full. On success *out is the job (free it with
- * ss_job_free once on_done has run).
+ * ss_job_free once on_done has run). For a Mixture-of-Tokens model the job runs alone (a group of
+ * one).
  */
 ss_err ss_engine_submit(ss_engine *e, const ss_job_params *p, ss_job **out);
+
+/*
+ * Queue the n jobs of one batch (the prompts of one request) at once: all are queued or none.
+ *
+ * For a Mixture-of-Tokens model (ss_model_info.mot_group_size g > 1) the jobs are split into
+ * consecutive groups of g (the last one may be smaller; a group of one runs alone). The members
+ * of a group are admitted together and stepped in lockstep: at every step they feed the same
+ * number of tokens and go to ss_model_eval() with one group id that no other group shares, so
+ * the model mixes them. Members of a group must be of the same kind and have prompts of the same
+ * length (SCORE: contexts and continuations of the same lengths); SS_ERR_INVALID names the first
+ * that does not. A group larger than the engine's max_batch cannot run: SS_ERR_INVALID.
+ * A member that finishes before the others (end-of-sequence token, stop, its max_tokens,
+ * cancelled) goes on being stepped with the tokens it samples, so that the group does not change
+ * under the others; its result is cut at its own finish (tokens, logprobs, state, timings) and
+ * on_token is not called for it any more. The on_done of every member runs once the whole group
+ * is over.
+ *
+ * For other models the jobs are independent, exactly as if submitted one by one.
+ * SS_ERR_BUSY when the queue has no room for all n. On success out[0..n-1] are the jobs (each
+ * freed with ss_job_free once its on_done has run).
+ */
+ss_err ss_engine_submit_batch(ss_engine *e, const ss_job_params *ps, int n, ss_job **out);
 /* Ask the job to stop at the next step (idempotent; safe after it finished). */
 void ss_engine_cancel(ss_engine *e, ss_job *job);
 /* Result of a finished job (valid after on_done). */
@@ -127,6 +158,8 @@ void ss_job_free(ss_job *job);
  * on_done in p is ignored (used internally); on_token is honoured.
  */
 ss_err ss_engine_run(ss_engine *e, const ss_job_params *p, ss_job **out);
+/* The same for a batch (ss_engine_submit_batch): returns once every job of it is done. */
+ss_err ss_engine_run_batch(ss_engine *e, const ss_job_params *ps, int n, ss_job **out);
 
 /* Counters for /metrics. */
 typedef struct ss_engine_stats {
