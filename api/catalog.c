@@ -63,6 +63,44 @@ void api_h_metrics(void *app, ss_http_req *r)
     ss_http_respond_take(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
 }
 
+/* The model family as /v1/models names it. */
+static const char *family_name(ss_arch a)
+{
+    switch (a) {
+    case SS_ARCH_MAMBA1: return "mamba1";
+    case SS_ARCH_MAMBA2: return "mamba2";
+    case SS_ARCH_MOE_MAMBA: return "moe_mamba";
+    }
+    return "unknown";
+}
+
+/*
+ * The experts of a MoE-Mamba model. Token-choice routers are told apart the way the literature
+ * does: a sigmoid router (BlackMamba-style), fine-grained experts (granularity > 1), Switch
+ * (top-1 softmax), or plain top-k.
+ */
+static json_t *moe_json(const ss_model_info *i)
+{
+    int tc = !strcmp(i->moe_routing, "token_choice");
+    const char *variant = !tc                                            ? "mixture_of_tokens"
+                          : !strcmp(i->router_activation, "sigmoid")     ? "sigmoid"
+                          : i->expert_granularity > 1                    ? "fine_grained"
+                          : i->n_experts_per_tok == 1                    ? "switch"
+                                                                         : "top_k";
+    json_t *o = json_pack("{s:s,s:s,s:i,s:i,s:i}", "routing", i->moe_routing, "variant", variant,
+                          "num_experts", i->n_experts, "experts_per_token", i->n_experts_per_tok,
+                          "n_moe_layers", i->n_layer - i->n_state_layers);
+    if (!o) return NULL;
+    if (tc) {
+        json_object_set_new(o, "router_activation", json_string(i->router_activation));
+        if (i->expert_granularity > 0)
+            json_object_set_new(o, "granularity", json_integer(i->expert_granularity));
+    } else {
+        json_object_set_new(o, "group_size", json_integer(i->mot_group_size));
+    }
+    return o;
+}
+
 void api_h_models(void *app, ss_http_req *r)
 {
     ss_api *a = app;
@@ -78,6 +116,15 @@ void api_h_models(void *app, ss_http_req *r)
         (json_int_t)i->n_params, "n_active_params", (json_int_t)i->n_active_params, "tokenizer",
         a->tok != NULL, "created", (json_int_t)0, "eos_token_id", i->eos_token_id, "bos_token_id",
         i->bos_token_id);
+    if (m) {
+        json_object_set_new(m, "family", json_string(family_name(i->arch)));
+        if (i->arch == SS_ARCH_MAMBA2) {
+            json_object_set_new(m, "n_heads", json_integer(i->n_heads));
+            json_object_set_new(m, "head_dim", json_integer(i->head_dim));
+            json_object_set_new(m, "n_groups", json_integer(i->n_groups));
+        }
+        json_object_set_new(m, "moe", i->moe_routing ? moe_json(i) : json_null());
+    }
     api_json(r, 200, json_pack("{s:s,s:[o]}", "object", "list", "data", m));
 }
 

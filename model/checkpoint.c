@@ -720,6 +720,16 @@ static void fill_info(loader *L)
     }
     if (in->arch == SS_ARCH_MOE_MAMBA && c->moe.routing == ROUTE_MIXTURE_OF_TOKENS)
         in->mot_group_size = c->moe.group_size;
+    if (in->arch == SS_ARCH_MOE_MAMBA) {
+        int tc = c->moe.routing == ROUTE_TOKEN_CHOICE;
+        in->moe_routing = tc ? "token_choice" : "mixture_of_tokens";
+        in->router_activation = !tc ? NULL : c->moe.router_sigmoid ? "sigmoid" : "softmax";
+        in->n_experts = c->moe.n_experts;
+        in->n_experts_per_tok = tc ? c->moe.top_k : c->moe.n_experts;
+        /* informational (fine-grained MoE: E = granularity * expansion_rate) */
+        int gr = cfg_int(json_object_get(L->config, "moe"), "granularity", 0);
+        in->expert_granularity = gr > 0 ? gr : 0;
+    }
     size_t L_ = (size_t)in->n_state_layers;
     in->state_floats = L_ * (size_t)in->conv_channels * (size_t)c->conv_kernel +
                        L_ * (size_t)c->d_inner * (size_t)c->d_state + (size_t)c->d_model;

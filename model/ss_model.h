@@ -52,6 +52,12 @@ typedef struct ss_model_info {
     int eos_token_id;  /* -1 when the config names none */
     int bos_token_id;  /* -1 when the config names none */
     int mot_group_size;   /* Mixture of Tokens group size, 0 for other models */
+    /* MoE-Mamba only (NULL / 0 for other models): what /v1/models reports about the experts */
+    const char *moe_routing;       /* "token_choice" or "mixture_of_tokens" */
+    const char *router_activation; /* token choice: "softmax" or "sigmoid"; else NULL */
+    int n_experts;                 /* experts per MoE layer */
+    int n_experts_per_tok;         /* token choice: k; mixture of tokens: all (every expert runs) */
+    int expert_granularity;        /* fine-grained MoE: the config's moe.granularity, else 0 */
     size_t state_floats;  /* floats in one state */
     size_t state_bytes;   /* state_floats * 4 */
     uint64_t n_params;        /* all parameters (tied head counted once) */
