@@ -86,9 +86,10 @@ static void check_fixture(const char *model_dir, const char *golden_dir, double 
     for (int q = 0; q < 4; q++) {
         size_t L;
         snprintf(name, sizeof name, "seq_%s.ids", seq_names[q]);
+        REQUIRE_OK(ss_state_new(m, &st[q]));
+        if (!has_gt(&g, name)) continue; /* goldens made elsewhere may have fewer sequences */
         const int32_t *ids = gt(&g, name, &L);
         float *logits = malloc(L * V * sizeof(float));
-        REQUIRE_OK(ss_state_new(m, &st[q]));
         ss_seq s = {.state = st[q], .tokens = ids, .n_tokens = (int)L, .logits = logits,
                     .logits_all = 1};
         REQUIRE_OK(ss_model_eval(m, c, &s, 1, 0));
@@ -132,8 +133,8 @@ static void check_fixture(const char *model_dir, const char *golden_dir, double 
     json_t *merges = json_object_get(g.cases, "merges");
     size_t mi;
     json_t *mc;
-    size_t qL;
-    const int32_t *qids = gt(&g, "seq_q.ids", &qL);
+    size_t qL = 0;
+    const int32_t *qids = json_array_size(merges) ? gt(&g, "seq_q.ids", &qL) : NULL;
     json_array_foreach(merges, mi, mc)
     {
         const char *mname = json_string_value(json_object_get(mc, "name"));
@@ -226,9 +227,10 @@ static void check_invariants(const char *model_dir, const char *golden_dir)
     ss_seq batch[4];
     for (int q = 0; q < 4; q++) {
         char name[64];
-        size_t n;
+        size_t n = 0;
         snprintf(name, sizeof name, "seq_%s.ids", seq_names[q]);
-        const int32_t *qi = gt(&g, name, &n);
+        const int32_t *qi = has_gt(&g, name) ? gt(&g, name, &n) : ids; /* missing: reuse seq_a */
+        if (!has_gt(&g, name)) n = L;
         REQUIRE_OK(ss_state_new(m, &bs[q]));
         REQUIRE_OK(ss_state_new(m, &ss1[q]));
         bl[q] = malloc(V * sizeof(float));
@@ -523,6 +525,8 @@ int main(int argc, char **argv)
         {"models/moe-mamba-switch", "models/moe-mamba-switch"},
         {"models/moe-mamba-finegrained", "models/moe-mamba-finegrained"},
         {"models/moe-mamba-blackmamba-like", "models/moe-mamba-blackmamba-like"},
+        /* made with HF FalconMambaForCausalLM (tests/golden/falcon-mamba/make_golden.py) */
+        {"../golden/falcon-mamba", "../golden/falcon-mamba"},
     };
     for (size_t i = 0; i < sizeof fixtures / sizeof fixtures[0]; i++) {
         if (only && !strstr(fixtures[i][0], only)) continue;
