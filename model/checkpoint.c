@@ -35,6 +35,7 @@
 typedef struct shard {
     char *path;
     st_file st;
+    int in_place; /* some weight is used straight from this shard's mapping */
 } shard;
 
 typedef struct loader {
@@ -374,14 +375,17 @@ out:
     return err;
 }
 
-/* Find a tensor across shards; a name in two shards is an error. */
-static ss_err find_tensor(loader *L, const char *name, const st_tensor **out)
+/* Find a tensor across shards (*si: its shard); a name in two shards is an error. */
+static ss_err find_tensor(loader *L, const char *name, const st_tensor **out, int *si)
 {
     const st_tensor *found = NULL;
     for (int i = 0; i < L->n_shards; i++) {
         const st_tensor *t = st_find(&L->shards[i].st, name);
         if (t && found) return ss_fail(SS_ERR_FORMAT, "tensor %s appears in two shards", name);
-        if (t) found = t;
+        if (t) {
+            found = t;
+            *si = i;
+        }
     }
     *out = found;
     return SS_OK;
@@ -394,7 +398,8 @@ static ss_err find_tensor(loader *L, const char *name, const st_tensor **out)
 static ss_err get_f32(loader *L, const char *name, int optional, const float **out, int ndim, ...)
 {
     const st_tensor *t = NULL;
-    ss_err err = find_tensor(L, name, &t);
+    int si = 0;
+    ss_err err = find_tensor(L, name, &t, &si);
     *out = NULL;
     if (err) return err;
     if (!t) {
@@ -428,6 +433,7 @@ static ss_err get_f32(loader *L, const char *name, int optional, const float **o
     L->dtype_mask |= 1 << t->dtype;
     if (t->dtype == ST_F32 && ((uintptr_t)t->data & 3) == 0) {
         *out = (const float *)t->data;
+        L->shards[si].in_place = 1;
     } else {
         float *buf = malloc(t->n_elem ? t->n_elem * sizeof(float) : 1);
         if (!buf) return ss_fail(SS_ERR_NOMEM, "tensor %s: cannot allocate", name);
@@ -787,6 +793,13 @@ ss_err model_load(ss_model *m, const char *dir, const ss_model_params *p)
     if (p->progress) p->progress(p->progress_user, "fingerprint", 0, 1);
     if ((err = fingerprint(&L))) goto out;
     if (p->progress) p->progress(p->progress_user, "fingerprint", 1, 1);
+    /* Shards whose weights were all converted (BF16/F16) are not needed any more: unmapping them
+     * keeps the resident size at the converted weights alone. Maps and shards share indexes. */
+    for (int i = 0; i < L.n_shards && i < m->n_maps; i++) {
+        if (L.shards[i].in_place || !m->maps[i].addr) continue;
+        munmap(m->maps[i].addr, m->maps[i].len);
+        m->maps[i].addr = NULL;
+    }
 out:
     for (int i = 0; i < L.n_shards; i++) {
         free(L.shards[i].path);
