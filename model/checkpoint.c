@@ -29,7 +29,7 @@
 #include <xxhash.h>
 
 #define MAX_CONFIG_BYTES (16u << 20)
-#define MAX_INDEX_BYTES (64u << 20)
+#define MAX_INDEX_BYTES  (64u << 20)
 
 /* A shard: its mapping and parsed header. */
 typedef struct shard {
@@ -104,10 +104,14 @@ static ss_err need_pos(json_t *c, const char *key, int *out)
 
 static ss_err parse_act(const char *s, act_kind *out)
 {
-    if (!strcmp(s, "relu")) *out = ACT_RELU;
-    else if (!strcmp(s, "gelu")) *out = ACT_GELU;
-    else if (!strcmp(s, "silu") || !strcmp(s, "swish")) *out = ACT_SILU;
-    else return ss_fail(SS_ERR_UNSUPPORTED, "config.json: moe.expert_activation %s unknown", s);
+    if (!strcmp(s, "relu"))
+        *out = ACT_RELU;
+    else if (!strcmp(s, "gelu"))
+        *out = ACT_GELU;
+    else if (!strcmp(s, "silu") || !strcmp(s, "swish"))
+        *out = ACT_SILU;
+    else
+        return ss_fail(SS_ERR_UNSUPPORTED, "config.json: moe.expert_activation %s unknown", s);
     return SS_OK;
 }
 
@@ -117,9 +121,12 @@ static ss_err parse_moe(model_config *cfg, json_t *moe)
     ss_err err;
     if (!json_is_object(moe)) return ss_fail(SS_ERR_FORMAT, "config.json: moe must be an object");
     const char *routing = cfg_str(moe, "routing", "token_choice");
-    if (!strcmp(routing, "token_choice")) mc->routing = ROUTE_TOKEN_CHOICE;
-    else if (!strcmp(routing, "mixture_of_tokens")) mc->routing = ROUTE_MIXTURE_OF_TOKENS;
-    else return ss_fail(SS_ERR_UNSUPPORTED, "config.json: moe.routing %s unknown", routing);
+    if (!strcmp(routing, "token_choice"))
+        mc->routing = ROUTE_TOKEN_CHOICE;
+    else if (!strcmp(routing, "mixture_of_tokens"))
+        mc->routing = ROUTE_MIXTURE_OF_TOKENS;
+    else
+        return ss_fail(SS_ERR_UNSUPPORTED, "config.json: moe.routing %s unknown", routing);
     if ((err = need_pos(moe, "num_experts", &mc->n_experts))) return err;
     if ((err = need_pos(moe, "expert_intermediate_size", &mc->expert_width))) return err;
     if ((err = parse_act(cfg_str(moe, "expert_activation", "relu"), &mc->activation))) return err;
@@ -131,9 +138,12 @@ static ss_err parse_moe(model_config *cfg, json_t *moe)
                            mc->top_k, mc->n_experts);
         }
         const char *ra = cfg_str(moe, "router_activation", "softmax");
-        if (!strcmp(ra, "softmax")) mc->router_sigmoid = 0;
-        else if (!strcmp(ra, "sigmoid")) mc->router_sigmoid = 1;
-        else return ss_fail(SS_ERR_UNSUPPORTED, "config.json: moe.router_activation %s unknown", ra);
+        if (!strcmp(ra, "softmax"))
+            mc->router_sigmoid = 0;
+        else if (!strcmp(ra, "sigmoid"))
+            mc->router_sigmoid = 1;
+        else
+            return ss_fail(SS_ERR_UNSUPPORTED, "config.json: moe.router_activation %s unknown", ra);
         mc->router_bias = cfg_bool(moe, "router_bias", 0);
         mc->normalize_topk = cfg_bool(moe, "normalize_topk", 0);
     } else {
@@ -185,8 +195,7 @@ static ss_err parse_config(loader *L)
         [SS_ARCH_MAMBA2] = "mamba2",
         [SS_ARCH_MOE_MAMBA] = "moe_mamba",
     };
-    snprintf(m->architecture, sizeof m->architecture, "%s",
-             arch ? arch : arch_names[m->info.arch]);
+    snprintf(m->architecture, sizeof m->architecture, "%s", arch ? arch : arch_names[m->info.arch]);
     snprintf(m->model_type, sizeof m->model_type, "%s", mt ? mt : type_names[m->info.arch]);
 
     if ((err = need_pos(c, "hidden_size", &cfg->d_model))) return err;
@@ -235,9 +244,12 @@ static ss_err parse_config(loader *L)
                            cfg->n_layer);
         }
         const char *nt = cfg_str(c, "norm_type", "rms");
-        if (!strcmp(nt, "rms")) cfg->norm = NORM_RMS;
-        else if (!strcmp(nt, "layer")) cfg->norm = NORM_LAYER;
-        else return ss_fail(SS_ERR_UNSUPPORTED, "config.json: norm_type %s unknown", nt);
+        if (!strcmp(nt, "rms"))
+            cfg->norm = NORM_RMS;
+        else if (!strcmp(nt, "layer"))
+            cfg->norm = NORM_LAYER;
+        else
+            return ss_fail(SS_ERR_UNSUPPORTED, "config.json: norm_type %s unknown", nt);
         if ((err = parse_moe(cfg, json_object_get(c, "moe")))) return err;
     } else {
         if ((err = need_pos(c, "num_hidden_layers", &cfg->n_layer))) return err;
@@ -404,8 +416,7 @@ static ss_err get_f32(loader *L, const char *name, int optional, const float **o
     if (err) return err;
     if (!t) {
         if (optional) return SS_OK;
-        return ss_fail(SS_ERR_FORMAT, "checkpoint %s: required tensor %s is missing", L->dir,
-                       name);
+        return ss_fail(SS_ERR_FORMAT, "checkpoint %s: required tensor %s is missing", L->dir, name);
     }
     int64_t want[ST_MAX_DIMS];
     va_list ap;
@@ -423,8 +434,8 @@ static ss_err get_f32(loader *L, const char *name, int optional, const float **o
         for (int i = 0; i < ndim; i++)
             el += (size_t)snprintf(exp + el, sizeof exp - el, "%s%lld", i ? ", " : "",
                                    (long long)want[i]);
-        return ss_fail(SS_ERR_MISMATCH,
-                       "tensor %s has shape [%s] but the config implies [%s]", name, got, exp);
+        return ss_fail(SS_ERR_MISMATCH, "tensor %s has shape [%s] but the config implies [%s]",
+                       name, got, exp);
     }
     if (t->dtype != ST_F32 && t->dtype != ST_BF16 && t->dtype != ST_F16) {
         return ss_fail(SS_ERR_UNSUPPORTED, "tensor %s: dtype %s (need F32, BF16 or F16)", name,
@@ -449,6 +460,32 @@ static ss_err get_f32(loader *L, const char *name, int optional, const float **o
 
 #define I64(x) ((int64_t)(x))
 
+/*
+ * A weight matrix: like get_f32, but BF16/F16 stay in place (widened as they are read by the
+ * kernels): a 7B BF16 checkpoint needs 15 GB, not 29.
+ */
+static ss_err get_mat(loader *L, const char *name, wmat *out, int64_t rows, int64_t cols)
+{
+    const st_tensor *t = NULL;
+    int si = 0;
+    ss_err err = find_tensor(L, name, &t, &si);
+    if (err) return err;
+    if (t && (t->dtype == ST_BF16 || t->dtype == ST_F16) && ((uintptr_t)t->data & 1) == 0 &&
+        t->ndim == 2 && t->shape[0] == rows && t->shape[1] == cols) {
+        L->dtype_mask |= 1 << t->dtype;
+        L->shards[si].in_place = 1;
+        *out = (wmat){t->data, t->dtype == ST_BF16 ? W_BF16 : W_F16};
+        L->bytes_done += t->n_bytes;
+        if (L->params->progress)
+            L->params->progress(L->params->progress_user, "load", L->bytes_done, L->bytes_total);
+        return SS_OK;
+    }
+    const float *f = NULL;
+    err = get_f32(L, name, 0, &f, 2, rows, cols);
+    *out = (wmat){f, W_F32};
+    return err;
+}
+
 static ss_err load_norm(loader *L, const char *prefix, const float **w, const float **b)
 {
     char name[256];
@@ -464,7 +501,8 @@ static ss_err load_norm(loader *L, const char *prefix, const float **w, const fl
 static ss_err load_A(loader *L, const char *name, float **out, int ndim, int64_t n0, int64_t n1)
 {
     const float *alog;
-    ss_err err = ndim == 2 ? get_f32(L, name, 0, &alog, 2, n0, n1) : get_f32(L, name, 0, &alog, 1, n0);
+    ss_err err =
+        ndim == 2 ? get_f32(L, name, 0, &alog, 2, n0, n1) : get_f32(L, name, 0, &alog, 1, n0);
     if (err) return err;
     size_t n = (size_t)n0 * (size_t)(ndim == 2 ? n1 : 1);
     float *a = malloc(n * sizeof *a);
@@ -496,20 +534,17 @@ static ss_err load_mixer(loader *L, layer *ly, int i)
     snprintf(p, sizeof p, "backbone.layers.%d.mixer", i);
 #define T(suffix) (snprintf(n, sizeof n, "%s.%s", p, suffix), n)
     if (ly->kind == LAYER_MAMBA1) {
-        if ((err = get_f32(L, T("in_proj.weight"), 0, &ly->in_proj_w, 2, I64(2 * Di), I64(d))))
+        if ((err = get_mat(L, T("in_proj.weight"), &ly->in_proj_w, I64(2 * Di), I64(d))))
             return err;
-        if (c->use_bias &&
-            (err = get_f32(L, T("in_proj.bias"), 0, &ly->in_proj_b, 1, I64(2 * Di))))
+        if (c->use_bias && (err = get_f32(L, T("in_proj.bias"), 0, &ly->in_proj_b, 1, I64(2 * Di))))
             return err;
         if ((err = get_f32(L, T("conv1d.weight"), 0, &ly->conv_w, 3, I64(Di), I64(1), I64(K))))
             return err;
-        if (c->use_conv_bias &&
-            (err = get_f32(L, T("conv1d.bias"), 0, &ly->conv_b, 1, I64(Di))))
+        if (c->use_conv_bias && (err = get_f32(L, T("conv1d.bias"), 0, &ly->conv_b, 1, I64(Di))))
             return err;
-        if ((err = get_f32(L, T("x_proj.weight"), 0, &ly->x_proj_w, 2, I64(R + 2 * N), I64(Di))))
+        if ((err = get_mat(L, T("x_proj.weight"), &ly->x_proj_w, I64(R + 2 * N), I64(Di))))
             return err;
-        if ((err = get_f32(L, T("dt_proj.weight"), 0, &ly->dt_proj_w, 2, I64(Di), I64(R))))
-            return err;
+        if ((err = get_mat(L, T("dt_proj.weight"), &ly->dt_proj_w, I64(Di), I64(R)))) return err;
         if ((err = get_f32(L, T("dt_proj.bias"), 0, &ly->dt_proj_b, 1, I64(Di)))) return err;
         if ((err = load_A(L, T("A_log"), &ly->A, 2, Di, N))) return err;
         if ((err = block16(L, ly->A, Di, N, &ly->A16))) return err;
@@ -517,7 +552,7 @@ static ss_err load_mixer(loader *L, layer *ly, int i)
         if ((err = get_f32(L, T("D"), 0, &ly->D, 1, I64(Di)))) return err;
     } else {
         int H = c->n_heads, G = c->n_groups, C = Di + 2 * G * N;
-        if ((err = get_f32(L, T("in_proj.weight"), 0, &ly->in_proj_w, 2, I64(Di + C + H), I64(d))))
+        if ((err = get_mat(L, T("in_proj.weight"), &ly->in_proj_w, I64(Di + C + H), I64(d))))
             return err;
         if (c->use_bias &&
             (err = get_f32(L, T("in_proj.bias"), 0, &ly->in_proj_b, 1, I64(Di + C + H))))
@@ -532,8 +567,7 @@ static ss_err load_mixer(loader *L, layer *ly, int i)
         if ((err = get_f32(L, T("D"), 0, &ly->D, 1, I64(H)))) return err;
         if ((err = get_f32(L, T("norm.weight"), 0, &ly->gnorm_w, 1, I64(Di)))) return err;
     }
-    if ((err = get_f32(L, T("out_proj.weight"), 0, &ly->out_proj_w, 2, I64(d), I64(Di))))
-        return err;
+    if ((err = get_mat(L, T("out_proj.weight"), &ly->out_proj_w, I64(d), I64(Di)))) return err;
     if (c->use_bias && (err = get_f32(L, T("out_proj.bias"), 0, &ly->out_proj_b, 1, I64(d))))
         return err;
 #undef T
@@ -548,7 +582,7 @@ static ss_err load_moe(loader *L, layer *ly, int i)
     ss_err err;
     int d = c->d_model, E = mc->n_experts, de = mc->expert_width;
     snprintf(n, sizeof n, "backbone.layers.%d.moe.router.weight", i);
-    if ((err = get_f32(L, n, 0, &ly->router_w, 2, I64(E), I64(d)))) return err;
+    if ((err = get_mat(L, n, &ly->router_w, I64(E), I64(d)))) return err;
     if (mc->routing == ROUTE_TOKEN_CHOICE && mc->router_bias) {
         snprintf(n, sizeof n, "backbone.layers.%d.moe.router.bias", i);
         if ((err = get_f32(L, n, 0, &ly->router_b, 1, I64(E)))) return err;
@@ -559,10 +593,9 @@ static ss_err load_moe(loader *L, layer *ly, int i)
     if (!ly->down_w || (err = own(L->m, (void *)ly->down_w))) return ss_fail(SS_ERR_NOMEM, "oom");
     for (int e = 0; e < E; e++) {
         snprintf(n, sizeof n, "backbone.layers.%d.moe.experts.%d.up.weight", i, e);
-        if ((err = get_f32(L, n, 0, &ly->up_w[e], 2, I64(mc->gated ? 2 * de : de), I64(d))))
-            return err;
+        if ((err = get_mat(L, n, &ly->up_w[e], I64(mc->gated ? 2 * de : de), I64(d)))) return err;
         snprintf(n, sizeof n, "backbone.layers.%d.moe.experts.%d.down.weight", i, e);
-        if ((err = get_f32(L, n, 0, &ly->down_w[e], 2, I64(d), I64(de)))) return err;
+        if ((err = get_mat(L, n, &ly->down_w[e], I64(d), I64(de)))) return err;
     }
     return SS_OK;
 }
@@ -573,8 +606,7 @@ static ss_err load_weights(loader *L)
     model_config *c = &m->cfg;
     ss_err err;
     for (int i = 0; i < L->n_shards; i++) L->bytes_total += L->shards[i].st.size;
-    if ((err = get_f32(L, "backbone.embeddings.weight", 0, &m->embed, 2, I64(c->vocab),
-                       I64(c->d_model))))
+    if ((err = get_mat(L, "backbone.embeddings.weight", &m->embed, I64(c->vocab), I64(c->d_model))))
         return err;
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
     if (!m->layers) return ss_fail(SS_ERR_NOMEM, "out of memory");
@@ -586,8 +618,10 @@ static ss_err load_weights(loader *L)
         if (m->info.arch == SS_ARCH_MOE_MAMBA) {
             const char *k = json_string_value(json_array_get(lt, (size_t)i));
             if (!k || (strcmp(k, "mamba") && strcmp(k, "moe"))) {
-                return ss_fail(SS_ERR_FORMAT, "config.json: layer_types[%d] must be \"mamba\" or "
-                                              "\"moe\"", i);
+                return ss_fail(SS_ERR_FORMAT,
+                               "config.json: layer_types[%d] must be \"mamba\" or "
+                               "\"moe\"",
+                               i);
             }
             ly->kind = !strcmp(k, "moe") ? LAYER_MOE : LAYER_MAMBA1;
         } else {
@@ -602,8 +636,7 @@ static ss_err load_weights(loader *L)
     if ((err = load_norm(L, "backbone.norm_f", &m->norm_f_w, &m->norm_f_b))) return err;
     if (c->tie_embeddings) {
         m->lm_head = m->embed;
-    } else if ((err = get_f32(L, "lm_head.weight", 0, &m->lm_head, 2, I64(c->vocab),
-                              I64(c->d_model)))) {
+    } else if ((err = get_mat(L, "lm_head.weight", &m->lm_head, I64(c->vocab), I64(c->d_model)))) {
         return err;
     }
     m->info.n_state_layers = n_state;
@@ -749,8 +782,8 @@ static void fill_info(loader *L)
             total += t->n_elem;
         }
     if (in->arch == SS_ARCH_MOE_MAMBA && c->moe.routing == ROUTE_TOKEN_CHOICE) {
-        uint64_t per_expert = (uint64_t)c->d_model * (uint64_t)c->moe.expert_width *
-                              (uint64_t)(c->moe.gated ? 3 : 2);
+        uint64_t per_expert =
+            (uint64_t)c->d_model * (uint64_t)c->moe.expert_width * (uint64_t)(c->moe.gated ? 3 : 2);
         for (int i = 0; i < c->n_layer; i++)
             if (m->layers[i].kind == LAYER_MOE)
                 inactive += per_expert * (uint64_t)(c->moe.n_experts - c->moe.top_k);

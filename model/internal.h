@@ -16,6 +16,13 @@
 #include "ss_model.h"
 
 typedef enum layer_kind { LAYER_MAMBA1, LAYER_MAMBA2, LAYER_MOE } layer_kind;
+
+/* A weight matrix [out, in], row-major, used in place: F32, or BF16/F16 widened as it is read. */
+typedef enum wtype { W_F32, W_BF16, W_F16 } wtype;
+typedef struct wmat {
+    const void *p;
+    wtype t;
+} wmat;
 typedef enum norm_kind { NORM_RMS, NORM_LAYER } norm_kind;
 typedef enum act_kind { ACT_RELU, ACT_GELU, ACT_SILU } act_kind;
 typedef enum routing_kind { ROUTE_TOKEN_CHOICE, ROUTE_MIXTURE_OF_TOKENS } routing_kind;
@@ -56,12 +63,12 @@ typedef struct layer {
     const float *norm_w;  /* [d] */
     const float *norm_b;  /* [d] LayerNorm only, else NULL */
     /* Mamba-1 / Mamba-2 mixer */
-    const float *in_proj_w; /* M1: [2Di, d]; M2: [Di + C + H, d] with C = Di + 2GN */
+    wmat in_proj_w;         /* M1: [2Di, d]; M2: [Di + C + H, d] with C = Di + 2GN */
     const float *in_proj_b; /* same rows, or NULL */
     const float *conv_w;    /* [C, K] (stored [C, 1, K]) */
     const float *conv_b;    /* [C] or NULL */
-    const float *x_proj_w;  /* M1: [R + 2N, Di] */
-    const float *dt_proj_w; /* M1: [Di, R] */
+    wmat x_proj_w;          /* M1: [R + 2N, Di] */
+    wmat dt_proj_w;         /* M1: [Di, R] */
     const float *dt_proj_b; /* M1: [Di] */
     const float *dt_bias;   /* M2: [H] */
     float *A;               /* M1: [Di, N], M2: [H]; = -exp(A_log), owned */
@@ -69,13 +76,13 @@ typedef struct layer {
     float *conv_w16;        /* conv_w as [C/16][K][16] blocks for the SIMD conv, or NULL */
     const float *D;         /* M1: [Di], M2: [H] */
     const float *gnorm_w;   /* M2: [Di] gated RMSNorm weight */
-    const float *out_proj_w; /* [d, Di] */
+    wmat out_proj_w;         /* [d, Di] */
     const float *out_proj_b; /* [d] or NULL */
     /* MoE */
-    const float *router_w;  /* [E, d] */
+    wmat router_w;          /* [E, d] */
     const float *router_b;  /* [E] or NULL */
-    const float **up_w;     /* E pointers to [de or 2de, d], owned array */
-    const float **down_w;   /* E pointers to [d, de], owned array */
+    wmat *up_w;             /* E matrices [de or 2de, d], owned array */
+    wmat *down_w;           /* E matrices [d, de], owned array */
 } layer;
 
 typedef struct mapping {
@@ -89,8 +96,8 @@ struct ss_model {
     char architecture[64];
     char model_type[32];
     char dtype[8];
-    const float *embed;   /* [V, d] */
-    const float *lm_head; /* [V, d]; == embed when tied */
+    wmat embed;           /* [V, d] */
+    wmat lm_head;         /* [V, d]; == embed when tied */
     const float *norm_f_w; /* [d] */
     const float *norm_f_b; /* [d] LayerNorm only */
     layer *layers;        /* [n_layer] */
@@ -134,6 +141,9 @@ struct ss_ctx {
     int *grows;      /* [group_size] MoT group member rows */
     int *gmembers;   /* [seq_cap] MoT group member spans */
     float *gw;       /* [group_size] MoT group weights */
+    /* widened 16-bit weights for prefill GEMMs: n_threads blocks of wide_floats */
+    float *wide;
+    size_t wide_floats;
     /* Mamba-2 SSD scratch: n_threads blocks of ssd_floats, for chunks of up to ssd_chunk rows */
     float *ssd;
     size_t ssd_floats;
@@ -145,7 +155,9 @@ ss_err model_load(ss_model *m, const char *dir, const ss_model_params *p);
 void model_unload(ss_model *m);
 
 /* model/mamba.c: dense helpers shared with the other forward files */
-void mm_rows(ss_pool *pool, const float *x, int rows, int in, int ldx, const float *w,
+void mm_rows(const ss_model *m, ss_ctx *c, const float *x, int rows, int in, int ldx, wmat w,
              const float *bias, int out, float *y, int ldy);
+/* Row r of an embedding-like matrix [V, d] as F32 into dst. */
+void wmat_row(wmat w, int d, int r, float *dst);
 
 #endif

@@ -70,6 +70,31 @@ static void gen_gemm_small(const float *X, int M, int K, int ldx, const float *W
         }
 }
 
+#define GEN_GEMM(NAME, WT, CVT)                                                                \
+    static void NAME(const float *X, int M, int K, int ldx, const WT *W, int N, float *Y,      \
+                     int ldy)                                                                  \
+    {                                                                                          \
+        for (int m = 0; m < M; m++)                                                            \
+            for (int n = 0; n < N; n++) {                                                      \
+                float acc = 0;                                                                 \
+                for (int k = 0; k < K; k++)                                                    \
+                    acc += X[(size_t)m * ldx + k] * CVT(W[(size_t)n * K + k]);                 \
+                Y[(size_t)m * ldy + n] = acc;                                                  \
+            }                                                                                  \
+    }
+GEN_GEMM(gen_gemm_small_bf16, uint16_t, bf16_to_f32)
+GEN_GEMM(gen_gemm_small_f16, uint16_t, f16_to_f32)
+
+static void gen_widen_bf16(const uint16_t *src, float *dst, size_t n)
+{
+    for (size_t i = 0; i < n; i++) dst[i] = bf16_to_f32(src[i]);
+}
+
+static void gen_widen_f16(const uint16_t *src, float *dst, size_t n)
+{
+    for (size_t i = 0; i < n; i++) dst[i] = f16_to_f32(src[i]);
+}
+
 static float gen_logsumexp(const float *x, int n)
 {
     float mx = -INFINITY;
@@ -85,6 +110,10 @@ static const kernels generic = {
     .scan1 = gen_scan1,
     .conv = gen_conv,
     .gemm_small = gen_gemm_small,
+    .gemm_small_bf16 = gen_gemm_small_bf16,
+    .gemm_small_f16 = gen_gemm_small_f16,
+    .widen_bf16 = gen_widen_bf16,
+    .widen_f16 = gen_widen_f16,
     .logsumexp = gen_logsumexp,
 };
 
@@ -109,7 +138,8 @@ const kernels *kernels_get(void)
     const char *force = getenv("SS_KERNELS");
     __builtin_cpu_init();
     int has512 = __builtin_cpu_supports("avx512f");
-    int has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    int has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
     if (force && !strcmp(force, "generic"))
         k = &generic;
     else if (force && !strcmp(force, "avx2") && has2)

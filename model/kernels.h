@@ -9,6 +9,8 @@
 #define SS_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 /* Mamba-1 selective scan over T tokens of one sequence, channels [c0, c1). */
 typedef struct scan1_args {
@@ -57,6 +59,14 @@ typedef struct kernels {
      */
     void (*gemm_small)(const float *X, int M, int K, int ldx, const float *W, int N, float *Y,
                        int ldy);
+    /* The same with BF16 / F16 weights, widened to F32 as they are loaded. */
+    void (*gemm_small_bf16)(const float *X, int M, int K, int ldx, const uint16_t *W, int N,
+                            float *Y, int ldy);
+    void (*gemm_small_f16)(const float *X, int M, int K, int ldx, const uint16_t *W, int N,
+                           float *Y, int ldy);
+    /* dst[i] = (float)src[i] for n BF16 / F16 values. */
+    void (*widen_bf16)(const uint16_t *src, float *dst, size_t n);
+    void (*widen_f16)(const uint16_t *src, float *dst, size_t n);
     /* log(sum_i exp(x[i])) over n values (the softmax normaliser of a vocabulary). */
     float (*logsumexp)(const float *x, int n);
 } kernels;
@@ -67,6 +77,39 @@ const kernels *kernels_get(void);
 const kernels *kernels_generic(void);
 const kernels *kernels_avx2(void);   /* NULL when not built in */
 const kernels *kernels_avx512(void); /* NULL when not built in */
+
+/* Scalar conversions of one 16-bit value (exact). */
+static inline float bf16_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline float f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
+    if (exp == 0) {
+        if (man == 0) {
+            u = sign;
+        } else { /* subnormal: renormalise */
+            int e = -1;
+            do {
+                e++;
+                man <<= 1;
+            } while (!(man & 0x400));
+            u = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ff) << 13);
+        }
+    } else if (exp == 31) {
+        u = sign | 0x7f800000u | (man << 13);
+    } else {
+        u = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
 
 /* Transpose [C, K] into [C/16][K][16] blocks (C % 16 == 0). dst has C*K floats. */
 void kernels_block16(const float *src, int C, int K, float *dst);

@@ -47,6 +47,10 @@ static inline __m256 exp_raw(__m256 x)
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 #define VEXP_RAW(x) exp_raw(x)
+#define VLOAD_BF16(p)                                                                          \
+    _mm256_castsi256_ps(                                                                       \
+        _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p))), 16))
+#define VLOAD_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
 
 #include "kernels_simd.h"
 
@@ -55,6 +59,10 @@ static const kernels k256 = {
     .scan1 = k256_scan1,
     .conv = k256_conv,
     .gemm_small = k256_gemm_small,
+    .gemm_small_bf16 = k256_gemm_small_bf16,
+    .gemm_small_f16 = k256_gemm_small_f16,
+    .widen_bf16 = k256_widen_bf16,
+    .widen_f16 = k256_widen_f16,
     .logsumexp = k256_logsumexp,
 };
 

@@ -37,6 +37,10 @@ static inline __m512 exp_raw(__m512 x)
     return _mm512_scalef_ps(p, n);
 }
 #define VEXP_RAW(x) exp_raw(x)
+#define VLOAD_BF16(p)                                                                          \
+    _mm512_castsi512_ps(                                                                       \
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p))), 16))
+#define VLOAD_F16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
 
 #include "kernels_simd.h"
 
@@ -45,6 +49,10 @@ static const kernels k512 = {
     .scan1 = k512_scan1,
     .conv = k512_conv,
     .gemm_small = k512_gemm_small,
+    .gemm_small_bf16 = k512_gemm_small_bf16,
+    .gemm_small_f16 = k512_gemm_small_f16,
+    .widen_bf16 = k512_widen_bf16,
+    .widen_f16 = k512_widen_f16,
     .logsumexp = k512_logsumexp,
 };
 

@@ -6,11 +6,13 @@
  * Required before inclusion:
  *   VF, VW (lanes, 8 or 16), VZERO(), VLOAD(p), VSTORE(p, v), VSET1(f), VFMA(a, b, c) = a*b + c,
  *   VMAX(a, b), VMIN(a, b), VDIV(a, b), VHSUM(v), VEXP_RAW(x) (exp of x clamped to a safe range),
- *   VABS(v), and KPREFIX (name prefix).
+ *   VABS(v), VLOAD_BF16(p) / VLOAD_F16(p) (VW 16-bit values widened to F32), and KPREFIX
+ *   (name prefix). kernels.h provides the scalar bf16_to_f32 / f16_to_f32.
  * Arithmetic uses GCC vector operators (+, -, *) on VF.
  */
 
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -178,7 +180,9 @@ static void KFN(conv)(const conv_args *a)
 /*
  * A block of 4 weight rows x RX input rows over the whole K, accumulators in named registers
  * (GCC spills arrays of vectors to the stack, which made this 4x slower). The weight rows are
- * read once per block from memory and RX times from L1.
+ * read once per block from memory and RX times from L1. Weights are F32, or BF16/F16 widened to
+ * F32 in registers as they are loaded (exact: every 16-bit value is a float), so 16-bit
+ * checkpoints stream half the bytes.
  */
 #define GS_ACC(i, j) a##i##j
 #define GS_DECL(i) VF GS_ACC(i, 0) = VZERO(), GS_ACC(i, 1) = VZERO(), GS_ACC(i, 2) = VZERO(), \
@@ -191,16 +195,23 @@ static void KFN(conv)(const conv_args *a)
         GS_ACC(2, j) = VFMA(w2, x, GS_ACC(2, j));                                              \
         GS_ACC(3, j) = VFMA(w3, x, GS_ACC(3, j));                                              \
     } while (0)
-#define GS_OUT(i, j)                                                                           \
+#define GS_OUT(i, j, WSC)                                                                      \
     do {                                                                                       \
         float sum = VHSUM(GS_ACC(i, j));                                                       \
         for (int kk = k; kk < K; kk++)                                                         \
-            sum += W[(size_t)(i) * K + kk] * X[(size_t)(j) * ldx + kk];                        \
+            sum += WSC(W[(size_t)(i) * K + kk]) * X[(size_t)(j) * ldx + kk];                   \
         Y[(size_t)(j) * ldy + (i)] = sum;                                                      \
     } while (0)
+#define GS_OUT4(j, WSC)                                                                        \
+    do {                                                                                       \
+        GS_OUT(0, j, WSC);                                                                     \
+        GS_OUT(1, j, WSC);                                                                     \
+        GS_OUT(2, j, WSC);                                                                     \
+        GS_OUT(3, j, WSC);                                                                     \
+    } while (0)
 
-#define GS_BLOCK(NAME, RX)                                                                     \
-    static void NAME(const float *X, int ldx, const float *W, int K, float *Y, int ldy)         \
+#define GS_BLOCK(NAME, RX, WT, WLD, WSC)                                                       \
+    static void NAME(const float *X, int ldx, const WT *W, int K, float *Y, int ldy)           \
     {                                                                                          \
         GS_DECL(0);                                                                            \
         GS_DECL(1);                                                                            \
@@ -208,79 +219,84 @@ static void KFN(conv)(const conv_args *a)
         GS_DECL(3);                                                                            \
         int k = 0;                                                                             \
         for (; k + VW <= K; k += VW) {                                                         \
-            VF w0 = VLOAD(W + k), w1 = VLOAD(W + (size_t)K + k);                               \
-            VF w2 = VLOAD(W + 2 * (size_t)K + k), w3 = VLOAD(W + 3 * (size_t)K + k);           \
+            VF w0 = WLD(W + k), w1 = WLD(W + (size_t)K + k);                                   \
+            VF w2 = WLD(W + 2 * (size_t)K + k), w3 = WLD(W + 3 * (size_t)K + k);               \
             GS_STEP(0);                                                                        \
             if (RX > 1) GS_STEP(1);                                                            \
             if (RX > 2) GS_STEP(2);                                                            \
             if (RX > 3) GS_STEP(3);                                                            \
         }                                                                                      \
-        GS_OUT(0, 0);                                                                          \
-        GS_OUT(1, 0);                                                                          \
-        GS_OUT(2, 0);                                                                          \
-        GS_OUT(3, 0);                                                                          \
-        if (RX > 1) {                                                                          \
-            GS_OUT(0, 1);                                                                      \
-            GS_OUT(1, 1);                                                                      \
-            GS_OUT(2, 1);                                                                      \
-            GS_OUT(3, 1);                                                                      \
-        }                                                                                      \
-        if (RX > 2) {                                                                          \
-            GS_OUT(0, 2);                                                                      \
-            GS_OUT(1, 2);                                                                      \
-            GS_OUT(2, 2);                                                                      \
-            GS_OUT(3, 2);                                                                      \
-        }                                                                                      \
-        if (RX > 3) {                                                                          \
-            GS_OUT(0, 3);                                                                      \
-            GS_OUT(1, 3);                                                                      \
-            GS_OUT(2, 3);                                                                      \
-            GS_OUT(3, 3);                                                                      \
-        }                                                                                      \
+        GS_OUT4(0, WSC);                                                                       \
+        if (RX > 1) GS_OUT4(1, WSC);                                                           \
+        if (RX > 2) GS_OUT4(2, WSC);                                                           \
+        if (RX > 3) GS_OUT4(3, WSC);                                                           \
     }
-
-GS_BLOCK(KFN(gs_4x1), 1)
-GS_BLOCK(KFN(gs_4x2), 2)
-#if VW == 16
-GS_BLOCK(KFN(gs_4x3), 3)
-GS_BLOCK(KFN(gs_4x4), 4)
-#endif
 
 /* One weight row against one input row (the N % 4 tail). */
-static float KFN(dot)(const float *a, const float *b, int K)
+#define GS_DOT(NAME, WT, WLD, WSC)                                                             \
+    static float NAME(const WT *a, const float *b, int K)                                      \
+    {                                                                                          \
+        VF acc = VZERO();                                                                      \
+        int k = 0;                                                                             \
+        for (; k + VW <= K; k += VW) acc = VFMA(WLD(a + k), VLOAD(b + k), acc);                \
+        float sum = VHSUM(acc);                                                                \
+        for (; k < K; k++) sum += WSC(a[k]) * b[k];                                            \
+        return sum;                                                                            \
+    }
+
+#define GS_DRIVER(NAME, WT, B1, B2, B3, B4, DOT)                                               \
+    static void NAME(const float *X, int M, int K, int ldx, const WT *W, int N, float *Y,      \
+                     int ldy)                                                                  \
+    {                                                                                          \
+        int n = 0;                                                                             \
+        for (; n + 4 <= N; n += 4) {                                                           \
+            const WT *Wn = W + (size_t)n * K;                                                  \
+            float *Yn = Y + n;                                                                 \
+            int m = 0;                                                                         \
+            if (VW == 16) { /* AVX2 has 16 registers: 8 accumulators at most */                \
+                for (; m + 4 <= M; m += 4)                                                     \
+                    B4(X + (size_t)m * ldx, ldx, Wn, K, Yn + (size_t)m * ldy, ldy);            \
+                if (M - m == 3) {                                                              \
+                    B3(X + (size_t)m * ldx, ldx, Wn, K, Yn + (size_t)m * ldy, ldy);            \
+                    continue;                                                                  \
+                }                                                                              \
+            }                                                                                  \
+            for (; m + 2 <= M; m += 2)                                                         \
+                B2(X + (size_t)m * ldx, ldx, Wn, K, Yn + (size_t)m * ldy, ldy);                \
+            if (m < M) B1(X + (size_t)m * ldx, ldx, Wn, K, Yn + (size_t)m * ldy, ldy);         \
+        }                                                                                      \
+        for (; n < N; n++)                                                                     \
+            for (int m = 0; m < M; m++)                                                        \
+                Y[(size_t)m * ldy + n] = DOT(W + (size_t)n * K, X + (size_t)m * ldx, K);       \
+    }
+
+#define GS_FAMILY(SUFFIX, WT, WLD, WSC)                                                        \
+    GS_BLOCK(KFN(gs_4x1##SUFFIX), 1, WT, WLD, WSC)                                             \
+    GS_BLOCK(KFN(gs_4x2##SUFFIX), 2, WT, WLD, WSC)                                             \
+    GS_BLOCK(KFN(gs_4x3##SUFFIX), 3, WT, WLD, WSC)                                             \
+    GS_BLOCK(KFN(gs_4x4##SUFFIX), 4, WT, WLD, WSC)                                             \
+    GS_DOT(KFN(dot##SUFFIX), WT, WLD, WSC)                                                     \
+    GS_DRIVER(KFN(gemm_small##SUFFIX), WT, KFN(gs_4x1##SUFFIX), KFN(gs_4x2##SUFFIX),           \
+              KFN(gs_4x3##SUFFIX), KFN(gs_4x4##SUFFIX), KFN(dot##SUFFIX))
+
+#define F32_SC(v) (v)
+GS_FAMILY(, float, VLOAD, F32_SC)
+GS_FAMILY(_bf16, uint16_t, VLOAD_BF16, bf16_to_f32)
+GS_FAMILY(_f16, uint16_t, VLOAD_F16, f16_to_f32)
+
+/* Widen n BF16 / F16 values to F32 (for the prefill GEMMs on 16-bit checkpoints). */
+static void KFN(widen_bf16)(const uint16_t *src, float *dst, size_t n)
 {
-    VF acc = VZERO();
-    int k = 0;
-    for (; k + VW <= K; k += VW) acc = VFMA(VLOAD(a + k), VLOAD(b + k), acc);
-    float sum = VHSUM(acc);
-    for (; k < K; k++) sum += a[k] * b[k];
-    return sum;
+    size_t i = 0;
+    for (; i + VW <= n; i += VW) VSTORE(dst + i, VLOAD_BF16(src + i));
+    for (; i < n; i++) dst[i] = bf16_to_f32(src[i]);
 }
 
-static void KFN(gemm_small)(const float *X, int M, int K, int ldx, const float *W, int N, float *Y,
-                            int ldy)
+static void KFN(widen_f16)(const uint16_t *src, float *dst, size_t n)
 {
-    int n = 0;
-    for (; n + 4 <= N; n += 4) {
-        const float *Wn = W + (size_t)n * K;
-        float *Yn = Y + n;
-        int m = 0;
-#if VW == 16
-        for (; m + 4 <= M; m += 4)
-            KFN(gs_4x4)(X + (size_t)m * ldx, ldx, Wn, K, Yn + (size_t)m * ldy, ldy);
-        if (M - m == 3) {
-            KFN(gs_4x3)(X + (size_t)m * ldx, ldx, Wn, K, Yn + (size_t)m * ldy, ldy);
-            continue;
-        }
-#endif
-        /* AVX2 has 16 registers: 8 accumulators at most */
-        for (; m + 2 <= M; m += 2)
-            KFN(gs_4x2)(X + (size_t)m * ldx, ldx, Wn, K, Yn + (size_t)m * ldy, ldy);
-        if (m < M) KFN(gs_4x1)(X + (size_t)m * ldx, ldx, Wn, K, Yn + (size_t)m * ldy, ldy);
-    }
-    for (; n < N; n++)
-        for (int m = 0; m < M; m++)
-            Y[(size_t)m * ldy + n] = KFN(dot)(W + (size_t)n * K, X + (size_t)m * ldx, K);
+    size_t i = 0;
+    for (; i + VW <= n; i += VW) VSTORE(dst + i, VLOAD_F16(src + i));
+    for (; i < n; i++) dst[i] = f16_to_f32(src[i]);
 }
 
 /* ---- softmax helpers over a vocabulary ----------------------------------------------------- */

@@ -37,27 +37,52 @@
  * that streams the weights once for all rows.
  */
 typedef struct mm_job {
-    const float *x, *w, *bias;
+    const float *x, *bias;
+    wmat w;
     int rows, in, ldx, out, ldy;
     float *y;
+    float *wide; /* n_threads blocks of wide_floats (16-bit weights, more than 16 rows) */
+    size_t wide_floats;
 } mm_job;
+
+/* Rows per block of 16-bit weights widened for one GEMM call. */
+#define WIDE_ROWS 64
 
 /* Columns [lo, hi) of the product, on the calling thread. */
 static void mm_part(void *arg, int tid, int nt)
 {
     const mm_job *j = arg;
+    const kernels *k = kernels_get();
     int lo, hi;
     pool_range(j->out, 16, tid, nt, &lo, &hi);
     if (lo >= hi) return;
     const int n = hi - lo;
-    const float *wc = j->w + (size_t)lo * j->in;
     float *yc = j->y + lo;
-    if (j->rows <= 16) {
-        /* streams w once: 33-36 GB/s per core measured, OpenBLAS sgemv 30 */
-        kernels_get()->gemm_small(j->x, j->rows, j->in, j->ldx, wc, n, yc, j->ldy);
+    if (j->w.t == W_F32) {
+        const float *wc = (const float *)j->w.p + (size_t)lo * j->in;
+        if (j->rows <= 16) {
+            /* streams w once: 33-36 GB/s per core measured, OpenBLAS sgemv 30 */
+            k->gemm_small(j->x, j->rows, j->in, j->ldx, wc, n, yc, j->ldy);
+        } else {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->rows, n, j->in, 1.0f, j->x,
+                        j->ldx, wc, j->in, 0.0f, yc, j->ldy);
+        }
     } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->rows, n, j->in, 1.0f, j->x, j->ldx,
-                    wc, j->in, 0.0f, yc, j->ldy);
+        const uint16_t *wc = (const uint16_t *)j->w.p + (size_t)lo * j->in;
+        if (j->rows <= 16) {
+            (j->w.t == W_BF16 ? k->gemm_small_bf16 : k->gemm_small_f16)(j->x, j->rows, j->in,
+                                                                        j->ldx, wc, n, yc, j->ldy);
+        } else {
+            /* widen WIDE_ROWS weight rows at a time (exact), then an F32 GEMM on them */
+            float *wide = j->wide + (size_t)tid * j->wide_floats;
+            for (int r0 = 0; r0 < n; r0 += WIDE_ROWS) {
+                const int nr = n - r0 < WIDE_ROWS ? n - r0 : WIDE_ROWS;
+                (j->w.t == W_BF16 ? k->widen_bf16 : k->widen_f16)(wc + (size_t)r0 * j->in, wide,
+                                                                  (size_t)nr * j->in);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->rows, nr, j->in, 1.0f, j->x,
+                            j->ldx, wide, j->in, 0.0f, yc + r0, j->ldy);
+            }
+        }
     }
     if (j->bias) {
         for (int r = 0; r < j->rows; r++)
@@ -69,9 +94,10 @@ static void mm_part(void *arg, int tid, int nt)
  * y[rows, out] = x[rows, in] w[out, in]^T (+ bias). The pool's threads split the output columns
  * (each streams its share of w once); inside, OpenBLAS runs single-threaded: one set of threads
  * owns the cores. Row counts up to 16 (decode) use our small-M kernel, which streams the weights
- * once for all rows.
+ * once for all rows (16-bit weights are widened in registers). c provides the scratch for
+ * widening 16-bit weights in prefill.
  */
-void mm_rows(ss_pool *pool, const float *x, int rows, int in, int ldx, const float *w,
+void mm_rows(const ss_model *m, ss_ctx *c, const float *x, int rows, int in, int ldx, wmat w,
              const float *bias, int out, float *y, int ldy)
 {
     if (rows <= 0 || out <= 0) return;
@@ -83,11 +109,30 @@ void mm_rows(ss_pool *pool, const float *x, int rows, int in, int ldx, const flo
                 .ldx = ldx,
                 .out = out,
                 .ldy = ldy,
-                .y = y};
+                .y = y,
+                .wide = c->wide,
+                .wide_floats = c->wide_floats};
+    if (w.t != W_F32 && rows > 16 && (size_t)WIDE_ROWS * in > c->wide_floats) {
+        /* scratch missing (cannot happen after ctx_reserve): stay correct, one row at a time */
+        for (int r = 0; r < rows; r++)
+            mm_rows(m, c, x + (size_t)r * ldx, 1, in, ldx, w, bias, out, y + (size_t)r * ldy, ldy);
+        return;
+    }
     if ((size_t)rows * out * in < 100000 || out < 32)
         mm_part(&j, 0, 1);
     else
-        pool_run(pool, mm_part, &j);
+        pool_run(m->pool, mm_part, &j);
+}
+
+void wmat_row(wmat w, int d, int r, float *dst)
+{
+    const kernels *k = kernels_get();
+    if (w.t == W_F32)
+        memcpy(dst, (const float *)w.p + (size_t)r * d, (size_t)d * sizeof(float));
+    else if (w.t == W_BF16)
+        k->widen_bf16((const uint16_t *)w.p + (size_t)r * d, dst, (size_t)d);
+    else
+        k->widen_f16((const uint16_t *)w.p + (size_t)r * d, dst, (size_t)d);
 }
 
 void norm_rows(const model_config *c, const float *w, const float *b, const float *x, float *y,
@@ -207,6 +252,8 @@ static void ctx_release(ss_ctx *c)
     free(c->gw);
     free(c->ssd);
     c->ssd = NULL;
+    free(c->wide);
+    c->wide = NULL;
     c->route_idx = c->perm = c->counts = c->grows = NULL;
     c->gw = NULL;
     c->rows = 0;
@@ -266,6 +313,14 @@ static ss_err ctx_reserve(ss_ctx *c, int rows)
         c->gw = alloc_f(g);
         ok = c->router && c->eh && c->ein && c->eout && c->route_w && c->route_idx && c->perm &&
              c->counts && c->grows && c->gw;
+    }
+    if (ok && strcmp(m->info.dtype, "F32") != 0) {
+        /* the widest K a weight matrix has: d, Di, de (router/up: d; out/down: Di, de) */
+        size_t kmax = d > Di ? d : Di;
+        if ((size_t)cf->moe.expert_width > kmax) kmax = (size_t)cf->moe.expert_width;
+        c->wide_floats = (size_t)WIDE_ROWS * kmax;
+        c->wide = alloc_f(c->wide_floats * (size_t)m->n_threads);
+        ok = c->wide != NULL;
     }
     if (ok && m->info.arch == SS_ARCH_MAMBA2) {
         c->ssd_chunk = cf->chunk_size < rows ? cf->chunk_size : rows;
@@ -402,11 +457,11 @@ static void mamba1_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp
                            (size_t)ly->state_index * (size_t)Di * N;
 
     /* [x | z] = in_proj(u): proj [T, 2Di] */
-    mm_rows(m->pool, c->xn, T, d, d, ly->in_proj_w, ly->in_proj_b, 2 * Di, c->proj, 2 * Di);
+    mm_rows(m, c, c->xn, T, d, d, ly->in_proj_w, ly->in_proj_b, 2 * Di, c->proj, 2 * Di);
     /* x = SiLU(conv(x)): xc [T, Di] */
     conv_rows(m, ly, sp, n_sp, c->proj, 2 * Di, c->xc, Di);
     /* [dt_r | B | C] = x_proj(x): dbc [T, R + 2N] */
-    mm_rows(m->pool, c->xc, T, Di, Di, ly->x_proj_w, NULL, ldbc, c->dbc, ldbc);
+    mm_rows(m, c, c->xc, T, Di, Di, ly->x_proj_w, NULL, ldbc, c->dbc, ldbc);
     if (cf->has_mixer_rms) {
         for (int t = 0; t < T; t++) {
             float *r = c->dbc + (size_t)t * ldbc;
@@ -416,7 +471,7 @@ static void mamba1_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp
         }
     }
     /* dt = softplus(dt_proj(dt_r) + b): dt [T, Di] */
-    mm_rows(m->pool, c->dbc, T, R, ldbc, ly->dt_proj_w, ly->dt_proj_b, Di, c->dt, Di);
+    mm_rows(m, c, c->dbc, T, R, ldbc, ly->dt_proj_w, ly->dt_proj_b, Di, c->dt, Di);
 
     /* Selective scan: channel ranges in parallel, each walks its spans in token order. */
     scan_job sj = {.m = m, .c = c, .ly = ly, .sp = sp, .n_sp = n_sp, .ssm_off = ssm_off};
@@ -425,7 +480,7 @@ static void mamba1_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp
     else
         pool_run(m->pool, scan1_part, &sj);
     /* out = out_proj(y): [T, d] */
-    mm_rows(m->pool, c->y, T, Di, Di, ly->out_proj_w, ly->out_proj_b, d, c->out, d);
+    mm_rows(m, c, c->y, T, Di, Di, ly->out_proj_w, ly->out_proj_b, d, c->out, d);
 }
 
 /* ---- eval --------------------------------------------------------------------------------- */
@@ -480,8 +535,10 @@ static ss_err validate(const ss_model *m, ss_ctx *c, ss_seq *seqs, int n_seqs, i
     for (int s = 0; s < n_seqs; s++) {
         c->gid[s] = 0;
         if (g <= 0) continue;
-        if (seqs[s].group) c->gid[s] = seqs[s].group;
-        else if (lockstep) c->gid[s] = max_id + 1 + s / g;
+        if (seqs[s].group)
+            c->gid[s] = seqs[s].group;
+        else if (lockstep)
+            c->gid[s] = max_id + 1 + s / g;
     }
     for (int s = 0; s < n_seqs; s++) {
         if (!c->gid[s]) continue;
@@ -490,14 +547,17 @@ static ss_err validate(const ss_model *m, ss_ctx *c, ss_seq *seqs, int n_seqs, i
             if (c->gid[o] != c->gid[s]) continue;
             members++;
             if (seqs[o].n_tokens != seqs[s].n_tokens) {
-                return ss_fail(SS_ERR_INVALID, "mixture-of-tokens group %d mixes sequences of %d "
-                                               "and %d tokens: a group must move in lockstep",
+                return ss_fail(SS_ERR_INVALID,
+                               "mixture-of-tokens group %d mixes sequences of %d "
+                               "and %d tokens: a group must move in lockstep",
                                seqs[s].group, seqs[s].n_tokens, seqs[o].n_tokens);
             }
         }
         if (members > g) {
-            return ss_fail(SS_ERR_INVALID, "mixture-of-tokens group of %d sequences; the model's "
-                                           "group size is %d", members, g);
+            return ss_fail(SS_ERR_INVALID,
+                           "mixture-of-tokens group of %d sequences; the model's "
+                           "group size is %d",
+                           members, g);
         }
     }
     return SS_OK;
@@ -513,8 +573,7 @@ static ss_err run_round(ss_model *m, ss_ctx *c, ss_seq *seqs, const span *sp, in
     for (int q = 0; q < n_sp; q++) {
         const ss_seq *s = &seqs[sp[q].seq];
         for (int j = 0; j < sp[q].n; j++) {
-            memcpy(c->h + (size_t)(sp[q].row + j) * d,
-                   m->embed + (size_t)s->tokens[sp[q].pos + j] * d, (size_t)d * sizeof(float));
+            wmat_row(m->embed, d, s->tokens[sp[q].pos + j], c->h + (size_t)(sp[q].row + j) * d);
         }
     }
     for (int l = 0; l < cf->n_layer; l++) {
@@ -544,7 +603,7 @@ static ss_err run_round(ss_model *m, ss_ctx *c, ss_seq *seqs, const span *sp, in
         memcpy(ss_state_data(s->state) + lay.hidden_off, last, (size_t)d * sizeof(float));
         if (!s->logits) continue;
         if (s->logits_all) {
-            mm_rows(m->pool, c->xn + (size_t)sp[q].row * d, sp[q].n, d, d, m->lm_head, NULL, V,
+            mm_rows(m, c, c->xn + (size_t)sp[q].row * d, sp[q].n, d, d, m->lm_head, NULL, V,
                     s->logits + (size_t)sp[q].pos * V, V);
         } else if (sp[q].pos + sp[q].n == s->n_tokens) {
             n_last++;
@@ -560,7 +619,7 @@ static ss_err run_round(ss_model *m, ss_ctx *c, ss_seq *seqs, const span *sp, in
             memcpy(c->out + (size_t)k++ * d, c->xn + (size_t)(sp[q].row + sp[q].n - 1) * d,
                    (size_t)d * sizeof(float));
         }
-        mm_rows(m->pool, c->out, n_last, d, d, m->lm_head, NULL, V, c->logits, V);
+        mm_rows(m, c, c->out, n_last, d, d, m->lm_head, NULL, V, c->logits, V);
         k = 0;
         for (int q = 0; q < n_sp; q++) {
             ss_seq *s = &seqs[sp[q].seq];
@@ -596,8 +655,12 @@ ss_err ss_model_eval(ss_model *m, ss_ctx *c, ss_seq *seqs, int n_seqs, int locks
             int take = grouped ? (left < step ? left : step) : left;
             if (take > ROUND_ROWS - T) take = ROUND_ROWS - T;
             if (take <= 0) break;
-            sp[n_sp++] = (span){.seq = s, .state = seqs[s].state, .pos = pos[s], .row = T,
-                                .n = take, .group = c->gid[s]};
+            sp[n_sp++] = (span){.seq = s,
+                                .state = seqs[s].state,
+                                .pos = pos[s],
+                                .row = T,
+                                .n = take,
+                                .group = c->gid[s]};
             T += take;
         }
         if (!n_sp) break;
@@ -615,7 +678,7 @@ ss_err ss_model_logits_from_state(ss_model *m, ss_ctx *c, const ss_state *s, flo
         return ss_fail(SS_ERR_MISMATCH, "state of another model");
     ss_state_layout lay;
     ss_model_state_layout(m, &lay);
-    mm_rows(m->pool, ss_state_cdata(s) + lay.hidden_off, 1, m->cfg.d_model, m->cfg.d_model,
-            m->lm_head, NULL, m->cfg.vocab, logits, m->cfg.vocab);
+    mm_rows(m, c, ss_state_cdata(s) + lay.hidden_off, 1, m->cfg.d_model, m->cfg.d_model, m->lm_head,
+            NULL, m->cfg.vocab, logits, m->cfg.vocab);
     return SS_OK;
 }

@@ -177,7 +177,7 @@ void mamba2_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n
     const size_t ssm_off = (size_t)m->info.n_state_layers * C * cf->conv_kernel +
                            (size_t)ly->state_index * (size_t)Di * N;
 
-    mm_rows(m->pool, c->xn, T, d, d, ly->in_proj_w, ly->in_proj_b, W, c->proj, W);
+    mm_rows(m, c, c->xn, T, d, d, ly->in_proj_w, ly->in_proj_b, W, c->proj, W);
     conv_rows(m, ly, sp, n_sp, c->proj + Di, W, c->xc, C);
     /* dt per row and head */
     for (int t = 0; t < T; t++) {
@@ -206,5 +206,5 @@ void mamba2_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n
             for (int i = 0; i < gs; i++) yg[i] = yg[i] * inv * ly->gnorm_w[(size_t)g * gs + i];
         }
     }
-    mm_rows(m->pool, c->y, T, Di, Di, ly->out_proj_w, ly->out_proj_b, d, c->out, d);
+    mm_rows(m, c, c->y, T, Di, Di, ly->out_proj_w, ly->out_proj_b, d, c->out, d);
 }

@@ -37,13 +37,13 @@ static void activate(act_kind a, float *v, int n)
 }
 
 /* out[rows, d] = expert_e(in[rows, d]); eh is [rows, 2de] scratch. */
-static void run_expert(const ss_model *m, const layer *ly, int e, const float *in, int rows,
-                       float *eh, float *out)
+static void run_expert(const ss_model *m, ss_ctx *c, const layer *ly, int e, const float *in,
+                       int rows, float *eh, float *out)
 {
     const moe_config *mc = &m->cfg.moe;
     const int d = m->cfg.d_model, de = mc->expert_width;
     const int up_rows = mc->gated ? 2 * de : de;
-    mm_rows(m->pool, in, rows, d, d, ly->up_w[e], NULL, up_rows, eh, up_rows);
+    mm_rows(m, c, in, rows, d, d, ly->up_w[e], NULL, up_rows, eh, up_rows);
     for (int r = 0; r < rows; r++) {
         float *h = eh + (size_t)r * up_rows;
         activate(mc->activation, h, de);
@@ -52,7 +52,7 @@ static void run_expert(const ss_model *m, const layer *ly, int e, const float *i
         }
     }
     /* down: [d, de]; h rows have stride up_rows */
-    mm_rows(m->pool, eh, rows, de, up_rows, ly->down_w[e], NULL, d, out, d);
+    mm_rows(m, c, eh, rows, de, up_rows, ly->down_w[e], NULL, d, out, d);
 }
 
 static ss_err token_choice(ss_model *m, ss_ctx *c, const layer *ly, int T)
@@ -60,7 +60,7 @@ static ss_err token_choice(ss_model *m, ss_ctx *c, const layer *ly, int T)
     const moe_config *mc = &m->cfg.moe;
     const int d = m->cfg.d_model, E = mc->n_experts, k = mc->top_k;
     /* router logits [T, E] */
-    mm_rows(m->pool, c->xn, T, d, d, ly->router_w, ly->router_b, E, c->router, E);
+    mm_rows(m, c, c->xn, T, d, d, ly->router_w, ly->router_b, E, c->router, E);
     for (int t = 0; t < T; t++) {
         float *p = c->router + (size_t)t * E;
         if (mc->router_sigmoid) {
@@ -106,7 +106,7 @@ static ss_err token_choice(ss_model *m, ss_ctx *c, const layer *ly, int T)
         for (int j = 0; j < n; j++)
             memcpy(c->ein + (size_t)j * d, c->xn + (size_t)(rows[j] / k) * d,
                    (size_t)d * sizeof(float));
-        run_expert(m, ly, e, c->ein, n, c->eh, c->eout);
+        run_expert(m, c, ly, e, c->ein, n, c->eh, c->eout);
         for (int j = 0; j < n; j++) {
             const float w = c->route_w[rows[j]];
             float *o = c->out + (size_t)(rows[j] / k) * d;
@@ -127,7 +127,7 @@ static ss_err mixture_of_tokens(ss_model *m, ss_ctx *c, const layer *ly, const s
     const moe_config *mc = &m->cfg.moe;
     const int d = m->cfg.d_model, E = mc->n_experts;
     /* router scores [T, E] = x . router_e */
-    mm_rows(m->pool, c->xn, T, d, d, ly->router_w, ly->router_b, E, c->router, E);
+    mm_rows(m, c, c->xn, T, d, d, ly->router_w, ly->router_b, E, c->router, E);
     memset(c->out, 0, (size_t)T * d * sizeof(float));
     int *rows = c->grows;
     float *wgt = c->gw;
@@ -160,7 +160,7 @@ static ss_err mixture_of_tokens(ss_model *m, ss_ctx *c, const layer *ly, const s
                     const float *x = c->xn + (size_t)rows[a] * d;
                     for (int i = 0; i < d; i++) me[i] += wgt[a] * x[i];
                 }
-                run_expert(m, ly, e, me, 1, c->eh, c->eout);
+                run_expert(m, c, ly, e, me, 1, c->eh, c->eout);
                 for (int a = 0; a < gn; a++) {
                     float *o = c->out + (size_t)rows[a] * d;
                     for (int i = 0; i < d; i++) o[i] += wgt[a] * c->eout[i];
