@@ -6,6 +6,7 @@
  * never an out-of-bounds read. The writer serves state export and the benchmark's checkpoints.
  */
 #include "safetensors.h"
+#include "kernels.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -222,35 +223,12 @@ const st_tensor *st_find(const st_file *f, const char *name)
 
 float st_bf16_to_f32(uint16_t h)
 {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
+    return bf16_to_f32(h);
 }
 
 float st_f16_to_f32(uint16_t h)
 {
-    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
-    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
-    if (exp == 0) {
-        if (man == 0) {
-            u = sign;
-        } else { /* subnormal: renormalise */
-            int e = -1;
-            do {
-                e++;
-                man <<= 1;
-            } while (!(man & 0x400));
-            u = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ff) << 13);
-        }
-    } else if (exp == 31) {
-        u = sign | 0x7f800000u | (man << 13);
-    } else {
-        u = sign | ((exp + 127 - 15) << 23) | (man << 13);
-    }
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
+    return f16_to_f32(h);
 }
 
 uint16_t st_f32_to_bf16(float f)
@@ -292,15 +270,15 @@ void st_to_f32(st_dtype t, const void *src, float *dst, uint64_t n)
         memcpy(dst, src, n * 4);
         break;
     case ST_BF16:
-        for (uint64_t i = 0; i < n; i++) {
-            memcpy(&h, s + 2 * i, 2);
-            dst[i] = st_bf16_to_f32(h);
-        }
-        break;
     case ST_F16:
-        for (uint64_t i = 0; i < n; i++) {
+        if (((uintptr_t)src & 1) == 0) {
+            const kernels *k = kernels_get();
+            (t == ST_BF16 ? k->widen_bf16 : k->widen_f16)(src, dst, n);
+            break;
+        }
+        for (uint64_t i = 0; i < n; i++) { /* unaligned 16-bit data */
             memcpy(&h, s + 2 * i, 2);
-            dst[i] = st_f16_to_f32(h);
+            dst[i] = t == ST_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
         }
         break;
     default:
