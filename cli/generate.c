@@ -299,6 +299,10 @@ int cmd_generate_local(int argc, char **argv)
             const char *piece = ss_detok_push(dt, t, &len);
             const char *outp =
                 ss_stopper_push(stp, piece ? piece : "", piece ? len : 0, &olen, &hit);
+            if (!outp) {
+                rc = cli_fail("stop strings");
+                goto out;
+            }
             fwrite(outp, 1, olen, stdout);
             if (hit) why = "stop";
         }
@@ -323,9 +327,13 @@ int cmd_generate_local(int argc, char **argv)
     if (!show_ids && dt) {
         size_t len, olen;
         const char *tail = ss_detok_flush(dt, &len);
-        const char *outp = ss_stopper_push(stp, tail, len, &olen, &hit);
-        fwrite(outp, 1, olen, stdout);
-        outp = ss_stopper_flush(stp, &olen);
+        const char *outp = ss_stopper_push(stp, tail ? tail : "", tail ? len : 0, &olen, &hit);
+        if (outp) fwrite(outp, 1, olen, stdout);
+        outp = outp ? ss_stopper_flush(stp, &olen) : NULL;
+        if (!outp) {
+            rc = cli_fail("stop strings");
+            goto out;
+        }
         fwrite(outp, 1, olen, stdout);
     }
     if (isatty(STDOUT_FILENO) || show_ids) putchar('\n');

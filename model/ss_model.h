@@ -201,7 +201,11 @@ int32_t ss_argmax(const float *logits, int vocab);
  * Streaming stop-string matcher: generated text goes in piece by piece; what comes out is safe
  * to show now. Text that might be the start of a stop string is held back until it is decided;
  * when a stop string appears, the text before it is released and the rest (the stop string and
- * whatever followed) is dropped, as OpenAI's `stop` does.
+ * whatever followed) is dropped, as OpenAI's `stop` does (the earliest match wins).
+ * Released text never ends inside a multi-byte UTF-8 character: when the text pushed so far is
+ * valid UTF-8, so is every piece returned (a character whose bytes have not all arrived is held
+ * back; a stop string that begins inside a character drops that whole character).
+ * One matcher per generation; not thread-safe.
  */
 typedef struct ss_stopper ss_stopper;
 /* stops: n strings (n may be 0; empty strings are ignored). Copied. */
@@ -209,11 +213,13 @@ ss_err ss_stopper_new(const char *const *stops, int n, ss_stopper **out);
 void ss_stopper_free(ss_stopper *s);
 /*
  * Feed `len` bytes of text. Returns the text to emit now (owned by s, valid until the next call,
- * NUL-terminated) and its length in *out_len. *hit is set to 1 once a stop string matched; after
- * that every call returns "".
+ * NUL-terminated) and its length in *out_len; NULL (and *out_len 0) when out of memory, in which
+ * case this piece is lost. *hit is set to 1 once a stop string matched; after that every call
+ * returns "".
  */
 const char *ss_stopper_push(ss_stopper *s, const char *text, size_t len, size_t *out_len, int *hit);
-/* End of generation: release what is still held back (no stop string can complete any more). */
+/* End of generation: release what is still held back (no stop string can complete any more).
+ * NULL when out of memory. */
 const char *ss_stopper_flush(ss_stopper *s, size_t *out_len);
 
 /* ---- state files (safetensors) ------------------------------------------------------------ */

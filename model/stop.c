@@ -5,6 +5,11 @@
  * string; everything before it can no longer be part of a match and is released. A stop string
  * can straddle token boundaries (" Ques" + "tion:"), which is why the matcher works on text and
  * not on tokens.
+ *
+ * UTF-8: every cut (where released text ends) is moved back to the start of the character it
+ * would split, so released text never ends inside a multi-byte character, whatever the stop
+ * strings (a CLI argument need not be valid UTF-8) and however the text is cut into pieces. A
+ * JSON answer built from the pieces is then always valid.
  */
 #include "ss_model.h"
 
@@ -66,12 +71,35 @@ static int reserve(char **p, size_t *cap, size_t need)
     return 0;
 }
 
-/* Copy n bytes of buf to the output buffer and drop them from buf. */
+/* Bytes in a UTF-8 sequence that starts with lead byte c (1 for ASCII and stray bytes). */
+static size_t utf8_len(unsigned char c)
+{
+    return c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+}
+
+/*
+ * Move a cut of buf[0, len) at `cut` back to the start of the character it splits, if any: the
+ * character holding byte cut - 1 starts at its lead byte (at most 3 continuation bytes back) and
+ * is split when its bytes run past the cut (also at the end of buf: its last bytes have not
+ * arrived yet). Bytes that are not UTF-8 are left where they are.
+ */
+static size_t char_boundary(const char *buf, size_t cut)
+{
+    const unsigned char *b = (const unsigned char *)buf;
+    if (cut == 0) return 0;
+    size_t q = cut - 1;
+    while (q > 0 && cut - 1 - q < 3 && (b[q] & 0xC0) == 0x80) q--;
+    if (b[q] >= 0xC0 && q + utf8_len(b[q]) > cut) return q;
+    return cut;
+}
+
+/* Copy n bytes of buf to the output buffer and drop them from buf; NULL when out of memory. */
 static const char *release(ss_stopper *s, size_t n, size_t *out_len)
 {
+    *out_len = 0;
     if (reserve(&s->out, &s->out_cap, n + 1)) {
-        *out_len = 0;
-        return "";
+        ss_fail(SS_ERR_NOMEM, "out of memory in the stop-string matcher");
+        return NULL;
     }
     memcpy(s->out, s->buf, n);
     s->out[n] = '\0';
@@ -86,8 +114,11 @@ const char *ss_stopper_push(ss_stopper *s, const char *text, size_t len, size_t 
     *hit = s->hit;
     *out_len = 0;
     if (s->hit) return "";
-    if (reserve(&s->buf, &s->cap, s->len + len + 1)) return "";
-    memcpy(s->buf + s->len, text, len);
+    if (reserve(&s->buf, &s->cap, s->len + len + 1)) {
+        ss_fail(SS_ERR_NOMEM, "out of memory in the stop-string matcher");
+        return NULL;
+    }
+    if (len) memcpy(s->buf + s->len, text, len);
     s->len += len;
     /* earliest complete match */
     size_t first = s->len;
@@ -97,7 +128,8 @@ const char *ss_stopper_push(ss_stopper *s, const char *text, size_t len, size_t 
     }
     if (first < s->len) {
         s->hit = *hit = 1;
-        const char *r = release(s, first, out_len);
+        /* a stop string that begins inside a character takes the whole character with it */
+        const char *r = release(s, char_boundary(s->buf, first), out_len);
         s->len = 0;
         return r;
     }
@@ -112,14 +144,12 @@ const char *ss_stopper_push(ss_stopper *s, const char *text, size_t len, size_t 
             }
         }
     }
-    return release(s, s->len - hold, out_len);
+    return release(s, char_boundary(s->buf, s->len - hold), out_len);
 }
 
 const char *ss_stopper_flush(ss_stopper *s, size_t *out_len)
 {
-    if (s->hit) {
-        *out_len = 0;
-        return "";
-    }
+    *out_len = 0;
+    if (s->hit || s->len == 0) return "";
     return release(s, s->len, out_len);
 }

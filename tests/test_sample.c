@@ -122,8 +122,22 @@ static void test_sampling(void)
     CHECK_ERR(ss_sample_params_check(&p), SS_ERR_INVALID);
 }
 
-/* Feed pieces, collect output, return 1 if a stop matched. */
-static int run_stopper(const char *const *stops, int n, const char *const *pieces, char *out)
+/* Whether s[0, n) ends on a UTF-8 character boundary (no multi-byte character cut short). */
+static int whole_chars(const char *s, size_t n)
+{
+    const unsigned char *b = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        size_t l = b[i] >= 0xF0 ? 4 : b[i] >= 0xE0 ? 3 : b[i] >= 0xC0 ? 2 : 1;
+        if (i + l > n) return 0;
+        i += l;
+    }
+    return 1;
+}
+
+/* Feed pieces, collect output, return 1 if a stop matched. Every released piece must end on a
+ * character boundary (the pieces given here are all valid UTF-8 together, unless utf8 is 0). */
+static int run_stopper_(const char *const *stops, int n, const char *const *pieces, char *out,
+                        int utf8)
 {
     ss_stopper *s;
     REQUIRE_OK(ss_stopper_new(stops, n, &s));
@@ -132,7 +146,8 @@ static int run_stopper(const char *const *stops, int n, const char *const *piece
     for (int i = 0; pieces[i]; i++) {
         size_t len;
         const char *r = ss_stopper_push(s, pieces[i], strlen(pieces[i]), &len, &hit);
-        CHECK(strlen(r) == len);
+        CHECK(r && strlen(r) == len);
+        CHECKF(!utf8 || whole_chars(r, len), "piece %d released a cut character", i);
         strcat(out, r);
         if (hit) break;
     }
@@ -141,6 +156,7 @@ static int run_stopper(const char *const *stops, int n, const char *const *piece
     ss_stopper_free(s);
     return hit;
 }
+#define run_stopper(st, n, p, out) run_stopper_(st, n, p, out, 1)
 
 static void test_stopper(void)
 {
@@ -167,6 +183,51 @@ static void test_stopper(void)
     const char *stops2[] = {"\xc3\xa9t\xc3\xa9"};
     const char *p5[] = {"l'\xc3\xa9", "t\xc3", "\xa9 fin", NULL};
     CHECK(run_stopper(stops2, 1, p5, out) == 1 && strcmp(out, "l'") == 0);
+    /* a held character that begins the stop string, then the match: the text before is kept */
+    const char *p6[] = {"caf\xc3\xa9", " \xc3\xa9t\xc3\xa9", NULL};
+    CHECK(run_stopper(stops2, 1, p6, out) == 1 && strcmp(out, "caf\xc3\xa9 ") == 0);
+    /* a false start that is released by the next piece; one held at the very end */
+    const char *stops3[] = {"END"};
+    const char *p7[] = {"abc E", "N", "x", NULL};
+    CHECK(run_stopper(stops3, 1, p7, out) == 0 && strcmp(out, "abc ENx") == 0);
+    const char *p8[] = {"abc E", NULL};
+    CHECK(run_stopper(stops3, 1, p8, out) == 0 && strcmp(out, "abc E") == 0);
+    /* a stop string assembled from one-character pieces; two stops, one spanning a boundary */
+    const char *stops4[] = {"\n\n", "xyz"};
+    const char *p9[] = {"a", "x", "y", "z", NULL};
+    CHECK(run_stopper(stops4, 2, p9, out) == 1 && strcmp(out, "a") == 0);
+    const char *p10[] = {"one\n", "\ntwo", NULL};
+    CHECK(run_stopper(stops4, 2, p10, out) == 1 && strcmp(out, "one") == 0);
+
+    /* UTF-8: a character split over pieces is held until whole, stops or not */
+    REQUIRE_OK(ss_stopper_new(NULL, 0, &s));
+    const char *r = ss_stopper_push(s, "caf\xc3", 4, &len, &hit);
+    CHECK(r && len == 3 && !memcmp(r, "caf", 3));
+    r = ss_stopper_push(s, "\xa9!", 2, &len, &hit);
+    CHECK(r && len == 3 && !memcmp(r, "\xc3\xa9!", 3));
+    /* the end of the text releases what is held, even an incomplete character */
+    r = ss_stopper_push(s, "\xe2\x82", 2, &len, &hit);
+    CHECK(r && len == 0);
+    r = ss_stopper_flush(s, &len);
+    CHECK(r && len == 2 && !memcmp(r, "\xe2\x82", 2));
+    ss_stopper_free(s);
+    const char *p11[] = {"\xf0\x9f", "\x98", "\x80 ok", NULL}; /* U+1F600 in three pieces */
+    CHECK(run_stopper(NULL, 0, p11, out) == 0 && strcmp(out, "\xf0\x9f\x98\x80 ok") == 0);
+    /* stop strings that are not valid UTF-8 (a CLI argument may be anything) never make a cut
+     * inside a character: one that starts inside a character takes the whole character */
+    const char *stops5[] = {"\xa9t"};
+    const char *p12[] = {"caf\xc3\xa9t!", NULL};
+    CHECK(run_stopper(stops5, 1, p12, out) == 1 && strcmp(out, "caf") == 0);
+    /* a held suffix that would start inside a character holds the whole character */
+    const char *stops6[] = {"\xa9\xa9"};
+    REQUIRE_OK(ss_stopper_new(stops6, 1, &s));
+    r = ss_stopper_push(s, "a\xc3\xa9", 3, &len, &hit);
+    CHECK(r && len == 1 && r[0] == 'a' && !hit);
+    r = ss_stopper_push(s, "b", 1, &len, &hit);
+    CHECK(r && len == 3 && !memcmp(r, "\xc3\xa9" "b", 3) && !hit);
+    ss_stopper_free(s);
+    const char *p13[] = {"x\xc3\xa9", "\xa9y", NULL}; /* "\xa9\xa9" across the pieces */
+    CHECK(run_stopper_(stops6, 1, p13, out, 0) == 1 && strcmp(out, "x") == 0);
 }
 
 int main(void)
