@@ -490,6 +490,15 @@ ss_err api_submit(ss_api *a, const ss_job_params *p, ss_job **out)
     return err;
 }
 
+ss_err api_submit_batch(ss_api *a, const ss_job_params *ps, int n, ss_job **out)
+{
+    pthread_rwlock_rdlock(&a->engine_lock);
+    ss_err err = a->engine ? ss_engine_submit_batch(a->engine, ps, n, out)
+                           : ss_fail(SS_ERR_BUSY, "the server is shutting down");
+    pthread_rwlock_unlock(&a->engine_lock);
+    return err;
+}
+
 void api_cancel(ss_api *a, ss_job *job)
 {
     pthread_rwlock_rdlock(&a->engine_lock);

@@ -5,10 +5,16 @@
  * The handler validates everything on the HTTP thread (bad input never reaches the engine),
  * resolves the starting state (stored, merged on the fly, or zero), submits one engine job per
  * choice and parks the connection. The jobs' callbacks run on the engine thread: on_token
- * detokenizes (whole UTF-8 characters only), runs the stop-string matcher and, when streaming,
- * appends an SSE event; on_done finishes the text and wakes the request when every choice is done.
- * The continuation then runs on an HTTP thread and answers (storing a state first when asked:
- * LMDB commits never run on the engine thread).
+ * detokenizes (whole UTF-8 characters only), runs the stop-string matcher (ss_stopper) and, when
+ * streaming, appends an SSE event; on_done finishes the text and wakes the request when every
+ * choice is done. The continuation then runs on an HTTP thread and answers (storing a state first
+ * when asked: LMDB commits never run on the engine thread).
+ *
+ * Batches: a request in a batch form (several prompts: `prompt` as an array of prompts in
+ * /v1/completions, `prompts` in /v1/generate, `batch` in /v1/score and POST /v1/states) hands its
+ * choices to the engine as one batch (ss_engine_submit_batch). For a Mixture-of-Tokens model the
+ * engine steps them in lockstep groups and mixes them; for other models they are independent jobs.
+ * A request with one prompt (even with n > 1 choices) is never mixed with anything.
  *
  * Lifetime: the request context (struct infer) belongs to the HTTP request; every submitted job
  * holds a reference on the request, dropped as the last action of its on_done, so the context
@@ -24,6 +30,7 @@
 #include "ss_util.h"
 
 #define MAX_CHOICES 16
+#define MAX_STOPS   16
 
 typedef enum endpoint { EP_STATES, EP_GENERATE, EP_COMPLETIONS, EP_SCORE } endpoint;
 
@@ -32,16 +39,21 @@ struct infer;
 typedef struct choice {
     struct infer *inf;
     int index;
+    char label[32];  /* the request field it comes from, for messages ("prompts[2]") */
     ss_job *job;     /* set by submit / on_done; freed with the context */
     int done;        /* on_done ran (inf->mu) */
     int32_t *prompt; /* [n_prompt] (SCORE: the context) */
     int n_prompt;
+    int32_t *cont; /* SCORE: the continuation [n_cont] */
+    int n_cont;
+    api_save save;     /* POST /v1/states in batch form: this member's name, tags, metadata */
     char *prompt_text; /* completions with echo: the prompt as text */
     uint64_t seed;
     /* engine thread until done, then the HTTP thread */
     ss_detok *detok;
-    api_stop stop;
-    char *text; /* emitted text, NUL-terminated */
+    ss_stopper *stop;
+    int stop_hit; /* a stop string matched */
+    char *text;   /* emitted text, NUL-terminated */
     size_t text_len, text_cap;
     size_t streamed;  /* bytes of text already sent as events */
     int32_t *top_ids; /* [max_tokens + 1, n_logprobs] */
@@ -56,6 +68,7 @@ typedef struct infer {
     pthread_mutex_t mu;
     int n_choices, n_done;
     choice ch[MAX_CHOICES];
+    int batch; /* the request's batch form: the choices go to the engine as one batch */
     /* options */
     int stream;
     int want_logprobs, n_logprobs;
@@ -65,8 +78,8 @@ typedef struct infer {
     api_start start;
     int want_save;
     api_save save;
-    int32_t *cont; /* SCORE: continuation [n_cont] */
-    int n_cont;
+    const char *stops[MAX_STOPS]; /* borrowed from the request body until the choices copy them */
+    int n_stops;
     char cmpl_id[48];
     long long created;
 } infer;
@@ -80,16 +93,17 @@ static void infer_free(void *p)
         choice *c = &inf->ch[i];
         ss_job_free(c->job);
         free(c->prompt);
+        free(c->cont);
+        api_save_free(&c->save);
         free(c->prompt_text);
         ss_detok_free(c->detok);
-        api_stop_free(&c->stop);
+        ss_stopper_free(c->stop);
         free(c->text);
         free(c->top_ids);
         free(c->top_lps);
     }
     api_start_free(&inf->start);
     api_save_free(&inf->save);
-    free(inf->cont);
     pthread_mutex_destroy(&inf->mu);
     free(inf);
 }
@@ -124,6 +138,23 @@ static infer *infer_new(ss_api *a, ss_http_req *r, endpoint ep)
 }
 
 /* ---- JSON pieces --------------------------------------------------------------------------- */
+
+/* Append n bytes to a growing buffer (NUL-terminated); -1 on OOM. */
+static int buf_append(char **buf, size_t *len, size_t *cap, const char *s, size_t n)
+{
+    if (*len + n + 1 > *cap) {
+        size_t nc = *cap ? *cap : 64;
+        while (nc < *len + n + 1) nc *= 2;
+        char *p = realloc(*buf, nc);
+        if (!p) return -1;
+        *buf = p;
+        *cap = nc;
+    }
+    if (n) memcpy(*buf + *len, s, n);
+    *len += n;
+    (*buf)[*len] = '\0';
+    return 0;
+}
 
 /* A JSON string from UTF-8 bytes; "" if they are not valid UTF-8 (cannot happen for detok output).
  */
@@ -255,9 +286,9 @@ static int on_token(void *user, const ss_token_event *ev)
             plen = 0;
         }
     }
-    size_t before = c->text_len;
-    int m = api_stop_push(&c->stop, piece, plen, &c->text, &c->text_len, &c->text_cap);
-    if (m < 0) {
+    size_t before = c->text_len, olen = 0;
+    const char *out = ss_stopper_push(c->stop, piece, plen, &olen, &c->stop_hit);
+    if (!out || buf_append(&c->text, &c->text_len, &c->text_cap, out, olen)) {
         c->oom = 1;
         return -1;
     }
@@ -306,7 +337,7 @@ static int on_token(void *user, const ss_token_event *ev)
     } else if ((ev->index & 15) == 15 && ss_http_client_gone(inf->req)) {
         return -1; /* nobody waits for this answer any more */
     }
-    return m == 1 ? 1 : 0;
+    return c->stop_hit ? 1 : 0;
 }
 
 static void on_done(void *user, ss_job *job)
@@ -315,13 +346,14 @@ static void on_done(void *user, ss_job *job)
     infer *inf = c->inf;
     ss_http_req *r = inf->req;
     /* Finish the text: what the decoder and the stop matcher still hold. */
-    if (!c->stop.matched && c->detok) {
-        size_t n = 0;
-        const char *tail = ss_detok_flush(c->detok, &n);
-        if (tail && n && api_stop_push(&c->stop, tail, n, &c->text, &c->text_len, &c->text_cap) < 0)
-            c->oom = 1;
+    if (c->stop) {
+        size_t n = 0, olen = 0;
+        const char *tail = c->detok && !c->stop_hit ? ss_detok_flush(c->detok, &n) : NULL;
+        const char *out = tail && n ? ss_stopper_push(c->stop, tail, n, &olen, &c->stop_hit) : "";
+        if (!out || buf_append(&c->text, &c->text_len, &c->text_cap, out, olen)) c->oom = 1;
+        out = ss_stopper_flush(c->stop, &olen);
+        if (!out || buf_append(&c->text, &c->text_len, &c->text_cap, out, olen)) c->oom = 1;
     }
-    if (api_stop_flush(&c->stop, &c->text, &c->text_len, &c->text_cap) < 0) c->oom = 1;
     pthread_mutex_lock(&inf->mu);
     c->job = job;
     c->done = 1;
@@ -355,13 +387,13 @@ static json_t *timings(const ss_job_result *res)
                      "tokens_per_s", api_real(tps));
 }
 
-/* Store the job's final state (save_state / POST /v1/states); *rec receives the record. */
-static ss_err save_result(infer *inf, const ss_job_result *res, json_t **rec)
+/* Store a job's final state (save_state / POST /v1/states) with `save`; *rec gets the record. */
+static ss_err save_result(infer *inf, const api_save *save, const ss_job_result *res, json_t **rec)
 {
     if (!res->state) return ss_fail(SS_ERR_INTERNAL, "the job kept no state");
     char *text = NULL;
     long long n_tokens = inf->start.n_tokens + res->n_prompt + res->n_generated;
-    ss_err err = api_save_state(inf->a, &inf->save, ss_state_cdata(res->state), n_tokens,
+    ss_err err = api_save_state(inf->a, save, ss_state_cdata(res->state), n_tokens,
                                 inf->start.parents, &text);
     if (err) return err;
     *rec = json_loads(text, 0, NULL);
@@ -369,18 +401,52 @@ static ss_err save_result(infer *inf, const ss_job_result *res, json_t **rec)
     return *rec ? SS_OK : ss_fail(SS_ERR_NOMEM, "out of memory");
 }
 
+/* POST /v1/states: the record, or in batch form {"object": "list", "data": [records]}; states
+ * are stored one by one in the batch's order (on an error, those stored before it stay). */
 static void answer_states(infer *inf, ss_http_req *r)
 {
-    json_t *rec = NULL;
+    json_t *rec = NULL, *list = NULL;
     ss_err err = jobs_error(inf);
-    if (!err) err = save_result(inf, ss_job_get_result(inf->ch[0].job), &rec);
+    if (!err && inf->batch && !(list = json_array())) err = ss_fail(SS_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < inf->n_choices && !err; i++) {
+        choice *c = &inf->ch[i];
+        err = save_result(inf, inf->batch ? &c->save : &inf->save, ss_job_get_result(c->job), &rec);
+        if (!err && list) {
+            json_array_append_new(list, rec);
+            rec = NULL;
+        }
+    }
     if (err) {
+        json_decref(list);
         api_fail(r, err);
         return;
     }
-    api_json(r, 201, rec);
+    api_json(r, 201, list ? json_pack("{s:s,s:o}", "object", "list", "data", list) : rec);
 }
 
+/* The /v1/score answer for one choice. */
+static json_t *score_json(const choice *c, const ss_job_result *res)
+{
+    json_t *lps = json_array(), *toks = json_array();
+    double sum = 0;
+    int counted = 0;
+    for (int i = 0; i < res->n_cont; i++) {
+        float v = res->token_logprobs[i];
+        json_array_append_new(lps, api_real(v));
+        json_array_append_new(toks, json_integer(c->cont[i]));
+        if (isfinite(v)) {
+            sum += v;
+            counted++;
+        }
+    }
+    return json_pack("{s:i,s:o,s:o,s:o,s:o,s:i,s:{s:i,s:i}}", "n_tokens", res->n_cont,
+                     "logprob_sum", json_real(sum), "perplexity",
+                     counted ? api_real(exp(-sum / counted)) : json_null(), "token_logprobs", lps,
+                     "tokens", toks, "n_scored", counted, "usage", "prompt_tokens", res->n_prompt,
+                     "context_tokens", res->n_prompt - res->n_cont);
+}
+
+/* /v1/score: one answer, or in batch form {"object": "list", "results": [answers]}. */
 static void answer_score(infer *inf, ss_http_req *r)
 {
     ss_err err = jobs_error(inf);
@@ -388,61 +454,28 @@ static void answer_score(infer *inf, ss_http_req *r)
         api_fail(r, err);
         return;
     }
-    const ss_job_result *res = ss_job_get_result(inf->ch[0].job);
-    json_t *lps = json_array(), *toks = json_array();
-    double sum = 0;
-    int counted = 0;
-    for (int i = 0; i < res->n_cont; i++) {
-        float v = res->token_logprobs[i];
-        json_array_append_new(lps, api_real(v));
-        json_array_append_new(toks, json_integer(inf->cont[i]));
-        if (isfinite(v)) {
-            sum += v;
-            counted++;
-        }
+    if (!inf->batch) {
+        api_json(r, 200, score_json(&inf->ch[0], ss_job_get_result(inf->ch[0].job)));
+        return;
     }
-    json_t *j = json_pack("{s:i,s:o,s:o,s:o,s:o,s:i,s:{s:i,s:i}}", "n_tokens", res->n_cont,
-                          "logprob_sum", json_real(sum), "perplexity",
-                          counted ? api_real(exp(-sum / counted)) : json_null(), "token_logprobs",
-                          lps, "tokens", toks, "n_scored", counted, "usage", "prompt_tokens",
-                          res->n_prompt, "context_tokens", res->n_prompt - res->n_cont);
-    api_json(r, 200, j);
+    json_t *results = json_array();
+    int n_prompt = 0;
+    for (int i = 0; results && i < inf->n_choices; i++) {
+        const ss_job_result *res = ss_job_get_result(inf->ch[i].job);
+        n_prompt += res->n_prompt;
+        json_t *o = score_json(&inf->ch[i], res);
+        if (o) json_object_set_new(o, "index", json_integer(i));
+        json_array_append_new(results, o);
+    }
+    api_json(r, 200, json_pack("{s:s,s:o,s:{s:i}}", "object", "list", "results", results, "usage",
+                               "prompt_tokens", n_prompt));
 }
 
-static void answer_generate(infer *inf, ss_http_req *r)
+/* The non-streamed /v1/generate answer for one choice (rec, the saved state, is stolen). */
+static json_t *generate_json(infer *inf, const choice *c, const ss_job_result *res, json_t *rec)
 {
-    ss_err err = jobs_error(inf);
-    json_t *rec = NULL;
-    choice *c = &inf->ch[0];
-    const ss_job_result *res = err ? NULL : ss_job_get_result(c->job);
-    if (!err && inf->want_save) err = save_result(inf, res, &rec);
-    if (err) {
-        if (!inf->stream) {
-            api_fail(r, err);
-        } else {
-            sse_send(r, json_pack("{s:{s:s,s:s}}", "error", "code", api_code_of(err), "message",
-                                  ss_errmsg()));
-            ss_http_stream_write(r, "data: [DONE]\n\n", 14);
-            ss_http_stream_end(r);
-        }
-        return;
-    }
     json_t *usage = json_pack("{s:i,s:i,s:i}", "prompt_tokens", res->n_prompt, "completion_tokens",
                               res->n_generated, "total_tokens", res->n_prompt + res->n_generated);
-    if (inf->stream) {
-        json_t *j = json_pack("{s:o,s:s,s:o,s:o}", "text",
-                              jstr(c->text ? c->text + c->streamed : "", c->text_len - c->streamed),
-                              "finish_reason", finish_name(res->finish, 0), "usage", usage,
-                              "timings", timings(res));
-        if (j && rec)
-            json_object_set_new(j, "state", rec);
-        else
-            json_decref(rec);
-        sse_send(r, j);
-        ss_http_stream_write(r, "data: [DONE]\n\n", 14);
-        ss_http_stream_end(r);
-        return;
-    }
     json_t *toks = json_array();
     for (int i = 0; i < res->n_generated; i++)
         json_array_append_new(toks, json_integer(res->tokens[i]));
@@ -459,7 +492,81 @@ static void answer_generate(infer *inf, ss_http_req *r)
         json_object_set_new(j, "state", rec);
     else
         json_decref(rec);
-    api_json(r, 200, j);
+    return j;
+}
+
+/* /v1/generate in batch form: {"object": "list", "results": [answers with "index"], "usage"}. */
+static void answer_generate_batch(infer *inf, ss_http_req *r)
+{
+    ss_err err = jobs_error(inf);
+    json_t *results = err ? NULL : json_array();
+    int n_prompt = 0, n_gen = 0;
+    if (!err && !results) err = ss_fail(SS_ERR_NOMEM, "out of memory");
+    for (int i = 0; !err && i < inf->n_choices; i++) {
+        choice *c = &inf->ch[i];
+        const ss_job_result *res = ss_job_get_result(c->job);
+        json_t *rec = NULL;
+        if (inf->want_save && (err = save_result(inf, &inf->save, res, &rec))) break;
+        n_prompt += res->n_prompt;
+        n_gen += res->n_generated;
+        json_t *o = generate_json(inf, c, res, rec);
+        if (o) {
+            json_object_del(o, "model");
+            json_object_set_new(o, "index", json_integer(i));
+        }
+        json_array_append_new(results, o);
+    }
+    if (err) {
+        json_decref(results);
+        api_fail(r, err);
+        return;
+    }
+    api_json(r, 200,
+             json_pack("{s:s,s:o,s:{s:i,s:i,s:i},s:s}", "object", "list", "results", results,
+                       "usage", "prompt_tokens", n_prompt, "completion_tokens", n_gen,
+                       "total_tokens", n_prompt + n_gen, "model", inf->a->model_name));
+}
+
+static void answer_generate(infer *inf, ss_http_req *r)
+{
+    if (inf->batch) {
+        answer_generate_batch(inf, r);
+        return;
+    }
+    ss_err err = jobs_error(inf);
+    json_t *rec = NULL;
+    choice *c = &inf->ch[0];
+    const ss_job_result *res = err ? NULL : ss_job_get_result(c->job);
+    if (!err && inf->want_save) err = save_result(inf, &inf->save, res, &rec);
+    if (err) {
+        if (!inf->stream) {
+            api_fail(r, err);
+        } else {
+            sse_send(r, json_pack("{s:{s:s,s:s}}", "error", "code", api_code_of(err), "message",
+                                  ss_errmsg()));
+            ss_http_stream_write(r, "data: [DONE]\n\n", 14);
+            ss_http_stream_end(r);
+        }
+        return;
+    }
+    if (inf->stream) {
+        json_t *usage =
+            json_pack("{s:i,s:i,s:i}", "prompt_tokens", res->n_prompt, "completion_tokens",
+                      res->n_generated, "total_tokens", res->n_prompt + res->n_generated);
+        json_t *j = json_pack("{s:o,s:s,s:o,s:o}", "text",
+                              jstr(c->text ? c->text + c->streamed : "", c->text_len - c->streamed),
+                              "finish_reason", finish_name(res->finish, 0), "usage", usage,
+                              "timings", timings(res));
+        if (j && rec)
+            json_object_set_new(j, "state", rec);
+        else
+            json_decref(rec);
+        sse_send(r, j);
+        ss_http_stream_write(r, "data: [DONE]\n\n", 14);
+        ss_http_stream_end(r);
+        return;
+    }
+    api_json(r, 200, generate_json(inf, c, res, rec));
 }
 
 static void answer_completions(infer *inf, ss_http_req *r)
@@ -547,23 +654,79 @@ static void finish_cont(void *app, ss_http_req *r, void *user)
 /* ---- submitting ---------------------------------------------------------------------------- */
 
 /*
- * Submit one job per choice (base params completed per choice), then park or start the stream.
- * On failure answers the error (jobs already queued are cancelled).
+ * A Mixture-of-Tokens model steps the choices of a batch in lockstep, in groups of
+ * mot_group_size consecutive choices: within a group, every prompt (and continuation) must have
+ * the same number of tokens. Checked here so that the message names the request's fields.
+ */
+static ss_err check_lockstep(infer *inf)
+{
+    const int g = inf->a->info->mot_group_size;
+    if (!inf->batch || g < 2) return SS_OK;
+    for (int s = 0; s < inf->n_choices; s += g) {
+        const choice *f = &inf->ch[s];
+        for (int i = s + 1; i < s + g && i < inf->n_choices; i++) {
+            const choice *c = &inf->ch[i];
+            if (c->n_prompt == f->n_prompt && c->n_cont == f->n_cont) continue;
+            int cont = c->n_prompt == f->n_prompt;
+            return ss_fail(SS_ERR_INVALID,
+                           "%s has %d %s tokens and %s has %d: this model (Mixture of Tokens) "
+                           "mixes the sequences of a batch token by token in groups of %d, so "
+                           "the members of a group need the same number of tokens",
+                           c->label, cont ? c->n_cont : c->n_prompt,
+                           cont                         ? "continuation"
+                           : inf->ep == EP_SCORE        ? "context"
+                                                        : "prompt",
+                           f->label, cont ? f->n_cont : f->n_prompt, g);
+        }
+    }
+    return SS_OK;
+}
+
+/* The job parameters of choice c (base params completed for it). */
+static ss_job_params choice_params(choice *c, const ss_job_params *base)
+{
+    ss_job_params p = *base;
+    p.prompt = c->prompt;
+    p.n_prompt = c->n_prompt;
+    p.cont = c->cont;
+    p.n_cont = c->n_cont;
+    p.sample.seed = c->seed;
+    p.user = c;
+    p.on_token = base->kind == SS_JOB_GENERATE ? on_token : NULL;
+    p.on_done = on_done;
+    return p;
+}
+
+/*
+ * Submit one job per choice (base params completed per choice; in batch form all of them as one
+ * engine batch), then park or start the stream. On failure answers the error (jobs already
+ * queued are cancelled).
  */
 static void submit_all(infer *inf, const ss_job_params *base)
 {
     ss_http_req *r = inf->req;
-    ss_err err = SS_OK;
+    ss_err err = check_lockstep(inf);
     int submitted = 0;
-    for (int i = 0; i < inf->n_choices; i++) {
+    if (!err && inf->batch) {
+        ss_job_params ps[MAX_CHOICES];
+        ss_job *jobs[MAX_CHOICES];
+        for (int i = 0; i < inf->n_choices; i++) {
+            ps[i] = choice_params(&inf->ch[i], base);
+            ss_http_req_ref(r); /* one per job, dropped by its on_done */
+        }
+        err = api_submit_batch(inf->a, ps, inf->n_choices, jobs);
+        if (err) {
+            for (int i = 0; i < inf->n_choices; i++) ss_http_req_unref(r);
+        } else {
+            pthread_mutex_lock(&inf->mu);
+            for (int i = 0; i < inf->n_choices; i++) inf->ch[i].job = jobs[i];
+            pthread_mutex_unlock(&inf->mu);
+            submitted = inf->n_choices;
+        }
+    }
+    for (int i = 0; !err && !inf->batch && i < inf->n_choices; i++) {
         choice *c = &inf->ch[i];
-        ss_job_params p = *base;
-        p.prompt = c->prompt;
-        p.n_prompt = c->n_prompt;
-        p.sample.seed = c->seed;
-        p.user = c;
-        p.on_token = base->kind == SS_JOB_GENERATE ? on_token : NULL;
-        p.on_done = on_done;
+        ss_job_params p = choice_params(c, base);
         ss_job *job = NULL;
         ss_http_req_ref(r);
         err = api_submit(inf->a, &p, &job);
@@ -648,12 +811,36 @@ static ss_err parse_logprobs(json_t *body, infer *inf)
     return SS_OK;
 }
 
+/*
+ * "stop": a string or an array of strings (absent/null: none). The strings are borrowed from the
+ * body into inf->stops until choice_setup copies them into each choice's matcher.
+ */
+static ss_err parse_stops(const json_t *v, infer *inf)
+{
+    inf->n_stops = 0;
+    if (!v || json_is_null(v)) return SS_OK;
+    if (!json_is_string(v) && !json_is_array(v))
+        return ss_fail(SS_ERR_FORMAT, "stop must be a string or an array of strings");
+    size_t n = json_is_string(v) ? 1 : json_array_size(v);
+    if (n > MAX_STOPS)
+        return ss_fail(SS_ERR_INVALID, "at most %d stop strings, not %zu", MAX_STOPS, n);
+    for (size_t i = 0; i < n; i++) {
+        const json_t *sv = json_is_string(v) ? v : json_array_get(v, i);
+        if (!json_is_string(sv)) return ss_fail(SS_ERR_FORMAT, "stop[%zu] is not a string", i);
+        size_t len = json_string_length(sv);
+        if (len == 0 || len > 256 || memchr(json_string_value(sv), 0, len))
+            return ss_fail(SS_ERR_INVALID, "stop[%zu] must be 1 to 256 bytes of text", i);
+        inf->stops[inf->n_stops++] = json_string_value(sv);
+    }
+    return SS_OK;
+}
+
 /* Per-choice buffers for generation (detokenizer, stop matcher, top logprobs). */
-static ss_err choice_setup(infer *inf, choice *c, const json_t *stops)
+static ss_err choice_setup(infer *inf, choice *c)
 {
     ss_err err;
     if (inf->a->tok && (err = ss_detok_new(inf->a->tok, &c->detok))) return err;
-    if ((err = api_stop_init(&c->stop, stops))) return err;
+    if ((err = ss_stopper_new(inf->stops, inf->n_stops, &c->stop))) return err;
     if (inf->n_logprobs > 0) {
         size_t n = (size_t)(inf->max_tokens + 1) * inf->n_logprobs;
         c->top_ids = malloc(n * sizeof *c->top_ids);
@@ -672,7 +859,70 @@ static ss_job_params base_params(infer *inf, ss_job_kind kind)
     return p;
 }
 
+/*
+ * The array of a batch form: 1..MAX_CHOICES members; sets inf->batch and inf->n_choices and
+ * each choice's label ("<key>[i]").
+ */
+static ss_err batch_members(infer *inf, const json_t *v, const char *key)
+{
+    if (!json_is_array(v) || json_array_size(v) == 0)
+        return ss_fail(SS_ERR_FORMAT, "\"%s\" must be a non-empty array", key);
+    if (json_array_size(v) > MAX_CHOICES)
+        return ss_fail(SS_ERR_INVALID, "at most %d members in \"%s\", not %zu", MAX_CHOICES, key,
+                       json_array_size(v));
+    inf->batch = 1;
+    inf->n_choices = (int)json_array_size(v);
+    for (int i = 0; i < inf->n_choices; i++)
+        snprintf(inf->ch[i].label, sizeof inf->ch[i].label, "%s[%d]", key, i);
+    return SS_OK;
+}
+
 /* ---- handlers ------------------------------------------------------------------------------ */
+
+/* One state to create: `prompt` (text) or `tokens` (ids) of o, into choice c. `where` prefixes
+ * the field names in messages ("" or "batch[2]."). An empty prompt is allowed with `from`. */
+static ss_err state_prompt(ss_api *a, json_t *o, int have_from, const char *where, choice *c)
+{
+    json_t *pv = json_object_get(o, "prompt"), *tv = json_object_get(o, "tokens");
+    char what[64];
+    if (pv && tv) return ss_fail(SS_ERR_FORMAT, "give %sprompt or %stokens, not both", where, where);
+    if (!pv) pv = tv;
+    if (!pv) {
+        if (have_from) return SS_OK;
+        return ss_fail(SS_ERR_FORMAT, "\"%sprompt\" (text) or \"%stokens\" (ids) is required",
+                       where, where);
+    }
+    snprintf(what, sizeof what, "%s%s", where, pv == tv ? "tokens" : "prompt");
+    return api_tokens(a, pv, what, &c->prompt, &c->n_prompt);
+}
+
+/* A member of POST /v1/states in batch form: its prompt, and its name, tags and metadata (the
+ * request's own tags and metadata apply to members that have none). */
+static ss_err state_member(ss_api *a, json_t *body, json_t *item, infer *inf, int i)
+{
+    choice *c = &inf->ch[i];
+    char where[48];
+    snprintf(where, sizeof where, "batch[%d].", i);
+    if (!json_is_object(item))
+        return ss_fail(SS_ERR_FORMAT, "batch[%d] must be an object {prompt | tokens, name?, "
+                                      "tags?, metadata?}", i);
+    ss_err err = state_prompt(a, item, json_object_get(body, "from") != NULL, where, c);
+    if (err) return err;
+    json_t *o = json_copy(item);
+    if (!o) return ss_fail(SS_ERR_NOMEM, "out of memory");
+    static const char *const shared[] = {"tags", "metadata"};
+    for (int k = 0; k < 2; k++)
+        if (!json_object_get(o, shared[k]) && json_object_get(body, shared[k]))
+            json_object_set(o, shared[k], json_object_get(body, shared[k]));
+    err = api_save_parse(a, o, &c->save);
+    json_decref(o);
+    if (err) return err;
+    for (int k = 0; k < i && c->save.name; k++)
+        if (inf->ch[k].save.name && !strcmp(inf->ch[k].save.name, c->save.name))
+            return ss_fail(SS_ERR_INVALID, "batch[%d] and batch[%d] are both named '%s'", k, i,
+                           c->save.name);
+    return SS_OK;
+}
 
 void api_h_states_create(void *app, ss_http_req *r)
 {
@@ -686,26 +936,32 @@ void api_h_states_create(void *app, ss_http_req *r)
         err = ss_fail(SS_ERR_NOMEM, "out of memory");
         goto out;
     }
-    json_t *pv = json_object_get(body, "prompt"), *tv = json_object_get(body, "tokens");
-    if (pv && tv) {
-        err = ss_fail(SS_ERR_FORMAT, "give \"prompt\" or \"tokens\", not both");
-        goto out;
+    json_t *bv = json_object_get(body, "batch");
+    if (bv && !json_is_null(bv)) {
+        /* batch form: [{prompt | tokens, name?, tags?, metadata?}, ...], one record each */
+        if (json_object_get(body, "prompt") || json_object_get(body, "tokens") ||
+            json_object_get(body, "name")) {
+            err = ss_fail(SS_ERR_FORMAT, "with \"batch\", each member has its own prompt or "
+                                         "tokens and name: give them inside the batch");
+            goto out;
+        }
+        if ((err = batch_members(inf, bv, "batch"))) goto out;
+        for (int i = 0; i < inf->n_choices; i++)
+            if ((err = state_member(a, body, json_array_get(bv, (size_t)i), inf, i))) goto out;
+    } else {
+        inf->n_choices = 1;
+        if ((err = state_prompt(a, body, json_object_get(body, "from") != NULL, "", &inf->ch[0])))
+            goto out;
+        if ((err = api_save_parse(a, body, &inf->save))) goto out;
     }
-    if (!pv) pv = tv;
-    if (!pv && !json_object_get(body, "from")) {
-        err = ss_fail(SS_ERR_FORMAT, "\"prompt\" (text) or \"tokens\" (ids) is required");
-        goto out;
-    }
-    if (pv && (err = api_tokens(a, pv, pv == tv ? "tokens" : "prompt", &inf->ch[0].prompt,
-                                &inf->ch[0].n_prompt)))
-        goto out;
-    if ((err = api_save_parse(a, body, &inf->save))) goto out;
     if ((err = api_start_resolve(a, body, "from", 0, &inf->start))) goto out;
-    if (inf->ch[0].n_prompt == 0 && !inf->start.st) {
-        err = ss_fail(SS_ERR_INVALID, "the prompt is empty");
-        goto out;
+    for (int i = 0; i < inf->n_choices; i++) {
+        if (inf->ch[i].n_prompt == 0 && !inf->start.st) {
+            err = ss_fail(SS_ERR_INVALID, "the prompt%s%s is empty", inf->batch ? " of " : "",
+                          inf->ch[i].label);
+            goto out;
+        }
     }
-    inf->n_choices = 1;
     /* with `from` and an empty prompt the job just copies the state: a plain "save as" */
     ss_job_params p = base_params(inf, SS_JOB_PREFILL);
     submit_all(inf, &p);
@@ -715,8 +971,8 @@ out:
 }
 
 /* Shared by generate and completions: the parts that are the same. */
-static ss_err parse_generation(ss_api *a, ss_http_req *r, json_t *body, infer *inf,
-                               ss_job_params *p, long long dflt_max)
+static ss_err parse_generation(ss_api *a, json_t *body, infer *inf, ss_job_params *p,
+                               long long dflt_max)
 {
     ss_err err;
     if ((err = api_get_bool(body, "stream", 0, &inf->stream))) return err;
@@ -729,6 +985,7 @@ static ss_err parse_generation(ss_api *a, ss_http_req *r, json_t *body, infer *i
     if (stops && !json_is_null(stops) && !a->tok &&
         (json_is_string(stops) || json_array_size(stops) > 0))
         return ss_fail(SS_ERR_UNSUPPORTED, "stop strings need a tokenizer (none is loaded)");
+    if ((err = parse_stops(stops, inf))) return err;
     ss_sample_params sp;
     if ((err = parse_sampling(body, &sp))) return err;
     uint64_t seed;
@@ -741,13 +998,13 @@ static ss_err parse_generation(ss_api *a, ss_http_req *r, json_t *body, infer *i
     p->stop_at_eos = inf->stop_at_eos;
     for (int i = 0; i < inf->n_choices; i++) {
         inf->ch[i].seed = seed + (uint64_t)i;
-        if ((err = choice_setup(inf, &inf->ch[i], stops))) return err;
+        if ((err = choice_setup(inf, &inf->ch[i]))) return err;
         if (inf->ch[i].n_prompt == 0 && !inf->start.has_hidden && inf->max_tokens > 0)
-            return ss_fail(SS_ERR_INVALID, "the prompt is empty: give a prompt, or a starting "
-                                           "state (state or merge) to predict the first token "
-                                           "from");
+            return ss_fail(SS_ERR_INVALID, "the prompt%s%s is empty: give a prompt, or a "
+                                           "starting state (state or merge) to predict the first "
+                                           "token from",
+                           inf->batch ? " " : "", inf->batch ? inf->ch[i].label : "");
     }
-    (void)r;
     return SS_OK;
 }
 
@@ -764,11 +1021,26 @@ void api_h_generate(void *app, ss_http_req *r)
         err = ss_fail(SS_ERR_NOMEM, "out of memory");
         goto out;
     }
-    inf->n_choices = 1;
-    json_t *pv = json_object_get(body, "prompt");
-    if (pv && !json_is_null(pv) &&
-        (err = api_tokens(a, pv, "prompt", &inf->ch[0].prompt, &inf->ch[0].n_prompt)))
-        goto out;
+    json_t *pv = json_object_get(body, "prompt"), *bv = json_object_get(body, "prompts");
+    if (bv && !json_is_null(bv)) {
+        /* batch form: "prompts": [prompt, ...], one result each */
+        if (pv && !json_is_null(pv)) {
+            err = ss_fail(SS_ERR_FORMAT, "give \"prompt\" or \"prompts\", not both");
+            goto out;
+        }
+        if ((err = batch_members(inf, bv, "prompts"))) goto out;
+        for (int i = 0; i < inf->n_choices; i++) {
+            choice *c = &inf->ch[i];
+            if ((err = api_tokens(a, json_array_get(bv, (size_t)i), c->label, &c->prompt,
+                                  &c->n_prompt)))
+                goto out;
+        }
+    } else {
+        inf->n_choices = 1;
+        if (pv && !json_is_null(pv) &&
+            (err = api_tokens(a, pv, "prompt", &inf->ch[0].prompt, &inf->ch[0].n_prompt)))
+            goto out;
+    }
     json_t *sv = json_object_get(body, "save_state");
     if (sv && !json_is_null(sv) && !json_is_false(sv)) {
         if (!json_is_object(sv) && !json_is_true(sv)) {
@@ -781,13 +1053,25 @@ void api_h_generate(void *app, ss_http_req *r)
                                        "scope");
             goto out;
         }
+        if (inf->batch && json_is_object(sv) && json_object_get(sv, "name") &&
+            !json_is_null(json_object_get(sv, "name"))) {
+            err = ss_fail(SS_ERR_INVALID, "save_state.name cannot be used with \"prompts\": a name "
+                                          "belongs to one state (use tags)");
+            goto out;
+        }
         json_t *empty = json_object();
         err = api_save_parse(a, json_is_object(sv) ? sv : empty, &inf->save);
         json_decref(empty);
         if (err) goto out;
         inf->want_save = 1;
     }
-    if ((err = parse_generation(a, r, body, inf, &p, 64))) goto out;
+    if ((err = parse_generation(a, body, inf, &p, 64))) goto out;
+    if (inf->batch && inf->stream) {
+        err = ss_fail(SS_ERR_UNSUPPORTED, "stream is not supported with \"prompts\"; "
+                                          "/v1/completions streams the choices of several "
+                                          "prompts");
+        goto out;
+    }
     p.want_state = inf->want_save;
     submit_all(inf, &p);
 out:
@@ -835,7 +1119,8 @@ void api_h_completions(void *app, ss_http_req *r)
         err = ss_fail(SS_ERR_INVALID, "n must be between 1 and %d", MAX_CHOICES);
         goto out;
     }
-    /* prompt: "text" | [ids] | ["text", ...] | [[ids], ...]; absent = empty */
+    /* prompt: "text" | [ids] | ["text", ...] | [[ids], ...]; absent = empty. The two array
+     * forms are a batch: its choices go to the engine together (Mixture of Tokens mixes them) */
     json_t *pv = json_object_get(body, "prompt");
     json_t *prompts[MAX_CHOICES];
     int n_prompts = 1;
@@ -851,18 +1136,18 @@ void api_h_completions(void *app, ss_http_req *r)
             goto out;
         }
         for (int i = 0; i < n_prompts; i++) prompts[i] = json_array_get(pv, (size_t)i);
+        inf->batch = 1;
     }
     inf->n_choices = n_prompts * (int)n_per;
     for (int i = 0; i < inf->n_choices && !err; i++) {
         choice *c = &inf->ch[i];
-        char what[32];
-        snprintf(what, sizeof what, n_prompts > 1 ? "prompt[%d]" : "prompt", i / (int)n_per);
-        err = api_tokens(a, prompts[i / (int)n_per], what, &c->prompt, &c->n_prompt);
+        snprintf(c->label, sizeof c->label, inf->batch ? "prompt[%d]" : "prompt", i / (int)n_per);
+        err = api_tokens(a, prompts[i / (int)n_per], c->label, &c->prompt, &c->n_prompt);
         if (!err && inf->echo) err = prompt_text(a, prompts[i / (int)n_per], c);
     }
     json_decref(empty);
     if (err) goto out;
-    if ((err = parse_generation(a, r, body, inf, &p, 16))) goto out;
+    if ((err = parse_generation(a, body, inf, &p, 16))) goto out;
     if (inf->echo && inf->want_logprobs) {
         err = ss_fail(SS_ERR_UNSUPPORTED, "echo together with logprobs is not supported: use "
                                           "POST /v1/score for the prompt's log-probabilities");
@@ -872,6 +1157,23 @@ void api_h_completions(void *app, ss_http_req *r)
 out:
     if (err) api_fail(r, err);
     json_decref(body);
+}
+
+/* Context (optional) and continuation of one scoring member from o; `where` prefixes messages. */
+static ss_err score_member(ss_api *a, json_t *o, const char *where, choice *c)
+{
+    char what[64];
+    json_t *cv = json_object_get(o, "context"), *kv = json_object_get(o, "continuation");
+    if (!kv)
+        return ss_fail(SS_ERR_FORMAT, "\"%scontinuation\" (text or token ids) is required", where);
+    ss_err err;
+    snprintf(what, sizeof what, "%scontext", where);
+    if (cv && !json_is_null(cv) && (err = api_tokens(a, cv, what, &c->prompt, &c->n_prompt)))
+        return err;
+    snprintf(what, sizeof what, "%scontinuation", where);
+    if ((err = api_tokens(a, kv, what, &c->cont, &c->n_cont))) return err;
+    if (c->n_cont == 0) return ss_fail(SS_ERR_INVALID, "the %s is empty", what);
+    return SS_OK;
 }
 
 void api_h_score(void *app, ss_http_req *r)
@@ -886,24 +1188,32 @@ void api_h_score(void *app, ss_http_req *r)
         err = ss_fail(SS_ERR_NOMEM, "out of memory");
         goto out;
     }
-    inf->n_choices = 1;
-    json_t *cv = json_object_get(body, "context"), *kv = json_object_get(body, "continuation");
-    if (!kv) {
-        err = ss_fail(SS_ERR_FORMAT, "\"continuation\" (text or token ids) is required");
-        goto out;
-    }
-    if (cv && !json_is_null(cv) &&
-        (err = api_tokens(a, cv, "context", &inf->ch[0].prompt, &inf->ch[0].n_prompt)))
-        goto out;
-    if ((err = api_tokens(a, kv, "continuation", &inf->cont, &inf->n_cont))) goto out;
-    if (inf->n_cont == 0) {
-        err = ss_fail(SS_ERR_INVALID, "the continuation is empty");
-        goto out;
+    json_t *bv = json_object_get(body, "batch");
+    if (bv && !json_is_null(bv)) {
+        /* batch form: [{context?, continuation}, ...], one result each */
+        if (json_object_get(body, "context") || json_object_get(body, "continuation")) {
+            err = ss_fail(SS_ERR_FORMAT, "with \"batch\", each member has its own context and "
+                                         "continuation: give them inside the batch");
+            goto out;
+        }
+        if ((err = batch_members(inf, bv, "batch"))) goto out;
+        for (int i = 0; i < inf->n_choices; i++) {
+            json_t *item = json_array_get(bv, (size_t)i);
+            char where[48];
+            snprintf(where, sizeof where, "batch[%d].", i);
+            if (!json_is_object(item)) {
+                err = ss_fail(SS_ERR_FORMAT, "batch[%d] must be an object {context?, "
+                                             "continuation}", i);
+                goto out;
+            }
+            if ((err = score_member(a, item, where, &inf->ch[i]))) goto out;
+        }
+    } else {
+        inf->n_choices = 1;
+        if ((err = score_member(a, body, "", &inf->ch[0]))) goto out;
     }
     if ((err = api_start_resolve(a, body, "state", 1, &inf->start))) goto out;
     ss_job_params p = base_params(inf, SS_JOB_SCORE);
-    p.cont = inf->cont;
-    p.n_cont = inf->n_cont;
     submit_all(inf, &p);
 out:
     if (err) api_fail(r, err);

@@ -1,7 +1,7 @@
 /*
  * internal.h - what the files of api/ share: the API object, the error table, JSON and prompt
- * helpers, the starting-state resolution (stored state / on-the-fly merge / zero state), and the
- * streaming stop-string matcher. Not exported.
+ * helpers and the starting-state resolution (stored state / on-the-fly merge / zero state).
+ * Not exported.
  */
 #ifndef SS_API_INTERNAL_H
 #define SS_API_INTERNAL_H
@@ -15,7 +15,6 @@
 
 #define API_N_ROUTES    16
 #define API_MAX_SOURCES 64 /* most states in one merge */
-#define API_MAX_STOPS   16
 
 struct ss_api {
     ss_api_params p;
@@ -109,6 +108,8 @@ ss_err api_merge(ss_api *a, const json_t *sources, int normalize, ss_state *dst,
 
 /* ss_engine_submit unless the engine is detached (SS_ERR_BUSY then). */
 ss_err api_submit(ss_api *a, const ss_job_params *p, ss_job **out);
+/* ss_engine_submit_batch (the choices of one request in batch form), likewise. */
+ss_err api_submit_batch(ss_api *a, const ss_job_params *ps, int n, ss_job **out);
 /* ss_engine_cancel unless the engine is detached. */
 void api_cancel(ss_api *a, ss_job *job);
 
@@ -129,36 +130,5 @@ void api_h_states_create(void *app, ss_http_req *r);
 void api_h_generate(void *app, ss_http_req *r);
 void api_h_completions(void *app, ss_http_req *r);
 void api_h_score(void *app, ss_http_req *r);
-
-/* ---- stop strings -------------------------------------------------------------------------- */
-
-/*
- * Streaming stop-string matcher: text arrives in pieces; what cannot be the beginning of a stop
- * string any more is released, what could be is held back, and on a match the text is cut
- * just before it. Holding back starts at a character boundary (stop strings are valid UTF-8), so
- * released text never ends inside a character.
- */
-typedef struct api_stop {
-    char **stops; /* [n] */
-    int n;
-    char *held;
-    size_t held_len, held_cap;
-    int matched;
-} api_stop;
-
-/* stops: JSON string or array of strings (NULL: none). SS_ERR_INVALID for empty/too many. */
-ss_err api_stop_init(api_stop *s, const json_t *stops);
-void api_stop_free(api_stop *s);
-/*
- * Feed len bytes; appends the releasable text to *out (malloc'd, grown; *out_len its length).
- * Returns 1 once a stop string matched (later calls release nothing), 0 otherwise, -1 on OOM.
- */
-int api_stop_push(api_stop *s, const char *piece, size_t len, char **out, size_t *out_len,
-                  size_t *out_cap);
-/* End of text without a match: release what is held. */
-int api_stop_flush(api_stop *s, char **out, size_t *out_len, size_t *out_cap);
-
-/* Append n bytes to a growing buffer (NUL-terminated); -1 on OOM. */
-int api_buf_append(char **buf, size_t *len, size_t *cap, const char *s, size_t n);
 
 #endif

@@ -28,7 +28,6 @@
 #include <unistd.h>
 
 #include "golden.h"
-#include "internal.h" /* api/: the stop-string matcher is checked directly too */
 #include "safetensors.h"
 #include "ss_model.h"
 #include "test_util.h"
@@ -441,55 +440,6 @@ static json_t *create_state(srv *d, const int32_t *ids, size_t n, const char *na
     return call(d, "POST", "/v1/states", b, status);
 }
 
-
-/* ---- the stop-string matcher (api/stop.c), piece by piece --------------------------------- */
-
-/* Feed pieces; returns the released text (static) and whether a stop matched. */
-static const char *stop_run(const char *const *stops, int n_stops, const char *const *pieces,
-                            int *matched)
-{
-    static char out[256];
-    json_t *arr = json_array();
-    for (int i = 0; i < n_stops; i++) json_array_append_new(arr, json_string(stops[i]));
-    api_stop s;
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    *matched = 0;
-    if (api_stop_init(&s, arr) != SS_OK) {
-        json_decref(arr);
-        return NULL;
-    }
-    for (int i = 0; pieces[i] && !*matched; i++)
-        *matched = api_stop_push(&s, pieces[i], strlen(pieces[i]), &buf, &len, &cap) == 1;
-    if (!*matched) api_stop_flush(&s, &buf, &len, &cap);
-    snprintf(out, sizeof out, "%s", buf ? buf : "");
-    free(buf);
-    api_stop_free(&s);
-    json_decref(arr);
-    return out;
-}
-
-static void test_stop_matcher(void)
-{
-    int m;
-    const char *stops1[] = {"END"};
-    const char *p1[] = {"abc E", "N", "D tail", NULL};
-    CHECK(!strcmp(stop_run(stops1, 1, p1, &m), "abc ") && m);
-    const char *p2[] = {"abc E", "N", "x", NULL}; /* a false start is released */
-    CHECK(!strcmp(stop_run(stops1, 1, p2, &m), "abc ENx") && !m);
-    const char *p3[] = {"abc E", NULL}; /* held at the end, then flushed */
-    CHECK(!strcmp(stop_run(stops1, 1, p3, &m), "abc E") && !m);
-    const char *stops2[] = {"\n\n", "xyz"};
-    const char *p4[] = {"one\n", "\ntwo", NULL};
-    CHECK(!strcmp(stop_run(stops2, 2, p4, &m), "one") && m);
-    const char *p5[] = {"a", "x", "y", "z", NULL};
-    CHECK(!strcmp(stop_run(stops2, 2, p5, &m), "a") && m);
-    const char *stops3[] = {"\xc3\xa9t\xc3\xa9"}; /* "été": holding starts on a character */
-    const char *p6[] = {"caf\xc3\xa9", " \xc3\xa9t\xc3\xa9", NULL};
-    CHECK(!strcmp(stop_run(stops3, 1, p6, &m), "caf\xc3\xa9 ") && m);
-    const char *p7[] = {"no stop here", NULL};
-    CHECK(!strcmp(stop_run(NULL, 0, p7, &m), "no stop here") && !m);
-}
 
 /* ---- tests -------------------------------------------------------------------------------- */
 
@@ -1875,7 +1825,6 @@ int main(void)
         perror("mkdtemp");
         return 1;
     }
-    test_stop_matcher();
     golden_open(&G, fixture_path("models/mamba1-tiny"));
     char data[512];
     snprintf(data, sizeof data, "%s/main", tmp_root);
