@@ -885,7 +885,8 @@ static ss_err state_prompt(ss_api *a, json_t *o, int have_from, const char *wher
 {
     json_t *pv = json_object_get(o, "prompt"), *tv = json_object_get(o, "tokens");
     char what[64];
-    if (pv && tv) return ss_fail(SS_ERR_FORMAT, "give %sprompt or %stokens, not both", where, where);
+    if (pv && tv)
+        return ss_fail(SS_ERR_FORMAT, "give %sprompt or %stokens, not both", where, where);
     if (!pv) pv = tv;
     if (!pv) {
         if (have_from) return SS_OK;

@@ -237,7 +237,8 @@ static double score_err(const ss_job_result *r, const int32_t *ids, const float 
     double worst = 0;
     CHECK(r->n_cont == ML && isnan(r->token_logprobs[0]));
     for (int t = 1; t < r->n_cont; t++) {
-        double d = fabs(r->token_logprobs[t] - ss_logprob_of(rows + (size_t)(t - 1) * MV, MV, ids[t]));
+        double want = ss_logprob_of(rows + (size_t)(t - 1) * MV, MV, ids[t]);
+        double d = fabs(r->token_logprobs[t] - want);
         if (!(d <= worst)) worst = d;
     }
     return worst;
@@ -314,7 +315,8 @@ static void test_mot(void)
     for (int b = 0; b < 4; b++)
         ps[b] = (ss_job_params){.kind = SS_JOB_PREFILL, .prompt = mids + b * ML, .n_prompt = ML};
     REQUIRE_OK(ss_engine_run_batch(meng, ps, 4, js));
-    const float *gconv = gt(&mg, "batch.state.conv", NULL), *gssm = gt(&mg, "batch.state.ssm", NULL);
+    const float *gconv = gt(&mg, "batch.state.conv", NULL);
+    const float *gssm = gt(&mg, "batch.state.ssm", NULL);
     for (int b = 0; b < 4; b++) {
         const ss_job_result *r = ss_job_get_result(js[b]);
         CHECK(r->err == SS_OK && r->state && r->group_size == 4 && r->group > 0 &&
@@ -462,7 +464,8 @@ static void test_mot(void)
     ss_job *pre[4];
     REQUIRE_OK(ss_engine_run_batch(meng, ps, 4, pre));
     if (r0->state && ss_job_get_result(pre[0])->state) {
-        e = max_abs_diff(ss_state_cdata(r0->state), ss_state_cdata(ss_job_get_result(pre[0])->state),
+        const ss_state *want = ss_job_get_result(pre[0])->state;
+        e = max_abs_diff(ss_state_cdata(r0->state), ss_state_cdata(want),
                          lay.conv_n + lay.ssm_n + lay.hidden_n);
         CHECKF(e < 1e-4, "early member's state differs from the lockstep prefill by %.3g", e);
     }
