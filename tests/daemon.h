@@ -327,6 +327,13 @@ static inline void check_tensor(const uint8_t *file, size_t len, const char *tna
     st_free(&f);
 }
 
+/* Whether the JSON value v is the string s (false for NULL or another type). */
+static inline int jstr_is(const json_t *v, const char *s)
+{
+    const char *t = json_string_value(v);
+    return t && !strcmp(t, s);
+}
+
 /* Whether two exported state files hold bit-identical conv, ssm and final_hidden tensors. */
 static inline int same_tensors(const uint8_t *a, size_t al, const uint8_t *b, size_t bl)
 {

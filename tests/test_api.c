@@ -5,7 +5,8 @@
  * Covered: every endpoint and error code of docs/api.md (400 401 403 404 405 409 413 415 422 507;
  * 503-before-load is not testable reliably), the mamba1-tiny golden through the API alone (state
  * after seq_a, greedy12 from it with an empty prompt, stored and on-the-fly merges scoring seq_q
- * with the golden log-probabilities and continuing with greedy8), pagination, export -> import
+ * with the golden log-probabilities and continuing with greedy8), the batch forms (independent
+ * members on this model, and their errors), pagination, export -> import
  * bit-exact, a state of one model refused by a daemon serving another, restart persistence,
  * SSE parsed event by event, concurrency (catalog reads answer while a long generation runs,
  * parallel generations equal sequential ones), a client that disconnects mid-stream, garbage
@@ -401,6 +402,157 @@ static void test_golden(srv *d)
     seq_ids("a", &an2);
     CHECK(json_integer_value(json_object_get(srec, "n_tokens")) == (json_int_t)(an2 + 4));
     json_decref(j);
+}
+
+/*
+ * Batch forms on a model without Mixture of Tokens: the members are independent, so each gives
+ * what a request of its own gives (and they may have any lengths). Then their errors.
+ */
+static void test_batches(srv *d)
+{
+    long st;
+    size_t an, bn, qn, cn;
+    const int32_t *a = seq_ids("a", &an), *b = seq_ids("b", &bn), *q = seq_ids("q", &qn),
+                  *c = seq_ids("c", &cn);
+    /* POST /v1/states, batch form: the request's tags for members without their own */
+    json_t *j = call(d, "POST", "/v1/states",
+                     json_pack("{s:[{s:o,s:s},{s:o,s:s,s:[s]}],s:[s]}", "batch", "tokens",
+                               ids_json(a, an), "name", "bt_a", "tokens", ids_json(b, bn), "name",
+                               "bt_b", "tags", "own", "tags", "bt"),
+                     &st);
+    json_t *data = json_object_get(j, "data");
+    CHECKF(st == 201 && json_array_size(data) == 2, "states batch: %ld", st);
+    json_t *ra = json_array_get(data, 0), *rb = json_array_get(data, 1);
+    CHECK(jstr_is(json_object_get(ra, "name"), "bt_a") &&
+          json_integer_value(json_object_get(ra, "n_tokens")) == (json_int_t)an &&
+          jstr_is(json_array_get(json_object_get(ra, "tags"), 0), "bt"));
+    CHECK(jstr_is(json_object_get(rb, "name"), "bt_b") &&
+          json_integer_value(json_object_get(rb, "n_tokens")) == (json_int_t)bn &&
+          jstr_is(json_array_get(json_object_get(rb, "tags"), 0), "own"));
+    json_decref(j);
+    size_t len;
+    uint8_t *f = get_data(d, "bt_a", NULL, &len, &st);
+    if (f) {
+        check_tensor(f, len, "ssm", &G, "seq_a.state.ssm", 1e-3);
+        check_tensor(f, len, "final_hidden", &G, "seq_a.final_hidden", 1e-3);
+        free(f);
+    }
+    f = get_data(d, "bt_b", NULL, &len, &st);
+    if (f) {
+        check_tensor(f, len, "conv", &G, "seq_b.state.conv", 1e-3);
+        free(f);
+    }
+    CHECK(f != NULL);
+
+    /* POST /v1/score, batch form: each result equals the request alone */
+    j = call(d, "POST", "/v1/score",
+             json_pack("{s:s,s:[{s:[i],s:o},{s:o}]}", "state", "merge_ab_25_75", "batch",
+                       "context", q[0], "continuation", ids_json(q + 1, qn - 1), "continuation",
+                       ids_json(c, cn)),
+             &st);
+    json_t *res = json_object_get(j, "results");
+    CHECKF(st == 200 && json_array_size(res) == 2, "score batch: %ld", st);
+    json_t *one = call(d, "POST", "/v1/score",
+                       json_pack("{s:s,s:[i],s:o}", "state", "merge_ab_25_75", "context", q[0],
+                                 "continuation", ids_json(q + 1, qn - 1)),
+                       NULL);
+    json_t *two = call(d, "POST", "/v1/score",
+                       json_pack("{s:s,s:o}", "state", "merge_ab_25_75", "continuation",
+                                 ids_json(c, cn)),
+                       NULL);
+    for (int k = 0; k < 2 && json_array_size(res) == 2; k++) {
+        json_t *got = json_array_get(res, (size_t)k), *want = k ? two : one;
+        json_t *gl = json_object_get(got, "token_logprobs");
+        json_t *wl = json_object_get(want, "token_logprobs");
+        CHECK(json_integer_value(json_object_get(got, "index")) == k);
+        CHECK(json_array_size(gl) == json_array_size(wl) && json_array_size(gl) > 0);
+        for (size_t i = 0; i < json_array_size(gl) && i < json_array_size(wl); i++)
+            CHECKF(fabs(json_number_value(json_array_get(gl, i)) -
+                        json_number_value(json_array_get(wl, i))) < 1e-5,
+                   "score batch member %d, token %zu differs from the request alone", k, i);
+    }
+    json_decref(one);
+    json_decref(two);
+    json_decref(j);
+
+    /* POST /v1/generate, "prompts": greedy8 after q for the first, the request alone for the
+     * second; save_state stores each member's state */
+    size_t n8;
+    const int32_t *g8 = gt(&G, "merge_ab_25_75.greedy8", &n8);
+    j = call(d, "POST", "/v1/generate",
+             json_pack("{s:s,s:[o,o],s:I,s:f,s:b,s:{s:[s]}}", "state", "merge_ab_25_75",
+                       "prompts", ids_json(q, qn), ids_json(c, cn), "max_tokens", (json_int_t)n8,
+                       "temperature", 0.0, "ignore_eos", 1, "save_state", "tags", "bsave"),
+             &st);
+    res = json_object_get(j, "results");
+    CHECKF(st == 200 && json_array_size(res) == 2, "generate batch: %ld", st);
+    json_t *alone = call(d, "POST", "/v1/generate",
+                         json_pack("{s:s,s:o,s:I,s:f,s:b}", "state", "merge_ab_25_75", "prompt",
+                                   ids_json(c, cn), "max_tokens", (json_int_t)n8, "temperature",
+                                   0.0, "ignore_eos", 1),
+                         NULL);
+    json_t *r0 = json_array_get(res, 0), *r1 = json_array_get(res, 1);
+    CHECK(tokens_equal(json_object_get(r0, "tokens"), g8, n8));
+    CHECK(json_equal(json_object_get(r1, "tokens"), json_object_get(alone, "tokens")));
+    json_t *mrec = call(d, "GET", "/v1/states/merge_ab_25_75", NULL, NULL);
+    json_int_t base = json_integer_value(json_object_get(mrec, "n_tokens"));
+    json_decref(mrec);
+    json_t *s0 = json_object_get(r0, "state"), *s1 = json_object_get(r1, "state");
+    CHECK(json_integer_value(json_object_get(s0, "n_tokens")) == base + (json_int_t)(qn + n8) &&
+          json_integer_value(json_object_get(s1, "n_tokens")) == base + (json_int_t)(cn + n8) &&
+          jstr_is(json_array_get(json_object_get(s1, "tags"), 0), "bsave"));
+    CHECK(json_integer_value(json_object_get(json_object_get(j, "usage"), "completion_tokens")) ==
+          (json_int_t)(2 * n8));
+    json_decref(alone);
+    json_decref(j);
+
+    /* errors */
+    check_error(call(d, "POST", "/v1/states",
+                     json_pack("{s:[{s:[i],s:s},{s:[i],s:s}]}", "batch", "tokens", 1, "name", "dup",
+                               "tokens", 2, "name", "dup"),
+                     &st),
+                st, 422, "invalid_value", "two batch members with one name");
+    check_error(call(d, "POST", "/v1/states",
+                     json_pack("{s:[{s:[i],s:s}]}", "batch", "tokens", 1, "name", "seq_a"), &st),
+                st, 409, "already_exists", "batch member with a taken name");
+    check_error(call(d, "POST", "/v1/states",
+                     json_pack("{s:[{s:[i]}],s:s}", "batch", "tokens", 1, "name", "x"), &st),
+                st, 400, "bad_request", "batch with a name of its own");
+    check_error(call(d, "POST", "/v1/states", json_pack("{s:[]}", "batch"), &st), st, 400,
+                "bad_request", "empty batch");
+    check_error(call(d, "POST", "/v1/states", json_pack("{s:[i]}", "batch", 3), &st), st, 400,
+                "bad_request", "batch member not an object");
+    json_t *many = json_array();
+    for (int i = 0; i < 17; i++) json_array_append_new(many, json_pack("{s:[i]}", "tokens", 1));
+    check_error(call(d, "POST", "/v1/states", json_pack("{s:o}", "batch", many), &st), st, 422,
+                "invalid_value", "17 batch members");
+    j = call(d, "POST", "/v1/score",
+             json_pack("{s:[{s:[i]},{s:[i]}]}", "batch", "continuation", 1, "continuation", 99999),
+             &st);
+    const char *msg = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+    CHECKF(st == 422 && msg && strstr(msg, "batch[1].continuation"), "bad id in a member: %s",
+           msg ? msg : "");
+    json_decref(j);
+    check_error(call(d, "POST", "/v1/score",
+                     json_pack("{s:[{s:[i]}],s:[i]}", "batch", "continuation", 1, "continuation",
+                               2),
+                     &st),
+                st, 400, "bad_request", "score batch and a continuation");
+    check_error(call(d, "POST", "/v1/score", json_pack("{s:[{s:[i]}]}", "batch", "context", 1),
+                     &st),
+                st, 400, "bad_request", "score batch member without continuation");
+    check_error(call(d, "POST", "/v1/generate",
+                     json_pack("{s:[[i]],s:[i]}", "prompts", 1, "prompt", 1), &st),
+                st, 400, "bad_request", "prompt and prompts");
+    check_error(call(d, "POST", "/v1/generate",
+                     json_pack("{s:[[i]],s:b}", "prompts", 1, "stream", 1), &st),
+                st, 400, "unsupported", "prompts with stream");
+    check_error(call(d, "POST", "/v1/generate",
+                     json_pack("{s:[[i]],s:{s:s}}", "prompts", 1, "save_state", "name", "one"),
+                     &st),
+                st, 422, "invalid_value", "prompts with a named save_state");
+    check_error(call(d, "POST", "/v1/generate", json_pack("{s:[[i],[]]}", "prompts", 1), &st), st,
+                422, "invalid_value", "an empty member prompt from the zero state");
 }
 
 static void test_errors(srv *d)
@@ -1511,6 +1663,7 @@ int main(void)
         return 1;
     test_basics(&d);
     test_golden(&d);
+    test_batches(&d);
     test_errors(&d);
     test_garbage(&d);
     test_pagination(&d);

@@ -152,7 +152,7 @@ static void check_models(srv *d, const char *dir, const char *family, const char
     REQUIRE_OK(ss_json_parse_relaxed(text, tlen, path, &cfg));
     free(text);
     const char *arch = json_string_value(json_array_get(json_object_get(cfg, "architectures"), 0));
-    CHECK(arch && !strcmp(json_string_value(json_object_get(m, "architecture")), arch));
+    CHECK(arch && jstr_is(json_object_get(m, "architecture"), arch));
     CHECK(json_integer_value(json_object_get(m, "vocab_size")) == V);
 
     param_count pc;
@@ -173,15 +173,15 @@ static void check_models(srv *d, const char *dir, const char *family, const char
             active -= pc.expert[l] / (uint64_t)E * (uint64_t)(E - k); /* experts not routed to */
         }
         CHECK(json_is_object(moe));
-        CHECK(!strcmp(json_string_value(json_object_get(moe, "routing")), routing));
+        CHECK(jstr_is(json_object_get(moe, "routing"), routing));
         const char *v = json_string_value(json_object_get(moe, "variant"));
         CHECKF(v && !strcmp(v, variant), "%s: variant %s, want %s", dir, v ? v : "(none)", variant);
         CHECK(json_integer_value(json_object_get(moe, "num_experts")) == E);
         CHECK(json_integer_value(json_object_get(moe, "experts_per_token")) == k);
         CHECK(json_integer_value(json_object_get(moe, "n_moe_layers")) == n_moe);
         if (tc)
-            CHECK(!strcmp(json_string_value(json_object_get(moe, "router_activation")),
-                          json_string_value(json_object_get(mc, "router_activation"))));
+            CHECK(json_equal(json_object_get(moe, "router_activation"),
+                             json_object_get(mc, "router_activation")));
         else
             CHECK(json_integer_value(json_object_get(moe, "group_size")) ==
                   json_integer_value(json_object_get(mc, "group_size")));
@@ -344,9 +344,8 @@ static void test_family(const char *name, const char *family, const char *varian
         resp r = request(&d, "POST", "/v1/states/import?name=seq_b_copy", f, (long)len, &o);
         json_t *rec = json_loads(r.body, 0, NULL),
                *orig = call(&d, "GET", "/v1/states/seq_b", NULL, &st);
-        CHECK(r.status == 201 && rec && orig &&
-              !strcmp(json_string_value(json_object_get(rec, "checksum")),
-                      json_string_value(json_object_get(orig, "checksum"))));
+        CHECK(r.status == 201 && json_is_string(json_object_get(rec, "checksum")) &&
+              json_equal(json_object_get(rec, "checksum"), json_object_get(orig, "checksum")));
         free(r.body);
         json_decref(rec);
         json_decref(orig);
