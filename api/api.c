@@ -312,62 +312,34 @@ static int hidden_nonzero(ss_api *a, const float *data)
 }
 
 /* Record fields of a stored state: its id (out, 36 bytes) and n_tokens. */
-static ss_err record_info(const char *rec_text, char *id, long long *n_tokens)
+static ss_err record_info(const char *rec_text, char *id, long long *n_tokens,
+                          long long *bytes)
 {
     json_t *rec = json_loads(rec_text, 0, NULL);
     if (!rec) return ss_fail(SS_ERR_CORRUPT, "a stored record is not valid JSON");
     const char *s = json_string_value(json_object_get(rec, "id"));
     snprintf(id, 36, "%s", s ? s : "");
     *n_tokens = json_integer_value(json_object_get(rec, "n_tokens"));
+    *bytes = json_integer_value(json_object_get(rec, "bytes"));
     json_decref(rec);
     return SS_OK;
 }
 
 typedef struct combine_ctx {
-    ss_api *a;
-    ss_state *dst;
+    float *dst;
     const double *w;
 } combine_ctx;
 
-/* ss_store_view callback: combine the blobs (straight from the map) into dst. */
-static ss_err combine_cb(void *user, const void *const *blobs, const size_t *lens, int n)
+/*
+ * ss_store_view_chunks callback: combine one piece of the sources (verified and in cache) into
+ * dst; pieces arrive on several threads at once.
+ */
+static ss_err combine_piece(void *user, const void *const *chunks, size_t off, size_t len, int n)
 {
     combine_ctx *c = user;
-    const size_t bytes = c->a->info->state_bytes;
-    const float **srcs = calloc((size_t)n, sizeof *srcs);
-    float **copies = calloc((size_t)n, sizeof *copies);
-    ss_err err = SS_OK;
-    if (!srcs || !copies) {
-        err = ss_fail(SS_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    for (int i = 0; i < n; i++) {
-        if (lens[i] != bytes) {
-            err = ss_fail(SS_ERR_MISMATCH,
-                          "merge source %d holds %zu bytes; this model's states "
-                          "have %zu",
-                          i, lens[i], bytes);
-            goto out;
-        }
-        if ((uintptr_t)blobs[i] % sizeof(float)) {
-            /* LMDB does not promise alignment: copy rather than read floats unaligned */
-            if (!(copies[i] = malloc(bytes))) {
-                err = ss_fail(SS_ERR_NOMEM, "out of memory");
-                goto out;
-            }
-            memcpy(copies[i], blobs[i], bytes);
-            srcs[i] = copies[i];
-        } else {
-            srcs[i] = blobs[i];
-        }
-    }
-    err = ss_state_combine(c->dst, (const float *const *)srcs, c->w, n);
-out:
-    if (copies)
-        for (int i = 0; i < n; i++) free(copies[i]);
-    free(copies);
-    free(srcs);
-    return err;
+    ss_state_combine_piece(c->dst + off / sizeof(float), (const float *const *)chunks, c->w, n,
+                           len / sizeof(float));
+    return SS_OK;
 }
 
 ss_err api_merge(ss_api *a, const json_t *sources, int normalize, ss_state *dst, json_t **parents,
@@ -406,19 +378,27 @@ ss_err api_merge(ss_api *a, const json_t *sources, int normalize, ss_state *dst,
     long long max_tokens = 0;
     for (size_t i = 0; i < n; i++) {
         char *rec = NULL, id[36];
-        long long nt = 0;
+        long long nt = 0, bytes = 0;
         if ((err = ss_store_get_record(a->store, refs[i], &rec))) goto out;
-        err = record_info(rec, id, &nt);
+        err = record_info(rec, id, &nt, &bytes);
         free(rec);
         if (err) goto out;
+        if (bytes != (long long)a->info->state_bytes) {
+            err = ss_fail(SS_ERR_MISMATCH,
+                          "merge source %zu (%s) holds %lld bytes; this model's states have %zu",
+                          i, id, bytes, a->info->state_bytes);
+            goto out;
+        }
         if (nt > max_tokens) max_tokens = nt;
         if (json_array_append_new(par, json_pack("{s:s,s:f}", "id", id, "weight", w[i]))) {
             err = ss_fail(SS_ERR_NOMEM, "out of memory");
             goto out;
         }
     }
-    combine_ctx c = {.a = a, .dst = dst, .w = w};
-    err = ss_store_view(a->store, refs, (int)n, a->info->fingerprint, combine_cb, &c);
+    /* Each 1 MiB piece of every source is verified and combined while in cache, on two
+     * threads: every byte crosses the memory bus once (a 4-way merge of 26 MB states: ~5 ms). */
+    combine_ctx c = {.dst = ss_state_data(dst), .w = w};
+    err = ss_store_view_chunks(a->store, refs, (int)n, a->info->fingerprint, 2, combine_piece, &c);
     if (err) goto out;
     *parents = par;
     par = NULL;
@@ -456,7 +436,8 @@ ss_err api_start_resolve(ss_api *a, json_t *body, const char *state_key, int all
             goto fail;
         }
         if (err) goto fail;
-        err = record_info(rec, id, &out->n_tokens);
+        long long bytes = 0;
+        err = record_info(rec, id, &out->n_tokens, &bytes);
         free(rec);
         if (err) goto fail;
         out->parents = json_pack("[{s:s,s:f}]", "id", id, "weight", 1.0);
