@@ -71,16 +71,37 @@ static void KFN(scan1_step)(const scan1_args *a)
         B[v] = VLOAD(a->B + v * VW);
         C[v] = VLOAD(a->C + v * VW);
     }
-    for (int i = a->c0; i < a->c1; i++) {
+    int i = a->c0;
+    /* VW channels at a time: softplus, SiLU and the output vectorised across channels */
+    for (; i + VW <= a->c1; i += VW) {
+        float dt[VW] __attribute__((aligned(64))), sum[VW] __attribute__((aligned(64)));
+        const VF dtv = KFN(softplus)(VLOAD(a->dt + i)), xv = VLOAD(a->x + i);
+        VSTORE(dt, dtv);
+        for (int c = 0; c < VW; c++) {
+            const VF dtc = VSET1(dt[c]), dxc = VSET1(dt[c] * a->x[i + c]);
+            float *st = a->s + (size_t)(i + c) * N;
+            const float *A = a->A + (size_t)(i + c) * N;
+            VF acc = VZERO();
+            for (int v = 0; v < NB; v++) {
+                VF sv = VFMA(KFN(exp)(dtc * VLOAD(A + v * VW)), VLOAD(st + v * VW), dxc * B[v]);
+                VSTORE(st + v * VW, sv);
+                acc = VFMA(sv, C[v], acc);
+            }
+            sum[c] = VHSUM(acc);
+        }
+        const VF y = VFMA(VLOAD(a->D + i), xv, VLOAD(sum));
+        VSTORE(a->y + i, y * KFN(silu)(VLOAD(a->z + i)));
+    }
+    for (; i < a->c1; i++) { /* channels left over */
         const float dt = a->dt[i] > 20.0f ? a->dt[i] : log1pf(expf(a->dt[i]));
         const float x = a->x[i];
         const VF dtv = VSET1(dt), dxv = VSET1(dt * x);
-        float *s = a->s + (size_t)i * N;
+        float *st = a->s + (size_t)i * N;
         const float *A = a->A + (size_t)i * N;
         VF acc = VZERO();
         for (int v = 0; v < NB; v++) {
-            VF sv = VFMA(KFN(exp)(dtv * VLOAD(A + v * VW)), VLOAD(s + v * VW), dxv * B[v]);
-            VSTORE(s + v * VW, sv);
+            VF sv = VFMA(KFN(exp)(dtv * VLOAD(A + v * VW)), VLOAD(st + v * VW), dxv * B[v]);
+            VSTORE(st + v * VW, sv);
             acc = VFMA(sv, C[v], acc);
         }
         const float z = a->z[i];
