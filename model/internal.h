@@ -141,6 +141,9 @@ struct ss_ctx {
     int *grows;      /* [group_size] MoT group member rows */
     int *gmembers;   /* [seq_cap] MoT group member spans */
     float *gw;       /* [group_size] MoT group weights */
+    /* X transposed, [K][16], for the broadcast small-M kernel (9..16 rows) */
+    float *xt;
+    size_t xt_floats;
     /* widened 16-bit weights for prefill GEMMs: n_threads blocks of wide_floats */
     float *wide;
     size_t wide_floats;

@@ -59,6 +59,11 @@ typedef struct kernels {
      */
     void (*gemm_small)(const float *X, int M, int K, int ldx, const float *W, int N, float *Y,
                        int ldy);
+    /*
+     * The same for 9..16 rows of X given transposed, Xt[k][16] (64-byte aligned, lanes >= M
+     * zero), F32 weights; NULL where the ISA has no such kernel (AVX-512 only).
+     */
+    void (*gemm_bcast)(const float *Xt, int M, int K, const float *W, int N, float *Y, int ldy);
     /* The same with BF16 / F16 weights, widened to F32 as they are loaded. */
     void (*gemm_small_bf16)(const float *X, int M, int K, int ldx, const uint16_t *W, int N,
                             float *Y, int ldy);

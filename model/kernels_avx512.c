@@ -37,18 +37,74 @@ static inline __m512 exp_raw(__m512 x)
     return _mm512_scalef_ps(p, n);
 }
 #define VEXP_RAW(x) exp_raw(x)
-#define VLOAD_BF16(p)                                                                          \
-    _mm512_castsi512_ps(                                                                       \
+#define VLOAD_BF16(p)                                                                              \
+    _mm512_castsi512_ps(                                                                           \
         _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p))), 16))
 #define VLOAD_F16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
 
 #include "kernels_simd.h"
+
+/*
+ * Y[M, N] = X W^T for 9..16 rows, "broadcast" form: Xt is X transposed and padded to 16 lanes
+ * (Xt[k][m], zeros for m >= M). For each tile of 16 weight rows, 16 accumulators hold
+ * Y[0..15][n] for one n each; every weight element is broadcast once into one FMA, so there are
+ * no horizontal sums and X stays in L1 as one vector per k. Weights F32 only.
+ */
+#define BC_ACC(n) acc##n
+#define BC_FMA(n) BC_ACC(n) = _mm512_fmadd_ps(_mm512_set1_ps(W[(size_t)(n)*K + k]), x, BC_ACC(n))
+#define BC_ALL(OP)                                                                                 \
+    OP(0);                                                                                         \
+    OP(1);                                                                                         \
+    OP(2);                                                                                         \
+    OP(3);                                                                                         \
+    OP(4);                                                                                         \
+    OP(5);                                                                                         \
+    OP(6);                                                                                         \
+    OP(7);                                                                                         \
+    OP(8);                                                                                         \
+    OP(9);                                                                                         \
+    OP(10);                                                                                        \
+    OP(11);                                                                                        \
+    OP(12);                                                                                        \
+    OP(13);                                                                                        \
+    OP(14);                                                                                        \
+    OP(15)
+#define BC_ZERO(n)  __m512 BC_ACC(n) = _mm512_setzero_ps()
+#define BC_STORE(n) _mm512_mask_i32scatter_ps(Y + (n), lanes, rows, BC_ACC(n), 4)
+
+static void k512_gemm_bcast(const float *Xt, int M, int K, const float *W0, int N, float *Y0,
+                            int ldy)
+{
+    const __mmask16 lanes = (__mmask16)((1u << M) - 1);
+    const __m512i rows =
+        _mm512_mullo_epi32(_mm512_set1_epi32(ldy),
+                           _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    int n0 = 0;
+    for (; n0 + 16 <= N; n0 += 16) {
+        const float *W = W0 + (size_t)n0 * K;
+        float *Y = Y0 + n0;
+        BC_ALL(BC_ZERO);
+        for (int k = 0; k < K; k++) {
+            const __m512 x = _mm512_load_ps(Xt + (size_t)k * 16);
+            BC_ALL(BC_FMA);
+        }
+        BC_ALL(BC_STORE);
+    }
+    for (; n0 < N; n0++) { /* tail rows: one at a time */
+        __m512 acc = _mm512_setzero_ps();
+        const float *w = W0 + (size_t)n0 * K;
+        for (int k = 0; k < K; k++)
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(w[k]), _mm512_load_ps(Xt + (size_t)k * 16), acc);
+        _mm512_mask_i32scatter_ps(Y0 + n0, lanes, rows, acc, 4);
+    }
+}
 
 static const kernels k512 = {
     .name = "avx512",
     .scan1 = k512_scan1,
     .conv = k512_conv,
     .gemm_small = k512_gemm_small,
+    .gemm_bcast = k512_gemm_bcast,
     .gemm_small_bf16 = k512_gemm_small_bf16,
     .gemm_small_f16 = k512_gemm_small_f16,
     .widen_bf16 = k512_widen_bf16,
