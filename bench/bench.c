@@ -19,7 +19,6 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
-#include <omp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,37 +66,70 @@ static void rss_mb(double *cur, double *peak)
 
 typedef float v16f __attribute__((vector_size(64)));
 
+/* Sum a buffer with 4 independent accumulators; compiled for AVX-512 and for the baseline so
+ * the limit is measured with the widest loads the CPU has (as our kernels use them). */
+#define READ_LOOP(NAME, ATTR)                                                                  \
+    ATTR static float NAME(const v16f *buf, size_t n)                                          \
+    {                                                                                          \
+        v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};                                           \
+        for (size_t i = 0; i + 4 <= n; i += 4) {                                               \
+            a0 += buf[i];                                                                      \
+            a1 += buf[i + 1];                                                                  \
+            a2 += buf[i + 2];                                                                  \
+            a3 += buf[i + 3];                                                                  \
+        }                                                                                      \
+        v16f a = a0 + a1 + a2 + a3;                                                            \
+        float t = 0;                                                                           \
+        for (int k = 0; k < 16; k++) t += a[k];                                                \
+        return t;                                                                              \
+    }
+READ_LOOP(read_avx512, __attribute__((target("avx512f"))))
+READ_LOOP(read_base, )
+
+typedef struct bw_job {
+    const v16f *buf;
+    size_t n;
+    int threads;
+    float sink[64];
+} bw_job;
+
+static void *bw_thread(void *arg)
+{
+    bw_job *j = ((bw_job **)arg)[0];
+    long t = (long)((bw_job **)arg)[1];
+    size_t per = j->n / (size_t)j->threads & ~(size_t)3;
+    const v16f *p = j->buf + (size_t)t * per;
+    j->sink[t] = __builtin_cpu_supports("avx512f") ? read_avx512(p, per) : read_base(p, per);
+    return NULL;
+}
+
 /* Read bandwidth in GB/s with `threads` threads over a buffer much larger than the L3. */
 static double measure_bandwidth(int threads)
 {
     const size_t bytes = (size_t)1 << 30, n = bytes / sizeof(v16f);
     v16f *buf = aligned_alloc(64, bytes);
-    if (!buf) return 0;
-#pragma omp parallel for num_threads(threads)
-    for (size_t i = 0; i < n; i++) buf[i] = (v16f){0} + (float)(i & 7);
+    if (!buf || threads > 64) {
+        free(buf);
+        return 0;
+    }
+    memset(buf, 1, bytes);
+    __builtin_cpu_init();
+    bw_job j = {.buf = buf, .n = n, .threads = threads};
     double best = 0;
-    volatile float sink = 0;
     for (int rep = 0; rep < 5; rep++) {
+        pthread_t th[64];
+        void *args[64][2];
         double t0 = now_s();
-        float total = 0;
-#pragma omp parallel num_threads(threads) reduction(+ : total)
-        {
-            v16f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-#pragma omp for schedule(static)
-            for (size_t i = 0; i < n; i += 4) {
-                a0 += buf[i];
-                a1 += buf[i + 1];
-                a2 += buf[i + 2];
-                a3 += buf[i + 3];
-            }
-            v16f a = a0 + a1 + a2 + a3;
-            for (int k = 0; k < 16; k++) total += a[k];
+        for (long t = 0; t < threads; t++) {
+            args[t][0] = &j;
+            args[t][1] = (void *)t;
+            if (t > 0) pthread_create(&th[t], NULL, bw_thread, args[t]);
         }
+        bw_thread(args[0]);
+        for (int t = 1; t < threads; t++) pthread_join(th[t], NULL);
         double dt = now_s() - t0;
-        sink += total;
         if (bytes / dt / 1e9 > best) best = bytes / dt / 1e9;
     }
-    (void)sink;
     free(buf);
     return best;
 }
@@ -403,7 +435,7 @@ static const char help[] =
     "\n"
     "  --shape S        130m, 370m, 790m, 1.4b or 2.8b (repeatable; default 130m)\n"
     "  --prompt N       prefill prompt length (default 512)\n"
-    "  --decode N       tokens generated per stream (default 64)\n"
+    "  --decode N       tokens generated per stream (default 128)\n"
     "  --threads N      compute threads (default: all cores)\n"
     "  --tmp DIR        where to write checkpoints and the store (default $TMPDIR or /tmp)\n"
     "  --json FILE      also write the results as JSON\n"
@@ -417,7 +449,7 @@ int main(int argc, char **argv)
 {
     ss_blas_ensure_kernels(argv);
     const char *json_out = NULL, *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    int n_prompt = 512, n_decode = 64, threads = 0, quick = 0, keep = 0;
+    int n_prompt = 512, n_decode = 128, threads = 0, quick = 0, keep = 0;
     const shape *want[8];
     int n_want = 0;
     static const struct option opts[] = {
@@ -463,7 +495,6 @@ int main(int argc, char **argv)
     }
     int nthreads = threads > 0 ? threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     openblas_set_num_threads(nthreads);
-    omp_set_num_threads(nthreads);
 
     char root[4000];
     snprintf(root, sizeof root, "%s/statesoup-bench-XXXXXX", tmp);
@@ -486,7 +517,7 @@ int main(int argc, char **argv)
            (26u << 20) / disk_s / 1e9);
     json_object_set_new(machine, "openblas_core", json_string(ss_blas_core_name()));
     json_object_set_new(machine, "threads", json_integer(nthreads));
-    json_object_set_new(machine, "bandwidth_gbs", json_real(bw));
+    json_object_set_new(machine, "bandwidth_gbs_first", json_real(bw));
     json_object_set_new(machine, "bandwidth_1t_gbs", json_real(bw1));
     json_object_set_new(machine, "sgemm_gflops", json_real(gemm));
     json_object_set_new(machine, "disk_write_26mib_ms", json_real(disk_s * 1e3));
@@ -549,9 +580,18 @@ int main(int argc, char **argv)
         double rss_dec[3];
         const int streams[3] = {1, 4, 16};
         double dec[3];
-        for (int k = 0; k < 3; k++)
-            dec[k] = bench_decode(m, streams[k], k == 0 ? n_decode : n_decode / 2 + 1,
-                                  &rss_dec[k]);
+        /* The limit is re-measured next to what it bounds (the host's neighbours come and go:
+         * two-thread bandwidth was seen anywhere between 44 and 80 GB/s here); best of all. */
+        double bw_now = measure_bandwidth(nthreads);
+        if (bw_now > bw) bw = bw_now;
+        for (int k = 0; k < 3; k++) { /* best of three */
+            dec[k] = 0;
+            for (int rep = 0; rep < (quick ? 1 : 3); rep++) {
+                double r = bench_decode(m, streams[k], k == 0 ? n_decode : n_decode / 2 + 1,
+                                        &rss_dec[k]);
+                if (r > dec[k]) dec[k] = r;
+            }
+        }
 
         /* store: save, restore, merge of 4 */
         char sdir[4096 + 128];
@@ -603,6 +643,8 @@ int main(int argc, char **argv)
             rss_mb(&rss_store, &peak);
             ss_store_close(store);
         }
+        bw_now = measure_bandwidth(nthreads);
+        if (bw_now > bw) bw = bw_now;
         double sb = (double)info->state_bytes;
         double dec_bound = bw * 1e9 / stream_bytes;
         double pf_bound = gemm * 1e9 / flop_tok;
@@ -642,6 +684,8 @@ int main(int argc, char **argv)
             save_ms / raw_ms, "restore_ms", restore_ms, "restore_gbs", restore_gbs, "merge4_ms",
             merge_ms, "merge4_gbs", merge_gbs, "merge4_fraction", merge_gbs / bw, "rss_decode16_mb",
             rss_dec[2], "rss_prefill_mb", rss_prefill);
+        json_object_set_new(jm, "bandwidth_gbs", json_real(bw));
+        json_object_set_new(jm, "sgemm_gflops", json_real(gemm));
         json_array_append_new(models, jm);
         free(prompt);
         free(logits);
