@@ -105,6 +105,15 @@ static float gen_logsumexp(const float *x, int n)
     return mx + (float)log(sum);
 }
 
+static void gen_combine(float *out, const float *const *srcs, const float *w, int n, size_t count)
+{
+    for (size_t k = 0; k < count; k++) {
+        float acc = w[0] * srcs[0][k];
+        for (int i = 1; i < n; i++) acc += w[i] * srcs[i][k];
+        out[k] = acc;
+    }
+}
+
 static const kernels generic = {
     .name = "generic",
     .scan1 = gen_scan1,
@@ -115,6 +124,7 @@ static const kernels generic = {
     .widen_bf16 = gen_widen_bf16,
     .widen_f16 = gen_widen_f16,
     .logsumexp = gen_logsumexp,
+    .combine = gen_combine,
 };
 
 const kernels *kernels_generic(void)

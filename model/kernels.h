@@ -72,6 +72,8 @@ typedef struct kernels {
     /* dst[i] = (float)src[i] for n BF16 / F16 values. */
     void (*widen_bf16)(const uint16_t *src, float *dst, size_t n);
     void (*widen_f16)(const uint16_t *src, float *dst, size_t n);
+    /* out[k] = sum_i w[i] srcs[i][k] for k < count (a piece of a state merge). */
+    void (*combine)(float *out, const float *const *srcs, const float *w, int n, size_t count);
     /* log(sum_i exp(x[i])) over n values (the softmax normaliser of a vocabulary). */
     float (*logsumexp)(const float *x, int n);
 } kernels;

@@ -64,6 +64,7 @@ static const kernels k256 = {
     .widen_bf16 = k256_widen_bf16,
     .widen_f16 = k256_widen_f16,
     .logsumexp = k256_logsumexp,
+    .combine = k256_combine,
 };
 
 const kernels *kernels_avx2(void)

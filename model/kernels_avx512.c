@@ -110,6 +110,7 @@ static const kernels k512 = {
     .widen_bf16 = k512_widen_bf16,
     .widen_f16 = k512_widen_f16,
     .logsumexp = k512_logsumexp,
+    .combine = k512_combine,
 };
 
 const kernels *kernels_avx512(void)

@@ -6,6 +6,7 @@
  * pass over N inputs and one output: memory-bound, threaded across two halves of the array.
  */
 #include "internal.h"
+#include "kernels.h"
 #include "safetensors.h"
 #include "ss_util.h"
 
@@ -104,19 +105,9 @@ typedef struct combine_job {
 void ss_state_combine_piece(float *out, const float *const *srcs, const double *w, int n,
                             size_t count)
 {
-    /* blocks of 4 Ki floats keep the output block in L1 while the sources stream past it */
-    const size_t BLK = 4096;
-    for (size_t lo = 0; lo < count; lo += BLK) {
-        const size_t hi = lo + BLK < count ? lo + BLK : count;
-        const float w0 = (float)w[0];
-        const float *s0 = srcs[0];
-        for (size_t k = lo; k < hi; k++) out[k] = w0 * s0[k];
-        for (int i = 1; i < n; i++) {
-            const float wi = (float)w[i];
-            const float *si = srcs[i];
-            for (size_t k = lo; k < hi; k++) out[k] += wi * si[k];
-        }
-    }
+    float wf[64];
+    for (int i = 0; i < n && i < 64; i++) wf[i] = (float)w[i];
+    kernels_get()->combine(out, srcs, wf, n < 64 ? n : 64, count);
 }
 
 /* This thread's share of a whole-state combine. */

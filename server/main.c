@@ -339,8 +339,19 @@ int main(int argc, char **argv)
         if (file_exists(tok_path)) tp = tok_path;
     }
     if (tp) {
-        if ((err = ss_tokenizer_open(&tok, tp))) goto fail;
-        fprintf(stderr, "statesoupd: tokenizer %s (%d ids)\n", tp, ss_tokenizer_vocab_size(tok));
+        err = ss_tokenizer_open(&tok, tp);
+        if (err == SS_ERR_UNSUPPORTED && !o.tokenizer) {
+            /* The checkpoint's own tokenizer is of a kind we do not implement (e.g. Mistral's
+             * SentencePiece one beside Mamba-Codestral): serve token ids rather than nothing. */
+            fprintf(stderr, "statesoupd: %s: %s; continuing without a tokenizer: text requests "
+                            "will be refused (400), token ids work\n", tp, ss_errmsg());
+            err = SS_OK;
+        } else if (err) {
+            goto fail;
+        } else {
+            fprintf(stderr, "statesoupd: tokenizer %s (%d ids)\n", tp,
+                    ss_tokenizer_vocab_size(tok));
+        }
     } else {
         fprintf(stderr, "statesoupd: no tokenizer: text requests will be refused (400), token "
                         "ids work\n");
