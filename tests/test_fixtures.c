@@ -5,7 +5,6 @@
  * models/demo-mamba1/ because the daemon runs on it by default). A clone without ../shared skips
  * this test (exit 77); CI, which lays shared/ beside the clone, checks every byte.
  */
-#define _XOPEN_SOURCE 700
 #include <ftw.h>
 #include <string.h>
 #include <sys/stat.h>
