@@ -83,17 +83,6 @@ static ss_err parse_ids(const char *s, int vocab, int32_t **ids, size_t *n)
     return SS_OK;
 }
 
-static void progress(void *user, const char *phase, uint64_t done, uint64_t total)
-{
-    (void)user;
-    static int last = -1;
-    int pct = total ? (int)(100 * done / total) : 100;
-    if (pct == last && done != total) return;
-    last = pct;
-    fprintf(stderr, "\rloading model: %s %3d%%", phase, pct);
-    if (done == total && !strcmp(phase, "fingerprint")) fputc('\n', stderr);
-}
-
 int cmd_generate_local(int argc, char **argv)
 {
     const char *model_dir = NULL, *tok_path = NULL, *prompt = NULL, *prompt_file = NULL;
@@ -194,7 +183,7 @@ int cmd_generate_local(int argc, char **argv)
 
     ss_model_params mp = ss_model_default_params();
     mp.n_threads = threads;
-    if (verbose && isatty(STDERR_FILENO)) mp.progress = progress;
+    if (verbose) mp.progress = ss_progress_print;
     if (ss_model_open(&m, model_dir, &mp)) {
         rc = cli_fail("cannot load the model");
         goto out;

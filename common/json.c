@@ -11,6 +11,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 ss_err ss_read_file(const char *path, size_t max_bytes, char **buf, size_t *len)
 {
@@ -172,4 +173,19 @@ void ss_hex(const void *bytes, size_t n, char *out)
         out[2 * i + 1] = digits[b[i] & 15];
     }
     out[2 * n] = '\0';
+}
+
+void ss_progress_print(void *prefix, const char *phase, uint64_t done, uint64_t total)
+{
+    static int last = -1;
+    const char *pre = prefix ? prefix : "";
+    int pct = total ? (int)(100 * done / total) : 100;
+    if (pct == last && done < total) return;
+    last = pct;
+    if (isatty(STDERR_FILENO)) {
+        fprintf(stderr, "\r%sloading model: %s %3d%%%s", pre, phase, pct, done >= total ? "\n" : "");
+    } else if (done >= total) {
+        /* a log file gets one line per phase, not a carriage-return animation */
+        fprintf(stderr, "%sloading model: %s done\n", pre, phase);
+    }
 }

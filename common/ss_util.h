@@ -31,6 +31,13 @@ double ss_json_real(const json_t *v, double dflt);
 /* Is v a number or one of the strings "Infinity", "-Infinity", "NaN"? */
 int ss_json_is_number(const json_t *v);
 
+/*
+ * A load-progress printer for ss_model_params.progress: "<prefix>loading model: <phase> N%" on a
+ * terminal (redrawn in place), one "... done" line per phase otherwise (log files). `prefix` is
+ * a const char * passed as the user pointer (may be NULL). Not thread-safe (one load at a time).
+ */
+void ss_progress_print(void *prefix, const char *phase, uint64_t done, uint64_t total);
+
 /* Wall clock in nanoseconds since the epoch / monotonic clock in nanoseconds. */
 int64_t ss_now_ns(void);
 int64_t ss_mono_ns(void);

@@ -425,14 +425,6 @@ void conv_rows(const ss_model *m, const layer *ly, const span *sp, int n_sp, con
         pool_run(m->pool, conv_part, &j);
 }
 
-typedef struct scan_job {
-    const ss_model *m;
-    ss_ctx *c;
-    const layer *ly;
-    const span *sp;
-    int n_sp;
-    size_t ssm_off;
-} scan_job;
 
 static void scan1_part(void *arg, int tid, int nt)
 {

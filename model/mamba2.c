@@ -34,14 +34,6 @@ static inline float softplus(float x)
     return x > 20.0f ? x : log1pf(expf(x));
 }
 
-typedef struct scan2_job {
-    const ss_model *m;
-    ss_ctx *c;
-    const layer *ly;
-    const span *sp;
-    int n_sp;
-    size_t ssm_off;
-} scan2_job;
 
 /* Spans at least this long use the chunked (SSD) form; shorter ones the recurrence. */
 #define SSD_MIN_SPAN 16
@@ -54,7 +46,7 @@ size_t ssd_scratch_floats(const model_config *cf, int q)
 
 /* One chunk of rows [r0, r0 + q) for head h; S: [P, N] updated. G holds C B^T of group g when
  * *g_cached == g (recomputed otherwise). */
-static void ssd_chunk(const scan2_job *j, int r0, int q, int h, float *S, float *scratch,
+static void ssd_chunk(const scan_job *j, int r0, int q, int h, float *S, float *scratch,
                       int *g_cached)
 {
     const model_config *cf = &j->m->cfg;
@@ -110,7 +102,7 @@ static void ssd_chunk(const scan2_job *j, int r0, int q, int h, float *S, float 
 }
 
 /* Heads [h0, h1) of one long span, chunk by chunk (chunk-outer so G is shared by a group). */
-static void ssd_span(const scan2_job *j, const span *sp, int h0, int h1, float *scratch)
+static void ssd_span(const scan_job *j, const span *sp, int h0, int h1, float *scratch)
 {
     const model_config *cf = &j->m->cfg;
     const int N = cf->d_state, P = cf->head_dim;
@@ -129,7 +121,7 @@ static void ssd_span(const scan2_job *j, const span *sp, int h0, int h1, float *
  * S_h = exp(dt A) S_h + dt x_h B^T, y_h = S_h C + D x_h. */
 static void scan2_part(void *arg, int tid, int nt)
 {
-    const scan2_job *j = arg;
+    const scan_job *j = arg;
     const model_config *cf = &j->m->cfg;
     const int Di = cf->d_inner, N = cf->d_state, H = cf->n_heads, P = cf->head_dim;
     const int G = cf->n_groups, hpg = H / G, C = j->m->info.conv_channels;
@@ -189,7 +181,7 @@ void mamba2_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n
         }
     }
     /* Scan: heads in parallel, each head walks its spans in order. */
-    scan2_job sj = {.m = m, .c = c, .ly = ly, .sp = sp, .n_sp = n_sp, .ssm_off = ssm_off};
+    scan_job sj = {.m = m, .c = c, .ly = ly, .sp = sp, .n_sp = n_sp, .ssm_off = ssm_off};
     if (H * P < 256) scan2_part(&sj, 0, 1);
     else pool_run(m->pool, scan2_part, &sj);
     /* Gate, grouped RMSNorm, weight. */

@@ -18,6 +18,16 @@ typedef struct span {
     int group; /* Mixture-of-Tokens group (0 = alone) */
 } span;
 
+/* The arguments of one layer's scan, shared by the pool's threads. */
+typedef struct scan_job {
+    const ss_model *m;
+    ss_ctx *c;
+    const layer *ly;
+    const span *sp;
+    int n_sp;
+    size_t ssm_off; /* the layer's SSM state within a state */
+} scan_job;
+
 /* y = norm(x) row by row (RMSNorm or LayerNorm per the config); x, y: [rows, d]. */
 void norm_rows(const model_config *c, const float *w, const float *b, const float *x, float *y,
                int rows, int d);

@@ -237,22 +237,6 @@ static void on_signal(int sig)
     (void)w;
 }
 
-static void progress(void *user, const char *phase, uint64_t done, uint64_t total)
-{
-    (void)user;
-    static int last = -1;
-    int pct = total ? (int)(100 * done / total) : 100;
-    if (pct == last && done != total) return;
-    last = pct;
-    if (isatty(2)) {
-        fprintf(stderr, "\rstatesoupd: loading model: %s %3d%%%s", phase, pct,
-                done >= total ? "\n" : "");
-    } else if (done >= total) {
-        /* a log file gets one line per phase, not a carriage-return animation */
-        fprintf(stderr, "statesoupd: loading model: %s done\n", phase);
-    }
-}
-
 static int file_exists(const char *path)
 {
     struct stat st;
@@ -322,7 +306,8 @@ int main(int argc, char **argv)
 
     ss_model_params mp = ss_model_default_params();
     mp.n_threads = o.compute_threads;
-    mp.progress = progress;
+    mp.progress = ss_progress_print;
+    mp.progress_user = (void *)"statesoupd: ";
     int64_t t0 = ss_mono_ns();
     if ((err = ss_model_open(&model, o.model, &mp))) goto fail;
     const ss_model_info *info = ss_model_get_info(model);
