@@ -6,5 +6,5 @@ set -eu
 cd "$(dirname "$0")/.."
 ./deploy/install-deps.sh
 [ -f build/build.ninja ] || meson setup build --buildtype=release
-ninja -C build statesoupd statesoup
+ninja -C build statesoupd cli/statesoup bench/statesoup-bench
 exec ./build/statesoupd --model models/demo-mamba1 --data ./data "$@"
