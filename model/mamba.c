@@ -22,6 +22,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,19 +45,17 @@ typedef struct mm_job {
     float *wide; /* n_threads blocks of wide_floats (16-bit weights, more than 16 rows) */
     size_t wide_floats;
     const float *xt; /* x transposed [in][16] when the broadcast kernel is used, else NULL */
+    int block;       /* decode: columns per block taken dynamically, 0 = static ranges */
+    atomic_int next; /* next block */
 } mm_job;
 
 /* Rows per block of 16-bit weights widened for one GEMM call. */
 #define WIDE_ROWS 64
 
-/* Columns [lo, hi) of the product, on the calling thread. */
-static void mm_part(void *arg, int tid, int nt)
+/* Columns [lo, hi) of the product, on the calling thread (scratch slot tid). */
+static void mm_cols(const mm_job *j, int tid, int lo, int hi)
 {
-    const mm_job *j = arg;
     const kernels *k = kernels_get();
-    int lo, hi;
-    pool_range(j->out, 16, tid, nt, &lo, &hi);
-    if (lo >= hi) return;
     const int n = hi - lo;
     float *yc = j->y + lo;
     if (j->w.t == W_F32) {
@@ -91,6 +90,25 @@ static void mm_part(void *arg, int tid, int nt)
     if (j->bias) {
         for (int r = 0; r < j->rows; r++)
             for (int o = 0; o < n; o++) yc[(size_t)r * j->ldy + o] += j->bias[lo + o];
+    }
+}
+
+/*
+ * A thread's share: prefill takes one static range (large contiguous GEMMs); decode, which is
+ * memory-bound and sensitive to a thread the host slows down, takes blocks as it goes.
+ */
+static void mm_part(void *arg, int tid, int nt)
+{
+    mm_job *j = arg;
+    if (!j->block) {
+        int lo, hi;
+        pool_range(j->out, 16, tid, nt, &lo, &hi);
+        if (lo < hi) mm_cols(j, tid, lo, hi);
+        return;
+    }
+    for (int b; (b = atomic_fetch_add(&j->next, 1)) * j->block < j->out;) {
+        int lo = b * j->block, hi = lo + j->block < j->out ? lo + j->block : j->out;
+        mm_cols(j, tid, lo, hi);
     }
 }
 
@@ -131,10 +149,16 @@ void mm_rows(const ss_model *m, ss_ctx *c, const float *x, int rows, int in, int
         }
         j.xt = c->xt;
     }
-    if ((size_t)rows * out * in < 100000 || out < 32)
+    if ((size_t)rows * out * in < 100000 || out < 32) {
         mm_part(&j, 0, 1);
-    else
-        pool_run(m->pool, mm_part, &j);
+        return;
+    }
+    if (rows <= 16) { /* about 8 blocks per thread, whole 16-column tiles */
+        const int nt = pool_size(m->pool);
+        j.block = ((out + 8 * nt - 1) / (8 * nt) + 15) & ~15;
+        if (j.block < 64) j.block = 64;
+    }
+    pool_run(m->pool, mm_part, &j);
 }
 
 void wmat_row(wmat w, int d, int r, float *dst)
