@@ -95,14 +95,27 @@ static void gen_widen_f16(const uint16_t *src, float *dst, size_t n)
     for (size_t i = 0; i < n; i++) dst[i] = f16_to_f32(src[i]);
 }
 
-static float gen_logsumexp(const float *x, int n)
+static float gen_logsumexp_at(const float *x, int n, float mx)
 {
-    float mx = -INFINITY;
-    for (int i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
     if (!(mx > -INFINITY)) return mx;
     double sum = 0;
     for (int i = 0; i < n; i++) sum += exp((double)x[i] - mx);
     return mx + (float)log(sum);
+}
+
+static float gen_logsumexp(const float *x, int n)
+{
+    float mx = -INFINITY;
+    for (int i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    return gen_logsumexp_at(x, n, mx);
+}
+
+static int gen_argmax(const float *x, int n)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
 }
 
 static void gen_combine(float *out, const float *const *srcs, const float *w, int n, size_t count)
@@ -124,6 +137,8 @@ static const kernels generic = {
     .widen_bf16 = gen_widen_bf16,
     .widen_f16 = gen_widen_f16,
     .logsumexp = gen_logsumexp,
+    .logsumexp_at = gen_logsumexp_at,
+    .argmax = gen_argmax,
     .combine = gen_combine,
 };
 

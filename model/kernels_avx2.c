@@ -64,6 +64,8 @@ static const kernels k256 = {
     .widen_bf16 = k256_widen_bf16,
     .widen_f16 = k256_widen_f16,
     .logsumexp = k256_logsumexp,
+    .logsumexp_at = k256_logsumexp_at,
+    .argmax = k256_argmax,
     .combine = k256_combine,
 };
 

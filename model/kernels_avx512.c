@@ -110,6 +110,8 @@ static const kernels k512 = {
     .widen_bf16 = k512_widen_bf16,
     .widen_f16 = k512_widen_f16,
     .logsumexp = k512_logsumexp,
+    .logsumexp_at = k512_logsumexp_at,
+    .argmax = k512_argmax,
     .combine = k512_combine,
 };
 

@@ -335,10 +335,18 @@ static float KFN(max)(const float *x, int n)
     return r;
 }
 
-/* log(sum(exp(x))) for n logits. */
-static float KFN(logsumexp)(const float *x, int n)
+/* Index of the largest of n values (lowest index on ties; NaN never wins). */
+static int KFN(argmax)(const float *x, int n)
 {
     const float mx = KFN(max)(x, n);
+    for (int i = 0; i < n; i++)
+        if (x[i] == mx) return i;
+    return 0; /* all NaN */
+}
+
+/* log(sum(exp(x - mx))) + mx for n logits whose maximum is mx. */
+static float KFN(logsumexp_at)(const float *x, int n, float mx)
+{
     if (!(mx > -INFINITY)) return mx;
     const VF m = VSET1(mx);
     VF acc = VZERO();
@@ -347,6 +355,12 @@ static float KFN(logsumexp)(const float *x, int n)
     double sum = VHSUM(acc);
     for (; i < n; i++) sum += exp((double)x[i] - mx);
     return mx + (float)log(sum);
+}
+
+/* log(sum(exp(x))) for n logits. */
+static float KFN(logsumexp)(const float *x, int n)
+{
+    return KFN(logsumexp_at)(x, n, KFN(max)(x, n));
 }
 
 /* ---- state merge ----------------------------------------------------------------------------- */

@@ -100,10 +100,7 @@ void ss_sampler_free(ss_sampler *s)
 
 int32_t ss_argmax(const float *logits, int vocab)
 {
-    int32_t best = 0;
-    for (int i = 1; i < vocab; i++)
-        if (logits[i] > logits[best]) best = i;
-    return best;
+    return kernels_get()->argmax(logits, vocab);
 }
 
 static double log_sum_exp(const float *logits, int vocab)
@@ -248,7 +245,13 @@ int32_t ss_sampler_sample(ss_sampler *s, const float *logits, float *logprob)
         }
     }
 done:
-    if (logprob) *logprob = ss_logprob_of(logits, V, pick);
+    if (logprob) {
+        /* greedy already knows the maximum: one pass for the normaliser instead of two */
+        const float lse = p->temperature == 0.0f || p->top_k == 1
+                              ? kernels_get()->logsumexp_at(logits, V, logits[pick])
+                              : (float)log_sum_exp(logits, V);
+        *logprob = logits[pick] - lse;
+    }
     return pick;
 }
 
