@@ -282,6 +282,12 @@ static ss_err parse_config(loader *L)
         if (cfg_bool(c, "rms_norm", 1) == 0) {
             return ss_fail(SS_ERR_UNSUPPORTED, "config.json: Mamba-2 without rms_norm");
         }
+        /* y = norm(y * SiLU(z)) is the released models' form (mamba_ssm's default); refuse the
+         * other order rather than compute something else */
+        if (cfg_bool(c, "norm_before_gate", 0)) {
+            return ss_fail(SS_ERR_UNSUPPORTED, "config.json: Mamba-2 with norm_before_gate true "
+                                               "is not supported");
+        }
     }
     if (cfg->n_layer > 4096) return ss_fail(SS_ERR_FORMAT, "config.json: too many layers");
     return SS_OK;
