@@ -611,7 +611,10 @@ static ss_err load_weights(loader *L)
     ss_model *m = L->m;
     model_config *c = &m->cfg;
     ss_err err;
-    for (int i = 0; i < L->n_shards; i++) L->bytes_total += L->shards[i].st.size;
+    /* progress counts tensor bytes: the total is theirs, so the load phase ends at 100 % */
+    for (int i = 0; i < L->n_shards; i++)
+        for (int t = 0; t < L->shards[i].st.n_tensors; t++)
+            L->bytes_total += L->shards[i].st.tensors[t].n_bytes;
     if ((err = get_mat(L, "backbone.embeddings.weight", &m->embed, I64(c->vocab), I64(c->d_model))))
         return err;
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
@@ -828,6 +831,8 @@ ss_err model_load(ss_model *m, const char *dir, const ss_model_params *p)
     if ((err = parse_config(&L))) goto out;
     if ((err = open_files(&L))) goto out;
     if ((err = load_weights(&L))) goto out;
+    if (p->progress) /* tensors the model does not use (a tied lm_head) were never counted */
+        p->progress(p->progress_user, "load", L.bytes_total, L.bytes_total);
     fill_info(&L);
     if (p->progress) p->progress(p->progress_user, "fingerprint", 0, 1);
     if ((err = fingerprint(&L))) goto out;
