@@ -178,10 +178,13 @@ void ss_hex(const void *bytes, size_t n, char *out)
 void ss_progress_print(void *prefix, const char *phase, uint64_t done, uint64_t total)
 {
     static int last = -1;
+    static char finished[32]; /* the last phase reported complete: once is enough */
     const char *pre = prefix ? prefix : "";
     int pct = total ? (int)(100 * done / total) : 100;
+    if (done >= total && strcmp(finished, phase) == 0) return;
     if (pct == last && done < total) return;
     last = pct;
+    if (done >= total) snprintf(finished, sizeof finished, "%s", phase);
     if (isatty(STDERR_FILENO)) {
         fprintf(stderr, "\r%sloading model: %s %3d%%%s", pre, phase, pct, done >= total ? "\n" : "");
     } else if (done >= total) {
