@@ -77,6 +77,17 @@ int api_ready(ss_api *a, ss_http_req *r)
     return 0;
 }
 
+void api_with_body(void *app, ss_http_req *r, api_body_handler fn)
+{
+    ss_api *a = app;
+    if (!api_ready(a, r)) return;
+    json_t *body = api_body(r);
+    if (!body) return;
+    ss_err err = fn(a, r, body);
+    if (err) api_fail(r, err);
+    json_decref(body);
+}
+
 /* ---- request parsing ----------------------------------------------------------------------- */
 
 json_t *api_body(ss_http_req *r)

@@ -128,64 +128,50 @@ void api_h_models(void *app, ss_http_req *r)
     api_json(r, 200, json_pack("{s:s,s:[o]}", "object", "list", "data", m));
 }
 
-void api_h_tokenize(void *app, ss_http_req *r)
+/* SS_ERR_UNSUPPORTED unless a tokenizer is loaded; `to` says what it was needed for. */
+static ss_err need_tokenizer(const ss_api *a, const char *to)
 {
-    ss_api *a = app;
-    if (!api_ready(a, r)) return;
-    json_t *body = api_body(r);
-    if (!body) return;
-    int32_t *ids = NULL;
-    size_t n = 0;
-    ss_err err = SS_OK;
+    if (a->tok) return SS_OK;
+    return ss_fail(SS_ERR_UNSUPPORTED,
+                   "no tokenizer loaded: start statesoupd with --tokenizer to %s", to);
+}
+
+static ss_err tokenize(ss_api *a, ss_http_req *r, json_t *body)
+{
     json_t *text = json_object_get(body, "text");
-    if (!json_is_string(text)) {
-        err = ss_fail(SS_ERR_FORMAT, "\"text\" (a string) is required");
-        goto out;
-    }
-    if (!a->tok) {
-        err = ss_fail(SS_ERR_UNSUPPORTED,
-                      "no tokenizer loaded: start statesoupd with --tokenizer to tokenize text");
-        goto out;
-    }
-    if ((err = ss_tokenizer_encode(a->tok, json_string_value(text), json_string_length(text), &ids,
-                                   &n)))
-        goto out;
+    if (!json_is_string(text)) return ss_fail(SS_ERR_FORMAT, "\"text\" (a string) is required");
+    ss_err err = need_tokenizer(a, "tokenize text");
+    if (err) return err;
+    int32_t *ids; /* set only on success */
+    size_t n;
+    err = ss_tokenizer_encode(a->tok, json_string_value(text), json_string_length(text), &ids, &n);
+    if (err) return err;
     json_t *arr = json_array();
     for (size_t i = 0; arr && i < n; i++) json_array_append_new(arr, json_integer(ids[i]));
     api_json(r, 200, json_pack("{s:o,s:I}", "tokens", arr, "count", (json_int_t)n));
-out:
-    if (err) api_fail(r, err);
     free(ids);
-    json_decref(body);
+    return SS_OK;
 }
 
-void api_h_detokenize(void *app, ss_http_req *r)
+void api_h_tokenize(void *app, ss_http_req *r)
 {
-    ss_api *a = app;
-    if (!api_ready(a, r)) return;
-    json_t *body = api_body(r);
-    if (!body) return;
+    api_with_body(app, r, tokenize);
+}
+
+static ss_err detokenize(ss_api *a, ss_http_req *r, json_t *body)
+{
     int32_t *ids = NULL;
     char *text = NULL;
     size_t len = 0;
-    ss_err err = SS_OK;
     json_t *toks = json_object_get(body, "tokens");
-    if (!json_is_array(toks)) {
-        err = ss_fail(SS_ERR_FORMAT, "\"tokens\" (an array of token ids) is required");
-        goto out;
-    }
-    if (!a->tok) {
-        err = ss_fail(SS_ERR_UNSUPPORTED,
-                      "no tokenizer loaded: start statesoupd with --tokenizer to decode tokens");
-        goto out;
-    }
+    if (!json_is_array(toks))
+        return ss_fail(SS_ERR_FORMAT, "\"tokens\" (an array of token ids) is required");
+    ss_err err = need_tokenizer(a, "decode tokens");
+    if (err) return err;
     size_t n = json_array_size(toks);
     int V = ss_tokenizer_vocab_size(a->tok);
     ids = malloc((n ? n : 1) * sizeof *ids);
-    if (!ids) {
-        err = ss_fail(SS_ERR_NOMEM, "out of memory");
-        goto out;
-    }
+    if (!ids) return ss_fail(SS_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < n; i++) {
         json_t *t = json_array_get(toks, i);
         if (!json_is_integer(t)) {
@@ -203,10 +189,14 @@ void api_h_detokenize(void *app, ss_http_req *r)
     if ((err = ss_tokenizer_decode(a->tok, ids, n, 0, &text, &len))) goto out;
     api_json(r, 200, json_pack("{s:s%}", "text", text, len));
 out:
-    if (err) api_fail(r, err);
     free(text);
     free(ids);
-    json_decref(body);
+    return err;
+}
+
+void api_h_detokenize(void *app, ss_http_req *r)
+{
+    api_with_body(app, r, detokenize);
 }
 
 /* ---- the catalog --------------------------------------------------------------------------- */
@@ -415,12 +405,8 @@ out:
     api_save_free(&save);
 }
 
-void api_h_states_merge(void *app, ss_http_req *r)
+static ss_err states_merge(ss_api *a, ss_http_req *r, json_t *body)
 {
-    ss_api *a = app;
-    if (!api_ready(a, r)) return;
-    json_t *body = api_body(r);
-    if (!body) return;
     ss_err err = SS_OK;
     ss_state *st = NULL;
     json_t *parents = NULL;
@@ -429,10 +415,8 @@ void api_h_states_merge(void *app, ss_http_req *r)
     long long n_tokens = 0;
     int normalize = 0;
     json_t *sources = json_object_get(body, "sources");
-    if (!sources) {
-        err = ss_fail(SS_ERR_FORMAT, "\"sources\" ([{\"state\", \"weight\"}, ...]) is required");
-        goto out;
-    }
+    if (!sources)
+        return ss_fail(SS_ERR_FORMAT, "\"sources\" ([{\"state\", \"weight\"}, ...]) is required");
     if ((err = api_get_bool(body, "normalize", 0, &normalize))) goto out;
     if ((err = api_save_parse(a, body, &save))) goto out;
     if ((err = ss_state_new(a->model, &st))) goto out;
@@ -442,10 +426,14 @@ void api_h_states_merge(void *app, ss_http_req *r)
     ss_http_respond_take(r, 201, "application/json", record, strlen(record));
     record = NULL;
 out:
-    if (err) api_fail(r, err);
     free(record);
     json_decref(parents);
     ss_state_free(st);
     api_save_free(&save);
-    json_decref(body);
+    return err;
+}
+
+void api_h_states_merge(void *app, ss_http_req *r)
+{
+    api_with_body(app, r, states_merge);
 }

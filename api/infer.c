@@ -119,10 +119,11 @@ static void infer_over(void *p, int aborted)
     pthread_mutex_unlock(&inf->mu);
 }
 
-static infer *infer_new(ss_api *a, ss_http_req *r, endpoint ep)
+/* The context of request r, owned by r from here on (SS_ERR_NOMEM). */
+static ss_err infer_new(ss_api *a, ss_http_req *r, endpoint ep, infer **out)
 {
     infer *inf = calloc(1, sizeof *inf);
-    if (!inf) return NULL;
+    if (!inf) return ss_fail(SS_ERR_NOMEM, "out of memory");
     inf->a = a;
     inf->req = r;
     inf->ep = ep;
@@ -134,7 +135,8 @@ static infer *infer_new(ss_api *a, ss_http_req *r, endpoint ep)
     }
     ss_http_set_user(r, inf, infer_free);
     ss_http_on_over(r, infer_over);
-    return inf;
+    *out = inf;
+    return SS_OK;
 }
 
 /* ---- JSON pieces --------------------------------------------------------------------------- */
@@ -264,6 +266,35 @@ static int sse_send(ss_http_req *r, json_t *j)
     return rc;
 }
 
+/* End an event stream: the "[DONE]" event, then the end of the response. */
+static void sse_done(ss_http_req *r)
+{
+    ss_http_stream_write(r, "data: [DONE]\n\n", 14);
+    ss_http_stream_end(r);
+}
+
+/* o with o[key] = v, unless v is NULL; v is stolen (dropped when o is NULL). Returns o. */
+static json_t *set_member(json_t *o, const char *key, json_t *v)
+{
+    if (o && v)
+        json_object_set_new(o, key, v);
+    else
+        json_decref(v);
+    return o;
+}
+
+static json_t *usage_json(int n_prompt, int n_gen)
+{
+    return json_pack("{s:i,s:i,s:i}", "prompt_tokens", n_prompt, "completion_tokens", n_gen,
+                     "total_tokens", n_prompt + n_gen);
+}
+
+/* The text of choice c not yet sent as events. */
+static json_t *unsent_text(const choice *c)
+{
+    return jstr(c->text ? c->text + c->streamed : "", c->text_len - c->streamed);
+}
+
 /* ---- engine callbacks (engine thread) ------------------------------------------------------ */
 
 static int on_token(void *user, const ss_token_event *ev)
@@ -379,6 +410,18 @@ static ss_err jobs_error(infer *inf)
     return SS_OK;
 }
 
+/* Answer err: as an HTTP error, or, once streaming, as a last error event. */
+static void answer_error(infer *inf, ss_http_req *r, ss_err err)
+{
+    if (!inf->stream) {
+        api_fail(r, err);
+        return;
+    }
+    sse_send(r, json_pack("{s:{s:s,s:s}}", "error", "code", api_code_of(err), "message",
+                          ss_errmsg()));
+    sse_done(r);
+}
+
 static json_t *timings(const ss_job_result *res)
 {
     double tps = res->decode_ms > 0 ? res->n_generated / (res->decode_ms / 1e3) : 0;
@@ -474,8 +517,7 @@ static void answer_score(infer *inf, ss_http_req *r)
 /* The non-streamed /v1/generate answer for one choice (rec, the saved state, is stolen). */
 static json_t *generate_json(infer *inf, const choice *c, const ss_job_result *res, json_t *rec)
 {
-    json_t *usage = json_pack("{s:i,s:i,s:i}", "prompt_tokens", res->n_prompt, "completion_tokens",
-                              res->n_generated, "total_tokens", res->n_prompt + res->n_generated);
+    json_t *usage = usage_json(res->n_prompt, res->n_generated);
     json_t *toks = json_array();
     for (int i = 0; i < res->n_generated; i++)
         json_array_append_new(toks, json_integer(res->tokens[i]));
@@ -488,11 +530,7 @@ static json_t *generate_json(infer *inf, const choice *c, const ss_job_result *r
             json_array_append_new(lp, gen_logprob(inf, c, res, i));
         json_object_set_new(j, "logprobs", lp);
     }
-    if (j && rec)
-        json_object_set_new(j, "state", rec);
-    else
-        json_decref(rec);
-    return j;
+    return set_member(j, "state", rec);
 }
 
 /* /v1/generate in batch form: {"object": "list", "results": [answers with "index"], "usage"}. */
@@ -522,9 +560,8 @@ static void answer_generate_batch(infer *inf, ss_http_req *r)
         return;
     }
     api_json(r, 200,
-             json_pack("{s:s,s:o,s:{s:i,s:i,s:i},s:s}", "object", "list", "results", results,
-                       "usage", "prompt_tokens", n_prompt, "completion_tokens", n_gen,
-                       "total_tokens", n_prompt + n_gen, "model", inf->a->model_name));
+             json_pack("{s:s,s:o,s:o,s:s}", "object", "list", "results", results, "usage",
+                       usage_json(n_prompt, n_gen), "model", inf->a->model_name));
 }
 
 static void answer_generate(infer *inf, ss_http_req *r)
@@ -539,31 +576,15 @@ static void answer_generate(infer *inf, ss_http_req *r)
     const ss_job_result *res = err ? NULL : ss_job_get_result(c->job);
     if (!err && inf->want_save) err = save_result(inf, &inf->save, res, &rec);
     if (err) {
-        if (!inf->stream) {
-            api_fail(r, err);
-        } else {
-            sse_send(r, json_pack("{s:{s:s,s:s}}", "error", "code", api_code_of(err), "message",
-                                  ss_errmsg()));
-            ss_http_stream_write(r, "data: [DONE]\n\n", 14);
-            ss_http_stream_end(r);
-        }
+        answer_error(inf, r, err);
         return;
     }
     if (inf->stream) {
-        json_t *usage =
-            json_pack("{s:i,s:i,s:i}", "prompt_tokens", res->n_prompt, "completion_tokens",
-                      res->n_generated, "total_tokens", res->n_prompt + res->n_generated);
-        json_t *j = json_pack("{s:o,s:s,s:o,s:o}", "text",
-                              jstr(c->text ? c->text + c->streamed : "", c->text_len - c->streamed),
-                              "finish_reason", finish_name(res->finish, 0), "usage", usage,
-                              "timings", timings(res));
-        if (j && rec)
-            json_object_set_new(j, "state", rec);
-        else
-            json_decref(rec);
-        sse_send(r, j);
-        ss_http_stream_write(r, "data: [DONE]\n\n", 14);
-        ss_http_stream_end(r);
+        json_t *j = json_pack("{s:o,s:s,s:o,s:o}", "text", unsent_text(c), "finish_reason",
+                              finish_name(res->finish, 0), "usage",
+                              usage_json(res->n_prompt, res->n_generated), "timings", timings(res));
+        sse_send(r, set_member(j, "state", rec));
+        sse_done(r);
         return;
     }
     api_json(r, 200, generate_json(inf, c, res, rec));
@@ -573,14 +594,7 @@ static void answer_completions(infer *inf, ss_http_req *r)
 {
     ss_err err = jobs_error(inf);
     if (err) {
-        if (!inf->stream) {
-            api_fail(r, err);
-        } else {
-            sse_send(r, json_pack("{s:{s:s,s:s}}", "error", "code", api_code_of(err), "message",
-                                  ss_errmsg()));
-            ss_http_stream_write(r, "data: [DONE]\n\n", 14);
-            ss_http_stream_end(r);
-        }
+        answer_error(inf, r, err);
         return;
     }
     int n_prompt = 0, n_gen = 0;
@@ -592,10 +606,8 @@ static void answer_completions(infer *inf, ss_http_req *r)
         n_gen += res->n_generated;
         const char *fin = finish_name(res->finish, 1);
         if (inf->stream) {
-            json_t *ch =
-                json_pack("{s:o,s:i,s:n,s:s}", "text",
-                          jstr(c->text ? c->text + c->streamed : "", c->text_len - c->streamed),
-                          "index", c->index, "logprobs", "finish_reason", fin);
+            json_t *ch = json_pack("{s:o,s:i,s:n,s:s}", "text", unsent_text(c), "index", c->index,
+                                   "logprobs", "finish_reason", fin);
             sse_send(r, completion_chunk(inf, json_pack("[o]", ch)));
             continue;
         }
@@ -613,26 +625,14 @@ static void answer_completions(infer *inf, ss_http_req *r)
                                                  c->index, "logprobs", lp, "finish_reason", fin));
         free(full);
     }
-    json_t *usage = json_pack("{s:i,s:i,s:i}", "prompt_tokens", n_prompt, "completion_tokens",
-                              n_gen, "total_tokens", n_prompt + n_gen);
+    json_t *usage = usage_json(n_prompt, n_gen);
     if (inf->stream) {
         json_decref(choices);
-        json_t *last = completion_chunk(inf, json_array());
-        if (last)
-            json_object_set_new(last, "usage", usage);
-        else
-            json_decref(usage);
-        sse_send(r, last);
-        ss_http_stream_write(r, "data: [DONE]\n\n", 14);
-        ss_http_stream_end(r);
+        sse_send(r, set_member(completion_chunk(inf, json_array()), "usage", usage));
+        sse_done(r);
         return;
     }
-    json_t *j = completion_chunk(inf, choices);
-    if (j)
-        json_object_set_new(j, "usage", usage);
-    else
-        json_decref(usage);
-    api_json(r, 200, j);
+    api_json(r, 200, set_member(completion_chunk(inf, choices), "usage", usage));
 }
 
 static void finish_cont(void *app, ss_http_req *r, void *user)
@@ -877,7 +877,53 @@ static ss_err batch_members(infer *inf, const json_t *v, const char *key)
     return SS_OK;
 }
 
+/*
+ * The "batch" form of POST /v1/states and /v1/score: an array of objects, one choice each, that
+ * carry their own fields instead of the body.
+ */
+typedef struct batch_spec {
+    const char *own[4];   /* a member's own fields (NULL-terminated): not allowed in the body */
+    const char *own_text; /* them, in words, for the message */
+    const char *shape;    /* a member, in words, for the message */
+    /* Read member i from item (an object); `where` ("batch[i].") prefixes its fields. */
+    ss_err (*member)(ss_api *a, json_t *body, json_t *item, const char *where, infer *inf, int i);
+} batch_spec;
+
+/*
+ * The batch form of s when the body has one (not absent, not null): sets inf->batch and the
+ * choices and reads every member. Otherwise one choice, inf->batch stays 0 and the caller reads
+ * it from the body.
+ */
+static ss_err parse_batch(ss_api *a, json_t *body, infer *inf, const batch_spec *s)
+{
+    json_t *bv = json_object_get(body, "batch");
+    if (!bv || json_is_null(bv)) {
+        inf->n_choices = 1;
+        return SS_OK;
+    }
+    for (int k = 0; s->own[k]; k++)
+        if (json_object_get(body, s->own[k]))
+            return ss_fail(SS_ERR_FORMAT,
+                           "with \"batch\", each member has its own %s: give them inside the batch",
+                           s->own_text);
+    ss_err err = batch_members(inf, bv, "batch");
+    for (int i = 0; !err && i < inf->n_choices; i++) {
+        json_t *item = json_array_get(bv, (size_t)i);
+        char where[48];
+        snprintf(where, sizeof where, "batch[%d].", i);
+        if (!json_is_object(item))
+            return ss_fail(SS_ERR_FORMAT, "batch[%d] must be an object %s", i, s->shape);
+        err = s->member(a, body, item, where, inf, i);
+    }
+    return err;
+}
+
 /* ---- handlers ------------------------------------------------------------------------------ */
+
+/*
+ * Each handler is run by api_with_body (model loaded, body a JSON object) and returns an error
+ * to answer, or SS_OK once submit_all has answered or parked the request.
+ */
 
 /* One state to create: `prompt` (text) or `tokens` (ids) of o, into choice c. `where` prefixes
  * the field names in messages ("" or "batch[2]."). An empty prompt is allowed with `from`. */
@@ -899,14 +945,10 @@ static ss_err state_prompt(ss_api *a, json_t *o, int have_from, const char *wher
 
 /* A member of POST /v1/states in batch form: its prompt, and its name, tags and metadata (the
  * request's own tags and metadata apply to members that have none). */
-static ss_err state_member(ss_api *a, json_t *body, json_t *item, infer *inf, int i)
+static ss_err state_member(ss_api *a, json_t *body, json_t *item, const char *where, infer *inf,
+                           int i)
 {
     choice *c = &inf->ch[i];
-    char where[48];
-    snprintf(where, sizeof where, "batch[%d].", i);
-    if (!json_is_object(item))
-        return ss_fail(SS_ERR_FORMAT, "batch[%d] must be an object {prompt | tokens, name?, "
-                                      "tags?, metadata?}", i);
     ss_err err = state_prompt(a, item, json_object_get(body, "from") != NULL, where, c);
     if (err) return err;
     json_t *o = json_copy(item);
@@ -925,50 +967,38 @@ static ss_err state_member(ss_api *a, json_t *body, json_t *item, infer *inf, in
     return SS_OK;
 }
 
-void api_h_states_create(void *app, ss_http_req *r)
+static const batch_spec states_batch = {
+    .own = {"prompt", "tokens", "name", NULL},
+    .own_text = "prompt or tokens and name",
+    .shape = "{prompt | tokens, name?, tags?, metadata?}",
+    .member = state_member,
+};
+
+/* POST /v1/states: batch form [{prompt | tokens, name?, tags?, metadata?}, ...], one record each */
+static ss_err states_create(ss_api *a, ss_http_req *r, json_t *body)
 {
-    ss_api *a = app;
-    if (!api_ready(a, r)) return;
-    json_t *body = api_body(r);
-    if (!body) return;
-    ss_err err = SS_OK;
-    infer *inf = infer_new(a, r, EP_STATES);
-    if (!inf) {
-        err = ss_fail(SS_ERR_NOMEM, "out of memory");
-        goto out;
+    infer *inf;
+    ss_err err = infer_new(a, r, EP_STATES, &inf);
+    if (!err) err = parse_batch(a, body, inf, &states_batch);
+    if (!err && !inf->batch) {
+        err = state_prompt(a, body, json_object_get(body, "from") != NULL, "", &inf->ch[0]);
+        if (!err) err = api_save_parse(a, body, &inf->save);
     }
-    json_t *bv = json_object_get(body, "batch");
-    if (bv && !json_is_null(bv)) {
-        /* batch form: [{prompt | tokens, name?, tags?, metadata?}, ...], one record each */
-        if (json_object_get(body, "prompt") || json_object_get(body, "tokens") ||
-            json_object_get(body, "name")) {
-            err = ss_fail(SS_ERR_FORMAT, "with \"batch\", each member has its own prompt or "
-                                         "tokens and name: give them inside the batch");
-            goto out;
-        }
-        if ((err = batch_members(inf, bv, "batch"))) goto out;
-        for (int i = 0; i < inf->n_choices; i++)
-            if ((err = state_member(a, body, json_array_get(bv, (size_t)i), inf, i))) goto out;
-    } else {
-        inf->n_choices = 1;
-        if ((err = state_prompt(a, body, json_object_get(body, "from") != NULL, "", &inf->ch[0])))
-            goto out;
-        if ((err = api_save_parse(a, body, &inf->save))) goto out;
-    }
-    if ((err = api_start_resolve(a, body, "from", 0, &inf->start))) goto out;
-    for (int i = 0; i < inf->n_choices; i++) {
-        if (inf->ch[i].n_prompt == 0 && !inf->start.st) {
-            err = ss_fail(SS_ERR_INVALID, "the prompt%s%s is empty", inf->batch ? " of " : "",
-                          inf->ch[i].label);
-            goto out;
-        }
-    }
+    if (!err) err = api_start_resolve(a, body, "from", 0, &inf->start);
+    if (err) return err;
+    for (int i = 0; i < inf->n_choices; i++)
+        if (inf->ch[i].n_prompt == 0 && !inf->start.st)
+            return ss_fail(SS_ERR_INVALID, "the prompt%s%s is empty", inf->batch ? " of " : "",
+                           inf->ch[i].label);
     /* with `from` and an empty prompt the job just copies the state: a plain "save as" */
     ss_job_params p = base_params(inf, SS_JOB_PREFILL);
     submit_all(inf, &p);
-out:
-    if (err) api_fail(r, err);
-    json_decref(body);
+    return SS_OK;
+}
+
+void api_h_states_create(void *app, ss_http_req *r)
+{
+    api_with_body(app, r, states_create);
 }
 
 /* Shared by generate and completions: the parts that are the same. */
@@ -1009,75 +1039,67 @@ static ss_err parse_generation(ss_api *a, json_t *body, infer *inf, ss_job_param
     return SS_OK;
 }
 
-void api_h_generate(void *app, ss_http_req *r)
+/* "save_state" of /v1/generate: absent, null or false, true, or {name?, tags?, metadata?}. */
+static ss_err parse_save_state(ss_api *a, json_t *body, infer *inf)
 {
-    ss_api *a = app;
-    if (!api_ready(a, r)) return;
-    json_t *body = api_body(r);
-    if (!body) return;
-    ss_err err = SS_OK;
+    json_t *sv = json_object_get(body, "save_state");
+    if (!sv || json_is_null(sv) || json_is_false(sv)) return SS_OK;
+    if (!json_is_object(sv) && !json_is_true(sv))
+        return ss_fail(SS_ERR_FORMAT, "\"save_state\" must be an object {name?, tags?, "
+                                      "metadata?}");
+    if (ss_http_scope_of(inf->req) != SS_HTTP_SCOPE_WRITE)
+        return ss_fail(SS_ERR_PERM, "save_state stores a state: it needs a key with write "
+                                    "scope");
+    if (inf->batch && json_is_object(sv) && json_object_get(sv, "name") &&
+        !json_is_null(json_object_get(sv, "name")))
+        return ss_fail(SS_ERR_INVALID, "save_state.name cannot be used with \"prompts\": a name "
+                                       "belongs to one state (use tags)");
+    json_t *empty = json_object();
+    ss_err err = api_save_parse(a, json_is_object(sv) ? sv : empty, &inf->save);
+    json_decref(empty);
+    if (err) return err;
+    inf->want_save = 1;
+    return SS_OK;
+}
+
+/* /v1/generate: "prompt", or in batch form "prompts": [prompt, ...], one result each. */
+static ss_err generate(ss_api *a, ss_http_req *r, json_t *body)
+{
+    infer *inf;
     ss_job_params p;
-    infer *inf = infer_new(a, r, EP_GENERATE);
-    if (!inf) {
-        err = ss_fail(SS_ERR_NOMEM, "out of memory");
-        goto out;
-    }
+    ss_err err = infer_new(a, r, EP_GENERATE, &inf);
+    if (err) return err;
     json_t *pv = json_object_get(body, "prompt"), *bv = json_object_get(body, "prompts");
     if (bv && !json_is_null(bv)) {
-        /* batch form: "prompts": [prompt, ...], one result each */
-        if (pv && !json_is_null(pv)) {
-            err = ss_fail(SS_ERR_FORMAT, "give \"prompt\" or \"prompts\", not both");
-            goto out;
-        }
-        if ((err = batch_members(inf, bv, "prompts"))) goto out;
+        if (pv && !json_is_null(pv))
+            return ss_fail(SS_ERR_FORMAT, "give \"prompt\" or \"prompts\", not both");
+        if ((err = batch_members(inf, bv, "prompts"))) return err;
         for (int i = 0; i < inf->n_choices; i++) {
             choice *c = &inf->ch[i];
             if ((err = api_tokens(a, json_array_get(bv, (size_t)i), c->label, &c->prompt,
                                   &c->n_prompt)))
-                goto out;
+                return err;
         }
     } else {
         inf->n_choices = 1;
         if (pv && !json_is_null(pv) &&
             (err = api_tokens(a, pv, "prompt", &inf->ch[0].prompt, &inf->ch[0].n_prompt)))
-            goto out;
+            return err;
     }
-    json_t *sv = json_object_get(body, "save_state");
-    if (sv && !json_is_null(sv) && !json_is_false(sv)) {
-        if (!json_is_object(sv) && !json_is_true(sv)) {
-            err = ss_fail(SS_ERR_FORMAT, "\"save_state\" must be an object {name?, tags?, "
-                                         "metadata?}");
-            goto out;
-        }
-        if (ss_http_scope_of(r) != SS_HTTP_SCOPE_WRITE) {
-            err = ss_fail(SS_ERR_PERM, "save_state stores a state: it needs a key with write "
-                                       "scope");
-            goto out;
-        }
-        if (inf->batch && json_is_object(sv) && json_object_get(sv, "name") &&
-            !json_is_null(json_object_get(sv, "name"))) {
-            err = ss_fail(SS_ERR_INVALID, "save_state.name cannot be used with \"prompts\": a name "
-                                          "belongs to one state (use tags)");
-            goto out;
-        }
-        json_t *empty = json_object();
-        err = api_save_parse(a, json_is_object(sv) ? sv : empty, &inf->save);
-        json_decref(empty);
-        if (err) goto out;
-        inf->want_save = 1;
-    }
-    if ((err = parse_generation(a, body, inf, &p, 64))) goto out;
-    if (inf->batch && inf->stream) {
-        err = ss_fail(SS_ERR_UNSUPPORTED, "stream is not supported with \"prompts\"; "
-                                          "/v1/completions streams the choices of several "
-                                          "prompts");
-        goto out;
-    }
+    if ((err = parse_save_state(a, body, inf))) return err;
+    if ((err = parse_generation(a, body, inf, &p, 64))) return err;
+    if (inf->batch && inf->stream)
+        return ss_fail(SS_ERR_UNSUPPORTED, "stream is not supported with \"prompts\"; "
+                                           "/v1/completions streams the choices of several "
+                                           "prompts");
     p.want_state = inf->want_save;
     submit_all(inf, &p);
-out:
-    if (err) api_fail(r, err);
-    json_decref(body);
+    return SS_OK;
+}
+
+void api_h_generate(void *app, ss_http_req *r)
+{
+    api_with_body(app, r, generate);
 }
 
 /* The prompt of choice c as text, for echo. */
@@ -1094,34 +1116,18 @@ static ss_err prompt_text(ss_api *a, const json_t *pv, choice *c)
     return ss_tokenizer_decode(a->tok, c->prompt, (size_t)c->n_prompt, 0, &c->prompt_text, NULL);
 }
 
-void api_h_completions(void *app, ss_http_req *r)
+/*
+ * The choices of /v1/completions: n per prompt, from "prompt": "text" | [ids] | ["text", ...] |
+ * [[ids], ...]; absent = empty. The two array forms are a batch: its choices go to the engine
+ * together (Mixture of Tokens mixes them).
+ */
+static ss_err completion_prompts(ss_api *a, json_t *body, infer *inf)
 {
-    ss_api *a = app;
-    if (!api_ready(a, r)) return;
-    json_t *body = api_body(r);
-    if (!body) return;
-    ss_err err = SS_OK;
-    ss_job_params p;
-    infer *inf = infer_new(a, r, EP_COMPLETIONS);
-    if (!inf) {
-        err = ss_fail(SS_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    unsigned char rnd[12];
-    char hex[25];
-    if ((err = ss_random_bytes(rnd, sizeof rnd))) goto out;
-    ss_hex(rnd, sizeof rnd, hex);
-    snprintf(inf->cmpl_id, sizeof inf->cmpl_id, "cmpl-%s", hex);
-    inf->created = (long long)time(NULL);
-    if ((err = api_get_bool(body, "echo", 0, &inf->echo))) goto out;
     long long n_per;
-    if ((err = api_get_int(body, "n", 1, &n_per))) goto out;
-    if (n_per < 1 || n_per > MAX_CHOICES) {
-        err = ss_fail(SS_ERR_INVALID, "n must be between 1 and %d", MAX_CHOICES);
-        goto out;
-    }
-    /* prompt: "text" | [ids] | ["text", ...] | [[ids], ...]; absent = empty. The two array
-     * forms are a batch: its choices go to the engine together (Mixture of Tokens mixes them) */
+    ss_err err = api_get_int(body, "n", 1, &n_per);
+    if (err) return err;
+    if (n_per < 1 || n_per > MAX_CHOICES)
+        return ss_fail(SS_ERR_INVALID, "n must be between 1 and %d", MAX_CHOICES);
     json_t *pv = json_object_get(body, "prompt");
     json_t *prompts[MAX_CHOICES];
     int n_prompts = 1;
@@ -1132,9 +1138,8 @@ void api_h_completions(void *app, ss_http_req *r)
         n_prompts = (int)json_array_size(pv);
         if (n_prompts * n_per > MAX_CHOICES) {
             json_decref(empty);
-            err = ss_fail(SS_ERR_INVALID, "at most %d choices (prompts x n) per request",
-                          MAX_CHOICES);
-            goto out;
+            return ss_fail(SS_ERR_INVALID, "at most %d choices (prompts x n) per request",
+                           MAX_CHOICES);
         }
         for (int i = 0; i < n_prompts; i++) prompts[i] = json_array_get(pv, (size_t)i);
         inf->batch = 1;
@@ -1147,22 +1152,43 @@ void api_h_completions(void *app, ss_http_req *r)
         if (!err && inf->echo) err = prompt_text(a, prompts[i / (int)n_per], c);
     }
     json_decref(empty);
-    if (err) goto out;
-    if ((err = parse_generation(a, body, inf, &p, 16))) goto out;
-    if (inf->echo && inf->want_logprobs) {
-        err = ss_fail(SS_ERR_UNSUPPORTED, "echo together with logprobs is not supported: use "
-                                          "POST /v1/score for the prompt's log-probabilities");
-        goto out;
-    }
-    submit_all(inf, &p);
-out:
-    if (err) api_fail(r, err);
-    json_decref(body);
+    return err;
 }
 
-/* Context (optional) and continuation of one scoring member from o; `where` prefixes messages. */
-static ss_err score_member(ss_api *a, json_t *o, const char *where, choice *c)
+static ss_err completions(ss_api *a, ss_http_req *r, json_t *body)
 {
+    infer *inf;
+    ss_job_params p;
+    ss_err err = infer_new(a, r, EP_COMPLETIONS, &inf);
+    if (err) return err;
+    unsigned char rnd[12];
+    char hex[25];
+    if ((err = ss_random_bytes(rnd, sizeof rnd))) return err;
+    ss_hex(rnd, sizeof rnd, hex);
+    snprintf(inf->cmpl_id, sizeof inf->cmpl_id, "cmpl-%s", hex);
+    inf->created = (long long)time(NULL);
+    if ((err = api_get_bool(body, "echo", 0, &inf->echo))) return err;
+    if ((err = completion_prompts(a, body, inf))) return err;
+    if ((err = parse_generation(a, body, inf, &p, 16))) return err;
+    if (inf->echo && inf->want_logprobs)
+        return ss_fail(SS_ERR_UNSUPPORTED, "echo together with logprobs is not supported: use "
+                                           "POST /v1/score for the prompt's log-probabilities");
+    submit_all(inf, &p);
+    return SS_OK;
+}
+
+void api_h_completions(void *app, ss_http_req *r)
+{
+    api_with_body(app, r, completions);
+}
+
+/* Context (optional) and continuation of scoring member i from o (the body itself outside the
+ * batch form); `where` prefixes the field names in messages. */
+static ss_err score_member(ss_api *a, json_t *body, json_t *o, const char *where, infer *inf,
+                           int i)
+{
+    (void)body;
+    choice *c = &inf->ch[i];
     char what[64];
     json_t *cv = json_object_get(o, "context"), *kv = json_object_get(o, "continuation");
     if (!kv)
@@ -1177,46 +1203,28 @@ static ss_err score_member(ss_api *a, json_t *o, const char *where, choice *c)
     return SS_OK;
 }
 
-void api_h_score(void *app, ss_http_req *r)
+static const batch_spec score_batch = {
+    .own = {"context", "continuation", NULL},
+    .own_text = "context and continuation",
+    .shape = "{context?, continuation}",
+    .member = score_member,
+};
+
+/* /v1/score: batch form [{context?, continuation}, ...], one result each */
+static ss_err score(ss_api *a, ss_http_req *r, json_t *body)
 {
-    ss_api *a = app;
-    if (!api_ready(a, r)) return;
-    json_t *body = api_body(r);
-    if (!body) return;
-    ss_err err = SS_OK;
-    infer *inf = infer_new(a, r, EP_SCORE);
-    if (!inf) {
-        err = ss_fail(SS_ERR_NOMEM, "out of memory");
-        goto out;
-    }
-    json_t *bv = json_object_get(body, "batch");
-    if (bv && !json_is_null(bv)) {
-        /* batch form: [{context?, continuation}, ...], one result each */
-        if (json_object_get(body, "context") || json_object_get(body, "continuation")) {
-            err = ss_fail(SS_ERR_FORMAT, "with \"batch\", each member has its own context and "
-                                         "continuation: give them inside the batch");
-            goto out;
-        }
-        if ((err = batch_members(inf, bv, "batch"))) goto out;
-        for (int i = 0; i < inf->n_choices; i++) {
-            json_t *item = json_array_get(bv, (size_t)i);
-            char where[48];
-            snprintf(where, sizeof where, "batch[%d].", i);
-            if (!json_is_object(item)) {
-                err = ss_fail(SS_ERR_FORMAT, "batch[%d] must be an object {context?, "
-                                             "continuation}", i);
-                goto out;
-            }
-            if ((err = score_member(a, item, where, &inf->ch[i]))) goto out;
-        }
-    } else {
-        inf->n_choices = 1;
-        if ((err = score_member(a, body, "", &inf->ch[0]))) goto out;
-    }
-    if ((err = api_start_resolve(a, body, "state", 1, &inf->start))) goto out;
+    infer *inf;
+    ss_err err = infer_new(a, r, EP_SCORE, &inf);
+    if (!err) err = parse_batch(a, body, inf, &score_batch);
+    if (!err && !inf->batch) err = score_member(a, body, body, "", inf, 0);
+    if (!err) err = api_start_resolve(a, body, "state", 1, &inf->start);
+    if (err) return err;
     ss_job_params p = base_params(inf, SS_JOB_SCORE);
     submit_all(inf, &p);
-out:
-    if (err) api_fail(r, err);
-    json_decref(body);
+    return SS_OK;
+}
+
+void api_h_score(void *app, ss_http_req *r)
+{
+    api_with_body(app, r, score);
 }

@@ -45,6 +45,17 @@ json_t *api_real(double v);
 /* Answer 503 unless the model is loaded; returns whether it is. */
 int api_ready(ss_api *a, ss_http_req *r);
 
+/*
+ * A handler that takes a JSON body (borrowed: it is freed when the handler returns). It answers
+ * itself (or parks the request) and returns SS_OK, or returns the error to answer.
+ */
+typedef ss_err (*api_body_handler)(ss_api *a, ss_http_req *r, json_t *body);
+/*
+ * Run fn for request r: answers 503 unless the model is loaded and 400 unless the body is a JSON
+ * object (fn is not called then); answers the error fn returns with api_fail.
+ */
+void api_with_body(void *app, ss_http_req *r, api_body_handler fn);
+
 /* ---- request parsing ----------------------------------------------------------------------- */
 
 /* The body as a JSON object; on failure answers 400 and returns NULL. */
