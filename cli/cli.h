@@ -195,8 +195,12 @@ void cli_table_free(cli_table *t);
 /* Read a whole file, or stdin for "-", into a malloc'd NUL-terminated buffer. */
 ss_err cli_read_input(const char *path, size_t max_bytes, char **buf, size_t *len);
 
-/* Parse comma/space separated token ids (>= 0) into a JSON array. SS_ERR_INVALID naming the bad
- * one. */
+/*
+ * Parse comma/space separated token ids (0 <= id <= INT32_MAX) into *ids (malloc'd, free() it;
+ * set only on success) and *n. SS_ERR_INVALID naming the bad one.
+ */
+ss_err cli_parse_ids(const char *s, int32_t **ids, size_t *n);
+/* The same into a JSON array. */
 ss_err cli_parse_ids_json(const char *s, json_t **out);
 
 /*
@@ -210,5 +214,61 @@ ss_err cli_add_tags(json_t *arr, const char *arg);
 
 /* Interpret \n, \t, \r and \\ (in place), as --stop takes them. */
 void cli_unescape(char *s);
+
+/* ---- generate's options (util.c; generate.c runs locally, infer.c asks the daemon) ----------- */
+
+/* getopt_long codes of cli_generate_options (besides 'v', 'h' and CLI_CONN_OPTIONS'). */
+enum {
+    /* both modes */
+    CLI_GEN_PROMPT = CLI_OPT_FIRST_LOCAL,
+    CLI_GEN_PROMPT_FILE,
+    CLI_GEN_TOKENS,
+    CLI_GEN_MAX_TOKENS,
+    CLI_GEN_TEMPERATURE,
+    CLI_GEN_TOP_K,
+    CLI_GEN_TOP_P,
+    CLI_GEN_MIN_P,
+    CLI_GEN_SEED,
+    CLI_GEN_STOP,
+    CLI_GEN_LOGPROBS,
+    CLI_GEN_IDS,
+    /* local (--model) only */
+    CLI_GEN_MODEL,
+    CLI_GEN_TOKENIZER,
+    CLI_GEN_THREADS,
+    CLI_GEN_STATE_IN,
+    CLI_GEN_STATE_OUT,
+    CLI_GEN_IGNORE_EOS,
+    /* daemon only, with --url, --api-key and --json */
+    CLI_GEN_STATE,
+    CLI_GEN_MERGE,
+    CLI_GEN_SAVE_STATE,
+    CLI_GEN_NO_STREAM,
+};
+
+/* Every option of `generate`, both modes (each refuses the other's own; cli_generate_help). */
+extern const struct option cli_generate_options[];
+
+/* What the options both modes take set (--seed aside: each mode reads it for its engine). */
+typedef struct cli_gen_opts {
+    const char *prompt, *prompt_file, *tokens; /* the prompt, as given (cli_gen_check) */
+    double max_tokens;                         /* 64 unless given */
+    double temperature, top_k, top_p, min_p;   /* NAN unless given: the mode's default applies */
+    const char **stops; /* --stop strings, unescaped in place in argv [n_stops] (array owned) */
+    int n_stops;
+    int logprobs, ids, verbose;
+} cli_gen_opts;
+
+void cli_gen_init(cli_gen_opts *g);
+void cli_gen_free(cli_gen_opts *g);
+/*
+ * getopt_long over argv with cli_generate_options (set optind = 1 first), taking the options
+ * both modes take into g. Returns the code of the next other option (*li: its index in
+ * cli_generate_options, optarg its value), -1 at the end of the options, or 0 when a value was
+ * bad (the message printed; *rc = CLI_USAGE, or CLI_FAIL when out of memory).
+ */
+int cli_gen_next(int argc, char **argv, cli_gen_opts *g, int *li, int *rc);
+/* CLI_USAGE (with a message) when more than one of --prompt, --prompt-file, --tokens was given. */
+int cli_gen_check(const cli_gen_opts *g);
 
 #endif

@@ -6,6 +6,7 @@
  * eos, max tokens or a stop string, optionally save the final state for later use.
  */
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,80 +17,11 @@
 #include "ss_tokenizer.h"
 #include "ss_util.h"
 
-enum {
-    OPT_MODEL = 256, OPT_TOKENIZER, OPT_THREADS, OPT_PROMPT, OPT_PROMPT_FILE, OPT_TOKENS,
-    OPT_STATE_IN, OPT_MAX_TOKENS, OPT_TEMPERATURE, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_SEED,
-    OPT_STOP, OPT_IGNORE_EOS, OPT_STATE_OUT, OPT_LOGPROBS, OPT_IDS, OPT_REMOTE_ONLY,
-};
-
-static const struct option opts[] = {
-    {"model", required_argument, NULL, OPT_MODEL},
-    {"tokenizer", required_argument, NULL, OPT_TOKENIZER},
-    {"threads", required_argument, NULL, OPT_THREADS},
-    {"prompt", required_argument, NULL, OPT_PROMPT},
-    {"prompt-file", required_argument, NULL, OPT_PROMPT_FILE},
-    {"tokens", required_argument, NULL, OPT_TOKENS},
-    {"state-in", required_argument, NULL, OPT_STATE_IN},
-    {"max-tokens", required_argument, NULL, OPT_MAX_TOKENS},
-    {"temperature", required_argument, NULL, OPT_TEMPERATURE},
-    {"top-k", required_argument, NULL, OPT_TOP_K},
-    {"top-p", required_argument, NULL, OPT_TOP_P},
-    {"min-p", required_argument, NULL, OPT_MIN_P},
-    {"seed", required_argument, NULL, OPT_SEED},
-    {"stop", required_argument, NULL, OPT_STOP},
-    {"ignore-eos", no_argument, NULL, OPT_IGNORE_EOS},
-    {"state-out", required_argument, NULL, OPT_STATE_OUT},
-    {"logprobs", no_argument, NULL, OPT_LOGPROBS},
-    {"ids", no_argument, NULL, OPT_IDS},
-    {"verbose", no_argument, NULL, 'v'},
-    {"help", no_argument, NULL, 'h'},
-    /* the daemon's options, refused here with a pointer to --url */
-    {"url", required_argument, NULL, OPT_REMOTE_ONLY},
-    {"api-key", required_argument, NULL, OPT_REMOTE_ONLY},
-    {"state", required_argument, NULL, OPT_REMOTE_ONLY},
-    {"merge", required_argument, NULL, OPT_REMOTE_ONLY},
-    {"save-state", required_argument, NULL, OPT_REMOTE_ONLY},
-    {"no-stream", no_argument, NULL, OPT_REMOTE_ONLY},
-    {"json", no_argument, NULL, OPT_REMOTE_ONLY},
-    {NULL, 0, NULL, 0},
-};
-
-static ss_err parse_ids(const char *s, int vocab, int32_t **ids, size_t *n)
-{
-    size_t cap = 16, k = 0;
-    int32_t *v = malloc(cap * sizeof *v);
-    if (!v) return ss_fail(SS_ERR_NOMEM, "out of memory");
-    while (*s) {
-        char *end;
-        long x = strtol(s, &end, 10);
-        if (end == s || x < 0 || x >= vocab) {
-            free(v);
-            return ss_fail(SS_ERR_INVALID, "--tokens: '%s' is not a token id in [0, %d)", s, vocab);
-        }
-        if (k == cap) {
-            int32_t *nv = realloc(v, (cap *= 2) * sizeof *v);
-            if (!nv) {
-                free(v);
-                return ss_fail(SS_ERR_NOMEM, "out of memory");
-            }
-            v = nv;
-        }
-        v[k++] = (int32_t)x;
-        s = end;
-        while (*s == ',' || *s == ' ') s++;
-    }
-    *ids = v;
-    *n = k;
-    return SS_OK;
-}
-
 int cmd_generate_local(int argc, char **argv)
 {
-    const char *model_dir = NULL, *tok_path = NULL, *prompt = NULL, *prompt_file = NULL;
-    const char *tokens_arg = NULL, *state_in = NULL, *state_out = NULL;
-    char **stops = NULL;
-    int n_stops = 0, max_tokens = 64, threads = 0, ignore_eos = 0, show_lp = 0, show_ids = 0;
-    int verbose = 0, have_seed = 0;
+    const char *model_dir = NULL, *tok_path = NULL, *state_in = NULL, *state_out = NULL;
+    int threads = 0, ignore_eos = 0, have_seed = 0, max_tokens;
+    cli_gen_opts g;
     ss_sample_params sp = ss_sample_default_params();
     double v;
     int c, li, rc = 1;
@@ -106,60 +38,34 @@ int cmd_generate_local(int argc, char **argv)
     float *logits = NULL;
     uint8_t *file = NULL;
 
+    cli_gen_init(&g);
     optind = 1;
-    while ((c = getopt_long(argc, argv, "vh", opts, &li)) != -1) {
+    while ((c = cli_gen_next(argc, argv, &g, &li, &rc)) != -1) {
         switch (c) {
-        case OPT_MODEL: model_dir = optarg; break;
-        case OPT_TOKENIZER: tok_path = optarg; break;
-        case OPT_THREADS:
+        case 0: goto out;
+        case CLI_GEN_MODEL: model_dir = optarg; break;
+        case CLI_GEN_TOKENIZER: tok_path = optarg; break;
+        case CLI_GEN_THREADS:
             if (cli_parse_num("generate", "threads", optarg, 0, 1024, &v)) goto usage;
             threads = (int)v;
             break;
-        case OPT_PROMPT: prompt = optarg; break;
-        case OPT_PROMPT_FILE: prompt_file = optarg; break;
-        case OPT_TOKENS: tokens_arg = optarg; break;
-        case OPT_STATE_IN: state_in = optarg; break;
-        case OPT_STATE_OUT: state_out = optarg; break;
-        case OPT_MAX_TOKENS:
-            if (cli_parse_num("generate", "max-tokens", optarg, 0, 1e7, &v)) goto usage;
-            max_tokens = (int)v;
-            break;
-        case OPT_TEMPERATURE:
-            if (cli_parse_num("generate", "temperature", optarg, 0, 100, &v)) goto usage;
-            sp.temperature = (float)v;
-            break;
-        case OPT_TOP_K:
-            if (cli_parse_num("generate", "top-k", optarg, 0, 1e9, &v)) goto usage;
-            sp.top_k = (int)v;
-            break;
-        case OPT_TOP_P:
-            if (cli_parse_num("generate", "top-p", optarg, 1e-9, 1, &v)) goto usage;
-            sp.top_p = (float)v;
-            break;
-        case OPT_MIN_P:
-            if (cli_parse_num("generate", "min-p", optarg, 0, 1, &v)) goto usage;
-            sp.min_p = (float)v;
-            break;
-        case OPT_SEED:
+        case CLI_GEN_STATE_IN: state_in = optarg; break;
+        case CLI_GEN_STATE_OUT: state_out = optarg; break;
+        case CLI_GEN_SEED:
             if (cli_parse_num("generate", "seed", optarg, 0, 1.8e19, &v)) goto usage;
             sp.seed = strtoull(optarg, NULL, 10);
             have_seed = 1;
             break;
-        case OPT_STOP: {
-            char **ns = realloc(stops, (size_t)(n_stops + 1) * sizeof *ns);
-            if (!ns) goto out;
-            stops = ns;
-            stops[n_stops++] = optarg;
-            cli_unescape(optarg);
-            break;
-        }
-        case OPT_IGNORE_EOS: ignore_eos = 1; break;
-        case OPT_LOGPROBS: show_lp = 1; break;
-        case OPT_IDS: show_ids = 1; break;
-        case 'v': verbose = 1; break;
-        case OPT_REMOTE_ONLY:
+        case CLI_GEN_IGNORE_EOS: ignore_eos = 1; break;
+        case CLI_OPT_URL:
+        case CLI_OPT_API_KEY:
+        case CLI_OPT_JSON:
+        case CLI_GEN_STATE:
+        case CLI_GEN_MERGE:
+        case CLI_GEN_SAVE_STATE:
+        case CLI_GEN_NO_STREAM:
             rc = cli_usage("generate", "--%s is for a daemon (--url), not with --model",
-                           opts[li].name);
+                           cli_generate_options[li].name);
             goto out;
         case 'h':
             fputs(cli_generate_help, stdout);
@@ -175,15 +81,20 @@ int cmd_generate_local(int argc, char **argv)
                        optind < argc ? "unexpected argument" : "--model DIR is required");
         goto out;
     }
-    if (!!prompt + !!prompt_file + !!tokens_arg > 1) {
-        rc = cli_usage("generate", "give only one of --prompt, --prompt-file, --tokens");
+    if (cli_gen_check(&g)) {
+        rc = CLI_USAGE;
         goto out;
     }
+    if (!isnan(g.temperature)) sp.temperature = (float)g.temperature;
+    if (!isnan(g.top_k)) sp.top_k = (int)g.top_k;
+    if (!isnan(g.top_p)) sp.top_p = (float)g.top_p;
+    if (!isnan(g.min_p)) sp.min_p = (float)g.min_p;
+    max_tokens = (int)g.max_tokens;
     if (!have_seed) ss_random_bytes(&sp.seed, sizeof sp.seed);
 
     ss_model_params mp = ss_model_default_params();
     mp.n_threads = threads;
-    if (verbose) mp.progress = ss_progress_print;
+    if (g.verbose) mp.progress = ss_progress_print;
     if (ss_model_open(&m, model_dir, &mp)) {
         rc = cli_fail("cannot load the model");
         goto out;
@@ -198,27 +109,35 @@ int cmd_generate_local(int argc, char **argv)
         rc = cli_fail("cannot load the tokenizer");
         goto out;
     }
-    if (!tok && !show_ids && !tokens_arg) {
+    if (!tok && !g.ids && !g.tokens) {
         fprintf(stderr, "statesoup generate: no tokenizer (give --tokenizer FILE, or use --tokens "
                         "and --ids)\n");
         goto out;
     }
 
     /* the prompt */
-    if (tokens_arg) {
-        if (parse_ids(tokens_arg, info->vocab_size, &ids, &n_ids)) {
+    if (g.tokens) {
+        if (cli_parse_ids(g.tokens, &ids, &n_ids)) {
             rc = cli_fail("bad --tokens");
             goto out;
         }
+        for (size_t i = 0; i < n_ids; i++) {
+            if (ids[i] >= info->vocab_size) {
+                ss_fail(SS_ERR_INVALID, "--tokens: '%d' is not a token id in [0, %d)", ids[i],
+                        info->vocab_size);
+                rc = cli_fail("bad --tokens");
+                goto out;
+            }
+        }
     } else {
         size_t len = 0;
-        if (prompt_file) {
-            if (cli_read_input(prompt_file, 1u << 30, &text, &len)) {
+        if (g.prompt_file) {
+            if (cli_read_input(g.prompt_file, 1u << 30, &text, &len)) {
                 rc = cli_fail("cannot read the prompt");
                 goto out;
             }
         }
-        const char *p = text ? text : prompt ? prompt : "";
+        const char *p = text ? text : g.prompt ? g.prompt : "";
         if (!text) len = strlen(p);
         if (len && !tok) {
             fprintf(stderr, "statesoup generate: a text prompt needs a tokenizer\n");
@@ -257,7 +176,7 @@ int cmd_generate_local(int argc, char **argv)
     logits = malloc((size_t)info->vocab_size * sizeof(float));
     if (!logits || ss_sampler_new(&sp, info->vocab_size, &smp) ||
         (tok && ss_detok_new(tok, &dt)) ||
-        ss_stopper_new((const char *const *)stops, n_stops, &stp)) {
+        ss_stopper_new(g.stops, g.n_stops, &stp)) {
         rc = cli_fail("cannot start");
         goto out;
     }
@@ -281,7 +200,7 @@ int cmd_generate_local(int argc, char **argv)
         int32_t t = ss_sampler_sample(smp, logits, &lp);
         n_gen++;
         last = t;
-        if (show_ids) {
+        if (g.ids) {
             printf("%s%d", n_gen > 1 ? " " : "", t);
         } else {
             size_t len, olen;
@@ -295,7 +214,7 @@ int cmd_generate_local(int argc, char **argv)
             fwrite(outp, 1, olen, stdout);
             if (hit) why = "stop";
         }
-        if (show_lp) {
+        if (g.logprobs) {
             size_t bl = 0;
             const char *b = tok ? ss_tokenizer_token_bytes(tok, t, &bl) : NULL;
             fprintf(stderr, "[%d] id %d %.*s logprob %.4f\n", n_gen - 1, t, (int)bl, b ? b : "",
@@ -313,7 +232,7 @@ int cmd_generate_local(int argc, char **argv)
             goto out;
         }
     }
-    if (!show_ids && dt) {
+    if (!g.ids && dt) {
         size_t len, olen;
         const char *tail = ss_detok_flush(dt, &len);
         const char *outp = ss_stopper_push(stp, tail ? tail : "", tail ? len : 0, &olen, &hit);
@@ -325,7 +244,7 @@ int cmd_generate_local(int argc, char **argv)
         }
         fwrite(outp, 1, olen, stdout);
     }
-    if (isatty(STDOUT_FILENO) || show_ids) putchar('\n');
+    if (isatty(STDOUT_FILENO) || g.ids) putchar('\n');
     fflush(stdout);
     int64_t t2 = ss_mono_ns();
     if (state_out) {
@@ -344,7 +263,7 @@ int cmd_generate_local(int argc, char **argv)
         }
         fclose(f);
     }
-    if (verbose) {
+    if (g.verbose) {
         double pf = (double)(t1 - t0) / 1e9, dc = (double)(t2 - t1) / 1e9;
         fprintf(stderr,
                 "model %s (%s, %s), seed %llu\n"
@@ -364,7 +283,7 @@ out:
     free(sbuf);
     free(text);
     free(ids);
-    free(stops);
+    cli_gen_free(&g);
     ss_stopper_free(stp);
     ss_detok_free(dt);
     ss_sampler_free(smp);

@@ -15,11 +15,6 @@
 
 #include "cli.h"
 
-enum { OPT_PROMPT = CLI_OPT_FIRST_LOCAL, OPT_PROMPT_FILE, OPT_TOKENS, OPT_STATE, OPT_MERGE,
-       OPT_MAX_TOKENS, OPT_TEMPERATURE, OPT_TOP_K, OPT_TOP_P, OPT_MIN_P, OPT_SEED, OPT_STOP,
-       OPT_SAVE_STATE, OPT_NO_STREAM, OPT_CONTEXT, OPT_CONTEXT_TOKENS, OPT_CONTINUATION,
-       OPT_CONTINUATION_TOKENS, OPT_LOGPROBS, OPT_IDS, OPT_LOCAL_ONLY };
-
 /* Put "state" or "merge" (from "A=0.5,B=0.5") into a request body. */
 static int add_start(const char *cmd, json_t *body, const char *state, const char *merge)
 {
@@ -286,78 +281,28 @@ static int sse_feed(void *user, const char *p, size_t n)
 
 int cmd_generate_remote(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"prompt", required_argument, NULL, OPT_PROMPT},
-        {"prompt-file", required_argument, NULL, OPT_PROMPT_FILE},
-        {"tokens", required_argument, NULL, OPT_TOKENS},
-        {"state", required_argument, NULL, OPT_STATE},
-        {"merge", required_argument, NULL, OPT_MERGE},
-        {"max-tokens", required_argument, NULL, OPT_MAX_TOKENS},
-        {"temperature", required_argument, NULL, OPT_TEMPERATURE},
-        {"top-k", required_argument, NULL, OPT_TOP_K},
-        {"top-p", required_argument, NULL, OPT_TOP_P},
-        {"min-p", required_argument, NULL, OPT_MIN_P},
-        {"seed", required_argument, NULL, OPT_SEED},
-        {"stop", required_argument, NULL, OPT_STOP},
-        {"save-state", required_argument, NULL, OPT_SAVE_STATE},
-        {"no-stream", no_argument, NULL, OPT_NO_STREAM},
-        {"verbose", no_argument, NULL, 'v'},
-        /* the local mode's options, refused here with a pointer to --model */
-        {"tokenizer", required_argument, NULL, OPT_LOCAL_ONLY},
-        {"threads", required_argument, NULL, OPT_LOCAL_ONLY},
-        {"state-in", required_argument, NULL, OPT_LOCAL_ONLY},
-        {"state-out", required_argument, NULL, OPT_LOCAL_ONLY},
-        {"ignore-eos", no_argument, NULL, OPT_LOCAL_ONLY},
-        {"logprobs", no_argument, NULL, OPT_LOGPROBS},
-        {"ids", no_argument, NULL, OPT_IDS},
-        CLI_CONN_OPTIONS,
-        {NULL, 0, NULL, 0},
-    };
     cli_common o = {0};
-    const char *prompt = NULL, *prompt_file = NULL, *tokens = NULL, *state = NULL, *merge = NULL;
-    const char *save_state = NULL;
-    int c, li, rc = CLI_FAIL, no_stream = 0, verbose = 0;
-    double v;
+    cli_gen_opts g;
+    const char *state = NULL, *merge = NULL, *save_state = NULL;
+    int c, li, rc = CLI_FAIL, no_stream = 0;
     cli_conn conn = {0};
     cli_resp resp = {0};
     json_t *body = json_object(), *stops = json_array(), *pv = NULL, *reply = NULL;
     char *text = NULL;
     sse s = {0};
 
+    cli_gen_init(&g);
     if (!body || !stops) goto out;
-    json_object_set_new(body, "max_tokens", json_integer(64));
     optind = 1;
-    while ((c = getopt_long(argc, argv, "hv", opts, &li)) != -1) {
+    while ((c = cli_gen_next(argc, argv, &g, &li, &rc)) != -1) {
         if (cli_common_opt(&o, c, optarg)) continue;
         switch (c) {
-        case OPT_PROMPT: prompt = optarg; break;
-        case OPT_PROMPT_FILE: prompt_file = optarg; break;
-        case OPT_TOKENS: tokens = optarg; break;
-        case OPT_STATE: state = optarg; break;
-        case OPT_MERGE: merge = optarg; break;
-        case OPT_SAVE_STATE: save_state = optarg; break;
-        case OPT_NO_STREAM: no_stream = 1; break;
-        case OPT_MAX_TOKENS:
-            if (cli_parse_num("generate", "max-tokens", optarg, 0, 1e7, &v)) goto usage;
-            json_object_set_new(body, "max_tokens", json_integer((json_int_t)v));
-            break;
-        case OPT_TEMPERATURE:
-            if (cli_parse_num("generate", "temperature", optarg, 0, 100, &v)) goto usage;
-            json_object_set_new(body, "temperature", json_real(v));
-            break;
-        case OPT_TOP_K:
-            if (cli_parse_num("generate", "top-k", optarg, 0, 1e9, &v)) goto usage;
-            json_object_set_new(body, "top_k", json_integer((json_int_t)v));
-            break;
-        case OPT_TOP_P:
-            if (cli_parse_num("generate", "top-p", optarg, 1e-9, 1, &v)) goto usage;
-            json_object_set_new(body, "top_p", json_real(v));
-            break;
-        case OPT_MIN_P:
-            if (cli_parse_num("generate", "min-p", optarg, 0, 1, &v)) goto usage;
-            json_object_set_new(body, "min_p", json_real(v));
-            break;
-        case OPT_SEED: {
+        case 0: goto out;
+        case CLI_GEN_STATE: state = optarg; break;
+        case CLI_GEN_MERGE: merge = optarg; break;
+        case CLI_GEN_SAVE_STATE: save_state = optarg; break;
+        case CLI_GEN_NO_STREAM: no_stream = 1; break;
+        case CLI_GEN_SEED: {
             char *end;
             unsigned long long sd = strtoull(optarg, &end, 10);
             if (*optarg == '-' || end == optarg || *end || sd > (unsigned long long)INT64_MAX) {
@@ -367,16 +312,16 @@ int cmd_generate_remote(int argc, char **argv)
             json_object_set_new(body, "seed", json_integer((json_int_t)sd));
             break;
         }
-        case OPT_STOP:
-            cli_unescape(optarg);
-            json_array_append_new(stops, json_string(optarg));
-            break;
-        case 'v': verbose = 1; break;
-        case OPT_IDS: s.ids = 1; break;
-        case OPT_LOGPROBS: s.logprobs = 1; break;
-        case OPT_LOCAL_ONLY:
+        case CLI_GEN_TOKENIZER:
+        case CLI_GEN_THREADS:
+        case CLI_GEN_STATE_IN:
+        case CLI_GEN_STATE_OUT:
+        case CLI_GEN_IGNORE_EOS:
             rc = cli_usage("generate", "--%s works only locally, with --model DIR",
-                           opts[li].name);
+                           cli_generate_options[li].name);
+            goto out;
+        case CLI_GEN_MODEL: /* only an abbreviation gets here: cmd_generate looks for --model */
+            rc = cli_usage("generate", "write --model in full to run the model locally");
             goto out;
         case 'h':
             fputs(cli_generate_help, stdout);
@@ -390,42 +335,47 @@ int cmd_generate_remote(int argc, char **argv)
         goto out;
     }
     if ((rc = add_start("generate", body, state, merge))) goto out;
+    if ((rc = cli_gen_check(&g))) goto out;
     rc = CLI_FAIL;
-    if (!!prompt + !!prompt_file + !!tokens > 1) {
-        rc = cli_usage("generate", "give only one of --prompt, --prompt-file, --tokens");
-        goto out;
-    }
-    if (tokens) {
-        if (cli_parse_ids_json(tokens, &pv)) {
+    if (g.tokens) {
+        if (cli_parse_ids_json(g.tokens, &pv)) {
             rc = cli_usage("generate", "--tokens: %s", ss_errmsg());
             goto out;
         }
-    } else if (prompt_file) {
+    } else if (g.prompt_file) {
         size_t len;
-        if (cli_read_input(prompt_file, (size_t)1 << 30, &text, &len)) {
+        if (cli_read_input(g.prompt_file, (size_t)1 << 30, &text, &len)) {
             rc = cli_fail("generate");
             goto out;
         }
         pv = json_stringn(text, len);
     } else {
-        pv = json_string(prompt ? prompt : "");
+        pv = json_string(g.prompt ? g.prompt : "");
     }
     if (!pv) {
         rc = cli_usage("generate", "the prompt is not valid UTF-8");
         goto out;
     }
-    if (!tokens && !state && !merge && json_string_length(pv) == 0) {
+    if (!g.tokens && !state && !merge && json_string_length(pv) == 0) {
         rc = cli_usage("generate", "the prompt is empty (give --prompt, or --state/--merge to "
                                    "continue from a state)");
         goto out;
     }
     json_object_set(body, "prompt", pv);
+    json_object_set_new(body, "max_tokens", json_integer((json_int_t)g.max_tokens));
+    if (!isnan(g.temperature)) json_object_set_new(body, "temperature", json_real(g.temperature));
+    if (!isnan(g.top_k)) json_object_set_new(body, "top_k", json_integer((json_int_t)g.top_k));
+    if (!isnan(g.top_p)) json_object_set_new(body, "top_p", json_real(g.top_p));
+    if (!isnan(g.min_p)) json_object_set_new(body, "min_p", json_real(g.min_p));
+    for (int i = 0; i < g.n_stops; i++) json_array_append_new(stops, json_string(g.stops[i]));
     if (json_array_size(stops)) json_object_set(body, "stop", stops);
     if (save_state) {
         json_object_set_new(body, "save_state", json_pack("{s:s}", "name", save_state));
     }
     int stream = !no_stream && !o.json;
     json_object_set_new(body, "stream", json_boolean(stream));
+    s.ids = g.ids;
+    s.logprobs = g.logprobs;
     if (s.logprobs) json_object_set_new(body, "logprobs", json_integer(1));
     if (cli_conn_init(&conn, &o)) {
         rc = cli_usage("generate", "%s", ss_errmsg());
@@ -500,7 +450,7 @@ int cmd_generate_remote(int argc, char **argv)
         json_t *st = json_object_get(fin, "state");
         const char *sid = json_string_value(json_object_get(st, "id"));
         if (save_state && sid) fprintf(stderr, "statesoup: saved state %s (%s)\n", save_state, sid);
-        if (verbose) {
+        if (g.verbose) {
             json_t *u = json_object_get(fin, "usage");
             fprintf(stderr,
                     "finish: %s; prompt %" JSON_INTEGER_FORMAT " tokens, generated "
@@ -511,9 +461,6 @@ int cmd_generate_remote(int argc, char **argv)
         }
     }
     rc = CLI_OK;
-    goto out;
-usage:
-    rc = CLI_USAGE;
 out:
     free(s.line);
     free(s.data);
@@ -525,6 +472,7 @@ out:
     json_decref(stops);
     json_decref(body);
     cli_conn_free(&conn);
+    cli_gen_free(&g);
     return rc;
 }
 
@@ -552,7 +500,16 @@ static const char score_help[] =
     "  statesoup score --merge dict-a=0.5,dict-b=0.5 --context 'Query:\\napple =' \\\n"
     "      --continuation ' red'\n";
 
-enum { OPT_CONTEXT_FILE = OPT_LOCAL_ONLY + 1, OPT_CONTINUATION_FILE };
+enum {
+    OPT_STATE = CLI_OPT_FIRST_LOCAL,
+    OPT_MERGE,
+    OPT_CONTEXT,
+    OPT_CONTEXT_FILE,
+    OPT_CONTEXT_TOKENS,
+    OPT_CONTINUATION,
+    OPT_CONTINUATION_FILE,
+    OPT_CONTINUATION_TOKENS,
+};
 
 int cmd_score(int argc, char **argv)
 {

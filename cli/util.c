@@ -99,10 +99,11 @@ ss_err cli_read_input(const char *path, size_t max_bytes, char **buf, size_t *le
     return ss_read_file(path, max_bytes, buf, len);
 }
 
-ss_err cli_parse_ids_json(const char *s, json_t **out)
+ss_err cli_parse_ids(const char *s, int32_t **ids, size_t *n)
 {
-    json_t *arr = json_array();
-    if (!arr) return ss_fail(SS_ERR_NOMEM, "out of memory");
+    size_t cap = 16, k = 0;
+    int32_t *v = malloc(cap * sizeof *v);
+    if (!v) return ss_fail(SS_ERR_NOMEM, "out of memory");
     while (*s == ',' || *s == ' ') s++;
     while (*s) {
         char *end;
@@ -110,16 +111,41 @@ ss_err cli_parse_ids_json(const char *s, json_t **out)
         long long x = strtoll(s, &end, 10);
         if (end == s || x < 0 || x > INT32_MAX || errno == ERANGE ||
             (*end && *end != ',' && *end != ' ')) {
-            json_decref(arr);
+            free(v);
             return ss_fail(SS_ERR_INVALID, "'%s' is not a list of token ids (e.g. 1,2,3)", s);
         }
-        if (json_array_append_new(arr, json_integer(x))) {
-            json_decref(arr);
-            return ss_fail(SS_ERR_NOMEM, "out of memory");
+        if (k == cap) {
+            int32_t *nv = realloc(v, (cap *= 2) * sizeof *v);
+            if (!nv) {
+                free(v);
+                return ss_fail(SS_ERR_NOMEM, "out of memory");
+            }
+            v = nv;
         }
+        v[k++] = (int32_t)x;
         s = end;
         while (*s == ',' || *s == ' ') s++;
     }
+    *ids = v;
+    *n = k;
+    return SS_OK;
+}
+
+ss_err cli_parse_ids_json(const char *s, json_t **out)
+{
+    int32_t *ids;
+    size_t n;
+    ss_err err = cli_parse_ids(s, &ids, &n);
+    if (err) return err;
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < n; i++) {
+        if (json_array_append_new(arr, json_integer(ids[i]))) {
+            json_decref(arr);
+            arr = NULL;
+        }
+    }
+    free(ids);
+    if (!arr) return ss_fail(SS_ERR_NOMEM, "out of memory");
     *out = arr;
     return SS_OK;
 }
@@ -168,4 +194,110 @@ ss_err cli_add_tags(json_t *arr, const char *arg)
         arg += n + (c ? 1 : 0);
     }
     return SS_OK;
+}
+
+/* ---- generate's options ---------------------------------------------------------------------- */
+
+const struct option cli_generate_options[] = {
+    /* both modes (cli_gen_next takes them), but --seed: each mode reads it for its engine */
+    {"prompt", required_argument, NULL, CLI_GEN_PROMPT},
+    {"prompt-file", required_argument, NULL, CLI_GEN_PROMPT_FILE},
+    {"tokens", required_argument, NULL, CLI_GEN_TOKENS},
+    {"max-tokens", required_argument, NULL, CLI_GEN_MAX_TOKENS},
+    {"temperature", required_argument, NULL, CLI_GEN_TEMPERATURE},
+    {"top-k", required_argument, NULL, CLI_GEN_TOP_K},
+    {"top-p", required_argument, NULL, CLI_GEN_TOP_P},
+    {"min-p", required_argument, NULL, CLI_GEN_MIN_P},
+    {"seed", required_argument, NULL, CLI_GEN_SEED},
+    {"stop", required_argument, NULL, CLI_GEN_STOP},
+    {"logprobs", no_argument, NULL, CLI_GEN_LOGPROBS},
+    {"ids", no_argument, NULL, CLI_GEN_IDS},
+    {"verbose", no_argument, NULL, 'v'},
+    {"help", no_argument, NULL, 'h'},
+    /* local (--model) only */
+    {"model", required_argument, NULL, CLI_GEN_MODEL},
+    {"tokenizer", required_argument, NULL, CLI_GEN_TOKENIZER},
+    {"threads", required_argument, NULL, CLI_GEN_THREADS},
+    {"state-in", required_argument, NULL, CLI_GEN_STATE_IN},
+    {"state-out", required_argument, NULL, CLI_GEN_STATE_OUT},
+    {"ignore-eos", no_argument, NULL, CLI_GEN_IGNORE_EOS},
+    /* daemon (--url) only */
+    {"url", required_argument, NULL, CLI_OPT_URL},
+    {"api-key", required_argument, NULL, CLI_OPT_API_KEY},
+    {"json", no_argument, NULL, CLI_OPT_JSON},
+    {"state", required_argument, NULL, CLI_GEN_STATE},
+    {"merge", required_argument, NULL, CLI_GEN_MERGE},
+    {"save-state", required_argument, NULL, CLI_GEN_SAVE_STATE},
+    {"no-stream", no_argument, NULL, CLI_GEN_NO_STREAM},
+    {NULL, 0, NULL, 0},
+};
+
+void cli_gen_init(cli_gen_opts *g)
+{
+    *g = (cli_gen_opts){.max_tokens = 64, .temperature = NAN, .top_k = NAN, .top_p = NAN,
+                        .min_p = NAN};
+}
+
+void cli_gen_free(cli_gen_opts *g)
+{
+    free(g->stops);
+    g->stops = NULL;
+    g->n_stops = 0;
+}
+
+/* A number in [lo, hi] for --<opt> into *out: CLI_OK, or CLI_USAGE (the message printed). */
+static int gen_num(const char *opt, const char *arg, double lo, double hi, double *out)
+{
+    return cli_parse_num("generate", opt, arg, lo, hi, out) ? CLI_USAGE : CLI_OK;
+}
+
+/* Take option c if it is one that both modes take: -1 when it is not, else CLI_OK, CLI_USAGE (a
+ * bad number) or CLI_FAIL (out of memory), the message printed. */
+static int gen_opt(cli_gen_opts *g, int c, char *arg)
+{
+    switch (c) {
+    case CLI_GEN_PROMPT: g->prompt = arg; return CLI_OK;
+    case CLI_GEN_PROMPT_FILE: g->prompt_file = arg; return CLI_OK;
+    case CLI_GEN_TOKENS: g->tokens = arg; return CLI_OK;
+    case CLI_GEN_MAX_TOKENS: return gen_num("max-tokens", arg, 0, 1e7, &g->max_tokens);
+    case CLI_GEN_TEMPERATURE: return gen_num("temperature", arg, 0, 100, &g->temperature);
+    case CLI_GEN_TOP_K: return gen_num("top-k", arg, 0, 1e9, &g->top_k);
+    case CLI_GEN_TOP_P: return gen_num("top-p", arg, 1e-9, 1, &g->top_p);
+    case CLI_GEN_MIN_P: return gen_num("min-p", arg, 0, 1, &g->min_p);
+    case CLI_GEN_STOP: {
+        const char **ns = realloc(g->stops, (size_t)(g->n_stops + 1) * sizeof *ns);
+        if (!ns) {
+            ss_fail(SS_ERR_NOMEM, "out of memory");
+            return cli_fail("generate");
+        }
+        g->stops = ns;
+        cli_unescape(arg);
+        g->stops[g->n_stops++] = arg;
+        return CLI_OK;
+    }
+    case CLI_GEN_LOGPROBS: g->logprobs = 1; return CLI_OK;
+    case CLI_GEN_IDS: g->ids = 1; return CLI_OK;
+    case 'v': g->verbose = 1; return CLI_OK;
+    default: return -1;
+    }
+}
+
+int cli_gen_next(int argc, char **argv, cli_gen_opts *g, int *li, int *rc)
+{
+    int c;
+    while ((c = getopt_long(argc, argv, "vh", cli_generate_options, li)) != -1) {
+        int r = gen_opt(g, c, optarg);
+        if (r == CLI_OK) continue;
+        if (r < 0) return c;
+        *rc = r;
+        return 0;
+    }
+    return -1;
+}
+
+int cli_gen_check(const cli_gen_opts *g)
+{
+    if (!!g->prompt + !!g->prompt_file + !!g->tokens > 1)
+        return cli_usage("generate", "give only one of --prompt, --prompt-file, --tokens");
+    return CLI_OK;
 }
