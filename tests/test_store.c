@@ -668,61 +668,72 @@ static void test_view_and_models(const char *dir)
     ss_store_close(s);
 }
 
-/* Flip one byte of a stored blob through LMDB itself, behind the store's back. */
+/* A write transaction on one database of the store at dir, through LMDB itself, behind the
+ * store's back (the store must be closed). */
+typedef struct raw_db {
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+} raw_db;
+
+/* Open the environment at dir and database `name` in a write transaction; an MDB_* code. Call
+ * raw_close in any case. */
+static int raw_open(raw_db *r, const char *dir, const char *name)
+{
+    *r = (raw_db){0};
+    int rc = mdb_env_create(&r->env);
+    if (!rc) rc = mdb_env_set_maxdbs(r->env, 8);
+    if (!rc) rc = mdb_env_open(r->env, dir, 0, 0600);
+    if (!rc) rc = mdb_txn_begin(r->env, NULL, 0, &r->txn);
+    if (!rc) rc = mdb_dbi_open(r->txn, name, 0, &r->dbi);
+    return rc;
+}
+
+/* Commit when rc is 0, else abort (printing rc under `who`); close. Returns the final code. */
+static int raw_close(raw_db *r, int rc, const char *who)
+{
+    if (!rc)
+        rc = mdb_txn_commit(r->txn);
+    else if (r->txn)
+        mdb_txn_abort(r->txn);
+    if (rc) fprintf(stderr, "%s: %s\n", who, mdb_strerror(rc));
+    mdb_env_close(r->env);
+    return rc;
+}
+
+/* Flip one byte of a stored blob. */
 static int flip_blob_byte(const char *dir, const char *id, size_t at)
 {
-    MDB_env *env = NULL;
-    MDB_txn *txn = NULL;
-    MDB_dbi dbi;
-    int rc = mdb_env_create(&env);
-    if (!rc) rc = mdb_env_set_maxdbs(env, 8);
-    if (!rc) rc = mdb_env_open(env, dir, 0, 0600);
-    if (!rc) rc = mdb_txn_begin(env, NULL, 0, &txn);
-    if (!rc) rc = mdb_dbi_open(txn, "blobs", 0, &dbi);
+    raw_db r;
     MDB_val key = {35, (void *)id}, val;
-    if (!rc) rc = mdb_get(txn, dbi, &key, &val);
+    int rc = raw_open(&r, dir, "blobs");
+    if (!rc) rc = mdb_get(r.txn, r.dbi, &key, &val);
     if (!rc) {
         unsigned char *copy = malloc(val.mv_size);
         memcpy(copy, val.mv_data, val.mv_size);
         copy[at % val.mv_size] ^= 0x40;
         MDB_val nv = {val.mv_size, copy};
-        rc = mdb_put(txn, dbi, &key, &nv, 0);
+        rc = mdb_put(r.txn, r.dbi, &key, &nv, 0);
         free(copy);
     }
-    if (!rc)
-        rc = mdb_txn_commit(txn);
-    else if (txn)
-        mdb_txn_abort(txn);
-    if (rc) fprintf(stderr, "flip_blob_byte: %s\n", mdb_strerror(rc));
-    mdb_env_close(env);
-    return rc;
+    return raw_close(&r, rc, "flip_blob_byte");
 }
 
 /* Replace the JSON of a stored record with garbage (keeping the store's 8-byte header). */
 static int clobber_record(const char *dir, const char *id)
 {
-    MDB_env *env = NULL;
-    MDB_txn *txn = NULL;
-    MDB_dbi dbi;
-    int rc = mdb_env_create(&env);
-    if (!rc) rc = mdb_env_set_maxdbs(env, 8);
-    if (!rc) rc = mdb_env_open(env, dir, 0, 0600);
-    if (!rc) rc = mdb_txn_begin(env, NULL, 0, &txn);
-    if (!rc) rc = mdb_dbi_open(txn, "records", 0, &dbi);
+    raw_db r;
     MDB_val key = {35, (void *)id}, val;
-    if (!rc) rc = mdb_get(txn, dbi, &key, &val);
+    int rc = raw_open(&r, dir, "records");
+    if (!rc) rc = mdb_get(r.txn, r.dbi, &key, &val);
     if (!rc) {
         unsigned char v[8 + 7];
         memcpy(v, val.mv_data, 8);
         memcpy(v + 8, "{broken", 7);
         MDB_val nv = {sizeof v, v};
-        rc = mdb_put(txn, dbi, &key, &nv, 0);
+        rc = mdb_put(r.txn, r.dbi, &key, &nv, 0);
     }
-    if (!rc) rc = mdb_txn_commit(txn);
-    else if (txn) mdb_txn_abort(txn);
-    if (rc) fprintf(stderr, "clobber_record: %s\n", mdb_strerror(rc));
-    mdb_env_close(env);
-    return rc;
+    return raw_close(&r, rc, "clobber_record");
 }
 
 static void test_corruption(const char *dir)
@@ -819,20 +830,11 @@ static ss_err chunk_fn(void *user, const void *const *chunks, size_t off, size_t
 /* Delete the per-piece checksums of a state, as in a store written before they existed. */
 static int drop_chunk_sums(const char *dir, const char *id)
 {
-    MDB_env *env = NULL;
-    MDB_txn *txn = NULL;
-    MDB_dbi dbi;
-    int rc = mdb_env_create(&env);
-    if (!rc) rc = mdb_env_set_maxdbs(env, 8);
-    if (!rc) rc = mdb_env_open(env, dir, 0, 0600);
-    if (!rc) rc = mdb_txn_begin(env, NULL, 0, &txn);
-    if (!rc) rc = mdb_dbi_open(txn, "chunks", 0, &dbi);
+    raw_db r;
     MDB_val key = {35, (void *)id};
-    if (!rc) rc = mdb_del(txn, dbi, &key, NULL);
-    if (!rc) rc = mdb_txn_commit(txn);
-    else if (txn) mdb_txn_abort(txn);
-    mdb_env_close(env);
-    return rc;
+    int rc = raw_open(&r, dir, "chunks");
+    if (!rc) rc = mdb_del(r.txn, r.dbi, &key, NULL);
+    return raw_close(&r, rc, "drop_chunk_sums");
 }
 
 static void test_view_chunks(const char *dir)
