@@ -1649,11 +1649,7 @@ static void test_crash(void)
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    snprintf(tmp_root, sizeof tmp_root, "/tmp/ss_test_api_XXXXXX");
-    if (!mkdtemp(tmp_root)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    test_tmpdir(tmp_root, sizeof tmp_root, "api");
     golden_open(&G, fixture_path("models/mamba1-tiny"));
     char data[512];
     snprintf(data, sizeof data, "%s/main", tmp_root);

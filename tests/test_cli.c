@@ -14,7 +14,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
@@ -39,19 +38,6 @@
 static char cli_path[4096], daemon_path[4096], work[256];
 
 /* ---- helpers --------------------------------------------------------------------------------- */
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void rm_rf(const char *path)
-{
-    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 /* Whole file into a malloc'd NUL-terminated buffer; NULL if unreadable. */
 static char *slurp(const char *path, size_t *len)
@@ -876,11 +862,7 @@ int main(void)
     }
     unsetenv("STATESOUP_URL");
     unsetenv("STATESOUP_API_KEY");
-    snprintf(work, sizeof work, "/tmp/ss_test_cli_XXXXXX");
-    if (!mkdtemp(work)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    test_tmpdir(work, sizeof work, "cli");
 
     test_offline();
     int skipped = 0;
@@ -890,7 +872,7 @@ int main(void)
         fprintf(stderr, "%s is not built yet: the daemon part is skipped\n", daemon_path);
         skipped = 1;
     }
-    rm_rf(work);
+    test_rm_rf(work);
     if (skipped && !test_failures) return 77;
     return test_done("test_cli");
 }

@@ -749,11 +749,7 @@ static void test_mot(void)
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    snprintf(tmp_root, sizeof tmp_root, "/tmp/ss_test_families_XXXXXX");
-    if (!mkdtemp(tmp_root)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    test_tmpdir(tmp_root, sizeof tmp_root, "families");
     test_family("mamba2-tiny", "mamba2", NULL);
     test_family("mamba2-groups", "mamba2", NULL);
     test_family("moe-mamba-switch", "moe_mamba", "switch");

@@ -7,7 +7,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <lmdb.h>
@@ -32,28 +31,6 @@
 #define MIB   ((size_t)1 << 20)
 
 /* ---- helpers --------------------------------------------------------------------------------- */
-
-static void make_tmpdir(char *out, size_t cap)
-{
-    snprintf(out, cap, "/tmp/ss_test_store_XXXXXX");
-    if (!mkdtemp(out)) {
-        perror("mkdtemp");
-        exit(1);
-    }
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void rm_rf(const char *path)
-{
-    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 /* Deterministic bytes from a seed (xorshift64). */
 static void fill(unsigned char *p, size_t n, uint64_t seed)
@@ -1342,10 +1319,10 @@ int main(void)
     test_validation();
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
         char dir[64];
-        make_tmpdir(dir, sizeof dir);
+        test_tmpdir(dir, sizeof dir, "store");
         int before = test_failures;
         tests[i].fn(dir);
-        rm_rf(dir);
+        test_rm_rf(dir);
         printf("%-12s %s\n", tests[i].name, test_failures == before ? "ok" : "FAILED");
         fflush(stdout);
     }

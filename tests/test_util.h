@@ -5,10 +5,12 @@
 #ifndef SS_TEST_UTIL_H
 #define SS_TEST_UTIL_H
 
+#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "ss_err.h"
 
@@ -88,6 +90,31 @@ static inline const char *fixture_path(const char *rel)
     i = (i + 1) % 4;
     snprintf(buf[i], sizeof buf[i], "%s/tests/fixtures/%s", test_source_root(), rel);
     return buf[i];
+}
+
+/* A new directory "/tmp/ss_test_<name>_XXXXXX" into out; exits the test (status 1) on failure. */
+static inline void test_tmpdir(char *out, size_t cap, const char *name)
+{
+    snprintf(out, cap, "/tmp/ss_test_%s_XXXXXX", name);
+    if (!mkdtemp(out)) {
+        perror("mkdtemp");
+        exit(1);
+    }
+}
+
+static inline int test_rm_entry(const char *path, const struct stat *st, int flag,
+                                struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* rm -rf path (links are removed, not followed). */
+static inline void test_rm_rf(const char *path)
+{
+    nftw(path, test_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* Largest |a[i] - b[i]| over n floats. */
