@@ -535,6 +535,20 @@ static ss_err get_sized_blob(ss_store *s, MDB_txn *txn, const char *id, const js
     return SS_OK;
 }
 
+/*
+ * State `ref` found for reading: *id and *rec from resolve, *record parsed (the caller decrefs
+ * it, on error too) and of the expected model, *blob as get_sized_blob gives it.
+ */
+static ss_err find_blob(ss_store *s, MDB_txn *txn, const char *ref, const char *expect_model,
+                        char *id, MDB_val *rec, json_t **record, MDB_val *blob)
+{
+    ss_err err;
+    if ((err = resolve(s, txn, ref, id, rec))) return err;
+    if ((err = load_record(id, rec, record))) return err;
+    if ((err = check_model(id, *record, expect_model))) return err;
+    return get_sized_blob(s, txn, id, *record, blob);
+}
+
 /* Does the blob hash to the checksum its record gives? SS_ERR_CORRUPT naming the state if not. */
 static ss_err check_sum(const char *id, const json_t *record, const MDB_val *blob)
 {
@@ -944,10 +958,7 @@ ss_err ss_store_get_blob(ss_store *s, const char *ref, const char *expect_model,
     if (!s) return ss_fail(SS_ERR_INVALID, "store: NULL store");
     err = txn_begin(s, MDB_RDONLY, &txn);
     if (err) return err;
-    if ((err = resolve(s, txn, ref, id, &rec))) goto out;
-    if ((err = load_record(id, &rec, &record))) goto out;
-    if ((err = check_model(id, record, expect_model))) goto out;
-    if ((err = get_sized_blob(s, txn, id, record, &blob))) goto out;
+    if ((err = find_blob(s, txn, ref, expect_model, id, &rec, &record, &blob))) goto out;
     if (len) *len = blob.mv_size;
     if (blob.mv_size > cap) {
         err = ss_fail(SS_ERR_TOO_LARGE, "state %s is %zu bytes, the buffer holds %zu", id,
@@ -965,6 +976,22 @@ out:
     txn_end(s, txn);
     json_decref(record);
     return err;
+}
+
+/*
+ * The bytes of blob 16-byte aligned in *out: in the map when they are, else in a copy made here
+ * (*copy, free it).
+ */
+static ss_err aligned_blob(const MDB_val *blob, void **copy, const void **out)
+{
+    *out = blob->mv_data;
+    if ((uintptr_t)blob->mv_data % 16 == 0) return SS_OK;
+    *copy = aligned_alloc(16, round_up(blob->mv_size, 16));
+    if (!*copy)
+        return ss_fail(SS_ERR_NOMEM, "store view: cannot allocate %zu bytes", blob->mv_size);
+    memcpy(*copy, blob->mv_data, blob->mv_size);
+    *out = *copy;
+    return SS_OK;
 }
 
 /*
@@ -1003,24 +1030,12 @@ ss_err ss_store_view(ss_store *s, const char *const *refs, int n, const char *ex
     for (int i = 0; i < n; i++) {
         char id[ID_LEN + 1];
         MDB_val rec, blob;
-        if ((err = resolve(s, txn, refs[i], id, &rec))) goto out;
-        if ((err = load_record(id, &rec, &record))) goto out;
-        if ((err = check_model(id, record, expect_model))) goto out;
-        if ((err = get_sized_blob(s, txn, id, record, &blob))) goto out;
+        if ((err = find_blob(s, txn, refs[i], expect_model, id, &rec, &record, &blob))) goto out;
         if ((err = check_sum(id, record, &blob))) goto out;
         json_decref(record);
         record = NULL;
-        ptrs[i] = blob.mv_data;
         lens[i] = blob.mv_size;
-        if ((uintptr_t)blob.mv_data % 16) {
-            copies[i] = aligned_alloc(16, round_up(blob.mv_size, 16));
-            if (!copies[i]) {
-                err = ss_fail(SS_ERR_NOMEM, "store view: cannot allocate %zu bytes", blob.mv_size);
-                goto out;
-            }
-            memcpy(copies[i], blob.mv_data, blob.mv_size);
-            ptrs[i] = copies[i];
-        }
+        if ((err = aligned_blob(&blob, &copies[i], &ptrs[i]))) goto out;
     }
     viewing = s;
     err = fn(user, ptrs, lens, n);
@@ -1128,11 +1143,9 @@ ss_err ss_store_view_chunks(ss_store *s, const char *const *refs, int n, const c
     if ((err = txn_begin(s, MDB_RDONLY, &txn))) return err;
     for (int i = 0; i < n; i++) {
         MDB_val rec, blob, key = {ID_LEN, NULL}, sv;
-        if ((err = resolve(s, txn, refs[i], ids[i], &rec))) goto out;
+        if ((err = find_blob(s, txn, refs[i], expect_model, ids[i], &rec, &record, &blob)))
+            goto out;
         idp[i] = ids[i];
-        if ((err = load_record(ids[i], &rec, &record))) goto out;
-        if ((err = check_model(ids[i], record, expect_model))) goto out;
-        if ((err = get_sized_blob(s, txn, ids[i], record, &blob))) goto out;
         if (i > 0 && blob.mv_size != j.len) {
             err = ss_fail(SS_ERR_MISMATCH, "states %s and %s have different sizes (%zu, %zu bytes)",
                           ids[0], ids[i], j.len, blob.mv_size);
@@ -1153,16 +1166,9 @@ ss_err ss_store_view_chunks(ss_store *s, const char *const *refs, int n, const c
             if ((err = check_sum(ids[i], record, &blob))) goto out;
             sums[i] = NULL;
         }
-        blobs[i] = blob.mv_data;
-        if ((uintptr_t)blob.mv_data % 16) {
-            copies[i] = aligned_alloc(16, round_up(blob.mv_size, 16));
-            if (!copies[i]) {
-                err = ss_fail(SS_ERR_NOMEM, "store view: cannot allocate %zu bytes", blob.mv_size);
-                goto out;
-            }
-            memcpy(copies[i], blob.mv_data, blob.mv_size);
-            blobs[i] = copies[i];
-        }
+        const void *aligned;
+        if ((err = aligned_blob(&blob, &copies[i], &aligned))) goto out;
+        blobs[i] = aligned;
         json_decref(record);
         record = NULL;
     }
