@@ -448,6 +448,18 @@ void ss_http_stream_end(ss_http_req *r)
     pthread_mutex_unlock(&r->mu);
 }
 
+/* The request was woken with a continuation pending: take it and run it. Called holding r->mu,
+ * which it releases before the continuation runs. */
+static void run_cont_unlock(ss_http_req *r)
+{
+    ss_http_cont cont = r->cont;
+    void *user = r->cont_user;
+    r->woken = 0;
+    r->cont = NULL;
+    pthread_mutex_unlock(&r->mu);
+    cont(r->h->p.app, r, user);
+}
+
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     (void)pos;
@@ -468,12 +480,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
             return MHD_CONTENT_READER_END_OF_STREAM;
         }
         if (r->woken && r->cont) {
-            ss_http_cont cont = r->cont;
-            void *user = r->cont_user;
-            r->woken = 0;
-            r->cont = NULL;
-            pthread_mutex_unlock(&r->mu);
-            cont(r->h->p.app, r, user);
+            run_cont_unlock(r);
             continue;
         }
         if (atomic_load(&r->h->stopping)) {
@@ -742,12 +749,7 @@ static void after_dispatch(ss_http_req *r)
             return;
         }
         if (r->woken) {
-            ss_http_cont cont = r->cont;
-            void *user = r->cont_user;
-            r->woken = 0;
-            r->cont = NULL;
-            pthread_mutex_unlock(&r->mu);
-            cont(r->h->p.app, r, user);
+            run_cont_unlock(r);
             continue;
         }
         if (atomic_load(&r->h->stopping)) {
