@@ -427,6 +427,29 @@ static int is_word(int32_t c)
 }
 
 /*
+ * The UTF-8 sequence that byte c >= 0x80 starts (RFC 3629): the number of continuation bytes, 0
+ * when c cannot start one; [*lo, *hi] is the range of the first continuation byte (narrower
+ * after E0, ED, F0 and F4: no overlong forms, no surrogates, nothing above U+10FFFF).
+ */
+static inline size_t utf8_lead(unsigned c, unsigned *lo, unsigned *hi)
+{
+    *lo = 0x80;
+    *hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) return 1;
+    if (c >= 0xE0 && c <= 0xEF) {
+        if (c == 0xE0) *lo = 0xA0;
+        if (c == 0xED) *hi = 0x9F;
+        return 2;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        if (c == 0xF0) *lo = 0x90;
+        if (c == 0xF4) *hi = 0x8F;
+        return 3;
+    }
+    return 0;
+}
+
+/*
  * Lossy UTF-8 -> UTF-8, as Rust's String::from_utf8_lossy: each maximal invalid subpart (a bad
  * byte, or a valid prefix cut short) becomes one U+FFFD. With final == 0 an incomplete but
  * still valid sequence at the end is not consumed. out needs 3 * n bytes. Returns the number of
@@ -442,19 +465,9 @@ static size_t utf8_lossy(const unsigned char *s, size_t n, int final, char *out,
             i++;
             continue;
         }
-        size_t need;
-        unsigned lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF) {
-            need = 1;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            need = 2;
-            if (c == 0xE0) lo = 0xA0;
-            if (c == 0xED) hi = 0x9F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            need = 3;
-            if (c == 0xF0) lo = 0x90;
-            if (c == 0xF4) hi = 0x8F;
-        } else {
+        unsigned lo, hi;
+        size_t need = utf8_lead(c, &lo, &hi);
+        if (!need) {
             memcpy(out + o, "\xEF\xBF\xBD", 3);
             o += 3;
             i++;
@@ -502,21 +515,9 @@ static size_t utf8_invalid_at(const unsigned char *s, size_t n)
             i++;
             continue;
         }
-        size_t need;
-        unsigned lo = 0x80, hi = 0xBF;
-        if (c >= 0xC2 && c <= 0xDF) {
-            need = 1;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            need = 2;
-            if (c == 0xE0) lo = 0xA0;
-            if (c == 0xED) hi = 0x9F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            need = 3;
-            if (c == 0xF0) lo = 0x90;
-            if (c == 0xF4) hi = 0x8F;
-        } else {
-            return i;
-        }
+        unsigned lo, hi;
+        size_t need = utf8_lead(c, &lo, &hi);
+        if (!need) return i;
         for (size_t k = 1; k <= need; k++) {
             if (i + k >= n || s[i + k] < lo || s[i + k] > hi) return i;
             lo = 0x80;
