@@ -279,6 +279,21 @@ static inline json_t *ids_json(const int32_t *ids, size_t n)
     return a;
 }
 
+/* The sources of golden merge case mc as POST /v1/states/merge takes them: [{"state":
+ * "seq_<source>", "weight": w}, ...] (the fixture's seq_* states must be stored). */
+static inline json_t *merge_sources(const json_t *mc)
+{
+    json_t *srcs = json_object_get(mc, "sources"), *ws = json_object_get(mc, "weights");
+    json_t *sources = json_array();
+    for (size_t i = 0; i < json_array_size(srcs); i++) {
+        char sn[32];
+        snprintf(sn, sizeof sn, "seq_%s", json_string_value(json_array_get(srcs, i)));
+        json_array_append_new(
+            sources, json_pack("{s:s,s:O}", "state", sn, "weight", json_array_get(ws, i)));
+    }
+    return sources;
+}
+
 static inline int tokens_equal(json_t *arr, const int32_t *want, size_t n)
 {
     if (!json_is_array(arr) || json_array_size(arr) < n) return 0;

@@ -242,14 +242,7 @@ static void test_golden(srv *d)
     json_array_foreach(merges, mi, mc)
     {
         const char *mname = json_string_value(json_object_get(mc, "name"));
-        json_t *srcs = json_object_get(mc, "sources"), *ws = json_object_get(mc, "weights");
-        json_t *sources = json_array();
-        for (size_t i = 0; i < json_array_size(srcs); i++) {
-            char sn[32];
-            snprintf(sn, sizeof sn, "seq_%s", json_string_value(json_array_get(srcs, i)));
-            json_array_append_new(
-                sources, json_pack("{s:s,s:O}", "state", sn, "weight", json_array_get(ws, i)));
-        }
+        json_t *srcs = json_object_get(mc, "sources"), *sources = merge_sources(mc);
         char stored[64], gname[96];
         snprintf(stored, sizeof stored, "merge_%s", mname);
         json_t *rec = call(d, "POST", "/v1/states/merge",
