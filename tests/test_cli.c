@@ -16,8 +16,6 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,9 +23,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "daemon.h"
 #include "ss_model.h"
 #include "ss_store.h"
 #include "test_util.h"
@@ -413,56 +411,6 @@ static void test_offline(void)
 
 /* ---- 2: against a running statesoupd --------------------------------------------------------- */
 
-/* The daemon's stderr, drained by a thread so it never blocks on a full pipe. */
-typedef struct daemon_log {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    char *text;
-    size_t len, cap;
-    int eof;
-    int fd;
-} daemon_log;
-
-static void *log_reader(void *arg)
-{
-    daemon_log *d = arg;
-    char buf[4096];
-    for (;;) {
-        ssize_t n = read(d->fd, buf, sizeof buf);
-        if (n < 0 && errno == EINTR) continue;
-        pthread_mutex_lock(&d->mu);
-        if (n <= 0) {
-            d->eof = 1;
-        } else {
-            if (d->len + (size_t)n + 1 > d->cap) {
-                d->cap = (d->len + (size_t)n + 1) * 2;
-                d->text = realloc(d->text, d->cap);
-            }
-            memcpy(d->text + d->len, buf, (size_t)n);
-            d->len += (size_t)n;
-            d->text[d->len] = '\0';
-        }
-        pthread_cond_broadcast(&d->cv);
-        pthread_mutex_unlock(&d->mu);
-        if (n <= 0) return NULL;
-    }
-}
-
-/* Wait until the log contains `what` (1) or the daemon closed stderr / the deadline passed (0). */
-static int log_wait(daemon_log *d, const char *what, int seconds)
-{
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += seconds;
-    int found = 0;
-    pthread_mutex_lock(&d->mu);
-    while (!(found = d->text && strstr(d->text, what) != NULL) && !d->eof) {
-        if (pthread_cond_timedwait(&d->cv, &d->mu, &dl) == ETIMEDOUT) break;
-    }
-    pthread_mutex_unlock(&d->mu);
-    return found;
-}
-
 /* Record of stdout JSON with the given name (checks the run succeeded). */
 static json_t *json_ok(result *r)
 {
@@ -474,9 +422,7 @@ static void test_daemon(void)
 {
     char data_dir[512], url[256], file[512], file2[512], demo[4096], keys[512];
     result r = {0};
-    daemon_log d = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-    pthread_t th;
-    int pfd[2];
+    srv d;
     json_t *j = NULL, *intro = NULL, *dict = NULL, *soup = NULL, *models = NULL;
     ss_model *m = NULL;
 
@@ -492,41 +438,14 @@ static void test_daemon(void)
     fputs("key-write-0123456789 write\nkey-read-0123456789 read\n", kf);
     fclose(kf);
     setenv("STATESOUP_API_KEY", "key-write-0123456789", 1);
-    if (pipe(pfd) != 0) {
-        perror("pipe");
-        exit(1);
-    }
     fflush(stdout);
     fflush(stderr);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int nul = open("/dev/null", O_RDWR);
-        dup2(nul, 0);
-        dup2(nul, 1);
-        dup2(pfd[1], 2);
-        close(pfd[0]);
-        close(pfd[1]);
-        execl(daemon_path, daemon_path, "--model", demo, "--data", data_dir, "--listen",
-              "127.0.0.1:0", "--compute-threads", "2", "--api-keys", keys, (char *)NULL);
-        _exit(127);
-    }
-    close(pfd[1]);
-    d.fd = pfd[0];
-    pthread_create(&th, NULL, log_reader, &d);
-
-    int up = log_wait(&d, "listening on http://", 120) && log_wait(&d, "ready", 120);
+    int up = daemon_start(&d, demo, data_dir, "--api-keys", keys, (char *)NULL) == 0;
     if (!up) {
-        pthread_mutex_lock(&d.mu);
-        fprintf(stderr, "statesoupd did not start; its log:\n%s\n", d.text ? d.text : "");
-        pthread_mutex_unlock(&d.mu);
         test_failures++;
         goto stop;
     }
-    pthread_mutex_lock(&d.mu);
-    const char *l = strstr(d.text, "listening on ") + strlen("listening on ");
-    size_t ul = strcspn(l, " \n");
-    snprintf(url, sizeof url, "%.*s", (int)ul, l);
-    pthread_mutex_unlock(&d.mu);
+    snprintf(url, sizeof url, "%s", d.base);
 
     /* health, with the URL from the environment */
     setenv("STATESOUP_URL", url, 1);
@@ -823,13 +742,7 @@ static void test_daemon(void)
     CHECK_CODE(&r, 2);
 
 stop:
-    kill(pid, SIGTERM);
-    int st = 0;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-    }
-    CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "statesoupd exit status %d", st);
-    pthread_join(th, NULL);
-    close(pfd[0]);
+    if (d.pid > 0) daemon_stop(&d); /* checks that it exits 0 */
     /* nothing listens there any more: the message names the URL */
     if (up) {
         RUN(&r, "ls", "--url", url);
@@ -843,7 +756,6 @@ stop:
     json_decref(dict);
     json_decref(intro);
     unsetenv("STATESOUP_API_KEY");
-    free(d.text);
     ss_model_close(m);
 }
 
