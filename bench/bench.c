@@ -441,6 +441,7 @@ static const char help[] =
     "  --json FILE      also write the results as JSON\n"
     "  --quick          shorter runs (for a smoke test)\n"
     "  --keep           keep the generated checkpoints (their folder is printed)\n"
+    "  --huge-pages     load the weights onto transparent huge pages (statesoupd --huge-pages)\n"
     "  -h, --help       this text\n"
     "\n"
     "example: statesoup-bench --shape 130m --shape 2.8b --json bench.json\n";
@@ -449,7 +450,7 @@ int main(int argc, char **argv)
 {
     ss_blas_ensure_kernels(argv);
     const char *json_out = NULL, *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    int n_prompt = 512, n_decode = 128, threads = 0, quick = 0, keep = 0;
+    int n_prompt = 512, n_decode = 128, threads = 0, quick = 0, keep = 0, huge = 0;
     const shape *want[8];
     int n_want = 0;
     static const struct option opts[] = {
@@ -457,7 +458,7 @@ int main(int argc, char **argv)
         {"decode", required_argument, NULL, 'd'}, {"threads", required_argument, NULL, 't'},
         {"tmp", required_argument, NULL, 'T'},   {"json", required_argument, NULL, 'j'},
         {"quick", no_argument, NULL, 'q'},       {"help", no_argument, NULL, 'h'},
-        {"keep", no_argument, NULL, 'k'},
+        {"keep", no_argument, NULL, 'k'},      {"huge-pages", no_argument, NULL, 'H'},
         {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -480,6 +481,7 @@ int main(int argc, char **argv)
         case 'j': json_out = optarg; break;
         case 'q': quick = 1; break;
         case 'k': keep = 1; break;
+        case 'H': huge = 1; break;
         case 'h': fputs(help, stdout); return 0;
         default: fputs(help, stderr); return 2;
         }
@@ -529,8 +531,8 @@ int main(int argc, char **argv)
         char dir[4096 + 64];
         snprintf(dir, sizeof dir, "%s/mamba-%s", root, s->name);
         mkdir(dir, 0700);
-        printf("\n== mamba-%s shape (d=%d, %d layers), F32, random weights\n", s->name, s->d,
-               s->layers);
+        printf("\n== mamba-%s shape (d=%d, %d layers), F32, random weights%s\n", s->name, s->d,
+               s->layers, huge ? ", huge pages" : "");
         double t0 = now_s();
         uint64_t wbytes = write_checkpoint(s, dir);
         if (!wbytes) {
@@ -542,6 +544,7 @@ int main(int argc, char **argv)
         ss_model *m = NULL;
         ss_model_params mp = ss_model_default_params();
         mp.n_threads = nthreads;
+        mp.huge_pages = huge;
         t0 = now_s();
         if (ss_model_open(&m, dir, &mp)) {
             fprintf(stderr, "statesoup-bench: load: %s\n", ss_errmsg());

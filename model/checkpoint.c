@@ -295,6 +295,59 @@ static ss_err parse_config(loader *L)
 
 /* ---- files -------------------------------------------------------------------------------- */
 
+#define HUGE_BYTES ((size_t)2 << 20)
+
+/*
+ * Map len bytes of fd read-only at a 2 MiB-aligned address, followed by inaccessible padding up
+ * to span (a multiple of 2 MiB) so the whole span is ours: the weights can later be moved onto
+ * huge pages at the same addresses (to_huge_pages). NULL on failure (errno set).
+ */
+static void *map_aligned(int fd, size_t len, size_t span)
+{
+    char *res = mmap(NULL, span + HUGE_BYTES, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (res == MAP_FAILED) return NULL;
+    char *at = (char *)(((uintptr_t)res + HUGE_BYTES - 1) & ~(uintptr_t)(HUGE_BYTES - 1));
+    if (at > res) munmap(res, (size_t)(at - res));
+    munmap(at + span, (size_t)(res + span + HUGE_BYTES - (at + span)));
+    if (mmap(at, len, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0) == MAP_FAILED) {
+        int e = errno;
+        munmap(at, span);
+        errno = e;
+        return NULL;
+    }
+    return at;
+}
+
+/*
+ * Move a mapping's bytes onto anonymous transparent huge pages at the same addresses (copy, then
+ * mremap over the file mapping): streaming weights from 2 MiB pages is ~15 % faster here (the
+ * prefetchers and the TLB stop at 4 KiB pages). Resident size stays one copy; the file's page
+ * cache becomes reclaimable. On failure the file mapping is left as it was.
+ */
+static int to_huge_pages(mapping *mp)
+{
+    const size_t span = mp->len;
+    char *res = mmap(NULL, span + HUGE_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                     -1, 0);
+    if (res == MAP_FAILED) return -1;
+    char *at = (char *)(((uintptr_t)res + HUGE_BYTES - 1) & ~(uintptr_t)(HUGE_BYTES - 1));
+    if (at > res) munmap(res, (size_t)(at - res));
+    munmap(at + span, (size_t)(res + span + HUGE_BYTES - (at + span)));
+    madvise(at, span, MADV_HUGEPAGE);
+    /* the padding after the file is an inaccessible reservation: make it readable (zeros) */
+    if (mprotect(mp->addr, span, PROT_READ) != 0) {
+        munmap(at, span);
+        return -1;
+    }
+    memcpy(at, mp->addr, span);
+    mprotect(at, span, PROT_READ);
+    if (mremap(at, span, span, MREMAP_MAYMOVE | MREMAP_FIXED, mp->addr) == MAP_FAILED) {
+        munmap(at, span);
+        return -1;
+    }
+    return 0;
+}
+
 static ss_err map_file(loader *L, const char *path, shard *sh)
 {
     ss_model *m = L->m;
@@ -308,17 +361,17 @@ static ss_err map_file(loader *L, const char *path, shard *sh)
         close(fd);
         return ss_fail(SS_ERR_IO, "%s: not a regular file", path);
     }
-    size_t len = (size_t)st.st_size;
-    void *addr = len ? mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+    size_t len = (size_t)st.st_size, span = len ? (len + HUGE_BYTES - 1) & ~(HUGE_BYTES - 1) : 0;
+    void *addr = len ? map_aligned(fd, len, span) : NULL;
     close(fd);
-    if (len && addr == MAP_FAILED) return ss_fail(SS_ERR_IO, "%s: mmap: %s", path, strerror(errno));
+    if (len && !addr) return ss_fail(SS_ERR_IO, "%s: mmap: %s", path, strerror(errno));
     mapping *nm = realloc(m->maps, (size_t)(m->n_maps + 1) * sizeof *nm);
     if (!nm) {
-        if (addr) munmap(addr, len);
+        if (addr) munmap(addr, span);
         return ss_fail(SS_ERR_NOMEM, "out of memory");
     }
     m->maps = nm;
-    m->maps[m->n_maps++] = (mapping){addr, len};
+    m->maps[m->n_maps++] = (mapping){addr, span};
     sh->path = strdup(path);
     if (!sh->path) return ss_fail(SS_ERR_NOMEM, "out of memory");
     return st_parse(&sh->st, addr, len, path);
@@ -840,9 +893,13 @@ ss_err model_load(ss_model *m, const char *dir, const ss_model_params *p)
     /* Shards whose weights were all converted (BF16/F16) are not needed any more: unmapping them
      * keeps the resident size at the converted weights alone. Maps and shards share indexes. */
     for (int i = 0; i < L.n_shards && i < m->n_maps; i++) {
-        if (L.shards[i].in_place || !m->maps[i].addr) continue;
-        munmap(m->maps[i].addr, m->maps[i].len);
-        m->maps[i].addr = NULL;
+        if (!m->maps[i].addr) continue;
+        if (!L.shards[i].in_place) {
+            munmap(m->maps[i].addr, m->maps[i].len);
+            m->maps[i].addr = NULL;
+        } else if (p->huge_pages) {
+            to_huge_pages(&m->maps[i]); /* best effort: the file mapping serves otherwise */
+        }
     }
 out:
     for (int i = 0; i < L.n_shards; i++) {

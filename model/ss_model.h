@@ -81,6 +81,13 @@ typedef struct ss_model_params {
     int n_threads;          /* threads for our own kernels and BLAS; 0 = all cores */
     ss_progress_fn progress; /* may be NULL */
     void *progress_user;
+    /*
+     * Move the weights used in place onto transparent huge pages (a copy at load, at the same
+     * addresses; resident size stays one copy, the file's page cache becomes reclaimable).
+     * Streams ~15 % faster per decoded token here, costs ~0.15 s per GB at load. Off by default:
+     * while loading, page cache and copy briefly take twice the memory.
+     */
+    int huge_pages;
 } ss_model_params;
 
 ss_model_params ss_model_default_params(void);

@@ -488,6 +488,43 @@ static void check_loader_errors(void)
     CHECK(system(cmd) == 0);
 }
 
+/* Weights moved onto huge pages compute exactly the same thing (same addresses, same bytes). */
+static void check_huge_pages(void)
+{
+    ss_model_params p = ss_model_default_params();
+    p.huge_pages = 1;
+    const char *dirs[] = {"models/mamba1-tiny", "models/mamba1-tiny-sharded",
+                          "models/mamba1-tiny-bf16"};
+    for (int i = 0; i < 3; i++) {
+        ss_model *a, *b;
+        REQUIRE_OK(ss_model_open(&a, fixture_path(dirs[i]), NULL));
+        REQUIRE_OK(ss_model_open(&b, fixture_path(dirs[i]), &p));
+        CHECK(strcmp(ss_model_get_info(a)->fingerprint, ss_model_get_info(b)->fingerprint) == 0);
+        const int V = ss_model_get_info(a)->vocab_size;
+        int32_t ids[5] = {3, 14, 15, 92, 65};
+        float *la = malloc(5 * V * sizeof(float)), *lb = malloc(5 * V * sizeof(float));
+        ss_model *ms[2] = {a, b};
+        float *ls[2] = {la, lb};
+        for (int k = 0; k < 2; k++) {
+            ss_ctx *c;
+            ss_state *st;
+            REQUIRE_OK(ss_ctx_new(ms[k], &c));
+            REQUIRE_OK(ss_state_new(ms[k], &st));
+            ss_seq q = {.state = st, .tokens = ids, .n_tokens = 5, .logits = ls[k],
+                        .logits_all = 1};
+            REQUIRE_OK(ss_model_eval(ms[k], c, &q, 1, 0));
+            ss_state_free(st);
+            ss_ctx_free(c);
+        }
+        CHECKF(memcmp(la, lb, 5 * V * sizeof(float)) == 0, "%s: huge pages change the logits",
+               dirs[i]);
+        free(la);
+        free(lb);
+        ss_model_close(a);
+        ss_model_close(b);
+    }
+}
+
 /* Same weights, same fingerprint (sharded); any change, another one. */
 static void check_fingerprints(void)
 {
@@ -537,6 +574,7 @@ int main(int argc, char **argv)
     if (!only) {
         check_loader_errors();
         check_fingerprints();
+        check_huge_pages();
     }
     return test_done("test_model");
 }
