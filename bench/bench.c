@@ -407,22 +407,6 @@ static double bench_decode(ss_model *m, int streams, int n_tok, double *rss)
     return total / dt;
 }
 
-/* ---- store --------------------------------------------------------------------------------- */
-
-typedef struct merge_ctx {
-    float *dst;
-    double w[4];
-} merge_ctx;
-
-/* One piece of the merge, on whichever store thread verified it. */
-static ss_err merge_piece(void *user, const void *const *chunks, size_t off, size_t len, int n)
-{
-    merge_ctx *mc = user;
-    ss_state_combine_piece(mc->dst + off / sizeof(float), (const float *const *)chunks, mc->w, n,
-                           len / sizeof(float));
-    return SS_OK;
-}
-
 /* ---- main ---------------------------------------------------------------------------------- */
 
 static const char help[] =
@@ -634,10 +618,11 @@ int main(int argc, char **argv)
                                   info->state_bytes, NULL, NULL);
                 double dt = now_s() - t0;
                 if (dt < best_get) best_get = dt;
-                merge_ctx mc = {.dst = ss_state_data(st), .w = {0.4, 0.3, 0.2, 0.1}};
+                const double w[4] = {0.4, 0.3, 0.2, 0.1};
                 const char *refs[4] = {ids[0], ids[1], ids[2], ids[3]};
                 t0 = now_s();
-                ss_store_view_chunks(store, refs, 4, info->fingerprint, nthreads, merge_piece, &mc);
+                ss_store_merge_f32(store, refs, w, 4, info->fingerprint, ss_state_data(st),
+                                   info->state_bytes, nthreads);
                 dt = now_s() - t0;
                 if (dt < best_merge) best_merge = dt;
             }

@@ -78,7 +78,8 @@ ss_err ss_store_get_record(ss_store *s, const char *ref, char **record_json);
  * when expect_model is not NULL that the record's model equals it (SS_ERR_MISMATCH).
  * SS_ERR_TOO_LARGE if cap is too small (then *len still receives the size: cap 0 asks for it).
  * *len (may be NULL) receives the blob size; *record_json (may be NULL) the record (free() it).
- * On SS_ERR_CORRUPT nothing is copied and the message names the state.
+ * The bytes are checksummed as they are copied (one pass; large blobs on two threads, piece by
+ * piece): on SS_ERR_CORRUPT the message names the state and the contents of dst are undefined.
  */
 ss_err ss_store_get_blob(ss_store *s, const char *ref, const char *expect_model, void *dst,
                          size_t cap, size_t *len, char **record_json);
@@ -111,6 +112,17 @@ typedef ss_err (*ss_store_chunk_fn)(void *user, const void *const *chunks, size_
                                     size_t len, int n);
 ss_err ss_store_view_chunks(ss_store *s, const char *const *refs, int n, const char *expect_model,
                             int n_threads, ss_store_chunk_fn fn, void *user);
+
+/*
+ * out = sum_i w[i] * blob_i for n stored F32 states of out_bytes each (the merge of State Soup),
+ * on up to n_threads threads. Each 1 MiB piece of every source is checksummed in the same pass
+ * that sums it, so the sources are read from memory once and only once. Evaluated per element as
+ * (float)w[0] * x0, then one fused multiply-add per further source, in order. Checks as
+ * ss_store_view_chunks, plus SS_ERR_MISMATCH when a blob is not out_bytes long and
+ * SS_ERR_INVALID for a weight that is not a finite float. On any error out is undefined.
+ */
+ss_err ss_store_merge_f32(ss_store *s, const char *const *refs, const double *w, int n,
+                          const char *expect_model, float *out, size_t out_bytes, int n_threads);
 
 /* Delete state `ref` (id or name) with its indexes. SS_ERR_NOT_FOUND. */
 ss_err ss_store_delete(ss_store *s, const char *ref);
