@@ -415,9 +415,13 @@ static const char help[] =
     "Measure statesoup on this machine: model load, prefill, decode at 1/4/16 concurrent\n"
     "sequences, state save/restore/merge in the LMDB store, and this machine's limits (memory\n"
     "bandwidth, OpenBLAS sgemm peak, disk write) in the same run. Models are random-weight\n"
-    "checkpoints of real Mamba-1 shapes written to a temporary folder.\n"
+    "checkpoints of real Mamba-1 shapes written to a temporary folder, or checkpoints you name.\n"
     "\n"
     "  --shape S        130m, 370m, 790m, 1.4b or 2.8b (repeatable; default 130m)\n"
+    "  --model DIR      also (or only) measure this checkpoint folder, as statesoupd loads it\n"
+    "                   (repeatable; any supported family and dtype)\n"
+    "  --only LIST      measure only these phases, comma-separated: prefill, decode, store\n"
+    "                   (load and the machine's limits are always measured)\n"
     "  --prompt N       prefill prompt length (default 512)\n"
     "  --decode N       tokens generated per stream (default 128)\n"
     "  --threads N      compute threads (default: all cores)\n"
@@ -435,14 +439,17 @@ int main(int argc, char **argv)
     ss_blas_ensure_kernels(argv);
     const char *json_out = NULL, *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     int n_prompt = 512, n_decode = 128, threads = 0, quick = 0, keep = 0, huge = 0;
+    int do_prefill = 1, do_decode = 1, do_store = 1;
     const shape *want[8];
-    int n_want = 0;
+    const char *model_dirs[8];
+    int n_want = 0, n_dirs = 0;
     static const struct option opts[] = {
         {"shape", required_argument, NULL, 's'}, {"prompt", required_argument, NULL, 'p'},
         {"decode", required_argument, NULL, 'd'}, {"threads", required_argument, NULL, 't'},
         {"tmp", required_argument, NULL, 'T'},   {"json", required_argument, NULL, 'j'},
         {"quick", no_argument, NULL, 'q'},       {"help", no_argument, NULL, 'h'},
         {"keep", no_argument, NULL, 'k'},      {"huge-pages", no_argument, NULL, 'H'},
+        {"model", required_argument, NULL, 'm'}, {"only", required_argument, NULL, 'o'},
         {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -458,6 +465,22 @@ int main(int argc, char **argv)
             want[n_want++] = found;
             break;
         }
+        case 'm':
+            if (n_dirs == 8) {
+                fprintf(stderr, "statesoup-bench: at most 8 --model folders\n");
+                return 2;
+            }
+            model_dirs[n_dirs++] = optarg;
+            break;
+        case 'o':
+            do_prefill = strstr(optarg, "prefill") != NULL;
+            do_decode = strstr(optarg, "decode") != NULL;
+            do_store = strstr(optarg, "store") != NULL;
+            if (!do_prefill && !do_decode && !do_store) {
+                fprintf(stderr, "statesoup-bench: --only takes prefill, decode and/or store\n");
+                return 2;
+            }
+            break;
         case 'p': n_prompt = atoi(optarg); break;
         case 'd': n_decode = atoi(optarg); break;
         case 't': threads = atoi(optarg); break;
@@ -474,7 +497,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "statesoup-bench: --prompt and --decode must be >= 1\n");
         return 2;
     }
-    if (!n_want) want[n_want++] = &shapes[0];
+    if (!n_want && !n_dirs) want[n_want++] = &shapes[0];
     if (quick) {
         n_prompt = n_prompt > 64 ? 64 : n_prompt;
         n_decode = n_decode > 8 ? 8 : n_decode;
@@ -510,20 +533,25 @@ int main(int argc, char **argv)
     json_object_set_new(out, "machine", machine);
     json_t *models = json_array();
 
-    for (int si = 0; si < n_want; si++) {
-        const shape *s = want[si];
+    for (int si = 0; si < n_want + n_dirs; si++) {
+        const shape *s = si < n_want ? want[si] : NULL;
         char dir[4096 + 64];
-        snprintf(dir, sizeof dir, "%s/mamba-%s", root, s->name);
-        mkdir(dir, 0700);
-        printf("\n== mamba-%s shape (d=%d, %d layers), F32, random weights%s\n", s->name, s->d,
-               s->layers, huge ? ", huge pages" : "");
         double t0 = now_s();
-        uint64_t wbytes = write_checkpoint(s, dir);
-        if (!wbytes) {
-            fprintf(stderr, "statesoup-bench: cannot write the checkpoint in %s\n", dir);
-            continue;
+        if (s) {
+            snprintf(dir, sizeof dir, "%s/mamba-%s", root, s->name);
+            mkdir(dir, 0700);
+            printf("\n== mamba-%s shape (d=%d, %d layers), F32, random weights%s\n", s->name,
+                   s->d, s->layers, huge ? ", huge pages" : "");
+            uint64_t wbytes = write_checkpoint(s, dir);
+            if (!wbytes) {
+                fprintf(stderr, "statesoup-bench: cannot write the checkpoint in %s\n", dir);
+                continue;
+            }
+            printf("  wrote %.0f MB checkpoint in %.1f s\n", wbytes / 1e6, now_s() - t0);
+        } else {
+            snprintf(dir, sizeof dir, "%s", model_dirs[si - n_want]);
+            printf("\n== %s%s\n", dir, huge ? ", huge pages" : "");
         }
-        printf("  wrote %.0f MB checkpoint in %.1f s\n", wbytes / 1e6, now_s() - t0);
 
         ss_model *m = NULL;
         ss_model_params mp = ss_model_default_params();
@@ -539,8 +567,10 @@ int main(int argc, char **argv)
         const ss_model_info *info = ss_model_get_info(m);
         /* streamed per decoded token: every weight except the embedding rows (the tied head is
          * the embedding matrix, read in full by the logits GEMV) */
-        double stream_bytes = (double)info->n_params * 4;
-        double proj_params = (double)info->n_params - (double)info->vocab_size * info->d_model;
+        const double wsize = strcmp(info->dtype, "BF16") && strcmp(info->dtype, "F16") ? 4 : 2;
+        double stream_bytes = (double)info->n_active_params * wsize;
+        double proj_params =
+            (double)info->n_active_params - (double)info->vocab_size * info->d_model;
         double flop_tok = 2.0 * proj_params;
 
         /* prefill */
@@ -552,7 +582,7 @@ int main(int argc, char **argv)
         for (int i = 0; i < n_prompt; i++) prompt[i] = (i * 7919 + 11) % info->vocab_size;
         float *logits = malloc((size_t)info->vocab_size * sizeof(float));
         double best = 1e9;
-        for (int rep = 0; rep < (quick ? 1 : 3); rep++) {
+        for (int rep = 0; do_prefill && rep < (quick ? 1 : 3); rep++) {
             ss_state_zero(st);
             ss_seq q = {.state = st, .tokens = prompt, .n_tokens = n_prompt, .logits = logits};
             t0 = now_s();
@@ -560,20 +590,20 @@ int main(int argc, char **argv)
             double dt = now_s() - t0;
             if (dt < best) best = dt;
         }
-        double prefill_tps = n_prompt / best, rss_prefill;
+        double prefill_tps = do_prefill ? n_prompt / best : 0, rss_prefill;
         rss_mb(&rss_prefill, &peak);
 
         /* decode */
-        double rss_dec[3];
+        double rss_dec[3] = {0, 0, 0};
         const int streams[3] = {1, 4, 16};
-        double dec[3];
+        double dec[3] = {0, 0, 0};
         /* The limit is re-measured next to what it bounds (the host's neighbours come and go:
          * two-thread bandwidth was seen anywhere between 44 and 80 GB/s here); best of all. */
         double bw_now = measure_bandwidth(nthreads);
         if (bw_now > bw) bw = bw_now;
         for (int k = 0; k < 3; k++) { /* best of three */
             dec[k] = 0;
-            for (int rep = 0; rep < (quick ? 1 : 3); rep++) {
+            for (int rep = 0; do_decode && rep < (quick ? 1 : 3); rep++) {
                 double r = bench_decode(m, streams[k], k == 0 ? n_decode : n_decode / 2 + 1,
                                         &rss_dec[k]);
                 if (r > dec[k]) dec[k] = r;
@@ -582,11 +612,11 @@ int main(int argc, char **argv)
 
         /* store: save, restore, merge of 4 */
         char sdir[4096 + 128];
-        snprintf(sdir, sizeof sdir, "%s/store", dir);
+        snprintf(sdir, sizeof sdir, "%s/store-%d", root, si);
         ss_store *store = NULL;
         double save_ms = 0, restore_ms = 0, merge_ms = 0, rss_store = 0;
-        double raw_ms = measure_disk_write(dir, info->state_bytes) * 1e3;
-        if (!ss_store_open(&store, sdir, NULL)) {
+        double raw_ms = do_store ? measure_disk_write(root, info->state_bytes) * 1e3 : 0;
+        if (do_store && !ss_store_open(&store, sdir, NULL)) {
             char rec[512], ids[4][40];
             double best_save = 1e9;
             for (int i = 0; i < 4; i++) {
@@ -612,7 +642,7 @@ int main(int argc, char **argv)
             }
             save_ms = best_save * 1e3;
             double best_get = 1e9, best_merge = 1e9;
-            for (int rep = 0; rep < 5; rep++) {
+            for (int rep = 0; rep < 12; rep++) { /* the first few warm the map up */
                 t0 = now_s();
                 ss_store_get_blob(store, ids[rep % 4], info->fingerprint, ss_state_data(st),
                                   info->state_bytes, NULL, NULL);
@@ -636,40 +666,47 @@ int main(int argc, char **argv)
         double sb = (double)info->state_bytes;
         double dec_bound = bw * 1e9 / stream_bytes;
         double pf_bound = gemm * 1e9 / flop_tok;
-        double merge_gbs = 5 * sb / (merge_ms / 1e3) / 1e9;
-        double restore_gbs = sb / (restore_ms / 1e3) / 1e9;
+        double merge_gbs = merge_ms > 0 ? 5 * sb / (merge_ms / 1e3) / 1e9 : 0;
+        double restore_gbs = restore_ms > 0 ? sb / (restore_ms / 1e3) / 1e9 : 0;
 
         printf("  %-34s %10s %12s %10s\n", "", "measured", "limit", "fraction");
         printf("  %-34s %8.2f s %12s %10s   RSS %.0f MB\n", "load (page cache warm)", load_s, "",
                "", rss_load);
-        printf("  %-34s %6.0f tok/s %7.0f tok/s %9.0f%%   RSS %.0f MB\n",
-               "prefill (512 tokens)", prefill_tps, pf_bound, 100 * prefill_tps / pf_bound,
-               rss_prefill);
-        for (int k = 0; k < 3; k++)
+        char pf_label[64];
+        snprintf(pf_label, sizeof pf_label, "prefill (%d tokens)", n_prompt);
+        if (do_prefill)
+            printf("  %-34s %6.0f tok/s %7.0f tok/s %9.0f%%   RSS %.0f MB\n", pf_label, prefill_tps, pf_bound, 100 * prefill_tps / pf_bound,
+                   rss_prefill);
+        for (int k = 0; do_decode && k < 3; k++)
             printf("  decode, %2d stream%s %16s %6.1f tok/s %7.1f tok/s %9s   RSS %.0f MB\n",
                    streams[k], streams[k] > 1 ? "s" : " ", "", dec[k], k == 0 ? dec_bound : 0,
                    "", rss_dec[k]);
-        printf("  %-34s %9.0f%% of the bandwidth bound; 16 streams = %.1fx one stream\n",
-               "decode, 1 stream", 100 * dec[0] / dec_bound, dec[2] / dec[0]);
-        printf("  %-34s %6.1f ms   (raw write+fsync %.1f ms: %.1fx)\n", "state save (store put)",
-               save_ms, raw_ms, save_ms / raw_ms);
-        printf("  %-34s %6.2f ms   %.1f GB/s\n", "state restore (get + checksum)", restore_ms,
-               restore_gbs);
-        printf("  %-34s %6.2f ms   %.1f GB/s = %.0f%% of bandwidth   RSS %.0f MB\n",
-               "merge of 4 stored states", merge_ms, merge_gbs, 100 * merge_gbs / bw, rss_store);
+        if (do_decode)
+            printf("  %-34s %9.0f%% of the bandwidth bound; 16 streams = %.1fx one stream\n",
+                   "decode, 1 stream", 100 * dec[0] / dec_bound, dec[2] / dec[0]);
+        if (do_store) {
+            printf("  %-34s %6.1f ms   (raw write+fsync %.1f ms: %.1fx)\n",
+                   "state save (store put)", save_ms, raw_ms, save_ms / raw_ms);
+            printf("  %-34s %6.2f ms   %.1f GB/s\n", "state restore (get + checksum)", restore_ms,
+                   restore_gbs);
+            printf("  %-34s %6.2f ms   %.1f GB/s = %.0f%% of bandwidth   RSS %.0f MB\n",
+                   "merge of 4 stored states", merge_ms, merge_gbs, 100 * merge_gbs / bw,
+                   rss_store);
+        }
         printf("  state: %.1f MB; weights streamed per token: %.0f MB; %.0f MFLOP/token\n",
                sb / 1e6, stream_bytes / 1e6, flop_tok / 1e6);
 
         json_t *jm = json_pack(
             "{s:s, s:i, s:i, s:s, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f,"
             " s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
-            "shape", s->name, "d_model", s->d, "layers", s->layers, "dtype", "F32", "load_s",
+            "shape", s ? s->name : dir, "d_model", info->d_model, "layers", info->n_layer,
+            "dtype", info->dtype, "load_s",
             load_s, "rss_load_mb", rss_load, "prefill_tok_s", prefill_tps, "prefill_bound_tok_s",
             pf_bound, "prefill_fraction", prefill_tps / pf_bound, "decode_1_tok_s", dec[0],
             "decode_4_tok_s", dec[1], "decode_16_tok_s", dec[2], "decode_bound_tok_s", dec_bound,
-            "decode_fraction", dec[0] / dec_bound, "batch16_speedup", dec[2] / dec[0],
+            "decode_fraction", dec[0] / dec_bound, "batch16_speedup", dec[0] > 0 ? dec[2] / dec[0] : 0,
             "state_mb", sb / 1e6, "save_ms", save_ms, "raw_write_ms", raw_ms, "save_vs_raw",
-            save_ms / raw_ms, "restore_ms", restore_ms, "restore_gbs", restore_gbs, "merge4_ms",
+            raw_ms > 0 ? save_ms / raw_ms : 0, "restore_ms", restore_ms, "restore_gbs", restore_gbs, "merge4_ms",
             merge_ms, "merge4_gbs", merge_gbs, "merge4_fraction", merge_gbs / bw, "rss_decode16_mb",
             rss_dec[2], "rss_prefill_mb", rss_prefill);
         json_object_set_new(jm, "bandwidth_gbs", json_real(bw));
@@ -680,10 +717,14 @@ int main(int argc, char **argv)
         ss_state_free(st);
         ss_ctx_free(ctx);
         ss_model_close(m);
-        char cmd[4096 + 256];
-        snprintf(cmd, sizeof cmd, keep ? "rm -rf '%s/store'" : "rm -rf '%s'", dir);
-        if (system(cmd) != 0) fprintf(stderr, "statesoup-bench: could not remove %s\n", dir);
-        if (keep) printf("  checkpoint kept in %s\n", dir);
+        char cmd[8192 + 256];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", sdir);
+        if (system(cmd) != 0) fprintf(stderr, "statesoup-bench: could not remove %s\n", sdir);
+        if (s && !keep) {
+            snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+            if (system(cmd) != 0) fprintf(stderr, "statesoup-bench: could not remove %s\n", dir);
+        }
+        if (s && keep) printf("  checkpoint kept in %s (statesoup-bench --model %s)\n", dir, dir);
     }
     json_object_set_new(out, "models", models);
     if (json_out && json_dump_file(out, json_out, JSON_INDENT(2)) != 0)

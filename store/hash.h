@@ -32,10 +32,10 @@ void ss_hash64_sum_f32(float *out, const float *const *src, const float *w, int 
                        uint64_t *hashes);
 
 /* The per-ISA builds of hash_isa.c, suffixed base, avx2 and avx512. */
-#define SS_HASH_DECLARE(isa)                                                                   \
-    uint64_t ss_hash64_##isa(const void *data, size_t len);                                    \
-    void ss_hash64_copy_##isa(void *dst, const void *src, size_t len, uint64_t *hash);         \
-    void ss_hash64_sum_f32_##isa(float *out, const float *const *src, const float *w, int n,   \
+#define SS_HASH_DECLARE(isa)                                                                       \
+    uint64_t ss_hash64_##isa(const void *data, size_t len);                                        \
+    void ss_hash64_copy_##isa(void *dst, const void *src, size_t len, uint64_t *hash);             \
+    void ss_hash64_sum_f32_##isa(float *out, const float *const *src, const float *w, int n,       \
                                  size_t len, uint64_t *hashes);
 SS_HASH_DECLARE(base)
 SS_HASH_DECLARE(avx2)

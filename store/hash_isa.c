@@ -245,9 +245,9 @@ void EXPORT(ss_hash64_copy)(void *dst, const void *src, size_t len, uint64_t *ha
  * each source's stripe into its accumulator and sum them into out, which the first group writes
  * and later groups add to. Keeps G accumulators and one output stripe in registers.
  */
-static inline __attribute__((always_inline)) void
-sum_block(int G, int first_group, float *out, const float *const *src, const float *w, H *acc,
-          size_t ns, int scramble)
+static inline __attribute__((always_inline)) void sum_block(int G, int first_group, float *out,
+                                                            const float *const *src, const float *w,
+                                                            H *acc, size_t ns, int scramble)
 {
     H a[4];
     for (int g = 0; g < G; g++) a[g] = acc[g];
@@ -290,20 +290,16 @@ void EXPORT(ss_hash64_sum_f32)(float *out, const float *const *src, const float 
             for (int i = 0; i < G; i++) s[i] = src[g + i] + at;
             switch (G) { /* constant group sizes, so that sum_block keeps everything in registers */
             case 4:
-                if (g == 0) sum_block(4, 1, out + at, s, w + g, acc + g, ns, scramble);
-                else sum_block(4, 0, out + at, s, w + g, acc + g, ns, scramble);
+                sum_block(4, g == 0, out + at, s, w + g, acc + g, ns, scramble);
                 break;
             case 3:
-                if (g == 0) sum_block(3, 1, out + at, s, w + g, acc + g, ns, scramble);
-                else sum_block(3, 0, out + at, s, w + g, acc + g, ns, scramble);
+                sum_block(3, g == 0, out + at, s, w + g, acc + g, ns, scramble);
                 break;
             case 2:
-                if (g == 0) sum_block(2, 1, out + at, s, w + g, acc + g, ns, scramble);
-                else sum_block(2, 0, out + at, s, w + g, acc + g, ns, scramble);
+                sum_block(2, g == 0, out + at, s, w + g, acc + g, ns, scramble);
                 break;
             default:
-                if (g == 0) sum_block(1, 1, out + at, s, w + g, acc + g, ns, scramble);
-                else sum_block(1, 0, out + at, s, w + g, acc + g, ns, scramble);
+                sum_block(1, g == 0, out + at, s, w + g, acc + g, ns, scramble);
             }
         }
     }
