@@ -675,8 +675,8 @@ int main(int argc, char **argv)
         char pf_label[64];
         snprintf(pf_label, sizeof pf_label, "prefill (%d tokens)", n_prompt);
         if (do_prefill)
-            printf("  %-34s %6.0f tok/s %7.0f tok/s %9.0f%%   RSS %.0f MB\n", pf_label, prefill_tps, pf_bound, 100 * prefill_tps / pf_bound,
-                   rss_prefill);
+            printf("  %-34s %6.0f tok/s %7.0f tok/s %9.0f%%   RSS %.0f MB\n", pf_label,
+                   prefill_tps, pf_bound, 100 * prefill_tps / pf_bound, rss_prefill);
         for (int k = 0; do_decode && k < 3; k++)
             printf("  decode, %2d stream%s %16s %6.1f tok/s %7.1f tok/s %9s   RSS %.0f MB\n",
                    streams[k], streams[k] > 1 ? "s" : " ", "", dec[k], k == 0 ? dec_bound : 0,
@@ -696,6 +696,8 @@ int main(int argc, char **argv)
         printf("  state: %.1f MB; weights streamed per token: %.0f MB; %.0f MFLOP/token\n",
                sb / 1e6, stream_bytes / 1e6, flop_tok / 1e6);
 
+        const double speedup16 = dec[0] > 0 ? dec[2] / dec[0] : 0;
+        const double save_vs_raw = raw_ms > 0 ? save_ms / raw_ms : 0;
         json_t *jm = json_pack(
             "{s:s, s:i, s:i, s:s, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f,"
             " s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
@@ -704,9 +706,9 @@ int main(int argc, char **argv)
             load_s, "rss_load_mb", rss_load, "prefill_tok_s", prefill_tps, "prefill_bound_tok_s",
             pf_bound, "prefill_fraction", prefill_tps / pf_bound, "decode_1_tok_s", dec[0],
             "decode_4_tok_s", dec[1], "decode_16_tok_s", dec[2], "decode_bound_tok_s", dec_bound,
-            "decode_fraction", dec[0] / dec_bound, "batch16_speedup", dec[0] > 0 ? dec[2] / dec[0] : 0,
-            "state_mb", sb / 1e6, "save_ms", save_ms, "raw_write_ms", raw_ms, "save_vs_raw",
-            raw_ms > 0 ? save_ms / raw_ms : 0, "restore_ms", restore_ms, "restore_gbs", restore_gbs, "merge4_ms",
+            "decode_fraction", dec[0] / dec_bound, "batch16_speedup", speedup16, "state_mb",
+            sb / 1e6, "save_ms", save_ms, "raw_write_ms", raw_ms, "save_vs_raw", save_vs_raw,
+            "restore_ms", restore_ms, "restore_gbs", restore_gbs, "merge4_ms",
             merge_ms, "merge4_gbs", merge_gbs, "merge4_fraction", merge_gbs / bw, "rss_decode16_mb",
             rss_dec[2], "rss_prefill_mb", rss_prefill);
         json_object_set_new(jm, "bandwidth_gbs", json_real(bw));

@@ -1138,7 +1138,8 @@ static ss_err piece_sums(ss_store *s, MDB_txn *txn, const char *id, size_t len,
     MDB_val key = {ID_LEN, (void *)id}, sv;
     *sums = NULL;
     int rc = s->has_chunks ? mdb_get(txn, s->chunks, &key, &sv) : MDB_NOTFOUND;
-    if (rc && rc != MDB_NOTFOUND) return mdb_fail(rc, "store %s: reading checksums of %s", s->dir, id);
+    if (rc && rc != MDB_NOTFOUND)
+        return mdb_fail(rc, "store %s: reading checksums of %s", s->dir, id);
     if (rc == 0 && sv.mv_size == 8 * ((len + CHUNK_BYTES - 1) / CHUNK_BYTES)) *sums = sv.mv_data;
     return SS_OK;
 }

@@ -1010,8 +1010,9 @@ static void test_hash_kernels(void)
                 uint64_t h = 0;
                 memset(dst, 0, big + 8);
                 isas[k].copy(dst + shift, src[0] + shift, len, &h);
-                if (h != XXH3_64bits(src[0] + shift, len) || memcmp(dst + shift, src[0] + shift, len))
-                    bad += printf("  %s copy: len %zu shift %zu wrong\n", isas[k].name, len, shift) > 0;
+                const unsigned char *in = src[0] + shift;
+                if (h != XXH3_64bits(in, len) || memcmp(dst + shift, in, len))
+                    bad += printf("  %s copy: len %zu shift %zu\n", isas[k].name, len, shift) > 0;
                 for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
                     int n = ns[ni];
                     if (n > 9 && len > 5000) continue; /* the fallback path: short inputs do */
