@@ -129,16 +129,10 @@ ss_err ss_state_set(ss_state *s, const float *data, size_t n);
 /*
  * dst = sum_i w[i] * srcs[i] over every float of the state (conv, ssm, final_hidden).
  * srcs are raw state arrays of ss_state_floats(dst) floats each (e.g. straight from the store);
- * dst may alias none of them. SS_ERR_INVALID for n < 1 or a non-finite weight.
+ * dst may alias none of them. SS_ERR_INVALID for n < 1 or a non-finite weight. (States in the
+ * store are merged by ss_store_merge_f32, which checksums them in the same pass.)
  */
 ss_err ss_state_combine(ss_state *dst, const float *const *srcs, const double *w, int n);
-/*
- * One piece of a merge: out[k] = sum_i w[i] * srcs[i][k] for k < count, on the calling thread
- * (weights checked by the caller). With ss_store_view_chunks, pieces of a merge are combined on
- * several threads while each piece of the stored states is in cache.
- */
-void ss_state_combine_piece(float *out, const float *const *srcs, const double *w, int n,
-                            size_t count);
 /* SS_ERR_INVALID naming the first non-finite value, else SS_OK. */
 ss_err ss_state_check_finite(const float *data, size_t n);
 

@@ -102,8 +102,9 @@ typedef struct combine_job {
     int n;
 } combine_job;
 
-void ss_state_combine_piece(float *out, const float *const *srcs, const double *w, int n,
-                            size_t count)
+/* out[k] = sum_i w[i] * srcs[i][k] for k < count, on the calling thread. */
+static void combine_piece(float *out, const float *const *srcs, const double *w, int n,
+                          size_t count)
 {
     float wf[64];
     for (int i = 0; i < n && i < 64; i++) wf[i] = (float)w[i];
@@ -119,7 +120,7 @@ static void combine_part(void *arg, int tid, int nt)
     if (lo >= hi) return;
     const float *src[64];
     for (int i = 0; i < j->n && i < 64; i++) src[i] = j->srcs[i] + lo;
-    ss_state_combine_piece(j->out + lo, src, j->w, j->n, hi - lo);
+    combine_piece(j->out + lo, src, j->w, j->n, hi - lo);
 }
 
 ss_err ss_state_combine(ss_state *dst, const float *const *srcs, const double *w, int n)
