@@ -259,27 +259,14 @@ void ss_logprobs_top(const float *logits, int vocab, int k, int32_t *ids, float 
 {
     if (k <= 0) return;
     if (k > vocab) k = vocab;
-    int *idx = malloc((size_t)vocab * sizeof *idx);
+    /* one pass keeping the best k so far sorted in ids (k is small: no allocation per token) */
+    int n = 0;
+    for (int i = 0; i < vocab; i++) {
+        if (n == k && !before(logits, i, ids[k - 1])) continue;
+        int pos = n < k ? n++ : k - 1;
+        for (; pos > 0 && before(logits, i, ids[pos - 1]); pos--) ids[pos] = ids[pos - 1];
+        ids[pos] = i;
+    }
     double lse = log_sum_exp(logits, vocab);
-    if (!idx) { /* degrade to repeated argmax scans */
-        for (int j = 0; j < k; j++) {
-            int best = -1;
-            for (int i = 0; i < vocab; i++) {
-                int used = 0;
-                for (int q = 0; q < j; q++) used |= ids[q] == i;
-                if (!used && (best < 0 || before(logits, i, best))) best = i;
-            }
-            ids[j] = best;
-            logprobs[j] = (float)(logits[best] - lse);
-        }
-        return;
-    }
-    for (int i = 0; i < vocab; i++) idx[i] = i;
-    select_top(idx, vocab, k, logits);
-    sort_desc(idx, k, logits);
-    for (int j = 0; j < k; j++) {
-        ids[j] = idx[j];
-        logprobs[j] = (float)(logits[idx[j]] - lse);
-    }
-    free(idx);
+    for (int j = 0; j < k; j++) logprobs[j] = (float)(logits[ids[j]] - lse);
 }

@@ -92,6 +92,35 @@ static void test_sampling(void)
     CHECK(ids[0] == 0 && ids[1] == 1 && ids[2] == 2);
     CHECK(fabsf(lps[2] - (float)log(0.15)) < 1e-5);
 
+    /* the top k of a large vocabulary with many ties, against a full sort (best first, lower id
+     * first on ties) */
+    {
+        enum { VB = 5000, KMAX = 20 };
+        static float lg[VB];
+        static int order[VB];
+        for (int i = 0; i < VB; i++) {
+            lg[i] = (float)((i * 2654435761u) % 97) * 0.25f - 12.0f; /* 97 distinct values */
+            order[i] = i;
+        }
+        for (int i = 1; i < VB; i++) { /* insertion sort by (logit desc, id asc) */
+            int x = order[i], j = i - 1;
+            while (j >= 0 && (lg[x] > lg[order[j]] || (lg[x] == lg[order[j]] && x < order[j]))) {
+                order[j + 1] = order[j];
+                j--;
+            }
+            order[j + 1] = x;
+        }
+        int32_t tid[KMAX];
+        float tlp[KMAX];
+        int ok = 1;
+        for (int k = 1; k <= KMAX; k++) {
+            ss_logprobs_top(lg, VB, k, tid, tlp);
+            for (int j = 0; j < k; j++) ok &= tid[j] == order[j];
+            ok &= fabsf(tlp[0] - ss_logprob_of(lg, VB, tid[0])) < 1e-5f;
+        }
+        CHECK(ok);
+    }
+
     /* a large vocabulary exercises the widening top-p window */
     enum { BIG = 50000 };
     float *big = malloc(BIG * sizeof(float));
