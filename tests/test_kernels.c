@@ -1,0 +1,258 @@
+/*
+ * test_kernels.c - every SIMD kernel set this CPU can run (AVX2, AVX-512) against the portable
+ * reference kernels and a double-precision computation, on shapes around every vector and
+ * register-block boundary: small-M GEMMs (F32, BF16, F16 weights; 1..16 rows; N and K tails),
+ * the broadcast GEMM, the scan, the conv, the merge sum, logsumexp, argmax, widening.
+ *
+ * The golden tests (test_model) run the whole forward pass with the kernels the CPU picks; this
+ * one makes sure the others agree too, including shapes the fixtures never reach (9..16 rows).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "test_util.h"
+
+static uint64_t rng = 88172645463325252ull;
+
+static float urand(float lo, float hi) /* xorshift64 */
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return lo + (hi - lo) * (float)((rng >> 40) & 0xffffff) / (float)0x1000000;
+}
+
+static void fill(float *p, size_t n, float lo, float hi)
+{
+    for (size_t i = 0; i < n; i++) p[i] = urand(lo, hi);
+}
+
+static uint16_t to_bf16(float f) /* truncation is fine: any 16-bit pattern is a test value */
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)(u >> 16);
+}
+
+static uint16_t to_f16(float f) /* normal range only (the test values are in [-2, 2]) */
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t sign = (u >> 16) & 0x8000;
+    int e = (int)((u >> 23) & 0xff) - 127 + 15;
+    if (e <= 0) return (uint16_t)sign;
+    return (uint16_t)(sign | (uint32_t)e << 10 | ((u >> 13) & 0x3ff));
+}
+
+/* |got - want| <= tol * (scale + |want|) */
+static int close_to(double got, double want, double scale, double tol)
+{
+    return fabs(got - want) <= tol * (scale + fabs(want));
+}
+
+enum { WF32, WBF16, WF16 };
+
+/* Y = X W^T in double (with the weights as the kernel sees them), and sum |x w| per output. */
+static void gemm_ref(const float *X, int M, int K, int ldx, const float *Wf, int N, double *Y,
+                     double *mag)
+{
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            double acc = 0, a = 0;
+            for (int k = 0; k < K; k++) {
+                double p = (double)X[(size_t)m * ldx + k] * Wf[(size_t)n * K + k];
+                acc += p;
+                a += fabs(p);
+            }
+            Y[(size_t)m * N + n] = acc;
+            mag[(size_t)m * N + n] = a;
+        }
+}
+
+static int check_gemm(const kernels *kn, int wt, int bcast, int M, int N, int K)
+{
+    const int ldx = K + 3, ldy = N + 5;
+    float *X = malloc(sizeof(float) * (size_t)M * ldx), *Wf = malloc(sizeof(float) * (size_t)N * K);
+    uint16_t *W16 = malloc(sizeof(uint16_t) * (size_t)N * K);
+    float *Y = malloc(sizeof(float) * (size_t)M * ldy), *Xt = NULL;
+    double *ref = malloc(sizeof(double) * (size_t)M * N), *mag = malloc(sizeof(double) * M * N);
+    fill(X, (size_t)M * ldx, -1, 1);
+    fill(Wf, (size_t)N * K, -2, 2);
+    for (size_t i = 0; i < (size_t)N * K; i++) {
+        if (wt == WBF16) W16[i] = to_bf16(Wf[i]), Wf[i] = bf16_to_f32(W16[i]);
+        if (wt == WF16) W16[i] = to_f16(Wf[i]), Wf[i] = f16_to_f32(W16[i]);
+    }
+    for (size_t i = 0; i < (size_t)M * ldy; i++) Y[i] = NAN; /* catch unwritten outputs */
+    gemm_ref(X, M, K, ldx, Wf, N, ref, mag);
+    if (bcast) {
+        Xt = aligned_alloc(64, sizeof(float) * 16 * (size_t)K);
+        for (int k = 0; k < K; k++)
+            for (int m = 0; m < 16; m++)
+                Xt[(size_t)k * 16 + m] = m < M ? X[(size_t)m * ldx + k] : 0;
+        kn->gemm_bcast(Xt, M, K, Wf, N, Y, ldy);
+    } else if (wt == WF32) {
+        kn->gemm_small(X, M, K, ldx, Wf, N, Y, ldy);
+    } else {
+        (wt == WBF16 ? kn->gemm_small_bf16 : kn->gemm_small_f16)(X, M, K, ldx, W16, N, Y, ldy);
+    }
+    int ok = 1;
+    for (int m = 0; m < M && ok; m++)
+        for (int n = 0; n < N && ok; n++) {
+            double want = ref[(size_t)m * N + n], got = Y[(size_t)m * ldy + n];
+            if (!close_to(got, want, mag[(size_t)m * N + n], 2e-6)) {
+                static const char *const wname[] = {"", " bf16", " f16"};
+                printf("  %s %s%s M=%d N=%d K=%d: Y[%d][%d] = %.9g, want %.9g\n", kn->name,
+                       bcast ? "bcast" : "gemm_small", wname[wt], M, N, K, m, n, got, want);
+                ok = 0;
+            }
+        }
+    free(X);
+    free(Wf);
+    free(W16);
+    free(Y);
+    free(Xt);
+    free(ref);
+    free(mag);
+    return ok;
+}
+
+static void test_gemms(const kernels *kn)
+{
+    static const int Ns[] = {1, 3, 4, 5, 16, 33, 64};
+    static const int Ks[] = {1, 15, 16, 17, 100, 768};
+    int ok = 1;
+    for (int M = 1; M <= 16; M++)
+        for (size_t a = 0; a < sizeof Ns / sizeof Ns[0]; a++)
+            for (size_t b = 0; b < sizeof Ks / sizeof Ks[0]; b++) {
+                for (int wt = WF32; wt <= WF16; wt++) ok &= check_gemm(kn, wt, 0, M, Ns[a], Ks[b]);
+                if (kn->gemm_bcast) ok &= check_gemm(kn, WF32, 1, M, Ns[a], Ks[b]);
+            }
+    CHECKF(ok, "%s: GEMM kernels", kn->name);
+}
+
+/* The scan and the conv of kn against the portable kernels, on the same inputs and states. */
+static void test_scan_conv(const kernels *kn, const kernels *ref)
+{
+    enum { C = 48, N = 16, KC = 4, TMAX = 7 };
+    static float dt[TMAX * C], x[TMAX * C], z[TMAX * C], BC[TMAX * 2 * N], A[C * N], A16[C * N],
+        D[C], s0[C * N], s1[C * N], y0[TMAX * C], y1[TMAX * C];
+    static float in[TMAX * C], w[C * KC], w16[C * KC], bias[C], win0[C * KC], win1[C * KC],
+        out0[TMAX * C], out1[TMAX * C];
+    int ok = 1;
+    for (int T = 1; T <= TMAX; T += 3) {
+        fill(dt, TMAX * C, -3, 1);
+        fill(x, TMAX * C, -1, 1);
+        fill(z, TMAX * C, -2, 2);
+        fill(BC, TMAX * 2 * N, -1, 1);
+        for (int i = 0; i < C * N; i++) A[i] = -expf(urand(0, 2.8f));
+        kernels_block16(A, C, N, A16);
+        fill(D, C, -1, 1);
+        fill(s0, C * N, -1, 1);
+        memcpy(s1, s0, sizeof s0);
+        scan1_args a = {.T = T, .c0 = 0, .c1 = C, .N = N, .dt = dt, .ldd = C, .x = x, .ldx = C,
+                        .z = z, .ldz = C, .B = BC, .C = BC + N, .ldbc = 2 * N, .A = A, .A16 = A16,
+                        .D = D, .s = s0, .y = y0, .ldy = C};
+        ref->scan1(&a);
+        a.s = s1;
+        a.y = y1;
+        kn->scan1(&a);
+        for (int i = 0; i < T * C; i++) ok &= close_to(y1[i], y0[i], 1, 1e-5);
+        for (int i = 0; i < C * N; i++) ok &= close_to(s1[i], s0[i], 1, 1e-5);
+        CHECKF(ok, "%s: scan, T=%d", kn->name, T);
+
+        fill(in, TMAX * C, -2, 2);
+        fill(w, C * KC, -1, 1);
+        kernels_block16(w, C, KC, w16);
+        fill(bias, C, -0.5f, 0.5f);
+        fill(win0, C * KC, -1, 1);
+        memcpy(win1, win0, sizeof win0);
+        conv_args c = {.T = T, .c0 = 0, .c1 = C, .K = KC, .in = in, .ld_in = C, .w = w,
+                       .w16 = w16, .bias = bias, .win = win0, .out = out0, .ld_out = C};
+        ref->conv(&c);
+        c.win = win1;
+        c.out = out1;
+        kn->conv(&c);
+        for (int i = 0; i < T * C; i++) ok &= close_to(out1[i], out0[i], 1, 1e-5);
+        ok &= memcmp(win0, win1, sizeof win0) == 0; /* the window is data, moved exactly */
+        CHECKF(ok, "%s: conv, T=%d", kn->name, T);
+    }
+}
+
+static void test_small_kernels(const kernels *kn)
+{
+    enum { NMAX = 1000, SRC = 5 };
+    static float src[SRC][NMAX], out[NMAX], v[NMAX];
+    static uint16_t h[NMAX];
+    static float wide[NMAX];
+    const float w[SRC] = {0.5f, -1.25f, 2, 0.125f, -0.75f};
+    int ok = 1;
+    for (int i = 0; i < SRC; i++) fill(src[i], NMAX, -3, 3);
+    for (int n = 1; n <= SRC; n++)
+        for (size_t count = 1; count <= NMAX; count = count * 3 + 1) {
+            const float *sp[SRC] = {src[0], src[1], src[2], src[3], src[4]};
+            kn->combine(out, sp, w, n, count);
+            for (size_t k = 0; k < count; k++) {
+                double want = 0, mag = 0;
+                for (int i = 0; i < n; i++) {
+                    want += (double)w[i] * src[i][k];
+                    mag += fabs((double)w[i] * src[i][k]);
+                }
+                ok &= close_to(out[k], want, mag, 1e-6);
+            }
+        }
+    CHECKF(ok, "%s: combine", kn->name);
+
+    for (int n = 1; n <= NMAX; n = n * 2 + 1) {
+        fill(v, (size_t)n, -30, 30);
+        v[n / 2] = 31; /* the maximum, also repeated later: the first one wins */
+        if (n > 2) v[n - 1] = 31;
+        double mx = -INFINITY, sum = 0;
+        for (int i = 0; i < n; i++) mx = v[i] > mx ? v[i] : mx;
+        for (int i = 0; i < n; i++) sum += exp(v[i] - mx);
+        ok &= close_to(kn->logsumexp(v, n), mx + log(sum), 0, 1e-6);
+        ok &= close_to(kn->logsumexp_at(v, n, (float)mx), mx + log(sum), 0, 1e-6);
+        ok &= kn->argmax(v, n) == n / 2;
+    }
+    CHECKF(ok, "%s: logsumexp and argmax", kn->name);
+
+    for (int i = 0; i < NMAX; i++) h[i] = (uint16_t)(i * 65.537); /* spread over all patterns */
+    kn->widen_bf16(h, wide, NMAX);
+    for (int i = 0; i < NMAX; i++) {
+        float want = bf16_to_f32(h[i]);
+        ok &= memcmp(&wide[i], &want, 4) == 0;
+    }
+    kn->widen_f16(h, wide, NMAX);
+    for (int i = 0; i < NMAX; i++) {
+        float want = f16_to_f32(h[i]);
+        ok &= memcmp(&wide[i], &want, 4) == 0 || (isnan(want) && isnan(wide[i]));
+    }
+    CHECKF(ok, "%s: widen", kn->name);
+}
+
+int main(void)
+{
+    __builtin_cpu_init();
+    const int has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                     __builtin_cpu_supports("f16c");
+    const int has512 = __builtin_cpu_supports("avx512f");
+    const kernels *ref = kernels_generic();
+    const kernels *sets[3] = {ref, has2 ? kernels_avx2() : NULL, has512 ? kernels_avx512() : NULL};
+    const char *names[3] = {"generic", "avx2", "avx512"};
+    for (int i = 0; i < 3; i++) {
+        if (!sets[i]) {
+            printf("%-8s not supported by this CPU: skipped\n", names[i]);
+            continue;
+        }
+        int before = test_failures;
+        test_gemms(sets[i]);
+        if (i > 0) test_scan_conv(sets[i], ref);
+        test_small_kernels(sets[i]);
+        printf("%-8s %s\n", names[i], test_failures == before ? "ok" : "FAILED");
+    }
+    printf("kernels_get() picks %s here\n", kernels_get()->name);
+    return test_done("test_kernels");
+}
