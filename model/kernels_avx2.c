@@ -16,6 +16,7 @@ typedef __m256 VF;
 #define VDIV(a, b)    _mm256_div_ps((a), (b))
 #define VABS(v)       _mm256_andnot_ps(_mm256_set1_ps(-0.0f), (v))
 #define VHSUM(v)      hsum(v)
+#define VHSUM_T(a)    hsum_t(a)
 #define KPREFIX       k256_
 
 static inline float hsum(__m256 v)
@@ -24,6 +25,15 @@ static inline float hsum(__m256 v)
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
     return _mm_cvtss_f32(s);
+}
+
+/* Lane i = the sum of the lanes of a[i], for 8 vectors (a transposing reduction). */
+static inline __m256 hsum_t(const __m256 *a)
+{
+    __m256 q0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+    __m256 q1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
+    return _mm256_add_ps(_mm256_permute2f128_ps(q0, q1, 0x20),
+                         _mm256_permute2f128_ps(q0, q1, 0x31));
 }
 
 /* exp(x) for x in [-87.3, 88.3] (so 2^n stays a normal float): Cody-Waite reduction, Taylor to

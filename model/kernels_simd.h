@@ -5,7 +5,8 @@
  *
  * Required before inclusion:
  *   VF, VW (lanes, 8 or 16), VZERO(), VLOAD(p), VSTORE(p, v), VSET1(f), VFMA(a, b, c) = a*b + c,
- *   VMAX(a, b), VMIN(a, b), VDIV(a, b), VHSUM(v), VEXP_RAW(x) (exp of x clamped to a safe range),
+ *   VMAX(a, b), VMIN(a, b), VDIV(a, b), VHSUM(v), VHSUM_T(a) (lane i = VHSUM(a[i]) for VW
+ *   vectors), VEXP_RAW(x) (exp of x clamped to a safe range),
  *   VABS(v), VLOAD_BF16(p) / VLOAD_F16(p) (VW 16-bit values widened to F32), and KPREFIX
  *   (name prefix). kernels.h provides the scalar bf16_to_f32 / f16_to_f32.
  * Arithmetic uses GCC vector operators (+, -, *) on VF.
@@ -74,22 +75,23 @@ static void KFN(scan1_step)(const scan1_args *a)
     int i = a->c0;
     /* VW channels at a time: softplus, SiLU and the output vectorised across channels */
     for (; i + VW <= a->c1; i += VW) {
-        float dt[VW] __attribute__((aligned(64))), sum[VW] __attribute__((aligned(64)));
+        float dt[VW] __attribute__((aligned(64)));
+        VF acc[VW];
         const VF dtv = KFN(softplus)(VLOAD(a->dt + i)), xv = VLOAD(a->x + i);
         VSTORE(dt, dtv);
         for (int c = 0; c < VW; c++) {
             const VF dtc = VSET1(dt[c]), dxc = VSET1(dt[c] * a->x[i + c]);
             float *st = a->s + (size_t)(i + c) * N;
             const float *A = a->A + (size_t)(i + c) * N;
-            VF acc = VZERO();
+            acc[c] = VZERO();
             for (int v = 0; v < NB; v++) {
                 VF sv = VFMA(KFN(exp)(dtc * VLOAD(A + v * VW)), VLOAD(st + v * VW), dxc * B[v]);
                 VSTORE(st + v * VW, sv);
-                acc = VFMA(sv, C[v], acc);
+                acc[c] = VFMA(sv, C[v], acc[c]);
             }
-            sum[c] = VHSUM(acc);
         }
-        const VF y = VFMA(VLOAD(a->D + i), xv, VLOAD(sum));
+        /* the VW channels' sums over their states, one per lane */
+        const VF y = VFMA(VLOAD(a->D + i), xv, VHSUM_T(acc));
         VSTORE(a->y + i, y * KFN(silu)(VLOAD(a->z + i)));
     }
     for (; i < a->c1; i++) { /* channels left over */
