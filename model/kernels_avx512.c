@@ -105,6 +105,8 @@ static void k512_gemm_bcast(const float *Xt, int M, int K, const float *W0, int 
         BC_ROWS(BC_DECL);
         int k = 0;
         for (; k + 2 <= K; k += 2) {
+            if (k % 16 == 0) /* the next tile's rows, as in the small-M kernel */
+                for (int r = 8; r < 16; r++) __builtin_prefetch(W + (size_t)r * K + k);
             const __m512 x0 = _mm512_load_ps(Xt + (size_t)k * 16);
             const __m512 x1 = _mm512_load_ps(Xt + (size_t)k * 16 + 16);
             BC_ROWS(BC_FMA2);
