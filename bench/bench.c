@@ -348,8 +348,7 @@ static uint64_t write_checkpoint(const shape *s, const char *dir)
     }
     free(buf);
     free(ts);
-    /* on disk before anything is measured: writeback running beside a decode run took up to a
-     * third of the memory bandwidth of the 370m shape's one-stream figure */
+    /* on disk before anything is measured, so that no writeback runs beside the figures */
     if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
         fclose(f);
         return 0;
