@@ -548,8 +548,7 @@ static ss_err find_blob(ss_store *s, MDB_txn *txn, const char *ref, const char *
     return get_sized_blob(s, txn, id, *record, blob);
 }
 
-/* Does the blob hash to the checksum its record gives? SS_ERR_CORRUPT naming the state if not. */
-/* SS_ERR_CORRUPT unless hash is the record's checksum. */
+/* Is hash the checksum the blob's record gives? SS_ERR_CORRUPT naming the state if not. */
 static ss_err check_hash(const char *id, const json_t *record, uint64_t hash)
 {
     char who[200];
@@ -564,6 +563,7 @@ static ss_err check_hash(const char *id, const json_t *record, uint64_t hash)
     return SS_OK;
 }
 
+/* Does the blob hash to the checksum its record gives? */
 static ss_err check_sum(const char *id, const json_t *record, const MDB_val *blob)
 {
     return check_hash(id, record, ss_hash64(blob->mv_data, blob->mv_size));
@@ -945,14 +945,6 @@ out:
 }
 
 /*
- * Copy the blob of state `ref` into dst (cap bytes). Checks, in this order: the model
- * (SS_ERR_MISMATCH), the size (SS_ERR_TOO_LARGE, *len still set: cap 0 asks for the size), then
- * the checksum before anything is copied (SS_ERR_CORRUPT naming the state; dst stays untouched).
- * *len and *record_json (free() it) may be NULL; *record_json is set only on success.
- * Thread-safe; readers run in parallel.
- */
-
-/*
  * The bytes of blob 16-byte aligned in *out: in the map when they are, else in a copy made here
  * (*copy, free it).
  */
@@ -1238,6 +1230,13 @@ ss_err ss_store_merge_f32(ss_store *s, const char *const *refs, const double *w,
     return chunked_read(s, refs, n, expect_model, n_threads, &j);
 }
 
+/*
+ * Copy the blob of state `ref` into dst (cap bytes). Checks, in this order: the model
+ * (SS_ERR_MISMATCH), the size (SS_ERR_TOO_LARGE, *len still set: cap 0 asks for the size), then
+ * the checksum, computed as the bytes are copied (SS_ERR_CORRUPT naming the state; dst is then
+ * undefined). *len and *record_json (free() it) may be NULL; *record_json is set only on success.
+ * Thread-safe; readers run in parallel.
+ */
 ss_err ss_store_get_blob(ss_store *s, const char *ref, const char *expect_model, void *dst,
                          size_t cap, size_t *len, char **record_json)
 {
