@@ -6,6 +6,7 @@
  * Error mapping lives in exactly one table (err_http below): library code reports what went wrong
  * as an ss_err with a message, and the HTTP status and snake_case code follow from it.
  */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -359,6 +360,9 @@ ss_err api_merge(ss_api *a, const json_t *sources, int normalize, ss_state *dst,
         w[i] = ss_json_real(wt, NAN);
         if (!isfinite(w[i]))
             return ss_fail(SS_ERR_INVALID, "the weight of merge source %zu is not finite", i);
+        if (fabs(w[i]) > FLT_MAX) /* states are float: the weight must be one too */
+            return ss_fail(SS_ERR_INVALID, "the weight of merge source %zu (%g) is too large", i,
+                           w[i]);
         refs[i] = json_string_value(st);
         sum += w[i];
     }

@@ -622,6 +622,11 @@ static void test_errors(srv *d)
     r = request(d, "POST", "/v1/states/merge", nan_merge, (long)strlen(nan_merge), NULL);
     check_error(json_loads(r.body, 0, NULL), r.status, 422, "invalid_value", "NaN weight");
     free(r.body);
+    const char *big_merge = "{\"sources\": [{\"state\": \"seq_a\", \"weight\": 1e39}]}";
+    r = request(d, "POST", "/v1/states/merge", big_merge, (long)strlen(big_merge), NULL);
+    check_error(json_loads(r.body, 0, NULL), r.status, 422, "invalid_value", "weight 1e39");
+    CHECK(strstr(r.body, "too large") != NULL);
+    free(r.body);
     const char *inf_gen =
         "{\"merge\": [{\"state\": \"seq_a\", \"weight\": Infinity}], \"prompt\": [1]}";
     r = request(d, "POST", "/v1/generate", inf_gen, (long)strlen(inf_gen), NULL);
