@@ -50,20 +50,20 @@ const char *api_code_of(ss_err e)
     return (unsigned)e < SS_ERR__COUNT ? err_http[e].code : "internal_error";
 }
 
-void api_fail(ss_http_req *r, ss_err e)
+void api_fail(ss_host_req *r, ss_err e)
 {
-    ss_http_respond_error(r, api_status_of(e), api_code_of(e), "%s", ss_errmsg());
+    ss_host_respond_error(r, api_status_of(e), api_code_of(e), "%s", ss_errmsg());
 }
 
-void api_json(ss_http_req *r, int status, json_t *j)
+void api_json(ss_host_req *r, int status, json_t *j)
 {
     char *text = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
     json_decref(j);
     if (!text) {
-        ss_http_respond_error(r, 503, "out_of_memory", "out of memory building the answer");
+        ss_host_respond_error(r, 503, "out_of_memory", "out of memory building the answer");
         return;
     }
-    ss_http_respond_take(r, status, "application/json", text, strlen(text));
+    ss_host_respond(r, status, "application/json", text, strlen(text));
 }
 
 json_t *api_real(double v)
@@ -71,14 +71,14 @@ json_t *api_real(double v)
     return isfinite(v) ? json_real(v) : json_null();
 }
 
-int api_ready(ss_api *a, ss_http_req *r)
+int api_ready(ss_api *a, ss_host_req *r)
 {
     if (atomic_load(&a->ready)) return 1;
-    ss_http_respond_error(r, 503, "loading", "the model is still loading; try again shortly");
+    ss_host_respond_error(r, 503, "loading", "the model is still loading; try again shortly");
     return 0;
 }
 
-void api_with_body(void *app, ss_http_req *r, api_body_handler fn)
+void api_with_body(void *app, ss_host_req *r, api_body_handler fn)
 {
     ss_api *a = app;
     if (!api_ready(a, r)) return;
@@ -91,22 +91,22 @@ void api_with_body(void *app, ss_http_req *r, api_body_handler fn)
 
 /* ---- request parsing ----------------------------------------------------------------------- */
 
-json_t *api_body(ss_http_req *r)
+json_t *api_body(ss_host_req *r)
 {
     size_t len;
-    const char *text = ss_http_body_data(r, &len);
+    const char *text = ss_host_body_data(r, &len);
     json_t *j = NULL;
     if (len == 0) {
-        ss_http_respond_error(r, 400, "bad_json", "the request needs a JSON object as its body");
+        ss_host_respond_error(r, 400, "bad_json", "the request needs a JSON object as its body");
         return NULL;
     }
     if (ss_json_parse_relaxed(text, len, "request body", &j) != SS_OK) {
-        ss_http_respond_error(r, 400, "bad_json", "%s", ss_errmsg());
+        ss_host_respond_error(r, 400, "bad_json", "%s", ss_errmsg());
         return NULL;
     }
     if (!json_is_object(j)) {
         json_decref(j);
-        ss_http_respond_error(r, 400, "bad_json", "the request body must be a JSON object");
+        ss_host_respond_error(r, 400, "bad_json", "the request body must be a JSON object");
         return NULL;
     }
     return j;
@@ -487,31 +487,31 @@ void api_cancel(ss_api *a, ss_job *job)
 
 /* ---- the object and its routes ------------------------------------------------------------ */
 
-static const ss_http_route route_table[] = {
-    {"GET", "/healthz", "healthz", api_h_healthz, SS_HTTP_SCOPE_READ, SS_HTTP_BODY_NONE, 0},
-    {"GET", "/metrics", "metrics", api_h_metrics, SS_HTTP_SCOPE_READ, SS_HTTP_BODY_NONE, 0},
-    {"GET", "/v1/models", "models", api_h_models, SS_HTTP_SCOPE_READ, SS_HTTP_BODY_NONE, 0},
-    {"POST", "/v1/tokenize", "tokenize", api_h_tokenize, SS_HTTP_SCOPE_READ, SS_HTTP_BODY_JSON, 0},
-    {"POST", "/v1/detokenize", "detokenize", api_h_detokenize, SS_HTTP_SCOPE_READ,
-     SS_HTTP_BODY_JSON, 0},
-    {"GET", "/v1/states", "states_list", api_h_states_list, SS_HTTP_SCOPE_READ, SS_HTTP_BODY_NONE,
+static const ss_host_route route_table[] = {
+    {"GET", "/healthz", "healthz", api_h_healthz, SS_HOST_SCOPE_READ, SS_HOST_BODY_NONE, 0},
+    {"GET", "/metrics", "metrics", api_h_metrics, SS_HOST_SCOPE_READ, SS_HOST_BODY_NONE, 0},
+    {"GET", "/v1/models", "models", api_h_models, SS_HOST_SCOPE_READ, SS_HOST_BODY_NONE, 0},
+    {"POST", "/v1/tokenize", "tokenize", api_h_tokenize, SS_HOST_SCOPE_READ, SS_HOST_BODY_JSON, 0},
+    {"POST", "/v1/detokenize", "detokenize", api_h_detokenize, SS_HOST_SCOPE_READ,
+     SS_HOST_BODY_JSON, 0},
+    {"GET", "/v1/states", "states_list", api_h_states_list, SS_HOST_SCOPE_READ, SS_HOST_BODY_NONE,
      0},
-    {"POST", "/v1/states", "states_create", api_h_states_create, SS_HTTP_SCOPE_WRITE,
-     SS_HTTP_BODY_JSON, 0},
-    {"POST", "/v1/states/import", "states_import", api_h_states_import, SS_HTTP_SCOPE_WRITE,
-     SS_HTTP_BODY_BINARY, 0},
-    {"POST", "/v1/states/merge", "states_merge", api_h_states_merge, SS_HTTP_SCOPE_WRITE,
-     SS_HTTP_BODY_JSON, 0},
-    {"GET", "/v1/states/{state}", "states_get", api_h_states_get, SS_HTTP_SCOPE_READ,
-     SS_HTTP_BODY_NONE, 0},
-    {"DELETE", "/v1/states/{state}", "states_delete", api_h_states_delete, SS_HTTP_SCOPE_WRITE,
-     SS_HTTP_BODY_NONE, 0},
-    {"GET", "/v1/states/{state}/data", "states_data", api_h_states_data, SS_HTTP_SCOPE_READ,
-     SS_HTTP_BODY_NONE, 0},
-    {"POST", "/v1/generate", "generate", api_h_generate, SS_HTTP_SCOPE_READ, SS_HTTP_BODY_JSON, 0},
-    {"POST", "/v1/completions", "completions", api_h_completions, SS_HTTP_SCOPE_READ,
-     SS_HTTP_BODY_JSON, 0},
-    {"POST", "/v1/score", "score", api_h_score, SS_HTTP_SCOPE_READ, SS_HTTP_BODY_JSON, 0},
+    {"POST", "/v1/states", "states_create", api_h_states_create, SS_HOST_SCOPE_WRITE,
+     SS_HOST_BODY_JSON, 0},
+    {"POST", "/v1/states/import", "states_import", api_h_states_import, SS_HOST_SCOPE_WRITE,
+     SS_HOST_BODY_BINARY, 0},
+    {"POST", "/v1/states/merge", "states_merge", api_h_states_merge, SS_HOST_SCOPE_WRITE,
+     SS_HOST_BODY_JSON, 0},
+    {"GET", "/v1/states/{state}", "states_get", api_h_states_get, SS_HOST_SCOPE_READ,
+     SS_HOST_BODY_NONE, 0},
+    {"DELETE", "/v1/states/{state}", "states_delete", api_h_states_delete, SS_HOST_SCOPE_WRITE,
+     SS_HOST_BODY_NONE, 0},
+    {"GET", "/v1/states/{state}/data", "states_data", api_h_states_data, SS_HOST_SCOPE_READ,
+     SS_HOST_BODY_NONE, 0},
+    {"POST", "/v1/generate", "generate", api_h_generate, SS_HOST_SCOPE_READ, SS_HOST_BODY_JSON, 0},
+    {"POST", "/v1/completions", "completions", api_h_completions, SS_HOST_SCOPE_READ,
+     SS_HOST_BODY_JSON, 0},
+    {"POST", "/v1/score", "score", api_h_score, SS_HOST_SCOPE_READ, SS_HOST_BODY_JSON, 0},
 };
 
 ss_err ss_api_new(ss_api **out, const ss_api_params *p)
@@ -536,7 +536,7 @@ void ss_api_free(ss_api *a)
     free(a);
 }
 
-const ss_http_route *ss_api_routes(const ss_api *a, int *n)
+const ss_host_route *ss_api_routes(const ss_api *a, int *n)
 {
     *n = a->n_routes;
     return a->routes;

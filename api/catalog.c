@@ -13,24 +13,24 @@
 #include "internal.h"
 #include "ss_util.h"
 
-void api_h_healthz(void *app, ss_http_req *r)
+void api_h_healthz(void *app, ss_host_req *r)
 {
     ss_api *a = app;
     if (!atomic_load(&a->ready)) {
-        ss_http_respond_error(r, 503, "loading", "the model is still loading");
+        ss_host_respond_error(r, 503, "loading", "the model is still loading");
         return;
     }
     api_json(r, 200, json_pack("{s:s}", "status", "ok"));
 }
 
-void api_h_metrics(void *app, ss_http_req *r)
+void api_h_metrics(void *app, ss_host_req *r)
 {
     ss_api *a = app;
     ss_metrics_extra x = {0};
     char *text = NULL;
     size_t len = 0;
     if (!a->p.metrics) {
-        ss_http_respond_error(r, 404, "not_found", "metrics are disabled");
+        ss_host_respond_error(r, 404, "not_found", "metrics are disabled");
         return;
     }
     if (atomic_load(&a->ready)) {
@@ -60,7 +60,7 @@ void api_h_metrics(void *app, ss_http_req *r)
         api_fail(r, err);
         return;
     }
-    ss_http_respond_take(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+    ss_host_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
 }
 
 /* The model family as /v1/models names it. */
@@ -101,7 +101,7 @@ static json_t *moe_json(const ss_model_info *i)
     return o;
 }
 
-void api_h_models(void *app, ss_http_req *r)
+void api_h_models(void *app, ss_host_req *r)
 {
     ss_api *a = app;
     if (!api_ready(a, r)) return;
@@ -136,7 +136,7 @@ static ss_err need_tokenizer(const ss_api *a, const char *to)
                    "no tokenizer loaded: start statesoupd with --tokenizer to %s", to);
 }
 
-static ss_err tokenize(ss_api *a, ss_http_req *r, json_t *body)
+static ss_err tokenize(ss_api *a, ss_host_req *r, json_t *body)
 {
     json_t *text = json_object_get(body, "text");
     if (!json_is_string(text)) return ss_fail(SS_ERR_FORMAT, "\"text\" (a string) is required");
@@ -153,12 +153,12 @@ static ss_err tokenize(ss_api *a, ss_http_req *r, json_t *body)
     return SS_OK;
 }
 
-void api_h_tokenize(void *app, ss_http_req *r)
+void api_h_tokenize(void *app, ss_host_req *r)
 {
     api_with_body(app, r, tokenize);
 }
 
-static ss_err detokenize(ss_api *a, ss_http_req *r, json_t *body)
+static ss_err detokenize(ss_api *a, ss_host_req *r, json_t *body)
 {
     int32_t *ids = NULL;
     char *text = NULL;
@@ -194,25 +194,25 @@ out:
     return err;
 }
 
-void api_h_detokenize(void *app, ss_http_req *r)
+void api_h_detokenize(void *app, ss_host_req *r)
 {
     api_with_body(app, r, detokenize);
 }
 
 /* ---- the catalog --------------------------------------------------------------------------- */
 
-void api_h_states_list(void *app, ss_http_req *r)
+void api_h_states_list(void *app, ss_host_req *r)
 {
     ss_api *a = app;
     if (!api_ready(a, r)) return;
-    const char *tag = ss_http_query(r, "tag"), *prefix = ss_http_query(r, "prefix");
-    const char *cursor = ss_http_query(r, "cursor"), *lim = ss_http_query(r, "limit");
+    const char *tag = ss_host_query(r, "tag"), *prefix = ss_host_query(r, "prefix");
+    const char *cursor = ss_host_query(r, "cursor"), *lim = ss_host_query(r, "limit");
     int limit = 0;
     if (lim) {
         char *end;
         long v = strtol(lim, &end, 10);
         if (end == lim || *end || v < 1 || v > 1000) {
-            ss_http_respond_error(r, 422, "invalid_value", "limit must be an integer in 1..1000");
+            ss_host_respond_error(r, 422, "invalid_value", "limit must be an integer in 1..1000");
             return;
         }
         limit = (int)v;
@@ -226,40 +226,40 @@ void api_h_states_list(void *app, ss_http_req *r)
         api_fail(r, err);
         return;
     }
-    ss_http_respond_take(r, 200, "application/json", page, strlen(page));
+    ss_host_respond(r, 200, "application/json", page, strlen(page));
 }
 
-void api_h_states_get(void *app, ss_http_req *r)
+void api_h_states_get(void *app, ss_host_req *r)
 {
     ss_api *a = app;
     if (!api_ready(a, r)) return;
     char *rec = NULL;
-    ss_err err = ss_store_get_record(a->store, ss_http_param(r, "state"), &rec);
+    ss_err err = ss_store_get_record(a->store, ss_host_param(r, "state"), &rec);
     if (err) {
         api_fail(r, err);
         return;
     }
-    ss_http_respond_take(r, 200, "application/json", rec, strlen(rec));
+    ss_host_respond(r, 200, "application/json", rec, strlen(rec));
 }
 
-void api_h_states_delete(void *app, ss_http_req *r)
+void api_h_states_delete(void *app, ss_host_req *r)
 {
     ss_api *a = app;
     if (!api_ready(a, r)) return;
-    ss_err err = ss_store_delete(a->store, ss_http_param(r, "state"));
+    ss_err err = ss_store_delete(a->store, ss_host_param(r, "state"));
     if (err) {
         api_fail(r, err);
         return;
     }
-    ss_http_respond(r, 204, NULL, "", 0);
+    ss_host_respond(r, 204, NULL, NULL, 0);
 }
 
-void api_h_states_data(void *app, ss_http_req *r)
+void api_h_states_data(void *app, ss_host_req *r)
 {
     ss_api *a = app;
     if (!api_ready(a, r)) return;
-    const char *ref = ss_http_param(r, "state");
-    const char *dtype = ss_http_query(r, "dtype");
+    const char *ref = ss_host_param(r, "state");
+    const char *dtype = ss_host_query(r, "dtype");
     ss_err err = SS_OK;
     ss_state *st = NULL;
     char *rec = NULL, *meta_text = NULL;
@@ -291,10 +291,10 @@ void api_h_states_data(void *app, ss_http_req *r)
         const char *id = json_string_value(json_object_get(rj, "id"));
         char disp[128];
         snprintf(disp, sizeof disp, "attachment; filename=\"%s.safetensors\"", id ? id : "state");
-        ss_http_add_header(r, "Content-Disposition", disp);
+        ss_host_add_header(r, "Content-Disposition", disp);
         json_decref(rj);
     }
-    ss_http_respond_take(r, 200, "application/octet-stream", file, flen);
+    ss_host_respond(r, 200, "application/octet-stream", file, flen);
     file = NULL;
 out:
     if (err) api_fail(r, err);
@@ -336,19 +336,19 @@ static ss_err tags_from_query(const char *q, json_t **out)
     return SS_OK;
 }
 
-void api_h_states_import(void *app, ss_http_req *r)
+void api_h_states_import(void *app, ss_host_req *r)
 {
     ss_api *a = app;
     if (!api_ready(a, r)) return;
     size_t len;
-    const char *body = ss_http_body_data(r, &len);
+    const char *body = ss_host_body_data(r, &len);
     ss_err err = SS_OK;
     ss_state *st = NULL;
     char *meta_text = NULL, *record = NULL;
     json_t *meta = NULL, *orig = NULL, *parents = NULL;
     api_save save = {0};
     long long n_tokens = 0;
-    const char *name = ss_http_query(r, "name");
+    const char *name = ss_host_query(r, "name");
     if (name && !*name) name = NULL;
     if (name) {
         if ((err = ss_store_check_name(name))) goto out;
@@ -363,7 +363,7 @@ void api_h_states_import(void *app, ss_http_req *r)
         err = ss_fail(SS_ERR_NOMEM, "out of memory");
         goto out;
     }
-    if ((err = tags_from_query(ss_http_query(r, "tags"), &save.tags))) goto out;
+    if ((err = tags_from_query(ss_host_query(r, "tags"), &save.tags))) goto out;
     if (len == 0) {
         err = ss_fail(SS_ERR_FORMAT, "the body must be a safetensors state file");
         goto out;
@@ -392,7 +392,7 @@ void api_h_states_import(void *app, ss_http_req *r)
         err = api_save_state(a, &save, ss_state_cdata(st), n_tokens, NULL, &record);
     }
     if (err) goto out;
-    ss_http_respond_take(r, 201, "application/json", record, strlen(record));
+    ss_host_respond(r, 201, "application/json", record, strlen(record));
     record = NULL;
 out:
     if (err) api_fail(r, err);
@@ -405,7 +405,7 @@ out:
     api_save_free(&save);
 }
 
-static ss_err states_merge(ss_api *a, ss_http_req *r, json_t *body)
+static ss_err states_merge(ss_api *a, ss_host_req *r, json_t *body)
 {
     ss_err err = SS_OK;
     ss_state *st = NULL;
@@ -423,7 +423,7 @@ static ss_err states_merge(ss_api *a, ss_http_req *r, json_t *body)
     if ((err = api_merge(a, sources, normalize, st, &parents, &n_tokens))) goto out;
     if ((err = api_save_state(a, &save, ss_state_cdata(st), n_tokens, parents, &record))) goto out;
     if (a->p.metrics) ss_metrics_merge(a->p.metrics, 1);
-    ss_http_respond_take(r, 201, "application/json", record, strlen(record));
+    ss_host_respond(r, 201, "application/json", record, strlen(record));
     record = NULL;
 out:
     free(record);
@@ -433,7 +433,7 @@ out:
     return err;
 }
 
-void api_h_states_merge(void *app, ss_http_req *r)
+void api_h_states_merge(void *app, ss_host_req *r)
 {
     api_with_body(app, r, states_merge);
 }

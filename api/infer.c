@@ -63,7 +63,7 @@ typedef struct choice {
 
 typedef struct infer {
     ss_api *a;
-    ss_http_req *req;
+    ss_host_req *req;
     endpoint ep;
     pthread_mutex_t mu;
     int n_choices, n_done;
@@ -120,7 +120,7 @@ static void infer_over(void *p, int aborted)
 }
 
 /* The context of request r, owned by r from here on (SS_ERR_NOMEM). */
-static ss_err infer_new(ss_api *a, ss_http_req *r, endpoint ep, infer **out)
+static ss_err infer_new(ss_api *a, ss_host_req *r, endpoint ep, infer **out)
 {
     infer *inf = calloc(1, sizeof *inf);
     if (!inf) return ss_fail(SS_ERR_NOMEM, "out of memory");
@@ -133,8 +133,7 @@ static ss_err infer_new(ss_api *a, ss_http_req *r, endpoint ep, infer **out)
         inf->ch[i].inf = inf;
         inf->ch[i].index = i;
     }
-    ss_http_set_user(r, inf, infer_free);
-    ss_http_on_over(r, infer_over);
+    ss_host_set_user(r, inf, infer_free, infer_over);
     *out = inf;
     return SS_OK;
 }
@@ -246,7 +245,7 @@ static json_t *completion_chunk(infer *inf, json_t *choices)
 }
 
 /* Append "data: <json>\n\n" to the stream (reference stolen); -1 when the client is gone. */
-static int sse_send(ss_http_req *r, json_t *j)
+static int sse_send(ss_host_req *r, json_t *j)
 {
     char *text = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
     json_decref(j);
@@ -260,17 +259,17 @@ static int sse_send(ss_http_req *r, json_t *j)
     memcpy(ev, "data: ", 6);
     memcpy(ev + 6, text, n);
     memcpy(ev + 6 + n, "\n\n", 3);
-    int rc = ss_http_stream_write(r, ev, n + 8);
+    int rc = ss_host_stream_write(r, ev, n + 8);
     free(ev);
     free(text);
     return rc;
 }
 
 /* End an event stream: the "[DONE]" event, then the end of the response. */
-static void sse_done(ss_http_req *r)
+static void sse_done(ss_host_req *r)
 {
-    ss_http_stream_write(r, "data: [DONE]\n\n", 14);
-    ss_http_stream_end(r);
+    ss_host_stream_write(r, "data: [DONE]\n\n", 14);
+    ss_host_stream_end(r);
 }
 
 /* o with o[key] = v, unless v is NULL; v is stolen (dropped when o is NULL). Returns o. */
@@ -365,7 +364,7 @@ static int on_token(void *user, const ss_token_event *ev)
         }
         c->streamed = c->text_len;
         if (sse_send(inf->req, j) < 0) return -1;
-    } else if ((ev->index & 15) == 15 && ss_http_client_gone(inf->req)) {
+    } else if ((ev->index & 15) == 15 && ss_host_client_gone(inf->req)) {
         return -1; /* nobody waits for this answer any more */
     }
     return c->stop_hit ? 1 : 0;
@@ -375,7 +374,7 @@ static void on_done(void *user, ss_job *job)
 {
     choice *c = user;
     infer *inf = c->inf;
-    ss_http_req *r = inf->req;
+    ss_host_req *r = inf->req;
     /* Finish the text: what the decoder and the stop matcher still hold. */
     if (c->stop) {
         size_t n = 0, olen = 0;
@@ -390,8 +389,8 @@ static void on_done(void *user, ss_job *job)
     c->done = 1;
     int all = ++inf->n_done == inf->n_choices;
     pthread_mutex_unlock(&inf->mu);
-    if (all) ss_http_wake(r);
-    ss_http_req_unref(r); /* last: the context may be freed from here on */
+    if (all) ss_host_wake(r);
+    ss_host_req_unref(r); /* last: the context may be freed from here on */
 }
 
 /* ---- answers (HTTP thread, once every job is done) ----------------------------------------- */
@@ -411,7 +410,7 @@ static ss_err jobs_error(infer *inf)
 }
 
 /* Answer err: as an HTTP error, or, once streaming, as a last error event. */
-static void answer_error(infer *inf, ss_http_req *r, ss_err err)
+static void answer_error(infer *inf, ss_host_req *r, ss_err err)
 {
     if (!inf->stream) {
         api_fail(r, err);
@@ -446,7 +445,7 @@ static ss_err save_result(infer *inf, const api_save *save, const ss_job_result 
 
 /* POST /v1/states: the record, or in batch form {"object": "list", "data": [records]}; states
  * are stored one by one in the batch's order (on an error, those stored before it stay). */
-static void answer_states(infer *inf, ss_http_req *r)
+static void answer_states(infer *inf, ss_host_req *r)
 {
     json_t *rec = NULL, *list = NULL;
     ss_err err = jobs_error(inf);
@@ -490,7 +489,7 @@ static json_t *score_json(const choice *c, const ss_job_result *res)
 }
 
 /* /v1/score: one answer, or in batch form {"object": "list", "results": [answers]}. */
-static void answer_score(infer *inf, ss_http_req *r)
+static void answer_score(infer *inf, ss_host_req *r)
 {
     ss_err err = jobs_error(inf);
     if (err) {
@@ -534,7 +533,7 @@ static json_t *generate_json(infer *inf, const choice *c, const ss_job_result *r
 }
 
 /* /v1/generate in batch form: {"object": "list", "results": [answers with "index"], "usage"}. */
-static void answer_generate_batch(infer *inf, ss_http_req *r)
+static void answer_generate_batch(infer *inf, ss_host_req *r)
 {
     ss_err err = jobs_error(inf);
     json_t *results = err ? NULL : json_array();
@@ -564,7 +563,7 @@ static void answer_generate_batch(infer *inf, ss_http_req *r)
                        usage_json(n_prompt, n_gen), "model", inf->a->model_name));
 }
 
-static void answer_generate(infer *inf, ss_http_req *r)
+static void answer_generate(infer *inf, ss_host_req *r)
 {
     if (inf->batch) {
         answer_generate_batch(inf, r);
@@ -590,7 +589,7 @@ static void answer_generate(infer *inf, ss_http_req *r)
     api_json(r, 200, generate_json(inf, c, res, rec));
 }
 
-static void answer_completions(infer *inf, ss_http_req *r)
+static void answer_completions(infer *inf, ss_host_req *r)
 {
     ss_err err = jobs_error(inf);
     if (err) {
@@ -635,12 +634,12 @@ static void answer_completions(infer *inf, ss_http_req *r)
     api_json(r, 200, set_member(completion_chunk(inf, choices), "usage", usage));
 }
 
-static void finish_cont(void *app, ss_http_req *r, void *user)
+static void finish_cont(void *app, ss_host_req *r, void *user)
 {
     (void)app;
     infer *inf = user;
-    if (ss_http_stopping(r) && !inf->stream) {
-        ss_http_respond_error(r, 503, "shutting_down", "the server is shutting down");
+    if (ss_host_stopping(r) && !inf->stream) {
+        ss_host_respond_error(r, 503, "shutting_down", "the server is shutting down");
         return;
     }
     switch (inf->ep) {
@@ -704,7 +703,7 @@ static ss_job_params choice_params(choice *c, const ss_job_params *base)
  */
 static void submit_all(infer *inf, const ss_job_params *base)
 {
-    ss_http_req *r = inf->req;
+    ss_host_req *r = inf->req;
     ss_err err = check_lockstep(inf);
     int submitted = 0;
     if (!err && inf->batch) {
@@ -712,11 +711,11 @@ static void submit_all(infer *inf, const ss_job_params *base)
         ss_job *jobs[MAX_CHOICES];
         for (int i = 0; i < inf->n_choices; i++) {
             ps[i] = choice_params(&inf->ch[i], base);
-            ss_http_req_ref(r); /* one per job, dropped by its on_done */
+            ss_host_req_ref(r); /* one per job, dropped by its on_done */
         }
         err = api_submit_batch(inf->a, ps, inf->n_choices, jobs);
         if (err) {
-            for (int i = 0; i < inf->n_choices; i++) ss_http_req_unref(r);
+            for (int i = 0; i < inf->n_choices; i++) ss_host_req_unref(r);
         } else {
             pthread_mutex_lock(&inf->mu);
             for (int i = 0; i < inf->n_choices; i++) inf->ch[i].job = jobs[i];
@@ -728,10 +727,10 @@ static void submit_all(infer *inf, const ss_job_params *base)
         choice *c = &inf->ch[i];
         ss_job_params p = choice_params(c, base);
         ss_job *job = NULL;
-        ss_http_req_ref(r);
+        ss_host_req_ref(r);
         err = api_submit(inf->a, &p, &job);
         if (err) {
-            ss_http_req_unref(r);
+            ss_host_req_unref(r);
             break;
         }
         pthread_mutex_lock(&inf->mu);
@@ -748,8 +747,8 @@ static void submit_all(infer *inf, const ss_job_params *base)
         api_fail(r, err);
         return;
     }
-    if (inf->stream) ss_http_stream_start(r, "text/event-stream");
-    ss_http_wait(r, finish_cont, inf);
+    if (inf->stream) ss_host_stream_start(r, "text/event-stream");
+    ss_host_wait(r, finish_cont, inf);
 }
 
 /* ---- request parsing ----------------------------------------------------------------------- */
@@ -975,7 +974,7 @@ static const batch_spec states_batch = {
 };
 
 /* POST /v1/states: batch form [{prompt | tokens, name?, tags?, metadata?}, ...], one record each */
-static ss_err states_create(ss_api *a, ss_http_req *r, json_t *body)
+static ss_err states_create(ss_api *a, ss_host_req *r, json_t *body)
 {
     infer *inf;
     ss_err err = infer_new(a, r, EP_STATES, &inf);
@@ -996,7 +995,7 @@ static ss_err states_create(ss_api *a, ss_http_req *r, json_t *body)
     return SS_OK;
 }
 
-void api_h_states_create(void *app, ss_http_req *r)
+void api_h_states_create(void *app, ss_host_req *r)
 {
     api_with_body(app, r, states_create);
 }
@@ -1047,7 +1046,7 @@ static ss_err parse_save_state(ss_api *a, json_t *body, infer *inf)
     if (!json_is_object(sv) && !json_is_true(sv))
         return ss_fail(SS_ERR_FORMAT, "\"save_state\" must be an object {name?, tags?, "
                                       "metadata?}");
-    if (ss_http_scope_of(inf->req) != SS_HTTP_SCOPE_WRITE)
+    if (ss_host_scope_of(inf->req) != SS_HOST_SCOPE_WRITE)
         return ss_fail(SS_ERR_PERM, "save_state stores a state: it needs a key with write "
                                     "scope");
     if (inf->batch && json_is_object(sv) && json_object_get(sv, "name") &&
@@ -1063,7 +1062,7 @@ static ss_err parse_save_state(ss_api *a, json_t *body, infer *inf)
 }
 
 /* /v1/generate: "prompt", or in batch form "prompts": [prompt, ...], one result each. */
-static ss_err generate(ss_api *a, ss_http_req *r, json_t *body)
+static ss_err generate(ss_api *a, ss_host_req *r, json_t *body)
 {
     infer *inf;
     ss_job_params p;
@@ -1097,7 +1096,7 @@ static ss_err generate(ss_api *a, ss_http_req *r, json_t *body)
     return SS_OK;
 }
 
-void api_h_generate(void *app, ss_http_req *r)
+void api_h_generate(void *app, ss_host_req *r)
 {
     api_with_body(app, r, generate);
 }
@@ -1155,7 +1154,7 @@ static ss_err completion_prompts(ss_api *a, json_t *body, infer *inf)
     return err;
 }
 
-static ss_err completions(ss_api *a, ss_http_req *r, json_t *body)
+static ss_err completions(ss_api *a, ss_host_req *r, json_t *body)
 {
     infer *inf;
     ss_job_params p;
@@ -1177,7 +1176,7 @@ static ss_err completions(ss_api *a, ss_http_req *r, json_t *body)
     return SS_OK;
 }
 
-void api_h_completions(void *app, ss_http_req *r)
+void api_h_completions(void *app, ss_host_req *r)
 {
     api_with_body(app, r, completions);
 }
@@ -1211,7 +1210,7 @@ static const batch_spec score_batch = {
 };
 
 /* /v1/score: batch form [{context?, continuation}, ...], one result each */
-static ss_err score(ss_api *a, ss_http_req *r, json_t *body)
+static ss_err score(ss_api *a, ss_host_req *r, json_t *body)
 {
     infer *inf;
     ss_err err = infer_new(a, r, EP_SCORE, &inf);
@@ -1224,7 +1223,7 @@ static ss_err score(ss_api *a, ss_http_req *r, json_t *body)
     return SS_OK;
 }
 
-void api_h_score(void *app, ss_http_req *r)
+void api_h_score(void *app, ss_host_req *r)
 {
     api_with_body(app, r, score);
 }

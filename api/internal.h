@@ -27,39 +27,39 @@ struct ss_api {
     ss_store *store;
     pthread_rwlock_t engine_lock; /* readers: submit / cancel; writer: detach */
     ss_engine *engine;
-    ss_http_route routes[API_N_ROUTES];
+    ss_host_route routes[API_N_ROUTES];
     int n_routes;
 };
 
 /* ---- answers ------------------------------------------------------------------------------- */
 
 /* Answer with the status and code the table gives for e, and ss_errmsg() as the message. */
-void api_fail(ss_http_req *r, ss_err e);
+void api_fail(ss_host_req *r, ss_err e);
 /* HTTP status and error code for an ss_err (the one table). */
 int api_status_of(ss_err e);
 const char *api_code_of(ss_err e);
 /* Answer with a JSON value (reference stolen). */
-void api_json(ss_http_req *r, int status, json_t *j);
+void api_json(ss_host_req *r, int status, json_t *j);
 /* A JSON number, or null when not finite (JSON has no NaN). */
 json_t *api_real(double v);
 /* Answer 503 unless the model is loaded; returns whether it is. */
-int api_ready(ss_api *a, ss_http_req *r);
+int api_ready(ss_api *a, ss_host_req *r);
 
 /*
  * A handler that takes a JSON body (borrowed: it is freed when the handler returns). It answers
  * itself (or parks the request) and returns SS_OK, or returns the error to answer.
  */
-typedef ss_err (*api_body_handler)(ss_api *a, ss_http_req *r, json_t *body);
+typedef ss_err (*api_body_handler)(ss_api *a, ss_host_req *r, json_t *body);
 /*
  * Run fn for request r: answers 503 unless the model is loaded and 400 unless the body is a JSON
  * object (fn is not called then); answers the error fn returns with api_fail.
  */
-void api_with_body(void *app, ss_http_req *r, api_body_handler fn);
+void api_with_body(void *app, ss_host_req *r, api_body_handler fn);
 
 /* ---- request parsing ----------------------------------------------------------------------- */
 
 /* The body as a JSON object; on failure answers 400 and returns NULL. */
-json_t *api_body(ss_http_req *r);
+json_t *api_body(ss_host_req *r);
 /* Optional fields: SS_ERR_FORMAT when present with the wrong type. */
 ss_err api_get_int(json_t *o, const char *key, long long dflt, long long *out);
 ss_err api_get_real(json_t *o, const char *key, double dflt, double *out);
@@ -126,20 +126,20 @@ void api_cancel(ss_api *a, ss_job *job);
 
 /* ---- handlers ------------------------------------------------------------------------------ */
 
-void api_h_healthz(void *app, ss_http_req *r);
-void api_h_metrics(void *app, ss_http_req *r);
-void api_h_models(void *app, ss_http_req *r);
-void api_h_tokenize(void *app, ss_http_req *r);
-void api_h_detokenize(void *app, ss_http_req *r);
-void api_h_states_list(void *app, ss_http_req *r);
-void api_h_states_get(void *app, ss_http_req *r);
-void api_h_states_delete(void *app, ss_http_req *r);
-void api_h_states_data(void *app, ss_http_req *r);
-void api_h_states_import(void *app, ss_http_req *r);
-void api_h_states_merge(void *app, ss_http_req *r);
-void api_h_states_create(void *app, ss_http_req *r);
-void api_h_generate(void *app, ss_http_req *r);
-void api_h_completions(void *app, ss_http_req *r);
-void api_h_score(void *app, ss_http_req *r);
+void api_h_healthz(void *app, ss_host_req *r);
+void api_h_metrics(void *app, ss_host_req *r);
+void api_h_models(void *app, ss_host_req *r);
+void api_h_tokenize(void *app, ss_host_req *r);
+void api_h_detokenize(void *app, ss_host_req *r);
+void api_h_states_list(void *app, ss_host_req *r);
+void api_h_states_get(void *app, ss_host_req *r);
+void api_h_states_delete(void *app, ss_host_req *r);
+void api_h_states_data(void *app, ss_host_req *r);
+void api_h_states_import(void *app, ss_host_req *r);
+void api_h_states_merge(void *app, ss_host_req *r);
+void api_h_states_create(void *app, ss_host_req *r);
+void api_h_generate(void *app, ss_host_req *r);
+void api_h_completions(void *app, ss_host_req *r);
+void api_h_score(void *app, ss_host_req *r);
 
 #endif

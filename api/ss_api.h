@@ -5,11 +5,13 @@
  *
  * The API object is created before the model is loaded (so /healthz can answer 503 while it
  * loads) and given the model, tokenizer, store and engine with ss_api_attach() once they exist.
- * Its routes are handed to the HTTP layer (server/http.h). Catalog endpoints run on the HTTP
- * threads; inference endpoints queue engine jobs and park their connection until the job reports.
+ * Its routes are handed to a host (api/ss_host.h: server/http.c in the daemon), which carries the
+ * requests; the API knows no transport. Catalog endpoints answer on the host's threads;
+ * inference endpoints queue engine jobs (engine/engine.h) and park their request until the jobs
+ * report.
  *
  * Threading: ss_api_new / ss_api_free / ss_api_attach / ss_api_detach_engine are called by the
- * daemon's main thread; the handlers run on any number of HTTP threads at once.
+ * daemon's main thread; the handlers run on any number of host threads at once.
  */
 #ifndef SS_API_H
 #define SS_API_H
@@ -17,9 +19,9 @@
 #include <stddef.h>
 
 #include "engine.h"
-#include "http.h"
 #include "metrics.h"
 #include "ss_err.h"
+#include "ss_host.h"
 #include "ss_model.h"
 #include "ss_store.h"
 #include "ss_tokenizer.h"
@@ -35,11 +37,11 @@ typedef struct ss_api_params {
 
 /* Create the API (not ready: every endpoint but /healthz and /metrics answers 503). */
 ss_err ss_api_new(ss_api **out, const ss_api_params *p);
-/* Free the API. The HTTP daemon serving its routes must be stopped first. NULL is a no-op. */
+/* Free the API. The host serving its routes must be stopped first. NULL is a no-op. */
 void ss_api_free(ss_api *a);
 
-/* The route table to hand to ss_http_start (owned by a, valid until ss_api_free). */
-const ss_http_route *ss_api_routes(const ss_api *a, int *n);
+/* The route table to hand to the host (owned by a, valid until ss_api_free). */
+const ss_host_route *ss_api_routes(const ss_api *a, int *n);
 
 /*
  * Give the API what it serves and mark it ready. None of these is owned; all must outlive the

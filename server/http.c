@@ -1,5 +1,5 @@
 /*
- * http.c - libmicrohttpd behind the small interface of http.h.
+ * http.c - the API's host (api/ss_host.h) over libmicrohttpd, and the daemon of http.h.
  *
  * Per-request state is allocated on the first access-handler call and released from the
  * NOTIFY_COMPLETED callback (libmicrohttpd's post_example.c habit), but through a reference
@@ -42,7 +42,7 @@
 
 typedef struct api_key {
     char *key;
-    ss_http_scope scope;
+    ss_host_scope scope;
 } api_key;
 
 struct ss_http {
@@ -56,13 +56,13 @@ struct ss_http {
     MHD_socket listen_fd; /* handed back by MHD_quiesce_daemon; closed after MHD_stop_daemon */
     pthread_mutex_t mu;   /* guards the list of live requests */
     pthread_cond_t idle;  /* signalled when a request leaves the list */
-    ss_http_req *live;
+    ss_host_req *live;
 };
 
-struct ss_http_req {
+struct ss_host_req {
     ss_http *h;
     struct MHD_Connection *conn; /* NULL once MHD completed the request */
-    const ss_http_route *route;
+    const ss_host_route *route;
     char method[16];
     char *path; /* raw, without the query string */
     int n_params;
@@ -74,7 +74,7 @@ struct ss_http_req {
     char *body;
     size_t body_len, body_cap, body_max;
     int too_large;
-    ss_http_scope scope;
+    ss_host_scope scope;
     char rid[72];
     int64_t t0;
     int started; /* the handler ran */
@@ -85,21 +85,21 @@ struct ss_http_req {
     char *hdr_name[MAX_HEADERS], *hdr_value[MAX_HEADERS];
     void *user;
     void (*user_free)(void *);
-    ss_http_abort_fn over_fn;
+    ss_host_over_fn over_fn;
 
     pthread_mutex_t mu; /* guards everything below (touched from other threads) */
     int refs;
     int over;      /* MHD completed the request */
     int suspended; /* the connection is suspended (only resume when set) */
-    int woken;     /* ss_http_wake arrived and was not consumed yet */
-    ss_http_cont cont;
+    int woken;     /* ss_host_wake arrived and was not consumed yet */
+    ss_host_cont cont;
     void *cont_user;
     int streaming;
     char *sbuf; /* queued stream bytes [soff, slen) */
     size_t slen, scap, soff;
     int send; /* stream ended by the writer */
 
-    ss_http_req *prev, *next; /* live list */
+    ss_host_req *prev, *next; /* live list */
 };
 
 /* ---- small helpers -------------------------------------------------------------------------- */
@@ -157,7 +157,7 @@ static int ci_prefix(const char *s, const char *prefix)
 
 /* ---- request lifetime ---------------------------------------------------------------------- */
 
-static void req_free(ss_http_req *r)
+static void req_free(ss_host_req *r)
 {
     if (r->user_free) r->user_free(r->user);
     free(r->path);
@@ -176,14 +176,14 @@ static void req_free(ss_http_req *r)
     free(r);
 }
 
-void ss_http_req_ref(ss_http_req *r)
+void ss_host_req_ref(ss_host_req *r)
 {
     pthread_mutex_lock(&r->mu);
     r->refs++;
     pthread_mutex_unlock(&r->mu);
 }
 
-void ss_http_req_unref(ss_http_req *r)
+void ss_host_req_unref(ss_host_req *r)
 {
     if (!r) return;
     pthread_mutex_lock(&r->mu);
@@ -194,7 +194,7 @@ void ss_http_req_unref(ss_http_req *r)
 
 /* ---- answers ------------------------------------------------------------------------------- */
 
-static void queue(ss_http_req *r, int status, struct MHD_Response *resp, const char *ctype)
+static void queue(ss_host_req *r, int status, struct MHD_Response *resp, const char *ctype)
 {
     if (!resp) {
         /* Out of memory: nothing sensible left to say; on_access closes the connection. */
@@ -213,8 +213,9 @@ static void queue(ss_http_req *r, int status, struct MHD_Response *resp, const c
     r->responded = 1;
 }
 
-void ss_http_respond(ss_http_req *r, int status, const char *content_type, const void *body,
-                     size_t len)
+/* Answer with a copy of `len` bytes of a constant body. */
+static void respond_copy(ss_host_req *r, int status, const char *content_type, const void *body,
+                         size_t len)
 {
     if (r->responded) return;
     struct MHD_Response *resp =
@@ -222,9 +223,12 @@ void ss_http_respond(ss_http_req *r, int status, const char *content_type, const
     queue(r, status, resp, content_type);
 }
 
-void ss_http_respond_take(ss_http_req *r, int status, const char *content_type, void *body,
-                          size_t len)
+void ss_host_respond(ss_host_req *r, int status, const char *content_type, void *body, size_t len)
 {
+    if (!body) {
+        respond_copy(r, status, content_type, "", 0);
+        return;
+    }
     if (r->responded) {
         free(body);
         return;
@@ -234,7 +238,7 @@ void ss_http_respond_take(ss_http_req *r, int status, const char *content_type, 
     queue(r, status, resp, content_type);
 }
 
-void ss_http_add_header(ss_http_req *r, const char *name, const char *value)
+void ss_host_add_header(ss_host_req *r, const char *name, const char *value)
 {
     if (r->n_headers >= MAX_HEADERS) return;
     char *n = strdup(name), *v = strdup(value);
@@ -247,7 +251,7 @@ void ss_http_add_header(ss_http_req *r, const char *name, const char *value)
     r->hdr_value[r->n_headers++] = v;
 }
 
-void ss_http_respond_error(ss_http_req *r, int status, const char *code, const char *fmt, ...)
+void ss_host_respond_error(ss_host_req *r, int status, const char *code, const char *fmt, ...)
 {
     char msg[1024];
     va_list ap;
@@ -257,40 +261,20 @@ void ss_http_respond_error(ss_http_req *r, int status, const char *code, const c
     json_t *j = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
-    if (status == 401) ss_http_add_header(r, "WWW-Authenticate", "Bearer");
-    if (status == 503 || status == 429) ss_http_add_header(r, "Retry-After", "1");
+    if (status == 401) ss_host_add_header(r, "WWW-Authenticate", "Bearer");
+    if (status == 503 || status == 429) ss_host_add_header(r, "Retry-After", "1");
     if (!text) {
         static const char fallback[] =
             "{\"error\":{\"code\":\"internal_error\",\"message\":\"out of memory\"}}";
-        ss_http_respond(r, status, "application/json", fallback, sizeof fallback - 1);
+        respond_copy(r, status, "application/json", fallback, sizeof fallback - 1);
         return;
     }
-    ss_http_respond_take(r, status, "application/json", text, strlen(text));
+    ss_host_respond(r, status, "application/json", text, strlen(text));
 }
 
-int ss_http_responded(const ss_http_req *r)
-{
-    return r->responded;
-}
+/* ---- the request ---------------------------------------------------------------------------- */
 
-int ss_http_status(const ss_http_req *r)
-{
-    return r->status;
-}
-
-/* ---- accessors ----------------------------------------------------------------------------- */
-
-const char *ss_http_method(const ss_http_req *r)
-{
-    return r->method;
-}
-
-const char *ss_http_path(const ss_http_req *r)
-{
-    return r->path;
-}
-
-const char *ss_http_param(const ss_http_req *r, const char *name)
+const char *ss_host_param(ss_host_req *r, const char *name)
 {
     size_t n = strlen(name);
     for (int i = 0; i < r->n_params; i++)
@@ -299,7 +283,7 @@ const char *ss_http_param(const ss_http_req *r, const char *name)
     return NULL;
 }
 
-const char *ss_http_query(ss_http_req *r, const char *name)
+const char *ss_host_query(ss_host_req *r, const char *name)
 {
     for (int i = 0; i < r->n_query; i++)
         if (!strcmp(r->query_name[i], name)) return r->query_value[i];
@@ -318,56 +302,39 @@ const char *ss_http_query(ss_http_req *r, const char *name)
     return v;
 }
 
-const char *ss_http_header(ss_http_req *r, const char *name)
+/* Request header (case-insensitive name); NULL when absent. */
+static const char *header(ss_host_req *r, const char *name)
 {
     return r->conn ? MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name) : NULL;
 }
 
-const char *ss_http_body_data(const ss_http_req *r, size_t *len)
+const char *ss_host_body_data(ss_host_req *r, size_t *len)
 {
     if (len) *len = r->body_len;
     return r->body ? r->body : "";
 }
 
-ss_http_scope ss_http_scope_of(const ss_http_req *r)
+ss_host_scope ss_host_scope_of(ss_host_req *r)
 {
     return r->scope;
 }
 
-const char *ss_http_request_id(const ss_http_req *r)
-{
-    return r->rid;
-}
-
-const char *ss_http_route_name(const ss_http_req *r)
-{
-    return r->route ? r->route->name : "unknown";
-}
-
-int ss_http_stopping(const ss_http_req *r)
+int ss_host_stopping(ss_host_req *r)
 {
     return atomic_load(&r->h->stopping);
 }
 
-void ss_http_set_user(ss_http_req *r, void *user, void (*free_fn)(void *))
+void ss_host_set_user(ss_host_req *r, void *user, void (*free_fn)(void *),
+                      ss_host_over_fn over_fn)
 {
     r->user = user;
     r->user_free = free_fn;
-}
-
-void *ss_http_user(const ss_http_req *r)
-{
-    return r->user;
-}
-
-void ss_http_on_over(ss_http_req *r, ss_http_abort_fn fn)
-{
-    r->over_fn = fn;
+    r->over_fn = over_fn;
 }
 
 /* ---- parking and streaming ----------------------------------------------------------------- */
 
-void ss_http_wait(ss_http_req *r, ss_http_cont cont, void *user)
+void ss_host_wait(ss_host_req *r, ss_host_cont cont, void *user)
 {
     pthread_mutex_lock(&r->mu);
     r->cont = cont;
@@ -376,7 +343,7 @@ void ss_http_wait(ss_http_req *r, ss_http_cont cont, void *user)
 }
 
 /* Resume the connection if it is suspended. Caller holds r->mu. */
-static void resume_locked(ss_http_req *r)
+static void resume_locked(ss_host_req *r)
 {
     if (r->suspended && !r->over) {
         r->suspended = 0;
@@ -384,7 +351,7 @@ static void resume_locked(ss_http_req *r)
     }
 }
 
-void ss_http_wake(ss_http_req *r)
+void ss_host_wake(ss_host_req *r)
 {
     pthread_mutex_lock(&r->mu);
     r->woken = 1;
@@ -392,7 +359,7 @@ void ss_http_wake(ss_http_req *r)
     pthread_mutex_unlock(&r->mu);
 }
 
-int ss_http_client_gone(ss_http_req *r)
+int ss_host_client_gone(ss_host_req *r)
 {
     int gone = 0;
     pthread_mutex_lock(&r->mu);
@@ -413,7 +380,7 @@ int ss_http_client_gone(ss_http_req *r)
     return gone;
 }
 
-int ss_http_stream_write(ss_http_req *r, const void *data, size_t len)
+int ss_host_stream_write(ss_host_req *r, const void *data, size_t len)
 {
     int rc = 0;
     pthread_mutex_lock(&r->mu);
@@ -440,7 +407,7 @@ out:
     return rc;
 }
 
-void ss_http_stream_end(ss_http_req *r)
+void ss_host_stream_end(ss_host_req *r)
 {
     pthread_mutex_lock(&r->mu);
     r->send = 1;
@@ -450,9 +417,9 @@ void ss_http_stream_end(ss_http_req *r)
 
 /* The request was woken with a continuation pending: take it and run it. Called holding r->mu,
  * which it releases before the continuation runs. */
-static void run_cont_unlock(ss_http_req *r)
+static void run_cont_unlock(ss_host_req *r)
 {
-    ss_http_cont cont = r->cont;
+    ss_host_cont cont = r->cont;
     void *user = r->cont_user;
     r->woken = 0;
     r->cont = NULL;
@@ -463,7 +430,7 @@ static void run_cont_unlock(ss_http_req *r)
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     (void)pos;
-    ss_http_req *r = cls;
+    ss_host_req *r = cls;
     for (;;) {
         pthread_mutex_lock(&r->mu);
         if (r->soff < r->slen) {
@@ -494,7 +461,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
     }
 }
 
-void ss_http_stream_start(ss_http_req *r, const char *content_type)
+void ss_host_stream_start(ss_host_req *r, const char *content_type)
 {
     if (r->responded) return;
     pthread_mutex_lock(&r->mu);
@@ -512,7 +479,7 @@ void ss_http_stream_start(ss_http_req *r, const char *content_type)
 /* ---- routing and checks -------------------------------------------------------------------- */
 
 /* Does `path` match `pattern`? On a match fills r's params (decoded) when r is not NULL. */
-static int match(const char *pattern, const char *path, ss_http_req *r)
+static int match(const char *pattern, const char *path, ss_host_req *r)
 {
     const char *p = pattern, *s = path;
     int n = 0;
@@ -542,19 +509,19 @@ static int match(const char *pattern, const char *path, ss_http_req *r)
     return *p == '\0' && *s == '\0';
 }
 
-static void clear_params(ss_http_req *r)
+static void clear_params(ss_host_req *r)
 {
     for (int i = 0; i < r->n_params; i++) free(r->param_value[i]);
     r->n_params = 0;
 }
 
 /* Find the route; on failure answer 404/405 and return NULL. */
-static const ss_http_route *route(ss_http_req *r)
+static const ss_host_route *route(ss_host_req *r)
 {
     const ss_http *h = r->h;
     char allow[128] = "";
     for (int i = 0; i < h->p.n_routes; i++) {
-        const ss_http_route *rt = &h->p.routes[i];
+        const ss_host_route *rt = &h->p.routes[i];
         if (!match(rt->pattern, r->path, NULL)) continue;
         if (strcmp(rt->method, r->method) != 0) {
             if (!strstr(allow, rt->method) &&
@@ -568,11 +535,11 @@ static const ss_http_route *route(ss_http_req *r)
         clear_params(r); /* e.g. a segment that does not decode */
     }
     if (allow[0]) {
-        ss_http_add_header(r, "Allow", allow);
-        ss_http_respond_error(r, 405, "method_not_allowed", "%s is not allowed on %s (allowed: %s)",
+        ss_host_add_header(r, "Allow", allow);
+        ss_host_respond_error(r, 405, "method_not_allowed", "%s is not allowed on %s (allowed: %s)",
                               r->method, r->path, allow);
     } else {
-        ss_http_respond_error(r, 404, "not_found", "no such endpoint: %s %s", r->method, r->path);
+        ss_host_respond_error(r, 404, "not_found", "no such endpoint: %s %s", r->method, r->path);
     }
     return NULL;
 }
@@ -587,21 +554,21 @@ static int key_eq(const char *a, const char *b)
 }
 
 /* Authenticate; on failure answer 401/403 and return 0. */
-static int authorize(ss_http_req *r)
+static int authorize(ss_host_req *r)
 {
     const ss_http *h = r->h;
     if (!h->keys) {
-        r->scope = SS_HTTP_SCOPE_WRITE;
+        r->scope = SS_HOST_SCOPE_WRITE;
         return 1;
     }
-    const char *auth = ss_http_header(r, MHD_HTTP_HEADER_AUTHORIZATION);
+    const char *auth = header(r, MHD_HTTP_HEADER_AUTHORIZATION);
     if (!auth) {
-        ss_http_respond_error(r, 401, "unauthorized",
+        ss_host_respond_error(r, 401, "unauthorized",
                               "this server needs an API key: send Authorization: Bearer <key>");
         return 0;
     }
     if (!ci_prefix(auth, "Bearer ")) {
-        ss_http_respond_error(r, 401, "unauthorized",
+        ss_host_respond_error(r, 401, "unauthorized",
                               "the Authorization header must be \"Bearer <key>\"");
         return 0;
     }
@@ -610,8 +577,8 @@ static int authorize(ss_http_req *r)
     for (int i = 0; i < h->n_keys; i++) {
         if (key_eq(key, h->keys[i].key)) {
             r->scope = h->keys[i].scope;
-            if (r->route->scope == SS_HTTP_SCOPE_WRITE && r->scope != SS_HTTP_SCOPE_WRITE) {
-                ss_http_respond_error(r, 403, "forbidden",
+            if (r->route->scope == SS_HOST_SCOPE_WRITE && r->scope != SS_HOST_SCOPE_WRITE) {
+                ss_host_respond_error(r, 403, "forbidden",
                                       "this key is read-only; %s %s needs a key with write scope",
                                       r->method, r->path);
                 return 0;
@@ -619,45 +586,45 @@ static int authorize(ss_http_req *r)
             return 1;
         }
     }
-    ss_http_respond_error(r, 401, "unauthorized", "unknown API key");
+    ss_host_respond_error(r, 401, "unauthorized", "unknown API key");
     return 0;
 }
 
 /* Content-Type and Content-Length checks before the body arrives; answers 415/413. */
-static int check_body(ss_http_req *r)
+static int check_body(ss_host_req *r)
 {
-    const ss_http_route *rt = r->route;
+    const ss_host_route *rt = r->route;
     r->body_max = rt->max_body ? rt->max_body : r->h->p.max_body;
-    if (rt->body != SS_HTTP_BODY_NONE) {
-        const char *ct = ss_http_header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (rt->body != SS_HOST_BODY_NONE) {
+        const char *ct = header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
         const char *want =
-            rt->body == SS_HTTP_BODY_JSON ? "application/json" : "application/octet-stream";
+            rt->body == SS_HOST_BODY_JSON ? "application/json" : "application/octet-stream";
         if (ct && *ct) {
             size_t n = strlen(want);
             if (strncasecmp(ct, want, n) != 0 || (ct[n] && ct[n] != ';' && ct[n] != ' ')) {
-                ss_http_respond_error(r, 415, "unsupported_media_type",
+                ss_host_respond_error(r, 415, "unsupported_media_type",
                                       "%s %s takes Content-Type %s, not %s", r->method, r->path,
                                       want, ct);
                 return 0;
             }
         }
     }
-    const char *cl = ss_http_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *cl = header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
         errno = 0;
         char *end;
         unsigned long long n = strtoull(cl, &end, 10);
         if (errno || end == cl || n > r->body_max) {
-            ss_http_respond_error(r, 413, "too_large",
+            ss_host_respond_error(r, 413, "too_large",
                                   "the request body (%s bytes) is larger than the limit of %zu "
                                   "bytes",
                                   cl, r->body_max);
             return 0;
         }
-        if (n && rt->body != SS_HTTP_BODY_NONE) {
+        if (n && rt->body != SS_HOST_BODY_NONE) {
             r->body = malloc((size_t)n + 1);
             if (!r->body) {
-                ss_http_respond_error(r, 503, "out_of_memory", "cannot buffer the request body");
+                ss_host_respond_error(r, 503, "out_of_memory", "cannot buffer the request body");
                 return 0;
             }
             r->body_cap = (size_t)n + 1;
@@ -666,9 +633,9 @@ static int check_body(ss_http_req *r)
     return 1;
 }
 
-static void append_body(ss_http_req *r, const char *data, size_t n)
+static void append_body(ss_host_req *r, const char *data, size_t n)
 {
-    if (r->too_large || r->route->body == SS_HTTP_BODY_NONE) return;
+    if (r->too_large || r->route->body == SS_HOST_BODY_NONE) return;
     if (r->body_len + n > r->body_max) {
         r->too_large = 1;
         free(r->body);
@@ -695,9 +662,9 @@ static void append_body(ss_http_req *r, const char *data, size_t n)
     r->body[r->body_len] = '\0';
 }
 
-static void set_request_id(ss_http_req *r)
+static void set_request_id(ss_host_req *r)
 {
-    const char *rid = ss_http_header(r, "X-Request-Id");
+    const char *rid = header(r, "X-Request-Id");
     if (rid) {
         size_t n = strlen(rid);
         int ok = n >= 1 && n <= 64;
@@ -713,10 +680,10 @@ static void set_request_id(ss_http_req *r)
     ss_hex(b, sizeof b, r->rid);
 }
 
-static ss_http_req *req_new(ss_http *h, struct MHD_Connection *conn, const char *url,
+static ss_host_req *req_new(ss_http *h, struct MHD_Connection *conn, const char *url,
                             const char *method)
 {
-    ss_http_req *r = calloc(1, sizeof *r);
+    ss_host_req *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     r->path = strdup(url);
     if (!r->path) {
@@ -738,14 +705,14 @@ static ss_http_req *req_new(ss_http *h, struct MHD_Connection *conn, const char 
 }
 
 /* After a handler or continuation returned: run a pending continuation, or park, or complain. */
-static void after_dispatch(ss_http_req *r)
+static void after_dispatch(ss_host_req *r)
 {
     for (;;) {
         if (r->responded) return;
         pthread_mutex_lock(&r->mu);
         if (!r->cont) {
             pthread_mutex_unlock(&r->mu);
-            ss_http_respond_error(r, 500, "internal_error", "the handler gave no answer");
+            ss_host_respond_error(r, 500, "internal_error", "the handler gave no answer");
             return;
         }
         if (r->woken) {
@@ -754,7 +721,7 @@ static void after_dispatch(ss_http_req *r)
         }
         if (atomic_load(&r->h->stopping)) {
             pthread_mutex_unlock(&r->mu);
-            ss_http_respond_error(r, 503, "shutting_down", "the server is shutting down");
+            ss_host_respond_error(r, 503, "shutting_down", "the server is shutting down");
             return;
         }
         r->suspended = 1;
@@ -770,7 +737,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 {
     (void)version;
     ss_http *h = cls;
-    ss_http_req *r = *con_cls;
+    ss_host_req *r = *con_cls;
     if (!r) {
         r = req_new(h, conn, url, method);
         if (!r) return MHD_NO;
@@ -787,7 +754,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     }
     if (r->responded) return r->broken ? MHD_NO : MHD_YES;
     if (r->too_large) {
-        ss_http_respond_error(r, 413, "too_large",
+        ss_host_respond_error(r, 413, "too_large",
                               "the request body is larger than the limit of %zu bytes",
                               r->body_max);
         return MHD_YES;
@@ -805,7 +772,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
     (void)conn;
     ss_http *h = cls;
-    ss_http_req *r = *con_cls;
+    ss_host_req *r = *con_cls;
     if (!r) return;
     *con_cls = NULL;
     pthread_mutex_lock(&r->mu);
@@ -816,7 +783,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     int aborted = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
     int status = r->status ? r->status : 499; /* nginx's "client closed request" */
     double secs = (double)(ss_mono_ns() - r->t0) / 1e9;
-    if (h->p.metrics) ss_metrics_request(h->p.metrics, ss_http_route_name(r), status, secs);
+    if (h->p.metrics) ss_metrics_request(h->p.metrics, r->route ? r->route->name : "unknown", status, secs);
     if (h->p.log_requests) {
         fprintf(stderr, "%s %s %d %.1fms rid=%s%s\n", r->method, r->path, status, secs * 1e3,
                 r->rid, aborted ? " (aborted)" : "");
@@ -830,7 +797,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (r->next) r->next->prev = r->prev;
     pthread_cond_broadcast(&h->idle);
     pthread_mutex_unlock(&h->mu);
-    ss_http_req_unref(r);
+    ss_host_req_unref(r);
 }
 
 /* ---- daemon -------------------------------------------------------------------------------- */
@@ -871,7 +838,7 @@ static ss_err load_keys(const char *path, api_key **out, int *n_out)
             keys = p;
         }
         keys[n].key = strdup(key);
-        keys[n].scope = strcmp(scope, "write") ? SS_HTTP_SCOPE_READ : SS_HTTP_SCOPE_WRITE;
+        keys[n].scope = strcmp(scope, "write") ? SS_HOST_SCOPE_READ : SS_HOST_SCOPE_WRITE;
         if (!keys[n++].key) {
             err = ss_fail(SS_ERR_NOMEM, "out of memory reading %s", path);
             goto out;
@@ -977,10 +944,10 @@ void ss_http_stop(ss_http *h)
     /* MHD_stop_daemon must not see suspended connections: wake every parked one. The list lock
      * is not held while resuming (MHD takes its own locks), the references keep them alive. */
     for (;;) {
-        ss_http_req *batch[64];
+        ss_host_req *batch[64];
         int n = 0;
         pthread_mutex_lock(&h->mu);
-        for (ss_http_req *r = h->live; r && n < 64; r = r->next) {
+        for (ss_host_req *r = h->live; r && n < 64; r = r->next) {
             pthread_mutex_lock(&r->mu);
             if (r->suspended && !r->over) {
                 r->refs++;
@@ -994,7 +961,7 @@ void ss_http_stop(ss_http *h)
             pthread_mutex_lock(&batch[i]->mu);
             resume_locked(batch[i]);
             pthread_mutex_unlock(&batch[i]->mu);
-            ss_http_req_unref(batch[i]);
+            ss_host_req_unref(batch[i]);
         }
     }
     MHD_stop_daemon(h->d);

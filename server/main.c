@@ -293,7 +293,7 @@ int main(int argc, char **argv)
                         .metrics = metrics};
     if ((err = ss_api_new(&api, &ap))) goto fail;
     int n_routes;
-    const ss_http_route *routes = ss_api_routes(api, &n_routes);
+    const ss_host_route *routes = ss_api_routes(api, &n_routes);
     ss_http_params hp = {.host = o.host,
                          .port = o.port,
                          .threads = o.threads,
