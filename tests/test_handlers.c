@@ -1,0 +1,523 @@
+/*
+ * test_handlers.c - the API's handlers driven without HTTP and without a socket.
+ *
+ * This file is the API's host (api/ss_host.h) for the test: a request is a struct in memory, an
+ * answer is kept in it, a parked request waits on a condition variable until the engine thread
+ * wakes it, and the continuation then runs here, on the test's thread, as a host thread would.
+ * The API runs on the mamba1-tiny fixture with a real store and engine, and the answers are
+ * compared with values: /v1/models fields, a state stored and read back (token counts, the
+ * golden greedy continuation from it, plain and as an event stream), a stored merge scored
+ * against the golden log-probabilities, and the status and code of error answers.
+ */
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "golden.h"
+#include "ss_api.h"
+#include "ss_host.h"
+#include "ss_model.h"
+#include "ss_store.h"
+#include "test_util.h"
+
+/* ---- the in-memory host ---------------------------------------------------------------------- */
+
+#define MAX_QUERY 4
+
+struct ss_host_req {
+    const char *param; /* the {state} path parameter, or NULL */
+    const char *query_name[MAX_QUERY], *query_value[MAX_QUERY];
+    const char *body;
+    ss_host_scope scope;
+    void *user;
+    void (*user_free)(void *);
+    ss_host_over_fn over_fn;
+
+    pthread_mutex_t mu; /* guards everything below (the engine thread writes it) */
+    pthread_cond_t cv;  /* signalled on wake, stream writes and the stream's end */
+    int refs;
+    ss_host_cont cont;
+    void *cont_user;
+    int woken;
+    int status; /* 0 until answered */
+    char *out;  /* the answer's body, or the stream's bytes */
+    size_t out_len;
+    char ctype[64];
+    int streaming, stream_ended;
+};
+
+const char *ss_host_param(ss_host_req *r, const char *name)
+{
+    return strcmp(name, "state") ? NULL : r->param;
+}
+
+const char *ss_host_query(ss_host_req *r, const char *name)
+{
+    for (int i = 0; i < MAX_QUERY && r->query_name[i]; i++)
+        if (!strcmp(r->query_name[i], name)) return r->query_value[i];
+    return NULL;
+}
+
+const char *ss_host_body_data(ss_host_req *r, size_t *len)
+{
+    const char *b = r->body ? r->body : "";
+    if (len) *len = strlen(b);
+    return b;
+}
+
+ss_host_scope ss_host_scope_of(ss_host_req *r)
+{
+    return r->scope;
+}
+
+int ss_host_stopping(ss_host_req *r)
+{
+    (void)r;
+    return 0;
+}
+
+void ss_host_set_user(ss_host_req *r, void *user, void (*free_fn)(void *), ss_host_over_fn over_fn)
+{
+    r->user = user;
+    r->user_free = free_fn;
+    r->over_fn = over_fn;
+}
+
+void ss_host_respond(ss_host_req *r, int status, const char *content_type, void *body, size_t len)
+{
+    pthread_mutex_lock(&r->mu);
+    if (r->status) {
+        free(body);
+    } else {
+        r->status = status;
+        r->out = body;
+        r->out_len = len;
+        snprintf(r->ctype, sizeof r->ctype, "%s", content_type ? content_type : "");
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+void ss_host_respond_error(ss_host_req *r, int status, const char *code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_t *j = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    ss_host_respond(r, status, "application/json", text, strlen(text));
+}
+
+void ss_host_add_header(ss_host_req *r, const char *name, const char *value)
+{
+    (void)r;
+    (void)name;
+    (void)value;
+}
+
+void ss_host_wait(ss_host_req *r, ss_host_cont cont, void *user)
+{
+    pthread_mutex_lock(&r->mu);
+    r->cont = cont;
+    r->cont_user = user;
+    pthread_mutex_unlock(&r->mu);
+}
+
+void ss_host_wake(ss_host_req *r)
+{
+    pthread_mutex_lock(&r->mu);
+    r->woken = 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+int ss_host_client_gone(ss_host_req *r)
+{
+    (void)r;
+    return 0;
+}
+
+void ss_host_stream_start(ss_host_req *r, const char *content_type)
+{
+    pthread_mutex_lock(&r->mu);
+    if (!r->status) {
+        r->status = 200;
+        r->streaming = 1;
+        snprintf(r->ctype, sizeof r->ctype, "%s", content_type);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+int ss_host_stream_write(ss_host_req *r, const void *data, size_t len)
+{
+    pthread_mutex_lock(&r->mu);
+    int rc = -1;
+    char *p = r->stream_ended ? NULL : realloc(r->out, r->out_len + len + 1);
+    if (p) {
+        memcpy(p + r->out_len, data, len);
+        r->out = p;
+        r->out_len += len;
+        p[r->out_len] = '\0';
+        rc = 0;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+void ss_host_stream_end(ss_host_req *r)
+{
+    pthread_mutex_lock(&r->mu);
+    r->stream_ended = 1;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+void ss_host_req_ref(ss_host_req *r)
+{
+    pthread_mutex_lock(&r->mu);
+    r->refs++;
+    pthread_mutex_unlock(&r->mu);
+}
+
+void ss_host_req_unref(ss_host_req *r)
+{
+    pthread_mutex_lock(&r->mu);
+    int left = --r->refs;
+    pthread_mutex_unlock(&r->mu);
+    if (left) return;
+    if (r->user_free) r->user_free(r->user);
+    free(r->out);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+    free(r);
+}
+
+/* ---- driving a request ----------------------------------------------------------------------- */
+
+static ss_api *api;
+
+/* What a request got: status, body (a JSON value when it parsed; NULL otherwise) and the text. */
+typedef struct answer {
+    int status;
+    json_t *json;
+    char *text; /* the body or the whole event stream, NUL-terminated */
+} answer;
+
+static void answer_free(answer *a)
+{
+    json_decref(a->json);
+    free(a->text);
+}
+
+/* The handler of the route named `name` (its metrics label) in the API's table. */
+static ss_host_handler handler_of(const char *name)
+{
+    int n;
+    const ss_host_route *rt = ss_api_routes(api, &n);
+    for (int i = 0; i < n; i++)
+        if (!strcmp(rt[i].name, name)) return rt[i].handler;
+    fprintf(stderr, "no route named %s\n", name);
+    exit(1);
+}
+
+/* Is the request finished: answered, or its stream ended? Caller holds r->mu. */
+static int finished(const ss_host_req *r)
+{
+    return r->streaming ? r->stream_ended : r->status != 0;
+}
+
+/*
+ * Run route `name` for a request with the given body (may be NULL), {state} parameter (may be
+ * NULL) and query (a "name", "value", ... list ending with NULL), as a host would: call the
+ * handler, then while the request is parked wait for its wake and run the continuation.
+ */
+static answer run(const char *name, const char *param, const char *body, ...)
+{
+    ss_host_req *r = calloc(1, sizeof *r);
+    if (!r) exit(1);
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    r->refs = 1;
+    r->param = param;
+    r->body = body;
+    r->scope = SS_HOST_SCOPE_WRITE;
+    va_list ap;
+    va_start(ap, body);
+    for (int i = 0; i < MAX_QUERY; i++) {
+        if (!(r->query_name[i] = va_arg(ap, const char *))) break;
+        r->query_value[i] = va_arg(ap, const char *);
+    }
+    va_end(ap);
+
+    handler_of(name)(api, r);
+    pthread_mutex_lock(&r->mu);
+    while (!finished(r)) {
+        if (!r->cont) {
+            fprintf(stderr, "%s: the handler neither answered nor parked\n", name);
+            exit(1);
+        }
+        while (!r->woken && !finished(r)) pthread_cond_wait(&r->cv, &r->mu);
+        if (finished(r)) break;
+        ss_host_cont cont = r->cont;
+        void *user = r->cont_user;
+        r->woken = 0;
+        r->cont = NULL;
+        pthread_mutex_unlock(&r->mu);
+        cont(api, r, user);
+        pthread_mutex_lock(&r->mu);
+    }
+    answer a = {.status = r->status, .text = strndup(r->out ? r->out : "", r->out_len)};
+    pthread_mutex_unlock(&r->mu);
+    a.json = r->streaming ? NULL : json_loads(a.text, 0, NULL);
+    if (r->over_fn) r->over_fn(r->user, 0);
+    ss_host_req_unref(r);
+    return a;
+}
+
+/* The code of an error answer ("" when it is not one). */
+static const char *error_code(const answer *a)
+{
+    const char *c = json_string_value(json_object_get(json_object_get(a->json, "error"), "code"));
+    return c ? c : "";
+}
+
+#define CHECK_ERROR(a, want_status, want_code)                                                     \
+    CHECKF((a).status == (want_status) && !strcmp(error_code(&(a)), want_code),                    \
+           "got %d %s, want %d %s (%s)", (a).status, (a).text, want_status, want_code, #a)
+
+/* ---- the tests ------------------------------------------------------------------------------- */
+
+static golden G;
+
+/* A JSON array text of n token ids (malloc'd). */
+static char *ids_text(const int32_t *ids, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++) json_array_append_new(a, json_integer(ids[i]));
+    char *t = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    return t;
+}
+
+static int tokens_equal(const json_t *arr, const int32_t *want, size_t n)
+{
+    if (json_array_size(arr) != n) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (json_integer_value(json_array_get(arr, i)) != want[i]) return 0;
+    return 1;
+}
+
+static void test_models(const ss_model_info *info)
+{
+    answer a = run("models", NULL, NULL, NULL);
+    json_t *m = json_array_get(json_object_get(a.json, "data"), 0);
+    CHECKF(a.status == 200, "GET /v1/models: %d", a.status);
+    CHECK(!strcmp(json_string_value(json_object_get(m, "id")), "mamba1-tiny"));
+    CHECK(!strcmp(json_string_value(json_object_get(m, "family")), "mamba1"));
+    CHECK(json_integer_value(json_object_get(m, "d_model")) == 64);
+    CHECK(json_integer_value(json_object_get(m, "vocab_size")) == info->vocab_size);
+    CHECK(json_integer_value(json_object_get(m, "state_bytes")) ==
+          4 * (4 * (128 * 4 + 128 * 16) + 64));
+    CHECK(!strcmp(json_string_value(json_object_get(m, "fingerprint")), info->fingerprint));
+    CHECK(json_is_false(json_object_get(m, "tokenizer")));
+    answer_free(&a);
+}
+
+/* POST /v1/states from seq_a, read back; then the golden greedy continuation from it. */
+static void test_state_and_generate(void)
+{
+    size_t n, n12;
+    const int32_t *ids = gt(&G, "seq_a.ids", &n);
+    const int32_t *g12 = gt(&G, "seq_a.greedy12", &n12);
+    char *toks = ids_text(ids, n), body[8192];
+    snprintf(body, sizeof body, "{\"tokens\": %s, \"name\": \"seq_a\", \"tags\": [\"t1\"]}", toks);
+    answer a = run("states_create", NULL, body, NULL);
+    CHECKF(a.status == 201, "POST /v1/states: %d %s", a.status, a.text);
+    CHECK(json_integer_value(json_object_get(a.json, "n_tokens")) == (json_int_t)n);
+    const char *id = json_string_value(json_object_get(a.json, "id"));
+    CHECK(id && !strncmp(id, "st_", 3));
+    char seq_a_id[64];
+    snprintf(seq_a_id, sizeof seq_a_id, "%s", id ? id : "");
+    answer_free(&a);
+
+    a = run("states_get", "seq_a", NULL, NULL);
+    CHECKF(a.status == 200, "GET /v1/states/seq_a: %d", a.status);
+    CHECK(json_integer_value(json_object_get(a.json, "n_tokens")) == (json_int_t)n);
+    CHECK(!strcmp(json_string_value(json_object_get(a.json, "name")), "seq_a"));
+    CHECK(!strcmp(json_string_value(json_array_get(json_object_get(a.json, "tags"), 0)), "t1"));
+    answer_free(&a);
+
+    /* from seq_a with an empty prompt at temperature 0, saved: greedy12, n_tokens n + 12 */
+    snprintf(body, sizeof body,
+             "{\"state\": \"seq_a\", \"prompt\": [], \"max_tokens\": %zu, \"temperature\": 0, "
+             "\"ignore_eos\": true, \"save_state\": {\"name\": \"seq_a_more\"}}",
+             n12);
+    a = run("generate", NULL, body, NULL);
+    CHECKF(a.status == 200 && tokens_equal(json_object_get(a.json, "tokens"), g12, n12),
+           "greedy12 from seq_a: %d %s", a.status, a.text);
+    CHECK(!strcmp(json_string_value(json_object_get(a.json, "finish_reason")), "length"));
+    json_t *saved = json_object_get(a.json, "state");
+    CHECK(json_integer_value(json_object_get(saved, "n_tokens")) == (json_int_t)(n + n12));
+    json_t *parent = json_array_get(json_object_get(saved, "parents"), 0);
+    CHECK(json_number_value(json_object_get(parent, "weight")) == 1.0);
+    CHECK(!strcmp(json_string_value(json_object_get(parent, "id")), seq_a_id));
+    answer_free(&a);
+
+    /* the same as an event stream: one event per token, then the final one, then [DONE] */
+    snprintf(body, sizeof body,
+             "{\"state\": \"seq_a\", \"max_tokens\": %zu, \"temperature\": 0, \"ignore_eos\": "
+             "true, \"stream\": true}",
+             n12);
+    a = run("generate", NULL, body, NULL);
+    size_t got = 0;
+    int good = a.status == 200, last_finish = 0;
+    for (char *ev = strstr(a.text, "data: "); good && ev; ev = strstr(ev + 6, "data: ")) {
+        if (!strncmp(ev + 6, "[DONE]", 6)) break;
+        json_t *e = json_loadb(ev + 6, strcspn(ev + 6, "\n"), 0, NULL);
+        if (json_object_get(e, "token"))
+            good = got < n12 && json_integer_value(json_object_get(e, "token")) == g12[got++];
+        else
+            last_finish = !strcmp(json_string_value(json_object_get(e, "finish_reason")), "length");
+        json_decref(e);
+    }
+    CHECKF(good && got == n12 && last_finish && strstr(a.text, "data: [DONE]\n\n"),
+           "streamed greedy12: %s", a.text);
+    answer_free(&a);
+    free(toks);
+}
+
+/* A stored merge of seq_a and seq_b scored on seq_q: the golden log-probabilities. */
+static void test_merge_and_score(void)
+{
+    const int V = 512;
+    size_t nb, qn;
+    const int32_t *b_ids = gt(&G, "seq_b.ids", &nb), *q = gt(&G, "seq_q.ids", &qn);
+    const float *ql = gt(&G, "merge_ab_25_75.query_logits", NULL);
+    char *toks = ids_text(b_ids, nb), body[8192];
+    snprintf(body, sizeof body, "{\"tokens\": %s, \"name\": \"seq_b\"}", toks);
+    answer a = run("states_create", NULL, body, NULL);
+    CHECKF(a.status == 201, "POST /v1/states seq_b: %d", a.status);
+    answer_free(&a);
+    free(toks);
+    a = run("states_merge", NULL,
+            "{\"sources\": [{\"state\": \"seq_a\", \"weight\": 0.25}, {\"state\": \"seq_b\", "
+            "\"weight\": 0.75}], \"name\": \"ab\"}",
+            NULL);
+    CHECKF(a.status == 201, "stored merge: %d %s", a.status, a.text);
+    CHECK(json_array_size(json_object_get(a.json, "parents")) == 2);
+    answer_free(&a);
+
+    toks = ids_text(q + 1, qn - 1);
+    snprintf(body, sizeof body, "{\"state\": \"ab\", \"context\": [%d], \"continuation\": %s}",
+             q[0], toks);
+    free(toks);
+    a = run("score", NULL, body, NULL);
+    json_t *lps = json_object_get(a.json, "token_logprobs");
+    CHECKF(a.status == 200 && json_array_size(lps) == qn - 1, "score: %d %s", a.status, a.text);
+    double worst = 0;
+    for (size_t i = 1; i < qn && json_array_size(lps) == qn - 1; i++) {
+        double want = ss_logprob_of(ql + (i - 1) * V, V, q[i]);
+        double d = fabs(json_number_value(json_array_get(lps, i - 1)) - want);
+        if (d > worst) worst = d;
+    }
+    CHECKF(worst < 4e-3, "merge scored: log-probs off by %.3g", worst);
+    answer_free(&a);
+}
+
+/* Error answers: the status and code of the one table. */
+static void test_errors(void)
+{
+    answer a = run("states_create", NULL, "{\"tokens\": [1, 2", NULL);
+    CHECK_ERROR(a, 400, "bad_json");
+    answer_free(&a);
+    a = run("states_create", NULL, "[1, 2]", NULL);
+    CHECK_ERROR(a, 400, "bad_json");
+    answer_free(&a);
+    a = run("states_create", NULL, "{\"tokens\": \"x\"}", NULL);
+    CHECK_ERROR(a, 400, "unsupported"); /* text without a tokenizer */
+    answer_free(&a);
+    a = run("states_create", NULL, "{}", NULL);
+    CHECK_ERROR(a, 400, "bad_request");
+    answer_free(&a);
+    a = run("states_get", "no_such_state", NULL, NULL);
+    CHECK_ERROR(a, 404, "not_found");
+    answer_free(&a);
+    a = run("generate", NULL, "{\"prompt\": [1, 512]}", NULL);
+    CHECK_ERROR(a, 422, "invalid_value"); /* token id outside the vocabulary */
+    answer_free(&a);
+    a = run("generate", NULL, "{\"prompt\": [1], \"logprobs\": 21}", NULL);
+    CHECK_ERROR(a, 422, "invalid_value");
+    answer_free(&a);
+    a = run("generate", NULL, "{\"prompt\": []}", NULL);
+    CHECK_ERROR(a, 422, "invalid_value"); /* empty prompt from the zero state */
+    answer_free(&a);
+    a = run("states_create", NULL, "{\"tokens\": [1], \"name\": \"seq_a\"}", NULL);
+    CHECK_ERROR(a, 409, "already_exists");
+    answer_free(&a);
+    a = run("states_list", NULL, NULL, "limit", "0", NULL);
+    CHECK_ERROR(a, 422, "invalid_value");
+    answer_free(&a);
+    a = run("states_data", "seq_a", NULL, "dtype", "F64", NULL);
+    CHECK_ERROR(a, 422, "invalid_value");
+    answer_free(&a);
+    a = run("states_merge", NULL, "{\"sources\": []}", NULL);
+    CHECK_ERROR(a, 422, "invalid_value");
+    answer_free(&a);
+    a = run("states_delete", "seq_b", NULL, NULL);
+    CHECKF(a.status == 204 && a.text[0] == '\0', "DELETE: %d", a.status);
+    answer_free(&a);
+    a = run("states_delete", "seq_b", NULL, NULL);
+    CHECK_ERROR(a, 404, "not_found");
+    answer_free(&a);
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    ss_blas_ensure_kernels(argv);
+    char dir[256];
+    test_tmpdir(dir, sizeof dir, "handlers");
+    ss_model *m = NULL;
+    ss_store *store = NULL;
+    ss_engine *eng = NULL;
+    ss_api_params ap = {.max_body = 1 << 20, .max_tokens = 64, .model_name = "mamba1-tiny"};
+    REQUIRE_OK(ss_api_new(&api, &ap));
+    /* before the model is attached, every endpoint but /healthz and /metrics answers 503 */
+    answer a = run("healthz", NULL, NULL, NULL);
+    CHECK_ERROR(a, 503, "loading");
+    answer_free(&a);
+    a = run("models", NULL, NULL, NULL);
+    CHECK_ERROR(a, 503, "loading");
+    answer_free(&a);
+
+    REQUIRE_OK(ss_model_open(&m, fixture_path("models/mamba1-tiny"), NULL));
+    golden_open(&G, fixture_path("models/mamba1-tiny"));
+    ss_store_params sp = ss_store_default_params();
+    REQUIRE_OK(ss_store_open(&store, dir, &sp));
+    ss_engine_params ep = ss_engine_default_params();
+    REQUIRE_OK(ss_engine_open(&eng, m, &ep));
+    ss_api_attach(api, m, NULL, store, eng);
+
+    a = run("healthz", NULL, NULL, NULL);
+    CHECK(a.status == 200 && !strcmp(json_string_value(json_object_get(a.json, "status")), "ok"));
+    answer_free(&a);
+    test_models(ss_model_get_info(m));
+    test_state_and_generate();
+    test_merge_and_score();
+    test_errors();
+
+    ss_api_detach_engine(api);
+    ss_engine_close(eng);
+    ss_api_free(api);
+    ss_store_close(store);
+    golden_close(&G);
+    ss_model_close(m);
+    test_rm_rf(dir);
+    return test_done("test_handlers");
+}
