@@ -8,6 +8,8 @@
  */
 #include <float.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,42 +19,51 @@
 
 /* ---- the one error table ------------------------------------------------------------------- */
 
-static const struct {
-    int status;
-    const char *code;
-} err_http[SS_ERR__COUNT] = {
-    [SS_OK] = {200, "ok"},
-    [SS_ERR_NOMEM] = {503, "out_of_memory"},
-    [SS_ERR_IO] = {500, "io_error"},
-    [SS_ERR_NOT_FOUND] = {404, "not_found"},
-    [SS_ERR_FORMAT] = {400, "bad_request"},
-    [SS_ERR_INVALID] = {422, "invalid_value"},
-    [SS_ERR_UNSUPPORTED] = {400, "unsupported"},
-    [SS_ERR_MISMATCH] = {409, "model_mismatch"},
-    [SS_ERR_EXISTS] = {409, "already_exists"},
-    [SS_ERR_FULL] = {507, "store_full"},
-    [SS_ERR_CORRUPT] = {500, "corrupt"},
-    [SS_ERR_BUSY] = {503, "overloaded"},
-    [SS_ERR_TOO_LARGE] = {413, "too_large"},
-    [SS_ERR_PERM] = {403, "forbidden"},
-    [SS_ERR_CANCELLED] = {503, "cancelled"},
-    [SS_ERR_INTERNAL] = {500, "internal_error"},
+/* HTTP status of each ss_err. The code on the wire is ss_err_name() (common/err.c), or for the
+ * API's own answers (bad_json, loading, shutting_down) a refinement of the ss_err whose status
+ * it takes. */
+static const int err_status[SS_ERR__COUNT] = {
+    [SS_OK] = 200,
+    [SS_ERR_NOMEM] = 503,
+    [SS_ERR_IO] = 500,
+    [SS_ERR_NOT_FOUND] = 404,
+    [SS_ERR_FORMAT] = 400,
+    [SS_ERR_INVALID] = 422,
+    [SS_ERR_UNSUPPORTED] = 400,
+    [SS_ERR_MISMATCH] = 409,
+    [SS_ERR_EXISTS] = 409,
+    [SS_ERR_FULL] = 507,
+    [SS_ERR_CORRUPT] = 500,
+    [SS_ERR_BUSY] = 503,
+    [SS_ERR_TOO_LARGE] = 413,
+    [SS_ERR_PERM] = 403,
+    [SS_ERR_CANCELLED] = 503,
+    [SS_ERR_INTERNAL] = 500,
 };
 
 int api_status_of(ss_err e)
 {
-    if ((unsigned)e >= SS_ERR__COUNT) return 500;
-    return err_http[e].status;
+    return (unsigned)e < SS_ERR__COUNT ? err_status[e] : 500;
 }
 
 const char *api_code_of(ss_err e)
 {
-    return (unsigned)e < SS_ERR__COUNT ? err_http[e].code : "internal_error";
+    return (unsigned)e < SS_ERR__COUNT ? ss_err_name(e) : "internal_error";
+}
+
+void api_reject(ss_host_req *r, ss_err e, const char *code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    ss_host_respond_error(r, api_status_of(e), code ? code : api_code_of(e), "%s", msg);
 }
 
 void api_fail(ss_host_req *r, ss_err e)
 {
-    ss_host_respond_error(r, api_status_of(e), api_code_of(e), "%s", ss_errmsg());
+    api_reject(r, e, NULL, "%s", ss_errmsg());
 }
 
 void api_json(ss_host_req *r, int status, json_t *j)
@@ -60,7 +71,7 @@ void api_json(ss_host_req *r, int status, json_t *j)
     char *text = j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
     json_decref(j);
     if (!text) {
-        ss_host_respond_error(r, 503, "out_of_memory", "out of memory building the answer");
+        api_reject(r, SS_ERR_NOMEM, NULL, "out of memory building the answer");
         return;
     }
     ss_host_respond(r, status, "application/json", text, strlen(text));
@@ -74,7 +85,7 @@ json_t *api_real(double v)
 int api_ready(ss_api *a, ss_host_req *r)
 {
     if (atomic_load(&a->ready)) return 1;
-    ss_host_respond_error(r, 503, "loading", "the model is still loading; try again shortly");
+    api_reject(r, SS_ERR_BUSY, API_CODE_LOADING, "the model is still loading; try again shortly");
     return 0;
 }
 
@@ -97,16 +108,16 @@ json_t *api_body(ss_host_req *r)
     const char *text = ss_host_body_data(r, &len);
     json_t *j = NULL;
     if (len == 0) {
-        ss_host_respond_error(r, 400, "bad_json", "the request needs a JSON object as its body");
+        api_reject(r, SS_ERR_FORMAT, API_CODE_BAD_JSON, "the request needs a JSON object as its body");
         return NULL;
     }
     if (ss_json_parse_relaxed(text, len, "request body", &j) != SS_OK) {
-        ss_host_respond_error(r, 400, "bad_json", "%s", ss_errmsg());
+        api_reject(r, SS_ERR_FORMAT, API_CODE_BAD_JSON, "%s", ss_errmsg());
         return NULL;
     }
     if (!json_is_object(j)) {
         json_decref(j);
-        ss_host_respond_error(r, 400, "bad_json", "the request body must be a JSON object");
+        api_reject(r, SS_ERR_FORMAT, API_CODE_BAD_JSON, "the request body must be a JSON object");
         return NULL;
     }
     return j;

@@ -17,7 +17,7 @@ void api_h_healthz(void *app, ss_host_req *r)
 {
     ss_api *a = app;
     if (!atomic_load(&a->ready)) {
-        ss_host_respond_error(r, 503, "loading", "the model is still loading");
+        api_reject(r, SS_ERR_BUSY, API_CODE_LOADING, "the model is still loading");
         return;
     }
     api_json(r, 200, json_pack("{s:s}", "status", "ok"));
@@ -30,7 +30,7 @@ void api_h_metrics(void *app, ss_host_req *r)
     char *text = NULL;
     size_t len = 0;
     if (!a->p.metrics) {
-        ss_host_respond_error(r, 404, "not_found", "metrics are disabled");
+        api_reject(r, SS_ERR_NOT_FOUND, NULL, "metrics are disabled");
         return;
     }
     if (atomic_load(&a->ready)) {
@@ -212,7 +212,7 @@ void api_h_states_list(void *app, ss_host_req *r)
         char *end;
         long v = strtol(lim, &end, 10);
         if (end == lim || *end || v < 1 || v > 1000) {
-            ss_host_respond_error(r, 422, "invalid_value", "limit must be an integer in 1..1000");
+            api_reject(r, SS_ERR_INVALID, NULL, "limit must be an integer in 1..1000");
             return;
         }
         limit = (int)v;

@@ -639,7 +639,7 @@ static void finish_cont(void *app, ss_host_req *r, void *user)
     (void)app;
     infer *inf = user;
     if (ss_host_stopping(r) && !inf->stream) {
-        ss_host_respond_error(r, 503, "shutting_down", "the server is shutting down");
+        api_reject(r, SS_ERR_BUSY, API_CODE_SHUTTING_DOWN, "the server is shutting down");
         return;
     }
     switch (inf->ep) {

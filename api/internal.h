@@ -33,11 +33,26 @@ struct ss_api {
 
 /* ---- answers ------------------------------------------------------------------------------- */
 
-/* Answer with the status and code the table gives for e, and ss_errmsg() as the message. */
-void api_fail(ss_host_req *r, ss_err e);
-/* HTTP status and error code for an ss_err (the one table). */
+/*
+ * The API's own error codes, each a finer name for an ss_err whose status it takes (docs/api.md):
+ * bad_json (SS_ERR_FORMAT, 400), loading and shutting_down (SS_ERR_BUSY, 503).
+ */
+#define API_CODE_BAD_JSON      "bad_json"
+#define API_CODE_LOADING       "loading"
+#define API_CODE_SHUTTING_DOWN "shutting_down"
+
+/* HTTP status of an ss_err: the one table (api.c); 500 outside the enum. */
 int api_status_of(ss_err e);
+/* Wire code of an ss_err: ss_err_name(), "internal_error" outside the enum. */
 const char *api_code_of(ss_err e);
+/*
+ * Answer an error: the status the table gives for e, `code` (NULL: e's own) and a printf-style
+ * message. Every error answer of the API goes through here.
+ */
+void api_reject(ss_host_req *r, ss_err e, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* api_reject(r, e, NULL, ss_errmsg()): the detail of the last ss_fail on this thread. */
+void api_fail(ss_host_req *r, ss_err e);
 /* Answer with a JSON value (reference stolen). */
 void api_json(ss_host_req *r, int status, json_t *j);
 /* A JSON number, or null when not finite (JSON has no NaN). */

@@ -1,5 +1,8 @@
 /*
  * err.c - error names and the per-thread detail message behind ss_fail()/ss_errmsg().
+ *
+ * The names are the `code` of the HTTP API's error answers (docs/api.md): the daemon sends them
+ * and the CLI reads them back into an ss_err, so this table is their one source.
  */
 #include "ss_err.h"
 
@@ -14,10 +17,10 @@ static const struct {
     [SS_ERR_NOMEM] = {"out_of_memory", "out of memory"},
     [SS_ERR_IO] = {"io_error", "input/output error"},
     [SS_ERR_NOT_FOUND] = {"not_found", "not found"},
-    [SS_ERR_FORMAT] = {"bad_format", "malformed input"},
+    [SS_ERR_FORMAT] = {"bad_request", "malformed input"},
     [SS_ERR_INVALID] = {"invalid_value", "invalid value"},
     [SS_ERR_UNSUPPORTED] = {"unsupported", "not supported"},
-    [SS_ERR_MISMATCH] = {"mismatch", "does not match the loaded model"},
+    [SS_ERR_MISMATCH] = {"model_mismatch", "does not match the loaded model"},
     [SS_ERR_EXISTS] = {"already_exists", "already exists"},
     [SS_ERR_FULL] = {"store_full", "storage is full"},
     [SS_ERR_CORRUPT] = {"corrupt", "stored data is corrupt"},

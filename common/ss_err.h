@@ -4,7 +4,7 @@
  * Every library function in statesoup returns an ss_err. Third-party codes (errno, MDB_*, MHD,
  * PCRE2) are translated to one of these at the module boundary. A human-readable detail (which
  * tensor, which field, which byte) is kept per thread and read back with ss_errmsg(); the API layer
- * maps ss_err to an HTTP status in one table (api/).
+ * maps ss_err to an HTTP status in one table (api/api.c); the codes on the wire are ss_err_name().
  */
 #ifndef SS_ERR_H
 #define SS_ERR_H
@@ -34,7 +34,10 @@ typedef enum ss_err {
 /* Short, stable description of the code ("not found"). Never NULL. Thread-safe. */
 const char *ss_strerror(ss_err e);
 
-/* Stable snake_case name of the code ("not_found"), used in JSON errors. Never NULL. */
+/*
+ * Stable snake_case name of the code ("not_found"): the `code` of the HTTP API's error answers
+ * (docs/api.md). "unknown_error" for a value outside the enum. Never NULL.
+ */
 const char *ss_err_name(ss_err e);
 
 /*
