@@ -108,7 +108,8 @@ json_t *api_body(ss_host_req *r)
     const char *text = ss_host_body_data(r, &len);
     json_t *j = NULL;
     if (len == 0) {
-        api_reject(r, SS_ERR_FORMAT, API_CODE_BAD_JSON, "the request needs a JSON object as its body");
+        api_reject(r, SS_ERR_FORMAT, API_CODE_BAD_JSON,
+                   "the request needs a JSON object as its body");
         return NULL;
     }
     if (ss_json_parse_relaxed(text, len, "request body", &j) != SS_OK) {

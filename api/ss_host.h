@@ -82,8 +82,7 @@ int ss_host_stopping(ss_host_req *r);
  * Attach user data to the request: free_fn (may be NULL) frees it when the last reference goes,
  * over_fn (may be NULL) is called when the request is over. Host thread, once per request.
  */
-void ss_host_set_user(ss_host_req *r, void *user, void (*free_fn)(void *),
-                      ss_host_over_fn over_fn);
+void ss_host_set_user(ss_host_req *r, void *user, void (*free_fn)(void *), ss_host_over_fn over_fn);
 
 /* ---- answers (host thread) -------------------------------------------------------------------
  */

@@ -783,7 +783,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     int aborted = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
     int status = r->status ? r->status : 499; /* nginx's "client closed request" */
     double secs = (double)(ss_mono_ns() - r->t0) / 1e9;
-    if (h->p.metrics) ss_metrics_request(h->p.metrics, r->route ? r->route->name : "unknown", status, secs);
+    const char *endpoint = r->route ? r->route->name : "unknown";
+    if (h->p.metrics) ss_metrics_request(h->p.metrics, endpoint, status, secs);
     if (h->p.log_requests) {
         fprintf(stderr, "%s %s %d %.1fms rid=%s%s\n", r->method, r->path, status, secs * 1e3,
                 r->rid, aborted ? " (aborted)" : "");
