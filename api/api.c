@@ -326,6 +326,8 @@ out:
     return err;
 }
 
+#define STATE_ID_SIZE 36 /* a state id, "st_" + 32 hex digits, and its NUL */
+
 /* ---- starting states ----------------------------------------------------------------------- */
 
 static int hidden_nonzero(ss_api *a, const float *data)
@@ -335,14 +337,14 @@ static int hidden_nonzero(ss_api *a, const float *data)
     return 0;
 }
 
-/* Record fields of a stored state: its id (out, 36 bytes) and n_tokens. */
+/* Record fields of a stored state: its id (out, STATE_ID_SIZE bytes) and n_tokens. */
 static ss_err record_info(const char *rec_text, char *id, long long *n_tokens,
                           long long *bytes)
 {
     json_t *rec = json_loads(rec_text, 0, NULL);
     if (!rec) return ss_fail(SS_ERR_CORRUPT, "a stored record is not valid JSON");
     const char *s = json_string_value(json_object_get(rec, "id"));
-    snprintf(id, 36, "%s", s ? s : "");
+    snprintf(id, STATE_ID_SIZE, "%s", s ? s : "");
     *n_tokens = json_integer_value(json_object_get(rec, "n_tokens"));
     *bytes = json_integer_value(json_object_get(rec, "bytes"));
     json_decref(rec);
@@ -387,7 +389,7 @@ ss_err api_merge(ss_api *a, const json_t *sources, int normalize, ss_state *dst,
     if (!par) return ss_fail(SS_ERR_NOMEM, "out of memory");
     long long max_tokens = 0;
     for (size_t i = 0; i < n; i++) {
-        char *rec = NULL, id[36];
+        char *rec = NULL, id[STATE_ID_SIZE];
         long long nt = 0, bytes = 0;
         if ((err = ss_store_get_record(a->store, refs[i], &rec))) goto out;
         err = record_info(rec, id, &nt, &bytes);
@@ -436,7 +438,7 @@ ss_err api_start_resolve(ss_api *a, json_t *body, const char *state_key, int all
             goto fail;
         }
         size_t len = 0;
-        char *rec = NULL, id[36];
+        char *rec = NULL, id[STATE_ID_SIZE];
         err = ss_store_get_blob(a->store, json_string_value(sv), a->info->fingerprint,
                                 ss_state_data(out->st), a->info->state_bytes, &len, &rec);
         if (err == SS_ERR_TOO_LARGE || (!err && len != a->info->state_bytes)) {

@@ -65,7 +65,8 @@ static ss_err parse_logprobs(json_t *body, infer *inf)
     }
     if (!json_is_integer(v)) return ss_fail(SS_ERR_FORMAT, "\"logprobs\" must be an integer");
     json_int_t n = json_integer_value(v);
-    if (n < 0 || n > 20) return ss_fail(SS_ERR_INVALID, "logprobs must be between 0 and 20");
+    if (n < 0 || n > SS_ENGINE_MAX_LOGPROBS)
+        return ss_fail(SS_ERR_INVALID, "logprobs must be between 0 and %d", SS_ENGINE_MAX_LOGPROBS);
     inf->want_logprobs = 1;
     inf->n_logprobs = (int)n;
     return SS_OK;

@@ -144,8 +144,9 @@ static ss_err job_new(ss_engine *e, const ss_job_params *p, ss_job **out)
     if ((err = check_ids(p->cont, p->n_cont, V, "continuation"))) return err;
     if (p->kind == SS_JOB_GENERATE) {
         if (p->max_tokens < 0) return ss_fail(SS_ERR_INVALID, "max_tokens must be >= 0");
-        if (p->n_logprobs < 0 || p->n_logprobs > 20)
-            return ss_fail(SS_ERR_INVALID, "logprobs must be between 0 and 20");
+        if (p->n_logprobs < 0 || p->n_logprobs > SS_ENGINE_MAX_LOGPROBS)
+            return ss_fail(SS_ERR_INVALID, "logprobs must be between 0 and %d",
+                           SS_ENGINE_MAX_LOGPROBS);
         if ((err = ss_sample_params_check(&p->sample))) return err;
         if (p->n_prompt == 0 && !p->start_has_hidden && p->max_tokens > 0)
             return ss_fail(SS_ERR_INVALID,
@@ -485,7 +486,7 @@ static void *engine_main(void *arg)
             break;
         }
         /* admit queued jobs */
-        ss_job *admitted[64];
+        ss_job *admitted[SS_ENGINE_MAX_BATCH];
         int n_adm = 0;
         while (e->queue_head) {
             /* a group comes in whole (its members are queued one after the other) */
@@ -515,7 +516,7 @@ static void *engine_main(void *arg)
         settle_groups(e);
         /* retire finished jobs, keeping the order (oldest first) */
         int w = 0;
-        ss_job *done[64];
+        ss_job *done[SS_ENGINE_MAX_BATCH];
         int n_done = 0;
         for (int a = 0; a < e->n_active; a++) {
             ss_job *j = e->active[a];
@@ -555,8 +556,10 @@ ss_err ss_engine_open(ss_engine **out, ss_model *m, const ss_engine_params *p)
 {
     ss_engine_params def = ss_engine_default_params();
     if (!p) p = &def;
-    if (p->max_batch < 1 || p->max_batch > 64 || p->max_queue < 1 || p->prefill_chunk < 1)
-        return ss_fail(SS_ERR_INVALID, "engine: max_batch must be 1..64, others >= 1");
+    if (p->max_batch < 1 || p->max_batch > SS_ENGINE_MAX_BATCH || p->max_queue < 1 ||
+        p->prefill_chunk < 1)
+        return ss_fail(SS_ERR_INVALID, "engine: max_batch must be 1..%d, others >= 1",
+                       SS_ENGINE_MAX_BATCH);
     ss_engine *e = calloc(1, sizeof *e);
     if (!e) return ss_fail(SS_ERR_NOMEM, "out of memory");
     e->m = m;

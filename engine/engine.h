@@ -26,6 +26,11 @@
 #include "ss_err.h"
 #include "ss_model.h"
 
+/* Most sequences one engine step decodes together (ss_engine_params.max_batch). */
+#define SS_ENGINE_MAX_BATCH 64
+/* Most top alternatives reported per generated token (ss_job_params.n_logprobs). */
+#define SS_ENGINE_MAX_LOGPROBS 20
+
 typedef struct ss_engine ss_engine;
 typedef struct ss_job ss_job;
 
@@ -89,7 +94,7 @@ typedef struct ss_job_params {
     /* GENERATE */
     int max_tokens;
     ss_sample_params sample;
-    int n_logprobs;    /* top alternatives to report per token (0..20) */
+    int n_logprobs;    /* top alternatives to report per token (0..SS_ENGINE_MAX_LOGPROBS) */
     int stop_at_eos;   /* finish with SS_FINISH_EOS on the model's eos token (default yes) */
     int want_state;    /* keep the final state in the result */
     /*
@@ -104,7 +109,7 @@ typedef struct ss_job_params {
 } ss_job_params;
 
 typedef struct ss_engine_params {
-    int max_batch;     /* most sequences decoded together (default 16) */
+    int max_batch;     /* most sequences decoded together (1..SS_ENGINE_MAX_BATCH, default 16) */
     int max_queue;     /* most jobs waiting (default 256): beyond that submit gives SS_ERR_BUSY */
     int prefill_chunk; /* prompt tokens per step while others decode (default 256) */
 } ss_engine_params;

@@ -134,46 +134,76 @@ static int parse_listen(const char *s, options *o)
     return parse_int(colon + 1, 0, 65535, &o->port);
 }
 
+/* Long options: the first ones are numbered from O_MODEL in the order of `longopts`. */
+enum {
+    O_MODEL = 256,
+    O_TOK,
+    O_DATA,
+    O_LISTEN,
+    O_THREADS,
+    O_CTHREADS,
+    O_HUGE,
+    O_KEYS,
+    O_MAXBODY,
+    O_MAXTOK,
+    O_BATCH,
+    O_QUEUE,
+    O_CHUNK,
+    O_STOREMAX,
+    O_SHUTDOWN,
+    O_QUIET,
+};
+
+static const struct option longopts[] = {
+    {"model", required_argument, NULL, O_MODEL},
+    {"tokenizer", required_argument, NULL, O_TOK},
+    {"data", required_argument, NULL, O_DATA},
+    {"listen", required_argument, NULL, O_LISTEN},
+    {"threads", required_argument, NULL, O_THREADS},
+    {"compute-threads", required_argument, NULL, O_CTHREADS},
+    {"huge-pages", no_argument, NULL, O_HUGE},
+    {"api-keys", required_argument, NULL, O_KEYS},
+    {"max-body", required_argument, NULL, O_MAXBODY},
+    {"max-tokens", required_argument, NULL, O_MAXTOK},
+    {"max-batch", required_argument, NULL, O_BATCH},
+    {"max-queue", required_argument, NULL, O_QUEUE},
+    {"prefill-chunk", required_argument, NULL, O_CHUNK},
+    {"store-max-bytes", required_argument, NULL, O_STOREMAX},
+    {"shutdown-timeout", required_argument, NULL, O_SHUTDOWN},
+    {"quiet", no_argument, NULL, O_QUIET},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+#define MAX_COUNT (1 << 20) /* upper bound of --max-tokens, --max-queue, --prefill-chunk */
+
+/* Apply option c (one of O_*) with argument arg to o; 0 when the value is malformed. */
+static int apply_option(int c, const char *arg, options *o)
+{
+    switch (c) {
+    case O_MODEL: o->model = arg; return 1;
+    case O_TOK: o->tokenizer = arg; return 1;
+    case O_DATA: o->data = arg; return 1;
+    case O_LISTEN: return parse_listen(arg, o);
+    case O_THREADS: return parse_int(arg, 1, 1024, &o->threads);
+    case O_CTHREADS: return parse_int(arg, 0, 1024, &o->compute_threads);
+    case O_HUGE: o->huge_pages = 1; return 1;
+    case O_KEYS: o->api_keys = arg; return 1;
+    case O_MAXBODY: return (o->max_body = parse_size(arg)) > 0;
+    case O_MAXTOK: return parse_int(arg, 1, MAX_COUNT, &o->max_tokens);
+    case O_BATCH: return parse_int(arg, 1, SS_ENGINE_MAX_BATCH, &o->max_batch);
+    case O_QUEUE: return parse_int(arg, 1, MAX_COUNT, &o->max_queue);
+    case O_CHUNK: return parse_int(arg, 1, MAX_COUNT, &o->prefill_chunk);
+    case O_STOREMAX: return (o->store_max_bytes = parse_size(arg)) > 0;
+    case O_SHUTDOWN: return parse_int(arg, 0, 3600, &o->shutdown_timeout);
+    case O_QUIET: o->quiet = 1; return 1;
+    }
+    return 0;
+}
+
+/* Parse the command line into o (defaults first); 0 after printing what is wrong. */
 static int parse_args(int argc, char **argv, options *o)
 {
-    enum {
-        O_MODEL = 256,
-        O_TOK,
-        O_DATA,
-        O_LISTEN,
-        O_THREADS,
-        O_CTHREADS,
-        O_HUGE,
-        O_KEYS,
-        O_MAXBODY,
-        O_MAXTOK,
-        O_BATCH,
-        O_QUEUE,
-        O_CHUNK,
-        O_STOREMAX,
-        O_SHUTDOWN,
-        O_QUIET,
-    };
-    static const struct option longopts[] = {
-        {"model", required_argument, NULL, O_MODEL},
-        {"tokenizer", required_argument, NULL, O_TOK},
-        {"data", required_argument, NULL, O_DATA},
-        {"listen", required_argument, NULL, O_LISTEN},
-        {"threads", required_argument, NULL, O_THREADS},
-        {"compute-threads", required_argument, NULL, O_CTHREADS},
-        {"huge-pages", no_argument, NULL, O_HUGE},
-        {"api-keys", required_argument, NULL, O_KEYS},
-        {"max-body", required_argument, NULL, O_MAXBODY},
-        {"max-tokens", required_argument, NULL, O_MAXTOK},
-        {"max-batch", required_argument, NULL, O_BATCH},
-        {"max-queue", required_argument, NULL, O_QUEUE},
-        {"prefill-chunk", required_argument, NULL, O_CHUNK},
-        {"store-max-bytes", required_argument, NULL, O_STOREMAX},
-        {"shutdown-timeout", required_argument, NULL, O_SHUTDOWN},
-        {"quiet", no_argument, NULL, O_QUIET},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     *o = (options){.model = "models/demo-mamba1",
                    .data = "./data",
                    .host = "127.0.0.1",
@@ -187,28 +217,15 @@ static int parse_args(int argc, char **argv, options *o)
                    .shutdown_timeout = 10};
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        int ok = 1;
-        switch (c) {
-        case O_MODEL: o->model = optarg; break;
-        case O_TOK: o->tokenizer = optarg; break;
-        case O_DATA: o->data = optarg; break;
-        case O_LISTEN: ok = parse_listen(optarg, o); break;
-        case O_THREADS: ok = parse_int(optarg, 1, 1024, &o->threads); break;
-        case O_CTHREADS: ok = parse_int(optarg, 0, 1024, &o->compute_threads); break;
-        case O_HUGE: o->huge_pages = 1; break;
-        case O_KEYS: o->api_keys = optarg; break;
-        case O_MAXBODY: ok = (o->max_body = parse_size(optarg)) > 0; break;
-        case O_MAXTOK: ok = parse_int(optarg, 1, 1 << 20, &o->max_tokens); break;
-        case O_BATCH: ok = parse_int(optarg, 1, 64, &o->max_batch); break;
-        case O_QUEUE: ok = parse_int(optarg, 1, 1 << 20, &o->max_queue); break;
-        case O_CHUNK: ok = parse_int(optarg, 1, 1 << 20, &o->prefill_chunk); break;
-        case O_STOREMAX: ok = (o->store_max_bytes = parse_size(optarg)) > 0; break;
-        case O_SHUTDOWN: ok = parse_int(optarg, 0, 3600, &o->shutdown_timeout); break;
-        case O_QUIET: o->quiet = 1; break;
-        case 'h': usage(stdout); exit(0);
-        default: usage(stderr); return 0;
+        if (c == 'h') {
+            usage(stdout);
+            exit(0);
         }
-        if (!ok) {
+        if (c < O_MODEL || c > O_QUIET) {
+            usage(stderr);
+            return 0;
+        }
+        if (!apply_option(c, optarg, o)) {
             fprintf(stderr, "statesoupd: bad value for --%s: '%s'\n", longopts[c - O_MODEL].name,
                     optarg);
             return 0;
@@ -259,154 +276,215 @@ static const char *base_name(const char *path, char *buf, size_t cap)
     return b ? b + 1 : buf;
 }
 
-int main(int argc, char **argv)
+/* Catch SIGINT/SIGTERM (see on_signal) and ignore SIGPIPE. 0 when the pipe cannot be made. */
+static int signals_init(void)
 {
-    ss_blas_ensure_kernels(argv);
-    int rc = 1;
-    options o;
-    ss_metrics *metrics = NULL;
-    ss_api *api = NULL;
-    ss_http *http = NULL;
-    ss_model *model = NULL;
-    ss_tokenizer *tok = NULL;
-    ss_store *store = NULL;
-    ss_engine *engine = NULL;
-    ss_err err;
-    char tok_path[4096], name_buf[4096];
-    if (!parse_args(argc, argv, &o)) return 2;
-
     if (pipe(sig_pipe) != 0) {
         fprintf(stderr, "statesoupd: pipe: %s\n", strerror(errno));
-        return 1;
+        return 0;
     }
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    return 1;
+}
 
-    fprintf(stderr, "statesoupd %s: OpenBLAS core %s\n", "0.1.0", ss_blas_core_name());
-    if ((err = ss_metrics_new(&metrics))) goto fail;
-    ss_api_params ap = {.max_body = o.max_body,
-                        .max_tokens = o.max_tokens,
-                        .model_name = base_name(o.model, name_buf, sizeof name_buf),
-                        .metrics = metrics};
-    if ((err = ss_api_new(&api, &ap))) goto fail;
+/* ---- the parts of the daemon -------------------------------------------------------------- */
+
+/* Everything the daemon runs; NULL until opened, closed in reverse order by shut_down. */
+typedef struct parts {
+    ss_metrics *metrics;
+    ss_api *api;
+    ss_http *http;
+    ss_model *model;
+    ss_tokenizer *tok;
+    ss_store *store;
+    ss_engine *engine;
+    char model_name[4096]; /* the model folder's base name, served as the model's id */
+    char tok_path[4096];
+} parts;
+
+/*
+ * Metrics, the API (not ready yet) and HTTP, so that /healthz answers 503 while the model loads.
+ * Returns ss_metrics_new's, ss_api_new's or ss_http_start's error.
+ */
+static ss_err start_http(parts *d, const options *o)
+{
+    ss_err err;
+    if ((err = ss_metrics_new(&d->metrics))) return err;
+    ss_api_params ap = {.max_body = o->max_body,
+                        .max_tokens = o->max_tokens,
+                        .model_name = base_name(o->model, d->model_name, sizeof d->model_name),
+                        .metrics = d->metrics};
+    if ((err = ss_api_new(&d->api, &ap))) return err;
     int n_routes;
-    const ss_host_route *routes = ss_api_routes(api, &n_routes);
-    ss_http_params hp = {.host = o.host,
-                         .port = o.port,
-                         .threads = o.threads,
-                         .max_body = o.max_body,
-                         .api_keys = o.api_keys,
-                         .log_requests = !o.quiet,
+    const ss_host_route *routes = ss_api_routes(d->api, &n_routes);
+    ss_http_params hp = {.host = o->host,
+                         .port = o->port,
+                         .threads = o->threads,
+                         .max_body = o->max_body,
+                         .api_keys = o->api_keys,
+                         .log_requests = !o->quiet,
                          .routes = routes,
                          .n_routes = n_routes,
-                         .app = api,
-                         .metrics = metrics};
-    if ((err = ss_http_start(&http, &hp))) goto fail;
-    int port = ss_http_port(http);
-    if (strchr(o.host, ':'))
-        fprintf(stderr, "statesoupd: listening on http://[%s]:%d\n", o.host, port);
+                         .app = d->api,
+                         .metrics = d->metrics};
+    if ((err = ss_http_start(&d->http, &hp))) return err;
+    int port = ss_http_port(d->http);
+    if (strchr(o->host, ':'))
+        fprintf(stderr, "statesoupd: listening on http://[%s]:%d\n", o->host, port);
     else
-        fprintf(stderr, "statesoupd: listening on http://%s:%d\n", o.host, port);
+        fprintf(stderr, "statesoupd: listening on http://%s:%d\n", o->host, port);
+    return SS_OK;
+}
 
+/* Load the checkpoint and say what it is. Returns ss_model_open's error. */
+static ss_err load_model(parts *d, const options *o)
+{
     ss_model_params mp = ss_model_default_params();
-    mp.n_threads = o.compute_threads;
-    mp.huge_pages = o.huge_pages;
+    mp.n_threads = o->compute_threads;
+    mp.huge_pages = o->huge_pages;
     mp.progress = ss_progress_print;
     mp.progress_user = (void *)"statesoupd: ";
     int64_t t0 = ss_mono_ns();
-    if ((err = ss_model_open(&model, o.model, &mp))) goto fail;
-    const ss_model_info *info = ss_model_get_info(model);
+    ss_err err = ss_model_open(&d->model, o->model, &mp);
+    if (err) return err;
+    const ss_model_info *info = ss_model_get_info(d->model);
     fprintf(stderr,
             "statesoupd: model %s: %s, %d layers, d_model %d, vocab %d, %.1fM params, %s, state "
             "%zu bytes, fingerprint %s (%.0f ms)\n",
-            o.model, info->architecture, info->n_layer, info->d_model, info->vocab_size,
+            o->model, info->architecture, info->n_layer, info->d_model, info->vocab_size,
             (double)info->n_params / 1e6, info->dtype, info->state_bytes, info->fingerprint,
             (double)(ss_mono_ns() - t0) / 1e6);
+    return SS_OK;
+}
 
-    const char *tp = o.tokenizer;
+/*
+ * The tokenizer: --tokenizer, else the model folder's tokenizer.json when there is one, else
+ * none (token ids only). Returns ss_tokenizer_open's error, except SS_ERR_UNSUPPORTED for the
+ * folder's own file, which only leaves the daemon without a tokenizer.
+ */
+static ss_err open_tokenizer(parts *d, const options *o)
+{
+    const char *tp = o->tokenizer;
     if (!tp) {
-        snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", o.model);
-        if (file_exists(tok_path)) tp = tok_path;
+        snprintf(d->tok_path, sizeof d->tok_path, "%s/tokenizer.json", o->model);
+        if (file_exists(d->tok_path)) tp = d->tok_path;
     }
-    if (tp) {
-        err = ss_tokenizer_open(&tok, tp);
-        if (err == SS_ERR_UNSUPPORTED && !o.tokenizer) {
-            /* The checkpoint's own tokenizer is of a kind we do not implement (e.g. Mistral's
-             * SentencePiece one beside Mamba-Codestral): serve token ids rather than nothing. */
-            fprintf(stderr, "statesoupd: %s: %s; continuing without a tokenizer: text requests "
-                            "will be refused (400), token ids work\n", tp, ss_errmsg());
-            err = SS_OK;
-        } else if (err) {
-            goto fail;
-        } else {
-            fprintf(stderr, "statesoupd: tokenizer %s (%d ids)\n", tp,
-                    ss_tokenizer_vocab_size(tok));
-        }
-    } else {
+    if (!tp) {
         fprintf(stderr, "statesoupd: no tokenizer: text requests will be refused (400), token "
                         "ids work\n");
+        return SS_OK;
     }
+    ss_err err = ss_tokenizer_open(&d->tok, tp);
+    if (err == SS_ERR_UNSUPPORTED && !o->tokenizer) {
+        /* The checkpoint's own tokenizer is of a kind we do not implement (e.g. Mistral's
+         * SentencePiece one beside Mamba-Codestral): serve token ids rather than nothing. */
+        fprintf(stderr,
+                "statesoupd: %s: %s; continuing without a tokenizer: text requests "
+                "will be refused (400), token ids work\n",
+                tp, ss_errmsg());
+        return SS_OK;
+    }
+    if (err) return err;
+    fprintf(stderr, "statesoupd: tokenizer %s (%d ids)\n", tp, ss_tokenizer_vocab_size(d->tok));
+    return SS_OK;
+}
 
-    if (mkdir(o.data, 0755) != 0 && errno != EEXIST) {
-        err = ss_fail(SS_ERR_IO, "cannot create %s: %s", o.data, strerror(errno));
-        goto fail;
-    }
+/* The state catalog in --data (created if missing). SS_ERR_IO, or ss_store_open's error. */
+static ss_err open_catalog(parts *d, const options *o)
+{
+    if (mkdir(o->data, 0755) != 0 && errno != EEXIST)
+        return ss_fail(SS_ERR_IO, "cannot create %s: %s", o->data, strerror(errno));
     ss_store_params sp = ss_store_default_params();
-    sp.max_map_size = o.store_max_bytes;
-    if (o.store_max_bytes && o.store_max_bytes < sp.initial_map_size)
-        sp.initial_map_size = o.store_max_bytes;
-    if ((err = ss_store_open(&store, o.data, &sp))) goto fail;
+    sp.max_map_size = o->store_max_bytes;
+    if (o->store_max_bytes && o->store_max_bytes < sp.initial_map_size)
+        sp.initial_map_size = o->store_max_bytes;
+    ss_err err = ss_store_open(&d->store, o->data, &sp);
+    if (err) return err;
     ss_store_stats st;
-    if (ss_store_get_stats(store, &st) == SS_OK)
-        fprintf(stderr, "statesoupd: catalog %s: %llu states\n", o.data,
+    if (ss_store_get_stats(d->store, &st) == SS_OK)
+        fprintf(stderr, "statesoupd: catalog %s: %llu states\n", o->data,
                 (unsigned long long)st.n_states);
+    return SS_OK;
+}
 
+/* Start the engine and hand everything to the API, which becomes ready. */
+static ss_err start_engine(parts *d, const options *o)
+{
     ss_engine_params ep = ss_engine_default_params();
-    ep.max_batch = o.max_batch;
-    ep.max_queue = o.max_queue;
-    ep.prefill_chunk = o.prefill_chunk;
-    if ((err = ss_engine_open(&engine, model, &ep))) goto fail;
-    ss_api_attach(api, model, tok, store, engine);
-    loaded = 1;
-    fprintf(stderr, "statesoupd: ready\n");
+    ep.max_batch = o->max_batch;
+    ep.max_queue = o->max_queue;
+    ep.prefill_chunk = o->prefill_chunk;
+    ss_err err = ss_engine_open(&d->engine, d->model, &ep);
+    if (err) return err;
+    ss_api_attach(d->api, d->model, d->tok, d->store, d->engine);
+    return SS_OK;
+}
 
+#define SHUTDOWN_POLL_MS 50 /* how often running jobs are looked at while they finish */
+
+/* Serve until SIGINT/SIGTERM; then stop accepting and give running jobs up to timeout_s. */
+static void serve(parts *d, int timeout_s)
+{
     unsigned char sig = 0;
     while (read(sig_pipe[0], &sig, 1) < 0 && errno == EINTR) {
     }
     fprintf(stderr, "statesoupd: %s: shutting down\n", strsignal(sig));
-
-    /* Stop accepting; give running jobs a moment to finish, then cancel the rest. */
-    ss_http_quiesce(http);
-    for (int i = 0; i < o.shutdown_timeout * 20; i++) {
+    ss_http_quiesce(d->http);
+    for (int i = 0; i < timeout_s * (1000 / SHUTDOWN_POLL_MS); i++) {
         ss_engine_stats es;
-        ss_engine_get_stats(engine, &es);
+        ss_engine_get_stats(d->engine, &es);
         if (es.queued == 0 && es.running == 0) break;
-        struct timespec ts = {0, 50 * 1000 * 1000};
+        struct timespec ts = {0, SHUTDOWN_POLL_MS * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
-    rc = 0;
-    goto out;
-fail:
-    fprintf(stderr, "statesoupd: %s\n", ss_errmsg());
-    (void)err;
-out:
-    if (api) ss_api_detach_engine(api);
-    ss_engine_close(engine); /* cancels what is left; every parked request is woken */
-    if (http && !ss_http_drain(http, 5000))
+}
+
+/*
+ * Close everything that was opened, in the order that lets every request finish cleanly: detach
+ * and close the engine (cancels what is left and wakes every parked request), let the answers
+ * out, stop HTTP, then the rest.
+ */
+static void shut_down(parts *d)
+{
+    if (d->api) ss_api_detach_engine(d->api);
+    ss_engine_close(d->engine);
+    if (d->http && !ss_http_drain(d->http, 5000))
         fprintf(stderr, "statesoupd: some clients did not take their answers; closing\n");
-    ss_http_stop(http);
-    ss_store_close(store);
-    ss_tokenizer_close(tok);
-    ss_model_close(model);
-    ss_api_free(api);
-    ss_metrics_free(metrics);
-    if (sig_pipe[0] >= 0) {
-        close(sig_pipe[0]);
-        close(sig_pipe[1]);
+    ss_http_stop(d->http);
+    ss_store_close(d->store);
+    ss_tokenizer_close(d->tok);
+    ss_model_close(d->model);
+    ss_api_free(d->api);
+    ss_metrics_free(d->metrics);
+}
+
+int main(int argc, char **argv)
+{
+    ss_blas_ensure_kernels(argv);
+    options o;
+    static parts d; /* static: two 4 KiB path buffers */
+    if (!parse_args(argc, argv, &o)) return 2;
+    if (!signals_init()) return 1;
+    fprintf(stderr, "statesoupd %s: OpenBLAS core %s\n", SS_VERSION, ss_blas_core_name());
+    ss_err err = start_http(&d, &o);
+    if (!err) err = load_model(&d, &o);
+    if (!err) err = open_tokenizer(&d, &o);
+    if (!err) err = open_catalog(&d, &o);
+    if (!err) err = start_engine(&d, &o);
+    if (!err) {
+        loaded = 1;
+        fprintf(stderr, "statesoupd: ready\n");
+        serve(&d, o.shutdown_timeout);
+    } else {
+        fprintf(stderr, "statesoupd: %s\n", ss_errmsg());
     }
-    if (rc == 0) fprintf(stderr, "statesoupd: stopped\n");
-    return rc;
+    shut_down(&d);
+    close(sig_pipe[0]);
+    close(sig_pipe[1]);
+    if (!err) fprintf(stderr, "statesoupd: stopped\n");
+    return err ? 1 : 0;
 }
