@@ -216,6 +216,14 @@ ss_err api_tokens(ss_api *a, const json_t *v, const char *what, int32_t **ids, i
     }
     if (!json_is_array(v))
         return ss_fail(SS_ERR_FORMAT, "\"%s\" must be a string or an array of token ids", what);
+    size_t len = 0;
+    ss_err err = api_token_array(v, a->info->vocab_size, what, ids, &len);
+    if (!err) *n = (int)len;
+    return err;
+}
+
+ss_err api_token_array(const json_t *v, int vocab, const char *what, int32_t **ids, size_t *n)
+{
     size_t len = json_array_size(v);
     if (len > INT32_MAX / 2) return ss_fail(SS_ERR_TOO_LARGE, "%s is too long", what);
     int32_t *out = malloc((len ? len : 1) * sizeof *out);
@@ -227,15 +235,15 @@ ss_err api_tokens(ss_api *a, const json_t *v, const char *what, int32_t **ids, i
             return ss_fail(SS_ERR_FORMAT, "%s[%zu] is not an integer token id", what, i);
         }
         json_int_t id = json_integer_value(t);
-        if (id < 0 || id >= a->info->vocab_size) {
+        if (id < 0 || id >= vocab) {
             free(out);
             return ss_fail(SS_ERR_INVALID, "%s[%zu] = %lld is outside the vocabulary [0, %d)", what,
-                           i, (long long)id, a->info->vocab_size);
+                           i, (long long)id, vocab);
         }
         out[i] = (int32_t)id;
     }
     *ids = out;
-    *n = (int)len;
+    *n = len;
     return SS_OK;
 }
 

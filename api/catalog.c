@@ -162,33 +162,14 @@ static ss_err detokenize(ss_api *a, ss_host_req *r, json_t *body)
 {
     int32_t *ids = NULL;
     char *text = NULL;
-    size_t len = 0;
+    size_t n = 0, len = 0;
     json_t *toks = json_object_get(body, "tokens");
     if (!json_is_array(toks))
         return ss_fail(SS_ERR_FORMAT, "\"tokens\" (an array of token ids) is required");
     ss_err err = need_tokenizer(a, "decode tokens");
-    if (err) return err;
-    size_t n = json_array_size(toks);
-    int V = ss_tokenizer_vocab_size(a->tok);
-    ids = malloc((n ? n : 1) * sizeof *ids);
-    if (!ids) return ss_fail(SS_ERR_NOMEM, "out of memory");
-    for (size_t i = 0; i < n; i++) {
-        json_t *t = json_array_get(toks, i);
-        if (!json_is_integer(t)) {
-            err = ss_fail(SS_ERR_FORMAT, "tokens[%zu] is not an integer", i);
-            goto out;
-        }
-        json_int_t id = json_integer_value(t);
-        if (id < 0 || id >= V) {
-            err = ss_fail(SS_ERR_INVALID, "tokens[%zu] = %lld is outside the vocabulary [0, %d)", i,
-                          (long long)id, V);
-            goto out;
-        }
-        ids[i] = (int32_t)id;
-    }
-    if ((err = ss_tokenizer_decode(a->tok, ids, n, 0, &text, &len))) goto out;
-    api_json(r, 200, json_pack("{s:s%}", "text", text, len));
-out:
+    if (!err) err = api_token_array(toks, ss_tokenizer_vocab_size(a->tok), "tokens", &ids, &n);
+    if (!err) err = ss_tokenizer_decode(a->tok, ids, n, 0, &text, &len);
+    if (!err) api_json(r, 200, json_pack("{s:s%}", "text", text, len));
     free(text);
     free(ids);
     return err;

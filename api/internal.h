@@ -87,6 +87,14 @@ ss_err api_get_string(json_t *o, const char *key, const char **out); /* NULL whe
  * NULL when *n is 0). `what` names the field in messages.
  */
 ss_err api_tokens(ss_api *a, const json_t *v, const char *what, int32_t **ids, int *n);
+/*
+ * The token ids of the JSON array v, each an integer in [0, vocab): the one check of token ids
+ * from a request (the engine and the model see only ids that passed it). *ids is malloc'd (free
+ * it) and *n its length, set only on success. SS_ERR_FORMAT for an element that is not an
+ * integer, SS_ERR_INVALID for one outside the vocabulary, SS_ERR_TOO_LARGE, SS_ERR_NOMEM;
+ * `what` names the field in messages.
+ */
+ss_err api_token_array(const json_t *v, int vocab, const char *what, int32_t **ids, size_t *n);
 
 /* Name / tags / metadata of a state to store (POST /v1/states, merge, save_state, import). */
 typedef struct api_save {
