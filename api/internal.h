@@ -75,16 +75,24 @@ void api_with_body(void *app, ss_host_req *r, api_body_handler fn);
 
 /* The body as a JSON object; on failure answers 400 and returns NULL. */
 json_t *api_body(ss_host_req *r);
-/* Optional fields: SS_ERR_FORMAT when present with the wrong type. */
+/*
+ * Optional fields of o: *out is the value, or dflt when the key is absent or null.
+ * SS_ERR_FORMAT when present with the wrong type (an integer may be sent as 5.0).
+ */
 ss_err api_get_int(json_t *o, const char *key, long long dflt, long long *out);
+/* Likewise for a number; also SS_ERR_INVALID when it is not finite (NaN, Infinity). */
 ss_err api_get_real(json_t *o, const char *key, double dflt, double *out);
+/* Likewise for true / false. */
 ss_err api_get_bool(json_t *o, const char *key, int dflt, int *out);
-ss_err api_get_string(json_t *o, const char *key, const char **out); /* NULL when absent */
+/* Likewise for a string (borrowed from o); *out is NULL when absent or null. */
+ss_err api_get_string(json_t *o, const char *key, const char **out);
 
 /*
  * A prompt: a string (tokenized; SS_ERR_UNSUPPORTED without a tokenizer) or an array of token
- * ids (each 0 <= id < the model's vocabulary: SS_ERR_INVALID). *ids is malloc'd (free it; may be
- * NULL when *n is 0). `what` names the field in messages.
+ * ids (api_token_array against the model's vocabulary). *ids is malloc'd (free it; may be NULL
+ * when *n is 0). `what` names the field in messages. SS_ERR_FORMAT for another type,
+ * SS_ERR_INVALID for a tokenizer that yields ids beyond the model's vocabulary, SS_ERR_TOO_LARGE,
+ * SS_ERR_NOMEM, or the tokenizer's errors.
  */
 ss_err api_tokens(ss_api *a, const json_t *v, const char *what, int32_t **ids, int *n);
 /*
@@ -102,18 +110,25 @@ typedef struct api_save {
     json_t *tags;     /* array of strings (new reference) */
     json_t *metadata; /* object (new reference) */
 } api_save;
-/* Read and validate name/tags/metadata from o (name free and well formed: 409 / 422). */
+/*
+ * Read and validate name/tags/metadata from o into s (free it with api_save_free on success; on
+ * failure nothing is left to free). SS_ERR_FORMAT for a wrong type, SS_ERR_INVALID for a bad
+ * name or tag (ss_store_check_name / _tag), SS_ERR_EXISTS when the name is taken, SS_ERR_NOMEM.
+ */
 ss_err api_save_parse(ss_api *a, json_t *o, api_save *s);
+/* Free what s holds and zero it (a zeroed api_save is a no-op). */
 void api_save_free(api_save *s);
 /*
- * Store `st` with the record built from s, n_tokens and parents (array, borrowed; NULL = []).
- * On success *record is the complete record text (free it).
+ * Store `data` (the model's state_bytes) with the record built from s, n_tokens and parents
+ * (array, borrowed; NULL = []). On success *record is the complete record text (free it).
+ * SS_ERR_NOMEM, or ss_store_put's errors (SS_ERR_EXISTS, SS_ERR_INVALID, SS_ERR_FULL, ...).
  */
 ss_err api_save_state(ss_api *a, const api_save *s, const float *data, long long n_tokens,
                       json_t *parents, char **record);
 
 /* ---- starting states ----------------------------------------------------------------------- */
 
+/* The starting state of a request (api_start_resolve). */
 typedef struct api_start {
     ss_state *st;   /* NULL: the zero state */
     int has_hidden; /* final_hidden is not all zeros */
@@ -128,12 +143,16 @@ typedef struct api_start {
  */
 ss_err api_start_resolve(ss_api *a, json_t *body, const char *state_key, int allow_merge,
                          api_start *out);
+/* Free what s holds and zero it (a zeroed api_start is a no-op). */
 void api_start_free(api_start *s);
 
 /*
  * dst = sum_i w_i * state_i over the sources [{state, weight}] (normalized by the sum of the
- * weights when asked: SS_ERR_INVALID when it is 0). *parents receives [{id, weight}] (the weights
- * as applied) and *n_tokens the largest n_tokens of the sources.
+ * weights when asked). *parents receives [{id, weight}] (the weights as applied) and *n_tokens
+ * the largest n_tokens of the sources. SS_ERR_FORMAT for a malformed source, SS_ERR_INVALID for
+ * an empty or too long merge, a weight that is not finite or beyond float, weights that sum to 0
+ * with normalize; SS_ERR_NOT_FOUND, SS_ERR_MISMATCH (another model's state), SS_ERR_CORRUPT,
+ * SS_ERR_NOMEM.
  */
 ss_err api_merge(ss_api *a, const json_t *sources, int normalize, ss_state *dst, json_t **parents,
                  long long *n_tokens);
@@ -149,6 +168,12 @@ void api_cancel(ss_api *a, ss_job *job);
 
 /* ---- handlers ------------------------------------------------------------------------------ */
 
+/*
+ * The endpoints (ss_host_handler, host thread), in the route table of api.c. Each answers
+ * through the host (ss_host.h), errors through api_reject; the inference ones park the request.
+ * catalog.c: health, metrics, models, tokenize / detokenize, the state catalog;
+ * infer.c: POST /v1/states, /v1/generate, /v1/completions, /v1/score.
+ */
 void api_h_healthz(void *app, ss_host_req *r);
 void api_h_metrics(void *app, ss_host_req *r);
 void api_h_models(void *app, ss_host_req *r);

@@ -35,7 +35,10 @@ typedef struct ss_api_params {
     ss_metrics *metrics;    /* not owned; may be NULL */
 } ss_api_params;
 
-/* Create the API (not ready: every endpoint but /healthz and /metrics answers 503). */
+/*
+ * Create the API (not ready: every endpoint but /healthz and /metrics answers 503). p is copied
+ * (model_name too). SS_ERR_NOMEM; *out is set only on success.
+ */
 ss_err ss_api_new(ss_api **out, const ss_api_params *p);
 /* Free the API. The host serving its routes must be stopped first. NULL is a no-op. */
 void ss_api_free(ss_api *a);

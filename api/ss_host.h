@@ -125,7 +125,10 @@ int ss_host_stream_write(ss_host_req *r, const void *data, size_t len);
 /* The stream ends once what was written is sent. Any thread. */
 void ss_host_stream_end(ss_host_req *r);
 
-/* Take / drop a reference to the request. Any thread. */
+/*
+ * Take / drop a reference to the request. The host holds one until the request is over; the
+ * request and its user data are freed when the last one is dropped. Any thread.
+ */
 void ss_host_req_ref(ss_host_req *r);
 void ss_host_req_unref(ss_host_req *r);
 

@@ -114,9 +114,14 @@ typedef struct ss_engine_params {
     int prefill_chunk; /* prompt tokens per step while others decode (default 256) */
 } ss_engine_params;
 
+/* The defaults named above (max_batch 16, max_queue 256, prefill_chunk 256). */
 ss_engine_params ss_engine_default_params(void);
 
-/* Start the scheduler thread for model m (not owned; must outlive the engine). */
+/*
+ * Start the scheduler thread for model m (not owned; must outlive the engine); p may be NULL for
+ * the defaults. SS_ERR_INVALID for parameters out of range, SS_ERR_NOMEM, SS_ERR_INTERNAL when
+ * the thread cannot be started. *out is set only on success.
+ */
 ss_err ss_engine_open(ss_engine **out, ss_model *m, const ss_engine_params *p);
 /* Stop: pending and running jobs finish with SS_FINISH_CANCELLED (their on_done runs), then the
  * thread exits. NULL is a no-op. */
@@ -162,7 +167,8 @@ void ss_job_free(ss_job *job);
 
 /*
  * Convenience for synchronous callers (CLI, tests): submit and wait for the end.
- * on_done in p is ignored (used internally); on_token is honoured.
+ * on_done in p is ignored (used internally); on_token is honoured. Returns ss_engine_submit's
+ * errors; a job that ran reports how it ended in its result.
  */
 ss_err ss_engine_run(ss_engine *e, const ss_job_params *p, ss_job **out);
 /* The same for a batch (ss_engine_submit_batch): returns once every job of it is done. */
@@ -177,6 +183,7 @@ typedef struct ss_engine_stats {
     int queued;
     int running;
 } ss_engine_stats;
+/* A snapshot of the counters (consistent with each other: taken under the engine's lock). */
 void ss_engine_get_stats(ss_engine *e, ss_engine_stats *out);
 
 #endif

@@ -17,6 +17,7 @@
 
 typedef struct ss_metrics ss_metrics;
 
+/* An empty registry. SS_ERR_NOMEM; *out is set only on success. */
 ss_err ss_metrics_new(ss_metrics **out);
 /* NULL is a no-op. */
 void ss_metrics_free(ss_metrics *m);
@@ -36,7 +37,7 @@ typedef struct ss_metrics_extra {
 
 /*
  * Render every metric in the Prometheus text format (version 0.0.4). *out is malloc'd
- * (free() it), *len its length.
+ * (free() it), *len its length. SS_ERR_NOMEM.
  */
 ss_err ss_metrics_render(ss_metrics *m, const ss_metrics_extra *x, char **out, size_t *len);
 
