@@ -17,13 +17,16 @@
 
 /*
  * Each handler is run by api_with_body (model loaded, body a JSON object) and returns an error
- * to answer, or SS_OK once infer_submit has answered or parked the request.
+ * to answer, or SS_OK once infer_submit has answered or parked the request. `inf` starts NULL:
+ * infer_new sets it only on success and every use is behind a success check, but a release
+ * build (gcc -O3) cannot see that ss_fail returns its nonzero code and warned "may be used
+ * uninitialized".
  */
 
 /* POST /v1/states: batch form [{prompt | tokens, name?, tags?, metadata?}, ...], one record each */
 static ss_err states_create(ss_api *a, ss_host_req *r, json_t *body)
 {
-    infer *inf;
+    infer *inf = NULL;
     ss_err err = infer_new(a, r, EP_STATES, &inf);
     if (!err) err = infer_parse_batch(a, body, inf, &infer_states_batch);
     if (!err && !inf->batch) {
@@ -50,7 +53,7 @@ void api_h_states_create(void *app, ss_host_req *r)
 /* /v1/generate: "prompt", or in batch form "prompts": [prompt, ...], one result each. */
 static ss_err generate(ss_api *a, ss_host_req *r, json_t *body)
 {
-    infer *inf;
+    infer *inf = NULL;
     ss_job_params p;
     ss_err err = infer_new(a, r, EP_GENERATE, &inf);
     if (err) return err;
@@ -89,7 +92,7 @@ void api_h_generate(void *app, ss_host_req *r)
 
 static ss_err completions(ss_api *a, ss_host_req *r, json_t *body)
 {
-    infer *inf;
+    infer *inf = NULL;
     ss_job_params p;
     ss_err err = infer_new(a, r, EP_COMPLETIONS, &inf);
     if (err) return err;
@@ -117,7 +120,7 @@ void api_h_completions(void *app, ss_host_req *r)
 /* /v1/score: batch form [{context?, continuation}, ...], one result each */
 static ss_err score(ss_api *a, ss_host_req *r, json_t *body)
 {
-    infer *inf;
+    infer *inf = NULL;
     ss_err err = infer_new(a, r, EP_SCORE, &inf);
     if (!err) err = infer_parse_batch(a, body, inf, &infer_score_batch);
     if (!err && !inf->batch) err = infer_score_member(a, body, body, "", inf, 0);
