@@ -58,7 +58,7 @@ void api_reject(ss_host_req *r, ss_err e, const char *code, const char *fmt, ...
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    ss_host_respond_error(r, api_status_of(e), code ? code : api_code_of(e), "%s", msg);
+    ss_host_respond_error(r, api_status_of(e), code ? code : api_code_of(e), msg);
 }
 
 void api_fail(ss_host_req *r, ss_err e)

@@ -93,11 +93,11 @@ void ss_host_set_user(ss_host_req *r, void *user, void (*free_fn)(void *), ss_ho
  */
 void ss_host_respond(ss_host_req *r, int status, const char *content_type, void *body, size_t len);
 /*
- * Answer with the contract's error body {"error": {"code", "message"}} (message printf-style).
- * 401 answers also carry WWW-Authenticate, 429 and 503 Retry-After.
+ * Answer with the contract's error body {"error": {"code", "message"}} (the host builds it: its
+ * own errors, 401 to 415, have the same shape). 401 answers also carry WWW-Authenticate, 429
+ * and 503 Retry-After.
  */
-void ss_host_respond_error(ss_host_req *r, int status, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+void ss_host_respond_error(ss_host_req *r, int status, const char *code, const char *message);
 /* Add a header to the coming answer (copied). At most 8. */
 void ss_host_add_header(ss_host_req *r, const char *name, const char *value);
 

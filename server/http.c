@@ -251,14 +251,9 @@ void ss_host_add_header(ss_host_req *r, const char *name, const char *value)
     r->hdr_value[r->n_headers++] = v;
 }
 
-void ss_host_respond_error(ss_host_req *r, int status, const char *code, const char *fmt, ...)
+void ss_host_respond_error(ss_host_req *r, int status, const char *code, const char *message)
 {
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    json_t *j = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
+    json_t *j = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message);
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (status == 401) ss_host_add_header(r, "WWW-Authenticate", "Bearer");
@@ -270,6 +265,19 @@ void ss_host_respond_error(ss_host_req *r, int status, const char *code, const c
         return;
     }
     ss_host_respond(r, status, "application/json", text, strlen(text));
+}
+
+/* The transport's own error answers (routing, auth, body checks), message printf-style. */
+static void fail(ss_host_req *r, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void fail(ss_host_req *r, int status, const char *code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    ss_host_respond_error(r, status, code, msg);
 }
 
 /* ---- the request ---------------------------------------------------------------------------- */
@@ -324,8 +332,7 @@ int ss_host_stopping(ss_host_req *r)
     return atomic_load(&r->h->stopping);
 }
 
-void ss_host_set_user(ss_host_req *r, void *user, void (*free_fn)(void *),
-                      ss_host_over_fn over_fn)
+void ss_host_set_user(ss_host_req *r, void *user, void (*free_fn)(void *), ss_host_over_fn over_fn)
 {
     r->user = user;
     r->user_free = free_fn;
@@ -536,10 +543,10 @@ static const ss_host_route *route(ss_host_req *r)
     }
     if (allow[0]) {
         ss_host_add_header(r, "Allow", allow);
-        ss_host_respond_error(r, 405, "method_not_allowed", "%s is not allowed on %s (allowed: %s)",
-                              r->method, r->path, allow);
+        fail(r, 405, "method_not_allowed", "%s is not allowed on %s (allowed: %s)", r->method,
+             r->path, allow);
     } else {
-        ss_host_respond_error(r, 404, "not_found", "no such endpoint: %s %s", r->method, r->path);
+        fail(r, 404, "not_found", "no such endpoint: %s %s", r->method, r->path);
     }
     return NULL;
 }
@@ -563,13 +570,12 @@ static int authorize(ss_host_req *r)
     }
     const char *auth = header(r, MHD_HTTP_HEADER_AUTHORIZATION);
     if (!auth) {
-        ss_host_respond_error(r, 401, "unauthorized",
-                              "this server needs an API key: send Authorization: Bearer <key>");
+        fail(r, 401, "unauthorized",
+             "this server needs an API key: send Authorization: Bearer <key>");
         return 0;
     }
     if (!ci_prefix(auth, "Bearer ")) {
-        ss_host_respond_error(r, 401, "unauthorized",
-                              "the Authorization header must be \"Bearer <key>\"");
+        fail(r, 401, "unauthorized", "the Authorization header must be \"Bearer <key>\"");
         return 0;
     }
     const char *key = auth + 7;
@@ -578,15 +584,15 @@ static int authorize(ss_host_req *r)
         if (key_eq(key, h->keys[i].key)) {
             r->scope = h->keys[i].scope;
             if (r->route->scope == SS_HOST_SCOPE_WRITE && r->scope != SS_HOST_SCOPE_WRITE) {
-                ss_host_respond_error(r, 403, "forbidden",
-                                      "this key is read-only; %s %s needs a key with write scope",
-                                      r->method, r->path);
+                fail(r, 403, "forbidden",
+                     "this key is read-only; %s %s needs a key with write scope", r->method,
+                     r->path);
                 return 0;
             }
             return 1;
         }
     }
-    ss_host_respond_error(r, 401, "unauthorized", "unknown API key");
+    fail(r, 401, "unauthorized", "unknown API key");
     return 0;
 }
 
@@ -602,9 +608,8 @@ static int check_body(ss_host_req *r)
         if (ct && *ct) {
             size_t n = strlen(want);
             if (strncasecmp(ct, want, n) != 0 || (ct[n] && ct[n] != ';' && ct[n] != ' ')) {
-                ss_host_respond_error(r, 415, "unsupported_media_type",
-                                      "%s %s takes Content-Type %s, not %s", r->method, r->path,
-                                      want, ct);
+                fail(r, 415, "unsupported_media_type", "%s %s takes Content-Type %s, not %s",
+                     r->method, r->path, want, ct);
                 return 0;
             }
         }
@@ -615,16 +620,16 @@ static int check_body(ss_host_req *r)
         char *end;
         unsigned long long n = strtoull(cl, &end, 10);
         if (errno || end == cl || n > r->body_max) {
-            ss_host_respond_error(r, 413, "too_large",
-                                  "the request body (%s bytes) is larger than the limit of %zu "
-                                  "bytes",
-                                  cl, r->body_max);
+            fail(r, 413, "too_large",
+                 "the request body (%s bytes) is larger than the limit of %zu "
+                 "bytes",
+                 cl, r->body_max);
             return 0;
         }
         if (n && rt->body != SS_HOST_BODY_NONE) {
             r->body = malloc((size_t)n + 1);
             if (!r->body) {
-                ss_host_respond_error(r, 503, "out_of_memory", "cannot buffer the request body");
+                fail(r, 503, "out_of_memory", "cannot buffer the request body");
                 return 0;
             }
             r->body_cap = (size_t)n + 1;
@@ -712,7 +717,7 @@ static void after_dispatch(ss_host_req *r)
         pthread_mutex_lock(&r->mu);
         if (!r->cont) {
             pthread_mutex_unlock(&r->mu);
-            ss_host_respond_error(r, 500, "internal_error", "the handler gave no answer");
+            fail(r, 500, "internal_error", "the handler gave no answer");
             return;
         }
         if (r->woken) {
@@ -721,7 +726,7 @@ static void after_dispatch(ss_host_req *r)
         }
         if (atomic_load(&r->h->stopping)) {
             pthread_mutex_unlock(&r->mu);
-            ss_host_respond_error(r, 503, "shutting_down", "the server is shutting down");
+            fail(r, 503, "shutting_down", "the server is shutting down");
             return;
         }
         r->suspended = 1;
@@ -754,9 +759,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     }
     if (r->responded) return r->broken ? MHD_NO : MHD_YES;
     if (r->too_large) {
-        ss_host_respond_error(r, 413, "too_large",
-                              "the request body is larger than the limit of %zu bytes",
-                              r->body_max);
+        fail(r, 413, "too_large", "the request body is larger than the limit of %zu bytes",
+             r->body_max);
         return MHD_YES;
     }
     if (!r->started) {
