@@ -5,7 +5,7 @@
  *
  * The API object is created before the model is loaded (so /healthz can answer 503 while it
  * loads) and given the model, tokenizer, store and engine with ss_api_attach() once they exist.
- * Its routes are handed to a host (api/ss_host.h: server/http.c in the daemon), which carries the
+ * Its routes are handed to a host (api/ss_host.h: server/host.c in the daemon), which carries the
  * requests; the API knows no transport. Catalog endpoints answer on the host's threads;
  * inference endpoints queue engine jobs (engine/engine.h) and park their request until the jobs
  * report.

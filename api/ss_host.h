@@ -3,8 +3,8 @@
  * more: a request in, an answer or an event stream out, parking a request while work runs
  * elsewhere, and waking it again.
  *
- * api/ declares this interface; the host implements it. In the daemon the host is server/http.c
- * (the HTTP daemon); in tests/test_handlers.c it is a small in-memory one, so the handlers run
+ * api/ declares this interface; the host implements it. In the daemon the host is server/host.c
+ * (beside the HTTP daemon, http.c); in tests/test_handlers.c it is a small in-memory one, so the handlers run
  * without a socket. No transport type appears here: a request is the opaque ss_host_req.
  * The functions are bound at link time (one host per program).
  *

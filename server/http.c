@@ -1,17 +1,11 @@
 /*
- * http.c - the API's host (api/ss_host.h) over libmicrohttpd, and the daemon of http.h.
+ * http.c - the HTTP daemon of statesoupd over libmicrohttpd: listening, routing by the API's
+ * table, auth, body checks, request ids and logging, and the MHD callbacks that drive a request
+ * through the API's handlers. The request side that api/ calls (ss_host_*) is host.c.
  *
  * Per-request state is allocated on the first access-handler call and released from the
- * NOTIFY_COMPLETED callback (libmicrohttpd's post_example.c habit), but through a reference
- * count: an inference job may still hold the request when MHD is done with it (client gone), and
- * the request must be freed exactly once, after both let go.
- *
- * Parking a request is MHD_suspend_connection(); waking it is MHD_resume_connection() from any
- * thread. Both happen under the request's mutex with a `suspended` flag, so a wake that arrives
- * before the park (the job finished while the handler was still returning) is remembered in
- * `woken` instead of resuming a connection that is not suspended. The same holds for streams: the
- * reader callback suspends when it has nothing to send (returning 0 without suspending would spin)
- * and writers resume it.
+ * NOTIFY_COMPLETED callback (libmicrohttpd's post_example.c habit), through the request's
+ * reference count (host.c).
  *
  * Paths are kept percent-encoded (an identity unescape callback) so that a state name containing
  * '/' can be sent as %2F inside one path segment; segments and query values are decoded here.
@@ -20,7 +14,6 @@
 
 #include <ctype.h>
 #include <errno.h>
-#include <jansson.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
@@ -34,73 +27,8 @@
 #include <unistd.h>
 
 #include "metrics.h"
+#include "request.h"
 #include "ss_util.h"
-
-#define MAX_PARAMS  4
-#define MAX_HEADERS 8
-#define MAX_QUERY   16
-
-typedef struct api_key {
-    char *key;
-    ss_host_scope scope;
-} api_key;
-
-struct ss_http {
-    struct MHD_Daemon *d;
-    ss_http_params p;
-    api_key *keys; /* [n_keys]; NULL = no auth */
-    int n_keys;
-    int port;
-    atomic_int stopping;
-    int quiesced;
-    MHD_socket listen_fd; /* handed back by MHD_quiesce_daemon; closed after MHD_stop_daemon */
-    pthread_mutex_t mu;   /* guards the list of live requests */
-    pthread_cond_t idle;  /* signalled when a request leaves the list */
-    ss_host_req *live;
-};
-
-struct ss_host_req {
-    ss_http *h;
-    struct MHD_Connection *conn; /* NULL once MHD completed the request */
-    const ss_host_route *route;
-    char method[16];
-    char *path; /* raw, without the query string */
-    int n_params;
-    const char *param_name[MAX_PARAMS]; /* point into the route pattern (name + len) */
-    size_t param_name_len[MAX_PARAMS];
-    char *param_value[MAX_PARAMS];
-    int n_query;
-    char *query_name[MAX_QUERY], *query_value[MAX_QUERY]; /* decoded copies handed out */
-    char *body;
-    size_t body_len, body_cap, body_max;
-    int too_large;
-    ss_host_scope scope;
-    char rid[72];
-    int64_t t0;
-    int started; /* the handler ran */
-    int status;
-    int responded;
-    int broken; /* no response could be queued: close the connection */
-    int n_headers;
-    char *hdr_name[MAX_HEADERS], *hdr_value[MAX_HEADERS];
-    void *user;
-    void (*user_free)(void *);
-    ss_host_over_fn over_fn;
-
-    pthread_mutex_t mu; /* guards everything below (touched from other threads) */
-    int refs;
-    int over;      /* MHD completed the request */
-    int suspended; /* the connection is suspended (only resume when set) */
-    int woken;     /* ss_host_wake arrived and was not consumed yet */
-    ss_host_cont cont;
-    void *cont_user;
-    int streaming;
-    char *sbuf; /* queued stream bytes [soff, slen) */
-    size_t slen, scap, soff;
-    int send; /* stream ended by the writer */
-
-    ss_host_req *prev, *next; /* live list */
-};
 
 /* ---- small helpers -------------------------------------------------------------------------- */
 
@@ -112,9 +40,7 @@ static int hexval(int c)
     return -1;
 }
 
-/* Percent-decode n bytes of s into a new string; '+' is a space when plus_space. NULL when the
- * encoding is bad, decodes to a NUL byte, or memory runs out. */
-static char *pct_decode(const char *s, size_t n, int plus_space)
+char *http_pct_decode(const char *s, size_t n, int plus_space)
 {
     char *out = malloc(n + 1);
     if (!out) return NULL;
@@ -155,116 +81,10 @@ static int ci_prefix(const char *s, const char *prefix)
     return strncasecmp(s, prefix, n) == 0;
 }
 
-/* ---- request lifetime ---------------------------------------------------------------------- */
-
-static void req_free(ss_host_req *r)
+/* Request header (case-insensitive name); NULL when absent. */
+static const char *header(ss_host_req *r, const char *name)
 {
-    if (r->user_free) r->user_free(r->user);
-    free(r->path);
-    for (int i = 0; i < r->n_params; i++) free(r->param_value[i]);
-    for (int i = 0; i < r->n_query; i++) {
-        free(r->query_name[i]);
-        free(r->query_value[i]);
-    }
-    for (int i = 0; i < r->n_headers; i++) {
-        free(r->hdr_name[i]);
-        free(r->hdr_value[i]);
-    }
-    free(r->body);
-    free(r->sbuf);
-    pthread_mutex_destroy(&r->mu);
-    free(r);
-}
-
-void ss_host_req_ref(ss_host_req *r)
-{
-    pthread_mutex_lock(&r->mu);
-    r->refs++;
-    pthread_mutex_unlock(&r->mu);
-}
-
-void ss_host_req_unref(ss_host_req *r)
-{
-    if (!r) return;
-    pthread_mutex_lock(&r->mu);
-    int left = --r->refs;
-    pthread_mutex_unlock(&r->mu);
-    if (left == 0) req_free(r);
-}
-
-/* ---- answers ------------------------------------------------------------------------------- */
-
-static void queue(ss_host_req *r, int status, struct MHD_Response *resp, const char *ctype)
-{
-    if (!resp) {
-        /* Out of memory: nothing sensible left to say; on_access closes the connection. */
-        r->status = 500;
-        r->responded = 1;
-        r->broken = 1;
-        return;
-    }
-    if (ctype) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
-    MHD_add_response_header(resp, "X-Request-Id", r->rid);
-    for (int i = 0; i < r->n_headers; i++)
-        MHD_add_response_header(resp, r->hdr_name[i], r->hdr_value[i]);
-    MHD_queue_response(r->conn, (unsigned)status, resp);
-    MHD_destroy_response(resp);
-    r->status = status;
-    r->responded = 1;
-}
-
-/* Answer with a copy of `len` bytes of a constant body. */
-static void respond_copy(ss_host_req *r, int status, const char *content_type, const void *body,
-                         size_t len)
-{
-    if (r->responded) return;
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
-    queue(r, status, resp, content_type);
-}
-
-void ss_host_respond(ss_host_req *r, int status, const char *content_type, void *body, size_t len)
-{
-    if (!body) {
-        respond_copy(r, status, content_type, "", 0);
-        return;
-    }
-    if (r->responded) {
-        free(body);
-        return;
-    }
-    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
-    if (!resp) free(body);
-    queue(r, status, resp, content_type);
-}
-
-void ss_host_add_header(ss_host_req *r, const char *name, const char *value)
-{
-    if (r->n_headers >= MAX_HEADERS) return;
-    char *n = strdup(name), *v = strdup(value);
-    if (!n || !v) {
-        free(n);
-        free(v);
-        return;
-    }
-    r->hdr_name[r->n_headers] = n;
-    r->hdr_value[r->n_headers++] = v;
-}
-
-void ss_host_respond_error(ss_host_req *r, int status, const char *code, const char *message)
-{
-    json_t *j = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message);
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    if (status == 401) ss_host_add_header(r, "WWW-Authenticate", "Bearer");
-    if (status == 503 || status == 429) ss_host_add_header(r, "Retry-After", "1");
-    if (!text) {
-        static const char fallback[] =
-            "{\"error\":{\"code\":\"internal_error\",\"message\":\"out of memory\"}}";
-        respond_copy(r, status, "application/json", fallback, sizeof fallback - 1);
-        return;
-    }
-    ss_host_respond(r, status, "application/json", text, strlen(text));
+    return r->conn ? MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name) : NULL;
 }
 
 /* The transport's own error answers (routing, auth, body checks), message printf-style. */
@@ -278,209 +98,6 @@ static void fail(ss_host_req *r, int status, const char *code, const char *fmt, 
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     ss_host_respond_error(r, status, code, msg);
-}
-
-/* ---- the request ---------------------------------------------------------------------------- */
-
-const char *ss_host_param(ss_host_req *r, const char *name)
-{
-    size_t n = strlen(name);
-    for (int i = 0; i < r->n_params; i++)
-        if (r->param_name_len[i] == n && !memcmp(r->param_name[i], name, n))
-            return r->param_value[i];
-    return NULL;
-}
-
-const char *ss_host_query(ss_host_req *r, const char *name)
-{
-    for (int i = 0; i < r->n_query; i++)
-        if (!strcmp(r->query_name[i], name)) return r->query_value[i];
-    if (!r->conn || r->n_query >= MAX_QUERY) return NULL;
-    const char *raw = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
-    if (!raw) return NULL;
-    char *v = pct_decode(raw, strlen(raw), 1);
-    char *n = strdup(name);
-    if (!v || !n) {
-        free(v);
-        free(n);
-        return NULL;
-    }
-    r->query_name[r->n_query] = n;
-    r->query_value[r->n_query++] = v;
-    return v;
-}
-
-/* Request header (case-insensitive name); NULL when absent. */
-static const char *header(ss_host_req *r, const char *name)
-{
-    return r->conn ? MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name) : NULL;
-}
-
-const char *ss_host_body_data(ss_host_req *r, size_t *len)
-{
-    if (len) *len = r->body_len;
-    return r->body ? r->body : "";
-}
-
-ss_host_scope ss_host_scope_of(ss_host_req *r)
-{
-    return r->scope;
-}
-
-int ss_host_stopping(ss_host_req *r)
-{
-    return atomic_load(&r->h->stopping);
-}
-
-void ss_host_set_user(ss_host_req *r, void *user, void (*free_fn)(void *), ss_host_over_fn over_fn)
-{
-    r->user = user;
-    r->user_free = free_fn;
-    r->over_fn = over_fn;
-}
-
-/* ---- parking and streaming ----------------------------------------------------------------- */
-
-void ss_host_wait(ss_host_req *r, ss_host_cont cont, void *user)
-{
-    pthread_mutex_lock(&r->mu);
-    r->cont = cont;
-    r->cont_user = user;
-    pthread_mutex_unlock(&r->mu);
-}
-
-/* Resume the connection if it is suspended. Caller holds r->mu. */
-static void resume_locked(ss_host_req *r)
-{
-    if (r->suspended && !r->over) {
-        r->suspended = 0;
-        MHD_resume_connection(r->conn);
-    }
-}
-
-void ss_host_wake(ss_host_req *r)
-{
-    pthread_mutex_lock(&r->mu);
-    r->woken = 1;
-    resume_locked(r);
-    pthread_mutex_unlock(&r->mu);
-}
-
-int ss_host_client_gone(ss_host_req *r)
-{
-    int gone = 0;
-    pthread_mutex_lock(&r->mu);
-    if (r->over) {
-        gone = 1;
-    } else if (r->suspended) {
-        /* a suspended connection is not polled by MHD, so look at the socket ourselves: an
-         * orderly shutdown by the peer reads as 0 bytes, a reset as ECONNRESET (pipelined
-         * data would read as > 0) */
-        const union MHD_ConnectionInfo *ci =
-            MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-        char c;
-        ssize_t n = ci ? recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) : 1;
-        if (n == 0 || (n < 0 && (errno == ECONNRESET || errno == ENOTCONN || errno == EPIPE)))
-            gone = 1;
-    }
-    pthread_mutex_unlock(&r->mu);
-    return gone;
-}
-
-int ss_host_stream_write(ss_host_req *r, const void *data, size_t len)
-{
-    int rc = 0;
-    pthread_mutex_lock(&r->mu);
-    if (r->over || r->send) {
-        rc = -1;
-        goto out;
-    }
-    if (r->slen + len > r->scap) {
-        size_t nc = r->scap ? r->scap : 4096;
-        while (nc < r->slen + len) nc *= 2;
-        char *p = realloc(r->sbuf, nc);
-        if (!p) {
-            rc = -1;
-            goto out;
-        }
-        r->sbuf = p;
-        r->scap = nc;
-    }
-    memcpy(r->sbuf + r->slen, data, len);
-    r->slen += len;
-    resume_locked(r);
-out:
-    pthread_mutex_unlock(&r->mu);
-    return rc;
-}
-
-void ss_host_stream_end(ss_host_req *r)
-{
-    pthread_mutex_lock(&r->mu);
-    r->send = 1;
-    resume_locked(r);
-    pthread_mutex_unlock(&r->mu);
-}
-
-/* The request was woken with a continuation pending: take it and run it. Called holding r->mu,
- * which it releases before the continuation runs. */
-static void run_cont_unlock(ss_host_req *r)
-{
-    ss_host_cont cont = r->cont;
-    void *user = r->cont_user;
-    r->woken = 0;
-    r->cont = NULL;
-    pthread_mutex_unlock(&r->mu);
-    cont(r->h->p.app, r, user);
-}
-
-static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
-{
-    (void)pos;
-    ss_host_req *r = cls;
-    for (;;) {
-        pthread_mutex_lock(&r->mu);
-        if (r->soff < r->slen) {
-            size_t n = r->slen - r->soff;
-            if (n > max) n = max;
-            memcpy(buf, r->sbuf + r->soff, n);
-            r->soff += n;
-            if (r->soff == r->slen) r->soff = r->slen = 0;
-            pthread_mutex_unlock(&r->mu);
-            return (ssize_t)n;
-        }
-        if (r->send) {
-            pthread_mutex_unlock(&r->mu);
-            return MHD_CONTENT_READER_END_OF_STREAM;
-        }
-        if (r->woken && r->cont) {
-            run_cont_unlock(r);
-            continue;
-        }
-        if (atomic_load(&r->h->stopping)) {
-            pthread_mutex_unlock(&r->mu);
-            return MHD_CONTENT_READER_END_WITH_ERROR;
-        }
-        r->suspended = 1;
-        MHD_suspend_connection(r->conn);
-        pthread_mutex_unlock(&r->mu);
-        return 0;
-    }
-}
-
-void ss_host_stream_start(ss_host_req *r, const char *content_type)
-{
-    if (r->responded) return;
-    pthread_mutex_lock(&r->mu);
-    r->streaming = 1;
-    pthread_mutex_unlock(&r->mu);
-    struct MHD_Response *resp =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, stream_reader, r, NULL);
-    if (resp) {
-        MHD_add_response_header(resp, "Cache-Control", "no-cache");
-        MHD_add_response_header(resp, "X-Accel-Buffering", "no");
-    }
-    queue(r, 200, resp, content_type);
 }
 
 /* ---- routing and checks -------------------------------------------------------------------- */
@@ -499,7 +116,7 @@ static int match(const char *pattern, const char *path, ss_host_req *r)
         if (pl >= 2 && p[0] == '{' && p[pl - 1] == '}') {
             if (sl == 0 || n >= MAX_PARAMS) return 0;
             if (r) {
-                char *v = pct_decode(s, sl, 0);
+                char *v = http_pct_decode(s, sl, 0);
                 if (!v) return 0;
                 r->param_name[n] = p + 1;
                 r->param_name_len[n] = pl - 2;
@@ -721,7 +338,7 @@ static void after_dispatch(ss_host_req *r)
             return;
         }
         if (r->woken) {
-            run_cont_unlock(r);
+            http_run_cont_unlock(r);
             continue;
         }
         if (atomic_load(&r->h->stopping)) {
@@ -964,7 +581,7 @@ void ss_http_stop(ss_http *h)
         if (n == 0) break;
         for (int i = 0; i < n; i++) {
             pthread_mutex_lock(&batch[i]->mu);
-            resume_locked(batch[i]);
+            http_resume_locked(batch[i]);
             pthread_mutex_unlock(&batch[i]->mu);
             ss_host_req_unref(batch[i]);
         }

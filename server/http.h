@@ -6,7 +6,7 @@
  * accumulation under a size limit (413), Content-Type checks (415), Bearer-key auth with
  * read/write scopes (401/403), request ids, request logging and per-endpoint metrics. The
  * request side (answers, streams, parking) is the ss_host_* interface that api/ declares and
- * http.c implements; this header only starts and stops the daemon. No MHD type leaves http.c.
+ * host.c implements; this header only starts and stops the daemon. No MHD type leaves server/.
  *
  * Threading: ss_http_start / ss_http_quiesce / ss_http_drain / ss_http_stop are called by the
  * daemon's main thread; handlers and continuations run on the pool's threads.

@@ -102,7 +102,7 @@ void ss_host_respond(ss_host_req *r, int status, const char *content_type, void 
     pthread_mutex_unlock(&r->mu);
 }
 
-/* The error body is the host's to build (server/http.c): kept here as its two fields. */
+/* The error body is the host's to build (server/host.c): kept here as its two fields. */
 void ss_host_respond_error(ss_host_req *r, int status, const char *code, const char *message)
 {
     pthread_mutex_lock(&r->mu);

@@ -1,0 +1,96 @@
+/*
+ * request.h - what the two files of the HTTP host share (private to server/): the daemon and the
+ * request as libmicrohttpd carries them. http.c is the daemon (routing, auth, body checks, the
+ * MHD callbacks, start and stop); host.c is the request side, the ss_host_* functions that api/
+ * calls (answers, parking, streams, references).
+ */
+#ifndef SS_SERVER_REQUEST_H
+#define SS_SERVER_REQUEST_H
+
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "http.h"
+
+#define MAX_PARAMS  4
+#define MAX_HEADERS 8
+#define MAX_QUERY   16
+
+typedef struct api_key {
+    char *key;
+    ss_host_scope scope;
+} api_key;
+
+struct ss_http {
+    struct MHD_Daemon *d;
+    ss_http_params p;
+    api_key *keys; /* [n_keys]; NULL = no auth */
+    int n_keys;
+    int port;
+    atomic_int stopping;
+    int quiesced;
+    MHD_socket listen_fd; /* handed back by MHD_quiesce_daemon; closed after MHD_stop_daemon */
+    pthread_mutex_t mu;   /* guards the list of live requests */
+    pthread_cond_t idle;  /* signalled when a request leaves the list */
+    ss_host_req *live;
+};
+
+struct ss_host_req {
+    ss_http *h;
+    struct MHD_Connection *conn; /* NULL once MHD completed the request */
+    const ss_host_route *route;
+    char method[16];
+    char *path; /* raw, without the query string */
+    int n_params;
+    const char *param_name[MAX_PARAMS]; /* point into the route pattern (name + len) */
+    size_t param_name_len[MAX_PARAMS];
+    char *param_value[MAX_PARAMS];
+    int n_query;
+    char *query_name[MAX_QUERY], *query_value[MAX_QUERY]; /* decoded copies handed out */
+    char *body;
+    size_t body_len, body_cap, body_max;
+    int too_large;
+    ss_host_scope scope;
+    char rid[72];
+    int64_t t0;
+    int started; /* the handler ran */
+    int status;
+    int responded;
+    int broken; /* no response could be queued: close the connection */
+    int n_headers;
+    char *hdr_name[MAX_HEADERS], *hdr_value[MAX_HEADERS];
+    void *user;
+    void (*user_free)(void *);
+    ss_host_over_fn over_fn;
+
+    pthread_mutex_t mu; /* guards everything below (touched from other threads) */
+    int refs;
+    int over;      /* MHD completed the request */
+    int suspended; /* the connection is suspended (only resume when set) */
+    int woken;     /* ss_host_wake arrived and was not consumed yet */
+    ss_host_cont cont;
+    void *cont_user;
+    int streaming;
+    char *sbuf; /* queued stream bytes [soff, slen) */
+    size_t slen, scap, soff;
+    int send; /* stream ended by the writer */
+
+    ss_host_req *prev, *next; /* live list */
+};
+
+/*
+ * Percent-decode n bytes of s into a new string (free it); '+' is a space when plus_space. NULL
+ * when the encoding is bad, decodes to a NUL byte, or memory runs out.
+ */
+char *http_pct_decode(const char *s, size_t n, int plus_space);
+/* Resume the connection if it is suspended. Caller holds r->mu. */
+void http_resume_locked(ss_host_req *r);
+/*
+ * The request was woken with a continuation pending: take it and run it. Called holding r->mu,
+ * which it releases before the continuation runs.
+ */
+void http_run_cont_unlock(ss_host_req *r);
+
+#endif
