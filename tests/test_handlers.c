@@ -465,6 +465,23 @@ static void test_errors(void)
     a = run("states_merge", NULL, "{\"sources\": []}", NULL);
     CHECK_ERROR(a, 422, "invalid_value");
     answer_free(&a);
+    a = run("tokenize", NULL, "{\"text\": \"hi\"}", NULL);
+    CHECK_ERROR(a, 400, "unsupported"); /* no tokenizer */
+    answer_free(&a);
+    a = run("metrics", NULL, NULL, NULL);
+    CHECK_ERROR(a, 404, "not_found"); /* this API was made without a metrics registry */
+    answer_free(&a);
+    /* the catalog holds seq_a, seq_a_more, seq_b and ab; the tag t1 only seq_a */
+    a = run("states_list", NULL, NULL, "limit", "10", NULL);
+    CHECKF(a.status == 200 && json_array_size(json_object_get(a.json, "data")) == 4, "list: %s",
+           a.text);
+    answer_free(&a);
+    a = run("states_list", NULL, NULL, "tag", "t1", NULL);
+    json_t *only = json_array_get(json_object_get(a.json, "data"), 0);
+    CHECKF(a.status == 200 && json_array_size(json_object_get(a.json, "data")) == 1 &&
+               !strcmp(json_string_value(json_object_get(only, "name")), "seq_a"),
+           "list by tag: %s", a.text);
+    answer_free(&a);
     a = run("states_delete", "seq_b", NULL, NULL);
     CHECKF(a.status == 204 && a.text[0] == '\0', "DELETE: %d", a.status);
     answer_free(&a);
