@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "ss_buf.h"
 
 /* Put "state" or "merge" (from "A=0.5,B=0.5") into a request body. */
 static int add_start(const char *cmd, json_t *body, const char *state, const char *merge)
@@ -169,18 +170,6 @@ static int show_token(sse *s, json_int_t id, const json_t *logprob)
     return 0;
 }
 
-static int grow(char **buf, size_t *cap, size_t need)
-{
-    if (need <= *cap) return 0;
-    size_t c = *cap ? *cap : 256;
-    while (c < need) c *= 2;
-    char *nb = realloc(*buf, c);
-    if (!nb) return -1;
-    *buf = nb;
-    *cap = c;
-    return 0;
-}
-
 /* One complete event. Returns nonzero to stop the transfer. */
 static int sse_event(sse *s)
 {
@@ -245,8 +234,7 @@ static int sse_line(sse *s, const char *l, size_t n)
             l++;
             n--;
         }
-        if (grow(&s->data, &s->dcap, s->dlen + n + 2)) {
-            ss_fail(SS_ERR_NOMEM, "out of memory");
+        if (ss_grow((void **)&s->data, &s->dcap, s->dlen + n + 2, 1)) {
             return 1;
         }
         if (s->dlen) s->data[s->dlen++] = '\n';
@@ -270,8 +258,7 @@ static int sse_feed(void *user, const char *p, size_t n)
             if (r) return r;
             continue;
         }
-        if (grow(&s->line, &s->cap, s->len + 2)) {
-            ss_fail(SS_ERR_NOMEM, "out of memory");
+        if (ss_grow((void **)&s->line, &s->cap, s->len + 2, 1)) {
             return 1;
         }
         s->line[s->len++] = ch;

@@ -107,7 +107,8 @@ struct ss_model {
     mapping *maps;
     int n_maps;
     void **owned; /* converted weights and other buffers freed at close */
-    int n_owned, cap_owned;
+    int n_owned;
+    size_t cap_owned;
 };
 
 /* Scratch buffers for a round of T rows; grown by ctx_reserve. */

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "ss_buf.h"
 #include "ss_util.h"
 
 char *arena_alloc(arena_blk **a, size_t n)
@@ -181,12 +182,8 @@ ss_err trie_add(trie *t, const char *p, size_t n, int32_t value)
         uint8_t b = (uint8_t)p[i];
         int32_t c = trie_child(t, node, b);
         if (c < 0) {
-            if (t->n == t->cap) {
-                trie_node *nn = realloc(t->nodes, 2 * t->cap * sizeof *nn);
-                if (!nn) return ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
-                t->nodes = nn;
-                t->cap *= 2;
-            }
+            if (ss_grow((void **)&t->nodes, &t->cap, t->n + 1, sizeof *t->nodes))
+                return ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
             c = (int32_t)t->n++;
             t->nodes[c] = (trie_node){-1, -1, -1, b};
             if (node == 0) {
@@ -232,17 +229,5 @@ int trie_find(const trie *t, const char *s, size_t n, size_t from, size_t *start
             return 1;
         }
     }
-    return 0;
-}
-
-int tok_grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap) return 0;
-    size_t nc = *cap ? *cap : 64;
-    while (nc < need) nc *= 2;
-    void *np = realloc(*p, nc * elem);
-    if (!np) return -1;
-    *p = np;
-    *cap = nc;
     return 0;
 }

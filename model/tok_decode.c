@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ss_buf.h"
 #include "ss_util.h"
 
 /* ---- decoding ------------------------------------------------------------------------------ */
@@ -78,7 +79,7 @@ void ss_detok_free(ss_detok *d)
 /* Decode d->in, keep the incomplete tail (unless final), return the text. */
 static const char *detok_run(ss_detok *d, int final, size_t *len)
 {
-    if (tok_grow((void **)&d->out, &d->cap_out, 3 * d->n_in + 1, 1) != 0) {
+    if (ss_grow((void **)&d->out, &d->cap_out, 3 * d->n_in + 1, 1) != 0) {
         ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
         return NULL;
     }
@@ -100,7 +101,7 @@ const char *ss_detok_push(ss_detok *d, int32_t id, size_t *len)
                 (int)d->t->n_ids);
         return NULL;
     }
-    if (tok_grow((void **)&d->in, &d->cap_in, d->n_in + n, 1) != 0) {
+    if (ss_grow((void **)&d->in, &d->cap_in, d->n_in + n, 1) != 0) {
         ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
         return NULL;
     }

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "ss_buf.h"
 #include "ss_util.h"
 
 /* ---- encoding ------------------------------------------------------------------------------ */
@@ -55,7 +56,7 @@ typedef struct enc {
 
 static ss_err emit(enc *e, int32_t id)
 {
-    if (e->n_out == e->cap_out && tok_grow((void **)&e->out, &e->cap_out, e->n_out + 1, 4) != 0) {
+    if (e->n_out == e->cap_out && ss_grow((void **)&e->out, &e->cap_out, e->n_out + 1, 4) != 0) {
         return ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
     }
     e->out[e->n_out++] = id;
@@ -199,7 +200,7 @@ static ss_err word(enc *e, const char *w, size_t n)
             sl = &e->cache[i];
             if (!sl->hash) break;
             if (sl->hash == h && sl->len == n && !memcmp(e->cache_bytes + sl->off, w, n)) {
-                if (tok_grow((void **)&e->out, &e->cap_out, e->n_out + sl->n_ids, 4) != 0) {
+                if (ss_grow((void **)&e->out, &e->cap_out, e->n_out + sl->n_ids, 4) != 0) {
                     return ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
                 }
                 memcpy(e->out + e->n_out, e->cache_ids + sl->id_off, sl->n_ids * sizeof(int32_t));
@@ -230,8 +231,8 @@ static ss_err word(enc *e, const char *w, size_t n)
         sl = &ns[h & (nc - 1)];
         while (sl->hash) sl = &ns[((size_t)(sl - ns) + 1) & (nc - 1)];
     }
-    if (tok_grow((void **)&e->cache_bytes, &e->cap_cache_bytes, e->n_cache_bytes + n, 1) != 0 ||
-        tok_grow((void **)&e->cache_ids, &e->cap_cache_ids, e->n_cache_ids + k, 4) != 0 ||
+    if (ss_grow((void **)&e->cache_bytes, &e->cap_cache_bytes, e->n_cache_bytes + n, 1) != 0 ||
+        ss_grow((void **)&e->cache_ids, &e->cap_cache_ids, e->n_cache_ids + k, 4) != 0 ||
         e->n_cache_bytes + n > UINT32_MAX || e->n_cache_ids + k > UINT32_MAX) {
         return SS_OK;
     }
@@ -250,7 +251,7 @@ static ss_err pre_tokenize(enc *e, const char *s, size_t n)
 {
     const ss_tokenizer *t = e->t;
     if (t->add_prefix_space && s[0] != ' ') {
-        if (tok_grow((void **)&e->buf, &e->cap_buf, n + 1, 1) != 0) {
+        if (ss_grow((void **)&e->buf, &e->cap_buf, n + 1, 1) != 0) {
             return ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
         }
         e->buf[0] = ' ';
@@ -302,7 +303,7 @@ static ss_err find_matches(const ss_tokenizer *t, const trie *tr, const char *s,
     *np = 0;
 #define PUSH(a, b, i)                                                                              \
     do {                                                                                           \
-        if (tok_grow((void **)ps, cap, *np + 1, sizeof(piece)) != 0) {                                 \
+        if (ss_grow((void **)ps, cap, *np + 1, sizeof(piece)) != 0) {                                 \
             return ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");                              \
         }                                                                                          \
         (*ps)[(*np)++] = (piece){(a), (b), (i)};                                                   \
@@ -368,7 +369,7 @@ ss_err ss_tokenizer_encode(const ss_tokenizer *t, const char *text, size_t len, 
         e.md = pcre2_match_data_create_from_pattern(t->re, NULL);
         if (!e.md) return ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
     }
-    if (tok_grow((void **)&e.out, &e.cap_out, len / 3 + 16, 4) != 0) {
+    if (ss_grow((void **)&e.out, &e.cap_out, len / 3 + 16, 4) != 0) {
         err = ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
         goto out;
     }

@@ -114,10 +114,6 @@ ss_err trie_add(trie *t, const char *p, size_t n, int32_t value);
 int trie_find(const trie *t, const char *s, size_t n, size_t from, size_t *start,
               size_t *end, int32_t *value);
 
-/* Grow the array *p of elem-byte items (capacity *cap) to hold need items, doubling from 64;
- * 0, or -1 when out of memory (*p and *cap unchanged). */
-int tok_grow(void **p, size_t *cap, size_t need, size_t elem);
-
 /* ---- Unicode helpers (tok_unicode.c) ------------------------------------------------------- */
 
 /* Decode one code point of valid UTF-8 at s (n > 0 bytes left); *len gets its byte count. */

@@ -48,6 +48,7 @@
 #include <utf8proc.h>
 #include <xxhash.h>
 
+#include "ss_buf.h"
 #include "ss_util.h"
 
 /* The GPT-2 pattern with Oniguruma's \s spelled out ([\t-\r\x85\p{Z}]): PCRE2's \s also matches
@@ -411,15 +412,9 @@ static ss_err load_model(ss_tokenizer *t, const json_t *model, int32_t *max_id)
             goto out;
         }
         int32_t ia = strmap_get(&t->vocab, a, al), ib = strmap_get(&t->vocab, b, bl);
-        if (al + bl > cat_cap) {
-            size_t nc = 2 * (al + bl) + 16;
-            char *p = realloc(cat, nc);
-            if (!p) {
-                err = ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
-                goto out;
-            }
-            cat = p;
-            cat_cap = nc;
+        if (ss_grow((void **)&cat, &cat_cap, al + bl, 1)) {
+            err = ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
+            goto out;
         }
         memcpy(cat, a, al);
         memcpy(cat + al, b, bl);
@@ -558,13 +553,8 @@ static ss_err load_added(ss_tokenizer *t, const json_t *list, int32_t *max_id)
         if (ix) {
             t->added[*ix] = tok;
         } else {
-            if (t->n_added == t->cap_added) {
-                size_t nc = t->cap_added ? 2 * t->cap_added : 16;
-                added_tok *na = realloc(t->added, nc * sizeof *na);
-                if (!na) return ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
-                t->added = na;
-                t->cap_added = nc;
-            }
+            if (ss_grow((void **)&t->added, &t->cap_added, t->n_added + 1, sizeof *t->added))
+                return ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
             t->added[t->n_added] = tok;
             if (imap_put(&t->added_by_id, (uint64_t)id, t->n_added) != 0) {
                 return ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
