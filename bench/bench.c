@@ -91,12 +91,17 @@ typedef float v16f __attribute__((vector_size(64)));
 READ_LOOP(read_avx512, __attribute__((target("avx512f"))))
 READ_LOOP(read_base, )
 
+/* Most threads the bandwidth probe runs (its per-thread arrays are this long). */
+#define MAX_BW_THREADS 64
+/* Bytes the disk probe writes and fsyncs: about one mamba-2.8b state (SSM + conv windows). */
+#define DISK_PROBE_BYTES (26u << 20)
+
 typedef struct bw_job {
     const v16f *buf;
     size_t n;
     int threads;
     int streams; /* 1 or 4 per thread */
-    float sink[64];
+    float sink[MAX_BW_THREADS];
 } bw_job;
 
 static void *bw_thread(void *arg)
@@ -117,7 +122,7 @@ static double measure_bandwidth(int threads)
 {
     const size_t bytes = (size_t)1 << 30, n = bytes / sizeof(v16f);
     v16f *buf = aligned_alloc(64, bytes);
-    if (!buf || threads > 64) {
+    if (!buf || threads > MAX_BW_THREADS) {
         free(buf);
         return 0;
     }
@@ -127,8 +132,8 @@ static double measure_bandwidth(int threads)
     double best = 0;
     for (int rep = 0; rep < 10; rep++) {
         j.streams = rep % 2 ? 4 : 1;
-        pthread_t th[64];
-        void *args[64][2];
+        pthread_t th[MAX_BW_THREADS];
+        void *args[MAX_BW_THREADS][2];
         double t0 = now_s();
         for (long t = 0; t < threads; t++) {
             args[t][0] = &j;
@@ -533,12 +538,12 @@ int main(int argc, char **argv)
     printf("measuring this machine's limits...\n");
     double bw = measure_bandwidth(nthreads), bw1 = measure_bandwidth(1);
     double gemm = measure_sgemm(quick ? 768 : 1024);
-    double disk_s = measure_disk_write(root, 26u << 20);
+    double disk_s = measure_disk_write(root, DISK_PROBE_BYTES);
     printf("  memory read bandwidth: %.1f GB/s (%d threads), %.1f GB/s (1 thread)\n", bw,
            nthreads, bw1);
     printf("  sgemm peak (prefill-shaped): %.0f GFLOP/s\n", gemm);
-    printf("  disk: 26 MiB written + fsync in %.1f ms (%.2f GB/s)\n", disk_s * 1e3,
-           (26u << 20) / disk_s / 1e9);
+    printf("  disk: %u MiB written + fsync in %.1f ms (%.2f GB/s)\n", DISK_PROBE_BYTES >> 20,
+           disk_s * 1e3, DISK_PROBE_BYTES / disk_s / 1e9);
     json_object_set_new(machine, "openblas_core", json_string(ss_blas_core_name()));
     json_object_set_new(machine, "threads", json_integer(nthreads));
     json_object_set_new(machine, "bandwidth_gbs_first", json_real(bw));
