@@ -454,7 +454,7 @@ static const char save_help[] =
     "  --metadata JSON      a JSON object stored with the record\n" CLI_CONN_HELP
     "\n"
     "example:\n"
-    "  statesoup save --name intro --tag demo --prompt 'Dictionary:\\napple = red\\n'\n";
+    "  statesoup save --name intro --tag demo --prompt $'Dictionary:\\napple = red\\n'\n";
 
 int cmd_save(int argc, char **argv)
 {

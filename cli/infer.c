@@ -123,7 +123,7 @@ const char cli_generate_help[] =
     "examples:\n"
     "  statesoup generate --model models/demo-mamba1 --prompt 'Once upon a time' --max-tokens 40\n"
     "  statesoup generate --state intro --prompt ' and then' --temperature 0 --save-state intro-2\n"
-    "  statesoup generate --merge dict-a=0.5,dict-b=0.5 --prompt 'Query:\\napple =' --stop '\\n'\n";
+    "  statesoup generate --merge dict-a=0.5,dict-b=0.5 --prompt $'Query:\\napple =' --stop '\\n'\n";
 
 int cmd_generate(int argc, char **argv)
 {
@@ -484,7 +484,7 @@ static const char score_help[] =
     "  -v, --verbose            per-token log-probabilities\n" CLI_CONN_HELP
     "\n"
     "example:\n"
-    "  statesoup score --merge dict-a=0.5,dict-b=0.5 --context 'Query:\\napple =' \\\n"
+    "  statesoup score --merge dict-a=0.5,dict-b=0.5 --context $'Query:\\napple =' \\\n"
     "      --continuation ' red'\n";
 
 enum {
