@@ -513,7 +513,7 @@ int cmd_save(int argc, char **argv)
         rc = cli_usage("save", "--tokens: %s", ss_errmsg());
         goto out;
     }
-    if (prompt_file && cli_read_input(prompt_file, (size_t)1 << 30, &text, &len)) {
+    if (prompt_file && cli_read_input(prompt_file, MAX_PROMPT_BYTES, &text, &len)) {
         rc = cli_fail("save");
         goto out;
     }

@@ -17,8 +17,7 @@
 #include "ss_tokenizer.h"
 #include "ss_util.h"
 
-/* Largest --prompt-file read, and largest --state-in file. */
-#define MAX_PROMPT_BYTES (1u << 30)
+/* Largest --state-in file read. */
 #define MAX_STATE_FILE_BYTES ((size_t)1 << 34)
 
 /* Everything one local run holds; freed by local_free. Steps return GO_ON or the exit status. */
