@@ -268,13 +268,10 @@ static const char *opt_string(const json_t *o, const char *key, int *bad)
     return json_string_value(v);
 }
 
-static ss_err load_model(ss_tokenizer *t, const json_t *model, int32_t *max_id)
+/* model's type and BPE options: only plain byte-level BPE is supported; *unk gets unk_token
+ * (or NULL). SS_ERR_FORMAT for a malformed option, SS_ERR_UNSUPPORTED for a BPE variant. */
+static ss_err load_bpe_options(ss_tokenizer *t, const json_t *model, const char **unk)
 {
-    ss_err err = SS_OK;
-    char *cat = NULL;
-    size_t cat_cap = 0;
-    const char **vocab_r = NULL;
-
     if (!json_is_object(model)) {
         return ss_fail(SS_ERR_FORMAT, "tokenizer.json: no \"model\" object");
     }
@@ -296,7 +293,7 @@ static ss_err load_model(ss_tokenizer *t, const json_t *model, int32_t *max_id)
         }
     }
     int bad = 0;
-    const char *unk = opt_string(model, "unk_token", &bad);
+    *unk = opt_string(model, "unk_token", &bad);
     const char *prefix = opt_string(model, "continuing_subword_prefix", &bad);
     const char *suffix = opt_string(model, "end_of_word_suffix", &bad);
     int fuse = get_bool(model, "fuse_unk", 0);
@@ -316,8 +313,15 @@ static ss_err load_model(ss_tokenizer *t, const json_t *model, int32_t *max_id)
         return ss_fail(SS_ERR_UNSUPPORTED, "tokenizer.json: BPE ignore_merges is not supported");
     }
     t->fuse_unk = fuse;
+    return SS_OK;
+}
 
-    /* vocab: token string -> id */
+/* model.vocab into t->vocab; *max_id raised to its largest id, *vocab_r (malloc'd, [*max_id + 1])
+ * gets each id's token string. SS_ERR_FORMAT (bad entry, empty, an id given twice),
+ * SS_ERR_NOMEM. */
+static ss_err load_vocab(ss_tokenizer *t, const json_t *model, int32_t *max_id,
+                         const char ***vocab_r)
+{
     const json_t *vocab = json_object_get(model, "vocab");
     if (!json_is_object(vocab)) {
         return ss_fail(SS_ERR_FORMAT, "tokenizer.json: model.vocab is not an object");
@@ -338,77 +342,78 @@ static ss_err load_model(ss_tokenizer *t, const json_t *model, int32_t *max_id)
         }
         if (id > *max_id) *max_id = id;
     }
-    size_t n_vocab = t->vocab.n;
-    if (n_vocab == 0) return ss_fail(SS_ERR_FORMAT, "tokenizer.json: model.vocab is empty");
+    if (t->vocab.n == 0) return ss_fail(SS_ERR_FORMAT, "tokenizer.json: model.vocab is empty");
     /* Ids must be unique: decoding an id would otherwise be ambiguous. */
-    vocab_r = calloc((size_t)*max_id + 1, sizeof *vocab_r);
-    if (!vocab_r) return ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
+    const char **r = calloc((size_t)*max_id + 1, sizeof *r);
+    if (!r) return ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
+    *vocab_r = r;
     for (size_t i = 0; i <= t->vocab.mask; i++) {
         const str_slot *sl = &t->vocab.slots[i];
         if (!sl->key) continue;
-        if (vocab_r[sl->val]) {
-            err =
-                ss_fail(SS_ERR_FORMAT, "tokenizer.json: vocab id %d is given to both '%s' and '%s'",
-                        sl->val, vocab_r[sl->val], sl->key);
-            goto out;
+        if (r[sl->val]) {
+            return ss_fail(SS_ERR_FORMAT,
+                           "tokenizer.json: vocab id %d is given to both '%s' and '%s'", sl->val,
+                           r[sl->val], sl->key);
         }
-        vocab_r[sl->val] = sl->key;
+        r[sl->val] = sl->key;
     }
+    return SS_OK;
+}
 
-    if (unk) {
-        t->unk_id = strmap_get(&t->vocab, unk, strlen(unk));
-        if (t->unk_id < 0) {
-            err = ss_fail(SS_ERR_FORMAT, "tokenizer.json: unk_token '%s' is not in the vocab", unk);
-            goto out;
+/* Merge number i as its two halves: "a b" or ["a", "b"]. 1 for a "#version" line (HF skips it),
+ * 0 when set, -1 with SS_ERR_FORMAT reported when it is neither form. */
+static int merge_halves(const json_t *m, size_t i, const char **a, size_t *al, const char **b,
+                        size_t *bl)
+{
+    if (json_is_string(m)) {
+        const char *s = json_string_value(m);
+        size_t sl = json_string_length(m);
+        if (sl >= 8 && !memcmp(s, "#version", 8)) return 1;
+        const char *sp = memchr(s, ' ', sl);
+        if (!sp || memchr(sp + 1, ' ', sl - (size_t)(sp + 1 - s))) {
+            ss_fail(SS_ERR_FORMAT,
+                    "tokenizer.json: merge %zu ('%s') is not two tokens separated by one space",
+                    i, s);
+            return -1;
         }
+        *a = s;
+        *al = (size_t)(sp - s);
+        *b = sp + 1;
+        *bl = sl - *al - 1;
+        return 0;
     }
-
-    /* Initial symbols: the id of each byte's char. */
-    int32_t b2c[256];
-    int16_t c2b[0x144];
-    byte_chars(b2c, c2b);
-    for (int b = 0; b < 256; b++) {
-        char u[4];
-        size_t ul = (size_t)utf8proc_encode_char(b2c[b], (utf8proc_uint8_t *)u);
-        t->byte_id[b] = strmap_get(&t->vocab, u, ul);
+    if (json_is_array(m) && json_array_size(m) == 2 && json_is_string(json_array_get(m, 0)) &&
+        json_is_string(json_array_get(m, 1))) {
+        *a = json_string_value(json_array_get(m, 0));
+        *al = json_string_length(json_array_get(m, 0));
+        *b = json_string_value(json_array_get(m, 1));
+        *bl = json_string_length(json_array_get(m, 1));
+        return 0;
     }
+    ss_fail(SS_ERR_FORMAT, "tokenizer.json: merge %zu is neither \"a b\" nor [\"a\", \"b\"]", i);
+    return -1;
+}
 
-    /* merges: "a b" strings or ["a", "b"] pairs; rank = position (HF skips "#version" lines) */
+/* model.merges into t->merges: (left id, right id) -> (rank, merged id), rank = position.
+ * SS_ERR_FORMAT (malformed, or a half or the merged token not in the vocab), SS_ERR_NOMEM. */
+static ss_err load_merges(ss_tokenizer *t, const json_t *model)
+{
+    ss_err err = SS_OK;
+    char *cat = NULL;
+    size_t cat_cap = 0;
     const json_t *merges = json_object_get(model, "merges");
     if (!json_is_array(merges)) {
-        err = ss_fail(SS_ERR_FORMAT, "tokenizer.json: model.merges is not an array");
-        goto out;
+        return ss_fail(SS_ERR_FORMAT, "tokenizer.json: model.merges is not an array");
     }
     size_t i, rank = 0;
     const json_t *m;
     json_array_foreach (merges, i, m) {
         const char *a, *b;
         size_t al, bl;
-        if (json_is_string(m)) {
-            const char *s = json_string_value(m);
-            size_t sl = json_string_length(m);
-            if (sl >= 8 && !memcmp(s, "#version", 8)) continue;
-            const char *sp = memchr(s, ' ', sl);
-            if (!sp || memchr(sp + 1, ' ', sl - (size_t)(sp + 1 - s))) {
-                err = ss_fail(SS_ERR_FORMAT,
-                              "tokenizer.json: merge %zu ('%s') is not two tokens separated by "
-                              "one space",
-                              i, s);
-                goto out;
-            }
-            a = s;
-            al = (size_t)(sp - s);
-            b = sp + 1;
-            bl = sl - al - 1;
-        } else if (json_is_array(m) && json_array_size(m) == 2 &&
-                   json_is_string(json_array_get(m, 0)) && json_is_string(json_array_get(m, 1))) {
-            a = json_string_value(json_array_get(m, 0));
-            al = json_string_length(json_array_get(m, 0));
-            b = json_string_value(json_array_get(m, 1));
-            bl = json_string_length(json_array_get(m, 1));
-        } else {
-            err = ss_fail(SS_ERR_FORMAT,
-                          "tokenizer.json: merge %zu is neither \"a b\" nor [\"a\", \"b\"]", i);
+        int r = merge_halves(m, i, &a, &al, &b, &bl);
+        if (r > 0) continue;
+        if (r < 0) {
+            err = SS_ERR_FORMAT;
             goto out;
         }
         int32_t ia = strmap_get(&t->vocab, a, al), ib = strmap_get(&t->vocab, b, bl);
@@ -436,6 +441,39 @@ static ss_err load_model(ss_tokenizer *t, const json_t *model, int32_t *max_id)
         }
         rank++;
     }
+out:
+    free(cat);
+    return err;
+}
+
+/* tokenizer.json's "model": BPE options, vocab, unk token, byte symbols, merges and the decode
+ * table of the vocab; *max_id raised to the largest vocab id. SS_ERR_FORMAT,
+ * SS_ERR_UNSUPPORTED or SS_ERR_NOMEM, as its parts say. */
+static ss_err load_model(ss_tokenizer *t, const json_t *model, int32_t *max_id)
+{
+    const char **vocab_r = NULL;
+    const char *unk = NULL;
+    ss_err err = load_bpe_options(t, model, &unk);
+    if (err) return err;
+    if ((err = load_vocab(t, model, max_id, &vocab_r))) goto out;
+    if (unk) {
+        t->unk_id = strmap_get(&t->vocab, unk, strlen(unk));
+        if (t->unk_id < 0) {
+            err = ss_fail(SS_ERR_FORMAT, "tokenizer.json: unk_token '%s' is not in the vocab", unk);
+            goto out;
+        }
+    }
+
+    /* Initial symbols: the id of each byte's char. */
+    int32_t b2c[256];
+    int16_t c2b[0x144];
+    byte_chars(b2c, c2b);
+    for (int b = 0; b < 256; b++) {
+        char u[4];
+        size_t ul = (size_t)utf8proc_encode_char(b2c[b], (utf8proc_uint8_t *)u);
+        t->byte_id[b] = strmap_get(&t->vocab, u, ul);
+    }
+    if ((err = load_merges(t, model))) goto out;
 
     /* Decode table, vocab part (added tokens override below). */
     t->n_ids = *max_id + 1;
@@ -453,7 +491,6 @@ static ss_err load_model(ss_tokenizer *t, const json_t *model, int32_t *max_id)
         }
     }
 out:
-    free(cat);
     free(vocab_r);
     return err;
 }
