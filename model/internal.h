@@ -155,7 +155,9 @@ struct ss_ctx {
 };
 
 /* model/checkpoint.c */
+/* Fill m from the checkpoint folder dir; the codes of ss_model_open. */
 ss_err model_load(ss_model *m, const char *dir, const ss_model_params *p);
+/* Unmap and free everything model_load set up (m itself stays). */
 void model_unload(ss_model *m);
 
 /* model/dense.c: dense helpers shared by every mixer */
