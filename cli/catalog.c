@@ -454,7 +454,7 @@ static const char save_help[] =
     "  --metadata JSON      a JSON object stored with the record\n" CLI_CONN_HELP
     "\n"
     "example:\n"
-    "  statesoup save --name intro --tag demo --prompt 'Dictionary:\\napple = red\\n'\n";
+    "  statesoup save --name intro --tag demo --prompt $'Dictionary:\\napple = red\\n'\n";
 
 int cmd_save(int argc, char **argv)
 {
@@ -513,7 +513,7 @@ int cmd_save(int argc, char **argv)
         rc = cli_usage("save", "--tokens: %s", ss_errmsg());
         goto out;
     }
-    if (prompt_file && cli_read_input(prompt_file, (size_t)1 << 30, &text, &len)) {
+    if (prompt_file && cli_read_input(prompt_file, MAX_PROMPT_BYTES, &text, &len)) {
         rc = cli_fail("save");
         goto out;
     }

@@ -20,6 +20,9 @@
 
 enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
 
+/* Largest prompt, context or continuation file (or stdin) a command reads. */
+#define MAX_PROMPT_BYTES ((size_t)1 << 30)
+
 /* ---- commands -------------------------------------------------------------------------------- */
 
 int cmd_generate(int argc, char **argv);       /* local (--model) or daemon (--url) */

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "ss_buf.h"
 
 #define DEFAULT_URL   "http://127.0.0.1:8080"
 #define MAX_BODY      ((size_t)1 << 32) /* largest reply collected in memory */
@@ -101,16 +102,9 @@ static size_t on_data(char *p, size_t size, size_t nmemb, void *user)
         x->too_large = 1;
         return 0;
     }
-    if (x->len + n + 1 > x->cap) {
-        size_t cap = x->cap ? x->cap : 4096;
-        while (cap < x->len + n + 1) cap *= 2;
-        char *nb = realloc(x->buf, cap);
-        if (!nb) {
-            x->too_large = 1;
-            return 0;
-        }
-        x->buf = nb;
-        x->cap = cap;
+    if (ss_grow((void **)&x->buf, &x->cap, x->len + n + 1, 1)) {
+        x->too_large = 1;
+        return 0;
     }
     memcpy(x->buf + x->len, p, n);
     x->len += n;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "ss_buf.h"
 
 const char *cli_human_bytes(uint64_t n, char *buf, size_t cap)
 {
@@ -51,13 +52,8 @@ fail:
 
 ss_err cli_table_add(cli_table *t, const char *const *cells)
 {
-    if (t->nrow == t->cap) {
-        size_t cap = t->cap ? 2 * t->cap : 16;
-        char **nc = realloc(t->cells, cap * (size_t)t->ncol * sizeof *nc);
-        if (!nc) return ss_fail(SS_ERR_NOMEM, "out of memory");
-        t->cells = nc;
-        t->cap = cap;
-    }
+    if (ss_grow((void **)&t->cells, &t->cap, t->nrow + 1, (size_t)t->ncol * sizeof *t->cells))
+        return SS_ERR_NOMEM;
     char **row = t->cells + t->nrow * (size_t)t->ncol;
     for (int i = 0; i < t->ncol; i++) {
         row[i] = strdup(cells[i] ? cells[i] : "");

@@ -17,46 +17,60 @@
 #include "ss_tokenizer.h"
 #include "ss_util.h"
 
-int cmd_generate_local(int argc, char **argv)
-{
-    const char *model_dir = NULL, *tok_path = NULL, *state_in = NULL, *state_out = NULL;
-    int threads = 0, ignore_eos = 0, have_seed = 0, max_tokens;
+/* Largest --state-in file read. */
+#define MAX_STATE_FILE_BYTES ((size_t)1 << 34)
+
+/* Everything one local run holds; freed by local_free. Steps return GO_ON or the exit status. */
+typedef struct local_run {
+    const char *model_dir, *tok_path, *state_in, *state_out;
+    int threads, ignore_eos, have_seed, max_tokens;
     cli_gen_opts g;
-    ss_sample_params sp = ss_sample_default_params();
+    ss_sample_params sp;
+    ss_model *m;
+    const ss_model_info *info;
+    ss_ctx *ctx;
+    ss_state *st;
+    ss_tokenizer *tok;
+    ss_sampler *smp;
+    ss_detok *dt;
+    ss_stopper *stp;
+    int32_t *ids;
+    size_t n_ids;
+    char *text, *sbuf;
+    float *logits;
+    uint8_t *file;
+    char def_tok[4096];
+    /* results */
+    int n_gen;
+    const char *why;
+    int32_t last;
+} local_run;
+
+enum { GO_ON = -1 };
+
+/* The options; GO_ON, or the exit status (help, or a usage error already printed). */
+static int local_parse(local_run *L, int argc, char **argv)
+{
     double v;
     int c, li, rc = 1;
-    ss_model *m = NULL;
-    ss_ctx *ctx = NULL;
-    ss_state *st = NULL;
-    ss_tokenizer *tok = NULL;
-    ss_sampler *smp = NULL;
-    ss_detok *dt = NULL;
-    ss_stopper *stp = NULL;
-    int32_t *ids = NULL;
-    size_t n_ids = 0;
-    char *text = NULL, *sbuf = NULL;
-    float *logits = NULL;
-    uint8_t *file = NULL;
-
-    cli_gen_init(&g);
     optind = 1;
-    while ((c = cli_gen_next(argc, argv, &g, &li, &rc)) != -1) {
+    while ((c = cli_gen_next(argc, argv, &L->g, &li, &rc)) != -1) {
         switch (c) {
-        case 0: goto out;
-        case CLI_GEN_MODEL: model_dir = optarg; break;
-        case CLI_GEN_TOKENIZER: tok_path = optarg; break;
+        case 0: return rc;
+        case CLI_GEN_MODEL: L->model_dir = optarg; break;
+        case CLI_GEN_TOKENIZER: L->tok_path = optarg; break;
         case CLI_GEN_THREADS:
-            if (cli_parse_num("generate", "threads", optarg, 0, 1024, &v)) goto usage;
-            threads = (int)v;
+            if (cli_parse_num("generate", "threads", optarg, 0, 1024, &v)) return CLI_USAGE;
+            L->threads = (int)v;
             break;
-        case CLI_GEN_STATE_IN: state_in = optarg; break;
-        case CLI_GEN_STATE_OUT: state_out = optarg; break;
+        case CLI_GEN_STATE_IN: L->state_in = optarg; break;
+        case CLI_GEN_STATE_OUT: L->state_out = optarg; break;
         case CLI_GEN_SEED:
-            if (cli_parse_num("generate", "seed", optarg, 0, 1.8e19, &v)) goto usage;
-            sp.seed = strtoull(optarg, NULL, 10);
-            have_seed = 1;
+            if (cli_parse_num("generate", "seed", optarg, 0, 1.8e19, &v)) return CLI_USAGE;
+            L->sp.seed = strtoull(optarg, NULL, 10);
+            L->have_seed = 1;
             break;
-        case CLI_GEN_IGNORE_EOS: ignore_eos = 1; break;
+        case CLI_GEN_IGNORE_EOS: L->ignore_eos = 1; break;
         case CLI_OPT_URL:
         case CLI_OPT_API_KEY:
         case CLI_OPT_JSON:
@@ -64,232 +78,233 @@ int cmd_generate_local(int argc, char **argv)
         case CLI_GEN_MERGE:
         case CLI_GEN_SAVE_STATE:
         case CLI_GEN_NO_STREAM:
-            rc = cli_usage("generate", "--%s is for a daemon (--url), not with --model",
-                           cli_generate_options[li].name);
-            goto out;
-        case 'h':
-            fputs(cli_generate_help, stdout);
-            rc = 0;
-            goto out;
-        default:
-            rc = cli_bad_option("generate");
-            goto out;
+            return cli_usage("generate", "--%s is for a daemon (--url), not with --model",
+                             cli_generate_options[li].name);
+        case 'h': fputs(cli_generate_help, stdout); return 0;
+        default: return cli_bad_option("generate");
         }
     }
-    if (optind < argc || !model_dir) {
-        rc = cli_usage("generate", "%s",
-                       optind < argc ? "unexpected argument" : "--model DIR is required");
-        goto out;
-    }
-    if (cli_gen_check(&g)) {
-        rc = CLI_USAGE;
-        goto out;
-    }
-    if (!isnan(g.temperature)) sp.temperature = (float)g.temperature;
-    if (!isnan(g.top_k)) sp.top_k = (int)g.top_k;
-    if (!isnan(g.top_p)) sp.top_p = (float)g.top_p;
-    if (!isnan(g.min_p)) sp.min_p = (float)g.min_p;
-    max_tokens = (int)g.max_tokens;
-    if (!have_seed) ss_random_bytes(&sp.seed, sizeof sp.seed);
+    if (optind < argc || !L->model_dir)
+        return cli_usage("generate", "%s",
+                         optind < argc ? "unexpected argument" : "--model DIR is required");
+    if (cli_gen_check(&L->g)) return CLI_USAGE;
+    const cli_gen_opts *g = &L->g;
+    if (!isnan(g->temperature)) L->sp.temperature = (float)g->temperature;
+    if (!isnan(g->top_k)) L->sp.top_k = (int)g->top_k;
+    if (!isnan(g->top_p)) L->sp.top_p = (float)g->top_p;
+    if (!isnan(g->min_p)) L->sp.min_p = (float)g->min_p;
+    L->max_tokens = (int)g->max_tokens;
+    if (!L->have_seed) ss_random_bytes(&L->sp.seed, sizeof L->sp.seed);
+    return GO_ON;
+}
 
+/* The model, and the tokenizer (--tokenizer, else DIR/tokenizer.json when there is one). */
+static int local_load(local_run *L)
+{
     ss_model_params mp = ss_model_default_params();
-    mp.n_threads = threads;
-    if (g.verbose) mp.progress = ss_progress_print;
-    if (ss_model_open(&m, model_dir, &mp)) {
-        rc = cli_fail("cannot load the model");
-        goto out;
+    mp.n_threads = L->threads;
+    if (L->g.verbose) mp.progress = ss_progress_print;
+    if (ss_model_open(&L->m, L->model_dir, &mp)) return cli_fail("cannot load the model");
+    L->info = ss_model_get_info(L->m);
+    if (!L->tok_path) {
+        snprintf(L->def_tok, sizeof L->def_tok, "%s/tokenizer.json", L->model_dir);
+        if (access(L->def_tok, R_OK) == 0) L->tok_path = L->def_tok;
     }
-    const ss_model_info *info = ss_model_get_info(m);
-    char def_tok[4096];
-    if (!tok_path) {
-        snprintf(def_tok, sizeof def_tok, "%s/tokenizer.json", model_dir);
-        if (access(def_tok, R_OK) == 0) tok_path = def_tok;
-    }
-    if (tok_path && ss_tokenizer_open(&tok, tok_path)) {
-        rc = cli_fail("cannot load the tokenizer");
-        goto out;
-    }
-    if (!tok && !g.ids && !g.tokens) {
+    if (L->tok_path && ss_tokenizer_open(&L->tok, L->tok_path))
+        return cli_fail("cannot load the tokenizer");
+    if (!L->tok && !L->g.ids && !L->g.tokens) {
         fprintf(stderr, "statesoup generate: no tokenizer (give --tokenizer FILE, or use --tokens "
                         "and --ids)\n");
-        goto out;
+        return 1;
     }
+    return GO_ON;
+}
 
-    /* the prompt */
-    if (g.tokens) {
-        if (cli_parse_ids(g.tokens, &ids, &n_ids)) {
-            rc = cli_fail("bad --tokens");
-            goto out;
-        }
-        for (size_t i = 0; i < n_ids; i++) {
-            if (ids[i] >= info->vocab_size) {
-                ss_fail(SS_ERR_INVALID, "--tokens: '%d' is not a token id in [0, %d)", ids[i],
-                        info->vocab_size);
-                rc = cli_fail("bad --tokens");
-                goto out;
+/* The prompt as ids: --tokens, or the text of --prompt / --prompt-file tokenized. */
+static int local_prompt(local_run *L)
+{
+    const int vocab = L->info->vocab_size;
+    if (L->g.tokens) {
+        if (cli_parse_ids(L->g.tokens, &L->ids, &L->n_ids)) return cli_fail("bad --tokens");
+        for (size_t i = 0; i < L->n_ids; i++) {
+            if (L->ids[i] >= vocab) {
+                ss_fail(SS_ERR_INVALID, "--tokens: '%d' is not a token id in [0, %d)", L->ids[i],
+                        vocab);
+                return cli_fail("bad --tokens");
             }
         }
-    } else {
-        size_t len = 0;
-        if (g.prompt_file) {
-            if (cli_read_input(g.prompt_file, 1u << 30, &text, &len)) {
-                rc = cli_fail("cannot read the prompt");
-                goto out;
-            }
-        }
-        const char *p = text ? text : g.prompt ? g.prompt : "";
-        if (!text) len = strlen(p);
-        if (len && !tok) {
-            fprintf(stderr, "statesoup generate: a text prompt needs a tokenizer\n");
-            goto out;
-        }
-        if (len && ss_tokenizer_encode(tok, p, len, &ids, &n_ids)) {
-            rc = cli_fail("cannot tokenize the prompt");
-            goto out;
-        }
-        for (size_t i = 0; i < n_ids; i++) {
-            if (ids[i] >= info->vocab_size) {
-                fprintf(stderr, "statesoup generate: the tokenizer produced id %d, outside the "
-                                "model's vocabulary of %d: wrong tokenizer?\n",
-                        ids[i], info->vocab_size);
-                goto out;
-            }
+        return GO_ON;
+    }
+    size_t len = 0;
+    if (L->g.prompt_file && cli_read_input(L->g.prompt_file, MAX_PROMPT_BYTES, &L->text, &len))
+        return cli_fail("cannot read the prompt");
+    const char *p = L->text ? L->text : L->g.prompt ? L->g.prompt : "";
+    if (!L->text) len = strlen(p);
+    if (len && !L->tok) {
+        fprintf(stderr, "statesoup generate: a text prompt needs a tokenizer\n");
+        return 1;
+    }
+    if (len && ss_tokenizer_encode(L->tok, p, len, &L->ids, &L->n_ids))
+        return cli_fail("cannot tokenize the prompt");
+    for (size_t i = 0; i < L->n_ids; i++) {
+        if (L->ids[i] >= vocab) {
+            fprintf(stderr, "statesoup generate: the tokenizer produced id %d, outside the "
+                            "model's vocabulary of %d: wrong tokenizer?\n",
+                    L->ids[i], vocab);
+            return 1;
         }
     }
+    return GO_ON;
+}
 
-    if (ss_ctx_new(m, &ctx) || ss_state_new(m, &st)) {
-        rc = cli_fail("out of memory");
-        goto out;
-    }
-    if (state_in) {
+/* Scratch, the starting state (zero, or --state-in), sampler, detokenizer and stop matcher. */
+static int local_start(local_run *L)
+{
+    if (ss_ctx_new(L->m, &L->ctx) || ss_state_new(L->m, &L->st)) return cli_fail("out of memory");
+    if (L->state_in) {
         size_t len;
-        if (ss_read_file(state_in, (size_t)1 << 34, &sbuf, &len) ||
-            ss_state_import(m, (const uint8_t *)sbuf, len, ss_state_data(st), NULL)) {
-            rc = cli_fail(state_in);
-            goto out;
-        }
-    } else if (n_ids == 0 && max_tokens > 0) {
+        if (ss_read_file(L->state_in, MAX_STATE_FILE_BYTES, &L->sbuf, &len) ||
+            ss_state_import(L->m, (const uint8_t *)L->sbuf, len, ss_state_data(L->st), NULL))
+            return cli_fail(L->state_in);
+    } else if (L->n_ids == 0 && L->max_tokens > 0) {
         fprintf(stderr, "statesoup generate: the prompt is empty (give --prompt, or --state-in to "
                         "continue from a state)\n");
-        goto out;
+        return 1;
     }
-    logits = malloc((size_t)info->vocab_size * sizeof(float));
-    if (!logits || ss_sampler_new(&sp, info->vocab_size, &smp) ||
-        (tok && ss_detok_new(tok, &dt)) ||
-        ss_stopper_new(g.stops, g.n_stops, &stp)) {
-        rc = cli_fail("cannot start");
-        goto out;
+    L->logits = malloc((size_t)L->info->vocab_size * sizeof(float));
+    if (!L->logits || ss_sampler_new(&L->sp, L->info->vocab_size, &L->smp) ||
+        (L->tok && ss_detok_new(L->tok, &L->dt)) ||
+        ss_stopper_new(L->g.stops, L->g.n_stops, &L->stp))
+        return cli_fail("cannot start");
+    return GO_ON;
+}
+
+/* Sample, print and feed back tokens until eos, --max-tokens or a stop string. */
+static int local_decode(local_run *L)
+{
+    const cli_gen_opts *g = &L->g;
+    int hit = 0;
+    L->why = "length";
+    L->last = -1;
+    while (L->n_gen < L->max_tokens && !hit) {
+        float lp;
+        int32_t t = ss_sampler_sample(L->smp, L->logits, &lp);
+        L->n_gen++;
+        L->last = t;
+        if (g->ids) {
+            printf("%s%d", L->n_gen > 1 ? " " : "", t);
+        } else {
+            size_t len, olen;
+            const char *piece = ss_detok_push(L->dt, t, &len);
+            const char *outp =
+                ss_stopper_push(L->stp, piece ? piece : "", piece ? len : 0, &olen, &hit);
+            if (!outp) return cli_fail("stop strings");
+            fwrite(outp, 1, olen, stdout);
+            if (hit) L->why = "stop";
+        }
+        if (g->logprobs) {
+            size_t bl = 0;
+            const char *b = L->tok ? ss_tokenizer_token_bytes(L->tok, t, &bl) : NULL;
+            fprintf(stderr, "[%d] id %d %.*s logprob %.4f\n", L->n_gen - 1, t, (int)bl,
+                    b ? b : "", (double)lp);
+        }
+        fflush(stdout);
+        if (!L->ignore_eos && t == L->info->eos_token_id) {
+            L->why = "eos";
+            break;
+        }
+        if (hit || L->n_gen == L->max_tokens) break;
+        ss_seq q = {.state = L->st, .tokens = &t, .n_tokens = 1, .logits = L->logits};
+        if (ss_model_eval(L->m, L->ctx, &q, 1, 0)) return cli_fail("decode");
     }
+    if (!g->ids && L->dt) {
+        size_t len, olen;
+        const char *tail = ss_detok_flush(L->dt, &len);
+        const char *outp =
+            ss_stopper_push(L->stp, tail ? tail : "", tail ? len : 0, &olen, &hit);
+        if (outp) fwrite(outp, 1, olen, stdout);
+        outp = outp ? ss_stopper_flush(L->stp, &olen) : NULL;
+        if (!outp) return cli_fail("stop strings");
+        fwrite(outp, 1, olen, stdout);
+    }
+    if (isatty(STDOUT_FILENO) || g->ids) putchar('\n');
+    fflush(stdout);
+    return GO_ON;
+}
+
+/* --state-out: the final state, which includes the last generated token, as a state file. */
+static int local_save(local_run *L)
+{
+    if (L->last >= 0) {
+        ss_seq q = {.state = L->st, .tokens = &L->last, .n_tokens = 1};
+        ss_model_eval(L->m, L->ctx, &q, 1, 0);
+    }
+    size_t flen;
+    FILE *f = NULL;
+    if (ss_state_export(L->m, ss_state_cdata(L->st), NULL, NULL, &L->file, &flen) ||
+        !(f = fopen(L->state_out, "wb")) || fwrite(L->file, 1, flen, f) != flen) {
+        if (f) fclose(f);
+        fprintf(stderr, "statesoup generate: cannot write %s\n", L->state_out);
+        return 1;
+    }
+    fclose(f);
+    return GO_ON;
+}
+
+static void local_free(local_run *L)
+{
+    free(L->file);
+    free(L->logits);
+    free(L->sbuf);
+    free(L->text);
+    free(L->ids);
+    cli_gen_free(&L->g);
+    ss_stopper_free(L->stp);
+    ss_detok_free(L->dt);
+    ss_sampler_free(L->smp);
+    ss_state_free(L->st);
+    ss_ctx_free(L->ctx);
+    ss_tokenizer_close(L->tok);
+    ss_model_close(L->m);
+}
+
+int cmd_generate_local(int argc, char **argv)
+{
+    local_run L = {.sp = ss_sample_default_params()};
+    cli_gen_init(&L.g);
+    int rc = local_parse(&L, argc, argv);
+    if (rc == GO_ON) rc = local_load(&L);
+    if (rc == GO_ON) rc = local_prompt(&L);
+    if (rc == GO_ON) rc = local_start(&L);
+    if (rc != GO_ON) goto out;
 
     int64_t t0 = ss_mono_ns();
-    if (n_ids) {
-        ss_seq q = {.state = st, .tokens = ids, .n_tokens = (int)n_ids, .logits = logits};
-        if (ss_model_eval(m, ctx, &q, 1, 0)) {
+    if (L.n_ids) {
+        ss_seq q = {.state = L.st, .tokens = L.ids, .n_tokens = (int)L.n_ids, .logits = L.logits};
+        if (ss_model_eval(L.m, L.ctx, &q, 1, 0)) {
             rc = cli_fail("prompt");
             goto out;
         }
     } else {
-        ss_model_logits_from_state(m, ctx, st, logits);
+        ss_model_logits_from_state(L.m, L.ctx, L.st, L.logits);
     }
     int64_t t1 = ss_mono_ns();
-    int n_gen = 0, hit = 0;
-    const char *why = "length";
-    int32_t last = -1;
-    while (n_gen < max_tokens && !hit) {
-        float lp;
-        int32_t t = ss_sampler_sample(smp, logits, &lp);
-        n_gen++;
-        last = t;
-        if (g.ids) {
-            printf("%s%d", n_gen > 1 ? " " : "", t);
-        } else {
-            size_t len, olen;
-            const char *piece = ss_detok_push(dt, t, &len);
-            const char *outp =
-                ss_stopper_push(stp, piece ? piece : "", piece ? len : 0, &olen, &hit);
-            if (!outp) {
-                rc = cli_fail("stop strings");
-                goto out;
-            }
-            fwrite(outp, 1, olen, stdout);
-            if (hit) why = "stop";
-        }
-        if (g.logprobs) {
-            size_t bl = 0;
-            const char *b = tok ? ss_tokenizer_token_bytes(tok, t, &bl) : NULL;
-            fprintf(stderr, "[%d] id %d %.*s logprob %.4f\n", n_gen - 1, t, (int)bl, b ? b : "",
-                    (double)lp);
-        }
-        fflush(stdout);
-        if (!ignore_eos && t == info->eos_token_id) {
-            why = "eos";
-            break;
-        }
-        if (hit || n_gen == max_tokens) break;
-        ss_seq q = {.state = st, .tokens = &t, .n_tokens = 1, .logits = logits};
-        if (ss_model_eval(m, ctx, &q, 1, 0)) {
-            rc = cli_fail("decode");
-            goto out;
-        }
-    }
-    if (!g.ids && dt) {
-        size_t len, olen;
-        const char *tail = ss_detok_flush(dt, &len);
-        const char *outp = ss_stopper_push(stp, tail ? tail : "", tail ? len : 0, &olen, &hit);
-        if (outp) fwrite(outp, 1, olen, stdout);
-        outp = outp ? ss_stopper_flush(stp, &olen) : NULL;
-        if (!outp) {
-            rc = cli_fail("stop strings");
-            goto out;
-        }
-        fwrite(outp, 1, olen, stdout);
-    }
-    if (isatty(STDOUT_FILENO) || g.ids) putchar('\n');
-    fflush(stdout);
+    rc = local_decode(&L);
     int64_t t2 = ss_mono_ns();
-    if (state_out) {
-        /* the saved state includes the last generated token */
-        if (last >= 0) {
-            ss_seq q = {.state = st, .tokens = &last, .n_tokens = 1};
-            ss_model_eval(m, ctx, &q, 1, 0);
-        }
-        size_t flen;
-        FILE *f = NULL;
-        if (ss_state_export(m, ss_state_cdata(st), NULL, NULL, &file, &flen) ||
-            !(f = fopen(state_out, "wb")) || fwrite(file, 1, flen, f) != flen) {
-            if (f) fclose(f);
-            fprintf(stderr, "statesoup generate: cannot write %s\n", state_out);
-            goto out;
-        }
-        fclose(f);
-    }
-    if (g.verbose) {
+    if (rc == GO_ON && L.state_out) rc = local_save(&L);
+    if (rc != GO_ON) goto out;
+    if (L.g.verbose) {
         double pf = (double)(t1 - t0) / 1e9, dc = (double)(t2 - t1) / 1e9;
         fprintf(stderr,
                 "model %s (%s, %s), seed %llu\n"
                 "prompt: %zu tokens in %.3f s (%.1f tok/s); generated %d tokens in %.3f s "
                 "(%.1f tok/s); finish: %s\n",
-                info->architecture, info->dtype, info->fingerprint, (unsigned long long)sp.seed,
-                n_ids, pf, pf > 0 ? (double)n_ids / pf : 0.0, n_gen, dc,
-                dc > 0 ? n_gen / dc : 0.0, why);
+                L.info->architecture, L.info->dtype, L.info->fingerprint,
+                (unsigned long long)L.sp.seed, L.n_ids, pf, pf > 0 ? (double)L.n_ids / pf : 0.0,
+                L.n_gen, dc, dc > 0 ? L.n_gen / dc : 0.0, L.why);
     }
     rc = 0;
-    goto out;
-usage:
-    rc = CLI_USAGE;
 out:
-    free(file);
-    free(logits);
-    free(sbuf);
-    free(text);
-    free(ids);
-    cli_gen_free(&g);
-    ss_stopper_free(stp);
-    ss_detok_free(dt);
-    ss_sampler_free(smp);
-    ss_state_free(st);
-    ss_ctx_free(ctx);
-    ss_tokenizer_close(tok);
-    ss_model_close(m);
+    local_free(&L);
     return rc;
 }

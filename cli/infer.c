@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "ss_buf.h"
 
 /* Put "state" or "merge" (from "A=0.5,B=0.5") into a request body. */
 static int add_start(const char *cmd, json_t *body, const char *state, const char *merge)
@@ -60,7 +61,7 @@ static int prompt_value(const char *cmd, const char *opt, const char *text, cons
     char *buf = NULL;
     size_t len = 0;
     if (file) {
-        if (cli_read_input(file, (size_t)1 << 30, &buf, &len)) return cli_fail(cmd);
+        if (cli_read_input(file, MAX_PROMPT_BYTES, &buf, &len)) return cli_fail(cmd);
         *out = json_stringn(buf, len);
         free(buf);
     } else if (text) {
@@ -122,7 +123,7 @@ const char cli_generate_help[] =
     "examples:\n"
     "  statesoup generate --model models/demo-mamba1 --prompt 'Once upon a time' --max-tokens 40\n"
     "  statesoup generate --state intro --prompt ' and then' --temperature 0 --save-state intro-2\n"
-    "  statesoup generate --merge dict-a=0.5,dict-b=0.5 --prompt 'Query:\\napple =' --stop '\\n'\n";
+    "  statesoup generate --merge dict-a=0.5,dict-b=0.5 --prompt $'Query:\\napple =' --stop '\\n'\n";
 
 int cmd_generate(int argc, char **argv)
 {
@@ -166,18 +167,6 @@ static int show_token(sse *s, json_int_t id, const json_t *logprob)
         }
     }
     s->n_tok++;
-    return 0;
-}
-
-static int grow(char **buf, size_t *cap, size_t need)
-{
-    if (need <= *cap) return 0;
-    size_t c = *cap ? *cap : 256;
-    while (c < need) c *= 2;
-    char *nb = realloc(*buf, c);
-    if (!nb) return -1;
-    *buf = nb;
-    *cap = c;
     return 0;
 }
 
@@ -245,8 +234,7 @@ static int sse_line(sse *s, const char *l, size_t n)
             l++;
             n--;
         }
-        if (grow(&s->data, &s->dcap, s->dlen + n + 2)) {
-            ss_fail(SS_ERR_NOMEM, "out of memory");
+        if (ss_grow((void **)&s->data, &s->dcap, s->dlen + n + 2, 1)) {
             return 1;
         }
         if (s->dlen) s->data[s->dlen++] = '\n';
@@ -270,13 +258,114 @@ static int sse_feed(void *user, const char *p, size_t n)
             if (r) return r;
             continue;
         }
-        if (grow(&s->line, &s->cap, s->len + 2)) {
-            ss_fail(SS_ERR_NOMEM, "out of memory");
+        if (ss_grow((void **)&s->line, &s->cap, s->len + 2, 1)) {
             return 1;
         }
         s->line[s->len++] = ch;
     }
     return 0;
+}
+
+/* The request body of `generate` from the options: where it starts, the prompt (*pv, and *text
+ * read from --prompt-file, both the caller's to free), sampling and stop strings, save_state.
+ * CLI_OK, or the exit status after saying why. */
+static int remote_body(json_t *body, json_t *stops, const cli_gen_opts *g, const char *state,
+                       const char *merge, const char *save_state, json_t **pv, char **text)
+{
+    int rc;
+    if ((rc = add_start("generate", body, state, merge))) return rc;
+    if ((rc = cli_gen_check(g))) return rc;
+    if (g->tokens) {
+        if (cli_parse_ids_json(g->tokens, pv))
+            return cli_usage("generate", "--tokens: %s", ss_errmsg());
+    } else if (g->prompt_file) {
+        size_t len;
+        if (cli_read_input(g->prompt_file, MAX_PROMPT_BYTES, text, &len))
+            return cli_fail("generate");
+        *pv = json_stringn(*text, len);
+    } else {
+        *pv = json_string(g->prompt ? g->prompt : "");
+    }
+    if (!*pv) return cli_usage("generate", "the prompt is not valid UTF-8");
+    if (!g->tokens && !state && !merge && json_string_length(*pv) == 0) {
+        return cli_usage("generate", "the prompt is empty (give --prompt, or --state/--merge to "
+                                     "continue from a state)");
+    }
+    json_object_set(body, "prompt", *pv);
+    json_object_set_new(body, "max_tokens", json_integer((json_int_t)g->max_tokens));
+    if (!isnan(g->temperature)) json_object_set_new(body, "temperature", json_real(g->temperature));
+    if (!isnan(g->top_k)) json_object_set_new(body, "top_k", json_integer((json_int_t)g->top_k));
+    if (!isnan(g->top_p)) json_object_set_new(body, "top_p", json_real(g->top_p));
+    if (!isnan(g->min_p)) json_object_set_new(body, "min_p", json_real(g->min_p));
+    for (int i = 0; i < g->n_stops; i++) json_array_append_new(stops, json_string(g->stops[i]));
+    if (json_array_size(stops)) json_object_set(body, "stop", stops);
+    if (save_state) {
+        json_object_set_new(body, "save_state", json_pack("{s:s}", "name", save_state));
+    }
+    return CLI_OK;
+}
+
+/* After a streamed reply: the last line and event, a check that it finished, a final newline. */
+static int finish_stream(sse *s)
+{
+    if (s->len) sse_line(s, s->line, s->len); /* a last line without its newline */
+    if (s->dlen && sse_event(s)) return cli_fail("generate");
+    if (!s->done && !s->final) {
+        ss_fail(SS_ERR_IO, "the stream ended before the generation finished");
+        if (s->wrote) fputc('\n', stdout);
+        return cli_fail("generate");
+    }
+    if (s->ids ? s->n_tok > 0 : s->wrote && isatty(STDOUT_FILENO) && s->last != '\n') {
+        fputc('\n', stdout);
+    }
+    return CLI_OK;
+}
+
+/* A whole (not streamed) reply: parsed into *reply, then printed raw (--json) or as text/ids. */
+static int print_reply(int raw, sse *s, const cli_resp *resp, json_t **reply)
+{
+    json_error_t je;
+    *reply = json_loadb(resp->body ? resp->body : "", resp->len, 0, &je);
+    if (!*reply) {
+        ss_fail(SS_ERR_FORMAT, "the reply is not JSON: %s", je.text);
+        return cli_fail("generate");
+    }
+    if (raw) {
+        cli_print_raw(resp->body);
+        return CLI_OK;
+    }
+    size_t i;
+    json_t *id, *lps = json_object_get(*reply, "logprobs");
+    json_array_foreach(json_object_get(*reply, "tokens"), i, id) {
+        json_t *lp = json_object_get(json_array_get(lps, i), "logprob");
+        if (show_token(s, json_integer_value(id), lp)) return cli_fail("generate");
+    }
+    const char *t = json_string_value(json_object_get(*reply, "text"));
+    size_t n = json_string_length(json_object_get(*reply, "text"));
+    if (s->ids) {
+        if (s->n_tok) fputc('\n', stdout);
+    } else {
+        fwrite(t ? t : "", 1, n, stdout);
+        if (isatty(STDOUT_FILENO) && n && t[n - 1] != '\n') fputc('\n', stdout);
+    }
+    return CLI_OK;
+}
+
+/* On stderr: the saved state's id, and with -v the finish reason and token counts. */
+static void print_summary(const json_t *fin, const char *save_state, int verbose)
+{
+    json_t *st = json_object_get(fin, "state");
+    const char *sid = json_string_value(json_object_get(st, "id"));
+    if (save_state && sid) fprintf(stderr, "statesoup: saved state %s (%s)\n", save_state, sid);
+    if (verbose) {
+        json_t *u = json_object_get(fin, "usage");
+        fprintf(stderr,
+                "finish: %s; prompt %" JSON_INTEGER_FORMAT " tokens, generated "
+                "%" JSON_INTEGER_FORMAT " tokens\n",
+                json_string_value(json_object_get(fin, "finish_reason")),
+                json_integer_value(json_object_get(u, "prompt_tokens")),
+                json_integer_value(json_object_get(u, "completion_tokens")));
+    }
 }
 
 int cmd_generate_remote(int argc, char **argv)
@@ -334,44 +423,8 @@ int cmd_generate_remote(int argc, char **argv)
         rc = cli_usage("generate", "unexpected argument '%s'", argv[optind]);
         goto out;
     }
-    if ((rc = add_start("generate", body, state, merge))) goto out;
-    if ((rc = cli_gen_check(&g))) goto out;
+    if ((rc = remote_body(body, stops, &g, state, merge, save_state, &pv, &text))) goto out;
     rc = CLI_FAIL;
-    if (g.tokens) {
-        if (cli_parse_ids_json(g.tokens, &pv)) {
-            rc = cli_usage("generate", "--tokens: %s", ss_errmsg());
-            goto out;
-        }
-    } else if (g.prompt_file) {
-        size_t len;
-        if (cli_read_input(g.prompt_file, (size_t)1 << 30, &text, &len)) {
-            rc = cli_fail("generate");
-            goto out;
-        }
-        pv = json_stringn(text, len);
-    } else {
-        pv = json_string(g.prompt ? g.prompt : "");
-    }
-    if (!pv) {
-        rc = cli_usage("generate", "the prompt is not valid UTF-8");
-        goto out;
-    }
-    if (!g.tokens && !state && !merge && json_string_length(pv) == 0) {
-        rc = cli_usage("generate", "the prompt is empty (give --prompt, or --state/--merge to "
-                                   "continue from a state)");
-        goto out;
-    }
-    json_object_set(body, "prompt", pv);
-    json_object_set_new(body, "max_tokens", json_integer((json_int_t)g.max_tokens));
-    if (!isnan(g.temperature)) json_object_set_new(body, "temperature", json_real(g.temperature));
-    if (!isnan(g.top_k)) json_object_set_new(body, "top_k", json_integer((json_int_t)g.top_k));
-    if (!isnan(g.top_p)) json_object_set_new(body, "top_p", json_real(g.top_p));
-    if (!isnan(g.min_p)) json_object_set_new(body, "min_p", json_real(g.min_p));
-    for (int i = 0; i < g.n_stops; i++) json_array_append_new(stops, json_string(g.stops[i]));
-    if (json_array_size(stops)) json_object_set(body, "stop", stops);
-    if (save_state) {
-        json_object_set_new(body, "save_state", json_pack("{s:s}", "name", save_state));
-    }
     int stream = !no_stream && !o.json;
     json_object_set_new(body, "stream", json_boolean(stream));
     s.ids = g.ids;
@@ -397,69 +450,11 @@ int cmd_generate_remote(int argc, char **argv)
         rc = cli_fail("generate");
         goto out;
     }
-    const json_t *fin;
-    if (stream) {
-        if (s.len) sse_line(&s, s.line, s.len); /* a last line without its newline */
-        if (s.dlen && sse_event(&s)) {
-            rc = cli_fail("generate");
-            goto out;
-        }
-        if (!s.done && !s.final) {
-            ss_fail(SS_ERR_IO, "the stream ended before the generation finished");
-            if (s.wrote) fputc('\n', stdout);
-            rc = cli_fail("generate");
-            goto out;
-        }
-        if (s.ids ? s.n_tok > 0 : s.wrote && isatty(STDOUT_FILENO) && s.last != '\n') {
-            fputc('\n', stdout);
-        }
-        fin = s.final;
-    } else {
-        json_error_t je;
-        reply = json_loadb(resp.body ? resp.body : "", resp.len, 0, &je);
-        if (!reply) {
-            ss_fail(SS_ERR_FORMAT, "the reply is not JSON: %s", je.text);
-            rc = cli_fail("generate");
-            goto out;
-        }
-        if (o.json) {
-            cli_print_raw(resp.body);
-        } else {
-            size_t i;
-            json_t *id, *lps = json_object_get(reply, "logprobs");
-            json_array_foreach(json_object_get(reply, "tokens"), i, id) {
-                json_t *lp = json_object_get(json_array_get(lps, i), "logprob");
-                if (show_token(&s, json_integer_value(id), lp)) {
-                    rc = cli_fail("generate");
-                    goto out;
-                }
-            }
-            const char *t = json_string_value(json_object_get(reply, "text"));
-            size_t n = json_string_length(json_object_get(reply, "text"));
-            if (s.ids) {
-                if (s.n_tok) fputc('\n', stdout);
-            } else {
-                fwrite(t ? t : "", 1, n, stdout);
-                if (isatty(STDOUT_FILENO) && n && t[n - 1] != '\n') fputc('\n', stdout);
-            }
-        }
-        fin = reply;
-    }
+    rc = stream ? finish_stream(&s) : print_reply(o.json, &s, &resp, &reply);
+    if (rc) goto out;
+    const json_t *fin = stream ? s.final : reply;
     fflush(stdout);
-    if (!o.json) {
-        json_t *st = json_object_get(fin, "state");
-        const char *sid = json_string_value(json_object_get(st, "id"));
-        if (save_state && sid) fprintf(stderr, "statesoup: saved state %s (%s)\n", save_state, sid);
-        if (g.verbose) {
-            json_t *u = json_object_get(fin, "usage");
-            fprintf(stderr,
-                    "finish: %s; prompt %" JSON_INTEGER_FORMAT " tokens, generated "
-                    "%" JSON_INTEGER_FORMAT " tokens\n",
-                    json_string_value(json_object_get(fin, "finish_reason")),
-                    json_integer_value(json_object_get(u, "prompt_tokens")),
-                    json_integer_value(json_object_get(u, "completion_tokens")));
-        }
-    }
+    if (!o.json) print_summary(fin, save_state, g.verbose);
     rc = CLI_OK;
 out:
     free(s.line);
@@ -497,7 +492,7 @@ static const char score_help[] =
     "  -v, --verbose            per-token log-probabilities\n" CLI_CONN_HELP
     "\n"
     "example:\n"
-    "  statesoup score --merge dict-a=0.5,dict-b=0.5 --context 'Query:\\napple =' \\\n"
+    "  statesoup score --merge dict-a=0.5,dict-b=0.5 --context $'Query:\\napple =' \\\n"
     "      --continuation ' red'\n";
 
 enum {

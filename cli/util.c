@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "ss_buf.h"
 #include "ss_util.h"
 
 int cli_common_opt(cli_common *o, int c, const char *arg)
@@ -114,13 +115,9 @@ ss_err cli_parse_ids(const char *s, int32_t **ids, size_t *n)
             free(v);
             return ss_fail(SS_ERR_INVALID, "'%s' is not a list of token ids (e.g. 1,2,3)", s);
         }
-        if (k == cap) {
-            int32_t *nv = realloc(v, (cap *= 2) * sizeof *v);
-            if (!nv) {
-                free(v);
-                return ss_fail(SS_ERR_NOMEM, "out of memory");
-            }
-            v = nv;
+        if (ss_grow((void **)&v, &cap, k + 1, sizeof *v)) {
+            free(v);
+            return SS_ERR_NOMEM;
         }
         v[k++] = (int32_t)x;
         s = end;

@@ -42,7 +42,7 @@ void ss_progress_print(void *prefix, const char *phase, uint64_t done, uint64_t 
 int64_t ss_now_ns(void);
 int64_t ss_mono_ns(void);
 
-/* Fill buf with n cryptographically random bytes (getrandom). */
+/* Fill buf with n cryptographically random bytes (getrandom). SS_ERR_IO when it fails. */
 ss_err ss_random_bytes(void *buf, size_t n);
 
 /* Lowercase hex of n bytes into out (2n+1 bytes incl. NUL). */

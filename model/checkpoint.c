@@ -11,6 +11,7 @@
 #include "internal.h"
 #include "kernels.h"
 #include "safetensors.h"
+#include "ss_buf.h"
 #include "ss_util.h"
 
 #include <errno.h>
@@ -52,15 +53,9 @@ typedef struct loader {
 
 static ss_err own(ss_model *m, void *p)
 {
-    if (m->n_owned == m->cap_owned) {
-        int cap = m->cap_owned ? 2 * m->cap_owned : 64;
-        void **n = realloc(m->owned, (size_t)cap * sizeof *n);
-        if (!n) {
-            free(p);
-            return ss_fail(SS_ERR_NOMEM, "out of memory");
-        }
-        m->owned = n;
-        m->cap_owned = cap;
+    if (ss_grow((void **)&m->owned, &m->cap_owned, (size_t)m->n_owned + 1, sizeof *m->owned)) {
+        free(p);
+        return SS_ERR_NOMEM;
     }
     m->owned[m->n_owned++] = p;
     return SS_OK;

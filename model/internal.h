@@ -107,7 +107,8 @@ struct ss_model {
     mapping *maps;
     int n_maps;
     void **owned; /* converted weights and other buffers freed at close */
-    int n_owned, cap_owned;
+    int n_owned;
+    size_t cap_owned;
 };
 
 /* Scratch buffers for a round of T rows; grown by ctx_reserve. */
@@ -154,10 +155,16 @@ struct ss_ctx {
 };
 
 /* model/checkpoint.c */
+/* Fill m from the checkpoint folder dir; the codes of ss_model_open. */
 ss_err model_load(ss_model *m, const char *dir, const ss_model_params *p);
+/* Unmap and free everything model_load set up (m itself stays). */
 void model_unload(ss_model *m);
 
-/* model/mamba.c: dense helpers shared with the other forward files */
+/* model/dense.c: dense helpers shared by every mixer */
+/* Rows per block of 16-bit weights widened for one GEMM call (ctx_reserve sizes the blocks). */
+#define WIDE_ROWS 64
+/* y[rows, out] = x[rows, in] (row stride ldx) times w[out, in]^T, plus bias when not NULL, into y
+ * (row stride ldy); threaded over the model's pool, using c's widening and transpose scratch. */
 void mm_rows(const ss_model *m, ss_ctx *c, const float *x, int rows, int in, int ldx, wmat w,
              const float *bias, int out, float *y, int ldy);
 /* Row r of an embedding-like matrix [V, d] as F32 into dst. */

@@ -8,6 +8,7 @@
 #include "kernels.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -155,10 +156,12 @@ void kernels_block16(const float *src, int C, int K, float *dst)
                 dst[((size_t)b * K + k) * 16 + c] = src[(size_t)(b * 16 + c) * K + k];
 }
 
-const kernels *kernels_get(void)
+static const kernels *chosen;
+
+/* Runs once per process (pthread_once): the CPU and SS_KERNELS do not change under us, and
+ * the engine, the merge threads and the loader may all ask first at the same time. */
+static void kernels_choose(void)
 {
-    static const kernels *chosen;
-    if (chosen) return chosen;
     const kernels *k = &generic;
     const char *force = getenv("SS_KERNELS");
     __builtin_cpu_init();
@@ -174,5 +177,11 @@ const kernels *kernels_get(void)
     else if (has2)
         k = kernels_avx2();
     chosen = k;
-    return k;
+}
+
+const kernels *kernels_get(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, kernels_choose);
+    return chosen;
 }

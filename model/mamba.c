@@ -22,179 +22,11 @@
 
 #include <cblas.h>
 #include <math.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* Tokens per round; sized so the scratch of a 2.8b model stays under ~100 MB. */
 #define ROUND_ROWS 256
-
-/* ---- dense helpers ------------------------------------------------------------------------ */
-
-/*
- * y[rows, out] = x[rows, in] w[out, in]^T (+ bias). Our threads split the output columns (each
- * streams its share of w once); inside, OpenBLAS runs single-threaded: one runtime owns the cores,
- * so no two thread pools spin against each other. Small row counts (decode) use the small-M kernel
- * that streams the weights once for all rows.
- */
-typedef struct mm_job {
-    const float *x, *bias;
-    wmat w;
-    int rows, in, ldx, out, ldy;
-    float *y;
-    float *wide; /* n_threads blocks of wide_floats (16-bit weights, more than 16 rows) */
-    size_t wide_floats;
-    const float *xt; /* x transposed [in][16] when the broadcast kernel is used, else NULL */
-    int block;       /* decode: columns per block taken dynamically, 0 = static ranges */
-    atomic_int next; /* next block */
-} mm_job;
-
-/* Rows per block of 16-bit weights widened for one GEMM call. */
-#define WIDE_ROWS 64
-
-/* Columns [lo, hi) of the product, on the calling thread (scratch slot tid). */
-static void mm_cols(const mm_job *j, int tid, int lo, int hi)
-{
-    const kernels *k = kernels_get();
-    const int n = hi - lo;
-    float *yc = j->y + lo;
-    if (j->w.t == W_F32) {
-        const float *wc = (const float *)j->w.p + (size_t)lo * j->in;
-        if (j->xt) {
-            /* 9..16 rows: broadcast form, no horizontal sums (1.7x the dot-product kernel) */
-            k->gemm_bcast(j->xt, j->rows, j->in, wc, n, yc, j->ldy);
-        } else if (j->rows <= 16) {
-            /* streams w once: 33-36 GB/s per core measured, OpenBLAS sgemv 30 */
-            k->gemm_small(j->x, j->rows, j->in, j->ldx, wc, n, yc, j->ldy);
-        } else {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->rows, n, j->in, 1.0f, j->x,
-                        j->ldx, wc, j->in, 0.0f, yc, j->ldy);
-        }
-    } else {
-        const uint16_t *wc = (const uint16_t *)j->w.p + (size_t)lo * j->in;
-        if (j->rows <= 16) {
-            (j->w.t == W_BF16 ? k->gemm_small_bf16 : k->gemm_small_f16)(j->x, j->rows, j->in,
-                                                                        j->ldx, wc, n, yc, j->ldy);
-        } else {
-            /* widen WIDE_ROWS weight rows at a time (exact), then an F32 GEMM on them */
-            float *wide = j->wide + (size_t)tid * j->wide_floats;
-            for (int r0 = 0; r0 < n; r0 += WIDE_ROWS) {
-                const int nr = n - r0 < WIDE_ROWS ? n - r0 : WIDE_ROWS;
-                (j->w.t == W_BF16 ? k->widen_bf16 : k->widen_f16)(wc + (size_t)r0 * j->in, wide,
-                                                                  (size_t)nr * j->in);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->rows, nr, j->in, 1.0f, j->x,
-                            j->ldx, wide, j->in, 0.0f, yc + r0, j->ldy);
-            }
-        }
-    }
-    if (j->bias) {
-        for (int r = 0; r < j->rows; r++)
-            for (int o = 0; o < n; o++) yc[(size_t)r * j->ldy + o] += j->bias[lo + o];
-    }
-}
-
-/*
- * A thread's share: prefill takes one static range (large contiguous GEMMs); decode, which is
- * memory-bound and sensitive to a thread the host slows down, takes blocks as it goes.
- */
-static void mm_part(void *arg, int tid, int nt)
-{
-    mm_job *j = arg;
-    if (!j->block) {
-        int lo, hi;
-        pool_range(j->out, 16, tid, nt, &lo, &hi);
-        if (lo < hi) mm_cols(j, tid, lo, hi);
-        return;
-    }
-    for (int b; (b = atomic_fetch_add(&j->next, 1)) * j->block < j->out;) {
-        int lo = b * j->block, hi = lo + j->block < j->out ? lo + j->block : j->out;
-        mm_cols(j, tid, lo, hi);
-    }
-}
-
-/*
- * y[rows, out] = x[rows, in] w[out, in]^T (+ bias). The pool's threads split the output columns
- * (each streams its share of w once); inside, OpenBLAS runs single-threaded: one set of threads
- * owns the cores. Row counts up to 16 (decode) use our small-M kernel, which streams the weights
- * once for all rows (16-bit weights are widened in registers). c provides the scratch for
- * widening 16-bit weights in prefill.
- */
-void mm_rows(const ss_model *m, ss_ctx *c, const float *x, int rows, int in, int ldx, wmat w,
-             const float *bias, int out, float *y, int ldy)
-{
-    if (rows <= 0 || out <= 0) return;
-    mm_job j = {.x = x,
-                .w = w,
-                .bias = bias,
-                .rows = rows,
-                .in = in,
-                .ldx = ldx,
-                .out = out,
-                .ldy = ldy,
-                .y = y,
-                .wide = c->wide,
-                .wide_floats = c->wide_floats};
-    if (w.t != W_F32 && rows > 16 && (size_t)WIDE_ROWS * in > c->wide_floats) {
-        /* scratch missing (cannot happen after ctx_reserve): stay correct, one row at a time */
-        for (int r = 0; r < rows; r++)
-            mm_rows(m, c, x + (size_t)r * ldx, 1, in, ldx, w, bias, out, y + (size_t)r * ldy, ldy);
-        return;
-    }
-    const kernels *k = kernels_get();
-    if (w.t == W_F32 && rows > 8 && rows <= 16 && k->gemm_bcast &&
-        (size_t)in * 16 <= c->xt_floats) {
-        for (int kk = 0; kk < in; kk++) {
-            float *col = c->xt + (size_t)kk * 16;
-            for (int r = 0; r < 16; r++) col[r] = r < rows ? x[(size_t)r * ldx + kk] : 0.0f;
-        }
-        j.xt = c->xt;
-    }
-    if ((size_t)rows * out * in < 100000 || out < 32) {
-        mm_part(&j, 0, 1);
-        return;
-    }
-    if (rows <= 16) { /* about 8 blocks per thread, whole 16-column tiles */
-        const int nt = pool_size(m->pool);
-        j.block = ((out + 8 * nt - 1) / (8 * nt) + 15) & ~15;
-        if (j.block < 64) j.block = 64;
-    }
-    pool_run(m->pool, mm_part, &j);
-}
-
-void wmat_row(wmat w, int d, int r, float *dst)
-{
-    const kernels *k = kernels_get();
-    if (w.t == W_F32)
-        memcpy(dst, (const float *)w.p + (size_t)r * d, (size_t)d * sizeof(float));
-    else if (w.t == W_BF16)
-        k->widen_bf16((const uint16_t *)w.p + (size_t)r * d, dst, (size_t)d);
-    else
-        k->widen_f16((const uint16_t *)w.p + (size_t)r * d, dst, (size_t)d);
-}
-
-void norm_rows(const model_config *c, const float *w, const float *b, const float *x, float *y,
-               int rows, int d)
-{
-    for (int r = 0; r < rows; r++) {
-        const float *xr = x + (size_t)r * d;
-        float *yr = y + (size_t)r * d;
-        if (c->norm == NORM_RMS) {
-            /* RMSNorm: x / sqrt(mean(x^2) + eps) * w  (accumulated in double like float64 refs) */
-            double ss = 0;
-            for (int i = 0; i < d; i++) ss += (double)xr[i] * xr[i];
-            float inv = (float)(1.0 / sqrt(ss / d + c->norm_eps));
-            for (int i = 0; i < d; i++) yr[i] = xr[i] * inv * w[i];
-        } else {
-            /* LayerNorm: (x - mean) / sqrt(var + eps) * w + b, biased variance */
-            double mean = 0, var = 0;
-            for (int i = 0; i < d; i++) mean += xr[i];
-            mean /= d;
-            for (int i = 0; i < d; i++) var += ((double)xr[i] - mean) * ((double)xr[i] - mean);
-            float inv = (float)(1.0 / sqrt(var / d + c->norm_eps));
-            for (int i = 0; i < d; i++) yr[i] = (float)(xr[i] - mean) * inv * w[i] + (b ? b[i] : 0);
-        }
-    }
-}
 
 /* ---- model -------------------------------------------------------------------------------- */
 
@@ -232,35 +64,6 @@ void ss_model_close(ss_model *m)
 const ss_model_info *ss_model_get_info(const ss_model *m)
 {
     return &m->info;
-}
-
-void ss_model_state_layout(const ss_model *m, ss_state_layout *o)
-{
-    const ss_model_info *in = &m->info;
-    size_t L = (size_t)in->n_state_layers;
-    memset(o, 0, sizeof *o);
-    o->conv_off = 0;
-    o->conv_n = L * (size_t)in->conv_channels * (size_t)in->conv_kernel;
-    o->ssm_off = o->conv_n;
-    o->ssm_n = L * (size_t)in->d_inner * (size_t)in->d_state;
-    o->hidden_off = o->ssm_off + o->ssm_n;
-    o->hidden_n = (size_t)in->d_model;
-    o->conv_ndim = 3;
-    o->conv_shape[0] = (int)L;
-    o->conv_shape[1] = in->conv_channels;
-    o->conv_shape[2] = in->conv_kernel;
-    if (in->arch == SS_ARCH_MAMBA2) {
-        o->ssm_ndim = 4;
-        o->ssm_shape[0] = (int)L;
-        o->ssm_shape[1] = in->n_heads;
-        o->ssm_shape[2] = in->head_dim;
-        o->ssm_shape[3] = in->d_state;
-    } else {
-        o->ssm_ndim = 3;
-        o->ssm_shape[0] = (int)L;
-        o->ssm_shape[1] = in->d_inner;
-        o->ssm_shape[2] = in->d_state;
-    }
 }
 
 /* ---- scratch ------------------------------------------------------------------------------ */
@@ -448,7 +251,6 @@ void conv_rows(const ss_model *m, const layer *ly, const span *sp, int n_sp, con
     else
         pool_run(m->pool, conv_part, &j);
 }
-
 
 static void scan1_part(void *arg, int tid, int nt)
 {

@@ -221,16 +221,6 @@ const st_tensor *st_find(const st_file *f, const char *name)
 
 /* ---- conversions -------------------------------------------------------------------------- */
 
-float st_bf16_to_f32(uint16_t h)
-{
-    return bf16_to_f32(h);
-}
-
-float st_f16_to_f32(uint16_t h)
-{
-    return f16_to_f32(h);
-}
-
 uint16_t st_f32_to_bf16(float f)
 {
     uint32_t u;

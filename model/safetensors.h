@@ -72,8 +72,7 @@ const st_tensor *st_find(const st_file *f, const char *name);
 void st_to_f32(st_dtype t, const void *src, float *dst, uint64_t n);
 /* Convert float32 to F16/BF16 (round to nearest even), n elements. */
 void st_from_f32(st_dtype t, const float *src, void *dst, uint64_t n);
-float st_bf16_to_f32(uint16_t h);
-float st_f16_to_f32(uint16_t h);
+/* One float32 to BF16 / F16, rounded to nearest even (NaN stays NaN, overflow becomes inf). */
 uint16_t st_f32_to_bf16(float f);
 uint16_t st_f32_to_f16(float f);
 

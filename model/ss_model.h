@@ -97,30 +97,40 @@ ss_model_params ss_model_default_params(void);
  * model.safetensors.index.json). Every header field is validated; on failure nothing is allocated,
  * *out is untouched and ss_errmsg() names the file/tensor and what is wrong.
  * F32 weights are used in place from the mmapped file; BF16/F16 are converted once.
+ * Returns SS_ERR_NOT_FOUND (a file is missing), SS_ERR_IO, SS_ERR_FORMAT (malformed config or
+ * tensors), SS_ERR_UNSUPPORTED (an architecture or option we do not run), SS_ERR_MISMATCH (a
+ * tensor's shape disagrees with the config) or SS_ERR_NOMEM.
  */
 ss_err ss_model_open(ss_model **out, const char *dir, const ss_model_params *params);
 
 /* Release the model. NULL is a no-op. No ctx or state of it may be used afterwards. */
 void ss_model_close(ss_model *m);
 
+/* The model's shape and identity; valid as long as the model is open. */
 const ss_model_info *ss_model_get_info(const ss_model *m);
+/* Where the conv windows, SSM states and final hidden sit in a state's floats (see above). */
 void ss_model_state_layout(const ss_model *m, ss_state_layout *out);
 
 /* ---- scratch context ------------------------------------------------------------------------ */
 
-/* Per-thread scratch. Grows on demand; no allocation per token once warm. */
+/* Per-thread scratch. Grows on demand; no allocation per token once warm. SS_ERR_NOMEM. */
 ss_err ss_ctx_new(const ss_model *m, ss_ctx **out);
+/* Release the scratch. NULL is a no-op. */
 void ss_ctx_free(ss_ctx *c);
 
 /* ---- states --------------------------------------------------------------------------------- */
 
-/* A zero state for model m. */
+/* A zero state for model m. SS_ERR_NOMEM. */
 ss_err ss_state_new(const ss_model *m, ss_state **out);
+/* Release the state. NULL is a no-op. */
 void ss_state_free(ss_state *s);
 /* The state's floats (ss_model_info.state_floats of them), laid out as described above. */
 float *ss_state_data(ss_state *s);
+/* The same, read-only. */
 const float *ss_state_cdata(const ss_state *s);
+/* How many floats the state holds (ss_model_info.state_floats). */
 size_t ss_state_floats(const ss_state *s);
+/* Back to the zero state (the state of an empty prompt). */
 void ss_state_zero(ss_state *s);
 /* Copy src into dst. SS_ERR_MISMATCH if the sizes differ. */
 ss_err ss_state_copy(ss_state *dst, const ss_state *src);
@@ -163,7 +173,8 @@ typedef struct ss_seq {
  */
 ss_err ss_model_eval(ss_model *m, ss_ctx *c, ss_seq *seqs, int n_seqs, int lockstep);
 
-/* Logits of the next token from a state alone: lm_head(final_hidden). logits: [vocab]. */
+/* Logits of the next token from a state alone: lm_head(final_hidden). logits: [vocab].
+ * SS_ERR_MISMATCH when s is not a state of m's size. */
 ss_err ss_model_logits_from_state(ss_model *m, ss_ctx *c, const ss_state *s, float *logits);
 
 /* ---- sampling ------------------------------------------------------------------------------- */
@@ -209,8 +220,9 @@ int32_t ss_argmax(const float *logits, int vocab);
  * One matcher per generation; not thread-safe.
  */
 typedef struct ss_stopper ss_stopper;
-/* stops: n strings (n may be 0; empty strings are ignored). Copied. */
+/* stops: n strings (n may be 0; empty strings are ignored). Copied. SS_ERR_NOMEM. */
 ss_err ss_stopper_new(const char *const *stops, int n, ss_stopper **out);
+/* Release the matcher. NULL is a no-op. */
 void ss_stopper_free(ss_stopper *s);
 /*
  * Feed `len` bytes of text. Returns the text to emit now (owned by s, valid until the next call,
@@ -230,7 +242,8 @@ const char *ss_stopper_flush(ss_stopper *s, size_t *out_len);
  * memory: tensors "conv", "ssm", "final_hidden" in `dtype` ("F32", "BF16" or "F16"; NULL = F32),
  * shaped as in ss_state_layout. `metadata_json` (may be NULL) is a JSON object whose values are
  * strings; it becomes __metadata__. The model fingerprint is always added as "model_fingerprint".
- * On success *out (free() it) and *out_len are set.
+ * On success *out (free() it) and *out_len are set. SS_ERR_INVALID (unknown dtype, metadata
+ * that is not an object of strings) or SS_ERR_NOMEM.
  */
 ss_err ss_state_export(const ss_model *m, const float *data, const char *dtype,
                        const char *metadata_json, uint8_t **out, size_t *out_len);

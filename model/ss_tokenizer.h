@@ -37,7 +37,8 @@ typedef struct ss_tokenizer ss_tokenizer;
  * ids); ss_errmsg() names the file and what is wrong.
  */
 ss_err ss_tokenizer_open(ss_tokenizer **out, const char *path);
-/* The same from a JSON text in memory (len bytes, need not be NUL-terminated; not kept). */
+/* The same from a JSON text in memory (len bytes, need not be NUL-terminated; not kept):
+ * SS_ERR_FORMAT, SS_ERR_UNSUPPORTED or SS_ERR_NOMEM. */
 ss_err ss_tokenizer_open_mem(ss_tokenizer **out, const char *json, size_t len);
 /* Free a tokenizer. NULL is a no-op. No other thread may still be using it. */
 void ss_tokenizer_close(ss_tokenizer *t);

@@ -22,6 +22,36 @@ struct ss_state {
     float *data;       /* [n], 64-byte aligned */
 };
 
+/* The layout lives beside the state it describes (ss_model.h documents the fields). */
+void ss_model_state_layout(const ss_model *m, ss_state_layout *o)
+{
+    const ss_model_info *in = &m->info;
+    size_t L = (size_t)in->n_state_layers;
+    memset(o, 0, sizeof *o);
+    o->conv_off = 0;
+    o->conv_n = L * (size_t)in->conv_channels * (size_t)in->conv_kernel;
+    o->ssm_off = o->conv_n;
+    o->ssm_n = L * (size_t)in->d_inner * (size_t)in->d_state;
+    o->hidden_off = o->ssm_off + o->ssm_n;
+    o->hidden_n = (size_t)in->d_model;
+    o->conv_ndim = 3;
+    o->conv_shape[0] = (int)L;
+    o->conv_shape[1] = in->conv_channels;
+    o->conv_shape[2] = in->conv_kernel;
+    if (in->arch == SS_ARCH_MAMBA2) {
+        o->ssm_ndim = 4;
+        o->ssm_shape[0] = (int)L;
+        o->ssm_shape[1] = in->n_heads;
+        o->ssm_shape[2] = in->head_dim;
+        o->ssm_shape[3] = in->d_state;
+    } else {
+        o->ssm_ndim = 3;
+        o->ssm_shape[0] = (int)L;
+        o->ssm_shape[1] = in->d_inner;
+        o->ssm_shape[2] = in->d_state;
+    }
+}
+
 ss_err ss_state_new(const ss_model *m, ss_state **out)
 {
     ss_state *s = calloc(1, sizeof *s);

@@ -11,6 +11,7 @@
  * strings (a CLI argument need not be valid UTF-8) and however the text is cut into pieces. A
  * JSON answer built from the pieces is then always valid.
  */
+#include "ss_buf.h"
 #include "ss_model.h"
 
 #include <stdlib.h>
@@ -59,18 +60,6 @@ void ss_stopper_free(ss_stopper *s)
     free(s);
 }
 
-static int reserve(char **p, size_t *cap, size_t need)
-{
-    if (need <= *cap) return 0;
-    size_t c = *cap ? *cap : 64;
-    while (c < need) c *= 2;
-    char *n = realloc(*p, c);
-    if (!n) return -1;
-    *p = n;
-    *cap = c;
-    return 0;
-}
-
 /* Bytes in a UTF-8 sequence that starts with lead byte c (1 for ASCII and stray bytes). */
 static size_t utf8_len(unsigned char c)
 {
@@ -97,7 +86,7 @@ static size_t char_boundary(const char *buf, size_t cut)
 static const char *release(ss_stopper *s, size_t n, size_t *out_len)
 {
     *out_len = 0;
-    if (reserve(&s->out, &s->out_cap, n + 1)) {
+    if (ss_grow((void **)&s->out, &s->out_cap, n + 1, 1)) {
         ss_fail(SS_ERR_NOMEM, "out of memory in the stop-string matcher");
         return NULL;
     }
@@ -114,7 +103,7 @@ const char *ss_stopper_push(ss_stopper *s, const char *text, size_t len, size_t 
     *hit = s->hit;
     *out_len = 0;
     if (s->hit) return "";
-    if (reserve(&s->buf, &s->cap, s->len + len + 1)) {
+    if (ss_grow((void **)&s->buf, &s->cap, s->len + len + 1, 1)) {
         ss_fail(SS_ERR_NOMEM, "out of memory in the stop-string matcher");
         return NULL;
     }

@@ -1,6 +1,7 @@
 /*
  * test_common.c - the shared helpers: error messages, relaxed JSON (HF's Infinity), hex.
  */
+#include "ss_buf.h"
 #include "ss_err.h"
 #include "ss_util.h"
 #include "test_util.h"
@@ -51,8 +52,33 @@ static void test_hex_random(void)
     CHECK(memcmp(r1, r2, sizeof r1) != 0);
 }
 
+/* ss_grow: contents kept across growth, capacity doubles from SS_GROW_FIRST, a size that cannot
+ * be represented is refused with the array untouched. */
+static void test_grow(void)
+{
+    int32_t *v = NULL;
+    size_t cap = 0;
+    CHECK_OK(ss_grow((void **)&v, &cap, 1, sizeof *v));
+    CHECK(cap == SS_GROW_FIRST && v);
+    for (int32_t i = 0; i < 1000; i++) {
+        CHECK_OK(ss_grow((void **)&v, &cap, (size_t)i + 1, sizeof *v));
+        v[i] = i * 3;
+    }
+    CHECK(cap == 1024); /* 16 doubled six times */
+    int ok = 1;
+    for (int32_t i = 0; i < 1000; i++) ok &= v[i] == i * 3;
+    CHECK(ok);
+    int32_t *before = v;
+    CHECK_OK(ss_grow((void **)&v, &cap, 1024, sizeof *v)); /* already room: nothing moves */
+    CHECK(v == before && cap == 1024);
+    CHECK_ERR(ss_grow((void **)&v, &cap, SIZE_MAX / 2, sizeof *v), SS_ERR_NOMEM);
+    CHECK(v == before && cap == 1024 && v[999] == 2997);
+    free(v);
+}
+
 int main(void)
 {
+    test_grow();
     test_errors();
     test_relaxed_json();
     test_hex_random();
