@@ -679,7 +679,7 @@ int main(int argc, char **argv)
                 const char *refs[4] = {ids[0], ids[1], ids[2], ids[3]};
                 t0 = now_s();
                 ss_store_merge_f32(store, refs, w, 4, info->fingerprint, ss_state_data(st),
-                                   info->state_bytes, nthreads);
+                                   info->state_bytes, nthreads, NULL);
                 dt = now_s() - t0;
                 if (dt < best_merge) best_merge = dt;
             }

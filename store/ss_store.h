@@ -1,7 +1,8 @@
 /*
  * ss_store.h - the durable catalog of named states, in LMDB.
  *
- * A state is a blob (the model's state floats, opaque to the store) plus a record (JSON object).
+ * A state is a blob (the model's state floats, opaque to the store except for the merge, which
+ * sums them as F32 arrays: ss_store_merge_f32) plus a record (JSON object).
  * The store assigns the id ("st_" + 32 lowercase hex), created_at (RFC 3339, UTC, microseconds),
  * bytes and checksum (XXH3-64 of the blob, 16 hex chars, verified on every blob read), and keeps
  * indexes by name (unique), by tag, and by creation time (newest first).
@@ -113,16 +114,35 @@ typedef ss_err (*ss_store_chunk_fn)(void *user, const void *const *chunks, size_
 ss_err ss_store_view_chunks(ss_store *s, const char *const *refs, int n, const char *expect_model,
                             int n_threads, ss_store_chunk_fn fn, void *user);
 
+/* A merge source as the store resolved it: what the merged state's record needs. */
+#define SS_STORE_ID_LEN 35 /* "st_" + 32 lowercase hex */
+typedef struct ss_store_source {
+    char id[SS_STORE_ID_LEN + 1]; /* the id the reference resolved to: the state summed */
+    int64_t n_tokens;             /* that state's record n_tokens */
+} ss_store_source;
+
 /*
- * out = sum_i w[i] * blob_i for n stored F32 states of out_bytes each (the merge of State Soup),
- * on up to n_threads threads. Each 1 MiB piece of every source is checksummed in the same pass
- * that sums it, so the sources are read from memory once and only once. Evaluated per element as
- * (float)w[0] * x0, then one fused multiply-add per further source, in order. Checks as
- * ss_store_view_chunks, plus SS_ERR_MISMATCH when a blob is not out_bytes long and
- * SS_ERR_INVALID for a weight that is not a finite float. On any error out is undefined.
+ * The merge of State Soup, the one place where the store looks inside blobs: it treats them as
+ * arrays of F32 (the daemon stores every state as F32; the model owns the layout, the store only
+ * the arithmetic of the merge, because it is fused with the checksum pass and reads the sources
+ * straight from the map). There is no other merge kernel.
+ *
+ * out = sum_i w[i] * blob_i for n stored F32 states of out_bytes each, on up to n_threads
+ * threads. Each 1 MiB piece of every source is checksummed in the same pass that sums it, and
+ * the result is checked finite in that pass too, so the sources are read from memory once and
+ * only once. Evaluated per element as (float)w[0] * x0, then one fused multiply-add per further
+ * source, in order. Resolution of the refs, the checks and the sum happen in one read
+ * transaction: src (may be NULL; else n entries) receives the ids and n_tokens of exactly the
+ * states summed, so a name deleted and re-created meanwhile cannot make the record lie.
+ * Returns SS_OK; SS_ERR_NOT_FOUND (a ref), SS_ERR_MISMATCH (another model, a blob not out_bytes
+ * long), SS_ERR_CORRUPT (a checksum, naming the state and the byte range), SS_ERR_INVALID (a
+ * weight that is not a finite float, or a result with an infinite or NaN element),
+ * SS_ERR_TOO_LARGE (n > SS_STORE_VIEW_MAX), SS_ERR_NOMEM, SS_ERR_IO. On any error out and src are
+ * undefined.
  */
 ss_err ss_store_merge_f32(ss_store *s, const char *const *refs, const double *w, int n,
-                          const char *expect_model, float *out, size_t out_bytes, int n_threads);
+                          const char *expect_model, float *out, size_t out_bytes, int n_threads,
+                          ss_store_source *src);
 
 /* Delete state `ref` (id or name) with its indexes. SS_ERR_NOT_FOUND. */
 ss_err ss_store_delete(ss_store *s, const char *ref);

@@ -1037,6 +1037,7 @@ typedef struct chunk_job {
     void *user;
     void *dst;                /* CHUNK_COPY: len bytes; CHUNK_SUM: len / 4 floats */
     const float *w;           /* CHUNK_SUM: [n] weights */
+    ss_store_source *src;     /* [n] filled with what was resolved, or NULL */
     atomic_size_t next;       /* next chunk to take */
     atomic_int failed;        /* set once: stop taking chunks */
     pthread_mutex_t mu;
@@ -1061,6 +1062,7 @@ static int chunk_one(chunk_job *j, size_t c)
     const void *ptrs[SS_STORE_VIEW_MAX];
     uint64_t got[SS_STORE_VIEW_MAX];
     size_t off = c * CHUNK_BYTES, cl = j->len - off < CHUNK_BYTES ? j->len - off : CHUNK_BYTES;
+    int finite = 1;
     for (int i = 0; i < j->n; i++) ptrs[i] = j->blobs[i] + off;
     switch (j->mode) {
     case CHUNK_FN:
@@ -1070,8 +1072,8 @@ static int chunk_one(chunk_job *j, size_t c)
         ss_hash64_copy((unsigned char *)j->dst + off, ptrs[0], cl, &got[0]);
         break;
     case CHUNK_SUM:
-        ss_hash64_sum_f32((float *)j->dst + off / sizeof(float), (const float *const *)ptrs, j->w,
-                          j->n, cl, got);
+        finite = ss_hash64_sum_f32((float *)j->dst + off / sizeof(float),
+                                   (const float *const *)ptrs, j->w, j->n, cl, got);
         break;
     }
     for (int i = 0; i < j->n; i++) {
@@ -1082,6 +1084,15 @@ static int chunk_one(chunk_job *j, size_t c)
             chunk_job_fail(j, SS_ERR_CORRUPT, msg);
             return -1;
         }
+    }
+    if (!finite) {
+        char msg[256];
+        snprintf(msg, sizeof msg,
+                 "the merge is not finite: bytes [%zu, %zu) of the result hold infinite or NaN "
+                 "values (are the weights too large?); nothing was stored",
+                 off, off + cl);
+        chunk_job_fail(j, SS_ERR_INVALID, msg);
+        return -1;
     }
     if (j->mode == CHUNK_FN) {
         ss_err err = j->fn(j->user, ptrs, off, cl, j->n);
@@ -1164,6 +1175,10 @@ static ss_err chunked_read(ss_store *s, const char *const *refs, int n, const ch
         if ((err = find_blob(s, txn, refs[i], expect_model, ids[i], &rec, &record, &blob)))
             goto out;
         idp[i] = ids[i];
+        if (j->src) {
+            memcpy(j->src[i].id, ids[i], ID_LEN + 1);
+            j->src[i].n_tokens = json_integer_value(json_object_get(record, "n_tokens"));
+        }
         if (i > 0 && blob.mv_size != j->len) {
             err = ss_fail(SS_ERR_MISMATCH, "states %s and %s have different sizes (%zu, %zu bytes)",
                           ids[0], ids[i], j->len, blob.mv_size);
@@ -1214,8 +1229,14 @@ ss_err ss_store_view_chunks(ss_store *s, const char *const *refs, int n, const c
     return chunked_read(s, refs, n, expect_model, n_threads, &j);
 }
 
+/*
+ * out = sum_i w[i] * blob_i, each piece of each source checksummed and the result checked finite
+ * in the pass that sums it (see ss_store.h). Resolution, checks and the sum share one read
+ * transaction, so src[i] (when not NULL) names exactly the state that was summed.
+ */
 ss_err ss_store_merge_f32(ss_store *s, const char *const *refs, const double *w, int n,
-                          const char *expect_model, float *out, size_t out_bytes, int n_threads)
+                          const char *expect_model, float *out, size_t out_bytes, int n_threads,
+                          ss_store_source *src)
 {
     float wf[SS_STORE_VIEW_MAX];
     if (!out || !w || out_bytes == 0 || out_bytes % sizeof(float))
@@ -1226,7 +1247,7 @@ ss_err ss_store_merge_f32(ss_store *s, const char *const *refs, const double *w,
                            w[i]);
         wf[i] = (float)w[i];
     }
-    chunk_job j = {.mode = CHUNK_SUM, .len = out_bytes, .dst = out, .w = wf};
+    chunk_job j = {.mode = CHUNK_SUM, .len = out_bytes, .dst = out, .w = wf, .src = src};
     return chunked_read(s, refs, n, expect_model, n_threads, &j);
 }
 
