@@ -46,7 +46,10 @@ ss_store_params ss_store_default_params(void);
 /*
  * Open (creating when missing and not read-only; new directories get mode 0700) the store in
  * directory `dir`; params NULL = defaults. *out is set only on success.
- * SS_ERR_NOT_FOUND if read-only and the store does not exist; SS_ERR_PERM, SS_ERR_IO etc.
+ * SS_ERR_NOT_FOUND if read-only and the store does not exist; SS_ERR_CORRUPT if data.mdb is
+ * shorter than the pages its meta page claims (a truncated file: refused before any page is read,
+ * the message says what to do); SS_ERR_FORMAT if the directory holds another LMDB environment;
+ * SS_ERR_UNSUPPORTED for an unknown format version; SS_ERR_PERM, SS_ERR_IO, SS_ERR_NOMEM
  * otherwise. Open a directory at most once per process (an LMDB rule).
  */
 ss_err ss_store_open(ss_store **out, const char *dir, const ss_store_params *params);

@@ -660,6 +660,33 @@ out:
 }
 
 /*
+ * The data file must hold every page the newest meta page claims. A file cut short (a bad copy, a
+ * full disk during a restore, a truncation by hand) maps without complaint, and the first read of
+ * a page past its end is a SIGBUS that kills the process with no message. mdb_env_open reads the
+ * meta pages with read(), not through the map, so this check runs before any page is touched.
+ * SS_ERR_CORRUPT with what to do; SS_ERR_IO if the file cannot be examined.
+ */
+static ss_err check_file_covers_pages(ss_store *s, const char *data_path)
+{
+    MDB_envinfo info;
+    struct stat st;
+    if (mdb_env_info(s->env, &info)) return ss_fail(SS_ERR_IO, "store %s: env info", s->dir);
+    if (stat(data_path, &st) != 0)
+        return ss_fail(SS_ERR_IO, "store %s: cannot examine %s: %s", s->dir, data_path,
+                       strerror(errno));
+    uint64_t need = ((uint64_t)info.me_last_pgno + 1) * s->page_size;
+    if ((uint64_t)st.st_size < need) {
+        return ss_fail(SS_ERR_CORRUPT,
+                       "store %s: %s is truncated: it holds %" PRIu64 " bytes but its pages reach "
+                       "%" PRIu64 " bytes (%" PRIu64 " missing). Nothing was read or changed. "
+                       "Restore data.mdb from a backup (or from the copy it was cut from), or move "
+                       "the directory aside and start with an empty store",
+                       s->dir, data_path, (uint64_t)st.st_size, need, need - (uint64_t)st.st_size);
+    }
+    return SS_OK;
+}
+
+/*
  * Open (creating when missing and not read-only, with mode 0700 for new directories) the store in
  * directory `dir`. params NULL = defaults. *out is set only on success; close it with
  * ss_store_close(). The map starts at max(initial_map_size, size of the data file) and grows on
@@ -744,6 +771,7 @@ ss_err ss_store_open(ss_store **out, const char *dir, const ss_store_params *par
     MDB_stat est;
     mdb_env_stat(s->env, &est);
     s->page_size = est.ms_psize;
+    if ((err = check_file_covers_pages(s, data_path))) goto out;
 
     err = open_dbs(s);
     if (err) goto out;

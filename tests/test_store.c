@@ -1544,6 +1544,36 @@ static void test_disk_full(const char *dir)
         CHECKF(code == 0, "disk-full child exited with %d", code);
 }
 
+/*
+ * A data.mdb cut to 97 % of its size: the open is refused with SS_ERR_CORRUPT and a message that
+ * says what to do, read-write and read-only, instead of a SIGBUS on the first page read past the
+ * end of the file.
+ */
+static void test_truncated(const char *dir)
+{
+    char path[128], id[36];
+    struct stat st;
+    ss_store *s = open_store(dir, 0, 0);
+    for (int i = 0; i < 6; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "t%d", i);
+        REQUIRE_OK(put_state(s, name, NULL, MIB, 60 + (uint64_t)i, id));
+    }
+    ss_store_close(s);
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    if (stat(path, &st) != 0 || truncate(path, st.st_size / 100 * 97) != 0) {
+        CHECKF(0, "cannot truncate %s", path);
+        return;
+    }
+    ss_store *t = NULL;
+    ss_store_params ro = ss_store_default_params();
+    ro.read_only = 1;
+    CHECK_ERR(ss_store_open(&t, dir, &ro), SS_ERR_CORRUPT);
+    CHECK(t == NULL && strstr(ss_errmsg(), "truncated") && strstr(ss_errmsg(), "backup"));
+    CHECK_ERR(ss_store_open(&t, dir, NULL), SS_ERR_CORRUPT);
+    CHECK(t == NULL);
+}
+
 int main(void)
 {
     static const struct {
@@ -1557,6 +1587,7 @@ int main(void)
         {"map_limit", test_map_limit},   {"reopen", test_reopen},
         {"reader", test_reader_process}, {"threads", test_threads},
         {"disk_full", test_disk_full},   {"view_chunks", test_view_chunks},
+        {"truncated", test_truncated},
     };
     test_validation();
     test_hash_kernels();
