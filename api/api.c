@@ -37,6 +37,7 @@ static const struct {
     [SS_ERR_PERM] = {403, "forbidden"},
     [SS_ERR_CANCELLED] = {503, "cancelled"},
     [SS_ERR_INTERNAL] = {500, "internal_error"},
+    [SS_ERR_UNAVAILABLE] = {503, "unavailable"},
 };
 
 int api_status_of(ss_err e)

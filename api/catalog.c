@@ -20,6 +20,10 @@ void api_h_healthz(void *app, ss_http_req *r)
         ss_http_respond_error(r, 503, "loading", "the model is still loading");
         return;
     }
+    if (ss_store_check(a->store) != SS_OK) {
+        api_json(r, 503, json_pack("{s:s,s:s}", "status", "degraded", "reason", ss_errmsg()));
+        return;
+    }
     api_json(r, 200, json_pack("{s:s}", "status", "ok"));
 }
 

@@ -56,6 +56,14 @@ ss_err ss_store_open(ss_store **out, const char *dir, const ss_store_params *par
 /* NULL is a no-op. No other call on `s` may be running. */
 void ss_store_close(ss_store *s);
 
+/*
+ * Health: SS_OK, or SS_ERR_UNAVAILABLE (reason in ss_errmsg()) when the data file open here is no
+ * longer the one at DIR/data.mdb (the directory was deleted or the file replaced: writes would be
+ * lost; ss_store_put refuses with the same error) or the map is full at its configured maximum.
+ * Cheap enough for every /healthz. Thread-safe.
+ */
+ss_err ss_store_check(ss_store *s);
+
 /* Is `ref` shaped like a state id ("st_" + 32 hex)? Names may not look like ids. */
 int ss_store_is_id(const char *ref);
 /* Validate a name (1..128 bytes of [A-Za-z0-9._:/-], not id-shaped): SS_ERR_INVALID + message. */
@@ -69,7 +77,7 @@ ss_err ss_store_check_tag(const char *tag);
  * SS_ERR_EXISTS if the name is taken, SS_ERR_FORMAT if record_json is not JSON, SS_ERR_INVALID
  * for a bad name/tag/field or an empty blob, SS_ERR_TOO_LARGE for a record over 1 MiB,
  * SS_ERR_FULL when the disk is full (or max_map_size is reached), SS_ERR_PERM on a read-only
- * store. The inputs stay the caller's; the blob is copied.
+ * store, SS_ERR_UNAVAILABLE when the data file was deleted or replaced (see ss_store_check). The inputs stay the caller's; the blob is copied.
  */
 ss_err ss_store_put(ss_store *s, const char *record_json, const void *blob, size_t blob_len,
                     char **record_out);

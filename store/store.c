@@ -83,6 +83,7 @@ struct ss_store {
     size_t max_map_size; /* 0 = unlimited */
     size_t page_size;    /* LMDB's page size (the file's, which may differ from the OS's) */
     char *dir;
+    char *data_path;     /* dir/data.mdb, for the health check */
 };
 
 /* The store whose view callback is running on this thread (re-entry would deadlock the rwlock). */
@@ -775,6 +776,8 @@ ss_err ss_store_open(ss_store **out, const char *dir, const ss_store_params *par
 
     err = open_dbs(s);
     if (err) goto out;
+    s->data_path = data_path;
+    data_path = NULL;
     *out = s;
     s = NULL;
 out:
@@ -796,7 +799,58 @@ void ss_store_close(ss_store *s)
         pthread_mutex_destroy(&s->write_mu);
     }
     free(s->dir);
+    free(s->data_path);
     free(s);
+}
+
+/*
+ * The data file open in LMDB must still be the one at dir/data.mdb (same device and inode): a
+ * deleted or replaced directory keeps the old file open, and writes into it are acknowledged and
+ * then lost. SS_ERR_UNAVAILABLE with the reason.
+ */
+static ss_err check_file(ss_store *s)
+{
+    struct stat on_disk, open_file;
+    mdb_filehandle_t fd;
+    if (mdb_env_get_fd(s->env, &fd) || fstat(fd, &open_file) != 0)
+        return ss_fail(SS_ERR_UNAVAILABLE, "store %s: cannot examine the open data file", s->dir);
+    if (stat(s->data_path, &on_disk) != 0) {
+        return ss_fail(SS_ERR_UNAVAILABLE,
+                       "store %s: the data file %s is gone (%s): states saved now would be lost; "
+                       "restore the directory or restart the daemon",
+                       s->dir, s->data_path, strerror(errno));
+    }
+    if (on_disk.st_dev != open_file.st_dev || on_disk.st_ino != open_file.st_ino) {
+        return ss_fail(SS_ERR_UNAVAILABLE,
+                       "store %s: %s was replaced by another file since the daemon opened it; "
+                       "restart the daemon",
+                       s->dir, s->data_path);
+    }
+    return SS_OK;
+}
+
+/*
+ * Is the store still usable? check_file, and the map must have room (below its configured
+ * maximum, or able to grow). Cheap (a stat, an fstat, env info): callable per request. SS_OK, or
+ * SS_ERR_UNAVAILABLE with the reason in ss_errmsg(). Thread-safe.
+ */
+ss_err ss_store_check(ss_store *s)
+{
+    if (!s) return ss_fail(SS_ERR_INVALID, "store: NULL store");
+    ss_err err = check_file(s);
+    if (err) return err;
+    if (s->max_map_size) {
+        MDB_envinfo info;
+        mdb_env_info(s->env, &info);
+        uint64_t used = ((uint64_t)info.me_last_pgno + 1) * s->page_size;
+        if (used >= s->max_map_size - s->max_map_size / 20) { /* 95 % of the ceiling */
+            return ss_fail(SS_ERR_UNAVAILABLE,
+                           "store %s: the map is nearly full (%" PRIu64 " of at most %zu bytes); "
+                           "delete states or raise the limit",
+                           s->dir, used, s->max_map_size);
+        }
+    }
+    return SS_OK;
 }
 
 /* ---- put ------------------------------------------------------------------------------------- */
@@ -929,6 +983,8 @@ ss_err ss_store_put(ss_store *s, const char *record_json, const void *blob, size
     if (!s) return ss_fail(SS_ERR_INVALID, "store: NULL store");
     if (s->read_only) return ss_fail(SS_ERR_PERM, "store %s is open read-only", s->dir);
     if (blob_len == 0 || !blob) return ss_fail(SS_ERR_INVALID, "state blob is empty");
+    /* A write into a file that was deleted under us would be acknowledged and lost. */
+    if ((err = check_file(s))) return err;
     if (blob_len > 0xffffffffu) {
         return ss_fail(SS_ERR_TOO_LARGE, "state blob of %zu bytes exceeds the 4 GiB limit",
                        blob_len);

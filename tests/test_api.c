@@ -1278,6 +1278,38 @@ static void test_store_full(void)
     daemon_stop(&d);
 }
 
+/*
+ * The data directory deleted under a running daemon: /healthz answers 503 "degraded" with the
+ * reason, and a save is refused with 503 "unavailable" instead of a 201 for a state that would be
+ * lost with the deleted file.
+ */
+static void test_lost_data_dir(void)
+{
+    char data[512], cmd[600];
+    snprintf(data, sizeof data, "%s/lost", tmp_root);
+    srv d;
+    if (daemon_start(&d, fixture_path("models/mamba1-tiny"), data, "--quiet", NULL)) {
+        CHECK(0);
+        return;
+    }
+    long st = 0;
+    json_decref(call(&d, "POST", "/v1/states", json_pack("{s:[i,i]}", "tokens", 1, 2), &st));
+    CHECK(st == 201);
+    json_t *j = call(&d, "GET", "/healthz", NULL, &st);
+    CHECK(st == 200 && jstr_is(json_object_get(j, "status"), "ok"));
+    json_decref(j);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", data);
+    CHECK(system(cmd) == 0);
+    j = call(&d, "GET", "/healthz", NULL, &st);
+    CHECK(st == 503 && jstr_is(json_object_get(j, "status"), "degraded"));
+    const char *why = json_string_value(json_object_get(j, "reason"));
+    CHECKF(why && strstr(why, "is gone"), "reason: %s", why ? why : "(none)");
+    json_decref(j);
+    j = call(&d, "POST", "/v1/states", json_pack("{s:[i,i]}", "tokens", 3, 4), &st);
+    check_error(j, st, 503, "unavailable", "save into a deleted store");
+    daemon_stop(&d);
+}
+
 static void test_text(void)
 {
     char data[512], model[1024];
@@ -1669,6 +1701,7 @@ int main(void)
     daemon_stop(&d);
     test_auth_and_limits(data);
     test_store_full();
+    test_lost_data_dir();
     test_corrupt();
     test_overload();
     test_shutdown_inflight();
