@@ -8,7 +8,12 @@
  *
  * On-disk layout (named databases in one environment; keys and values are raw bytes, no NULs):
  *   blobs    id (35 bytes, "st_" + 32 hex)        -> blob bytes
- *   records  id                                   -> be64 created_ns, then the record JSON text
+ *   records  id                                   -> be64 created_ns, 0x01, be64 XXH3-64 of the
+ *                                                    text, then the record JSON text. Records
+ *                                                    written before the checksum existed have the
+ *                                                    text right after created_ns (it starts with
+ *                                                    '{', never 0x01): they are still read, and
+ *                                                    checked by parsing instead
  *   names    name                                 -> time key of the named state
  *   time     time key                             -> name of the state (empty when unnamed)
  *   tags     tag, 0x00, time key                  -> name of the state (empty when unnamed)
@@ -58,6 +63,8 @@
 #define TKEY_LEN         (8 + ID_LEN)   /* time key: be64 inverted created_ns + id */
 #define CURSOR_LEN       (2 * TKEY_LEN) /* hex of the time key */
 #define HDR_LEN          8              /* records value header: be64 created_ns */
+#define REC_SUM_MARK     0x01           /* after HDR_LEN: a record checksum follows */
+#define REC_SUM_LEN      (1 + 8)        /* the mark and be64 XXH3-64 of the text */
 #define LIST_DEFAULT     100
 #define LIST_MAX         1000
 #define GROW_ATTEMPTS    32
@@ -439,11 +446,40 @@ static ss_err resolve(ss_store *s, MDB_txn *txn, const char *ref, char *id, MDB_
     return SS_OK;
 }
 
-/* Parse a stored record (the JSON after the header). */
+/*
+ * The JSON text of a stored record value, verified: against its checksum (records written since
+ * the checksum exists), else (older records) by parsing it, so that a damaged record is never
+ * served. *text points into rec. SS_ERR_CORRUPT naming the state.
+ */
+static ss_err record_text(const char *id, const MDB_val *rec, const char **text, size_t *len)
+{
+    const unsigned char *p = rec->mv_data;
+    if (rec->mv_size > HDR_LEN + REC_SUM_LEN && p[HDR_LEN] == REC_SUM_MARK) {
+        *text = (const char *)p + HDR_LEN + REC_SUM_LEN;
+        *len = rec->mv_size - HDR_LEN - REC_SUM_LEN;
+        if (ss_hash64(*text, *len) != be64_get(p + HDR_LEN + 1))
+            return ss_fail(SS_ERR_CORRUPT, "state %s: its record failed its checksum", id);
+        return SS_OK;
+    }
+    if (rec->mv_size <= HDR_LEN)
+        return ss_fail(SS_ERR_CORRUPT, "state %s: its record is truncated", id);
+    *text = (const char *)p + HDR_LEN;
+    *len = rec->mv_size - HDR_LEN;
+    json_t *j = json_loadb(*text, *len, 0, NULL);
+    int ok = json_is_object(j);
+    json_decref(j);
+    if (!ok) return ss_fail(SS_ERR_CORRUPT, "state %s: stored record is not a JSON object", id);
+    return SS_OK;
+}
+
+/* Parse a stored record (verified by record_text). */
 static ss_err load_record(const char *id, const MDB_val *rec, json_t **out)
 {
-    json_error_t je;
-    json_t *j = json_loadb((const char *)rec->mv_data + HDR_LEN, rec->mv_size - HDR_LEN, 0, &je);
+    const char *text;
+    size_t len;
+    ss_err err = record_text(id, rec, &text, &len);
+    if (err) return err;
+    json_t *j = json_loadb(text, len, 0, NULL);
     if (!json_is_object(j)) {
         json_decref(j);
         return ss_fail(SS_ERR_CORRUPT, "state %s: stored record is not a JSON object", id);
@@ -452,13 +488,16 @@ static ss_err load_record(const char *id, const MDB_val *rec, json_t **out)
     return SS_OK;
 }
 
-/* Copy the stored record text into a malloc'd NUL-terminated string. */
+/* Copy the stored record text (verified) into a malloc'd NUL-terminated string. */
 static ss_err copy_record(const char *id, const MDB_val *rec, char **out)
 {
-    size_t n = rec->mv_size - HDR_LEN;
+    const char *text;
+    size_t n;
+    ss_err err = record_text(id, rec, &text, &n);
+    if (err) return err;
     char *t = malloc(n + 1);
     if (!t) return ss_fail(SS_ERR_NOMEM, "state %s: cannot allocate %zu bytes", id, n + 1);
-    memcpy(t, (const char *)rec->mv_data + HDR_LEN, n);
+    memcpy(t, text, n);
     t[n] = '\0';
     *out = t;
     return SS_OK;
@@ -938,10 +977,13 @@ static ss_err put_fn(ss_store *s, wtx *w, void *ctx)
     if (w_put(w, s->blobs, id, ID_LEN, &val, MDB_NOOVERWRITE)) goto fail;
     val = (MDB_val){8 * p->n_chunks, p->chunk_sums};
     if (w_put(w, s->chunks, id, ID_LEN, &val, MDB_NOOVERWRITE)) goto fail;
-    val = (MDB_val){HDR_LEN + p->text_len, NULL};
+    val = (MDB_val){HDR_LEN + REC_SUM_LEN + p->text_len, NULL};
     if (w_put(w, s->records, id, ID_LEN, &val, MDB_NOOVERWRITE | MDB_RESERVE)) goto fail;
-    be64_put(val.mv_data, (uint64_t)created);
-    memcpy((char *)val.mv_data + HDR_LEN, p->text, p->text_len);
+    unsigned char *rv = val.mv_data;
+    be64_put(rv, (uint64_t)created);
+    rv[HDR_LEN] = REC_SUM_MARK;
+    be64_put(rv + HDR_LEN + 1, ss_hash64(p->text, p->text_len));
+    memcpy(rv + HDR_LEN + REC_SUM_LEN, p->text, p->text_len);
     if (name) {
         val = (MDB_val){TKEY_LEN, tkey};
         if (w_put(w, s->names, name, name_len, &val, MDB_NOOVERWRITE)) goto fail;
@@ -1538,7 +1580,7 @@ ss_err ss_store_list(ss_store *s, const char *tag, const char *prefix, int limit
     unsigned char start[SS_REC_TAG_MAX + 1 + TKEY_LEN];
     size_t off = 0; /* where the time key starts in an index key */
     size_t plen = prefix ? strlen(prefix) : 0;
-    int count = 0, more = 0;
+    int count = 0, more = 0, skipped = 0;
 
     if (!s || !page_json) return ss_fail(SS_ERR_INVALID, "store: NULL argument");
     if (limit == 0) limit = LIST_DEFAULT;
@@ -1584,29 +1626,40 @@ ss_err ss_store_list(ss_store *s, const char *tag, const char *prefix, int limit
         }
         MDB_val rkey = {ID_LEN, (void *)(tk + 8)}, rec;
         int rrc = mdb_get(txn, s->records, &rkey, &rec);
-        if (rrc == MDB_NOTFOUND || (rrc == 0 && rec.mv_size <= HDR_LEN)) continue; /* stale */
-        if (rrc) {
-            err = mdb_fail(rrc, "store %s: reading a record", s->dir);
-            goto out;
+        if (rrc == MDB_NOTFOUND) continue; /* stale index entry */
+        /* A record that cannot be read (checksum, damaged page) is skipped and counted: one
+         * damaged state must not take the whole listing down. */
+        const char *text;
+        size_t tlen;
+        char rid[ID_LEN + 1];
+        memcpy(rid, tk + 8, ID_LEN);
+        rid[ID_LEN] = '\0';
+        if (rrc || record_text(rid, &rec, &text, &tlen)) {
+            skipped++;
+            memcpy(last, tk, TKEY_LEN);
+            continue;
         }
         if (count && (err = buf_add(&b, ",", 1))) goto out;
-        if ((err = buf_add(&b, (const char *)rec.mv_data + HDR_LEN, rec.mv_size - HDR_LEN))) {
-            goto out;
-        }
+        if ((err = buf_add(&b, text, tlen))) goto out;
         memcpy(last, tk, TKEY_LEN);
         count++;
     }
     if (rc && rc != MDB_NOTFOUND) {
-        err = mdb_fail(rc, "store %s: walking an index", s->dir);
-        goto out;
+        /* A damaged index page: serve what was read before it, say so, and end the listing (the
+         * walk cannot step past the page). verify names the damage. */
+        skipped++;
+        more = 0;
     }
+    char tail[64];
+    snprintf(tail, sizeof tail, "],\"skipped\":%d", skipped);
+    if ((err = buf_str(&b, tail))) goto out;
     if (more) {
         char hex[CURSOR_LEN + 1];
         ss_hex(last, TKEY_LEN, hex);
-        if ((err = buf_str(&b, "],\"next_cursor\":\""))) goto out;
+        if ((err = buf_str(&b, ",\"next_cursor\":\""))) goto out;
         if ((err = buf_str(&b, hex))) goto out;
         if ((err = buf_str(&b, "\"}"))) goto out;
-    } else if ((err = buf_str(&b, "],\"next_cursor\":null}"))) {
+    } else if ((err = buf_str(&b, ",\"next_cursor\":null}"))) {
         goto out;
     }
     *page_json = b.p;
@@ -1660,6 +1713,38 @@ out:
 }
 
 /*
+ * Walk the index databases end to end: a damaged page stops a cursor with MDB_CORRUPTED (or
+ * MDB_PAGE_NOTFOUND), which a listing survives by ending early; here it counts as one bad item
+ * per index, with ss_errmsg() naming the index. Errors other than the damage itself are returned.
+ */
+static ss_err verify_indexes(ss_store *s, uint64_t *bad)
+{
+    static const char *const names[] = {"time", "names", "tags"};
+    MDB_dbi dbis[] = {s->time, s->names, s->tags};
+    for (size_t i = 0; i < sizeof dbis / sizeof dbis[0]; i++) {
+        MDB_txn *txn = NULL;
+        MDB_cursor *cur = NULL;
+        MDB_val key, val;
+        ss_err err = txn_begin(s, MDB_RDONLY, &txn);
+        if (err) return err;
+        int rc = mdb_cursor_open(txn, dbis[i], &cur);
+        if (rc == 0) {
+            for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
+                 rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+            }
+            mdb_cursor_close(cur);
+        }
+        txn_end(s, txn);
+        if (rc != MDB_NOTFOUND) {
+            (*bad)++;
+            mdb_fail(rc, "store %s: the '%s' index is damaged (listings stop there)", s->dir,
+                     names[i]);
+        }
+    }
+    return SS_OK;
+}
+
+/*
  * Check every state: record parseable, blob present with the recorded size and checksum. Works in
  * chunks of read transactions (so a long fsck does not hold off map growth), which means states
  * stored during the run may or may not be counted. *n_checked / *n_bad (either may be NULL)
@@ -1699,7 +1784,7 @@ ss_err ss_store_verify(ss_store *s, uint64_t *n_checked, uint64_t *n_bad)
             memcpy(last, id, ID_LEN + 1);
             checked++;
             MDB_val blob;
-            if (val.mv_size <= HDR_LEN || load_record(id, &val, &record) ||
+            if (load_record(id, &val, &record) ||
                 get_sized_blob(s, txn, id, record, &blob) || check_sum(id, record, &blob)) {
                 bad++;
             } else {
@@ -1719,6 +1804,7 @@ ss_err ss_store_verify(ss_store *s, uint64_t *n_checked, uint64_t *n_bad)
         txn_end(s, txn);
         txn = NULL;
     }
+    if ((err = verify_indexes(s, &bad))) goto out;
     if (!bad) ss_err_clear();
     if (n_checked) *n_checked = checked;
     if (n_bad) *n_bad = bad;
