@@ -283,7 +283,7 @@ void api_h_states_data(void *app, ss_http_req *r)
         goto out;
     }
     if (err) goto out;
-    meta = json_pack("{s:s,s:s}", "record", rec, "format", "statesoup.state.v1");
+    meta = json_pack("{s:s,s:s}", "record", rec, "format", "statesoup-state-v1");
     if (!meta || !(meta_text = json_dumps(meta, JSON_COMPACT))) {
         err = ss_fail(SS_ERR_NOMEM, "out of memory");
         goto out;

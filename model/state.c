@@ -216,7 +216,9 @@ static ss_err import_tensor(const st_file *f, const char *name, int ndim, const 
             memset(dst, 0, n * sizeof(float));
             return SS_OK;
         }
-        return ss_fail(SS_ERR_FORMAT, "state file has no tensor \"%s\"", name);
+        /* a well-formed file without a tensor the state needs: 422, naming it */
+        return ss_fail(SS_ERR_INVALID, "state file has no tensor \"%s\" (every state file needs "
+                                       "conv, ssm and final_hidden)", name);
     }
     if (t->dtype != ST_F32 && t->dtype != ST_BF16 && t->dtype != ST_F16) {
         return ss_fail(SS_ERR_FORMAT, "state tensor %s: dtype %s (need F32, BF16 or F16)", name,
@@ -268,8 +270,10 @@ ss_err ss_state_import(const ss_model *m, const uint8_t *buf, size_t len, float 
     if ((err = import_tensor(&f, "ssm", lay.ssm_ndim, lay.ssm_shape, lay.ssm_n, dst + lay.ssm_off,
                              0)))
         goto out;
+    /* Required: a state without it was stored as zeros and then could not start a generation
+     * (the first token's logits come from final_hidden). */
     if ((err = import_tensor(&f, "final_hidden", 1, hshape, lay.hidden_n, dst + lay.hidden_off,
-                             1)))
+                             0)))
         goto out;
     if (metadata_json) {
         *metadata_json = meta ? json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS) : strdup("{}");

@@ -856,7 +856,22 @@ static void test_export_import(srv *d)
     uint8_t *f2 = get_data(d, "seq_b_copy", NULL, &len2, &st);
     CHECK(f2 && same_tensors(f, len, f2, len2));
     free(f2);
-    /* importing again under the same name: 409; without a name: a new unnamed state */
+    /* a file without final_hidden (its name altered in the header): 422 naming the tensor */
+    {
+        uint8_t *nf = malloc(len);
+        memcpy(nf, f, len);
+        uint8_t *at = memmem(nf, len, "\"final_hidden\"", 14);
+        CHECK(at != NULL);
+        if (at) at[12] = 'X';
+        r = request(d, "POST", "/v1/states/import?name=no_hidden", nf, (long)len, &o);
+        json_t *ej = json_loads(r.body, 0, NULL);
+        const char *m = json_string_value(json_object_get(json_object_get(ej, "error"), "message"));
+        CHECKF(m && strstr(m, "final_hidden"), "message: %s", m ? m : "(none)");
+        check_error(ej, r.status, 422, "invalid_value", "import without final_hidden");
+        free(r.body);
+        free(nf);
+    }
+        /* importing again under the same name: 409; without a name: a new unnamed state */
     r = request(d, "POST", "/v1/states/import?name=seq_b_copy", f, (long)len, &o);
     check_error(json_loads(r.body, 0, NULL), r.status, 409, "already_exists", "import name taken");
     free(r.body);
