@@ -431,6 +431,11 @@ out:
     return err;
 }
 
+void ss_store_checksum(const void *data, size_t len, char *hex)
+{
+    snprintf(hex, 17, "%016" PRIx64, ss_hash64(data, len));
+}
+
 /* ---- delete ---------------------------------------------------------------------------------- */
 
 /* Remove every entry of db whose key ends with / value equals the time key (index repair). */

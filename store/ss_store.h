@@ -64,6 +64,10 @@ void ss_store_close(ss_store *s);
  */
 ss_err ss_store_check(ss_store *s);
 
+/* XXH3-64 of len bytes as 16 lowercase hex digits and a NUL (hex holds 17): the checksum a
+ * record gives for a blob of these bytes. Thread-safe. */
+void ss_store_checksum(const void *data, size_t len, char *hex);
+
 /* Is `ref` shaped like a state id ("st_" + 32 hex)? Names may not look like ids. */
 int ss_store_is_id(const char *ref);
 /* Validate a name (1..128 bytes of [A-Za-z0-9._:/-], not id-shaped): SS_ERR_INVALID + message. */
