@@ -562,9 +562,24 @@ bad:
     return ss_fail(SS_ERR_INVALID, "malformed list cursor '%.100s'", cursor);
 }
 
+/* End a page: close "data", add "skipped" and next_cursor (the hex of `last`, or null). */
+static ss_err list_close(buf *b, int skipped, const unsigned char *last)
+{
+    char tail[64 + CURSOR_LEN];
+    if (last) {
+        char hex[CURSOR_LEN + 1];
+        ss_hex(last, TKEY_LEN, hex);
+        snprintf(tail, sizeof tail, "],\"skipped\":%d,\"next_cursor\":\"%s\"}", skipped, hex);
+    } else {
+        snprintf(tail, sizeof tail, "],\"skipped\":%d,\"next_cursor\":null}", skipped);
+    }
+    return buf_str(b, tail);
+}
+
 /*
- * List records newest first as {"data": [records], "next_cursor": str|null} (*page_json, free()
- * it; set only on success). tag: exact tag (SS_ERR_INVALID if not a valid tag) or NULL; prefix:
+ * List records newest first as {"data": [records], "skipped": n, "next_cursor": str|null}
+ * (*page_json, free() it; set only on success). Records that cannot be read are left out and
+ * counted in skipped; a damaged index page ends the page there (next_cursor null). tag: exact tag (SS_ERR_INVALID if not a valid tag) or NULL; prefix:
  * name prefix or NULL (unnamed states never match; "" matches every named state). limit 1..1000,
  * 0 = 100, else SS_ERR_INVALID. cursor: NULL, or a next_cursor from an earlier page (opaque; it
  * stays valid across writes and deletes). next_cursor is null exactly when no further record
@@ -652,18 +667,7 @@ ss_err ss_store_list(ss_store *s, const char *tag, const char *prefix, int limit
         skipped++;
         more = 0;
     }
-    char tail[64];
-    snprintf(tail, sizeof tail, "],\"skipped\":%d", skipped);
-    if ((err = buf_str(&b, tail))) goto out;
-    if (more) {
-        char hex[CURSOR_LEN + 1];
-        ss_hex(last, TKEY_LEN, hex);
-        if ((err = buf_str(&b, ",\"next_cursor\":\""))) goto out;
-        if ((err = buf_str(&b, hex))) goto out;
-        if ((err = buf_str(&b, "\"}"))) goto out;
-    } else if ((err = buf_str(&b, ",\"next_cursor\":null}"))) {
-        goto out;
-    }
+    if ((err = list_close(&b, skipped, more ? last : NULL))) goto out;
     *page_json = b.p;
     b.p = NULL;
 out:

@@ -70,9 +70,9 @@ void ss_store_checksum(const void *data, size_t len, char *hex);
 
 /* Is `ref` shaped like a state id ("st_" + 32 hex)? Names may not look like ids. */
 int ss_store_is_id(const char *ref);
-/* Validate a name (1..128 bytes of [A-Za-z0-9._:/-], not id-shaped): SS_ERR_INVALID + message. */
+/* Validate a name (1..128 bytes of [A-Za-z0-9._:/-], not id-shaped): SS_OK or SS_ERR_INVALID. */
 ss_err ss_store_check_name(const char *name);
-/* Validate a tag (1..64 bytes of [A-Za-z0-9._:/-]). */
+/* Validate a tag (1..64 bytes of [A-Za-z0-9._:/-]): SS_OK or SS_ERR_INVALID. */
 ss_err ss_store_check_tag(const char *tag);
 
 /*
@@ -86,7 +86,11 @@ ss_err ss_store_check_tag(const char *tag);
 ss_err ss_store_put(ss_store *s, const char *record_json, const void *blob, size_t blob_len,
                     char **record_out);
 
-/* Record of the state with this id or name, as JSON text (free() it). SS_ERR_NOT_FOUND. */
+/*
+ * Record of the state with this id or name, as JSON text (free() it), verified against the
+ * record's checksum. SS_ERR_NOT_FOUND, SS_ERR_CORRUPT (record damaged: this state only),
+ * SS_ERR_NOMEM, SS_ERR_IO.
+ */
 ss_err ss_store_get_record(ss_store *s, const char *ref, char **record_json);
 
 /*
@@ -96,6 +100,7 @@ ss_err ss_store_get_record(ss_store *s, const char *ref, char **record_json);
  * *len (may be NULL) receives the blob size; *record_json (may be NULL) the record (free() it).
  * The bytes are checksummed as they are copied (one pass; large blobs on two threads, piece by
  * piece): on SS_ERR_CORRUPT the message names the state and the contents of dst are undefined.
+ * Also SS_ERR_NOT_FOUND, SS_ERR_INVALID (dst NULL with cap > 0), SS_ERR_NOMEM, SS_ERR_IO.
  */
 ss_err ss_store_get_blob(ss_store *s, const char *ref, const char *expect_model, void *dst,
                          size_t cap, size_t *len, char **record_json);
@@ -108,6 +113,7 @@ ss_err ss_store_get_blob(ss_store *s, const char *ref, const char *expect_model,
  * fn's return is passed back. For merges at memory speed (combine straight from the map).
  * fn runs inside a read transaction holding the store's shared map lock: keep it short, do not
  * call this store from it (SS_ERR_INTERNAL) and do not wait there on other users of the store.
+ * Before fn: SS_ERR_NOT_FOUND, SS_ERR_MISMATCH, SS_ERR_CORRUPT, SS_ERR_NOMEM, SS_ERR_IO.
  */
 typedef ss_err (*ss_store_view_fn)(void *user, const void *const *blobs, const size_t *lens,
                                    int n);
@@ -121,7 +127,8 @@ ss_err ss_store_view(ss_store *s, const char *const *refs, int n, const char *ex
  * of each blob, valid during the call; calls for different pieces run concurrently, in no order.
  * Checks as ss_store_view, plus SS_ERR_MISMATCH for different sizes. On SS_ERR_CORRUPT (or an
  * error from fn) some pieces were already passed to fn: discard what fn produced.
- * For merges at memory speed. At most SS_STORE_VIEW_MAX blobs.
+ * For merges at memory speed. At most SS_STORE_VIEW_MAX blobs (else SS_ERR_TOO_LARGE).
+ * Returns SS_OK, fn's error, or SS_ERR_NOT_FOUND / MISMATCH / CORRUPT / NOMEM / IO.
  */
 #define SS_STORE_VIEW_MAX 64
 typedef ss_err (*ss_store_chunk_fn)(void *user, const void *const *chunks, size_t offset,
@@ -159,7 +166,10 @@ ss_err ss_store_merge_f32(ss_store *s, const char *const *refs, const double *w,
                           const char *expect_model, float *out, size_t out_bytes, int n_threads,
                           ss_store_source *src);
 
-/* Delete state `ref` (id or name) with its indexes. SS_ERR_NOT_FOUND. */
+/*
+ * Delete state `ref` (id or name) with its indexes (a state whose record is damaged too).
+ * SS_ERR_NOT_FOUND, SS_ERR_PERM (read-only), SS_ERR_FULL, SS_ERR_IO.
+ */
 ss_err ss_store_delete(ss_store *s, const char *ref);
 
 /*
@@ -167,13 +177,16 @@ ss_err ss_store_delete(ss_store *s, const char *ref);
  * without a name never match a prefix). limit 1..1000 (0 = 100). cursor: NULL for the first page,
  * else the next_cursor of the previous page (SS_ERR_INVALID if malformed; it stays valid across
  * writes and deletes). An invalid tag is SS_ERR_INVALID; pass NULL, not "", for "no filter".
- * *page_json = {"data": [records], "next_cursor": str|null} (free() it); next_cursor is null
- * exactly when no further record matches.
+ * *page_json = {"data": [records], "skipped": n, "next_cursor": str|null} (free() it);
+ * next_cursor is null exactly when no further record matches. Records that cannot be read
+ * (checksum, damaged page) are left out and counted in skipped; a damaged index page ends the
+ * listing there. SS_ERR_INVALID (limit, tag, cursor), SS_ERR_NOMEM, SS_ERR_IO.
  */
 ss_err ss_store_list(ss_store *s, const char *tag, const char *prefix, int limit,
                      const char *cursor, char **page_json);
 
-/* Totals for /metrics and `statesoup ls`. */
+/* Totals for /metrics and `statesoup ls`; ss_store_get_stats gives SS_ERR_INVALID (NULL) or
+ * SS_ERR_IO. */
 typedef struct ss_store_stats {
     uint64_t n_states;
     uint64_t blob_bytes;  /* sum of blob sizes */
@@ -183,9 +196,11 @@ typedef struct ss_store_stats {
 ss_err ss_store_get_stats(ss_store *s, ss_store_stats *out);
 
 /*
- * Verify every blob's checksum; *n_bad receives the number that fail (fsck for operators). Runs in
- * chunks of read transactions, so it does not hold off writers. When *n_bad > 0, ss_errmsg()
- * describes the last failing state.
+ * Verify every state (record checksum, blob present, blob checksum) and walk the time, names and
+ * tags indexes; *n_checked receives the states checked, *n_bad the unreadable items (states, plus
+ * one per damaged index). fsck for operators. Runs in chunks of read transactions, so it does not
+ * hold off writers. When *n_bad > 0, ss_errmsg() describes the last one. Returns SS_OK unless the
+ * walk itself fails (SS_ERR_IO, SS_ERR_NOMEM).
  */
 ss_err ss_store_verify(ss_store *s, uint64_t *n_checked, uint64_t *n_bad);
 
