@@ -20,6 +20,10 @@ void api_h_healthz(void *app, ss_host_req *r)
         api_reject(r, SS_ERR_BUSY, API_CODE_LOADING, "the model is still loading");
         return;
     }
+    if (ss_store_check(a->store) != SS_OK) {
+        api_json(r, 503, json_pack("{s:s,s:s}", "status", "degraded", "reason", ss_errmsg()));
+        return;
+    }
     api_json(r, 200, json_pack("{s:s}", "status", "ok"));
 }
 
@@ -260,11 +264,28 @@ void api_h_states_data(void *app, ss_host_req *r)
         goto out;
     }
     if (err) goto out;
-    meta = json_pack("{s:s,s:s}", "record", rec, "format", "statesoup.state.v1");
+    /* data_checksum: the checksum of the F32 state an import of this file yields, so that an
+     * import can tell whether the data still is what the record describes. For F32 it is the
+     * record's checksum; a BF16/F16 file holds rounded values, so it is computed on those (one
+     * extra export and read-back, for half-precision exports only). */
+    char data_sum[17];
+    if (strcmp(dtype, "F32") == 0) {
+        ss_store_checksum(ss_state_cdata(st), a->info->state_bytes, data_sum);
+    } else if ((err = ss_state_export(a->model, ss_state_cdata(st), dtype, NULL, &file, &flen)) ||
+               (err = ss_state_import(a->model, file, flen, ss_state_data(st), NULL))) {
+        goto out;
+    } else {
+        ss_store_checksum(ss_state_cdata(st), a->info->state_bytes, data_sum);
+        free(file);
+        file = NULL;
+    }
+    meta = json_pack("{s:s,s:s,s:s}", "record", rec, "format", "statesoup-state-v1",
+                     "data_checksum", data_sum);
     if (!meta || !(meta_text = json_dumps(meta, JSON_COMPACT))) {
         err = ss_fail(SS_ERR_NOMEM, "out of memory");
         goto out;
     }
+    /* (for half precision st now holds the widened values: rounding them again is exact) */
     if ((err = ss_state_export(a->model, ss_state_cdata(st), dtype, meta_text, &file, &flen)))
         goto out;
     {
@@ -353,15 +374,25 @@ void api_h_states_import(void *app, ss_host_req *r)
     if ((err =
              ss_state_import(a->model, (const uint8_t *)body, len, ss_state_data(st), &meta_text)))
         goto out;
-    /* Keep what the exporting daemon knew: n_tokens, parents and metadata of its record. */
+    /* Keep what the exporting daemon knew: n_tokens, parents and metadata of its record, but only
+     * when the data is still what that record describes: its checksum must equal data_checksum
+     * (or, in files from before it existed, the record's checksum). Otherwise the state imports
+     * as a fresh one: no parents and n_tokens 0, the metadata kept. */
     meta = json_loads(meta_text ? meta_text : "{}", 0, NULL);
     const char *rec_text = json_string_value(json_object_get(meta, "record"));
     orig = rec_text ? json_loads(rec_text, 0, NULL) : NULL;
+    const char *want_sum = json_string_value(json_object_get(meta, "data_checksum"));
+    if (!want_sum) want_sum = json_string_value(json_object_get(orig, "checksum"));
+    char got_sum[17];
+    ss_store_checksum(ss_state_cdata(st), a->info->state_bytes, got_sum);
+    int provenance_ok = want_sum && strcmp(want_sum, got_sum) == 0;
     if (json_is_object(orig)) {
-        json_t *nt = json_object_get(orig, "n_tokens");
-        if (json_is_integer(nt) && json_integer_value(nt) >= 0) n_tokens = json_integer_value(nt);
         json_t *md = json_object_get(orig, "metadata");
         if (json_is_object(md)) save.metadata = json_incref(md);
+    }
+    if (json_is_object(orig) && provenance_ok) {
+        json_t *nt = json_object_get(orig, "n_tokens");
+        if (json_is_integer(nt) && json_integer_value(nt) >= 0) n_tokens = json_integer_value(nt);
         json_t *par = json_object_get(orig, "parents");
         if (json_is_array(par)) parents = json_incref(par);
     }

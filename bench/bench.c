@@ -676,7 +676,7 @@ static void run_store(const bench_opts *o, const machine *mc, const char *sdir,
         const char *refs[MERGE_N] = {ids[0], ids[1], ids[2], ids[3]};
         t0 = now_s();
         ss_store_merge_f32(store, refs, w, MERGE_N, info->fingerprint, ss_state_data(st),
-                           info->state_bytes, mc->nthreads);
+                           info->state_bytes, mc->nthreads, NULL);
         dt = now_s() - t0;
         if (dt < best_merge) best_merge = dt;
     }

@@ -142,6 +142,7 @@ int cmd_ls(int argc, char **argv)
         goto out;
     }
     const char *next = NULL;
+    long long skipped = 0; /* unreadable states the listing left out */
     for (;;) {
         json_decref(page);
         page = NULL;
@@ -158,6 +159,7 @@ int cmd_ls(int argc, char **argv)
             goto out;
         }
         json_array_extend(acc, data);
+        skipped += json_integer_value(json_object_get(page, "skipped"));
         next = json_string_value(json_object_get(page, "next_cursor"));
         if (!all || !next) break;
         free(cursor);
@@ -169,7 +171,8 @@ int cmd_ls(int argc, char **argv)
     if (o.json && !all) {
         cli_print_raw(raw); /* the one page, as served */
     } else if (o.json) {
-        json_t *outj = json_pack("{s:O,s:n}", "data", acc, "next_cursor");
+        json_t *outj = json_pack("{s:O,s:I,s:n}", "data", acc, "skipped", (json_int_t)skipped,
+                                 "next_cursor");
         cli_print_json(outj);
         json_decref(outj);
     } else {
@@ -177,6 +180,12 @@ int cmd_ls(int argc, char **argv)
         if (next && !all) {
             fprintf(stderr, "(more states: add --all, or --cursor %s for the next page)\n", next);
         }
+    }
+    if (skipped) {
+        fprintf(stderr,
+                "statesoup ls: %lld state(s) could not be read and were left out; run statesoup "
+                "verify --data DIR\n",
+                skipped);
     }
     rc = CLI_OK;
 out:
@@ -614,7 +623,7 @@ int cmd_verify(int argc, char **argv)
                cli_human_bytes(stats.map_size, b3, sizeof b3));
     }
     if (bad) {
-        fprintf(stderr, "statesoup verify: %llu state(s) failed the checksum; last: %s\n",
+        fprintf(stderr, "statesoup verify: %llu item(s) unreadable or failing a checksum; last: %s\n",
                 (unsigned long long)bad, why_copy ? why_copy : "?");
     }
     free(why_copy);

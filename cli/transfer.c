@@ -207,7 +207,7 @@ static int export_offline(const char *data_dir, const char *model_dir, const cha
     }
     /* as the daemon's GET /v1/states/{s}/data writes it (safetensors metadata values are
      * strings): the record as JSON text, which import reads back for n_tokens and parents */
-    meta = json_pack("{s:s,s:s}", "record", rec_text, "format", "statesoup.state.v1");
+    meta = json_pack("{s:s,s:s}", "record", rec_text, "format", "statesoup-state-v1");
     if (!meta || !(meta_text = json_dumps(meta, JSON_COMPACT))) {
         ss_fail(SS_ERR_NOMEM, "out of memory");
         rc = cli_fail("export");

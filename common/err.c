@@ -29,6 +29,7 @@ static const struct {
     [SS_ERR_PERM] = {"forbidden", "not allowed"},
     [SS_ERR_CANCELLED] = {"cancelled", "cancelled"},
     [SS_ERR_INTERNAL] = {"internal_error", "internal error"},
+    [SS_ERR_UNAVAILABLE] = {"unavailable", "temporarily unavailable"},
 };
 
 static _Thread_local char last_msg[1024];

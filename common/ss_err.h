@@ -28,6 +28,7 @@ typedef enum ss_err {
     SS_ERR_PERM,        /* not allowed (auth scope, read-only store) */
     SS_ERR_CANCELLED,   /* operation cancelled by the caller (client went away) */
     SS_ERR_INTERNAL,    /* a bug: an invariant did not hold */
+    SS_ERR_UNAVAILABLE, /* a resource is gone or degraded (the store's data file was removed) */
     SS_ERR__COUNT
 } ss_err;
 

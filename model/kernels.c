@@ -119,15 +119,6 @@ static int gen_argmax(const float *x, int n)
     return best;
 }
 
-static void gen_combine(float *out, const float *const *srcs, const float *w, int n, size_t count)
-{
-    for (size_t k = 0; k < count; k++) {
-        float acc = w[0] * srcs[0][k];
-        for (int i = 1; i < n; i++) acc += w[i] * srcs[i][k];
-        out[k] = acc;
-    }
-}
-
 static const kernels generic = {
     .name = "generic",
     .scan1 = gen_scan1,
@@ -140,7 +131,6 @@ static const kernels generic = {
     .logsumexp = gen_logsumexp,
     .logsumexp_at = gen_logsumexp_at,
     .argmax = gen_argmax,
-    .combine = gen_combine,
 };
 
 const kernels *kernels_generic(void)

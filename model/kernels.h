@@ -73,7 +73,6 @@ typedef struct kernels {
     void (*widen_bf16)(const uint16_t *src, float *dst, size_t n);
     void (*widen_f16)(const uint16_t *src, float *dst, size_t n);
     /* out[k] = sum_i w[i] srcs[i][k] for k < count (a piece of a state merge). */
-    void (*combine)(float *out, const float *const *srcs, const float *w, int n, size_t count);
     /* log(sum_i exp(x[i])) over n values (the softmax normaliser of a vocabulary); the same
      * when the maximum mx is already known; the index of the maximum (lowest on ties). */
     float (*logsumexp)(const float *x, int n);

@@ -76,7 +76,6 @@ static const kernels k256 = {
     .logsumexp = k256_logsumexp,
     .logsumexp_at = k256_logsumexp_at,
     .argmax = k256_argmax,
-    .combine = k256_combine,
 };
 
 const kernels *kernels_avx2(void)

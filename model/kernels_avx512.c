@@ -191,7 +191,6 @@ static const kernels k512 = {
     .logsumexp = k512_logsumexp,
     .logsumexp_at = k512_logsumexp_at,
     .argmax = k512_argmax,
-    .combine = k512_combine,
 };
 
 const kernels *kernels_avx512(void)

@@ -374,20 +374,3 @@ static float KFN(logsumexp)(const float *x, int n)
     return KFN(logsumexp_at)(x, n, KFN(max)(x, n));
 }
 
-/* ---- state merge ----------------------------------------------------------------------------- */
-
-/* out[k] = sum_i w[i] srcs[i][k]: one pass, every source streamed once, out written once. */
-static void KFN(combine)(float *out, const float *const *srcs, const float *w, int n, size_t count)
-{
-    size_t k = 0;
-    for (; k + VW <= count; k += VW) {
-        VF acc = VSET1(w[0]) * VLOAD(srcs[0] + k);
-        for (int i = 1; i < n; i++) acc = VFMA(VSET1(w[i]), VLOAD(srcs[i] + k), acc);
-        VSTORE(out + k, acc);
-    }
-    for (; k < count; k++) {
-        float acc = w[0] * srcs[0][k];
-        for (int i = 1; i < n; i++) acc += w[i] * srcs[i][k];
-        out[k] = acc;
-    }
-}

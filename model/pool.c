@@ -151,13 +151,3 @@ void pool_run(ss_pool *p, pool_fn fn, void *arg)
     run_locked(p, fn, arg);
     pthread_mutex_unlock(&p->hold);
 }
-
-void pool_run_or_inline(ss_pool *p, pool_fn fn, void *arg)
-{
-    if (!p || p->n == 1 || pthread_mutex_trylock(&p->hold) != 0) {
-        fn(arg, 0, 1);
-        return;
-    }
-    run_locked(p, fn, arg);
-    pthread_mutex_unlock(&p->hold);
-}

@@ -27,8 +27,6 @@ int pool_size(const ss_pool *p);
  * the pool; a concurrent caller waits. If fn is tiny, prefer calling it directly with nt = 1.
  */
 void pool_run(ss_pool *p, pool_fn fn, void *arg);
-/* As pool_run, but if another thread holds the pool, run fn(arg, 0, 1) on the caller instead. */
-void pool_run_or_inline(ss_pool *p, pool_fn fn, void *arg);
 
 /* Split [0, n) into nt ranges aligned to `unit`; the range of thread tid. */
 static inline void pool_range(int n, int unit, int tid, int nt, int *lo, int *hi)

@@ -1,6 +1,6 @@
 /*
  * ss_model.h - the model runtime: load a HF Mamba-family checkpoint, run it on CPU, and treat
- * its recurrent state as a first-class object (get/set/zero/combine/serialise).
+ * its recurrent state as a first-class object (get/set/zero/serialise).
  *
  * Threading: an ss_model is immutable after ss_model_open() and may be shared by any number of
  * threads. An ss_ctx (scratch buffers) and an ss_state belong to one thread at a time.
@@ -136,13 +136,8 @@ void ss_state_zero(ss_state *s);
 ss_err ss_state_copy(ss_state *dst, const ss_state *src);
 /* Copy `n` floats from `data` into the state; SS_ERR_MISMATCH if n != ss_state_floats(s). */
 ss_err ss_state_set(ss_state *s, const float *data, size_t n);
-/*
- * dst = sum_i w[i] * srcs[i] over every float of the state (conv, ssm, final_hidden).
- * srcs are raw state arrays of ss_state_floats(dst) floats each (e.g. straight from the store);
- * dst may alias none of them. SS_ERR_INVALID for n < 1 or a non-finite weight. (States in the
- * store are merged by ss_store_merge_f32, which checksums them in the same pass.)
- */
-ss_err ss_state_combine(ss_state *dst, const float *const *srcs, const double *w, int n);
+/* States are merged by the store (ss_store_merge_f32), where the sum is fused with the checksum
+ * pass over the stored bytes; the model has no merge kernel of its own. */
 /* SS_ERR_INVALID naming the first non-finite value, else SS_OK. */
 ss_err ss_state_check_finite(const float *data, size_t n);
 

@@ -124,49 +124,6 @@ ss_err ss_state_check_finite(const float *data, size_t n)
     return SS_OK;
 }
 
-typedef struct combine_job {
-    float *out;
-    size_t total;
-    const float *const *srcs;
-    const double *w;
-    int n;
-} combine_job;
-
-/* out[k] = sum_i w[i] * srcs[i][k] for k < count, on the calling thread. */
-static void combine_piece(float *out, const float *const *srcs, const double *w, int n,
-                          size_t count)
-{
-    float wf[64];
-    for (int i = 0; i < n && i < 64; i++) wf[i] = (float)w[i];
-    kernels_get()->combine(out, srcs, wf, n < 64 ? n : 64, count);
-}
-
-/* This thread's share of a whole-state combine. */
-static void combine_part(void *arg, int tid, int nt)
-{
-    const combine_job *j = arg;
-    const size_t per = ((j->total + (size_t)nt - 1) / (size_t)nt + 15) & ~(size_t)15;
-    const size_t lo = (size_t)tid * per, hi = lo + per < j->total ? lo + per : j->total;
-    if (lo >= hi) return;
-    const float *src[64];
-    for (int i = 0; i < j->n && i < 64; i++) src[i] = j->srcs[i] + lo;
-    combine_piece(j->out + lo, src, j->w, j->n, hi - lo);
-}
-
-ss_err ss_state_combine(ss_state *dst, const float *const *srcs, const double *w, int n)
-{
-    if (n < 1) return ss_fail(SS_ERR_INVALID, "a merge needs at least one source");
-    if (n > 64) return ss_fail(SS_ERR_TOO_LARGE, "a merge of %d states (at most 64)", n);
-    for (int i = 0; i < n; i++) {
-        if (!isfinite(w[i])) return ss_fail(SS_ERR_INVALID, "weight %d is not finite", i);
-        if (!srcs[i]) return ss_fail(SS_ERR_INVALID, "source %d is missing", i);
-    }
-    combine_job j = {.out = dst->data, .total = dst->n, .srcs = srcs, .w = w, .n = n};
-    if (dst->n < (1u << 16)) combine_part(&j, 0, 1);
-    else pool_run_or_inline(dst->m->pool, combine_part, &j); /* busy pool: this thread alone */
-    return SS_OK;
-}
-
 /* ---- safetensors state files ---------------------------------------------------------------- */
 
 ss_err ss_state_export(const ss_model *m, const float *data, const char *dtype,
@@ -246,7 +203,9 @@ static ss_err import_tensor(const st_file *f, const char *name, int ndim, const 
             memset(dst, 0, n * sizeof(float));
             return SS_OK;
         }
-        return ss_fail(SS_ERR_FORMAT, "state file has no tensor \"%s\"", name);
+        /* a well-formed file without a tensor the state needs: 422, naming it */
+        return ss_fail(SS_ERR_INVALID, "state file has no tensor \"%s\" (every state file needs "
+                                       "conv, ssm and final_hidden)", name);
     }
     if (t->dtype != ST_F32 && t->dtype != ST_BF16 && t->dtype != ST_F16) {
         return ss_fail(SS_ERR_FORMAT, "state tensor %s: dtype %s (need F32, BF16 or F16)", name,
@@ -298,8 +257,10 @@ ss_err ss_state_import(const ss_model *m, const uint8_t *buf, size_t len, float 
     if ((err = import_tensor(&f, "ssm", lay.ssm_ndim, lay.ssm_shape, lay.ssm_n, dst + lay.ssm_off,
                              0)))
         goto out;
+    /* Required: a state without it was stored as zeros and then could not start a generation
+     * (the first token's logits come from final_hidden). */
     if ((err = import_tensor(&f, "final_hidden", 1, hshape, lay.hidden_n, dst + lay.hidden_off,
-                             1)))
+                             0)))
         goto out;
     if (metadata_json) {
         *metadata_json = meta ? json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS) : strdup("{}");

@@ -10,7 +10,7 @@ typedef struct hash_impl {
     const char *name;
     uint64_t (*hash)(const void *, size_t);
     void (*copy)(void *, const void *, size_t, uint64_t *);
-    void (*sum)(float *, const float *const *, const float *, int, size_t, uint64_t *);
+    int (*sum)(float *, const float *const *, const float *, int, size_t, uint64_t *);
 } hash_impl;
 
 static const hash_impl impls[] = {
@@ -48,10 +48,10 @@ void ss_hash64_copy(void *dst, const void *src, size_t len, uint64_t *hash)
     impl()->copy(dst, src, len, hash);
 }
 
-void ss_hash64_sum_f32(float *out, const float *const *src, const float *w, int n, size_t len,
-                       uint64_t *hashes)
+int ss_hash64_sum_f32(float *out, const float *const *src, const float *w, int n, size_t len,
+                      uint64_t *hashes)
 {
-    impl()->sum(out, src, w, n, len, hashes);
+    return impl()->sum(out, src, w, n, len, hashes);
 }
 
 const char *ss_hash_isa(void)

@@ -27,16 +27,17 @@ void ss_hash64_copy(void *dst, const void *src, size_t len, uint64_t *hash);
  * out[k] = w[0] src[0][k] + w[1] src[1][k] + ... (evaluated as w[0] * x, then one fused
  * multiply-add per further source, in order) over len bytes (a multiple of 4), and hashes[i] =
  * XXH3-64 of the len bytes of src[i], in one pass over the sources. out may not overlap them.
+ * Returns 1 when every out[k] is finite, 0 when any is infinite or NaN (checked in the same pass).
  */
-void ss_hash64_sum_f32(float *out, const float *const *src, const float *w, int n, size_t len,
+int ss_hash64_sum_f32(float *out, const float *const *src, const float *w, int n, size_t len,
                        uint64_t *hashes);
 
 /* The per-ISA builds of hash_isa.c, suffixed base, avx2 and avx512. */
 #define SS_HASH_DECLARE(isa)                                                                       \
     uint64_t ss_hash64_##isa(const void *data, size_t len);                                        \
     void ss_hash64_copy_##isa(void *dst, const void *src, size_t len, uint64_t *hash);             \
-    void ss_hash64_sum_f32_##isa(float *out, const float *const *src, const float *w, int n,       \
-                                 size_t len, uint64_t *hashes);
+    int ss_hash64_sum_f32_##isa(float *out, const float *const *src, const float *w, int n,        \
+                                size_t len, uint64_t *hashes);
 SS_HASH_DECLARE(base)
 SS_HASH_DECLARE(avx2)
 SS_HASH_DECLARE(avx512)

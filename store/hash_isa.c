@@ -54,15 +54,21 @@ static void copy_then_hash(void *dst, const void *src, size_t len, uint64_t *has
     *hash = XXH3_64bits(src, len);
 }
 
-/* out[k] = w[0] src[0][k], then fma(w[i], src[i][k], out[k]) for i = 1.. (the vector order). */
-static void sum_then_hash(float *out, const float *const *src, const float *w, int n, size_t from,
-                          size_t count)
+/*
+ * out[k] = w[0] src[0][k], then fma(w[i], src[i][k], out[k]) for i = 1.. (the vector order).
+ * Returns 1 when every out[k] written is finite, else 0.
+ */
+static int sum_then_hash(float *out, const float *const *src, const float *w, int n, size_t from,
+                         size_t count)
 {
+    int finite = 1;
     for (size_t k = from; k < count; k++) {
         float a = w[0] * src[0][k];
         for (int i = 1; i < n; i++) a = fmaf(w[i], src[i][k], a);
         out[k] = a;
+        finite &= isfinite(a) != 0;
     }
+    return finite;
 }
 
 #if defined(__AVX2__)
@@ -126,6 +132,15 @@ static inline F f_fma(float w, F x, F a)
 static inline H f_bits(F x)
 {
     return _mm512_castps_si512(x);
+}
+static inline F f_zero(void)
+{
+    return _mm512_setzero_ps();
+}
+/* Does any lane hold a NaN? */
+static inline int f_any_nan(F x)
+{
+    return _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q) != 0;
 }
 #else /* AVX2: a stripe is two registers */
 typedef struct {
@@ -191,6 +206,16 @@ static inline H f_bits(F x)
 {
     return (H){_mm256_castps_si256(x.a), _mm256_castps_si256(x.b)};
 }
+static inline F f_zero(void)
+{
+    return (F){_mm256_setzero_ps(), _mm256_setzero_ps()};
+}
+/* Does any lane hold a NaN? */
+static inline int f_any_nan(F x)
+{
+    return _mm256_movemask_ps(_mm256_cmp_ps(x.a, x.a, _CMP_UNORD_Q)) != 0 ||
+           _mm256_movemask_ps(_mm256_cmp_ps(x.b, x.b, _CMP_UNORD_Q)) != 0;
+}
 #endif
 
 static inline uint64_t le64(const uint8_t *p)
@@ -244,11 +269,16 @@ void EXPORT(ss_hash64_copy)(void *dst, const void *src, size_t len, uint64_t *ha
  * One block (ns stripes, up to 16) of a group of G sources (1..4, a constant after inlining): mix
  * each source's stripe into its accumulator and sum them into out, which the first group writes
  * and later groups add to. Keeps G accumulators and one output stripe in registers.
+ * Finiteness rides along: *chk += 0 * r is 0 for a finite r and NaN for an infinite or NaN one
+ * (one FMA per output vector). A partial sum that is not finite stays so through later groups
+ * (inf + finite = inf, inf - inf = NaN), so checking every group's output is exact.
  */
 static inline __attribute__((always_inline)) void sum_block(int G, int first_group, float *out,
                                                             const float *const *src, const float *w,
-                                                            H *acc, size_t ns, int scramble)
+                                                            H *acc, size_t ns, int scramble,
+                                                            F *chk)
 {
+    F c = *chk;
     H a[4];
     for (int g = 0; g < G; g++) a[g] = acc[g];
     for (size_t j = 0; j < ns; j++) {
@@ -262,20 +292,23 @@ static inline __attribute__((always_inline)) void sum_block(int G, int first_gro
             r = f_fma(w[g], x, r);
         }
         f_store(out + 16 * j, r);
+        c = f_fma(0.0f, r, c);
     }
+    *chk = c;
     for (int g = 0; g < G; g++)
         acc[g] = scramble ? h_scramble(a[g], SECRET + sizeof SECRET - STRIPE) : a[g];
 }
 
-void EXPORT(ss_hash64_sum_f32)(float *out, const float *const *src, const float *w, int n,
-                               size_t len, uint64_t *hashes)
+int EXPORT(ss_hash64_sum_f32)(float *out, const float *const *src, const float *w, int n,
+                              size_t len, uint64_t *hashes)
 {
     const size_t count = len / sizeof(float);
     if (len <= 240 || n > SS_HASH_SUM_MAX) {
-        sum_then_hash(out, src, w, n, 0, count);
+        int finite = sum_then_hash(out, src, w, n, 0, count);
         for (int i = 0; i < n; i++) hashes[i] = XXH3_64bits(src[i], len);
-        return;
+        return finite;
     }
+    F chk = f_zero();
     const size_t n_stripes = (len - 1) / STRIPE, n_blocks = (len - 1) / (STRIPE * BLOCK_STRIPES);
     H acc[SS_HASH_SUM_MAX];
     for (int i = 0; i < n; i++) acc[i] = h_load(acc_init);
@@ -290,22 +323,23 @@ void EXPORT(ss_hash64_sum_f32)(float *out, const float *const *src, const float 
             for (int i = 0; i < G; i++) s[i] = src[g + i] + at;
             switch (G) { /* constant group sizes, so that sum_block keeps everything in registers */
             case 4:
-                sum_block(4, g == 0, out + at, s, w + g, acc + g, ns, scramble);
+                sum_block(4, g == 0, out + at, s, w + g, acc + g, ns, scramble, &chk);
                 break;
             case 3:
-                sum_block(3, g == 0, out + at, s, w + g, acc + g, ns, scramble);
+                sum_block(3, g == 0, out + at, s, w + g, acc + g, ns, scramble, &chk);
                 break;
             case 2:
-                sum_block(2, g == 0, out + at, s, w + g, acc + g, ns, scramble);
+                sum_block(2, g == 0, out + at, s, w + g, acc + g, ns, scramble, &chk);
                 break;
             default:
-                sum_block(1, g == 0, out + at, s, w + g, acc + g, ns, scramble);
+                sum_block(1, g == 0, out + at, s, w + g, acc + g, ns, scramble, &chk);
             }
         }
     }
-    sum_then_hash(out, src, w, n, n_stripes * (STRIPE / sizeof(float)), count);
+    int finite = sum_then_hash(out, src, w, n, n_stripes * (STRIPE / sizeof(float)), count);
     for (int i = 0; i < n; i++)
         hashes[i] = h_finish(acc[i], (const uint8_t *)src[i] + len - STRIPE, len);
+    return finite && !f_any_nan(chk);
 }
 
 #else /* baseline x86-64: the two-pass forms */
@@ -315,11 +349,12 @@ void EXPORT(ss_hash64_copy)(void *dst, const void *src, size_t len, uint64_t *ha
     copy_then_hash(dst, src, len, hash);
 }
 
-void EXPORT(ss_hash64_sum_f32)(float *out, const float *const *src, const float *w, int n,
-                               size_t len, uint64_t *hashes)
+int EXPORT(ss_hash64_sum_f32)(float *out, const float *const *src, const float *w, int n,
+                              size_t len, uint64_t *hashes)
 {
-    sum_then_hash(out, src, w, n, 0, len / sizeof(float));
+    int finite = sum_then_hash(out, src, w, n, 0, len / sizeof(float));
     for (int i = 0; i < n; i++) hashes[i] = XXH3_64bits(src[i], len);
+    return finite;
 }
 
 #endif

@@ -1,7 +1,8 @@
 /*
  * ss_store.h - the durable catalog of named states, in LMDB.
  *
- * A state is a blob (the model's state floats, opaque to the store) plus a record (JSON object).
+ * A state is a blob (the model's state floats, opaque to the store except for the merge, which
+ * sums them as F32 arrays: ss_store_merge_f32) plus a record (JSON object).
  * The store assigns the id ("st_" + 32 lowercase hex), created_at (RFC 3339, UTC, microseconds),
  * bytes and checksum (XXH3-64 of the blob, 16 hex chars, verified on every blob read), and keeps
  * indexes by name (unique), by tag, and by creation time (newest first).
@@ -45,18 +46,33 @@ ss_store_params ss_store_default_params(void);
 /*
  * Open (creating when missing and not read-only; new directories get mode 0700) the store in
  * directory `dir`; params NULL = defaults. *out is set only on success.
- * SS_ERR_NOT_FOUND if read-only and the store does not exist; SS_ERR_PERM, SS_ERR_IO etc.
+ * SS_ERR_NOT_FOUND if read-only and the store does not exist; SS_ERR_CORRUPT if data.mdb is
+ * shorter than the pages its meta page claims (a truncated file: refused before any page is read,
+ * the message says what to do); SS_ERR_FORMAT if the directory holds another LMDB environment;
+ * SS_ERR_UNSUPPORTED for an unknown format version; SS_ERR_PERM, SS_ERR_IO, SS_ERR_NOMEM
  * otherwise. Open a directory at most once per process (an LMDB rule).
  */
 ss_err ss_store_open(ss_store **out, const char *dir, const ss_store_params *params);
 /* NULL is a no-op. No other call on `s` may be running. */
 void ss_store_close(ss_store *s);
 
+/*
+ * Health: SS_OK, or SS_ERR_UNAVAILABLE (reason in ss_errmsg()) when the data file open here is no
+ * longer the one at DIR/data.mdb (the directory was deleted or the file replaced: writes would be
+ * lost; ss_store_put refuses with the same error) or the map is full at its configured maximum.
+ * Cheap enough for every /healthz. Thread-safe.
+ */
+ss_err ss_store_check(ss_store *s);
+
+/* XXH3-64 of len bytes as 16 lowercase hex digits and a NUL (hex holds 17): the checksum a
+ * record gives for a blob of these bytes. Thread-safe. */
+void ss_store_checksum(const void *data, size_t len, char *hex);
+
 /* Is `ref` shaped like a state id ("st_" + 32 hex)? Names may not look like ids. */
 int ss_store_is_id(const char *ref);
-/* Validate a name (1..128 bytes of [A-Za-z0-9._:/-], not id-shaped): SS_ERR_INVALID + message. */
+/* Validate a name (1..128 bytes of [A-Za-z0-9._:/-], not id-shaped): SS_OK or SS_ERR_INVALID. */
 ss_err ss_store_check_name(const char *name);
-/* Validate a tag (1..64 bytes of [A-Za-z0-9._:/-]). */
+/* Validate a tag (1..64 bytes of [A-Za-z0-9._:/-]): SS_OK or SS_ERR_INVALID. */
 ss_err ss_store_check_tag(const char *tag);
 
 /*
@@ -65,12 +81,16 @@ ss_err ss_store_check_tag(const char *tag);
  * SS_ERR_EXISTS if the name is taken, SS_ERR_FORMAT if record_json is not JSON, SS_ERR_INVALID
  * for a bad name/tag/field or an empty blob, SS_ERR_TOO_LARGE for a record over 1 MiB,
  * SS_ERR_FULL when the disk is full (or max_map_size is reached), SS_ERR_PERM on a read-only
- * store. The inputs stay the caller's; the blob is copied.
+ * store, SS_ERR_UNAVAILABLE when the data file was deleted or replaced (see ss_store_check). The inputs stay the caller's; the blob is copied.
  */
 ss_err ss_store_put(ss_store *s, const char *record_json, const void *blob, size_t blob_len,
                     char **record_out);
 
-/* Record of the state with this id or name, as JSON text (free() it). SS_ERR_NOT_FOUND. */
+/*
+ * Record of the state with this id or name, as JSON text (free() it), verified against the
+ * record's checksum. SS_ERR_NOT_FOUND, SS_ERR_CORRUPT (record damaged: this state only),
+ * SS_ERR_NOMEM, SS_ERR_IO.
+ */
 ss_err ss_store_get_record(ss_store *s, const char *ref, char **record_json);
 
 /*
@@ -80,6 +100,7 @@ ss_err ss_store_get_record(ss_store *s, const char *ref, char **record_json);
  * *len (may be NULL) receives the blob size; *record_json (may be NULL) the record (free() it).
  * The bytes are checksummed as they are copied (one pass; large blobs on two threads, piece by
  * piece): on SS_ERR_CORRUPT the message names the state and the contents of dst are undefined.
+ * Also SS_ERR_NOT_FOUND, SS_ERR_INVALID (dst NULL with cap > 0), SS_ERR_NOMEM, SS_ERR_IO.
  */
 ss_err ss_store_get_blob(ss_store *s, const char *ref, const char *expect_model, void *dst,
                          size_t cap, size_t *len, char **record_json);
@@ -92,6 +113,7 @@ ss_err ss_store_get_blob(ss_store *s, const char *ref, const char *expect_model,
  * fn's return is passed back. For merges at memory speed (combine straight from the map).
  * fn runs inside a read transaction holding the store's shared map lock: keep it short, do not
  * call this store from it (SS_ERR_INTERNAL) and do not wait there on other users of the store.
+ * Before fn: SS_ERR_NOT_FOUND, SS_ERR_MISMATCH, SS_ERR_CORRUPT, SS_ERR_NOMEM, SS_ERR_IO.
  */
 typedef ss_err (*ss_store_view_fn)(void *user, const void *const *blobs, const size_t *lens,
                                    int n);
@@ -105,7 +127,8 @@ ss_err ss_store_view(ss_store *s, const char *const *refs, int n, const char *ex
  * of each blob, valid during the call; calls for different pieces run concurrently, in no order.
  * Checks as ss_store_view, plus SS_ERR_MISMATCH for different sizes. On SS_ERR_CORRUPT (or an
  * error from fn) some pieces were already passed to fn: discard what fn produced.
- * For merges at memory speed. At most SS_STORE_VIEW_MAX blobs.
+ * For merges at memory speed. At most SS_STORE_VIEW_MAX blobs (else SS_ERR_TOO_LARGE).
+ * Returns SS_OK, fn's error, or SS_ERR_NOT_FOUND / MISMATCH / CORRUPT / NOMEM / IO.
  */
 #define SS_STORE_VIEW_MAX 64
 typedef ss_err (*ss_store_chunk_fn)(void *user, const void *const *chunks, size_t offset,
@@ -113,18 +136,40 @@ typedef ss_err (*ss_store_chunk_fn)(void *user, const void *const *chunks, size_
 ss_err ss_store_view_chunks(ss_store *s, const char *const *refs, int n, const char *expect_model,
                             int n_threads, ss_store_chunk_fn fn, void *user);
 
+/* A merge source as the store resolved it: what the merged state's record needs. */
+#define SS_STORE_ID_LEN 35 /* "st_" + 32 lowercase hex */
+typedef struct ss_store_source {
+    char id[SS_STORE_ID_LEN + 1]; /* the id the reference resolved to: the state summed */
+    int64_t n_tokens;             /* that state's record n_tokens */
+} ss_store_source;
+
 /*
- * out = sum_i w[i] * blob_i for n stored F32 states of out_bytes each (the merge of State Soup),
- * on up to n_threads threads. Each 1 MiB piece of every source is checksummed in the same pass
- * that sums it, so the sources are read from memory once and only once. Evaluated per element as
- * (float)w[0] * x0, then one fused multiply-add per further source, in order. Checks as
- * ss_store_view_chunks, plus SS_ERR_MISMATCH when a blob is not out_bytes long and
- * SS_ERR_INVALID for a weight that is not a finite float. On any error out is undefined.
+ * The merge of State Soup, the one place where the store looks inside blobs: it treats them as
+ * arrays of F32 (the daemon stores every state as F32; the model owns the layout, the store only
+ * the arithmetic of the merge, because it is fused with the checksum pass and reads the sources
+ * straight from the map). There is no other merge kernel.
+ *
+ * out = sum_i w[i] * blob_i for n stored F32 states of out_bytes each, on up to n_threads
+ * threads. Each 1 MiB piece of every source is checksummed in the same pass that sums it, and
+ * the result is checked finite in that pass too, so the sources are read from memory once and
+ * only once. Evaluated per element as (float)w[0] * x0, then one fused multiply-add per further
+ * source, in order. Resolution of the refs, the checks and the sum happen in one read
+ * transaction: src (may be NULL; else n entries) receives the ids and n_tokens of exactly the
+ * states summed, so a name deleted and re-created meanwhile cannot make the record lie.
+ * Returns SS_OK; SS_ERR_NOT_FOUND (a ref), SS_ERR_MISMATCH (another model, a blob not out_bytes
+ * long), SS_ERR_CORRUPT (a checksum, naming the state and the byte range), SS_ERR_INVALID (a
+ * weight that is not a finite float, or a result with an infinite or NaN element),
+ * SS_ERR_TOO_LARGE (n > SS_STORE_VIEW_MAX), SS_ERR_NOMEM, SS_ERR_IO. On any error out and src are
+ * undefined.
  */
 ss_err ss_store_merge_f32(ss_store *s, const char *const *refs, const double *w, int n,
-                          const char *expect_model, float *out, size_t out_bytes, int n_threads);
+                          const char *expect_model, float *out, size_t out_bytes, int n_threads,
+                          ss_store_source *src);
 
-/* Delete state `ref` (id or name) with its indexes. SS_ERR_NOT_FOUND. */
+/*
+ * Delete state `ref` (id or name) with its indexes (a state whose record is damaged too).
+ * SS_ERR_NOT_FOUND, SS_ERR_PERM (read-only), SS_ERR_FULL, SS_ERR_IO.
+ */
 ss_err ss_store_delete(ss_store *s, const char *ref);
 
 /*
@@ -132,13 +177,16 @@ ss_err ss_store_delete(ss_store *s, const char *ref);
  * without a name never match a prefix). limit 1..1000 (0 = 100). cursor: NULL for the first page,
  * else the next_cursor of the previous page (SS_ERR_INVALID if malformed; it stays valid across
  * writes and deletes). An invalid tag is SS_ERR_INVALID; pass NULL, not "", for "no filter".
- * *page_json = {"data": [records], "next_cursor": str|null} (free() it); next_cursor is null
- * exactly when no further record matches.
+ * *page_json = {"data": [records], "skipped": n, "next_cursor": str|null} (free() it);
+ * next_cursor is null exactly when no further record matches. Records that cannot be read
+ * (checksum, damaged page) are left out and counted in skipped; a damaged index page ends the
+ * listing there. SS_ERR_INVALID (limit, tag, cursor), SS_ERR_NOMEM, SS_ERR_IO.
  */
 ss_err ss_store_list(ss_store *s, const char *tag, const char *prefix, int limit,
                      const char *cursor, char **page_json);
 
-/* Totals for /metrics and `statesoup ls`. */
+/* Totals for /metrics and `statesoup ls`; ss_store_get_stats gives SS_ERR_INVALID (NULL) or
+ * SS_ERR_IO. */
 typedef struct ss_store_stats {
     uint64_t n_states;
     uint64_t blob_bytes;  /* sum of blob sizes */
@@ -148,9 +196,11 @@ typedef struct ss_store_stats {
 ss_err ss_store_get_stats(ss_store *s, ss_store_stats *out);
 
 /*
- * Verify every blob's checksum; *n_bad receives the number that fail (fsck for operators). Runs in
- * chunks of read transactions, so it does not hold off writers. When *n_bad > 0, ss_errmsg()
- * describes the last failing state.
+ * Verify every state (record checksum, blob present, blob checksum) and walk the time, names and
+ * tags indexes; *n_checked receives the states checked, *n_bad the unreadable items (states, plus
+ * one per damaged index). fsck for operators. Runs in chunks of read transactions, so it does not
+ * hold off writers. When *n_bad > 0, ss_errmsg() describes the last one. Returns SS_OK unless the
+ * walk itself fails (SS_ERR_IO, SS_ERR_NOMEM).
  */
 ss_err ss_store_verify(ss_store *s, uint64_t *n_checked, uint64_t *n_bad);
 

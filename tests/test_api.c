@@ -856,7 +856,38 @@ static void test_export_import(srv *d)
     uint8_t *f2 = get_data(d, "seq_b_copy", NULL, &len2, &st);
     CHECK(f2 && same_tensors(f, len, f2, len2));
     free(f2);
-    /* importing again under the same name: 409; without a name: a new unnamed state */
+    /* data changed after the export (one low bit of the last float): the record no longer
+     * describes it, so it imports as a fresh state (n_tokens 0, no parents) */
+    {
+        uint8_t *mf = malloc(len);
+        memcpy(mf, f, len);
+        mf[len - 4] ^= 1;
+        r = request(d, "POST", "/v1/states/import?name=seq_b_changed", mf, (long)len, &o);
+        CHECK(r.status == 201);
+        json_t *cj = json_loads(r.body, 0, NULL);
+        CHECK(json_integer_value(json_object_get(orig, "n_tokens")) > 0);
+        CHECK(json_integer_value(json_object_get(cj, "n_tokens")) == 0 &&
+              json_array_size(json_object_get(cj, "parents")) == 0);
+        json_decref(cj);
+        free(r.body);
+        free(mf);
+    }
+    /* a file without final_hidden (its name altered in the header): 422 naming the tensor */
+    {
+        uint8_t *nf = malloc(len);
+        memcpy(nf, f, len);
+        uint8_t *at = memmem(nf, len, "\"final_hidden\"", 14);
+        CHECK(at != NULL);
+        if (at) at[12] = 'X';
+        r = request(d, "POST", "/v1/states/import?name=no_hidden", nf, (long)len, &o);
+        json_t *ej = json_loads(r.body, 0, NULL);
+        const char *m = json_string_value(json_object_get(json_object_get(ej, "error"), "message"));
+        CHECKF(m && strstr(m, "final_hidden"), "message: %s", m ? m : "(none)");
+        check_error(ej, r.status, 422, "invalid_value", "import without final_hidden");
+        free(r.body);
+        free(nf);
+    }
+        /* importing again under the same name: 409; without a name: a new unnamed state */
     r = request(d, "POST", "/v1/states/import?name=seq_b_copy", f, (long)len, &o);
     check_error(json_loads(r.body, 0, NULL), r.status, 409, "already_exists", "import name taken");
     free(r.body);
@@ -878,6 +909,11 @@ static void test_export_import(srv *d)
         }
         r = request(d, "POST", "/v1/states/import?name=seq_b_bf16", fb, (long)lb, &o);
         CHECK(r.status == 201);
+        /* the file's data_checksum covers its rounded values: the provenance is kept */
+        rec = json_loads(r.body, 0, NULL);
+        CHECK(json_integer_value(json_object_get(rec, "n_tokens")) ==
+              json_integer_value(json_object_get(orig, "n_tokens")));
+        json_decref(rec);
         free(r.body);
         size_t l3;
         uint8_t *f3 = get_data(d, "seq_b_bf16", NULL, &l3, &st);
@@ -1278,6 +1314,38 @@ static void test_store_full(void)
     daemon_stop(&d);
 }
 
+/*
+ * The data directory deleted under a running daemon: /healthz answers 503 "degraded" with the
+ * reason, and a save is refused with 503 "unavailable" instead of a 201 for a state that would be
+ * lost with the deleted file.
+ */
+static void test_lost_data_dir(void)
+{
+    char data[512], cmd[600];
+    snprintf(data, sizeof data, "%s/lost", tmp_root);
+    srv d;
+    if (daemon_start(&d, fixture_path("models/mamba1-tiny"), data, "--quiet", NULL)) {
+        CHECK(0);
+        return;
+    }
+    long st = 0;
+    json_decref(call(&d, "POST", "/v1/states", json_pack("{s:[i,i]}", "tokens", 1, 2), &st));
+    CHECK(st == 201);
+    json_t *j = call(&d, "GET", "/healthz", NULL, &st);
+    CHECK(st == 200 && jstr_is(json_object_get(j, "status"), "ok"));
+    json_decref(j);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", data);
+    CHECK(system(cmd) == 0);
+    j = call(&d, "GET", "/healthz", NULL, &st);
+    CHECK(st == 503 && jstr_is(json_object_get(j, "status"), "degraded"));
+    const char *why = json_string_value(json_object_get(j, "reason"));
+    CHECKF(why && strstr(why, "is gone"), "reason: %s", why ? why : "(none)");
+    json_decref(j);
+    j = call(&d, "POST", "/v1/states", json_pack("{s:[i,i]}", "tokens", 3, 4), &st);
+    check_error(j, st, 503, "unavailable", "save into a deleted store");
+    daemon_stop(&d);
+}
+
 static void test_text(void)
 {
     char data[512], model[1024];
@@ -1669,6 +1737,7 @@ int main(void)
     daemon_stop(&d);
     test_auth_and_limits(data);
     test_store_full();
+    test_lost_data_dir();
     test_corrupt();
     test_overload();
     test_shutdown_inflight();

@@ -759,6 +759,38 @@ stop:
     ss_model_close(m);
 }
 
+/*
+ * A data.mdb cut to 97 %: verify and ls --data report it and exit 1 (they used to die of SIGBUS),
+ * naming the file as truncated.
+ */
+static void test_truncated_store(void)
+{
+    char dir[700], path[760];
+    snprintf(dir, sizeof dir, "%s/truncated", work);
+    ss_store *s = NULL;
+    REQUIRE_OK(ss_store_open(&s, dir, NULL));
+    size_t len = 1 << 20;
+    float *blob = calloc(len / 4, sizeof(float));
+    for (int i = 0; i < 6; i++) {
+        blob[0] = (float)i;
+        REQUIRE_OK(ss_store_put(s, "{\"model\":\"m\",\"n_tokens\":1,\"dtype\":\"F32\"}", blob, len,
+                                NULL));
+    }
+    free(blob);
+    ss_store_close(s);
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    struct stat st;
+    CHECK(stat(path, &st) == 0 && truncate(path, st.st_size / 100 * 97) == 0);
+    result r = {0};
+    RUN(&r, "verify", "--data", dir);
+    CHECK_CODE(&r, 1);
+    CHECK_HAS(r.err, "truncated");
+    RUN(&r, "ls", "--data", dir);
+    CHECK_CODE(&r, 1);
+    CHECK_HAS(r.err, "truncated");
+    result_free(&r);
+}
+
 int main(void)
 {
     const char *build = getenv("SS_BUILD_ROOT");
@@ -777,6 +809,7 @@ int main(void)
     test_tmpdir(work, sizeof work, "cli");
 
     test_offline();
+    test_truncated_store();
     int skipped = 0;
     if (access(daemon_path, X_OK) == 0) {
         test_daemon();

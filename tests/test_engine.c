@@ -82,7 +82,7 @@ static void test_golden_through_engine(void)
     REQUIRE_OK(ss_state_new(m, &ms));
     const float *src[2] = {sa, sb};
     double w[2] = {0.25, 0.75};
-    REQUIRE_OK(ss_state_combine(ms, src, w, 2));
+    test_merge(ss_state_data(ms), src, w, 2, nf);
     size_t qn;
     const int32_t *q = gt(&g, "seq_q.ids", &qn);
     const float *ql = gt(&g, "merge_ab_25_75.query_logits", NULL);

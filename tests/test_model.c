@@ -151,7 +151,7 @@ static void check_fixture(const char *model_dir, const char *golden_dir, double 
         }
         ss_state *ms;
         REQUIRE_OK(ss_state_new(m, &ms));
-        REQUIRE_OK(ss_state_combine(ms, ptr, w, n));
+        test_merge(ss_state_data(ms), ptr, w, n, ss_model_get_info(m)->state_floats);
         snprintf(what, sizeof what, "%s merge %s state", model_dir, mname);
         snprintf(name, sizeof name, "merge_%s", mname);
         state_check(what, m, ms, &g, name, 0);

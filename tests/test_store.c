@@ -43,6 +43,9 @@ static void fill(unsigned char *p, size_t n, uint64_t seed)
         x ^= x >> 7;
         x ^= x << 17;
         p[i] = (unsigned char)(x >> 24);
+        /* the top byte of each little-endian float: exponent below 128, so that blobs read as
+         * F32 hold finite values of magnitude < 4 (merges of them are finite) */
+        if (i % 4 == 3) p[i] &= 0xbf;
     }
 }
 
@@ -715,6 +718,75 @@ static int clobber_record(const char *dir, const char *id)
     return raw_close(&r, rc, "clobber_record");
 }
 
+/* Flip one byte of a stored record value at `at`; or with at < 0, rewrite it in the format of
+ * stores older than the record checksum (created_ns, then the text: the mark and sum dropped). */
+static int damage_record(const char *dir, const char *id, long at)
+{
+    raw_db r;
+    MDB_val key = {35, (void *)id}, val;
+    int rc = raw_open(&r, dir, "records");
+    if (!rc) rc = mdb_get(r.txn, r.dbi, &key, &val);
+    if (!rc) {
+        unsigned char *copy = malloc(val.mv_size);
+        size_t n = val.mv_size;
+        memcpy(copy, val.mv_data, n);
+        if (at >= 0) {
+            copy[(size_t)at % n] ^= 0x04;
+        } else {
+            memmove(copy + 8, copy + 17, n - 17);
+            n -= 9;
+        }
+        MDB_val nv = {n, copy};
+        rc = mdb_put(r.txn, r.dbi, &key, &nv, 0);
+        free(copy);
+    }
+    return raw_close(&r, rc, "damage_record");
+}
+
+/*
+ * Records carry a checksum: one flipped byte in a record makes that state corrupt (never served),
+ * a listing skips it and says so ("skipped": 1) while serving the others, verify counts it.
+ * Records in the older format (no checksum) still read, checked by parsing.
+ */
+static void test_record_checksum(const char *dir)
+{
+    char a[36], b[36], c[36], *ta = NULL, *text = NULL;
+    ss_store *s = open_store(dir, 0, 0);
+    CHECK_OK(put_state(s, "ra", "[\"t\"]", 100, 1, a));
+    CHECK_OK(put_state(s, "rb", "[\"t\"]", 100, 2, b));
+    CHECK_OK(put_state(s, "rc", "[\"t\"]", 100, 3, c));
+    CHECK_OK(ss_store_get_record(s, a, &ta));
+    ss_store_close(s);
+    CHECK(damage_record(dir, b, 8 + 9 + 20) == 0); /* inside the JSON text */
+    CHECK(damage_record(dir, a, -1) == 0);         /* old format, intact */
+    s = open_store(dir, 0, 0);
+    CHECK_ERR(ss_store_get_record(s, "rb", &text), SS_ERR_CORRUPT);
+    CHECK(strstr(ss_errmsg(), b) && strstr(ss_errmsg(), "checksum"));
+    CHECK_OK(ss_store_get_record(s, "ra", &text));
+    CHECK(text && ta && strcmp(text, ta) == 0);
+    free(text);
+    CHECK(blob_matches(s, "ra", 100, 1));
+    for (int t = 0; t < 2; t++) {
+        char *page = NULL;
+        CHECK_OK(ss_store_list(s, t ? "t" : NULL, NULL, 10, NULL, &page));
+        json_t *j = parse(page);
+        json_t *d = json_object_get(j, "data");
+        CHECK(json_array_size(d) == 2 && json_integer_value(json_object_get(j, "skipped")) == 1);
+        CHECK(!strcmp(str_field(json_array_get(d, 0), "id"), c) &&
+              !strcmp(str_field(json_array_get(d, 1), "id"), a));
+        json_decref(j);
+        free(page);
+    }
+    uint64_t checked = 0, bad = 0;
+    CHECK_OK(ss_store_verify(s, &checked, &bad));
+    CHECK(checked == 3 && bad == 1 && strstr(ss_errmsg(), b));
+    CHECK_OK(ss_store_delete(s, "rb")); /* a damaged record can still be deleted */
+    CHECK_OK(ss_store_verify(s, &checked, &bad));
+    CHECK(checked == 2 && bad == 0);
+    free(ta);
+    ss_store_close(s);
+}
+
 static void test_corruption(const char *dir)
 {
     ss_store *s = open_store(dir, 0, 0);
@@ -877,16 +949,65 @@ static void test_view_chunks(const char *dir)
     merge_want(mw, want, wts, N, len);
     for (int threads = 1; threads <= 2; threads++) {
         memset(mo, 0, len);
-        CHECK_OK(ss_store_merge_f32(s, refs, wts, N, MODEL, mo, len, threads));
+        CHECK_OK(ss_store_merge_f32(s, refs, wts, N, MODEL, mo, len, threads, NULL));
         CHECK(floats_same(mo, mw, len / 4));
     }
+    /* The sources as resolved: the ids of exactly the states summed, and their n_tokens (12 from
+     * rec_json). Then "c0" is deleted and re-created with other data: the next merge
+     * names the new id and sums the new data, resolved in the same transaction. */
+    ss_store_source src[N];
+    CHECK_OK(ss_store_merge_f32(s, refs, wts, N, MODEL, mo, len, 2, src));
+    for (int i = 0; i < N; i++)
+        CHECK(strcmp(src[i].id, ids[i]) == 0 && src[i].n_tokens == 12);
+    char c0b[36];
+    CHECK_OK(ss_store_delete(s, "c0"));
+    REQUIRE_OK(put_state(s, "c0", NULL, len, 41, c0b));
+    unsigned char *was0 = want[0];
+    want[0] = malloc(len);
+    fill(want[0], len, 41);
+    merge_want(mw, want, wts, N, len);
+    CHECK_OK(ss_store_merge_f32(s, refs, wts, N, MODEL, mo, len, 2, src));
+    CHECK(strcmp(src[0].id, c0b) == 0 && strcmp(src[0].id, ids[0]) != 0 && src[0].n_tokens == 12);
+    CHECK(floats_same(mo, mw, len / 4));
+    free(want[0]);
+    want[0] = was0;
+    memcpy(ids[0], c0b, sizeof c0b);
+    CHECK_OK(ss_store_delete(s, "c0"));
+    REQUIRE_OK(put_state(s, "c0", NULL, len, seeds[0], ids[0]));
+    merge_want(mw, want, wts, N, len);
+    /* 1e38 + 1e38 overflows a float: refused, whatever the threads, naming the first bad piece */
+    const double huge_w[N] = {1e38, 1e38, 1e38};
+    char fin_a[36], fin_b[36];
+    const size_t flen = 3 * MIB;
+    float *fa = malloc(flen);
+    for (size_t k = 0; k < flen / 4; k++) fa[k] = 2.0f;
+    const char *frec = "{\"model\":\"" MODEL "\",\"n_tokens\":1,\"dtype\":\"F32\"}";
+    char *r1 = NULL, *r2 = NULL;
+    REQUIRE_OK(ss_store_put(s, frec, fa, flen, &r1));
+    REQUIRE_OK(ss_store_put(s, frec, fa, flen, &r2));
+    json_t *j1 = parse(r1), *j2 = parse(r2);
+    snprintf(fin_a, sizeof fin_a, "%s", str_field(j1, "id"));
+    snprintf(fin_b, sizeof fin_b, "%s", str_field(j2, "id"));
+    json_decref(j1);
+    json_decref(j2);
+    const char *frefs[2] = {fin_a, fin_b};
+    float *fo = malloc(flen);
+    CHECK_ERR(ss_store_merge_f32(s, frefs, huge_w, 2, MODEL, fo, flen, 2, NULL), SS_ERR_INVALID);
+    CHECK(strstr(ss_errmsg(), "not finite"));
+    const double ok_w[2] = {1e37, 1e37}; /* 4e37: still a float */
+    CHECK_OK(ss_store_merge_f32(s, frefs, ok_w, 2, MODEL, fo, flen, 1, NULL));
+    CHECK(fo[0] == 4e37f && fo[flen / 4 - 1] == 4e37f);
+    free(fa);
+    free(fo);
+    free(r1);
+    free(r2);
     const double bad_w[2][N] = {{0.5, NAN, 1}, {1e39, 0, 1}};
     for (int k = 0; k < 2; k++)
-        CHECK_ERR(ss_store_merge_f32(s, refs, bad_w[k], N, MODEL, mo, len, 2), SS_ERR_INVALID);
-    CHECK_ERR(ss_store_merge_f32(s, refs, wts, N, MODEL, mo, len - 4, 2), SS_ERR_MISMATCH);
+        CHECK_ERR(ss_store_merge_f32(s, refs, bad_w[k], N, MODEL, mo, len, 2, NULL), SS_ERR_INVALID);
+    CHECK_ERR(ss_store_merge_f32(s, refs, wts, N, MODEL, mo, len - 4, 2, NULL), SS_ERR_MISMATCH);
     const char *mixed_m[2] = {"c0", "odd"};
-    CHECK_ERR(ss_store_merge_f32(s, mixed_m, wts, 2, MODEL, mo, len, 2), SS_ERR_MISMATCH);
-    CHECK_ERR(ss_store_merge_f32(s, refs, wts, N, "another_model", mo, len, 2), SS_ERR_MISMATCH);
+    CHECK_ERR(ss_store_merge_f32(s, mixed_m, wts, 2, MODEL, mo, len, 2, NULL), SS_ERR_MISMATCH);
+    CHECK_ERR(ss_store_merge_f32(s, refs, wts, N, "another_model", mo, len, 2, NULL), SS_ERR_MISMATCH);
 
     /* A state of 4 MiB or more is restored on two threads, each piece checked as it is copied. */
     char big[36];
@@ -911,7 +1032,7 @@ static void test_view_chunks(const char *dir)
     CHECK_ERR(ss_store_view_chunks(s, refs, N, MODEL, 1, chunk_fn, &c), SS_ERR_CORRUPT);
     CHECK(strstr(ss_errmsg(), ids[1]) && strstr(ss_errmsg(), "[1048576, 2097152)"));
     CHECK(atomic_load(&c.calls) <= 1 && atomic_load(&c.bad) == 0);
-    CHECK_ERR(ss_store_merge_f32(s, refs, wts, N, MODEL, mo, len, 2), SS_ERR_CORRUPT);
+    CHECK_ERR(ss_store_merge_f32(s, refs, wts, N, MODEL, mo, len, 2, NULL), SS_ERR_CORRUPT);
     CHECK(strstr(ss_errmsg(), ids[1]) && strstr(ss_errmsg(), "[1048576, 2097152)"));
     ss_store_close(s);
     CHECK(flip_blob_byte(dir, big, 3 * MIB + 5) == 0);
@@ -929,12 +1050,12 @@ static void test_view_chunks(const char *dir)
     CHECK_ERR(ss_store_get_blob(s, "big", MODEL, bigbuf, big_len, NULL, NULL), SS_ERR_CORRUPT);
     CHECK(strstr(ss_errmsg(), "checksum mismatch (recorded"));
     free(bigbuf);
-    CHECK_ERR(ss_store_merge_f32(s, refs, wts, N, MODEL, mo, len, 2), SS_ERR_CORRUPT);
+    CHECK_ERR(ss_store_merge_f32(s, refs, wts, N, MODEL, mo, len, 2, NULL), SS_ERR_CORRUPT);
     const char *intact_m[2] = {"c0", "c2"};
     const double wts2[2] = {wts[0], wts[2]};
     unsigned char *want2[2] = {want[0], want[2]};
     merge_want(mw, want2, wts2, 2, len);
-    CHECK_OK(ss_store_merge_f32(s, intact_m, wts2, 2, MODEL, mo, len, 2));
+    CHECK_OK(ss_store_merge_f32(s, intact_m, wts2, 2, MODEL, mo, len, 2, NULL));
     CHECK(floats_same(mo, mw, len / 4));
     free(mo);
     free(mw);
@@ -958,7 +1079,7 @@ typedef struct isa_kernels {
     const char *name;
     int usable;
     void (*copy)(void *, const void *, size_t, uint64_t *);
-    void (*sum)(float *, const float *const *, const float *, int, size_t, uint64_t *);
+    int (*sum)(float *, const float *const *, const float *, int, size_t, uint64_t *);
 } isa_kernels;
 
 /*
@@ -1020,12 +1141,28 @@ static void test_hash_kernels(void)
                     uint64_t hs[MAXN];
                     size_t count = len / 4;
                     for (int i = 0; i < n; i++) sp[i] = (const float *)(src[i] + shift);
+                    int want_finite = 1;
                     for (size_t e = 0; e < count; e++) {
                         float a = w[0] * sp[0][e];
                         for (int i = 1; i < n; i++) a = fmaf(w[i], sp[i][e], a);
                         want[e] = a;
+                        want_finite &= isfinite(a) != 0;
                     }
-                    isas[k].sum(out, sp, w, n, len, hs);
+                    /* once with the data as it is, once with one overflowing element */
+                    if (isas[k].sum(out, sp, w, n, len, hs) != want_finite)
+                        bad += printf("  %s sum: len %zu n %d: finite flag wrong\n",
+                                      isas[k].name, len, n) > 0;
+                    if (want_finite && count > 0) {
+                        float keep = sp[0][count / 2], huge = 3e38f, w0 = w[0];
+                        memcpy((float *)sp[0] + count / 2, &huge, 4);
+                        w[0] = 8.0f; /* 8 * 3e38 overflows a float */
+                        if (isas[k].sum(out, sp, w, n, len, hs) != 0)
+                            bad += printf("  %s sum: len %zu n %d: inf not flagged\n",
+                                          isas[k].name, len, n) > 0;
+                        w[0] = w0;
+                        memcpy((float *)sp[0] + count / 2, &keep, 4);
+                        isas[k].sum(out, sp, w, n, len, hs);
+                    }
                     for (int i = 0; i < n; i++)
                         if (hs[i] != XXH3_64bits(sp[i], len))
                             bad += printf("  %s sum: len %zu n %d source %d: wrong hash\n",
@@ -1476,6 +1613,36 @@ static void test_disk_full(const char *dir)
         CHECKF(code == 0, "disk-full child exited with %d", code);
 }
 
+/*
+ * A data.mdb cut to 97 % of its size: the open is refused with SS_ERR_CORRUPT and a message that
+ * says what to do, read-write and read-only, instead of a SIGBUS on the first page read past the
+ * end of the file.
+ */
+static void test_truncated(const char *dir)
+{
+    char path[128], id[36];
+    struct stat st;
+    ss_store *s = open_store(dir, 0, 0);
+    for (int i = 0; i < 6; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "t%d", i);
+        REQUIRE_OK(put_state(s, name, NULL, MIB, 60 + (uint64_t)i, id));
+    }
+    ss_store_close(s);
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    if (stat(path, &st) != 0 || truncate(path, st.st_size / 100 * 97) != 0) {
+        CHECKF(0, "cannot truncate %s", path);
+        return;
+    }
+    ss_store *t = NULL;
+    ss_store_params ro = ss_store_default_params();
+    ro.read_only = 1;
+    CHECK_ERR(ss_store_open(&t, dir, &ro), SS_ERR_CORRUPT);
+    CHECK(t == NULL && strstr(ss_errmsg(), "truncated") && strstr(ss_errmsg(), "backup"));
+    CHECK_ERR(ss_store_open(&t, dir, NULL), SS_ERR_CORRUPT);
+    CHECK(t == NULL);
+}
+
 int main(void)
 {
     static const struct {
@@ -1489,6 +1656,7 @@ int main(void)
         {"map_limit", test_map_limit},   {"reopen", test_reopen},
         {"reader", test_reader_process}, {"threads", test_threads},
         {"disk_full", test_disk_full},   {"view_chunks", test_view_chunks},
+        {"truncated", test_truncated},   {"record_sum", test_record_checksum},
     };
     test_validation();
     test_hash_kernels();

@@ -34,6 +34,20 @@ static int test_failures;
         }                                                                                          \
     } while (0)
 
+/*
+ * out[k] = w[0] src[0][k], then fmaf(w[i], src[i][k], out[k]) for i = 1..: the merge exactly as
+ * ss_store_merge_f32 computes it (the only merge kernel), for tests that merge states in memory.
+ */
+static inline void test_merge(float *out, const float *const *src, const double *w, int n,
+                              size_t count)
+{
+    for (size_t k = 0; k < count; k++) {
+        float a = (float)w[0] * src[0][k];
+        for (int i = 1; i < n; i++) a = fmaf((float)w[i], src[i][k], a);
+        out[k] = a;
+    }
+}
+
 /* Fatal: the rest of the test cannot run without it. */
 #define REQUIRE_OK(expr)                                                                           \
     do {                                                                                           \

@@ -1,0 +1,821 @@
+/*
+ * catalog.c - the state catalog: records (verified on every read), put, get, delete, list,
+ * stats and verify. The layout of the databases is in internal.h.
+ */
+#include <errno.h>
+#include <float.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "hash.h"
+#include "internal.h"
+#include "ss_util.h"
+
+/* Growable text buffer for list pages. */
+typedef struct buf {
+    char *p;
+    size_t len, cap;
+} buf;
+
+static ss_err buf_add(buf *b, const void *data, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) return ss_fail(SS_ERR_NOMEM, "store: cannot allocate %zu bytes", cap);
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, data, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+    return SS_OK;
+}
+
+static ss_err buf_str(buf *b, const char *s)
+{
+    return buf_add(b, s, strlen(s));
+}
+
+/* ---- reading records ------------------------------------------------------------------------- */
+
+/*
+ * Find the state `ref` (id or name): its id (NUL-terminated) and its records value. The value
+ * points into txn. SS_ERR_NOT_FOUND when there is none.
+ */
+static ss_err resolve(ss_store *s, MDB_txn *txn, const char *ref, char *id, MDB_val *rec)
+{
+    if (!ref) return ss_fail(SS_ERR_INVALID, "state reference is missing (NULL)");
+    MDB_val key, val;
+    int rc;
+    if (ss_store_is_id(ref)) {
+        memcpy(id, ref, ID_LEN + 1);
+    } else {
+        size_t n = strlen(ref);
+        if (n == 0 || n > SS_REC_NAME_MAX) {
+            return ss_fail(SS_ERR_NOT_FOUND, "no state named '%.128s'", ref);
+        }
+        key = (MDB_val){n, (void *)ref};
+        rc = mdb_get(txn, s->names, &key, &val);
+        if (rc == MDB_NOTFOUND) return ss_fail(SS_ERR_NOT_FOUND, "no state named '%s'", ref);
+        if (rc) return store_mdb_fail(rc, "store %s: looking up name '%s'", s->dir, ref);
+        if (val.mv_size != TKEY_LEN) {
+            return ss_fail(SS_ERR_CORRUPT, "store %s: name index entry for '%s' is malformed",
+                           s->dir, ref);
+        }
+        memcpy(id, (const char *)val.mv_data + 8, ID_LEN);
+        id[ID_LEN] = '\0';
+    }
+    key = (MDB_val){ID_LEN, id};
+    rc = mdb_get(txn, s->records, &key, rec);
+    if (rc == MDB_NOTFOUND) {
+        if (strcmp(id, ref) == 0) return ss_fail(SS_ERR_NOT_FOUND, "no state with id %s", id);
+        return ss_fail(SS_ERR_CORRUPT, "store %s: name '%s' points to missing state %s", s->dir,
+                       ref, id);
+    }
+    if (rc) return store_mdb_fail(rc, "store %s: reading state %s", s->dir, id);
+    if (rec->mv_size <= HDR_LEN) {
+        return ss_fail(SS_ERR_CORRUPT, "store %s: record of state %s is truncated", s->dir, id);
+    }
+    return SS_OK;
+}
+
+/*
+ * The JSON text of a stored record value, verified: against its checksum (records written since
+ * the checksum exists), else (older records) by parsing it, so that a damaged record is never
+ * served. *text points into rec. SS_ERR_CORRUPT naming the state.
+ */
+static ss_err record_text(const char *id, const MDB_val *rec, const char **text, size_t *len)
+{
+    const unsigned char *p = rec->mv_data;
+    if (rec->mv_size > HDR_LEN + REC_SUM_LEN && p[HDR_LEN] == REC_SUM_MARK) {
+        *text = (const char *)p + HDR_LEN + REC_SUM_LEN;
+        *len = rec->mv_size - HDR_LEN - REC_SUM_LEN;
+        if (ss_hash64(*text, *len) != be64_get(p + HDR_LEN + 1))
+            return ss_fail(SS_ERR_CORRUPT, "state %s: its record failed its checksum", id);
+        return SS_OK;
+    }
+    if (rec->mv_size <= HDR_LEN)
+        return ss_fail(SS_ERR_CORRUPT, "state %s: its record is truncated", id);
+    *text = (const char *)p + HDR_LEN;
+    *len = rec->mv_size - HDR_LEN;
+    json_t *j = json_loadb(*text, *len, 0, NULL);
+    int ok = json_is_object(j);
+    json_decref(j);
+    if (!ok) return ss_fail(SS_ERR_CORRUPT, "state %s: stored record is not a JSON object", id);
+    return SS_OK;
+}
+
+/* Parse a stored record (verified by record_text). */
+static ss_err load_record(const char *id, const MDB_val *rec, json_t **out)
+{
+    const char *text;
+    size_t len;
+    ss_err err = record_text(id, rec, &text, &len);
+    if (err) return err;
+    json_t *j = json_loadb(text, len, 0, NULL);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return ss_fail(SS_ERR_CORRUPT, "state %s: stored record is not a JSON object", id);
+    }
+    *out = j;
+    return SS_OK;
+}
+
+/* Copy the stored record text (verified) into a malloc'd NUL-terminated string. */
+ss_err store_copy_record(const char *id, const MDB_val *rec, char **out)
+{
+    const char *text;
+    size_t n;
+    ss_err err = record_text(id, rec, &text, &n);
+    if (err) return err;
+    char *t = malloc(n + 1);
+    if (!t) return ss_fail(SS_ERR_NOMEM, "state %s: cannot allocate %zu bytes", id, n + 1);
+    memcpy(t, text, n);
+    t[n] = '\0';
+    *out = t;
+    return SS_OK;
+}
+
+/* "st_... ('name')" or "st_..." for messages. */
+static void describe(const char *id, const json_t *record, char *out, size_t cap)
+{
+    const char *name = json_string_value(json_object_get(record, "name"));
+    if (name)
+        snprintf(out, cap, "%s ('%s')", id, name);
+    else
+        snprintf(out, cap, "%s", id);
+}
+
+static ss_err check_model(const char *id, const json_t *record, const char *expect_model)
+{
+    if (!expect_model) return SS_OK;
+    const char *model = json_string_value(json_object_get(record, "model"));
+    if (model && strcmp(model, expect_model) == 0) return SS_OK;
+    char who[200];
+    describe(id, record, who, sizeof who);
+    return ss_fail(SS_ERR_MISMATCH, "state %s was made by model %s, not the loaded model %s", who,
+                   model ? model : "(none)", expect_model);
+}
+
+/*
+ * The whole-blob checksum (hex) and the per-chunk checksums (*sums: be64 each, malloc'd) in one
+ * pass: each chunk is hashed on its own and fed to the whole-blob hash while it is in cache.
+ */
+static ss_err checksums(const void *data, size_t len, char *hex, unsigned char **sums,
+                        size_t *n_sums)
+{
+    size_t n = (len + CHUNK_BYTES - 1) / CHUNK_BYTES;
+    unsigned char *out = malloc(8 * (n ? n : 1));
+    XXH3_state_t *st = XXH3_createState();
+    if (!out || !st) {
+        free(out);
+        XXH3_freeState(st);
+        return ss_fail(SS_ERR_NOMEM, "store: out of memory");
+    }
+    XXH3_64bits_reset(st);
+    for (size_t i = 0; i < n; i++) {
+        const unsigned char *p = (const unsigned char *)data + i * CHUNK_BYTES;
+        size_t cl = len - i * CHUNK_BYTES < CHUNK_BYTES ? len - i * CHUNK_BYTES : CHUNK_BYTES;
+        be64_put(out + 8 * i, (uint64_t)ss_hash64(p, cl));
+        XXH3_64bits_update(st, p, cl);
+    }
+    snprintf(hex, 17, "%016" PRIx64, (uint64_t)XXH3_64bits_digest(st));
+    XXH3_freeState(st);
+    *sums = out;
+    *n_sums = n;
+    return SS_OK;
+}
+
+/* The blob of state `id`, present and of the size its record says. */
+static ss_err get_sized_blob(ss_store *s, MDB_txn *txn, const char *id, const json_t *record,
+                             MDB_val *blob)
+{
+    char who[200];
+    MDB_val key = {ID_LEN, (void *)id};
+    int rc = mdb_get(txn, s->blobs, &key, blob);
+    if (rc == MDB_NOTFOUND) {
+        describe(id, record, who, sizeof who);
+        return ss_fail(SS_ERR_CORRUPT, "state %s: its blob is missing", who);
+    }
+    if (rc) return store_mdb_fail(rc, "store %s: reading the blob of state %s", s->dir, id);
+    json_t *bytes = json_object_get(record, "bytes");
+    if (!json_is_integer(bytes) || (uint64_t)json_integer_value(bytes) != blob->mv_size) {
+        describe(id, record, who, sizeof who);
+        return ss_fail(SS_ERR_CORRUPT, "state %s: blob is %zu bytes, the record says %" PRId64, who,
+                       blob->mv_size, (int64_t)json_integer_value(bytes));
+    }
+    return SS_OK;
+}
+
+/*
+ * State `ref` found for reading: *id and *rec from resolve, *record parsed (the caller decrefs
+ * it, on error too) and of the expected model, *blob as get_sized_blob gives it.
+ */
+ss_err store_find_blob(ss_store *s, MDB_txn *txn, const char *ref, const char *expect_model,
+                        char *id, MDB_val *rec, json_t **record, MDB_val *blob)
+{
+    ss_err err;
+    if ((err = resolve(s, txn, ref, id, rec))) return err;
+    if ((err = load_record(id, rec, record))) return err;
+    if ((err = check_model(id, *record, expect_model))) return err;
+    return get_sized_blob(s, txn, id, *record, blob);
+}
+
+/* Is hash the checksum the blob's record gives? SS_ERR_CORRUPT naming the state if not. */
+ss_err store_check_hash(const char *id, const json_t *record, uint64_t hash)
+{
+    char who[200];
+    const char *want = json_string_value(json_object_get(record, "checksum"));
+    char got[17];
+    snprintf(got, sizeof got, "%016" PRIx64, hash);
+    if (!want || strcmp(want, got) != 0) {
+        describe(id, record, who, sizeof who);
+        return ss_fail(SS_ERR_CORRUPT, "state %s: checksum mismatch (recorded %s, computed %s)",
+                       who, want ? want : "(none)", got);
+    }
+    return SS_OK;
+}
+
+/* Does the blob hash to the checksum its record gives? */
+ss_err store_check_sum(const char *id, const json_t *record, const MDB_val *blob)
+{
+    return store_check_hash(id, record, ss_hash64(blob->mv_data, blob->mv_size));
+}
+
+/* ---- put ------------------------------------------------------------------------------------- */
+
+typedef struct put_ctx {
+    json_t *rec; /* canonical record from ss_rec_parse; id/created_at filled per attempt */
+    const void *blob;
+    size_t blob_len;
+    char checksum[17];
+    unsigned char *chunk_sums; /* be64 XXH3-64 per CHUNK_BYTES of the blob */
+    size_t n_chunks;
+    char *text; /* out: the committed record text (malloc) */
+    size_t text_len;
+} put_ctx;
+
+/* Add `delta` (may wrap, to subtract) to the blob byte counter in meta. */
+static ss_err add_blob_bytes(ss_store *s, wtx *w, uint64_t delta)
+{
+    MDB_val key = {10, "blob_bytes"}, val;
+    uint64_t total = 0;
+    int rc = mdb_get(w->txn, s->meta, &key, &val);
+    if (rc == 0 && val.mv_size == 8)
+        total = be64_get(val.mv_data);
+    else if (rc && rc != MDB_NOTFOUND)
+        return store_mdb_fail(rc, "store %s: reading totals", s->dir);
+    unsigned char b[8];
+    be64_put(b, total + delta);
+    val = (MDB_val){8, b};
+    if (store_w_put(w, s->meta, "blob_bytes", 10, &val, 0)) {
+        return store_mdb_fail(w->rc, "store %s: updating totals", s->dir);
+    }
+    return SS_OK;
+}
+
+static ss_err put_fn(ss_store *s, wtx *w, void *ctx)
+{
+    put_ctx *p = ctx;
+    ss_err err = SS_OK;
+    MDB_cursor *cur = NULL;
+    unsigned char tkey[TKEY_LEN];
+    const char *name = json_string_value(json_object_get(p->rec, "name"));
+    size_t name_len = name ? strlen(name) : 0;
+    MDB_val key, val;
+    int rc;
+
+    free(p->text); /* from a previous attempt that hit MDB_MAP_FULL */
+    p->text = NULL;
+
+    if (name) {
+        key = (MDB_val){name_len, (void *)name};
+        rc = mdb_get(w->txn, s->names, &key, &val);
+        if (rc == 0) {
+            char other[ID_LEN + 1] = "?";
+            if (val.mv_size == TKEY_LEN) {
+                memcpy(other, (const char *)val.mv_data + 8, ID_LEN);
+                other[ID_LEN] = '\0';
+            }
+            return ss_fail(SS_ERR_EXISTS, "name '%s' is already taken by state %s", name, other);
+        }
+        if (rc != MDB_NOTFOUND) return store_mdb_fail(rc, "store %s: looking up name", s->dir);
+    }
+
+    /* Strictly after the newest state, so the time index order is the order of the puts. */
+    int64_t created = ss_now_ns();
+    rc = mdb_cursor_open(w->txn, s->time, &cur);
+    if (rc) return store_mdb_fail(rc, "store %s: time index", s->dir);
+    rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST);
+    mdb_cursor_close(cur);
+    if (rc == 0 && key.mv_size == TKEY_LEN) {
+        int64_t newest = tkey_created_ns(key.mv_data);
+        if (created <= newest) created = newest + 1;
+    } else if (rc && rc != MDB_NOTFOUND) {
+        return store_mdb_fail(rc, "store %s: time index", s->dir);
+    }
+
+    unsigned char rnd[16];
+    char id[ID_LEN + 1] = "st_";
+    if ((err = ss_random_bytes(rnd, sizeof rnd))) return err;
+    ss_hex(rnd, sizeof rnd, id + 3);
+    err = ss_rec_finish(p->rec, id, created, p->blob_len, p->checksum, &p->text, &p->text_len);
+    if (err) return err;
+    make_tkey(tkey, created, id);
+
+    val = (MDB_val){p->blob_len, (void *)p->blob};
+    if (store_w_put(w, s->blobs, id, ID_LEN, &val, MDB_NOOVERWRITE)) goto fail;
+    val = (MDB_val){8 * p->n_chunks, p->chunk_sums};
+    if (store_w_put(w, s->chunks, id, ID_LEN, &val, MDB_NOOVERWRITE)) goto fail;
+    val = (MDB_val){HDR_LEN + REC_SUM_LEN + p->text_len, NULL};
+    if (store_w_put(w, s->records, id, ID_LEN, &val, MDB_NOOVERWRITE | MDB_RESERVE)) goto fail;
+    unsigned char *rv = val.mv_data;
+    be64_put(rv, (uint64_t)created);
+    rv[HDR_LEN] = REC_SUM_MARK;
+    be64_put(rv + HDR_LEN + 1, ss_hash64(p->text, p->text_len));
+    memcpy(rv + HDR_LEN + REC_SUM_LEN, p->text, p->text_len);
+    if (name) {
+        val = (MDB_val){TKEY_LEN, tkey};
+        if (store_w_put(w, s->names, name, name_len, &val, MDB_NOOVERWRITE)) goto fail;
+    }
+    val = (MDB_val){name_len, (void *)(name ? name : "")};
+    if (store_w_put(w, s->time, tkey, TKEY_LEN, &val, MDB_NOOVERWRITE)) goto fail;
+    size_t i;
+    json_t *t;
+    json_array_foreach (json_object_get(p->rec, "tags"), i, t) {
+        unsigned char k[SS_REC_TAG_MAX + 1 + TKEY_LEN];
+        size_t tl = json_string_length(t);
+        memcpy(k, json_string_value(t), tl);
+        k[tl] = 0;
+        memcpy(k + tl + 1, tkey, TKEY_LEN);
+        val = (MDB_val){name_len, (void *)(name ? name : "")};
+        if (store_w_put(w, s->tags, k, tl + 1 + TKEY_LEN, &val, MDB_NOOVERWRITE)) goto fail;
+    }
+    return add_blob_bytes(s, w, p->blob_len);
+fail:
+    if (w->rc == MDB_KEYEXIST) {
+        return ss_fail(SS_ERR_INTERNAL, "store %s: generated id %s already exists", s->dir, id);
+    }
+    return store_mdb_fail(w->rc, "store %s: storing state %s (%zu bytes)", s->dir, id, p->blob_len);
+}
+
+/*
+ * Store a new state: validate record_json, assign id/created_at/bytes/checksum and commit blob,
+ * record and index entries in one durable transaction (returns after fsync). The blob is copied;
+ * the caller keeps ownership of both inputs. *record_out (may be NULL) receives the complete
+ * record text (free() it), set only on success. The checksum is computed before the write lock is
+ * taken, so concurrent puts only serialise on the copy into the map. Thread-safe.
+ */
+ss_err ss_store_put(ss_store *s, const char *record_json, const void *blob, size_t blob_len,
+                    char **record_out)
+{
+    ss_err err = SS_OK;
+    put_ctx p = {0};
+
+    if (!s) return ss_fail(SS_ERR_INVALID, "store: NULL store");
+    if (s->read_only) return ss_fail(SS_ERR_PERM, "store %s is open read-only", s->dir);
+    if (blob_len == 0 || !blob) return ss_fail(SS_ERR_INVALID, "state blob is empty");
+    /* A write into a file that was deleted under us would be acknowledged and lost. */
+    if ((err = store_check_file(s))) return err;
+    if (blob_len > 0xffffffffu) {
+        return ss_fail(SS_ERR_TOO_LARGE, "state blob of %zu bytes exceeds the 4 GiB limit",
+                       blob_len);
+    }
+    err = ss_rec_parse(record_json, &p.rec);
+    if (err) return err;
+    p.blob = blob;
+    p.blob_len = blob_len;
+    if ((err = checksums(blob, blob_len, p.checksum, &p.chunk_sums, &p.n_chunks))) goto out;
+    /* Growth estimate: the blob, the record (about as long as the caller's) and index pages. */
+    err = store_write_txn(s, blob_len + strlen(record_json) + 64 * 1024, put_fn, &p);
+    if (err == SS_OK && record_out) {
+        *record_out = p.text;
+        p.text = NULL;
+    }
+out:
+    free(p.chunk_sums);
+    free(p.text);
+    json_decref(p.rec);
+    return err;
+}
+
+/* ---- get ------------------------------------------------------------------------------------- */
+
+/* Record of state `ref` (id or name) as JSON text (free() it), set only on success. Thread-safe. */
+ss_err ss_store_get_record(ss_store *s, const char *ref, char **record_json)
+{
+    ss_err err = SS_OK;
+    MDB_txn *txn = NULL;
+    char id[ID_LEN + 1];
+    MDB_val rec;
+
+    if (!s || !record_json) return ss_fail(SS_ERR_INVALID, "store: NULL argument");
+    err = store_txn_begin(s, MDB_RDONLY, &txn);
+    if (err) return err;
+    err = resolve(s, txn, ref, id, &rec);
+    if (err) goto out;
+    err = store_copy_record(id, &rec, record_json);
+out:
+    store_txn_end(s, txn);
+    return err;
+}
+
+void ss_store_checksum(const void *data, size_t len, char *hex)
+{
+    snprintf(hex, 17, "%016" PRIx64, ss_hash64(data, len));
+}
+
+/* ---- delete ---------------------------------------------------------------------------------- */
+
+/* Remove every entry of db whose key ends with / value equals the time key (index repair). */
+static ss_err purge_index(ss_store *s, wtx *w, MDB_dbi db, const unsigned char *tkey, int in_key)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val key, val;
+    int rc = mdb_cursor_open(w->txn, db, &cur);
+    if (rc) {
+        w->rc = rc;
+        return store_mdb_fail(rc, "store %s: index scan", s->dir);
+    }
+    for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+        const MDB_val *v = in_key ? &key : &val;
+        if (v->mv_size >= TKEY_LEN &&
+            memcmp((const char *)v->mv_data + v->mv_size - TKEY_LEN, tkey, TKEY_LEN) == 0) {
+            if ((rc = mdb_cursor_del(cur, 0))) break;
+        }
+    }
+    mdb_cursor_close(cur);
+    if (rc && rc != MDB_NOTFOUND) {
+        w->rc = rc;
+        return store_mdb_fail(rc, "store %s: index scan", s->dir);
+    }
+    return SS_OK;
+}
+
+static ss_err delete_fn(ss_store *s, wtx *w, void *ctx)
+{
+    const char *ref = ctx;
+    ss_err err = SS_OK;
+    json_t *record = NULL;
+    char id[ID_LEN + 1];
+    unsigned char tkey[TKEY_LEN];
+    MDB_val rec, blob, key;
+
+    if ((err = resolve(s, w->txn, ref, id, &rec))) return err;
+    make_tkey(tkey, (int64_t)be64_get(rec.mv_data), id);
+    /* A record we cannot parse must still be deletable: then find its index entries by scan. */
+    ss_err lerr = load_record(id, &rec, &record);
+    uint64_t blob_len = 0;
+    key = (MDB_val){ID_LEN, id};
+    int rc = mdb_get(w->txn, s->blobs, &key, &blob);
+    if (rc == 0)
+        blob_len = blob.mv_size;
+    else if (rc != MDB_NOTFOUND) {
+        err = store_mdb_fail(rc, "store %s: deleting state %s", s->dir, id);
+        goto out;
+    }
+    if (store_w_del(w, s->blobs, id, ID_LEN) || store_w_del(w, s->records, id, ID_LEN) ||
+        store_w_del(w, s->time, tkey, TKEY_LEN)) {
+        goto fail;
+    }
+    key = (MDB_val){ID_LEN, id};
+    rc = mdb_del(w->txn, s->chunks, &key, NULL); /* absent for states from older stores */
+    if (rc && rc != MDB_NOTFOUND) {
+        w->rc = rc;
+        goto fail;
+    }
+    if (lerr == SS_OK) {
+        const char *name = json_string_value(json_object_get(record, "name"));
+        if (name && store_w_del(w, s->names, name, strlen(name))) goto fail;
+        size_t i;
+        json_t *t;
+        json_array_foreach (json_object_get(record, "tags"), i, t) {
+            unsigned char k[SS_REC_TAG_MAX + 1 + TKEY_LEN];
+            if (!json_is_string(t)) continue;
+            size_t tl = json_string_length(t);
+            if (tl > SS_REC_TAG_MAX) continue;
+            memcpy(k, json_string_value(t), tl);
+            k[tl] = 0;
+            memcpy(k + tl + 1, tkey, TKEY_LEN);
+            if (store_w_del(w, s->tags, k, tl + 1 + TKEY_LEN)) goto fail;
+        }
+    } else {
+        if ((err = purge_index(s, w, s->names, tkey, 0))) goto out;
+        if ((err = purge_index(s, w, s->tags, tkey, 1))) goto out;
+    }
+    err = add_blob_bytes(s, w, (uint64_t)0 - blob_len);
+    goto out;
+fail:
+    err = store_mdb_fail(w->rc, "store %s: deleting state %s", s->dir, id);
+out:
+    json_decref(record);
+    return err;
+}
+
+/*
+ * Delete state `ref` (id or name) with its blob and every index entry, in one transaction; its
+ * name is free again afterwards. SS_ERR_NOT_FOUND, SS_ERR_PERM on a read-only store. Thread-safe.
+ */
+ss_err ss_store_delete(ss_store *s, const char *ref)
+{
+    if (!s) return ss_fail(SS_ERR_INVALID, "store: NULL store");
+    if (!ref) return ss_fail(SS_ERR_INVALID, "state reference is missing (NULL)");
+    return store_write_txn(s, 64 * 1024, delete_fn, (void *)ref);
+}
+
+/* ---- list ------------------------------------------------------------------------------------ */
+
+static int unhex(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
+static ss_err parse_cursor(const char *cursor, unsigned char *tkey)
+{
+    size_t n = strlen(cursor);
+    if (n != CURSOR_LEN) goto bad;
+    for (size_t i = 0; i < TKEY_LEN; i++) {
+        int hi = unhex(cursor[2 * i]), lo = unhex(cursor[2 * i + 1]);
+        if (hi < 0 || lo < 0) goto bad;
+        tkey[i] = (unsigned char)(hi << 4 | lo);
+    }
+    char id[ID_LEN + 1];
+    memcpy(id, tkey + 8, ID_LEN);
+    id[ID_LEN] = '\0';
+    if ((tkey[0] & 0x80) || !ss_store_is_id(id)) goto bad;
+    return SS_OK;
+bad:
+    return ss_fail(SS_ERR_INVALID, "malformed list cursor '%.100s'", cursor);
+}
+
+/* End a page: close "data", add "skipped" and next_cursor (the hex of `last`, or null). */
+static ss_err list_close(buf *b, int skipped, const unsigned char *last)
+{
+    char tail[64 + CURSOR_LEN];
+    if (last) {
+        char hex[CURSOR_LEN + 1];
+        ss_hex(last, TKEY_LEN, hex);
+        snprintf(tail, sizeof tail, "],\"skipped\":%d,\"next_cursor\":\"%s\"}", skipped, hex);
+    } else {
+        snprintf(tail, sizeof tail, "],\"skipped\":%d,\"next_cursor\":null}", skipped);
+    }
+    return buf_str(b, tail);
+}
+
+/*
+ * List records newest first as {"data": [records], "skipped": n, "next_cursor": str|null}
+ * (*page_json, free() it; set only on success). Records that cannot be read are left out and
+ * counted in skipped; a damaged index page ends the page there (next_cursor null). tag: exact tag (SS_ERR_INVALID if not a valid tag) or NULL; prefix:
+ * name prefix or NULL (unnamed states never match; "" matches every named state). limit 1..1000,
+ * 0 = 100, else SS_ERR_INVALID. cursor: NULL, or a next_cursor from an earlier page (opaque; it
+ * stays valid across writes and deletes). next_cursor is null exactly when no further record
+ * matches. Cost: index entries newer than the page's last match, plus one record read per result.
+ * Thread-safe.
+ */
+ss_err ss_store_list(ss_store *s, const char *tag, const char *prefix, int limit,
+                     const char *cursor, char **page_json)
+{
+    ss_err err = SS_OK;
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    buf b = {0};
+    unsigned char after[TKEY_LEN], last[TKEY_LEN];
+    unsigned char start[SS_REC_TAG_MAX + 1 + TKEY_LEN];
+    size_t off = 0; /* where the time key starts in an index key */
+    size_t plen = prefix ? strlen(prefix) : 0;
+    int count = 0, more = 0, skipped = 0;
+
+    if (!s || !page_json) return ss_fail(SS_ERR_INVALID, "store: NULL argument");
+    if (limit == 0) limit = LIST_DEFAULT;
+    if (limit < 1 || limit > LIST_MAX) {
+        return ss_fail(SS_ERR_INVALID, "limit must be 1..%d (got %d)", LIST_MAX, limit);
+    }
+    if (tag && (err = ss_store_check_tag(tag))) return err;
+    if (cursor && (err = parse_cursor(cursor, after))) return err;
+
+    if ((err = buf_str(&b, "{\"data\":["))) goto out;
+    err = store_txn_begin(s, MDB_RDONLY, &txn);
+    if (err) goto out;
+    int rc = mdb_cursor_open(txn, tag ? s->tags : s->time, &cur);
+    if (rc) {
+        err = store_mdb_fail(rc, "store %s: opening an index", s->dir);
+        goto out;
+    }
+    MDB_val key, val;
+    if (tag) {
+        off = strlen(tag) + 1;
+        memcpy(start, tag, off); /* with its NUL: the separator */
+        if (cursor) memcpy(start + off, after, TKEY_LEN);
+        key = (MDB_val){cursor ? off + TKEY_LEN : off, start};
+        rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
+    } else if (cursor) {
+        key = (MDB_val){TKEY_LEN, after};
+        rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
+    } else {
+        rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST);
+    }
+    for (; rc == 0; rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+        if (tag && (key.mv_size < off || memcmp(key.mv_data, start, off) != 0)) break;
+        if (key.mv_size != off + TKEY_LEN) continue; /* not ours: skip rather than fail a listing */
+        const unsigned char *tk = (const unsigned char *)key.mv_data + off;
+        if (cursor && memcmp(tk, after, TKEY_LEN) <= 0) continue;
+        if (prefix &&
+            (val.mv_size == 0 || val.mv_size < plen || memcmp(val.mv_data, prefix, plen) != 0)) {
+            continue;
+        }
+        if (count == limit) {
+            more = 1;
+            break;
+        }
+        MDB_val rkey = {ID_LEN, (void *)(tk + 8)}, rec;
+        int rrc = mdb_get(txn, s->records, &rkey, &rec);
+        if (rrc == MDB_NOTFOUND) continue; /* stale index entry */
+        /* A record that cannot be read (checksum, damaged page) is skipped and counted: one
+         * damaged state must not take the whole listing down. */
+        const char *text;
+        size_t tlen;
+        char rid[ID_LEN + 1];
+        memcpy(rid, tk + 8, ID_LEN);
+        rid[ID_LEN] = '\0';
+        if (rrc || record_text(rid, &rec, &text, &tlen)) {
+            skipped++;
+            memcpy(last, tk, TKEY_LEN);
+            continue;
+        }
+        if (count && (err = buf_add(&b, ",", 1))) goto out;
+        if ((err = buf_add(&b, text, tlen))) goto out;
+        memcpy(last, tk, TKEY_LEN);
+        count++;
+    }
+    if (rc && rc != MDB_NOTFOUND) {
+        /* A damaged index page: serve what was read before it, say so, and end the listing (the
+         * walk cannot step past the page). verify names the damage. */
+        skipped++;
+        more = 0;
+    }
+    if ((err = list_close(&b, skipped, more ? last : NULL))) goto out;
+    *page_json = b.p;
+    b.p = NULL;
+out:
+    if (cur) mdb_cursor_close(cur);
+    store_txn_end(s, txn);
+    free(b.p);
+    return err;
+}
+
+/* ---- stats and verify ------------------------------------------------------------------------ */
+
+/*
+ * Totals from one consistent snapshot: states, sum of blob sizes, the current map size and
+ * file_bytes = (last used page + 1) * page size, the high-water mark of the data file (it
+ * includes free pages LMDB will reuse). Thread-safe.
+ */
+ss_err ss_store_get_stats(ss_store *s, ss_store_stats *out)
+{
+    ss_err err = SS_OK;
+    MDB_txn *txn = NULL;
+    MDB_stat st;
+    MDB_envinfo info;
+
+    if (!s || !out) return ss_fail(SS_ERR_INVALID, "store: NULL argument");
+    err = store_txn_begin(s, MDB_RDONLY, &txn);
+    if (err) return err;
+    int rc = mdb_stat(txn, s->records, &st);
+    if (rc) {
+        err = store_mdb_fail(rc, "store %s: stat", s->dir);
+        goto out;
+    }
+    MDB_val key = {10, "blob_bytes"}, val;
+    uint64_t blob_bytes = 0;
+    rc = mdb_get(txn, s->meta, &key, &val);
+    if (rc == 0 && val.mv_size == 8)
+        blob_bytes = be64_get(val.mv_data);
+    else if (rc && rc != MDB_NOTFOUND) {
+        err = store_mdb_fail(rc, "store %s: reading totals", s->dir);
+        goto out;
+    }
+    mdb_env_info(s->env, &info);
+    out->n_states = st.ms_entries;
+    out->blob_bytes = blob_bytes;
+    out->map_size = info.me_mapsize;
+    out->file_bytes = ((uint64_t)info.me_last_pgno + 1) * s->page_size;
+out:
+    store_txn_end(s, txn);
+    return err;
+}
+
+/*
+ * Walk the index databases end to end: a damaged page stops a cursor with MDB_CORRUPTED (or
+ * MDB_PAGE_NOTFOUND), which a listing survives by ending early; here it counts as one bad item
+ * per index, with ss_errmsg() naming the index. Errors other than the damage itself are returned.
+ */
+static ss_err verify_indexes(ss_store *s, uint64_t *bad)
+{
+    static const char *const names[] = {"time", "names", "tags"};
+    MDB_dbi dbis[] = {s->time, s->names, s->tags};
+    for (size_t i = 0; i < sizeof dbis / sizeof dbis[0]; i++) {
+        MDB_txn *txn = NULL;
+        MDB_cursor *cur = NULL;
+        MDB_val key, val;
+        ss_err err = store_txn_begin(s, MDB_RDONLY, &txn);
+        if (err) return err;
+        int rc = mdb_cursor_open(txn, dbis[i], &cur);
+        if (rc == 0) {
+            for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == 0;
+                 rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+            }
+            mdb_cursor_close(cur);
+        }
+        store_txn_end(s, txn);
+        if (rc != MDB_NOTFOUND) {
+            (*bad)++;
+            store_mdb_fail(rc, "store %s: the '%s' index is damaged (listings stop there)", s->dir,
+                     names[i]);
+        }
+    }
+    return SS_OK;
+}
+
+/*
+ * Check every state: record parseable, blob present with the recorded size and checksum. Works in
+ * chunks of read transactions (so a long fsck does not hold off map growth), which means states
+ * stored during the run may or may not be counted. *n_checked / *n_bad (either may be NULL)
+ * receive the number of states checked and failing. Returns an error only when the walk itself
+ * fails; corrupt states are counted, not returned (when *n_bad > 0, ss_errmsg() describes the
+ * last one found). Thread-safe.
+ */
+ss_err ss_store_verify(ss_store *s, uint64_t *n_checked, uint64_t *n_bad)
+{
+    ss_err err = SS_OK;
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    json_t *record = NULL;
+    char last[ID_LEN + 1] = "";
+    uint64_t checked = 0, bad = 0;
+    int done = 0;
+
+    if (!s) return ss_fail(SS_ERR_INVALID, "store: NULL store");
+    while (!done) {
+        size_t chunk_bytes = 0;
+        err = store_txn_begin(s, MDB_RDONLY, &txn);
+        if (err) goto out;
+        int rc = mdb_cursor_open(txn, s->records, &cur);
+        if (rc) {
+            err = store_mdb_fail(rc, "store %s: verify", s->dir);
+            goto out;
+        }
+        MDB_val key = {ID_LEN, last}, val;
+        rc = mdb_cursor_get(cur, &key, &val, last[0] ? MDB_SET_RANGE : MDB_FIRST);
+        for (; rc == 0; rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+            if (key.mv_size != ID_LEN) continue; /* cannot be a state */
+            char id[ID_LEN + 1];
+            memcpy(id, key.mv_data, ID_LEN);
+            id[ID_LEN] = '\0';
+            if (last[0] && memcmp(id, last, ID_LEN) <= 0) continue;
+            if (chunk_bytes >= VERIFY_CHUNK_BYTES) break; /* resume after `last` */
+            memcpy(last, id, ID_LEN + 1);
+            checked++;
+            MDB_val blob;
+            if (load_record(id, &val, &record) ||
+                get_sized_blob(s, txn, id, record, &blob) || store_check_sum(id, record, &blob)) {
+                bad++;
+            } else {
+                chunk_bytes += blob.mv_size;
+            }
+            json_decref(record);
+            record = NULL;
+        }
+        if (rc == MDB_NOTFOUND)
+            done = 1;
+        else if (rc) {
+            err = store_mdb_fail(rc, "store %s: verify", s->dir);
+            goto out;
+        }
+        mdb_cursor_close(cur);
+        cur = NULL;
+        store_txn_end(s, txn);
+        txn = NULL;
+    }
+    if ((err = verify_indexes(s, &bad))) goto out;
+    if (!bad) ss_err_clear();
+    if (n_checked) *n_checked = checked;
+    if (n_bad) *n_bad = bad;
+out:
+    if (cur) mdb_cursor_close(cur);
+    store_txn_end(s, txn);
+    return err;
+}
