@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "engine.h"
 #include "ss_model.h"
 #include "ss_store.h"
@@ -435,8 +436,10 @@ static const char help[] =
     "  --shape S        130m, 370m, 790m, 1.4b or 2.8b (repeatable; default 130m)\n"
     "  --model DIR      also (or only) measure this checkpoint folder, as statesoupd loads it\n"
     "                   (repeatable; any supported family and dtype)\n"
-    "  --only LIST      measure only these phases, comma-separated: prefill, decode, store\n"
-    "                   (load and the machine's limits are always measured)\n"
+    "  --only LIST      measure only these phases, comma-separated: prefill, decode, store,\n"
+    "                   fairness (load and the machine's limits are always measured; fairness\n"
+    "                   runs only when named: a long prompt beside streams and a short request)\n"
+    "  --long-prompt N  the fairness phase's long prompt (default 100000 tokens)\n"
     "  --prompt N       prefill prompt length (default 512)\n"
     "  --decode N       tokens generated per stream (default 128)\n"
     "  --threads N      compute threads (default: all cores)\n"
@@ -454,7 +457,7 @@ int main(int argc, char **argv)
     ss_blas_ensure_kernels(argv);
     const char *json_out = NULL, *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     int n_prompt = 512, n_decode = 128, threads = 0, quick = 0, keep = 0, huge = 0;
-    int do_prefill = 1, do_decode = 1, do_store = 1;
+    int do_prefill = 1, do_decode = 1, do_store = 1, do_fair = 0, long_prompt = 100000;
     const shape *want[8];
     const char *model_dirs[8];
     int n_want = 0, n_dirs = 0;
@@ -465,6 +468,7 @@ int main(int argc, char **argv)
         {"quick", no_argument, NULL, 'q'},       {"help", no_argument, NULL, 'h'},
         {"keep", no_argument, NULL, 'k'},      {"huge-pages", no_argument, NULL, 'H'},
         {"model", required_argument, NULL, 'm'}, {"only", required_argument, NULL, 'o'},
+        {"long-prompt", required_argument, NULL, 'L'},
         {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -491,12 +495,15 @@ int main(int argc, char **argv)
             do_prefill = strstr(optarg, "prefill") != NULL;
             do_decode = strstr(optarg, "decode") != NULL;
             do_store = strstr(optarg, "store") != NULL;
-            if (!do_prefill && !do_decode && !do_store) {
-                fprintf(stderr, "statesoup-bench: --only takes prefill, decode and/or store\n");
+            do_fair = strstr(optarg, "fairness") != NULL;
+            if (!do_prefill && !do_decode && !do_store && !do_fair) {
+                fprintf(stderr,
+                        "statesoup-bench: --only takes prefill, decode, store and/or fairness\n");
                 return 2;
             }
             break;
         case 'p': n_prompt = atoi(optarg); break;
+        case 'L': long_prompt = atoi(optarg); break;
         case 'd': n_decode = atoi(optarg); break;
         case 't': threads = atoi(optarg); break;
         case 'T': tmp = optarg; break;
@@ -508,8 +515,8 @@ int main(int argc, char **argv)
         default: fputs(help, stderr); return 2;
         }
     }
-    if (n_prompt < 1 || n_decode < 1) {
-        fprintf(stderr, "statesoup-bench: --prompt and --decode must be >= 1\n");
+    if (n_prompt < 1 || n_decode < 1 || long_prompt < 1) {
+        fprintf(stderr, "statesoup-bench: --prompt, --decode and --long-prompt must be >= 1\n");
         return 2;
     }
     if (!n_want && !n_dirs) want[n_want++] = &shapes[0];
@@ -744,6 +751,8 @@ int main(int argc, char **argv)
         json_object_set_new(jm, "bandwidth_gbs", json_real(bw));
         json_object_set_new(jm, "decode_fraction_beside", json_real(paired));
         json_object_set_new(jm, "sgemm_gflops", json_real(gemm));
+        if (do_fair && bench_fairness(m, long_prompt, jm))
+            fprintf(stderr, "statesoup-bench: fairness: %s\n", ss_errmsg());
         json_array_append_new(models, jm);
         free(prompt);
         free(logits);
