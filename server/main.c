@@ -43,6 +43,7 @@ typedef struct options {
     int max_batch;
     int max_queue;
     int prefill_chunk;
+    double prefill_share;
     size_t store_max_bytes;
     int quiet;
     int shutdown_timeout;
@@ -81,11 +82,24 @@ static void usage(FILE *f)
         "  --max-batch N         most sequences the engine runs together (default: 16)\n"
         "  --max-queue N         most jobs waiting for the engine; beyond, 503 (default: 256)\n"
         "  --prefill-chunk N     prompt tokens per engine step (default: 256)\n"
+        "  --prefill-share F     while streams decode, the share (0..1] of step time that\n"
+        "                        prompts may take; prompts share it in turn (default: 0.4)\n"
         "  --store-max-bytes B   cap on the catalog's size, then 507 (default: the disk)\n"
         "  --shutdown-timeout S  on SIGINT/SIGTERM, seconds to let running jobs finish\n"
         "                        before cancelling them (default: 10)\n"
         "  --quiet               do not log one line per request on stderr\n"
         "  -h, --help            this text\n");
+}
+
+/* A number in (0, 1]; 0 on a malformed value. */
+static int parse_fraction(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v > 0 && v <= 1)) return 0;
+    *out = v;
+    return 1;
 }
 
 /* "64M" -> bytes; 0 on a malformed value. */
@@ -150,6 +164,7 @@ static int parse_args(int argc, char **argv, options *o)
         O_BATCH,
         O_QUEUE,
         O_CHUNK,
+        O_SHARE,
         O_STOREMAX,
         O_SHUTDOWN,
         O_QUIET,
@@ -168,6 +183,7 @@ static int parse_args(int argc, char **argv, options *o)
         {"max-batch", required_argument, NULL, O_BATCH},
         {"max-queue", required_argument, NULL, O_QUEUE},
         {"prefill-chunk", required_argument, NULL, O_CHUNK},
+        {"prefill-share", required_argument, NULL, O_SHARE},
         {"store-max-bytes", required_argument, NULL, O_STOREMAX},
         {"shutdown-timeout", required_argument, NULL, O_SHUTDOWN},
         {"quiet", no_argument, NULL, O_QUIET},
@@ -184,6 +200,7 @@ static int parse_args(int argc, char **argv, options *o)
                    .max_batch = 16,
                    .max_queue = 256,
                    .prefill_chunk = 256,
+                   .prefill_share = 0.4,
                    .shutdown_timeout = 10};
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -202,6 +219,7 @@ static int parse_args(int argc, char **argv, options *o)
         case O_BATCH: ok = parse_int(optarg, 1, 64, &o->max_batch); break;
         case O_QUEUE: ok = parse_int(optarg, 1, 1 << 20, &o->max_queue); break;
         case O_CHUNK: ok = parse_int(optarg, 1, 1 << 20, &o->prefill_chunk); break;
+        case O_SHARE: ok = parse_fraction(optarg, &o->prefill_share); break;
         case O_STOREMAX: ok = (o->store_max_bytes = parse_size(optarg)) > 0; break;
         case O_SHUTDOWN: ok = parse_int(optarg, 0, 3600, &o->shutdown_timeout); break;
         case O_QUIET: o->quiet = 1; break;
@@ -368,6 +386,7 @@ int main(int argc, char **argv)
     ep.max_batch = o.max_batch;
     ep.max_queue = o.max_queue;
     ep.prefill_chunk = o.prefill_chunk;
+    ep.prefill_share = o.prefill_share;
     if ((err = ss_engine_open(&engine, model, &ep))) goto fail;
     ss_api_attach(api, model, tok, store, engine);
     loaded = 1;
