@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "engine.h"
 #include "ss_model.h"
 #include "ss_store.h"
@@ -449,8 +450,10 @@ static const char help[] =
     "  --shape S        130m, 370m, 790m, 1.4b or 2.8b (repeatable; default 130m)\n"
     "  --model DIR      also (or only) measure this checkpoint folder, as statesoupd loads it\n"
     "                   (repeatable; any supported family and dtype)\n"
-    "  --only LIST      measure only these phases, comma-separated: prefill, decode, store\n"
-    "                   (load and the machine's limits are always measured)\n"
+    "  --only LIST      measure only these phases, comma-separated: prefill, decode, store,\n"
+    "                   fairness (load and the machine's limits are always measured; fairness\n"
+    "                   runs only when named: a long prompt beside streams and a short request)\n"
+    "  --long-prompt N  the fairness phase's long prompt (default 100000 tokens)\n"
     "  --prompt N       prefill prompt length (default 512)\n"
     "  --decode N       tokens generated per stream (default 128)\n"
     "  --threads N      compute threads (default: all cores)\n"
@@ -467,7 +470,7 @@ static const char help[] =
 typedef struct bench_opts {
     const char *json_out, *tmp;
     int n_prompt, n_decode, threads, quick, keep, huge;
-    int do_prefill, do_decode, do_store;
+    int do_prefill, do_decode, do_store, do_fair, long_prompt;
     const shape *want[MAX_MODELS];
     const char *model_dirs[MAX_MODELS];
     int n_want, n_dirs;
@@ -478,7 +481,8 @@ static int parse_args(int argc, char **argv, bench_opts *o)
 {
     *o = (bench_opts){.tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
                       .n_prompt = 512, .n_decode = 128,
-                      .do_prefill = 1, .do_decode = 1, .do_store = 1};
+                      .do_prefill = 1, .do_decode = 1, .do_store = 1,
+                      .long_prompt = 100000};
     static const struct option opts[] = {
         {"shape", required_argument, NULL, 's'}, {"prompt", required_argument, NULL, 'p'},
         {"decode", required_argument, NULL, 'd'}, {"threads", required_argument, NULL, 't'},
@@ -486,6 +490,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         {"quick", no_argument, NULL, 'q'},       {"help", no_argument, NULL, 'h'},
         {"keep", no_argument, NULL, 'k'},      {"huge-pages", no_argument, NULL, 'H'},
         {"model", required_argument, NULL, 'm'}, {"only", required_argument, NULL, 'o'},
+        {"long-prompt", required_argument, NULL, 'L'},
         {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -512,12 +517,15 @@ static int parse_args(int argc, char **argv, bench_opts *o)
             o->do_prefill = strstr(optarg, "prefill") != NULL;
             o->do_decode = strstr(optarg, "decode") != NULL;
             o->do_store = strstr(optarg, "store") != NULL;
-            if (!o->do_prefill && !o->do_decode && !o->do_store) {
-                fprintf(stderr, "statesoup-bench: --only takes prefill, decode and/or store\n");
+            o->do_fair = strstr(optarg, "fairness") != NULL;
+            if (!o->do_prefill && !o->do_decode && !o->do_store && !o->do_fair) {
+                fprintf(stderr,
+                        "statesoup-bench: --only takes prefill, decode, store and/or fairness\n");
                 return 2;
             }
             break;
         case 'p': o->n_prompt = atoi(optarg); break;
+        case 'L': o->long_prompt = atoi(optarg); break;
         case 'd': o->n_decode = atoi(optarg); break;
         case 't': o->threads = atoi(optarg); break;
         case 'T': o->tmp = optarg; break;
@@ -529,8 +537,8 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         default: fputs(help, stderr); return 2;
         }
     }
-    if (o->n_prompt < 1 || o->n_decode < 1) {
-        fprintf(stderr, "statesoup-bench: --prompt and --decode must be >= 1\n");
+    if (o->n_prompt < 1 || o->n_decode < 1 || o->long_prompt < 1) {
+        fprintf(stderr, "statesoup-bench: --prompt, --decode and --long-prompt must be >= 1\n");
         return 2;
     }
     if (!o->n_want && !o->n_dirs) o->want[o->n_want++] = &shapes[0];
@@ -805,6 +813,8 @@ static json_t *bench_model(const bench_opts *o, machine *mc, const char *root, i
     if (o->do_store) run_store(o, mc, sdir, info, st, &r);
     remeasure_bandwidth(mc);
     json_t *jm = report(o, mc, s ? s->name : dir, info, &r);
+    if (o->do_fair && bench_fairness(m, o->long_prompt, jm))
+        fprintf(stderr, "statesoup-bench: fairness: %s\n", ss_errmsg());
 
     free(prompt);
     free(logits);

@@ -2,10 +2,18 @@
  * engine.c - the scheduler thread behind every inference request (continuous batching).
  *
  * Each step gathers every active job into one ss_model_eval() call: jobs that are decoding feed
- * their last sampled token, jobs still reading input feed a chunk of it (the oldest first, up to
- * prefill_chunk tokens per step in all), so streams keep flowing while a long prompt is read and
- * 16 streams cost one batched step instead of 16. Jobs join the batch at the next step after they
- * are submitted and leave it as soon as they finish.
+ * their last sampled token, jobs still reading input feed a chunk of it, so 16 streams cost one
+ * batched step instead of 16. Jobs join the batch at the next step after they are submitted and
+ * leave it as soon as they finish.
+ *
+ * The input budget of a step (prefill_chunk tokens at most) is shared by water-filling: every job
+ * reading input gets an equal share, and what a short prompt does not need goes to the others, so
+ * a short prompt is read in one step beside a 100k-token one. While streams decode, the budget is
+ * also sized by time: the engine keeps moving averages of a decode-only step's time and of one
+ * input token's cost, and input time is paid from a credit that every step earns in proportion
+ * to prefill_share (input_budget), so streams keep their share of the time on average. A job's
+ * on_input callback runs after each of its chunks, so a prompt whose client left stops within
+ * one chunk.
  *
  * Mixture of Tokens: the jobs of one batch (ss_engine_submit_batch) are split into groups that
  * move in lockstep. A group is admitted as a whole, its input chunks are cut to the same length
@@ -28,6 +36,10 @@
 #include <string.h>
 
 #include "ss_util.h"
+
+#define MIN_INPUT_CHUNK 16  /* input tokens a step with input feeds at least (beside decoding) */
+#define EMA_WEIGHT      0.25 /* weight of the newest measurement in the moving averages */
+#define MAX_STEP_SEQS   128 /* sequences one step can carry: 2 x the largest max_batch */
 
 typedef enum phase {
     PH_QUEUED,
@@ -85,11 +97,16 @@ struct ss_engine {
     ss_job **seq_job;
     int next_group; /* next Mixture-of-Tokens group id (under mu) */
     ss_engine_stats stats;
+    /* scheduler thread only: moving averages for the time-sized input budget (0: unknown) */
+    double decode_ns; /* one decode-only step */
+    double token_ns;  /* one input token beside decoding */
+    double credit_ns; /* input time the streams can still give (see input_budget) */
 };
 
 ss_engine_params ss_engine_default_params(void)
 {
-    return (ss_engine_params){.max_batch = 16, .max_queue = 256, .prefill_chunk = 256};
+    return (ss_engine_params){
+        .max_batch = 16, .max_queue = 256, .prefill_chunk = 256, .prefill_share = 0.4};
 }
 
 static double ms_between(int64_t a, int64_t b)
@@ -364,6 +381,10 @@ static void after_input(ss_engine *e, ss_job *j, int n, int rows_from)
     pthread_mutex_lock(&e->mu);
     e->stats.tokens_prefilled += (uint64_t)n;
     pthread_mutex_unlock(&e->mu);
+    if (j->p.on_input && !j->over && j->p.on_input(j->p.user, j->fed, j->n_input) < 0) {
+        finish(e, j, SS_FINISH_CANCELLED, SS_OK);
+        return;
+    }
     if (j->fed < j->n_input) return;
     j->t_prefill_end = ss_mono_ns();
     if (j->p.kind == SS_JOB_GENERATE) {
@@ -402,11 +423,109 @@ static ss_seq input_seq(ss_job *j, int take, int *rows_from)
     return q;
 }
 
+/*
+ * Input tokens this step may feed. With nothing decoding: prefill_chunk. While n_decode streams
+ * decode, input time is paid for with credit: every step earns prefill_share of its time, a step
+ * with input spends what it took beyond a decode-only step, and input runs only while the credit
+ * is not negative (0 then: this step decodes alone). So the streams keep (1 - prefill_share) of
+ * their speed on average, whatever a chunk costs on this model and machine. A step with input
+ * feeds what the moving averages say fits in its share, and MIN_INPUT_CHUNK at least (fewer rows
+ * would make the step's GEMMs no cheaper per token).
+ */
+static int input_budget(ss_engine *e, int n_decode)
+{
+    const int full = e->p.prefill_chunk;
+    const double share = e->p.prefill_share;
+    if (!n_decode || share >= 1) return full;
+    /* Nothing measured yet: one full mixed step (its jobs may be short), then it is paid for. */
+    if (e->decode_ns <= 0) return e->credit_ns < 0 ? 0 : full;
+    if (e->credit_ns < 0) return 0;
+    double k = e->token_ns > 0 ? e->decode_ns * share / (1 - share) / e->token_ns : 0;
+    if (k < MIN_INPUT_CHUNK) k = MIN_INPUT_CHUNK;
+    return k >= full ? full : (int)k;
+}
+
+/* Fold a step's time into the moving averages and the input credit. */
+static void note_step_time(ss_engine *e, int n_decode, int n_input, double ns)
+{
+    if (!n_decode) return; /* nobody to be fair to */
+    const double share = e->p.prefill_share;
+    if (!n_input) {
+        e->decode_ns = e->decode_ns > 0 ? e->decode_ns + EMA_WEIGHT * (ns - e->decode_ns) : ns;
+        e->credit_ns += share * ns;
+        /* no hoarding: idle decoding earns at most one step's worth of input time */
+        if (e->credit_ns > e->decode_ns) e->credit_ns = e->decode_ns;
+        return;
+    }
+    double extra = e->decode_ns > 0 ? ns - e->decode_ns : ns;
+    if (extra < 0) extra = 0;
+    e->credit_ns += share * ns - extra;
+    if (e->decode_ns > 0) {
+        double per = extra / n_input;
+        e->token_ns = e->token_ns > 0 ? e->token_ns + EMA_WEIGHT * (per - e->token_ns) : per;
+    }
+}
+
+/* A job reading input this step, alone or as the first member of its group. */
+typedef struct input_unit {
+    ss_job *j;
+    int members; /* 1, or the group's members */
+    long want;   /* input tokens it could feed (all members together) */
+} input_unit;
+
+/*
+ * Share `budget` input tokens among the jobs reading input (water-filling: the smallest demands
+ * are met first, the rest split equally), and place their chunks in the step from seq n on.
+ * Returns the new number of sequences; *fed is the input tokens placed.
+ */
+static int place_inputs(ss_engine *e, int n, int budget, int *rows_from, int *fed)
+{
+    input_unit units[MAX_STEP_SEQS];
+    int nu = 0;
+    *fed = 0;
+    for (int a = 0; a < e->n_active; a++) {
+        ss_job *j = e->active[a];
+        if (j->ph != PH_INPUT || j->in_step || j->fed >= j->n_input) continue;
+        int members = j->group ? j->group_n : 1;
+        int seen = 0; /* another member of its group comes first */
+        for (int u = 0; u < nu && !seen; u++) seen = j->group && units[u].j->group == j->group;
+        if (seen) continue;
+        /* insertion by demand, smallest first */
+        long want = (long)(j->n_input - j->fed) * members;
+        int at = nu++;
+        while (at > 0 && units[at - 1].want > want) {
+            units[at] = units[at - 1];
+            at--;
+        }
+        units[at] = (input_unit){.j = j, .members = members, .want = want};
+    }
+    int left = budget;
+    for (int u = 0; u < nu && left > 0; u++) {
+        ss_job *j = units[u].j;
+        long share = left / (nu - u);
+        long give = units[u].want < share ? units[u].want : share;
+        int take = (int)(give / units[u].members);
+        if (take < 1) take = 1; /* a group wider than its share still moves */
+        take = input_take(j, take);
+        for (int b = 0; b < e->n_active; b++) {
+            ss_job *m = e->active[b];
+            if (m != j && (!j->group || m->group != j->group)) continue;
+            if (m->ph != PH_INPUT || m->in_step || m->fed != j->fed) continue;
+            e->seqs[n] = input_seq(m, take, &rows_from[n]);
+            m->in_step = 1;
+            e->seq_job[n++] = m;
+            *fed += take;
+        }
+        left -= take * units[u].members;
+    }
+    return n;
+}
+
 /* One batched step over the active jobs. */
 static void step(ss_engine *e)
 {
-    int n = 0, budget = e->p.prefill_chunk;
-    int rows_from[128];
+    int n = 0;
+    int rows_from[MAX_STEP_SEQS];
     for (int a = 0; a < e->n_active; a++) e->active[a]->in_step = 0;
     /* decode / finalize jobs first: they always get their token */
     for (int a = 0; a < e->n_active; a++) {
@@ -419,32 +538,13 @@ static void step(ss_engine *e)
         rows_from[n] = -1;
         e->seq_job[n++] = j;
     }
-    /* then input chunks, oldest first, within the prefill budget; a group moves as one: every
-     * member feeds the same number of tokens */
-    for (int a = 0; a < e->n_active && budget > 0; a++) {
-        ss_job *j = e->active[a];
-        if (j->ph != PH_INPUT || j->in_step) continue;
-        int left = j->n_input - j->fed;
-        if (left <= 0) continue;
-        int members = j->group ? j->group_n : 1;
-        int take = budget / members;
-        if (take < 1) {
-            if (budget < e->p.prefill_chunk) continue; /* next step, with a whole budget */
-            take = 1;
-        }
-        take = input_take(j, take < left ? take : left);
-        for (int b = a; b < e->n_active; b++) {
-            ss_job *m = e->active[b];
-            if (m != j && (!j->group || m->group != j->group)) continue;
-            if (m->ph != PH_INPUT || m->in_step || m->fed != j->fed) continue;
-            e->seqs[n] = input_seq(m, take, &rows_from[n]);
-            m->in_step = 1;
-            e->seq_job[n++] = m;
-        }
-        budget -= take * members;
-    }
+    const int n_decode = n;
+    int n_input = 0;
+    n = place_inputs(e, n, input_budget(e, n_decode), rows_from, &n_input);
     if (!n) return;
+    int64_t t0 = ss_mono_ns();
     ss_err err = ss_model_eval(e->m, e->ctx, e->seqs, n, 0);
+    note_step_time(e, n_decode, n_input, (double)(ss_mono_ns() - t0));
     pthread_mutex_lock(&e->mu);
     e->stats.steps++;
     pthread_mutex_unlock(&e->mu);
@@ -557,9 +657,9 @@ ss_err ss_engine_open(ss_engine **out, ss_model *m, const ss_engine_params *p)
     ss_engine_params def = ss_engine_default_params();
     if (!p) p = &def;
     if (p->max_batch < 1 || p->max_batch > SS_ENGINE_MAX_BATCH || p->max_queue < 1 ||
-        p->prefill_chunk < 1)
-        return ss_fail(SS_ERR_INVALID, "engine: max_batch must be 1..%d, others >= 1",
-                       SS_ENGINE_MAX_BATCH);
+        p->prefill_chunk < 1 || !(p->prefill_share > 0 && p->prefill_share <= 1))
+        return ss_fail(SS_ERR_INVALID, "engine: max_batch must be 1..%d, prefill_share in (0, 1], "
+                                       "others >= 1", SS_ENGINE_MAX_BATCH);
     ss_engine *e = calloc(1, sizeof *e);
     if (!e) return ss_fail(SS_ERR_NOMEM, "out of memory");
     e->m = m;

@@ -3,8 +3,10 @@
  * compute and serves every request with continuous batching.
  *
  * Requests become jobs. At each step the scheduler builds one batch of every runnable job: decode
- * jobs contribute their next token, jobs still reading their prompt contribute a chunk of it (so a
- * long prompt never stalls streams that are decoding), and one ss_model_eval() runs them all.
+ * jobs contribute their next token, jobs still reading their prompt contribute a chunk of it, and
+ * one ss_model_eval() runs them all. The input budget of a step is shared fairly among the jobs
+ * reading input (a short prompt is read at once beside a long one) and, while streams decode, it
+ * is sized by time so that a long prompt never takes more than a set share of each step.
  * Catalog reads and merges never go through the engine, so a long generation cannot block them.
  *
  * Jobs report back through callbacks that run on the scheduler thread: they must be quick (copy
@@ -102,6 +104,12 @@ typedef struct ss_job_params {
      * (SS_FINISH_STOP: a stop string matched), -1 to cancel (client went away).
      */
     int (*on_token)(void *user, const ss_token_event *ev);
+    /*
+     * Optional. Called on the scheduler thread after each chunk of the job's input (prompt,
+     * context, continuation) was fed, with the tokens fed so far and the total. Return 0 to go
+     * on, -1 to cancel (the client went away): a long prompt then stops within one chunk.
+     */
+    int (*on_input)(void *user, int fed, int total);
     /* Called once on the scheduler thread when the job ends (any way). The job's result is
      * readable from then on; the user may free the job from inside or after this callback. */
     void (*on_done)(void *user, ss_job *job);
@@ -111,7 +119,15 @@ typedef struct ss_job_params {
 typedef struct ss_engine_params {
     int max_batch;     /* most sequences decoded together (1..SS_ENGINE_MAX_BATCH, default 16) */
     int max_queue;     /* most jobs waiting (default 256): beyond that submit gives SS_ERR_BUSY */
-    int prefill_chunk; /* prompt tokens per step while others decode (default 256) */
+    int prefill_chunk; /* most input tokens fed in one step, shared by all jobs reading input
+                        * (default 256) */
+    /*
+     * While jobs are decoding, the share of the time that input chunks may take (0 < x <= 1,
+     * default 0.4): input steps are paid from a credit that every step earns in proportion to x,
+     * so running streams keep about (1 - x) of their speed beside a long prompt (1: no limit).
+     * With nothing decoding a step feeds prefill_chunk tokens.
+     */
+    double prefill_share;
 } ss_engine_params;
 
 /* The defaults named above (max_batch 16, max_queue 256, prefill_chunk 256). */

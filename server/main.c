@@ -43,6 +43,7 @@ typedef struct options {
     int max_batch;
     int max_queue;
     int prefill_chunk;
+    double prefill_share;
     size_t store_max_bytes;
     int quiet;
     int shutdown_timeout;
@@ -81,11 +82,24 @@ static void usage(FILE *f)
         "  --max-batch N         most sequences the engine runs together (default: 16)\n"
         "  --max-queue N         most jobs waiting for the engine; beyond, 503 (default: 256)\n"
         "  --prefill-chunk N     prompt tokens per engine step (default: 256)\n"
+        "  --prefill-share F     while streams decode, the share (0..1] of step time that\n"
+        "                        prompts may take; prompts share it in turn (default: 0.4)\n"
         "  --store-max-bytes B   cap on the catalog's size, then 507 (default: the disk)\n"
         "  --shutdown-timeout S  on SIGINT/SIGTERM, seconds to let running jobs finish\n"
         "                        before cancelling them (default: 10)\n"
         "  --quiet               do not log one line per request on stderr\n"
         "  -h, --help            this text\n");
+}
+
+/* A number in (0, 1]; 0 on a malformed value. */
+static int parse_fraction(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v > 0 && v <= 1)) return 0;
+    *out = v;
+    return 1;
 }
 
 /* "64M" -> bytes; 0 on a malformed value. */
@@ -149,6 +163,7 @@ enum {
     O_BATCH,
     O_QUEUE,
     O_CHUNK,
+    O_SHARE,
     O_STOREMAX,
     O_SHUTDOWN,
     O_QUIET,
@@ -168,6 +183,7 @@ static const struct option longopts[] = {
     {"max-batch", required_argument, NULL, O_BATCH},
     {"max-queue", required_argument, NULL, O_QUEUE},
     {"prefill-chunk", required_argument, NULL, O_CHUNK},
+    {"prefill-share", required_argument, NULL, O_SHARE},
     {"store-max-bytes", required_argument, NULL, O_STOREMAX},
     {"shutdown-timeout", required_argument, NULL, O_SHUTDOWN},
     {"quiet", no_argument, NULL, O_QUIET},
@@ -194,6 +210,7 @@ static int apply_option(int c, const char *arg, options *o)
     case O_BATCH: return parse_int(arg, 1, SS_ENGINE_MAX_BATCH, &o->max_batch);
     case O_QUEUE: return parse_int(arg, 1, MAX_COUNT, &o->max_queue);
     case O_CHUNK: return parse_int(arg, 1, MAX_COUNT, &o->prefill_chunk);
+    case O_SHARE: return parse_fraction(arg, &o->prefill_share);
     case O_STOREMAX: return (o->store_max_bytes = parse_size(arg)) > 0;
     case O_SHUTDOWN: return parse_int(arg, 0, 3600, &o->shutdown_timeout);
     case O_QUIET: o->quiet = 1; return 1;
@@ -214,6 +231,7 @@ static int parse_args(int argc, char **argv, options *o)
                    .max_batch = 16,
                    .max_queue = 256,
                    .prefill_chunk = 256,
+                   .prefill_share = 0.4,
                    .shutdown_timeout = 10};
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -418,6 +436,7 @@ static ss_err start_engine(parts *d, const options *o)
     ep.max_batch = o->max_batch;
     ep.max_queue = o->max_queue;
     ep.prefill_chunk = o->prefill_chunk;
+    ep.prefill_share = o->prefill_share;
     ss_err err = ss_engine_open(&d->engine, d->model, &ep);
     if (err) return err;
     ss_api_attach(d->api, d->model, d->tok, d->store, d->engine);

@@ -1,0 +1,19 @@
+/*
+ * bench.h - what the phases of statesoup-bench in other files share with bench.c's main.
+ */
+#ifndef SS_BENCH_H
+#define SS_BENCH_H
+
+#include <jansson.h>
+
+#include "ss_model.h"
+
+/*
+ * The fairness phase (fairness.c): streams decoding, a short request's latency and the streams'
+ * speed alone and beside a prefill of a `long_prompt`-token prompt, and how fast that prompt's
+ * job is released when cancelled. Prints a table and adds "fairness" to jm. Returns 0, or -1
+ * when the engine cannot start or memory runs out.
+ */
+int bench_fairness(ss_model *m, int long_prompt, json_t *jm);
+
+#endif
