@@ -38,9 +38,15 @@ static const char plan_help[] =
     "  --expansion 64|16    which of the paper's fits to use (default 64; with --model, the\n"
     "                       one nearest the checkpoint's expansion)\n"
     "  --coeffs FILE.json   your own fit: {\"expansion\": E, \"moe\": {\"a\", \"alpha\", \"b\",\n"
-    "                       \"beta\", \"g\", \"gamma\", \"c\"}, \"dense\": {...}, \"c_f\", \"c_r\"}\n"
+    "                       \"beta\", \"g\", \"gamma\", \"c\"}, \"dense\": {...}, \"c_f\", "
+    "\"c_r\"}\n"
     "  --json               JSON instead of text\n"
-    "  -h, --help           this text\n";
+    "  -h, --help           this text\n"
+    "\n"
+    "examples:\n"
+    "  statesoup plan --flops 1e21\n"
+    "  statesoup plan --sweep 1e18:1e26 --svg plan.svg\n"
+    "  statesoup plan --model models/moe-mamba-finegrained --json\n";
 
 enum {
     OPT_FLOPS = CLI_OPT_FIRST_LOCAL,
@@ -61,7 +67,8 @@ static const char *si(double x, char *buf, size_t cap)
     return buf;
 }
 
-/* ---- one budget -------------------------------------------------------------------------------- */
+/* ---- one budget --------------------------------------------------------------------------------
+ */
 
 static json_t *moe_json(const ss_scaling_moe *m, int integral)
 {
@@ -70,10 +77,10 @@ static json_t *moe_json(const ss_scaling_moe *m, int integral)
     json_object_set_new(o, "granularity", json_integer(m->granularity));
     json_object_set_new(o, "expansion", json_real(m->expansion));
     json_object_set_new(o, "experts", json_real(m->experts));
-    json_object_set_new(o, "d_model", integral ? json_integer((json_int_t)m->d_model)
-                                               : json_real(m->d_model));
-    json_object_set_new(o, "n_blocks", integral ? json_integer((json_int_t)m->n_blocks)
-                                                : json_real(m->n_blocks));
+    json_object_set_new(o, "d_model",
+                        integral ? json_integer((json_int_t)m->d_model) : json_real(m->d_model));
+    json_object_set_new(o, "n_blocks",
+                        integral ? json_integer((json_int_t)m->n_blocks) : json_real(m->n_blocks));
     json_object_set_new(o, "active_params", json_real(m->active_params));
     json_object_set_new(o, "total_params", json_real(m->total_params));
     json_object_set_new(o, "tokens", json_real(m->tokens));
@@ -88,11 +95,11 @@ static json_t *plan_json(const ss_scaling_plan *p)
     json_t *o = moe_json(&p->moe, 0);
     if (!o) return NULL;
     json_object_set_new(o, "buildable", moe_json(&p->buildable, 1));
-    json_object_set_new(o, "dense",
-                        json_pack("{s:f,s:f,s:f,s:o}", "params", p->dense.params, "tokens",
-                                  p->dense.tokens, "loss", p->dense.loss, "compute_ratio",
-                                  isfinite(p->compute_ratio) ? json_real(p->compute_ratio)
-                                                             : json_null()));
+    json_object_set_new(
+        o, "dense",
+        json_pack("{s:f,s:f,s:f,s:o}", "params", p->dense.params, "tokens", p->dense.tokens, "loss",
+                  p->dense.loss, "compute_ratio",
+                  isfinite(p->compute_ratio) ? json_real(p->compute_ratio) : json_null()));
     return o;
 }
 
@@ -125,7 +132,8 @@ static void print_plan(const ss_scaling_plan *p)
         printf("  no dense budget reaches the MoE's loss under these coefficients\n");
 }
 
-/* ---- a range of budgets -------------------------------------------------------------------------- */
+/* ---- a range of budgets
+ * -------------------------------------------------------------------------- */
 
 /* Parse "LO:HI" into a valid range; prints why not. */
 static int parse_range(const char *s, double *lo, double *hi)
@@ -178,8 +186,8 @@ static int run_sweep(const ss_scaling_law *l, double lo, double hi, int json)
                "where the optimal G doubles)\n",
                l->expansion);
         printf("%-10s %4s %7s %9s %8s %8s %8s %8s %7s %10s %7s %7s\n", "FLOPS", "G", "EXPERTS",
-               "D_MODEL", "N_BLOCKS", "ACTIVE", "TOTAL", "TOKENS", "LOSS", "DENSE_LOSS",
-               "RATIO", "BUILD");
+               "D_MODEL", "N_BLOCKS", "ACTIVE", "TOTAL", "TOKENS", "LOSS", "DENSE_LOSS", "RATIO",
+               "BUILD");
     }
     for (int i = 0; i < n; i++) {
         ss_scaling_plan p;
@@ -208,17 +216,18 @@ static int run_sweep(const ss_scaling_law *l, double lo, double hi, int json)
     return CLI_OK;
 }
 
-/* ---- the chart ----------------------------------------------------------------------------------- */
+/* ---- the chart
+ * ----------------------------------------------------------------------------------- */
 
 /* Plot geometry: two panels sharing the log-FLOPs x axis. */
 #define SVG_W 820
 #define SVG_H 640
-#define PX0 80.0  /* left edge of the plots */
-#define PX1 780.0 /* right edge */
-#define LY0 60.0  /* loss panel, top */
-#define LY1 380.0 /* loss panel, bottom */
-#define GY0 430.0 /* G panel, top */
-#define GY1 580.0 /* G panel, bottom */
+#define PX0   80.0  /* left edge of the plots */
+#define PX1   780.0 /* right edge */
+#define LY0   60.0  /* loss panel, top */
+#define LY1   380.0 /* loss panel, bottom */
+#define GY0   430.0 /* G panel, top */
+#define GY1   580.0 /* G panel, bottom */
 
 static double sx(double lf, double llo, double lhi)
 {
@@ -258,9 +267,11 @@ static ss_err write_svg(const ss_scaling_law *l, double lo, double hi, const cha
             "loss and granularity (Krajewski et al. 2024 law, E = %g)</text>\n",
             SVG_W, SVG_H, SVG_W, SVG_H, SVG_W / 2, l->expansion);
     /* frames */
-    fprintf(f, "<rect x=\"%g\" y=\"%g\" width=\"%g\" height=\"%g\" fill=\"none\" stroke=\"#444\"/>\n",
+    fprintf(f,
+            "<rect x=\"%g\" y=\"%g\" width=\"%g\" height=\"%g\" fill=\"none\" stroke=\"#444\"/>\n",
             PX0, LY0, PX1 - PX0, LY1 - LY0);
-    fprintf(f, "<rect x=\"%g\" y=\"%g\" width=\"%g\" height=\"%g\" fill=\"none\" stroke=\"#444\"/>\n",
+    fprintf(f,
+            "<rect x=\"%g\" y=\"%g\" width=\"%g\" height=\"%g\" fill=\"none\" stroke=\"#444\"/>\n",
             PX0, GY0, PX1 - PX0, GY1 - GY0);
     /* x: one grid line and label per decade */
     for (int e = (int)ceil(llo - 1e-9); e <= (int)floor(lhi + 1e-9); e++) {
@@ -335,7 +346,8 @@ static ss_err write_svg(const ss_scaling_law *l, double lo, double hi, const cha
     return SS_OK;
 }
 
-/* ---- a checkpoint -------------------------------------------------------------------------------- */
+/* ---- a checkpoint
+ * -------------------------------------------------------------------------------- */
 
 static int run_model(const char *dir, const ss_scaling_law *given, int json)
 {
@@ -369,7 +381,8 @@ static int run_model(const char *dir, const ss_scaling_law *given, int json)
         json_object_set_new(o, "n_moe_layers", json_integer(c.n_moe_layers));
         json_object_set_new(o, "experts_per_token", json_integer(c.top_k));
         json_object_set_new(o, "coeffs_expansion", json_real(l.expansion));
-        json_object_set_new(o, "flops_per_token", json_real(ss_scaling_ckpt_flops_per_token(&l, &c)));
+        json_object_set_new(o, "flops_per_token",
+                            json_real(ss_scaling_ckpt_flops_per_token(&l, &c)));
         json_object_set_new(o, "mapping", json_string(mapping));
         json_object_set_new(o, "note", json_string(note));
         cli_print_json(o);
@@ -405,7 +418,8 @@ static int run_model(const char *dir, const ss_scaling_law *given, int json)
     return CLI_OK;
 }
 
-/* ---- the command --------------------------------------------------------------------------------- */
+/* ---- the command
+ * --------------------------------------------------------------------------------- */
 
 int cmd_plan(int argc, char **argv)
 {
@@ -426,17 +440,32 @@ int cmd_plan(int argc, char **argv)
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case OPT_FLOPS: flops_s = optarg; break;
-        case OPT_SWEEP: sweep = optarg; break;
-        case OPT_SVG: svg = optarg; break;
-        case OPT_MODEL: model = optarg; break;
-        case OPT_COEFFS: coeffs = optarg; break;
+        case OPT_FLOPS:
+            flops_s = optarg;
+            break;
+        case OPT_SWEEP:
+            sweep = optarg;
+            break;
+        case OPT_SVG:
+            svg = optarg;
+            break;
+        case OPT_MODEL:
+            model = optarg;
+            break;
+        case OPT_COEFFS:
+            coeffs = optarg;
+            break;
         case OPT_EXPANSION:
             if (cli_parse_num("plan", "expansion", optarg, 1, 1e6, &expansion)) return CLI_USAGE;
             break;
-        case CLI_OPT_JSON: json = 1; break;
-        case 'h': fputs(plan_help, stdout); return CLI_OK;
-        default: return cli_bad_option("plan");
+        case CLI_OPT_JSON:
+            json = 1;
+            break;
+        case 'h':
+            fputs(plan_help, stdout);
+            return CLI_OK;
+        default:
+            return cli_bad_option("plan");
         }
     }
     if (optind < argc) return cli_usage("plan", "unexpected argument '%s'", argv[optind]);
@@ -445,8 +474,10 @@ int cmd_plan(int argc, char **argv)
         return cli_usage("plan", modes ? "give one of --flops, --sweep/--svg, --model"
                                        : "give --flops F, --sweep LO:HI or --model DIR");
     }
-    if (coeffs && expansion) return cli_usage("plan", "--coeffs and --expansion exclude each other");
-    if (svg && json && !sweep) return cli_usage("plan", "--json goes with --sweep, not --svg alone");
+    if (coeffs && expansion)
+        return cli_usage("plan", "--coeffs and --expansion exclude each other");
+    if (svg && json && !sweep)
+        return cli_usage("plan", "--json goes with --sweep, not --svg alone");
 
     ss_scaling_law law;
     int have_law = 0;
@@ -458,8 +489,9 @@ int cmd_plan(int argc, char **argv)
         have_law = 1;
     } else if (expansion) {
         if (expansion != floor(expansion) || ss_scaling_law_default((int)expansion, &law)) {
-            return cli_usage("plan", "--expansion %g: the paper fits the law for 64 and 16 only "
-                                     "(--coeffs FILE takes a fit of your own)",
+            return cli_usage("plan",
+                             "--expansion %g: the paper fits the law for 64 and 16 only "
+                             "(--coeffs FILE takes a fit of your own)",
                              expansion);
         }
         have_law = 1;

@@ -40,8 +40,13 @@ ss_err ss_scaling_law_default(int expansion, ss_scaling_law *out)
     /* Table 1 (E = 64) and Appendix D, Table 8 (E = 16) of arXiv 2402.07871; dense: Table 1;
      * c_f, c_r: Appendix E. */
     ss_scaling_law l = {
-        .dense_a = 16.3, .dense_alpha = 0.126, .dense_b = 26.7, .dense_beta = 0.127,
-        .dense_c = 0.47, .c_f = 6, .c_r = 14,
+        .dense_a = 16.3,
+        .dense_alpha = 0.126,
+        .dense_b = 26.7,
+        .dense_beta = 0.127,
+        .dense_c = 0.47,
+        .c_f = 6,
+        .c_r = 14,
     };
     if (expansion == 64) {
         l.expansion = 64;
@@ -67,7 +72,8 @@ static ss_err coeff(const json_t *obj, const char *section, const char *key, int
 {
     const json_t *v = json_object_get(obj, key);
     if (!v) {
-        if (required) return ss_fail(SS_ERR_FORMAT, "%s%s%s is missing", section, *section ? "." : "", key);
+        if (required)
+            return ss_fail(SS_ERR_FORMAT, "%s%s%s is missing", section, *section ? "." : "", key);
         return SS_OK;
     }
     if (!json_is_number(v)) {
@@ -91,7 +97,8 @@ static ss_err known_keys(const json_t *obj, const char *section, const char *con
     {
         int ok = 0;
         for (const char *const *p = keys; *p && !ok; p++) ok = !strcmp(*p, k);
-        if (!ok) return ss_fail(SS_ERR_FORMAT, "unknown key %s%s%s", section, *section ? "." : "", k);
+        if (!ok)
+            return ss_fail(SS_ERR_FORMAT, "unknown key %s%s%s", section, *section ? "." : "", k);
     }
     return SS_OK;
 }
@@ -329,7 +336,8 @@ double ss_scaling_g_threshold(const ss_scaling_law *l, int g, double lo, double 
     return exp(b);
 }
 
-/* ---- checkpoints ------------------------------------------------------------------------------ */
+/* ---- checkpoints ------------------------------------------------------------------------------
+ */
 
 /* An integer key of a config object, or dflt when absent or not an integer. */
 static long long cfg_int(const json_t *o, const char *key, long long dflt)
@@ -365,7 +373,9 @@ static ss_err ckpt_from_config(const json_t *c, ss_scaling_ckpt *out)
         return ss_fail(SS_ERR_UNSUPPORTED,
                        "model_type %s is not a mixture of experts: the scaling law describes "
                        "MoE models (moe_mamba with token-choice routing)",
-                       mt ? mt : arch ? arch : "(none)");
+                       mt     ? mt
+                       : arch ? arch
+                              : "(none)");
     }
     const json_t *moe = json_object_get(c, "moe");
     const json_t *lt = json_object_get(c, "layer_types");
@@ -374,18 +384,21 @@ static ss_err ckpt_from_config(const json_t *c, ss_scaling_ckpt *out)
     }
     const char *routing = cfg_str(moe, "routing");
     if (routing && strcmp(routing, "token_choice") != 0) {
-        return ss_fail(SS_ERR_UNSUPPORTED,
-                       "moe.routing %s: the scaling law describes token-choice experts (top-k = G), "
-                       "not %s",
-                       routing, routing);
+        return ss_fail(
+            SS_ERR_UNSUPPORTED,
+            "moe.routing %s: the scaling law describes token-choice experts (top-k = G), "
+            "not %s",
+            routing, routing);
     }
     long long d = cfg_int(c, "hidden_size", 0), vocab = cfg_int(c, "vocab_size", 0);
     long long n_state = cfg_int(c, "state_size", 0);
     long long expand = cfg_int(c, "expand", 2), k_conv = cfg_int(c, "conv_kernel", 4);
     long long di = cfg_int(c, "intermediate_size", expand * d);
     const json_t *tsr = json_object_get(c, "time_step_rank");
-    long long dt_rank = json_is_string(tsr) ? (d + 15) / 16 : cfg_int(c, "time_step_rank", (d + 15) / 16);
-    long long n_exp = cfg_int(moe, "num_experts", 0), de = cfg_int(moe, "expert_intermediate_size", 0);
+    long long dt_rank =
+        json_is_string(tsr) ? (d + 15) / 16 : cfg_int(c, "time_step_rank", (d + 15) / 16);
+    long long n_exp = cfg_int(moe, "num_experts", 0),
+              de = cfg_int(moe, "expert_intermediate_size", 0);
     long long k = cfg_int(moe, "num_experts_per_tok", 1);
     if (d <= 0 || d > (1 << 24) || vocab <= 0 || n_state <= 0 || di <= 0 || dt_rank <= 0 ||
         n_exp <= 0 || de <= 0 || k < 1 || k > n_exp || k_conv < 1) {
@@ -411,7 +424,8 @@ static ss_err ckpt_from_config(const json_t *c, ss_scaling_ckpt *out)
     double norm = nt && !strcmp(nt, "layer") ? 2.0 * d : (double)d; /* weight (+ bias) */
     int bias = cfg_bool(c, "use_bias", 0), conv_bias = cfg_bool(c, "use_conv_bias", 1);
     /* One Mamba-1 layer: norm, in_proj [2 di, d], conv1d [di, 1, k] (+ bias), x_proj
-     * [dt_rank + 2 N, di], dt_proj [di, dt_rank] + bias, A_log [di, N], D [di], out_proj [d, di]. */
+     * [dt_rank + 2 N, di], dt_proj [di, dt_rank] + bias, A_log [di, N], D [di], out_proj [d, di].
+     */
     double mamba = norm + 2.0 * di * d + (bias ? 2.0 * di : 0) + (double)di * k_conv +
                    (conv_bias ? di : 0) + (double)di * (dt_rank + 2 * n_state) +
                    (double)dt_rank * di + di + (double)di * n_state + di + (double)di * d +
@@ -473,8 +487,7 @@ double ss_scaling_ckpt_flops_per_token(const ss_scaling_law *l, const ss_scaling
     return l->c_f * c->active_params + l->c_r * (double)c->d_model * c->experts * c->n_moe_layers;
 }
 
-void ss_scaling_ckpt_optimum(const ss_scaling_law *l, const ss_scaling_ckpt *c,
-                             ss_scaling_moe *out)
+void ss_scaling_ckpt_optimum(const ss_scaling_law *l, const ss_scaling_ckpt *c, ss_scaling_moe *out)
 {
     double per_token = ss_scaling_ckpt_flops_per_token(l, c);
     double r = l->c_r * (double)c->d_model * c->experts * c->n_moe_layers / per_token;

@@ -130,7 +130,8 @@ ss_err ss_scaling_plan_budget(const ss_scaling_law *l, double flops, ss_scaling_
  */
 double ss_scaling_g_threshold(const ss_scaling_law *l, int g, double lo, double hi);
 
-/* ---- checkpoints ------------------------------------------------------------------------------ */
+/* ---- checkpoints ------------------------------------------------------------------------------
+ */
 
 /*
  * What the law needs from a MoE-Mamba checkpoint's config.json. Mapping (docs/planner.md): one
@@ -141,10 +142,10 @@ double ss_scaling_g_threshold(const ss_scaling_law *l, int g, double lo, double 
 typedef struct ss_scaling_ckpt {
     int d_model;
     int n_layers, n_mamba_layers, n_moe_layers;
-    int experts;        /* per MoE layer */
-    int top_k;          /* experts per token */
-    int granularity;    /* moe.granularity, else top_k (the law's family routes to G experts) */
-    double expansion;   /* moe.expansion_rate, else experts / granularity */
+    int experts;          /* per MoE layer */
+    int top_k;            /* experts per token */
+    int granularity;      /* moe.granularity, else top_k (the law's family routes to G experts) */
+    double expansion;     /* moe.expansion_rate, else experts / granularity */
     double active_params; /* non-embedding, no router, k experts per MoE layer */
     double total_params;  /* non-embedding, no router, every expert: the law's N */
     double router_params; /* router weights (+ biases), left out of both counts above */

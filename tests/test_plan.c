@@ -24,7 +24,7 @@
 
 /* |got - want| <= rel * |want| */
 #define CHECK_REL(got, want, rel)                                                                  \
-    CHECKF(fabs((got) - (want)) <= (rel) * fabs(want), "%s = %.17g, want %.17g (rel %g)", #got,    \
+    CHECKF(fabs((got) - (want)) <= (rel)*fabs(want), "%s = %.17g, want %.17g (rel %g)", #got,      \
            (double)(got), (double)(want), (double)(rel))
 
 static ss_scaling_law law64, law16;
@@ -174,9 +174,9 @@ static void test_table9(void)
         double n_act, d_lo, d_hi;
         int g_lo, g_hi;
     } t9[] = {
-        {100e6, 10.29e9, 17.73e9, 8, 16},  {1e9, 53.74e9, 103.54e9, 16, 32},
-        {3e9, 106.22e9, 261.04e9, 16, 32}, {7e9, 177.65e9, 511.43e9, 16, 32},
-        {70e9, 721.60e9, 3.22e12, 32, 64}, {300e9, 1.73e12, 10.69e12, 32, 64},
+        {100e6, 10.29e9, 17.73e9, 8, 16},   {1e9, 53.74e9, 103.54e9, 16, 32},
+        {3e9, 106.22e9, 261.04e9, 16, 32},  {7e9, 177.65e9, 511.43e9, 16, 32},
+        {70e9, 721.60e9, 3.22e12, 32, 64},  {300e9, 1.73e12, 10.69e12, 32, 64},
         {1e12, 3.60e12, 28.22e12, 32, 128},
     };
     for (size_t i = 0; i < sizeof t9 / sizeof *t9; i++) {
@@ -195,8 +195,7 @@ static void test_table9(void)
         CHECKF(m.tokens > t9[i].d_lo && m.tokens < t9[i].d_hi, "16 x %g: D %g not in (%g, %g)",
                t9[i].n_act, m.tokens, t9[i].d_lo, t9[i].d_hi);
         CHECKF(m.granularity >= t9[i].g_lo && m.granularity <= t9[i].g_hi,
-               "16 x %g: G %d not in [%d, %d]", t9[i].n_act, m.granularity, t9[i].g_lo,
-               t9[i].g_hi);
+               "16 x %g: G %d not in [%d, %d]", t9[i].n_act, m.granularity, t9[i].g_lo, t9[i].g_hi);
     }
 }
 
