@@ -284,14 +284,16 @@ static ss_err write_svg(const ss_scaling_law *l, double lo, double hi, const cha
     }
     fprintf(f, "<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">training budget (FLOPs)</text>\n",
             (PX0 + PX1) / 2, GY1 + 40);
-    /* y of the loss panel: ticks at tenths (fewer when the range is wide) */
-    double step = y_hi - y_lo > 2 ? 0.5 : y_hi - y_lo > 1 ? 0.2 : 0.1;
-    for (double v = y_lo; v <= y_hi + 1e-9; v += step) {
-        double y = LY1 - (log10(v) - ly_lo) / (ly_hi - ly_lo) * (LY1 - LY0);
+    /* y of the loss panel: round values that spread evenly on a log axis */
+    static const double ticks[] = {0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0,
+                                   2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0};
+    for (size_t t = 0; t < sizeof ticks / sizeof *ticks; t++) {
+        if (ticks[t] < y_lo - 1e-9 || ticks[t] > y_hi + 1e-9) continue;
+        double y = LY1 - (log10(ticks[t]) - ly_lo) / (ly_hi - ly_lo) * (LY1 - LY0);
         fprintf(f,
                 "<line x1=\"%g\" y1=\"%.1f\" x2=\"%g\" y2=\"%.1f\" stroke=\"#eee\"/>\n"
                 "<text x=\"%g\" y=\"%.1f\" text-anchor=\"end\">%.1f</text>\n",
-                PX0, y, PX1, y, PX0 - 6, y + 4, v);
+                PX0, y, PX1, y, PX0 - 6, y + 4, ticks[t]);
     }
     fprintf(f,
             "<text transform=\"translate(24,%g) rotate(-90)\" text-anchor=\"middle\">loss "
