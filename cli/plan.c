@@ -285,7 +285,7 @@ static ss_err write_svg(const ss_scaling_law *l, double lo, double hi, const cha
     fprintf(f, "<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">training budget (FLOPs)</text>\n",
             (PX0 + PX1) / 2, GY1 + 40);
     /* y of the loss panel: round values that spread evenly on a log axis */
-    static const double ticks[] = {0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0,
+    static const double ticks[] = {0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 1.4, 1.6,  1.8, 2.0,
                                    2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0};
     for (size_t t = 0; t < sizeof ticks / sizeof *ticks; t++) {
         if (ticks[t] < y_lo - 1e-9 || ticks[t] > y_hi + 1e-9) continue;
@@ -395,7 +395,8 @@ static int run_model(const char *dir, const ss_scaling_law *given, int json)
     printf("%s: fine-grained MoE-Mamba\n", dir);
     printf("  d_model %d, %d layers (%d Mamba, %d MoE) -> n_blocks %d\n", c.d_model, c.n_layers,
            c.n_mamba_layers, c.n_moe_layers, c.n_moe_layers);
-    printf("    (%s)\n", mapping);
+    printf("    (one Mamba layer + one MoE layer = one Transformer block, the Mamba mixer in\n"
+           "     attention's place; parameters counted from config.json as they are)\n");
     printf("  granularity %d, expansion %g: %d experts per MoE layer, %d per token\n",
            c.granularity, c.expansion, c.experts, c.top_k);
     printf("  active params  %s (non-embedding, without the router)\n",
@@ -412,11 +413,15 @@ static int run_model(const char *dir, const ss_scaling_law *given, int json)
         printf("  coefficients   expansion %d fit\n", nearest);
     printf("compute-optimal training under the law:\n");
     printf("  tokens         %s\n", si(m.tokens, s1, sizeof s1));
-    printf("  budget         %.3g FLOPs (%.3g per token: c_f * active + c_r * d_model * experts "
-           "* MoE layers)\n",
-           m.flops, ss_scaling_ckpt_flops_per_token(&l, &c));
+    printf("  budget         %.3g FLOPs\n", m.flops);
+    printf("  per token      %.3g FLOPs (c_f * active + c_r * d_model * experts * MoE layers)\n",
+           ss_scaling_ckpt_flops_per_token(&l, &c));
     printf("  predicted loss %.4f\n", m.loss);
-    printf("note: %s.\n", note);
+    /* Section 5: fitted on 129M..3.7B total parameters and 16B..130B tokens */
+    if (c.total_params < 129e6 || c.total_params > 3.7e9 || m.tokens < 16e9 || m.tokens > 130e9)
+        printf("  (outside the fitted range, N 129M..3.7B and D 16B..130B: an extrapolation)\n");
+    printf("note: the law was fitted on Transformer MoE trained on C4 (GPT-2 tokenizer):\n"
+           "      for Mamba layers it is a planning aid, not a promise.\n");
     return CLI_OK;
 }
 
