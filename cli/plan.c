@@ -8,6 +8,7 @@
  * All the arithmetic is in scaling.c (shared with tests/test_plan.c); this file parses options
  * and prints. Runs offline: no daemon, no weights loaded.
  */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -229,53 +230,64 @@ static int run_sweep(const ss_scaling_law *l, double lo, double hi, int json)
 #define GY0   430.0 /* G panel, top */
 #define GY1   580.0 /* G panel, bottom */
 
-static double sx(double lf, double llo, double lhi)
+/* What the chart shows: the optima sampled on a log grid of budgets, and the axes' ranges. */
+enum { PER_DECADE = 20, MAXP = 25 * PER_DECADE + 1 }; /* samples: per decade, at most */
+typedef struct chart {
+    int n;
+    double lf[MAXP];    /* log10 of the budget [n] */
+    double moe[MAXP];   /* MoE optimum's loss [n] */
+    double dense[MAXP]; /* dense optimum's loss [n] */
+    int g[MAXP];        /* optimal G [n] */
+    double llo, lhi;    /* x range, log10 FLOPs */
+    double y_lo, y_hi;  /* loss range (round values) */
+} chart;
+
+static double chart_x(const chart *c, double lf)
 {
-    return PX0 + (lf - llo) / (lhi - llo) * (PX1 - PX0);
+    return PX0 + (lf - c->llo) / (c->lhi - c->llo) * (PX1 - PX0);
 }
 
-static ss_err write_svg(const ss_scaling_law *l, double lo, double hi, const char *path)
+static double chart_loss_y(const chart *c, double loss)
 {
-    enum { PER_DECADE = 20, MAXP = 25 * PER_DECADE + 1 };
-    double llo = log10(lo), lhi = log10(hi);
-    if (lhi - llo < 1) lhi = llo + 1; /* a single budget still gets a decade of axis */
-    int n = (int)ceil((lhi - llo) * PER_DECADE) + 1;
-    if (n > MAXP) n = MAXP;
-    static double lf[MAXP], lm[MAXP], ld[MAXP];
-    static int gg[MAXP];
+    return LY1 - log10(loss / c->y_lo) / log10(c->y_hi / c->y_lo) * (LY1 - LY0);
+}
+
+static double chart_g_y(int g)
+{
+    return GY1 - log2(g) / log2(SS_SCALING_G_MAX) * (GY1 - GY0);
+}
+
+static void chart_sample(chart *c, const ss_scaling_law *l, double lo, double hi)
+{
+    c->llo = log10(lo), c->lhi = log10(hi);
+    if (c->lhi - c->llo < 1) c->lhi = c->llo + 1; /* a single budget still gets a decade */
+    c->n = (int)ceil((c->lhi - c->llo) * PER_DECADE) + 1;
+    if (c->n > MAXP) c->n = MAXP;
     double ymin = INFINITY, ymax = 0;
-    for (int i = 0; i < n; i++) {
-        lf[i] = llo + (lhi - llo) * i / (n - 1);
+    for (int i = 0; i < c->n; i++) {
+        c->lf[i] = c->llo + (c->lhi - c->llo) * i / (c->n - 1);
         ss_scaling_moe m;
         ss_scaling_dense d;
-        ss_scaling_optimum(l, pow(10, lf[i]), &m);
-        ss_scaling_dense_optimum(l, pow(10, lf[i]), &d);
-        lm[i] = m.loss, ld[i] = d.loss, gg[i] = m.granularity;
+        ss_scaling_optimum(l, pow(10, c->lf[i]), &m);
+        ss_scaling_dense_optimum(l, pow(10, c->lf[i]), &d);
+        c->moe[i] = m.loss, c->dense[i] = d.loss, c->g[i] = m.granularity;
         ymin = fmin(ymin, fmin(m.loss, d.loss));
         ymax = fmax(ymax, fmax(m.loss, d.loss));
     }
-    /* log loss axis from a round value below the minimum to one above the maximum */
-    double y_lo = floor(ymin * 10) / 10, y_hi = ceil(ymax * 10) / 10;
-    double ly_lo = log10(y_lo), ly_hi = log10(y_hi);
-    FILE *f = fopen(path, "w");
-    if (!f) return ss_fail(SS_ERR_IO, "%s: cannot write", path);
-    fprintf(f,
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-            "viewBox=\"0 0 %d %d\" font-family=\"sans-serif\" font-size=\"12\">\n"
-            "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-            "<text x=\"%d\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">Compute-optimal "
-            "loss and granularity (Krajewski et al. 2024 law, E = %g)</text>\n",
-            SVG_W, SVG_H, SVG_W, SVG_H, SVG_W / 2, l->expansion);
-    /* frames */
-    fprintf(f,
-            "<rect x=\"%g\" y=\"%g\" width=\"%g\" height=\"%g\" fill=\"none\" stroke=\"#444\"/>\n",
-            PX0, LY0, PX1 - PX0, LY1 - LY0);
-    fprintf(f,
-            "<rect x=\"%g\" y=\"%g\" width=\"%g\" height=\"%g\" fill=\"none\" stroke=\"#444\"/>\n",
-            PX0, GY0, PX1 - PX0, GY1 - GY0);
+    c->y_lo = floor(ymin * 10) / 10, c->y_hi = ceil(ymax * 10) / 10;
+}
+
+/* Frames, grid lines, tick labels and axis titles of both panels. */
+static void chart_axes(FILE *f, const chart *c)
+{
+    for (int p = 0; p < 2; p++)
+        fprintf(f,
+                "<rect x=\"%g\" y=\"%g\" width=\"%g\" height=\"%g\" fill=\"none\" "
+                "stroke=\"#444\"/>\n",
+                PX0, p ? GY0 : LY0, PX1 - PX0, p ? GY1 - GY0 : LY1 - LY0);
     /* x: one grid line and label per decade */
-    for (int e = (int)ceil(llo - 1e-9); e <= (int)floor(lhi + 1e-9); e++) {
-        double x = sx(e, llo, lhi);
+    for (int e = (int)ceil(c->llo - 1e-9); e <= (int)floor(c->lhi + 1e-9); e++) {
+        double x = chart_x(c, e);
         fprintf(f,
                 "<line x1=\"%.1f\" y1=\"%g\" x2=\"%.1f\" y2=\"%g\" stroke=\"#ddd\"/>\n"
                 "<line x1=\"%.1f\" y1=\"%g\" x2=\"%.1f\" y2=\"%g\" stroke=\"#ddd\"/>\n"
@@ -284,68 +296,91 @@ static ss_err write_svg(const ss_scaling_law *l, double lo, double hi, const cha
     }
     fprintf(f, "<text x=\"%g\" y=\"%g\" text-anchor=\"middle\">training budget (FLOPs)</text>\n",
             (PX0 + PX1) / 2, GY1 + 40);
-    /* y of the loss panel: round values that spread evenly on a log axis */
+    /* loss: round values that spread evenly on a log axis */
     static const double ticks[] = {0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2, 1.4, 1.6,  1.8, 2.0,
                                    2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0, 12.0};
     for (size_t t = 0; t < sizeof ticks / sizeof *ticks; t++) {
-        if (ticks[t] < y_lo - 1e-9 || ticks[t] > y_hi + 1e-9) continue;
-        double y = LY1 - (log10(ticks[t]) - ly_lo) / (ly_hi - ly_lo) * (LY1 - LY0);
+        if (ticks[t] < c->y_lo - 1e-9 || ticks[t] > c->y_hi + 1e-9) continue;
+        double y = chart_loss_y(c, ticks[t]);
         fprintf(f,
                 "<line x1=\"%g\" y1=\"%.1f\" x2=\"%g\" y2=\"%.1f\" stroke=\"#eee\"/>\n"
                 "<text x=\"%g\" y=\"%.1f\" text-anchor=\"end\">%.1f</text>\n",
                 PX0, y, PX1, y, PX0 - 6, y + 4, ticks[t]);
     }
-    fprintf(f,
-            "<text transform=\"translate(24,%g) rotate(-90)\" text-anchor=\"middle\">loss "
-            "(log scale)</text>\n",
-            (LY0 + LY1) / 2);
-    /* y of the G panel: log2, 1 .. 256 */
+    /* G: log2, 1 .. 256 */
     for (int g = 1; g <= SS_SCALING_G_MAX; g *= 2) {
-        double y = GY1 - log2(g) / 8.0 * (GY1 - GY0);
+        double y = chart_g_y(g);
         fprintf(f,
                 "<line x1=\"%g\" y1=\"%.1f\" x2=\"%g\" y2=\"%.1f\" stroke=\"#eee\"/>\n"
                 "<text x=\"%g\" y=\"%.1f\" text-anchor=\"end\">%d</text>\n",
                 PX0, y, PX1, y, PX0 - 6, y + 4, g);
     }
     fprintf(f,
+            "<text transform=\"translate(24,%g) rotate(-90)\" text-anchor=\"middle\">loss "
+            "(log scale)</text>\n"
             "<text transform=\"translate(24,%g) rotate(-90)\" text-anchor=\"middle\">optimal "
             "G</text>\n",
-            (GY0 + GY1) / 2);
-    /* the curves */
-    const double *curves[2] = {lm, ld};
-    static const char *const style[2] = {"stroke=\"#1f77b4\" stroke-width=\"2.5\"",
-                                         "stroke=\"#d62728\" stroke-width=\"2\" "
-                                         "stroke-dasharray=\"7,5\""};
-    for (int c = 0; c < 2; c++) {
-        fprintf(f, "<polyline fill=\"none\" %s points=\"", style[c]);
-        for (int i = 0; i < n; i++) {
-            double y = LY1 - (log10(curves[c][i]) - ly_lo) / (ly_hi - ly_lo) * (LY1 - LY0);
-            fprintf(f, "%.1f,%.1f ", sx(lf[i], llo, lhi), y);
-        }
+            (LY0 + LY1) / 2, (GY0 + GY1) / 2);
+}
+
+#define MOE_STYLE   "stroke=\"#1f77b4\" stroke-width=\"2.5\""
+#define DENSE_STYLE "stroke=\"#d62728\" stroke-width=\"2\" stroke-dasharray=\"7,5\""
+
+/* The two loss curves, the G staircase and the legend. */
+static void chart_curves(FILE *f, const chart *c)
+{
+    for (int k = 0; k < 2; k++) {
+        const double *loss = k ? c->dense : c->moe;
+        fprintf(f, "<polyline fill=\"none\" %s points=\"", k ? DENSE_STYLE : MOE_STYLE);
+        for (int i = 0; i < c->n; i++)
+            fprintf(f, "%.1f,%.1f ", chart_x(c, c->lf[i]), chart_loss_y(c, loss[i]));
         fprintf(f, "\"/>\n");
     }
-    fprintf(f, "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2.5\" points=\"");
-    for (int i = 0; i < n; i++) {
-        double y = GY1 - log2(gg[i]) / 8.0 * (GY1 - GY0);
-        if (i > 0 && gg[i] != gg[i - 1]) /* a step: vertical at the midpoint */
-            fprintf(f, "%.1f,%.1f ", sx(0.5 * (lf[i] + lf[i - 1]), llo, lhi),
-                    GY1 - log2(gg[i - 1]) / 8.0 * (GY1 - GY0));
-        if (i > 0 && gg[i] != gg[i - 1])
-            fprintf(f, "%.1f,%.1f ", sx(0.5 * (lf[i] + lf[i - 1]), llo, lhi), y);
-        fprintf(f, "%.1f,%.1f ", sx(lf[i], llo, lhi), y);
+    fprintf(f, "<polyline fill=\"none\" " MOE_STYLE " points=\"");
+    for (int i = 0; i < c->n; i++) {
+        if (i > 0 && c->g[i] != c->g[i - 1]) { /* a step: vertical between the two samples */
+            double x = chart_x(c, 0.5 * (c->lf[i] + c->lf[i - 1]));
+            fprintf(f, "%.1f,%.1f %.1f,%.1f ", x, chart_g_y(c->g[i - 1]), x, chart_g_y(c->g[i]));
+        }
+        fprintf(f, "%.1f,%.1f ", chart_x(c, c->lf[i]), chart_g_y(c->g[i]));
     }
     fprintf(f, "\"/>\n");
-    /* legend */
     fprintf(f,
-            "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"#1f77b4\" "
-            "stroke-width=\"2.5\"/><text x=\"%g\" y=\"%g\">fine-grained MoE, optimal G</text>\n"
-            "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" stroke=\"#d62728\" stroke-width=\"2\" "
-            "stroke-dasharray=\"7,5\"/><text x=\"%g\" y=\"%g\">dense Transformer</text>\n",
+            "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" " MOE_STYLE "/>"
+            "<text x=\"%g\" y=\"%g\">fine-grained MoE, optimal G</text>\n"
+            "<line x1=\"%g\" y1=\"%g\" x2=\"%g\" y2=\"%g\" " DENSE_STYLE "/>"
+            "<text x=\"%g\" y=\"%g\">dense Transformer</text>\n",
             PX1 - 230, LY0 + 20, PX1 - 200, LY0 + 20, PX1 - 194, LY0 + 24, PX1 - 230, LY0 + 40,
             PX1 - 200, LY0 + 40, PX1 - 194, LY0 + 44);
+}
+
+/* Write the chart of budgets lo..hi to path (SS_ERR_IO with the reason). */
+static ss_err write_svg(const ss_scaling_law *l, double lo, double hi, const char *path)
+{
+    chart *c = malloc(sizeof *c);
+    if (!c) return ss_fail(SS_ERR_NOMEM, "out of memory");
+    chart_sample(c, l, lo, hi);
+    ss_err err = SS_OK;
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        err = ss_fail(SS_ERR_IO, "%s: %s", path, strerror(errno));
+        goto out;
+    }
+    fprintf(f,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+            "viewBox=\"0 0 %d %d\" font-family=\"sans-serif\" font-size=\"12\">\n"
+            "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
+            "<text x=\"%d\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">Compute-optimal "
+            "loss and granularity (Krajewski et al. 2024 law, E = %g)</text>\n",
+            SVG_W, SVG_H, SVG_W, SVG_H, SVG_W / 2, l->expansion);
+    chart_axes(f, c);
+    chart_curves(f, c);
     fprintf(f, "</svg>\n");
-    if (fclose(f) != 0) return ss_fail(SS_ERR_IO, "%s: write failed", path);
-    return SS_OK;
+    int bad = ferror(f);
+    if (fclose(f) != 0 || bad) err = ss_fail(SS_ERR_IO, "%s: write failed", path);
+out:
+    free(c);
+    return err;
 }
 
 /* ---- a checkpoint
