@@ -9,6 +9,7 @@
  */
 #include <jansson.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,81 +67,88 @@ ss_err ss_scaling_law_default(int expansion, ss_scaling_law *out)
     return SS_OK;
 }
 
-/* One coefficient of a JSON object: a finite number, > 0 (positive) or >= 0. */
-static ss_err coeff(const json_t *obj, const char *section, const char *key, int required,
-                    int positive, double *out)
-{
-    const json_t *v = json_object_get(obj, key);
-    if (!v) {
-        if (required)
-            return ss_fail(SS_ERR_FORMAT, "%s%s%s is missing", section, *section ? "." : "", key);
-        return SS_OK;
-    }
-    if (!json_is_number(v)) {
-        return ss_fail(SS_ERR_FORMAT, "%s%s%s is not a number", section, *section ? "." : "", key);
-    }
-    double x = json_number_value(v);
-    if (!isfinite(x) || (positive ? !(x > 0) : !(x >= 0))) {
-        return ss_fail(SS_ERR_INVALID, "%s%s%s = %g: must be a finite number %s 0", section,
-                       *section ? "." : "", key, x, positive ? ">" : ">=");
-    }
-    *out = x;
-    return SS_OK;
-}
+/* Every number of a coefficients file: its section, its key, where it goes, its constraints. */
+enum { TOP, MOE, DENSE, N_SECTIONS };
+static const char *const section_name[N_SECTIONS] = {"", "moe.", "dense."};
+static const struct coeff_key {
+    int section;
+    const char *key;
+    size_t off;   /* offsetof(ss_scaling_law, ...) */
+    int required; /* else the default (Table 1's dense fit, c_f 6, c_r 14) stays */
+    int positive; /* > 0, else >= 0 */
+} coeff_keys[] = {
+    {TOP, "expansion", offsetof(ss_scaling_law, expansion), 1, 1},
+    {MOE, "a", offsetof(ss_scaling_law, a), 1, 1},
+    {MOE, "alpha", offsetof(ss_scaling_law, alpha), 1, 1},
+    {MOE, "b", offsetof(ss_scaling_law, b), 1, 1},
+    {MOE, "beta", offsetof(ss_scaling_law, beta), 1, 1},
+    {MOE, "g", offsetof(ss_scaling_law, g), 1, 0},
+    {MOE, "gamma", offsetof(ss_scaling_law, gamma), 1, 0},
+    {MOE, "c", offsetof(ss_scaling_law, c), 1, 0},
+    {DENSE, "a", offsetof(ss_scaling_law, dense_a), 0, 1},
+    {DENSE, "alpha", offsetof(ss_scaling_law, dense_alpha), 0, 1},
+    {DENSE, "b", offsetof(ss_scaling_law, dense_b), 0, 1},
+    {DENSE, "beta", offsetof(ss_scaling_law, dense_beta), 0, 1},
+    {DENSE, "c", offsetof(ss_scaling_law, dense_c), 0, 0},
+    {TOP, "c_f", offsetof(ss_scaling_law, c_f), 0, 1},
+    {TOP, "c_r", offsetof(ss_scaling_law, c_r), 0, 0},
+};
+#define N_COEFF_KEYS (sizeof coeff_keys / sizeof coeff_keys[0])
 
-/* SS_ERR_FORMAT naming the first key of obj not in keys[] (NULL-terminated). */
-static ss_err known_keys(const json_t *obj, const char *section, const char *const *keys)
+/* SS_ERR_FORMAT naming the first key of section sec (object obj) that the file may not hold. */
+static ss_err known_keys(const json_t *obj, int sec)
 {
     const char *k;
     const json_t *v;
     json_object_foreach((json_t *)obj, k, v)
     {
-        int ok = 0;
-        for (const char *const *p = keys; *p && !ok; p++) ok = !strcmp(*p, k);
-        if (!ok)
-            return ss_fail(SS_ERR_FORMAT, "unknown key %s%s%s", section, *section ? "." : "", k);
+        int ok = sec == TOP && (!strcmp(k, "moe") || !strcmp(k, "dense"));
+        for (size_t i = 0; i < N_COEFF_KEYS && !ok; i++)
+            ok = coeff_keys[i].section == sec && !strcmp(coeff_keys[i].key, k);
+        if (!ok) return ss_fail(SS_ERR_FORMAT, "unknown key %s%s", section_name[sec], k);
     }
+    return SS_OK;
+}
+
+/* Take coefficient i from its section's object (NULL: the section is absent) into *l. */
+static ss_err take_coeff(const json_t *obj, size_t i, ss_scaling_law *l)
+{
+    const struct coeff_key *ck = &coeff_keys[i];
+    const json_t *v = json_object_get(obj, ck->key);
+    const char *sec = section_name[ck->section];
+    if (!v) {
+        return ck->required ? ss_fail(SS_ERR_FORMAT, "%s%s is missing", sec, ck->key) : SS_OK;
+    }
+    if (!json_is_number(v)) return ss_fail(SS_ERR_FORMAT, "%s%s is not a number", sec, ck->key);
+    double x = json_number_value(v);
+    if (!isfinite(x) || (ck->positive ? !(x > 0) : !(x >= 0))) {
+        return ss_fail(SS_ERR_INVALID, "%s%s = %g: must be a finite number %s 0", sec, ck->key, x,
+                       ck->positive ? ">" : ">=");
+    }
+    *(double *)((char *)l + ck->off) = x;
     return SS_OK;
 }
 
 ss_err ss_scaling_law_parse(const char *text, size_t len, const char *what, ss_scaling_law *out)
 {
-    static const char *const top_keys[] = {"expansion", "moe", "dense", "c_f", "c_r", NULL};
-    static const char *const moe_keys[] = {"a", "alpha", "b", "beta", "g", "gamma", "c", NULL};
-    static const char *const dense_keys[] = {"a", "alpha", "b", "beta", "c", NULL};
     json_t *root = NULL;
     ss_err err = ss_json_parse_relaxed(text, len, what, &root);
     if (err) return err;
     ss_scaling_law l;
     ss_scaling_law_default(64, &l); /* dense, c_f, c_r defaults; the MoE part is required */
-    const json_t *moe = json_object_get(root, "moe"), *dense = json_object_get(root, "dense");
+    const json_t *obj[N_SECTIONS] = {root, json_object_get(root, "moe"),
+                                     json_object_get(root, "dense")};
     if (!json_is_object(root)) {
         err = ss_fail(SS_ERR_FORMAT, "not a JSON object");
-    } else if (!json_is_object(moe)) {
+    } else if (!json_is_object(obj[MOE])) {
         err = ss_fail(SS_ERR_FORMAT, "\"moe\" must be an object of a, alpha, b, beta, g, gamma, c");
-    } else if (dense && !json_is_object(dense)) {
+    } else if (obj[DENSE] && !json_is_object(obj[DENSE])) {
         err = ss_fail(SS_ERR_FORMAT, "\"dense\" must be an object of a, alpha, b, beta, c");
     }
-    if (!err) err = known_keys(root, "", top_keys);
-    if (!err) err = known_keys(moe, "moe", moe_keys);
-    if (!err && dense) err = known_keys(dense, "dense", dense_keys);
-    if (!err) err = coeff(root, "", "expansion", 1, 1, &l.expansion);
-    if (!err) err = coeff(moe, "moe", "a", 1, 1, &l.a);
-    if (!err) err = coeff(moe, "moe", "alpha", 1, 1, &l.alpha);
-    if (!err) err = coeff(moe, "moe", "b", 1, 1, &l.b);
-    if (!err) err = coeff(moe, "moe", "beta", 1, 1, &l.beta);
-    if (!err) err = coeff(moe, "moe", "g", 1, 0, &l.g);
-    if (!err) err = coeff(moe, "moe", "gamma", 1, 0, &l.gamma);
-    if (!err) err = coeff(moe, "moe", "c", 1, 0, &l.c);
-    if (!err && dense) {
-        err = coeff(dense, "dense", "a", 0, 1, &l.dense_a);
-        if (!err) err = coeff(dense, "dense", "alpha", 0, 1, &l.dense_alpha);
-        if (!err) err = coeff(dense, "dense", "b", 0, 1, &l.dense_b);
-        if (!err) err = coeff(dense, "dense", "beta", 0, 1, &l.dense_beta);
-        if (!err) err = coeff(dense, "dense", "c", 0, 0, &l.dense_c);
-    }
-    if (!err) err = coeff(root, "", "c_f", 0, 1, &l.c_f);
-    if (!err) err = coeff(root, "", "c_r", 0, 0, &l.c_r);
+    for (int sec = 0; sec < N_SECTIONS && !err; sec++)
+        if (obj[sec]) err = known_keys(obj[sec], sec);
+    for (size_t i = 0; i < N_COEFF_KEYS && !err; i++)
+        err = take_coeff(obj[coeff_keys[i].section], i, &l);
     json_decref(root);
     if (err) return prefix_fail(err, what);
     *out = l;
