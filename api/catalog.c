@@ -97,8 +97,12 @@ static json_t *moe_json(const ss_model_info *i)
     if (!o) return NULL;
     if (tc) {
         json_object_set_new(o, "router_activation", json_string(i->router_activation));
-        if (i->expert_granularity > 0)
+        if (i->expert_granularity > 0) {
             json_object_set_new(o, "granularity", json_integer(i->expert_granularity));
+            /* expansion rate E = experts / G (arXiv 2402.07871), for `statesoup plan` */
+            json_object_set_new(o, "expansion",
+                                json_real((double)i->n_experts / i->expert_granularity));
+        }
     } else {
         json_object_set_new(o, "group_size", json_integer(i->mot_group_size));
     }

@@ -385,7 +385,8 @@ static void test_offline(void)
 
     /* every command has a --help that exits 0 and shows an example */
     static const char *const cmds[] = {"generate", "score", "ls", "show", "save", "merge",
-                                       "export", "import", "rm", "verify", "models", "health"};
+                                       "export", "import", "rm", "verify", "models", "health",
+                                       "plan"};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         RUN(&r, cmds[i], "--help");
         CHECK_CODE(&r, 0);
@@ -791,6 +792,122 @@ static void test_truncated_store(void)
     result_free(&r);
 }
 
+/* ---- 3: plan, the scaling-law planner (offline) ---------------------------------------------- */
+
+static double jnum(const json_t *o, const char *key)
+{
+    return json_number_value(json_object_get(o, key));
+}
+
+static void test_plan_cmd(void)
+{
+    result r = {0};
+    /* One budget. References from a separate python3 solver (tests/test_plan.c has more):
+     * G 16, loss 2.26686302427048, tokens 60883704385.9, dense needs 23.250547x. */
+    RUN(&r, "plan", "--flops", "1e21", "--json");
+    CHECK_CODE(&r, 0);
+    json_t *j = out_json(&r);
+    CHECK(jnum(j, "granularity") == 16 && jnum(j, "expansion") == 64 && jnum(j, "experts") == 1024);
+    CHECKF(fabs(jnum(j, "loss") - 2.26686302427048) < 1e-9, "loss %.15g", jnum(j, "loss"));
+    CHECKF(fabs(jnum(j, "tokens") / 60883704385.9 - 1) < 1e-5, "tokens %g", jnum(j, "tokens"));
+    CHECK(jnum(j, "flops") == 1e21);
+    json_t *b = json_object_get(j, "buildable"), *dn = json_object_get(j, "dense");
+    CHECK(json_is_integer(json_object_get(b, "n_blocks")) && jnum(b, "n_blocks") == 37);
+    CHECK(jnum(b, "d_model") == 64 * 37 && jnum(b, "granularity") == 16);
+    /* 1e21/((12*2368**2*6 + 2368*64*16*14)*37) */
+    CHECKF(fabs(jnum(b, "tokens") / 61750348789.6821 - 1) < 1e-12, "%g", jnum(b, "tokens"));
+    CHECKF(fabs(jnum(dn, "compute_ratio") / 23.250547 - 1) < 1e-5, "ratio %g",
+           jnum(dn, "compute_ratio"));
+    json_decref(j);
+    RUN(&r, "plan", "--flops", "1e21");
+    CHECK_CODE(&r, 0);
+    CHECK(HAS_LINE(r.out, "  granularity G", "16", "16"));
+    CHECK(HAS_LINE(r.out, "  n_blocks", "37.18", "37"));
+    CHECK(HAS_LINE(r.out, "  a dense model needs 23.3x this budget"));
+    RUN(&r, "plan", "--flops", "1e21", "--expansion", "16", "--json");
+    CHECK_CODE(&r, 0);
+    j = out_json(&r);
+    CHECK(jnum(j, "expansion") == 16);
+    json_decref(j);
+
+    /* A sweep: a row per decade and one where G doubles, at the budgets python3 finds
+     * (5.72876e18, 2.56642e21, 1.05972e24). */
+    RUN(&r, "plan", "--sweep", "1e18:1e26", "--json");
+    CHECK_CODE(&r, 0);
+    j = out_json(&r);
+    CHECK(json_array_size(j) == 12);
+    const double steps[] = {5.72876e18, 2.56642e21, 1.05972e24};
+    int n_steps = 0;
+    for (size_t i = 0; i < json_array_size(j); i++) {
+        json_t *row = json_array_get(j, i);
+        if (!json_is_true(json_object_get(row, "granularity_step"))) continue;
+        CHECKF(n_steps < 3 && fabs(jnum(row, "flops") / steps[n_steps] - 1) < 1e-4,
+               "step %d at %g", n_steps, jnum(row, "flops"));
+        CHECK(jnum(row, "granularity") == 16 << n_steps);
+        n_steps++;
+    }
+    CHECK(n_steps == 3);
+    json_decref(j);
+    RUN(&r, "plan", "--sweep", "1e18:1e26");
+    CHECK_CODE(&r, 0);
+    CHECK(HAS_LINE(r.out, "1e+25 ", " 64 ", "4096", "32.0x"));
+
+    char svg[512];
+    snprintf(svg, sizeof svg, "%s/plan.svg", work);
+    RUN(&r, "plan", "--svg", svg);
+    CHECK_CODE(&r, 0);
+    char *text = slurp(svg, NULL);
+    CHECK(text && !strncmp(text, "<svg ", 5) && strstr(text, "</svg>"));
+    int lines = 0;
+    for (const char *p = text; p && (p = strstr(p, "<polyline")); p++) lines++;
+    CHECK(lines == 3); /* MoE loss, dense loss, optimal G */
+    CHECK(text && strstr(text, ">1e18</text>") && strstr(text, ">1e26</text>"));
+    free(text);
+
+    /* A checkpoint: the fine-grained fixture (E = 16 fit, the nearest to its expansion 8) */
+    RUN(&r, "plan", "--model", fixture_path("models/moe-mamba-finegrained"), "--json");
+    CHECK_CODE(&r, 0);
+    j = out_json(&r);
+    CHECK(jnum(j, "total_params") == 393280 && jnum(j, "active_params") == 135232);
+    CHECK(jnum(j, "granularity") == 4 && jnum(j, "expansion") == 8 && jnum(j, "n_blocks") == 3);
+    CHECK(jnum(j, "coeffs_expansion") == 16);
+    CHECKF(fabs(jnum(j, "tokens") / 33064258.04563254 - 1) < 1e-12, "%g", jnum(j, "tokens"));
+    json_decref(j);
+    RUN(&r, "plan", "--model", fixture_path("models/moe-mamba-finegrained"));
+    CHECK_CODE(&r, 0);
+    CHECK_HAS(r.out, "planning aid, not a promise");
+    CHECK_HAS(r.out, "one Mamba layer + one MoE layer = one Transformer block");
+
+    /* Bad input: exit 2 with the reason */
+    static const char *const bad_flops[] = {"0", "-1e21", "inf", "nan", "1e400", "abc", "1e5"};
+    for (size_t i = 0; i < sizeof bad_flops / sizeof *bad_flops; i++) {
+        RUN(&r, "plan", "--flops", bad_flops[i]);
+        CHECK_CODE(&r, 2);
+        CHECK_HAS(r.err, "--flops");
+    }
+    RUN(&r, "plan", "--flops", "1e21", "--expansion", "32");
+    CHECK_CODE(&r, 2);
+    CHECK_HAS(r.err, "64 and 16 only");
+    RUN(&r, "plan", "--model", fixture_path(TINY));
+    CHECK_CODE(&r, 2);
+    CHECK_HAS(r.err, "not a mixture of experts");
+    char coeffs[512];
+    snprintf(coeffs, sizeof coeffs, "%s/coeffs.json", work);
+    FILE *f = fopen(coeffs, "w");
+    fputs("{\"expansion\": 64, \"moe\": {\"a\": 18.1, \"alpha\": 0.115}}", f);
+    fclose(f);
+    RUN(&r, "plan", "--flops", "1e21", "--coeffs", coeffs);
+    CHECK_CODE(&r, 2);
+    CHECK_HAS(r.err, "moe.b is missing");
+    RUN(&r, "plan");
+    CHECK_CODE(&r, 2);
+    RUN(&r, "plan", "--flops", "1e21", "--model", fixture_path(TINY));
+    CHECK_CODE(&r, 2);
+    RUN(&r, "plan", "--sweep", "1e26:1e18");
+    CHECK_CODE(&r, 2);
+    result_free(&r);
+}
+
 int main(void)
 {
     const char *build = getenv("SS_BUILD_ROOT");
@@ -810,6 +927,7 @@ int main(void)
 
     test_offline();
     test_truncated_store();
+    test_plan_cmd();
     int skipped = 0;
     if (access(daemon_path, X_OK) == 0) {
         test_daemon();

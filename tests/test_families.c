@@ -182,7 +182,17 @@ static void check_models(srv *d, const char *dir, const char *family, const char
         if (tc)
             CHECK(json_equal(json_object_get(moe, "router_activation"),
                              json_object_get(mc, "router_activation")));
-        else
+        /* fine-grained: G and the expansion rate E / G (the fixture: 32 experts, G 4 -> 8) */
+        json_int_t gr = json_integer_value(json_object_get(mc, "granularity"));
+        if (tc && gr > 0) {
+            CHECK(json_integer_value(json_object_get(moe, "granularity")) == gr);
+            CHECK(json_real_value(json_object_get(moe, "expansion")) == (double)E / gr);
+            CHECK(json_real_value(json_object_get(moe, "expansion")) ==
+                  json_number_value(json_object_get(mc, "expansion_rate")));
+        } else {
+            CHECK(!json_object_get(moe, "granularity") && !json_object_get(moe, "expansion"));
+        }
+        if (!tc)
             CHECK(json_integer_value(json_object_get(moe, "group_size")) ==
                   json_integer_value(json_object_get(mc, "group_size")));
     } else {
