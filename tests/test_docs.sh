@@ -231,7 +231,7 @@ run_block() {
     done
 }
 
-[ $# -gt 0 ] || set -- README.md docs/cli.md docs/api.md
+[ $# -gt 0 ] || set -- README.md docs/tutorial.md docs/cli.md docs/api.md
 for doc in "$@"; do
     run_doc "$doc"
 done
