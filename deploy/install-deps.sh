@@ -1,17 +1,31 @@
 #!/bin/sh
 # Install what statesoup needs to build and run on Debian 12 (bookworm).
-# Used by deploy/run.sh (the README's first command) and by .ci/run.
+# Used by deploy/run.sh (the README's first command), tests/run.sh and .ci/run.
+# curl and jq are for the README's examples and tests/test_docs.sh, which runs them.
+# Exits 0 when everything is there; as a user without root and without sudo, it names the
+# missing packages and the command to run as root, and exits 1.
 set -eu
 PKGS="gcc meson ninja-build pkg-config libmicrohttpd-dev liblmdb-dev libopenblas-dev
       libjansson-dev libpcre2-dev libxxhash-dev libutf8proc-dev libcurl4-openssl-dev
-      curl"
+      curl jq"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 [ -z "$missing" ] && exit 0
 SUDO=""
-[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+        cat >&2 <<EOF2
+statesoup: these Debian packages are missing:$missing
+statesoup: installing them needs root, and sudo is not installed. As root, run:
+    apt-get update && apt-get install -y --no-install-recommends$missing
+then run this command again.
+EOF2
+        exit 1
+    fi
+    SUDO="sudo"
+fi
 echo "statesoup: installing:$missing" >&2
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing

@@ -1,9 +1,16 @@
 #!/bin/sh
 # The README's test command: build and run the whole suite (unit + integration), then the same
 # suite again under AddressSanitizer + UndefinedBehaviorSanitizer. Set SS_SKIP_SANITIZE=1 to
-# run only the first pass.
+# run only the first pass. Uses build/ (debug, asserts on) and build-asan/; deploy/run.sh's
+# release build is build-release/, so neither changes the other's build type.
 set -eu
 cd "$(dirname "$0")/.."
+# On a fresh machine, install the dependencies first (the same script as deploy/run.sh); it
+# says what to run instead when it cannot (no root, no sudo).
+if ! command -v meson >/dev/null 2>&1 || ! command -v ninja >/dev/null 2>&1; then
+    echo "statesoup: meson/ninja not found: running ./deploy/install-deps.sh first" >&2
+    ./deploy/install-deps.sh
+fi
 [ -f build/build.ninja ] || meson setup build
 meson test -C build --print-errorlogs "$@"
 if [ "${SS_SKIP_SANITIZE:-0}" != 1 ]; then
