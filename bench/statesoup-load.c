@@ -58,7 +58,8 @@
 #define EXPORT_CACHE    8           /* exported files kept for imports */
 #define REQ_TIMEOUT_S   300L
 
-/* ---- request kinds ---------------------------------------------------------------------------- */
+/* ---- request kinds ----------------------------------------------------------------------------
+ */
 
 typedef enum kind {
     K_SAVE,
@@ -77,8 +78,8 @@ typedef enum kind {
 } kind;
 
 static const char *const kind_name[K__N] = {
-    "save",  "list",      "read",     "export",     "import",      "merge",
-    "merge_fly", "generate", "gen_stream", "gen_abandon", "score", "delete",
+    "save",      "list",     "read",       "export",      "import", "merge",
+    "merge_fly", "generate", "gen_stream", "gen_abandon", "score",  "delete",
 };
 
 /* The default mix (percent). Deletes are weighted to take back most of what the creating kinds
@@ -324,8 +325,8 @@ static size_t on_data(char *p, size_t sz, size_t nm, void *user)
  * appended to G.base. body (may be NULL) is sent with ctype. r receives the answer (free
  * r->body). Returns r->status.
  */
-static long http(CURL *c, const char *method, const char *path, const char *ctype,
-                 const void *body, size_t blen, hresp *r)
+static long http(CURL *c, const char *method, const char *path, const char *ctype, const void *body,
+                 size_t blen, hresp *r)
 {
     char url[1024], ct[128], auth[300];
     struct curl_slist *h = NULL;
@@ -372,8 +373,8 @@ static long http_json(CURL *c, const char *method, const char *path, json_t *bod
 {
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
-    long st = http(c, method, path, text ? "application/json" : NULL, text,
-                   text ? strlen(text) : 0, r);
+    long st =
+        http(c, method, path, text ? "application/json" : NULL, text, text ? strlen(text) : 0, r);
     free(text);
     if (out) *out = r->len ? json_loadb(r->body, r->len, 0, NULL) : NULL;
     return st;
@@ -459,7 +460,8 @@ static char *pool_record(size_t i)
     return r;
 }
 
-/* ---- checks of what the daemon answers --------------------------------------------------------- */
+/* ---- checks of what the daemon answers ---------------------------------------------------------
+ */
 
 /* Whether the record text a (as remembered: sorted keys) and the JSON b are the same record. */
 static int same_record(const char *a, const json_t *b)
@@ -744,8 +746,8 @@ static long run_kind(client *cl, kind k, kind *k_done, int *bad)
             b = json_pack("{s:o,s:o}", "context", rand_tokens(&cl->rng, 2, 12), "continuation",
                           rand_tokens(&cl->rng, 2, 12));
         else
-            b = json_pack("{s:o,s:i,s:f}", "prompt", rand_tokens(&cl->rng, 2, 12), "max_tokens",
-                          8, "temperature", rnd_unit(&cl->rng));
+            b = json_pack("{s:o,s:i,s:f}", "prompt", rand_tokens(&cl->rng, 2, 12), "max_tokens", 8,
+                          "temperature", rnd_unit(&cl->rng));
         if (k == K_MERGE_FLY) {
             json_object_set_new(b, "merge",
                                 json_pack("[{s:s,s:f},{s:s,s:f}]", "state", ids[0], "weight", 0.5,
@@ -755,8 +757,7 @@ static long run_kind(client *cl, kind k, kind *k_done, int *bad)
         }
         int save = k == K_GEN && rnd_below(&cl->rng, 4) == 0;
         if (save) json_object_set_new(b, "save_state", json_pack("{s:[s]}", "tags", run_tag()));
-        st = http_json(cl->curl, "POST", k == K_SCORE ? "/v1/score" : "/v1/generate", b, &ans,
-                       &r);
+        st = http_json(cl->curl, "POST", k == K_SCORE ? "/v1/score" : "/v1/generate", b, &ans, &r);
         if (st == 200 && k == K_SCORE) {
             double s = json_real_value(json_object_get(ans, "logprob_sum"));
             if (!json_is_number(json_object_get(ans, "logprob_sum")) || !isfinite(s) || s > 0) {
@@ -796,8 +797,8 @@ static long run_kind(client *cl, kind k, kind *k_done, int *bad)
             const char *err = r.body ? strstr(r.body, "data: {\"error\"") : NULL;
             if (!done || !fin || err) {
                 *bad = 1;
-                problem("%s: the stream did not end with finish_reason and [DONE]%s",
-                        kind_name[k], err ? " (an error event)" : "");
+                problem("%s: the stream did not end with finish_reason and [DONE]%s", kind_name[k],
+                        err ? " (an error event)" : "");
             }
         }
         break;
@@ -828,7 +829,7 @@ static long run_kind(client *cl, kind k, kind *k_done, int *bad)
             G.ents[i].status = E_DELETED;
         } else if (st == ST_CONN) {
             G.ents[i].status = E_UNCERTAIN; /* cut: it may or may not have happened */
-        } else { /* refused: it must still be there, and intact */
+        } else {                            /* refused: it must still be there, and intact */
             G.ents[i].status = E_LIVE;
             G.ents[i].live_pos = G.n_live;
             G.live[G.n_live++] = i;
@@ -836,7 +837,8 @@ static long run_kind(client *cl, kind k, kind *k_done, int *bad)
         pthread_mutex_unlock(&G.mu);
         break;
     }
-    case K__N: break;
+    case K__N:
+        break;
     }
     pool_unpin(idx, npin);
     json_decref(ans);
@@ -1062,6 +1064,14 @@ static long daemon_5xx(CURL *c)
     return n;
 }
 
+/* Add the 5xx count of the daemon's life that ends now (before a kill or a stop, or at the end
+ * of a --url run) to the total. */
+static void life_end(CURL *c)
+{
+    long n = daemon_5xx(c);
+    if (n > 0) G.d5xx_total += n;
+}
+
 static void take_sample(CURL *c)
 {
     if (G.n_samples >= MAX_SAMPLES) return;
@@ -1075,8 +1085,9 @@ static void take_sample(CURL *c)
     pthread_mutex_unlock(&G.mu);
     G.samples[G.n_samples++] = s;
     if (!G.json || isatty(2))
-        fprintf(stderr, "  t=%6.1fs  rss %7.1f MB  fds %4d  5xx %ld  requests %llu  live states %ld\n",
-                s.t, s.rss_mb, s.fds, s.d5xx, (unsigned long long)s.reqs, s.live);
+        fprintf(stderr,
+                "  t=%6.1fs  rss %7.1f MB  fds %4d  5xx %ld  requests %llu  live states %ld\n", s.t,
+                s.rss_mb, s.fds, s.d5xx, (unsigned long long)s.reqs, s.live);
 }
 
 /* ---- runs ------------------------------------------------------------------------------------ */
@@ -1121,8 +1132,7 @@ static int mix(double secs, double kill_at, CURL *obs, int interval_samples)
     for (;;) {
         double el = (double)(ss_mono_ns() - t) / 1e9;
         if (kill_at >= 0 && el >= kill_at) {
-            long n5 = daemon_5xx(obs); /* this life's count, read just before the end */
-            if (n5 > 0) G.d5xx_total += n5;
+            life_end(obs);
             atomic_store(&G.killed, 1);
             atomic_store(&G.stop, 1); /* only the requests in flight are cut */
             kill(G.pid, SIGKILL);
@@ -1240,8 +1250,8 @@ static int model_info(CURL *c)
     free(r.body);
     json_decref(j);
     if (st != 200 || G.vocab < 2) {
-        fprintf(stderr, "statesoup-load: GET %s/v1/models answered %ld (no usable model)\n",
-                G.base, st);
+        fprintf(stderr, "statesoup-load: GET %s/v1/models answered %ld (no usable model)\n", G.base,
+                st);
         return -1;
     }
     return 0;
@@ -1299,8 +1309,7 @@ static json_t *vres_json(const vres *v)
 {
     return json_pack("{s:I,s:I,s:I,s:I,s:I}", "checked", (json_int_t)v->checked, "lost",
                      (json_int_t)v->lost, "corrupt", (json_int_t)v->corrupt, "resurrected",
-                     (json_int_t)v->resurrected, "cut_deletes_done",
-                     (json_int_t)v->gone_uncertain);
+                     (json_int_t)v->resurrected, "cut_deletes_done", (json_int_t)v->gone_uncertain);
 }
 
 static json_t *num_or_null(double x)
@@ -1375,8 +1384,10 @@ static int parse_mix(const char *s)
         *eq = '\0';
         for (k = 0; k < K__N && strcmp(kind_name[k], t); k++) {
         }
-        if (k == K__N || parse_int(eq + 1, 0, 1000, &w)) rc = -1;
-        else G.weight[k] = (int)w;
+        if (k == K__N || parse_int(eq + 1, 0, 1000, &w))
+            rc = -1;
+        else
+            G.weight[k] = (int)w;
     }
     free(dup);
     return rc;
@@ -1399,8 +1410,23 @@ static const char *find_daemon(void)
     return "statesoupd";
 }
 
-enum { O_URL = 1000, O_PID, O_MODEL, O_DATA, O_DAEMON, O_DARG, O_KEY, O_CLIENTS, O_SECONDS,
-       O_INTERVAL, O_MIX, O_RESTART, O_KILL, O_SEED, O_JSON };
+enum {
+    O_URL = 1000,
+    O_PID,
+    O_MODEL,
+    O_DATA,
+    O_DAEMON,
+    O_DARG,
+    O_KEY,
+    O_CLIENTS,
+    O_SECONDS,
+    O_INTERVAL,
+    O_MIX,
+    O_RESTART,
+    O_KILL,
+    O_SEED,
+    O_JSON
+};
 
 static int parse_args(int argc, char **argv)
 {
@@ -1432,19 +1458,29 @@ static int parse_args(int argc, char **argv)
     memcpy(G.weight, kind_weight_default, sizeof G.weight);
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
-        case O_URL: G.url = optarg; break;
+        case O_URL:
+            G.url = optarg;
+            break;
         case O_PID:
             if (parse_int(optarg, 1, INT_MAX, &v)) return bad_arg("--pid %s: not a pid", optarg);
             G.pid = (pid_t)v;
             break;
-        case O_MODEL: G.model = optarg; break;
-        case O_DATA: G.data = optarg; break;
-        case O_DAEMON: G.daemon_exe = optarg; break;
+        case O_MODEL:
+            G.model = optarg;
+            break;
+        case O_DATA:
+            G.data = optarg;
+            break;
+        case O_DAEMON:
+            G.daemon_exe = optarg;
+            break;
         case O_DARG:
             if (G.n_daemon_args == MAX_DAEMON_ARGS) return bad_arg("too many --daemon-arg");
             G.daemon_args[G.n_daemon_args++] = optarg;
             break;
-        case O_KEY: G.api_key = optarg; break;
+        case O_KEY:
+            G.api_key = optarg;
+            break;
         case O_CLIENTS:
             if (parse_int(optarg, 1, MAX_CLIENTS, &v))
                 return bad_arg("--clients %s: expected 1..%d", optarg, MAX_CLIENTS);
@@ -1463,33 +1499,46 @@ static int parse_args(int argc, char **argv)
         case O_MIX:
             if (parse_mix(optarg)) return bad_arg("--mix %s: expected KIND=W,...", optarg);
             break;
-        case O_RESTART: G.restart = 1; break;
+        case O_RESTART:
+            G.restart = 1;
+            break;
         case O_KILL:
             if (parse_int(optarg, 1, MAX_CYCLES, &v))
                 return bad_arg("--kill-cycles %s: expected 1..%d", optarg, MAX_CYCLES);
             G.kill_cycles = (int)v;
             break;
         case O_SEED:
-            if (parse_int(optarg, 0, LONG_MAX, &v)) return bad_arg("--seed %s: not a number", optarg);
+            if (parse_int(optarg, 0, LONG_MAX, &v))
+                return bad_arg("--seed %s: not a number", optarg);
             G.seed = (uint64_t)v;
             break;
-        case O_JSON: G.json = 1; break;
-        case 'h': fputs(usage_text, stdout); exit(0);
-        default: return bad_arg("unknown option");
+        case O_JSON:
+            G.json = 1;
+            break;
+        case 'h':
+            fputs(usage_text, stdout);
+            exit(0);
+        default:
+            return bad_arg("unknown option");
         }
     }
     if (optind < argc) return bad_arg("unexpected argument '%s'", argv[optind]);
     for (int k = 0; k < K__N; k++) G.weight_sum += G.weight[k];
     if (G.weight_sum <= 0) return bad_arg("--mix: every weight is 0");
-    if (G.url && G.model) return bad_arg("--url and --model: give one (a running daemon, or one to start)");
-    if (!G.url && !G.model) return bad_arg("give --model DIR --data DIR (or --url of a running daemon)");
+    if (G.url && G.model)
+        return bad_arg("--url and --model: give one (a running daemon, or one to start)");
+    if (!G.url && !G.model)
+        return bad_arg("give --model DIR --data DIR (or --url of a running daemon)");
     if (G.model && !G.data) return bad_arg("--model needs --data DIR");
-    if (G.pid && !G.url) return bad_arg("--pid goes with --url (with --model the tool knows its daemon)");
+    if (G.pid && !G.url)
+        return bad_arg("--pid goes with --url (with --model the tool knows its daemon)");
     if (G.url && (G.kill_cycles || G.restart))
-        return bad_arg("--kill-cycles and --restart need a daemon this tool starts (--model, --data)");
+        return bad_arg(
+            "--kill-cycles and --restart need a daemon this tool starts (--model, --data)");
     if (G.url && !ss_load_url_loopback(G.url))
         return bad_arg("--url %s: only http:// on this machine's loopback (127.0.0.0/8, [::1], "
-                       "localhost) is allowed", G.url);
+                       "localhost) is allowed",
+                       G.url);
     if (G.url) {
         size_t n = strlen(G.url);
         while (n > 0 && G.url[n - 1] == '/') n--;
@@ -1500,7 +1549,8 @@ static int parse_args(int argc, char **argv)
     return 0;
 }
 
-/* ---- main -------------------------------------------------------------------------------------- */
+/* ---- main --------------------------------------------------------------------------------------
+ */
 
 int main(int argc, char **argv)
 {
@@ -1544,8 +1594,7 @@ int main(int argc, char **argv)
     }
     if (model_info(obs)) goto out;
     if (!G.json)
-        fprintf(stderr,
-                "statesoup-load: %s (pid %d), %d clients, %d s%s, run tag %s, seed %llu\n",
+        fprintf(stderr, "statesoup-load: %s (pid %d), %d clients, %d s%s, run tag %s, seed %llu\n",
                 G.base, (int)G.pid, G.clients, G.seconds, G.kill_cycles ? " per cycle" : "",
                 run_tag(), (unsigned long long)G.seed);
 
@@ -1584,13 +1633,16 @@ int main(int argc, char **argv)
         died = mix(G.seconds, -1, obs, 1);
         if (!died) {
             take_sample(obs);
-            long n5 = daemon_5xx(obs);
-            if (n5 > 0) G.d5xx_total += n5;
             v_end = verify_all();
         }
         if (!died && G.restart) {
+            life_end(obs);
             kill(G.pid, SIGTERM);
             daemon_exit = daemon_reap(120);
+            if (!WIFEXITED(daemon_exit) || WEXITSTATUS(daemon_exit) != 0)
+                problem("statesoupd did not exit cleanly on SIGTERM before the restart (wait "
+                        "status 0x%x)",
+                        daemon_exit);
             if (daemon_start()) {
                 died = 1;
                 problem("statesoupd did not start again after a clean stop");
@@ -1602,6 +1654,7 @@ int main(int argc, char **argv)
     }
     /* the final stop must be clean: exit 0 (under ASan that also means no leak, no error) */
     int clean_exit = 1;
+    if (!died) life_end(obs);
     if (G.own && G.pid) {
         kill(G.pid, SIGTERM);
         daemon_exit = daemon_reap(120);
@@ -1653,12 +1706,12 @@ int main(int argc, char **argv)
                 json_object_set_new(codes, code_name(kt[k].k.codes[a].code, b, sizeof b),
                                     json_integer((json_int_t)kt[k].k.codes[a].n));
             json_array_append_new(
-                kinds, json_pack("{s:s,s:I,s:f,s:o,s:o,s:o,s:I,s:I}", "kind", kind_name[k],
-                                 "requests", (json_int_t)kt[k].k.reqs, "per_s",
-                                 (double)kt[k].k.reqs / secs, "p50_ms", num_or_null(kt[k].p50),
-                                 "p99_ms", num_or_null(kt[k].p99), "status", codes, "bad",
-                                 (json_int_t)kt[k].k.bad, "unexpected",
-                                 (json_int_t)kt[k].k.unexpected));
+                kinds,
+                json_pack("{s:s,s:I,s:f,s:o,s:o,s:o,s:I,s:I}", "kind", kind_name[k], "requests",
+                          (json_int_t)kt[k].k.reqs, "per_s", (double)kt[k].k.reqs / secs, "p50_ms",
+                          num_or_null(kt[k].p50), "p99_ms", num_or_null(kt[k].p99), "status", codes,
+                          "bad", (json_int_t)kt[k].k.bad, "unexpected",
+                          (json_int_t)kt[k].k.unexpected));
         }
         for (int i = 0; i < G.n_samples; i++) {
             sample *s = &G.samples[i];
@@ -1668,16 +1721,17 @@ int main(int argc, char **argv)
                                             (json_int_t)s->d5xx, "requests", (json_int_t)s->reqs,
                                             "live_states", (json_int_t)s->live));
         }
-        for (int i = 0; i < G.n_problems; i++) json_array_append_new(probs, json_string(G.problems[i]));
+        for (int i = 0; i < G.n_problems; i++)
+            json_array_append_new(probs, json_string(G.problems[i]));
         json_t *rep = json_pack(
             "{s:s,s:s,s:i,s:i,s:I,s:f,s:o,s:o,s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I},s:o,s:I,s:b}",
-            "url", G.base, "run_tag", run_tag(), "clients", G.clients, "seconds", G.seconds, "seed", (json_int_t)G.seed,
-            "mix_seconds", G.mix_s, "kinds", kinds, "samples", samples, "totals", "requests",
-            (json_int_t)total, "http_5xx", (json_int_t)n5, "daemon_5xx", (json_int_t)G.d5xx_total,
-            "unexpected", (json_int_t)unexpected, "bad", (json_int_t)bad, "states_acknowledged",
-            (json_int_t)acked, "states_deleted", (json_int_t)deleted, "states_lost",
-            (json_int_t)(lost + corrupt), "resurrected", (json_int_t)resur, "problems", probs,
-            "problems_total", (json_int_t)G.n_problem_total, "ok", ok);
+            "url", G.base, "run_tag", run_tag(), "clients", G.clients, "seconds", G.seconds, "seed",
+            (json_int_t)G.seed, "mix_seconds", G.mix_s, "kinds", kinds, "samples", samples,
+            "totals", "requests", (json_int_t)total, "http_5xx", (json_int_t)n5, "daemon_5xx",
+            (json_int_t)G.d5xx_total, "unexpected", (json_int_t)unexpected, "bad", (json_int_t)bad,
+            "states_acknowledged", (json_int_t)acked, "states_deleted", (json_int_t)deleted,
+            "states_lost", (json_int_t)(lost + corrupt), "resurrected", (json_int_t)resur,
+            "problems", probs, "problems_total", (json_int_t)G.n_problem_total, "ok", ok);
         if (!G.kill_cycles) json_object_set_new(rep, "verify", vres_json(&v_end));
         if (have_restart) json_object_set_new(rep, "verify_after_restart", vres_json(&v_restart));
         if (G.kill_cycles) {
@@ -1687,13 +1741,13 @@ int main(int argc, char **argv)
                     cl, json_pack("{s:i,s:f,s:f,s:f,s:I,s:o,s:i,s:o}", "cycle", c + 1, "kill_at_s",
                                   cyc[c].kill_at_s, "restart_s", cyc[c].restart_s, "verify_s",
                                   cyc[c].verify_s, "acknowledged", (json_int_t)cyc[c].acked_total,
-                                  "rss_mb", num_or_null(cyc[c].rss_mb), "fds", cyc[c].fds,
-                                  "verify", vres_json(&cyc[c].v)));
+                                  "rss_mb", num_or_null(cyc[c].rss_mb), "fds", cyc[c].fds, "verify",
+                                  vres_json(&cyc[c].v)));
             json_object_set_new(rep, "kill",
                                 json_pack("{s:i,s:i,s:I,s:I,s:I,s:I,s:o}", "cycles_asked",
                                           G.kill_cycles, "cycles", n_cyc, "acknowledged",
-                                          (json_int_t)acked, "lost", (json_int_t)kv.lost,
-                                          "corrupt", (json_int_t)kv.corrupt, "resurrected",
+                                          (json_int_t)acked, "lost", (json_int_t)kv.lost, "corrupt",
+                                          (json_int_t)kv.corrupt, "resurrected",
                                           (json_int_t)kv.resurrected, "per_cycle", cl));
         }
         json_dumpf(rep, stdout, JSON_INDENT(1));
@@ -1714,16 +1768,15 @@ int main(int argc, char **argv)
                                        (unsigned long long)kt[k].k.codes[a].n);
             printf("%-12s %8llu %8.1f %9.1f %9.1f  %s%s\n", kind_name[k],
                    (unsigned long long)kt[k].k.reqs, (double)kt[k].k.reqs / secs, kt[k].p50,
-                   kt[k].p99,
-                   codes, kt[k].k.bad ? "  BAD CONTENT" : "");
+                   kt[k].p99, codes, kt[k].k.bad ? "  BAD CONTENT" : "");
         }
         if (G.n_samples) {
             printf("\n%8s %9s %5s %6s %9s %7s\n", "t (s)", "RSS (MB)", "fds", "5xx", "requests",
                    "states");
             for (int i = 0; i < G.n_samples; i++)
                 printf("%8.1f %9.1f %5d %6ld %9llu %7ld\n", G.samples[i].t, G.samples[i].rss_mb,
-                       G.samples[i].fds, G.samples[i].d5xx,
-                       (unsigned long long)G.samples[i].reqs, G.samples[i].live);
+                       G.samples[i].fds, G.samples[i].d5xx, (unsigned long long)G.samples[i].reqs,
+                       G.samples[i].live);
         }
         printf("\nstates: %ld acknowledged, %ld deleted (acknowledged), %ld kept\n", acked, deleted,
                live_end);
@@ -1742,8 +1795,7 @@ int main(int argc, char **argv)
                (unsigned long long)n5, G.d5xx_total, (unsigned long long)unexpected,
                (unsigned long long)bad);
         for (int i = 0; i < G.n_problems; i++) printf("problem: %s\n", G.problems[i]);
-        if (G.n_problem_total > G.n_problems)
-            printf("(%ld problems in all)\n", G.n_problem_total);
+        if (G.n_problem_total > G.n_problems) printf("(%ld problems in all)\n", G.n_problem_total);
         printf("%s\n", ok ? "OK" : "FAILED");
     }
     rc = ok ? 0 : 1;
