@@ -174,6 +174,7 @@ static struct {
     const char *url, *model, *data, *daemon_exe, *api_key;
     const char *daemon_args[MAX_DAEMON_ARGS];
     int n_daemon_args;
+    const char *json_file;
     int clients, seconds, kill_cycles, restart, json, interval;
     uint64_t seed;
     int weight[K__N], weight_sum;
@@ -1345,6 +1346,7 @@ static const char usage_text[] =
     "                       --seconds, restart, verify every acknowledged state (needs --model)\n"
     "  --seed N             random seed (default: from the clock)\n"
     "  --json               print the report as JSON on stdout\n"
+    "  --json-file FILE     also write the JSON report to FILE\n"
     "  -h, --help           this text\n";
 
 static int bad_arg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -1425,7 +1427,8 @@ enum {
     O_RESTART,
     O_KILL,
     O_SEED,
-    O_JSON
+    O_JSON,
+    O_JSON_FILE
 };
 
 static int parse_args(int argc, char **argv)
@@ -1446,6 +1449,7 @@ static int parse_args(int argc, char **argv)
         {"kill-cycles", required_argument, NULL, O_KILL},
         {"seed", required_argument, NULL, O_SEED},
         {"json", no_argument, NULL, O_JSON},
+        {"json-file", required_argument, NULL, O_JSON_FILE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1514,6 +1518,9 @@ static int parse_args(int argc, char **argv)
             break;
         case O_JSON:
             G.json = 1;
+            break;
+        case O_JSON_FILE:
+            G.json_file = optarg;
             break;
         case 'h':
             fputs(usage_text, stdout);
@@ -1697,7 +1704,7 @@ int main(int argc, char **argv)
              (!G.kill_cycles || n_cyc == G.kill_cycles) && total > 0;
     double secs = G.mix_s > 0 ? G.mix_s : 1;
 
-    if (G.json) {
+    if (G.json || G.json_file) {
         json_t *kinds = json_array(), *samples = json_array(), *probs = json_array();
         for (int k = 0; k < K__N; k++) {
             json_t *codes = json_object();
@@ -1750,10 +1757,17 @@ int main(int argc, char **argv)
                                           (json_int_t)kv.corrupt, "resurrected",
                                           (json_int_t)kv.resurrected, "per_cycle", cl));
         }
-        json_dumpf(rep, stdout, JSON_INDENT(1));
-        fputc('\n', stdout);
+        if (G.json) {
+            json_dumpf(rep, stdout, JSON_INDENT(1));
+            fputc('\n', stdout);
+        }
+        if (G.json_file && json_dump_file(rep, G.json_file, JSON_INDENT(1))) {
+            fprintf(stderr, "statesoup-load: cannot write %s\n", G.json_file);
+            ok = 0;
+        }
         json_decref(rep);
-    } else {
+    }
+    if (!G.json) {
         printf("\n%d clients, %.1f s of mix%s, %llu requests (%.1f/s)\n", G.clients, G.mix_s,
                G.kill_cycles ? " (all cycles)" : "", (unsigned long long)total,
                (double)total / secs);
