@@ -126,6 +126,7 @@ typedef struct ent {
     int has_export;
     int users; /* clients using it as a source right now (it is not deleted meanwhile) */
     int status;
+    int failed;      /* a verification found it missing or different (counted once) */
     size_t live_pos; /* index in G.live while E_LIVE */
 } ent;
 
@@ -160,6 +161,7 @@ typedef struct sample {
 
 typedef struct vres {
     long checked, lost, corrupt, resurrected, gone_uncertain;
+    double seconds; /* the verification's wall time */
 } vres;
 
 typedef struct cycle_res {
@@ -1153,6 +1155,13 @@ static int mix(double secs, double kill_at, CURL *obs, int interval_samples)
     return died;
 }
 
+static void mark_failed(size_t i)
+{
+    pthread_mutex_lock(&G.mu);
+    G.ents[i].failed = 1;
+    pthread_mutex_unlock(&G.mu);
+}
+
 typedef struct vjob {
     size_t *idx;
     size_t n;
@@ -1191,6 +1200,7 @@ static void *verify_main(void *arg)
             pthread_mutex_unlock(&G.mu);
         } else if (st != 200) {
             v.lost++;
+            mark_failed(i);
             problem("verify %s: acknowledged, answers %ld", id, st);
         } else {
             char *want = pool_record(i);
@@ -1200,7 +1210,10 @@ static void *verify_main(void *arg)
             int xbad = 0;
             long xs = export_check(c, i, id, 0, &xbad, "verify");
             if (xs != 200) problem("verify %s: export answers %ld", id, xs);
-            if (bad || xbad || xs != 200) v.corrupt++;
+            if (bad || xbad || xs != 200) {
+                v.corrupt++;
+                mark_failed(i);
+            }
         }
         json_decref(got);
     }
@@ -1219,6 +1232,7 @@ static void *verify_main(void *arg)
 static vres verify_all(void)
 {
     vjob j = {0};
+    int64_t t0 = ss_mono_ns();
     pthread_mutex_init(&j.mu, NULL);
     pthread_mutex_lock(&G.mu);
     j.idx = malloc((G.n_ents ? G.n_ents : 1) * sizeof *j.idx);
@@ -1236,6 +1250,7 @@ static vres verify_all(void)
     for (int t = 0; t < nt; t++) pthread_join(th[t], NULL);
     free(j.idx);
     pthread_mutex_destroy(&j.mu);
+    j.v.seconds = (double)(ss_mono_ns() - t0) / 1e9;
     return j.v;
 }
 
@@ -1308,9 +1323,10 @@ static const char *code_name(int code, char *buf, size_t cap)
 
 static json_t *vres_json(const vres *v)
 {
-    return json_pack("{s:I,s:I,s:I,s:I,s:I}", "checked", (json_int_t)v->checked, "lost",
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:f}", "checked", (json_int_t)v->checked, "lost",
                      (json_int_t)v->lost, "corrupt", (json_int_t)v->corrupt, "resurrected",
-                     (json_int_t)v->resurrected, "cut_deletes_done", (json_int_t)v->gone_uncertain);
+                     (json_int_t)v->resurrected, "cut_deletes_done", (json_int_t)v->gone_uncertain,
+                     "seconds", v->seconds);
 }
 
 static json_t *num_or_null(double x)
@@ -1586,9 +1602,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "statesoup-load: out of memory\n");
         goto out;
     }
+    uint64_t seeder = G.seed;
     for (int i = 0; i < G.clients; i++) {
         clients[i].idx = i;
-        clients[i].rng = G.seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(i + 1));
+        /* each client's state is a mixed output, not seed + i * step: splitmix64 states that
+         * differ by a multiple of its step walk the same sequence, shifted, and clients in step
+         * with each other skew the mix */
+        clients[i].rng = rnd(&seeder);
         clients[i].curl = curl_easy_init();
         if (!clients[i].curl) {
             fprintf(stderr, "statesoup-load: cannot start libcurl\n");
@@ -1609,7 +1629,7 @@ int main(int argc, char **argv)
         uint64_t krng = G.seed ^ 0xD1B54A32D192ED03ull;
         for (int c = 0; c < G.kill_cycles && !died; c++) {
             cycle_res *cr = &cyc[c];
-            /* the kill falls somewhere in the second to last fifth of the cycle: mid-mix */
+            /* the kill falls between 20 % and 100 % of the cycle: mid-mix, clients busy */
             cr->kill_at_s = G.seconds * (0.2 + 0.8 * rnd_unit(&krng));
             if ((died = mix(G.seconds, cr->kill_at_s, obs, 0))) break;
             int64_t t = ss_mono_ns();
@@ -1694,8 +1714,9 @@ int main(int argc, char **argv)
     long lost = v_end.lost + v_restart.lost + kv.lost;
     long corrupt = v_end.corrupt + v_restart.corrupt + kv.corrupt;
     long resur = v_end.resurrected + v_restart.resurrected + kv.resurrected;
-    long acked = (long)G.n_ents, deleted = 0, live_end = 0;
+    long acked = (long)G.n_ents, deleted = 0, live_end = 0, failed = 0;
     for (size_t i = 0; i < G.n_ents; i++) {
+        failed += G.ents[i].failed;
         deleted += G.ents[i].status == E_DELETED;
         live_end += G.ents[i].status == E_LIVE || G.ents[i].status == E_UNCERTAIN;
     }
@@ -1737,8 +1758,8 @@ int main(int argc, char **argv)
             "totals", "requests", (json_int_t)total, "http_5xx", (json_int_t)n5, "daemon_5xx",
             (json_int_t)G.d5xx_total, "unexpected", (json_int_t)unexpected, "bad", (json_int_t)bad,
             "states_acknowledged", (json_int_t)acked, "states_deleted", (json_int_t)deleted,
-            "states_lost", (json_int_t)(lost + corrupt), "resurrected", (json_int_t)resur,
-            "problems", probs, "problems_total", (json_int_t)G.n_problem_total, "ok", ok);
+            "states_lost", (json_int_t)failed, "resurrected", (json_int_t)resur, "problems", probs,
+            "problems_total", (json_int_t)G.n_problem_total, "ok", ok);
         if (!G.kill_cycles) json_object_set_new(rep, "verify", vres_json(&v_end));
         if (have_restart) json_object_set_new(rep, "verify_after_restart", vres_json(&v_restart));
         if (G.kill_cycles) {
@@ -1792,14 +1813,18 @@ int main(int argc, char **argv)
                        G.samples[i].fds, G.samples[i].d5xx, (unsigned long long)G.samples[i].reqs,
                        G.samples[i].live);
         }
-        printf("\nstates: %ld acknowledged, %ld deleted (acknowledged), %ld kept\n", acked, deleted,
-               live_end);
+        printf("\nstates: %ld acknowledged, %ld deleted (acknowledged), %ld kept, %ld lost or "
+               "damaged\n",
+               acked, deleted, live_end, failed);
         if (!G.kill_cycles)
-            printf("verify at the end: %ld checked, %ld lost, %ld corrupt, %ld resurrected\n",
-                   v_end.checked, v_end.lost, v_end.corrupt, v_end.resurrected);
+            printf("verify at the end (%.1f s): %ld checked, %ld lost, %ld corrupt, %ld "
+                   "resurrected\n",
+                   v_end.seconds, v_end.checked, v_end.lost, v_end.corrupt, v_end.resurrected);
         if (have_restart)
-            printf("verify after a restart: %ld checked, %ld lost, %ld corrupt, %ld resurrected\n",
-                   v_restart.checked, v_restart.lost, v_restart.corrupt, v_restart.resurrected);
+            printf("verify after a restart (%.1f s): %ld checked, %ld lost, %ld corrupt, %ld "
+                   "resurrected\n",
+                   v_restart.seconds, v_restart.checked, v_restart.lost, v_restart.corrupt,
+                   v_restart.resurrected);
         if (G.kill_cycles)
             printf("kill -9: %d of %d cycles, %ld states acknowledged, %ld checks: lost %ld, "
                    "corrupt %ld, resurrected %ld\n",
