@@ -151,12 +151,14 @@ typedef struct dproc {
 } dproc;
 
 typedef struct sample {
-    double t;      /* s since the start */
-    double rss_mb; /* daemon's VmRSS (NAN when unknown) */
-    int fds;       /* daemon's open fds (-1 when unknown) */
-    long d5xx;     /* daemon's 5xx answers so far (this daemon's life; -1 when unknown) */
-    uint64_t reqs; /* requests done by the clients so far */
-    long live;     /* acknowledged states not deleted */
+    double t;       /* s since the start */
+    double rss_mb;  /* daemon's VmRSS (NAN when unknown) */
+    double anon_mb; /* of which RssAnon: heap and stacks (a leak shows here) */
+    double file_mb; /* of which RssFile: mapped files, mostly the LMDB map (the store's size) */
+    int fds;        /* daemon's open fds (-1 when unknown) */
+    long d5xx;      /* daemon's 5xx answers so far (this daemon's life; -1 when unknown) */
+    uint64_t reqs;  /* requests done by the clients so far */
+    long live;      /* acknowledged states not deleted */
 } sample;
 
 typedef struct vres {
@@ -165,7 +167,7 @@ typedef struct vres {
 } vres;
 
 typedef struct cycle_res {
-    double kill_at_s, restart_s, verify_s, rss_mb;
+    double kill_at_s, restart_s, verify_s, rss_mb, anon_mb;
     int fds;
     long acked_total;
     vres v;
@@ -1018,18 +1020,23 @@ static int daemon_died(void)
 
 /* ---- observing the daemon ------------------------------------------------------------------- */
 
-static double proc_rss_mb(pid_t pid)
+/* The daemon's VmRSS in MB (NAN when unknown); *anon and *file (may be NULL) its RssAnon and
+ * RssFile parts. */
+static double proc_rss_mb(pid_t pid, double *anon, double *file)
 {
     char path[64], line[256];
-    double mb = NAN;
+    double mb = NAN, a = NAN, fl = NAN;
     snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
     FILE *f = pid ? fopen(path, "r") : NULL;
-    if (!f) return NAN;
-    while (fgets(line, sizeof line, f)) {
+    while (f && fgets(line, sizeof line, f)) {
         long kb;
         if (sscanf(line, "VmRSS: %ld kB", &kb) == 1) mb = (double)kb / 1024.0;
+        if (sscanf(line, "RssAnon: %ld kB", &kb) == 1) a = (double)kb / 1024.0;
+        if (sscanf(line, "RssFile: %ld kB", &kb) == 1) fl = (double)kb / 1024.0;
     }
-    fclose(f);
+    if (f) fclose(f);
+    if (anon) *anon = a;
+    if (file) *file = fl;
     return mb;
 }
 
@@ -1079,18 +1086,19 @@ static void take_sample(CURL *c)
 {
     if (G.n_samples >= MAX_SAMPLES) return;
     sample s = {.t = since_start(),
-                .rss_mb = proc_rss_mb(G.pid),
                 .fds = proc_fds(G.pid),
                 .d5xx = c ? daemon_5xx(c) : -1,
                 .reqs = atomic_load(&G.reqs)};
+    s.rss_mb = proc_rss_mb(G.pid, &s.anon_mb, &s.file_mb);
     pthread_mutex_lock(&G.mu);
     s.live = (long)G.n_live;
     pthread_mutex_unlock(&G.mu);
     G.samples[G.n_samples++] = s;
     if (!G.json || isatty(2))
         fprintf(stderr,
-                "  t=%6.1fs  rss %7.1f MB  fds %4d  5xx %ld  requests %llu  live states %ld\n", s.t,
-                s.rss_mb, s.fds, s.d5xx, (unsigned long long)s.reqs, s.live);
+                "  t=%6.1fs  rss %7.1f MB (anon %.1f)  fds %4d  5xx %ld  requests %llu  live "
+                "states %ld\n",
+                s.t, s.rss_mb, s.anon_mb, s.fds, s.d5xx, (unsigned long long)s.reqs, s.live);
 }
 
 /* ---- runs ------------------------------------------------------------------------------------ */
@@ -1642,7 +1650,7 @@ int main(int argc, char **argv)
             t = ss_mono_ns();
             cr->v = verify_all();
             cr->verify_s = (double)(ss_mono_ns() - t) / 1e9;
-            cr->rss_mb = proc_rss_mb(G.pid);
+            cr->rss_mb = proc_rss_mb(G.pid, &cr->anon_mb, NULL);
             cr->fds = proc_fds(G.pid);
             pthread_mutex_lock(&G.mu);
             cr->acked_total = (long)G.n_ents;
@@ -1743,11 +1751,12 @@ int main(int argc, char **argv)
         }
         for (int i = 0; i < G.n_samples; i++) {
             sample *s = &G.samples[i];
-            json_array_append_new(samples,
-                                  json_pack("{s:f,s:o,s:i,s:I,s:I,s:I}", "t", s->t, "rss_mb",
-                                            num_or_null(s->rss_mb), "fds", s->fds, "daemon_5xx",
-                                            (json_int_t)s->d5xx, "requests", (json_int_t)s->reqs,
-                                            "live_states", (json_int_t)s->live));
+            json_array_append_new(
+                samples, json_pack("{s:f,s:o,s:o,s:o,s:i,s:I,s:I,s:I}", "t", s->t, "rss_mb",
+                                   num_or_null(s->rss_mb), "rss_anon_mb", num_or_null(s->anon_mb),
+                                   "rss_file_mb", num_or_null(s->file_mb), "fds", s->fds,
+                                   "daemon_5xx", (json_int_t)s->d5xx, "requests",
+                                   (json_int_t)s->reqs, "live_states", (json_int_t)s->live));
         }
         for (int i = 0; i < G.n_problems; i++)
             json_array_append_new(probs, json_string(G.problems[i]));
@@ -1765,12 +1774,14 @@ int main(int argc, char **argv)
         if (G.kill_cycles) {
             json_t *cl = json_array();
             for (int c = 0; c < n_cyc; c++)
-                json_array_append_new(
-                    cl, json_pack("{s:i,s:f,s:f,s:f,s:I,s:o,s:i,s:o}", "cycle", c + 1, "kill_at_s",
-                                  cyc[c].kill_at_s, "restart_s", cyc[c].restart_s, "verify_s",
-                                  cyc[c].verify_s, "acknowledged", (json_int_t)cyc[c].acked_total,
-                                  "rss_mb", num_or_null(cyc[c].rss_mb), "fds", cyc[c].fds, "verify",
-                                  vres_json(&cyc[c].v)));
+                json_array_append_new(cl,
+                                      json_pack("{s:i,s:f,s:f,s:f,s:I,s:o,s:o,s:i,s:o}", "cycle",
+                                                c + 1, "kill_at_s", cyc[c].kill_at_s, "restart_s",
+                                                cyc[c].restart_s, "verify_s", cyc[c].verify_s,
+                                                "acknowledged", (json_int_t)cyc[c].acked_total,
+                                                "rss_mb", num_or_null(cyc[c].rss_mb), "rss_anon_mb",
+                                                num_or_null(cyc[c].anon_mb), "fds", cyc[c].fds,
+                                                "verify", vres_json(&cyc[c].v)));
             json_object_set_new(rep, "kill",
                                 json_pack("{s:i,s:i,s:I,s:I,s:I,s:I,s:o}", "cycles_asked",
                                           G.kill_cycles, "cycles", n_cyc, "acknowledged",
@@ -1806,10 +1817,11 @@ int main(int argc, char **argv)
                    kt[k].p99, codes, kt[k].k.bad ? "  BAD CONTENT" : "");
         }
         if (G.n_samples) {
-            printf("\n%8s %9s %5s %6s %9s %7s\n", "t (s)", "RSS (MB)", "fds", "5xx", "requests",
-                   "states");
+            printf("\n%8s %9s %9s %9s %5s %6s %9s %7s\n", "t (s)", "RSS (MB)", "anon", "file",
+                   "fds", "5xx", "requests", "states");
             for (int i = 0; i < G.n_samples; i++)
-                printf("%8.1f %9.1f %5d %6ld %9llu %7ld\n", G.samples[i].t, G.samples[i].rss_mb,
+                printf("%8.1f %9.1f %9.1f %9.1f %5d %6ld %9llu %7ld\n", G.samples[i].t,
+                       G.samples[i].rss_mb, G.samples[i].anon_mb, G.samples[i].file_mb,
                        G.samples[i].fds, G.samples[i].d5xx, (unsigned long long)G.samples[i].reqs,
                        G.samples[i].live);
         }
