@@ -181,16 +181,23 @@ static long count_tagged(srv *d, const char *tag)
     return n;
 }
 
+/* A daemon on the tiny fixture model with data dir tmp_root/sub (a failed check if it does
+ * not start). 0 when it runs. */
+static int start_tiny(srv *d, const char *sub)
+{
+    char data[512];
+    snprintf(data, sizeof data, "%s/%s", tmp_root, sub);
+    int rc = daemon_start(d, fixture_path("models/mamba1-tiny"), data, "--quiet", NULL);
+    CHECKF(rc == 0, "statesoupd did not start for %s", sub);
+    return rc;
+}
+
 /* The tool against a daemon started here (--url, --pid), cross-checked from outside. */
 static void test_against_daemon(void)
 {
-    char data[512], args[1024];
-    snprintf(data, sizeof data, "%s/url", tmp_root);
+    char args[1024];
     srv d;
-    if (daemon_start(&d, fixture_path("models/mamba1-tiny"), data, "--quiet", NULL)) {
-        CHECK(0);
-        return;
-    }
+    if (start_tiny(&d, "url")) return;
     json_t *r = NULL;
     snprintf(args, sizeof args,
              "--url %s --pid %d --clients 4 --seconds 3 --interval 1 --seed 7 --json", d.base,
@@ -299,13 +306,9 @@ static void *thief_main(void *arg)
 /* The verification is not a formality: states deleted by someone else are reported lost. */
 static void test_detects_loss(void)
 {
-    char data[512], args[1024];
-    snprintf(data, sizeof data, "%s/thief", tmp_root);
+    char args[1024];
     srv d;
-    if (daemon_start(&d, fixture_path("models/mamba1-tiny"), data, "--quiet", NULL)) {
-        CHECK(0);
-        return;
-    }
+    if (start_tiny(&d, "thief")) return;
     thief t = {.d = &d};
     pthread_t th;
     pthread_create(&th, NULL, thief_main, &t);
