@@ -1,0 +1,1873 @@
+/*
+ * statesoup-load.c - `statesoup-load`: a bounded load and fault tool for statesoupd, loopback only.
+ *
+ * N client threads send a weighted mix of requests for S seconds, each through the public HTTP
+ * API only (libcurl, docs/api.md): saves, lists, reads, exports, imports, stored merges,
+ * on-the-fly merges, generations (plain, streamed, and streams abandoned after two events), scores
+ * and deletes. It prints per kind the requests/s, p50/p99 latency and status counts, and every few
+ * seconds the daemon's RSS and open file descriptors (/proc/PID) and its 5xx count (/metrics).
+ *
+ * The point is the durability promise, not speed: every state the daemon acknowledged (2xx with
+ * its record) and the tool did not delete is remembered with its record, and at the end each is
+ * read back (record identical, export's checksum recomputed here with XXH3 from the exported
+ * tensors and, where the tool exported it before, the export byte-identical), and every
+ * acknowledged delete must stay deleted. --restart does that again after a clean restart;
+ * --kill-cycles K runs K cycles of: the mix, kill -9 at a random moment mid-mix, restart,
+ * verify. A delete whose answer was cut by the kill may or may not have happened: either is
+ * accepted, and nothing else is.
+ *
+ * It floods what it targets, so it refuses any --url that is not on this machine's loopback, and
+ * every count (clients, seconds, cycles) is capped. It starts statesoupd itself (--model,
+ * --data; the daemon dies with it) or measures one already running (--url, --pid).
+ * Exit status: 0 when every check held, 1 when a state was lost or damaged, a 5xx or an
+ * unexpected answer came, a request failed outside a kill, or the daemon did not exit cleanly;
+ * 2 for bad arguments.
+ */
+#include <curl/curl.h>
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "load_stats.h"
+#include "ss_util.h"
+
+#define MAX_CLIENTS     1024
+#define MAX_SECONDS     3600
+#define MAX_CYCLES      1000
+#define MAX_DAEMON_ARGS 16
+#define MAX_SAMPLES     4096
+#define MAX_PROBLEMS    12          /* first problems kept verbatim for the report */
+#define LOG_KEEP        (64 * 1024) /* tail of the daemon's stderr kept for a post-mortem */
+#define EXPORT_CACHE    8           /* exported files kept for imports */
+#define REQ_TIMEOUT_S   300L
+
+/* ---- request kinds ----------------------------------------------------------------------------
+ */
+
+typedef enum kind {
+    K_SAVE,
+    K_LIST,
+    K_READ,
+    K_EXPORT,
+    K_IMPORT,
+    K_MERGE,
+    K_MERGE_FLY,
+    K_GEN,
+    K_GEN_STREAM,
+    K_GEN_ABANDON,
+    K_SCORE,
+    K_DELETE,
+    K__N
+} kind;
+
+static const char *const kind_name[K__N] = {
+    "save",      "list",     "read",       "export",      "import", "merge",
+    "merge_fly", "generate", "gen_stream", "gen_abandon", "score",  "delete",
+};
+
+/* The default mix (percent). Deletes are weighted to take back most of what the creating kinds
+ * add (saves, imports, merges, a quarter of the generations), so long runs stay bounded. */
+static const int kind_weight_default[K__N] = {18, 8, 12, 8, 5, 6, 5, 8, 5, 3, 8, 14};
+
+/* Status codes beyond HTTP: a transport failure, and one cut short by our own kill -9. */
+#define ST_CONN (-1)
+#define ST_CUT  (-2)
+
+/* ---- per-client statistics (merged after the threads end) ----------------------------------- */
+
+typedef struct kstat {
+    uint64_t reqs; /* requests (cut ones included) */
+    double *lat;   /* [n] latencies of the answered ones, ms */
+    size_t n, cap;
+    struct {
+        int code;
+        uint64_t n;
+    } codes[16];
+    int n_codes;
+    uint64_t bad;        /* answers with the expected status but wrong content */
+    uint64_t unexpected; /* statuses other than the kind's expected one (cuts aside) */
+} kstat;
+
+typedef struct client {
+    int idx;
+    pthread_t th;
+    uint64_t rng;
+    uint64_t seq; /* names made by this client */
+    CURL *curl;
+    kstat ks[K__N];
+} client;
+
+/* ---- states the daemon acknowledged ------------------------------------------------------- */
+
+enum { E_LIVE, E_DELETING, E_DELETED, E_UNCERTAIN };
+
+typedef struct ent {
+    char id[40];
+    char sum[24];
+    char *record; /* the acknowledged record, compact JSON text */
+    uint64_t export_hash;
+    int has_export;
+    int users; /* clients using it as a source right now (it is not deleted meanwhile) */
+    int status;
+    int failed;      /* a verification found it missing or different (counted once) */
+    size_t live_pos; /* index in G.live while E_LIVE */
+} ent;
+
+typedef struct xport {
+    uint8_t *data;
+    size_t len;
+    char sum[24];
+} xport;
+
+/* ---- the daemon, when this tool runs it ---------------------------------------------------- */
+
+typedef struct dproc {
+    pid_t pid;
+    int port;
+    int fd; /* read end of its stderr */
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    char log[LOG_KEEP + 1];
+    size_t len;
+    int listening, ready, eof;
+} dproc;
+
+typedef struct sample {
+    double t;       /* s since the start */
+    double rss_mb;  /* daemon's VmRSS (NAN when unknown) */
+    double anon_mb; /* of which RssAnon: heap and stacks (a leak shows here) */
+    double file_mb; /* of which RssFile: mapped files, mostly the LMDB map (the store's size) */
+    int fds;        /* daemon's open fds (-1 when unknown) */
+    long d5xx;      /* daemon's 5xx answers so far (this daemon's life; -1 when unknown) */
+    uint64_t reqs;  /* requests done by the clients so far */
+    long live;      /* acknowledged states not deleted */
+} sample;
+
+typedef struct vres {
+    long checked, lost, corrupt, resurrected, gone_uncertain;
+    double seconds; /* the verification's wall time */
+} vres;
+
+typedef struct cycle_res {
+    double kill_at_s, restart_s, verify_s, rss_mb, anon_mb;
+    int fds;
+    long acked_total;
+    vres v;
+} cycle_res;
+
+static struct {
+    /* options */
+    const char *url, *model, *data, *daemon_exe, *api_key;
+    const char *daemon_args[MAX_DAEMON_ARGS];
+    int n_daemon_args;
+    const char *json_file;
+    int clients, seconds, kill_cycles, restart, json, interval;
+    uint64_t seed;
+    int weight[K__N], weight_sum;
+
+    /* the target */
+    char base[128];
+    pid_t pid; /* 0: unknown (no /proc sampling) */
+    int own;   /* this tool started the daemon */
+    dproc d;
+    int vocab, tokenizer;
+    char runid[16];
+
+    atomic_int stop, killed;
+    atomic_ullong reqs;
+    int64_t t0;
+
+    /* the acknowledged states (mu) */
+    pthread_mutex_t mu;
+    ent *ents;
+    size_t n_ents, cap_ents;
+    size_t *live;
+    size_t n_live;
+    xport cache[EXPORT_CACHE];
+    size_t n_cache;
+    char *problems[MAX_PROBLEMS];
+    int n_problems;
+    long n_problem_total;
+
+    sample samples[MAX_SAMPLES];
+    int n_samples;
+    long d5xx_total; /* summed over the daemon's lives (kill cycles) */
+    double mix_s;    /* seconds the clients ran, all phases */
+} G;
+
+static client *clients;
+
+/* ---- small helpers --------------------------------------------------------------------------- */
+
+static double since_start(void)
+{
+    return (double)(ss_mono_ns() - G.t0) / 1e9;
+}
+
+static void sleep_s(double s)
+{
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static uint64_t rnd(uint64_t *s) /* splitmix64 */
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static size_t rnd_below(uint64_t *s, size_t n)
+{
+    return n ? (size_t)(rnd(s) % n) : 0;
+}
+
+static double rnd_unit(uint64_t *s)
+{
+    return (double)(rnd(s) >> 11) / 9007199254740992.0;
+}
+
+/* Remember a problem (the first MAX_PROBLEMS verbatim; all counted). Thread-safe. */
+static void problem(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void problem(const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&G.mu);
+    G.n_problem_total++;
+    if (G.n_problems < MAX_PROBLEMS) G.problems[G.n_problems++] = strdup(buf);
+    pthread_mutex_unlock(&G.mu);
+}
+
+/* Count an answer with status code, and its latency unless our kill cut it (no answer came). */
+static void kstat_add(kstat *k, int code, double ms)
+{
+    k->reqs++;
+    if (code != ST_CUT && k->n == k->cap) {
+        size_t cap = k->cap ? k->cap * 2 : 256;
+        double *nl = realloc(k->lat, cap * sizeof *nl);
+        if (nl) {
+            k->lat = nl;
+            k->cap = cap;
+        }
+    }
+    if (code != ST_CUT && k->n < k->cap) k->lat[k->n++] = ms;
+    for (int i = 0; i < k->n_codes; i++) {
+        if (k->codes[i].code == code) {
+            k->codes[i].n++;
+            return;
+        }
+    }
+    if (k->n_codes < 16) {
+        k->codes[k->n_codes].code = code;
+        k->codes[k->n_codes++].n = 1;
+    }
+}
+
+/* ---- HTTP ------------------------------------------------------------------------------------ */
+
+typedef struct hresp {
+    long status; /* HTTP status, ST_CONN on a transport failure */
+    char *body;  /* NUL-terminated, malloc'd (may be NULL) */
+    size_t len, cap;
+    int abandon_after; /* >0: stop reading after this many SSE events */
+    int events;
+    int abandoned;
+} hresp;
+
+static size_t on_data(char *p, size_t sz, size_t nm, void *user)
+{
+    hresp *r = user;
+    size_t n = sz * nm;
+    if (r->len + n + 1 > r->cap) {
+        size_t cap = r->cap ? r->cap : 4096;
+        while (cap < r->len + n + 1) cap *= 2;
+        char *nb = realloc(r->body, cap);
+        if (!nb) return 0;
+        r->body = nb;
+        r->cap = cap;
+    }
+    memcpy(r->body + r->len, p, n);
+    r->len += n;
+    r->body[r->len] = '\0';
+    if (r->abandon_after > 0) {
+        int ev = 0;
+        for (const char *q = r->body; (q = strstr(q, "data: ")); q += 6) ev++;
+        r->events = ev;
+        if (ev >= r->abandon_after) {
+            r->abandoned = 1;
+            return 0; /* hang up mid-stream */
+        }
+    }
+    return n;
+}
+
+/*
+ * One request on this client's handle (the connection is kept between requests). path is
+ * appended to G.base. body (may be NULL) is sent with ctype. r receives the answer (free
+ * r->body). Returns r->status.
+ */
+static long http(CURL *c, const char *method, const char *path, const char *ctype, const void *body,
+                 size_t blen, hresp *r)
+{
+    char url[1024], ct[128], auth[300];
+    struct curl_slist *h = NULL;
+    r->status = ST_CONN;
+    snprintf(url, sizeof url, "%s%s", G.base, path);
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, REQ_TIMEOUT_S);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "statesoup-load/1");
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+    h = curl_slist_append(h, "Expect:");
+    if (ctype) {
+        snprintf(ct, sizeof ct, "Content-Type: %s", ctype);
+        h = curl_slist_append(h, ct);
+    }
+    if (G.api_key) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", G.api_key);
+        h = curl_slist_append(h, auth);
+    }
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    if (!strcmp(method, "GET")) {
+        curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+    } else if (!strcmp(method, "POST")) {
+        curl_easy_setopt(c, CURLOPT_POST, 1L);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(body ? blen : 0));
+    } else {
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    }
+    CURLcode cc = curl_easy_perform(c);
+    long st = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &st);
+    if (cc == CURLE_OK || (r->abandoned && st > 0)) r->status = st;
+    curl_slist_free_all(h);
+    return r->status;
+}
+
+/* POST a JSON value (stolen) and parse the JSON answer into *out (NULL if none). */
+static long http_json(CURL *c, const char *method, const char *path, json_t *body, json_t **out,
+                      hresp *r)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    long st =
+        http(c, method, path, text ? "application/json" : NULL, text, text ? strlen(text) : 0, r);
+    free(text);
+    if (out) *out = r->len ? json_loadb(r->body, r->len, 0, NULL) : NULL;
+    return st;
+}
+
+/* ---- the pool of acknowledged states --------------------------------------------------------- */
+
+/* Remember an acknowledged record (a JSON object with "id" and "checksum"). Thread-safe. */
+static void pool_add(const json_t *rec, const char *what)
+{
+    const char *id = json_string_value(json_object_get(rec, "id"));
+    const char *sum = json_string_value(json_object_get(rec, "checksum"));
+    if (!id || !sum || strlen(id) >= sizeof(((ent *)0)->id) || strlen(sum) >= 24) {
+        problem("%s: the acknowledged answer has no usable record", what);
+        return;
+    }
+    char *text = json_dumps(rec, JSON_COMPACT | JSON_SORT_KEYS);
+    pthread_mutex_lock(&G.mu);
+    if (G.n_ents == G.cap_ents) {
+        size_t cap = G.cap_ents ? G.cap_ents * 2 : 1024;
+        ent *ne = realloc(G.ents, cap * sizeof *ne);
+        size_t *nl = realloc(G.live, cap * sizeof *nl);
+        if (ne) G.ents = ne;
+        if (nl) G.live = nl;
+        if (!ne || !nl) {
+            pthread_mutex_unlock(&G.mu);
+            free(text);
+            problem("out of memory remembering states");
+            return;
+        }
+        G.cap_ents = cap;
+    }
+    ent *e = &G.ents[G.n_ents];
+    memset(e, 0, sizeof *e);
+    snprintf(e->id, sizeof e->id, "%s", id);
+    snprintf(e->sum, sizeof e->sum, "%s", sum);
+    e->record = text;
+    e->status = E_LIVE;
+    e->live_pos = G.n_live;
+    G.live[G.n_live++] = G.n_ents++;
+    pthread_mutex_unlock(&G.mu);
+}
+
+static void live_remove(size_t i) /* mu held */
+{
+    size_t pos = G.ents[i].live_pos, last = G.live[--G.n_live];
+    G.live[pos] = last;
+    G.ents[last].live_pos = pos;
+}
+
+/* Pin up to n distinct live states as sources (ids copied into ids[k]); returns how many. */
+static int pool_pin(uint64_t *rng, int n, size_t *idx, char ids[][40])
+{
+    int got = 0;
+    pthread_mutex_lock(&G.mu);
+    for (int tries = 0; got < n && tries < 4 * n && G.n_live > 0; tries++) {
+        size_t i = G.live[rnd_below(rng, G.n_live)];
+        int dup = 0;
+        for (int k = 0; k < got; k++) dup |= idx[k] == i;
+        if (dup) continue;
+        G.ents[i].users++;
+        idx[got] = i;
+        memcpy(ids[got], G.ents[i].id, 40);
+        got++;
+    }
+    pthread_mutex_unlock(&G.mu);
+    return got;
+}
+
+static void pool_unpin(const size_t *idx, int n)
+{
+    pthread_mutex_lock(&G.mu);
+    for (int k = 0; k < n; k++) G.ents[idx[k]].users--;
+    pthread_mutex_unlock(&G.mu);
+}
+
+/* The acknowledged record of entry i (malloc'd copy). */
+static char *pool_record(size_t i)
+{
+    pthread_mutex_lock(&G.mu);
+    char *r = strdup(G.ents[i].record);
+    pthread_mutex_unlock(&G.mu);
+    return r;
+}
+
+/* ---- checks of what the daemon answers ---------------------------------------------------------
+ */
+
+/* Whether the record text a (as remembered: sorted keys) and the JSON b are the same record. */
+static int same_record(const char *a, const json_t *b)
+{
+    json_t *ja = json_loads(a, 0, NULL);
+    int same = ja && b && json_equal(ja, b);
+    json_decref(ja);
+    return same;
+}
+
+/*
+ * Check an exported state file: the safetensors header parses, tensors conv, ssm and final_hidden
+ * are F32 inside the file, XXH3-64 over their bytes in that order (the stored blob's layout) is
+ * want_sum, and the embedded record names the same checksum. Returns 1 if so, else 0 with why.
+ */
+static int export_ok(const uint8_t *f, size_t len, const char *want_sum, char *why, size_t cap)
+{
+    static const char *const names[] = {"conv", "ssm", "final_hidden"};
+    json_t *hdr = NULL, *rec = NULL;
+    XXH3_state_t *xs = NULL;
+    int ok = 0;
+    uint64_t hl = 0;
+    if (len < 8) {
+        snprintf(why, cap, "%zu bytes: shorter than a safetensors header", len);
+        goto out;
+    }
+    for (int i = 7; i >= 0; i--) hl = hl << 8 | f[i];
+    if (hl > len - 8) {
+        snprintf(why, cap, "header length %llu beyond the file", (unsigned long long)hl);
+        goto out;
+    }
+    hdr = json_loadb((const char *)f + 8, (size_t)hl, 0, NULL);
+    if (!hdr) {
+        snprintf(why, cap, "the safetensors header is not JSON");
+        goto out;
+    }
+    const uint8_t *data = f + 8 + hl;
+    size_t dlen = len - 8 - (size_t)hl;
+    xs = XXH3_createState();
+    if (!xs) {
+        snprintf(why, cap, "out of memory");
+        goto out;
+    }
+    XXH3_64bits_reset(xs);
+    for (int t = 0; t < 3; t++) {
+        json_t *tj = json_object_get(hdr, names[t]);
+        json_t *off = json_object_get(tj, "data_offsets");
+        json_int_t a = json_integer_value(json_array_get(off, 0));
+        json_int_t b = json_integer_value(json_array_get(off, 1));
+        const char *dt = json_string_value(json_object_get(tj, "dtype"));
+        if (!tj || !dt || strcmp(dt, "F32") || a < 0 || b < a || (size_t)b > dlen) {
+            snprintf(why, cap, "tensor %s missing, not F32 or outside the file", names[t]);
+            goto out;
+        }
+        XXH3_64bits_update(xs, data + a, (size_t)(b - a));
+    }
+    char got[24];
+    snprintf(got, sizeof got, "%016llx", (unsigned long long)XXH3_64bits_digest(xs));
+    if (strcmp(got, want_sum)) {
+        snprintf(why, cap, "data checksum %s, acknowledged %s", got, want_sum);
+        goto out;
+    }
+    const char *rt =
+        json_string_value(json_object_get(json_object_get(hdr, "__metadata__"), "record"));
+    rec = rt ? json_loads(rt, 0, NULL) : NULL;
+    const char *rs = json_string_value(json_object_get(rec, "checksum"));
+    if (!rs || strcmp(rs, want_sum)) {
+        snprintf(why, cap, "the embedded record's checksum is %s, acknowledged %s",
+                 rs ? rs : "missing", want_sum);
+        goto out;
+    }
+    ok = 1;
+out:
+    if (xs) XXH3_freeState(xs);
+    json_decref(rec);
+    json_decref(hdr);
+    return ok;
+}
+
+/*
+ * Export entry i and check it (export_ok, and byte-identical to an earlier export of it when there
+ * was one). Returns the HTTP status; *bad is set when the file is wrong. Keeps the file for
+ * imports when keep is set.
+ */
+static long export_check(CURL *c, size_t i, const char *id, int keep, int *bad, const char *what)
+{
+    char path[128], why[200], sum[24];
+    hresp r = {0};
+    *bad = 0;
+    snprintf(path, sizeof path, "/v1/states/%s/data", id);
+    long st = http(c, "GET", path, NULL, NULL, 0, &r);
+    if (st != 200) goto out;
+    pthread_mutex_lock(&G.mu);
+    memcpy(sum, G.ents[i].sum, sizeof sum);
+    pthread_mutex_unlock(&G.mu);
+    if (!export_ok((const uint8_t *)r.body, r.len, sum, why, sizeof why)) {
+        *bad = 1;
+        problem("%s %s: export: %s", what, id, why);
+        goto out;
+    }
+    uint64_t h = XXH3_64bits(r.body, r.len);
+    pthread_mutex_lock(&G.mu);
+    ent *e = &G.ents[i];
+    if (!e->has_export) {
+        e->has_export = 1;
+        e->export_hash = h;
+    } else if (e->export_hash != h) {
+        *bad = 1;
+    }
+    if (keep && !*bad) {
+        xport *x = &G.cache[G.n_cache < EXPORT_CACHE ? G.n_cache++ : (size_t)(h % EXPORT_CACHE)];
+        free(x->data);
+        x->data = (uint8_t *)r.body;
+        x->len = r.len;
+        memcpy(x->sum, sum, sizeof sum);
+        r.body = NULL;
+    }
+    pthread_mutex_unlock(&G.mu);
+    if (*bad) problem("%s %s: export differs from an earlier export of the same state", what, id);
+out:
+    free(r.body);
+    return st;
+}
+
+/* ---- one request of each kind ---------------------------------------------------------------- */
+
+static json_t *rand_tokens(uint64_t *rng, int lo, int hi)
+{
+    json_t *a = json_array();
+    int n = lo + (int)rnd_below(rng, (size_t)(hi - lo + 1));
+    for (int i = 0; i < n; i++)
+        json_array_append_new(a, json_integer(1 + (json_int_t)rnd_below(rng, G.vocab - 1)));
+    return a;
+}
+
+static const char *const words[] = {"the", "soup", "state", "of",  "a",    "river", "cat",
+                                    "sat", "on",   "warm",  "mat", "slow", "green", "hill"};
+
+/* A prompt: token ids, or text when the daemon has a tokenizer (half the time). */
+static json_t *rand_prompt(uint64_t *rng)
+{
+    if (!G.tokenizer || rnd_below(rng, 2)) return rand_tokens(rng, 4, 24);
+    char buf[256] = "";
+    size_t n = 3 + rnd_below(rng, 10), at = 0;
+    for (size_t i = 0; i < n; i++)
+        at += (size_t)snprintf(buf + at, sizeof buf - at, "%s%s", i ? " " : "",
+                               words[rnd_below(rng, sizeof words / sizeof *words)]);
+    return json_string(buf);
+}
+
+/* The tag every state of this run carries (lists filter on it). */
+static const char *run_tag(void)
+{
+    static char tag[32];
+    if (!tag[0]) snprintf(tag, sizeof tag, "load-%s", G.runid);
+    return tag;
+}
+
+/* Run one request of kind k; returns its status and sets *bad for wrong content. *k_done is the
+ * kind actually run (a kind that needs stored states falls back to a save while there are none). */
+static long run_kind(client *cl, kind k, kind *k_done, int *bad)
+{
+    char path[512], ids[3][40];
+    size_t idx[3];
+    int npin = 0;
+    long st = 0;
+    hresp r = {0};
+    json_t *ans = NULL;
+    *bad = 0;
+
+    int want_src = k == K_READ || k == K_EXPORT || k == K_MERGE || k == K_MERGE_FLY;
+    if (want_src) {
+        npin = pool_pin(&cl->rng, k == K_MERGE || k == K_MERGE_FLY ? 2 : 1, idx, ids);
+        if (npin < (k == K_MERGE || k == K_MERGE_FLY ? 2 : 1)) {
+            pool_unpin(idx, npin);
+            npin = 0;
+            k = K_SAVE;
+        }
+    }
+    if (k == K_IMPORT) {
+        pthread_mutex_lock(&G.mu);
+        int have = G.n_cache > 0;
+        pthread_mutex_unlock(&G.mu);
+        if (!have) {
+            npin = pool_pin(&cl->rng, 1, idx, ids);
+            k = npin ? K_EXPORT : K_SAVE;
+        }
+    }
+    *k_done = k;
+
+    switch (k) {
+    case K_SAVE: {
+        json_t *b = json_pack("{s:o,s:[s],s:{s:i,s:I}}", G.tokenizer ? "prompt" : "tokens",
+                              rand_prompt(&cl->rng), "tags", run_tag(), "metadata", "client",
+                              cl->idx, "seq", (json_int_t)cl->seq);
+        if (json_is_string(json_object_get(b, "prompt")) == 0 && G.tokenizer) {
+            /* rand_prompt gave ids: send them as "tokens" */
+            json_object_set(b, "tokens", json_object_get(b, "prompt"));
+            json_object_del(b, "prompt");
+        }
+        if (rnd_below(&cl->rng, 3) == 0) {
+            char name[96];
+            snprintf(name, sizeof name, "%s-c%d-%llu", run_tag(), cl->idx,
+                     (unsigned long long)cl->seq);
+            json_object_set_new(b, "name", json_string(name));
+        }
+        cl->seq++;
+        if (rnd_below(&cl->rng, 4) == 0 && (npin = pool_pin(&cl->rng, 1, idx, ids)))
+            json_object_set_new(b, "from", json_string(ids[0]));
+        st = http_json(cl->curl, "POST", "/v1/states", b, &ans, &r);
+        if (st == 201) pool_add(ans, "save");
+        break;
+    }
+    case K_LIST:
+        if (rnd_below(&cl->rng, 2))
+            snprintf(path, sizeof path, "/v1/states?limit=20&tag=%s", run_tag());
+        else
+            snprintf(path, sizeof path, "/v1/states?limit=50");
+        st = http_json(cl->curl, "GET", path, NULL, &ans, &r);
+        if (st == 200 && !json_is_array(json_object_get(ans, "data"))) {
+            *bad = 1;
+            problem("list: the answer has no data array");
+        }
+        break;
+    case K_READ: {
+        snprintf(path, sizeof path, "/v1/states/%s", ids[0]);
+        st = http_json(cl->curl, "GET", path, NULL, &ans, &r);
+        if (st == 200) {
+            char *want = pool_record(idx[0]);
+            if (!same_record(want, ans)) {
+                *bad = 1;
+                problem("read %s: the record differs from the one acknowledged", ids[0]);
+            }
+            free(want);
+        }
+        break;
+    }
+    case K_EXPORT:
+        st = export_check(cl->curl, idx[0], ids[0], 1, bad, "export");
+        break;
+    case K_IMPORT: {
+        xport x = {0};
+        pthread_mutex_lock(&G.mu);
+        if (G.n_cache) {
+            xport *s = &G.cache[rnd_below(&cl->rng, G.n_cache)];
+            x.data = malloc(s->len);
+            if (x.data) memcpy(x.data, s->data, s->len);
+            x.len = s->len;
+            memcpy(x.sum, s->sum, sizeof x.sum);
+        }
+        pthread_mutex_unlock(&G.mu);
+        if (!x.data) return ST_CONN; /* out of memory: not the daemon's doing, but counted */
+        snprintf(path, sizeof path, "/v1/states/import?name=%s-i%d-%llu&tags=%s", run_tag(),
+                 cl->idx, (unsigned long long)cl->seq++, run_tag());
+        st = http(cl->curl, "POST", path, "application/octet-stream", x.data, x.len, &r);
+        free(x.data);
+        if (st == 201) {
+            ans = json_loadb(r.body, r.len, 0, NULL);
+            const char *sum = json_string_value(json_object_get(ans, "checksum"));
+            if (!sum || strcmp(sum, x.sum)) {
+                *bad = 1; /* an F32 file imports bit-exact: the same checksum */
+                problem("import: checksum %s, the exported state's %s", sum ? sum : "missing",
+                        x.sum);
+            }
+            pool_add(ans, "import");
+        }
+        break;
+    }
+    case K_MERGE: {
+        double w = rnd_unit(&cl->rng);
+        json_t *b = json_pack("{s:[{s:s,s:f},{s:s,s:f}],s:[s]}", "sources", "state", ids[0],
+                              "weight", w, "state", ids[1], "weight", 1.0 - w, "tags", run_tag());
+        st = http_json(cl->curl, "POST", "/v1/states/merge", b, &ans, &r);
+        if (st == 201) pool_add(ans, "merge");
+        break;
+    }
+    case K_MERGE_FLY:
+    case K_GEN:
+    case K_SCORE: {
+        json_t *b;
+        if (k == K_SCORE)
+            b = json_pack("{s:o,s:o}", "context", rand_tokens(&cl->rng, 2, 12), "continuation",
+                          rand_tokens(&cl->rng, 2, 12));
+        else
+            b = json_pack("{s:o,s:i,s:f}", "prompt", rand_tokens(&cl->rng, 2, 12), "max_tokens", 8,
+                          "temperature", rnd_unit(&cl->rng));
+        if (k == K_MERGE_FLY) {
+            json_object_set_new(b, "merge",
+                                json_pack("[{s:s,s:f},{s:s,s:f}]", "state", ids[0], "weight", 0.5,
+                                          "state", ids[1], "weight", 0.5));
+        } else if (rnd_below(&cl->rng, 2) && (npin = pool_pin(&cl->rng, 1, idx, ids))) {
+            json_object_set_new(b, "state", json_string(ids[0]));
+        }
+        int save = k == K_GEN && rnd_below(&cl->rng, 4) == 0;
+        if (save) json_object_set_new(b, "save_state", json_pack("{s:[s]}", "tags", run_tag()));
+        st = http_json(cl->curl, "POST", k == K_SCORE ? "/v1/score" : "/v1/generate", b, &ans, &r);
+        if (st == 200 && k == K_SCORE) {
+            double s = json_real_value(json_object_get(ans, "logprob_sum"));
+            if (!json_is_number(json_object_get(ans, "logprob_sum")) || !isfinite(s) || s > 0) {
+                *bad = 1;
+                problem("score: logprob_sum missing, not finite or positive");
+            }
+        } else if (st == 200) {
+            if (!json_is_array(json_object_get(ans, "tokens"))) {
+                *bad = 1;
+                problem("generate: the answer has no tokens");
+            }
+            if (save) {
+                json_t *rec = json_object_get(ans, "state");
+                if (json_is_object(rec))
+                    pool_add(rec, "generate save_state");
+                else {
+                    *bad = 1;
+                    problem("generate: save_state asked, no state record in the answer");
+                }
+            }
+        }
+        break;
+    }
+    case K_GEN_STREAM:
+    case K_GEN_ABANDON: {
+        int ab = k == K_GEN_ABANDON;
+        json_t *b = json_pack("{s:o,s:i,s:b,s:b}", "prompt", rand_tokens(&cl->rng, 2, 12),
+                              "max_tokens", ab ? 256 : 8, "stream", 1, "ignore_eos", ab);
+        if (rnd_below(&cl->rng, 2) && (npin = pool_pin(&cl->rng, 1, idx, ids)))
+            json_object_set_new(b, "state", json_string(ids[0]));
+        if (ab) r.abandon_after = 2;
+        st = http_json(cl->curl, "POST", "/v1/generate", b, NULL, &r);
+        if (st == 200 && !r.abandoned) {
+            /* whole stream: [DONE] last, the event before it has finish_reason, no error event */
+            const char *done = r.body ? strstr(r.body, "data: [DONE]") : NULL;
+            const char *fin = r.body ? strstr(r.body, "\"finish_reason\"") : NULL;
+            const char *err = r.body ? strstr(r.body, "data: {\"error\"") : NULL;
+            if (!done || !fin || err) {
+                *bad = 1;
+                problem("%s: the stream did not end with finish_reason and [DONE]%s", kind_name[k],
+                        err ? " (an error event)" : "");
+            }
+        }
+        break;
+    }
+    case K_DELETE: {
+        size_t i = 0;
+        int found = 0;
+        pthread_mutex_lock(&G.mu);
+        for (int tries = 0; tries < 8 && G.n_live > 0 && !found; tries++) {
+            i = G.live[rnd_below(&cl->rng, G.n_live)];
+            if (G.ents[i].users == 0) {
+                found = 1;
+                G.ents[i].status = E_DELETING;
+                live_remove(i);
+                memcpy(ids[0], G.ents[i].id, 40);
+            }
+        }
+        pthread_mutex_unlock(&G.mu);
+        if (!found) { /* nothing deletable now: list instead */
+            *k_done = K_LIST;
+            st = http_json(cl->curl, "GET", "/v1/states?limit=20", NULL, NULL, &r);
+            break;
+        }
+        snprintf(path, sizeof path, "/v1/states/%s", ids[0]);
+        st = http(cl->curl, "DELETE", path, NULL, NULL, 0, &r);
+        pthread_mutex_lock(&G.mu);
+        if (st == 204) {
+            G.ents[i].status = E_DELETED;
+        } else if (st == ST_CONN) {
+            G.ents[i].status = E_UNCERTAIN; /* cut: it may or may not have happened */
+        } else {                            /* refused: it must still be there, and intact */
+            G.ents[i].status = E_LIVE;
+            G.ents[i].live_pos = G.n_live;
+            G.live[G.n_live++] = i;
+        }
+        pthread_mutex_unlock(&G.mu);
+        break;
+    }
+    case K__N:
+        break;
+    }
+    pool_unpin(idx, npin);
+    json_decref(ans);
+    free(r.body);
+    return st;
+}
+
+static const long expected_status[K__N] = {201, 200, 200, 200, 201, 201,
+                                           200, 200, 200, 200, 200, 204};
+
+static kind pick_kind(uint64_t *rng)
+{
+    int x = (int)rnd_below(rng, (size_t)G.weight_sum);
+    for (int k = 0; k < K__N; k++) {
+        if (x < G.weight[k]) return (kind)k;
+        x -= G.weight[k];
+    }
+    return K_LIST;
+}
+
+static void *client_main(void *arg)
+{
+    client *cl = arg;
+    while (!atomic_load(&G.stop)) {
+        kind k = pick_kind(&cl->rng), done = k;
+        int bad = 0;
+        int64_t t = ss_mono_ns();
+        long st = run_kind(cl, k, &done, &bad);
+        double ms = (double)(ss_mono_ns() - t) / 1e6;
+        if (st == ST_CONN && atomic_load(&G.killed)) st = ST_CUT;
+        kstat *ks = &cl->ks[done];
+        kstat_add(ks, (int)st, ms);
+        ks->bad += (uint64_t)bad;
+        if (st != ST_CUT && st != expected_status[done]) {
+            ks->unexpected++;
+            if (st == ST_CONN)
+                problem("%s: the request failed (no answer) outside a kill", kind_name[done]);
+        }
+        atomic_fetch_add(&G.reqs, 1);
+    }
+    return NULL;
+}
+
+/* ---- the daemon's process ------------------------------------------------------------------- */
+
+static void *drain_main(void *arg)
+{
+    dproc *d = arg;
+    char buf[4096];
+    const char *lis = "listening on http://127.0.0.1:";
+    for (;;) {
+        ssize_t n = read(d->fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        pthread_mutex_lock(&d->mu);
+        if (n <= 0) {
+            d->eof = 1;
+            pthread_cond_broadcast(&d->cv);
+            pthread_mutex_unlock(&d->mu);
+            break;
+        }
+        if (d->len + (size_t)n > LOG_KEEP) { /* keep the tail */
+            size_t drop = d->len + (size_t)n - LOG_KEEP;
+            if (drop > d->len) drop = d->len;
+            memmove(d->log, d->log + drop, d->len - drop);
+            d->len -= drop;
+        }
+        size_t take = (size_t)n > LOG_KEEP ? LOG_KEEP : (size_t)n;
+        memcpy(d->log + d->len, buf + n - take, take);
+        d->len += take;
+        d->log[d->len] = '\0';
+        const char *l = strstr(d->log, lis);
+        if (!d->listening && l) {
+            d->port = atoi(l + strlen(lis));
+            d->listening = d->port > 0;
+        }
+        if (strstr(d->log, "statesoupd: ready\n")) d->ready = 1;
+        pthread_cond_broadcast(&d->cv);
+        pthread_mutex_unlock(&d->mu);
+    }
+    return NULL;
+}
+
+/* Start statesoupd on a free loopback port and wait for its "ready" line. 0 on success. */
+static int daemon_start(void)
+{
+    dproc *d = &G.d;
+    const char *argv[32 + MAX_DAEMON_ARGS];
+    int n = 0, p[2];
+    argv[n++] = G.daemon_exe;
+    argv[n++] = "--model";
+    argv[n++] = G.model;
+    argv[n++] = "--data";
+    argv[n++] = G.data;
+    argv[n++] = "--listen";
+    argv[n++] = "127.0.0.1:0";
+    argv[n++] = "--quiet";
+    for (int i = 0; i < G.n_daemon_args; i++) argv[n++] = G.daemon_args[i];
+    argv[n] = NULL;
+    d->len = 0;
+    d->log[0] = '\0';
+    d->listening = d->ready = d->eof = 0;
+    if (pipe(p) != 0) return -1;
+    pid_t parent = getpid();
+    d->pid = fork();
+    if (d->pid < 0) return -1;
+    if (d->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the tool */
+        if (getppid() != parent) _exit(127);
+        dup2(p[1], 2);
+        close(p[0]);
+        close(p[1]);
+        execv(G.daemon_exe, (char *const *)argv);
+        fprintf(stderr, "cannot run %s: %s\n", G.daemon_exe, strerror(errno));
+        _exit(127);
+    }
+    close(p[1]);
+    d->fd = p[0];
+    pthread_create(&d->th, NULL, drain_main, d);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 180;
+    pthread_mutex_lock(&d->mu);
+    while (!(d->ready && d->listening) && !d->eof)
+        if (pthread_cond_timedwait(&d->cv, &d->mu, &until) == ETIMEDOUT) break;
+    int ok = d->ready && d->listening;
+    pthread_mutex_unlock(&d->mu);
+    if (!ok) {
+        fprintf(stderr, "statesoup-load: statesoupd did not start; its log:\n%s\n", d->log);
+        kill(d->pid, SIGKILL);
+        return -1;
+    }
+    snprintf(G.base, sizeof G.base, "http://127.0.0.1:%d", d->port);
+    G.pid = d->pid;
+    return 0;
+}
+
+/* Wait for the daemon (up to limit_s, then SIGKILL) and its log thread; returns the wait status. */
+static int daemon_reap(double limit_s)
+{
+    dproc *d = &G.d;
+    int status = 0;
+    int64_t t = ss_mono_ns();
+    for (;;) {
+        pid_t w = waitpid(d->pid, &status, WNOHANG);
+        if (w == d->pid || (w < 0 && errno != EINTR)) break;
+        if ((double)(ss_mono_ns() - t) / 1e9 > limit_s) {
+            kill(d->pid, SIGKILL);
+            waitpid(d->pid, &status, 0);
+            status = -1;
+            break;
+        }
+        sleep_s(0.02);
+    }
+    pthread_join(d->th, NULL);
+    close(d->fd);
+    G.pid = 0;
+    return status;
+}
+
+/* Whether the daemon we started has died on its own (reaps it then). */
+static int daemon_died(void)
+{
+    int status;
+    if (!G.own || !G.pid) return 0;
+    if (waitpid(G.d.pid, &status, WNOHANG) != G.d.pid) return 0;
+    pthread_join(G.d.th, NULL);
+    close(G.d.fd);
+    G.pid = 0;
+    fprintf(stderr, "statesoup-load: statesoupd died (status 0x%x); the end of its log:\n%s\n",
+            status, G.d.log);
+    problem("statesoupd died on its own (wait status 0x%x)", status);
+    return 1;
+}
+
+/* ---- observing the daemon ------------------------------------------------------------------- */
+
+/* The daemon's VmRSS in MB (NAN when unknown); *anon and *file (may be NULL) its RssAnon and
+ * RssFile parts. */
+static double proc_rss_mb(pid_t pid, double *anon, double *file)
+{
+    char path[64], line[256];
+    double mb = NAN, a = NAN, fl = NAN;
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = pid ? fopen(path, "r") : NULL;
+    while (f && fgets(line, sizeof line, f)) {
+        long kb;
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1) mb = (double)kb / 1024.0;
+        if (sscanf(line, "RssAnon: %ld kB", &kb) == 1) a = (double)kb / 1024.0;
+        if (sscanf(line, "RssFile: %ld kB", &kb) == 1) fl = (double)kb / 1024.0;
+    }
+    if (f) fclose(f);
+    if (anon) *anon = a;
+    if (file) *file = fl;
+    return mb;
+}
+
+static int proc_fds(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *dir = pid ? opendir(path) : NULL;
+    if (!dir) return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(dir)))
+        if (e->d_name[0] != '.') n++;
+    closedir(dir);
+    return n;
+}
+
+/* The daemon's count of 5xx answers, from /metrics (-1 when it cannot be read). */
+static long daemon_5xx(CURL *c)
+{
+    hresp r = {0};
+    long n = -1;
+    if (http(c, "GET", "/metrics", NULL, NULL, 0, &r) == 200 && r.body) {
+        n = 0;
+        for (char *l = r.body; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+            if (strncmp(l, "statesoup_http_requests_total{", 30)) continue;
+            char *s = strstr(l, "status=\"");
+            char *nl = strchr(l, '\n');
+            if (!s || (nl && s > nl) || s[8] != '5') continue;
+            char *v = strchr(s, '}');
+            if (v) n += strtol(v + 1, NULL, 10);
+        }
+    }
+    free(r.body);
+    return n;
+}
+
+/* Add the 5xx count of the daemon's life that ends now (before a kill or a stop, or at the end
+ * of a --url run) to the total. */
+static void life_end(CURL *c)
+{
+    long n = daemon_5xx(c);
+    if (n > 0) G.d5xx_total += n;
+}
+
+static void take_sample(CURL *c)
+{
+    if (G.n_samples >= MAX_SAMPLES) return;
+    sample s = {.t = since_start(),
+                .fds = proc_fds(G.pid),
+                .d5xx = c ? daemon_5xx(c) : -1,
+                .reqs = atomic_load(&G.reqs)};
+    s.rss_mb = proc_rss_mb(G.pid, &s.anon_mb, &s.file_mb);
+    pthread_mutex_lock(&G.mu);
+    s.live = (long)G.n_live;
+    pthread_mutex_unlock(&G.mu);
+    G.samples[G.n_samples++] = s;
+    if (!G.json || isatty(2))
+        fprintf(stderr,
+                "  t=%6.1fs  rss %7.1f MB (anon %.1f)  fds %4d  5xx %ld  requests %llu  live "
+                "states %ld\n",
+                s.t, s.rss_mb, s.anon_mb, s.fds, s.d5xx, (unsigned long long)s.reqs, s.live);
+}
+
+/* ---- runs ------------------------------------------------------------------------------------ */
+
+static int clients_start(void)
+{
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setstacksize(&at, 512 * 1024);
+    atomic_store(&G.stop, 0);
+    for (int i = 0; i < G.clients; i++) {
+        if (pthread_create(&clients[i].th, &at, client_main, &clients[i])) {
+            fprintf(stderr, "statesoup-load: cannot start client thread %d\n", i);
+            atomic_store(&G.stop, 1);
+            for (int k = 0; k < i; k++) pthread_join(clients[k].th, NULL);
+            pthread_attr_destroy(&at);
+            return -1;
+        }
+    }
+    pthread_attr_destroy(&at);
+    return 0;
+}
+
+static void clients_stop(void)
+{
+    atomic_store(&G.stop, 1);
+    for (int i = 0; i < G.clients; i++) pthread_join(clients[i].th, NULL);
+}
+
+/*
+ * Run the mix for up to secs seconds (sampling every G.interval s when interval_samples).
+ * Returns early (1) when the daemon died; 0 otherwise. With kill_at >= 0, kill -9s the daemon
+ * that many seconds in, then stops.
+ */
+static int mix(double secs, double kill_at, CURL *obs, int interval_samples)
+{
+    int64_t t = ss_mono_ns();
+    double next = G.interval;
+    int died = 0;
+    atomic_store(&G.killed, 0);
+    if (clients_start()) return 1;
+    for (;;) {
+        double el = (double)(ss_mono_ns() - t) / 1e9;
+        if (kill_at >= 0 && el >= kill_at) {
+            life_end(obs);
+            atomic_store(&G.killed, 1);
+            atomic_store(&G.stop, 1); /* only the requests in flight are cut */
+            kill(G.pid, SIGKILL);
+            daemon_reap(30);
+            break;
+        }
+        if (el >= secs) break;
+        if ((died = daemon_died())) break;
+        if (interval_samples && el >= next) {
+            take_sample(obs);
+            next += G.interval;
+        }
+        sleep_s(0.05);
+    }
+    clients_stop();
+    G.mix_s += (double)(ss_mono_ns() - t) / 1e9;
+    return died;
+}
+
+static void mark_failed(size_t i)
+{
+    pthread_mutex_lock(&G.mu);
+    G.ents[i].failed = 1;
+    pthread_mutex_unlock(&G.mu);
+}
+
+typedef struct vjob {
+    size_t *idx;
+    size_t n;
+    atomic_size_t next;
+    pthread_mutex_t mu;
+    vres v;
+} vjob;
+
+static void *verify_main(void *arg)
+{
+    vjob *j = arg;
+    CURL *c = curl_easy_init();
+    vres v = {0};
+    for (size_t k; c && (k = atomic_fetch_add(&j->next, 1)) < j->n;) {
+        size_t i = j->idx[k];
+        char id[40], path[128];
+        pthread_mutex_lock(&G.mu);
+        memcpy(id, G.ents[i].id, sizeof id);
+        int status = G.ents[i].status;
+        pthread_mutex_unlock(&G.mu);
+        hresp r = {0};
+        json_t *got = NULL;
+        snprintf(path, sizeof path, "/v1/states/%s", id);
+        long st = http_json(c, "GET", path, NULL, &got, &r);
+        free(r.body);
+        v.checked++;
+        if (status == E_DELETED) {
+            if (st != 404) {
+                v.resurrected++;
+                problem("verify %s: deleted (204) but answers %ld", id, st);
+            }
+        } else if (st == 404 && status == E_UNCERTAIN) {
+            v.gone_uncertain++;
+            pthread_mutex_lock(&G.mu);
+            G.ents[i].status = E_DELETED; /* the cut delete had happened */
+            pthread_mutex_unlock(&G.mu);
+        } else if (st != 200) {
+            v.lost++;
+            mark_failed(i);
+            problem("verify %s: acknowledged, answers %ld", id, st);
+        } else {
+            char *want = pool_record(i);
+            int bad = !same_record(want, got);
+            free(want);
+            if (bad) problem("verify %s: the record differs from the one acknowledged", id);
+            int xbad = 0;
+            long xs = export_check(c, i, id, 0, &xbad, "verify");
+            if (xs != 200) problem("verify %s: export answers %ld", id, xs);
+            if (bad || xbad || xs != 200) {
+                v.corrupt++;
+                mark_failed(i);
+            }
+        }
+        json_decref(got);
+    }
+    if (c) curl_easy_cleanup(c);
+    pthread_mutex_lock(&j->mu);
+    j->v.checked += v.checked;
+    j->v.lost += v.lost;
+    j->v.corrupt += v.corrupt;
+    j->v.resurrected += v.resurrected;
+    j->v.gone_uncertain += v.gone_uncertain;
+    pthread_mutex_unlock(&j->mu);
+    return NULL;
+}
+
+/* Check every acknowledged state (and every acknowledged delete) on up to 8 threads. */
+static vres verify_all(void)
+{
+    vjob j = {0};
+    int64_t t0 = ss_mono_ns();
+    pthread_mutex_init(&j.mu, NULL);
+    pthread_mutex_lock(&G.mu);
+    j.idx = malloc((G.n_ents ? G.n_ents : 1) * sizeof *j.idx);
+    for (size_t i = 0; j.idx && i < G.n_ents; i++)
+        if (G.ents[i].status != E_DELETING) j.idx[j.n++] = i;
+    pthread_mutex_unlock(&G.mu);
+    if (!j.idx) {
+        problem("verify: out of memory");
+        j.v.lost = 1;
+        return j.v;
+    }
+    int nt = G.clients < 8 ? G.clients : 8;
+    pthread_t th[8];
+    for (int t = 0; t < nt; t++) pthread_create(&th[t], NULL, verify_main, &j);
+    for (int t = 0; t < nt; t++) pthread_join(th[t], NULL);
+    free(j.idx);
+    pthread_mutex_destroy(&j.mu);
+    j.v.seconds = (double)(ss_mono_ns() - t0) / 1e9;
+    return j.v;
+}
+
+/* GET /v1/models: vocabulary size and whether text prompts work. 0 on success. */
+static int model_info(CURL *c)
+{
+    hresp r = {0};
+    json_t *j = NULL;
+    long st = http_json(c, "GET", "/v1/models", NULL, &j, &r);
+    json_t *m = json_array_get(json_object_get(j, "data"), 0);
+    G.vocab = (int)json_integer_value(json_object_get(m, "vocab_size"));
+    G.tokenizer = json_is_true(json_object_get(m, "tokenizer"));
+    free(r.body);
+    json_decref(j);
+    if (st != 200 || G.vocab < 2) {
+        fprintf(stderr, "statesoup-load: GET %s/v1/models answered %ld (no usable model)\n", G.base,
+                st);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- report ---------------------------------------------------------------------------------- */
+
+typedef struct ktotal {
+    kstat k; /* merged */
+    double p50, p99;
+} ktotal;
+
+static void merge_stats(ktotal *kt)
+{
+    for (int k = 0; k < K__N; k++) {
+        kstat *m = &kt[k].k;
+        for (int c = 0; c < G.clients; c++) {
+            kstat *s = &clients[c].ks[k];
+            if (s->n) {
+                double *nl = realloc(m->lat, (m->n + s->n) * sizeof *nl);
+                if (nl) {
+                    memcpy(nl + m->n, s->lat, s->n * sizeof *nl);
+                    m->lat = nl;
+                    m->n += s->n;
+                }
+            }
+            for (int a = 0; a < s->n_codes; a++) {
+                int f = 0;
+                for (int b = 0; b < m->n_codes && !f; b++)
+                    if (m->codes[b].code == s->codes[a].code) {
+                        m->codes[b].n += s->codes[a].n;
+                        f = 1;
+                    }
+                if (!f && m->n_codes < 16) m->codes[m->n_codes++] = s->codes[a];
+            }
+            m->reqs += s->reqs;
+            m->bad += s->bad;
+            m->unexpected += s->unexpected;
+        }
+        ss_load_sort(m->lat, m->n);
+        kt[k].p50 = ss_load_percentile(m->lat, m->n, 50);
+        kt[k].p99 = ss_load_percentile(m->lat, m->n, 99);
+    }
+}
+
+static const char *code_name(int code, char *buf, size_t cap)
+{
+    if (code == ST_CONN) return "conn";
+    if (code == ST_CUT) return "cut";
+    snprintf(buf, cap, "%d", code);
+    return buf;
+}
+
+static json_t *vres_json(const vres *v)
+{
+    return json_pack("{s:I,s:I,s:I,s:I,s:I,s:f}", "checked", (json_int_t)v->checked, "lost",
+                     (json_int_t)v->lost, "corrupt", (json_int_t)v->corrupt, "resurrected",
+                     (json_int_t)v->resurrected, "cut_deletes_done", (json_int_t)v->gone_uncertain,
+                     "seconds", v->seconds);
+}
+
+static json_t *num_or_null(double x)
+{
+    return isfinite(x) ? json_real(x) : json_null();
+}
+
+/* ---- options --------------------------------------------------------------------------------- */
+
+static const char usage_text[] =
+    "usage: statesoup-load (--model DIR --data DIR | --url URL [--pid PID]) [options]\n"
+    "\n"
+    "A bounded load and fault run against statesoupd on this machine (loopback only): N clients\n"
+    "send a weighted mix of saves, lists, reads, exports, imports, stored and on-the-fly merges,\n"
+    "generations (plain, streamed, abandoned mid-stream), scores and deletes for S seconds, then\n"
+    "every acknowledged state is verified (record, export checksum) and every acknowledged delete\n"
+    "must have held. Exit 0 when everything held, 1 otherwise, 2 for bad arguments.\n"
+    "\n"
+    "  --model DIR          start statesoupd with this model (and --data) and stop it at the end\n"
+    "  --data DIR           its data dir (created if missing)\n"
+    "  --daemon PATH        the statesoupd binary (default: the one built beside this tool)\n"
+    "  --daemon-arg ARG     one more argument for statesoupd (repeatable, at most 16)\n"
+    "  --url URL            a running daemon instead (host 127.0.0.0/8, [::1] or localhost)\n"
+    "  --pid PID            its process, for RSS and fd figures (with --url)\n"
+    "  --api-key KEY        sent as 'Authorization: Bearer KEY' (a write key)\n"
+    "  --clients N          concurrent clients, 1..1024 (default 8)\n"
+    "  --seconds S          length of the mix, 1..3600 (default 10; per cycle with --kill-cycles)\n"
+    "  --interval S         seconds between RSS/fd/5xx samples (default 5)\n"
+    "  --mix KIND=W,...     change weights (kinds: save list read export import merge merge_fly\n"
+    "                       generate gen_stream gen_abandon score delete; W 0..1000)\n"
+    "  --restart            after the run, restart the daemon cleanly and verify again\n"
+    "  --kill-cycles K      K cycles (1..1000) of: mix, kill -9 at a random moment within\n"
+    "                       --seconds, restart, verify every acknowledged state (needs --model)\n"
+    "  --seed N             random seed (default: from the clock)\n"
+    "  --json               print the report as JSON on stdout\n"
+    "  --json-file FILE     also write the JSON report to FILE\n"
+    "  -h, --help           this text\n";
+
+static int bad_arg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int bad_arg(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("statesoup-load: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs("\n(statesoup-load --help lists the options)\n", stderr);
+    return 2;
+}
+
+static int parse_int(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_mix(const char *s)
+{
+    char *dup = strdup(s), *save = NULL;
+    int rc = 0;
+    for (char *t = strtok_r(dup, ",", &save); t && !rc; t = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(t, '=');
+        long w;
+        int k;
+        if (!eq) {
+            rc = -1;
+            break;
+        }
+        *eq = '\0';
+        for (k = 0; k < K__N && strcmp(kind_name[k], t); k++) {
+        }
+        if (k == K__N || parse_int(eq + 1, 0, 1000, &w))
+            rc = -1;
+        else
+            G.weight[k] = (int)w;
+    }
+    free(dup);
+    return rc;
+}
+
+/* The statesoupd next to this binary (build/bench/.. or the same bin/ folder), else from PATH. */
+static const char *find_daemon(void)
+{
+    static char path[PATH_MAX];
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = '\0';
+        char *dir = dirname(self);
+        snprintf(path, sizeof path, "%s/statesoupd", dir);
+        if (access(path, X_OK) == 0) return path;
+        snprintf(path, sizeof path, "%s/../statesoupd", dir);
+        if (access(path, X_OK) == 0) return path;
+    }
+    return "statesoupd";
+}
+
+enum {
+    O_URL = 1000,
+    O_PID,
+    O_MODEL,
+    O_DATA,
+    O_DAEMON,
+    O_DARG,
+    O_KEY,
+    O_CLIENTS,
+    O_SECONDS,
+    O_INTERVAL,
+    O_MIX,
+    O_RESTART,
+    O_KILL,
+    O_SEED,
+    O_JSON,
+    O_JSON_FILE
+};
+
+static int parse_args(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"url", required_argument, NULL, O_URL},
+        {"pid", required_argument, NULL, O_PID},
+        {"model", required_argument, NULL, O_MODEL},
+        {"data", required_argument, NULL, O_DATA},
+        {"daemon", required_argument, NULL, O_DAEMON},
+        {"daemon-arg", required_argument, NULL, O_DARG},
+        {"api-key", required_argument, NULL, O_KEY},
+        {"clients", required_argument, NULL, O_CLIENTS},
+        {"seconds", required_argument, NULL, O_SECONDS},
+        {"interval", required_argument, NULL, O_INTERVAL},
+        {"mix", required_argument, NULL, O_MIX},
+        {"restart", no_argument, NULL, O_RESTART},
+        {"kill-cycles", required_argument, NULL, O_KILL},
+        {"seed", required_argument, NULL, O_SEED},
+        {"json", no_argument, NULL, O_JSON},
+        {"json-file", required_argument, NULL, O_JSON_FILE},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    long v;
+    int c;
+    G.clients = 8;
+    G.seconds = 10;
+    G.interval = 5;
+    G.seed = (uint64_t)ss_now_ns();
+    memcpy(G.weight, kind_weight_default, sizeof G.weight);
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case O_URL:
+            G.url = optarg;
+            break;
+        case O_PID:
+            if (parse_int(optarg, 1, INT_MAX, &v)) return bad_arg("--pid %s: not a pid", optarg);
+            G.pid = (pid_t)v;
+            break;
+        case O_MODEL:
+            G.model = optarg;
+            break;
+        case O_DATA:
+            G.data = optarg;
+            break;
+        case O_DAEMON:
+            G.daemon_exe = optarg;
+            break;
+        case O_DARG:
+            if (G.n_daemon_args == MAX_DAEMON_ARGS) return bad_arg("too many --daemon-arg");
+            G.daemon_args[G.n_daemon_args++] = optarg;
+            break;
+        case O_KEY:
+            G.api_key = optarg;
+            break;
+        case O_CLIENTS:
+            if (parse_int(optarg, 1, MAX_CLIENTS, &v))
+                return bad_arg("--clients %s: expected 1..%d", optarg, MAX_CLIENTS);
+            G.clients = (int)v;
+            break;
+        case O_SECONDS:
+            if (parse_int(optarg, 1, MAX_SECONDS, &v))
+                return bad_arg("--seconds %s: expected 1..%d", optarg, MAX_SECONDS);
+            G.seconds = (int)v;
+            break;
+        case O_INTERVAL:
+            if (parse_int(optarg, 1, MAX_SECONDS, &v))
+                return bad_arg("--interval %s: expected 1..%d", optarg, MAX_SECONDS);
+            G.interval = (int)v;
+            break;
+        case O_MIX:
+            if (parse_mix(optarg)) return bad_arg("--mix %s: expected KIND=W,...", optarg);
+            break;
+        case O_RESTART:
+            G.restart = 1;
+            break;
+        case O_KILL:
+            if (parse_int(optarg, 1, MAX_CYCLES, &v))
+                return bad_arg("--kill-cycles %s: expected 1..%d", optarg, MAX_CYCLES);
+            G.kill_cycles = (int)v;
+            break;
+        case O_SEED:
+            if (parse_int(optarg, 0, LONG_MAX, &v))
+                return bad_arg("--seed %s: not a number", optarg);
+            G.seed = (uint64_t)v;
+            break;
+        case O_JSON:
+            G.json = 1;
+            break;
+        case O_JSON_FILE:
+            G.json_file = optarg;
+            break;
+        case 'h':
+            fputs(usage_text, stdout);
+            exit(0);
+        default:
+            return bad_arg("unknown option");
+        }
+    }
+    if (optind < argc) return bad_arg("unexpected argument '%s'", argv[optind]);
+    for (int k = 0; k < K__N; k++) G.weight_sum += G.weight[k];
+    if (G.weight_sum <= 0) return bad_arg("--mix: every weight is 0");
+    if (G.url && G.model)
+        return bad_arg("--url and --model: give one (a running daemon, or one to start)");
+    if (!G.url && !G.model)
+        return bad_arg("give --model DIR --data DIR (or --url of a running daemon)");
+    if (G.model && !G.data) return bad_arg("--model needs --data DIR");
+    if (G.pid && !G.url)
+        return bad_arg("--pid goes with --url (with --model the tool knows its daemon)");
+    if (G.url && (G.kill_cycles || G.restart))
+        return bad_arg(
+            "--kill-cycles and --restart need a daemon this tool starts (--model, --data)");
+    if (G.url && !ss_load_url_loopback(G.url))
+        return bad_arg("--url %s: only http:// on this machine's loopback (127.0.0.0/8, [::1], "
+                       "localhost) is allowed",
+                       G.url);
+    if (G.url) {
+        size_t n = strlen(G.url);
+        while (n > 0 && G.url[n - 1] == '/') n--;
+        if (n >= sizeof G.base) return bad_arg("--url: too long");
+        snprintf(G.base, sizeof G.base, "%.*s", (int)n, G.url);
+    }
+    if (G.model && !G.daemon_exe) G.daemon_exe = find_daemon();
+    return 0;
+}
+
+/* ---- main --------------------------------------------------------------------------------------
+ */
+
+int main(int argc, char **argv)
+{
+    int rc = parse_args(argc, argv);
+    if (rc) return rc;
+    signal(SIGPIPE, SIG_IGN);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    pthread_mutex_init(&G.mu, NULL);
+    pthread_mutex_init(&G.d.mu, NULL);
+    pthread_cond_init(&G.d.cv, NULL);
+    G.t0 = ss_mono_ns();
+    {
+        uint64_t s = G.seed;
+        snprintf(G.runid, sizeof G.runid, "%08llx", (unsigned long long)(rnd(&s) & 0xffffffffu));
+    }
+    CURL *obs = curl_easy_init();
+    clients = calloc((size_t)G.clients, sizeof *clients);
+    vres v_end = {0}, v_restart = {0};
+    int have_restart = 0, daemon_exit = -1, died = 0;
+    cycle_res *cyc = G.kill_cycles ? calloc((size_t)G.kill_cycles, sizeof *cyc) : NULL;
+    int n_cyc = 0;
+    ktotal kt[K__N];
+    memset(kt, 0, sizeof kt);
+    rc = 1;
+    if (!obs || !clients || (G.kill_cycles && !cyc)) {
+        fprintf(stderr, "statesoup-load: out of memory\n");
+        goto out;
+    }
+    uint64_t seeder = G.seed;
+    for (int i = 0; i < G.clients; i++) {
+        clients[i].idx = i;
+        /* each client's state is a mixed output, not seed + i * step: splitmix64 states that
+         * differ by a multiple of its step walk the same sequence, shifted, and clients in step
+         * with each other skew the mix */
+        clients[i].rng = rnd(&seeder);
+        clients[i].curl = curl_easy_init();
+        if (!clients[i].curl) {
+            fprintf(stderr, "statesoup-load: cannot start libcurl\n");
+            goto out;
+        }
+    }
+    if (G.model) {
+        G.own = 1;
+        if (daemon_start()) goto out;
+    }
+    if (model_info(obs)) goto out;
+    if (!G.json)
+        fprintf(stderr, "statesoup-load: %s (pid %d), %d clients, %d s%s, run tag %s, seed %llu\n",
+                G.base, (int)G.pid, G.clients, G.seconds, G.kill_cycles ? " per cycle" : "",
+                run_tag(), (unsigned long long)G.seed);
+
+    if (G.kill_cycles) {
+        uint64_t krng = G.seed ^ 0xD1B54A32D192ED03ull;
+        for (int c = 0; c < G.kill_cycles && !died; c++) {
+            cycle_res *cr = &cyc[c];
+            /* the kill falls between 20 % and 100 % of the cycle: mid-mix, clients busy */
+            cr->kill_at_s = G.seconds * (0.2 + 0.8 * rnd_unit(&krng));
+            if ((died = mix(G.seconds, cr->kill_at_s, obs, 0))) break;
+            int64_t t = ss_mono_ns();
+            if (daemon_start()) {
+                died = 1;
+                problem("cycle %d: statesoupd did not start again after kill -9", c + 1);
+                break;
+            }
+            cr->restart_s = (double)(ss_mono_ns() - t) / 1e9;
+            t = ss_mono_ns();
+            cr->v = verify_all();
+            cr->verify_s = (double)(ss_mono_ns() - t) / 1e9;
+            cr->rss_mb = proc_rss_mb(G.pid, &cr->anon_mb, NULL);
+            cr->fds = proc_fds(G.pid);
+            pthread_mutex_lock(&G.mu);
+            cr->acked_total = (long)G.n_ents;
+            pthread_mutex_unlock(&G.mu);
+            n_cyc++;
+            if (!G.json || isatty(2))
+                fprintf(stderr,
+                        "  cycle %3d: kill -9 at %.2f s, restart %.2f s, verify %.2f s: "
+                        "%ld acknowledged, %ld checked, lost %ld, corrupt %ld, resurrected %ld\n",
+                        c + 1, cr->kill_at_s, cr->restart_s, cr->verify_s, cr->acked_total,
+                        cr->v.checked, cr->v.lost, cr->v.corrupt, cr->v.resurrected);
+        }
+    } else {
+        take_sample(obs);
+        died = mix(G.seconds, -1, obs, 1);
+        if (!died) {
+            take_sample(obs);
+            v_end = verify_all();
+        }
+        if (!died && G.restart) {
+            life_end(obs);
+            kill(G.pid, SIGTERM);
+            daemon_exit = daemon_reap(120);
+            if (!WIFEXITED(daemon_exit) || WEXITSTATUS(daemon_exit) != 0)
+                problem("statesoupd did not exit cleanly on SIGTERM before the restart (wait "
+                        "status 0x%x)",
+                        daemon_exit);
+            if (daemon_start()) {
+                died = 1;
+                problem("statesoupd did not start again after a clean stop");
+            } else {
+                v_restart = verify_all();
+                have_restart = 1;
+            }
+        }
+    }
+    /* the final stop must be clean: exit 0 (under ASan that also means no leak, no error) */
+    int clean_exit = 1;
+    if (!died) life_end(obs);
+    if (G.own && G.pid) {
+        kill(G.pid, SIGTERM);
+        daemon_exit = daemon_reap(120);
+    }
+    if (G.own && (daemon_exit != -1 || !died)) {
+        clean_exit = daemon_exit != -1 && WIFEXITED(daemon_exit) && WEXITSTATUS(daemon_exit) == 0;
+        if (!clean_exit) {
+            problem("statesoupd did not exit cleanly on SIGTERM (wait status 0x%x)", daemon_exit);
+            fprintf(stderr, "statesoup-load: the end of statesoupd's log:\n%s\n", G.d.log);
+        }
+    }
+
+    merge_stats(kt);
+    uint64_t n5 = 0, unexpected = 0, bad = 0, total = 0;
+    for (int k = 0; k < K__N; k++) {
+        for (int a = 0; a < kt[k].k.n_codes; a++)
+            if (kt[k].k.codes[a].code >= 500) n5 += kt[k].k.codes[a].n;
+        unexpected += kt[k].k.unexpected;
+        bad += kt[k].k.bad;
+        total += kt[k].k.reqs;
+    }
+    vres kv = {0};
+    for (int c = 0; c < n_cyc; c++) {
+        kv.checked += cyc[c].v.checked;
+        kv.lost += cyc[c].v.lost;
+        kv.corrupt += cyc[c].v.corrupt;
+        kv.resurrected += cyc[c].v.resurrected;
+        kv.gone_uncertain += cyc[c].v.gone_uncertain;
+    }
+    long lost = v_end.lost + v_restart.lost + kv.lost;
+    long corrupt = v_end.corrupt + v_restart.corrupt + kv.corrupt;
+    long resur = v_end.resurrected + v_restart.resurrected + kv.resurrected;
+    long acked = (long)G.n_ents, deleted = 0, live_end = 0, failed = 0;
+    for (size_t i = 0; i < G.n_ents; i++) {
+        failed += G.ents[i].failed;
+        deleted += G.ents[i].status == E_DELETED;
+        live_end += G.ents[i].status == E_LIVE || G.ents[i].status == E_UNCERTAIN;
+    }
+    int ok = !died && clean_exit && lost == 0 && corrupt == 0 && resur == 0 && n5 == 0 &&
+             G.d5xx_total == 0 && unexpected == 0 && bad == 0 &&
+             (!G.kill_cycles || n_cyc == G.kill_cycles) && total > 0;
+    double secs = G.mix_s > 0 ? G.mix_s : 1;
+
+    if (G.json || G.json_file) {
+        json_t *kinds = json_array(), *samples = json_array(), *probs = json_array();
+        for (int k = 0; k < K__N; k++) {
+            json_t *codes = json_object();
+            char b[16];
+            for (int a = 0; a < kt[k].k.n_codes; a++)
+                json_object_set_new(codes, code_name(kt[k].k.codes[a].code, b, sizeof b),
+                                    json_integer((json_int_t)kt[k].k.codes[a].n));
+            json_array_append_new(
+                kinds,
+                json_pack("{s:s,s:I,s:f,s:o,s:o,s:o,s:I,s:I}", "kind", kind_name[k], "requests",
+                          (json_int_t)kt[k].k.reqs, "per_s", (double)kt[k].k.reqs / secs, "p50_ms",
+                          num_or_null(kt[k].p50), "p99_ms", num_or_null(kt[k].p99), "status", codes,
+                          "bad", (json_int_t)kt[k].k.bad, "unexpected",
+                          (json_int_t)kt[k].k.unexpected));
+        }
+        for (int i = 0; i < G.n_samples; i++) {
+            sample *s = &G.samples[i];
+            json_array_append_new(
+                samples, json_pack("{s:f,s:o,s:o,s:o,s:i,s:I,s:I,s:I}", "t", s->t, "rss_mb",
+                                   num_or_null(s->rss_mb), "rss_anon_mb", num_or_null(s->anon_mb),
+                                   "rss_file_mb", num_or_null(s->file_mb), "fds", s->fds,
+                                   "daemon_5xx", (json_int_t)s->d5xx, "requests",
+                                   (json_int_t)s->reqs, "live_states", (json_int_t)s->live));
+        }
+        for (int i = 0; i < G.n_problems; i++)
+            json_array_append_new(probs, json_string(G.problems[i]));
+        json_t *rep = json_pack(
+            "{s:s,s:s,s:i,s:i,s:I,s:f,s:o,s:o,s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I},s:o,s:I,s:b}",
+            "url", G.base, "run_tag", run_tag(), "clients", G.clients, "seconds", G.seconds, "seed",
+            (json_int_t)G.seed, "mix_seconds", G.mix_s, "kinds", kinds, "samples", samples,
+            "totals", "requests", (json_int_t)total, "http_5xx", (json_int_t)n5, "daemon_5xx",
+            (json_int_t)G.d5xx_total, "unexpected", (json_int_t)unexpected, "bad", (json_int_t)bad,
+            "states_acknowledged", (json_int_t)acked, "states_deleted", (json_int_t)deleted,
+            "states_lost", (json_int_t)failed, "resurrected", (json_int_t)resur, "problems", probs,
+            "problems_total", (json_int_t)G.n_problem_total, "ok", ok);
+        if (!G.kill_cycles) json_object_set_new(rep, "verify", vres_json(&v_end));
+        if (have_restart) json_object_set_new(rep, "verify_after_restart", vres_json(&v_restart));
+        if (G.kill_cycles) {
+            json_t *cl = json_array();
+            for (int c = 0; c < n_cyc; c++)
+                json_array_append_new(cl,
+                                      json_pack("{s:i,s:f,s:f,s:f,s:I,s:o,s:o,s:i,s:o}", "cycle",
+                                                c + 1, "kill_at_s", cyc[c].kill_at_s, "restart_s",
+                                                cyc[c].restart_s, "verify_s", cyc[c].verify_s,
+                                                "acknowledged", (json_int_t)cyc[c].acked_total,
+                                                "rss_mb", num_or_null(cyc[c].rss_mb), "rss_anon_mb",
+                                                num_or_null(cyc[c].anon_mb), "fds", cyc[c].fds,
+                                                "verify", vres_json(&cyc[c].v)));
+            json_object_set_new(rep, "kill",
+                                json_pack("{s:i,s:i,s:I,s:I,s:I,s:I,s:o}", "cycles_asked",
+                                          G.kill_cycles, "cycles", n_cyc, "acknowledged",
+                                          (json_int_t)acked, "lost", (json_int_t)kv.lost, "corrupt",
+                                          (json_int_t)kv.corrupt, "resurrected",
+                                          (json_int_t)kv.resurrected, "per_cycle", cl));
+        }
+        if (G.json) {
+            json_dumpf(rep, stdout, JSON_INDENT(1));
+            fputc('\n', stdout);
+        }
+        if (G.json_file && json_dump_file(rep, G.json_file, JSON_INDENT(1))) {
+            fprintf(stderr, "statesoup-load: cannot write %s\n", G.json_file);
+            ok = 0;
+        }
+        json_decref(rep);
+    }
+    if (!G.json) {
+        printf("\n%d clients, %.1f s of mix%s, %llu requests (%.1f/s)\n", G.clients, G.mix_s,
+               G.kill_cycles ? " (all cycles)" : "", (unsigned long long)total,
+               (double)total / secs);
+        printf("%-12s %8s %8s %9s %9s  %s\n", "kind", "requests", "req/s", "p50 ms", "p99 ms",
+               "status counts");
+        for (int k = 0; k < K__N; k++) {
+            char codes[256] = "", b[16];
+            size_t at = 0;
+            for (int a = 0; a < kt[k].k.n_codes && at < sizeof codes; a++)
+                at += (size_t)snprintf(codes + at, sizeof codes - at, "%s%s:%llu", a ? " " : "",
+                                       code_name(kt[k].k.codes[a].code, b, sizeof b),
+                                       (unsigned long long)kt[k].k.codes[a].n);
+            printf("%-12s %8llu %8.1f %9.1f %9.1f  %s%s\n", kind_name[k],
+                   (unsigned long long)kt[k].k.reqs, (double)kt[k].k.reqs / secs, kt[k].p50,
+                   kt[k].p99, codes, kt[k].k.bad ? "  BAD CONTENT" : "");
+        }
+        if (G.n_samples) {
+            printf("\n%8s %9s %9s %9s %5s %6s %9s %7s\n", "t (s)", "RSS (MB)", "anon", "file",
+                   "fds", "5xx", "requests", "states");
+            for (int i = 0; i < G.n_samples; i++)
+                printf("%8.1f %9.1f %9.1f %9.1f %5d %6ld %9llu %7ld\n", G.samples[i].t,
+                       G.samples[i].rss_mb, G.samples[i].anon_mb, G.samples[i].file_mb,
+                       G.samples[i].fds, G.samples[i].d5xx, (unsigned long long)G.samples[i].reqs,
+                       G.samples[i].live);
+        }
+        printf("\nstates: %ld acknowledged, %ld deleted (acknowledged), %ld kept, %ld lost or "
+               "damaged\n",
+               acked, deleted, live_end, failed);
+        if (!G.kill_cycles)
+            printf("verify at the end (%.1f s): %ld checked, %ld lost, %ld corrupt, %ld "
+                   "resurrected\n",
+                   v_end.seconds, v_end.checked, v_end.lost, v_end.corrupt, v_end.resurrected);
+        if (have_restart)
+            printf("verify after a restart (%.1f s): %ld checked, %ld lost, %ld corrupt, %ld "
+                   "resurrected\n",
+                   v_restart.seconds, v_restart.checked, v_restart.lost, v_restart.corrupt,
+                   v_restart.resurrected);
+        if (G.kill_cycles)
+            printf("kill -9: %d of %d cycles, %ld states acknowledged, %ld checks: lost %ld, "
+                   "corrupt %ld, resurrected %ld\n",
+                   n_cyc, G.kill_cycles, acked, kv.checked, kv.lost, kv.corrupt, kv.resurrected);
+        printf("5xx: %llu seen by clients, %ld counted by the daemon; unexpected answers %llu, "
+               "bad content %llu\n",
+               (unsigned long long)n5, G.d5xx_total, (unsigned long long)unexpected,
+               (unsigned long long)bad);
+        for (int i = 0; i < G.n_problems; i++) printf("problem: %s\n", G.problems[i]);
+        if (G.n_problem_total > G.n_problems) printf("(%ld problems in all)\n", G.n_problem_total);
+        printf("%s\n", ok ? "OK" : "FAILED");
+    }
+    rc = ok ? 0 : 1;
+out:
+    if (G.own && G.pid) { /* an early exit: do not leave the daemon behind */
+        kill(G.pid, SIGKILL);
+        daemon_reap(30);
+    }
+    for (int k = 0; k < K__N; k++) free(kt[k].k.lat);
+    for (int i = 0; clients && i < G.clients; i++) {
+        for (int k = 0; k < K__N; k++) free(clients[i].ks[k].lat);
+        if (clients[i].curl) curl_easy_cleanup(clients[i].curl);
+    }
+    free(clients);
+    free(cyc);
+    for (size_t i = 0; i < G.n_ents; i++) free(G.ents[i].record);
+    free(G.ents);
+    free(G.live);
+    for (size_t i = 0; i < G.n_cache; i++) free(G.cache[i].data);
+    for (int i = 0; i < G.n_problems; i++) free(G.problems[i]);
+    if (obs) curl_easy_cleanup(obs);
+    curl_global_cleanup();
+    return rc;
+}
