@@ -325,8 +325,9 @@ ss_err st_write_mem(const st_out_tensor *t, int n, const char *metadata_json, ui
         json_object_foreach(meta, k, v)
         {
             if (!json_is_string(v)) {
-                json_decref(meta);
+                /* the message first: k belongs to meta (a use after free before; tests/fuzz) */
                 err = ss_fail(SS_ERR_INVALID, "safetensors metadata value %s is not a string", k);
+                json_decref(meta);
                 goto out;
             }
         }
