@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.."
 [ $# -ge 1 ] || { echo "usage: tests/fuzz/run.sh SECONDS [TARGET...]" >&2; exit 2; }
 secs=$1
 shift
-targets=${*:-"safetensors state_import tokenizer_load tokenizer_encode config"}
+targets=${*:-"safetensors state_import tokenizer_load tokenizer_encode config api"}
 if ! command -v clang >/dev/null; then
     echo "tests/fuzz/run.sh: clang not found (deploy/install-deps.sh installs clang and" \
          "libclang-rt-14-dev, which holds libFuzzer)" >&2
