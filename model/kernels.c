@@ -7,6 +7,7 @@
  */
 #include "kernels.h"
 
+#include <cpuid.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -156,8 +157,11 @@ static void kernels_choose(void)
     const char *force = getenv("SS_KERNELS");
     __builtin_cpu_init();
     int has512 = __builtin_cpu_supports("avx512f");
-    int has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+    /* F16C from CPUID itself: clang before 15 has no "f16c" for __builtin_cpu_supports, and the
+     * fuzz build (tests/fuzz) uses Debian 12's clang 14 */
+    unsigned ca, cb, cc, cd;
+    int f16c = __get_cpuid(1, &ca, &cb, &cc, &cd) && (cc & bit_F16C);
+    int has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
     if (force && !strcmp(force, "generic"))
         k = &generic;
     else if (force && !strcmp(force, "avx2") && has2)

@@ -185,14 +185,19 @@ ss_err st_parse(st_file *f, const uint8_t *base, uint64_t size, const char *what
         if (err) goto out;
         t->data = base + t->offset;
     }
-    /* No two tensors may share bytes. */
+    /* No two tensors may share bytes. Empty tensors take no room, so each tensor is compared
+     * with the last non-empty one before it, not merely its neighbour (an empty tensor between
+     * two overlapping ones hid the overlap; found by tests/fuzz). */
     qsort(f->tensors, (size_t)f->n_tensors, sizeof *f->tensors, cmp_offset);
-    for (int i = 1; i < f->n_tensors; i++) {
-        const st_tensor *p = &f->tensors[i - 1], *t = &f->tensors[i];
-        if (t->n_bytes && p->n_bytes && t->offset < p->offset + p->n_bytes) {
+    const st_tensor *p = NULL;
+    for (int i = 0; i < f->n_tensors; i++) {
+        const st_tensor *t = &f->tensors[i];
+        if (!t->n_bytes) continue;
+        if (p && t->offset < p->offset + p->n_bytes) {
             err = ss_fail(SS_ERR_FORMAT, "%s: tensors %s and %s overlap", what, p->name, t->name);
             goto out;
         }
+        p = t;
     }
     qsort(f->tensors, (size_t)f->n_tensors, sizeof *f->tensors, cmp_name);
     f->base = base;
@@ -310,8 +315,9 @@ ss_err st_write_mem(const st_out_tensor *t, int n, const char *metadata_json, ui
         json_object_foreach(meta, k, v)
         {
             if (!json_is_string(v)) {
-                json_decref(meta);
+                /* the message first: k belongs to meta (a use after free before; tests/fuzz) */
                 err = ss_fail(SS_ERR_INVALID, "safetensors metadata value %s is not a string", k);
+                json_decref(meta);
                 goto out;
             }
         }

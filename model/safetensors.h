@@ -45,7 +45,7 @@ typedef struct st_tensor {
 typedef struct st_file {
     const uint8_t *base; /* whole file */
     uint64_t size;
-    st_tensor *tensors; /* sorted by data offset */
+    st_tensor *tensors; /* sorted by name (st_find searches them) */
     int n_tensors;
     char *metadata_json; /* __metadata__ as JSON text, or NULL */
 } st_file;

@@ -203,7 +203,9 @@ static ss_err word(enc *e, const char *w, size_t n)
                 if (ss_grow((void **)&e->out, &e->cap_out, e->n_out + sl->n_ids, 4) != 0) {
                     return ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
                 }
-                memcpy(e->out + e->n_out, e->cache_ids + sl->id_off, sl->n_ids * sizeof(int32_t));
+                if (sl->n_ids) /* out and cache_ids may be NULL for a word of no ids */
+                    memcpy(e->out + e->n_out, e->cache_ids + sl->id_off,
+                           sl->n_ids * sizeof(int32_t));
                 e->n_out += sl->n_ids;
                 return SS_OK;
             }
@@ -237,7 +239,9 @@ static ss_err word(enc *e, const char *w, size_t n)
         return SS_OK;
     }
     memcpy(e->cache_bytes + e->n_cache_bytes, w, n);
-    memcpy(e->cache_ids + e->n_cache_ids, e->out + first, k * sizeof(int32_t));
+    /* k is 0 for a word whose bytes are all outside the vocabulary (dropped without unk_token):
+     * cache_ids may still be NULL then, and NULL + 0 is undefined (found by tests/fuzz) */
+    if (k) memcpy(e->cache_ids + e->n_cache_ids, e->out + first, k * sizeof(int32_t));
     *sl = (cache_slot){h, (uint32_t)e->n_cache_bytes, (uint16_t)n, (uint16_t)k,
                        (uint32_t)e->n_cache_ids};
     e->n_cache_bytes += n;

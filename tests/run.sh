@@ -1,7 +1,8 @@
 #!/bin/sh
 # The README's test command: build and run the whole suite (unit + integration), then the same
-# suite again under AddressSanitizer + UndefinedBehaviorSanitizer. Set SS_SKIP_SANITIZE=1 to
-# run only the first pass. Uses build/ (debug, asserts on) and build-asan/; deploy/run.sh's
+# suite again under AddressSanitizer + UndefinedBehaviorSanitizer, then each fuzz target briefly
+# (tests/fuzz/run.sh 10). Set SS_SKIP_SANITIZE=1 to run only the first pass, SS_SKIP_FUZZ=1 to
+# skip the fuzzing. Uses build/ (debug, asserts on), build-asan/ and build-fuzz/; deploy/run.sh's
 # release build is build-release/, so neither changes the other's build type.
 set -eu
 cd "$(dirname "$0")/.."
@@ -17,4 +18,9 @@ if [ "${SS_SKIP_SANITIZE:-0}" != 1 ]; then
     [ -f build-asan/build.ninja ] ||
         meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false
     meson test -C build-asan --print-errorlogs "$@"
+fi
+# Each libFuzzer target for 10 s under ASan+UBSan (clang, build-fuzz/); SS_SKIP_FUZZ=1 skips it.
+# Only for the whole suite: a run of chosen tests ("$@") stays quick.
+if [ "${SS_SKIP_FUZZ:-0}" != 1 ] && [ $# -eq 0 ]; then
+    tests/fuzz/run.sh 10
 fi
