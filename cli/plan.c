@@ -463,7 +463,14 @@ static int run_model(const char *dir, const ss_scaling_law *given, int json)
 /* ---- the command
  * --------------------------------------------------------------------------------- */
 
-int cmd_plan(int argc, char **argv)
+typedef struct plan_args {
+    const char *flops, *sweep, *svg, *model, *coeffs;
+    double expansion;
+    int json;
+} plan_args;
+
+/* Options into *a; CLI_OK to go on, else the exit status (--help printed, or a usage error). */
+static int plan_parse(int argc, char **argv, plan_args *a, int *done)
 {
     static const struct option opts[] = {
         {"flops", required_argument, NULL, OPT_FLOPS},
@@ -476,105 +483,117 @@ int cmd_plan(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *flops_s = NULL, *sweep = NULL, *svg = NULL, *model = NULL, *coeffs = NULL;
-    double expansion = 0;
-    int json = 0, c;
+    int c;
+    *a = (plan_args){0};
+    *done = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case OPT_FLOPS:
-            flops_s = optarg;
+            a->flops = optarg;
             break;
         case OPT_SWEEP:
-            sweep = optarg;
+            a->sweep = optarg;
             break;
         case OPT_SVG:
-            svg = optarg;
+            a->svg = optarg;
             break;
         case OPT_MODEL:
-            model = optarg;
+            a->model = optarg;
             break;
         case OPT_COEFFS:
-            coeffs = optarg;
+            a->coeffs = optarg;
             break;
         case OPT_EXPANSION:
-            if (cli_parse_num("plan", "expansion", optarg, 1, 1e6, &expansion)) return CLI_USAGE;
+            if (cli_parse_num("plan", "expansion", optarg, 1, 1e6, &a->expansion)) return CLI_USAGE;
             break;
         case CLI_OPT_JSON:
-            json = 1;
+            a->json = 1;
             break;
         case 'h':
             fputs(plan_help, stdout);
+            *done = 1;
             return CLI_OK;
         default:
             return cli_bad_option("plan");
         }
     }
     if (optind < argc) return cli_usage("plan", "unexpected argument '%s'", argv[optind]);
-    int modes = !!flops_s + !!(sweep || svg) + !!model;
+    int modes = !!a->flops + !!(a->sweep || a->svg) + !!a->model;
     if (modes != 1) {
         return cli_usage("plan", modes ? "give one of --flops, --sweep/--svg, --model"
                                        : "give --flops F, --sweep LO:HI or --model DIR");
     }
-    if (coeffs && expansion)
+    if (a->coeffs && a->expansion)
         return cli_usage("plan", "--coeffs and --expansion exclude each other");
-    if (svg && json && !sweep)
+    if (a->svg && a->json && !a->sweep)
         return cli_usage("plan", "--json goes with --sweep, not --svg alone");
+    return CLI_OK;
+}
 
-    ss_scaling_law law;
-    int have_law = 0;
-    if (coeffs) {
-        if (ss_scaling_law_load(coeffs, &law)) {
+/* The law: --coeffs, --expansion or the paper's E = 64 fit; *given says whether it was chosen. */
+static int plan_law(const plan_args *a, ss_scaling_law *law, int *given)
+{
+    *given = 1;
+    if (a->coeffs) {
+        if (ss_scaling_law_load(a->coeffs, law)) {
             fprintf(stderr, "statesoup plan: --coeffs %s\n", ss_errmsg());
             return CLI_USAGE;
         }
-        have_law = 1;
-    } else if (expansion) {
-        if (expansion != floor(expansion) || ss_scaling_law_default((int)expansion, &law)) {
+    } else if (a->expansion) {
+        if (a->expansion != floor(a->expansion) || ss_scaling_law_default((int)a->expansion, law)) {
             return cli_usage("plan",
                              "--expansion %g: the paper fits the law for 64 and 16 only "
                              "(--coeffs FILE takes a fit of your own)",
-                             expansion);
+                             a->expansion);
         }
-        have_law = 1;
     } else {
-        ss_scaling_law_default(64, &law);
+        ss_scaling_law_default(64, law);
+        *given = 0;
     }
+    return CLI_OK;
+}
 
-    if (model) return run_model(model, have_law ? &law : NULL, json);
-
-    if (flops_s) {
-        /* strtod takes "inf" and "nan": the range check refuses them with the rest */
-        double flops;
-        char *end;
-        flops = strtod(flops_s, &end);
-        if (end == flops_s || *end) {
-            return cli_usage("plan", "--flops %s: expected a number of FLOPs, e.g. 1e21", flops_s);
-        }
-        if (ss_scaling_check_flops(flops)) return cli_usage("plan", "--flops: %s", ss_errmsg());
-        ss_scaling_plan p;
-        ss_scaling_plan_budget(&law, flops, &p);
-        if (json) {
-            json_t *o = plan_json(&p);
-            cli_print_json(o);
-            json_decref(o);
-        } else {
-            print_plan(&p);
-        }
-        return CLI_OK;
+/* plan --flops F */
+static int run_budget(const ss_scaling_law *law, const char *flops_s, int json)
+{
+    /* strtod takes "inf" and "nan": the range check refuses them with the rest */
+    char *end;
+    double flops = strtod(flops_s, &end);
+    if (end == flops_s || *end) {
+        return cli_usage("plan", "--flops %s: expected a number of FLOPs, e.g. 1e21", flops_s);
     }
+    if (ss_scaling_check_flops(flops)) return cli_usage("plan", "--flops: %s", ss_errmsg());
+    ss_scaling_plan p;
+    ss_scaling_plan_budget(law, flops, &p);
+    if (json) {
+        json_t *o = plan_json(&p);
+        cli_print_json(o);
+        json_decref(o);
+    } else {
+        print_plan(&p);
+    }
+    return CLI_OK;
+}
+
+int cmd_plan(int argc, char **argv)
+{
+    plan_args a;
+    int done, given, rc;
+    if ((rc = plan_parse(argc, argv, &a, &done)) || done) return rc;
+    ss_scaling_law law;
+    if ((rc = plan_law(&a, &law, &given))) return rc;
+    if (a.model) return run_model(a.model, given ? &law : NULL, a.json);
+    if (a.flops) return run_budget(&law, a.flops, a.json);
 
     double lo = 1e18, hi = 1e26;
-    if (sweep) {
-        int rc = parse_range(sweep, &lo, &hi);
-        if (rc) return rc;
-    }
-    if (svg) {
-        if (write_svg(&law, lo, hi, svg)) return cli_fail("plan --svg");
-        if (!sweep) {
-            fprintf(stderr, "statesoup plan: wrote %s\n", svg);
+    if (a.sweep && (rc = parse_range(a.sweep, &lo, &hi))) return rc;
+    if (a.svg) {
+        if (write_svg(&law, lo, hi, a.svg)) return cli_fail("plan --svg");
+        if (!a.sweep) {
+            fprintf(stderr, "statesoup plan: wrote %s\n", a.svg);
             return CLI_OK;
         }
     }
-    return run_sweep(&law, lo, hi, json);
+    return run_sweep(&law, lo, hi, a.json);
 }

@@ -151,14 +151,10 @@ static ss_err parse_moe(model_config *cfg, json_t *moe)
     return SS_OK;
 }
 
-static ss_err parse_config(loader *L)
+/* The family (model_type, or the first architectures entry when it is absent), and the names
+ * the model card reports. */
+static ss_err parse_arch(ss_model *m, json_t *c)
 {
-    ss_model *m = L->m;
-    model_config *cfg = &m->cfg;
-    json_t *c = L->config;
-    ss_err err;
-    if (!json_is_object(c)) return ss_fail(SS_ERR_FORMAT, "config.json: not a JSON object");
-
     const char *mt = cfg_str(c, "model_type", NULL);
     json_t *archs = json_object_get(c, "architectures");
     const char *arch = json_is_array(archs) && json_is_string(json_array_get(archs, 0))
@@ -192,7 +188,13 @@ static ss_err parse_config(loader *L)
     };
     snprintf(m->architecture, sizeof m->architecture, "%s", arch ? arch : arch_names[m->info.arch]);
     snprintf(m->model_type, sizeof m->model_type, "%s", mt ? mt : type_names[m->info.arch]);
+    return SS_OK;
+}
 
+/* The dimensions and flags every family shares. */
+static ss_err parse_dims(model_config *cfg, json_t *c, ss_arch arch)
+{
+    ss_err err;
     if ((err = need_pos(c, "hidden_size", &cfg->d_model))) return err;
     if ((err = need_pos(c, "vocab_size", &cfg->vocab))) return err;
     if ((err = need_pos(c, "state_size", &cfg->d_state))) return err;
@@ -221,13 +223,19 @@ static ss_err parse_config(loader *L)
     cfg->eos = cfg_int(c, "eos_token_id", -1);
     cfg->bos = cfg_int(c, "bos_token_id", -1);
     json_t *mre = json_object_get(c, "mixer_rms_eps");
-    if (ss_json_is_number(mre) && m->info.arch == SS_ARCH_MAMBA1) {
+    if (ss_json_is_number(mre) && arch == SS_ARCH_MAMBA1) {
         cfg->has_mixer_rms = 1;
         cfg->mixer_rms_eps = (float)ss_json_real(mre, 1e-6);
     }
+    return SS_OK;
+}
 
+/* The layer count and, for MoE-Mamba, the layer types' norm and the moe block. */
+static ss_err parse_layers(model_config *cfg, json_t *c, ss_arch arch)
+{
+    ss_err err;
     json_t *lt = json_object_get(c, "layer_types");
-    if (m->info.arch == SS_ARCH_MOE_MAMBA) {
+    if (arch == SS_ARCH_MOE_MAMBA) {
         if (!json_is_array(lt) || json_array_size(lt) == 0) {
             return ss_fail(SS_ERR_FORMAT, "config.json: moe_mamba needs a layer_types array");
         }
@@ -250,41 +258,59 @@ static ss_err parse_config(loader *L)
         if ((err = need_pos(c, "num_hidden_layers", &cfg->n_layer))) return err;
         cfg->norm = NORM_RMS;
     }
-    if (m->info.arch == SS_ARCH_MAMBA2) {
-        if ((err = need_pos(c, "num_heads", &cfg->n_heads))) return err;
-        if ((err = need_pos(c, "head_dim", &cfg->head_dim))) return err;
-        cfg->n_groups = cfg_int(c, "n_groups", 1);
-        cfg->chunk_size = cfg_int(c, "chunk_size", 256);
-        if (cfg->n_groups < 1 || cfg->n_heads % cfg->n_groups) {
-            return ss_fail(SS_ERR_FORMAT, "config.json: num_heads %d not divisible by n_groups %d",
-                           cfg->n_heads, cfg->n_groups);
-        }
-        if (cfg->n_heads * cfg->head_dim != cfg->d_inner) {
-            return ss_fail(SS_ERR_FORMAT,
-                           "config.json: num_heads * head_dim = %d but intermediate_size is %d",
-                           cfg->n_heads * cfg->head_dim, cfg->d_inner);
-        }
-        cfg->dt_min = 0;
-        cfg->dt_max = INFINITY;
-        json_t *lim = json_object_get(c, "time_step_limit");
-        if (json_is_array(lim) && json_array_size(lim) == 2) {
-            cfg->dt_min = (float)ss_json_real(json_array_get(lim, 0), 0);
-            cfg->dt_max = (float)ss_json_real(json_array_get(lim, 1), INFINITY);
-            if (isnan(cfg->dt_min) || isnan(cfg->dt_max) || cfg->dt_min > cfg->dt_max) {
-                return ss_fail(SS_ERR_FORMAT, "config.json: time_step_limit is not [lo, hi]");
-            }
-        }
-        if (cfg_bool(c, "rms_norm", 1) == 0) {
-            return ss_fail(SS_ERR_UNSUPPORTED, "config.json: Mamba-2 without rms_norm");
-        }
-        /* y = norm(y * SiLU(z)) is the released models' form (mamba_ssm's default); refuse the
-         * other order rather than compute something else */
-        if (cfg_bool(c, "norm_before_gate", 0)) {
-            return ss_fail(SS_ERR_UNSUPPORTED, "config.json: Mamba-2 with norm_before_gate true "
-                                               "is not supported");
+    if (cfg->n_layer > 4096) return ss_fail(SS_ERR_FORMAT, "config.json: too many layers");
+    return SS_OK;
+}
+
+/* Mamba-2's heads, groups, chunk size and time-step limits; the forms it does not compute. */
+static ss_err parse_mamba2(model_config *cfg, json_t *c)
+{
+    ss_err err;
+    if ((err = need_pos(c, "num_heads", &cfg->n_heads))) return err;
+    if ((err = need_pos(c, "head_dim", &cfg->head_dim))) return err;
+    cfg->n_groups = cfg_int(c, "n_groups", 1);
+    cfg->chunk_size = cfg_int(c, "chunk_size", 256);
+    if (cfg->n_groups < 1 || cfg->n_heads % cfg->n_groups) {
+        return ss_fail(SS_ERR_FORMAT, "config.json: num_heads %d not divisible by n_groups %d",
+                       cfg->n_heads, cfg->n_groups);
+    }
+    if (cfg->n_heads * cfg->head_dim != cfg->d_inner) {
+        return ss_fail(SS_ERR_FORMAT,
+                       "config.json: num_heads * head_dim = %d but intermediate_size is %d",
+                       cfg->n_heads * cfg->head_dim, cfg->d_inner);
+    }
+    cfg->dt_min = 0;
+    cfg->dt_max = INFINITY;
+    json_t *lim = json_object_get(c, "time_step_limit");
+    if (json_is_array(lim) && json_array_size(lim) == 2) {
+        cfg->dt_min = (float)ss_json_real(json_array_get(lim, 0), 0);
+        cfg->dt_max = (float)ss_json_real(json_array_get(lim, 1), INFINITY);
+        if (isnan(cfg->dt_min) || isnan(cfg->dt_max) || cfg->dt_min > cfg->dt_max) {
+            return ss_fail(SS_ERR_FORMAT, "config.json: time_step_limit is not [lo, hi]");
         }
     }
-    if (cfg->n_layer > 4096) return ss_fail(SS_ERR_FORMAT, "config.json: too many layers");
+    if (cfg_bool(c, "rms_norm", 1) == 0) {
+        return ss_fail(SS_ERR_UNSUPPORTED, "config.json: Mamba-2 without rms_norm");
+    }
+    /* y = norm(y * SiLU(z)) is the released models' form (mamba_ssm's default); refuse the
+     * other order rather than compute something else */
+    if (cfg_bool(c, "norm_before_gate", 0)) {
+        return ss_fail(SS_ERR_UNSUPPORTED, "config.json: Mamba-2 with norm_before_gate true "
+                                           "is not supported");
+    }
+    return SS_OK;
+}
+
+static ss_err parse_config(loader *L)
+{
+    ss_model *m = L->m;
+    json_t *c = L->config;
+    ss_err err;
+    if (!json_is_object(c)) return ss_fail(SS_ERR_FORMAT, "config.json: not a JSON object");
+    if ((err = parse_arch(m, c))) return err;
+    if ((err = parse_dims(&m->cfg, c, m->info.arch))) return err;
+    if ((err = parse_layers(&m->cfg, c, m->info.arch))) return err;
+    if (m->info.arch == SS_ARCH_MAMBA2 && (err = parse_mamba2(&m->cfg, c))) return err;
     return SS_OK;
 }
 
@@ -322,8 +348,8 @@ static void *map_aligned(int fd, size_t len, size_t span)
 static int to_huge_pages(mapping *mp)
 {
     const size_t span = mp->len;
-    char *res = mmap(NULL, span + HUGE_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                     -1, 0);
+    char *res =
+        mmap(NULL, span + HUGE_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (res == MAP_FAILED) return -1;
     char *at = (char *)(((uintptr_t)res + HUGE_BYTES - 1) & ~(uintptr_t)(HUGE_BYTES - 1));
     if (at > res) munmap(res, (size_t)(at - res));

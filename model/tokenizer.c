@@ -59,7 +59,6 @@ static const char gpt2_pattern[] = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+|
 #undef WS
 /* ---- the tokenizer ------------------------------------------------------------------------- */
 
-
 /* GPT-2's byte -> char table: printable Latin-1 maps to itself, the other bytes to U+0100.. */
 static void byte_chars(int32_t b2c[256], int16_t c2b[0x144])
 {
@@ -144,7 +143,8 @@ static ss_err load_normalizer(ss_tokenizer *t, const json_t *n)
         }
         size_t i;
         const json_t *v;
-        json_array_foreach (list, i, v) {
+        json_array_foreach(list, i, v)
+        {
             const char *vt = json_is_object(v) ? type_of(v) : NULL;
             if (!vt || strcmp(vt, "NFC") != 0) {
                 return ss_fail(SS_ERR_UNSUPPORTED,
@@ -186,7 +186,8 @@ static const char *describe(const json_t *o, const char *list_key, char *buf, si
     if (type && !strcmp(type, "Sequence") && json_is_array(list)) {
         size_t len = strlen(buf), i;
         const json_t *v;
-        json_array_foreach (list, i, v) {
+        json_array_foreach(list, i, v)
+        {
             const char *vt = json_is_object(v) ? type_of(v) : NULL;
             if (len < cap) {
                 len +=
@@ -328,7 +329,8 @@ static ss_err load_vocab(ss_tokenizer *t, const json_t *model, int32_t *max_id,
     }
     const char *key;
     const json_t *val;
-    json_object_foreach ((json_t *)vocab, key, val) {
+    json_object_foreach((json_t *)vocab, key, val)
+    {
         if (!json_is_integer(val) || json_integer_value(val) < 0 ||
             json_integer_value(val) > MAX_ID) {
             return ss_fail(SS_ERR_FORMAT,
@@ -372,8 +374,8 @@ static int merge_halves(const json_t *m, size_t i, const char **a, size_t *al, c
         const char *sp = memchr(s, ' ', sl);
         if (!sp || memchr(sp + 1, ' ', sl - (size_t)(sp + 1 - s))) {
             ss_fail(SS_ERR_FORMAT,
-                    "tokenizer.json: merge %zu ('%s') is not two tokens separated by one space",
-                    i, s);
+                    "tokenizer.json: merge %zu ('%s') is not two tokens separated by one space", i,
+                    s);
             return -1;
         }
         *a = s;
@@ -407,7 +409,8 @@ static ss_err load_merges(ss_tokenizer *t, const json_t *model)
     }
     size_t i, rank = 0;
     const json_t *m;
-    json_array_foreach (merges, i, m) {
+    json_array_foreach(merges, i, m)
+    {
         const char *a, *b;
         size_t al, bl;
         int r = merge_halves(m, i, &a, &al, &b, &bl);
@@ -495,13 +498,106 @@ out:
     return err;
 }
 
+/* One added_tokens entry's content and flags into *tok (id not yet set); *clen 0 for an empty
+ * content, which HF ignores. */
+static ss_err added_parse(const json_t *o, size_t i, added_tok *tok, const char **content,
+                          size_t *clen)
+{
+    const json_t *c = json_object_get(o, "content");
+    if (!json_is_object(o) || !json_is_string(c)) {
+        return ss_fail(SS_ERR_FORMAT, "tokenizer.json: added_tokens[%zu] has no content", i);
+    }
+    const json_t *jid = json_object_get(o, "id");
+    if (jid && !json_is_integer(jid)) {
+        return ss_fail(SS_ERR_FORMAT, "tokenizer.json: added_tokens[%zu].id is not an integer", i);
+    }
+    int sw = get_bool(o, "single_word", 0), ls = get_bool(o, "lstrip", 0);
+    int rs = get_bool(o, "rstrip", 0), nz = get_bool(o, "normalized", 1);
+    int sp = get_bool(o, "special", 0);
+    if (sw < 0 || ls < 0 || rs < 0 || nz < 0 || sp < 0) {
+        return ss_fail(SS_ERR_FORMAT, "tokenizer.json: added_tokens[%zu]: a flag is not a boolean",
+                       i);
+    }
+    *content = json_string_value(c);
+    *clen = json_string_length(c);
+    if (*clen && memchr(*content, '\0', *clen)) {
+        return ss_fail(SS_ERR_FORMAT, "tokenizer.json: added_tokens[%zu] contains a NUL", i);
+    }
+    *tok = (added_tok){.single_word = (uint8_t)sw,
+                       .lstrip = (uint8_t)ls,
+                       .rstrip = (uint8_t)rs,
+                       .normalized = (uint8_t)nz,
+                       .special = (uint8_t)sp};
+    return SS_OK;
+}
+
+/* The id an added token takes: the one its content already has (added or vocab), else the next
+ * after the vocab. -2 when an identical token is already added (HF's fast path: skip it). */
+static int64_t added_id(ss_tokenizer *t, const added_tok *tok, const char *content, size_t clen,
+                        int64_t *next_id)
+{
+    int32_t id = strmap_get(&t->added_map, content, clen);
+    if (id >= 0) {
+        const uint64_t *ix = imap_get(&t->added_by_id, (uint64_t)id);
+        const added_tok *old = ix ? &t->added[*ix] : NULL;
+        if (old && old->single_word == tok->single_word && old->lstrip == tok->lstrip &&
+            old->rstrip == tok->rstrip && old->normalized == tok->normalized &&
+            old->special == tok->special && old->content_len == clen &&
+            !memcmp(old->content, content, clen)) {
+            return -2;
+        }
+    } else {
+        id = strmap_get(&t->vocab, content, clen);
+    }
+    if (id >= 0) return id;
+    if (*next_id > MAX_ID) return -1;
+    return (*next_id)++;
+}
+
+/* The NFC form of a normalized token's content, kept only where it differs. */
+static ss_err added_normalize(ss_tokenizer *t, added_tok *tok)
+{
+    if (!tok->normalized || !t->nfc) return SS_OK;
+    size_t nl = 0;
+    char *normed = tok_nfc(tok->content, tok->content_len, &nl);
+    if (!normed) return ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
+    ss_err err = SS_OK;
+    if (nl != tok->content_len || memcmp(normed, tok->content, nl) != 0) {
+        tok->norm = arena_dup(&t->arena, normed, nl);
+        tok->norm_len = nl;
+        if (!tok->norm) err = ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
+    }
+    free(normed);
+    return err;
+}
+
+/* Adds tok, or overwrites the added token that has its id. */
+static ss_err added_insert(ss_tokenizer *t, const added_tok *tok)
+{
+    if (strmap_put(&t->added_map, tok->content, tok->content_len, tok->id) != 0) {
+        return ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
+    }
+    const uint64_t *ix = imap_get(&t->added_by_id, (uint64_t)tok->id);
+    if (ix) {
+        t->added[*ix] = *tok;
+        return SS_OK;
+    }
+    if (ss_grow((void **)&t->added, &t->cap_added, t->n_added + 1, sizeof *t->added))
+        return ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
+    t->added[t->n_added] = *tok;
+    if (imap_put(&t->added_by_id, (uint64_t)tok->id, t->n_added) != 0) {
+        return ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
+    }
+    t->n_added++;
+    return SS_OK;
+}
+
 /* added_tokens, in file order, through HF's AddedVocabulary::add_tokens: an added token takes the
  * id its content already has (added or vocab), else the next id after the vocab; the id in the
  * file is not used (HF only warns when it differs). */
 static ss_err load_added(ss_tokenizer *t, const json_t *list, int32_t *max_id)
 {
-    ss_err err = SS_OK;
-    char *normed = NULL;
+    ss_err err;
     if (!list || json_is_null(list)) return SS_OK;
     if (!json_is_array(list)) {
         return ss_fail(SS_ERR_FORMAT, "tokenizer.json: added_tokens is not an array");
@@ -509,100 +605,31 @@ static ss_err load_added(ss_tokenizer *t, const json_t *list, int32_t *max_id)
     int64_t next_id = (int64_t)t->vocab.n; /* model.get_vocab_size() */
     size_t i;
     const json_t *o;
-    json_array_foreach (list, i, o) {
-        const json_t *c = json_object_get(o, "content");
-        if (!json_is_object(o) || !json_is_string(c)) {
-            return ss_fail(SS_ERR_FORMAT, "tokenizer.json: added_tokens[%zu] has no content", i);
-        }
-        const json_t *jid = json_object_get(o, "id");
-        if (jid && !json_is_integer(jid)) {
-            return ss_fail(SS_ERR_FORMAT, "tokenizer.json: added_tokens[%zu].id is not an integer",
-                           i);
-        }
-        added_tok tok = {0};
-        int sw = get_bool(o, "single_word", 0), ls = get_bool(o, "lstrip", 0);
-        int rs = get_bool(o, "rstrip", 0), nz = get_bool(o, "normalized", 1);
-        int sp = get_bool(o, "special", 0);
-        if (sw < 0 || ls < 0 || rs < 0 || nz < 0 || sp < 0) {
-            return ss_fail(SS_ERR_FORMAT,
-                           "tokenizer.json: added_tokens[%zu]: a flag is not a boolean", i);
-        }
-        const char *content = json_string_value(c);
-        size_t clen = json_string_length(c);
+    json_array_foreach(list, i, o)
+    {
+        added_tok tok;
+        const char *content = NULL;
+        size_t clen = 0;
+        if ((err = added_parse(o, i, &tok, &content, &clen))) return err;
         if (clen == 0) continue; /* HF ignores empty tokens */
-        if (memchr(content, '\0', clen)) {
-            return ss_fail(SS_ERR_FORMAT, "tokenizer.json: added_tokens[%zu] contains a NUL", i);
-        }
-        tok.single_word = (uint8_t)sw;
-        tok.lstrip = (uint8_t)ls;
-        tok.rstrip = (uint8_t)rs;
-        tok.normalized = (uint8_t)nz;
-        tok.special = (uint8_t)sp;
-
-        int32_t id = strmap_get(&t->added_map, content, clen);
-        if (id >= 0) {
-            const uint64_t *ix = imap_get(&t->added_by_id, (uint64_t)id);
-            const added_tok *old = ix ? &t->added[*ix] : NULL;
-            if (old && old->single_word == tok.single_word && old->lstrip == tok.lstrip &&
-                old->rstrip == tok.rstrip && old->normalized == tok.normalized &&
-                old->special == tok.special && old->content_len == clen &&
-                !memcmp(old->content, content, clen)) {
-                continue; /* identical: HF's fast path */
-            }
-        } else {
-            id = strmap_get(&t->vocab, content, clen);
-        }
-        if (id < 0) {
-            if (next_id > MAX_ID) {
-                return ss_fail(SS_ERR_FORMAT, "tokenizer.json: too many added tokens");
-            }
-            id = (int32_t)next_id++;
-        }
-        tok.id = id;
+        int64_t id = added_id(t, &tok, content, clen, &next_id);
+        if (id == -2) continue; /* identical: HF's fast path */
+        if (id < 0) return ss_fail(SS_ERR_FORMAT, "tokenizer.json: too many added tokens");
+        tok.id = (int32_t)id;
         tok.content = arena_dup(&t->arena, content, clen);
         tok.content_len = clen;
         if (!tok.content) return ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
-
         const uint64_t *ix = imap_get(&t->added_by_id, (uint64_t)id);
         if (ix) {
             /* HF's normalized_cache entry of this id survives an overwrite. */
             tok.norm = t->added[*ix].norm;
             tok.norm_len = t->added[*ix].norm_len;
         }
-        if (tok.normalized && t->nfc) {
-            size_t nl = 0;
-            normed = tok_nfc(content, clen, &nl);
-            if (!normed) return ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
-            if (nl != clen || memcmp(normed, content, clen) != 0) {
-                tok.norm = arena_dup(&t->arena, normed, nl);
-                tok.norm_len = nl;
-                if (!tok.norm) {
-                    err = ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
-                    goto out;
-                }
-            }
-            free(normed);
-            normed = NULL;
-        }
-        if (strmap_put(&t->added_map, tok.content, clen, id) != 0) {
-            return ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
-        }
-        if (ix) {
-            t->added[*ix] = tok;
-        } else {
-            if (ss_grow((void **)&t->added, &t->cap_added, t->n_added + 1, sizeof *t->added))
-                return ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
-            t->added[t->n_added] = tok;
-            if (imap_put(&t->added_by_id, (uint64_t)id, t->n_added) != 0) {
-                return ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");
-            }
-            t->n_added++;
-        }
-        if (id > *max_id) *max_id = id;
+        if ((err = added_normalize(t, &tok))) return err;
+        if ((err = added_insert(t, &tok))) return err;
+        if (id > *max_id) *max_id = (int32_t)id;
     }
-out:
-    free(normed);
-    return err;
+    return SS_OK;
 }
 
 /* Decode table for added tokens, special flags, and the two matching tries. */
@@ -623,7 +650,8 @@ static ss_err finish_added(ss_tokenizer *t, const json_t *list, int32_t max_id)
     }
     size_t i;
     const json_t *o;
-    json_array_foreach (list, i, o) {
+    json_array_foreach(list, i, o)
+    {
         const json_t *c = json_object_get(o, "content");
         if (get_bool(o, "special", 0) == 1 && json_string_length(c) > 0) {
             if (strmap_put(&specials, json_string_value(c), json_string_length(c), 1) != 0) {
