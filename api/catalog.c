@@ -126,6 +126,7 @@ void api_h_models(void *app, ss_host_req *r)
         i->bos_token_id);
     if (m) {
         json_object_set_new(m, "family", json_string(family_name(i->arch)));
+        json_object_set_new(m, "weights", json_string(i->weights ? i->weights : "stored"));
         if (i->arch == SS_ARCH_MAMBA2) {
             json_object_set_new(m, "n_heads", json_integer(i->n_heads));
             json_object_set_new(m, "head_dim", json_integer(i->head_dim));

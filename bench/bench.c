@@ -28,6 +28,7 @@
 
 #include "bench.h"
 #include "engine.h"
+#include "safetensors.h"
 #include "ss_model.h"
 #include "ss_store.h"
 #include "ss_util.h"
@@ -256,8 +257,9 @@ static void fill(const tensor_spec *t, float *v, size_t n)
 }
 
 /* Write config.json and model.safetensors for shape s into dir. Returns weight bytes or 0. */
-static uint64_t write_checkpoint(const shape *s, const char *dir)
+static uint64_t write_checkpoint(const shape *s, const char *dir, int dtype)
 {
+    const size_t esz = st_dtype_size((st_dtype)dtype);
     const int d = s->d, Di = 2 * d, N = 16, R = (d + 15) / 16, K = 4, L = s->layers;
     char path[8192];
     snprintf(path, sizeof path, "%s/config.json", dir);
@@ -328,10 +330,11 @@ static uint64_t write_checkpoint(const shape *s, const char *dir)
             n *= (uint64_t)ts[i].shape[j];
         }
         json_object_set_new(hdr, ts[i].name,
-                            json_pack("{s:s, s:o, s:[I,I]}", "dtype", "F32", "shape", shp,
+                            json_pack("{s:s, s:o, s:[I,I]}", "dtype",
+                                      st_dtype_name((st_dtype)dtype), "shape", shp,
                                       "data_offsets", (json_int_t)off,
-                                      (json_int_t)(off + n * 4)));
-        off += n * 4;
+                                      (json_int_t)(off + n * esz)));
+        off += n * esz;
     }
     char *htext = json_dumps(hdr, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(hdr);
@@ -350,18 +353,27 @@ static uint64_t write_checkpoint(const shape *s, const char *dir)
     free(htext);
     size_t cap = 0;
     float *buf = NULL;
+    uint16_t *narrow = NULL;
     for (int i = 0; i < nt; i++) {
         size_t n = 1;
         for (int j = 0; j < ts[i].ndim; j++) n *= (size_t)ts[i].shape[j];
         if (n > cap) {
             free(buf);
+            free(narrow);
             buf = malloc(n * 4);
+            narrow = malloc(n * 2);
             cap = n;
         }
         fill(&ts[i], buf, n);
-        fwrite(buf, 4, n, f);
+        if (esz == 4) {
+            fwrite(buf, 4, n, f);
+        } else { /* BF16 / F16: every tensor, as HF writes such checkpoints */
+            st_from_f32((st_dtype)dtype, buf, narrow, n);
+            fwrite(narrow, 2, n, f);
+        }
     }
     free(buf);
+    free(narrow);
     free(ts);
     /* on disk before anything is measured, so that no writeback runs beside the figures */
     if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
@@ -462,6 +474,9 @@ static const char help[] =
     "  --quick          shorter runs (for a smoke test)\n"
     "  --keep           keep the generated checkpoints (their folder is printed)\n"
     "  --huge-pages     load the weights onto transparent huge pages (statesoupd --huge-pages)\n"
+    "  --dtype D        dtype of the --shape checkpoints written: F32 (default), BF16 or F16\n"
+    "  --weights W      stored (default) or q8: quantise the matrices at load (statesoupd\n"
+    "                   --weights q8); the decode bound then counts 1.125 bytes per parameter\n"
     "  -h, --help       this text\n"
     "\n"
     "example: statesoup-bench --shape 130m --shape 2.8b --json bench.json\n";
@@ -469,7 +484,7 @@ static const char help[] =
 /* What the command line asked for. */
 typedef struct bench_opts {
     const char *json_out, *tmp;
-    int n_prompt, n_decode, threads, quick, keep, huge;
+    int n_prompt, n_decode, threads, quick, keep, huge, dtype, q8;
     int do_prefill, do_decode, do_store, do_fair, long_prompt;
     const shape *want[MAX_MODELS];
     const char *model_dirs[MAX_MODELS];
@@ -482,7 +497,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
     *o = (bench_opts){.tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
                       .n_prompt = 512, .n_decode = 128,
                       .do_prefill = 1, .do_decode = 1, .do_store = 1,
-                      .long_prompt = 100000};
+                      .long_prompt = 100000, .dtype = ST_F32};
     static const struct option opts[] = {
         {"shape", required_argument, NULL, 's'}, {"prompt", required_argument, NULL, 'p'},
         {"decode", required_argument, NULL, 'd'}, {"threads", required_argument, NULL, 't'},
@@ -491,6 +506,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         {"keep", no_argument, NULL, 'k'},      {"huge-pages", no_argument, NULL, 'H'},
         {"model", required_argument, NULL, 'm'}, {"only", required_argument, NULL, 'o'},
         {"long-prompt", required_argument, NULL, 'L'},
+        {"dtype", required_argument, NULL, 'D'}, {"weights", required_argument, NULL, 'W'},
         {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -533,6 +549,20 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         case 'q': o->quick = 1; break;
         case 'k': o->keep = 1; break;
         case 'H': o->huge = 1; break;
+        case 'D':
+            if ((o->dtype = st_dtype_parse(optarg)) != ST_F32 && o->dtype != ST_BF16 &&
+                o->dtype != ST_F16) {
+                fprintf(stderr, "statesoup-bench: --dtype takes F32, BF16 or F16\n");
+                return 2;
+            }
+            break;
+        case 'W':
+            if (strcmp(optarg, "q8") && strcmp(optarg, "stored")) {
+                fprintf(stderr, "statesoup-bench: --weights takes stored or q8\n");
+                return 2;
+            }
+            o->q8 = !strcmp(optarg, "q8");
+            break;
         case 'h': fputs(help, stdout); return 0;
         default: fputs(help, stderr); return 2;
         }
@@ -598,6 +628,7 @@ typedef struct result {
     double prefill_tps, rss_prefill;
     double dec[N_STREAM_COUNTS], rss_dec[N_STREAM_COUNTS];
     double paired; /* best one-stream decode against the bandwidth measured beside it */
+    double overhead_ms; /* least of (time per token - bytes / bandwidth beside) over the runs */
     double save_ms, restore_ms, merge_ms, rss_store, raw_ms;
 } result;
 
@@ -637,6 +668,10 @@ static void run_decode(const bench_opts *o, ss_model *m, machine *mc, result *r)
                 double beside = bw_now > bw_before ? bw_now : bw_before;
                 double f = tps * r->stream_bytes / (beside * 1e9);
                 if (f > r->paired) r->paired = f;
+                /* the per-token cost that is not streaming weights: threads meeting, short
+                 * matrices, the scan, the engine's step and sampling */
+                double over = 1e3 / tps - r->stream_bytes / (beside * 1e9) * 1e3;
+                if (rep == 0 || over < r->overhead_ms) r->overhead_ms = over;
                 bw_before = bw_now;
             }
         }
@@ -723,6 +758,8 @@ static json_t *report(const bench_opts *o, const machine *mc, const char *label,
                "decode, 1 stream", 100 * dec[0] / dec_bound, dec[2] / dec[0]);
         printf("  %-34s %9.0f%% of the bandwidth measured beside the run (best run)\n", "",
                100 * r->paired);
+        printf("  %-34s %9.2f ms per token beyond streaming the weights (least of the runs)\n",
+               "decode, 1 stream: fixed cost", r->overhead_ms);
     }
     if (o->do_store) {
         printf("  %-34s %6.1f ms   (raw write+fsync %.1f ms: %.1fx)\n",
@@ -754,6 +791,9 @@ static json_t *report(const bench_opts *o, const machine *mc, const char *label,
         "rss_prefill_mb", r->rss_prefill);
     json_object_set_new(jm, "bandwidth_gbs", json_real(mc->bw));
     json_object_set_new(jm, "decode_fraction_beside", json_real(r->paired));
+    json_object_set_new(jm, "decode_overhead_ms", json_real(r->overhead_ms));
+    json_object_set_new(jm, "weights", json_string(info->weights));
+    json_object_set_new(jm, "stream_mb", json_real(r->stream_bytes / 1e6));
     json_object_set_new(jm, "sgemm_gflops", json_real(mc->gemm));
     return jm;
 }
@@ -767,22 +807,24 @@ static json_t *bench_model(const bench_opts *o, machine *mc, const char *root, i
     if (s) {
         snprintf(dir, dir_cap, "%s/mamba-%s", root, s->name);
         mkdir(dir, 0700);
-        printf("\n== mamba-%s shape (d=%d, %d layers), F32, random weights%s\n", s->name,
-               s->d, s->layers, o->huge ? ", huge pages" : "");
-        uint64_t wbytes = write_checkpoint(s, dir);
+        printf("\n== mamba-%s shape (d=%d, %d layers), %s, random weights%s%s\n", s->name,
+               s->d, s->layers, st_dtype_name((st_dtype)o->dtype), o->q8 ? ", quantised to q8" : "",
+               o->huge ? ", huge pages" : "");
+        uint64_t wbytes = write_checkpoint(s, dir, o->dtype);
         if (!wbytes) {
             fprintf(stderr, "statesoup-bench: cannot write the checkpoint in %s\n", dir);
             return NULL;
         }
         printf("  wrote %.0f MB checkpoint in %.1f s\n", wbytes / 1e6, now_s() - t0);
     } else {
-        printf("\n== %s%s\n", dir, o->huge ? ", huge pages" : "");
+        printf("\n== %s%s%s\n", dir, o->q8 ? ", quantised to q8" : "", o->huge ? ", huge pages" : "");
     }
 
     ss_model *m = NULL;
     ss_model_params mp = ss_model_default_params();
     mp.n_threads = mc->nthreads;
     mp.huge_pages = o->huge;
+    mp.weights = o->q8 ? SS_WEIGHTS_Q8 : SS_WEIGHTS_STORED;
     t0 = now_s();
     if (ss_model_open(&m, dir, &mp)) {
         fprintf(stderr, "statesoup-bench: load: %s\n", ss_errmsg());
@@ -793,7 +835,9 @@ static json_t *bench_model(const bench_opts *o, machine *mc, const char *root, i
     const ss_model_info *info = ss_model_get_info(m);
     /* streamed per decoded token: every weight except the embedding rows (the tied head is
      * the embedding matrix, read in full by the logits GEMV) */
-    const double wsize = strcmp(info->dtype, "BF16") && strcmp(info->dtype, "F16") ? 4 : 2;
+    const double wsize = !strcmp(info->weights, "q8")                                 ? 1.125
+                         : strcmp(info->dtype, "BF16") && strcmp(info->dtype, "F16") ? 4
+                                                                                      : 2;
     r.stream_bytes = (double)info->n_active_params * wsize;
     r.flop_tok = 2.0 * ((double)info->n_active_params - (double)info->vocab_size * info->d_model);
 

@@ -522,7 +522,10 @@ static ss_err get_f32(loader *L, const char *name, int optional, const float **o
                        st_dtype_name(t->dtype));
     }
     L->dtype_mask |= 1 << t->dtype;
-    if (t->dtype == ST_F32 && ((uintptr_t)t->data & 3) == 0) {
+    /* under --weights q8 nothing stays in place, so that the shards are unmapped after the load
+     * (the small vectors are copied; the matrices are quantised) */
+    if (t->dtype == ST_F32 && ((uintptr_t)t->data & 3) == 0 &&
+        L->params->weights != SS_WEIGHTS_Q8) {
         *out = (const float *)t->data;
         L->shards[si].in_place = 1;
     } else {
@@ -541,29 +544,85 @@ static ss_err get_f32(loader *L, const char *name, int optional, const float **o
 #define I64(x) ((int64_t)(x))
 
 /*
+ * --weights q8: quantise the matrix t [rows, cols] (F32, BF16 or F16, read from the mapping) into
+ * owned int8 values and block scales; the mapping is not kept for it, so a shard whose weights
+ * were all converted is unmapped after the load and the resident size is the 8-bit copy.
+ */
+static ss_err quantize_mat(loader *L, const char *name, const st_tensor *t, wmat *out)
+{
+    const size_t rows = (size_t)t->shape[0], cols = (size_t)t->shape[1];
+    const size_t nb = (size_t)q8_blocks((int)cols), esz = t->dtype == ST_F32 ? 4 : 2;
+    int8_t *q = aligned_alloc(64, (rows * cols + 63) & ~(size_t)63);
+    float *sc = malloc((rows * nb > 0 ? rows * nb : 1) * sizeof *sc);
+    float *row = malloc((cols ? cols : 1) * sizeof *row);
+    ss_err err = SS_OK;
+    if (!q || !sc || !row) {
+        err = ss_fail(SS_ERR_NOMEM, "tensor %s: cannot allocate its 8-bit copy", name);
+    } else {
+        for (size_t r = 0; r < rows; r++) {
+            st_to_f32(t->dtype, (const uint8_t *)t->data + r * cols * esz, row, cols);
+            if (q8_quantize_row(row, (int)cols, q + r * cols, sc + r * nb)) {
+                err = ss_fail(SS_ERR_FORMAT,
+                              "tensor %s: row %zu has a value that is not finite; it cannot be "
+                              "quantised to 8 bits",
+                              name, r);
+                break;
+            }
+        }
+    }
+    free(row);
+    if (err) {
+        free(q);
+        free(sc);
+        return err;
+    }
+    if ((err = own(L->m, q))) {
+        free(sc);
+        return err;
+    }
+    if ((err = own(L->m, sc))) return err;
+    *out = (wmat){q, W_Q8, sc};
+    L->dtype_mask |= 1 << t->dtype;
+    L->bytes_done += t->n_bytes;
+    if (L->params->progress)
+        L->params->progress(L->params->progress_user, "load", L->bytes_done, L->bytes_total);
+    return SS_OK;
+}
+
+/*
  * A weight matrix: like get_f32, but BF16/F16 stay in place (widened as they are read by the
  * kernels): a 7B BF16 checkpoint needs 15 GB, not 29.
  */
-static ss_err get_mat(loader *L, const char *name, wmat *out, int64_t rows, int64_t cols)
+static ss_err get_mat_as(loader *L, const char *name, wmat *out, int64_t rows, int64_t cols,
+                         int may_quantize)
 {
     const st_tensor *t = NULL;
     int si = 0;
     ss_err err = find_tensor(L, name, &t, &si);
     if (err) return err;
-    if (t && (t->dtype == ST_BF16 || t->dtype == ST_F16) && ((uintptr_t)t->data & 1) == 0 &&
+    if (t && L->params->weights != SS_WEIGHTS_Q8 && (t->dtype == ST_BF16 || t->dtype == ST_F16) &&
+        ((uintptr_t)t->data & 1) == 0 &&
         t->ndim == 2 && t->shape[0] == rows && t->shape[1] == cols) {
         L->dtype_mask |= 1 << t->dtype;
         L->shards[si].in_place = 1;
-        *out = (wmat){t->data, t->dtype == ST_BF16 ? W_BF16 : W_F16};
+        *out = (wmat){t->data, t->dtype == ST_BF16 ? W_BF16 : W_F16, NULL};
         L->bytes_done += t->n_bytes;
         if (L->params->progress)
             L->params->progress(L->params->progress_user, "load", L->bytes_done, L->bytes_total);
         return SS_OK;
     }
+    if (may_quantize && L->params->weights == SS_WEIGHTS_Q8 && t && t->ndim == 2 && t->shape[0] == rows &&
+        t->shape[1] == cols && (t->dtype == ST_F32 || t->dtype == ST_BF16 || t->dtype == ST_F16))
+        return quantize_mat(L, name, t, out);
     const float *f = NULL;
     err = get_f32(L, name, 0, &f, 2, rows, cols);
-    *out = (wmat){f, W_F32};
+    *out = (wmat){f, W_F32, NULL};
     return err;
+}
+
+static ss_err get_mat(loader *L, const char *name, wmat *out, int64_t rows, int64_t cols)
+{
+    return get_mat_as(L, name, out, rows, cols, 1);
 }
 
 static ss_err load_norm(loader *L, const char *prefix, const float **w, const float **b)
@@ -662,7 +721,8 @@ static ss_err load_moe(loader *L, layer *ly, int i)
     ss_err err;
     int d = c->d_model, E = mc->n_experts, de = mc->expert_width;
     snprintf(n, sizeof n, "backbone.layers.%d.moe.router.weight", i);
-    if ((err = get_mat(L, n, &ly->router_w, I64(E), I64(d)))) return err;
+    /* the router stays exact under --weights q8: it makes discrete choices, and it is small */
+    if ((err = get_mat_as(L, n, &ly->router_w, I64(E), I64(d), 0))) return err;
     if (mc->routing == ROUTE_TOKEN_CHOICE && mc->router_bias) {
         snprintf(n, sizeof n, "backbone.layers.%d.moe.router.bias", i);
         if ((err = get_f32(L, n, 0, &ly->router_b, 1, I64(E)))) return err;
@@ -824,6 +884,7 @@ static void fill_info(loader *L)
              : mask == (1 << ST_F16)  ? "F16"
                                       : "mixed");
     in->dtype = m->dtype;
+    in->weights = L->params->weights == SS_WEIGHTS_Q8 ? "q8" : "stored";
     in->n_layer = c->n_layer;
     in->d_model = c->d_model;
     in->d_inner = c->d_inner;

@@ -48,6 +48,24 @@ static void mm_cols(const mm_job *j, int tid, int lo, int hi)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->rows, n, j->in, 1.0f, j->x,
                         j->ldx, wc, j->in, 0.0f, yc, j->ldy);
         }
+    } else if (j->w.t == W_Q8) {
+        const int8_t *wc = (const int8_t *)j->w.p + (size_t)lo * j->in;
+        const size_t nb = (size_t)q8_blocks(j->in);
+        const float *sc = j->w.scale + (size_t)lo * nb;
+        if (j->rows <= 16) {
+            k->gemm_small_q8(j->x, j->rows, j->in, j->ldx, wc, sc, n, yc, j->ldy);
+        } else {
+            /* dequantise WIDE_ROWS weight rows at a time, then an F32 GEMM on them */
+            float *wide = j->wide + (size_t)tid * j->wide_floats;
+            for (int r0 = 0; r0 < n; r0 += WIDE_ROWS) {
+                const int nr = n - r0 < WIDE_ROWS ? n - r0 : WIDE_ROWS;
+                for (int r = 0; r < nr; r++)
+                    k->widen_q8(wc + (size_t)(r0 + r) * j->in, sc + (size_t)(r0 + r) * nb, j->in,
+                                wide + (size_t)r * j->in);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->rows, nr, j->in, 1.0f, j->x,
+                            j->ldx, wide, j->in, 0.0f, yc + r0, j->ldy);
+            }
+        }
     } else {
         const uint16_t *wc = (const uint16_t *)j->w.p + (size_t)lo * j->in;
         if (j->rows <= 16) {
@@ -94,8 +112,8 @@ static void mm_part(void *arg, int tid, int nt)
  * y[rows, out] = x[rows, in] w[out, in]^T (+ bias). The pool's threads split the output columns
  * (each streams its share of w once); inside, OpenBLAS runs single-threaded: one set of threads
  * owns the cores. Row counts up to 16 (decode) use our small-M kernel, which streams the weights
- * once for all rows (16-bit weights are widened in registers). c provides the scratch for
- * widening 16-bit weights in prefill.
+ * once for all rows (16-bit and 8-bit weights are widened in registers). c provides the scratch
+ * for widening 16-bit and 8-bit weights in prefill.
  */
 void mm_rows(const ss_model *m, ss_ctx *c, const float *x, int rows, int in, int ldx, wmat w,
              const float *bias, int out, float *y, int ldy)
@@ -144,6 +162,8 @@ void wmat_row(wmat w, int d, int r, float *dst)
     const kernels *k = kernels_get();
     if (w.t == W_F32)
         memcpy(dst, (const float *)w.p + (size_t)r * d, (size_t)d * sizeof(float));
+    else if (w.t == W_Q8)
+        k->widen_q8((const int8_t *)w.p + (size_t)r * d, w.scale + (size_t)r * q8_blocks(d), d, dst);
     else if (w.t == W_BF16)
         k->widen_bf16((const uint16_t *)w.p + (size_t)r * d, dst, (size_t)d);
     else

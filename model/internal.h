@@ -17,11 +17,16 @@
 
 typedef enum layer_kind { LAYER_MAMBA1, LAYER_MAMBA2, LAYER_MOE } layer_kind;
 
-/* A weight matrix [out, in], row-major, used in place: F32, or BF16/F16 widened as it is read. */
-typedef enum wtype { W_F32, W_BF16, W_F16 } wtype;
+/*
+ * A weight matrix [out, in], row-major, used in place: F32, or BF16/F16 widened as it is read; or
+ * quantised at load to 8 bits (--weights q8): int8 values at p and one F32 scale per block of
+ * Q8_BLOCK values of a row at scale (layout in kernels.h).
+ */
+typedef enum wtype { W_F32, W_BF16, W_F16, W_Q8 } wtype;
 typedef struct wmat {
     const void *p;
     wtype t;
+    const float *scale; /* W_Q8 only */
 } wmat;
 typedef enum norm_kind { NORM_RMS, NORM_LAYER } norm_kind;
 typedef enum act_kind { ACT_RELU, ACT_GELU, ACT_SILU } act_kind;

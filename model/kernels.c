@@ -84,6 +84,44 @@ static void gen_gemm_small(const float *X, int M, int K, int ldx, const float *W
                 Y[(size_t)m * ldy + n] = acc;                                                  \
             }                                                                                  \
     }
+static void gen_gemm_small_q8(const float *X, int M, int K, int ldx, const int8_t *W,
+                              const float *S, int N, float *Y, int ldy)
+{
+    const int nb = q8_blocks(K);
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            float acc = 0;
+            for (int k = 0; k < K; k++)
+                acc += X[(size_t)m * ldx + k] *
+                       ((float)W[(size_t)n * K + k] * S[(size_t)n * nb + k / Q8_BLOCK]);
+            Y[(size_t)m * ldy + n] = acc;
+        }
+}
+
+static void gen_widen_q8(const int8_t *q, const float *s, int K, float *dst)
+{
+    for (int k = 0; k < K; k++) dst[k] = (float)q[k] * s[k / Q8_BLOCK];
+}
+
+int q8_quantize_row(const float *w, int K, int8_t *q, float *s)
+{
+    for (int b = 0; b * Q8_BLOCK < K; b++) {
+        const int k0 = b * Q8_BLOCK, k1 = k0 + Q8_BLOCK < K ? k0 + Q8_BLOCK : K;
+        float amax = 0;
+        for (int k = k0; k < k1; k++) {
+            if (!isfinite(w[k])) return -1;
+            amax = fabsf(w[k]) > amax ? fabsf(w[k]) : amax;
+        }
+        const float scale = amax / 127.0f;
+        s[b] = scale;
+        for (int k = k0; k < k1; k++) {
+            float r = scale > 0 ? rintf(w[k] / scale) : 0.0f;
+            q[k] = (int8_t)(r > 127.0f ? 127 : r < -127.0f ? -127 : r);
+        }
+    }
+    return 0;
+}
+
 GEN_GEMM(gen_gemm_small_bf16, uint16_t, bf16_to_f32)
 GEN_GEMM(gen_gemm_small_f16, uint16_t, f16_to_f32)
 
@@ -127,6 +165,8 @@ static const kernels generic = {
     .gemm_small = gen_gemm_small,
     .gemm_small_bf16 = gen_gemm_small_bf16,
     .gemm_small_f16 = gen_gemm_small_f16,
+    .gemm_small_q8 = gen_gemm_small_q8,
+    .widen_q8 = gen_widen_q8,
     .widen_bf16 = gen_widen_bf16,
     .widen_f16 = gen_widen_f16,
     .logsumexp = gen_logsumexp,

@@ -69,6 +69,14 @@ typedef struct kernels {
                             float *Y, int ldy);
     void (*gemm_small_f16)(const float *X, int M, int K, int ldx, const uint16_t *W, int N,
                            float *Y, int ldy);
+    /*
+     * The same with 8-bit weights (--weights q8): W[N][K] int8, S the scales of its blocks
+     * (q8 layout below); each weight is widened and scaled to F32 as it is loaded.
+     */
+    void (*gemm_small_q8)(const float *X, int M, int K, int ldx, const int8_t *W, const float *S,
+                          int N, float *Y, int ldy);
+    /* One q8 row of K values (its q8_blocks(K) scales in s) as F32 into dst. */
+    void (*widen_q8)(const int8_t *q, const float *s, int K, float *dst);
     /* dst[i] = (float)src[i] for n BF16 / F16 values. */
     void (*widen_bf16)(const uint16_t *src, float *dst, size_t n);
     void (*widen_f16)(const uint16_t *src, float *dst, size_t n);
@@ -119,6 +127,21 @@ static inline float f16_to_f32(uint16_t h)
     memcpy(&f, &u, 4);
     return f;
 }
+
+/*
+ * 8-bit weights: a matrix [N, K] is stored as int8 values q[N][K] (row-major, as the checkpoint)
+ * and one F32 scale per block of Q8_BLOCK consecutive values of a row, s[N][q8_blocks(K)] (the
+ * last block of a row may be short): w[n][k] = s[n][k / Q8_BLOCK] * q[n][k]. Symmetric: the scale
+ * of a block is its largest |w| / 127, q = round(w / scale) in [-127, 127].
+ */
+#define Q8_BLOCK 32
+static inline int q8_blocks(int K)
+{
+    return (K + Q8_BLOCK - 1) / Q8_BLOCK;
+}
+/* Quantise one row of K F32 weights into q and its scales s. -1 (nothing written past what was
+ * read) if a weight is not finite, else 0. */
+int q8_quantize_row(const float *w, int K, int8_t *q, float *s);
 
 /* Transpose [C, K] into [C/16][K][16] blocks (C % 16 == 0). dst has C*K floats. */
 void kernels_block16(const float *src, int C, int K, float *dst);

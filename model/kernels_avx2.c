@@ -61,6 +61,7 @@ static inline __m256 exp_raw(__m256 x)
     _mm256_castsi256_ps(                                                                       \
         _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p))), 16))
 #define VLOAD_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#define VLOAD_I8(p)  _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p))))
 
 #include "kernels_simd.h"
 
@@ -71,6 +72,8 @@ static const kernels k256 = {
     .gemm_small = k256_gemm_small,
     .gemm_small_bf16 = k256_gemm_small_bf16,
     .gemm_small_f16 = k256_gemm_small_f16,
+    .gemm_small_q8 = k256_gemm_small_q8,
+    .widen_q8 = k256_widen_q8,
     .widen_bf16 = k256_widen_bf16,
     .widen_f16 = k256_widen_f16,
     .logsumexp = k256_logsumexp,

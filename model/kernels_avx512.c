@@ -61,6 +61,7 @@ static inline __m512 exp_raw(__m512 x)
     _mm512_castsi512_ps(                                                                           \
         _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p))), 16))
 #define VLOAD_F16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
+#define VLOAD_I8(p)  _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p))))
 
 #include "kernels_simd.h"
 
@@ -186,6 +187,8 @@ static const kernels k512 = {
     .gemm_bcast = k512_gemm_bcast,
     .gemm_small_bf16 = k512_gemm_small_bf16,
     .gemm_small_f16 = k512_gemm_small_f16,
+    .gemm_small_q8 = k512_gemm_small_q8,
+    .widen_q8 = k512_widen_q8,
     .widen_bf16 = k512_widen_bf16,
     .widen_f16 = k512_widen_f16,
     .logsumexp = k512_logsumexp,

@@ -164,7 +164,7 @@ static ss_err ctx_reserve(ss_ctx *c, int rows)
         c->xt = alloc_f(c->xt_floats);
         ok = c->xt != NULL;
     }
-    if (ok && strcmp(m->info.dtype, "F32") != 0) {
+    if (ok && (strcmp(m->info.dtype, "F32") != 0 || strcmp(m->info.weights, "q8") == 0)) {
         c->wide_floats = (size_t)WIDE_ROWS * kmax;
         c->wide = alloc_f(c->wide_floats * (size_t)m->n_threads);
         ok = c->wide != NULL;

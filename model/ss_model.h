@@ -38,6 +38,7 @@ typedef struct ss_model_info {
     const char *architecture; /* "MambaForCausalLM", ... */
     const char *model_type;   /* "mamba", "mamba2", "moe_mamba" */
     const char *dtype;        /* dtype of the checkpoint's weights: "F32", "BF16", "F16", "mixed" */
+    const char *weights;      /* how the matrices are held: "stored" (as dtype says) or "q8" */
     int n_layer;              /* all layers */
     int n_state_layers;       /* layers that carry recurrent state */
     int d_model;
@@ -77,8 +78,20 @@ typedef struct ss_state_layout {
 /* Progress callback for long loads: called with a short phase name and done/total (bytes). */
 typedef void (*ss_progress_fn)(void *user, const char *phase, uint64_t done, uint64_t total);
 
+/* How the weight matrices are held in memory (ss_model_params.weights). */
+typedef enum ss_weights {
+    SS_WEIGHTS_STORED = 0, /* as the checkpoint stores them (F32 in place, BF16/F16 in place) */
+    /*
+     * Quantised at load to symmetric int8 with one F32 scale per 32 values of a row (a quarter of
+     * F32's bytes, plus 1/8): every projection and the embedding/head. Norms, conv, A, D, biases
+     * and the recurrent states stay F32. Not exact: see docs/performance.md for the cost.
+     */
+    SS_WEIGHTS_Q8,
+} ss_weights;
+
 typedef struct ss_model_params {
     int n_threads;          /* threads for our own kernels and BLAS; 0 = all cores */
+    ss_weights weights;     /* SS_WEIGHTS_STORED by default */
     ss_progress_fn progress; /* may be NULL */
     void *progress_user;
     /*

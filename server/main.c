@@ -37,6 +37,7 @@ typedef struct options {
     int threads;
     int compute_threads;
     int huge_pages;
+    int weights_q8;
     const char *api_keys;
     size_t max_body;
     int max_tokens;
@@ -73,6 +74,11 @@ static void usage(FILE *f)
         "  --huge-pages          copy the weights onto transparent huge pages at load: ~10 %%\n"
         "                        faster decoding; the load briefly needs twice the weights'\n"
         "                        memory (default: weights used straight from the mmapped file)\n"
+        "  --weights W           how the weight matrices are held: \"stored\" (default: as the\n"
+        "                        checkpoint stores them, exact) or \"q8\" (quantised at load to\n"
+        "                        int8 with a scale per 32 values: about a quarter of F32's\n"
+        "                        memory and bytes per token, faster decoding, not exact; states\n"
+        "                        stay F32. docs/performance.md gives its quality cost)\n"
         "  --api-keys FILE       require \"Authorization: Bearer KEY\"; the file has lines\n"
         "                        \"KEY read\" or \"KEY write\" (read keys cannot create, merge,\n"
         "                        import or delete states). Default: no auth.\n"
@@ -157,6 +163,7 @@ enum {
     O_THREADS,
     O_CTHREADS,
     O_HUGE,
+    O_WEIGHTS,
     O_KEYS,
     O_MAXBODY,
     O_MAXTOK,
@@ -177,6 +184,7 @@ static const struct option longopts[] = {
     {"threads", required_argument, NULL, O_THREADS},
     {"compute-threads", required_argument, NULL, O_CTHREADS},
     {"huge-pages", no_argument, NULL, O_HUGE},
+    {"weights", required_argument, NULL, O_WEIGHTS},
     {"api-keys", required_argument, NULL, O_KEYS},
     {"max-body", required_argument, NULL, O_MAXBODY},
     {"max-tokens", required_argument, NULL, O_MAXTOK},
@@ -204,6 +212,12 @@ static int apply_option(int c, const char *arg, options *o)
     case O_THREADS: return parse_int(arg, 1, 1024, &o->threads);
     case O_CTHREADS: return parse_int(arg, 0, 1024, &o->compute_threads);
     case O_HUGE: o->huge_pages = 1; return 1;
+    case O_WEIGHTS:
+        if (!strcmp(arg, "q8") || !strcmp(arg, "stored")) {
+            o->weights_q8 = !strcmp(arg, "q8");
+            return 1;
+        }
+        return 0;
     case O_KEYS: o->api_keys = arg; return 1;
     case O_MAXBODY: return (o->max_body = parse_size(arg)) > 0;
     case O_MAXTOK: return parse_int(arg, 1, MAX_COUNT, &o->max_tokens);
@@ -364,6 +378,7 @@ static ss_err load_model(parts *d, const options *o)
     ss_model_params mp = ss_model_default_params();
     mp.n_threads = o->compute_threads;
     mp.huge_pages = o->huge_pages;
+    mp.weights = o->weights_q8 ? SS_WEIGHTS_Q8 : SS_WEIGHTS_STORED;
     mp.progress = ss_progress_print;
     mp.progress_user = (void *)"statesoupd: ";
     int64_t t0 = ss_mono_ns();
@@ -371,10 +386,11 @@ static ss_err load_model(parts *d, const options *o)
     if (err) return err;
     const ss_model_info *info = ss_model_get_info(d->model);
     fprintf(stderr,
-            "statesoupd: model %s: %s, %d layers, d_model %d, vocab %d, %.1fM params, %s, state "
-            "%zu bytes, fingerprint %s (%.0f ms)\n",
+            "statesoupd: model %s: %s, %d layers, d_model %d, vocab %d, %.1fM params, %s%s, "
+            "state %zu bytes, fingerprint %s (%.0f ms)\n",
             o->model, info->architecture, info->n_layer, info->d_model, info->vocab_size,
-            (double)info->n_params / 1e6, info->dtype, info->state_bytes, info->fingerprint,
+            (double)info->n_params / 1e6, info->dtype,
+            strcmp(info->weights, "q8") ? "" : " quantised to q8", info->state_bytes, info->fingerprint,
             (double)(ss_mono_ns() - t0) / 1e6);
     return SS_OK;
 }

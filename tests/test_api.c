@@ -1521,6 +1521,43 @@ static void test_corrupt(void)
     daemon_stop(&d);
 }
 
+/* --weights q8: the daemon says so, scores close to the exact daemon; a bad value is refused. */
+static void test_weights_q8(void)
+{
+    char data[512];
+    snprintf(data, sizeof data, "%s/q8", tmp_root);
+    srv d;
+    long st;
+    size_t qn;
+    const int32_t *q = seq_ids("q", &qn);
+    double sums[2] = {0, 0};
+    for (int k = 0; k < 2; k++) {
+        if (daemon_start(&d, fixture_path("models/mamba1-tiny"), data, "--quiet", "--weights",
+                         k ? "q8" : "stored", NULL)) {
+            CHECK(0);
+            return;
+        }
+        json_t *j = call(&d, "GET", "/v1/models", NULL, &st);
+        json_t *m = json_array_get(json_object_get(j, "data"), 0);
+        CHECK(st == 200 && !strcmp(json_string_value(json_object_get(m, "weights")),
+                                   k ? "q8" : "stored"));
+        json_decref(j);
+        j = call(&d, "POST", "/v1/score", json_pack("{s:o}", "continuation", ids_json(q, qn)), &st);
+        CHECK(st == 200);
+        sums[k] = json_number_value(json_object_get(j, "logprob_sum"));
+        json_decref(j);
+        daemon_stop(&d);
+    }
+    /* the same sum of log-probabilities within 1 % (random tiny weights quantise worst) */
+    CHECKF(fabs(sums[1] - sums[0]) <= 0.01 * fabs(sums[0]), "q8 logprob_sum %g, exact %g", sums[1],
+           sums[0]);
+    CHECK(daemon_start(&d, fixture_path("models/mamba1-tiny"), data, "--weights", "q4", NULL) != 0);
+    CHECK(d.log && strstr(d.log, "bad value for --weights"));
+    int status;
+    daemon_reap(&d, &status);
+    free(d.log);
+}
+
 /* With one batch slot and one queue slot, a third request is refused with 503 overloaded. */
 static void test_overload(void)
 {
@@ -1740,6 +1777,7 @@ int main(void)
     test_lost_data_dir();
     test_corrupt();
     test_overload();
+    test_weights_q8();
     test_shutdown_inflight();
     test_text();
     test_crash();

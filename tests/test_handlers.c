@@ -316,6 +316,7 @@ static void test_models(const ss_model_info *info)
     CHECKF(a.status == 200, "GET /v1/models: %d", a.status);
     CHECK(!strcmp(json_string_value(json_object_get(m, "id")), "mamba1-tiny"));
     CHECK(!strcmp(json_string_value(json_object_get(m, "family")), "mamba1"));
+    CHECK(!strcmp(json_string_value(json_object_get(m, "weights")), "stored"));
     CHECK(json_integer_value(json_object_get(m, "d_model")) == 64);
     CHECK(json_integer_value(json_object_get(m, "vocab_size")) == info->vocab_size);
     CHECK(json_integer_value(json_object_get(m, "state_bytes")) ==

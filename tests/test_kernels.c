@@ -1,8 +1,10 @@
 /*
  * test_kernels.c - every SIMD kernel set this CPU can run (AVX2, AVX-512) against the portable
  * reference kernels and a double-precision computation, on shapes around every vector and
- * register-block boundary: small-M GEMMs (F32, BF16, F16 weights; 1..16 rows; N and K tails),
- * the broadcast GEMM, the scan, the conv, the merge sum, logsumexp, argmax, widening.
+ * register-block boundary: small-M GEMMs (F32, BF16, F16 and 8-bit weights; 1..16 rows; N and K
+ * tails, K % 32 tails of the 8-bit blocks),
+ * the broadcast GEMM, the scan, the conv, the merge sum, logsumexp, argmax, widening, and the
+ * 8-bit quantiser against its definition.
  *
  * The golden tests (test_model) run the whole forward pass with the kernels the CPU picks; this
  * one makes sure the others agree too, including shapes the fixtures never reach (9..16 rows).
@@ -54,7 +56,7 @@ static int close_to(double got, double want, double scale, double tol)
     return fabs(got - want) <= tol * (scale + fabs(want));
 }
 
-enum { WF32, WBF16, WF16 };
+enum { WF32, WBF16, WF16, WQ8 };
 
 /* Y = X W^T in double (with the weights as the kernel sees them), and sum |x w| per output. */
 static void gemm_ref(const float *X, int M, int K, int ldx, const float *Wf, int N, double *Y,
@@ -78,6 +80,8 @@ static int check_gemm(const kernels *kn, int wt, int bcast, int M, int N, int K)
     const int ldx = K + 3, ldy = N + 5;
     float *X = malloc(sizeof(float) * (size_t)M * ldx), *Wf = malloc(sizeof(float) * (size_t)N * K);
     uint16_t *W16 = malloc(sizeof(uint16_t) * (size_t)N * K);
+    int8_t *W8 = malloc((size_t)N * K);
+    float *S8 = malloc(sizeof(float) * (size_t)N * q8_blocks(K));
     float *Y = malloc(sizeof(float) * (size_t)M * ldy), *Xt = NULL;
     double *ref = malloc(sizeof(double) * (size_t)M * N), *mag = malloc(sizeof(double) * M * N);
     fill(X, (size_t)M * ldx, -1, 1);
@@ -85,6 +89,14 @@ static int check_gemm(const kernels *kn, int wt, int bcast, int M, int N, int K)
     for (size_t i = 0; i < (size_t)N * K; i++) {
         if (wt == WBF16) W16[i] = to_bf16(Wf[i]), Wf[i] = bf16_to_f32(W16[i]);
         if (wt == WF16) W16[i] = to_f16(Wf[i]), Wf[i] = f16_to_f32(W16[i]);
+    }
+    if (wt == WQ8) { /* the reference sees the dequantised weights, s * q in F32 */
+        const int nb = q8_blocks(K);
+        for (int n = 0; n < N; n++) {
+            q8_quantize_row(Wf + (size_t)n * K, K, W8 + (size_t)n * K, S8 + (size_t)n * nb);
+            for (int k = 0; k < K; k++)
+                Wf[(size_t)n * K + k] = (float)W8[(size_t)n * K + k] * S8[(size_t)n * nb + k / 32];
+        }
     }
     for (size_t i = 0; i < (size_t)M * ldy; i++) Y[i] = NAN; /* catch unwritten outputs */
     gemm_ref(X, M, K, ldx, Wf, N, ref, mag);
@@ -96,6 +108,8 @@ static int check_gemm(const kernels *kn, int wt, int bcast, int M, int N, int K)
         kn->gemm_bcast(Xt, M, K, Wf, N, Y, ldy);
     } else if (wt == WF32) {
         kn->gemm_small(X, M, K, ldx, Wf, N, Y, ldy);
+    } else if (wt == WQ8) {
+        kn->gemm_small_q8(X, M, K, ldx, W8, S8, N, Y, ldy);
     } else {
         (wt == WBF16 ? kn->gemm_small_bf16 : kn->gemm_small_f16)(X, M, K, ldx, W16, N, Y, ldy);
     }
@@ -104,7 +118,7 @@ static int check_gemm(const kernels *kn, int wt, int bcast, int M, int N, int K)
         for (int n = 0; n < N && ok; n++) {
             double want = ref[(size_t)m * N + n], got = Y[(size_t)m * ldy + n];
             if (!close_to(got, want, mag[(size_t)m * N + n], 2e-6)) {
-                static const char *const wname[] = {"", " bf16", " f16"};
+                static const char *const wname[] = {"", " bf16", " f16", " q8"};
                 printf("  %s %s%s M=%d N=%d K=%d: Y[%d][%d] = %.9g, want %.9g\n", kn->name,
                        bcast ? "bcast" : "gemm_small", wname[wt], M, N, K, m, n, got, want);
                 ok = 0;
@@ -113,6 +127,8 @@ static int check_gemm(const kernels *kn, int wt, int bcast, int M, int N, int K)
     free(X);
     free(Wf);
     free(W16);
+    free(W8);
+    free(S8);
     free(Y);
     free(Xt);
     free(ref);
@@ -123,12 +139,12 @@ static int check_gemm(const kernels *kn, int wt, int bcast, int M, int N, int K)
 static void test_gemms(const kernels *kn)
 {
     static const int Ns[] = {1, 3, 4, 5, 16, 33, 64};
-    static const int Ks[] = {1, 15, 16, 17, 100, 768};
+    static const int Ks[] = {1, 15, 16, 17, 31, 32, 33, 48, 100, 768};
     int ok = 1;
     for (int M = 1; M <= 16; M++)
         for (size_t a = 0; a < sizeof Ns / sizeof Ns[0]; a++)
             for (size_t b = 0; b < sizeof Ks / sizeof Ks[0]; b++) {
-                for (int wt = WF32; wt <= WF16; wt++) ok &= check_gemm(kn, wt, 0, M, Ns[a], Ks[b]);
+                for (int wt = WF32; wt <= WQ8; wt++) ok &= check_gemm(kn, wt, 0, M, Ns[a], Ks[b]);
                 if (kn->gemm_bcast) ok &= check_gemm(kn, WF32, 1, M, Ns[a], Ks[b]);
             }
     CHECKF(ok, "%s: GEMM kernels", kn->name);
@@ -215,6 +231,51 @@ static void test_small_kernels(const kernels *kn)
         ok &= memcmp(&wide[i], &want, 4) == 0 || (isnan(want) && isnan(wide[i]));
     }
     CHECKF(ok, "%s: widen", kn->name);
+
+    /* 8-bit rows: every K % 32 tail, a zero block, widening exactly s * q */
+    static int8_t q[NMAX];
+    static float s[(NMAX + 31) / 32];
+    for (int K = 1; K <= NMAX; K = K * 2 + 7) {
+        fill(v, (size_t)K, -3, 3);
+        for (int k = 0; k < K && k < 32; k++) v[k] = 0;
+        q8_quantize_row(v, K, q, s);
+        kn->widen_q8(q, s, K, wide);
+        for (int k = 0; k < K; k++) {
+            float want = (float)q[k] * s[k / 32];
+            ok &= memcmp(&wide[k], &want, 4) == 0;
+        }
+    }
+    CHECKF(ok, "%s: widen q8", kn->name);
+}
+
+/* The quantiser against its definition: scale = max |w| / 127 per block of 32, q = round(w/s). */
+static void test_quantize(void)
+{
+    enum { K = 200 };
+    float w[K];
+    int8_t q[K];
+    float s[(K + 31) / 32];
+    int ok = 1;
+    fill(w, K, -5, 5);
+    for (int k = 64; k < 96; k++) w[k] = 0; /* an all-zero block: scale 0, q 0 */
+    w[5] = -7.5f;                           /* the extreme of its block maps to -127 */
+    ok &= q8_quantize_row(w, K, q, s) == 0;
+    for (int b = 0; b * 32 < K; b++) {
+        double amax = 0;
+        for (int k = b * 32; k < K && k < b * 32 + 32; k++) amax = fmax(amax, fabs(w[k]));
+        ok &= close_to(s[b], amax / 127, 0, 1e-6);
+        for (int k = b * 32; k < K && k < b * 32 + 32; k++) {
+            /* within half a step of the weight (plus the float division's rounding) */
+            ok &= fabs((double)q[k] * s[b] - w[k]) <= 0.5 * s[b] * (1 + 1e-5) + 1e-30;
+            ok &= q[k] != -128;
+        }
+    }
+    ok &= q[5] == -127 && s[2] == 0 && q[70] == 0;
+    w[100] = NAN;
+    ok &= q8_quantize_row(w, K, q, s) == -1;
+    w[100] = INFINITY;
+    ok &= q8_quantize_row(w, K, q, s) == -1;
+    CHECKF(ok, "q8 quantiser");
 }
 
 int main(void)
@@ -237,6 +298,7 @@ int main(void)
         test_small_kernels(sets[i]);
         printf("%-8s %s\n", names[i], test_failures == before ? "ok" : "FAILED");
     }
+    test_quantize();
     printf("kernels_get() picks %s here\n", kernels_get()->name);
     return test_done("test_kernels");
 }

@@ -525,6 +525,158 @@ static void check_huge_pages(void)
     }
 }
 
+/* ---- 8-bit weights (--weights q8) ------------------------------------------------------------ */
+
+/*
+ * Snap a matrix to values that int8 blocks of 32 hold exactly: per block a power-of-two scale s
+ * with the largest |value| = 127 s, every value q s. Quantising such a matrix loses nothing, so
+ * the q8 path must then give the exact path's results up to summation order.
+ */
+static void snap_q8(float *w, size_t rows, size_t cols)
+{
+    for (size_t r = 0; r < rows; r++)
+        for (size_t k0 = 0; k0 < cols; k0 += 32) {
+            float *b = w + r * cols + k0;
+            const size_t n = cols - k0 < 32 ? cols - k0 : 32;
+            size_t imax = 0;
+            for (size_t k = 1; k < n; k++) imax = fabsf(b[k]) > fabsf(b[imax]) ? k : imax;
+            if (b[imax] == 0) continue;
+            const float s = ldexpf(1.0f, (int)ceil(log2(fabs(b[imax]) / 127.0)));
+            for (size_t k = 0; k < n; k++) {
+                float q = rintf(b[k] / s);
+                b[k] = (q > 127 ? 127 : q < -127 ? -127 : q) * s;
+            }
+            b[imax] = copysignf(127 * s, b[imax]);
+        }
+}
+
+/* A copy of the fixture `name` in dir with every F32 matrix snapped (snap_q8). */
+static void write_snapped(const char *name, const char *dir)
+{
+    char path[512], *buf;
+    size_t n;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    char src[512];
+    snprintf(src, sizeof src, "%s/config.json", name);
+    copy_file(fixture_path(src), path);
+    snprintf(src, sizeof src, "%s/model.safetensors", name);
+    REQUIRE_OK(ss_read_file(fixture_path(src), 1 << 30, &buf, &n));
+    st_file f;
+    REQUIRE_OK(st_parse(&f, (const uint8_t *)buf, n, "fixture"));
+    for (int i = 0; i < f.n_tensors; i++) {
+        const st_tensor *t = &f.tensors[i];
+        if (t->dtype != ST_F32 || t->ndim != 2 || ((uintptr_t)t->data & 3)) continue;
+        snap_q8((float *)(buf + t->offset), (size_t)t->shape[0], (size_t)t->shape[1]);
+    }
+    st_free(&f);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    FILE *o = fopen(path, "wb");
+    CHECK(o && fwrite(buf, 1, n, o) == n);
+    if (o) fclose(o);
+    free(buf);
+}
+
+/* Logits of 40 prompt tokens (one eval: the prefill GEMM path), then of 3 tokens fed one by one
+ * (the decode kernel path): 43 rows of V into out. */
+static void q8_run(ss_model *m, float *out)
+{
+    const int V = ss_model_get_info(m)->vocab_size;
+    int32_t ids[43];
+    for (int i = 0; i < 43; i++) ids[i] = (i * 37 + 5) % V;
+    ss_ctx *c;
+    ss_state *st;
+    REQUIRE_OK(ss_ctx_new(m, &c));
+    REQUIRE_OK(ss_state_new(m, &st));
+    ss_seq q = {.state = st, .tokens = ids, .n_tokens = 40, .logits = out, .logits_all = 1};
+    REQUIRE_OK(ss_model_eval(m, c, &q, 1, 0));
+    for (int t = 40; t < 43; t++) {
+        ss_seq d = {.state = st, .tokens = ids + t, .n_tokens = 1, .logits = out + (size_t)t * V};
+        REQUIRE_OK(ss_model_eval(m, c, &d, 1, 0));
+    }
+    ss_state_free(st);
+    ss_ctx_free(c);
+}
+
+static double q8_max_diff(const float *a, const float *b, size_t n, double *amax)
+{
+    double worst = 0;
+    *amax = 0;
+    for (size_t i = 0; i < n; i++) {
+        worst = fmax(worst, fabs((double)a[i] - b[i]));
+        *amax = fmax(*amax, fabs((double)b[i]));
+    }
+    return worst;
+}
+
+static void check_q8(void)
+{
+    ss_model_params q8 = ss_model_default_params();
+    q8.weights = SS_WEIGHTS_Q8;
+    const char *dirs[] = {"models/mamba1-tiny", "models/mamba2-tiny", "models/moe-mamba-switch"};
+    char dir[256];
+    snprintf(dir, sizeof dir, "/tmp/ss_test_q8_XXXXXX");
+    if (!mkdtemp(dir)) exit(1);
+    for (int i = 0; i < 3; i++) {
+        /* lossless weights: q8 equals the exact path */
+        write_snapped(dirs[i], dir);
+        ss_model *a, *b;
+        REQUIRE_OK(ss_model_open(&a, dir, NULL));
+        REQUIRE_OK(ss_model_open(&b, dir, &q8));
+        CHECK(strcmp(ss_model_get_info(a)->weights, "stored") == 0);
+        CHECK(strcmp(ss_model_get_info(b)->weights, "q8") == 0);
+        CHECK(strcmp(ss_model_get_info(a)->fingerprint, ss_model_get_info(b)->fingerprint) == 0);
+        const size_t V = (size_t)ss_model_get_info(a)->vocab_size;
+        float *la = malloc(43 * V * sizeof(float)), *lb = malloc(43 * V * sizeof(float));
+        q8_run(a, la);
+        q8_run(b, lb);
+        double amax, e = q8_max_diff(lb, la, 43 * V, &amax);
+        CHECKF(e <= 1e-5 * (1 + amax), "%s snapped: q8 differs from exact by %g (|logit| <= %g)",
+               dirs[i], e, amax);
+        ss_model_close(a);
+        ss_model_close(b);
+        free(la);
+        free(lb);
+    }
+    /* the trained demo model: the quantisation error stays small against the logits' range */
+    {
+        ss_model *a, *b;
+        char demo[4096];
+        snprintf(demo, sizeof demo, "%s/models/demo-mamba1", test_source_root());
+        REQUIRE_OK(ss_model_open(&a, demo, NULL));
+        REQUIRE_OK(ss_model_open(&b, demo, &q8));
+        const size_t V = (size_t)ss_model_get_info(a)->vocab_size;
+        float *la = malloc(43 * V * sizeof(float)), *lb = malloc(43 * V * sizeof(float));
+        q8_run(a, la);
+        q8_run(b, lb);
+        double amax, e = q8_max_diff(lb, la, 43 * V, &amax);
+        int same = 0; /* positions whose top token q8 keeps */
+        for (int t = 0; t < 43; t++) {
+            int ia = 0, ib = 0;
+            for (size_t v = 1; v < V; v++) {
+                ia = la[t * V + v] > la[t * V + ia] ? (int)v : ia;
+                ib = lb[t * V + v] > lb[t * V + ib] ? (int)v : ib;
+            }
+            same += ia == ib;
+        }
+        printf("demo-mamba1: q8 logits within %.2g of exact (|logit| <= %.3g), same top token at "
+               "%d of 43 positions\n", e, amax, same);
+        CHECKF(e <= 0.02 * amax && same >= 40, "demo-mamba1: q8 differs by %g (|logit| <= %g), "
+               "%d of 43 top tokens kept", e, amax, same);
+        ss_model_close(a);
+        ss_model_close(b);
+        free(la);
+        free(lb);
+    }
+    /* 16-bit checkpoints quantise from their own values */
+    ss_model *m;
+    REQUIRE_OK(ss_model_open(&m, fixture_path("models/mamba1-tiny-bf16"), &q8));
+    CHECK(strcmp(ss_model_get_info(m)->dtype, "BF16") == 0);
+    ss_model_close(m);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+}
+
 /* Same weights, same fingerprint (sharded); any change, another one. */
 static void check_fingerprints(void)
 {
@@ -575,6 +727,7 @@ int main(int argc, char **argv)
         check_loader_errors();
         check_fingerprints();
         check_huge_pages();
+        check_q8();
     }
     return test_done("test_model");
 }
