@@ -5,7 +5,9 @@
  *
  * Files: env.c (LMDB environment, transactions, map growth, open/close, health), catalog.c
  * (records, put, get, delete, list, stats, verify), chunks.c (views, piece-by-piece reads, the
- * merge, blob copies), record.c (the record schema), hash*.c (checksum kernels).
+ * merge, blob copies), record.c (the record schema), hash*.c (checksum kernels), remote.c (the
+ * shared tier on Redis Cluster: public calls are routed there by REMOTE_ROUTE when it is on) and
+ * redis_cluster.c (its cluster client).
  *
  * On-disk layout (named databases in one environment; keys and values are raw bytes, no NULs):
  *   blobs    id (35 bytes, "st_" + 32 hex)        -> blob bytes

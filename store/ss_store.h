@@ -1,5 +1,6 @@
 /*
- * ss_store.h - the durable catalog of named states, in LMDB.
+ * ss_store.h - the durable catalog of named states, in LMDB (alone, or as the local cache of a
+ * shared catalog on Redis Cluster: ss_store_params.remote, docs/scale-out.md).
  *
  * A state is a blob (the model's state floats, opaque to the store except for the merge, which
  * sums them as F32 arrays: ss_store_merge_f32) plus a record (JSON object).

@@ -216,7 +216,7 @@ done
 echo "redis_cluster: $(($(date +%s) - t0)) s"
 if [ $fails -gt 0 ]; then
     echo "redis_cluster: $fails failure(s); daemon logs:" >&2
-    tail -5 "$tmp"/*.log >&2
+    tail -n 5 "$tmp"/*.log >&2
     exit 1
 fi
 echo "redis_cluster: all checks passed"

@@ -8,7 +8,7 @@
 #   rc_restart_all              start every node again from its own dir (nodes.conf, AOF)
 #   rc_primary_of_slot SLOT     the port of the primary serving SLOT now
 #   rc_cleanup                  kill everything and remove DIR (use in a trap)
-# Ports: a free-looking block picked from the pid; the cluster bus uses port + 10000.
+# Ports: a block below the ephemeral range; the cluster bus uses port + 10000.
 
 rc_node_start() {
     local port=$1 d="$RC_DIR/$1"
@@ -22,19 +22,30 @@ rc_node_start() {
 
 rc_start() {
     RC_DIR=$1
-    local primaries=${2:-3} n i base
+    local primaries=${2:-3} n i p base attempt up
     n=$((primaries * 2))
-    base=$((21000 + ($$ % 900) * 20))
-    RC_PORTS=""
-    for ((i = 0; i < n; i++)); do RC_PORTS="$RC_PORTS $((base + i))"; done
-    RC_PORTS=${RC_PORTS# }
-    for p in $RC_PORTS; do rc_node_start "$p" || return 1; done
-    for p in $RC_PORTS; do
-        for ((i = 0; i < 50; i++)); do
-            redis-cli -p "$p" ping >/dev/null 2>&1 && break
-            sleep 0.1
+    # Client ports 10000..21999 and bus ports (+10000) stay below Linux's ephemeral range
+    # (32768..), so no outgoing connection of another process holds them; a block that does not
+    # come up (a port taken) is given up for another.
+    for ((attempt = 0; attempt < 4; attempt++)); do
+        base=$((10000 + (($$ + attempt * 7919 + RANDOM) % 600) * 20))
+        RC_PORTS=""
+        for ((i = 0; i < n; i++)); do RC_PORTS="$RC_PORTS $((base + i))"; done
+        RC_PORTS=${RC_PORTS# }
+        for p in $RC_PORTS; do rc_node_start "$p"; done
+        up=1
+        for p in $RC_PORTS; do
+            for ((i = 0; i < 50; i++)); do
+                redis-cli -p "$p" ping >/dev/null 2>&1 && break
+                sleep 0.1
+            done
+            [ $i -lt 50 ] || up=0
         done
+        [ $up = 1 ] && break
+        rc_stop_all
+        rm -rf "${RC_DIR:?}"/*
     done
+    [ $up = 1 ] || { echo "redis: no free block of ports" >&2; return 1; }
     local hosts=""
     for p in $RC_PORTS; do hosts="$hosts 127.0.0.1:$p"; done
     # shellcheck disable=SC2086

@@ -260,7 +260,9 @@ static void test_shared(void)
     char *rx = put(a, "soup/x", x, sizeof x, SS_OK);
     char *ry = put(a, "soup/y", y, sizeof y, SS_OK);
     put(b, "soup/x", y, sizeof y, SS_ERR_EXISTS); /* names are unique across replicas */
-    CHECK(put(a, NULL, x, sizeof x, SS_OK) != NULL);
+    char *unnamed = put(a, NULL, x, sizeof x, SS_OK);
+    CHECK(unnamed != NULL);
+    free(unnamed);
 
     /* Read on the other replica: record identical, bytes identical (a remote miss). */
     char *r2 = NULL;
