@@ -157,6 +157,15 @@ void mm_rows(const ss_model *m, ss_ctx *c, const float *x, int rows, int in, int
     pool_run(m->pool, mm_part, &j);
 }
 
+void mm_cols_small(const float *x, int rows, int in, int ldx, wmat w, const float *bias, int lo,
+                   int hi, float *y, int ldy)
+{
+    if (rows <= 0 || lo >= hi) return;
+    mm_job j = {.x = x, .w = w, .bias = bias, .rows = rows, .in = in, .ldx = ldx, .out = hi,
+                .ldy = ldy, .y = y};
+    mm_cols(&j, 0, lo, hi);
+}
+
 void wmat_row(wmat w, int d, int r, float *dst)
 {
     const kernels *k = kernels_get();
