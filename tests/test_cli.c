@@ -908,6 +908,200 @@ static void test_plan_cmd(void)
     result_free(&r);
 }
 
+/* ---- statesoup eval ------------------------------------------------------------------------- */
+
+/* -logprob_sum / n_tokens of the answer after the query from the start in `start` (stolen). */
+static double ref_loss(srv *d, json_t *start, const char *query, const char *answer)
+{
+    json_object_set_new(start, "context", json_string(query));
+    json_object_set_new(start, "continuation", json_string(answer));
+    long st = 0;
+    json_t *j = call(d, "POST", "/v1/score", start, &st);
+    CHECKF(st == 200, "score: %ld", st);
+    double n = (double)json_integer_value(json_object_get(j, "n_tokens"));
+    double l = -json_number_value(json_object_get(j, "logprob_sum")) / n;
+    json_decref(j);
+    return l;
+}
+
+/* Store the state of `prompt`; its id into id. */
+static void ref_save(srv *d, const char *prompt, char *id, size_t cap)
+{
+    long st = 0;
+    json_t *j = call(d, "POST", "/v1/states", json_pack("{s:s}", "prompt", prompt), &st);
+    CHECKF(st == 201, "save: %ld", st);
+    snprintf(id, cap, "%s", json_string_value(json_object_get(j, "id")) ?: "");
+    json_decref(j);
+}
+
+/* The generator: deterministic for a seed, and every task is a dictionary whose answer is the
+ * value of the key asked (checked by parsing the lines back). */
+static void test_eval_generator(const char *words)
+{
+    result r = {0};
+    RUN(&r, "eval", "--make-dict-tasks", "5", "--words", words, "--seed", "7", "--pairs", "6",
+        "--parts", "3");
+    CHECK_CODE(&r, 0);
+    char *first = strdup(r.out);
+    RUN(&r, "eval", "--make-dict-tasks", "5", "--words", words, "--seed", "7", "--pairs", "6",
+        "--parts", "3");
+    CHECK(!strcmp(first, r.out));
+    RUN(&r, "eval", "--make-dict-tasks", "5", "--words", words, "--seed", "8", "--pairs", "6",
+        "--parts", "3");
+    CHECK(strcmp(first, r.out) != 0);
+    int lines = 0;
+    for (char *save = NULL, *l = strtok_r(first, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        json_t *t = json_loads(l, 0, NULL);
+        lines++;
+        json_t *parts = json_object_get(t, "parts");
+        CHECK(json_array_size(parts) == 3);
+        const char *whole = json_string_value(json_object_get(t, "whole"));
+        const char *q = json_string_value(json_object_get(t, "query"));
+        const char *a = json_string_value(json_object_get(t, "answer"));
+        CHECK(whole && q && a && !strncmp(whole, "Dictionary:\n", 12) && !strncmp(q, "\nQuery:\n", 8));
+        /* whole = "Dictionary:\n" + the parts' lines; 6 distinct keys; the asked key's value */
+        char joined[4096] = "Dictionary:\n";
+        for (size_t i = 0; i < json_array_size(parts); i++) {
+            const char *p = json_string_value(json_array_get(parts, i));
+            CHECK(!strncmp(p, "Dictionary:\n", 12));
+            strncat(joined, p + 12, sizeof joined - strlen(joined) - 1);
+        }
+        CHECK(whole && !strcmp(joined, whole));
+        /* the query "\nQuery:\n<key> =" and the answer " <value>": a line "<key> = <value>" */
+        char want[256];
+        snprintf(want, sizeof want, "\n%.*s =%s\n", (int)strlen(q + 8) - 2, q + 8, a);
+        CHECKF(strstr(joined, want) != NULL, "%s not in %s", want, joined);
+        int n_lines = 0;
+        for (const char *c = joined; *c; c++) n_lines += *c == '\n';
+        CHECK(n_lines == 7);
+        json_decref(t);
+    }
+    CHECK(lines == 5);
+    free(first);
+    RUN(&r, "eval", "--make-dict-tasks", "5", "--words", words, "--pairs", "4", "--parts", "5");
+    CHECK_CODE(&r, 2);
+    result_free(&r);
+}
+
+/* eval through a daemon on a tiny task file: every number against /v1/score and /v1/generate. */
+static void test_eval(void)
+{
+    char demo[4096], data_dir[512], tasks[512], words[4200], svg[512];
+    snprintf(demo, sizeof demo, "%s/%s", test_source_root(), DEMO);
+    snprintf(words, sizeof words, "%s/words.txt", demo);
+    test_eval_generator(words);
+    snprintf(data_dir, sizeof data_dir, "%s/eval-data", work);
+    snprintf(tasks, sizeof tasks, "%s/tasks.jsonl", work);
+    snprintf(svg, sizeof svg, "%s/eval.svg", work);
+    static const char *const parts[3][2] = {
+        {"Dictionary:\ncase = word\nfor = next\n", "Dictionary:\nthis = options\nmake = write\n"},
+        {"Dictionary:\nlist = value\nsee = file\n", "Dictionary:\nnew = more\nrun = time\n"},
+        {"Dictionary:\ntext = line\nuse = code\n", "Dictionary:\nname = list\nset = type\n"},
+    };
+    static const char *const query[3] = {"\nQuery:\nthis =", "\nQuery:\nlist =", "\nQuery:\nset ="};
+    static const char *const answer[3] = {" options", " value", " type"};
+    FILE *f = fopen(tasks, "w");
+    for (int t = 0; f && t < 3; t++) {
+        json_t *o = json_pack("{s:[s,s],s:s,s:s}", "parts", parts[t][0], parts[t][1], "query",
+                              query[t], "answer", answer[t]);
+        char *line = json_dumps(o, JSON_COMPACT);
+        fprintf(f, "%s\n\n", line);
+        free(line);
+        json_decref(o);
+    }
+    if (f) fclose(f);
+    srv d;
+    result r = {0};
+    if (daemon_start(&d, demo, data_dir, (char *)NULL) != 0) {
+        test_failures++;
+        return;
+    }
+    RUN(&r, "eval", "--url", d.base, "--tasks", tasks, "--json", "--svg", svg, "--conditions",
+        "zero,part1,part2,mean,sum,one-pass,other-soup,other");
+    json_t *j = json_ok(&r), *conds = json_object_get(j, "conditions");
+    CHECK(json_integer_value(json_object_get(j, "tasks")) == 3);
+    CHECK(json_array_size(conds) == 8);
+    /* the references, computed here through the API: states of the parts and wholes */
+    char pid[3][2][64], wid[3][64], whole[3][256];
+    for (int t = 0; t < 3; t++) {
+        snprintf(whole[t], sizeof whole[t], "%s%s", parts[t][0], parts[t][1]);
+        for (int p = 0; p < 2; p++) ref_save(&d, parts[t][p], pid[t][p], sizeof pid[t][p]);
+        ref_save(&d, whole[t], wid[t], sizeof wid[t]);
+    }
+    for (size_t c = 0; c < json_array_size(conds); c++) {
+        json_t *cj = json_array_get(conds, c);
+        const char *name = jstr(cj, "name");
+        double sum = 0;
+        for (int t = 0; t < 3; t++) {
+            const char *other = wid[(t + 1) % 3];
+            json_t *st = json_object();
+            if (!strcmp(name, "part1")) json_object_set_new(st, "state", json_string(pid[t][0]));
+            if (!strcmp(name, "part2")) json_object_set_new(st, "state", json_string(pid[t][1]));
+            if (!strcmp(name, "one-pass")) json_object_set_new(st, "state", json_string(wid[t]));
+            if (!strcmp(name, "other")) json_object_set_new(st, "state", json_string(other));
+            double w = !strcmp(name, "mean") ? 0.5 : 1.0;
+            if (!strcmp(name, "mean") || !strcmp(name, "sum"))
+                json_object_set_new(st, "merge", json_pack("[{s:s,s:f},{s:s,s:f}]", "state",
+                                                           pid[t][0], "weight", w, "state",
+                                                           pid[t][1], "weight", w));
+            if (!strcmp(name, "other-soup"))
+                json_object_set_new(st, "merge", json_pack("[{s:s,s:f},{s:s,s:f}]", "state",
+                                                           wid[t], "weight", 0.5, "state", other,
+                                                           "weight", 0.5));
+            json_t *gen = json_deep_copy(st);
+            double want = ref_loss(&d, st, query[t], answer[t]);
+            json_t *pt = json_array_get(json_object_get(cj, "per_task"), (size_t)t);
+            double got = json_number_value(json_object_get(pt, "loss"));
+            CHECKF(fabs(got - want) < 1e-9 * (1 + fabs(want)), "%s task %d: %.9g vs %.9g", name,
+                   t, got, want);
+            sum += want;
+            /* exact match: greedy decoding gives the answer's tokens */
+            json_object_set_new(gen, "prompt", json_string(query[t]));
+            json_object_set_new(gen, "max_tokens", json_integer(1));
+            json_object_set_new(gen, "temperature", json_real(0));
+            long s1 = 0, s2 = 0;
+            json_t *g = call(&d, "POST", "/v1/generate", gen, &s1);
+            json_t *tk = call(&d, "POST", "/v1/tokenize", json_pack("{s:s}", "text", answer[t]),
+                              &s2);
+            json_t *tokens = json_object_get(tk, "tokens");
+            CHECK(s1 == 200 && s2 == 200 && json_array_size(tokens) == 1);
+            int ex = json_integer_value(json_array_get(json_object_get(g, "tokens"), 0)) ==
+                     json_integer_value(json_array_get(tokens, 0));
+            CHECKF(json_is_true(json_object_get(pt, "exact")) == ex, "%s task %d exact", name, t);
+            json_decref(g);
+            json_decref(tk);
+        }
+        CHECKF(fabs(json_number_value(json_object_get(cj, "loss")) - sum / 3) < 1e-9,
+               "%s mean", name);
+        CHECK(json_integer_value(json_object_get(cj, "n")) == 3);
+    }
+    json_decref(j);
+    /* its states are gone; the chart was written */
+    long st = 0;
+    j = call(&d, "GET", "/v1/states?tag=statesoup-eval", NULL, &st);
+    CHECK(st == 200 && json_array_size(json_object_get(j, "data")) == 0);
+    json_decref(j);
+    size_t svg_len = 0;
+    char *svg_text = slurp(svg, &svg_len);
+    CHECK(svg_text && strstr(svg_text, "<svg") && strstr(svg_text, "other-soup"));
+    free(svg_text);
+    /* the terminal table names every condition */
+    RUN(&r, "eval", "--url", d.base, "--tasks", tasks, "--conditions", "zero,mean");
+    CHECK_CODE(&r, 0);
+    CHECK_HAS(r.out, "mean");
+    CHECK_HAS(r.out, "3 tasks");
+    /* bad input: an unknown condition (2), a broken task line (1, naming the line) */
+    RUN(&r, "eval", "--url", d.base, "--tasks", tasks, "--conditions", "zero,nope");
+    CHECK_CODE(&r, 2);
+    f = fopen(tasks, "a");
+    if (f) fputs("{\"parts\": [\"x\"], \"query\": 5, \"answer\": \"y\"}\n", f), fclose(f);
+    RUN(&r, "eval", "--url", d.base, "--tasks", tasks);
+    CHECK_CODE(&r, 1);
+    CHECK_HAS(r.err, "task line 7");
+    result_free(&r);
+    daemon_stop(&d);
+}
+
 int main(void)
 {
     const char *build = getenv("SS_BUILD_ROOT");
@@ -931,6 +1125,7 @@ int main(void)
     int skipped = 0;
     if (access(daemon_path, X_OK) == 0) {
         test_daemon();
+        test_eval();
     } else {
         fprintf(stderr, "%s is not built yet: the daemon part is skipped\n", daemon_path);
         skipped = 1;
