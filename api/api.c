@@ -316,6 +316,13 @@ void api_save_free(api_save *s)
 ss_err api_save_state(ss_api *a, const api_save *s, const float *data, long long n_tokens,
                       json_t *parents, char **record)
 {
+    return api_save_state_indexed(a, s, data, n_tokens, parents, NULL, record);
+}
+
+ss_err api_save_state_indexed(ss_api *a, const api_save *s, const float *data,
+                              long long n_tokens, json_t *parents,
+                              const ss_store_prefix_entry *pe, char **record)
+{
     ss_err err = SS_OK;
     char *text = NULL;
     json_t *rec = json_pack("{s:o,s:o,s:s,s:I,s:s,s:o,s:o}", "name",
@@ -328,7 +335,7 @@ ss_err api_save_state(ss_api *a, const api_save *s, const float *data, long long
         err = ss_fail(SS_ERR_NOMEM, "out of memory building a record");
         goto out;
     }
-    err = ss_store_put(a->store, text, data, a->info->state_bytes, record);
+    err = ss_store_put_prefixed(a->store, text, data, a->info->state_bytes, pe, record);
 out:
     free(text);
     json_decref(rec);
@@ -452,6 +459,7 @@ ss_err api_start_resolve(ss_api *a, json_t *body, const char *state_key, int all
         err = record_info(rec, id, &out->n_tokens, &bytes);
         free(rec);
         if (err) goto fail;
+        snprintf(out->id, sizeof out->id, "%s", id);
         out->parents = json_pack("[{s:s,s:f}]", "id", id, "weight", 1.0);
     } else {
         err = api_merge(a, mv, 0, out->st, &out->parents, &out->n_tokens);

@@ -125,6 +125,10 @@ void api_save_free(api_save *s);
  */
 ss_err api_save_state(ss_api *a, const api_save *s, const float *data, long long n_tokens,
                       json_t *parents, char **record);
+/* The same, indexing the state under pe for prompt caching (NULL: not indexed). */
+ss_err api_save_state_indexed(ss_api *a, const api_save *s, const float *data,
+                              long long n_tokens, json_t *parents,
+                              const ss_store_prefix_entry *pe, char **record);
 
 /* ---- starting states ----------------------------------------------------------------------- */
 
@@ -134,6 +138,7 @@ typedef struct api_start {
     int has_hidden; /* final_hidden is not all zeros */
     long long n_tokens;
     json_t *parents; /* [{id, weight}] or NULL */
+    char id[SS_STORE_ID_LEN + 1]; /* the stored state it is ("" for the zero state or a merge) */
 } api_start;
 
 /*
