@@ -180,6 +180,7 @@ static ss_err job_new(ss_engine *e, const ss_job_params *p, ss_job **out)
     j->p = *p;
     j->p.prompt = j->p.cont = NULL;
     j->p.start_state = NULL;
+    j->p.start_decay = NULL;
     j->n_input = p->n_prompt + (p->kind == SS_JOB_SCORE ? p->n_cont : 0);
     j->n_ctx = p->n_prompt;
     j->input = malloc((size_t)(j->n_input ? j->n_input : 1) * sizeof(int32_t));
@@ -190,6 +191,9 @@ static ss_err job_new(ss_engine *e, const ss_job_params *p, ss_job **out)
     if ((err = ss_state_new(e->m, &j->state))) goto fail;
     if (p->start_state) {
         if ((err = ss_state_set(j->state, p->start_state, info->state_floats))) goto fail;
+        if (p->start_decay &&
+            (err = ss_state_set_decay(j->state, p->start_decay, info->decay_floats)))
+            goto fail;
     }
     if (p->kind == SS_JOB_GENERATE) {
         j->logits = malloc((size_t)V * sizeof(float));

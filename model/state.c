@@ -20,6 +20,9 @@ struct ss_state {
     const ss_model *m; /* for its thread pool */
     size_t n;
     float *data;       /* [n], 64-byte aligned */
+    size_t nd;
+    float *decay;      /* [nd], 64-byte aligned: cumulative decay (ss_state_decay) */
+    int has_decay;     /* decay is known */
 };
 
 /* The layout lives beside the state it describes (ss_model.h documents the fields). */
@@ -64,6 +67,15 @@ ss_err ss_state_new(const ss_model *m, ss_state **out)
         return ss_fail(SS_ERR_NOMEM, "cannot allocate a state of %zu bytes", m->info.state_bytes);
     }
     memset(s->data, 0, s->n * sizeof(float));
+    s->nd = m->info.decay_floats;
+    s->decay = aligned_alloc(64, (s->nd * sizeof(float) + 63) & ~(size_t)63);
+    if (!s->decay) {
+        free(s->data);
+        free(s);
+        return ss_fail(SS_ERR_NOMEM, "cannot allocate a state's decay");
+    }
+    memset(s->decay, 0, s->nd * sizeof(float));
+    s->has_decay = 1;
     *out = s;
     return SS_OK;
 }
@@ -71,6 +83,7 @@ ss_err ss_state_new(const ss_model *m, ss_state **out)
 void ss_state_free(ss_state *s)
 {
     if (!s) return;
+    free(s->decay);
     free(s->data);
     free(s);
 }
@@ -93,6 +106,36 @@ size_t ss_state_floats(const ss_state *s)
 void ss_state_zero(ss_state *s)
 {
     memset(s->data, 0, s->n * sizeof(float));
+    memset(s->decay, 0, s->nd * sizeof(float));
+    s->has_decay = 1;
+}
+
+float *ss_state_decay(ss_state *s)
+{
+    return s->decay;
+}
+
+const float *ss_state_cdecay(const ss_state *s)
+{
+    return s->decay;
+}
+
+int ss_state_has_decay(const ss_state *s)
+{
+    return s->has_decay;
+}
+
+ss_err ss_state_set_decay(ss_state *s, const float *d, size_t n)
+{
+    if (!d) {
+        memset(s->decay, 0, s->nd * sizeof(float));
+        s->has_decay = 0;
+        return SS_OK;
+    }
+    if (n != s->nd) return ss_fail(SS_ERR_MISMATCH, "decay has %zu floats, got %zu", s->nd, n);
+    memcpy(s->decay, d, n * sizeof(float));
+    s->has_decay = 1;
+    return SS_OK;
 }
 
 ss_err ss_state_copy(ss_state *dst, const ss_state *src)
@@ -100,7 +143,11 @@ ss_err ss_state_copy(ss_state *dst, const ss_state *src)
     if (dst->n != src->n) {
         return ss_fail(SS_ERR_MISMATCH, "state sizes differ (%zu vs %zu floats)", dst->n, src->n);
     }
-    if (dst != src) memcpy(dst->data, src->data, dst->n * sizeof(float));
+    if (dst != src) {
+        memcpy(dst->data, src->data, dst->n * sizeof(float));
+        memcpy(dst->decay, src->decay, dst->nd * sizeof(float));
+        dst->has_decay = src->has_decay;
+    }
     return SS_OK;
 }
 
@@ -110,6 +157,8 @@ ss_err ss_state_set(ss_state *s, const float *data, size_t n)
         return ss_fail(SS_ERR_MISMATCH, "state has %zu floats, got %zu", s->n, n);
     }
     memcpy(s->data, data, n * sizeof(float));
+    memset(s->decay, 0, s->nd * sizeof(float));
+    s->has_decay = 0; /* floats from elsewhere: their decay is not known (ss_state_set_decay) */
     return SS_OK;
 }
 
