@@ -208,8 +208,7 @@ static ss_err save_result(infer *inf, const api_save *save, const ss_job_result 
     if (!res->state) return ss_fail(SS_ERR_INTERNAL, "the job kept no state");
     char *text = NULL;
     long long n_tokens = inf->start.n_tokens + res->n_prompt + res->n_generated;
-    ss_err err = api_save_state(inf->a, save, ss_state_cdata(res->state), n_tokens,
-                                inf->start.parents, &text);
+    ss_err err = api_save_st(inf->a, save, res->state, n_tokens, inf->start.parents, &text);
     if (err) return err;
     *rec = json_loads(text, 0, NULL);
     free(text);

@@ -303,6 +303,18 @@ ss_err ss_state_export(const ss_model *m, const float *data, const char *dtype,
 ss_err ss_state_import(const ss_model *m, const uint8_t *buf, size_t len, float *dst,
                        char **metadata_json);
 
+/*
+ * The same with the state's cumulative decay: export adds a tensor "decay" (always F32, shaped
+ * [n_state_layers, d_inner] or [n_state_layers, n_heads] for Mamba-2) when decay is not NULL;
+ * import reads it into decay (decay_floats) when the file has one and sets *has_decay to 1,
+ * else to 0 (a file without it imports as before). Errors as ss_state_export / ss_state_import.
+ */
+ss_err ss_state_export_decay(const ss_model *m, const float *data, const float *decay,
+                             const char *dtype, const char *metadata_json, uint8_t **out,
+                             size_t *out_len);
+ss_err ss_state_import_decay(const ss_model *m, const uint8_t *buf, size_t len, float *dst,
+                             float *decay, int *has_decay, char **metadata_json);
+
 /* ---- BLAS kernels -------------------------------------------------------------------------- */
 
 /*

@@ -178,6 +178,13 @@ ss_err ss_state_check_finite(const float *data, size_t n)
 ss_err ss_state_export(const ss_model *m, const float *data, const char *dtype,
                        const char *metadata_json, uint8_t **out, size_t *out_len)
 {
+    return ss_state_export_decay(m, data, NULL, dtype, metadata_json, out, out_len);
+}
+
+ss_err ss_state_export_decay(const ss_model *m, const float *data, const float *decay,
+                             const char *dtype, const char *metadata_json, uint8_t **out,
+                             size_t *out_len)
+{
     ss_err err = SS_OK;
     json_t *meta = NULL;
     char *meta_text = NULL;
@@ -222,7 +229,7 @@ ss_err ss_state_export(const ss_model *m, const float *data, const char *dtype,
         }
         st_from_f32((st_dtype)dt, parts[i], *bufs[i], counts[i]);
     }
-    st_out_tensor t[3] = {
+    st_out_tensor t[4] = {
         {.name = "conv", .dtype = (st_dtype)dt, .ndim = lay.conv_ndim,
          .data = conv ? conv : (const void *)parts[0]},
         {.name = "ssm", .dtype = (st_dtype)dt, .ndim = lay.ssm_ndim,
@@ -232,7 +239,17 @@ ss_err ss_state_export(const ss_model *m, const float *data, const char *dtype,
     };
     for (int i = 0; i < lay.conv_ndim; i++) t[0].shape[i] = lay.conv_shape[i];
     for (int i = 0; i < lay.ssm_ndim; i++) t[1].shape[i] = lay.ssm_shape[i];
-    err = st_write_mem(t, 3, meta_text, out, out_len);
+    /* the cumulative decay, always F32 (compositions exponentiate it); its data goes first, so
+     * the state's tensors keep their places at the end of the file */
+    int L = m->info.n_state_layers, nt = 3;
+    if (decay && m->info.decay_floats) {
+        memmove(&t[1], &t[0], 3 * sizeof t[0]);
+        t[0] = (st_out_tensor){.name = "decay", .dtype = ST_F32, .ndim = 2,
+                               .shape = {L, (int64_t)(m->info.decay_floats / (size_t)L)},
+                               .data = decay};
+        nt = 4;
+    }
+    err = st_write_mem(t, nt, meta_text, out, out_len);
 out:
     free(conv);
     free(ssm);
@@ -282,6 +299,12 @@ static ss_err import_tensor(const st_file *f, const char *name, int ndim, const 
 ss_err ss_state_import(const ss_model *m, const uint8_t *buf, size_t len, float *dst,
                        char **metadata_json)
 {
+    return ss_state_import_decay(m, buf, len, dst, NULL, NULL, metadata_json);
+}
+
+ss_err ss_state_import_decay(const ss_model *m, const uint8_t *buf, size_t len, float *dst,
+                             float *decay, int *has_decay, char **metadata_json)
+{
     st_file f;
     ss_err err = st_parse(&f, buf, len, "state file");
     if (err) return err;
@@ -311,6 +334,13 @@ ss_err ss_state_import(const ss_model *m, const uint8_t *buf, size_t len, float 
     if ((err = import_tensor(&f, "final_hidden", 1, hshape, lay.hidden_n, dst + lay.hidden_off,
                              0)))
         goto out;
+    if (has_decay) *has_decay = 0;
+    if (decay && has_decay && m->info.decay_floats && st_find(&f, "decay")) {
+        int L = m->info.n_state_layers;
+        int dshape[2] = {L, (int)(m->info.decay_floats / (size_t)L)};
+        if ((err = import_tensor(&f, "decay", 2, dshape, m->info.decay_floats, decay, 0))) goto out;
+        *has_decay = 1;
+    }
     if (metadata_json) {
         *metadata_json = meta ? json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS) : strdup("{}");
         if (!*metadata_json) err = ss_fail(SS_ERR_NOMEM, "out of memory");
