@@ -313,9 +313,9 @@ void api_save_free(api_save *s)
     memset(s, 0, sizeof *s);
 }
 
-/* Store `bytes` of blob (a state, and its decay when bytes says so) with s's record. */
-static ss_err save_blob(ss_api *a, const api_save *s, const void *blob, size_t bytes,
-                        long long n_tokens, json_t *parents, char **record)
+ss_err api_save_blob_indexed(ss_api *a, const api_save *s, const void *blob, size_t bytes,
+                             long long n_tokens, json_t *parents, const ss_store_prefix_entry *pe,
+                             char **record)
 {
     ss_err err = SS_OK;
     char *text = NULL;
@@ -331,7 +331,7 @@ static ss_err save_blob(ss_api *a, const api_save *s, const void *blob, size_t b
         err = ss_fail(SS_ERR_NOMEM, "out of memory building a record");
         goto out;
     }
-    err = ss_store_put(a->store, text, blob, bytes, record);
+    err = ss_store_put_prefixed(a->store, text, blob, bytes, pe, record);
 out:
     free(text);
     json_decref(rec);
@@ -341,22 +341,35 @@ out:
 ss_err api_save_state(ss_api *a, const api_save *s, const float *data, long long n_tokens,
                       json_t *parents, char **record)
 {
-    return save_blob(a, s, data, a->info->state_bytes, n_tokens, parents, record);
+    return api_save_blob_indexed(a, s, data, a->info->state_bytes, n_tokens, parents, NULL, record);
+}
+
+ss_err api_save_state_indexed(ss_api *a, const api_save *s, const float *data,
+                              long long n_tokens, json_t *parents,
+                              const ss_store_prefix_entry *pe, char **record)
+{
+    return api_save_blob_indexed(a, s, data, a->info->state_bytes, n_tokens, parents, pe, record);
+}
+
+ss_err api_save_st_indexed(ss_api *a, const api_save *s, const ss_state *st, long long n_tokens,
+                           json_t *parents, const ss_store_prefix_entry *pe, char **record)
+{
+    const size_t sb = a->info->state_bytes, db = a->info->decay_floats * sizeof(float);
+    if (!ss_state_has_decay(st) || db == 0)
+        return api_save_blob_indexed(a, s, ss_state_cdata(st), sb, n_tokens, parents, pe, record);
+    unsigned char *blob = malloc(sb + db);
+    if (!blob) return ss_fail(SS_ERR_NOMEM, "out of memory");
+    memcpy(blob, ss_state_cdata(st), sb);
+    memcpy(blob + sb, ss_state_cdecay(st), db);
+    ss_err err = api_save_blob_indexed(a, s, blob, sb + db, n_tokens, parents, pe, record);
+    free(blob);
+    return err;
 }
 
 ss_err api_save_st(ss_api *a, const api_save *s, const ss_state *st, long long n_tokens,
                    json_t *parents, char **record)
 {
-    const size_t sb = a->info->state_bytes, db = a->info->decay_floats * sizeof(float);
-    if (!ss_state_has_decay(st) || db == 0)
-        return save_blob(a, s, ss_state_cdata(st), sb, n_tokens, parents, record);
-    unsigned char *blob = malloc(sb + db);
-    if (!blob) return ss_fail(SS_ERR_NOMEM, "out of memory");
-    memcpy(blob, ss_state_cdata(st), sb);
-    memcpy(blob + sb, ss_state_cdecay(st), db);
-    ss_err err = save_blob(a, s, blob, sb + db, n_tokens, parents, record);
-    free(blob);
-    return err;
+    return api_save_st_indexed(a, s, st, n_tokens, parents, NULL, record);
 }
 
 ss_err api_load_state(ss_api *a, const char *ref, ss_state *st, char **rec)
@@ -664,6 +677,7 @@ ss_err api_start_resolve(ss_api *a, json_t *body, const char *state_key, int all
         err = record_info(rec, id, &out->n_tokens, &bytes);
         free(rec);
         if (err) goto fail;
+        snprintf(out->id, sizeof out->id, "%s", id);
         out->parents = json_pack("[{s:s,s:f}]", "id", id, "weight", 1.0);
     } else {
         err = merge_on_the_fly(a, mv, out->st, &out->parents, &out->n_tokens);

@@ -139,6 +139,18 @@ ss_err api_save_st(ss_api *a, const api_save *s, const ss_state *st, long long n
  * neither size, and ss_store_get_blob's errors.
  */
 ss_err api_load_state(ss_api *a, const char *ref, ss_state *st, char **rec);
+/* The same, indexing the state under pe for prompt caching (NULL: not indexed). */
+ss_err api_save_state_indexed(ss_api *a, const api_save *s, const float *data,
+                              long long n_tokens, json_t *parents,
+                              const ss_store_prefix_entry *pe, char **record);
+/* Store `bytes` of blob (state_bytes: a state; + decay bytes: a state and its decay) with s's
+ * record, indexed under pe (NULL: not indexed). */
+ss_err api_save_blob_indexed(ss_api *a, const api_save *s, const void *blob, size_t bytes,
+                             long long n_tokens, json_t *parents, const ss_store_prefix_entry *pe,
+                             char **record);
+/* api_save_st, indexed under pe for prompt caching (NULL: not indexed). */
+ss_err api_save_st_indexed(ss_api *a, const api_save *s, const ss_state *st, long long n_tokens,
+                           json_t *parents, const ss_store_prefix_entry *pe, char **record);
 
 /* ---- starting states ----------------------------------------------------------------------- */
 
@@ -148,6 +160,7 @@ typedef struct api_start {
     int has_hidden; /* final_hidden is not all zeros */
     long long n_tokens;
     json_t *parents; /* [{id, weight}] or NULL */
+    char id[SS_STORE_ID_LEN + 1]; /* the stored state it is ("" for the zero state or a merge) */
 } api_start;
 
 /*

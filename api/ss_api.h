@@ -33,6 +33,7 @@ typedef struct ss_api_params {
     int max_tokens;         /* most tokens one request may generate */
     const char *model_name; /* served as the model's id (e.g. the model folder's name) */
     ss_metrics *metrics;    /* not owned; may be NULL */
+    int prefix_cache;       /* "reuse" defaults to true (--prefix-cache) */
 } ss_api_params;
 
 /*

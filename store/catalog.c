@@ -264,6 +264,7 @@ typedef struct put_ctx {
     size_t n_chunks;
     char *text; /* out: the committed record text (malloc) */
     size_t text_len;
+    const ss_store_prefix_entry *prefix; /* index the state under this (NULL: not) */
 } put_ctx;
 
 /* Add `delta` (may wrap, to subtract) to the blob byte counter in meta. */
@@ -362,6 +363,7 @@ static ss_err put_fn(ss_store *s, wtx *w, void *ctx)
         val = (MDB_val){name_len, (void *)(name ? name : "")};
         if (store_w_put(w, s->tags, k, tl + 1 + TKEY_LEN, &val, MDB_NOOVERWRITE)) goto fail;
     }
+    if (p->prefix && (err = store_prefix_put(s, w, id, p->prefix))) return err;
     return add_blob_bytes(s, w, p->blob_len);
 fail:
     if (w->rc == MDB_KEYEXIST) {
@@ -380,8 +382,14 @@ fail:
 ss_err ss_store_put(ss_store *s, const char *record_json, const void *blob, size_t blob_len,
                     char **record_out)
 {
+    return ss_store_put_prefixed(s, record_json, blob, blob_len, NULL, record_out);
+}
+
+ss_err ss_store_put_prefixed(ss_store *s, const char *record_json, const void *blob,
+                             size_t blob_len, const ss_store_prefix_entry *pe, char **record_out)
+{
     ss_err err = SS_OK;
-    put_ctx p = {0};
+    put_ctx p = {.prefix = pe};
 
     if (!s) return ss_fail(SS_ERR_INVALID, "store: NULL store");
     if (s->read_only) return ss_fail(SS_ERR_PERM, "store %s is open read-only", s->dir);
@@ -496,6 +504,7 @@ static ss_err delete_fn(ss_store *s, wtx *w, void *ctx)
         w->rc = rc;
         goto fail;
     }
+    if ((err = store_prefix_del(s, w, id))) goto out;
     if (lerr == SS_OK) {
         const char *name = json_string_value(json_object_get(record, "name"));
         if (name && store_w_del(w, s->names, name, strlen(name))) goto fail;

@@ -23,6 +23,7 @@
  *                                                    the blob, in order (stores written before
  *                                                    this database existed have no entries: their
  *                                                    blobs are verified whole)
+ *   prefix   see prefix.c (MDB_DUPSORT)            the prefix index of prompt caching
  * time key = be64(INT64_MAX - created_ns) followed by the id: a forward walk is newest first, and
  * the id makes it unique. Index values carry the name so a prefix filter needs no record reads.
  * created_ns is strictly increasing across puts (a clock that steps back is clamped), so "newest
@@ -68,6 +69,8 @@ struct ss_store {
     MDB_dbi blobs, records, names, tags, time, meta;
     MDB_dbi chunks; /* per-chunk checksums of each blob (id -> be64 hashes) */
     int has_chunks; /* the chunks database exists (always, except read-only on an old store) */
+    MDB_dbi prefix; /* the prefix index of prompt caching (prefix.c) */
+    int has_prefix; /* it exists (always, except read-only on an old store) */
     pthread_rwlock_t map_lock; /* shared: any live txn; exclusive: mdb_env_set_mapsize */
     pthread_mutex_t write_mu;  /* one write txn at a time; taken before map_lock */
     int locks_ready;           /* map_lock and write_mu initialised (for close after a failure) */
@@ -145,6 +148,10 @@ ss_err store_write_txn(ss_store *s, size_t need, write_fn fn, void *ctx);
 
 /* SS_ERR_UNAVAILABLE when the open data file is no longer DIR/data.mdb (see ss_store_check). */
 ss_err store_check_file(ss_store *s);
+
+/* ---- prefix.c: the prefix index, kept in the put's and the delete's transaction ---- */
+ss_err store_prefix_put(ss_store *s, wtx *w, const char *id, const ss_store_prefix_entry *pe);
+ss_err store_prefix_del(ss_store *s, wtx *w, const char *id);
 
 /* ---- catalog.c: reading records ---- */
 
