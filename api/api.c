@@ -772,6 +772,7 @@ ss_err ss_api_new(ss_api **out, const ss_api_params *p)
 void ss_api_free(ss_api *a)
 {
     if (!a) return;
+    api_cache_free(a->cache);
     pthread_rwlock_destroy(&a->engine_lock);
     free(a);
 }
@@ -789,6 +790,8 @@ void ss_api_attach(ss_api *a, ss_model *m, ss_tokenizer *tok, ss_store *store, s
     ss_model_state_layout(m, &a->lay);
     a->tok = tok;
     a->store = store;
+    if (!a->cache && api_cache_new(a))
+        fprintf(stderr, "statesoupd: no prompt cache: %s\n", ss_errmsg());
     pthread_rwlock_wrlock(&a->engine_lock);
     a->engine = engine;
     pthread_rwlock_unlock(&a->engine_lock);

@@ -210,10 +210,24 @@ void api_h_states_list(void *app, ss_host_req *r)
     if (tag && !*tag) tag = NULL;
     if (prefix && !*prefix) prefix = NULL;
     if (cursor && !*cursor) cursor = NULL;
+    const char *include = ss_host_query(r, "include");
+    if (include && *include && strcmp(include, "cache")) {
+        api_reject(r, SS_ERR_INVALID, NULL, "include must be \"cache\" (the prompt cache's "
+                                            "entries, hidden by default)");
+        return;
+    }
     char *page = NULL;
     ss_err err = ss_store_list(a->store, tag, prefix, limit, cursor, &page);
     if (err) {
         api_fail(r, err);
+        return;
+    }
+    int show = (include && *include) || (tag && !strcmp(tag, API_CACHE_TAG)) ||
+               !strstr(page, "\"" API_CACHE_TAG "\"");
+    json_t *j = show ? NULL : json_loads(page, 0, NULL);
+    if (j) {
+        free(page);
+        api_json(r, 200, api_cache_hide(j));
         return;
     }
     ss_host_respond(r, 200, "application/json", page, strlen(page));

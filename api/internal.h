@@ -16,8 +16,14 @@
 #define API_N_ROUTES    16
 #define API_MAX_SOURCES 64 /* most states in one merge */
 
+/* The automatic prompt cache (prefix_cache.c): its entries carry this tag. */
+#define API_CACHE_TAG   "statesoup:cache"
+#define API_CACHE_EVERY 256 /* default spacing of its checkpoints, in tokens */
+typedef struct api_cache api_cache;
+
 struct ss_api {
     ss_api_params p;
+    api_cache *cache; /* NULL without --prefix-cache-budget */
     char model_name[256];
     atomic_int ready;
     ss_model *model;
@@ -221,6 +227,18 @@ void api_cancel(ss_api *a, ss_job *job);
  * infer.c: POST /v1/states, /v1/generate, /v1/completions, /v1/score.
  */
 void api_h_healthz(void *app, ss_host_req *r);
+/* ---- prefix_cache.c ------------------------------------------------------------------------ */
+/* Start the automatic cache when the params ask for one (taking back a previous run's
+ * entries, evicting beyond the budget). SS_ERR_NOMEM. */
+ss_err api_cache_new(ss_api *a);
+void api_cache_free(api_cache *c);
+/* A hit on state id: if it is a cache entry, it is now the most recently used. */
+void api_cache_touch(ss_api *a, const char *id);
+/* Was one of these chains the chain of an entry evicted lately? */
+int api_cache_was_evicted(ss_api *a, const ss_prefix *chains, int n);
+/* A listing page (JSON, borrowed and returned) without cache entries, with "hidden": n. */
+json_t *api_cache_hide(json_t *page);
+
 void api_h_metrics(void *app, ss_host_req *r);
 void api_h_models(void *app, ss_host_req *r);
 void api_h_tokenize(void *app, ss_host_req *r);
