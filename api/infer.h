@@ -204,6 +204,9 @@ ss_err prefix_root(infer *inf);
  * than API_MAX_CHECKPOINTS), SS_ERR_UNSUPPORTED in a batch form.
  */
 ss_err prefix_parse_checkpoints(json_t *o, const char *where, infer *inf, int n_prompt, int upto);
+/* Bytes of a checkpoint copied by the engine (cp_data, ccp_data): the state's, plus its decay's
+ * when it has one, the layout of a stored blob. */
+size_t prefix_cp_bytes(const ss_model_info *in, const float *cp);
 /* The index entry of the state after toks[0..n) then more[0..n_more) from the request's start. */
 void prefix_entry(infer *inf, const int32_t *toks, int n, const int32_t *more, int n_more,
                   ss_store_prefix_entry *pe);

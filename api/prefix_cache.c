@@ -186,8 +186,9 @@ void api_cache_store(infer *inf)
         cache_evict(a, c, bytes);
         char *text = NULL;
         if (!save.tags) save.tags = json_pack("[s]", API_CACHE_TAG);
-        ss_err err = api_save_state_indexed(a, &save, inf->ccp_data[k], inf->start_tokens + pos,
-                                            inf->start.parents, &pe, &text);
+        ss_err err = api_save_blob_indexed(a, &save, inf->ccp_data[k],
+                                           prefix_cp_bytes(a->info, inf->ccp_data[k]),
+                                           inf->start_tokens + pos, inf->start.parents, &pe, &text);
         if (!err) {
             json_t *rec = json_loads(text, 0, NULL);
             const char *nid = json_string_value(json_object_get(rec, "id"));

@@ -64,7 +64,7 @@ static const char ls_help[] =
     "  statesoup ls --data /var/lib/statesoup --json | jq -r '.data[].id'\n";
 
 enum { OPT_TAG = CLI_OPT_FIRST_LOCAL, OPT_PREFIX, OPT_LIMIT, OPT_CURSOR, OPT_ALL, OPT_NAME,
-       OPT_NORMALIZE, OPT_PROMPT, OPT_PROMPT_FILE, OPT_TOKENS, OPT_FROM, OPT_METADATA,
+       OPT_NORMALIZE, OPT_MODE, OPT_PROMPT, OPT_PROMPT_FILE, OPT_TOKENS, OPT_FROM, OPT_METADATA,
        OPT_CHECKPOINTS, OPT_CHECKPOINT_EVERY };
 
 /* One page of a listing, from the store or the daemon; *raw is its text (free() it). */
@@ -385,11 +385,16 @@ static int add_tags_meta(const char *cmd, json_t *body, json_t *tags, const char
 
 static const char merge_help[] =
     "usage: statesoup merge [--name N] [--tag T]... [--normalize] STATE=WEIGHT... [--url URL]\n"
+    "       statesoup merge --mode sequential|symmetric [--name N] STATE... [--url URL]\n"
     "\n"
     "Store the weighted sum of states, sum_i WEIGHT_i * STATE_i over every tensor (conv, ssm and\n"
     "final_hidden), as a new state whose parents are recorded. Weights may be negative (task\n"
     "arithmetic). A STATE is a name or an id.\n"
+    "With --mode sequential the states are composed with the model's own decay, as if their\n"
+    "contexts had been read one after another in the order given; symmetric averages that over\n"
+    "every order (docs/api.md, merge modes). These take no weights (STATE or STATE=1).\n"
     "\n"
+    "  --mode M             linear (default), sequential or symmetric\n"
     "  --name N             name the new state (default: unnamed, addressed by its id)\n"
     "  --tag T              tag it (repeatable, or T1,T2)\n"
     "  --normalize          divide the weights by their sum first\n"
@@ -405,11 +410,12 @@ int cmd_merge(int argc, char **argv)
         {"tag", required_argument, NULL, OPT_TAG},
         {"normalize", no_argument, NULL, OPT_NORMALIZE},
         {"metadata", required_argument, NULL, OPT_METADATA},
+        {"mode", required_argument, NULL, OPT_MODE},
         CLI_CONN_OPTIONS,
         {NULL, 0, NULL, 0},
     };
     cli_common o = {0};
-    const char *name = NULL, *metadata = NULL;
+    const char *name = NULL, *metadata = NULL, *mode = NULL;
     int normalize = 0, c, rc = CLI_FAIL;
     json_t *tags = json_array(), *sources = json_array(), *body = NULL;
 
@@ -427,6 +433,7 @@ int cmd_merge(int argc, char **argv)
             break;
         case OPT_NORMALIZE: normalize = 1; break;
         case OPT_METADATA: metadata = optarg; break;
+        case OPT_MODE: mode = optarg; break;
         case 'h':
             fputs(merge_help, stdout);
             rc = CLI_OK;
@@ -438,7 +445,12 @@ int cmd_merge(int argc, char **argv)
         rc = cli_usage("merge", "give the sources as STATE=WEIGHT (e.g. a=0.5 b=0.5)");
         goto out;
     }
+    int decay_mode = mode && strcmp(mode, "linear") != 0;
     for (int i = optind; i < argc; i++) {
+        if (decay_mode && !strchr(argv[i], '=')) { /* composition: no weight */
+            json_array_append_new(sources, json_pack("{s:s}", "state", argv[i]));
+            continue;
+        }
         if (cli_parse_source(argv[i], sources)) {
             rc = cli_usage("merge", "%s", ss_errmsg());
             goto out;
@@ -447,6 +459,7 @@ int cmd_merge(int argc, char **argv)
     body = json_pack("{s:O,s:b}", "sources", sources, "normalize", normalize);
     if (!body) goto out;
     if (name) json_object_set_new(body, "name", json_string(name));
+    if (mode) json_object_set_new(body, "mode", json_string(mode));
     if ((rc = add_tags_meta("merge", body, tags, metadata))) goto out;
     rc = post_record("merge", &o, "/v1/states/merge", body);
 out:

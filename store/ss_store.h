@@ -9,7 +9,9 @@
  *
  * Record JSON, as the API serves it:
  *   {"id", "name": str|null, "tags": [str], "model": fingerprint, "n_tokens", "created_at",
- *    "bytes", "dtype", "parents": [{"id", "weight"}], "metadata": {...}, "checksum"}
+ *    "bytes", "dtype", "parents": [{"id", "weight"}], "merge_mode"?: str, "metadata": {...},
+ *    "checksum"}
+ * merge_mode is optional (present on merged states: how they were combined).
  * The caller supplies name, tags, model, n_tokens, dtype, parents and metadata; the store fills
  * the rest (overwriting anything the caller put there). model (string), n_tokens (integer >= 0)
  * and dtype (string) are required; name defaults to null, tags to [], parents to [] (each
