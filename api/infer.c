@@ -34,6 +34,8 @@ static ss_err states_create(ss_api *a, ss_host_req *r, json_t *body)
         if (!err) err = api_save_parse(a, body, &inf->save);
     }
     if (!err) err = api_start_resolve(a, body, "from", 0, &inf->start);
+    if (!err) err = prefix_root(inf);
+    if (!err && !inf->batch) err = prefix_parse_checkpoints(body, "", inf, inf->ch[0].n_prompt, 0);
     if (err) return err;
     for (int i = 0; i < inf->n_choices; i++)
         if (inf->ch[i].n_prompt == 0 && !inf->start.st)
@@ -80,6 +82,12 @@ static ss_err generate(ss_api *a, ss_host_req *r, json_t *body)
         return ss_fail(SS_ERR_UNSUPPORTED, "stream is not supported with \"prompts\"; "
                                            "/v1/completions streams the choices of several "
                                            "prompts");
+    json_t *sv = json_object_get(body, "save_state");
+    if ((err = prefix_root(inf))) return err;
+    if (inf->want_save && json_is_object(sv) &&
+        (err = prefix_parse_checkpoints(sv, "save_state.", inf, inf->ch[0].n_prompt, 1)))
+        return err;
+    if ((err = prefix_reuse(a, body, inf, &p))) return err;
     p.want_state = inf->want_save;
     infer_submit(inf, &p);
     return SS_OK;
@@ -108,6 +116,7 @@ static ss_err completions(ss_api *a, ss_host_req *r, json_t *body)
     if (inf->echo && inf->want_logprobs)
         return ss_fail(SS_ERR_UNSUPPORTED, "echo together with logprobs is not supported: use "
                                            "POST /v1/score for the prompt's log-probabilities");
+    if ((err = prefix_reuse(a, body, inf, &p))) return err;
     infer_submit(inf, &p);
     return SS_OK;
 }
@@ -126,6 +135,7 @@ static ss_err score(ss_api *a, ss_host_req *r, json_t *body)
     if (!err && !inf->batch) err = infer_score_member(a, body, body, "", inf, 0);
     if (!err) err = api_start_resolve(a, body, "state", 1, &inf->start);
     if (err) return err;
+    if ((err = prefix_reuse(a, body, inf, NULL))) return err;
     ss_job_params p = infer_base_params(inf, SS_JOB_SCORE);
     infer_submit(inf, &p);
     return SS_OK;

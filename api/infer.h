@@ -32,6 +32,7 @@
 
 #define MAX_CHOICES 16 /* choices (prompts x n, or batch members) of one request */
 #define MAX_STOPS   16 /* stop strings of one request */
+#define API_MAX_CHECKPOINTS 64 /* checkpoints of one request (docs/api.md) */
 
 typedef enum endpoint { EP_STATES, EP_GENERATE, EP_COMPLETIONS, EP_SCORE } endpoint;
 
@@ -85,6 +86,19 @@ typedef struct infer {
     int n_stops;
     char cmpl_id[48];
     long long created;
+    /* prompt caching (prefix.c) */
+    int chained;             /* the start is a chain root: the zero state or one stored state */
+    ss_prefix root;          /* its root */
+    long long start_tokens;  /* n_tokens of the request's own start (before any reuse) */
+    int cached;              /* leading prompt tokens resumed from a stored state, not fed */
+    char cached_id[SS_STORE_ID_LEN + 1];
+    int n_cps;               /* checkpoints: positions in the prompt, increasing */
+    int cps[API_MAX_CHECKPOINTS];
+    float *cp_data[API_MAX_CHECKPOINTS];    /* the states there (engine thread) */
+    int n_ccps;                             /* the automatic cache's checkpoints, likewise */
+    int ccps[API_MAX_CHECKPOINTS];
+    float *ccp_data[API_MAX_CHECKPOINTS];
+    int eng_cps[2 * API_MAX_CHECKPOINTS];   /* both, relative to the tokens fed */
 } infer;
 
 /*
@@ -176,5 +190,44 @@ ss_err infer_parse_save_state(ss_api *a, json_t *body, infer *inf);
  * api_tokens' errors.
  */
 ss_err infer_completion_prompts(ss_api *a, json_t *body, infer *inf);
+
+/* ---- prefix.c ----------------------------------------------------------------------------- */
+
+/* The chain root of the request's start (inf->chained, inf->root, inf->start_tokens); call it
+ * once the start is resolved. SS_ERR_IO. */
+ss_err prefix_root(infer *inf);
+/*
+ * "checkpoints": [positions] or "checkpoint_every": N of o (the body, or save_state; `where`
+ * prefixes the names in messages) for a prompt of n_prompt tokens: positions 1..n_prompt - 1,
+ * or up to n_prompt when upto (save_state: the saved state comes after generation).
+ * SS_ERR_FORMAT (types, both given), SS_ERR_INVALID (out of range, unsorted, repeated, more
+ * than API_MAX_CHECKPOINTS), SS_ERR_UNSUPPORTED in a batch form.
+ */
+ss_err prefix_parse_checkpoints(json_t *o, const char *where, infer *inf, int n_prompt, int upto);
+/* Bytes of a checkpoint copied by the engine (cp_data, ccp_data): the state's, plus its decay's
+ * when it has one, the layout of a stored blob. */
+size_t prefix_cp_bytes(const ss_model_info *in, const float *cp);
+/* The index entry of the state after toks[0..n) then more[0..n_more) from the request's start. */
+void prefix_entry(infer *inf, const int32_t *toks, int n, const int32_t *more, int n_more,
+                  ss_store_prefix_entry *pe);
+/* The automatic cache's checkpoints for this request (inf->ccps), after any reuse. */
+void api_cache_plan(infer *inf);
+/* Store the automatic cache's checkpoints the job reached, evicting to stay in the budget. */
+void api_cache_store(infer *inf);
+/* Complete choice c's job parameters: the prompt past the cached part, the checkpoints. */
+void prefix_job_params(choice *c, ss_job_params *p);
+/*
+ * "reuse" (default: the daemon's --prefix-cache): look up the longest stored prefix of the
+ * prompt on the same root and make it the start (p's start too, when p is not NULL); counts
+ * the lookup. A miss is not an error. SS_ERR_FORMAT, SS_ERR_NOMEM, the store's read errors.
+ */
+ss_err prefix_reuse(ss_api *a, json_t *body, infer *inf, ss_job_params *p);
+/*
+ * Store choice c's final state (and first its checkpoints, each the parent of the next, the
+ * last the parent of the final one), each indexed under its prefix when the start is a chain
+ * root. *rec is the final record, with "checkpoints": [records] when there are any.
+ */
+ss_err prefix_save(infer *inf, const api_save *save, const choice *c, const ss_job_result *res,
+                   json_t **rec);
 
 #endif

@@ -116,10 +116,11 @@ static json_t *set_member(json_t *o, const char *key, json_t *v)
     return o;
 }
 
-static json_t *usage_json(int n_prompt, int n_gen)
+/* usage: n_prompt counts the prompt tokens resumed from a stored state (cached) too. */
+static json_t *usage_json(int n_prompt, int n_gen, int cached)
 {
-    return json_pack("{s:i,s:i,s:i}", "prompt_tokens", n_prompt, "completion_tokens", n_gen,
-                     "total_tokens", n_prompt + n_gen);
+    return json_pack("{s:i,s:i,s:i,s:i}", "prompt_tokens", n_prompt, "completion_tokens", n_gen,
+                     "total_tokens", n_prompt + n_gen, "cached_tokens", cached);
 }
 
 /* The text of choice c not yet sent as events. */
@@ -203,17 +204,9 @@ static json_t *timings(const ss_job_result *res)
 }
 
 /* Store a job's final state (save_state / POST /v1/states) with `save`; *rec gets the record. */
-static ss_err save_result(infer *inf, const api_save *save, const ss_job_result *res, json_t **rec)
+static ss_err save_result(infer *inf, const api_save *save, const choice *c, json_t **rec)
 {
-    if (!res->state) return ss_fail(SS_ERR_INTERNAL, "the job kept no state");
-    char *text = NULL;
-    long long n_tokens = inf->start.n_tokens + res->n_prompt + res->n_generated;
-    ss_err err = api_save_state(inf->a, save, ss_state_cdata(res->state), n_tokens,
-                                inf->start.parents, &text);
-    if (err) return err;
-    *rec = json_loads(text, 0, NULL);
-    free(text);
-    return *rec ? SS_OK : ss_fail(SS_ERR_NOMEM, "out of memory");
+    return prefix_save(inf, save, c, ss_job_get_result(c->job), rec);
 }
 
 /* POST /v1/states: the record, or in batch form {"object": "list", "data": [records]}; states
@@ -225,7 +218,7 @@ static void answer_states(infer *inf, ss_host_req *r)
     if (!err && inf->batch && !(list = json_array())) err = ss_fail(SS_ERR_NOMEM, "out of memory");
     for (int i = 0; i < inf->n_choices && !err; i++) {
         choice *c = &inf->ch[i];
-        err = save_result(inf, inf->batch ? &c->save : &inf->save, ss_job_get_result(c->job), &rec);
+        err = save_result(inf, inf->batch ? &c->save : &inf->save, c, &rec);
         if (!err && list) {
             json_array_append_new(list, rec);
             rec = NULL;
@@ -240,8 +233,9 @@ static void answer_states(infer *inf, ss_host_req *r)
 }
 
 /* The /v1/score answer for one choice. */
-static json_t *score_json(const choice *c, const ss_job_result *res)
+static json_t *score_json(const infer *inf, const choice *c, const ss_job_result *res)
 {
+    int n_prompt = res->n_prompt + inf->cached;
     json_t *lps = json_array(), *toks = json_array();
     double sum = 0;
     int counted = 0;
@@ -254,11 +248,11 @@ static json_t *score_json(const choice *c, const ss_job_result *res)
             counted++;
         }
     }
-    return json_pack("{s:i,s:o,s:o,s:o,s:o,s:i,s:{s:i,s:i}}", "n_tokens", res->n_cont,
+    return json_pack("{s:i,s:o,s:o,s:o,s:o,s:i,s:{s:i,s:i,s:i}}", "n_tokens", res->n_cont,
                      "logprob_sum", json_real(sum), "perplexity",
                      counted ? api_real(exp(-sum / counted)) : json_null(), "token_logprobs", lps,
-                     "tokens", toks, "n_scored", counted, "usage", "prompt_tokens", res->n_prompt,
-                     "context_tokens", res->n_prompt - res->n_cont);
+                     "tokens", toks, "n_scored", counted, "usage", "prompt_tokens", n_prompt,
+                     "context_tokens", n_prompt - res->n_cont, "cached_tokens", inf->cached);
 }
 
 /* /v1/score: one answer, or in batch form {"object": "list", "results": [answers]}. */
@@ -270,7 +264,7 @@ static void answer_score(infer *inf, ss_host_req *r)
         return;
     }
     if (!inf->batch) {
-        api_json(r, 200, score_json(&inf->ch[0], ss_job_get_result(inf->ch[0].job)));
+        api_json(r, 200, score_json(inf, &inf->ch[0], ss_job_get_result(inf->ch[0].job)));
         return;
     }
     json_t *results = json_array();
@@ -278,7 +272,7 @@ static void answer_score(infer *inf, ss_host_req *r)
     for (int i = 0; results && i < inf->n_choices; i++) {
         const ss_job_result *res = ss_job_get_result(inf->ch[i].job);
         n_prompt += res->n_prompt;
-        json_t *o = score_json(&inf->ch[i], res);
+        json_t *o = score_json(inf, &inf->ch[i], res);
         if (o) json_object_set_new(o, "index", json_integer(i));
         json_array_append_new(results, o);
     }
@@ -290,7 +284,7 @@ static void answer_score(infer *inf, ss_host_req *r)
 /* The non-streamed /v1/generate answer for one choice (rec, the saved state, is stolen). */
 static json_t *generate_json(infer *inf, const choice *c, const ss_job_result *res, json_t *rec)
 {
-    json_t *usage = usage_json(res->n_prompt, res->n_generated);
+    json_t *usage = usage_json(res->n_prompt + inf->cached, res->n_generated, inf->cached);
     json_t *toks = json_array();
     for (int i = 0; i < res->n_generated; i++)
         json_array_append_new(toks, json_integer(res->tokens[i]));
@@ -317,7 +311,7 @@ static void answer_generate_batch(infer *inf, ss_host_req *r)
         choice *c = &inf->ch[i];
         const ss_job_result *res = ss_job_get_result(c->job);
         json_t *rec = NULL;
-        if (inf->want_save && (err = save_result(inf, &inf->save, res, &rec))) break;
+        if (inf->want_save && (err = save_result(inf, &inf->save, &inf->ch[i], &rec))) break;
         n_prompt += res->n_prompt;
         n_gen += res->n_generated;
         json_t *o = generate_json(inf, c, res, rec);
@@ -334,7 +328,7 @@ static void answer_generate_batch(infer *inf, ss_host_req *r)
     }
     api_json(r, 200,
              json_pack("{s:s,s:o,s:o,s:s}", "object", "list", "results", results, "usage",
-                       usage_json(n_prompt, n_gen), "model", inf->a->model_name));
+                       usage_json(n_prompt, n_gen, 0), "model", inf->a->model_name));
 }
 
 static void answer_generate(infer *inf, ss_host_req *r)
@@ -347,7 +341,7 @@ static void answer_generate(infer *inf, ss_host_req *r)
     json_t *rec = NULL;
     choice *c = &inf->ch[0];
     const ss_job_result *res = err ? NULL : ss_job_get_result(c->job);
-    if (!err && inf->want_save) err = save_result(inf, &inf->save, res, &rec);
+    if (!err && inf->want_save) err = save_result(inf, &inf->save, c, &rec);
     if (err) {
         answer_error(inf, r, err);
         return;
@@ -355,7 +349,9 @@ static void answer_generate(infer *inf, ss_host_req *r)
     if (inf->stream) {
         json_t *j = json_pack("{s:o,s:s,s:o,s:o}", "text", unsent_text(c), "finish_reason",
                               finish_name(res->finish, 0), "usage",
-                              usage_json(res->n_prompt, res->n_generated), "timings", timings(res));
+                              usage_json(res->n_prompt + inf->cached, res->n_generated,
+                                         inf->cached),
+                              "timings", timings(res));
         infer_sse_send(r, set_member(j, "state", rec));
         infer_sse_done(r);
         return;
@@ -375,7 +371,7 @@ static void answer_completions(infer *inf, ss_host_req *r)
     for (int i = 0; i < inf->n_choices; i++) {
         choice *c = &inf->ch[i];
         const ss_job_result *res = ss_job_get_result(c->job);
-        n_prompt += res->n_prompt;
+        n_prompt += res->n_prompt + inf->cached;
         n_gen += res->n_generated;
         const char *fin = finish_name(res->finish, 1);
         if (inf->stream) {
@@ -398,7 +394,7 @@ static void answer_completions(infer *inf, ss_host_req *r)
                                                  c->index, "logprobs", lp, "finish_reason", fin));
         free(full);
     }
-    json_t *usage = usage_json(n_prompt, n_gen);
+    json_t *usage = usage_json(n_prompt, n_gen, inf->cached * inf->n_choices);
     if (inf->stream) {
         json_decref(choices);
         infer_sse_send(r, set_member(completion_chunk(inf, json_array()), "usage", usage));
@@ -430,4 +426,7 @@ void infer_finish(void *app, ss_host_req *r, void *user)
         answer_completions(inf, r);
         break;
     }
+    /* after the answer: the automatic cache keeps the prompt's checkpoints */
+    if (inf->n_ccps && jobs_error(inf) == SS_OK) api_cache_store(inf);
+    ss_err_clear();
 }

@@ -38,6 +38,10 @@ static void infer_free(void *p)
     }
     api_start_free(&inf->start);
     api_save_free(&inf->save);
+    for (int k = 0; k < API_MAX_CHECKPOINTS; k++) {
+        free(inf->cp_data[k]);
+        free(inf->ccp_data[k]);
+    }
     pthread_mutex_destroy(&inf->mu);
     free(inf);
 }
@@ -229,6 +233,7 @@ static ss_job_params choice_params(choice *c, const ss_job_params *base)
     p.user = c;
     p.on_token = base->kind == SS_JOB_GENERATE ? on_token : NULL;
     p.on_done = on_done;
+    prefix_job_params(c, &p);
     return p;
 }
 

@@ -39,6 +39,7 @@ int cmd_import(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_save(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
+int cmd_eval(int argc, char **argv); /* eval.c: the State Soup table through the daemon */
 int cmd_plan(int argc, char **argv); /* plan.c: the MoE scaling-law planner, offline */
 
 /* The help of `generate` (both modes), shared by generate.c and infer.c. */
@@ -248,6 +249,7 @@ enum {
     CLI_GEN_MERGE,
     CLI_GEN_SAVE_STATE,
     CLI_GEN_NO_STREAM,
+    CLI_GEN_REUSE,
 };
 
 /* Every option of `generate`, both modes (each refuses the other's own; cli_generate_help). */

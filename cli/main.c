@@ -34,6 +34,7 @@ static const command commands[] = {
     {"verify", cmd_verify, 0, "check every stored state's checksum (--data DIR, read-only)"},
     {"models", cmd_models, 1, "the model the daemon serves"},
     {"health", cmd_health, 1, "is the daemon up and its model loaded?"},
+    {"eval", cmd_eval, 1, "the State Soup table: which starting state answers a task file best"},
     {"plan", cmd_plan, 0, "compute-optimal fine-grained MoE for a budget or a checkpoint"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

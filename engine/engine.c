@@ -57,6 +57,8 @@ struct ss_job {
     ss_state *state;
     phase ph;
     int fed;       /* input tokens fed so far */
+    int *cps;      /* checkpoint positions (copied from p.checkpoints) */
+    int next_cp;   /* index of the next checkpoint to reach */
     int have_logits; /* logits hold the next-token distribution */
     float *logits; /* [V] next-token logits (GENERATE) */
     float *rows;   /* [chunk, V] per-position logits (SCORE) */
@@ -120,6 +122,7 @@ void ss_job_free(ss_job *j)
 {
     if (!j) return;
     free(j->input);
+    free(j->cps);
     ss_state_free(j->state);
     free(j->logits);
     free(j->rows);
@@ -149,6 +152,22 @@ static ss_err check_ids(const int32_t *ids, int n, int V, const char *what)
     return SS_OK;
 }
 
+/* Checkpoint positions: at most SS_ENGINE_MAX_CHECKPOINTS, increasing, within the prompt. */
+static ss_err check_checkpoints(const ss_job_params *p)
+{
+    if (p->n_checkpoints < 0 || p->n_checkpoints > SS_ENGINE_MAX_CHECKPOINTS ||
+        (p->n_checkpoints && (!p->checkpoints || !p->on_checkpoint)))
+        return ss_fail(SS_ERR_INVALID, "bad checkpoints (at most %d, with a callback)",
+                       SS_ENGINE_MAX_CHECKPOINTS);
+    for (int i = 0; i < p->n_checkpoints; i++) {
+        int pos = p->checkpoints[i];
+        if (pos < 1 || pos > p->n_prompt || (i && pos <= p->checkpoints[i - 1]))
+            return ss_fail(SS_ERR_INVALID, "checkpoint %d at position %d: positions must be "
+                           "increasing, within 1..%d", i, pos, p->n_prompt);
+    }
+    return SS_OK;
+}
+
 static ss_err job_new(ss_engine *e, const ss_job_params *p, ss_job **out)
 {
     const ss_model_info *info = ss_model_get_info(e->m);
@@ -174,12 +193,20 @@ static ss_err job_new(ss_engine *e, const ss_job_params *p, ss_job **out)
         return ss_fail(SS_ERR_INVALID, "continuation is empty");
     if (p->kind == SS_JOB_PREFILL && p->n_prompt == 0 && !p->start_state)
         return ss_fail(SS_ERR_INVALID, "prompt is empty");
+    if ((err = check_checkpoints(p))) return err;
 
     ss_job *j = calloc(1, sizeof *j);
     if (!j) return ss_fail(SS_ERR_NOMEM, "out of memory");
     j->p = *p;
     j->p.prompt = j->p.cont = NULL;
     j->p.start_state = NULL;
+    j->p.start_decay = NULL;
+    j->p.checkpoints = NULL;
+    if (p->n_checkpoints) {
+        j->cps = malloc((size_t)p->n_checkpoints * sizeof(int));
+        if (!j->cps) goto nomem;
+        memcpy(j->cps, p->checkpoints, (size_t)p->n_checkpoints * sizeof(int));
+    }
     j->n_input = p->n_prompt + (p->kind == SS_JOB_SCORE ? p->n_cont : 0);
     j->n_ctx = p->n_prompt;
     j->input = malloc((size_t)(j->n_input ? j->n_input : 1) * sizeof(int32_t));
@@ -190,6 +217,9 @@ static ss_err job_new(ss_engine *e, const ss_job_params *p, ss_job **out)
     if ((err = ss_state_new(e->m, &j->state))) goto fail;
     if (p->start_state) {
         if ((err = ss_state_set(j->state, p->start_state, info->state_floats))) goto fail;
+        if (p->start_decay &&
+            (err = ss_state_set_decay(j->state, p->start_decay, info->decay_floats)))
+            goto fail;
     }
     if (p->kind == SS_JOB_GENERATE) {
         j->logits = malloc((size_t)V * sizeof(float));
@@ -385,6 +415,13 @@ static void after_input(ss_engine *e, ss_job *j, int n, int rows_from)
         finish(e, j, SS_FINISH_CANCELLED, SS_OK);
         return;
     }
+    if (j->next_cp < j->p.n_checkpoints && j->cps[j->next_cp] == j->fed && !j->over) {
+        j->next_cp++;
+        if (j->p.on_checkpoint(j->p.user, j->fed, j->state) < 0) {
+            finish(e, j, SS_FINISH_CANCELLED, SS_OK);
+            return;
+        }
+    }
     if (j->fed < j->n_input) return;
     j->t_prefill_end = ss_mono_ns();
     if (j->p.kind == SS_JOB_GENERATE) {
@@ -404,6 +441,9 @@ static int input_take(const ss_job *j, int take)
 {
     if (j->p.kind == SS_JOB_SCORE && j->fed < j->n_ctx - 1 && j->fed + take >= j->n_ctx)
         take = j->n_ctx - 1 - j->fed;
+    /* a chunk ends at the next checkpoint, so the state there can be copied out */
+    if (j->next_cp < j->p.n_checkpoints && j->fed + take > j->cps[j->next_cp])
+        take = j->cps[j->next_cp] - j->fed;
     return take;
 }
 
@@ -789,6 +829,7 @@ ss_err ss_engine_submit_batch(ss_engine *e, const ss_job_params *ps, int n, ss_j
         for (int i = s; i < s + members; i++) {
             jobs[i]->group = id;
             jobs[i]->group_n = members;
+            jobs[i]->p.n_checkpoints = 0; /* a mixed state is not the prompt's alone */
         }
     }
     for (int i = 0; i < n; i++) {

@@ -32,6 +32,8 @@
 #define SS_ENGINE_MAX_BATCH 64
 /* Most top alternatives reported per generated token (ss_job_params.n_logprobs). */
 #define SS_ENGINE_MAX_LOGPROBS 20
+/* Most checkpoints one job may ask for (ss_job_params.checkpoints). */
+#define SS_ENGINE_MAX_CHECKPOINTS 256
 
 typedef struct ss_engine ss_engine;
 typedef struct ss_job ss_job;
@@ -86,6 +88,9 @@ typedef struct ss_job_params {
     ss_job_kind kind;
     /* Starting state: state_floats floats, copied at submit; NULL = the zero state. */
     const float *start_state;
+    /* Its cumulative decay (decay_floats floats, copied at submit), or NULL: unknown when
+     * start_state is given (the job's state then has no decay: ss_state_has_decay is 0). */
+    const float *start_decay;
     int start_has_hidden; /* the start state has a meaningful final_hidden (not the zero state) */
     /* PREFILL / GENERATE: the prompt; SCORE: the context (may be empty). Copied at submit. */
     const int32_t *prompt;
@@ -110,6 +115,18 @@ typedef struct ss_job_params {
      * on, -1 to cancel (the client went away): a long prompt then stops within one chunk.
      */
     int (*on_input)(void *user, int fed, int total);
+    /*
+     * Optional checkpoints: n_checkpoints input positions, strictly increasing, in
+     * 1..n_prompt (at most SS_ENGINE_MAX_CHECKPOINTS; copied at submit). The engine cuts the
+     * input chunks at these positions, and once the first pos tokens are fed it calls
+     * on_checkpoint (scheduler thread) with the state at that point, lent for the call only:
+     * copy it out (ss_state_copy or ss_state_cdata). Return 0 to go on, -1 to cancel (out of
+     * memory). A member of a Mixture-of-Tokens group (its state depends on the
+     * others) takes no checkpoints: they are ignored.
+     */
+    const int *checkpoints;
+    int n_checkpoints;
+    int (*on_checkpoint)(void *user, int pos, const ss_state *state);
     /* Called once on the scheduler thread when the job ends (any way). The job's result is
      * readable from then on; the user may free the job from inside or after this callback. */
     void (*on_done)(void *user, ss_job *job);

@@ -37,6 +37,7 @@ struct ss_metrics {
     latency *lat; /* [n_lat] */
     int n_lat, cap_lat;
     uint64_t merges_stored, merges_fly;
+    uint64_t prefix[SS_PREFIX_N_OUTCOMES], prefix_saved;
 };
 
 ss_err ss_metrics_new(ss_metrics **out)
@@ -109,6 +110,15 @@ void ss_metrics_merge(ss_metrics *m, int stored)
         m->merges_stored++;
     else
         m->merges_fly++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void ss_metrics_prefix(ss_metrics *m, ss_prefix_outcome outcome, uint64_t tokens_saved)
+{
+    if (!m || outcome < 0 || outcome >= SS_PREFIX_N_OUTCOMES) return;
+    pthread_mutex_lock(&m->mu);
+    m->prefix[outcome]++;
+    m->prefix_saved += tokens_saved;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -186,6 +196,30 @@ ss_err ss_metrics_render(ss_metrics *m, const ss_metrics_extra *x, char **out, s
               "statesoup_merges_total{kind=\"stored\"} %llu\n"
               "statesoup_merges_total{kind=\"on_the_fly\"} %llu\n",
               (unsigned long long)m->merges_stored, (unsigned long long)m->merges_fly);
+    uint64_t lookups = 0;
+    for (int i = 0; i < SS_PREFIX_N_OUTCOMES; i++) lookups += m->prefix[i];
+    sb_printf(&b,
+              "# HELP statesoup_prefix_lookups_total Prompt-cache lookups (requests with reuse).\n"
+              "# TYPE statesoup_prefix_lookups_total counter\n"
+              "statesoup_prefix_lookups_total %llu\n"
+              "# HELP statesoup_prefix_hits_total Lookups that resumed from a stored state.\n"
+              "# TYPE statesoup_prefix_hits_total counter\n"
+              "statesoup_prefix_hits_total %llu\n"
+              "# HELP statesoup_prefix_tokens_saved_total Prompt tokens not fed thanks to hits.\n"
+              "# TYPE statesoup_prefix_tokens_saved_total counter\n"
+              "statesoup_prefix_tokens_saved_total %llu\n"
+              "# HELP statesoup_prefix_misses_total Lookups that found nothing, by cause.\n"
+              "# TYPE statesoup_prefix_misses_total counter\n"
+              "statesoup_prefix_misses_total{cause=\"no_candidate\"} %llu\n"
+              "statesoup_prefix_misses_total{cause=\"different_start\"} %llu\n"
+              "statesoup_prefix_misses_total{cause=\"shorter_than_checkpoints\"} %llu\n"
+              "statesoup_prefix_misses_total{cause=\"evicted\"} %llu\n",
+              (unsigned long long)lookups, (unsigned long long)m->prefix[SS_PREFIX_HIT],
+              (unsigned long long)m->prefix_saved,
+              (unsigned long long)m->prefix[SS_PREFIX_MISS_NONE],
+              (unsigned long long)m->prefix[SS_PREFIX_MISS_START],
+              (unsigned long long)m->prefix[SS_PREFIX_MISS_SHORTER],
+              (unsigned long long)m->prefix[SS_PREFIX_MISS_EVICTED]);
     pthread_mutex_unlock(&m->mu);
 
     sb_printf(&b,

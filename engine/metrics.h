@@ -27,6 +27,18 @@ void ss_metrics_request(ss_metrics *m, const char *endpoint, int status, double 
 /* Count one merge; kind is "stored" or "on_the_fly". */
 void ss_metrics_merge(ss_metrics *m, int stored);
 
+/* How a prompt-cache lookup ended (docs/api.md, "Prompt caching"). */
+typedef enum ss_prefix_outcome {
+    SS_PREFIX_HIT,
+    SS_PREFIX_MISS_NONE,    /* no stored state starts like the prompt */
+    SS_PREFIX_MISS_START,   /* one does, but from another starting state */
+    SS_PREFIX_MISS_SHORTER, /* the prompt is shorter than the shortest stored state */
+    SS_PREFIX_MISS_EVICTED, /* the state found was deleted or evicted before it could be read */
+    SS_PREFIX_N_OUTCOMES
+} ss_prefix_outcome;
+/* Count one prompt-cache lookup and, for a hit, the prompt tokens it saved. */
+void ss_metrics_prefix(ss_metrics *m, ss_prefix_outcome outcome, uint64_t tokens_saved);
+
 /* Numbers owned elsewhere, sampled when /metrics is served. */
 typedef struct ss_metrics_extra {
     int ready; /* model loaded */

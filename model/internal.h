@@ -172,6 +172,10 @@ void model_unload(ss_model *m);
  * (row stride ldy); threaded over the model's pool, using c's widening and transpose scratch. */
 void mm_rows(const ss_model *m, ss_ctx *c, const float *x, int rows, int in, int ldx, wmat w,
              const float *bias, int out, float *y, int ldy);
+/* Columns [lo, hi) of the same product on the calling thread, for rows <= 16 (needs no scratch):
+ * what one thread computes of a projection inside a parallel step of its own. */
+void mm_cols_small(const float *x, int rows, int in, int ldx, wmat w, const float *bias, int lo,
+                   int hi, float *y, int ldy);
 /* Row r of an embedding-like matrix [V, d] as F32 into dst. */
 void wmat_row(wmat w, int d, int r, float *dst);
 

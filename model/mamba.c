@@ -246,7 +246,10 @@ void conv_rows(const ss_model *m, const layer *ly, const span *sp, int n_sp, con
 {
     conv_job j = {
         .m = m, .ly = ly, .sp = sp, .n_sp = n_sp, .ld_in = ld_in, .C = C, .in = in, .out = out};
-    if (C < 256)
+    int T = 0;
+    for (int s = 0; s < n_sp; s++) T += sp[s].n;
+    /* one decode token of 130m's 1536 channels takes ~2 us: less than the threads meeting */
+    if (C < 256 || (size_t)T * C <= 4096)
         conv_part(&j, 0, 1);
     else
         pool_run(m->pool, conv_part, &j);
@@ -261,6 +264,10 @@ static void scan1_part(void *arg, int tid, int nt)
     int c0, c1;
     pool_range(Di, Di % 16 ? 1 : 16, tid, nt, &c0, &c1);
     if (c0 >= c1) return;
+    if (j->fuse_dt) { /* dt = dt_proj(dt_r) + b for this thread's channels: rows c0..c1 of W */
+        const int T = j->sp[j->n_sp - 1].row + j->sp[j->n_sp - 1].n;
+        mm_cols_small(c->dbc, T, R, ldbc, j->ly->dt_proj_w, j->ly->dt_proj_b, c0, c1, c->dt, Di);
+    }
     for (int q = 0; q < j->n_sp; q++) {
         const size_t r = (size_t)j->sp[q].row;
         scan1_args a = {.T = j->sp[q].n,
@@ -281,7 +288,9 @@ static void scan1_part(void *arg, int tid, int nt)
                         .D = j->ly->D,
                         .s = ss_state_data(j->sp[q].state) + j->ssm_off,
                         .y = c->y + r * Di,
-                        .ldy = Di};
+                        .ldy = Di,
+                        .dsum = ss_state_decay(j->sp[q].state) +
+                                (size_t)j->ly->state_index * Di};
         kernels_get()->scan1(&a);
     }
 }
@@ -308,11 +317,14 @@ static void mamba1_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp
             rms_inplace(r + R + N, N, cf->mixer_rms_eps);
         }
     }
-    /* dt = softplus(dt_proj(dt_r) + b): dt [T, Di] */
-    mm_rows(m, c, c->dbc, T, R, ldbc, ly->dt_proj_w, ly->dt_proj_b, Di, c->dt, Di);
+    /* dt = softplus(dt_proj(dt_r) + b): dt [T, Di]; decode computes it inside the scan's step,
+     * each thread for its own channels (one parallel step fewer, and no serial one) */
+    const int fuse_dt = T <= 16 && Di >= 256;
+    if (!fuse_dt) mm_rows(m, c, c->dbc, T, R, ldbc, ly->dt_proj_w, ly->dt_proj_b, Di, c->dt, Di);
 
     /* Selective scan: channel ranges in parallel, each walks its spans in token order. */
-    scan_job sj = {.m = m, .c = c, .ly = ly, .sp = sp, .n_sp = n_sp, .ssm_off = ssm_off};
+    scan_job sj = {
+        .m = m, .c = c, .ly = ly, .sp = sp, .n_sp = n_sp, .ssm_off = ssm_off, .fuse_dt = fuse_dt};
     if (Di < 256)
         scan1_part(&sj, 0, 1);
     else

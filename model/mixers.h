@@ -26,6 +26,7 @@ typedef struct scan_job {
     const span *sp;
     int n_sp;
     size_t ssm_off; /* the layer's SSM state within a state */
+    int fuse_dt;    /* Mamba-1, <= 16 rows: each thread computes dt_proj for its own channels */
 } scan_job;
 
 /* y = norm(x) row by row (RMSNorm or LayerNorm per the config); x, y: [rows, d]. */

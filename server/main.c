@@ -53,6 +53,9 @@ typedef struct options {
     size_t cache_max_bytes;
     int quiet;
     int shutdown_timeout;
+    int prefix_cache;
+    size_t prefix_cache_budget;
+    int prefix_cache_every;
 } options;
 
 static void usage(FILE *f)
@@ -107,6 +110,14 @@ static void usage(FILE *f)
         "  --cache-max-bytes B   with --remote, blob bytes kept in --data (LRU; default: 1G)\n"
         "  --shutdown-timeout S  on SIGINT/SIGTERM, seconds to let running jobs finish\n"
         "                        before cancelling them (default: 10)\n"
+        "  --prefix-cache        \"reuse\" defaults to true: generate, completions and score\n"
+        "                        resume from the longest stored state whose tokens begin\n"
+        "                        the prompt (docs/api.md, Prompt caching)\n"
+        "  --prefix-cache-budget BYTES  keep checkpoints of recent prompts as cache entries\n"
+        "                        (hidden from listings, least recently used evicted first,\n"
+        "                        never a saved state) within BYTES; implies --prefix-cache\n"
+        "  --prefix-cache-every N  cache checkpoints every N prompt tokens, and at the end\n"
+        "                        of each prompt (default: 256)\n"
         "  --quiet               do not log one line per request on stderr\n"
         "  -h, --help            this text\n");
 }
@@ -192,6 +203,9 @@ enum {
     O_RWAIT,
     O_CACHEMAX,
     O_SHUTDOWN,
+    O_PCACHE,
+    O_PCBUDGET,
+    O_PCEVERY,
     O_QUIET,
 };
 
@@ -218,6 +232,9 @@ static const struct option longopts[] = {
     {"remote-wait", required_argument, NULL, O_RWAIT},
     {"cache-max-bytes", required_argument, NULL, O_CACHEMAX},
     {"shutdown-timeout", required_argument, NULL, O_SHUTDOWN},
+    {"prefix-cache", no_argument, NULL, O_PCACHE},
+    {"prefix-cache-budget", required_argument, NULL, O_PCBUDGET},
+    {"prefix-cache-every", required_argument, NULL, O_PCEVERY},
     {"quiet", no_argument, NULL, O_QUIET},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -256,6 +273,9 @@ static int apply_option(int c, const char *arg, options *o)
     case O_RWAIT: return parse_int(arg, 0, 16, &o->remote_wait);
     case O_CACHEMAX: return (o->cache_max_bytes = parse_size(arg)) > 0;
     case O_SHUTDOWN: return parse_int(arg, 0, 3600, &o->shutdown_timeout);
+    case O_PCACHE: o->prefix_cache = 1; return 1;
+    case O_PCBUDGET: return (o->prefix_cache_budget = parse_size(arg)) > 0;
+    case O_PCEVERY: return parse_int(arg, 1, MAX_COUNT, &o->prefix_cache_every);
     case O_QUIET: o->quiet = 1; return 1;
     }
     return 0;
@@ -379,7 +399,10 @@ static ss_err start_http(parts *d, const options *o)
     ss_api_params ap = {.max_body = o->max_body,
                         .max_tokens = o->max_tokens,
                         .model_name = base_name(o->model, d->model_name, sizeof d->model_name),
-                        .metrics = d->metrics};
+                        .metrics = d->metrics,
+                        .prefix_cache = o->prefix_cache,
+                        .prefix_cache_budget = o->prefix_cache_budget,
+                        .prefix_cache_every = o->prefix_cache_every};
     if ((err = ss_api_new(&d->api, &ap))) return err;
     int n_routes;
     const ss_host_route *routes = ss_api_routes(d->api, &n_routes);

@@ -264,6 +264,7 @@ typedef struct put_ctx {
     size_t n_chunks;
     char *text; /* out: the committed record text (malloc) */
     size_t text_len;
+    const ss_store_prefix_entry *prefix; /* index the state under this (NULL: not) */
     const char *fixed_id;  /* store_put_as: the id and creation time given (remote tier) */
     int64_t fixed_created;
 } put_ctx;
@@ -370,6 +371,7 @@ static ss_err put_fn(ss_store *s, wtx *w, void *ctx)
         val = (MDB_val){name_len, (void *)(name ? name : "")};
         if (store_w_put(w, s->tags, k, tl + 1 + TKEY_LEN, &val, MDB_NOOVERWRITE)) goto fail;
     }
+    if (p->prefix && (err = store_prefix_put(s, w, id, p->prefix))) return err;
     return add_blob_bytes(s, w, p->blob_len);
 fail:
     if (w->rc == MDB_KEYEXIST) {
@@ -386,10 +388,11 @@ fail:
  * taken, so concurrent puts only serialise on the copy into the map. Thread-safe.
  */
 static ss_err put_common(ss_store *s, const char *record_json, const void *blob, size_t blob_len,
-                         const char *fixed_id, int64_t fixed_created, char **record_out)
+                         const ss_store_prefix_entry *pe, const char *fixed_id,
+                         int64_t fixed_created, char **record_out)
 {
     ss_err err = SS_OK;
-    put_ctx p = {.fixed_id = fixed_id, .fixed_created = fixed_created};
+    put_ctx p = {.prefix = pe, .fixed_id = fixed_id, .fixed_created = fixed_created};
 
     if (s->read_only) return ss_fail(SS_ERR_PERM, "store %s is open read-only", s->dir);
     if (blob_len == 0 || !blob) return ss_fail(SS_ERR_INVALID, "state blob is empty");
@@ -420,15 +423,22 @@ out:
 ss_err ss_store_put(ss_store *s, const char *record_json, const void *blob, size_t blob_len,
                     char **record_out)
 {
+    return ss_store_put_prefixed(s, record_json, blob, blob_len, NULL, record_out);
+}
+
+ss_err ss_store_put_prefixed(ss_store *s, const char *record_json, const void *blob,
+                             size_t blob_len, const ss_store_prefix_entry *pe, char **record_out)
+{
     if (!s) return ss_fail(SS_ERR_INVALID, "store: NULL store");
-    REMOTE_ROUTE(s, remote_put(s, record_json, blob, blob_len, record_out));
-    return put_common(s, record_json, blob, blob_len, NULL, 0, record_out);
+    REMOTE_ROUTE(s, remote_put(s, record_json, blob, blob_len, pe, record_out));
+    return put_common(s, record_json, blob, blob_len, pe, NULL, 0, record_out);
 }
 
 ss_err store_put_as(ss_store *s, const char *record_json, const void *blob, size_t blob_len,
-                    const char *id, int64_t created_ns, char **record_out)
+                    const ss_store_prefix_entry *pe, const char *id, int64_t created_ns,
+                    char **record_out)
 {
-    return put_common(s, record_json, blob, blob_len, id, created_ns, record_out);
+    return put_common(s, record_json, blob, blob_len, pe, id, created_ns, record_out);
 }
 
 /* ---- get ------------------------------------------------------------------------------------- */
@@ -518,6 +528,7 @@ static ss_err delete_fn(ss_store *s, wtx *w, void *ctx)
         w->rc = rc;
         goto fail;
     }
+    if ((err = store_prefix_del(s, w, id))) goto out;
     if (lerr == SS_OK) {
         const char *name = json_string_value(json_object_get(record, "name"));
         if (name && store_w_del(w, s->names, name, strlen(name))) goto fail;

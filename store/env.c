@@ -325,6 +325,12 @@ static ss_err open_dbs(ss_store *s)
         goto out;
     }
     s->has_chunks = crc == 0;
+    crc = mdb_dbi_open(txn, "prefix", dflags | MDB_DUPSORT, &s->prefix);
+    if (crc && !(crc == MDB_NOTFOUND && s->read_only)) {
+        err = store_mdb_fail(crc, "store %s: opening database 'prefix'", s->dir);
+        goto out;
+    }
+    s->has_prefix = crc == 0;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         int rc = mdb_dbi_open(txn, names[i], dflags, dbis[i]);
         if (rc == MDB_NOTFOUND) {

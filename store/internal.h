@@ -25,6 +25,7 @@
  *                                                    the blob, in order (stores written before
  *                                                    this database existed have no entries: their
  *                                                    blobs are verified whole)
+ *   prefix   see prefix.c (MDB_DUPSORT)            the prefix index of prompt caching
  * time key = be64(INT64_MAX - created_ns) followed by the id: a forward walk is newest first, and
  * the id makes it unique. Index values carry the name so a prefix filter needs no record reads.
  * created_ns is strictly increasing across puts (a clock that steps back is clamped), so "newest
@@ -70,6 +71,8 @@ struct ss_store {
     MDB_dbi blobs, records, names, tags, time, meta;
     MDB_dbi chunks; /* per-chunk checksums of each blob (id -> be64 hashes) */
     int has_chunks; /* the chunks database exists (always, except read-only on an old store) */
+    MDB_dbi prefix; /* the prefix index of prompt caching (prefix.c) */
+    int has_prefix; /* it exists (always, except read-only on an old store) */
     pthread_rwlock_t map_lock; /* shared: any live txn; exclusive: mdb_env_set_mapsize */
     pthread_mutex_t write_mu;  /* one write txn at a time; taken before map_lock */
     int locks_ready;           /* map_lock and write_mu initialised (for close after a failure) */
@@ -149,6 +152,10 @@ ss_err store_write_txn(ss_store *s, size_t need, write_fn fn, void *ctx);
 /* SS_ERR_UNAVAILABLE when the open data file is no longer DIR/data.mdb (see ss_store_check). */
 ss_err store_check_file(ss_store *s);
 
+/* ---- prefix.c: the prefix index, kept in the put's and the delete's transaction ---- */
+ss_err store_prefix_put(ss_store *s, wtx *w, const char *id, const ss_store_prefix_entry *pe);
+ss_err store_prefix_del(ss_store *s, wtx *w, const char *id);
+
 /* ---- catalog.c: reading records ---- */
 
 /*
@@ -176,14 +183,16 @@ extern _Thread_local int store_local_only;
 
 /* ss_store_put with the id and creation time given (a state of the remote tier cached here). */
 ss_err store_put_as(ss_store *s, const char *record_json, const void *blob, size_t blob_len,
-                    const char *id, int64_t created_ns, char **record_out);
+                    const ss_store_prefix_entry *pe, const char *id, int64_t created_ns,
+                    char **record_out);
 
 ss_err remote_open(ss_store *s, const ss_store_params *p);
 void remote_close(ss_store *s); /* NULL remote: no-op */
 ss_err remote_check(ss_store *s);
 void remote_stats(ss_store *s, ss_store_stats *out);
+/* pe: the prompt-cache index entry (store/prefix.c), kept in this replica's local tier only. */
 ss_err remote_put(ss_store *s, const char *record_json, const void *blob, size_t blob_len,
-                  char **record_out);
+                  const ss_store_prefix_entry *pe, char **record_out);
 ss_err remote_get_record(ss_store *s, const char *ref, char **record_json);
 ss_err remote_get_blob(ss_store *s, const char *ref, const char *expect_model, void *dst,
                        size_t cap, size_t *len, char **record_json);

@@ -439,7 +439,7 @@ static ss_err fetch_blob(ss_remote *r, const char *id, const char *text, void **
 
 /* Put a state of the catalog into the local cache (replacing a stale holder of its name). */
 static ss_err cache_insert(ss_store *s, const char *id, const char *text, int64_t created,
-                           const void *blob, size_t len)
+                           const void *blob, size_t len, const ss_store_prefix_entry *pe)
 {
     json_t *rec = json_loads(text, 0, NULL);
     const char *name = rec ? json_string_value(json_object_get(rec, "name")) : NULL;
@@ -457,7 +457,7 @@ static ss_err cache_insert(ss_store *s, const char *id, const char *text, int64_
             }
             free(old);
         }
-        LOCAL(err = store_put_as(s, text, blob, len, id, created, NULL));
+        LOCAL(err = store_put_as(s, text, blob, len, pe, id, created, NULL));
         if (err != SS_ERR_EXISTS) break;
     }
     json_decref(rec);
@@ -498,7 +498,7 @@ static ss_err ensure_cached(ss_store *s, const char *ref, char *id)
     void *blob = NULL;
     size_t len = 0;
     err = fetch_blob(r, id, text, &blob, &len);
-    if (!err) err = cache_insert(s, id, text, created, blob, len);
+    if (!err) err = cache_insert(s, id, text, created, blob, len, NULL);
     free(blob);
     free(text);
     return err;
@@ -630,7 +630,7 @@ static void delete_pieces(ss_remote *r, const char *id, size_t n, const char *pe
 }
 
 ss_err remote_put(ss_store *s, const char *record_json, const void *blob, size_t blob_len,
-                  char **record_out)
+                  const ss_store_prefix_entry *pe, char **record_out)
 {
     ss_remote *r = s->remote;
     json_t *rec = NULL;
@@ -743,7 +743,7 @@ ss_err remote_put(ss_store *s, const char *record_json, const void *blob, size_t
     }
 
     /* 3. This replica keeps a copy (write-through); failing that is not the put's failure. */
-    cache_insert(s, id, text, created, blob, blob_len);
+    cache_insert(s, id, text, created, blob, blob_len, pe);
     ss_err_clear();
     if (record_out) {
         *record_out = text;

@@ -10,7 +10,9 @@
  *
  * Record JSON, as the API serves it:
  *   {"id", "name": str|null, "tags": [str], "model": fingerprint, "n_tokens", "created_at",
- *    "bytes", "dtype", "parents": [{"id", "weight"}], "metadata": {...}, "checksum"}
+ *    "bytes", "dtype", "parents": [{"id", "weight"}], "merge_mode"?: str, "metadata": {...},
+ *    "checksum"}
+ * merge_mode is optional (present on merged states: how they were combined).
  * The caller supplies name, tags, model, n_tokens, dtype, parents and metadata; the store fills
  * the rest (overwriting anything the caller put there). model (string), n_tokens (integer >= 0)
  * and dtype (string) are required; name defaults to null, tags to [], parents to [] (each
@@ -224,5 +226,57 @@ ss_err ss_store_get_stats(ss_store *s, ss_store_stats *out);
  * walk itself fails (SS_ERR_IO, SS_ERR_NOMEM).
  */
 ss_err ss_store_verify(ss_store *s, uint64_t *n_checked, uint64_t *n_bad);
+
+/* ---- prefix index (prompt caching, store/prefix.c) -----------------------------------------
+ *
+ * A state made by feeding tokens can be indexed by a hash chain over those tokens: the chain
+ * starts at a root (ss_prefix_root: the model and where the tokens started, the zero state or a
+ * stored state) and takes one step per token (ss_prefix_step). A request then finds the longest
+ * stored state whose chain equals the chain of a prefix of its own tokens (ss_store_prefix_find)
+ * and resumes from it. Chains are 128-bit XXH3 values: equal chains mean equal token sequences
+ * from the same root, up to a 2^-128 chance.
+ *
+ * Index entries (database "prefix", written in the put's transaction, removed with the state):
+ * the state's chain -> id, its chain rooted at "any start" -> id (to tell a miss caused by a
+ * different start from no candidate at all), and its length per model (for the shortest one).
+ */
+#define SS_PREFIX_LEN 16
+typedef struct ss_prefix {
+    unsigned char h[SS_PREFIX_LEN];
+} ss_prefix;
+
+/* The root of a chain for tokens fed to `model` (fingerprint) from the zero state (parent NULL),
+ * from stored state `parent` (an id without a chain of its own), or from anywhere (parent "*":
+ * the "any start" chain). */
+void ss_prefix_root(const char *model, const char *parent, ss_prefix *out);
+/* Extend the chain h by one token. */
+void ss_prefix_step(ss_prefix *h, int32_t token);
+
+/* What a state is indexed under (ss_store_put_prefixed). */
+typedef struct ss_store_prefix_entry {
+    ss_prefix chain;   /* from its true root: the zero state or a stored state */
+    ss_prefix any;     /* the same tokens from the "any start" root */
+    const char *model; /* fingerprint */
+    int64_t n_tokens;  /* tokens the chain covers */
+} ss_store_prefix_entry;
+
+/* ss_store_put, indexing the new state under pe (NULL: not indexed, as ss_store_put). */
+ss_err ss_store_put_prefixed(ss_store *s, const char *record_json, const void *blob,
+                             size_t blob_len, const ss_store_prefix_entry *pe, char **record_out);
+
+/* The chain a stored state (id) is indexed under: SS_OK and *found 1/0; SS_ERR_IO. */
+ss_err ss_store_prefix_of(ss_store *s, const char *id, ss_prefix *chain, int *found);
+
+/*
+ * The longest indexed prefix: chains[i] is the chain after i + 1 tokens (n of them). Probes from
+ * the longest down and sets *pos (the tokens covered) and id (SS_STORE_ID_LEN + 1 bytes) of the
+ * newest state indexed there. any: probe the "any start" chains instead. SS_ERR_NOT_FOUND when
+ * none is indexed, SS_ERR_IO.
+ */
+ss_err ss_store_prefix_find(ss_store *s, const ss_prefix *chains, int n, int any, int *pos,
+                            char *id);
+
+/* Fewest tokens among the states indexed for model: *n_tokens (-1: none). SS_ERR_IO. */
+ss_err ss_store_prefix_shortest(ss_store *s, const char *model, int64_t *n_tokens);
 
 #endif

@@ -22,6 +22,8 @@
 #include "ss_host.h"
 #include "ss_model.h"
 #include "ss_store.h"
+#include "metrics.h"
+#include "engine.h"
 #include "test_util.h"
 
 /* ---- the in-memory host ---------------------------------------------------------------------- */
@@ -491,6 +493,355 @@ static void test_errors(void)
     answer_free(&a);
 }
 
+
+/* ---- prompt caching -------------------------------------------------------------------------- */
+
+/* The blob of stored state ref (malloc'd, *len bytes) or NULL. */
+static unsigned char *blob_of(ss_store *st, const char *ref, size_t *len)
+{
+    *len = 0;
+    if (ss_store_get_blob(st, ref, NULL, NULL, 0, len, NULL) != SS_ERR_TOO_LARGE) return NULL;
+    unsigned char *b = malloc(*len);
+    if (b && ss_store_get_blob(st, ref, NULL, b, *len, len, NULL)) {
+        free(b);
+        return NULL;
+    }
+    return b;
+}
+
+/*
+ * Are stored states a and b equal, within the rounding of a different chunking: every element
+ * within 1e-4 of the largest magnitude (the model's kernels are exact per chunk, not across
+ * chunk boundaries: an SSD chunk and a GEMM block sum in another order)?
+ */
+static int same_blob(ss_store *st, const char *a, const char *b)
+{
+    size_t la, lb;
+    float *x = (float *)blob_of(st, a, &la), *y = (float *)blob_of(st, b, &lb);
+    int same = x && y && la == lb;
+    double big = 0, diff = 0;
+    for (size_t i = 0; same && i < la / sizeof(float); i++) {
+        if (fabs(x[i]) > big) big = fabs(x[i]);
+        if (fabs((double)x[i] - y[i]) > diff) diff = fabs((double)x[i] - y[i]);
+    }
+    if (!same || diff > 1e-4 * big) fprintf(stderr, "%s vs %s: max diff %g of %g\n", a, b, diff, big);
+    same = same && diff <= 1e-4 * big;
+    free(x);
+    free(y);
+    return same;
+}
+
+/* Equal arrays of numbers within tol (nested arrays and objects of numbers too). */
+static int close_json(const json_t *x, const json_t *y, double tol)
+{
+    if (json_is_number(x) && json_is_number(y))
+        return fabs(json_number_value(x) - json_number_value(y)) <= tol;
+    if (json_is_array(x) && json_is_array(y) && json_array_size(x) == json_array_size(y)) {
+        for (size_t i = 0; i < json_array_size(x); i++)
+            if (!close_json(json_array_get(x, i), json_array_get(y, i), tol)) return 0;
+        return 1;
+    }
+    if (json_is_object(x) && json_is_object(y) && json_object_size(x) == json_object_size(y)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach ((json_t *)x, k, v)
+            if (!close_json(v, json_object_get(y, k), tol)) return 0;
+        return 1;
+    }
+    return json_equal(x, y);
+}
+
+/* The value of a Prometheus sample line starting with `name ` in the text, or -1. */
+static long long metric(const char *text, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL)
+        if (!strncmp(p, name, n) && p[n] == ' ') return atoll(p + n + 1);
+    return -1;
+}
+
+/* usage.cached_tokens of an answer */
+static long long cached_of(const answer *a)
+{
+    return json_integer_value(json_object_get(json_object_get(a->json, "usage"), "cached_tokens"));
+}
+
+/*
+ * Prompt caching on one model: checkpoints equal separate saves of each prefix (bytes), and a
+ * generate / score / completion that resumes from a stored prefix gives the same tokens,
+ * log-probabilities and saved state (bytes) as one that feeds the whole prompt; the counters
+ * and usage.cached_tokens say what happened; bad checkpoints get 4xx.
+ */
+static void test_prefix(const char *model_dir)
+{
+    ss_api *saved_api = api;
+    char dir[256];
+    test_tmpdir(dir, sizeof dir, "prefix");
+    ss_model *m = NULL;
+    ss_store *st = NULL;
+    ss_engine *eng = NULL;
+    ss_metrics *mx = NULL;
+    REQUIRE_OK(ss_metrics_new(&mx));
+    ss_api_params ap = {.max_body = 1 << 20, .max_tokens = 64, .model_name = "m", .metrics = mx};
+    REQUIRE_OK(ss_api_new(&api, &ap));
+    REQUIRE_OK(ss_model_open(&m, fixture_path(model_dir), NULL));
+    ss_store_params sp = ss_store_default_params();
+    REQUIRE_OK(ss_store_open(&st, dir, &sp));
+    ss_engine_params ep = ss_engine_default_params();
+    ep.prefill_chunk = 16; /* the prompts below span several chunks */
+    REQUIRE_OK(ss_engine_open(&eng, m, &ep));
+    ss_api_attach(api, m, NULL, st, eng);
+    const int V = ss_model_get_info(m)->vocab_size;
+
+    enum { N = 45 };
+    int32_t P[N];
+    for (int i = 0; i < N; i++) P[i] = (int32_t)((i * 37 + 11) % (V - 1)) + 1;
+    char *full = ids_text(P, N), *pre = ids_text(P, 30), *ctx = ids_text(P, 36),
+         *cont = ids_text(P + 36, N - 36);
+    char body[8192];
+
+    /* checkpoints along a prefix of 30 tokens */
+    snprintf(body, sizeof body, "{\"tokens\": %s, \"name\": \"p\", \"tags\": [\"k\"], "
+             "\"checkpoints\": [7, 16, 23]}", pre);
+    answer a = run("states_create", NULL, body, NULL);
+    json_t *cps = json_object_get(a.json, "checkpoints");
+    CHECKF(a.status == 201 && json_array_size(cps) == 3, "%s: checkpoints: %d %s", model_dir,
+           a.status, a.text);
+    const int at[3] = {7, 16, 23};
+    char prev[64] = "";
+    for (int k = 0; k < 3 && json_array_size(cps) == 3; k++) {
+        json_t *r = json_array_get(cps, (size_t)k);
+        char want[32];
+        snprintf(want, sizeof want, "p:%d", at[k]);
+        CHECK(!strcmp(json_string_value(json_object_get(r, "name")), want));
+        CHECK(json_integer_value(json_object_get(r, "n_tokens")) == at[k]);
+        const char *par = json_string_value(
+            json_object_get(json_array_get(json_object_get(r, "parents"), 0), "id"));
+        CHECK(k == 0 ? par == NULL : par && !strcmp(par, prev));
+        snprintf(prev, sizeof prev, "%s", json_string_value(json_object_get(r, "id")));
+        /* a separate save of the same prefix: the same bytes */
+        char *sep = ids_text(P, (size_t)at[k]);
+        snprintf(body, sizeof body, "{\"tokens\": %s, \"name\": \"sep%d\"}", sep, at[k]);
+        free(sep);
+        answer b = run("states_create", NULL, body, NULL);
+        char sname[32];
+        snprintf(sname, sizeof sname, "sep%d", at[k]);
+        CHECKF(b.status == 201 && same_blob(st, want, sname), "%s: checkpoint %d != separate save",
+               model_dir, at[k]);
+        answer_free(&b);
+    }
+    const char *par = json_string_value(
+        json_object_get(json_array_get(json_object_get(a.json, "parents"), 0), "id"));
+    CHECK(par && !strcmp(par, prev)); /* the final state's parent: the last checkpoint */
+    answer_free(&a);
+
+    /* generate: with and without reuse, the same tokens, log-probabilities and state bytes */
+    snprintf(body, sizeof body, "{\"prompt\": %s, \"max_tokens\": 6, \"temperature\": 0, "
+             "\"ignore_eos\": true, \"logprobs\": 2, \"reuse\": false, "
+             "\"save_state\": {\"name\": \"g0\"}}", full);
+    answer g0 = run("generate", NULL, body, NULL);
+    snprintf(body, sizeof body, "{\"prompt\": %s, \"max_tokens\": 6, \"temperature\": 0, "
+             "\"ignore_eos\": true, \"logprobs\": 2, \"reuse\": true, "
+             "\"save_state\": {\"name\": \"g1\"}}", full);
+    answer g1 = run("generate", NULL, body, NULL);
+    CHECKF(g0.status == 200 && g1.status == 200, "%s: generate %d %s / %d %s", model_dir,
+           g0.status, g0.text, g1.status, g1.text);
+    CHECKF(cached_of(&g0) == 0 && cached_of(&g1) == 30, "%s: cached %lld, %lld", model_dir,
+           cached_of(&g0), cached_of(&g1));
+    json_t *u1 = json_object_get(g1.json, "usage");
+    CHECK(json_integer_value(json_object_get(u1, "prompt_tokens")) == N);
+    CHECKF(json_equal(json_object_get(g0.json, "tokens"), json_object_get(g1.json, "tokens")) &&
+               close_json(json_object_get(g0.json, "logprobs"),
+                          json_object_get(g1.json, "logprobs"), 1e-3),
+           "%s: reuse changed the generation", model_dir);
+    CHECKF(same_blob(st, "g0", "g1"), "%s: reuse changed the saved state", model_dir);
+    CHECK(json_integer_value(json_object_get(json_object_get(g1.json, "state"), "n_tokens")) ==
+          N + 6);
+    answer_free(&g0);
+    answer_free(&g1);
+
+    /* score: the same log-probabilities; the hit is the longest stored prefix of the context */
+    snprintf(body, sizeof body, "{\"context\": %s, \"continuation\": %s, \"reuse\": false}", ctx,
+             cont);
+    answer s0 = run("score", NULL, body, NULL);
+    snprintf(body, sizeof body, "{\"context\": %s, \"continuation\": %s, \"reuse\": true}", ctx,
+             cont);
+    answer s1 = run("score", NULL, body, NULL);
+    CHECKF(s0.status == 200 && s1.status == 200 && cached_of(&s1) == 30 &&
+               close_json(json_object_get(s0.json, "token_logprobs"),
+                          json_object_get(s1.json, "token_logprobs"), 1e-3),
+           "%s: score with reuse: %s vs %s", model_dir, s0.text, s1.text);
+    answer_free(&s0);
+    answer_free(&s1);
+
+    /* completions: n = 2 choices share the cached prefix */
+    snprintf(body, sizeof body, "{\"prompt\": %s, \"max_tokens\": 3, \"temperature\": 0, "
+             "\"n\": 2, \"reuse\": true}", full);
+    a = run("completions", NULL, body, NULL);
+    CHECKF(a.status == 200 && cached_of(&a) == 60, "%s: completions: %s", model_dir, a.text);
+    answer_free(&a);
+
+    /* misses: from another start (the same tokens), shorter than any stored state */
+    snprintf(body, sizeof body, "{\"state\": \"sep7\", \"prompt\": %s, \"max_tokens\": 1, "
+             "\"reuse\": true}", pre);
+    a = run("generate", NULL, body, NULL);
+    CHECK(a.status == 200 && cached_of(&a) == 0);
+    answer_free(&a);
+    snprintf(body, sizeof body, "{\"prompt\": [%d, %d, %d], \"max_tokens\": 1, \"reuse\": true}",
+             P[0], P[1], P[2]);
+    a = run("generate", NULL, body, NULL);
+    CHECK(a.status == 200 && cached_of(&a) == 0);
+    answer_free(&a);
+    a = run("metrics", NULL, NULL, NULL);
+    CHECKF(metric(a.text, "statesoup_prefix_lookups_total") == 5 &&
+               metric(a.text, "statesoup_prefix_hits_total") == 3 &&
+               metric(a.text, "statesoup_prefix_tokens_saved_total") == 90 &&
+               metric(a.text, "statesoup_prefix_misses_total{cause=\"different_start\"}") == 1 &&
+               metric(a.text, "statesoup_prefix_misses_total{cause=\"shorter_than_checkpoints\"}") ==
+                   1,
+           "%s: prefix counters:\n%s", model_dir, a.text);
+    answer_free(&a);
+
+    /* bad checkpoints */
+    static const char *const bad[] = {"[7, 5]", "[5, 5]", "[0]", "[30]", "[1.5]", "7"};
+    static const int bad_status[] = {422, 422, 422, 422, 400, 400};
+    for (int i = 0; i < 6; i++) {
+        snprintf(body, sizeof body, "{\"tokens\": %s, \"checkpoints\": %s}", pre, bad[i]);
+        a = run("states_create", NULL, body, NULL);
+        CHECKF(a.status == bad_status[i], "checkpoints %s: %d %s", bad[i], a.status, a.text);
+        answer_free(&a);
+    }
+    snprintf(body, sizeof body, "{\"tokens\": %s, \"checkpoint_every\": 0}", pre);
+    a = run("states_create", NULL, body, NULL);
+    CHECK_ERROR(a, 422, "invalid_value");
+    answer_free(&a);
+    int32_t *many = malloc(200 * sizeof *many);
+    for (int i = 0; i < 200; i++) many[i] = P[i % N];
+    char *mt = ids_text(many, 200), *big = malloc(strlen(mt) + 128);
+    sprintf(big, "{\"tokens\": %s, \"checkpoint_every\": 2}", mt);
+    a = run("states_create", NULL, big, NULL);
+    CHECKF(a.status == 422 && strstr(a.text, "at most 64"), "too many checkpoints: %s", a.text);
+    answer_free(&a);
+    free(many);
+    free(mt);
+    free(big);
+
+    ss_api_detach_engine(api);
+    ss_engine_close(eng);
+    ss_api_free(api);
+    ss_metrics_free(mx);
+    ss_store_close(st);
+    ss_model_close(m);
+    test_rm_rf(dir);
+    free(full);
+    free(pre);
+    free(ctx);
+    free(cont);
+    api = saved_api;
+}
+
+/* The number of records in a listing answer, and its "hidden" count (0 when absent). */
+static size_t listed(const answer *a, long long *hidden)
+{
+    *hidden = json_integer_value(json_object_get(a->json, "hidden"));
+    return json_array_size(json_object_get(a->json, "data"));
+}
+
+/*
+ * The automatic cache: a budget of three states, checkpoints every 8 tokens. A 40-token prompt
+ * leaves 8, 16, 24, 32, 40, of which the three most recent stay (LRU); they are hidden from the
+ * listing but for ?include=cache; the same prompt again resumes at 32 (a generation needs one
+ * token fed); a prompt that shares only the first 20 tokens misses because of an eviction; a
+ * state the user saved is never evicted.
+ */
+static void test_prefix_cache(void)
+{
+    ss_api *saved_api = api;
+    char dir[256];
+    test_tmpdir(dir, sizeof dir, "pcache");
+    ss_model *m = NULL;
+    ss_store *st = NULL;
+    ss_engine *eng = NULL;
+    ss_metrics *mx = NULL;
+    REQUIRE_OK(ss_metrics_new(&mx));
+    REQUIRE_OK(ss_model_open(&m, fixture_path("models/mamba1-tiny"), NULL));
+    const ss_model_info *info = ss_model_get_info(m);
+    ss_api_params ap = {.max_body = 1 << 20, .max_tokens = 64, .model_name = "m", .metrics = mx,
+                        .prefix_cache_budget = 3 * info->state_bytes + 100,
+                        .prefix_cache_every = 8};
+    REQUIRE_OK(ss_api_new(&api, &ap));
+    ss_store_params sp = ss_store_default_params();
+    REQUIRE_OK(ss_store_open(&st, dir, &sp));
+    ss_engine_params ep = ss_engine_default_params();
+    REQUIRE_OK(ss_engine_open(&eng, m, &ep));
+    ss_api_attach(api, m, NULL, st, eng);
+    const int V = info->vocab_size;
+    enum { N = 40 };
+    int32_t P[N], Q[N];
+    for (int i = 0; i < N; i++) {
+        P[i] = (int32_t)((i * 53 + 7) % (V - 1)) + 1;
+        Q[i] = i < 20 ? P[i] : (int32_t)((i * 29 + 3) % (V - 1)) + 1;
+    }
+    char *pt = ids_text(P, N), *qt = ids_text(Q, N), *ut = ids_text(P, 4), body[4096];
+    snprintf(body, sizeof body, "{\"tokens\": %s, \"name\": \"mine\"}", ut);
+    answer a = run("states_create", NULL, body, NULL);
+    CHECK(a.status == 201);
+    answer_free(&a);
+    snprintf(body, sizeof body, "{\"prompt\": %s, \"max_tokens\": 2, \"temperature\": 0}", pt);
+    a = run("generate", NULL, body, NULL);
+    CHECKF(a.status == 200 && cached_of(&a) == 4, "first: %s", a.text); /* "mine" */
+    answer_free(&a);
+    long long hidden = -1;
+    a = run("states_list", NULL, NULL, NULL);
+    CHECKF(listed(&a, &hidden) == 1 && hidden == 3, "listing: %s", a.text);
+    answer_free(&a);
+    a = run("states_list", NULL, NULL, "include", "cache", NULL);
+    CHECKF(listed(&a, &hidden) == 4 && hidden == 0, "listing with the cache: %s", a.text);
+    answer_free(&a);
+    a = run("states_list", NULL, NULL, "include", "everything", NULL);
+    CHECK_ERROR(a, 422, "invalid_value");
+    answer_free(&a);
+    a = run("generate", NULL, body, NULL);
+    CHECKF(a.status == 200 && cached_of(&a) == 32, "again: %s", a.text);
+    answer_free(&a);
+    snprintf(body, sizeof body, "{\"prompt\": %s, \"max_tokens\": 1}", qt);
+    a = run("generate", NULL, body, NULL);
+    CHECKF(a.status == 200 && cached_of(&a) == 4, "shared 20: %s", a.text);
+    answer_free(&a);
+    a = run("states_get", "mine", NULL, NULL);
+    CHECK(a.status == 200);
+    answer_free(&a);
+    a = run("metrics", NULL, NULL, NULL);
+    CHECKF(metric(a.text, "statesoup_prefix_hits_total") == 3, "%s", a.text);
+    answer_free(&a);
+    /* without the user's state, a third prompt that shares the first 20 tokens: its miss is
+     * counted as caused by an eviction (the entries at 8 and 16 went) */
+    a = run("states_delete", "mine", NULL, NULL);
+    answer_free(&a);
+    for (int i = 20; i < N; i++) Q[i] = (int32_t)((i * 31 + 5) % (V - 1)) + 1;
+    free(qt);
+    qt = ids_text(Q, N);
+    snprintf(body, sizeof body, "{\"prompt\": %s, \"max_tokens\": 1}", qt);
+    a = run("generate", NULL, body, NULL);
+    CHECK(a.status == 200 && cached_of(&a) == 0);
+    answer_free(&a);
+    a = run("metrics", NULL, NULL, NULL);
+    CHECKF(metric(a.text, "statesoup_prefix_misses_total{cause=\"evicted\"}") == 1, "%s", a.text);
+    answer_free(&a);
+
+    ss_api_detach_engine(api);
+    ss_engine_close(eng);
+    ss_api_free(api);
+    ss_metrics_free(mx);
+    ss_store_close(st);
+    ss_model_close(m);
+    test_rm_rf(dir);
+    free(pt);
+    free(qt);
+    free(ut);
+    api = saved_api;
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -525,6 +876,10 @@ int main(int argc, char **argv)
     test_state_and_generate();
     test_merge_and_score();
     test_errors();
+    test_prefix("models/mamba1-tiny");
+    test_prefix("models/mamba2-tiny");
+    test_prefix("models/moe-mamba-switch");
+    test_prefix_cache();
 
     ss_api_detach_engine(api);
     ss_engine_close(eng);

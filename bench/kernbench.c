@@ -1,0 +1,195 @@
+/*
+ * kernbench.c - statesoup-kernbench: how fast the decode kernels stream weights on this machine,
+ * beside a plain read of the same bytes, at any number of threads.
+ *
+ * Each run streams a 1 GB weight matrix [N, 1536] (filled with varied bytes) through one kernel,
+ * the threads splitting the rows, and reports GB/s of weights and GMAC/s; "read" sums the same
+ * bytes as 64-bit integers (what memory gives a plain stream). Best of 6 passes. The model is
+ * not involved: this isolates the kernels (model/kernels*.c) from the forward pass around them,
+ * whose per-token cost statesoup-bench reports.
+ *
+ * usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST]
+ *   --threads 1,2,16   thread counts (default: 1,2 and all cores)
+ *   --rows 1,16        input rows per product: 1 = batch-1 decode, 16 = 16 streams (default 1,16)
+ *   --kernels LIST     read, f32, bf16, q8 (default all)
+ * It builds with the kernels alone: cc -O2 -Imodel bench/kernbench.c model/kernels*.c (the ISA
+ * files with their -m flags, as model/meson.build does) -lm -lpthread.
+ */
+#include <getopt.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kernels.h"
+
+enum { K = 1536, TILE = 64, MAX_THREADS = 256, MAX_LIST = 16 };
+enum kind { K_READ, K_F32, K_BF16, K_Q8 };
+static const char *const kind_names[] = {"read", "f32", "bf16", "q8"};
+
+typedef struct bench {
+    enum kind kind;
+    int rows, threads;
+    size_t n;        /* weight rows */
+    const void *w;   /* [n, K] in the kind's type */
+    const float *s;  /* q8 scales [n, K / 32] */
+    const float *x;  /* [rows, K] */
+    float *y;        /* [rows, n] */
+    unsigned long long sink[MAX_THREADS];
+} bench;
+
+typedef struct targ {
+    bench *b;
+    int t;
+} targ;
+
+static size_t elem_size(enum kind k)
+{
+    return k == K_Q8 ? 1 : k == K_BF16 ? 2 : 4;
+}
+
+static void *run(void *arg)
+{
+    bench *b = ((targ *)arg)->b;
+    const int t = ((targ *)arg)->t;
+    const size_t per = b->n / (size_t)b->threads / TILE * TILE, lo = (size_t)t * per;
+    const kernels *k = kernels_get();
+    if (b->kind == K_READ) {
+        const unsigned long long *p = (const unsigned long long *)b->w + lo * K / 2;
+        unsigned long long a = 0;
+        for (size_t i = 0; i < per * K / 2; i++) a += p[i];
+        b->sink[t] = a;
+        return NULL;
+    }
+    for (size_t r = lo; r < lo + per; r += TILE) {
+        float *y = b->y + r;
+        if (b->kind == K_F32)
+            k->gemm_small(b->x, b->rows, K, K, (const float *)b->w + r * K, TILE, y, (int)b->n);
+        else if (b->kind == K_BF16)
+            k->gemm_small_bf16(b->x, b->rows, K, K, (const uint16_t *)b->w + r * K, TILE, y,
+                               (int)b->n);
+        else
+            k->gemm_small_q8(b->x, b->rows, K, K, (const int8_t *)b->w + r * K,
+                             b->s + r * (K / Q8_BLOCK), TILE, y, (int)b->n);
+    }
+    return NULL;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Best seconds of 6 passes over the matrix with b->threads threads. */
+static double measure(bench *b)
+{
+    double best = 1e30;
+    for (int pass = 0; pass < 6; pass++) {
+        pthread_t th[MAX_THREADS];
+        targ ta[MAX_THREADS];
+        double t0 = now_s();
+        for (int t = 0; t < b->threads; t++) {
+            ta[t] = (targ){b, t};
+            if (pthread_create(&th[t], NULL, run, &ta[t]) != 0) return -1;
+        }
+        for (int t = 0; t < b->threads; t++) pthread_join(th[t], NULL);
+        double dt = now_s() - t0;
+        if (dt < best) best = dt;
+    }
+    return best;
+}
+
+/* "1,2,16" into out (at most MAX_LIST values in [1, max]); the count, or -1. */
+static int parse_list(const char *s, int *out, int max)
+{
+    int n = 0;
+    for (char *end; *s && n < MAX_LIST; s = *end ? end + 1 : end) {
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 1 || v > max || (*end && *end != ',')) return -1;
+        out[n++] = (int)v;
+    }
+    return n ? n : -1;
+}
+
+static const char usage[] =
+    "usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST]\n"
+    "Stream a 1 GB weight matrix through the decode kernels (and a plain read) and report\n"
+    "GB/s and GMAC/s: batch-1 decode is bound by how close the kernels get to the read.\n"
+    "  --threads 1,2,16   thread counts (default: 1, 2 and all cores)\n"
+    "  --rows 1,16        input rows per product: 1 = batch-1 decode, 16 = 16 streams\n"
+    "                     (default 1,16)\n"
+    "  --kernels LIST     read, f32, bf16, q8, comma-separated (default all)\n";
+
+int main(int argc, char **argv)
+{
+    int threads[MAX_LIST] = {1, 2, (int)sysconf(_SC_NPROCESSORS_ONLN)}, n_threads = 3;
+    int rows[MAX_LIST] = {1, 16}, n_rows = 2, want[4] = {1, 1, 1, 1};
+    static const struct option opts[] = {{"threads", required_argument, NULL, 't'},
+                                         {"rows", required_argument, NULL, 'r'},
+                                         {"kernels", required_argument, NULL, 'k'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    for (int c; (c = getopt_long(argc, argv, "h", opts, NULL)) != -1;) {
+        if (c == 't' && (n_threads = parse_list(optarg, threads, MAX_THREADS)) > 0) continue;
+        if (c == 'r' && (n_rows = parse_list(optarg, rows, 16)) > 0) continue;
+        if (c == 'k') {
+            for (int i = 0; i < 4; i++) want[i] = strstr(optarg, kind_names[i]) != NULL;
+            if (want[0] || want[1] || want[2] || want[3]) continue;
+        }
+        fputs(usage, c == 'h' ? stdout : stderr);
+        return c == 'h' ? 0 : 2;
+    }
+    if (n_threads == 3 && threads[2] <= 2) n_threads = 2;
+    printf("statesoup-kernbench: %s kernels, K = %d, 1 GB per matrix\n", kernels_get()->name, K);
+    float *x = malloc(16 * K * sizeof *x);
+    for (int i = 0; i < 16 * K; i++) x[i] = (float)(i % 7) * 0.1f;
+    for (int kind = 0; kind < 4; kind++) {
+        if (!want[kind]) continue;
+        const size_t es = elem_size((enum kind)kind);
+        const size_t n = (size_t)(1e9 / (double)es / K) / 1024 * 1024;
+        unsigned long long *w = malloc(n * K * es);
+        float *s = kind == K_Q8 ? malloc(n * (K / Q8_BLOCK) * sizeof *s) : NULL;
+        float *y = malloc(16 * n * sizeof *y);
+        if (!w || (kind == K_Q8 && !s) || !y) {
+            fprintf(stderr, "statesoup-kernbench: out of memory\n");
+            return 1;
+        }
+        /* varied bytes (identical pages could be merged by the host), and for F32 and BF16
+         * normal floats in [1/128, 1/64) of either sign: subnormal weights (random bit patterns
+         * give many) cost a microcode assist per multiply on some Xeons, 10x slower */
+        const unsigned long long bits = kind == K_F32    ? 0x803fffff803fffffull
+                                        : kind == K_BF16 ? 0x803f803f803f803full
+                                                         : ~0ull;
+        const unsigned long long one = kind == K_F32    ? 0x3c0000003c000000ull
+                                       : kind == K_BF16 ? 0x3c003c003c003c00ull
+                                                        : 0;
+        for (size_t i = 0; i < n * K * es / 8; i++)
+            w[i] = ((i * 0x9E3779B97F4A7C15ull >> 7) & bits) | one;
+        for (size_t i = 0; s && i < n * (K / Q8_BLOCK); i++) s[i] = 0.01f;
+        for (int ti = 0; ti < n_threads; ti++)
+            for (int ri = 0; ri < (kind == K_READ ? 1 : n_rows); ri++) {
+                bench b = {.kind = (enum kind)kind, .rows = rows[ri], .threads = threads[ti],
+                           .n = n, .w = w, .s = s, .x = x, .y = y};
+                double dt = measure(&b);
+                if (dt <= 0) return 1;
+                const double bytes = (double)n * K * (kind == K_Q8 ? 1.125 : (double)es);
+                if (kind == K_READ)
+                    printf("  %-5s threads %3d          %7.1f GB/s\n", kind_names[kind],
+                           threads[ti], bytes / dt / 1e9);
+                else
+                    printf("  %-5s threads %3d rows %2d  %7.1f GB/s %8.1f GMAC/s\n",
+                           kind_names[kind], threads[ti], rows[ri], bytes / dt / 1e9,
+                           (double)n * K * rows[ri] / dt / 1e9);
+                fflush(stdout);
+            }
+        free(w);
+        free(s);
+        free(y);
+    }
+    free(x);
+    return 0;
+}
