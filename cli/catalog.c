@@ -64,7 +64,8 @@ static const char ls_help[] =
     "  statesoup ls --data /var/lib/statesoup --json | jq -r '.data[].id'\n";
 
 enum { OPT_TAG = CLI_OPT_FIRST_LOCAL, OPT_PREFIX, OPT_LIMIT, OPT_CURSOR, OPT_ALL, OPT_NAME,
-       OPT_NORMALIZE, OPT_MODE, OPT_PROMPT, OPT_PROMPT_FILE, OPT_TOKENS, OPT_FROM, OPT_METADATA };
+       OPT_NORMALIZE, OPT_MODE, OPT_PROMPT, OPT_PROMPT_FILE, OPT_TOKENS, OPT_FROM, OPT_METADATA,
+       OPT_CHECKPOINTS, OPT_CHECKPOINT_EVERY };
 
 /* One page of a listing, from the store or the daemon; *raw is its text (free() it). */
 static ss_err list_page(ss_store *st, const cli_conn *c, const char *tag, const char *prefix,
@@ -349,6 +350,14 @@ static int post_record(const char *cmd, const cli_common *o, const char *path, j
         cli_print_raw(raw);
     } else {
         cli_print_record(rec);
+        size_t i;
+        json_t *cp;
+        json_array_foreach (json_object_get(rec, "checkpoints"), i, cp) {
+            const char *cn = json_string_value(json_object_get(cp, "name"));
+            printf("checkpoint  %s  %s  %" JSON_INTEGER_FORMAT " tokens\n",
+                   json_string_value(json_object_get(cp, "id")), cn ? cn : "-",
+                   json_integer_value(json_object_get(cp, "n_tokens")));
+        }
     }
     rc = CLI_OK;
 out:
@@ -473,10 +482,15 @@ static const char save_help[] =
     "  --tokens IDS         the prompt as token ids, e.g. 1,2,3 (no tokenizer needed)\n"
     "  --from STATE         start from this stored state instead of the zero state\n"
     "  --tag T              tag it (repeatable, or T1,T2)\n"
-    "  --metadata JSON      a JSON object stored with the record\n" CLI_CONN_HELP
+    "  --metadata JSON      a JSON object stored with the record\n"
+    "  --checkpoints P1,P2  also store the state after each of these prompt token positions\n"
+    "                       (increasing, below the prompt's length, at most 64), as NAME:P,\n"
+    "                       each the parent of the next: one prefill (prompt caching)\n"
+    "  --checkpoint-every N the same every N tokens\n" CLI_CONN_HELP
     "\n"
-    "example:\n"
-    "  statesoup save --name intro --tag demo --prompt $'Dictionary:\\napple = red\\n'\n";
+    "examples:\n"
+    "  statesoup save --name intro --tag demo --prompt $'Dictionary:\\napple = red\\n'\n"
+    "  statesoup save --name sys --prompt-file system.txt --checkpoint-every 256\n";
 
 int cmd_save(int argc, char **argv)
 {
@@ -488,12 +502,15 @@ int cmd_save(int argc, char **argv)
         {"from", required_argument, NULL, OPT_FROM},
         {"tag", required_argument, NULL, OPT_TAG},
         {"metadata", required_argument, NULL, OPT_METADATA},
+        {"checkpoints", required_argument, NULL, OPT_CHECKPOINTS},
+        {"checkpoint-every", required_argument, NULL, OPT_CHECKPOINT_EVERY},
         CLI_CONN_OPTIONS,
         {NULL, 0, NULL, 0},
     };
     cli_common o = {0};
     const char *name = NULL, *prompt = NULL, *prompt_file = NULL, *tokens = NULL, *from = NULL;
-    const char *metadata = NULL;
+    const char *metadata = NULL, *checkpoints = NULL, *every = NULL;
+    json_t *cps = NULL;
     int c, rc = CLI_FAIL;
     json_t *tags = json_array(), *body = NULL, *ids = NULL;
     char *text = NULL;
@@ -516,6 +533,8 @@ int cmd_save(int argc, char **argv)
             }
             break;
         case OPT_METADATA: metadata = optarg; break;
+        case OPT_CHECKPOINTS: checkpoints = optarg; break;
+        case OPT_CHECKPOINT_EVERY: every = optarg; break;
         case 'h':
             fputs(save_help, stdout);
             rc = CLI_OK;
@@ -552,9 +571,29 @@ int cmd_save(int argc, char **argv)
     }
     if (name) json_object_set_new(body, "name", json_string(name));
     if (from) json_object_set_new(body, "from", json_string(from));
+    if (checkpoints && every) {
+        rc = cli_usage("save", "give --checkpoints or --checkpoint-every, not both");
+        goto out;
+    }
+    if (checkpoints) {
+        if (cli_parse_ids_json(checkpoints, &cps)) {
+            rc = cli_usage("save", "--checkpoints: %s", ss_errmsg());
+            goto out;
+        }
+        json_object_set(body, "checkpoints", cps);
+    }
+    if (every) {
+        double v;
+        if (cli_parse_num("save", "checkpoint-every", every, 1, 1 << 30, &v)) {
+            rc = CLI_USAGE;
+            goto out;
+        }
+        json_object_set_new(body, "checkpoint_every", json_integer((json_int_t)v));
+    }
     if ((rc = add_tags_meta("save", body, tags, metadata))) goto out;
     rc = post_record("save", &o, "/v1/states", body);
 out:
+    json_decref(cps);
     free(text);
     json_decref(ids);
     json_decref(body);

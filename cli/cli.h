@@ -249,6 +249,7 @@ enum {
     CLI_GEN_MERGE,
     CLI_GEN_SAVE_STATE,
     CLI_GEN_NO_STREAM,
+    CLI_GEN_REUSE,
 };
 
 /* Every option of `generate`, both modes (each refuses the other's own; cli_generate_help). */

@@ -95,6 +95,9 @@ const char cli_generate_help[] =
     "  --state NAME|ID      daemon: start from a stored state; the prompt may then be empty\n"
     "  --merge A=W,B=W      daemon: start from sum W*state, computed on the fly, not stored\n"
     "  --state-in FILE      local: start from a state file (safetensors, as `export` writes)\n"
+    "  --reuse              daemon: resume from the longest stored state whose tokens begin the\n"
+    "                       prompt (same starting state), feeding only the rest (prompt\n"
+    "                       caching; -v says how many tokens were resumed)\n"
     "sampling:\n"
     "  --max-tokens N       tokens to generate (default 64)\n"
     "  --temperature T      0 = greedy (default 1.0)\n"
@@ -365,6 +368,10 @@ static void print_summary(const json_t *fin, const char *save_state, int verbose
                 json_string_value(json_object_get(fin, "finish_reason")),
                 json_integer_value(json_object_get(u, "prompt_tokens")),
                 json_integer_value(json_object_get(u, "completion_tokens")));
+        json_int_t cached = json_integer_value(json_object_get(u, "cached_tokens"));
+        if (cached > 0)
+            fprintf(stderr, "prompt caching: %" JSON_INTEGER_FORMAT " prompt tokens resumed from a "
+                            "stored state\n", cached);
     }
 }
 
@@ -391,6 +398,7 @@ int cmd_generate_remote(int argc, char **argv)
         case CLI_GEN_MERGE: merge = optarg; break;
         case CLI_GEN_SAVE_STATE: save_state = optarg; break;
         case CLI_GEN_NO_STREAM: no_stream = 1; break;
+        case CLI_GEN_REUSE: json_object_set_new(body, "reuse", json_true()); break;
         case CLI_GEN_SEED: {
             char *end;
             unsigned long long sd = strtoull(optarg, &end, 10);
@@ -489,6 +497,8 @@ static const char score_help[] =
     "  --continuation TEXT      the text to score (required: this, -file or -tokens)\n"
     "  --continuation-file FILE\n"
     "  --continuation-tokens IDS\n"
+    "  --reuse                  resume from the longest stored state whose tokens begin the\n"
+    "                           context (prompt caching; the same log-probabilities)\n"
     "  -v, --verbose            per-token log-probabilities\n" CLI_CONN_HELP
     "\n"
     "example:\n"
@@ -504,6 +514,7 @@ enum {
     OPT_CONTINUATION,
     OPT_CONTINUATION_FILE,
     OPT_CONTINUATION_TOKENS,
+    OPT_REUSE,
 };
 
 int cmd_score(int argc, char **argv)
@@ -517,6 +528,7 @@ int cmd_score(int argc, char **argv)
         {"continuation", required_argument, NULL, OPT_CONTINUATION},
         {"continuation-file", required_argument, NULL, OPT_CONTINUATION_FILE},
         {"continuation-tokens", required_argument, NULL, OPT_CONTINUATION_TOKENS},
+        {"reuse", no_argument, NULL, OPT_REUSE},
         {"verbose", no_argument, NULL, 'v'},
         CLI_CONN_OPTIONS,
         {NULL, 0, NULL, 0},
@@ -542,6 +554,7 @@ int cmd_score(int argc, char **argv)
         case OPT_CONTINUATION: cont = optarg; break;
         case OPT_CONTINUATION_FILE: cont_file = optarg; break;
         case OPT_CONTINUATION_TOKENS: cont_tok = optarg; break;
+        case OPT_REUSE: json_object_set_new(body, "reuse", json_true()); break;
         case 'v': verbose = 1; break;
         case 'h':
             fputs(score_help, stdout);

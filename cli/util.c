@@ -226,6 +226,7 @@ const struct option cli_generate_options[] = {
     {"merge", required_argument, NULL, CLI_GEN_MERGE},
     {"save-state", required_argument, NULL, CLI_GEN_SAVE_STATE},
     {"no-stream", no_argument, NULL, CLI_GEN_NO_STREAM},
+    {"reuse", no_argument, NULL, CLI_GEN_REUSE},
     {NULL, 0, NULL, 0},
 };
 

@@ -746,6 +746,49 @@ static void test_daemon(void)
     RUN(&r, "ls", "--url", "ftp://x");
     CHECK_CODE(&r, 2);
 
+    /* prompt caching: save with checkpoints, then generate / score with --reuse resume from the
+     * longest stored prefix and answer as without it */
+    {
+        const char *sys = "Dictionary:\ncase = word\nfor = next\nthis = options\n";
+        const char *ask = "Dictionary:\ncase = word\nfor = next\nthis = options\nmake =";
+        RUN(&r, "save", "--url", url, "--name", "pc-sys", "--prompt", sys, "--checkpoints", "4,8",
+            "--json");
+        j = json_ok(&r);
+        json_t *cps = json_object_get(j, "checkpoints");
+        CHECKF(json_array_size(cps) == 2 &&
+                   !strcmp(jstr(json_array_get(cps, 1), "name"), "pc-sys:8") &&
+                   json_integer_value(json_object_get(json_array_get(cps, 0), "n_tokens")) == 4,
+               "save --checkpoints: %s", r.out);
+        json_decref(j);
+        j = NULL;
+        RUN(&r, "save", "--url", url, "--prompt", sys, "--checkpoints", "4,2");
+        CHECK_CODE(&r, 1);
+        CHECK_HAS(r.err, "strictly increasing");
+        RUN(&r, "generate", "--url", url, "--prompt", ask, "--max-tokens", "3", "--temperature",
+            "0", "--no-stream");
+        CHECK_CODE(&r, 0);
+        char *plain = strdup(r.out);
+        RUN(&r, "generate", "--url", url, "--prompt", ask, "--max-tokens", "3", "--temperature",
+            "0", "--no-stream", "--reuse", "-v");
+        CHECK_CODE(&r, 0);
+        CHECKF(plain && !strcmp(plain, r.out), "--reuse changed the text: '%s' vs '%s'", plain,
+               r.out);
+        CHECK_HAS(r.err, "prompt caching: 17 prompt tokens resumed");
+        free(plain);
+        RUN(&r, "score", "--url", url, "--context", ask, "--continuation", " leg", "--json");
+        json_t *sc0 = json_ok(&r);
+        RUN(&r, "score", "--url", url, "--context", ask, "--continuation", " leg", "--json",
+            "--reuse");
+        json_t *sc1 = json_ok(&r);
+        json_t *u = json_object_get(sc1, "usage");
+        CHECKF(json_integer_value(json_object_get(u, "cached_tokens")) == 17 &&
+                   fabs(json_number_value(json_object_get(sc0, "logprob_sum")) -
+                        json_number_value(json_object_get(sc1, "logprob_sum"))) < 1e-3,
+               "score --reuse: %s", r.out);
+        json_decref(sc0);
+        json_decref(sc1);
+    }
+
 stop:
     if (d.pid > 0) daemon_stop(&d); /* checks that it exits 0 */
     /* nothing listens there any more: the message names the URL */
