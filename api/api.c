@@ -313,15 +313,9 @@ void api_save_free(api_save *s)
     memset(s, 0, sizeof *s);
 }
 
-ss_err api_save_state(ss_api *a, const api_save *s, const float *data, long long n_tokens,
-                      json_t *parents, char **record)
-{
-    return api_save_state_indexed(a, s, data, n_tokens, parents, NULL, record);
-}
-
-ss_err api_save_state_indexed(ss_api *a, const api_save *s, const float *data,
-                              long long n_tokens, json_t *parents,
-                              const ss_store_prefix_entry *pe, char **record)
+ss_err api_save_blob_indexed(ss_api *a, const api_save *s, const void *blob, size_t bytes,
+                             long long n_tokens, json_t *parents, const ss_store_prefix_entry *pe,
+                             char **record)
 {
     ss_err err = SS_OK;
     char *text = NULL;
@@ -331,14 +325,68 @@ ss_err api_save_state_indexed(ss_api *a, const api_save *s, const float *data,
                             a->info->fingerprint, "n_tokens", (json_int_t)n_tokens, "dtype", "F32",
                             "parents", parents ? json_incref(parents) : json_array(), "metadata",
                             s->metadata ? json_incref(s->metadata) : json_object());
+    if (rec && s->merge_mode && json_object_set_new(rec, "merge_mode", json_string(s->merge_mode)))
+        json_decref(rec), rec = NULL;
     if (!rec || !(text = json_dumps(rec, JSON_COMPACT))) {
         err = ss_fail(SS_ERR_NOMEM, "out of memory building a record");
         goto out;
     }
-    err = ss_store_put_prefixed(a->store, text, data, a->info->state_bytes, pe, record);
+    err = ss_store_put_prefixed(a->store, text, blob, bytes, pe, record);
 out:
     free(text);
     json_decref(rec);
+    return err;
+}
+
+ss_err api_save_state(ss_api *a, const api_save *s, const float *data, long long n_tokens,
+                      json_t *parents, char **record)
+{
+    return api_save_blob_indexed(a, s, data, a->info->state_bytes, n_tokens, parents, NULL, record);
+}
+
+ss_err api_save_state_indexed(ss_api *a, const api_save *s, const float *data,
+                              long long n_tokens, json_t *parents,
+                              const ss_store_prefix_entry *pe, char **record)
+{
+    return api_save_blob_indexed(a, s, data, a->info->state_bytes, n_tokens, parents, pe, record);
+}
+
+ss_err api_save_st_indexed(ss_api *a, const api_save *s, const ss_state *st, long long n_tokens,
+                           json_t *parents, const ss_store_prefix_entry *pe, char **record)
+{
+    const size_t sb = a->info->state_bytes, db = a->info->decay_floats * sizeof(float);
+    if (!ss_state_has_decay(st) || db == 0)
+        return api_save_blob_indexed(a, s, ss_state_cdata(st), sb, n_tokens, parents, pe, record);
+    unsigned char *blob = malloc(sb + db);
+    if (!blob) return ss_fail(SS_ERR_NOMEM, "out of memory");
+    memcpy(blob, ss_state_cdata(st), sb);
+    memcpy(blob + sb, ss_state_cdecay(st), db);
+    ss_err err = api_save_blob_indexed(a, s, blob, sb + db, n_tokens, parents, pe, record);
+    free(blob);
+    return err;
+}
+
+ss_err api_save_st(ss_api *a, const api_save *s, const ss_state *st, long long n_tokens,
+                   json_t *parents, char **record)
+{
+    return api_save_st_indexed(a, s, st, n_tokens, parents, NULL, record);
+}
+
+ss_err api_load_state(ss_api *a, const char *ref, ss_state *st, char **rec)
+{
+    const size_t sb = a->info->state_bytes, db = a->info->decay_floats * sizeof(float);
+    size_t len = 0;
+    float *buf = malloc(sb + db + sizeof(float));
+    if (!buf) return ss_fail(SS_ERR_NOMEM, "out of memory");
+    ss_err err = ss_store_get_blob(a->store, ref, a->info->fingerprint, buf, sb + db, &len, rec);
+    if (err == SS_ERR_TOO_LARGE || (!err && len != sb && len != sb + db)) {
+        if (!err && rec) free(*rec), *rec = NULL;
+        err = ss_fail(SS_ERR_MISMATCH, "state '%s' does not have this model's shape", ref);
+    }
+    if (!err) err = ss_state_set(st, buf, a->info->state_floats);
+    if (!err && len == sb + db) err = ss_state_set_decay(st, buf + a->info->state_floats,
+                                                         a->info->decay_floats);
+    free(buf);
     return err;
 }
 
@@ -367,10 +415,34 @@ static ss_err record_info(const char *rec_text, char *id, long long *n_tokens,
     return SS_OK;
 }
 
-ss_err api_merge(ss_api *a, const json_t *sources, int normalize, ss_state *dst, json_t **parents,
-                 long long *n_tokens)
+static const char *const merge_mode_names[] = {"linear", "sequential", "symmetric"};
+
+const char *api_merge_mode_name(api_merge_mode m)
 {
-    ss_err err = SS_OK;
+    return (unsigned)m < 3 ? merge_mode_names[m] : "?";
+}
+
+ss_err api_merge_mode_parse(const json_t *v, api_merge_mode *out)
+{
+    *out = API_MERGE_LINEAR;
+    if (!v || json_is_null(v)) return SS_OK;
+    if (!json_is_string(v))
+        return ss_fail(SS_ERR_FORMAT, "\"mode\" must be \"linear\", \"sequential\" or "
+                                      "\"symmetric\"");
+    for (int i = 0; i < 3; i++) {
+        if (!strcmp(json_string_value(v), merge_mode_names[i])) {
+            *out = (api_merge_mode)i;
+            return SS_OK;
+        }
+    }
+    return ss_fail(SS_ERR_INVALID, "unknown merge mode \"%.64s\" (linear, sequential or "
+                                   "symmetric)", json_string_value(v));
+}
+
+/* The sources' refs and weights (decay-aware modes: weight absent or 1) into refs, w; *n. */
+static ss_err parse_sources(const json_t *sources, api_merge_mode mode, const char **refs,
+                            double *w, size_t *n_out)
+{
     if (!json_is_array(sources))
         return ss_fail(SS_ERR_FORMAT, "a merge is an array of {\"state\", \"weight\"} objects");
     size_t n = json_array_size(sources);
@@ -378,53 +450,207 @@ ss_err api_merge(ss_api *a, const json_t *sources, int normalize, ss_state *dst,
     if (n > API_MAX_SOURCES)
         return ss_fail(SS_ERR_INVALID, "at most %d states in one merge, not %zu", API_MAX_SOURCES,
                        n);
-    const char *refs[API_MAX_SOURCES];
-    double w[API_MAX_SOURCES], sum = 0;
     for (size_t i = 0; i < n; i++) {
         json_t *s = json_array_get(sources, i);
         json_t *st = json_object_get(s, "state"), *wt = json_object_get(s, "weight");
         if (!json_is_object(s) || !json_is_string(st))
             return ss_fail(SS_ERR_FORMAT, "merge source %zu needs \"state\" (an id or a name)", i);
-        if (!wt || !ss_json_is_number(wt))
+        if (mode != API_MERGE_LINEAR && (!wt || json_is_null(wt))) wt = NULL;
+        else if (!wt || !ss_json_is_number(wt))
             return ss_fail(SS_ERR_FORMAT, "merge source %zu needs a numeric \"weight\"", i);
-        w[i] = ss_json_real(wt, NAN);
+        w[i] = wt ? ss_json_real(wt, NAN) : 1.0;
         if (!isfinite(w[i]))
             return ss_fail(SS_ERR_INVALID, "the weight of merge source %zu is not finite", i);
         if (fabs(w[i]) > FLT_MAX) /* states are float: the weight must be one too */
             return ss_fail(SS_ERR_INVALID, "the weight of merge source %zu (%g) is too large", i,
                            w[i]);
+        if (mode != API_MERGE_LINEAR && w[i] != 1.0)
+            return ss_fail(SS_ERR_INVALID, "merge source %zu has weight %g, but mode \"%s\" "
+                                           "composes states as read one after another and takes "
+                                           "no weights (give 1 or leave it out)", i, w[i],
+                           api_merge_mode_name(mode));
         refs[i] = json_string_value(st);
-        sum += w[i];
     }
+    *n_out = n;
+    return SS_OK;
+}
+
+/* Sizes of the sources' blobs: *with = how many also hold a decay. */
+static ss_err count_decays(ss_api *a, const char **refs, size_t n, size_t *with)
+{
+    const size_t sb = a->info->state_bytes, db = a->info->decay_floats * sizeof(float);
+    *with = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = 0;
+        ss_err err = ss_store_get_blob(a->store, refs[i], a->info->fingerprint, NULL, 0, &len, NULL);
+        if (err && err != SS_ERR_TOO_LARGE) return err;
+        if (len != sb && len != sb + db)
+            return ss_fail(SS_ERR_MISMATCH, "state '%s' does not have this model's shape", refs[i]);
+        if (db && len == sb + db) (*with)++;
+    }
+    return SS_OK;
+}
+
+/*
+ * Linear merge of sources that do not all have a decay: the state parts only, source by source
+ * (evaluated as the store's merge does: (float)w0 * x0, then one fused multiply-add per source).
+ */
+static ss_err merge_mixed(ss_api *a, const char **refs, const double *w, size_t n, float *out,
+                          ss_store_source *src)
+{
+    const size_t F = a->info->state_floats, D = a->info->decay_floats;
+    float *buf = malloc((F + D) * sizeof(float));
+    if (!buf) return ss_fail(SS_ERR_NOMEM, "out of memory");
+    ss_err err = SS_OK;
+    for (size_t i = 0; i < n && !err; i++) {
+        char *rec = NULL, id[STATE_ID_SIZE] = "";
+        long long bytes = 0, nt = 0;
+        err = ss_store_get_blob(a->store, refs[i], a->info->fingerprint, buf,
+                                (F + D) * sizeof(float), NULL, &rec);
+        if (!err) err = record_info(rec, id, &nt, &bytes);
+        src[i].n_tokens = nt;
+        free(rec);
+        if (err) break;
+        snprintf(src[i].id, sizeof src[i].id, "%s", id);
+        const float wf = (float)w[i];
+        for (size_t k = 0; k < F; k++) out[k] = i == 0 ? wf * buf[k] : fmaf(wf, buf[k], out[k]);
+    }
+    free(buf);
+    if (!err) err = ss_state_check_finite(out, F);
+    return err;
+}
+
+/* Linear: one store call resolves, checks and sums the sources (and their decays when all have
+ * one) in one read transaction, checksumming each 1 MiB piece in the pass that sums it. */
+static ss_err merge_linear(ss_api *a, const char **refs, const double *w, size_t n, ss_state *dst,
+                           ss_store_source *src)
+{
+    const size_t F = a->info->state_floats, D = a->info->decay_floats;
+    size_t with = 0;
+    ss_err err = count_decays(a, refs, n, &with);
+    if (err) return err;
+    if (with == 0 || with < n) {
+        err = with == 0 ? ss_store_merge_f32(a->store, refs, w, (int)n, a->info->fingerprint,
+                                             ss_state_data(dst), F * sizeof(float), 2, src)
+                        : merge_mixed(a, refs, w, n, ss_state_data(dst), src);
+        return err ? err : ss_state_set_decay(dst, NULL, 0);
+    }
+    float *buf = malloc((F + D) * sizeof(float));
+    if (!buf) return ss_fail(SS_ERR_NOMEM, "out of memory");
+    err = ss_store_merge_f32(a->store, refs, w, (int)n, a->info->fingerprint, buf,
+                             (F + D) * sizeof(float), 2, src);
+    if (!err) err = ss_state_set(dst, buf, F);
+    if (!err) err = ss_state_set_decay(dst, buf + F, D);
+    free(buf);
+    return err;
+}
+
+/* Sequential / symmetric: every source with its decay, composed by the model. */
+static ss_err merge_decay(ss_api *a, const char **refs, size_t n, api_merge_mode mode,
+                          ss_state *dst, ss_store_source *src)
+{
+    const size_t F = a->info->state_floats, D = a->info->decay_floats;
+    float *buf = malloc(n * (F + D) * sizeof(float) + 1), *od = malloc(D * sizeof(float) + 1);
+    const float *st[API_MAX_SOURCES], *dc[API_MAX_SOURCES];
+    ss_err err = buf && od ? SS_OK : ss_fail(SS_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n && !err; i++) {
+        char *rec = NULL, id[STATE_ID_SIZE] = "";
+        long long bytes = 0, nt = 0;
+        size_t len = 0;
+        float *b = buf + i * (F + D);
+        err = ss_store_get_blob(a->store, refs[i], a->info->fingerprint, b,
+                                (F + D) * sizeof(float), &len, &rec);
+        if (err == SS_ERR_TOO_LARGE)
+            err = ss_fail(SS_ERR_MISMATCH, "state '%s' does not have this model's shape", refs[i]);
+        if (!err && (D == 0 || len != (F + D) * sizeof(float)))
+            err = ss_fail(SS_ERR_INVALID, "state '%s' has no decay (stored before states kept "
+                                          "one, or imported from a file without it): mode \"%s\" "
+                                          "needs the decay of every source", refs[i],
+                          api_merge_mode_name(mode));
+        if (!err) err = record_info(rec, id, &nt, &bytes);
+        src[i].n_tokens = nt;
+        free(rec);
+        snprintf(src[i].id, sizeof src[i].id, "%s", id);
+        st[i] = b;
+        dc[i] = b + F;
+    }
+    if (!err)
+        err = ss_state_compose(a->model,
+                               mode == API_MERGE_SEQUENTIAL ? SS_COMPOSE_SEQUENTIAL
+                                                            : SS_COMPOSE_SYMMETRIC,
+                               st, dc, (int)n, ss_state_data(dst), od);
+    if (!err) err = ss_state_set_decay(dst, od, D);
+    free(buf);
+    free(od);
+    return err;
+}
+
+ss_err api_merge_with(ss_api *a, const json_t *sources, int normalize, api_merge_mode mode,
+                      ss_state *dst, json_t **parents, long long *n_tokens)
+{
+    const char *refs[API_MAX_SOURCES];
+    double w[API_MAX_SOURCES], sum = 0;
+    size_t n = 0;
+    ss_err err = parse_sources(sources, mode, refs, w, &n);
+    if (err) return err;
+    if (normalize && mode != API_MERGE_LINEAR)
+        return ss_fail(SS_ERR_INVALID, "\"normalize\" applies to weights: mode \"%s\" takes "
+                                       "none", api_merge_mode_name(mode));
+    for (size_t i = 0; i < n; i++) sum += w[i];
     if (normalize) {
         if (sum == 0 || !isfinite(sum))
             return ss_fail(SS_ERR_INVALID, "cannot normalize: the weights sum to %g", sum);
         for (size_t i = 0; i < n; i++) w[i] /= sum;
     }
-    /* One store call resolves, checks and sums the sources in one read transaction and says
-     * which states it summed, so the record's parents are exactly those. Each 1 MiB piece of
-     * every source is checksummed (and the result checked finite) in the pass that sums it, on
-     * two threads: every byte is read from memory once (a 4-way merge of 26 MB states: ~2.5 ms). */
     ss_store_source src[API_MAX_SOURCES];
-    err = ss_store_merge_f32(a->store, refs, w, (int)n, a->info->fingerprint, ss_state_data(dst),
-                             a->info->state_bytes, 2, src);
+    err = mode == API_MERGE_LINEAR ? merge_linear(a, refs, w, n, dst, src)
+                                   : merge_decay(a, refs, n, mode, dst, src);
     if (err) return err;
     json_t *par = json_array();
     if (!par) return ss_fail(SS_ERR_NOMEM, "out of memory");
-    long long max_tokens = 0;
+    long long max_tokens = 0, total = 0;
     for (size_t i = 0; i < n; i++) {
         if (src[i].n_tokens > max_tokens) max_tokens = src[i].n_tokens;
+        total += src[i].n_tokens;
         if (json_array_append_new(par, json_pack("{s:s,s:f}", "id", src[i].id, "weight", w[i]))) {
-            err = ss_fail(SS_ERR_NOMEM, "out of memory");
-            goto out;
+            json_decref(par);
+            return ss_fail(SS_ERR_NOMEM, "out of memory");
         }
     }
     *parents = par;
-    par = NULL;
-    *n_tokens = max_tokens;
-out:
-    json_decref(par);
-    return err;
+    /* a linear mix is not a sequence of tokens (the largest is the honest bound); a composition
+     * reads every source's context once */
+    *n_tokens = mode == API_MERGE_LINEAR ? max_tokens : total;
+    return SS_OK;
+}
+
+ss_err api_merge(ss_api *a, const json_t *sources, int normalize, ss_state *dst, json_t **parents,
+                 long long *n_tokens)
+{
+    return api_merge_with(a, sources, normalize, API_MERGE_LINEAR, dst, parents, n_tokens);
+}
+
+/* The on-the-fly "merge": a list of sources (linear), or {"sources", "mode"?, "normalize"?}. */
+static ss_err merge_on_the_fly(ss_api *a, const json_t *mv, ss_state *dst, json_t **parents,
+                               long long *n_tokens)
+{
+    if (!json_is_object(mv)) return api_merge(a, mv, 0, dst, parents, n_tokens);
+    const char *key;
+    json_t *v;
+    json_object_foreach ((json_t *)mv, key, v) {
+        if (strcmp(key, "sources") && strcmp(key, "mode") && strcmp(key, "normalize"))
+            return ss_fail(SS_ERR_FORMAT, "\"merge\" has an unknown field \"%.64s\" (sources, "
+                                          "mode, normalize)", key);
+    }
+    const json_t *sources = json_object_get(mv, "sources"), *nv = json_object_get(mv, "normalize");
+    if (!sources)
+        return ss_fail(SS_ERR_FORMAT, "\"merge\" as an object needs \"sources\"");
+    if (nv && !json_is_boolean(nv))
+        return ss_fail(SS_ERR_FORMAT, "\"merge.normalize\" must be true or false");
+    api_merge_mode mode;
+    ss_err err = api_merge_mode_parse(json_object_get(mv, "mode"), &mode);
+    if (err) return err;
+    return api_merge_with(a, sources, json_is_true(nv), mode, dst, parents, n_tokens);
 }
 
 ss_err api_start_resolve(ss_api *a, json_t *body, const char *state_key, int allow_merge,
@@ -444,16 +670,8 @@ ss_err api_start_resolve(ss_api *a, json_t *body, const char *state_key, int all
             err = ss_fail(SS_ERR_FORMAT, "\"%s\" must be a state id or name", state_key);
             goto fail;
         }
-        size_t len = 0;
         char *rec = NULL, id[STATE_ID_SIZE];
-        err = ss_store_get_blob(a->store, json_string_value(sv), a->info->fingerprint,
-                                ss_state_data(out->st), a->info->state_bytes, &len, &rec);
-        if (err == SS_ERR_TOO_LARGE || (!err && len != a->info->state_bytes)) {
-            free(rec);
-            err = ss_fail(SS_ERR_MISMATCH, "state '%s' does not have this model's shape",
-                          json_string_value(sv));
-            goto fail;
-        }
+        err = api_load_state(a, json_string_value(sv), out->st, &rec);
         if (err) goto fail;
         long long bytes = 0;
         err = record_info(rec, id, &out->n_tokens, &bytes);
@@ -462,7 +680,7 @@ ss_err api_start_resolve(ss_api *a, json_t *body, const char *state_key, int all
         snprintf(out->id, sizeof out->id, "%s", id);
         out->parents = json_pack("[{s:s,s:f}]", "id", id, "weight", 1.0);
     } else {
-        err = api_merge(a, mv, 0, out->st, &out->parents, &out->n_tokens);
+        err = merge_on_the_fly(a, mv, out->st, &out->parents, &out->n_tokens);
         if (err) goto fail;
         if (a->p.metrics) ss_metrics_merge(a->p.metrics, 0);
     }
@@ -554,6 +772,7 @@ ss_err ss_api_new(ss_api **out, const ss_api_params *p)
 void ss_api_free(ss_api *a)
 {
     if (!a) return;
+    api_cache_free(a->cache);
     pthread_rwlock_destroy(&a->engine_lock);
     free(a);
 }
@@ -571,6 +790,8 @@ void ss_api_attach(ss_api *a, ss_model *m, ss_tokenizer *tok, ss_store *store, s
     ss_model_state_layout(m, &a->lay);
     a->tok = tok;
     a->store = store;
+    if (!a->cache && api_cache_new(a))
+        fprintf(stderr, "statesoupd: no prompt cache: %s\n", ss_errmsg());
     pthread_rwlock_wrlock(&a->engine_lock);
     a->engine = engine;
     pthread_rwlock_unlock(&a->engine_lock);

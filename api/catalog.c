@@ -57,6 +57,13 @@ void api_h_metrics(void *app, ss_host_req *r)
             x.state_bytes = ss.blob_bytes;
             x.store_map_bytes = ss.map_size;
             x.store_used_bytes = ss.file_bytes;
+            x.remote = ss.remote;
+            x.remote_up = ss.remote_up;
+            x.remote_errors = ss.remote_errors;
+            x.cache_hits = ss.cache_hits;
+            x.cache_misses = ss.cache_misses;
+            x.cache_evictions = ss.cache_evictions;
+            x.cache_bytes = ss.cache_bytes;
         }
     }
     ss_err err = ss_metrics_render(a->p.metrics, &x, &text, &len);
@@ -210,10 +217,24 @@ void api_h_states_list(void *app, ss_host_req *r)
     if (tag && !*tag) tag = NULL;
     if (prefix && !*prefix) prefix = NULL;
     if (cursor && !*cursor) cursor = NULL;
+    const char *include = ss_host_query(r, "include");
+    if (include && *include && strcmp(include, "cache")) {
+        api_reject(r, SS_ERR_INVALID, NULL, "include must be \"cache\" (the prompt cache's "
+                                            "entries, hidden by default)");
+        return;
+    }
     char *page = NULL;
     ss_err err = ss_store_list(a->store, tag, prefix, limit, cursor, &page);
     if (err) {
         api_fail(r, err);
+        return;
+    }
+    int show = (include && *include) || (tag && !strcmp(tag, API_CACHE_TAG)) ||
+               !strstr(page, "\"" API_CACHE_TAG "\"");
+    json_t *j = show ? NULL : json_loads(page, 0, NULL);
+    if (j) {
+        free(page);
+        api_json(r, 200, api_cache_hide(j));
         return;
     }
     ss_host_respond(r, 200, "application/json", page, strlen(page));
@@ -254,7 +275,7 @@ void api_h_states_data(void *app, ss_host_req *r)
     ss_state *st = NULL;
     char *rec = NULL, *meta_text = NULL;
     uint8_t *file = NULL;
-    size_t len = 0, flen = 0;
+    size_t flen = 0;
     json_t *meta = NULL;
     if (!dtype || !*dtype) dtype = "F32";
     if (strcmp(dtype, "F32") && strcmp(dtype, "BF16") && strcmp(dtype, "F16")) {
@@ -262,13 +283,7 @@ void api_h_states_data(void *app, ss_host_req *r)
         goto out;
     }
     if ((err = ss_state_new(a->model, &st))) goto out;
-    err = ss_store_get_blob(a->store, ref, a->info->fingerprint, ss_state_data(st),
-                            a->info->state_bytes, &len, &rec);
-    if (err == SS_ERR_TOO_LARGE || (!err && len != a->info->state_bytes)) {
-        err = ss_fail(SS_ERR_MISMATCH, "state '%s' does not have this model's shape", ref);
-        goto out;
-    }
-    if (err) goto out;
+    if ((err = api_load_state(a, ref, st, &rec))) goto out;
     /* data_checksum: the checksum of the F32 state an import of this file yields, so that an
      * import can tell whether the data still is what the record describes. For F32 it is the
      * record's checksum; a BF16/F16 file holds rounded values, so it is computed on those (one
@@ -291,7 +306,9 @@ void api_h_states_data(void *app, ss_host_req *r)
         goto out;
     }
     /* (for half precision st now holds the widened values: rounding them again is exact) */
-    if ((err = ss_state_export(a->model, ss_state_cdata(st), dtype, meta_text, &file, &flen)))
+    if ((err = ss_state_export_decay(a->model, ss_state_cdata(st),
+                                     ss_state_has_decay(st) ? ss_state_cdecay(st) : NULL, dtype,
+                                     meta_text, &file, &flen)))
         goto out;
     {
         json_t *rj = json_loads(rec, 0, NULL);
@@ -376,9 +393,15 @@ void api_h_states_import(void *app, ss_host_req *r)
         goto out;
     }
     if ((err = ss_state_new(a->model, &st))) goto out;
-    if ((err =
-             ss_state_import(a->model, (const uint8_t *)body, len, ss_state_data(st), &meta_text)))
-        goto out;
+    float *decay = malloc(a->info->decay_floats * sizeof(float) + 1);
+    int has_decay = 0;
+    if (!decay) err = ss_fail(SS_ERR_NOMEM, "out of memory");
+    if (!err) err = ss_state_import_decay(a->model, (const uint8_t *)body, len, ss_state_data(st),
+                                          decay, &has_decay, &meta_text);
+    /* a file without a decay imports as a state without one (decay-aware merges refuse it) */
+    if (!err) err = ss_state_set_decay(st, has_decay ? decay : NULL, a->info->decay_floats);
+    free(decay);
+    if (err) goto out;
     /* Keep what the exporting daemon knew: n_tokens, parents and metadata of its record, but only
      * when the data is still what that record describes: its checksum must equal data_checksum
      * (or, in files from before it existed, the record's checksum). Otherwise the state imports
@@ -401,12 +424,12 @@ void api_h_states_import(void *app, ss_host_req *r)
         json_t *par = json_object_get(orig, "parents");
         if (json_is_array(par)) parents = json_incref(par);
     }
-    err = api_save_state(a, &save, ss_state_cdata(st), n_tokens, parents, &record);
+    err = api_save_st(a, &save, st, n_tokens, parents, &record);
     if (err == SS_ERR_INVALID && parents) {
         /* parents from another catalog may not validate here: keep the state, drop them */
         json_decref(parents);
         parents = NULL;
-        err = api_save_state(a, &save, ss_state_cdata(st), n_tokens, NULL, &record);
+        err = api_save_st(a, &save, st, n_tokens, NULL, &record);
     }
     if (err) goto out;
     ss_host_respond(r, 201, "application/json", record, strlen(record));
@@ -434,11 +457,14 @@ static ss_err states_merge(ss_api *a, ss_host_req *r, json_t *body)
     json_t *sources = json_object_get(body, "sources");
     if (!sources)
         return ss_fail(SS_ERR_FORMAT, "\"sources\" ([{\"state\", \"weight\"}, ...]) is required");
+    api_merge_mode mode;
     if ((err = api_get_bool(body, "normalize", 0, &normalize))) goto out;
+    if ((err = api_merge_mode_parse(json_object_get(body, "mode"), &mode))) goto out;
     if ((err = api_save_parse(a, body, &save))) goto out;
+    save.merge_mode = api_merge_mode_name(mode);
     if ((err = ss_state_new(a->model, &st))) goto out;
-    if ((err = api_merge(a, sources, normalize, st, &parents, &n_tokens))) goto out;
-    if ((err = api_save_state(a, &save, ss_state_cdata(st), n_tokens, parents, &record))) goto out;
+    if ((err = api_merge_with(a, sources, normalize, mode, st, &parents, &n_tokens))) goto out;
+    if ((err = api_save_st(a, &save, st, n_tokens, parents, &record))) goto out;
     if (a->p.metrics) ss_metrics_merge(a->p.metrics, 1);
     ss_host_respond(r, 201, "application/json", record, strlen(record));
     record = NULL;

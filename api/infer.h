@@ -94,8 +94,11 @@ typedef struct infer {
     char cached_id[SS_STORE_ID_LEN + 1];
     int n_cps;               /* checkpoints: positions in the prompt, increasing */
     int cps[API_MAX_CHECKPOINTS];
-    int eng_cps[API_MAX_CHECKPOINTS];       /* the same, relative to the tokens fed */
     float *cp_data[API_MAX_CHECKPOINTS];    /* the states there (engine thread) */
+    int n_ccps;                             /* the automatic cache's checkpoints, likewise */
+    int ccps[API_MAX_CHECKPOINTS];
+    float *ccp_data[API_MAX_CHECKPOINTS];
+    int eng_cps[2 * API_MAX_CHECKPOINTS];   /* both, relative to the tokens fed */
 } infer;
 
 /*
@@ -201,6 +204,16 @@ ss_err prefix_root(infer *inf);
  * than API_MAX_CHECKPOINTS), SS_ERR_UNSUPPORTED in a batch form.
  */
 ss_err prefix_parse_checkpoints(json_t *o, const char *where, infer *inf, int n_prompt, int upto);
+/* Bytes of a checkpoint copied by the engine (cp_data, ccp_data): the state's, plus its decay's
+ * when it has one, the layout of a stored blob. */
+size_t prefix_cp_bytes(const ss_model_info *in, const float *cp);
+/* The index entry of the state after toks[0..n) then more[0..n_more) from the request's start. */
+void prefix_entry(infer *inf, const int32_t *toks, int n, const int32_t *more, int n_more,
+                  ss_store_prefix_entry *pe);
+/* The automatic cache's checkpoints for this request (inf->ccps), after any reuse. */
+void api_cache_plan(infer *inf);
+/* Store the automatic cache's checkpoints the job reached, evicting to stay in the budget. */
+void api_cache_store(infer *inf);
 /* Complete choice c's job parameters: the prompt past the cached part, the checkpoints. */
 void prefix_job_params(choice *c, ss_job_params *p);
 /*

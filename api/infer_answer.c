@@ -426,4 +426,7 @@ void infer_finish(void *app, ss_host_req *r, void *user)
         answer_completions(inf, r);
         break;
     }
+    /* after the answer: the automatic cache keeps the prompt's checkpoints */
+    if (inf->n_ccps && jobs_error(inf) == SS_OK) api_cache_store(inf);
+    ss_err_clear();
 }

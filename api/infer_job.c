@@ -38,7 +38,10 @@ static void infer_free(void *p)
     }
     api_start_free(&inf->start);
     api_save_free(&inf->save);
-    for (int k = 0; k < API_MAX_CHECKPOINTS; k++) free(inf->cp_data[k]);
+    for (int k = 0; k < API_MAX_CHECKPOINTS; k++) {
+        free(inf->cp_data[k]);
+        free(inf->ccp_data[k]);
+    }
     pthread_mutex_destroy(&inf->mu);
     free(inf);
 }

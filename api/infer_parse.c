@@ -116,6 +116,8 @@ ss_job_params infer_base_params(infer *inf, ss_job_kind kind)
     ss_job_params p = {0};
     p.kind = kind;
     p.start_state = inf->start.st ? ss_state_cdata(inf->start.st) : NULL;
+    p.start_decay = inf->start.st && ss_state_has_decay(inf->start.st)
+                        ? ss_state_cdecay(inf->start.st) : NULL;
     p.start_has_hidden = inf->start.has_hidden;
     return p;
 }

@@ -16,8 +16,14 @@
 #define API_N_ROUTES    16
 #define API_MAX_SOURCES 64 /* most states in one merge */
 
+/* The automatic prompt cache (prefix_cache.c): its entries carry this tag. */
+#define API_CACHE_TAG   "statesoup:cache"
+#define API_CACHE_EVERY 256 /* default spacing of its checkpoints, in tokens */
+typedef struct api_cache api_cache;
+
 struct ss_api {
     ss_api_params p;
+    api_cache *cache; /* NULL without --prefix-cache-budget */
     char model_name[256];
     atomic_int ready;
     ss_model *model;
@@ -109,6 +115,7 @@ typedef struct api_save {
     char *name;       /* NULL: unnamed (owned) */
     json_t *tags;     /* array of strings (new reference) */
     json_t *metadata; /* object (new reference) */
+    const char *merge_mode; /* the record's merge_mode (a static string), NULL for none */
 } api_save;
 /*
  * Read and validate name/tags/metadata from o into s (free it with api_save_free on success; on
@@ -125,10 +132,31 @@ void api_save_free(api_save *s);
  */
 ss_err api_save_state(ss_api *a, const api_save *s, const float *data, long long n_tokens,
                       json_t *parents, char **record);
+/*
+ * The same for a state st, with its cumulative decay when it is known (ss_state_has_decay): the
+ * stored blob is then the state's floats followed by the decay's (state_bytes + decay bytes; a
+ * blob of state_bytes is a state without decay, as catalogs from before the decay hold).
+ */
+ss_err api_save_st(ss_api *a, const api_save *s, const ss_state *st, long long n_tokens,
+                   json_t *parents, char **record);
+/*
+ * Read stored state `ref` into st with its decay when the blob has one (else st's decay is
+ * unknown). *rec (may be NULL) receives the record text. SS_ERR_MISMATCH when the blob is
+ * neither size, and ss_store_get_blob's errors.
+ */
+ss_err api_load_state(ss_api *a, const char *ref, ss_state *st, char **rec);
 /* The same, indexing the state under pe for prompt caching (NULL: not indexed). */
 ss_err api_save_state_indexed(ss_api *a, const api_save *s, const float *data,
                               long long n_tokens, json_t *parents,
                               const ss_store_prefix_entry *pe, char **record);
+/* Store `bytes` of blob (state_bytes: a state; + decay bytes: a state and its decay) with s's
+ * record, indexed under pe (NULL: not indexed). */
+ss_err api_save_blob_indexed(ss_api *a, const api_save *s, const void *blob, size_t bytes,
+                             long long n_tokens, json_t *parents, const ss_store_prefix_entry *pe,
+                             char **record);
+/* api_save_st, indexed under pe for prompt caching (NULL: not indexed). */
+ss_err api_save_st_indexed(ss_api *a, const api_save *s, const ss_state *st, long long n_tokens,
+                           json_t *parents, const ss_store_prefix_entry *pe, char **record);
 
 /* ---- starting states ----------------------------------------------------------------------- */
 
@@ -162,6 +190,25 @@ void api_start_free(api_start *s);
 ss_err api_merge(ss_api *a, const json_t *sources, int normalize, ss_state *dst, json_t **parents,
                  long long *n_tokens);
 
+/* How a merge combines its sources (docs/api.md, "Merge modes"). */
+typedef enum api_merge_mode {
+    API_MERGE_LINEAR = 0, /* sum_i w_i s_i (decay: sum_i w_i S_i when every source has one) */
+    API_MERGE_SEQUENTIAL, /* read one after another in order (ss_state_compose) */
+    API_MERGE_SYMMETRIC,  /* the mean of sequential over all orders */
+} api_merge_mode;
+/* "linear", "sequential", "symmetric". */
+const char *api_merge_mode_name(api_merge_mode m);
+/* v absent or null: linear. SS_ERR_FORMAT (not a string), SS_ERR_INVALID (unknown mode). */
+ss_err api_merge_mode_parse(const json_t *v, api_merge_mode *out);
+/*
+ * api_merge with a mode. Decay-aware modes (sequential, symmetric) take weights absent or 1 and
+ * no normalize (SS_ERR_INVALID otherwise), need every source's decay (SS_ERR_INVALID naming the
+ * source without one) and give *n_tokens = the sum of the sources' n_tokens; parents are the
+ * sources in order with weight 1. dst's decay is set (linear: when every source has one).
+ */
+ss_err api_merge_with(ss_api *a, const json_t *sources, int normalize, api_merge_mode mode,
+                      ss_state *dst, json_t **parents, long long *n_tokens);
+
 /* ---- submitting work ---------------------------------------------------------------------- */
 
 /* ss_engine_submit unless the engine is detached (SS_ERR_BUSY then). */
@@ -180,6 +227,18 @@ void api_cancel(ss_api *a, ss_job *job);
  * infer.c: POST /v1/states, /v1/generate, /v1/completions, /v1/score.
  */
 void api_h_healthz(void *app, ss_host_req *r);
+/* ---- prefix_cache.c ------------------------------------------------------------------------ */
+/* Start the automatic cache when the params ask for one (taking back a previous run's
+ * entries, evicting beyond the budget). SS_ERR_NOMEM. */
+ss_err api_cache_new(ss_api *a);
+void api_cache_free(api_cache *c);
+/* A hit on state id: if it is a cache entry, it is now the most recently used. */
+void api_cache_touch(ss_api *a, const char *id);
+/* Was one of these chains the chain of an entry evicted lately? */
+int api_cache_was_evicted(ss_api *a, const ss_prefix *chains, int n);
+/* A listing page (JSON, borrowed and returned) without cache entries, with "hidden": n. */
+json_t *api_cache_hide(json_t *page);
+
 void api_h_metrics(void *app, ss_host_req *r);
 void api_h_models(void *app, ss_host_req *r);
 void api_h_tokenize(void *app, ss_host_req *r);

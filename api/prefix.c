@@ -12,6 +12,8 @@
  * chunks anywhere and the kernels give a row the same result whatever the chunk, so the answer
  * is bit for bit the one without reuse (tests/test_prefix.c checks it on three families).
  */
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +42,7 @@ ss_err prefix_root(infer *inf)
 }
 
 /* The index entry of the state after toks[0..n) from the request's start. */
-static void entry_of(infer *inf, const int32_t *toks, int n, const int32_t *more, int n_more,
+void prefix_entry(infer *inf, const int32_t *toks, int n, const int32_t *more, int n_more,
                      ss_store_prefix_entry *pe)
 {
     pe->chain = inf->root;
@@ -103,20 +105,34 @@ ss_err prefix_parse_checkpoints(json_t *o, const char *where, infer *inf, int n_
     return SS_OK;
 }
 
+size_t prefix_cp_bytes(const ss_model_info *in, const float *cp)
+{
+    int has = in->decay_floats && !isnan(cp[in->state_floats]);
+    return in->state_bytes + (has ? in->decay_floats * sizeof(float) : 0);
+}
+
 /* The engine reached a checkpoint (engine thread): copy the state out. */
 static int on_checkpoint(void *user, int pos, const ss_state *st)
 {
     choice *c = user;
     infer *inf = c->inf;
     int at = pos + inf->cached;
-    for (int k = 0; k < inf->n_cps; k++) {
-        if (inf->cps[k] != at) continue;
-        size_t bytes = inf->a->info->state_bytes;
-        if (!inf->cp_data[k] && !(inf->cp_data[k] = malloc(bytes))) {
-            c->oom = 1;
-            return -1;
+    /* the state's floats, then its decay (a stored blob's layout; a NAN first decay value marks
+     * a state without one) */
+    size_t bytes = inf->a->info->state_bytes, nd = inf->a->info->decay_floats;
+    for (int k = 0; k < inf->n_cps + inf->n_ccps; k++) {
+        int mine = k < inf->n_cps; /* the request's own, else the automatic cache's */
+        if ((mine ? inf->cps[k] : inf->ccps[k - inf->n_cps]) != at) continue;
+        float **d = mine ? &inf->cp_data[k] : &inf->ccp_data[k - inf->n_cps];
+        if (!*d && !(*d = malloc(bytes + (nd + 1) * sizeof(float)))) {
+            c->oom = mine; /* a cache checkpoint is only skipped */
+            if (mine) return -1;
+            continue;
         }
-        memcpy(inf->cp_data[k], ss_state_cdata(st), bytes);
+        memcpy(*d, ss_state_cdata(st), bytes);
+        float *dc = *d + inf->a->info->state_floats;
+        if (ss_state_has_decay(st)) memcpy(dc, ss_state_cdecay(st), nd * sizeof(float));
+        else dc[0] = NAN;
     }
     return 0;
 }
@@ -126,12 +142,20 @@ void prefix_job_params(choice *c, ss_job_params *p)
     infer *inf = c->inf;
     p->prompt = c->prompt + inf->cached;
     p->n_prompt = c->n_prompt - inf->cached;
-    if (inf->n_cps && c->index == 0 && !inf->batch) {
-        int k = 0;
-        while (k < inf->n_cps && inf->cps[k] <= inf->cached) k++; /* (never: reuse stops short) */
-        for (int i = k; i < inf->n_cps; i++) inf->eng_cps[i - k] = inf->cps[i] - inf->cached;
+    if (inf->n_cps + inf->n_ccps && c->index == 0 && !inf->batch) {
+        /* the union of both lists, in order, past the cached part */
+        int n = 0, i = 0, k = 0;
+        while (i < inf->n_cps || k < inf->n_ccps) {
+            int a = i < inf->n_cps ? inf->cps[i] : INT_MAX;
+            int b = k < inf->n_ccps ? inf->ccps[k] : INT_MAX;
+            int pos = a < b ? a : b;
+            i += a == pos;
+            k += b == pos;
+            if (pos > inf->cached && n < SS_ENGINE_MAX_CHECKPOINTS)
+                inf->eng_cps[n++] = pos - inf->cached;
+        }
         p->checkpoints = inf->eng_cps;
-        p->n_checkpoints = inf->n_cps - k;
+        p->n_checkpoints = n;
         p->on_checkpoint = on_checkpoint;
     }
 }
@@ -146,14 +170,18 @@ static ss_err rec_json(char *text, json_t **rec)
 
 /* Store one state of the request: save with name, n_tokens, parents; indexed when chained. */
 static ss_err store_one(infer *inf, const api_save *save, const char *name, const float *data,
-                        long long n_tokens, json_t *parents, const ss_store_prefix_entry *pe,
-                        json_t **rec)
+                        const ss_state *st, long long n_tokens, json_t *parents,
+                        const ss_store_prefix_entry *pe, json_t **rec)
 {
     api_save s = *save;
     s.name = (char *)name;
     char *text = NULL;
-    ss_err err = api_save_state_indexed(inf->a, &s, data, n_tokens, parents,
-                                        inf->chained ? pe : NULL, &text);
+    /* a whole state (st), or a checkpoint's floats and decay (data, see on_checkpoint) */
+    size_t bytes = data ? prefix_cp_bytes(inf->a->info, data) : 0;
+    ss_err err = st ? api_save_st_indexed(inf->a, &s, st, n_tokens, parents,
+                                          inf->chained ? pe : NULL, &text)
+                    : api_save_blob_indexed(inf->a, &s, data, bytes, n_tokens, parents,
+                                            inf->chained ? pe : NULL, &text);
     return err ? err : rec_json(text, rec);
 }
 
@@ -179,9 +207,9 @@ ss_err prefix_save(infer *inf, const api_save *save, const choice *c, const ss_j
                           save->name, pos);
             break;
         }
-        entry_of(inf, c->prompt, pos, NULL, 0, &pe);
+        prefix_entry(inf, c->prompt, pos, NULL, 0, &pe);
         json_t *r = NULL;
-        err = store_one(inf, save, save->name ? name : NULL, inf->cp_data[k],
+        err = store_one(inf, save, save->name ? name : NULL, inf->cp_data[k], NULL,
                         inf->start_tokens + pos, parents, &pe, &r);
         if (err) break;
         json_decref(parents);
@@ -192,9 +220,8 @@ ss_err prefix_save(infer *inf, const api_save *save, const choice *c, const ss_j
     if (!err) {
         int n_prompt = c->n_prompt; /* the whole prompt, the cached part too */
         long long n_tokens = inf->start_tokens + n_prompt + res->n_generated;
-        entry_of(inf, c->prompt, n_prompt, res->tokens, res->n_generated, &pe);
-        err = store_one(inf, save, save->name, ss_state_cdata(res->state), n_tokens, parents, &pe,
-                        rec);
+        prefix_entry(inf, c->prompt, n_prompt, res->tokens, res->n_generated, &pe);
+        err = store_one(inf, save, save->name, NULL, res->state, n_tokens, parents, &pe, rec);
     }
     if (!err && cps) json_object_set(*rec, "checkpoints", cps);
     json_decref(cps);
@@ -210,13 +237,8 @@ static ss_err resume_from(infer *inf, const char *id, int pos)
     ss_api *a = inf->a;
     ss_state *st = NULL;
     ss_err err = ss_state_new(a->model, &st);
-    size_t len = 0;
     char *text = NULL;
-    if (!err)
-        err = ss_store_get_blob(a->store, id, a->info->fingerprint, ss_state_data(st),
-                                a->info->state_bytes, &len, &text);
-    if (!err && len != a->info->state_bytes)
-        err = ss_fail(SS_ERR_MISMATCH, "state %s does not have this model's shape", id);
+    if (!err) err = api_load_state(a, id, st, &text); /* with its decay when it has one */
     free(text);
     if (err) {
         ss_state_free(st);
@@ -231,12 +253,10 @@ static ss_err resume_from(infer *inf, const char *id, int pos)
     return SS_OK;
 }
 
-ss_err prefix_reuse(ss_api *a, json_t *body, infer *inf, ss_job_params *p)
+/* The lookup of prefix_reuse. */
+static ss_err lookup(ss_api *a, infer *inf)
 {
-    int reuse = 0;
-    ss_err err = api_get_bool(body, "reuse", a->p.prefix_cache, &reuse);
-    if (err || !reuse) return err;
-    if ((err = prefix_root(inf))) return err;
+    ss_err err = SS_OK;
     if (inf->batch || !inf->chained || inf->n_choices < 1) return SS_OK;
     const choice *c = &inf->ch[0];
     /* at least one token is fed: the first prediction is then computed as without reuse */
@@ -260,6 +280,9 @@ ss_err prefix_reuse(ss_api *a, json_t *body, infer *inf, ss_job_params *p)
     if (!err) {
         err = resume_from(inf, id, pos);
         if (err == SS_ERR_NOT_FOUND) out = SS_PREFIX_MISS_EVICTED;
+        if (!err) api_cache_touch(a, id);
+    } else if (err == SS_ERR_NOT_FOUND && api_cache_was_evicted(a, chains, limit)) {
+        out = SS_PREFIX_MISS_EVICTED;
     } else if (err == SS_ERR_NOT_FOUND) {
         int64_t shortest = -1;
         ss_prefix_root(a->info->fingerprint, "*", &h);
@@ -280,8 +303,21 @@ ss_err prefix_reuse(ss_api *a, json_t *body, infer *inf, ss_job_params *p)
     if (err && err != SS_ERR_NOT_FOUND) return err;
     if (a->p.metrics) ss_metrics_prefix(a->p.metrics, out, out == SS_PREFIX_HIT ? (uint64_t)pos : 0);
     ss_err_clear();
+    return SS_OK;
+}
+
+ss_err prefix_reuse(ss_api *a, json_t *body, infer *inf, ss_job_params *p)
+{
+    int reuse = 0;
+    ss_err err = api_get_bool(body, "reuse", a->p.prefix_cache || a->p.prefix_cache_budget, &reuse);
+    if (!err) err = prefix_root(inf);
+    if (!err && reuse) err = lookup(a, inf);
+    if (err) return err;
+    api_cache_plan(inf);
     if (p) {
         p->start_state = inf->start.st ? ss_state_cdata(inf->start.st) : NULL;
+        p->start_decay = inf->start.st && ss_state_has_decay(inf->start.st)
+                             ? ss_state_cdecay(inf->start.st) : NULL;
         p->start_has_hidden = inf->start.has_hidden;
     }
     return SS_OK;

@@ -34,6 +34,9 @@ typedef struct ss_api_params {
     const char *model_name; /* served as the model's id (e.g. the model folder's name) */
     ss_metrics *metrics;    /* not owned; may be NULL */
     int prefix_cache;       /* "reuse" defaults to true (--prefix-cache) */
+    size_t prefix_cache_budget; /* bytes of automatic cache entries (0: no automatic cache);
+                                 * implies prefix_cache */
+    int prefix_cache_every;     /* their spacing in tokens (0: 256) */
 } ss_api_params;
 
 /*

@@ -479,12 +479,13 @@ static int same_record(const char *a, const json_t *b)
 
 /*
  * Check an exported state file: the safetensors header parses, tensors conv, ssm and final_hidden
- * are F32 inside the file, XXH3-64 over their bytes in that order (the stored blob's layout) is
- * want_sum, and the embedded record names the same checksum. Returns 1 if so, else 0 with why.
+ * (and decay, when the state has one) are F32 inside the file, XXH3-64 over their bytes in that
+ * order (the stored blob's layout) is want_sum, and the embedded record names the same checksum.
+ * Returns 1 if so, else 0 with why.
  */
 static int export_ok(const uint8_t *f, size_t len, const char *want_sum, char *why, size_t cap)
 {
-    static const char *const names[] = {"conv", "ssm", "final_hidden"};
+    static const char *const names[] = {"conv", "ssm", "final_hidden", "decay"};
     json_t *hdr = NULL, *rec = NULL;
     XXH3_state_t *xs = NULL;
     int ok = 0;
@@ -511,8 +512,9 @@ static int export_ok(const uint8_t *f, size_t len, const char *want_sum, char *w
         goto out;
     }
     XXH3_64bits_reset(xs);
-    for (int t = 0; t < 3; t++) {
+    for (int t = 0; t < 4; t++) {
         json_t *tj = json_object_get(hdr, names[t]);
+        if (t == 3 && !tj) break; /* a state without decay */
         json_t *off = json_object_get(tj, "data_offsets");
         json_int_t a = json_integer_value(json_array_get(off, 0));
         json_int_t b = json_integer_value(json_array_get(off, 1));

@@ -64,7 +64,8 @@ static const char ls_help[] =
     "  statesoup ls --data /var/lib/statesoup --json | jq -r '.data[].id'\n";
 
 enum { OPT_TAG = CLI_OPT_FIRST_LOCAL, OPT_PREFIX, OPT_LIMIT, OPT_CURSOR, OPT_ALL, OPT_NAME,
-       OPT_NORMALIZE, OPT_PROMPT, OPT_PROMPT_FILE, OPT_TOKENS, OPT_FROM, OPT_METADATA };
+       OPT_NORMALIZE, OPT_MODE, OPT_PROMPT, OPT_PROMPT_FILE, OPT_TOKENS, OPT_FROM, OPT_METADATA,
+       OPT_CHECKPOINTS, OPT_CHECKPOINT_EVERY };
 
 /* One page of a listing, from the store or the daemon; *raw is its text (free() it). */
 static ss_err list_page(ss_store *st, const cli_conn *c, const char *tag, const char *prefix,
@@ -349,6 +350,14 @@ static int post_record(const char *cmd, const cli_common *o, const char *path, j
         cli_print_raw(raw);
     } else {
         cli_print_record(rec);
+        size_t i;
+        json_t *cp;
+        json_array_foreach (json_object_get(rec, "checkpoints"), i, cp) {
+            const char *cn = json_string_value(json_object_get(cp, "name"));
+            printf("checkpoint  %s  %s  %" JSON_INTEGER_FORMAT " tokens\n",
+                   json_string_value(json_object_get(cp, "id")), cn ? cn : "-",
+                   json_integer_value(json_object_get(cp, "n_tokens")));
+        }
     }
     rc = CLI_OK;
 out:
@@ -376,11 +385,16 @@ static int add_tags_meta(const char *cmd, json_t *body, json_t *tags, const char
 
 static const char merge_help[] =
     "usage: statesoup merge [--name N] [--tag T]... [--normalize] STATE=WEIGHT... [--url URL]\n"
+    "       statesoup merge --mode sequential|symmetric [--name N] STATE... [--url URL]\n"
     "\n"
     "Store the weighted sum of states, sum_i WEIGHT_i * STATE_i over every tensor (conv, ssm and\n"
     "final_hidden), as a new state whose parents are recorded. Weights may be negative (task\n"
     "arithmetic). A STATE is a name or an id.\n"
+    "With --mode sequential the states are composed with the model's own decay, as if their\n"
+    "contexts had been read one after another in the order given; symmetric averages that over\n"
+    "every order (docs/api.md, merge modes). These take no weights (STATE or STATE=1).\n"
     "\n"
+    "  --mode M             linear (default), sequential or symmetric\n"
     "  --name N             name the new state (default: unnamed, addressed by its id)\n"
     "  --tag T              tag it (repeatable, or T1,T2)\n"
     "  --normalize          divide the weights by their sum first\n"
@@ -396,11 +410,12 @@ int cmd_merge(int argc, char **argv)
         {"tag", required_argument, NULL, OPT_TAG},
         {"normalize", no_argument, NULL, OPT_NORMALIZE},
         {"metadata", required_argument, NULL, OPT_METADATA},
+        {"mode", required_argument, NULL, OPT_MODE},
         CLI_CONN_OPTIONS,
         {NULL, 0, NULL, 0},
     };
     cli_common o = {0};
-    const char *name = NULL, *metadata = NULL;
+    const char *name = NULL, *metadata = NULL, *mode = NULL;
     int normalize = 0, c, rc = CLI_FAIL;
     json_t *tags = json_array(), *sources = json_array(), *body = NULL;
 
@@ -418,6 +433,7 @@ int cmd_merge(int argc, char **argv)
             break;
         case OPT_NORMALIZE: normalize = 1; break;
         case OPT_METADATA: metadata = optarg; break;
+        case OPT_MODE: mode = optarg; break;
         case 'h':
             fputs(merge_help, stdout);
             rc = CLI_OK;
@@ -429,7 +445,12 @@ int cmd_merge(int argc, char **argv)
         rc = cli_usage("merge", "give the sources as STATE=WEIGHT (e.g. a=0.5 b=0.5)");
         goto out;
     }
+    int decay_mode = mode && strcmp(mode, "linear") != 0;
     for (int i = optind; i < argc; i++) {
+        if (decay_mode && !strchr(argv[i], '=')) { /* composition: no weight */
+            json_array_append_new(sources, json_pack("{s:s}", "state", argv[i]));
+            continue;
+        }
         if (cli_parse_source(argv[i], sources)) {
             rc = cli_usage("merge", "%s", ss_errmsg());
             goto out;
@@ -438,6 +459,7 @@ int cmd_merge(int argc, char **argv)
     body = json_pack("{s:O,s:b}", "sources", sources, "normalize", normalize);
     if (!body) goto out;
     if (name) json_object_set_new(body, "name", json_string(name));
+    if (mode) json_object_set_new(body, "mode", json_string(mode));
     if ((rc = add_tags_meta("merge", body, tags, metadata))) goto out;
     rc = post_record("merge", &o, "/v1/states/merge", body);
 out:
@@ -460,10 +482,15 @@ static const char save_help[] =
     "  --tokens IDS         the prompt as token ids, e.g. 1,2,3 (no tokenizer needed)\n"
     "  --from STATE         start from this stored state instead of the zero state\n"
     "  --tag T              tag it (repeatable, or T1,T2)\n"
-    "  --metadata JSON      a JSON object stored with the record\n" CLI_CONN_HELP
+    "  --metadata JSON      a JSON object stored with the record\n"
+    "  --checkpoints P1,P2  also store the state after each of these prompt token positions\n"
+    "                       (increasing, below the prompt's length, at most 64), as NAME:P,\n"
+    "                       each the parent of the next: one prefill (prompt caching)\n"
+    "  --checkpoint-every N the same every N tokens\n" CLI_CONN_HELP
     "\n"
-    "example:\n"
-    "  statesoup save --name intro --tag demo --prompt $'Dictionary:\\napple = red\\n'\n";
+    "examples:\n"
+    "  statesoup save --name intro --tag demo --prompt $'Dictionary:\\napple = red\\n'\n"
+    "  statesoup save --name sys --prompt-file system.txt --checkpoint-every 256\n";
 
 int cmd_save(int argc, char **argv)
 {
@@ -475,12 +502,15 @@ int cmd_save(int argc, char **argv)
         {"from", required_argument, NULL, OPT_FROM},
         {"tag", required_argument, NULL, OPT_TAG},
         {"metadata", required_argument, NULL, OPT_METADATA},
+        {"checkpoints", required_argument, NULL, OPT_CHECKPOINTS},
+        {"checkpoint-every", required_argument, NULL, OPT_CHECKPOINT_EVERY},
         CLI_CONN_OPTIONS,
         {NULL, 0, NULL, 0},
     };
     cli_common o = {0};
     const char *name = NULL, *prompt = NULL, *prompt_file = NULL, *tokens = NULL, *from = NULL;
-    const char *metadata = NULL;
+    const char *metadata = NULL, *checkpoints = NULL, *every = NULL;
+    json_t *cps = NULL;
     int c, rc = CLI_FAIL;
     json_t *tags = json_array(), *body = NULL, *ids = NULL;
     char *text = NULL;
@@ -503,6 +533,8 @@ int cmd_save(int argc, char **argv)
             }
             break;
         case OPT_METADATA: metadata = optarg; break;
+        case OPT_CHECKPOINTS: checkpoints = optarg; break;
+        case OPT_CHECKPOINT_EVERY: every = optarg; break;
         case 'h':
             fputs(save_help, stdout);
             rc = CLI_OK;
@@ -539,9 +571,29 @@ int cmd_save(int argc, char **argv)
     }
     if (name) json_object_set_new(body, "name", json_string(name));
     if (from) json_object_set_new(body, "from", json_string(from));
+    if (checkpoints && every) {
+        rc = cli_usage("save", "give --checkpoints or --checkpoint-every, not both");
+        goto out;
+    }
+    if (checkpoints) {
+        if (cli_parse_ids_json(checkpoints, &cps)) {
+            rc = cli_usage("save", "--checkpoints: %s", ss_errmsg());
+            goto out;
+        }
+        json_object_set(body, "checkpoints", cps);
+    }
+    if (every) {
+        double v;
+        if (cli_parse_num("save", "checkpoint-every", every, 1, 1 << 30, &v)) {
+            rc = CLI_USAGE;
+            goto out;
+        }
+        json_object_set_new(body, "checkpoint_every", json_integer((json_int_t)v));
+    }
     if ((rc = add_tags_meta("save", body, tags, metadata))) goto out;
     rc = post_record("save", &o, "/v1/states", body);
 out:
+    json_decref(cps);
     free(text);
     json_decref(ids);
     json_decref(body);

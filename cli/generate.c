@@ -76,8 +76,10 @@ static int local_parse(local_run *L, int argc, char **argv)
         case CLI_OPT_JSON:
         case CLI_GEN_STATE:
         case CLI_GEN_MERGE:
+        case CLI_GEN_MERGE_MODE:
         case CLI_GEN_SAVE_STATE:
         case CLI_GEN_NO_STREAM:
+        case CLI_GEN_REUSE:
             return cli_usage("generate", "--%s is for a daemon (--url), not with --model",
                              cli_generate_options[li].name);
         case 'h': fputs(cli_generate_help, stdout); return 0;

@@ -16,10 +16,15 @@
 #include "cli.h"
 #include "ss_buf.h"
 
-/* Put "state" or "merge" (from "A=0.5,B=0.5") into a request body. */
-static int add_start(const char *cmd, json_t *body, const char *state, const char *merge)
+/*
+ * Put "state" or "merge" (from "A=0.5,B=0.5") into a request body; with a merge mode (--merge-mode)
+ * the object form {"sources", "mode"}, where a sequential or symmetric source may omit "=W".
+ */
+static int add_start(const char *cmd, json_t *body, const char *state, const char *merge,
+                     const char *mode)
 {
     if (state && merge) return cli_usage(cmd, "give --state or --merge, not both");
+    if (mode && !merge) return cli_usage(cmd, "--merge-mode needs --merge");
     if (state) json_object_set_new(body, "state", json_string(state));
     if (!merge) return CLI_OK;
     json_t *arr = json_array();
@@ -29,7 +34,12 @@ static int add_start(const char *cmd, json_t *body, const char *state, const cha
         rc = CLI_FAIL;
         goto out;
     }
+    int bare = mode && strcmp(mode, "linear") != 0; /* compositions take no weights */
     for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (bare && !strchr(tok, '=')) {
+            json_array_append_new(arr, json_pack("{s:s}", "state", tok));
+            continue;
+        }
         if (cli_parse_source(tok, arr)) {
             rc = cli_usage(cmd, "--merge: %s", ss_errmsg());
             goto out;
@@ -39,7 +49,10 @@ static int add_start(const char *cmd, json_t *body, const char *state, const cha
         rc = cli_usage(cmd, "--merge: expected NAME=WEIGHT[,NAME=WEIGHT...]");
         goto out;
     }
-    json_object_set(body, "merge", arr);
+    if (mode)
+        json_object_set_new(body, "merge", json_pack("{s:O,s:s}", "sources", arr, "mode", mode));
+    else
+        json_object_set(body, "merge", arr);
 out:
     free(copy);
     json_decref(arr);
@@ -94,7 +107,12 @@ const char cli_generate_help[] =
     "starting state (default: the zero state):\n"
     "  --state NAME|ID      daemon: start from a stored state; the prompt may then be empty\n"
     "  --merge A=W,B=W      daemon: start from sum W*state, computed on the fly, not stored\n"
+    "  --merge-mode M       daemon: how --merge combines: linear (default), sequential or\n"
+    "                       symmetric (composed with the model's decay; then --merge A,B)\n"
     "  --state-in FILE      local: start from a state file (safetensors, as `export` writes)\n"
+    "  --reuse              daemon: resume from the longest stored state whose tokens begin the\n"
+    "                       prompt (same starting state), feeding only the rest (prompt\n"
+    "                       caching; -v says how many tokens were resumed)\n"
     "sampling:\n"
     "  --max-tokens N       tokens to generate (default 64)\n"
     "  --temperature T      0 = greedy (default 1.0)\n"
@@ -270,10 +288,11 @@ static int sse_feed(void *user, const char *p, size_t n)
  * read from --prompt-file, both the caller's to free), sampling and stop strings, save_state.
  * CLI_OK, or the exit status after saying why. */
 static int remote_body(json_t *body, json_t *stops, const cli_gen_opts *g, const char *state,
-                       const char *merge, const char *save_state, json_t **pv, char **text)
+                       const char *merge, const char *merge_mode, const char *save_state,
+                       json_t **pv, char **text)
 {
     int rc;
-    if ((rc = add_start("generate", body, state, merge))) return rc;
+    if ((rc = add_start("generate", body, state, merge, merge_mode))) return rc;
     if ((rc = cli_gen_check(g))) return rc;
     if (g->tokens) {
         if (cli_parse_ids_json(g->tokens, pv))
@@ -365,6 +384,10 @@ static void print_summary(const json_t *fin, const char *save_state, int verbose
                 json_string_value(json_object_get(fin, "finish_reason")),
                 json_integer_value(json_object_get(u, "prompt_tokens")),
                 json_integer_value(json_object_get(u, "completion_tokens")));
+        json_int_t cached = json_integer_value(json_object_get(u, "cached_tokens"));
+        if (cached > 0)
+            fprintf(stderr, "prompt caching: %" JSON_INTEGER_FORMAT " prompt tokens resumed from a "
+                            "stored state\n", cached);
     }
 }
 
@@ -372,7 +395,7 @@ int cmd_generate_remote(int argc, char **argv)
 {
     cli_common o = {0};
     cli_gen_opts g;
-    const char *state = NULL, *merge = NULL, *save_state = NULL;
+    const char *state = NULL, *merge = NULL, *merge_mode = NULL, *save_state = NULL;
     int c, li, rc = CLI_FAIL, no_stream = 0;
     cli_conn conn = {0};
     cli_resp resp = {0};
@@ -389,8 +412,10 @@ int cmd_generate_remote(int argc, char **argv)
         case 0: goto out;
         case CLI_GEN_STATE: state = optarg; break;
         case CLI_GEN_MERGE: merge = optarg; break;
+        case CLI_GEN_MERGE_MODE: merge_mode = optarg; break;
         case CLI_GEN_SAVE_STATE: save_state = optarg; break;
         case CLI_GEN_NO_STREAM: no_stream = 1; break;
+        case CLI_GEN_REUSE: json_object_set_new(body, "reuse", json_true()); break;
         case CLI_GEN_SEED: {
             char *end;
             unsigned long long sd = strtoull(optarg, &end, 10);
@@ -423,7 +448,7 @@ int cmd_generate_remote(int argc, char **argv)
         rc = cli_usage("generate", "unexpected argument '%s'", argv[optind]);
         goto out;
     }
-    if ((rc = remote_body(body, stops, &g, state, merge, save_state, &pv, &text))) goto out;
+    if ((rc = remote_body(body, stops, &g, state, merge, merge_mode, save_state, &pv, &text))) goto out;
     rc = CLI_FAIL;
     int stream = !no_stream && !o.json;
     json_object_set_new(body, "stream", json_boolean(stream));
@@ -483,12 +508,16 @@ static const char score_help[] =
     "\n"
     "  --state NAME|ID          start from a stored state (default: the zero state)\n"
     "  --merge A=W,B=W          start from sum W*state, computed on the fly, not stored\n"
+    "  --merge-mode M           how --merge combines: linear (default), sequential or symmetric\n"
+    "                           (composed with the model's decay; then --merge A,B)\n"
     "  --context TEXT           text fed before the continuation (not scored)\n"
     "  --context-file FILE      ... read from FILE ('-' for stdin)\n"
     "  --context-tokens IDS     ... as token ids, e.g. 1,2,3\n"
     "  --continuation TEXT      the text to score (required: this, -file or -tokens)\n"
     "  --continuation-file FILE\n"
     "  --continuation-tokens IDS\n"
+    "  --reuse                  resume from the longest stored state whose tokens begin the\n"
+    "                           context (prompt caching; the same log-probabilities)\n"
     "  -v, --verbose            per-token log-probabilities\n" CLI_CONN_HELP
     "\n"
     "example:\n"
@@ -498,12 +527,14 @@ static const char score_help[] =
 enum {
     OPT_STATE = CLI_OPT_FIRST_LOCAL,
     OPT_MERGE,
+    OPT_MERGE_MODE,
     OPT_CONTEXT,
     OPT_CONTEXT_FILE,
     OPT_CONTEXT_TOKENS,
     OPT_CONTINUATION,
     OPT_CONTINUATION_FILE,
     OPT_CONTINUATION_TOKENS,
+    OPT_REUSE,
 };
 
 int cmd_score(int argc, char **argv)
@@ -511,18 +542,21 @@ int cmd_score(int argc, char **argv)
     static const struct option opts[] = {
         {"state", required_argument, NULL, OPT_STATE},
         {"merge", required_argument, NULL, OPT_MERGE},
+        {"merge-mode", required_argument, NULL, OPT_MERGE_MODE},
         {"context", required_argument, NULL, OPT_CONTEXT},
         {"context-file", required_argument, NULL, OPT_CONTEXT_FILE},
         {"context-tokens", required_argument, NULL, OPT_CONTEXT_TOKENS},
         {"continuation", required_argument, NULL, OPT_CONTINUATION},
         {"continuation-file", required_argument, NULL, OPT_CONTINUATION_FILE},
         {"continuation-tokens", required_argument, NULL, OPT_CONTINUATION_TOKENS},
+        {"reuse", no_argument, NULL, OPT_REUSE},
         {"verbose", no_argument, NULL, 'v'},
         CLI_CONN_OPTIONS,
         {NULL, 0, NULL, 0},
     };
     cli_common o = {0};
-    const char *state = NULL, *merge = NULL, *ctx = NULL, *ctx_file = NULL, *ctx_tok = NULL;
+    const char *state = NULL, *merge = NULL, *merge_mode = NULL, *ctx = NULL, *ctx_file = NULL,
+               *ctx_tok = NULL;
     const char *cont = NULL, *cont_file = NULL, *cont_tok = NULL;
     int c, rc = CLI_FAIL, verbose = 0;
     cli_conn conn = {0};
@@ -536,12 +570,14 @@ int cmd_score(int argc, char **argv)
         switch (c) {
         case OPT_STATE: state = optarg; break;
         case OPT_MERGE: merge = optarg; break;
+        case OPT_MERGE_MODE: merge_mode = optarg; break;
         case OPT_CONTEXT: ctx = optarg; break;
         case OPT_CONTEXT_FILE: ctx_file = optarg; break;
         case OPT_CONTEXT_TOKENS: ctx_tok = optarg; break;
         case OPT_CONTINUATION: cont = optarg; break;
         case OPT_CONTINUATION_FILE: cont_file = optarg; break;
         case OPT_CONTINUATION_TOKENS: cont_tok = optarg; break;
+        case OPT_REUSE: json_object_set_new(body, "reuse", json_true()); break;
         case 'v': verbose = 1; break;
         case 'h':
             fputs(score_help, stdout);
@@ -554,7 +590,7 @@ int cmd_score(int argc, char **argv)
         rc = cli_usage("score", "unexpected argument '%s'", argv[optind]);
         goto out;
     }
-    if ((rc = add_start("score", body, state, merge))) goto out;
+    if ((rc = add_start("score", body, state, merge, merge_mode))) goto out;
     if ((rc = prompt_value("score", "context", ctx, ctx_file, ctx_tok, &cv))) goto out;
     if ((rc = prompt_value("score", "continuation", cont, cont_file, cont_tok, &kv))) goto out;
     if (!kv) {

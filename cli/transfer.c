@@ -199,8 +199,15 @@ static int export_offline(const char *data_dir, const char *model_dir, const cha
         rc = cli_fail("export");
         goto out;
     }
+    /* an F32 blob may carry the state's decay after its floats (docs/api.md) */
+    const float *decay = NULL;
+    size_t db = info->decay_floats * sizeof(float), sl = len;
+    if (db && len == info->state_bytes + db) {
+        sl = info->state_bytes;
+        decay = (const float *)(blob + sl);
+    }
     if (ss_store_get_blob(st, ref, info->fingerprint, blob, len, &len, NULL) ||
-        blob_to_f32(blob, len, json_string_value(json_object_get(rec, "dtype")),
+        blob_to_f32(blob, sl, json_string_value(json_object_get(rec, "dtype")),
                     info->state_floats, floats)) {
         rc = cli_fail("export");
         goto out;
@@ -213,7 +220,7 @@ static int export_offline(const char *data_dir, const char *model_dir, const cha
         rc = cli_fail("export");
         goto out;
     }
-    if (ss_state_export(m, floats, dtype, meta_text, &file, &flen)) {
+    if (ss_state_export_decay(m, floats, decay, dtype, meta_text, &file, &flen)) {
         rc = cli_fail("export");
         goto out;
     }

@@ -200,6 +200,7 @@ static ss_err job_new(ss_engine *e, const ss_job_params *p, ss_job **out)
     j->p = *p;
     j->p.prompt = j->p.cont = NULL;
     j->p.start_state = NULL;
+    j->p.start_decay = NULL;
     j->p.checkpoints = NULL;
     if (p->n_checkpoints) {
         j->cps = malloc((size_t)p->n_checkpoints * sizeof(int));
@@ -216,6 +217,9 @@ static ss_err job_new(ss_engine *e, const ss_job_params *p, ss_job **out)
     if ((err = ss_state_new(e->m, &j->state))) goto fail;
     if (p->start_state) {
         if ((err = ss_state_set(j->state, p->start_state, info->state_floats))) goto fail;
+        if (p->start_decay &&
+            (err = ss_state_set_decay(j->state, p->start_decay, info->decay_floats)))
+            goto fail;
     }
     if (p->kind == SS_JOB_GENERATE) {
         j->logits = malloc((size_t)V * sizeof(float));

@@ -88,6 +88,9 @@ typedef struct ss_job_params {
     ss_job_kind kind;
     /* Starting state: state_floats floats, copied at submit; NULL = the zero state. */
     const float *start_state;
+    /* Its cumulative decay (decay_floats floats, copied at submit), or NULL: unknown when
+     * start_state is given (the job's state then has no decay: ss_state_has_decay is 0). */
+    const float *start_decay;
     int start_has_hidden; /* the start state has a meaningful final_hidden (not the zero state) */
     /* PREFILL / GENERATE: the prompt; SCORE: the context (may be empty). Copied at submit. */
     const int32_t *prompt;

@@ -917,6 +917,7 @@ static void fill_info(loader *L)
     in->state_floats = L_ * (size_t)in->conv_channels * (size_t)c->conv_kernel +
                        L_ * (size_t)c->d_inner * (size_t)c->d_state + (size_t)c->d_model;
     in->state_bytes = in->state_floats * sizeof(float);
+    in->decay_floats = L_ * (size_t)(in->arch == SS_ARCH_MAMBA2 ? in->n_heads : in->d_inner);
 
     /* Parameters: every tensor once; active: MoE layers count only k experts (all for MoT). */
     uint64_t total = 0, inactive = 0;

@@ -31,6 +31,7 @@ static void gen_scan1(const scan1_args *a)
         float *s = a->s + (size_t)i * N;
         for (int t = 0; t < a->T; t++) {
             const float dt = softplus(a->dt[(size_t)t * a->ldd + i]);
+            if (a->dsum) a->dsum[i] += dt;
             const float x = a->x[(size_t)t * a->ldx + i];
             const float *B = a->B + (size_t)t * a->ldbc, *C = a->C + (size_t)t * a->ldbc;
             const float dx = dt * x;

@@ -32,6 +32,7 @@ typedef struct scan1_args {
     float *s;         /* [Di, N] the layer's SSM state of this sequence (updated) */
     float *y;         /* out, row stride ldy: (s.C + D x) * SiLU(z) */
     int ldy;
+    float *dsum;      /* [Di] or NULL: dsum[i] += softplus(dt) of every token (the state's decay) */
 } scan1_args;
 
 /* Causal depthwise conv + bias + SiLU over T tokens, channels [c0, c1). */

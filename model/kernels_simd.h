@@ -80,6 +80,7 @@ static void KFN(scan1_step)(const scan1_args *a)
         VF acc[VW];
         const VF dtv = KFN(softplus)(VLOAD(a->dt + i)), xv = VLOAD(a->x + i);
         VSTORE(dt, dtv);
+        if (a->dsum) VSTORE(a->dsum + i, VLOAD(a->dsum + i) + dtv);
         for (int c = 0; c < VW; c++) {
             const VF dtc = VSET1(dt[c]), dxc = VSET1(dt[c] * a->x[i + c]);
             float *st = a->s + (size_t)(i + c) * N;
@@ -97,6 +98,7 @@ static void KFN(scan1_step)(const scan1_args *a)
     }
     for (; i < a->c1; i++) { /* channels left over */
         const float dt = a->dt[i] > 20.0f ? a->dt[i] : log1pf(expf(a->dt[i]));
+        if (a->dsum) a->dsum[i] += dt;
         const float x = a->x[i];
         const VF dtv = VSET1(dt), dxv = VSET1(dt * x);
         float *st = a->s + (size_t)i * N;
@@ -141,6 +143,7 @@ static void KFN(scan1)(const scan1_args *a)
             for (int v = 0; v < NB; v++) {
                 const int col = ch + v * VW;
                 VF dt = KFN(softplus)(VLOAD(a->dt + (size_t)t * a->ldd + col));
+                if (a->dsum) VSTORE(a->dsum + col, VLOAD(a->dsum + col) + dt);
                 VF x = VLOAD(a->x + (size_t)t * a->ldx + col);
                 VF dx = dt * x;
                 VF acc = VZERO();

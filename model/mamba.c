@@ -288,7 +288,9 @@ static void scan1_part(void *arg, int tid, int nt)
                         .D = j->ly->D,
                         .s = ss_state_data(j->sp[q].state) + j->ssm_off,
                         .y = c->y + r * Di,
-                        .ldy = Di};
+                        .ldy = Di,
+                        .dsum = ss_state_decay(j->sp[q].state) +
+                                (size_t)j->ly->state_index * Di};
         kernels_get()->scan1(&a);
     }
 }

@@ -180,6 +180,12 @@ void mamba2_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n
             c->dt[(size_t)t * H + h] = v;
         }
     }
+    /* the state's decay: sum of dt per head over the tokens each sequence saw */
+    for (int s = 0; s < n_sp; s++) {
+        float *ds = ss_state_decay(sp[s].state) + (size_t)ly->state_index * H;
+        for (int t = sp[s].row; t < sp[s].row + sp[s].n; t++)
+            for (int h = 0; h < H; h++) ds[h] += c->dt[(size_t)t * H + h];
+    }
     /* Scan: heads in parallel, each head walks its spans in order. */
     scan_job sj = {.m = m, .c = c, .ly = ly, .sp = sp, .n_sp = n_sp, .ssm_off = ssm_off};
     if (H * P < 256) scan2_part(&sj, 0, 1);

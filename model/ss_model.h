@@ -61,6 +61,9 @@ typedef struct ss_model_info {
     int expert_granularity;        /* fine-grained MoE: the config's moe.granularity, else 0 */
     size_t state_floats;  /* floats in one state */
     size_t state_bytes;   /* state_floats * 4 */
+    /* floats of a state's cumulative decay (ss_state_decay): n_state_layers * d_inner (Mamba-1,
+     * MoE-Mamba) or n_state_layers * n_heads (Mamba-2) */
+    size_t decay_floats;
     uint64_t n_params;        /* all parameters (tied head counted once) */
     uint64_t n_active_params; /* parameters used per token (MoE: only the routed experts) */
     char fingerprint[33];     /* 32 hex chars: XXH3-128 of config + every tensor */
@@ -149,6 +152,40 @@ void ss_state_zero(ss_state *s);
 ss_err ss_state_copy(ss_state *dst, const ss_state *src);
 /* Copy `n` floats from `data` into the state; SS_ERR_MISMATCH if n != ss_state_floats(s). */
 ss_err ss_state_set(ss_state *s, const float *data, size_t n);
+/*
+ * The state's cumulative decay S: per state layer and channel (Mamba-1, MoE-Mamba: [n_state_layers,
+ * d_inner]) or head (Mamba-2: [n_state_layers, n_heads]), the sum over every token the state has
+ * seen of dt = softplus(dt_proj(.) + b) (Mamba-2: the clamped dt), so that the SSM state decayed
+ * since the start is exp(A S). ss_model_eval adds to it as it runs. ss_model_info.decay_floats
+ * floats, always allocated; whether they are known is ss_state_has_decay.
+ */
+float *ss_state_decay(ss_state *s);
+const float *ss_state_cdecay(const ss_state *s);
+/* 1 when the decay is known: a state that started from zero (ss_state_new, ss_state_zero) or whose
+ * decay was set (ss_state_set_decay); 0 after ss_state_set (floats from elsewhere). */
+int ss_state_has_decay(const ss_state *s);
+/* Set the decay (n must be decay_floats: SS_ERR_MISMATCH), or mark it unknown (d NULL). */
+ss_err ss_state_set_decay(ss_state *s, const float *d, size_t n);
+/* Decay-aware composition modes (ss_state_compose). */
+typedef enum ss_compose_mode {
+    SS_COMPOSE_SEQUENTIAL = 1, /* the sources read one after the other, in the given order */
+    SS_COMPOSE_SYMMETRIC,      /* the mean of the sequential composition over all orders */
+} ss_compose_mode;
+#define SS_COMPOSE_MAX 64 /* most sources of one composition */
+
+/*
+ * Compose n states (each state_floats floats, with its decay of decay_floats floats) the way the
+ * SSM itself would (model/compose.c has the equations): per SSM element, sequential gives
+ * h = h_1, h = exp(A S_k) h + h_k for k = 2..n (exact at the first layer when each context was
+ * read with the previous one's conv window), symmetric the mean of that over all n! orders in
+ * closed form (elementary symmetric polynomials of the other sources' factors exp(A S)). Conv
+ * windows and final_hidden: the last source's (sequential) or the sources' mean (symmetric).
+ * out_decay = sum of the decays (every order reads every context once). out and out_decay are
+ * written in full. SS_ERR_INVALID (n outside 1..SS_COMPOSE_MAX, unknown mode, a result that is
+ * not finite, naming the value), SS_ERR_UNSUPPORTED (over 256 state layers).
+ */
+ss_err ss_state_compose(const ss_model *m, ss_compose_mode mode, const float *const *states,
+                        const float *const *decays, int n, float *out, float *out_decay);
 /* States are merged by the store (ss_store_merge_f32), where the sum is fused with the checksum
  * pass over the stored bytes; the model has no merge kernel of its own. */
 /* SS_ERR_INVALID naming the first non-finite value, else SS_OK. */
@@ -265,6 +302,18 @@ ss_err ss_state_export(const ss_model *m, const float *data, const char *dtype,
  */
 ss_err ss_state_import(const ss_model *m, const uint8_t *buf, size_t len, float *dst,
                        char **metadata_json);
+
+/*
+ * The same with the state's cumulative decay: export adds a tensor "decay" (always F32, shaped
+ * [n_state_layers, d_inner] or [n_state_layers, n_heads] for Mamba-2) when decay is not NULL;
+ * import reads it into decay (decay_floats) when the file has one and sets *has_decay to 1,
+ * else to 0 (a file without it imports as before). Errors as ss_state_export / ss_state_import.
+ */
+ss_err ss_state_export_decay(const ss_model *m, const float *data, const float *decay,
+                             const char *dtype, const char *metadata_json, uint8_t **out,
+                             size_t *out_len);
+ss_err ss_state_import_decay(const ss_model *m, const uint8_t *buf, size_t len, float *dst,
+                             float *decay, int *has_decay, char **metadata_json);
 
 /* ---- BLAS kernels -------------------------------------------------------------------------- */
 

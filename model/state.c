@@ -20,6 +20,9 @@ struct ss_state {
     const ss_model *m; /* for its thread pool */
     size_t n;
     float *data;       /* [n], 64-byte aligned */
+    size_t nd;
+    float *decay;      /* [nd], 64-byte aligned: cumulative decay (ss_state_decay) */
+    int has_decay;     /* decay is known */
 };
 
 /* The layout lives beside the state it describes (ss_model.h documents the fields). */
@@ -64,6 +67,15 @@ ss_err ss_state_new(const ss_model *m, ss_state **out)
         return ss_fail(SS_ERR_NOMEM, "cannot allocate a state of %zu bytes", m->info.state_bytes);
     }
     memset(s->data, 0, s->n * sizeof(float));
+    s->nd = m->info.decay_floats;
+    s->decay = aligned_alloc(64, (s->nd * sizeof(float) + 63) & ~(size_t)63);
+    if (!s->decay) {
+        free(s->data);
+        free(s);
+        return ss_fail(SS_ERR_NOMEM, "cannot allocate a state's decay");
+    }
+    memset(s->decay, 0, s->nd * sizeof(float));
+    s->has_decay = 1;
     *out = s;
     return SS_OK;
 }
@@ -71,6 +83,7 @@ ss_err ss_state_new(const ss_model *m, ss_state **out)
 void ss_state_free(ss_state *s)
 {
     if (!s) return;
+    free(s->decay);
     free(s->data);
     free(s);
 }
@@ -93,6 +106,36 @@ size_t ss_state_floats(const ss_state *s)
 void ss_state_zero(ss_state *s)
 {
     memset(s->data, 0, s->n * sizeof(float));
+    memset(s->decay, 0, s->nd * sizeof(float));
+    s->has_decay = 1;
+}
+
+float *ss_state_decay(ss_state *s)
+{
+    return s->decay;
+}
+
+const float *ss_state_cdecay(const ss_state *s)
+{
+    return s->decay;
+}
+
+int ss_state_has_decay(const ss_state *s)
+{
+    return s->has_decay;
+}
+
+ss_err ss_state_set_decay(ss_state *s, const float *d, size_t n)
+{
+    if (!d) {
+        memset(s->decay, 0, s->nd * sizeof(float));
+        s->has_decay = 0;
+        return SS_OK;
+    }
+    if (n != s->nd) return ss_fail(SS_ERR_MISMATCH, "decay has %zu floats, got %zu", s->nd, n);
+    memcpy(s->decay, d, n * sizeof(float));
+    s->has_decay = 1;
+    return SS_OK;
 }
 
 ss_err ss_state_copy(ss_state *dst, const ss_state *src)
@@ -100,7 +143,11 @@ ss_err ss_state_copy(ss_state *dst, const ss_state *src)
     if (dst->n != src->n) {
         return ss_fail(SS_ERR_MISMATCH, "state sizes differ (%zu vs %zu floats)", dst->n, src->n);
     }
-    if (dst != src) memcpy(dst->data, src->data, dst->n * sizeof(float));
+    if (dst != src) {
+        memcpy(dst->data, src->data, dst->n * sizeof(float));
+        memcpy(dst->decay, src->decay, dst->nd * sizeof(float));
+        dst->has_decay = src->has_decay;
+    }
     return SS_OK;
 }
 
@@ -110,6 +157,8 @@ ss_err ss_state_set(ss_state *s, const float *data, size_t n)
         return ss_fail(SS_ERR_MISMATCH, "state has %zu floats, got %zu", s->n, n);
     }
     memcpy(s->data, data, n * sizeof(float));
+    memset(s->decay, 0, s->nd * sizeof(float));
+    s->has_decay = 0; /* floats from elsewhere: their decay is not known (ss_state_set_decay) */
     return SS_OK;
 }
 
@@ -128,6 +177,13 @@ ss_err ss_state_check_finite(const float *data, size_t n)
 
 ss_err ss_state_export(const ss_model *m, const float *data, const char *dtype,
                        const char *metadata_json, uint8_t **out, size_t *out_len)
+{
+    return ss_state_export_decay(m, data, NULL, dtype, metadata_json, out, out_len);
+}
+
+ss_err ss_state_export_decay(const ss_model *m, const float *data, const float *decay,
+                             const char *dtype, const char *metadata_json, uint8_t **out,
+                             size_t *out_len)
 {
     ss_err err = SS_OK;
     json_t *meta = NULL;
@@ -173,7 +229,7 @@ ss_err ss_state_export(const ss_model *m, const float *data, const char *dtype,
         }
         st_from_f32((st_dtype)dt, parts[i], *bufs[i], counts[i]);
     }
-    st_out_tensor t[3] = {
+    st_out_tensor t[4] = {
         {.name = "conv", .dtype = (st_dtype)dt, .ndim = lay.conv_ndim,
          .data = conv ? conv : (const void *)parts[0]},
         {.name = "ssm", .dtype = (st_dtype)dt, .ndim = lay.ssm_ndim,
@@ -183,7 +239,17 @@ ss_err ss_state_export(const ss_model *m, const float *data, const char *dtype,
     };
     for (int i = 0; i < lay.conv_ndim; i++) t[0].shape[i] = lay.conv_shape[i];
     for (int i = 0; i < lay.ssm_ndim; i++) t[1].shape[i] = lay.ssm_shape[i];
-    err = st_write_mem(t, 3, meta_text, out, out_len);
+    /* the cumulative decay, always F32 (compositions exponentiate it); its data goes first, so
+     * the state's tensors keep their places at the end of the file */
+    int L = m->info.n_state_layers, nt = 3;
+    if (decay && m->info.decay_floats) {
+        memmove(&t[1], &t[0], 3 * sizeof t[0]);
+        t[0] = (st_out_tensor){.name = "decay", .dtype = ST_F32, .ndim = 2,
+                               .shape = {L, (int64_t)(m->info.decay_floats / (size_t)L)},
+                               .data = decay};
+        nt = 4;
+    }
+    err = st_write_mem(t, nt, meta_text, out, out_len);
 out:
     free(conv);
     free(ssm);
@@ -233,6 +299,12 @@ static ss_err import_tensor(const st_file *f, const char *name, int ndim, const 
 ss_err ss_state_import(const ss_model *m, const uint8_t *buf, size_t len, float *dst,
                        char **metadata_json)
 {
+    return ss_state_import_decay(m, buf, len, dst, NULL, NULL, metadata_json);
+}
+
+ss_err ss_state_import_decay(const ss_model *m, const uint8_t *buf, size_t len, float *dst,
+                             float *decay, int *has_decay, char **metadata_json)
+{
     st_file f;
     ss_err err = st_parse(&f, buf, len, "state file");
     if (err) return err;
@@ -262,6 +334,13 @@ ss_err ss_state_import(const ss_model *m, const uint8_t *buf, size_t len, float 
     if ((err = import_tensor(&f, "final_hidden", 1, hshape, lay.hidden_n, dst + lay.hidden_off,
                              0)))
         goto out;
+    if (has_decay) *has_decay = 0;
+    if (decay && has_decay && m->info.decay_floats && st_find(&f, "decay")) {
+        int L = m->info.n_state_layers;
+        int dshape[2] = {L, (int)(m->info.decay_floats / (size_t)L)};
+        if ((err = import_tensor(&f, "decay", 2, dshape, m->info.decay_floats, decay, 0))) goto out;
+        *has_decay = 1;
+    }
     if (metadata_json) {
         *metadata_json = meta ? json_dumps(meta, JSON_COMPACT | JSON_SORT_KEYS) : strdup("{}");
         if (!*metadata_json) err = ss_fail(SS_ERR_NOMEM, "out of memory");

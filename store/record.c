@@ -263,7 +263,7 @@ static ss_err take_metadata(json_t *in, json_t *rec)
 
 static const char *const record_keys[] = {"id",       "name",       "tags",    "model",
                                           "n_tokens", "created_at", "bytes",   "dtype",
-                                          "parents",  "metadata",   "checksum"};
+                                          "parents",  "merge_mode", "metadata",   "checksum"};
 
 ss_err ss_rec_parse(const char *text, json_t **out)
 {
@@ -313,6 +313,9 @@ ss_err ss_rec_parse(const char *text, json_t **out)
     if (json_object_set_new(rec, "bytes", json_integer(0))) goto nomem;
     if ((err = take_string(in, rec, "dtype", 32))) goto out;
     if ((err = take_parents(in, rec))) goto out;
+    /* optional: how a merged state was combined ("linear", "sequential", "symmetric") */
+    if (json_object_get(in, "merge_mode") && (err = take_string(in, rec, "merge_mode", 32)))
+        goto out;
     if ((err = take_metadata(in, rec))) goto out;
     if (json_object_set_new(rec, "checksum", json_null())) goto nomem;
 

@@ -489,7 +489,9 @@ static void test_daemon(void)
     intro = json_ok(&r);
     CHECK(!strcmp(jstr(intro, "name"), "intro"));
     CHECK(json_integer_value(json_object_get(intro, "n_tokens")) > 5);
-    CHECK(json_integer_value(json_object_get(intro, "bytes")) == (json_int_t)info->state_bytes);
+    /* the state's floats, then its decay's (docs/api.md) */
+    CHECK(json_integer_value(json_object_get(intro, "bytes")) ==
+          (json_int_t)(info->state_bytes + info->decay_floats * sizeof(float)));
     RUN(&r, "save", "--url", url, "--name", "dict/b", "--tag", "demo,b", "--tokens",
         "100,200,300", "--json");
     dict = json_ok(&r);
@@ -701,7 +703,9 @@ static void test_daemon(void)
     RUN(&r, "export", "--url", url, "soup", "--dtype", "F16", "-o", file2);
     CHECK_CODE(&r, 0);
     struct stat sb;
-    CHECK(stat(file2, &sb) == 0 && (size_t)sb.st_size < info->state_bytes / 2 + 4096);
+    /* BF16 tensors, and the decay in F32 */
+    CHECK(stat(file2, &sb) == 0 &&
+          (size_t)sb.st_size < info->state_bytes / 2 + info->decay_floats * 4 + 4096);
     RUN(&r, "ls", "--data", data_dir, "--json", "--all");
     j = json_ok(&r);
     CHECK(json_array_size(json_object_get(j, "data")) == 6);
@@ -741,6 +745,49 @@ static void test_daemon(void)
     CHECK_CODE(&r, 2);
     RUN(&r, "ls", "--url", "ftp://x");
     CHECK_CODE(&r, 2);
+
+    /* prompt caching: save with checkpoints, then generate / score with --reuse resume from the
+     * longest stored prefix and answer as without it */
+    {
+        const char *sys = "Dictionary:\ncase = word\nfor = next\nthis = options\n";
+        const char *ask = "Dictionary:\ncase = word\nfor = next\nthis = options\nmake =";
+        RUN(&r, "save", "--url", url, "--name", "pc-sys", "--prompt", sys, "--checkpoints", "4,8",
+            "--json");
+        j = json_ok(&r);
+        json_t *cps = json_object_get(j, "checkpoints");
+        CHECKF(json_array_size(cps) == 2 &&
+                   !strcmp(jstr(json_array_get(cps, 1), "name"), "pc-sys:8") &&
+                   json_integer_value(json_object_get(json_array_get(cps, 0), "n_tokens")) == 4,
+               "save --checkpoints: %s", r.out);
+        json_decref(j);
+        j = NULL;
+        RUN(&r, "save", "--url", url, "--prompt", sys, "--checkpoints", "4,2");
+        CHECK_CODE(&r, 1);
+        CHECK_HAS(r.err, "strictly increasing");
+        RUN(&r, "generate", "--url", url, "--prompt", ask, "--max-tokens", "3", "--temperature",
+            "0", "--no-stream");
+        CHECK_CODE(&r, 0);
+        char *plain = strdup(r.out);
+        RUN(&r, "generate", "--url", url, "--prompt", ask, "--max-tokens", "3", "--temperature",
+            "0", "--no-stream", "--reuse", "-v");
+        CHECK_CODE(&r, 0);
+        CHECKF(plain && !strcmp(plain, r.out), "--reuse changed the text: '%s' vs '%s'", plain,
+               r.out);
+        CHECK_HAS(r.err, "prompt caching: 17 prompt tokens resumed");
+        free(plain);
+        RUN(&r, "score", "--url", url, "--context", ask, "--continuation", " leg", "--json");
+        json_t *sc0 = json_ok(&r);
+        RUN(&r, "score", "--url", url, "--context", ask, "--continuation", " leg", "--json",
+            "--reuse");
+        json_t *sc1 = json_ok(&r);
+        json_t *u = json_object_get(sc1, "usage");
+        CHECKF(json_integer_value(json_object_get(u, "cached_tokens")) == 17 &&
+                   fabs(json_number_value(json_object_get(sc0, "logprob_sum")) -
+                        json_number_value(json_object_get(sc1, "logprob_sum"))) < 1e-3,
+               "score --reuse: %s", r.out);
+        json_decref(sc0);
+        json_decref(sc1);
+    }
 
 stop:
     if (d.pid > 0) daemon_stop(&d); /* checks that it exits 0 */
@@ -978,6 +1025,36 @@ static void test_eval_generator(const char *words)
     }
     CHECK(lines == 5);
     free(first);
+    /* --query-block: P tasks per dictionary, the block up to each key, earlier keys answered
+     * with their values (every "k = v" line of the query is a line of the dictionary) */
+    RUN(&r, "eval", "--make-dict-tasks", "2", "--words", words, "--pairs", "3", "--query-block");
+    CHECK_CODE(&r, 0);
+    lines = 0;
+    char *block = strdup(r.out);
+    for (char *save = NULL, *l = strtok_r(block, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        json_t *t = json_loads(l, 0, NULL);
+        const char *whole = json_string_value(json_object_get(t, "whole"));
+        const char *q = json_string_value(json_object_get(t, "query"));
+        const char *a = json_string_value(json_object_get(t, "answer"));
+        char want[64];
+        snprintf(want, sizeof want, "dict-%d.%d", lines / 3, lines % 3);
+        CHECK(!strcmp(jstr(t, "id"), want));
+        /* query = "\nQuery:\n" + (lines % 3) answered lines + "key =" */
+        int nl = 0;
+        for (const char *c = q + 8; *c; c++) nl += *c == '\n';
+        CHECK(nl == lines % 3);
+        char qa[512];
+        snprintf(qa, sizeof qa, "%s%s\n", q + 8, a); /* the block with this answer */
+        for (char *s2 = NULL, *ln = strtok_r(qa, "\n", &s2); ln; ln = strtok_r(NULL, "\n", &s2)) {
+            char full[128];
+            snprintf(full, sizeof full, "\n%s\n", ln);
+            CHECKF(whole && strstr(whole, full), "%s not in the dictionary", ln);
+        }
+        json_decref(t);
+        lines++;
+    }
+    CHECK(lines == 6);
+    free(block);
     RUN(&r, "eval", "--make-dict-tasks", "5", "--words", words, "--pairs", "4", "--parts", "5");
     CHECK_CODE(&r, 2);
     result_free(&r);
@@ -1017,10 +1094,10 @@ static void test_eval(void)
         return;
     }
     RUN(&r, "eval", "--url", d.base, "--tasks", tasks, "--json", "--svg", svg, "--conditions",
-        "zero,part1,part2,mean,sum,one-pass,other-soup,other");
+        "zero,part1,part2,mean,sum,sequential,symmetric,one-pass,other-soup,other");
     json_t *j = json_ok(&r), *conds = json_object_get(j, "conditions");
     CHECK(json_integer_value(json_object_get(j, "tasks")) == 3);
-    CHECK(json_array_size(conds) == 8);
+    CHECK(json_array_size(conds) == 10);
     /* the references, computed here through the API: states of the parts and wholes */
     char pid[3][2][64], wid[3][64], whole[3][256];
     for (int t = 0; t < 3; t++) {
@@ -1044,6 +1121,10 @@ static void test_eval(void)
                 json_object_set_new(st, "merge", json_pack("[{s:s,s:f},{s:s,s:f}]", "state",
                                                            pid[t][0], "weight", w, "state",
                                                            pid[t][1], "weight", w));
+            if (!strcmp(name, "sequential") || !strcmp(name, "symmetric"))
+                json_object_set_new(st, "merge", json_pack("{s:s,s:[{s:s},{s:s}]}", "mode", name,
+                                                           "sources", "state", pid[t][0],
+                                                           "state", pid[t][1]));
             if (!strcmp(name, "other-soup"))
                 json_object_set_new(st, "merge", json_pack("[{s:s,s:f},{s:s,s:f}]", "state",
                                                            wid[t], "weight", 0.5, "state", other,
@@ -1102,6 +1183,204 @@ static void test_eval(void)
     daemon_stop(&d);
 }
 
+/* ---- merge modes through the daemon ------------------------------------------------------------ */
+
+/* Export `ref` and read it back in-process: state floats into data, decay into decay (*has). */
+static void fetch_state(srv *d, ss_model *m, const char *ref, float *data, float *decay, int *has)
+{
+    size_t len = 0;
+    long st = 0;
+    uint8_t *f = get_data(d, ref, NULL, &len, &st);
+    CHECKF(f && st == 200, "export %s: %ld", ref, st);
+    if (f) CHECK_OK(ss_state_import_decay(m, f, len, data, decay, has, NULL));
+    free(f);
+}
+
+static json_t *post_json(srv *d, const char *path, json_t *body, long want)
+{
+    long st = 0;
+    json_t *j = call(d, "POST", path, body, &st);
+    CHECKF(st == want, "%s: %ld, want %ld", path, st, want);
+    return j;
+}
+
+static void test_modes(void)
+{
+    char demo[4096], data_dir[512];
+    snprintf(demo, sizeof demo, "%s/%s", test_source_root(), DEMO);
+    snprintf(data_dir, sizeof data_dir, "%s/modes-data", work);
+    srv d;
+    ss_model *m = NULL;
+    ss_ctx *c = NULL;
+    REQUIRE_OK(ss_model_open(&m, demo, NULL));
+    REQUIRE_OK(ss_ctx_new(m, &c));
+    const ss_model_info *in = ss_model_get_info(m);
+    const size_t F = in->state_floats, D = in->decay_floats;
+    if (daemon_start(&d, demo, data_dir, (char *)NULL) != 0) {
+        test_failures++;
+        return;
+    }
+    static const int32_t ta[] = {5, 17, 42, 100, 7}, tb[] = {300, 12, 9, 250}, tc[] = {33, 71, 2};
+    const int32_t *toks[3] = {ta, tb, tc};
+    const int nt[3] = {5, 4, 3};
+    const char *names[3] = {"m-a", "m-b", "m-c"};
+    float *data[3], *dec[3];
+    for (int i = 0; i < 3; i++) {
+        json_decref(post_json(&d, "/v1/states",
+                              json_pack("{s:s,s:o}", "name", names[i], "prompt",
+                                        ids_json(toks[i], (size_t)nt[i])), 201));
+        data[i] = malloc(F * sizeof(float));
+        dec[i] = malloc(D * sizeof(float));
+        int has = 0;
+        fetch_state(&d, m, names[i], data[i], dec[i], &has);
+        CHECK(has);
+        /* the stored decay is the one the model computes here */
+        ss_state *s;
+        REQUIRE_OK(ss_state_new(m, &s));
+        ss_seq q = {.state = s, .tokens = toks[i], .n_tokens = nt[i]};
+        REQUIRE_OK(ss_model_eval(m, c, &q, 1, 0));
+        CHECKF(max_abs_diff(ss_state_cdecay(s), dec[i], D) < 1e-4, "decay of %s", names[i]);
+        ss_state_free(s);
+    }
+    float *out = malloc(F * sizeof(float)), *od = malloc(D * sizeof(float));
+    float *got = malloc(F * sizeof(float)), *gd = malloc(D * sizeof(float));
+    static const char *const modes[2] = {"sequential", "symmetric"};
+    for (int k = 0; k < 2; k++) {
+        /* stored merge: the record, and the data = ss_state_compose of the sources */
+        json_t *rec = post_json(&d, "/v1/states/merge",
+                                json_pack("{s:s,s:s,s:[{s:s},{s:s,s:f},{s:s}]}", "name",
+                                          k ? "m-sym" : "m-seq", "mode", modes[k], "sources",
+                                          "state", "m-a", "state", "m-b", "weight", 1.0, "state",
+                                          "m-c"),
+                                201);
+        CHECK(!strcmp(jstr(rec, "merge_mode"), modes[k]));
+        CHECK(json_integer_value(json_object_get(rec, "n_tokens")) == 12);
+        CHECK(json_array_size(json_object_get(rec, "parents")) == 3);
+        json_decref(rec);
+        const float *st[3] = {data[0], data[1], data[2]}, *dc[3] = {dec[0], dec[1], dec[2]};
+        REQUIRE_OK(ss_state_compose(m, k ? SS_COMPOSE_SYMMETRIC : SS_COMPOSE_SEQUENTIAL, st, dc,
+                                    3, out, od));
+        int has = 0;
+        fetch_state(&d, m, k ? "m-sym" : "m-seq", got, gd, &has);
+        CHECK(has && max_abs_diff(got, out, F) == 0 && max_abs_diff(gd, od, D) == 0);
+        /* on the fly (object form) scores as the stored state does */
+        json_t *s1 = post_json(&d, "/v1/score",
+                               json_pack("{s:s,s:[i,i]}", "state", k ? "m-sym" : "m-seq",
+                                         "continuation", 11, 12),
+                               200);
+        json_t *s2 = post_json(
+            &d, "/v1/score",
+            json_pack("{s:{s:s,s:[{s:s},{s:s},{s:s}]},s:[i,i]}", "merge", "mode", modes[k],
+                      "sources", "state", "m-a", "state", "m-b", "state", "m-c", "continuation",
+                      11, 12),
+            200);
+        CHECK(json_number_value(json_object_get(s1, "logprob_sum")) ==
+              json_number_value(json_object_get(s2, "logprob_sum")));
+        json_decref(s1);
+        json_decref(s2);
+    }
+    /* linear: the record says so; decays are summed with the weights; the list form still works */
+    json_t *rec = post_json(&d, "/v1/states/merge",
+                            json_pack("{s:s,s:[{s:s,s:f},{s:s,s:f}]}", "name", "m-lin", "sources",
+                                      "state", "m-a", "weight", 0.25, "state", "m-b", "weight",
+                                      0.75),
+                            201);
+    CHECK(!strcmp(jstr(rec, "merge_mode"), "linear"));
+    json_decref(rec);
+    int has = 0;
+    fetch_state(&d, m, "m-lin", got, gd, &has);
+    CHECK(has);
+    for (size_t i = 0; i < D; i++) CHECK(gd[i] == fmaf(0.75f, dec[1][i], 0.25f * dec[0][i]));
+    json_decref(post_json(&d, "/v1/score",
+                          json_pack("{s:[{s:s,s:f}],s:[i]}", "merge", "state", "m-a", "weight",
+                                    1.0, "continuation", 11),
+                          200));
+    /* a state without decay: an exported file stripped of it (re-exported by the model with no
+     * decay) imports; linear merges with it; decay-aware modes refuse it, naming it */
+    uint8_t *f = NULL;
+    size_t flen = 0;
+    REQUIRE_OK(ss_state_export(m, data[0], NULL, NULL, &f, &flen));
+    char path[128];
+    snprintf(path, sizeof path, "/v1/states/import?name=m-old");
+    resp r = request(&d, "POST", path, f, (long)flen, &(req_opts){.ctype = "application/octet-stream"});
+    CHECKF(r.status == 201, "import: %ld %s", r.status, r.body);
+    free(r.body);
+    free(f);
+    json_decref(post_json(&d, "/v1/states/merge",
+                          json_pack("{s:[{s:s,s:f},{s:s,s:f}]}", "sources", "state", "m-old",
+                                    "weight", 0.5, "state", "m-a", "weight", 0.5),
+                          201));
+    long st = 0;
+    json_t *e = call(&d, "POST", "/v1/states/merge",
+                     json_pack("{s:s,s:[{s:s},{s:s}]}", "mode", "sequential", "sources", "state",
+                               "m-a", "state", "m-old"),
+                     &st);
+    const char *msg = json_string_value(json_object_get(json_object_get(e, "error"), "message"));
+    CHECKF(st == 422 && msg && strstr(msg, "m-old") && strstr(msg, "decay"), "%ld %s", st,
+           msg ? msg : "");
+    json_decref(e);
+    /* bad input */
+    check_error(call(&d, "POST", "/v1/states/merge",
+                     json_pack("{s:s,s:[{s:s,s:f}]}", "mode", "diagonal", "sources", "state",
+                               "m-a", "weight", 1.0),
+                     &st),
+                st, 422, "invalid_value", "unknown mode");
+    check_error(call(&d, "POST", "/v1/states/merge",
+                     json_pack("{s:s,s:[{s:s,s:f},{s:s}]}", "mode", "sequential", "sources",
+                               "state", "m-a", "weight", 0.5, "state", "m-b"),
+                     &st),
+                st, 422, "invalid_value", "weight with sequential");
+    check_error(call(&d, "POST", "/v1/states/merge",
+                     json_pack("{s:s,s:b,s:[{s:s}]}", "mode", "symmetric", "normalize", 1,
+                               "sources", "state", "m-a"),
+                     &st),
+                st, 422, "invalid_value", "normalize with symmetric");
+    check_error(call(&d, "POST", "/v1/states/merge",
+                     json_pack("{s:i,s:[{s:s}]}", "mode", 3, "sources", "state", "m-a"), &st),
+                st, 400, NULL, "mode not a string");
+    check_error(call(&d, "POST", "/v1/score",
+                     json_pack("{s:{s:[{s:s}],s:s},s:[i]}", "merge", "sources", "state", "m-a",
+                               "order", "x", "continuation", 11),
+                     &st),
+                st, 400, NULL, "unknown merge field");
+    check_error(call(&d, "POST", "/v1/score",
+                     json_pack("{s:{s:s},s:[i]}", "merge", "mode", "sequential", "continuation",
+                               11),
+                     &st),
+                st, 400, NULL, "merge object without sources");
+    for (int i = 0; i < 3; i++) free(data[i]), free(dec[i]);
+    free(out);
+    free(od);
+    free(got);
+    free(gd);
+    /* the CLI: --mode, sources without weights */
+    result r2 = {0};
+    RUN(&r2, "merge", "--url", d.base, "--json", "--mode", "symmetric", "--name", "m-cli", "m-a",
+        "m-b");
+    json_t *cj = json_ok(&r2);
+    CHECK(cj && !strcmp(jstr(cj, "merge_mode"), "symmetric"));
+    json_decref(cj);
+    RUN(&r2, "score", "--url", d.base, "--json", "--merge", "m-a,m-b,m-c", "--merge-mode",
+        "sequential", "--continuation-tokens", "11,12");
+    cj = json_ok(&r2);
+    json_t *sw = post_json(&d, "/v1/score",
+                           json_pack("{s:{s:s,s:[{s:s},{s:s},{s:s}]},s:[i,i]}", "merge", "mode",
+                                     "sequential", "sources", "state", "m-a", "state", "m-b",
+                                     "state", "m-c", "continuation", 11, 12),
+                           200);
+    CHECK(cj && json_number_value(json_object_get(cj, "logprob_sum")) ==
+                    json_number_value(json_object_get(sw, "logprob_sum")));
+    json_decref(cj);
+    json_decref(sw);
+    RUN(&r2, "merge", "--url", d.base, "--mode", "diagonal", "m-a");
+    CHECK_CODE(&r2, 1);
+    CHECK_HAS(r2.err, "unknown merge mode");
+    result_free(&r2);
+    daemon_stop(&d);
+    ss_ctx_free(c);
+    ss_model_close(m);
+}
+
 int main(void)
 {
     const char *build = getenv("SS_BUILD_ROOT");
@@ -1126,6 +1405,7 @@ int main(void)
     if (access(daemon_path, X_OK) == 0) {
         test_daemon();
         test_eval();
+        test_modes();
     } else {
         fprintf(stderr, "%s is not built yet: the daemon part is skipped\n", daemon_path);
         skipped = 1;

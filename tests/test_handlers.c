@@ -740,6 +740,108 @@ static void test_prefix(const char *model_dir)
     api = saved_api;
 }
 
+/* The number of records in a listing answer, and its "hidden" count (0 when absent). */
+static size_t listed(const answer *a, long long *hidden)
+{
+    *hidden = json_integer_value(json_object_get(a->json, "hidden"));
+    return json_array_size(json_object_get(a->json, "data"));
+}
+
+/*
+ * The automatic cache: a budget of three states, checkpoints every 8 tokens. A 40-token prompt
+ * leaves 8, 16, 24, 32, 40, of which the three most recent stay (LRU); they are hidden from the
+ * listing but for ?include=cache; the same prompt again resumes at 32 (a generation needs one
+ * token fed); a prompt that shares only the first 20 tokens misses because of an eviction; a
+ * state the user saved is never evicted.
+ */
+static void test_prefix_cache(void)
+{
+    ss_api *saved_api = api;
+    char dir[256];
+    test_tmpdir(dir, sizeof dir, "pcache");
+    ss_model *m = NULL;
+    ss_store *st = NULL;
+    ss_engine *eng = NULL;
+    ss_metrics *mx = NULL;
+    REQUIRE_OK(ss_metrics_new(&mx));
+    REQUIRE_OK(ss_model_open(&m, fixture_path("models/mamba1-tiny"), NULL));
+    const ss_model_info *info = ss_model_get_info(m);
+    ss_api_params ap = {.max_body = 1 << 20, .max_tokens = 64, .model_name = "m", .metrics = mx,
+                        .prefix_cache_budget = 3 * info->state_bytes + 100,
+                        .prefix_cache_every = 8};
+    REQUIRE_OK(ss_api_new(&api, &ap));
+    ss_store_params sp = ss_store_default_params();
+    REQUIRE_OK(ss_store_open(&st, dir, &sp));
+    ss_engine_params ep = ss_engine_default_params();
+    REQUIRE_OK(ss_engine_open(&eng, m, &ep));
+    ss_api_attach(api, m, NULL, st, eng);
+    const int V = info->vocab_size;
+    enum { N = 40 };
+    int32_t P[N], Q[N];
+    for (int i = 0; i < N; i++) {
+        P[i] = (int32_t)((i * 53 + 7) % (V - 1)) + 1;
+        Q[i] = i < 20 ? P[i] : (int32_t)((i * 29 + 3) % (V - 1)) + 1;
+    }
+    char *pt = ids_text(P, N), *qt = ids_text(Q, N), *ut = ids_text(P, 4), body[4096];
+    snprintf(body, sizeof body, "{\"tokens\": %s, \"name\": \"mine\"}", ut);
+    answer a = run("states_create", NULL, body, NULL);
+    CHECK(a.status == 201);
+    answer_free(&a);
+    snprintf(body, sizeof body, "{\"prompt\": %s, \"max_tokens\": 2, \"temperature\": 0}", pt);
+    a = run("generate", NULL, body, NULL);
+    CHECKF(a.status == 200 && cached_of(&a) == 4, "first: %s", a.text); /* "mine" */
+    answer_free(&a);
+    long long hidden = -1;
+    a = run("states_list", NULL, NULL, NULL);
+    CHECKF(listed(&a, &hidden) == 1 && hidden == 3, "listing: %s", a.text);
+    answer_free(&a);
+    a = run("states_list", NULL, NULL, "include", "cache", NULL);
+    CHECKF(listed(&a, &hidden) == 4 && hidden == 0, "listing with the cache: %s", a.text);
+    answer_free(&a);
+    a = run("states_list", NULL, NULL, "include", "everything", NULL);
+    CHECK_ERROR(a, 422, "invalid_value");
+    answer_free(&a);
+    a = run("generate", NULL, body, NULL);
+    CHECKF(a.status == 200 && cached_of(&a) == 32, "again: %s", a.text);
+    answer_free(&a);
+    snprintf(body, sizeof body, "{\"prompt\": %s, \"max_tokens\": 1}", qt);
+    a = run("generate", NULL, body, NULL);
+    CHECKF(a.status == 200 && cached_of(&a) == 4, "shared 20: %s", a.text);
+    answer_free(&a);
+    a = run("states_get", "mine", NULL, NULL);
+    CHECK(a.status == 200);
+    answer_free(&a);
+    a = run("metrics", NULL, NULL, NULL);
+    CHECKF(metric(a.text, "statesoup_prefix_hits_total") == 3, "%s", a.text);
+    answer_free(&a);
+    /* without the user's state, a third prompt that shares the first 20 tokens: its miss is
+     * counted as caused by an eviction (the entries at 8 and 16 went) */
+    a = run("states_delete", "mine", NULL, NULL);
+    answer_free(&a);
+    for (int i = 20; i < N; i++) Q[i] = (int32_t)((i * 31 + 5) % (V - 1)) + 1;
+    free(qt);
+    qt = ids_text(Q, N);
+    snprintf(body, sizeof body, "{\"prompt\": %s, \"max_tokens\": 1}", qt);
+    a = run("generate", NULL, body, NULL);
+    CHECK(a.status == 200 && cached_of(&a) == 0);
+    answer_free(&a);
+    a = run("metrics", NULL, NULL, NULL);
+    CHECKF(metric(a.text, "statesoup_prefix_misses_total{cause=\"evicted\"}") == 1, "%s", a.text);
+    answer_free(&a);
+
+    ss_api_detach_engine(api);
+    ss_engine_close(eng);
+    ss_api_free(api);
+    ss_metrics_free(mx);
+    ss_store_close(st);
+    ss_model_close(m);
+    test_rm_rf(dir);
+    free(pt);
+    free(qt);
+    free(ut);
+    api = saved_api;
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -777,6 +879,7 @@ int main(int argc, char **argv)
     test_prefix("models/mamba1-tiny");
     test_prefix("models/mamba2-tiny");
     test_prefix("models/moe-mamba-switch");
+    test_prefix_cache();
 
     ss_api_detach_engine(api);
     ss_engine_close(eng);

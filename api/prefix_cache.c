@@ -1,0 +1,229 @@
+/*
+ * prefix_cache.c - the automatic prompt cache (--prefix-cache-budget): the daemon keeps
+ * checkpoints of recent prompts in the catalog as cache entries, and evicts the least recently
+ * used ones to stay within the budget.
+ *
+ * A cache entry is an ordinary stored state, unnamed, tagged CACHE_TAG and indexed under its
+ * prefix like any state made from tokens; the listing hides it unless asked (?include=cache).
+ * Only states this module stored are ever evicted: a state a user saved never is. The entries
+ * are remembered here with their last use (a hit touches its entry); at attach the ones a
+ * previous run left are taken back, oldest first. The chains of the last evicted entries are
+ * kept so that a miss they caused is counted as "evicted".
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "infer.h"
+#include "metrics.h"
+
+#define EVICTED_RING 64
+
+typedef struct entry {
+    char id[SS_STORE_ID_LEN + 1];
+    size_t bytes;
+    uint64_t used; /* clock of the last use */
+} entry;
+
+struct api_cache {
+    pthread_mutex_t mu;
+    size_t budget, total;
+    int every;
+    entry *e;
+    int n, cap;
+    uint64_t clock;
+    ss_prefix evicted[EVICTED_RING];
+    int n_evicted;
+};
+
+static int cache_push(api_cache *c, const char *id, size_t bytes)
+{
+    if (c->n == c->cap) {
+        int nc = c->cap ? 2 * c->cap : 64;
+        entry *e = realloc(c->e, (size_t)nc * sizeof *e);
+        if (!e) return -1;
+        c->e = e;
+        c->cap = nc;
+    }
+    entry *e = &c->e[c->n++];
+    snprintf(e->id, sizeof e->id, "%s", id);
+    e->bytes = bytes;
+    e->used = ++c->clock;
+    c->total += bytes;
+    return 0;
+}
+
+/* Evict least recently used entries until `need` more bytes fit. Caller holds c->mu. */
+static void cache_evict(ss_api *a, api_cache *c, size_t need)
+{
+    while (c->n && c->total + need > c->budget) {
+        int lru = 0;
+        for (int i = 1; i < c->n; i++)
+            if (c->e[i].used < c->e[lru].used) lru = i;
+        entry victim = c->e[lru];
+        c->e[lru] = c->e[--c->n];
+        c->total -= victim.bytes;
+        int found = 0;
+        ss_prefix chain;
+        if (ss_store_prefix_of(a->store, victim.id, &chain, &found) == SS_OK && found)
+            c->evicted[c->n_evicted++ % EVICTED_RING] = chain;
+        ss_err err = ss_store_delete(a->store, victim.id);
+        if (err && err != SS_ERR_NOT_FOUND)
+            fprintf(stderr, "statesoupd: prompt cache: evicting %s: %s\n", victim.id, ss_errmsg());
+    }
+    ss_err_clear();
+}
+
+/* Take back the cache entries a previous run left in the catalog (oldest first). */
+static void cache_load(ss_api *a, api_cache *c)
+{
+    char *cursor = NULL;
+    for (;;) {
+        char *page = NULL;
+        if (ss_store_list(a->store, API_CACHE_TAG, NULL, 1000, cursor, &page)) break;
+        json_t *j = json_loads(page, 0, NULL);
+        free(page);
+        size_t i;
+        json_t *rec;
+        json_array_foreach (json_object_get(j, "data"), i, rec) {
+            const char *id = json_string_value(json_object_get(rec, "id"));
+            if (id) cache_push(c, id, (size_t)json_integer_value(json_object_get(rec, "bytes")));
+        }
+        const char *next = json_string_value(json_object_get(j, "next_cursor"));
+        free(cursor);
+        cursor = next ? strdup(next) : NULL;
+        json_decref(j);
+        if (!cursor) break;
+    }
+    /* the listing is newest first: the oldest get the oldest clock */
+    for (int i = 0; i < c->n; i++) c->e[i].used = (uint64_t)(c->n - i);
+    c->clock = (uint64_t)c->n;
+    cache_evict(a, c, 0);
+    ss_err_clear();
+}
+
+ss_err api_cache_new(ss_api *a)
+{
+    if (!a->p.prefix_cache_budget) return SS_OK;
+    api_cache *c = calloc(1, sizeof *c);
+    if (!c) return ss_fail(SS_ERR_NOMEM, "out of memory");
+    pthread_mutex_init(&c->mu, NULL);
+    c->budget = a->p.prefix_cache_budget;
+    c->every = a->p.prefix_cache_every > 0 ? a->p.prefix_cache_every : API_CACHE_EVERY;
+    a->cache = c;
+    cache_load(a, c);
+    return SS_OK;
+}
+
+void api_cache_free(api_cache *c)
+{
+    if (!c) return;
+    pthread_mutex_destroy(&c->mu);
+    free(c->e);
+    free(c);
+}
+
+void api_cache_touch(ss_api *a, const char *id)
+{
+    api_cache *c = a->cache;
+    if (!c) return;
+    pthread_mutex_lock(&c->mu);
+    for (int i = 0; i < c->n; i++)
+        if (!strcmp(c->e[i].id, id)) c->e[i].used = ++c->clock;
+    pthread_mutex_unlock(&c->mu);
+}
+
+int api_cache_was_evicted(ss_api *a, const ss_prefix *chains, int n)
+{
+    api_cache *c = a->cache;
+    if (!c) return 0;
+    int hit = 0;
+    pthread_mutex_lock(&c->mu);
+    int m = c->n_evicted < EVICTED_RING ? c->n_evicted : EVICTED_RING;
+    for (int i = 0; i < n && !hit; i++)
+        for (int k = 0; k < m && !hit; k++)
+            hit = !memcmp(chains[i].h, c->evicted[k].h, SS_PREFIX_LEN);
+    pthread_mutex_unlock(&c->mu);
+    return hit;
+}
+
+void api_cache_plan(infer *inf)
+{
+    api_cache *c = inf->a->cache;
+    inf->n_ccps = 0;
+    if (!c || inf->batch || !inf->chained || inf->n_choices < 1 || inf->a->info->state_bytes > c->budget)
+        return;
+    int end = inf->ch[0].n_prompt; /* the prompt, or the context of a score */
+    int first = (inf->cached / c->every + 1) * c->every;
+    int n = end > inf->cached ? (end - 1 - first) / c->every + 1 : 0;
+    if (end - 1 < first) n = 0;
+    /* the last API_MAX_CHECKPOINTS - 1 grid positions, then the end */
+    int skip = n > API_MAX_CHECKPOINTS - 1 ? n - (API_MAX_CHECKPOINTS - 1) : 0;
+    for (int k = skip; k < n; k++) inf->ccps[inf->n_ccps++] = first + k * c->every;
+    if (end > inf->cached) inf->ccps[inf->n_ccps++] = end;
+}
+
+void api_cache_store(infer *inf)
+{
+    ss_api *a = inf->a;
+    api_cache *c = a->cache;
+    if (!c || !inf->n_ccps) return;
+    const choice *ch = &inf->ch[0];
+    size_t bytes = a->info->state_bytes;
+    api_save save = {0};
+    for (int k = 0; k < inf->n_ccps; k++) {
+        if (!inf->ccp_data[k]) continue; /* not reached (cancelled) */
+        int pos = inf->ccps[k];
+        ss_store_prefix_entry pe;
+        prefix_entry(inf, ch->prompt, pos, NULL, 0, &pe);
+        int got = 0;
+        char id[SS_STORE_ID_LEN + 1];
+        if (ss_store_prefix_find(a->store, &pe.chain, 1, 0, &got, id) == SS_OK) {
+            api_cache_touch(a, id); /* already stored (by a user or the cache) */
+            continue;
+        }
+        pthread_mutex_lock(&c->mu);
+        cache_evict(a, c, bytes);
+        char *text = NULL;
+        if (!save.tags) save.tags = json_pack("[s]", API_CACHE_TAG);
+        ss_err err = api_save_blob_indexed(a, &save, inf->ccp_data[k],
+                                           prefix_cp_bytes(a->info, inf->ccp_data[k]),
+                                           inf->start_tokens + pos, inf->start.parents, &pe, &text);
+        if (!err) {
+            json_t *rec = json_loads(text, 0, NULL);
+            const char *nid = json_string_value(json_object_get(rec, "id"));
+            if (nid) cache_push(c, nid, bytes);
+            json_decref(rec);
+        }
+        free(text);
+        pthread_mutex_unlock(&c->mu);
+        if (err) {
+            fprintf(stderr, "statesoupd: prompt cache: storing a checkpoint: %s\n", ss_errmsg());
+            break;
+        }
+    }
+    json_decref(save.tags);
+    ss_err_clear();
+}
+
+json_t *api_cache_hide(json_t *page)
+{
+    json_t *data = json_object_get(page, "data");
+    size_t hidden = 0;
+    for (size_t i = 0; i < json_array_size(data);) {
+        json_t *tags = json_object_get(json_array_get(data, i), "tags");
+        int cache = 0;
+        size_t k;
+        json_t *t;
+        json_array_foreach (tags, k, t)
+            cache |= json_is_string(t) && !strcmp(json_string_value(t), API_CACHE_TAG);
+        if (cache) {
+            json_array_remove(data, i);
+            hidden++;
+        } else {
+            i++;
+        }
+    }
+    json_object_set_new(page, "hidden", json_integer((json_int_t)hidden));
+    return page;
+}
