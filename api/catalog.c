@@ -57,6 +57,13 @@ void api_h_metrics(void *app, ss_host_req *r)
             x.state_bytes = ss.blob_bytes;
             x.store_map_bytes = ss.map_size;
             x.store_used_bytes = ss.file_bytes;
+            x.remote = ss.remote;
+            x.remote_up = ss.remote_up;
+            x.remote_errors = ss.remote_errors;
+            x.cache_hits = ss.cache_hits;
+            x.cache_misses = ss.cache_misses;
+            x.cache_evictions = ss.cache_evictions;
+            x.cache_bytes = ss.cache_bytes;
         }
     }
     ss_err err = ss_metrics_render(a->p.metrics, &x, &text, &len);

@@ -462,12 +462,14 @@ static const char help[] =
     "  --shape S        130m, 370m, 790m, 1.4b or 2.8b (repeatable; default 130m)\n"
     "  --model DIR      also (or only) measure this checkpoint folder, as statesoupd loads it\n"
     "                   (repeatable; any supported family and dtype)\n"
-    "  --only LIST      measure only these phases, comma-separated: prefill, decode, store,\n"
-    "                   fairness, prefix (load and the machine's limits are always measured; fairness\n"
-    "                   runs only when named: a long prompt beside streams and a short request)\n"
+    "  --only LIST      measure only these phases, comma-separated: prefill, decode, store\n"
+    "                   (save, restore, linear merge of 4 and the sequential and symmetric\n"
+    "                   compositions of 4),\n"
+    "                   fairness, prefix (load and the machine's limits are always measured;\n"
+    "                   fairness runs only when named: a long prompt beside streams and a\n"
+    "                   short request; prefix too: time to first token of a 2,000-token\n"
+    "                   prompt whose first 1,900 tokens are stored, with and without reuse)\n"
     "  --long-prompt N  the fairness phase's long prompt (default 100000 tokens)\n"
-    "                   prefix (only when named): time to first token of a 2,000-token prompt\n"
-    "                   whose first 1,900 tokens are stored, with and without reuse\n"
     "  --prefix N,K     the prefix phase's prompt and stored tokens (default 2000,1900)\n"
     "  --prompt N       prefill prompt length (default 512)\n"
     "  --decode N       tokens generated per stream (default 128)\n"
@@ -644,6 +646,7 @@ typedef struct result {
     double paired; /* best one-stream decode against the bandwidth measured beside it */
     double overhead_ms; /* least of (time per token - bytes / bandwidth beside) over the runs */
     double save_ms, restore_ms, merge_ms, rss_store, raw_ms;
+    double compose_ms[2]; /* sequential, symmetric merge of 4: read the 4 blobs + compose */
 } result;
 
 static const int stream_counts[N_STREAM_COUNTS] = {1, 4, 16};
@@ -692,10 +695,49 @@ static void run_decode(const bench_opts *o, ss_model *m, machine *mc, result *r)
     }
 }
 
+/*
+ * Decay-aware merges of the 4 stored states (merge modes sequential and symmetric) as the daemon
+ * does them: read each blob (checksummed copy), then ss_state_compose over every SSM element. The
+ * decays are synthetic (their values do not change the work).
+ */
+static void run_compose(const ss_model *m, ss_store *store, char ids[][40], result *r)
+{
+    const ss_model_info *info = ss_model_get_info(m);
+    const size_t F = info->state_floats, D = info->decay_floats;
+    float *buf = malloc(MERGE_N * (F + D) * sizeof(float)), *out = malloc(F * sizeof(float));
+    float *od = malloc(D * sizeof(float) + 1);
+    const float *st[MERGE_N], *dc[MERGE_N];
+    if (!buf || !out || !od) goto out;
+    for (int i = 0; i < MERGE_N; i++) {
+        st[i] = buf + i * (F + D);
+        dc[i] = st[i] + F;
+        for (size_t k = 0; k < D; k++) buf[i * (F + D) + F + k] = 0.05f * (float)(i + 1 + k % 7);
+    }
+    for (int mode = 0; mode < 2; mode++) {
+        double best = 1e9;
+        for (int rep = 0; rep < 3; rep++) {
+            double t0 = now_s();
+            for (int i = 0; i < MERGE_N; i++)
+                ss_store_get_blob(store, ids[i], info->fingerprint, buf + i * (F + D),
+                                  F * sizeof(float), NULL, NULL);
+            ss_state_compose(m, mode ? SS_COMPOSE_SYMMETRIC : SS_COMPOSE_SEQUENTIAL, st, dc,
+                             MERGE_N, out, od);
+            double dt = now_s() - t0;
+            if (dt < best) best = dt;
+        }
+        r->compose_ms[mode] = best * 1e3;
+    }
+out:
+    free(buf);
+    free(out);
+    free(od);
+}
+
 /* Store: save 4 states, then restore and merge them (the first few rounds warm the map up). */
 static void run_store(const bench_opts *o, const machine *mc, const char *sdir,
-                      const ss_model_info *info, ss_state *st, result *r)
+                      const ss_model *m, ss_state *st, result *r)
 {
+    const ss_model_info *info = ss_model_get_info(m);
     ss_store *store = NULL;
     if (ss_store_open(&store, sdir, NULL)) return;
     char rec[512], ids[MERGE_N][40];
@@ -739,6 +781,7 @@ static void run_store(const bench_opts *o, const machine *mc, const char *sdir,
     }
     r->restore_ms = best_get * 1e3;
     r->merge_ms = best_merge * 1e3;
+    run_compose(m, store, ids, r);
     rss_mb(&r->rss_store, &r->peak);
     ss_store_close(store);
 }
@@ -783,6 +826,9 @@ static json_t *report(const bench_opts *o, const machine *mc, const char *label,
         printf("  %-34s %6.2f ms   %.1f GB/s = %.0f%% of bandwidth   RSS %.0f MB\n",
                "merge of 4 stored states", r->merge_ms, merge_gbs, 100 * merge_gbs / mc->bw,
                r->rss_store);
+        printf("  %-34s %6.2f ms   (mode sequential)\n", "composition of 4 stored states",
+               r->compose_ms[0]);
+        printf("  %-34s %6.2f ms   (mode symmetric)\n", "", r->compose_ms[1]);
     }
     printf("  state: %.1f MB; weights streamed per token: %.0f MB; %.0f MFLOP/token\n",
            sb / 1e6, r->stream_bytes / 1e6, r->flop_tok / 1e6);
@@ -803,6 +849,8 @@ static json_t *report(const bench_opts *o, const machine *mc, const char *label,
         "restore_gbs", restore_gbs, "merge4_ms", r->merge_ms, "merge4_gbs", merge_gbs,
         "merge4_fraction", merge_gbs / mc->bw, "rss_decode16_mb", r->rss_dec[2],
         "rss_prefill_mb", r->rss_prefill);
+    json_object_set_new(jm, "merge4_sequential_ms", json_real(r->compose_ms[0]));
+    json_object_set_new(jm, "merge4_symmetric_ms", json_real(r->compose_ms[1]));
     json_object_set_new(jm, "bandwidth_gbs", json_real(mc->bw));
     json_object_set_new(jm, "decode_fraction_beside", json_real(r->paired));
     json_object_set_new(jm, "decode_overhead_ms", json_real(r->overhead_ms));
@@ -868,7 +916,7 @@ static json_t *bench_model(const bench_opts *o, machine *mc, const char *root, i
     char sdir[4096 + 128];
     snprintf(sdir, sizeof sdir, "%s/store-%d", root, si);
     r.raw_ms = o->do_store ? measure_disk_write(root, info->state_bytes) * 1e3 : 0;
-    if (o->do_store) run_store(o, mc, sdir, info, st, &r);
+    if (o->do_store) run_store(o, mc, sdir, m, st, &r);
     remeasure_bandwidth(mc);
     json_t *jm = report(o, mc, s ? s->name : dir, info, &r);
     if (o->do_fair && bench_fairness(m, o->long_prompt, jm))

@@ -87,6 +87,20 @@ static ss_err start_linear(const eval_run *r, int t, int arg, json_t *req)
     return m && !json_object_set_new(req, "merge", m) ? SS_OK : ss_fail(SS_ERR_NOMEM, "out of memory");
 }
 
+/* arg 0: sequential composition of the parts in order; 1: symmetric (merge modes). */
+static ss_err start_compose(const eval_run *r, int t, int arg, json_t *req)
+{
+    if (r->tasks[t].n_parts < 2) return SS_ERR_UNSUPPORTED;
+    json_t *srcs = json_array();
+    for (int j = 0; srcs && j < r->tasks[t].n_parts; j++)
+        json_array_append_new(srcs, json_pack("{s:s}", "state", r->part_ids[t][j]));
+    json_t *m = srcs ? json_pack("{s:o,s:s}", "sources", srcs, "mode",
+                                 arg ? "symmetric" : "sequential")
+                     : NULL;
+    return m && !json_object_set_new(req, "merge", m) ? SS_OK
+                                                      : ss_fail(SS_ERR_NOMEM, "out of memory");
+}
+
 /* arg 0: 1/2 this task's one-pass state + 1/2 the next task's; 1: the next task's alone. */
 static ss_err start_other(const eval_run *r, int t, int arg, json_t *req)
 {
@@ -113,6 +127,8 @@ static const eval_cond conds[] = {
     {"part8", "part 8 alone", start_part, 7},
     {"mean", "linear soup: the mean of the parts' states", start_linear, 0},
     {"sum", "the sum of the parts' states", start_linear, 1},
+    {"sequential", "the parts composed in order with the model's decay", start_compose, 0},
+    {"symmetric", "the parts composed, averaged over every order", start_compose, 1},
     {"one-pass", "the whole context in one pass (the upper reference)", start_whole, 0},
     {"other-soup", "1/2 this task's one-pass state + 1/2 the next task's", start_other, 0},
     {"other", "the next task's one-pass state alone", start_other, 1},

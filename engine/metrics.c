@@ -252,6 +252,26 @@ ss_err ss_metrics_render(ss_metrics *m, const ss_metrics_extra *x, char **out, s
               (unsigned long long)x->jobs_done, x->jobs_queued, x->jobs_running,
               (unsigned long long)x->states, (unsigned long long)x->state_bytes,
               (unsigned long long)x->store_map_bytes, (unsigned long long)x->store_used_bytes);
+    if (x->remote) {
+        sb_printf(&b,
+                  "# HELP statesoup_remote_up Whether the shared catalog (Redis Cluster) answers.\n"
+                  "# TYPE statesoup_remote_up gauge\nstatesoup_remote_up %d\n"
+                  "# HELP statesoup_remote_errors_total Catalog commands that failed for want of "
+                  "Redis.\n"
+                  "# TYPE statesoup_remote_errors_total counter\nstatesoup_remote_errors_total %llu\n"
+                  "# HELP statesoup_cache_hits_total State reads served by the local cache.\n"
+                  "# TYPE statesoup_cache_hits_total counter\nstatesoup_cache_hits_total %llu\n"
+                  "# HELP statesoup_cache_misses_total State reads fetched from Redis.\n"
+                  "# TYPE statesoup_cache_misses_total counter\nstatesoup_cache_misses_total %llu\n"
+                  "# HELP statesoup_cache_evictions_total States evicted from the local cache.\n"
+                  "# TYPE statesoup_cache_evictions_total counter\n"
+                  "statesoup_cache_evictions_total %llu\n"
+                  "# HELP statesoup_cache_bytes Blob bytes held by the local cache.\n"
+                  "# TYPE statesoup_cache_bytes gauge\nstatesoup_cache_bytes %llu\n",
+                  x->remote_up, (unsigned long long)x->remote_errors,
+                  (unsigned long long)x->cache_hits, (unsigned long long)x->cache_misses,
+                  (unsigned long long)x->cache_evictions, (unsigned long long)x->cache_bytes);
+    }
     if (b.failed) {
         free(b.p);
         return ss_fail(SS_ERR_NOMEM, "out of memory rendering metrics");

@@ -45,6 +45,9 @@ typedef struct ss_metrics_extra {
     uint64_t tokens_prefilled, tokens_generated, engine_steps, jobs_done;
     int jobs_queued, jobs_running;
     uint64_t states, state_bytes, store_map_bytes, store_used_bytes;
+    /* The shared tier (--remote): rendered only when remote is 1. */
+    int remote, remote_up;
+    uint64_t remote_errors, cache_hits, cache_misses, cache_evictions, cache_bytes;
 } ss_metrics_extra;
 
 /*

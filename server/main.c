@@ -46,6 +46,11 @@ typedef struct options {
     int prefill_chunk;
     double prefill_share;
     size_t store_max_bytes;
+    const char *remote;          /* Redis Cluster seeds (docs/scale-out.md); NULL = LMDB alone */
+    const char *remote_password;
+    const char *remote_prefix;
+    int remote_wait;             /* Redis replicas a write waits for (WAIT) */
+    size_t cache_max_bytes;
     int quiet;
     int shutdown_timeout;
     int prefix_cache;
@@ -94,6 +99,15 @@ static void usage(FILE *f)
         "  --prefill-share F     while streams decode, the share (0..1] of step time that\n"
         "                        prompts may take; prompts share it in turn (default: 0.4)\n"
         "  --store-max-bytes B   cap on the catalog's size, then 507 (default: the disk)\n"
+        "  --remote URL          share the catalog through Redis Cluster:\n"
+        "                        redis://[:password@]host:port[,host:port...] (seed nodes);\n"
+        "                        --data then holds a bounded cache (docs/scale-out.md). No TLS:\n"
+        "                        Debian 12's hiredis (0.14) has none\n"
+        "  --remote-password P   Redis AUTH password (or $STATESOUP_REMOTE_PASSWORD)\n"
+        "  --remote-prefix P     key namespace in Redis, one hash slot (default: ss)\n"
+        "  --remote-wait N       Redis replicas that must confirm a write (WAIT) before it is\n"
+        "                        acknowledged; 0 = the primary alone (default: 1)\n"
+        "  --cache-max-bytes B   with --remote, blob bytes kept in --data (LRU; default: 1G)\n"
         "  --shutdown-timeout S  on SIGINT/SIGTERM, seconds to let running jobs finish\n"
         "                        before cancelling them (default: 10)\n"
         "  --prefix-cache        \"reuse\" defaults to true: generate, completions and score\n"
@@ -183,6 +197,11 @@ enum {
     O_CHUNK,
     O_SHARE,
     O_STOREMAX,
+    O_REMOTE,
+    O_RPASS,
+    O_RPREFIX,
+    O_RWAIT,
+    O_CACHEMAX,
     O_SHUTDOWN,
     O_PCACHE,
     O_PCBUDGET,
@@ -207,6 +226,11 @@ static const struct option longopts[] = {
     {"prefill-chunk", required_argument, NULL, O_CHUNK},
     {"prefill-share", required_argument, NULL, O_SHARE},
     {"store-max-bytes", required_argument, NULL, O_STOREMAX},
+    {"remote", required_argument, NULL, O_REMOTE},
+    {"remote-password", required_argument, NULL, O_RPASS},
+    {"remote-prefix", required_argument, NULL, O_RPREFIX},
+    {"remote-wait", required_argument, NULL, O_RWAIT},
+    {"cache-max-bytes", required_argument, NULL, O_CACHEMAX},
     {"shutdown-timeout", required_argument, NULL, O_SHUTDOWN},
     {"prefix-cache", no_argument, NULL, O_PCACHE},
     {"prefix-cache-budget", required_argument, NULL, O_PCBUDGET},
@@ -243,6 +267,11 @@ static int apply_option(int c, const char *arg, options *o)
     case O_CHUNK: return parse_int(arg, 1, MAX_COUNT, &o->prefill_chunk);
     case O_SHARE: return parse_fraction(arg, &o->prefill_share);
     case O_STOREMAX: return (o->store_max_bytes = parse_size(arg)) > 0;
+    case O_REMOTE: o->remote = arg; return 1;
+    case O_RPASS: o->remote_password = arg; return 1;
+    case O_RPREFIX: o->remote_prefix = arg; return 1;
+    case O_RWAIT: return parse_int(arg, 0, 16, &o->remote_wait);
+    case O_CACHEMAX: return (o->cache_max_bytes = parse_size(arg)) > 0;
     case O_SHUTDOWN: return parse_int(arg, 0, 3600, &o->shutdown_timeout);
     case O_PCACHE: o->prefix_cache = 1; return 1;
     case O_PCBUDGET: return (o->prefix_cache_budget = parse_size(arg)) > 0;
@@ -257,6 +286,7 @@ static int parse_args(int argc, char **argv, options *o)
 {
     *o = (options){.model = "models/demo-mamba1",
                    .data = "./data",
+                   .remote_wait = 1,
                    .host = "127.0.0.1",
                    .port = 8080,
                    .threads = 4,
@@ -459,6 +489,12 @@ static ss_err open_catalog(parts *d, const options *o)
     sp.max_map_size = o->store_max_bytes;
     if (o->store_max_bytes && o->store_max_bytes < sp.initial_map_size)
         sp.initial_map_size = o->store_max_bytes;
+    sp.remote = o->remote;
+    sp.remote_password = o->remote_password ? o->remote_password
+                                            : getenv("STATESOUP_REMOTE_PASSWORD");
+    sp.remote_prefix = o->remote_prefix;
+    sp.remote_wait_replicas = o->remote_wait;
+    sp.cache_max_bytes = o->cache_max_bytes;
     ss_err err = ss_store_open(&d->store, o->data, &sp);
     if (err) return err;
     ss_store_stats st;

@@ -265,6 +265,8 @@ typedef struct put_ctx {
     char *text; /* out: the committed record text (malloc) */
     size_t text_len;
     const ss_store_prefix_entry *prefix; /* index the state under this (NULL: not) */
+    const char *fixed_id;  /* store_put_as: the id and creation time given (remote tier) */
+    int64_t fixed_created;
 } put_ctx;
 
 /* Add `delta` (may wrap, to subtract) to the blob byte counter in meta. */
@@ -316,6 +318,7 @@ static ss_err put_fn(ss_store *s, wtx *w, void *ctx)
 
     /* Strictly after the newest state, so the time index order is the order of the puts. */
     int64_t created = ss_now_ns();
+    if (p->fixed_id) goto fixed;
     rc = mdb_cursor_open(w->txn, s->time, &cur);
     if (rc) return store_mdb_fail(rc, "store %s: time index", s->dir);
     rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST);
@@ -331,6 +334,11 @@ static ss_err put_fn(ss_store *s, wtx *w, void *ctx)
     char id[ID_LEN + 1] = "st_";
     if ((err = ss_random_bytes(rnd, sizeof rnd))) return err;
     ss_hex(rnd, sizeof rnd, id + 3);
+    if (0) {
+    fixed: /* a state of the remote tier cached here: its id and time are the catalog's */
+        memcpy(id, p->fixed_id, ID_LEN + 1);
+        created = p->fixed_created;
+    }
     err = ss_rec_finish(p->rec, id, created, p->blob_len, p->checksum, &p->text, &p->text_len);
     if (err) return err;
     make_tkey(tkey, created, id);
@@ -379,19 +387,13 @@ fail:
  * record text (free() it), set only on success. The checksum is computed before the write lock is
  * taken, so concurrent puts only serialise on the copy into the map. Thread-safe.
  */
-ss_err ss_store_put(ss_store *s, const char *record_json, const void *blob, size_t blob_len,
-                    char **record_out)
-{
-    return ss_store_put_prefixed(s, record_json, blob, blob_len, NULL, record_out);
-}
-
-ss_err ss_store_put_prefixed(ss_store *s, const char *record_json, const void *blob,
-                             size_t blob_len, const ss_store_prefix_entry *pe, char **record_out)
+static ss_err put_common(ss_store *s, const char *record_json, const void *blob, size_t blob_len,
+                         const ss_store_prefix_entry *pe, const char *fixed_id,
+                         int64_t fixed_created, char **record_out)
 {
     ss_err err = SS_OK;
-    put_ctx p = {.prefix = pe};
+    put_ctx p = {.prefix = pe, .fixed_id = fixed_id, .fixed_created = fixed_created};
 
-    if (!s) return ss_fail(SS_ERR_INVALID, "store: NULL store");
     if (s->read_only) return ss_fail(SS_ERR_PERM, "store %s is open read-only", s->dir);
     if (blob_len == 0 || !blob) return ss_fail(SS_ERR_INVALID, "state blob is empty");
     /* A write into a file that was deleted under us would be acknowledged and lost. */
@@ -418,6 +420,27 @@ out:
     return err;
 }
 
+ss_err ss_store_put(ss_store *s, const char *record_json, const void *blob, size_t blob_len,
+                    char **record_out)
+{
+    return ss_store_put_prefixed(s, record_json, blob, blob_len, NULL, record_out);
+}
+
+ss_err ss_store_put_prefixed(ss_store *s, const char *record_json, const void *blob,
+                             size_t blob_len, const ss_store_prefix_entry *pe, char **record_out)
+{
+    if (!s) return ss_fail(SS_ERR_INVALID, "store: NULL store");
+    REMOTE_ROUTE(s, remote_put(s, record_json, blob, blob_len, pe, record_out));
+    return put_common(s, record_json, blob, blob_len, pe, NULL, 0, record_out);
+}
+
+ss_err store_put_as(ss_store *s, const char *record_json, const void *blob, size_t blob_len,
+                    const ss_store_prefix_entry *pe, const char *id, int64_t created_ns,
+                    char **record_out)
+{
+    return put_common(s, record_json, blob, blob_len, pe, id, created_ns, record_out);
+}
+
 /* ---- get ------------------------------------------------------------------------------------- */
 
 /* Record of state `ref` (id or name) as JSON text (free() it), set only on success. Thread-safe. */
@@ -429,6 +452,7 @@ ss_err ss_store_get_record(ss_store *s, const char *ref, char **record_json)
     MDB_val rec;
 
     if (!s || !record_json) return ss_fail(SS_ERR_INVALID, "store: NULL argument");
+    REMOTE_ROUTE(s, remote_get_record(s, ref, record_json));
     err = store_txn_begin(s, MDB_RDONLY, &txn);
     if (err) return err;
     err = resolve(s, txn, ref, id, &rec);
@@ -541,6 +565,7 @@ ss_err ss_store_delete(ss_store *s, const char *ref)
 {
     if (!s) return ss_fail(SS_ERR_INVALID, "store: NULL store");
     if (!ref) return ss_fail(SS_ERR_INVALID, "state reference is missing (NULL)");
+    REMOTE_ROUTE(s, remote_delete(s, ref));
     return store_write_txn(s, 64 * 1024, delete_fn, (void *)ref);
 }
 
@@ -615,6 +640,7 @@ ss_err ss_store_list(ss_store *s, const char *tag, const char *prefix, int limit
     }
     if (tag && (err = ss_store_check_tag(tag))) return err;
     if (cursor && (err = parse_cursor(cursor, after))) return err;
+    REMOTE_ROUTE(s, remote_list(s, tag, prefix, limit, after, cursor != NULL, page_json));
 
     if ((err = buf_str(&b, "{\"data\":["))) goto out;
     err = store_txn_begin(s, MDB_RDONLY, &txn);
@@ -722,6 +748,7 @@ ss_err ss_store_get_stats(ss_store *s, ss_store_stats *out)
     out->blob_bytes = blob_bytes;
     out->map_size = info.me_mapsize;
     out->file_bytes = ((uint64_t)info.me_last_pgno + 1) * s->page_size;
+    if (s->remote) remote_stats(s, out);
 out:
     store_txn_end(s, txn);
     return err;

@@ -51,6 +51,7 @@ static ss_err aligned_blob(const MDB_val *blob, void **copy, const void **out)
 ss_err ss_store_view(ss_store *s, const char *const *refs, int n, const char *expect_model,
                      ss_store_view_fn fn, void *user)
 {
+    REMOTE_ROUTE(s, remote_view(s, refs, n, expect_model, fn, user));
     ss_err err = SS_OK;
     MDB_txn *txn = NULL;
     const void **ptrs = NULL;
@@ -301,6 +302,7 @@ out:
 ss_err ss_store_view_chunks(ss_store *s, const char *const *refs, int n, const char *expect_model,
                             int n_threads, ss_store_chunk_fn fn, void *user)
 {
+    REMOTE_ROUTE(s, remote_view_chunks(s, refs, n, expect_model, n_threads, fn, user));
     if (!fn) return ss_fail(SS_ERR_INVALID, "store view: no function given");
     chunk_job j = {.mode = CHUNK_FN, .fn = fn, .user = user};
     return chunked_read(s, refs, n, expect_model, n_threads, &j);
@@ -315,6 +317,7 @@ ss_err ss_store_merge_f32(ss_store *s, const char *const *refs, const double *w,
                           const char *expect_model, float *out, size_t out_bytes, int n_threads,
                           ss_store_source *src)
 {
+    REMOTE_ROUTE(s, remote_merge_f32(s, refs, w, n, expect_model, out, out_bytes, n_threads, src));
     float wf[SS_STORE_VIEW_MAX];
     if (!out || !w || out_bytes == 0 || out_bytes % sizeof(float))
         return ss_fail(SS_ERR_INVALID, "store merge: no output buffer");
@@ -338,6 +341,7 @@ ss_err ss_store_merge_f32(ss_store *s, const char *const *refs, const double *w,
 ss_err ss_store_get_blob(ss_store *s, const char *ref, const char *expect_model, void *dst,
                          size_t cap, size_t *len, char **record_json)
 {
+    REMOTE_ROUTE(s, remote_get_blob(s, ref, expect_model, dst, cap, len, record_json));
     ss_err err = SS_OK;
     MDB_txn *txn = NULL;
     json_t *record = NULL;

@@ -277,7 +277,8 @@ ss_err store_write_txn(ss_store *s, size_t need, write_fn fn, void *ctx)
 
 ss_store_params ss_store_default_params(void)
 {
-    ss_store_params p = {0, DEFAULT_MAP_SIZE, 0};
+    ss_store_params p = {.initial_map_size = DEFAULT_MAP_SIZE, .remote_wait_replicas = 1,
+                         .remote_wait_ms = 2000};
     return p;
 }
 
@@ -487,6 +488,7 @@ ss_err ss_store_open(ss_store **out, const char *dir, const ss_store_params *par
     if (err) goto out;
     s->data_path = data_path;
     data_path = NULL;
+    if (p.remote && (err = remote_open(s, &p))) goto out;
     *out = s;
     s = NULL;
 out:
@@ -502,6 +504,7 @@ out:
 void ss_store_close(ss_store *s)
 {
     if (!s) return;
+    remote_close(s);
     if (s->env) mdb_env_close(s->env);
     if (s->locks_ready) {
         pthread_rwlock_destroy(&s->map_lock);
@@ -548,6 +551,7 @@ ss_err ss_store_check(ss_store *s)
     if (!s) return ss_fail(SS_ERR_INVALID, "store: NULL store");
     ss_err err = store_check_file(s);
     if (err) return err;
+    if (s->remote && (err = remote_check(s))) return err;
     if (s->max_map_size) {
         MDB_envinfo info;
         mdb_env_info(s->env, &info);

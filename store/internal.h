@@ -5,7 +5,9 @@
  *
  * Files: env.c (LMDB environment, transactions, map growth, open/close, health), catalog.c
  * (records, put, get, delete, list, stats, verify), chunks.c (views, piece-by-piece reads, the
- * merge, blob copies), record.c (the record schema), hash*.c (checksum kernels).
+ * merge, blob copies), record.c (the record schema), hash*.c (checksum kernels), remote.c (the
+ * shared tier on Redis Cluster: public calls are routed there by REMOTE_ROUTE when it is on) and
+ * redis_cluster.c (its cluster client).
  *
  * On-disk layout (named databases in one environment; keys and values are raw bytes, no NULs):
  *   blobs    id (35 bytes, "st_" + 32 hex)        -> blob bytes
@@ -80,6 +82,7 @@ struct ss_store {
     size_t page_size;    /* LMDB's page size (the file's, which may differ from the OS's) */
     char *dir;
     char *data_path;     /* dir/data.mdb, for the health check */
+    struct ss_remote *remote; /* the Redis Cluster tier (remote.c), NULL without --remote */
 };
 
 /* The store whose view callback is running on this thread (re-entry would deadlock the rwlock). */
@@ -167,5 +170,42 @@ ss_err store_check_hash(const char *id, const json_t *record, uint64_t hash);
 ss_err store_check_sum(const char *id, const json_t *record, const MDB_val *blob);
 /* The verified record text as a malloc'd string (*out). SS_ERR_CORRUPT, SS_ERR_NOMEM. */
 ss_err store_copy_record(const char *id, const MDB_val *rec, char **out);
+
+/* ---- remote.c: the Redis Cluster tier ---- */
+
+/* Set while remote.c calls the local (LMDB) functions on this thread: no routing then. */
+extern _Thread_local int store_local_only;
+/* In a public function: with a remote tier, hand the call to remote.c. */
+#define REMOTE_ROUTE(s, call)                                                                      \
+    do {                                                                                           \
+        if ((s) && (s)->remote && !store_local_only) return (call);                                \
+    } while (0)
+
+/* ss_store_put with the id and creation time given (a state of the remote tier cached here). */
+ss_err store_put_as(ss_store *s, const char *record_json, const void *blob, size_t blob_len,
+                    const ss_store_prefix_entry *pe, const char *id, int64_t created_ns,
+                    char **record_out);
+
+ss_err remote_open(ss_store *s, const ss_store_params *p);
+void remote_close(ss_store *s); /* NULL remote: no-op */
+ss_err remote_check(ss_store *s);
+void remote_stats(ss_store *s, ss_store_stats *out);
+/* pe: the prompt-cache index entry (store/prefix.c), kept in this replica's local tier only. */
+ss_err remote_put(ss_store *s, const char *record_json, const void *blob, size_t blob_len,
+                  const ss_store_prefix_entry *pe, char **record_out);
+ss_err remote_get_record(ss_store *s, const char *ref, char **record_json);
+ss_err remote_get_blob(ss_store *s, const char *ref, const char *expect_model, void *dst,
+                       size_t cap, size_t *len, char **record_json);
+ss_err remote_view(ss_store *s, const char *const *refs, int n, const char *expect_model,
+                   ss_store_view_fn fn, void *user);
+ss_err remote_view_chunks(ss_store *s, const char *const *refs, int n, const char *expect_model,
+                          int n_threads, ss_store_chunk_fn fn, void *user);
+ss_err remote_merge_f32(ss_store *s, const char *const *refs, const double *w, int n,
+                        const char *expect_model, float *out, size_t out_bytes, int n_threads,
+                        ss_store_source *src);
+ss_err remote_delete(ss_store *s, const char *ref);
+/* after: the decoded cursor (time key) when has_cursor. */
+ss_err remote_list(ss_store *s, const char *tag, const char *prefix, int limit,
+                   const unsigned char *after, int has_cursor, char **page_json);
 
 #endif

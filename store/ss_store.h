@@ -1,5 +1,6 @@
 /*
- * ss_store.h - the durable catalog of named states, in LMDB.
+ * ss_store.h - the durable catalog of named states, in LMDB (alone, or as the local cache of a
+ * shared catalog on Redis Cluster: ss_store_params.remote, docs/scale-out.md).
  *
  * A state is a blob (the model's state floats, opaque to the store except for the merge, which
  * sums them as F32 arrays: ss_store_merge_f32) plus a record (JSON object).
@@ -41,6 +42,20 @@ typedef struct ss_store_params {
     int read_only;          /* open for reading only (no writes; works beside a running daemon) */
     size_t initial_map_size; /* bytes; 0 = 64 MiB. Grows by doubling when full. */
     size_t max_map_size;     /* bytes; 0 = no limit other than the disk */
+    /*
+     * The shared tier (docs/scale-out.md): with `remote` set ("redis://[:pass@]host:port[,...]",
+     * Redis Cluster seed nodes), Redis Cluster is the catalog of record and this directory's LMDB
+     * a bounded LRU read-through cache of it. NULL = LMDB alone, as before.
+     */
+    const char *remote;
+    const char *remote_password;  /* AUTH; NULL = the URL's, if any */
+    const char *remote_prefix;    /* key namespace (one hash tag); NULL = "ss" */
+    int remote_wait_replicas;     /* a write is acknowledged once WAIT confirms this many Redis
+                                     replicas (default 1; 0 = the primary alone) */
+    int remote_wait_ms;           /* WAIT's timeout (default 2000) */
+    int remote_timeout_ms;        /* connect/command timeout (0 = 2000) */
+    int remote_retry_ms;          /* how long a command retries through failovers (0 = 5000) */
+    size_t cache_max_bytes;       /* blob bytes the local cache keeps (0 = 1 GiB) */
 } ss_store_params;
 
 ss_store_params ss_store_default_params(void);
@@ -194,6 +209,12 @@ typedef struct ss_store_stats {
     uint64_t blob_bytes;  /* sum of blob sizes */
     uint64_t map_size;    /* current LMDB map size */
     uint64_t file_bytes;  /* pages in use * page size (high-water mark, incl. reusable pages) */
+    /* With a remote tier (else 0): n_states and blob_bytes are then the shared catalog's. */
+    int remote;              /* 1 when a remote tier is configured */
+    int remote_up;           /* its last command succeeded */
+    uint64_t remote_errors;  /* commands that failed for want of the cluster */
+    uint64_t cache_hits, cache_misses, cache_evictions; /* local blob cache */
+    uint64_t cache_bytes;    /* blob bytes held by the local cache */
 } ss_store_stats;
 ss_err ss_store_get_stats(ss_store *s, ss_store_stats *out);
 

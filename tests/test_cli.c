@@ -1064,10 +1064,10 @@ static void test_eval(void)
         return;
     }
     RUN(&r, "eval", "--url", d.base, "--tasks", tasks, "--json", "--svg", svg, "--conditions",
-        "zero,part1,part2,mean,sum,one-pass,other-soup,other");
+        "zero,part1,part2,mean,sum,sequential,symmetric,one-pass,other-soup,other");
     json_t *j = json_ok(&r), *conds = json_object_get(j, "conditions");
     CHECK(json_integer_value(json_object_get(j, "tasks")) == 3);
-    CHECK(json_array_size(conds) == 8);
+    CHECK(json_array_size(conds) == 10);
     /* the references, computed here through the API: states of the parts and wholes */
     char pid[3][2][64], wid[3][64], whole[3][256];
     for (int t = 0; t < 3; t++) {
@@ -1091,6 +1091,10 @@ static void test_eval(void)
                 json_object_set_new(st, "merge", json_pack("[{s:s,s:f},{s:s,s:f}]", "state",
                                                            pid[t][0], "weight", w, "state",
                                                            pid[t][1], "weight", w));
+            if (!strcmp(name, "sequential") || !strcmp(name, "symmetric"))
+                json_object_set_new(st, "merge", json_pack("{s:s,s:[{s:s},{s:s}]}", "mode", name,
+                                                           "sources", "state", pid[t][0],
+                                                           "state", pid[t][1]));
             if (!strcmp(name, "other-soup"))
                 json_object_set_new(st, "merge", json_pack("[{s:s,s:f},{s:s,s:f}]", "state",
                                                            wid[t], "weight", 0.5, "state", other,

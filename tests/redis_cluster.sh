@@ -1,0 +1,222 @@
+#!/bin/bash
+# redis_cluster.sh - the shared tier (docs/scale-out.md) against real servers on loopback, all
+# started and stopped here: a 6-node Redis Cluster (3 primaries + 3 replicas, AOF on) built with
+# `redis-cli --cluster create`, and statesoupd replicas on it.
+#   1. test_redis with the cluster: redirects, two stores sharing the catalog (test_redis.c).
+#   2. Replicas A and B (and C, LMDB alone, the reference): save on A, merge on B, generate and
+#      score on B from the soup == the same requests on C; listing on B; names unique under
+#      concurrent saves on A and B; a delete on A seen by B.
+#   3. kill -9 the primary holding the catalog's slot during concurrent saves: after failover
+#      every acknowledged state is present on B and its data verifies (export checks the checksum).
+#   4. kill -9 replica A, start it again on the same --data: nothing lost.
+#   5. Stop the whole cluster: B serves its cached states (record, generate), saves get 503,
+#      /healthz is degraded, /metrics says statesoup_remote_up 0; restart the cluster: B recovers.
+# Skips (77) only when redis-server or redis-cli is missing (deploy/install-deps.sh installs them).
+set -u
+src=${SS_SOURCE_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
+bld=${SS_BUILD_ROOT:-$src/build}
+cd "$src" || exit 1
+for tool in redis-server redis-cli curl jq; do
+    command -v $tool >/dev/null || { echo "skipped: $tool missing (./deploy/install-deps.sh)"; exit 77; }
+done
+# shellcheck source=tests/redis_cluster_lib.sh
+. "$src/tests/redis_cluster_lib.sh"
+
+fails=0
+fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
+tmp=$(mktemp -d /tmp/ss_redis_cluster.XXXXXX)
+declare -A PID PORT
+cleanup() {
+    local n
+    for n in "${!PID[@]}"; do kill -9 "${PID[$n]}" 2>/dev/null; done
+    rc_cleanup
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# start_daemon NAME [statesoupd options...]: its port in PORT[NAME] once it is ready.
+start_daemon() {
+    local name=$1 line port=""
+    shift
+    mkfifo "$tmp/$name.fifo"
+    "$bld/statesoupd" --model models/demo-mamba1 --data "$tmp/$name.data" \
+        --listen 127.0.0.1:0 --compute-threads 1 --quiet "$@" >"$tmp/$name.fifo" 2>&1 &
+    PID[$name]=$!
+    disown "${PID[$name]}"
+    exec {fd}<"$tmp/$name.fifo"
+    while IFS= read -r -t 60 line <&$fd; do
+        echo "$line" >>"$tmp/$name.log"
+        case $line in
+        *"listening on http://127.0.0.1:"*) port=${line##*:} ;;
+        "statesoupd: ready") break ;;
+        esac
+    done
+    # Keep draining the log in the background so the daemon never blocks on a full pipe.
+    cat <&$fd >>"$tmp/$name.log" &
+    exec {fd}<&-
+    rm -f "$tmp/$name.fifo"
+    [ -n "$port" ] || { cat "$tmp/$name.log" >&2; fail "$name did not start"; return 1; }
+    PORT[$name]=$port
+}
+
+url() { echo "http://127.0.0.1:${PORT[$1]}"; }
+# req NAME METHOD PATH [JSON]: body on stdout, status in $tmp/status
+req() {
+    local name=$1 method=$2 path=$3 body=${4:-}
+    if [ -n "$body" ]; then
+        curl -s -o "$tmp/body" -w '%{http_code}' -X "$method" "$(url "$name")$path" \
+            -H 'Content-Type: application/json' -d "$body" >"$tmp/status"
+    else
+        curl -s -o "$tmp/body" -w '%{http_code}' -X "$method" "$(url "$name")$path" >"$tmp/status"
+    fi
+    cat "$tmp/body"
+}
+status() { cat "$tmp/status"; }
+
+t0=$(date +%s)
+rc_start "$tmp/cluster" || { fail "cluster did not start"; exit 1; }
+echo "cluster up on $RC_PORTS ($(($(date +%s) - t0)) s)"
+
+# ---- 1. the client and the tier as a library -------------------------------------------------
+SS_REDIS_PORTS="$RC_PORTS" "$bld/tests/test_redis" || fail "test_redis against the cluster"
+
+# ---- 2. replicas A, B on the cluster; C alone on LMDB --------------------------------------------
+first=${RC_PORTS%% *}
+last=${RC_PORTS##* }
+start_daemon A --remote "redis://127.0.0.1:$first" || exit 1
+start_daemon B --remote "redis://127.0.0.1:$last,127.0.0.1:$first" || exit 1
+start_daemon C || exit 1
+
+save() { # save NAME DAEMON STATE-NAME PROMPT
+    req "$1" POST /v1/states "{\"name\": \"$2\", \"prompt\": \"$3\"}"
+}
+for d in A C; do
+    save $d dict-a 'Dictionary:\ncase = word\nfor = next\n' >/dev/null
+    [ "$(status)" = 201 ] || fail "$d: save dict-a: $(status) $(cat "$tmp/body")"
+    save $d dict-b 'Dictionary:\nthis = options\nmake = write\n' >/dev/null
+    [ "$(status)" = 201 ] || fail "$d: save dict-b: $(status)"
+done
+merge='{"name": "dict-soup", "sources": [{"state": "dict-a", "weight": 0.5}, {"state": "dict-b", "weight": 0.5}]}'
+for d in B C; do
+    req $d POST /v1/states/merge "$merge" >"$tmp/merge.$d"
+    [ "$(status)" = 201 ] || fail "$d: merge: $(status) $(cat "$tmp/merge.$d")"
+done
+[ "$(jq -c '[.n_tokens, .bytes, .checksum]' "$tmp/merge.B")" = "$(jq -c '[.n_tokens, .bytes, .checksum]' "$tmp/merge.C")" ] ||
+    fail "the soup merged on B differs from the one merged on C (LMDB alone)"
+gen='{"state": "dict-soup", "prompt": "\nQuery:\nfor =", "max_tokens": 14, "temperature": 0}'
+gB=$(req B POST /v1/generate "$gen" | jq -r .text)
+gC=$(req C POST /v1/generate "$gen" | jq -r .text)
+[ -n "$gB" ] && [ "$gB" = "$gC" ] || fail "generate from the soup: B '$gB' vs C '$gC'"
+case $gB in *options*write*) ;; *) fail "the soup does not know half B: '$gB'" ;; esac
+score='{"state": "dict-a", "context": "\nQuery:\n", "continuation": "for = next\n"}'
+sB=$(req B POST /v1/score "$score" | jq .logprob_sum)
+sC=$(req C POST /v1/score "$score" | jq .logprob_sum)
+[ "$sB" = "$sC" ] || fail "score from dict-a: B $sB vs C $sC"
+names=$(req B GET '/v1/states?limit=10' | jq -r '[.data[].name] | join(",")')
+[ "$names" = "dict-soup,dict-b,dict-a" ] || fail "listing on B: $names"
+[ "$(req A GET /v1/states/dict-soup | jq -r .id)" = "$(jq -r .id "$tmp/merge.B")" ] ||
+    fail "A does not see the soup B stored"
+
+# Names unique across replicas under concurrent saves: exactly one 201.
+for i in 1 2 3 4 5 6; do
+    d=A; [ $((i % 2)) = 0 ] && d=B
+    curl -s -o /dev/null -w '%{http_code}\n' "$(url $d)/v1/states" -H 'Content-Type: application/json' \
+        -d '{"name": "race", "prompt": "Dictionary:\nrace = '$i'\n"}' >>"$tmp/race" &
+done
+sleep 0.1
+while [ "$(wc -l <"$tmp/race")" -lt 6 ]; do sleep 0.1; done
+[ "$(grep -c 201 "$tmp/race")" = 1 ] && [ "$(grep -c 409 "$tmp/race")" = 5 ] ||
+    fail "concurrent saves of one name: $(sort "$tmp/race" | uniq -c | tr '\n' ' ')"
+
+# A delete on A is seen by B (which has dict-a cached from the merge).
+req A DELETE /v1/states/dict-a >/dev/null
+[ "$(status)" = 204 ] || fail "delete on A: $(status)"
+req B GET /v1/states/dict-a >/dev/null
+[ "$(status)" = 404 ] || fail "B still serves deleted dict-a: $(status)"
+req B POST /v1/generate '{"state": "dict-a", "prompt": "x", "max_tokens": 1}' >/dev/null
+[ "$(status)" = 404 ] || fail "B generates from deleted dict-a: $(status)"
+
+# ---- 3. kill -9 the catalog's primary during concurrent saves -------------------------------------
+slot=$(redis-cli -p "$first" cluster keyslot '{ss}')
+victim=$(rc_primary_of_slot "$slot")
+saver() { # saver DAEMON TAG N: one line "status name" per save
+    local i
+    for ((i = 0; i < $3; i++)); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' -m 30 "$(url "$1")/v1/states" \
+            -H 'Content-Type: application/json' \
+            -d "{\"name\": \"fo-$2-$i\", \"prompt\": \"Dictionary:\\nkey = $i\\n\"}")
+        echo "$code fo-$2-$i"
+    done >"$tmp/saves.$2"
+}
+saver A a 12 &
+pa=$!
+saver B b 12 &
+pb=$!
+sleep 0.5
+echo "kill -9 primary $victim (slot $slot of {ss})"
+rc_kill "$victim"
+wait $pa $pb
+acked=$(cat "$tmp/saves.a" "$tmp/saves.b" | awk '$1 == 201 { print $2 }')
+n_acked=$(echo "$acked" | grep -c .)
+echo "saves during failover: $n_acked acknowledged, $(cat "$tmp/saves.a" "$tmp/saves.b" | awk '$1 != 201' | wc -l) refused"
+[ "$n_acked" -ge 12 ] || fail "only $n_acked saves acknowledged around a failover"
+new_primary=$(rc_primary_of_slot "$slot")
+[ -n "$new_primary" ] && [ "$new_primary" != "$victim" ] || fail "no failover ($new_primary)"
+for n in $acked; do
+    req B GET "/v1/states/$n/data" >/dev/null
+    [ "$(status)" = 200 ] || fail "acknowledged $n lost after failover: $(status)"
+done
+cat "$tmp/saves.a" "$tmp/saves.b" | awk '$1 != 201 && $1 != 503 { print }' | grep . &&
+    fail "a save around the failover answered neither 201 nor 503"
+# The killed primary comes back as a replica (AOF), so the rest of the test has its 6 nodes.
+rc_node_start "$victim"
+rc_wait_ok || fail "cluster not ok after the old primary returned"
+
+# ---- 4. kill -9 replica A: nothing lost -----------------------------------------------------------
+count() { req "$1" GET '/v1/states?limit=1000' | jq '.data | length'; }
+before=$(count B)
+kill -9 "${PID[A]}"
+unset 'PID[A]'
+start_daemon A --remote "redis://127.0.0.1:$first" || exit 1
+[ "$(count A)" = "$before" ] || fail "after kill -9 of A: $(count A) states, before $before"
+
+# ---- 5. the whole cluster down, then back -------------------------------------------------------
+req B GET /v1/states/dict-soup >/dev/null # cached on B (it merged it)
+rc_stop_all
+req B GET /v1/states/dict-soup | jq -e '.name == "dict-soup"' >/dev/null ||
+    fail "cluster down: cached record not served ($(status))"
+g2=$(req B POST /v1/generate "$gen" | jq -r .text)
+[ "$g2" = "$gB" ] || fail "cluster down: generate from the cached soup: '$g2' ($(status))"
+save B down 'Dictionary:\nx = y\n' >/dev/null
+[ "$(status)" = 503 ] || fail "cluster down: save answered $(status), not 503"
+jq -e '.error.message | test("remote catalog")' "$tmp/body" >/dev/null ||
+    fail "cluster down: the 503 does not say why: $(cat "$tmp/body")"
+req B GET /healthz >/dev/null
+[ "$(status)" = 503 ] && jq -e '.status == "degraded"' "$tmp/body" >/dev/null ||
+    fail "cluster down: /healthz $(status) $(cat "$tmp/body")"
+req B GET /metrics | grep -q '^statesoup_remote_up 0' || fail "cluster down: metrics say up"
+req B GET /metrics | awk '$1 == "statesoup_remote_errors_total" && $2 > 0 { f = 1 } END { exit !f }' ||
+    fail "cluster down: no remote errors counted"
+rc_restart_all || fail "cluster did not come back"
+for ((i = 0; i < 100; i++)); do
+    req B GET /healthz >/dev/null
+    [ "$(status)" = 200 ] && break
+    sleep 0.1
+done
+[ "$(status)" = 200 ] || fail "B did not recover: /healthz $(status) $(cat "$tmp/body")"
+save B after 'Dictionary:\nx = y\n' >/dev/null
+[ "$(status)" = 201 ] || fail "after recovery: save $(status) $(cat "$tmp/body")"
+req A GET /v1/states/after >/dev/null
+[ "$(status)" = 200 ] || fail "after recovery: A does not see B's save"
+for n in $acked; do
+    req A GET "/v1/states/$n" >/dev/null
+    [ "$(status)" = 200 ] || fail "after the cluster restart (AOF): $n lost"
+done
+
+echo "redis_cluster: $(($(date +%s) - t0)) s"
+if [ $fails -gt 0 ]; then
+    echo "redis_cluster: $fails failure(s); daemon logs:" >&2
+    tail -n 5 "$tmp"/*.log >&2
+    exit 1
+fi
+echo "redis_cluster: all checks passed"
