@@ -247,6 +247,7 @@ enum {
     /* daemon only, with --url, --api-key and --json */
     CLI_GEN_STATE,
     CLI_GEN_MERGE,
+    CLI_GEN_MERGE_MODE,
     CLI_GEN_SAVE_STATE,
     CLI_GEN_NO_STREAM,
     CLI_GEN_REUSE,

@@ -76,6 +76,7 @@ static int local_parse(local_run *L, int argc, char **argv)
         case CLI_OPT_JSON:
         case CLI_GEN_STATE:
         case CLI_GEN_MERGE:
+        case CLI_GEN_MERGE_MODE:
         case CLI_GEN_SAVE_STATE:
         case CLI_GEN_NO_STREAM:
         case CLI_GEN_REUSE:

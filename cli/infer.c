@@ -16,10 +16,15 @@
 #include "cli.h"
 #include "ss_buf.h"
 
-/* Put "state" or "merge" (from "A=0.5,B=0.5") into a request body. */
-static int add_start(const char *cmd, json_t *body, const char *state, const char *merge)
+/*
+ * Put "state" or "merge" (from "A=0.5,B=0.5") into a request body; with a merge mode (--merge-mode)
+ * the object form {"sources", "mode"}, where a sequential or symmetric source may omit "=W".
+ */
+static int add_start(const char *cmd, json_t *body, const char *state, const char *merge,
+                     const char *mode)
 {
     if (state && merge) return cli_usage(cmd, "give --state or --merge, not both");
+    if (mode && !merge) return cli_usage(cmd, "--merge-mode needs --merge");
     if (state) json_object_set_new(body, "state", json_string(state));
     if (!merge) return CLI_OK;
     json_t *arr = json_array();
@@ -29,7 +34,12 @@ static int add_start(const char *cmd, json_t *body, const char *state, const cha
         rc = CLI_FAIL;
         goto out;
     }
+    int bare = mode && strcmp(mode, "linear") != 0; /* compositions take no weights */
     for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (bare && !strchr(tok, '=')) {
+            json_array_append_new(arr, json_pack("{s:s}", "state", tok));
+            continue;
+        }
         if (cli_parse_source(tok, arr)) {
             rc = cli_usage(cmd, "--merge: %s", ss_errmsg());
             goto out;
@@ -39,7 +49,10 @@ static int add_start(const char *cmd, json_t *body, const char *state, const cha
         rc = cli_usage(cmd, "--merge: expected NAME=WEIGHT[,NAME=WEIGHT...]");
         goto out;
     }
-    json_object_set(body, "merge", arr);
+    if (mode)
+        json_object_set_new(body, "merge", json_pack("{s:O,s:s}", "sources", arr, "mode", mode));
+    else
+        json_object_set(body, "merge", arr);
 out:
     free(copy);
     json_decref(arr);
@@ -94,6 +107,8 @@ const char cli_generate_help[] =
     "starting state (default: the zero state):\n"
     "  --state NAME|ID      daemon: start from a stored state; the prompt may then be empty\n"
     "  --merge A=W,B=W      daemon: start from sum W*state, computed on the fly, not stored\n"
+    "  --merge-mode M       daemon: how --merge combines: linear (default), sequential or\n"
+    "                       symmetric (composed with the model's decay; then --merge A,B)\n"
     "  --state-in FILE      local: start from a state file (safetensors, as `export` writes)\n"
     "  --reuse              daemon: resume from the longest stored state whose tokens begin the\n"
     "                       prompt (same starting state), feeding only the rest (prompt\n"
@@ -273,10 +288,11 @@ static int sse_feed(void *user, const char *p, size_t n)
  * read from --prompt-file, both the caller's to free), sampling and stop strings, save_state.
  * CLI_OK, or the exit status after saying why. */
 static int remote_body(json_t *body, json_t *stops, const cli_gen_opts *g, const char *state,
-                       const char *merge, const char *save_state, json_t **pv, char **text)
+                       const char *merge, const char *merge_mode, const char *save_state,
+                       json_t **pv, char **text)
 {
     int rc;
-    if ((rc = add_start("generate", body, state, merge))) return rc;
+    if ((rc = add_start("generate", body, state, merge, merge_mode))) return rc;
     if ((rc = cli_gen_check(g))) return rc;
     if (g->tokens) {
         if (cli_parse_ids_json(g->tokens, pv))
@@ -379,7 +395,7 @@ int cmd_generate_remote(int argc, char **argv)
 {
     cli_common o = {0};
     cli_gen_opts g;
-    const char *state = NULL, *merge = NULL, *save_state = NULL;
+    const char *state = NULL, *merge = NULL, *merge_mode = NULL, *save_state = NULL;
     int c, li, rc = CLI_FAIL, no_stream = 0;
     cli_conn conn = {0};
     cli_resp resp = {0};
@@ -396,6 +412,7 @@ int cmd_generate_remote(int argc, char **argv)
         case 0: goto out;
         case CLI_GEN_STATE: state = optarg; break;
         case CLI_GEN_MERGE: merge = optarg; break;
+        case CLI_GEN_MERGE_MODE: merge_mode = optarg; break;
         case CLI_GEN_SAVE_STATE: save_state = optarg; break;
         case CLI_GEN_NO_STREAM: no_stream = 1; break;
         case CLI_GEN_REUSE: json_object_set_new(body, "reuse", json_true()); break;
@@ -431,7 +448,7 @@ int cmd_generate_remote(int argc, char **argv)
         rc = cli_usage("generate", "unexpected argument '%s'", argv[optind]);
         goto out;
     }
-    if ((rc = remote_body(body, stops, &g, state, merge, save_state, &pv, &text))) goto out;
+    if ((rc = remote_body(body, stops, &g, state, merge, merge_mode, save_state, &pv, &text))) goto out;
     rc = CLI_FAIL;
     int stream = !no_stream && !o.json;
     json_object_set_new(body, "stream", json_boolean(stream));
@@ -491,6 +508,8 @@ static const char score_help[] =
     "\n"
     "  --state NAME|ID          start from a stored state (default: the zero state)\n"
     "  --merge A=W,B=W          start from sum W*state, computed on the fly, not stored\n"
+    "  --merge-mode M           how --merge combines: linear (default), sequential or symmetric\n"
+    "                           (composed with the model's decay; then --merge A,B)\n"
     "  --context TEXT           text fed before the continuation (not scored)\n"
     "  --context-file FILE      ... read from FILE ('-' for stdin)\n"
     "  --context-tokens IDS     ... as token ids, e.g. 1,2,3\n"
@@ -508,6 +527,7 @@ static const char score_help[] =
 enum {
     OPT_STATE = CLI_OPT_FIRST_LOCAL,
     OPT_MERGE,
+    OPT_MERGE_MODE,
     OPT_CONTEXT,
     OPT_CONTEXT_FILE,
     OPT_CONTEXT_TOKENS,
@@ -522,6 +542,7 @@ int cmd_score(int argc, char **argv)
     static const struct option opts[] = {
         {"state", required_argument, NULL, OPT_STATE},
         {"merge", required_argument, NULL, OPT_MERGE},
+        {"merge-mode", required_argument, NULL, OPT_MERGE_MODE},
         {"context", required_argument, NULL, OPT_CONTEXT},
         {"context-file", required_argument, NULL, OPT_CONTEXT_FILE},
         {"context-tokens", required_argument, NULL, OPT_CONTEXT_TOKENS},
@@ -534,7 +555,8 @@ int cmd_score(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     cli_common o = {0};
-    const char *state = NULL, *merge = NULL, *ctx = NULL, *ctx_file = NULL, *ctx_tok = NULL;
+    const char *state = NULL, *merge = NULL, *merge_mode = NULL, *ctx = NULL, *ctx_file = NULL,
+               *ctx_tok = NULL;
     const char *cont = NULL, *cont_file = NULL, *cont_tok = NULL;
     int c, rc = CLI_FAIL, verbose = 0;
     cli_conn conn = {0};
@@ -548,6 +570,7 @@ int cmd_score(int argc, char **argv)
         switch (c) {
         case OPT_STATE: state = optarg; break;
         case OPT_MERGE: merge = optarg; break;
+        case OPT_MERGE_MODE: merge_mode = optarg; break;
         case OPT_CONTEXT: ctx = optarg; break;
         case OPT_CONTEXT_FILE: ctx_file = optarg; break;
         case OPT_CONTEXT_TOKENS: ctx_tok = optarg; break;
@@ -567,7 +590,7 @@ int cmd_score(int argc, char **argv)
         rc = cli_usage("score", "unexpected argument '%s'", argv[optind]);
         goto out;
     }
-    if ((rc = add_start("score", body, state, merge))) goto out;
+    if ((rc = add_start("score", body, state, merge, merge_mode))) goto out;
     if ((rc = prompt_value("score", "context", ctx, ctx_file, ctx_tok, &cv))) goto out;
     if ((rc = prompt_value("score", "continuation", cont, cont_file, cont_tok, &kv))) goto out;
     if (!kv) {

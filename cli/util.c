@@ -224,6 +224,7 @@ const struct option cli_generate_options[] = {
     {"json", no_argument, NULL, CLI_OPT_JSON},
     {"state", required_argument, NULL, CLI_GEN_STATE},
     {"merge", required_argument, NULL, CLI_GEN_MERGE},
+    {"merge-mode", required_argument, NULL, CLI_GEN_MERGE_MODE},
     {"save-state", required_argument, NULL, CLI_GEN_SAVE_STATE},
     {"no-stream", no_argument, NULL, CLI_GEN_NO_STREAM},
     {"reuse", no_argument, NULL, CLI_GEN_REUSE},

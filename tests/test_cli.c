@@ -1330,6 +1330,18 @@ static void test_modes(void)
     json_t *cj = json_ok(&r2);
     CHECK(cj && !strcmp(jstr(cj, "merge_mode"), "symmetric"));
     json_decref(cj);
+    RUN(&r2, "score", "--url", d.base, "--json", "--merge", "m-a,m-b,m-c", "--merge-mode",
+        "sequential", "--continuation-tokens", "11,12");
+    cj = json_ok(&r2);
+    json_t *sw = post_json(&d, "/v1/score",
+                           json_pack("{s:{s:s,s:[{s:s},{s:s},{s:s}]},s:[i,i]}", "merge", "mode",
+                                     "sequential", "sources", "state", "m-a", "state", "m-b",
+                                     "state", "m-c", "continuation", 11, 12),
+                           200);
+    CHECK(cj && json_number_value(json_object_get(cj, "logprob_sum")) ==
+                    json_number_value(json_object_get(sw, "logprob_sum")));
+    json_decref(cj);
+    json_decref(sw);
     RUN(&r2, "merge", "--url", d.base, "--mode", "diagonal", "m-a");
     CHECK_CODE(&r2, 1);
     CHECK_HAS(r2.err, "unknown merge mode");
