@@ -101,11 +101,16 @@ static ss_err start_compose(const eval_run *r, int t, int arg, json_t *req)
                                                       : ss_fail(SS_ERR_NOMEM, "out of memory");
 }
 
-/* arg 0: 1/2 this task's one-pass state + 1/2 the next task's; 1: the next task's alone. */
+/*
+ * arg 0: 1/2 this task's one-pass state + 1/2 the next task's with another context; 1: that
+ * task's alone. (Tasks of one dictionary's Query block share their context: they are skipped.)
+ */
 static ss_err start_other(const eval_run *r, int t, int arg, json_t *req)
 {
-    if (r->n_tasks < 2) return SS_ERR_UNSUPPORTED;
-    const char *other = r->whole_ids[(t + 1) % r->n_tasks];
+    int o = (t + 1) % r->n_tasks;
+    while (o != t && !strcmp(r->tasks[o].whole, r->tasks[t].whole)) o = (o + 1) % r->n_tasks;
+    if (o == t) return SS_ERR_UNSUPPORTED;
+    const char *other = r->whole_ids[o];
     if (arg) return json_object_set_new(req, "state", json_string(other)) ? ss_fail(SS_ERR_NOMEM, "out of memory") : SS_OK;
     json_t *m = json_pack("[{s:s,s:f},{s:s,s:f}]", "state", r->whole_ids[t], "weight", 0.5,
                           "state", other, "weight", 0.5);
@@ -183,17 +188,38 @@ static ss_err tokenize_answer(eval_run *r, int t)
     return err;
 }
 
-/* Store task t's part states and its one-pass state; tokenize its answer. */
+/* Do tasks a and b have the same contexts (parts and whole)? */
+static int same_contexts(const eval_task *a, const eval_task *b)
+{
+    if (a->n_parts != b->n_parts || strcmp(a->whole, b->whole)) return 0;
+    for (int j = 0; j < a->n_parts; j++)
+        if (strcmp(a->parts[j], b->parts[j])) return 0;
+    return 1;
+}
+
+/* The id stored for text: the previous task's when it has the same contexts, else a new state. */
+static ss_err state_for(eval_run *r, int t, const char *text, const char *prev_id, char **id)
+{
+    if (t > 0 && same_contexts(&r->tasks[t], &r->tasks[t - 1])) {
+        *id = strdup(prev_id);
+        return *id ? SS_OK : ss_fail(SS_ERR_NOMEM, "out of memory");
+    }
+    return save_state(r, t, text, id);
+}
+
+/* Store task t's part states and its one-pass state (shared with the previous task when it has
+ * the same contexts: the tasks of one Query block); tokenize its answer. */
 static ss_err prepare_task(eval_run *r, int t)
 {
     const eval_task *k = &r->tasks[t];
     if (!(r->part_ids[t] = calloc((size_t)k->n_parts, sizeof(char *))))
         return ss_fail(SS_ERR_NOMEM, "out of memory");
     for (int j = 0; j < k->n_parts; j++) {
-        ss_err err = save_state(r, t, k->parts[j], &r->part_ids[t][j]);
+        ss_err err = state_for(r, t, k->parts[j], t ? r->part_ids[t - 1][j] : NULL,
+                               &r->part_ids[t][j]);
         if (err) return err;
     }
-    ss_err err = save_state(r, t, k->whole, &r->whole_ids[t]);
+    ss_err err = state_for(r, t, k->whole, t ? r->whole_ids[t - 1] : NULL, &r->whole_ids[t]);
     return err ? err : tokenize_answer(r, t);
 }
 
@@ -202,6 +228,7 @@ static void cleanup_states(eval_run *r)
 {
     int warned = 0;
     for (int t = 0; t < r->n_tasks; t++) {
+        if (t > 0 && same_contexts(&r->tasks[t], &r->tasks[t - 1])) continue; /* shared */
         for (int j = 0; r->part_ids && r->part_ids[t] && j <= r->tasks[t].n_parts; j++) {
             const char *id = j < r->tasks[t].n_parts ? r->part_ids[t][j] : r->whole_ids[t];
             char path[128];
@@ -438,7 +465,10 @@ static const char eval_help[] =
     "  --svg FILE           also draw the table as an SVG bar chart\n"
     "  --make-dict-tasks N  write N dictionary tasks (models/demo-mamba1/README.md) as JSONL to\n"
     "                       stdout, from --words FILE, --pairs P (8) split into --parts K (2),\n"
-    "                       --seed S (1): the same seed gives the same file\n" CLI_CONN_HELP
+    "                       --seed S (1): the same seed gives the same file\n"
+    "  --query-block        with --make-dict-tasks: P tasks per dictionary, the Query block\n"
+    "                       up to each key with the earlier keys answered (as in training)\n"
+    CLI_CONN_HELP
     "\n"
     "examples:\n"
     "  statesoup eval --model models/demo-mamba1 --tasks models/demo-mamba1/dict-tasks.jsonl\n"
@@ -456,13 +486,14 @@ enum {
     OPT_PAIRS,
     OPT_PARTS,
     OPT_SEED,
+    OPT_QUERY_BLOCK,
 };
 
 typedef struct eval_opts {
     cli_common o;
     const char *tasks, *model, *conditions, *svg, *words;
     double limit, make, pairs, parts, seed;
-    int list;
+    int list, query_block;
 } eval_opts;
 
 /* sel[] = indexes into conds of the chosen conditions; returns how many, or -1 (printed). */
@@ -505,6 +536,7 @@ static int parse_opts(int argc, char **argv, eval_opts *e)
         {"pairs", required_argument, NULL, OPT_PAIRS},
         {"parts", required_argument, NULL, OPT_PARTS},
         {"seed", required_argument, NULL, OPT_SEED},
+        {"query-block", no_argument, NULL, OPT_QUERY_BLOCK},
         CLI_CONN_OPTIONS,
         {NULL, 0, NULL, 0},
     };
@@ -518,6 +550,7 @@ static int parse_opts(int argc, char **argv, eval_opts *e)
         case OPT_MODEL: e->model = optarg; break;
         case OPT_CONDITIONS: e->conditions = optarg; break;
         case OPT_LIST: e->list = 1; break;
+        case OPT_QUERY_BLOCK: e->query_block = 1; break;
         case OPT_SVG: e->svg = optarg; break;
         case OPT_WORDS: e->words = optarg; break;
         case OPT_LIMIT: bad = cli_parse_num("eval", "--limit", optarg, 1, 1e9, &e->limit); break;
@@ -544,7 +577,8 @@ static int make_tasks(const eval_opts *e)
     eval_gen_params p = {.words = e->words, .n_tasks = (int)e->make,
                          .n_pairs = e->pairs > 0 ? (int)e->pairs : 8,
                          .n_parts = e->parts > 0 ? (int)e->parts : 2,
-                         .seed = e->seed >= 0 ? (uint64_t)e->seed : 1};
+                         .seed = e->seed >= 0 ? (uint64_t)e->seed : 1,
+                         .query_block = e->query_block};
     if (p.n_parts > p.n_pairs) return cli_usage("eval", "--parts must not exceed --pairs");
     return eval_generate_dict(&p, stdout) ? cli_fail("eval") : CLI_OK;
 }

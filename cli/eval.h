@@ -47,14 +47,18 @@ typedef struct eval_gen_params {
     int n_pairs;       /* key = value lines per dictionary (2..64) */
     int n_parts;       /* parts the dictionary is split into (1..n_pairs) */
     uint64_t seed;     /* same seed, same words file: the same tasks */
+    int query_block;   /* 0: ask one random key per dictionary; 1: n_pairs tasks per dictionary,
+                          the Query block in a random order up to each key (earlier keys answered) */
 } eval_gen_params;
 
 /*
  * Write n_tasks dictionary tasks (models/demo-mamba1/README.md) as JSONL to f: per task,
  * n_pairs distinct keys and values drawn from the words, split into n_parts parts that each
  * start with "Dictionary:\n"; whole is the dictionary in one; the query asks one key
- * ("\nQuery:\n<key> =") and the answer is " <value>". SS_ERR_IO, SS_ERR_INVALID (too few words
- * for 2 * n_pairs, bad counts), SS_ERR_NOMEM.
+ * ("\nQuery:\n<key> =") and the answer is " <value>". With query_block, every dictionary gives
+ * n_pairs tasks (ids dict-N.Q): the Query block in a random order, with the keys before Q
+ * answered, up to key Q (the model's training format; mean over them = the README's value loss).
+ * SS_ERR_IO, SS_ERR_INVALID (too few words for 2 * n_pairs, bad counts), SS_ERR_NOMEM.
  */
 ss_err eval_generate_dict(const eval_gen_params *p, FILE *f);
 

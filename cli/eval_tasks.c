@@ -206,8 +206,12 @@ static ss_err load_words(const char *path, char **text, char ***words, int *n)
     return SS_OK;
 }
 
-/* One task as a JSON object: pairs are keys[i] = vals[i]; ask key `ask`. */
-static json_t *dict_task(int id, char **keys, char **vals, int n_pairs, int n_parts, int ask)
+/*
+ * One task as a JSON object: pairs are keys[i] = vals[i]; the Query block is order[0..q] (keys
+ * before q answered) and asks key order[q]. sub < 0: id "dict-N", else "dict-N.sub".
+ */
+static json_t *dict_task(int id, int sub, char **keys, char **vals, int n_pairs, int n_parts,
+                         const int *order, int q)
 {
     json_t *parts = json_array();
     char *whole = NULL;
@@ -236,12 +240,24 @@ static json_t *dict_task(int id, char **keys, char **vals, int n_pairs, int n_pa
         free(part);
     }
     fclose(wf);
-    char query[256], answer[128], tid[32];
-    snprintf(query, sizeof query, "\nQuery:\n%s =", keys[ask]);
-    snprintf(answer, sizeof answer, " %s", vals[ask]);
-    snprintf(tid, sizeof tid, "dict-%d", id);
+    char *query = NULL, answer[128], tid[32];
+    size_t ql = 0;
+    FILE *qf = open_memstream(&query, &ql);
+    if (!qf) {
+        free(whole);
+        json_decref(parts);
+        return NULL;
+    }
+    fputs("\nQuery:\n", qf);
+    for (int k = 0; k < q; k++) fprintf(qf, "%s = %s\n", keys[order[k]], vals[order[k]]);
+    fprintf(qf, "%s =", keys[order[q]]);
+    fclose(qf);
+    snprintf(answer, sizeof answer, " %s", vals[order[q]]);
+    if (sub < 0) snprintf(tid, sizeof tid, "dict-%d", id);
+    else snprintf(tid, sizeof tid, "dict-%d.%d", id, sub);
     json_t *t = json_pack("{s:s,s:o,s:s,s:s,s:s}", "id", tid, "parts", parts, "whole", whole,
                           "query", query, "answer", answer);
+    free(query);
     free(whole);
     return t;
 }
@@ -269,13 +285,29 @@ ss_err eval_generate_dict(const eval_gen_params *p, FILE *f)
             words[i] = words[j];
             words[j] = tmp;
         }
-        int ask = (int)rand_below(&s, (uint32_t)p->n_pairs);
-        json_t *task = dict_task(t, words, words + p->n_pairs, p->n_pairs, p->n_parts, ask);
-        char *line = task ? json_dumps(task, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-        if (!line) err = ss_fail(SS_ERR_NOMEM, "out of memory");
-        else if (fprintf(f, "%s\n", line) < 0) err = ss_fail(SS_ERR_IO, "writing tasks failed");
-        free(line);
-        json_decref(task);
+        int order[64];
+        if (!p->query_block) {
+            order[0] = (int)rand_below(&s, (uint32_t)p->n_pairs);
+        } else { /* the Query block's order: a shuffle of the pairs */
+            for (int i = 0; i < p->n_pairs; i++) order[i] = i;
+            for (int i = p->n_pairs - 1; i > 0; i--) {
+                int j = (int)rand_below(&s, (uint32_t)(i + 1)), tmp = order[i];
+                order[i] = order[j];
+                order[j] = tmp;
+            }
+        }
+        for (int q = 0; q < (p->query_block ? p->n_pairs : 1) && !err; q++) {
+            json_t *task = p->query_block
+                               ? dict_task(t, q, words, words + p->n_pairs, p->n_pairs,
+                                           p->n_parts, order, q)
+                               : dict_task(t, -1, words, words + p->n_pairs, p->n_pairs,
+                                           p->n_parts, order, 0);
+            char *line = task ? json_dumps(task, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+            if (!line) err = ss_fail(SS_ERR_NOMEM, "out of memory");
+            else if (fprintf(f, "%s\n", line) < 0) err = ss_fail(SS_ERR_IO, "writing tasks failed");
+            free(line);
+            json_decref(task);
+        }
     }
 out:
     free(words);

@@ -1025,6 +1025,36 @@ static void test_eval_generator(const char *words)
     }
     CHECK(lines == 5);
     free(first);
+    /* --query-block: P tasks per dictionary, the block up to each key, earlier keys answered
+     * with their values (every "k = v" line of the query is a line of the dictionary) */
+    RUN(&r, "eval", "--make-dict-tasks", "2", "--words", words, "--pairs", "3", "--query-block");
+    CHECK_CODE(&r, 0);
+    lines = 0;
+    char *block = strdup(r.out);
+    for (char *save = NULL, *l = strtok_r(block, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        json_t *t = json_loads(l, 0, NULL);
+        const char *whole = json_string_value(json_object_get(t, "whole"));
+        const char *q = json_string_value(json_object_get(t, "query"));
+        const char *a = json_string_value(json_object_get(t, "answer"));
+        char want[64];
+        snprintf(want, sizeof want, "dict-%d.%d", lines / 3, lines % 3);
+        CHECK(!strcmp(jstr(t, "id"), want));
+        /* query = "\nQuery:\n" + (lines % 3) answered lines + "key =" */
+        int nl = 0;
+        for (const char *c = q + 8; *c; c++) nl += *c == '\n';
+        CHECK(nl == lines % 3);
+        char qa[512];
+        snprintf(qa, sizeof qa, "%s%s\n", q + 8, a); /* the block with this answer */
+        for (char *s2 = NULL, *ln = strtok_r(qa, "\n", &s2); ln; ln = strtok_r(NULL, "\n", &s2)) {
+            char full[128];
+            snprintf(full, sizeof full, "\n%s\n", ln);
+            CHECKF(whole && strstr(whole, full), "%s not in the dictionary", ln);
+        }
+        json_decref(t);
+        lines++;
+    }
+    CHECK(lines == 6);
+    free(block);
     RUN(&r, "eval", "--make-dict-tasks", "5", "--words", words, "--pairs", "4", "--parts", "5");
     CHECK_CODE(&r, 2);
     result_free(&r);
