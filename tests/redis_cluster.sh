@@ -160,7 +160,13 @@ acked=$(cat "$tmp/saves.a" "$tmp/saves.b" | awk '$1 == 201 { print $2 }')
 n_acked=$(echo "$acked" | grep -c .)
 echo "saves during failover: $n_acked acknowledged, $(cat "$tmp/saves.a" "$tmp/saves.b" | awk '$1 != 201' | wc -l) refused"
 [ "$n_acked" -ge 12 ] || fail "only $n_acked saves acknowledged around a failover"
-new_primary=$(rc_primary_of_slot "$slot")
+# the saves may all be answered before the cluster has noticed the kill (a quick machine): wait
+# for the replica's election (node timeout 1 s) before asking who serves the slot
+for ((w = 0; w < 100; w++)); do
+    new_primary=$(rc_primary_of_slot "$slot")
+    [ -n "$new_primary" ] && [ "$new_primary" != "$victim" ] && break
+    sleep 0.2
+done
 [ -n "$new_primary" ] && [ "$new_primary" != "$victim" ] || fail "no failover ($new_primary)"
 for n in $acked; do
     req B GET "/v1/states/$n/data" >/dev/null
