@@ -2,8 +2,14 @@
  * pool.c - fork-join thread pool with spin-then-sleep workers (see pool.h for why).
  *
  * A step is published by bumping `gen`; workers spin on it for a short while (a token's forward
- * pass is ~150 steps a few microseconds apart), then sleep on a futex. Completion is counted in
- * `pending`, which the caller spins on (steps are short and the caller has nothing else to do).
+ * pass is ~100 steps a few microseconds apart), then sleep on a futex. A step has n parts
+ * (fn(arg, part, n)); every participant, the caller included, claims parts from `claim` until
+ * none is left, so a worker the OS has not scheduled (a busy host, more threads than cores) or
+ * one still waking up never holds a step up: the caller runs its parts. Completion is counted in
+ * `done`, which the caller spins on (steps are short and the caller has nothing else to do).
+ * `claim` carries the step's number in its high half, so a worker that arrives late cannot
+ * claim a part of a step that is over, and fn and arg are read only after a part is claimed
+ * (the caller waits for every claimed part, so they are still valid then).
  */
 #include "pool.h"
 
@@ -12,6 +18,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -29,14 +36,32 @@
 struct ss_pool {
     int n;
     pthread_t *threads;
-    pthread_mutex_t hold; /* one caller at a time */
-    _Atomic unsigned gen; /* futex word: bumped per step (and at shutdown) */
-    atomic_int pending;   /* workers still running the current step */
-    atomic_int sleepers;  /* workers blocked in futex wait */
+    pthread_mutex_t hold;     /* one caller at a time */
+    _Atomic unsigned gen;     /* futex word: bumped per step (and at shutdown) */
+    _Atomic uint64_t claim;   /* step number << 32 | next unclaimed part */
+    atomic_int done;          /* parts of the current step finished */
+    atomic_int sleepers;      /* workers blocked in futex wait */
     atomic_int stop;
+    uint32_t step;            /* number of the current step (the caller's side) */
     pool_fn fn;
     void *arg;
 };
+
+/* Run parts of the current step until none is left (any thread, any part). */
+static void participate(ss_pool *p)
+{
+    uint64_t c = atomic_load_explicit(&p->claim, memory_order_acquire);
+    for (;;) {
+        const int part = (int)(uint32_t)c;
+        if (part >= p->n) return;
+        if (!atomic_compare_exchange_weak_explicit(&p->claim, &c, c + 1, memory_order_acq_rel,
+                                                   memory_order_acquire))
+            continue; /* c now holds the current value: retry with it */
+        p->fn(p->arg, part, p->n);
+        atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+        c = atomic_load_explicit(&p->claim, memory_order_acquire);
+    }
+}
 
 static void futex_wait(_Atomic unsigned *addr, unsigned val)
 {
@@ -48,16 +73,9 @@ static void futex_wake_all(_Atomic unsigned *addr)
     syscall(SYS_futex, (unsigned *)addr, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
-typedef struct worker_arg {
-    ss_pool *p;
-    int tid;
-} worker_arg;
-
 static void *worker(void *varg)
 {
-    ss_pool *p = ((worker_arg *)varg)->p;
-    const int tid = ((worker_arg *)varg)->tid;
-    free(varg);
+    ss_pool *p = varg;
     /* gen starts at 0 and only pool_run bumps it: start from 0, not from a load, or a step
      * published before this thread got here would be missed. */
     unsigned seen = 0;
@@ -79,8 +97,7 @@ static void *worker(void *varg)
         }
         seen = g;
         if (atomic_load(&p->stop)) return NULL;
-        p->fn(p->arg, tid, p->n);
-        atomic_fetch_sub_explicit(&p->pending, 1, memory_order_release);
+        participate(p);
     }
 }
 
@@ -98,9 +115,7 @@ ss_pool *pool_new(int n)
         return NULL;
     }
     for (int i = 1; i < n; i++) {
-        worker_arg *wa = malloc(sizeof *wa);
-        if (!wa || pthread_create(&p->threads[i], NULL, worker, (*wa = (worker_arg){p, i}, wa))) {
-            free(wa);
+        if (pthread_create(&p->threads[i], NULL, worker, p)) {
             p->n = i; /* run with the workers we have */
             break;
         }
@@ -129,13 +144,15 @@ static void run_locked(ss_pool *p, pool_fn fn, void *arg)
 {
     p->fn = fn;
     p->arg = arg;
-    atomic_store_explicit(&p->pending, p->n - 1, memory_order_relaxed);
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    /* publishes fn, arg and done with the new step number (release) */
+    atomic_store_explicit(&p->claim, (uint64_t)++p->step << 32, memory_order_release);
     atomic_fetch_add(&p->gen, 1);
     if (atomic_load(&p->sleepers) > 0) futex_wake_all(&p->gen);
-    fn(arg, 0, p->n);
-    /* Workers finish within microseconds unless the OS took their core away (a busy machine):
-     * then yield instead of burning the slice they need. */
-    for (int spins = 0; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; spins++) {
+    participate(p);
+    /* Parts claimed by workers finish within microseconds unless the OS took their core away
+     * (a busy machine): then yield instead of burning the slice they need. */
+    for (int spins = 0; atomic_load_explicit(&p->done, memory_order_acquire) < p->n; spins++) {
         if (spins < SPIN_LIMIT) cpu_relax();
         else sched_yield();
     }

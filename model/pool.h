@@ -13,7 +13,12 @@
 
 typedef struct ss_pool ss_pool;
 
-/* The work of one parallel step: fn(arg, tid, nt) runs once per thread, tid in [0, nt). */
+/*
+ * The work of one parallel step: fn(arg, tid, nt) runs once per part tid in [0, nt), nt = the
+ * pool's size. Parts are claimed by whichever thread is free (the caller included), so one
+ * thread may run several and their order is not fixed: tid names a part (its range, its scratch
+ * slot), not a thread, and fn must not wait for another part.
+ */
 typedef void (*pool_fn)(void *arg, int tid, int nt);
 
 /* A pool of n threads in all (the caller of pool_run counts as one): n-1 workers. NULL on OOM. */
@@ -23,8 +28,9 @@ void pool_free(ss_pool *p);
 int pool_size(const ss_pool *p);
 
 /*
- * Run fn on every thread of the pool and return when all are done. One caller at a time holds
- * the pool; a concurrent caller waits. If fn is tiny, prefer calling it directly with nt = 1.
+ * Run the nt parts of fn on the pool's threads and return when all are done. One caller at a
+ * time holds the pool; a concurrent caller waits. If fn is tiny, prefer calling it directly with
+ * nt = 1.
  */
 void pool_run(ss_pool *p, pool_fn fn, void *arg);
 
