@@ -277,8 +277,8 @@ static void answer_score(infer *inf, ss_host_req *r)
         json_array_append_new(results, o);
     }
     api_json(r, 200,
-             json_pack("{s:s,s:o,s:{s:i}}", "object", "list", "results", results, "usage",
-                       "prompt_tokens", n_prompt));
+             json_pack("{s:s,s:o,s:{s:i,s:i}}", "object", "list", "results", results, "usage",
+                       "prompt_tokens", n_prompt, "cached_tokens", 0)); /* batches never reuse */
 }
 
 /* The non-streamed /v1/generate answer for one choice (rec, the saved state, is stolen). */

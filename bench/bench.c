@@ -465,9 +465,12 @@ static const char help[] =
     "  --only LIST      measure only these phases, comma-separated: prefill, decode, store\n"
     "                   (save, restore, linear merge of 4 and the sequential and symmetric\n"
     "                   compositions of 4),\n"
-    "                   fairness (load and the machine's limits are always measured; fairness\n"
-    "                   runs only when named: a long prompt beside streams and a short request)\n"
+    "                   fairness, prefix (load and the machine's limits are always measured;\n"
+    "                   fairness runs only when named: a long prompt beside streams and a\n"
+    "                   short request; prefix too: time to first token of a 2,000-token\n"
+    "                   prompt whose first 1,900 tokens are stored, with and without reuse)\n"
     "  --long-prompt N  the fairness phase's long prompt (default 100000 tokens)\n"
+    "  --prefix N,K     the prefix phase's prompt and stored tokens (default 2000,1900)\n"
     "  --prompt N       prefill prompt length (default 512)\n"
     "  --decode N       tokens generated per stream (default 128)\n"
     "  --threads N      compute threads (default: all cores)\n"
@@ -488,6 +491,7 @@ typedef struct bench_opts {
     const char *json_out, *tmp;
     int n_prompt, n_decode, threads, quick, keep, huge, dtype, q8;
     int do_prefill, do_decode, do_store, do_fair, long_prompt;
+    int do_prefix, prefix_prompt, prefix_shared;
     const shape *want[MAX_MODELS];
     const char *model_dirs[MAX_MODELS];
     int n_want, n_dirs;
@@ -499,7 +503,8 @@ static int parse_args(int argc, char **argv, bench_opts *o)
     *o = (bench_opts){.tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
                       .n_prompt = 512, .n_decode = 128,
                       .do_prefill = 1, .do_decode = 1, .do_store = 1,
-                      .long_prompt = 100000, .dtype = ST_F32};
+                      .long_prompt = 100000, .dtype = ST_F32,
+                      .prefix_prompt = 2000, .prefix_shared = 1900};
     static const struct option opts[] = {
         {"shape", required_argument, NULL, 's'}, {"prompt", required_argument, NULL, 'p'},
         {"decode", required_argument, NULL, 'd'}, {"threads", required_argument, NULL, 't'},
@@ -508,6 +513,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         {"keep", no_argument, NULL, 'k'},      {"huge-pages", no_argument, NULL, 'H'},
         {"model", required_argument, NULL, 'm'}, {"only", required_argument, NULL, 'o'},
         {"long-prompt", required_argument, NULL, 'L'},
+        {"prefix", required_argument, NULL, 'P'},
         {"dtype", required_argument, NULL, 'D'}, {"weights", required_argument, NULL, 'W'},
         {NULL, 0, NULL, 0}};
     int c;
@@ -536,14 +542,22 @@ static int parse_args(int argc, char **argv, bench_opts *o)
             o->do_decode = strstr(optarg, "decode") != NULL;
             o->do_store = strstr(optarg, "store") != NULL;
             o->do_fair = strstr(optarg, "fairness") != NULL;
-            if (!o->do_prefill && !o->do_decode && !o->do_store && !o->do_fair) {
-                fprintf(stderr,
-                        "statesoup-bench: --only takes prefill, decode, store and/or fairness\n");
+            o->do_prefix = strstr(optarg, "prefix") != NULL;
+            if (!o->do_prefill && !o->do_decode && !o->do_store && !o->do_fair && !o->do_prefix) {
+                fprintf(stderr, "statesoup-bench: --only takes prefill, decode, store, fairness "
+                                "and/or prefix\n");
                 return 2;
             }
             break;
         case 'p': o->n_prompt = atoi(optarg); break;
         case 'L': o->long_prompt = atoi(optarg); break;
+        case 'P':
+            if (sscanf(optarg, "%d,%d", &o->prefix_prompt, &o->prefix_shared) != 2 ||
+                o->prefix_shared < 1 || o->prefix_shared >= o->prefix_prompt) {
+                fprintf(stderr, "statesoup-bench: --prefix takes N,K with 1 <= K < N\n");
+                return 2;
+            }
+            break;
         case 'd': o->n_decode = atoi(optarg); break;
         case 't': o->threads = atoi(optarg); break;
         case 'T': o->tmp = optarg; break;
@@ -907,6 +921,15 @@ static json_t *bench_model(const bench_opts *o, machine *mc, const char *root, i
     json_t *jm = report(o, mc, s ? s->name : dir, info, &r);
     if (o->do_fair && bench_fairness(m, o->long_prompt, jm))
         fprintf(stderr, "statesoup-bench: fairness: %s\n", ss_errmsg());
+    if (o->do_prefix) {
+        char pdir[4096 + 160];
+        snprintf(pdir, sizeof pdir, "%s/prefix-%d", root, si);
+        if (bench_prefix(m, pdir, o->prefix_prompt, o->prefix_shared, jm))
+            fprintf(stderr, "statesoup-bench: prefix: %s\n", ss_errmsg());
+        char rm[8192 + 256];
+        snprintf(rm, sizeof rm, "rm -rf '%s'", pdir);
+        if (system(rm) != 0) fprintf(stderr, "statesoup-bench: could not remove %s\n", pdir);
+    }
 
     free(prompt);
     free(logits);

@@ -16,4 +16,11 @@
  */
 int bench_fairness(ss_model *m, int long_prompt, json_t *jm);
 
+/*
+ * The prefix phase (prefix.c): time to first token of an n_prompt-token prompt whose first
+ * n_shared tokens are stored (a store opened in store_dir), with and without resuming from
+ * them. Prints a line and adds "prefix" to jm. Returns 0, or -1 (engine, store, memory).
+ */
+int bench_prefix(ss_model *m, const char *store_dir, int n_prompt, int n_shared, json_t *jm);
+
 #endif

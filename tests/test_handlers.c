@@ -566,6 +566,52 @@ static long long cached_of(const answer *a)
     return json_integer_value(json_object_get(json_object_get(a->json, "usage"), "cached_tokens"));
 }
 
+/* A fresh API of its own (model, store, engine, metrics) in place of the global one. */
+typedef struct rig {
+    ss_api *saved; /* the global api, given back by rig_close */
+    char dir[256];
+    ss_model *m;
+    ss_store *st;
+    ss_engine *eng;
+    ss_metrics *mx;
+    const ss_model_info *info;
+} rig;
+
+/* Open model_dir; cache_states > 0: an automatic cache of that many states, every `every`
+ * tokens; chunk > 0: the engine's prefill chunk. */
+static void rig_open(rig *g, const char *model_dir, int cache_states, int every, int chunk)
+{
+    memset(g, 0, sizeof *g);
+    g->saved = api;
+    test_tmpdir(g->dir, sizeof g->dir, "prefix");
+    REQUIRE_OK(ss_metrics_new(&g->mx));
+    REQUIRE_OK(ss_model_open(&g->m, fixture_path(model_dir), NULL));
+    g->info = ss_model_get_info(g->m);
+    ss_api_params ap = {.max_body = 1 << 20, .max_tokens = 64, .model_name = "m",
+                        .metrics = g->mx, .prefix_cache_every = every,
+                        .prefix_cache_budget =
+                            cache_states ? (size_t)cache_states * g->info->state_bytes + 100 : 0};
+    REQUIRE_OK(ss_api_new(&api, &ap));
+    ss_store_params sp = ss_store_default_params();
+    REQUIRE_OK(ss_store_open(&g->st, g->dir, &sp));
+    ss_engine_params ep = ss_engine_default_params();
+    if (chunk) ep.prefill_chunk = chunk;
+    REQUIRE_OK(ss_engine_open(&g->eng, g->m, &ep));
+    ss_api_attach(api, g->m, NULL, g->st, g->eng);
+}
+
+static void rig_close(rig *g)
+{
+    ss_api_detach_engine(api);
+    ss_engine_close(g->eng);
+    ss_api_free(api);
+    ss_metrics_free(g->mx);
+    ss_store_close(g->st);
+    ss_model_close(g->m);
+    test_rm_rf(g->dir);
+    api = g->saved;
+}
+
 /*
  * Prompt caching on one model: checkpoints equal separate saves of each prefix (bytes), and a
  * generate / score / completion that resumes from a stored prefix gives the same tokens,
@@ -574,24 +620,10 @@ static long long cached_of(const answer *a)
  */
 static void test_prefix(const char *model_dir)
 {
-    ss_api *saved_api = api;
-    char dir[256];
-    test_tmpdir(dir, sizeof dir, "prefix");
-    ss_model *m = NULL;
-    ss_store *st = NULL;
-    ss_engine *eng = NULL;
-    ss_metrics *mx = NULL;
-    REQUIRE_OK(ss_metrics_new(&mx));
-    ss_api_params ap = {.max_body = 1 << 20, .max_tokens = 64, .model_name = "m", .metrics = mx};
-    REQUIRE_OK(ss_api_new(&api, &ap));
-    REQUIRE_OK(ss_model_open(&m, fixture_path(model_dir), NULL));
-    ss_store_params sp = ss_store_default_params();
-    REQUIRE_OK(ss_store_open(&st, dir, &sp));
-    ss_engine_params ep = ss_engine_default_params();
-    ep.prefill_chunk = 16; /* the prompts below span several chunks */
-    REQUIRE_OK(ss_engine_open(&eng, m, &ep));
-    ss_api_attach(api, m, NULL, st, eng);
-    const int V = ss_model_get_info(m)->vocab_size;
+    rig g;
+    rig_open(&g, model_dir, 0, 0, 16); /* chunks of 16: the prompts below span several */
+    ss_store *st = g.st;
+    const int V = g.info->vocab_size;
 
     enum { N = 45 };
     int32_t P[N];
@@ -726,18 +758,11 @@ static void test_prefix(const char *model_dir)
     free(mt);
     free(big);
 
-    ss_api_detach_engine(api);
-    ss_engine_close(eng);
-    ss_api_free(api);
-    ss_metrics_free(mx);
-    ss_store_close(st);
-    ss_model_close(m);
-    test_rm_rf(dir);
+    rig_close(&g);
     free(full);
     free(pre);
     free(ctx);
     free(cont);
-    api = saved_api;
 }
 
 /* The number of records in a listing answer, and its "hidden" count (0 when absent). */
@@ -756,26 +781,9 @@ static size_t listed(const answer *a, long long *hidden)
  */
 static void test_prefix_cache(void)
 {
-    ss_api *saved_api = api;
-    char dir[256];
-    test_tmpdir(dir, sizeof dir, "pcache");
-    ss_model *m = NULL;
-    ss_store *st = NULL;
-    ss_engine *eng = NULL;
-    ss_metrics *mx = NULL;
-    REQUIRE_OK(ss_metrics_new(&mx));
-    REQUIRE_OK(ss_model_open(&m, fixture_path("models/mamba1-tiny"), NULL));
-    const ss_model_info *info = ss_model_get_info(m);
-    ss_api_params ap = {.max_body = 1 << 20, .max_tokens = 64, .model_name = "m", .metrics = mx,
-                        .prefix_cache_budget = 3 * info->state_bytes + 100,
-                        .prefix_cache_every = 8};
-    REQUIRE_OK(ss_api_new(&api, &ap));
-    ss_store_params sp = ss_store_default_params();
-    REQUIRE_OK(ss_store_open(&st, dir, &sp));
-    ss_engine_params ep = ss_engine_default_params();
-    REQUIRE_OK(ss_engine_open(&eng, m, &ep));
-    ss_api_attach(api, m, NULL, st, eng);
-    const int V = info->vocab_size;
+    rig g;
+    rig_open(&g, "models/mamba1-tiny", 3, 8, 0);
+    const int V = g.info->vocab_size;
     enum { N = 40 };
     int32_t P[N], Q[N];
     for (int i = 0; i < N; i++) {
@@ -829,17 +837,10 @@ static void test_prefix_cache(void)
     CHECKF(metric(a.text, "statesoup_prefix_misses_total{cause=\"evicted\"}") == 1, "%s", a.text);
     answer_free(&a);
 
-    ss_api_detach_engine(api);
-    ss_engine_close(eng);
-    ss_api_free(api);
-    ss_metrics_free(mx);
-    ss_store_close(st);
-    ss_model_close(m);
-    test_rm_rf(dir);
+    rig_close(&g);
     free(pt);
     free(qt);
     free(ut);
-    api = saved_api;
 }
 
 int main(int argc, char **argv)
