@@ -1,9 +1,10 @@
 /*
  * redis_cluster.c - slot routing for Redis Cluster over hiredis (see redis_cluster.h).
  *
- * State: the nodes seen so far (seeds, then whatever CLUSTER SLOTS and redirects name), each with
- * at most one connection, and slot -> node for the 16384 slots (-1 = unknown: any node, which
- * answers MOVED). Everything is under one mutex.
+ * State: the nodes seen so far (seeds, then whatever CLUSTER SLOTS and redirects name) and
+ * slot -> node for the 16384 slots (-1 = unknown: any node, which answers MOVED), under c->mu;
+ * the connections live in lanes (one per node each), each under its own mutex, taken for a whole
+ * command. Lock order: a lane, then c->mu (held only briefly, never across I/O).
  */
 #include "redis_cluster.h"
 
