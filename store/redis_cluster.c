@@ -353,7 +353,7 @@ redisReply *ss_rc_command(ss_rc *c, int key_arg, int argc, const char **argv, co
     int slot = ss_rc_key_slot(argv[key_arg], lens[key_arg]);
     int64_t deadline = mono_ms() + c->retry_ms;
     int ask_node = -1, attempt = 0;
-    char last[256] = "no node tried";
+    char last[300] = "no node tried";
     char wait_n[24], wait_t[24];
     snprintf(wait_n, sizeof wait_n, "%d", wait_replicas);
     snprintf(wait_t, sizeof wait_t, "%d", wait_ms);
@@ -406,7 +406,7 @@ redisReply *ss_rc_command(ss_rc *c, int key_arg, int argc, const char **argv, co
             char host[HOST_MAX];
             int port;
             node_addr(c, ni, host, &port);
-            snprintf(last, sizeof last, "%s:%d: %s", host, port,
+            snprintf(last, sizeof last, "%.120s:%d: %.100s", host, port,
                      ctx->errstr[0] ? ctx->errstr : "connection lost");
             if (r) freeReplyObject(r);
             if (w) freeReplyObject(w);
