@@ -39,6 +39,7 @@ int cmd_import(int argc, char **argv);
 int cmd_merge(int argc, char **argv);
 int cmd_save(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
+int cmd_migrate(int argc, char **argv); /* migrate.c: local catalog <-> Redis Cluster */
 int cmd_eval(int argc, char **argv); /* eval.c: the State Soup table through the daemon */
 int cmd_plan(int argc, char **argv); /* plan.c: the MoE scaling-law planner, offline */
 

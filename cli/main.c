@@ -32,6 +32,7 @@ static const command commands[] = {
     {"import", cmd_import, 1, "store a safetensors state file"},
     {"rm", cmd_rm, 1, "delete states"},
     {"verify", cmd_verify, 0, "check every stored state's checksum (--data DIR, read-only)"},
+    {"migrate", cmd_migrate, 0, "copy a local catalog into Redis Cluster (--to) or back (--from)"},
     {"models", cmd_models, 1, "the model the daemon serves"},
     {"health", cmd_health, 1, "is the daemon up and its model loaded?"},
     {"eval", cmd_eval, 1, "the State Soup table: which starting state answers a task file best"},

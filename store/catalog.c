@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -439,6 +440,54 @@ ss_err store_put_as(ss_store *s, const char *record_json, const void *blob, size
                     char **record_out)
 {
     return put_common(s, record_json, blob, blob_len, pe, id, created_ns, record_out);
+}
+
+/* A complete record's id, created_at (as nanoseconds) and agreement with the blob. */
+ss_err store_copy_identity(const char *record_json, const void *blob, size_t blob_len, char *id,
+                           int64_t *created_ns)
+{
+    json_t *rec = record_json ? json_loads(record_json, 0, NULL) : NULL;
+    if (!rec) return ss_fail(SS_ERR_FORMAT, "copy: the record is not JSON");
+    ss_err err = SS_OK;
+    const char *rid = json_string_value(json_object_get(rec, "id"));
+    const char *at = json_string_value(json_object_get(rec, "created_at"));
+    const char *sum = json_string_value(json_object_get(rec, "checksum"));
+    json_int_t bytes = json_integer_value(json_object_get(rec, "bytes"));
+    struct tm tm = {0};
+    unsigned us = 0;
+    char z = 0, hex[17];
+    if (!rid || !ss_store_is_id(rid)) {
+        err = ss_fail(SS_ERR_INVALID, "copy: the record has no state id");
+    } else if (!at || sscanf(at, "%4d-%2d-%2dT%2d:%2d:%2d.%6u%c", &tm.tm_year, &tm.tm_mon,
+                             &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &us, &z) != 8 ||
+               z != 'Z') {
+        err = ss_fail(SS_ERR_INVALID, "copy: state %s: created_at is not RFC 3339 UTC", rid);
+    } else if (!blob || (json_int_t)blob_len != bytes ||
+               (ss_store_checksum(blob, blob_len, hex), !sum || strcmp(sum, hex) != 0)) {
+        err = ss_fail(SS_ERR_CORRUPT, "copy: state %s: the blob does not match its record", rid);
+    } else {
+        tm.tm_year -= 1900;
+        tm.tm_mon -= 1;
+        memcpy(id, rid, ID_LEN + 1);
+        *created_ns = (int64_t)timegm(&tm) * 1000000000 + (int64_t)us * 1000;
+    }
+    json_decref(rec);
+    return err;
+}
+
+ss_err ss_store_put_copy(ss_store *s, const char *record_json, const void *blob, size_t blob_len)
+{
+    if (!s) return ss_fail(SS_ERR_INVALID, "store: NULL store");
+    REMOTE_ROUTE(s, remote_put_copy(s, record_json, blob, blob_len));
+    char id[ID_LEN + 1], *have = NULL;
+    int64_t created = 0;
+    ss_err err = store_copy_identity(record_json, blob, blob_len, id, &created);
+    if (err) return err;
+    if (ss_store_get_record(s, id, &have) == SS_OK) {
+        free(have);
+        return ss_fail(SS_ERR_EXISTS, "state %s is already in %s", id, s->dir);
+    }
+    return put_common(s, record_json, blob, blob_len, NULL, id, created, NULL);
 }
 
 /* ---- get ------------------------------------------------------------------------------------- */

@@ -186,6 +186,10 @@ ss_err store_put_as(ss_store *s, const char *record_json, const void *blob, size
                     const ss_store_prefix_entry *pe, const char *id, int64_t created_ns,
                     char **record_out);
 
+/* For ss_store_put_copy: id and created_ns of a complete record that matches its blob. */
+ss_err store_copy_identity(const char *record_json, const void *blob, size_t blob_len, char *id,
+                           int64_t *created_ns);
+ss_err remote_put_copy(ss_store *s, const char *record_json, const void *blob, size_t blob_len);
 ss_err remote_open(ss_store *s, const ss_store_params *p);
 void remote_close(ss_store *s); /* NULL remote: no-op */
 ss_err remote_check(ss_store *s);

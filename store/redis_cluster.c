@@ -340,6 +340,8 @@ redisReply *ss_rc_command(ss_rc *c, int key_arg, int argc, const char **argv, co
         int asking = ask_node >= 0;
         ask_node = -1;
         int ok = 1;
+        /* WAIT may block for wait_ms itself: the socket must not time out before it does. */
+        if (wait_replicas > 0) redisSetTimeout(ctx, tv_ms(c->timeout_ms + wait_ms));
         if (asking) {
             const char *a[1] = {"ASKING"};
             ok = redisAppendCommandArgv(ctx, 1, a, NULL) == REDIS_OK;
@@ -351,6 +353,7 @@ redisReply *ss_rc_command(ss_rc *c, int key_arg, int argc, const char **argv, co
         if (ok) ok = redisGetReply(ctx, (void **)&r) == REDIS_OK;
         if (ok && wait_replicas > 0) ok = redisGetReply(ctx, (void **)&w) == REDIS_OK;
         if (ar) freeReplyObject(ar);
+        if (ok && wait_replicas > 0) redisSetTimeout(ctx, tv_ms(c->timeout_ms));
         if (!ok) {
             snprintf(last, sizeof last, "%s:%d: %s", c->nodes[ni].host, c->nodes[ni].port,
                      ctx->errstr[0] ? ctx->errstr : "connection lost");

@@ -84,7 +84,8 @@ typedef struct ss_remote {
 
 /* ---- scripts (all keys in the slot of {P}) ---------------------------------------------------- */
 
-/* KEYS: rec name tk time meta pending. ARGV: id name ns20 member text bytes tagpfx pend tags... */
+/* KEYS: rec name tk time meta pending. ARGV: id name ns20 member text bytes tagpfx pend
+ * fixed tags... (fixed = 1: a copy keeping its own time, which may be older than the newest) */
 static const char PUT_LUA[] =
     "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {'DUP', ARGV[1]} end\n"
     "if ARGV[2] ~= '' then\n"
@@ -92,13 +93,13 @@ static const char PUT_LUA[] =
     "  if o then return {'EXISTS', o} end\n"
     "end\n"
     "local last = redis.call('HGET', KEYS[5], 'last_ns')\n"
-    "if last and last >= ARGV[3] then return {'RETRY', last} end\n"
+    "if ARGV[9] == '0' and last and last >= ARGV[3] then return {'RETRY', last} end\n"
     "redis.call('HSET', KEYS[1], ARGV[1], ARGV[5])\n"
     "redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])\n"
     "if ARGV[2] ~= '' then redis.call('HSET', KEYS[2], ARGV[2], ARGV[1]) end\n"
     "redis.call('ZADD', KEYS[4], 0, ARGV[4])\n"
-    "for i = 9, #ARGV do redis.call('ZADD', ARGV[7] .. ARGV[i], 0, ARGV[4]) end\n"
-    "redis.call('HSET', KEYS[5], 'last_ns', ARGV[3])\n"
+    "for i = 10, #ARGV do redis.call('ZADD', ARGV[7] .. ARGV[i], 0, ARGV[4]) end\n"
+    "if not last or last < ARGV[3] then redis.call('HSET', KEYS[5], 'last_ns', ARGV[3]) end\n"
     "redis.call('HINCRBY', KEYS[5], 'n_states', 1)\n"
     "redis.call('HINCRBY', KEYS[5], 'blob_bytes', ARGV[6])\n"
     "redis.call('ZREM', KEYS[6], ARGV[8])\n"
@@ -210,14 +211,14 @@ static redisReply *cmd(ss_remote *r, int key_arg, int argc, const char **argv, c
 
 /* Argument lists with their lengths. */
 typedef struct args {
-    const char *v[64];
-    size_t l[64];
+    const char *v[96]; /* EVAL, script, count, 6 keys, 10 arguments, up to SS_REC_MAX_TAGS tags */
+    size_t l[96];
     int n;
 } args;
 
 static void arg(args *a, const char *s, size_t len)
 {
-    if (a->n < 64) {
+    if (a->n < 96) {
         a->v[a->n] = s;
         a->l[a->n++] = len;
     }
@@ -629,8 +630,10 @@ static void delete_pieces(ss_remote *r, const char *id, size_t n, const char *pe
     }
 }
 
-ss_err remote_put(ss_store *s, const char *record_json, const void *blob, size_t blob_len,
-                  const ss_store_prefix_entry *pe, char **record_out)
+/* A put; with fixed_id, a copy keeping that id and fixed_created (ss_store_put_copy). */
+static ss_err put_impl(ss_store *s, const char *record_json, const void *blob, size_t blob_len,
+                       const ss_store_prefix_entry *pe, const char *fixed_id,
+                       int64_t fixed_created, char **record_out)
 {
     ss_remote *r = s->remote;
     json_t *rec = NULL;
@@ -643,16 +646,16 @@ ss_err remote_put(ss_store *s, const char *record_json, const void *blob, size_t
         return ss_fail(SS_ERR_TOO_LARGE, "state blob of %zu bytes exceeds the 4 GiB limit", blob_len);
     if ((err = ss_rec_parse(record_json, &rec))) return err;
     const char *name = json_string_value(json_object_get(rec, "name"));
-    json_t *tags = json_object_get(rec, "tags");
-    if (json_array_size(tags) > 40) {
-        json_decref(rec);
-        return ss_fail(SS_ERR_INVALID, "record: at most 40 tags with a remote catalog");
-    }
+    json_t *tags = json_object_get(rec, "tags"); /* at most SS_REC_MAX_TAGS (ss_rec_parse) */
     char sum[17], id[ID_LEN + 1] = "st_", pend[ID_LEN + 32];
     ss_store_checksum(blob, blob_len, sum);
     unsigned char rnd[16];
-    if ((err = ss_random_bytes(rnd, sizeof rnd))) goto out;
-    ss_hex(rnd, sizeof rnd, id + 3);
+    if (fixed_id) {
+        memcpy(id, fixed_id, ID_LEN + 1);
+    } else {
+        if ((err = ss_random_bytes(rnd, sizeof rnd))) goto out;
+        ss_hex(rnd, sizeof rnd, id + 3);
+    }
     size_t n = n_chunks(blob_len);
     snprintf(pend, sizeof pend, "%s:%zu", id, n);
 
@@ -687,8 +690,8 @@ ss_err remote_put(ss_store *s, const char *record_json, const void *blob, size_t
     /* 2. Record, name, indexes and counters in one script, strictly after the newest state. */
     int64_t last = 0, created = 0;
     for (int attempt = 0;; attempt++) {
-        created = ss_now_ns();
-        if (created <= last) created = last + 1;
+        created = fixed_id ? fixed_created : ss_now_ns();
+        if (!fixed_id && created <= last) created = last + 1;
         free(text);
         text = NULL;
         if ((err = ss_rec_finish(rec, id, created, blob_len, sum, &text, &text_len))) goto out;
@@ -708,6 +711,7 @@ ss_err remote_put(ss_store *s, const char *record_json, const void *blob, size_t
         args_str(&a, bytes);
         args_str(&a, r->k_tagpfx);
         args_str(&a, pend);
+        args_str(&a, fixed_id ? "1" : "0");
         size_t i;
         json_t *t;
         json_array_foreach (tags, i, t) args_str(&a, json_string_value(t));
@@ -721,6 +725,11 @@ ss_err remote_put(ss_store *s, const char *record_json, const void *blob, size_t
                                  rep->element[0]->type == REDIS_REPLY_STRING
                              ? rep->element[0]->str
                              : "";
+        if (strcmp(st, "DUP") == 0 && fixed_id) {
+            freeReplyObject(rep);
+            err = ss_fail(SS_ERR_EXISTS, "state %s is already in the remote catalog", id);
+            goto out; /* the pieces just written are its own, unchanged */
+        }
         if (strcmp(st, "OK") == 0 || strcmp(st, "DUP") == 0) {
             freeReplyObject(rep);
             break;
@@ -753,6 +762,21 @@ out:
     free(text);
     json_decref(rec);
     return err;
+}
+
+ss_err remote_put(ss_store *s, const char *record_json, const void *blob, size_t blob_len,
+                  const ss_store_prefix_entry *pe, char **record_out)
+{
+    return put_impl(s, record_json, blob, blob_len, pe, NULL, 0, record_out);
+}
+
+ss_err remote_put_copy(ss_store *s, const char *record_json, const void *blob, size_t blob_len)
+{
+    char id[ID_LEN + 1];
+    int64_t created = 0;
+    ss_err err = store_copy_identity(record_json, blob, blob_len, id, &created);
+    if (err) return err;
+    return put_impl(s, record_json, blob, blob_len, NULL, id, created, NULL);
 }
 
 ss_err remote_delete(ss_store *s, const char *ref)

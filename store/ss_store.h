@@ -104,6 +104,15 @@ ss_err ss_store_put(ss_store *s, const char *record_json, const void *blob, size
                     char **record_out);
 
 /*
+ * Store a copy of a state from another catalog under the id and created_at of its complete record
+ * (`statesoup migrate`: ids stay valid, so do the parents of merged states). The record's
+ * checksum and bytes must match the blob (SS_ERR_CORRUPT otherwise); SS_ERR_EXISTS when the id is
+ * already here (a re-run copies nothing twice) or the name belongs to another state; otherwise as
+ * ss_store_put. With a remote tier the copy goes to Redis Cluster.
+ */
+ss_err ss_store_put_copy(ss_store *s, const char *record_json, const void *blob, size_t blob_len);
+
+/*
  * Record of the state with this id or name, as JSON text (free() it), verified against the
  * record's checksum. SS_ERR_NOT_FOUND, SS_ERR_CORRUPT (record damaged: this state only),
  * SS_ERR_NOMEM, SS_ERR_IO.
