@@ -24,20 +24,12 @@ import random
 import re
 import sys
 import time
-import urllib.error
-import urllib.request
+
+from daemon_http import request
 
 
 def call(url, method, path, body=None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=600) as r:
-            text = r.read()
-    except urllib.error.HTTPError as e:
-        raise SystemExit(f"prefix_replay.py: {method} {path}: {e.code} {e.read().decode()[:300]}")
-    return text
+    return request(url, method, path, body, "prefix_replay.py")
 
 
 def counters(url):
