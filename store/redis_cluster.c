@@ -1,14 +1,16 @@
 /*
  * redis_cluster.c - slot routing for Redis Cluster over hiredis (see redis_cluster.h).
  *
- * State: the nodes seen so far (seeds, then whatever CLUSTER SLOTS and redirects name), each with
- * at most one connection, and slot -> node for the 16384 slots (-1 = unknown: any node, which
- * answers MOVED). Everything is under one mutex.
+ * State: the nodes seen so far (seeds, then whatever CLUSTER SLOTS and redirects name) and
+ * slot -> node for the 16384 slots (-1 = unknown: any node, which answers MOVED), under c->mu;
+ * the connections live in lanes (one per node each), each under its own mutex, taken for a whole
+ * command. Lock order: a lane, then c->mu (held only briefly, never across I/O).
  */
 #include "redis_cluster.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,11 +23,20 @@
 typedef struct rc_node {
     char host[HOST_MAX];
     int port;
-    redisContext *ctx;
 } rc_node;
 
-struct ss_rc {
+/* A lane: one connection per node, used by one command at a time. Commands on different lanes
+ * run in parallel; a command and its WAIT always share the lane's connection. */
+#define N_LANES 4
+typedef struct rc_lane {
     pthread_mutex_t mu;
+    redisContext *ctx[MAX_NODES];
+} rc_lane;
+
+struct ss_rc {
+    pthread_mutex_t mu; /* nodes, n_nodes, slot_node, map_stale, st (the lanes have their own) */
+    rc_lane lanes[N_LANES];
+    atomic_uint next_lane;
     rc_node nodes[MAX_NODES];
     int n_nodes;
     int16_t slot_node[SS_RC_SLOTS];
@@ -88,15 +99,23 @@ static int node_index(ss_rc *c, const char *host, size_t host_len, int port)
     memcpy(n->host, host, host_len);
     n->host[host_len] = '\0';
     n->port = port;
-    n->ctx = NULL;
     return c->n_nodes++;
 }
 
-static void node_drop(ss_rc *c, int i)
+/* Host and port of node i (entries never change once added). */
+static void node_addr(ss_rc *c, int i, char *host, int *port)
 {
-    if (c->nodes[i].ctx) {
-        redisFree(c->nodes[i].ctx);
-        c->nodes[i].ctx = NULL;
+    pthread_mutex_lock(&c->mu);
+    memcpy(host, c->nodes[i].host, HOST_MAX);
+    *port = c->nodes[i].port;
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void node_drop(rc_lane *l, int i)
+{
+    if (l->ctx[i]) {
+        redisFree(l->ctx[i]);
+        l->ctx[i] = NULL;
     }
 }
 
@@ -132,14 +151,21 @@ static redisContext *dial(ss_rc *c, const char *host, int port)
     return ctx;
 }
 
-static redisContext *node_ctx(ss_rc *c, int i)
+/* The lane's connection to node i, dialled when there is none (the lane is held). */
+static redisContext *node_ctx(ss_rc *c, rc_lane *l, int i)
 {
-    rc_node *n = &c->nodes[i];
-    if (!n->ctx) {
-        n->ctx = dial(c, n->host, n->port);
-        if (n->ctx) c->st.reconnects++;
+    if (!l->ctx[i]) {
+        char host[HOST_MAX];
+        int port;
+        node_addr(c, i, host, &port);
+        l->ctx[i] = dial(c, host, port);
+        if (l->ctx[i]) {
+            pthread_mutex_lock(&c->mu);
+            c->st.reconnects++;
+            pthread_mutex_unlock(&c->mu);
+        }
     }
-    return n->ctx;
+    return l->ctx[i];
 }
 
 /* Load the slot map from the reply of CLUSTER SLOTS on node `from`. */
@@ -172,30 +198,43 @@ static int apply_slots(ss_rc *c, int from, const redisReply *r)
     return 0;
 }
 
-static ss_err refresh_locked(ss_rc *c)
+/* Reload the slot map through lane l (held); c->mu is not held. */
+static ss_err refresh_lane(ss_rc *c, rc_lane *l)
 {
-    for (int i = 0; i < c->n_nodes; i++) {
-        redisContext *ctx = node_ctx(c, i);
+    pthread_mutex_lock(&c->mu);
+    int n = c->n_nodes;
+    pthread_mutex_unlock(&c->mu);
+    for (int i = 0; i < n; i++) {
+        redisContext *ctx = node_ctx(c, l, i);
         if (!ctx) continue;
         const char *argv[2] = {"CLUSTER", "SLOTS"};
         redisReply *r = redisCommandArgv(ctx, 2, argv, NULL);
         if (!r) {
-            node_drop(c, i);
+            node_drop(l, i);
             continue;
         }
+        pthread_mutex_lock(&c->mu);
         int ok = apply_slots(c, i, r) == 0;
+        pthread_mutex_unlock(&c->mu);
         freeReplyObject(r);
         if (ok) return SS_OK;
     }
     return ss_fail(SS_ERR_UNAVAILABLE, "redis cluster: no node answered CLUSTER SLOTS (%d known)",
-                   c->n_nodes);
+                   n);
+}
+
+static rc_lane *lane_take(ss_rc *c)
+{
+    rc_lane *l = &c->lanes[atomic_fetch_add(&c->next_lane, 1) % N_LANES];
+    pthread_mutex_lock(&l->mu);
+    return l;
 }
 
 ss_err ss_rc_refresh(ss_rc *c)
 {
-    pthread_mutex_lock(&c->mu);
-    ss_err err = refresh_locked(c);
-    pthread_mutex_unlock(&c->mu);
+    rc_lane *l = lane_take(c);
+    ss_err err = refresh_lane(c, l);
+    pthread_mutex_unlock(&l->mu);
     return err;
 }
 
@@ -257,6 +296,7 @@ ss_err ss_rc_open(ss_rc **out, const char *url, const ss_rc_params *params)
     ss_rc *c = calloc(1, sizeof *c);
     if (!c) return ss_fail(SS_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&c->mu, NULL);
+    for (int i = 0; i < N_LANES; i++) pthread_mutex_init(&c->lanes[i].mu, NULL);
     for (int s = 0; s < SS_RC_SLOTS; s++) c->slot_node[s] = -1;
     c->timeout_ms = params && params->timeout_ms > 0 ? params->timeout_ms : 2000;
     c->retry_ms = params && params->retry_ms > 0 ? params->retry_ms : 5000;
@@ -280,7 +320,10 @@ ss_err ss_rc_open(ss_rc **out, const char *url, const ss_rc_params *params)
 void ss_rc_close(ss_rc *c)
 {
     if (!c) return;
-    for (int i = 0; i < c->n_nodes; i++) node_drop(c, i);
+    for (int k = 0; k < N_LANES; k++) {
+        for (int i = 0; i < c->n_nodes; i++) node_drop(&c->lanes[k], i);
+        pthread_mutex_destroy(&c->lanes[k].mu);
+    }
     free(c->password);
     pthread_mutex_destroy(&c->mu);
     free(c);
@@ -310,30 +353,35 @@ redisReply *ss_rc_command(ss_rc *c, int key_arg, int argc, const char **argv, co
     int slot = ss_rc_key_slot(argv[key_arg], lens[key_arg]);
     int64_t deadline = mono_ms() + c->retry_ms;
     int ask_node = -1, attempt = 0;
-    char last[256] = "no node tried";
+    char last[300] = "no node tried";
     char wait_n[24], wait_t[24];
     snprintf(wait_n, sizeof wait_n, "%d", wait_replicas);
     snprintf(wait_t, sizeof wait_t, "%d", wait_ms);
     const char *wargv[3] = {"WAIT", wait_n, wait_t};
 
-    pthread_mutex_lock(&c->mu);
+    rc_lane *l = lane_take(c);
     for (;; attempt++) {
         if (attempt > 0) {
             if (mono_ms() >= deadline) break;
-            pthread_mutex_unlock(&c->mu);
             sleep_ms(attempt < 4 ? 20 * attempt : 100);
-            pthread_mutex_lock(&c->mu);
         }
-        if (c->map_stale && ask_node < 0 && refresh_locked(c) != SS_OK) {
+        pthread_mutex_lock(&c->mu);
+        int stale = c->map_stale, n_nodes = c->n_nodes;
+        pthread_mutex_unlock(&c->mu);
+        if (stale && ask_node < 0 && refresh_lane(c, l) != SS_OK) {
             snprintf(last, sizeof last, "%s", ss_errmsg());
             continue;
         }
+        pthread_mutex_lock(&c->mu);
         int ni = ask_node >= 0 ? ask_node : c->slot_node[slot];
-        if (ni < 0) ni = attempt % c->n_nodes; /* unknown slot: any node redirects us */
-        redisContext *ctx = node_ctx(c, ni);
+        pthread_mutex_unlock(&c->mu);
+        if (ni < 0) ni = attempt % n_nodes; /* unknown slot: any node redirects us */
+        redisContext *ctx = node_ctx(c, l, ni);
         if (!ctx) {
             snprintf(last, sizeof last, "%s", ss_errmsg());
+            pthread_mutex_lock(&c->mu);
             c->map_stale = 1;
+            pthread_mutex_unlock(&c->mu);
             ask_node = -1;
             continue;
         }
@@ -355,49 +403,50 @@ redisReply *ss_rc_command(ss_rc *c, int key_arg, int argc, const char **argv, co
         if (ar) freeReplyObject(ar);
         if (ok && wait_replicas > 0) redisSetTimeout(ctx, tv_ms(c->timeout_ms));
         if (!ok) {
-            snprintf(last, sizeof last, "%s:%d: %s", c->nodes[ni].host, c->nodes[ni].port,
+            char host[HOST_MAX];
+            int port;
+            node_addr(c, ni, host, &port);
+            snprintf(last, sizeof last, "%.120s:%d: %.100s", host, port,
                      ctx->errstr[0] ? ctx->errstr : "connection lost");
             if (r) freeReplyObject(r);
             if (w) freeReplyObject(w);
-            node_drop(c, ni);
+            node_drop(l, ni);
+            pthread_mutex_lock(&c->mu);
             c->map_stale = 1;
+            pthread_mutex_unlock(&c->mu);
             continue;
         }
         if (r->type == REDIS_REPLY_ERROR) {
-            int s2;
-            if (strncmp(r->str, "MOVED ", 6) == 0) {
-                int to = redirect_target(c, r->str, &s2);
-                if (to >= 0 && s2 >= 0 && s2 < SS_RC_SLOTS) c->slot_node[s2] = (int16_t)to;
-                c->st.moved++;
-                if (to < 0) c->map_stale = 1;
+            int s2 = -1, redirect = strncmp(r->str, "MOVED ", 6) == 0 ? 1
+                                    : strncmp(r->str, "ASK ", 4) == 0 ? 2 : 0;
+            if (redirect || is_transient(r->str)) {
                 snprintf(last, sizeof last, "%s", r->str);
+                pthread_mutex_lock(&c->mu);
+                if (redirect == 1) {
+                    int to = redirect_target(c, r->str, &s2);
+                    if (to >= 0 && s2 >= 0 && s2 < SS_RC_SLOTS) c->slot_node[s2] = (int16_t)to;
+                    if (to >= 0) c->slot_node[slot] = (int16_t)to;
+                    else c->map_stale = 1;
+                    c->st.moved++;
+                } else if (redirect == 2) {
+                    ask_node = redirect_target(c, r->str, &s2);
+                    c->st.ask++;
+                } else {
+                    c->map_stale = 1;
+                }
+                pthread_mutex_unlock(&c->mu);
                 freeReplyObject(r);
                 if (w) freeReplyObject(w);
-                if (to >= 0) c->slot_node[slot] = (int16_t)to;
-                continue;
-            }
-            if (strncmp(r->str, "ASK ", 4) == 0) {
-                ask_node = redirect_target(c, r->str, &s2);
-                c->st.ask++;
-                snprintf(last, sizeof last, "%s", r->str);
-                freeReplyObject(r);
-                if (w) freeReplyObject(w);
-                continue;
-            }
-            if (is_transient(r->str)) {
-                snprintf(last, sizeof last, "%s:%d: %s", c->nodes[ni].host, c->nodes[ni].port,
-                         r->str);
-                freeReplyObject(r);
-                if (w) freeReplyObject(w);
-                c->map_stale = 1;
                 continue;
             }
         }
         if (acked) *acked = w && w->type == REDIS_REPLY_INTEGER ? w->integer : 0;
         if (w) freeReplyObject(w);
-        pthread_mutex_unlock(&c->mu);
+        pthread_mutex_unlock(&l->mu);
         return r;
     }
+    pthread_mutex_unlock(&l->mu);
+    pthread_mutex_lock(&c->mu);
     c->st.failures++;
     pthread_mutex_unlock(&c->mu);
     ss_fail(SS_ERR_UNAVAILABLE, "redis cluster unavailable (%d ms of retries): %s", c->retry_ms,

@@ -9,8 +9,9 @@
  * "rediss://" (TLS) is refused with SS_ERR_UNSUPPORTED: the hiredis Debian 12 ships (0.14.1) has
  * no TLS (libhiredis-ssl arrived with hiredis 1.0).
  *
- * Threading: one ss_rc may be used from any number of threads; commands are serialised inside
- * (one mutex), which keeps each command and its WAIT on the same connection.
+ * Threading: one ss_rc may be used from any number of threads: each command takes one of four
+ * lanes (a connection per node each) for its whole run, so a command and its WAIT share a
+ * connection and up to four commands run at once.
  */
 #ifndef SS_REDIS_CLUSTER_H
 #define SS_REDIS_CLUSTER_H

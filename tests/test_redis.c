@@ -11,6 +11,7 @@
  * large blobs in pieces over several slots, and the LRU bound of the local cache.
  */
 #include <hiredis/hiredis.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -244,6 +245,57 @@ static int gone_within(ss_store *s, const char *ref)
     return 0;
 }
 
+typedef struct put_job {
+    ss_store *s;
+    int t, ok;
+} put_job;
+
+/* One thread's saves: names conc/<t>/<i>, blobs seeded from them. */
+static void *put_thread(void *arg)
+{
+    put_job *j = arg;
+    float blob[1024];
+    for (int i = 0; i < 8; i++) {
+        char rec[160];
+        fill(blob, 1024, (uint32_t)(100 + j->t * 8 + i));
+        snprintf(rec, sizeof rec,
+                 "{\"name\":\"conc/%d/%d\",\"model\":\"m1\",\"n_tokens\":1,\"dtype\":\"F32\"}",
+                 j->t, i);
+        if (ss_store_put(j->s, rec, blob, sizeof blob, NULL) == SS_OK) j->ok++;
+    }
+    return NULL;
+}
+
+/* Several threads of one replica save at once (the client's lanes); the other reads them all. */
+static void test_concurrent(ss_store *a, ss_store *b)
+{
+    pthread_t th[4];
+    put_job jobs[4];
+    for (int t = 0; t < 4; t++) {
+        jobs[t] = (put_job){a, t, 0};
+        pthread_create(&th[t], NULL, put_thread, &jobs[t]);
+    }
+    for (int t = 0; t < 4; t++) pthread_join(th[t], NULL);
+    for (int t = 0; t < 4; t++) CHECK(jobs[t].ok == 8);
+    char *page = NULL;
+    CHECK_OK(ss_store_list(b, NULL, "conc/", 100, NULL, &page));
+    int n = 0;
+    for (const char *p = page; p && (p = strstr(p, "\"name\":\"conc/")); p++) n++;
+    CHECK(n == 32);
+    free(page);
+    float got[1024], want[1024];
+    for (int t = 0; t < 4; t++) {
+        for (int i = 0; i < 8; i++) {
+            char name[32];
+            size_t len = 0;
+            snprintf(name, sizeof name, "conc/%d/%d", t, i);
+            fill(want, 1024, (uint32_t)(100 + t * 8 + i));
+            CHECK_OK(ss_store_get_blob(b, name, "m1", got, sizeof got, &len, NULL));
+            CHECK(len == sizeof want && memcmp(got, want, sizeof want) == 0);
+        }
+    }
+}
+
 static void test_shared(void)
 {
     char d1[512], d2[512], prefix[64];
@@ -320,6 +372,8 @@ static void test_shared(void)
     CHECK(len == big_n * sizeof(float) && memcmp(big, back, len) == 0);
     free(big);
     free(back);
+
+    test_concurrent(a, b);
 
     free(rx);
     free(ry);
