@@ -1043,6 +1043,41 @@ static void *subscriber(void *arg)
 
 /* ---- open / close ------------------------------------------------------------------------------ */
 
+/*
+ * The local tier's marker, DIR/remote-cache (the prefix it caches): the cache drops whatever the
+ * catalog does not have, so a directory that holds a catalog of its own (LMDB alone, before
+ * --remote) or the cache of another namespace is refused rather than emptied.
+ */
+static ss_err claim_dir(ss_store *s, const char *prefix)
+{
+    char path[4096], have[80] = "";
+    snprintf(path, sizeof path, "%s/remote-cache", s->dir);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (!fgets(have, sizeof have, f)) have[0] = '\0';
+        fclose(f);
+        have[strcspn(have, "\n")] = '\0';
+        if (strcmp(have, prefix) == 0) return SS_OK;
+        return ss_fail(SS_ERR_INVALID, "%s is the local cache of the remote catalog '%s', not "
+                       "'%s': give each --remote-prefix its own --data", s->dir, have, prefix);
+    }
+    ss_store_stats st;
+    ss_err err;
+    LOCAL(err = ss_store_get_stats(s, &st));
+    if (err) return err;
+    if (st.n_states > 0) {
+        return ss_fail(SS_ERR_INVALID, "%s holds a catalog of %llu states of its own; with "
+                       "--remote it would only be a cache (states Redis lacks are dropped): copy "
+                       "it first (statesoup migrate --data %s --to URL), then start with an empty "
+                       "--data", s->dir, (unsigned long long)st.n_states, s->dir);
+    }
+    f = fopen(path, "w");
+    if (!f || fprintf(f, "%s\n", prefix) < 0 || fclose(f) != 0) {
+        return ss_fail(SS_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+    }
+    return SS_OK;
+}
+
 ss_err remote_open(ss_store *s, const ss_store_params *p)
 {
     if (s->read_only) return ss_fail(SS_ERR_INVALID, "store: a remote tier needs a writable cache");
@@ -1068,9 +1103,15 @@ ss_err remote_open(ss_store *s, const ss_store_params *p)
     r->wait_ms = p->remote_wait_ms > 0 ? p->remote_wait_ms : 2000;
     r->cache_max = p->cache_max_bytes ? p->cache_max_bytes : DEFAULT_CACHE;
     snprintf(r->last_err, sizeof r->last_err, "not connected yet");
+    ss_err err = claim_dir(s, pre);
+    if (err) {
+        pthread_mutex_destroy(&r->mu);
+        free(r);
+        return err;
+    }
     ss_rc_params rp = {.password = p->remote_password, .timeout_ms = p->remote_timeout_ms,
                        .retry_ms = p->remote_retry_ms};
-    ss_err err = ss_rc_open(&r->rc, p->remote, &rp);
+    err = ss_rc_open(&r->rc, p->remote, &rp);
     if (err) {
         pthread_mutex_destroy(&r->mu);
         free(r);

@@ -351,7 +351,31 @@ static void test_shared(void)
     test_tmpdir(d1, sizeof d1, "redis_a");
     test_tmpdir(d2, sizeof d2, "redis_b");
     snprintf(prefix, sizeof prefix, "t%ld", (long)getpid());
+
+    /* A folder with a catalog of its own is not taken as a cache (it would be emptied). */
+    {
+        ss_store *own = NULL;
+        float one[4] = {1, 2, 3, 4};
+        REQUIRE_OK(ss_store_open(&own, d1, NULL));
+        free(put(own, "mine", one, sizeof one, SS_OK));
+        ss_store_close(own);
+        ss_store_params p = ss_store_default_params();
+        p.remote = seeds_of(0);
+        p.remote_prefix = prefix;
+        CHECK_ERR(ss_store_open(&own, d1, &p), SS_ERR_INVALID);
+        CHECK(strstr(ss_errmsg(), "statesoup migrate") != NULL);
+        test_rm_rf(d1);
+    }
     ss_store *a = open_replica(d1, prefix, 0);
+    {
+        ss_store_params p = ss_store_default_params(); /* nor a cache of another namespace */
+        p.remote = seeds_of(0);
+        p.remote_prefix = "another";
+        ss_store *other = NULL;
+        ss_store_close(a);
+        CHECK_ERR(ss_store_open(&other, d1, &p), SS_ERR_INVALID);
+        a = open_replica(d1, prefix, 0);
+    }
     ss_store *b = open_replica(d2, prefix, 0);
 
     enum { N = 4096 };
