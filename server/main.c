@@ -50,6 +50,7 @@ typedef struct options {
     const char *remote_password;
     const char *remote_prefix;
     int remote_wait;             /* Redis replicas a write waits for (WAIT) */
+    int remote_timeout_ms, remote_retry_ms;
     size_t cache_max_bytes;
     int quiet;
     int shutdown_timeout;
@@ -108,6 +109,9 @@ static void usage(FILE *f)
         "  --remote-wait N       Redis replicas that must confirm a write (WAIT) before it is\n"
         "                        acknowledged; 0 = the primary alone (default: 1)\n"
         "  --cache-max-bytes B   with --remote, blob bytes kept in --data (LRU; default: 1G)\n"
+        "  --remote-timeout MS   connect and per-command timeout for Redis (default: 2000)\n"
+        "  --remote-retry MS     how long a catalog command retries through redirects,\n"
+        "                        reconnects and failovers before 503 (default: 5000)\n"
         "  --shutdown-timeout S  on SIGINT/SIGTERM, seconds to let running jobs finish\n"
         "                        before cancelling them (default: 10)\n"
         "  --prefix-cache        \"reuse\" defaults to true: generate, completions and score\n"
@@ -202,6 +206,8 @@ enum {
     O_RPREFIX,
     O_RWAIT,
     O_CACHEMAX,
+    O_RTIMEOUT,
+    O_RRETRY,
     O_SHUTDOWN,
     O_PCACHE,
     O_PCBUDGET,
@@ -231,6 +237,8 @@ static const struct option longopts[] = {
     {"remote-prefix", required_argument, NULL, O_RPREFIX},
     {"remote-wait", required_argument, NULL, O_RWAIT},
     {"cache-max-bytes", required_argument, NULL, O_CACHEMAX},
+    {"remote-timeout", required_argument, NULL, O_RTIMEOUT},
+    {"remote-retry", required_argument, NULL, O_RRETRY},
     {"shutdown-timeout", required_argument, NULL, O_SHUTDOWN},
     {"prefix-cache", no_argument, NULL, O_PCACHE},
     {"prefix-cache-budget", required_argument, NULL, O_PCBUDGET},
@@ -272,6 +280,8 @@ static int apply_option(int c, const char *arg, options *o)
     case O_RPREFIX: o->remote_prefix = arg; return 1;
     case O_RWAIT: return parse_int(arg, 0, 16, &o->remote_wait);
     case O_CACHEMAX: return (o->cache_max_bytes = parse_size(arg)) > 0;
+    case O_RTIMEOUT: return parse_int(arg, 10, 600000, &o->remote_timeout_ms);
+    case O_RRETRY: return parse_int(arg, 1, 600000, &o->remote_retry_ms);
     case O_SHUTDOWN: return parse_int(arg, 0, 3600, &o->shutdown_timeout);
     case O_PCACHE: o->prefix_cache = 1; return 1;
     case O_PCBUDGET: return (o->prefix_cache_budget = parse_size(arg)) > 0;
@@ -495,6 +505,8 @@ static ss_err open_catalog(parts *d, const options *o)
     sp.remote_prefix = o->remote_prefix;
     sp.remote_wait_replicas = o->remote_wait;
     sp.cache_max_bytes = o->cache_max_bytes;
+    sp.remote_timeout_ms = o->remote_timeout_ms;
+    sp.remote_retry_ms = o->remote_retry_ms;
     ss_err err = ss_store_open(&d->store, o->data, &sp);
     if (err) return err;
     ss_store_stats st;

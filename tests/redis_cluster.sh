@@ -198,7 +198,7 @@ count() { req "$1" GET '/v1/states?limit=1000' | jq '.data | length'; }
 before=$(count B)
 kill -9 "${PID[A]}"
 unset 'PID[A]'
-start_daemon A --remote "redis://127.0.0.1:$first" || exit 1
+start_daemon A --remote "redis://127.0.0.1:$first" --remote-retry 1500 --remote-timeout 500 || exit 1
 [ "$(count A)" = "$before" ] || fail "after kill -9 of A: $(count A) states, before $before"
 
 # ---- 5. the whole cluster down, then back -------------------------------------------------------
@@ -208,7 +208,7 @@ req B GET /v1/states/dict-soup | jq -e '.name == "dict-soup"' >/dev/null ||
     fail "cluster down: cached record not served ($(status))"
 g2=$(req B POST /v1/generate "$gen" | jq -r .text)
 [ "$g2" = "$gB" ] || fail "cluster down: generate from the cached soup: '$g2' ($(status))"
-save B down 'Dictionary:\nx = y\n' >/dev/null
+save A down 'Dictionary:\nx = y\n' >/dev/null
 [ "$(status)" = 503 ] || fail "cluster down: save answered $(status), not 503"
 jq -e '.error.message | test("remote catalog")' "$tmp/body" >/dev/null ||
     fail "cluster down: the 503 does not say why: $(cat "$tmp/body")"

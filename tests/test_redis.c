@@ -296,6 +296,55 @@ static void test_concurrent(ss_store *a, ss_store *b)
     }
 }
 
+/* A writer that died between its pieces and its record leaves pending pieces: the janitor of any
+ * replica removes them once their deadline has passed, and leaves a committed state's alone. */
+static void test_orphans(void)
+{
+    char prefix[64], dir[512], key[160], pending[160];
+    snprintf(prefix, sizeof prefix, "orph%ld", (long)getpid());
+    snprintf(pending, sizeof pending, "{%s}:pending", prefix);
+    const char *orphan = "st_0123456789abcdef0123456789abcdef";
+    ss_rc *c = NULL;
+    REQUIRE_OK(ss_rc_open(&c, seeds_of(0), NULL));
+    for (int k = 0; k < 2; k++) {
+        snprintf(key, sizeof key, "%s:blob:{%s:%d}", prefix, orphan, k);
+        redisReply *r = run(c, "SET", key, "piece");
+        CHECK(r && r->type == REDIS_REPLY_STATUS);
+        if (r) freeReplyObject(r);
+    }
+    char member[64];
+    snprintf(member, sizeof member, "%s:2", orphan);
+    const char *zv[4] = {"ZADD", pending, "1", member};
+    size_t zl[4] = {4, strlen(pending), 1, strlen(member)};
+    redisReply *r = ss_rc_command(c, 1, 4, zv, zl, 0, 0, NULL);
+    CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer == 1);
+    if (r) freeReplyObject(r);
+
+    test_tmpdir(dir, sizeof dir, "redis_janitor");
+    ss_store *s = open_replica(dir, prefix, 0);
+    float x[256];
+    fill(x, 256, 7);
+    free(put(s, "kept", x, sizeof x, SS_OK));
+    int gone = 0;
+    for (int i = 0; i < 60 && !gone; i++) {
+        usleep(50000);
+        snprintf(key, sizeof key, "%s:blob:{%s:1}", prefix, orphan);
+        redisReply *e = run(c, "EXISTS", key, NULL);
+        redisReply *z = run(c, "ZCARD", pending, NULL);
+        gone = e && z && e->integer == 0 && z->integer == 0;
+        if (e) freeReplyObject(e);
+        if (z) freeReplyObject(z);
+    }
+    CHECK(gone);
+    size_t len = 0;
+    float got[256];
+    CHECK_OK(ss_store_get_blob(s, "kept", "m1", got, sizeof got, &len, NULL));
+    CHECK(len == sizeof x && memcmp(got, x, sizeof x) == 0);
+    ss_store_close(s);
+    ss_rc_close(c);
+    test_rm_rf(dir);
+}
+
 static void test_shared(void)
 {
     char d1[512], d2[512], prefix[64];
@@ -418,6 +467,7 @@ int main(void)
         free(copy);
         test_redirects();
         test_shared();
+        test_orphans();
     } else {
         printf("redis: no cluster (SS_REDIS_PORTS unset): client vectors only; "
                "tests/redis_cluster.sh runs the rest\n");
