@@ -178,10 +178,10 @@ static ss_err store_one(infer *inf, const api_save *save, const char *name, cons
     char *text = NULL;
     /* a whole state (st), or a checkpoint's floats and decay (data, see on_checkpoint) */
     size_t bytes = data ? prefix_cp_bytes(inf->a->info, data) : 0;
-    ss_err err = st ? api_save_st_indexed(inf->a, &s, st, n_tokens, parents,
-                                          inf->chained ? pe : NULL, &text)
-                    : api_save_blob_indexed(inf->a, &s, data, bytes, n_tokens, parents,
-                                            inf->chained ? pe : NULL, &text);
+    /* indexed when made from tokens on a chain (a copy of `from` with no tokens is not) */
+    if (!inf->chained || pe->n_tokens <= 0) pe = NULL;
+    ss_err err = st ? api_save_st_indexed(inf->a, &s, st, n_tokens, parents, pe, &text)
+                    : api_save_blob_indexed(inf->a, &s, data, bytes, n_tokens, parents, pe, &text);
     return err ? err : rec_json(text, rec);
 }
 

@@ -713,6 +713,10 @@ static void test_prefix(const char *model_dir)
     CHECKF(a.status == 200 && cached_of(&a) == 60, "%s: completions: %s", model_dir, a.text);
     answer_free(&a);
 
+    /* a copy of a state (no tokens fed) is not indexed: the shortest stored prefix stays 7 */
+    a = run("states_create", NULL, "{\"from\": \"p\", \"tokens\": [], \"name\": \"copy\"}", NULL);
+    CHECKF(a.status == 201, "copy: %s", a.text);
+    answer_free(&a);
     /* misses: from another start (the same tokens), shorter than any stored state */
     snprintf(body, sizeof body, "{\"state\": \"sep7\", \"prompt\": %s, \"max_tokens\": 1, "
              "\"reuse\": true}", pre);
