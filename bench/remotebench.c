@@ -148,6 +148,8 @@ static void rm_store(const char *dir)
     unlink(p);
     snprintf(p, sizeof p, "%s/lock.mdb", dir);
     unlink(p);
+    snprintf(p, sizeof p, "%s/remote-cache", dir);
+    unlink(p);
     rmdir(dir);
 }
 

@@ -148,6 +148,8 @@ static void rm_tmp(const char *dir)
     unlink(path);
     snprintf(path, sizeof path, "%s/lock.mdb", dir);
     unlink(path);
+    snprintf(path, sizeof path, "%s/remote-cache", dir); /* the cache's marker (remote.c) */
+    unlink(path);
     rmdir(dir);
 }
 
