@@ -752,6 +752,8 @@ static const ss_host_route route_table[] = {
     {"POST", "/v1/completions", "completions", api_h_completions, SS_HOST_SCOPE_READ,
      SS_HOST_BODY_JSON, 0},
     {"POST", "/v1/score", "score", api_h_score, SS_HOST_SCOPE_READ, SS_HOST_BODY_JSON, 0},
+    {"POST", "/v1/states/search", "states_search", api_h_states_search, SS_HOST_SCOPE_READ,
+     SS_HOST_BODY_JSON, 0},
 };
 
 ss_err ss_api_new(ss_api **out, const ss_api_params *p)
@@ -790,6 +792,7 @@ void ss_api_attach(ss_api *a, ss_model *m, ss_tokenizer *tok, ss_store *store, s
     ss_model_state_layout(m, &a->lay);
     a->tok = tok;
     a->store = store;
+    if (!a->keys_ready) api_keys_open(a);
     if (!a->cache && api_cache_new(a))
         fprintf(stderr, "statesoupd: no prompt cache: %s\n", ss_errmsg());
     pthread_rwlock_wrlock(&a->engine_lock);

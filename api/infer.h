@@ -34,7 +34,14 @@
 #define MAX_STOPS   16 /* stop strings of one request */
 #define API_MAX_CHECKPOINTS 64 /* checkpoints of one request (docs/api.md) */
 
-typedef enum endpoint { EP_STATES, EP_GENERATE, EP_COMPLETIONS, EP_SCORE } endpoint;
+typedef enum endpoint { EP_STATES, EP_GENERATE, EP_COMPLETIONS, EP_SCORE, EP_SEARCH } endpoint;
+
+/* What a search asks for (search.c): POST /v1/states/search, or a merge's "retrieve". */
+typedef struct api_search {
+    int k;        /* hits wanted, 1..SS_STORE_SEARCH_MAX */
+    char *tag;    /* NULL or only states with this tag (owned) */
+    char *prefix; /* NULL or only names starting with it (owned) */
+} api_search;
 
 struct infer;
 
@@ -99,6 +106,7 @@ typedef struct infer {
     int ccps[API_MAX_CHECKPOINTS];
     float *ccp_data[API_MAX_CHECKPOINTS];
     int eng_cps[2 * API_MAX_CHECKPOINTS];   /* both, relative to the tokens fed */
+    api_search search; /* EP_SEARCH: what to look for with the query's state */
 } infer;
 
 /*
@@ -190,6 +198,25 @@ ss_err infer_parse_save_state(ss_api *a, json_t *body, infer *inf);
  * api_tokens' errors.
  */
 ss_err infer_completion_prompts(ss_api *a, json_t *body, infer *inf);
+
+/* ---- search.c ----------------------------------------------------------------------------- */
+
+/*
+ * k (default dflt_k), tag and prefix of o into s (free it with api_search_free on success).
+ * SS_ERR_UNSUPPORTED when the server keeps no retrieval keys (--remote), SS_ERR_FORMAT for a
+ * wrong type, SS_ERR_INVALID for k outside 1..SS_STORE_SEARCH_MAX or a bad tag, SS_ERR_NOMEM.
+ * `where` prefixes the field names in messages.
+ */
+ss_err api_search_parse(ss_api *a, json_t *o, const char *where, int dflt_k, api_search *s);
+void api_search_free(api_search *s);
+/*
+ * The states most similar to `state` (state_floats floats of the served model) under s, best
+ * first, as *data = [{"state": record, "score": cosine}] (prompt-cache entries left out unless s
+ * asks for their tag; states deleted meanwhile skipped). ss_store_search's errors, SS_ERR_NOMEM.
+ */
+ss_err api_search_run(ss_api *a, const api_search *s, const float *state, json_t **data);
+/* The answer of a search whose query ran as a prefill job (EP_SEARCH). Host thread. */
+void api_search_answer(infer *inf, ss_host_req *r);
 
 /* ---- prefix.c ----------------------------------------------------------------------------- */
 

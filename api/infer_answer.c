@@ -425,6 +425,9 @@ void infer_finish(void *app, ss_host_req *r, void *user)
     case EP_COMPLETIONS:
         answer_completions(inf, r);
         break;
+    case EP_SEARCH:
+        api_search_answer(inf, r);
+        break;
     }
     /* after the answer: the automatic cache keeps the prompt's checkpoints */
     if (inf->n_ccps && jobs_error(inf) == SS_OK) api_cache_store(inf);

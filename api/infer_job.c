@@ -38,6 +38,7 @@ static void infer_free(void *p)
     }
     api_start_free(&inf->start);
     api_save_free(&inf->save);
+    api_search_free(&inf->search);
     for (int k = 0; k < API_MAX_CHECKPOINTS; k++) {
         free(inf->cp_data[k]);
         free(inf->ccp_data[k]);

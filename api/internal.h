@@ -13,7 +13,7 @@
 
 #include "ss_api.h"
 
-#define API_N_ROUTES    16
+#define API_N_ROUTES    32
 #define API_MAX_SOURCES 64 /* most states in one merge */
 
 /* The automatic prompt cache (prefix_cache.c): its entries carry this tag. */
@@ -33,9 +33,21 @@ struct ss_api {
     ss_store *store;
     pthread_rwlock_t engine_lock; /* readers: submit / cancel; writer: detach */
     ss_engine *engine;
+    /* retrieval keys (search.c) */
+    int keys_ready;       /* the store keeps them: search works */
+    char keys_why[256];   /* else why not */
+    ss_key_kind key_kind; /* the kind served (--retrieval-key) */
+    int key_dim;
     ss_host_route routes[API_N_ROUTES];
     int n_routes;
 };
+
+/* The retrieval key kind when --retrieval-key is not given (docs/retrieval.md measures them). */
+#define API_KEY_DEFAULT SS_KEY_SSM_NORM
+
+/* Set the store's keyer (search.c): keys of every state of the model, computed for those that
+ * have none yet. On failure search is unavailable (keys_why says why); the daemon serves on. */
+void api_keys_open(ss_api *a);
 
 /* ---- answers ------------------------------------------------------------------------------- */
 
@@ -253,5 +265,6 @@ void api_h_states_create(void *app, ss_host_req *r);
 void api_h_generate(void *app, ss_host_req *r);
 void api_h_completions(void *app, ss_host_req *r);
 void api_h_score(void *app, ss_host_req *r);
+void api_h_states_search(void *app, ss_host_req *r);
 
 #endif

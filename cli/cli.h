@@ -42,6 +42,7 @@ int cmd_verify(int argc, char **argv);
 int cmd_migrate(int argc, char **argv); /* migrate.c: local catalog <-> Redis Cluster */
 int cmd_eval(int argc, char **argv); /* eval.c: the State Soup table through the daemon */
 int cmd_plan(int argc, char **argv); /* plan.c: the MoE scaling-law planner, offline */
+int cmd_search(int argc, char **argv); /* search.c: states most similar to a query */
 
 /* The help of `generate` (both modes), shared by generate.c and infer.c. */
 extern const char cli_generate_help[];

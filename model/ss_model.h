@@ -191,6 +191,39 @@ ss_err ss_state_compose(const ss_model *m, ss_compose_mode mode, const float *co
 /* SS_ERR_INVALID naming the first non-finite value, else SS_OK. */
 ss_err ss_state_check_finite(const float *data, size_t n);
 
+/* ---- retrieval keys (key.c) ---------------------------------------------------------------- */
+
+/*
+ * A retrieval key is a short L2-normalised F32 vector computed from a state, so that the cosine
+ * similarity of two states is the dot product of their keys (docs/retrieval.md). Kinds:
+ *   SS_KEY_FINAL_HIDDEN  final_hidden [d_model], normalised
+ *   SS_KEY_SSM_NORM      each layer's SSM state at unit norm, reduced to SS_KEY_SKETCH_DIM by a
+ *                        fixed-seed random projection (count sketch), normalised
+ *   SS_KEY_PROJECTION    the whole state reduced by the same projection, normalised
+ * The zero state's key is all zeros (it matches nothing). Keys are deterministic: the same state
+ * gives the same key on every machine.
+ */
+typedef enum ss_key_kind {
+    SS_KEY_FINAL_HIDDEN = 0,
+    SS_KEY_SSM_NORM,
+    SS_KEY_PROJECTION,
+    SS_KEY__COUNT
+} ss_key_kind;
+#define SS_KEY_SKETCH_DIM 256 /* dims of the projected kinds (a power of two) */
+
+/* "final_hidden", "ssm_norm", "projection" ("?" outside the enum). */
+const char *ss_key_kind_name(ss_key_kind k);
+/* By name: SS_OK, or SS_ERR_INVALID naming the kinds. */
+ss_err ss_key_kind_parse(const char *name, ss_key_kind *out);
+/* Floats in a key of kind k for model m (d_model for final_hidden, else SS_KEY_SKETCH_DIM). */
+int ss_key_dim(const ss_model *m, ss_key_kind k);
+/*
+ * out[ss_key_dim(m, k)] = the key of state floats data[n]. SS_ERR_MISMATCH when n is not the
+ * model's state_floats, SS_ERR_UNSUPPORTED (final_hidden of d_model > 4096), SS_ERR_INVALID
+ * (unknown kind). Thread-safe; O(n).
+ */
+ss_err ss_state_key(const ss_model *m, ss_key_kind k, const float *data, size_t n, float *out);
+
 /* ---- evaluation ----------------------------------------------------------------------------- */
 
 /* One sequence of a batch: feed `tokens` to `state`, optionally returning logits. */

@@ -57,6 +57,7 @@ typedef struct options {
     int prefix_cache;
     size_t prefix_cache_budget;
     int prefix_cache_every;
+    const char *retrieval_key;
 } options;
 
 static void usage(FILE *f)
@@ -122,6 +123,12 @@ static void usage(FILE *f)
         "                        never a saved state) within BYTES; implies --prefix-cache\n"
         "  --prefix-cache-every N  cache checkpoints every N prompt tokens, and at the end\n"
         "                        of each prompt (default: 256)\n"
+        "  --retrieval-key KIND  the key POST /v1/states/search compares states by:\n"
+        "                        ssm_norm (default: each layer's SSM state at unit norm,\n"
+        "                        projected to 256 dims), final_hidden (the last token's\n"
+        "                        hidden vector) or projection (the whole state projected\n"
+        "                        to 256 dims); keys of another kind are recomputed at\n"
+        "                        start (docs/retrieval.md)\n"
         "  --quiet               do not log one line per request on stderr\n"
         "  -h, --help            this text\n");
 }
@@ -213,6 +220,7 @@ enum {
     O_PCBUDGET,
     O_PCEVERY,
     O_QUIET,
+    O_RKEY,
 };
 
 static const struct option longopts[] = {
@@ -244,6 +252,7 @@ static const struct option longopts[] = {
     {"prefix-cache-budget", required_argument, NULL, O_PCBUDGET},
     {"prefix-cache-every", required_argument, NULL, O_PCEVERY},
     {"quiet", no_argument, NULL, O_QUIET},
+    {"retrieval-key", required_argument, NULL, O_RKEY},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -287,6 +296,12 @@ static int apply_option(int c, const char *arg, options *o)
     case O_PCBUDGET: return (o->prefix_cache_budget = parse_size(arg)) > 0;
     case O_PCEVERY: return parse_int(arg, 1, MAX_COUNT, &o->prefix_cache_every);
     case O_QUIET: o->quiet = 1; return 1;
+    case O_RKEY: {
+        ss_key_kind k;
+        if (ss_key_kind_parse(arg, &k)) return 0;
+        o->retrieval_key = arg;
+        return 1;
+    }
     }
     return 0;
 }
@@ -313,7 +328,7 @@ static int parse_args(int argc, char **argv, options *o)
             usage(stdout);
             exit(0);
         }
-        if (c < O_MODEL || c > O_QUIET) {
+        if (c < O_MODEL || c > O_RKEY) {
             usage(stderr);
             return 0;
         }
@@ -412,7 +427,8 @@ static ss_err start_http(parts *d, const options *o)
                         .metrics = d->metrics,
                         .prefix_cache = o->prefix_cache,
                         .prefix_cache_budget = o->prefix_cache_budget,
-                        .prefix_cache_every = o->prefix_cache_every};
+                        .prefix_cache_every = o->prefix_cache_every,
+                        .retrieval_key = o->retrieval_key};
     if ((err = ss_api_new(&d->api, &ap))) return err;
     int n_routes;
     const ss_host_route *routes = ss_api_routes(d->api, &n_routes);

@@ -268,6 +268,9 @@ typedef struct put_ctx {
     const ss_store_prefix_entry *prefix; /* index the state under this (NULL: not) */
     const char *fixed_id;  /* store_put_as: the id and creation time given (remote tier) */
     int64_t fixed_created;
+    float *key;            /* the retrieval key to store with it (keys.c), NULL: none */
+    char id[ID_LEN + 1];   /* out: the id committed */
+    int64_t created;       /* out: its created_ns */
 } put_ctx;
 
 /* Add `delta` (may wrap, to subtract) to the blob byte counter in meta. */
@@ -373,6 +376,9 @@ static ss_err put_fn(ss_store *s, wtx *w, void *ctx)
         if (store_w_put(w, s->tags, k, tl + 1 + TKEY_LEN, &val, MDB_NOOVERWRITE)) goto fail;
     }
     if (p->prefix && (err = store_prefix_put(s, w, id, p->prefix))) return err;
+    if ((err = store_keys_write(s, w, id, p->key))) return err;
+    memcpy(p->id, id, ID_LEN + 1);
+    p->created = created;
     return add_blob_bytes(s, w, p->blob_len);
 fail:
     if (w->rc == MDB_KEYEXIST) {
@@ -408,13 +414,16 @@ static ss_err put_common(ss_store *s, const char *record_json, const void *blob,
     p.blob = blob;
     p.blob_len = blob_len;
     if ((err = checksums(blob, blob_len, p.checksum, &p.chunk_sums, &p.n_chunks))) goto out;
+    if ((err = store_keys_prepare(s, p.rec, blob, blob_len, &p.key))) goto out;
     /* Growth estimate: the blob, the record (about as long as the caller's) and index pages. */
     err = store_write_txn(s, blob_len + strlen(record_json) + 64 * 1024, put_fn, &p);
+    if (err == SS_OK) store_keys_added(s, p.id, p.rec, p.created, p.key);
     if (err == SS_OK && record_out) {
         *record_out = p.text;
         p.text = NULL;
     }
 out:
+    free(p.key);
     free(p.chunk_sums);
     free(p.text);
     json_decref(p.rec);
@@ -545,9 +554,15 @@ static ss_err purge_index(ss_store *s, wtx *w, MDB_dbi db, const unsigned char *
     return SS_OK;
 }
 
+typedef struct delete_ctx {
+    const char *ref;
+    char id[ID_LEN + 1]; /* out: the state deleted */
+} delete_ctx;
+
 static ss_err delete_fn(ss_store *s, wtx *w, void *ctx)
 {
-    const char *ref = ctx;
+    delete_ctx *dc = ctx;
+    const char *ref = dc->ref;
     ss_err err = SS_OK;
     json_t *record = NULL;
     char id[ID_LEN + 1];
@@ -578,6 +593,8 @@ static ss_err delete_fn(ss_store *s, wtx *w, void *ctx)
         goto fail;
     }
     if ((err = store_prefix_del(s, w, id))) goto out;
+    if ((err = store_keys_del(s, w, id))) goto out;
+    memcpy(dc->id, id, ID_LEN + 1);
     if (lerr == SS_OK) {
         const char *name = json_string_value(json_object_get(record, "name"));
         if (name && store_w_del(w, s->names, name, strlen(name))) goto fail;
@@ -615,7 +632,10 @@ ss_err ss_store_delete(ss_store *s, const char *ref)
     if (!s) return ss_fail(SS_ERR_INVALID, "store: NULL store");
     if (!ref) return ss_fail(SS_ERR_INVALID, "state reference is missing (NULL)");
     REMOTE_ROUTE(s, remote_delete(s, ref));
-    return store_write_txn(s, 64 * 1024, delete_fn, (void *)ref);
+    delete_ctx dc = {.ref = ref};
+    ss_err err = store_write_txn(s, 64 * 1024, delete_fn, &dc);
+    if (!err) store_keys_removed(s, dc.id);
+    return err;
 }
 
 /* ---- list ------------------------------------------------------------------------------------ */

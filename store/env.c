@@ -331,6 +331,12 @@ static ss_err open_dbs(ss_store *s)
         goto out;
     }
     s->has_prefix = crc == 0;
+    crc = mdb_dbi_open(txn, "keys", dflags, &s->keydb);
+    if (crc && !(crc == MDB_NOTFOUND && s->read_only)) {
+        err = store_mdb_fail(crc, "store %s: opening database 'keys'", s->dir);
+        goto out;
+    }
+    s->has_keys = crc == 0;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         int rc = mdb_dbi_open(txn, names[i], dflags, dbis[i]);
         if (rc == MDB_NOTFOUND) {
@@ -466,7 +472,7 @@ ss_err ss_store_open(ss_store **out, const char *dir, const ss_store_params *par
         err = store_mdb_fail(rc, "store %s: creating the environment", dir);
         goto out;
     }
-    if ((rc = mdb_env_set_maxdbs(s->env, 8)) ||
+    if ((rc = mdb_env_set_maxdbs(s->env, 16)) ||
         (rc = mdb_env_set_maxreaders(s->env, MAX_READERS)) ||
         (rc = mdb_env_set_mapsize(s->env, map))) {
         err = store_mdb_fail(rc, "store %s: configuring the environment", dir);
@@ -505,6 +511,7 @@ void ss_store_close(ss_store *s)
 {
     if (!s) return;
     remote_close(s);
+    store_keys_free(s);
     if (s->env) mdb_env_close(s->env);
     if (s->locks_ready) {
         pthread_rwlock_destroy(&s->map_lock);

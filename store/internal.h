@@ -26,6 +26,7 @@
  *                                                    this database existed have no entries: their
  *                                                    blobs are verified whole)
  *   prefix   see prefix.c (MDB_DUPSORT)            the prefix index of prompt caching
+ *   keys     id                                   -> the state's retrieval key (keys.c)
  * time key = be64(INT64_MAX - created_ns) followed by the id: a forward walk is newest first, and
  * the id makes it unique. Index values carry the name so a prefix filter needs no record reads.
  * created_ns is strictly increasing across puts (a clock that steps back is clamped), so "newest
@@ -73,6 +74,9 @@ struct ss_store {
     int has_chunks; /* the chunks database exists (always, except read-only on an old store) */
     MDB_dbi prefix; /* the prefix index of prompt caching (prefix.c) */
     int has_prefix; /* it exists (always, except read-only on an old store) */
+    MDB_dbi keydb;  /* retrieval keys (keys.c) */
+    int has_keys;   /* it exists (always, except read-only on an old store) */
+    struct store_keys *keys; /* the keyer and the in-memory index; NULL: none set */
     pthread_rwlock_t map_lock; /* shared: any live txn; exclusive: mdb_env_set_mapsize */
     pthread_mutex_t write_mu;  /* one write txn at a time; taken before map_lock */
     int locks_ready;           /* map_lock and write_mu initialised (for close after a failure) */
@@ -155,6 +159,22 @@ ss_err store_check_file(ss_store *s);
 /* ---- prefix.c: the prefix index, kept in the put's and the delete's transaction ---- */
 ss_err store_prefix_put(ss_store *s, wtx *w, const char *id, const ss_store_prefix_entry *pe);
 ss_err store_prefix_del(ss_store *s, wtx *w, const char *id);
+
+/* ---- keys.c: retrieval keys, kept in the put's and the delete's transaction ---- */
+/* *key (malloc'd, free it) = the key of a state about to be stored, or NULL (no keyer, another
+ * model, a blob the keyer does not read). Before the transaction. SS_ERR_NOMEM. */
+ss_err store_keys_prepare(ss_store *s, const json_t *rec, const void *blob, size_t len,
+                          float **key);
+/* In the put's transaction (key NULL: nothing). */
+ss_err store_keys_write(ss_store *s, wtx *w, const char *id, const float *key);
+/* In the delete's transaction. */
+ss_err store_keys_del(ss_store *s, wtx *w, const char *id);
+/* After the commit: the in-memory index follows. */
+void store_keys_added(ss_store *s, const char *id, const json_t *rec, int64_t created,
+                      const float *key);
+void store_keys_removed(ss_store *s, const char *id);
+/* At close. */
+void store_keys_free(ss_store *s);
 
 /* ---- catalog.c: reading records ---- */
 

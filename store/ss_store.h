@@ -236,6 +236,74 @@ ss_err ss_store_get_stats(ss_store *s, ss_store_stats *out);
  */
 ss_err ss_store_verify(ss_store *s, uint64_t *n_checked, uint64_t *n_bad);
 
+/* ---- retrieval keys (store/keys.c) ---------------------------------------------------------
+ *
+ * A retrieval key is a short F32 vector per state (the model makes it: ss_state_key), so that
+ * the catalog can be searched by similarity. Once a keyer is set (ss_store_keys_open), every
+ * state stored through this store whose record's model is the keyer's gets its key computed from
+ * its blob before the write transaction and written in that transaction ("keys" database), so a
+ * state and its key are committed together (kill -9 never separates them); a delete removes both
+ * together. States stored without a keyer (an older daemon, `statesoup migrate`, `--data` tools)
+ * or under another kind get theirs when the keyer is set: ss_store_keys_open computes the
+ * missing keys (the daemon does it at start). All keys are also held in memory, one matrix
+ * [n_states, dim], that ss_store_search scores with one BLAS sgemv.
+ * Not available with the remote tier (SS_ERR_UNSUPPORTED): its local LMDB is a cache that holds
+ * only some of the catalog.
+ */
+
+/* key[dim] of a stored blob; an error means the blob gets no key (e.g. not a state of this
+ * model's shape). Called on the putting thread, outside any transaction. */
+typedef ss_err (*ss_store_key_fn)(void *user, const void *blob, size_t len, float *key);
+typedef struct ss_store_keyer {
+    const char *kind;  /* recorded with each key (1..31 bytes): keys of another kind are redone */
+    const char *model; /* fingerprint: only states whose record names this model get keys */
+    int dim;           /* floats per key, 1..4096 */
+    ss_store_key_fn fn;
+    void *user;
+} ss_store_keyer;
+
+/*
+ * Set the keyer (copied; fn and user must outlive the store), load every stored key of its kind
+ * into memory and compute, store and load the missing ones (in batches of write transactions).
+ * *n_loaded / *n_computed (may be NULL) count them. Call once, before serving. SS_ERR_UNSUPPORTED
+ * with a remote tier, SS_ERR_EXISTS (already set), SS_ERR_INVALID (bad keyer), SS_ERR_PERM
+ * (read-only with keys missing), SS_ERR_NOMEM, SS_ERR_FULL, SS_ERR_IO.
+ */
+ss_err ss_store_keys_open(ss_store *s, const ss_store_keyer *k, uint64_t *n_loaded,
+                          uint64_t *n_computed);
+/* Floats per key, 0 when no keyer is set. */
+int ss_store_keys_dim(ss_store *s);
+/* Keys held in memory and the bytes they take (matrix, rows, table). SS_ERR_UNSUPPORTED without
+ * a keyer. */
+ss_err ss_store_keys_stats(ss_store *s, uint64_t *n, uint64_t *bytes);
+
+#define SS_STORE_SEARCH_MAX 100 /* most hits of one search */
+typedef struct ss_store_query {
+    const float *key; /* [dim], normalised by the caller for cosine similarity */
+    int dim;          /* must be the keyer's */
+    int k;            /* hits wanted, 1..SS_STORE_SEARCH_MAX */
+    const char *tag;         /* NULL, or only states with this tag */
+    const char *prefix;      /* NULL, or only named states whose name starts with it */
+    const char *exclude_tag; /* NULL, or no state with this tag */
+    /* NULL, or only states for which it returns nonzero (tags: "a\0b\0\0" or NULL). Runs
+     * under the index's read lock: quick, no store calls. */
+    int (*filter)(void *user, const char *id, const char *name, const char *tags);
+    void *filter_user;
+} ss_store_query;
+typedef struct ss_store_hit {
+    char id[SS_STORE_ID_LEN + 1];
+    float score; /* dot product of the keys */
+} ss_store_hit;
+/*
+ * The k states whose keys have the largest dot product with q->key among those passing the
+ * filters, best first (ties: newest first). hits holds q->k entries; *n_hits receives how many
+ * were found (0 for an empty catalog: not an error). Thread-safe (readers in parallel with each
+ * other; a put or delete waits for them). A state deleted just now may still be named: read its
+ * record and skip it if it is gone. SS_ERR_UNSUPPORTED (no keyer), SS_ERR_MISMATCH (q->dim),
+ * SS_ERR_INVALID (k), SS_ERR_NOMEM.
+ */
+ss_err ss_store_search(ss_store *s, const ss_store_query *q, ss_store_hit *hits, int *n_hits);
+
 /* ---- prefix index (prompt caching, store/prefix.c) -----------------------------------------
  *
  * A state made by feeding tokens can be indexed by a hash chain over those tokens: the chain

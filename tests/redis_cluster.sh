@@ -116,6 +116,13 @@ names=$(req B GET '/v1/states?limit=10' | jq -r '[.data[].name] | join(",")')
 [ "$names" = "dict-soup,dict-b,dict-a" ] || fail "listing on B: $names"
 [ "$(req A GET /v1/states/dict-soup | jq -r .id)" = "$(jq -r .id "$tmp/merge.B")" ] ||
     fail "A does not see the soup B stored"
+# search keeps no keys with the remote tier: refused clearly (400 unsupported); C (LMDB) finds
+# the soup's own state first
+q='{"query": {"state": "dict-soup"}, "k": 1}'
+req B POST /v1/states/search "$q" | jq -e '.error.code == "unsupported"' >/dev/null &&
+    [ "$(status)" = 400 ] || fail "search on a --remote replica: $(status) $(cat "$tmp/body")"
+[ "$(req C POST /v1/states/search "$q" | jq -r '.data[0].state.name')" = dict-soup ] ||
+    fail "search on C: $(status) $(cat "$tmp/body")"
 
 # The CLI against a replica; statesoup migrate: C's catalog into Redis (namespace mig) and back.
 cli="$bld/cli/statesoup"

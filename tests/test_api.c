@@ -722,7 +722,8 @@ static void test_garbage(srv *d)
         "null",
     };
     static const char *const paths[] = {"/v1/generate",     "/v1/score",       "/v1/states",
-                                        "/v1/states/merge", "/v1/completions", "/v1/detokenize"};
+                                        "/v1/states/merge", "/v1/completions", "/v1/detokenize",
+                                        "/v1/states/search"};
     for (size_t p = 0; p < sizeof paths / sizeof *paths; p++) {
         for (size_t i = 0; i < sizeof bodies / sizeof *bodies; i++) {
             resp r = request(d, "POST", paths[p], bodies[i], (long)strlen(bodies[i]), NULL);

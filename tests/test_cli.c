@@ -505,6 +505,30 @@ static void test_daemon(void)
           json_integer_value(json_object_get(intro, "n_tokens")) + 2);
     json_decref(j);
 
+    /* search: the state itself, or the text it was made from (the same state), scores 1 */
+    RUN(&r, "search", "--url", url, "--state", "intro", "-k", "2", "--json");
+    j = json_ok(&r);
+    json_t *hit = json_array_get(json_object_get(j, "data"), 0);
+    CHECK(json_array_size(json_object_get(j, "data")) == 2);
+    CHECK(!strcmp(jstr(json_object_get(hit, "state"), "name"), "intro"));
+    CHECK(fabs(json_number_value(json_object_get(hit, "score")) - 1) < 1e-5);
+    json_decref(j);
+    RUN(&r, "search", "--url", url, "-k", "1", "--json", "Dictionary:\napple = red\nsky = blue\n\n");
+    j = json_ok(&r);
+    hit = json_array_get(json_object_get(j, "data"), 0);
+    CHECK(!strcmp(jstr(json_object_get(hit, "state"), "name"), "intro"));
+    CHECK(fabs(json_number_value(json_object_get(hit, "score")) - 1) < 1e-5);
+    json_decref(j);
+    RUN(&r, "search", "--url", url, "--tag", "b", "--tokens", "100,200,300");
+    CHECK_CODE(&r, 0);
+    CHECK(HAS_LINE(r.out, "", "RANK", "SCORE", "ID", "NAME"));
+    CHECK(HAS_LINE(r.out, "", "1.0000 ", jstr(dict, "id"), " dict/b "));
+    RUN(&r, "search", "--url", url);
+    CHECK_CODE(&r, 2);
+    RUN(&r, "search", "--url", url, "--state", "nope");
+    CHECK_CODE(&r, 1);
+    CHECK_HAS(r.err, "no state named");
+
     /* ls: table and JSON, newest first */
     RUN(&r, "ls", "--url", url);
     CHECK_CODE(&r, 0);

@@ -578,8 +578,9 @@ typedef struct rig {
 } rig;
 
 /* Open model_dir; cache_states > 0: an automatic cache of that many states, every `every`
- * tokens; chunk > 0: the engine's prefill chunk. */
-static void rig_open(rig *g, const char *model_dir, int cache_states, int every, int chunk)
+ * tokens; chunk > 0: the engine's prefill chunk; key: the retrieval key kind (NULL: default). */
+static void rig_open_key(rig *g, const char *model_dir, int cache_states, int every, int chunk,
+                         const char *key)
 {
     memset(g, 0, sizeof *g);
     g->saved = api;
@@ -590,7 +591,8 @@ static void rig_open(rig *g, const char *model_dir, int cache_states, int every,
     ss_api_params ap = {.max_body = 1 << 20, .max_tokens = 64, .model_name = "m",
                         .metrics = g->mx, .prefix_cache_every = every,
                         .prefix_cache_budget =
-                            cache_states ? (size_t)cache_states * g->info->state_bytes + 100 : 0};
+                            cache_states ? (size_t)cache_states * g->info->state_bytes + 100 : 0,
+                        .retrieval_key = key};
     REQUIRE_OK(ss_api_new(&api, &ap));
     ss_store_params sp = ss_store_default_params();
     REQUIRE_OK(ss_store_open(&g->st, g->dir, &sp));
@@ -598,6 +600,11 @@ static void rig_open(rig *g, const char *model_dir, int cache_states, int every,
     if (chunk) ep.prefill_chunk = chunk;
     REQUIRE_OK(ss_engine_open(&g->eng, g->m, &ep));
     ss_api_attach(api, g->m, NULL, g->st, g->eng);
+}
+
+static void rig_open(rig *g, const char *model_dir, int cache_states, int every, int chunk)
+{
+    rig_open_key(g, model_dir, cache_states, every, chunk, NULL);
 }
 
 static void rig_close(rig *g)
@@ -847,6 +854,226 @@ static void test_prefix_cache(void)
     free(ut);
 }
 
+/* ---- search ---------------------------------------------------------------------------------- */
+
+/* splitmix64, the hash of the keys' count sketch (docs/retrieval.md) */
+static uint64_t ref_mix(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+/*
+ * The retrieval key of state floats x as docs/retrieval.md defines it, computed here from the
+ * definition (double precision): final_hidden normalised; or a 256-bucket count sketch (element
+ * i adds +-x_i to bucket h(i) & 255, sign bit 32 of h(i), h = splitmix64(seed ^ i)) of the SSM
+ * states with each layer at unit norm (ssm_norm) or of the whole state (projection), normalised.
+ * Returns the dims.
+ */
+static int ref_key(const ss_model_info *in, const ss_state_layout *lay, const char *kind,
+                   const float *x, double *key)
+{
+    const uint64_t seed = 0x5eed5011a7e5eedULL;
+    int dim = !strcmp(kind, "final_hidden") ? in->d_model : 256;
+    for (int i = 0; i < dim; i++) key[i] = 0;
+    if (!strcmp(kind, "final_hidden")) {
+        for (int i = 0; i < dim; i++) key[i] = x[lay->hidden_off + (size_t)i];
+    } else if (!strcmp(kind, "ssm_norm")) {
+        size_t per = lay->ssm_n / (size_t)in->n_state_layers;
+        for (int l = 0; l < in->n_state_layers; l++) {
+            const float *v = x + lay->ssm_off + (size_t)l * per;
+            double n2 = 0;
+            for (size_t j = 0; j < per; j++) n2 += (double)v[j] * v[j];
+            for (size_t j = 0; j < per && n2 > 0; j++) {
+                uint64_t h = ref_mix(seed ^ ((size_t)l * per + j));
+                key[h & 255] += ((h >> 32) & 1 ? 1 : -1) * v[j] / sqrt(n2);
+            }
+        }
+    } else {
+        for (size_t j = 0; j < in->state_floats; j++) {
+            uint64_t h = ref_mix(seed ^ j);
+            key[h & 255] += ((h >> 32) & 1 ? 1 : -1) * (double)x[j];
+        }
+    }
+    double n2 = 0;
+    for (int i = 0; i < dim; i++) n2 += key[i] * key[i];
+    for (int i = 0; i < dim && n2 > 0; i++) key[i] /= sqrt(n2);
+    return dim;
+}
+
+static double dot(const double *a, const double *b, int n)
+{
+    double s = 0;
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+#define N_SEARCH 6 /* states r0..r4 and one prompt-cache entry, rc */
+
+/*
+ * The hits of a search answer must be exactly the states the test ranks itself: every state of
+ * names[] (keys[i], n of them) whose name passes `want` (NULL: all), by cosine with q, best
+ * first, with those scores (to tol; the order is checked where scores differ by more than 2 tol).
+ */
+static void check_hits(const answer *a, const double *q, double (*keys)[4096], const char **names,
+                       const int *want, int n, int dim, int k, double tol)
+{
+    double sc[N_SEARCH];
+    int order[N_SEARCH], m = 0;
+    for (int i = 0; i < n; i++)
+        if (!want || want[i]) sc[i] = dot(q, keys[i], dim), order[m++] = i;
+    for (int i = 0; i < m; i++)
+        for (int j = i + 1; j < m; j++)
+            if (sc[order[j]] > sc[order[i]]) {
+                int t = order[i];
+                order[i] = order[j];
+                order[j] = t;
+            }
+    if (m > k) m = k;
+    json_t *data = json_object_get(a->json, "data");
+    CHECKF(a->status == 200 && json_array_size(data) == (size_t)m, "search: %d %s (want %d hits)",
+           a->status, a->text, m);
+    for (int i = 0; i < m && i < (int)json_array_size(data); i++) {
+        json_t *h = json_array_get(data, i);
+        const char *name = json_string_value(json_object_get(json_object_get(h, "state"), "name"));
+        double got = json_number_value(json_object_get(h, "score"));
+        int j = 0;
+        while (j < n && (!name || strcmp(names[j], name))) j++;
+        CHECKF(j < n && fabs(got - sc[j]) < tol, "hit %d: %s scores %.7f, want %.7f", i,
+               name ? name : "?", got, j < n ? sc[j] : NAN);
+        int clear = (i == 0 || sc[order[i - 1]] - sc[order[i]] > 2 * tol) &&
+                    (i + 1 >= m || sc[order[i]] - sc[order[i + 1]] > 2 * tol);
+        if (clear)
+            CHECKF(j == order[i], "hit %d is %s, want %s", i, name ? name : "?", names[order[i]]);
+    }
+}
+
+/*
+ * POST /v1/states/search with each key kind: scores equal the cosine similarities the test
+ * computes from the stored states' floats with its own implementation of the key, for a query
+ * by stored state and a query by token ids (its state computed here with the model); tag and
+ * prefix filters, the prompt cache's entries hidden, a deleted state gone, bad input 4xx.
+ */
+static void test_search(const char *model_dir, const char *kind)
+{
+    rig g;
+    rig_open_key(&g, model_dir, 0, 0, 0, kind);
+    ss_state_layout lay;
+    ss_model_state_layout(g.m, &lay);
+    const ss_model_info *in = g.info;
+    static double keys[N_SEARCH][4096];
+    double qk[4096];
+    const char *names[N_SEARCH] = {"r0", "r1", "r2", "r3", "r4", "rc"};
+    int32_t toks[N_SEARCH][24];
+    int lens[N_SEARCH] = {7, 12, 18, 9, 24, 15}, dim = 0;
+    char body[4096];
+    uint64_t x = 0x12345;
+
+    /* an empty catalog: no hits, not an error */
+    answer a = run("states_search", NULL, "{\"query\": [1, 2, 3], \"k\": 3}", NULL);
+    CHECKF(a.status == 200 && json_array_size(json_object_get(a.json, "data")) == 0 &&
+               !strcmp(json_string_value(json_object_get(a.json, "key")), kind),
+           "empty catalog: %d %s", a.status, a.text);
+    answer_free(&a);
+
+    for (int i = 0; i < N_SEARCH; i++) {
+        for (int t = 0; t < lens[i]; t++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            toks[i][t] = (int32_t)(x % (uint64_t)in->vocab_size);
+        }
+        char *tt = ids_text(toks[i], (size_t)lens[i]);
+        snprintf(body, sizeof body, "{\"tokens\": %s, \"name\": \"%s\", \"tags\": [\"%s\"]}", tt,
+                 names[i], i == 5 ? "statesoup:cache" : i % 2 ? "odd" : "even");
+        free(tt);
+        a = run("states_create", NULL, body, NULL);
+        CHECKF(a.status == 201, "POST /v1/states %s: %d %s", names[i], a.status, a.text);
+        answer_free(&a);
+        size_t len;
+        float *f = (float *)blob_of(g.st, names[i], &len);
+        CHECK(f && len >= in->state_bytes);
+        if (f) dim = ref_key(in, &lay, kind, f, keys[i]);
+        free(f);
+    }
+    const double tol = 2e-5;
+    /* by stored state: every state but the cache entry, r2 itself first at 1 */
+    int not_cache[N_SEARCH] = {1, 1, 1, 1, 1, 0};
+    a = run("states_search", NULL, "{\"query\": {\"state\": \"r2\"}, \"k\": 10}", NULL);
+    check_hits(&a, keys[2], keys, names, not_cache, N_SEARCH, dim, 10, tol);
+    answer_free(&a);
+    /* by token ids: r1's prompt and 5 more tokens, its state computed here */
+    {
+        int32_t q[17];
+        memcpy(q, toks[1], 12 * sizeof(int32_t));
+        for (int t = 12; t < 17; t++) q[t] = (int32_t)(t * 7 % in->vocab_size);
+        ss_ctx *c = NULL;
+        ss_state *st = NULL;
+        REQUIRE_OK(ss_ctx_new(g.m, &c));
+        REQUIRE_OK(ss_state_new(g.m, &st));
+        ss_seq sq = {.state = st, .tokens = q, .n_tokens = 17};
+        REQUIRE_OK(ss_model_eval(g.m, c, &sq, 1, 0));
+        ref_key(in, &lay, kind, ss_state_cdata(st), qk);
+        ss_state_free(st);
+        ss_ctx_free(c);
+        char *tt = ids_text(q, 17);
+        snprintf(body, sizeof body, "{\"query\": %s, \"k\": 3}", tt);
+        free(tt);
+        a = run("states_search", NULL, body, NULL);
+        CHECK(json_integer_value(json_object_get(a.json, "query_tokens")) == 17);
+        check_hits(&a, qk, keys, names, not_cache, N_SEARCH, dim, 3, 1e-4);
+        answer_free(&a);
+    }
+    /* filters */
+    int even[N_SEARCH] = {1, 0, 1, 0, 1, 0}, r3[N_SEARCH] = {0, 0, 0, 1, 0, 0};
+    int cache[N_SEARCH] = {0, 0, 0, 0, 0, 1};
+    a = run("states_search", NULL, "{\"query\": {\"state\": \"r1\"}, \"k\": 5, \"tag\": \"even\"}",
+            NULL);
+    check_hits(&a, keys[1], keys, names, even, N_SEARCH, dim, 5, tol);
+    answer_free(&a);
+    a = run("states_search", NULL, "{\"query\": {\"state\": \"r1\"}, \"prefix\": \"r3\"}", NULL);
+    check_hits(&a, keys[1], keys, names, r3, N_SEARCH, dim, 5, tol);
+    answer_free(&a);
+    a = run("states_search", NULL,
+            "{\"query\": {\"state\": \"r1\"}, \"tag\": \"statesoup:cache\"}", NULL);
+    check_hits(&a, keys[1], keys, names, cache, N_SEARCH, dim, 5, tol);
+    answer_free(&a);
+    /* deleted: gone from the results */
+    a = run("states_delete", "r0", NULL, NULL);
+    CHECK(a.status == 204);
+    answer_free(&a);
+    int left[N_SEARCH] = {0, 1, 1, 1, 1, 0};
+    a = run("states_search", NULL, "{\"query\": {\"state\": \"r4\"}, \"k\": 100}", NULL);
+    check_hits(&a, keys[4], keys, names, left, N_SEARCH, dim, 100, tol);
+    answer_free(&a);
+    /* bad input */
+    static const struct {
+        const char *body;
+        int status;
+        const char *code;
+    } bad[] = {
+        {"{\"query\": [1], \"k\": 0}", 422, "invalid_value"},
+        {"{\"query\": [1], \"k\": 101}", 422, "invalid_value"},
+        {"{\"query\": [1], \"k\": \"five\"}", 400, "bad_request"},
+        {"{\"query\": [1], \"tag\": \"a b\"}", 422, "invalid_value"},
+        {"{\"query\": [1], \"prefix\": 3}", 400, "bad_request"},
+        {"{\"k\": 3}", 400, "bad_request"},
+        {"{\"query\": []}", 422, "invalid_value"},
+        {"{\"query\": [1, 99999]}", 422, "invalid_value"},
+        {"{\"query\": \"text\"}", 400, "unsupported"}, /* no tokenizer in this rig */
+        {"{\"query\": 7}", 400, "bad_request"},
+        {"{\"query\": {\"state\": \"r0\"}}", 404, "not_found"},
+        {"{\"query\": {\"id\": \"r1\"}}", 400, "bad_request"},
+        {"{\"query\": {\"state\": \"r1\", \"x\": 1}}", 400, "bad_request"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        a = run("states_search", NULL, bad[i].body, NULL);
+        CHECK_ERROR(a, bad[i].status, bad[i].code);
+        answer_free(&a);
+    }
+    rig_close(&g);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -885,6 +1112,11 @@ int main(int argc, char **argv)
     test_prefix("models/mamba2-tiny");
     test_prefix("models/moe-mamba-switch");
     test_prefix_cache();
+    test_search("models/mamba1-tiny", "final_hidden");
+    test_search("models/mamba1-tiny", "ssm_norm");
+    test_search("models/mamba1-tiny", "projection");
+    test_search("models/mamba2-tiny", "ssm_norm");
+    test_search("models/moe-mamba-switch", "projection");
 
     ss_api_detach_engine(api);
     ss_engine_close(eng);

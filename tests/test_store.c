@@ -1643,6 +1643,182 @@ static void test_truncated(const char *dir)
     CHECK(t == NULL);
 }
 
+/* ---- retrieval keys ---------------------------------------------------------------------- */
+
+#define KEY_DIM 4
+static int key_calls;
+
+/* The test's keyer: the blob's first KEY_DIM floats, normalised; blobs under 64 bytes get none. */
+static ss_err test_key(void *user, const void *blob, size_t len, float *key)
+{
+    (void)user;
+    key_calls++;
+    if (len < 64) return ss_fail(SS_ERR_MISMATCH, "too short for a key");
+    float f[KEY_DIM];
+    memcpy(f, blob, sizeof f);
+    double ss = 0;
+    for (int i = 0; i < KEY_DIM; i++) ss += (double)f[i] * f[i];
+    for (int i = 0; i < KEY_DIM; i++) key[i] = (float)(f[i] / sqrt(ss));
+    return SS_OK;
+}
+
+/* The key test_key gives fill(len, seed), computed here again. */
+static void key_of_seed(uint64_t seed, float *key)
+{
+    unsigned char b[64];
+    fill(b, sizeof b, seed);
+    test_key(NULL, b, sizeof b, key);
+}
+
+static ss_err keys_open(ss_store *s, const char *kind, uint64_t *loaded, uint64_t *computed)
+{
+    ss_store_keyer k = {.kind = kind, .model = MODEL, .dim = KEY_DIM, .fn = test_key};
+    return ss_store_keys_open(s, &k, loaded, computed);
+}
+
+/* Search with the key of seed q: the hits must be the states (seeds) in want_seeds' order
+ * that the test ranks itself by dot product, with those scores. */
+static void check_search(ss_store *s, uint64_t q, int k, const char *tag, const char *prefix,
+                         const char *exclude, const uint64_t *seeds, char (*ids)[36], int n)
+{
+    float qk[KEY_DIM], sk[KEY_DIM];
+    key_of_seed(q, qk);
+    /* the reference: every candidate's score, then a selection sort of the best k */
+    double score[16];
+    int order[16];
+    for (int i = 0; i < n; i++) {
+        key_of_seed(seeds[i], sk);
+        score[i] = 0;
+        for (int d = 0; d < KEY_DIM; d++) score[i] += (double)qk[d] * sk[d];
+        order[i] = i;
+    }
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++)
+            if (score[order[j]] > score[order[i]]) {
+                int t = order[i];
+                order[i] = order[j];
+                order[j] = t;
+            }
+    ss_store_hit hits[16];
+    int got = -1;
+    ss_store_query sq = {.key = qk, .dim = KEY_DIM, .k = k, .tag = tag, .prefix = prefix,
+                         .exclude_tag = exclude};
+    CHECK_OK(ss_store_search(s, &sq, hits, &got));
+    int want = n < k ? n : k;
+    CHECKF(got == want, "%d hits, want %d", got, want);
+    for (int i = 0; i < got && i < want; i++) {
+        CHECKF(!strcmp(hits[i].id, ids[order[i]]), "hit %d is %s, want %s", i, hits[i].id,
+               ids[order[i]]);
+        CHECKF(fabs(hits[i].score - score[order[i]]) < 1e-6, "hit %d scores %g, want %g", i,
+               hits[i].score, score[order[i]]);
+    }
+}
+
+/*
+ * Keys are computed for states stored before the keyer was set, stored with every new state in
+ * its transaction, kept across a reopen (loaded, not computed again), redone for another kind,
+ * removed with their state; search ranks by the dot product the test computes itself, with the
+ * tag / prefix / exclusion filters; bad queries are refused.
+ */
+static void test_keys(const char *dir)
+{
+    ss_store *s = open_store(dir, 0, 0);
+    char ids[8][36];
+    uint64_t seeds[8] = {11, 12, 13, 14, 15, 16, 17, 18};
+    float qk[KEY_DIM];
+    key_of_seed(1, qk);
+    ss_store_hit hits[8];
+    int n = -1;
+    ss_store_query q = {.key = qk, .dim = KEY_DIM, .k = 3};
+    CHECK_ERR(ss_store_search(s, &q, hits, &n), SS_ERR_UNSUPPORTED); /* no keyer yet */
+    /* two states before the keyer, one of another model, one too short to have a key */
+    REQUIRE_OK(put_state(s, "k0", "[\"even\"]", 4096, seeds[0], ids[0]));
+    REQUIRE_OK(put_state(s, "k1", NULL, 4096, seeds[1], ids[1]));
+    char *other = rec_json("other", NULL, "another_model", 3, 4096);
+    unsigned char blob[4096];
+    fill(blob, sizeof blob, 3);
+    REQUIRE_OK(ss_store_put(s, other, blob, sizeof blob, NULL));
+    free(other);
+    REQUIRE_OK(put_state(s, "short", NULL, 16, 4, NULL));
+    uint64_t loaded = 9, computed = 9;
+    key_calls = 0;
+    REQUIRE_OK(keys_open(s, "first4", &loaded, &computed));
+    CHECK(loaded == 0 && computed == 2 && key_calls == 3);
+    CHECK(ss_store_keys_dim(s) == KEY_DIM);
+    /* an empty result is not an error: nothing is tagged "none" */
+    q.tag = "none";
+    CHECK_OK(ss_store_search(s, &q, hits, &n));
+    CHECK(n == 0);
+    q.tag = NULL;
+    /* new states get their key in the put */
+    for (int i = 2; i < 6; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "k%d", i);
+        REQUIRE_OK(put_state(s, name, i % 2 ? NULL : "[\"even\"]", 4096, seeds[i], ids[i]));
+    }
+    uint64_t nk = 0, bytes = 0;
+    CHECK_OK(ss_store_keys_stats(s, &nk, &bytes));
+    CHECK(nk == 6 && bytes >= 6 * KEY_DIM * sizeof(float));
+    check_search(s, 1, 3, NULL, NULL, NULL, seeds, ids, 6);
+    check_search(s, 2, 6, NULL, NULL, NULL, seeds, ids, 6);
+    check_search(s, 2, 100, NULL, NULL, NULL, seeds, ids, 6);
+    uint64_t even[3] = {seeds[0], seeds[2], seeds[4]};
+    char even_ids[3][36];
+    memcpy(even_ids[0], ids[0], 36), memcpy(even_ids[1], ids[2], 36), memcpy(even_ids[2], ids[4], 36);
+    check_search(s, 5, 5, "even", NULL, NULL, even, even_ids, 3);
+    uint64_t odd[3] = {seeds[1], seeds[3], seeds[5]};
+    char odd_ids[3][36];
+    memcpy(odd_ids[0], ids[1], 36), memcpy(odd_ids[1], ids[3], 36), memcpy(odd_ids[2], ids[5], 36);
+    check_search(s, 5, 5, NULL, NULL, "even", odd, odd_ids, 3);
+    check_search(s, 5, 5, NULL, "k3", NULL, &seeds[3], &ids[3], 1);
+    /* a state's own key scores 1 */
+    key_of_seed(seeds[3], qk);
+    q.k = 1;
+    CHECK_OK(ss_store_search(s, &q, hits, &n));
+    CHECK(n == 1 && !strcmp(hits[0].id, ids[3]) && fabs(hits[0].score - 1) < 1e-6);
+    /* bad queries */
+    q.k = 0;
+    CHECK_ERR(ss_store_search(s, &q, hits, &n), SS_ERR_INVALID);
+    q.k = SS_STORE_SEARCH_MAX + 1;
+    CHECK_ERR(ss_store_search(s, &q, hits, &n), SS_ERR_INVALID);
+    q.k = 1;
+    q.dim = KEY_DIM + 1;
+    CHECK_ERR(ss_store_search(s, &q, hits, &n), SS_ERR_MISMATCH);
+    q.dim = KEY_DIM;
+    /* a delete removes the key too */
+    CHECK_OK(ss_store_delete(s, "k3"));
+    uint64_t s5[5] = {seeds[0], seeds[1], seeds[2], seeds[4], seeds[5]};
+    char i5[5][36];
+    memcpy(i5[0], ids[0], 36), memcpy(i5[1], ids[1], 36), memcpy(i5[2], ids[2], 36);
+    memcpy(i5[3], ids[4], 36), memcpy(i5[4], ids[5], 36);
+    check_search(s, 3, 8, NULL, NULL, NULL, s5, i5, 5);
+    CHECK_ERR(keys_open(s, "first4", NULL, NULL), SS_ERR_EXISTS);
+    ss_store_close(s);
+
+    /* reopened: every key is loaded from the catalog, none computed again */
+    s = open_store(dir, 0, 0);
+    key_calls = 0;
+    REQUIRE_OK(keys_open(s, "first4", &loaded, &computed));
+    CHECK(loaded == 5 && computed == 0 && key_calls == 1); /* "short" is tried again */
+    check_search(s, 3, 8, NULL, NULL, NULL, s5, i5, 5);
+    ss_store_close(s);
+
+    /* states stored without a keyer (another tool) get theirs at the next open */
+    s = open_store(dir, 0, 0);
+    char id6[36];
+    REQUIRE_OK(put_state(s, "k6", NULL, 4096, seeds[6], id6));
+    ss_store_close(s);
+    s = open_store(dir, 0, 0);
+    REQUIRE_OK(keys_open(s, "first4", &loaded, &computed));
+    CHECK(loaded == 5 && computed == 1);
+    ss_store_close(s);
+    /* another kind: every key is computed again */
+    s = open_store(dir, 0, 0);
+    REQUIRE_OK(keys_open(s, "other-kind", &loaded, &computed));
+    CHECK(loaded == 0 && computed == 6);
+    ss_store_close(s);
+}
+
 int main(void)
 {
     static const struct {
@@ -1657,6 +1833,7 @@ int main(void)
         {"reader", test_reader_process}, {"threads", test_threads},
         {"disk_full", test_disk_full},   {"view_chunks", test_view_chunks},
         {"truncated", test_truncated},   {"record_sum", test_record_checksum},
+        {"keys", test_keys},
     };
     test_validation();
     test_hash_kernels();

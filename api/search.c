@@ -1,0 +1,204 @@
+/*
+ * search.c - retrieval over the catalog: POST /v1/states/search (docs/api.md, "Search").
+ *
+ * Every stored state of the served model has a retrieval key (model/key.c makes it, the store
+ * keeps it beside the state and holds all of them in one in-memory matrix: ss_store_search).
+ * A query is a stored state ({"state": id | name}: its key is computed from its floats at once)
+ * or a text / token ids, run from the zero state through the engine as a prefill job whose final
+ * state gives the key (EP_SEARCH: the answer is built in api_search_answer once the job is done).
+ * Scores are cosine similarities (keys are L2-normalised), best first.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "infer.h"
+#include "ss_util.h"
+
+/* ---- the keyer the store calls on every put ---- */
+
+static ss_err key_of_blob(void *user, const void *blob, size_t len, float *key)
+{
+    ss_api *a = user;
+    const size_t sb = a->info->state_bytes, db = a->info->decay_floats * sizeof(float);
+    if (len != sb && len != sb + db)
+        return ss_fail(SS_ERR_MISMATCH, "a blob of %zu bytes is not a state of this model", len);
+    return ss_state_key(a->model, a->key_kind, blob, a->info->state_floats, key);
+}
+
+void api_keys_open(ss_api *a)
+{
+    a->key_kind = API_KEY_DEFAULT;
+    if (a->p.retrieval_key && ss_key_kind_parse(a->p.retrieval_key, &a->key_kind))
+        a->key_kind = API_KEY_DEFAULT; /* main() validated it already */
+    a->key_dim = ss_key_dim(a->model, a->key_kind);
+    ss_store_keyer k = {.kind = ss_key_kind_name(a->key_kind),
+                        .model = a->info->fingerprint,
+                        .dim = a->key_dim,
+                        .fn = key_of_blob,
+                        .user = a};
+    uint64_t loaded = 0, computed = 0;
+    ss_err err = ss_store_keys_open(a->store, &k, &loaded, &computed);
+    if (err) {
+        snprintf(a->keys_why, sizeof a->keys_why, "%s", ss_errmsg());
+        fprintf(stderr, "statesoupd: search is not available: %s\n", a->keys_why);
+        ss_err_clear();
+        return;
+    }
+    a->keys_ready = 1;
+    if (computed)
+        fprintf(stderr, "statesoupd: retrieval keys (%s): %llu loaded, %llu computed now\n",
+                k.kind, (unsigned long long)loaded, (unsigned long long)computed);
+}
+
+/* ---- request ---- */
+
+void api_search_free(api_search *s)
+{
+    free(s->tag);
+    free(s->prefix);
+    memset(s, 0, sizeof *s);
+}
+
+ss_err api_search_parse(ss_api *a, json_t *o, const char *where, int dflt_k, api_search *s)
+{
+    memset(s, 0, sizeof *s);
+    if (!a->keys_ready)
+        return ss_fail(SS_ERR_UNSUPPORTED, "search is not available on this server: %s",
+                       a->keys_why[0] ? a->keys_why : "no retrieval keys");
+    long long k;
+    const char *tag = NULL, *prefix = NULL;
+    ss_err err = api_get_int(o, "k", dflt_k, &k);
+    if (!err && (k < 1 || k > SS_STORE_SEARCH_MAX))
+        err = ss_fail(SS_ERR_INVALID, "%sk must be 1..%d (got %lld)", where, SS_STORE_SEARCH_MAX,
+                      k);
+    if (!err) err = api_get_string(o, "tag", &tag);
+    if (!err && tag) err = ss_store_check_tag(tag);
+    if (!err) err = api_get_string(o, "prefix", &prefix);
+    if (err) return err;
+    s->k = (int)k;
+    if ((tag && !(s->tag = strdup(tag))) || (prefix && !(s->prefix = strdup(prefix)))) {
+        api_search_free(s);
+        return ss_fail(SS_ERR_NOMEM, "out of memory");
+    }
+    return SS_OK;
+}
+
+ss_err api_search_run(ss_api *a, const api_search *s, const float *state, json_t **data)
+{
+    ss_err err = SS_OK;
+    float *key = malloc((size_t)a->key_dim * sizeof *key);
+    ss_store_hit *hits = calloc((size_t)s->k, sizeof *hits);
+    json_t *out = json_array();
+    int n = 0;
+    if (!key || !hits || !out) {
+        err = ss_fail(SS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if ((err = ss_state_key(a->model, a->key_kind, state, a->info->state_floats, key))) goto out;
+    /* the prompt cache's entries are never results unless asked for by their tag */
+    ss_store_query q = {.key = key,
+                        .dim = a->key_dim,
+                        .k = s->k,
+                        .tag = s->tag,
+                        .prefix = s->prefix,
+                        .exclude_tag = s->tag && !strcmp(s->tag, API_CACHE_TAG) ? NULL
+                                                                               : API_CACHE_TAG};
+    if ((err = ss_store_search(a->store, &q, hits, &n))) goto out;
+    for (int i = 0; i < n; i++) {
+        char *text = NULL;
+        ss_err e = ss_store_get_record(a->store, hits[i].id, &text);
+        if (e == SS_ERR_NOT_FOUND || e == SS_ERR_CORRUPT) { /* deleted meanwhile, or damaged */
+            ss_err_clear();
+            continue;
+        }
+        if (e) {
+            err = e;
+            goto out;
+        }
+        json_t *rec = json_loads(text, 0, NULL);
+        free(text);
+        if (!rec || json_array_append_new(out, json_pack("{s:o,s:o}", "state", rec, "score",
+                                                         api_real(hits[i].score)))) {
+            err = ss_fail(SS_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+    }
+    *data = out;
+    out = NULL;
+out:
+    json_decref(out);
+    free(key);
+    free(hits);
+    return err;
+}
+
+/* The answer: {"object": "list", "key": kind, "data": [{"state": record, "score"}]}. */
+static void answer(ss_api *a, ss_host_req *r, const api_search *s, const float *state,
+                   int query_tokens)
+{
+    json_t *data = NULL;
+    ss_err err = api_search_run(a, s, state, &data);
+    if (err) {
+        api_fail(r, err);
+        return;
+    }
+    json_t *j = json_pack("{s:s,s:s,s:o}", "object", "list", "key", ss_key_kind_name(a->key_kind),
+                          "data", data);
+    if (j && query_tokens >= 0) json_object_set_new(j, "query_tokens", json_integer(query_tokens));
+    api_json(r, 200, j);
+}
+
+void api_search_answer(infer *inf, ss_host_req *r)
+{
+    const ss_job_result *res = ss_job_get_result(inf->ch[0].job);
+    if (res->finish == SS_FINISH_ERROR) {
+        api_fail(r, ss_fail(res->err ? res->err : SS_ERR_INTERNAL, "%s", res->errmsg));
+        return;
+    }
+    if (res->finish == SS_FINISH_CANCELLED || !res->state) {
+        api_fail(r, ss_fail(SS_ERR_CANCELLED, "the request was cancelled (server shutting down)"));
+        return;
+    }
+    answer(inf->a, r, &inf->search, ss_state_cdata(res->state), inf->ch[0].n_prompt);
+}
+
+/* POST /v1/states/search */
+static ss_err search(ss_api *a, ss_host_req *r, json_t *body)
+{
+    json_t *qv = json_object_get(body, "query");
+    if (!qv || json_is_null(qv))
+        return ss_fail(SS_ERR_FORMAT, "\"query\" is required: a text, an array of token ids, or "
+                                      "{\"state\": id or name}");
+    if (json_is_object(qv)) {
+        const char *ref = json_string_value(json_object_get(qv, "state"));
+        if (!ref || json_object_size(qv) != 1)
+            return ss_fail(SS_ERR_FORMAT, "a query object is {\"state\": id or name}");
+        api_search s;
+        ss_err err = api_search_parse(a, body, "", 5, &s);
+        if (err) return err;
+        ss_state *st = NULL;
+        if (!(err = ss_state_new(a->model, &st))) err = api_load_state(a, ref, st, NULL);
+        if (!err) answer(a, r, &s, ss_state_cdata(st), -1);
+        ss_state_free(st);
+        api_search_free(&s);
+        return err;
+    }
+    infer *inf = NULL;
+    ss_err err = infer_new(a, r, EP_SEARCH, &inf);
+    if (!err) err = api_search_parse(a, body, "", 5, &inf->search);
+    if (!err) {
+        inf->n_choices = 1;
+        err = api_tokens(a, qv, "query", &inf->ch[0].prompt, &inf->ch[0].n_prompt);
+    }
+    if (!err && inf->ch[0].n_prompt == 0) err = ss_fail(SS_ERR_INVALID, "the query is empty");
+    if (err) return err;
+    ss_job_params p = infer_base_params(inf, SS_JOB_PREFILL);
+    infer_submit(inf, &p);
+    return SS_OK;
+}
+
+void api_h_states_search(void *app, ss_host_req *r)
+{
+    api_with_body(app, r, search);
+}
