@@ -20,6 +20,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -256,15 +257,13 @@ static void fill(const tensor_spec *t, float *v, size_t n)
     }
 }
 
-/* Write config.json and model.safetensors for shape s into dir. Returns weight bytes or 0. */
-static uint64_t write_checkpoint(const shape *s, const char *dir, int dtype)
+static int write_config(const shape *s, const char *dir)
 {
-    const size_t esz = st_dtype_size((st_dtype)dtype);
-    const int d = s->d, Di = 2 * d, N = 16, R = (d + 15) / 16, K = 4, L = s->layers;
+    const int d = s->d, N = 16, R = (d + 15) / 16, K = 4;
     char path[8192];
     snprintf(path, sizeof path, "%s/config.json", dir);
     FILE *f = fopen(path, "w");
-    if (!f) return 0;
+    if (!f) return -1;
     fprintf(f,
             "{\"architectures\": [\"MambaForCausalLM\"], \"model_type\": \"mamba\", "
             "\"hidden_size\": %d, \"intermediate_size\": %d, \"num_hidden_layers\": %d, "
@@ -272,63 +271,73 @@ static uint64_t write_checkpoint(const shape *s, const char *dir, int dtype)
             "\"time_step_rank\": %d, \"use_bias\": false, \"use_conv_bias\": true, "
             "\"layer_norm_epsilon\": 1e-05, \"tie_word_embeddings\": true, "
             "\"eos_token_id\": 0, \"bos_token_id\": 0}\n",
-            d, Di, L, s->vocab, N, K, R);
-    fclose(f);
+            d, 2 * d, s->layers, s->vocab, N, K, R);
+    return fclose(f) != 0 ? -1 : 0;
+}
 
-    int nt = 2 + 9 * L;
-    tensor_spec *ts = calloc((size_t)nt, sizeof *ts);
+static void spec_add(tensor_spec *t, int kind, int ndim, int s0, int s1, int s2, const char *fmt,
+                     ...) __attribute__((format(printf, 7, 8)));
+static void spec_add(tensor_spec *t, int kind, int ndim, int s0, int s1, int s2, const char *fmt,
+                     ...)
+{
+    va_list ap;
+    memset(t, 0, sizeof *t);
+    va_start(ap, fmt);
+    vsnprintf(t->name, sizeof t->name, fmt, ap);
+    va_end(ap);
+    t->ndim = ndim;
+    t->shape[0] = s0;
+    t->shape[1] = s1;
+    t->shape[2] = s2;
+    t->kind = kind;
+}
+
+/* The tensors of a Mamba-1 checkpoint of shape s (calloc'd, *nt of them). */
+static tensor_spec *mamba_specs(const shape *s, int *nt)
+{
+    const int d = s->d, Di = 2 * d, N = 16, R = (d + 15) / 16, K = 4, L = s->layers;
+    tensor_spec *ts = calloc((size_t)(2 + 10 * L), sizeof *ts);
+    if (!ts) return NULL;
     int k = 0;
-#define ADD(kind_, nd, s0, s1, s2, ...)                                                            \
-    do {                                                                                           \
-        snprintf(ts[k].name, sizeof ts[k].name, __VA_ARGS__);                                     \
-        ts[k].ndim = nd;                                                                           \
-        ts[k].shape[0] = s0;                                                                       \
-        ts[k].shape[1] = s1;                                                                       \
-        ts[k].shape[2] = s2;                                                                       \
-        ts[k].kind = kind_;                                                                        \
-        k++;                                                                                       \
-    } while (0)
-    ADD(FILL_EMBED, 2, s->vocab, d, 0, "backbone.embeddings.weight");
+    spec_add(&ts[k++], FILL_EMBED, 2, s->vocab, d, 0, "backbone.embeddings.weight");
     for (int i = 0; i < L; i++) {
-        ADD(FILL_ONES, 1, d, 0, 0, "backbone.layers.%d.norm.weight", i);
-        ADD(FILL_WEIGHT, 2, 2 * Di, d, 0, "backbone.layers.%d.mixer.in_proj.weight", i);
-        ADD(FILL_CONV, 3, Di, 1, K, "backbone.layers.%d.mixer.conv1d.weight", i);
-        ADD(FILL_CONV, 1, Di, 0, 0, "backbone.layers.%d.mixer.conv1d.bias", i);
-        ADD(FILL_WEIGHT, 2, R + 2 * N, Di, 0, "backbone.layers.%d.mixer.x_proj.weight", i);
-        ADD(FILL_WEIGHT, 2, Di, R, 0, "backbone.layers.%d.mixer.dt_proj.weight", i);
-        ADD(FILL_DTBIAS, 1, Di, 0, 0, "backbone.layers.%d.mixer.dt_proj.bias", i);
-        ADD(FILL_ALOG, 2, Di, N, 0, "backbone.layers.%d.mixer.A_log", i);
-        ADD(FILL_WEIGHT, 2, d, Di, 0, "backbone.layers.%d.mixer.out_proj.weight", i);
+        spec_add(&ts[k++], FILL_ONES, 1, d, 0, 0, "backbone.layers.%d.norm.weight", i);
+        spec_add(&ts[k++], FILL_WEIGHT, 2, 2 * Di, d, 0, "backbone.layers.%d.mixer.in_proj.weight",
+                 i);
+        spec_add(&ts[k++], FILL_CONV, 3, Di, 1, K, "backbone.layers.%d.mixer.conv1d.weight", i);
+        spec_add(&ts[k++], FILL_CONV, 1, Di, 0, 0, "backbone.layers.%d.mixer.conv1d.bias", i);
+        spec_add(&ts[k++], FILL_WEIGHT, 2, R + 2 * N, Di, 0,
+                 "backbone.layers.%d.mixer.x_proj.weight", i);
+        spec_add(&ts[k++], FILL_WEIGHT, 2, Di, R, 0, "backbone.layers.%d.mixer.dt_proj.weight", i);
+        spec_add(&ts[k++], FILL_DTBIAS, 1, Di, 0, 0, "backbone.layers.%d.mixer.dt_proj.bias", i);
+        spec_add(&ts[k++], FILL_ALOG, 2, Di, N, 0, "backbone.layers.%d.mixer.A_log", i);
+        spec_add(&ts[k++], FILL_WEIGHT, 2, d, Di, 0, "backbone.layers.%d.mixer.out_proj.weight",
+                 i);
     }
-#undef ADD
-    /* D and the final norm */
-    ts = realloc(ts, (size_t)(k + L + 1) * sizeof *ts);
-    for (int i = 0; i < L; i++) {
-        memset(&ts[k], 0, sizeof ts[k]);
-        snprintf(ts[k].name, sizeof ts[k].name, "backbone.layers.%d.mixer.D", i);
-        ts[k].ndim = 1;
-        ts[k].shape[0] = Di;
-        ts[k].kind = FILL_ONES;
-        k++;
-    }
-    memset(&ts[k], 0, sizeof ts[k]);
-    snprintf(ts[k].name, sizeof ts[k].name, "backbone.norm_f.weight");
-    ts[k].ndim = 1;
-    ts[k].shape[0] = d;
-    ts[k].kind = FILL_ONES;
-    k++;
-    nt = k;
+    for (int i = 0; i < L; i++)
+        spec_add(&ts[k++], FILL_ONES, 1, Di, 0, 0, "backbone.layers.%d.mixer.D", i);
+    spec_add(&ts[k++], FILL_ONES, 1, d, 0, 0, "backbone.norm_f.weight");
+    *nt = k;
+    return ts;
+}
 
-    /* header */
+static size_t spec_elems(const tensor_spec *t)
+{
+    size_t n = 1;
+    for (int j = 0; j < t->ndim; j++) n *= (size_t)t->shape[j];
+    return n;
+}
+
+/* The safetensors header for ts in dtype; *data_bytes gets the size of the data after it. */
+static char *st_header(const tensor_spec *ts, int nt, int dtype, uint64_t *data_bytes)
+{
+    const size_t esz = st_dtype_size((st_dtype)dtype);
     json_t *hdr = json_object();
     uint64_t off = 0;
     for (int i = 0; i < nt; i++) {
         json_t *shp = json_array();
-        uint64_t n = 1;
-        for (int j = 0; j < ts[i].ndim; j++) {
-            json_array_append_new(shp, json_integer(ts[i].shape[j]));
-            n *= (uint64_t)ts[i].shape[j];
-        }
+        for (int j = 0; j < ts[i].ndim; j++) json_array_append_new(shp, json_integer(ts[i].shape[j]));
+        uint64_t n = spec_elems(&ts[i]);
         json_object_set_new(hdr, ts[i].name,
                             json_pack("{s:s, s:o, s:[I,I]}", "dtype",
                                       st_dtype_name((st_dtype)dtype), "shape", shp,
@@ -338,50 +347,72 @@ static uint64_t write_checkpoint(const shape *s, const char *dir, int dtype)
     }
     char *htext = json_dumps(hdr, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(hdr);
-    size_t hl = strlen(htext), padded = (hl + 7) & ~(size_t)7;
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    f = fopen(path, "wb");
-    if (!f) {
-        free(htext);
-        free(ts);
-        return 0;
-    }
-    uint64_t hlen = padded;
-    fwrite(&hlen, 8, 1, f);
-    fwrite(htext, 1, hl, f);
-    for (size_t i = hl; i < padded; i++) fputc(' ', f);
-    free(htext);
+    *data_bytes = off;
+    return htext;
+}
+
+/* Every tensor's data, filled and converted to dtype (BF16 / F16: every tensor, as HF writes
+ * such checkpoints). */
+static int write_tensors(FILE *f, const tensor_spec *ts, int nt, int dtype)
+{
+    const size_t esz = st_dtype_size((st_dtype)dtype);
     size_t cap = 0;
     float *buf = NULL;
     uint16_t *narrow = NULL;
-    for (int i = 0; i < nt; i++) {
-        size_t n = 1;
-        for (int j = 0; j < ts[i].ndim; j++) n *= (size_t)ts[i].shape[j];
+    int rc = 0;
+    for (int i = 0; i < nt && rc == 0; i++) {
+        size_t n = spec_elems(&ts[i]);
         if (n > cap) {
             free(buf);
             free(narrow);
             buf = malloc(n * 4);
             narrow = malloc(n * 2);
             cap = n;
+            if (!buf || !narrow) {
+                rc = -1;
+                break;
+            }
         }
         fill(&ts[i], buf, n);
         if (esz == 4) {
-            fwrite(buf, 4, n, f);
-        } else { /* BF16 / F16: every tensor, as HF writes such checkpoints */
+            if (fwrite(buf, 4, n, f) != n) rc = -1;
+        } else {
             st_from_f32((st_dtype)dtype, buf, narrow, n);
-            fwrite(narrow, 2, n, f);
+            if (fwrite(narrow, 2, n, f) != n) rc = -1;
         }
     }
     free(buf);
     free(narrow);
-    free(ts);
-    /* on disk before anything is measured, so that no writeback runs beside the figures */
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
-        fclose(f);
+    return rc;
+}
+
+/* A random-weight Mamba-1 checkpoint of shape s in dir; returns its weight bytes, 0 on error. */
+static uint64_t write_checkpoint(const shape *s, const char *dir, int dtype)
+{
+    int nt = 0;
+    tensor_spec *ts;
+    if (write_config(s, dir) || !(ts = mamba_specs(s, &nt))) return 0;
+    uint64_t off = 0;
+    char *htext = st_header(ts, nt, dtype, &off);
+    char path[8192];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    FILE *f = htext ? fopen(path, "wb") : NULL;
+    if (!f) {
+        free(htext);
+        free(ts);
         return 0;
     }
-    if (fclose(f) != 0) return 0;
-    return off;
+    size_t hl = strlen(htext);
+    uint64_t hlen = (hl + 7) & ~(size_t)7;
+    int ok = fwrite(&hlen, 8, 1, f) == 1 && fwrite(htext, 1, hl, f) == hl;
+    for (size_t i = hl; i < hlen; i++) fputc(' ', f);
+    free(htext);
+    ok = ok && write_tensors(f, ts, nt, dtype) == 0;
+    free(ts);
+    /* on disk before anything is measured, so that no writeback runs beside the figures */
+    if (fflush(f) != 0 || fsync(fileno(f)) != 0) ok = 0;
+    if (fclose(f) != 0) ok = 0;
+    return ok ? off : 0;
 }
 
 /* ---- decode through the engine ------------------------------------------------------------- */

@@ -627,24 +627,40 @@ static const char *run_tag(void)
     return tag;
 }
 
-/* Run one request of kind k; returns its status and sets *bad for wrong content. *k_done is the
- * kind actually run (a kind that needs stored states falls back to a save while there are none). */
-static long run_kind(client *cl, kind k, kind *k_done, int *bad)
-{
-    char path[512], ids[3][40];
+/* One request in flight: the sources it pinned, its answer, and what it found wrong. */
+typedef struct req {
+    client *cl;
+    char ids[3][40];
     size_t idx[3];
-    int npin = 0;
-    long st = 0;
-    hresp r = {0};
-    json_t *ans = NULL;
-    *bad = 0;
+    int npin;
+    hresp r;
+    json_t *ans;
+    int *bad;
+} req;
 
+static void req_bad(req *q, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void req_bad(req *q, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    *q->bad = 1;
+    problem("%s", msg);
+}
+
+/* Pin the stored states kind k needs; returns the kind to run (a kind that needs stored states
+ * falls back to a save, or an import to an export, while there are none). */
+static kind pin_sources(req *q, kind k)
+{
     int want_src = k == K_READ || k == K_EXPORT || k == K_MERGE || k == K_MERGE_FLY;
     if (want_src) {
-        npin = pool_pin(&cl->rng, k == K_MERGE || k == K_MERGE_FLY ? 2 : 1, idx, ids);
-        if (npin < (k == K_MERGE || k == K_MERGE_FLY ? 2 : 1)) {
-            pool_unpin(idx, npin);
-            npin = 0;
+        int need = k == K_MERGE || k == K_MERGE_FLY ? 2 : 1;
+        q->npin = pool_pin(&q->cl->rng, need, q->idx, q->ids);
+        if (q->npin < need) {
+            pool_unpin(q->idx, q->npin);
+            q->npin = 0;
             k = K_SAVE;
         }
     }
@@ -653,203 +669,240 @@ static long run_kind(client *cl, kind k, kind *k_done, int *bad)
         int have = G.n_cache > 0;
         pthread_mutex_unlock(&G.mu);
         if (!have) {
-            npin = pool_pin(&cl->rng, 1, idx, ids);
-            k = npin ? K_EXPORT : K_SAVE;
+            q->npin = pool_pin(&q->cl->rng, 1, q->idx, q->ids);
+            k = q->npin ? K_EXPORT : K_SAVE;
         }
     }
-    *k_done = k;
+    return k;
+}
 
+static long do_save(req *q)
+{
+    client *cl = q->cl;
+    json_t *b = json_pack("{s:o,s:[s],s:{s:i,s:I}}", G.tokenizer ? "prompt" : "tokens",
+                          rand_prompt(&cl->rng), "tags", run_tag(), "metadata", "client",
+                          cl->idx, "seq", (json_int_t)cl->seq);
+    if (json_is_string(json_object_get(b, "prompt")) == 0 && G.tokenizer) {
+        /* rand_prompt gave ids: send them as "tokens" */
+        json_object_set(b, "tokens", json_object_get(b, "prompt"));
+        json_object_del(b, "prompt");
+    }
+    if (rnd_below(&cl->rng, 3) == 0) {
+        char name[96];
+        snprintf(name, sizeof name, "%s-c%d-%llu", run_tag(), cl->idx,
+                 (unsigned long long)cl->seq);
+        json_object_set_new(b, "name", json_string(name));
+    }
+    cl->seq++;
+    if (rnd_below(&cl->rng, 4) == 0 && (q->npin = pool_pin(&cl->rng, 1, q->idx, q->ids)))
+        json_object_set_new(b, "from", json_string(q->ids[0]));
+    long st = http_json(cl->curl, "POST", "/v1/states", b, &q->ans, &q->r);
+    if (st == 201) pool_add(q->ans, "save");
+    return st;
+}
+
+static long do_list(req *q)
+{
+    char path[128];
+    if (rnd_below(&q->cl->rng, 2))
+        snprintf(path, sizeof path, "/v1/states?limit=20&tag=%s", run_tag());
+    else
+        snprintf(path, sizeof path, "/v1/states?limit=50");
+    long st = http_json(q->cl->curl, "GET", path, NULL, &q->ans, &q->r);
+    if (st == 200 && !json_is_array(json_object_get(q->ans, "data")))
+        req_bad(q, "list: the answer has no data array");
+    return st;
+}
+
+static long do_read(req *q)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/v1/states/%s", q->ids[0]);
+    long st = http_json(q->cl->curl, "GET", path, NULL, &q->ans, &q->r);
+    if (st == 200) {
+        char *want = pool_record(q->idx[0]);
+        if (!same_record(want, q->ans))
+            req_bad(q, "read %s: the record differs from the one acknowledged", q->ids[0]);
+        free(want);
+    }
+    return st;
+}
+
+static long do_import(req *q)
+{
+    client *cl = q->cl;
+    char path[256];
+    xport x = {0};
+    pthread_mutex_lock(&G.mu);
+    if (G.n_cache) {
+        xport *s = &G.cache[rnd_below(&cl->rng, G.n_cache)];
+        x.data = malloc(s->len);
+        if (x.data) memcpy(x.data, s->data, s->len);
+        x.len = s->len;
+        memcpy(x.sum, s->sum, sizeof x.sum);
+    }
+    pthread_mutex_unlock(&G.mu);
+    if (!x.data) return ST_CONN; /* out of memory: not the daemon's doing, but counted */
+    snprintf(path, sizeof path, "/v1/states/import?name=%s-i%d-%llu&tags=%s", run_tag(), cl->idx,
+             (unsigned long long)cl->seq++, run_tag());
+    long st = http(cl->curl, "POST", path, "application/octet-stream", x.data, x.len, &q->r);
+    free(x.data);
+    if (st == 201) {
+        q->ans = json_loadb(q->r.body, q->r.len, 0, NULL);
+        const char *sum = json_string_value(json_object_get(q->ans, "checksum"));
+        if (!sum || strcmp(sum, x.sum)) /* an F32 file imports bit-exact: the same checksum */
+            req_bad(q, "import: checksum %s, the exported state's %s", sum ? sum : "missing",
+                    x.sum);
+        pool_add(q->ans, "import");
+    }
+    return st;
+}
+
+static long do_merge(req *q)
+{
+    double w = rnd_unit(&q->cl->rng);
+    json_t *b = json_pack("{s:[{s:s,s:f},{s:s,s:f}],s:[s]}", "sources", "state", q->ids[0],
+                          "weight", w, "state", q->ids[1], "weight", 1.0 - w, "tags", run_tag());
+    long st = http_json(q->cl->curl, "POST", "/v1/states/merge", b, &q->ans, &q->r);
+    if (st == 201) pool_add(q->ans, "merge");
+    return st;
+}
+
+/* Check a 200 answer of generate (saved: save_state was asked) or score. */
+static void check_infer(req *q, kind k, int saved)
+{
+    if (k == K_SCORE) {
+        json_t *v = json_object_get(q->ans, "logprob_sum");
+        double s = json_real_value(v);
+        if (!json_is_number(v) || !isfinite(s) || s > 0)
+            req_bad(q, "score: logprob_sum missing, not finite or positive");
+        return;
+    }
+    if (!json_is_array(json_object_get(q->ans, "tokens")))
+        req_bad(q, "generate: the answer has no tokens");
+    if (!saved) return;
+    json_t *rec = json_object_get(q->ans, "state");
+    if (json_is_object(rec))
+        pool_add(rec, "generate save_state");
+    else
+        req_bad(q, "generate: save_state asked, no state record in the answer");
+}
+
+/* generate or score, from the zero state, a stored state or an on-the-fly merge */
+static long do_infer(req *q, kind k)
+{
+    client *cl = q->cl;
+    json_t *b;
+    if (k == K_SCORE)
+        b = json_pack("{s:o,s:o}", "context", rand_tokens(&cl->rng, 2, 12), "continuation",
+                      rand_tokens(&cl->rng, 2, 12));
+    else
+        b = json_pack("{s:o,s:i,s:f}", "prompt", rand_tokens(&cl->rng, 2, 12), "max_tokens", 8,
+                      "temperature", rnd_unit(&cl->rng));
+    if (k == K_MERGE_FLY) {
+        json_object_set_new(b, "merge",
+                            json_pack("[{s:s,s:f},{s:s,s:f}]", "state", q->ids[0], "weight", 0.5,
+                                      "state", q->ids[1], "weight", 0.5));
+    } else if (rnd_below(&cl->rng, 2) && (q->npin = pool_pin(&cl->rng, 1, q->idx, q->ids))) {
+        json_object_set_new(b, "state", json_string(q->ids[0]));
+    }
+    int save = k == K_GEN && rnd_below(&cl->rng, 4) == 0;
+    if (save) json_object_set_new(b, "save_state", json_pack("{s:[s]}", "tags", run_tag()));
+    long st = http_json(cl->curl, "POST", k == K_SCORE ? "/v1/score" : "/v1/generate", b, &q->ans,
+                        &q->r);
+    if (st == 200) check_infer(q, k, save);
+    return st;
+}
+
+/* a streamed generation, read whole or abandoned after two events */
+static long do_stream(req *q, int abandon)
+{
+    client *cl = q->cl;
+    json_t *b = json_pack("{s:o,s:i,s:b,s:b}", "prompt", rand_tokens(&cl->rng, 2, 12),
+                          "max_tokens", abandon ? 256 : 8, "stream", 1, "ignore_eos", abandon);
+    if (rnd_below(&cl->rng, 2) && (q->npin = pool_pin(&cl->rng, 1, q->idx, q->ids)))
+        json_object_set_new(b, "state", json_string(q->ids[0]));
+    if (abandon) q->r.abandon_after = 2;
+    long st = http_json(cl->curl, "POST", "/v1/generate", b, NULL, &q->r);
+    if (st == 200 && !q->r.abandoned) {
+        /* whole stream: [DONE] last, the event before it has finish_reason, no error event */
+        const char *body = q->r.body;
+        const char *done = body ? strstr(body, "data: [DONE]") : NULL;
+        const char *fin = body ? strstr(body, "\"finish_reason\"") : NULL;
+        const char *err = body ? strstr(body, "data: {\"error\"") : NULL;
+        if (!done || !fin || err)
+            req_bad(q, "%s: the stream did not end with finish_reason and [DONE]%s",
+                    kind_name[abandon ? K_GEN_ABANDON : K_GEN_STREAM],
+                    err ? " (an error event)" : "");
+    }
+    return st;
+}
+
+/* Delete a live state nobody uses; when there is none, list instead (*k_done says so). */
+static long do_delete(req *q, kind *k_done)
+{
+    client *cl = q->cl;
+    char path[128];
+    size_t i = 0;
+    int found = 0;
+    pthread_mutex_lock(&G.mu);
+    for (int tries = 0; tries < 8 && G.n_live > 0 && !found; tries++) {
+        i = G.live[rnd_below(&cl->rng, G.n_live)];
+        if (G.ents[i].users == 0) {
+            found = 1;
+            G.ents[i].status = E_DELETING;
+            live_remove(i);
+            memcpy(q->ids[0], G.ents[i].id, 40);
+        }
+    }
+    pthread_mutex_unlock(&G.mu);
+    if (!found) {
+        *k_done = K_LIST;
+        return http_json(cl->curl, "GET", "/v1/states?limit=20", NULL, NULL, &q->r);
+    }
+    snprintf(path, sizeof path, "/v1/states/%s", q->ids[0]);
+    long st = http(cl->curl, "DELETE", path, NULL, NULL, 0, &q->r);
+    pthread_mutex_lock(&G.mu);
+    if (st == 204) {
+        G.ents[i].status = E_DELETED;
+    } else if (st == ST_CONN) {
+        G.ents[i].status = E_UNCERTAIN; /* cut: it may or may not have happened */
+    } else {                            /* refused: it must still be there, and intact */
+        G.ents[i].status = E_LIVE;
+        G.ents[i].live_pos = G.n_live;
+        G.live[G.n_live++] = i;
+    }
+    pthread_mutex_unlock(&G.mu);
+    return st;
+}
+
+/* Run one request of kind k; returns its status and sets *bad for wrong content. *k_done is the
+ * kind actually run (a kind that needs stored states falls back to a save while there are none). */
+static long run_kind(client *cl, kind k, kind *k_done, int *bad)
+{
+    req q = {.cl = cl, .bad = bad};
+    long st = 0;
+    *bad = 0;
+    k = pin_sources(&q, k);
+    *k_done = k;
     switch (k) {
-    case K_SAVE: {
-        json_t *b = json_pack("{s:o,s:[s],s:{s:i,s:I}}", G.tokenizer ? "prompt" : "tokens",
-                              rand_prompt(&cl->rng), "tags", run_tag(), "metadata", "client",
-                              cl->idx, "seq", (json_int_t)cl->seq);
-        if (json_is_string(json_object_get(b, "prompt")) == 0 && G.tokenizer) {
-            /* rand_prompt gave ids: send them as "tokens" */
-            json_object_set(b, "tokens", json_object_get(b, "prompt"));
-            json_object_del(b, "prompt");
-        }
-        if (rnd_below(&cl->rng, 3) == 0) {
-            char name[96];
-            snprintf(name, sizeof name, "%s-c%d-%llu", run_tag(), cl->idx,
-                     (unsigned long long)cl->seq);
-            json_object_set_new(b, "name", json_string(name));
-        }
-        cl->seq++;
-        if (rnd_below(&cl->rng, 4) == 0 && (npin = pool_pin(&cl->rng, 1, idx, ids)))
-            json_object_set_new(b, "from", json_string(ids[0]));
-        st = http_json(cl->curl, "POST", "/v1/states", b, &ans, &r);
-        if (st == 201) pool_add(ans, "save");
-        break;
-    }
-    case K_LIST:
-        if (rnd_below(&cl->rng, 2))
-            snprintf(path, sizeof path, "/v1/states?limit=20&tag=%s", run_tag());
-        else
-            snprintf(path, sizeof path, "/v1/states?limit=50");
-        st = http_json(cl->curl, "GET", path, NULL, &ans, &r);
-        if (st == 200 && !json_is_array(json_object_get(ans, "data"))) {
-            *bad = 1;
-            problem("list: the answer has no data array");
-        }
-        break;
-    case K_READ: {
-        snprintf(path, sizeof path, "/v1/states/%s", ids[0]);
-        st = http_json(cl->curl, "GET", path, NULL, &ans, &r);
-        if (st == 200) {
-            char *want = pool_record(idx[0]);
-            if (!same_record(want, ans)) {
-                *bad = 1;
-                problem("read %s: the record differs from the one acknowledged", ids[0]);
-            }
-            free(want);
-        }
-        break;
-    }
-    case K_EXPORT:
-        st = export_check(cl->curl, idx[0], ids[0], 1, bad, "export");
-        break;
-    case K_IMPORT: {
-        xport x = {0};
-        pthread_mutex_lock(&G.mu);
-        if (G.n_cache) {
-            xport *s = &G.cache[rnd_below(&cl->rng, G.n_cache)];
-            x.data = malloc(s->len);
-            if (x.data) memcpy(x.data, s->data, s->len);
-            x.len = s->len;
-            memcpy(x.sum, s->sum, sizeof x.sum);
-        }
-        pthread_mutex_unlock(&G.mu);
-        if (!x.data) return ST_CONN; /* out of memory: not the daemon's doing, but counted */
-        snprintf(path, sizeof path, "/v1/states/import?name=%s-i%d-%llu&tags=%s", run_tag(),
-                 cl->idx, (unsigned long long)cl->seq++, run_tag());
-        st = http(cl->curl, "POST", path, "application/octet-stream", x.data, x.len, &r);
-        free(x.data);
-        if (st == 201) {
-            ans = json_loadb(r.body, r.len, 0, NULL);
-            const char *sum = json_string_value(json_object_get(ans, "checksum"));
-            if (!sum || strcmp(sum, x.sum)) {
-                *bad = 1; /* an F32 file imports bit-exact: the same checksum */
-                problem("import: checksum %s, the exported state's %s", sum ? sum : "missing",
-                        x.sum);
-            }
-            pool_add(ans, "import");
-        }
-        break;
-    }
-    case K_MERGE: {
-        double w = rnd_unit(&cl->rng);
-        json_t *b = json_pack("{s:[{s:s,s:f},{s:s,s:f}],s:[s]}", "sources", "state", ids[0],
-                              "weight", w, "state", ids[1], "weight", 1.0 - w, "tags", run_tag());
-        st = http_json(cl->curl, "POST", "/v1/states/merge", b, &ans, &r);
-        if (st == 201) pool_add(ans, "merge");
-        break;
-    }
+    case K_SAVE: st = do_save(&q); break;
+    case K_LIST: st = do_list(&q); break;
+    case K_READ: st = do_read(&q); break;
+    case K_EXPORT: st = export_check(cl->curl, q.idx[0], q.ids[0], 1, bad, "export"); break;
+    case K_IMPORT: st = do_import(&q); break;
+    case K_MERGE: st = do_merge(&q); break;
     case K_MERGE_FLY:
     case K_GEN:
-    case K_SCORE: {
-        json_t *b;
-        if (k == K_SCORE)
-            b = json_pack("{s:o,s:o}", "context", rand_tokens(&cl->rng, 2, 12), "continuation",
-                          rand_tokens(&cl->rng, 2, 12));
-        else
-            b = json_pack("{s:o,s:i,s:f}", "prompt", rand_tokens(&cl->rng, 2, 12), "max_tokens", 8,
-                          "temperature", rnd_unit(&cl->rng));
-        if (k == K_MERGE_FLY) {
-            json_object_set_new(b, "merge",
-                                json_pack("[{s:s,s:f},{s:s,s:f}]", "state", ids[0], "weight", 0.5,
-                                          "state", ids[1], "weight", 0.5));
-        } else if (rnd_below(&cl->rng, 2) && (npin = pool_pin(&cl->rng, 1, idx, ids))) {
-            json_object_set_new(b, "state", json_string(ids[0]));
-        }
-        int save = k == K_GEN && rnd_below(&cl->rng, 4) == 0;
-        if (save) json_object_set_new(b, "save_state", json_pack("{s:[s]}", "tags", run_tag()));
-        st = http_json(cl->curl, "POST", k == K_SCORE ? "/v1/score" : "/v1/generate", b, &ans, &r);
-        if (st == 200 && k == K_SCORE) {
-            double s = json_real_value(json_object_get(ans, "logprob_sum"));
-            if (!json_is_number(json_object_get(ans, "logprob_sum")) || !isfinite(s) || s > 0) {
-                *bad = 1;
-                problem("score: logprob_sum missing, not finite or positive");
-            }
-        } else if (st == 200) {
-            if (!json_is_array(json_object_get(ans, "tokens"))) {
-                *bad = 1;
-                problem("generate: the answer has no tokens");
-            }
-            if (save) {
-                json_t *rec = json_object_get(ans, "state");
-                if (json_is_object(rec))
-                    pool_add(rec, "generate save_state");
-                else {
-                    *bad = 1;
-                    problem("generate: save_state asked, no state record in the answer");
-                }
-            }
-        }
-        break;
-    }
+    case K_SCORE: st = do_infer(&q, k); break;
     case K_GEN_STREAM:
-    case K_GEN_ABANDON: {
-        int ab = k == K_GEN_ABANDON;
-        json_t *b = json_pack("{s:o,s:i,s:b,s:b}", "prompt", rand_tokens(&cl->rng, 2, 12),
-                              "max_tokens", ab ? 256 : 8, "stream", 1, "ignore_eos", ab);
-        if (rnd_below(&cl->rng, 2) && (npin = pool_pin(&cl->rng, 1, idx, ids)))
-            json_object_set_new(b, "state", json_string(ids[0]));
-        if (ab) r.abandon_after = 2;
-        st = http_json(cl->curl, "POST", "/v1/generate", b, NULL, &r);
-        if (st == 200 && !r.abandoned) {
-            /* whole stream: [DONE] last, the event before it has finish_reason, no error event */
-            const char *done = r.body ? strstr(r.body, "data: [DONE]") : NULL;
-            const char *fin = r.body ? strstr(r.body, "\"finish_reason\"") : NULL;
-            const char *err = r.body ? strstr(r.body, "data: {\"error\"") : NULL;
-            if (!done || !fin || err) {
-                *bad = 1;
-                problem("%s: the stream did not end with finish_reason and [DONE]%s", kind_name[k],
-                        err ? " (an error event)" : "");
-            }
-        }
-        break;
+    case K_GEN_ABANDON: st = do_stream(&q, k == K_GEN_ABANDON); break;
+    case K_DELETE: st = do_delete(&q, k_done); break;
+    case K__N: break;
     }
-    case K_DELETE: {
-        size_t i = 0;
-        int found = 0;
-        pthread_mutex_lock(&G.mu);
-        for (int tries = 0; tries < 8 && G.n_live > 0 && !found; tries++) {
-            i = G.live[rnd_below(&cl->rng, G.n_live)];
-            if (G.ents[i].users == 0) {
-                found = 1;
-                G.ents[i].status = E_DELETING;
-                live_remove(i);
-                memcpy(ids[0], G.ents[i].id, 40);
-            }
-        }
-        pthread_mutex_unlock(&G.mu);
-        if (!found) { /* nothing deletable now: list instead */
-            *k_done = K_LIST;
-            st = http_json(cl->curl, "GET", "/v1/states?limit=20", NULL, NULL, &r);
-            break;
-        }
-        snprintf(path, sizeof path, "/v1/states/%s", ids[0]);
-        st = http(cl->curl, "DELETE", path, NULL, NULL, 0, &r);
-        pthread_mutex_lock(&G.mu);
-        if (st == 204) {
-            G.ents[i].status = E_DELETED;
-        } else if (st == ST_CONN) {
-            G.ents[i].status = E_UNCERTAIN; /* cut: it may or may not have happened */
-        } else {                            /* refused: it must still be there, and intact */
-            G.ents[i].status = E_LIVE;
-            G.ents[i].live_pos = G.n_live;
-            G.live[G.n_live++] = i;
-        }
-        pthread_mutex_unlock(&G.mu);
-        break;
-    }
-    case K__N:
-        break;
-    }
-    pool_unpin(idx, npin);
-    json_decref(ans);
-    free(r.body);
+    pool_unpin(q.idx, q.npin);
+    json_decref(q.ans);
+    free(q.r.body);
     return st;
 }
 
@@ -1457,6 +1510,8 @@ enum {
     O_JSON_FILE
 };
 
+static int check_args(void);
+
 static int parse_args(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -1556,6 +1611,12 @@ static int parse_args(int argc, char **argv)
         }
     }
     if (optind < argc) return bad_arg("unexpected argument '%s'", argv[optind]);
+    return check_args();
+}
+
+/* The options together: what goes with what, and the target's base URL. */
+static int check_args(void)
+{
     for (int k = 0; k < K__N; k++) G.weight_sum += G.weight[k];
     if (G.weight_sum <= 0) return bad_arg("--mix: every weight is 0");
     if (G.url && G.model)
@@ -1585,6 +1646,317 @@ static int parse_args(int argc, char **argv)
 /* ---- main --------------------------------------------------------------------------------------
  */
 
+/* What a run found, for the reports. */
+typedef struct outcome {
+    vres v_end, v_restart, kv; /* kv: summed over the kill cycles */
+    int have_restart, died, clean_exit, n_cyc;
+    cycle_res *cyc;
+    ktotal kt[K__N];
+    uint64_t n5, unexpected, bad, total;
+    long lost, corrupt, resur, acked, deleted, live_end, failed;
+    int ok;
+    double secs;
+} outcome;
+
+/* The kill -9 cycles: mix, kill mid-mix, restart, verify everything acknowledged so far. */
+static void run_cycles(CURL *obs, outcome *o)
+{
+    uint64_t krng = G.seed ^ 0xD1B54A32D192ED03ull;
+    for (int c = 0; c < G.kill_cycles && !o->died; c++) {
+        cycle_res *cr = &o->cyc[c];
+        /* the kill falls between 20 % and 100 % of the cycle: mid-mix, clients busy */
+        cr->kill_at_s = G.seconds * (0.2 + 0.8 * rnd_unit(&krng));
+        if ((o->died = mix(G.seconds, cr->kill_at_s, obs, 0))) break;
+        int64_t t = ss_mono_ns();
+        if (daemon_start()) {
+            o->died = 1;
+            problem("cycle %d: statesoupd did not start again after kill -9", c + 1);
+            break;
+        }
+        cr->restart_s = (double)(ss_mono_ns() - t) / 1e9;
+        t = ss_mono_ns();
+        cr->v = verify_all();
+        cr->verify_s = (double)(ss_mono_ns() - t) / 1e9;
+        cr->rss_mb = proc_rss_mb(G.pid, &cr->anon_mb, NULL);
+        cr->fds = proc_fds(G.pid);
+        pthread_mutex_lock(&G.mu);
+        cr->acked_total = (long)G.n_ents;
+        pthread_mutex_unlock(&G.mu);
+        o->n_cyc++;
+        if (!G.json || isatty(2))
+            fprintf(stderr,
+                    "  cycle %3d: kill -9 at %.2f s, restart %.2f s, verify %.2f s: "
+                    "%ld acknowledged, %ld checked, lost %ld, corrupt %ld, resurrected %ld\n",
+                    c + 1, cr->kill_at_s, cr->restart_s, cr->verify_s, cr->acked_total,
+                    cr->v.checked, cr->v.lost, cr->v.corrupt, cr->v.resurrected);
+    }
+}
+
+/* One mix, verified at the end, and (--restart) again after a clean stop and start. */
+static void run_plain(CURL *obs, outcome *o)
+{
+    take_sample(obs);
+    o->died = mix(G.seconds, -1, obs, 1);
+    if (!o->died) {
+        take_sample(obs);
+        o->v_end = verify_all();
+    }
+    if (o->died || !G.restart) return;
+    life_end(obs);
+    kill(G.pid, SIGTERM);
+    int st = daemon_reap(120);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        problem("statesoupd did not exit cleanly on SIGTERM before the restart (wait status 0x%x)",
+                st);
+    if (daemon_start()) {
+        o->died = 1;
+        problem("statesoupd did not start again after a clean stop");
+    } else {
+        o->v_restart = verify_all();
+        o->have_restart = 1;
+    }
+}
+
+/* The final stop must be clean: exit 0 (under ASan that also means no leak, no error). */
+static void final_stop(CURL *obs, outcome *o)
+{
+    int daemon_exit = -1;
+    o->clean_exit = 1;
+    if (!o->died) life_end(obs);
+    if (G.own && G.pid) {
+        kill(G.pid, SIGTERM);
+        daemon_exit = daemon_reap(120);
+    }
+    if (G.own && (daemon_exit != -1 || !o->died)) {
+        o->clean_exit =
+            daemon_exit != -1 && WIFEXITED(daemon_exit) && WEXITSTATUS(daemon_exit) == 0;
+        if (!o->clean_exit) {
+            problem("statesoupd did not exit cleanly on SIGTERM (wait status 0x%x)", daemon_exit);
+            fprintf(stderr, "statesoup-load: the end of statesoupd's log:\n%s\n", G.d.log);
+        }
+    }
+}
+
+static void summarize(outcome *o)
+{
+    merge_stats(o->kt);
+    for (int k = 0; k < K__N; k++) {
+        const kstat *ks = &o->kt[k].k;
+        for (int a = 0; a < ks->n_codes; a++)
+            if (ks->codes[a].code >= 500) o->n5 += ks->codes[a].n;
+        o->unexpected += ks->unexpected;
+        o->bad += ks->bad;
+        o->total += ks->reqs;
+    }
+    for (int c = 0; c < o->n_cyc; c++) {
+        o->kv.checked += o->cyc[c].v.checked;
+        o->kv.lost += o->cyc[c].v.lost;
+        o->kv.corrupt += o->cyc[c].v.corrupt;
+        o->kv.resurrected += o->cyc[c].v.resurrected;
+        o->kv.gone_uncertain += o->cyc[c].v.gone_uncertain;
+    }
+    o->lost = o->v_end.lost + o->v_restart.lost + o->kv.lost;
+    o->corrupt = o->v_end.corrupt + o->v_restart.corrupt + o->kv.corrupt;
+    o->resur = o->v_end.resurrected + o->v_restart.resurrected + o->kv.resurrected;
+    o->acked = (long)G.n_ents;
+    for (size_t i = 0; i < G.n_ents; i++) {
+        o->failed += G.ents[i].failed;
+        o->deleted += G.ents[i].status == E_DELETED;
+        o->live_end += G.ents[i].status == E_LIVE || G.ents[i].status == E_UNCERTAIN;
+    }
+    o->ok = !o->died && o->clean_exit && o->lost == 0 && o->corrupt == 0 && o->resur == 0 &&
+            o->n5 == 0 && G.d5xx_total == 0 && o->unexpected == 0 && o->bad == 0 &&
+            (!G.kill_cycles || o->n_cyc == G.kill_cycles) && o->total > 0;
+    o->secs = G.mix_s > 0 ? G.mix_s : 1;
+}
+
+static json_t *kinds_json(const outcome *o)
+{
+    json_t *kinds = json_array();
+    for (int k = 0; k < K__N; k++) {
+        const ktotal *t = &o->kt[k];
+        json_t *codes = json_object();
+        char b[16];
+        for (int a = 0; a < t->k.n_codes; a++)
+            json_object_set_new(codes, code_name(t->k.codes[a].code, b, sizeof b),
+                                json_integer((json_int_t)t->k.codes[a].n));
+        json_array_append_new(
+            kinds, json_pack("{s:s,s:I,s:f,s:o,s:o,s:o,s:I,s:I}", "kind", kind_name[k],
+                             "requests", (json_int_t)t->k.reqs, "per_s",
+                             (double)t->k.reqs / o->secs, "p50_ms", num_or_null(t->p50), "p99_ms",
+                             num_or_null(t->p99), "status", codes, "bad", (json_int_t)t->k.bad,
+                             "unexpected", (json_int_t)t->k.unexpected));
+    }
+    return kinds;
+}
+
+static json_t *samples_json(void)
+{
+    json_t *samples = json_array();
+    for (int i = 0; i < G.n_samples; i++) {
+        sample *s = &G.samples[i];
+        json_array_append_new(
+            samples, json_pack("{s:f,s:o,s:o,s:o,s:i,s:I,s:I,s:I}", "t", s->t, "rss_mb",
+                               num_or_null(s->rss_mb), "rss_anon_mb", num_or_null(s->anon_mb),
+                               "rss_file_mb", num_or_null(s->file_mb), "fds", s->fds, "daemon_5xx",
+                               (json_int_t)s->d5xx, "requests", (json_int_t)s->reqs,
+                               "live_states", (json_int_t)s->live));
+    }
+    return samples;
+}
+
+static json_t *kill_json(const outcome *o)
+{
+    json_t *cl = json_array();
+    for (int c = 0; c < o->n_cyc; c++) {
+        const cycle_res *y = &o->cyc[c];
+        json_array_append_new(
+            cl, json_pack("{s:i,s:f,s:f,s:f,s:I,s:o,s:o,s:i,s:o}", "cycle", c + 1, "kill_at_s",
+                          y->kill_at_s, "restart_s", y->restart_s, "verify_s", y->verify_s,
+                          "acknowledged", (json_int_t)y->acked_total, "rss_mb",
+                          num_or_null(y->rss_mb), "rss_anon_mb", num_or_null(y->anon_mb), "fds",
+                          y->fds, "verify", vres_json(&y->v)));
+    }
+    return json_pack("{s:i,s:i,s:I,s:I,s:I,s:I,s:o}", "cycles_asked", G.kill_cycles, "cycles",
+                     o->n_cyc, "acknowledged", (json_int_t)o->acked, "lost",
+                     (json_int_t)o->kv.lost, "corrupt", (json_int_t)o->kv.corrupt, "resurrected",
+                     (json_int_t)o->kv.resurrected, "per_cycle", cl);
+}
+
+/* --json / --json-file; returns 0 when a file could not be written */
+static int report_json(const outcome *o)
+{
+    json_t *probs = json_array();
+    for (int i = 0; i < G.n_problems; i++) json_array_append_new(probs, json_string(G.problems[i]));
+    json_t *rep = json_pack(
+        "{s:s,s:s,s:i,s:i,s:I,s:f,s:o,s:o,s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I},s:o,s:I,s:b}",
+        "url", G.base, "run_tag", run_tag(), "clients", G.clients, "seconds", G.seconds, "seed",
+        (json_int_t)G.seed, "mix_seconds", G.mix_s, "kinds", kinds_json(o), "samples",
+        samples_json(), "totals", "requests", (json_int_t)o->total, "http_5xx", (json_int_t)o->n5,
+        "daemon_5xx", (json_int_t)G.d5xx_total, "unexpected", (json_int_t)o->unexpected, "bad",
+        (json_int_t)o->bad, "states_acknowledged", (json_int_t)o->acked, "states_deleted",
+        (json_int_t)o->deleted, "states_lost", (json_int_t)o->failed, "resurrected",
+        (json_int_t)o->resur, "problems", probs, "problems_total", (json_int_t)G.n_problem_total,
+        "ok", o->ok);
+    if (!G.kill_cycles) json_object_set_new(rep, "verify", vres_json(&o->v_end));
+    if (o->have_restart) json_object_set_new(rep, "verify_after_restart", vres_json(&o->v_restart));
+    if (G.kill_cycles) json_object_set_new(rep, "kill", kill_json(o));
+    int wrote = 1;
+    if (G.json) {
+        json_dumpf(rep, stdout, JSON_INDENT(1));
+        fputc('\n', stdout);
+    }
+    if (G.json_file && json_dump_file(rep, G.json_file, JSON_INDENT(1))) {
+        fprintf(stderr, "statesoup-load: cannot write %s\n", G.json_file);
+        wrote = 0;
+    }
+    json_decref(rep);
+    return wrote;
+}
+
+static void print_kinds(const outcome *o)
+{
+    printf("%-12s %8s %8s %9s %9s  %s\n", "kind", "requests", "req/s", "p50 ms", "p99 ms",
+           "status counts");
+    for (int k = 0; k < K__N; k++) {
+        const ktotal *t = &o->kt[k];
+        char codes[256] = "", b[16];
+        size_t at = 0;
+        for (int a = 0; a < t->k.n_codes && at < sizeof codes; a++)
+            at += (size_t)snprintf(codes + at, sizeof codes - at, "%s%s:%llu", a ? " " : "",
+                                   code_name(t->k.codes[a].code, b, sizeof b),
+                                   (unsigned long long)t->k.codes[a].n);
+        printf("%-12s %8llu %8.1f %9.1f %9.1f  %s%s\n", kind_name[k], (unsigned long long)t->k.reqs,
+               (double)t->k.reqs / o->secs, t->p50, t->p99, codes,
+               t->k.bad ? "  BAD CONTENT" : "");
+    }
+    if (!G.n_samples) return;
+    printf("\n%8s %9s %9s %9s %5s %6s %9s %7s\n", "t (s)", "RSS (MB)", "anon", "file", "fds",
+           "5xx", "requests", "states");
+    for (int i = 0; i < G.n_samples; i++) {
+        const sample *s = &G.samples[i];
+        printf("%8.1f %9.1f %9.1f %9.1f %5d %6ld %9llu %7ld\n", s->t, s->rss_mb, s->anon_mb,
+               s->file_mb, s->fds, s->d5xx, (unsigned long long)s->reqs, s->live);
+    }
+}
+
+static void print_vres(const char *what, const vres *v)
+{
+    printf("verify %s (%.1f s): %ld checked, %ld lost, %ld corrupt, %ld resurrected\n", what,
+           v->seconds, v->checked, v->lost, v->corrupt, v->resurrected);
+}
+
+static void report_text(const outcome *o)
+{
+    printf("\n%d clients, %.1f s of mix%s, %llu requests (%.1f/s)\n", G.clients, G.mix_s,
+           G.kill_cycles ? " (all cycles)" : "", (unsigned long long)o->total,
+           (double)o->total / o->secs);
+    print_kinds(o);
+    printf("\nstates: %ld acknowledged, %ld deleted (acknowledged), %ld kept, %ld lost or "
+           "damaged\n",
+           o->acked, o->deleted, o->live_end, o->failed);
+    if (!G.kill_cycles) print_vres("at the end", &o->v_end);
+    if (o->have_restart) print_vres("after a restart", &o->v_restart);
+    if (G.kill_cycles)
+        printf("kill -9: %d of %d cycles, %ld states acknowledged, %ld checks: lost %ld, "
+               "corrupt %ld, resurrected %ld\n",
+               o->n_cyc, G.kill_cycles, o->acked, o->kv.checked, o->kv.lost, o->kv.corrupt,
+               o->kv.resurrected);
+    printf("5xx: %llu seen by clients, %ld counted by the daemon; unexpected answers %llu, "
+           "bad content %llu\n",
+           (unsigned long long)o->n5, G.d5xx_total, (unsigned long long)o->unexpected,
+           (unsigned long long)o->bad);
+    for (int i = 0; i < G.n_problems; i++) printf("problem: %s\n", G.problems[i]);
+    if (G.n_problem_total > G.n_problems) printf("(%ld problems in all)\n", G.n_problem_total);
+    printf("%s\n", o->ok ? "OK" : "FAILED");
+}
+
+/* libcurl handles and seeds for the clients; returns 0 on success */
+static int clients_init(void)
+{
+    clients = calloc((size_t)G.clients, sizeof *clients);
+    if (!clients) {
+        fprintf(stderr, "statesoup-load: out of memory\n");
+        return 1;
+    }
+    uint64_t seeder = G.seed;
+    for (int i = 0; i < G.clients; i++) {
+        clients[i].idx = i;
+        /* each client's state is a mixed output, not seed + i * step: splitmix64 states that
+         * differ by a multiple of its step walk the same sequence, shifted, and clients in step
+         * with each other skew the mix */
+        clients[i].rng = rnd(&seeder);
+        clients[i].curl = curl_easy_init();
+        if (!clients[i].curl) {
+            fprintf(stderr, "statesoup-load: cannot start libcurl\n");
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void cleanup(CURL *obs, outcome *o)
+{
+    if (G.own && G.pid) { /* an early exit: do not leave the daemon behind */
+        kill(G.pid, SIGKILL);
+        daemon_reap(30);
+    }
+    for (int k = 0; k < K__N; k++) free(o->kt[k].k.lat);
+    for (int i = 0; clients && i < G.clients; i++) {
+        for (int k = 0; k < K__N; k++) free(clients[i].ks[k].lat);
+        if (clients[i].curl) curl_easy_cleanup(clients[i].curl);
+    }
+    free(clients);
+    free(o->cyc);
+    for (size_t i = 0; i < G.n_ents; i++) free(G.ents[i].record);
+    free(G.ents);
+    free(G.live);
+    for (size_t i = 0; i < G.n_cache; i++) free(G.cache[i].data);
+    for (int i = 0; i < G.n_problems; i++) free(G.problems[i]);
+    if (obs) curl_easy_cleanup(obs);
+    curl_global_cleanup();
+}
+
 int main(int argc, char **argv)
 {
     int rc = parse_args(argc, argv);
@@ -1599,32 +1971,14 @@ int main(int argc, char **argv)
         uint64_t s = G.seed;
         snprintf(G.runid, sizeof G.runid, "%08llx", (unsigned long long)(rnd(&s) & 0xffffffffu));
     }
+    outcome o = {0};
     CURL *obs = curl_easy_init();
-    clients = calloc((size_t)G.clients, sizeof *clients);
-    vres v_end = {0}, v_restart = {0};
-    int have_restart = 0, daemon_exit = -1, died = 0;
-    cycle_res *cyc = G.kill_cycles ? calloc((size_t)G.kill_cycles, sizeof *cyc) : NULL;
-    int n_cyc = 0;
-    ktotal kt[K__N];
-    memset(kt, 0, sizeof kt);
     rc = 1;
-    if (!obs || !clients || (G.kill_cycles && !cyc)) {
+    if (G.kill_cycles && !(o.cyc = calloc((size_t)G.kill_cycles, sizeof *o.cyc))) {
         fprintf(stderr, "statesoup-load: out of memory\n");
         goto out;
     }
-    uint64_t seeder = G.seed;
-    for (int i = 0; i < G.clients; i++) {
-        clients[i].idx = i;
-        /* each client's state is a mixed output, not seed + i * step: splitmix64 states that
-         * differ by a multiple of its step walk the same sequence, shifted, and clients in step
-         * with each other skew the mix */
-        clients[i].rng = rnd(&seeder);
-        clients[i].curl = curl_easy_init();
-        if (!clients[i].curl) {
-            fprintf(stderr, "statesoup-load: cannot start libcurl\n");
-            goto out;
-        }
-    }
+    if (!obs || clients_init()) goto out;
     if (G.model) {
         G.own = 1;
         if (daemon_start()) goto out;
@@ -1634,242 +1988,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "statesoup-load: %s (pid %d), %d clients, %d s%s, run tag %s, seed %llu\n",
                 G.base, (int)G.pid, G.clients, G.seconds, G.kill_cycles ? " per cycle" : "",
                 run_tag(), (unsigned long long)G.seed);
-
-    if (G.kill_cycles) {
-        uint64_t krng = G.seed ^ 0xD1B54A32D192ED03ull;
-        for (int c = 0; c < G.kill_cycles && !died; c++) {
-            cycle_res *cr = &cyc[c];
-            /* the kill falls between 20 % and 100 % of the cycle: mid-mix, clients busy */
-            cr->kill_at_s = G.seconds * (0.2 + 0.8 * rnd_unit(&krng));
-            if ((died = mix(G.seconds, cr->kill_at_s, obs, 0))) break;
-            int64_t t = ss_mono_ns();
-            if (daemon_start()) {
-                died = 1;
-                problem("cycle %d: statesoupd did not start again after kill -9", c + 1);
-                break;
-            }
-            cr->restart_s = (double)(ss_mono_ns() - t) / 1e9;
-            t = ss_mono_ns();
-            cr->v = verify_all();
-            cr->verify_s = (double)(ss_mono_ns() - t) / 1e9;
-            cr->rss_mb = proc_rss_mb(G.pid, &cr->anon_mb, NULL);
-            cr->fds = proc_fds(G.pid);
-            pthread_mutex_lock(&G.mu);
-            cr->acked_total = (long)G.n_ents;
-            pthread_mutex_unlock(&G.mu);
-            n_cyc++;
-            if (!G.json || isatty(2))
-                fprintf(stderr,
-                        "  cycle %3d: kill -9 at %.2f s, restart %.2f s, verify %.2f s: "
-                        "%ld acknowledged, %ld checked, lost %ld, corrupt %ld, resurrected %ld\n",
-                        c + 1, cr->kill_at_s, cr->restart_s, cr->verify_s, cr->acked_total,
-                        cr->v.checked, cr->v.lost, cr->v.corrupt, cr->v.resurrected);
-        }
-    } else {
-        take_sample(obs);
-        died = mix(G.seconds, -1, obs, 1);
-        if (!died) {
-            take_sample(obs);
-            v_end = verify_all();
-        }
-        if (!died && G.restart) {
-            life_end(obs);
-            kill(G.pid, SIGTERM);
-            daemon_exit = daemon_reap(120);
-            if (!WIFEXITED(daemon_exit) || WEXITSTATUS(daemon_exit) != 0)
-                problem("statesoupd did not exit cleanly on SIGTERM before the restart (wait "
-                        "status 0x%x)",
-                        daemon_exit);
-            if (daemon_start()) {
-                died = 1;
-                problem("statesoupd did not start again after a clean stop");
-            } else {
-                v_restart = verify_all();
-                have_restart = 1;
-            }
-        }
-    }
-    /* the final stop must be clean: exit 0 (under ASan that also means no leak, no error) */
-    int clean_exit = 1;
-    if (!died) life_end(obs);
-    if (G.own && G.pid) {
-        kill(G.pid, SIGTERM);
-        daemon_exit = daemon_reap(120);
-    }
-    if (G.own && (daemon_exit != -1 || !died)) {
-        clean_exit = daemon_exit != -1 && WIFEXITED(daemon_exit) && WEXITSTATUS(daemon_exit) == 0;
-        if (!clean_exit) {
-            problem("statesoupd did not exit cleanly on SIGTERM (wait status 0x%x)", daemon_exit);
-            fprintf(stderr, "statesoup-load: the end of statesoupd's log:\n%s\n", G.d.log);
-        }
-    }
-
-    merge_stats(kt);
-    uint64_t n5 = 0, unexpected = 0, bad = 0, total = 0;
-    for (int k = 0; k < K__N; k++) {
-        for (int a = 0; a < kt[k].k.n_codes; a++)
-            if (kt[k].k.codes[a].code >= 500) n5 += kt[k].k.codes[a].n;
-        unexpected += kt[k].k.unexpected;
-        bad += kt[k].k.bad;
-        total += kt[k].k.reqs;
-    }
-    vres kv = {0};
-    for (int c = 0; c < n_cyc; c++) {
-        kv.checked += cyc[c].v.checked;
-        kv.lost += cyc[c].v.lost;
-        kv.corrupt += cyc[c].v.corrupt;
-        kv.resurrected += cyc[c].v.resurrected;
-        kv.gone_uncertain += cyc[c].v.gone_uncertain;
-    }
-    long lost = v_end.lost + v_restart.lost + kv.lost;
-    long corrupt = v_end.corrupt + v_restart.corrupt + kv.corrupt;
-    long resur = v_end.resurrected + v_restart.resurrected + kv.resurrected;
-    long acked = (long)G.n_ents, deleted = 0, live_end = 0, failed = 0;
-    for (size_t i = 0; i < G.n_ents; i++) {
-        failed += G.ents[i].failed;
-        deleted += G.ents[i].status == E_DELETED;
-        live_end += G.ents[i].status == E_LIVE || G.ents[i].status == E_UNCERTAIN;
-    }
-    int ok = !died && clean_exit && lost == 0 && corrupt == 0 && resur == 0 && n5 == 0 &&
-             G.d5xx_total == 0 && unexpected == 0 && bad == 0 &&
-             (!G.kill_cycles || n_cyc == G.kill_cycles) && total > 0;
-    double secs = G.mix_s > 0 ? G.mix_s : 1;
-
-    if (G.json || G.json_file) {
-        json_t *kinds = json_array(), *samples = json_array(), *probs = json_array();
-        for (int k = 0; k < K__N; k++) {
-            json_t *codes = json_object();
-            char b[16];
-            for (int a = 0; a < kt[k].k.n_codes; a++)
-                json_object_set_new(codes, code_name(kt[k].k.codes[a].code, b, sizeof b),
-                                    json_integer((json_int_t)kt[k].k.codes[a].n));
-            json_array_append_new(
-                kinds,
-                json_pack("{s:s,s:I,s:f,s:o,s:o,s:o,s:I,s:I}", "kind", kind_name[k], "requests",
-                          (json_int_t)kt[k].k.reqs, "per_s", (double)kt[k].k.reqs / secs, "p50_ms",
-                          num_or_null(kt[k].p50), "p99_ms", num_or_null(kt[k].p99), "status", codes,
-                          "bad", (json_int_t)kt[k].k.bad, "unexpected",
-                          (json_int_t)kt[k].k.unexpected));
-        }
-        for (int i = 0; i < G.n_samples; i++) {
-            sample *s = &G.samples[i];
-            json_array_append_new(
-                samples, json_pack("{s:f,s:o,s:o,s:o,s:i,s:I,s:I,s:I}", "t", s->t, "rss_mb",
-                                   num_or_null(s->rss_mb), "rss_anon_mb", num_or_null(s->anon_mb),
-                                   "rss_file_mb", num_or_null(s->file_mb), "fds", s->fds,
-                                   "daemon_5xx", (json_int_t)s->d5xx, "requests",
-                                   (json_int_t)s->reqs, "live_states", (json_int_t)s->live));
-        }
-        for (int i = 0; i < G.n_problems; i++)
-            json_array_append_new(probs, json_string(G.problems[i]));
-        json_t *rep = json_pack(
-            "{s:s,s:s,s:i,s:i,s:I,s:f,s:o,s:o,s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I},s:o,s:I,s:b}",
-            "url", G.base, "run_tag", run_tag(), "clients", G.clients, "seconds", G.seconds, "seed",
-            (json_int_t)G.seed, "mix_seconds", G.mix_s, "kinds", kinds, "samples", samples,
-            "totals", "requests", (json_int_t)total, "http_5xx", (json_int_t)n5, "daemon_5xx",
-            (json_int_t)G.d5xx_total, "unexpected", (json_int_t)unexpected, "bad", (json_int_t)bad,
-            "states_acknowledged", (json_int_t)acked, "states_deleted", (json_int_t)deleted,
-            "states_lost", (json_int_t)failed, "resurrected", (json_int_t)resur, "problems", probs,
-            "problems_total", (json_int_t)G.n_problem_total, "ok", ok);
-        if (!G.kill_cycles) json_object_set_new(rep, "verify", vres_json(&v_end));
-        if (have_restart) json_object_set_new(rep, "verify_after_restart", vres_json(&v_restart));
-        if (G.kill_cycles) {
-            json_t *cl = json_array();
-            for (int c = 0; c < n_cyc; c++)
-                json_array_append_new(cl,
-                                      json_pack("{s:i,s:f,s:f,s:f,s:I,s:o,s:o,s:i,s:o}", "cycle",
-                                                c + 1, "kill_at_s", cyc[c].kill_at_s, "restart_s",
-                                                cyc[c].restart_s, "verify_s", cyc[c].verify_s,
-                                                "acknowledged", (json_int_t)cyc[c].acked_total,
-                                                "rss_mb", num_or_null(cyc[c].rss_mb), "rss_anon_mb",
-                                                num_or_null(cyc[c].anon_mb), "fds", cyc[c].fds,
-                                                "verify", vres_json(&cyc[c].v)));
-            json_object_set_new(rep, "kill",
-                                json_pack("{s:i,s:i,s:I,s:I,s:I,s:I,s:o}", "cycles_asked",
-                                          G.kill_cycles, "cycles", n_cyc, "acknowledged",
-                                          (json_int_t)acked, "lost", (json_int_t)kv.lost, "corrupt",
-                                          (json_int_t)kv.corrupt, "resurrected",
-                                          (json_int_t)kv.resurrected, "per_cycle", cl));
-        }
-        if (G.json) {
-            json_dumpf(rep, stdout, JSON_INDENT(1));
-            fputc('\n', stdout);
-        }
-        if (G.json_file && json_dump_file(rep, G.json_file, JSON_INDENT(1))) {
-            fprintf(stderr, "statesoup-load: cannot write %s\n", G.json_file);
-            ok = 0;
-        }
-        json_decref(rep);
-    }
-    if (!G.json) {
-        printf("\n%d clients, %.1f s of mix%s, %llu requests (%.1f/s)\n", G.clients, G.mix_s,
-               G.kill_cycles ? " (all cycles)" : "", (unsigned long long)total,
-               (double)total / secs);
-        printf("%-12s %8s %8s %9s %9s  %s\n", "kind", "requests", "req/s", "p50 ms", "p99 ms",
-               "status counts");
-        for (int k = 0; k < K__N; k++) {
-            char codes[256] = "", b[16];
-            size_t at = 0;
-            for (int a = 0; a < kt[k].k.n_codes && at < sizeof codes; a++)
-                at += (size_t)snprintf(codes + at, sizeof codes - at, "%s%s:%llu", a ? " " : "",
-                                       code_name(kt[k].k.codes[a].code, b, sizeof b),
-                                       (unsigned long long)kt[k].k.codes[a].n);
-            printf("%-12s %8llu %8.1f %9.1f %9.1f  %s%s\n", kind_name[k],
-                   (unsigned long long)kt[k].k.reqs, (double)kt[k].k.reqs / secs, kt[k].p50,
-                   kt[k].p99, codes, kt[k].k.bad ? "  BAD CONTENT" : "");
-        }
-        if (G.n_samples) {
-            printf("\n%8s %9s %9s %9s %5s %6s %9s %7s\n", "t (s)", "RSS (MB)", "anon", "file",
-                   "fds", "5xx", "requests", "states");
-            for (int i = 0; i < G.n_samples; i++)
-                printf("%8.1f %9.1f %9.1f %9.1f %5d %6ld %9llu %7ld\n", G.samples[i].t,
-                       G.samples[i].rss_mb, G.samples[i].anon_mb, G.samples[i].file_mb,
-                       G.samples[i].fds, G.samples[i].d5xx, (unsigned long long)G.samples[i].reqs,
-                       G.samples[i].live);
-        }
-        printf("\nstates: %ld acknowledged, %ld deleted (acknowledged), %ld kept, %ld lost or "
-               "damaged\n",
-               acked, deleted, live_end, failed);
-        if (!G.kill_cycles)
-            printf("verify at the end (%.1f s): %ld checked, %ld lost, %ld corrupt, %ld "
-                   "resurrected\n",
-                   v_end.seconds, v_end.checked, v_end.lost, v_end.corrupt, v_end.resurrected);
-        if (have_restart)
-            printf("verify after a restart (%.1f s): %ld checked, %ld lost, %ld corrupt, %ld "
-                   "resurrected\n",
-                   v_restart.seconds, v_restart.checked, v_restart.lost, v_restart.corrupt,
-                   v_restart.resurrected);
-        if (G.kill_cycles)
-            printf("kill -9: %d of %d cycles, %ld states acknowledged, %ld checks: lost %ld, "
-                   "corrupt %ld, resurrected %ld\n",
-                   n_cyc, G.kill_cycles, acked, kv.checked, kv.lost, kv.corrupt, kv.resurrected);
-        printf("5xx: %llu seen by clients, %ld counted by the daemon; unexpected answers %llu, "
-               "bad content %llu\n",
-               (unsigned long long)n5, G.d5xx_total, (unsigned long long)unexpected,
-               (unsigned long long)bad);
-        for (int i = 0; i < G.n_problems; i++) printf("problem: %s\n", G.problems[i]);
-        if (G.n_problem_total > G.n_problems) printf("(%ld problems in all)\n", G.n_problem_total);
-        printf("%s\n", ok ? "OK" : "FAILED");
-    }
-    rc = ok ? 0 : 1;
+    if (G.kill_cycles)
+        run_cycles(obs, &o);
+    else
+        run_plain(obs, &o);
+    final_stop(obs, &o);
+    summarize(&o);
+    if ((G.json || G.json_file) && !report_json(&o)) o.ok = 0;
+    if (!G.json) report_text(&o);
+    rc = o.ok ? 0 : 1;
 out:
-    if (G.own && G.pid) { /* an early exit: do not leave the daemon behind */
-        kill(G.pid, SIGKILL);
-        daemon_reap(30);
-    }
-    for (int k = 0; k < K__N; k++) free(kt[k].k.lat);
-    for (int i = 0; clients && i < G.clients; i++) {
-        for (int k = 0; k < K__N; k++) free(clients[i].ks[k].lat);
-        if (clients[i].curl) curl_easy_cleanup(clients[i].curl);
-    }
-    free(clients);
-    free(cyc);
-    for (size_t i = 0; i < G.n_ents; i++) free(G.ents[i].record);
-    free(G.ents);
-    free(G.live);
-    for (size_t i = 0; i < G.n_cache; i++) free(G.cache[i].data);
-    for (int i = 0; i < G.n_problems; i++) free(G.problems[i]);
-    if (obs) curl_easy_cleanup(obs);
-    curl_global_cleanup();
+    cleanup(obs, &o);
     return rc;
 }
