@@ -51,7 +51,7 @@ static double now_s(void)
 }
 
 /* Resident set size (current and peak) from /proc/self/status, in MB. */
-static void rss_mb(double *cur, double *peak)
+void bench_rss_mb(double *cur, double *peak)
 {
     FILE *f = fopen("/proc/self/status", "r");
     char line[256];
@@ -467,7 +467,7 @@ static double bench_decode(ss_model *m, int streams, int n_tok, double *rss)
     while (w.left > 0) pthread_cond_wait(&w.cv, &w.mu);
     pthread_mutex_unlock(&w.mu);
     double dt = now_s() - t0, peak;
-    rss_mb(rss, &peak);
+    bench_rss_mb(rss, &peak);
     long total = 0;
     for (int s = 0; s < streams; s++) {
         if (jobs[s]) total += ss_job_get_result(jobs[s])->n_generated;
@@ -499,7 +499,10 @@ static const char help[] =
     "                   fairness, prefix (load and the machine's limits are always measured;\n"
     "                   fairness runs only when named: a long prompt beside streams and a\n"
     "                   short request; prefix too: time to first token of a 2,000-token\n"
-    "                   prompt whose first 1,900 tokens are stored, with and without reuse)\n"
+    "                   prompt whose first 1,900 tokens are stored, with and without reuse;\n"
+    "                   search too: latency p50/p99 of POST /v1/states/search's scoring over\n"
+    "                   10,000 and 100,000 stored 256-dim keys, their memory and load time;\n"
+    "                   it needs no model, and --only search measures no model)\n"
     "  --long-prompt N  the fairness phase's long prompt (default 100000 tokens)\n"
     "  --prefix N,K     the prefix phase's prompt and stored tokens (default 2000,1900)\n"
     "  --prompt N       prefill prompt length (default 512)\n"
@@ -523,6 +526,7 @@ typedef struct bench_opts {
     int n_prompt, n_decode, threads, quick, keep, huge, dtype, q8;
     int do_prefill, do_decode, do_store, do_fair, long_prompt;
     int do_prefix, prefix_prompt, prefix_shared;
+    int do_search;
     const shape *want[MAX_MODELS];
     const char *model_dirs[MAX_MODELS];
     int n_want, n_dirs;
@@ -574,9 +578,11 @@ static int parse_args(int argc, char **argv, bench_opts *o)
             o->do_store = strstr(optarg, "store") != NULL;
             o->do_fair = strstr(optarg, "fairness") != NULL;
             o->do_prefix = strstr(optarg, "prefix") != NULL;
-            if (!o->do_prefill && !o->do_decode && !o->do_store && !o->do_fair && !o->do_prefix) {
-                fprintf(stderr, "statesoup-bench: --only takes prefill, decode, store, fairness "
-                                "and/or prefix\n");
+            o->do_search = strstr(optarg, "search") != NULL;
+            if (!o->do_prefill && !o->do_decode && !o->do_store && !o->do_fair && !o->do_prefix &&
+                !o->do_search) {
+                fprintf(stderr, "statesoup-bench: --only takes prefill, decode, store, fairness, "
+                                "prefix and/or search\n");
                 return 2;
             }
             break;
@@ -695,7 +701,7 @@ static void run_prefill(const bench_opts *o, ss_model *m, ss_ctx *ctx, ss_state 
         if (dt < best) best = dt;
     }
     r->prefill_tps = o->do_prefill ? o->n_prompt / best : 0;
-    rss_mb(&r->rss_prefill, &r->peak);
+    bench_rss_mb(&r->rss_prefill, &r->peak);
 }
 
 static void run_decode(const bench_opts *o, ss_model *m, machine *mc, result *r)
@@ -813,7 +819,7 @@ static void run_store(const bench_opts *o, const machine *mc, const char *sdir,
     r->restore_ms = best_get * 1e3;
     r->merge_ms = best_merge * 1e3;
     run_compose(m, store, ids, r);
-    rss_mb(&r->rss_store, &r->peak);
+    bench_rss_mb(&r->rss_store, &r->peak);
     ss_store_close(store);
 }
 
@@ -924,7 +930,7 @@ static json_t *bench_model(const bench_opts *o, machine *mc, const char *root, i
         return NULL;
     }
     result r = {.load_s = now_s() - t0};
-    rss_mb(&r.rss_load, &r.peak);
+    bench_rss_mb(&r.rss_load, &r.peak);
     const ss_model_info *info = ss_model_get_info(m);
     /* streamed per decoded token: every weight except the embedding rows (the tied head is
      * the embedding matrix, read in full by the logits GEMV) */
@@ -992,7 +998,8 @@ int main(int argc, char **argv)
     json_t *out = json_object();
     measure_machine(&o, root, &mc, out);
     json_t *models = json_array();
-    for (int si = 0; si < o.n_want + o.n_dirs; si++) {
+    int want_models = o.do_prefill || o.do_decode || o.do_store || o.do_fair || o.do_prefix;
+    for (int si = 0; want_models && si < o.n_want + o.n_dirs; si++) {
         const shape *s = si < o.n_want ? o.want[si] : NULL;
         char dir[4096 + 64];
         if (!s) snprintf(dir, sizeof dir, "%s", o.model_dirs[si - o.n_want]);
@@ -1008,6 +1015,8 @@ int main(int argc, char **argv)
             printf("  checkpoint kept in %s (statesoup-bench --model %s)\n", dir, dir);
     }
     json_object_set_new(out, "models", models);
+    if (o.do_search && bench_search(root, o.quick, out))
+        fprintf(stderr, "statesoup-bench: search: %s\n", ss_errmsg());
     if (o.json_out && json_dump_file(out, o.json_out, JSON_INDENT(2)) != 0)
         fprintf(stderr, "statesoup-bench: cannot write %s\n", o.json_out);
     json_decref(out);

@@ -23,4 +23,15 @@ int bench_fairness(ss_model *m, int long_prompt, json_t *jm);
  */
 int bench_prefix(ss_model *m, const char *store_dir, int n_prompt, int n_shared, json_t *jm);
 
+/*
+ * The search phase (search.c): latency p50/p99 of a search over 10,000 and 100,000 stored
+ * 256-dim retrieval keys (quick: a tenth), with and without a tag filter, the keys' memory, the
+ * time to load them at a restart and the put rate, in stores made under root. Prints a table
+ * and adds "search" to out. Returns 0, or -1 (store, memory).
+ */
+int bench_search(const char *root, int quick, json_t *out);
+
+/* Resident set size (current and peak) from /proc/self/status, in MB (bench.c). */
+void bench_rss_mb(double *cur, double *peak);
+
 #endif

@@ -478,7 +478,7 @@ ss_err ss_store_open(ss_store **out, const char *dir, const ss_store_params *par
         err = store_mdb_fail(rc, "store %s: configuring the environment", dir);
         goto out;
     }
-    unsigned flags = MDB_NOTLS | (s->read_only ? MDB_RDONLY : 0);
+    unsigned flags = MDB_NOTLS | (s->read_only ? MDB_RDONLY : 0) | (p.no_sync ? MDB_NOSYNC : 0);
     rc = mdb_env_open(s->env, dir, flags, 0600);
     if (rc) {
         err = store_mdb_fail(rc, "store %s: opening", dir);

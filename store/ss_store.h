@@ -56,6 +56,9 @@ typedef struct ss_store_params {
     int remote_timeout_ms;        /* connect/command timeout (0 = 2000) */
     int remote_retry_ms;          /* how long a command retries through failovers (0 = 5000) */
     size_t cache_max_bytes;       /* blob bytes the local cache keeps (0 = 1 GiB) */
+    /* Commits are not fsync'd (LMDB's MDB_NOSYNC): much faster, but a crash may lose the last
+     * acknowledged writes. For benchmarks that fill a throwaway store; never the daemon. */
+    int no_sync;
 } ss_store_params;
 
 ss_store_params ss_store_default_params(void);
