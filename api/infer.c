@@ -53,12 +53,11 @@ void api_h_states_create(void *app, ss_host_req *r)
 }
 
 /* /v1/generate: "prompt", or in batch form "prompts": [prompt, ...], one result each. */
-static ss_err generate(ss_api *a, ss_host_req *r, json_t *body)
+static ss_err generate_parse(infer *inf, json_t *body)
 {
-    infer *inf = NULL;
+    ss_api *a = inf->a;
     ss_job_params p;
-    ss_err err = infer_new(a, r, EP_GENERATE, &inf);
-    if (err) return err;
+    ss_err err;
     json_t *pv = json_object_get(body, "prompt"), *bv = json_object_get(body, "prompts");
     if (bv && !json_is_null(bv)) {
         if (pv && !json_is_null(pv))
@@ -93,17 +92,26 @@ static ss_err generate(ss_api *a, ss_host_req *r, json_t *body)
     return SS_OK;
 }
 
+static ss_err generate(ss_api *a, ss_host_req *r, json_t *body)
+{
+    infer *inf = NULL;
+    ss_err err = infer_new(a, r, EP_GENERATE, &inf);
+    if (err) return err;
+    if (api_retrieve_wanted(body))
+        return api_retrieve_start(inf, body, json_object_get(body, "prompt"), generate_parse);
+    return generate_parse(inf, body);
+}
+
 void api_h_generate(void *app, ss_host_req *r)
 {
     api_with_body(app, r, generate);
 }
 
-static ss_err completions(ss_api *a, ss_host_req *r, json_t *body)
+static ss_err completions_parse(infer *inf, json_t *body)
 {
-    infer *inf = NULL;
+    ss_api *a = inf->a;
     ss_job_params p;
-    ss_err err = infer_new(a, r, EP_COMPLETIONS, &inf);
-    if (err) return err;
+    ss_err err;
     unsigned char rnd[12];
     char hex[25];
     if ((err = ss_random_bytes(rnd, sizeof rnd))) return err;
@@ -121,17 +129,26 @@ static ss_err completions(ss_api *a, ss_host_req *r, json_t *body)
     return SS_OK;
 }
 
+static ss_err completions(ss_api *a, ss_host_req *r, json_t *body)
+{
+    infer *inf = NULL;
+    ss_err err = infer_new(a, r, EP_COMPLETIONS, &inf);
+    if (err) return err;
+    if (api_retrieve_wanted(body))
+        return api_retrieve_start(inf, body, json_object_get(body, "prompt"), completions_parse);
+    return completions_parse(inf, body);
+}
+
 void api_h_completions(void *app, ss_host_req *r)
 {
     api_with_body(app, r, completions);
 }
 
 /* /v1/score: batch form [{context?, continuation}, ...], one result each */
-static ss_err score(ss_api *a, ss_host_req *r, json_t *body)
+static ss_err score_parse(infer *inf, json_t *body)
 {
-    infer *inf = NULL;
-    ss_err err = infer_new(a, r, EP_SCORE, &inf);
-    if (!err) err = infer_parse_batch(a, body, inf, &infer_score_batch);
+    ss_api *a = inf->a;
+    ss_err err = infer_parse_batch(a, body, inf, &infer_score_batch);
     if (!err && !inf->batch) err = infer_score_member(a, body, body, "", inf, 0);
     if (!err) err = api_start_resolve(a, body, "state", 1, &inf->start);
     if (err) return err;
@@ -139,6 +156,16 @@ static ss_err score(ss_api *a, ss_host_req *r, json_t *body)
     ss_job_params p = infer_base_params(inf, SS_JOB_SCORE);
     infer_submit(inf, &p);
     return SS_OK;
+}
+
+static ss_err score(ss_api *a, ss_host_req *r, json_t *body)
+{
+    infer *inf = NULL;
+    ss_err err = infer_new(a, r, EP_SCORE, &inf);
+    if (err) return err;
+    if (api_retrieve_wanted(body))
+        return api_retrieve_start(inf, body, json_object_get(body, "context"), score_parse);
+    return score_parse(inf, body);
 }
 
 void api_h_score(void *app, ss_host_req *r)

@@ -44,6 +44,7 @@ typedef struct api_search {
 } api_search;
 
 struct infer;
+typedef struct api_retrieve api_retrieve; /* retrieve-then-merge (search.c) */
 
 /* One choice: one engine job and what it produced. */
 typedef struct choice {
@@ -107,6 +108,8 @@ typedef struct infer {
     float *ccp_data[API_MAX_CHECKPOINTS];
     int eng_cps[2 * API_MAX_CHECKPOINTS];   /* both, relative to the tokens fed */
     api_search search; /* EP_SEARCH: what to look for with the query's state */
+    api_retrieve *retr; /* "merge": {"retrieve"}: the first pass (search.c), else NULL */
+    json_t *retrieved;  /* [{id, name, score, weight}]: the states it merged, for the answer */
 } infer;
 
 /*
@@ -217,6 +220,25 @@ void api_search_free(api_search *s);
 ss_err api_search_run(ss_api *a, const api_search *s, const float *state, json_t **data);
 /* The answer of a search whose query ran as a prefill job (EP_SEARCH). Host thread. */
 void api_search_answer(infer *inf, ss_host_req *r);
+
+/*
+ * Retrieve-then-merge (docs/api.md, "Search"): a request whose "merge" is {"retrieve": {query?,
+ * k?, weights?, temperature?, tag?, prefix?}} first finds the k stored states closest to the
+ * query (default dflt_query: the request's prompt, or context for score), then merges them
+ * linearly with uniform weights or a softmax of score / temperature (default 0.1): body's
+ * "merge" becomes {"sources": [...]} and next(inf, body) handles the request as usual (on a host
+ * thread, from the continuation when the query ran as a prefill job). inf->retrieved then lists
+ * the states used for the answer. Errors: SS_ERR_FORMAT (the shape of merge / retrieve),
+ * SS_ERR_INVALID (k, weights, temperature, no query, an empty query, nothing found), and the
+ * search's or the query's errors.
+ */
+typedef ss_err (*api_retrieve_next)(infer *inf, json_t *body);
+int api_retrieve_wanted(json_t *body);
+ss_err api_retrieve_start(infer *inf, json_t *body, const json_t *dflt_query,
+                          api_retrieve_next next);
+/* Cancel the query's job when it runs (the client went away); free (NULL: no-op). */
+void api_retrieve_cancel(infer *inf);
+void api_retrieve_free(api_retrieve *rt);
 
 /* ---- prefix.c ----------------------------------------------------------------------------- */
 

@@ -116,6 +116,12 @@ static json_t *set_member(json_t *o, const char *key, json_t *v)
     return o;
 }
 
+/* o with "retrieved": the states a retrieve-then-merge used (docs/api.md), when there are. */
+static json_t *with_retrieved(const infer *inf, json_t *o)
+{
+    return inf->retrieved ? set_member(o, "retrieved", json_incref(inf->retrieved)) : o;
+}
+
 /* usage: n_prompt counts the prompt tokens resumed from a stored state (cached) too. */
 static json_t *usage_json(int n_prompt, int n_gen, int cached)
 {
@@ -264,7 +270,8 @@ static void answer_score(infer *inf, ss_host_req *r)
         return;
     }
     if (!inf->batch) {
-        api_json(r, 200, score_json(inf, &inf->ch[0], ss_job_get_result(inf->ch[0].job)));
+        api_json(r, 200, with_retrieved(inf, score_json(inf, &inf->ch[0],
+                                                        ss_job_get_result(inf->ch[0].job))));
         return;
     }
     json_t *results = json_array();
@@ -276,9 +283,9 @@ static void answer_score(infer *inf, ss_host_req *r)
         if (o) json_object_set_new(o, "index", json_integer(i));
         json_array_append_new(results, o);
     }
-    api_json(r, 200,
-             json_pack("{s:s,s:o,s:{s:i,s:i}}", "object", "list", "results", results, "usage",
-                       "prompt_tokens", n_prompt, "cached_tokens", 0)); /* batches never reuse */
+    api_json(r, 200, with_retrieved(inf, json_pack("{s:s,s:o,s:{s:i,s:i}}", "object", "list",
+                                                   "results", results, "usage", "prompt_tokens",
+                                                   n_prompt, "cached_tokens", 0))); /* batches never reuse */
 }
 
 /* The non-streamed /v1/generate answer for one choice (rec, the saved state, is stolen). */
@@ -326,9 +333,10 @@ static void answer_generate_batch(infer *inf, ss_host_req *r)
         api_fail(r, err);
         return;
     }
-    api_json(r, 200,
-             json_pack("{s:s,s:o,s:o,s:s}", "object", "list", "results", results, "usage",
-                       usage_json(n_prompt, n_gen, 0), "model", inf->a->model_name));
+    api_json(r, 200, with_retrieved(inf, json_pack("{s:s,s:o,s:o,s:s}", "object", "list",
+                                                   "results", results, "usage",
+                                                   usage_json(n_prompt, n_gen, 0), "model",
+                                                   inf->a->model_name)));
 }
 
 static void answer_generate(infer *inf, ss_host_req *r)
@@ -352,11 +360,11 @@ static void answer_generate(infer *inf, ss_host_req *r)
                               usage_json(res->n_prompt + inf->cached, res->n_generated,
                                          inf->cached),
                               "timings", timings(res));
-        infer_sse_send(r, set_member(j, "state", rec));
+        infer_sse_send(r, with_retrieved(inf, set_member(j, "state", rec)));
         infer_sse_done(r);
         return;
     }
-    api_json(r, 200, generate_json(inf, c, res, rec));
+    api_json(r, 200, with_retrieved(inf, generate_json(inf, c, res, rec)));
 }
 
 static void answer_completions(infer *inf, ss_host_req *r)
@@ -397,11 +405,12 @@ static void answer_completions(infer *inf, ss_host_req *r)
     json_t *usage = usage_json(n_prompt, n_gen, inf->cached * inf->n_choices);
     if (inf->stream) {
         json_decref(choices);
-        infer_sse_send(r, set_member(completion_chunk(inf, json_array()), "usage", usage));
+        infer_sse_send(r, with_retrieved(inf, set_member(completion_chunk(inf, json_array()),
+                                                         "usage", usage)));
         infer_sse_done(r);
         return;
     }
-    api_json(r, 200, set_member(completion_chunk(inf, choices), "usage", usage));
+    api_json(r, 200, with_retrieved(inf, set_member(completion_chunk(inf, choices), "usage", usage)));
 }
 
 void infer_finish(void *app, ss_host_req *r, void *user)

@@ -39,6 +39,8 @@ static void infer_free(void *p)
     api_start_free(&inf->start);
     api_save_free(&inf->save);
     api_search_free(&inf->search);
+    api_retrieve_free(inf->retr);
+    json_decref(inf->retrieved);
     for (int k = 0; k < API_MAX_CHECKPOINTS; k++) {
         free(inf->cp_data[k]);
         free(inf->ccp_data[k]);
@@ -55,6 +57,7 @@ static void infer_over(void *p, int aborted)
     pthread_mutex_lock(&inf->mu);
     for (int i = 0; i < inf->n_choices; i++)
         if (inf->ch[i].job && !inf->ch[i].done) api_cancel(inf->a, inf->ch[i].job);
+    api_retrieve_cancel(inf);
     pthread_mutex_unlock(&inf->mu);
 }
 

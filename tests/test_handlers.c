@@ -1074,6 +1074,179 @@ static void test_search(const char *model_dir, const char *kind)
     rig_close(&g);
 }
 
+/* The key (ref_key) of the state after tokens q[0..n) from the zero state, computed here. */
+static void query_key(const rig *g, const char *kind, const int32_t *q, int n, double *key)
+{
+    ss_state_layout lay;
+    ss_model_state_layout(g->m, &lay);
+    ss_ctx *c = NULL;
+    ss_state *st = NULL;
+    REQUIRE_OK(ss_ctx_new(g->m, &c));
+    REQUIRE_OK(ss_state_new(g->m, &st));
+    ss_seq sq = {.state = st, .tokens = q, .n_tokens = n};
+    REQUIRE_OK(ss_model_eval(g->m, c, &sq, 1, 0));
+    ref_key(g->info, &lay, kind, ss_state_cdata(st), key);
+    ss_state_free(st);
+    ss_ctx_free(c);
+}
+
+/*
+ * Retrieve-then-merge: generate, score and completions with "merge": {"retrieve"} merge the
+ * states the test ranks itself (cosine of its own keys, the query's state computed here), with
+ * uniform or softmax weights computed here, and answer exactly as the same explicit merge does;
+ * "retrieved" lists them; the query defaults to the prompt (context for score); bad input 4xx.
+ */
+static void test_retrieve_merge(void)
+{
+    const char *kind = "ssm_norm";
+    rig g;
+    rig_open_key(&g, "models/mamba1-tiny", 0, 0, 0, kind);
+    ss_state_layout lay;
+    ss_model_state_layout(g.m, &lay);
+    static double keys[4][4096];
+    double qk[4096];
+    const char *names[4] = {"m0", "m1", "m2", "m3"};
+    int32_t toks[4][16];
+    char body[8192];
+    uint64_t x = 0x777;
+    answer a = run("generate", NULL, "{\"merge\": {\"retrieve\": {}}, \"prompt\": [1, 2]}", NULL);
+    CHECK_ERROR(a, 422, "invalid_value"); /* an empty catalog: nothing to merge */
+    answer_free(&a);
+    for (int i = 0; i < 4; i++) {
+        for (int t = 0; t < 16; t++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            toks[i][t] = (int32_t)(x % (uint64_t)g.info->vocab_size);
+        }
+        char *tt = ids_text(toks[i], 16);
+        snprintf(body, sizeof body, "{\"tokens\": %s, \"name\": \"%s\"}", tt, names[i]);
+        free(tt);
+        a = run("states_create", NULL, body, NULL);
+        CHECK(a.status == 201);
+        answer_free(&a);
+        size_t len;
+        float *f = (float *)blob_of(g.st, names[i], &len);
+        if (f) ref_key(g.info, &lay, kind, f, keys[i]);
+        free(f);
+    }
+    /* the query: m2's first 10 tokens; the two best by the test's own ranking */
+    query_key(&g, kind, toks[2], 10, qk);
+    int best[2] = {-1, -1};
+    double sc[4];
+    for (int i = 0; i < 4; i++) {
+        sc[i] = dot(qk, keys[i], 256);
+        if (best[0] < 0 || sc[i] > sc[best[0]]) best[1] = best[0], best[0] = i;
+        else if (best[1] < 0 || sc[i] > sc[best[1]]) best[1] = i;
+    }
+    const double T = 0.05;
+    double e0 = exp(sc[best[0]] / T), e1 = exp(sc[best[1]] / T);
+    double w[2][2] = {{0.5, 0.5}, {e0 / (e0 + e1), e1 / (e0 + e1)}};
+    char *qt = ids_text(toks[2], 10);
+    for (int soft = 0; soft < 2; soft++) {
+        /* generate, the query given */
+        snprintf(body, sizeof body,
+                 "{\"merge\": {\"retrieve\": {\"query\": %s, \"k\": 2%s}}, \"prompt\": [5, 6], "
+                 "\"max_tokens\": 6, \"temperature\": 0, \"ignore_eos\": true}",
+                 qt, soft ? ", \"weights\": \"softmax\", \"temperature\": 0.05" : "");
+        answer r = run("generate", NULL, body, NULL);
+        json_t *used = json_object_get(r.json, "retrieved");
+        CHECKF(r.status == 200 && json_array_size(used) == 2, "retrieve: %d %s", r.status, r.text);
+        for (int i = 0; i < 2 && json_array_size(used) == 2; i++) {
+            json_t *u = json_array_get(used, i);
+            CHECKF(!strcmp(json_string_value(json_object_get(u, "name")), names[best[i]]) &&
+                       fabs(json_number_value(json_object_get(u, "score")) - sc[best[i]]) < 1e-4 &&
+                       fabs(json_number_value(json_object_get(u, "weight")) - w[soft][i]) < 1e-3,
+                   "retrieved[%d]: %s", i, r.text);
+        }
+        /* the same merge, explicit, with the weights the answer reports */
+        snprintf(body, sizeof body,
+                 "{\"merge\": [{\"state\": \"%s\", \"weight\": %.17g}, {\"state\": \"%s\", "
+                 "\"weight\": %.17g}], \"prompt\": [5, 6], \"max_tokens\": 6, \"temperature\": 0, "
+                 "\"ignore_eos\": true}",
+                 names[best[0]],
+                 json_number_value(json_object_get(json_array_get(used, 0), "weight")),
+                 names[best[1]],
+                 json_number_value(json_object_get(json_array_get(used, 1), "weight")));
+        answer e = run("generate", NULL, body, NULL);
+        CHECKF(e.status == 200 && json_equal(json_object_get(e.json, "tokens"),
+                                             json_object_get(r.json, "tokens")),
+               "retrieved merge %s vs explicit %s", r.text, e.text);
+        answer_free(&r);
+        answer_free(&e);
+    }
+    /* score: the query defaults to the context; the best state alone (k = 1) */
+    snprintf(body, sizeof body,
+             "{\"merge\": {\"retrieve\": {\"k\": 1}}, \"context\": %s, \"continuation\": [7, 8, 9]}",
+             qt);
+    a = run("score", NULL, body, NULL);
+    json_t *u0 = json_array_get(json_object_get(a.json, "retrieved"), 0);
+    CHECKF(a.status == 200 && u0 &&
+               !strcmp(json_string_value(json_object_get(u0, "name")), names[best[0]]) &&
+               json_number_value(json_object_get(u0, "weight")) == 1,
+           "score with retrieve: %s", a.text);
+    snprintf(body, sizeof body,
+             "{\"merge\": [{\"state\": \"%s\", \"weight\": 1}], \"context\": %s, "
+             "\"continuation\": [7, 8, 9]}", names[best[0]], qt);
+    answer e = run("score", NULL, body, NULL);
+    CHECKF(fabs(json_number_value(json_object_get(a.json, "logprob_sum")) -
+                json_number_value(json_object_get(e.json, "logprob_sum"))) < 1e-6,
+           "score: retrieved %s vs explicit %s", a.text, e.text);
+    answer_free(&a);
+    answer_free(&e);
+    /* completions: the query defaults to the prompt; by a stored state: itself first */
+    snprintf(body, sizeof body,
+             "{\"merge\": {\"retrieve\": {\"k\": 1}}, \"prompt\": %s, \"max_tokens\": 1}", qt);
+    a = run("completions", NULL, body, NULL);
+    u0 = json_array_get(json_object_get(a.json, "retrieved"), 0);
+    CHECKF(a.status == 200 && u0 &&
+               !strcmp(json_string_value(json_object_get(u0, "name")), names[best[0]]),
+           "completions with retrieve: %s", a.text);
+    answer_free(&a);
+    a = run("generate", NULL,
+            "{\"merge\": {\"retrieve\": {\"query\": {\"state\": \"m3\"}, \"k\": 1}}, \"prompt\": "
+            "[1], \"max_tokens\": 1}", NULL);
+    u0 = json_array_get(json_object_get(a.json, "retrieved"), 0);
+    CHECKF(a.status == 200 && u0 && !strcmp(json_string_value(json_object_get(u0, "name")), "m3"),
+           "retrieve by state: %s", a.text);
+    answer_free(&a);
+    free(qt);
+    static const struct {
+        const char *ep, *body;
+        int status;
+        const char *code;
+    } bad[] = {
+        {"generate", "{\"merge\": {\"retrieve\": {\"k\": 0}}, \"prompt\": [1]}", 422, "invalid_value"},
+        {"generate", "{\"merge\": {\"retrieve\": {\"k\": 2, \"tag\": \"none\"}}, \"prompt\": [1]}",
+         422, "invalid_value"},
+        {"generate", "{\"merge\": {\"retrieve\": {}, \"mode\": \"linear\"}, \"prompt\": [1]}", 400,
+         "bad_request"},
+        {"generate", "{\"merge\": {\"retrieve\": 3}, \"prompt\": [1]}", 400, "bad_request"},
+        {"generate", "{\"merge\": {\"retrieve\": {\"x\": 1}}, \"prompt\": [1]}", 400, "bad_request"},
+        {"generate", "{\"merge\": {\"retrieve\": {\"weights\": \"max\"}}, \"prompt\": [1]}", 422,
+         "invalid_value"},
+        {"generate", "{\"merge\": {\"retrieve\": {\"temperature\": 1}}, \"prompt\": [1]}", 422,
+         "invalid_value"},
+        {"generate",
+         "{\"merge\": {\"retrieve\": {\"weights\": \"softmax\", \"temperature\": 0}}, \"prompt\": "
+         "[1]}", 422, "invalid_value"},
+        {"generate", "{\"merge\": {\"retrieve\": {}}, \"prompt\": []}", 422, "invalid_value"},
+        {"generate", "{\"merge\": {\"retrieve\": {}}, \"prompts\": [[1], [2]]}", 422,
+         "invalid_value"},
+        {"generate", "{\"merge\": {\"retrieve\": {\"query\": {\"state\": \"nope\"}}}, \"prompt\": [1]}",
+         404, "not_found"},
+        {"score", "{\"merge\": {\"retrieve\": {}}, \"continuation\": [1]}", 422, "invalid_value"},
+        {"completions", "{\"merge\": {\"retrieve\": {}}, \"prompt\": [[1], [2]]}", 422,
+         "invalid_value"},
+        {"generate", "{\"state\": \"m0\", \"merge\": {\"retrieve\": {}}, \"prompt\": [1]}", 400,
+         "bad_request"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        a = run(bad[i].ep, NULL, bad[i].body, NULL);
+        CHECK_ERROR(a, bad[i].status, bad[i].code);
+        answer_free(&a);
+    }
+    rig_close(&g);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -1117,6 +1290,7 @@ int main(int argc, char **argv)
     test_search("models/mamba1-tiny", "projection");
     test_search("models/mamba2-tiny", "ssm_norm");
     test_search("models/moe-mamba-switch", "projection");
+    test_retrieve_merge();
 
     ss_api_detach_engine(api);
     ss_engine_close(eng);

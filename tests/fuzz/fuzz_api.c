@@ -13,7 +13,8 @@
  * on failure each parser leaves its outputs empty; on success: prompt ids are in [0, 512),
  * a parsed save has a valid free name (or none), tags that are valid tag strings and an object
  * of metadata; a resolved start has a state exactly when one was asked for, with one parent per
- * source; merge parents name every source.
+ * source; merge parents name every source; a search (k, tag, prefix, and a query {"state"})
+ * gives at most k hits with scores in [-1, 1], best first.
  */
 #include <ftw.h>
 #include <jansson.h>
@@ -21,7 +22,7 @@
 #include <unistd.h>
 
 #include "fuzz_util.h"
-#include "internal.h"
+#include "infer.h"
 #include "ss_util.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -203,6 +204,34 @@ static void merge(json_t *body)
     ss_state_free(dst);
 }
 
+/* POST /v1/states/search's fields, then a search from a stored state's key when the query is
+ * {"state": name}. */
+static void search(json_t *body)
+{
+    api_search s;
+    if (api_search_parse(api, body, "", 5, &s) != SS_OK) return;
+    FUZZ_CHECK(s.k >= 1 && s.k <= SS_STORE_SEARCH_MAX, "k %d", s.k);
+    const char *ref = json_string_value(json_object_get(json_object_get(body, "query"), "state"));
+    ss_state *st = NULL;
+    json_t *data = NULL;
+    if (ref && ss_state_new(model, &st) == SS_OK && api_load_state(api, ref, st, NULL) == SS_OK &&
+        api_search_run(api, &s, ss_state_cdata(st), &data) == SS_OK) {
+        size_t i;
+        json_t *h;
+        double prev = 2;
+        FUZZ_CHECK(json_array_size(data) <= (size_t)s.k, "%zu hits for k %d",
+                   json_array_size(data), s.k);
+        json_array_foreach (data, i, h) {
+            double sc = json_number_value(json_object_get(h, "score"));
+            FUZZ_CHECK(sc >= -1.0001 && sc <= 1.0001 && sc <= prev, "hit %zu scores %g", i, sc);
+            prev = sc;
+        }
+    }
+    json_decref(data);
+    ss_state_free(st);
+    api_search_free(&s);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     json_t *body = NULL;
@@ -219,6 +248,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     start(body, "state", 1);
     start(body, "from", 0);
     merge(body);
+    search(body);
     json_decref(body);
     return 0;
 }
