@@ -272,6 +272,16 @@ ss_err ss_metrics_render(ss_metrics *m, const ss_metrics_extra *x, char **out, s
                   (unsigned long long)x->cache_hits, (unsigned long long)x->cache_misses,
                   (unsigned long long)x->cache_evictions, (unsigned long long)x->cache_bytes);
     }
+    if (x->keys)
+        sb_printf(&b,
+                  "# HELP statesoup_retrieval_keys States with a retrieval key in the search "
+                  "index.\n"
+                  "# TYPE statesoup_retrieval_keys gauge\nstatesoup_retrieval_keys %llu\n"
+                  "# HELP statesoup_retrieval_key_bytes Memory of the search index (keys, rows, "
+                  "table).\n"
+                  "# TYPE statesoup_retrieval_key_bytes gauge\nstatesoup_retrieval_key_bytes %llu\n",
+                  (unsigned long long)x->retrieval_keys,
+                  (unsigned long long)x->retrieval_key_bytes);
     if (b.failed) {
         free(b.p);
         return ss_fail(SS_ERR_NOMEM, "out of memory rendering metrics");

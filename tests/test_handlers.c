@@ -1042,6 +1042,11 @@ static void test_search(const char *model_dir, const char *kind)
     a = run("states_delete", "r0", NULL, NULL);
     CHECK(a.status == 204);
     answer_free(&a);
+    a = run("metrics", NULL, NULL, NULL); /* the index: r1..r4 and the cache entry */
+    CHECKF(metric(a.text, "statesoup_retrieval_keys") == N_SEARCH - 1 &&
+               metric(a.text, "statesoup_retrieval_key_bytes") >= (long long)(N_SEARCH - 1) * dim * 4,
+           "metrics: %s", a.text);
+    answer_free(&a);
     int left[N_SEARCH] = {0, 1, 1, 1, 1, 0};
     a = run("states_search", NULL, "{\"query\": {\"state\": \"r4\"}, \"k\": 100}", NULL);
     check_hits(&a, keys[4], keys, names, left, N_SEARCH, dim, 100, tol);
