@@ -564,8 +564,8 @@ static const char eval_help[] =
     "  --query-block        with --make-dict-tasks: P tasks per dictionary, the Query block\n"
     "                       up to each key with the earlier keys answered (as in training)\n"
     "  --retrieval-keys LIST  with --model: instead of the table, the retrieval accuracy of\n"
-    "                       each key kind (final_hidden, ssm_norm, projection; a private\n"
-    "                       daemon per kind): how often a search among every task's part\n"
+    "                       each key kind (ssm_slow, ssm_norm, projection, final_hidden; a\n"
+    "                       private daemon per kind): how often a search among every task's part\n"
     "                       states ranks the part holding the answer first / in the first 5\n"
     "                       for the task's query, and one of the task's own parts for its\n"
     "                       whole context (docs/retrieval.md)\n"
@@ -575,7 +575,7 @@ static const char eval_help[] =
     "  statesoup eval --model models/demo-mamba1 --tasks models/demo-mamba1/dict-tasks.jsonl\n"
     "  statesoup eval --make-dict-tasks 300 --words models/demo-mamba1/words.txt > tasks.jsonl\n"
     "  statesoup eval --model models/demo-mamba1 --tasks models/demo-mamba1/dict-tasks.jsonl \\\n"
-    "      --retrieval-keys final_hidden,ssm_norm,projection\n";
+    "      --retrieval-keys ssm_slow,ssm_norm,projection,final_hidden\n";
 
 enum {
     OPT_TASKS = CLI_OPT_FIRST_LOCAL,
