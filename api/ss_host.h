@@ -30,10 +30,12 @@
 
 typedef struct ss_host_req ss_host_req;
 
-/* Scope a route needs (API keys have scope read or write; no keys = write). */
+/* Scope a route needs (API keys have scope read or write; no keys = write). PUBLIC routes need
+ * no key at all (the console's static files); a caller of one has scope READ. */
 typedef enum ss_host_scope {
     SS_HOST_SCOPE_READ = 0,
     SS_HOST_SCOPE_WRITE,
+    SS_HOST_SCOPE_PUBLIC,
 } ss_host_scope;
 
 /* What body a route takes; the host checks the Content-Type against it (415). */

@@ -185,6 +185,10 @@ static int authorize(ss_host_req *r)
         r->scope = SS_HOST_SCOPE_WRITE;
         return 1;
     }
+    if (r->route->scope == SS_HOST_SCOPE_PUBLIC) { /* the console's files: no key */
+        r->scope = SS_HOST_SCOPE_READ;
+        return 1;
+    }
     const char *auth = header(r, MHD_HTTP_HEADER_AUTHORIZATION);
     if (!auth) {
         fail(r, 401, "unauthorized",
