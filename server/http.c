@@ -30,6 +30,10 @@
 #include "request.h"
 #include "ss_util.h"
 
+/* Most body bytes read and thrown away past --max-body so that a client that does not wait for
+ * 100-continue can read its 413 (a lingering close); a body larger than that is cut. */
+#define HTTP_LINGER_MAX ((size_t)32 << 20)
+
 /* ---- small helpers -------------------------------------------------------------------------- */
 
 static int hexval(int c)
@@ -236,6 +240,14 @@ static int check_body(ss_host_req *r)
         errno = 0;
         char *end;
         unsigned long long n = strtoull(cl, &end, 10);
+        if (!errno && end != cl && n > r->body_max && !header(r, "Expect") &&
+            n - r->body_max <= HTTP_LINGER_MAX) {
+            /* A client that sends its body without waiting for 100-continue (Python's
+             * http.client, many SDKs) would get a reset, not the answer, if we answered now
+             * and closed with its body unread: read and discard it, answer 413 at the end. */
+            r->too_large = 1;
+            return 1;
+        }
         if (errno || end == cl || n > r->body_max) {
             fail(r, 413, "too_large",
                  "the request body (%s bytes) is larger than the limit of %zu "
@@ -365,12 +377,24 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (!r) return MHD_NO;
         *con_cls = r;
         set_request_id(r);
+        if (atomic_load(&h->draining)) { /* a new request on a kept-alive connection */
+            ss_host_add_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+            fail(r, 503, "shutting_down", "the server is shutting down; retry on another replica");
+            return MHD_YES;
+        }
         if (!(r->route = route(r)) || !authorize(r) || !check_body(r))
             return r->broken ? MHD_NO : MHD_YES;
         return MHD_YES;
     }
     if (*upload_size) {
         if (!r->responded) append_body(r, upload_data, *upload_size);
+        if (r->too_large || r->responded) {
+            r->discarded += *upload_size;
+            if (r->discarded > HTTP_LINGER_MAX) { /* endless: no answer is worth reading it */
+                *upload_size = 0;
+                return MHD_NO;
+            }
+        }
         *upload_size = 0;
         return MHD_YES;
     }
@@ -490,6 +514,7 @@ ss_err ss_http_start(ss_http **out, const ss_http_params *p)
     pthread_mutex_init(&h->mu, NULL);
     pthread_cond_init(&h->idle, NULL);
     atomic_init(&h->stopping, 0);
+    atomic_init(&h->draining, 0);
     if (p->api_keys && (err = load_keys(p->api_keys, &h->keys, &h->n_keys))) goto fail;
 
     char port[16];
@@ -538,7 +563,12 @@ void ss_http_quiesce(ss_http *h)
 {
     if (!h || h->quiesced) return;
     h->quiesced = 1;
+    atomic_store(&h->draining, 1);
     h->listen_fd = MHD_quiesce_daemon(h->d);
+    /* Stop listening at once: on Linux a shut-down listening socket refuses new connections
+     * (and resets those waiting in its backlog) instead of leaving them hanging until the drain
+     * ends. The descriptor itself is closed only after MHD_stop_daemon, as MHD asks. */
+    if (h->listen_fd != MHD_INVALID_SOCKET) shutdown(h->listen_fd, SHUT_RDWR);
 }
 
 int ss_http_drain(ss_http *h, int timeout_ms)

@@ -45,7 +45,11 @@ typedef struct ss_http_params {
 ss_err ss_http_start(ss_http **out, const ss_http_params *p);
 /* The bound port (the real one when params.port was 0). */
 int ss_http_port(const ss_http *h);
-/* Stop accepting new connections; requests in progress go on. Idempotent. */
+/*
+ * Stop accepting new connections at once (the listening socket is shut down: connects are
+ * refused) and answer new requests on kept-alive connections 503 shutting_down with
+ * Connection: close; requests in progress go on. Idempotent.
+ */
 void ss_http_quiesce(ss_http *h);
 /*
  * Wait until no request is in progress (every answer sent), at most timeout_ms. Returns 1 when

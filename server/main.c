@@ -113,8 +113,11 @@ static void usage(FILE *f)
         "  --remote-timeout MS   connect and per-command timeout for Redis (default: 2000)\n"
         "  --remote-retry MS     how long a catalog command retries through redirects,\n"
         "                        reconnects and failovers before 503 (default: 5000)\n"
-        "  --shutdown-timeout S  on SIGINT/SIGTERM, seconds to let running jobs finish\n"
-        "                        before cancelling them (default: 10)\n"
+        "  --drain-timeout S     on SIGINT/SIGTERM the daemon stops listening at once (new\n"
+        "                        connections are refused, new requests on open ones get 503\n"
+        "                        shutting_down), cancels queued jobs at once (503), and gives\n"
+        "                        running jobs S seconds to finish before cancelling them\n"
+        "                        (default: 10; --shutdown-timeout is the old name)\n"
         "  --prefix-cache        \"reuse\" defaults to true: generate, completions and score\n"
         "                        resume from the longest stored state whose tokens begin\n"
         "                        the prompt (docs/api.md, Prompt caching)\n"
@@ -247,6 +250,7 @@ static const struct option longopts[] = {
     {"cache-max-bytes", required_argument, NULL, O_CACHEMAX},
     {"remote-timeout", required_argument, NULL, O_RTIMEOUT},
     {"remote-retry", required_argument, NULL, O_RRETRY},
+    {"drain-timeout", required_argument, NULL, O_SHUTDOWN},
     {"shutdown-timeout", required_argument, NULL, O_SHUTDOWN},
     {"prefix-cache", no_argument, NULL, O_PCACHE},
     {"prefix-cache-budget", required_argument, NULL, O_PCBUDGET},
@@ -554,8 +558,11 @@ static void serve(parts *d, int timeout_s)
     unsigned char sig = 0;
     while (read(sig_pipe[0], &sig, 1) < 0 && errno == EINTR) {
     }
-    fprintf(stderr, "statesoupd: %s: shutting down\n", strsignal(sig));
+    fprintf(stderr, "statesoupd: %s: shutting down (no new connections; queued jobs cancelled; "
+                    "running jobs get %d s)\n",
+            strsignal(sig), timeout_s);
     ss_http_quiesce(d->http);
+    ss_engine_drain(d->engine);
     for (int i = 0; i < timeout_s * (1000 / SHUTDOWN_POLL_MS); i++) {
         ss_engine_stats es;
         ss_engine_get_stats(d->engine, &es);

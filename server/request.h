@@ -30,6 +30,7 @@ struct ss_http {
     int n_keys;
     int port;
     atomic_int stopping;
+    atomic_int draining; /* quiesced: new requests on open connections get 503 */
     int quiesced;
     MHD_socket listen_fd; /* handed back by MHD_quiesce_daemon; closed after MHD_stop_daemon */
     pthread_mutex_t mu;   /* guards the list of live requests */
@@ -52,6 +53,7 @@ struct ss_host_req {
     char *body;
     size_t body_len, body_cap, body_max;
     int too_large;
+    size_t discarded; /* body bytes thrown away (too large, or after an early answer) */
     ss_host_scope scope;
     char rid[72];
     int64_t t0;
