@@ -299,12 +299,229 @@ static void test_shutdown(void)
     pthread_cond_destroy(&d.cv);
 }
 
+/* ---- item 2: connection floods -------------------------------------------------------------- */
+
+/* Raise our own descriptor limit; returns how many connections this test may open. */
+static int fd_budget(int want)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (rlim_t)want + 64) return want;
+    return rl.rlim_cur > 64 ? (int)rl.rlim_cur - 64 : 0;
+}
+
+/* A connection the server closed (or reset) within ms: 1; still open: 0. */
+static int closed_by_server(int fd, int ms)
+{
+    if (!readable(fd, ms)) return 0;
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+static long metric_value(srv *d, const char *line_start)
+{
+    resp r = request(d, "GET", "/metrics", NULL, 0, NULL);
+    const char *p = r.body ? strstr(r.body, line_start) : NULL;
+    long v = p ? atol(p + strlen(line_start)) : -1;
+    free(r.body);
+    return v;
+}
+
+static void test_idle_flood(void)
+{
+    int n = fd_budget(2000);
+    CHECKF(n >= 2000, "this test needs 2,064 descriptors; the hard limit allows %d", n + 64);
+    char data[512];
+    snprintf(data, sizeof data, "%s/flood", tmp_root);
+    srv d;
+    if (daemon_start(&d, fixture_path("models/mamba1-tiny"), data, "--quiet", NULL)) {
+        CHECK(0);
+        return;
+    }
+    int *fds = malloc((size_t)n * sizeof *fds);
+    int opened = 0;
+    for (int i = 0; i < n; i++)
+        if ((fds[i] = tcp_connect(d.port)) >= 0) opened++;
+    CHECKF(opened == n, "opened %d of %d idle connections", opened, n);
+    /* with them all open (none sends a byte), /healthz answers, and the daemon counts them */
+    resp r = request(&d, "GET", "/healthz", NULL, 0, NULL);
+    CHECKF(r.status == 200, "/healthz with %d idle connections: %ld", opened, r.status);
+    free(r.body);
+    long open_now = -1;
+    for (int i = 0; i < 1000 && open_now < opened; i++) /* MHD accepts them asynchronously */
+        open_now = metric_value(&d, "\nstatesoup_http_connections ");
+    CHECKF(open_now >= opened, "statesoup_http_connections %ld, %d open", open_now, opened);
+    for (int i = 0; i < n; i++)
+        if (fds[i] >= 0) close(fds[i]);
+    free(fds);
+    daemon_stop(&d);
+}
+
+static void test_connection_limits(void)
+{
+    char data[512];
+    snprintf(data, sizeof data, "%s/limits", tmp_root);
+    srv d;
+    if (daemon_start(&d, fixture_path("models/mamba1-tiny"), data, "--quiet", "--max-connections",
+                     "20", "--idle-timeout", "2", NULL)) {
+        CHECK(0);
+        return;
+    }
+    /* 20 connections, each proven accepted by an answer on it (kept alive) */
+    int fds[30];
+    answer a;
+    for (int i = 0; i < 20; i++) {
+        fds[i] = tcp_connect(d.port);
+        CHECK(send_request(fds[i], "GET", "/healthz", NULL, NULL, 0) == 0);
+        CHECK(read_answer(fds[i], &a) == 0 && a.status == 200);
+        free(a.body);
+    }
+    /* beyond the limit a connection is closed at once, not left hanging */
+    int closed = 0;
+    for (int i = 20; i < 30; i++) {
+        fds[i] = tcp_connect(d.port);
+        closed += fds[i] < 0 || closed_by_server(fds[i], 30000);
+    }
+    CHECKF(closed == 10, "%d of the 10 connections beyond --max-connections 20 were closed",
+           closed);
+    for (int i = 0; i < 30; i++)
+        if (fds[i] >= 0) close(fds[i]);
+    long refused = -1;
+    for (int i = 0; i < 1000 && refused < 0; i++) /* until the closes free a slot */
+        refused = metric_value(&d, "\nstatesoup_http_connections_refused_total ");
+    CHECKF(refused >= 10, "statesoup_http_connections_refused_total %ld", refused);
+    /* an idle connection is closed after --idle-timeout (2 s; bounded wait 30 s) */
+    int idle = tcp_connect(d.port);
+    CHECK(idle >= 0 && closed_by_server(idle, 30000));
+    close(idle);
+    daemon_stop(&d);
+
+    snprintf(data, sizeof data, "%s/perip", tmp_root);
+    if (daemon_start(&d, fixture_path("models/mamba1-tiny"), data, "--quiet", "--max-per-ip", "5",
+                     NULL)) {
+        CHECK(0);
+        return;
+    }
+    for (int i = 0; i < 5; i++) {
+        fds[i] = tcp_connect(d.port);
+        CHECK(send_request(fds[i], "GET", "/healthz", NULL, NULL, 0) == 0);
+        CHECK(read_answer(fds[i], &a) == 0 && a.status == 200);
+        free(a.body);
+    }
+    fds[5] = tcp_connect(d.port);
+    CHECKF(fds[5] < 0 || closed_by_server(fds[5], 30000),
+           "a 6th connection from one address with --max-per-ip 5 must be closed");
+    for (int i = 0; i < 6; i++)
+        if (fds[i] >= 0) close(fds[i]);
+    daemon_stop(&d);
+}
+
+/* ---- item 10: log lines and metrics; the client-gone hook ----------------------------------- */
+
+/* daemon_stop, keeping d->log for the caller to read (and free). */
+static void daemon_stop_keep_log(srv *d)
+{
+    int status = 0;
+    kill(d->pid, SIGTERM);
+    daemon_reap(d, &status);
+    CHECKF(WIFEXITED(status) && WEXITSTATUS(status) == 0, "exit status 0x%x; log:\n%s", status,
+           d->log ? d->log : "");
+    pthread_mutex_destroy(&d->mu);
+    pthread_cond_destroy(&d->cv);
+}
+
+static void test_operations(void)
+{
+    char data[512];
+    snprintf(data, sizeof data, "%s/ops", tmp_root);
+    srv d;
+    if (daemon_start(&d, fixture_path("models/mamba1-tiny"), data, "--log-format", "json",
+                     "--prefill-chunk", "64", NULL)) {
+        CHECK(0);
+        return;
+    }
+    resp r = request(&d, "GET", "/metrics", NULL, 0, NULL);
+    static const char *const names[] = {
+        "\nstatesoup_build_info{version=\"", "\nstatesoup_uptime_seconds ",
+        "\nstatesoup_process_resident_memory_bytes ", "\nstatesoup_process_open_fds ",
+        "\nstatesoup_http_connections ", "\nstatesoup_http_connections_refused_total 0\n",
+        "\nstatesoup_store_map_bytes ", "\nstatesoup_store_free_bytes ",
+        "\nstatesoup_store_corrupt_reads_total 0\n"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        CHECKF(r.body && strstr(r.body, names[i]), "/metrics lacks %s", names[i] + 1);
+    free(r.body);
+    /* a JSON log line per request, with time, address, method, path, status and bytes */
+    r = request(&d, "GET", "/healthz", NULL, 0, NULL);
+    free(r.body);
+    CHECK(log_has(&d, "\"path\":\"/healthz\""));
+    pthread_mutex_lock(&d.mu);
+    const char *l = strstr(d.log, "\"path\":\"/healthz\"");
+    while (l > d.log && l[-1] != '\n') l--;
+    const char *e = strchr(l, '\n');
+    char *line = strndup(l, e ? (size_t)(e - l) : strlen(l));
+    pthread_mutex_unlock(&d.mu);
+    json_t *j = json_loads(line, 0, NULL);
+    CHECKF(j && json_is_string(json_object_get(j, "time")) &&
+               !strcmp(json_string_value(json_object_get(j, "addr")) ?: "", "127.0.0.1") &&
+               !strcmp(json_string_value(json_object_get(j, "method")) ?: "", "GET") &&
+               json_integer_value(json_object_get(j, "status")) == 200 &&
+               json_integer_value(json_object_get(j, "bytes")) == 15,
+           "request log line: %s", line);
+    json_decref(j);
+    free(line);
+
+    /* a client that leaves during a long prompt stops its prefill within a chunk */
+    long before = metric_value(&d, "\nstatesoup_tokens_prefilled_total ");
+    int n = 200000;
+    size_t cap = (size_t)n * 4 + 64, at = 0;
+    char *body = malloc(cap);
+    at += (size_t)snprintf(body, cap, "{\"max_tokens\": 1, \"prompt\": [");
+    for (int i = 0; i < n; i++) at += (size_t)snprintf(body + at, cap - at, i ? ",%d" : "%d", 1 + i % 9);
+    at += (size_t)snprintf(body + at, cap - at, "]}");
+    int fd = tcp_connect(d.port);
+    CHECK(send_request(fd, "POST", "/v1/generate", NULL, body, at) == 0);
+    free(body);
+    long running = 0;
+    for (int i = 0; i < 100000 && running < 1; i++) /* until the job runs */
+        running = metric_value(&d, "\nstatesoup_engine_jobs_running ");
+    close(fd); /* the client leaves */
+    for (int i = 0; i < 100000 && running > 0; i++)
+        running = metric_value(&d, "\nstatesoup_engine_jobs_running ");
+    long after = metric_value(&d, "\nstatesoup_tokens_prefilled_total ");
+    CHECKF(running == 0 && after - before < n / 2,
+           "the prompt of a client that left was read on: %ld of %d tokens", after - before, n);
+
+    /* streams abandoned mid-answer make one log line of their kind, not one each */
+    for (int i = 0; i < 20; i++) {
+        const char *sb = "{\"prompt\": [1], \"max_tokens\": 4000, \"stream\": true, "
+                         "\"ignore_eos\": true}";
+        sse_reader s = {.fd = tcp_connect(d.port)};
+        CHECK(send_request(s.fd, "POST", "/v1/generate", NULL, sb, strlen(sb)) == 0);
+        sse_pump(&s, 2, 60000);
+        CHECK(s.events >= 2);
+        close(s.fd);
+        free(s.buf);
+    }
+    daemon_stop_keep_log(&d);
+    int gone_lines = 0;
+    for (const char *p = d.log; (p = strstr(p, "\"event\":\"client_gone\"")); p++) gone_lines++;
+    CHECKF(gone_lines <= 1, "%d client_gone log lines for 20 abandoned streams", gone_lines);
+    free(d.log);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     test_tmpdir(tmp_root, sizeof tmp_root, "transport");
     test_too_large();
     test_shutdown();
+    test_idle_flood();
+    test_connection_limits();
+    test_operations();
     curl_global_cleanup();
     if (!test_failures) test_rm_rf(tmp_root);
     return test_done("transport");
