@@ -66,6 +66,8 @@ void api_h_metrics(void *app, ss_host_req *r)
             x.cache_evictions = ss.cache_evictions;
             x.cache_bytes = ss.cache_bytes;
         }
+        x.keys = a->keys_ready &&
+                 ss_store_keys_stats(a->store, &x.retrieval_keys, &x.retrieval_key_bytes) == SS_OK;
     }
     ss_err err = ss_metrics_render(a->p.metrics, &x, &text, &len);
     if (err) {

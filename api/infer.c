@@ -92,14 +92,24 @@ static ss_err generate_parse(infer *inf, json_t *body)
     return SS_OK;
 }
 
-static ss_err generate(ss_api *a, ss_host_req *r, json_t *body)
+/*
+ * A new context for endpoint ep, then parse(inf, body); with "merge": {"retrieve"} first the
+ * retrieval (search.c), its query defaulting to the body's `query_key`, and parse after it.
+ */
+static ss_err start(ss_api *a, ss_host_req *r, json_t *body, endpoint ep, const char *query_key,
+                    api_retrieve_next parse)
 {
     infer *inf = NULL;
-    ss_err err = infer_new(a, r, EP_GENERATE, &inf);
+    ss_err err = infer_new(a, r, ep, &inf);
     if (err) return err;
     if (api_retrieve_wanted(body))
-        return api_retrieve_start(inf, body, json_object_get(body, "prompt"), generate_parse);
-    return generate_parse(inf, body);
+        return api_retrieve_start(inf, body, json_object_get(body, query_key), parse);
+    return parse(inf, body);
+}
+
+static ss_err generate(ss_api *a, ss_host_req *r, json_t *body)
+{
+    return start(a, r, body, EP_GENERATE, "prompt", generate_parse);
 }
 
 void api_h_generate(void *app, ss_host_req *r)
@@ -131,12 +141,7 @@ static ss_err completions_parse(infer *inf, json_t *body)
 
 static ss_err completions(ss_api *a, ss_host_req *r, json_t *body)
 {
-    infer *inf = NULL;
-    ss_err err = infer_new(a, r, EP_COMPLETIONS, &inf);
-    if (err) return err;
-    if (api_retrieve_wanted(body))
-        return api_retrieve_start(inf, body, json_object_get(body, "prompt"), completions_parse);
-    return completions_parse(inf, body);
+    return start(a, r, body, EP_COMPLETIONS, "prompt", completions_parse);
 }
 
 void api_h_completions(void *app, ss_host_req *r)
@@ -160,12 +165,7 @@ static ss_err score_parse(infer *inf, json_t *body)
 
 static ss_err score(ss_api *a, ss_host_req *r, json_t *body)
 {
-    infer *inf = NULL;
-    ss_err err = infer_new(a, r, EP_SCORE, &inf);
-    if (err) return err;
-    if (api_retrieve_wanted(body))
-        return api_retrieve_start(inf, body, json_object_get(body, "context"), score_parse);
-    return score_parse(inf, body);
+    return start(a, r, body, EP_SCORE, "context", score_parse);
 }
 
 void api_h_score(void *app, ss_host_req *r)

@@ -225,7 +225,7 @@ void api_search_answer(infer *inf, ss_host_req *r);
  * Retrieve-then-merge (docs/api.md, "Search"): a request whose "merge" is {"retrieve": {query?,
  * k?, weights?, temperature?, tag?, prefix?}} first finds the k stored states closest to the
  * query (default dflt_query: the request's prompt, or context for score), then merges them
- * linearly with uniform weights or a softmax of score / temperature (default 0.1): body's
+ * linearly with uniform weights or a softmax of score / temperature (default 0.01): body's
  * "merge" becomes {"sources": [...]} and next(inf, body) handles the request as usual (on a host
  * thread, from the continuation when the query ran as a prefill job). inf->retrieved then lists
  * the states used for the answer. Errors: SS_ERR_FORMAT (the shape of merge / retrieve),

@@ -43,7 +43,7 @@ struct ss_api {
 };
 
 /* The retrieval key kind when --retrieval-key is not given (docs/retrieval.md measures them). */
-#define API_KEY_DEFAULT SS_KEY_SSM_NORM
+#define API_KEY_DEFAULT SS_KEY_SSM_SLOW
 
 /* Set the store's keyer (search.c): keys of every state of the model, computed for those that
  * have none yet. On failure search is unavailable (keys_why says why); the daemon serves on. */

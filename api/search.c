@@ -347,7 +347,7 @@ ss_err api_retrieve_start(infer *inf, json_t *body, const json_t *dflt_query,
         err = ss_fail(SS_ERR_INVALID, "merge.retrieve.weights must be \"uniform\" or "
                                       "\"softmax\" (got \"%.64s\")", weights);
     rt->softmax = weights && !strcmp(weights, "softmax");
-    if (!err) err = api_get_real(rv, "temperature", 0.1, &rt->temperature);
+    if (!err) err = api_get_real(rv, "temperature", 0.01, &rt->temperature);
     if (!err && json_object_get(rv, "temperature") && !rt->softmax)
         err = ss_fail(SS_ERR_INVALID, "merge.retrieve.temperature applies to \"softmax\" weights");
     if (!err && !(rt->temperature > 0))

@@ -45,9 +45,15 @@ static const shape shapes[] = {
     {"1.4b", 2048, 48, 50280}, {"2.8b", 2560, 64, 50280},
 };
 
-static double now_s(void)
+double bench_now_s(void)
 {
     return (double)ss_mono_ns() / 1e9;
+}
+
+int bench_cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
 }
 
 /* Resident set size (current and peak) from /proc/self/status, in MB. */
@@ -146,7 +152,7 @@ static double measure_bandwidth(int threads)
         j.streams = rep % 2 ? 4 : 1;
         pthread_t th[MAX_BW_THREADS];
         void *args[MAX_BW_THREADS][2];
-        double t0 = now_s();
+        double t0 = bench_now_s();
         for (long t = 0; t < threads; t++) {
             args[t][0] = &j;
             args[t][1] = (void *)t;
@@ -154,7 +160,7 @@ static double measure_bandwidth(int threads)
         }
         bw_thread(args[0]);
         for (int t = 1; t < threads; t++) pthread_join(th[t], NULL);
-        double dt = now_s() - t0;
+        double dt = bench_now_s() - t0;
         if (bytes / dt / 1e9 > best) best = bytes / dt / 1e9;
     }
     free(buf);
@@ -174,11 +180,11 @@ static double measure_sgemm(int d)
         for (size_t i = 0; i < (size_t)N * K; i++) B[i] = (float)(i % 7) * 0.01f;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1, A, K, B, K, 0, C, N);
         int it = 0;
-        double t0 = now_s(), dt;
+        double t0 = bench_now_s(), dt;
         do {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1, A, K, B, K, 0, C, N);
             it++;
-        } while ((dt = now_s() - t0) < 0.5);
+        } while ((dt = bench_now_s() - t0) < 0.5);
         double g = 2.0 * M * N * K * it / dt / 1e9;
         if (g > best) best = g;
         free(A);
@@ -198,7 +204,7 @@ static double measure_disk_write(const char *dir, size_t bytes)
     memset(buf, 0x5a, bytes);
     double best = 1e9;
     for (int rep = 0; rep < 3; rep++) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
         int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
         if (fd < 0) break;
         size_t off = 0;
@@ -209,7 +215,7 @@ static double measure_disk_write(const char *dir, size_t bytes)
         }
         fsync(fd);
         close(fd);
-        double dt = now_s() - t0;
+        double dt = bench_now_s() - t0;
         if (dt < best) best = dt;
         unlink(path);
     }
@@ -458,7 +464,7 @@ static double bench_decode(ss_model *m, int streams, int n_tok, double *rss)
     p.on_done = dec_done;
     p.user = &w;
     p.n_prompt = 1; /* prefill is negligible: measure decode */
-    double t0 = now_s();
+    double t0 = bench_now_s();
     for (int s = 0; s < streams; s++) {
         prompt[0] = (s * 31 + 7) % V;
         if (ss_engine_submit(e, &p, &jobs[s])) w.left--;
@@ -466,7 +472,7 @@ static double bench_decode(ss_model *m, int streams, int n_tok, double *rss)
     pthread_mutex_lock(&w.mu);
     while (w.left > 0) pthread_cond_wait(&w.cv, &w.mu);
     pthread_mutex_unlock(&w.mu);
-    double dt = now_s() - t0, peak;
+    double dt = bench_now_s() - t0, peak;
     bench_rss_mb(rss, &peak);
     long total = 0;
     for (int s = 0; s < streams; s++) {
@@ -695,9 +701,9 @@ static void run_prefill(const bench_opts *o, ss_model *m, ss_ctx *ctx, ss_state 
     for (int rep = 0; o->do_prefill && rep < (o->quick ? 1 : 3); rep++) {
         ss_state_zero(st);
         ss_seq q = {.state = st, .tokens = prompt, .n_tokens = o->n_prompt, .logits = logits};
-        double t0 = now_s();
+        double t0 = bench_now_s();
         ss_model_eval(m, ctx, &q, 1, 0);
-        double dt = now_s() - t0;
+        double dt = bench_now_s() - t0;
         if (dt < best) best = dt;
     }
     r->prefill_tps = o->do_prefill ? o->n_prompt / best : 0;
@@ -753,13 +759,13 @@ static void run_compose(const ss_model *m, ss_store *store, char ids[][40], resu
     for (int mode = 0; mode < 2; mode++) {
         double best = 1e9;
         for (int rep = 0; rep < 3; rep++) {
-            double t0 = now_s();
+            double t0 = bench_now_s();
             for (int i = 0; i < MERGE_N; i++)
                 ss_store_get_blob(store, ids[i], info->fingerprint, buf + i * (F + D),
                                   F * sizeof(float), NULL, NULL);
             ss_state_compose(m, mode ? SS_COMPOSE_SYMMETRIC : SS_COMPOSE_SEQUENTIAL, st, dc,
                              MERGE_N, out, od);
-            double dt = now_s() - t0;
+            double dt = bench_now_s() - t0;
             if (dt < best) best = dt;
         }
         r->compose_ms[mode] = best * 1e3;
@@ -787,9 +793,9 @@ static void run_store(const bench_opts *o, const machine *mc, const char *sdir,
                  "\"dtype\": \"F32\"}",
                  i, info->fingerprint, o->n_prompt);
         char *rj = NULL;
-        double t0 = now_s();
+        double t0 = bench_now_s();
         ss_err err = ss_store_put(store, rec, ss_state_cdata(st), info->state_bytes, &rj);
-        double dt = now_s() - t0;
+        double dt = bench_now_s() - t0;
         if (err) {
             fprintf(stderr, "statesoup-bench: store put: %s\n", ss_errmsg());
             break;
@@ -803,17 +809,17 @@ static void run_store(const bench_opts *o, const machine *mc, const char *sdir,
     r->save_ms = best_save * 1e3;
     double best_get = 1e9, best_merge = 1e9;
     for (int rep = 0; rep < 3 * MERGE_N; rep++) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
         ss_store_get_blob(store, ids[rep % MERGE_N], info->fingerprint, ss_state_data(st),
                           info->state_bytes, NULL, NULL);
-        double dt = now_s() - t0;
+        double dt = bench_now_s() - t0;
         if (dt < best_get) best_get = dt;
         const double w[MERGE_N] = {0.4, 0.3, 0.2, 0.1};
         const char *refs[MERGE_N] = {ids[0], ids[1], ids[2], ids[3]};
-        t0 = now_s();
+        t0 = bench_now_s();
         ss_store_merge_f32(store, refs, w, MERGE_N, info->fingerprint, ss_state_data(st),
                            info->state_bytes, mc->nthreads, NULL);
-        dt = now_s() - t0;
+        dt = bench_now_s() - t0;
         if (dt < best_merge) best_merge = dt;
     }
     r->restore_ms = best_get * 1e3;
@@ -902,7 +908,7 @@ static json_t *report(const bench_opts *o, const machine *mc, const char *label,
 static json_t *bench_model(const bench_opts *o, machine *mc, const char *root, int si,
                            const shape *s, char *dir, size_t dir_cap)
 {
-    double t0 = now_s();
+    double t0 = bench_now_s();
     if (s) {
         snprintf(dir, dir_cap, "%s/mamba-%s", root, s->name);
         mkdir(dir, 0700);
@@ -914,7 +920,7 @@ static json_t *bench_model(const bench_opts *o, machine *mc, const char *root, i
             fprintf(stderr, "statesoup-bench: cannot write the checkpoint in %s\n", dir);
             return NULL;
         }
-        printf("  wrote %.0f MB checkpoint in %.1f s\n", wbytes / 1e6, now_s() - t0);
+        printf("  wrote %.0f MB checkpoint in %.1f s\n", wbytes / 1e6, bench_now_s() - t0);
     } else {
         printf("\n== %s%s%s\n", dir, o->q8 ? ", quantised to q8" : "", o->huge ? ", huge pages" : "");
     }
@@ -924,12 +930,12 @@ static json_t *bench_model(const bench_opts *o, machine *mc, const char *root, i
     mp.n_threads = mc->nthreads;
     mp.huge_pages = o->huge;
     mp.weights = o->q8 ? SS_WEIGHTS_Q8 : SS_WEIGHTS_STORED;
-    t0 = now_s();
+    t0 = bench_now_s();
     if (ss_model_open(&m, dir, &mp)) {
         fprintf(stderr, "statesoup-bench: load: %s\n", ss_errmsg());
         return NULL;
     }
-    result r = {.load_s = now_s() - t0};
+    result r = {.load_s = bench_now_s() - t0};
     bench_rss_mb(&r.rss_load, &r.peak);
     const ss_model_info *info = ss_model_get_info(m);
     /* streamed per decoded token: every weight except the embedding rows (the tied head is

@@ -33,5 +33,9 @@ int bench_search(const char *root, int quick, json_t *out);
 
 /* Resident set size (current and peak) from /proc/self/status, in MB (bench.c). */
 void bench_rss_mb(double *cur, double *peak);
+/* Seconds of the monotonic clock (bench.c). */
+double bench_now_s(void);
+/* qsort comparator of doubles, ascending (bench.c). */
+int bench_cmp_double(const void *a, const void *b);
 
 #endif

@@ -22,13 +22,6 @@
 #define FAIR_WINDOW_S   2.0 /* seconds over which stream speed is measured */
 #define FAIR_SHORT_TOK  8   /* the short request: 8 prompt tokens, 8 generated */
 
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void sleep_s(double s)
 {
     struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
@@ -62,7 +55,7 @@ static void flag_on_done(void *user, ss_job *j)
     done_flag *f = user;
     pthread_mutex_lock(&f->mu);
     f->done = 1;
-    f->t_done = mono_s();
+    f->t_done = bench_now_s();
     pthread_cond_broadcast(&f->cv);
     pthread_mutex_unlock(&f->mu);
 }
@@ -85,10 +78,10 @@ static void engine_rates(ss_engine *e, double *gen, double *pre)
 {
     ss_engine_stats a, b;
     ss_engine_get_stats(e, &a);
-    double t0 = mono_s();
+    double t0 = bench_now_s();
     sleep_s(FAIR_WINDOW_S);
     ss_engine_get_stats(e, &b);
-    double dt = mono_s() - t0;
+    double dt = bench_now_s() - t0;
     *gen = (double)(b.tokens_generated - a.tokens_generated) / dt;
     *pre = (double)(b.tokens_prefilled - a.tokens_prefilled) / dt;
 }
@@ -105,7 +98,7 @@ static double short_latency(ss_engine *e, int V)
                        .stop_at_eos = 0, .on_done = flag_on_done, .user = &f};
     p.sample.temperature = 0;
     ss_job *j = NULL;
-    double t0 = mono_s(), ms = NAN;
+    double t0 = bench_now_s(), ms = NAN;
     if (!ss_engine_submit(e, &p, &j)) {
         flag_wait(&f);
         ms = (f.t_done - t0) * 1e3;
@@ -154,7 +147,7 @@ int bench_fairness(ss_model *m, int long_prompt, json_t *jm)
     pthread_mutex_lock(&fb.mu);
     giant_running = !fb.done;
     pthread_mutex_unlock(&fb.mu);
-    double t_cancel = mono_s();
+    double t_cancel = bench_now_s();
     ss_engine_cancel(e, jb);
     flag_wait(&fb);
     double cancel_ms = (fb.t_done - t_cancel) * 1e3;

@@ -21,19 +21,6 @@
 
 #define PFX_RUNS 3 /* each way; the median is reported */
 
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Greedy first token of prompt[0..n) from start (NULL: the zero state); -1 on failure. */
 static int32_t first_token(ss_engine *e, const float *start, const int32_t *prompt, int n)
 {
@@ -121,15 +108,15 @@ int bench_prefix(ss_model *m, const char *store_dir, int n_prompt, int n_shared,
     int32_t tok_full = -2, tok_reuse = -3;
     int cached = 0;
     for (int r = 0; r < PFX_RUNS; r++) {
-        double t0 = mono_s();
+        double t0 = bench_now_s();
         tok_full = first_token(e, NULL, prompt, n_prompt);
-        t_full[r] = mono_s() - t0;
-        t0 = mono_s();
+        t_full[r] = bench_now_s() - t0;
+        t0 = bench_now_s();
         tok_reuse = with_reuse(e, st, info, buf, prompt, n_prompt, &cached);
-        t_reuse[r] = mono_s() - t0;
+        t_reuse[r] = bench_now_s() - t0;
     }
-    qsort(t_full, PFX_RUNS, sizeof(double), cmp_double);
-    qsort(t_reuse, PFX_RUNS, sizeof(double), cmp_double);
+    qsort(t_full, PFX_RUNS, sizeof(double), bench_cmp_double);
+    qsort(t_reuse, PFX_RUNS, sizeof(double), bench_cmp_double);
     double full = t_full[PFX_RUNS / 2], reuse = t_reuse[PFX_RUNS / 2];
     printf("  time to first token: %.1f ms full prefill, %.1f ms resuming %d stored tokens: "
            "%.1fx; first token %s\n",

@@ -25,19 +25,6 @@
 #define SEARCH_K     5
 #define TAG_EVERY    10 /* one state in 10 has the tag the filtered searches ask for */
 
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* A random unit vector from seed (xorshift64, uniform components, normalised). */
 static void unit_vector(uint64_t seed, float *v, int dim)
 {
@@ -76,14 +63,14 @@ static int time_searches(ss_store *s, int n_q, const char *tag, double *p50, dou
     ss_store_query sq = {.key = q, .dim = SEARCH_DIM, .k = SEARCH_K, .tag = tag};
     for (int i = -n_q / 10; i < n_q; i++) { /* a tenth more first, to warm up */
         unit_vector(0xabcdefull + (uint64_t)(i + n_q), q, SEARCH_DIM);
-        double t0 = mono_s();
+        double t0 = bench_now_s();
         if (ss_store_search(s, &sq, hits, &n) || n != SEARCH_K) {
             free(t);
             return -1;
         }
-        if (i >= 0) t[i] = (mono_s() - t0) * 1e3;
+        if (i >= 0) t[i] = (bench_now_s() - t0) * 1e3;
     }
-    qsort(t, (size_t)n_q, sizeof *t, cmp_double);
+    qsort(t, (size_t)n_q, sizeof *t, bench_cmp_double);
     *p50 = t[n_q / 2];
     *p99 = t[(size_t)(n_q * 0.99)];
     free(t);
@@ -97,7 +84,7 @@ static int bench_one(const char *dir, int n, int n_q, double rss_base, json_t *a
     p.no_sync = 1;
     ss_store *s = NULL;
     if (ss_store_open(&s, dir, &p) || ss_store_keys_open(s, &keyer, NULL, NULL)) goto fail;
-    double t0 = mono_s();
+    double t0 = bench_now_s();
     for (int i = 0; i < n; i++) {
         char rec[256];
         uint64_t seed = (uint64_t)i + 1;
@@ -107,7 +94,7 @@ static int bench_one(const char *dir, int n, int n_q, double rss_base, json_t *a
                  i, i % TAG_EVERY ? "[]" : "[\"tagged\"]");
         if (ss_store_put(s, rec, &seed, sizeof seed, NULL)) goto fail;
     }
-    double put_s = mono_s() - t0;
+    double put_s = bench_now_s() - t0;
     uint64_t nk = 0, bytes = 0;
     double p50, p99, f50, f99, rss, peak;
     if (ss_store_keys_stats(s, &nk, &bytes) || nk != (uint64_t)n) goto fail;
@@ -117,12 +104,12 @@ static int bench_one(const char *dir, int n, int n_q, double rss_base, json_t *a
     ss_store_close(s);
     s = NULL;
     /* a restart: open and load every key */
-    t0 = mono_s();
+    t0 = bench_now_s();
     uint64_t loaded = 0, computed = 0;
     if (ss_store_open(&s, dir, &p) || ss_store_keys_open(s, &keyer, &loaded, &computed) ||
         loaded != (uint64_t)n)
         goto fail;
-    double load_s = mono_s() - t0;
+    double load_s = bench_now_s() - t0;
     ss_store_close(s);
     printf("  %7d keys  search p50 %6.2f ms  p99 %6.2f ms  (tag 1/%d: p50 %5.2f, p99 %5.2f ms)  "
            "keys %6.1f MB  rss +%5.0f MB  load %5.2f s  puts %6.0f/s\n",

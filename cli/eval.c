@@ -24,8 +24,11 @@
 
 #include "cli.h"
 #include "eval.h"
+#include "ss_model.h"
 
 /* ---- a run: the tasks and the states stored for them ----------------------------------------- */
+
+#define EVAL_PART_TAG "statesoup-eval-part" /* the part states, which retrieval searches */
 
 typedef struct eval_run {
     cli_conn conn;
@@ -36,6 +39,10 @@ typedef struct eval_run {
     int **answer;       /* [n_tasks] answer token ids */
     int *n_answer;      /* [n_tasks] */
     int max_parts;
+    int *top1, *top5;   /* [n_tasks] retrieval by the query: a right part first / in the first 5
+                           (-1: not measured) */
+    int *ctop1, *ctop5; /* likewise by the task's whole context: one of its own parts */
+    char key[32];       /* the daemon's retrieval key kind */
 } eval_run;
 
 /*
@@ -117,6 +124,25 @@ static ss_err start_other(const eval_run *r, int t, int arg, json_t *req)
     return m && !json_object_set_new(req, "merge", m) ? SS_OK : ss_fail(SS_ERR_NOMEM, "out of memory");
 }
 
+/*
+ * arg 0: the part state the catalog search finds closest to the query, alone; 1: the k found
+ * closest, k = the task's number of parts, merged with equal weights (retrieve-then-merge,
+ * "merge": {"retrieve"}); 2: the same k searched with the task's whole context as the query
+ * (what a search finds when the query resembles the stored contexts). The search runs over every
+ * part state of the run (EVAL_PART_TAG), so it may pick another task's part: retrieval_hits
+ * measures how often it picks the right one.
+ */
+static ss_err start_retrieved(const eval_run *r, int t, int arg, json_t *req)
+{
+    int k = arg ? r->tasks[t].n_parts : 1;
+    if (arg && k < 2) return SS_ERR_UNSUPPORTED;
+    json_t *m = json_pack("{s:{s:s,s:i,s:s}}", "retrieve", "query",
+                          arg == 2 ? r->tasks[t].whole : r->tasks[t].query, "k", k, "tag",
+                          EVAL_PART_TAG);
+    return m && !json_object_set_new(req, "merge", m) ? SS_OK
+                                                      : ss_fail(SS_ERR_NOMEM, "out of memory");
+}
+
 #define EVAL_PART_ROWS 8 /* "part1".."part8": a task's first parts, each alone */
 
 /* Every condition, in the order of the table; `--conditions` picks some. */
@@ -137,6 +163,12 @@ static const eval_cond conds[] = {
     {"one-pass", "the whole context in one pass (the upper reference)", start_whole, 0},
     {"other-soup", "1/2 this task's one-pass state + 1/2 the next task's", start_other, 0},
     {"other", "the next task's one-pass state alone", start_other, 1},
+    {"retrieved1", "the part state retrieved for the query (top 1 of all tasks' parts)",
+     start_retrieved, 0},
+    {"retrieved", "the top-k retrieved part states merged, k = the task's parts",
+     start_retrieved, 1},
+    {"retrieved-ctx", "the same, retrieved with the task's whole context as the query",
+     start_retrieved, 2},
 };
 #define N_CONDS (int)(sizeof conds / sizeof conds[0])
 
@@ -155,10 +187,14 @@ static ss_err post(const eval_run *r, const char *path, json_t *body, json_t **o
     return err;
 }
 
-/* Store the state of `text` from the zero state; *id receives its id (free() it). */
-static ss_err save_state(const eval_run *r, int t, const char *text, char **id)
+/* Store the state of `text` from the zero state, tagged statesoup-eval (and statesoup-eval-part
+ * for a part: what the retrieval conditions search); *id receives its id (free() it). */
+static ss_err save_state(const eval_run *r, int t, const char *text, int part, char **id)
 {
-    json_t *body = json_pack("{s:s,s:[s]}", "prompt", text, "tags", "statesoup-eval"), *rec = NULL;
+    json_t *body = part ? json_pack("{s:s,s:[s,s]}", "prompt", text, "tags", "statesoup-eval",
+                                    EVAL_PART_TAG)
+                        : json_pack("{s:s,s:[s]}", "prompt", text, "tags", "statesoup-eval"),
+           *rec = NULL;
     ss_err err = post(r, "/v1/states", body, &rec, t);
     json_decref(body);
     if (!err) {
@@ -198,13 +234,14 @@ static int same_contexts(const eval_task *a, const eval_task *b)
 }
 
 /* The id stored for text: the previous task's when it has the same contexts, else a new state. */
-static ss_err state_for(eval_run *r, int t, const char *text, const char *prev_id, char **id)
+static ss_err state_for(eval_run *r, int t, const char *text, const char *prev_id, int part,
+                        char **id)
 {
     if (t > 0 && same_contexts(&r->tasks[t], &r->tasks[t - 1])) {
         *id = strdup(prev_id);
         return *id ? SS_OK : ss_fail(SS_ERR_NOMEM, "out of memory");
     }
-    return save_state(r, t, text, id);
+    return save_state(r, t, text, part, id);
 }
 
 /* Store task t's part states and its one-pass state (shared with the previous task when it has
@@ -215,11 +252,11 @@ static ss_err prepare_task(eval_run *r, int t)
     if (!(r->part_ids[t] = calloc((size_t)k->n_parts, sizeof(char *))))
         return ss_fail(SS_ERR_NOMEM, "out of memory");
     for (int j = 0; j < k->n_parts; j++) {
-        ss_err err = state_for(r, t, k->parts[j], t ? r->part_ids[t - 1][j] : NULL,
+        ss_err err = state_for(r, t, k->parts[j], t ? r->part_ids[t - 1][j] : NULL, 1,
                                &r->part_ids[t][j]);
         if (err) return err;
     }
-    ss_err err = state_for(r, t, k->whole, t ? r->whole_ids[t - 1] : NULL, &r->whole_ids[t]);
+    ss_err err = state_for(r, t, k->whole, t ? r->whole_ids[t - 1] : NULL, 0, &r->whole_ids[t]);
     return err ? err : tokenize_answer(r, t);
 }
 
@@ -253,6 +290,10 @@ static void run_free(eval_run *r)
     free(r->whole_ids);
     free(r->answer);
     free(r->n_answer);
+    free(r->top1);
+    free(r->top5);
+    free(r->ctop1);
+    free(r->ctop5);
 }
 
 /*
@@ -292,6 +333,56 @@ out:
     json_decref(rs);
     json_decref(rg);
     return err;
+}
+
+/* Does part j of task t hold what its query asks (the answer's text)? */
+static int holds_answer(const eval_task *k, int j)
+{
+    return strstr(k->parts[j], k->answer) != NULL;
+}
+
+/*
+ * Retrieval accuracy on task t: search the run's part states (EVAL_PART_TAG, every task's) with
+ * the task's query (whole = 0) or its whole context (whole = 1), k = 5; *top1 = the first hit is
+ * a right part, *top5 = one of the first five is. The right parts: for the query, the task's parts
+ * that hold the answer (all its parts when none does); for the whole context, any of its parts.
+ * The daemon's key kind goes to r->key.
+ */
+static ss_err retrieval_hits(eval_run *r, int t, int whole, int *top1, int *top5)
+{
+    const eval_task *k = &r->tasks[t];
+    json_t *body = json_pack("{s:s,s:i,s:s}", "query", whole ? k->whole : k->query, "k", 5, "tag",
+                             EVAL_PART_TAG);
+    json_t *rep = NULL;
+    ss_err err = post(r, "/v1/states/search", body, &rep, t);
+    json_decref(body);
+    if (err) return err;
+    int any = 0;
+    for (int j = 0; !whole && j < k->n_parts; j++) any |= holds_answer(k, j);
+    *top1 = *top5 = 0;
+    size_t i;
+    json_t *h;
+    json_array_foreach (json_object_get(rep, "data"), i, h) {
+        const char *id = json_string_value(json_object_get(json_object_get(h, "state"), "id"));
+        int right = 0;
+        for (int j = 0; id && j < k->n_parts; j++)
+            right |= (!any || holds_answer(k, j)) && !strcmp(id, r->part_ids[t][j]);
+        if (right && i == 0) *top1 = 1;
+        if (right && i < 5) *top5 = 1;
+    }
+    const char *key = json_string_value(json_object_get(rep, "key"));
+    snprintf(r->key, sizeof r->key, "%s", key ? key : "?");
+    json_decref(rep);
+    return SS_OK;
+}
+
+/* Mean and 95% interval of the 0/1 values of x[n_tasks] that are not -1; *n counts them. */
+static void rate(const int *x, int n_tasks, double *tmp, double *mean, double *ci, int *n)
+{
+    *n = 0;
+    for (int t = 0; t < n_tasks; t++)
+        if (x[t] >= 0) tmp[(*n)++] = x[t];
+    eval_mean_ci(tmp, *n, mean, ci);
 }
 
 /* ---- the private daemon of --model ------------------------------------------------------------ */
@@ -339,7 +430,7 @@ static ss_err await_daemon(priv_daemon *d, int fd)
     return SS_OK;
 }
 
-static ss_err daemon_start(priv_daemon *d, const char *model)
+static ss_err daemon_start(priv_daemon *d, const char *model, const char *key)
 {
     char exe[PATH_MAX];
     ss_err err = find_daemon(exe, sizeof exe);
@@ -357,8 +448,12 @@ static ss_err daemon_start(priv_daemon *d, const char *model)
         close(pfd[1]);
         int nul = open("/dev/null", O_RDWR);
         if (nul >= 0) dup2(nul, 1);
-        execl(exe, exe, "--model", model, "--data", data, "--listen", "127.0.0.1:0",
-              (char *)NULL);
+        if (key)
+            execl(exe, exe, "--model", model, "--data", data, "--listen", "127.0.0.1:0",
+                  "--retrieval-key", key, (char *)NULL);
+        else
+            execl(exe, exe, "--model", model, "--data", data, "--listen", "127.0.0.1:0",
+                  (char *)NULL);
         _exit(127);
     }
     close(pfd[1]);
@@ -468,11 +563,19 @@ static const char eval_help[] =
     "                       --seed S (1): the same seed gives the same file\n"
     "  --query-block        with --make-dict-tasks: P tasks per dictionary, the Query block\n"
     "                       up to each key with the earlier keys answered (as in training)\n"
+    "  --retrieval-keys LIST  with --model: instead of the table, the retrieval accuracy of\n"
+    "                       each key kind (ssm_slow, ssm_norm, projection, final_hidden; a\n"
+    "                       private daemon per kind): how often a search among every task's part\n"
+    "                       states ranks the part holding the answer first / in the first 5\n"
+    "                       for the task's query, and one of the task's own parts for its\n"
+    "                       whole context (docs/retrieval.md)\n"
     CLI_CONN_HELP
     "\n"
     "examples:\n"
     "  statesoup eval --model models/demo-mamba1 --tasks models/demo-mamba1/dict-tasks.jsonl\n"
-    "  statesoup eval --make-dict-tasks 300 --words models/demo-mamba1/words.txt > tasks.jsonl\n";
+    "  statesoup eval --make-dict-tasks 300 --words models/demo-mamba1/words.txt > tasks.jsonl\n"
+    "  statesoup eval --model models/demo-mamba1 --tasks models/demo-mamba1/dict-tasks.jsonl \\\n"
+    "      --retrieval-keys ssm_slow,ssm_norm,projection,final_hidden\n";
 
 enum {
     OPT_TASKS = CLI_OPT_FIRST_LOCAL,
@@ -487,11 +590,12 @@ enum {
     OPT_PARTS,
     OPT_SEED,
     OPT_QUERY_BLOCK,
+    OPT_KEYS,
 };
 
 typedef struct eval_opts {
     cli_common o;
-    const char *tasks, *model, *conditions, *svg, *words;
+    const char *tasks, *model, *conditions, *svg, *words, *keys;
     double limit, make, pairs, parts, seed;
     int list, query_block;
 } eval_opts;
@@ -537,6 +641,7 @@ static int parse_opts(int argc, char **argv, eval_opts *e)
         {"parts", required_argument, NULL, OPT_PARTS},
         {"seed", required_argument, NULL, OPT_SEED},
         {"query-block", no_argument, NULL, OPT_QUERY_BLOCK},
+        {"retrieval-keys", required_argument, NULL, OPT_KEYS},
         CLI_CONN_OPTIONS,
         {NULL, 0, NULL, 0},
     };
@@ -551,6 +656,7 @@ static int parse_opts(int argc, char **argv, eval_opts *e)
         case OPT_CONDITIONS: e->conditions = optarg; break;
         case OPT_LIST: e->list = 1; break;
         case OPT_QUERY_BLOCK: e->query_block = 1; break;
+        case OPT_KEYS: e->keys = optarg; break;
         case OPT_SVG: e->svg = optarg; break;
         case OPT_WORDS: e->words = optarg; break;
         case OPT_LIMIT: bad = cli_parse_num("eval", "--limit", optarg, 1, 1e9, &e->limit); break;
@@ -568,6 +674,8 @@ static int parse_opts(int argc, char **argv, eval_opts *e)
     }
     if (optind < argc) return cli_usage("eval", "unexpected argument %s", argv[optind]);
     if (e->model && e->o.url) return cli_usage("eval", "give --model or --url, not both");
+    if (e->keys && !e->model)
+        return cli_usage("eval", "--retrieval-keys starts a daemon per key: it needs --model");
     return CLI_OK;
 }
 
@@ -587,17 +695,47 @@ static int make_tasks(const eval_opts *e)
  * Store every task's states first (a condition may use another task's), then measure every
  * selected condition on every task into loss[c][t] (NAN: not applicable) and exact[c][t].
  */
-static ss_err run_all(eval_run *r, const int *sel, int n_sel, double **loss, int **exact)
+static ss_err store_all(eval_run *r)
 {
     for (int t = 0; t < r->n_tasks; t++) {
         ss_err err = prepare_task(r, t);
         if (err) return err;
         progress("storing states", t + 1, r->n_tasks);
     }
+    return SS_OK;
+}
+
+/* Retrieval accuracy of every task into r->top1 / r->top5 (once every part is stored). */
+static ss_err retrieve_all(eval_run *r)
+{
+    for (int t = 0; t < r->n_tasks; t++) {
+        ss_err err = retrieval_hits(r, t, 0, &r->top1[t], &r->top5[t]);
+        if (!err) err = retrieval_hits(r, t, 1, &r->ctop1[t], &r->ctop5[t]);
+        if (err) return err;
+        progress("retrieving", t + 1, r->n_tasks);
+    }
+    return SS_OK;
+}
+
+static int is_retrieval(const eval_cond *c)
+{
+    return c->start == start_retrieved;
+}
+
+static ss_err run_all(eval_run *r, const int *sel, int n_sel, double **loss, int **exact)
+{
+    ss_err err = store_all(r);
+    if (err) return err;
+    for (int i = 0; i < n_sel && !err; i++)
+        if (is_retrieval(&conds[sel[i]])) {
+            err = retrieve_all(r);
+            break;
+        }
+    if (err) return err;
     for (int t = 0; t < r->n_tasks; t++) {
         for (int i = 0; i < n_sel; i++) {
             loss[sel[i]][t] = NAN;
-            ss_err err = measure(r, &conds[sel[i]], t, &loss[sel[i]][t], &exact[sel[i]][t]);
+            err = measure(r, &conds[sel[i]], t, &loss[sel[i]][t], &exact[sel[i]][t]);
             if (err && err != SS_ERR_UNSUPPORTED) return err;
         }
         progress("measuring", t + 1, r->n_tasks);
@@ -622,8 +760,64 @@ static void summarize(const int *sel, int n_sel, int n_tasks, double **loss, int
     }
 }
 
-static int report(const eval_opts *e, const int *sel, int n_sel, int n_tasks, double **loss,
-                  int **exact)
+/* {"key", "n", "candidates", "top1", "top1_ci95", "top5", "top5_ci95", "context_top1", ...},
+ * or NULL when not measured. */
+static json_t *retrieval_json(const eval_run *r)
+{
+    if (!r->top1 || r->top1[0] < 0) return NULL;
+    double *tmp = malloc((size_t)r->n_tasks * sizeof *tmp), m[4], c[4];
+    int n = 0;
+    if (!tmp) return NULL;
+    const int *x[4] = {r->top1, r->top5, r->ctop1, r->ctop5};
+    for (int i = 0; i < 4; i++) rate(x[i], r->n_tasks, tmp, &m[i], &c[i], &n);
+    free(tmp);
+    int parts = 0; /* distinct part states: the candidates */
+    for (int t = 0; t < r->n_tasks; t++)
+        if (t == 0 || !same_contexts(&r->tasks[t], &r->tasks[t - 1])) parts += r->tasks[t].n_parts;
+    return json_pack("{s:s,s:i,s:i,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "key", r->key, "n", n,
+                     "candidates", parts, "top1", m[0], "top1_ci95", c[0], "top5", m[1],
+                     "top5_ci95", c[1], "context_top1", m[2], "context_top1_ci95", c[2],
+                     "context_top5", m[3], "context_top5_ci95", c[3]);
+}
+
+/* "12.3 +/- 4.5" of a retrieval_json field (a fraction) as a percentage. */
+static const char *pct(const json_t *ret, const char *field, char *buf, size_t cap)
+{
+    char ci[64];
+    snprintf(ci, sizeof ci, "%s_ci95", field);
+    snprintf(buf, cap, "%.1f +/- %.1f", 100 * json_number_value(json_object_get(ret, field)),
+             100 * json_number_value(json_object_get(ret, ci)));
+    return buf;
+}
+
+/* One line per key kind: KEY, TASKS, CANDIDATES, TOP-1 %, TOP-5 % by query and by context. */
+static void print_retrieval(json_t *const *rets, int n)
+{
+    static const char *const head[] = {"KEY", "TASKS", "PARTS", "QUERY TOP-1 %", "QUERY TOP-5 %",
+                                       "CONTEXT TOP-1 %", "CONTEXT TOP-5 %"};
+    static const int right[] = {0, 1, 1, 1, 1, 1, 1};
+    cli_table *t = cli_table_new(7, head, right);
+    for (int i = 0; t && i < n; i++) {
+        char tasks[16], parts[16], a[4][48];
+        snprintf(tasks, sizeof tasks, "%lld", (long long)json_integer_value(json_object_get(rets[i], "n")));
+        snprintf(parts, sizeof parts, "%lld",
+                 (long long)json_integer_value(json_object_get(rets[i], "candidates")));
+        const char *cells[] = {json_string_value(json_object_get(rets[i], "key")), tasks, parts,
+                               pct(rets[i], "top1", a[0], sizeof a[0]),
+                               pct(rets[i], "top5", a[1], sizeof a[1]),
+                               pct(rets[i], "context_top1", a[2], sizeof a[2]),
+                               pct(rets[i], "context_top5", a[3], sizeof a[3])};
+        cli_table_add(t, cells);
+    }
+    printf("retrieval among every task's part states: by the task's query, the part that holds "
+           "the answer;\nby the task's whole context, one of its own parts (mean +/- 95%% "
+           "interval)\n");
+    if (t) cli_table_print(t);
+    cli_table_free(t);
+}
+
+static int report(const eval_opts *e, const eval_run *r, const int *sel, int n_sel, int n_tasks,
+                  double **loss, int **exact)
 {
     eval_summary s[N_CONDS];
     double *tmp = malloc((size_t)n_tasks * sizeof *tmp);
@@ -634,16 +828,39 @@ static int report(const eval_opts *e, const int *sel, int n_sel, int n_tasks, do
     int k = 0, ksel[N_CONDS];
     for (int i = 0; i < n_sel; i++)
         if (s[i].n > 0) ksel[k] = sel[i], s[k++] = s[i];
+    json_t *ret = retrieval_json(r);
     if (e->o.json) {
         json_t *j = summary_json(s, k, n_tasks, loss, exact, ksel);
         if (!j) return cli_fail("eval");
+        if (ret) json_object_set(j, "retrieval", ret);
         cli_print_json(j);
         json_decref(j);
     } else {
         print_table(s, k, n_tasks);
+        if (ret) print_retrieval(&ret, 1);
     }
+    json_decref(ret);
     if (e->svg && eval_write_svg(e->svg, e->tasks, s, k)) return cli_fail("eval");
     return CLI_OK;
+}
+
+/* Allocate the per-task arrays of a run (run_free frees them). */
+static ss_err run_alloc(eval_run *r)
+{
+    size_t nt = (size_t)r->n_tasks;
+    r->part_ids = calloc(nt, sizeof *r->part_ids);
+    r->whole_ids = calloc(nt, sizeof *r->whole_ids);
+    r->answer = calloc(nt, sizeof *r->answer);
+    r->n_answer = calloc(nt, sizeof *r->n_answer);
+    r->top1 = malloc(nt * sizeof *r->top1);
+    r->top5 = malloc(nt * sizeof *r->top5);
+    r->ctop1 = malloc(nt * sizeof *r->ctop1);
+    r->ctop5 = malloc(nt * sizeof *r->ctop5);
+    if (!r->part_ids || !r->whole_ids || !r->answer || !r->n_answer || !r->top1 || !r->top5 ||
+        !r->ctop1 || !r->ctop5)
+        return ss_fail(SS_ERR_NOMEM, "out of memory");
+    for (size_t t = 0; t < nt; t++) r->top1[t] = r->top5[t] = r->ctop1[t] = r->ctop5[t] = -1;
+    return SS_OK;
 }
 
 static int evaluate(const eval_opts *e, eval_run *r, const int *sel, int n_sel)
@@ -651,11 +868,7 @@ static int evaluate(const eval_opts *e, eval_run *r, const int *sel, int n_sel)
     double *loss[N_CONDS] = {0};
     int *exact[N_CONDS] = {0}, rc = CLI_FAIL;
     size_t nt = (size_t)r->n_tasks;
-    r->part_ids = calloc(nt, sizeof *r->part_ids);
-    r->whole_ids = calloc(nt, sizeof *r->whole_ids);
-    r->answer = calloc(nt, sizeof *r->answer);
-    r->n_answer = calloc(nt, sizeof *r->n_answer);
-    int ok = r->part_ids && r->whole_ids && r->answer && r->n_answer;
+    int ok = run_alloc(r) == SS_OK;
     for (int i = 0; ok && i < n_sel; i++) {
         loss[sel[i]] = calloc(nt, sizeof(double));
         exact[sel[i]] = calloc(nt, sizeof(int));
@@ -667,11 +880,66 @@ static int evaluate(const eval_opts *e, eval_run *r, const int *sel, int n_sel)
     } else if (run_all(r, sel, n_sel, loss, exact)) {
         rc = cli_fail("eval");
     } else {
-        rc = report(e, sel, n_sel, r->n_tasks, loss, exact);
+        rc = report(e, r, sel, n_sel, r->n_tasks, loss, exact);
     }
     if (r->part_ids && r->whole_ids) cleanup_states(r);
     for (int i = 0; i < N_CONDS; i++) free(loss[i]), free(exact[i]);
     run_free(r);
+    return rc;
+}
+
+/*
+ * --retrieval-keys: for each key kind in e->keys, a private daemon on e->model serving that kind,
+ * every task's states stored in it, and the retrieval accuracy of every task; one table (or
+ * --json: {"tasks", "retrieval_keys": [retrieval_json...]}).
+ */
+static int compare_keys(const eval_opts *e, eval_run *r)
+{
+    json_t *rets[SS_KEY__COUNT] = {0};
+    int n = 0, rc = CLI_FAIL;
+    char *copy = strdup(e->keys);
+    for (char *save = NULL, *tok = copy ? strtok_r(copy, ", ", &save) : NULL; tok;
+         tok = strtok_r(NULL, ", ", &save)) {
+        ss_key_kind kind;
+        if (ss_key_kind_parse(tok, &kind) || n == SS_KEY__COUNT) {
+            rc = cli_usage("eval", "--retrieval-keys: %s", n == SS_KEY__COUNT ? "too many"
+                                                                              : ss_errmsg());
+            goto out;
+        }
+        priv_daemon d = {0};
+        cli_common o = e->o;
+        ss_err err = daemon_start(&d, e->model, tok);
+        if (!err) {
+            o.url = d.url;
+            err = cli_conn_init(&r->conn, &o);
+        }
+        if (!err) err = run_alloc(r);
+        if (!err) err = store_all(r);
+        if (!err) err = retrieve_all(r);
+        if (!err && !(rets[n++] = retrieval_json(r))) err = ss_fail(SS_ERR_NOMEM, "out of memory");
+        cli_conn_free(&r->conn);
+        run_free(r);
+        r->part_ids = NULL, r->whole_ids = NULL, r->answer = NULL, r->n_answer = NULL;
+        r->top1 = r->top5 = r->ctop1 = r->ctop5 = NULL;
+        daemon_stop(&d); /* its catalog goes with it */
+        if (err) {
+            rc = cli_fail("eval");
+            goto out;
+        }
+    }
+    if (e->o.json) {
+        json_t *arr = json_array();
+        for (int i = 0; arr && i < n; i++) json_array_append(arr, rets[i]);
+        json_t *j = json_pack("{s:i,s:o}", "tasks", r->n_tasks, "retrieval_keys", arr);
+        if (j) cli_print_json(j);
+        json_decref(j);
+    } else {
+        print_retrieval(rets, n);
+    }
+    rc = CLI_OK;
+out:
+    for (int i = 0; i < n; i++) json_decref(rets[i]);
+    free(copy);
     return rc;
 }
 
@@ -693,11 +961,16 @@ int cmd_eval(int argc, char **argv)
     if (eval_tasks_load(e.tasks, &r.tasks, &r.n_tasks)) return cli_fail("eval");
     int n_all = r.n_tasks;
     if (e.limit > 0 && e.limit < r.n_tasks) r.n_tasks = (int)e.limit;
+    if (e.keys) {
+        rc = compare_keys(&e, &r);
+        eval_tasks_free(r.tasks, n_all);
+        return rc;
+    }
     priv_daemon d = {0};
     cli_common o = e.o;
     rc = CLI_FAIL;
     if (e.model) {
-        if (daemon_start(&d, e.model)) {
+        if (daemon_start(&d, e.model, NULL)) {
             cli_fail("eval");
             goto out;
         }

@@ -299,6 +299,12 @@ static void render_extra(sbuf *b, const ss_metrics_extra *x)
            "Reads that found a damaged record or blob (answered 500 corrupt, or skipped in "
            "listings).",
            x->corrupt_reads);
+    if (x->keys) {
+        sb_u64(b, "statesoup_retrieval_keys", "gauge",
+               "States with a retrieval key in the search index.", x->retrieval_keys);
+        sb_u64(b, "statesoup_retrieval_key_bytes", "gauge",
+               "Memory of the search index (keys, rows, table).", x->retrieval_key_bytes);
+    }
     if (!x->remote) return;
     sb_u64(b, "statesoup_remote_up", "gauge", "Whether the shared catalog (Redis Cluster) answers.",
            (uint64_t)x->remote_up);

@@ -56,6 +56,9 @@ typedef struct ss_metrics_extra {
     /* The shared tier (--remote): rendered only when remote is 1. */
     int remote, remote_up;
     uint64_t remote_errors, cache_hits, cache_misses, cache_evictions, cache_bytes;
+    /* Retrieval keys (search): rendered only when keys is 1. */
+    int keys;
+    uint64_t retrieval_keys, retrieval_key_bytes;
 } ss_metrics_extra;
 
 /*

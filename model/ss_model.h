@@ -200,6 +200,10 @@ ss_err ss_state_check_finite(const float *data, size_t n);
  *   SS_KEY_SSM_NORM      each layer's SSM state at unit norm, reduced to SS_KEY_SKETCH_DIM by a
  *                        fixed-seed random projection (count sketch), normalised
  *   SS_KEY_PROJECTION    the whole state reduced by the same projection, normalised
+ *   SS_KEY_SSM_SLOW      the first state layer's SSM state at its slowest-decaying dimensions
+ *                        (Mamba-1, MoE: per channel the state dimension with the smallest |A|;
+ *                        Mamba-2: the slowest quarter of the heads), at unit norm, reduced by
+ *                        the same projection, normalised: close to a bag of the tokens read
  * The zero state's key is all zeros (it matches nothing). Keys are deterministic: the same state
  * gives the same key on every machine.
  */
@@ -207,11 +211,12 @@ typedef enum ss_key_kind {
     SS_KEY_FINAL_HIDDEN = 0,
     SS_KEY_SSM_NORM,
     SS_KEY_PROJECTION,
+    SS_KEY_SSM_SLOW,
     SS_KEY__COUNT
 } ss_key_kind;
 #define SS_KEY_SKETCH_DIM 256 /* dims of the projected kinds (a power of two) */
 
-/* "final_hidden", "ssm_norm", "projection" ("?" outside the enum). */
+/* "final_hidden", "ssm_norm", "projection", "ssm_slow" ("?" outside the enum). */
 const char *ss_key_kind_name(ss_key_kind k);
 /* By name: SS_OK, or SS_ERR_INVALID naming the kinds. */
 ss_err ss_key_kind_parse(const char *name, ss_key_kind *out);

@@ -146,11 +146,13 @@ static void usage(FILE *f)
         "  --prefix-cache-every N  cache checkpoints every N prompt tokens, and at the end\n"
         "                        of each prompt (default: 256)\n"
         "  --retrieval-key KIND  the key POST /v1/states/search compares states by:\n"
-        "                        ssm_norm (default: each layer's SSM state at unit norm,\n"
-        "                        projected to 256 dims), final_hidden (the last token's\n"
-        "                        hidden vector) or projection (the whole state projected\n"
-        "                        to 256 dims); keys of another kind are recomputed at\n"
-        "                        start (docs/retrieval.md)\n"
+        "                        ssm_slow (default: the first layer's slowest-decaying SSM\n"
+        "                        state dimensions, close to a bag of the tokens read,\n"
+        "                        projected to 256 dims), ssm_norm (each layer's SSM state\n"
+        "                        at unit norm, projected to 256 dims), projection (the whole\n"
+        "                        state projected to 256 dims) or final_hidden (the last\n"
+        "                        token's hidden vector); keys of another kind are\n"
+        "                        recomputed at start (docs/retrieval.md)\n"
         "  --quiet               do not log one line per request on stderr\n"
         "  -h, --help            this text\n");
 }

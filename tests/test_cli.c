@@ -1190,6 +1190,71 @@ static void test_eval(void)
     char *svg_text = slurp(svg, &svg_len);
     CHECK(svg_text && strstr(svg_text, "<svg") && strstr(svg_text, "other-soup"));
     free(svg_text);
+    /* retrieval: the references are searches made here among the same part states (stored
+     * again under a tag of the test's: the same prompts give the same states and keys) */
+    char rid[3][2][64];
+    for (int t = 0; t < 3; t++)
+        for (int p = 0; p < 2; p++) {
+            long s3 = 0;
+            json_t *rec = call(&d, "POST", "/v1/states",
+                               json_pack("{s:s,s:[s]}", "prompt", parts[t][p], "tags", "ref-part"),
+                               &s3);
+            CHECK(s3 == 201);
+            snprintf(rid[t][p], sizeof rid[t][p], "%s", jstr(rec, "id") ?: "");
+            json_decref(rec);
+        }
+    double want1 = 0, want5 = 0, wantc1 = 0, want_loss = 0;
+    for (int t = 0; t < 3; t++) {
+        int right = strstr(parts[t][0], answer[t]) ? 0 : 1; /* the part holding the answer */
+        for (int w = 0; w < 2; w++) {
+            long s3 = 0;
+            json_t *hits = call(&d, "POST", "/v1/states/search",
+                                json_pack("{s:s,s:i,s:s}", "query", w ? whole[t] : query[t], "k",
+                                          5, "tag", "ref-part"), &s3);
+            json_t *data = json_object_get(hits, "data");
+            const char *first = jstr(json_object_get(json_array_get(data, 0), "state"), "id");
+            CHECK(s3 == 200 && first && json_array_size(data) == 5);
+            if (!w) {
+                want1 += first && !strcmp(first, rid[t][right]);
+                for (size_t i = 0; i < json_array_size(data); i++)
+                    want5 += !strcmp(jstr(json_object_get(json_array_get(data, i), "state"), "id"),
+                                     rid[t][right]);
+                want_loss += ref_loss(&d, json_pack("{s:s}", "state", first ? first : "?"),
+                                      query[t], answer[t]);
+            } else {
+                wantc1 += first && (!strcmp(first, rid[t][0]) || !strcmp(first, rid[t][1]));
+            }
+            json_decref(hits);
+        }
+    }
+    RUN(&r, "eval", "--url", d.base, "--tasks", tasks, "--json", "--conditions",
+        "retrieved1,retrieved");
+    j = json_ok(&r);
+    json_t *ret = json_object_get(j, "retrieval");
+    CHECK(!strcmp(jstr(ret, "key"), "ssm_slow") && json_integer_value(json_object_get(ret, "n")) == 3 &&
+          json_integer_value(json_object_get(ret, "candidates")) == 6);
+    CHECKF(fabs(json_number_value(json_object_get(ret, "top1")) - want1 / 3) < 1e-9 &&
+               fabs(json_number_value(json_object_get(ret, "top5")) - want5 / 3) < 1e-9 &&
+               fabs(json_number_value(json_object_get(ret, "context_top1")) - wantc1 / 3) < 1e-9,
+           "retrieval %s, want top1 %g top5 %g context %g", r.out, want1 / 3, want5 / 3, wantc1 / 3);
+    json_t *c0 = json_array_get(json_object_get(j, "conditions"), 0);
+    CHECKF(!strcmp(jstr(c0, "name"), "retrieved1") &&
+               fabs(json_number_value(json_object_get(c0, "loss")) - want_loss / 3) < 1e-6,
+           "retrieved1 loss %s, want %g", r.out, want_loss / 3);
+    json_decref(j);
+    /* one key kind per private daemon: the same accuracy for the daemon's kind */
+    RUN(&r, "eval", "--model", demo, "--tasks", tasks, "--json", "--retrieval-keys",
+        "ssm_slow,final_hidden");
+    j = json_ok(&r);
+    json_t *rk = json_object_get(j, "retrieval_keys");
+    CHECK(json_array_size(rk) == 2 && !strcmp(jstr(json_array_get(rk, 1), "key"), "final_hidden"));
+    CHECK(fabs(json_number_value(json_object_get(json_array_get(rk, 0), "top1")) - want1 / 3) < 1e-9);
+    json_decref(j);
+    RUN(&r, "eval", "--url", d.base, "--tasks", tasks, "--retrieval-keys", "ssm_norm");
+    CHECK_CODE(&r, 2);
+    RUN(&r, "eval", "--model", demo, "--tasks", tasks, "--retrieval-keys", "nope");
+    CHECK_CODE(&r, 2);
+
     /* the terminal table names every condition */
     RUN(&r, "eval", "--url", d.base, "--tasks", tasks, "--conditions", "zero,mean");
     CHECK_CODE(&r, 0);

@@ -21,6 +21,7 @@
 #include "ss_api.h"
 #include "ss_host.h"
 #include "ss_model.h"
+#include "safetensors.h"
 #include "ss_store.h"
 #include "metrics.h"
 #include "engine.h"
@@ -865,11 +866,47 @@ static uint64_t ref_mix(uint64_t x)
     return x ^ (x >> 31);
 }
 
+/* |A| = exp(A_log) of the first layer with a mixer, read from the checkpoint file itself (not
+ * from the loaded model): [d_inner * d_state] (Mamba-1, MoE) or [n_heads] (Mamba-2). */
+static double ref_A[1 << 16];
+static size_t ref_A_n;
+static void ref_load_A(const char *model_dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", fixture_path(model_dir));
+    FILE *f = fopen(path, "rb");
+    static uint8_t buf[1 << 24];
+    size_t n = f ? fread(buf, 1, sizeof buf, f) : 0;
+    if (f) fclose(f);
+    st_file sf;
+    ref_A_n = 0;
+    if (!n || st_parse(&sf, buf, n, path)) {
+        CHECKF(0, "cannot read %s", path);
+        return;
+    }
+    for (int l = 0; l < 64 && !ref_A_n; l++) {
+        char name[96];
+        snprintf(name, sizeof name, "backbone.layers.%d.mixer.A_log", l);
+        const st_tensor *t = st_find(&sf, name);
+        if (!t || t->dtype != ST_F32 || t->n_elem > sizeof ref_A / sizeof ref_A[0]) continue;
+        for (uint64_t i = 0; i < t->n_elem; i++) {
+            float v;
+            memcpy(&v, t->data + 4 * i, 4);
+            ref_A[i] = exp((double)v);
+        }
+        ref_A_n = t->n_elem;
+    }
+    st_free(&sf);
+    CHECKF(ref_A_n > 0, "no A_log in %s", path);
+}
+
 /*
  * The retrieval key of state floats x as docs/retrieval.md defines it, computed here from the
  * definition (double precision): final_hidden normalised; or a 256-bucket count sketch (element
  * i adds +-x_i to bucket h(i) & 255, sign bit 32 of h(i), h = splitmix64(seed ^ i)) of the SSM
- * states with each layer at unit norm (ssm_norm) or of the whole state (projection), normalised.
+ * states with each layer at unit norm (ssm_norm), of the whole state (projection), or of the
+ * first layer's slowest SSM dimensions at unit norm (ssm_slow: per channel the state dimension of
+ * smallest |A|; Mamba-2 the heads of the slowest quarter; ref_load_A first), normalised.
  * Returns the dims.
  */
 static int ref_key(const ss_model_info *in, const ss_state_layout *lay, const char *kind,
@@ -890,6 +927,34 @@ static int ref_key(const ss_model_info *in, const ss_state_layout *lay, const ch
                 uint64_t h = ref_mix(seed ^ ((size_t)l * per + j));
                 key[h & 255] += ((h >> 32) & 1 ? 1 : -1) * v[j] / sqrt(n2);
             }
+        }
+    } else if (!strcmp(kind, "ssm_slow")) {
+        const float *v = x + lay->ssm_off; /* the first state layer */
+        size_t per = lay->ssm_n / (size_t)in->n_state_layers, unit = in->n_heads ? per / (size_t)in->n_heads : 1;
+        static int take[1 << 20];
+        memset(take, 0, per * sizeof take[0]);
+        if (in->n_heads) { /* Mamba-2: heads whose |A| is among the H/4 smallest (ties kept) */
+            int H = in->n_heads, q = H / 4 > 0 ? H / 4 : 1;
+            for (int h = 0; h < H; h++) {
+                int below = 0;
+                for (int g = 0; g < H; g++) below += ref_A[g] < ref_A[h];
+                for (size_t j = 0; below < q && j < unit; j++) take[(size_t)h * unit + j] = 1;
+            }
+        } else { /* per channel the first state dimension of smallest |A| */
+            for (int c = 0; c < in->d_inner; c++) {
+                int best = 0;
+                for (int n = 1; n < in->d_state; n++)
+                    if (ref_A[(size_t)c * in->d_state + n] < ref_A[(size_t)c * in->d_state + best])
+                        best = n;
+                take[(size_t)c * in->d_state + best] = 1;
+            }
+        }
+        double n2 = 0;
+        for (size_t j = 0; j < per; j++) n2 += take[j] ? (double)v[j] * v[j] : 0;
+        for (size_t j = 0; j < per && n2 > 0; j++) {
+            if (!take[j]) continue;
+            uint64_t h = ref_mix(seed ^ j);
+            key[h & 255] += ((h >> 32) & 1 ? 1 : -1) * v[j] / sqrt(n2);
         }
     } else {
         for (size_t j = 0; j < in->state_floats; j++) {
@@ -960,6 +1025,7 @@ static void test_search(const char *model_dir, const char *kind)
 {
     rig g;
     rig_open_key(&g, model_dir, 0, 0, 0, kind);
+    ref_load_A(model_dir);
     ss_state_layout lay;
     ss_model_state_layout(g.m, &lay);
     const ss_model_info *in = g.info;
@@ -1041,6 +1107,11 @@ static void test_search(const char *model_dir, const char *kind)
     /* deleted: gone from the results */
     a = run("states_delete", "r0", NULL, NULL);
     CHECK(a.status == 204);
+    answer_free(&a);
+    a = run("metrics", NULL, NULL, NULL); /* the index: r1..r4 and the cache entry */
+    CHECKF(metric(a.text, "statesoup_retrieval_keys") == N_SEARCH - 1 &&
+               metric(a.text, "statesoup_retrieval_key_bytes") >= (long long)(N_SEARCH - 1) * dim * 4,
+           "metrics: %s", a.text);
     answer_free(&a);
     int left[N_SEARCH] = {0, 1, 1, 1, 1, 0};
     a = run("states_search", NULL, "{\"query\": {\"state\": \"r4\"}, \"k\": 100}", NULL);
@@ -1288,8 +1359,11 @@ int main(int argc, char **argv)
     test_search("models/mamba1-tiny", "final_hidden");
     test_search("models/mamba1-tiny", "ssm_norm");
     test_search("models/mamba1-tiny", "projection");
+    test_search("models/mamba1-tiny", "ssm_slow");
     test_search("models/mamba2-tiny", "ssm_norm");
+    test_search("models/mamba2-tiny", "ssm_slow");
     test_search("models/moe-mamba-switch", "projection");
+    test_search("models/moe-mamba-switch", "ssm_slow");
     test_retrieve_merge();
 
     ss_api_detach_engine(api);

@@ -1819,6 +1819,69 @@ static void test_keys(const char *dir)
     ss_store_close(s);
 }
 
+/*
+ * The in-memory index under churn: 3,000 states, every other one deleted in a scattered order
+ * (rows move, the id table shifts entries back), then 500 more: each state left is found by its
+ * name with its own key (score 1), the deleted ones are not, and the count is right, also after
+ * a reopen.
+ */
+static void test_keys_churn(const char *dir)
+{
+    ss_store_params p = ss_store_default_params();
+    p.no_sync = 1; /* a throwaway store: thousands of puts in seconds */
+    ss_store *s = NULL;
+    REQUIRE_OK(ss_store_open(&s, dir, &p));
+    REQUIRE_OK(keys_open(s, "first4", NULL, NULL));
+    enum { N = 3000, MORE = 500 };
+    static char ids[N + MORE][36];
+    static int gone[N + MORE];
+    for (int i = 0; i < N; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "c-%05d", i);
+        REQUIRE_OK(put_state(s, name, NULL, 64, 1000 + (uint64_t)i, ids[i]));
+    }
+    for (int k = 0; k < N / 2; k++) {
+        int i = (int)((uint64_t)k * 7919 % N); /* a permutation of 0..N-1: 7919 is prime */
+        if (gone[i]) continue;
+        CHECK_OK(ss_store_delete(s, ids[i]));
+        gone[i] = 1;
+    }
+    for (int i = N; i < N + MORE; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "c-%05d", i);
+        REQUIRE_OK(put_state(s, name, NULL, 64, 1000 + (uint64_t)i, ids[i]));
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        int left = 0, wrong = 0;
+        for (int i = 0; i < N + MORE; i++) {
+            char name[16];
+            snprintf(name, sizeof name, "c-%05d", i);
+            float qk[KEY_DIM];
+            key_of_seed(1000 + (uint64_t)i, qk);
+            ss_store_hit hits[2];
+            int n = -1;
+            ss_store_query q = {.key = qk, .dim = KEY_DIM, .k = 2, .prefix = name};
+            CHECK_OK(ss_store_search(s, &q, hits, &n));
+            left += !gone[i];
+            if (gone[i] ? n != 0
+                        : n != 1 || strcmp(hits[0].id, ids[i]) || fabs(hits[0].score - 1) > 1e-6)
+                wrong++;
+        }
+        uint64_t nk = 0;
+        CHECK_OK(ss_store_keys_stats(s, &nk, NULL));
+        CHECKF(wrong == 0 && nk == (uint64_t)left, "pass %d: %d states wrong, %llu keys for %d",
+               pass, wrong, (unsigned long long)nk, left);
+        ss_store_close(s);
+        s = NULL;
+        if (pass == 0) {
+            REQUIRE_OK(ss_store_open(&s, dir, &p));
+            uint64_t loaded = 0, computed = 0;
+            REQUIRE_OK(keys_open(s, "first4", &loaded, &computed));
+            CHECK(loaded == (uint64_t)left && computed == 0);
+        }
+    }
+}
+
 int main(void)
 {
     static const struct {
@@ -1833,7 +1896,7 @@ int main(void)
         {"reader", test_reader_process}, {"threads", test_threads},
         {"disk_full", test_disk_full},   {"view_chunks", test_view_chunks},
         {"truncated", test_truncated},   {"record_sum", test_record_checksum},
-        {"keys", test_keys},
+        {"keys", test_keys},             {"keys_churn", test_keys_churn},
     };
     test_validation();
     test_hash_kernels();
