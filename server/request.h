@@ -21,6 +21,7 @@
 typedef struct api_key {
     char *key;
     ss_host_scope scope;
+    char *tenant; /* NULL: the default tenant */
 } api_key;
 
 struct ss_http {
@@ -53,6 +54,7 @@ struct ss_host_req {
     size_t body_len, body_cap, body_max;
     int too_large;
     ss_host_scope scope;
+    const char *tenant; /* the key's (owned by the key table), NULL: the default tenant */
     char rid[72];
     int64_t t0;
     int started; /* the handler ran */

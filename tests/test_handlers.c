@@ -36,6 +36,7 @@ struct ss_host_req {
     const char *query_name[MAX_QUERY], *query_value[MAX_QUERY];
     const char *body;
     ss_host_scope scope;
+    const char *tenant;
     void *user;
     void (*user_free)(void *);
     ss_host_over_fn over_fn;
@@ -76,6 +77,11 @@ const char *ss_host_body_data(ss_host_req *r, size_t *len)
 ss_host_scope ss_host_scope_of(ss_host_req *r)
 {
     return r->scope;
+}
+
+const char *ss_host_tenant(ss_host_req *r)
+{
+    return r->tenant;
 }
 
 int ss_host_stopping(ss_host_req *r)
@@ -242,6 +248,10 @@ static int finished(const ss_host_req *r)
  * NULL) and query (a "name", "value", ... list ending with NULL), as a host would: call the
  * handler, then while the request is parked wait for its wake and run the continuation.
  */
+/* The caller's key for the next run() calls (tests of tenants change them). */
+static ss_host_scope run_scope = SS_HOST_SCOPE_WRITE;
+static const char *run_tenant;
+
 static answer run(const char *name, const char *param, const char *body, ...)
 {
     ss_host_req *r = calloc(1, sizeof *r);
@@ -251,7 +261,8 @@ static answer run(const char *name, const char *param, const char *body, ...)
     r->refs = 1;
     r->param = param;
     r->body = body;
-    r->scope = SS_HOST_SCOPE_WRITE;
+    r->scope = run_scope;
+    r->tenant = run_tenant;
     va_list ap;
     va_start(ap, body);
     for (int i = 0; i < MAX_QUERY; i++) {
