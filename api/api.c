@@ -776,6 +776,9 @@ static const ss_host_route route_table[] = {
     {"POST", "/v1/score", "score", api_h_score, SS_HOST_SCOPE_READ, SS_HOST_BODY_JSON, 0},
     {"POST", "/v1/states/search", "states_search", api_h_states_search, SS_HOST_SCOPE_READ,
      SS_HOST_BODY_JSON, 0},
+    /* the operators' console (web.c): static files, no key needed */
+    {"GET", "/", "ui", api_h_ui_index, SS_HOST_SCOPE_PUBLIC, SS_HOST_BODY_NONE, 0},
+    {"GET", "/ui/{file}", "ui", api_h_ui_asset, SS_HOST_SCOPE_PUBLIC, SS_HOST_BODY_NONE, 0},
 };
 
 ss_err ss_api_new(ss_api **out, const ss_api_params *p)

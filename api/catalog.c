@@ -79,6 +79,7 @@ void api_h_metrics(void *app, ss_host_req *r)
             x.state_bytes = ss.blob_bytes;
             x.store_map_bytes = ss.map_size;
             x.store_used_bytes = ss.file_bytes;
+            x.corrupt_reads = ss.corrupt_reads;
             x.remote = ss.remote;
             x.remote_up = ss.remote_up;
             x.remote_errors = ss.remote_errors;

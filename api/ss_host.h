@@ -30,12 +30,14 @@
 
 typedef struct ss_host_req ss_host_req;
 
-/* Scope a route needs (API keys have scope read, write or admin; no keys = write). Ordered:
- * admin may do all that write may, write all that read may. */
+/* Scope a route needs (API keys have scope read, write or admin; no keys = write). Ordered for
+ * keys: admin may do all that write may, write all that read may. PUBLIC routes need no key at
+ * all (the console's static files); a caller of one has scope READ. */
 typedef enum ss_host_scope {
     SS_HOST_SCOPE_READ = 0,
     SS_HOST_SCOPE_WRITE,
     SS_HOST_SCOPE_ADMIN, /* also shares/unshares states and reaches every tenant's by id */
+    SS_HOST_SCOPE_PUBLIC,
 } ss_host_scope;
 
 /* What body a route takes; the host checks the Content-Type against it (415). */

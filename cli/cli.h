@@ -183,6 +183,9 @@ const char *cli_human_bytes(uint64_t n, char *buf, size_t cap);
 void cli_print_record(const json_t *rec);
 /* Print records as a table: ID, NAME, TAGS, TOKENS, SIZE, CREATED (UTC). */
 void cli_print_state_table(const json_t *records);
+/* The tags (a JSON array of strings) joined by sep into buf (cap bytes, truncated at a tag); "-"
+ * when there are none. */
+void cli_join_tags(const json_t *tags, const char *sep, char *buf, size_t cap);
 /* Print JSON we composed (compact, keys in their order, one line). */
 void cli_print_json(const json_t *j);
 /* Print JSON text as received (server or store), ending with a newline. */

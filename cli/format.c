@@ -113,7 +113,7 @@ static void short_time(const char *rfc, char *buf, size_t cap)
 }
 
 /* Tags joined by sep, or "-" when there are none. */
-static void join_tags(const json_t *tags, const char *sep, char *buf, size_t cap)
+void cli_join_tags(const json_t *tags, const char *sep, char *buf, size_t cap)
 {
     size_t i, off = 0;
     json_t *t;
@@ -137,7 +137,7 @@ void cli_print_state_table(const json_t *records)
     json_array_foreach(records, i, rec) {
         char tags[1024], tokens[32], size[32], created[64];
         const char *name = json_string_value(json_object_get(rec, "name"));
-        join_tags(json_object_get(rec, "tags"), ",", tags, sizeof tags);
+        cli_join_tags(json_object_get(rec, "tags"), ",", tags, sizeof tags);
         snprintf(tokens, sizeof tokens, "%" JSON_INTEGER_FORMAT,
                  json_integer_value(json_object_get(rec, "n_tokens")));
         cli_human_bytes((uint64_t)json_integer_value(json_object_get(rec, "bytes")), size,
@@ -158,7 +158,7 @@ void cli_print_record(const json_t *rec)
     const char *name = json_string_value(json_object_get(rec, "name"));
     printf("id          %s\n", json_string_value(json_object_get(rec, "id")));
     printf("name        %s\n", name ? name : "-");
-    join_tags(json_object_get(rec, "tags"), ", ", buf, sizeof buf);
+    cli_join_tags(json_object_get(rec, "tags"), ", ", buf, sizeof buf);
     printf("tags        %s\n", buf);
     printf("model       %s\n", json_string_value(json_object_get(rec, "model")));
     printf("tokens      %" JSON_INTEGER_FORMAT "\n",

@@ -63,20 +63,15 @@ static void print_hits(const json_t *data)
     json_t *h;
     json_array_foreach (data, i, h) {
         const json_t *rec = json_object_get(h, "state");
-        char rank[32], score[32], tags[1024] = "", tokens[32];
+        char rank[32], score[32], tags[1024], tokens[32];
         snprintf(rank, sizeof rank, "%zu", i + 1);
         snprintf(score, sizeof score, "%.4f", json_number_value(json_object_get(h, "score")));
-        size_t j;
-        json_t *tg;
-        json_array_foreach (json_object_get(rec, "tags"), j, tg) {
-            size_t n = strlen(tags);
-            snprintf(tags + n, sizeof tags - n, "%s%s", j ? "," : "", json_string_value(tg));
-        }
+        cli_join_tags(json_object_get(rec, "tags"), ",", tags, sizeof tags);
         snprintf(tokens, sizeof tokens, "%" JSON_INTEGER_FORMAT,
                  json_integer_value(json_object_get(rec, "n_tokens")));
         const char *name = json_string_value(json_object_get(rec, "name"));
         const char *row[] = {rank, score, json_string_value(json_object_get(rec, "id")),
-                             name ? name : "-", tags[0] ? tags : "-", tokens};
+                             name ? name : "-", tags, tokens};
         if (cli_table_add(t, row)) break;
     }
     cli_table_print(t);

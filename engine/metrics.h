@@ -49,12 +49,20 @@ typedef struct ss_metrics_tenant {
     uint64_t states, bytes;
 } ss_metrics_tenant;
 
+/* The build rendered as statesoup_build_info{version, git}. */
+void ss_metrics_set_build(ss_metrics *m, const char *version, const char *git);
+/* Open connections changed by delta (the transport's accept/close notifications). */
+void ss_metrics_connections(ss_metrics *m, int delta);
+/* One connection closed at once because --max-connections were open. */
+void ss_metrics_connection_refused(ss_metrics *m);
+
 /* Numbers owned elsewhere, sampled when /metrics is served. */
 typedef struct ss_metrics_extra {
     int ready; /* model loaded */
     uint64_t tokens_prefilled, tokens_generated, engine_steps, jobs_done;
     int jobs_queued, jobs_running;
     uint64_t states, state_bytes, store_map_bytes, store_used_bytes;
+    uint64_t corrupt_reads; /* damaged records/blobs met by reads since the start */
     /* The shared tier (--remote): rendered only when remote is 1. */
     int remote, remote_up;
     uint64_t remote_errors, cache_hits, cache_misses, cache_evictions, cache_bytes;

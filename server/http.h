@@ -33,6 +33,10 @@ typedef struct ss_http_params {
     int n_routes;
     void *app;           /* passed to every handler */
     ss_metrics *metrics; /* may be NULL; requests are counted there */
+    int max_connections; /* open connections beyond which new ones are closed at once (>= 1) */
+    int max_per_ip;      /* open connections from one address; 0 = no limit */
+    int idle_timeout;    /* seconds a connection may stay idle before it is closed (>= 1) */
+    int log_json;        /* request and transport log lines as JSON objects, else text */
 } ss_http_params;
 
 /*
@@ -45,7 +49,11 @@ typedef struct ss_http_params {
 ss_err ss_http_start(ss_http **out, const ss_http_params *p);
 /* The bound port (the real one when params.port was 0). */
 int ss_http_port(const ss_http *h);
-/* Stop accepting new connections; requests in progress go on. Idempotent. */
+/*
+ * Stop accepting new connections at once (the listening socket is shut down: connects are
+ * refused) and answer new requests on kept-alive connections 503 shutting_down with
+ * Connection: close; requests in progress go on. Idempotent.
+ */
 void ss_http_quiesce(ss_http *h);
 /*
  * Wait until no request is in progress (every answer sent), at most timeout_ms. Returns 1 when

@@ -641,7 +641,7 @@ ss_err ss_store_put_copy(ss_store *s, const char *record_json, const void *blob,
 /* ---- get ------------------------------------------------------------------------------------- */
 
 /* Record of state `ref` (id or name) as JSON text (free() it), set only on success. Thread-safe. */
-ss_err ss_store_get_record(ss_store *s, const char *ref, char **record_json)
+static ss_err get_record_impl(ss_store *s, const char *ref, char **record_json)
 {
     ss_err err = SS_OK;
     MDB_txn *txn = NULL;
@@ -658,6 +658,11 @@ ss_err ss_store_get_record(ss_store *s, const char *ref, char **record_json)
 out:
     store_txn_end(s, txn);
     return err;
+}
+
+ss_err ss_store_get_record(ss_store *s, const char *ref, char **record_json)
+{
+    return store_count_corrupt(s, get_record_impl(s, ref, record_json));
 }
 
 void ss_store_checksum(const void *data, size_t len, char *hex)
@@ -924,6 +929,7 @@ ss_err ss_store_list(ss_store *s, const char *tag, const char *prefix, int limit
         skipped++;
         more = 0;
     }
+    if (skipped) atomic_fetch_add(&s->corrupt_reads, (unsigned long long)skipped);
     if ((err = list_close(&b, skipped, more ? last : NULL))) goto out;
     *page_json = b.p;
     b.p = NULL;
@@ -970,6 +976,7 @@ ss_err ss_store_get_stats(ss_store *s, ss_store_stats *out)
     out->blob_bytes = blob_bytes;
     out->map_size = info.me_mapsize;
     out->file_bytes = ((uint64_t)info.me_last_pgno + 1) * s->page_size;
+    out->corrupt_reads = atomic_load(&s->corrupt_reads);
     if (s->remote) remote_stats(s, out);
 out:
     store_txn_end(s, txn);

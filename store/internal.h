@@ -46,6 +46,7 @@
 #include <jansson.h>
 #include <lmdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -93,6 +94,7 @@ struct ss_store {
     char *dir;
     char *data_path;     /* dir/data.mdb, for the health check */
     struct ss_remote *remote; /* the Redis Cluster tier (remote.c), NULL without --remote */
+    atomic_ullong corrupt_reads; /* reads that met a damaged record or blob (stats) */
 };
 
 /* ---- tenants (catalog.c) ---- */
@@ -114,6 +116,13 @@ extern _Thread_local const ss_store_scope *store_scope;
 static inline const char *scope_tenant(const ss_store_scope *sc)
 {
     return sc && sc->tenant ? sc->tenant : "";
+}
+
+/* Count err when it says the data read was damaged; returns err (public read functions). */
+static inline ss_err store_count_corrupt(ss_store *s, ss_err err)
+{
+    if (err == SS_ERR_CORRUPT && s) atomic_fetch_add(&s->corrupt_reads, 1);
+    return err;
 }
 
 /* The store whose view callback is running on this thread (re-entry would deadlock the rwlock). */

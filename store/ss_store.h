@@ -291,6 +291,8 @@ typedef struct ss_store_stats {
     uint64_t blob_bytes;  /* sum of blob sizes */
     uint64_t map_size;    /* current LMDB map size */
     uint64_t file_bytes;  /* pages in use * page size (high-water mark, incl. reusable pages) */
+    uint64_t corrupt_reads; /* reads since open that met a damaged record or blob (SS_ERR_CORRUPT
+                               answers and records skipped by listings) */
     /* With a remote tier (else 0): n_states and blob_bytes are then the shared catalog's. */
     int remote;              /* 1 when a remote tier is configured */
     int remote_up;           /* its last command succeeded */
