@@ -67,6 +67,7 @@ ss_err infer_new(ss_api *a, ss_host_req *r, endpoint ep, infer **out)
     if (!inf) return ss_fail(SS_ERR_NOMEM, "out of memory");
     inf->a = a;
     inf->req = r;
+    inf->scope = api_scope(r);
     inf->ep = ep;
     inf->stop_at_eos = 1;
     pthread_mutex_init(&inf->mu, NULL);

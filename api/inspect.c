@@ -37,13 +37,14 @@ static int query_int(ss_host_req *r, const char *name, long lo, long hi, long df
     return 1;
 }
 
-/* The record of `ref` as the caller may see it, parsed. */
+/* The record of `ref` as the caller may see it (its tenant's, shared, or any for an admin),
+ * parsed; SS_ERR_NOT_FOUND for another tenant's. */
 static ss_err get_record(ss_api *a, ss_host_req *r, const char *ref, json_t **out)
 {
-    (void)r;
     char *text = NULL;
     *out = NULL;
-    ss_err err = ss_store_get_record(a->store, ref, &text);
+    ss_store_scope sc = api_scope(r);
+    ss_err err = ss_store_get_record_as(a->store, &sc, ref, &text);
     if (err) return err;
     *out = json_loads(text, 0, NULL);
     free(text);
@@ -68,12 +69,19 @@ static double parent_weight(const json_t *child, const char *pid)
 /* ---- GET /v1/whoami ---------------------------------------------------------------------- */
 
 /* What the caller's key may do, so that a client (the console) shows only what it may use:
- * {"scope": "read" | "write"} ("write" when the daemon runs without keys). */
+ * {"scope": "read" | "write" | "admin", "tenant": str|null} ("write" and null when the daemon
+ * runs without keys; null: the default tenant). */
 void api_h_whoami(void *app, ss_host_req *r)
 {
     (void)app;
-    int write = ss_host_scope_of(r) == SS_HOST_SCOPE_WRITE;
-    api_json(r, 200, json_pack("{s:s}", "scope", write ? "write" : "read"));
+    ss_host_scope s = ss_host_scope_of(r);
+    const char *tenant = ss_host_tenant(r);
+    api_json(r, 200,
+             json_pack("{s:s, s:s?}", "scope",
+                       s == SS_HOST_SCOPE_ADMIN   ? "admin"
+                       : s == SS_HOST_SCOPE_WRITE ? "write"
+                                                  : "read",
+                       "tenant", tenant && *tenant ? tenant : NULL));
 }
 
 /* ---- GET /v1/states/{state}/children ------------------------------------------------------ */
@@ -295,7 +303,8 @@ void api_h_states_stats(void *app, ss_host_req *r)
                    .answer = json_pack("{s:s?, s:O}", "id", id, "name",
                                        json_object_get(rec, "name"))};
     if (!c.answer) err = ss_fail(SS_ERR_NOMEM, "out of memory");
-    if (!err) err = ss_store_view(a->store, &id, 1, a->info->fingerprint, stats_fn, &c);
+    ss_store_scope sc = api_scope(r);
+    if (!err) err = ss_store_view_as(a->store, &sc, &id, 1, a->info->fingerprint, stats_fn, &c);
     json_decref(rec);
     if (err) {
         json_decref(c.answer);
@@ -418,7 +427,8 @@ static ss_err similarity(ss_api *a, ss_host_req *r, json_t *body, json_t **answe
             goto out;
         }
     }
-    err = ss_store_view(a->store, ids, (int)n, a->info->fingerprint, sim_fn, &c);
+    ss_store_scope sc = api_scope(r);
+    err = ss_store_view_as(a->store, &sc, ids, (int)n, a->info->fingerprint, sim_fn, &c);
     if (err) goto out;
     json_t *m = cosines(c.gram, (int)n);
     *answer = m ? json_pack("{s:O, s:o}", "states", list, "similarity", m) : NULL;

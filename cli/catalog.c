@@ -49,7 +49,10 @@ int cli_check_source(const char *cmd, const cli_common *o)
 static const char ls_help[] =
     "usage: statesoup ls [--url URL | --data DIR] [--tag T] [--prefix P] [--limit N] [--all]\n"
     "\n"
-    "List stored states, newest first: ID, NAME, TAGS, TOKENS, SIZE and CREATED (UTC).\n"
+    "List stored states, newest first: ID, NAME, TAGS, TOKENS, SIZE and CREATED (UTC); a TENANT\n"
+    "column after NAME when a listed state belongs to a tenant other than the default one or is\n"
+    "shared (docs/api.md, Tenants). Through the daemon the key's tenant sees its own states and\n"
+    "shared ones; --data lists every tenant's.\n"
     "\n"
     "  --tag T              only states tagged T\n"
     "  --prefix P           only states whose name starts with P (unnamed states never match)\n"
@@ -270,6 +273,81 @@ int cmd_show(int argc, char **argv)
 out:
     cli_conn_free(&conn);
     ss_store_close(st);
+    return rc;
+}
+
+/* ---- share ----------------------------------------------------------------------------------- */
+
+static const char share_help[] =
+    "usage: statesoup share [--url URL] [--off] STATE...\n"
+    "\n"
+    "Share states (names or ids) with every tenant of the daemon, or stop sharing them (--off).\n"
+    "A shared state can be read, exported, searched and merged or resumed from by every tenant;\n"
+    "only its owner or an admin may delete it. Needs an admin key (docs/api.md, Tenants); names\n"
+    "are the admin key's tenant's, other tenants' states are named by id.\n"
+    "\n"
+    "  --off                unshare\n"
+    "\n" CLI_CONN_HELP
+    "\n"
+    "example:\n"
+    "  statesoup share --api-key $ADMIN_KEY st_0123456789abcdef0123456789abcdef\n";
+
+int cmd_share(int argc, char **argv)
+{
+    enum { OPT_OFF = CLI_OPT_FIRST_LOCAL };
+    static const struct option opts[] = {{"off", no_argument, NULL, OPT_OFF}, CLI_CONN_OPTIONS,
+                                         {NULL, 0, NULL, 0}};
+    cli_common o = {0};
+    int c, off = 0, rc = CLI_FAIL;
+    cli_conn conn = {0};
+    json_t *done = NULL;
+
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        if (cli_common_opt(&o, c, optarg)) continue;
+        if (c == OPT_OFF) {
+            off = 1;
+            continue;
+        }
+        if (c == 'h') {
+            fputs(share_help, stdout);
+            return CLI_OK;
+        }
+        return cli_bad_option("share");
+    }
+    if (optind >= argc) return cli_usage("share", "name the states to share");
+    if (cli_conn_init(&conn, &o)) {
+        rc = cli_usage("share", "%s", ss_errmsg());
+        goto out;
+    }
+    if (!(done = json_array())) goto out;
+    rc = CLI_OK;
+    for (int i = optind; i < argc; i++) {
+        char path[1024];
+        json_t *rec = NULL;
+        ss_err e = cli_state_path(argv[i], path, sizeof path);
+        if (!e && strlen(path) + 7 >= sizeof path) e = ss_fail(SS_ERR_INVALID, "name too long");
+        if (!e) strcat(path, "/share");
+        if (!e) e = cli_http_json(&conn, off ? "DELETE" : "POST", path, NULL, &rec, NULL);
+        if (e) {
+            fprintf(stderr, "statesoup: share: %s: %s\n", argv[i], ss_errmsg());
+            rc = CLI_FAIL;
+            continue;
+        }
+        json_array_append(done, rec);
+        if (!o.json)
+            printf("%s %s\n", off ? "unshared" : "shared",
+                   json_string_value(json_object_get(rec, "id")));
+        json_decref(rec);
+    }
+    if (o.json) {
+        json_t *j = json_pack("{s:O}", "data", done);
+        cli_print_json(j);
+        json_decref(j);
+    }
+out:
+    json_decref(done);
+    cli_conn_free(&conn);
     return rc;
 }
 

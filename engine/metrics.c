@@ -42,6 +42,11 @@ struct ss_metrics {
     int n_lat, cap_lat;
     uint64_t merges_stored, merges_fly;
     uint64_t prefix[SS_PREFIX_N_OUTCOMES], prefix_saved;
+    struct tenant_req {
+        char *name;
+        uint64_t n;
+    } *tenants; /* [n_tenants]: requests per tenant */
+    int n_tenants, cap_tenants;
     long conns_open;
     uint64_t conns_refused;
     int64_t t_start; /* ss_mono_ns at creation: uptime */
@@ -66,6 +71,8 @@ void ss_metrics_free(ss_metrics *m)
     pthread_mutex_destroy(&m->mu);
     free(m->counts);
     free(m->lat);
+    for (int i = 0; i < m->n_tenants; i++) free(m->tenants[i].name);
+    free(m->tenants);
     free(m);
 }
 
@@ -110,6 +117,23 @@ void ss_metrics_request(ss_metrics *m, const char *endpoint, int status, double 
         l->count++;
         l->sum += seconds;
     }
+    pthread_mutex_unlock(&m->mu);
+}
+
+void ss_metrics_tenant_request(ss_metrics *m, const char *tenant)
+{
+    if (!m) return;
+    if (!tenant) tenant = "";
+    pthread_mutex_lock(&m->mu);
+    int i;
+    for (i = 0; i < m->n_tenants; i++)
+        if (!strcmp(m->tenants[i].name, tenant)) break;
+    if (i == m->n_tenants && m->n_tenants < SS_METRICS_MAX_TENANTS &&
+        grow((void **)&m->tenants, &m->cap_tenants, m->n_tenants, sizeof *m->tenants)) {
+        char *name = strdup(tenant);
+        if (name) m->tenants[m->n_tenants++] = (struct tenant_req){.name = name};
+    }
+    if (i < m->n_tenants) m->tenants[i].n++;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -191,6 +215,28 @@ static void sb_printf(sbuf *b, const char *fmt, ...)
         b->p = q;
         b->cap = nc;
     }
+}
+
+/* Per tenant: states and bytes (sampled, x) and requests (counted); a tenant known to only one
+ * of them gets 0 for the others. Under m->mu. */
+static void render_tenants(sbuf *b, const ss_metrics *m, const ss_metrics_extra *x)
+{
+    if (!m->n_tenants && !x->n_tenants) return;
+    sb_printf(b, "# HELP statesoup_tenant_states States stored per tenant (tenant=\"\": the "
+                 "default tenant).\n# TYPE statesoup_tenant_states gauge\n");
+    for (int i = 0; i < x->n_tenants; i++)
+        sb_printf(b, "statesoup_tenant_states{tenant=\"%s\"} %llu\n", x->tenants[i].name,
+                  (unsigned long long)x->tenants[i].states);
+    sb_printf(b, "# HELP statesoup_tenant_state_bytes Bytes of the states stored per tenant.\n"
+                 "# TYPE statesoup_tenant_state_bytes gauge\n");
+    for (int i = 0; i < x->n_tenants; i++)
+        sb_printf(b, "statesoup_tenant_state_bytes{tenant=\"%s\"} %llu\n", x->tenants[i].name,
+                  (unsigned long long)x->tenants[i].bytes);
+    sb_printf(b, "# HELP statesoup_tenant_requests_total Finished HTTP requests per tenant of the "
+                 "key.\n# TYPE statesoup_tenant_requests_total counter\n");
+    for (int i = 0; i < m->n_tenants; i++)
+        sb_printf(b, "statesoup_tenant_requests_total{tenant=\"%s\"} %llu\n", m->tenants[i].name,
+                  (unsigned long long)m->tenants[i].n);
 }
 
 /* "# HELP" and "# TYPE" of one metric. */
@@ -369,6 +415,7 @@ ss_err ss_metrics_render(ss_metrics *m, const ss_metrics_extra *x, char **out, s
     pthread_mutex_lock(&m->mu);
     render_http(&b, m);
     render_counters(&b, m);
+    render_tenants(&b, m, x);
     pthread_mutex_unlock(&m->mu);
     render_extra(&b, x);
     render_process(&b, m);

@@ -176,6 +176,11 @@ ss_host_scope ss_host_scope_of(ss_host_req *r)
     return r->scope;
 }
 
+const char *ss_host_tenant(ss_host_req *r)
+{
+    return r->tenant;
+}
+
 int ss_host_stopping(ss_host_req *r)
 {
     return atomic_load(&r->h->stopping);

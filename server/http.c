@@ -11,6 +11,7 @@
  * '/' can be sent as %2F inside one path segment; segments and query values are decoded here.
  */
 #include "http.h"
+#include "ss_store.h"
 
 #include <ctype.h>
 #include <inttypes.h>
@@ -220,11 +221,12 @@ static int authorize(ss_host_req *r)
     for (int i = 0; i < h->n_keys; i++) {
         if (key_eq(key, h->keys[i].key)) {
             r->scope = h->keys[i].scope;
+            r->tenant = h->keys[i].tenant;
             r->key_no = i + 1;
-            if (r->route->scope == SS_HOST_SCOPE_WRITE && r->scope != SS_HOST_SCOPE_WRITE) {
-                fail(r, 403, "forbidden",
-                     "this key is read-only; %s %s needs a key with write scope", r->method,
-                     r->path);
+            if (r->scope < r->route->scope) {
+                fail(r, 403, "forbidden", "this key has %s scope; %s %s needs a key with %s scope",
+                     r->scope == SS_HOST_SCOPE_READ ? "read" : "write", r->method, r->path,
+                     r->route->scope == SS_HOST_SCOPE_ADMIN ? "admin" : "write");
                 return 0;
             }
             return 1;
@@ -455,6 +457,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     double secs = (double)(ss_mono_ns() - r->t0) / 1e9;
     const char *endpoint = r->route ? r->route->name : "unknown";
     if (h->p.metrics) ss_metrics_request(h->p.metrics, endpoint, status, secs);
+    if (h->p.metrics && r->started) ss_metrics_tenant_request(h->p.metrics, r->tenant);
     if (h->p.log_requests) log_request(h, r, status, secs, aborted);
     if (r->over_fn) r->over_fn(r->user, aborted);
     pthread_mutex_lock(&h->mu);
@@ -613,7 +616,10 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 
 static void free_keys(api_key *k, int n)
 {
-    for (int i = 0; i < n; i++) free(k[i].key);
+    for (int i = 0; i < n; i++) {
+        free(k[i].key);
+        free(k[i].tenant);
+    }
     free(k);
 }
 
@@ -631,10 +637,15 @@ static ss_err load_keys(const char *path, api_key **out, int *n_out)
         char *k = line;
         while (*k == ' ' || *k == '\t' || *k == '\r') k++;
         if (!*k || *k == '#') continue;
-        char key[512], scope[32], extra[2];
-        int got = sscanf(k, "%511s %31s %1s", key, scope, extra);
-        if (got != 2 || (strcmp(scope, "read") && strcmp(scope, "write"))) {
-            err = ss_fail(SS_ERR_FORMAT, "%s line %d: expected \"KEY read|write\"", path, lineno);
+        char key[512], scope[32], opt[128], extra[2];
+        int got = sscanf(k, "%511s %31s %127s %1s", key, scope, opt, extra);
+        if (got < 2 || got > 3 ||
+            (strcmp(scope, "read") && strcmp(scope, "write") && strcmp(scope, "admin")) ||
+            (got == 3 && (strncmp(opt, "tenant=", 7) || ss_store_check_tenant(opt + 7)))) {
+            err = ss_fail(SS_ERR_FORMAT,
+                          "%s line %d: expected \"KEY read|write|admin [tenant=NAME]\" (NAME: "
+                          "1..64 of letters, digits, . _ : / -)",
+                          path, lineno);
             goto out;
         }
         if (n == cap) {
@@ -647,14 +658,17 @@ static ss_err load_keys(const char *path, api_key **out, int *n_out)
             keys = p;
         }
         keys[n].key = strdup(key);
-        keys[n].scope = strcmp(scope, "write") ? SS_HOST_SCOPE_READ : SS_HOST_SCOPE_WRITE;
-        if (!keys[n++].key) {
+        keys[n].scope = !strcmp(scope, "admin")   ? SS_HOST_SCOPE_ADMIN
+                        : !strcmp(scope, "write") ? SS_HOST_SCOPE_WRITE
+                                                  : SS_HOST_SCOPE_READ;
+        keys[n].tenant = got == 3 ? strdup(opt + 7) : NULL;
+        if (!keys[n++].key || (got == 3 && !keys[n - 1].tenant)) {
             err = ss_fail(SS_ERR_NOMEM, "out of memory reading %s", path);
             goto out;
         }
     }
     if (n == 0) {
-        err = ss_fail(SS_ERR_FORMAT, "%s: no keys (lines \"KEY read|write\")", path);
+        err = ss_fail(SS_ERR_FORMAT, "%s: no keys (lines \"KEY read|write|admin [tenant=NAME]\")", path);
         goto out;
     }
     *out = keys;

@@ -40,8 +40,8 @@ typedef struct ss_http_params {
 } ss_http_params;
 
 /*
- * Bind and start serving. Keys file lines are "KEY SCOPE" (scope read|write; '#' comments and
- * blank lines ignored). *out is set only on success.
+ * Bind and start serving. Keys file lines are "KEY SCOPE [tenant=NAME]" (scope read|write|admin;
+ * no tenant: the default tenant; '#' comments and blank lines ignored). *out is set only on success.
  * Returns SS_ERR_FORMAT naming a bad keys-file line, the errors of ss_read_file for the keys file,
  * SS_ERR_INVALID when the address does not resolve, SS_ERR_IO when it cannot be bound,
  * SS_ERR_NOMEM.

@@ -25,6 +25,7 @@ extern const char *const http_event_name[HTTP_N_EVENTS];
 typedef struct api_key {
     char *key;
     ss_host_scope scope;
+    char *tenant; /* NULL: the default tenant */
 } api_key;
 
 struct ss_http {
@@ -65,6 +66,7 @@ struct ss_host_req {
     int too_large;
     size_t discarded; /* body bytes thrown away (too large, or after an early answer) */
     ss_host_scope scope;
+    const char *tenant; /* the key's (owned by the key table), NULL: the default tenant */
     char rid[72];
     char addr[48];     /* the client's address, as text ("" when unknown) */
     int key_no;        /* 1-based line of the API key used (0: none) */

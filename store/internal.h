@@ -17,16 +17,22 @@
  *                                                    text right after created_ns (it starts with
  *                                                    '{', never 0x01): they are still read, and
  *                                                    checked by parsing instead
- *   names    name                                 -> time key of the named state
- *   time     time key                             -> name of the state (empty when unnamed)
- *   tags     tag, 0x00, time key                  -> name of the state (empty when unnamed)
- *   meta     "format" -> "1";  "blob_bytes" -> be64 sum of blob sizes
+ *   names    name key                             -> time key of the named state
+ *   time     time key                             -> index value of the state
+ *   tags     tag, 0x00, time key                  -> index value of the state
+ *   meta     "format" -> "1";  "blob_bytes" -> be64 sum of blob sizes;
+ *            "tenant:" tenant -> be64 states, be64 blob bytes (tenants other than the default)
  *   chunks   id                                   -> be64 XXH3-64 of each CHUNK_BYTES piece of
  *                                                    the blob, in order (stores written before
  *                                                    this database existed have no entries: their
  *                                                    blobs are verified whole)
  *   prefix   see prefix.c (MDB_DUPSORT)            the prefix index of prompt caching
  *   keys     id                                   -> the state's retrieval key (keys.c)
+ * name key = the name (the default tenant: as before tenants existed), or tenant, 0x00, name.
+ * index value = the name (empty when unnamed) for a state of the default tenant that is not
+ * shared (as before tenants existed), else 0x00, flags (0x01 = shared), tenant, 0x00, name.
+ * Names never contain 0x00, so the forms cannot be confused, and a listing filters by tenant and
+ * name prefix from the index alone.
  * time key = be64(INT64_MAX - created_ns) followed by the id: a forward walk is newest first, and
  * the id makes it unique. Index values carry the name so a prefix filter needs no record reads.
  * created_ns is strictly increasing across puts (a clock that steps back is clamped), so "newest
@@ -92,6 +98,27 @@ struct ss_store {
     struct ss_remote *remote; /* the Redis Cluster tier (remote.c), NULL without --remote */
     atomic_ullong corrupt_reads; /* reads that met a damaged record or blob (stats) */
 };
+
+/* ---- tenants (catalog.c) ---- */
+
+/* The scope of the public call running on this thread (set by the ..._as functions for the
+ * duration of the call; NULL: unscoped). resolve() and the listing obey it. */
+extern _Thread_local const ss_store_scope *store_scope;
+#define SCOPED_CALL(sc, call)                                                                      \
+    do {                                                                                           \
+        const ss_store_scope *saved_scope_ = store_scope;                                          \
+        store_scope = (sc);                                                                        \
+        ss_err scoped_err_ = (call);                                                               \
+        store_scope = saved_scope_;                                                                \
+        return scoped_err_;                                                                        \
+    } while (0)
+#define NKEY_MAX (SS_STORE_TENANT_MAX + 1 + SS_REC_NAME_MAX) /* a name key */
+#define IVAL_MAX (2 + SS_STORE_TENANT_MAX + 1 + SS_REC_NAME_MAX) /* an index value */
+/* The tenant ("" = default) of scope sc (NULL: unscoped = the default tenant). */
+static inline const char *scope_tenant(const ss_store_scope *sc)
+{
+    return sc && sc->tenant ? sc->tenant : "";
+}
 
 /* Count err when it says the data read was damaged; returns err (public read functions). */
 static inline ss_err store_count_corrupt(ss_store *s, ss_err err)
@@ -184,6 +211,8 @@ ss_err store_keys_del(ss_store *s, wtx *w, const char *id);
 void store_keys_added(ss_store *s, const char *id, const json_t *rec, int64_t created,
                       const float *key);
 void store_keys_removed(ss_store *s, const char *id);
+/* After a share/unshare commit: the in-memory row follows. */
+void store_keys_shared(ss_store *s, const char *id, int shared);
 /* At close. */
 void store_keys_free(ss_store *s);
 

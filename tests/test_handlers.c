@@ -36,6 +36,7 @@ struct ss_host_req {
     const char *query_name[MAX_QUERY], *query_value[MAX_QUERY];
     const char *body;
     ss_host_scope scope;
+    const char *tenant;
     void *user;
     void (*user_free)(void *);
     ss_host_over_fn over_fn;
@@ -76,6 +77,11 @@ const char *ss_host_body_data(ss_host_req *r, size_t *len)
 ss_host_scope ss_host_scope_of(ss_host_req *r)
 {
     return r->scope;
+}
+
+const char *ss_host_tenant(ss_host_req *r)
+{
+    return r->tenant;
 }
 
 int ss_host_stopping(ss_host_req *r)
@@ -205,7 +211,6 @@ void ss_host_req_unref(ss_host_req *r)
 /* ---- driving a request ----------------------------------------------------------------------- */
 
 static ss_api *api;
-static ss_host_scope run_scope = SS_HOST_SCOPE_WRITE; /* the scope run() gives its requests */
 
 /* What a request got: status, body (a JSON value when it parsed; NULL otherwise) and the text. */
 typedef struct answer {
@@ -243,6 +248,10 @@ static int finished(const ss_host_req *r)
  * NULL) and query (a "name", "value", ... list ending with NULL), as a host would: call the
  * handler, then while the request is parked wait for its wake and run the continuation.
  */
+/* The caller's key for the next run() calls (tests of tenants change them). */
+static ss_host_scope run_scope = SS_HOST_SCOPE_WRITE;
+static const char *run_tenant;
+
 static answer run(const char *name, const char *param, const char *body, ...)
 {
     ss_host_req *r = calloc(1, sizeof *r);
@@ -253,6 +262,7 @@ static answer run(const char *name, const char *param, const char *body, ...)
     r->param = param;
     r->body = body;
     r->scope = run_scope;
+    r->tenant = run_tenant;
     va_list ap;
     va_start(ap, body);
     for (int i = 0; i < MAX_QUERY; i++) {
@@ -1534,7 +1544,15 @@ static void test_inspect(const char *model_dir)
     CHECKF(a.status == 200 && !strcmp(json_string_value(json_object_get(a.json, "scope")), "read"),
            "whoami (read): %d %s", a.status, a.text);
     answer_free(&a);
+    run_scope = SS_HOST_SCOPE_ADMIN;
+    run_tenant = "t-ops";
+    a = run("whoami", NULL, NULL, NULL);
+    CHECKF(a.status == 200 && !strcmp(json_string_value(json_object_get(a.json, "scope")), "admin") &&
+               !strcmp(json_string_value(json_object_get(a.json, "tenant")), "t-ops"),
+           "whoami (admin of t-ops): %d %s", a.status, a.text);
+    answer_free(&a);
     run_scope = SS_HOST_SCOPE_WRITE;
+    run_tenant = NULL;
     a = run("states_stats", "i-nope", NULL, NULL);
     CHECK_ERROR(a, 404, "not_found");
     answer_free(&a);
@@ -1607,6 +1625,54 @@ static void test_inspect(const char *model_dir)
     CHECK_ERROR(a, 400, "bad_request");
     answer_free(&a);
     a = run("states_similarity", NULL, "{\"states\": [\"i-a\", \"i-abc\"]}", NULL);
+    CHECK_ERROR(a, 404, "not_found");
+    answer_free(&a);
+
+    /* tenants: another tenant's states never appear. i-a is shared by an admin; tenant t-other
+     * merges it into a state of its own, which the default tenant's children of i-a leave out
+     * (and t-other sees); t-other reaches none of the default tenant's unshared states. */
+    run_scope = SS_HOST_SCOPE_ADMIN;
+    a = run("states_share", "i-a", NULL, NULL);
+    CHECKF(a.status == 200, "share i-a: %d %s", a.status, a.text);
+    answer_free(&a);
+    run_scope = SS_HOST_SCOPE_WRITE;
+    run_tenant = "t-other";
+    store_merge("o-m", ids[0], 0.5, ids[0], 0.25);
+    char om[SS_STORE_ID_LEN + 1];
+    id_of("o-m", om);
+    a = run("states_children", ids[0], NULL, "depth", "3", NULL);
+    CHECKF(a.status == 200 && json_array_size(json_object_get(a.json, "data")) == 1 &&
+               !strcmp(json_string_value(json_object_get(
+                           json_object_get(json_array_get(json_object_get(a.json, "data"), 0),
+                                           "state"),
+                           "id")),
+                       om),
+           "t-other: children of the shared i-a are its own o-m only: %d %.300s", a.status,
+           a.text);
+    answer_free(&a);
+    a = run("states_stats", ids[3], NULL, NULL);
+    CHECK_ERROR(a, 404, "not_found");
+    answer_free(&a);
+    a = run("states_children", ids[3], NULL, NULL);
+    CHECK_ERROR(a, 404, "not_found");
+    answer_free(&a);
+    char body[256];
+    snprintf(body, sizeof body, "{\"states\": [\"%s\", \"%s\"]}", ids[0], ids[1]);
+    a = run("states_similarity", NULL, body, NULL);
+    CHECK_ERROR(a, 404, "not_found");
+    answer_free(&a);
+    snprintf(body, sizeof body, "{\"states\": [\"%s\", \"o-m\"]}", ids[0]);
+    a = run("states_similarity", NULL, body, NULL);
+    CHECKF(a.status == 200, "t-other: similarity of the shared i-a and its own o-m: %d %s",
+           a.status, a.text);
+    answer_free(&a);
+    run_tenant = NULL;
+    a = run("states_children", "i-a", NULL, "depth", "3", NULL);
+    children_text(&a, ids, names, 7, got, sizeof got);
+    CHECKF(!strcmp(got, "i-aa@1<i-a:3 i-ab@1<i-a:0.25 i-from@2<i-ab:1"),
+           "the default tenant's children of i-a leave t-other's o-m out: %s", got);
+    answer_free(&a);
+    a = run("states_stats", om, NULL, NULL);
     CHECK_ERROR(a, 404, "not_found");
     answer_free(&a);
     rig_close(&g);
