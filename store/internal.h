@@ -114,6 +114,11 @@ extern _Thread_local const ss_store_scope *store_scope;
     } while (0)
 #define NKEY_MAX (SS_STORE_TENANT_MAX + 1 + SS_REC_NAME_MAX) /* a name key */
 #define IVAL_MAX (2 + SS_STORE_TENANT_MAX + 1 + SS_REC_NAME_MAX) /* an index value */
+/* The name key of `name` in `tenant`'s names ("" = default); out holds NKEY_MAX. */
+size_t store_name_key(unsigned char *out, const char *tenant, const char *name);
+/* May a call under sc reach the state whose record text is `text` (its tenant and shared
+ * fields)? *own (may be NULL) = it is sc's tenant's. sc NULL: always (own 1). */
+int store_text_reachable(const char *text, const ss_store_scope *sc, int *own);
 /* The tenant ("" = default) of scope sc (NULL: unscoped = the default tenant). */
 static inline const char *scope_tenant(const ss_store_scope *sc)
 {
@@ -278,6 +283,7 @@ ss_err remote_merge_f32(ss_store *s, const char *const *refs, const double *w, i
                         const char *expect_model, float *out, size_t out_bytes, int n_threads,
                         ss_store_source *src);
 ss_err remote_delete(ss_store *s, const char *ref);
+ss_err remote_share(ss_store *s, const char *ref, int shared, char **record_out);
 /* after: the decoded cursor (time key) when has_cursor. */
 ss_err remote_list(ss_store *s, const char *tag, const char *prefix, int limit,
                    const unsigned char *after, int has_cursor, char **page_json);
