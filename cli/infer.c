@@ -324,6 +324,14 @@ static int remote_body(json_t *body, json_t *stops, const cli_gen_opts *g, const
     return CLI_OK;
 }
 
+/* Release what the SSE reader holds. */
+static void sse_free(sse *s)
+{
+    free(s->line);
+    free(s->data);
+    json_decref(s->final);
+}
+
 /* After a streamed reply: the last line and event, a check that it finished, a final newline. */
 static int finish_stream(sse *s)
 {
@@ -391,6 +399,49 @@ static void print_summary(const json_t *fin, const char *save_state, int verbose
     }
 }
 
+/* An option of the local mode given to the remote one (li: its index in cli_generate_options):
+ * the exit status after saying so. */
+static int local_only(int c, int li)
+{
+    if (c == CLI_GEN_MODEL) /* only an abbreviation gets here: cmd_generate looks for --model */
+        return cli_usage("generate", "write --model in full to run the model locally");
+    return cli_usage("generate", "--%s works only locally, with --model DIR",
+                     cli_generate_options[li].name);
+}
+
+/* "seed" from --seed ARG, an integer in [0, 2^63). CLI_OK, or the exit status after saying why. */
+static int add_seed(json_t *body, const char *arg)
+{
+    char *end;
+    unsigned long long sd = strtoull(arg, &end, 10);
+    if (*arg == '-' || end == arg || *end || sd > (unsigned long long)INT64_MAX) {
+        return cli_usage("generate", "--seed %s: expected an integer in [0, 2^63)", arg);
+    }
+    json_object_set_new(body, "seed", json_integer((json_int_t)sd));
+    return CLI_OK;
+}
+
+/* POST /v1/generate: a streamed reply goes through the SSE reader s as it arrives, a whole one
+ * into *resp (the caller frees it). CLI_OK, or the exit status after saying why. */
+static int post_generate(const cli_conn *conn, const json_t *body, int stream, sse *s,
+                         cli_resp *resp)
+{
+    char *req = json_dumps(body, JSON_COMPACT);
+    if (!req) return CLI_FAIL;
+    cli_req rq = {.method = "POST",
+                  .path = "/v1/generate",
+                  .content_type = "application/json",
+                  .body = req,
+                  .body_len = strlen(req),
+                  .sink = stream ? sse_feed : NULL,
+                  .sink_user = s};
+    ss_err e = cli_http(conn, &rq, resp);
+    free(req);
+    if (!e) return CLI_OK;
+    if (s->wrote) fputc('\n', stdout);
+    return cli_fail("generate");
+}
+
 int cmd_generate_remote(int argc, char **argv)
 {
     cli_common o = {0};
@@ -416,27 +467,15 @@ int cmd_generate_remote(int argc, char **argv)
         case CLI_GEN_SAVE_STATE: save_state = optarg; break;
         case CLI_GEN_NO_STREAM: no_stream = 1; break;
         case CLI_GEN_REUSE: json_object_set_new(body, "reuse", json_true()); break;
-        case CLI_GEN_SEED: {
-            char *end;
-            unsigned long long sd = strtoull(optarg, &end, 10);
-            if (*optarg == '-' || end == optarg || *end || sd > (unsigned long long)INT64_MAX) {
-                rc = cli_usage("generate", "--seed %s: expected an integer in [0, 2^63)", optarg);
-                goto out;
-            }
-            json_object_set_new(body, "seed", json_integer((json_int_t)sd));
+        case CLI_GEN_SEED:
+            if ((rc = add_seed(body, optarg))) goto out;
             break;
-        }
         case CLI_GEN_TOKENIZER:
         case CLI_GEN_THREADS:
         case CLI_GEN_STATE_IN:
         case CLI_GEN_STATE_OUT:
         case CLI_GEN_IGNORE_EOS:
-            rc = cli_usage("generate", "--%s works only locally, with --model DIR",
-                           cli_generate_options[li].name);
-            goto out;
-        case CLI_GEN_MODEL: /* only an abbreviation gets here: cmd_generate looks for --model */
-            rc = cli_usage("generate", "write --model in full to run the model locally");
-            goto out;
+        case CLI_GEN_MODEL: rc = local_only(c, li); goto out;
         case 'h':
             fputs(cli_generate_help, stdout);
             rc = CLI_OK;
@@ -459,22 +498,7 @@ int cmd_generate_remote(int argc, char **argv)
         rc = cli_usage("generate", "%s", ss_errmsg());
         goto out;
     }
-    char *req = json_dumps(body, JSON_COMPACT);
-    if (!req) goto out;
-    cli_req rq = {.method = "POST",
-                  .path = "/v1/generate",
-                  .content_type = "application/json",
-                  .body = req,
-                  .body_len = strlen(req),
-                  .sink = stream ? sse_feed : NULL,
-                  .sink_user = &s};
-    ss_err e = cli_http(&conn, &rq, &resp);
-    free(req);
-    if (e) {
-        if (s.wrote) fputc('\n', stdout);
-        rc = cli_fail("generate");
-        goto out;
-    }
+    if ((rc = post_generate(&conn, body, stream, &s, &resp))) goto out;
     rc = stream ? finish_stream(&s) : print_reply(o.json, &s, &resp, &reply);
     if (rc) goto out;
     const json_t *fin = stream ? s.final : reply;
@@ -482,9 +506,7 @@ int cmd_generate_remote(int argc, char **argv)
     if (!o.json) print_summary(fin, save_state, g.verbose);
     rc = CLI_OK;
 out:
-    free(s.line);
-    free(s.data);
-    json_decref(s.final);
+    sse_free(&s);
     free(text);
     json_decref(reply);
     cli_resp_free(&resp);
