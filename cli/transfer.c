@@ -155,6 +155,31 @@ size:
                    dtype ? dtype : "F32");
 }
 
+/* The stored state `ref` (its blob in `dtype`, NULL = F32) as info->state_floats F32 values in
+ * *floats, and its decay in *decay (NULL when the blob carries none; it points into *blob). *blob
+ * and *floats are the caller's to free, also on failure. */
+static ss_err read_state(ss_store *st, const char *ref, const ss_model_info *info,
+                         const char *dtype, uint8_t **blob, float **floats, const float **decay)
+{
+    size_t len = 0;
+    ss_err e = ss_store_get_blob(st, ref, info->fingerprint, NULL, 0, &len, NULL);
+    if (e != SS_ERR_TOO_LARGE && e != SS_OK) return e;
+    *blob = malloc(len ? len : 1);
+    *floats = malloc(info->state_bytes);
+    if (!*blob || !*floats) {
+        return ss_fail(SS_ERR_NOMEM, "cannot allocate %zu bytes", len + info->state_bytes);
+    }
+    /* an F32 blob may carry the state's decay after its floats (docs/api.md) */
+    size_t db = info->decay_floats * sizeof(float), sl = len;
+    *decay = NULL;
+    if (db && len == info->state_bytes + db) {
+        sl = info->state_bytes;
+        *decay = (const float *)(*blob + sl);
+    }
+    if ((e = ss_store_get_blob(st, ref, info->fingerprint, *blob, len, &len, NULL))) return e;
+    return blob_to_f32(*blob, sl, dtype, info->state_floats, *floats);
+}
+
 /* Offline export: store blob -> floats -> safetensors via the model's layout. */
 static int export_offline(const char *data_dir, const char *model_dir, const char *ref,
                           const char *dtype, out_file *of)
@@ -166,7 +191,7 @@ static int export_offline(const char *data_dir, const char *model_dir, const cha
     json_t *rec = NULL, *meta = NULL;
     uint8_t *blob = NULL, *file = NULL;
     float *floats = NULL;
-    size_t len = 0, flen = 0;
+    size_t flen = 0;
 
     if (!(st = cli_open_store("export", data_dir))) goto out;
     if (ss_store_get_record(st, ref, &rec_text) || !(rec = cli_parse_text(rec_text))) {
@@ -187,28 +212,9 @@ static int export_offline(const char *data_dir, const char *model_dir, const cha
                 ref, rec_model ? rec_model : "?", model_dir, info->fingerprint);
         goto out;
     }
-    ss_err e = ss_store_get_blob(st, ref, info->fingerprint, NULL, 0, &len, NULL);
-    if (e != SS_ERR_TOO_LARGE && e != SS_OK) {
-        rc = cli_fail("export");
-        goto out;
-    }
-    blob = malloc(len ? len : 1);
-    floats = malloc(info->state_bytes);
-    if (!blob || !floats) {
-        ss_fail(SS_ERR_NOMEM, "cannot allocate %zu bytes", len + info->state_bytes);
-        rc = cli_fail("export");
-        goto out;
-    }
-    /* an F32 blob may carry the state's decay after its floats (docs/api.md) */
     const float *decay = NULL;
-    size_t db = info->decay_floats * sizeof(float), sl = len;
-    if (db && len == info->state_bytes + db) {
-        sl = info->state_bytes;
-        decay = (const float *)(blob + sl);
-    }
-    if (ss_store_get_blob(st, ref, info->fingerprint, blob, len, &len, NULL) ||
-        blob_to_f32(blob, sl, json_string_value(json_object_get(rec, "dtype")),
-                    info->state_floats, floats)) {
+    if (read_state(st, ref, info, json_string_value(json_object_get(rec, "dtype")), &blob, &floats,
+                   &decay)) {
         rc = cli_fail("export");
         goto out;
     }
