@@ -364,6 +364,47 @@ static char *join_escaped(char *const *tags, int n)
     return out;
 }
 
+/* "/v1/states/import" with the name and tags as query parameters, escaped (free() it); NULL
+ * after ss_fail when out of memory. */
+static char *import_path(const char *name, char *const *tags, int n_tags)
+{
+    char *ename = name ? cli_escape(name) : NULL;
+    char *etags = n_tags ? join_escaped(tags, n_tags) : NULL;
+    size_t plen = 64 + (ename ? strlen(ename) : 0) + (etags ? strlen(etags) : 0);
+    char *path = NULL;
+    if ((name && !ename) || (n_tags && !etags) || !(path = malloc(plen))) {
+        ss_fail(SS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    snprintf(path, plen, "/v1/states/import%s%s%s%s%s", ename || etags ? "?" : "",
+             ename ? "name=" : "", ename ? ename : "", ename && etags ? "&" : "",
+             etags ? "tags=" : "");
+    if (etags) strcat(path, etags);
+out:
+    free(etags);
+    free(ename);
+    return path;
+}
+
+/* Print import's reply: the new record, or with raw the JSON as it came. CLI_OK, or the exit
+ * status after saying why. */
+static int print_imported(const cli_resp *resp, int raw)
+{
+    json_error_t je;
+    json_t *rec = json_loadb(resp->body ? resp->body : "", resp->len, 0, &je);
+    if (!rec) {
+        ss_fail(SS_ERR_FORMAT, "the reply is not JSON: %s", je.text);
+        return cli_fail("import");
+    }
+    if (raw) {
+        cli_print_raw(resp->body);
+    } else {
+        cli_print_record(rec);
+    }
+    json_decref(rec);
+    return CLI_OK;
+}
+
 int cmd_import(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -374,12 +415,11 @@ int cmd_import(int argc, char **argv)
     };
     cli_common o = {0};
     const char *name = NULL;
-    char **tags = NULL, *buf = NULL, *etags = NULL, *ename = NULL, *path = NULL;
+    char **tags = NULL, *buf = NULL, *path = NULL;
     int n_tags = 0, c, rc = CLI_FAIL;
     size_t len = 0;
     cli_conn conn = {0};
     cli_resp resp = {0};
-    json_t *rec = NULL;
 
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -416,45 +456,19 @@ int cmd_import(int argc, char **argv)
         rc = cli_fail("import");
         goto out;
     }
-    ename = name ? cli_escape(name) : NULL;
-    etags = n_tags ? join_escaped(tags, n_tags) : NULL;
-    size_t plen = 64 + (ename ? strlen(ename) : 0) + (etags ? strlen(etags) : 0);
-    if ((name && !ename) || (n_tags && !etags) || !(path = malloc(plen))) {
-        ss_fail(SS_ERR_NOMEM, "out of memory");
+    if (!(path = import_path(name, tags, n_tags))) {
         rc = cli_fail("import");
         goto out;
     }
-    snprintf(path, plen, "/v1/states/import%s%s%s%s%s", ename || etags ? "?" : "",
-             ename ? "name=" : "", ename ? ename : "", ename && etags ? "&" : "",
-             etags ? "tags=" : "");
-    if (etags) strcat(path, etags);
     cli_req rq = {.method = "POST",
                   .path = path,
                   .content_type = "application/octet-stream",
                   .body = buf,
                   .body_len = len};
-    json_error_t je;
-    if (cli_http(&conn, &rq, &resp)) {
-        rc = cli_fail("import");
-        goto out;
-    }
-    if (!(rec = json_loadb(resp.body ? resp.body : "", resp.len, 0, &je))) {
-        ss_fail(SS_ERR_FORMAT, "the reply is not JSON: %s", je.text);
-        rc = cli_fail("import");
-        goto out;
-    }
-    if (o.json) {
-        cli_print_raw(resp.body);
-    } else {
-        cli_print_record(rec);
-    }
-    rc = CLI_OK;
+    rc = cli_http(&conn, &rq, &resp) ? cli_fail("import") : print_imported(&resp, o.json);
 out:
-    json_decref(rec);
     cli_resp_free(&resp);
     free(path);
-    free(etags);
-    free(ename);
     free(buf);
     free(tags);
     cli_conn_free(&conn);
