@@ -739,6 +739,15 @@ static void test_daemon(void)
     CHECK(strcmp(jstr(j, "id"), jstr(soup, "id")) != 0);
     CHECK(!strcmp(json_string_value(json_array_get(json_object_get(j, "tags"), 0)), "imported"));
     json_decref(j);
+    /* as text: the new record, its name and tags escaped into the query and read back whole */
+    RUN(&r, "import", "--url", url, file, "--name", "soup:copy/2", "--tag", "x/y", "--tag",
+        "p:q");
+    CHECK_CODE(&r, 0);
+    CHECK(HAS_LINE(r.out, "name", "soup:copy/2"));
+    CHECK(HAS_LINE(r.out, "tags", "x/y, p:q"));
+    CHECK(HAS_LINE(r.out, "checksum", jstr(soup, "checksum")));
+    RUN(&r, "rm", "--url", url, "soup:copy/2");
+    CHECK_CODE(&r, 0);
     RUN(&r, "import", "--url", url, file, "--name", "soup-copy");
     CHECK_CODE(&r, 1);
     CHECK_HAS(r.err, "already_exists");
