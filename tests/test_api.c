@@ -1452,6 +1452,10 @@ static void test_tenants_http(void)
     fclose(f);
     CHECK(daemon_start(&d, fixture_path("models/mamba1-tiny"), data, "--api-keys", keys,
                        "--quiet", NULL) != 0);
+    CHECK(d.log && strstr(d.log, "tenant=NAME"));
+    int status;
+    daemon_reap(&d, &status);
+    free(d.log);
 }
 
 static void test_store_full(void)
