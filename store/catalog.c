@@ -277,6 +277,11 @@ static ss_err load_record(const char *id, const MDB_val *rec, json_t **out)
     return SS_OK;
 }
 
+ss_err store_load_record(const char *id, const MDB_val *rec, json_t **out)
+{
+    return load_record(id, rec, out);
+}
+
 /* Copy the stored record text (verified) into a malloc'd NUL-terminated string. */
 ss_err store_copy_record(const char *id, const MDB_val *rec, char **out)
 {
@@ -527,6 +532,7 @@ static ss_err put_fn(ss_store *s, wtx *w, void *ctx)
         return err;
     if (p->prefix && (err = store_prefix_put(s, w, id, p->prefix))) return err;
     if ((err = store_keys_write(s, w, id, p->key))) return err;
+    if ((err = store_lineage_put(s, w, p->rec, tkey))) return err;
     memcpy(p->id, id, ID_LEN + 1);
     p->created = created;
     return add_blob_bytes(s, w, p->blob_len);
@@ -760,6 +766,7 @@ static ss_err delete_fn(ss_store *s, wtx *w, void *ctx)
     }
     if ((err = store_prefix_del(s, w, id))) goto out;
     if ((err = store_keys_del(s, w, id))) goto out;
+    if ((err = store_lineage_del(s, w, lerr == SS_OK ? record : NULL, tkey))) goto out;
     memcpy(dc->id, id, ID_LEN + 1);
     if (lerr == SS_OK) {
         const char *name = json_string_value(json_object_get(record, "name"));
