@@ -1445,6 +1445,14 @@ static void test_tenants_http(void)
                strstr(r.body, "statesoup_tenant_states{tenant=\"\"} 0\n") && strstr(r.body, want),
            "metrics (want %s): %s", want, r.body);
     free(r.body);
+    /* a tenant's key sees its own tenant's lines only (they would name the others) */
+    r = request(&d, "GET", "/metrics", NULL, 0, &(req_opts){.key = "kbr"});
+    CHECKF(r.status == 200 && strstr(r.body, "statesoup_tenant_states{tenant=\"bob\"} 2\n") &&
+               strstr(r.body, "statesoup_tenant_state_bytes{tenant=\"bob\"} ") &&
+               !strstr(r.body, "alice") && !strstr(r.body, "tenant=\"ops\"") &&
+               !strstr(r.body, "statesoup_tenant_states{tenant=\"\"}"),
+           "bob's metrics: %s", r.body);
+    free(r.body);
     daemon_stop(&d);
     /* a bad keys file line is refused at start */
     f = fopen(keys, "w");
