@@ -776,6 +776,13 @@ static const ss_host_route route_table[] = {
     {"POST", "/v1/score", "score", api_h_score, SS_HOST_SCOPE_READ, SS_HOST_BODY_JSON, 0},
     {"POST", "/v1/states/search", "states_search", api_h_states_search, SS_HOST_SCOPE_READ,
      SS_HOST_BODY_JSON, 0},
+    {"GET", "/v1/whoami", "whoami", api_h_whoami, SS_HOST_SCOPE_READ, SS_HOST_BODY_NONE, 0},
+    {"GET", "/v1/states/{state}/children", "states_children", api_h_states_children,
+     SS_HOST_SCOPE_READ, SS_HOST_BODY_NONE, 0},
+    {"GET", "/v1/states/{state}/stats", "states_stats", api_h_states_stats, SS_HOST_SCOPE_READ,
+     SS_HOST_BODY_NONE, 0},
+    {"POST", "/v1/states/similarity", "states_similarity", api_h_states_similarity,
+     SS_HOST_SCOPE_READ, SS_HOST_BODY_JSON, 0},
     /* the operators' console (web.c): static files, no key needed */
     {"GET", "/", "ui", api_h_ui_index, SS_HOST_SCOPE_PUBLIC, SS_HOST_BODY_NONE, 0},
     {"GET", "/ui/{file}", "ui", api_h_ui_asset, SS_HOST_SCOPE_PUBLIC, SS_HOST_BODY_NONE, 0},

@@ -275,6 +275,11 @@ void api_h_generate(void *app, ss_host_req *r);
 void api_h_completions(void *app, ss_host_req *r);
 void api_h_score(void *app, ss_host_req *r);
 void api_h_states_search(void *app, ss_host_req *r);
+/* inspect.c: the caller's scope, children, per-layer norms, similarity */
+void api_h_whoami(void *app, ss_host_req *r);
+void api_h_states_children(void *app, ss_host_req *r);
+void api_h_states_stats(void *app, ss_host_req *r);
+void api_h_states_similarity(void *app, ss_host_req *r);
 /* web.c: the console's page and files (public routes) */
 void api_h_ui_index(void *app, ss_host_req *r);
 void api_h_ui_asset(void *app, ss_host_req *r);

@@ -1,6 +1,6 @@
 /*
  * web.h - the operators' console's static files, compiled into the daemon (web/embed.py writes
- * the table from web/* at build time; web.c serves it at / and /ui/NAME).
+ * the table from the files of web/ at build time; web.c serves it at / and /ui/NAME).
  */
 #ifndef SS_API_WEB_H
 #define SS_API_WEB_H

@@ -31,6 +31,14 @@ int bench_prefix(ss_model *m, const char *store_dir, int n_prompt, int n_shared,
  */
 int bench_search(const char *root, int quick, json_t *out);
 
+/*
+ * The children phase (children.c): latency p50/p99 of the children lookup and of a depth-3 walk
+ * (GET /v1/states/{state}/children's work) at 10,000 and 100,000 stored states (quick: a tenth)
+ * with a random lineage, in stores made under root. Prints a table and adds "children" to out.
+ * Returns 0, or -1 (store, memory).
+ */
+int bench_children(const char *root, int quick, json_t *out);
+
 /* Resident set size (current and peak) from /proc/self/status, in MB (bench.c). */
 void bench_rss_mb(double *cur, double *peak);
 /* Seconds of the monotonic clock (bench.c). */

@@ -52,8 +52,7 @@ static ss_err buf_str(buf *b, const char *s)
 
 _Thread_local const ss_store_scope *store_scope;
 
-/* The name key of `name` in `tenant`'s names ("" = default); out holds NKEY_MAX. */
-static size_t name_key(unsigned char *out, const char *tenant, const char *name)
+size_t store_name_key(unsigned char *out, const char *tenant, const char *name)
 {
     size_t tl = strlen(tenant), nl = strlen(name);
     if (tl > SS_STORE_TENANT_MAX) tl = SS_STORE_TENANT_MAX;
@@ -84,6 +83,19 @@ static size_t ival_make(unsigned char *out, const char *tenant, int shared, cons
     out[2 + tl] = 0;
     memcpy(out + 3 + tl, name ? name : "", nl);
     return 3 + tl + nl;
+}
+
+int store_text_reachable(const char *text, const ss_store_scope *sc, int *own)
+{
+    if (own) *own = 1;
+    if (!sc) return 1;
+    json_t *j = json_loads(text, 0, NULL);
+    const char *t = json_string_value(json_object_get(j, "tenant"));
+    int mine = strcmp(t ? t : "", scope_tenant(sc)) == 0;
+    int ok = mine || sc->admin || json_is_true(json_object_get(j, "shared"));
+    json_decref(j);
+    if (own) *own = mine;
+    return ok;
 }
 
 typedef struct ival {
@@ -186,7 +198,7 @@ static ss_err resolve(ss_store *s, MDB_txn *txn, const char *ref, char *id, MDB_
             return ss_fail(SS_ERR_NOT_FOUND, "no state named '%.128s'", ref);
         }
         unsigned char nk[NKEY_MAX];
-        key = (MDB_val){name_key(nk, scope_tenant(store_scope), ref), nk};
+        key = (MDB_val){store_name_key(nk, scope_tenant(store_scope), ref), nk};
         rc = mdb_get(txn, s->names, &key, &val);
         if (rc == MDB_NOTFOUND) return ss_fail(SS_ERR_NOT_FOUND, "no state named '%s'", ref);
         if (rc) return store_mdb_fail(rc, "store %s: looking up name '%s'", s->dir, ref);
@@ -263,6 +275,11 @@ static ss_err load_record(const char *id, const MDB_val *rec, json_t **out)
     }
     *out = j;
     return SS_OK;
+}
+
+ss_err store_load_record(const char *id, const MDB_val *rec, json_t **out)
+{
+    return load_record(id, rec, out);
 }
 
 /* Copy the stored record text (verified) into a malloc'd NUL-terminated string. */
@@ -434,7 +451,7 @@ static ss_err put_fn(ss_store *s, wtx *w, void *ctx)
     const char *tenant = json_string_value(json_object_get(p->rec, "tenant"));
     int shared = json_is_true(json_object_get(p->rec, "shared"));
     unsigned char nk[NKEY_MAX], iv[IVAL_MAX];
-    size_t nk_len = name ? name_key(nk, tenant ? tenant : "", name) : 0;
+    size_t nk_len = name ? store_name_key(nk, tenant ? tenant : "", name) : 0;
     size_t iv_len = ival_make(iv, tenant ? tenant : "", shared, name);
     MDB_val key, val;
     int rc;
@@ -515,6 +532,7 @@ static ss_err put_fn(ss_store *s, wtx *w, void *ctx)
         return err;
     if (p->prefix && (err = store_prefix_put(s, w, id, p->prefix))) return err;
     if ((err = store_keys_write(s, w, id, p->key))) return err;
+    if ((err = store_lineage_put(s, w, p->rec, tkey))) return err;
     memcpy(p->id, id, ID_LEN + 1);
     p->created = created;
     return add_blob_bytes(s, w, p->blob_len);
@@ -748,11 +766,12 @@ static ss_err delete_fn(ss_store *s, wtx *w, void *ctx)
     }
     if ((err = store_prefix_del(s, w, id))) goto out;
     if ((err = store_keys_del(s, w, id))) goto out;
+    if ((err = store_lineage_del(s, w, lerr == SS_OK ? record : NULL, tkey))) goto out;
     memcpy(dc->id, id, ID_LEN + 1);
     if (lerr == SS_OK) {
         const char *name = json_string_value(json_object_get(record, "name"));
         unsigned char nk[NKEY_MAX];
-        if (name && store_w_del(w, s->names, nk, name_key(nk, tenant, name))) goto fail;
+        if (name && store_w_del(w, s->names, nk, store_name_key(nk, tenant, name))) goto fail;
         size_t i;
         json_t *t;
         json_array_foreach (json_object_get(record, "tags"), i, t) {
@@ -1087,21 +1106,8 @@ out:
 
 /* ---- tenants: scoped calls, sharing, per-tenant totals ------------------------------------- */
 
-/* The remote tier (remote.c) keeps no tenancy yet: a scoped call for a tenant other than the
- * default one is refused there rather than served unscoped. */
-static ss_err remote_scope_check(ss_store *s, const ss_store_scope *sc)
-{
-    if (s && s->remote && sc && sc->tenant && *sc->tenant)
-        return ss_fail(SS_ERR_UNSUPPORTED, "tenants are not available with the remote tier");
-    return SS_OK;
-}
-
-#define SCOPED_ENTRY(s, sc, call)                                                                  \
-    do {                                                                                           \
-        ss_err e0_ = remote_scope_check(s, sc);                                                    \
-        if (e0_) return e0_;                                                                       \
-        SCOPED_CALL(sc, call);                                                                     \
-    } while (0)
+/* The remote tier (remote.c) obeys the same thread-local scope. */
+#define SCOPED_ENTRY(s, sc, call) SCOPED_CALL(sc, call)
 
 ss_err ss_store_put_as(ss_store *s, const ss_store_scope *sc, const char *record_json,
                        const void *blob, size_t blob_len, const ss_store_prefix_entry *pe,
@@ -1239,9 +1245,9 @@ ss_err ss_store_share_as(ss_store *s, const ss_store_scope *sc, const char *ref,
                          char **record_out)
 {
     if (!s || !ref) return ss_fail(SS_ERR_INVALID, "store: NULL argument");
-    if (s->remote)
-        return ss_fail(SS_ERR_UNSUPPORTED, "sharing states is not available with the remote tier");
     if (sc && !sc->admin) return ss_fail(SS_ERR_PERM, "only an admin may share or unshare states");
+    if (s->remote && !store_local_only)
+        SCOPED_CALL(sc, remote_share(s, ref, shared ? 1 : 0, record_out));
     SCOPED_CALL(sc, share_unscoped(s, ref, shared, record_out));
 }
 
@@ -1253,9 +1259,10 @@ ss_err ss_store_tenant_stats(ss_store *s, ss_store_tenant_fn fn, void *user)
     MDB_val key = {7, "tenant:"}, val;
     uint64_t n_other = 0, b_other = 0;
     if (!s || !fn) return ss_fail(SS_ERR_INVALID, "store: NULL argument");
+    if (s->remote) /* the local cache's counts are not the catalog's */
+        return ss_fail(SS_ERR_UNSUPPORTED, "per-tenant totals are not kept by the remote tier");
     ss_err err = ss_store_get_stats(s, &total);
     if (err) return err;
-    if (s->remote) total.n_states = 0; /* the local cache's counts are not the catalog's */
     if ((err = store_txn_begin(s, MDB_RDONLY, &txn))) return err;
     int rc = mdb_cursor_open(txn, s->meta, &cur);
     for (rc = rc ? rc : mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE); rc == 0;

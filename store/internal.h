@@ -83,6 +83,8 @@ struct ss_store {
     int has_prefix; /* it exists (always, except read-only on an old store) */
     MDB_dbi keydb;  /* retrieval keys (keys.c) */
     int has_keys;   /* it exists (always, except read-only on an old store) */
+    MDB_dbi children; /* parent id -> children's time keys (lineage.c) */
+    int has_children; /* it exists and is complete (always, except read-only on an old store) */
     struct store_keys *keys; /* the keyer and the in-memory index; NULL: none set */
     pthread_rwlock_t map_lock; /* shared: any live txn; exclusive: mdb_env_set_mapsize */
     pthread_mutex_t write_mu;  /* one write txn at a time; taken before map_lock */
@@ -112,6 +114,11 @@ extern _Thread_local const ss_store_scope *store_scope;
     } while (0)
 #define NKEY_MAX (SS_STORE_TENANT_MAX + 1 + SS_REC_NAME_MAX) /* a name key */
 #define IVAL_MAX (2 + SS_STORE_TENANT_MAX + 1 + SS_REC_NAME_MAX) /* an index value */
+/* The name key of `name` in `tenant`'s names ("" = default); out holds NKEY_MAX. */
+size_t store_name_key(unsigned char *out, const char *tenant, const char *name);
+/* May a call under sc reach the state whose record text is `text` (its tenant and shared
+ * fields)? *own (may be NULL) = it is sc's tenant's. sc NULL: always (own 1). */
+int store_text_reachable(const char *text, const ss_store_scope *sc, int *own);
 /* The tenant ("" = default) of scope sc (NULL: unscoped = the default tenant). */
 static inline const char *scope_tenant(const ss_store_scope *sc)
 {
@@ -214,6 +221,14 @@ void store_keys_shared(ss_store *s, const char *id, int shared);
 /* At close. */
 void store_keys_free(ss_store *s);
 
+/* ---- lineage.c: the children index, kept in the put's and the delete's transaction ---- */
+/* Open (and on a writable store from before the index, build) it; after open_dbs. */
+ss_err store_lineage_open(ss_store *s);
+/* In the put's transaction: rec's parents get the child tkey. */
+ss_err store_lineage_put(ss_store *s, wtx *w, const json_t *rec, const unsigned char *tkey);
+/* In the delete's transaction; rec NULL (unreadable record): found by scanning. */
+ss_err store_lineage_del(ss_store *s, wtx *w, const json_t *rec, const unsigned char *tkey);
+
 /* ---- catalog.c: reading records ---- */
 
 /*
@@ -226,6 +241,8 @@ ss_err store_find_blob(ss_store *s, MDB_txn *txn, const char *ref, const char *e
 /* Is hash (or the hash of blob) the checksum the record gives? SS_ERR_CORRUPT naming the state. */
 ss_err store_check_hash(const char *id, const json_t *record, uint64_t hash);
 ss_err store_check_sum(const char *id, const json_t *record, const MDB_val *blob);
+/* The stored record value rec of state id, verified and parsed (*out: decref it). SS_ERR_CORRUPT. */
+ss_err store_load_record(const char *id, const MDB_val *rec, json_t **out);
 /* The verified record text as a malloc'd string (*out). SS_ERR_CORRUPT, SS_ERR_NOMEM. */
 ss_err store_copy_record(const char *id, const MDB_val *rec, char **out);
 
@@ -266,6 +283,7 @@ ss_err remote_merge_f32(ss_store *s, const char *const *refs, const double *w, i
                         const char *expect_model, float *out, size_t out_bytes, int n_threads,
                         ss_store_source *src);
 ss_err remote_delete(ss_store *s, const char *ref);
+ss_err remote_share(ss_store *s, const char *ref, int shared, char **record_out);
 /* after: the decoded cursor (time key) when has_cursor. */
 ss_err remote_list(ss_store *s, const char *tag, const char *prefix, int limit,
                    const unsigned char *after, int has_cursor, char **page_json);

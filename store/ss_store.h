@@ -272,6 +272,17 @@ ss_err ss_store_merge_f32_as(ss_store *s, const ss_store_scope *sc, const char *
 ss_err ss_store_delete(ss_store *s, const char *ref);
 
 /*
+ * The children of state `id` (an id, not a name: resolve it first): the states whose record lists
+ * it among its parents, newest first, as *n ids of SS_STORE_ID_LEN + 1 bytes each (NUL-ended)
+ * packed in *ids (malloc'd; free it; NULL when none). Read from an index kept with the records
+ * (one range read, whatever the catalog's size). Ids of states another tenant owns may be among
+ * them: read each record through the caller's scope. An id nothing lists gives 0 children.
+ * SS_ERR_UNSUPPORTED on the remote tier, or read-only on a store never opened by this version
+ * for writing; SS_ERR_NOMEM, SS_ERR_IO. Thread-safe.
+ */
+ss_err ss_store_children(ss_store *s, const char *id, char **ids, int *n);
+
+/*
  * List records newest first. Filters (NULL = none): tag (exact), prefix (of the name; states
  * without a name never match a prefix). limit 1..1000 (0 = 100). cursor: NULL for the first page,
  * else the next_cursor of the previous page (SS_ERR_INVALID if malformed; it stays valid across
