@@ -250,16 +250,23 @@ ss_err api_token_array(const json_t *v, int vocab, const char *what, int32_t **i
 
 /* ---- states to store ----------------------------------------------------------------------- */
 
-ss_err api_save_parse(ss_api *a, json_t *o, api_save *s)
+ss_store_scope api_scope(ss_host_req *r)
+{
+    return (ss_store_scope){.tenant = ss_host_tenant(r),
+                            .admin = ss_host_scope_of(r) == SS_HOST_SCOPE_ADMIN};
+}
+
+ss_err api_save_parse(ss_api *a, const ss_store_scope *sc, json_t *o, api_save *s)
 {
     memset(s, 0, sizeof *s);
+    if (sc) s->scope = *sc;
     const char *name;
     ss_err err = api_get_string(o, "name", &name);
     if (err) return err;
     if (name) {
         if ((err = ss_store_check_name(name))) return err;
         char *rec = NULL;
-        if (ss_store_get_record(a->store, name, &rec) == SS_OK) {
+        if (ss_store_get_record_as(a->store, sc, name, &rec) == SS_OK) {
             free(rec);
             return ss_fail(SS_ERR_EXISTS, "the name '%s' is already taken", name);
         }
@@ -331,7 +338,7 @@ ss_err api_save_blob_indexed(ss_api *a, const api_save *s, const void *blob, siz
         err = ss_fail(SS_ERR_NOMEM, "out of memory building a record");
         goto out;
     }
-    err = ss_store_put_prefixed(a->store, text, blob, bytes, pe, record);
+    err = ss_store_put_as(a->store, &s->scope, text, blob, bytes, pe, record);
 out:
     free(text);
     json_decref(rec);
@@ -372,13 +379,15 @@ ss_err api_save_st(ss_api *a, const api_save *s, const ss_state *st, long long n
     return api_save_st_indexed(a, s, st, n_tokens, parents, NULL, record);
 }
 
-ss_err api_load_state(ss_api *a, const char *ref, ss_state *st, char **rec)
+ss_err api_load_state(ss_api *a, const ss_store_scope *sc, const char *ref, ss_state *st,
+                      char **rec)
 {
     const size_t sb = a->info->state_bytes, db = a->info->decay_floats * sizeof(float);
     size_t len = 0;
     float *buf = malloc(sb + db + sizeof(float));
     if (!buf) return ss_fail(SS_ERR_NOMEM, "out of memory");
-    ss_err err = ss_store_get_blob(a->store, ref, a->info->fingerprint, buf, sb + db, &len, rec);
+    ss_err err =
+        ss_store_get_blob_as(a->store, sc, ref, a->info->fingerprint, buf, sb + db, &len, rec);
     if (err == SS_ERR_TOO_LARGE || (!err && len != sb && len != sb + db)) {
         if (!err && rec) free(*rec), *rec = NULL;
         err = ss_fail(SS_ERR_MISMATCH, "state '%s' does not have this model's shape", ref);
@@ -476,13 +485,15 @@ static ss_err parse_sources(const json_t *sources, api_merge_mode mode, const ch
 }
 
 /* Sizes of the sources' blobs: *with = how many also hold a decay. */
-static ss_err count_decays(ss_api *a, const char **refs, size_t n, size_t *with)
+static ss_err count_decays(ss_api *a, const ss_store_scope *sc, const char **refs, size_t n,
+                           size_t *with)
 {
     const size_t sb = a->info->state_bytes, db = a->info->decay_floats * sizeof(float);
     *with = 0;
     for (size_t i = 0; i < n; i++) {
         size_t len = 0;
-        ss_err err = ss_store_get_blob(a->store, refs[i], a->info->fingerprint, NULL, 0, &len, NULL);
+        ss_err err =
+            ss_store_get_blob_as(a->store, sc, refs[i], a->info->fingerprint, NULL, 0, &len, NULL);
         if (err && err != SS_ERR_TOO_LARGE) return err;
         if (len != sb && len != sb + db)
             return ss_fail(SS_ERR_MISMATCH, "state '%s' does not have this model's shape", refs[i]);
@@ -495,8 +506,8 @@ static ss_err count_decays(ss_api *a, const char **refs, size_t n, size_t *with)
  * Linear merge of sources that do not all have a decay: the state parts only, source by source
  * (evaluated as the store's merge does: (float)w0 * x0, then one fused multiply-add per source).
  */
-static ss_err merge_mixed(ss_api *a, const char **refs, const double *w, size_t n, float *out,
-                          ss_store_source *src)
+static ss_err merge_mixed(ss_api *a, const ss_store_scope *sc, const char **refs, const double *w,
+                          size_t n, float *out, ss_store_source *src)
 {
     const size_t F = a->info->state_floats, D = a->info->decay_floats;
     float *buf = malloc((F + D) * sizeof(float));
@@ -505,8 +516,8 @@ static ss_err merge_mixed(ss_api *a, const char **refs, const double *w, size_t 
     for (size_t i = 0; i < n && !err; i++) {
         char *rec = NULL, id[STATE_ID_SIZE] = "";
         long long bytes = 0, nt = 0;
-        err = ss_store_get_blob(a->store, refs[i], a->info->fingerprint, buf,
-                                (F + D) * sizeof(float), NULL, &rec);
+        err = ss_store_get_blob_as(a->store, sc, refs[i], a->info->fingerprint, buf,
+                                   (F + D) * sizeof(float), NULL, &rec);
         if (!err) err = record_info(rec, id, &nt, &bytes);
         src[i].n_tokens = nt;
         free(rec);
@@ -522,23 +533,24 @@ static ss_err merge_mixed(ss_api *a, const char **refs, const double *w, size_t 
 
 /* Linear: one store call resolves, checks and sums the sources (and their decays when all have
  * one) in one read transaction, checksumming each 1 MiB piece in the pass that sums it. */
-static ss_err merge_linear(ss_api *a, const char **refs, const double *w, size_t n, ss_state *dst,
-                           ss_store_source *src)
+static ss_err merge_linear(ss_api *a, const ss_store_scope *sc, const char **refs,
+                           const double *w, size_t n, ss_state *dst, ss_store_source *src)
 {
     const size_t F = a->info->state_floats, D = a->info->decay_floats;
     size_t with = 0;
-    ss_err err = count_decays(a, refs, n, &with);
+    ss_err err = count_decays(a, sc, refs, n, &with);
     if (err) return err;
     if (with == 0 || with < n) {
-        err = with == 0 ? ss_store_merge_f32(a->store, refs, w, (int)n, a->info->fingerprint,
-                                             ss_state_data(dst), F * sizeof(float), 2, src)
-                        : merge_mixed(a, refs, w, n, ss_state_data(dst), src);
+        err = with == 0 ? ss_store_merge_f32_as(a->store, sc, refs, w, (int)n,
+                                                a->info->fingerprint, ss_state_data(dst),
+                                                F * sizeof(float), 2, src)
+                        : merge_mixed(a, sc, refs, w, n, ss_state_data(dst), src);
         return err ? err : ss_state_set_decay(dst, NULL, 0);
     }
     float *buf = malloc((F + D) * sizeof(float));
     if (!buf) return ss_fail(SS_ERR_NOMEM, "out of memory");
-    err = ss_store_merge_f32(a->store, refs, w, (int)n, a->info->fingerprint, buf,
-                             (F + D) * sizeof(float), 2, src);
+    err = ss_store_merge_f32_as(a->store, sc, refs, w, (int)n, a->info->fingerprint, buf,
+                                (F + D) * sizeof(float), 2, src);
     if (!err) err = ss_state_set(dst, buf, F);
     if (!err) err = ss_state_set_decay(dst, buf + F, D);
     free(buf);
@@ -546,8 +558,8 @@ static ss_err merge_linear(ss_api *a, const char **refs, const double *w, size_t
 }
 
 /* Sequential / symmetric: every source with its decay, composed by the model. */
-static ss_err merge_decay(ss_api *a, const char **refs, size_t n, api_merge_mode mode,
-                          ss_state *dst, ss_store_source *src)
+static ss_err merge_decay(ss_api *a, const ss_store_scope *sc, const char **refs, size_t n,
+                          api_merge_mode mode, ss_state *dst, ss_store_source *src)
 {
     const size_t F = a->info->state_floats, D = a->info->decay_floats;
     float *buf = malloc(n * (F + D) * sizeof(float) + 1), *od = malloc(D * sizeof(float) + 1);
@@ -558,8 +570,8 @@ static ss_err merge_decay(ss_api *a, const char **refs, size_t n, api_merge_mode
         long long bytes = 0, nt = 0;
         size_t len = 0;
         float *b = buf + i * (F + D);
-        err = ss_store_get_blob(a->store, refs[i], a->info->fingerprint, b,
-                                (F + D) * sizeof(float), &len, &rec);
+        err = ss_store_get_blob_as(a->store, sc, refs[i], a->info->fingerprint, b,
+                                   (F + D) * sizeof(float), &len, &rec);
         if (err == SS_ERR_TOO_LARGE)
             err = ss_fail(SS_ERR_MISMATCH, "state '%s' does not have this model's shape", refs[i]);
         if (!err && (D == 0 || len != (F + D) * sizeof(float)))
@@ -585,7 +597,8 @@ static ss_err merge_decay(ss_api *a, const char **refs, size_t n, api_merge_mode
     return err;
 }
 
-ss_err api_merge_with(ss_api *a, const json_t *sources, int normalize, api_merge_mode mode,
+ss_err api_merge_with(ss_api *a, const ss_store_scope *sc, const json_t *sources, int normalize,
+                      api_merge_mode mode,
                       ss_state *dst, json_t **parents, long long *n_tokens)
 {
     const char *refs[API_MAX_SOURCES];
@@ -603,8 +616,8 @@ ss_err api_merge_with(ss_api *a, const json_t *sources, int normalize, api_merge
         for (size_t i = 0; i < n; i++) w[i] /= sum;
     }
     ss_store_source src[API_MAX_SOURCES];
-    err = mode == API_MERGE_LINEAR ? merge_linear(a, refs, w, n, dst, src)
-                                   : merge_decay(a, refs, n, mode, dst, src);
+    err = mode == API_MERGE_LINEAR ? merge_linear(a, sc, refs, w, n, dst, src)
+                                   : merge_decay(a, sc, refs, n, mode, dst, src);
     if (err) return err;
     json_t *par = json_array();
     if (!par) return ss_fail(SS_ERR_NOMEM, "out of memory");
@@ -624,17 +637,17 @@ ss_err api_merge_with(ss_api *a, const json_t *sources, int normalize, api_merge
     return SS_OK;
 }
 
-ss_err api_merge(ss_api *a, const json_t *sources, int normalize, ss_state *dst, json_t **parents,
-                 long long *n_tokens)
+ss_err api_merge(ss_api *a, const ss_store_scope *sc, const json_t *sources, int normalize,
+                 ss_state *dst, json_t **parents, long long *n_tokens)
 {
-    return api_merge_with(a, sources, normalize, API_MERGE_LINEAR, dst, parents, n_tokens);
+    return api_merge_with(a, sc, sources, normalize, API_MERGE_LINEAR, dst, parents, n_tokens);
 }
 
 /* The on-the-fly "merge": a list of sources (linear), or {"sources", "mode"?, "normalize"?}. */
-static ss_err merge_on_the_fly(ss_api *a, const json_t *mv, ss_state *dst, json_t **parents,
-                               long long *n_tokens)
+static ss_err merge_on_the_fly(ss_api *a, const ss_store_scope *sc, const json_t *mv,
+                               ss_state *dst, json_t **parents, long long *n_tokens)
 {
-    if (!json_is_object(mv)) return api_merge(a, mv, 0, dst, parents, n_tokens);
+    if (!json_is_object(mv)) return api_merge(a, sc, mv, 0, dst, parents, n_tokens);
     const char *key;
     json_t *v;
     json_object_foreach ((json_t *)mv, key, v) {
@@ -650,11 +663,11 @@ static ss_err merge_on_the_fly(ss_api *a, const json_t *mv, ss_state *dst, json_
     api_merge_mode mode;
     ss_err err = api_merge_mode_parse(json_object_get(mv, "mode"), &mode);
     if (err) return err;
-    return api_merge_with(a, sources, json_is_true(nv), mode, dst, parents, n_tokens);
+    return api_merge_with(a, sc, sources, json_is_true(nv), mode, dst, parents, n_tokens);
 }
 
-ss_err api_start_resolve(ss_api *a, json_t *body, const char *state_key, int allow_merge,
-                         api_start *out)
+ss_err api_start_resolve(ss_api *a, const ss_store_scope *sc, json_t *body,
+                         const char *state_key, int allow_merge, api_start *out)
 {
     memset(out, 0, sizeof *out);
     json_t *sv = json_object_get(body, state_key);
@@ -671,16 +684,21 @@ ss_err api_start_resolve(ss_api *a, json_t *body, const char *state_key, int all
             goto fail;
         }
         char *rec = NULL, id[STATE_ID_SIZE];
-        err = api_load_state(a, json_string_value(sv), out->st, &rec);
+        err = api_load_state(a, sc, json_string_value(sv), out->st, &rec);
         if (err) goto fail;
         long long bytes = 0;
         err = record_info(rec, id, &out->n_tokens, &bytes);
+        json_t *rj = err ? NULL : json_loads(rec, 0, NULL);
+        const char *owner = json_string_value(json_object_get(rj, "tenant"));
+        const char *mine = sc && sc->tenant ? sc->tenant : "";
+        out->foreign = strcmp(owner ? owner : "", mine) != 0;
+        json_decref(rj);
         free(rec);
         if (err) goto fail;
         snprintf(out->id, sizeof out->id, "%s", id);
         out->parents = json_pack("[{s:s,s:f}]", "id", id, "weight", 1.0);
     } else {
-        err = merge_on_the_fly(a, mv, out->st, &out->parents, &out->n_tokens);
+        err = merge_on_the_fly(a, sc, mv, out->st, &out->parents, &out->n_tokens);
         if (err) goto fail;
         if (a->p.metrics) ss_metrics_merge(a->p.metrics, 0);
     }
@@ -748,12 +766,26 @@ static const ss_host_route route_table[] = {
      SS_HOST_BODY_NONE, 0},
     {"GET", "/v1/states/{state}/data", "states_data", api_h_states_data, SS_HOST_SCOPE_READ,
      SS_HOST_BODY_NONE, 0},
+    {"POST", "/v1/states/{state}/share", "states_share", api_h_states_share, SS_HOST_SCOPE_ADMIN,
+     SS_HOST_BODY_NONE, 0},
+    {"DELETE", "/v1/states/{state}/share", "states_unshare", api_h_states_unshare,
+     SS_HOST_SCOPE_ADMIN, SS_HOST_BODY_NONE, 0},
     {"POST", "/v1/generate", "generate", api_h_generate, SS_HOST_SCOPE_READ, SS_HOST_BODY_JSON, 0},
     {"POST", "/v1/completions", "completions", api_h_completions, SS_HOST_SCOPE_READ,
      SS_HOST_BODY_JSON, 0},
     {"POST", "/v1/score", "score", api_h_score, SS_HOST_SCOPE_READ, SS_HOST_BODY_JSON, 0},
     {"POST", "/v1/states/search", "states_search", api_h_states_search, SS_HOST_SCOPE_READ,
      SS_HOST_BODY_JSON, 0},
+    {"GET", "/v1/whoami", "whoami", api_h_whoami, SS_HOST_SCOPE_READ, SS_HOST_BODY_NONE, 0},
+    {"GET", "/v1/states/{state}/children", "states_children", api_h_states_children,
+     SS_HOST_SCOPE_READ, SS_HOST_BODY_NONE, 0},
+    {"GET", "/v1/states/{state}/stats", "states_stats", api_h_states_stats, SS_HOST_SCOPE_READ,
+     SS_HOST_BODY_NONE, 0},
+    {"POST", "/v1/states/similarity", "states_similarity", api_h_states_similarity,
+     SS_HOST_SCOPE_READ, SS_HOST_BODY_JSON, 0},
+    /* the operators' console (web.c): static files, no key needed */
+    {"GET", "/", "ui", api_h_ui_index, SS_HOST_SCOPE_PUBLIC, SS_HOST_BODY_NONE, 0},
+    {"GET", "/ui/{file}", "ui", api_h_ui_asset, SS_HOST_SCOPE_PUBLIC, SS_HOST_BODY_NONE, 0},
 };
 
 ss_err ss_api_new(ss_api **out, const ss_api_params *p)

@@ -27,10 +27,32 @@ void api_h_healthz(void *app, ss_host_req *r)
     api_json(r, 200, json_pack("{s:s}", "status", "ok"));
 }
 
+/* The per-tenant rows of /metrics, gathered from the store (ss_store_tenant_stats). */
+typedef struct tenant_list {
+    ss_metrics_tenant *rows;
+    int n, cap;
+} tenant_list;
+
+static void tenant_row(void *user, const char *tenant, uint64_t n_states, uint64_t bytes)
+{
+    tenant_list *tl = user;
+    if (tl->n == tl->cap) {
+        int cap = tl->cap ? 2 * tl->cap : 8;
+        ss_metrics_tenant *p = realloc(tl->rows, (size_t)cap * sizeof *p);
+        if (!p) return; /* a row less on the page */
+        tl->rows = p;
+        tl->cap = cap;
+    }
+    char *name = strdup(tenant);
+    if (!name) return;
+    tl->rows[tl->n++] = (ss_metrics_tenant){.name = name, .states = n_states, .bytes = bytes};
+}
+
 void api_h_metrics(void *app, ss_host_req *r)
 {
     ss_api *a = app;
     ss_metrics_extra x = {0};
+    tenant_list tl = {0};
     char *text = NULL;
     size_t len = 0;
     if (!a->p.metrics) {
@@ -57,6 +79,7 @@ void api_h_metrics(void *app, ss_host_req *r)
             x.state_bytes = ss.blob_bytes;
             x.store_map_bytes = ss.map_size;
             x.store_used_bytes = ss.file_bytes;
+            x.corrupt_reads = ss.corrupt_reads;
             x.remote = ss.remote;
             x.remote_up = ss.remote_up;
             x.remote_errors = ss.remote_errors;
@@ -67,8 +90,18 @@ void api_h_metrics(void *app, ss_host_req *r)
         }
         x.keys = a->keys_ready &&
                  ss_store_keys_stats(a->store, &x.retrieval_keys, &x.retrieval_key_bytes) == SS_OK;
+        if (ss_store_tenant_stats(a->store, tenant_row, &tl) == SS_OK) {
+            x.tenants = tl.rows;
+            x.n_tenants = tl.n;
+        }
+        ss_err_clear(); /* none with the remote tier */
     }
+    /* the per-tenant lines name every tenant: an admin key sees all, others their own only */
+    const char *own = ss_host_tenant(r);
+    if (ss_host_scope_of(r) != SS_HOST_SCOPE_ADMIN) x.only_tenant = own ? own : "";
     ss_err err = ss_metrics_render(a->p.metrics, &x, &text, &len);
+    for (int i = 0; i < tl.n; i++) free((char *)tl.rows[i].name);
+    free(tl.rows);
     if (err) {
         api_fail(r, err);
         return;
@@ -226,7 +259,8 @@ void api_h_states_list(void *app, ss_host_req *r)
         return;
     }
     char *page = NULL;
-    ss_err err = ss_store_list(a->store, tag, prefix, limit, cursor, &page);
+    ss_store_scope sc = api_scope(r);
+    ss_err err = ss_store_list_as(a->store, &sc, tag, prefix, limit, cursor, &page);
     if (err) {
         api_fail(r, err);
         return;
@@ -247,7 +281,8 @@ void api_h_states_get(void *app, ss_host_req *r)
     ss_api *a = app;
     if (!api_ready(a, r)) return;
     char *rec = NULL;
-    ss_err err = ss_store_get_record(a->store, ss_host_param(r, "state"), &rec);
+    ss_store_scope sc = api_scope(r);
+    ss_err err = ss_store_get_record_as(a->store, &sc, ss_host_param(r, "state"), &rec);
     if (err) {
         api_fail(r, err);
         return;
@@ -259,12 +294,37 @@ void api_h_states_delete(void *app, ss_host_req *r)
 {
     ss_api *a = app;
     if (!api_ready(a, r)) return;
-    ss_err err = ss_store_delete(a->store, ss_host_param(r, "state"));
+    ss_store_scope sc = api_scope(r);
+    ss_err err = ss_store_delete_as(a->store, &sc, ss_host_param(r, "state"));
     if (err) {
         api_fail(r, err);
         return;
     }
     ss_host_respond(r, 204, NULL, NULL, 0);
+}
+
+/* POST / DELETE /v1/states/{state}/share (admin keys): mark or unmark a state shared. */
+static void states_share(ss_api *a, ss_host_req *r, int shared)
+{
+    if (!api_ready(a, r)) return;
+    char *rec = NULL;
+    ss_store_scope sc = api_scope(r);
+    ss_err err = ss_store_share_as(a->store, &sc, ss_host_param(r, "state"), shared, &rec);
+    if (err) {
+        api_fail(r, err);
+        return;
+    }
+    ss_host_respond(r, 200, "application/json", rec, strlen(rec));
+}
+
+void api_h_states_share(void *app, ss_host_req *r)
+{
+    states_share(app, r, 1);
+}
+
+void api_h_states_unshare(void *app, ss_host_req *r)
+{
+    states_share(app, r, 0);
 }
 
 void api_h_states_data(void *app, ss_host_req *r)
@@ -285,7 +345,8 @@ void api_h_states_data(void *app, ss_host_req *r)
         goto out;
     }
     if ((err = ss_state_new(a->model, &st))) goto out;
-    if ((err = api_load_state(a, ref, st, &rec))) goto out;
+    ss_store_scope sc = api_scope(r);
+    if ((err = api_load_state(a, &sc, ref, st, &rec))) goto out;
     /* data_checksum: the checksum of the F32 state an import of this file yields, so that an
      * import can tell whether the data still is what the record describes. For F32 it is the
      * record's checksum; a BF16/F16 file holds rounded values, so it is computed on those (one
@@ -372,14 +433,14 @@ void api_h_states_import(void *app, ss_host_req *r)
     ss_state *st = NULL;
     char *meta_text = NULL, *record = NULL;
     json_t *meta = NULL, *orig = NULL, *parents = NULL;
-    api_save save = {0};
+    api_save save = {.scope = api_scope(r)};
     long long n_tokens = 0;
     const char *name = ss_host_query(r, "name");
     if (name && !*name) name = NULL;
     if (name) {
         if ((err = ss_store_check_name(name))) goto out;
         char *rec = NULL;
-        if (ss_store_get_record(a->store, name, &rec) == SS_OK) {
+        if (ss_store_get_record_as(a->store, &save.scope, name, &rec) == SS_OK) {
             free(rec);
             err = ss_fail(SS_ERR_EXISTS, "the name '%s' is already taken", name);
             goto out;
@@ -462,10 +523,12 @@ static ss_err states_merge(ss_api *a, ss_host_req *r, json_t *body)
     api_merge_mode mode;
     if ((err = api_get_bool(body, "normalize", 0, &normalize))) goto out;
     if ((err = api_merge_mode_parse(json_object_get(body, "mode"), &mode))) goto out;
-    if ((err = api_save_parse(a, body, &save))) goto out;
+    ss_store_scope sc = api_scope(r);
+    if ((err = api_save_parse(a, &sc, body, &save))) goto out;
     save.merge_mode = api_merge_mode_name(mode);
     if ((err = ss_state_new(a->model, &st))) goto out;
-    if ((err = api_merge_with(a, sources, normalize, mode, st, &parents, &n_tokens))) goto out;
+    if ((err = api_merge_with(a, &sc, sources, normalize, mode, st, &parents, &n_tokens)))
+        goto out;
     if ((err = api_save_st(a, &save, st, n_tokens, parents, &record))) goto out;
     if (a->p.metrics) ss_metrics_merge(a->p.metrics, 1);
     ss_host_respond(r, 201, "application/json", record, strlen(record));

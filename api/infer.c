@@ -31,9 +31,9 @@ static ss_err states_create(ss_api *a, ss_host_req *r, json_t *body)
     if (!err) err = infer_parse_batch(a, body, inf, &infer_states_batch);
     if (!err && !inf->batch) {
         err = infer_state_prompt(a, body, json_object_get(body, "from") != NULL, "", &inf->ch[0]);
-        if (!err) err = api_save_parse(a, body, &inf->save);
+        if (!err) err = api_save_parse(a, &inf->scope, body, &inf->save);
     }
-    if (!err) err = api_start_resolve(a, body, "from", 0, &inf->start);
+    if (!err) err = api_start_resolve(a, &inf->scope, body, "from", 0, &inf->start);
     if (!err) err = prefix_root(inf);
     if (!err && !inf->batch) err = prefix_parse_checkpoints(body, "", inf, inf->ch[0].n_prompt, 0);
     if (err) return err;
@@ -155,7 +155,7 @@ static ss_err score_parse(infer *inf, json_t *body)
     ss_api *a = inf->a;
     ss_err err = infer_parse_batch(a, body, inf, &infer_score_batch);
     if (!err && !inf->batch) err = infer_score_member(a, body, body, "", inf, 0);
-    if (!err) err = api_start_resolve(a, body, "state", 1, &inf->start);
+    if (!err) err = api_start_resolve(a, &inf->scope, body, "state", 1, &inf->start);
     if (err) return err;
     if ((err = prefix_reuse(a, body, inf, NULL))) return err;
     ss_job_params p = infer_base_params(inf, SS_JOB_SCORE);

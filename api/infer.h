@@ -41,6 +41,7 @@ typedef struct api_search {
     int k;        /* hits wanted, 1..SS_STORE_SEARCH_MAX */
     char *tag;    /* NULL or only states with this tag (owned) */
     char *prefix; /* NULL or only names starting with it (owned) */
+    ss_store_scope scope; /* the request's tenant: only its states and shared ones are found */
 } api_search;
 
 struct infer;
@@ -76,6 +77,7 @@ typedef struct choice {
 typedef struct infer {
     ss_api *a;
     ss_host_req *req;
+    ss_store_scope scope; /* the request's tenant (api_scope): every store call uses it */
     endpoint ep;
     pthread_mutex_t mu;
     int n_choices, n_done;
@@ -210,7 +212,8 @@ ss_err infer_completion_prompts(ss_api *a, json_t *body, infer *inf);
  * wrong type, SS_ERR_INVALID for k outside 1..SS_STORE_SEARCH_MAX or a bad tag, SS_ERR_NOMEM.
  * `where` prefixes the field names in messages.
  */
-ss_err api_search_parse(ss_api *a, json_t *o, const char *where, int dflt_k, api_search *s);
+ss_err api_search_parse(ss_api *a, const ss_store_scope *sc, json_t *o, const char *where,
+                        int dflt_k, api_search *s);
 void api_search_free(api_search *s);
 /*
  * The states most similar to `state` (state_floats floats of the served model) under s, best

@@ -67,6 +67,7 @@ ss_err infer_new(ss_api *a, ss_host_req *r, endpoint ep, infer **out)
     if (!inf) return ss_fail(SS_ERR_NOMEM, "out of memory");
     inf->a = a;
     inf->req = r;
+    inf->scope = api_scope(r);
     inf->ep = ep;
     inf->stop_at_eos = 1;
     pthread_mutex_init(&inf->mu, NULL);
@@ -225,6 +226,16 @@ static ss_err check_lockstep(infer *inf)
     return SS_OK;
 }
 
+/* After each chunk of input (engine thread): when the client has gone, the prompt stops here,
+ * within one chunk, instead of keeping the engine busy for nobody. */
+static int on_input(void *user, int fed, int total)
+{
+    (void)fed;
+    (void)total;
+    choice *c = user;
+    return ss_host_client_gone(c->inf->req) ? -1 : 0;
+}
+
 /* The job parameters of choice c (base params completed for it). */
 static ss_job_params choice_params(choice *c, const ss_job_params *base)
 {
@@ -237,6 +248,7 @@ static ss_job_params choice_params(choice *c, const ss_job_params *base)
     p.user = c;
     p.on_token = base->kind == SS_JOB_GENERATE ? on_token : NULL;
     p.on_done = on_done;
+    p.on_input = on_input;
     prefix_job_params(c, &p);
     return p;
 }

@@ -141,7 +141,7 @@ ss_err infer_parse_generation(ss_api *a, json_t *body, infer *inf, ss_job_params
     if ((err = parse_sampling(body, &sp))) return err;
     uint64_t seed;
     if ((err = parse_seed(body, &seed))) return err;
-    if ((err = api_start_resolve(a, body, "state", 1, &inf->start))) return err;
+    if ((err = api_start_resolve(a, &inf->scope, body, "state", 1, &inf->start))) return err;
     *p = infer_base_params(inf, SS_JOB_GENERATE);
     p->max_tokens = inf->max_tokens;
     p->sample = sp;
@@ -167,7 +167,7 @@ ss_err infer_parse_save_state(ss_api *a, json_t *body, infer *inf)
     if (!json_is_object(sv) && !json_is_true(sv))
         return ss_fail(SS_ERR_FORMAT, "\"save_state\" must be an object {name?, tags?, "
                                       "metadata?}");
-    if (ss_host_scope_of(inf->req) != SS_HOST_SCOPE_WRITE)
+    if (ss_host_scope_of(inf->req) < SS_HOST_SCOPE_WRITE)
         return ss_fail(SS_ERR_PERM, "save_state stores a state: it needs a key with write "
                                     "scope");
     if (inf->batch && json_is_object(sv) && json_object_get(sv, "name") &&
@@ -175,7 +175,7 @@ ss_err infer_parse_save_state(ss_api *a, json_t *body, infer *inf)
         return ss_fail(SS_ERR_INVALID, "save_state.name cannot be used with \"prompts\": a name "
                                        "belongs to one state (use tags)");
     json_t *empty = json_object();
-    ss_err err = api_save_parse(a, json_is_object(sv) ? sv : empty, &inf->save);
+    ss_err err = api_save_parse(a, &inf->scope, json_is_object(sv) ? sv : empty, &inf->save);
     json_decref(empty);
     if (err) return err;
     inf->want_save = 1;
@@ -252,7 +252,7 @@ static ss_err state_member(ss_api *a, json_t *body, json_t *item, const char *wh
     for (int k = 0; k < 2; k++)
         if (!json_object_get(o, shared[k]) && json_object_get(body, shared[k]))
             json_object_set(o, shared[k], json_object_get(body, shared[k]));
-    err = api_save_parse(a, o, &c->save);
+    err = api_save_parse(a, &inf->scope, o, &c->save);
     json_decref(o);
     if (err) return err;
     for (int k = 0; k < i && c->save.name; k++)

@@ -128,13 +128,18 @@ typedef struct api_save {
     json_t *tags;     /* array of strings (new reference) */
     json_t *metadata; /* object (new reference) */
     const char *merge_mode; /* the record's merge_mode (a static string), NULL for none */
+    ss_store_scope scope;   /* on whose behalf it is stored (the request's tenant) */
 } api_save;
+
+/* The store scope of a request: its key's tenant, admin for admin keys (ss_store.h, Tenants).
+ * The tenant string belongs to the host and outlives the request. */
+ss_store_scope api_scope(ss_host_req *r);
 /*
  * Read and validate name/tags/metadata from o into s (free it with api_save_free on success; on
  * failure nothing is left to free). SS_ERR_FORMAT for a wrong type, SS_ERR_INVALID for a bad
  * name or tag (ss_store_check_name / _tag), SS_ERR_EXISTS when the name is taken, SS_ERR_NOMEM.
  */
-ss_err api_save_parse(ss_api *a, json_t *o, api_save *s);
+ss_err api_save_parse(ss_api *a, const ss_store_scope *sc, json_t *o, api_save *s);
 /* Free what s holds and zero it (a zeroed api_save is a no-op). */
 void api_save_free(api_save *s);
 /*
@@ -156,7 +161,8 @@ ss_err api_save_st(ss_api *a, const api_save *s, const ss_state *st, long long n
  * unknown). *rec (may be NULL) receives the record text. SS_ERR_MISMATCH when the blob is
  * neither size, and ss_store_get_blob's errors.
  */
-ss_err api_load_state(ss_api *a, const char *ref, ss_state *st, char **rec);
+ss_err api_load_state(ss_api *a, const ss_store_scope *sc, const char *ref, ss_state *st,
+                      char **rec);
 /* The same, indexing the state under pe for prompt caching (NULL: not indexed). */
 ss_err api_save_state_indexed(ss_api *a, const api_save *s, const float *data,
                               long long n_tokens, json_t *parents,
@@ -179,6 +185,7 @@ typedef struct api_start {
     long long n_tokens;
     json_t *parents; /* [{id, weight}] or NULL */
     char id[SS_STORE_ID_LEN + 1]; /* the stored state it is ("" for the zero state or a merge) */
+    int foreign; /* that state is another tenant's (shared): its prompt-cache chain is not ours */
 } api_start;
 
 /*
@@ -186,8 +193,8 @@ typedef struct api_start {
  * or, when allow_merge, "merge" ([{state, weight}] combined on the fly), or the zero state.
  * 404 unknown state, 409 another model's, 422 empty merge or non-finite weight, 400 both given.
  */
-ss_err api_start_resolve(ss_api *a, json_t *body, const char *state_key, int allow_merge,
-                         api_start *out);
+ss_err api_start_resolve(ss_api *a, const ss_store_scope *sc, json_t *body,
+                         const char *state_key, int allow_merge, api_start *out);
 /* Free what s holds and zero it (a zeroed api_start is a no-op). */
 void api_start_free(api_start *s);
 
@@ -199,8 +206,8 @@ void api_start_free(api_start *s);
  * with normalize; SS_ERR_NOT_FOUND, SS_ERR_MISMATCH (another model's state), SS_ERR_CORRUPT,
  * SS_ERR_NOMEM.
  */
-ss_err api_merge(ss_api *a, const json_t *sources, int normalize, ss_state *dst, json_t **parents,
-                 long long *n_tokens);
+ss_err api_merge(ss_api *a, const ss_store_scope *sc, const json_t *sources, int normalize,
+                 ss_state *dst, json_t **parents, long long *n_tokens);
 
 /* How a merge combines its sources (docs/api.md, "Merge modes"). */
 typedef enum api_merge_mode {
@@ -218,8 +225,8 @@ ss_err api_merge_mode_parse(const json_t *v, api_merge_mode *out);
  * source without one) and give *n_tokens = the sum of the sources' n_tokens; parents are the
  * sources in order with weight 1. dst's decay is set (linear: when every source has one).
  */
-ss_err api_merge_with(ss_api *a, const json_t *sources, int normalize, api_merge_mode mode,
-                      ss_state *dst, json_t **parents, long long *n_tokens);
+ss_err api_merge_with(ss_api *a, const ss_store_scope *sc, const json_t *sources, int normalize,
+                      api_merge_mode mode, ss_state *dst, json_t **parents, long long *n_tokens);
 
 /* ---- submitting work ---------------------------------------------------------------------- */
 
@@ -258,6 +265,8 @@ void api_h_detokenize(void *app, ss_host_req *r);
 void api_h_states_list(void *app, ss_host_req *r);
 void api_h_states_get(void *app, ss_host_req *r);
 void api_h_states_delete(void *app, ss_host_req *r);
+void api_h_states_share(void *app, ss_host_req *r);
+void api_h_states_unshare(void *app, ss_host_req *r);
 void api_h_states_data(void *app, ss_host_req *r);
 void api_h_states_import(void *app, ss_host_req *r);
 void api_h_states_merge(void *app, ss_host_req *r);
@@ -266,5 +275,13 @@ void api_h_generate(void *app, ss_host_req *r);
 void api_h_completions(void *app, ss_host_req *r);
 void api_h_score(void *app, ss_host_req *r);
 void api_h_states_search(void *app, ss_host_req *r);
+/* inspect.c: the caller's scope, children, per-layer norms, similarity */
+void api_h_whoami(void *app, ss_host_req *r);
+void api_h_states_children(void *app, ss_host_req *r);
+void api_h_states_stats(void *app, ss_host_req *r);
+void api_h_states_similarity(void *app, ss_host_req *r);
+/* web.c: the console's page and files (public routes) */
+void api_h_ui_index(void *app, ss_host_req *r);
+void api_h_ui_asset(void *app, ss_host_req *r);
 
 #endif

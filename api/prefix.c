@@ -28,14 +28,19 @@ ss_err prefix_root(infer *inf)
     ss_api *a = inf->a;
     inf->chained = 0;
     inf->start_tokens = inf->start.n_tokens;
+    /* Chains are rooted per tenant: one never resumes from (or probes) another's prefixes. A
+     * shared state of another tenant is a start of its own here (its chain is the owner's). */
+    const char *tenant = inf->scope.tenant;
     if (!inf->start.st) {
-        ss_prefix_root(a->info->fingerprint, NULL, &inf->root);
+        ss_prefix_root_tenant(a->info->fingerprint, NULL, tenant, &inf->root);
         inf->chained = 1;
     } else if (inf->start.id[0]) {
         int found = 0;
-        ss_err err = ss_store_prefix_of(a->store, inf->start.id, &inf->root, &found);
-        if (err) return err;
-        if (!found) ss_prefix_root(a->info->fingerprint, inf->start.id, &inf->root);
+        if (!inf->start.foreign) {
+            ss_err err = ss_store_prefix_of(a->store, inf->start.id, &inf->root, &found);
+            if (err) return err;
+        }
+        if (!found) ss_prefix_root_tenant(a->info->fingerprint, inf->start.id, tenant, &inf->root);
         inf->chained = 1;
     }
     return SS_OK;
@@ -46,7 +51,7 @@ void prefix_entry(infer *inf, const int32_t *toks, int n, const int32_t *more, i
                      ss_store_prefix_entry *pe)
 {
     pe->chain = inf->root;
-    ss_prefix_root(inf->a->info->fingerprint, "*", &pe->any);
+    ss_prefix_root_tenant(inf->a->info->fingerprint, "*", inf->scope.tenant, &pe->any);
     for (int i = 0; i < n + n_more; i++) {
         int32_t t = i < n ? toks[i] : more[i - n];
         ss_prefix_step(&pe->chain, t);
@@ -175,6 +180,7 @@ static ss_err store_one(infer *inf, const api_save *save, const char *name, cons
 {
     api_save s = *save;
     s.name = (char *)name;
+    s.scope = inf->scope;
     char *text = NULL;
     /* a whole state (st), or a checkpoint's floats and decay (data, see on_checkpoint) */
     size_t bytes = data ? prefix_cp_bytes(inf->a->info, data) : 0;
@@ -238,7 +244,7 @@ static ss_err resume_from(infer *inf, const char *id, int pos)
     ss_state *st = NULL;
     ss_err err = ss_state_new(a->model, &st);
     char *text = NULL;
-    if (!err) err = api_load_state(a, id, st, &text); /* with its decay when it has one */
+    if (!err) err = api_load_state(a, &inf->scope, id, st, &text); /* with its decay when it has one */
     free(text);
     if (err) {
         ss_state_free(st);
@@ -285,7 +291,7 @@ static ss_err lookup(ss_api *a, infer *inf)
         out = SS_PREFIX_MISS_EVICTED;
     } else if (err == SS_ERR_NOT_FOUND) {
         int64_t shortest = -1;
-        ss_prefix_root(a->info->fingerprint, "*", &h);
+        ss_prefix_root_tenant(a->info->fingerprint, "*", inf->scope.tenant, &h);
         for (int i = 0; i < limit; i++) {
             ss_prefix_step(&h, c->prompt[i]);
             chains[i] = h;

@@ -186,6 +186,7 @@ void api_cache_store(infer *inf)
         cache_evict(a, c, bytes);
         char *text = NULL;
         if (!save.tags) save.tags = json_pack("[s]", API_CACHE_TAG);
+        save.scope = inf->scope; /* a tenant's cache entries are its own */
         ss_err err = api_save_blob_indexed(a, &save, inf->ccp_data[k],
                                            prefix_cp_bytes(a->info, inf->ccp_data[k]),
                                            inf->start_tokens + pos, inf->start.parents, &pe, &text);

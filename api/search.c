@@ -61,9 +61,11 @@ void api_search_free(api_search *s)
     memset(s, 0, sizeof *s);
 }
 
-ss_err api_search_parse(ss_api *a, json_t *o, const char *where, int dflt_k, api_search *s)
+ss_err api_search_parse(ss_api *a, const ss_store_scope *sc, json_t *o, const char *where,
+                        int dflt_k, api_search *s)
 {
     memset(s, 0, sizeof *s);
+    if (sc) s->scope = *sc;
     if (!a->keys_ready)
         return ss_fail(SS_ERR_UNSUPPORTED, "search is not available on this server: %s",
                        a->keys_why[0] ? a->keys_why : "no retrieval keys");
@@ -104,11 +106,12 @@ ss_err api_search_run(ss_api *a, const api_search *s, const float *state, json_t
                         .tag = s->tag,
                         .prefix = s->prefix,
                         .exclude_tag = s->tag && !strcmp(s->tag, API_CACHE_TAG) ? NULL
-                                                                               : API_CACHE_TAG};
+                                                                               : API_CACHE_TAG,
+                        .scope = &s->scope};
     if ((err = ss_store_search(a->store, &q, hits, &n))) goto out;
     for (int i = 0; i < n; i++) {
         char *text = NULL;
-        ss_err e = ss_store_get_record(a->store, hits[i].id, &text);
+        ss_err e = ss_store_get_record_as(a->store, &s->scope, hits[i].id, &text);
         if (e == SS_ERR_NOT_FOUND || e == SS_ERR_CORRUPT) { /* deleted meanwhile, or damaged */
             ss_err_clear();
             continue;
@@ -176,10 +179,11 @@ static ss_err search(ss_api *a, ss_host_req *r, json_t *body)
         if (!ref || json_object_size(qv) != 1)
             return ss_fail(SS_ERR_FORMAT, "a query object is {\"state\": id or name}");
         api_search s;
-        ss_err err = api_search_parse(a, body, "", 5, &s);
+        ss_store_scope sc = api_scope(r);
+        ss_err err = api_search_parse(a, &sc, body, "", 5, &s);
         if (err) return err;
         ss_state *st = NULL;
-        if (!(err = ss_state_new(a->model, &st))) err = api_load_state(a, ref, st, NULL);
+        if (!(err = ss_state_new(a->model, &st))) err = api_load_state(a, &sc, ref, st, NULL);
         if (!err) answer(a, r, &s, ss_state_cdata(st), -1);
         ss_state_free(st);
         api_search_free(&s);
@@ -187,7 +191,7 @@ static ss_err search(ss_api *a, ss_host_req *r, json_t *body)
     }
     infer *inf = NULL;
     ss_err err = infer_new(a, r, EP_SEARCH, &inf);
-    if (!err) err = api_search_parse(a, body, "", 5, &inf->search);
+    if (!err) err = api_search_parse(a, &inf->scope, body, "", 5, &inf->search);
     if (!err) {
         inf->n_choices = 1;
         err = api_tokens(a, qv, "query", &inf->ch[0].prompt, &inf->ch[0].n_prompt);
@@ -341,7 +345,7 @@ ss_err api_retrieve_start(infer *inf, json_t *body, const json_t *dflt_query,
     rt->body = json_incref(body);
     rt->next = next;
     const char *weights = NULL;
-    ss_err err = api_search_parse(a, rv, "merge.retrieve.", 5, &rt->search);
+    ss_err err = api_search_parse(a, &inf->scope, rv, "merge.retrieve.", 5, &rt->search);
     if (!err) err = api_get_string(rv, "weights", &weights);
     if (!err && weights && strcmp(weights, "uniform") && strcmp(weights, "softmax"))
         err = ss_fail(SS_ERR_INVALID, "merge.retrieve.weights must be \"uniform\" or "
@@ -364,7 +368,8 @@ ss_err api_retrieve_start(infer *inf, json_t *body, const json_t *dflt_query,
         if (!ref || json_object_size(q) != 1)
             return ss_fail(SS_ERR_FORMAT, "a query object is {\"state\": id or name}");
         ss_state *st = NULL;
-        if (!(err = ss_state_new(a->model, &st))) err = api_load_state(a, ref, st, NULL);
+        if (!(err = ss_state_new(a->model, &st)))
+            err = api_load_state(a, &inf->scope, ref, st, NULL);
         if (!err) err = retrieved_merge(inf, ss_state_cdata(st));
         ss_state_free(st);
         return err ? err : next(inf, body);

@@ -30,10 +30,14 @@
 
 typedef struct ss_host_req ss_host_req;
 
-/* Scope a route needs (API keys have scope read or write; no keys = write). */
+/* Scope a route needs (API keys have scope read, write or admin; no keys = write). Ordered for
+ * keys: admin may do all that write may, write all that read may. PUBLIC routes need no key at
+ * all (the console's static files); a caller of one has scope READ. */
 typedef enum ss_host_scope {
     SS_HOST_SCOPE_READ = 0,
     SS_HOST_SCOPE_WRITE,
+    SS_HOST_SCOPE_ADMIN, /* also shares/unshares states and reaches every tenant's by id */
+    SS_HOST_SCOPE_PUBLIC,
 } ss_host_scope;
 
 /* What body a route takes; the host checks the Content-Type against it (415). */
@@ -75,6 +79,9 @@ const char *ss_host_query(ss_host_req *r, const char *name);
 const char *ss_host_body_data(ss_host_req *r, size_t *len);
 /* Scope of the caller's key (SS_HOST_SCOPE_WRITE when the host runs without keys). */
 ss_host_scope ss_host_scope_of(ss_host_req *r);
+/* Tenant of the caller's key ("tenant=NAME" in the keys file), or NULL for the default tenant
+ * (no keys, or a key without a tenant). Valid for the request. */
+const char *ss_host_tenant(ss_host_req *r);
 /* Has the host begun to shut down? Continuations answer 503 then. Any thread. */
 int ss_host_stopping(ss_host_req *r);
 

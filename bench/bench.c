@@ -71,6 +71,23 @@ void bench_rss_mb(double *cur, double *peak)
     fclose(f);
 }
 
+int bench_catalog_sizes(const char *root, int quick, const char *phase, bench_catalog_fn fn,
+                        void *user)
+{
+    static const int sizes[] = {10000, 100000};
+    int rc = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0] && !rc; i++) {
+        int n = quick ? sizes[i] / 10 : sizes[i];
+        char dir[4096 + 64];
+        snprintf(dir, sizeof dir, "%s/%s-%d", root, phase, n);
+        rc = fn(user, dir, n);
+        char cmd[8192 + 256];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        if (system(cmd) != 0) fprintf(stderr, "statesoup-bench: could not remove %s\n", dir);
+    }
+    return rc;
+}
+
 /* ---- machine limits ------------------------------------------------------------------------ */
 
 typedef float v16f __attribute__((vector_size(64)));
@@ -508,7 +525,9 @@ static const char help[] =
     "                   prompt whose first 1,900 tokens are stored, with and without reuse;\n"
     "                   search too: latency p50/p99 of POST /v1/states/search's scoring over\n"
     "                   10,000 and 100,000 stored 256-dim keys, their memory and load time;\n"
-    "                   it needs no model, and --only search measures no model)\n"
+    "                   it needs no model, and --only search measures no model);\n"
+    "                   children too: GET /v1/states/{state}/children's lookups and depth-3\n"
+    "                   walks at 10,000 and 100,000 stored states (no model either)\n"
     "  --long-prompt N  the fairness phase's long prompt (default 100000 tokens)\n"
     "  --prefix N,K     the prefix phase's prompt and stored tokens (default 2000,1900)\n"
     "  --prompt N       prefill prompt length (default 512)\n"
@@ -532,7 +551,7 @@ typedef struct bench_opts {
     int n_prompt, n_decode, threads, quick, keep, huge, dtype, q8;
     int do_prefill, do_decode, do_store, do_fair, long_prompt;
     int do_prefix, prefix_prompt, prefix_shared;
-    int do_search;
+    int do_search, do_children;
     const shape *want[MAX_MODELS];
     const char *model_dirs[MAX_MODELS];
     int n_want, n_dirs;
@@ -585,10 +604,11 @@ static int parse_args(int argc, char **argv, bench_opts *o)
             o->do_fair = strstr(optarg, "fairness") != NULL;
             o->do_prefix = strstr(optarg, "prefix") != NULL;
             o->do_search = strstr(optarg, "search") != NULL;
+            o->do_children = strstr(optarg, "children") != NULL;
             if (!o->do_prefill && !o->do_decode && !o->do_store && !o->do_fair && !o->do_prefix &&
-                !o->do_search) {
+                !o->do_search && !o->do_children) {
                 fprintf(stderr, "statesoup-bench: --only takes prefill, decode, store, fairness, "
-                                "prefix and/or search\n");
+                                "prefix, search and/or children\n");
                 return 2;
             }
             break;
@@ -1023,6 +1043,8 @@ int main(int argc, char **argv)
     json_object_set_new(out, "models", models);
     if (o.do_search && bench_search(root, o.quick, out))
         fprintf(stderr, "statesoup-bench: search: %s\n", ss_errmsg());
+    if (o.do_children && bench_children(root, o.quick, out))
+        fprintf(stderr, "statesoup-bench: children: %s\n", ss_errmsg());
     if (o.json_out && json_dump_file(out, o.json_out, JSON_INDENT(2)) != 0)
         fprintf(stderr, "statesoup-bench: cannot write %s\n", o.json_out);
     json_decref(out);

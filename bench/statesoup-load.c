@@ -45,6 +45,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "load_idle.h"
 #include "load_stats.h"
 #include "ss_util.h"
 
@@ -180,6 +181,7 @@ static struct {
     int n_daemon_args;
     const char *json_file;
     int clients, seconds, kill_cycles, restart, json, interval;
+    int idle; /* --idle N */
     uint64_t seed;
     int weight[K__N], weight_sum;
 
@@ -1423,6 +1425,9 @@ static const char usage_text[] =
     "  --restart            after the run, restart the daemon cleanly and verify again\n"
     "  --kill-cycles K      K cycles (1..1000) of: mix, kill -9 at a random moment within\n"
     "                       --seconds, restart, verify every acknowledged state (needs --model)\n"
+    "  --idle N             before the mix, open N idle connections (never sending a byte) and\n"
+    "                       measure /healthz on fresh connections beside them (200 probes:\n"
+    "                       p50/p99/max); they stay open during the mix (0..100000)\n"
     "  --seed N             random seed (default: from the clock)\n"
     "  --json               print the report as JSON on stdout\n"
     "  --json-file FILE     also write the JSON report to FILE\n"
@@ -1506,6 +1511,7 @@ enum {
     O_RESTART,
     O_KILL,
     O_SEED,
+    O_IDLE,
     O_JSON,
     O_JSON_FILE
 };
@@ -1531,6 +1537,7 @@ static int parse_args(int argc, char **argv)
         {"seed", required_argument, NULL, O_SEED},
         {"json", no_argument, NULL, O_JSON},
         {"json-file", required_argument, NULL, O_JSON_FILE},
+        {"idle", required_argument, NULL, O_IDLE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1600,6 +1607,11 @@ static int parse_args(int argc, char **argv)
         case O_JSON:
             G.json = 1;
             break;
+        case O_IDLE:
+            if (parse_int(optarg, 0, 100000, &v))
+                return bad_arg("--idle %s: expected 0..100000", optarg);
+            G.idle = (int)v;
+            break;
         case O_JSON_FILE:
             G.json_file = optarg;
             break;
@@ -1656,7 +1668,35 @@ typedef struct outcome {
     long lost, corrupt, resur, acked, deleted, live_end, failed;
     int ok;
     double secs;
+    /* --idle: connections held, /healthz beside them, how many the server still held after */
+    int idle_held, idle_alive_end, idle_probe_fail;
+    double idle_p50, idle_p99, idle_max;
 } outcome;
+
+#define IDLE_PROBES 200
+
+/* /healthz on a fresh connection each time, IDLE_PROBES times, beside the idle connections. */
+static void idle_probe(outcome *o)
+{
+    double lat[IDLE_PROBES];
+    int n = 0;
+    for (int i = 0; i < IDLE_PROBES; i++) {
+        CURL *c = curl_easy_init();
+        hresp r = {0};
+        int64_t t = ss_mono_ns();
+        long st = c ? http(c, "GET", "/healthz", NULL, NULL, 0, &r) : ST_CONN;
+        if (st == 200)
+            lat[n++] = (double)(ss_mono_ns() - t) / 1e6;
+        else
+            o->idle_probe_fail++;
+        free(r.body);
+        if (c) curl_easy_cleanup(c);
+    }
+    ss_load_sort(lat, (size_t)n);
+    o->idle_p50 = ss_load_percentile(lat, (size_t)n, 50);
+    o->idle_p99 = ss_load_percentile(lat, (size_t)n, 99);
+    o->idle_max = ss_load_percentile(lat, (size_t)n, 100);
+}
 
 /* The kill -9 cycles: mix, kill mid-mix, restart, verify everything acknowledged so far. */
 static void run_cycles(CURL *obs, outcome *o)
@@ -1766,6 +1806,7 @@ static void summarize(outcome *o)
     }
     o->ok = !o->died && o->clean_exit && o->lost == 0 && o->corrupt == 0 && o->resur == 0 &&
             o->n5 == 0 && G.d5xx_total == 0 && o->unexpected == 0 && o->bad == 0 &&
+            o->idle_probe_fail == 0 && o->idle_held == G.idle &&
             (!G.kill_cycles || o->n_cyc == G.kill_cycles) && o->total > 0;
     o->secs = G.mix_s > 0 ? G.mix_s : 1;
 }
@@ -1841,6 +1882,14 @@ static int report_json(const outcome *o)
     if (!G.kill_cycles) json_object_set_new(rep, "verify", vres_json(&o->v_end));
     if (o->have_restart) json_object_set_new(rep, "verify_after_restart", vres_json(&o->v_restart));
     if (G.kill_cycles) json_object_set_new(rep, "kill", kill_json(o));
+    if (G.idle)
+        json_object_set_new(rep, "idle",
+                            json_pack("{s:i,s:i,s:o,s:o,s:o,s:i,s:i}", "asked", G.idle, "held",
+                                      o->idle_held, "healthz_p50_ms", num_or_null(o->idle_p50),
+                                      "healthz_p99_ms", num_or_null(o->idle_p99),
+                                      "healthz_max_ms", num_or_null(o->idle_max),
+                                      "healthz_failed", o->idle_probe_fail, "alive_at_end",
+                                      o->idle_alive_end));
     int wrote = 1;
     if (G.json) {
         json_dumpf(rep, stdout, JSON_INDENT(1));
@@ -1906,6 +1955,12 @@ static void report_text(const outcome *o)
            "bad content %llu\n",
            (unsigned long long)o->n5, G.d5xx_total, (unsigned long long)o->unexpected,
            (unsigned long long)o->bad);
+    if (G.idle)
+        printf("idle: %d connections held; /healthz beside them p50 %.2f ms, p99 %.2f ms, max "
+               "%.2f ms, %d failed; %d still open after the mix (the daemon's --idle-timeout "
+               "closes the rest)\n",
+               o->idle_held, o->idle_p50, o->idle_p99, o->idle_max, o->idle_probe_fail,
+               o->idle_alive_end);
     for (int i = 0; i < G.n_problems; i++) printf("problem: %s\n", G.problems[i]);
     if (G.n_problem_total > G.n_problems) printf("(%ld problems in all)\n", G.n_problem_total);
     printf("%s\n", o->ok ? "OK" : "FAILED");
@@ -1988,10 +2043,27 @@ int main(int argc, char **argv)
         fprintf(stderr, "statesoup-load: %s (pid %d), %d clients, %d s%s, run tag %s, seed %llu\n",
                 G.base, (int)G.pid, G.clients, G.seconds, G.kill_cycles ? " per cycle" : "",
                 run_tag(), (unsigned long long)G.seed);
+    int *idle_fds = NULL;
+    if (G.idle) {
+        char why[256];
+        o.idle_held = ss_load_idle_open(G.base, G.idle, &idle_fds, why, sizeof why);
+        if (o.idle_held < G.idle)
+            problem("--idle %d: opened %d (%s)", G.idle, o.idle_held < 0 ? 0 : o.idle_held, why);
+        idle_probe(&o);
+        if (!G.json)
+            fprintf(stderr,
+                    "statesoup-load: %d idle connections held; /healthz on a fresh connection: "
+                    "p50 %.2f ms, p99 %.2f ms, max %.2f ms, %d failed\n",
+                    o.idle_held, o.idle_p50, o.idle_p99, o.idle_max, o.idle_probe_fail);
+    }
     if (G.kill_cycles)
         run_cycles(obs, &o);
     else
         run_plain(obs, &o);
+    if (idle_fds) {
+        o.idle_alive_end = ss_load_idle_alive(idle_fds, o.idle_held);
+        ss_load_idle_close(idle_fds, o.idle_held);
+    }
     final_stop(obs, &o);
     summarize(&o);
     if ((G.json || G.json_file) && !report_json(&o)) o.ok = 0;

@@ -126,14 +126,29 @@ void cli_join_tags(const json_t *tags, const char *sep, char *buf, size_t cap)
     if (!buf[0]) snprintf(buf, cap, "-");
 }
 
+/* A record's tenant for tables: "-" for the default tenant, " (shared)" added when shared. */
+static void tenant_cell(const json_t *rec, char *buf, size_t cap)
+{
+    const char *t = json_string_value(json_object_get(rec, "tenant"));
+    snprintf(buf, cap, "%s%s", t ? t : "-",
+             json_is_true(json_object_get(rec, "shared")) ? " (shared)" : "");
+}
+
 void cli_print_state_table(const json_t *records)
 {
-    static const char *const head[] = {"ID", "NAME", "TAGS", "TOKENS", "SIZE", "CREATED (UTC)"};
-    static const int right[] = {0, 0, 0, 1, 1, 0};
-    cli_table *t = cli_table_new(6, head, right);
-    if (!t) return;
+    /* TENANT appears when a listed state is another tenant's than the default, or shared */
+    static const char *const head[] = {"ID", "NAME", "TENANT", "TAGS", "TOKENS", "SIZE",
+                                       "CREATED (UTC)"};
+    static const int right[] = {0, 0, 0, 0, 1, 1, 0};
     size_t i;
     json_t *rec;
+    int tenants = 0;
+    json_array_foreach(records, i, rec) tenants |= json_object_get(rec, "tenant") ||
+                                                   json_is_true(json_object_get(rec, "shared"));
+    const char *head5[] = {head[0], head[1], head[3], head[4], head[5], head[6]};
+    const int right5[] = {0, 0, 0, 1, 1, 0};
+    cli_table *t = tenants ? cli_table_new(7, head, right) : cli_table_new(6, head5, right5);
+    if (!t) return;
     json_array_foreach(records, i, rec) {
         char tags[1024], tokens[32], size[32], created[64];
         const char *name = json_string_value(json_object_get(rec, "name"));
@@ -144,9 +159,12 @@ void cli_print_state_table(const json_t *records)
                         sizeof size);
         short_time(json_string_value(json_object_get(rec, "created_at")), created,
                    sizeof created);
+        char tenant[128];
+        tenant_cell(rec, tenant, sizeof tenant);
         const char *row[] = {json_string_value(json_object_get(rec, "id")), name ? name : "-",
-                             tags, tokens, size, created};
-        if (cli_table_add(t, row)) break;
+                             tenant, tags, tokens, size, created};
+        const char *row5[] = {row[0], row[1], row[3], row[4], row[5], row[6]};
+        if (cli_table_add(t, tenants ? row : row5)) break;
     }
     cli_table_print(t);
     cli_table_free(t);
@@ -158,6 +176,10 @@ void cli_print_record(const json_t *rec)
     const char *name = json_string_value(json_object_get(rec, "name"));
     printf("id          %s\n", json_string_value(json_object_get(rec, "id")));
     printf("name        %s\n", name ? name : "-");
+    if (json_object_get(rec, "tenant") || json_object_get(rec, "shared")) {
+        tenant_cell(rec, buf, sizeof buf);
+        printf("tenant      %s\n", buf);
+    }
     cli_join_tags(json_object_get(rec, "tags"), ", ", buf, sizeof buf);
     printf("tags        %s\n", buf);
     printf("model       %s\n", json_string_value(json_object_get(rec, "model")));

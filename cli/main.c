@@ -31,6 +31,7 @@ static const command commands[] = {
     {"export", cmd_export, 1, "write a state as a safetensors file (--url, or --data + --model)"},
     {"import", cmd_import, 1, "store a safetensors state file"},
     {"rm", cmd_rm, 1, "delete states"},
+    {"share", cmd_share, 1, "share states with every tenant, or stop (--off); admin keys"},
     {"search", cmd_search, 1, "the stored states most similar to a text, tokens or a state"},
     {"verify", cmd_verify, 0, "check every stored state's checksum (--data DIR, read-only)"},
     {"migrate", cmd_migrate, 0, "copy a local catalog into Redis Cluster (--to) or back (--from)"},

@@ -14,7 +14,8 @@ PKGS="gcc meson ninja-build pkg-config libmicrohttpd-dev liblmdb-dev libopenblas
       libjansson-dev libpcre2-dev libxxhash-dev libutf8proc-dev libcurl4-openssl-dev
       curl jq
       clang libclang-rt-14-dev libomp-14-dev
-      libhiredis-dev redis-server redis-tools systemd"
+      libhiredis-dev redis-server redis-tools systemd
+      python3 chromium chromium-driver"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

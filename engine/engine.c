@@ -90,6 +90,7 @@ struct ss_engine {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int stopping;
+    int draining; /* ss_engine_drain: no new jobs, queued ones cancelled by the thread */
     ss_job *queue_head, *queue_tail;
     int n_queued;
     ss_job **active; /* [max_batch] */
@@ -614,6 +615,17 @@ static void step(ss_engine *e)
     }
 }
 
+/* Jobs taken off the queue that will never start: each finishes cancelled (on_done runs). */
+static void cancel_list(ss_engine *e, ss_job *j)
+{
+    while (j) {
+        ss_job *next = j->next;
+        finish(e, j, SS_FINISH_CANCELLED, SS_OK);
+        j->p.on_done(j->p.user, j);
+        j = next;
+    }
+}
+
 static void *engine_main(void *arg)
 {
     ss_engine *e = arg;
@@ -624,6 +636,14 @@ static void *engine_main(void *arg)
         if (e->stopping) {
             pthread_mutex_unlock(&e->mu);
             break;
+        }
+        /* draining: what waits in the queue is cancelled now, never started */
+        ss_job *dropped = NULL;
+        if (e->draining && e->queue_head) {
+            dropped = e->queue_head;
+            e->queue_head = e->queue_tail = NULL;
+            e->n_queued = 0;
+            e->stats.queued = 0;
         }
         /* admit queued jobs */
         ss_job *admitted[SS_ENGINE_MAX_BATCH];
@@ -642,6 +662,7 @@ static void *engine_main(void *arg)
             }
         }
         pthread_mutex_unlock(&e->mu);
+        cancel_list(e, dropped);
         for (int i = 0; i < n_adm; i++) {
             e->active[e->n_active++] = admitted[i];
             start_job(e, admitted[i]);
@@ -681,12 +702,7 @@ static void *engine_main(void *arg)
     e->queue_head = e->queue_tail = NULL;
     e->n_queued = 0;
     pthread_mutex_unlock(&e->mu);
-    while (j) {
-        ss_job *next = j->next;
-        finish(e, j, SS_FINISH_CANCELLED, SS_OK);
-        j->p.on_done(j->p.user, j);
-        j = next;
-    }
+    cancel_list(e, j);
     return NULL;
 }
 
@@ -810,7 +826,7 @@ ss_err ss_engine_submit_batch(ss_engine *e, const ss_job_params *ps, int n, ss_j
     }
     if (err) goto fail;
     pthread_mutex_lock(&e->mu);
-    if (e->stopping) {
+    if (e->stopping || e->draining) {
         pthread_mutex_unlock(&e->mu);
         err = ss_fail(SS_ERR_BUSY, "the server is shutting down");
         goto fail;
@@ -849,6 +865,15 @@ fail:
     for (int i = 0; i < n; i++) ss_job_free(jobs[i]);
     free(jobs);
     return err;
+}
+
+void ss_engine_drain(ss_engine *e)
+{
+    if (!e) return;
+    pthread_mutex_lock(&e->mu);
+    e->draining = 1;
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
 }
 
 void ss_engine_cancel(ss_engine *e, ss_job *j)

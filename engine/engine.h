@@ -191,6 +191,13 @@ ss_err ss_engine_submit(ss_engine *e, const ss_job_params *p, ss_job **out);
  * freed with ss_job_free once its on_done has run).
  */
 ss_err ss_engine_submit_batch(ss_engine *e, const ss_job_params *ps, int n, ss_job **out);
+/*
+ * The first step of a shutdown: from now on submissions fail (SS_ERR_BUSY, "shutting down") and
+ * every job still waiting in the queue is cancelled at the scheduler's next turn, without
+ * running (SS_FINISH_CANCELLED, its on_done runs); jobs already running go on to their end.
+ * Idempotent; ss_engine_close() still has to be called.
+ */
+void ss_engine_drain(ss_engine *e);
 /* Ask the job to stop at the next step (idempotent; safe after it finished). */
 void ss_engine_cancel(ss_engine *e, ss_job *job);
 /* Result of a finished job (valid after on_done). */

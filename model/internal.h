@@ -114,6 +114,11 @@ struct ss_model {
     void **owned; /* converted weights and other buffers freed at close */
     int n_owned;
     size_t cap_owned;
+    /* --weights q8: the 8-bit matrices and their scales, bump-allocated from chunks on
+     * transparent huge pages (checkpoint.c, arena_alloc); unmapped at close */
+    mapping *arena;
+    int n_arena;
+    size_t arena_used; /* bytes taken from the last chunk */
 };
 
 /* Scratch buffers for a round of T rows; grown by ctx_reserve. */

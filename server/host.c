@@ -86,6 +86,7 @@ static void respond_copy(ss_host_req *r, int status, const char *content_type, c
     if (r->responded) return;
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    r->bytes_out = len;
     queue(r, status, resp, content_type);
 }
 
@@ -100,6 +101,7 @@ void ss_host_respond(ss_host_req *r, int status, const char *content_type, void 
         return;
     }
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    r->bytes_out = len;
     if (!resp) free(body);
     queue(r, status, resp, content_type);
 }
@@ -172,6 +174,11 @@ const char *ss_host_body_data(ss_host_req *r, size_t *len)
 ss_host_scope ss_host_scope_of(ss_host_req *r)
 {
     return r->scope;
+}
+
+const char *ss_host_tenant(ss_host_req *r)
+{
+    return r->tenant;
 }
 
 int ss_host_stopping(ss_host_req *r)
@@ -289,6 +296,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
             if (n > max) n = max;
             memcpy(buf, r->sbuf + r->soff, n);
             r->soff += n;
+            r->bytes_out += n;
             if (r->soff == r->slen) r->soff = r->slen = 0;
             pthread_mutex_unlock(&r->mu);
             return (ssize_t)n;

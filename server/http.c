@@ -11,8 +11,11 @@
  * '/' can be sent as %2F inside one path segment; segments and query values are decoded here.
  */
 #include "http.h"
+#include "ss_store.h"
 
 #include <ctype.h>
+#include <inttypes.h>
+#include <jansson.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -22,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,6 +33,19 @@
 #include "metrics.h"
 #include "request.h"
 #include "ss_util.h"
+
+/* Most body bytes read and thrown away past --max-body so that a client that does not wait for
+ * 100-continue can read its 413 (a lingering close); a body larger than that is cut. */
+#define HTTP_LINGER_MAX ((size_t)32 << 20)
+
+const char *const http_event_name[HTTP_N_EVENTS] = {"client_gone", "refused", "mhd"};
+
+#define HTTP_DEFAULT_MAX_CONNECTIONS 4096
+#define HTTP_DEFAULT_IDLE_TIMEOUT    30
+#define HTTP_LIMIT_HEADROOM          16 /* MHD's limit above ours, per pool thread */
+#define HTTP_LISTEN_BACKLOG          1024
+
+static void log_request(ss_http *h, ss_host_req *r, int status, double secs, int aborted);
 
 /* ---- small helpers -------------------------------------------------------------------------- */
 
@@ -185,6 +202,10 @@ static int authorize(ss_host_req *r)
         r->scope = SS_HOST_SCOPE_WRITE;
         return 1;
     }
+    if (r->route->scope == SS_HOST_SCOPE_PUBLIC) { /* the console's files: no key */
+        r->scope = SS_HOST_SCOPE_READ;
+        return 1;
+    }
     const char *auth = header(r, MHD_HTTP_HEADER_AUTHORIZATION);
     if (!auth) {
         fail(r, 401, "unauthorized",
@@ -200,10 +221,12 @@ static int authorize(ss_host_req *r)
     for (int i = 0; i < h->n_keys; i++) {
         if (key_eq(key, h->keys[i].key)) {
             r->scope = h->keys[i].scope;
-            if (r->route->scope == SS_HOST_SCOPE_WRITE && r->scope != SS_HOST_SCOPE_WRITE) {
-                fail(r, 403, "forbidden",
-                     "this key is read-only; %s %s needs a key with write scope", r->method,
-                     r->path);
+            r->tenant = h->keys[i].tenant;
+            r->key_no = i + 1;
+            if (r->scope < r->route->scope) {
+                fail(r, 403, "forbidden", "this key has %s scope; %s %s needs a key with %s scope",
+                     r->scope == SS_HOST_SCOPE_READ ? "read" : "write", r->method, r->path,
+                     r->route->scope == SS_HOST_SCOPE_ADMIN ? "admin" : "write");
                 return 0;
             }
             return 1;
@@ -236,6 +259,14 @@ static int check_body(ss_host_req *r)
         errno = 0;
         char *end;
         unsigned long long n = strtoull(cl, &end, 10);
+        if (!errno && end != cl && n > r->body_max && !header(r, "Expect") &&
+            n - r->body_max <= HTTP_LINGER_MAX) {
+            /* A client that sends its body without waiting for 100-continue (Python's
+             * http.client, many SDKs) would get a reset, not the answer, if we answered now
+             * and closed with its body unread: read and discard it, answer 413 at the end. */
+            r->too_large = 1;
+            return 1;
+        }
         if (errno || end == cl || n > r->body_max) {
             fail(r, 413, "too_large",
                  "the request body (%s bytes) is larger than the limit of %zu "
@@ -317,6 +348,14 @@ static ss_host_req *req_new(ss_http *h, struct MHD_Connection *conn, const char 
     r->refs = 1; /* MHD's, dropped in on_completed */
     r->t0 = ss_mono_ns();
     snprintf(r->method, sizeof r->method, "%s", method);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    if (sa && sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, r->addr, sizeof r->addr);
+    else if (sa && sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, r->addr,
+                  sizeof r->addr);
     pthread_mutex_init(&r->mu, NULL);
     pthread_mutex_lock(&h->mu);
     r->next = h->live;
@@ -365,12 +404,24 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (!r) return MHD_NO;
         *con_cls = r;
         set_request_id(r);
+        if (atomic_load(&h->draining)) { /* a new request on a kept-alive connection */
+            ss_host_add_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+            fail(r, 503, "shutting_down", "the server is shutting down; retry on another replica");
+            return MHD_YES;
+        }
         if (!(r->route = route(r)) || !authorize(r) || !check_body(r))
             return r->broken ? MHD_NO : MHD_YES;
         return MHD_YES;
     }
     if (*upload_size) {
         if (!r->responded) append_body(r, upload_data, *upload_size);
+        if (r->too_large || r->responded) {
+            r->discarded += *upload_size;
+            if (r->discarded > HTTP_LINGER_MAX) { /* endless: no answer is worth reading it */
+                *upload_size = 0;
+                return MHD_NO;
+            }
+        }
         *upload_size = 0;
         return MHD_YES;
     }
@@ -406,10 +457,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     double secs = (double)(ss_mono_ns() - r->t0) / 1e9;
     const char *endpoint = r->route ? r->route->name : "unknown";
     if (h->p.metrics) ss_metrics_request(h->p.metrics, endpoint, status, secs);
-    if (h->p.log_requests) {
-        fprintf(stderr, "%s %s %d %.1fms rid=%s%s\n", r->method, r->path, status, secs * 1e3,
-                r->rid, aborted ? " (aborted)" : "");
-    }
+    if (h->p.metrics && r->started) ss_metrics_tenant_request(h->p.metrics, r->tenant);
+    if (h->p.log_requests) log_request(h, r, status, secs, aborted);
     if (r->over_fn) r->over_fn(r->user, aborted);
     pthread_mutex_lock(&h->mu);
     if (r->prev)
@@ -422,11 +471,155 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     ss_host_req_unref(r);
 }
 
+/* ---- log lines ------------------------------------------------------------------------------ */
+
+/* Now as 2026-12-04T04:12:00.123Z. */
+static void log_time(char *out, size_t cap)
+{
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t n = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, cap - n, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+/* One line on stderr, text or a JSON object (--log-format); kv: the fields after time. */
+static void log_line(const ss_http *h, json_t *kv, const char *text)
+{
+    char t[40];
+    log_time(t, sizeof t);
+    if (h->p.log_json) {
+        json_t *o = json_pack("{s:s}", "time", t);
+        json_object_update(o, kv);
+        char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        if (line) fprintf(stderr, "%s\n", line);
+        free(line);
+        json_decref(o);
+    } else {
+        fprintf(stderr, "%s %s\n", t, text);
+    }
+    json_decref(kv);
+}
+
+static void log_request(ss_http *h, ss_host_req *r, int status, double secs, int aborted)
+{
+    char text[1400], key[24] = "";
+    if (r->key_no) snprintf(key, sizeof key, " key=#%d", r->key_no);
+    snprintf(text, sizeof text, "%s %s %.1024s %d %" PRIu64 "B %.1fms rid=%s%s%s",
+             r->addr[0] ? r->addr : "-", r->method, r->path, status, r->bytes_out, secs * 1e3,
+             r->rid, key, aborted ? " (aborted)" : "");
+    json_t *kv = json_pack("{s:s,s:s,s:s,s:s,s:i,s:I,s:f,s:s,s:b}", "event", "request", "addr",
+                           r->addr, "method", r->method, "path", r->path, "status", status,
+                           "bytes", (json_int_t)r->bytes_out, "ms", secs * 1e3, "rid", r->rid,
+                           "aborted", aborted);
+    if (kv && r->key_no) json_object_set_new(kv, "key", json_integer(r->key_no));
+    log_line(h, kv, text);
+}
+
+#define LOG_WINDOW_S 60 /* repeated transport events are summed up once per this many seconds */
+
+/* Print the counts of the window that ends now. Caller holds h->log_mu. */
+static void log_flush_locked(ss_http *h)
+{
+    for (int k = 0; k < HTTP_N_EVENTS; k++) {
+        if (h->ev_count[k] <= 1) {
+            h->ev_count[k] = 0;
+            continue;
+        }
+        char text[400];
+        snprintf(text, sizeof text, "statesoupd: %s: %" PRIu64 " in the last %d s (e.g. %s)",
+                 http_event_name[k], h->ev_count[k] - 1, LOG_WINDOW_S, h->ev_example[k]);
+        log_line(h,
+                 json_pack("{s:s,s:s,s:I,s:i,s:s}", "event", "summary", "kind", http_event_name[k],
+                           "count", (json_int_t)(h->ev_count[k] - 1), "seconds", LOG_WINDOW_S,
+                           "example", h->ev_example[k]),
+                 text);
+        h->ev_count[k] = 0;
+    }
+}
+
+/* A transport event: the first of its kind in a window is logged, the rest are counted and
+ * summed up in one line when the window is over (879 disconnects a minute are one line). */
+void http_log_event(ss_http *h, const char *kind, const char *fmt, ...)
+{
+    int k = 0;
+    while (k < HTTP_N_EVENTS - 1 && strcmp(http_event_name[k], kind)) k++;
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    int64_t now = ss_mono_ns();
+    pthread_mutex_lock(&h->log_mu);
+    if (now - h->window_start > (int64_t)LOG_WINDOW_S * 1000000000) {
+        log_flush_locked(h);
+        h->window_start = now;
+    }
+    if (h->ev_count[k]++ == 0) {
+        snprintf(h->ev_example[k], sizeof h->ev_example[k], "%.199s", msg);
+        char text[480];
+        snprintf(text, sizeof text, "statesoupd: %s: %s%s", kind, msg,
+                 k == HTTP_EV_MHD ? "" : " (more of these are summed up each minute)");
+        log_line(h, json_pack("{s:s,s:s,s:s}", "event", kind, "level", "warning", "message", msg),
+                 text);
+    }
+    pthread_mutex_unlock(&h->log_mu);
+}
+
+/* ---- connections and MHD's own messages ------------------------------------------------------ */
+
+/* Admit a new connection unless --max-connections are open: beyond it the connection is closed
+ * at once (the client sees a close, never a hang in the listen backlog). */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t len)
+{
+    (void)addr;
+    (void)len;
+    ss_http *h = cls;
+    if (atomic_load(&h->open_conns) < h->p.max_connections) return MHD_YES;
+    atomic_fetch_add(&h->refused, 1);
+    if (h->p.metrics) ss_metrics_connection_refused(h->p.metrics);
+    http_log_event(h, "refused", "connection limit (--max-connections %d) reached",
+                   h->p.max_connections);
+    return MHD_NO;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    (void)conn;
+    (void)socket_context;
+    ss_http *h = cls;
+    int delta = toe == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1;
+    atomic_fetch_add(&h->open_conns, delta);
+    if (h->p.metrics) ss_metrics_connections(h->p.metrics, delta);
+}
+
+/* MHD's messages. Those about clients that went away mid-answer ("Failed to send ...") come one
+ * per connection and say nothing an operator acts on: they are counted and summed up in one line
+ * a minute (http_log_event); others are logged as they come. */
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    ss_http *h = cls;
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '.')) msg[--n] = '\0';
+    if (!strncmp(msg, "Failed to send", 14) || !strncmp(msg, "Failed to receive", 17) ||
+        strstr(msg, "connection reset") || strstr(msg, "Connection reset"))
+        http_log_event(h, "client_gone", "%s", msg);
+    else
+        http_log_event(h, "mhd", "%s", msg);
+}
+
 /* ---- daemon -------------------------------------------------------------------------------- */
 
 static void free_keys(api_key *k, int n)
 {
-    for (int i = 0; i < n; i++) free(k[i].key);
+    for (int i = 0; i < n; i++) {
+        free(k[i].key);
+        free(k[i].tenant);
+    }
     free(k);
 }
 
@@ -444,10 +637,15 @@ static ss_err load_keys(const char *path, api_key **out, int *n_out)
         char *k = line;
         while (*k == ' ' || *k == '\t' || *k == '\r') k++;
         if (!*k || *k == '#') continue;
-        char key[512], scope[32], extra[2];
-        int got = sscanf(k, "%511s %31s %1s", key, scope, extra);
-        if (got != 2 || (strcmp(scope, "read") && strcmp(scope, "write"))) {
-            err = ss_fail(SS_ERR_FORMAT, "%s line %d: expected \"KEY read|write\"", path, lineno);
+        char key[512], scope[32], opt[128], extra[2];
+        int got = sscanf(k, "%511s %31s %127s %1s", key, scope, opt, extra);
+        if (got < 2 || got > 3 ||
+            (strcmp(scope, "read") && strcmp(scope, "write") && strcmp(scope, "admin")) ||
+            (got == 3 && (strncmp(opt, "tenant=", 7) || ss_store_check_tenant(opt + 7)))) {
+            err = ss_fail(SS_ERR_FORMAT,
+                          "%s line %d: expected \"KEY read|write|admin [tenant=NAME]\" (NAME: "
+                          "1..64 of letters, digits, . _ : / -)",
+                          path, lineno);
             goto out;
         }
         if (n == cap) {
@@ -460,14 +658,17 @@ static ss_err load_keys(const char *path, api_key **out, int *n_out)
             keys = p;
         }
         keys[n].key = strdup(key);
-        keys[n].scope = strcmp(scope, "write") ? SS_HOST_SCOPE_READ : SS_HOST_SCOPE_WRITE;
-        if (!keys[n++].key) {
+        keys[n].scope = !strcmp(scope, "admin")   ? SS_HOST_SCOPE_ADMIN
+                        : !strcmp(scope, "write") ? SS_HOST_SCOPE_WRITE
+                                                  : SS_HOST_SCOPE_READ;
+        keys[n].tenant = got == 3 ? strdup(opt + 7) : NULL;
+        if (!keys[n++].key || (got == 3 && !keys[n - 1].tenant)) {
             err = ss_fail(SS_ERR_NOMEM, "out of memory reading %s", path);
             goto out;
         }
     }
     if (n == 0) {
-        err = ss_fail(SS_ERR_FORMAT, "%s: no keys (lines \"KEY read|write\")", path);
+        err = ss_fail(SS_ERR_FORMAT, "%s: no keys (lines \"KEY read|write|admin [tenant=NAME]\")", path);
         goto out;
     }
     *out = keys;
@@ -488,8 +689,11 @@ ss_err ss_http_start(ss_http **out, const ss_http_params *p)
     if (!h) return ss_fail(SS_ERR_NOMEM, "out of memory");
     h->p = *p;
     pthread_mutex_init(&h->mu, NULL);
+    pthread_mutex_init(&h->log_mu, NULL);
+    h->window_start = ss_mono_ns();
     pthread_cond_init(&h->idle, NULL);
     atomic_init(&h->stopping, 0);
+    atomic_init(&h->draining, 0);
     if (p->api_keys && (err = load_keys(p->api_keys, &h->keys, &h->n_keys))) goto fail;
 
     char port[16];
@@ -503,13 +707,26 @@ ss_err ss_http_start(ss_http **out, const ss_http_params *p)
                       gai_strerror(rc));
         goto fail;
     }
-    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    /* epoll (no select() limit on descriptors) wherever libmicrohttpd has it */
+    unsigned flags = MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+                     (MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES
+                          ? MHD_USE_EPOLL_INTERNAL_THREAD
+                          : MHD_USE_AUTO_INTERNAL_THREAD);
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+    if (h->p.max_connections < 1) h->p.max_connections = HTTP_DEFAULT_MAX_CONNECTIONS;
+    if (h->p.idle_timeout < 1) h->p.idle_timeout = HTTP_DEFAULT_IDLE_TIMEOUT;
+    /* MHD's own limit sits above ours so that on_accept, not MHD, meets the clients beyond it
+     * (MHD at its limit stops accepting: clients would wait in the backlog) */
     h->d = MHD_start_daemon(
-        flags, (uint16_t)p->port, NULL, NULL, on_access, h, MHD_OPTION_THREAD_POOL_SIZE,
-        (unsigned)(p->threads > 0 ? p->threads : 1), MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_UNESCAPE_CALLBACK, unescape_none,
-        NULL, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_END);
+        flags, (uint16_t)p->port, on_accept, h, on_access, h, MHD_OPTION_EXTERNAL_LOGGER,
+        on_mhd_log, h, MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(p->threads > 0 ? p->threads : 1),
+        MHD_OPTION_SOCK_ADDR, ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_UNESCAPE_CALLBACK,
+        unescape_none, NULL, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)h->p.idle_timeout,
+        MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)(h->p.max_connections + HTTP_LIMIT_HEADROOM * (p->threads > 0 ? p->threads : 1)),
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)(p->max_per_ip > 0 ? p->max_per_ip : 0),
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)HTTP_LISTEN_BACKLOG, MHD_OPTION_END);
     if (!h->d) {
         err = ss_fail(SS_ERR_IO, "cannot listen on %s:%d (address in use, or not ours?)", p->host,
                       p->port);
@@ -524,6 +741,7 @@ fail:
     if (ai) freeaddrinfo(ai);
     free_keys(h->keys, h->n_keys);
     pthread_mutex_destroy(&h->mu);
+    pthread_mutex_destroy(&h->log_mu);
     pthread_cond_destroy(&h->idle);
     free(h);
     return err;
@@ -538,7 +756,12 @@ void ss_http_quiesce(ss_http *h)
 {
     if (!h || h->quiesced) return;
     h->quiesced = 1;
+    atomic_store(&h->draining, 1);
     h->listen_fd = MHD_quiesce_daemon(h->d);
+    /* Stop listening at once: on Linux a shut-down listening socket refuses new connections
+     * (and resets those waiting in its backlog) instead of leaving them hanging until the drain
+     * ends. The descriptor itself is closed only after MHD_stop_daemon, as MHD asks. */
+    if (h->listen_fd != MHD_INVALID_SOCKET) shutdown(h->listen_fd, SHUT_RDWR);
 }
 
 int ss_http_drain(ss_http *h, int timeout_ms)
@@ -588,8 +811,12 @@ void ss_http_stop(ss_http *h)
     }
     MHD_stop_daemon(h->d);
     if (h->quiesced && h->listen_fd != MHD_INVALID_SOCKET) close(h->listen_fd);
+    pthread_mutex_lock(&h->log_mu);
+    log_flush_locked(h);
+    pthread_mutex_unlock(&h->log_mu);
     free_keys(h->keys, h->n_keys);
     pthread_mutex_destroy(&h->mu);
+    pthread_mutex_destroy(&h->log_mu);
     pthread_cond_destroy(&h->idle);
     free(h);
 }

@@ -33,11 +33,15 @@ typedef struct ss_http_params {
     int n_routes;
     void *app;           /* passed to every handler */
     ss_metrics *metrics; /* may be NULL; requests are counted there */
+    int max_connections; /* open connections beyond which new ones are closed at once (>= 1) */
+    int max_per_ip;      /* open connections from one address; 0 = no limit */
+    int idle_timeout;    /* seconds a connection may stay idle before it is closed (>= 1) */
+    int log_json;        /* request and transport log lines as JSON objects, else text */
 } ss_http_params;
 
 /*
- * Bind and start serving. Keys file lines are "KEY SCOPE" (scope read|write; '#' comments and
- * blank lines ignored). *out is set only on success.
+ * Bind and start serving. Keys file lines are "KEY SCOPE [tenant=NAME]" (scope read|write|admin;
+ * no tenant: the default tenant; '#' comments and blank lines ignored). *out is set only on success.
  * Returns SS_ERR_FORMAT naming a bad keys-file line, the errors of ss_read_file for the keys file,
  * SS_ERR_INVALID when the address does not resolve, SS_ERR_IO when it cannot be bound,
  * SS_ERR_NOMEM.
@@ -45,7 +49,11 @@ typedef struct ss_http_params {
 ss_err ss_http_start(ss_http **out, const ss_http_params *p);
 /* The bound port (the real one when params.port was 0). */
 int ss_http_port(const ss_http *h);
-/* Stop accepting new connections; requests in progress go on. Idempotent. */
+/*
+ * Stop accepting new connections at once (the listening socket is shut down: connects are
+ * refused) and answer new requests on kept-alive connections 503 shutting_down with
+ * Connection: close; requests in progress go on. Idempotent.
+ */
 void ss_http_quiesce(ss_http *h);
 /*
  * Wait until no request is in progress (every answer sent), at most timeout_ms. Returns 1 when

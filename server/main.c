@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,6 +24,7 @@
 #include "http.h"
 #include "metrics.h"
 #include "ss_api.h"
+#include "ss_build.h"
 #include "ss_model.h"
 #include "ss_store.h"
 #include "ss_tokenizer.h"
@@ -58,6 +60,10 @@ typedef struct options {
     size_t prefix_cache_budget;
     int prefix_cache_every;
     const char *retrieval_key;
+    int max_connections;
+    int max_per_ip;
+    int idle_timeout;
+    int log_json;
 } options;
 
 static void usage(FILE *f)
@@ -90,10 +96,26 @@ static void usage(FILE *f)
         "                        memory and bytes per token, faster decoding, not exact; states\n"
         "                        stay F32. docs/performance.md gives its quality cost)\n"
         "  --api-keys FILE       require \"Authorization: Bearer KEY\"; the file has lines\n"
-        "                        \"KEY read\" or \"KEY write\" (read keys cannot create, merge,\n"
-        "                        import or delete states). Default: no auth.\n"
+        "                        \"KEY read|write|admin [tenant=NAME]\" (read keys cannot create,\n"
+        "                        merge, import or delete states; admin keys also share and\n"
+        "                        unshare states). A key's tenant sees only its own states and\n"
+        "                        shared ones (names are unique per tenant); keys without\n"
+        "                        tenant= belong to the default tenant. Default: no auth.\n"
         "  --max-body BYTES      largest request body accepted, else 413 (default: 64M;\n"
-        "                        suffixes K, M, G)\n"
+        "                        suffixes K, M, G). A larger body sent without \"Expect:\n"
+        "                        100-continue\" is read and thrown away (up to 32M past the\n"
+        "                        limit) so that the client can read its 413\n"
+        "  --max-connections N   open client connections beyond which new ones are closed at\n"
+        "                        once (default: 4096; lowered to fit the process's file\n"
+        "                        limit, which statesoupd raises to its hard maximum)\n"
+        "  --max-per-ip N        open connections from one client address (default: no limit)\n"
+        "  --idle-timeout S      close a connection idle for S seconds (default: 30; a\n"
+        "                        request waiting for the engine or a stream is not idle)\n"
+        "  --log-format F        text (default) or json: request lines (time, client address,\n"
+        "                        method, path, status, bytes, duration, request id, key) and\n"
+        "                        transport events, one per line; repeated events (clients\n"
+        "                        gone mid-answer, refused connections) are summed up once a\n"
+        "                        minute\n"
         "  --max-tokens N        most tokens one request may generate (default: 4096)\n"
         "  --max-batch N         most sequences the engine runs together (default: 16)\n"
         "  --max-queue N         most jobs waiting for the engine; beyond, 503 (default: 256)\n"
@@ -113,8 +135,11 @@ static void usage(FILE *f)
         "  --remote-timeout MS   connect and per-command timeout for Redis (default: 2000)\n"
         "  --remote-retry MS     how long a catalog command retries through redirects,\n"
         "                        reconnects and failovers before 503 (default: 5000)\n"
-        "  --shutdown-timeout S  on SIGINT/SIGTERM, seconds to let running jobs finish\n"
-        "                        before cancelling them (default: 10)\n"
+        "  --drain-timeout S     on SIGINT/SIGTERM the daemon stops listening at once (new\n"
+        "                        connections are refused, new requests on open ones get 503\n"
+        "                        shutting_down), cancels queued jobs at once (503), and gives\n"
+        "                        running jobs S seconds to finish before cancelling them\n"
+        "                        (default: 10; --shutdown-timeout is the old name)\n"
         "  --prefix-cache        \"reuse\" defaults to true: generate, completions and score\n"
         "                        resume from the longest stored state whose tokens begin\n"
         "                        the prompt (docs/api.md, Prompt caching)\n"
@@ -223,6 +248,10 @@ enum {
     O_PCEVERY,
     O_QUIET,
     O_RKEY,
+    O_MAXCONN,
+    O_PERIP,
+    O_IDLE,
+    O_LOGFMT,
 };
 
 static const struct option longopts[] = {
@@ -249,12 +278,17 @@ static const struct option longopts[] = {
     {"cache-max-bytes", required_argument, NULL, O_CACHEMAX},
     {"remote-timeout", required_argument, NULL, O_RTIMEOUT},
     {"remote-retry", required_argument, NULL, O_RRETRY},
+    {"drain-timeout", required_argument, NULL, O_SHUTDOWN},
     {"shutdown-timeout", required_argument, NULL, O_SHUTDOWN},
     {"prefix-cache", no_argument, NULL, O_PCACHE},
     {"prefix-cache-budget", required_argument, NULL, O_PCBUDGET},
     {"prefix-cache-every", required_argument, NULL, O_PCEVERY},
     {"quiet", no_argument, NULL, O_QUIET},
     {"retrieval-key", required_argument, NULL, O_RKEY},
+    {"max-connections", required_argument, NULL, O_MAXCONN},
+    {"max-per-ip", required_argument, NULL, O_PERIP},
+    {"idle-timeout", required_argument, NULL, O_IDLE},
+    {"log-format", required_argument, NULL, O_LOGFMT},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -295,6 +329,13 @@ static int apply_option(int c, const char *arg, options *o)
     case O_RRETRY: return parse_int(arg, 1, 600000, &o->remote_retry_ms);
     case O_SHUTDOWN: return parse_int(arg, 0, 3600, &o->shutdown_timeout);
     case O_PCACHE: o->prefix_cache = 1; return 1;
+    case O_MAXCONN: return parse_int(arg, 1, 1 << 20, &o->max_connections);
+    case O_PERIP: return parse_int(arg, 1, 1 << 20, &o->max_per_ip);
+    case O_IDLE: return parse_int(arg, 1, 86400, &o->idle_timeout);
+    case O_LOGFMT:
+        if (strcmp(arg, "text") && strcmp(arg, "json")) return 0;
+        o->log_json = !strcmp(arg, "json");
+        return 1;
     case O_PCBUDGET: return (o->prefix_cache_budget = parse_size(arg)) > 0;
     case O_PCEVERY: return parse_int(arg, 1, MAX_COUNT, &o->prefix_cache_every);
     case O_QUIET: o->quiet = 1; return 1;
@@ -323,14 +364,16 @@ static int parse_args(int argc, char **argv, options *o)
                    .max_queue = 256,
                    .prefill_chunk = 256,
                    .prefill_share = 0.4,
-                   .shutdown_timeout = 10};
+                   .shutdown_timeout = 10,
+                   .max_connections = 4096,
+                   .idle_timeout = 30};
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         if (c == 'h') {
             usage(stdout);
             exit(0);
         }
-        if (c < O_MODEL || c > O_RKEY) {
+        if (c < O_MODEL || c > O_LOGFMT) {
             usage(stderr);
             return 0;
         }
@@ -415,6 +458,32 @@ typedef struct parts {
     char tok_path[4096];
 } parts;
 
+/* Descriptors kept for the catalog, the model, logs and the engine beside the connections. */
+#define FD_RESERVE 256
+
+/*
+ * Raise the file limit to its hard maximum (each connection is a descriptor) and return the
+ * connection limit that fits in it: max_connections, or less with a warning.
+ */
+static int fit_file_limit(int max_connections)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return max_connections;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t want = rl.rlim_max;
+        rl.rlim_cur = want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0) getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= (rlim_t)max_connections + FD_RESERVE)
+        return max_connections;
+    int fit = rl.rlim_cur > FD_RESERVE * 2 ? (int)(rl.rlim_cur - FD_RESERVE) : (int)rl.rlim_cur / 2;
+    fprintf(stderr,
+            "statesoupd: warning: the file limit (%llu) holds %d connections, not %d: "
+            "--max-connections lowered (raise `ulimit -n` / LimitNOFILE)\n",
+            (unsigned long long)rl.rlim_cur, fit, max_connections);
+    return fit;
+}
+
 /*
  * Metrics, the API (not ready yet) and HTTP, so that /healthz answers 503 while the model loads.
  * Returns ss_metrics_new's, ss_api_new's or ss_http_start's error.
@@ -443,7 +512,12 @@ static ss_err start_http(parts *d, const options *o)
                          .routes = routes,
                          .n_routes = n_routes,
                          .app = d->api,
-                         .metrics = d->metrics};
+                         .metrics = d->metrics,
+                         .max_connections = fit_file_limit(o->max_connections),
+                         .max_per_ip = o->max_per_ip,
+                         .idle_timeout = o->idle_timeout,
+                         .log_json = o->log_json};
+    ss_metrics_set_build(d->metrics, SS_VERSION, SS_GIT);
     if ((err = ss_http_start(&d->http, &hp))) return err;
     int port = ss_http_port(d->http);
     if (strchr(o->host, ':'))
@@ -556,8 +630,11 @@ static void serve(parts *d, int timeout_s)
     unsigned char sig = 0;
     while (read(sig_pipe[0], &sig, 1) < 0 && errno == EINTR) {
     }
-    fprintf(stderr, "statesoupd: %s: shutting down\n", strsignal(sig));
+    fprintf(stderr, "statesoupd: %s: shutting down (no new connections; queued jobs cancelled; "
+                    "running jobs get %d s)\n",
+            strsignal(sig), timeout_s);
     ss_http_quiesce(d->http);
+    ss_engine_drain(d->engine);
     for (int i = 0; i < timeout_s * (1000 / SHUTDOWN_POLL_MS); i++) {
         ss_engine_stats es;
         ss_engine_get_stats(d->engine, &es);

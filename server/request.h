@@ -18,9 +18,14 @@
 #define MAX_HEADERS 8
 #define MAX_QUERY   16
 
+/* Transport events summed up per minute in the log (http_log_event). */
+enum { HTTP_EV_GONE, HTTP_EV_REFUSED, HTTP_EV_MHD, HTTP_N_EVENTS };
+extern const char *const http_event_name[HTTP_N_EVENTS];
+
 typedef struct api_key {
     char *key;
     ss_host_scope scope;
+    char *tenant; /* NULL: the default tenant */
 } api_key;
 
 struct ss_http {
@@ -30,11 +35,18 @@ struct ss_http {
     int n_keys;
     int port;
     atomic_int stopping;
+    atomic_int draining; /* quiesced: new requests on open connections get 503 */
     int quiesced;
     MHD_socket listen_fd; /* handed back by MHD_quiesce_daemon; closed after MHD_stop_daemon */
     pthread_mutex_t mu;   /* guards the list of live requests */
     pthread_cond_t idle;  /* signalled when a request leaves the list */
     ss_host_req *live;
+    atomic_int open_conns;  /* connections MHD holds now */
+    atomic_ullong refused;  /* closed at once for --max-connections */
+    pthread_mutex_t log_mu; /* the event window below */
+    int64_t window_start;   /* ss_mono_ns of the window's start */
+    uint64_t ev_count[HTTP_N_EVENTS];
+    char ev_example[HTTP_N_EVENTS][200];
 };
 
 struct ss_host_req {
@@ -52,8 +64,13 @@ struct ss_host_req {
     char *body;
     size_t body_len, body_cap, body_max;
     int too_large;
+    size_t discarded; /* body bytes thrown away (too large, or after an early answer) */
     ss_host_scope scope;
+    const char *tenant; /* the key's (owned by the key table), NULL: the default tenant */
     char rid[72];
+    char addr[48];     /* the client's address, as text ("" when unknown) */
+    int key_no;        /* 1-based line of the API key used (0: none) */
+    uint64_t bytes_out; /* answer body bytes handed to MHD */
     int64_t t0;
     int started; /* the handler ran */
     int status;
@@ -92,5 +109,9 @@ void http_resume_locked(ss_host_req *r);
  * which it releases before the continuation runs.
  */
 void http_run_cont_unlock(ss_host_req *r);
+/* Log a transport event of kind "client_gone", "refused" or "mhd" (printf-style message): the
+ * first of a kind per minute is printed, the others counted and summed up in one line. */
+void http_log_event(ss_http *h, const char *kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #endif

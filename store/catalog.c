@@ -48,6 +48,137 @@ static ss_err buf_str(buf *b, const char *s)
     return buf_add(b, s, strlen(s));
 }
 
+/* ---- tenants --------------------------------------------------------------------------------- */
+
+_Thread_local const ss_store_scope *store_scope;
+
+size_t store_name_key(unsigned char *out, const char *tenant, const char *name)
+{
+    size_t tl = strlen(tenant), nl = strlen(name);
+    if (tl > SS_STORE_TENANT_MAX) tl = SS_STORE_TENANT_MAX;
+    if (nl > SS_REC_NAME_MAX) nl = SS_REC_NAME_MAX;
+    if (!tl) {
+        memcpy(out, name, nl);
+        return nl;
+    }
+    memcpy(out, tenant, tl);
+    out[tl] = 0;
+    memcpy(out + tl + 1, name, nl);
+    return tl + 1 + nl;
+}
+
+/* The index value of a state (internal.h); out holds IVAL_MAX. */
+static size_t ival_make(unsigned char *out, const char *tenant, int shared, const char *name)
+{
+    size_t tl = strlen(tenant), nl = name ? strlen(name) : 0;
+    if (tl > SS_STORE_TENANT_MAX) tl = SS_STORE_TENANT_MAX;
+    if (nl > SS_REC_NAME_MAX) nl = SS_REC_NAME_MAX;
+    if (!tl && !shared) {
+        memcpy(out, name ? name : "", nl);
+        return nl;
+    }
+    out[0] = 0;
+    out[1] = shared ? 1 : 0;
+    memcpy(out + 2, tenant, tl);
+    out[2 + tl] = 0;
+    memcpy(out + 3 + tl, name ? name : "", nl);
+    return 3 + tl + nl;
+}
+
+int store_text_reachable(const char *text, const ss_store_scope *sc, int *own)
+{
+    if (own) *own = 1;
+    if (!sc) return 1;
+    json_t *j = json_loads(text, 0, NULL);
+    const char *t = json_string_value(json_object_get(j, "tenant"));
+    int mine = strcmp(t ? t : "", scope_tenant(sc)) == 0;
+    int ok = mine || sc->admin || json_is_true(json_object_get(j, "shared"));
+    json_decref(j);
+    if (own) *own = mine;
+    return ok;
+}
+
+typedef struct ival {
+    const char *tenant; /* not NUL-terminated: tlen bytes */
+    size_t tlen;
+    int shared;
+    const char *name; /* nlen bytes (0: unnamed) */
+    size_t nlen;
+} ival;
+
+static void ival_parse(const MDB_val *v, ival *o)
+{
+    const char *p = v->mv_data;
+    *o = (ival){.tenant = "", .name = p, .nlen = v->mv_size};
+    if (v->mv_size < 3 || p[0] != 0) return;
+    const char *end = memchr(p + 2, 0, v->mv_size - 2);
+    if (!end) return;
+    o->shared = p[1] & 1;
+    o->tenant = p + 2;
+    o->tlen = (size_t)(end - (p + 2));
+    o->name = end + 1;
+    o->nlen = v->mv_size - (size_t)(end + 1 - p);
+}
+
+static int ival_own(const ival *v, const ss_store_scope *sc)
+{
+    const char *t = scope_tenant(sc);
+    return v->tlen == strlen(t) && memcmp(v->tenant, t, v->tlen) == 0;
+}
+
+/* Listed under sc (see ss_store.h): unscoped, the tenant's own, or shared. */
+static int ival_listed(const ival *v, const ss_store_scope *sc)
+{
+    return !sc || v->shared || ival_own(v, sc);
+}
+
+/* The index value of state id (its tenant and shared flag) from the time index. A state without
+ * one (a damaged index) reads as the default tenant's, unshared. */
+static ss_err owner_of(ss_store *s, MDB_txn *txn, const char *id, const MDB_val *rec,
+                       MDB_val *val)
+{
+    unsigned char tkey[TKEY_LEN];
+    make_tkey(tkey, (int64_t)be64_get(rec->mv_data), id);
+    MDB_val key = {TKEY_LEN, tkey};
+    int rc = mdb_get(txn, s->time, &key, val);
+    if (rc == MDB_NOTFOUND) *val = (MDB_val){0, ""};
+    else if (rc) return store_mdb_fail(rc, "store %s: reading state %s", s->dir, id);
+    return SS_OK;
+}
+
+/* Per-tenant counters in meta ("tenant:" + tenant -> be64 states, be64 bytes). */
+static ss_err add_tenant_counts(ss_store *s, wtx *w, const char *tenant, size_t tlen,
+                                int64_t d_states, int64_t d_bytes)
+{
+    unsigned char k[7 + SS_STORE_TENANT_MAX], v[16];
+    if (tlen == 0) return SS_OK; /* the default tenant's are the totals less the others' */
+    if (tlen > SS_STORE_TENANT_MAX) tlen = SS_STORE_TENANT_MAX;
+    memcpy(k, "tenant:", 7);
+    memcpy(k + 7, tenant, tlen);
+    MDB_val key = {7 + tlen, k}, val;
+    uint64_t n = 0, b = 0;
+    int rc = mdb_get(w->txn, s->meta, &key, &val);
+    if (rc == 0 && val.mv_size == 16) {
+        n = be64_get(val.mv_data);
+        b = be64_get((const unsigned char *)val.mv_data + 8);
+    } else if (rc && rc != MDB_NOTFOUND) {
+        return store_mdb_fail(rc, "store %s: reading tenant totals", s->dir);
+    }
+    n += (uint64_t)d_states;
+    b += (uint64_t)d_bytes;
+    if (n == 0) {
+        if (store_w_del(w, s->meta, k, 7 + tlen))
+            return store_mdb_fail(w->rc, "store %s: updating tenant totals", s->dir);
+        return SS_OK;
+    }
+    be64_put(v, n);
+    be64_put(v + 8, b);
+    val = (MDB_val){16, v};
+    if (store_w_put(w, s->meta, k, 7 + tlen, &val, 0))
+        return store_mdb_fail(w->rc, "store %s: updating tenant totals", s->dir);
+    return SS_OK;
+}
+
 /* ---- reading records ------------------------------------------------------------------------- */
 
 /*
@@ -66,7 +197,8 @@ static ss_err resolve(ss_store *s, MDB_txn *txn, const char *ref, char *id, MDB_
         if (n == 0 || n > SS_REC_NAME_MAX) {
             return ss_fail(SS_ERR_NOT_FOUND, "no state named '%.128s'", ref);
         }
-        key = (MDB_val){n, (void *)ref};
+        unsigned char nk[NKEY_MAX];
+        key = (MDB_val){store_name_key(nk, scope_tenant(store_scope), ref), nk};
         rc = mdb_get(txn, s->names, &key, &val);
         if (rc == MDB_NOTFOUND) return ss_fail(SS_ERR_NOT_FOUND, "no state named '%s'", ref);
         if (rc) return store_mdb_fail(rc, "store %s: looking up name '%s'", s->dir, ref);
@@ -87,6 +219,18 @@ static ss_err resolve(ss_store *s, MDB_txn *txn, const char *ref, char *id, MDB_
     if (rc) return store_mdb_fail(rc, "store %s: reading state %s", s->dir, id);
     if (rec->mv_size <= HDR_LEN) {
         return ss_fail(SS_ERR_CORRUPT, "store %s: record of state %s is truncated", s->dir, id);
+    }
+    if (store_scope && !store_scope->admin) {
+        /* Another tenant's state answers exactly as a missing one (no existence oracle). */
+        MDB_val ov;
+        ival o;
+        ss_err err = owner_of(s, txn, id, rec, &ov);
+        if (err) return err;
+        ival_parse(&ov, &o);
+        if (!ival_listed(&o, store_scope)) {
+            if (strcmp(id, ref) == 0) return ss_fail(SS_ERR_NOT_FOUND, "no state with id %s", id);
+            return ss_fail(SS_ERR_NOT_FOUND, "no state named '%s'", ref);
+        }
     }
     return SS_OK;
 }
@@ -131,6 +275,11 @@ static ss_err load_record(const char *id, const MDB_val *rec, json_t **out)
     }
     *out = j;
     return SS_OK;
+}
+
+ss_err store_load_record(const char *id, const MDB_val *rec, json_t **out)
+{
+    return load_record(id, rec, out);
 }
 
 /* Copy the stored record text (verified) into a malloc'd NUL-terminated string. */
@@ -299,7 +448,11 @@ static ss_err put_fn(ss_store *s, wtx *w, void *ctx)
     MDB_cursor *cur = NULL;
     unsigned char tkey[TKEY_LEN];
     const char *name = json_string_value(json_object_get(p->rec, "name"));
-    size_t name_len = name ? strlen(name) : 0;
+    const char *tenant = json_string_value(json_object_get(p->rec, "tenant"));
+    int shared = json_is_true(json_object_get(p->rec, "shared"));
+    unsigned char nk[NKEY_MAX], iv[IVAL_MAX];
+    size_t nk_len = name ? store_name_key(nk, tenant ? tenant : "", name) : 0;
+    size_t iv_len = ival_make(iv, tenant ? tenant : "", shared, name);
     MDB_val key, val;
     int rc;
 
@@ -307,7 +460,7 @@ static ss_err put_fn(ss_store *s, wtx *w, void *ctx)
     p->text = NULL;
 
     if (name) {
-        key = (MDB_val){name_len, (void *)name};
+        key = (MDB_val){nk_len, nk};
         rc = mdb_get(w->txn, s->names, &key, &val);
         if (rc == 0) {
             char other[ID_LEN + 1] = "?";
@@ -360,9 +513,9 @@ static ss_err put_fn(ss_store *s, wtx *w, void *ctx)
     memcpy(rv + HDR_LEN + REC_SUM_LEN, p->text, p->text_len);
     if (name) {
         val = (MDB_val){TKEY_LEN, tkey};
-        if (store_w_put(w, s->names, name, name_len, &val, MDB_NOOVERWRITE)) goto fail;
+        if (store_w_put(w, s->names, nk, nk_len, &val, MDB_NOOVERWRITE)) goto fail;
     }
-    val = (MDB_val){name_len, (void *)(name ? name : "")};
+    val = (MDB_val){iv_len, iv};
     if (store_w_put(w, s->time, tkey, TKEY_LEN, &val, MDB_NOOVERWRITE)) goto fail;
     size_t i;
     json_t *t;
@@ -372,11 +525,14 @@ static ss_err put_fn(ss_store *s, wtx *w, void *ctx)
         memcpy(k, json_string_value(t), tl);
         k[tl] = 0;
         memcpy(k + tl + 1, tkey, TKEY_LEN);
-        val = (MDB_val){name_len, (void *)(name ? name : "")};
+        val = (MDB_val){iv_len, iv};
         if (store_w_put(w, s->tags, k, tl + 1 + TKEY_LEN, &val, MDB_NOOVERWRITE)) goto fail;
     }
+    if (tenant && (err = add_tenant_counts(s, w, tenant, strlen(tenant), 1, (int64_t)p->blob_len)))
+        return err;
     if (p->prefix && (err = store_prefix_put(s, w, id, p->prefix))) return err;
     if ((err = store_keys_write(s, w, id, p->key))) return err;
+    if ((err = store_lineage_put(s, w, p->rec, tkey))) return err;
     memcpy(p->id, id, ID_LEN + 1);
     p->created = created;
     return add_blob_bytes(s, w, p->blob_len);
@@ -409,7 +565,8 @@ static ss_err put_common(ss_store *s, const char *record_json, const void *blob,
         return ss_fail(SS_ERR_TOO_LARGE, "state blob of %zu bytes exceeds the 4 GiB limit",
                        blob_len);
     }
-    err = ss_rec_parse(record_json, &p.rec);
+    /* A new state is the scope's tenant's; a copy (fixed id) keeps the tenancy it had. */
+    err = ss_rec_parse_as(record_json, fixed_id != NULL, scope_tenant(store_scope), &p.rec);
     if (err) return err;
     p.blob = blob;
     p.blob_len = blob_len;
@@ -502,7 +659,7 @@ ss_err ss_store_put_copy(ss_store *s, const char *record_json, const void *blob,
 /* ---- get ------------------------------------------------------------------------------------- */
 
 /* Record of state `ref` (id or name) as JSON text (free() it), set only on success. Thread-safe. */
-ss_err ss_store_get_record(ss_store *s, const char *ref, char **record_json)
+static ss_err get_record_impl(ss_store *s, const char *ref, char **record_json)
 {
     ss_err err = SS_OK;
     MDB_txn *txn = NULL;
@@ -519,6 +676,11 @@ ss_err ss_store_get_record(ss_store *s, const char *ref, char **record_json)
 out:
     store_txn_end(s, txn);
     return err;
+}
+
+ss_err ss_store_get_record(ss_store *s, const char *ref, char **record_json)
+{
+    return store_count_corrupt(s, get_record_impl(s, ref, record_json));
 }
 
 void ss_store_checksum(const void *data, size_t len, char *hex)
@@ -570,6 +732,16 @@ static ss_err delete_fn(ss_store *s, wtx *w, void *ctx)
     MDB_val rec, blob, key;
 
     if ((err = resolve(s, w->txn, ref, id, &rec))) return err;
+    MDB_val ov;
+    ival o;
+    char tenant[SS_STORE_TENANT_MAX + 1];
+    if ((err = owner_of(s, w->txn, id, &rec, &ov))) return err;
+    ival_parse(&ov, &o);
+    if (store_scope && !store_scope->admin && !ival_own(&o, store_scope))
+        return ss_fail(SS_ERR_PERM, "state %s is shared by another tenant: only its owner or an "
+                                    "admin may delete it", id);
+    memcpy(tenant, o.tenant, o.tlen < SS_STORE_TENANT_MAX ? o.tlen : SS_STORE_TENANT_MAX);
+    tenant[o.tlen < SS_STORE_TENANT_MAX ? o.tlen : SS_STORE_TENANT_MAX] = '\0';
     make_tkey(tkey, (int64_t)be64_get(rec.mv_data), id);
     /* A record we cannot parse must still be deletable: then find its index entries by scan. */
     ss_err lerr = load_record(id, &rec, &record);
@@ -594,10 +766,12 @@ static ss_err delete_fn(ss_store *s, wtx *w, void *ctx)
     }
     if ((err = store_prefix_del(s, w, id))) goto out;
     if ((err = store_keys_del(s, w, id))) goto out;
+    if ((err = store_lineage_del(s, w, lerr == SS_OK ? record : NULL, tkey))) goto out;
     memcpy(dc->id, id, ID_LEN + 1);
     if (lerr == SS_OK) {
         const char *name = json_string_value(json_object_get(record, "name"));
-        if (name && store_w_del(w, s->names, name, strlen(name))) goto fail;
+        unsigned char nk[NKEY_MAX];
+        if (name && store_w_del(w, s->names, nk, store_name_key(nk, tenant, name))) goto fail;
         size_t i;
         json_t *t;
         json_array_foreach (json_object_get(record, "tags"), i, t) {
@@ -614,6 +788,7 @@ static ss_err delete_fn(ss_store *s, wtx *w, void *ctx)
         if ((err = purge_index(s, w, s->names, tkey, 0))) goto out;
         if ((err = purge_index(s, w, s->tags, tkey, 1))) goto out;
     }
+    if ((err = add_tenant_counts(s, w, tenant, strlen(tenant), -1, -(int64_t)blob_len))) goto out;
     err = add_blob_bytes(s, w, (uint64_t)0 - blob_len);
     goto out;
 fail:
@@ -737,8 +912,10 @@ ss_err ss_store_list(ss_store *s, const char *tag, const char *prefix, int limit
         if (key.mv_size != off + TKEY_LEN) continue; /* not ours: skip rather than fail a listing */
         const unsigned char *tk = (const unsigned char *)key.mv_data + off;
         if (cursor && memcmp(tk, after, TKEY_LEN) <= 0) continue;
-        if (prefix &&
-            (val.mv_size == 0 || val.mv_size < plen || memcmp(val.mv_data, prefix, plen) != 0)) {
+        ival iv;
+        ival_parse(&val, &iv);
+        if (!ival_listed(&iv, store_scope)) continue;
+        if (prefix && (iv.nlen == 0 || iv.nlen < plen || memcmp(iv.name, prefix, plen) != 0)) {
             continue;
         }
         if (count == limit) {
@@ -771,6 +948,7 @@ ss_err ss_store_list(ss_store *s, const char *tag, const char *prefix, int limit
         skipped++;
         more = 0;
     }
+    if (skipped) atomic_fetch_add(&s->corrupt_reads, (unsigned long long)skipped);
     if ((err = list_close(&b, skipped, more ? last : NULL))) goto out;
     *page_json = b.p;
     b.p = NULL;
@@ -817,6 +995,7 @@ ss_err ss_store_get_stats(ss_store *s, ss_store_stats *out)
     out->blob_bytes = blob_bytes;
     out->map_size = info.me_mapsize;
     out->file_bytes = ((uint64_t)info.me_last_pgno + 1) * s->page_size;
+    out->corrupt_reads = atomic_load(&s->corrupt_reads);
     if (s->remote) remote_stats(s, out);
 out:
     store_txn_end(s, txn);
@@ -922,5 +1101,187 @@ ss_err ss_store_verify(ss_store *s, uint64_t *n_checked, uint64_t *n_bad)
 out:
     if (cur) mdb_cursor_close(cur);
     store_txn_end(s, txn);
+    return err;
+}
+
+/* ---- tenants: scoped calls, sharing, per-tenant totals ------------------------------------- */
+
+/* The remote tier (remote.c) obeys the same thread-local scope. */
+#define SCOPED_ENTRY(s, sc, call) SCOPED_CALL(sc, call)
+
+ss_err ss_store_put_as(ss_store *s, const ss_store_scope *sc, const char *record_json,
+                       const void *blob, size_t blob_len, const ss_store_prefix_entry *pe,
+                       char **record_out)
+{
+    SCOPED_ENTRY(s, sc, ss_store_put_prefixed(s, record_json, blob, blob_len, pe, record_out));
+}
+
+ss_err ss_store_get_record_as(ss_store *s, const ss_store_scope *sc, const char *ref,
+                              char **record_json)
+{
+    SCOPED_ENTRY(s, sc, ss_store_get_record(s, ref, record_json));
+}
+
+ss_err ss_store_get_blob_as(ss_store *s, const ss_store_scope *sc, const char *ref,
+                            const char *expect_model, void *dst, size_t cap, size_t *len,
+                            char **record_json)
+{
+    SCOPED_ENTRY(s, sc, ss_store_get_blob(s, ref, expect_model, dst, cap, len, record_json));
+}
+
+ss_err ss_store_delete_as(ss_store *s, const ss_store_scope *sc, const char *ref)
+{
+    SCOPED_ENTRY(s, sc, ss_store_delete(s, ref));
+}
+
+ss_err ss_store_list_as(ss_store *s, const ss_store_scope *sc, const char *tag,
+                        const char *prefix, int limit, const char *cursor, char **page_json)
+{
+    SCOPED_ENTRY(s, sc, ss_store_list(s, tag, prefix, limit, cursor, page_json));
+}
+
+ss_err ss_store_view_as(ss_store *s, const ss_store_scope *sc, const char *const *refs, int n,
+                        const char *expect_model, ss_store_view_fn fn, void *user)
+{
+    SCOPED_ENTRY(s, sc, ss_store_view(s, refs, n, expect_model, fn, user));
+}
+
+ss_err ss_store_view_chunks_as(ss_store *s, const ss_store_scope *sc, const char *const *refs,
+                               int n, const char *expect_model, int n_threads,
+                               ss_store_chunk_fn fn, void *user)
+{
+    SCOPED_ENTRY(s, sc, ss_store_view_chunks(s, refs, n, expect_model, n_threads, fn, user));
+}
+
+ss_err ss_store_merge_f32_as(ss_store *s, const ss_store_scope *sc, const char *const *refs,
+                             const double *w, int n, const char *expect_model, float *out,
+                             size_t out_bytes, int n_threads, ss_store_source *src)
+{
+    SCOPED_ENTRY(s, sc,
+                 ss_store_merge_f32(s, refs, w, n, expect_model, out, out_bytes, n_threads, src));
+}
+
+typedef struct share_ctx {
+    const char *ref;
+    int shared;
+    char *text;          /* out: the new record text (malloc) */
+    char id[ID_LEN + 1]; /* out: the state */
+} share_ctx;
+
+static ss_err share_fn(ss_store *s, wtx *w, void *ctx)
+{
+    share_ctx *c = ctx;
+    char id[ID_LEN + 1], tenant[SS_STORE_TENANT_MAX + 1];
+    unsigned char tkey[TKEY_LEN], iv[IVAL_MAX];
+    MDB_val rec, ov, val;
+    json_t *record = NULL;
+    ival o;
+    ss_err err;
+
+    free(c->text);
+    c->text = NULL;
+    if ((err = resolve(s, w->txn, c->ref, id, &rec))) return err;
+    if ((err = load_record(id, &rec, &record))) return err;
+    if ((err = owner_of(s, w->txn, id, &rec, &ov))) goto out;
+    ival_parse(&ov, &o);
+    size_t tl = o.tlen < SS_STORE_TENANT_MAX ? o.tlen : SS_STORE_TENANT_MAX;
+    memcpy(tenant, o.tenant, tl);
+    tenant[tl] = '\0';
+    if ((err = ss_rec_set_shared(record, c->shared))) goto out;
+    c->text = json_dumps(record, JSON_PRESERVE_ORDER | JSON_COMPACT);
+    if (!c->text) {
+        err = ss_fail(SS_ERR_NOMEM, "store: cannot serialise a record");
+        goto out;
+    }
+    size_t len = strlen(c->text);
+    int64_t created = (int64_t)be64_get(rec.mv_data);
+    make_tkey(tkey, created, id);
+    val = (MDB_val){HDR_LEN + REC_SUM_LEN + len, NULL};
+    if (store_w_put(w, s->records, id, ID_LEN, &val, MDB_RESERVE)) goto fail;
+    unsigned char *rv = val.mv_data;
+    be64_put(rv, (uint64_t)created);
+    rv[HDR_LEN] = REC_SUM_MARK;
+    be64_put(rv + HDR_LEN + 1, ss_hash64(c->text, len));
+    memcpy(rv + HDR_LEN + REC_SUM_LEN, c->text, len);
+    size_t iv_len =
+        ival_make(iv, tenant, c->shared, json_string_value(json_object_get(record, "name")));
+    val = (MDB_val){iv_len, iv};
+    if (store_w_put(w, s->time, tkey, TKEY_LEN, &val, 0)) goto fail;
+    size_t i;
+    json_t *t;
+    json_array_foreach (json_object_get(record, "tags"), i, t) {
+        unsigned char k[SS_REC_TAG_MAX + 1 + TKEY_LEN];
+        size_t n = json_string_length(t);
+        if (!json_is_string(t) || n > SS_REC_TAG_MAX) continue;
+        memcpy(k, json_string_value(t), n);
+        k[n] = 0;
+        memcpy(k + n + 1, tkey, TKEY_LEN);
+        val = (MDB_val){iv_len, iv};
+        if (store_w_put(w, s->tags, k, n + 1 + TKEY_LEN, &val, 0)) goto fail;
+    }
+    memcpy(c->id, id, ID_LEN + 1);
+    goto out;
+fail:
+    err = store_mdb_fail(w->rc, "store %s: sharing state %s", s->dir, id);
+out:
+    json_decref(record);
+    return err;
+}
+
+static ss_err share_unscoped(ss_store *s, const char *ref, int shared, char **record_out)
+{
+    share_ctx c = {.ref = ref, .shared = shared ? 1 : 0};
+    ss_err err = store_write_txn(s, 64 * 1024, share_fn, &c);
+    if (!err) store_keys_shared(s, c.id, c.shared);
+    if (!err && record_out) {
+        *record_out = c.text;
+        c.text = NULL;
+    }
+    free(c.text);
+    return err;
+}
+
+ss_err ss_store_share_as(ss_store *s, const ss_store_scope *sc, const char *ref, int shared,
+                         char **record_out)
+{
+    if (!s || !ref) return ss_fail(SS_ERR_INVALID, "store: NULL argument");
+    if (sc && !sc->admin) return ss_fail(SS_ERR_PERM, "only an admin may share or unshare states");
+    if (s->remote && !store_local_only)
+        SCOPED_CALL(sc, remote_share(s, ref, shared ? 1 : 0, record_out));
+    SCOPED_CALL(sc, share_unscoped(s, ref, shared, record_out));
+}
+
+ss_err ss_store_tenant_stats(ss_store *s, ss_store_tenant_fn fn, void *user)
+{
+    ss_store_stats total;
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_val key = {7, "tenant:"}, val;
+    uint64_t n_other = 0, b_other = 0;
+    if (!s || !fn) return ss_fail(SS_ERR_INVALID, "store: NULL argument");
+    if (s->remote) /* the local cache's counts are not the catalog's */
+        return ss_fail(SS_ERR_UNSUPPORTED, "per-tenant totals are not kept by the remote tier");
+    ss_err err = ss_store_get_stats(s, &total);
+    if (err) return err;
+    if ((err = store_txn_begin(s, MDB_RDONLY, &txn))) return err;
+    int rc = mdb_cursor_open(txn, s->meta, &cur);
+    for (rc = rc ? rc : mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+        if (key.mv_size < 8 || memcmp(key.mv_data, "tenant:", 7)) break;
+        if (val.mv_size != 16 || key.mv_size > 7 + SS_STORE_TENANT_MAX) continue;
+        char t[SS_STORE_TENANT_MAX + 1];
+        memcpy(t, (const char *)key.mv_data + 7, key.mv_size - 7);
+        t[key.mv_size - 7] = '\0';
+        uint64_t n = be64_get(val.mv_data), b = be64_get((const unsigned char *)val.mv_data + 8);
+        n_other += n;
+        b_other += b;
+        fn(user, t, n, b);
+    }
+    if (rc && rc != MDB_NOTFOUND) err = store_mdb_fail(rc, "store %s: tenant totals", s->dir);
+    if (cur) mdb_cursor_close(cur);
+    store_txn_end(s, txn);
+    if (!err && total.n_states >= n_other)
+        fn(user, "", total.n_states - n_other,
+           total.blob_bytes >= b_other ? total.blob_bytes - b_other : 0);
     return err;
 }

@@ -48,7 +48,7 @@ static ss_err aligned_blob(const MDB_val *blob, void **copy, const void **out)
  * resize waits for fn and later readers wait for the resize. Returns fn's return, or the first
  * check's error (fn is then not called). Thread-safe.
  */
-ss_err ss_store_view(ss_store *s, const char *const *refs, int n, const char *expect_model,
+static ss_err view_impl(ss_store *s, const char *const *refs, int n, const char *expect_model,
                      ss_store_view_fn fn, void *user)
 {
     REMOTE_ROUTE(s, remote_view(s, refs, n, expect_model, fn, user));
@@ -92,6 +92,12 @@ out:
     free(lens);
     free(ptrs);
     return err;
+}
+
+ss_err ss_store_view(ss_store *s, const char *const *refs, int n, const char *expect_model,
+                     ss_store_view_fn fn, void *user)
+{
+    return store_count_corrupt(s, view_impl(s, refs, n, expect_model, fn, user));
 }
 
 /* ---- chunked reads (verify and use each piece while it is in cache) ------------------------- */
@@ -299,13 +305,19 @@ out:
  * differ. On SS_ERR_CORRUPT (or fn's error) some pieces may already have been passed to fn: the
  * caller must discard what fn produced.
  */
-ss_err ss_store_view_chunks(ss_store *s, const char *const *refs, int n, const char *expect_model,
+static ss_err view_chunks_impl(ss_store *s, const char *const *refs, int n, const char *expect_model,
                             int n_threads, ss_store_chunk_fn fn, void *user)
 {
     REMOTE_ROUTE(s, remote_view_chunks(s, refs, n, expect_model, n_threads, fn, user));
     if (!fn) return ss_fail(SS_ERR_INVALID, "store view: no function given");
     chunk_job j = {.mode = CHUNK_FN, .fn = fn, .user = user};
     return chunked_read(s, refs, n, expect_model, n_threads, &j);
+}
+
+ss_err ss_store_view_chunks(ss_store *s, const char *const *refs, int n, const char *expect_model,
+                            int n_threads, ss_store_chunk_fn fn, void *user)
+{
+    return store_count_corrupt(s, view_chunks_impl(s, refs, n, expect_model, n_threads, fn, user));
 }
 
 /*
@@ -338,7 +350,7 @@ ss_err ss_store_merge_f32(ss_store *s, const char *const *refs, const double *w,
  * undefined). *len and *record_json (free() it) may be NULL; *record_json is set only on success.
  * Thread-safe; readers run in parallel.
  */
-ss_err ss_store_get_blob(ss_store *s, const char *ref, const char *expect_model, void *dst,
+static ss_err get_blob_impl(ss_store *s, const char *ref, const char *expect_model, void *dst,
                          size_t cap, size_t *len, char **record_json)
 {
     REMOTE_ROUTE(s, remote_get_blob(s, ref, expect_model, dst, cap, len, record_json));
@@ -387,4 +399,10 @@ out:
     store_txn_end(s, txn);
     json_decref(record);
     return err;
+}
+
+ss_err ss_store_get_blob(ss_store *s, const char *ref, const char *expect_model, void *dst,
+                         size_t cap, size_t *len, char **record_json)
+{
+    return store_count_corrupt(s, get_blob_impl(s, ref, expect_model, dst, cap, len, record_json));
 }

@@ -492,6 +492,7 @@ ss_err ss_store_open(ss_store **out, const char *dir, const ss_store_params *par
 
     err = open_dbs(s);
     if (err) goto out;
+    if ((err = store_lineage_open(s))) goto out;
     s->data_path = data_path;
     data_path = NULL;
     if (p.remote && (err = remote_open(s, &p))) goto out;

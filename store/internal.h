@@ -17,16 +17,22 @@
  *                                                    text right after created_ns (it starts with
  *                                                    '{', never 0x01): they are still read, and
  *                                                    checked by parsing instead
- *   names    name                                 -> time key of the named state
- *   time     time key                             -> name of the state (empty when unnamed)
- *   tags     tag, 0x00, time key                  -> name of the state (empty when unnamed)
- *   meta     "format" -> "1";  "blob_bytes" -> be64 sum of blob sizes
+ *   names    name key                             -> time key of the named state
+ *   time     time key                             -> index value of the state
+ *   tags     tag, 0x00, time key                  -> index value of the state
+ *   meta     "format" -> "1";  "blob_bytes" -> be64 sum of blob sizes;
+ *            "tenant:" tenant -> be64 states, be64 blob bytes (tenants other than the default)
  *   chunks   id                                   -> be64 XXH3-64 of each CHUNK_BYTES piece of
  *                                                    the blob, in order (stores written before
  *                                                    this database existed have no entries: their
  *                                                    blobs are verified whole)
  *   prefix   see prefix.c (MDB_DUPSORT)            the prefix index of prompt caching
  *   keys     id                                   -> the state's retrieval key (keys.c)
+ * name key = the name (the default tenant: as before tenants existed), or tenant, 0x00, name.
+ * index value = the name (empty when unnamed) for a state of the default tenant that is not
+ * shared (as before tenants existed), else 0x00, flags (0x01 = shared), tenant, 0x00, name.
+ * Names never contain 0x00, so the forms cannot be confused, and a listing filters by tenant and
+ * name prefix from the index alone.
  * time key = be64(INT64_MAX - created_ns) followed by the id: a forward walk is newest first, and
  * the id makes it unique. Index values carry the name so a prefix filter needs no record reads.
  * created_ns is strictly increasing across puts (a clock that steps back is clamped), so "newest
@@ -40,6 +46,7 @@
 #include <jansson.h>
 #include <lmdb.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -76,6 +83,8 @@ struct ss_store {
     int has_prefix; /* it exists (always, except read-only on an old store) */
     MDB_dbi keydb;  /* retrieval keys (keys.c) */
     int has_keys;   /* it exists (always, except read-only on an old store) */
+    MDB_dbi children; /* parent id -> children's time keys (lineage.c) */
+    int has_children; /* it exists and is complete (always, except read-only on an old store) */
     struct store_keys *keys; /* the keyer and the in-memory index; NULL: none set */
     pthread_rwlock_t map_lock; /* shared: any live txn; exclusive: mdb_env_set_mapsize */
     pthread_mutex_t write_mu;  /* one write txn at a time; taken before map_lock */
@@ -87,7 +96,41 @@ struct ss_store {
     char *dir;
     char *data_path;     /* dir/data.mdb, for the health check */
     struct ss_remote *remote; /* the Redis Cluster tier (remote.c), NULL without --remote */
+    atomic_ullong corrupt_reads; /* reads that met a damaged record or blob (stats) */
 };
+
+/* ---- tenants (catalog.c) ---- */
+
+/* The scope of the public call running on this thread (set by the ..._as functions for the
+ * duration of the call; NULL: unscoped). resolve() and the listing obey it. */
+extern _Thread_local const ss_store_scope *store_scope;
+#define SCOPED_CALL(sc, call)                                                                      \
+    do {                                                                                           \
+        const ss_store_scope *saved_scope_ = store_scope;                                          \
+        store_scope = (sc);                                                                        \
+        ss_err scoped_err_ = (call);                                                               \
+        store_scope = saved_scope_;                                                                \
+        return scoped_err_;                                                                        \
+    } while (0)
+#define NKEY_MAX (SS_STORE_TENANT_MAX + 1 + SS_REC_NAME_MAX) /* a name key */
+#define IVAL_MAX (2 + SS_STORE_TENANT_MAX + 1 + SS_REC_NAME_MAX) /* an index value */
+/* The name key of `name` in `tenant`'s names ("" = default); out holds NKEY_MAX. */
+size_t store_name_key(unsigned char *out, const char *tenant, const char *name);
+/* May a call under sc reach the state whose record text is `text` (its tenant and shared
+ * fields)? *own (may be NULL) = it is sc's tenant's. sc NULL: always (own 1). */
+int store_text_reachable(const char *text, const ss_store_scope *sc, int *own);
+/* The tenant ("" = default) of scope sc (NULL: unscoped = the default tenant). */
+static inline const char *scope_tenant(const ss_store_scope *sc)
+{
+    return sc && sc->tenant ? sc->tenant : "";
+}
+
+/* Count err when it says the data read was damaged; returns err (public read functions). */
+static inline ss_err store_count_corrupt(ss_store *s, ss_err err)
+{
+    if (err == SS_ERR_CORRUPT && s) atomic_fetch_add(&s->corrupt_reads, 1);
+    return err;
+}
 
 /* The store whose view callback is running on this thread (re-entry would deadlock the rwlock). */
 extern _Thread_local const ss_store *store_viewing;
@@ -173,8 +216,18 @@ ss_err store_keys_del(ss_store *s, wtx *w, const char *id);
 void store_keys_added(ss_store *s, const char *id, const json_t *rec, int64_t created,
                       const float *key);
 void store_keys_removed(ss_store *s, const char *id);
+/* After a share/unshare commit: the in-memory row follows. */
+void store_keys_shared(ss_store *s, const char *id, int shared);
 /* At close. */
 void store_keys_free(ss_store *s);
+
+/* ---- lineage.c: the children index, kept in the put's and the delete's transaction ---- */
+/* Open (and on a writable store from before the index, build) it; after open_dbs. */
+ss_err store_lineage_open(ss_store *s);
+/* In the put's transaction: rec's parents get the child tkey. */
+ss_err store_lineage_put(ss_store *s, wtx *w, const json_t *rec, const unsigned char *tkey);
+/* In the delete's transaction; rec NULL (unreadable record): found by scanning. */
+ss_err store_lineage_del(ss_store *s, wtx *w, const json_t *rec, const unsigned char *tkey);
 
 /* ---- catalog.c: reading records ---- */
 
@@ -188,6 +241,8 @@ ss_err store_find_blob(ss_store *s, MDB_txn *txn, const char *ref, const char *e
 /* Is hash (or the hash of blob) the checksum the record gives? SS_ERR_CORRUPT naming the state. */
 ss_err store_check_hash(const char *id, const json_t *record, uint64_t hash);
 ss_err store_check_sum(const char *id, const json_t *record, const MDB_val *blob);
+/* The stored record value rec of state id, verified and parsed (*out: decref it). SS_ERR_CORRUPT. */
+ss_err store_load_record(const char *id, const MDB_val *rec, json_t **out);
 /* The verified record text as a malloc'd string (*out). SS_ERR_CORRUPT, SS_ERR_NOMEM. */
 ss_err store_copy_record(const char *id, const MDB_val *rec, char **out);
 
@@ -228,6 +283,7 @@ ss_err remote_merge_f32(ss_store *s, const char *const *refs, const double *w, i
                         const char *expect_model, float *out, size_t out_bytes, int n_threads,
                         ss_store_source *src);
 ss_err remote_delete(ss_store *s, const char *ref);
+ss_err remote_share(ss_store *s, const char *ref, int shared, char **record_out);
 /* after: the decoded cursor (time key) when has_cursor. */
 ss_err remote_list(ss_store *s, const char *tag, const char *prefix, int limit,
                    const unsigned char *after, int has_cursor, char **page_json);

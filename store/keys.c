@@ -36,6 +36,8 @@ typedef struct krow {
     char id[ID_LEN + 1];
     char *name;  /* NULL: unnamed */
     char *tags;  /* "a\0b\0\0" (NULL: no tags) */
+    char *tenant; /* NULL: the default tenant */
+    int shared;
     int64_t created_ns;
 } krow;
 
@@ -124,6 +126,7 @@ static void row_free(krow *r)
 {
     free(r->name);
     free(r->tags);
+    free(r->tenant);
 }
 
 /* Add (or replace) the row of state id with record rec's name, tags and time. Under the lock. */
@@ -133,7 +136,12 @@ static ss_err index_add(struct store_keys *k, const char *id, const json_t *rec,
     krow row = {.created_ns = created};
     memcpy(row.id, id, ID_LEN + 1);
     const char *name = json_string_value(json_object_get(rec, "name"));
-    if (name && !(row.name = strdup(name))) return ss_fail(SS_ERR_NOMEM, "out of memory");
+    const char *tenant = json_string_value(json_object_get(rec, "tenant"));
+    row.shared = json_is_true(json_object_get(rec, "shared"));
+    if ((name && !(row.name = strdup(name))) || (tenant && !(row.tenant = strdup(tenant)))) {
+        row_free(&row);
+        return ss_fail(SS_ERR_NOMEM, "out of memory");
+    }
     json_t *tags = json_object_get(rec, "tags"), *t;
     size_t i, len = 1;
     json_array_foreach (tags, i, t) len += json_string_length(t) + 1;
@@ -273,6 +281,23 @@ void store_keys_removed(ss_store *s, const char *id)
     pthread_rwlock_wrlock(&k->lock);
     index_del(k, id);
     pthread_rwlock_unlock(&k->lock);
+}
+
+void store_keys_shared(ss_store *s, const char *id, int shared)
+{
+    struct store_keys *k = s->keys;
+    if (!k) return;
+    pthread_rwlock_wrlock(&k->lock);
+    long r = find_row(k, id, NULL);
+    if (r >= 0) k->rows[r].shared = shared;
+    pthread_rwlock_unlock(&k->lock);
+}
+
+/* Listed under scope sc (ss_store.h, Tenants): its tenant's own states and shared ones. */
+static int row_listed(const krow *row, const ss_store_scope *sc)
+{
+    const char *t = sc->tenant ? sc->tenant : "";
+    return row->shared || strcmp(row->tenant ? row->tenant : "", t) == 0;
 }
 
 void store_keys_free(ss_store *s)
@@ -560,6 +585,7 @@ ss_err ss_store_search(ss_store *s, const ss_store_query *q, ss_store_hit *hits,
         const krow *row = &k->rows[r];
         float sc = scores[r];
         if (m == q->k && !before(row, sc, &k->rows[best[m - 1]], bs[m - 1])) continue;
+        if (q->scope && !row_listed(row, q->scope)) continue;
         if (q->tag && !has_tag(row->tags, q->tag)) continue;
         if (q->exclude_tag && has_tag(row->tags, q->exclude_tag)) continue;
         if (q->prefix && (!row->name || strncmp(row->name, q->prefix, plen))) continue;

@@ -28,10 +28,19 @@ static void put128(ss_prefix *out, XXH128_hash_t v)
 
 void ss_prefix_root(const char *model, const char *parent, ss_prefix *out)
 {
-    char buf[512];
-    int n = snprintf(buf, sizeof buf, "statesoup-prefix-1|%s|%s|%s", model ? model : "",
+    ss_prefix_root_tenant(model, parent, NULL, out);
+}
+
+void ss_prefix_root_tenant(const char *model, const char *parent, const char *tenant,
+                           ss_prefix *out)
+{
+    char buf[600];
+    /* The default tenant's roots are the ones written before tenants existed; another tenant's
+     * text ends in "|tenant=" + its name (tenant names cannot hold '|'). */
+    int n = snprintf(buf, sizeof buf, "statesoup-prefix-1|%s|%s|%s%s%.64s", model ? model : "",
                      !parent ? "zero" : strcmp(parent, "*") ? "state" : "any",
-                     parent && strcmp(parent, "*") ? parent : "");
+                     parent && strcmp(parent, "*") ? parent : "",
+                     tenant && *tenant ? "|tenant=" : "", tenant && *tenant ? tenant : "");
     if (n < 0) n = 0;
     if ((size_t)n >= sizeof buf) n = sizeof buf - 1;
     put128(out, XXH3_128bits(buf, (size_t)n));

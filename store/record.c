@@ -86,6 +86,12 @@ ss_err ss_store_check_name(const char *name)
     return SS_OK;
 }
 
+/* Validate a tenant name: 1..64 bytes of [A-Za-z0-9._:/-]. SS_ERR_INVALID. Thread-safe. */
+ss_err ss_store_check_tenant(const char *tenant)
+{
+    return check_word("tenant", tenant, SS_STORE_TENANT_MAX);
+}
+
 /* Validate a tag: 1..64 bytes of [A-Za-z0-9._:/-]. SS_ERR_INVALID with a message. Thread-safe. */
 ss_err ss_store_check_tag(const char *tag)
 {
@@ -261,11 +267,66 @@ static ss_err take_metadata(json_t *in, json_t *rec)
                                                : SS_OK;
 }
 
-static const char *const record_keys[] = {"id",       "name",       "tags",    "model",
-                                          "n_tokens", "created_at", "bytes",   "dtype",
-                                          "parents",  "merge_mode", "metadata",   "checksum"};
+static const char *const record_keys[] = {"id",      "name",       "tenant",   "tags",
+                                          "model",   "n_tokens",   "created_at", "bytes",
+                                          "dtype",   "parents",    "merge_mode", "shared",
+                                          "metadata", "checksum"};
+
+/* The caller's "tenant" (absent, null or "" = the default tenant: left out) and "shared"
+ * (absent or false: left out), kept only when keep is set (copies of complete records). */
+static ss_err take_tenant(json_t *in, json_t *rec, int keep, const char *tenant)
+{
+    json_t *v = keep ? json_object_get(in, "tenant") : NULL;
+    if (v && !json_is_null(v)) {
+        if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v))
+            return ss_fail(SS_ERR_INVALID, "record: \"tenant\" must be a string or null");
+        tenant = json_string_value(v);
+    }
+    if (!tenant || !*tenant) return SS_OK;
+    ss_err err = ss_store_check_tenant(tenant);
+    if (err) return err;
+    return json_object_set_new(rec, "tenant", json_string(tenant))
+               ? ss_fail(SS_ERR_NOMEM, "record: out of memory")
+               : SS_OK;
+}
+
+static ss_err take_shared(json_t *in, json_t *rec, int keep)
+{
+    json_t *v = keep ? json_object_get(in, "shared") : NULL;
+    if (!v || json_is_null(v) || json_is_false(v)) return SS_OK;
+    if (!json_is_true(v)) return ss_fail(SS_ERR_INVALID, "record: \"shared\" must be a boolean");
+    return json_object_set_new(rec, "shared", json_true())
+               ? ss_fail(SS_ERR_NOMEM, "record: out of memory")
+               : SS_OK;
+}
+
+ss_err ss_rec_set_shared(json_t *rec, int shared)
+{
+    json_t *out = json_object();
+    const char *key;
+    json_t *v;
+    if (!out) return ss_fail(SS_ERR_NOMEM, "record: out of memory");
+    json_object_foreach (rec, key, v) {
+        if (!strcmp(key, "shared")) continue;
+        if (!strcmp(key, "metadata") && shared && json_object_set_new(out, "shared", json_true()))
+            goto nomem;
+        if (json_object_set(out, key, v)) goto nomem;
+    }
+    json_object_clear(rec);
+    if (json_object_update(rec, out)) goto nomem;
+    json_decref(out);
+    return SS_OK;
+nomem:
+    json_decref(out);
+    return ss_fail(SS_ERR_NOMEM, "record: out of memory");
+}
 
 ss_err ss_rec_parse(const char *text, json_t **out)
+{
+    return ss_rec_parse_as(text, 0, NULL, out);
+}
+
+ss_err ss_rec_parse_as(const char *text, int keep, const char *tenant, json_t **out)
 {
     ss_err err = SS_OK;
     json_t *in = NULL;
@@ -306,6 +367,7 @@ ss_err ss_rec_parse(const char *text, json_t **out)
     /* Build in the served order; the placeholders keep their slots when finish() replaces them. */
     if (json_object_set_new(rec, "id", json_null())) goto nomem;
     if ((err = take_name(in, rec))) goto out;
+    if ((err = take_tenant(in, rec, keep, tenant))) goto out;
     if ((err = take_tags(in, rec))) goto out;
     if ((err = take_string(in, rec, "model", 256))) goto out;
     if ((err = take_n_tokens(in, rec))) goto out;
@@ -316,6 +378,7 @@ ss_err ss_rec_parse(const char *text, json_t **out)
     /* optional: how a merged state was combined ("linear", "sequential", "symmetric") */
     if (json_object_get(in, "merge_mode") && (err = take_string(in, rec, "merge_mode", 32)))
         goto out;
+    if ((err = take_shared(in, rec, keep))) goto out;
     if ((err = take_metadata(in, rec))) goto out;
     if (json_object_set_new(rec, "checksum", json_null())) goto nomem;
 

@@ -28,6 +28,14 @@
  * SS_REC_TEXT_MAX. *out (json_decref it) is set only on success.
  */
 ss_err ss_rec_parse(const char *text, json_t **out);
+/*
+ * The same with the tenancy fields: keep 1 takes the caller's "tenant" and "shared" (a complete
+ * record copied from another catalog), keep 0 drops them and sets "tenant" to `tenant` (NULL or
+ * "": the default tenant, no field). ss_rec_parse is keep 0 with the default tenant.
+ */
+ss_err ss_rec_parse_as(const char *text, int keep, const char *tenant, json_t **out);
+/* Set (or remove) "shared": true in a canonical record, keeping the key order. */
+ss_err ss_rec_set_shared(json_t *rec, int shared);
 
 /*
  * Fill the store-owned fields of `rec` (from ss_rec_parse) and serialise it compactly in key

@@ -4,8 +4,11 @@
  *
  * Key layout (P = the prefix, "ss" by default). Everything a put or a delete changes together
  * lives in the one hash slot of the tag {P}, so each is one atomic Lua script:
- *   {P}:rec      HASH  id -> record JSON text (the same canonical text LMDB keeps)
- *   {P}:name     HASH  name -> id (names unique: the put script refuses a taken one)
+ *   {P}:rec      HASH  id -> record JSON text (the same canonical text LMDB keeps, with its
+ *                      "tenant" and "shared" fields)
+ *   {P}:name     HASH  name key -> id (names unique per tenant: the put script refuses a taken
+ *                      one). The name key is LMDB's: the name for the default tenant, else
+ *                      tenant, 0x00, name (internal.h)
  *   {P}:tk       HASH  id -> member (below)
  *   {P}:time     ZSET  score 0, member = 16 hex of be64(INT64_MAX - created_ns) + id + name:
  *                      lexicographic order is newest first, as LMDB's time index
@@ -25,6 +28,12 @@
  * messages sent while it was away are lost. Names and listings are always resolved through Redis
  * while it answers; when it does not, reads fall back to what this replica has cached and writes
  * fail with SS_ERR_UNAVAILABLE (503).
+ *
+ * Tenants (ss_store.h): the scope of the call (store_scope) picks the name key; a state found is
+ * checked against it from the record text Redis returned, and listings filter on the records'
+ * tenant and shared fields inside the script. Reads of the local cache that follow such a check
+ * run unscoped (the cached copy's shared flag may be older than the catalog's); with Redis
+ * unreachable the cache is read under the scope.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -72,6 +81,16 @@ typedef struct ss_remote {
     pthread_t sub;
     int sub_started;
 } ss_remote;
+
+/* Run `stmt` against the local LMDB tier, unscoped: the refs were resolved and checked against
+ * the scope through Redis just before. */
+#define LOCAL_CHECKED(stmt)                                                                        \
+    do {                                                                                           \
+        const ss_store_scope *saved_sc_ = store_scope;                                             \
+        store_scope = NULL;                                                                        \
+        LOCAL(stmt);                                                                               \
+        store_scope = saved_sc_;                                                                   \
+    } while (0)
 
 /* Run `stmt` against the local LMDB tier (no routing back here). */
 #define LOCAL(stmt)                                                                                \
@@ -125,8 +144,10 @@ static const char DEL_LUA[] =
     "local r = cjson.decode(t)\n"
     "redis.call('HDEL', KEYS[1], id)\n"
     "redis.call('HDEL', KEYS[3], id)\n"
-    "if type(r.name) == 'string' and redis.call('HGET', KEYS[2], r.name) == id then\n"
-    "  redis.call('HDEL', KEYS[2], r.name)\n"
+    "if type(r.name) == 'string' then\n"
+    "  local nk = r.name\n"
+    "  if type(r.tenant) == 'string' then nk = r.tenant .. '\\0' .. r.name end\n"
+    "  if redis.call('HGET', KEYS[2], nk) == id then redis.call('HDEL', KEYS[2], nk) end\n"
     "end\n"
     "if m then\n"
     "  redis.call('ZREM', KEYS[4], m)\n"
@@ -139,8 +160,10 @@ static const char DEL_LUA[] =
     "redis.call('ZADD', KEYS[6], ARGV[4], id .. ':' .. math.ceil(tonumber(r.bytes) / 1048576))\n"
     "return {id, t}\n";
 
-/* KEYS: rec time. ARGV: index key or '', prefix, limit, after (member head) or ''.
- * -> {next head or '', skipped, texts...} */
+/* KEYS: rec time. ARGV: index key or '', prefix, limit, after (member head) or '', tenant,
+ * scoped ('1': only that tenant's states and shared ones; a record that mentions neither field
+ * is the default tenant's and unshared without decoding it). -> {next head or '', skipped,
+ * texts...} */
 static const char LIST_LUA[] =
     "local key = KEYS[2]\n"
     "if ARGV[1] ~= '' then key = ARGV[1] end\n"
@@ -154,10 +177,23 @@ static const char LIST_LUA[] =
     "  for _, m in ipairs(batch) do\n"
     "    local name = string.sub(m, " "52" ")\n"
     "    if pre == '' or string.sub(name, 1, #pre) == pre then\n"
-    "      if #out == limit then more = true break end\n"
     "      local t = redis.call('HGET', KEYS[1], string.sub(m, 17, 51))\n"
-    "      if t then out[#out + 1] = t else skipped = skipped + 1 end\n"
-    "      last = string.sub(m, 1, 51)\n"
+    "      local ok = true\n"
+    "      if t and ARGV[6] == '1' then\n"
+    "        if string.find(t, '\"tenant\":', 1, true) or string.find(t, '\"shared\":', 1, true) then\n"
+    "          local r = cjson.decode(t)\n"
+    "          local tn = r.tenant\n"
+    "          if type(tn) ~= 'string' then tn = '' end\n"
+    "          ok = tn == ARGV[5] or r.shared == true\n"
+    "        else\n"
+    "          ok = ARGV[5] == ''\n"
+    "        end\n"
+    "      end\n"
+    "      if ok then\n"
+    "        if #out == limit then more = true break end\n"
+    "        if t then out[#out + 1] = t else skipped = skipped + 1 end\n"
+    "        last = string.sub(m, 1, 51)\n"
+    "      end\n"
     "    end\n"
     "  end\n"
     "  lo = '(' .. batch[#batch]\n"
@@ -166,6 +202,12 @@ static const char LIST_LUA[] =
     "local res = {last, skipped}\n"
     "for i = 1, #out do res[#res + 1] = out[i] end\n"
     "return res\n";
+
+/* KEYS: rec. ARGV: id, new record text. -> 1, or 0 when the state is gone */
+static const char SHARE_LUA[] =
+    "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end\n"
+    "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
+    "return 1\n";
 
 /* ---- commands ---------------------------------------------------------------------------------- */
 
@@ -369,9 +411,14 @@ static ss_err remote_find(ss_remote *r, const char *ref, char *id, char **text, 
     if (!ref) return ss_fail(SS_ERR_INVALID, "state reference is missing (NULL)");
     const char *keys[3] = {r->k_rec, r->k_name, r->k_tk};
     args a;
+    unsigned char nk[NKEY_MAX];
+    int is_id = ss_store_is_id(ref);
     eval_head(r, &a, GET_LUA, 3, keys);
-    args_str(&a, ref);
-    args_str(&a, ss_store_is_id(ref) ? "1" : "0");
+    if (is_id || strlen(ref) > SS_REC_NAME_MAX)
+        args_str(&a, ref);
+    else
+        arg(&a, (const char *)nk, store_name_key(nk, scope_tenant(store_scope), ref));
+    args_str(&a, is_id ? "1" : "0");
     redisReply *rep = cmd(r, 3, a.n, a.v, a.l, 0);
     if (!rep) return SS_ERR_UNAVAILABLE;
     ss_err err = SS_OK;
@@ -386,6 +433,12 @@ static ss_err remote_find(ss_remote *r, const char *ref, char *id, char **text, 
         *created = member_created(rep->element[2]->str);
         *text = strdup(rep->element[1]->str);
         if (!*text) err = ss_fail(SS_ERR_NOMEM, "out of memory");
+        /* another tenant's state answers as a missing one */
+        if (!err && !store_text_reachable(*text, store_scope, NULL)) {
+            free(*text);
+            *text = NULL;
+            err = ss_fail(SS_ERR_NOT_FOUND, "no state '%s'", ref);
+        }
     }
     freeReplyObject(rep);
     return err;
@@ -444,12 +497,18 @@ static ss_err cache_insert(ss_store *s, const char *id, const char *text, int64_
 {
     json_t *rec = json_loads(text, 0, NULL);
     const char *name = rec ? json_string_value(json_object_get(rec, "name")) : NULL;
+    /* the name is the record's tenant's: look for a stale holder among that tenant's names */
+    ss_store_scope owner = {.tenant = json_string_value(json_object_get(rec, "tenant")),
+                            .admin = 1};
+    const ss_store_scope *saved = store_scope;
     ss_err err = SS_OK;
     for (int attempt = 0; attempt < 2; attempt++) {
         if (name) {
             char *old = NULL;
             ss_err e2;
+            store_scope = &owner;
             LOCAL(e2 = ss_store_get_record(s, name, &old));
+            store_scope = saved;
             if (e2 == SS_OK && !strstr(old, id)) {
                 json_t *o = json_loads(old, 0, NULL);
                 const char *oid = o ? json_string_value(json_object_get(o, "id")) : NULL;
@@ -486,7 +545,7 @@ static ss_err ensure_cached(ss_store *s, const char *ref, char *id)
         return err;
     }
     ss_err have;
-    LOCAL(have = ss_store_get_record(s, id, &local));
+    LOCAL_CHECKED(have = ss_store_get_record(s, id, &local));
     free(local);
     if (have == SS_OK) {
         atomic_fetch_add(&r->hits, 1);
@@ -547,7 +606,10 @@ ss_err remote_get_blob(ss_store *s, const char *ref, const char *expect_model, v
         err = ensure_cached(s, ref, id);
         if (err == SS_ERR_UNAVAILABLE) use = ref;
         else if (err) return err;
-        LOCAL(err = ss_store_get_blob(s, use, expect_model, dst, cap, len, record_json));
+        if (use == ref)
+            LOCAL(err = ss_store_get_blob(s, use, expect_model, dst, cap, len, record_json));
+        else
+            LOCAL_CHECKED(err = ss_store_get_blob(s, use, expect_model, dst, cap, len, record_json));
         if (err != SS_ERR_NOT_FOUND || use == ref) break; /* evicted meanwhile: once more */
     }
     return err;
@@ -565,7 +627,10 @@ ss_err remote_view(ss_store *s, const char *const *refs, int n, const char *expe
     for (int attempt = 0; attempt < 2; attempt++) {
         int fb;
         if ((err = ensure_all(s, refs, n, ids, use, &fb))) return err;
-        LOCAL(err = ss_store_view(s, use, n, expect_model, fn, user));
+        if (fb)
+            LOCAL(err = ss_store_view(s, use, n, expect_model, fn, user));
+        else
+            LOCAL_CHECKED(err = ss_store_view(s, use, n, expect_model, fn, user));
         if (err != SS_ERR_NOT_FOUND || fb) break;
     }
     return err;
@@ -583,7 +648,10 @@ ss_err remote_view_chunks(ss_store *s, const char *const *refs, int n, const cha
     for (int attempt = 0; attempt < 2; attempt++) {
         int fb;
         if ((err = ensure_all(s, refs, n, ids, use, &fb))) return err;
-        LOCAL(err = ss_store_view_chunks(s, use, n, expect_model, n_threads, fn, user));
+        if (fb)
+            LOCAL(err = ss_store_view_chunks(s, use, n, expect_model, n_threads, fn, user));
+        else
+            LOCAL_CHECKED(err = ss_store_view_chunks(s, use, n, expect_model, n_threads, fn, user));
         if (err != SS_ERR_NOT_FOUND || fb) break;
     }
     return err;
@@ -603,7 +671,12 @@ ss_err remote_merge_f32(ss_store *s, const char *const *refs, const double *w, i
     for (int attempt = 0; attempt < 2; attempt++) {
         int fb;
         if ((err = ensure_all(s, refs, n, ids, use, &fb))) return err;
-        LOCAL(err = ss_store_merge_f32(s, use, w, n, expect_model, out, out_bytes, n_threads, src));
+        if (fb)
+            LOCAL(err = ss_store_merge_f32(s, use, w, n, expect_model, out, out_bytes, n_threads,
+                                           src));
+        else
+            LOCAL_CHECKED(err = ss_store_merge_f32(s, use, w, n, expect_model, out, out_bytes,
+                                                   n_threads, src));
         if (err != SS_ERR_NOT_FOUND || fb) break;
     }
     return err;
@@ -644,8 +717,13 @@ static ss_err put_impl(ss_store *s, const char *record_json, const void *blob, s
     if (blob_len == 0 || !blob) return ss_fail(SS_ERR_INVALID, "state blob is empty");
     if (blob_len > 0xffffffffu)
         return ss_fail(SS_ERR_TOO_LARGE, "state blob of %zu bytes exceeds the 4 GiB limit", blob_len);
-    if ((err = ss_rec_parse(record_json, &rec))) return err;
+    /* a new state is the scope's tenant's; a copy keeps the tenancy of its record */
+    if ((err = ss_rec_parse_as(record_json, fixed_id != NULL, scope_tenant(store_scope), &rec)))
+        return err;
     const char *name = json_string_value(json_object_get(rec, "name"));
+    const char *tenant = json_string_value(json_object_get(rec, "tenant"));
+    unsigned char nk[NKEY_MAX];
+    size_t nk_len = name ? store_name_key(nk, tenant ? tenant : "", name) : 0;
     json_t *tags = json_object_get(rec, "tags"); /* at most SS_REC_MAX_TAGS (ss_rec_parse) */
     char sum[17], id[ID_LEN + 1] = "st_", pend[ID_LEN + 32];
     ss_store_checksum(blob, blob_len, sum);
@@ -704,7 +782,7 @@ static ss_err put_impl(ss_store *s, const char *record_json, const void *blob, s
         args a;
         eval_head(r, &a, PUT_LUA, 6, keys);
         args_str(&a, id);
-        args_str(&a, name ? name : "");
+        arg(&a, (const char *)nk, nk_len);
         args_str(&a, ns);
         args_str(&a, member);
         arg(&a, text, text_len);
@@ -782,6 +860,26 @@ ss_err remote_put_copy(ss_store *s, const char *record_json, const void *blob, s
 ss_err remote_delete(ss_store *s, const char *ref)
 {
     ss_remote *r = s->remote;
+    if (store_scope && ref) { /* resolve under the scope, then delete by id */
+        char rid[ID_LEN + 1], *text = NULL;
+        int64_t created;
+        int own = 0;
+        ss_err err = remote_find(r, ref, rid, &text, &created);
+        if (err) {
+            if (err == SS_ERR_NOT_FOUND && ss_store_is_id(ref)) drop_cached(s, ref);
+            return err;
+        }
+        store_text_reachable(text, store_scope, &own);
+        free(text);
+        if (!own && !store_scope->admin)
+            return ss_fail(SS_ERR_PERM, "state %s is shared by another tenant: only its owner "
+                                        "or an admin may delete it", rid);
+        const ss_store_scope *saved = store_scope;
+        store_scope = NULL;
+        err = remote_delete(s, rid);
+        store_scope = saved;
+        return err;
+    }
     char deadline[32];
     snprintf(deadline, sizeof deadline, "%lld", (long long)(ss_now_ns() / 1000000));
     const char *keys[6] = {r->k_rec, r->k_name, r->k_tk, r->k_time, r->k_meta, r->k_pending};
@@ -820,6 +918,53 @@ ss_err remote_delete(ss_store *s, const char *ref)
     return SS_OK;
 }
 
+ss_err remote_share(ss_store *s, const char *ref, int shared, char **record_out)
+{
+    ss_remote *r = s->remote;
+    char id[ID_LEN + 1], *text = NULL, *next = NULL;
+    int64_t created;
+    json_t *rec = NULL;
+    ss_err err = remote_find(r, ref, id, &text, &created);
+    if (err) return err;
+    rec = json_loads(text, 0, NULL);
+    if (!rec) err = ss_fail(SS_ERR_CORRUPT, "remote catalog: the record of %s is not JSON", id);
+    if (!err) err = ss_rec_set_shared(rec, shared);
+    if (!err && !(next = json_dumps(rec, JSON_PRESERVE_ORDER | JSON_COMPACT)))
+        err = ss_fail(SS_ERR_NOMEM, "out of memory");
+    if (err) goto out;
+    const char *keys[1] = {r->k_rec};
+    args a;
+    eval_head(r, &a, SHARE_LUA, 1, keys);
+    args_str(&a, id);
+    args_str(&a, next);
+    redisReply *rep = cmd(r, 3, a.n, a.v, a.l, 1);
+    if (!rep) {
+        err = SS_ERR_UNAVAILABLE;
+        goto out;
+    }
+    int done = rep->type == REDIS_REPLY_INTEGER && rep->integer == 1;
+    freeReplyObject(rep);
+    if (!done) {
+        err = ss_fail(SS_ERR_NOT_FOUND, "no state '%s'", ref);
+        goto out;
+    }
+    /* every replica drops its cached copy (its record says otherwise now) */
+    const char *argv[3] = {"PUBLISH", r->chan, id};
+    size_t lens[3] = {7, strlen(r->chan), strlen(id)};
+    rep = cmd(r, 1, 3, argv, lens, 0);
+    if (rep) freeReplyObject(rep);
+    drop_cached(s, id);
+    if (record_out) {
+        *record_out = next;
+        next = NULL;
+    }
+out:
+    json_decref(rec);
+    free(text);
+    free(next);
+    return err;
+}
+
 static ss_err buf_cat(char **b, size_t *len, size_t *cap, const char *s, size_t n)
 {
     if (*len + n + 1 > *cap) {
@@ -854,6 +999,8 @@ ss_err remote_list(ss_store *s, const char *tag, const char *prefix, int limit,
     args_str(&a, prefix ? prefix : "");
     args_str(&a, lim);
     args_str(&a, head);
+    args_str(&a, scope_tenant(store_scope));
+    args_str(&a, store_scope ? "1" : "0");
     redisReply *rep = cmd(r, 3, a.n, a.v, a.l, 0);
     if (!rep) return SS_ERR_UNAVAILABLE;
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2) {

@@ -13,6 +13,10 @@
  *    "bytes", "dtype", "parents": [{"id", "weight"}], "merge_mode"?: str, "metadata": {...},
  *    "checksum"}
  * merge_mode is optional (present on merged states: how they were combined).
+ * Tenants (see "Tenants" below): "tenant": str follows "name" on states of a tenant other than
+ * the default one, and "shared": true follows merge_mode on states an admin shared; both are
+ * absent otherwise (so records of the default tenant look exactly as before tenants existed).
+ * The store sets both (a caller's values are replaced), except ss_store_put_copy, which keeps them.
  * The caller supplies name, tags, model, n_tokens, dtype, parents and metadata; the store fills
  * the rest (overwriting anything the caller put there). model (string), n_tokens (integer >= 0)
  * and dtype (string) are required; name defaults to null, tags to [], parents to [] (each
@@ -37,6 +41,35 @@
 #include "ss_err.h"
 
 typedef struct ss_store ss_store;
+
+/*
+ * ---- Tenants --------------------------------------------------------------------------------
+ *
+ * Every state belongs to one tenant; names are unique per tenant (two tenants may both own "x").
+ * A scope says on whose behalf a call runs. The scoped variants (..._as) take one; the plain
+ * calls are unscoped (scope NULL: every state of every tenant is reachable by id, names resolve
+ * in the default tenant, listings show all tenants): for offline tools (`statesoup ls --data`,
+ * migrate) and for the daemon when it runs without tenants.
+ *
+ * Under a scope a state is
+ *   - reachable (get, blob, view, merge source, search hit, by id) when it is the scope's
+ *     tenant's, or shared, or the scope is admin;
+ *   - listed (ss_store_list_as, ss_store_search with q->scope) when it is the tenant's or shared;
+ *   - deletable when it is the tenant's or the scope is admin (a shared state of another tenant:
+ *     SS_ERR_PERM);
+ *   - found by name only among the tenant's own names.
+ * Anything else answers SS_ERR_NOT_FOUND with the same message as a state that does not exist,
+ * so ids and names of other tenants cannot be probed. Stores written before tenants existed
+ * hold only states of the default tenant and open unchanged.
+ */
+#define SS_STORE_TENANT_MAX 64 /* bytes; tenant names are [A-Za-z0-9._:/-] like tags */
+typedef struct ss_store_scope {
+    const char *tenant; /* NULL or "" = the default tenant */
+    int admin;          /* may reach any state by id, delete and share (ss_store_share_as) */
+} ss_store_scope;
+
+/* Validate a tenant name (1..64 bytes of [A-Za-z0-9._:/-]): SS_OK or SS_ERR_INVALID. */
+ss_err ss_store_check_tenant(const char *tenant);
 
 typedef struct ss_store_params {
     int read_only;          /* open for reading only (no writes; works beside a running daemon) */
@@ -106,6 +139,35 @@ ss_err ss_store_check_tag(const char *tag);
 ss_err ss_store_put(ss_store *s, const char *record_json, const void *blob, size_t blob_len,
                     char **record_out);
 
+/* The scoped variants (see Tenants): the state is stored as the scope's tenant's (NULL scope:
+ * the default tenant), its name unique among that tenant's names. */
+typedef struct ss_store_prefix_entry ss_store_prefix_entry;
+ss_err ss_store_put_as(ss_store *s, const ss_store_scope *sc, const char *record_json,
+                       const void *blob, size_t blob_len, const ss_store_prefix_entry *pe,
+                       char **record_out);
+ss_err ss_store_get_record_as(ss_store *s, const ss_store_scope *sc, const char *ref,
+                              char **record_json);
+ss_err ss_store_get_blob_as(ss_store *s, const ss_store_scope *sc, const char *ref,
+                            const char *expect_model, void *dst, size_t cap, size_t *len,
+                            char **record_json);
+ss_err ss_store_delete_as(ss_store *s, const ss_store_scope *sc, const char *ref);
+ss_err ss_store_list_as(ss_store *s, const ss_store_scope *sc, const char *tag,
+                        const char *prefix, int limit, const char *cursor, char **page_json);
+/*
+ * Mark (shared 1) or unmark (0) state `ref` shared: readable and mergeable by every tenant,
+ * listed for all, deletable still only by its owner or an admin. sc must be admin (SS_ERR_PERM
+ * otherwise; NULL = unscoped, allowed). *record_out (may be NULL) gets the updated record.
+ * SS_ERR_NOT_FOUND, SS_ERR_PERM, SS_ERR_FULL, SS_ERR_IO; SS_ERR_UNSUPPORTED on the remote tier.
+ */
+ss_err ss_store_share_as(ss_store *s, const ss_store_scope *sc, const char *ref, int shared,
+                         char **record_out);
+
+/* States and blob bytes per tenant, for /metrics: fn(user, tenant, n_states, blob_bytes) once per
+ * tenant holding states ("" = the default tenant). SS_ERR_IO, SS_ERR_NOMEM. */
+typedef void (*ss_store_tenant_fn)(void *user, const char *tenant, uint64_t n_states,
+                                   uint64_t blob_bytes);
+ss_err ss_store_tenant_stats(ss_store *s, ss_store_tenant_fn fn, void *user);
+
 /*
  * Store a copy of a state from another catalog under the id and created_at of its complete record
  * (`statesoup migrate`: ids stay valid, so do the parents of merged states). The record's
@@ -148,6 +210,8 @@ typedef ss_err (*ss_store_view_fn)(void *user, const void *const *blobs, const s
                                    int n);
 ss_err ss_store_view(ss_store *s, const char *const *refs, int n, const char *expect_model,
                      ss_store_view_fn fn, void *user);
+ss_err ss_store_view_as(ss_store *s, const ss_store_scope *sc, const char *const *refs, int n,
+                        const char *expect_model, ss_store_view_fn fn, void *user);
 
 /*
  * Read several blobs of equal size piece by piece (1 MiB) on up to n_threads threads, each piece
@@ -164,6 +228,9 @@ typedef ss_err (*ss_store_chunk_fn)(void *user, const void *const *chunks, size_
                                     size_t len, int n);
 ss_err ss_store_view_chunks(ss_store *s, const char *const *refs, int n, const char *expect_model,
                             int n_threads, ss_store_chunk_fn fn, void *user);
+ss_err ss_store_view_chunks_as(ss_store *s, const ss_store_scope *sc, const char *const *refs,
+                               int n, const char *expect_model, int n_threads,
+                               ss_store_chunk_fn fn, void *user);
 
 /* A merge source as the store resolved it: what the merged state's record needs. */
 #define SS_STORE_ID_LEN 35 /* "st_" + 32 lowercase hex */
@@ -194,12 +261,26 @@ typedef struct ss_store_source {
 ss_err ss_store_merge_f32(ss_store *s, const char *const *refs, const double *w, int n,
                           const char *expect_model, float *out, size_t out_bytes, int n_threads,
                           ss_store_source *src);
+ss_err ss_store_merge_f32_as(ss_store *s, const ss_store_scope *sc, const char *const *refs,
+                             const double *w, int n, const char *expect_model, float *out,
+                             size_t out_bytes, int n_threads, ss_store_source *src);
 
 /*
  * Delete state `ref` (id or name) with its indexes (a state whose record is damaged too).
  * SS_ERR_NOT_FOUND, SS_ERR_PERM (read-only), SS_ERR_FULL, SS_ERR_IO.
  */
 ss_err ss_store_delete(ss_store *s, const char *ref);
+
+/*
+ * The children of state `id` (an id, not a name: resolve it first): the states whose record lists
+ * it among its parents, newest first, as *n ids of SS_STORE_ID_LEN + 1 bytes each (NUL-ended)
+ * packed in *ids (malloc'd; free it; NULL when none). Read from an index kept with the records
+ * (one range read, whatever the catalog's size). Ids of states another tenant owns may be among
+ * them: read each record through the caller's scope. An id nothing lists gives 0 children.
+ * SS_ERR_UNSUPPORTED on the remote tier, or read-only on a store never opened by this version
+ * for writing; SS_ERR_NOMEM, SS_ERR_IO. Thread-safe.
+ */
+ss_err ss_store_children(ss_store *s, const char *id, char **ids, int *n);
 
 /*
  * List records newest first. Filters (NULL = none): tag (exact), prefix (of the name; states
@@ -221,6 +302,8 @@ typedef struct ss_store_stats {
     uint64_t blob_bytes;  /* sum of blob sizes */
     uint64_t map_size;    /* current LMDB map size */
     uint64_t file_bytes;  /* pages in use * page size (high-water mark, incl. reusable pages) */
+    uint64_t corrupt_reads; /* reads since open that met a damaged record or blob (SS_ERR_CORRUPT
+                               answers and records skipped by listings) */
     /* With a remote tier (else 0): n_states and blob_bytes are then the shared catalog's. */
     int remote;              /* 1 when a remote tier is configured */
     int remote_up;           /* its last command succeeded */
@@ -292,6 +375,8 @@ typedef struct ss_store_query {
      * under the index's read lock: quick, no store calls. */
     int (*filter)(void *user, const char *id, const char *name, const char *tags);
     void *filter_user;
+    /* NULL, or only the states this scope lists (its tenant's and shared ones) */
+    const ss_store_scope *scope;
 } ss_store_query;
 typedef struct ss_store_hit {
     char id[SS_STORE_ID_LEN + 1];
@@ -329,16 +414,21 @@ typedef struct ss_prefix {
  * from stored state `parent` (an id without a chain of its own), or from anywhere (parent "*":
  * the "any start" chain). */
 void ss_prefix_root(const char *model, const char *parent, ss_prefix *out);
+/* The same for a tenant's chains: each tenant's chains start at roots of their own, so one tenant
+ * never resumes from (nor probes) another's prefixes. NULL or "" = the default tenant, whose roots
+ * are ss_prefix_root's (indexes written before tenants stay valid). */
+void ss_prefix_root_tenant(const char *model, const char *parent, const char *tenant,
+                           ss_prefix *out);
 /* Extend the chain h by one token. */
 void ss_prefix_step(ss_prefix *h, int32_t token);
 
 /* What a state is indexed under (ss_store_put_prefixed). */
-typedef struct ss_store_prefix_entry {
+struct ss_store_prefix_entry {
     ss_prefix chain;   /* from its true root: the zero state or a stored state */
     ss_prefix any;     /* the same tokens from the "any start" root */
     const char *model; /* fingerprint */
     int64_t n_tokens;  /* tokens the chain covers */
-} ss_store_prefix_entry;
+};
 
 /* ss_store_put, indexing the new state under pe (NULL: not indexed, as ss_store_put). */
 ss_err ss_store_put_prefixed(ss_store *s, const char *record_json, const void *blob,

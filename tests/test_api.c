@@ -1287,6 +1287,204 @@ static void test_auth_and_limits(const char *data)
     daemon_stop(&d);
 }
 
+/* One request with key `key`: its status, and its body parsed into *j (NULL: not kept). */
+static long keyed(srv *d, const char *key, const char *method, const char *path, const char *body,
+                  json_t **j)
+{
+    req_opts o = {.key = key};
+    resp r = request(d, method, path, body, body ? (long)strlen(body) : 0, &o);
+    if (j) *j = r.body ? json_loads(r.body, 0, NULL) : NULL;
+    free(r.body);
+    return r.status;
+}
+
+/* Tenants over HTTP: keys with tenant=, names per tenant, 404 for another tenant's states on
+ * every path, the admin-only share routes, prompt-cache chains per tenant, per-tenant metrics. */
+static void test_tenants_http(void)
+{
+    char keys[512], data[512];
+    snprintf(keys, sizeof keys, "%s/tenant-keys.txt", tmp_root);
+    snprintf(data, sizeof data, "%s/tenants", tmp_root);
+    FILE *f = fopen(keys, "w");
+    fprintf(f, "ka write tenant=alice\nkb write tenant=bob\nkbr read tenant=bob\n"
+               "kadm admin tenant=ops\nkdef write\n");
+    fclose(f);
+    srv d;
+    if (daemon_start(&d, fixture_path("models/mamba1-tiny"), data, "--api-keys", keys, "--quiet",
+                     NULL)) {
+        CHECK(0);
+        return;
+    }
+    int bob_requests = 0;
+    json_t *j = NULL;
+    /* both own "x" */
+    CHECK(keyed(&d, "ka", "POST", "/v1/states", "{\"tokens\": [5, 6, 7, 8], \"name\": \"x\"}",
+                &j) == 201);
+    char ax[64];
+    snprintf(ax, sizeof ax, "%s", json_string_value(json_object_get(j, "id")));
+    CHECK(!strcmp(json_string_value(json_object_get(j, "tenant")), "alice"));
+    json_decref(j);
+    CHECK(keyed(&d, "kb", "POST", "/v1/states", "{\"tokens\": [9, 10], \"name\": \"x\"}", &j) ==
+          201);
+    bob_requests++;
+    char bx[64];
+    snprintf(bx, sizeof bx, "%s", json_string_value(json_object_get(j, "id")));
+    json_decref(j);
+    CHECK(keyed(&d, "ka", "POST", "/v1/states", "{\"tokens\": [1], \"name\": \"x\"}", NULL) == 409);
+    /* bob: "x" is his, alice's id is unknown everywhere */
+    CHECK(keyed(&d, "kbr", "GET", "/v1/states/x", NULL, &j) == 200 &&
+          json_integer_value(json_object_get(j, "n_tokens")) == 2);
+    bob_requests++;
+    json_decref(j);
+    char path[256], body[512];
+    snprintf(path, sizeof path, "/v1/states/%s", ax);
+    json_t *missing = NULL;
+    CHECK(keyed(&d, "kb", "GET", "/v1/states/st_00000000000000000000000000000000", NULL,
+                &missing) == 404);
+    bob_requests++;
+    CHECK(keyed(&d, "kb", "GET", path, NULL, &j) == 404);
+    bob_requests++;
+    /* the same error as for an id that never existed, up to the id itself */
+    const char *m1 = json_string_value(json_object_get(json_object_get(j, "error"), "message"));
+    const char *m0 =
+        json_string_value(json_object_get(json_object_get(missing, "error"), "message"));
+    CHECKF(m1 && m0 && strlen(m1) == strlen(m0) && !strncmp(m1, m0, strlen("no state with id")),
+           "%s vs %s", m1 ? m1 : "-", m0 ? m0 : "-");
+    json_decref(j);
+    json_decref(missing);
+    snprintf(body, sizeof body, "{\"state\": \"%s\", \"prompt\": [1], \"max_tokens\": 1}", ax);
+    CHECK(keyed(&d, "kb", "POST", "/v1/generate", body, NULL) == 404);
+    snprintf(body, sizeof body, "{\"state\": \"%s\", \"context\": [1], \"continuation\": [2]}",
+             ax);
+    CHECK(keyed(&d, "kb", "POST", "/v1/score", body, NULL) == 404);
+    snprintf(body, sizeof body, "{\"from\": \"%s\", \"tokens\": [1]}", ax);
+    CHECK(keyed(&d, "kb", "POST", "/v1/states", body, NULL) == 404);
+    snprintf(body, sizeof body, "{\"sources\": [{\"state\": \"%s\", \"weight\": 1}]}", ax);
+    CHECK(keyed(&d, "kb", "POST", "/v1/states/merge", body, NULL) == 404);
+    snprintf(body, sizeof body, "{\"prompt\": [1], \"max_tokens\": 1, \"merge\": [{\"state\": "
+                                "\"%s\", \"weight\": 1}]}", ax);
+    CHECK(keyed(&d, "kb", "POST", "/v1/generate", body, NULL) == 404);
+    snprintf(path, sizeof path, "/v1/states/%s/data", ax);
+    CHECK(keyed(&d, "kb", "GET", path, NULL, NULL) == 404);
+    snprintf(path, sizeof path, "/v1/states/%s", ax);
+    CHECK(keyed(&d, "kb", "DELETE", path, NULL, NULL) == 404);
+    /* the console's endpoints too: lineage, statistics, similarity */
+    snprintf(path, sizeof path, "/v1/states/%s/children", ax);
+    CHECK(keyed(&d, "kb", "GET", path, NULL, NULL) == 404);
+    snprintf(path, sizeof path, "/v1/states/%s/stats", ax);
+    CHECK(keyed(&d, "kb", "GET", path, NULL, NULL) == 404);
+    snprintf(body, sizeof body, "{\"states\": [\"x\", \"%s\"]}", ax);
+    CHECK(keyed(&d, "kb", "POST", "/v1/states/similarity", body, NULL) == 404);
+    CHECK(keyed(&d, "kb", "GET", "/v1/whoami", NULL, &j) == 200 &&
+          !strcmp(json_string_value(json_object_get(j, "tenant")), "bob"));
+    json_decref(j);
+    bob_requests += 11;
+    CHECK(keyed(&d, "kb", "GET", "/v1/states", NULL, &j) == 200);
+    bob_requests++;
+    json_t *data_arr = json_object_get(j, "data");
+    CHECK(json_array_size(data_arr) == 1 &&
+          !strcmp(json_string_value(json_object_get(json_array_get(data_arr, 0), "id")), bx));
+    json_decref(j);
+    /* search: bob's query is alice's x's tokens, yet only his own state is found */
+    CHECK(keyed(&d, "kb", "POST", "/v1/states/search", "{\"query\": [5, 6, 7, 8], \"k\": 10}",
+                &j) == 200);
+    bob_requests++;
+    data_arr = json_object_get(j, "data");
+    CHECKF(json_array_size(data_arr) == 1 &&
+               !strcmp(json_string_value(json_object_get(
+                           json_object_get(json_array_get(data_arr, 0), "state"), "id")),
+                       bx),
+           "bob's search: %s", json_dumps(j, 0));
+    json_decref(j);
+    CHECK(keyed(&d, "ka", "POST", "/v1/states/search", "{\"query\": [5, 6, 7, 8], \"k\": 10}",
+                &j) == 200 &&
+          json_array_size(json_object_get(j, "data")) == 1);
+    json_decref(j);
+    /* the default tenant sees neither */
+    CHECK(keyed(&d, "kdef", "GET", "/v1/states", NULL, &j) == 200 &&
+          json_array_size(json_object_get(j, "data")) == 0);
+    json_decref(j);
+    /* prompt cache: bob's prompt starts like alice's x, but her state is not his to resume */
+    const char *reuse = "{\"prompt\": [5, 6, 7, 8, 9], \"max_tokens\": 1, \"reuse\": true}";
+    CHECK(keyed(&d, "kb", "POST", "/v1/generate", reuse, &j) == 200 &&
+          json_integer_value(json_object_get(json_object_get(j, "usage"), "cached_tokens")) == 0);
+    bob_requests++;
+    json_decref(j);
+    CHECK(keyed(&d, "ka", "POST", "/v1/generate", reuse, &j) == 200 &&
+          json_integer_value(json_object_get(json_object_get(j, "usage"), "cached_tokens")) == 4);
+    json_decref(j);
+    /* sharing: admin keys only */
+    snprintf(path, sizeof path, "/v1/states/%s/share", ax);
+    CHECK(keyed(&d, "kb", "POST", path, NULL, NULL) == 403); /* refused before any handler: */
+    CHECK(keyed(&d, "ka", "POST", path, NULL, NULL) == 403); /* not a tenant's request */
+    CHECK(keyed(&d, "kadm", "POST", path, NULL, &j) == 200 &&
+          json_is_true(json_object_get(j, "shared")));
+    json_decref(j);
+    snprintf(path, sizeof path, "/v1/states/%s", ax);
+    CHECK(keyed(&d, "kbr", "GET", path, NULL, &j) == 200 &&
+          json_integer_value(json_object_get(j, "n_tokens")) == 4);
+    json_decref(j);
+    snprintf(body, sizeof body, "{\"sources\": [{\"state\": \"%s\", \"weight\": 0.5}, {\"state\": "
+                                "\"x\", \"weight\": 0.5}], \"name\": \"mix\"}", ax);
+    CHECK(keyed(&d, "kb", "POST", "/v1/states/merge", body, &j) == 201 &&
+          !strcmp(json_string_value(json_object_get(j, "tenant")), "bob"));
+    json_decref(j);
+    CHECK(keyed(&d, "kb", "DELETE", path, NULL, &j) == 403);
+    json_decref(j);
+    bob_requests += 3;
+    /* alice's lineage of x does not show bob's merge of it (his, not shared) */
+    snprintf(path, sizeof path, "/v1/states/%s/children", ax);
+    CHECK(keyed(&d, "ka", "GET", path, NULL, &j) == 200 &&
+          json_array_size(json_object_get(j, "data")) == 0);
+    json_decref(j);
+    CHECK(keyed(&d, "kb", "GET", path, NULL, &j) == 200 &&
+          json_array_size(json_object_get(j, "data")) == 1);
+    json_decref(j);
+    bob_requests++;
+    snprintf(path, sizeof path, "/v1/states/%s/share", ax);
+    CHECK(keyed(&d, "kadm", "DELETE", path, NULL, &j) == 200 &&
+          !json_object_get(j, "shared"));
+    json_decref(j);
+    snprintf(path, sizeof path, "/v1/states/%s", ax);
+    CHECK(keyed(&d, "kb", "GET", path, NULL, NULL) == 404);
+    bob_requests++;
+    /* per-tenant metrics */
+    char want[128];
+    snprintf(want, sizeof want, "statesoup_tenant_requests_total{tenant=\"bob\"} %d\n",
+             bob_requests);
+    /* a request is counted when MHD completes it, just after its answer went out: the last one
+     * may not be counted yet when this request arrives, so look again (bounded) */
+    resp r = request(&d, "GET", "/metrics", NULL, 0, &(req_opts){.key = "kadm"});
+    for (int i = 0; i < 1000 && r.status == 200 && !strstr(r.body, want); i++) {
+        free(r.body);
+        r = request(&d, "GET", "/metrics", NULL, 0, &(req_opts){.key = "kadm"});
+    }
+    CHECKF(r.status == 200 && strstr(r.body, "statesoup_tenant_states{tenant=\"alice\"} 1\n") &&
+               strstr(r.body, "statesoup_tenant_states{tenant=\"bob\"} 2\n") &&
+               strstr(r.body, "statesoup_tenant_states{tenant=\"\"} 0\n") && strstr(r.body, want),
+           "metrics (want %s): %s", want, r.body);
+    free(r.body);
+    /* a tenant's key sees its own tenant's lines only (they would name the others) */
+    r = request(&d, "GET", "/metrics", NULL, 0, &(req_opts){.key = "kbr"});
+    CHECKF(r.status == 200 && strstr(r.body, "statesoup_tenant_states{tenant=\"bob\"} 2\n") &&
+               strstr(r.body, "statesoup_tenant_state_bytes{tenant=\"bob\"} ") &&
+               !strstr(r.body, "alice") && !strstr(r.body, "tenant=\"ops\"") &&
+               !strstr(r.body, "statesoup_tenant_states{tenant=\"\"}"),
+           "bob's metrics: %s", r.body);
+    free(r.body);
+    daemon_stop(&d);
+    /* a bad keys file line is refused at start */
+    f = fopen(keys, "w");
+    fprintf(f, "k1 write tenant=has space\n");
+    fclose(f);
+    CHECK(daemon_start(&d, fixture_path("models/mamba1-tiny"), data, "--api-keys", keys,
+                       "--quiet", NULL) != 0);
+    CHECK(d.log && strstr(d.log, "tenant=NAME"));
+    int status;
+    daemon_reap(&d, &status);
+    free(d.log);
+}
+
 static void test_store_full(void)
 {
     char data[512];
@@ -1793,6 +1991,7 @@ int main(void)
     test_restart_and_cross_model(&d, data);
     daemon_stop(&d);
     test_auth_and_limits(data);
+    test_tenants_http();
     test_store_full();
     test_lost_data_dir();
     test_corrupt();

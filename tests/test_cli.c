@@ -436,7 +436,9 @@ static void test_daemon(void)
         perror(keys);
         exit(1);
     }
-    fputs("key-write-0123456789 write\nkey-read-0123456789 read\n", kf);
+    fputs("key-write-0123456789 write\nkey-read-0123456789 read\nkey-admin-0123456789 admin\n"
+          "key-team-0123456789 write tenant=team\n",
+          kf);
     fclose(kf);
     setenv("STATESOUP_API_KEY", "key-write-0123456789", 1);
     fflush(stdout);
@@ -558,6 +560,35 @@ static void test_daemon(void)
     CHECK_CODE(&r, 1);
     CHECK_HAS(r.err, "forbidden");
     CHECK(!HAS_LINE(r.out, "deleted"));
+
+    /* tenants: the team's key sees none of the default tenant's states until an admin shares
+     * one; then ls has a TENANT column; share needs an admin key */
+    RUN(&r, "ls", "--url", url, "--api-key", "key-team-0123456789");
+    CHECK_CODE(&r, 0);
+    CHECK(!strstr(r.out, jstr(dict, "id")) && !strstr(r.out, "TENANT"));
+    RUN(&r, "show", "--url", url, "--api-key", "key-team-0123456789", jstr(dict, "id"));
+    CHECK_CODE(&r, 1);
+    CHECK_HAS(r.err, "no state with id");
+    RUN(&r, "share", "--url", url, "dict/b");
+    CHECK_CODE(&r, 1);
+    CHECK_HAS(r.err, "forbidden");
+    RUN(&r, "share", "--url", url, "dict/b", "--api-key", "key-admin-0123456789");
+    CHECK_CODE(&r, 0);
+    CHECK(HAS_LINE(r.out, "shared", jstr(dict, "id")));
+    RUN(&r, "ls", "--url", url, "--api-key", "key-team-0123456789");
+    CHECK_CODE(&r, 0);
+    CHECK(HAS_LINE(r.out, "ID", "NAME", "TENANT", "TAGS", "TOKENS"));
+    CHECK(HAS_LINE(r.out, jstr(dict, "id"), " dict/b ", " - (shared) "));
+    RUN(&r, "show", "--url", url, "--api-key", "key-team-0123456789", jstr(dict, "id"));
+    CHECK_CODE(&r, 0);
+    CHECK(HAS_LINE(r.out, "tenant", "- (shared)"));
+    RUN(&r, "share", "--url", url, "--off", "--json", "--api-key", "key-admin-0123456789",
+        "dict/b");
+    j = json_ok(&r);
+    CHECK(json_equal(json_array_get(json_object_get(j, "data"), 0), dict)); /* as before */
+    json_decref(j);
+    RUN(&r, "show", "--url", url, "--api-key", "key-team-0123456789", jstr(dict, "id"));
+    CHECK_CODE(&r, 1);
 
     /* merge: parents and weights recorded */
     RUN(&r, "merge", "--url", url, "--name", "soup", "--tag", "soup", "intro=0.5", "dict/b=0.5",

@@ -36,6 +36,7 @@ struct ss_host_req {
     const char *query_name[MAX_QUERY], *query_value[MAX_QUERY];
     const char *body;
     ss_host_scope scope;
+    const char *tenant;
     void *user;
     void (*user_free)(void *);
     ss_host_over_fn over_fn;
@@ -76,6 +77,11 @@ const char *ss_host_body_data(ss_host_req *r, size_t *len)
 ss_host_scope ss_host_scope_of(ss_host_req *r)
 {
     return r->scope;
+}
+
+const char *ss_host_tenant(ss_host_req *r)
+{
+    return r->tenant;
 }
 
 int ss_host_stopping(ss_host_req *r)
@@ -242,6 +248,10 @@ static int finished(const ss_host_req *r)
  * NULL) and query (a "name", "value", ... list ending with NULL), as a host would: call the
  * handler, then while the request is parked wait for its wake and run the continuation.
  */
+/* The caller's key for the next run() calls (tests of tenants change them). */
+static ss_host_scope run_scope = SS_HOST_SCOPE_WRITE;
+static const char *run_tenant;
+
 static answer run(const char *name, const char *param, const char *body, ...)
 {
     ss_host_req *r = calloc(1, sizeof *r);
@@ -251,7 +261,8 @@ static answer run(const char *name, const char *param, const char *body, ...)
     r->refs = 1;
     r->param = param;
     r->body = body;
-    r->scope = SS_HOST_SCOPE_WRITE;
+    r->scope = run_scope;
+    r->tenant = run_tenant;
     va_list ap;
     va_start(ap, body);
     for (int i = 0; i < MAX_QUERY; i++) {
@@ -1297,6 +1308,355 @@ static void test_retrieve_merge(void)
     rig_close(&g);
 }
 
+/* ---- inspecting states: children, stats, similarity ----------------------------------------- */
+
+/* The id of stored state ref (out: SS_STORE_ID_LEN + 1 bytes). */
+static void id_of(const char *ref, char *out)
+{
+    answer a = run("states_get", ref, NULL, NULL);
+    snprintf(out, SS_STORE_ID_LEN + 1, "%s", json_string_value(json_object_get(a.json, "id")));
+    CHECKF(a.status == 200 && strlen(out) == SS_STORE_ID_LEN, "GET %s: %d", ref, a.status);
+    answer_free(&a);
+}
+
+static void store_tokens(const char *name, const char *tokens, const char *from)
+{
+    char body[512];
+    snprintf(body, sizeof body, "{\"tokens\": %s, \"name\": \"%s\"%s%s%s}", tokens, name,
+             from ? ", \"from\": \"" : "", from ? from : "", from ? "\"" : "");
+    answer a = run("states_create", NULL, body, NULL);
+    CHECKF(a.status == 201, "store %s: %d %s", name, a.status, a.text);
+    answer_free(&a);
+}
+
+static void store_merge(const char *name, const char *x, double wx, const char *y, double wy)
+{
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"sources\": [{\"state\": \"%s\", \"weight\": %g}, {\"state\": \"%s\", \"weight\": "
+             "%g}], \"name\": \"%s\"}",
+             x, wx, y, wy, name);
+    answer a = run("states_merge", NULL, body, NULL);
+    CHECKF(a.status == 201, "merge %s: %d %s", name, a.status, a.text);
+    answer_free(&a);
+}
+
+/* The entries of a children answer as "name@depth<parent-name:weight" strings, joined by ' '
+ * in the answer's order, into out. */
+static void children_text(const answer *a, const char *const *ids, const char *const *names,
+                          int n_names, char *out, size_t cap)
+{
+    out[0] = '\0';
+    size_t i;
+    json_t *e;
+    json_array_foreach (json_object_get(a->json, "data"), i, e) {
+        const char *pid = json_string_value(json_object_get(e, "parent")), *pname = "?";
+        for (int k = 0; k < n_names; k++)
+            if (pid && !strcmp(ids[k], pid)) pname = names[k];
+        char one[128];
+        snprintf(one, sizeof one, "%s%s@%lld<%s:%g", i ? " " : "",
+                 json_string_value(json_object_get(json_object_get(e, "state"), "name")),
+                 json_integer_value(json_object_get(e, "depth")), pname,
+                 json_number_value(json_object_get(e, "weight")));
+        strncat(out, one, cap - strlen(out) - 1);
+    }
+}
+
+/* Per-layer squared norms of a state's conv and ssm parts, from the layout's shapes. */
+static void ref_norms(const ss_model_info *in, const ss_state_layout *lay, const float *st,
+                      double *conv, double *ssm)
+{
+    int L = in->n_state_layers;
+    size_t cper = 1, sper = 1;
+    for (int d = 1; d < lay->conv_ndim; d++) cper *= (size_t)lay->conv_shape[d];
+    for (int d = 1; d < lay->ssm_ndim; d++) sper *= (size_t)lay->ssm_shape[d];
+    CHECK(lay->conv_shape[0] == L && lay->ssm_shape[0] == L);
+    for (int l = 0; l < L; l++) {
+        conv[l] = ssm[l] = 0;
+        for (size_t i = 0; i < cper; i++) {
+            double v = st[lay->conv_off + (size_t)l * cper + i];
+            conv[l] += v * v;
+        }
+        for (size_t i = 0; i < sper; i++) {
+            double v = st[lay->ssm_off + (size_t)l * sper + i];
+            ssm[l] += v * v;
+        }
+    }
+}
+
+/* Dot product of layer l (conv and ssm; l < 0: all layers) of two states, in double. */
+static double ref_dot(const ss_model_info *in, const ss_state_layout *lay, const float *x,
+                      const float *y, int l)
+{
+    int L = in->n_state_layers;
+    size_t cper = lay->conv_n / (size_t)L, sper = lay->ssm_n / (size_t)L;
+    double s = 0;
+    for (int k = 0; k < L; k++) {
+        if (l >= 0 && k != l) continue;
+        for (size_t i = 0; i < cper; i++)
+            s += (double)x[lay->conv_off + k * cper + i] * y[lay->conv_off + k * cper + i];
+        for (size_t i = 0; i < sper; i++)
+            s += (double)x[lay->ssm_off + k * sper + i] * y[lay->ssm_off + k * sper + i];
+    }
+    return s;
+}
+
+/*
+ * GET /v1/states/{state}/children, GET /v1/states/{state}/stats and POST /v1/states/similarity
+ * on one model: the children are exactly the lineage built here (merges and `from`, with
+ * depths, parents and weights), follow deletes, and respect depth and limit; the norms and the
+ * cosines equal values computed here in double from the stored blobs; bad input is 4xx.
+ */
+static void test_inspect(const char *model_dir)
+{
+    rig g;
+    rig_open(&g, model_dir, 0, 0, 0);
+    ss_state_layout lay;
+    ss_model_state_layout(g.m, &lay);
+    store_tokens("i-a", "[1, 2, 3, 4]", NULL);
+    store_tokens("i-b", "[5, 6, 7]", NULL);
+    store_tokens("i-c", "[8, 9, 10, 11, 12]", NULL);
+    store_merge("i-ab", "i-a", 0.25, "i-b", 0.75);
+    store_merge("i-abc", "i-ab", 0.5, "i-c", -0.5);
+    store_tokens("i-from", "[13, 14]", "i-ab");
+    store_merge("i-aa", "i-a", 2, "i-a", 1); /* a parent listed twice */
+    const char *names[] = {"i-a", "i-b", "i-c", "i-ab", "i-abc", "i-from", "i-aa"};
+    char idbuf[7][SS_STORE_ID_LEN + 1];
+    const char *ids[7];
+    for (int i = 0; i < 7; i++) id_of(names[i], idbuf[i]), ids[i] = idbuf[i];
+
+    char got[1024];
+    answer a = run("states_children", "i-a", NULL, NULL);
+    children_text(&a, ids, names, 7, got, sizeof got);
+    CHECKF(a.status == 200 && !strcmp(got, "i-aa@1<i-a:3 i-ab@1<i-a:0.25") &&
+               !strcmp(json_string_value(json_object_get(json_object_get(a.json, "state"), "id")),
+                       ids[0]) &&
+               json_is_false(json_object_get(a.json, "truncated")),
+           "children of i-a (depth 1, newest first): %d %s", a.status, got);
+    answer_free(&a);
+    a = run("states_children", "i-a", NULL, "depth", "3", NULL);
+    children_text(&a, ids, names, 7, got, sizeof got);
+    CHECKF(!strcmp(got, "i-aa@1<i-a:3 i-ab@1<i-a:0.25 i-from@2<i-ab:1 i-abc@2<i-ab:0.5"),
+           "children of i-a to depth 3: %s", got);
+    answer_free(&a);
+    a = run("states_children", ids[2], NULL, "depth", "64", NULL);
+    children_text(&a, ids, names, 7, got, sizeof got);
+    CHECKF(!strcmp(got, "i-abc@1<i-c:-0.5"), "children of i-c by id: %s", got);
+    answer_free(&a);
+    a = run("states_children", "i-a", NULL, "depth", "3", "limit", "2", NULL);
+    children_text(&a, ids, names, 7, got, sizeof got);
+    CHECKF(!strcmp(got, "i-aa@1<i-a:3 i-ab@1<i-a:0.25") &&
+               json_is_true(json_object_get(a.json, "truncated")),
+           "children with limit 2: %s (truncated)", got);
+    answer_free(&a);
+    a = run("states_children", "i-from", NULL, NULL);
+    CHECKF(a.status == 200 && json_array_size(json_object_get(a.json, "data")) == 0,
+           "a state without children: %d %s", a.status, a.text);
+    answer_free(&a);
+    a = run("states_delete", "i-abc", NULL, NULL);
+    CHECK(a.status == 204);
+    answer_free(&a);
+    a = run("states_children", "i-ab", NULL, "depth", "2", NULL);
+    children_text(&a, ids, names, 7, got, sizeof got);
+    CHECKF(!strcmp(got, "i-from@1<i-ab:1"), "children of i-ab after deleting i-abc: %s", got);
+    answer_free(&a);
+    a = run("states_children", "i-nope", NULL, NULL);
+    CHECK_ERROR(a, 404, "not_found");
+    answer_free(&a);
+    a = run("states_children", "i-a", NULL, "depth", "0", NULL);
+    CHECK_ERROR(a, 422, "invalid_value");
+    answer_free(&a);
+    a = run("states_children", "i-a", NULL, "limit", "x", NULL);
+    CHECK_ERROR(a, 422, "invalid_value");
+    answer_free(&a);
+
+    /* per-layer norms */
+    int L = g.info->n_state_layers;
+    double conv[256], ssm[256];
+    size_t len;
+    float *st = (float *)blob_of(g.st, "i-ab", &len);
+    if (!st || L > 256) {
+        CHECKF(0, "the blob of i-ab (%d layers)", L);
+        rig_close(&g);
+        return;
+    }
+    ref_norms(g.info, &lay, st, conv, ssm);
+    a = run("states_stats", "i-ab", NULL, NULL);
+    json_t *layers = json_object_get(a.json, "layers");
+    CHECKF(a.status == 200 && (int)json_array_size(layers) == L &&
+               json_integer_value(json_object_get(a.json, "n_layers")) == L &&
+               !strcmp(json_string_value(json_object_get(a.json, "name")), "i-ab"),
+           "stats: %d %s", a.status, a.text);
+    double worst = 0, tc = 0, ts = 0, hid = 0;
+    for (int l = 0; l < L && (int)json_array_size(layers) == L; l++) {
+        json_t *e = json_array_get(layers, l);
+        double d1 = fabs(json_number_value(json_object_get(e, "conv_norm")) - sqrt(conv[l]));
+        double d2 = fabs(json_number_value(json_object_get(e, "ssm_norm")) - sqrt(ssm[l]));
+        double d3 = fabs(json_number_value(json_object_get(e, "norm")) - sqrt(conv[l] + ssm[l]));
+        double m = fmax(d1, fmax(d2, d3)) / (1e-12 + sqrt(conv[l] + ssm[l]));
+        if (m > worst) worst = m;
+        CHECK(json_integer_value(json_object_get(e, "layer")) == l);
+        tc += conv[l];
+        ts += ssm[l];
+    }
+    for (size_t i = 0; i < lay.hidden_n; i++)
+        hid += (double)st[lay.hidden_off + i] * st[lay.hidden_off + i];
+    CHECKF(worst < 1e-6, "stats: per-layer norms off by %.3g (relative)", worst);
+    CHECKF(fabs(json_number_value(json_object_get(a.json, "conv_norm")) - sqrt(tc)) <=
+                   1e-6 * sqrt(tc) &&
+               fabs(json_number_value(json_object_get(a.json, "ssm_norm")) - sqrt(ts)) <=
+                   1e-6 * sqrt(ts) &&
+               fabs(json_number_value(json_object_get(a.json, "final_hidden_norm")) - sqrt(hid)) <=
+                   1e-6 * sqrt(hid),
+           "stats: whole-state norms");
+    CHECK(json_is_boolean(json_object_get(a.json, "has_decay")) &&
+          json_is_true(json_object_get(a.json, "has_decay")) ==
+              (len != g.info->state_bytes));
+    answer_free(&a);
+    free(st);
+    a = run("whoami", NULL, NULL, NULL);
+    CHECKF(a.status == 200 && !strcmp(json_string_value(json_object_get(a.json, "scope")), "write"),
+           "whoami (write): %d %s", a.status, a.text);
+    answer_free(&a);
+    run_scope = SS_HOST_SCOPE_READ;
+    a = run("whoami", NULL, NULL, NULL);
+    CHECKF(a.status == 200 && !strcmp(json_string_value(json_object_get(a.json, "scope")), "read"),
+           "whoami (read): %d %s", a.status, a.text);
+    answer_free(&a);
+    run_scope = SS_HOST_SCOPE_ADMIN;
+    run_tenant = "t-ops";
+    a = run("whoami", NULL, NULL, NULL);
+    CHECKF(a.status == 200 && !strcmp(json_string_value(json_object_get(a.json, "scope")), "admin") &&
+               !strcmp(json_string_value(json_object_get(a.json, "tenant")), "t-ops"),
+           "whoami (admin of t-ops): %d %s", a.status, a.text);
+    answer_free(&a);
+    run_scope = SS_HOST_SCOPE_WRITE;
+    run_tenant = NULL;
+    a = run("states_stats", "i-nope", NULL, NULL);
+    CHECK_ERROR(a, 404, "not_found");
+    answer_free(&a);
+
+    /* similarity: whole state and per layer, against cosines of the blobs in double */
+    const char *sim[] = {"i-a", "i-b", "i-ab", "i-from", "i-a"};
+    float *blobs[5];
+    for (int i = 0; i < 5; i++) {
+        blobs[i] = (float *)blob_of(g.st, sim[i], &len);
+        CHECKF(blobs[i] != NULL, "the blob of %s", sim[i]);
+        if (!blobs[i]) exit(1);
+    }
+    a = run("states_similarity", NULL,
+            "{\"states\": [\"i-a\", \"i-b\", \"i-ab\", \"" "i-from\", \"i-a\"], \"per_layer\": true}",
+            NULL);
+    json_t *m = json_object_get(a.json, "similarity"), *pl = json_object_get(a.json, "layers");
+    CHECKF(a.status == 200 && json_array_size(m) == 5 && (int)json_array_size(pl) == L,
+           "similarity: %d %.300s", a.status, a.text);
+    worst = 0;
+    for (int i = 0; i < 5 && json_array_size(m) == 5; i++) {
+        const char *id = json_string_value(
+            json_object_get(json_array_get(json_object_get(a.json, "states"), i), "id"));
+        char want_id[SS_STORE_ID_LEN + 1];
+        id_of(sim[i], want_id);
+        CHECKF(id && !strcmp(id, want_id), "similarity: states[%d] is %s", i, sim[i]);
+        for (int j = 0; j < 5; j++) {
+            for (int l = -1; l < L; l++) {
+                double dxy = ref_dot(g.info, &lay, blobs[i], blobs[j], l);
+                double dxx = ref_dot(g.info, &lay, blobs[i], blobs[i], l);
+                double dyy = ref_dot(g.info, &lay, blobs[j], blobs[j], l);
+                json_t *row = json_array_get(l < 0 ? m : json_array_get(pl, l), i);
+                json_t *v = json_array_get(row, j);
+                if (dxx == 0 || dyy == 0) {
+                    CHECKF(json_is_null(v), "similarity of a zero layer is null");
+                    continue;
+                }
+                double d = fabs(json_number_value(v) - dxy / sqrt(dxx * dyy));
+                if (!json_is_number(v) || d > worst) worst = json_is_number(v) ? d : 1;
+            }
+        }
+    }
+    CHECKF(worst < 1e-4, "similarity: cosines off by %.3g", worst);
+    CHECKF(fabs(json_number_value(json_array_get(json_array_get(m, 0), 4)) - 1) < 1e-6,
+           "similarity: a state and itself: 1");
+    answer_free(&a);
+    for (int i = 0; i < 5; i++) free(blobs[i]);
+    a = run("states_similarity", NULL, "{\"states\": [\"i-a\"]}", NULL);
+    CHECKF(a.status == 200 && !json_object_get(a.json, "layers") &&
+               fabs(json_number_value(json_array_get(
+                        json_array_get(json_object_get(a.json, "similarity"), 0), 0)) -
+                    1) < 1e-6,
+           "similarity of one state, no per_layer: %d %s", a.status, a.text);
+    answer_free(&a);
+    char big[8192] = "{\"states\": [";
+    for (int i = 0; i < 65; i++) strcat(big, i ? ", \"i-a\"" : "\"i-a\"");
+    strcat(big, "]}");
+    a = run("states_similarity", NULL, big, NULL);
+    CHECK_ERROR(a, 422, "invalid_value");
+    answer_free(&a);
+    a = run("states_similarity", NULL, "{\"states\": []}", NULL);
+    CHECK_ERROR(a, 422, "invalid_value");
+    answer_free(&a);
+    a = run("states_similarity", NULL, "{\"states\": \"i-a\"}", NULL);
+    CHECK_ERROR(a, 400, "bad_request");
+    answer_free(&a);
+    a = run("states_similarity", NULL, "{\"states\": [\"i-a\", 3]}", NULL);
+    CHECK_ERROR(a, 400, "bad_request");
+    answer_free(&a);
+    a = run("states_similarity", NULL, "{\"states\": [\"i-a\"], \"per_layer\": 1}", NULL);
+    CHECK_ERROR(a, 400, "bad_request");
+    answer_free(&a);
+    a = run("states_similarity", NULL, "{\"states\": [\"i-a\", \"i-abc\"]}", NULL);
+    CHECK_ERROR(a, 404, "not_found");
+    answer_free(&a);
+
+    /* tenants: another tenant's states never appear. i-a is shared by an admin; tenant t-other
+     * merges it into a state of its own, which the default tenant's children of i-a leave out
+     * (and t-other sees); t-other reaches none of the default tenant's unshared states. */
+    run_scope = SS_HOST_SCOPE_ADMIN;
+    a = run("states_share", "i-a", NULL, NULL);
+    CHECKF(a.status == 200, "share i-a: %d %s", a.status, a.text);
+    answer_free(&a);
+    run_scope = SS_HOST_SCOPE_WRITE;
+    run_tenant = "t-other";
+    store_merge("o-m", ids[0], 0.5, ids[0], 0.25);
+    char om[SS_STORE_ID_LEN + 1];
+    id_of("o-m", om);
+    a = run("states_children", ids[0], NULL, "depth", "3", NULL);
+    CHECKF(a.status == 200 && json_array_size(json_object_get(a.json, "data")) == 1 &&
+               !strcmp(json_string_value(json_object_get(
+                           json_object_get(json_array_get(json_object_get(a.json, "data"), 0),
+                                           "state"),
+                           "id")),
+                       om),
+           "t-other: children of the shared i-a are its own o-m only: %d %.300s", a.status,
+           a.text);
+    answer_free(&a);
+    a = run("states_stats", ids[3], NULL, NULL);
+    CHECK_ERROR(a, 404, "not_found");
+    answer_free(&a);
+    a = run("states_children", ids[3], NULL, NULL);
+    CHECK_ERROR(a, 404, "not_found");
+    answer_free(&a);
+    char body[256];
+    snprintf(body, sizeof body, "{\"states\": [\"%s\", \"%s\"]}", ids[0], ids[1]);
+    a = run("states_similarity", NULL, body, NULL);
+    CHECK_ERROR(a, 404, "not_found");
+    answer_free(&a);
+    snprintf(body, sizeof body, "{\"states\": [\"%s\", \"o-m\"]}", ids[0]);
+    a = run("states_similarity", NULL, body, NULL);
+    CHECKF(a.status == 200, "t-other: similarity of the shared i-a and its own o-m: %d %s",
+           a.status, a.text);
+    answer_free(&a);
+    run_tenant = NULL;
+    a = run("states_children", "i-a", NULL, "depth", "3", NULL);
+    children_text(&a, ids, names, 7, got, sizeof got);
+    CHECKF(!strcmp(got, "i-aa@1<i-a:3 i-ab@1<i-a:0.25 i-from@2<i-ab:1"),
+           "the default tenant's children of i-a leave t-other's o-m out: %s", got);
+    answer_free(&a);
+    a = run("states_stats", om, NULL, NULL);
+    CHECK_ERROR(a, 404, "not_found");
+    answer_free(&a);
+    rig_close(&g);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -1344,6 +1704,9 @@ int main(int argc, char **argv)
     test_search("models/moe-mamba-switch", "projection");
     test_search("models/moe-mamba-switch", "ssm_slow");
     test_retrieve_merge();
+    test_inspect("models/mamba1-tiny");
+    test_inspect("models/mamba2-tiny");
+    test_inspect("models/moe-mamba-switch");
 
     ss_api_detach_engine(api);
     ss_engine_close(eng);

@@ -480,6 +480,134 @@ static void test_shared(void)
     test_rm_rf(d2);
 }
 
+/* The id of a record text (36 bytes out): records start {"id":"st_...". */
+static void id_of(const char *text, char *id)
+{
+    const char *p = text ? strstr(text, "\"id\":\"") : NULL;
+    snprintf(id, 36, "%.35s", p ? p + 6 : "");
+}
+
+/* Tenants on the shared tier: names per tenant in Redis, other tenants' states answer as missing
+ * on every replica, listings filtered in the script, share/unshare seen by the other replica,
+ * delete rights; migrate's copy (put_copy) keeps tenant and shared. */
+static void test_tenants_remote(void)
+{
+    char d1[512], d2[512], d3[512], prefix[64];
+    test_tmpdir(d1, sizeof d1, "redis_ta");
+    test_tmpdir(d2, sizeof d2, "redis_tb");
+    test_tmpdir(d3, sizeof d3, "redis_tc");
+    snprintf(prefix, sizeof prefix, "tn%ld", (long)getpid());
+    ss_store *a = open_replica(d1, prefix, 0), *b = open_replica(d2, prefix, 0);
+    const ss_store_scope alice = {.tenant = "alice"}, bob = {.tenant = "bob"},
+                         def = {.tenant = NULL}, admin = {.tenant = "ops", .admin = 1};
+    enum { N = 1024 };
+    static float x[N], y[N], z[N], got[N], want[N];
+    fill(x, N, 21);
+    fill(y, N, 22);
+    fill(z, N, 23);
+    const char *rec = "{\"name\":\"x\",\"tags\":[\"t\"],\"model\":\"m1\",\"n_tokens\":3,"
+                      "\"dtype\":\"F32\"}";
+    char *ra = NULL, *rb = NULL, *rd = NULL, ax[36], bx[36], dx[36];
+    CHECK_OK(ss_store_put_as(a, &alice, rec, x, sizeof x, NULL, &ra));
+    CHECK_OK(ss_store_put_as(b, &bob, rec, y, sizeof y, NULL, &rb));
+    CHECK_OK(ss_store_put_as(b, &def, rec, z, sizeof z, NULL, &rd));
+    CHECK_ERR(ss_store_put_as(b, &alice, rec, z, sizeof z, NULL, NULL), SS_ERR_EXISTS);
+    id_of(ra, ax);
+    id_of(rb, bx);
+    id_of(rd, dx);
+    CHECK(ra && strstr(ra, "\"tenant\":\"alice\""));
+    /* each tenant's "x" on the other replica */
+    char *t = NULL;
+    CHECK_OK(ss_store_get_record_as(b, &alice, "x", &t));
+    CHECK(t && ra && !strcmp(t, ra));
+    free(t);
+    t = NULL;
+    size_t len = 0;
+    CHECK_OK(ss_store_get_blob_as(a, &bob, "x", "m1", got, sizeof got, &len, NULL));
+    CHECK(len == sizeof y && !memcmp(got, y, sizeof y));
+    CHECK_OK(ss_store_get_blob_as(a, &def, "x", "m1", got, sizeof got, &len, NULL));
+    CHECK(!memcmp(got, z, sizeof z));
+    /* bob cannot reach alice's by id: get, blob (also once it is cached on b), merge, delete */
+    CHECK_ERR(ss_store_get_record_as(a, &bob, ax, &t), SS_ERR_NOT_FOUND);
+    CHECK_OK(ss_store_get_blob_as(b, &alice, ax, "m1", got, sizeof got, &len, NULL)); /* cached */
+    CHECK_ERR(ss_store_get_blob_as(b, &bob, ax, "m1", got, sizeof got, &len, NULL),
+              SS_ERR_NOT_FOUND);
+    const char *refs[2] = {"x", ax};
+    double w[2] = {0.5, 0.5};
+    CHECK_ERR(ss_store_merge_f32_as(b, &bob, refs, w, 2, "m1", got, sizeof got, 1, NULL),
+              SS_ERR_NOT_FOUND);
+    CHECK_ERR(ss_store_delete_as(b, &bob, ax), SS_ERR_NOT_FOUND);
+    CHECK_OK(ss_store_get_record_as(a, &alice, ax, &t)); /* still there */
+    free(t);
+    t = NULL;
+    /* listings: own only (with the tag filter too); unscoped: all three */
+    char *page = NULL;
+    CHECK_OK(ss_store_list_as(a, &bob, NULL, NULL, 100, NULL, &page));
+    CHECK(page && strstr(page, bx) && !strstr(page, ax) && !strstr(page, dx));
+    free(page);
+    page = NULL;
+    CHECK_OK(ss_store_list_as(b, &def, "t", "x", 100, NULL, &page));
+    CHECK(page && strstr(page, dx) && !strstr(page, ax) && !strstr(page, bx));
+    free(page);
+    page = NULL;
+    CHECK_OK(ss_store_list(a, NULL, NULL, 100, NULL, &page));
+    CHECK(page && strstr(page, ax) && strstr(page, bx) && strstr(page, dx));
+    free(page);
+    page = NULL;
+    /* share on a (admin only): bob reads and merges it on b, cannot delete it */
+    CHECK_ERR(ss_store_share_as(a, &alice, ax, 1, NULL), SS_ERR_PERM);
+    CHECK_OK(ss_store_share_as(a, &admin, ax, 1, &t));
+    CHECK(t && strstr(t, "\"shared\":true"));
+    free(t);
+    t = NULL;
+    CHECK_OK(ss_store_get_record_as(b, &bob, ax, &t));
+    CHECK(t && strstr(t, "\"shared\":true"));
+    free(t);
+    t = NULL;
+    const float *src[2] = {y, x};
+    test_merge(want, src, w, 2, N);
+    CHECK_OK(ss_store_merge_f32_as(b, &bob, refs, w, 2, "m1", got, sizeof got, 1, NULL));
+    CHECK(!memcmp(got, want, sizeof want));
+    CHECK_OK(ss_store_list_as(b, &bob, NULL, NULL, 100, NULL, &page));
+    CHECK(page && strstr(page, ax) && strstr(page, bx) && !strstr(page, dx));
+    free(page);
+    page = NULL;
+    CHECK_ERR(ss_store_delete_as(b, &bob, ax), SS_ERR_PERM);
+    /* migrate-style copy into a local catalog keeps tenant and shared */
+    {
+        ss_store *loc = NULL;
+        char *r0 = NULL;
+        REQUIRE_OK(ss_store_open(&loc, d3, NULL));
+        CHECK_OK(ss_store_get_blob(a, ax, NULL, got, sizeof got, &len, &r0));
+        CHECK_OK(ss_store_put_copy(loc, r0, got, len));
+        char *r1 = NULL;
+        CHECK_OK(ss_store_get_record_as(loc, &alice, "x", &r1));
+        CHECK(r0 && r1 && !strcmp(r0, r1));
+        free(r0);
+        free(r1);
+        ss_store_close(loc);
+    }
+    /* unshare: gone for bob again, on both replicas */
+    CHECK_OK(ss_store_share_as(b, &admin, ax, 0, NULL));
+    CHECK_ERR(ss_store_get_blob_as(b, &bob, ax, "m1", got, sizeof got, &len, NULL),
+              SS_ERR_NOT_FOUND);
+    CHECK_ERR(ss_store_get_record_as(a, &bob, ax, &t), SS_ERR_NOT_FOUND);
+    /* owners delete their own; the names are free again */
+    CHECK_OK(ss_store_delete_as(b, &alice, "x"));
+    CHECK_OK(ss_store_delete_as(a, &bob, "x"));
+    CHECK_OK(ss_store_delete_as(a, &admin, dx));
+    CHECK_OK(ss_store_put_as(a, &alice, rec, x, sizeof x, NULL, NULL));
+    CHECK_OK(ss_store_delete_as(a, &alice, "x"));
+    free(ra);
+    free(rb);
+    free(rd);
+    ss_store_close(a);
+    ss_store_close(b);
+    test_rm_rf(d1);
+    test_rm_rf(d2);
+    test_rm_rf(d3);
+}
+
 int main(void)
 {
     test_vectors();
@@ -491,6 +619,7 @@ int main(void)
         free(copy);
         test_redirects();
         test_shared();
+        test_tenants_remote();
         test_orphans();
     } else {
         printf("redis: no cluster (SS_REDIS_PORTS unset): client vectors only; "

@@ -1882,6 +1882,115 @@ static void test_keys_churn(const char *dir)
     }
 }
 
+/* Store a state with parents [{id, weight}] given as JSON; its id to id_out (36 bytes). */
+static void put_child(ss_store *s, const char *name, const char *parents_json, char *id_out)
+{
+    char *rec = NULL, *out = NULL;
+    unsigned char blob[64];
+    fill(blob, sizeof blob, 99);
+    if (asprintf(&rec,
+                 "{\"name\": \"%s\", \"model\": \"%s\", \"n_tokens\": 1, \"dtype\": \"f32\", "
+                 "\"parents\": %s}",
+                 name, MODEL, parents_json) < 0)
+        exit(1);
+    REQUIRE_OK(ss_store_put(s, rec, blob, sizeof blob, &out));
+    json_t *j = parse(out);
+    snprintf(id_out, 36, "%s", str_field(j, "id"));
+    json_decref(j);
+    free(out);
+    free(rec);
+}
+
+/* The children of id as one string of ids joined by ' ' (SS_OK expected). */
+static void children_of(ss_store *s, const char *id, char *out, size_t cap)
+{
+    char *ids = NULL;
+    int n = -1;
+    out[0] = '\0';
+    CHECK_OK(ss_store_children(s, id, &ids, &n));
+    for (int i = 0; i < n; i++) {
+        if (i) strncat(out, " ", cap - strlen(out) - 1);
+        strncat(out, ids + (size_t)i * 36, cap - strlen(out) - 1);
+    }
+    free(ids);
+}
+
+/*
+ * The children index: children newest first, a parent listed twice indexed once, deletes
+ * (also of a damaged record) remove their entries; a store from before the index (its database
+ * and mark removed behind the store's back) has none read-only and is indexed at its first
+ * writable open.
+ */
+static void test_children(const char *dir)
+{
+    char p1[36], p2[36], c1[36], c2[36], c3[36], c4[36], parents[256], got[256], want[256];
+    ss_store *s = open_store(dir, 0, 0);
+    REQUIRE_OK(put_state(s, "p1", NULL, 64, 1, p1));
+    REQUIRE_OK(put_state(s, "p2", NULL, 64, 2, p2));
+    snprintf(parents, sizeof parents, "[{\"id\": \"%s\", \"weight\": 0.5}, {\"id\": \"%s\", "
+             "\"weight\": 0.5}]", p1, p2);
+    put_child(s, "c1", parents, c1);
+    snprintf(parents, sizeof parents, "[{\"id\": \"%s\", \"weight\": 1}, {\"id\": \"%s\", "
+             "\"weight\": 2}]", p1, p1);
+    put_child(s, "c2", parents, c2);
+    snprintf(parents, sizeof parents, "[{\"id\": \"%s\", \"weight\": 1}]", c1);
+    put_child(s, "c3", parents, c3);
+    children_of(s, p1, got, sizeof got);
+    snprintf(want, sizeof want, "%s %s", c2, c1);
+    CHECKF(!strcmp(got, want), "children of p1: '%s', want '%s'", got, want);
+    children_of(s, p2, got, sizeof got);
+    CHECKF(!strcmp(got, c1), "children of p2: '%s'", got);
+    children_of(s, c1, got, sizeof got);
+    CHECKF(!strcmp(got, c3), "children of c1: '%s'", got);
+    children_of(s, c3, got, sizeof got);
+    CHECK(got[0] == '\0');
+    children_of(s, "st_00000000000000000000000000000000", got, sizeof got);
+    CHECK(got[0] == '\0');
+    CHECK_OK(ss_store_delete(s, "c1"));
+    children_of(s, p1, got, sizeof got);
+    CHECKF(!strcmp(got, c2), "children of p1 after deleting c1: '%s'", got);
+    children_of(s, p2, got, sizeof got);
+    CHECKF(got[0] == '\0', "children of p2 after deleting c1: '%s'", got);
+    snprintf(parents, sizeof parents, "[{\"id\": \"%s\", \"weight\": 1}]", p2);
+    put_child(s, "c4", parents, c4);
+    ss_store_close(s);
+
+    /* a damaged record is deleted with its entries (found by scanning) */
+    CHECK(damage_record(dir, c2, 8 + 9 + 20) == 0);
+    s = open_store(dir, 0, 0);
+    CHECK_OK(ss_store_delete(s, c2));
+    children_of(s, p1, got, sizeof got);
+    CHECKF(got[0] == '\0', "children of p1 after deleting the damaged c2: '%s'", got);
+    ss_store_close(s);
+
+    /* a store from before the index */
+    raw_db r;
+    int rc = raw_open(&r, dir, "children");
+    if (!rc) rc = mdb_drop(r.txn, r.dbi, 1);
+    if (!rc) rc = mdb_dbi_open(r.txn, "meta", 0, &r.dbi);
+    MDB_val key = {14, "children_index"};
+    if (!rc) rc = mdb_del(r.txn, r.dbi, &key, NULL);
+    CHECK(raw_close(&r, rc, "removing the children index") == 0);
+    ss_store_params ro = ss_store_default_params();
+    ro.read_only = 1;
+    REQUIRE_OK(ss_store_open(&s, dir, &ro));
+    char *ids = NULL;
+    int n = -1;
+    CHECK_ERR(ss_store_children(s, p2, &ids, &n), SS_ERR_UNSUPPORTED);
+    CHECK(strstr(ss_errmsg(), "for writing") != NULL);
+    ss_store_close(s);
+    s = open_store(dir, 0, 0);
+    children_of(s, p2, got, sizeof got);
+    CHECKF(!strcmp(got, c4), "children of p2 after indexing an old store: '%s'", got);
+    children_of(s, p1, got, sizeof got);
+    CHECK(got[0] == '\0');
+    ss_store_close(s);
+    REQUIRE_OK(ss_store_open(&s, dir, &ro));
+    children_of(s, p2, got, sizeof got);
+    CHECKF(!strcmp(got, c4), "read-only, once indexed: '%s'", got);
+    ss_store_close(s);
+}
+
 int main(void)
 {
     static const struct {
@@ -1897,6 +2006,7 @@ int main(void)
         {"disk_full", test_disk_full},   {"view_chunks", test_view_chunks},
         {"truncated", test_truncated},   {"record_sum", test_record_checksum},
         {"keys", test_keys},             {"keys_churn", test_keys_churn},
+        {"children", test_children},
     };
     test_validation();
     test_hash_kernels();

@@ -146,7 +146,7 @@ static void prompt(json_t *body, const char *key)
 static void save(json_t *body)
 {
     api_save s;
-    if (api_save_parse(api, body, &s) != SS_OK) {
+    if (api_save_parse(api, NULL, body, &s) != SS_OK) {
         FUZZ_CHECK(!s.name && !s.tags && !s.metadata, "failed api_save_parse left output");
         return;
     }
@@ -170,7 +170,7 @@ static void start(json_t *body, const char *key, int allow_merge)
     api_start st;
     json_t *sv = json_object_get(body, key), *mv = json_object_get(body, "merge");
     int asked = (sv && !json_is_null(sv)) || (allow_merge && mv && !json_is_null(mv));
-    if (api_start_resolve(api, body, key, allow_merge, &st) != SS_OK) {
+    if (api_start_resolve(api, NULL, body, key, allow_merge, &st) != SS_OK) {
         FUZZ_CHECK(!st.st && !st.parents, "failed api_start_resolve left output");
         return;
     }
@@ -195,7 +195,7 @@ static void merge(json_t *body)
     if (ss_state_new(model, &dst) != SS_OK) return;
     json_t *parents = NULL;
     long long nt = -1;
-    if (api_merge(api, src, norm, dst, &parents, &nt) == SS_OK)
+    if (api_merge(api, NULL, src, norm, dst, &parents, &nt) == SS_OK)
         FUZZ_CHECK(json_array_size(parents) == json_array_size(src) && nt == 3,
                    "%zu parents for %zu sources", json_array_size(parents), json_array_size(src));
     else
@@ -209,12 +209,12 @@ static void merge(json_t *body)
 static void search(json_t *body)
 {
     api_search s;
-    if (api_search_parse(api, body, "", 5, &s) != SS_OK) return;
+    if (api_search_parse(api, NULL, body, "", 5, &s) != SS_OK) return;
     FUZZ_CHECK(s.k >= 1 && s.k <= SS_STORE_SEARCH_MAX, "k %d", s.k);
     const char *ref = json_string_value(json_object_get(json_object_get(body, "query"), "state"));
     ss_state *st = NULL;
     json_t *data = NULL;
-    if (ref && ss_state_new(model, &st) == SS_OK && api_load_state(api, ref, st, NULL) == SS_OK &&
+    if (ref && ss_state_new(model, &st) == SS_OK && api_load_state(api, NULL, ref, st, NULL) == SS_OK &&
         api_search_run(api, &s, ss_state_cdata(st), &data) == SS_OK) {
         size_t i;
         json_t *h;
