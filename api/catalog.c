@@ -94,7 +94,11 @@ void api_h_metrics(void *app, ss_host_req *r)
             x.tenants = tl.rows;
             x.n_tenants = tl.n;
         }
+        ss_err_clear(); /* none with the remote tier */
     }
+    /* the per-tenant lines name every tenant: an admin key sees all, others their own only */
+    const char *own = ss_host_tenant(r);
+    if (ss_host_scope_of(r) != SS_HOST_SCOPE_ADMIN) x.only_tenant = own ? own : "";
     ss_err err = ss_metrics_render(a->p.metrics, &x, &text, &len);
     for (int i = 0; i < tl.n; i++) free((char *)tl.rows[i].name);
     free(tl.rows);

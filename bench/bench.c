@@ -71,6 +71,23 @@ void bench_rss_mb(double *cur, double *peak)
     fclose(f);
 }
 
+int bench_catalog_sizes(const char *root, int quick, const char *phase, bench_catalog_fn fn,
+                        void *user)
+{
+    static const int sizes[] = {10000, 100000};
+    int rc = 0;
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0] && !rc; i++) {
+        int n = quick ? sizes[i] / 10 : sizes[i];
+        char dir[4096 + 64];
+        snprintf(dir, sizeof dir, "%s/%s-%d", root, phase, n);
+        rc = fn(user, dir, n);
+        char cmd[8192 + 256];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        if (system(cmd) != 0) fprintf(stderr, "statesoup-bench: could not remove %s\n", dir);
+    }
+    return rc;
+}
+
 /* ---- machine limits ------------------------------------------------------------------------ */
 
 typedef float v16f __attribute__((vector_size(64)));

@@ -39,6 +39,15 @@ int bench_search(const char *root, int quick, json_t *out);
  */
 int bench_children(const char *root, int quick, json_t *out);
 
+/*
+ * Run fn(user, dir, n) for catalogs of 10,000 and then 100,000 states (quick: a tenth), each in a
+ * fresh folder root/PHASE-N that is removed afterwards; stops at the first nonzero return, which
+ * it returns (the search and children phases).
+ */
+typedef int (*bench_catalog_fn)(void *user, const char *dir, int n);
+int bench_catalog_sizes(const char *root, int quick, const char *phase, bench_catalog_fn fn,
+                        void *user);
+
 /* Resident set size (current and peak) from /proc/self/status, in MB (bench.c). */
 void bench_rss_mb(double *cur, double *peak);
 /* Seconds of the monotonic clock (bench.c). */

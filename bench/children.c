@@ -164,25 +164,25 @@ fail:
     return -1;
 }
 
+typedef struct children_run {
+    int n_q;
+    json_t *arr;
+} children_run;
+
+static int children_one(void *user, const char *dir, int n)
+{
+    children_run *c = user;
+    return bench_one(dir, n, c->n_q, c->arr);
+}
+
 int bench_children(const char *root, int quick, json_t *out)
 {
-    static const int sizes[] = {10000, 100000};
-    int n_q = quick ? 200 : 2000;
-    json_t *arr = json_array();
-    if (!arr) return -1;
+    children_run c = {.n_q = quick ? 200 : 2000, .arr = json_array()};
+    if (!c.arr) return -1;
     printf("\n== children: lineage lookups, %d random states (the store's index and record reads, "
            "no HTTP)\n",
-           n_q);
-    int rc = 0;
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0] && !rc; i++) {
-        int n = quick ? sizes[i] / 10 : sizes[i];
-        char dir[4096 + 64];
-        snprintf(dir, sizeof dir, "%s/children-%d", root, n);
-        rc = bench_one(dir, n, n_q, arr);
-        char cmd[8192 + 256];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-        if (system(cmd) != 0) fprintf(stderr, "statesoup-bench: could not remove %s\n", dir);
-    }
-    json_object_set_new(out, "children", arr);
+           c.n_q);
+    int rc = bench_catalog_sizes(root, quick, "children", children_one, &c);
+    json_object_set_new(out, "children", c.arr);
     return rc;
 }

@@ -125,26 +125,26 @@ fail:
     return -1;
 }
 
+typedef struct search_run {
+    int n_q;
+    json_t *arr;
+} search_run;
+
+static int search_one(void *user, const char *dir, int n)
+{
+    search_run *c = user;
+    double rss, peak;
+    bench_rss_mb(&rss, &peak);
+    return bench_one(dir, n, c->n_q, rss, c->arr);
+}
+
 int bench_search(const char *root, int quick, json_t *out)
 {
-    static const int sizes[] = {10000, 100000};
-    int n_q = quick ? 200 : 2000;
-    json_t *arr = json_array();
-    if (!arr) return -1;
+    search_run c = {.n_q = quick ? 200 : 2000, .arr = json_array()};
+    if (!c.arr) return -1;
     printf("\n== search: %d-dim keys, k = %d, %d random queries (the store's search, no HTTP)\n",
-           SEARCH_DIM, SEARCH_K, n_q);
-    int rc = 0;
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0] && !rc; i++) {
-        int n = quick ? sizes[i] / 10 : sizes[i];
-        char dir[4096 + 64];
-        snprintf(dir, sizeof dir, "%s/search-%d", root, n);
-        double rss, peak;
-        bench_rss_mb(&rss, &peak);
-        rc = bench_one(dir, n, n_q, rss, arr);
-        char cmd[8192 + 256];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-        if (system(cmd) != 0) fprintf(stderr, "statesoup-bench: could not remove %s\n", dir);
-    }
-    json_object_set_new(out, "search", arr);
+           SEARCH_DIM, SEARCH_K, c.n_q);
+    int rc = bench_catalog_sizes(root, quick, "search", search_one, &c);
+    json_object_set_new(out, "search", c.arr);
     return rc;
 }

@@ -292,65 +292,6 @@ static const char share_help[] =
     "example:\n"
     "  statesoup share --api-key $ADMIN_KEY st_0123456789abcdef0123456789abcdef\n";
 
-int cmd_share(int argc, char **argv)
-{
-    enum { OPT_OFF = CLI_OPT_FIRST_LOCAL };
-    static const struct option opts[] = {{"off", no_argument, NULL, OPT_OFF}, CLI_CONN_OPTIONS,
-                                         {NULL, 0, NULL, 0}};
-    cli_common o = {0};
-    int c, off = 0, rc = CLI_FAIL;
-    cli_conn conn = {0};
-    json_t *done = NULL;
-
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        if (cli_common_opt(&o, c, optarg)) continue;
-        if (c == OPT_OFF) {
-            off = 1;
-            continue;
-        }
-        if (c == 'h') {
-            fputs(share_help, stdout);
-            return CLI_OK;
-        }
-        return cli_bad_option("share");
-    }
-    if (optind >= argc) return cli_usage("share", "name the states to share");
-    if (cli_conn_init(&conn, &o)) {
-        rc = cli_usage("share", "%s", ss_errmsg());
-        goto out;
-    }
-    if (!(done = json_array())) goto out;
-    rc = CLI_OK;
-    for (int i = optind; i < argc; i++) {
-        char path[1024];
-        json_t *rec = NULL;
-        ss_err e = cli_state_path(argv[i], path, sizeof path);
-        if (!e && strlen(path) + 7 >= sizeof path) e = ss_fail(SS_ERR_INVALID, "name too long");
-        if (!e) strcat(path, "/share");
-        if (!e) e = cli_http_json(&conn, off ? "DELETE" : "POST", path, NULL, &rec, NULL);
-        if (e) {
-            fprintf(stderr, "statesoup: share: %s: %s\n", argv[i], ss_errmsg());
-            rc = CLI_FAIL;
-            continue;
-        }
-        json_array_append(done, rec);
-        if (!o.json)
-            printf("%s %s\n", off ? "unshared" : "shared",
-                   json_string_value(json_object_get(rec, "id")));
-        json_decref(rec);
-    }
-    if (o.json) {
-        json_t *j = json_pack("{s:O}", "data", done);
-        cli_print_json(j);
-        json_decref(j);
-    }
-out:
-    json_decref(done);
-    cli_conn_free(&conn);
-    return rc;
-}
-
 /* ---- rm -------------------------------------------------------------------------------------- */
 
 static const char rm_help[] =
@@ -363,44 +304,68 @@ static const char rm_help[] =
     "example:\n"
     "  statesoup rm draft-1 st_0123456789abcdef0123456789abcdef\n";
 
-int cmd_rm(int argc, char **argv)
+/*
+ * rm and share: one request per STATE named on the command line; share 0 deletes the state,
+ * 1 shares it (POST .../share), -1 (share --off) stops sharing it (DELETE .../share).
+ */
+static int per_state(int argc, char **argv, const char *cmd, const char *help, int share)
 {
-    static const struct option opts[] = {CLI_CONN_OPTIONS, {NULL, 0, NULL, 0}};
+    enum { OPT_OFF = CLI_OPT_FIRST_LOCAL };
+    static const struct option rm_opts[] = {CLI_CONN_OPTIONS, {NULL, 0, NULL, 0}};
+    static const struct option share_opts[] = {
+        {"off", no_argument, NULL, OPT_OFF}, CLI_CONN_OPTIONS, {NULL, 0, NULL, 0}};
     cli_common o = {0};
     int c, rc = CLI_FAIL;
     cli_conn conn = {0};
     json_t *done = NULL;
 
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "h", share ? share_opts : rm_opts, NULL)) != -1) {
         if (cli_common_opt(&o, c, optarg)) continue;
+        if (c == OPT_OFF) {
+            share = -1;
+            continue;
+        }
         if (c == 'h') {
-            fputs(rm_help, stdout);
+            fputs(help, stdout);
             return CLI_OK;
         }
-        return cli_bad_option("rm");
+        return cli_bad_option(cmd);
     }
-    if (optind >= argc) return cli_usage("rm", "name the states to delete");
+    if (optind >= argc) return cli_usage(cmd, "name the states to %s", share ? "share" : "delete");
     if (cli_conn_init(&conn, &o)) {
-        rc = cli_usage("rm", "%s", ss_errmsg());
+        rc = cli_usage(cmd, "%s", ss_errmsg());
         goto out;
     }
     if (!(done = json_array())) goto out;
     rc = CLI_OK;
     for (int i = optind; i < argc; i++) {
         char path[1024];
+        json_t *rec = NULL;
         ss_err e = cli_state_path(argv[i], path, sizeof path);
-        if (!e) e = cli_http_json(&conn, "DELETE", path, NULL, NULL, NULL);
+        if (!e && share && strlen(path) + 7 >= sizeof path)
+            e = ss_fail(SS_ERR_INVALID, "name too long");
+        if (!e && share) strcat(path, "/share");
+        if (!e)
+            e = cli_http_json(&conn, share > 0 ? "POST" : "DELETE", path, NULL, share ? &rec : NULL,
+                              NULL);
         if (e) {
-            fprintf(stderr, "statesoup: rm: %s: %s\n", argv[i], ss_errmsg());
+            fprintf(stderr, "statesoup: %s: %s: %s\n", cmd, argv[i], ss_errmsg());
             rc = CLI_FAIL;
             continue;
         }
-        json_array_append_new(done, json_string(argv[i]));
-        if (!o.json) printf("deleted %s\n", argv[i]);
+        const char *id = json_string_value(json_object_get(rec, "id"));
+        json_array_append_new(done, share ? json_incref(rec) : json_string(argv[i]));
+        if (!o.json)
+            printf("%s %s\n",
+                   share > 0 ? "shared"
+                   : share   ? "unshared"
+                             : "deleted",
+                   share ? id : argv[i]);
+        json_decref(rec);
     }
     if (o.json) {
-        json_t *j = json_pack("{s:O}", "deleted", done);
+        json_t *j = json_pack("{s:O}", share ? "data" : "deleted", done);
         cli_print_json(j);
         json_decref(j);
     }
@@ -408,6 +373,16 @@ out:
     json_decref(done);
     cli_conn_free(&conn);
     return rc;
+}
+
+int cmd_share(int argc, char **argv)
+{
+    return per_state(argc, argv, "share", share_help, 1);
+}
+
+int cmd_rm(int argc, char **argv)
+{
+    return per_state(argc, argv, "rm", rm_help, 0);
 }
 
 /* ---- merge and save: POST a JSON body, print the new record --------------------------------- */

@@ -31,6 +31,7 @@ url="http://$(echo "$listen" | sed 's/^0\.0\.0\.0:/127.0.0.1:/; s/^\[::\]:/[::1]
             cat >&2 <<HINTS
 
 statesoup is ready at $url  (stop it with Ctrl-C)
+  open:  $url/  in a browser: the operators' console (docs/console.md)
   try:   curl -s $url/v1/models
          ./build-release/cli/statesoup ls --url $url
   then:  the README's tour (README.md, "A tour"), or docs/tutorial.md

@@ -221,22 +221,26 @@ static void sb_printf(sbuf *b, const char *fmt, ...)
  * of them gets 0 for the others. Under m->mu. */
 static void render_tenants(sbuf *b, const ss_metrics *m, const ss_metrics_extra *x)
 {
+    const char *only = x->only_tenant;
     if (!m->n_tenants && !x->n_tenants) return;
     sb_printf(b, "# HELP statesoup_tenant_states States stored per tenant (tenant=\"\": the "
                  "default tenant).\n# TYPE statesoup_tenant_states gauge\n");
     for (int i = 0; i < x->n_tenants; i++)
-        sb_printf(b, "statesoup_tenant_states{tenant=\"%s\"} %llu\n", x->tenants[i].name,
-                  (unsigned long long)x->tenants[i].states);
+        if (!only || !strcmp(only, x->tenants[i].name))
+            sb_printf(b, "statesoup_tenant_states{tenant=\"%s\"} %llu\n", x->tenants[i].name,
+                      (unsigned long long)x->tenants[i].states);
     sb_printf(b, "# HELP statesoup_tenant_state_bytes Bytes of the states stored per tenant.\n"
                  "# TYPE statesoup_tenant_state_bytes gauge\n");
     for (int i = 0; i < x->n_tenants; i++)
-        sb_printf(b, "statesoup_tenant_state_bytes{tenant=\"%s\"} %llu\n", x->tenants[i].name,
-                  (unsigned long long)x->tenants[i].bytes);
+        if (!only || !strcmp(only, x->tenants[i].name))
+            sb_printf(b, "statesoup_tenant_state_bytes{tenant=\"%s\"} %llu\n", x->tenants[i].name,
+                      (unsigned long long)x->tenants[i].bytes);
     sb_printf(b, "# HELP statesoup_tenant_requests_total Finished HTTP requests per tenant of the "
                  "key.\n# TYPE statesoup_tenant_requests_total counter\n");
     for (int i = 0; i < m->n_tenants; i++)
-        sb_printf(b, "statesoup_tenant_requests_total{tenant=\"%s\"} %llu\n", m->tenants[i].name,
-                  (unsigned long long)m->tenants[i].n);
+        if (!only || !strcmp(only, m->tenants[i].name))
+            sb_printf(b, "statesoup_tenant_requests_total{tenant=\"%s\"} %llu\n",
+                      m->tenants[i].name, (unsigned long long)m->tenants[i].n);
 }
 
 /* "# HELP" and "# TYPE" of one metric. */

@@ -72,6 +72,7 @@ typedef struct ss_metrics_extra {
     /* Per tenant (statesoup_tenant_*{tenant="..."}; the default tenant is tenant=""). */
     const ss_metrics_tenant *tenants;
     int n_tenants;
+    const char *only_tenant; /* NULL: every tenant's lines; else only this one's ("" default) */
 } ss_metrics_extra;
 
 /*

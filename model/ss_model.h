@@ -87,7 +87,8 @@ typedef enum ss_weights {
     /*
      * Quantised at load to symmetric int8 with one F32 scale per 32 values of a row (a quarter of
      * F32's bytes, plus 1/8): every projection and the embedding/head. Norms, conv, A, D, biases
-     * and the recurrent states stay F32. Not exact: see docs/performance.md for the cost.
+     * and the recurrent states stay F32. Not exact: see docs/performance.md for the cost. The
+     * 8-bit copies are written onto transparent huge pages (no --huge-pages copy needed).
      */
     SS_WEIGHTS_Q8,
 } ss_weights;

@@ -9,8 +9,16 @@ checks what the page shows against what the API answers, asked here directly:
     the tag and name-prefix filters, cursor paging forward and back, sorting by a column;
   - user strings render as text: metadata holding HTML and a state path holding HTML show the
     literal characters, create no element and open no alert;
+  - the state page: a merge's parents and weights (table and graph), a parent's children, the
+    per-layer norms equal GET .../stats, export, delete with confirmation;
+  - the similarity heatmap's numbers equal POST /v1/states/similarity's (whole and a layer);
+  - the playground's output (streamed and not) and log-probabilities equal POST /v1/generate's
+    with the same settings, its score equals /v1/score's, "save this merge" stores that merge;
+  - the health page's model card and figures equal /v1/models and /metrics;
+  - keyboard: Tab reaches the navigation and the catalog's controls;
   - with --api-keys the page asks for a key, keeps it in sessionStorage only (no cookie, no
-    localStorage, not in the URL) and lists the states with it.
+    localStorage, not in the URL) and lists the states with it; a read key sees no delete or
+    save buttons, and the API refuses its delete (403).
 Screenshots of each page go to BUILD/tests/console-screenshots/ (1280x800 and phone width).
 
 Exit 77 (skipped) when SS_SKIP_BROWSER=1 or chromium / chromedriver are not installed
@@ -167,6 +175,23 @@ class Browser:
     def get(self, url):
         self.cmd("POST", "/url", {"url": url})
 
+    def rendered(self):
+        """The console's count of completed page renders (body[data-rendered])."""
+        return int(self.js("return +(document.body && document.body.dataset.rendered || 0)"))
+
+    def load(self, url):
+        """Open url as a fresh document (about:blank first: a URL that differs only in its
+        fragment would otherwise be a same-document navigation) and wait for its page."""
+        self.get("about:blank")
+        self.get(url)
+        self.wait("return +(document.body.dataset.rendered || 0) >= 1", what="page of " + url)
+
+    def after(self, action, what="the next page"):
+        """Run action (a click that navigates) and wait until the page it leads to is done."""
+        old = self.rendered()
+        action()
+        self.wait("return +(document.body.dataset.rendered || 0) > arguments[0]", old, what=what)
+
     def js(self, script, *args):
         return self.cmd("POST", "/execute/sync", {"script": script, "args": list(args)})
 
@@ -240,7 +265,7 @@ def wait_table(b, what):
 
 
 def goto_catalog(b, base, hashpart):
-    b.get(base + "/" + hashpart)
+    b.load(base + "/" + hashpart)
     return wait_table(b, hashpart)
 
 
@@ -323,16 +348,13 @@ def check_catalog(b, base):
 
     # filters through the form, as a user does
     b.type("#f-tag", "group-a")
-    b.click("#f-apply")
-    b.wait("return location.hash.includes('tag=group-a')", what="tag filter")
+    b.after(lambda: b.click("#f-apply"), "tag filter")
     rows = wait_table(b, "tag filter")
     expect_rows(rows, api_list(base, tag="group-a", limit=50)["data"],
                 "catalog: tag filter equals GET /v1/states?tag=group-a")
     b.type("#f-tag", "")
     b.type("#f-prefix", "beta")
-    b.click("#f-apply")
-    b.wait("return location.hash.includes('prefix=beta') && !location.hash.includes('tag=')",
-           what="prefix filter")
+    b.after(lambda: b.click("#f-apply"), "prefix filter")
     rows = wait_table(b, "prefix filter")
     expect_rows(rows, api_list(base, prefix="beta", limit=50)["data"],
                 "catalog: name prefix filter equals GET /v1/states?prefix=beta")
@@ -343,21 +365,16 @@ def check_catalog(b, base):
     p3 = api_list(base, limit=4, cursor=p2["next_cursor"])
     rows = goto_catalog(b, base, "#/catalog?limit=4")
     expect_rows(rows, p1["data"], "paging: page 1 equals the API's first page of 4")
-    b.click("#next")
-    b.wait("return location.hash.includes('cursor=')", what="page 2")
+    b.after(lambda: b.click("#next"), "page 2")
     rows = wait_table(b, "page 2")
     expect_rows(rows, p2["data"], "paging: Older -> the API's page after next_cursor")
-    b.click("#next")
-    b.wait("return location.hash.includes(arguments[0])", p2["next_cursor"], what="page 3")
+    b.after(lambda: b.click("#next"), "page 3")
     rows = wait_table(b, "page 3")
     expect_rows(rows, p3["data"], "paging: Older again -> page 3")
-    b.click("#prev")
-    b.wait("return location.hash.includes(arguments[0]) && !location.hash.includes(arguments[1])",
-           p1["next_cursor"], p2["next_cursor"], what="back to page 2")
+    b.after(lambda: b.click("#prev"), "back to page 2")
     rows = wait_table(b, "back to page 2")
     expect_rows(rows, p2["data"], "paging: Newer goes back to page 2")
-    b.click("#prev")
-    b.wait("return !location.hash.includes('cursor=')", what="back to page 1")
+    b.after(lambda: b.click("#prev"), "back to page 1")
     rows = wait_table(b, "back to page 1")
     expect_rows(rows, p1["data"], "paging: Newer again goes back to page 1")
     check(b.js("return document.getElementById('prev').disabled") is True,
@@ -365,15 +382,12 @@ def check_catalog(b, base):
 
     # sorting by tokens (then by name descending) orders the page as sorting the API's page does
     goto_catalog(b, base, "#/catalog?limit=50")
-    b.click("th button[data-sort='tokens']")
-    b.wait("return location.hash.includes('sort=tokens')", what="sort")
+    b.after(lambda: b.click("th button[data-sort='tokens']"), "sort")
     rows = wait_table(b, "sorted")
     want = sorted(everything["data"], key=lambda s: s["n_tokens"])  # stable, like Array.sort
     expect_rows(rows, want, "sorting: Tokens ascending equals the API's page sorted by n_tokens")
-    b.click("th button[data-sort='name']")
-    b.wait("return location.hash.includes('sort=name')", what="sort name")
-    b.click("th button[data-sort='name']")
-    b.wait("return location.hash.includes('dir=desc')", what="sort name desc")
+    b.after(lambda: b.click("th button[data-sort='name']"), "sort name")
+    b.after(lambda: b.click("th button[data-sort='name']"), "sort name desc")
     rows = wait_table(b, "sorted desc")
     names = [r["cells"][0] for r in rows]
     check(names == sorted(names, reverse=True) and len(names) == 15,
@@ -388,7 +402,7 @@ def check_xss(b, base):
     st, _, j = http("POST", base + "/v1/states", {"name": XSS, "prompt": "x"})
     check(st == 422, "the API refuses the name %s (422): names are [A-Za-z0-9._:/-]" % XSS)
     st, _, s = http("GET", base + "/v1/states/alpha-00")
-    b.get(base + "/#/state/alpha-00")
+    b.load(base + "/#/state/alpha-00")
     meta = b.wait("const m = document.getElementById('metadata'); return m && m.textContent",
                   what="metadata")
     check(json.loads(meta) == s["metadata"], "state page: the metadata shown equals the record's")
@@ -396,19 +410,204 @@ def check_xss(b, base):
           "state page: HTML in metadata is shown as its literal characters")
     check(b.js("return document.querySelectorAll('main img, main script').length") == 0,
           "state page: the metadata created no element")
-    b.shot("state-1280x800")
+    b.shot("state-xss")
     # the path itself holds HTML: the API's 404 message echoes it, shown as text
-    b.get(base + "/#/state/" + urllib.parse.quote(XSS))
+    b.load(base + "/#/state/" + urllib.parse.quote(XSS))
     err = b.wait("const e = document.querySelector('main .error'); return e && e.textContent",
                  what="error for an HTML name")
     check(XSS in err, "state page: a 404 message holding HTML is shown as text")
-    b.get(base + "/#/" + urllib.parse.quote(XSS))
+    b.load(base + "/#/" + urllib.parse.quote(XSS))
     txt = b.wait("const m = document.querySelector('main p'); return m && m.textContent",
                  what="unknown page")
     check(XSS in txt, "an unknown page holding HTML is named as text")
     check(b.js("return document.querySelectorAll('img, main script').length") == 0,
           "no page created an element from HTML in the data or the URL")
     check(b.alert_text() is None, "no alert was opened")
+
+
+def close(a, b, tol=1e-9):
+    if a is None or b is None:
+        return a is None and b is None
+    return abs(float(a) - float(b)) <= tol * max(1.0, abs(float(b)))
+
+
+def check_state_page(b, base):
+    soup = http("GET", base + "/v1/states/soup-1")[2]
+    a0 = http("GET", base + "/v1/states/alpha-00")[2]
+    b7 = http("GET", base + "/v1/states/beta-07")[2]
+    b.load(base + "/#/state/soup-1")
+    b.wait("return document.querySelector('#stats #norms')", what="state page")
+    parents = b.js("return [...document.querySelectorAll('#parents tbody tr')].map(tr =>"
+                   " [tr.dataset.id, tr.cells[0].textContent, tr.cells[2].textContent])")
+    want = [[p["id"], {a0["id"]: "alpha-00", b7["id"]: "beta-07"}[p["id"]], str(p["weight"])]
+            for p in soup["parents"]]
+    check(parents == want, "lineage: the merge's parents and weights (%s)" % parents)
+    edges = sorted(b.js("return [...document.querySelectorAll('#lineage-graph .edge-weight')]"
+                        ".map(t => t.textContent)"))
+    check(edges == ["0.25", "0.75"], "lineage graph: an edge per parent, labelled with its weight")
+    nodes = b.js("return [...document.querySelectorAll('#lineage-graph .node text:first-of-type')]"
+                 ".map(t => t.textContent)")
+    check({"soup-1", "alpha-00", "beta-07"} <= set(nodes), "lineage graph: the state and its parents")
+    stats = http("GET", base + "/v1/states/soup-1/stats")[2]
+    shown = b.js("return [...document.querySelectorAll('#norms tbody tr')].map(tr =>"
+                 " [...tr.cells].slice(1).map(td => td.dataset.v))")
+    ok = len(shown) == len(stats["layers"]) and all(
+        close(s[0], l["conv_norm"]) and close(s[1], l["ssm_norm"]) and close(s[2], l["norm"])
+        for s, l in zip(shown, stats["layers"]))
+    check(ok, "state page: per-layer norms equal GET /v1/states/soup-1/stats (%d layers)"
+          % len(shown))
+    check(b.js("return document.querySelectorAll('#norms-chart rect').length") >=
+          2 * len(stats["layers"]), "state page: the norms chart has a bar per layer and part")
+    b.shot("state-1280x800")
+    b.size(390, 844)
+    b.load(base + "/#/state/soup-1")
+    b.wait("return document.querySelector('#stats #norms')", what="state page (phone)")
+    b.shot("state-phone")
+    b.size(1280, 800)
+    # a parent's page lists its child with the weight
+    b.load(base + "/#/state/alpha-00")
+    kids = b.wait("const t = document.querySelector('#lineage'); return t && t.querySelector('h3 + *')"
+                  " && [...document.querySelectorAll('#children tbody tr')].map(tr =>"
+                  " [tr.dataset.id, tr.cells[1].textContent, tr.cells[3].textContent])",
+                  what="children table")
+    check(kids == [[soup["id"], "1", "0.25"]], "lineage: alpha-00's children: soup-1, weight 0.25 (%s)" % kids)
+    # export: the file the page fetches is the API's
+    b.js("window.__got = null; const f = window.fetch; window.fetch = (u, o) => f(u, o).then(r => {"
+         " if (String(u).endsWith('/data')) r.clone().arrayBuffer().then(x => { window.__got = x.byteLength; });"
+         " return r; });")
+    b.click("#export")
+    n = b.wait("return window.__got", what="export")
+    st, _, data = http("GET", base + "/v1/states/alpha-00/data", raw=True)
+    check(n == len(data), "export: the page downloads GET .../data (%d bytes)" % n)
+
+
+def check_similarity(b, base):
+    names = ["alpha-00", "beta-07", "soup-1", "alpha-02"]
+    want = http("POST", base + "/v1/states/similarity", {"states": names, "per_layer": True})[2]
+    b.load(base + "/#/similarity?states=" + ",".join(names))
+    cells = b.wait("const c = document.querySelectorAll('#heatmap .cell'); return c.length &&"
+                   " [...c].map(g => [+g.dataset.i, +g.dataset.j, g.dataset.v])", what="heatmap")
+    ok = len(cells) == 16 and all(close(v, want["similarity"][i][j], 1e-12) for i, j, v in cells)
+    check(ok, "similarity: the heatmap's 16 numbers equal POST /v1/states/similarity's")
+    b.shot("similarity-1280x800")
+    b.after(lambda: b.js("const s = document.getElementById('sim-layer'); s.value = '2';"
+                         " s.dispatchEvent(new Event('change'))"), "layer 2")
+    cells = b.wait("const c = document.querySelectorAll('#heatmap .cell'); return c.length &&"
+                   " [...c].map(g => [+g.dataset.i, +g.dataset.j, g.dataset.v])", what="heatmap 2")
+    ok = len(cells) == 16 and all(close(v, want["layers"][2][i][j], 1e-12) for i, j, v in cells)
+    check(ok, "similarity: layer 2's heatmap equals the API's layers[2]")
+    b.size(390, 844)
+    b.load(base + "/#/similarity?states=" + ",".join(names))
+    b.wait("return document.querySelectorAll('#heatmap .cell').length", what="heatmap (phone)")
+    b.shot("similarity-phone")
+    b.size(1280, 800)
+
+
+def run_playground(b, base, stream, mode="generate"):
+    b.load(base + "/#/playground?states=alpha-00,beta-07")
+    b.wait("return document.getElementById('pg-run')", what="playground")
+    b.type("#pg-weight-0", "0.25")
+    b.type("#pg-weight-1", "0.75")
+    b.type("#pg-prompt", "Query:\ncase =")
+    b.type("#pg-max", "12")
+    if not stream:
+        b.click("#pg-stream")
+    if mode == "score":
+        b.js("const s = document.getElementById('pg-mode'); s.value = 'score';"
+             " s.dispatchEvent(new Event('change'))")
+        b.type("#pg-continuation", " word\nfor = next")
+    b.click("#pg-run")
+
+
+def check_playground(b, base):
+    merge = [{"state": "alpha-00", "weight": 0.25}, {"state": "beta-07", "weight": 0.75}]
+    body = {"merge": merge, "prompt": "Query:\ncase =", "max_tokens": 12, "temperature": 0,
+            "seed": 1, "logprobs": 1}
+    want = http("POST", base + "/v1/generate", body)[2]
+    for stream in (True, False):
+        run_playground(b, base, stream)
+        got = b.wait("const f = document.getElementById('pg-finish'); return f && f.textContent &&"
+                     " document.getElementById('logprobs') && {text: document.getElementById('pg-text')"
+                     ".textContent, lps: [...document.querySelectorAll('#logprobs tbody tr')].map(tr =>"
+                     " [tr.cells[2].textContent, tr.cells[3].dataset.v])}", what="generation")
+        lps = [[str(l["token"]), l["logprob"]] for l in want["logprobs"]]
+        check(got["text"] == want["text"],
+              "playground (%s): the text equals POST /v1/generate's: %r" %
+              ("streamed" if stream else "not streamed", got["text"]))
+        check(len(got["lps"]) == len(lps) and all(g[0] == w[0] and close(g[1], w[1], 1e-12)
+                                                  for g, w in zip(got["lps"], lps)),
+              "playground: tokens and log-probabilities equal the API's")
+        if stream:
+            b.shot("playground-1280x800")
+    want = http("POST", base + "/v1/score", {"merge": merge, "context": "Query:\ncase =",
+                                              "continuation": " word\nfor = next"})[2]
+    run_playground(b, base, True, "score")
+    got = b.wait("const t = document.querySelectorAll('#logprobs tbody tr'); return t.length &&"
+                 " [...t].map(tr => tr.cells[3].dataset.v)", what="score")
+    check(len(got) == len(want["token_logprobs"]) and
+          all(close(g, w, 1e-12) for g, w in zip(got, want["token_logprobs"])),
+          "playground: score's per-token log-probabilities equal POST /v1/score's")
+    # save this merge
+    b.type("#pg-save-name", "saved-soup")
+    b.click("#pg-save-btn")
+    b.wait("const s = document.getElementById('pg-saved'); return s && s.textContent", what="save")
+    st, _, rec = http("GET", base + "/v1/states/saved-soup")
+    a0 = http("GET", base + "/v1/states/alpha-00")[2]["id"]
+    b7 = http("GET", base + "/v1/states/beta-07")[2]["id"]
+    check(st == 200 and rec["parents"] == [{"id": a0, "weight": 0.25}, {"id": b7, "weight": 0.75}],
+          "playground: 'save this merge' stored the merge with its parents and weights")
+    b.size(390, 844)
+    run_playground(b, base, True)
+    b.wait("const f = document.getElementById('pg-finish'); return f && f.textContent", what="phone")
+    b.shot("playground-phone")
+    b.size(1280, 800)
+
+
+def check_health(b, base):
+    model = http("GET", base + "/v1/models")[2]["data"][0]
+    b.load(base + "/#/health")
+    card = b.wait("const d = document.querySelectorAll('#model-card dd'); return d.length &&"
+                  " Object.fromEntries([...d].map(e => [e.dataset.field, e.textContent]))",
+                  what="model card")
+    check(all(card.get(k) == str(v) for k, v in model.items() if not isinstance(v, (dict, list))
+              and v is not None and not isinstance(v, bool))
+          and card.get("id") == model["id"], "health: the model card equals GET /v1/models")
+    st, _, text = http("GET", base + "/metrics", raw=True)
+    stored = [l for l in text.decode().split("\n") if l.startswith("statesoup_states_stored ")]
+    shown = b.js("return document.getElementById('h-states').textContent")
+    check(stored and shown == stored[0].split()[1],
+          "health: states stored equals /metrics' statesoup_states_stored (%s)" % shown)
+    check(b.js("return document.getElementById('h-status').textContent") == "ok",
+          "health: the status is /healthz's (ok)")
+    b.shot("health-1280x800")
+    b.size(390, 844)
+    b.load(base + "/#/health")
+    b.wait("return document.getElementById('h-states')", what="health (phone)")
+    b.shot("health-phone")
+    b.size(1280, 800)
+
+
+def check_keyboard(b, base):
+    b.load(base + "/#/catalog")
+    wait_table(b, "catalog for the keyboard")
+    seen = []
+    for _ in range(12):
+        b.cmd("POST", "/actions", {"actions": [{"type": "key", "id": "kb", "actions": [
+            {"type": "keyDown", "value": "\ue004"}, {"type": "keyUp", "value": "\ue004"}]}]})
+        seen.append(b.js("const e = document.activeElement; return e.id || e.textContent.trim()"))
+    check("Catalog" in seen and "Similarity" in seen and "f-prefix" in seen and "f-apply" in seen,
+          "keyboard: Tab reaches the navigation and the filters (%s)" % seen)
+
+
+def check_delete(b, base):
+    b.load(base + "/#/state/beta-13")
+    b.wait("return document.getElementById('delete')", what="delete button")
+    b.click("#delete")
+    check(b.js("return !document.getElementById('delete-confirm').hidden"),
+          "delete asks for confirmation first")
+    check(http("GET", base + "/v1/states/beta-13")[0] == 200, "nothing is deleted before confirming")
+    b.after(lambda: b.click("#delete-yes"), "after delete")
+    check(http("GET", base + "/v1/states/beta-13")[0] == 404, "confirmed: the state is deleted")
 
 
 def check_keys(b, tmp):
@@ -424,12 +623,12 @@ def check_keys(b, tmp):
         check(st == 200, "with --api-keys the page itself needs no key")
         st, _, j = http("GET", d.base + "/v1/states")
         check(st == 401, "with --api-keys the API still needs one (401)")
-        b.get(d.base + "/#/catalog")
+        b.load(d.base + "/#/catalog")
         b.wait("return !document.getElementById('keyform').hidden", what="key form")
         check(True, "with --api-keys the page asks for a key")
         b.shot("key-1280x800")
         b.type("#key", "reader-key-1")
-        b.click("#keyform-form button")
+        b.after(lambda: b.click("#keyform-form button"), "catalog with a key")
         rows = wait_table(b, "catalog with a key")
         auth = {"Authorization": "Bearer reader-key-1"}
         expect_rows(rows, api_list(d.base, headers=auth, limit=50)["data"],
@@ -439,6 +638,19 @@ def check_keys(b, tmp):
         check(where["s"] == "reader-key-1" and where["l"] == 0 and where["c"] == ""
               and "reader-key-1" not in where["u"],
               "the key is in sessionStorage only (no localStorage, no cookie, not in the URL)")
+        b.load(d.base + "/#/state/kept")
+        b.wait("return document.querySelector('#stats #norms')", what="state page, read key")
+        check(b.js("return document.getElementById('delete')") is None
+              and b.js("return document.getElementById('who').textContent") == "read-only key",
+              "a read key sees a read-only state page (no delete button)")
+        b.shot("state-read-key")
+        b.load(d.base + "/#/playground?states=kept")
+        b.wait("return document.getElementById('pg-run')", what="playground, read key")
+        check(b.js("return document.getElementById('pg-save')") is None,
+              "a read key sees no 'save this merge'")
+        st, _, j = http("DELETE", d.base + "/v1/states/kept", headers=auth)
+        check(st == 403 and http("GET", d.base + "/v1/states/kept", headers=auth)[0] == 200,
+              "a read key cannot delete (403), the state stays")
         b.js("sessionStorage.clear()")
     finally:
         d.stop()
@@ -460,6 +672,12 @@ def main():
             b = Browser()
             check_catalog(b, d.base)
             check_xss(b, d.base)
+            check_state_page(b, d.base)
+            check_similarity(b, d.base)
+            check_playground(b, d.base)
+            check_health(b, d.base)
+            check_keyboard(b, d.base)
+            check_delete(b, d.base)
             check_keys(b, tmp)
         finally:
             if b:

@@ -19,8 +19,8 @@
 #include "ss_store.h"
 #include "test_util.h"
 
-#define MODEL "fp_tenant_model"
-#define FLOATS 1024
+#define MODEL   "fp_tenant_model"
+#define FLOATS  1024
 #define KEY_DIM 4
 
 static const ss_store_scope T_A = {.tenant = "alice"};
@@ -90,7 +90,8 @@ static int listed(ss_store *s, const ss_store_scope *sc, const char *tag, const 
     free(page);
     json_t *data = json_object_get(j, "data"), *r;
     size_t i;
-    json_array_foreach (data, i, r) {
+    json_array_foreach(data, i, r)
+    {
         if (id && !strcmp(json_string_value(json_object_get(r, "id")), id)) *has = 1;
     }
     int n = (int)json_array_size(data);
@@ -108,8 +109,8 @@ static void check_like_missing(ss_err err, const char *ref)
         snprintf(want, sizeof want, "no state with id %s", ref);
     else
         snprintf(want, sizeof want, "no state named '%s'", ref);
-    CHECKF(err == SS_ERR_NOT_FOUND && !strcmp(got, want), "%s: %s '%s' (want NOT_FOUND '%s')",
-           ref, ss_err_name(err), got, want);
+    CHECKF(err == SS_ERR_NOT_FOUND && !strcmp(got, want), "%s: %s '%s' (want NOT_FOUND '%s')", ref,
+           ss_err_name(err), got, want);
 }
 
 typedef struct stat_row {
@@ -173,7 +174,8 @@ static void test_isolation(const char *dir)
     /* each reads its own "x"; the caller's tenant/shared fields were replaced by the store's */
     ss_err err;
     json_t *r = get(s, &T_A, "x", NULL);
-    CHECK(r && seed_of(r) == 1 && !strcmp(json_string_value(json_object_get(r, "tenant")), "alice") &&
+    CHECK(r && seed_of(r) == 1 &&
+          !strcmp(json_string_value(json_object_get(r, "tenant")), "alice") &&
           !json_object_get(r, "shared"));
     json_decref(r);
     r = get(s, &T_B, "x", NULL);
@@ -295,7 +297,7 @@ static void test_isolation(const char *dir)
     CHECK(n == 2 && !saw_ax && saw_ay && saw_bx);
     sq.scope = &T_A;
     CHECK_OK(ss_store_search(s, &sq, hits, &n));
-    CHECK(n == 2 && !strcmp(hits[0].id, a_x)); /* alice: x and y */
+    CHECK(n == 2 && !strcmp(hits[0].id, a_x));              /* alice: x and y */
     CHECK_OK(ss_store_share_as(s, &T_ADMIN, a_y, 0, NULL)); /* the index follows an unshare */
     sq.scope = &T_B;
     CHECK_OK(ss_store_search(s, &sq, hits, &n));
@@ -365,7 +367,8 @@ static void write_old_catalog(const char *dir)
           mdb_dbi_open(txn, "meta", MDB_CREATE, &meta) == 0);
     MDB_val k = {6, "format"}, v = {1, "1"};
     CHECK(mdb_put(txn, meta, &k, &v, 0) == 0);
-    const char *ids[2] = {"st_0123456789abcdef0123456789abcdef", "st_fedcba9876543210fedcba9876543210"};
+    const char *ids[2] = {"st_0123456789abcdef0123456789abcdef",
+                          "st_fedcba9876543210fedcba9876543210"};
     const char *nm[2] = {"x", "old"};
     unsigned char be[8];
     uint64_t total = 0;

@@ -215,6 +215,16 @@ static void sse_pump(sse_reader *s, int until_events, int ms)
     }
 }
 
+/* Start a streamed generation (body) and read until `events` token events arrived. */
+static sse_reader open_stream(const srv *d, const char *body, int events)
+{
+    sse_reader s = {.fd = tcp_connect(d->port)};
+    CHECK(send_request(s.fd, "POST", "/v1/generate", NULL, body, strlen(body)) == 0);
+    sse_pump(&s, events, 60000);
+    CHECKF(s.events >= events, "a stream gave %d events, %d wanted", s.events, events);
+    return s;
+}
+
 static void test_shutdown(void)
 {
     char data[512];
@@ -236,10 +246,7 @@ static void test_shutdown(void)
     /* a long stream runs (the only batch slot) ... */
     const char *sbody = "{\"prompt\": [1, 2], \"max_tokens\": 1000000, \"stream\": true, "
                         "\"ignore_eos\": true}";
-    sse_reader s = {.fd = tcp_connect(d.port)};
-    CHECK(send_request(s.fd, "POST", "/v1/generate", NULL, sbody, strlen(sbody)) == 0);
-    sse_pump(&s, 3, 60000);
-    CHECK(s.events >= 3);
+    sse_reader s = open_stream(&d, sbody, 3);
     /* ... and a short request waits in the queue behind it */
     const char *qbody = "{\"prompt\": [3], \"max_tokens\": 4}";
     int q = tcp_connect(d.port);
@@ -499,10 +506,7 @@ static void test_operations(void)
     for (int i = 0; i < 20; i++) {
         const char *sb = "{\"prompt\": [1], \"max_tokens\": 4000, \"stream\": true, "
                          "\"ignore_eos\": true}";
-        sse_reader s = {.fd = tcp_connect(d.port)};
-        CHECK(send_request(s.fd, "POST", "/v1/generate", NULL, sb, strlen(sb)) == 0);
-        sse_pump(&s, 2, 60000);
-        CHECK(s.events >= 2);
+        sse_reader s = open_stream(&d, sb, 2);
         close(s.fd);
         free(s.buf);
     }
