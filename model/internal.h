@@ -55,7 +55,7 @@ typedef struct model_config {
     float mixer_rms_eps;
     int has_mixer_rms;
     /* Mamba-2 */
-    int n_heads, head_dim, n_groups, chunk_size;
+    int n_heads, head_dim, n_groups, chunk_size; /* chunk_size: read, unused (no SSD form) */
     float dt_min, dt_max; /* time_step_limit */
     /* MoE family */
     moe_config moe;
@@ -152,16 +152,6 @@ struct ss_ctx {
     int *grows;      /* [group_size] MoT group member rows */
     int *gmembers;   /* [seq_cap] MoT group member spans */
     float *gw;       /* [group_size] MoT group weights */
-    /* X transposed, [K][16], for the broadcast small-M kernel (9..16 rows) */
-    float *xt;
-    size_t xt_floats;
-    /* widened 16-bit weights for prefill GEMMs: n_threads blocks of wide_floats */
-    float *wide;
-    size_t wide_floats;
-    /* Mamba-2 SSD scratch: n_threads blocks of ssd_floats, for chunks of up to ssd_chunk rows */
-    float *ssd;
-    size_t ssd_floats;
-    int ssd_chunk;
 };
 
 /* model/checkpoint.c */
@@ -171,10 +161,9 @@ ss_err model_load(ss_model *m, const char *dir, const ss_model_params *p);
 void model_unload(ss_model *m);
 
 /* model/dense.c: dense helpers shared by every mixer */
-/* Rows per block of 16-bit weights widened for one GEMM call (ctx_reserve sizes the blocks). */
-#define WIDE_ROWS 64
 /* y[rows, out] = x[rows, in] (row stride ldx) times w[out, in]^T, plus bias when not NULL, into y
- * (row stride ldy); threaded over the model's pool, using c's widening and transpose scratch. */
+ * (row stride ldy); threaded over the model's pool. Each row's result is the same bits whatever
+ * the row count (but q8 weights at one row) and the thread count. */
 void mm_rows(const ss_model *m, ss_ctx *c, const float *x, int rows, int in, int ldx, wmat w,
              const float *bias, int out, float *y, int ldy);
 /* Columns [lo, hi) of the same product on the calling thread, for rows <= 16 (needs no scratch):

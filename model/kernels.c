@@ -62,6 +62,21 @@ static void gen_conv(const conv_args *a)
     }
 }
 
+static void gen_scan2(float *S, int P, int N, float dA, float dt, const float *x, const float *B,
+                      const float *C, float Dh, float *y)
+{
+    for (int p = 0; p < P; p++) {
+        float *Sp = S + (size_t)p * N;
+        const float dx = dt * x[p];
+        float acc = 0;
+        for (int n = 0; n < N; n++) {
+            Sp[n] = dA * Sp[n] + dx * B[n];
+            acc += Sp[n] * C[n];
+        }
+        y[p] = acc + Dh * x[p];
+    }
+}
+
 static void gen_gemm_small(const float *X, int M, int K, int ldx, const float *W, int N, float *Y,
                            int ldy)
 {
@@ -163,6 +178,7 @@ static const kernels generic = {
     .name = "generic",
     .scan1 = gen_scan1,
     .conv = gen_conv,
+    .scan2 = gen_scan2,
     .gemm_small = gen_gemm_small,
     .gemm_small_bf16 = gen_gemm_small_bf16,
     .gemm_small_f16 = gen_gemm_small_f16,

@@ -55,16 +55,23 @@ typedef struct kernels {
     void (*scan1)(const scan1_args *a);
     void (*conv)(const conv_args *a);
     /*
-     * Y[M, N] = X[M, K] W[N, K]^T for small M (1..16): weights streamed once, every row of X
-     * reused from cache. X rows at stride ldx, Y rows at stride ldy.
+     * The Mamba-2 recurrence, one token of one head: for p < P,
+     *   S[p][:] = dA S[p][:] + (dt x[p]) B,  y[p] = S[p] . C + Dh x[p]
+     * S [P, N] row-major (updated), B and C [N], x and y [P]. Every token the same arithmetic,
+     * whatever span it is in.
+     */
+    void (*scan2)(float *S, int P, int N, float dA, float dt, const float *x, const float *B,
+                  const float *C, float Dh, float *y);
+    /*
+     * Y[M, N] = X[M, K] W[N, K]^T: weights streamed once, every row of X reused from cache
+     * (callers pass panels of rows that fit in L2). X rows at stride ldx, Y rows at stride ldy.
+     * Each Y element is one dot product whose summation order depends on K alone (never on M,
+     * N, the position of the row or of the column), so a row gives the same bits however many
+     * rows come with it; in the 8-bit form this holds for every M > 1 (M = 1 sums the blocks in
+     * another order, for decode speed).
      */
     void (*gemm_small)(const float *X, int M, int K, int ldx, const float *W, int N, float *Y,
                        int ldy);
-    /*
-     * The same for 9..16 rows of X given transposed, Xt[k][16] (64-byte aligned, lanes >= M
-     * zero), F32 weights; NULL where the ISA has no such kernel (AVX-512 only).
-     */
-    void (*gemm_bcast)(const float *Xt, int M, int K, const float *W, int N, float *Y, int ldy);
     /* The same with BF16 / F16 weights, widened to F32 as they are loaded. */
     void (*gemm_small_bf16)(const float *X, int M, int K, int ldx, const uint16_t *W, int N,
                             float *Y, int ldy);

@@ -68,6 +68,7 @@ static inline __m256 exp_raw(__m256 x)
 static const kernels k256 = {
     .name = "avx2",
     .scan1 = k256_scan1,
+    .scan2 = k256_scan2,
     .conv = k256_conv,
     .gemm_small = k256_gemm_small,
     .gemm_small_bf16 = k256_gemm_small_bf16,

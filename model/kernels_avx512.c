@@ -66,68 +66,6 @@ static inline __m512 exp_raw(__m512 x)
 #include "kernels_simd.h"
 
 /*
- * Y[M, N] = X W^T for 9..16 rows, "broadcast" form: Xt is X transposed and padded to 16 lanes
- * (Xt[k][m], zeros for m >= M). For each tile of 8 weight rows, 16 accumulators hold Y[0..15][n]
- * for one n each, two per row (even and odd k, summed at the end): every weight element is
- * broadcast once into one FMA, so there are no horizontal sums and X stays in L1 as one vector
- * per k. Eight rows (not 16) keep every row pointer in a register: with 16 rows GCC spilled five
- * of them and reloaded them every k, on the load ports this loop is bound by. Weights F32 only.
- */
-#define BC_ROWS(OP)                                                                                \
-    OP(0);                                                                                         \
-    OP(1);                                                                                         \
-    OP(2);                                                                                         \
-    OP(3);                                                                                         \
-    OP(4);                                                                                         \
-    OP(5);                                                                                         \
-    OP(6);                                                                                         \
-    OP(7)
-#define BC_DECL(n)                                                                                 \
-    __m512 ev##n = _mm512_setzero_ps(), od##n = _mm512_setzero_ps();                              \
-    const float *w##n = W + (size_t)(n)*K
-#define BC_FMA2(n)                                                                                 \
-    ev##n = _mm512_fmadd_ps(_mm512_set1_ps(w##n[k]), x0, ev##n);                                   \
-    od##n = _mm512_fmadd_ps(_mm512_set1_ps(w##n[k + 1]), x1, od##n)
-#define BC_LAST(n) ev##n = _mm512_fmadd_ps(_mm512_set1_ps(w##n[k]), x0, ev##n)
-#define BC_STORE(n)                                                                                \
-    _mm512_mask_i32scatter_ps(Y + (n), lanes, rows, _mm512_add_ps(ev##n, od##n), 4)
-
-static void k512_gemm_bcast(const float *Xt, int M, int K, const float *W0, int N, float *Y0,
-                            int ldy)
-{
-    const __mmask16 lanes = (__mmask16)((1u << M) - 1);
-    const __m512i rows =
-        _mm512_mullo_epi32(_mm512_set1_epi32(ldy),
-                           _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
-    int n0 = 0;
-    for (; n0 + 8 <= N; n0 += 8) {
-        const float *W = W0 + (size_t)n0 * K;
-        float *Y = Y0 + n0;
-        BC_ROWS(BC_DECL);
-        int k = 0;
-        for (; k + 2 <= K; k += 2) {
-            if (k % 16 == 0) /* the next tile's rows, as in the small-M kernel */
-                for (int r = 8; r < 16; r++) __builtin_prefetch(W + (size_t)r * K + k);
-            const __m512 x0 = _mm512_load_ps(Xt + (size_t)k * 16);
-            const __m512 x1 = _mm512_load_ps(Xt + (size_t)k * 16 + 16);
-            BC_ROWS(BC_FMA2);
-        }
-        if (k < K) {
-            const __m512 x0 = _mm512_load_ps(Xt + (size_t)k * 16);
-            BC_ROWS(BC_LAST);
-        }
-        BC_ROWS(BC_STORE);
-    }
-    for (; n0 < N; n0++) { /* tail rows: one at a time */
-        __m512 acc = _mm512_setzero_ps();
-        const float *w = W0 + (size_t)n0 * K;
-        for (int k = 0; k < K; k++)
-            acc = _mm512_fmadd_ps(_mm512_set1_ps(w[k]), _mm512_load_ps(Xt + (size_t)k * 16), acc);
-        _mm512_mask_i32scatter_ps(Y0 + n0, lanes, rows, acc, 4);
-    }
-}
-
-/*
  * One token of a K = 4 conv (decode), 16 channels at a time, on the windows and weights in their
  * stored [C][4] layout: four vectors of 4 channels x 4 taps each. The window shift is one
  * two-source permute per vector (taps 1..3 move down, the new input comes in as tap 3), and the
@@ -182,9 +120,9 @@ static void k512_conv_any(const conv_args *a)
 static const kernels k512 = {
     .name = "avx512",
     .scan1 = k512_scan1,
+    .scan2 = k512_scan2,
     .conv = k512_conv_any,
     .gemm_small = k512_gemm_small,
-    .gemm_bcast = k512_gemm_bcast,
     .gemm_small_bf16 = k512_gemm_small_bf16,
     .gemm_small_f16 = k512_gemm_small_f16,
     .gemm_small_q8 = k512_gemm_small_q8,

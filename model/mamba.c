@@ -90,12 +90,6 @@ static void ctx_release(ss_ctx *c)
     free(c->counts);
     free(c->grows);
     free(c->gw);
-    free(c->ssd);
-    c->ssd = NULL;
-    free(c->wide);
-    c->wide = NULL;
-    free(c->xt);
-    c->xt = NULL;
     c->route_idx = c->perm = c->counts = c->grows = NULL;
     c->gw = NULL;
     c->rows = 0;
@@ -155,25 +149,6 @@ static ss_err ctx_reserve(ss_ctx *c, int rows)
         c->gw = alloc_f(g);
         ok = c->router && c->eh && c->ein && c->eout && c->route_w && c->route_idx && c->perm &&
              c->counts && c->grows && c->gw;
-    }
-    /* the widest K a weight matrix has: d, Di, de (router/up: d; out/down: Di, de) */
-    size_t kmax = d > Di ? d : Di;
-    if ((size_t)cf->moe.expert_width > kmax) kmax = (size_t)cf->moe.expert_width;
-    if (ok) {
-        c->xt_floats = 16 * kmax;
-        c->xt = alloc_f(c->xt_floats);
-        ok = c->xt != NULL;
-    }
-    if (ok && (strcmp(m->info.dtype, "F32") != 0 || strcmp(m->info.weights, "q8") == 0)) {
-        c->wide_floats = (size_t)WIDE_ROWS * kmax;
-        c->wide = alloc_f(c->wide_floats * (size_t)m->n_threads);
-        ok = c->wide != NULL;
-    }
-    if (ok && m->info.arch == SS_ARCH_MAMBA2) {
-        c->ssd_chunk = cf->chunk_size < rows ? cf->chunk_size : rows;
-        c->ssd_floats = (ssd_scratch_floats(cf, c->ssd_chunk) + 15) & ~(size_t)15;
-        c->ssd = alloc_f(c->ssd_floats * (size_t)m->n_threads);
-        ok = c->ssd != NULL;
     }
     if (!ok) {
         ctx_release(c);
@@ -444,7 +419,7 @@ static ss_err run_round(ss_model *m, ss_ctx *c, ss_seq *seqs, const span *sp, in
     }
     /* Final norm of every row (needed for logits_all), final_hidden of each span's last row. */
     norm_rows(cf, m->norm_f_w, m->norm_f_b, c->h, c->xn, T, d);
-    int n_last = 0;
+    int n_last = 0, one = -1; /* one: the span of the only last row, when there is one */
     for (int q = 0; q < n_sp; q++) {
         ss_seq *s = &seqs[sp[q].seq];
         const float *last = c->xn + (size_t)(sp[q].row + sp[q].n - 1) * d;
@@ -457,9 +432,14 @@ static ss_err run_round(ss_model *m, ss_ctx *c, ss_seq *seqs, const span *sp, in
                     s->logits + (size_t)sp[q].pos * V, V);
         } else if (sp[q].pos + sp[q].n == s->n_tokens) {
             n_last++;
+            one = q;
         }
     }
-    if (n_last) {
+    if (n_last == 1) {
+        /* batch-1 decode: straight into the caller's logits (no 200 KB copy per token) */
+        mm_rows(m, c, c->xn + (size_t)(sp[one].row + sp[one].n - 1) * d, 1, d, d, m->lm_head,
+                NULL, V, seqs[sp[one].seq].logits, V);
+    } else if (n_last) {
         /* Gather the last rows, one GEMM, scatter. out is free scratch here. */
         if ((err = ctx_reserve_logits(c, n_last))) return err;
         int k = 0;

@@ -39,8 +39,6 @@ void conv_rows(const ss_model *m, const layer *ly, const span *sp, int n_sp, con
 
 /* Mamba-2 mixer: reads c->xn [T, d], writes c->out [T, d], advances the states. */
 void mamba2_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp, int T);
-/* Floats of per-thread scratch the SSD form needs for chunks of q tokens. */
-size_t ssd_scratch_floats(const model_config *cf, int q);
 /* MoE layer (token choice or mixture of tokens): reads c->xn, writes c->out. SS_OK always
  * today (the scratch is reserved before); ss_err so an expert kernel may fail later. */
 ss_err moe_block(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp, int T);

@@ -1368,7 +1368,17 @@ static void test_tenants_http(void)
     CHECK(keyed(&d, "kb", "GET", path, NULL, NULL) == 404);
     snprintf(path, sizeof path, "/v1/states/%s", ax);
     CHECK(keyed(&d, "kb", "DELETE", path, NULL, NULL) == 404);
-    bob_requests += 7;
+    /* the console's endpoints too: lineage, statistics, similarity */
+    snprintf(path, sizeof path, "/v1/states/%s/children", ax);
+    CHECK(keyed(&d, "kb", "GET", path, NULL, NULL) == 404);
+    snprintf(path, sizeof path, "/v1/states/%s/stats", ax);
+    CHECK(keyed(&d, "kb", "GET", path, NULL, NULL) == 404);
+    snprintf(body, sizeof body, "{\"states\": [\"x\", \"%s\"]}", ax);
+    CHECK(keyed(&d, "kb", "POST", "/v1/states/similarity", body, NULL) == 404);
+    CHECK(keyed(&d, "kb", "GET", "/v1/whoami", NULL, &j) == 200 &&
+          !strcmp(json_string_value(json_object_get(j, "tenant")), "bob"));
+    json_decref(j);
+    bob_requests += 11;
     CHECK(keyed(&d, "kb", "GET", "/v1/states", NULL, &j) == 200);
     bob_requests++;
     json_t *data_arr = json_object_get(j, "data");
@@ -1422,6 +1432,15 @@ static void test_tenants_http(void)
     CHECK(keyed(&d, "kb", "DELETE", path, NULL, &j) == 403);
     json_decref(j);
     bob_requests += 3;
+    /* alice's lineage of x does not show bob's merge of it (his, not shared) */
+    snprintf(path, sizeof path, "/v1/states/%s/children", ax);
+    CHECK(keyed(&d, "ka", "GET", path, NULL, &j) == 200 &&
+          json_array_size(json_object_get(j, "data")) == 0);
+    json_decref(j);
+    CHECK(keyed(&d, "kb", "GET", path, NULL, &j) == 200 &&
+          json_array_size(json_object_get(j, "data")) == 1);
+    json_decref(j);
+    bob_requests++;
     snprintf(path, sizeof path, "/v1/states/%s/share", ax);
     CHECK(keyed(&d, "kadm", "DELETE", path, NULL, &j) == 200 &&
           !json_object_get(j, "shared"));

@@ -1,13 +1,14 @@
 /*
  * test_kernels.c - every SIMD kernel set this CPU can run (AVX2, AVX-512) against the portable
  * reference kernels and a double-precision computation, on shapes around every vector and
- * register-block boundary: small-M GEMMs (F32, BF16, F16 and 8-bit weights; 1..16 rows; N and K
- * tails, K % 32 tails of the 8-bit blocks),
- * the broadcast GEMM, the scan, the conv, the merge sum, logsumexp, argmax, widening, and the
- * 8-bit quantiser against its definition.
+ * register-block boundary: GEMMs (F32, BF16, F16 and 8-bit weights; 1..16 rows; N and K
+ * tails, K % 32 tails of the 8-bit blocks), the scan, the conv, the merge sum, logsumexp, argmax,
+ * widening, and the 8-bit quantiser against its definition. Then the batch invariance that exact
+ * prefix reuse rests on: a GEMM row, and a scanned token, give the same bits whatever number of
+ * rows or tokens share the call, wherever it starts.
  *
  * The golden tests (test_model) run the whole forward pass with the kernels the CPU picks; this
- * one makes sure the others agree too, including shapes the fixtures never reach (9..16 rows).
+ * one makes sure the others agree too, including shapes the fixtures never reach.
  */
 #include <math.h>
 #include <stdint.h>
@@ -75,14 +76,14 @@ static void gemm_ref(const float *X, int M, int K, int ldx, const float *Wf, int
         }
 }
 
-static int check_gemm(const kernels *kn, int wt, int bcast, int M, int N, int K)
+static int check_gemm(const kernels *kn, int wt, int M, int N, int K)
 {
     const int ldx = K + 3, ldy = N + 5;
     float *X = malloc(sizeof(float) * (size_t)M * ldx), *Wf = malloc(sizeof(float) * (size_t)N * K);
     uint16_t *W16 = malloc(sizeof(uint16_t) * (size_t)N * K);
     int8_t *W8 = malloc((size_t)N * K);
     float *S8 = malloc(sizeof(float) * (size_t)N * q8_blocks(K));
-    float *Y = malloc(sizeof(float) * (size_t)M * ldy), *Xt = NULL;
+    float *Y = malloc(sizeof(float) * (size_t)M * ldy);
     double *ref = malloc(sizeof(double) * (size_t)M * N), *mag = malloc(sizeof(double) * M * N);
     fill(X, (size_t)M * ldx, -1, 1);
     fill(Wf, (size_t)N * K, -2, 2);
@@ -100,13 +101,7 @@ static int check_gemm(const kernels *kn, int wt, int bcast, int M, int N, int K)
     }
     for (size_t i = 0; i < (size_t)M * ldy; i++) Y[i] = NAN; /* catch unwritten outputs */
     gemm_ref(X, M, K, ldx, Wf, N, ref, mag);
-    if (bcast) {
-        Xt = aligned_alloc(64, sizeof(float) * 16 * (size_t)K);
-        for (int k = 0; k < K; k++)
-            for (int m = 0; m < 16; m++)
-                Xt[(size_t)k * 16 + m] = m < M ? X[(size_t)m * ldx + k] : 0;
-        kn->gemm_bcast(Xt, M, K, Wf, N, Y, ldy);
-    } else if (wt == WF32) {
+    if (wt == WF32) {
         kn->gemm_small(X, M, K, ldx, Wf, N, Y, ldy);
     } else if (wt == WQ8) {
         kn->gemm_small_q8(X, M, K, ldx, W8, S8, N, Y, ldy);
@@ -119,8 +114,8 @@ static int check_gemm(const kernels *kn, int wt, int bcast, int M, int N, int K)
             double want = ref[(size_t)m * N + n], got = Y[(size_t)m * ldy + n];
             if (!close_to(got, want, mag[(size_t)m * N + n], 2e-6)) {
                 static const char *const wname[] = {"", " bf16", " f16", " q8"};
-                printf("  %s %s%s M=%d N=%d K=%d: Y[%d][%d] = %.9g, want %.9g\n", kn->name,
-                       bcast ? "bcast" : "gemm_small", wname[wt], M, N, K, m, n, got, want);
+                printf("  %s gemm_small%s M=%d N=%d K=%d: Y[%d][%d] = %.9g, want %.9g\n",
+                       kn->name, wname[wt], M, N, K, m, n, got, want);
                 ok = 0;
             }
         }
@@ -130,7 +125,6 @@ static int check_gemm(const kernels *kn, int wt, int bcast, int M, int N, int K)
     free(W8);
     free(S8);
     free(Y);
-    free(Xt);
     free(ref);
     free(mag);
     return ok;
@@ -144,8 +138,7 @@ static void test_gemms(const kernels *kn)
     for (int M = 1; M <= 16; M++)
         for (size_t a = 0; a < sizeof Ns / sizeof Ns[0]; a++)
             for (size_t b = 0; b < sizeof Ks / sizeof Ks[0]; b++) {
-                for (int wt = WF32; wt <= WQ8; wt++) ok &= check_gemm(kn, wt, 0, M, Ns[a], Ks[b]);
-                if (kn->gemm_bcast) ok &= check_gemm(kn, WF32, 1, M, Ns[a], Ks[b]);
+                for (int wt = WF32; wt <= WQ8; wt++) ok &= check_gemm(kn, wt, M, Ns[a], Ks[b]);
             }
     CHECKF(ok, "%s: GEMM kernels", kn->name);
 }
@@ -196,6 +189,153 @@ static void test_scan_conv(const kernels *kn, const kernels *ref)
         ok &= memcmp(win0, win1, sizeof win0) == 0; /* the window is data, moved exactly */
         CHECKF(ok, "%s: conv, T=%d", kn->name, T);
     }
+}
+
+/* One GEMM call of kn on rows [r0, r0 + M) and columns [lo, hi) of X W^T into Y (stride ldy). */
+static void gemm_part(const kernels *kn, int wt, const float *X, int ldx, int r0, int M, int K,
+                      const float *Wf, const uint16_t *W16, const int8_t *W8, const float *S8,
+                      int lo, int hi, float *Y, int ldy)
+{
+    const float *x = X + (size_t)r0 * ldx;
+    float *y = Y + (size_t)r0 * ldy + lo;
+    const int n = hi - lo, nb = q8_blocks(K);
+    if (wt == WF32)
+        kn->gemm_small(x, M, K, ldx, Wf + (size_t)lo * K, n, y, ldy);
+    else if (wt == WQ8)
+        kn->gemm_small_q8(x, M, K, ldx, W8 + (size_t)lo * K, S8 + (size_t)lo * nb, n, y, ldy);
+    else
+        (wt == WBF16 ? kn->gemm_small_bf16 : kn->gemm_small_f16)(x, M, K, ldx,
+                                                                 W16 + (size_t)lo * K, n, y, ldy);
+}
+
+/*
+ * Batch invariance of the GEMMs: every row of a 70-row product (more than one panel of
+ * dense.c's 64) computed again in calls of 1..17 and 33 rows starting anywhere, on any column
+ * range, has the same bits. 8-bit weights from 2 rows on (one row sums its blocks in another
+ * order, kernels.h).
+ */
+static void test_gemm_invariance(const kernels *kn)
+{
+    enum { MT = 70 };
+    static const int Ks[] = {17, 48, 100, 768};
+    static const int Ns[] = {5, 37, 64};
+    static const int Ms[] = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 33};
+    int ok = 1;
+    for (size_t a = 0; a < sizeof Ks / sizeof Ks[0]; a++)
+        for (size_t b = 0; b < sizeof Ns / sizeof Ns[0]; b++) {
+            const int K = Ks[a], N = Ns[b], ldx = K + 1, ldy = N + 3, nb = q8_blocks(K);
+            float *X = malloc(sizeof(float) * MT * ldx), *Wf = malloc(sizeof(float) * N * K);
+            uint16_t *W16 = malloc(sizeof(uint16_t) * N * K);
+            int8_t *W8 = malloc((size_t)N * K);
+            float *S8 = malloc(sizeof(float) * N * nb);
+            float *Y = malloc(sizeof(float) * MT * ldy), *Z = malloc(sizeof(float) * MT * ldy);
+            fill(X, (size_t)MT * ldx, -1, 1);
+            fill(Wf, (size_t)N * K, -2, 2);
+            for (int i = 0; i < N * K; i++) W16[i] = to_bf16(Wf[i]);
+            for (int n = 0; n < N; n++)
+                q8_quantize_row(Wf + (size_t)n * K, K, W8 + (size_t)n * K, S8 + (size_t)n * nb);
+            for (int wt = WF32; wt <= WQ8; wt++) {
+                gemm_part(kn, wt, X, ldx, 0, MT, K, Wf, W16, W8, S8, 0, N, Y, ldy);
+                for (size_t c = 0; c < sizeof Ms / sizeof Ms[0]; c++) {
+                    const int M = Ms[c];
+                    if (wt == WQ8 && M == 1) continue;
+                    const int starts[] = {0, 1, 5, 9, 16, 17, MT - M};
+                    for (int si = 0; si < 7; si++) {
+                        const int r0 = starts[si], lo = si % 3 == 1 ? 3 : 0;
+                        const int hi = si % 3 == 2 ? N - 1 : N;
+                        memcpy(Z, Y, sizeof(float) * MT * ldy);
+                        gemm_part(kn, wt, X, ldx, r0, M, K, Wf, W16, W8, S8, lo, hi, Z, ldy);
+                        if (memcmp(Z, Y, sizeof(float) * MT * ldy) != 0) {
+                            printf("  %s wt=%d K=%d N=%d: rows [%d, %d) cols [%d, %d) differ\n",
+                                   kn->name, wt, K, N, r0, r0 + M, lo, hi);
+                            ok = 0;
+                        }
+                    }
+                }
+            }
+            free(X);
+            free(Wf);
+            free(W16);
+            free(W8);
+            free(S8);
+            free(Y);
+            free(Z);
+        }
+    CHECKF(ok, "%s: GEMM rows invariant to the row count", kn->name);
+}
+
+/*
+ * Batch invariance of the scan and the conv: T tokens in one call, and the same tokens split in
+ * two calls at every point (one-token calls take the decode kernel), give the same outputs,
+ * states, windows and decay sums, bit for bit.
+ */
+static void test_scan_invariance(const kernels *kn)
+{
+    enum { C = 48, N = 16, KC = 4, T = 19 };
+    static float dt[T * C], x[T * C], z[T * C], BC[T * 2 * N], A[C * N], A16[C * N], D[C];
+    static float s0[C * N], s1[C * N], y0[T * C], y1[T * C], ds0[C], ds1[C], init[C * N];
+    static float w[C * KC], w16[C * KC], bias[C], win0[C * KC], win1[C * KC], wini[C * KC];
+    static float out0[T * C], out1[T * C];
+    fill(dt, T * C, -3, 1);
+    fill(x, T * C, -1, 1);
+    fill(z, T * C, -2, 2);
+    fill(BC, T * 2 * N, -1, 1);
+    for (int i = 0; i < C * N; i++) A[i] = -expf(urand(0, 2.8f));
+    kernels_block16(A, C, N, A16);
+    fill(D, C, -1, 1);
+    fill(init, C * N, -1, 1);
+    fill(w, C * KC, -1, 1);
+    kernels_block16(w, C, KC, w16);
+    fill(bias, C, -0.5f, 0.5f);
+    fill(wini, C * KC, -1, 1);
+    int ok = 1;
+    /* whole: one call of T tokens */
+    memcpy(s0, init, sizeof s0);
+    memset(ds0, 0, sizeof ds0);
+    scan1_args a = {.T = T, .c0 = 0, .c1 = C, .N = N, .dt = dt, .ldd = C, .x = x, .ldx = C,
+                    .z = z, .ldz = C, .B = BC, .C = BC + N, .ldbc = 2 * N, .A = A, .A16 = A16,
+                    .D = D, .s = s0, .y = y0, .ldy = C, .dsum = ds0};
+    kn->scan1(&a);
+    memcpy(win0, wini, sizeof win0);
+    conv_args cv = {.T = T, .c0 = 0, .c1 = C, .K = KC, .in = x, .ld_in = C, .w = w, .w16 = w16,
+                    .bias = bias, .win = win0, .out = out0, .ld_out = C};
+    kn->conv(&cv);
+    for (int p = 1; p < T; p++) {
+        memcpy(s1, init, sizeof s1);
+        memset(ds1, 0, sizeof ds1);
+        memcpy(win1, wini, sizeof win1);
+        const int from[2] = {0, p}, n[2] = {p, T - p};
+        for (int h = 0; h < 2; h++) {
+            const size_t r = (size_t)from[h];
+            scan1_args b = a;
+            b.T = n[h];
+            b.dt = dt + r * C;
+            b.x = x + r * C;
+            b.z = z + r * C;
+            b.B = BC + r * 2 * N;
+            b.C = BC + r * 2 * N + N;
+            b.s = s1;
+            b.y = y1 + r * C;
+            b.dsum = ds1;
+            kn->scan1(&b);
+            conv_args c = cv;
+            c.T = n[h];
+            c.in = x + r * C;
+            c.win = win1;
+            c.out = out1 + r * C;
+            kn->conv(&c);
+        }
+        const int same = !memcmp(y0, y1, sizeof y0) && !memcmp(s0, s1, sizeof s0) &&
+                         !memcmp(ds0, ds1, sizeof ds0) && !memcmp(out0, out1, sizeof out0) &&
+                         !memcmp(win0, win1, sizeof win0);
+        if (!same)
+            printf("  %s: scan/conv split at %d of %d differs (y %d s %d dsum %d conv %d %d)\n",
+                   kn->name, p, T, !!memcmp(y0, y1, sizeof y0), !!memcmp(s0, s1, sizeof s0),
+                   !!memcmp(ds0, ds1, sizeof ds0), !!memcmp(out0, out1, sizeof out0),
+                   !!memcmp(win0, win1, sizeof win0));
+        ok &= same;
+    }
+    CHECKF(ok, "%s: scan and conv invariant to the split of a span", kn->name);
 }
 
 static void test_small_kernels(const kernels *kn)
@@ -294,6 +434,8 @@ int main(void)
         }
         int before = test_failures;
         test_gemms(sets[i]);
+        test_gemm_invariance(sets[i]);
+        test_scan_invariance(sets[i]);
         if (i > 0) test_scan_conv(sets[i], ref);
         test_small_kernels(sets[i]);
         printf("%-8s %s\n", names[i], test_failures == before ? "ok" : "FAILED");
