@@ -155,12 +155,80 @@ static ss_err http_error(long status, const char *body, size_t len)
     return err;
 }
 
+/* Append one header line (curl copies it); nonzero when out of memory, the list left as it was. */
+static int add_header(struct curl_slist **hdr, const char *line)
+{
+    struct curl_slist *n = curl_slist_append(*hdr, line);
+    if (!n) return 1;
+    *hdr = n;
+    return 0;
+}
+
+/* The request's headers (free with curl_slist_free_all): "Expect:" off, its Content-Type, the
+ * Bearer key. NULL after ss_fail when out of memory. */
+static struct curl_slist *request_headers(const cli_conn *c, const cli_req *rq)
+{
+    struct curl_slist *hdr = NULL;
+    char ctype[256], *auth = NULL;
+    /* "Expect:" off: no 100-continue round trip before an import's body */
+    int bad = add_header(&hdr, "Expect:");
+    if (!bad && rq->content_type) {
+        snprintf(ctype, sizeof ctype, "Content-Type: %s", rq->content_type);
+        bad = add_header(&hdr, ctype);
+    }
+    if (!bad && c->api_key) {
+        size_t n = strlen(c->api_key) + 32;
+        bad = !(auth = malloc(n));
+        if (!bad) {
+            snprintf(auth, n, "Authorization: Bearer %s", c->api_key);
+            bad = add_header(&hdr, auth);
+        }
+    }
+    free(auth);
+    if (!bad) return hdr;
+    curl_slist_free_all(hdr);
+    ss_fail(SS_ERR_NOMEM, "out of memory");
+    return NULL;
+}
+
+/* Set the method (POST with the body, GET, or any other by name) on the handle. */
+static void set_method(CURL *curl, const cli_req *rq)
+{
+    if (!strcmp(rq->method, "POST")) {
+        curl_easy_setopt(curl, CURLOPT_POST, 1L);
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDS, rq->body ? rq->body : "");
+        curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)rq->body_len);
+    } else if (!strcmp(rq->method, "GET")) {
+        curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+    } else {
+        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, rq->method);
+    }
+}
+
+/* The ss_err of a transfer that curl gave up on (cc), with a message for the user: the sink's
+ * own reason, a reply too large, nothing answering at the URL, or curl's words (errbuf). */
+static ss_err transfer_error(const cli_conn *c, const cli_req *rq, const xfer *x, CURLcode cc,
+                             const char *errbuf)
+{
+    if (x->sink_aborted) return SS_ERR_CANCELLED; /* the sink recorded its reason */
+    if (x->too_large) {
+        return ss_fail(SS_ERR_TOO_LARGE, "%s %s: the reply is too large to hold in memory",
+                       rq->method, rq->path);
+    }
+    if (cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST ||
+        cc == CURLE_OPERATION_TIMEDOUT) {
+        return ss_fail(SS_ERR_IO, "cannot connect to %s (%s): is statesoupd running at %s?",
+                       c->base, curl_easy_strerror(cc), c->base);
+    }
+    return ss_fail(SS_ERR_IO, "%s %s%s: %s", rq->method, c->base, rq->path,
+                   *errbuf ? errbuf : curl_easy_strerror(cc));
+}
+
 ss_err cli_http(const cli_conn *c, const cli_req *rq, cli_resp *resp)
 {
     ss_err err = SS_OK;
     struct curl_slist *hdr = NULL;
-    char *url = NULL, *auth = NULL;
-    char ctype[256], errbuf[CURL_ERROR_SIZE] = "";
+    char *url = NULL, errbuf[CURL_ERROR_SIZE] = "";
     xfer x = {.rq = rq, .limit = MAX_BODY};
 
     if (resp) *resp = (cli_resp){0};
@@ -172,25 +240,8 @@ ss_err cli_http(const cli_conn *c, const cli_req *rq, cli_resp *resp)
     }
     strcpy(url, c->base);
     strcat(url, rq->path);
-
-    /* "Expect:" off: no 100-continue round trip before an import's body */
-    hdr = curl_slist_append(hdr, "Expect:");
-    if (rq->content_type) {
-        snprintf(ctype, sizeof ctype, "Content-Type: %s", rq->content_type);
-        hdr = curl_slist_append(hdr, ctype);
-    }
-    if (c->api_key) {
-        size_t n = strlen(c->api_key) + 32;
-        auth = malloc(n);
-        if (!auth) {
-            err = ss_fail(SS_ERR_NOMEM, "out of memory");
-            goto out;
-        }
-        snprintf(auth, n, "Authorization: Bearer %s", c->api_key);
-        hdr = curl_slist_append(hdr, auth);
-    }
-    if (!hdr) {
-        err = ss_fail(SS_ERR_NOMEM, "out of memory");
+    if (!(hdr = request_headers(c, rq))) {
+        err = SS_ERR_NOMEM;
         goto out;
     }
 
@@ -202,35 +253,15 @@ ss_err cli_http(const cli_conn *c, const cli_req *rq, cli_resp *resp)
     curl_easy_setopt(x.curl, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(x.curl, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(x.curl, CURLOPT_WRITEDATA, &x);
-    if (!strcmp(rq->method, "POST")) {
-        curl_easy_setopt(x.curl, CURLOPT_POST, 1L);
-        curl_easy_setopt(x.curl, CURLOPT_POSTFIELDS, rq->body ? rq->body : "");
-        curl_easy_setopt(x.curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)rq->body_len);
-    } else if (!strcmp(rq->method, "GET")) {
-        curl_easy_setopt(x.curl, CURLOPT_HTTPGET, 1L);
-    } else {
-        curl_easy_setopt(x.curl, CURLOPT_CUSTOMREQUEST, rq->method);
-    }
+    set_method(x.curl, rq);
 
     CURLcode cc = curl_easy_perform(x.curl);
     if (x.status == 0) curl_easy_getinfo(x.curl, CURLINFO_RESPONSE_CODE, &x.status);
     if (cc != CURLE_OK) {
-        if (x.sink_aborted) {
-            err = SS_ERR_CANCELLED; /* the sink recorded its reason */
-        } else if (x.too_large) {
-            err = ss_fail(SS_ERR_TOO_LARGE, "%s %s: the reply is too large to hold in memory",
-                          rq->method, rq->path);
-        } else if (cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST ||
-                   cc == CURLE_OPERATION_TIMEDOUT) {
-            err = ss_fail(SS_ERR_IO, "cannot connect to %s (%s): is statesoupd running at %s?",
-                          c->base, curl_easy_strerror(cc), c->base);
-        } else {
-            err = ss_fail(SS_ERR_IO, "%s %s%s: %s", rq->method, c->base, rq->path,
-                          *errbuf ? errbuf : curl_easy_strerror(cc));
-        }
-        goto out;
+        err = transfer_error(c, rq, &x, cc, errbuf);
+    } else if (x.status < 200 || x.status >= 300) {
+        err = http_error(x.status, x.buf, x.len);
     }
-    if (x.status < 200 || x.status >= 300) err = http_error(x.status, x.buf, x.len);
 
 out:
     if (resp && (err == SS_OK || x.status >= 300)) {
@@ -240,7 +271,6 @@ out:
         x.buf = NULL;
     }
     free(x.buf);
-    free(auth);
     free(url);
     curl_slist_free_all(hdr);
     if (x.curl) curl_easy_cleanup(x.curl);

@@ -324,6 +324,14 @@ static int remote_body(json_t *body, json_t *stops, const cli_gen_opts *g, const
     return CLI_OK;
 }
 
+/* Release what the SSE reader holds. */
+static void sse_free(sse *s)
+{
+    free(s->line);
+    free(s->data);
+    json_decref(s->final);
+}
+
 /* After a streamed reply: the last line and event, a check that it finished, a final newline. */
 static int finish_stream(sse *s)
 {
@@ -391,6 +399,49 @@ static void print_summary(const json_t *fin, const char *save_state, int verbose
     }
 }
 
+/* An option of the local mode given to the remote one (li: its index in cli_generate_options):
+ * the exit status after saying so. */
+static int local_only(int c, int li)
+{
+    if (c == CLI_GEN_MODEL) /* only an abbreviation gets here: cmd_generate looks for --model */
+        return cli_usage("generate", "write --model in full to run the model locally");
+    return cli_usage("generate", "--%s works only locally, with --model DIR",
+                     cli_generate_options[li].name);
+}
+
+/* "seed" from --seed ARG, an integer in [0, 2^63). CLI_OK, or the exit status after saying why. */
+static int add_seed(json_t *body, const char *arg)
+{
+    char *end;
+    unsigned long long sd = strtoull(arg, &end, 10);
+    if (*arg == '-' || end == arg || *end || sd > (unsigned long long)INT64_MAX) {
+        return cli_usage("generate", "--seed %s: expected an integer in [0, 2^63)", arg);
+    }
+    json_object_set_new(body, "seed", json_integer((json_int_t)sd));
+    return CLI_OK;
+}
+
+/* POST /v1/generate: a streamed reply goes through the SSE reader s as it arrives, a whole one
+ * into *resp (the caller frees it). CLI_OK, or the exit status after saying why. */
+static int post_generate(const cli_conn *conn, const json_t *body, int stream, sse *s,
+                         cli_resp *resp)
+{
+    char *req = json_dumps(body, JSON_COMPACT);
+    if (!req) return CLI_FAIL;
+    cli_req rq = {.method = "POST",
+                  .path = "/v1/generate",
+                  .content_type = "application/json",
+                  .body = req,
+                  .body_len = strlen(req),
+                  .sink = stream ? sse_feed : NULL,
+                  .sink_user = s};
+    ss_err e = cli_http(conn, &rq, resp);
+    free(req);
+    if (!e) return CLI_OK;
+    if (s->wrote) fputc('\n', stdout);
+    return cli_fail("generate");
+}
+
 int cmd_generate_remote(int argc, char **argv)
 {
     cli_common o = {0};
@@ -416,27 +467,15 @@ int cmd_generate_remote(int argc, char **argv)
         case CLI_GEN_SAVE_STATE: save_state = optarg; break;
         case CLI_GEN_NO_STREAM: no_stream = 1; break;
         case CLI_GEN_REUSE: json_object_set_new(body, "reuse", json_true()); break;
-        case CLI_GEN_SEED: {
-            char *end;
-            unsigned long long sd = strtoull(optarg, &end, 10);
-            if (*optarg == '-' || end == optarg || *end || sd > (unsigned long long)INT64_MAX) {
-                rc = cli_usage("generate", "--seed %s: expected an integer in [0, 2^63)", optarg);
-                goto out;
-            }
-            json_object_set_new(body, "seed", json_integer((json_int_t)sd));
+        case CLI_GEN_SEED:
+            if ((rc = add_seed(body, optarg))) goto out;
             break;
-        }
         case CLI_GEN_TOKENIZER:
         case CLI_GEN_THREADS:
         case CLI_GEN_STATE_IN:
         case CLI_GEN_STATE_OUT:
         case CLI_GEN_IGNORE_EOS:
-            rc = cli_usage("generate", "--%s works only locally, with --model DIR",
-                           cli_generate_options[li].name);
-            goto out;
-        case CLI_GEN_MODEL: /* only an abbreviation gets here: cmd_generate looks for --model */
-            rc = cli_usage("generate", "write --model in full to run the model locally");
-            goto out;
+        case CLI_GEN_MODEL: rc = local_only(c, li); goto out;
         case 'h':
             fputs(cli_generate_help, stdout);
             rc = CLI_OK;
@@ -459,22 +498,7 @@ int cmd_generate_remote(int argc, char **argv)
         rc = cli_usage("generate", "%s", ss_errmsg());
         goto out;
     }
-    char *req = json_dumps(body, JSON_COMPACT);
-    if (!req) goto out;
-    cli_req rq = {.method = "POST",
-                  .path = "/v1/generate",
-                  .content_type = "application/json",
-                  .body = req,
-                  .body_len = strlen(req),
-                  .sink = stream ? sse_feed : NULL,
-                  .sink_user = &s};
-    ss_err e = cli_http(&conn, &rq, &resp);
-    free(req);
-    if (e) {
-        if (s.wrote) fputc('\n', stdout);
-        rc = cli_fail("generate");
-        goto out;
-    }
+    if ((rc = post_generate(&conn, body, stream, &s, &resp))) goto out;
     rc = stream ? finish_stream(&s) : print_reply(o.json, &s, &resp, &reply);
     if (rc) goto out;
     const json_t *fin = stream ? s.final : reply;
@@ -482,9 +506,7 @@ int cmd_generate_remote(int argc, char **argv)
     if (!o.json) print_summary(fin, save_state, g.verbose);
     rc = CLI_OK;
 out:
-    free(s.line);
-    free(s.data);
-    json_decref(s.final);
+    sse_free(&s);
     free(text);
     json_decref(reply);
     cli_resp_free(&resp);
@@ -537,6 +559,61 @@ enum {
     OPT_REUSE,
 };
 
+/* score's options that make the request body: where it starts and the two texts. */
+typedef struct score_input {
+    const char *state, *merge, *merge_mode;
+    const char *ctx, *ctx_file, *ctx_tok;    /* --context, -file, -tokens */
+    const char *cont, *cont_file, *cont_tok; /* --continuation, -file, -tokens */
+} score_input;
+
+/* Fill score's request body: the start, "context" (optional) and "continuation" (required).
+ * CLI_OK, or the exit status after saying why. */
+static int score_body(json_t *body, const score_input *in)
+{
+    json_t *cv = NULL, *kv = NULL;
+    int rc;
+    if ((rc = add_start("score", body, in->state, in->merge, in->merge_mode))) return rc;
+    if ((rc = prompt_value("score", "context", in->ctx, in->ctx_file, in->ctx_tok, &cv)))
+        return rc;
+    if ((rc = prompt_value("score", "continuation", in->cont, in->cont_file, in->cont_tok, &kv)))
+        goto out;
+    if (!kv) {
+        rc = cli_usage("score", "give the text to score: --continuation TEXT (or -file, -tokens)");
+        goto out;
+    }
+    if (cv) json_object_set(body, "context", cv);
+    json_object_set(body, "continuation", kv);
+out:
+    json_decref(kv);
+    json_decref(cv);
+    return rc;
+}
+
+/* The score reply as text: token count, log-probability sum, perplexity ('-' when undefined),
+ * and with verbose each token's log-probability. */
+static void print_score(const json_t *reply, int verbose)
+{
+    json_t *ppl = json_object_get(reply, "perplexity");
+    printf("tokens       %" JSON_INTEGER_FORMAT "\n",
+           json_integer_value(json_object_get(reply, "n_tokens")));
+    printf("logprob_sum  %.6f\n", json_number_value(json_object_get(reply, "logprob_sum")));
+    if (json_is_number(ppl)) {
+        printf("perplexity   %.6g\n", json_number_value(ppl));
+    } else {
+        printf("perplexity   -\n");
+    }
+    if (!verbose) return;
+    size_t i;
+    json_t *lp;
+    json_array_foreach(json_object_get(reply, "token_logprobs"), i, lp) {
+        if (json_is_number(lp)) {
+            printf("  [%zu] %.6f\n", i, json_number_value(lp));
+        } else {
+            printf("  [%zu] -\n", i);
+        }
+    }
+}
+
 int cmd_score(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -555,12 +632,10 @@ int cmd_score(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     cli_common o = {0};
-    const char *state = NULL, *merge = NULL, *merge_mode = NULL, *ctx = NULL, *ctx_file = NULL,
-               *ctx_tok = NULL;
-    const char *cont = NULL, *cont_file = NULL, *cont_tok = NULL;
+    score_input in = {0};
     int c, rc = CLI_FAIL, verbose = 0;
     cli_conn conn = {0};
-    json_t *body = json_object(), *cv = NULL, *kv = NULL, *reply = NULL;
+    json_t *body = json_object(), *reply = NULL;
     char *raw = NULL;
 
     if (!body) goto out;
@@ -568,15 +643,15 @@ int cmd_score(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "hv", opts, NULL)) != -1) {
         if (cli_common_opt(&o, c, optarg)) continue;
         switch (c) {
-        case OPT_STATE: state = optarg; break;
-        case OPT_MERGE: merge = optarg; break;
-        case OPT_MERGE_MODE: merge_mode = optarg; break;
-        case OPT_CONTEXT: ctx = optarg; break;
-        case OPT_CONTEXT_FILE: ctx_file = optarg; break;
-        case OPT_CONTEXT_TOKENS: ctx_tok = optarg; break;
-        case OPT_CONTINUATION: cont = optarg; break;
-        case OPT_CONTINUATION_FILE: cont_file = optarg; break;
-        case OPT_CONTINUATION_TOKENS: cont_tok = optarg; break;
+        case OPT_STATE: in.state = optarg; break;
+        case OPT_MERGE: in.merge = optarg; break;
+        case OPT_MERGE_MODE: in.merge_mode = optarg; break;
+        case OPT_CONTEXT: in.ctx = optarg; break;
+        case OPT_CONTEXT_FILE: in.ctx_file = optarg; break;
+        case OPT_CONTEXT_TOKENS: in.ctx_tok = optarg; break;
+        case OPT_CONTINUATION: in.cont = optarg; break;
+        case OPT_CONTINUATION_FILE: in.cont_file = optarg; break;
+        case OPT_CONTINUATION_TOKENS: in.cont_tok = optarg; break;
         case OPT_REUSE: json_object_set_new(body, "reuse", json_true()); break;
         case 'v': verbose = 1; break;
         case 'h':
@@ -590,15 +665,7 @@ int cmd_score(int argc, char **argv)
         rc = cli_usage("score", "unexpected argument '%s'", argv[optind]);
         goto out;
     }
-    if ((rc = add_start("score", body, state, merge, merge_mode))) goto out;
-    if ((rc = prompt_value("score", "context", ctx, ctx_file, ctx_tok, &cv))) goto out;
-    if ((rc = prompt_value("score", "continuation", cont, cont_file, cont_tok, &kv))) goto out;
-    if (!kv) {
-        rc = cli_usage("score", "give the text to score: --continuation TEXT (or -file, -tokens)");
-        goto out;
-    }
-    if (cv) json_object_set(body, "context", cv);
-    json_object_set(body, "continuation", kv);
+    if ((rc = score_body(body, &in))) goto out;
     if (cli_conn_init(&conn, &o)) {
         rc = cli_usage("score", "%s", ss_errmsg());
         goto out;
@@ -611,33 +678,12 @@ int cmd_score(int argc, char **argv)
     if (o.json) {
         cli_print_raw(raw);
     } else {
-        json_t *ppl = json_object_get(reply, "perplexity");
-        printf("tokens       %" JSON_INTEGER_FORMAT "\n",
-               json_integer_value(json_object_get(reply, "n_tokens")));
-        printf("logprob_sum  %.6f\n", json_number_value(json_object_get(reply, "logprob_sum")));
-        if (json_is_number(ppl)) {
-            printf("perplexity   %.6g\n", json_number_value(ppl));
-        } else {
-            printf("perplexity   -\n");
-        }
-        if (verbose) {
-            size_t i;
-            json_t *lp;
-            json_array_foreach(json_object_get(reply, "token_logprobs"), i, lp) {
-                if (json_is_number(lp)) {
-                    printf("  [%zu] %.6f\n", i, json_number_value(lp));
-                } else {
-                    printf("  [%zu] -\n", i);
-                }
-            }
-        }
+        print_score(reply, verbose);
     }
     rc = CLI_OK;
 out:
     free(raw);
     json_decref(reply);
-    json_decref(kv);
-    json_decref(cv);
     json_decref(body);
     cli_conn_free(&conn);
     return rc;

@@ -369,8 +369,9 @@ static const char *cfg_str(const json_t *o, const char *key)
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
-/* The counts, from a parsed config; the defaults are the model loader's (model/checkpoint.c). */
-static ss_err ckpt_from_config(const json_t *c, ss_scaling_ckpt *out)
+/* A moe_mamba config with token-choice routing: its "moe" object and "layer_types" array in *moe
+ * and *lt (borrowed from c). SS_ERR_UNSUPPORTED for another model type or routing. */
+static ss_err check_moe_config(const json_t *c, const json_t **moe, const json_t **lt)
 {
     const char *mt = cfg_str(c, "model_type");
     const json_t *archs = json_object_get(c, "architectures");
@@ -385,12 +386,12 @@ static ss_err ckpt_from_config(const json_t *c, ss_scaling_ckpt *out)
                        : arch ? arch
                               : "(none)");
     }
-    const json_t *moe = json_object_get(c, "moe");
-    const json_t *lt = json_object_get(c, "layer_types");
-    if (!json_is_object(moe) || !json_is_array(lt)) {
+    *moe = json_object_get(c, "moe");
+    *lt = json_object_get(c, "layer_types");
+    if (!json_is_object(*moe) || !json_is_array(*lt)) {
         return ss_fail(SS_ERR_FORMAT, "moe_mamba config without a moe object or layer_types");
     }
-    const char *routing = cfg_str(moe, "routing");
+    const char *routing = cfg_str(*moe, "routing");
     if (routing && strcmp(routing, "token_choice") != 0) {
         return ss_fail(
             SS_ERR_UNSUPPORTED,
@@ -398,48 +399,86 @@ static ss_err ckpt_from_config(const json_t *c, ss_scaling_ckpt *out)
             "not %s",
             routing, routing);
     }
-    long long d = cfg_int(c, "hidden_size", 0), vocab = cfg_int(c, "vocab_size", 0);
-    long long n_state = cfg_int(c, "state_size", 0);
-    long long expand = cfg_int(c, "expand", 2), k_conv = cfg_int(c, "conv_kernel", 4);
-    long long di = cfg_int(c, "intermediate_size", expand * d);
+    return SS_OK;
+}
+
+/* The sizes of a moe_mamba config that the parameter counts need. */
+typedef struct moe_dims {
+    long long d, vocab, n_state, k_conv; /* hidden_size, vocab_size, state_size, conv_kernel */
+    long long di, dt_rank;               /* intermediate_size, time_step_rank */
+    long long n_exp, de, k;              /* experts, expert_intermediate_size, top-k */
+} moe_dims;
+
+/* Read and check the sizes (c: the config, moe: its "moe" object). SS_ERR_FORMAT when one is
+ * not a positive integer or top-k exceeds the experts. */
+static ss_err read_moe_dims(const json_t *c, const json_t *moe, moe_dims *m)
+{
+    m->d = cfg_int(c, "hidden_size", 0);
+    m->vocab = cfg_int(c, "vocab_size", 0);
+    m->n_state = cfg_int(c, "state_size", 0);
+    long long expand = cfg_int(c, "expand", 2);
+    m->k_conv = cfg_int(c, "conv_kernel", 4);
+    m->di = cfg_int(c, "intermediate_size", expand * m->d);
     const json_t *tsr = json_object_get(c, "time_step_rank");
-    long long dt_rank =
-        json_is_string(tsr) ? (d + 15) / 16 : cfg_int(c, "time_step_rank", (d + 15) / 16);
-    long long n_exp = cfg_int(moe, "num_experts", 0),
-              de = cfg_int(moe, "expert_intermediate_size", 0);
-    long long k = cfg_int(moe, "num_experts_per_tok", 1);
-    if (d <= 0 || d > (1 << 24) || vocab <= 0 || n_state <= 0 || di <= 0 || dt_rank <= 0 ||
-        n_exp <= 0 || de <= 0 || k < 1 || k > n_exp || k_conv < 1) {
+    m->dt_rank = json_is_string(tsr) ? (m->d + 15) / 16
+                                     : cfg_int(c, "time_step_rank", (m->d + 15) / 16);
+    m->n_exp = cfg_int(moe, "num_experts", 0);
+    m->de = cfg_int(moe, "expert_intermediate_size", 0);
+    m->k = cfg_int(moe, "num_experts_per_tok", 1);
+    if (m->d <= 0 || m->d > (1 << 24) || m->vocab <= 0 || m->n_state <= 0 || m->di <= 0 ||
+        m->dt_rank <= 0 || m->n_exp <= 0 || m->de <= 0 || m->k < 1 || m->k > m->n_exp ||
+        m->k_conv < 1) {
         return ss_fail(SS_ERR_FORMAT, "hidden_size, vocab_size, state_size, moe.num_experts, "
                                       "moe.expert_intermediate_size and moe.num_experts_per_tok "
                                       "must be positive integers (top-k <= experts)");
     }
-    int n_moe = 0, n_mamba = 0;
+    return SS_OK;
+}
+
+/* Count the "moe" and "mamba" entries of layer_types; SS_ERR_FORMAT for any other entry,
+ * SS_ERR_UNSUPPORTED when there is no MoE layer. */
+static ss_err count_layer_types(const json_t *lt, int *n_moe, int *n_mamba)
+{
     size_t i;
     const json_t *t;
+    *n_moe = *n_mamba = 0;
     json_array_foreach(lt, i, t)
     {
         const char *s = json_string_value(t);
         if (s && !strcmp(s, "moe"))
-            n_moe++;
+            (*n_moe)++;
         else if (s && !strcmp(s, "mamba"))
-            n_mamba++;
+            (*n_mamba)++;
         else
             return ss_fail(SS_ERR_FORMAT, "layer_types[%zu] is neither \"mamba\" nor \"moe\"", i);
     }
-    if (n_moe == 0) return ss_fail(SS_ERR_UNSUPPORTED, "no MoE layer in layer_types");
+    if (*n_moe == 0) return ss_fail(SS_ERR_UNSUPPORTED, "no MoE layer in layer_types");
+    return SS_OK;
+}
+
+/* The counts, from a parsed config; the defaults are the model loader's (model/checkpoint.c). */
+static ss_err ckpt_from_config(const json_t *c, ss_scaling_ckpt *out)
+{
+    const json_t *moe = NULL, *lt = NULL;
+    moe_dims m;
+    int n_moe = 0, n_mamba = 0;
+    ss_err err;
+    if ((err = check_moe_config(c, &moe, &lt)) || (err = read_moe_dims(c, moe, &m)) ||
+        (err = count_layer_types(lt, &n_moe, &n_mamba)))
+        return err;
+    long long d = m.d, di = m.di, n_state = m.n_state, dt_rank = m.dt_rank, n_exp = m.n_exp;
     const char *nt = cfg_str(c, "norm_type");
     double norm = nt && !strcmp(nt, "layer") ? 2.0 * d : (double)d; /* weight (+ bias) */
     int bias = cfg_bool(c, "use_bias", 0), conv_bias = cfg_bool(c, "use_conv_bias", 1);
     /* One Mamba-1 layer: norm, in_proj [2 di, d], conv1d [di, 1, k] (+ bias), x_proj
      * [dt_rank + 2 N, di], dt_proj [di, dt_rank] + bias, A_log [di, N], D [di], out_proj [d, di].
      */
-    double mamba = norm + 2.0 * di * d + (bias ? 2.0 * di : 0) + (double)di * k_conv +
+    double mamba = norm + 2.0 * di * d + (bias ? 2.0 * di : 0) + (double)di * m.k_conv +
                    (conv_bias ? di : 0) + (double)di * (dt_rank + 2 * n_state) +
                    (double)dt_rank * di + di + (double)di * n_state + di + (double)di * d +
                    (bias ? d : 0);
     /* One expert: up [de or 2 de, d], down [d, de]. */
-    double expert = (double)d * de * (cfg_bool(moe, "expert_gated", 0) ? 3 : 2);
+    double expert = (double)d * m.de * (cfg_bool(moe, "expert_gated", 0) ? 3 : 2);
     double tail = norm; /* the final norm */
     memset(out, 0, sizeof *out);
     out->d_model = (int)d;
@@ -447,18 +486,18 @@ static ss_err ckpt_from_config(const json_t *c, ss_scaling_ckpt *out)
     out->n_mamba_layers = n_mamba;
     out->n_moe_layers = n_moe;
     out->experts = (int)n_exp;
-    out->top_k = (int)k;
+    out->top_k = (int)m.k;
     long long gr = cfg_int(moe, "granularity", 0);
-    out->granularity = gr > 0 ? (int)gr : (int)k;
+    out->granularity = gr > 0 ? (int)gr : (int)m.k;
     const json_t *er = json_object_get(moe, "expansion_rate");
     out->expansion = json_is_number(er) && json_number_value(er) > 0
                          ? json_number_value(er)
                          : (double)n_exp / out->granularity;
     out->total_params = n_mamba * mamba + n_moe * (norm + n_exp * expert) + tail;
-    out->active_params = n_mamba * mamba + n_moe * (norm + k * expert) + tail;
+    out->active_params = n_mamba * mamba + n_moe * (norm + m.k * expert) + tail;
     out->router_params =
         (double)n_moe * n_exp * ((double)d + (cfg_bool(moe, "router_bias", 0) ? 1 : 0));
-    out->embedding_params = (double)vocab * d * (cfg_bool(c, "tie_word_embeddings", 1) ? 1 : 2);
+    out->embedding_params = (double)m.vocab * d * (cfg_bool(c, "tie_word_embeddings", 1) ? 1 : 2);
     return SS_OK;
 }
 

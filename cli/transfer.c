@@ -155,6 +155,31 @@ size:
                    dtype ? dtype : "F32");
 }
 
+/* The stored state `ref` (its blob in `dtype`, NULL = F32) as info->state_floats F32 values in
+ * *floats, and its decay in *decay (NULL when the blob carries none; it points into *blob). *blob
+ * and *floats are the caller's to free, also on failure. */
+static ss_err read_state(ss_store *st, const char *ref, const ss_model_info *info,
+                         const char *dtype, uint8_t **blob, float **floats, const float **decay)
+{
+    size_t len = 0;
+    ss_err e = ss_store_get_blob(st, ref, info->fingerprint, NULL, 0, &len, NULL);
+    if (e != SS_ERR_TOO_LARGE && e != SS_OK) return e;
+    *blob = malloc(len ? len : 1);
+    *floats = malloc(info->state_bytes);
+    if (!*blob || !*floats) {
+        return ss_fail(SS_ERR_NOMEM, "cannot allocate %zu bytes", len + info->state_bytes);
+    }
+    /* an F32 blob may carry the state's decay after its floats (docs/api.md) */
+    size_t db = info->decay_floats * sizeof(float), sl = len;
+    *decay = NULL;
+    if (db && len == info->state_bytes + db) {
+        sl = info->state_bytes;
+        *decay = (const float *)(*blob + sl);
+    }
+    if ((e = ss_store_get_blob(st, ref, info->fingerprint, *blob, len, &len, NULL))) return e;
+    return blob_to_f32(*blob, sl, dtype, info->state_floats, *floats);
+}
+
 /* Offline export: store blob -> floats -> safetensors via the model's layout. */
 static int export_offline(const char *data_dir, const char *model_dir, const char *ref,
                           const char *dtype, out_file *of)
@@ -166,7 +191,7 @@ static int export_offline(const char *data_dir, const char *model_dir, const cha
     json_t *rec = NULL, *meta = NULL;
     uint8_t *blob = NULL, *file = NULL;
     float *floats = NULL;
-    size_t len = 0, flen = 0;
+    size_t flen = 0;
 
     if (!(st = cli_open_store("export", data_dir))) goto out;
     if (ss_store_get_record(st, ref, &rec_text) || !(rec = cli_parse_text(rec_text))) {
@@ -187,28 +212,9 @@ static int export_offline(const char *data_dir, const char *model_dir, const cha
                 ref, rec_model ? rec_model : "?", model_dir, info->fingerprint);
         goto out;
     }
-    ss_err e = ss_store_get_blob(st, ref, info->fingerprint, NULL, 0, &len, NULL);
-    if (e != SS_ERR_TOO_LARGE && e != SS_OK) {
-        rc = cli_fail("export");
-        goto out;
-    }
-    blob = malloc(len ? len : 1);
-    floats = malloc(info->state_bytes);
-    if (!blob || !floats) {
-        ss_fail(SS_ERR_NOMEM, "cannot allocate %zu bytes", len + info->state_bytes);
-        rc = cli_fail("export");
-        goto out;
-    }
-    /* an F32 blob may carry the state's decay after its floats (docs/api.md) */
     const float *decay = NULL;
-    size_t db = info->decay_floats * sizeof(float), sl = len;
-    if (db && len == info->state_bytes + db) {
-        sl = info->state_bytes;
-        decay = (const float *)(blob + sl);
-    }
-    if (ss_store_get_blob(st, ref, info->fingerprint, blob, len, &len, NULL) ||
-        blob_to_f32(blob, sl, json_string_value(json_object_get(rec, "dtype")),
-                    info->state_floats, floats)) {
+    if (read_state(st, ref, info, json_string_value(json_object_get(rec, "dtype")), &blob, &floats,
+                   &decay)) {
         rc = cli_fail("export");
         goto out;
     }
@@ -358,6 +364,47 @@ static char *join_escaped(char *const *tags, int n)
     return out;
 }
 
+/* "/v1/states/import" with the name and tags as query parameters, escaped (free() it); NULL
+ * after ss_fail when out of memory. */
+static char *import_path(const char *name, char *const *tags, int n_tags)
+{
+    char *ename = name ? cli_escape(name) : NULL;
+    char *etags = n_tags ? join_escaped(tags, n_tags) : NULL;
+    size_t plen = 64 + (ename ? strlen(ename) : 0) + (etags ? strlen(etags) : 0);
+    char *path = NULL;
+    if ((name && !ename) || (n_tags && !etags) || !(path = malloc(plen))) {
+        ss_fail(SS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    snprintf(path, plen, "/v1/states/import%s%s%s%s%s", ename || etags ? "?" : "",
+             ename ? "name=" : "", ename ? ename : "", ename && etags ? "&" : "",
+             etags ? "tags=" : "");
+    if (etags) strcat(path, etags);
+out:
+    free(etags);
+    free(ename);
+    return path;
+}
+
+/* Print import's reply: the new record, or with raw the JSON as it came. CLI_OK, or the exit
+ * status after saying why. */
+static int print_imported(const cli_resp *resp, int raw)
+{
+    json_error_t je;
+    json_t *rec = json_loadb(resp->body ? resp->body : "", resp->len, 0, &je);
+    if (!rec) {
+        ss_fail(SS_ERR_FORMAT, "the reply is not JSON: %s", je.text);
+        return cli_fail("import");
+    }
+    if (raw) {
+        cli_print_raw(resp->body);
+    } else {
+        cli_print_record(rec);
+    }
+    json_decref(rec);
+    return CLI_OK;
+}
+
 int cmd_import(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -368,12 +415,11 @@ int cmd_import(int argc, char **argv)
     };
     cli_common o = {0};
     const char *name = NULL;
-    char **tags = NULL, *buf = NULL, *etags = NULL, *ename = NULL, *path = NULL;
+    char **tags = NULL, *buf = NULL, *path = NULL;
     int n_tags = 0, c, rc = CLI_FAIL;
     size_t len = 0;
     cli_conn conn = {0};
     cli_resp resp = {0};
-    json_t *rec = NULL;
 
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -410,45 +456,19 @@ int cmd_import(int argc, char **argv)
         rc = cli_fail("import");
         goto out;
     }
-    ename = name ? cli_escape(name) : NULL;
-    etags = n_tags ? join_escaped(tags, n_tags) : NULL;
-    size_t plen = 64 + (ename ? strlen(ename) : 0) + (etags ? strlen(etags) : 0);
-    if ((name && !ename) || (n_tags && !etags) || !(path = malloc(plen))) {
-        ss_fail(SS_ERR_NOMEM, "out of memory");
+    if (!(path = import_path(name, tags, n_tags))) {
         rc = cli_fail("import");
         goto out;
     }
-    snprintf(path, plen, "/v1/states/import%s%s%s%s%s", ename || etags ? "?" : "",
-             ename ? "name=" : "", ename ? ename : "", ename && etags ? "&" : "",
-             etags ? "tags=" : "");
-    if (etags) strcat(path, etags);
     cli_req rq = {.method = "POST",
                   .path = path,
                   .content_type = "application/octet-stream",
                   .body = buf,
                   .body_len = len};
-    json_error_t je;
-    if (cli_http(&conn, &rq, &resp)) {
-        rc = cli_fail("import");
-        goto out;
-    }
-    if (!(rec = json_loadb(resp.body ? resp.body : "", resp.len, 0, &je))) {
-        ss_fail(SS_ERR_FORMAT, "the reply is not JSON: %s", je.text);
-        rc = cli_fail("import");
-        goto out;
-    }
-    if (o.json) {
-        cli_print_raw(resp.body);
-    } else {
-        cli_print_record(rec);
-    }
-    rc = CLI_OK;
+    rc = cli_http(&conn, &rq, &resp) ? cli_fail("import") : print_imported(&resp, o.json);
 out:
-    json_decref(rec);
     cli_resp_free(&resp);
     free(path);
-    free(etags);
-    free(ename);
     free(buf);
     free(tags);
     cli_conn_free(&conn);

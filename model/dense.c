@@ -127,6 +127,9 @@ void mm_rows(const ss_model *m, ss_ctx *c, const float *x, int rows, int in, int
         const int nt = pool_size(m->pool);
         j.block = ((out + 8 * nt - 1) / (8 * nt) + 15) & ~15;
         if (j.block < 64) j.block = 64;
+        /* a short matrix (x_proj: 80 columns at 130m) in 64-column blocks split 64 + 16: one
+         * block per thread instead, in whole 8-column tiles (40 + 40) */
+        if (out < 2 * 64 * nt) j.block = ((out + nt - 1) / nt + 7) & ~7;
     }
     pool_run(m->pool, mm_part, &j);
 }

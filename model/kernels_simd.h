@@ -25,6 +25,11 @@
 
 enum { NB = 16 / VW }; /* vectors per block of 16 channels */
 
+/* How many weight rows ahead the one-row (batch-1) kernels prefetch into L2 (PF1_ROWS..+3). */
+#ifndef PF1_ROWS
+#define PF1_ROWS 8
+#endif
+
 static inline VF KFN(exp)(VF x)
 {
     x = VMAX(x, VSET1(-87.3f));
@@ -304,11 +309,11 @@ static void KFN(conv)(const conv_args *a)
                 __builtin_prefetch(W + 5 * (size_t)K + k);                                     \
                 __builtin_prefetch(W + 6 * (size_t)K + k);                                     \
                 __builtin_prefetch(W + 7 * (size_t)K + k);                                     \
-            } else if (RX == 1 && k % (64 / sizeof(WT)) == 0) { /* 8 rows ahead, into L2 */   \
-                __builtin_prefetch(W + 8 * (size_t)K + k, 0, 2);                               \
-                __builtin_prefetch(W + 9 * (size_t)K + k, 0, 2);                               \
-                __builtin_prefetch(W + 10 * (size_t)K + k, 0, 2);                              \
-                __builtin_prefetch(W + 11 * (size_t)K + k, 0, 2);                              \
+            } else if (RX == 1 && k % (64 / sizeof(WT)) == 0) { /* PF1_ROWS ahead, into L2 */ \
+                __builtin_prefetch(W + (PF1_ROWS + 0) * (size_t)K + k, 0, 2);                  \
+                __builtin_prefetch(W + (PF1_ROWS + 1) * (size_t)K + k, 0, 2);                  \
+                __builtin_prefetch(W + (PF1_ROWS + 2) * (size_t)K + k, 0, 2);                  \
+                __builtin_prefetch(W + (PF1_ROWS + 3) * (size_t)K + k, 0, 2);                  \
             }                                                                                  \
             VF w0 = WLD(W + k), w1 = WLD(W + (size_t)K + k);                                   \
             VF w2 = WLD(W + 2 * (size_t)K + k), w3 = WLD(W + 3 * (size_t)K + k);               \
@@ -480,10 +485,10 @@ static void KFN(q8_4x1)(const float *X, int ldx, const int8_t *W, const float *S
     for (; k + Q8_BLOCK <= K;) {
         const int b = k / Q8_BLOCK;
         if (b % 2 == 0) { /* two blocks ahead, into L2: without, one core streamed 10 GB/s; 20 */
-            __builtin_prefetch(W + 8 * (size_t)K + k, 0, 2);
-            __builtin_prefetch(W + 9 * (size_t)K + k, 0, 2);
-            __builtin_prefetch(W + 10 * (size_t)K + k, 0, 2);
-            __builtin_prefetch(W + 11 * (size_t)K + k, 0, 2);
+            __builtin_prefetch(W + (PF1_ROWS + 0) * (size_t)K + k, 0, 2);
+            __builtin_prefetch(W + (PF1_ROWS + 1) * (size_t)K + k, 0, 2);
+            __builtin_prefetch(W + (PF1_ROWS + 2) * (size_t)K + k, 0, 2);
+            __builtin_prefetch(W + (PF1_ROWS + 3) * (size_t)K + k, 0, 2);
         }
         VF b0 = VZERO(), b1 = VZERO(), b2 = VZERO(), b3 = VZERO();
         for (int e = 0; e < Q8_BLOCK / VW; e++, k += VW) {

@@ -429,7 +429,7 @@ static ss_err run_round(ss_model *m, ss_ctx *c, ss_seq *seqs, const span *sp, in
     }
     /* Final norm of every row (needed for logits_all), final_hidden of each span's last row. */
     norm_rows(cf, m->norm_f_w, m->norm_f_b, c->h, c->xn, T, d);
-    int n_last = 0;
+    int n_last = 0, one = -1; /* one: the span of the only last row, when there is one */
     for (int q = 0; q < n_sp; q++) {
         ss_seq *s = &seqs[sp[q].seq];
         const float *last = c->xn + (size_t)(sp[q].row + sp[q].n - 1) * d;
@@ -442,9 +442,14 @@ static ss_err run_round(ss_model *m, ss_ctx *c, ss_seq *seqs, const span *sp, in
                     s->logits + (size_t)sp[q].pos * V, V);
         } else if (sp[q].pos + sp[q].n == s->n_tokens) {
             n_last++;
+            one = q;
         }
     }
-    if (n_last) {
+    if (n_last == 1) {
+        /* batch-1 decode: straight into the caller's logits (no 200 KB copy per token) */
+        mm_rows(m, c, c->xn + (size_t)(sp[one].row + sp[one].n - 1) * d, 1, d, d, m->lm_head,
+                NULL, V, seqs[sp[one].seq].logits, V);
+    } else if (n_last) {
         /* Gather the last rows, one GEMM, scatter. out is free scratch here. */
         if ((err = ctx_reserve_logits(c, n_last))) return err;
         int k = 0;

@@ -403,6 +403,77 @@ static ss_err check_file_covers_pages(ss_store *s, const char *data_path)
     return SS_OK;
 }
 
+/* The map lock (preferring writers, so that a growing map is not starved by readers) and the
+ * write mutex; locks_ready tells ss_store_close to destroy them. */
+static ss_err init_locks(ss_store *s)
+{
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+#ifdef __GLIBC__
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+#endif
+    int rc = pthread_rwlock_init(&s->map_lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    if (rc || pthread_mutex_init(&s->write_mu, NULL)) {
+        if (!rc) pthread_rwlock_destroy(&s->map_lock);
+        return ss_fail(SS_ERR_NOMEM, "store: cannot create locks");
+    }
+    s->locks_ready = 1;
+    return SS_OK;
+}
+
+/*
+ * Set s->max_map_size (whole OS pages, at least 16; 0 = no limit) and *map, the size to map at
+ * first: p->initial_map_size (default DEFAULT_MAP_SIZE) within the limit, but never less than the
+ * data file. Read-only, SS_ERR_NOT_FOUND when there is no data file.
+ */
+static ss_err initial_map_size(ss_store *s, const ss_store_params *p, const char *data_path,
+                               size_t *map)
+{
+    long ps = sysconf(_SC_PAGESIZE);
+    size_t os_page = ps > 0 ? (size_t)ps : 4096;
+    s->max_map_size = p->max_map_size ? p->max_map_size / os_page * os_page : 0;
+    if (s->max_map_size && s->max_map_size < 16 * os_page) s->max_map_size = 16 * os_page;
+
+    struct stat st;
+    size_t file_size = 0;
+    if (stat(data_path, &st) == 0) {
+        file_size = (size_t)st.st_size;
+    } else if (s->read_only) {
+        return ss_fail(errno == ENOENT ? SS_ERR_NOT_FOUND : SS_ERR_IO, "no store in %s: %s",
+                       s->dir, strerror(errno));
+    }
+    *map = p->initial_map_size ? p->initial_map_size : DEFAULT_MAP_SIZE;
+    if (s->max_map_size && *map > s->max_map_size) *map = s->max_map_size;
+    if (file_size > *map) *map = file_size;
+    *map = round_up(*map, os_page);
+    return SS_OK;
+}
+
+/* Create and open the LMDB environment in s->dir with a map of `map` bytes (read-only as s says;
+ * no_sync: no fsync at commit), clear the reader slots of crashed processes, note the page size. */
+static ss_err open_env(ss_store *s, size_t map, int no_sync)
+{
+    int rc = mdb_env_create(&s->env);
+    if (rc) {
+        s->env = NULL;
+        return store_mdb_fail(rc, "store %s: creating the environment", s->dir);
+    }
+    if ((rc = mdb_env_set_maxdbs(s->env, 16)) ||
+        (rc = mdb_env_set_maxreaders(s->env, MAX_READERS)) ||
+        (rc = mdb_env_set_mapsize(s->env, map))) {
+        return store_mdb_fail(rc, "store %s: configuring the environment", s->dir);
+    }
+    unsigned flags = MDB_NOTLS | (s->read_only ? MDB_RDONLY : 0) | (no_sync ? MDB_NOSYNC : 0);
+    rc = mdb_env_open(s->env, s->dir, flags, 0600);
+    if (rc) return store_mdb_fail(rc, "store %s: opening", s->dir);
+    if (!s->read_only) mdb_reader_check(s->env, NULL); /* slots of crashed readers */
+    MDB_stat est;
+    mdb_env_stat(s->env, &est);
+    s->page_size = est.ms_psize;
+    return SS_OK;
+}
+
 /*
  * Open (creating when missing and not read-only, with mode 0700 for new directories) the store in
  * directory `dir`. params NULL = defaults. *out is set only on success; close it with
@@ -417,6 +488,7 @@ ss_err ss_store_open(ss_store **out, const char *dir, const ss_store_params *par
     ss_store *s = NULL;
     char *data_path = NULL;
     ss_store_params p = params ? *params : ss_store_default_params();
+    size_t map = 0;
 
     if (!out || !dir || !*dir) return ss_fail(SS_ERR_INVALID, "store: no directory given");
     s = calloc(1, sizeof *s);
@@ -428,66 +500,11 @@ ss_err ss_store_open(ss_store **out, const char *dir, const ss_store_params *par
         goto out;
     }
     sprintf(data_path, "%s/data.mdb", dir);
-
-    pthread_rwlockattr_t attr;
-    pthread_rwlockattr_init(&attr);
-#ifdef __GLIBC__
-    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-#endif
-    int rc = pthread_rwlock_init(&s->map_lock, &attr);
-    pthread_rwlockattr_destroy(&attr);
-    if (rc || pthread_mutex_init(&s->write_mu, NULL)) {
-        if (!rc) pthread_rwlock_destroy(&s->map_lock);
-        err = ss_fail(SS_ERR_NOMEM, "store: cannot create locks");
-        goto out;
-    }
-    s->locks_ready = 1;
+    if ((err = init_locks(s))) goto out;
     s->read_only = p.read_only != 0;
-    long ps = sysconf(_SC_PAGESIZE);
-    size_t os_page = ps > 0 ? (size_t)ps : 4096;
-    s->max_map_size = p.max_map_size ? p.max_map_size / os_page * os_page : 0;
-    if (s->max_map_size && s->max_map_size < 16 * os_page) s->max_map_size = 16 * os_page;
-
-    if (!s->read_only) {
-        err = make_dirs(dir);
-        if (err) goto out;
-    }
-    struct stat st;
-    size_t file_size = 0;
-    if (stat(data_path, &st) == 0) {
-        file_size = (size_t)st.st_size;
-    } else if (s->read_only) {
-        err = ss_fail(errno == ENOENT ? SS_ERR_NOT_FOUND : SS_ERR_IO, "no store in %s: %s", dir,
-                      strerror(errno));
-        goto out;
-    }
-    size_t map = p.initial_map_size ? p.initial_map_size : DEFAULT_MAP_SIZE;
-    if (s->max_map_size && map > s->max_map_size) map = s->max_map_size;
-    if (file_size > map) map = file_size;
-    map = round_up(map, os_page);
-
-    rc = mdb_env_create(&s->env);
-    if (rc) {
-        s->env = NULL;
-        err = store_mdb_fail(rc, "store %s: creating the environment", dir);
-        goto out;
-    }
-    if ((rc = mdb_env_set_maxdbs(s->env, 16)) ||
-        (rc = mdb_env_set_maxreaders(s->env, MAX_READERS)) ||
-        (rc = mdb_env_set_mapsize(s->env, map))) {
-        err = store_mdb_fail(rc, "store %s: configuring the environment", dir);
-        goto out;
-    }
-    unsigned flags = MDB_NOTLS | (s->read_only ? MDB_RDONLY : 0) | (p.no_sync ? MDB_NOSYNC : 0);
-    rc = mdb_env_open(s->env, dir, flags, 0600);
-    if (rc) {
-        err = store_mdb_fail(rc, "store %s: opening", dir);
-        goto out;
-    }
-    if (!s->read_only) mdb_reader_check(s->env, NULL); /* slots of crashed readers */
-    MDB_stat est;
-    mdb_env_stat(s->env, &est);
-    s->page_size = est.ms_psize;
+    if (!s->read_only && (err = make_dirs(dir))) goto out;
+    if ((err = initial_map_size(s, &p, data_path, &map))) goto out;
+    if ((err = open_env(s, map, p.no_sync))) goto out;
     if ((err = check_file_covers_pages(s, data_path))) goto out;
 
     err = open_dbs(s);

@@ -347,6 +347,77 @@ static int is_transient(const char *msg)
            strncmp(msg, "LOADING", 7) == 0 || strncmp(msg, "MASTERDOWN", 10) == 0;
 }
 
+/* Mark the slot map stale: the next command reloads it first. */
+static void mark_stale(ss_rc *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->map_stale = 1;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* One pipelined round trip on ctx (its lane held): ASKING first when asking, the command, then
+ * WAIT wait_replicas wait_ms when wait_replicas > 0. The command's reply in *r, WAIT's in *w
+ * (NULL without WAIT), both the caller's to free. 0, or nonzero when the connection failed: then
+ * *r and *w are NULL and ctx->errstr may say why. */
+static int round_trip(ss_rc *c, redisContext *ctx, int asking, int argc, const char **argv,
+                      const size_t *lens, int wait_replicas, int wait_ms, redisReply **r,
+                      redisReply **w)
+{
+    char wait_n[24], wait_t[24];
+    snprintf(wait_n, sizeof wait_n, "%d", wait_replicas);
+    snprintf(wait_t, sizeof wait_t, "%d", wait_ms);
+    const char *wargv[3] = {"WAIT", wait_n, wait_t};
+    redisReply *ar = NULL;
+    int ok = 1;
+    *r = *w = NULL;
+    /* WAIT may block for wait_ms itself: the socket must not time out before it does. */
+    if (wait_replicas > 0) redisSetTimeout(ctx, tv_ms(c->timeout_ms + wait_ms));
+    if (asking) {
+        const char *a[1] = {"ASKING"};
+        ok = redisAppendCommandArgv(ctx, 1, a, NULL) == REDIS_OK;
+    }
+    ok = ok && redisAppendCommandArgv(ctx, argc, argv, lens) == REDIS_OK;
+    if (ok && wait_replicas > 0) ok = redisAppendCommandArgv(ctx, 3, wargv, NULL) == REDIS_OK;
+    if (ok && asking) ok = redisGetReply(ctx, (void **)&ar) == REDIS_OK;
+    if (ok) ok = redisGetReply(ctx, (void **)r) == REDIS_OK;
+    if (ok && wait_replicas > 0) ok = redisGetReply(ctx, (void **)w) == REDIS_OK;
+    if (ar) freeReplyObject(ar);
+    if (ok && wait_replicas > 0) redisSetTimeout(ctx, tv_ms(c->timeout_ms));
+    if (ok) return 0;
+    if (*r) freeReplyObject(*r);
+    if (*w) freeReplyObject(*w);
+    *r = *w = NULL;
+    return 1;
+}
+
+/* Whether reply r of a command on `slot` asks for another try: MOVED (the slot map learns the
+ * new owner), ASK (*ask_node: the node to ask, once) or a transient error such as CLUSTERDOWN
+ * (the map is reloaded). The reason goes to last (cap bytes). 0: r is the answer. */
+static int redirected(ss_rc *c, const redisReply *r, int slot, int *ask_node, char *last,
+                      size_t cap)
+{
+    if (r->type != REDIS_REPLY_ERROR) return 0;
+    int s2 = -1, redirect = strncmp(r->str, "MOVED ", 6) == 0 ? 1
+                            : strncmp(r->str, "ASK ", 4) == 0 ? 2 : 0;
+    if (!redirect && !is_transient(r->str)) return 0;
+    snprintf(last, cap, "%s", r->str);
+    pthread_mutex_lock(&c->mu);
+    if (redirect == 1) {
+        int to = redirect_target(c, r->str, &s2);
+        if (to >= 0 && s2 >= 0 && s2 < SS_RC_SLOTS) c->slot_node[s2] = (int16_t)to;
+        if (to >= 0) c->slot_node[slot] = (int16_t)to;
+        else c->map_stale = 1;
+        c->st.moved++;
+    } else if (redirect == 2) {
+        *ask_node = redirect_target(c, r->str, &s2);
+        c->st.ask++;
+    } else {
+        c->map_stale = 1;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return 1;
+}
+
 redisReply *ss_rc_command(ss_rc *c, int key_arg, int argc, const char **argv, const size_t *lens,
                           int wait_replicas, int wait_ms, long long *acked)
 {
@@ -354,10 +425,6 @@ redisReply *ss_rc_command(ss_rc *c, int key_arg, int argc, const char **argv, co
     int64_t deadline = mono_ms() + c->retry_ms;
     int ask_node = -1, attempt = 0;
     char last[300] = "no node tried";
-    char wait_n[24], wait_t[24];
-    snprintf(wait_n, sizeof wait_n, "%d", wait_replicas);
-    snprintf(wait_t, sizeof wait_t, "%d", wait_ms);
-    const char *wargv[3] = {"WAIT", wait_n, wait_t};
 
     rc_lane *l = lane_take(c);
     for (;; attempt++) {
@@ -379,66 +446,27 @@ redisReply *ss_rc_command(ss_rc *c, int key_arg, int argc, const char **argv, co
         redisContext *ctx = node_ctx(c, l, ni);
         if (!ctx) {
             snprintf(last, sizeof last, "%s", ss_errmsg());
-            pthread_mutex_lock(&c->mu);
-            c->map_stale = 1;
-            pthread_mutex_unlock(&c->mu);
+            mark_stale(c);
             ask_node = -1;
             continue;
         }
         int asking = ask_node >= 0;
         ask_node = -1;
-        int ok = 1;
-        /* WAIT may block for wait_ms itself: the socket must not time out before it does. */
-        if (wait_replicas > 0) redisSetTimeout(ctx, tv_ms(c->timeout_ms + wait_ms));
-        if (asking) {
-            const char *a[1] = {"ASKING"};
-            ok = redisAppendCommandArgv(ctx, 1, a, NULL) == REDIS_OK;
-        }
-        ok = ok && redisAppendCommandArgv(ctx, argc, argv, lens) == REDIS_OK;
-        if (ok && wait_replicas > 0) ok = redisAppendCommandArgv(ctx, 3, wargv, NULL) == REDIS_OK;
-        redisReply *ar = NULL, *r = NULL, *w = NULL;
-        if (ok && asking) ok = redisGetReply(ctx, (void **)&ar) == REDIS_OK;
-        if (ok) ok = redisGetReply(ctx, (void **)&r) == REDIS_OK;
-        if (ok && wait_replicas > 0) ok = redisGetReply(ctx, (void **)&w) == REDIS_OK;
-        if (ar) freeReplyObject(ar);
-        if (ok && wait_replicas > 0) redisSetTimeout(ctx, tv_ms(c->timeout_ms));
-        if (!ok) {
+        redisReply *r, *w;
+        if (round_trip(c, ctx, asking, argc, argv, lens, wait_replicas, wait_ms, &r, &w)) {
             char host[HOST_MAX];
             int port;
             node_addr(c, ni, host, &port);
             snprintf(last, sizeof last, "%.120s:%d: %.100s", host, port,
                      ctx->errstr[0] ? ctx->errstr : "connection lost");
-            if (r) freeReplyObject(r);
-            if (w) freeReplyObject(w);
             node_drop(l, ni);
-            pthread_mutex_lock(&c->mu);
-            c->map_stale = 1;
-            pthread_mutex_unlock(&c->mu);
+            mark_stale(c);
             continue;
         }
-        if (r->type == REDIS_REPLY_ERROR) {
-            int s2 = -1, redirect = strncmp(r->str, "MOVED ", 6) == 0 ? 1
-                                    : strncmp(r->str, "ASK ", 4) == 0 ? 2 : 0;
-            if (redirect || is_transient(r->str)) {
-                snprintf(last, sizeof last, "%s", r->str);
-                pthread_mutex_lock(&c->mu);
-                if (redirect == 1) {
-                    int to = redirect_target(c, r->str, &s2);
-                    if (to >= 0 && s2 >= 0 && s2 < SS_RC_SLOTS) c->slot_node[s2] = (int16_t)to;
-                    if (to >= 0) c->slot_node[slot] = (int16_t)to;
-                    else c->map_stale = 1;
-                    c->st.moved++;
-                } else if (redirect == 2) {
-                    ask_node = redirect_target(c, r->str, &s2);
-                    c->st.ask++;
-                } else {
-                    c->map_stale = 1;
-                }
-                pthread_mutex_unlock(&c->mu);
-                freeReplyObject(r);
-                if (w) freeReplyObject(w);
-                continue;
-            }
+        if (redirected(c, r, slot, &ask_node, last, sizeof last)) {
+            freeReplyObject(r);
+            if (w) freeReplyObject(w);
+            continue;
         }
         if (acked) *acked = w && w->type == REDIS_REPLY_INTEGER ? w->integer : 0;
         if (w) freeReplyObject(w);

@@ -700,6 +700,34 @@ static void test_daemon(void)
     CHECK_CODE(&r, 0);
     CHECK(!strcmp(r.out, ids));
     json_decref(j);
+    /* --seed reaches the daemon: sampling at temperature 1, the streamed ids equal the ids of
+     * the --json reply with the same seed; bad seeds and local-only options are usage errors */
+    RUN(&r, "generate", "--url", url, "--tokens", "1,2,3", "--max-tokens", "12", "--temperature",
+        "1", "--seed", "4242", "--json");
+    j = json_ok(&r);
+    ids[0] = '\0';
+    json_array_foreach(json_object_get(j, "tokens"), ti, tv) {
+        snprintf(ids + strlen(ids), sizeof ids - strlen(ids), "%s%lld", ti ? " " : "",
+                 (long long)json_integer_value(tv));
+    }
+    strcat(ids, "\n");
+    json_decref(j);
+    RUN(&r, "generate", "--url", url, "--tokens", "1,2,3", "--max-tokens", "12", "--temperature",
+        "1", "--seed", "4242", "--ids");
+    CHECK_CODE(&r, 0);
+    CHECKF(!strcmp(r.out, ids), "'%s' vs '%s'", r.out, ids);
+    static const char *const bad_seeds[] = {"-1", "x", "9223372036854775808", ""};
+    for (size_t i = 0; i < sizeof bad_seeds / sizeof *bad_seeds; i++) {
+        RUN(&r, "generate", "--url", url, "--tokens", "1", "--seed", bad_seeds[i]);
+        CHECK_CODE(&r, 2);
+        CHECK_HAS(r.err, "expected an integer in [0, 2^63)");
+    }
+    RUN(&r, "generate", "--url", url, "--tokens", "1", "--threads", "2");
+    CHECK_CODE(&r, 2);
+    CHECK_HAS(r.err, "--threads works only locally");
+    RUN(&r, "generate", "--url", url, "--tokens", "1", "--mod", "x");
+    CHECK_CODE(&r, 2);
+    CHECK_HAS(r.err, "write --model in full");
 
     /* export -> import: the imported state has the same checksum (the blob is bit-exact) */
     snprintf(file, sizeof file, "%s/soup.safetensors", work);
@@ -711,6 +739,15 @@ static void test_daemon(void)
     CHECK(strcmp(jstr(j, "id"), jstr(soup, "id")) != 0);
     CHECK(!strcmp(json_string_value(json_array_get(json_object_get(j, "tags"), 0)), "imported"));
     json_decref(j);
+    /* as text: the new record, its name and tags escaped into the query and read back whole */
+    RUN(&r, "import", "--url", url, file, "--name", "soup:copy/2", "--tag", "x/y", "--tag",
+        "p:q");
+    CHECK_CODE(&r, 0);
+    CHECK(HAS_LINE(r.out, "name", "soup:copy/2"));
+    CHECK(HAS_LINE(r.out, "tags", "x/y, p:q"));
+    CHECK(HAS_LINE(r.out, "checksum", jstr(soup, "checksum")));
+    RUN(&r, "rm", "--url", url, "soup:copy/2");
+    CHECK_CODE(&r, 0);
     RUN(&r, "import", "--url", url, file, "--name", "soup-copy");
     CHECK_CODE(&r, 1);
     CHECK_HAS(r.err, "already_exists");
