@@ -25,6 +25,11 @@
 
 enum { NB = 16 / VW }; /* vectors per block of 16 channels */
 
+/* How many weight rows ahead the one-row (batch-1) kernels prefetch into L2 (PF1_ROWS..+3). */
+#ifndef PF1_ROWS
+#define PF1_ROWS 8
+#endif
+
 static inline VF KFN(exp)(VF x)
 {
     x = VMAX(x, VSET1(-87.3f));
@@ -304,11 +309,11 @@ static void KFN(conv)(const conv_args *a)
                 __builtin_prefetch(W + 5 * (size_t)K + k);                                     \
                 __builtin_prefetch(W + 6 * (size_t)K + k);                                     \
                 __builtin_prefetch(W + 7 * (size_t)K + k);                                     \
-            } else if (RX == 1 && k % (64 / sizeof(WT)) == 0) { /* 8 rows ahead, into L2 */   \
-                __builtin_prefetch(W + 8 * (size_t)K + k, 0, 2);                               \
-                __builtin_prefetch(W + 9 * (size_t)K + k, 0, 2);                               \
-                __builtin_prefetch(W + 10 * (size_t)K + k, 0, 2);                              \
-                __builtin_prefetch(W + 11 * (size_t)K + k, 0, 2);                              \
+            } else if (RX == 1 && k % (64 / sizeof(WT)) == 0) { /* PF1_ROWS ahead, into L2 */ \
+                __builtin_prefetch(W + (PF1_ROWS + 0) * (size_t)K + k, 0, 2);                  \
+                __builtin_prefetch(W + (PF1_ROWS + 1) * (size_t)K + k, 0, 2);                  \
+                __builtin_prefetch(W + (PF1_ROWS + 2) * (size_t)K + k, 0, 2);                  \
+                __builtin_prefetch(W + (PF1_ROWS + 3) * (size_t)K + k, 0, 2);                  \
             }                                                                                  \
             VF w0 = WLD(W + k), w1 = WLD(W + (size_t)K + k);                                   \
             VF w2 = WLD(W + 2 * (size_t)K + k), w3 = WLD(W + 3 * (size_t)K + k);               \
@@ -436,6 +441,20 @@ GS_FAMILY(_f16, uint16_t, VLOAD_F16, f16_to_f32)
                 if (RX > 3) GS_STEP(3);                                                        \
             }                                                                                  \
         }                                                                                      \
+        if (k + VW <= K) { /* whole vectors of a short last block: the F32 kernel's steps */  \
+            const int b = k / Q8_BLOCK;                                                        \
+            const VF s0 = VSET1(S[b]), s1 = VSET1(S[nb + b]);                                  \
+            const VF s2 = VSET1(S[2 * (size_t)nb + b]), s3 = VSET1(S[3 * (size_t)nb + b]);     \
+            for (; k + VW <= K; k += VW) {                                                     \
+                VF w0 = VLOAD_I8(W + k) * s0, w1 = VLOAD_I8(W + (size_t)K + k) * s1;           \
+                VF w2 = VLOAD_I8(W + 2 * (size_t)K + k) * s2;                                  \
+                VF w3 = VLOAD_I8(W + 3 * (size_t)K + k) * s3;                                  \
+                GS_STEP(0);                                                                    \
+                if (RX > 1) GS_STEP(1);                                                        \
+                if (RX > 2) GS_STEP(2);                                                        \
+                if (RX > 3) GS_STEP(3);                                                        \
+            }                                                                                  \
+        }                                                                                      \
         Q8_OUT4(0);                                                                            \
         if (RX > 1) Q8_OUT4(1);                                                                \
         if (RX > 2) Q8_OUT4(2);                                                                \
@@ -466,10 +485,10 @@ static void KFN(q8_4x1)(const float *X, int ldx, const int8_t *W, const float *S
     for (; k + Q8_BLOCK <= K;) {
         const int b = k / Q8_BLOCK;
         if (b % 2 == 0) { /* two blocks ahead, into L2: without, one core streamed 10 GB/s; 20 */
-            __builtin_prefetch(W + 8 * (size_t)K + k, 0, 2);
-            __builtin_prefetch(W + 9 * (size_t)K + k, 0, 2);
-            __builtin_prefetch(W + 10 * (size_t)K + k, 0, 2);
-            __builtin_prefetch(W + 11 * (size_t)K + k, 0, 2);
+            __builtin_prefetch(W + (PF1_ROWS + 0) * (size_t)K + k, 0, 2);
+            __builtin_prefetch(W + (PF1_ROWS + 1) * (size_t)K + k, 0, 2);
+            __builtin_prefetch(W + (PF1_ROWS + 2) * (size_t)K + k, 0, 2);
+            __builtin_prefetch(W + (PF1_ROWS + 3) * (size_t)K + k, 0, 2);
         }
         VF b0 = VZERO(), b1 = VZERO(), b2 = VZERO(), b3 = VZERO();
         for (int e = 0; e < Q8_BLOCK / VW; e++, k += VW) {
@@ -504,6 +523,10 @@ static float KFN(dot_q8)(const int8_t *q, const float *s, const float *x, int K)
         const VF sc = VSET1(s[k / Q8_BLOCK]);
         for (int e = 0; e < Q8_BLOCK / VW; e++, k += VW)
             acc = VFMA(VLOAD_I8(q + k) * sc, VLOAD(x + k), acc);
+    }
+    if (k + VW <= K) { /* whole vectors of a short last block, as Q8_BLOCKFN */
+        const VF sc = VSET1(s[k / Q8_BLOCK]);
+        for (; k + VW <= K; k += VW) acc = VFMA(VLOAD_I8(q + k) * sc, VLOAD(x + k), acc);
     }
     float sum = VHSUM(acc);
     for (; k < K; k++) sum += ((float)q[k] * s[k / Q8_BLOCK]) * x[k];

@@ -98,6 +98,19 @@ int store_text_reachable(const char *text, const ss_store_scope *sc, int *own)
     return ok;
 }
 
+#define TAGKEY_MAX (SS_REC_TAG_MAX + 1 + TKEY_LEN)
+/* The tags index key of tag t (a JSON string) for the state of time key tkey: tag, 0x00, time
+ * key; its length, or 0 when t is not a string of at most SS_REC_TAG_MAX bytes. */
+static size_t tag_key(unsigned char *k, const json_t *t, const unsigned char *tkey)
+{
+    size_t n = json_string_length(t);
+    if (!json_is_string(t) || n > SS_REC_TAG_MAX) return 0;
+    memcpy(k, json_string_value(t), n);
+    k[n] = 0;
+    memcpy(k + n + 1, tkey, TKEY_LEN);
+    return n + 1 + TKEY_LEN;
+}
+
 typedef struct ival {
     const char *tenant; /* not NUL-terminated: tlen bytes */
     size_t tlen;
@@ -520,13 +533,10 @@ static ss_err put_fn(ss_store *s, wtx *w, void *ctx)
     size_t i;
     json_t *t;
     json_array_foreach (json_object_get(p->rec, "tags"), i, t) {
-        unsigned char k[SS_REC_TAG_MAX + 1 + TKEY_LEN];
-        size_t tl = json_string_length(t);
-        memcpy(k, json_string_value(t), tl);
-        k[tl] = 0;
-        memcpy(k + tl + 1, tkey, TKEY_LEN);
+        unsigned char k[TAGKEY_MAX];
+        size_t kl = tag_key(k, t, tkey); /* valid: checked by ss_rec_parse */
         val = (MDB_val){iv_len, iv};
-        if (store_w_put(w, s->tags, k, tl + 1 + TKEY_LEN, &val, MDB_NOOVERWRITE)) goto fail;
+        if (store_w_put(w, s->tags, k, kl, &val, MDB_NOOVERWRITE)) goto fail;
     }
     if (tenant && (err = add_tenant_counts(s, w, tenant, strlen(tenant), 1, (int64_t)p->blob_len)))
         return err;
@@ -775,14 +785,9 @@ static ss_err delete_fn(ss_store *s, wtx *w, void *ctx)
         size_t i;
         json_t *t;
         json_array_foreach (json_object_get(record, "tags"), i, t) {
-            unsigned char k[SS_REC_TAG_MAX + 1 + TKEY_LEN];
-            if (!json_is_string(t)) continue;
-            size_t tl = json_string_length(t);
-            if (tl > SS_REC_TAG_MAX) continue;
-            memcpy(k, json_string_value(t), tl);
-            k[tl] = 0;
-            memcpy(k + tl + 1, tkey, TKEY_LEN);
-            if (store_w_del(w, s->tags, k, tl + 1 + TKEY_LEN)) goto fail;
+            unsigned char k[TAGKEY_MAX];
+            size_t kl = tag_key(k, t, tkey);
+            if (kl && store_w_del(w, s->tags, k, kl)) goto fail;
         }
     } else {
         if ((err = purge_index(s, w, s->names, tkey, 0))) goto out;
@@ -1210,14 +1215,10 @@ static ss_err share_fn(ss_store *s, wtx *w, void *ctx)
     size_t i;
     json_t *t;
     json_array_foreach (json_object_get(record, "tags"), i, t) {
-        unsigned char k[SS_REC_TAG_MAX + 1 + TKEY_LEN];
-        size_t n = json_string_length(t);
-        if (!json_is_string(t) || n > SS_REC_TAG_MAX) continue;
-        memcpy(k, json_string_value(t), n);
-        k[n] = 0;
-        memcpy(k + n + 1, tkey, TKEY_LEN);
+        unsigned char k[TAGKEY_MAX];
+        size_t kl = tag_key(k, t, tkey);
         val = (MDB_val){iv_len, iv};
-        if (store_w_put(w, s->tags, k, n + 1 + TKEY_LEN, &val, 0)) goto fail;
+        if (kl && store_w_put(w, s->tags, k, kl, &val, 0)) goto fail;
     }
     memcpy(c->id, id, ID_LEN + 1);
     goto out;

@@ -556,6 +556,26 @@ def check_playground(b, base):
     b7 = http("GET", base + "/v1/states/beta-07")[2]["id"]
     check(st == 200 and rec["parents"] == [{"id": a0, "weight": 0.25}, {"id": b7, "weight": 0.75}],
           "playground: 'save this merge' stored the merge with its parents and weights")
+    # retrieve-then-merge from the page equals the API's (states found, weights, text)
+    body = {"merge": {"retrieve": {"query": "Dictionary:\nlight = river", "k": 2,
+                                   "weights": "uniform"}},
+            "prompt": "Query:\ncase =", "max_tokens": 12, "temperature": 0, "seed": 1, "logprobs": 1}
+    want = http("POST", base + "/v1/generate", body)[2]
+    b.load(base + "/#/playground")
+    b.click("#pg-retrieve")
+    b.type("#pg-rquery", "Dictionary:\nlight = river")
+    b.type("#pg-rk", "2")
+    b.js("document.getElementById('pg-rweights').value = 'uniform'")
+    b.type("#pg-prompt", "Query:\ncase =")
+    b.type("#pg-max", "12")
+    b.click("#pg-run")
+    got = b.wait("const t = document.getElementById('pg-retrieved'); return t && {text:"
+                 " document.getElementById('pg-text').textContent, ids: [...t.tBodies[0].rows]"
+                 ".map(tr => tr.dataset.id)}", what="retrieval")
+    check(got["text"] == want["text"] and got["ids"] == [r["id"] for r in want["retrieved"]],
+          "playground: retrieve-then-merge finds the API's states (%s) and generates its text"
+          % got["ids"])
+    b.shot("playground-retrieve")
     b.size(390, 844)
     run_playground(b, base, True)
     b.wait("const f = document.getElementById('pg-finish'); return f && f.textContent", what="phone")

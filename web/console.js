@@ -684,8 +684,30 @@ pages.playground = async function (view, route, live) {
   const sources = () => [...rows.querySelectorAll('.source')].map((r) => ({
     state: r.querySelector('.pg-state').value.trim(), weight: Number(r.querySelector('.pg-weight').value),
   })).filter((s) => s.state);
-  const start = (src) => src.length === 0 ? {} : src.length === 1 && src[0].weight === 1 ?
-    { state: src[0].state } : { merge: src };
+  /* retrieve-then-merge: the daemon searches the catalog and merges the k states it finds */
+  const retr = el('input', { id: 'pg-retrieve', type: 'checkbox' });
+  const rq = el('textarea', { id: 'pg-rquery', rows: 2, cols: 30, placeholder: 'query (empty: the prompt)' });
+  const rk = el('input', { id: 'pg-rk', type: 'number', value: 3, min: 1, max: 100 });
+  const rw = el('select', { id: 'pg-rweights' }, el('option', { value: 'softmax' }, 'softmax of scores'),
+    el('option', { value: 'uniform' }, 'uniform'));
+  const retrieveSpec = () => {
+    const spec = { k: Number(rk.value), weights: rw.value };
+    if (rq.value.trim()) spec.query = rq.value;
+    return { merge: { retrieve: spec } };
+  };
+  const start = (src) => retr.checked ? retrieveSpec() : src.length === 0 ? {} :
+    src.length === 1 && src[0].weight === 1 ? { state: src[0].state } : { merge: src };
+  let lastRetrieved = null; /* what the last retrieving run merged: "save this merge" stores it */
+  const showRetrieved = (list) => {
+    if (!list || !list.length) return;
+    lastRetrieved = list;
+    out.append(el('h2', {}, 'Retrieved and merged'), el('table', { id: 'pg-retrieved', className: 'compact' },
+      el('thead', {}, el('tr', {}, el('th', { scope: 'col' }, 'State'), el('th', { scope: 'col', className: 'num' }, 'Score'),
+        el('th', { scope: 'col', className: 'num' }, 'Weight'))),
+      el('tbody', {}, list.map((r) => el('tr', { dataset: { id: r.id } },
+        el('td', {}, el('a', { href: '#/state/' + encodeURIComponent(r.id) }, shortName(r))),
+        el('td', { className: 'num' }, fmtNum(r.score, 4)), el('td', { className: 'num' }, fmtNum(r.weight, 4)))))));
+  };
 
   const run = async () => {
     const src = sources();
@@ -696,6 +718,7 @@ pages.playground = async function (view, route, live) {
       const r = await api('POST', '/v1/score', body);
       out.append(el('p', { id: 'pg-score' }, `${r.n_tokens} tokens · log-prob sum ${fmtNum(r.logprob_sum, 4)} · perplexity ${fmtNum(r.perplexity, 4)}`),
         logprobTable(r.token_logprobs.map((lp) => ({ logprob: lp }))));
+      showRetrieved(r.retrieved);
       status('');
       return;
     }
@@ -705,6 +728,7 @@ pages.playground = async function (view, route, live) {
     const fin = el('p', { id: 'pg-finish', className: 'muted' });
     out.append(text, fin);
     const toks = [];
+    let retrieved = null;
     if (stream.checked) {
       const res = await api('POST', '/v1/generate', { ...body, stream: true }, { raw: true });
       await readEvents(res, (ev) => {
@@ -712,13 +736,16 @@ pages.playground = async function (view, route, live) {
         if (ev.token !== undefined) toks.push({ text: ev.text, token: ev.token, logprob: ev.logprob });
         text.append(document.createTextNode(ev.text || ''));
         if (ev.finish_reason) fin.textContent = `finish: ${ev.finish_reason} · ${ev.usage.completion_tokens} tokens`;
+        if (ev.retrieved) retrieved = ev.retrieved;
       });
     } else {
       const r = await api('POST', '/v1/generate', body);
       text.textContent = r.text;
       (r.logprobs || []).forEach((l) => toks.push(l));
       fin.textContent = `finish: ${r.finish_reason} · ${r.usage.completion_tokens} tokens`;
+      retrieved = r.retrieved;
     }
+    showRetrieved(retrieved);
     out.append(el('h2', {}, 'Per-token log-probabilities'), logprobTable(toks));
     status('');
   };
@@ -726,8 +753,8 @@ pages.playground = async function (view, route, live) {
   const saveName = el('input', { id: 'pg-save-name', size: 20, placeholder: 'name (optional)' });
   const saved = el('p', { id: 'pg-saved' });
   const save = async () => {
-    const src = sources();
-    if (!src.length) { status('Name at least one state to merge.'); return; }
+    const src = retr.checked ? (lastRetrieved || []).map((r) => ({ state: r.id, weight: r.weight })) : sources();
+    if (!src.length) { status(retr.checked ? 'Run first: the states retrieved are saved.' : 'Name at least one state to merge.'); return; }
     const body = { sources: src };
     if (saveName.value.trim()) body.name = saveName.value.trim();
     const rec = await api('POST', '/v1/states/merge', body);
@@ -738,7 +765,12 @@ pages.playground = async function (view, route, live) {
     className: 'playground', onsubmit: (ev) => { ev.preventDefault(); run().catch((e) => { status(''); out.replaceChildren(el('p', { className: 'error', role: 'alert' }, e.code ? e.code + ': ' + e.message : String(e))); }); },
   },
   el('fieldset', {}, el('legend', {}, 'Start from (empty: the zero state)'), rows,
-    el('button', { type: 'button', id: 'pg-add', className: 'secondary', onclick: () => addRow('', 1) }, 'Add a state')),
+    el('button', { type: 'button', id: 'pg-add', className: 'secondary', onclick: () => addRow('', 1) }, 'Add a state'),
+    el('div', { className: 'toolbar retrieve' },
+      el('div', {}, el('label', { htmlFor: 'pg-retrieve' }, 'Or retrieve them'), retr),
+      el('div', {}, el('label', { htmlFor: 'pg-rquery' }, 'Query'), rq),
+      el('div', {}, el('label', { htmlFor: 'pg-rk' }, 'k'), rk),
+      el('div', {}, el('label', { htmlFor: 'pg-rweights' }, 'Weights'), rw))),
   el('div', {}, el('label', { htmlFor: 'pg-prompt' }, 'Prompt'), prompt),
   contRow,
   el('div', { className: 'toolbar' },
