@@ -39,12 +39,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "dproc.h"
 #include "load_idle.h"
 #include "load_stats.h"
 #include "ss_util.h"
@@ -139,18 +139,6 @@ typedef struct xport {
 
 /* ---- the daemon, when this tool runs it ---------------------------------------------------- */
 
-typedef struct dproc {
-    pid_t pid;
-    int port;
-    int fd; /* read end of its stderr */
-    pthread_t th;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    char log[LOG_KEEP + 1];
-    size_t len;
-    int listening, ready, eof;
-} dproc;
-
 typedef struct sample {
     double t;       /* s since the start */
     double rss_mb;  /* daemon's VmRSS (NAN when unknown) */
@@ -189,7 +177,7 @@ static struct {
     char base[128];
     pid_t pid; /* 0: unknown (no /proc sampling) */
     int own;   /* this tool started the daemon */
-    dproc d;
+    ss_dproc d;
     int vocab, tokenizer;
     char runid[16];
 
@@ -946,49 +934,11 @@ static void *client_main(void *arg)
 
 /* ---- the daemon's process ------------------------------------------------------------------- */
 
-static void *drain_main(void *arg)
-{
-    dproc *d = arg;
-    char buf[4096];
-    const char *lis = "listening on http://127.0.0.1:";
-    for (;;) {
-        ssize_t n = read(d->fd, buf, sizeof buf);
-        if (n < 0 && errno == EINTR) continue;
-        pthread_mutex_lock(&d->mu);
-        if (n <= 0) {
-            d->eof = 1;
-            pthread_cond_broadcast(&d->cv);
-            pthread_mutex_unlock(&d->mu);
-            break;
-        }
-        if (d->len + (size_t)n > LOG_KEEP) { /* keep the tail */
-            size_t drop = d->len + (size_t)n - LOG_KEEP;
-            if (drop > d->len) drop = d->len;
-            memmove(d->log, d->log + drop, d->len - drop);
-            d->len -= drop;
-        }
-        size_t take = (size_t)n > LOG_KEEP ? LOG_KEEP : (size_t)n;
-        memcpy(d->log + d->len, buf + n - take, take);
-        d->len += take;
-        d->log[d->len] = '\0';
-        const char *l = strstr(d->log, lis);
-        if (!d->listening && l) {
-            d->port = atoi(l + strlen(lis));
-            d->listening = d->port > 0;
-        }
-        if (strstr(d->log, "statesoupd: ready\n")) d->ready = 1;
-        pthread_cond_broadcast(&d->cv);
-        pthread_mutex_unlock(&d->mu);
-    }
-    return NULL;
-}
-
 /* Start statesoupd on a free loopback port and wait for its "ready" line. 0 on success. */
 static int daemon_start(void)
 {
-    dproc *d = &G.d;
     const char *argv[32 + MAX_DAEMON_ARGS];
-    int n = 0, p[2];
+    int n = 0;
     argv[n++] = G.daemon_exe;
     argv[n++] = "--model";
     argv[n++] = G.model;
@@ -999,63 +949,21 @@ static int daemon_start(void)
     argv[n++] = "--quiet";
     for (int i = 0; i < G.n_daemon_args; i++) argv[n++] = G.daemon_args[i];
     argv[n] = NULL;
-    d->len = 0;
-    d->log[0] = '\0';
-    d->listening = d->ready = d->eof = 0;
-    if (pipe(p) != 0) return -1;
-    pid_t parent = getpid();
-    d->pid = fork();
-    if (d->pid < 0) return -1;
-    if (d->pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the tool */
-        if (getppid() != parent) _exit(127);
-        dup2(p[1], 2);
-        close(p[0]);
-        close(p[1]);
-        execv(G.daemon_exe, (char *const *)argv);
-        fprintf(stderr, "cannot run %s: %s\n", G.daemon_exe, strerror(errno));
-        _exit(127);
-    }
-    close(p[1]);
-    d->fd = p[0];
-    pthread_create(&d->th, NULL, drain_main, d);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 180;
-    pthread_mutex_lock(&d->mu);
-    while (!(d->ready && d->listening) && !d->eof)
-        if (pthread_cond_timedwait(&d->cv, &d->mu, &until) == ETIMEDOUT) break;
-    int ok = d->ready && d->listening;
-    pthread_mutex_unlock(&d->mu);
-    if (!ok) {
-        fprintf(stderr, "statesoup-load: statesoupd did not start; its log:\n%s\n", d->log);
-        kill(d->pid, SIGKILL);
+    ss_dproc_opts o = {.timeout_s = 180, .die_with_parent = 1}; /* never outlive the tool */
+    if (ss_dproc_start(&G.d, argv, &o)) {
+        fprintf(stderr, "statesoup-load: statesoupd did not start; its log:\n%s\n",
+                G.d.log ? G.d.log : "");
         return -1;
     }
-    snprintf(G.base, sizeof G.base, "http://127.0.0.1:%d", d->port);
-    G.pid = d->pid;
+    snprintf(G.base, sizeof G.base, "%s", G.d.base);
+    G.pid = G.d.pid;
     return 0;
 }
 
 /* Wait for the daemon (up to limit_s, then SIGKILL) and its log thread; returns the wait status. */
 static int daemon_reap(double limit_s)
 {
-    dproc *d = &G.d;
-    int status = 0;
-    int64_t t = ss_mono_ns();
-    for (;;) {
-        pid_t w = waitpid(d->pid, &status, WNOHANG);
-        if (w == d->pid || (w < 0 && errno != EINTR)) break;
-        if ((double)(ss_mono_ns() - t) / 1e9 > limit_s) {
-            kill(d->pid, SIGKILL);
-            waitpid(d->pid, &status, 0);
-            status = -1;
-            break;
-        }
-        sleep_s(0.02);
-    }
-    pthread_join(d->th, NULL);
-    close(d->fd);
+    int status = ss_dproc_reap(&G.d, limit_s);
     G.pid = 0;
     return status;
 }
@@ -1065,12 +973,10 @@ static int daemon_died(void)
 {
     int status;
     if (!G.own || !G.pid) return 0;
-    if (waitpid(G.d.pid, &status, WNOHANG) != G.d.pid) return 0;
-    pthread_join(G.d.th, NULL);
-    close(G.d.fd);
+    if (!ss_dproc_exited(&G.d, &status)) return 0;
     G.pid = 0;
     fprintf(stderr, "statesoup-load: statesoupd died (status 0x%x); the end of its log:\n%s\n",
-            status, G.d.log);
+            status, G.d.log ? G.d.log : "");
     problem("statesoupd died on its own (wait status 0x%x)", status);
     return 1;
 }
@@ -1772,7 +1678,8 @@ static void final_stop(CURL *obs, outcome *o)
             daemon_exit != -1 && WIFEXITED(daemon_exit) && WEXITSTATUS(daemon_exit) == 0;
         if (!o->clean_exit) {
             problem("statesoupd did not exit cleanly on SIGTERM (wait status 0x%x)", daemon_exit);
-            fprintf(stderr, "statesoup-load: the end of statesoupd's log:\n%s\n", G.d.log);
+            fprintf(stderr, "statesoup-load: the end of statesoupd's log:\n%s\n",
+                    G.d.log ? G.d.log : "");
         }
     }
 }
@@ -2019,8 +1926,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     pthread_mutex_init(&G.mu, NULL);
-    pthread_mutex_init(&G.d.mu, NULL);
-    pthread_cond_init(&G.d.cv, NULL);
+    ss_dproc_init(&G.d, LOG_KEEP);
     G.t0 = ss_mono_ns();
     {
         uint64_t s = G.seed;
@@ -2071,5 +1977,6 @@ int main(int argc, char **argv)
     rc = o.ok ? 0 : 1;
 out:
     cleanup(obs, &o);
+    ss_dproc_free(&G.d);
     return rc;
 }

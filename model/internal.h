@@ -152,6 +152,9 @@ struct ss_ctx {
     int *grows;      /* [group_size] MoT group member rows */
     int *gmembers;   /* [seq_cap] MoT group member spans */
     float *gw;       /* [group_size] MoT group weights */
+    /* q8 prefill: n_threads blocks of wide_floats (WIDE_ROWS weight rows widened to F32) */
+    float *wide;
+    size_t wide_floats;
 };
 
 /* model/checkpoint.c */
@@ -161,6 +164,8 @@ ss_err model_load(ss_model *m, const char *dir, const ss_model_params *p);
 void model_unload(ss_model *m);
 
 /* model/dense.c: dense helpers shared by every mixer */
+/* 8-bit weight rows widened at a time for a prefill panel (ctx_reserve sizes the scratch). */
+#define WIDE_ROWS 64
 /* y[rows, out] = x[rows, in] (row stride ldx) times w[out, in]^T, plus bias when not NULL, into y
  * (row stride ldy); threaded over the model's pool. Each row's result is the same bits whatever
  * the row count (but q8 weights at one row) and the thread count. */

@@ -441,6 +441,20 @@ GS_FAMILY(_f16, uint16_t, VLOAD_F16, f16_to_f32)
                 if (RX > 3) GS_STEP(3);                                                        \
             }                                                                                  \
         }                                                                                      \
+        if (k + VW <= K) { /* whole vectors of a short last block: the F32 kernel's steps */  \
+            const int b = k / Q8_BLOCK;                                                        \
+            const VF s0 = VSET1(S[b]), s1 = VSET1(S[nb + b]);                                  \
+            const VF s2 = VSET1(S[2 * (size_t)nb + b]), s3 = VSET1(S[3 * (size_t)nb + b]);     \
+            for (; k + VW <= K; k += VW) {                                                     \
+                VF w0 = VLOAD_I8(W + k) * s0, w1 = VLOAD_I8(W + (size_t)K + k) * s1;           \
+                VF w2 = VLOAD_I8(W + 2 * (size_t)K + k) * s2;                                  \
+                VF w3 = VLOAD_I8(W + 3 * (size_t)K + k) * s3;                                  \
+                GS_STEP(0);                                                                    \
+                if (RX > 1) GS_STEP(1);                                                        \
+                if (RX > 2) GS_STEP(2);                                                        \
+                if (RX > 3) GS_STEP(3);                                                        \
+            }                                                                                  \
+        }                                                                                      \
         Q8_OUT4(0);                                                                            \
         if (RX > 1) Q8_OUT4(1);                                                                \
         if (RX > 2) Q8_OUT4(2);                                                                \
@@ -509,6 +523,10 @@ static float KFN(dot_q8)(const int8_t *q, const float *s, const float *x, int K)
         const VF sc = VSET1(s[k / Q8_BLOCK]);
         for (int e = 0; e < Q8_BLOCK / VW; e++, k += VW)
             acc = VFMA(VLOAD_I8(q + k) * sc, VLOAD(x + k), acc);
+    }
+    if (k + VW <= K) { /* whole vectors of a short last block, as Q8_BLOCKFN */
+        const VF sc = VSET1(s[k / Q8_BLOCK]);
+        for (; k + VW <= K; k += VW) acc = VFMA(VLOAD_I8(q + k) * sc, VLOAD(x + k), acc);
     }
     float sum = VHSUM(acc);
     for (; k < K; k++) sum += ((float)q[k] * s[k / Q8_BLOCK]) * x[k];

@@ -90,6 +90,8 @@ static void ctx_release(ss_ctx *c)
     free(c->counts);
     free(c->grows);
     free(c->gw);
+    free(c->wide);
+    c->wide = NULL;
     c->route_idx = c->perm = c->counts = c->grows = NULL;
     c->gw = NULL;
     c->rows = 0;
@@ -149,6 +151,14 @@ static ss_err ctx_reserve(ss_ctx *c, int rows)
         c->gw = alloc_f(g);
         ok = c->router && c->eh && c->ein && c->eout && c->route_w && c->route_idx && c->perm &&
              c->counts && c->grows && c->gw;
+    }
+    if (ok && strcmp(m->info.weights, "q8") == 0) {
+        /* the widest K a weight matrix has: d, Di, de (router/up: d; out/down: Di, de) */
+        size_t kmax = d > Di ? d : Di;
+        if ((size_t)cf->moe.expert_width > kmax) kmax = (size_t)cf->moe.expert_width;
+        c->wide_floats = (size_t)WIDE_ROWS * kmax;
+        c->wide = alloc_f(c->wide_floats * (size_t)m->n_threads);
+        ok = c->wide != NULL;
     }
     if (!ok) {
         ctx_release(c);

@@ -19,62 +19,19 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dproc.h"
 #include "golden.h"
 #include "safetensors.h"
 #include "test_util.h"
 
 /* ---- the daemon --------------------------------------------------------------------------- */
 
-typedef struct srv {
-    pid_t pid;
-    int port;
-    char base[64];
-    int fd; /* read end of its stderr */
-    pthread_t th;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    char *log;
-    size_t len, cap;
-    int listening, ready, eof;
-} srv;
-
-static inline void *drain(void *arg)
-{
-    srv *d = arg;
-    char buf[4096];
-    for (;;) {
-        ssize_t n = read(d->fd, buf, sizeof buf);
-        if (n < 0 && errno == EINTR) continue;
-        pthread_mutex_lock(&d->mu);
-        if (n <= 0) {
-            d->eof = 1;
-            pthread_cond_broadcast(&d->cv);
-            pthread_mutex_unlock(&d->mu);
-            break;
-        }
-        if (d->len + (size_t)n + 1 > d->cap) {
-            d->cap = (d->len + (size_t)n + 1) * 2;
-            d->log = realloc(d->log, d->cap);
-        }
-        memcpy(d->log + d->len, buf, (size_t)n);
-        d->len += (size_t)n;
-        d->log[d->len] = '\0';
-        const char *l = strstr(d->log, "listening on http://127.0.0.1:");
-        if (!d->listening && l) {
-            d->port = atoi(l + strlen("listening on http://127.0.0.1:"));
-            d->listening = d->port > 0;
-        }
-        if (strstr(d->log, "statesoupd: ready\n")) d->ready = 1;
-        pthread_cond_broadcast(&d->cv);
-        pthread_mutex_unlock(&d->mu);
-    }
-    return NULL;
-}
+/* The fields tests read: pid, port, base, log and len (under mu; cv wakes on each new chunk). */
+typedef ss_dproc srv;
 
 /* Start statesoupd with the given model and data dir plus extra args (NULL-terminated). */
 static inline int daemon_start(srv *d, const char *model, const char *data, ...)
 {
-    memset(d, 0, sizeof *d);
     char exe[1024];
     const char *br = getenv("SS_BUILD_ROOT");
     snprintf(exe, sizeof exe, "%s/statesoupd", br ? br : "build");
@@ -95,45 +52,18 @@ static inline int daemon_start(srv *d, const char *model, const char *data, ...)
     while ((a = va_arg(ap, const char *)) && n < 62) argv[n++] = a;
     va_end(ap);
     argv[n] = NULL;
-    int p[2];
-    if (pipe(p) != 0) return -1;
-    pthread_mutex_init(&d->mu, NULL);
-    pthread_cond_init(&d->cv, NULL);
-    d->pid = fork();
-    if (d->pid == 0) {
-        dup2(p[1], 2);
-        int null = open("/dev/null", O_WRONLY);
-        dup2(null, 1);
-        close(p[0]);
-        close(p[1]);
-        execv(exe, (char *const *)argv);
-        _exit(127);
-    }
-    close(p[1]);
-    d->fd = p[0];
-    pthread_create(&d->th, NULL, drain, d);
-    /* wait for the "ready" line (or the daemon's death) */
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 120;
-    pthread_mutex_lock(&d->mu);
-    while (!(d->ready && d->listening) && !d->eof)
-        if (pthread_cond_timedwait(&d->cv, &d->mu, &until) == ETIMEDOUT) break;
-    int ok = d->ready && d->listening;
-    pthread_mutex_unlock(&d->mu);
-    if (!ok) {
+    ss_dproc_init(d, 0);
+    ss_dproc_opts o = {.timeout_s = 120, .quiet_stdout = 1};
+    if (ss_dproc_start(d, argv, &o)) {
         fprintf(stderr, "statesoupd did not start:\n%s\n", d->log ? d->log : "");
         return -1;
     }
-    snprintf(d->base, sizeof d->base, "http://127.0.0.1:%d", d->port);
     return 0;
 }
 
 static inline void daemon_reap(srv *d, int *status)
 {
-    waitpid(d->pid, status, 0);
-    pthread_join(d->th, NULL);
-    close(d->fd);
+    *status = ss_dproc_reap(d, 0);
 }
 
 /* SIGTERM and wait; the daemon must exit 0 (under ASan that also means: no leak, no error). */
@@ -145,9 +75,7 @@ static inline void daemon_stop(srv *d)
     int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
     CHECKF(clean, "statesoupd did not exit cleanly (status 0x%x); its log:\n%s", status,
            d->log ? d->log : "");
-    free(d->log);
-    pthread_mutex_destroy(&d->mu);
-    pthread_cond_destroy(&d->cv);
+    ss_dproc_free(d);
 }
 
 /* ---- HTTP client (libcurl) --------------------------------------------------------------- */

@@ -212,7 +212,7 @@ static void gemm_part(const kernels *kn, int wt, const float *X, int ldx, int r0
  * Batch invariance of the GEMMs: every row of a 70-row product (more than one panel of
  * dense.c's 64) computed again in calls of 1..17 and 33 rows starting anywhere, on any column
  * range, has the same bits. 8-bit weights from 2 rows on (one row sums its blocks in another
- * order, kernels.h).
+ * order, kernels.h), and also as the F32 kernel on the widened weights (prefill panels).
  */
 static void test_gemm_invariance(const kernels *kn)
 {
@@ -236,6 +236,18 @@ static void test_gemm_invariance(const kernels *kn)
                 q8_quantize_row(Wf + (size_t)n * K, K, W8 + (size_t)n * K, S8 + (size_t)n * nb);
             for (int wt = WF32; wt <= WQ8; wt++) {
                 gemm_part(kn, wt, X, ldx, 0, MT, K, Wf, W16, W8, S8, 0, N, Y, ldy);
+                if (wt == WQ8) { /* dense.c's prefill: q8 rows widened, then the F32 kernel */
+                    float *Wq = malloc(sizeof(float) * N * K);
+                    for (int n = 0; n < N; n++)
+                        kn->widen_q8(W8 + (size_t)n * K, S8 + (size_t)n * nb, K, Wq + (size_t)n * K);
+                    memcpy(Z, Y, sizeof(float) * MT * ldy);
+                    kn->gemm_small(X, MT, K, ldx, Wq, N, Z, ldy);
+                    if (memcmp(Z, Y, sizeof(float) * MT * ldy) != 0) {
+                        printf("  %s K=%d N=%d: q8 widened differs from q8\n", kn->name, K, N);
+                        ok = 0;
+                    }
+                    free(Wq);
+                }
                 for (size_t c = 0; c < sizeof Ms / sizeof Ms[0]; c++) {
                     const int M = Ms[c];
                     if (wt == WQ8 && M == 1) continue;

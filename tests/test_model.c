@@ -82,12 +82,15 @@ static int same_state(const ss_model *m, const ss_state *a, const ss_state *b)
  * and a greedy continuation; also when the resumed part shares its call with another sequence,
  * and when the prefix itself was fed in pieces.
  */
-static void check_reuse(const char *model_dir)
+static void check_reuse(const char *model_dir, const ss_model_params *params)
 {
     enum { T = 45, NG = 6 };
     ss_model *m;
     ss_ctx *c;
-    REQUIRE_OK(ss_model_open(&m, fixture_path(model_dir), NULL));
+    REQUIRE_OK(ss_model_open(&m, fixture_path(model_dir), params));
+    /* q8: exact where every span has 2 tokens or more (docs/api.md): no prefix of one token,
+     * none fed in pieces that leave one, no resuming with one left */
+    const int q8 = params && params->weights == SS_WEIGHTS_Q8;
     REQUIRE_OK(ss_ctx_new(m, &c));
     const int V = ss_model_get_info(m)->vocab_size;
     int32_t P[T], other[13];
@@ -108,7 +111,9 @@ static void check_reuse(const char *model_dir)
     static const int at[] = {1, 5, 8, 9, 16, 17, 23, 32, 33, 44};
     for (size_t k = 0; k < sizeof at / sizeof at[0]; k++) {
         const int p = at[k];
+        if (q8 && (p < 2 || T - p < 2)) continue;
         for (int mode = 0; mode < 3; mode++) {
+            if (q8 && mode == 2 && p % 3 == 1) continue;
             /* the stored prefix: one call (mode 0, 1) or calls of 3 tokens (mode 2) */
             ss_state_zero(r);
             for (int t = 0; t < p; t += mode == 2 ? 3 : p) {
@@ -129,8 +134,8 @@ static void check_reuse(const char *model_dir)
             memcpy(g, lr + (size_t)(T - p - 1) * V, (size_t)V * sizeof(float));
             greedy(m, c, r, g, NG, gr);
             CHECKF(same_logits && same_st && !memcmp(gr, gf, sizeof gf),
-                   "%s: resumed at %d (mode %d): logits %s (by %.3g), state %s, greedy %s",
-                   model_dir, p, mode, same_logits ? "same" : "differ",
+                   "%s%s: resumed at %d (mode %d): logits %s (by %.3g), state %s, greedy %s",
+                   model_dir, q8 ? " q8" : "", p, mode, same_logits ? "same" : "differ",
                    max_abs_diff(lr, lf + (size_t)p * V, (size_t)(T - p) * V),
                    same_st ? "same" : "differs", memcmp(gr, gf, sizeof gf) ? "differs" : "same");
         }
@@ -896,7 +901,7 @@ int main(int argc, char **argv)
         if (only && !strstr(fixtures[i][0], only)) continue;
         check_fixture(fixtures[i][0], fixtures[i][1], NULL);
         check_invariants(fixtures[i][0], fixtures[i][1]);
-        check_reuse(fixtures[i][0]);
+        check_reuse(fixtures[i][0], NULL);
     }
     if (!only || strstr("models/moe-mamba-mot", only)) check_mot();
     if (!only) {
@@ -905,6 +910,13 @@ int main(int argc, char **argv)
         check_huge_pages();
         check_q8();
         check_threads();
+        /* 8-bit weights: prefill panels widen the weights (dense.c), short spans convert them
+         * in registers: the same bits. (Not MoE: an expert given one token of a step runs the
+         * one-row kernel, which sums in another order.) */
+        ss_model_params q8 = ss_model_default_params();
+        q8.weights = SS_WEIGHTS_Q8;
+        check_reuse("models/mamba1-tiny", &q8);
+        check_reuse("models/mamba2-tiny", &q8);
     }
     return test_done("test_model");
 }
