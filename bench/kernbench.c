@@ -4,14 +4,18 @@
  *
  * Each run streams a 1 GB weight matrix [N, 1536] (filled with varied bytes) through one kernel,
  * the threads splitting the rows, and reports GB/s of weights and GMAC/s; "read" sums the same
- * bytes as 64-bit integers (what memory gives a plain stream). Best of 6 passes. The model is
+ * bytes as 64-bit integers (what memory gives a plain stream). Best of 6 passes. With --matrix MB
+ * the matrix is taken as consecutive matrices of MB megabytes each, the threads (model/pool.c, as
+ * the model's projections) splitting one matrix and meeting before the next: what short
+ * matrices and threads meeting cost beside one long stream per thread. The model is
  * not involved: this isolates the kernels (model/kernels*.c) from the forward pass around them,
  * whose per-token cost statesoup-bench reports.
  *
- * usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST]
+ * usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST] [--matrix MB]
  *   --threads 1,2,16   thread counts (default: 1,2 and all cores)
  *   --rows 1,16        input rows per product: 1 = batch-1 decode, 16 = 16 streams (default 1,16)
  *   --kernels LIST     read, f32, bf16, q8 (default all)
+ *   --matrix MB        stream matrices of MB megabytes one after another (default: one 1 GB)
  * It builds with the kernels alone: cc -O2 -Imodel bench/kernbench.c model/kernels*.c (the ISA
  * files with their -m flags, as model/meson.build does) -lm -lpthread.
  */
@@ -24,6 +28,7 @@
 #include <unistd.h>
 
 #include "kernels.h"
+#include "pool.h"
 
 enum { K = 1536, TILE = 64, MAX_THREADS = 256, MAX_LIST = 16 };
 enum kind { K_READ, K_F32, K_BF16, K_Q8 };
@@ -35,6 +40,8 @@ typedef struct bench {
     size_t n;        /* weight rows */
     const void *w;   /* [n, K] in the kind's type */
     const float *s;  /* q8 scales [n, K / 32] */
+    size_t piece;    /* rows per matrix with --matrix, else 0 (one matrix) */
+    ss_pool *pool;   /* with --matrix: b->threads threads in all */
     const float *x;  /* [rows, K] */
     float *y;        /* [rows, n] */
     unsigned long long sink[MAX_THREADS];
@@ -50,31 +57,52 @@ static size_t elem_size(enum kind k)
     return k == K_Q8 ? 1 : k == K_BF16 ? 2 : 4;
 }
 
-static void *run(void *arg)
+/* Rows [lo, lo + per) of the matrix through thread t's kernel (or read). */
+static void stream_rows(bench *b, int t, size_t lo, size_t per)
 {
-    bench *b = ((targ *)arg)->b;
-    const int t = ((targ *)arg)->t;
-    const size_t per = b->n / (size_t)b->threads / TILE * TILE, lo = (size_t)t * per;
     const kernels *k = kernels_get();
     if (b->kind == K_READ) {
         const unsigned long long *p = (const unsigned long long *)b->w + lo * K / 2;
         unsigned long long a = 0;
         for (size_t i = 0; i < per * K / 2; i++) a += p[i];
-        b->sink[t] = a;
-        return NULL;
+        b->sink[t] += a;
+        return;
     }
     for (size_t r = lo; r < lo + per; r += TILE) {
         float *y = b->y + r;
+        const int nr = lo + per - r < TILE ? (int)(lo + per - r) : TILE;
         if (b->kind == K_F32)
-            k->gemm_small(b->x, b->rows, K, K, (const float *)b->w + r * K, TILE, y, (int)b->n);
+            k->gemm_small(b->x, b->rows, K, K, (const float *)b->w + r * K, nr, y, (int)b->n);
         else if (b->kind == K_BF16)
-            k->gemm_small_bf16(b->x, b->rows, K, K, (const uint16_t *)b->w + r * K, TILE, y,
+            k->gemm_small_bf16(b->x, b->rows, K, K, (const uint16_t *)b->w + r * K, nr, y,
                                (int)b->n);
         else
             k->gemm_small_q8(b->x, b->rows, K, K, (const int8_t *)b->w + r * K,
-                             b->s + r * (K / Q8_BLOCK), TILE, y, (int)b->n);
+                             b->s + r * (K / Q8_BLOCK), nr, y, (int)b->n);
     }
+}
+
+static void *run(void *arg)
+{
+    bench *b = ((targ *)arg)->b;
+    const int t = ((targ *)arg)->t;
+    const size_t per = b->n / (size_t)b->threads / TILE * TILE;
+    stream_rows(b, t, (size_t)t * per, per);
     return NULL;
+}
+
+/* --matrix: one matrix of b->piece rows from row r0, split among the pool's threads. */
+typedef struct piece_job {
+    bench *b;
+    size_t r0;
+} piece_job;
+
+static void piece_part(void *arg, int tid, int nt)
+{
+    const piece_job *j = arg;
+    int lo, hi;
+    pool_range((int)j->b->piece, 16, tid, nt, &lo, &hi);
+    if (lo < hi) stream_rows(j->b, tid, j->r0 + (size_t)lo, (size_t)(hi - lo));
 }
 
 static double now_s(void)
@@ -92,6 +120,15 @@ static double measure(bench *b)
         pthread_t th[MAX_THREADS];
         targ ta[MAX_THREADS];
         double t0 = now_s();
+        if (b->piece) {
+            for (size_t r0 = 0; r0 + b->piece <= b->n; r0 += b->piece) {
+                piece_job j = {b, r0};
+                pool_run(b->pool, piece_part, &j);
+            }
+            double dt = now_s() - t0;
+            if (dt < best) best = dt;
+            continue;
+        }
         for (int t = 0; t < b->threads; t++) {
             ta[t] = (targ){b, t};
             if (pthread_create(&th[t], NULL, run, &ta[t]) != 0) return -1;
@@ -116,26 +153,37 @@ static int parse_list(const char *s, int *out, int max)
 }
 
 static const char usage[] =
-    "usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST]\n"
+    "usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST] [--matrix MB]\n"
     "Stream a 1 GB weight matrix through the decode kernels (and a plain read) and report\n"
     "GB/s and GMAC/s: batch-1 decode is bound by how close the kernels get to the read.\n"
     "  --threads 1,2,16   thread counts (default: 1, 2 and all cores)\n"
     "  --rows 1,16        input rows per product: 1 = batch-1 decode, 16 = 16 streams\n"
     "                     (default 1,16)\n"
-    "  --kernels LIST     read, f32, bf16, q8, comma-separated (default all)\n";
+    "  --kernels LIST     read, f32, bf16, q8, comma-separated (default all)\n"
+    "  --matrix MB        stream the 1 GB as matrices of MB megabytes one after another, the\n"
+    "                     threads splitting each and meeting before the next, as the model's\n"
+    "                     projections do (130m: in_proj 9.4 MB in F32, out_proj 4.7, x_proj\n"
+    "                     0.5); default: one matrix, one long stream per thread\n";
 
 int main(int argc, char **argv)
 {
     int threads[MAX_LIST] = {1, 2, (int)sysconf(_SC_NPROCESSORS_ONLN)}, n_threads = 3;
     int rows[MAX_LIST] = {1, 16}, n_rows = 2, want[4] = {1, 1, 1, 1};
+    double matrix_mb = 0;
     static const struct option opts[] = {{"threads", required_argument, NULL, 't'},
                                          {"rows", required_argument, NULL, 'r'},
                                          {"kernels", required_argument, NULL, 'k'},
+                                         {"matrix", required_argument, NULL, 'm'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     for (int c; (c = getopt_long(argc, argv, "h", opts, NULL)) != -1;) {
         if (c == 't' && (n_threads = parse_list(optarg, threads, MAX_THREADS)) > 0) continue;
         if (c == 'r' && (n_rows = parse_list(optarg, rows, 16)) > 0) continue;
+        if (c == 'm') {
+            char *end;
+            matrix_mb = strtod(optarg, &end);
+            if (end != optarg && !*end && matrix_mb > 0 && matrix_mb <= 1000) continue;
+        }
         if (c == 'k') {
             for (int i = 0; i < 4; i++) want[i] = strstr(optarg, kind_names[i]) != NULL;
             if (want[0] || want[1] || want[2] || want[3]) continue;
@@ -144,13 +192,22 @@ int main(int argc, char **argv)
         return c == 'h' ? 0 : 2;
     }
     if (n_threads == 3 && threads[2] <= 2) n_threads = 2;
-    printf("statesoup-kernbench: %s kernels, K = %d, 1 GB per matrix\n", kernels_get()->name, K);
+    if (matrix_mb > 0)
+        printf("statesoup-kernbench: %s kernels, K = %d, 1 GB as matrices of %.2f MB\n",
+               kernels_get()->name, K, matrix_mb);
+    else
+        printf("statesoup-kernbench: %s kernels, K = %d, 1 GB per matrix\n", kernels_get()->name,
+               K);
     float *x = malloc(16 * K * sizeof *x);
     for (int i = 0; i < 16 * K; i++) x[i] = (float)(i % 7) * 0.1f;
     for (int kind = 0; kind < 4; kind++) {
         if (!want[kind]) continue;
         const size_t es = elem_size((enum kind)kind);
-        const size_t n = (size_t)(1e9 / (double)es / K) / 1024 * 1024;
+        size_t n = (size_t)(1e9 / (double)es / K) / 1024 * 1024;
+        /* --matrix: rows per matrix (a multiple of 16; its weight bytes, q8 scales included) */
+        const double row_bytes = K * (kind == K_Q8 ? 1.125 : (double)es);
+        size_t piece = matrix_mb > 0 ? (size_t)(matrix_mb * 1e6 / row_bytes) / 16 * 16 : 0;
+        if (matrix_mb > 0 && piece < 16) piece = 16;
         unsigned long long *w = malloc(n * K * es);
         float *s = kind == K_Q8 ? malloc(n * (K / Q8_BLOCK) * sizeof *s) : NULL;
         float *y = malloc(16 * n * sizeof *y);
@@ -173,17 +230,23 @@ int main(int argc, char **argv)
         for (int ti = 0; ti < n_threads; ti++)
             for (int ri = 0; ri < (kind == K_READ ? 1 : n_rows); ri++) {
                 bench b = {.kind = (enum kind)kind, .rows = rows[ri], .threads = threads[ti],
-                           .n = n, .w = w, .s = s, .x = x, .y = y};
+                           .n = piece ? n / piece * piece : n, .w = w, .s = s, .x = x, .y = y,
+                           .piece = piece};
+                if (piece && !(b.pool = pool_new(threads[ti]))) {
+                    fprintf(stderr, "statesoup-kernbench: cannot start %d threads\n", threads[ti]);
+                    return 1;
+                }
                 double dt = measure(&b);
+                pool_free(b.pool);
                 if (dt <= 0) return 1;
-                const double bytes = (double)n * K * (kind == K_Q8 ? 1.125 : (double)es);
+                const double bytes = (double)b.n * row_bytes;
                 if (kind == K_READ)
                     printf("  %-5s threads %3d          %7.1f GB/s\n", kind_names[kind],
                            threads[ti], bytes / dt / 1e9);
                 else
                     printf("  %-5s threads %3d rows %2d  %7.1f GB/s %8.1f GMAC/s\n",
                            kind_names[kind], threads[ti], rows[ri], bytes / dt / 1e9,
-                           (double)n * K * rows[ri] / dt / 1e9);
+                           (double)b.n * K * rows[ri] / dt / 1e9);
                 fflush(stdout);
             }
         free(w);
