@@ -141,18 +141,6 @@ static double miss_latency(const opts *o, const char *dir, worker *ws, int n)
     return median(lat, k);
 }
 
-static void rm_store(const char *dir)
-{
-    char p[700];
-    snprintf(p, sizeof p, "%s/data.mdb", dir);
-    unlink(p);
-    snprintf(p, sizeof p, "%s/lock.mdb", dir);
-    unlink(p);
-    snprintf(p, sizeof p, "%s/remote-cache", dir);
-    unlink(p);
-    rmdir(dir);
-}
-
 /* One row: n replicas (remote) or LMDB alone (n = 0). */
 static int run_row(const opts *o, int n, int round)
 {
@@ -181,11 +169,11 @@ static int run_row(const opts *o, int n, int round)
     if (n) {
         snprintf(mdir, sizeof mdir, "%s/ss-remotebench-%d-%d-miss", o->tmp, (int)getpid(), round);
         miss = miss_latency(o, mdir, ws, workers);
-        rm_store(mdir);
+        ss_store_remove(mdir);
     }
     for (int i = 0; i < workers; i++) {
         ss_store_close(ws[i].s);
-        rm_store(dirs[i]);
+        ss_store_remove(dirs[i]);
     }
     char label[32];
     snprintf(label, sizeof label, n ? "Redis, %d replica%s" : "LMDB alone", n, n > 1 ? "s" : "");

@@ -59,16 +59,21 @@ out:
     return rc;
 }
 
-/* A prompt given as --prompt TEXT, --prompt-file FILE or --tokens IDS, as a JSON value. */
-static int prompt_value(const char *cmd, const char *opt, const char *text, const char *file,
-                        const char *tokens, json_t **out)
+/*
+ * A text given as --OPT TEXT, --OPT-file FILE or --TOK_OPT IDS (generate: --prompt, --prompt-file,
+ * --tokens; score: --context, --context-file, --context-tokens), as a JSON string or array of ids
+ * in *out (the caller's), NULL when none is given. CLI_OK, or the exit status after saying why.
+ */
+static int prompt_value(const char *cmd, const char *opt, const char *tok_opt, const char *text,
+                        const char *file, const char *tokens, json_t **out)
 {
     if (!!text + !!file + !!tokens > 1) {
-        return cli_usage(cmd, "give only one of --%s, --%s-file, --%s-tokens", opt, opt, opt);
+        return cli_usage(cmd, "give only one of --%s, --%s-file, --%s", opt, opt, tok_opt);
     }
     *out = NULL;
     if (tokens) {
-        if (cli_parse_ids_json(tokens, out)) return cli_usage(cmd, "%s", ss_errmsg());
+        if (cli_parse_ids_json(tokens, out))
+            return cli_usage(cmd, "--%s: %s", tok_opt, ss_errmsg());
         return CLI_OK;
     }
     char *buf = NULL;
@@ -284,28 +289,20 @@ static int sse_feed(void *user, const char *p, size_t n)
     return 0;
 }
 
-/* The request body of `generate` from the options: where it starts, the prompt (*pv, and *text
- * read from --prompt-file, both the caller's to free), sampling and stop strings, save_state.
- * CLI_OK, or the exit status after saying why. */
+/* The request body of `generate` from the options: where it starts, the prompt (*pv, the
+ * caller's to free), sampling and stop strings, save_state. CLI_OK, or the exit status after
+ * saying why. */
 static int remote_body(json_t *body, json_t *stops, const cli_gen_opts *g, const char *state,
                        const char *merge, const char *merge_mode, const char *save_state,
-                       json_t **pv, char **text)
+                       json_t **pv)
 {
     int rc;
     if ((rc = add_start("generate", body, state, merge, merge_mode))) return rc;
     if ((rc = cli_gen_check(g))) return rc;
-    if (g->tokens) {
-        if (cli_parse_ids_json(g->tokens, pv))
-            return cli_usage("generate", "--tokens: %s", ss_errmsg());
-    } else if (g->prompt_file) {
-        size_t len;
-        if (cli_read_input(g->prompt_file, MAX_PROMPT_BYTES, text, &len))
-            return cli_fail("generate");
-        *pv = json_stringn(*text, len);
-    } else {
-        *pv = json_string(g->prompt ? g->prompt : "");
-    }
-    if (!*pv) return cli_usage("generate", "the prompt is not valid UTF-8");
+    if ((rc = prompt_value("generate", "prompt", "tokens", g->prompt, g->prompt_file, g->tokens,
+                           pv)))
+        return rc;
+    if (!*pv && !(*pv = json_string(""))) return CLI_FAIL;
     if (!g->tokens && !state && !merge && json_string_length(*pv) == 0) {
         return cli_usage("generate", "the prompt is empty (give --prompt, or --state/--merge to "
                                      "continue from a state)");
@@ -451,7 +448,6 @@ int cmd_generate_remote(int argc, char **argv)
     cli_conn conn = {0};
     cli_resp resp = {0};
     json_t *body = json_object(), *stops = json_array(), *pv = NULL, *reply = NULL;
-    char *text = NULL;
     sse s = {0};
 
     cli_gen_init(&g);
@@ -487,7 +483,7 @@ int cmd_generate_remote(int argc, char **argv)
         rc = cli_usage("generate", "unexpected argument '%s'", argv[optind]);
         goto out;
     }
-    if ((rc = remote_body(body, stops, &g, state, merge, merge_mode, save_state, &pv, &text))) goto out;
+    if ((rc = remote_body(body, stops, &g, state, merge, merge_mode, save_state, &pv))) goto out;
     rc = CLI_FAIL;
     int stream = !no_stream && !o.json;
     json_object_set_new(body, "stream", json_boolean(stream));
@@ -507,7 +503,6 @@ int cmd_generate_remote(int argc, char **argv)
     rc = CLI_OK;
 out:
     sse_free(&s);
-    free(text);
     json_decref(reply);
     cli_resp_free(&resp);
     json_decref(pv);
@@ -573,9 +568,11 @@ static int score_body(json_t *body, const score_input *in)
     json_t *cv = NULL, *kv = NULL;
     int rc;
     if ((rc = add_start("score", body, in->state, in->merge, in->merge_mode))) return rc;
-    if ((rc = prompt_value("score", "context", in->ctx, in->ctx_file, in->ctx_tok, &cv)))
+    if ((rc = prompt_value("score", "context", "context-tokens", in->ctx, in->ctx_file, in->ctx_tok,
+                           &cv)))
         return rc;
-    if ((rc = prompt_value("score", "continuation", in->cont, in->cont_file, in->cont_tok, &kv)))
+    if ((rc = prompt_value("score", "continuation", "continuation-tokens", in->cont, in->cont_file,
+                           in->cont_tok, &kv)))
         goto out;
     if (!kv) {
         rc = cli_usage("score", "give the text to score: --continuation TEXT (or -file, -tokens)");

@@ -141,18 +141,6 @@ static ss_store *open_remote(const char *url, const char *prefix, const char *pa
     return s;
 }
 
-static void rm_tmp(const char *dir)
-{
-    char path[128];
-    snprintf(path, sizeof path, "%s/data.mdb", dir);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/lock.mdb", dir);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/remote-cache", dir); /* the cache's marker (remote.c) */
-    unlink(path);
-    rmdir(dir);
-}
-
 int cmd_migrate(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -227,6 +215,6 @@ out:
     ss_store_close(local);
     ss_store_close(remote);
     if (tmpdir[0] && strchr(tmpdir, '/') && strncmp(tmpdir, "/tmp/statesoup-migrate.", 23) == 0)
-        rm_tmp(tmpdir);
+        ss_store_remove(tmpdir);
     return rc;
 }

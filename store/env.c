@@ -540,6 +540,20 @@ void ss_store_close(ss_store *s)
     free(s);
 }
 
+void ss_store_remove(const char *dir)
+{
+    /* the marker is remote.c's (remote-cache: the prefix the local tier caches) */
+    static const char *const files[] = {"data.mdb", "lock.mdb", "remote-cache"};
+    size_t cap = strlen(dir) + 16;
+    char *path = malloc(cap);
+    for (size_t i = 0; path && i < sizeof files / sizeof *files; i++) {
+        snprintf(path, cap, "%s/%s", dir, files[i]);
+        unlink(path);
+    }
+    free(path);
+    rmdir(dir);
+}
+
 /*
  * The data file open in LMDB must still be the one at dir/data.mdb (same device and inode): a
  * deleted or replaced directory keeps the old file open, and writes into it are acknowledged and

@@ -108,6 +108,13 @@ ss_store_params ss_store_default_params(void);
 ss_err ss_store_open(ss_store **out, const char *dir, const ss_store_params *params);
 /* NULL is a no-op. No other call on `s` may be running. */
 void ss_store_close(ss_store *s);
+/*
+ * Delete a store from disk: the files it made in `dir` (data.mdb, lock.mdb, the remote tier's
+ * cache marker), then `dir` itself when nothing else is left in it. For temporary stores (a
+ * benchmark's, a migration's); nothing may have the store open. Failures are ignored: what could
+ * not be removed stays.
+ */
+void ss_store_remove(const char *dir);
 
 /*
  * Health: SS_OK, or SS_ERR_UNAVAILABLE (reason in ss_errmsg()) when the data file open here is no

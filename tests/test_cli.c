@@ -728,6 +728,40 @@ static void test_daemon(void)
     RUN(&r, "generate", "--url", url, "--tokens", "1", "--mod", "x");
     CHECK_CODE(&r, 2);
     CHECK_HAS(r.err, "write --model in full");
+    /* a prompt or context read from a file is the same text as given inline */
+    char pfile[600];
+    snprintf(pfile, sizeof pfile, "%s/prompt.txt", work);
+    FILE *pf = fopen(pfile, "w");
+    CHECK(pf && fputs("Query:\napple =", pf) >= 0);
+    if (pf) fclose(pf);
+    RUN(&r, "generate", "--url", url, "--state", "intro", "--prompt", "Query:\napple =",
+        "--max-tokens", "8", "--temperature", "0");
+    CHECK_CODE(&r, 0);
+    char *inline_out = strdup(r.out);
+    RUN(&r, "generate", "--url", url, "--state", "intro", "--prompt-file", pfile, "--max-tokens",
+        "8", "--temperature", "0");
+    CHECK_CODE(&r, 0);
+    CHECKF(!strcmp(r.out, inline_out), "'%s' vs '%s'", r.out, inline_out);
+    free(inline_out);
+    RUN(&r, "score", "--url", url, "--state", "soup", "--context-file", pfile, "--continuation",
+        " red\nsky = blue", "--json");
+    j = json_ok(&r);
+    CHECK(fabs(json_number_value(json_object_get(j, "logprob_sum")) - sum) <= 1e-5 * fabs(sum));
+    json_decref(j);
+    /* one source per text, and token ids that are not ids, name their option */
+    RUN(&r, "generate", "--url", url, "--prompt", "a", "--tokens", "1");
+    CHECK_CODE(&r, 2);
+    CHECK_HAS(r.err, "give only one of --prompt, --prompt-file, --tokens");
+    RUN(&r, "generate", "--url", url, "--tokens", "1,x");
+    CHECK_CODE(&r, 2);
+    CHECK_HAS(r.err, "--tokens: ");
+    RUN(&r, "score", "--url", url, "--context", "a", "--context-file", pfile, "--continuation",
+        "b");
+    CHECK_CODE(&r, 2);
+    CHECK_HAS(r.err, "give only one of --context, --context-file, --context-tokens");
+    RUN(&r, "score", "--url", url, "--context-tokens", "1,x", "--continuation", "b");
+    CHECK_CODE(&r, 2);
+    CHECK_HAS(r.err, "--context-tokens: ");
 
     /* export -> import: the imported state has the same checksum (the blob is bit-exact) */
     snprintf(file, sizeof file, "%s/soup.safetensors", work);

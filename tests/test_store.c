@@ -1618,6 +1618,31 @@ static void test_disk_full(const char *dir)
  * says what to do, read-write and read-only, instead of a SIGBUS on the first page read past the
  * end of the file.
  */
+/* ss_store_remove: a store with states goes, files and folder; a folder that holds something
+ * else too keeps that and itself, the store's files still go. */
+static void test_remove(const char *dir)
+{
+    char sub[256], path[300], id[36];
+    struct stat st;
+    for (int extra = 0; extra < 2; extra++) {
+        snprintf(sub, sizeof sub, "%s/s%d", dir, extra);
+        ss_store *s = open_store(sub, 0, 0);
+        REQUIRE_OK(put_state(s, "r", NULL, MIB, 5, id));
+        ss_store_close(s);
+        snprintf(path, sizeof path, "%s/keep.txt", sub);
+        FILE *f = extra ? fopen(path, "w") : NULL;
+        if (f) fclose(f);
+        ss_store_remove(sub);
+        snprintf(path, sizeof path, "%s/data.mdb", sub);
+        CHECK(stat(path, &st) != 0 && errno == ENOENT);
+        snprintf(path, sizeof path, "%s/lock.mdb", sub);
+        CHECK(stat(path, &st) != 0 && errno == ENOENT);
+        CHECKF((stat(sub, &st) == 0) == extra, "%s: %s", sub, extra ? "removed" : "still there");
+        snprintf(path, sizeof path, "%s/keep.txt", sub);
+        CHECK((stat(path, &st) == 0) == extra);
+    }
+}
+
 static void test_truncated(const char *dir)
 {
     char path[128], id[36];
@@ -2006,7 +2031,7 @@ int main(void)
         {"disk_full", test_disk_full},   {"view_chunks", test_view_chunks},
         {"truncated", test_truncated},   {"record_sum", test_record_checksum},
         {"keys", test_keys},             {"keys_churn", test_keys_churn},
-        {"children", test_children},
+        {"children", test_children},     {"remove", test_remove},
     };
     test_validation();
     test_hash_kernels();
