@@ -11,11 +11,13 @@
  * not involved: this isolates the kernels (model/kernels*.c) from the forward pass around them,
  * whose per-token cost statesoup-bench reports.
  *
- * usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST] [--matrix MB]
+ * usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST] [--matrix MB] [--k N]
  *   --threads 1,2,16   thread counts (default: 1,2 and all cores)
  *   --rows 1,16        input rows per product: 1 = batch-1 decode, 16 = 16 streams (default 1,16)
  *   --kernels LIST     read, f32, bf16, q8 (default all)
  *   --matrix MB        stream matrices of MB megabytes one after another (default: one 1 GB)
+ *   --k N              values per weight row, a multiple of 64 (default 1536; 768 = d_model of
+ *                      mamba-130m, the K of its in_proj and logits)
  * It builds with the kernels alone: cc -O2 -Imodel bench/kernbench.c model/kernels*.c (the ISA
  * files with their -m flags, as model/meson.build does) -lm -lpthread.
  */
@@ -30,7 +32,8 @@
 #include "kernels.h"
 #include "pool.h"
 
-enum { K = 1536, TILE = 64, MAX_THREADS = 256, MAX_LIST = 16 };
+enum { TILE = 64, MAX_THREADS = 256, MAX_LIST = 16 };
+static int K = 1536; /* values per weight row (--k) */
 enum kind { K_READ, K_F32, K_BF16, K_Q8 };
 static const char *const kind_names[] = {"read", "f32", "bf16", "q8"};
 
@@ -153,7 +156,7 @@ static int parse_list(const char *s, int *out, int max)
 }
 
 static const char usage[] =
-    "usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST] [--matrix MB]\n"
+    "usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST] [--matrix MB] [--k N]\n"
     "Stream a 1 GB weight matrix through the decode kernels (and a plain read) and report\n"
     "GB/s and GMAC/s: batch-1 decode is bound by how close the kernels get to the read.\n"
     "  --threads 1,2,16   thread counts (default: 1, 2 and all cores)\n"
@@ -163,7 +166,9 @@ static const char usage[] =
     "  --matrix MB        stream the 1 GB as matrices of MB megabytes one after another, the\n"
     "                     threads splitting each and meeting before the next, as the model's\n"
     "                     projections do (130m: in_proj 9.4 MB in F32, out_proj 4.7, x_proj\n"
-    "                     0.5); default: one matrix, one long stream per thread\n";
+    "                     0.5); default: one matrix, one long stream per thread\n"
+    "  --k N              values per weight row, a multiple of 64 (default 1536; 130m's\n"
+    "                     in_proj and logits have 768)\n";
 
 int main(int argc, char **argv)
 {
@@ -174,6 +179,7 @@ int main(int argc, char **argv)
                                          {"rows", required_argument, NULL, 'r'},
                                          {"kernels", required_argument, NULL, 'k'},
                                          {"matrix", required_argument, NULL, 'm'},
+                                         {"k", required_argument, NULL, 'K'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     for (int c; (c = getopt_long(argc, argv, "h", opts, NULL)) != -1;) {
@@ -183,6 +189,14 @@ int main(int argc, char **argv)
             char *end;
             matrix_mb = strtod(optarg, &end);
             if (end != optarg && !*end && matrix_mb > 0 && matrix_mb <= 1000) continue;
+        }
+        if (c == 'K') {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (end != optarg && !*end && v >= 64 && v <= 65536 && v % 64 == 0) {
+                K = (int)v;
+                continue;
+            }
         }
         if (c == 'k') {
             for (int i = 0; i < 4; i++) want[i] = strstr(optarg, kind_names[i]) != NULL;
