@@ -1424,6 +1424,35 @@ enum {
 
 static int check_args(void);
 
+/* The options that take a bounded integer: --NAME N into *dst, N in [lo, hi]. */
+static const struct int_opt {
+    int c;
+    const char *name;
+    long lo, hi;
+    int *dst;
+} int_opts[] = {
+    {O_CLIENTS, "clients", 1, MAX_CLIENTS, &G.clients},
+    {O_SECONDS, "seconds", 1, MAX_SECONDS, &G.seconds},
+    {O_INTERVAL, "interval", 1, MAX_SECONDS, &G.interval},
+    {O_KILL, "kill-cycles", 1, MAX_CYCLES, &G.kill_cycles},
+    {O_IDLE, "idle", 0, 100000, &G.idle},
+};
+
+/* Set option c (one of int_opts) from arg: 0, or bad_arg's exit status. */
+static int int_option(int c, const char *arg)
+{
+    for (size_t i = 0; i < sizeof int_opts / sizeof *int_opts; i++) {
+        const struct int_opt *o = &int_opts[i];
+        long v;
+        if (o->c != c) continue;
+        if (parse_int(arg, o->lo, o->hi, &v))
+            return bad_arg("--%s %s: expected %ld..%ld", o->name, arg, o->lo, o->hi);
+        *o->dst = (int)v;
+        return 0;
+    }
+    return bad_arg("unknown option");
+}
+
 static int parse_args(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -1448,7 +1477,7 @@ static int parse_args(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     long v;
-    int c;
+    int c, rc;
     G.clients = 8;
     G.seconds = 10;
     G.interval = 5;
@@ -1480,30 +1509,17 @@ static int parse_args(int argc, char **argv)
             G.api_key = optarg;
             break;
         case O_CLIENTS:
-            if (parse_int(optarg, 1, MAX_CLIENTS, &v))
-                return bad_arg("--clients %s: expected 1..%d", optarg, MAX_CLIENTS);
-            G.clients = (int)v;
-            break;
         case O_SECONDS:
-            if (parse_int(optarg, 1, MAX_SECONDS, &v))
-                return bad_arg("--seconds %s: expected 1..%d", optarg, MAX_SECONDS);
-            G.seconds = (int)v;
-            break;
         case O_INTERVAL:
-            if (parse_int(optarg, 1, MAX_SECONDS, &v))
-                return bad_arg("--interval %s: expected 1..%d", optarg, MAX_SECONDS);
-            G.interval = (int)v;
+        case O_KILL:
+        case O_IDLE:
+            if ((rc = int_option(c, optarg))) return rc;
             break;
         case O_MIX:
             if (parse_mix(optarg)) return bad_arg("--mix %s: expected KIND=W,...", optarg);
             break;
         case O_RESTART:
             G.restart = 1;
-            break;
-        case O_KILL:
-            if (parse_int(optarg, 1, MAX_CYCLES, &v))
-                return bad_arg("--kill-cycles %s: expected 1..%d", optarg, MAX_CYCLES);
-            G.kill_cycles = (int)v;
             break;
         case O_SEED:
             if (parse_int(optarg, 0, LONG_MAX, &v))
@@ -1512,11 +1528,6 @@ static int parse_args(int argc, char **argv)
             break;
         case O_JSON:
             G.json = 1;
-            break;
-        case O_IDLE:
-            if (parse_int(optarg, 0, 100000, &v))
-                return bad_arg("--idle %s: expected 0..100000", optarg);
-            G.idle = (int)v;
             break;
         case O_JSON_FILE:
             G.json_file = optarg;

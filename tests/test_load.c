@@ -344,6 +344,20 @@ static void test_refusals(void)
     CHECK(run_tool("--url http://127.0.0.1:1 --kill-cycles 2 2>/dev/null", NULL) == 2);
     CHECK(run_tool("--url http://127.0.0.1:1 --clients 5000 2>/dev/null", NULL) == 2);
     CHECK(run_tool("--url http://127.0.0.1:1 --mix bogus=3 2>/dev/null", NULL) == 2);
+    /* each bounded integer option says its range */
+    static const char *const ranges[][2] = {
+        {"--clients 0", "--clients 0: expected 1..1024"},
+        {"--seconds 3601", "--seconds 3601: expected 1..3600"},
+        {"--interval x", "--interval x: expected 1..3600"},
+        {"--kill-cycles 1001", "--kill-cycles 1001: expected 1..1000"},
+        {"--idle 100001", "--idle 100001: expected 0..100000"},
+    };
+    for (size_t i = 0; i < sizeof ranges / sizeof *ranges; i++) {
+        char args[256];
+        snprintf(args, sizeof args, "--url http://127.0.0.1:1 %s 2>&1 | grep -qF -- '%s'",
+                 ranges[i][0], ranges[i][1]);
+        CHECKF(run_tool(args, NULL) == 0, "%s", ranges[i][0]);
+    }
     /* allowed, but nothing listens there: a failed run, not a usage error */
     CHECK(run_tool("--url http://127.0.0.1:1 --seconds 1 2>/dev/null", NULL) == 1);
 }
