@@ -429,14 +429,12 @@ static ss_err load_all(ss_store *s, pending **todo, size_t *n_todo, uint64_t *lo
         char id[ID_LEN + 1];
         memcpy(id, key.mv_data, ID_LEN);
         id[ID_LEN] = '\0';
-        char *text = NULL;
-        if (store_copy_record(id, &val, &text)) { /* damaged: not searchable (verify says so) */
+        json_t *rec = NULL;
+        if (store_load_record(id, &val, &rec)) { /* damaged: not searchable (verify says so) */
             ss_err_clear();
             continue;
         }
         int64_t created = (int64_t)be64_get(val.mv_data);
-        json_t *rec = json_loads(text, 0, NULL);
-        free(text);
         const char *model = json_string_value(json_object_get(rec, "model"));
         if (!rec || !model || strcmp(model, k->model)) {
             json_decref(rec);
