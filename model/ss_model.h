@@ -172,7 +172,8 @@ typedef struct ss_profile {
     uint64_t pool_steps;              /* parallel steps (meetings of the pool's threads) */
     uint64_t pool_wait_ns;            /* the caller spinning after its own parts (inside ns[]) */
     uint64_t pool_spread_ns;          /* first part finishing -> last part finishing */
-    uint64_t pool_lag_ns;             /* step published -> its last part started */
+    uint64_t pool_lag_ns;             /* step published -> a worker starting a part */
+    uint64_t pool_alone;              /* steps the caller ran alone: no worker came in time */
 } ss_profile;
 
 /* A short lowercase name ("in_proj", "dt+scan", ...); "?" outside [0, SS_PHASE_COUNT). */
