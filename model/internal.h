@@ -156,6 +156,13 @@ struct ss_ctx {
     /* q8 prefill: n_threads blocks of wide_floats (WIDE_ROWS weight rows widened to F32) */
     float *wide;
     size_t wide_floats;
+    /* run_round holds the model's pool for its whole round (one lock per round, not per step) */
+    int pool_held;
+    /* per-phase profile (ss_ctx_set_profile): prof_t is the end of the last phase */
+    int prof;
+    uint64_t prof_t;
+    ss_profile prof_acc;
+    pool_times prof_pool;
 };
 
 /* model/checkpoint.c */
@@ -164,7 +171,17 @@ ss_err model_load(ss_model *m, const char *dir, const ss_model_params *p);
 /* Unmap and free everything model_load set up (m itself stays). */
 void model_unload(ss_model *m);
 
+/* model/mamba.c: the end of a phase of c's eval (profiling on only; see prof_mark) */
+void prof_lap(ss_ctx *c, ss_phase ph);
+static inline void prof_mark(ss_ctx *c, ss_phase ph)
+{
+    if (c->prof) prof_lap(c, ph);
+}
+
 /* model/dense.c: dense helpers shared by every mixer */
+/* One parallel step of c's eval on the model's pool: without the lock when run_round holds the
+ * pool, timed when c is profiled. c may be NULL (a plain pool_run). */
+void model_run(const ss_model *m, ss_ctx *c, pool_fn fn, void *arg);
 /* 8-bit weight rows widened at a time for a prefill panel (ctx_reserve sizes the scratch). */
 #define WIDE_ROWS 64
 /* y[rows, out] = x[rows, in] (row stride ldx) times w[out, in]^T, plus bias when not NULL, into y
@@ -172,6 +189,17 @@ void model_unload(ss_model *m);
  * the row count (but q8 weights at one row) and the thread count. */
 void mm_rows(const ss_model *m, ss_ctx *c, const float *x, int rows, int in, int ldx, wmat w,
              const float *bias, int out, float *y, int ldy);
+/*
+ * mm_rows, and after(user, lo, hi) on the thread that computed output columns [lo, hi) of every
+ * row, as soon as they are done (rows <= 16: a few blocks per thread; more rows: one range per
+ * thread). lo and hi are multiples of 16, or hi = out. What after does must not depend on how
+ * the columns are split (the same elementwise work for any ranges), and it must touch only what
+ * belongs to its columns.
+ */
+typedef void (*mm_after_fn)(void *user, int lo, int hi);
+void mm_rows_then(const ss_model *m, ss_ctx *c, const float *x, int rows, int in, int ldx,
+                  wmat w, const float *bias, int out, float *y, int ldy, mm_after_fn after,
+                  void *user);
 /* Columns [lo, hi) of the same product on the calling thread, for rows <= 16 (needs no scratch):
  * what one thread computes of a projection inside a parallel step of its own. */
 void mm_cols_small(const float *x, int rows, int in, int ldx, wmat w, const float *bias, int lo,

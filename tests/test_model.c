@@ -846,6 +846,28 @@ static void check_threads(void)
         ss_seq q = {.state = s, .tokens = ids, .n_tokens = T, .logits = lg, .logits_all = 1};
         REQUIRE_OK(ss_model_eval(m, c, &q, 1, 0));
         nf = ss_state_floats(s);
+        /* The same tokens as a prefill of 32, then one decode step at a time (the steps that
+         * convolve inside in_proj's step and add the residual inside out_proj's): the bits of
+         * the whole prompt's rows. */
+        {
+            enum { P = 32 };
+            ss_state *s2;
+            REQUIRE_OK(ss_state_new(m, &s2));
+            float *one = malloc(V * sizeof(float));
+            ss_seq q2 = {.state = s2, .tokens = ids, .n_tokens = P};
+            REQUIRE_OK(ss_model_eval(m, c, &q2, 1, 0));
+            for (int t = P; t < T; t++) {
+                q2 = (ss_seq){.state = s2, .tokens = ids + t, .n_tokens = 1, .logits = one};
+                REQUIRE_OK(ss_model_eval(m, c, &q2, 1, 0));
+                CHECKF(!memcmp(one, lg + (size_t)t * V, V * sizeof(float)),
+                       "demo-mamba1, %d threads: decode step %d differs from the prompt's row",
+                       nt, t);
+            }
+            CHECKF(!memcmp(ss_state_cdata(s2), ss_state_cdata(s), nf * sizeof(float)),
+                   "demo-mamba1, %d threads: state after decode steps differs", nt);
+            free(one);
+            ss_state_free(s2);
+        }
         if (!ref) {
             ref = lg;
             ref_state = malloc(nf * sizeof(float));
@@ -863,6 +885,85 @@ static void check_threads(void)
     }
     free(ref);
     free(ref_state);
+}
+
+/*
+ * The per-phase profile (statesoup-bench --profile): 16 decode steps of the demo model on 2
+ * threads. Every phase a Mamba-1 decode step runs is counted once per layer (or per eval), the
+ * phases add up to the evals' time, and that time lies within the wall time measured around the
+ * calls (not a speed check: no bound on the figures themselves). Off, nothing is counted.
+ */
+static void check_profile(void)
+{
+    char demo[4096];
+    snprintf(demo, sizeof demo, "%s/models/demo-mamba1", test_source_root());
+    ss_model_params p = ss_model_default_params();
+    p.n_threads = 2;
+    ss_model *m;
+    ss_ctx *c;
+    ss_state *s;
+    REQUIRE_OK(ss_model_open(&m, demo, &p));
+    REQUIRE_OK(ss_ctx_new(m, &c));
+    REQUIRE_OK(ss_state_new(m, &s));
+    const ss_model_info *info = ss_model_get_info(m);
+    const int V = info->vocab_size, L = info->n_layer;
+    float *lg = malloc((size_t)V * sizeof(float));
+    int32_t tok = 1;
+    ss_seq q = {.state = s, .tokens = &tok, .n_tokens = 1, .logits = lg};
+    REQUIRE_OK(ss_model_eval(m, c, &q, 1, 0)); /* warm: scratch reserved, off */
+    ss_profile pr;
+    ss_ctx_get_profile(c, &pr);
+    CHECK(pr.evals == 0 && pr.eval_ns == 0 && pr.ns[SS_PHASE_NORM] == 0);
+
+    enum { N = 16 };
+    ss_ctx_set_profile(c, 1);
+    int64_t wall = 0;
+    for (int i = 0; i < N; i++) {
+        tok = (int32_t)(i * 13 % (V - 1)) + 1;
+        int64_t t0 = ss_mono_ns();
+        REQUIRE_OK(ss_model_eval(m, c, &q, 1, 0));
+        wall += ss_mono_ns() - t0;
+    }
+    ss_ctx_get_profile(c, &pr);
+    uint64_t sum = 0;
+    for (int ph = 0; ph < SS_PHASE_COUNT; ph++) sum += pr.ns[ph];
+    CHECKF(pr.evals == N, "%llu evals counted", (unsigned long long)pr.evals);
+    CHECKF(sum == pr.eval_ns, "phases sum to %llu ns, evals took %llu", (unsigned long long)sum,
+           (unsigned long long)pr.eval_ns);
+    CHECKF(pr.eval_ns <= (uint64_t)wall && pr.eval_ns >= (uint64_t)wall / 2,
+           "evals %llu ns of %lld ns measured around them", (unsigned long long)pr.eval_ns,
+           (long long)wall);
+    const struct {
+        ss_phase ph;
+        uint64_t calls;
+    } want[] = {{SS_PHASE_EMBED, N},       {SS_PHASE_NORM, (uint64_t)N * L},
+                {SS_PHASE_IN_PROJ, (uint64_t)N * L}, {SS_PHASE_CONV, 0},
+                {SS_PHASE_X_PROJ, (uint64_t)N * L},  {SS_PHASE_SCAN, (uint64_t)N * L},
+                {SS_PHASE_OUT_PROJ, (uint64_t)N * L}, {SS_PHASE_MIXER, 0},
+                {SS_PHASE_RESIDUAL, 0},   {SS_PHASE_FINAL_NORM, N},
+                {SS_PHASE_LM_HEAD, N}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        CHECKF(pr.calls[want[i].ph] == want[i].calls, "phase %s: %llu calls, want %llu",
+               ss_phase_name(want[i].ph), (unsigned long long)pr.calls[want[i].ph],
+               (unsigned long long)want[i].calls);
+        CHECKF(!want[i].calls || pr.ns[want[i].ph] > 0, "phase %s: no time",
+               ss_phase_name(want[i].ph));
+    }
+    /* the demo model's in_proj, dt+scan, out_proj and lm_head are parallel steps */
+    CHECKF(pr.pool_steps >= (uint64_t)N * (3 * L + 1), "%llu parallel steps",
+           (unsigned long long)pr.pool_steps);
+    CHECK(pr.pool_wait_ns <= pr.eval_ns);
+    CHECK(strcmp(ss_phase_name(SS_PHASE_SCAN), "dt+scan") == 0);
+    CHECK(strcmp(ss_phase_name(SS_PHASE_COUNT), "?") == 0);
+    /* off again: zeroed, and nothing more is counted */
+    ss_ctx_set_profile(c, 0);
+    REQUIRE_OK(ss_model_eval(m, c, &q, 1, 0));
+    ss_ctx_get_profile(c, &pr);
+    CHECK(pr.evals == 0 && pr.eval_ns == 0 && pr.pool_steps == 0 && pr.calls[SS_PHASE_NORM] == 0);
+    free(lg);
+    ss_state_free(s);
+    ss_ctx_free(c);
+    ss_model_close(m);
 }
 
 static void check_q8(void)
@@ -998,6 +1099,7 @@ int main(int argc, char **argv)
         check_bf16_exact();
         check_q8();
         check_threads();
+        check_profile();
         /* 8-bit weights: prefill panels widen the weights (dense.c), short spans convert them
          * in registers: the same bits. (Not MoE: an expert given one token of a step runs the
          * one-row kernel, which sums in another order.) */
