@@ -14,7 +14,7 @@
  * usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST] [--matrix MB] [--k N]
  *   --threads 1,2,16   thread counts (default: 1,2 and all cores)
  *   --rows 1,16        input rows per product: 1 = batch-1 decode, 16 = 16 streams (default 1,16)
- *   --kernels LIST     read, f32, bf16, q8 (default all)
+ *   --kernels LIST     read, f32, bf16, f16, q8 (default all)
  *   --matrix MB        stream matrices of MB megabytes one after another (default: one 1 GB)
  *   --k N              values per weight row, a multiple of 64 (default 1536; 768 = d_model of
  *                      mamba-130m, the K of its in_proj and logits)
@@ -34,14 +34,14 @@
 
 enum { TILE = 64, MAX_THREADS = 256, MAX_LIST = 16 };
 static int K = 1536; /* values per weight row (--k) */
-enum kind { K_READ, K_F32, K_BF16, K_Q8 };
-static const char *const kind_names[] = {"read", "f32", "bf16", "q8"};
+enum kind { K_READ, K_F32, K_BF16, K_Q8, K_F16, N_KINDS };
+static const char *const kind_names[] = {"read", "f32", "bf16", "q8", "f16"};
 
 typedef struct bench {
     enum kind kind;
     int rows, threads;
     size_t n;        /* weight rows */
-    const void *w;   /* [n, K] in the kind's type */
+    const void *w;   /* [n, K] in the kind's type (BF16: any bytes serve as the pair layout) */
     const float *s;  /* q8 scales [n, K / 32] */
     size_t piece;    /* rows per matrix with --matrix, else 0 (one matrix) */
     ss_pool *pool;   /* with --matrix: b->threads threads in all */
@@ -57,7 +57,7 @@ typedef struct targ {
 
 static size_t elem_size(enum kind k)
 {
-    return k == K_Q8 ? 1 : k == K_BF16 ? 2 : 4;
+    return k == K_Q8 ? 1 : k == K_BF16 || k == K_F16 ? 2 : 4;
 }
 
 /* Rows [lo, lo + per) of the matrix through thread t's kernel (or read). */
@@ -76,9 +76,9 @@ static void stream_rows(bench *b, int t, size_t lo, size_t per)
         const int nr = lo + per - r < TILE ? (int)(lo + per - r) : TILE;
         if (b->kind == K_F32)
             k->gemm_small(b->x, b->rows, K, K, (const float *)b->w + r * K, nr, y, (int)b->n);
-        else if (b->kind == K_BF16)
-            k->gemm_small_bf16(b->x, b->rows, K, K, (const uint16_t *)b->w + r * K, nr, y,
-                               (int)b->n);
+        else if (b->kind == K_BF16 || b->kind == K_F16)
+            (b->kind == K_BF16 ? k->gemm_small_bf16 : k->gemm_small_f16)(
+                b->x, b->rows, K, K, (const uint16_t *)b->w + r * K, nr, y, (int)b->n);
         else
             k->gemm_small_q8(b->x, b->rows, K, K, (const int8_t *)b->w + r * K,
                              b->s + r * (K / Q8_BLOCK), nr, y, (int)b->n);
@@ -143,6 +143,25 @@ static double measure(bench *b)
     return best;
 }
 
+/* "f32,bf16" into want[N_KINDS] (1 = measure it); 0 if a name is unknown or none given. */
+static int parse_kinds(const char *s, int *want)
+{
+    int any = 0, w[N_KINDS] = {0};
+    for (const char *end; *s; s = *end ? end + 1 : end) {
+        end = strchr(s, ',');
+        if (!end) end = s + strlen(s);
+        int found = 0;
+        for (int i = 0; i < N_KINDS; i++) {
+            const size_t len = (size_t)(end - s);
+            if (len == strlen(kind_names[i]) && !strncmp(s, kind_names[i], len))
+                w[i] = found = any = 1;
+        }
+        if (!found) return 0;
+    }
+    if (any) memcpy(want, w, sizeof w);
+    return any;
+}
+
 /* "1,2,16" into out (at most MAX_LIST values in [1, max]); the count, or -1. */
 static int parse_list(const char *s, int *out, int max)
 {
@@ -162,7 +181,7 @@ static const char usage[] =
     "  --threads 1,2,16   thread counts (default: 1, 2 and all cores)\n"
     "  --rows 1,16        input rows per product: 1 = batch-1 decode, 16 = 16 streams\n"
     "                     (default 1,16)\n"
-    "  --kernels LIST     read, f32, bf16, q8, comma-separated (default all)\n"
+    "  --kernels LIST     read, f32, bf16, f16, q8, comma-separated (default all)\n"
     "  --matrix MB        stream the 1 GB as matrices of MB megabytes one after another, the\n"
     "                     threads splitting each and meeting before the next, as the model's\n"
     "                     projections do (130m: in_proj 9.4 MB in F32, out_proj 4.7, x_proj\n"
@@ -173,7 +192,7 @@ static const char usage[] =
 int main(int argc, char **argv)
 {
     int threads[MAX_LIST] = {1, 2, (int)sysconf(_SC_NPROCESSORS_ONLN)}, n_threads = 3;
-    int rows[MAX_LIST] = {1, 16}, n_rows = 2, want[4] = {1, 1, 1, 1};
+    int rows[MAX_LIST] = {1, 16}, n_rows = 2, want[N_KINDS] = {1, 1, 1, 1, 1};
     double matrix_mb = 0;
     static const struct option opts[] = {{"threads", required_argument, NULL, 't'},
                                          {"rows", required_argument, NULL, 'r'},
@@ -198,10 +217,7 @@ int main(int argc, char **argv)
                 continue;
             }
         }
-        if (c == 'k') {
-            for (int i = 0; i < 4; i++) want[i] = strstr(optarg, kind_names[i]) != NULL;
-            if (want[0] || want[1] || want[2] || want[3]) continue;
-        }
+        if (c == 'k' && parse_kinds(optarg, want)) continue;
         fputs(usage, c == 'h' ? stdout : stderr);
         return c == 'h' ? 0 : 2;
     }
@@ -214,7 +230,7 @@ int main(int argc, char **argv)
                K);
     float *x = malloc(16 * K * sizeof *x);
     for (int i = 0; i < 16 * K; i++) x[i] = (float)(i % 7) * 0.1f;
-    for (int kind = 0; kind < 4; kind++) {
+    for (int kind = 0; kind < N_KINDS; kind++) {
         if (!want[kind]) continue;
         const size_t es = elem_size((enum kind)kind);
         size_t n = (size_t)(1e9 / (double)es / K) / 1024 * 1024;
@@ -234,9 +250,11 @@ int main(int argc, char **argv)
          * give many) cost a microcode assist per multiply on some Xeons, 10x slower */
         const unsigned long long bits = kind == K_F32    ? 0x803fffff803fffffull
                                         : kind == K_BF16 ? 0x803f803f803f803full
+                                        : kind == K_F16  ? 0x83ff83ff83ff83ffull
                                                          : ~0ull;
         const unsigned long long one = kind == K_F32    ? 0x3c0000003c000000ull
                                        : kind == K_BF16 ? 0x3c003c003c003c00ull
+                                       : kind == K_F16  ? 0x2000200020002000ull
                                                         : 0;
         for (size_t i = 0; i < n * K * es / 8; i++)
             w[i] = ((i * 0x9E3779B97F4A7C15ull >> 7) & bits) | one;

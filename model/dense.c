@@ -181,7 +181,7 @@ void wmat_row(wmat w, int d, int r, float *dst)
         k->widen_q8((const int8_t *)w.p + (size_t)r * d, w.scale + (size_t)r * q8_blocks(d), d,
                     dst);
     else if (w.t == W_BF16)
-        k->widen_bf16((const uint16_t *)w.p + (size_t)r * d, dst, (size_t)d);
+        k->widen_bf16_pairs((const uint16_t *)w.p + (size_t)r * d, d, dst);
     else
         k->widen_f16((const uint16_t *)w.p + (size_t)r * d, dst, (size_t)d);
 }

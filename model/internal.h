@@ -18,7 +18,8 @@
 typedef enum layer_kind { LAYER_MAMBA1, LAYER_MAMBA2, LAYER_MOE } layer_kind;
 
 /*
- * A weight matrix [out, in], row-major, used in place: F32, or BF16/F16 widened as it is read; or
+ * A weight matrix [out, in], row-major: F32 used in place; BF16 / F16 copied at load onto huge
+ * pages and widened as it is read, BF16 in the pair layout of kernels.h (bf16_pack_rows); or
  * quantised at load to 8 bits (--weights q8): int8 values at p and one F32 scale per block of
  * Q8_BLOCK values of a row at scale (layout in kernels.h).
  */
@@ -114,8 +115,8 @@ struct ss_model {
     void **owned; /* converted weights and other buffers freed at close */
     int n_owned;
     size_t cap_owned;
-    /* --weights q8: the 8-bit matrices and their scales, bump-allocated from chunks on
-     * transparent huge pages (checkpoint.c, arena_alloc); unmapped at close */
+    /* the 16-bit matrices and (--weights q8) the 8-bit ones and their scales, bump-allocated
+     * from chunks on transparent huge pages (checkpoint.c, arena_alloc); unmapped at close */
     mapping *arena;
     int n_arena;
     size_t arena_used; /* bytes taken from the last chunk */

@@ -610,6 +610,93 @@ static void check_huge_pages(void)
     }
 }
 
+/*
+ * mamba1-tiny-bf16 (every tensor BF16) rewritten into dir with its tensors as F32 (the same
+ * values, exactly), all of them (mixed 0) or only the 1-D ones (mixed 1: the matrices stay BF16
+ * and are copied out of a shard that stays mapped for the F32 vectors used in place).
+ */
+static void write_bf16_as_f32(const char *dir, int mixed)
+{
+    char path[512], *buf;
+    size_t n;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    copy_file(fixture_path("models/mamba1-tiny-bf16/config.json"), path);
+    REQUIRE_OK(ss_read_file(fixture_path("models/mamba1-tiny-bf16/model.safetensors"), 1 << 30,
+                            &buf, &n));
+    st_file f;
+    REQUIRE_OK(st_parse(&f, (const uint8_t *)buf, n, "fixture"));
+    st_out_tensor *o = calloc((size_t)f.n_tensors, sizeof *o);
+    float **wide = calloc((size_t)f.n_tensors, sizeof *wide);
+    for (int i = 0; i < f.n_tensors; i++) {
+        const st_tensor *t = &f.tensors[i];
+        o[i] = (st_out_tensor){
+            .name = t->name, .dtype = t->dtype, .ndim = t->ndim, .data = t->data};
+        memcpy(o[i].shape, t->shape, sizeof o[i].shape);
+        if (mixed && t->ndim == 2) continue;
+        wide[i] = malloc(t->n_elem * sizeof(float));
+        st_to_f32(t->dtype, t->data, wide[i], t->n_elem);
+        o[i].dtype = ST_F32;
+        o[i].data = wide[i];
+    }
+    uint8_t *out;
+    size_t len;
+    REQUIRE_OK(st_write_mem(o, f.n_tensors, NULL, &out, &len));
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    FILE *fo = fopen(path, "wb");
+    CHECK(fo && fwrite(out, 1, len, fo) == len);
+    if (fo) fclose(fo);
+    for (int i = 0; i < f.n_tensors; i++) free(wide[i]);
+    free(wide);
+    free(o);
+    free(out);
+    st_free(&f);
+    free(buf);
+}
+
+static void q8_run(ss_model *m, float *out);
+
+/*
+ * BF16 matrices are copied at load into the kernels' pair layout (kernels.h) on huge pages:
+ * prefill and decode logits have the bits of the same weights stored as F32 (the BF16 kernel
+ * takes the F32 kernel's steps), with every tensor BF16, with F32 vectors used in place beside
+ * them (the copied matrices' file pages dropped), and with --huge-pages on that mixed shard.
+ */
+static void check_bf16_exact(void)
+{
+    char dir[256], mdir[256];
+    snprintf(dir, sizeof dir, "/tmp/ss_test_bf16_XXXXXX");
+    snprintf(mdir, sizeof mdir, "/tmp/ss_test_bf16m_XXXXXX");
+    if (!mkdtemp(dir) || !mkdtemp(mdir)) exit(1);
+    write_bf16_as_f32(dir, 0);
+    write_bf16_as_f32(mdir, 1);
+    ss_model_params hp = ss_model_default_params();
+    hp.huge_pages = 1;
+    const char *dirs[4] = {dir, fixture_path("models/mamba1-tiny-bf16"), mdir, mdir};
+    const ss_model_params *ps[4] = {NULL, NULL, NULL, &hp};
+    static const char *const what[4] = {"F32", "BF16", "BF16 matrices, F32 vectors",
+                                         "the same with --huge-pages"};
+    static const char *const dtype[4] = {"F32", "BF16", "mixed", "mixed"};
+    float *logits[4] = {NULL};
+    size_t V = 0;
+    for (int i = 0; i < 4; i++) {
+        ss_model *m;
+        REQUIRE_OK(ss_model_open(&m, dirs[i], ps[i]));
+        CHECKF(strcmp(ss_model_get_info(m)->dtype, dtype[i]) == 0, "%s: dtype %s", what[i],
+               ss_model_get_info(m)->dtype);
+        V = (size_t)ss_model_get_info(m)->vocab_size;
+        logits[i] = malloc(43 * V * sizeof(float));
+        q8_run(m, logits[i]);
+        ss_model_close(m);
+        if (i > 0)
+            CHECKF(memcmp(logits[0], logits[i], 43 * V * sizeof(float)) == 0,
+                   "%s: logits differ from the F32 copy's", what[i]);
+    }
+    for (int i = 0; i < 4; i++) free(logits[i]);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", dir, mdir);
+    CHECK(system(cmd) == 0);
+}
+
 /* ---- 8-bit weights (--weights q8) ------------------------------------------------------------ */
 
 /*
@@ -1009,6 +1096,7 @@ int main(int argc, char **argv)
         check_loader_errors();
         check_fingerprints();
         check_huge_pages();
+        check_bf16_exact();
         check_q8();
         check_threads();
         check_profile();
