@@ -1031,7 +1031,7 @@ ss_err model_load(ss_model *m, const char *dir, const ss_model_params *p)
     m->n_threads = p->n_threads > 0 ? p->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (m->n_threads < 1) m->n_threads = 1;
     if (m->n_threads > 64) m->n_threads = 64;
-    m->pool = pool_new(m->n_threads, p->pin_threads);
+    m->pool = pool_new(m->n_threads);
     if (!m->pool) return ss_fail(SS_ERR_NOMEM, "cannot start %d threads", m->n_threads);
 
     struct stat st;

@@ -108,12 +108,6 @@ typedef struct ss_model_params {
      * while loading, page cache and copy briefly take twice the memory.
      */
     int huge_pages;
-    /*
-     * Pin each worker of the model's thread pool to a CPU of its own (worker i to the i-th CPU
-     * the process may run on; the calling thread stays unpinned). Off by default: see
-     * docs/performance.md for what it measured.
-     */
-    int pin_threads;
 } ss_model_params;
 
 ss_model_params ss_model_default_params(void);
