@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* A product y[rows, out] = x[rows, in] w[out, in]^T (+ bias) shared by the pool's threads. */
@@ -19,6 +20,7 @@ typedef struct mm_job {
     float *y;
     float *wide; /* NULL, or n_threads blocks of wide_floats (q8 prefill, see mm_cols) */
     size_t wide_floats;
+    const q8_act *act; /* q8 at one row: x quantised (gemv_q8a8), or NULL */
     int block;       /* decode: columns per block taken dynamically, 0 = static ranges */
     atomic_int next; /* next block */
 } mm_job;
@@ -64,6 +66,9 @@ static void mm_cols(const mm_job *j, int tid, int lo, int hi)
                                 wide + (size_t)r * j->in);
                 k->gemm_small(x, nr, j->in, j->ldx, wide, nc, y + c0, j->ldy);
             }
+        } else if (j->w.t == W_Q8 && j->act) {
+            k->gemv_q8a8(j->act, (const int8_t *)j->w.p + (size_t)lo * j->in,
+                         j->w.scale + (size_t)lo * nb, n, y);
         } else if (j->w.t == W_Q8) {
             k->gemm_small_q8(x, nr, j->in, j->ldx, (const int8_t *)j->w.p + (size_t)lo * j->in,
                              j->w.scale + (size_t)lo * nb, n, y, j->ldy);
@@ -98,6 +103,36 @@ static void mm_part(void *arg, int tid, int nt)
     }
 }
 
+/* SS_Q8_ACT=f32 keeps the activations of batch-1 decode on 8-bit weights in F32 (what the
+ * quality comparison in docs/performance.md measures against); read once. */
+static int q8_act_f32(void)
+{
+    static atomic_int v = -1;
+    int r = atomic_load_explicit(&v, memory_order_relaxed);
+    if (r < 0) {
+        const char *e = getenv("SS_Q8_ACT");
+        r = e && !strcmp(e, "f32");
+        atomic_store_explicit(&v, r, memory_order_relaxed);
+    }
+    return r;
+}
+
+/* x[in] quantised into c's scratch for gemv_q8a8, or NULL (no memory: the F32 path then). */
+static const q8_act *quantize_act(ss_ctx *c, const float *x, int in, q8_act *a)
+{
+    if (q8_act_f32()) return NULL;
+    if (in > c->act8_k) {
+        void *mem = aligned_alloc(64, q8_act_bytes(in));
+        if (!mem) return NULL;
+        free(c->act8);
+        c->act8 = mem;
+        c->act8_k = in;
+    }
+    q8_act_init(a, c->act8, in);
+    kernels_get()->quantize_act8(a, x);
+    return a;
+}
+
 /*
  * y[rows, out] = x[rows, in] w[out, in]^T (+ bias). The pool's threads split the output columns
  * (each streams its share of w once per panel of rows) and run our dot-product kernels on them
@@ -119,6 +154,9 @@ void mm_rows(const ss_model *m, ss_ctx *c, const float *x, int rows, int in, int
                 .y = y,
                 .wide = c->wide,
                 .wide_floats = c->wide_floats};
+    q8_act act;
+    /* batch-1 decode on 8-bit weights: integer dot products on x quantised once here */
+    if (w.t == W_Q8 && rows == 1) j.act = quantize_act(c, x, in, &act);
     if ((size_t)rows * out * in < 100000 || out < 32) {
         mm_part(&j, 0, 1);
         return;

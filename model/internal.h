@@ -155,6 +155,10 @@ struct ss_ctx {
     /* q8 prefill: n_threads blocks of wide_floats (WIDE_ROWS weight rows widened to F32) */
     float *wide;
     size_t wide_floats;
+    /* q8 batch-1 decode: the activation row quantised to 8 bits (kernels.h q8_act), for rows of
+     * up to act8_k values */
+    void *act8;
+    int act8_k;
 };
 
 /* model/checkpoint.c */

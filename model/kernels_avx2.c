@@ -65,6 +65,72 @@ static inline __m256 exp_raw(__m256 x)
 
 #include "kernels_simd.h"
 
+/*
+ * Batch-1 decode on 8-bit weights with 8-bit activations (kernels.h: gemv_q8a8), AVX2 form:
+ * per block of 32 the signs of x moved onto the weights (vpsignb), vpmaddubsw of |x| against
+ * them (pairs of products, at most 2 x 127 x 127: no saturation) and vpmaddwd with ones give 8
+ * exact int32 sums of 4 products, converted and multiplied by s_w s_x into the accumulator.
+ * Also what AVX-512 CPUs without VNNI use (kernels.c). Four rows at a time share the loads of x.
+ */
+static inline __m256i q8a8_load(const int8_t *w, int left)
+{
+    if (left >= Q8_BLOCK) return _mm256_loadu_si256((const __m256i *)w);
+    int8_t tmp[Q8_BLOCK] = {0}; /* a short last block; x is zero-padded past K */
+    memcpy(tmp, w, (size_t)left);
+    return _mm256_loadu_si256((const __m256i *)tmp);
+}
+
+#define Q8A8_STEP2(acc, w, s)                                                                  \
+    acc = _mm256_fmadd_ps(                                                                     \
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(                                                  \
+            _mm256_maddubs_epi16(ax, _mm256_sign_epi8((w), xs)), ones)),                       \
+        _mm256_set1_ps((s) * sx), acc)
+
+static void k256_gemv_q8a8(const q8_act *x, const int8_t *W, const float *S, int N, float *Y)
+{
+    const int K = x->K, nb = q8_blocks(K);
+    const size_t ldw = (size_t)K;
+    const __m256i ones = _mm256_set1_epi16(1);
+    int n = 0;
+    for (; n + 4 <= N; n += 4) {
+        const int8_t *w = W + (size_t)n * ldw;
+        const float *s = S + (size_t)n * nb;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int b = 0; b < nb; b++) {
+            const int k = b * Q8_BLOCK, left = K - k;
+            if (b % 2 == 0) {
+                __builtin_prefetch(w + (PF1_ROWS + 0) * ldw + k, 0, 2);
+                __builtin_prefetch(w + (PF1_ROWS + 1) * ldw + k, 0, 2);
+                __builtin_prefetch(w + (PF1_ROWS + 2) * ldw + k, 0, 2);
+                __builtin_prefetch(w + (PF1_ROWS + 3) * ldw + k, 0, 2);
+            }
+            const __m256i ax = _mm256_loadu_si256((const __m256i *)(x->aq + k));
+            const __m256i xs = _mm256_loadu_si256((const __m256i *)(x->q + k));
+            const float sx = x->s[b];
+            Q8A8_STEP2(a0, q8a8_load(w + k, left), s[b]);
+            Q8A8_STEP2(a1, q8a8_load(w + ldw + k, left), s[nb + b]);
+            Q8A8_STEP2(a2, q8a8_load(w + 2 * ldw + k, left), s[2 * (size_t)nb + b]);
+            Q8A8_STEP2(a3, q8a8_load(w + 3 * ldw + k, left), s[3 * (size_t)nb + b]);
+        }
+        Y[n] = hsum(a0);
+        Y[n + 1] = hsum(a1);
+        Y[n + 2] = hsum(a2);
+        Y[n + 3] = hsum(a3);
+    }
+    for (; n < N; n++) {
+        const int8_t *w = W + (size_t)n * ldw;
+        __m256 a0 = _mm256_setzero_ps();
+        for (int b = 0; b < nb; b++) {
+            const int k = b * Q8_BLOCK;
+            const __m256i ax = _mm256_loadu_si256((const __m256i *)(x->aq + k));
+            const __m256i xs = _mm256_loadu_si256((const __m256i *)(x->q + k));
+            const float sx = x->s[b];
+            Q8A8_STEP2(a0, q8a8_load(w + k, K - k), S[(size_t)n * nb + b]);
+        }
+        Y[n] = hsum(a0);
+    }
+}
+
 static const kernels k256 = {
     .name = "avx2",
     .scan1 = k256_scan1,
@@ -74,6 +140,8 @@ static const kernels k256 = {
     .gemm_small_bf16 = k256_gemm_small_bf16,
     .gemm_small_f16 = k256_gemm_small_f16,
     .gemm_small_q8 = k256_gemm_small_q8,
+    .gemv_q8a8 = k256_gemv_q8a8,
+    .quantize_act8 = q8_act_quantize,
     .widen_q8 = k256_widen_q8,
     .widen_bf16 = k256_widen_bf16,
     .widen_f16 = k256_widen_f16,
