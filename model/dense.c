@@ -103,24 +103,10 @@ static void mm_part(void *arg, int tid, int nt)
     }
 }
 
-/* SS_Q8_ACT=f32 keeps the activations of batch-1 decode on 8-bit weights in F32 (what the
- * quality comparison in docs/performance.md measures against); read once. */
-static int q8_act_f32(void)
-{
-    static atomic_int v = -1;
-    int r = atomic_load_explicit(&v, memory_order_relaxed);
-    if (r < 0) {
-        const char *e = getenv("SS_Q8_ACT");
-        r = e && !strcmp(e, "f32");
-        atomic_store_explicit(&v, r, memory_order_relaxed);
-    }
-    return r;
-}
-
-/* x[in] quantised into c's scratch for gemv_q8a8, or NULL (no memory: the F32 path then). */
+/* x[in] quantised into c's scratch for gemv_q8a8, or NULL (no memory: the F32 path then). No
+ * allocation after the first token: the scratch only grows, to the longest row. */
 static const q8_act *quantize_act(ss_ctx *c, const float *x, int in, q8_act *a)
 {
-    if (q8_act_f32()) return NULL;
     if (in > c->act8_k) {
         void *mem = aligned_alloc(64, q8_act_bytes(in));
         if (!mem) return NULL;
@@ -156,7 +142,7 @@ void mm_rows(const ss_model *m, ss_ctx *c, const float *x, int rows, int in, int
                 .wide_floats = c->wide_floats};
     q8_act act;
     /* batch-1 decode on 8-bit weights: integer dot products on x quantised once here */
-    if (w.t == W_Q8 && rows == 1) j.act = quantize_act(c, x, in, &act);
+    if (w.t == W_Q8 && rows == 1 && m->act8) j.act = quantize_act(c, x, in, &act);
     if ((size_t)rows * out * in < 100000 || out < 32) {
         mm_part(&j, 0, 1);
         return;

@@ -108,6 +108,7 @@ struct ss_model {
     layer *layers;        /* [n_layer] */
     int n_threads;
     ss_pool *pool; /* n_threads workers for every parallel step of the forward pass */
+    int act8; /* --weights q8: batch-1 decode quantises activations too (gemv_q8a8) */
     /* resources */
     mapping *maps;
     int n_maps;

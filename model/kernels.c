@@ -152,7 +152,15 @@ void q8_act_init(q8_act *a, void *mem, int K)
     a->aq = (uint8_t *)(p + Kp);
     a->neg = (uint64_t *)(p + 2 * Kp);
     a->s = (float *)(p + 2 * Kp + round64(Kp / 8));
-    memset(mem, 0, q8_act_bytes(K));
+}
+
+void q8_act_pad(q8_act *a)
+{
+    const int K = a->K, Kp = (int)round64((size_t)K), nb = q8_blocks(K);
+    memset(a->q + K, 0, (size_t)(Kp - K));
+    memset(a->aq + K, 0, (size_t)(Kp - K));
+    if (K % 64) a->neg[K / 64] &= ((uint64_t)1 << (K % 64)) - 1;
+    for (int b = nb; b % 16; b++) a->s[b] = 0;
 }
 
 void q8_act_quantize(q8_act *a, const float *x)
@@ -177,6 +185,7 @@ void q8_act_quantize(q8_act *a, const float *x)
                 a->neg[k / 64] &= ~((uint64_t)1 << (k % 64));
         }
     }
+    q8_act_pad(a);
 }
 
 static void gen_widen_q8(const int8_t *q, const float *s, int K, float *dst)

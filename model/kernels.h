@@ -182,8 +182,10 @@ typedef struct q8_act {
 size_t q8_act_bytes(int K);
 /* Point a's arrays into mem (q8_act_bytes(Kmax) bytes, 64-byte aligned) for rows of K <= Kmax. */
 void q8_act_init(q8_act *a, void *mem, int K);
-/* Quantise x[K] into a (K as given to q8_act_init). */
+/* Quantise x[K] into a (K as given to q8_act_init), the padding included. */
 void q8_act_quantize(q8_act *a, const float *x);
+/* Zero a's padding past K (for the kernels' quantisers, after writing the values). */
+void q8_act_pad(q8_act *a);
 
 /* Transpose [C, K] into [C/16][K][16] blocks (C % 16 == 0). dst has C*K floats. */
 void kernels_block16(const float *src, int C, int K, float *dst);

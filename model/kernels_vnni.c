@@ -146,4 +146,5 @@ void kvnni_q8_act_quantize(q8_act *a, const float *x)
         const uint32_t bits = (uint32_t)_mm256_movemask_epi8(q);
         memcpy((char *)a->neg + (size_t)k / 8, &bits, sizeof bits); /* bits k .. k + 31 */
     }
+    q8_act_pad(a);
 }
