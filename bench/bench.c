@@ -537,7 +537,14 @@ static const char help[] =
     "  --json FILE      also write the results as JSON\n"
     "  --quick          shorter runs (for a smoke test)\n"
     "  --keep           keep the generated checkpoints (their folder is printed)\n"
-    "  --huge-pages     load the weights onto transparent huge pages (statesoupd --huge-pages)\n"
+    "  --huge-pages     load the F32 weights onto transparent huge pages (statesoupd\n"
+    "                   --huge-pages; 16-bit and q8 matrices are on huge pages without it)\n"
+    "  --pin-threads    pin the model's worker threads to CPUs of their own (statesoupd\n"
+    "                   --pin-threads)\n"
+    "  --profile        with decode: also time each phase of a batch-1 decode token (norms,\n"
+    "                   projections, conv, scan, logits, sampling, the threads' meetings)\n"
+    "                   with the model's per-phase counters, and print microseconds per\n"
+    "                   token per phase and the share that is not streaming weights\n"
     "  --dtype D        dtype of the --shape checkpoints written: F32 (default), BF16 or F16\n"
     "  --weights W      stored (default) or q8: quantise the matrices at load (statesoupd\n"
     "                   --weights q8); the decode bound then counts 1.125 bytes per parameter\n"
@@ -548,7 +555,7 @@ static const char help[] =
 /* What the command line asked for. */
 typedef struct bench_opts {
     const char *json_out, *tmp;
-    int n_prompt, n_decode, threads, quick, keep, huge, dtype, q8;
+    int n_prompt, n_decode, threads, quick, keep, huge, dtype, q8, pin, profile;
     int do_prefill, do_decode, do_store, do_fair, long_prompt;
     int do_prefix, prefix_prompt, prefix_shared;
     int do_search, do_children;
@@ -575,6 +582,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         {"long-prompt", required_argument, NULL, 'L'},
         {"prefix", required_argument, NULL, 'P'},
         {"dtype", required_argument, NULL, 'D'}, {"weights", required_argument, NULL, 'W'},
+        {"pin-threads", no_argument, NULL, 'n'}, {"profile", no_argument, NULL, 'f'},
         {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -628,6 +636,8 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         case 'q': o->quick = 1; break;
         case 'k': o->keep = 1; break;
         case 'H': o->huge = 1; break;
+        case 'n': o->pin = 1; break;
+        case 'f': o->profile = 1; break;
         case 'D':
             if ((o->dtype = st_dtype_parse(optarg)) != ST_F32 && o->dtype != ST_BF16 &&
                 o->dtype != ST_F16) {
@@ -698,6 +708,12 @@ static double remeasure_bandwidth(machine *mc)
     double now = measure_bandwidth(mc->nthreads);
     if (now > mc->bw) mc->bw = now;
     return now;
+}
+
+/* The bandwidth beside the decode profile (bench_profile's callback). */
+static double profile_bandwidth(void *user)
+{
+    return remeasure_bandwidth(user);
 }
 
 /* Everything measured on one model. */
@@ -949,6 +965,7 @@ static json_t *bench_model(const bench_opts *o, machine *mc, const char *root, i
     ss_model_params mp = ss_model_default_params();
     mp.n_threads = mc->nthreads;
     mp.huge_pages = o->huge;
+    mp.pin_threads = o->pin;
     mp.weights = o->q8 ? SS_WEIGHTS_Q8 : SS_WEIGHTS_STORED;
     t0 = bench_now_s();
     if (ss_model_open(&m, dir, &mp)) {
@@ -982,6 +999,9 @@ static json_t *bench_model(const bench_opts *o, machine *mc, const char *root, i
     if (o->do_store) run_store(o, mc, sdir, m, st, &r);
     remeasure_bandwidth(mc);
     json_t *jm = report(o, mc, s ? s->name : dir, info, &r);
+    if (o->do_decode && o->profile &&
+        bench_profile(m, o->n_decode, o->quick ? 2 : 3, r.stream_bytes, profile_bandwidth, mc, jm))
+        fprintf(stderr, "statesoup-bench: profile: %s\n", ss_errmsg());
     if (o->do_fair && bench_fairness(m, o->long_prompt, jm))
         fprintf(stderr, "statesoup-bench: fairness: %s\n", ss_errmsg());
     if (o->do_prefix) {

@@ -48,6 +48,16 @@ typedef int (*bench_catalog_fn)(void *user, const char *dir, int n);
 int bench_catalog_sizes(const char *root, int quick, const char *phase, bench_catalog_fn fn,
                         void *user);
 
+/*
+ * The decode profile (profile.c, --profile): batch-1 greedy decode of n_tok tokens, `reps` runs
+ * with the per-phase counters on and as many off, alternating; prints microseconds per token per
+ * phase of the fastest run, the threads' meetings, and the share that is not streaming the
+ * stream_bytes of weights a token reads at bandwidth(bw_user) GB/s (called before and after;
+ * the better counts). Adds "profile" to jm. Returns 0, or -1 (memory, eval).
+ */
+int bench_profile(ss_model *m, int n_tok, int reps, double stream_bytes,
+                  double (*bandwidth)(void *user), void *bw_user, json_t *jm);
+
 /* Resident set size (current and peak) from /proc/self/status, in MB (bench.c). */
 void bench_rss_mb(double *cur, double *peak);
 /* Seconds of the monotonic clock (bench.c). */

@@ -14,7 +14,7 @@
  * usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST] [--matrix MB] [--k N]
  *   --threads 1,2,16   thread counts (default: 1,2 and all cores)
  *   --rows 1,16        input rows per product: 1 = batch-1 decode, 16 = 16 streams (default 1,16)
- *   --kernels LIST     read, f32, bf16, q8, q8a8 (default all)
+ *   --kernels LIST     read, f32, bf16, f16, q8, q8a8 (default all)
  *   --matrix MB        stream matrices of MB megabytes one after another (default: one 1 GB)
  *   --k N              values per weight row, a multiple of 64 (default 1536; 768 = d_model of
  *                      mamba-130m, the K of its in_proj and logits)
@@ -34,14 +34,14 @@
 
 enum { TILE = 64, MAX_THREADS = 256, MAX_LIST = 16 };
 static int K = 1536; /* values per weight row (--k) */
-enum kind { K_READ, K_F32, K_BF16, K_Q8, K_Q8A8, N_KINDS };
-static const char *const kind_names[] = {"read", "f32", "bf16", "q8", "q8a8"};
+enum kind { K_READ, K_F32, K_BF16, K_Q8, K_F16, K_Q8A8, N_KINDS };
+static const char *const kind_names[] = {"read", "f32", "bf16", "q8", "f16", "q8a8"};
 
 typedef struct bench {
     enum kind kind;
     int rows, threads;
     size_t n;        /* weight rows */
-    const void *w;   /* [n, K] in the kind's type */
+    const void *w;   /* [n, K] in the kind's type (BF16: any bytes serve as the pair layout) */
     const float *s;  /* q8 scales [n, K / 32] */
     size_t piece;    /* rows per matrix with --matrix, else 0 (one matrix) */
     ss_pool *pool;   /* with --matrix: b->threads threads in all */
@@ -59,7 +59,7 @@ typedef struct targ {
 
 static size_t elem_size(enum kind k)
 {
-    return k == K_Q8 || k == K_Q8A8 ? 1 : k == K_BF16 ? 2 : 4;
+    return k == K_Q8 || k == K_Q8A8 ? 1 : k == K_BF16 || k == K_F16 ? 2 : 4;
 }
 
 /* Rows [lo, lo + per) of the matrix through thread t's kernel (or read). */
@@ -78,11 +78,11 @@ static void stream_rows(bench *b, int t, size_t lo, size_t per)
         const int nr = lo + per - r < TILE ? (int)(lo + per - r) : TILE;
         if (b->kind == K_F32)
             k->gemm_small(b->x, b->rows, K, K, (const float *)b->w + r * K, nr, y, (int)b->n);
-        else if (b->kind == K_BF16)
-            k->gemm_small_bf16(b->x, b->rows, K, K, (const uint16_t *)b->w + r * K, nr, y,
-                               (int)b->n);
         else if (b->kind == K_Q8A8)
             k->gemv_q8a8(b->xq, (const int8_t *)b->w + r * K, b->s + r * (K / Q8_BLOCK), nr, y);
+        else if (b->kind == K_BF16 || b->kind == K_F16)
+            (b->kind == K_BF16 ? k->gemm_small_bf16 : k->gemm_small_f16)(
+                b->x, b->rows, K, K, (const uint16_t *)b->w + r * K, nr, y, (int)b->n);
         else
             k->gemm_small_q8(b->x, b->rows, K, K, (const int8_t *)b->w + r * K,
                              b->s + r * (K / Q8_BLOCK), nr, y, (int)b->n);
@@ -148,20 +148,23 @@ static double measure(bench *b)
     return best;
 }
 
-/* "f32,q8" into want[N_KINDS]: 1 if every name is a kind, else 0 */
+/* "f32,bf16" into want[N_KINDS] (1 = measure it); 0 if a name is unknown or none given. */
 static int parse_kinds(const char *s, int *want)
 {
-    int w[N_KINDS] = {0};
-    for (const char *p = s; *p;) {
-        const size_t len = strcspn(p, ",");
+    int any = 0, w[N_KINDS] = {0};
+    for (const char *end; *s; s = *end ? end + 1 : end) {
+        end = strchr(s, ',');
+        if (!end) end = s + strlen(s);
         int found = 0;
-        for (int i = 0; i < N_KINDS; i++)
-            if (strlen(kind_names[i]) == len && !strncmp(p, kind_names[i], len)) found = w[i] = 1;
+        for (int i = 0; i < N_KINDS; i++) {
+            const size_t len = (size_t)(end - s);
+            if (len == strlen(kind_names[i]) && !strncmp(s, kind_names[i], len))
+                w[i] = found = any = 1;
+        }
         if (!found) return 0;
-        p += len + (p[len] == ',');
     }
-    memcpy(want, w, sizeof w);
-    return 1;
+    if (any) memcpy(want, w, sizeof w);
+    return any;
 }
 
 /* "1,2,16" into out (at most MAX_LIST values in [1, max]); the count, or -1. */
@@ -183,7 +186,7 @@ static const char usage[] =
     "  --threads 1,2,16   thread counts (default: 1, 2 and all cores)\n"
     "  --rows 1,16        input rows per product: 1 = batch-1 decode, 16 = 16 streams\n"
     "                     (default 1,16)\n"
-    "  --kernels LIST     read, f32, bf16, q8 (8-bit weights, F32 activations: rows > 1),\n"
+    "  --kernels LIST     read, f32, bf16, f16, q8 (8-bit weights, F32 activations: rows > 1),\n"
     "                     q8a8 (8-bit weights and activations: batch-1 decode, rows 1 only),\n"
     "                     comma-separated (default all)\n"
     "  --matrix MB        stream the 1 GB as matrices of MB megabytes one after another, the\n"
@@ -268,9 +271,11 @@ int main(int argc, char **argv)
          * give many) cost a microcode assist per multiply on some Xeons, 10x slower */
         const unsigned long long bits = kind == K_F32    ? 0x803fffff803fffffull
                                         : kind == K_BF16 ? 0x803f803f803f803full
+                                        : kind == K_F16  ? 0x83ff83ff83ff83ffull
                                                          : ~0ull;
         const unsigned long long one = kind == K_F32    ? 0x3c0000003c000000ull
                                        : kind == K_BF16 ? 0x3c003c003c003c00ull
+                                       : kind == K_F16  ? 0x2000200020002000ull
                                                         : 0;
         for (size_t i = 0; i < n * K * es / 8; i++)
             w[i] = ((i * 0x9E3779B97F4A7C15ull >> 7) & bits) | one;
@@ -279,9 +284,9 @@ int main(int argc, char **argv)
             for (int ri = 0; ri < (kind == K_READ ? 1 : n_rows); ri++) {
                 if (kind == K_Q8A8 && rows[ri] != 1) continue; /* batch-1 decode only */
                 bench b = {.kind = (enum kind)kind, .rows = rows[ri], .threads = threads[ti],
-                           .n = piece ? n / piece * piece : n, .w = w, .s = s, .x = x, .xq = &xq, .y = y,
-                           .piece = piece, .reps = size_mb < 200 ? (int)(200 / size_mb) : 1};
-                if (piece && !(b.pool = pool_new(threads[ti]))) {
+                           .n = piece ? n / piece * piece : n, .w = w, .s = s, .x = x, .xq = &xq,
+                           .y = y, .piece = piece, .reps = size_mb < 200 ? (int)(200 / size_mb) : 1};
+                if (piece && !(b.pool = pool_new(threads[ti], 0))) {
                     fprintf(stderr, "statesoup-kernbench: cannot start %d threads\n", threads[ti]);
                     return 1;
                 }

@@ -104,6 +104,9 @@ struct ss_engine {
     double decode_ns; /* one decode-only step */
     double token_ns;  /* one input token beside decoding */
     double credit_ns; /* input time the streams can still give (see input_budget) */
+    /* stats.steps and stats.tokens_generated, counted without the lock (the scheduler thread
+     * writes them once per step and per token; ss_engine_get_stats reads them) */
+    _Atomic uint64_t n_steps, n_tokens;
 };
 
 ss_engine_params ss_engine_default_params(void)
@@ -351,9 +354,7 @@ static void generate_next(ss_engine *e, ss_job *j)
                          .top_ids = j->top_ids, .top_logprobs = j->top_lps, .index = j->n_gen};
     if (j->p.n_logprobs) ss_logprobs_top(j->logits, V, j->p.n_logprobs, j->top_ids, j->top_lps);
     j->n_gen++;
-    pthread_mutex_lock(&e->mu);
-    e->stats.tokens_generated++;
-    pthread_mutex_unlock(&e->mu);
+    atomic_fetch_add_explicit(&e->n_tokens, 1, memory_order_relaxed);
     int verdict = j->p.on_token ? j->p.on_token(j->p.user, &ev) : 0;
     ss_finish why = SS_FINISH_NONE;
     if (verdict < 0) why = SS_FINISH_CANCELLED;
@@ -586,9 +587,7 @@ static void step(ss_engine *e)
     int64_t t0 = ss_mono_ns();
     ss_err err = ss_model_eval(e->m, e->ctx, e->seqs, n, 0);
     note_step_time(e, n_decode, n_input, (double)(ss_mono_ns() - t0));
-    pthread_mutex_lock(&e->mu);
-    e->stats.steps++;
-    pthread_mutex_unlock(&e->mu);
+    atomic_fetch_add_explicit(&e->n_steps, 1, memory_order_relaxed);
     for (int i = 0; i < n; i++) {
         ss_job *j = e->seq_job[i];
         if (err) {
@@ -887,6 +886,8 @@ void ss_engine_get_stats(ss_engine *e, ss_engine_stats *out)
     pthread_mutex_lock(&e->mu);
     *out = e->stats;
     pthread_mutex_unlock(&e->mu);
+    out->steps = atomic_load_explicit(&e->n_steps, memory_order_relaxed);
+    out->tokens_generated = atomic_load_explicit(&e->n_tokens, memory_order_relaxed);
 }
 
 /* ---- synchronous helper ------------------------------------------------------------------- */

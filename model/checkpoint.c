@@ -3,8 +3,10 @@
  *
  * config.json is parsed as HF writes it (unknown keys ignored, bare Infinity accepted); the
  * safetensors files are mmapped read-only and every tensor the architecture needs is looked up,
- * shape-checked against the config and either used in place (F32, aligned) or converted once to
- * F32 (BF16/F16). Anything missing or inconsistent is an error naming the tensor.
+ * shape-checked against the config and either used in place (F32, aligned), copied onto huge
+ * pages (BF16/F16 matrices; BF16 in the kernels' pair layout), quantised (--weights q8) or
+ * converted once to F32 (BF16/F16 vectors). Anything missing or inconsistent is an error naming
+ * the tensor.
  * The fingerprint hashes the canonical config and every tensor (name, dtype, shape, bytes) with
  * XXH3-128, tensors in parallel, so a 2.8b checkpoint takes about a second from page cache.
  */
@@ -37,6 +39,9 @@ typedef struct shard {
     char *path;
     st_file st;
     int in_place; /* some weight is used straight from this shard's mapping */
+    const st_tensor **copied; /* 16-bit matrices copied out of the mapping (copy_16bit) */
+    int n_copied;
+    size_t cap_copied;
 } shard;
 
 typedef struct loader {
@@ -552,13 +557,15 @@ static ss_err get_f32(loader *L, const char *name, int optional, const float **o
 
 #define I64(x) ((int64_t)(x))
 
-/* Chunks of the q8 arena: 64 MiB, or one matrix's size when larger. */
+/* Chunks of the weights' arena (8-bit and 16-bit matrices): 64 MiB, or one matrix's size when
+ * larger. */
 #define ARENA_CHUNK ((size_t)64 << 20)
 
 /*
  * n bytes (64-byte aligned) for the model's lifetime, bump-allocated from 2 MiB-aligned chunks
- * advised onto transparent huge pages: the 8-bit matrices are written here as they are quantised,
- * so they sit on huge pages without --huge-pages' copy. A decode token streams every matrix once,
+ * advised onto transparent huge pages: the 8-bit matrices are written here as they are quantised
+ * and the 16-bit ones as they are copied (copy_16bit), so they sit on huge pages without
+ * --huge-pages' copy. A decode token streams every matrix once,
  * and on 4 KiB pages that is one page walk and one restart of the hardware prefetcher per 4 KiB
  * (36,000 of each per token at 130m in q8). Parts of a chunk never written are never resident.
  * NULL when out of memory.
@@ -619,10 +626,45 @@ static ss_err quantize_mat(loader *L, const char *name, const st_tensor *t, wmat
     return SS_OK;
 }
 
+/* The tensor's bytes were copied: its whole pages of the shard's mapping are dropped after the
+ * load (drop_copied), unless the shard is unmapped anyway. */
+static ss_err note_copied(loader *L, int si, const st_tensor *t)
+{
+    shard *sh = &L->shards[si];
+    if (ss_grow((void **)&sh->copied, &sh->cap_copied, (size_t)sh->n_copied + 1,
+                sizeof *sh->copied))
+        return ss_fail(SS_ERR_NOMEM, "out of memory");
+    sh->copied[sh->n_copied++] = t;
+    return SS_OK;
+}
+
 /*
- * A weight matrix: like get_f32, but BF16/F16 stay in place (widened as they are read by the
- * kernels): a 7B BF16 checkpoint needs 15 GB, not 29.
+ * A BF16 / F16 matrix, kept 16-bit (widened as the kernels read it: a 7B BF16 checkpoint needs
+ * 15 GB, not 29) in a copy on transparent huge pages (arena_alloc): BF16 in the pair layout
+ * (kernels.h, bf16_pack_rows), F16 in row order. Streamed from 4 KiB pages of the file mapping
+ * instead, a token took ~6 % more CPU time (docs/performance.md). The mapping is not kept for
+ * it: a shard of 16-bit tensors alone is unmapped after the load, so the resident size is the
+ * copy's, the BF16 bytes.
  */
+static ss_err copy_16bit(loader *L, const char *name, const st_tensor *t, int si, wmat *out)
+{
+    const size_t rows = (size_t)t->shape[0], cols = (size_t)t->shape[1];
+    uint16_t *w = arena_alloc(L->m, rows * cols > 0 ? rows * cols * 2 : 1);
+    if (!w) return ss_fail(SS_ERR_NOMEM, "tensor %s: cannot allocate its copy", name);
+    if (t->dtype == ST_BF16)
+        bf16_pack_rows((const uint16_t *)t->data, rows, (int)cols, w);
+    else
+        memcpy(w, t->data, rows * cols * 2);
+    L->dtype_mask |= 1 << t->dtype;
+    *out = (wmat){w, t->dtype == ST_BF16 ? W_BF16 : W_F16, NULL};
+    L->bytes_done += t->n_bytes;
+    if (L->params->progress)
+        L->params->progress(L->params->progress_user, "load", L->bytes_done, L->bytes_total);
+    return note_copied(L, si, t);
+}
+
+/* A weight matrix: like get_f32, but 16-bit matrices stay 16-bit (copy_16bit) and under
+ * --weights q8 matrices are quantised (quantize_mat). */
 static ss_err get_mat_as(loader *L, const char *name, wmat *out, int64_t rows, int64_t cols,
                          int may_quantize)
 {
@@ -632,15 +674,8 @@ static ss_err get_mat_as(loader *L, const char *name, wmat *out, int64_t rows, i
     if (err) return err;
     if (t && L->params->weights != SS_WEIGHTS_Q8 && (t->dtype == ST_BF16 || t->dtype == ST_F16) &&
         ((uintptr_t)t->data & 1) == 0 &&
-        t->ndim == 2 && t->shape[0] == rows && t->shape[1] == cols) {
-        L->dtype_mask |= 1 << t->dtype;
-        L->shards[si].in_place = 1;
-        *out = (wmat){t->data, t->dtype == ST_BF16 ? W_BF16 : W_F16, NULL};
-        L->bytes_done += t->n_bytes;
-        if (L->params->progress)
-            L->params->progress(L->params->progress_user, "load", L->bytes_done, L->bytes_total);
-        return SS_OK;
-    }
+        t->ndim == 2 && t->shape[0] == rows && t->shape[1] == cols)
+        return copy_16bit(L, name, t, si, out);
     if (may_quantize && L->params->weights == SS_WEIGHTS_Q8 && t && t->ndim == 2 && t->shape[0] == rows &&
         t->shape[1] == cols && (t->dtype == ST_F32 || t->dtype == ST_BF16 || t->dtype == ST_F16))
         return quantize_mat(L, name, t, out);
@@ -969,6 +1004,23 @@ static void fill_info(loader *L)
 
 /* ---- entry points ------------------------------------------------------------------------- */
 
+/*
+ * A shard that stays mapped (F32 weights in place beside copied 16-bit ones): release the whole
+ * pages of the copied tensors (read-only file pages: a later read would fault them in again
+ * from the file, unchanged; nothing reads them), so that they do not count twice in the resident
+ * size once the load and the fingerprint have read them.
+ */
+static void drop_copied(const shard *sh)
+{
+    const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    for (int i = 0; i < sh->n_copied; i++) {
+        const uintptr_t a = (uintptr_t)sh->copied[i]->data;
+        const uintptr_t lo = (a + pg - 1) & ~(pg - 1);
+        const uintptr_t hi = (a + sh->copied[i]->n_bytes) & ~(pg - 1);
+        if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+    }
+}
+
 ss_err model_load(ss_model *m, const char *dir, const ss_model_params *p)
 {
     ss_err err = SS_OK;
@@ -979,7 +1031,7 @@ ss_err model_load(ss_model *m, const char *dir, const ss_model_params *p)
     m->n_threads = p->n_threads > 0 ? p->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (m->n_threads < 1) m->n_threads = 1;
     if (m->n_threads > 64) m->n_threads = 64;
-    m->pool = pool_new(m->n_threads);
+    m->pool = pool_new(m->n_threads, p->pin_threads);
     if (!m->pool) return ss_fail(SS_ERR_NOMEM, "cannot start %d threads", m->n_threads);
     const char *act = getenv("SS_Q8_ACT");
     m->act8 = p->weights == SS_WEIGHTS_Q8 && !p->q8_f32_act && !(act && !strcmp(act, "f32"));
@@ -1005,8 +1057,9 @@ ss_err model_load(ss_model *m, const char *dir, const ss_model_params *p)
     if (p->progress) p->progress(p->progress_user, "fingerprint", 0, 1);
     if ((err = fingerprint(&L))) goto out;
     if (p->progress) p->progress(p->progress_user, "fingerprint", 1, 1);
-    /* Shards whose weights were all converted (BF16/F16) are not needed any more: unmapping them
-     * keeps the resident size at the converted weights alone. Maps and shards share indexes. */
+    /* Shards whose weights were all copied or converted (BF16/F16, q8) are not needed any more:
+     * unmapping them keeps the resident size at the copies alone. Maps and shards share
+     * indexes. */
     for (int i = 0; i < L.n_shards && i < m->n_maps; i++) {
         if (!m->maps[i].addr) continue;
         if (!L.shards[i].in_place) {
@@ -1014,11 +1067,14 @@ ss_err model_load(ss_model *m, const char *dir, const ss_model_params *p)
             m->maps[i].addr = NULL;
         } else if (p->huge_pages) {
             to_huge_pages(&m->maps[i]); /* best effort: the file mapping serves otherwise */
+        } else {
+            drop_copied(&L.shards[i]);
         }
     }
 out:
     for (int i = 0; i < L.n_shards; i++) {
         free(L.shards[i].path);
+        free(L.shards[i].copied);
         st_free(&L.shards[i].st);
     }
     free(L.shards);

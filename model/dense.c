@@ -23,6 +23,8 @@ typedef struct mm_job {
     const q8_act *act; /* q8 at one row: x quantised (gemv_q8a8), or NULL */
     int block;       /* decode: columns per block taken dynamically, 0 = static ranges */
     atomic_int next; /* next block */
+    mm_after_fn after; /* NULL, or run on each range of columns right after it (mm_rows_then) */
+    void *user;
 } mm_job;
 
 /*
@@ -82,6 +84,7 @@ static void mm_cols(const mm_job *j, int tid, int lo, int hi)
         for (int r = 0; r < j->rows; r++)
             for (int o = 0; o < n; o++) yc[(size_t)r * j->ldy + o] += j->bias[lo + o];
     }
+    if (j->after) j->after(j->user, lo, hi);
 }
 
 /*
@@ -128,6 +131,13 @@ static const q8_act *quantize_act(ss_ctx *c, const float *x, int in, q8_act *a)
 void mm_rows(const ss_model *m, ss_ctx *c, const float *x, int rows, int in, int ldx, wmat w,
              const float *bias, int out, float *y, int ldy)
 {
+    mm_rows_then(m, c, x, rows, in, ldx, w, bias, out, y, ldy, NULL, NULL);
+}
+
+void mm_rows_then(const ss_model *m, ss_ctx *c, const float *x, int rows, int in, int ldx,
+                  wmat w, const float *bias, int out, float *y, int ldy, mm_after_fn after,
+                  void *user)
+{
     if (rows <= 0 || out <= 0) return;
     mm_job j = {.x = x,
                 .w = w,
@@ -139,7 +149,9 @@ void mm_rows(const ss_model *m, ss_ctx *c, const float *x, int rows, int in, int
                 .ldy = ldy,
                 .y = y,
                 .wide = c->wide,
-                .wide_floats = c->wide_floats};
+                .wide_floats = c->wide_floats,
+                .after = after,
+                .user = user};
     q8_act act;
     /* batch-1 decode on 8-bit weights: integer dot products on x quantised once here */
     if (w.t == W_Q8 && rows == 1 && m->act8) j.act = quantize_act(c, x, in, &act);
@@ -152,10 +164,20 @@ void mm_rows(const ss_model *m, ss_ctx *c, const float *x, int rows, int in, int
         j.block = ((out + 8 * nt - 1) / (8 * nt) + 15) & ~15;
         if (j.block < 64) j.block = 64;
         /* a short matrix (x_proj: 80 columns at 130m) in 64-column blocks split 64 + 16: one
-         * block per thread instead, in whole 8-column tiles (40 + 40) */
-        if (out < 2 * 64 * nt) j.block = ((out + nt - 1) / nt + 7) & ~7;
+         * block per thread instead, in whole 8-column tiles (40 + 40; 16-column ones when an
+         * `after` needs them) */
+        if (out < 2 * 64 * nt)
+            j.block = after ? ((out + nt - 1) / nt + 15) & ~15 : ((out + nt - 1) / nt + 7) & ~7;
     }
-    pool_run(m->pool, mm_part, &j);
+    model_run(m, c, mm_part, &j);
+}
+
+void model_run(const ss_model *m, ss_ctx *c, pool_fn fn, void *arg)
+{
+    if (c && c->pool_held)
+        pool_run_locked(m->pool, fn, arg, c->prof ? &c->prof_pool : NULL);
+    else
+        pool_run(m->pool, fn, arg);
 }
 
 void mm_cols_small(const float *x, int rows, int in, int ldx, wmat w, const float *bias, int lo,
@@ -183,7 +205,7 @@ void wmat_row(wmat w, int d, int r, float *dst)
         k->widen_q8((const int8_t *)w.p + (size_t)r * d, w.scale + (size_t)r * q8_blocks(d), d,
                     dst);
     else if (w.t == W_BF16)
-        k->widen_bf16((const uint16_t *)w.p + (size_t)r * d, dst, (size_t)d);
+        k->widen_bf16_pairs((const uint16_t *)w.p + (size_t)r * d, d, dst);
     else
         k->widen_f16((const uint16_t *)w.p + (size_t)r * d, dst, (size_t)d);
 }

@@ -18,7 +18,8 @@
 typedef enum layer_kind { LAYER_MAMBA1, LAYER_MAMBA2, LAYER_MOE } layer_kind;
 
 /*
- * A weight matrix [out, in], row-major, used in place: F32, or BF16/F16 widened as it is read; or
+ * A weight matrix [out, in], row-major: F32 used in place; BF16 / F16 copied at load onto huge
+ * pages and widened as it is read, BF16 in the pair layout of kernels.h (bf16_pack_rows); or
  * quantised at load to 8 bits (--weights q8): int8 values at p and one F32 scale per block of
  * Q8_BLOCK values of a row at scale (layout in kernels.h).
  */
@@ -115,8 +116,8 @@ struct ss_model {
     void **owned; /* converted weights and other buffers freed at close */
     int n_owned;
     size_t cap_owned;
-    /* --weights q8: the 8-bit matrices and their scales, bump-allocated from chunks on
-     * transparent huge pages (checkpoint.c, arena_alloc); unmapped at close */
+    /* the 16-bit matrices and (--weights q8) the 8-bit ones and their scales, bump-allocated
+     * from chunks on transparent huge pages (checkpoint.c, arena_alloc); unmapped at close */
     mapping *arena;
     int n_arena;
     size_t arena_used; /* bytes taken from the last chunk */
@@ -160,6 +161,13 @@ struct ss_ctx {
      * up to act8_k values */
     void *act8;
     int act8_k;
+    /* run_round holds the model's pool for its whole round (one lock per round, not per step) */
+    int pool_held;
+    /* per-phase profile (ss_ctx_set_profile): prof_t is the end of the last phase */
+    int prof;
+    uint64_t prof_t;
+    ss_profile prof_acc;
+    pool_times prof_pool;
 };
 
 /* model/checkpoint.c */
@@ -168,7 +176,17 @@ ss_err model_load(ss_model *m, const char *dir, const ss_model_params *p);
 /* Unmap and free everything model_load set up (m itself stays). */
 void model_unload(ss_model *m);
 
+/* model/mamba.c: the end of a phase of c's eval (profiling on only; see prof_mark) */
+void prof_lap(ss_ctx *c, ss_phase ph);
+static inline void prof_mark(ss_ctx *c, ss_phase ph)
+{
+    if (c->prof) prof_lap(c, ph);
+}
+
 /* model/dense.c: dense helpers shared by every mixer */
+/* One parallel step of c's eval on the model's pool: without the lock when run_round holds the
+ * pool, timed when c is profiled. c may be NULL (a plain pool_run). */
+void model_run(const ss_model *m, ss_ctx *c, pool_fn fn, void *arg);
 /* 8-bit weight rows widened at a time for a prefill panel (ctx_reserve sizes the scratch). */
 #define WIDE_ROWS 64
 /* y[rows, out] = x[rows, in] (row stride ldx) times w[out, in]^T, plus bias when not NULL, into y
@@ -176,6 +194,17 @@ void model_unload(ss_model *m);
  * the row count (but q8 weights at one row) and the thread count. */
 void mm_rows(const ss_model *m, ss_ctx *c, const float *x, int rows, int in, int ldx, wmat w,
              const float *bias, int out, float *y, int ldy);
+/*
+ * mm_rows, and after(user, lo, hi) on the thread that computed output columns [lo, hi) of every
+ * row, as soon as they are done (rows <= 16: a few blocks per thread; more rows: one range per
+ * thread). lo and hi are multiples of 16, or hi = out. What after does must not depend on how
+ * the columns are split (the same elementwise work for any ranges), and it must touch only what
+ * belongs to its columns.
+ */
+typedef void (*mm_after_fn)(void *user, int lo, int hi);
+void mm_rows_then(const ss_model *m, ss_ctx *c, const float *x, int rows, int in, int ldx,
+                  wmat w, const float *bias, int out, float *y, int ldy, mm_after_fn after,
+                  void *user);
 /* Columns [lo, hi) of the same product on the calling thread, for rows <= 16 (needs no scratch):
  * what one thread computes of a projection inside a parallel step of its own. */
 void mm_cols_small(const float *x, int rows, int in, int ldx, wmat w, const float *bias, int lo,

@@ -212,8 +212,42 @@ int q8_quantize_row(const float *w, int K, int8_t *q, float *s)
     return 0;
 }
 
-GEN_GEMM(gen_gemm_small_bf16, uint16_t, bf16_to_f32)
 GEN_GEMM(gen_gemm_small_f16, uint16_t, f16_to_f32)
+
+/* BF16 in the pair layout (kernels.h): value k of row n at W[n K + bf16_pair_pos(K, k)]. */
+static void gen_gemm_small_bf16(const float *X, int M, int K, int ldx, const uint16_t *W, int N,
+                                float *Y, int ldy)
+{
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            float acc = 0;
+            for (int k = 0; k < K; k++)
+                acc += X[(size_t)m * ldx + k] *
+                       bf16_to_f32(W[(size_t)n * K + (size_t)bf16_pair_pos(K, k)]);
+            Y[(size_t)m * ldy + n] = acc;
+        }
+}
+
+static void gen_widen_bf16_pairs(const uint16_t *src, int K, float *dst)
+{
+    for (int k = 0; k < K; k++) dst[k] = bf16_to_f32(src[bf16_pair_pos(K, k)]);
+}
+
+void bf16_pack_rows(const uint16_t *src, size_t rows, int K, uint16_t *dst)
+{
+    enum { H = BF16_GROUP / 2 };
+    const int kg = K / BF16_GROUP * BF16_GROUP;
+    for (size_t r = 0; r < rows; r++) {
+        const uint16_t *s = src + r * (size_t)K;
+        uint16_t *d = dst + r * (size_t)K;
+        for (int k = 0; k < kg; k += BF16_GROUP)
+            for (int j = 0; j < H; j++) {
+                d[k + 2 * j] = s[k + j];
+                d[k + 2 * j + 1] = s[k + H + j];
+            }
+        memcpy(d + kg, s + kg, (size_t)(K - kg) * sizeof *d);
+    }
+}
 
 static void gen_widen_bf16(const uint16_t *src, float *dst, size_t n)
 {
@@ -261,6 +295,7 @@ static const kernels generic = {
     .quantize_act8 = q8_act_quantize,
     .widen_q8 = gen_widen_q8,
     .widen_bf16 = gen_widen_bf16,
+    .widen_bf16_pairs = gen_widen_bf16_pairs,
     .widen_f16 = gen_widen_f16,
     .logsumexp = gen_logsumexp,
     .logsumexp_at = gen_logsumexp_at,

@@ -74,7 +74,9 @@ typedef struct kernels {
      */
     void (*gemm_small)(const float *X, int M, int K, int ldx, const float *W, int N, float *Y,
                        int ldy);
-    /* The same with BF16 / F16 weights, widened to F32 as they are loaded. */
+    /* The same with BF16 weights in the pair layout below (bf16_pack_rows) and F16 weights in
+     * row order, widened to F32 as they are loaded: a row gives the bits the F32 kernel gives on
+     * the widened values (the same FMAs in the same order). */
     void (*gemm_small_bf16)(const float *X, int M, int K, int ldx, const uint16_t *W, int N,
                             float *Y, int ldy);
     void (*gemm_small_f16)(const float *X, int M, int K, int ldx, const uint16_t *W, int N,
@@ -96,8 +98,10 @@ typedef struct kernels {
     void (*quantize_act8)(struct q8_act *a, const float *x);
     /* One q8 row of K values (its q8_blocks(K) scales in s) as F32 into dst. */
     void (*widen_q8)(const int8_t *q, const float *s, int K, float *dst);
-    /* dst[i] = (float)src[i] for n BF16 / F16 values. */
+    /* dst[i] = (float)src[i] for n BF16 / F16 values (in order). */
     void (*widen_bf16)(const uint16_t *src, float *dst, size_t n);
+    /* One BF16 row of K values in the pair layout as F32 into dst, in row order. */
+    void (*widen_bf16_pairs)(const uint16_t *src, int K, float *dst);
     void (*widen_f16)(const uint16_t *src, float *dst, size_t n);
     /* out[k] = sum_i w[i] srcs[i][k] for k < count (a piece of a state merge). */
     /* log(sum_i exp(x[i])) over n values (the softmax normaliser of a vocabulary); the same
@@ -146,6 +150,26 @@ static inline float f16_to_f32(uint16_t h)
     memcpy(&f, &u, 4);
     return f;
 }
+
+/*
+ * BF16 matrices [N, K] are kept in a pair layout (bf16_pack_rows, at load): within each complete
+ * group of 32 values of a row, k0 = 32g, memory holds w[k0], w[k0+16], w[k0+1], w[k0+17], ...,
+ * w[k0+15], w[k0+31]; the last K % 32 values of a row stay in order. Read as 32-bit lanes, lane i
+ * of a group is (w[k0+i] in its low half, w[k0+16+i] in its high half): a shift left by 16 gives
+ * the first as F32, a mask of the high half the second (two plain ALU operations per 32 weights,
+ * where widening 16-bit lanes takes a shuffle per 16), and the kernels FMA them with x[k0..+15]
+ * then x[k0+16..+31]: each lane sums in row order, as on F32 weights.
+ */
+enum { BF16_GROUP = 32 };
+/* Where value k of a row of K values sits in the row's pair layout. */
+static inline int bf16_pair_pos(int K, int k)
+{
+    if (k >= K / BF16_GROUP * BF16_GROUP) return k;
+    const int j = k % BF16_GROUP;
+    return k - j + (j < BF16_GROUP / 2 ? 2 * j : 2 * (j - BF16_GROUP / 2) + 1);
+}
+/* rows rows of K BF16 values in row order (src) into the pair layout (dst; not overlapping). */
+void bf16_pack_rows(const uint16_t *src, size_t rows, int K, uint16_t *dst);
 
 /*
  * 8-bit weights: a matrix [N, K] is stored as int8 values q[N][K] (row-major, as the checkpoint)

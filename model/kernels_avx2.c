@@ -60,6 +60,11 @@ static inline __m256 exp_raw(__m256 x)
 #define VLOAD_BF16(p)                                                                          \
     _mm256_castsi256_ps(                                                                       \
         _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p))), 16))
+#define VBF16_LO(p)                                                                            \
+    _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_loadu_si256((const __m256i *)(p)), 16))
+#define VBF16_HI(p)                                                                            \
+    _mm256_castsi256_ps(                                                                       \
+        _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(p)), _mm256_set1_epi32(-65536)))
 #define VLOAD_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
 #define VLOAD_I8(p)  _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(p))))
 
@@ -144,6 +149,7 @@ static const kernels k256 = {
     .quantize_act8 = q8_act_quantize,
     .widen_q8 = k256_widen_q8,
     .widen_bf16 = k256_widen_bf16,
+    .widen_bf16_pairs = k256_widen_bf16_pairs,
     .widen_f16 = k256_widen_f16,
     .logsumexp = k256_logsumexp,
     .logsumexp_at = k256_logsumexp_at,

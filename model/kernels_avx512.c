@@ -62,6 +62,11 @@ static inline __m512 exp_raw(__m512 x)
 #define VLOAD_BF16(p)                                                                              \
     _mm512_castsi512_ps(                                                                           \
         _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p))), 16))
+#define VBF16_LO(p)                                                                                \
+    _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_loadu_si512((const void *)(p)), 16))
+#define VBF16_HI(p)                                                                                \
+    _mm512_castsi512_ps(                                                                           \
+        _mm512_and_si512(_mm512_loadu_si512((const void *)(p)), _mm512_set1_epi32(-65536)))
 #define VLOAD_F16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
 #define VLOAD_I8(p)  _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p))))
 
@@ -136,6 +141,7 @@ static kernels k512 = {
     .quantize_act8 = NULL,
     .widen_q8 = k512_widen_q8,
     .widen_bf16 = k512_widen_bf16,
+    .widen_bf16_pairs = k512_widen_bf16_pairs,
     .widen_f16 = k512_widen_f16,
     .logsumexp = k512_logsumexp,
     .logsumexp_at = k512_logsumexp_at,

@@ -7,7 +7,9 @@
  *   VF, VW (lanes, 8 or 16), VZERO(), VLOAD(p), VSTORE(p, v), VSET1(f), VFMA(a, b, c) = a*b + c,
  *   VMAX(a, b), VMIN(a, b), VDIV(a, b), VHSUM(v), VHSUM_T(a) (lane i = VHSUM(a[i]) for VW
  *   vectors), VEXP_RAW(x) (exp of x clamped to a safe range),
- *   VABS(v), VLOAD_BF16(p) / VLOAD_F16(p) (VW 16-bit values widened to F32), VLOAD_I8(p) (VW
+ *   VABS(v), VLOAD_BF16(p) / VLOAD_F16(p) (VW 16-bit values widened to F32), VBF16_LO(p) /
+ *   VBF16_HI(p) (2 VW BF16 values read as VW 32-bit lanes: each lane's low / high half as F32),
+ *   VLOAD_I8(p) (VW
  *   int8 values converted to F32), and KPREFIX
  *   (name prefix). kernels.h provides the scalar bf16_to_f32 / f16_to_f32.
  * Arithmetic uses GCC vector operators (+, -, *) on VF.
@@ -272,14 +274,17 @@ static void KFN(conv)(const conv_args *a)
 #define GS_ACC(i, j) a##i##j
 #define GS_DECL(i) VF GS_ACC(i, 0) = VZERO(), GS_ACC(i, 1) = VZERO(), GS_ACC(i, 2) = VZERO(), \
                       GS_ACC(i, 3) = VZERO()
-#define GS_STEP(j)                                                                             \
+#define GS_DECL4 GS_DECL(0); GS_DECL(1); GS_DECL(2); GS_DECL(3) /* all 16 accumulators */
+/* The four weight vectors w0..w3 against input row j at k + off. */
+#define GS_STEP_AT(j, off)                                                                         \
     do {                                                                                       \
-        VF x = VLOAD(X + (size_t)(j) * ldx + k);                                               \
+        VF x = VLOAD(X + (size_t)(j) * ldx + k + (off));                                       \
         GS_ACC(0, j) = VFMA(w0, x, GS_ACC(0, j));                                              \
         GS_ACC(1, j) = VFMA(w1, x, GS_ACC(1, j));                                              \
         GS_ACC(2, j) = VFMA(w2, x, GS_ACC(2, j));                                              \
         GS_ACC(3, j) = VFMA(w3, x, GS_ACC(3, j));                                              \
     } while (0)
+#define GS_STEP(j) GS_STEP_AT(j, 0)
 #define GS_OUT(i, j, WSC)                                                                      \
     do {                                                                                       \
         float sum = VHSUM(GS_ACC(i, j));                                                       \
@@ -295,37 +300,50 @@ static void KFN(conv)(const conv_args *a)
         GS_OUT(3, j, WSC);                                                                     \
     } while (0)
 
-#define GS_BLOCK(NAME, RX, WT, WLD, WSC)                                                       \
-    static void NAME(const float *X, int ldx, const WT *W, int K, float *Y, int ldy, int pf)   \
-    {                                                                                          \
-        GS_DECL(0);                                                                            \
-        GS_DECL(1);                                                                            \
-        GS_DECL(2);                                                                            \
-        GS_DECL(3);                                                                            \
-        int k = 0;                                                                             \
-        for (; k + VW <= K; k += VW) {                                                         \
-            if (RX > 1 && pf && (VW == 16 || k % 16 == 0)) { /* next block's rows, above */    \
-                __builtin_prefetch(W + 4 * (size_t)K + k);                                     \
-                __builtin_prefetch(W + 5 * (size_t)K + k);                                     \
-                __builtin_prefetch(W + 6 * (size_t)K + k);                                     \
-                __builtin_prefetch(W + 7 * (size_t)K + k);                                     \
-            } else if (RX == 1 && k % (64 / sizeof(WT)) == 0) { /* PF1_ROWS ahead, into L2 */ \
-                __builtin_prefetch(W + (PF1_ROWS + 0) * (size_t)K + k, 0, 2);                  \
-                __builtin_prefetch(W + (PF1_ROWS + 1) * (size_t)K + k, 0, 2);                  \
-                __builtin_prefetch(W + (PF1_ROWS + 2) * (size_t)K + k, 0, 2);                  \
-                __builtin_prefetch(W + (PF1_ROWS + 3) * (size_t)K + k, 0, 2);                  \
-            }                                                                                  \
-            VF w0 = WLD(W + k), w1 = WLD(W + (size_t)K + k);                                   \
-            VF w2 = WLD(W + 2 * (size_t)K + k), w3 = WLD(W + 3 * (size_t)K + k);               \
-            GS_STEP(0);                                                                        \
-            if (RX > 1) GS_STEP(1);                                                            \
-            if (RX > 2) GS_STEP(2);                                                            \
-            if (RX > 3) GS_STEP(3);                                                            \
+/* Prefetch at k: the next block's rows (RX > 1, when pf and NEXT), or PF1_ROWS ahead into L2
+ * (RX == 1, when AHEAD): the conditions say at which k a new cache line of the rows begins. */
+#define GS_PREFETCH(RX, NEXT, AHEAD)                                                           \
+    do {                                                                                       \
+        if (RX > 1 && pf && (NEXT)) { /* next block's rows, above */                           \
+            __builtin_prefetch(W + 4 * (size_t)K + k);                                         \
+            __builtin_prefetch(W + 5 * (size_t)K + k);                                         \
+            __builtin_prefetch(W + 6 * (size_t)K + k);                                         \
+            __builtin_prefetch(W + 7 * (size_t)K + k);                                         \
+        } else if (RX == 1 && (AHEAD)) { /* PF1_ROWS ahead, into L2 */                         \
+            __builtin_prefetch(W + (PF1_ROWS + 0) * (size_t)K + k, 0, 2);                      \
+            __builtin_prefetch(W + (PF1_ROWS + 1) * (size_t)K + k, 0, 2);                      \
+            __builtin_prefetch(W + (PF1_ROWS + 2) * (size_t)K + k, 0, 2);                      \
+            __builtin_prefetch(W + (PF1_ROWS + 3) * (size_t)K + k, 0, 2);                      \
         }                                                                                      \
+    } while (0)
+/* The four rows' vectors at k (WLD) against the RX input rows. */
+#define GS_WSTEP(WLD, RX)                                                                      \
+    do {                                                                                       \
+        VF w0 = WLD(W + k), w1 = WLD(W + (size_t)K + k);                                       \
+        VF w2 = WLD(W + 2 * (size_t)K + k), w3 = WLD(W + 3 * (size_t)K + k);                   \
+        GS_STEP(0);                                                                            \
+        if (RX > 1) GS_STEP(1);                                                                \
+        if (RX > 2) GS_STEP(2);                                                                \
+        if (RX > 3) GS_STEP(3);                                                                \
+    } while (0)
+#define GS_OUTS(RX, WSC)                                                                       \
+    do {                                                                                       \
         GS_OUT4(0, WSC);                                                                       \
         if (RX > 1) GS_OUT4(1, WSC);                                                           \
         if (RX > 2) GS_OUT4(2, WSC);                                                           \
         if (RX > 3) GS_OUT4(3, WSC);                                                           \
+    } while (0)
+
+#define GS_BLOCK(NAME, RX, WT, WLD, WSC)                                                       \
+    static void NAME(const float *X, int ldx, const WT *W, int K, float *Y, int ldy, int pf)   \
+    {                                                                                          \
+        GS_DECL4;                                                                              \
+        int k = 0;                                                                             \
+        for (; k + VW <= K; k += VW) {                                                         \
+            GS_PREFETCH(RX, VW == 16 || k % 16 == 0, k % (64 / sizeof(WT)) == 0);              \
+            GS_WSTEP(WLD, RX);                                                                 \
+        }                                                                                      \
+        GS_OUTS(RX, WSC);                                                                      \
     }
 
 /* One weight row against one input row (the N % 4 tail). */
@@ -385,8 +403,75 @@ static void KFN(conv)(const conv_args *a)
 
 #define F32_SC(v) (v)
 GS_FAMILY(, float, VLOAD, F32_SC)
-GS_FAMILY(_bf16, uint16_t, VLOAD_BF16, bf16_to_f32)
 GS_FAMILY(_f16, uint16_t, VLOAD_F16, f16_to_f32)
+
+/*
+ * BF16 weights in the pair layout (kernels.h): per group of 32 values of a row, 16 / VW loads of
+ * VW 32-bit lanes; VBF16_LO of load p is w[k+p VW+i] as F32 in lane i, VBF16_HI w[k+16+p VW+i].
+ * The lo halves are FMAed first (with x[k+p VW..]), then the hi halves (x[k+16+p VW..]): lane i
+ * takes k+i, k+VW+i, k+2VW+i, ... as GS_BLOCK's loop does on F32 weights, then the vectors and
+ * scalars past the last group as GS_BLOCK too (they are in row order): the same bits as the F32
+ * kernel on the widened weights. Prefetching as GS_BLOCK, once per group (one line per row).
+ */
+#define GSP_HALF(HALF, off, RX)                                                                \
+    for (int p = 0; p < 16 / VW; p++) {                                                        \
+        VF w0 = HALF(W + k + 2 * p * VW), w1 = HALF(W + (size_t)K + k + 2 * p * VW);           \
+        VF w2 = HALF(W + 2 * (size_t)K + k + 2 * p * VW);                                      \
+        VF w3 = HALF(W + 3 * (size_t)K + k + 2 * p * VW);                                      \
+        GS_STEP_AT(0, (off) + p * VW);                                                         \
+        if (RX > 1) GS_STEP_AT(1, (off) + p * VW);                                             \
+        if (RX > 2) GS_STEP_AT(2, (off) + p * VW);                                             \
+        if (RX > 3) GS_STEP_AT(3, (off) + p * VW);                                             \
+    }
+#define GSP_BLOCK(NAME, RX)                                                                    \
+    static void NAME(const float *X, int ldx, const uint16_t *W, int K, float *Y, int ldy,     \
+                     int pf)                                                                   \
+    {                                                                                          \
+        GS_DECL4;                                                                              \
+        int k = 0;                                                                             \
+        for (; k + BF16_GROUP <= K; k += BF16_GROUP) {                                         \
+            GS_PREFETCH(RX, 1, 1);                                                             \
+            GSP_HALF(VBF16_LO, 0, RX)                                                          \
+            GSP_HALF(VBF16_HI, 16, RX)                                                         \
+        }                                                                                      \
+        for (; k + VW <= K; k += VW) GS_WSTEP(VLOAD_BF16, RX);                                 \
+        GS_OUTS(RX, bf16_to_f32);                                                              \
+    }
+GSP_BLOCK(KFN(gs_4x1_bf16), 1)
+GSP_BLOCK(KFN(gs_4x2_bf16), 2)
+GSP_BLOCK(KFN(gs_4x3_bf16), 3)
+GSP_BLOCK(KFN(gs_4x4_bf16), 4)
+
+/* One pair-layout row against one input row (the N % 4 tail), in GS_DOT's order. */
+static float KFN(dot_bf16)(const uint16_t *a, const float *b, int K)
+{
+    VF acc = VZERO();
+    int k = 0;
+    for (; k + BF16_GROUP <= K; k += BF16_GROUP) {
+        for (int p = 0; p < 16 / VW; p++)
+            acc = VFMA(VBF16_LO(a + k + 2 * p * VW), VLOAD(b + k + p * VW), acc);
+        for (int p = 0; p < 16 / VW; p++)
+            acc = VFMA(VBF16_HI(a + k + 2 * p * VW), VLOAD(b + k + 16 + p * VW), acc);
+    }
+    for (; k + VW <= K; k += VW) acc = VFMA(VLOAD_BF16(a + k), VLOAD(b + k), acc);
+    float sum = VHSUM(acc);
+    for (; k < K; k++) sum += bf16_to_f32(a[k]) * b[k];
+    return sum;
+}
+GS_DRIVER(KFN(gemm_small_bf16), uint16_t, KFN(gs_4x1_bf16), KFN(gs_4x2_bf16), KFN(gs_4x3_bf16),
+          KFN(gs_4x4_bf16), KFN(dot_bf16))
+
+/* One pair-layout BF16 row as F32 in row order (embedding rows, kernels.h). */
+static void KFN(widen_bf16_pairs)(const uint16_t *src, int K, float *dst)
+{
+    int k = 0;
+    for (; k + BF16_GROUP <= K; k += BF16_GROUP)
+        for (int p = 0; p < 16 / VW; p++) {
+            VSTORE(dst + k + p * VW, VBF16_LO(src + k + 2 * p * VW));
+            VSTORE(dst + k + 16 + p * VW, VBF16_HI(src + k + 2 * p * VW));
+        }
+    for (; k < K; k++) dst[k] = bf16_to_f32(src[k]);
+}
 
 /*
  * The same blocks on 8-bit weights (kernels.h: int8 values, one scale per Q8_BLOCK of a row).

@@ -25,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ss_util.h"
+
 /* Tokens per round; sized so the scratch of a 2.8b model stays under ~100 MB. */
 #define ROUND_ROWS 256
 
@@ -202,14 +204,13 @@ typedef struct conv_job {
     float *out;
 } conv_job;
 
-static void conv_part(void *arg, int tid, int nt)
+/* Channels [c0, c1) of every span. The kernel's result for a channel does not depend on the
+ * range, as long as both ends are multiples of 16 whenever C is (else the whole of [0, C) goes
+ * to the generic kernel: conv_rows and the callers of conv_after keep to that). */
+static void conv_range(const conv_job *j, int c0, int c1)
 {
-    const conv_job *j = arg;
     const int K = j->m->cfg.conv_kernel;
     const size_t L_off = (size_t)j->ly->state_index * (size_t)j->C * (size_t)K;
-    int c0, c1;
-    pool_range(j->C, j->C % 16 ? 1 : 16, tid, nt, &c0, &c1);
-    if (c0 >= c1) return;
     for (int s = 0; s < j->n_sp; s++) {
         conv_args a = {.T = j->sp[s].n,
                        .c0 = c0,
@@ -227,8 +228,24 @@ static void conv_part(void *arg, int tid, int nt)
     }
 }
 
-void conv_rows(const ss_model *m, const layer *ly, const span *sp, int n_sp, const float *in,
-               int ld_in, float *out, int C)
+static void conv_part(void *arg, int tid, int nt)
+{
+    const conv_job *j = arg;
+    int c0, c1;
+    pool_range(j->C, j->C % 16 ? 1 : 16, tid, nt, &c0, &c1);
+    if (c0 < c1) conv_range(j, c0, c1);
+}
+
+/* Decode: in_proj's columns [lo, hi) are done; those below C are conv channels (mm_rows_then). */
+static void conv_after(void *user, int lo, int hi)
+{
+    const conv_job *j = user;
+    if (lo >= j->C) return;
+    conv_range(j, lo, hi < j->C ? hi : j->C);
+}
+
+void conv_rows(const ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp,
+               const float *in, int ld_in, float *out, int C)
 {
     conv_job j = {
         .m = m, .ly = ly, .sp = sp, .n_sp = n_sp, .ld_in = ld_in, .C = C, .in = in, .out = out};
@@ -238,7 +255,24 @@ void conv_rows(const ss_model *m, const layer *ly, const span *sp, int n_sp, con
     if (C < 256 || (size_t)T * C <= 4096)
         conv_part(&j, 0, 1);
     else
-        pool_run(m->pool, conv_part, &j);
+        model_run(m, c, conv_part, &j);
+}
+
+/* h[rows, d] += out[rows, d], columns [lo, hi): the residual add inside out_proj's step. */
+typedef struct residual_job {
+    float *h;
+    const float *out;
+    int rows, d;
+} residual_job;
+
+static void residual_after(void *user, int lo, int hi)
+{
+    const residual_job *j = user;
+    for (int r = 0; r < j->rows; r++) {
+        float *h = j->h + (size_t)r * j->d;
+        const float *o = j->out + (size_t)r * j->d;
+        for (int i = lo; i < hi; i++) h[i] += o[i];
+    }
 }
 
 static void scan1_part(void *arg, int tid, int nt)
@@ -289,10 +323,21 @@ static void mamba1_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp
     const size_t ssm_off = m->info.n_state_layers * (size_t)Di * cf->conv_kernel +
                            (size_t)ly->state_index * (size_t)Di * N;
 
-    /* [x | z] = in_proj(u): proj [T, 2Di] */
-    mm_rows(m, c, c->xn, T, d, d, ly->in_proj_w, ly->in_proj_b, 2 * Di, c->proj, 2 * Di);
-    /* x = SiLU(conv(x)): xc [T, Di] */
-    conv_rows(m, ly, sp, n_sp, c->proj, 2 * Di, c->xc, Di);
+    /* [x | z] = in_proj(u): proj [T, 2Di]; x = SiLU(conv(x)): xc [T, Di]. Decode convolves each
+     * block of x's channels on the thread that produced it, inside in_proj's step (one serial
+     * step fewer; the same kernel on 16-channel-aligned ranges: the same bits). */
+    conv_job cj = {.m = m, .ly = ly, .sp = sp, .n_sp = n_sp, .ld_in = 2 * Di, .C = Di,
+                   .in = c->proj, .out = c->xc};
+    if (T <= 16 && Di % 16 == 0) {
+        mm_rows_then(m, c, c->xn, T, d, d, ly->in_proj_w, ly->in_proj_b, 2 * Di, c->proj, 2 * Di,
+                     conv_after, &cj);
+        prof_mark(c, SS_PHASE_IN_PROJ);
+    } else {
+        mm_rows(m, c, c->xn, T, d, d, ly->in_proj_w, ly->in_proj_b, 2 * Di, c->proj, 2 * Di);
+        prof_mark(c, SS_PHASE_IN_PROJ);
+        conv_rows(m, c, ly, sp, n_sp, c->proj, 2 * Di, c->xc, Di);
+        prof_mark(c, SS_PHASE_CONV);
+    }
     /* [dt_r | B | C] = x_proj(x): dbc [T, R + 2N] */
     mm_rows(m, c, c->xc, T, Di, Di, ly->x_proj_w, NULL, ldbc, c->dbc, ldbc);
     if (cf->has_mixer_rms) {
@@ -311,12 +356,17 @@ static void mamba1_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp
     /* Selective scan: channel ranges in parallel, each walks its spans in token order. */
     scan_job sj = {
         .m = m, .c = c, .ly = ly, .sp = sp, .n_sp = n_sp, .ssm_off = ssm_off, .fuse_dt = fuse_dt};
+    prof_mark(c, SS_PHASE_X_PROJ);
     if (Di < 256)
         scan1_part(&sj, 0, 1);
     else
-        pool_run(m->pool, scan1_part, &sj);
-    /* out = out_proj(y): [T, d] */
-    mm_rows(m, c, c->y, T, Di, Di, ly->out_proj_w, ly->out_proj_b, d, c->out, d);
+        model_run(m, c, scan1_part, &sj);
+    prof_mark(c, SS_PHASE_SCAN);
+    /* out = out_proj(y): [T, d]; h += out, each block of columns by the thread that made it */
+    residual_job rj = {.h = c->h, .out = c->out, .rows = T, .d = d};
+    mm_rows_then(m, c, c->y, T, Di, Di, ly->out_proj_w, ly->out_proj_b, d, c->out, d,
+                 residual_after, &rj);
+    prof_mark(c, SS_PHASE_OUT_PROJ);
 }
 
 /* ---- eval --------------------------------------------------------------------------------- */
@@ -400,7 +450,7 @@ static ss_err validate(const ss_model *m, ss_ctx *c, ss_seq *seqs, int n_seqs, i
 }
 
 /* Run one round: spans of consecutive tokens, T rows in all. */
-static ss_err run_round(ss_model *m, ss_ctx *c, ss_seq *seqs, const span *sp, int n_sp, int T)
+static ss_err round_layers(ss_model *m, ss_ctx *c, ss_seq *seqs, const span *sp, int n_sp, int T)
 {
     const model_config *cf = &m->cfg;
     const int d = cf->d_model, V = cf->vocab;
@@ -412,13 +462,15 @@ static ss_err run_round(ss_model *m, ss_ctx *c, ss_seq *seqs, const span *sp, in
             wmat_row(m->embed, d, s->tokens[sp[q].pos + j], c->h + (size_t)(sp[q].row + j) * d);
         }
     }
+    prof_mark(c, SS_PHASE_EMBED);
     for (int l = 0; l < cf->n_layer; l++) {
         const layer *ly = &m->layers[l];
         norm_rows(cf, ly->norm_w, ly->norm_b, c->h, c->xn, T, d);
+        prof_mark(c, SS_PHASE_NORM);
         switch (ly->kind) {
         case LAYER_MAMBA1:
-            mamba1_mixer(m, c, ly, sp, n_sp, T);
-            break;
+            mamba1_mixer(m, c, ly, sp, n_sp, T); /* adds its output to h itself */
+            continue;
         case LAYER_MAMBA2:
             mamba2_mixer(m, c, ly, sp, n_sp, T);
             break;
@@ -426,10 +478,13 @@ static ss_err run_round(ss_model *m, ss_ctx *c, ss_seq *seqs, const span *sp, in
             if ((err = moe_block(m, c, ly, sp, n_sp, T))) return err;
             break;
         }
+        prof_mark(c, SS_PHASE_MIXER);
         for (size_t i = 0; i < (size_t)T * d; i++) c->h[i] += c->out[i];
+        prof_mark(c, SS_PHASE_RESIDUAL);
     }
     /* Final norm of every row (needed for logits_all), final_hidden of each span's last row. */
     norm_rows(cf, m->norm_f_w, m->norm_f_b, c->h, c->xn, T, d);
+    prof_mark(c, SS_PHASE_FINAL_NORM);
     int n_last = 0, one = -1; /* one: the span of the only last row, when there is one */
     for (int q = 0; q < n_sp; q++) {
         ss_seq *s = &seqs[sp[q].seq];
@@ -439,13 +494,16 @@ static ss_err run_round(ss_model *m, ss_ctx *c, ss_seq *seqs, const span *sp, in
         memcpy(ss_state_data(s->state) + lay.hidden_off, last, (size_t)d * sizeof(float));
         if (!s->logits) continue;
         if (s->logits_all) {
+            prof_mark(c, SS_PHASE_OTHER);
             mm_rows(m, c, c->xn + (size_t)sp[q].row * d, sp[q].n, d, d, m->lm_head, NULL, V,
                     s->logits + (size_t)sp[q].pos * V, V);
+            prof_mark(c, SS_PHASE_LM_HEAD);
         } else if (sp[q].pos + sp[q].n == s->n_tokens) {
             n_last++;
             one = q;
         }
     }
+    prof_mark(c, SS_PHASE_OTHER);
     if (n_last == 1) {
         /* batch-1 decode: straight into the caller's logits (no 200 KB copy per token) */
         mm_rows(m, c, c->xn + (size_t)(sp[one].row + sp[one].n - 1) * d, 1, d, d, m->lm_head,
@@ -468,10 +526,78 @@ static ss_err run_round(ss_model *m, ss_ctx *c, ss_seq *seqs, const span *sp, in
             memcpy(s->logits, c->logits + (size_t)k++ * V, (size_t)V * sizeof(float));
         }
     }
+    if (n_last) prof_mark(c, SS_PHASE_LM_HEAD);
     return SS_OK;
 }
 
+/* A round holds the model's pool throughout: its ~100 steps take no lock each (a merge or
+ * another context waits for the round, not for a step). */
+static ss_err run_round(ss_model *m, ss_ctx *c, ss_seq *seqs, const span *sp, int n_sp, int T)
+{
+    pool_lock(m->pool);
+    c->pool_held = 1;
+    ss_err err = round_layers(m, c, seqs, sp, n_sp, T);
+    c->pool_held = 0;
+    pool_unlock(m->pool);
+    return err;
+}
+
+/* ---- per-phase profile ------------------------------------------------------------------- */
+
+static const char *const phase_names[SS_PHASE_COUNT] = {
+    [SS_PHASE_EMBED] = "embed",           [SS_PHASE_NORM] = "norm",
+    [SS_PHASE_IN_PROJ] = "in_proj",       [SS_PHASE_CONV] = "conv",
+    [SS_PHASE_X_PROJ] = "x_proj",         [SS_PHASE_SCAN] = "dt+scan",
+    [SS_PHASE_OUT_PROJ] = "out_proj",     [SS_PHASE_MIXER] = "mixer",
+    [SS_PHASE_RESIDUAL] = "residual",     [SS_PHASE_FINAL_NORM] = "final_norm",
+    [SS_PHASE_LM_HEAD] = "lm_head",       [SS_PHASE_OTHER] = "other",
+};
+
+const char *ss_phase_name(ss_phase p)
+{
+    return (unsigned)p < SS_PHASE_COUNT ? phase_names[p] : "?";
+}
+
+void prof_lap(ss_ctx *c, ss_phase ph)
+{
+    const uint64_t now = (uint64_t)ss_mono_ns();
+    c->prof_acc.ns[ph] += now - c->prof_t;
+    c->prof_acc.calls[ph]++;
+    c->prof_t = now;
+}
+
+void ss_ctx_set_profile(ss_ctx *c, int on)
+{
+    c->prof = on != 0;
+    c->prof_acc = (ss_profile){0};
+    c->prof_pool = (pool_times){0};
+}
+
+void ss_ctx_get_profile(const ss_ctx *c, ss_profile *out)
+{
+    *out = c->prof_acc;
+    out->pool_steps = c->prof_pool.steps;
+    out->pool_wait_ns = c->prof_pool.wait_ns;
+    out->pool_spread_ns = c->prof_pool.spread_ns;
+    out->pool_lag_ns = c->prof_pool.lag_ns;
+    out->pool_alone = c->prof_pool.alone;
+}
+
+static ss_err eval_rounds(ss_model *m, ss_ctx *c, ss_seq *seqs, int n_seqs, int lockstep);
+
 ss_err ss_model_eval(ss_model *m, ss_ctx *c, ss_seq *seqs, int n_seqs, int lockstep)
+{
+    if (!c->prof) return eval_rounds(m, c, seqs, n_seqs, lockstep);
+    const uint64_t t0 = (uint64_t)ss_mono_ns();
+    c->prof_t = t0;
+    ss_err err = eval_rounds(m, c, seqs, n_seqs, lockstep);
+    prof_lap(c, SS_PHASE_OTHER);
+    c->prof_acc.evals++;
+    c->prof_acc.eval_ns += c->prof_t - t0;
+    return err;
+}
+
+static ss_err eval_rounds(ss_model *m, ss_ctx *c, ss_seq *seqs, int n_seqs, int lockstep)
 {
     ss_err err = ctx_reserve_seqs(c, n_seqs);
     if (err) return err;

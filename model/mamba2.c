@@ -72,7 +72,7 @@ void mamba2_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n
                            (size_t)ly->state_index * (size_t)Di * N;
 
     mm_rows(m, c, c->xn, T, d, d, ly->in_proj_w, ly->in_proj_b, W, c->proj, W);
-    conv_rows(m, ly, sp, n_sp, c->proj + Di, W, c->xc, C);
+    conv_rows(m, c, ly, sp, n_sp, c->proj + Di, W, c->xc, C);
     /* dt per row and head */
     for (int t = 0; t < T; t++) {
         for (int h = 0; h < H; h++) {
@@ -91,7 +91,7 @@ void mamba2_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n
     /* Scan: heads in parallel, each head walks its spans in order. */
     scan_job sj = {.m = m, .c = c, .ly = ly, .sp = sp, .n_sp = n_sp, .ssm_off = ssm_off};
     if (H * P < 256) scan2_part(&sj, 0, 1);
-    else pool_run(m->pool, scan2_part, &sj);
+    else model_run(m, c, scan2_part, &sj);
     /* Gate, grouped RMSNorm, weight. */
     const int gs = Di / G;
     for (int t = 0; t < T; t++) {

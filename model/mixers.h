@@ -34,8 +34,8 @@ void norm_rows(const model_config *c, const float *w, const float *b, const floa
                int rows, int d);
 /* Causal depthwise conv + SiLU over channels [0, C) of `in` (row stride ld_in) -> out [T, C];
  * updates the conv windows of the layer in each span's state. */
-void conv_rows(const ss_model *m, const layer *ly, const span *sp, int n_sp, const float *in,
-               int ld_in, float *out, int C);
+void conv_rows(const ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp,
+               const float *in, int ld_in, float *out, int C);
 
 /* Mamba-2 mixer: reads c->xn [T, d], writes c->out [T, d], advances the states. */
 void mamba2_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp, int T);

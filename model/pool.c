@@ -20,7 +20,9 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -45,10 +47,22 @@ struct ss_pool {
     uint32_t step;            /* number of the current step (the caller's side) */
     pool_fn fn;
     void *arg;
+    /* timed steps (pool_run_locked with times): published with fn and arg; each part writes its
+     * own slots before counting itself done, the caller reads them after every part is done */
+    int timed;
+    uint64_t t_start[64], t_fin[64];
+    unsigned char by_caller[64];
 };
 
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 /* Run parts of the current step until none is left (any thread, any part). */
-static void participate(ss_pool *p)
+static void participate(ss_pool *p, int caller)
 {
     uint64_t c = atomic_load_explicit(&p->claim, memory_order_acquire);
     for (;;) {
@@ -57,7 +71,12 @@ static void participate(ss_pool *p)
         if (!atomic_compare_exchange_weak_explicit(&p->claim, &c, c + 1, memory_order_acq_rel,
                                                    memory_order_acquire))
             continue; /* c now holds the current value: retry with it */
+        if (p->timed) {
+            p->t_start[part] = now_ns();
+            p->by_caller[part] = (unsigned char)caller;
+        }
         p->fn(p->arg, part, p->n);
+        if (p->timed) p->t_fin[part] = now_ns();
         atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
         c = atomic_load_explicit(&p->claim, memory_order_acquire);
     }
@@ -97,11 +116,22 @@ static void *worker(void *varg)
         }
         seen = g;
         if (atomic_load(&p->stop)) return NULL;
-        participate(p);
+        participate(p, 0);
     }
 }
 
-ss_pool *pool_new(int n)
+/* cpus[0..n) = the first n CPUs this thread may run on; 0 when it may run on fewer. */
+static int pick_cpus(int n, int *cpus)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set)) return 0;
+    int k = 0;
+    for (int c = 0; c < CPU_SETSIZE && k < n; c++)
+        if (CPU_ISSET(c, &set)) cpus[k++] = c;
+    return k == n;
+}
+
+ss_pool *pool_new(int n, int pin)
 {
     if (n < 1) n = 1;
     if (n > 64) n = 64;
@@ -114,8 +144,23 @@ ss_pool *pool_new(int n)
         free(p);
         return NULL;
     }
+    int cpus[64];
+    if (pin) pin = pick_cpus(n, cpus);
     for (int i = 1; i < n; i++) {
-        if (pthread_create(&p->threads[i], NULL, worker, p)) {
+        pthread_attr_t attr, *ap = NULL;
+        if (pin && !pthread_attr_init(&attr)) {
+            cpu_set_t one;
+            CPU_ZERO(&one);
+            CPU_SET(cpus[i], &one);
+            ap = &attr;
+            if (pthread_attr_setaffinity_np(ap, sizeof one, &one)) {
+                pthread_attr_destroy(ap);
+                ap = NULL;
+            }
+        }
+        int rc = pthread_create(&p->threads[i], ap, worker, p);
+        if (ap) pthread_attr_destroy(ap);
+        if (rc) {
             p->n = i; /* run with the workers we have */
             break;
         }
@@ -140,22 +185,61 @@ int pool_size(const ss_pool *p)
     return p ? p->n : 1;
 }
 
-static void run_locked(ss_pool *p, pool_fn fn, void *arg)
+static void run_locked(ss_pool *p, pool_fn fn, void *arg, pool_times *t)
 {
+    uint64_t t_pub = 0;
     p->fn = fn;
     p->arg = arg;
+    p->timed = t != NULL;
+    if (t) t_pub = now_ns();
     atomic_store_explicit(&p->done, 0, memory_order_relaxed);
     /* publishes fn, arg and done with the new step number (release) */
     atomic_store_explicit(&p->claim, (uint64_t)++p->step << 32, memory_order_release);
     atomic_fetch_add(&p->gen, 1);
     if (atomic_load(&p->sleepers) > 0) futex_wake_all(&p->gen);
-    participate(p);
+    participate(p, 1);
+    const uint64_t t_own = t ? now_ns() : 0;
     /* Parts claimed by workers finish within microseconds unless the OS took their core away
      * (a busy machine): then yield instead of burning the slice they need. */
     for (int spins = 0; atomic_load_explicit(&p->done, memory_order_acquire) < p->n; spins++) {
         if (spins < SPIN_LIMIT) cpu_relax();
         else sched_yield();
     }
+    if (t) {
+        const uint64_t t_end = now_ns();
+        uint64_t first = UINT64_MAX, last = 0, woke = UINT64_MAX;
+        for (int i = 0; i < p->n; i++) {
+            if (p->t_fin[i] < first) first = p->t_fin[i];
+            if (p->t_fin[i] > last) last = p->t_fin[i];
+            if (!p->by_caller[i] && p->t_start[i] < woke) woke = p->t_start[i];
+        }
+        t->steps++;
+        t->wait_ns += t_end - t_own;
+        t->spread_ns += last - first;
+        if (woke == UINT64_MAX)
+            t->alone++;
+        else
+            t->lag_ns += woke > t_pub ? woke - t_pub : 0;
+    }
+}
+
+void pool_lock(ss_pool *p)
+{
+    if (p && p->n > 1) pthread_mutex_lock(&p->hold);
+}
+
+void pool_unlock(ss_pool *p)
+{
+    if (p && p->n > 1) pthread_mutex_unlock(&p->hold);
+}
+
+void pool_run_locked(ss_pool *p, pool_fn fn, void *arg, pool_times *times)
+{
+    if (!p || p->n == 1) {
+        fn(arg, 0, 1);
+        return;
+    }
+    run_locked(p, fn, arg, times);
 }
 
 void pool_run(ss_pool *p, pool_fn fn, void *arg)
@@ -165,6 +249,6 @@ void pool_run(ss_pool *p, pool_fn fn, void *arg)
         return;
     }
     pthread_mutex_lock(&p->hold);
-    run_locked(p, fn, arg);
+    run_locked(p, fn, arg, NULL);
     pthread_mutex_unlock(&p->hold);
 }

@@ -11,6 +11,8 @@
 #ifndef SS_POOL_H
 #define SS_POOL_H
 
+#include <stdint.h>
+
 typedef struct ss_pool ss_pool;
 
 /*
@@ -21,8 +23,13 @@ typedef struct ss_pool ss_pool;
  */
 typedef void (*pool_fn)(void *arg, int tid, int nt);
 
-/* A pool of n threads in all (the caller of pool_run counts as one): n-1 workers. NULL on OOM. */
-ss_pool *pool_new(int n);
+/*
+ * A pool of n threads in all (the caller of pool_run counts as one): n-1 workers. NULL on OOM.
+ * pin: worker i runs only on the i-th CPU the process may use (the caller stays free, and
+ * usually lands on the first): see ss_model_params.pin_threads. Pinning that fails (a CPU set
+ * smaller than n) leaves the threads unpinned.
+ */
+ss_pool *pool_new(int n, int pin);
 void pool_free(ss_pool *p);
 /* Threads a step runs on. */
 int pool_size(const ss_pool *p);
@@ -33,6 +40,31 @@ int pool_size(const ss_pool *p);
  * nt = 1.
  */
 void pool_run(ss_pool *p, pool_fn fn, void *arg);
+
+/*
+ * Where a caller's time goes at the meeting points of its steps (pool_run_locked with times):
+ * summed over steps, nanoseconds of CLOCK_MONOTONIC. Costs two clock reads per part and two per
+ * step; nothing when not asked for.
+ */
+typedef struct pool_times {
+    uint64_t steps;     /* parallel steps run */
+    uint64_t wait_ns;   /* the caller spinning after its own parts until every part was done */
+    uint64_t spread_ns; /* the first part finishing -> the last part finishing */
+    uint64_t lag_ns;    /* the step published -> a worker starting its first part (steps where
+                         * a worker ran a part) */
+    uint64_t alone;     /* steps whose parts the caller ran all by itself: no worker came in
+                         * time (asleep, or its core taken by another process) */
+} pool_times;
+
+/*
+ * Hold the pool for a series of steps (a round of the forward pass): one lock and unlock per
+ * series instead of per step. While held, the holder runs steps with pool_run_locked; any other
+ * caller of pool_run waits for pool_unlock.
+ */
+void pool_lock(ss_pool *p);
+void pool_unlock(ss_pool *p);
+/* pool_run by the thread that holds the pool; times, when not NULL, accumulates the meetings. */
+void pool_run_locked(ss_pool *p, pool_fn fn, void *arg, pool_times *times);
 
 /* Split [0, n) into nt ranges aligned to `unit`; the range of thread tid. */
 static inline void pool_range(int n, int unit, int tid, int nt, int *lo, int *hi)

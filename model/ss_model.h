@@ -83,7 +83,9 @@ typedef void (*ss_progress_fn)(void *user, const char *phase, uint64_t done, uin
 
 /* How the weight matrices are held in memory (ss_model_params.weights). */
 typedef enum ss_weights {
-    SS_WEIGHTS_STORED = 0, /* as the checkpoint stores them (F32 in place, BF16/F16 in place) */
+    /* as the checkpoint stores them: F32 in place (the file mapping), BF16/F16 matrices copied
+     * at load onto transparent huge pages (resident: their 16-bit bytes; the file is unmapped) */
+    SS_WEIGHTS_STORED = 0,
     /*
      * Quantised at load to symmetric int8 with one F32 scale per 32 values of a row (a quarter of
      * F32's bytes, plus 1/8): every projection and the embedding/head. Norms, conv, A, D, biases
@@ -103,12 +105,19 @@ typedef struct ss_model_params {
     ss_progress_fn progress; /* may be NULL */
     void *progress_user;
     /*
-     * Move the weights used in place onto transparent huge pages (a copy at load, at the same
-     * addresses; resident size stays one copy, the file's page cache becomes reclaimable).
+     * Move the weights used in place (F32) onto transparent huge pages (a copy at load, at the
+     * same addresses; resident size stays one copy, the file's page cache becomes reclaimable);
+     * 16-bit and 8-bit matrices are on huge pages without it.
      * Streams ~15 % faster per decoded token here, costs ~0.15 s per GB at load. Off by default:
      * while loading, page cache and copy briefly take twice the memory.
      */
     int huge_pages;
+    /*
+     * Pin each worker of the model's thread pool to a CPU of its own (worker i to the i-th CPU
+     * the process may run on; the calling thread stays unpinned). Off by default: see
+     * docs/performance.md for what it measured.
+     */
+    int pin_threads;
     /* With SS_WEIGHTS_Q8: keep batch-1 decode's activations in F32 (see SS_WEIGHTS_Q8). */
     int q8_f32_act;
 } ss_model_params;
@@ -140,6 +149,51 @@ void ss_model_state_layout(const ss_model *m, ss_state_layout *out);
 ss_err ss_ctx_new(const ss_model *m, ss_ctx **out);
 /* Release the scratch. NULL is a no-op. */
 void ss_ctx_free(ss_ctx *c);
+
+/* ---- per-phase profile ---------------------------------------------------------------------- */
+
+/*
+ * Phases of ss_model_eval whose wall time a context can count (statesoup-bench --profile). Every
+ * nanosecond of an eval falls in exactly one phase: the time since the previous phase ended.
+ * Parallel steps count on the calling thread, waits included (ss_profile.pool_*).
+ */
+typedef enum ss_phase {
+    SS_PHASE_EMBED,      /* embedding rows */
+    SS_PHASE_NORM,       /* each layer's pre-norm */
+    SS_PHASE_IN_PROJ,    /* Mamba-1 in_proj (with the conv of each block's channels at decode) */
+    SS_PHASE_CONV,       /* Mamba-1 causal conv when it runs as a step of its own */
+    SS_PHASE_X_PROJ,     /* Mamba-1 x_proj (and falcon-mamba's B/C/dt norms) */
+    SS_PHASE_SCAN,       /* Mamba-1 dt_proj + selective scan */
+    SS_PHASE_OUT_PROJ,   /* Mamba-1 out_proj (with the residual add at decode) */
+    SS_PHASE_MIXER,      /* a whole Mamba-2 or MoE block */
+    SS_PHASE_RESIDUAL,   /* the residual add when it runs as a step of its own */
+    SS_PHASE_FINAL_NORM, /* the final norm */
+    SS_PHASE_LM_HEAD,    /* logits */
+    SS_PHASE_OTHER,      /* checks, bookkeeping, the final hidden copied into the states */
+    SS_PHASE_COUNT
+} ss_phase;
+
+typedef struct ss_profile {
+    uint64_t evals;                   /* ss_model_eval calls counted */
+    uint64_t eval_ns;                 /* their wall time; = the sum of ns[] */
+    uint64_t ns[SS_PHASE_COUNT];      /* wall time per phase */
+    uint64_t calls[SS_PHASE_COUNT];   /* how often each phase ran */
+    uint64_t pool_steps;              /* parallel steps (meetings of the pool's threads) */
+    uint64_t pool_wait_ns;            /* the caller spinning after its own parts (inside ns[]) */
+    uint64_t pool_spread_ns;          /* first part finishing -> last part finishing */
+    uint64_t pool_lag_ns;             /* step published -> a worker starting a part */
+    uint64_t pool_alone;              /* steps the caller ran alone: no worker came in time */
+} ss_profile;
+
+/* A short lowercase name ("in_proj", "dt+scan", ...); "?" outside [0, SS_PHASE_COUNT). */
+const char *ss_phase_name(ss_phase p);
+/*
+ * Count (on != 0) or stop counting the phases of c's evals, and zero the counts. Off by default;
+ * when off, ss_model_eval reads one flag per phase and nothing else.
+ */
+void ss_ctx_set_profile(ss_ctx *c, int on);
+/* The counts since ss_ctx_set_profile. */
+void ss_ctx_get_profile(const ss_ctx *c, ss_profile *out);
 
 /* ---- states --------------------------------------------------------------------------------- */
 

@@ -76,6 +76,25 @@ static void gemm_ref(const float *X, int M, int K, int ldx, const float *Wf, int
         }
 }
 
+/*
+ * The BF16 kernel's Y (pair layout) has the bits of the F32 kernel on the widened weights Wf:
+ * the same FMAs in the same order. The row-order BF16 kernel it replaced had these bits too
+ * (checked on every kernel set for M 1..17, N 1..37, K 1..200 before the change), so decoding a
+ * BF16 checkpoint gives the bits it gave before.
+ */
+static int bf16_same_as_f32(const kernels *kn, const float *X, int M, int K, int ldx,
+                            const float *Wf, int N, const float *Y, int ldy)
+{
+    float *Z = malloc(sizeof(float) * (size_t)M * ldy);
+    memcpy(Z, Y, sizeof(float) * (size_t)M * ldy); /* the gaps between rows as in Y */
+    kn->gemm_small(X, M, K, ldx, Wf, N, Z, ldy);
+    const int ok = memcmp(Z, Y, sizeof(float) * (size_t)M * ldy) == 0;
+    if (!ok) printf("  %s gemm_small_bf16 M=%d N=%d K=%d: not the F32 kernel's bits\n", kn->name,
+                    M, N, K);
+    free(Z);
+    return ok;
+}
+
 static int check_gemm(const kernels *kn, int wt, int M, int N, int K)
 {
     const int ldx = K + 3, ldy = N + 5;
@@ -101,14 +120,20 @@ static int check_gemm(const kernels *kn, int wt, int M, int N, int K)
     }
     for (size_t i = 0; i < (size_t)M * ldy; i++) Y[i] = NAN; /* catch unwritten outputs */
     gemm_ref(X, M, K, ldx, Wf, N, ref, mag);
+    int ok = 1;
     if (wt == WF32) {
         kn->gemm_small(X, M, K, ldx, Wf, N, Y, ldy);
     } else if (wt == WQ8) {
         kn->gemm_small_q8(X, M, K, ldx, W8, S8, N, Y, ldy);
+    } else if (wt == WBF16) { /* the pair layout, as the loader keeps BF16 matrices */
+        uint16_t *Wp = malloc(sizeof(uint16_t) * (size_t)N * K);
+        bf16_pack_rows(W16, (size_t)N, K, Wp);
+        kn->gemm_small_bf16(X, M, K, ldx, Wp, N, Y, ldy);
+        ok &= bf16_same_as_f32(kn, X, M, K, ldx, Wf, N, Y, ldy);
+        free(Wp);
     } else {
-        (wt == WBF16 ? kn->gemm_small_bf16 : kn->gemm_small_f16)(X, M, K, ldx, W16, N, Y, ldy);
+        kn->gemm_small_f16(X, M, K, ldx, W16, N, Y, ldy);
     }
-    int ok = 1;
     for (int m = 0; m < M && ok; m++)
         for (int n = 0; n < N && ok; n++) {
             double want = ref[(size_t)m * N + n], got = Y[(size_t)m * ldy + n];
@@ -133,7 +158,7 @@ static int check_gemm(const kernels *kn, int wt, int M, int N, int K)
 static void test_gemms(const kernels *kn)
 {
     static const int Ns[] = {1, 3, 4, 5, 16, 33, 64};
-    static const int Ks[] = {1, 15, 16, 17, 31, 32, 33, 48, 100, 768};
+    static const int Ks[] = {1, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 40, 48, 63, 64, 65, 100, 768};
     int ok = 1;
     for (int M = 1; M <= 16; M++)
         for (size_t a = 0; a < sizeof Ns / sizeof Ns[0]; a++)
@@ -193,7 +218,8 @@ static void test_scan_conv(const kernels *kn, const kernels *ref)
 
 /* One GEMM call of kn on rows [r0, r0 + M) and columns [lo, hi) of X W^T into Y (stride ldy). */
 static void gemm_part(const kernels *kn, int wt, const float *X, int ldx, int r0, int M, int K,
-                      const float *Wf, const uint16_t *W16, const int8_t *W8, const float *S8,
+                      const float *Wf, const uint16_t *W16, const uint16_t *Wp, const int8_t *W8,
+                      const float *S8,
                       int lo, int hi, float *Y, int ldy)
 {
     const float *x = X + (size_t)r0 * ldx;
@@ -203,9 +229,10 @@ static void gemm_part(const kernels *kn, int wt, const float *X, int ldx, int r0
         kn->gemm_small(x, M, K, ldx, Wf + (size_t)lo * K, n, y, ldy);
     else if (wt == WQ8)
         kn->gemm_small_q8(x, M, K, ldx, W8 + (size_t)lo * K, S8 + (size_t)lo * nb, n, y, ldy);
+    else if (wt == WBF16)
+        kn->gemm_small_bf16(x, M, K, ldx, Wp + (size_t)lo * K, n, y, ldy);
     else
-        (wt == WBF16 ? kn->gemm_small_bf16 : kn->gemm_small_f16)(x, M, K, ldx,
-                                                                 W16 + (size_t)lo * K, n, y, ldy);
+        kn->gemm_small_f16(x, M, K, ldx, W16 + (size_t)lo * K, n, y, ldy);
 }
 
 /*
@@ -232,10 +259,12 @@ static void test_gemm_invariance(const kernels *kn)
             fill(X, (size_t)MT * ldx, -1, 1);
             fill(Wf, (size_t)N * K, -2, 2);
             for (int i = 0; i < N * K; i++) W16[i] = to_bf16(Wf[i]);
+            uint16_t *Wp = malloc(sizeof(uint16_t) * N * K); /* W16 in the pair layout (BF16) */
+            bf16_pack_rows(W16, (size_t)N, K, Wp);
             for (int n = 0; n < N; n++)
                 q8_quantize_row(Wf + (size_t)n * K, K, W8 + (size_t)n * K, S8 + (size_t)n * nb);
             for (int wt = WF32; wt <= WQ8; wt++) {
-                gemm_part(kn, wt, X, ldx, 0, MT, K, Wf, W16, W8, S8, 0, N, Y, ldy);
+                gemm_part(kn, wt, X, ldx, 0, MT, K, Wf, W16, Wp, W8, S8, 0, N, Y, ldy);
                 if (wt == WQ8) { /* dense.c's prefill: q8 rows widened, then the F32 kernel */
                     float *Wq = malloc(sizeof(float) * N * K);
                     for (int n = 0; n < N; n++)
@@ -256,7 +285,7 @@ static void test_gemm_invariance(const kernels *kn)
                         const int r0 = starts[si], lo = si % 3 == 1 ? 3 : 0;
                         const int hi = si % 3 == 2 ? N - 1 : N;
                         memcpy(Z, Y, sizeof(float) * MT * ldy);
-                        gemm_part(kn, wt, X, ldx, r0, M, K, Wf, W16, W8, S8, lo, hi, Z, ldy);
+                        gemm_part(kn, wt, X, ldx, r0, M, K, Wf, W16, Wp, W8, S8, lo, hi, Z, ldy);
                         if (memcmp(Z, Y, sizeof(float) * MT * ldy) != 0) {
                             printf("  %s wt=%d K=%d N=%d: rows [%d, %d) cols [%d, %d) differ\n",
                                    kn->name, wt, K, N, r0, r0 + M, lo, hi);
@@ -268,6 +297,7 @@ static void test_gemm_invariance(const kernels *kn)
             free(X);
             free(Wf);
             free(W16);
+            free(Wp);
             free(W8);
             free(S8);
             free(Y);
@@ -376,6 +406,22 @@ static void test_small_kernels(const kernels *kn)
     for (int i = 0; i < NMAX; i++) {
         float want = bf16_to_f32(h[i]);
         ok &= memcmp(&wide[i], &want, 4) == 0;
+    }
+    /* a pair-layout row, every K % 32 tail: each value where bf16_pair_pos puts it */
+    static uint16_t hp[NMAX];
+    for (int K = 1; K <= NMAX; K = K * 2 + 7) {
+        bf16_pack_rows(h, 1, K, hp);
+        const int kg = K / 32 * 32; /* the layout's definition (kernels.h) */
+        for (int g = 0; g < kg; g += 32)
+            for (int i = 0; i < 16; i++)
+                ok &= hp[g + 2 * i] == h[g + i] && hp[g + 2 * i + 1] == h[g + 16 + i];
+        for (int k = 0; k < K; k++)
+            ok &= hp[bf16_pair_pos(K, k)] == h[k] && (k < kg || hp[k] == h[k]);
+        kn->widen_bf16_pairs(hp, K, wide);
+        for (int k = 0; k < K; k++) {
+            float want = bf16_to_f32(h[k]);
+            ok &= memcmp(&wide[k], &want, 4) == 0;
+        }
     }
     kn->widen_f16(h, wide, NMAX);
     for (int i = 0; i < NMAX; i++) {

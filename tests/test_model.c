@@ -610,6 +610,93 @@ static void check_huge_pages(void)
     }
 }
 
+/*
+ * mamba1-tiny-bf16 (every tensor BF16) rewritten into dir with its tensors as F32 (the same
+ * values, exactly), all of them (mixed 0) or only the 1-D ones (mixed 1: the matrices stay BF16
+ * and are copied out of a shard that stays mapped for the F32 vectors used in place).
+ */
+static void write_bf16_as_f32(const char *dir, int mixed)
+{
+    char path[512], *buf;
+    size_t n;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    copy_file(fixture_path("models/mamba1-tiny-bf16/config.json"), path);
+    REQUIRE_OK(ss_read_file(fixture_path("models/mamba1-tiny-bf16/model.safetensors"), 1 << 30,
+                            &buf, &n));
+    st_file f;
+    REQUIRE_OK(st_parse(&f, (const uint8_t *)buf, n, "fixture"));
+    st_out_tensor *o = calloc((size_t)f.n_tensors, sizeof *o);
+    float **wide = calloc((size_t)f.n_tensors, sizeof *wide);
+    for (int i = 0; i < f.n_tensors; i++) {
+        const st_tensor *t = &f.tensors[i];
+        o[i] = (st_out_tensor){
+            .name = t->name, .dtype = t->dtype, .ndim = t->ndim, .data = t->data};
+        memcpy(o[i].shape, t->shape, sizeof o[i].shape);
+        if (mixed && t->ndim == 2) continue;
+        wide[i] = malloc(t->n_elem * sizeof(float));
+        st_to_f32(t->dtype, t->data, wide[i], t->n_elem);
+        o[i].dtype = ST_F32;
+        o[i].data = wide[i];
+    }
+    uint8_t *out;
+    size_t len;
+    REQUIRE_OK(st_write_mem(o, f.n_tensors, NULL, &out, &len));
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    FILE *fo = fopen(path, "wb");
+    CHECK(fo && fwrite(out, 1, len, fo) == len);
+    if (fo) fclose(fo);
+    for (int i = 0; i < f.n_tensors; i++) free(wide[i]);
+    free(wide);
+    free(o);
+    free(out);
+    st_free(&f);
+    free(buf);
+}
+
+static void q8_run(ss_model *m, float *out);
+
+/*
+ * BF16 matrices are copied at load into the kernels' pair layout (kernels.h) on huge pages:
+ * prefill and decode logits have the bits of the same weights stored as F32 (the BF16 kernel
+ * takes the F32 kernel's steps), with every tensor BF16, with F32 vectors used in place beside
+ * them (the copied matrices' file pages dropped), and with --huge-pages on that mixed shard.
+ */
+static void check_bf16_exact(void)
+{
+    char dir[256], mdir[256];
+    snprintf(dir, sizeof dir, "/tmp/ss_test_bf16_XXXXXX");
+    snprintf(mdir, sizeof mdir, "/tmp/ss_test_bf16m_XXXXXX");
+    if (!mkdtemp(dir) || !mkdtemp(mdir)) exit(1);
+    write_bf16_as_f32(dir, 0);
+    write_bf16_as_f32(mdir, 1);
+    ss_model_params hp = ss_model_default_params();
+    hp.huge_pages = 1;
+    const char *dirs[4] = {dir, fixture_path("models/mamba1-tiny-bf16"), mdir, mdir};
+    const ss_model_params *ps[4] = {NULL, NULL, NULL, &hp};
+    static const char *const what[4] = {"F32", "BF16", "BF16 matrices, F32 vectors",
+                                         "the same with --huge-pages"};
+    static const char *const dtype[4] = {"F32", "BF16", "mixed", "mixed"};
+    float *logits[4] = {NULL};
+    size_t V = 0;
+    for (int i = 0; i < 4; i++) {
+        ss_model *m;
+        REQUIRE_OK(ss_model_open(&m, dirs[i], ps[i]));
+        CHECKF(strcmp(ss_model_get_info(m)->dtype, dtype[i]) == 0, "%s: dtype %s", what[i],
+               ss_model_get_info(m)->dtype);
+        V = (size_t)ss_model_get_info(m)->vocab_size;
+        logits[i] = malloc(43 * V * sizeof(float));
+        q8_run(m, logits[i]);
+        ss_model_close(m);
+        if (i > 0)
+            CHECKF(memcmp(logits[0], logits[i], 43 * V * sizeof(float)) == 0,
+                   "%s: logits differ from the F32 copy's", what[i]);
+    }
+    for (int i = 0; i < 4; i++) free(logits[i]);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", dir, mdir);
+    CHECK(system(cmd) == 0);
+}
+
 /* ---- 8-bit weights (--weights q8) ------------------------------------------------------------ */
 
 /*
@@ -764,6 +851,28 @@ static void check_threads(void)
         ss_seq q = {.state = s, .tokens = ids, .n_tokens = T, .logits = lg, .logits_all = 1};
         REQUIRE_OK(ss_model_eval(m, c, &q, 1, 0));
         nf = ss_state_floats(s);
+        /* The same tokens as a prefill of 32, then one decode step at a time (the steps that
+         * convolve inside in_proj's step and add the residual inside out_proj's): the bits of
+         * the whole prompt's rows. */
+        {
+            enum { P = 32 };
+            ss_state *s2;
+            REQUIRE_OK(ss_state_new(m, &s2));
+            float *one = malloc(V * sizeof(float));
+            ss_seq q2 = {.state = s2, .tokens = ids, .n_tokens = P};
+            REQUIRE_OK(ss_model_eval(m, c, &q2, 1, 0));
+            for (int t = P; t < T; t++) {
+                q2 = (ss_seq){.state = s2, .tokens = ids + t, .n_tokens = 1, .logits = one};
+                REQUIRE_OK(ss_model_eval(m, c, &q2, 1, 0));
+                CHECKF(!memcmp(one, lg + (size_t)t * V, V * sizeof(float)),
+                       "demo-mamba1, %d threads: decode step %d differs from the prompt's row",
+                       nt, t);
+            }
+            CHECKF(!memcmp(ss_state_cdata(s2), ss_state_cdata(s), nf * sizeof(float)),
+                   "demo-mamba1, %d threads: state after decode steps differs", nt);
+            free(one);
+            ss_state_free(s2);
+        }
         if (!ref) {
             ref = lg;
             ref_state = malloc(nf * sizeof(float));
@@ -781,6 +890,85 @@ static void check_threads(void)
     }
     free(ref);
     free(ref_state);
+}
+
+/*
+ * The per-phase profile (statesoup-bench --profile): 16 decode steps of the demo model on 2
+ * threads. Every phase a Mamba-1 decode step runs is counted once per layer (or per eval), the
+ * phases add up to the evals' time, and that time lies within the wall time measured around the
+ * calls (not a speed check: no bound on the figures themselves). Off, nothing is counted.
+ */
+static void check_profile(void)
+{
+    char demo[4096];
+    snprintf(demo, sizeof demo, "%s/models/demo-mamba1", test_source_root());
+    ss_model_params p = ss_model_default_params();
+    p.n_threads = 2;
+    ss_model *m;
+    ss_ctx *c;
+    ss_state *s;
+    REQUIRE_OK(ss_model_open(&m, demo, &p));
+    REQUIRE_OK(ss_ctx_new(m, &c));
+    REQUIRE_OK(ss_state_new(m, &s));
+    const ss_model_info *info = ss_model_get_info(m);
+    const int V = info->vocab_size, L = info->n_layer;
+    float *lg = malloc((size_t)V * sizeof(float));
+    int32_t tok = 1;
+    ss_seq q = {.state = s, .tokens = &tok, .n_tokens = 1, .logits = lg};
+    REQUIRE_OK(ss_model_eval(m, c, &q, 1, 0)); /* warm: scratch reserved, off */
+    ss_profile pr;
+    ss_ctx_get_profile(c, &pr);
+    CHECK(pr.evals == 0 && pr.eval_ns == 0 && pr.ns[SS_PHASE_NORM] == 0);
+
+    enum { N = 16 };
+    ss_ctx_set_profile(c, 1);
+    int64_t wall = 0;
+    for (int i = 0; i < N; i++) {
+        tok = (int32_t)(i * 13 % (V - 1)) + 1;
+        int64_t t0 = ss_mono_ns();
+        REQUIRE_OK(ss_model_eval(m, c, &q, 1, 0));
+        wall += ss_mono_ns() - t0;
+    }
+    ss_ctx_get_profile(c, &pr);
+    uint64_t sum = 0;
+    for (int ph = 0; ph < SS_PHASE_COUNT; ph++) sum += pr.ns[ph];
+    CHECKF(pr.evals == N, "%llu evals counted", (unsigned long long)pr.evals);
+    CHECKF(sum == pr.eval_ns, "phases sum to %llu ns, evals took %llu", (unsigned long long)sum,
+           (unsigned long long)pr.eval_ns);
+    CHECKF(pr.eval_ns <= (uint64_t)wall && pr.eval_ns >= (uint64_t)wall / 2,
+           "evals %llu ns of %lld ns measured around them", (unsigned long long)pr.eval_ns,
+           (long long)wall);
+    const struct {
+        ss_phase ph;
+        uint64_t calls;
+    } want[] = {{SS_PHASE_EMBED, N},       {SS_PHASE_NORM, (uint64_t)N * L},
+                {SS_PHASE_IN_PROJ, (uint64_t)N * L}, {SS_PHASE_CONV, 0},
+                {SS_PHASE_X_PROJ, (uint64_t)N * L},  {SS_PHASE_SCAN, (uint64_t)N * L},
+                {SS_PHASE_OUT_PROJ, (uint64_t)N * L}, {SS_PHASE_MIXER, 0},
+                {SS_PHASE_RESIDUAL, 0},   {SS_PHASE_FINAL_NORM, N},
+                {SS_PHASE_LM_HEAD, N}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        CHECKF(pr.calls[want[i].ph] == want[i].calls, "phase %s: %llu calls, want %llu",
+               ss_phase_name(want[i].ph), (unsigned long long)pr.calls[want[i].ph],
+               (unsigned long long)want[i].calls);
+        CHECKF(!want[i].calls || pr.ns[want[i].ph] > 0, "phase %s: no time",
+               ss_phase_name(want[i].ph));
+    }
+    /* the demo model's in_proj, dt+scan, out_proj and lm_head are parallel steps */
+    CHECKF(pr.pool_steps >= (uint64_t)N * (3 * L + 1), "%llu parallel steps",
+           (unsigned long long)pr.pool_steps);
+    CHECK(pr.pool_wait_ns <= pr.eval_ns);
+    CHECK(strcmp(ss_phase_name(SS_PHASE_SCAN), "dt+scan") == 0);
+    CHECK(strcmp(ss_phase_name(SS_PHASE_COUNT), "?") == 0);
+    /* off again: zeroed, and nothing more is counted */
+    ss_ctx_set_profile(c, 0);
+    REQUIRE_OK(ss_model_eval(m, c, &q, 1, 0));
+    ss_ctx_get_profile(c, &pr);
+    CHECK(pr.evals == 0 && pr.eval_ns == 0 && pr.pool_steps == 0 && pr.calls[SS_PHASE_NORM] == 0);
+    free(lg);
+    ss_state_free(s);
+    ss_ctx_free(c);
+    ss_model_close(m);
 }
 
 static void check_q8(void)
@@ -931,8 +1119,10 @@ int main(int argc, char **argv)
         check_loader_errors();
         check_fingerprints();
         check_huge_pages();
+        check_bf16_exact();
         check_q8();
         check_threads();
+        check_profile();
         /* 8-bit weights: prefill panels widen the weights (dense.c), short spans convert them
          * in registers: the same bits. (Not MoE: an expert given one token of a step runs the
          * one-row kernel, which sums in another order.) */
