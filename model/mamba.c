@@ -108,6 +108,7 @@ void ss_ctx_free(ss_ctx *c)
     free(c->pos);
     free(c->gid);
     free(c->gmembers);
+    free(c->act8);
     free(c);
 }
 

@@ -91,6 +91,10 @@ typedef enum ss_weights {
      * F32's bytes, plus 1/8): every projection and the embedding/head. Norms, conv, A, D, biases
      * and the recurrent states stay F32. Not exact: see docs/performance.md for the cost. The
      * 8-bit copies are written onto transparent huge pages (no --huge-pages copy needed).
+     * Batch-1 decode (one row per step) also quantises its activations, per block of 32 values,
+     * and multiplies in integers (AVX-512 VNNI / AVX2): about twice the kernel speed; the
+     * quality cost of both is measured in docs/performance.md. ss_model_params.q8_f32_act (or
+     * SS_Q8_ACT=f32 in the environment) keeps F32 activations instead.
      */
     SS_WEIGHTS_Q8,
 } ss_weights;
@@ -108,6 +112,8 @@ typedef struct ss_model_params {
      * while loading, page cache and copy briefly take twice the memory.
      */
     int huge_pages;
+    /* With SS_WEIGHTS_Q8: keep batch-1 decode's activations in F32 (see SS_WEIGHTS_Q8). */
+    int q8_f32_act;
 } ss_model_params;
 
 ss_model_params ss_model_default_params(void);
