@@ -2,20 +2,25 @@
  * kernbench.c - statesoup-kernbench: how fast the decode kernels stream weights on this machine,
  * beside a plain read of the same bytes, at any number of threads.
  *
- * Each run streams a 1 GB weight matrix [N, 1536] (filled with varied bytes) through one kernel,
- * the threads splitting the rows, and reports GB/s of weights and GMAC/s; "read" sums the same
- * bytes as 64-bit integers (what memory gives a plain stream). Best of 6 passes. With --matrix MB
+ * Each run streams a 1 GB weight matrix [N, 1536] (64-byte aligned, filled with varied bytes)
+ * through one kernel, the threads splitting the rows, and reports GB/s of weights and GMAC/s;
+ * "read" sums the same bytes as 64-bit integers (what memory gives a plain stream). Best of 6
+ * passes. With --cached KB each thread streams one matrix of KB kilobytes again and again instead
+ * (the kernel's own rate, from its cache). With --matrix MB
  * the matrix is taken as consecutive matrices of MB megabytes each, the threads (model/pool.c, as
  * the model's projections) splitting one matrix and meeting before the next: what short
  * matrices and threads meeting cost beside one long stream per thread. The model is
  * not involved: this isolates the kernels (model/kernels*.c) from the forward pass around them,
  * whose per-token cost statesoup-bench reports.
  *
- * usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST] [--matrix MB] [--k N]
+ * usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST]
+ *                            [--matrix MB | --cached KB] [--k N]
  *   --threads 1,2,16   thread counts (default: 1,2 and all cores)
  *   --rows 1,16        input rows per product: 1 = batch-1 decode, 16 = 16 streams (default 1,16)
  *   --kernels LIST     read, f32, bf16, f16, q8 (default all)
  *   --matrix MB        stream matrices of MB megabytes one after another (default: one 1 GB)
+ *   --cached KB        each thread streams one matrix of KB kilobytes again and again (it stays
+ *                      in its cache): the kernel's own rate, without memory
  *   --k N              values per weight row, a multiple of 64 (default 1536; 768 = d_model of
  *                      mamba-130m, the K of its in_proj and logits)
  * It builds with the kernels alone: cc -O2 -Imodel bench/kernbench.c model/kernels*.c (the ISA
@@ -44,6 +49,7 @@ typedef struct bench {
     const void *w;   /* [n, K] in the kind's type (BF16: any bytes serve as the pair layout) */
     const float *s;  /* q8 scales [n, K / 32] */
     size_t piece;    /* rows per matrix with --matrix, else 0 (one matrix) */
+    size_t cached;   /* rows per thread with --cached, else 0 */
     ss_pool *pool;   /* with --matrix: b->threads threads in all */
     const float *x;  /* [rows, K] */
     float *y;        /* [rows, n] */
@@ -90,6 +96,11 @@ static void *run(void *arg)
     bench *b = ((targ *)arg)->b;
     const int t = ((targ *)arg)->t;
     const size_t per = b->n / (size_t)b->threads / TILE * TILE;
+    if (b->cached) { /* the same rows again and again: as many bytes, from the caches */
+        for (size_t done = 0; done + b->cached <= per; done += b->cached)
+            stream_rows(b, t, (size_t)t * b->cached, b->cached);
+        return NULL;
+    }
     stream_rows(b, t, (size_t)t * per, per);
     return NULL;
 }
@@ -175,7 +186,8 @@ static int parse_list(const char *s, int *out, int max)
 }
 
 static const char usage[] =
-    "usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST] [--matrix MB] [--k N]\n"
+    "usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST]\n"
+    "                           [--matrix MB | --cached KB] [--k N]\n"
     "Stream a 1 GB weight matrix through the decode kernels (and a plain read) and report\n"
     "GB/s and GMAC/s: batch-1 decode is bound by how close the kernels get to the read.\n"
     "  --threads 1,2,16   thread counts (default: 1, 2 and all cores)\n"
@@ -186,6 +198,9 @@ static const char usage[] =
     "                     threads splitting each and meeting before the next, as the model's\n"
     "                     projections do (130m: in_proj 9.4 MB in F32, out_proj 4.7, x_proj\n"
     "                     0.5); default: one matrix, one long stream per thread\n"
+    "  --cached KB        each thread streams its own matrix of KB kilobytes again and again\n"
+    "                     (as many bytes in all): it stays in the core's cache, so this is\n"
+    "                     the kernels' own rate (widening, FMAs), without memory's limit\n"
     "  --k N              values per weight row, a multiple of 64 (default 1536; 130m's\n"
     "                     in_proj and logits have 768)\n";
 
@@ -193,12 +208,13 @@ int main(int argc, char **argv)
 {
     int threads[MAX_LIST] = {1, 2, (int)sysconf(_SC_NPROCESSORS_ONLN)}, n_threads = 3;
     int rows[MAX_LIST] = {1, 16}, n_rows = 2, want[N_KINDS] = {1, 1, 1, 1, 1};
-    double matrix_mb = 0;
+    double matrix_mb = 0, cached_kb = 0;
     static const struct option opts[] = {{"threads", required_argument, NULL, 't'},
                                          {"rows", required_argument, NULL, 'r'},
                                          {"kernels", required_argument, NULL, 'k'},
                                          {"matrix", required_argument, NULL, 'm'},
                                          {"k", required_argument, NULL, 'K'},
+                                         {"cached", required_argument, NULL, 'c'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     for (int c; (c = getopt_long(argc, argv, "h", opts, NULL)) != -1;) {
@@ -208,6 +224,11 @@ int main(int argc, char **argv)
             char *end;
             matrix_mb = strtod(optarg, &end);
             if (end != optarg && !*end && matrix_mb > 0 && matrix_mb <= 1000) continue;
+        }
+        if (c == 'c') {
+            char *end;
+            cached_kb = strtod(optarg, &end);
+            if (end != optarg && !*end && cached_kb >= 1 && cached_kb <= 1e6) continue;
         }
         if (c == 'K') {
             char *end;
@@ -221,14 +242,22 @@ int main(int argc, char **argv)
         fputs(usage, c == 'h' ? stdout : stderr);
         return c == 'h' ? 0 : 2;
     }
+    if (matrix_mb > 0 && cached_kb > 0) {
+        fputs("statesoup-kernbench: --matrix and --cached do not go together\n", stderr);
+        return 2;
+    }
     if (n_threads == 3 && threads[2] <= 2) n_threads = 2;
-    if (matrix_mb > 0)
+    if (cached_kb > 0)
+        printf("statesoup-kernbench: %s kernels, K = %d, a matrix of %.0f KB per thread, again "
+               "and again (1 GB in all)\n",
+               kernels_get()->name, K, cached_kb);
+    else if (matrix_mb > 0)
         printf("statesoup-kernbench: %s kernels, K = %d, 1 GB as matrices of %.2f MB\n",
                kernels_get()->name, K, matrix_mb);
     else
         printf("statesoup-kernbench: %s kernels, K = %d, 1 GB per matrix\n", kernels_get()->name,
                K);
-    float *x = malloc(16 * K * sizeof *x);
+    float *x = aligned_alloc(64, 16 * K * sizeof *x);
     for (int i = 0; i < 16 * K; i++) x[i] = (float)(i % 7) * 0.1f;
     for (int kind = 0; kind < N_KINDS; kind++) {
         if (!want[kind]) continue;
@@ -238,7 +267,9 @@ int main(int argc, char **argv)
         const double row_bytes = K * (kind == K_Q8 ? 1.125 : (double)es);
         size_t piece = matrix_mb > 0 ? (size_t)(matrix_mb * 1e6 / row_bytes) / 16 * 16 : 0;
         if (matrix_mb > 0 && piece < 16) piece = 16;
-        unsigned long long *w = malloc(n * K * es);
+        /* 64-byte aligned, as the model's copies of its matrices are (a plain malloc of this
+         * size returns 16 bytes past a page: every 64-byte load then spans two cache lines) */
+        unsigned long long *w = aligned_alloc(64, n * K * es);
         float *s = kind == K_Q8 ? malloc(n * (K / Q8_BLOCK) * sizeof *s) : NULL;
         float *y = malloc(16 * n * sizeof *y);
         if (!w || (kind == K_Q8 && !s) || !y) {
@@ -264,6 +295,11 @@ int main(int argc, char **argv)
                 bench b = {.kind = (enum kind)kind, .rows = rows[ri], .threads = threads[ti],
                            .n = piece ? n / piece * piece : n, .w = w, .s = s, .x = x, .y = y,
                            .piece = piece};
+                if (cached_kb > 0) { /* rows per thread: whole tiles, at least one */
+                    b.cached = (size_t)(cached_kb * 1024 / row_bytes) / TILE * TILE;
+                    if (b.cached < TILE) b.cached = TILE;
+                    if (b.cached > b.n / (size_t)threads[ti]) b.cached = 0;
+                }
                 if (piece && !(b.pool = pool_new(threads[ti], 0))) {
                     fprintf(stderr, "statesoup-kernbench: cannot start %d threads\n", threads[ti]);
                     return 1;
