@@ -2,25 +2,21 @@
  * kernbench.c - statesoup-kernbench: how fast the decode kernels stream weights on this machine,
  * beside a plain read of the same bytes, at any number of threads.
  *
- * Each run streams a 1 GB weight matrix [N, 1536] (64-byte aligned, filled with varied bytes)
- * through one kernel, the threads splitting the rows, and reports GB/s of weights and GMAC/s;
- * "read" sums the same bytes as 64-bit integers (what memory gives a plain stream). Best of 6
- * passes. With --cached KB each thread streams one matrix of KB kilobytes again and again instead
- * (the kernel's own rate, from its cache). With --matrix MB
+ * Each run streams a 1 GB weight matrix [N, 1536] (64-byte aligned as the model's copies are,
+ * filled with varied bytes) through one kernel, the threads splitting the rows, and reports GB/s
+ * of weights and GMAC/s; "read" sums the same bytes as 64-bit integers (what memory gives a plain
+ * stream). Best of 6 passes. With --matrix MB
  * the matrix is taken as consecutive matrices of MB megabytes each, the threads (model/pool.c, as
  * the model's projections) splitting one matrix and meeting before the next: what short
  * matrices and threads meeting cost beside one long stream per thread. The model is
  * not involved: this isolates the kernels (model/kernels*.c) from the forward pass around them,
  * whose per-token cost statesoup-bench reports.
  *
- * usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST]
- *                            [--matrix MB | --cached KB] [--k N]
+ * usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST] [--matrix MB] [--k N]
  *   --threads 1,2,16   thread counts (default: 1,2 and all cores)
  *   --rows 1,16        input rows per product: 1 = batch-1 decode, 16 = 16 streams (default 1,16)
- *   --kernels LIST     read, f32, bf16, f16, q8 (default all)
+ *   --kernels LIST     read, f32, bf16, f16, q8, q8a8 (default all)
  *   --matrix MB        stream matrices of MB megabytes one after another (default: one 1 GB)
- *   --cached KB        each thread streams one matrix of KB kilobytes again and again (it stays
- *                      in its cache): the kernel's own rate, without memory
  *   --k N              values per weight row, a multiple of 64 (default 1536; 768 = d_model of
  *                      mamba-130m, the K of its in_proj and logits)
  * It builds with the kernels alone: cc -O2 -Imodel bench/kernbench.c model/kernels*.c (the ISA
@@ -39,8 +35,8 @@
 
 enum { TILE = 64, MAX_THREADS = 256, MAX_LIST = 16 };
 static int K = 1536; /* values per weight row (--k) */
-enum kind { K_READ, K_F32, K_BF16, K_Q8, K_F16, N_KINDS };
-static const char *const kind_names[] = {"read", "f32", "bf16", "q8", "f16"};
+enum kind { K_READ, K_F32, K_BF16, K_Q8, K_F16, K_Q8A8, N_KINDS };
+static const char *const kind_names[] = {"read", "f32", "bf16", "q8", "f16", "q8a8"};
 
 typedef struct bench {
     enum kind kind;
@@ -49,10 +45,11 @@ typedef struct bench {
     const void *w;   /* [n, K] in the kind's type (BF16: any bytes serve as the pair layout) */
     const float *s;  /* q8 scales [n, K / 32] */
     size_t piece;    /* rows per matrix with --matrix, else 0 (one matrix) */
-    size_t cached;   /* rows per thread with --cached, else 0 */
     ss_pool *pool;   /* with --matrix: b->threads threads in all */
     const float *x;  /* [rows, K] */
+    const q8_act *xq; /* q8a8: x's first row quantised */
     float *y;        /* [rows, n] */
+    int reps;        /* passes over the matrix per measurement (--size below 200 MB) */
     unsigned long long sink[MAX_THREADS];
 } bench;
 
@@ -63,7 +60,7 @@ typedef struct targ {
 
 static size_t elem_size(enum kind k)
 {
-    return k == K_Q8 ? 1 : k == K_BF16 || k == K_F16 ? 2 : 4;
+    return k == K_Q8 || k == K_Q8A8 ? 1 : k == K_BF16 || k == K_F16 ? 2 : 4;
 }
 
 /* Rows [lo, lo + per) of the matrix through thread t's kernel (or read). */
@@ -82,6 +79,8 @@ static void stream_rows(bench *b, int t, size_t lo, size_t per)
         const int nr = lo + per - r < TILE ? (int)(lo + per - r) : TILE;
         if (b->kind == K_F32)
             k->gemm_small(b->x, b->rows, K, K, (const float *)b->w + r * K, nr, y, (int)b->n);
+        else if (b->kind == K_Q8A8)
+            k->gemv_q8a8(b->xq, (const int8_t *)b->w + r * K, b->s + r * (K / Q8_BLOCK), nr, y);
         else if (b->kind == K_BF16 || b->kind == K_F16)
             (b->kind == K_BF16 ? k->gemm_small_bf16 : k->gemm_small_f16)(
                 b->x, b->rows, K, K, (const uint16_t *)b->w + r * K, nr, y, (int)b->n);
@@ -96,12 +95,7 @@ static void *run(void *arg)
     bench *b = ((targ *)arg)->b;
     const int t = ((targ *)arg)->t;
     const size_t per = b->n / (size_t)b->threads / TILE * TILE;
-    if (b->cached) { /* the same rows again and again: as many bytes, from the caches */
-        for (size_t done = 0; done + b->cached <= per; done += b->cached)
-            stream_rows(b, t, (size_t)t * b->cached, b->cached);
-        return NULL;
-    }
-    stream_rows(b, t, (size_t)t * per, per);
+    for (int i = 0; i < b->reps; i++) stream_rows(b, t, (size_t)t * per, per);
     return NULL;
 }
 
@@ -135,10 +129,11 @@ static double measure(bench *b)
         targ ta[MAX_THREADS];
         double t0 = now_s();
         if (b->piece) {
-            for (size_t r0 = 0; r0 + b->piece <= b->n; r0 += b->piece) {
-                piece_job j = {b, r0};
-                pool_run(b->pool, piece_part, &j);
-            }
+            for (int i = 0; i < b->reps; i++)
+                for (size_t r0 = 0; r0 + b->piece <= b->n; r0 += b->piece) {
+                    piece_job j = {b, r0};
+                    pool_run(b->pool, piece_part, &j);
+                }
             double dt = now_s() - t0;
             if (dt < best) best = dt;
             continue;
@@ -186,21 +181,21 @@ static int parse_list(const char *s, int *out, int max)
 }
 
 static const char usage[] =
-    "usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST]\n"
-    "                           [--matrix MB | --cached KB] [--k N]\n"
+    "usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST] [--matrix MB] [--k N]\n"
     "Stream a 1 GB weight matrix through the decode kernels (and a plain read) and report\n"
     "GB/s and GMAC/s: batch-1 decode is bound by how close the kernels get to the read.\n"
     "  --threads 1,2,16   thread counts (default: 1, 2 and all cores)\n"
     "  --rows 1,16        input rows per product: 1 = batch-1 decode, 16 = 16 streams\n"
     "                     (default 1,16)\n"
-    "  --kernels LIST     read, f32, bf16, f16, q8, comma-separated (default all)\n"
+    "  --kernels LIST     read, f32, bf16, f16, q8 (8-bit weights, F32 activations: rows > 1),\n"
+    "                     q8a8 (8-bit weights and activations: batch-1 decode, rows 1 only),\n"
+    "                     comma-separated (default all)\n"
     "  --matrix MB        stream the 1 GB as matrices of MB megabytes one after another, the\n"
     "                     threads splitting each and meeting before the next, as the model's\n"
     "                     projections do (130m: in_proj 9.4 MB in F32, out_proj 4.7, x_proj\n"
     "                     0.5); default: one matrix, one long stream per thread\n"
-    "  --cached KB        each thread streams its own matrix of KB kilobytes again and again\n"
-    "                     (as many bytes in all): it stays in the core's cache, so this is\n"
-    "                     the kernels' own rate (widening, FMAs), without memory's limit\n"
+    "  --size MB          weight bytes per kernel (default 1000): 1 to a few MB stay in the\n"
+    "                     caches, which measures what the kernels compute, not the memory\n"
     "  --k N              values per weight row, a multiple of 64 (default 1536; 130m's\n"
     "                     in_proj and logits have 768)\n";
 
@@ -208,13 +203,13 @@ int main(int argc, char **argv)
 {
     int threads[MAX_LIST] = {1, 2, (int)sysconf(_SC_NPROCESSORS_ONLN)}, n_threads = 3;
     int rows[MAX_LIST] = {1, 16}, n_rows = 2, want[N_KINDS] = {1, 1, 1, 1, 1};
-    double matrix_mb = 0, cached_kb = 0;
+    double matrix_mb = 0, size_mb = 1000;
     static const struct option opts[] = {{"threads", required_argument, NULL, 't'},
                                          {"rows", required_argument, NULL, 'r'},
                                          {"kernels", required_argument, NULL, 'k'},
                                          {"matrix", required_argument, NULL, 'm'},
                                          {"k", required_argument, NULL, 'K'},
-                                         {"cached", required_argument, NULL, 'c'},
+                                         {"size", required_argument, NULL, 'S'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     for (int c; (c = getopt_long(argc, argv, "h", opts, NULL)) != -1;) {
@@ -225,10 +220,10 @@ int main(int argc, char **argv)
             matrix_mb = strtod(optarg, &end);
             if (end != optarg && !*end && matrix_mb > 0 && matrix_mb <= 1000) continue;
         }
-        if (c == 'c') {
+        if (c == 'S') {
             char *end;
-            cached_kb = strtod(optarg, &end);
-            if (end != optarg && !*end && cached_kb >= 1 && cached_kb <= 1e6) continue;
+            size_mb = strtod(optarg, &end);
+            if (end != optarg && !*end && size_mb >= 0.1 && size_mb <= 1000) continue;
         }
         if (c == 'K') {
             char *end;
@@ -242,37 +237,35 @@ int main(int argc, char **argv)
         fputs(usage, c == 'h' ? stdout : stderr);
         return c == 'h' ? 0 : 2;
     }
-    if (matrix_mb > 0 && cached_kb > 0) {
-        fputs("statesoup-kernbench: --matrix and --cached do not go together\n", stderr);
-        return 2;
-    }
     if (n_threads == 3 && threads[2] <= 2) n_threads = 2;
-    if (cached_kb > 0)
-        printf("statesoup-kernbench: %s kernels, K = %d, a matrix of %.0f KB per thread, again "
-               "and again (1 GB in all)\n",
-               kernels_get()->name, K, cached_kb);
-    else if (matrix_mb > 0)
-        printf("statesoup-kernbench: %s kernels, K = %d, 1 GB as matrices of %.2f MB\n",
-               kernels_get()->name, K, matrix_mb);
+    if (matrix_mb > 0)
+        printf("statesoup-kernbench: %s kernels, K = %d, %.0f MB as matrices of %.2f MB\n",
+               kernels_get()->name, K, size_mb, matrix_mb);
     else
-        printf("statesoup-kernbench: %s kernels, K = %d, 1 GB per matrix\n", kernels_get()->name,
-               K);
+        printf("statesoup-kernbench: %s kernels, K = %d, %.1f MB per matrix%s\n",
+               kernels_get()->name, K, size_mb, size_mb < 200 ? " (passed over repeatedly)" : "");
     float *x = aligned_alloc(64, 16 * K * sizeof *x);
     for (int i = 0; i < 16 * K; i++) x[i] = (float)(i % 7) * 0.1f;
+    q8_act xq;
+    void *xq_mem = aligned_alloc(64, q8_act_bytes(K));
+    if (!xq_mem) return 1;
+    q8_act_init(&xq, xq_mem, K);
+    q8_act_quantize(&xq, x);
     for (int kind = 0; kind < N_KINDS; kind++) {
         if (!want[kind]) continue;
         const size_t es = elem_size((enum kind)kind);
-        size_t n = (size_t)(1e9 / (double)es / K) / 1024 * 1024;
+        size_t n = (size_t)(size_mb * 1e6 / (double)es / K) / 64 * 64;
         /* --matrix: rows per matrix (a multiple of 16; its weight bytes, q8 scales included) */
-        const double row_bytes = K * (kind == K_Q8 ? 1.125 : (double)es);
+        const int q8 = kind == K_Q8 || kind == K_Q8A8;
+        const double row_bytes = K * (q8 ? 1.125 : (double)es);
         size_t piece = matrix_mb > 0 ? (size_t)(matrix_mb * 1e6 / row_bytes) / 16 * 16 : 0;
         if (matrix_mb > 0 && piece < 16) piece = 16;
         /* 64-byte aligned, as the model's copies of its matrices are (a plain malloc of this
          * size returns 16 bytes past a page: every 64-byte load then spans two cache lines) */
-        unsigned long long *w = aligned_alloc(64, n * K * es);
-        float *s = kind == K_Q8 ? malloc(n * (K / Q8_BLOCK) * sizeof *s) : NULL;
+        unsigned long long *w = aligned_alloc(64, n ? n * K * es : 64);
+        float *s = q8 ? malloc(n * (K / Q8_BLOCK) * sizeof *s) : NULL;
         float *y = malloc(16 * n * sizeof *y);
-        if (!w || (kind == K_Q8 && !s) || !y) {
+        if (!w || (q8 && !s) || !y) {
             fprintf(stderr, "statesoup-kernbench: out of memory\n");
             return 1;
         }
@@ -292,14 +285,10 @@ int main(int argc, char **argv)
         for (size_t i = 0; s && i < n * (K / Q8_BLOCK); i++) s[i] = 0.01f;
         for (int ti = 0; ti < n_threads; ti++)
             for (int ri = 0; ri < (kind == K_READ ? 1 : n_rows); ri++) {
+                if (kind == K_Q8A8 && rows[ri] != 1) continue; /* batch-1 decode only */
                 bench b = {.kind = (enum kind)kind, .rows = rows[ri], .threads = threads[ti],
-                           .n = piece ? n / piece * piece : n, .w = w, .s = s, .x = x, .y = y,
-                           .piece = piece};
-                if (cached_kb > 0) { /* rows per thread: whole tiles, at least one */
-                    b.cached = (size_t)(cached_kb * 1024 / row_bytes) / TILE * TILE;
-                    if (b.cached < TILE) b.cached = TILE;
-                    if (b.cached > b.n / (size_t)threads[ti]) b.cached = 0;
-                }
+                           .n = piece ? n / piece * piece : n, .w = w, .s = s, .x = x, .xq = &xq,
+                           .y = y, .piece = piece, .reps = size_mb < 200 ? (int)(200 / size_mb) : 1};
                 if (piece && !(b.pool = pool_new(threads[ti], 0))) {
                     fprintf(stderr, "statesoup-kernbench: cannot start %d threads\n", threads[ti]);
                     return 1;
@@ -307,14 +296,14 @@ int main(int argc, char **argv)
                 double dt = measure(&b);
                 pool_free(b.pool);
                 if (dt <= 0) return 1;
-                const double bytes = (double)b.n * row_bytes;
+                const double bytes = (double)b.n * row_bytes * b.reps;
                 if (kind == K_READ)
                     printf("  %-5s threads %3d          %7.1f GB/s\n", kind_names[kind],
                            threads[ti], bytes / dt / 1e9);
                 else
                     printf("  %-5s threads %3d rows %2d  %7.1f GB/s %8.1f GMAC/s\n",
                            kind_names[kind], threads[ti], rows[ri], bytes / dt / 1e9,
-                           (double)b.n * K * rows[ri] / dt / 1e9);
+                           (double)b.n * K * rows[ri] * b.reps / dt / 1e9);
                 fflush(stdout);
             }
         free(w);
@@ -322,5 +311,6 @@ int main(int argc, char **argv)
         free(y);
     }
     free(x);
+    free(xq_mem);
     return 0;
 }

@@ -106,10 +106,12 @@ int bench_profile(ss_model *m, int n_tok, int reps, double stream_bytes,
     const double wait_us = (double)pr->pool_wait_ns * per;
     const double spread_us = (double)pr->pool_spread_ns * per;
     const double lag_us = (double)pr->pool_lag_ns * per;
-    printf("    meetings of the threads: %.0f parallel steps per token; the caller waited %.1f us "
-           "after its own parts (%.0f%%);\n      first to last part finishing %.1f us, waking "
-           "the last part %.1f us (sums over the steps)\n",
-           steps, wait_us, 100 * wait_us / tok_us, spread_us, lag_us);
+    const double alone = (double)pr->pool_alone / n_tok;
+    printf("    meetings of the threads: %.0f parallel steps per token, %.1f of them run by the "
+           "caller alone (no worker came);\n      the caller waited %.1f us after its own parts "
+           "(%.0f%%), first to last part finishing %.1f us,\n      a worker starting %.1f us "
+           "after the step was published (sums over the steps of a token)\n",
+           steps, alone, wait_us, 100 * wait_us / tok_us, spread_us, lag_us);
     const double stream_us = stream_bytes / (bw * 1e9) * 1e6;
     const double fixed_us = tok_us - stream_us;
     printf("    streaming %.0f MB at %.1f GB/s (beside) takes %.1f us = %.0f%% of the token; the "
@@ -124,6 +126,7 @@ int bench_profile(ss_model *m, int n_tok, int reps, double stream_bytes,
     json_object_set_new(jp, "caller_wait_us", json_real(wait_us));
     json_object_set_new(jp, "finish_spread_us", json_real(spread_us));
     json_object_set_new(jp, "wake_lag_us", json_real(lag_us));
+    json_object_set_new(jp, "steps_alone", json_real(alone));
     json_object_set_new(jp, "bandwidth_gbs", json_real(bw));
     json_object_set_new(jp, "stream_us", json_real(stream_us));
     json_object_set_new(jp, "fixed_us", json_real(fixed_us));

@@ -1055,6 +1055,8 @@ ss_err model_load(ss_model *m, const char *dir, const ss_model_params *p)
     if (m->n_threads > 64) m->n_threads = 64;
     m->pool = pool_new(m->n_threads, p->pin_threads);
     if (!m->pool) return ss_fail(SS_ERR_NOMEM, "cannot start %d threads", m->n_threads);
+    const char *act = getenv("SS_Q8_ACT");
+    m->act8 = p->weights == SS_WEIGHTS_Q8 && !p->q8_f32_act && !(act && !strcmp(act, "f32"));
 
     struct stat st;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {

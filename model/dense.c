@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* A product y[rows, out] = x[rows, in] w[out, in]^T (+ bias) shared by the pool's threads. */
@@ -19,6 +20,7 @@ typedef struct mm_job {
     float *y;
     float *wide; /* NULL, or n_threads blocks of wide_floats (q8 prefill, see mm_cols) */
     size_t wide_floats;
+    const q8_act *act; /* q8 at one row: x quantised (gemv_q8a8), or NULL */
     int block;       /* decode: columns per block taken dynamically, 0 = static ranges */
     atomic_int next; /* next block */
     mm_after_fn after; /* NULL, or run on each range of columns right after it (mm_rows_then) */
@@ -66,6 +68,9 @@ static void mm_cols(const mm_job *j, int tid, int lo, int hi)
                                 wide + (size_t)r * j->in);
                 k->gemm_small(x, nr, j->in, j->ldx, wide, nc, y + c0, j->ldy);
             }
+        } else if (j->w.t == W_Q8 && j->act) {
+            k->gemv_q8a8(j->act, (const int8_t *)j->w.p + (size_t)lo * j->in,
+                         j->w.scale + (size_t)lo * nb, n, y);
         } else if (j->w.t == W_Q8) {
             k->gemm_small_q8(x, nr, j->in, j->ldx, (const int8_t *)j->w.p + (size_t)lo * j->in,
                              j->w.scale + (size_t)lo * nb, n, y, j->ldy);
@@ -101,6 +106,22 @@ static void mm_part(void *arg, int tid, int nt)
     }
 }
 
+/* x[in] quantised into c's scratch for gemv_q8a8, or NULL (no memory: the F32 path then). No
+ * allocation after the first token: the scratch only grows, to the longest row. */
+static const q8_act *quantize_act(ss_ctx *c, const float *x, int in, q8_act *a)
+{
+    if (in > c->act8_k) {
+        void *mem = aligned_alloc(64, q8_act_bytes(in));
+        if (!mem) return NULL;
+        free(c->act8);
+        c->act8 = mem;
+        c->act8_k = in;
+    }
+    q8_act_init(a, c->act8, in);
+    kernels_get()->quantize_act8(a, x);
+    return a;
+}
+
 /*
  * y[rows, out] = x[rows, in] w[out, in]^T (+ bias). The pool's threads split the output columns
  * (each streams its share of w once per panel of rows) and run our dot-product kernels on them
@@ -131,6 +152,9 @@ void mm_rows_then(const ss_model *m, ss_ctx *c, const float *x, int rows, int in
                 .wide_floats = c->wide_floats,
                 .after = after,
                 .user = user};
+    q8_act act;
+    /* batch-1 decode on 8-bit weights: integer dot products on x quantised once here */
+    if (w.t == W_Q8 && rows == 1 && m->act8) j.act = quantize_act(c, x, in, &act);
     if ((size_t)rows * out * in < 100000 || out < 32) {
         mm_part(&j, 0, 1);
         return;

@@ -109,6 +109,7 @@ struct ss_model {
     layer *layers;        /* [n_layer] */
     int n_threads;
     ss_pool *pool; /* n_threads workers for every parallel step of the forward pass */
+    int act8; /* --weights q8: batch-1 decode quantises activations too (gemv_q8a8) */
     /* resources */
     mapping *maps;
     int n_maps;
@@ -156,6 +157,10 @@ struct ss_ctx {
     /* q8 prefill: n_threads blocks of wide_floats (WIDE_ROWS weight rows widened to F32) */
     float *wide;
     size_t wide_floats;
+    /* q8 batch-1 decode: the activation row quantised to 8 bits (kernels.h q8_act), for rows of
+     * up to act8_k values */
+    void *act8;
+    int act8_k;
     /* run_round holds the model's pool for its whole round (one lock per round, not per step) */
     int pool_held;
     /* per-phase profile (ss_ctx_set_profile): prof_t is the end of the last phase */

@@ -114,6 +114,80 @@ static void gen_gemm_small_q8(const float *X, int M, int K, int ldx, const int8_
         }
 }
 
+/* Per block: the exact int32 sum of q_w q_x, times s_w s_x, summed in F32 in block order. */
+static void gen_gemv_q8a8(const q8_act *x, const int8_t *W, const float *S, int N, float *Y)
+{
+    const int K = x->K, nb = q8_blocks(K);
+    for (int n = 0; n < N; n++) {
+        const int8_t *w = W + (size_t)n * K;
+        float acc = 0;
+        for (int b = 0; b < nb; b++) {
+            const int k0 = b * Q8_BLOCK, k1 = k0 + Q8_BLOCK < K ? k0 + Q8_BLOCK : K;
+            int32_t isum = 0;
+            for (int k = k0; k < k1; k++) isum += (int32_t)w[k] * x->q[k];
+            acc += (float)isum * (S[(size_t)n * nb + b] * x->s[b]);
+        }
+        Y[n] = acc;
+    }
+}
+
+static size_t round64(size_t n)
+{
+    return (n + 63) & ~(size_t)63;
+}
+
+size_t q8_act_bytes(int K)
+{
+    const size_t Kp = round64((size_t)K);
+    /* the scales padded to whole groups of 16 blocks (kernels_vnni.c loads 16 at a time) */
+    return 2 * Kp + round64(Kp / 8) + ((Kp + 511) / 512) * 16 * sizeof(float);
+}
+
+void q8_act_init(q8_act *a, void *mem, int K)
+{
+    const size_t Kp = round64((size_t)K);
+    char *p = mem;
+    a->K = K;
+    a->q = (int8_t *)p;
+    a->aq = (uint8_t *)(p + Kp);
+    a->neg = (uint64_t *)(p + 2 * Kp);
+    a->s = (float *)(p + 2 * Kp + round64(Kp / 8));
+}
+
+void q8_act_pad(q8_act *a)
+{
+    const int K = a->K, Kp = (int)round64((size_t)K), nb = q8_blocks(K);
+    memset(a->q + K, 0, (size_t)(Kp - K));
+    memset(a->aq + K, 0, (size_t)(Kp - K));
+    if (K % 64) a->neg[K / 64] &= ((uint64_t)1 << (K % 64)) - 1;
+    for (int b = nb; b % 16; b++) a->s[b] = 0;
+}
+
+void q8_act_quantize(q8_act *a, const float *x)
+{
+    const int K = a->K;
+    for (int b = 0; b * Q8_BLOCK < K; b++) {
+        const int k0 = b * Q8_BLOCK, k1 = k0 + Q8_BLOCK < K ? k0 + Q8_BLOCK : K;
+        float amax = 0;
+        for (int k = k0; k < k1; k++) amax = fmaxf(amax, fabsf(x[k])); /* NaN-free max */
+        int finite = isfinite(amax);
+        for (int k = k0; k < k1; k++) finite &= !isnan(x[k]);
+        const float scale = amax / 127.0f, inv = scale > 0 ? 127.0f / amax : 0.0f;
+        a->s[b] = finite ? scale : NAN;
+        for (int k = k0; k < k1; k++) {
+            float r = finite ? rintf(x[k] * inv) : 0.0f;
+            int v = r > 127.0f ? 127 : r < -127.0f ? -127 : (int)r;
+            a->q[k] = (int8_t)v;
+            a->aq[k] = (uint8_t)(v < 0 ? -v : v);
+            if (v < 0)
+                a->neg[k / 64] |= (uint64_t)1 << (k % 64);
+            else
+                a->neg[k / 64] &= ~((uint64_t)1 << (k % 64));
+        }
+    }
+    q8_act_pad(a);
+}
+
 static void gen_widen_q8(const int8_t *q, const float *s, int K, float *dst)
 {
     for (int k = 0; k < K; k++) dst[k] = (float)q[k] * s[k / Q8_BLOCK];
@@ -217,6 +291,8 @@ static const kernels generic = {
     .gemm_small_bf16 = gen_gemm_small_bf16,
     .gemm_small_f16 = gen_gemm_small_f16,
     .gemm_small_q8 = gen_gemm_small_q8,
+    .gemv_q8a8 = gen_gemv_q8a8,
+    .quantize_act8 = q8_act_quantize,
     .widen_q8 = gen_widen_q8,
     .widen_bf16 = gen_widen_bf16,
     .widen_bf16_pairs = gen_widen_bf16_pairs,

@@ -50,6 +50,8 @@ typedef struct conv_args {
     int ld_out;
 } conv_args;
 
+struct q8_act; /* below */
+
 typedef struct kernels {
     const char *name;
     void (*scan1)(const scan1_args *a);
@@ -85,6 +87,15 @@ typedef struct kernels {
      */
     void (*gemm_small_q8)(const float *X, int M, int K, int ldx, const int8_t *W, const float *S,
                           int N, float *Y, int ldy);
+    /*
+     * Batch-1 decode on 8-bit weights with 8-bit activations: y[n] = sum_k w[n][k] x[k] with x
+     * quantised per block as well (q8_act, below), so that the products are integer dot
+     * products (AVX-512 VNNI vpdpbusd: 64 multiply-adds per instruction; AVX2 vpmaddubsw):
+     * per block an exact int32 sum, scaled by s_w * s_x and summed in F32. W, S as above.
+     */
+    void (*gemv_q8a8)(const struct q8_act *x, const int8_t *W, const float *S, int N, float *Y);
+    /* q8_act_quantize (below), the same bytes */
+    void (*quantize_act8)(struct q8_act *a, const float *x);
     /* One q8 row of K values (its q8_blocks(K) scales in s) as F32 into dst. */
     void (*widen_q8)(const int8_t *q, const float *s, int K, float *dst);
     /* dst[i] = (float)src[i] for n BF16 / F16 values (in order). */
@@ -174,6 +185,31 @@ static inline int q8_blocks(int K)
 /* Quantise one row of K F32 weights into q and its scales s. -1 (nothing written past what was
  * read) if a weight is not finite, else 0. */
 int q8_quantize_row(const float *w, int K, int8_t *q, float *s);
+
+/*
+ * An activation row quantised for gemv_q8a8: per block of Q8_BLOCK values one scale
+ * s = max|x| / 127 and q = round(x / s) in [-127, 127] (symmetric, as the weights), kept as the
+ * signed values, their magnitudes (the unsigned operand of the integer dot products) and a sign
+ * bit per value; every array zero-padded to whole chunks of 64 values (Q8_CHUNK), so kernels
+ * read whole vectors. A non-finite x makes its block's scale NaN (the outputs then are NaN, as
+ * the F32 path's would be).
+ */
+#define Q8_CHUNK 64
+typedef struct q8_act {
+    int K;
+    int8_t *q;     /* [Kp], Kp = K rounded up to Q8_CHUNK */
+    uint8_t *aq;   /* [Kp] |q| */
+    uint64_t *neg; /* [Kp / 64]: bit k % 64 of neg[k / 64] = q[k] < 0 */
+    float *s;      /* scales, 0 past the last block up to a multiple of 16 blocks */
+} q8_act;
+/* Bytes q8_act_init needs for rows of up to K values. */
+size_t q8_act_bytes(int K);
+/* Point a's arrays into mem (q8_act_bytes(Kmax) bytes, 64-byte aligned) for rows of K <= Kmax. */
+void q8_act_init(q8_act *a, void *mem, int K);
+/* Quantise x[K] into a (K as given to q8_act_init), the padding included. */
+void q8_act_quantize(q8_act *a, const float *x);
+/* Zero a's padding past K (for the kernels' quantisers, after writing the values). */
+void q8_act_pad(q8_act *a);
 
 /* Transpose [C, K] into [C/16][K][16] blocks (C % 16 == 0). dst has C*K floats. */
 void kernels_block16(const float *src, int C, int K, float *dst);

@@ -70,6 +70,71 @@ static inline __m256 exp_raw(__m256 x)
 
 #include "kernels_simd.h"
 
+/*
+ * Batch-1 decode on 8-bit weights with 8-bit activations (kernels.h: gemv_q8a8), AVX2 form:
+ * per block of 32 the signs of x moved onto the weights (vpsignb), vpmaddubsw of |x| against
+ * them (pairs of products, at most 2 x 127 x 127: no saturation) and vpmaddwd with ones give 8
+ * exact int32 sums of 4 products, converted and multiplied by s_w s_x into the accumulator.
+ * Also what AVX-512 CPUs without VNNI use (kernels.c). Four rows at a time share the loads of x.
+ */
+/* One block of 32 of a row (32 bytes at w) against x's block at k: the int32 sums of 4 products
+ * per lane, as F32, times s_x (the row's s_w is multiplied in by the caller's FMA). */
+#define Q8A8_BLOCK(w)                                                                          \
+    _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(                                        \
+                      _mm256_maddubs_epi16(ax, _mm256_sign_epi8((w), xs)), ones)),             \
+                  sx)
+
+static void k256_gemv_q8a8(const q8_act *x, const int8_t *W, const float *S, int N, float *Y)
+{
+    const int K = x->K, nb = q8_blocks(K), full = K / Q8_BLOCK;
+    const size_t ldw = (size_t)K;
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int n = 0, rows; n < N; n += rows) {
+        rows = N - n < 4 ? N - n : 4; /* 4 at a time, then the N % 4 left over together */
+        const int8_t *w = W + (size_t)n * ldw;
+        const float *s = S + (size_t)n * nb;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int b = 0; b < nb; b++) {
+            const int k = b * Q8_BLOCK;
+            const __m256i ax = _mm256_load_si256((const __m256i *)(x->aq + k));
+            const __m256i xs = _mm256_load_si256((const __m256i *)(x->q + k));
+            const __m256 sx = _mm256_broadcast_ss(x->s + b);
+            if (b < full && rows == 4) {
+                if (b % 2 == 0) {
+                    __builtin_prefetch(w + (PF1_ROWS + 0) * ldw + k, 0, 2);
+                    __builtin_prefetch(w + (PF1_ROWS + 1) * ldw + k, 0, 2);
+                    __builtin_prefetch(w + (PF1_ROWS + 2) * ldw + k, 0, 2);
+                    __builtin_prefetch(w + (PF1_ROWS + 3) * ldw + k, 0, 2);
+                }
+                const __m256i w0 = _mm256_loadu_si256((const __m256i *)(w + k));
+                const __m256i w1 = _mm256_loadu_si256((const __m256i *)(w + ldw + k));
+                const __m256i w2 = _mm256_loadu_si256((const __m256i *)(w + 2 * ldw + k));
+                const __m256i w3 = _mm256_loadu_si256((const __m256i *)(w + 3 * ldw + k));
+                a0 = _mm256_fmadd_ps(Q8A8_BLOCK(w0), _mm256_broadcast_ss(s + b), a0);
+                a1 = _mm256_fmadd_ps(Q8A8_BLOCK(w1), _mm256_broadcast_ss(s + nb + b), a1);
+                a2 = _mm256_fmadd_ps(Q8A8_BLOCK(w2), _mm256_broadcast_ss(s + 2 * nb + b), a2);
+                a3 = _mm256_fmadd_ps(Q8A8_BLOCK(w3), _mm256_broadcast_ss(s + 3 * nb + b), a3);
+                continue;
+            }
+            /* a short last block (x is zero-padded past K), or a row of the N % 4 left over */
+            for (int r = 0; r < rows; r++) {
+                int8_t tmp[Q8_BLOCK] = {0};
+                memcpy(tmp, w + r * ldw + k, (size_t)(K - k < Q8_BLOCK ? K - k : Q8_BLOCK));
+                const __m256i wr = _mm256_loadu_si256((const __m256i *)tmp);
+                const __m256 t = _mm256_mul_ps(Q8A8_BLOCK(wr), _mm256_broadcast_ss(s + r * nb + b));
+                if (r == 0) a0 = _mm256_add_ps(a0, t);
+                if (r == 1) a1 = _mm256_add_ps(a1, t);
+                if (r == 2) a2 = _mm256_add_ps(a2, t);
+                if (r == 3) a3 = _mm256_add_ps(a3, t);
+            }
+        }
+        Y[n] = hsum(a0);
+        if (rows > 1) Y[n + 1] = hsum(a1);
+        if (rows > 2) Y[n + 2] = hsum(a2);
+        if (rows > 3) Y[n + 3] = hsum(a3);
+    }
+}
+
 static const kernels k256 = {
     .name = "avx2",
     .scan1 = k256_scan1,
@@ -79,6 +144,8 @@ static const kernels k256 = {
     .gemm_small_bf16 = k256_gemm_small_bf16,
     .gemm_small_f16 = k256_gemm_small_f16,
     .gemm_small_q8 = k256_gemm_small_q8,
+    .gemv_q8a8 = k256_gemv_q8a8,
+    .quantize_act8 = q8_act_quantize,
     .widen_q8 = k256_widen_q8,
     .widen_bf16 = k256_widen_bf16,
     .widen_bf16_pairs = k256_widen_bf16_pairs,

@@ -2,7 +2,9 @@
  * kernels_avx512.c - the SIMD kernels (kernels_simd.h) for AVX-512F, 16 lanes.
  * Compiled with -mavx512f -mfma; only called when the CPU reports AVX-512F.
  */
+#include <cpuid.h>
 #include <immintrin.h>
+#include <pthread.h>
 
 typedef __m512 VF;
 #define VW            16
@@ -122,7 +124,11 @@ static void k512_conv_any(const conv_args *a)
     if (!k512_conv_step4(a)) k512_conv(a);
 }
 
-static const kernels k512 = {
+/* kernels_vnni.c, for CPUs with AVX-512 VNNI and BW (the form kernels_avx2.c has otherwise) */
+void kvnni_gemv_q8a8(const q8_act *x, const int8_t *W, const float *S, int N, float *Y);
+void kvnni_q8_act_quantize(q8_act *a, const float *x);
+
+static kernels k512 = {
     .name = "avx512",
     .scan1 = k512_scan1,
     .scan2 = k512_scan2,
@@ -131,6 +137,8 @@ static const kernels k512 = {
     .gemm_small_bf16 = k512_gemm_small_bf16,
     .gemm_small_f16 = k512_gemm_small_f16,
     .gemm_small_q8 = k512_gemm_small_q8,
+    .gemv_q8a8 = NULL, /* these two chosen in kernels_avx512() */
+    .quantize_act8 = NULL,
     .widen_q8 = k512_widen_q8,
     .widen_bf16 = k512_widen_bf16,
     .widen_bf16_pairs = k512_widen_bf16_pairs,
@@ -140,7 +148,18 @@ static const kernels k512 = {
     .argmax = k512_argmax,
 };
 
+static void k512_choose(void)
+{
+    unsigned a, b, c, d;
+    const int vnni = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c & bit_AVX512VNNI) &&
+                     (b & bit_AVX512BW) && (b & bit_AVX512VL);
+    k512.gemv_q8a8 = vnni ? kvnni_gemv_q8a8 : kernels_avx2()->gemv_q8a8;
+    k512.quantize_act8 = vnni ? kvnni_q8_act_quantize : q8_act_quantize;
+}
+
 const kernels *kernels_avx512(void)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, k512_choose);
     return &k512;
 }

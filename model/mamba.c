@@ -108,6 +108,7 @@ void ss_ctx_free(ss_ctx *c)
     free(c->pos);
     free(c->gid);
     free(c->gmembers);
+    free(c->act8);
     free(c);
 }
 
@@ -579,6 +580,7 @@ void ss_ctx_get_profile(const ss_ctx *c, ss_profile *out)
     out->pool_wait_ns = c->prof_pool.wait_ns;
     out->pool_spread_ns = c->prof_pool.spread_ns;
     out->pool_lag_ns = c->prof_pool.lag_ns;
+    out->pool_alone = c->prof_pool.alone;
 }
 
 static ss_err eval_rounds(ss_model *m, ss_ctx *c, ss_seq *seqs, int n_seqs, int lockstep);

@@ -51,6 +51,7 @@ struct ss_pool {
      * own slots before counting itself done, the caller reads them after every part is done */
     int timed;
     uint64_t t_start[64], t_fin[64];
+    unsigned char by_caller[64];
 };
 
 static uint64_t now_ns(void)
@@ -61,7 +62,7 @@ static uint64_t now_ns(void)
 }
 
 /* Run parts of the current step until none is left (any thread, any part). */
-static void participate(ss_pool *p)
+static void participate(ss_pool *p, int caller)
 {
     uint64_t c = atomic_load_explicit(&p->claim, memory_order_acquire);
     for (;;) {
@@ -70,7 +71,10 @@ static void participate(ss_pool *p)
         if (!atomic_compare_exchange_weak_explicit(&p->claim, &c, c + 1, memory_order_acq_rel,
                                                    memory_order_acquire))
             continue; /* c now holds the current value: retry with it */
-        if (p->timed) p->t_start[part] = now_ns();
+        if (p->timed) {
+            p->t_start[part] = now_ns();
+            p->by_caller[part] = (unsigned char)caller;
+        }
         p->fn(p->arg, part, p->n);
         if (p->timed) p->t_fin[part] = now_ns();
         atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
@@ -112,7 +116,7 @@ static void *worker(void *varg)
         }
         seen = g;
         if (atomic_load(&p->stop)) return NULL;
-        participate(p);
+        participate(p, 0);
     }
 }
 
@@ -193,7 +197,7 @@ static void run_locked(ss_pool *p, pool_fn fn, void *arg, pool_times *t)
     atomic_store_explicit(&p->claim, (uint64_t)++p->step << 32, memory_order_release);
     atomic_fetch_add(&p->gen, 1);
     if (atomic_load(&p->sleepers) > 0) futex_wake_all(&p->gen);
-    participate(p);
+    participate(p, 1);
     const uint64_t t_own = t ? now_ns() : 0;
     /* Parts claimed by workers finish within microseconds unless the OS took their core away
      * (a busy machine): then yield instead of burning the slice they need. */
@@ -203,16 +207,19 @@ static void run_locked(ss_pool *p, pool_fn fn, void *arg, pool_times *t)
     }
     if (t) {
         const uint64_t t_end = now_ns();
-        uint64_t first = UINT64_MAX, last = 0, started = 0;
+        uint64_t first = UINT64_MAX, last = 0, woke = UINT64_MAX;
         for (int i = 0; i < p->n; i++) {
             if (p->t_fin[i] < first) first = p->t_fin[i];
             if (p->t_fin[i] > last) last = p->t_fin[i];
-            if (p->t_start[i] > started) started = p->t_start[i];
+            if (!p->by_caller[i] && p->t_start[i] < woke) woke = p->t_start[i];
         }
         t->steps++;
         t->wait_ns += t_end - t_own;
         t->spread_ns += last - first;
-        t->lag_ns += started > t_pub ? started - t_pub : 0;
+        if (woke == UINT64_MAX)
+            t->alone++;
+        else
+            t->lag_ns += woke > t_pub ? woke - t_pub : 0;
     }
 }
 

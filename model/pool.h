@@ -50,7 +50,10 @@ typedef struct pool_times {
     uint64_t steps;     /* parallel steps run */
     uint64_t wait_ns;   /* the caller spinning after its own parts until every part was done */
     uint64_t spread_ns; /* the first part finishing -> the last part finishing */
-    uint64_t lag_ns;    /* the step published -> its last part started (waking the workers) */
+    uint64_t lag_ns;    /* the step published -> a worker starting its first part (steps where
+                         * a worker ran a part) */
+    uint64_t alone;     /* steps whose parts the caller ran all by itself: no worker came in
+                         * time (asleep, or its core taken by another process) */
 } pool_times;
 
 /*

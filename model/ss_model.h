@@ -91,6 +91,10 @@ typedef enum ss_weights {
      * F32's bytes, plus 1/8): every projection and the embedding/head. Norms, conv, A, D, biases
      * and the recurrent states stay F32. Not exact: see docs/performance.md for the cost. The
      * 8-bit copies are written onto transparent huge pages (no --huge-pages copy needed).
+     * Batch-1 decode (one row per step) also quantises its activations, per block of 32 values,
+     * and multiplies in integers (AVX-512 VNNI / AVX2): about twice the kernel speed; the
+     * quality cost of both is measured in docs/performance.md. ss_model_params.q8_f32_act (or
+     * SS_Q8_ACT=f32 in the environment) keeps F32 activations instead.
      */
     SS_WEIGHTS_Q8,
 } ss_weights;
@@ -114,6 +118,8 @@ typedef struct ss_model_params {
      * docs/performance.md for what it measured.
      */
     int pin_threads;
+    /* With SS_WEIGHTS_Q8: keep batch-1 decode's activations in F32 (see SS_WEIGHTS_Q8). */
+    int q8_f32_act;
 } ss_model_params;
 
 ss_model_params ss_model_default_params(void);
@@ -175,7 +181,8 @@ typedef struct ss_profile {
     uint64_t pool_steps;              /* parallel steps (meetings of the pool's threads) */
     uint64_t pool_wait_ns;            /* the caller spinning after its own parts (inside ns[]) */
     uint64_t pool_spread_ns;          /* first part finishing -> last part finishing */
-    uint64_t pool_lag_ns;             /* step published -> its last part started */
+    uint64_t pool_lag_ns;             /* step published -> a worker starting a part */
+    uint64_t pool_alone;              /* steps the caller ran alone: no worker came in time */
 } ss_profile;
 
 /* A short lowercase name ("in_proj", "dt+scan", ...); "?" outside [0, SS_PHASE_COUNT). */

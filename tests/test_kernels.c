@@ -476,6 +476,140 @@ static void test_quantize(void)
     CHECKF(ok, "q8 quantiser");
 }
 
+/*
+ * Batch-1 decode with 8-bit activations (gemv_q8a8): against double on the quantised values
+ * (s_w q_w times s_x q_x), for every K % 64 and K % 32 tail, row counts around the 4-row blocks,
+ * activations with an all-zero block and an outlier; then a non-finite activation makes the
+ * outputs NaN, as the F32 path's would be.
+ */
+static int check_gemv_q8a8(const kernels *kn, int N, int K, void *mem)
+{
+    const int nb = q8_blocks(K);
+    float *x = malloc(sizeof(float) * K), *Wf = malloc(sizeof(float) * (size_t)N * K);
+    int8_t *W8 = malloc((size_t)N * K);
+    float *S8 = malloc(sizeof(float) * (size_t)N * nb), *Y = malloc(sizeof(float) * (N + 1));
+    fill(x, (size_t)K, -1, 1);
+    for (int k = 32; k < 64 && k < K; k++) x[k] = 0; /* an all-zero block */
+    if (K > 70) x[70] = 40;                           /* an outlier: its block's scale */
+    fill(Wf, (size_t)N * K, -2, 2);
+    for (int n = 0; n < N; n++)
+        q8_quantize_row(Wf + (size_t)n * K, K, W8 + (size_t)n * K, S8 + (size_t)n * nb);
+    q8_act a;
+    q8_act_init(&a, mem, K);
+    kn->quantize_act8(&a, x);
+    Y[N] = 12345; /* nothing written past N */
+    kn->gemv_q8a8(&a, W8, S8, N, Y);
+    int ok = Y[N] == 12345;
+    for (int n = 0; n < N && ok; n++) {
+        double want = 0, mag = 0;
+        for (int k = 0; k < K; k++) {
+            double p = ((double)W8[(size_t)n * K + k] * S8[(size_t)n * nb + k / 32]) *
+                       ((double)a.q[k] * a.s[k / 32]);
+            want += p;
+            mag += fabs(p);
+        }
+        if (!close_to(Y[n], want, mag, 2e-6)) {
+            printf("  %s gemv_q8a8 N=%d K=%d: y[%d] = %.9g, want %.9g\n", kn->name, N, K, n, Y[n],
+                   want);
+            ok = 0;
+        }
+    }
+    x[K / 2] = K % 2 ? INFINITY : NAN;
+    kn->quantize_act8(&a, x);
+    kn->gemv_q8a8(&a, W8, S8, N, Y);
+    for (int n = 0; n < N; n++) ok &= isnan(Y[n]);
+    free(x);
+    free(Wf);
+    free(W8);
+    free(S8);
+    free(Y);
+    return ok;
+}
+
+static void test_gemv_q8a8(const kernels *kn)
+{
+    static const int Ns[] = {1, 3, 4, 5, 8, 9, 33};
+    static const int Ks[] = {1, 15, 31, 32, 33, 48, 63, 64, 65, 96, 100, 127, 128, 768, 1536};
+    void *mem = aligned_alloc(64, q8_act_bytes(1536));
+    int ok = 1;
+    for (size_t a = 0; a < sizeof Ns / sizeof Ns[0]; a++)
+        for (size_t b = 0; b < sizeof Ks / sizeof Ks[0]; b++)
+            ok &= check_gemv_q8a8(kn, Ns[a], Ks[b], mem);
+    free(mem);
+    CHECKF(ok, "%s: 8-bit activations (gemv_q8a8)", kn->name);
+}
+
+/* Every kernel set's activation quantiser gives q8_act_quantize's bytes: every K % 32 tail, a
+ * zero block, NaN and infinite values, a tie (x * 127 / max exactly n + 0.5). */
+static void test_quantize_act_same(const kernels *kn)
+{
+    enum { KMAX = 300 };
+    float x[KMAX];
+    const size_t bytes = q8_act_bytes(KMAX);
+    void *m1 = aligned_alloc(64, bytes), *m2 = aligned_alloc(64, bytes);
+    int ok = 1;
+    for (int K = 1; K <= KMAX; K += K < 70 ? 1 : 37) {
+        fill(x, (size_t)K, -3, 3);
+        for (int k = 32; k < 64 && k < K; k++) x[k] = 0;
+        if (K > 70) x[70] = NAN;
+        if (K > 100) x[100] = -INFINITY;
+        if (K > 130) { /* a block whose max is 127: x = 2.5 rounds to 2 (ties to even) */
+            for (int k = 128; k < 160 && k < K; k++) x[k] = (float)(k % 5) - 2.5f;
+            x[128] = 127;
+        }
+        q8_act a, b;
+        memset(m1, 0x5a, bytes); /* the quantisers must write the padding too */
+        memset(m2, 0xa5, bytes);
+        q8_act_init(&a, m1, K);
+        q8_act_init(&b, m2, K);
+        q8_act_quantize(&a, x);
+        kn->quantize_act8(&b, x);
+        const size_t Kp = ((size_t)K + 63) / 64 * 64, ns = (Kp / 32 + 15) / 16 * 16;
+        if (memcmp(a.q, b.q, Kp) || memcmp(a.aq, b.aq, Kp) || memcmp(a.neg, b.neg, Kp / 8) ||
+            memcmp(a.s, b.s, ns * sizeof(float))) {
+            printf("  %s quantize_act8 K=%d differs from q8_act_quantize\n", kn->name, K);
+            ok = 0;
+        }
+    }
+    free(m1);
+    free(m2);
+    CHECKF(ok, "%s: 8-bit activation quantiser, same bytes", kn->name);
+}
+
+/* The activation quantiser: as the weights' (scale max|x| / 127, q = round(x / s)) and the
+ * kernels' forms of q (|q|, sign bits, zero padding to 64). */
+static void test_quantize_act(void)
+{
+    enum { K = 200 };
+    float x[K];
+    void *mem = aligned_alloc(64, q8_act_bytes(K));
+    q8_act a;
+    int ok = 1;
+    fill(x, K, -5, 5);
+    for (int k = 64; k < 96; k++) x[k] = 0;
+    x[5] = -7.5f;
+    memset(mem, 0x5a, q8_act_bytes(K)); /* the quantiser must clear the padding */
+    q8_act_init(&a, mem, K);
+    q8_act_quantize(&a, x);
+    int8_t qw[K];
+    float sw[(K + 31) / 32];
+    q8_quantize_row(x, K, qw, sw);
+    for (int k = 0; k < 256; k++) {
+        const int neg = (int)(a.neg[k / 64] >> (k % 64) & 1);
+        if (k >= K) {
+            ok &= a.q[k] == 0 && a.aq[k] == 0 && !neg;
+            continue;
+        }
+        ok &= fabs((double)a.q[k] * a.s[k / 32] - x[k]) <= 0.5 * a.s[k / 32] * (1 + 1e-5) + 1e-30;
+        ok &= abs(a.q[k] - qw[k]) <= 1 && a.q[k] != -128; /* the weights' quantiser, up to ties */
+        ok &= a.aq[k] == abs(a.q[k]) && neg == (a.q[k] < 0);
+    }
+    for (int b = 0; b < 8; b++) ok &= b < (K + 31) / 32 ? close_to(a.s[b], sw[b], 0, 1e-7) : a.s[b] == 0;
+    ok &= a.q[5] == -127 && a.s[2] == 0;
+    free(mem);
+    CHECKF(ok, "8-bit activation quantiser");
+}
+
 int main(void)
 {
     __builtin_cpu_init();
@@ -496,9 +630,12 @@ int main(void)
         test_scan_invariance(sets[i]);
         if (i > 0) test_scan_conv(sets[i], ref);
         test_small_kernels(sets[i]);
+        test_gemv_q8a8(sets[i]);
+        test_quantize_act_same(sets[i]);
         printf("%-8s %s\n", names[i], test_failures == before ? "ok" : "FAILED");
     }
     test_quantize();
+    test_quantize_act();
     printf("kernels_get() picks %s here\n", kernels_get()->name);
     return test_done("test_kernels");
 }

@@ -127,10 +127,12 @@ enum { SEQS = 4, WARM = 4, TOKENS = 12 };
 
 /* Decode TOKENS steps of `n_seqs` sequences (each step: eval, then sample every sequence) after
  * WARM untimed ones; counts only the measured steps. */
-static void check_eval(const char *dir, int threads, int n_seqs, float temperature)
+static void check_eval(const char *dir, int threads, int n_seqs, float temperature,
+                       ss_weights weights)
 {
     ss_model_params p = ss_model_default_params();
     p.n_threads = threads;
+    p.weights = weights;
     ss_model *m;
     ss_ctx *c;
     REQUIRE_OK(ss_model_open(&m, dir, &p));
@@ -251,11 +253,14 @@ int main(int argc, char **argv)
         "models/moe-mamba-finegrained", "models/moe-mamba-mot",
     };
     for (int threads = 1; threads <= 2; threads++) {
-        check_eval(demo, threads, 1, 0);
-        check_eval(demo, threads, SEQS, 1.0f);
+        check_eval(demo, threads, 1, 0, SS_WEIGHTS_STORED);
+        check_eval(demo, threads, SEQS, 1.0f, SS_WEIGHTS_STORED);
+        /* 8-bit weights: batch-1 decode quantises its activations into the context's scratch */
+        check_eval(demo, threads, 1, 0, SS_WEIGHTS_Q8);
+        check_eval(demo, threads, SEQS, 1.0f, SS_WEIGHTS_Q8);
         for (size_t i = 0; i < sizeof fixtures / sizeof fixtures[0]; i++) {
-            check_eval(fixture_path(fixtures[i]), threads, 1, 0);
-            check_eval(fixture_path(fixtures[i]), threads, SEQS, 1.0f);
+            check_eval(fixture_path(fixtures[i]), threads, 1, 0, SS_WEIGHTS_STORED);
+            check_eval(fixture_path(fixtures[i]), threads, SEQS, 1.0f, SS_WEIGHTS_STORED);
         }
         check_engine(demo, threads);
     }
