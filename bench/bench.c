@@ -539,8 +539,6 @@ static const char help[] =
     "  --keep           keep the generated checkpoints (their folder is printed)\n"
     "  --huge-pages     load the F32 weights onto transparent huge pages (statesoupd\n"
     "                   --huge-pages; 16-bit and q8 matrices are on huge pages without it)\n"
-    "  --pin-threads    pin the model's worker threads to CPUs of their own (statesoupd\n"
-    "                   --pin-threads)\n"
     "  --profile        with decode: also time each phase of a batch-1 decode token (norms,\n"
     "                   projections, conv, scan, logits, sampling, the threads' meetings)\n"
     "                   with the model's per-phase counters, and print microseconds per\n"
@@ -555,7 +553,7 @@ static const char help[] =
 /* What the command line asked for. */
 typedef struct bench_opts {
     const char *json_out, *tmp;
-    int n_prompt, n_decode, threads, quick, keep, huge, dtype, q8, pin, profile;
+    int n_prompt, n_decode, threads, quick, keep, huge, dtype, q8, profile;
     int do_prefill, do_decode, do_store, do_fair, long_prompt;
     int do_prefix, prefix_prompt, prefix_shared;
     int do_search, do_children;
@@ -582,7 +580,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         {"long-prompt", required_argument, NULL, 'L'},
         {"prefix", required_argument, NULL, 'P'},
         {"dtype", required_argument, NULL, 'D'}, {"weights", required_argument, NULL, 'W'},
-        {"pin-threads", no_argument, NULL, 'n'}, {"profile", no_argument, NULL, 'f'},
+        {"profile", no_argument, NULL, 'f'},
         {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -636,7 +634,6 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         case 'q': o->quick = 1; break;
         case 'k': o->keep = 1; break;
         case 'H': o->huge = 1; break;
-        case 'n': o->pin = 1; break;
         case 'f': o->profile = 1; break;
         case 'D':
             if ((o->dtype = st_dtype_parse(optarg)) != ST_F32 && o->dtype != ST_BF16 &&
@@ -965,7 +962,6 @@ static json_t *bench_model(const bench_opts *o, machine *mc, const char *root, i
     ss_model_params mp = ss_model_default_params();
     mp.n_threads = mc->nthreads;
     mp.huge_pages = o->huge;
-    mp.pin_threads = o->pin;
     mp.weights = o->q8 ? SS_WEIGHTS_Q8 : SS_WEIGHTS_STORED;
     t0 = bench_now_s();
     if (ss_model_open(&m, dir, &mp)) {

@@ -289,7 +289,7 @@ int main(int argc, char **argv)
                 bench b = {.kind = (enum kind)kind, .rows = rows[ri], .threads = threads[ti],
                            .n = piece ? n / piece * piece : n, .w = w, .s = s, .x = x, .xq = &xq,
                            .y = y, .piece = piece, .reps = size_mb < 200 ? (int)(200 / size_mb) : 1};
-                if (piece && !(b.pool = pool_new(threads[ti], 0))) {
+                if (piece && !(b.pool = pool_new(threads[ti]))) {
                     fprintf(stderr, "statesoup-kernbench: cannot start %d threads\n", threads[ti]);
                     return 1;
                 }

@@ -1053,7 +1053,7 @@ ss_err model_load(ss_model *m, const char *dir, const ss_model_params *p)
     m->n_threads = p->n_threads > 0 ? p->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (m->n_threads < 1) m->n_threads = 1;
     if (m->n_threads > 64) m->n_threads = 64;
-    m->pool = pool_new(m->n_threads, p->pin_threads);
+    m->pool = pool_new(m->n_threads);
     if (!m->pool) return ss_fail(SS_ERR_NOMEM, "cannot start %d threads", m->n_threads);
     const char *act = getenv("SS_Q8_ACT");
     m->act8 = p->weights == SS_WEIGHTS_Q8 && !p->q8_f32_act && !(act && !strcmp(act, "f32"));

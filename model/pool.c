@@ -20,7 +20,6 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -120,18 +119,7 @@ static void *worker(void *varg)
     }
 }
 
-/* cpus[0..n) = the first n CPUs this thread may run on; 0 when it may run on fewer. */
-static int pick_cpus(int n, int *cpus)
-{
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set)) return 0;
-    int k = 0;
-    for (int c = 0; c < CPU_SETSIZE && k < n; c++)
-        if (CPU_ISSET(c, &set)) cpus[k++] = c;
-    return k == n;
-}
-
-ss_pool *pool_new(int n, int pin)
+ss_pool *pool_new(int n)
 {
     if (n < 1) n = 1;
     if (n > 64) n = 64;
@@ -144,23 +132,8 @@ ss_pool *pool_new(int n, int pin)
         free(p);
         return NULL;
     }
-    int cpus[64];
-    if (pin) pin = pick_cpus(n, cpus);
     for (int i = 1; i < n; i++) {
-        pthread_attr_t attr, *ap = NULL;
-        if (pin && !pthread_attr_init(&attr)) {
-            cpu_set_t one;
-            CPU_ZERO(&one);
-            CPU_SET(cpus[i], &one);
-            ap = &attr;
-            if (pthread_attr_setaffinity_np(ap, sizeof one, &one)) {
-                pthread_attr_destroy(ap);
-                ap = NULL;
-            }
-        }
-        int rc = pthread_create(&p->threads[i], ap, worker, p);
-        if (ap) pthread_attr_destroy(ap);
-        if (rc) {
+        if (pthread_create(&p->threads[i], NULL, worker, p)) {
             p->n = i; /* run with the workers we have */
             break;
         }

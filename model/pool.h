@@ -25,11 +25,10 @@ typedef void (*pool_fn)(void *arg, int tid, int nt);
 
 /*
  * A pool of n threads in all (the caller of pool_run counts as one): n-1 workers. NULL on OOM.
- * pin: worker i runs only on the i-th CPU the process may use (the caller stays free, and
- * usually lands on the first): see ss_model_params.pin_threads. Pinning that fails (a CPU set
- * smaller than n) leaves the threads unpinned.
+ * The workers are not pinned to CPUs: pinning them measured no consistent gain at 2 or 16
+ * threads (docs/performance.md).
  */
-ss_pool *pool_new(int n, int pin);
+ss_pool *pool_new(int n);
 void pool_free(ss_pool *p);
 /* Threads a step runs on. */
 int pool_size(const ss_pool *p);

@@ -112,12 +112,6 @@ typedef struct ss_model_params {
      * while loading, page cache and copy briefly take twice the memory.
      */
     int huge_pages;
-    /*
-     * Pin each worker of the model's thread pool to a CPU of its own (worker i to the i-th CPU
-     * the process may run on; the calling thread stays unpinned). Off by default: see
-     * docs/performance.md for what it measured.
-     */
-    int pin_threads;
     /* With SS_WEIGHTS_Q8: keep batch-1 decode's activations in F32 (see SS_WEIGHTS_Q8). */
     int q8_f32_act;
 } ss_model_params;
