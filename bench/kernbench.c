@@ -2,9 +2,10 @@
  * kernbench.c - statesoup-kernbench: how fast the decode kernels stream weights on this machine,
  * beside a plain read of the same bytes, at any number of threads.
  *
- * Each run streams a 1 GB weight matrix [N, 1536] (filled with varied bytes) through one kernel,
- * the threads splitting the rows, and reports GB/s of weights and GMAC/s; "read" sums the same
- * bytes as 64-bit integers (what memory gives a plain stream). Best of 6 passes. With --matrix MB
+ * Each run streams a 1 GB weight matrix [N, 1536] (64-byte aligned as the model's copies are,
+ * filled with varied bytes) through one kernel, the threads splitting the rows, and reports GB/s
+ * of weights and GMAC/s; "read" sums the same bytes as 64-bit integers (what memory gives a plain
+ * stream). Best of 6 passes. With --matrix MB
  * the matrix is taken as consecutive matrices of MB megabytes each, the threads (model/pool.c, as
  * the model's projections) splitting one matrix and meeting before the next: what short
  * matrices and threads meeting cost beside one long stream per thread. The model is
@@ -243,7 +244,7 @@ int main(int argc, char **argv)
     else
         printf("statesoup-kernbench: %s kernels, K = %d, %.1f MB per matrix%s\n",
                kernels_get()->name, K, size_mb, size_mb < 200 ? " (passed over repeatedly)" : "");
-    float *x = malloc(16 * K * sizeof *x);
+    float *x = aligned_alloc(64, 16 * K * sizeof *x);
     for (int i = 0; i < 16 * K; i++) x[i] = (float)(i % 7) * 0.1f;
     q8_act xq;
     void *xq_mem = aligned_alloc(64, q8_act_bytes(K));
@@ -259,7 +260,9 @@ int main(int argc, char **argv)
         const double row_bytes = K * (q8 ? 1.125 : (double)es);
         size_t piece = matrix_mb > 0 ? (size_t)(matrix_mb * 1e6 / row_bytes) / 16 * 16 : 0;
         if (matrix_mb > 0 && piece < 16) piece = 16;
-        unsigned long long *w = malloc(n * K * es);
+        /* 64-byte aligned, as the model's copies of its matrices are (a plain malloc of this
+         * size returns 16 bytes past a page: every 64-byte load then spans two cache lines) */
+        unsigned long long *w = aligned_alloc(64, n ? n * K * es : 64);
         float *s = q8 ? malloc(n * (K / Q8_BLOCK) * sizeof *s) : NULL;
         float *y = malloc(16 * n * sizeof *y);
         if (!w || (q8 && !s) || !y) {
