@@ -200,6 +200,7 @@ typedef struct conv_job {
     const layer *ly;
     const span *sp;
     int n_sp, ld_in, C;
+    int off; /* conv_after: channel c is column off + c of the projection */
     const float *in;
     float *out;
 } conv_job;
@@ -236,12 +237,16 @@ static void conv_part(void *arg, int tid, int nt)
     if (c0 < c1) conv_range(j, c0, c1);
 }
 
-/* Decode: in_proj's columns [lo, hi) are done; those below C are conv channels (mm_rows_then). */
+/* Decode: in_proj's columns [lo, hi) are done; those in [off, off + C) are conv channels
+ * (mm_rows_then; off and C multiples of 16, so the channel ranges are too). */
 static void conv_after(void *user, int lo, int hi)
 {
     const conv_job *j = user;
-    if (lo >= j->C) return;
-    conv_range(j, lo, hi < j->C ? hi : j->C);
+    lo -= j->off;
+    hi -= j->off;
+    if (lo < 0) lo = 0;
+    if (hi > j->C) hi = j->C;
+    if (lo < hi) conv_range(j, lo, hi);
 }
 
 void conv_rows(const ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp,
@@ -256,6 +261,26 @@ void conv_rows(const ss_model *m, ss_ctx *c, const layer *ly, const span *sp, in
         conv_part(&j, 0, 1);
     else
         model_run(m, c, conv_part, &j);
+}
+
+void in_proj_conv(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp, int T,
+                  int W, int off, int C)
+{
+    const int d = m->cfg.d_model;
+    if (T <= 16 && off % 16 == 0 && C % 16 == 0) {
+        /* each block of conv channels on the thread that produced it, inside in_proj's step
+         * (one serial step fewer; the same kernel on 16-channel-aligned ranges: the same bits) */
+        conv_job j = {.m = m, .ly = ly, .sp = sp, .n_sp = n_sp, .ld_in = W, .C = C, .off = off,
+                      .in = c->proj + off, .out = c->xc};
+        mm_rows_then(m, c, c->xn, T, d, d, ly->in_proj_w, ly->in_proj_b, W, c->proj, W,
+                     conv_after, &j);
+        prof_mark(c, SS_PHASE_IN_PROJ);
+        return;
+    }
+    mm_rows(m, c, c->xn, T, d, d, ly->in_proj_w, ly->in_proj_b, W, c->proj, W);
+    prof_mark(c, SS_PHASE_IN_PROJ);
+    conv_rows(m, c, ly, sp, n_sp, c->proj + off, W, c->xc, C);
+    prof_mark(c, SS_PHASE_CONV);
 }
 
 /* h[rows, d] += out[rows, d], columns [lo, hi): the residual add inside out_proj's step. */
@@ -273,6 +298,15 @@ static void residual_after(void *user, int lo, int hi)
         const float *o = j->out + (size_t)r * j->d;
         for (int i = lo; i < hi; i++) h[i] += o[i];
     }
+}
+
+void out_proj_residual(ss_model *m, ss_ctx *c, const layer *ly, int T)
+{
+    const int d = m->cfg.d_model, Di = m->cfg.d_inner;
+    residual_job rj = {.h = c->h, .out = c->out, .rows = T, .d = d};
+    mm_rows_then(m, c, c->y, T, Di, Di, ly->out_proj_w, ly->out_proj_b, d, c->out, d,
+                 residual_after, &rj);
+    prof_mark(c, SS_PHASE_OUT_PROJ);
 }
 
 static void scan1_part(void *arg, int tid, int nt)
@@ -318,26 +352,13 @@ static void scan1_part(void *arg, int tid, int nt)
 static void mamba1_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp, int T)
 {
     const model_config *cf = &m->cfg;
-    const int d = cf->d_model, Di = cf->d_inner, N = cf->d_state, R = cf->dt_rank;
+    const int Di = cf->d_inner, N = cf->d_state, R = cf->dt_rank;
     const int ldbc = R + 2 * N;
     const size_t ssm_off = m->info.n_state_layers * (size_t)Di * cf->conv_kernel +
                            (size_t)ly->state_index * (size_t)Di * N;
 
-    /* [x | z] = in_proj(u): proj [T, 2Di]; x = SiLU(conv(x)): xc [T, Di]. Decode convolves each
-     * block of x's channels on the thread that produced it, inside in_proj's step (one serial
-     * step fewer; the same kernel on 16-channel-aligned ranges: the same bits). */
-    conv_job cj = {.m = m, .ly = ly, .sp = sp, .n_sp = n_sp, .ld_in = 2 * Di, .C = Di,
-                   .in = c->proj, .out = c->xc};
-    if (T <= 16 && Di % 16 == 0) {
-        mm_rows_then(m, c, c->xn, T, d, d, ly->in_proj_w, ly->in_proj_b, 2 * Di, c->proj, 2 * Di,
-                     conv_after, &cj);
-        prof_mark(c, SS_PHASE_IN_PROJ);
-    } else {
-        mm_rows(m, c, c->xn, T, d, d, ly->in_proj_w, ly->in_proj_b, 2 * Di, c->proj, 2 * Di);
-        prof_mark(c, SS_PHASE_IN_PROJ);
-        conv_rows(m, c, ly, sp, n_sp, c->proj, 2 * Di, c->xc, Di);
-        prof_mark(c, SS_PHASE_CONV);
-    }
+    /* [x | z] = in_proj(u): proj [T, 2Di]; x = SiLU(conv(x)): xc [T, Di] */
+    in_proj_conv(m, c, ly, sp, n_sp, T, 2 * Di, 0, Di);
     /* [dt_r | B | C] = x_proj(x): dbc [T, R + 2N] */
     mm_rows(m, c, c->xc, T, Di, Di, ly->x_proj_w, NULL, ldbc, c->dbc, ldbc);
     if (cf->has_mixer_rms) {
@@ -362,11 +383,8 @@ static void mamba1_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp
     else
         model_run(m, c, scan1_part, &sj);
     prof_mark(c, SS_PHASE_SCAN);
-    /* out = out_proj(y): [T, d]; h += out, each block of columns by the thread that made it */
-    residual_job rj = {.h = c->h, .out = c->out, .rows = T, .d = d};
-    mm_rows_then(m, c, c->y, T, Di, Di, ly->out_proj_w, ly->out_proj_b, d, c->out, d,
-                 residual_after, &rj);
-    prof_mark(c, SS_PHASE_OUT_PROJ);
+    /* out = out_proj(y): [T, d]; h += out */
+    out_proj_residual(m, c, ly, T);
 }
 
 /* ---- eval --------------------------------------------------------------------------------- */
@@ -468,12 +486,12 @@ static ss_err round_layers(ss_model *m, ss_ctx *c, ss_seq *seqs, const span *sp,
         norm_rows(cf, ly->norm_w, ly->norm_b, c->h, c->xn, T, d);
         prof_mark(c, SS_PHASE_NORM);
         switch (ly->kind) {
-        case LAYER_MAMBA1:
-            mamba1_mixer(m, c, ly, sp, n_sp, T); /* adds its output to h itself */
+        case LAYER_MAMBA1: /* the two mixers add their output to h themselves */
+            mamba1_mixer(m, c, ly, sp, n_sp, T);
             continue;
         case LAYER_MAMBA2:
             mamba2_mixer(m, c, ly, sp, n_sp, T);
-            break;
+            continue;
         case LAYER_MOE:
             if ((err = moe_block(m, c, ly, sp, n_sp, T))) return err;
             break;

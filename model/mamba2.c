@@ -65,14 +65,14 @@ static void scan2_part(void *arg, int tid, int nt)
 void mamba2_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp, int T)
 {
     const model_config *cf = &m->cfg;
-    const int d = cf->d_model, Di = cf->d_inner, N = cf->d_state, H = cf->n_heads;
+    const int Di = cf->d_inner, N = cf->d_state, H = cf->n_heads;
     const int P = cf->head_dim, G = cf->n_groups;
     const int C = m->info.conv_channels, W = Di + C + H; /* in_proj width */
     const size_t ssm_off = (size_t)m->info.n_state_layers * C * cf->conv_kernel +
                            (size_t)ly->state_index * (size_t)Di * N;
 
-    mm_rows(m, c, c->xn, T, d, d, ly->in_proj_w, ly->in_proj_b, W, c->proj, W);
-    conv_rows(m, c, ly, sp, n_sp, c->proj + Di, W, c->xc, C);
+    /* [z | xBC | dt] = in_proj(u): proj [T, W]; xBC = SiLU(conv(xBC)): xc [T, C] */
+    in_proj_conv(m, c, ly, sp, n_sp, T, W, Di, C);
     /* dt per row and head */
     for (int t = 0; t < T; t++) {
         for (int h = 0; h < H; h++) {
@@ -106,5 +106,7 @@ void mamba2_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n
             for (int i = 0; i < gs; i++) yg[i] = yg[i] * inv * ly->gnorm_w[(size_t)g * gs + i];
         }
     }
-    mm_rows(m, c, c->y, T, Di, Di, ly->out_proj_w, ly->out_proj_b, d, c->out, d);
+    prof_mark(c, SS_PHASE_MIXER);
+    /* h += out_proj(y) */
+    out_proj_residual(m, c, ly, T);
 }

@@ -37,7 +37,19 @@ void norm_rows(const model_config *c, const float *w, const float *b, const floa
 void conv_rows(const ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp,
                const float *in, int ld_in, float *out, int C);
 
-/* Mamba-2 mixer: reads c->xn [T, d], writes c->out [T, d], advances the states. */
+/*
+ * [T, W] = in_proj(c->xn) into c->proj, then the causal conv of its columns [off, off + C) into
+ * c->xc [T, C] (updating the windows). At decode (T <= 16, off and C multiples of 16) each
+ * thread convolves the blocks of channels it just produced, inside in_proj's step; otherwise
+ * the conv is a step of its own. The same bits either way.
+ */
+void in_proj_conv(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp, int T,
+                  int W, int off, int C);
+/* c->h += out_proj(c->y) (c->out holds the projection): each block of out_proj's columns is
+ * added to the residual stream by the thread that produced it. */
+void out_proj_residual(ss_model *m, ss_ctx *c, const layer *ly, int T);
+
+/* Mamba-2 mixer: reads c->xn [T, d], adds its output to c->h [T, d], advances the states. */
 void mamba2_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp, int T);
 /* MoE layer (token choice or mixture of tokens): reads c->xn, writes c->out. SS_OK always
  * today (the scratch is reserved before); ss_err so an expert kernel may fail later. */

@@ -154,13 +154,13 @@ void ss_ctx_free(ss_ctx *c);
 typedef enum ss_phase {
     SS_PHASE_EMBED,      /* embedding rows */
     SS_PHASE_NORM,       /* each layer's pre-norm */
-    SS_PHASE_IN_PROJ,    /* Mamba-1 in_proj (with the conv of each block's channels at decode) */
-    SS_PHASE_CONV,       /* Mamba-1 causal conv when it runs as a step of its own */
+    SS_PHASE_IN_PROJ,    /* Mamba in_proj (with the conv of each block's channels at decode) */
+    SS_PHASE_CONV,       /* Mamba causal conv when it runs as a step of its own */
     SS_PHASE_X_PROJ,     /* Mamba-1 x_proj (and falcon-mamba's B/C/dt norms) */
     SS_PHASE_SCAN,       /* Mamba-1 dt_proj + selective scan */
-    SS_PHASE_OUT_PROJ,   /* Mamba-1 out_proj (with the residual add at decode) */
-    SS_PHASE_MIXER,      /* a whole Mamba-2 or MoE block */
-    SS_PHASE_RESIDUAL,   /* the residual add when it runs as a step of its own */
+    SS_PHASE_OUT_PROJ,   /* Mamba out_proj, with the residual add */
+    SS_PHASE_MIXER,      /* Mamba-2 between conv and out_proj; a whole MoE block */
+    SS_PHASE_RESIDUAL,   /* MoE's residual add */
     SS_PHASE_FINAL_NORM, /* the final norm */
     SS_PHASE_LM_HEAD,    /* logits */
     SS_PHASE_OTHER,      /* checks, bookkeeping, the final hidden copied into the states */

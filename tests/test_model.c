@@ -824,26 +824,32 @@ static void batch12_check(ss_model *m, const char *what, double tol)
     free(lalone);
 }
 
+/* The bundled demo model (models/demo-mamba1) on nt threads, a context and a zero state. */
+static void open_demo(int nt, ss_model **m, ss_ctx **c, ss_state **s)
+{
+    char demo[4096];
+    snprintf(demo, sizeof demo, "%s/models/demo-mamba1", test_source_root());
+    ss_model_params p = ss_model_default_params();
+    p.n_threads = nt;
+    REQUIRE_OK(ss_model_open(m, demo, &p));
+    REQUIRE_OK(ss_ctx_new(*m, c));
+    REQUIRE_OK(ss_state_new(*m, s));
+}
+
 /*
  * Thread counts: the demo model (wide enough for every threaded path: projections split by
  * columns, the scan by channels) gives the same logits and state bits on 1, 2 and 3 threads.
  */
 static void check_threads(void)
 {
-    char demo[4096];
-    snprintf(demo, sizeof demo, "%s/models/demo-mamba1", test_source_root());
     enum { T = 40 };
     float *ref = NULL, *ref_state = NULL;
     size_t V = 0, nf = 0;
     for (int nt = 1; nt <= 3; nt++) {
-        ss_model_params p = ss_model_default_params();
-        p.n_threads = nt;
         ss_model *m;
         ss_ctx *c;
         ss_state *s;
-        REQUIRE_OK(ss_model_open(&m, demo, &p));
-        REQUIRE_OK(ss_ctx_new(m, &c));
-        REQUIRE_OK(ss_state_new(m, &s));
+        open_demo(nt, &m, &c, &s);
         V = (size_t)ss_model_get_info(m)->vocab_size;
         int32_t ids[T];
         for (int i = 0; i < T; i++) ids[i] = (int32_t)((i * 37 + 11) % (int)(V - 1)) + 1;
@@ -900,16 +906,10 @@ static void check_threads(void)
  */
 static void check_profile(void)
 {
-    char demo[4096];
-    snprintf(demo, sizeof demo, "%s/models/demo-mamba1", test_source_root());
-    ss_model_params p = ss_model_default_params();
-    p.n_threads = 2;
     ss_model *m;
     ss_ctx *c;
     ss_state *s;
-    REQUIRE_OK(ss_model_open(&m, demo, &p));
-    REQUIRE_OK(ss_ctx_new(m, &c));
-    REQUIRE_OK(ss_state_new(m, &s));
+    open_demo(2, &m, &c, &s);
     const ss_model_info *info = ss_model_get_info(m);
     const int V = info->vocab_size, L = info->n_layer;
     float *lg = malloc((size_t)V * sizeof(float));
