@@ -19,6 +19,8 @@
 #include "kernels.h"
 #include "test_util.h"
 
+#include <immintrin.h>
+
 static uint64_t rng = 88172645463325252ull;
 
 static float urand(float lo, float hi) /* xorshift64 */
@@ -76,12 +78,8 @@ static void gemm_ref(const float *X, int M, int K, int ldx, const float *Wf, int
         }
 }
 
-/*
- * The BF16 kernel's Y (pair layout) has the bits of the F32 kernel on the widened weights Wf:
- * the same FMAs in the same order. The row-order BF16 kernel it replaced had these bits too
- * (checked on every kernel set for M 1..17, N 1..37, K 1..200 before the change), so decoding a
- * BF16 checkpoint gives the bits it gave before.
- */
+/* The BF16 kernel's Y (pair layout) has the bits of the F32 kernel on the widened weights Wf:
+ * the same FMAs in the same order. */
 static int bf16_same_as_f32(const kernels *kn, const float *X, int M, int K, int ldx,
                             const float *Wf, int N, const float *Y, int ldy)
 {
@@ -93,6 +91,72 @@ static int bf16_same_as_f32(const kernels *kn, const float *X, int M, int K, int
                     M, N, K);
     free(Z);
     return ok;
+}
+
+/*
+ * The row-order BF16 kernels the pair layout replaced, as each computed one output: one vector
+ * accumulator over k += VW (16-bit values zero-extended to 32 bits, shifted into F32), the ISA's
+ * horizontal sum, then the K % VW tail in scalar; the portable one summed in k order. The new
+ * kernels must give their bits, so decoding a BF16 checkpoint gives the tokens it gave before.
+ */
+__attribute__((target("avx512f"))) static float old_bf16_dot512(const uint16_t *w, const float *x,
+                                                                int K)
+{
+    __m512 acc = _mm512_setzero_ps();
+    int k = 0;
+    for (; k + 16 <= K; k += 16) {
+        const __m256i h = _mm256_loadu_si256((const __m256i *)(w + k));
+        const __m512 wv = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+        acc = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + k), acc);
+    }
+    float sum = _mm512_reduce_add_ps(acc);
+    for (; k < K; k++) sum += bf16_to_f32(w[k]) * x[k];
+    return sum;
+}
+
+__attribute__((target("avx2,fma"))) static float old_bf16_dot256(const uint16_t *w, const float *x,
+                                                                 int K)
+{
+    __m256 acc = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 8 <= K; k += 8) {
+        const __m128i h = _mm_loadu_si128((const __m128i *)(w + k));
+        const __m256 wv = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+        acc = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + k), acc);
+    }
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
+    float sum = _mm_cvtss_f32(q);
+    for (; k < K; k++) sum += bf16_to_f32(w[k]) * x[k];
+    return sum;
+}
+
+static float old_bf16_dot(const kernels *kn, const uint16_t *w, const float *x, int K)
+{
+    if (!strcmp(kn->name, "avx512")) return old_bf16_dot512(w, x, K);
+    if (!strcmp(kn->name, "avx2")) return old_bf16_dot256(w, x, K);
+    float acc = 0;
+    for (int k = 0; k < K; k++) acc += x[k] * bf16_to_f32(w[k]);
+    return acc;
+}
+
+/* Y of the BF16 kernel (pair layout) against the old row-order kernel on W16 (row order): the
+ * same bits for every output. */
+static int bf16_same_as_old(const kernels *kn, const float *X, int M, int K, int ldx,
+                            const uint16_t *W16, int N, const float *Y, int ldy)
+{
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            const float want = old_bf16_dot(kn, W16 + (size_t)n * K, X + (size_t)m * ldx, K);
+            if (memcmp(&want, &Y[(size_t)m * ldy + n], sizeof want) != 0) {
+                printf("  %s gemm_small_bf16 M=%d N=%d K=%d: Y[%d][%d] = %.9g, the row-order "
+                       "kernel gave %.9g\n",
+                       kn->name, M, N, K, m, n, Y[(size_t)m * ldy + n], want);
+                return 0;
+            }
+        }
+    return 1;
 }
 
 static int check_gemm(const kernels *kn, int wt, int M, int N, int K)
@@ -130,6 +194,7 @@ static int check_gemm(const kernels *kn, int wt, int M, int N, int K)
         bf16_pack_rows(W16, (size_t)N, K, Wp);
         kn->gemm_small_bf16(X, M, K, ldx, Wp, N, Y, ldy);
         ok &= bf16_same_as_f32(kn, X, M, K, ldx, Wf, N, Y, ldy);
+        ok &= bf16_same_as_old(kn, X, M, K, ldx, W16, N, Y, ldy);
         free(Wp);
     } else {
         kn->gemm_small_f16(X, M, K, ldx, W16, N, Y, ldy);
