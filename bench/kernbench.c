@@ -255,6 +255,9 @@ int main(int argc, char **argv)
         if (!want[kind]) continue;
         const size_t es = elem_size((enum kind)kind);
         size_t n = (size_t)(size_mb * 1e6 / (double)es / K) / 64 * 64;
+        int most = 1; /* every thread gets at least one tile of rows, however small --size */
+        for (int ti = 0; ti < n_threads; ti++) most = threads[ti] > most ? threads[ti] : most;
+        if (n < (size_t)TILE * most) n = (size_t)TILE * most;
         /* --matrix: rows per matrix (a multiple of 16; its weight bytes, q8 scales included) */
         const int q8 = kind == K_Q8 || kind == K_Q8A8;
         const double row_bytes = K * (q8 ? 1.125 : (double)es);
@@ -296,14 +299,16 @@ int main(int argc, char **argv)
                 double dt = measure(&b);
                 pool_free(b.pool);
                 if (dt <= 0) return 1;
-                const double bytes = (double)b.n * row_bytes * b.reps;
+                /* the rows streamed: whole tiles per thread, or whole matrices (--matrix) */
+                const size_t done = piece ? b.n : b.n / threads[ti] / TILE * TILE * threads[ti];
+                const double bytes = (double)done * row_bytes * b.reps;
                 if (kind == K_READ)
                     printf("  %-5s threads %3d          %7.1f GB/s\n", kind_names[kind],
                            threads[ti], bytes / dt / 1e9);
                 else
                     printf("  %-5s threads %3d rows %2d  %7.1f GB/s %8.1f GMAC/s\n",
                            kind_names[kind], threads[ti], rows[ri], bytes / dt / 1e9,
-                           (double)b.n * K * rows[ri] * b.reps / dt / 1e9);
+                           (double)done * K * rows[ri] * b.reps / dt / 1e9);
                 fflush(stdout);
             }
         free(w);
