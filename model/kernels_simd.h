@@ -567,8 +567,10 @@ static void KFN(q8_4x1)(const float *X, int ldx, const int8_t *W, const float *S
     const int nb = q8_blocks(K);
     VF a00 = VZERO(), a10 = VZERO(), a20 = VZERO(), a30 = VZERO();
     int k = 0;
-    for (; k + Q8_BLOCK <= K;) {
-        const int b = k / Q8_BLOCK;
+    /* whole blocks, then the whole vectors of a short last block (dt_proj's K = 48 leaves 16,
+     * which one value at a time in Q8_SUM1 made 13 % of a q8 token at 130m) */
+    for (; k + VW <= K;) {
+        const int b = k / Q8_BLOCK, end = k + Q8_BLOCK <= K ? k + Q8_BLOCK : K - (K - k) % VW;
         if (b % 2 == 0) { /* two blocks ahead, into L2: without, one core streamed 10 GB/s; 20 */
             __builtin_prefetch(W + (PF1_ROWS + 0) * (size_t)K + k, 0, 2);
             __builtin_prefetch(W + (PF1_ROWS + 1) * (size_t)K + k, 0, 2);
@@ -576,23 +578,7 @@ static void KFN(q8_4x1)(const float *X, int ldx, const int8_t *W, const float *S
             __builtin_prefetch(W + (PF1_ROWS + 3) * (size_t)K + k, 0, 2);
         }
         VF b0 = VZERO(), b1 = VZERO(), b2 = VZERO(), b3 = VZERO();
-        for (int e = 0; e < Q8_BLOCK / VW; e++, k += VW) {
-            const VF x = VLOAD(X + k);
-            b0 = VFMA(VLOAD_I8(W + k), x, b0);
-            b1 = VFMA(VLOAD_I8(W + (size_t)K + k), x, b1);
-            b2 = VFMA(VLOAD_I8(W + 2 * (size_t)K + k), x, b2);
-            b3 = VFMA(VLOAD_I8(W + 3 * (size_t)K + k), x, b3);
-        }
-        a00 = VFMA(b0, VSET1(S[b]), a00);
-        a10 = VFMA(b1, VSET1(S[nb + b]), a10);
-        a20 = VFMA(b2, VSET1(S[2 * (size_t)nb + b]), a20);
-        a30 = VFMA(b3, VSET1(S[3 * (size_t)nb + b]), a30);
-    }
-    if (k + VW <= K) { /* whole vectors of a short last block (dt_proj's K = 48 leaves 16, which
-                        * one value at a time made 13 % of a q8 token at 130m) */
-        const int b = k / Q8_BLOCK;
-        VF b0 = VZERO(), b1 = VZERO(), b2 = VZERO(), b3 = VZERO();
-        for (; k + VW <= K; k += VW) {
+        for (; k < end; k += VW) {
             const VF x = VLOAD(X + k);
             b0 = VFMA(VLOAD_I8(W + k), x, b0);
             b1 = VFMA(VLOAD_I8(W + (size_t)K + k), x, b1);
