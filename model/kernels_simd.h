@@ -506,8 +506,10 @@ static void KFN(widen_bf16_pairs)(const uint16_t *src, int K, float *dst)
         GS_DECL(2);                                                                            \
         GS_DECL(3);                                                                            \
         int k = 0;                                                                             \
-        for (; k + Q8_BLOCK <= K;) {                                                           \
+        /* whole blocks, then the whole vectors of a short last block (the F32 kernel's steps) */\
+        for (; k + VW <= K;) {                                                                 \
             const int b = k / Q8_BLOCK;                                                        \
+            const int end = k + Q8_BLOCK <= K ? k + Q8_BLOCK : K - (K - k) % VW;               \
             if (b % 2 == 0) { /* the next block's rows, one line per 64 values */              \
                 __builtin_prefetch(W + 4 * (size_t)K + k);                                     \
                 __builtin_prefetch(W + 5 * (size_t)K + k);                                     \
@@ -516,21 +518,7 @@ static void KFN(widen_bf16_pairs)(const uint16_t *src, int K, float *dst)
             }                                                                                  \
             const VF s0 = VSET1(S[b]), s1 = VSET1(S[nb + b]);                                  \
             const VF s2 = VSET1(S[2 * (size_t)nb + b]), s3 = VSET1(S[3 * (size_t)nb + b]);     \
-            for (int e = 0; e < Q8_BLOCK / VW; e++, k += VW) {                                 \
-                VF w0 = VLOAD_I8(W + k) * s0, w1 = VLOAD_I8(W + (size_t)K + k) * s1;           \
-                VF w2 = VLOAD_I8(W + 2 * (size_t)K + k) * s2;                                  \
-                VF w3 = VLOAD_I8(W + 3 * (size_t)K + k) * s3;                                  \
-                GS_STEP(0);                                                                    \
-                if (RX > 1) GS_STEP(1);                                                        \
-                if (RX > 2) GS_STEP(2);                                                        \
-                if (RX > 3) GS_STEP(3);                                                        \
-            }                                                                                  \
-        }                                                                                      \
-        if (k + VW <= K) { /* whole vectors of a short last block: the F32 kernel's steps */  \
-            const int b = k / Q8_BLOCK;                                                        \
-            const VF s0 = VSET1(S[b]), s1 = VSET1(S[nb + b]);                                  \
-            const VF s2 = VSET1(S[2 * (size_t)nb + b]), s3 = VSET1(S[3 * (size_t)nb + b]);     \
-            for (; k + VW <= K; k += VW) {                                                     \
+            for (; k < end; k += VW) {                                                         \
                 VF w0 = VLOAD_I8(W + k) * s0, w1 = VLOAD_I8(W + (size_t)K + k) * s1;           \
                 VF w2 = VLOAD_I8(W + 2 * (size_t)K + k) * s2;                                  \
                 VF w3 = VLOAD_I8(W + 3 * (size_t)K + k) * s3;                                  \
