@@ -114,6 +114,41 @@ static void gen_gemm_small_q8(const float *X, int M, int K, int ldx, const int8_
         }
 }
 
+/* gemm_t (kernels.h): one fmaf chain per output, in k order; every SIMD kernel gives these bits. */
+#define GEN_GEMM_T(NAME, WT, CVT)                                                              \
+    static void NAME(const float *X, int M, int K, int ldx, const WT *W, int ldw, int N,       \
+                     float *Y, int ldy, int add)                                               \
+    {                                                                                          \
+        for (int m = 0; m < M; m++)                                                            \
+            for (int n = 0; n < N; n++) {                                                      \
+                float acc = 0;                                                                 \
+                for (int k = 0; k < K; k++)                                                    \
+                    acc = fmaf(CVT(W[(size_t)k * ldw + n]), X[(size_t)m * ldx + k], acc);      \
+                float *y = Y + (size_t)m * ldy + n;                                            \
+                *y = add ? *y + acc : acc;                                                     \
+            }                                                                                  \
+    }
+#define GEN_F32(v) (v)
+GEN_GEMM_T(gen_gemm_t, float, GEN_F32)
+GEN_GEMM_T(gen_gemm_t_bf16, uint16_t, bf16_to_f32)
+GEN_GEMM_T(gen_gemm_t_f16, uint16_t, f16_to_f32)
+#undef GEN_F32
+
+static void gen_gemm_t_q8(const float *X, int M, int K, int ldx, const int8_t *W, int ldw,
+                          const float *S, int lds, int N, float *Y, int ldy, int add)
+{
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            float acc = 0;
+            for (int k = 0; k < K; k++) {
+                const float sx = S[(size_t)k * lds + n / Q8_BLOCK] * X[(size_t)m * ldx + k];
+                acc = fmaf((float)W[(size_t)k * ldw + n], sx, acc);
+            }
+            float *y = Y + (size_t)m * ldy + n;
+            *y = add ? *y + acc : acc;
+        }
+}
+
 /* Per block: the exact int32 sum of q_w q_x, times s_w s_x, summed in F32 in block order. */
 static void gen_gemv_q8a8(const q8_act *x, const int8_t *W, const float *S, int N, float *Y)
 {
@@ -292,6 +327,10 @@ static const kernels generic = {
     .gemm_small_f16 = gen_gemm_small_f16,
     .gemm_small_q8 = gen_gemm_small_q8,
     .gemv_q8a8 = gen_gemv_q8a8,
+    .gemm_t = gen_gemm_t,
+    .gemm_t_bf16 = gen_gemm_t_bf16,
+    .gemm_t_f16 = gen_gemm_t_f16,
+    .gemm_t_q8 = gen_gemm_t_q8,
     .quantize_act8 = q8_act_quantize,
     .widen_q8 = gen_widen_q8,
     .widen_bf16 = gen_widen_bf16,

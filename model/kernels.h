@@ -94,6 +94,29 @@ typedef struct kernels {
      * per block an exact int32 sum, scaled by s_w * s_x and summed in F32. W, S as above.
      */
     void (*gemv_q8a8)(const struct q8_act *x, const int8_t *W, const float *S, int N, float *Y);
+    /*
+     * Products with transposed weights Wt[K][N] (a checkpoint's W[N][K] transposed at load, so
+     * row k holds input k's weight for every output; Mamba-1's x_proj and out_proj):
+     *   Y[m][n] = sum over k < K of Wt[k][n] X[m][k]       (add != 0: Y[m][n] += that sum)
+     * computed as ONE chain of fused multiply-adds in k order from 0, acc = fmaf(w, x, acc),
+     * then stored or added: the same bits from every kernel (generic, AVX2, AVX-512), for every
+     * M, N and column offset. A product over a long K cut into segments (each segment a call,
+     * the results summed left to right) is then the same whether the segments run one after the
+     * other on one thread (add = 1 from the second on: prefill) or on different threads, their
+     * results summed afterwards (batch-1 decode, model/mamba.c). Rows of W, X and Y at strides
+     * ldw, ldx and ldy (in elements). 16-bit weights are widened (exact) in row order.
+     */
+    void (*gemm_t)(const float *X, int M, int K, int ldx, const float *W, int ldw, int N,
+                   float *Y, int ldy, int add);
+    void (*gemm_t_bf16)(const float *X, int M, int K, int ldx, const uint16_t *W, int ldw, int N,
+                        float *Y, int ldy, int add);
+    void (*gemm_t_f16)(const float *X, int M, int K, int ldx, const uint16_t *W, int ldw, int N,
+                       float *Y, int ldy, int add);
+    /* 8-bit: Wt int8 [K][ldw] (the q8 layout below, on the transposed matrix: a scale per block
+     * of Q8_BLOCK columns of a row k, at S[k lds + n / Q8_BLOCK]; W and S start at a block's
+     * first column). Each step is acc = fmaf((float)q, s * x, acc), s * x rounded to F32 first. */
+    void (*gemm_t_q8)(const float *X, int M, int K, int ldx, const int8_t *W, int ldw,
+                      const float *S, int lds, int N, float *Y, int ldy, int add);
     /* q8_act_quantize (below), the same bytes */
     void (*quantize_act8)(struct q8_act *a, const float *x);
     /* One q8 row of K values (its q8_blocks(K) scales in s) as F32 into dst. */

@@ -641,6 +641,124 @@ static void KFN(gemm_small_q8)(const float *X, int M, int K, int ldx, const int8
 }
 
 /* One q8 row as F32 (the prefill GEMMs on 8-bit weights, embedding rows). */
+/* ---- products with transposed weights: Y (+)= X Wt (kernels.h gemm_t) -------------------- */
+
+/*
+ * Every output is one fmaf chain over k in order (the bits of the generic kernel): the vectors
+ * run across outputs, never across k. Rows of up to GT_WIDE floats at one input row (batch-1
+ * decode) stream the rows of Wt in memory order with the running sums in an L1 buffer; more
+ * rows take tiles of GT_RB input rows x GT_NV vectors in registers over the whole K.
+ */
+#define GT_WIDE 4096
+#define GT_RB   4
+#define GT_NV   (64 / VW)
+#define GT_LD_F32(p)  VLOAD(p)
+#define GT_LD_BF16(p) VLOAD_BF16(p)
+#define GT_LD_F16(p)  VLOAD_F16(p)
+#define GT_LD_I8(p)   VLOAD_I8(p)
+#define GT_CVT_F32(v) (v)
+#define GT_CVT_I8(v)  ((float)(v))
+/* the multiplier of weight column n at row k for input row m: x, or s * x on 8-bit weights */
+#define GT_SX(Q8, m, k, n)                                                                     \
+    ((Q8) ? S[(size_t)(k) * lds + (n) / Q8_BLOCK] * X[(size_t)(m) * ldx + (k)]                 \
+          : X[(size_t)(m) * ldx + (k)])
+
+#define GT_KERNEL(NAME, WT, LD, CVT, Q8)                                                       \
+    static void NAME(const float *X, int M, int K, int ldx, const WT *W, int ldw,              \
+                     const float *S, int lds, int N, float *Y, int ldy, int add)               \
+    {                                                                                          \
+        const int Nv = N / VW * VW;                                                            \
+        (void)S;                                                                               \
+        (void)lds;                                                                             \
+        if (M == 1 && Nv <= GT_WIDE && Nv > 0) {                                               \
+            float acc[GT_WIDE] __attribute__((aligned(64)));                                   \
+            for (int n = 0; n < Nv; n += VW) VSTORE(acc + n, VZERO());                         \
+            for (int k = 0; k < K; k++) {                                                      \
+                const WT *wk = W + (size_t)k * ldw;                                            \
+                if (Q8) {                                                                      \
+                    for (int n = 0; n < Nv; n += VW)                                           \
+                        VSTORE(acc + n, VFMA(LD(wk + n), VSET1(GT_SX(1, 0, k, n)),             \
+                                             VLOAD(acc + n)));                                 \
+                } else {                                                                       \
+                    const VF xb = VSET1(X[k]);                                                 \
+                    for (int n = 0; n < Nv; n += VW)                                           \
+                        VSTORE(acc + n, VFMA(LD(wk + n), xb, VLOAD(acc + n)));                 \
+                }                                                                              \
+            }                                                                                  \
+            for (int n = 0; n < Nv; n += VW) {                                                 \
+                VF t = VLOAD(acc + n);                                                         \
+                if (add) t = VLOAD(Y + n) + t;                                                 \
+                VSTORE(Y + n, t);                                                              \
+            }                                                                                  \
+        } else {                                                                               \
+            int m0 = 0;                                                                        \
+            for (; m0 + GT_RB <= M; m0 += GT_RB) GT_ROWS(GT_RB, WT, LD, Q8);                               \
+            for (; m0 < M; m0++) GT_ROWS(1, WT, LD, Q8);                                                   \
+        }                                                                                      \
+        for (int n = Nv; n < N; n++) /* the last N % VW outputs, one at a time */              \
+            for (int m = 0; m < M; m++) {                                                      \
+                float a = 0;                                                                   \
+                for (int k = 0; k < K; k++)                                                    \
+                    a = fmaf(CVT(W[(size_t)k * ldw + n]), GT_SX(Q8, m, k, n), a);              \
+                float *y = Y + (size_t)m * ldy + n;                                            \
+                *y = add ? *y + a : a;                                                         \
+            }                                                                                  \
+    }
+/* RB input rows from m0: tiles of GT_NV vectors, then single vectors, over the whole K */
+#define GT_ROWS(RB, WT, LD, Q8)                                                                           \
+    do {                                                                                       \
+        int n0 = 0;                                                                            \
+        for (; n0 + GT_NV * VW <= Nv; n0 += GT_NV * VW) GT_TILE(RB, GT_NV, WT, LD, Q8);                    \
+        for (; n0 < Nv; n0 += VW) GT_TILE(RB, 1, WT, LD, Q8);                                              \
+    } while (0)
+#define GT_TILE(RB, NV, WT, LD, Q8)                                                                    \
+    do {                                                                                       \
+        VF a[RB][NV];                                                                          \
+        _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++)                                  \
+            _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) a[r][v] = VZERO();           \
+        for (int k = 0; k < K; k++) {                                                          \
+            const WT *wk = W + (size_t)k * ldw + n0;                                           \
+            VF w[NV];                                                                          \
+            _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) w[v] = LD(wk + v * VW);      \
+            _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++)                              \
+                _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++)                          \
+                    a[r][v] = VFMA(w[v], VSET1(GT_SX(Q8, m0 + r, k, n0 + v * VW)), a[r][v]);   \
+        }                                                                                      \
+        _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++)                                  \
+            _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) {                            \
+                float *y = Y + (size_t)(m0 + r) * ldy + n0 + v * VW;                           \
+                VF t = a[r][v];                                                                \
+                if (add) t = VLOAD(y) + t;                                                     \
+                VSTORE(y, t);                                                                  \
+            }                                                                                  \
+    } while (0)
+
+GT_KERNEL(KFN(gt_f32), float, GT_LD_F32, GT_CVT_F32, 0)
+GT_KERNEL(KFN(gt_bf16), uint16_t, GT_LD_BF16, bf16_to_f32, 0)
+GT_KERNEL(KFN(gt_f16), uint16_t, GT_LD_F16, f16_to_f32, 0)
+GT_KERNEL(KFN(gt_q8), int8_t, GT_LD_I8, GT_CVT_I8, 1)
+
+static void KFN(gemm_t)(const float *X, int M, int K, int ldx, const float *W, int ldw, int N,
+                        float *Y, int ldy, int add)
+{
+    KFN(gt_f32)(X, M, K, ldx, W, ldw, NULL, 0, N, Y, ldy, add);
+}
+static void KFN(gemm_t_bf16)(const float *X, int M, int K, int ldx, const uint16_t *W, int ldw,
+                             int N, float *Y, int ldy, int add)
+{
+    KFN(gt_bf16)(X, M, K, ldx, W, ldw, NULL, 0, N, Y, ldy, add);
+}
+static void KFN(gemm_t_f16)(const float *X, int M, int K, int ldx, const uint16_t *W, int ldw,
+                            int N, float *Y, int ldy, int add)
+{
+    KFN(gt_f16)(X, M, K, ldx, W, ldw, NULL, 0, N, Y, ldy, add);
+}
+static void KFN(gemm_t_q8)(const float *X, int M, int K, int ldx, const int8_t *W, int ldw,
+                           const float *S, int lds, int N, float *Y, int ldy, int add)
+{
+    KFN(gt_q8)(X, M, K, ldx, W, ldw, S, lds, N, Y, ldy, add);
+}
+
 static void KFN(widen_q8)(const int8_t *q, const float *s, int K, float *dst)
 {
     int k = 0;

@@ -675,6 +675,115 @@ static void test_quantize_act(void)
     CHECKF(ok, "8-bit activation quantiser");
 }
 
+/*
+ * gemm_t (transposed weights): every output must be exactly the fmaf chain over k in order
+ * (the kernels' contract: the same bits from every ISA, M, N and column offset), stored or added
+ * to what Y held, and close to the double product.
+ */
+static int check_gemm_t(const kernels *kn, int wt, int M, int N, int K, int ldw, int col, int add)
+{
+    const int lds = q8_blocks(ldw), ldx = K + 3, ldy = N + 5;
+    float *X = malloc(((size_t)M * ldx + 1) * sizeof *X);
+    float *Wf = malloc(((size_t)K * ldw + 1) * sizeof *Wf); /* the weights as the kernel sees them */
+    uint16_t *W16 = malloc(((size_t)K * ldw + 1) * sizeof *W16);
+    int8_t *Q = malloc((size_t)K * ldw + 1);
+    float *S = malloc(((size_t)K * lds + 1) * sizeof *S);
+    float *Y = malloc(((size_t)M * ldy + 1) * sizeof *Y), *Y0 = malloc(((size_t)M * ldy + 1) * sizeof *Y0);
+    fill(X, (size_t)M * ldx, -2, 2);
+    fill(Wf, (size_t)K * ldw, -1, 1);
+    for (int k = 0; k < K; k++) {
+        float *w = Wf + (size_t)k * ldw;
+        for (int n = 0; n < ldw; n++) {
+            if (wt == WBF16) w[n] = bf16_to_f32(W16[(size_t)k * ldw + n] = to_bf16(w[n]));
+            if (wt == WF16) w[n] = f16_to_f32(W16[(size_t)k * ldw + n] = to_f16(w[n]));
+        }
+        if (wt == WQ8) q8_quantize_row(w, ldw, Q + (size_t)k * ldw, S + (size_t)k * lds);
+    }
+    fill(Y0, (size_t)M * ldy, -3, 3);
+    memcpy(Y, Y0, (size_t)M * ldy * sizeof *Y);
+    const size_t off = (size_t)col;
+    if (wt == WF32)
+        kn->gemm_t(X, M, K, ldx, Wf + off, ldw, N, Y, ldy, add);
+    else if (wt == WBF16)
+        kn->gemm_t_bf16(X, M, K, ldx, W16 + off, ldw, N, Y, ldy, add);
+    else if (wt == WF16)
+        kn->gemm_t_f16(X, M, K, ldx, W16 + off, ldw, N, Y, ldy, add);
+    else
+        kn->gemm_t_q8(X, M, K, ldx, Q + off, ldw, S + col / Q8_BLOCK, lds, N, Y, ldy, add);
+    int bad = 0;
+    for (int m = 0; m < M && !bad; m++)
+        for (int n = 0; n < N && !bad; n++) {
+            float acc = 0;
+            double dref = 0, mag = 0;
+            for (int k = 0; k < K; k++) {
+                const size_t wi = (size_t)k * ldw + off + (size_t)n;
+                const float x = X[(size_t)m * ldx + k];
+                if (wt == WQ8) {
+                    const float s = S[(size_t)k * lds + (col + n) / Q8_BLOCK];
+                    acc = fmaf((float)Q[wi], s * x, acc);
+                    dref += (double)Q[wi] * s * x;
+                    mag += fabs((double)Q[wi] * s * x);
+                } else {
+                    acc = fmaf(Wf[wi], x, acc);
+                    dref += (double)Wf[wi] * x;
+                    mag += fabs((double)Wf[wi] * x);
+                }
+            }
+            const float y0 = Y0[(size_t)m * ldy + n];
+            const float want = add ? y0 + acc : acc;
+            const float got = Y[(size_t)m * ldy + n];
+            /* (the double check on stored sums only: y0 + sum rounds the sum away) */
+            if (memcmp(&got, &want, sizeof got) || (!add && !close_to(got, dref, mag, 1e-5))) {
+                printf("  gemm_t %s wt %d M %d N %d K %d ldw %d col %d add %d: y[%d][%d] = %.9g, "
+                       "the fmaf chain gives %.9g (double %.9g)\n",
+                       kn->name, wt, M, N, K, ldw, col, add, m, n, got, want, dref);
+                bad = 1;
+            }
+        }
+    /* columns past N and rows' padding untouched */
+    for (int m = 0; m < M && !bad; m++)
+        for (int n = N; n < ldy; n++)
+            if (memcmp(&Y[(size_t)m * ldy + n], &Y0[(size_t)m * ldy + n], sizeof *Y)) {
+                printf("  gemm_t %s wrote y[%d][%d] past N = %d\n", kn->name, m, n, N);
+                bad = 1;
+                break;
+            }
+    free(X);
+    free(Wf);
+    free(W16);
+    free(Q);
+    free(S);
+    free(Y);
+    free(Y0);
+    return !bad;
+}
+
+static void test_gemm_t(const kernels *kn)
+{
+    /* M, N, K, ldw, col: decode's x_proj (N = 80) and out_proj rows, the tiles' edges (N % 16,
+     * M % 4), empty K and N, columns from an offset (a thread's share; 8-bit at a block) */
+    static const int shapes[][5] = {{1, 80, 96, 80, 0},    {1, 768, 96, 768, 0},
+                                    {1, 19, 5, 19, 0},     {3, 37, 17, 40, 0},
+                                    {4, 64, 33, 64, 0},    {7, 130, 48, 200, 32},
+                                    {16, 768, 64, 768, 0}, {5, 96, 1, 160, 64},
+                                    {1, 33, 0, 64, 0},     {2, 0, 9, 16, 0},
+                                    {1, 4200, 3, 4200, 0}, {6, 17, 70, 64, 32}};
+    int ok = 1;
+    for (int wt = WF32; wt <= WQ8; wt++)
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+            for (int add = 0; add < 2; add++)
+                ok &= check_gemm_t(kn, wt, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3],
+                                   shapes[i][4], add);
+    /* a NaN input reaches the outputs of its row */
+    float X[2 * 8], W[8 * 32], Y[2 * 32];
+    fill(X, 16, -1, 1);
+    fill(W, 256, -1, 1);
+    X[8 + 3] = NAN;
+    kn->gemm_t(X, 2, 8, 8, W, 32, 32, Y, 32, 0);
+    for (int n = 0; n < 32; n++) ok &= isfinite(Y[n]) && isnan(Y[32 + n]);
+    CHECKF(ok, "%s gemm_t: exact fmaf chains (all weight types, tails, add, offsets)", kn->name);
+}
+
 int main(void)
 {
     __builtin_cpu_init();
@@ -691,6 +800,7 @@ int main(void)
         }
         int before = test_failures;
         test_gemms(sets[i]);
+        test_gemm_t(sets[i]);
         test_gemm_invariance(sets[i]);
         test_scan_invariance(sets[i]);
         if (i > 0) test_scan_conv(sets[i], ref);
