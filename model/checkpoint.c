@@ -497,6 +497,33 @@ static ss_err find_tensor(loader *L, const char *name, const st_tensor **out, in
     return SS_OK;
 }
 
+/* t has ndim dims of the sizes in want (-1 = any) and a dtype the loader reads; counted in the
+ * checkpoint's dtypes. */
+static ss_err check_tensor(loader *L, const char *name, const st_tensor *t, int ndim,
+                           const int64_t *want)
+{
+    int ok = t->ndim == ndim;
+    for (int i = 0; ok && i < ndim; i++) ok = want[i] < 0 || t->shape[i] == want[i];
+    if (!ok) {
+        char got[128] = "", exp[128] = "";
+        size_t gl = 0, el = 0;
+        for (int i = 0; i < t->ndim; i++)
+            gl += (size_t)snprintf(got + gl, sizeof got - gl, "%s%lld", i ? ", " : "",
+                                   (long long)t->shape[i]);
+        for (int i = 0; i < ndim; i++)
+            el += (size_t)snprintf(exp + el, sizeof exp - el, "%s%lld", i ? ", " : "",
+                                   (long long)want[i]);
+        return ss_fail(SS_ERR_MISMATCH, "tensor %s has shape [%s] but the config implies [%s]",
+                       name, got, exp);
+    }
+    if (t->dtype != ST_F32 && t->dtype != ST_BF16 && t->dtype != ST_F16) {
+        return ss_fail(SS_ERR_UNSUPPORTED, "tensor %s: dtype %s (need F32, BF16 or F16)", name,
+                       st_dtype_name(t->dtype));
+    }
+    L->dtype_mask |= 1 << t->dtype;
+    return SS_OK;
+}
+
 /*
  * Get tensor `name` with the expected shape (ndim dims; -1 = any), as F32. `optional`: a missing
  * tensor gives *out = NULL instead of an error.
@@ -517,25 +544,7 @@ static ss_err get_f32(loader *L, const char *name, int optional, const float **o
     va_start(ap, ndim);
     for (int i = 0; i < ndim; i++) want[i] = va_arg(ap, int64_t);
     va_end(ap);
-    int ok = t->ndim == ndim;
-    for (int i = 0; ok && i < ndim; i++) ok = want[i] < 0 || t->shape[i] == want[i];
-    if (!ok) {
-        char got[128] = "", exp[128] = "";
-        size_t gl = 0, el = 0;
-        for (int i = 0; i < t->ndim; i++)
-            gl += (size_t)snprintf(got + gl, sizeof got - gl, "%s%lld", i ? ", " : "",
-                                   (long long)t->shape[i]);
-        for (int i = 0; i < ndim; i++)
-            el += (size_t)snprintf(exp + el, sizeof exp - el, "%s%lld", i ? ", " : "",
-                                   (long long)want[i]);
-        return ss_fail(SS_ERR_MISMATCH, "tensor %s has shape [%s] but the config implies [%s]",
-                       name, got, exp);
-    }
-    if (t->dtype != ST_F32 && t->dtype != ST_BF16 && t->dtype != ST_F16) {
-        return ss_fail(SS_ERR_UNSUPPORTED, "tensor %s: dtype %s (need F32, BF16 or F16)", name,
-                       st_dtype_name(t->dtype));
-    }
-    L->dtype_mask |= 1 << t->dtype;
+    if ((err = check_tensor(L, name, t, ndim, want))) return err;
     /* under --weights q8 nothing stays in place, so that the shards are unmapped after the load
      * (the small vectors are copied; the matrices are quantised) */
     if (t->dtype == ST_F32 && ((uintptr_t)t->data & 3) == 0 &&
@@ -707,6 +716,72 @@ static ss_err get_mat_as(loader *L, const char *name, wmat *out, int64_t rows, i
     return err;
 }
 
+/*
+ * A matrix W [rows, cols] kept transposed, Wt [cols][rows] (Mamba-1's x_proj and out_proj: a
+ * decode step sums their partial products over segments of the input channels, kernels.h
+ * gemm_t): on the weights' arena, in the checkpoint's type (F32, or BF16 / F16 in row order), or
+ * under --weights q8 quantised per block of Q8_BLOCK values of a row of Wt. The tensor's pages of
+ * the mapping are released after the load, as for the other copies.
+ */
+static ss_err get_mat_t(loader *L, const char *name, wmat *out, int64_t rows, int64_t cols)
+{
+    const st_tensor *t = NULL;
+    int si = 0;
+    ss_err err = find_tensor(L, name, &t, &si);
+    if (err) return err;
+    if (!t)
+        return ss_fail(SS_ERR_FORMAT, "checkpoint %s: required tensor %s is missing", L->dir, name);
+    const int64_t want[2] = {rows, cols};
+    if ((err = check_tensor(L, name, t, 2, want))) return err;
+    const size_t R = (size_t)rows, C = (size_t)cols, esz = t->dtype == ST_F32 ? 4 : 2;
+    const int q8 = L->params->weights == SS_WEIGHTS_Q8, wide = q8 || t->dtype == ST_F32;
+    enum { BR = 64 }; /* source rows per block: each row of Wt gets BR values at a time */
+    /* F32 (and the F32 copy q8 quantises) or 16-bit, transposed */
+    void *dst = q8 ? malloc(R * C * 4 + 1) : arena_alloc(L->m, R * C * (wide ? 4 : 2) + 1);
+    void *blk = malloc(BR * C * (wide ? 4 : 2) + 1);
+    int8_t *q = q8 ? arena_alloc(L->m, R * C + 1) : NULL;
+    const size_t nb = (size_t)q8_blocks((int)rows);
+    float *sc = q8 ? arena_alloc(L->m, C * nb * sizeof *sc + 1) : NULL;
+    if (!dst || !blk || (q8 && (!q || !sc))) {
+        if (q8) free(dst);
+        free(blk);
+        return ss_fail(SS_ERR_NOMEM, "tensor %s: cannot allocate its transposed copy", name);
+    }
+    for (size_t r0 = 0; r0 < R; r0 += BR) {
+        const size_t nr = R - r0 < BR ? R - r0 : BR;
+        const uint8_t *src = (const uint8_t *)t->data + r0 * C * esz;
+        if (wide)
+            st_to_f32(t->dtype, src, blk, nr * C);
+        else
+            memcpy(blk, src, nr * C * 2);
+        for (size_t c = 0; c < C; c++)
+            for (size_t r = 0; r < nr; r++) {
+                if (wide)
+                    ((float *)dst)[c * R + r0 + r] = ((const float *)blk)[r * C + c];
+                else
+                    ((uint16_t *)dst)[c * R + r0 + r] = ((const uint16_t *)blk)[r * C + c];
+            }
+    }
+    free(blk);
+    if (q8) {
+        for (size_t c = 0; c < C && !err; c++)
+            if (q8_quantize_row((const float *)dst + c * R, (int)R, q + c * R, sc + c * nb))
+                err = ss_fail(SS_ERR_FORMAT,
+                              "tensor %s: column %zu has a value that is not finite; it cannot "
+                              "be quantised to 8 bits",
+                              name, c);
+        free(dst);
+        if (err) return err;
+        *out = (wmat){q, W_Q8, sc};
+    } else {
+        *out = (wmat){dst, t->dtype == ST_F32 ? W_F32 : t->dtype == ST_BF16 ? W_BF16 : W_F16, NULL};
+    }
+    L->bytes_done += t->n_bytes;
+    if (L->params->progress)
+        L->params->progress(L->params->progress_user, "load", L->bytes_done, L->bytes_total);
+    return note_copied(L, si, t);
+}
+
 static ss_err get_mat(loader *L, const char *name, wmat *out, int64_t rows, int64_t cols)
 {
     return get_mat_as(L, name, out, rows, cols, 1);
@@ -768,7 +843,7 @@ static ss_err load_mixer(loader *L, layer *ly, int i)
             return err;
         if (c->use_conv_bias && (err = get_f32(L, T("conv1d.bias"), 0, &ly->conv_b, 1, I64(Di))))
             return err;
-        if ((err = get_mat(L, T("x_proj.weight"), &ly->x_proj_w, I64(R + 2 * N), I64(Di))))
+        if ((err = get_mat_t(L, T("x_proj.weight"), &ly->x_proj_t, I64(R + 2 * N), I64(Di))))
             return err;
         if ((err = get_mat(L, T("dt_proj.weight"), &ly->dt_proj_w, I64(Di), I64(R)))) return err;
         if ((err = get_f32(L, T("dt_proj.bias"), 0, &ly->dt_proj_b, 1, I64(Di)))) return err;
@@ -793,7 +868,11 @@ static ss_err load_mixer(loader *L, layer *ly, int i)
         if ((err = get_f32(L, T("D"), 0, &ly->D, 1, I64(H)))) return err;
         if ((err = get_f32(L, T("norm.weight"), 0, &ly->gnorm_w, 1, I64(Di)))) return err;
     }
-    if ((err = get_mat(L, T("out_proj.weight"), &ly->out_proj_w, I64(d), I64(Di)))) return err;
+    if (ly->kind == LAYER_MAMBA1)
+        err = get_mat_t(L, T("out_proj.weight"), &ly->out_proj_t, I64(d), I64(Di));
+    else
+        err = get_mat(L, T("out_proj.weight"), &ly->out_proj_w, I64(d), I64(Di));
+    if (err) return err;
     if (c->use_bias && (err = get_f32(L, T("out_proj.bias"), 0, &ly->out_proj_b, 1, I64(d))))
         return err;
 #undef T

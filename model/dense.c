@@ -154,7 +154,8 @@ void mm_rows_then(const ss_model *m, ss_ctx *c, const float *x, int rows, int in
                 .user = user};
     q8_act act;
     /* batch-1 decode on 8-bit weights: integer dot products on x quantised once here */
-    if (w.t == W_Q8 && rows == 1 && m->act8) j.act = quantize_act(c, x, in, &act);
+    if (w.t == W_Q8 && rows == 1 && m->act8 && c->round_rows <= 1)
+        j.act = quantize_act(c, x, in, &act);
     if ((size_t)rows * out * in < 100000 || out < 32) {
         mm_part(&j, 0, 1);
         return;
@@ -197,6 +198,77 @@ void mm_cols_small(const float *x, int rows, int in, int ldx, wmat w, const floa
                 .ldy = ldy,
                 .y = y};
     mm_cols(&j, 0, lo, hi);
+}
+
+/* ---- transposed matrices (Mamba-1's x_proj and out_proj) ---------------------------------- */
+
+void mm_t_part(wmat w, int N, const float *X, int M, int ldx, int k0, int k1, int n0, int n1,
+               float *Y, int ldy, int add)
+{
+    const kernels *k = kernels_get();
+    const int K = k1 - k0, n = n1 - n0;
+    const size_t o = (size_t)k0 * N + (size_t)n0;
+    X += k0;
+    Y += n0;
+    if (w.t == W_F32) {
+        k->gemm_t(X, M, K, ldx, (const float *)w.p + o, N, n, Y, ldy, add);
+    } else if (w.t == W_BF16) {
+        k->gemm_t_bf16(X, M, K, ldx, (const uint16_t *)w.p + o, N, n, Y, ldy, add);
+    } else if (w.t == W_F16) {
+        k->gemm_t_f16(X, M, K, ldx, (const uint16_t *)w.p + o, N, n, Y, ldy, add);
+    } else {
+        const int lds = q8_blocks(N);
+        k->gemm_t_q8(X, M, K, ldx, (const int8_t *)w.p + o, N,
+                     w.scale + (size_t)k0 * lds + n0 / Q8_BLOCK, lds, n, Y, ldy, add);
+    }
+}
+
+/* y = x w over every segment of K in order (+ bias; h += y when h): rows or columns per thread */
+typedef struct mmt_job {
+    wmat w;
+    int K, N, S, rows, ldx, ldy, by_rows;
+    const float *x, *bias;
+    float *y, *h;
+} mmt_job;
+
+static void mmt_part(void *arg, int tid, int nt)
+{
+    const mmt_job *j = arg;
+    int r0 = 0, r1 = j->rows, n0 = 0, n1 = j->N;
+    if (j->by_rows)
+        pool_range(j->rows, 1, tid, nt, &r0, &r1);
+    else
+        pool_range(j->N, Q8_BLOCK, tid, nt, &n0, &n1);
+    if (r0 >= r1 || n0 >= n1) return;
+    for (int p0 = r0; p0 < r1; p0 += MM_PANEL) {
+        const int np = r1 - p0 < MM_PANEL ? r1 - p0 : MM_PANEL;
+        float *y = j->y + (size_t)p0 * j->ldy;
+        for (int k0 = 0; k0 < j->K; k0 += j->S)
+            mm_t_part(j->w, j->N, j->x + (size_t)p0 * j->ldx, np, j->ldx, k0,
+                      k0 + j->S < j->K ? k0 + j->S : j->K, n0, n1, y, j->ldy, k0 > 0);
+        for (int r = 0; r < np; r++) {
+            float *yr = y + (size_t)r * j->ldy;
+            if (j->bias)
+                for (int n = n0; n < n1; n++) yr[n] += j->bias[n];
+            if (j->h) {
+                float *hr = j->h + (size_t)(p0 + r) * j->N;
+                for (int n = n0; n < n1; n++) hr[n] += yr[n];
+            }
+        }
+    }
+}
+
+void mm_t_rows(const ss_model *m, ss_ctx *c, const float *x, int rows, int ldx, wmat w, int K,
+               int N, int S, const float *bias, float *y, int ldy, float *h)
+{
+    if (rows <= 0 || N <= 0) return;
+    const int nt = pool_size(m->pool);
+    mmt_job j = {.w = w, .K = K, .N = N, .S = S, .rows = rows, .ldx = ldx, .ldy = ldy,
+                 .by_rows = N < 64 * nt, .x = x, .bias = bias, .y = y, .h = h};
+    if ((size_t)rows * N * K < 100000 || (j.by_rows && rows < 2 * nt))
+        mmt_part(&j, 0, 1);
+    else
+        model_run(m, c, mmt_part, &j);
 }
 
 void wmat_row(wmat w, int d, int r, float *dst)

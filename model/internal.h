@@ -5,11 +5,13 @@
  * Shapes use: d = d_model, Di = d_inner, N = d_state, R = dt rank, K = conv_kernel,
  * C = conv channels, V = vocab, H = heads (Mamba-2), P = head_dim, G = n_groups,
  * E = experts, de = expert width, T = tokens in flight (rows of the scratch matrices).
- * Weight matrices are row-major [out, in] as in the checkpoint: y = W x.
+ * Weight matrices are row-major [out, in] as in the checkpoint: y = W x; but Mamba-1's x_proj
+ * and out_proj, kept transposed [in][out] (see mm_t_rows).
  */
 #ifndef SS_MODEL_INTERNAL_H
 #define SS_MODEL_INTERNAL_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "pool.h"
@@ -73,7 +75,7 @@ typedef struct layer {
     const float *in_proj_b; /* same rows, or NULL */
     const float *conv_w;    /* [C, K] (stored [C, 1, K]) */
     const float *conv_b;    /* [C] or NULL */
-    wmat x_proj_w;          /* M1: [R + 2N, Di] */
+    wmat x_proj_t;          /* M1: [Di][R + 2N], x_proj transposed (kernels.h gemm_t) */
     wmat dt_proj_w;         /* M1: [Di, R] */
     const float *dt_proj_b; /* M1: [Di] */
     const float *dt_bias;   /* M2: [H] */
@@ -82,7 +84,8 @@ typedef struct layer {
     float *conv_w16;        /* conv_w as [C/16][K][16] blocks for the SIMD conv, or NULL */
     const float *D;         /* M1: [Di], M2: [H] */
     const float *gnorm_w;   /* M2: [Di] gated RMSNorm weight */
-    wmat out_proj_w;         /* [d, Di] */
+    wmat out_proj_w;         /* M2: [d, Di] */
+    wmat out_proj_t;         /* M1: [Di][d], out_proj transposed (kernels.h gemm_t) */
     const float *out_proj_b; /* [d] or NULL */
     /* MoE */
     wmat router_w;          /* [E, d] */
@@ -161,6 +164,14 @@ struct ss_ctx {
      * up to act8_k values */
     void *act8;
     int act8_k;
+    /* Mamba-1's fused decode step (mamba.c, rows <= FUSE_ROWS): x_proj's and out_proj's partial
+     * products per segment of the channels, [G][FUSE_ROWS][R + 2N] and [G][FUSE_ROWS][d]; each
+     * pool part's sum of x_proj's, [n_threads][FUSE_ROWS][R + 2N]; channels done per segment */
+    float *px, *po, *dbcp;
+    _Atomic int *segdone;
+    /* rows of the round in flight (0 outside a round): 8-bit activations are for batch-1 decode
+     * only, not for a prompt's expert that happens to get one row */
+    int round_rows;
     /* run_round holds the model's pool for its whole round (one lock per round, not per step) */
     int pool_held;
     /* per-phase profile (ss_ctx_set_profile): prof_t is the end of the last phase */
@@ -209,6 +220,25 @@ void mm_rows_then(const ss_model *m, ss_ctx *c, const float *x, int rows, int in
  * what one thread computes of a projection inside a parallel step of its own. */
 void mm_cols_small(const float *x, int rows, int in, int ldx, wmat w, const float *bias, int lo,
                    int hi, float *y, int ldy);
+/*
+ * Transposed matrices Wt [K][N] (Mamba-1's x_proj, out_proj; kernels.h gemm_t). Their products
+ * are summed over segments of S rows of Wt in order, S = mamba1_seg(K) (at most 16 segments):
+ * the same bits whether one thread runs the segments one after the other (mm_t_rows) or threads
+ * compute a segment each and the partial products are summed afterwards (the fused decode step
+ * of model/mamba.c).
+ */
+static inline int mamba1_seg(int Di)
+{
+    return ((Di + 15) / 16 + 15) & ~15;
+}
+/* Y[m][n] (+= when add) sum over k in [k0, k1) of Wt[k][n] X[m][k], columns [n0, n1) (n0 a
+ * multiple of Q8_BLOCK); X and Y point at column 0 of their rows. On the calling thread. */
+void mm_t_part(wmat w, int N, const float *X, int M, int ldx, int k0, int k1, int n0, int n1,
+               float *Y, int ldy, int add);
+/* y[rows, N] = x[rows, K] Wt, segment by segment (+ bias; then h[rows, N] += y when h is not
+ * NULL); threaded over the model's pool. */
+void mm_t_rows(const ss_model *m, ss_ctx *c, const float *x, int rows, int ldx, wmat w, int K,
+               int N, int S, const float *bias, float *y, int ldy, float *h);
 /* Row r of an embedding-like matrix [V, d] as F32 into dst. */
 void wmat_row(wmat w, int d, int r, float *dst);
 

@@ -29,6 +29,9 @@
 
 /* Tokens per round; sized so the scratch of a 2.8b model stays under ~100 MB. */
 #define ROUND_ROWS 256
+/* Rows (sequences of a decode step) up to which a Mamba-1 layer takes two parallel steps
+ * (mamba1_fused) instead of four. */
+#define FUSE_ROWS 16
 
 /* ---- model -------------------------------------------------------------------------------- */
 
@@ -81,12 +84,15 @@ ss_err ss_ctx_new(const ss_model *m, ss_ctx **out)
 
 static void ctx_release(ss_ctx *c)
 {
-    float **bufs[] = {&c->h,   &c->xn,     &c->proj, &c->xc,  &c->dbc,  &c->dt,     &c->y,
-                      &c->out, &c->router, &c->eh,   &c->ein, &c->eout, &c->route_w};
+    float **bufs[] = {&c->h,   &c->xn,     &c->proj, &c->xc,  &c->dbc,  &c->dt,      &c->y,
+                      &c->out, &c->router, &c->eh,   &c->ein, &c->eout, &c->route_w, &c->px,
+                      &c->po,  &c->dbcp};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         free(*bufs[i]);
         *bufs[i] = NULL;
     }
+    free((void *)c->segdone);
+    c->segdone = NULL;
     free(c->route_idx);
     free(c->perm);
     free(c->counts);
@@ -140,6 +146,14 @@ static ss_err ctx_reserve(ss_ctx *c, int rows)
     c->y = alloc_f(T * Di);
     c->out = alloc_f(T * d);
     int ok = c->h && c->xn && c->proj && c->xc && c->dbc && c->dt && c->y && c->out;
+    if (ok && N && cf->dt_rank) { /* Mamba-1 layers: the fused decode step's partial products */
+        const size_t G = (Di + (size_t)mamba1_seg((int)Di) - 1) / (size_t)mamba1_seg((int)Di);
+        c->px = alloc_f(G * FUSE_ROWS * dbc);
+        c->po = alloc_f(G * FUSE_ROWS * d);
+        c->dbcp = alloc_f((size_t)m->n_threads * FUSE_ROWS * dbc);
+        c->segdone = calloc(G, sizeof *c->segdone);
+        ok = c->px && c->po && c->dbcp && c->segdone;
+    }
     if (ok && m->info.arch == SS_ARCH_MOE_MAMBA) {
         c->router = alloc_f(T * E);
         c->eh = alloc_f(T * k * 2 * de);
@@ -309,18 +323,16 @@ void out_proj_residual(ss_model *m, ss_ctx *c, const layer *ly, int T)
     prof_mark(c, SS_PHASE_OUT_PROJ);
 }
 
-static void scan1_part(void *arg, int tid, int nt)
+/* The scan of channels [c0, c1) of every span (dt computed first when the job fuses it), with
+ * [dt_r | B | C] read from dbc (rows of R + 2N). */
+static void scan1_range(const scan_job *j, int c0, int c1, const float *dbc)
 {
-    const scan_job *j = arg;
     const model_config *cf = &j->m->cfg;
     const int Di = cf->d_inner, N = cf->d_state, R = cf->dt_rank, ldbc = R + 2 * N;
     const ss_ctx *c = j->c;
-    int c0, c1;
-    pool_range(Di, Di % 16 ? 1 : 16, tid, nt, &c0, &c1);
-    if (c0 >= c1) return;
-    if (j->fuse_dt) { /* dt = dt_proj(dt_r) + b for this thread's channels: rows c0..c1 of W */
+    if (j->fuse_dt) { /* dt = dt_proj(dt_r) + b for these channels: rows c0..c1 of W */
         const int T = j->sp[j->n_sp - 1].row + j->sp[j->n_sp - 1].n;
-        mm_cols_small(c->dbc, T, R, ldbc, j->ly->dt_proj_w, j->ly->dt_proj_b, c0, c1, c->dt, Di);
+        mm_cols_small(dbc, T, R, ldbc, j->ly->dt_proj_w, j->ly->dt_proj_b, c0, c1, c->dt, Di);
     }
     for (int q = 0; q < j->n_sp; q++) {
         const size_t r = (size_t)j->sp[q].row;
@@ -334,8 +346,8 @@ static void scan1_part(void *arg, int tid, int nt)
                         .ldx = Di,
                         .z = c->proj + r * 2 * Di + Di,
                         .ldz = 2 * Di,
-                        .B = c->dbc + r * ldbc + R,
-                        .C = c->dbc + r * ldbc + R + N,
+                        .B = dbc + r * ldbc + R,
+                        .C = dbc + r * ldbc + R + N,
                         .ldbc = ldbc,
                         .A = j->ly->A,
                         .A16 = j->ly->A16,
@@ -349,28 +361,142 @@ static void scan1_part(void *arg, int tid, int nt)
     }
 }
 
+static void scan1_part(void *arg, int tid, int nt)
+{
+    const scan_job *j = arg;
+    const int Di = j->m->cfg.d_inner;
+    int c0, c1;
+    pool_range(Di, Di % 16 ? 1 : 16, tid, nt, &c0, &c1);
+    if (c0 < c1) scan1_range(j, c0, c1, j->c->dbc);
+}
+
+/* falcon-mamba's RMS norms of dt_r, B and C, rows of dbc */
+static void mixer_rms(const model_config *cf, float *dbc, int T)
+{
+    const int R = cf->dt_rank, N = cf->d_state, ldbc = R + 2 * N;
+    for (int t = 0; t < T; t++) {
+        float *r = dbc + (size_t)t * ldbc;
+        rms_inplace(r, R, cf->mixer_rms_eps);
+        rms_inplace(r + R, N, cf->mixer_rms_eps);
+        rms_inplace(r + R + N, N, cf->mixer_rms_eps);
+    }
+}
+
+/*
+ * A Mamba-1 layer of a decode step (T <= FUSE_ROWS rows) in two parallel steps, not four. The
+ * input channels are cut into G segments of S (mamba1_seg): x_proj and out_proj are sums over
+ * the channels, and their transposed kernels (kernels.h gemm_t) give a sum over segments the
+ * same bits as mm_t_rows does for a prompt, so each thread can compute its segments' part of
+ * them where the channels are produced:
+ *   step 1: in_proj, each block of x channels convolved on the thread that produced it (as
+ *           before), and x_proj's partial product of a segment by the thread that completes its
+ *           channels (segdone counts them);
+ *   step 2: per segment taken: [dt_r | B | C] = the sum of the G partials (each part sums them
+ *           once, into its own rows), dt_proj and the scan of the segment's channels, then
+ *           out_proj's partial product over them;
+ * and the caller sums out_proj's partials (+ bias) into the residual stream (G d adds a row).
+ */
+typedef struct fused1_job {
+    scan_job sj;
+    conv_job cj;
+    int S, G, T;
+    atomic_int next; /* step 2: the next segment */
+} fused1_job;
+
+static void fused1_in_after(void *user, int lo, int hi)
+{
+    fused1_job *j = user;
+    const model_config *cf = &j->sj.m->cfg;
+    const int Di = cf->d_inner, ldbc = cf->dt_rank + 2 * cf->d_state;
+    ss_ctx *c = j->sj.c;
+    conv_after(&j->cj, lo, hi);
+    if (hi > Di) hi = Di;
+    for (int l = lo / j->S; lo < hi && l * j->S < hi; l++) {
+        const int s0 = l * j->S, s1 = s0 + j->S < Di ? s0 + j->S : Di;
+        const int n = (hi < s1 ? hi : s1) - (lo > s0 ? lo : s0);
+        if (atomic_fetch_add(&c->segdone[l], n) + n == s1 - s0)
+            mm_t_part(j->sj.ly->x_proj_t, ldbc, c->xc, j->T, Di, s0, s1, 0, ldbc,
+                      c->px + (size_t)l * j->T * ldbc, ldbc, 0);
+    }
+}
+
+static void fused1_scan_part(void *arg, int part, int np)
+{
+    fused1_job *j = arg;
+    const model_config *cf = &j->sj.m->cfg;
+    const int Di = cf->d_inner, d = cf->d_model, ldbc = cf->dt_rank + 2 * cf->d_state;
+    const size_t rows = (size_t)j->T * ldbc;
+    ss_ctx *c = j->sj.c;
+    float *dbc = c->dbcp + (size_t)part * FUSE_ROWS * ldbc;
+    (void)np;
+    for (int l, summed = 0; (l = atomic_fetch_add(&j->next, 1)) < j->G;) {
+        if (!summed) { /* in segment order, as mm_t_rows' kernels add them */
+            memcpy(dbc, c->px, rows * sizeof *dbc);
+            for (int g = 1; g < j->G; g++) {
+                const float *p = c->px + (size_t)g * rows;
+                for (size_t i = 0; i < rows; i++) dbc[i] += p[i];
+            }
+            if (cf->has_mixer_rms) mixer_rms(cf, dbc, j->T);
+            summed = 1;
+        }
+        const int c0 = l * j->S, c1 = c0 + j->S < Di ? c0 + j->S : Di;
+        scan1_range(&j->sj, c0, c1, dbc);
+        mm_t_part(j->sj.ly->out_proj_t, d, c->y, j->T, Di, c0, c1, 0, d,
+                  c->po + (size_t)l * j->T * d, d, 0);
+    }
+}
+
+static void mamba1_fused(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp,
+                         int T, size_t ssm_off)
+{
+    const model_config *cf = &m->cfg;
+    const int Di = cf->d_inner, d = cf->d_model, S = mamba1_seg(Di), G = (Di + S - 1) / S;
+    fused1_job j = {.sj = {.m = m, .c = c, .ly = ly, .sp = sp, .n_sp = n_sp, .ssm_off = ssm_off,
+                           .fuse_dt = 1},
+                    .cj = {.m = m, .ly = ly, .sp = sp, .n_sp = n_sp, .ld_in = 2 * Di, .C = Di,
+                           .off = 0, .in = c->proj, .out = c->xc},
+                    .S = S, .G = G, .T = T};
+    for (int l = 0; l < G; l++) atomic_store_explicit(&c->segdone[l], 0, memory_order_relaxed);
+    mm_rows_then(m, c, c->xn, T, d, d, ly->in_proj_w, ly->in_proj_b, 2 * Di, c->proj, 2 * Di,
+                 fused1_in_after, &j);
+    prof_mark(c, SS_PHASE_IN_PROJ);
+    model_run(m, c, fused1_scan_part, &j);
+    prof_mark(c, SS_PHASE_SCAN);
+    /* h += sum of out_proj's partials in segment order (+ bias), as mm_t_rows */
+    for (int t = 0; t < T; t++) {
+        float *o = c->out + (size_t)t * d, *h = c->h + (size_t)t * d;
+        memcpy(o, c->po + (size_t)t * d, (size_t)d * sizeof *o);
+        for (int g = 1; g < G; g++) {
+            const float *p = c->po + ((size_t)g * T + t) * d;
+            for (int i = 0; i < d; i++) o[i] += p[i];
+        }
+        if (ly->out_proj_b)
+            for (int i = 0; i < d; i++) o[i] += ly->out_proj_b[i];
+        for (int i = 0; i < d; i++) h[i] += o[i];
+    }
+    prof_mark(c, SS_PHASE_OUT_PROJ);
+}
+
 static void mamba1_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp, int T)
 {
     const model_config *cf = &m->cfg;
-    const int Di = cf->d_inner, N = cf->d_state, R = cf->dt_rank;
+    const int Di = cf->d_inner, N = cf->d_state, R = cf->dt_rank, d = cf->d_model;
     const int ldbc = R + 2 * N;
     const size_t ssm_off = m->info.n_state_layers * (size_t)Di * cf->conv_kernel +
                            (size_t)ly->state_index * (size_t)Di * N;
+    if (T <= FUSE_ROWS && Di % 16 == 0) {
+        mamba1_fused(m, c, ly, sp, n_sp, T, ssm_off);
+        return;
+    }
 
     /* [x | z] = in_proj(u): proj [T, 2Di]; x = SiLU(conv(x)): xc [T, Di] */
     in_proj_conv(m, c, ly, sp, n_sp, T, 2 * Di, 0, Di);
-    /* [dt_r | B | C] = x_proj(x): dbc [T, R + 2N] */
-    mm_rows(m, c, c->xc, T, Di, Di, ly->x_proj_w, NULL, ldbc, c->dbc, ldbc);
-    if (cf->has_mixer_rms) {
-        for (int t = 0; t < T; t++) {
-            float *r = c->dbc + (size_t)t * ldbc;
-            rms_inplace(r, R, cf->mixer_rms_eps);
-            rms_inplace(r + R, N, cf->mixer_rms_eps);
-            rms_inplace(r + R + N, N, cf->mixer_rms_eps);
-        }
-    }
-    /* dt = softplus(dt_proj(dt_r) + b): dt [T, Di]; decode computes it inside the scan's step,
-     * each thread for its own channels (one parallel step fewer, and no serial one) */
+    /* [dt_r | B | C] = x_proj(x): dbc [T, R + 2N], over the segments of the channels */
+    mm_t_rows(m, c, c->xc, T, Di, ly->x_proj_t, Di, ldbc, mamba1_seg(Di), NULL, c->dbc, ldbc,
+              NULL);
+    if (cf->has_mixer_rms) mixer_rms(cf, c->dbc, T);
+    /* dt = softplus(dt_proj(dt_r) + b): dt [T, Di]; up to 16 rows inside the scan's step, each
+     * thread for its own channels (one parallel step fewer, and no serial one) */
     const int fuse_dt = T <= 16 && Di >= 256;
     if (!fuse_dt) mm_rows(m, c, c->dbc, T, R, ldbc, ly->dt_proj_w, ly->dt_proj_b, Di, c->dt, Di);
 
@@ -384,7 +510,9 @@ static void mamba1_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp
         model_run(m, c, scan1_part, &sj);
     prof_mark(c, SS_PHASE_SCAN);
     /* out = out_proj(y): [T, d]; h += out */
-    out_proj_residual(m, c, ly, T);
+    mm_t_rows(m, c, c->y, T, Di, ly->out_proj_t, Di, d, mamba1_seg(Di), ly->out_proj_b, c->out, d,
+              c->h);
+    prof_mark(c, SS_PHASE_OUT_PROJ);
 }
 
 /* ---- eval --------------------------------------------------------------------------------- */
@@ -554,7 +682,9 @@ static ss_err run_round(ss_model *m, ss_ctx *c, ss_seq *seqs, const span *sp, in
 {
     pool_lock(m->pool);
     c->pool_held = 1;
+    c->round_rows = T;
     ss_err err = round_layers(m, c, seqs, sp, n_sp, T);
+    c->round_rows = 0;
     c->pool_held = 0;
     pool_unlock(m->pool);
     return err;

@@ -722,9 +722,29 @@ static void snap_q8(float *w, size_t rows, size_t cols)
         }
 }
 
+/* snap_q8 along the columns: the blocks of Mamba-1's x_proj and out_proj, which are quantised
+ * transposed (kernels.h gemm_t) */
+static void snap_q8_t(float *w, size_t rows, size_t cols)
+{
+    float *t = malloc(rows * cols * sizeof *t);
+    for (size_t r = 0; r < rows; r++)
+        for (size_t k = 0; k < cols; k++) t[k * rows + r] = w[r * cols + k];
+    snap_q8(t, cols, rows);
+    for (size_t r = 0; r < rows; r++)
+        for (size_t k = 0; k < cols; k++) w[r * cols + k] = t[k * rows + r];
+    free(t);
+}
+
+static int ends_with(const char *s, const char *tail)
+{
+    const size_t n = strlen(s), m = strlen(tail);
+    return n >= m && strcmp(s + n - m, tail) == 0;
+}
+
 /* A copy of the fixture `name` in dir with every F32 matrix snapped (snap_q8). */
 static void write_snapped(const char *name, const char *dir)
 {
+    const int mamba1 = strstr(name, "mamba2") == NULL; /* (the test's models: all or none) */
     char path[512], *buf;
     size_t n;
     snprintf(path, sizeof path, "%s/config.json", dir);
@@ -738,7 +758,10 @@ static void write_snapped(const char *name, const char *dir)
     for (int i = 0; i < f.n_tensors; i++) {
         const st_tensor *t = &f.tensors[i];
         if (t->dtype != ST_F32 || t->ndim != 2 || ((uintptr_t)t->data & 3)) continue;
-        snap_q8((float *)(buf + t->offset), (size_t)t->shape[0], (size_t)t->shape[1]);
+        const int tr = ends_with(t->name, "x_proj.weight") ||
+                       (mamba1 && ends_with(t->name, "mixer.out_proj.weight"));
+        (tr ? snap_q8_t : snap_q8)((float *)(buf + t->offset), (size_t)t->shape[0],
+                                   (size_t)t->shape[1]);
     }
     st_free(&f);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
@@ -943,7 +966,7 @@ static void check_profile(void)
         uint64_t calls;
     } want[] = {{SS_PHASE_EMBED, N},       {SS_PHASE_NORM, (uint64_t)N * L},
                 {SS_PHASE_IN_PROJ, (uint64_t)N * L}, {SS_PHASE_CONV, 0},
-                {SS_PHASE_X_PROJ, (uint64_t)N * L},  {SS_PHASE_SCAN, (uint64_t)N * L},
+                {SS_PHASE_X_PROJ, 0},  {SS_PHASE_SCAN, (uint64_t)N * L},
                 {SS_PHASE_OUT_PROJ, (uint64_t)N * L}, {SS_PHASE_MIXER, 0},
                 {SS_PHASE_RESIDUAL, 0},   {SS_PHASE_FINAL_NORM, N},
                 {SS_PHASE_LM_HEAD, N}};
@@ -954,9 +977,10 @@ static void check_profile(void)
         CHECKF(!want[i].calls || pr.ns[want[i].ph] > 0, "phase %s: no time",
                ss_phase_name(want[i].ph));
     }
-    /* the demo model's in_proj, dt+scan, out_proj and lm_head are parallel steps */
-    CHECKF(pr.pool_steps >= (uint64_t)N * (3 * L + 1), "%llu parallel steps",
-           (unsigned long long)pr.pool_steps);
+    /* a decode token of the demo model: two parallel steps per layer (in_proj with conv and
+     * x_proj's partials; dt, scan and out_proj's partials: mamba1_fused), and lm_head */
+    CHECKF(pr.pool_steps == (uint64_t)N * (2 * L + 1), "%llu parallel steps, want %llu",
+           (unsigned long long)pr.pool_steps, (unsigned long long)N * (2 * L + 1));
     CHECK(pr.pool_wait_ns <= pr.eval_ns);
     CHECK(strcmp(ss_phase_name(SS_PHASE_SCAN), "dt+scan") == 0);
     CHECK(strcmp(ss_phase_name(SS_PHASE_COUNT), "?") == 0);
@@ -1038,7 +1062,9 @@ static void check_q8(void)
         }
         printf("demo-mamba1: q8 logits within %.2g of exact (|logit| <= %.3g), same top token at "
                "%d of 43 positions\n", e, amax, same);
-        CHECKF(e <= 0.02 * amax && same >= 40, "demo-mamba1: q8 differs by %g (|logit| <= %g), "
+        /* (0.0200 of the range with row blocks; 0.0201 since x_proj and out_proj are quantised
+         * transposed, while the held-out perplexity went from 272.85 to 272.54: bench/decode_ppl) */
+        CHECKF(e <= 0.025 * amax && same >= 40, "demo-mamba1: q8 differs by %g (|logit| <= %g), "
                "%d of 43 top tokens kept", e, amax, same);
         ss_model_close(a);
         ss_model_close(b);
