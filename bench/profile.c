@@ -75,15 +75,26 @@ int bench_profile(ss_model *m, int n_tok, int reps, double stream_bytes,
     /* the big matrices' bytes per token: their phases' streaming speed (Mamba-1 only) */
     const double bpp = stream_bytes / (double)info->n_active_params;
     double mbytes[SS_PHASE_COUNT] = {0};
+    /* a decode token of Mamba-1 takes two parallel steps per layer (model/mamba.c,
+     * mamba1_fused): "in_proj" is in_proj, the conv and x_proj's partial products, "dt+scan" is
+     * dt_proj, the scan and out_proj's partial products, "residual" the sum of out_proj's
+     * partials into the residual stream (the small matrices' sizes from the shapes' dt_rank,
+     * ceil(d_model / 16)) */
+    const int fused = pr->calls[SS_PHASE_X_PROJ] == 0 && pr->calls[SS_PHASE_RESIDUAL] > 0;
     if (info->arch == SS_ARCH_MAMBA1) {
-        const double dDi = (double)info->d_model * info->d_inner * info->n_layer * bpp;
-        mbytes[SS_PHASE_IN_PROJ] = 2 * dDi;
-        mbytes[SS_PHASE_OUT_PROJ] = dDi;
+        const double L = info->n_layer, Di = info->d_inner, R = (info->d_model + 15) / 16;
+        const double dDi = (double)info->d_model * Di * L * bpp;
+        mbytes[SS_PHASE_IN_PROJ] = 2 * dDi + (fused ? Di * (R + 2 * info->d_state) * L * bpp : 0);
+        mbytes[fused ? SS_PHASE_SCAN : SS_PHASE_OUT_PROJ] = dDi + (fused ? Di * R * L * bpp : 0);
         mbytes[SS_PHASE_LM_HEAD] = (double)info->vocab_size * info->d_model * bpp;
     }
 
     printf("  decode profile: 1 stream, %d tokens, fastest of %d runs, microseconds per token\n",
            n_tok, reps);
+    if (fused)
+        printf("    (two parallel steps per layer: in_proj = in_proj + conv + x_proj's partials, "
+               "dt+scan = dt_proj + scan + out_proj's partials,\n     residual = out_proj's "
+               "partials summed into the residual stream)\n");
     printf("    %-12s %9s %7s %12s %10s %8s\n", "phase", "us/token", "share", "calls/token",
            "weight MB", "GB/s");
     json_t *jp = json_object(), *jph = json_object();

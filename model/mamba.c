@@ -474,7 +474,7 @@ static void mamba1_fused(ss_model *m, ss_ctx *c, const layer *ly, const span *sp
             for (int i = 0; i < d; i++) o[i] += ly->out_proj_b[i];
         for (int i = 0; i < d; i++) h[i] += o[i];
     }
-    prof_mark(c, SS_PHASE_OUT_PROJ);
+    prof_mark(c, SS_PHASE_RESIDUAL);
 }
 
 static void mamba1_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp, int n_sp, int T)

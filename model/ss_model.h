@@ -158,9 +158,11 @@ typedef enum ss_phase {
     SS_PHASE_CONV,       /* Mamba causal conv when it runs as a step of its own */
     SS_PHASE_X_PROJ,     /* Mamba-1 x_proj (and falcon-mamba's B/C/dt norms) */
     SS_PHASE_SCAN,       /* Mamba-1 dt_proj + selective scan */
-    SS_PHASE_OUT_PROJ,   /* Mamba out_proj, with the residual add */
+    SS_PHASE_OUT_PROJ,   /* Mamba out_proj, with the residual add (not in a Mamba-1 decode step) */
     SS_PHASE_MIXER,      /* Mamba-2 between conv and out_proj; a whole MoE block */
-    SS_PHASE_RESIDUAL,   /* MoE's residual add */
+    SS_PHASE_RESIDUAL,   /* MoE's residual add; a Mamba-1 decode step's out_proj partials summed
+                          * into the residual stream (its in_proj phase includes the conv and
+                          * x_proj, its dt+scan phase out_proj's partial products) */
     SS_PHASE_FINAL_NORM, /* the final norm */
     SS_PHASE_LM_HEAD,    /* logits */
     SS_PHASE_OTHER,      /* checks, bookkeeping, the final hidden copied into the states */
