@@ -747,8 +747,6 @@ static ss_err get_mat_t(loader *L, const char *name, wmat *out, int64_t rows, in
         free(blk);
         return ss_fail(SS_ERR_NOMEM, "tensor %s: cannot allocate its transposed copy", name);
     }
-    /* Wt in column blocks (kernels.h WT_COLS): element (c, r) of Wt, W[r][c], in block
-     * r / WT_COLS of width wb, at (r / WT_COLS) WT_COLS C + c wb + r % WT_COLS */
     for (size_t r0 = 0; r0 < R; r0 += BR) {
         const size_t nr = R - r0 < BR ? R - r0 : BR;
         const uint8_t *src = (const uint8_t *)t->data + r0 * C * esz;
@@ -758,29 +756,20 @@ static ss_err get_mat_t(loader *L, const char *name, wmat *out, int64_t rows, in
             memcpy(blk, src, nr * C * 2);
         for (size_t c = 0; c < C; c++)
             for (size_t r = 0; r < nr; r++) {
-                const size_t row = r0 + r, b0 = row / WT_COLS * WT_COLS;
-                const size_t wb = R - b0 < WT_COLS ? R - b0 : WT_COLS;
-                const size_t at = b0 * C + c * wb + (row - b0);
                 if (wide)
-                    ((float *)dst)[at] = ((const float *)blk)[r * C + c];
+                    ((float *)dst)[c * R + r0 + r] = ((const float *)blk)[r * C + c];
                 else
-                    ((uint16_t *)dst)[at] = ((const uint16_t *)blk)[r * C + c];
+                    ((uint16_t *)dst)[c * R + r0 + r] = ((const uint16_t *)blk)[r * C + c];
             }
     }
     free(blk);
-    if (q8) { /* each block's rows quantised as rows of their own (scales in blocks too) */
-        for (size_t b0 = 0; b0 < R && !err; b0 += WT_COLS) {
-            const size_t wb = R - b0 < WT_COLS ? R - b0 : WT_COLS, nbw = (size_t)q8_blocks((int)wb);
-            for (size_t c = 0; c < C && !err; c++) {
-                const size_t at = b0 * C + c * wb;
-                if (q8_quantize_row((const float *)dst + at, (int)wb, q + at,
-                                    sc + b0 / Q8_BLOCK * C + c * nbw))
-                    err = ss_fail(SS_ERR_FORMAT,
-                                  "tensor %s: column %zu has a value that is not finite; it "
-                                  "cannot be quantised to 8 bits",
-                                  name, c);
-            }
-        }
+    if (q8) {
+        for (size_t c = 0; c < C && !err; c++)
+            if (q8_quantize_row((const float *)dst + c * R, (int)R, q + c * R, sc + c * nb))
+                err = ss_fail(SS_ERR_FORMAT,
+                              "tensor %s: column %zu has a value that is not finite; it cannot "
+                              "be quantised to 8 bits",
+                              name, c);
         free(dst);
         if (err) return err;
         *out = (wmat){q, W_Q8, sc};

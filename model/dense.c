@@ -202,31 +202,24 @@ void mm_cols_small(const float *x, int rows, int in, int ldx, wmat w, const floa
 
 /* ---- transposed matrices (Mamba-1's x_proj and out_proj) ---------------------------------- */
 
-void mm_t_part(wmat w, int N, int K, const float *X, int M, int ldx, int k0, int k1, int n0,
-               int n1, float *Y, int ldy, int add)
+void mm_t_part(wmat w, int N, const float *X, int M, int ldx, int k0, int k1, int n0, int n1,
+               float *Y, int ldy, int add)
 {
     const kernels *k = kernels_get();
-    const int nk = k1 - k0;
+    const int K = k1 - k0, n = n1 - n0;
+    const size_t o = (size_t)k0 * N + (size_t)n0;
     X += k0;
-    /* the column blocks (kernels.h WT_COLS) that [n0, n1) meets, one kernel call each */
-    for (int b = n0 / WT_COLS; b * WT_COLS < n1; b++) {
-        const int c0 = b * WT_COLS, wb = N - c0 < WT_COLS ? N - c0 : WT_COLS;
-        const int lo = (n0 > c0 ? n0 : c0) - c0, hi = (n1 < c0 + wb ? n1 : c0 + wb) - c0;
-        const size_t o = (size_t)c0 * K + (size_t)k0 * wb + (size_t)lo;
-        float *y = Y + c0 + lo;
-        if (w.t == W_F32) {
-            k->gemm_t(X, M, nk, ldx, (const float *)w.p + o, wb, hi - lo, y, ldy, add);
-        } else if (w.t == W_BF16) {
-            k->gemm_t_bf16(X, M, nk, ldx, (const uint16_t *)w.p + o, wb, hi - lo, y, ldy, add);
-        } else if (w.t == W_F16) {
-            k->gemm_t_f16(X, M, nk, ldx, (const uint16_t *)w.p + o, wb, hi - lo, y, ldy, add);
-        } else {
-            const int lds = q8_blocks(wb);
-            const float *sc = w.scale + (size_t)c0 / Q8_BLOCK * K + (size_t)k0 * lds +
-                              (size_t)lo / Q8_BLOCK;
-            k->gemm_t_q8(X, M, nk, ldx, (const int8_t *)w.p + o, wb, sc, lds, hi - lo, y, ldy,
-                         add);
-        }
+    Y += n0;
+    if (w.t == W_F32) {
+        k->gemm_t(X, M, K, ldx, (const float *)w.p + o, N, n, Y, ldy, add);
+    } else if (w.t == W_BF16) {
+        k->gemm_t_bf16(X, M, K, ldx, (const uint16_t *)w.p + o, N, n, Y, ldy, add);
+    } else if (w.t == W_F16) {
+        k->gemm_t_f16(X, M, K, ldx, (const uint16_t *)w.p + o, N, n, Y, ldy, add);
+    } else {
+        const int lds = q8_blocks(N);
+        k->gemm_t_q8(X, M, K, ldx, (const int8_t *)w.p + o, N,
+                     w.scale + (size_t)k0 * lds + n0 / Q8_BLOCK, lds, n, Y, ldy, add);
     }
 }
 
@@ -251,7 +244,7 @@ static void mmt_part(void *arg, int tid, int nt)
         const int np = r1 - p0 < MM_PANEL ? r1 - p0 : MM_PANEL;
         float *y = j->y + (size_t)p0 * j->ldy;
         for (int k0 = 0; k0 < j->K; k0 += j->S)
-            mm_t_part(j->w, j->N, j->K, j->x + (size_t)p0 * j->ldx, np, j->ldx, k0,
+            mm_t_part(j->w, j->N, j->x + (size_t)p0 * j->ldx, np, j->ldx, k0,
                       k0 + j->S < j->K ? k0 + j->S : j->K, n0, n1, y, j->ldy, k0 > 0);
         for (int r = 0; r < np; r++) {
             float *yr = y + (size_t)r * j->ldy;

@@ -232,10 +232,9 @@ static inline int mamba1_seg(int Di)
     return ((Di + 15) / 16 + 15) & ~15;
 }
 /* Y[m][n] (+= when add) sum over k in [k0, k1) of Wt[k][n] X[m][k], columns [n0, n1) (n0 a
- * multiple of Q8_BLOCK) of Wt [K][N] (column blocks, kernels.h WT_COLS); X and Y point at column
- * 0 of their rows. On the calling thread. */
-void mm_t_part(wmat w, int N, int K, const float *X, int M, int ldx, int k0, int k1, int n0,
-               int n1, float *Y, int ldy, int add);
+ * multiple of Q8_BLOCK); X and Y point at column 0 of their rows. On the calling thread. */
+void mm_t_part(wmat w, int N, const float *X, int M, int ldx, int k0, int k1, int n0, int n1,
+               float *Y, int ldy, int add);
 /* y[rows, N] = x[rows, K] Wt, segment by segment (+ bias; then h[rows, N] += y when h is not
  * NULL); threaded over the model's pool. */
 void mm_t_rows(const ss_model *m, ss_ctx *c, const float *x, int rows, int ldx, wmat w, int K,

@@ -234,17 +234,6 @@ void q8_act_quantize(q8_act *a, const float *x);
 /* Zero a's padding past K (for the kernels' quantisers, after writing the values). */
 void q8_act_pad(q8_act *a);
 
-/*
- * Transposed matrices (the weights of gemm_t) are stored in column blocks: Wt [K][N] as blocks of
- * WT_COLS columns (the last one narrower), each block [K][width] with its rows consecutive, the
- * blocks one after the other; with 8-bit weights the scales likewise, [K][q8_blocks(width)] per
- * block. A kernel call takes rows of one block (ldw = its width): a thread's segment of rows is
- * then a few long runs of memory, which one input row's tiles stream in order (a row of Wt
- * across all N columns, 768 to 2560 of them, read a few vectors at a time against a running sum
- * kept in L1, got half the bandwidth).
- */
-enum { WT_COLS = 128 };
-
 /* Transpose [C, K] into [C/16][K][16] blocks (C % 16 == 0). dst has C*K floats. */
 void kernels_block16(const float *src, int C, int K, float *dst);
 

@@ -645,22 +645,13 @@ static void KFN(gemm_small_q8)(const float *X, int M, int K, int ldx, const int8
 
 /*
  * Every output is one fmaf chain over k in order (the bits of the generic kernel): the vectors
- * run across outputs, never across k. Tiles of input rows x vectors of outputs keep their sums
- * in registers over the whole K: one input row (batch-1 decode) takes GT_NV1 vectors at a time
- * (the callers give at most WT_COLS columns of a block, kernels.h, whose rows are consecutive
- * in memory: the tile streams them in order), more rows GT_RB x GT_NV. With 8-bit weights the
- * multiplier s * x is formed once per row, row k and block of Q8_BLOCK columns of the tile.
- * (A first version kept one input row's sums in an L1 buffer and swept whole rows of Wt: 7-9
- * GB/s from DRAM on q8 where a plain read of the same bytes gets 18-20; these tiles: 19.5.)
+ * run across outputs, never across k. Rows of up to GT_WIDE floats at one input row (batch-1
+ * decode) stream the rows of Wt in memory order with the running sums in an L1 buffer; more
+ * rows take tiles of GT_RB input rows x GT_NV vectors in registers over the whole K.
  */
-#define GT_NV1 8
-#if VW == 16
-#define GT_RB 4
-#define GT_NV 4
-#else
-#define GT_RB 2
-#define GT_NV 4
-#endif
+#define GT_WIDE 4096
+#define GT_RB   4
+#define GT_NV   (64 / VW)
 #define GT_LD_F32(p)  VLOAD(p)
 #define GT_LD_BF16(p) VLOAD_BF16(p)
 #define GT_LD_F16(p)  VLOAD_F16(p)
@@ -679,15 +670,31 @@ static void KFN(gemm_small_q8)(const float *X, int M, int K, int ldx, const int8
         const int Nv = N / VW * VW;                                                            \
         (void)S;                                                                               \
         (void)lds;                                                                             \
-        int m0 = 0;                                                                            \
-        if (M == 1) {                                                                          \
-            int n0 = 0;                                                                        \
-            for (; n0 + GT_NV1 * VW <= Nv; n0 += GT_NV1 * VW) GT_TILE(1, GT_NV1, WT, LD, Q8);  \
-            for (; n0 < Nv; n0 += VW) GT_TILE(1, 1, WT, LD, Q8);                               \
-            m0 = 1;                                                                            \
+        if (M == 1 && Nv <= GT_WIDE && Nv > 0) {                                               \
+            float acc[GT_WIDE] __attribute__((aligned(64)));                                   \
+            for (int n = 0; n < Nv; n += VW) VSTORE(acc + n, VZERO());                         \
+            for (int k = 0; k < K; k++) {                                                      \
+                const WT *wk = W + (size_t)k * ldw;                                            \
+                if (Q8) {                                                                      \
+                    for (int n = 0; n < Nv; n += VW)                                           \
+                        VSTORE(acc + n, VFMA(LD(wk + n), VSET1(GT_SX(1, 0, k, n)),             \
+                                             VLOAD(acc + n)));                                 \
+                } else {                                                                       \
+                    const VF xb = VSET1(X[k]);                                                 \
+                    for (int n = 0; n < Nv; n += VW)                                           \
+                        VSTORE(acc + n, VFMA(LD(wk + n), xb, VLOAD(acc + n)));                 \
+                }                                                                              \
+            }                                                                                  \
+            for (int n = 0; n < Nv; n += VW) {                                                 \
+                VF t = VLOAD(acc + n);                                                         \
+                if (add) t = VLOAD(Y + n) + t;                                                 \
+                VSTORE(Y + n, t);                                                              \
+            }                                                                                  \
+        } else {                                                                               \
+            int m0 = 0;                                                                        \
+            for (; m0 + GT_RB <= M; m0 += GT_RB) GT_ROWS(GT_RB, WT, LD, Q8);                               \
+            for (; m0 < M; m0++) GT_ROWS(1, WT, LD, Q8);                                                   \
         }                                                                                      \
-        for (; m0 + GT_RB <= M; m0 += GT_RB) GT_ROWS(GT_RB, WT, LD, Q8);                       \
-        for (; m0 < M; m0++) GT_ROWS(1, WT, LD, Q8);                                           \
         for (int n = Nv; n < N; n++) /* the last N % VW outputs, one at a time */              \
             for (int m = 0; m < M; m++) {                                                      \
                 float a = 0;                                                                   \
@@ -698,35 +705,24 @@ static void KFN(gemm_small_q8)(const float *X, int M, int K, int ldx, const int8
             }                                                                                  \
     }
 /* RB input rows from m0: tiles of GT_NV vectors, then single vectors, over the whole K */
-#define GT_ROWS(RB, WT, LD, Q8)                                                                \
+#define GT_ROWS(RB, WT, LD, Q8)                                                                           \
     do {                                                                                       \
         int n0 = 0;                                                                            \
-        for (; n0 + GT_NV * VW <= Nv; n0 += GT_NV * VW) GT_TILE(RB, GT_NV, WT, LD, Q8);        \
-        for (; n0 < Nv; n0 += VW) GT_TILE(RB, 1, WT, LD, Q8);                                  \
+        for (; n0 + GT_NV * VW <= Nv; n0 += GT_NV * VW) GT_TILE(RB, GT_NV, WT, LD, Q8);                    \
+        for (; n0 < Nv; n0 += VW) GT_TILE(RB, 1, WT, LD, Q8);                                              \
     } while (0)
-/* RB rows x NV vectors from (m0, n0). The q8 multipliers: one per row and block of Q8_BLOCK
- * columns (tiles of whole blocks start at a block: n0 is a multiple of NV * VW), or one for a
- * single vector (inside one block) */
-#define GT_QB(NV)     ((NV) * VW >= Q8_BLOCK ? (NV) * VW / Q8_BLOCK : (NV))
-#define GT_QI(NV, v)  ((NV) * VW >= Q8_BLOCK ? (v) * VW / Q8_BLOCK : (v))
-#define GT_TILE(RB, NV, WT, LD, Q8)                                                            \
+#define GT_TILE(RB, NV, WT, LD, Q8)                                                                    \
     do {                                                                                       \
         VF a[RB][NV];                                                                          \
         _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++)                                  \
             _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) a[r][v] = VZERO();           \
-        const float *xm = X + (size_t)m0 * ldx;                                                \
-        const float *sk = Q8 ? S + n0 / Q8_BLOCK : NULL;                                       \
-        const WT *wk = W + n0;                                                                 \
-        for (int k = 0; k < K; k++, wk += ldw, sk += Q8 ? lds : 0) {                           \
-            VF w[NV], sx[RB][GT_QB(NV)];                                                       \
+        for (int k = 0; k < K; k++) {                                                          \
+            const WT *wk = W + (size_t)k * ldw + n0;                                           \
+            VF w[NV];                                                                          \
             _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) w[v] = LD(wk + v * VW);      \
             _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++)                              \
-                _Pragma("GCC unroll 16") for (int q = 0; q < GT_QB(NV); q++)                   \
-                    sx[r][q] = VSET1(Q8 ? sk[q] * xm[(size_t)r * ldx + k]                      \
-                                        : xm[(size_t)r * ldx + k]);                            \
-            _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++)                              \
                 _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++)                          \
-                    a[r][v] = VFMA(w[v], sx[r][GT_QI(NV, v)], a[r][v]);                        \
+                    a[r][v] = VFMA(w[v], VSET1(GT_SX(Q8, m0 + r, k, n0 + v * VW)), a[r][v]);   \
         }                                                                                      \
         _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++)                                  \
             _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) {                            \
