@@ -657,6 +657,17 @@ static void KFN(gemm_small_q8)(const float *X, int M, int K, int ldx, const int8
 #define GT_NV   (64 / VW)
 /* a vector of 8-bit weights lies in one block of scales; a tile of GT_NV vectors starts one */
 _Static_assert(Q8_BLOCK % VW == 0 && GT_NV * VW % Q8_BLOCK == 0, "gemm_t q8 tiles");
+/*
+ * One row: at the first vector of each cache line of the GT_KB rows from wk, that line of the
+ * rows PF1_ROWS ahead into L2. The GT_KB rows are GT_KB streams; without it one core streamed
+ * q8 at 10 GB/s from memory (one row at a time, a single stream, 14-15).
+ */
+#define GT_PREFETCH(WT, wk, n)                                                                 \
+    do {                                                                                       \
+        if ((n) % (64 / (int)sizeof(WT)) == 0)                                                 \
+            _Pragma("GCC unroll 8") for (int p = 0; p < GT_KB; p++)                            \
+                __builtin_prefetch((wk) + (size_t)(PF1_ROWS + p) * ldw + (n), 0, 2);           \
+    } while (0)
 #define GT_LD_F32(p)  VLOAD(p)
 #define GT_LD_BF16(p) VLOAD_BF16(p)
 #define GT_LD_F16(p)  VLOAD_F16(p)
@@ -692,6 +703,7 @@ _Static_assert(Q8_BLOCK % VW == 0 && GT_NV * VW % Q8_BLOCK == 0, "gemm_t q8 tile
                         for (; b < nb; b++) sx[r][b] = Sk[b] * X[k + r];                       \
                     }                                                                          \
                     for (int n = 0; n < Nv; n += VW) {                                         \
+                        GT_PREFETCH(WT, wk, n);                                                \
                         VF a = VLOAD(acc + n);                                                 \
                         _Pragma("GCC unroll 8") for (int r = 0; r < GT_KB; r++)                \
                             a = VFMA(LD(wk + (size_t)r * ldw + n), VSET1(sx[r][n / Q8_BLOCK]), \
@@ -703,6 +715,7 @@ _Static_assert(Q8_BLOCK % VW == 0 && GT_NV * VW % Q8_BLOCK == 0, "gemm_t q8 tile
                     _Pragma("GCC unroll 8") for (int r = 0; r < GT_KB; r++) xb[r] =            \
                         VSET1(X[k + r]);                                                       \
                     for (int n = 0; n < Nv; n += VW) {                                         \
+                        GT_PREFETCH(WT, wk, n);                                                \
                         VF a = VLOAD(acc + n);                                                 \
                         _Pragma("GCC unroll 8") for (int r = 0; r < GT_KB; r++)                \
                             a = VFMA(LD(wk + (size_t)r * ldw + n), xb[r], a);                  \
@@ -755,6 +768,10 @@ _Static_assert(Q8_BLOCK % VW == 0 && GT_NV * VW % Q8_BLOCK == 0, "gemm_t q8 tile
             _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) a[r][v] = VZERO();           \
         for (int k = 0; k < K; k++) {                                                          \
             const WT *wk = W + (size_t)k * ldw + n0;                                           \
+            if (NV == GT_NV) /* the next strip's lines of row k, into L2 (the first pass over \
+                              * the strip reads it from memory, at a stride of ldw) */         \
+                for (size_t l = 0; l < GT_NV * VW * sizeof(WT); l += 64)                       \
+                    __builtin_prefetch((const char *)(wk + GT_NV * VW) + l, 0, 2);             \
             if (Q8) { /* s x once per row and block (x broadcast once per row): the same      \
                        * products as GT_SX, a vector multiply in place of a scalar multiply   \
                        * and a broadcast per accumulator */                                    \
