@@ -12,17 +12,30 @@
  * not involved: this isolates the kernels (model/kernels*.c) from the forward pass around them,
  * whose per-token cost statesoup-bench reports.
  *
- * usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST] [--matrix MB] [--k N]
+ * The transposed kinds (f32t, bf16t, f16t, q8t: kernels.h gemm_t*) take the same bytes as
+ * Wt[rows][N], N = --k outputs, cut into segments of --seg rows (a segment of x_proj or out_proj
+ * as Mamba-1 decode stores them transposed): each thread takes whole segments, contiguous, and
+ * computes each segment's partial product (--rows input rows, the segment's SEG inputs of each)
+ * into its own scratch, as batch-1 decode does before the partials are summed. Before each is
+ * measured, its first and last segments are compared bitwise with the generic kernel (gemm_t's
+ * contract is the same bits), so a broken kernel is reported, not measured.
+ *
+ * usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST] [--matrix MB]
+ *                            [--size MB] [--k N] [--seg S]
  *   --threads 1,2,16   thread counts (default: 1,2 and all cores)
  *   --rows 1,16        input rows per product: 1 = batch-1 decode, 16 = 16 streams (default 1,16)
- *   --kernels LIST     read, f32, bf16, f16, q8, q8a8 (default all)
+ *   --kernels LIST     read, f32, bf16, f16, q8, q8a8, f32t, bf16t, f16t, q8t
+ *                      (default read, f32, bf16, f16, q8)
  *   --matrix MB        stream matrices of MB megabytes one after another (default: one 1 GB)
+ *   --size MB          weight bytes per kernel (default 1000)
  *   --k N              values per weight row, a multiple of 64 (default 1536; 768 = d_model of
- *                      mamba-130m, the K of its in_proj and logits)
+ *                      mamba-130m, the K of its in_proj and logits); the transposed kinds' N
+ *   --seg S            rows per segment of the transposed kinds (default 96, 130m's)
  * It builds with the kernels alone: cc -O2 -Imodel bench/kernbench.c model/kernels*.c (the ISA
  * files with their -m flags, as model/meson.build does) -lm -lpthread.
  */
 #include <getopt.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,20 +46,44 @@
 #include "kernels.h"
 #include "pool.h"
 
-enum { TILE = 64, MAX_THREADS = 256, MAX_LIST = 16 };
-static int K = 1536; /* values per weight row (--k) */
-enum kind { K_READ, K_F32, K_BF16, K_Q8, K_F16, K_Q8A8, N_KINDS };
-static const char *const kind_names[] = {"read", "f32", "bf16", "q8", "f16", "q8a8"};
+enum { TILE = 64, MAX_THREADS = 256, MAX_LIST = 16, SEGS = 16 };
+static int K = 1536;  /* values per weight row (--k): the outputs of the transposed kinds */
+static int SEG = 96;  /* rows of Wt per segment, the transposed kinds' unit of work (--seg) */
+enum kind { K_READ, K_F32, K_BF16, K_Q8, K_F16, K_Q8A8, K_F32T, K_BF16T, K_F16T, K_Q8T, N_KINDS };
+static const char *const kind_names[] = {"read", "f32", "bf16", "q8", "f16", "q8a8",
+                                         "f32t", "bf16t", "f16t", "q8t"};
+
+static int transposed(enum kind k)
+{
+    return k >= K_F32T;
+}
+
+/* The weight type of a kind: a transposed kind's plain twin. */
+static enum kind base_kind(enum kind k)
+{
+    static const enum kind base[] = {[K_F32T] = K_F32, [K_BF16T] = K_BF16, [K_F16T] = K_F16,
+                                     [K_Q8T] = K_Q8};
+    return transposed(k) ? base[k] : k;
+}
+
+/* Rows of weights a thread takes at a time: tiles of the row kernels, segments of Wt. */
+static size_t unit_rows(enum kind k)
+{
+    return transposed(k) ? (size_t)SEG : TILE;
+}
 
 typedef struct bench {
     enum kind kind;
     int rows, threads;
     size_t n;        /* weight rows */
-    const void *w;   /* [n, K] in the kind's type (BF16: any bytes serve as the pair layout) */
+    const void *w;   /* [n, K] in the kind's type (BF16: any bytes serve as the pair layout;
+                      * the transposed kinds: Wt of n / SEG segments of SEG rows, row order) */
     const float *s;  /* q8 scales [n, K / 32] */
     size_t piece;    /* rows per matrix with --matrix, else 0 (one matrix) */
     ss_pool *pool;   /* with --matrix: b->threads threads in all */
     const float *x;  /* [rows, K] */
+    const float *xt; /* transposed kinds: [rows, SEGS * SEG], segment j reads columns of j % SEGS */
+    float *part;     /* transposed kinds: thread t's partial products [rows, K] at t * 16 * K */
     const q8_act *xq; /* q8a8: x's first row quantised */
     float *y;        /* [rows, n] */
     int reps;        /* passes over the matrix per measurement (--size below 200 MB) */
@@ -60,13 +97,67 @@ typedef struct targ {
 
 static size_t elem_size(enum kind k)
 {
+    k = base_kind(k);
     return k == K_Q8 || k == K_Q8A8 ? 1 : k == K_BF16 || k == K_F16 ? 2 : 4;
+}
+
+/*
+ * Segment j of Wt (rows [j SEG, (j + 1) SEG), all K outputs) times b->rows input rows into out
+ * [rows, K], as batch-1 decode computes a thread's partial product of x_proj or out_proj.
+ */
+static void segment(const kernels *k, const bench *b, size_t j, float *out)
+{
+    const int ldx = SEGS * SEG;
+    const float *x = b->xt + (j % SEGS) * (size_t)SEG;
+    const size_t off = j * (size_t)SEG * K;
+    if (b->kind == K_F32T)
+        k->gemm_t(x, b->rows, SEG, ldx, (const float *)b->w + off, K, K, out, K, 0);
+    else if (b->kind == K_BF16T)
+        k->gemm_t_bf16(x, b->rows, SEG, ldx, (const uint16_t *)b->w + off, K, K, out, K, 0);
+    else if (b->kind == K_F16T)
+        k->gemm_t_f16(x, b->rows, SEG, ldx, (const uint16_t *)b->w + off, K, K, out, K, 0);
+    else
+        k->gemm_t_q8(x, b->rows, SEG, ldx, (const int8_t *)b->w + off,
+                     K, b->s + off / Q8_BLOCK, K / Q8_BLOCK, K, out, K, 0);
+}
+
+/*
+ * The bench's kernel against the generic one on the first and last segments (the contract of
+ * gemm_t is the same bits): a broken kernel is not measured. 0 if equal.
+ */
+static int check_segments(const bench *b)
+{
+    const kernels *k = kernels_get(), *g = kernels_generic();
+    const size_t len = (size_t)b->rows * K;
+    float *y = malloc(2 * len * sizeof *y);
+    if (!y) return -1;
+    int bad = 0;
+    for (size_t j = 0; j < b->n / SEG && !bad; j += b->n / SEG - 1 > 0 ? b->n / SEG - 1 : 1) {
+        for (size_t i = 0; i < 2 * len; i++) y[i] = NAN; /* nothing left from before */
+        segment(k, b, j, y);
+        segment(g, b, j, y + len);
+        for (size_t i = 0; i < len && !bad; i++)
+            if (memcmp(&y[i], &y[len + i], sizeof *y)) {
+                fprintf(stderr,
+                        "statesoup-kernbench: %s %s, rows %d, segment %zu: y[%zu][%zu] = %.9g, "
+                        "the generic kernel gives %.9g\n",
+                        k->name, kind_names[b->kind], b->rows, j, i / K, i % K, y[i], y[len + i]);
+                bad = 1;
+            }
+    }
+    free(y);
+    return bad;
 }
 
 /* Rows [lo, lo + per) of the matrix through thread t's kernel (or read). */
 static void stream_rows(bench *b, int t, size_t lo, size_t per)
 {
     const kernels *k = kernels_get();
+    if (transposed(b->kind)) { /* whole segments, each into the thread's own partial sums */
+        for (size_t j = lo / SEG; j < (lo + per) / SEG; j++)
+            segment(k, b, j, b->part + (size_t)t * 16 * K);
+        return;
+    }
     if (b->kind == K_READ) {
         const unsigned long long *p = (const unsigned long long *)b->w + lo * K / 2;
         unsigned long long a = 0;
@@ -94,7 +185,7 @@ static void *run(void *arg)
 {
     bench *b = ((targ *)arg)->b;
     const int t = ((targ *)arg)->t;
-    const size_t per = b->n / (size_t)b->threads / TILE * TILE;
+    const size_t unit = unit_rows(b->kind), per = b->n / (size_t)b->threads / unit * unit;
     for (int i = 0; i < b->reps; i++) stream_rows(b, t, (size_t)t * per, per);
     return NULL;
 }
@@ -109,7 +200,7 @@ static void piece_part(void *arg, int tid, int nt)
 {
     const piece_job *j = arg;
     int lo, hi;
-    pool_range((int)j->b->piece, 16, tid, nt, &lo, &hi);
+    pool_range((int)j->b->piece, transposed(j->b->kind) ? SEG : 16, tid, nt, &lo, &hi);
     if (lo < hi) stream_rows(j->b, tid, j->r0 + (size_t)lo, (size_t)(hi - lo));
 }
 
@@ -181,7 +272,8 @@ static int parse_list(const char *s, int *out, int max)
 }
 
 static const char usage[] =
-    "usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST] [--matrix MB] [--k N]\n"
+    "usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST] [--matrix MB]\n"
+    "                           [--size MB] [--k N] [--seg S]\n"
     "Stream a 1 GB weight matrix through the decode kernels (and a plain read) and report\n"
     "GB/s and GMAC/s: batch-1 decode is bound by how close the kernels get to the read.\n"
     "  --threads 1,2,16   thread counts (default: 1, 2 and all cores)\n"
@@ -189,7 +281,13 @@ static const char usage[] =
     "                     (default 1,16)\n"
     "  --kernels LIST     read, f32, bf16, f16, q8 (8-bit weights, F32 activations: rows > 1),\n"
     "                     q8a8 (8-bit weights and activations: batch-1 decode, rows 1 only),\n"
-    "                     comma-separated (default all)\n"
+    "                     f32t, bf16t, f16t, q8t (the transposed-weight kernels gemm_t*: the\n"
+    "                     weights as Wt[rows][N], N = --k outputs, cut into segments of --seg\n"
+    "                     rows; each thread takes whole segments and computes their partial\n"
+    "                     products into its own scratch, as batch-1 decode does for x_proj and\n"
+    "                     out_proj; the first and last segments are checked bitwise against\n"
+    "                     the generic kernel first); comma-separated (default read, f32,\n"
+    "                     bf16, f16, q8)\n"
     "  --matrix MB        stream the 1 GB as matrices of MB megabytes one after another, the\n"
     "                     threads splitting each and meeting before the next, as the model's\n"
     "                     projections do (130m: in_proj 9.4 MB in F32, out_proj 4.7, x_proj\n"
@@ -197,12 +295,15 @@ static const char usage[] =
     "  --size MB          weight bytes per kernel (default 1000): 1 to a few MB stay in the\n"
     "                     caches, which measures what the kernels compute, not the memory\n"
     "  --k N              values per weight row, a multiple of 64 (default 1536; 130m's\n"
-    "                     in_proj and logits have 768)\n";
+    "                     in_proj and logits have 768); the transposed kinds' outputs\n"
+    "  --seg S            rows of Wt per segment for the transposed kinds, 1 to 4096 (default\n"
+    "                     96: d_inner / 16 rounded up to 16 at 130m; 128 at 370m, 256 at 1.4b)\n";
 
 int main(int argc, char **argv)
 {
     int threads[MAX_LIST] = {1, 2, (int)sysconf(_SC_NPROCESSORS_ONLN)}, n_threads = 3;
-    int rows[MAX_LIST] = {1, 16}, n_rows = 2, want[N_KINDS] = {1, 1, 1, 1, 1};
+    int rows[MAX_LIST] = {1, 16}, n_rows = 2;
+    int want[N_KINDS] = {[K_READ] = 1, [K_F32] = 1, [K_BF16] = 1, [K_Q8] = 1, [K_F16] = 1};
     double matrix_mb = 0, size_mb = 1000;
     static const struct option opts[] = {{"threads", required_argument, NULL, 't'},
                                          {"rows", required_argument, NULL, 'r'},
@@ -210,6 +311,7 @@ int main(int argc, char **argv)
                                          {"matrix", required_argument, NULL, 'm'},
                                          {"k", required_argument, NULL, 'K'},
                                          {"size", required_argument, NULL, 'S'},
+                                         {"seg", required_argument, NULL, 'g'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     for (int c; (c = getopt_long(argc, argv, "h", opts, NULL)) != -1;) {
@@ -233,6 +335,14 @@ int main(int argc, char **argv)
                 continue;
             }
         }
+        if (c == 'g') {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (end != optarg && !*end && v >= 1 && v <= 4096) {
+                SEG = (int)v;
+                continue;
+            }
+        }
         if (c == 'k' && parse_kinds(optarg, want)) continue;
         fputs(usage, c == 'h' ? stdout : stderr);
         return c == 'h' ? 0 : 2;
@@ -244,6 +354,9 @@ int main(int argc, char **argv)
     else
         printf("statesoup-kernbench: %s kernels, K = %d, %.1f MB per matrix%s\n",
                kernels_get()->name, K, size_mb, size_mb < 200 ? " (passed over repeatedly)" : "");
+    if (want[K_F32T] || want[K_BF16T] || want[K_F16T] || want[K_Q8T])
+        printf("transposed kinds: Wt[rows][%d] in segments of %d rows, checked against the "
+               "generic kernel\n", K, SEG);
     float *x = aligned_alloc(64, 16 * K * sizeof *x);
     for (int i = 0; i < 16 * K; i++) x[i] = (float)(i % 7) * 0.1f;
     q8_act xq;
@@ -251,18 +364,32 @@ int main(int argc, char **argv)
     if (!xq_mem) return 1;
     q8_act_init(&xq, xq_mem, K);
     q8_act_quantize(&xq, x);
+    int most = 1; /* the most threads of the list */
+    for (int ti = 0; ti < n_threads; ti++) most = threads[ti] > most ? threads[ti] : most;
+    /* the transposed kinds' inputs (SEGS segments' worth per row) and per-thread partials */
+    float *xt = malloc((size_t)16 * SEGS * SEG * sizeof *xt);
+    float *part = aligned_alloc(64, (size_t)most * 16 * K * sizeof *part);
+    if (!xt || !part) {
+        fprintf(stderr, "statesoup-kernbench: out of memory\n");
+        return 1;
+    }
+    for (int i = 0; i < 16 * SEGS * SEG; i++) xt[i] = (float)(i % 11 - 5) * 0.03f;
     for (int kind = 0; kind < N_KINDS; kind++) {
         if (!want[kind]) continue;
-        const size_t es = elem_size((enum kind)kind);
-        size_t n = (size_t)(size_mb * 1e6 / (double)es / K) / 64 * 64;
-        int most = 1; /* every thread gets at least one tile of rows, however small --size */
-        for (int ti = 0; ti < n_threads; ti++) most = threads[ti] > most ? threads[ti] : most;
-        if (n < (size_t)TILE * most) n = (size_t)TILE * most;
-        /* --matrix: rows per matrix (a multiple of 16; its weight bytes, q8 scales included) */
-        const int q8 = kind == K_Q8 || kind == K_Q8A8;
+        const enum kind base = base_kind((enum kind)kind);
+        const size_t es = elem_size((enum kind)kind), unit = unit_rows((enum kind)kind);
+        const size_t align = transposed((enum kind)kind) ? unit : 64;
+        size_t n = (size_t)(size_mb * 1e6 / (double)es / K) / align * align;
+        /* every thread gets at least one tile (segment) of rows, however small --size */
+        if (n < unit * most) n = unit * most;
+        /* --matrix: rows per matrix (a multiple of 16, or of the segment; its weight bytes, q8
+         * scales included) */
+        const int q8 = base == K_Q8 || base == K_Q8A8;
         const double row_bytes = K * (q8 ? 1.125 : (double)es);
-        size_t piece = matrix_mb > 0 ? (size_t)(matrix_mb * 1e6 / row_bytes) / 16 * 16 : 0;
-        if (matrix_mb > 0 && piece < 16) piece = 16;
+        const size_t pu = transposed((enum kind)kind) ? unit : 16;
+        size_t piece = matrix_mb > 0 ? (size_t)(matrix_mb * 1e6 / row_bytes) / pu * pu : 0;
+        if (matrix_mb > 0 && piece < pu) piece = pu;
+        if (piece > n) piece = n; /* --matrix above --size: one matrix of the whole size */
         /* 64-byte aligned, as the model's copies of its matrices are (a plain malloc of this
          * size returns 16 bytes past a page: every 64-byte load then spans two cache lines) */
         unsigned long long *w = aligned_alloc(64, n ? n * K * es : 64);
@@ -275,23 +402,25 @@ int main(int argc, char **argv)
         /* varied bytes (identical pages could be merged by the host), and for F32 and BF16
          * normal floats in [1/128, 1/64) of either sign: subnormal weights (random bit patterns
          * give many) cost a microcode assist per multiply on some Xeons, 10x slower */
-        const unsigned long long bits = kind == K_F32    ? 0x803fffff803fffffull
-                                        : kind == K_BF16 ? 0x803f803f803f803full
-                                        : kind == K_F16  ? 0x83ff83ff83ff83ffull
+        const unsigned long long bits = base == K_F32    ? 0x803fffff803fffffull
+                                        : base == K_BF16 ? 0x803f803f803f803full
+                                        : base == K_F16  ? 0x83ff83ff83ff83ffull
                                                          : ~0ull;
-        const unsigned long long one = kind == K_F32    ? 0x3c0000003c000000ull
-                                       : kind == K_BF16 ? 0x3c003c003c003c00ull
-                                       : kind == K_F16  ? 0x2000200020002000ull
+        const unsigned long long one = base == K_F32    ? 0x3c0000003c000000ull
+                                       : base == K_BF16 ? 0x3c003c003c003c00ull
+                                       : base == K_F16  ? 0x2000200020002000ull
                                                         : 0;
         for (size_t i = 0; i < n * K * es / 8; i++)
             w[i] = ((i * 0x9E3779B97F4A7C15ull >> 7) & bits) | one;
-        for (size_t i = 0; s && i < n * (K / Q8_BLOCK); i++) s[i] = 0.01f;
+        for (size_t i = 0; s && i < n * (K / Q8_BLOCK); i++) s[i] = 0.01f + (float)(i % 5) * 1e-3f;
         for (int ti = 0; ti < n_threads; ti++)
             for (int ri = 0; ri < (kind == K_READ ? 1 : n_rows); ri++) {
                 if (kind == K_Q8A8 && rows[ri] != 1) continue; /* batch-1 decode only */
                 bench b = {.kind = (enum kind)kind, .rows = rows[ri], .threads = threads[ti],
                            .n = piece ? n / piece * piece : n, .w = w, .s = s, .x = x, .xq = &xq,
-                           .y = y, .piece = piece, .reps = size_mb < 200 ? (int)(200 / size_mb) : 1};
+                           .xt = xt, .part = part, .y = y, .piece = piece,
+                           .reps = size_mb < 200 ? (int)(200 / size_mb) : 1};
+                if (transposed(b.kind) && check_segments(&b)) return 1;
                 if (piece && !(b.pool = pool_new(threads[ti]))) {
                     fprintf(stderr, "statesoup-kernbench: cannot start %d threads\n", threads[ti]);
                     return 1;
@@ -300,7 +429,7 @@ int main(int argc, char **argv)
                 pool_free(b.pool);
                 if (dt <= 0) return 1;
                 /* the rows streamed: whole tiles per thread, or whole matrices (--matrix) */
-                const size_t done = piece ? b.n : b.n / threads[ti] / TILE * TILE * threads[ti];
+                const size_t done = piece ? b.n : b.n / threads[ti] / unit * unit * threads[ti];
                 const double bytes = (double)done * row_bytes * b.reps;
                 if (kind == K_READ)
                     printf("  %-5s threads %3d          %7.1f GB/s\n", kind_names[kind],
@@ -316,6 +445,8 @@ int main(int argc, char **argv)
         free(y);
     }
     free(x);
+    free(xt);
+    free(part);
     free(xq_mem);
     return 0;
 }

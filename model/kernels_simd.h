@@ -646,12 +646,28 @@ static void KFN(gemm_small_q8)(const float *X, int M, int K, int ldx, const int8
 /*
  * Every output is one fmaf chain over k in order (the bits of the generic kernel): the vectors
  * run across outputs, never across k. Rows of up to GT_WIDE floats at one input row (batch-1
- * decode) stream the rows of Wt in memory order with the running sums in an L1 buffer; more
- * rows take tiles of GT_RB input rows x GT_NV vectors in registers over the whole K.
+ * decode) stream GT_KB rows of Wt at a time in memory order with the running sums in an L1
+ * buffer, each sum loaded and stored once per GT_KB rows (once per row, the store of the sums
+ * was the limit: 14 GMAC/s in L2 for every weight type on one Zen 4 core); more rows take tiles
+ * of GT_RB input rows x GT_NV vectors in registers over the whole K.
  */
 #define GT_WIDE 4096
+#define GT_KB   4
 #define GT_RB   4
 #define GT_NV   (64 / VW)
+/* a vector of 8-bit weights lies in one block of scales; a tile of GT_NV vectors starts one */
+_Static_assert(Q8_BLOCK % VW == 0 && GT_NV * VW % Q8_BLOCK == 0, "gemm_t q8 tiles");
+/*
+ * One row: at the first vector of each cache line of the GT_KB rows from wk, that line of the
+ * rows PF1_ROWS ahead into L2. The GT_KB rows are GT_KB streams; without it one core streamed
+ * q8 at 10 GB/s from memory (one row at a time, a single stream, 14-15).
+ */
+#define GT_PREFETCH(WT, wk, n)                                                                 \
+    do {                                                                                       \
+        if ((n) % (64 / (int)sizeof(WT)) == 0)                                                 \
+            _Pragma("GCC unroll 8") for (int p = 0; p < GT_KB; p++)                            \
+                __builtin_prefetch((wk) + (size_t)(PF1_ROWS + p) * ldw + (n), 0, 2);           \
+    } while (0)
 #define GT_LD_F32(p)  VLOAD(p)
 #define GT_LD_BF16(p) VLOAD_BF16(p)
 #define GT_LD_F16(p)  VLOAD_F16(p)
@@ -673,7 +689,41 @@ static void KFN(gemm_small_q8)(const float *X, int M, int K, int ldx, const int8
         if (M == 1 && Nv <= GT_WIDE && Nv > 0) {                                               \
             float acc[GT_WIDE] __attribute__((aligned(64)));                                   \
             for (int n = 0; n < Nv; n += VW) VSTORE(acc + n, VZERO());                         \
-            for (int k = 0; k < K; k++) {                                                      \
+            int k = 0;                                                                         \
+            for (; k + GT_KB <= K; k += GT_KB) { /* GT_KB rows, each sum k in order */        \
+                const WT *wk = W + (size_t)k * ldw;                                            \
+                if (Q8) { /* s x of each block of the GT_KB rows, then the rows */             \
+                    float sx[GT_KB][GT_WIDE / Q8_BLOCK] __attribute__((aligned(64)));          \
+                    const int nb = (Nv + Q8_BLOCK - 1) / Q8_BLOCK;                             \
+                    for (int r = 0; r < GT_KB; r++) {                                          \
+                        const float *Sk = S + (size_t)(k + r) * lds;                           \
+                        const VF xb = VSET1(X[k + r]);                                         \
+                        int b = 0;                                                             \
+                        for (; b + VW <= nb; b += VW) VSTORE(sx[r] + b, VLOAD(Sk + b) * xb);   \
+                        for (; b < nb; b++) sx[r][b] = Sk[b] * X[k + r];                       \
+                    }                                                                          \
+                    for (int n = 0; n < Nv; n += VW) {                                         \
+                        GT_PREFETCH(WT, wk, n);                                                \
+                        VF a = VLOAD(acc + n);                                                 \
+                        _Pragma("GCC unroll 8") for (int r = 0; r < GT_KB; r++)                \
+                            a = VFMA(LD(wk + (size_t)r * ldw + n), VSET1(sx[r][n / Q8_BLOCK]), \
+                                     a);                                                       \
+                        VSTORE(acc + n, a);                                                    \
+                    }                                                                          \
+                } else {                                                                       \
+                    VF xb[GT_KB];                                                              \
+                    _Pragma("GCC unroll 8") for (int r = 0; r < GT_KB; r++) xb[r] =            \
+                        VSET1(X[k + r]);                                                       \
+                    for (int n = 0; n < Nv; n += VW) {                                         \
+                        GT_PREFETCH(WT, wk, n);                                                \
+                        VF a = VLOAD(acc + n);                                                 \
+                        _Pragma("GCC unroll 8") for (int r = 0; r < GT_KB; r++)                \
+                            a = VFMA(LD(wk + (size_t)r * ldw + n), xb[r], a);                  \
+                        VSTORE(acc + n, a);                                                    \
+                    }                                                                          \
+                }                                                                              \
+            }                                                                                  \
+            for (; k < K; k++) { /* the last K % GT_KB rows, one at a time */                 \
                 const WT *wk = W + (size_t)k * ldw;                                            \
                 if (Q8) {                                                                      \
                     for (int n = 0; n < Nv; n += VW)                                           \
@@ -718,11 +768,34 @@ static void KFN(gemm_small_q8)(const float *X, int M, int K, int ldx, const int8
             _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) a[r][v] = VZERO();           \
         for (int k = 0; k < K; k++) {                                                          \
             const WT *wk = W + (size_t)k * ldw + n0;                                           \
-            VF w[NV];                                                                          \
-            _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) w[v] = LD(wk + v * VW);      \
-            _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++)                              \
-                _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++)                          \
-                    a[r][v] = VFMA(w[v], VSET1(GT_SX(Q8, m0 + r, k, n0 + v * VW)), a[r][v]);   \
+            if (NV == GT_NV) /* the next strip's lines of row k, into L2 (the first pass over \
+                              * the strip reads it from memory, at a stride of ldw) */         \
+                for (size_t l = 0; l < GT_NV * VW * sizeof(WT); l += 64)                       \
+                    __builtin_prefetch((const char *)(wk + GT_NV * VW) + l, 0, 2);             \
+            if (Q8) { /* s x once per row and block (x broadcast once per row): the same      \
+                       * products as GT_SX, a vector multiply in place of a scalar multiply   \
+                       * and a broadcast per accumulator */                                    \
+                VF xr[RB], sxb[RB];                                                            \
+                _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++) xr[r] =                  \
+                    VSET1(X[(size_t)(m0 + r) * ldx + k]);                                      \
+                _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) {                        \
+                    const VF w = LD(wk + v * VW);                                              \
+                    /* a block starts: v = 0, and (n0 a multiple of GT_NV VW when NV > 1) */   \
+                    if (v * VW % Q8_BLOCK == 0) {                                              \
+                        const VF sb = VSET1(S[(size_t)k * lds + (n0 + v * VW) / Q8_BLOCK]);    \
+                        _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++) sxb[r] =         \
+                            sb * xr[r];                                                        \
+                    }                                                                          \
+                    _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++)                      \
+                        a[r][v] = VFMA(w, sxb[r], a[r][v]);                                    \
+                }                                                                              \
+            } else {                                                                           \
+                VF w[NV];                                                                      \
+                _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) w[v] = LD(wk + v * VW);  \
+                _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++)                          \
+                    _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++)                      \
+                        a[r][v] = VFMA(w[v], VSET1(X[(size_t)(m0 + r) * ldx + k]), a[r][v]);   \
+            }                                                                                  \
         }                                                                                      \
         _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++)                                  \
             _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) {                            \

@@ -761,13 +761,15 @@ static int check_gemm_t(const kernels *kn, int wt, int M, int N, int K, int ldw,
 static void test_gemm_t(const kernels *kn)
 {
     /* M, N, K, ldw, col: decode's x_proj (N = 80) and out_proj rows, the tiles' edges (N % 16,
-     * M % 4), empty K and N, columns from an offset (a thread's share; 8-bit at a block) */
+     * M % 4), empty K and N, columns from an offset (a thread's share; 8-bit at a block); one
+     * row over GT_KB-row blocks and a K % GT_KB tail, 130m's out_proj segment (N = d_inner) */
     static const int shapes[][5] = {{1, 80, 96, 80, 0},    {1, 768, 96, 768, 0},
                                     {1, 19, 5, 19, 0},     {3, 37, 17, 40, 0},
                                     {4, 64, 33, 64, 0},    {7, 130, 48, 200, 32},
                                     {16, 768, 64, 768, 0}, {5, 96, 1, 160, 64},
                                     {1, 33, 0, 64, 0},     {2, 0, 9, 16, 0},
-                                    {1, 4200, 3, 4200, 0}, {6, 17, 70, 64, 32}};
+                                    {1, 4200, 3, 4200, 0}, {6, 17, 70, 64, 32},
+                                    {1, 130, 37, 200, 32}, {1, 1536, 96, 1600, 64}};
     int ok = 1;
     for (int wt = WF32; wt <= WQ8; wt++)
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
