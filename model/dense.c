@@ -223,10 +223,11 @@ void mm_t_part(wmat w, int N, const float *X, int M, int ldx, int k0, int k1, in
     }
 }
 
-/* y = x w over every segment of K in order (+ bias; h += y when h): rows or columns per thread */
+/* y = x w over every segment of K in order (+ bias; h += y when h): a grid of nr row ranges x nc
+ * column ranges, one part each */
 typedef struct mmt_job {
     wmat w;
-    int K, N, S, rows, ldx, ldy, by_rows;
+    int K, N, S, rows, ldx, ldy, nr, nc, unit;
     const float *x, *bias;
     float *y, *h;
 } mmt_job;
@@ -234,11 +235,11 @@ typedef struct mmt_job {
 static void mmt_part(void *arg, int tid, int nt)
 {
     const mmt_job *j = arg;
-    int r0 = 0, r1 = j->rows, n0 = 0, n1 = j->N;
-    if (j->by_rows)
-        pool_range(j->rows, 1, tid, nt, &r0, &r1);
-    else
-        pool_range(j->N, Q8_BLOCK, tid, nt, &n0, &n1);
+    int r0, r1, n0, n1;
+    (void)nt;
+    if (tid >= j->nr * j->nc) return;
+    pool_range(j->rows, 1, tid / j->nc, j->nr, &r0, &r1);
+    pool_range(j->N, j->unit, tid % j->nc, j->nc, &n0, &n1);
     if (r0 >= r1 || n0 >= n1) return;
     for (int p0 = r0; p0 < r1; p0 += MM_PANEL) {
         const int np = r1 - p0 < MM_PANEL ? r1 - p0 : MM_PANEL;
@@ -263,12 +264,19 @@ void mm_t_rows(const ss_model *m, ss_ctx *c, const float *x, int rows, int ldx, 
 {
     if (rows <= 0 || N <= 0) return;
     const int nt = pool_size(m->pool);
+    /* columns in whole vectors (8-bit weights: whole blocks of scales); rows too when the
+     * columns alone leave threads idle (x_proj: 80 columns at 130m) */
+    const int unit = w.t == W_Q8 ? Q8_BLOCK : 16, units = (N + unit - 1) / unit;
     mmt_job j = {.w = w, .K = K, .N = N, .S = S, .rows = rows, .ldx = ldx, .ldy = ldy,
-                 .by_rows = N < 64 * nt, .x = x, .bias = bias, .y = y, .h = h};
-    if ((size_t)rows * N * K < 100000 || (j.by_rows && rows < 2 * nt))
+                 .unit = unit, .x = x, .bias = bias, .y = y, .h = h};
+    j.nc = units < nt ? units : nt;
+    j.nr = nt / j.nc < rows ? nt / j.nc : rows;
+    if ((size_t)rows * N * K < 100000) {
+        j.nr = j.nc = 1;
         mmt_part(&j, 0, 1);
-    else
+    } else {
         model_run(m, c, mmt_part, &j);
+    }
 }
 
 void wmat_row(wmat w, int d, int r, float *dst)

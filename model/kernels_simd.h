@@ -653,8 +653,12 @@ static void KFN(gemm_small_q8)(const float *X, int M, int K, int ldx, const int8
  */
 #define GT_WIDE 4096
 #define GT_KB   4
-#define GT_RB   4
-#define GT_NV   (64 / VW)
+#if VW == 16
+#define GT_RB 4 /* 16 accumulators of 32 registers */
+#else
+#define GT_RB 2 /* 8 of 16 */
+#endif
+#define GT_NV 4
 /* a vector of 8-bit weights lies in one block of scales; a tile of GT_NV vectors starts one */
 _Static_assert(Q8_BLOCK % VW == 0 && GT_NV * VW % Q8_BLOCK == 0, "gemm_t q8 tiles");
 /*
@@ -754,12 +758,19 @@ _Static_assert(Q8_BLOCK % VW == 0 && GT_NV * VW % Q8_BLOCK == 0, "gemm_t q8 tile
                 *y = add ? *y + a : a;                                                         \
             }                                                                                  \
     }
-/* RB input rows from m0: tiles of GT_NV vectors, then single vectors, over the whole K */
-#define GT_ROWS(RB, WT, LD, Q8)                                                                           \
+/* RB input rows from m0: tiles of GT_NV vectors, then one tile of the vectors left, over the
+ * whole K (a thread's 48 columns of 130m's out_proj at 16 threads: one tile of 3, not three of
+ * one, which read a cache line per row of Wt each) */
+#define GT_ROWS(RB, WT, LD, Q8)                                                                \
     do {                                                                                       \
         int n0 = 0;                                                                            \
-        for (; n0 + GT_NV * VW <= Nv; n0 += GT_NV * VW) GT_TILE(RB, GT_NV, WT, LD, Q8);                    \
-        for (; n0 < Nv; n0 += VW) GT_TILE(RB, 1, WT, LD, Q8);                                              \
+        for (; n0 + GT_NV * VW <= Nv; n0 += GT_NV * VW) GT_TILE(RB, GT_NV, WT, LD, Q8);        \
+        switch ((Nv - n0) / VW) {                                                              \
+        case 3: GT_TILE(RB, 3, WT, LD, Q8); break;                                             \
+        case 2: GT_TILE(RB, 2, WT, LD, Q8); break;                                             \
+        case 1: GT_TILE(RB, 1, WT, LD, Q8); break;                                             \
+        default: break;                                                                        \
+        }                                                                                      \
     } while (0)
 #define GT_TILE(RB, NV, WT, LD, Q8)                                                                    \
     do {                                                                                       \

@@ -484,7 +484,9 @@ static void mamba1_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp
     const int ldbc = R + 2 * N;
     const size_t ssm_off = m->info.n_state_layers * (size_t)Di * cf->conv_kernel +
                            (size_t)ly->state_index * (size_t)Di * N;
-    if (T <= FUSE_ROWS && Di % 16 == 0) {
+    static int fuse_max = -1; /* TEMPORARY (measurement): SS_FUSE_ROWS */
+    if (fuse_max < 0) fuse_max = getenv("SS_FUSE_ROWS") ? atoi(getenv("SS_FUSE_ROWS")) : FUSE_ROWS;
+    if (T <= fuse_max && T <= FUSE_ROWS && Di % 16 == 0) {
         mamba1_fused(m, c, ly, sp, n_sp, T, ssm_off);
         return;
     }
