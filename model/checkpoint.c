@@ -843,7 +843,9 @@ static ss_err load_mixer(loader *L, layer *ly, int i)
             return err;
         if (c->use_conv_bias && (err = get_f32(L, T("conv1d.bias"), 0, &ly->conv_b, 1, I64(Di))))
             return err;
-        if ((err = get_mat_t(L, T("x_proj.weight"), &ly->x_proj_t, I64(R + 2 * N), I64(Di))))
+        if ((err = L->m->fused
+                       ? get_mat_t(L, T("x_proj.weight"), &ly->x_proj_t, I64(R + 2 * N), I64(Di))
+                       : get_mat(L, T("x_proj.weight"), &ly->x_proj_w, I64(R + 2 * N), I64(Di))))
             return err;
         if ((err = get_mat(L, T("dt_proj.weight"), &ly->dt_proj_w, I64(Di), I64(R)))) return err;
         if ((err = get_f32(L, T("dt_proj.bias"), 0, &ly->dt_proj_b, 1, I64(Di)))) return err;
@@ -868,7 +870,7 @@ static ss_err load_mixer(loader *L, layer *ly, int i)
         if ((err = get_f32(L, T("D"), 0, &ly->D, 1, I64(H)))) return err;
         if ((err = get_f32(L, T("norm.weight"), 0, &ly->gnorm_w, 1, I64(Di)))) return err;
     }
-    if (ly->kind == LAYER_MAMBA1)
+    if (ly->kind == LAYER_MAMBA1 && L->m->fused)
         err = get_mat_t(L, T("out_proj.weight"), &ly->out_proj_t, I64(d), I64(Di));
     else
         err = get_mat(L, T("out_proj.weight"), &ly->out_proj_w, I64(d), I64(Di));
@@ -1136,6 +1138,8 @@ ss_err model_load(ss_model *m, const char *dir, const ss_model_params *p)
     if (!m->pool) return ss_fail(SS_ERR_NOMEM, "cannot start %d threads", m->n_threads);
     const char *act = getenv("SS_Q8_ACT");
     m->act8 = p->weights == SS_WEIGHTS_Q8 && !p->q8_f32_act && !(act && !strcmp(act, "f32"));
+    const char *fused = getenv("SS_FUSED_DECODE");
+    m->fused = p->fused_decode || (fused && !strcmp(fused, "1"));
 
     struct stat st;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {

@@ -146,7 +146,7 @@ static ss_err ctx_reserve(ss_ctx *c, int rows)
     c->y = alloc_f(T * Di);
     c->out = alloc_f(T * d);
     int ok = c->h && c->xn && c->proj && c->xc && c->dbc && c->dt && c->y && c->out;
-    if (ok && N && cf->dt_rank) { /* Mamba-1 layers: the fused decode step's partial products */
+    if (ok && m->fused) { /* Mamba-1 layers: the fused decode step's partial products */
         const size_t G = (Di + (size_t)mamba1_seg((int)Di) - 1) / (size_t)mamba1_seg((int)Di);
         c->px = alloc_f(G * FUSE_ROWS * dbc);
         c->po = alloc_f(G * FUSE_ROWS * d);
@@ -484,18 +484,20 @@ static void mamba1_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp
     const int ldbc = R + 2 * N;
     const size_t ssm_off = m->info.n_state_layers * (size_t)Di * cf->conv_kernel +
                            (size_t)ly->state_index * (size_t)Di * N;
-    static int fuse_max = -1; /* TEMPORARY (measurement): SS_FUSE_ROWS */
-    if (fuse_max < 0) fuse_max = getenv("SS_FUSE_ROWS") ? atoi(getenv("SS_FUSE_ROWS")) : FUSE_ROWS;
-    if (T <= fuse_max && T <= FUSE_ROWS && Di % 16 == 0) {
+    const int fused = ly->x_proj_t.p != NULL; /* ss_model_params.fused_decode */
+    if (fused && T <= FUSE_ROWS && Di % 16 == 0) {
         mamba1_fused(m, c, ly, sp, n_sp, T, ssm_off);
         return;
     }
 
     /* [x | z] = in_proj(u): proj [T, 2Di]; x = SiLU(conv(x)): xc [T, Di] */
     in_proj_conv(m, c, ly, sp, n_sp, T, 2 * Di, 0, Di);
-    /* [dt_r | B | C] = x_proj(x): dbc [T, R + 2N], over the segments of the channels */
-    mm_t_rows(m, c, c->xc, T, Di, ly->x_proj_t, Di, ldbc, mamba1_seg(Di), NULL, c->dbc, ldbc,
-              NULL);
+    /* [dt_r | B | C] = x_proj(x): dbc [T, R + 2N] (fused_decode: over the channels' segments) */
+    if (fused)
+        mm_t_rows(m, c, c->xc, T, Di, ly->x_proj_t, Di, ldbc, mamba1_seg(Di), NULL, c->dbc, ldbc,
+                  NULL);
+    else
+        mm_rows(m, c, c->xc, T, Di, Di, ly->x_proj_w, NULL, ldbc, c->dbc, ldbc);
     if (cf->has_mixer_rms) mixer_rms(cf, c->dbc, T);
     /* dt = softplus(dt_proj(dt_r) + b): dt [T, Di]; up to 16 rows inside the scan's step, each
      * thread for its own channels (one parallel step fewer, and no serial one) */
@@ -512,6 +514,10 @@ static void mamba1_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp
         model_run(m, c, scan1_part, &sj);
     prof_mark(c, SS_PHASE_SCAN);
     /* out = out_proj(y): [T, d]; h += out */
+    if (!fused) {
+        out_proj_residual(m, c, ly, T);
+        return;
+    }
     mm_t_rows(m, c, c->y, T, Di, ly->out_proj_t, Di, d, mamba1_seg(Di), ly->out_proj_b, c->out, d,
               c->h);
     prof_mark(c, SS_PHASE_OUT_PROJ);

@@ -81,8 +81,10 @@ static void ref_decay_m1(const ss_model *m, const int32_t *t, int n, double *S)
         }
         for (int r = 0; r < R; r++) {
             double acc = 0;
-            for (int i = 0; i < Di; i++) /* x_proj is kept transposed, [Di][R + 2N] */
-                acc += wget(ly->x_proj_t, (size_t)i * (R + 2 * N) + r) * xc[i];
+            for (int i = 0; i < Di; i++) /* (transposed, [Di][R + 2N], under SS_FUSED_DECODE=1) */
+                acc += (ly->x_proj_w.p ? wget(ly->x_proj_w, (size_t)r * Di + i)
+                                       : wget(ly->x_proj_t, (size_t)i * (R + 2 * N) + r)) *
+                       xc[i];
             dbc[r] = acc;
         }
         for (int i = 0; i < Di; i++) {

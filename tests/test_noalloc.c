@@ -125,6 +125,8 @@ static void check_wrappers(void)
 
 enum { SEQS = 4, WARM = 4, TOKENS = 12 };
 
+static int fused; /* ss_model_params.fused_decode for check_eval */
+
 /* Decode TOKENS steps of `n_seqs` sequences (each step: eval, then sample every sequence) after
  * WARM untimed ones; counts only the measured steps. */
 static void check_eval(const char *dir, int threads, int n_seqs, float temperature,
@@ -133,6 +135,7 @@ static void check_eval(const char *dir, int threads, int n_seqs, float temperatu
     ss_model_params p = ss_model_default_params();
     p.n_threads = threads;
     p.weights = weights;
+    p.fused_decode = fused;
     ss_model *m;
     ss_ctx *c;
     REQUIRE_OK(ss_model_open(&m, dir, &p));
@@ -263,6 +266,12 @@ int main(int argc, char **argv)
             check_eval(fixture_path(fixtures[i]), threads, SEQS, 1.0f, SS_WEIGHTS_STORED);
         }
         check_engine(demo, threads);
+        /* the fused Mamba-1 decode step: its partial products in the context's scratch */
+        fused = 1;
+        check_eval(demo, threads, 1, 0, SS_WEIGHTS_STORED);
+        check_eval(demo, threads, SEQS, 1.0f, SS_WEIGHTS_STORED);
+        check_eval(demo, threads, 1, 0, SS_WEIGHTS_Q8);
+        fused = 0;
     }
     return test_done("test_noalloc");
 }
