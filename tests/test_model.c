@@ -750,11 +750,16 @@ static void write_snapped(const char *name, const char *dir)
 
 /* Logits of 40 prompt tokens (one eval: the prefill GEMM path), then of 3 tokens fed one by one
  * (the decode kernel path): 43 rows of V into out. */
+static void q8_ids(int32_t *ids, int V) /* the 43 tokens of q8_run */
+{
+    for (int i = 0; i < 43; i++) ids[i] = (i * 37 + 5) % V;
+}
+
 static void q8_run(ss_model *m, float *out)
 {
     const int V = ss_model_get_info(m)->vocab_size;
     int32_t ids[43];
-    for (int i = 0; i < 43; i++) ids[i] = (i * 37 + 5) % V;
+    q8_ids(ids, V);
     ss_ctx *c;
     ss_state *st;
     REQUIRE_OK(ss_ctx_new(m, &c));
@@ -1121,7 +1126,7 @@ static void check_fused(void)
                "default layout's by %g (|logit| <= %g)", nt, e, amax);
         /* the 43 tokens as one prompt: rows 40-42 as decoded one by one, bit for bit */
         int32_t ids[43];
-        for (int i = 0; i < 43; i++) ids[i] = (i * 37 + 5) % (int)V;
+        q8_ids(ids, (int)V);
         ss_ctx *c;
         ss_state *st;
         REQUIRE_OK(ss_ctx_new(m, &c));
