@@ -223,14 +223,62 @@ void mm_t_part(wmat w, int N, const float *X, int M, int ldx, int k0, int k1, in
     }
 }
 
-/* y = x w over every segment of K in order (+ bias; h += y when h): a grid of nr row ranges x nc
- * column ranges, one part each */
+/* y = x w summed over the segments of K in their tree (+ bias; h += y when h): a grid of nr row
+ * ranges x nc column ranges, one part each */
 typedef struct mmt_job {
     wmat w;
     int K, N, S, rows, ldx, ldy, nr, nc, unit;
     const float *x, *bias;
-    float *y, *h;
+    float *y, *h, *stack;
 } mmt_job;
+
+void seg_tree_sum(const float *P, size_t stride, int G, size_t n, float *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        float v[SEG_MAX];
+        int c = G;
+        for (int l = 0; l < G; l++) v[l] = P[(size_t)l * stride + i];
+        /* level by level: pairs (2k, 2k+1) -> k; an odd one out moves up alone */
+        for (; c > 1; c = (c + 1) / 2)
+            for (int k = 0; k < c / 2 + c % 2; k++)
+                v[k] = 2 * k + 1 < c ? v[2 * k] + v[2 * k + 1] : v[2 * k];
+        out[i] = v[0];
+    }
+}
+
+/* The rows [r0, r0 + np) and columns [c0, c0 + nc) of y: each segment's product onto a stack of
+ * subtrees (sizes 8, 4, 2, 1: a binary counter), the stack summed from its top at the end:
+ * the tree of seg_tree_sum. */
+static void mmt_block(const mmt_job *j, float *stack, int r0, int np, int c0, int nc)
+{
+    int size[MMT_STACK_BUFS], top = 0;
+    const size_t nb = (size_t)np * nc;
+    for (int k0 = 0; k0 < j->K; k0 += j->S) {
+        float *b = stack + (size_t)top * nb;
+        mm_t_part(j->w, j->N, j->x + (size_t)r0 * j->ldx, np, j->ldx, k0,
+                  k0 + j->S < j->K ? k0 + j->S : j->K, c0, c0 + nc, b - c0, nc, 0);
+        size[top++] = 1;
+        while (top >= 2 && size[top - 1] == size[top - 2]) {
+            float *l = stack + (size_t)(top - 2) * nb, *r = stack + (size_t)(top - 1) * nb;
+            for (size_t i = 0; i < nb; i++) l[i] += r[i];
+            size[top - 2] *= 2;
+            top--;
+        }
+    }
+    for (; top >= 2; top--) { /* the right edge: the last subtree joins the one below it */
+        float *l = stack + (size_t)(top - 2) * nb, *r = stack + (size_t)(top - 1) * nb;
+        for (size_t i = 0; i < nb; i++) l[i] += r[i];
+    }
+    for (int r = 0; r < np; r++) {
+        float *yr = j->y + (size_t)(r0 + r) * j->ldy + c0;
+        const float *t = stack + (size_t)r * nc;
+        for (int n = 0; n < nc; n++) yr[n] = t[n] + (j->bias ? j->bias[c0 + n] : 0.0f);
+        if (j->h) {
+            float *hr = j->h + (size_t)(r0 + r) * j->N + c0;
+            for (int n = 0; n < nc; n++) hr[n] += yr[n];
+        }
+    }
+}
 
 static void mmt_part(void *arg, int tid, int nt)
 {
@@ -240,22 +288,11 @@ static void mmt_part(void *arg, int tid, int nt)
     if (tid >= j->nr * j->nc) return;
     pool_range(j->rows, 1, tid / j->nc, j->nr, &r0, &r1);
     pool_range(j->N, j->unit, tid % j->nc, j->nc, &n0, &n1);
-    if (r0 >= r1 || n0 >= n1) return;
+    float *stack = j->stack + (size_t)tid * MMT_STACK_FLOATS;
     for (int p0 = r0; p0 < r1; p0 += MM_PANEL) {
         const int np = r1 - p0 < MM_PANEL ? r1 - p0 : MM_PANEL;
-        float *y = j->y + (size_t)p0 * j->ldy;
-        for (int k0 = 0; k0 < j->K; k0 += j->S)
-            mm_t_part(j->w, j->N, j->x + (size_t)p0 * j->ldx, np, j->ldx, k0,
-                      k0 + j->S < j->K ? k0 + j->S : j->K, n0, n1, y, j->ldy, k0 > 0);
-        for (int r = 0; r < np; r++) {
-            float *yr = y + (size_t)r * j->ldy;
-            if (j->bias)
-                for (int n = n0; n < n1; n++) yr[n] += j->bias[n];
-            if (j->h) {
-                float *hr = j->h + (size_t)(p0 + r) * j->N;
-                for (int n = n0; n < n1; n++) hr[n] += yr[n];
-            }
-        }
+        for (int c0 = n0; c0 < n1; c0 += MMT_STACK_COLS)
+            mmt_block(j, stack, p0, np, c0, n1 - c0 < MMT_STACK_COLS ? n1 - c0 : MMT_STACK_COLS);
     }
 }
 
@@ -268,7 +305,7 @@ void mm_t_rows(const ss_model *m, ss_ctx *c, const float *x, int rows, int ldx, 
      * columns alone leave threads idle (x_proj: 80 columns at 130m) */
     const int unit = w.t == W_Q8 ? Q8_BLOCK : 16, units = (N + unit - 1) / unit;
     mmt_job j = {.w = w, .K = K, .N = N, .S = S, .rows = rows, .ldx = ldx, .ldy = ldy,
-                 .unit = unit, .x = x, .bias = bias, .y = y, .h = h};
+                 .unit = unit, .x = x, .bias = bias, .y = y, .h = h, .stack = c->tstack};
     j.nc = units < nt ? units : nt;
     j.nr = nt / j.nc < rows ? nt / j.nc : rows;
     if ((size_t)rows * N * K < 100000) {

@@ -171,6 +171,8 @@ struct ss_ctx {
      * pool part's sum of x_proj's, [n_threads][FUSE_ROWS][R + 2N]; channels done per segment */
     float *px, *po, *dbcp;
     _Atomic int *segdone;
+    _Atomic int *segnode; /* [SEG_MAX]: children of each tree node done (mamba1_fused) */
+    float *tstack;        /* [n_threads][MMT_STACK_FLOATS]: mm_t_rows' subtrees */
     /* rows of the round in flight (0 outside a round): 8-bit activations are for batch-1 decode
      * only, not for a prompt's expert that happens to get one row */
     int round_rows;
@@ -237,6 +239,21 @@ static inline int mamba1_seg(int Di)
  * multiple of Q8_BLOCK); X and Y point at column 0 of their rows. On the calling thread. */
 void mm_t_part(wmat w, int N, const float *X, int M, int ldx, int k0, int k1, int n0, int n1,
                float *Y, int ldy, int add);
+/*
+ * The segments' partial products P_0..P_{G-1} are summed in a fixed binary tree, the same for
+ * every caller: the complete tree over 16 leaves of which the first G are present (a node is the
+ * sum of its two children, left + right, or its one child when the right one is empty). A
+ * prompt builds it in segment order (a stack of subtrees, mm_t_rows); a decode step lets the
+ * part that finishes a node's second child add the two (mamba1_fused), so no thread sums more
+ * than four pairs and none waits.
+ */
+enum { SEG_MAX = 16 };
+/* out[i] = the tree's sum over P[l * stride + i], l < G, for i < n (element by element). */
+void seg_tree_sum(const float *P, size_t stride, int G, size_t n, float *out);
+/* Scratch floats mm_t_rows needs per thread (ss_ctx.tstack). */
+#define MMT_STACK_BUFS   6 /* subtrees of 8, 4, 2, 1 and 1 leaves, and a spare */
+#define MMT_STACK_COLS   128
+#define MMT_STACK_FLOATS ((size_t)MMT_STACK_BUFS * 64 * MMT_STACK_COLS)
 /* y[rows, N] = x[rows, K] Wt, segment by segment (+ bias; then h[rows, N] += y when h is not
  * NULL); threaded over the model's pool. */
 void mm_t_rows(const ss_model *m, ss_ctx *c, const float *x, int rows, int ldx, wmat w, int K,

@@ -86,13 +86,14 @@ static void ctx_release(ss_ctx *c)
 {
     float **bufs[] = {&c->h,   &c->xn,     &c->proj, &c->xc,  &c->dbc,  &c->dt,      &c->y,
                       &c->out, &c->router, &c->eh,   &c->ein, &c->eout, &c->route_w, &c->px,
-                      &c->po,  &c->dbcp};
+                      &c->po,  &c->dbcp, &c->tstack};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         free(*bufs[i]);
         *bufs[i] = NULL;
     }
     free((void *)c->segdone);
-    c->segdone = NULL;
+    free((void *)c->segnode);
+    c->segdone = c->segnode = NULL;
     free(c->route_idx);
     free(c->perm);
     free(c->counts);
@@ -152,7 +153,9 @@ static ss_err ctx_reserve(ss_ctx *c, int rows)
         c->po = alloc_f(G * FUSE_ROWS * d);
         c->dbcp = alloc_f((size_t)m->n_threads * FUSE_ROWS * dbc);
         c->segdone = calloc(G, sizeof *c->segdone);
-        ok = c->px && c->po && c->dbcp && c->segdone;
+        c->segnode = calloc(SEG_MAX, sizeof *c->segnode);
+        c->tstack = alloc_f((size_t)m->n_threads * MMT_STACK_FLOATS);
+        ok = c->px && c->po && c->dbcp && c->segdone && c->segnode && c->tstack;
     }
     if (ok && m->info.arch == SS_ARCH_MOE_MAMBA) {
         c->router = alloc_f(T * E);
@@ -393,8 +396,9 @@ static void mixer_rms(const model_config *cf, float *dbc, int T)
  *           channels (segdone counts them);
  *   step 2: per segment taken: [dt_r | B | C] = the sum of the G partials (each part sums them
  *           once, into its own rows), dt_proj and the scan of the segment's channels, then
- *           out_proj's partial product over them;
- * and the caller sums out_proj's partials (+ bias) into the residual stream (G d adds a row).
+ *           out_proj's partial product over them, summed up the tree by whichever part finishes
+ *           a node's second child; the part that completes the root adds it (+ bias) into the
+ *           residual stream (fused1_tree_up).
  */
 typedef struct fused1_job {
     scan_job sj;
@@ -420,6 +424,38 @@ static void fused1_in_after(void *user, int lo, int hi)
     }
 }
 
+/*
+ * Segment l's partial product of out_proj is done: up the tree (internal.h seg_tree_sum), each
+ * node summed (left += right, in the left child's buffer) by the part that finishes its second
+ * child; the part that completes the root adds it (+ bias) into the residual stream.
+ */
+static void fused1_tree_up(fused1_job *j, int l)
+{
+    const ss_model *m = j->sj.m;
+    ss_ctx *c = j->sj.c;
+    const int d = m->cfg.d_model;
+    const size_t rows = (size_t)j->T * d;
+    int id = l, h = 0, base = 0; /* node (h, id) covers leaves [id << h, (id + 1) << h) */
+    while (!(id == 0 && (1 << h) >= j->G)) {
+        const int sib = id ^ 1;
+        if ((sib << h) < j->G) { /* two children: the second to finish sums them */
+            if (atomic_fetch_add(&c->segnode[base + (id >> 1)], 1) == 0) return;
+            float *L = c->po + (size_t)((id & ~1) << h) * rows;
+            const float *R = c->po + (size_t)((id | 1) << h) * rows;
+            for (size_t i = 0; i < rows; i++) L[i] += R[i];
+        }
+        base += SEG_MAX >> (h + 1);
+        id >>= 1;
+        h++;
+    }
+    const float *bias = j->sj.ly->out_proj_b;
+    for (int t = 0; t < j->T; t++) {
+        const float *o = c->po + (size_t)t * d;
+        float *hr = c->h + (size_t)t * d;
+        for (int i = 0; i < d; i++) hr[i] += bias ? o[i] + bias[i] : o[i];
+    }
+}
+
 static void fused1_scan_part(void *arg, int part, int np)
 {
     fused1_job *j = arg;
@@ -430,12 +466,8 @@ static void fused1_scan_part(void *arg, int part, int np)
     float *dbc = c->dbcp + (size_t)part * FUSE_ROWS * ldbc;
     (void)np;
     for (int l, summed = 0; (l = atomic_fetch_add(&j->next, 1)) < j->G;) {
-        if (!summed) { /* in segment order, as mm_t_rows' kernels add them */
-            memcpy(dbc, c->px, rows * sizeof *dbc);
-            for (int g = 1; g < j->G; g++) {
-                const float *p = c->px + (size_t)g * rows;
-                for (size_t i = 0; i < rows; i++) dbc[i] += p[i];
-            }
+        if (!summed) { /* x_proj's partials in their tree (seg_tree_sum, as mm_t_rows) */
+            seg_tree_sum(c->px, rows, j->G, rows, dbc);
             if (cf->has_mixer_rms) mixer_rms(cf, dbc, j->T);
             summed = 1;
         }
@@ -443,6 +475,7 @@ static void fused1_scan_part(void *arg, int part, int np)
         scan1_range(&j->sj, c0, c1, dbc);
         mm_t_part(j->sj.ly->out_proj_t, d, c->y, j->T, Di, c0, c1, 0, d,
                   c->po + (size_t)l * j->T * d, d, 0);
+        fused1_tree_up(j, l);
     }
 }
 
@@ -457,23 +490,12 @@ static void mamba1_fused(ss_model *m, ss_ctx *c, const layer *ly, const span *sp
                            .off = 0, .in = c->proj, .out = c->xc},
                     .S = S, .G = G, .T = T};
     for (int l = 0; l < G; l++) atomic_store_explicit(&c->segdone[l], 0, memory_order_relaxed);
+    for (int i = 0; i < SEG_MAX; i++) atomic_store_explicit(&c->segnode[i], 0, memory_order_relaxed);
     mm_rows_then(m, c, c->xn, T, d, d, ly->in_proj_w, ly->in_proj_b, 2 * Di, c->proj, 2 * Di,
                  fused1_in_after, &j);
     prof_mark(c, SS_PHASE_IN_PROJ);
     model_run(m, c, fused1_scan_part, &j);
     prof_mark(c, SS_PHASE_SCAN);
-    /* h += sum of out_proj's partials in segment order (+ bias), as mm_t_rows */
-    for (int t = 0; t < T; t++) {
-        float *o = c->out + (size_t)t * d, *h = c->h + (size_t)t * d;
-        memcpy(o, c->po + (size_t)t * d, (size_t)d * sizeof *o);
-        for (int g = 1; g < G; g++) {
-            const float *p = c->po + ((size_t)g * T + t) * d;
-            for (int i = 0; i < d; i++) o[i] += p[i];
-        }
-        if (ly->out_proj_b)
-            for (int i = 0; i < d; i++) o[i] += ly->out_proj_b[i];
-        for (int i = 0; i < d; i++) h[i] += o[i];
-    }
     prof_mark(c, SS_PHASE_RESIDUAL);
 }
 
