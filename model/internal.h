@@ -5,8 +5,9 @@
  * Shapes use: d = d_model, Di = d_inner, N = d_state, R = dt rank, K = conv_kernel,
  * C = conv channels, V = vocab, H = heads (Mamba-2), P = head_dim, G = n_groups,
  * E = experts, de = expert width, T = tokens in flight (rows of the scratch matrices).
- * Weight matrices are row-major [out, in] as in the checkpoint: y = W x (with fused_decode,
- * Mamba-1's x_proj and out_proj are kept transposed [in][out] instead: see mm_t_rows).
+ * Weight matrices are row-major [out, in] as in the checkpoint: y = W x (but Mamba-1's x_proj
+ * and out_proj are kept transposed, [in][out], under fused_decode, the default for stored
+ * weights: see mm_t_rows).
  */
 #ifndef SS_MODEL_INTERNAL_H
 #define SS_MODEL_INTERNAL_H
@@ -75,7 +76,7 @@ typedef struct layer {
     const float *in_proj_b; /* same rows, or NULL */
     const float *conv_w;    /* [C, K] (stored [C, 1, K]) */
     const float *conv_b;    /* [C] or NULL */
-    wmat x_proj_w;          /* M1: [R + 2N, Di] */
+    wmat x_proj_w;          /* M1 without fused_decode: [R + 2N, Di] */
     wmat x_proj_t;          /* M1 with fused_decode, instead: [Di][R + 2N], x_proj transposed */
     wmat dt_proj_w;         /* M1: [Di, R] */
     const float *dt_proj_b; /* M1: [Di] */
@@ -114,7 +115,7 @@ struct ss_model {
     int n_threads;
     ss_pool *pool; /* n_threads workers for every parallel step of the forward pass */
     int act8; /* --weights q8: batch-1 decode quantises activations too (gemv_q8a8) */
-    int fused; /* ss_model_params.fused_decode: Mamba-1 x_proj/out_proj transposed (mamba1_fused) */
+    int fused; /* ss_model_params.fused_decode (resolved): Mamba-1 x_proj/out_proj transposed */
     /* resources */
     mapping *maps;
     int n_maps;

@@ -115,13 +115,13 @@ typedef struct ss_model_params {
     /* With SS_WEIGHTS_Q8: keep batch-1 decode's activations in F32 (see SS_WEIGHTS_Q8). */
     int q8_f32_act;
     /*
-     * Mamba-1 layers: keep x_proj and out_proj transposed so that a decode step of up to 16
+     * Mamba-1 layers: x_proj and out_proj kept transposed, so that a decode step of up to 16
      * sequences runs each layer in two parallel steps instead of four (the threads meet twice;
-     * docs/performance.md, "Two meetings per layer"). Both products are then summed over 16
-     * segments of the channels in order: prompts and decode still give the same bits, which
-     * differ from the default's by float rounding. Off by default: on the machines measured so
-     * far it is not faster (and 8-bit weights lose their integer kernels for these two
-     * matrices). SS_FUSED_DECODE=1 in the environment turns it on as well.
+     * docs/performance.md, "Two meetings per Mamba-1 layer"). Both products are then summed
+     * over 16 segments of the channels in a fixed tree: prompts and decode give the same bits
+     * on any thread count. 0 (default): on, but not with SS_WEIGHTS_Q8 (whose two matrices keep
+     * their rows and the integer kernels); 1: on; -1: off (the rows, four steps). The
+     * environment's SS_FUSED_DECODE=1 or 0 overrides it.
      */
     int fused_decode;
 } ss_model_params;

@@ -125,7 +125,7 @@ static void check_wrappers(void)
 
 enum { SEQS = 4, WARM = 4, TOKENS = 12 };
 
-static int fused; /* ss_model_params.fused_decode for check_eval */
+static int fused; /* ss_model_params.fused_decode for check_eval (0: the default) */
 
 /* Decode TOKENS steps of `n_seqs` sequences (each step: eval, then sample every sequence) after
  * WARM untimed ones; counts only the measured steps. */
@@ -266,10 +266,11 @@ int main(int argc, char **argv)
             check_eval(fixture_path(fixtures[i]), threads, SEQS, 1.0f, SS_WEIGHTS_STORED);
         }
         check_engine(demo, threads);
-        /* the fused Mamba-1 decode step: its partial products in the context's scratch */
-        fused = 1;
+        /* the other layouts: stored weights' rows (four steps a layer), q8 fused */
+        fused = -1;
         check_eval(demo, threads, 1, 0, SS_WEIGHTS_STORED);
         check_eval(demo, threads, SEQS, 1.0f, SS_WEIGHTS_STORED);
+        fused = 1;
         check_eval(demo, threads, 1, 0, SS_WEIGHTS_Q8);
         fused = 0;
     }
