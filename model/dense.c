@@ -203,7 +203,7 @@ void mm_cols_small(const float *x, int rows, int in, int ldx, wmat w, const floa
 /* ---- transposed matrices (Mamba-1's x_proj and out_proj) ---------------------------------- */
 
 void mm_t_part(wmat w, int N, const float *X, int M, int ldx, int k0, int k1, int n0, int n1,
-               float *Y, int ldy, int add)
+               float *Y, int ldy)
 {
     const kernels *k = kernels_get();
     const int K = k1 - k0, n = n1 - n0;
@@ -211,15 +211,15 @@ void mm_t_part(wmat w, int N, const float *X, int M, int ldx, int k0, int k1, in
     X += k0;
     Y += n0;
     if (w.t == W_F32) {
-        k->gemm_t(X, M, K, ldx, (const float *)w.p + o, N, n, Y, ldy, add);
+        k->gemm_t(X, M, K, ldx, (const float *)w.p + o, N, n, Y, ldy, 0);
     } else if (w.t == W_BF16) {
-        k->gemm_t_bf16(X, M, K, ldx, (const uint16_t *)w.p + o, N, n, Y, ldy, add);
+        k->gemm_t_bf16(X, M, K, ldx, (const uint16_t *)w.p + o, N, n, Y, ldy, 0);
     } else if (w.t == W_F16) {
-        k->gemm_t_f16(X, M, K, ldx, (const uint16_t *)w.p + o, N, n, Y, ldy, add);
+        k->gemm_t_f16(X, M, K, ldx, (const uint16_t *)w.p + o, N, n, Y, ldy, 0);
     } else {
         const int lds = q8_blocks(N);
         k->gemm_t_q8(X, M, K, ldx, (const int8_t *)w.p + o, N,
-                     w.scale + (size_t)k0 * lds + n0 / Q8_BLOCK, lds, n, Y, ldy, add);
+                     w.scale + (size_t)k0 * lds + n0 / Q8_BLOCK, lds, n, Y, ldy, 0);
     }
 }
 
@@ -256,7 +256,7 @@ static void mmt_block(const mmt_job *j, float *stack, int r0, int np, int c0, in
     for (int k0 = 0; k0 < j->K; k0 += j->S) {
         float *b = stack + (size_t)top * nb;
         mm_t_part(j->w, j->N, j->x + (size_t)r0 * j->ldx, np, j->ldx, k0,
-                  k0 + j->S < j->K ? k0 + j->S : j->K, c0, c0 + nc, b - c0, nc, 0);
+                  k0 + j->S < j->K ? k0 + j->S : j->K, c0, c0 + nc, b - c0, nc);
         size[top++] = 1;
         while (top >= 2 && size[top - 1] == size[top - 2]) {
             float *l = stack + (size_t)(top - 2) * nb, *r = stack + (size_t)(top - 1) * nb;

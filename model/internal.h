@@ -236,10 +236,11 @@ static inline int mamba1_seg(int Di)
 {
     return ((Di + 15) / 16 + 15) & ~15;
 }
-/* Y[m][n] (+= when add) sum over k in [k0, k1) of Wt[k][n] X[m][k], columns [n0, n1) (n0 a
- * multiple of Q8_BLOCK); X and Y point at column 0 of their rows. On the calling thread. */
+/* Y[m][n] = sum over k in [k0, k1) of Wt[k][n] X[m][k] (a segment's partial product), columns
+ * [n0, n1) (n0 a multiple of Q8_BLOCK); X and Y point at column 0 of their rows. On the calling
+ * thread. */
 void mm_t_part(wmat w, int N, const float *X, int M, int ldx, int k0, int k1, int n0, int n1,
-               float *Y, int ldy, int add);
+               float *Y, int ldy);
 /*
  * The segments' partial products P_0..P_{G-1} are summed in a fixed binary tree, the same for
  * every caller: the complete tree over 16 leaves of which the first G are present (a node is the

@@ -420,7 +420,7 @@ static void fused1_in_after(void *user, int lo, int hi)
         const int n = (hi < s1 ? hi : s1) - (lo > s0 ? lo : s0);
         if (atomic_fetch_add(&c->segdone[l], n) + n == s1 - s0)
             mm_t_part(j->sj.ly->x_proj_t, ldbc, c->xc, j->T, Di, s0, s1, 0, ldbc,
-                      c->px + (size_t)l * j->T * ldbc, ldbc, 0);
+                      c->px + (size_t)l * j->T * ldbc, ldbc);
     }
 }
 
@@ -474,7 +474,7 @@ static void fused1_scan_part(void *arg, int part, int np)
         const int c0 = l * j->S, c1 = c0 + j->S < Di ? c0 + j->S : Di;
         scan1_range(&j->sj, c0, c1, dbc);
         mm_t_part(j->sj.ly->out_proj_t, d, c->y, j->T, Di, c0, c1, 0, d,
-                  c->po + (size_t)l * j->T * d, d, 0);
+                  c->po + (size_t)l * j->T * d, d);
         fused1_tree_up(j, l);
     }
 }
