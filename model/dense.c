@@ -246,6 +246,17 @@ void seg_tree_sum(const float *P, size_t stride, int G, size_t n, float *out)
     }
 }
 
+_Static_assert(MMT_STACK_FLOATS >= (size_t)MMT_STACK_BUFS * MM_PANEL * MMT_STACK_COLS,
+               "mm_t_rows' stack holds a panel of rows");
+
+/* The top subtree of a stack of top buffers of nb floats added into the one below it. */
+static void join_top(float *stack, int top, size_t nb)
+{
+    float *l = stack + (size_t)(top - 2) * nb;
+    const float *r = stack + (size_t)(top - 1) * nb;
+    for (size_t i = 0; i < nb; i++) l[i] += r[i];
+}
+
 /* The rows [r0, r0 + np) and columns [c0, c0 + nc) of y: each segment's product onto a stack of
  * subtrees (sizes 8, 4, 2, 1: a binary counter), the stack summed from its top at the end:
  * the tree of seg_tree_sum. */
@@ -258,17 +269,12 @@ static void mmt_block(const mmt_job *j, float *stack, int r0, int np, int c0, in
         mm_t_part(j->w, j->N, j->x + (size_t)r0 * j->ldx, np, j->ldx, k0,
                   k0 + j->S < j->K ? k0 + j->S : j->K, c0, c0 + nc, b - c0, nc);
         size[top++] = 1;
-        while (top >= 2 && size[top - 1] == size[top - 2]) {
-            float *l = stack + (size_t)(top - 2) * nb, *r = stack + (size_t)(top - 1) * nb;
-            for (size_t i = 0; i < nb; i++) l[i] += r[i];
+        for (; top >= 2 && size[top - 1] == size[top - 2]; top--) {
+            join_top(stack, top, nb);
             size[top - 2] *= 2;
-            top--;
         }
     }
-    for (; top >= 2; top--) { /* the right edge: the last subtree joins the one below it */
-        float *l = stack + (size_t)(top - 2) * nb, *r = stack + (size_t)(top - 1) * nb;
-        for (size_t i = 0; i < nb; i++) l[i] += r[i];
-    }
+    for (; top >= 2; top--) join_top(stack, top, nb); /* the right edge, from the top */
     for (int r = 0; r < np; r++) {
         float *yr = j->y + (size_t)(r0 + r) * j->ldy + c0;
         const float *t = stack + (size_t)r * nc;

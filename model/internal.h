@@ -227,14 +227,18 @@ void mm_cols_small(const float *x, int rows, int in, int ldx, wmat w, const floa
                    int hi, float *y, int ldy);
 /*
  * Transposed matrices Wt [K][N] (Mamba-1's x_proj, out_proj; kernels.h gemm_t). Their products
- * are summed over segments of S rows of Wt in order, S = mamba1_seg(K) (at most 16 segments):
- * the same bits whether one thread runs the segments one after the other (mm_t_rows) or threads
- * compute a segment each and the partial products are summed afterwards (the fused decode step
- * of model/mamba.c).
+ * are cut into mamba1_segs(K) segments of mamba1_seg(K) rows of Wt (at most 16, whole vectors
+ * of channels), whose partial products are summed in a fixed tree (seg_tree_sum below): the same
+ * bits whether one thread runs the segments one after the other (mm_t_rows) or threads compute
+ * a segment each (the fused decode step of model/mamba.c).
  */
 static inline int mamba1_seg(int Di)
 {
     return ((Di + 15) / 16 + 15) & ~15;
+}
+static inline int mamba1_segs(int Di)
+{
+    return (Di + mamba1_seg(Di) - 1) / mamba1_seg(Di);
 }
 /* Y[m][n] = sum over k in [k0, k1) of Wt[k][n] X[m][k] (a segment's partial product), columns
  * [n0, n1) (n0 a multiple of Q8_BLOCK); X and Y point at column 0 of their rows. On the calling
@@ -255,9 +259,9 @@ void seg_tree_sum(const float *P, size_t stride, int G, size_t n, float *out);
 /* Scratch floats mm_t_rows needs per thread (ss_ctx.tstack). */
 #define MMT_STACK_BUFS   6 /* subtrees of 8, 4, 2, 1 and 1 leaves, and a spare */
 #define MMT_STACK_COLS   128
-#define MMT_STACK_FLOATS ((size_t)MMT_STACK_BUFS * 64 * MMT_STACK_COLS)
-/* y[rows, N] = x[rows, K] Wt, segment by segment (+ bias; then h[rows, N] += y when h is not
- * NULL); threaded over the model's pool. */
+#define MMT_STACK_FLOATS ((size_t)MMT_STACK_BUFS * 64 * MMT_STACK_COLS) /* 64: MM_PANEL */
+/* y[rows, N] = x[rows, K] Wt, the segments' products summed in their tree (+ bias; then
+ * h[rows, N] += y when h is not NULL); threaded over the model's pool. */
 void mm_t_rows(const ss_model *m, ss_ctx *c, const float *x, int rows, int ldx, wmat w, int K,
                int N, int S, const float *bias, float *y, int ldy, float *h);
 /* Row r of an embedding-like matrix [V, d] as F32 into dst. */

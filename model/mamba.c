@@ -148,7 +148,7 @@ static ss_err ctx_reserve(ss_ctx *c, int rows)
     c->out = alloc_f(T * d);
     int ok = c->h && c->xn && c->proj && c->xc && c->dbc && c->dt && c->y && c->out;
     if (ok && m->fused) { /* Mamba-1 layers: the fused decode step's partial products */
-        const size_t G = (Di + (size_t)mamba1_seg((int)Di) - 1) / (size_t)mamba1_seg((int)Di);
+        const size_t G = (size_t)mamba1_segs((int)Di);
         c->px = alloc_f(G * FUSE_ROWS * dbc);
         c->po = alloc_f(G * FUSE_ROWS * d);
         c->dbcp = alloc_f((size_t)m->n_threads * FUSE_ROWS * dbc);
@@ -483,7 +483,7 @@ static void mamba1_fused(ss_model *m, ss_ctx *c, const layer *ly, const span *sp
                          int T, size_t ssm_off)
 {
     const model_config *cf = &m->cfg;
-    const int Di = cf->d_inner, d = cf->d_model, S = mamba1_seg(Di), G = (Di + S - 1) / S;
+    const int Di = cf->d_inner, d = cf->d_model, S = mamba1_seg(Di), G = mamba1_segs(Di);
     fused1_job j = {.sj = {.m = m, .c = c, .ly = ly, .sp = sp, .n_sp = n_sp, .ssm_off = ssm_off,
                            .fuse_dt = 1},
                     .cj = {.m = m, .ly = ly, .sp = sp, .n_sp = n_sp, .ld_in = 2 * Di, .C = Di,
