@@ -22,18 +22,19 @@
 #   --tokenizer FILE    GPT-NeoX tokenizer.json (default tests/fixtures/tokenizer's)
 #   --commit TEXT       llama.cpp's commit, printed with the table
 #   --out FILE          also write the raw results (one line per run, TSV)
-#   --max-others F      a shared host: before each run wait (up to 2 min) for the other
+#   --max-others F      a shared host: before each run wait (up to --quiet-wait) for the other
 #                       processes to use under F of the CPUs, and run again (twice at most) a
 #                       run during which they used more (default 0.15; the table keeps only the
 #                       last try). Both engines spin their threads at meetings, so a busy
 #                       neighbour costs them far more than its share (llama.cpp most).
+#   --quiet-wait S      the longest wait for a quiet host before a run (default 120 s)
 # Needs python3 with numpy. Takes minutes per shape (1.4b: ~10 min a round at 2 threads).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 LB="" GP="" SS="" SHAPES="130m" TYPES="F32 BF16 Q8_0" T=2 ROUNDS=3 TMPD=${TMPDIR:-/tmp}
-TOK="" COMMIT="" OUT="" MAXO=0.15
+TOK="" COMMIT="" OUT="" MAXO=0.15 QWAIT=120
 while [ $# -gt 0 ]; do
     case "$1" in
     --llama-bench) LB=$2; shift 2 ;;
@@ -48,6 +49,7 @@ while [ $# -gt 0 ]; do
     --commit) COMMIT=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --max-others) MAXO=$2; shift 2 ;;
+    --quiet-wait) QWAIT=$2; shift 2 ;;
     -h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "vs_llamacpp.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -83,10 +85,10 @@ others_share() {
         -v hz="$(getconf CLK_TCK)" 'BEGIN { o = ((b1 - b0) - (c1 - c0)) / hz / (w * n);
                                             printf "%.2f", o < 0 ? 0 : o }'
 }
-# wait (up to 2 min) until other processes use under MAXO of the CPUs over 2 s
+# wait (up to QWAIT s) until other processes use under MAXO of the CPUs over 2 s
 wait_quiet() {
     local i b0 c0
-    for i in $(seq 60); do
+    for i in $(seq $(((QWAIT + 1) / 2))); do
         b0=$(busy_ticks) c0=$(child_ticks)
         sleep 2
         awk -v o="$(others_share "$b0" "$c0" 2)" -v m="$MAXO" 'BEGIN { exit !(o < m) }' && return
