@@ -373,7 +373,7 @@ static void KFN(conv)(const conv_args *a)
     {                                                                                          \
         const size_t rk = (size_t)K;                                                           \
         int n = 0;                                                                             \
-        if (M == 1 && N >= FAR_MIN_ROWS) { /* four far streams: rows n, n + q, n + 2q, n + 3q */  \
+        if (M == 1 && N >= kernels_far_rows) { /* four far streams: rows n, n + q, n + 2q, n + 3q */  \
             const int q = N / 4;                                                               \
             for (; n < q; n++) B1(X, ldx, W + (size_t)n * rk, K, (size_t)q * rk, Y + n, q, ldy, 1); \
             n = 4 * q;                                                                         \

@@ -10,6 +10,7 @@
  * The golden tests (test_model) run the whole forward pass with the kernels the CPU picks; this
  * one makes sure the others agree too, including shapes the fixtures never reach.
  */
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -819,11 +820,15 @@ int main(void)
         int before = test_failures;
         test_gemms(sets[i]);
         test_gemm_t(sets[i]);
-        test_gemm_invariance(sets[i]);
+        /* one-row products from consecutive rows and from four far streams (kernels.h) */
+        for (int far = 0; far < 2; far++) {
+            kernels_far_rows = far ? FAR_MIN_ROWS : INT_MAX;
+            test_gemm_invariance(sets[i]);
+            test_gemv_q8a8(sets[i]);
+        }
         test_scan_invariance(sets[i]);
         if (i > 0) test_scan_conv(sets[i], ref);
         test_small_kernels(sets[i]);
-        test_gemv_q8a8(sets[i]);
         test_quantize_act_same(sets[i]);
         printf("%-8s %s\n", names[i], test_failures == before ? "ok" : "FAILED");
     }
