@@ -12,7 +12,7 @@
  * not involved: this isolates the kernels (model/kernels*.c) from the forward pass around them,
  * whose per-token cost statesoup-bench reports.
  *
- * The transposed kinds (f32t, bf16t, f16t, q8t: kernels.h gemm_t*) take the same bytes as
+ * The transposed kinds (f32t, bf16t, f16t, q8t, q8k, q8ka8: kernels.h gemm_t*) take the bytes of
  * Wt[rows][N], N = --k outputs, cut into segments of --seg rows (a segment of x_proj or out_proj
  * as Mamba-1 decode stores them transposed): each thread takes whole segments, contiguous, and
  * computes each segment's partial product (--rows input rows, the segment's SEG inputs of each)
@@ -24,7 +24,7 @@
  *                            [--size MB] [--k N] [--seg S]
  *   --threads 1,2,16   thread counts (default: 1,2 and all cores)
  *   --rows 1,16        input rows per product: 1 = batch-1 decode, 16 = 16 streams (default 1,16)
- *   --kernels LIST     read, f32, bf16, f16, q8, q8a8, f32t, bf16t, f16t, q8t
+ *   --kernels LIST     read, f32, bf16, f16, q8, q8a8, f32t, bf16t, f16t, q8t, q8k, q8ka8
  *                      (default read, f32, bf16, f16, q8)
  *   --matrix MB        stream matrices of MB megabytes one after another (default: one 1 GB)
  *   --size MB          weight bytes per kernel (default 1000)
@@ -49,9 +49,12 @@
 enum { TILE = 64, MAX_THREADS = 256, MAX_LIST = 16, SEGS = 16 };
 static int K = 1536;  /* values per weight row (--k): the outputs of the transposed kinds */
 static int SEG = 96;  /* rows of Wt per segment, the transposed kinds' unit of work (--seg) */
-enum kind { K_READ, K_F32, K_BF16, K_Q8, K_F16, K_Q8A8, K_F32T, K_BF16T, K_F16T, K_Q8T, N_KINDS };
-static const char *const kind_names[] = {"read", "f32", "bf16", "q8", "f16", "q8a8",
-                                         "f32t", "bf16t", "f16t", "q8t"};
+enum kind {
+    K_READ, K_F32, K_BF16, K_Q8, K_F16, K_Q8A8, K_F32T, K_BF16T, K_F16T, K_Q8T, K_Q8K, K_Q8KA8,
+    N_KINDS
+};
+static const char *const kind_names[] = {"read", "f32",   "bf16",  "q8",  "f16", "q8a8",
+                                         "f32t", "bf16t", "f16t",  "q8t", "q8k", "q8ka8"};
 
 static int transposed(enum kind k)
 {
@@ -62,7 +65,7 @@ static int transposed(enum kind k)
 static enum kind base_kind(enum kind k)
 {
     static const enum kind base[] = {[K_F32T] = K_F32, [K_BF16T] = K_BF16, [K_F16T] = K_F16,
-                                     [K_Q8T] = K_Q8};
+                                     [K_Q8T] = K_Q8, [K_Q8K] = K_Q8, [K_Q8KA8] = K_Q8};
     return transposed(k) ? base[k] : k;
 }
 
@@ -85,6 +88,7 @@ typedef struct bench {
     const float *xt; /* transposed kinds: [rows, SEGS * SEG], segment j reads columns of j % SEGS */
     float *part;     /* transposed kinds: thread t's partial products [rows, K] at t * 16 * K */
     const q8_act *xq; /* q8a8: x's first row quantised */
+    const q8_act *xqt; /* q8ka8: [SEGS] the segments' inputs of xt's first row quantised */
     float *y;        /* [rows, n] */
     int reps;        /* passes over the matrix per measurement (--size below 200 MB) */
     unsigned long long sink[MAX_THREADS];
@@ -116,9 +120,15 @@ static void segment(const kernels *k, const bench *b, size_t j, float *out)
         k->gemm_t_bf16(x, b->rows, SEG, ldx, (const uint16_t *)b->w + off, K, K, out, K, 0);
     else if (b->kind == K_F16T)
         k->gemm_t_f16(x, b->rows, SEG, ldx, (const uint16_t *)b->w + off, K, K, out, K, 0);
-    else
+    else if (b->kind == K_Q8T)
         k->gemm_t_q8(x, b->rows, SEG, ldx, (const int8_t *)b->w + off,
                      K, b->s + off / Q8_BLOCK, K / Q8_BLOCK, K, out, K, 0);
+    else if (b->kind == K_Q8K) /* the q8k layout: rows of 4 k x K outputs, scales [k / 32][K] */
+        k->gemm_t_q8k(x, b->rows, SEG, ldx, (const uint8_t *)b->w + off, 4 * (size_t)K,
+                      b->s + off / Q8_BLOCK, (size_t)K, K, out, K);
+    else
+        k->gemv_t_q8ka8(&b->xqt[j % SEGS], (const uint8_t *)b->w + off, 4 * (size_t)K,
+                        b->s + off / Q8_BLOCK, (size_t)K, K, out);
 }
 
 /*
@@ -286,8 +296,10 @@ static const char usage[] =
     "                     rows; each thread takes whole segments and computes their partial\n"
     "                     products into its own scratch, as batch-1 decode does for x_proj and\n"
     "                     out_proj; the first and last segments are checked bitwise against\n"
-    "                     the generic kernel first); comma-separated (default read, f32,\n"
-    "                     bf16, f16, q8)\n"
+    "                     the generic kernel first); q8k, q8ka8 (the same on 8-bit weights\n"
+    "                     in the q8k layout, scales along k, with F32 / 8-bit activations:\n"
+    "                     what --weights q8 decodes with under fused_decode; --seg a multiple\n"
+    "                     of 32); comma-separated (default read, f32, bf16, f16, q8)\n"
     "  --matrix MB        stream the 1 GB as matrices of MB megabytes one after another, the\n"
     "                     threads splitting each and meeting before the next, as the model's\n"
     "                     projections do (130m: in_proj 9.4 MB in F32, out_proj 4.7, x_proj\n"
@@ -354,7 +366,8 @@ int main(int argc, char **argv)
     else
         printf("statesoup-kernbench: %s kernels, K = %d, %.1f MB per matrix%s\n",
                kernels_get()->name, K, size_mb, size_mb < 200 ? " (passed over repeatedly)" : "");
-    if (want[K_F32T] || want[K_BF16T] || want[K_F16T] || want[K_Q8T])
+    if (want[K_F32T] || want[K_BF16T] || want[K_F16T] || want[K_Q8T] || want[K_Q8K] ||
+        want[K_Q8KA8])
         printf("transposed kinds: Wt[rows][%d] in segments of %d rows, checked against the "
                "generic kernel\n", K, SEG);
     float *x = aligned_alloc(64, 16 * K * sizeof *x);
@@ -374,6 +387,18 @@ int main(int argc, char **argv)
         return 1;
     }
     for (int i = 0; i < 16 * SEGS * SEG; i++) xt[i] = (float)(i % 11 - 5) * 0.03f;
+    q8_act xqt[SEGS];
+    void *xqt_mem = aligned_alloc(64, SEGS * q8_act_bytes(SEG));
+    if (!xqt_mem) return 1;
+    for (int j = 0; j < SEGS; j++) {
+        q8_act_init(&xqt[j], (char *)xqt_mem + j * q8_act_bytes(SEG), SEG);
+        q8_act_quantize(&xqt[j], xt + (size_t)j * SEG);
+    }
+    if ((want[K_Q8K] || want[K_Q8KA8]) && SEG % Q8_BLOCK) {
+        fprintf(stderr, "statesoup-kernbench: q8k and q8ka8 need --seg a multiple of %d\n",
+                Q8_BLOCK);
+        return 2;
+    }
     for (int kind = 0; kind < N_KINDS; kind++) {
         if (!want[kind]) continue;
         const enum kind base = base_kind((enum kind)kind);
@@ -415,9 +440,11 @@ int main(int argc, char **argv)
         for (size_t i = 0; s && i < n * (K / Q8_BLOCK); i++) s[i] = 0.01f + (float)(i % 5) * 1e-3f;
         for (int ti = 0; ti < n_threads; ti++)
             for (int ri = 0; ri < (kind == K_READ ? 1 : n_rows); ri++) {
-                if (kind == K_Q8A8 && rows[ri] != 1) continue; /* batch-1 decode only */
+                if ((kind == K_Q8A8 || kind == K_Q8KA8) && rows[ri] != 1)
+                    continue; /* batch-1 decode only */
                 bench b = {.kind = (enum kind)kind, .rows = rows[ri], .threads = threads[ti],
                            .n = piece ? n / piece * piece : n, .w = w, .s = s, .x = x, .xq = &xq,
+                           .xqt = xqt,
                            .xt = xt, .part = part, .y = y, .piece = piece,
                            .reps = size_mb < 200 ? (int)(200 / size_mb) : 1};
                 if (transposed(b.kind) && check_segments(&b)) return 1;
@@ -448,5 +475,6 @@ int main(int argc, char **argv)
     free(xt);
     free(part);
     free(xq_mem);
+    free(xqt_mem);
     return 0;
 }

@@ -167,6 +167,51 @@ static void gen_gemv_q8a8(const q8_act *x, const int8_t *W, const float *S, int 
     }
 }
 
+/* gemv_t_q8ka8 (kernels.h): per block the exact int32 sum, then the F32 chain over blocks. */
+static void gen_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const float *S,
+                             size_t lds, int N, float *Y)
+{
+    const int K = x->K, nb = q8_blocks(K);
+    for (int n = 0; n < N; n++) {
+        float acc = 0;
+        for (int b = 0; b < nb; b++) {
+            int32_t isum = 0;
+            for (int k = b * Q8_BLOCK; k < (b + 1) * Q8_BLOCK && k < K; k++)
+                isum += ((int32_t)W[(size_t)(k / 4) * ldw + 4 * (size_t)n + k % 4] - 128) * x->q[k];
+            acc = fmaf((float)isum, S[(size_t)b * lds + n] * x->s[b], acc);
+        }
+        Y[n] = acc;
+    }
+}
+
+/* gemm_t_q8k (kernels.h): per block an fmaf chain over its k, then the chain over blocks. */
+static void gen_gemm_t_q8k(const float *X, int M, int K, int ldx, const uint8_t *W, size_t ldw,
+                           const float *S, size_t lds, int N, float *Y, int ldy)
+{
+    const int nb = q8_blocks(K);
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            float acc = 0;
+            for (int b = 0; b < nb; b++) {
+                float t = 0;
+                for (int k = b * Q8_BLOCK; k < (b + 1) * Q8_BLOCK && k < K; k++)
+                    t = fmaf((float)((int)W[(size_t)(k / 4) * ldw + 4 * (size_t)n + k % 4] - 128),
+                             X[(size_t)m * ldx + k], t);
+                acc = fmaf(t, S[(size_t)b * lds + n], acc);
+            }
+            Y[(size_t)m * ldy + n] = acc;
+        }
+}
+
+void q8k_put_row(uint8_t *W, float *S, int N, int K, int n, const int8_t *q, const float *s)
+{
+    const int nb = q8_blocks(K);
+    for (int k = 0; k < nb * Q8_BLOCK; k++)
+        W[(size_t)(k / 4) * 4 * (size_t)N + 4 * (size_t)n + (size_t)(k % 4)] =
+            (uint8_t)((k < K ? q[k] : 0) + 128);
+    for (int b = 0; b < nb; b++) S[(size_t)b * N + n] = s[b];
+}
+
 static size_t round64(size_t n)
 {
     return (n + 63) & ~(size_t)63;
@@ -332,6 +377,8 @@ static const kernels generic = {
     .gemm_t_bf16 = gen_gemm_t_bf16,
     .gemm_t_f16 = gen_gemm_t_f16,
     .gemm_t_q8 = gen_gemm_t_q8,
+    .gemv_t_q8ka8 = gen_gemv_t_q8ka8,
+    .gemm_t_q8k = gen_gemm_t_q8k,
     .quantize_act8 = q8_act_quantize,
     .widen_q8 = gen_widen_q8,
     .widen_bf16 = gen_widen_bf16,

@@ -117,6 +117,25 @@ typedef struct kernels {
      * first column). Each step is acc = fmaf((float)q, s * x, acc), s * x rounded to F32 first. */
     void (*gemm_t_q8)(const float *X, int M, int K, int ldx, const int8_t *W, int ldw,
                       const float *S, int lds, int N, float *Y, int ldy, int add);
+    /*
+     * 8-bit weights transposed in the q8k layout (below: scales along k), for Mamba-1's x_proj
+     * and out_proj under --weights q8. W points at the layout's row of k0 / 4 (k0 a multiple of
+     * Q8_BLOCK) and its group of output n0 (W + 4 n0), ldw bytes between rows; S at scale row
+     * k0 / Q8_BLOCK and column n0, lds floats between rows. Outputs n < N, over k < K (from k0).
+     *
+     * gemv_t_q8ka8, one row with 8-bit activations (x quantised as for gemv_q8a8, K = x->K):
+     *   Y[n] = chain over the blocks b in order, from 0: acc = fmaf((float)i_b, S[b][n] * s_x[b],
+     *   acc), with i_b = sum over k of block b of q_w[n][k] q_x[k] (an exact int32; the product
+     *   S * s_x rounded to F32 first).
+     * gemm_t_q8k, M rows of F32 activations: Y[m][n] = chain over the blocks b in order, from 0:
+     *   acc = fmaf(t_b, S[b][n], acc), with t_b = the fmaf chain over k of block b in order, from
+     *   0: t = fmaf((float)q_w[n][k], X[m][k], t).
+     * Every kernel set gives these bits (tests/test_kernels.c). Both store Y (no add).
+     */
+    void (*gemv_t_q8ka8)(const struct q8_act *x, const uint8_t *W, size_t ldw, const float *S,
+                         size_t lds, int N, float *Y);
+    void (*gemm_t_q8k)(const float *X, int M, int K, int ldx, const uint8_t *W, size_t ldw,
+                       const float *S, size_t lds, int N, float *Y, int ldy);
     /* q8_act_quantize (below), the same bytes */
     void (*quantize_act8)(struct q8_act *a, const float *x);
     /* One q8 row of K values (its q8_blocks(K) scales in s) as F32 into dst. */
@@ -223,6 +242,37 @@ static inline int q8_blocks(int K)
 /* Quantise one row of K F32 weights into q and its scales s. -1 (nothing written past what was
  * read) if a weight is not finite, else 0. */
 int q8_quantize_row(const float *w, int K, int8_t *q, float *s);
+
+/*
+ * The q8k layout: a matrix W [N, K] quantised exactly as the row layout above (q8_quantize_row per
+ * output n: one scale per block of Q8_BLOCK consecutive k), kept transposed for products over a
+ * range of k (kernels.h gemm_t's use) with integer dot products:
+ *   values: Kp / 4 rows (Kp = K rounded up to Q8_BLOCK) of N groups of 4 bytes; byte j of group
+ *           n in row r is q[n][4r + j] + 128 as an unsigned byte (128 for k >= K): the four
+ *           consecutive k of one output that one lane of vpdpbusd multiplies (unsigned weights
+ *           against signed activations; sum (q + 128) q_x = sum q q_x + 128 sum q_x, the last
+ *           term once per activation block);
+ *   scales: S[b][n], q8_blocks(K) rows of N floats.
+ * Row r of the values at W + r * 4N, scale row b at S + b * N. The values a segment [k0, k1) of a
+ * product reads are whole rows, so segments start on a block (Q8_BLOCK).
+ */
+/* Bytes of the layout's values and floats of its scales for W [N, K]. */
+static inline size_t q8k_bytes(int N, int K)
+{
+    return (size_t)q8_blocks(K) * Q8_BLOCK * (size_t)N;
+}
+static inline size_t q8k_scales(int N, int K)
+{
+    return (size_t)q8_blocks(K) * (size_t)N;
+}
+/* Output n's quantised row (q [K], s [q8_blocks(K)], as q8_quantize_row wrote them) into the
+ * layout (values W, scales S; the padding past K included). */
+void q8k_put_row(uint8_t *W, float *S, int N, int K, int n, const int8_t *q, const float *s);
+/* The weight q[n][k] of the layout (what the kernels multiply). */
+static inline int q8k_at(const uint8_t *W, int N, int n, int k)
+{
+    return (int)W[(size_t)(k / 4) * 4 * (size_t)N + 4 * (size_t)n + (size_t)(k % 4)] - 128;
+}
 
 /*
  * An activation row quantised for gemv_q8a8: per block of Q8_BLOCK values one scale

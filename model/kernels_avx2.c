@@ -135,6 +135,64 @@ static void k256_gemv_q8a8(const q8_act *x, const int8_t *W, const float *S, int
     }
 }
 
+/*
+ * gemv_t_q8ka8 (kernels.h), AVX2 form, on the q8k layout: lanes over outputs (8 per vector),
+ * per row of the layout (4 k) the weights back to signed bytes (XOR 0x80), the signs of x's 4
+ * values moved onto them (vpsignb), vpmaddubsw of |x| against them (pairs of products, at most
+ * 2 x 127 x 127: no saturation) and vpmaddwd with ones: the int32 sum of the 4 products of each
+ * output, added up over the block's 8 rows (exact), then the generic kernel's F32 steps.
+ * Reads whole blocks of the layout (it is padded) and of x (zero past K).
+ */
+#define TQ8A8_TILE(NV)                                                                         \
+    do {                                                                                       \
+        __m256 acc[NV];                                                                        \
+        for (int v = 0; v < NV; v++) acc[v] = _mm256_setzero_ps();                             \
+        for (int b = 0; b < nb; b++) {                                                         \
+            __m256i is[NV];                                                                    \
+            for (int v = 0; v < NV; v++) is[v] = _mm256_setzero_si256();                      \
+            for (int r = 0; r < Q8_BLOCK / 4; r++) {                                           \
+                int32_t x4;                                                                    \
+                memcpy(&x4, x->q + b * Q8_BLOCK + 4 * r, 4);                                   \
+                const __m256i xs = _mm256_set1_epi32(x4), ax = _mm256_abs_epi8(xs);            \
+                const uint8_t *wr = W + (size_t)(b * Q8_BLOCK / 4 + r) * ldw + 4 * (size_t)n0; \
+                for (int v = 0; v < NV; v++) {                                                 \
+                    const __m256i w = _mm256_xor_si256(                                        \
+                        _mm256_loadu_si256((const __m256i *)(wr + 32 * v)), flip);             \
+                    is[v] = _mm256_add_epi32(                                                  \
+                        is[v], _mm256_madd_epi16(                                              \
+                                   _mm256_maddubs_epi16(ax, _mm256_sign_epi8(w, xs)), ones));  \
+                }                                                                              \
+            }                                                                                  \
+            const __m256 sx = _mm256_set1_ps(x->s[b]);                                         \
+            for (int v = 0; v < NV; v++)                                                       \
+                acc[v] = _mm256_fmadd_ps(                                                      \
+                    _mm256_cvtepi32_ps(is[v]),                                                 \
+                    _mm256_mul_ps(_mm256_loadu_ps(S + (size_t)b * lds + n0 + 8 * v), sx),      \
+                    acc[v]);                                                                   \
+        }                                                                                      \
+        for (int v = 0; v < NV; v++) _mm256_storeu_ps(Y + n0 + 8 * v, acc[v]);                 \
+    } while (0)
+
+static void k256_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const float *S,
+                              size_t lds, int N, float *Y)
+{
+    const int K = x->K, nb = q8_blocks(K), Nv = N / 8 * 8;
+    const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8((char)0x80);
+    int n0 = 0;
+    for (; n0 + 32 <= Nv; n0 += 32) TQ8A8_TILE(4);
+    for (; n0 < Nv; n0 += 8) TQ8A8_TILE(1);
+    for (int n = Nv; n < N; n++) { /* the last N % 8 outputs: the generic kernel's steps */
+        float acc = 0;
+        for (int b = 0; b < nb; b++) {
+            int32_t isum = 0;
+            for (int k = b * Q8_BLOCK; k < (b + 1) * Q8_BLOCK && k < K; k++)
+                isum += ((int32_t)W[(size_t)(k / 4) * ldw + 4 * (size_t)n + k % 4] - 128) * x->q[k];
+            acc = fmaf((float)isum, S[(size_t)b * lds + n] * x->s[b], acc);
+        }
+        Y[n] = acc;
+    }
+}
+
 static const kernels k256 = {
     .name = "avx2",
     .scan1 = k256_scan1,
@@ -149,6 +207,8 @@ static const kernels k256 = {
     .gemm_t_f16 = k256_gemm_t_f16,
     .gemm_t_q8 = k256_gemm_t_q8,
     .gemv_q8a8 = k256_gemv_q8a8,
+    .gemv_t_q8ka8 = k256_gemv_t_q8ka8,
+    .gemm_t_q8k = k256_gemm_t_q8k,
     .quantize_act8 = q8_act_quantize,
     .widen_q8 = k256_widen_q8,
     .widen_bf16 = k256_widen_bf16,

@@ -127,6 +127,8 @@ static void k512_conv_any(const conv_args *a)
 /* kernels_vnni.c, for CPUs with AVX-512 VNNI and BW (the form kernels_avx2.c has otherwise) */
 void kvnni_gemv_q8a8(const q8_act *x, const int8_t *W, const float *S, int N, float *Y);
 void kvnni_q8_act_quantize(q8_act *a, const float *x);
+void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const float *S,
+                        size_t lds, int N, float *Y);
 
 static kernels k512 = {
     .name = "avx512",
@@ -141,6 +143,8 @@ static kernels k512 = {
     .gemm_t_bf16 = k512_gemm_t_bf16,
     .gemm_t_f16 = k512_gemm_t_f16,
     .gemm_t_q8 = k512_gemm_t_q8,
+    .gemv_t_q8ka8 = NULL, /* chosen in kernels_avx512(), as gemv_q8a8 */
+    .gemm_t_q8k = k512_gemm_t_q8k,
     .gemv_q8a8 = NULL, /* these two chosen in kernels_avx512() */
     .quantize_act8 = NULL,
     .widen_q8 = k512_widen_q8,
@@ -159,6 +163,7 @@ static void k512_choose(void)
                      (b & bit_AVX512BW) && (b & bit_AVX512VL);
     k512.gemv_q8a8 = vnni ? kvnni_gemv_q8a8 : kernels_avx2()->gemv_q8a8;
     k512.quantize_act8 = vnni ? kvnni_q8_act_quantize : q8_act_quantize;
+    k512.gemv_t_q8ka8 = vnni ? kvnni_gemv_t_q8ka8 : kernels_avx2()->gemv_t_q8ka8;
 }
 
 const kernels *kernels_avx512(void)

@@ -24,6 +24,8 @@
 
 void kvnni_gemv_q8a8(const q8_act *x, const int8_t *W, const float *S, int N, float *Y);
 void kvnni_q8_act_quantize(q8_act *a, const float *x);
+void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const float *S,
+                        size_t lds, int N, float *Y);
 
 /*
  * Scales: per group of 16 blocks (8 chunks) a row's 16 block scales are loaded once and
@@ -124,6 +126,64 @@ void kvnni_gemv_q8a8(const q8_act *x, const int8_t *W, const float *S, int N, fl
     for (; n + 4 <= N; n += 4)
         q8a8_rows4(x, W + (size_t)n * K, S + (size_t)n * nb, nb, K, (size_t)nb, Y + n, 1);
     for (; n < N; n++) q8a8_row1(x, W + (size_t)n * K, S + (size_t)n * nb, nb, K, (size_t)nb, Y + n, 1);
+}
+
+/*
+ * gemv_t_q8ka8 (kernels.h) on the q8k layout: lanes over outputs (16 per vector); per row of the
+ * layout (4 k) one vpdpbusd of the stored unsigned weights (q + 128) against x's 4 signed bytes
+ * broadcast, into an int32 sum that starts at -128 sum(q_x) of the block: after the block's 8
+ * rows each lane holds the exact sum q_w q_x. Then the generic kernel's F32 steps (convert,
+ * S * s_x, one FMA). 13 operations per 512 bytes of weights. Tiles of TQ_NV vectors (8
+ * independent chains of vpdpbusd); the N % 16 outputs left in a masked vector. Reads whole blocks
+ * of the layout (it is padded) and of x (zero past K).
+ */
+#define TQ_NV 8
+#define TQ_TILE(NV, MASK)                                                                      \
+    do {                                                                                       \
+        __m512 acc[NV];                                                                        \
+        for (int v = 0; v < NV; v++) acc[v] = _mm512_setzero_ps();                             \
+        for (int b = 0; b < nb; b++) {                                                         \
+            const __m512i c0 = _mm512_set1_epi32(-128 * block_sum(x->q + b * Q8_BLOCK));       \
+            __m512i is[NV];                                                                    \
+            for (int v = 0; v < NV; v++) is[v] = c0;                                           \
+            for (int r = 0; r < Q8_BLOCK / 4; r++) {                                           \
+                int32_t x4;                                                                    \
+                memcpy(&x4, x->q + b * Q8_BLOCK + 4 * r, 4);                                   \
+                const __m512i xb = _mm512_set1_epi32(x4);                                      \
+                const uint8_t *wr = W + (size_t)(b * Q8_BLOCK / 4 + r) * ldw + 4 * (size_t)n0; \
+                for (int v = 0; v < NV; v++)                                                   \
+                    is[v] = _mm512_dpbusd_epi32(                                               \
+                        is[v], _mm512_maskz_loadu_epi32((MASK), wr + 64 * v), xb);             \
+            }                                                                                  \
+            const __m512 sx = _mm512_set1_ps(x->s[b]);                                         \
+            for (int v = 0; v < NV; v++)                                                       \
+                acc[v] = _mm512_fmadd_ps(                                                      \
+                    _mm512_cvtepi32_ps(is[v]),                                                 \
+                    _mm512_mul_ps(                                                             \
+                        _mm512_maskz_loadu_ps((MASK), S + (size_t)b * lds + n0 + 16 * v), sx), \
+                    acc[v]);                                                                   \
+        }                                                                                      \
+        for (int v = 0; v < NV; v++) _mm512_mask_storeu_ps(Y + n0 + 16 * v, (MASK), acc[v]);   \
+    } while (0)
+
+/* sum of the 32 signed bytes at q: the unsigned bytes q + 128 summed by vpsadbw, less 32 x 128 */
+static inline int32_t block_sum(const int8_t *q)
+{
+    const __m256i u = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)q),
+                                       _mm256_set1_epi8((char)0x80));
+    const __m256i s = _mm256_sad_epu8(u, _mm256_setzero_si256()); /* 4 sums of 8 */
+    const __m128i h = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    return (int32_t)(_mm_cvtsi128_si64(h) + _mm_extract_epi64(h, 1)) - Q8_BLOCK * 128;
+}
+
+void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const float *S,
+                        size_t lds, int N, float *Y)
+{
+    const int nb = q8_blocks(x->K);
+    int n0 = 0;
+    for (; n0 + TQ_NV * 16 <= N; n0 += TQ_NV * 16) TQ_TILE(TQ_NV, (__mmask16)0xffff);
+    for (; n0 + 16 <= N; n0 += 16) TQ_TILE(1, (__mmask16)0xffff);
+    if (n0 < N) TQ_TILE(1, (__mmask16)((1u << (N - n0)) - 1));
 }
 
 /*

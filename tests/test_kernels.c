@@ -802,6 +802,136 @@ static void test_gemm_t(const kernels *kn)
     CHECKF(ok, "%s gemm_t: exact fmaf chains (all weight types, tails, add, offsets)", kn->name);
 }
 
+/*
+ * The q8k layout (8-bit weights transposed, scales along k): gemv_t_q8ka8 (8-bit activations)
+ * and gemm_t_q8k (F32 activations) on a segment [k0, k0 + K) and columns [n0, n0 + N) of a
+ * matrix W [Nt, Kt] quantised per row: each output bitwise against the generic kernel and the
+ * formula of kernels.h written out here on q8k_at (the layout read back), close to double on the
+ * dequantised weights, nothing written past N; a non-finite activation makes its outputs NaN.
+ */
+static int check_q8k(const kernels *kn, int M, int Nt, int Kt, int N, int n0, int k0, int K)
+{
+    const int nbt = q8_blocks(Kt), nb = q8_blocks(K), ldx = K + 3, ldy = N + 5;
+    float *Wf = malloc(((size_t)Nt * Kt + 1) * sizeof *Wf), *srow = malloc((size_t)nbt * 4);
+    int8_t *qrow = malloc((size_t)Kt + 1);
+    uint8_t *W = malloc(q8k_bytes(Nt, Kt) + 1);
+    float *S = malloc((q8k_scales(Nt, Kt) + 1) * sizeof *S);
+    float *X = malloc(((size_t)M * ldx + 1) * sizeof *X);
+    float *Y = malloc(((size_t)M * ldy + 1) * sizeof *Y);
+    float *Yg = malloc(((size_t)M * ldy + 1) * sizeof *Y);
+    void *mem = aligned_alloc(64, q8_act_bytes(K));
+    fill(Wf, (size_t)Nt * Kt, -1, 1);
+    for (int n = 0; n < Nt; n++) {
+        if (n == 3) /* an all-zero block and an outlier */
+            for (int k = 0; k < Kt; k++)
+                if (k < 32 || k == 40) Wf[(size_t)n * Kt + k] = k < 32 ? 0 : 9;
+        q8_quantize_row(Wf + (size_t)n * Kt, Kt, qrow, srow);
+        q8k_put_row(W, S, Nt, Kt, n, qrow, srow);
+    }
+    fill(X, (size_t)M * ldx, -2, 2);
+    for (int k = 32; k < 64 && k < K; k++) X[k] = 0; /* row 0: a zero block, an outlier */
+    if (K > 70) X[70] = 30;
+    const uint8_t *Wp = W + (size_t)(k0 / 4) * 4 * Nt + 4 * (size_t)n0;
+    const float *Sp = S + (size_t)(k0 / Q8_BLOCK) * Nt + n0;
+    const size_t ldw = 4 * (size_t)Nt, lds = (size_t)Nt;
+    int ok = 1;
+    for (int pass = 0; pass < 2; pass++) { /* 0: F32 activations, 1: 8-bit */
+        q8_act a;
+        q8_act_init(&a, mem, K);
+        if (pass) kn->quantize_act8(&a, X);
+        const int rows = pass ? 1 : M;
+        for (int i = 0; i < M * ldy; i++) Y[i] = Yg[i] = 12345;
+        if (pass) {
+            kn->gemv_t_q8ka8(&a, Wp, ldw, Sp, lds, N, Y);
+            kernels_generic()->gemv_t_q8ka8(&a, Wp, ldw, Sp, lds, N, Yg);
+        } else {
+            kn->gemm_t_q8k(X, M, K, ldx, Wp, ldw, Sp, lds, N, Y, ldy);
+            kernels_generic()->gemm_t_q8k(X, M, K, ldx, Wp, ldw, Sp, lds, N, Yg, ldy);
+        }
+        for (int m = 0; m < rows && ok; m++) {
+            for (int n = N; n < ldy; n++) ok &= Y[(size_t)m * ldy + n] == 12345;
+            for (int n = 0; n < N && ok; n++) {
+                float acc = 0;
+                double want = 0, mag = 0;
+                for (int b = 0; b < nb; b++) {
+                    int32_t isum = 0;
+                    float t = 0;
+                    const float sw = Sp[(size_t)b * lds + n];
+                    for (int k = b * 32; k < b * 32 + 32 && k < K; k++) {
+                        const int q = q8k_at(W, Nt, n0 + n, k0 + k);
+                        const double x = pass ? (double)a.q[k] * a.s[b] : X[(size_t)m * ldx + k];
+                        isum += q * (pass ? a.q[k] : 0);
+                        t = fmaf((float)q, X[(size_t)m * ldx + k], t);
+                        want += q * (double)sw * x;
+                        mag += fabs(q * (double)sw * x);
+                    }
+                    acc = pass ? fmaf((float)isum, sw * a.s[b], acc) : fmaf(t, sw, acc);
+                }
+                const float got = Y[(size_t)m * ldy + n], gen = Yg[(size_t)m * ldy + n];
+                if (memcmp(&got, &acc, 4) || memcmp(&gen, &acc, 4) ||
+                    !close_to(got, want, mag, 2e-6)) {
+                    printf("  %s q8k %s M %d Nt %d Kt %d N %d n0 %d k0 %d K %d: y[%d][%d] = %.9g, "
+                           "generic %.9g, formula %.9g, double %.9g\n",
+                           kn->name, pass ? "a8" : "f32", M, Nt, Kt, N, n0, k0, K, m, n, got,
+                           gen, acc, want);
+                    ok = 0;
+                }
+            }
+        }
+        /* a NaN / an infinite activation: NaN in every output of its row */
+        if (N > 0 && K > 0) {
+            const int kbad = K / 2, m = M - 1;
+            const float keep = X[(size_t)m * ldx + kbad];
+            X[(size_t)m * ldx + kbad] = pass && K % 2 ? INFINITY : NAN;
+            if (pass) {
+                kn->quantize_act8(&a, X + (size_t)m * ldx);
+                kn->gemv_t_q8ka8(&a, Wp, ldw, Sp, lds, N, Y);
+                for (int n = 0; n < N; n++) ok &= isnan(Y[n]);
+            } else {
+                kn->gemm_t_q8k(X, M, K, ldx, Wp, ldw, Sp, lds, N, Y, ldy);
+                for (int n = 0; n < N; n++) ok &= isnan(Y[(size_t)m * ldy + n]);
+                for (int n = 0; n < N && m > 0; n++) ok &= isfinite(Y[n]);
+            }
+            X[(size_t)m * ldx + kbad] = keep;
+            if (!ok)
+                printf("  %s q8k %s: a NaN activation, M %d N %d K %d\n", kn->name,
+                       pass ? "a8" : "f32", M, N, K);
+        }
+    }
+    free(Wf);
+    free(srow);
+    free(qrow);
+    free(W);
+    free(S);
+    free(X);
+    free(Y);
+    free(Yg);
+    free(mem);
+    return ok;
+}
+
+static void test_q8k(const kernels *kn)
+{
+    /* M, Nt, Kt, N, n0, k0, K: 130m's x_proj and out_proj segments (from a segment inside the
+     * matrix), K % 32 and K % 4 tails, N around 8- and 16-lane vectors and the 4- and 8-vector
+     * tiles, column offsets (any n0), rows around the F32 kernel's row tiles */
+    static const int shapes[][7] = {
+        {1, 80, 1536, 80, 0, 0, 96},      {1, 768, 1536, 768, 0, 96, 96},
+        {1, 768, 1536, 768, 0, 1440, 96}, {16, 768, 192, 768, 0, 96, 96},
+        {3, 37, 17, 37, 0, 0, 17},        {4, 64, 64, 48, 16, 32, 32},
+        {5, 130, 70, 130, 0, 0, 70},      {7, 200, 100, 130, 33, 64, 36},
+        {2, 9, 33, 9, 0, 0, 33},          {1, 19, 5, 19, 0, 0, 5},
+        {6, 300, 256, 283, 17, 0, 256},   {1, 1536, 128, 1536, 0, 0, 128},
+        {8, 129, 96, 129, 0, 32, 64},     {1, 16, 32, 0, 0, 0, 32},
+        {2, 255, 512, 250, 5, 480, 32},   {9, 48, 512, 48, 0, 0, 512}};
+    int ok = 1;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        ok &= check_q8k(kn, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3], shapes[i][4],
+                        shapes[i][5], shapes[i][6]);
+    CHECKF(ok, "%s q8k layout: 8-bit and F32 activations, the same bits as the generic kernel",
+           kn->name);
+}
+
 int main(void)
 {
     __builtin_cpu_init();
@@ -829,6 +959,7 @@ int main(void)
         test_scan_invariance(sets[i]);
         if (i > 0) test_scan_conv(sets[i], ref);
         test_small_kernels(sets[i]);
+        test_q8k(sets[i]);
         test_quantize_act_same(sets[i]);
         printf("%-8s %s\n", names[i], test_failures == before ? "ok" : "FAILED");
     }
