@@ -720,8 +720,10 @@ static ss_err get_mat_as(loader *L, const char *name, wmat *out, int64_t rows, i
  * A matrix W [rows, cols] kept transposed, Wt [cols][rows] (Mamba-1's x_proj and out_proj: a
  * decode step sums their partial products over segments of the input channels, kernels.h
  * gemm_t): on the weights' arena, in the checkpoint's type (F32, or BF16 / F16 in row order), or
- * under --weights q8 quantised per block of Q8_BLOCK values of a row of Wt. The tensor's pages of
- * the mapping are released after the load, as for the other copies.
+ * under --weights q8 in the q8k layout (kernels.h: each row of W quantised as the row layout
+ * quantises it, a scale per block of Q8_BLOCK inputs, the values in rows of 4 inputs for the
+ * integer kernels). The tensor's pages of the mapping are released after the load, as for the
+ * other copies.
  */
 static ss_err get_mat_t(loader *L, const char *name, wmat *out, int64_t rows, int64_t cols)
 {
@@ -734,47 +736,52 @@ static ss_err get_mat_t(loader *L, const char *name, wmat *out, int64_t rows, in
     const int64_t want[2] = {rows, cols};
     if ((err = check_tensor(L, name, t, 2, want))) return err;
     const size_t R = (size_t)rows, C = (size_t)cols, esz = t->dtype == ST_F32 ? 4 : 2;
-    const int q8 = L->params->weights == SS_WEIGHTS_Q8, wide = q8 || t->dtype == ST_F32;
-    enum { BR = 64 }; /* source rows per block: each row of Wt gets BR values at a time */
-    /* F32 (and the F32 copy q8 quantises) or 16-bit, transposed */
-    void *dst = q8 ? malloc(R * C * 4 + 1) : arena_alloc(L->m, R * C * (wide ? 4 : 2) + 1);
-    void *blk = malloc(BR * C * (wide ? 4 : 2) + 1);
-    int8_t *q = q8 ? arena_alloc(L->m, R * C + 1) : NULL;
-    const size_t nb = (size_t)q8_blocks((int)rows);
-    float *sc = q8 ? arena_alloc(L->m, C * nb * sizeof *sc + 1) : NULL;
-    if (!dst || !blk || (q8 && (!q || !sc))) {
-        if (q8) free(dst);
-        free(blk);
-        return ss_fail(SS_ERR_NOMEM, "tensor %s: cannot allocate its transposed copy", name);
-    }
-    for (size_t r0 = 0; r0 < R; r0 += BR) {
-        const size_t nr = R - r0 < BR ? R - r0 : BR;
-        const uint8_t *src = (const uint8_t *)t->data + r0 * C * esz;
-        if (wide)
-            st_to_f32(t->dtype, src, blk, nr * C);
-        else
-            memcpy(blk, src, nr * C * 2);
-        for (size_t c = 0; c < C; c++)
-            for (size_t r = 0; r < nr; r++) {
-                if (wide)
-                    ((float *)dst)[c * R + r0 + r] = ((const float *)blk)[r * C + c];
-                else
-                    ((uint16_t *)dst)[c * R + r0 + r] = ((const uint16_t *)blk)[r * C + c];
-            }
-    }
-    free(blk);
-    if (q8) {
-        for (size_t c = 0; c < C && !err; c++)
-            if (q8_quantize_row((const float *)dst + c * R, (int)R, q + c * R, sc + c * nb))
+    if (L->params->weights == SS_WEIGHTS_Q8) {
+        const size_t nb = (size_t)q8_blocks((int)C);
+        uint8_t *w = arena_alloc(L->m, q8k_bytes((int)R, (int)C) + 1);
+        float *sc = arena_alloc(L->m, (q8k_scales((int)R, (int)C) + 1) * sizeof *sc);
+        float *row = malloc((C + 1) * sizeof *row), *rs = malloc((nb + 1) * sizeof *rs);
+        int8_t *q = malloc(C + 1);
+        if (!w || !sc || !row || !rs || !q)
+            err = ss_fail(SS_ERR_NOMEM, "tensor %s: cannot allocate its 8-bit copy", name);
+        for (size_t r = 0; r < R && !err; r++) {
+            st_to_f32(t->dtype, (const uint8_t *)t->data + r * C * esz, row, C);
+            if (q8_quantize_row(row, (int)C, q, rs))
                 err = ss_fail(SS_ERR_FORMAT,
-                              "tensor %s: column %zu has a value that is not finite; it cannot "
-                              "be quantised to 8 bits",
-                              name, c);
-        free(dst);
-        if (err) return err;
-        *out = (wmat){q, W_Q8, sc};
+                              "tensor %s: row %zu has a value that is not finite; it cannot be "
+                              "quantised to 8 bits",
+                              name, r);
+            else
+                q8k_put_row(w, sc, (int)R, (int)C, (int)r, q, rs);
+        }
+        free(row);
+        free(rs);
+        free(q);
+        if (err) return err; /* the arena is released with the model */
+        *out = (wmat){w, W_Q8, sc};
     } else {
-        *out = (wmat){dst, t->dtype == ST_F32 ? W_F32 : t->dtype == ST_BF16 ? W_BF16 : W_F16, NULL};
+        const int wide = t->dtype == ST_F32;
+        enum { BR = 64 }; /* source rows per block: each row of Wt gets BR values at a time */
+        void *dst = arena_alloc(L->m, R * C * (wide ? 4 : 2) + 1);
+        void *blk = malloc(BR * C * (wide ? 4 : 2) + 1);
+        if (!dst || !blk) {
+            free(blk);
+            return ss_fail(SS_ERR_NOMEM, "tensor %s: cannot allocate its transposed copy", name);
+        }
+        for (size_t r0 = 0; r0 < R; r0 += BR) {
+            const size_t nr = R - r0 < BR ? R - r0 : BR;
+            const uint8_t *src = (const uint8_t *)t->data + r0 * C * esz;
+            memcpy(blk, src, nr * C * esz);
+            for (size_t c = 0; c < C; c++)
+                for (size_t r = 0; r < nr; r++) {
+                    if (wide)
+                        ((float *)dst)[c * R + r0 + r] = ((const float *)blk)[r * C + c];
+                    else
+                        ((uint16_t *)dst)[c * R + r0 + r] = ((const uint16_t *)blk)[r * C + c];
+                }
+        }
+        free(blk);
+        *out = (wmat){dst, wide ? W_F32 : t->dtype == ST_BF16 ? W_BF16 : W_F16, NULL};
     }
     L->bytes_done += t->n_bytes;
     if (L->params->progress)
@@ -1155,6 +1162,9 @@ ss_err model_load(ss_model *m, const char *dir, const ss_model_params *p)
         goto out;
     }
     if ((err = parse_config(&L))) goto out;
+    /* 8-bit weights fuse only when the segments start on a block (the q8k layout, kernels.h) */
+    if (m->fused && p->weights == SS_WEIGHTS_Q8 && mamba1_seg(m->cfg.d_inner) % Q8_BLOCK)
+        m->fused = 0;
     if ((err = open_files(&L))) goto out;
     if ((err = load_weights(&L))) goto out;
     if (p->progress) /* tensors the model does not use (a tied lm_head) were never counted */

@@ -202,6 +202,12 @@ void mm_cols_small(const float *x, int rows, int in, int ldx, wmat w, const floa
 
 /* ---- transposed matrices (Mamba-1's x_proj and out_proj) ---------------------------------- */
 
+/* Byte offset of input k0 (a multiple of Q8_BLOCK), output n0 in a q8k layout of N outputs. */
+static size_t q8k_off(int N, int k0, int n0)
+{
+    return (size_t)(k0 / 4) * 4 * (size_t)N + 4 * (size_t)n0;
+}
+
 void mm_t_part(wmat w, int N, const float *X, int M, int ldx, int k0, int k1, int n0, int n1,
                float *Y, int ldy)
 {
@@ -216,11 +222,17 @@ void mm_t_part(wmat w, int N, const float *X, int M, int ldx, int k0, int k1, in
         k->gemm_t_bf16(X, M, K, ldx, (const uint16_t *)w.p + o, N, n, Y, ldy, 0);
     } else if (w.t == W_F16) {
         k->gemm_t_f16(X, M, K, ldx, (const uint16_t *)w.p + o, N, n, Y, ldy, 0);
-    } else {
-        const int lds = q8_blocks(N);
-        k->gemm_t_q8(X, M, K, ldx, (const int8_t *)w.p + o, N,
-                     w.scale + (size_t)k0 * lds + n0 / Q8_BLOCK, lds, n, Y, ldy, 0);
+    } else { /* the q8k layout (kernels.h): rows of 4 inputs, scales [k / Q8_BLOCK][N] */
+        k->gemm_t_q8k(X, M, K, ldx, (const uint8_t *)w.p + q8k_off(N, k0, n0), 4 * (size_t)N,
+                      w.scale + (size_t)(k0 / Q8_BLOCK) * N + n0, (size_t)N, n, Y, ldy);
     }
+}
+
+void mm_t_part_a8(wmat w, int N, const q8_act *x, int k0, int n0, int n1, float *Y)
+{
+    kernels_get()->gemv_t_q8ka8(x, (const uint8_t *)w.p + q8k_off(N, k0, n0), 4 * (size_t)N,
+                                w.scale + (size_t)(k0 / Q8_BLOCK) * N + n0, (size_t)N, n1 - n0,
+                                Y + n0);
 }
 
 /* y = x w summed over the segments of K in their tree (+ bias; h += y when h): a grid of nr row
@@ -307,9 +319,9 @@ void mm_t_rows(const ss_model *m, ss_ctx *c, const float *x, int rows, int ldx, 
 {
     if (rows <= 0 || N <= 0) return;
     const int nt = pool_size(m->pool);
-    /* columns in whole vectors (8-bit weights: whole blocks of scales); rows too when the
-     * columns alone leave threads idle (x_proj: 80 columns at 130m) */
-    const int unit = w.t == W_Q8 ? Q8_BLOCK : 16, units = (N + unit - 1) / unit;
+    /* columns in whole vectors; rows too when the columns alone leave threads idle (x_proj: 80
+     * columns at 130m) */
+    const int unit = 16, units = (N + unit - 1) / unit;
     mmt_job j = {.w = w, .K = K, .N = N, .S = S, .rows = rows, .ldx = ldx, .ldy = ldy,
                  .unit = unit, .x = x, .bias = bias, .y = y, .h = h, .stack = c->tstack};
     j.nc = units < nt ? units : nt;

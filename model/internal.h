@@ -24,7 +24,8 @@ typedef enum layer_kind { LAYER_MAMBA1, LAYER_MAMBA2, LAYER_MOE } layer_kind;
  * A weight matrix [out, in], row-major: F32 used in place; BF16 / F16 copied at load onto huge
  * pages and widened as it is read, BF16 in the pair layout of kernels.h (bf16_pack_rows); or
  * quantised at load to 8 bits (--weights q8): int8 values at p and one F32 scale per block of
- * Q8_BLOCK values of a row at scale (layout in kernels.h).
+ * Q8_BLOCK values of a row at scale (layout in kernels.h; the transposed x_proj_t and
+ * out_proj_t in its q8k layout).
  */
 typedef enum wtype { W_F32, W_BF16, W_F16, W_Q8 } wtype;
 typedef struct wmat {
@@ -174,6 +175,8 @@ struct ss_ctx {
     _Atomic int *segdone;
     _Atomic int *segnode; /* [SEG_MAX]: children of each tree node done (mamba1_fused) */
     float *tstack;        /* [n_threads][MMT_STACK_FLOATS]: mm_t_rows' subtrees */
+    void *segact; /* --weights q8 with 8-bit activations: [G] q8_act_bytes(S), each segment's
+                   * inputs of x_proj, then of out_proj, quantised (mamba1_fused) */
     /* rows of the round in flight (0 outside a round): 8-bit activations are for batch-1 decode
      * only, not for a prompt's expert that happens to get one row */
     int round_rows;
@@ -241,10 +244,14 @@ static inline int mamba1_segs(int Di)
     return (Di + mamba1_seg(Di) - 1) / mamba1_seg(Di);
 }
 /* Y[m][n] = sum over k in [k0, k1) of Wt[k][n] X[m][k] (a segment's partial product), columns
- * [n0, n1) (n0 a multiple of Q8_BLOCK); X and Y point at column 0 of their rows. On the calling
- * thread. */
+ * [n0, n1); X and Y point at column 0 of their rows (8-bit weights, the q8k layout: k0 a
+ * multiple of Q8_BLOCK). On the calling thread. */
 void mm_t_part(wmat w, int N, const float *X, int M, int ldx, int k0, int k1, int n0, int n1,
                float *Y, int ldy);
+/* The same for one row on 8-bit weights with 8-bit activations (kernels.h gemv_t_q8ka8): x the
+ * segment's inputs [k0, k0 + x->K) quantised (k0 a multiple of Q8_BLOCK); Y at column 0. */
+struct q8_act;
+void mm_t_part_a8(wmat w, int N, const struct q8_act *x, int k0, int n0, int n1, float *Y);
 /*
  * The segments' partial products P_0..P_{G-1} are summed in a fixed binary tree, the same for
  * every caller: the complete tree over 16 leaves of which the first G are present (a node is the

@@ -94,6 +94,8 @@ static void ctx_release(ss_ctx *c)
     free((void *)c->segdone);
     free((void *)c->segnode);
     c->segdone = c->segnode = NULL;
+    free(c->segact);
+    c->segact = NULL;
     free(c->route_idx);
     free(c->perm);
     free(c->counts);
@@ -156,6 +158,10 @@ static ss_err ctx_reserve(ss_ctx *c, int rows)
         c->segnode = calloc(SEG_MAX, sizeof *c->segnode);
         c->tstack = alloc_f((size_t)m->n_threads * MMT_STACK_FLOATS);
         ok = c->px && c->po && c->dbcp && c->segdone && c->segnode && c->tstack;
+        if (ok && m->act8) { /* each segment's inputs quantised (q8 batch-1 decode) */
+            c->segact = aligned_alloc(64, G * q8_act_bytes(mamba1_seg((int)Di)));
+            ok = c->segact != NULL;
+        }
     }
     if (ok && m->info.arch == SS_ARCH_MOE_MAMBA) {
         c->router = alloc_f(T * E);
@@ -404,8 +410,29 @@ typedef struct fused1_job {
     scan_job sj;
     conv_job cj;
     int S, G, T;
+    int a8; /* --weights q8, one row: 8-bit activations (each segment's, quantised by its part) */
     atomic_int next; /* step 2: the next segment */
 } fused1_job;
+
+/*
+ * Segment l's partial product of a transposed matrix over the channels [s0, s1) of x (rows at
+ * stride Di) into out: with 8-bit activations (j->a8), the segment's channels quantised first
+ * (into its own scratch: one part per segment at a time), then the integer kernel.
+ */
+static void fused1_part(const fused1_job *j, wmat w, int N, const float *x, int l, int s0, int s1,
+                        float *out)
+{
+    ss_ctx *c = j->sj.c;
+    const int Di = j->sj.m->cfg.d_inner;
+    if (!j->a8) {
+        mm_t_part(w, N, x, j->T, Di, s0, s1, 0, N, out, N);
+        return;
+    }
+    q8_act a;
+    q8_act_init(&a, (char *)c->segact + (size_t)l * q8_act_bytes(j->S), s1 - s0);
+    kernels_get()->quantize_act8(&a, x + s0);
+    mm_t_part_a8(w, N, &a, s0, 0, N, out);
+}
 
 static void fused1_in_after(void *user, int lo, int hi)
 {
@@ -419,8 +446,8 @@ static void fused1_in_after(void *user, int lo, int hi)
         const int s0 = l * j->S, s1 = s0 + j->S < Di ? s0 + j->S : Di;
         const int n = (hi < s1 ? hi : s1) - (lo > s0 ? lo : s0);
         if (atomic_fetch_add(&c->segdone[l], n) + n == s1 - s0)
-            mm_t_part(j->sj.ly->x_proj_t, ldbc, c->xc, j->T, Di, s0, s1, 0, ldbc,
-                      c->px + (size_t)l * j->T * ldbc, ldbc);
+            fused1_part(j, j->sj.ly->x_proj_t, ldbc, c->xc, l, s0, s1,
+                        c->px + (size_t)l * j->T * ldbc);
     }
 }
 
@@ -473,8 +500,7 @@ static void fused1_scan_part(void *arg, int part, int np)
         }
         const int c0 = l * j->S, c1 = c0 + j->S < Di ? c0 + j->S : Di;
         scan1_range(&j->sj, c0, c1, dbc);
-        mm_t_part(j->sj.ly->out_proj_t, d, c->y, j->T, Di, c0, c1, 0, d,
-                  c->po + (size_t)l * j->T * d, d);
+        fused1_part(j, j->sj.ly->out_proj_t, d, c->y, l, c0, c1, c->po + (size_t)l * j->T * d);
         fused1_tree_up(j, l);
     }
 }
@@ -488,7 +514,9 @@ static void mamba1_fused(ss_model *m, ss_ctx *c, const layer *ly, const span *sp
                            .fuse_dt = 1},
                     .cj = {.m = m, .ly = ly, .sp = sp, .n_sp = n_sp, .ld_in = 2 * Di, .C = Di,
                            .off = 0, .in = c->proj, .out = c->xc},
-                    .S = S, .G = G, .T = T};
+                    .S = S, .G = G, .T = T,
+                    .a8 = ly->x_proj_t.t == W_Q8 && T == 1 && m->act8 && c->round_rows <= 1 &&
+                          c->segact};
     for (int l = 0; l < G; l++) atomic_store_explicit(&c->segdone[l], 0, memory_order_relaxed);
     for (int i = 0; i < SEG_MAX; i++) atomic_store_explicit(&c->segnode[i], 0, memory_order_relaxed);
     mm_rows_then(m, c, c->xn, T, d, d, ly->in_proj_w, ly->in_proj_b, 2 * Di, c->proj, 2 * Di,

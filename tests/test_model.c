@@ -1157,6 +1157,98 @@ static void check_fused(void)
     free(lw);
 }
 
+/*
+ * --weights q8 with fused_decode on the demo model (segments of 32 channels: the q8k layout, its
+ * integer kernel at batch-1 decode): the logits stay within the quantisation's reach of the exact
+ * model's (the same top token nearly everywhere) and close to q8's row layout (the same 8-bit
+ * values, the blocks' sums in another order); prompts and decode tokens give the same bits on 1,
+ * 2 and 3 threads (each segment's part and the tree are fixed), with 8-bit or F32 activations,
+ * and a prompt's rows do not depend on its length (check_reuse: prompts split anywhere); a
+ * decode token takes two parallel steps per layer and one for the logits.
+ */
+static void check_fused_q8(void)
+{
+    char demo[4096];
+    snprintf(demo, sizeof demo, "%s/models/demo-mamba1", test_source_root());
+    ss_model_params p = ss_model_default_params();
+    p.n_threads = 2;
+    ss_model *m;
+    REQUIRE_OK(ss_model_open(&m, demo, &p));
+    const size_t V = (size_t)ss_model_get_info(m)->vocab_size;
+    const int L = ss_model_get_info(m)->n_layer;
+    float *lx = malloc(43 * V * sizeof(float)), *lr = malloc(43 * V * sizeof(float));
+    float *lf = malloc(43 * V * sizeof(float)), *l1 = malloc(43 * V * sizeof(float));
+    float *lw = malloc(43 * V * sizeof(float));
+    q8_run(m, lx); /* exact */
+    ss_model_close(m);
+    p.weights = SS_WEIGHTS_Q8;
+    for (int act = 0; act < 2; act++) { /* 8-bit activations (the default), then F32 ones */
+        p.q8_f32_act = act;
+        p.fused_decode = -1; /* q8's rows */
+        REQUIRE_OK(ss_model_open(&m, demo, &p));
+        q8_run(m, lr);
+        ss_model_close(m);
+        p.fused_decode = 1;
+        for (int nt = 1; nt <= 3; nt++) {
+            p.n_threads = nt;
+            REQUIRE_OK(ss_model_open(&m, demo, &p));
+            q8_run(m, lf);
+            double amax, e = q8_max_diff(lf, lr, 43 * V, &amax);
+            CHECKF(e <= 1e-4 * (1 + amax), "q8 fused (%s activations), %d threads: logits differ "
+                   "from q8's rows by %g (|logit| <= %g)", act ? "F32" : "8-bit", nt, e, amax);
+            e = q8_max_diff(lf, lx, 43 * V, &amax);
+            int same = 0;
+            for (int t = 0; t < 43; t++) {
+                int ia = 0, ib = 0;
+                for (size_t v = 1; v < V; v++) {
+                    ia = lx[t * V + v] > lx[t * V + ia] ? (int)v : ia;
+                    ib = lf[t * V + v] > lf[t * V + ib] ? (int)v : ib;
+                }
+                same += ia == ib;
+            }
+            CHECKF(e <= 0.02 * amax && same >= 40, "q8 fused (%s activations), %d threads: "
+                   "differs from exact by %g (|logit| <= %g), %d of 43 top tokens kept",
+                   act ? "F32" : "8-bit", nt, e, amax, same);
+            if (nt == 1) memcpy(l1, lf, 43 * V * sizeof(float));
+            CHECKF(!memcmp(lf, l1, 43 * V * sizeof(float)),
+                   "q8 fused (%s activations): %d threads give other bits than one",
+                   act ? "F32" : "8-bit", nt);
+            int32_t ids[43];
+            q8_ids(ids, (int)V);
+            ss_ctx *c;
+            ss_state *st;
+            REQUIRE_OK(ss_ctx_new(m, &c));
+            REQUIRE_OK(ss_state_new(m, &st));
+            ss_seq q = {.state = st, .tokens = ids, .n_tokens = 43, .logits = lw, .logits_all = 1};
+            REQUIRE_OK(ss_model_eval(m, c, &q, 1, 0));
+            /* the 43 tokens as one prompt: its first 40 rows are the 40-token prompt's (one row
+             * at a time q8 sums in another order, whatever the layout: check_reuse) */
+            CHECKF(!memcmp(lw, lf, 40 * V * sizeof(float)),
+                   "q8 fused (%s activations), %d threads: a prompt's rows depend on its length",
+                   act ? "F32" : "8-bit", nt);
+            int32_t tok = 7;
+            ss_seq d = {.state = st, .tokens = &tok, .n_tokens = 1, .logits = lw};
+            ss_ctx_set_profile(c, 1);
+            for (int i = 0; i < 4; i++) REQUIRE_OK(ss_model_eval(m, c, &d, 1, 0));
+            ss_profile pr;
+            ss_ctx_get_profile(c, &pr);
+            if (nt > 1)
+                CHECKF(pr.pool_steps == 4u * (2 * (uint64_t)L + 1), "q8 fused: %llu parallel "
+                       "steps for 4 tokens, want %d", (unsigned long long)pr.pool_steps,
+                       4 * (2 * L + 1));
+            ss_state_free(st);
+            ss_ctx_free(c);
+            ss_model_close(m);
+        }
+        p.n_threads = 2;
+    }
+    free(lx);
+    free(lr);
+    free(lf);
+    free(l1);
+    free(lw);
+}
+
 int main(int argc, char **argv)
 {
     ss_blas_ensure_kernels(argv);
@@ -1192,6 +1284,7 @@ int main(int argc, char **argv)
         check_threads();
         check_profile();
         check_fused();
+        check_fused_q8();
         /* both layouts: prompts split anywhere, decode steps of one to a few rows, the same
          * bits (the default fuses stored weights and keeps q8's rows; here the other way) */
         ss_model_params fd = ss_model_default_params();
@@ -1200,7 +1293,10 @@ int main(int argc, char **argv)
         check_reuse("models/moe-mamba-switch", &fd);
         fd.fused_decode = 1;
         fd.weights = SS_WEIGHTS_Q8;
-        check_reuse("models/mamba1-tiny", &fd);
+        check_reuse("models/mamba1-tiny", &fd); /* (segments of 16 channels: q8 keeps rows) */
+        check_reuse("../../models/demo-mamba1", &fd); /* the q8k layout */
+        fd.q8_f32_act = 1;
+        check_reuse("../../models/demo-mamba1", &fd);
         /* 8-bit weights: prefill panels widen the weights (dense.c), short spans convert them
          * in registers: the same bits. (Not MoE: an expert given one token of a step runs the
          * one-row kernel, which sums in another order.) */

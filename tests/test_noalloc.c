@@ -272,6 +272,7 @@ int main(int argc, char **argv)
         check_eval(demo, threads, SEQS, 1.0f, SS_WEIGHTS_STORED);
         fused = 1;
         check_eval(demo, threads, 1, 0, SS_WEIGHTS_Q8);
+        check_eval(demo, threads, SEQS, 1.0f, SS_WEIGHTS_Q8);
         fused = 0;
     }
     return test_done("test_noalloc");
