@@ -162,9 +162,11 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 [ -z "$OUT" ] || cp "$RAW" "$OUT"
 
-"$PY" - "$RAW" "$T" <<'EOF'
+"$PY" - "$RAW" "$T" "$MAXO" <<'EOF'
 import sys, statistics
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+maxo = float(sys.argv[3])
+noisy = False
 keys = []
 for r in rows:
     if (r[1], r[2]) not in keys:
@@ -174,6 +176,13 @@ def cell(vals):
         return "-"
     md = statistics.median(vals)
     return f"{md:.1f} ({min(vals):.1f}-{max(vals):.1f})"
+def quiet(runs):
+    """the runs the neighbours left alone (all of them, marked, where there are none)"""
+    global noisy
+    q = [r for r in runs if float(r[6]) < maxo]
+    if not q and runs:
+        noisy = True
+    return q or runs
 def med(vals):
     return statistics.median(vals) if vals else float("nan")
 t = sys.argv[2]
@@ -181,10 +190,13 @@ print(f"\ntok/s at {t} threads: median over rounds (range)")
 print(f"| shape | type | llama.cpp pp512 | statesoup pp512 | x | llama.cpp tg128 | statesoup decode 128 | x |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- |")
 for s, ty in keys:
-    v = {e: [r for r in rows if r[1] == s and r[2] == ty and r[3] == e] for e in ("llama.cpp", "statesoup")}
+    v = {e: quiet([r for r in rows if r[1] == s and r[2] == ty and r[3] == e])
+         for e in ("llama.cpp", "statesoup")}
     lp = [float(r[4]) for r in v["llama.cpp"]]; sp = [float(r[4]) for r in v["statesoup"]]
     ld = [float(r[5]) for r in v["llama.cpp"]]; sd = [float(r[5]) for r in v["statesoup"]]
     ours = "q8" if ty == "Q8_0" else ty
     print(f"| {s} | {ty} / {ours} | {cell(lp)} | {cell(sp)} | {med(sp) / med(lp):.2f} | "
           f"{cell(ld)} | {cell(sd)} | {med(sd) / med(ld):.2f} |")
+print(f"(rounds during which other processes used {maxo} of the CPUs or more are left out"
+      + ("; where every round was, all are kept)" if noisy else ")"))
 EOF
