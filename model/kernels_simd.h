@@ -880,6 +880,9 @@ typedef int32_t KFN(vi32) __attribute__((vector_size(VW * 4)));
             _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) t[r][v] = VZERO();           \
         for (int k = b * Q8_BLOCK; k < kend; k += 4) {                                         \
             const uint8_t *wk = W + (size_t)(k / 4) * ldw + 4 * (size_t)n0;                    \
+            if (m0 == 0) /* this row's lines of the next block, into L2 */                    \
+                for (int l = 0; l < 4 * NV * VW; l += 64)                                      \
+                    __builtin_prefetch(wk + 2 * (Q8_BLOCK / 4) * ldw + l, 0, 2);                   \
             KFN(vi32) wv[NV];                                                                  \
             _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) {                            \
                 memcpy(&wv[v], wk + 4 * (size_t)v * VW, sizeof wv[v]);                         \
