@@ -119,7 +119,7 @@ READ_LOOP(read_base, )
 
 /* --shape and --model folders per run. */
 #define MAX_MODELS 8
-/* --quick caps the prompt and the tokens decoded per stream at these. */
+/* --quick's prompt and tokens decoded per stream, unless --prompt / --decode say. */
 #define QUICK_PROMPT 64
 #define QUICK_DECODE 8
 /* Decode is measured at 1, 4 and 16 concurrent streams. */
@@ -535,7 +535,8 @@ static const char help[] =
     "  --threads N      compute threads (default: all cores)\n"
     "  --tmp DIR        where to write checkpoints and the store (default $TMPDIR or /tmp)\n"
     "  --json FILE      also write the results as JSON\n"
-    "  --quick          shorter runs (for a smoke test)\n"
+    "  --quick          shorter runs (for a smoke test): one round of each phase, a prompt of\n"
+    "                   64 tokens and 8 decoded per stream unless --prompt / --decode say\n"
     "  --keep           keep the generated checkpoints (their folder is printed)\n"
     "  --huge-pages     load the F32 weights onto transparent huge pages (statesoupd\n"
     "                   --huge-pages; 16-bit and q8 matrices are on huge pages without it)\n"
@@ -554,6 +555,7 @@ static const char help[] =
 typedef struct bench_opts {
     const char *json_out, *tmp;
     int n_prompt, n_decode, threads, quick, keep, huge, dtype, q8, profile;
+    int prompt_set, decode_set; /* --prompt / --decode given (--quick leaves them) */
     int do_prefill, do_decode, do_store, do_fair, long_prompt;
     int do_prefix, prefix_prompt, prefix_shared;
     int do_search, do_children;
@@ -618,7 +620,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
                 return 2;
             }
             break;
-        case 'p': o->n_prompt = atoi(optarg); break;
+        case 'p': o->n_prompt = atoi(optarg), o->prompt_set = 1; break;
         case 'L': o->long_prompt = atoi(optarg); break;
         case 'P':
             if (sscanf(optarg, "%d,%d", &o->prefix_prompt, &o->prefix_shared) != 2 ||
@@ -627,7 +629,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
                 return 2;
             }
             break;
-        case 'd': o->n_decode = atoi(optarg); break;
+        case 'd': o->n_decode = atoi(optarg), o->decode_set = 1; break;
         case 't': o->threads = atoi(optarg); break;
         case 'T': o->tmp = optarg; break;
         case 'j': o->json_out = optarg; break;
@@ -659,8 +661,8 @@ static int parse_args(int argc, char **argv, bench_opts *o)
     }
     if (!o->n_want && !o->n_dirs) o->want[o->n_want++] = &shapes[0];
     if (o->quick) {
-        o->n_prompt = o->n_prompt > QUICK_PROMPT ? QUICK_PROMPT : o->n_prompt;
-        o->n_decode = o->n_decode > QUICK_DECODE ? QUICK_DECODE : o->n_decode;
+        if (!o->prompt_set) o->n_prompt = QUICK_PROMPT;
+        if (!o->decode_set) o->n_decode = QUICK_DECODE;
     }
     return -1;
 }

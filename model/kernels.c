@@ -8,6 +8,7 @@
 #include "kernels.h"
 
 #include <cpuid.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -402,6 +403,7 @@ void kernels_block16(const float *src, int C, int K, float *dst)
 }
 
 static const kernels *chosen;
+int kernels_far_rows = INT_MAX; /* kernels.h; chosen below */
 
 /* Runs once per process (pthread_once): the CPU and SS_KERNELS do not change under us, and
  * the engine, the merge threads and the loader may all ask first at the same time. */
@@ -424,6 +426,11 @@ static void kernels_choose(void)
         k = kernels_avx512();
     else if (has2)
         k = kernels_avx2();
+    const char *far = getenv("SS_FAR_STREAMS");
+    if (far && (!strcmp(far, "0") || !strcmp(far, "1")))
+        kernels_far_rows = far[0] == '1' ? FAR_MIN_ROWS : INT_MAX;
+    else
+        kernels_far_rows = __builtin_cpu_is("amd") ? FAR_MIN_ROWS : INT_MAX;
     chosen = k;
 }
 

@@ -31,6 +31,7 @@ enum { NB = 16 / VW }; /* vectors per block of 16 channels */
 #ifndef PF1_ROWS
 #define PF1_ROWS 8
 #endif
+#define GS_PF_AHEAD(rs, K) ((rs) == (size_t)(K) ? (size_t)PF1_ROWS * (K) : (size_t)FAR_PF_ROWS * (K))
 
 static inline VF KFN(exp)(VF x)
 {
@@ -289,8 +290,8 @@ static void KFN(conv)(const conv_args *a)
     do {                                                                                       \
         float sum = VHSUM(GS_ACC(i, j));                                                       \
         for (int kk = k; kk < K; kk++)                                                         \
-            sum += WSC(W[(size_t)(i) * K + kk]) * X[(size_t)(j) * ldx + kk];                   \
-        Y[(size_t)(j) * ldy + (i)] = sum;                                                      \
+            sum += WSC(W[(size_t)(i) * rs + kk]) * X[(size_t)(j) * ldx + kk];                  \
+        Y[(size_t)(j) * ldy + (size_t)(i) * ys] = sum;                                         \
     } while (0)
 #define GS_OUT4(j, WSC)                                                                        \
     do {                                                                                       \
@@ -309,18 +310,18 @@ static void KFN(conv)(const conv_args *a)
             __builtin_prefetch(W + 5 * (size_t)K + k);                                         \
             __builtin_prefetch(W + 6 * (size_t)K + k);                                         \
             __builtin_prefetch(W + 7 * (size_t)K + k);                                         \
-        } else if (RX == 1 && (AHEAD)) { /* PF1_ROWS ahead, into L2 */                         \
-            __builtin_prefetch(W + (PF1_ROWS + 0) * (size_t)K + k, 0, 2);                      \
-            __builtin_prefetch(W + (PF1_ROWS + 1) * (size_t)K + k, 0, 2);                      \
-            __builtin_prefetch(W + (PF1_ROWS + 2) * (size_t)K + k, 0, 2);                      \
-            __builtin_prefetch(W + (PF1_ROWS + 3) * (size_t)K + k, 0, 2);                      \
+        } else if (RX == 1 && (AHEAD)) { /* each row's stream pfa floats ahead, into L2 */     \
+            __builtin_prefetch(W + pfa + k, 0, 2);                                             \
+            __builtin_prefetch(W + rs + pfa + k, 0, 2);                                        \
+            __builtin_prefetch(W + 2 * rs + pfa + k, 0, 2);                                    \
+            __builtin_prefetch(W + 3 * rs + pfa + k, 0, 2);                                    \
         }                                                                                      \
     } while (0)
 /* The four rows' vectors at k (WLD) against the RX input rows. */
 #define GS_WSTEP(WLD, RX)                                                                      \
     do {                                                                                       \
-        VF w0 = WLD(W + k), w1 = WLD(W + (size_t)K + k);                                       \
-        VF w2 = WLD(W + 2 * (size_t)K + k), w3 = WLD(W + 3 * (size_t)K + k);                   \
+        VF w0 = WLD(W + k), w1 = WLD(W + rs + k);                                              \
+        VF w2 = WLD(W + 2 * rs + k), w3 = WLD(W + 3 * rs + k);                                 \
         GS_STEP(0);                                                                            \
         if (RX > 1) GS_STEP(1);                                                                \
         if (RX > 2) GS_STEP(2);                                                                \
@@ -335,8 +336,10 @@ static void KFN(conv)(const conv_args *a)
     } while (0)
 
 #define GS_BLOCK(NAME, RX, WT, WLD, WSC)                                                       \
-    static void NAME(const float *X, int ldx, const WT *W, int K, float *Y, int ldy, int pf)   \
+    static void NAME(const float *X, int ldx, const WT *W, int K, size_t rs, float *Y, int ys, \
+                     int ldy, int pf)                                                          \
     {                                                                                          \
+        const size_t pfa = GS_PF_AHEAD(rs, K);                                                 \
         GS_DECL4;                                                                              \
         int k = 0;                                                                             \
         for (; k + VW <= K; k += VW) {                                                         \
@@ -368,24 +371,30 @@ static void KFN(conv)(const conv_args *a)
     static void NAME(const float *X, int M, int K, int ldx, const WT *W, int N, float *Y,      \
                      int ldy)                                                                  \
     {                                                                                          \
+        const size_t rk = (size_t)K;                                                           \
         int n = 0;                                                                             \
+        if (M == 1 && N >= kernels_far_rows) { /* four far streams: rows n, n + q, n + 2q, n + 3q */  \
+            const int q = N / 4;                                                               \
+            for (; n < q; n++) B1(X, ldx, W + (size_t)n * rk, K, (size_t)q * rk, Y + n, q, ldy, 1); \
+            n = 4 * q;                                                                         \
+        }                                                                                      \
         for (; n + 4 <= N; n += 4) {                                                           \
             const WT *Wn = W + (size_t)n * K;                                                  \
             float *Yn = Y + n;                                                                 \
             int m = 0;                                                                         \
             if (VW == 16) { /* AVX2 has 16 registers: 8 accumulators at most */                \
                 for (; m + 4 <= M; m += 4)                                                     \
-                    B4(X + (size_t)m * ldx, ldx, Wn, K, Yn + (size_t)m * ldy, ldy,             \
+                    B4(X + (size_t)m * ldx, ldx, Wn, K, rk, Yn + (size_t)m * ldy, 1, ldy,      \
                        M <= 16 || m + 4 >= M);                                                 \
                 if (M - m == 3) {                                                              \
-                    B3(X + (size_t)m * ldx, ldx, Wn, K, Yn + (size_t)m * ldy, ldy, 1);         \
+                    B3(X + (size_t)m * ldx, ldx, Wn, K, rk, Yn + (size_t)m * ldy, 1, ldy, 1);  \
                     continue;                                                                  \
                 }                                                                              \
             }                                                                                  \
             for (; m + 2 <= M; m += 2)                                                         \
-                B2(X + (size_t)m * ldx, ldx, Wn, K, Yn + (size_t)m * ldy, ldy,                 \
+                B2(X + (size_t)m * ldx, ldx, Wn, K, rk, Yn + (size_t)m * ldy, 1, ldy,          \
                    M <= 16 || m + 2 >= M);                                                     \
-            if (m < M) B1(X + (size_t)m * ldx, ldx, Wn, K, Yn + (size_t)m * ldy, ldy, 1);      \
+            if (m < M) B1(X + (size_t)m * ldx, ldx, Wn, K, rk, Yn + (size_t)m * ldy, 1, ldy, 1); \
         }                                                                                      \
         for (; n < N; n++)                                                                     \
             for (int m = 0; m < M; m++)                                                        \
@@ -415,18 +424,19 @@ GS_FAMILY(_f16, uint16_t, VLOAD_F16, f16_to_f32)
  */
 #define GSP_HALF(HALF, off, RX)                                                                \
     for (int p = 0; p < 16 / VW; p++) {                                                        \
-        VF w0 = HALF(W + k + 2 * p * VW), w1 = HALF(W + (size_t)K + k + 2 * p * VW);           \
-        VF w2 = HALF(W + 2 * (size_t)K + k + 2 * p * VW);                                      \
-        VF w3 = HALF(W + 3 * (size_t)K + k + 2 * p * VW);                                      \
+        VF w0 = HALF(W + k + 2 * p * VW), w1 = HALF(W + rs + k + 2 * p * VW);                  \
+        VF w2 = HALF(W + 2 * rs + k + 2 * p * VW);                                             \
+        VF w3 = HALF(W + 3 * rs + k + 2 * p * VW);                                             \
         GS_STEP_AT(0, (off) + p * VW);                                                         \
         if (RX > 1) GS_STEP_AT(1, (off) + p * VW);                                             \
         if (RX > 2) GS_STEP_AT(2, (off) + p * VW);                                             \
         if (RX > 3) GS_STEP_AT(3, (off) + p * VW);                                             \
     }
 #define GSP_BLOCK(NAME, RX)                                                                    \
-    static void NAME(const float *X, int ldx, const uint16_t *W, int K, float *Y, int ldy,     \
-                     int pf)                                                                   \
+    static void NAME(const float *X, int ldx, const uint16_t *W, int K, size_t rs, float *Y,   \
+                     int ys, int ldy, int pf)                                                  \
     {                                                                                          \
+        const size_t pfa = GS_PF_AHEAD(rs, K);                                                 \
         GS_DECL4;                                                                              \
         int k = 0;                                                                             \
         for (; k + BF16_GROUP <= K; k += BF16_GROUP) {                                         \

@@ -36,7 +36,7 @@ void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const flo
 /* One chunk of row r (accumulator a##r, scales c##r) at k; w loaded whole or masked. */
 #define Q8A8_ROW(r)                                                                            \
     do {                                                                                       \
-        const int8_t *wp = W + (r) * ldw + k;                                                  \
+        const int8_t *wp = W + (r) * rs + k;                                                   \
         const __m512i w = whole ? _mm512_loadu_si512(wp) : _mm512_maskz_loadu_epi8(in, wp);    \
         const __m512i ws = _mm512_mask_sub_epi8(w, neg, zero, w); /* w * sign(x) */             \
         const __m512i d = _mm512_dpbusd_epi32(zero, ax, ws);                                   \
@@ -48,10 +48,13 @@ void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const flo
  * Accumulators and scales in named registers: GCC keeps arrays of vectors on the stack.
  */
 #define Q8A8_ROWS(NAME, ROWS)                                                                  \
-    static void NAME(const q8_act *x, const int8_t *W, const float *S, int nb, float *Y)       \
+    static void NAME(const q8_act *x, const int8_t *W, const float *S, int nb, size_t rs,      \
+                     size_t rss, float *Y, size_t ys)                                          \
     {                                                                                          \
         const int K = x->K;                                                                    \
-        const size_t ldw = (size_t)K;                                                          \
+        /* rows PF1_ROWS ahead when consecutive, FAR_PF_ROWS ahead in their streams when far */  \
+        const size_t ahead = rs == (size_t)K ? PF1_ROWS : FAR_PF_ROWS;                           \
+        const size_t pfw = ahead * (size_t)K, pfs = ahead * (size_t)nb;                        \
         const __m512i zero = _mm512_setzero_si512();                                           \
         const __m512i spread0 =                                                                \
             _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);                 \
@@ -64,15 +67,15 @@ void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const flo
             const __m512 c0 = _mm512_mul_ps(_mm512_maskz_loadu_ps(sm, S + b0), sx);            \
             __m512 c1 = c0, c2 = c0, c3 = c0;                                                  \
             if (ROWS == 4) {                                                                   \
-                c1 = _mm512_mul_ps(_mm512_maskz_loadu_ps(sm, S + (size_t)nb + b0), sx);        \
-                c2 = _mm512_mul_ps(_mm512_maskz_loadu_ps(sm, S + 2 * (size_t)nb + b0), sx);    \
-                c3 = _mm512_mul_ps(_mm512_maskz_loadu_ps(sm, S + 3 * (size_t)nb + b0), sx);    \
+                c1 = _mm512_mul_ps(_mm512_maskz_loadu_ps(sm, S + rss + b0), sx);               \
+                c2 = _mm512_mul_ps(_mm512_maskz_loadu_ps(sm, S + 2 * rss + b0), sx);           \
+                c3 = _mm512_mul_ps(_mm512_maskz_loadu_ps(sm, S + 3 * rss + b0), sx);           \
             }                                                                                  \
             if (ROWS == 4) { /* the scales of the rows the loop below prefetches */          \
-                _mm_prefetch((const char *)(S + (PF1_ROWS + 0) * (size_t)nb + b0), _MM_HINT_T1); \
-                _mm_prefetch((const char *)(S + (PF1_ROWS + 1) * (size_t)nb + b0), _MM_HINT_T1); \
-                _mm_prefetch((const char *)(S + (PF1_ROWS + 2) * (size_t)nb + b0), _MM_HINT_T1); \
-                _mm_prefetch((const char *)(S + (PF1_ROWS + 3) * (size_t)nb + b0), _MM_HINT_T1); \
+                _mm_prefetch((const char *)(S + pfs + b0), _MM_HINT_T1);                       \
+                _mm_prefetch((const char *)(S + rss + pfs + b0), _MM_HINT_T1);                 \
+                _mm_prefetch((const char *)(S + 2 * rss + pfs + b0), _MM_HINT_T1);             \
+                _mm_prefetch((const char *)(S + 3 * rss + pfs + b0), _MM_HINT_T1);             \
             }                                                                                  \
             const int kg = (b0 + GROUP_BLOCKS) * Q8_BLOCK;                                     \
             const int k_end = kg < K ? kg : K;                                                 \
@@ -82,10 +85,10 @@ void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const flo
                 const int whole = K - k >= 64;                                                 \
                 const __mmask64 in = whole ? ~(__mmask64)0 : (((__mmask64)1 << (K - k)) - 1);  \
                 if (ROWS == 4) {                                                               \
-                    _mm_prefetch((const char *)(W + (PF1_ROWS + 0) * ldw + k), _MM_HINT_T1);   \
-                    _mm_prefetch((const char *)(W + (PF1_ROWS + 1) * ldw + k), _MM_HINT_T1);   \
-                    _mm_prefetch((const char *)(W + (PF1_ROWS + 2) * ldw + k), _MM_HINT_T1);   \
-                    _mm_prefetch((const char *)(W + (PF1_ROWS + 3) * ldw + k), _MM_HINT_T1);   \
+                    _mm_prefetch((const char *)(W + pfw + k), _MM_HINT_T1);                    \
+                    _mm_prefetch((const char *)(W + rs + pfw + k), _MM_HINT_T1);               \
+                    _mm_prefetch((const char *)(W + 2 * rs + pfw + k), _MM_HINT_T1);           \
+                    _mm_prefetch((const char *)(W + 3 * rs + pfw + k), _MM_HINT_T1);           \
                 }                                                                              \
                 const __m512i ax = _mm512_load_si512(x->aq + k);                               \
                 const __mmask64 neg = (__mmask64)x->neg[k / 64];                               \
@@ -100,9 +103,9 @@ void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const flo
         }                                                                                      \
         Y[0] = _mm512_reduce_add_ps(a0);                                                       \
         if (ROWS == 4) {                                                                       \
-            Y[1] = _mm512_reduce_add_ps(a1);                                                   \
-            Y[2] = _mm512_reduce_add_ps(a2);                                                   \
-            Y[3] = _mm512_reduce_add_ps(a3);                                                   \
+            Y[ys] = _mm512_reduce_add_ps(a1);                                                  \
+            Y[2 * ys] = _mm512_reduce_add_ps(a2);                                              \
+            Y[3 * ys] = _mm512_reduce_add_ps(a3);                                              \
         }                                                                                      \
     }
 Q8A8_ROWS(q8a8_rows4, 4)
@@ -111,9 +114,18 @@ Q8A8_ROWS(q8a8_row1, 1)
 void kvnni_gemv_q8a8(const q8_act *x, const int8_t *W, const float *S, int N, float *Y)
 {
     const int nb = q8_blocks(x->K);
+    const size_t K = (size_t)x->K;
     int n = 0;
-    for (; n + 4 <= N; n += 4) q8a8_rows4(x, W + (size_t)n * x->K, S + (size_t)n * nb, nb, Y + n);
-    for (; n < N; n++) q8a8_row1(x, W + (size_t)n * x->K, S + (size_t)n * nb, nb, Y + n);
+    if (N >= kernels_far_rows) { /* four far streams, rows n, n + q, n + 2q, n + 3q (kernels_simd.h) */
+        const int q = N / 4;
+        for (; n < q; n++)
+            q8a8_rows4(x, W + (size_t)n * K, S + (size_t)n * nb, nb, (size_t)q * K,
+                       (size_t)q * nb, Y + n, (size_t)q);
+        n = 4 * q;
+    }
+    for (; n + 4 <= N; n += 4)
+        q8a8_rows4(x, W + (size_t)n * K, S + (size_t)n * nb, nb, K, (size_t)nb, Y + n, 1);
+    for (; n < N; n++) q8a8_row1(x, W + (size_t)n * K, S + (size_t)n * nb, nb, K, (size_t)nb, Y + n, 1);
 }
 
 /*

@@ -10,6 +10,7 @@
  * The golden tests (test_model) run the whole forward pass with the kernels the CPU picks; this
  * one makes sure the others agree too, including shapes the fixtures never reach.
  */
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -547,6 +548,9 @@ static void test_quantize(void)
  * activations with an all-zero block and an outlier; then a non-finite activation makes the
  * outputs NaN, as the F32 path's would be.
  */
+/* kernels_avx2()->gemv_q8a8 where the CPU has AVX2 (main) */
+static void (*avx2_q8a8)(const q8_act *, const int8_t *, const float *, int, float *);
+
 static int check_gemv_q8a8(const kernels *kn, int N, int K, void *mem)
 {
     const int nb = q8_blocks(K);
@@ -579,6 +583,18 @@ static int check_gemv_q8a8(const kernels *kn, int N, int K, void *mem)
             ok = 0;
         }
     }
+    /* the rows' grouping (four far streams from 16 rows on, blocks of four, one) changes no
+     * bits: each row again alone (the AVX2 form pairs four rows' sums, so its blocks of four
+     * differ from one row in the last bits; its blocks always start at a multiple of 4) */
+    for (int n = 0; n < N && ok && kn->gemv_q8a8 != avx2_q8a8; n++) {
+        float y1;
+        kn->gemv_q8a8(&a, W8 + (size_t)n * K, S8 + (size_t)n * nb, 1, &y1);
+        if (memcmp(&y1, &Y[n], sizeof y1) != 0) {
+            printf("  %s gemv_q8a8 N=%d K=%d: row %d alone %.9g, in the call %.9g\n", kn->name, N,
+                   K, n, y1, Y[n]);
+            ok = 0;
+        }
+    }
     x[K / 2] = K % 2 ? INFINITY : NAN;
     kn->quantize_act8(&a, x);
     kn->gemv_q8a8(&a, W8, S8, N, Y);
@@ -593,7 +609,7 @@ static int check_gemv_q8a8(const kernels *kn, int N, int K, void *mem)
 
 static void test_gemv_q8a8(const kernels *kn)
 {
-    static const int Ns[] = {1, 3, 4, 5, 8, 9, 33};
+    static const int Ns[] = {1, 3, 4, 5, 8, 9, 16, 33, 67};
     static const int Ks[] = {1, 15, 31, 32, 33, 48, 63, 64, 65, 96, 100, 127, 128, 768, 1536};
     void *mem = aligned_alloc(64, q8_act_bytes(1536));
     int ok = 1;
@@ -923,6 +939,7 @@ int main(void)
                      __builtin_cpu_supports("f16c");
     const int has512 = __builtin_cpu_supports("avx512f");
     const kernels *ref = kernels_generic();
+    if (has2) avx2_q8a8 = kernels_avx2()->gemv_q8a8;
     const kernels *sets[3] = {ref, has2 ? kernels_avx2() : NULL, has512 ? kernels_avx512() : NULL};
     const char *names[3] = {"generic", "avx2", "avx512"};
     for (int i = 0; i < 3; i++) {
@@ -933,11 +950,15 @@ int main(void)
         int before = test_failures;
         test_gemms(sets[i]);
         test_gemm_t(sets[i]);
-        test_gemm_invariance(sets[i]);
+        /* one-row products from consecutive rows and from four far streams (kernels.h) */
+        for (int far = 0; far < 2; far++) {
+            kernels_far_rows = far ? FAR_MIN_ROWS : INT_MAX;
+            test_gemm_invariance(sets[i]);
+            test_gemv_q8a8(sets[i]);
+        }
         test_scan_invariance(sets[i]);
         if (i > 0) test_scan_conv(sets[i], ref);
         test_small_kernels(sets[i]);
-        test_gemv_q8a8(sets[i]);
         test_q8k(sets[i]);
         test_quantize_act_same(sets[i]);
         printf("%-8s %s\n", names[i], test_failures == before ? "ok" : "FAILED");
