@@ -869,7 +869,8 @@ typedef int32_t KFN(vi32) __attribute__((vector_size(VW * 4)));
 #else
 #define GK_RB 2 /* 4 + 4 of 16 */
 #endif
-#define GK_NV 2
+#define GK_NV  2
+#define GK_NV1 4 /* fewer rows than GK_RB: single rows, tiles of 4 vectors (4 chains of t) */
 /* byte j (0..3) of each lane of the signed weights wv as F32 */
 #define GK_BYTE(wv, j) __builtin_convertvector(((wv) << (24 - 8 * (j))) >> 24, VF)
 #define GK_J(RB, NV, j)                                                                        \
@@ -925,6 +926,8 @@ static void KFN(gemm_t_q8k)(const float *X, int M, int K, int ldx, const uint8_t
     for (int b = 0; b < nb; b++) {
         const int kend = (b + 1) * Q8_BLOCK < K ? (b + 1) * Q8_BLOCK : K;
         int n0 = 0;
+        if (M < GK_RB)
+            for (; n0 + GK_NV1 * VW <= Nv; n0 += GK_NV1 * VW) GK_COLS(GK_NV1);
         for (; n0 + GK_NV * VW <= Nv; n0 += GK_NV * VW) GK_COLS(GK_NV);
         for (; n0 < Nv; n0 += VW) GK_COLS(1);
     }
