@@ -9,8 +9,12 @@
  * each layout. Separate runs of statesoup-bench on a shared 2-vCPU host moved 2-3x from run to
  * run (docs/performance.md); interleaved bursts moved a few percent.
  *
+ * --compare far instead compares the one-row kernels reading a call's weight rows as one stream
+ * and as four far streams (kernels.h kernels_far_rows; SS_FAR_STREAMS): one layout (the
+ * default), the switch flipped before each burst.
+ *
  * usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N] [--streams LIST]
- *                            [--rounds R] [--burst T]
+ *                            [--rounds R] [--burst T] [--compare layouts|far]
  *   --model DIR      a checkpoint folder (statesoup-bench --keep writes random-weight ones)
  *   --weights W      stored (default) or q8
  *   --threads N      compute threads (default: all cores)
@@ -18,12 +22,15 @@
  *   --rounds R       bursts per layout (default 40)
  *   --burst T        decode steps per burst (default 8)
  *   --profile        then the per-phase profile of 20 steps of each layout (ss_ctx_set_profile)
+ *   --compare C      layouts (default: rows vs fused) or far (one stream vs four far streams)
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "kernels.h"
 #include "ss_model.h"
 
 enum { MAX_STREAMS = 16, MAX_LIST = 8 };
@@ -44,14 +51,17 @@ static int cmp_double(const void *a, const void *b)
 static const char usage[] =
     "usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N]\n"
     "                           [--streams LIST] [--rounds R] [--burst T] [--profile]\n"
+    "                           [--compare layouts|far]\n"
     "Decode steps of Mamba-1's row layout (fused_decode -1) and transposed layout (1) in\n"
-    "alternating bursts in one process; ms per step (fastest, first quartile, median burst).\n";
+    "alternating bursts in one process; ms per step (fastest, first quartile, median burst).\n"
+    "--compare far: the default layout, the one-row kernels reading one stream vs four far\n"
+    "streams (SS_FAR_STREAMS) in the alternating bursts instead.\n";
 
 int main(int argc, char **argv)
 {
     const char *dir = NULL;
     int threads = 0, rounds = 40, burst = 8, streams[MAX_LIST] = {1, 4, 16}, n_streams = 3;
-    int profile = 0;
+    int profile = 0, far = 0;
     ss_weights weights = SS_WEIGHTS_STORED;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -61,6 +71,8 @@ int main(int argc, char **argv)
         }
         if (!strcmp(a, "--model") && v) {
             dir = v;
+        } else if (!strcmp(a, "--compare") && v && (!strcmp(v, "far") || !strcmp(v, "layouts"))) {
+            far = !strcmp(v, "far");
         } else if (!strcmp(a, "--weights") && v && (!strcmp(v, "q8") || !strcmp(v, "stored"))) {
             weights = !strcmp(v, "q8") ? SS_WEIGHTS_Q8 : SS_WEIGHTS_STORED;
         } else if (!strcmp(a, "--threads") && v && atoi(v) > 0) {
@@ -90,7 +102,9 @@ int main(int argc, char **argv)
         fputs(usage, stderr);
         return 2;
     }
-    static const char *const name[2] = {"rows (fused_decode -1)", "fused (fused_decode 1)"};
+    static const char *const names[2][2] = {{"rows (fused_decode -1)", "fused (fused_decode 1)"},
+                                            {"one stream", "four far streams"}};
+    const char *const *name = names[far];
     ss_model *m[2];
     ss_ctx *c[2];
     ss_state *st[2][MAX_STREAMS];
@@ -98,7 +112,7 @@ int main(int argc, char **argv)
         ss_model_params p = ss_model_default_params();
         p.n_threads = threads;
         p.weights = weights;
-        p.fused_decode = v ? 1 : -1;
+        p.fused_decode = far ? 0 : v ? 1 : -1;
         if (ss_model_open(&m[v], dir, &p) || ss_ctx_new(m[v], &c[v])) {
             fprintf(stderr, "statesoup-decode-ab: %s\n", ss_errmsg());
             return 1;
@@ -121,6 +135,7 @@ int main(int argc, char **argv)
         for (int r = -2; r < rounds; r++) /* two rounds of warm-up */
             for (int o = 0; o < 2; o++) {
                 const int v = r & 1 ? 1 - o : o;
+                if (far) kernels_far_rows = v ? FAR_MIN_ROWS : INT_MAX;
                 int32_t tok[MAX_STREAMS];
                 ss_seq q[MAX_STREAMS];
                 const double t0 = now_s();
@@ -144,9 +159,11 @@ int main(int argc, char **argv)
                    S, name[v], t[v][0] * 1e3, t[v][rounds / 4] * 1e3, t[v][rounds / 2] * 1e3,
                    S / t[v][rounds / 2]);
         }
-        printf("  %2d streams  fused / rows, median: %.3f\n", S,
+        printf(far ? "  %2d streams  far / one, median: %.3f\n"
+                   : "  %2d streams  fused / rows, median: %.3f\n", S,
                t[1][rounds / 2] / t[0][rounds / 2]);
         for (int v = 0; profile && v < 2; v++) { /* us per step and phase, 20 steps */
+            if (far) kernels_far_rows = v ? FAR_MIN_ROWS : INT_MAX;
             ss_ctx_set_profile(c[v], 1);
             for (int k = 0; k < 20; k++) {
                 int32_t tok[MAX_STREAMS];
