@@ -130,7 +130,9 @@ typedef struct kernels {
      * gemm_t_q8k, M rows of F32 activations: Y[m][n] = chain over the blocks b in order, from 0:
      *   acc = fmaf(t_b, S[b][n], acc), with t_b = the fmaf chain over k of block b in order, from
      *   0: t = fmaf((float)q_w[n][k], X[m][k], t).
-     * Every kernel set gives these bits (tests/test_kernels.c). Both store Y (no add).
+     * Every kernel set gives these bits (tests/test_kernels.c). Both store Y (no add). The SIMD
+     * kernels may read the layout's rows and x's values up to the end of the last block (the
+     * layout is padded with zero weights, q8_act with zero values).
      */
     void (*gemv_t_q8ka8)(const struct q8_act *x, const uint8_t *W, size_t ldw, const float *S,
                          size_t lds, int N, float *Y);

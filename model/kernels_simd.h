@@ -858,8 +858,10 @@ static void KFN(gemm_t_q8)(const float *X, int M, int K, int ldx, const int8_t *
 /*
  * Lanes over outputs, as gemm_t: lane n of a vector of int32 holds output n's 4 bytes (k .. k+3)
  * of a layout row; XOR 0x80 makes them the signed weights, and byte j as F32 is a shift left
- * and an arithmetic shift right (exact). Each output's t and acc chains are the generic
- * kernel's. Tiles of GK_RB input rows x GK_NV vectors, over the whole K, block by block.
+ * and an arithmetic shift right (exact). Block by block (a block's 8 rows are contiguous: the
+ * weights are read as they lie), Y holding each output's running sum between blocks; within a
+ * block, tiles of GK_NV vectors x GK_RB input rows (the tile's weights reused from L1 by the
+ * next rows). Each output's t and acc chains are the generic kernel's.
  */
 typedef int32_t KFN(vi32) __attribute__((vector_size(VW * 4)));
 #if VW == 16
@@ -867,7 +869,8 @@ typedef int32_t KFN(vi32) __attribute__((vector_size(VW * 4)));
 #else
 #define GK_RB 2 /* 4 + 4 of 16 */
 #endif
-#define GK_NV 2
+#define GK_NV  2
+#define GK_NV1 4 /* fewer rows than GK_RB: single rows, tiles of 4 vectors (4 chains of t) */
 /* byte j (0..3) of each lane of the signed weights wv as F32 */
 #define GK_BYTE(wv, j) __builtin_convertvector(((wv) << (24 - 8 * (j))) >> 24, VF)
 #define GK_J(RB, NV, j)                                                                        \
@@ -880,54 +883,56 @@ typedef int32_t KFN(vi32) __attribute__((vector_size(VW * 4)));
                 VFMA(wf[v], xb, t[r][v]);                                                      \
         }                                                                                      \
     } while (0)
+/* block b's part of rows [m0, m0 + RB) x vectors [n0, n0 + NV VW) */
 #define GK_TILE(RB, NV)                                                                        \
     do {                                                                                       \
-        VF a[RB][NV];                                                                          \
+        VF t[RB][NV];                                                                          \
         _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++)                                  \
-            _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) a[r][v] = VZERO();           \
-        for (int b = 0; b < nb; b++) {                                                         \
-            VF t[RB][NV];                                                                      \
-            _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++)                              \
-                _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) t[r][v] = VZERO();       \
-            const int kend = (b + 1) * Q8_BLOCK < K ? (b + 1) * Q8_BLOCK : K;                  \
-            for (int k = b * Q8_BLOCK; k < kend; k += 4) {                                     \
-                const uint8_t *wk = W + (size_t)(k / 4) * ldw + 4 * (size_t)n0;                \
-                if (NV == GK_NV) /* the next strip's line of this row, into L2 */              \
-                    __builtin_prefetch(wk + 4 * GK_NV * VW, 0, 2);                             \
-                KFN(vi32) wv[NV];                                                              \
-                _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) {                        \
-                    memcpy(&wv[v], wk + 4 * (size_t)v * VW, sizeof wv[v]);                     \
-                    wv[v] ^= (int32_t)0x80808080u;                                             \
-                }                                                                              \
-                GK_J(RB, NV, 0);                                                               \
-                if (k + 1 < kend) GK_J(RB, NV, 1);                                             \
-                if (k + 2 < kend) GK_J(RB, NV, 2);                                             \
-                if (k + 3 < kend) GK_J(RB, NV, 3);                                             \
-            }                                                                                  \
+            _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) t[r][v] = VZERO();           \
+        for (int k = b * Q8_BLOCK; k < kend; k += 4) {                                         \
+            const uint8_t *wk = W + (size_t)(k / 4) * ldw + 4 * (size_t)n0;                    \
+            if (m0 == 0) /* this row's lines of the next block, into L2 */                    \
+                for (int l = 0; l < 4 * NV * VW; l += 64)                                      \
+                    __builtin_prefetch(wk + 2 * (Q8_BLOCK / 4) * ldw + l, 0, 2);                   \
+            KFN(vi32) wv[NV];                                                                  \
             _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) {                            \
-                const VF sv = VLOAD(S + (size_t)b * lds + n0 + v * VW);                        \
-                _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++) a[r][v] =                \
-                    VFMA(t[r][v], sv, a[r][v]);                                                \
+                memcpy(&wv[v], wk + 4 * (size_t)v * VW, sizeof wv[v]);                         \
+                wv[v] ^= (int32_t)0x80808080u;                                                 \
+            }                                                                                  \
+            GK_J(RB, NV, 0);                                                                   \
+            if (k + 1 < kend) GK_J(RB, NV, 1);                                                 \
+            if (k + 2 < kend) GK_J(RB, NV, 2);                                                 \
+            if (k + 3 < kend) GK_J(RB, NV, 3);                                                 \
+        }                                                                                      \
+        _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) {                                \
+            const VF sv = VLOAD(S + (size_t)b * lds + n0 + v * VW);                            \
+            _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++) {                            \
+                float *y = Y + (size_t)(m0 + r) * ldy + n0 + v * VW;                           \
+                VSTORE(y, VFMA(t[r][v], sv, b ? VLOAD(y) : VZERO()));                          \
             }                                                                                  \
         }                                                                                      \
-        _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++)                                  \
-            _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++)                              \
-                VSTORE(Y + (size_t)(m0 + r) * ldy + n0 + v * VW, a[r][v]);                     \
     } while (0)
-#define GK_ROWS(RB)                                                                            \
+#define GK_COLS(NV)                                                                            \
     do {                                                                                       \
-        int n0 = 0;                                                                            \
-        for (; n0 + GK_NV * VW <= Nv; n0 += GK_NV * VW) GK_TILE(RB, GK_NV);                    \
-        for (; n0 < Nv; n0 += VW) GK_TILE(RB, 1);                                              \
+        int m0 = 0;                                                                            \
+        for (; m0 + GK_RB <= M; m0 += GK_RB) GK_TILE(GK_RB, NV);                               \
+        for (; m0 < M; m0++) GK_TILE(1, NV);                                                   \
     } while (0)
 
 static void KFN(gemm_t_q8k)(const float *X, int M, int K, int ldx, const uint8_t *W, size_t ldw,
                             const float *S, size_t lds, int N, float *Y, int ldy)
 {
     const int Nv = N / VW * VW, nb = q8_blocks(K);
-    int m0 = 0;
-    for (; m0 + GK_RB <= M; m0 += GK_RB) GK_ROWS(GK_RB);
-    for (; m0 < M; m0++) GK_ROWS(1);
+    for (int b = 0; b < nb; b++) {
+        const int kend = (b + 1) * Q8_BLOCK < K ? (b + 1) * Q8_BLOCK : K;
+        int n0 = 0;
+        if (M < GK_RB)
+            for (; n0 + GK_NV1 * VW <= Nv; n0 += GK_NV1 * VW) GK_COLS(GK_NV1);
+        for (; n0 + GK_NV * VW <= Nv; n0 += GK_NV * VW) GK_COLS(GK_NV);
+        for (; n0 < Nv; n0 += VW) GK_COLS(1);
+    }
+    if (nb == 0)
+        for (int m = 0; m < M; m++) memset(Y + (size_t)m * ldy, 0, (size_t)Nv * sizeof *Y);
     for (int n = Nv; n < N; n++) /* the last N % VW outputs, one at a time */
         for (int m = 0; m < M; m++) {
             float acc = 0;

@@ -132,38 +132,30 @@ void kvnni_gemv_q8a8(const q8_act *x, const int8_t *W, const float *S, int N, fl
  * gemv_t_q8ka8 (kernels.h) on the q8k layout: lanes over outputs (16 per vector); per row of the
  * layout (4 k) one vpdpbusd of the stored unsigned weights (q + 128) against x's 4 signed bytes
  * broadcast, into an int32 sum that starts at -128 sum(q_x) of the block: after the block's 8
- * rows each lane holds the exact sum q_w q_x. Then the generic kernel's F32 steps (convert,
- * S * s_x, one FMA). 13 operations per 512 bytes of weights. Tiles of TQ_NV vectors (8
- * independent chains of vpdpbusd); the N % 16 outputs left in a masked vector. Reads whole blocks
- * of the layout (it is padded) and of x (zero past K).
+ * rows each lane holds the exact sum q_w q_x. Then the generic kernel's F32 step (convert,
+ * S * s_x, one FMA) into Y, which holds each output's running sum between blocks. Block by
+ * block, so that the weights are read as they lie (a block's 8 rows are contiguous), in tiles of
+ * TQ_NV vectors across the row (8 independent chains of vpdpbusd); the N % 16 outputs left in a
+ * masked vector. Reads whole blocks of the layout (it is padded) and of x (zero past K).
  */
 #define TQ_NV 8
 #define TQ_TILE(NV, MASK)                                                                      \
     do {                                                                                       \
-        __m512 acc[NV];                                                                        \
-        for (int v = 0; v < NV; v++) acc[v] = _mm512_setzero_ps();                             \
-        for (int b = 0; b < nb; b++) {                                                         \
-            const __m512i c0 = _mm512_set1_epi32(-128 * block_sum(x->q + b * Q8_BLOCK));       \
-            __m512i is[NV];                                                                    \
-            for (int v = 0; v < NV; v++) is[v] = c0;                                           \
-            for (int r = 0; r < Q8_BLOCK / 4; r++) {                                           \
-                int32_t x4;                                                                    \
-                memcpy(&x4, x->q + b * Q8_BLOCK + 4 * r, 4);                                   \
-                const __m512i xb = _mm512_set1_epi32(x4);                                      \
-                const uint8_t *wr = W + (size_t)(b * Q8_BLOCK / 4 + r) * ldw + 4 * (size_t)n0; \
-                for (int v = 0; v < NV; v++)                                                   \
-                    is[v] = _mm512_dpbusd_epi32(                                               \
-                        is[v], _mm512_maskz_loadu_epi32((MASK), wr + 64 * v), xb);             \
-            }                                                                                  \
-            const __m512 sx = _mm512_set1_ps(x->s[b]);                                         \
+        __m512i is[NV];                                                                        \
+        for (int v = 0; v < NV; v++) is[v] = c0;                                               \
+        for (int r = 0; r < Q8_BLOCK / 4; r++) {                                               \
+            const __m512i xb = _mm512_set1_epi32(x4[r]);                                       \
+            const uint8_t *wr = Wb + (size_t)r * ldw + 4 * (size_t)n0;                         \
             for (int v = 0; v < NV; v++)                                                       \
-                acc[v] = _mm512_fmadd_ps(                                                      \
-                    _mm512_cvtepi32_ps(is[v]),                                                 \
-                    _mm512_mul_ps(                                                             \
-                        _mm512_maskz_loadu_ps((MASK), S + (size_t)b * lds + n0 + 16 * v), sx), \
-                    acc[v]);                                                                   \
+                is[v] = _mm512_dpbusd_epi32(is[v], _mm512_maskz_loadu_epi32((MASK), wr + 64 * v), \
+                                            xb);                                               \
         }                                                                                      \
-        for (int v = 0; v < NV; v++) _mm512_mask_storeu_ps(Y + n0 + 16 * v, (MASK), acc[v]);   \
+        for (int v = 0; v < NV; v++) {                                                         \
+            float *y = Y + n0 + 16 * v;                                                        \
+            const __m512 sc = _mm512_mul_ps(_mm512_maskz_loadu_ps((MASK), Sb + n0 + 16 * v), sx); \
+            const __m512 prev = b ? _mm512_maskz_loadu_ps((MASK), y) : _mm512_setzero_ps();    \
+            _mm512_mask_storeu_ps(y, (MASK), _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[v]), sc, prev)); \
+        }                                                                                      \
     } while (0)
 
 /* sum of the 32 signed bytes at q: the unsigned bytes q + 128 summed by vpsadbw, less 32 x 128 */
@@ -180,10 +172,19 @@ void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const flo
                         size_t lds, int N, float *Y)
 {
     const int nb = q8_blocks(x->K);
-    int n0 = 0;
-    for (; n0 + TQ_NV * 16 <= N; n0 += TQ_NV * 16) TQ_TILE(TQ_NV, (__mmask16)0xffff);
-    for (; n0 + 16 <= N; n0 += 16) TQ_TILE(1, (__mmask16)0xffff);
-    if (n0 < N) TQ_TILE(1, (__mmask16)((1u << (N - n0)) - 1));
+    if (nb == 0) memset(Y, 0, (size_t)N * sizeof *Y);
+    for (int b = 0; b < nb; b++) {
+        const __m512i c0 = _mm512_set1_epi32(-128 * block_sum(x->q + b * Q8_BLOCK));
+        const __m512 sx = _mm512_set1_ps(x->s[b]);
+        int32_t x4[Q8_BLOCK / 4];
+        memcpy(x4, x->q + b * Q8_BLOCK, sizeof x4);
+        const uint8_t *Wb = W + (size_t)b * (Q8_BLOCK / 4) * ldw;
+        const float *Sb = S + (size_t)b * lds;
+        int n0 = 0;
+        for (; n0 + TQ_NV * 16 <= N; n0 += TQ_NV * 16) TQ_TILE(TQ_NV, (__mmask16)0xffff);
+        for (; n0 + 16 <= N; n0 += 16) TQ_TILE(1, (__mmask16)0xffff);
+        if (n0 < N) TQ_TILE(1, (__mmask16)((1u << (N - n0)) - 1));
+    }
 }
 
 /*

@@ -107,6 +107,8 @@ static void usage(FILE *f)
         "                        held transposed for stored weights (a decode step's threads\n"
         "                        meet twice per layer, not four times) and in rows for q8;\n"
         "                        SS_FUSED_DECODE=1 or 0 in the environment picks one for both\n"
+        "                        (q8 transposed in its q8k layout with integer kernels; slower\n"
+        "                        than the rows at several streams on 2 cores: performance.md)\n"
         "  --api-keys FILE       require \"Authorization: Bearer KEY\"; the file has lines\n"
         "                        \"KEY read|write|admin [tenant=NAME]\" (read keys cannot create,\n"
         "                        merge, import or delete states; admin keys also share and\n"

@@ -1,0 +1,199 @@
+/*
+ * decode_ab.c - statesoup-decode-ab: Mamba-1's two decode layouts side by side in one process.
+ *
+ * The same checkpoint is opened twice, with ss_model_params.fused_decode = -1 (x_proj and
+ * out_proj in rows: four parallel steps per layer) and 1 (transposed: two steps), and decode
+ * steps of S streams run in short bursts that alternate between the two (A B, B A, A B, ...), so
+ * that both see the same phases of a shared or noisy host; per burst the mean time of a step is
+ * kept, and the summary gives the fastest, the first quartile and the median of the bursts of
+ * each layout. Separate runs of statesoup-bench on a shared 2-vCPU host moved 2-3x from run to
+ * run (docs/performance.md); interleaved bursts moved a few percent.
+ *
+ * --compare far instead compares the one-row kernels reading a call's weight rows as one stream
+ * and as four far streams (kernels.h kernels_far_rows; SS_FAR_STREAMS): one layout (the
+ * default), the switch flipped before each burst.
+ *
+ * usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N] [--streams LIST]
+ *                            [--rounds R] [--burst T] [--compare layouts|far]
+ *   --model DIR      a checkpoint folder (statesoup-bench --keep writes random-weight ones)
+ *   --weights W      stored (default) or q8
+ *   --threads N      compute threads (default: all cores)
+ *   --streams LIST   streams per decode step, comma-separated (default 1,4,16)
+ *   --rounds R       bursts per layout (default 40)
+ *   --burst T        decode steps per burst (default 8)
+ *   --profile        then the per-phase profile of 20 steps of each layout (ss_ctx_set_profile)
+ *   --compare C      layouts (default: rows vs fused) or far (one stream vs four far streams)
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kernels.h"
+#include "ss_model.h"
+
+enum { MAX_STREAMS = 16, MAX_LIST = 8 };
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static const char usage[] =
+    "usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N]\n"
+    "                           [--streams LIST] [--rounds R] [--burst T] [--profile]\n"
+    "                           [--compare layouts|far]\n"
+    "Decode steps of Mamba-1's row layout (fused_decode -1) and transposed layout (1) in\n"
+    "alternating bursts in one process; ms per step (fastest, first quartile, median burst).\n"
+    "--compare far: the default layout, the one-row kernels reading one stream vs four far\n"
+    "streams (SS_FAR_STREAMS) in the alternating bursts instead.\n";
+
+int main(int argc, char **argv)
+{
+    const char *dir = NULL;
+    int threads = 0, rounds = 40, burst = 8, streams[MAX_LIST] = {1, 4, 16}, n_streams = 3;
+    int profile = 0, far = 0;
+    ss_weights weights = SS_WEIGHTS_STORED;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--profile")) {
+            profile = 1;
+            continue;
+        }
+        if (!strcmp(a, "--model") && v) {
+            dir = v;
+        } else if (!strcmp(a, "--compare") && v && (!strcmp(v, "far") || !strcmp(v, "layouts"))) {
+            far = !strcmp(v, "far");
+        } else if (!strcmp(a, "--weights") && v && (!strcmp(v, "q8") || !strcmp(v, "stored"))) {
+            weights = !strcmp(v, "q8") ? SS_WEIGHTS_Q8 : SS_WEIGHTS_STORED;
+        } else if (!strcmp(a, "--threads") && v && atoi(v) > 0) {
+            threads = atoi(v);
+        } else if (!strcmp(a, "--rounds") && v && atoi(v) >= 4) {
+            rounds = atoi(v);
+        } else if (!strcmp(a, "--burst") && v && atoi(v) > 0) {
+            burst = atoi(v);
+        } else if (!strcmp(a, "--streams") && v) {
+            n_streams = 0;
+            for (const char *p = v; *p && n_streams < MAX_LIST;
+                 p = strchr(p, ',') ? strchr(p, ',') + 1 : "") {
+                const int s = atoi(p);
+                if (s < 1 || s > MAX_STREAMS) {
+                    fputs(usage, stderr);
+                    return 2;
+                }
+                streams[n_streams++] = s;
+            }
+        } else {
+            fputs(usage, !strcmp(a, "-h") || !strcmp(a, "--help") ? stdout : stderr);
+            return !strcmp(a, "-h") || !strcmp(a, "--help") ? 0 : 2;
+        }
+        i++;
+    }
+    if (!dir || !n_streams) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    static const char *const names[2][2] = {{"rows (fused_decode -1)", "fused (fused_decode 1)"},
+                                            {"one stream", "four far streams"}};
+    const char *const *name = names[far];
+    ss_model *m[2];
+    ss_ctx *c[2];
+    ss_state *st[2][MAX_STREAMS];
+    for (int v = 0; v < 2; v++) {
+        ss_model_params p = ss_model_default_params();
+        p.n_threads = threads;
+        p.weights = weights;
+        p.fused_decode = far ? 0 : v ? 1 : -1;
+        if (ss_model_open(&m[v], dir, &p) || ss_ctx_new(m[v], &c[v])) {
+            fprintf(stderr, "statesoup-decode-ab: %s\n", ss_errmsg());
+            return 1;
+        }
+        for (int i = 0; i < MAX_STREAMS; i++)
+            if (ss_state_new(m[v], &st[v][i])) {
+                fprintf(stderr, "statesoup-decode-ab: %s\n", ss_errmsg());
+                return 1;
+            }
+    }
+    const int V = ss_model_get_info(m[0])->vocab_size;
+    float *logits = malloc((size_t)MAX_STREAMS * V * sizeof *logits);
+    double *t[2] = {malloc((size_t)rounds * sizeof(double)),
+                    malloc((size_t)rounds * sizeof(double))};
+    if (!logits || !t[0] || !t[1]) return 1;
+    printf("statesoup-decode-ab: %s, weights %s, %d bursts of %d steps per layout\n", dir,
+           weights == SS_WEIGHTS_Q8 ? "q8" : "stored", rounds, burst);
+    for (int si = 0; si < n_streams; si++) {
+        const int S = streams[si];
+        for (int r = -2; r < rounds; r++) /* two rounds of warm-up */
+            for (int o = 0; o < 2; o++) {
+                const int v = r & 1 ? 1 - o : o;
+                if (far) kernels_far_rows = v ? FAR_MIN_ROWS : INT_MAX;
+                int32_t tok[MAX_STREAMS];
+                ss_seq q[MAX_STREAMS];
+                const double t0 = now_s();
+                for (int k = 0; k < burst; k++) {
+                    for (int i = 0; i < S; i++) {
+                        tok[i] = (int32_t)(((r + 2) * burst + k) * 31 + i * 7) % V;
+                        q[i] = (ss_seq){.state = st[v][i], .tokens = &tok[i], .n_tokens = 1,
+                                        .logits = logits + (size_t)i * V};
+                    }
+                    if (ss_model_eval(m[v], c[v], q, S, 0)) {
+                        fprintf(stderr, "statesoup-decode-ab: %s\n", ss_errmsg());
+                        return 1;
+                    }
+                }
+                if (r >= 0) t[v][r] = (now_s() - t0) / burst;
+            }
+        for (int v = 0; v < 2; v++) {
+            qsort(t[v], (size_t)rounds, sizeof(double), cmp_double);
+            printf("  %2d streams  %-22s ms/step  fastest %7.3f  p25 %7.3f  median %7.3f  "
+                   "(%.1f tok/s at the median)\n",
+                   S, name[v], t[v][0] * 1e3, t[v][rounds / 4] * 1e3, t[v][rounds / 2] * 1e3,
+                   S / t[v][rounds / 2]);
+        }
+        printf(far ? "  %2d streams  far / one, median: %.3f\n"
+                   : "  %2d streams  fused / rows, median: %.3f\n", S,
+               t[1][rounds / 2] / t[0][rounds / 2]);
+        for (int v = 0; profile && v < 2; v++) { /* us per step and phase, 20 steps */
+            if (far) kernels_far_rows = v ? FAR_MIN_ROWS : INT_MAX;
+            ss_ctx_set_profile(c[v], 1);
+            for (int k = 0; k < 20; k++) {
+                int32_t tok[MAX_STREAMS];
+                ss_seq q[MAX_STREAMS];
+                for (int i = 0; i < S; i++) {
+                    tok[i] = (int32_t)(k * 13 + i * 5) % V;
+                    q[i] = (ss_seq){.state = st[v][i], .tokens = &tok[i], .n_tokens = 1,
+                                    .logits = logits + (size_t)i * V};
+                }
+                if (ss_model_eval(m[v], c[v], q, S, 0)) return 1;
+            }
+            ss_profile pr;
+            ss_ctx_get_profile(c[v], &pr);
+            ss_ctx_set_profile(c[v], 0);
+            printf("  %2d streams  %-22s us/step:", S, name[v]);
+            for (int ph = 0; ph < SS_PHASE_COUNT; ph++)
+                if (pr.ns[ph] >= pr.evals * 500) /* phases of 0.5 us a step or more */
+                    printf(" %s %.0f", ss_phase_name((ss_phase)ph), pr.ns[ph] / 1e3 / pr.evals);
+            printf(" | %.0f parallel steps, caller waiting %.0f\n",
+                   (double)pr.pool_steps / pr.evals, pr.pool_wait_ns / 1e3 / pr.evals);
+        }
+        fflush(stdout);
+    }
+    for (int v = 0; v < 2; v++) {
+        for (int i = 0; i < MAX_STREAMS; i++) ss_state_free(st[v][i]);
+        ss_ctx_free(c[v]);
+        ss_model_close(m[v]);
+    }
+    free(logits);
+    free(t[0]);
+    free(t[1]);
+    return 0;
+}
