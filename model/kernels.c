@@ -171,36 +171,16 @@ static void gen_gemv_q8a8(const q8_act *x, const int8_t *W, const float *S, int 
 static void gen_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const float *S,
                              size_t lds, int N, float *Y)
 {
-    const int K = x->K, nb = q8_blocks(K);
-    for (int n = 0; n < N; n++) {
-        float acc = 0;
-        for (int b = 0; b < nb; b++) {
-            int32_t isum = 0;
-            for (int k = b * Q8_BLOCK; k < (b + 1) * Q8_BLOCK && k < K; k++)
-                isum += ((int32_t)W[(size_t)(k / 4) * ldw + 4 * (size_t)n + k % 4] - 128) * x->q[k];
-            acc = fmaf((float)isum, S[(size_t)b * lds + n] * x->s[b], acc);
-        }
-        Y[n] = acc;
-    }
+    for (int n = 0; n < N; n++) Y[n] = q8k_out_a8(x, W, ldw, S, lds, n);
 }
 
 /* gemm_t_q8k (kernels.h): per block an fmaf chain over its k, then the chain over blocks. */
 static void gen_gemm_t_q8k(const float *X, int M, int K, int ldx, const uint8_t *W, size_t ldw,
                            const float *S, size_t lds, int N, float *Y, int ldy)
 {
-    const int nb = q8_blocks(K);
     for (int m = 0; m < M; m++)
-        for (int n = 0; n < N; n++) {
-            float acc = 0;
-            for (int b = 0; b < nb; b++) {
-                float t = 0;
-                for (int k = b * Q8_BLOCK; k < (b + 1) * Q8_BLOCK && k < K; k++)
-                    t = fmaf((float)((int)W[(size_t)(k / 4) * ldw + 4 * (size_t)n + k % 4] - 128),
-                             X[(size_t)m * ldx + k], t);
-                acc = fmaf(t, S[(size_t)b * lds + n], acc);
-            }
-            Y[(size_t)m * ldy + n] = acc;
-        }
+        for (int n = 0; n < N; n++)
+            Y[(size_t)m * ldy + n] = q8k_out_f32(X + (size_t)m * ldx, K, W, ldw, S, lds, n);
 }
 
 void q8k_put_row(uint8_t *W, float *S, int N, int K, int n, const int8_t *q, const float *s)

@@ -8,6 +8,7 @@
 #ifndef SS_KERNELS_H
 #define SS_KERNELS_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -303,5 +304,37 @@ void q8_act_pad(q8_act *a);
 
 /* Transpose [C, K] into [C/16][K][16] blocks (C % 16 == 0). dst has C*K floats. */
 void kernels_block16(const float *src, int C, int K, float *dst);
+
+/*
+ * One output n of the q8k products written out: gemv_t_q8ka8 (8-bit activations x) and
+ * gemm_t_q8k (one F32 input row x of K values). The generic kernels are these; the SIMD ones
+ * run them for their last N % VW outputs, so every set gives the same bits.
+ */
+static inline float q8k_out_a8(const q8_act *x, const uint8_t *W, size_t ldw, const float *S,
+                               size_t lds, int n)
+{
+    const int K = x->K, nb = q8_blocks(K);
+    float acc = 0;
+    for (int b = 0; b < nb; b++) {
+        int32_t isum = 0;
+        for (int k = b * Q8_BLOCK; k < (b + 1) * Q8_BLOCK && k < K; k++)
+            isum += ((int32_t)W[(size_t)(k / 4) * ldw + 4 * (size_t)n + k % 4] - 128) * x->q[k];
+        acc = fmaf((float)isum, S[(size_t)b * lds + n] * x->s[b], acc);
+    }
+    return acc;
+}
+static inline float q8k_out_f32(const float *x, int K, const uint8_t *W, size_t ldw,
+                                const float *S, size_t lds, int n)
+{
+    const int nb = q8_blocks(K);
+    float acc = 0;
+    for (int b = 0; b < nb; b++) {
+        float t = 0;
+        for (int k = b * Q8_BLOCK; k < (b + 1) * Q8_BLOCK && k < K; k++)
+            t = fmaf((float)((int)W[(size_t)(k / 4) * ldw + 4 * (size_t)n + k % 4] - 128), x[k], t);
+        acc = fmaf(t, S[(size_t)b * lds + n], acc);
+    }
+    return acc;
+}
 
 #endif

@@ -181,16 +181,8 @@ static void k256_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, con
     int n0 = 0;
     for (; n0 + 32 <= Nv; n0 += 32) TQ8A8_TILE(4);
     for (; n0 < Nv; n0 += 8) TQ8A8_TILE(1);
-    for (int n = Nv; n < N; n++) { /* the last N % 8 outputs: the generic kernel's steps */
-        float acc = 0;
-        for (int b = 0; b < nb; b++) {
-            int32_t isum = 0;
-            for (int k = b * Q8_BLOCK; k < (b + 1) * Q8_BLOCK && k < K; k++)
-                isum += ((int32_t)W[(size_t)(k / 4) * ldw + 4 * (size_t)n + k % 4] - 128) * x->q[k];
-            acc = fmaf((float)isum, S[(size_t)b * lds + n] * x->s[b], acc);
-        }
-        Y[n] = acc;
-    }
+    for (int n = Nv; n < N; n++) /* the last N % 8 outputs: the generic kernel's steps */
+        Y[n] = q8k_out_a8(x, W, ldw, S, lds, n);
 }
 
 static const kernels k256 = {

@@ -934,17 +934,8 @@ static void KFN(gemm_t_q8k)(const float *X, int M, int K, int ldx, const uint8_t
     if (nb == 0)
         for (int m = 0; m < M; m++) memset(Y + (size_t)m * ldy, 0, (size_t)Nv * sizeof *Y);
     for (int n = Nv; n < N; n++) /* the last N % VW outputs, one at a time */
-        for (int m = 0; m < M; m++) {
-            float acc = 0;
-            for (int b = 0; b < nb; b++) {
-                float t = 0;
-                for (int k = b * Q8_BLOCK; k < (b + 1) * Q8_BLOCK && k < K; k++)
-                    t = fmaf((float)((int)W[(size_t)(k / 4) * ldw + 4 * (size_t)n + k % 4] - 128),
-                             X[(size_t)m * ldx + k], t);
-                acc = fmaf(t, S[(size_t)b * lds + n], acc);
-            }
-            Y[(size_t)m * ldy + n] = acc;
-        }
+        for (int m = 0; m < M; m++)
+            Y[(size_t)m * ldy + n] = q8k_out_f32(X + (size_t)m * ldx, K, W, ldw, S, lds, n);
 }
 
 static void KFN(widen_q8)(const int8_t *q, const float *s, int K, float *dst)
