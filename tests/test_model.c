@@ -774,6 +774,32 @@ static void q8_run(ss_model *m, float *out)
     ss_ctx_free(c);
 }
 
+/* The 43 tokens of q8_run as one prompt on a fresh state (every row's logits into out), then 4
+ * decode tokens with the profile on: the parallel steps they took. */
+static uint64_t prompt_then_steps(ss_model *m, float *out)
+{
+    const int V = ss_model_get_info(m)->vocab_size;
+    int32_t ids[43], tok = 7;
+    q8_ids(ids, V);
+    ss_ctx *c;
+    ss_state *st;
+    REQUIRE_OK(ss_ctx_new(m, &c));
+    REQUIRE_OK(ss_state_new(m, &st));
+    ss_seq q = {.state = st, .tokens = ids, .n_tokens = 43, .logits = out, .logits_all = 1};
+    REQUIRE_OK(ss_model_eval(m, c, &q, 1, 0));
+    float *l1 = malloc((size_t)V * sizeof *l1);
+    if (!l1) abort();
+    ss_seq d = {.state = st, .tokens = &tok, .n_tokens = 1, .logits = l1};
+    ss_ctx_set_profile(c, 1);
+    for (int i = 0; i < 4; i++) REQUIRE_OK(ss_model_eval(m, c, &d, 1, 0));
+    ss_profile pr;
+    ss_ctx_get_profile(c, &pr);
+    free(l1);
+    ss_state_free(st);
+    ss_ctx_free(c);
+    return pr.pool_steps;
+}
+
 static double q8_max_diff(const float *a, const float *b, size_t n, double *amax)
 {
     double worst = 0;
@@ -1128,28 +1154,13 @@ static void check_fused(void)
         CHECKF(e <= 1e-4 * (1 + amax), "fused decode, %d threads: logits differ from the "
                "row layout's by %g (|logit| <= %g)", nt, e, amax);
         /* the 43 tokens as one prompt: rows 40-42 as decoded one by one, bit for bit */
-        int32_t ids[43];
-        q8_ids(ids, (int)V);
-        ss_ctx *c;
-        ss_state *st;
-        REQUIRE_OK(ss_ctx_new(m, &c));
-        REQUIRE_OK(ss_state_new(m, &st));
-        ss_seq q = {.state = st, .tokens = ids, .n_tokens = 43, .logits = lw, .logits_all = 1};
-        REQUIRE_OK(ss_model_eval(m, c, &q, 1, 0));
+        const uint64_t steps = prompt_then_steps(m, lw);
         CHECKF(!memcmp(lw, lf, 43 * V * sizeof(float)),
                "fused decode, %d threads: decoded tokens differ from the same prompt's rows", nt);
         /* two parallel steps per layer, and the logits */
-        int32_t tok = 7;
-        ss_seq d = {.state = st, .tokens = &tok, .n_tokens = 1, .logits = lw};
-        ss_ctx_set_profile(c, 1);
-        for (int i = 0; i < 4; i++) REQUIRE_OK(ss_model_eval(m, c, &d, 1, 0));
-        ss_profile pr;
-        ss_ctx_get_profile(c, &pr);
         if (nt > 1)
-            CHECKF(pr.pool_steps == 4u * (2 * (uint64_t)L + 1), "fused decode: %llu parallel "
-                   "steps for 4 tokens, want %d", (unsigned long long)pr.pool_steps, 4 * (2 * L + 1));
-        ss_state_free(st);
-        ss_ctx_free(c);
+            CHECKF(steps == 4u * (2 * (uint64_t)L + 1), "fused decode: %llu parallel "
+                   "steps for 4 tokens, want %d", (unsigned long long)steps, 4 * (2 * L + 1));
         ss_model_close(m);
     }
     free(la);
@@ -1213,31 +1224,15 @@ static void check_fused_q8(void)
             CHECKF(!memcmp(lf, l1, 43 * V * sizeof(float)),
                    "q8 fused (%s activations): %d threads give other bits than one",
                    act ? "F32" : "8-bit", nt);
-            int32_t ids[43];
-            q8_ids(ids, (int)V);
-            ss_ctx *c;
-            ss_state *st;
-            REQUIRE_OK(ss_ctx_new(m, &c));
-            REQUIRE_OK(ss_state_new(m, &st));
-            ss_seq q = {.state = st, .tokens = ids, .n_tokens = 43, .logits = lw, .logits_all = 1};
-            REQUIRE_OK(ss_model_eval(m, c, &q, 1, 0));
             /* the 43 tokens as one prompt: its first 40 rows are the 40-token prompt's (one row
              * at a time q8 sums in another order, whatever the layout: check_reuse) */
+            const uint64_t steps = prompt_then_steps(m, lw);
             CHECKF(!memcmp(lw, lf, 40 * V * sizeof(float)),
                    "q8 fused (%s activations), %d threads: a prompt's rows depend on its length",
                    act ? "F32" : "8-bit", nt);
-            int32_t tok = 7;
-            ss_seq d = {.state = st, .tokens = &tok, .n_tokens = 1, .logits = lw};
-            ss_ctx_set_profile(c, 1);
-            for (int i = 0; i < 4; i++) REQUIRE_OK(ss_model_eval(m, c, &d, 1, 0));
-            ss_profile pr;
-            ss_ctx_get_profile(c, &pr);
             if (nt > 1)
-                CHECKF(pr.pool_steps == 4u * (2 * (uint64_t)L + 1), "q8 fused: %llu parallel "
-                       "steps for 4 tokens, want %d", (unsigned long long)pr.pool_steps,
-                       4 * (2 * L + 1));
-            ss_state_free(st);
-            ss_ctx_free(c);
+                CHECKF(steps == 4u * (2 * (uint64_t)L + 1), "q8 fused: %llu parallel "
+                       "steps for 4 tokens, want %d", (unsigned long long)steps, 4 * (2 * L + 1));
             ss_model_close(m);
         }
         p.n_threads = 2;
