@@ -31,7 +31,9 @@ enum { NB = 16 / VW }; /* vectors per block of 16 channels */
 #ifndef PF1_ROWS
 #define PF1_ROWS 8
 #endif
-#define GS_PF_AHEAD(rs, K) ((rs) == (size_t)(K) ? (size_t)PF1_ROWS * (K) : (size_t)FAR_PF_ROWS * (K))
+/* How far ahead a one-row block prefetches each of its rows (in floats of W): PF1_ROWS rows when
+ * the four rows are adjacent (rs == K), FAR_PF_ROWS rows of each stream when they are far. */
+#define GS_PF_AHEAD(rs, K) ((size_t)((rs) == (size_t)(K) ? PF1_ROWS : FAR_PF_ROWS) * (K))
 
 static inline VF KFN(exp)(VF x)
 {
@@ -373,9 +375,10 @@ static void KFN(conv)(const conv_args *a)
     {                                                                                          \
         const size_t rk = (size_t)K;                                                           \
         int n = 0;                                                                             \
-        if (M == 1 && N >= kernels_far_rows) { /* four far streams: rows n, n + q, n + 2q, n + 3q */  \
-            const int q = N / 4;                                                               \
-            for (; n < q; n++) B1(X, ldx, W + (size_t)n * rk, K, (size_t)q * rk, Y + n, q, ldy, 1); \
+        if (M == 1 && N >= kernels_far_rows) { /* four far streams (kernels.h) */              \
+            const int q = N / 4; /* rows n, n + q, n + 2q, n + 3q */                           \
+            for (; n < q; n++)                                                                 \
+                B1(X, ldx, W + (size_t)n * rk, K, (size_t)q * rk, Y + n, q, ldy, 1);           \
             n = 4 * q;                                                                         \
         }                                                                                      \
         for (; n + 4 <= N; n += 4) {                                                           \

@@ -116,7 +116,7 @@ void kvnni_gemv_q8a8(const q8_act *x, const int8_t *W, const float *S, int N, fl
     const int nb = q8_blocks(x->K);
     const size_t K = (size_t)x->K;
     int n = 0;
-    if (N >= kernels_far_rows) { /* four far streams, rows n, n + q, n + 2q, n + 3q (kernels_simd.h) */
+    if (N >= kernels_far_rows) { /* four far streams: rows n, n + q, n + 2q, n + 3q (kernels.h) */
         const int q = N / 4;
         for (; n < q; n++)
             q8a8_rows4(x, W + (size_t)n * K, S + (size_t)n * nb, nb, (size_t)q * K,
@@ -125,7 +125,8 @@ void kvnni_gemv_q8a8(const q8_act *x, const int8_t *W, const float *S, int N, fl
     }
     for (; n + 4 <= N; n += 4)
         q8a8_rows4(x, W + (size_t)n * K, S + (size_t)n * nb, nb, K, (size_t)nb, Y + n, 1);
-    for (; n < N; n++) q8a8_row1(x, W + (size_t)n * K, S + (size_t)n * nb, nb, K, (size_t)nb, Y + n, 1);
+    for (; n < N; n++)
+        q8a8_row1(x, W + (size_t)n * K, S + (size_t)n * nb, nb, K, (size_t)nb, Y + n, 1);
 }
 
 /*
