@@ -20,6 +20,16 @@ rc_node_start() {
         --cluster-replica-validity-factor 0 --protected-mode no >/dev/null
 }
 
+# rc_node_ours PORT: the server answering on PORT is the one we started from its dir (its
+# process id is in our pid file). A node whose port was taken exits without a pid file, while the
+# port's owner (another test's cluster, a leftover) still answers a ping.
+rc_node_ours() {
+    local pidf="$RC_DIR/$1/redis.pid" pid
+    [ -f "$pidf" ] || return 1
+    pid=$(redis-cli -p "$1" info server 2>/dev/null | tr -d '\r' | sed -n 's/^process_id://p')
+    [ -n "$pid" ] && [ "$pid" = "$(cat "$pidf")" ]
+}
+
 rc_start() {
     RC_DIR=$1
     local primaries=${2:-3} n i p base attempt up
@@ -36,7 +46,7 @@ rc_start() {
         up=1
         for p in $RC_PORTS; do
             for ((i = 0; i < 50; i++)); do
-                redis-cli -p "$p" ping >/dev/null 2>&1 && break
+                rc_node_ours "$p" && break
                 sleep 0.1
             done
             [ $i -lt 50 ] || up=0
