@@ -21,7 +21,7 @@
  * contract is the same bits), so a broken kernel is reported, not measured.
  *
  * usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST] [--matrix MB]
- *                            [--size MB] [--k N] [--seg S]
+ *                            [--size MB] [--k N] [--seg S] [--tblock]
  *   --threads 1,2,16   thread counts (default: 1,2 and all cores)
  *   --rows 1,16        input rows per product: 1 = batch-1 decode, 16 = 16 streams (default 1,16)
  *   --kernels LIST     read, f32, bf16, f16, q8, q8a8, f32t, bf16t, f16t, q8t, q8k, q8ka8
@@ -31,6 +31,8 @@
  *   --k N              values per weight row, a multiple of 64 (default 1536; 768 = d_model of
  *                      mamba-130m, the K of its in_proj and logits); the transposed kinds' N
  *   --seg S            rows per segment of the transposed kinds (default 96, 130m's)
+ *   --tblock           f32t, bf16t, f16t on the far layout (16 segments a matrix in 4 column
+ *                      blocks, kernels.h far_t_width)
  * It builds with the kernels alone: cc -O2 -Imodel bench/kernbench.c model/kernels*.c (the ISA
  * files with their -m flags, as model/meson.build does) -lm -lpthread.
  */
@@ -49,6 +51,7 @@
 enum { TILE = 64, MAX_THREADS = 256, MAX_LIST = 16, SEGS = 16 };
 static int K = 1536;  /* values per weight row (--k): the outputs of the transposed kinds */
 static int SEG = 96;  /* rows of Wt per segment, the transposed kinds' unit of work (--seg) */
+static int TBLOCK;    /* --tblock: f32t, bf16t, f16t on the far layout (kernels.h far_t_width) */
 enum kind {
     K_READ, K_F32, K_BF16, K_Q8, K_F16, K_Q8A8, K_F32T, K_BF16T, K_F16T, K_Q8T, K_Q8K, K_Q8KA8,
     N_KINDS
@@ -113,13 +116,20 @@ static void segment(const kernels *k, const bench *b, size_t j, float *out)
 {
     const int ldx = SEGS * SEG;
     const float *x = b->xt + (j % SEGS) * (size_t)SEG;
-    const size_t off = j * (size_t)SEG * K;
+    size_t off = j * (size_t)SEG * K;
+    /* --tblock: each SEGS segments one matrix [SEGS SEG][K] in FAR_T_BLOCKS column blocks */
+    const int far = TBLOCK && b->kind != K_Q8T && b->kind != K_Q8K && b->kind != K_Q8KA8;
+    const int bw = far ? K / FAR_T_BLOCKS : K;
+    const size_t bs = far ? (size_t)SEGS * SEG * bw : 0;
+    if (far) off = j / SEGS * SEGS * (size_t)SEG * K + j % SEGS * (size_t)SEG * bw;
     if (b->kind == K_F32T)
-        k->gemm_t(x, b->rows, SEG, ldx, (const float *)b->w + off, K, K, out, K, 0);
+        k->gemm_t(x, b->rows, SEG, ldx, (const float *)b->w + off, bw, bw, bs, K, out, K, 0);
     else if (b->kind == K_BF16T)
-        k->gemm_t_bf16(x, b->rows, SEG, ldx, (const uint16_t *)b->w + off, K, K, out, K, 0);
+        k->gemm_t_bf16(x, b->rows, SEG, ldx, (const uint16_t *)b->w + off, bw, bw, bs, K, out, K,
+                       0);
     else if (b->kind == K_F16T)
-        k->gemm_t_f16(x, b->rows, SEG, ldx, (const uint16_t *)b->w + off, K, K, out, K, 0);
+        k->gemm_t_f16(x, b->rows, SEG, ldx, (const uint16_t *)b->w + off, bw, bw, bs, K, out, K,
+                      0);
     else if (b->kind == K_Q8T)
         k->gemm_t_q8(x, b->rows, SEG, ldx, (const int8_t *)b->w + off,
                      K, b->s + off / Q8_BLOCK, K / Q8_BLOCK, K, out, K, 0);
@@ -283,7 +293,7 @@ static int parse_list(const char *s, int *out, int max)
 
 static const char usage[] =
     "usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST] [--matrix MB]\n"
-    "                           [--size MB] [--k N] [--seg S]\n"
+    "                           [--size MB] [--k N] [--seg S] [--tblock]\n"
     "Stream a 1 GB weight matrix through the decode kernels (and a plain read) and report\n"
     "GB/s and GMAC/s: batch-1 decode is bound by how close the kernels get to the read.\n"
     "  --threads 1,2,16   thread counts (default: 1, 2 and all cores)\n"
@@ -309,7 +319,10 @@ static const char usage[] =
     "  --k N              values per weight row, a multiple of 64 (default 1536; 130m's\n"
     "                     in_proj and logits have 768); the transposed kinds' outputs\n"
     "  --seg S            rows of Wt per segment for the transposed kinds, 1 to 4096 (default\n"
-    "                     96: d_inner / 16 rounded up to 16 at 130m; 128 at 370m, 256 at 1.4b)\n";
+    "                     96: d_inner / 16 rounded up to 16 at 130m; 128 at 370m, 256 at 1.4b)\n"
+    "  --tblock           f32t, bf16t, f16t on the far layout: every 16 segments one matrix\n"
+    "                     kept as 4 column blocks, each contiguous over its rows (kernels.h\n"
+    "                     far_t_width; what the model loads when far streams are on)\n";
 
 int main(int argc, char **argv)
 {
@@ -324,6 +337,7 @@ int main(int argc, char **argv)
                                          {"k", required_argument, NULL, 'K'},
                                          {"size", required_argument, NULL, 'S'},
                                          {"seg", required_argument, NULL, 'g'},
+                                         {"tblock", no_argument, NULL, 'b'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     for (int c; (c = getopt_long(argc, argv, "h", opts, NULL)) != -1;) {
@@ -356,6 +370,10 @@ int main(int argc, char **argv)
             }
         }
         if (c == 'k' && parse_kinds(optarg, want)) continue;
+        if (c == 'b') {
+            TBLOCK = 1;
+            continue;
+        }
         fputs(usage, c == 'h' ? stdout : stderr);
         return c == 'h' ? 0 : 2;
     }
@@ -368,8 +386,8 @@ int main(int argc, char **argv)
                kernels_get()->name, K, size_mb, size_mb < 200 ? " (passed over repeatedly)" : "");
     if (want[K_F32T] || want[K_BF16T] || want[K_F16T] || want[K_Q8T] || want[K_Q8K] ||
         want[K_Q8KA8])
-        printf("transposed kinds: Wt[rows][%d] in segments of %d rows, checked against the "
-               "generic kernel\n", K, SEG);
+        printf("transposed kinds: Wt[rows][%d] in segments of %d rows%s, checked against the "
+               "generic kernel\n", K, SEG, TBLOCK ? ", far layout (--tblock)" : "");
     float *x = aligned_alloc(64, 16 * K * sizeof *x);
     for (int i = 0; i < 16 * K; i++) x[i] = (float)(i % 7) * 0.1f;
     q8_act xq;
@@ -403,7 +421,7 @@ int main(int argc, char **argv)
         if (!want[kind]) continue;
         const enum kind base = base_kind((enum kind)kind);
         const size_t es = elem_size((enum kind)kind), unit = unit_rows((enum kind)kind);
-        const size_t align = transposed((enum kind)kind) ? unit : 64;
+        const size_t align = transposed((enum kind)kind) ? unit * (TBLOCK ? SEGS : 1) : 64;
         size_t n = (size_t)(size_mb * 1e6 / (double)es / K) / align * align;
         /* every thread gets at least one tile (segment) of rows, however small --size */
         if (n < unit * most) n = unit * most;
@@ -411,7 +429,7 @@ int main(int argc, char **argv)
          * scales included) */
         const int q8 = base == K_Q8 || base == K_Q8A8;
         const double row_bytes = K * (q8 ? 1.125 : (double)es);
-        const size_t pu = transposed((enum kind)kind) ? unit : 16;
+        const size_t pu = transposed((enum kind)kind) ? align : 16;
         size_t piece = matrix_mb > 0 ? (size_t)(matrix_mb * 1e6 / row_bytes) / pu * pu : 0;
         if (matrix_mb > 0 && piece < pu) piece = pu;
         if (piece > n) piece = n; /* --matrix above --size: one matrix of the whole size */

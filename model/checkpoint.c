@@ -627,7 +627,7 @@ static ss_err quantize_mat(loader *L, const char *name, const st_tensor *t, wmat
     }
     free(row);
     if (err) return err; /* the arena is released with the model */
-    *out = (wmat){q, W_Q8, sc};
+    *out = (wmat){.p = q, .t = W_Q8, .scale = sc};
     L->dtype_mask |= 1 << t->dtype;
     L->bytes_done += t->n_bytes;
     if (L->params->progress)
@@ -687,7 +687,7 @@ static ss_err copy_16bit(loader *L, const char *name, const st_tensor *t, int si
     else
         pool_run(L->m->pool, copy_part, &j);
     L->dtype_mask |= 1 << t->dtype;
-    *out = (wmat){w, t->dtype == ST_BF16 ? W_BF16 : W_F16, NULL};
+    *out = (wmat){.p = w, .t = t->dtype == ST_BF16 ? W_BF16 : W_F16};
     L->bytes_done += t->n_bytes;
     if (L->params->progress)
         L->params->progress(L->params->progress_user, "load", L->bytes_done, L->bytes_total);
@@ -712,14 +712,15 @@ static ss_err get_mat_as(loader *L, const char *name, wmat *out, int64_t rows, i
         return quantize_mat(L, name, t, out);
     const float *f = NULL;
     err = get_f32(L, name, 0, &f, 2, rows, cols);
-    *out = (wmat){f, W_F32, NULL};
+    *out = (wmat){.p = f, .t = W_F32};
     return err;
 }
 
 /*
  * A matrix W [rows, cols] kept transposed, Wt [cols][rows] (Mamba-1's x_proj and out_proj: a
  * decode step sums their partial products over segments of the input channels, kernels.h
- * gemm_t): on the weights' arena, in the checkpoint's type (F32, or BF16 / F16 in row order), or
+ * gemm_t): on the weights' arena, in the checkpoint's type (F32, or BF16 / F16 in row order;
+ * column-blocked, the far layout of kernels.h far_t_width, when far streams are on), or
  * under --weights q8 in the q8k layout (kernels.h: each row of W quantised as the row layout
  * quantises it, a scale per block of Q8_BLOCK inputs, the values in rows of 4 inputs for the
  * integer kernels). The tensor's pages of the mapping are released after the load, as for the
@@ -758,9 +759,11 @@ static ss_err get_mat_t(loader *L, const char *name, wmat *out, int64_t rows, in
         free(rs);
         free(q);
         if (err) return err; /* the arena is released with the model */
-        *out = (wmat){w, W_Q8, sc};
+        *out = (wmat){.p = w, .t = W_Q8, .scale = sc};
     } else {
         const int wide = t->dtype == ST_F32;
+        (void)kernels_get(); /* far_t_width reads kernels_far_rows, which it sets */
+        const size_t bw = (size_t)far_t_width((int)R); /* 0: plain rows of R */
         enum { BR = 64 }; /* source rows per block: each row of Wt gets BR values at a time */
         void *dst = arena_alloc(L->m, R * C * (wide ? 4 : 2) + 1);
         void *blk = malloc(BR * C * (wide ? 4 : 2) + 1);
@@ -773,15 +776,19 @@ static ss_err get_mat_t(loader *L, const char *name, wmat *out, int64_t rows, in
             const uint8_t *src = (const uint8_t *)t->data + r0 * C * esz;
             memcpy(blk, src, nr * C * esz);
             for (size_t c = 0; c < C; c++)
-                for (size_t r = 0; r < nr; r++) {
+                for (size_t r = 0; r < nr; r++) { /* Wt[c][n], n = r0 + r: where it goes */
+                    const size_t n = r0 + r, at = bw ? n / bw * C * bw + c * bw + n % bw : c * R + n;
                     if (wide)
-                        ((float *)dst)[c * R + r0 + r] = ((const float *)blk)[r * C + c];
+                        ((float *)dst)[at] = ((const float *)blk)[r * C + c];
                     else
-                        ((uint16_t *)dst)[c * R + r0 + r] = ((const uint16_t *)blk)[r * C + c];
+                        ((uint16_t *)dst)[at] = ((const uint16_t *)blk)[r * C + c];
                 }
         }
         free(blk);
-        *out = (wmat){dst, wide ? W_F32 : t->dtype == ST_BF16 ? W_BF16 : W_F16, NULL};
+        *out = (wmat){.p = dst,
+                      .t = wide ? W_F32 : t->dtype == ST_BF16 ? W_BF16 : W_F16,
+                      .bw = (int)bw,
+                      .bs = C * bw};
     }
     L->bytes_done += t->n_bytes;
     if (L->params->progress)

@@ -208,23 +208,42 @@ static size_t q8k_off(int N, int k0, int n0)
     return (size_t)(k0 / 4) * 4 * (size_t)N + 4 * (size_t)n0;
 }
 
+/* The kernel of w's type (F32, BF16, F16) on the values from element o of w, as gemm_t's
+ * arguments (kernels.h). */
+static void gemm_t_at(wmat w, size_t o, const float *X, int M, int K, int ldx, int ldw, int bw,
+                      size_t bs, int n, float *Y, int ldy)
+{
+    const kernels *k = kernels_get();
+    if (w.t == W_F32)
+        k->gemm_t(X, M, K, ldx, (const float *)w.p + o, ldw, bw, bs, n, Y, ldy, 0);
+    else if (w.t == W_BF16)
+        k->gemm_t_bf16(X, M, K, ldx, (const uint16_t *)w.p + o, ldw, bw, bs, n, Y, ldy, 0);
+    else
+        k->gemm_t_f16(X, M, K, ldx, (const uint16_t *)w.p + o, ldw, bw, bs, n, Y, ldy, 0);
+}
+
 void mm_t_part(wmat w, int N, const float *X, int M, int ldx, int k0, int k1, int n0, int n1,
                float *Y, int ldy)
 {
-    const kernels *k = kernels_get();
-    const int K = k1 - k0, n = n1 - n0;
-    const size_t o = (size_t)k0 * N + (size_t)n0;
+    const int K = k1 - k0, n = n1 - n0, bw = w.bw;
     X += k0;
     Y += n0;
-    if (w.t == W_F32) {
-        k->gemm_t(X, M, K, ldx, (const float *)w.p + o, N, n, Y, ldy, 0);
-    } else if (w.t == W_BF16) {
-        k->gemm_t_bf16(X, M, K, ldx, (const uint16_t *)w.p + o, N, n, Y, ldy, 0);
-    } else if (w.t == W_F16) {
-        k->gemm_t_f16(X, M, K, ldx, (const uint16_t *)w.p + o, N, n, Y, ldy, 0);
-    } else { /* the q8k layout (kernels.h): rows of 4 inputs, scales [k / Q8_BLOCK][N] */
-        k->gemm_t_q8k(X, M, K, ldx, (const uint8_t *)w.p + q8k_off(N, k0, n0), 4 * (size_t)N,
-                      w.scale + (size_t)(k0 / Q8_BLOCK) * N + n0, (size_t)N, n, Y, ldy);
+    if (w.t == W_Q8) { /* the q8k layout (kernels.h): rows of 4 inputs, scales [k / Q8_BLOCK][N] */
+        kernels_get()->gemm_t_q8k(X, M, K, ldx, (const uint8_t *)w.p + q8k_off(N, k0, n0),
+                                  4 * (size_t)N, w.scale + (size_t)(k0 / Q8_BLOCK) * N + n0,
+                                  (size_t)N, n, Y, ldy);
+    } else if (!bw) { /* plain rows of N */
+        gemm_t_at(w, (size_t)k0 * N + (size_t)n0, X, M, K, ldx, N, n, 0, n, Y, ldy);
+    } else if (n0 % bw == 0 && n1 % bw == 0) { /* whole blocks of the far layout: one call */
+        gemm_t_at(w, (size_t)(n0 / bw) * w.bs + (size_t)k0 * bw, X, M, K, ldx, bw, bw, w.bs, n,
+                  Y, ldy);
+    } else { /* a block's columns at a time, each part of a block as a plain matrix */
+        for (int a = n0; a < n1;) {
+            const int c = a / bw, e = n1 < (c + 1) * bw ? n1 : (c + 1) * bw;
+            gemm_t_at(w, (size_t)c * w.bs + (size_t)k0 * bw + (size_t)(a % bw), X, M, K, ldx, bw,
+                      e - a, 0, e - a, Y + (a - n0), ldy);
+            a = e;
+        }
     }
 }
 

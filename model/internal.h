@@ -32,6 +32,11 @@ typedef struct wmat {
     const void *p;
     wtype t;
     const float *scale; /* W_Q8 only */
+    /* a transposed matrix Wt [K][N] (x_proj_t, out_proj_t) in the far layout (kernels.h
+     * far_t_width): N / bw blocks of bw columns, block c [K][bw] at p + c * bs elements; bw = 0:
+     * plain rows of N */
+    int bw;
+    size_t bs;
 } wmat;
 typedef enum norm_kind { NORM_RMS, NORM_LAYER } norm_kind;
 typedef enum act_kind { ACT_RELU, ACT_GELU, ACT_SILU } act_kind;
@@ -245,7 +250,8 @@ static inline int mamba1_segs(int Di)
 }
 /* Y[m][n] = sum over k in [k0, k1) of Wt[k][n] X[m][k] (a segment's partial product), columns
  * [n0, n1); X and Y point at column 0 of their rows (8-bit weights, the q8k layout: k0 a
- * multiple of Q8_BLOCK). On the calling thread. */
+ * multiple of Q8_BLOCK). On the calling thread. Any layout of w (plain, far, q8k); the same
+ * bits from each. */
 void mm_t_part(wmat w, int N, const float *X, int M, int ldx, int k0, int k1, int n0, int n1,
                float *Y, int ldy);
 /* The same for one row on 8-bit weights with 8-bit activations (kernels.h gemv_t_q8ka8): x the

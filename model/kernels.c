@@ -117,14 +117,15 @@ static void gen_gemm_small_q8(const float *X, int M, int K, int ldx, const int8_
 
 /* gemm_t (kernels.h): one fmaf chain per output, in k order; every SIMD kernel gives these bits. */
 #define GEN_GEMM_T(NAME, WT, CVT)                                                              \
-    static void NAME(const float *X, int M, int K, int ldx, const WT *W, int ldw, int N,       \
-                     float *Y, int ldy, int add)                                               \
+    static void NAME(const float *X, int M, int K, int ldx, const WT *W, int ldw, int bw,      \
+                     size_t bs, int N, float *Y, int ldy, int add)                             \
     {                                                                                          \
         for (int m = 0; m < M; m++)                                                            \
             for (int n = 0; n < N; n++) {                                                      \
+                const WT *wn = bw >= N ? W + n : W + (size_t)(n / bw) * bs + n % bw;           \
                 float acc = 0;                                                                 \
                 for (int k = 0; k < K; k++)                                                    \
-                    acc = fmaf(CVT(W[(size_t)k * ldw + n]), X[(size_t)m * ldx + k], acc);      \
+                    acc = fmaf(CVT(wn[(size_t)k * ldw]), X[(size_t)m * ldx + k], acc);         \
                 float *y = Y + (size_t)m * ldy + n;                                            \
                 *y = add ? *y + acc : acc;                                                     \
             }                                                                                  \
@@ -384,6 +385,7 @@ void kernels_block16(const float *src, int C, int K, float *dst)
 
 static const kernels *chosen;
 int kernels_far_rows = INT_MAX; /* kernels.h; chosen below */
+int gt_far_pf32 = 0, gt_far_pf16 = 4;
 
 /* Runs once per process (pthread_once): the CPU and SS_KERNELS do not change under us, and
  * the engine, the merge threads and the loader may all ask first at the same time. */
@@ -411,6 +413,8 @@ static void kernels_choose(void)
         kernels_far_rows = far[0] == '1' ? FAR_MIN_ROWS : INT_MAX;
     else
         kernels_far_rows = __builtin_cpu_is("amd") ? FAR_MIN_ROWS : INT_MAX;
+    if (getenv("SS_GT_FAR_PF32")) gt_far_pf32 = atoi(getenv("SS_GT_FAR_PF32"));
+    if (getenv("SS_GT_FAR_PF16")) gt_far_pf16 = atoi(getenv("SS_GT_FAR_PF16"));
     chosen = k;
 }
 

@@ -106,13 +106,16 @@ typedef struct kernels {
      * other on one thread (add = 1 from the second on: prefill) or on different threads, their
      * results summed afterwards (batch-1 decode, model/mamba.c). Rows of W, X and Y at strides
      * ldw, ldx and ldy (in elements). 16-bit weights are widened (exact) in row order.
+     * W may be column-blocked (the far layout below): the columns in blocks of bw, block c at
+     * W + c bs, so that column n of row k is W[(n / bw) bs + k ldw + n % bw]; bw >= N is one
+     * block, the plain layout (bs unused). The bits do not depend on the layout.
      */
-    void (*gemm_t)(const float *X, int M, int K, int ldx, const float *W, int ldw, int N,
-                   float *Y, int ldy, int add);
-    void (*gemm_t_bf16)(const float *X, int M, int K, int ldx, const uint16_t *W, int ldw, int N,
-                        float *Y, int ldy, int add);
-    void (*gemm_t_f16)(const float *X, int M, int K, int ldx, const uint16_t *W, int ldw, int N,
-                       float *Y, int ldy, int add);
+    void (*gemm_t)(const float *X, int M, int K, int ldx, const float *W, int ldw, int bw,
+                   size_t bs, int N, float *Y, int ldy, int add);
+    void (*gemm_t_bf16)(const float *X, int M, int K, int ldx, const uint16_t *W, int ldw, int bw,
+                        size_t bs, int N, float *Y, int ldy, int add);
+    void (*gemm_t_f16)(const float *X, int M, int K, int ldx, const uint16_t *W, int ldw, int bw,
+                       size_t bs, int N, float *Y, int ldy, int add);
     /* 8-bit: Wt int8 [K][ldw] (the q8 layout below, on the transposed matrix: a scale per block
      * of Q8_BLOCK columns of a row k, at S[k lds + n / Q8_BLOCK]; W and S start at a block's
      * first column). Each step is acc = fmaf((float)q, s * x, acc), s * x rounded to F32 first. */
@@ -230,6 +233,24 @@ void bf16_pack_rows(const uint16_t *src, size_t rows, int K, uint16_t *dst);
 #define FAR_MIN_ROWS 16
 #define FAR_PF_ROWS  1
 extern int kernels_far_rows;
+
+/*
+ * The same for the transposed products (gemm_t, gemm_t_bf16, gemm_t_f16) at one input row: a
+ * pass over four rows of Wt [K][N] (GT_KB) reads the N columns of those rows, one stream. Kept
+ * column-blocked instead (the far layout: FAR_T_BLOCKS blocks of N / FAR_T_BLOCKS columns, each
+ * block [K][N / FAR_T_BLOCKS] contiguous over all K rows), the pass reads four streams K N / 4
+ * values apart; each output is still one chain over k in order (the same bits). A model loaded
+ * while kernels_far_rows is on (at most FAR_MIN_ROWS) keeps its transposed matrices so when N is
+ * a multiple of FAR_T_BLOCKS x 16 (Mamba-1's out_proj: d_model); far_t_width gives the block
+ * width (0: the plain layout).
+ */
+#define FAR_T_BLOCKS 4
+extern int gt_far_pf32, gt_far_pf16; /* TEMPORARY tuning (SS_GT_FAR_PF32 / 16) */
+static inline int far_t_width(int N)
+{
+    return kernels_far_rows <= FAR_MIN_ROWS && N % (FAR_T_BLOCKS * 16) == 0 ? N / FAR_T_BLOCKS
+                                                                             : 0;
+}
 
 /*
  * 8-bit weights: a matrix [N, K] is stored as int8 values q[N][K] (row-major, as the checkpoint)

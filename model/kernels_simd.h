@@ -697,12 +697,26 @@ _Static_assert(Q8_BLOCK % VW == 0 && GT_NV * VW % Q8_BLOCK == 0, "gemm_t q8 tile
           : X[(size_t)(m) * ldx + (k)])
 
 #define GT_KERNEL(NAME, WT, LD, CVT, Q8)                                                       \
-    static void NAME(const float *X, int M, int K, int ldx, const WT *W, int ldw,              \
-                     const float *S, int lds, int N, float *Y, int ldy, int add)               \
+    static void NAME(const float *X, int M, int K, int ldx, const WT *W, int ldw, int bw,      \
+                     size_t bs, const float *S, int lds, int N, float *Y, int ldy, int add)    \
     {                                                                                          \
         const int Nv = N / VW * VW;                                                            \
         (void)S;                                                                               \
         (void)lds;                                                                             \
+        if (bw < N) { /* column-blocked (kernels.h far_t_width; never on 8-bit weights) */     \
+            int b0 = 0;                                                                        \
+            if (!(Q8) && M == 1 && N / bw >= 2 && bw % VW == 0 && N / bw * bw <= GT_WIDE) {   \
+                GT_FAR1(WT, LD); /* the whole blocks as far streams */                         \
+                b0 = N / bw;                                                                   \
+            }                                                                                  \
+            for (; b0 * bw < N; b0++) { /* each block (or the part block left) as a matrix */  \
+                const int w = N - b0 * bw < bw ? N - b0 * bw : bw;                             \
+                NAME(X, M, K, ldx, W + (size_t)b0 * bs, ldw, w, 0,                             \
+                     (Q8) ? S + (size_t)b0 * bw / Q8_BLOCK : S, lds, w, Y + (size_t)b0 * bw,   \
+                     ldy, add);                                                                \
+            }                                                                                  \
+            return;                                                                            \
+        }                                                                                      \
         if (M == 1 && Nv <= GT_WIDE && Nv > 0) {                                               \
             float acc[GT_WIDE] __attribute__((aligned(64)));                                   \
             for (int n = 0; n < Nv; n += VW) VSTORE(acc + n, VZERO());                         \
@@ -771,6 +785,49 @@ _Static_assert(Q8_BLOCK % VW == 0 && GT_NV * VW % Q8_BLOCK == 0, "gemm_t q8 tile
                 *y = add ? *y + a : a;                                                         \
             }                                                                                  \
     }
+/*
+ * One input row on the column-blocked layout: its N / bw whole blocks read as that many far
+ * streams, GT_KB rows at a time as above, at each group of VW columns j one vector of every
+ * block (the blocks' streams interleaved: one Zen 5 core reads four far streams 10-20 % faster
+ * than one, docs/performance.md); every output the same chain over k in order. Each block's
+ * lines GT_FAR_PF(WT) rows ahead are prefetched into L2 (16-bit weights; F32 read faster without).
+ */
+#define GT_FAR_PF(WT) (sizeof(WT) == 4 ? gt_far_pf32 : gt_far_pf16)
+#define GT_FAR1(WT, LD)                                                                        \
+    do {                                                                                       \
+        float acc[GT_WIDE] __attribute__((aligned(64)));                                       \
+        const int nb = N / bw, pf = GT_FAR_PF(WT);                                             \
+        for (int n = 0; n < nb * bw; n += VW) VSTORE(acc + n, VZERO());                        \
+        int k = 0;                                                                             \
+        for (; k + GT_KB <= K; k += GT_KB) {                                                   \
+            VF xb[GT_KB];                                                                      \
+            _Pragma("GCC unroll 8") for (int r = 0; r < GT_KB; r++) xb[r] = VSET1(X[k + r]);   \
+            for (int j = 0; j < bw; j += VW)                                                   \
+                for (int c = 0; c < nb; c++) {                                                 \
+                    const WT *wk = W + (size_t)c * bs + (size_t)k * ldw + j;                   \
+                    if (pf && j % (64 / (int)sizeof(WT)) == 0)                                 \
+                        _Pragma("GCC unroll 8") for (int r = 0; r < GT_KB; r++)                \
+                            __builtin_prefetch(wk + (size_t)(pf + r) * ldw, 0, 2);             \
+                    VF a = VLOAD(acc + c * bw + j);                                            \
+                    _Pragma("GCC unroll 8") for (int r = 0; r < GT_KB; r++)                    \
+                        a = VFMA(LD(wk + (size_t)r * ldw), xb[r], a);                          \
+                    VSTORE(acc + c * bw + j, a);                                               \
+                }                                                                              \
+        }                                                                                      \
+        for (; k < K; k++) { /* the last K % GT_KB rows, one at a time */                     \
+            const VF xb = VSET1(X[k]);                                                         \
+            for (int j = 0; j < bw; j += VW)                                                   \
+                for (int c = 0; c < nb; c++)                                                   \
+                    VSTORE(acc + c * bw + j,                                                   \
+                           VFMA(LD(W + (size_t)c * bs + (size_t)k * ldw + j), xb,              \
+                                VLOAD(acc + c * bw + j)));                                     \
+        }                                                                                      \
+        for (int n = 0; n < nb * bw; n += VW) {                                                \
+            VF t = VLOAD(acc + n);                                                             \
+            if (add) t = VLOAD(Y + n) + t;                                                     \
+            VSTORE(Y + n, t);                                                                  \
+        }                                                                                      \
+    } while (0)
 /* RB input rows from m0: tiles of GT_NV vectors, then one tile of the vectors left, over the
  * whole K (a thread's 48 columns of 130m's out_proj at 16 threads: one tile of 3, not three of
  * one, which read a cache line per row of Wt each) */
@@ -835,25 +892,25 @@ GT_KERNEL(KFN(gt_bf16), uint16_t, GT_LD_BF16, bf16_to_f32, 0)
 GT_KERNEL(KFN(gt_f16), uint16_t, GT_LD_F16, f16_to_f32, 0)
 GT_KERNEL(KFN(gt_q8), int8_t, GT_LD_I8, GT_CVT_I8, 1)
 
-static void KFN(gemm_t)(const float *X, int M, int K, int ldx, const float *W, int ldw, int N,
-                        float *Y, int ldy, int add)
+static void KFN(gemm_t)(const float *X, int M, int K, int ldx, const float *W, int ldw, int bw,
+                        size_t bs, int N, float *Y, int ldy, int add)
 {
-    KFN(gt_f32)(X, M, K, ldx, W, ldw, NULL, 0, N, Y, ldy, add);
+    KFN(gt_f32)(X, M, K, ldx, W, ldw, bw, bs, NULL, 0, N, Y, ldy, add);
 }
 static void KFN(gemm_t_bf16)(const float *X, int M, int K, int ldx, const uint16_t *W, int ldw,
-                             int N, float *Y, int ldy, int add)
+                             int bw, size_t bs, int N, float *Y, int ldy, int add)
 {
-    KFN(gt_bf16)(X, M, K, ldx, W, ldw, NULL, 0, N, Y, ldy, add);
+    KFN(gt_bf16)(X, M, K, ldx, W, ldw, bw, bs, NULL, 0, N, Y, ldy, add);
 }
 static void KFN(gemm_t_f16)(const float *X, int M, int K, int ldx, const uint16_t *W, int ldw,
-                            int N, float *Y, int ldy, int add)
+                            int bw, size_t bs, int N, float *Y, int ldy, int add)
 {
-    KFN(gt_f16)(X, M, K, ldx, W, ldw, NULL, 0, N, Y, ldy, add);
+    KFN(gt_f16)(X, M, K, ldx, W, ldw, bw, bs, NULL, 0, N, Y, ldy, add);
 }
 static void KFN(gemm_t_q8)(const float *X, int M, int K, int ldx, const int8_t *W, int ldw,
                            const float *S, int lds, int N, float *Y, int ldy, int add)
 {
-    KFN(gt_q8)(X, M, K, ldx, W, ldw, S, lds, N, Y, ldy, add);
+    KFN(gt_q8)(X, M, K, ldx, W, ldw, N, 0, S, lds, N, Y, ldy, add);
 }
 
 /* ---- 8-bit weights in the q8k layout with F32 activations (kernels.h gemm_t_q8k) --------- */

@@ -694,9 +694,12 @@ static void test_quantize_act(void)
 /*
  * gemm_t (transposed weights): every output must be exactly the fmaf chain over k in order
  * (the kernels' contract: the same bits from every ISA, M, N and column offset), stored or added
- * to what Y held, and close to the double product.
+ * to what Y held, and close to the double product. bw > 0: the same matrix in the far layout
+ * (columns in blocks of bw, each block's rows contiguous, blocks bs apart; kernels.h
+ * far_t_width; ldw and col multiples of bw, not 8-bit) must give the same bits.
  */
-static int check_gemm_t(const kernels *kn, int wt, int M, int N, int K, int ldw, int col, int add)
+static int check_gemm_t(const kernels *kn, int wt, int M, int N, int K, int ldw, int col, int add,
+                        int bw)
 {
     const int lds = q8_blocks(ldw), ldx = K + 3, ldy = N + 5;
     float *X = malloc(((size_t)M * ldx + 1) * sizeof *X);
@@ -718,12 +721,30 @@ static int check_gemm_t(const kernels *kn, int wt, int M, int N, int K, int ldw,
     fill(Y0, (size_t)M * ldy, -3, 3);
     memcpy(Y, Y0, (size_t)M * ldy * sizeof *Y);
     const size_t off = (size_t)col;
-    if (wt == WF32)
-        kn->gemm_t(X, M, K, ldx, Wf + off, ldw, N, Y, ldy, add);
+    /* the far layout: block c [K][bw] at c bs (bs past K bw: the blocks need not touch) */
+    const size_t bs = (size_t)K * bw + 16, nbk = bw ? (size_t)(ldw / bw) : 0;
+    float *Bf = malloc((nbk * bs + 1) * sizeof *Bf);
+    uint16_t *B16 = malloc((nbk * bs + 1) * sizeof *B16);
+    for (size_t c = 0; c < nbk; c++)
+        for (int k = 0; k < K; k++)
+            for (int j = 0; j < bw; j++) {
+                const size_t from = (size_t)k * ldw + c * bw + j, to = c * bs + (size_t)k * bw + j;
+                Bf[to] = Wf[from];
+                B16[to] = wt == WF32 ? 0 : W16[from];
+            }
+    const size_t boff = bw ? (size_t)(col / bw) * bs : 0;
+    if (wt == WF32 && bw)
+        kn->gemm_t(X, M, K, ldx, Bf + boff, bw, bw, bs, N, Y, ldy, add);
+    else if (wt == WBF16 && bw)
+        kn->gemm_t_bf16(X, M, K, ldx, B16 + boff, bw, bw, bs, N, Y, ldy, add);
+    else if (wt == WF16 && bw)
+        kn->gemm_t_f16(X, M, K, ldx, B16 + boff, bw, bw, bs, N, Y, ldy, add);
+    else if (wt == WF32)
+        kn->gemm_t(X, M, K, ldx, Wf + off, ldw, N, 0, N, Y, ldy, add);
     else if (wt == WBF16)
-        kn->gemm_t_bf16(X, M, K, ldx, W16 + off, ldw, N, Y, ldy, add);
+        kn->gemm_t_bf16(X, M, K, ldx, W16 + off, ldw, N, 0, N, Y, ldy, add);
     else if (wt == WF16)
-        kn->gemm_t_f16(X, M, K, ldx, W16 + off, ldw, N, Y, ldy, add);
+        kn->gemm_t_f16(X, M, K, ldx, W16 + off, ldw, N, 0, N, Y, ldy, add);
     else
         kn->gemm_t_q8(X, M, K, ldx, Q + off, ldw, S + col / Q8_BLOCK, lds, N, Y, ldy, add);
     int bad = 0;
@@ -750,9 +771,9 @@ static int check_gemm_t(const kernels *kn, int wt, int M, int N, int K, int ldw,
             const float got = Y[(size_t)m * ldy + n];
             /* (the double check on stored sums only: y0 + sum rounds the sum away) */
             if (memcmp(&got, &want, sizeof got) || (!add && !close_to(got, dref, mag, 1e-5))) {
-                printf("  gemm_t %s wt %d M %d N %d K %d ldw %d col %d add %d: y[%d][%d] = %.9g, "
-                       "the fmaf chain gives %.9g (double %.9g)\n",
-                       kn->name, wt, M, N, K, ldw, col, add, m, n, got, want, dref);
+                printf("  gemm_t %s wt %d M %d N %d K %d ldw %d col %d add %d bw %d: y[%d][%d] = "
+                       "%.9g, the fmaf chain gives %.9g (double %.9g)\n",
+                       kn->name, wt, M, N, K, ldw, col, add, bw, m, n, got, want, dref);
                 bad = 1;
             }
         }
@@ -767,6 +788,8 @@ static int check_gemm_t(const kernels *kn, int wt, int M, int N, int K, int ldw,
     free(X);
     free(Wf);
     free(W16);
+    free(Bf);
+    free(B16);
     free(Q);
     free(S);
     free(Y);
@@ -791,15 +814,31 @@ static void test_gemm_t(const kernels *kn)
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
             for (int add = 0; add < 2; add++)
                 ok &= check_gemm_t(kn, wt, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3],
-                                   shapes[i][4], add);
+                                   shapes[i][4], add, 0);
+    /* the far layout, M, N, K, ldw, col, bw: 130m's and 370m's out_proj segments at one row
+     * (four far streams), a K % GT_KB tail, a part block last (N % bw, and N % 16 in it), a
+     * column offset on a block, tiles (M > 1) block by block, blocks of one AVX2 vector, a width
+     * that is not whole AVX-512 vectors, blocks wider than the one-row buffer together */
+    static const int far[][6] = {{1, 768, 96, 768, 0, 192},  {1, 1024, 128, 1024, 0, 256},
+                                 {1, 768, 97, 768, 0, 192},  {1, 80, 33, 96, 0, 32},
+                                 {1, 72, 9, 96, 0, 32},      {1, 64, 5, 128, 64, 32},
+                                 {3, 768, 40, 768, 0, 192},  {16, 768, 17, 768, 0, 192},
+                                 {1, 48, 7, 48, 0, 16},      {1, 40, 7, 48, 0, 24},
+                                 {1, 8192, 3, 8192, 0, 2048}, {5, 100, 6, 128, 0, 64}};
+    for (int wt = WF32; wt <= WF16; wt++)
+        for (size_t i = 0; i < sizeof far / sizeof far[0]; i++)
+            for (int add = 0; add < 2; add++)
+                ok &= check_gemm_t(kn, wt, far[i][0], far[i][1], far[i][2], far[i][3], far[i][4],
+                                   add, far[i][5]);
     /* a NaN input reaches the outputs of its row */
     float X[2 * 8], W[8 * 32], Y[2 * 32];
     fill(X, 16, -1, 1);
     fill(W, 256, -1, 1);
     X[8 + 3] = NAN;
-    kn->gemm_t(X, 2, 8, 8, W, 32, 32, Y, 32, 0);
+    kn->gemm_t(X, 2, 8, 8, W, 32, 32, 0, 32, Y, 32, 0);
     for (int n = 0; n < 32; n++) ok &= isfinite(Y[n]) && isnan(Y[32 + n]);
-    CHECKF(ok, "%s gemm_t: exact fmaf chains (all weight types, tails, add, offsets)", kn->name);
+    CHECKF(ok, "%s gemm_t: exact fmaf chains (all weight types, tails, add, offsets, the far "
+               "layout)", kn->name);
 }
 
 /*

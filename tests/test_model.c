@@ -5,12 +5,14 @@
  * prefill == token by token, resume == one long run, batch == separate) and loader robustness.
  */
 #include "internal.h"
+#include "kernels.h"
 #include "safetensors.h"
 #include "ss_model.h"
 #include "ss_util.h"
 #include "test_util.h"
 #include "golden.h"
 
+#include <limits.h>
 #include <unistd.h>
 
 /* Worst error under the fixture's rule: |a-b| <= 2e-3 or <= 1e-3 |b|; returns max abs error. */
@@ -1169,6 +1171,54 @@ static void check_fused(void)
 }
 
 /*
+ * The far layout of the transposed matrices (kernels.h far_t_width): loaded while far streams
+ * are on, out_proj is kept in four column blocks (x_proj, whose N is not a multiple of 64 here,
+ * stays plain) and gives the plain layout's bits: a 43-token prompt's rows, then decode tokens,
+ * on 1 and 2 threads, F32 (the demo model: four far streams per pass at one row), BF16 and F16
+ * (the tiny fixtures: blocks of 16 columns); and each layout read with far streams on and off.
+ */
+static void check_far_t(void)
+{
+    static const char *const dirs[] = {"../../models/demo-mamba1", "models/mamba1-tiny-bf16",
+                                       "models/mamba1-tiny-f16"};
+    const int far0 = kernels_far_rows;
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++)
+        for (int nt = 1; nt <= 2; nt++) {
+            ss_model_params p = ss_model_default_params();
+            p.n_threads = nt;
+            p.fused_decode = 1;
+            float *l[2][2] = {{NULL}};
+            size_t V = 0;
+            for (int blocked = 0; blocked < 2; blocked++) {
+                kernels_far_rows = blocked ? FAR_MIN_ROWS : INT_MAX;
+                ss_model *m;
+                REQUIRE_OK(ss_model_open(&m, fixture_path(dirs[i]), &p));
+                const layer *ly = &m->layers[0];
+                const int d = m->cfg.d_model;
+                CHECKF(ly->out_proj_t.bw == (blocked ? d / 4 : 0) && !ly->x_proj_t.bw,
+                       "%s: out_proj kept with blocks of %d columns, x_proj of %d (want %d, 0)",
+                       dirs[i], ly->out_proj_t.bw, ly->x_proj_t.bw, blocked ? d / 4 : 0);
+                V = (size_t)ss_model_get_info(m)->vocab_size;
+                for (int far = 0; far < 2; far++) { /* the kernels' far streams off, then on */
+                    kernels_far_rows = far ? FAR_MIN_ROWS : INT_MAX;
+                    l[blocked][far] = malloc(86 * V * sizeof(float));
+                    if (!l[blocked][far]) abort();
+                    q8_run(m, l[blocked][far]); /* 40 prompt rows, 3 decoded */
+                    prompt_then_steps(m, l[blocked][far] + 43 * V);
+                }
+                ss_model_close(m);
+            }
+            for (int k = 1; k < 4; k++)
+                CHECKF(!memcmp(l[0][0], l[k / 2][k % 2], 86 * V * sizeof(float)),
+                       "%s, %d threads: the %s layout read with far streams %s gives other bits "
+                       "than the plain one", dirs[i], nt, k / 2 ? "far" : "plain",
+                       k % 2 ? "on" : "off");
+            for (int k = 0; k < 4; k++) free(l[k / 2][k % 2]);
+        }
+    kernels_far_rows = far0;
+}
+
+/*
  * --weights q8 with fused_decode on the demo model (segments of 32 channels: the q8k layout, its
  * integer kernel at batch-1 decode): the logits stay within the quantisation's reach of the exact
  * model's (the same top token nearly everywhere) and close to q8's row layout (the same 8-bit
@@ -1279,6 +1329,7 @@ int main(int argc, char **argv)
         check_threads();
         check_profile();
         check_fused();
+        check_far_t();
         check_fused_q8();
         /* both layouts: prompts split anywhere, decode steps of one to a few rows, the same
          * bits (the default fuses stored weights and keeps q8's rows; here the other way) */
