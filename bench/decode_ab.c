@@ -11,10 +11,13 @@
  *
  * --compare far instead compares the one-row kernels reading a call's weight rows as one stream
  * and as four far streams (kernels.h kernels_far_rows; SS_FAR_STREAMS): one layout (the
- * default), the switch flipped before each burst.
+ * default), the switch flipped before each burst. --compare tlayout opens the checkpoint twice
+ * with fused_decode = 1: its transposed matrices (out_proj) in rows of N (kernels_far_rows off
+ * while it loads) and in the far layout (kernels.h far_t_width: four column blocks read as four
+ * far streams); the one-row kernels as this CPU's default for both.
  *
  * usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N] [--streams LIST]
- *                            [--rounds R] [--burst T] [--compare layouts|far]
+ *                            [--rounds R] [--burst T] [--compare layouts|far|tlayout]
  *   --model DIR      a checkpoint folder (statesoup-bench --keep writes random-weight ones)
  *   --weights W      stored (default) or q8
  *   --threads N      compute threads (default: all cores)
@@ -22,7 +25,8 @@
  *   --rounds R       bursts per layout (default 40)
  *   --burst T        decode steps per burst (default 8)
  *   --profile        then the per-phase profile of 20 steps of each layout (ss_ctx_set_profile)
- *   --compare C      layouts (default: rows vs fused) or far (one stream vs four far streams)
+ *   --compare C      layouts (default: rows vs fused), far (one stream vs four far streams) or
+ *                    tlayout (fused; transposed matrices plain vs in the far layout)
  */
 #include <limits.h>
 #include <stdio.h>
@@ -51,17 +55,18 @@ static int cmp_double(const void *a, const void *b)
 static const char usage[] =
     "usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N]\n"
     "                           [--streams LIST] [--rounds R] [--burst T] [--profile]\n"
-    "                           [--compare layouts|far]\n"
+    "                           [--compare layouts|far|tlayout]\n"
     "Decode steps of Mamba-1's row layout (fused_decode -1) and transposed layout (1) in\n"
     "alternating bursts in one process; ms per step (fastest, first quartile, median burst).\n"
     "--compare far: the default layout, the one-row kernels reading one stream vs four far\n"
-    "streams (SS_FAR_STREAMS) in the alternating bursts instead.\n";
+    "streams (SS_FAR_STREAMS) in the alternating bursts instead. --compare tlayout: fused,\n"
+    "the transposed matrices in rows vs in the far layout (four column blocks).\n";
 
 int main(int argc, char **argv)
 {
     const char *dir = NULL;
     int threads = 0, rounds = 40, burst = 8, streams[MAX_LIST] = {1, 4, 16}, n_streams = 3;
-    int profile = 0, far = 0;
+    int profile = 0, far = 0, tlayout = 0;
     ss_weights weights = SS_WEIGHTS_STORED;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -71,8 +76,10 @@ int main(int argc, char **argv)
         }
         if (!strcmp(a, "--model") && v) {
             dir = v;
-        } else if (!strcmp(a, "--compare") && v && (!strcmp(v, "far") || !strcmp(v, "layouts"))) {
+        } else if (!strcmp(a, "--compare") && v &&
+                   (!strcmp(v, "far") || !strcmp(v, "layouts") || !strcmp(v, "tlayout"))) {
             far = !strcmp(v, "far");
+            tlayout = !strcmp(v, "tlayout");
         } else if (!strcmp(a, "--weights") && v && (!strcmp(v, "q8") || !strcmp(v, "stored"))) {
             weights = !strcmp(v, "q8") ? SS_WEIGHTS_Q8 : SS_WEIGHTS_STORED;
         } else if (!strcmp(a, "--threads") && v && atoi(v) > 0) {
@@ -102,9 +109,12 @@ int main(int argc, char **argv)
         fputs(usage, stderr);
         return 2;
     }
-    static const char *const names[2][2] = {{"rows (fused_decode -1)", "fused (fused_decode 1)"},
-                                            {"one stream", "four far streams"}};
-    const char *const *name = names[far];
+    static const char *const names[3][2] = {{"rows (fused_decode -1)", "fused (fused_decode 1)"},
+                                            {"one stream", "four far streams"},
+                                            {"plain Wt", "far Wt (4 blocks)"}};
+    const char *const *name = names[tlayout ? 2 : far];
+    (void)kernels_get(); /* sets kernels_far_rows (this CPU's default, or SS_FAR_STREAMS) */
+    const int far0 = kernels_far_rows;
     ss_model *m[2];
     ss_ctx *c[2];
     ss_state *st[2][MAX_STREAMS];
@@ -112,8 +122,11 @@ int main(int argc, char **argv)
         ss_model_params p = ss_model_default_params();
         p.n_threads = threads;
         p.weights = weights;
-        p.fused_decode = far ? 0 : v ? 1 : -1;
-        if (ss_model_open(&m[v], dir, &p) || ss_ctx_new(m[v], &c[v])) {
+        p.fused_decode = tlayout ? 1 : far ? 0 : v ? 1 : -1;
+        if (tlayout) kernels_far_rows = v ? FAR_MIN_ROWS : INT_MAX; /* while it loads */
+        const int bad = ss_model_open(&m[v], dir, &p) || ss_ctx_new(m[v], &c[v]);
+        kernels_far_rows = far0;
+        if (bad) {
             fprintf(stderr, "statesoup-decode-ab: %s\n", ss_errmsg());
             return 1;
         }
@@ -159,8 +172,9 @@ int main(int argc, char **argv)
                    S, name[v], t[v][0] * 1e3, t[v][rounds / 4] * 1e3, t[v][rounds / 2] * 1e3,
                    S / t[v][rounds / 2]);
         }
-        printf(far ? "  %2d streams  far / one, median: %.3f\n"
-                   : "  %2d streams  fused / rows, median: %.3f\n", S,
+        printf(tlayout ? "  %2d streams  far Wt / plain Wt, median: %.3f\n"
+               : far   ? "  %2d streams  far / one, median: %.3f\n"
+                       : "  %2d streams  fused / rows, median: %.3f\n", S,
                t[1][rounds / 2] / t[0][rounds / 2]);
         for (int v = 0; profile && v < 2; v++) { /* us per step and phase, 20 steps */
             if (far) kernels_far_rows = v ? FAR_MIN_ROWS : INT_MAX;

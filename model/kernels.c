@@ -385,7 +385,6 @@ void kernels_block16(const float *src, int C, int K, float *dst)
 
 static const kernels *chosen;
 int kernels_far_rows = INT_MAX; /* kernels.h; chosen below */
-int gt_far_pf32 = 0, gt_far_pf16 = 4;
 
 /* Runs once per process (pthread_once): the CPU and SS_KERNELS do not change under us, and
  * the engine, the merge threads and the loader may all ask first at the same time. */
@@ -413,8 +412,6 @@ static void kernels_choose(void)
         kernels_far_rows = far[0] == '1' ? FAR_MIN_ROWS : INT_MAX;
     else
         kernels_far_rows = __builtin_cpu_is("amd") ? FAR_MIN_ROWS : INT_MAX;
-    if (getenv("SS_GT_FAR_PF32")) gt_far_pf32 = atoi(getenv("SS_GT_FAR_PF32"));
-    if (getenv("SS_GT_FAR_PF16")) gt_far_pf16 = atoi(getenv("SS_GT_FAR_PF16"));
     chosen = k;
 }
 

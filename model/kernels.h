@@ -245,7 +245,6 @@ extern int kernels_far_rows;
  * width (0: the plain layout).
  */
 #define FAR_T_BLOCKS 4
-extern int gt_far_pf32, gt_far_pf16; /* TEMPORARY tuning (SS_GT_FAR_PF32 / 16) */
 static inline int far_t_width(int N)
 {
     return kernels_far_rows <= FAR_MIN_ROWS && N % (FAR_T_BLOCKS * 16) == 0 ? N / FAR_T_BLOCKS

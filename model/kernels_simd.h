@@ -705,9 +705,10 @@ _Static_assert(Q8_BLOCK % VW == 0 && GT_NV * VW % Q8_BLOCK == 0, "gemm_t q8 tile
         (void)lds;                                                                             \
         if (bw < N) { /* column-blocked (kernels.h far_t_width; never on 8-bit weights) */     \
             int b0 = 0;                                                                        \
-            if (!(Q8) && M == 1 && N / bw >= 2 && bw % VW == 0 && N / bw * bw <= GT_WIDE) {   \
-                GT_FAR1(WT, LD); /* the whole blocks as far streams */                         \
-                b0 = N / bw;                                                                   \
+            if (!(Q8) && M == 1 && N / bw >= FAR_T_BLOCKS && bw % VW == 0 &&                  \
+                FAR_T_BLOCKS * bw <= GT_WIDE) {                                                \
+                GT_FAR1(WT, LD); /* the first FAR_T_BLOCKS blocks as far streams */            \
+                b0 = FAR_T_BLOCKS;                                                             \
             }                                                                                  \
             for (; b0 * bw < N; b0++) { /* each block (or the part block left) as a matrix */  \
                 const int w = N - b0 * bw < bw ? N - b0 * bw : bw;                             \
@@ -786,43 +787,48 @@ _Static_assert(Q8_BLOCK % VW == 0 && GT_NV * VW % Q8_BLOCK == 0, "gemm_t q8 tile
             }                                                                                  \
     }
 /*
- * One input row on the column-blocked layout: its N / bw whole blocks read as that many far
- * streams, GT_KB rows at a time as above, at each group of VW columns j one vector of every
+ * One input row on the column-blocked layout: its first FAR_T_BLOCKS blocks read as that many
+ * far streams, GT_KB rows at a time as above, at each group of VW columns j one vector of every
  * block (the blocks' streams interleaved: one Zen 5 core reads four far streams 10-20 % faster
- * than one, docs/performance.md); every output the same chain over k in order. Each block's
- * lines GT_FAR_PF(WT) rows ahead are prefetched into L2 (16-bit weights; F32 read faster without).
+ * than one, docs/performance.md); every output the same chain over k in order. On 16-bit
+ * weights each block's lines GT_FAR_PF(WT) rows ahead are prefetched into L2 (0 to 8 rows
+ * measured: 4 best); F32 read no faster with it (a prefetch per vector per row).
  */
-#define GT_FAR_PF(WT) (sizeof(WT) == 4 ? gt_far_pf32 : gt_far_pf16)
+#define GT_FAR_PF(WT) (sizeof(WT) == 4 ? 0 : 4)
 #define GT_FAR1(WT, LD)                                                                        \
     do {                                                                                       \
         float acc[GT_WIDE] __attribute__((aligned(64)));                                       \
-        const int nb = N / bw, pf = GT_FAR_PF(WT);                                             \
-        for (int n = 0; n < nb * bw; n += VW) VSTORE(acc + n, VZERO());                        \
+        const int pf = GT_FAR_PF(WT);                                                          \
+        for (int n = 0; n < FAR_T_BLOCKS * bw; n += VW) VSTORE(acc + n, VZERO());              \
         int k = 0;                                                                             \
         for (; k + GT_KB <= K; k += GT_KB) {                                                   \
             VF xb[GT_KB];                                                                      \
+            const WT *wb[FAR_T_BLOCKS];                                                        \
             _Pragma("GCC unroll 8") for (int r = 0; r < GT_KB; r++) xb[r] = VSET1(X[k + r]);   \
-            for (int j = 0; j < bw; j += VW)                                                   \
-                for (int c = 0; c < nb; c++) {                                                 \
-                    const WT *wk = W + (size_t)c * bs + (size_t)k * ldw + j;                   \
-                    if (pf && j % (64 / (int)sizeof(WT)) == 0)                                 \
+            _Pragma("GCC unroll 8") for (int c = 0; c < FAR_T_BLOCKS; c++) wb[c] =             \
+                W + (size_t)c * bs + (size_t)k * ldw;                                          \
+            for (int j = 0; j < bw; j += VW) {                                                 \
+                if (pf && j % (64 / (int)sizeof(WT)) == 0)                                     \
+                    _Pragma("GCC unroll 8") for (int c = 0; c < FAR_T_BLOCKS; c++)             \
                         _Pragma("GCC unroll 8") for (int r = 0; r < GT_KB; r++)                \
-                            __builtin_prefetch(wk + (size_t)(pf + r) * ldw, 0, 2);             \
+                            __builtin_prefetch(wb[c] + (size_t)(pf + r) * ldw + j, 0, 2);      \
+                _Pragma("GCC unroll 8") for (int c = 0; c < FAR_T_BLOCKS; c++) {               \
                     VF a = VLOAD(acc + c * bw + j);                                            \
                     _Pragma("GCC unroll 8") for (int r = 0; r < GT_KB; r++)                    \
-                        a = VFMA(LD(wk + (size_t)r * ldw), xb[r], a);                          \
+                        a = VFMA(LD(wb[c] + (size_t)r * ldw + j), xb[r], a);                   \
                     VSTORE(acc + c * bw + j, a);                                               \
                 }                                                                              \
+            }                                                                                  \
         }                                                                                      \
         for (; k < K; k++) { /* the last K % GT_KB rows, one at a time */                     \
             const VF xb = VSET1(X[k]);                                                         \
             for (int j = 0; j < bw; j += VW)                                                   \
-                for (int c = 0; c < nb; c++)                                                   \
+                _Pragma("GCC unroll 8") for (int c = 0; c < FAR_T_BLOCKS; c++)                 \
                     VSTORE(acc + c * bw + j,                                                   \
                            VFMA(LD(W + (size_t)c * bs + (size_t)k * ldw + j), xb,              \
                                 VLOAD(acc + c * bw + j)));                                     \
         }                                                                                      \
-        for (int n = 0; n < nb * bw; n += VW) {                                                \
+        for (int n = 0; n < FAR_T_BLOCKS * bw; n += VW) {                                      \
             VF t = VLOAD(acc + n);                                                             \
             if (add) t = VLOAD(Y + n) + t;                                                     \
             VSTORE(Y + n, t);                                                                  \

@@ -816,15 +816,18 @@ static void test_gemm_t(const kernels *kn)
                 ok &= check_gemm_t(kn, wt, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3],
                                    shapes[i][4], add, 0);
     /* the far layout, M, N, K, ldw, col, bw: 130m's and 370m's out_proj segments at one row
-     * (four far streams), a K % GT_KB tail, a part block last (N % bw, and N % 16 in it), a
-     * column offset on a block, tiles (M > 1) block by block, blocks of one AVX2 vector, a width
-     * that is not whole AVX-512 vectors, blocks wider than the one-row buffer together */
+     * (four far streams), a K % GT_KB tail, two blocks and a part one (N % bw, and N % 16 in
+     * it), a column offset on a block, tiles (M > 1) block by block, three blocks of one AVX2
+     * vector, widths that are not whole AVX-512 vectors, blocks wider than the one-row buffer
+     * together, the tiny fixtures' out_proj (blocks of 16), four blocks and a part one */
     static const int far[][6] = {{1, 768, 96, 768, 0, 192},  {1, 1024, 128, 1024, 0, 256},
                                  {1, 768, 97, 768, 0, 192},  {1, 80, 33, 96, 0, 32},
                                  {1, 72, 9, 96, 0, 32},      {1, 64, 5, 128, 64, 32},
                                  {3, 768, 40, 768, 0, 192},  {16, 768, 17, 768, 0, 192},
                                  {1, 48, 7, 48, 0, 16},      {1, 40, 7, 48, 0, 24},
-                                 {1, 8192, 3, 8192, 0, 2048}, {5, 100, 6, 128, 0, 64}};
+                                 {1, 8192, 3, 8192, 0, 2048}, {5, 100, 6, 128, 0, 64},
+                                 {1, 64, 5, 64, 0, 16},      {1, 136, 9, 160, 0, 32},
+                                 {1, 112, 6, 128, 0, 24}};
     for (int wt = WF32; wt <= WF16; wt++)
         for (size_t i = 0; i < sizeof far / sizeof far[0]; i++)
             for (int add = 0; add < 2; add++)
