@@ -11,10 +11,13 @@
  *
  * --compare far instead compares the one-row kernels reading a call's weight rows as one stream
  * and as four far streams (kernels.h kernels_far_rows; SS_FAR_STREAMS): one layout (the
- * default), the switch flipped before each burst.
+ * default), the switch flipped before each burst. --compare huge opens the checkpoint with
+ * F32 weights in place from the file's 4 KiB pages and copied onto huge pages
+ * (ss_model_params.huge_pages). A new comparison is one row of `modes` below: how each side
+ * opens the model, and what to switch before each of its bursts.
  *
  * usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N] [--streams LIST]
- *                            [--rounds R] [--burst T] [--compare layouts|far]
+ *                            [--rounds R] [--burst T] [--compare layouts|far|huge]
  *   --model DIR      a checkpoint folder (statesoup-bench --keep writes random-weight ones)
  *   --weights W      stored (default) or q8
  *   --threads N      compute threads (default: all cores)
@@ -22,7 +25,8 @@
  *   --rounds R       bursts per layout (default 40)
  *   --burst T        decode steps per burst (default 8)
  *   --profile        then the per-phase profile of 20 steps of each layout (ss_ctx_set_profile)
- *   --compare C      layouts (default: rows vs fused) or far (one stream vs four far streams)
+ *   --compare C      layouts (default: rows vs fused), far (one stream vs four far streams),
+ *                    huge (F32 weights from the file's pages vs a copy on huge pages)
  */
 #include <limits.h>
 #include <stdio.h>
@@ -51,17 +55,54 @@ static int cmp_double(const void *a, const void *b)
 static const char usage[] =
     "usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N]\n"
     "                           [--streams LIST] [--rounds R] [--burst T] [--profile]\n"
-    "                           [--compare layouts|far]\n"
+    "                           [--compare layouts|far|huge]\n"
     "Decode steps of Mamba-1's row layout (fused_decode -1) and transposed layout (1) in\n"
     "alternating bursts in one process; ms per step (fastest, first quartile, median burst).\n"
     "--compare far: the default layout, the one-row kernels reading one stream vs four far\n"
-    "streams (SS_FAR_STREAMS) in the alternating bursts instead.\n";
+    "streams (SS_FAR_STREAMS) in the alternating bursts instead.\n"
+    "--compare huge: F32 weights in place (4 KiB pages of the file) vs copied onto huge pages.\n";
+
+/* A comparison: the two sides' names, how each opens the model, what to set before its bursts. */
+typedef struct ab_mode {
+    const char *name, *side[2], *ratio;
+    void (*open)(int v, ss_model_params *p);
+    void (*before)(int v);
+} ab_mode;
+
+static void open_layouts(int v, ss_model_params *p)
+{
+    p->fused_decode = v ? 1 : -1;
+}
+static void open_default(int v, ss_model_params *p)
+{
+    (void)v, (void)p;
+}
+static void open_huge(int v, ss_model_params *p)
+{
+    p->huge_pages = v;
+}
+static void before_far(int v)
+{
+    kernels_far_rows = v ? FAR_MIN_ROWS : INT_MAX;
+}
+static void before_none(int v)
+{
+    (void)v;
+}
+
+static const ab_mode modes[] = {
+    {"layouts", {"rows (fused_decode -1)", "fused (fused_decode 1)"}, "fused / rows",
+     open_layouts, before_none},
+    {"far", {"one stream", "four far streams"}, "far / one", open_default, before_far},
+    {"huge", {"file's 4 KiB pages", "huge pages"}, "huge / file", open_huge, before_none},
+};
 
 int main(int argc, char **argv)
 {
     const char *dir = NULL;
     int threads = 0, rounds = 40, burst = 8, streams[MAX_LIST] = {1, 4, 16}, n_streams = 3;
-    int profile = 0, far = 0;
+    int profile = 0;
+    const ab_mode *mode = &modes[0];
     ss_weights weights = SS_WEIGHTS_STORED;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -71,8 +112,14 @@ int main(int argc, char **argv)
         }
         if (!strcmp(a, "--model") && v) {
             dir = v;
-        } else if (!strcmp(a, "--compare") && v && (!strcmp(v, "far") || !strcmp(v, "layouts"))) {
-            far = !strcmp(v, "far");
+        } else if (!strcmp(a, "--compare") && v) {
+            mode = NULL;
+            for (size_t k = 0; k < sizeof modes / sizeof *modes; k++)
+                if (!strcmp(v, modes[k].name)) mode = &modes[k];
+            if (!mode) {
+                fputs(usage, stderr);
+                return 2;
+            }
         } else if (!strcmp(a, "--weights") && v && (!strcmp(v, "q8") || !strcmp(v, "stored"))) {
             weights = !strcmp(v, "q8") ? SS_WEIGHTS_Q8 : SS_WEIGHTS_STORED;
         } else if (!strcmp(a, "--threads") && v && atoi(v) > 0) {
@@ -102,9 +149,7 @@ int main(int argc, char **argv)
         fputs(usage, stderr);
         return 2;
     }
-    static const char *const names[2][2] = {{"rows (fused_decode -1)", "fused (fused_decode 1)"},
-                                            {"one stream", "four far streams"}};
-    const char *const *name = names[far];
+    const char *const *name = mode->side;
     ss_model *m[2];
     ss_ctx *c[2];
     ss_state *st[2][MAX_STREAMS];
@@ -112,7 +157,7 @@ int main(int argc, char **argv)
         ss_model_params p = ss_model_default_params();
         p.n_threads = threads;
         p.weights = weights;
-        p.fused_decode = far ? 0 : v ? 1 : -1;
+        mode->open(v, &p);
         if (ss_model_open(&m[v], dir, &p) || ss_ctx_new(m[v], &c[v])) {
             fprintf(stderr, "statesoup-decode-ab: %s\n", ss_errmsg());
             return 1;
@@ -135,7 +180,7 @@ int main(int argc, char **argv)
         for (int r = -2; r < rounds; r++) /* two rounds of warm-up */
             for (int o = 0; o < 2; o++) {
                 const int v = r & 1 ? 1 - o : o;
-                if (far) kernels_far_rows = v ? FAR_MIN_ROWS : INT_MAX;
+                mode->before(v);
                 int32_t tok[MAX_STREAMS];
                 ss_seq q[MAX_STREAMS];
                 const double t0 = now_s();
@@ -159,11 +204,10 @@ int main(int argc, char **argv)
                    S, name[v], t[v][0] * 1e3, t[v][rounds / 4] * 1e3, t[v][rounds / 2] * 1e3,
                    S / t[v][rounds / 2]);
         }
-        printf(far ? "  %2d streams  far / one, median: %.3f\n"
-                   : "  %2d streams  fused / rows, median: %.3f\n", S,
+        printf("  %2d streams  %s, median: %.3f\n", S, mode->ratio,
                t[1][rounds / 2] / t[0][rounds / 2]);
         for (int v = 0; profile && v < 2; v++) { /* us per step and phase, 20 steps */
-            if (far) kernels_far_rows = v ? FAR_MIN_ROWS : INT_MAX;
+            mode->before(v);
             ss_ctx_set_profile(c[v], 1);
             for (int k = 0; k < 20; k++) {
                 int32_t tok[MAX_STREAMS];
