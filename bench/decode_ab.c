@@ -11,13 +11,13 @@
  *
  * --compare far instead compares the one-row kernels reading a call's weight rows as one stream
  * and as four far streams (kernels.h kernels_far_rows; SS_FAR_STREAMS): one layout (the
- * default), the switch flipped before each burst. --compare huge opens the checkpoint with
- * F32 weights in place from the file's 4 KiB pages and copied onto huge pages
- * (ss_model_params.huge_pages). A new comparison is one row of `modes` below: how each side
+ * default), the switch flipped before each burst. --compare copy opens the checkpoint with
+ * F32 matrices in place in the file mapping (ss_model_params.f32_in_place) and copied onto huge
+ * pages (the default). A new comparison is one row of `modes` below: how each side
  * opens the model, and what to switch before each of its bursts.
  *
  * usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N] [--streams LIST]
- *                            [--rounds R] [--burst T] [--compare layouts|far|huge]
+ *                            [--rounds R] [--burst T] [--compare layouts|far|copy]
  *   --model DIR      a checkpoint folder (statesoup-bench --keep writes random-weight ones)
  *   --weights W      stored (default) or q8
  *   --threads N      compute threads (default: all cores)
@@ -26,7 +26,7 @@
  *   --burst T        decode steps per burst (default 8)
  *   --profile        then the per-phase profile of 20 steps of each layout (ss_ctx_set_profile)
  *   --compare C      layouts (default: rows vs fused), far (one stream vs four far streams),
- *                    huge (F32 weights from the file's pages vs a copy on huge pages)
+ *                    copy (F32 matrices in the file mapping vs copied onto huge pages)
  */
 #include <limits.h>
 #include <stdio.h>
@@ -55,12 +55,12 @@ static int cmp_double(const void *a, const void *b)
 static const char usage[] =
     "usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N]\n"
     "                           [--streams LIST] [--rounds R] [--burst T] [--profile]\n"
-    "                           [--compare layouts|far|huge]\n"
+    "                           [--compare layouts|far|copy]\n"
     "Decode steps of Mamba-1's row layout (fused_decode -1) and transposed layout (1) in\n"
     "alternating bursts in one process; ms per step (fastest, first quartile, median burst).\n"
     "--compare far: the default layout, the one-row kernels reading one stream vs four far\n"
     "streams (SS_FAR_STREAMS) in the alternating bursts instead.\n"
-    "--compare huge: F32 weights in place (4 KiB pages of the file) vs copied onto huge pages.\n";
+    "--compare copy: F32 matrices in place (the file mapping) vs copied onto huge pages.\n";
 
 /* A comparison: the two sides' names, how each opens the model, what to set before its bursts. */
 typedef struct ab_mode {
@@ -77,9 +77,9 @@ static void open_default(int v, ss_model_params *p)
 {
     (void)v, (void)p;
 }
-static void open_huge(int v, ss_model_params *p)
+static void open_copy(int v, ss_model_params *p)
 {
-    p->huge_pages = v;
+    p->f32_in_place = !v;
 }
 static void before_far(int v)
 {
@@ -94,7 +94,8 @@ static const ab_mode modes[] = {
     {"layouts", {"rows (fused_decode -1)", "fused (fused_decode 1)"}, "fused / rows",
      open_layouts, before_none},
     {"far", {"one stream", "four far streams"}, "far / one", open_default, before_far},
-    {"huge", {"file's 4 KiB pages", "huge pages"}, "huge / file", open_huge, before_none},
+    {"copy", {"F32 in place", "copied, huge pages"}, "copied / in place", open_copy,
+     before_none},
 };
 
 int main(int argc, char **argv)
