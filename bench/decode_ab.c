@@ -13,8 +13,11 @@
  * and as four far streams (kernels.h kernels_far_rows; SS_FAR_STREAMS): one layout (the
  * default), the switch flipped before each burst.
  *
+ * --compare parts: the one-row products' output rows split in blocks of one size (pool_parts 0)
+ * vs guided claims (pool.h pool_parts; SS_PARTS, default POOL_PARTS_DEFAULT), flipped likewise.
+ *
  * usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N] [--streams LIST]
- *                            [--rounds R] [--burst T] [--compare layouts|far]
+ *                            [--rounds R] [--burst T] [--compare layouts|far|parts]
  *   --model DIR      a checkpoint folder (statesoup-bench --keep writes random-weight ones)
  *   --weights W      stored (default) or q8
  *   --threads N      compute threads (default: all cores)
@@ -22,7 +25,8 @@
  *   --rounds R       bursts per layout (default 40)
  *   --burst T        decode steps per burst (default 8)
  *   --profile        then the per-phase profile of 20 steps of each layout (ss_ctx_set_profile)
- *   --compare C      layouts (default: rows vs fused) or far (one stream vs four far streams)
+ *   --compare C      layouts (default: rows vs fused), far (one stream vs four far streams)
+ *                    or parts (equal blocks vs guided claims)
  */
 #include <limits.h>
 #include <stdio.h>
@@ -31,6 +35,7 @@
 #include <time.h>
 
 #include "kernels.h"
+#include "pool.h"
 #include "ss_model.h"
 
 enum { MAX_STREAMS = 16, MAX_LIST = 8 };
@@ -51,17 +56,19 @@ static int cmp_double(const void *a, const void *b)
 static const char usage[] =
     "usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N]\n"
     "                           [--streams LIST] [--rounds R] [--burst T] [--profile]\n"
-    "                           [--compare layouts|far]\n"
+    "                           [--compare layouts|far|parts]\n"
     "Decode steps of Mamba-1's row layout (fused_decode -1) and transposed layout (1) in\n"
     "alternating bursts in one process; ms per step (fastest, first quartile, median burst).\n"
     "--compare far: the default layout, the one-row kernels reading one stream vs four far\n"
-    "streams (SS_FAR_STREAMS) in the alternating bursts instead.\n";
+    "streams (SS_FAR_STREAMS) in the alternating bursts instead.\n"
+    "--compare parts: the default layout, the one-row products' rows in equal blocks vs\n"
+    "guided claims (SS_PARTS) in the alternating bursts instead.\n";
 
 int main(int argc, char **argv)
 {
     const char *dir = NULL;
     int threads = 0, rounds = 40, burst = 8, streams[MAX_LIST] = {1, 4, 16}, n_streams = 3;
-    int profile = 0, far = 0;
+    int profile = 0, mode = 0; /* 0 layouts, 1 far, 2 parts */
     ss_weights weights = SS_WEIGHTS_STORED;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -71,8 +78,9 @@ int main(int argc, char **argv)
         }
         if (!strcmp(a, "--model") && v) {
             dir = v;
-        } else if (!strcmp(a, "--compare") && v && (!strcmp(v, "far") || !strcmp(v, "layouts"))) {
-            far = !strcmp(v, "far");
+        } else if (!strcmp(a, "--compare") && v &&
+                   (!strcmp(v, "far") || !strcmp(v, "layouts") || !strcmp(v, "parts"))) {
+            mode = !strcmp(v, "far") ? 1 : !strcmp(v, "parts") ? 2 : 0;
         } else if (!strcmp(a, "--weights") && v && (!strcmp(v, "q8") || !strcmp(v, "stored"))) {
             weights = !strcmp(v, "q8") ? SS_WEIGHTS_Q8 : SS_WEIGHTS_STORED;
         } else if (!strcmp(a, "--threads") && v && atoi(v) > 0) {
@@ -102,9 +110,11 @@ int main(int argc, char **argv)
         fputs(usage, stderr);
         return 2;
     }
-    static const char *const names[2][2] = {{"rows (fused_decode -1)", "fused (fused_decode 1)"},
-                                            {"one stream", "four far streams"}};
-    const char *const *name = names[far];
+    static const char *const names[3][2] = {{"rows (fused_decode -1)", "fused (fused_decode 1)"},
+                                            {"one stream", "four far streams"},
+                                            {"equal blocks", "guided claims"}};
+    static const char *const ratio[3] = {"fused / rows", "far / one", "guided / equal"};
+    const char *const *name = names[mode];
     ss_model *m[2];
     ss_ctx *c[2];
     ss_state *st[2][MAX_STREAMS];
@@ -112,7 +122,7 @@ int main(int argc, char **argv)
         ss_model_params p = ss_model_default_params();
         p.n_threads = threads;
         p.weights = weights;
-        p.fused_decode = far ? 0 : v ? 1 : -1;
+        p.fused_decode = mode ? 0 : v ? 1 : -1;
         if (ss_model_open(&m[v], dir, &p) || ss_ctx_new(m[v], &c[v])) {
             fprintf(stderr, "statesoup-decode-ab: %s\n", ss_errmsg());
             return 1;
@@ -124,6 +134,8 @@ int main(int argc, char **argv)
             }
     }
     const int V = ss_model_get_info(m[0])->vocab_size;
+    /* set from SS_PARTS by the first pool (ss_model_open) */
+    const int parts_b = pool_parts > 0 ? pool_parts : POOL_PARTS_DEFAULT;
     float *logits = malloc((size_t)MAX_STREAMS * V * sizeof *logits);
     double *t[2] = {malloc((size_t)rounds * sizeof(double)),
                     malloc((size_t)rounds * sizeof(double))};
@@ -135,7 +147,8 @@ int main(int argc, char **argv)
         for (int r = -2; r < rounds; r++) /* two rounds of warm-up */
             for (int o = 0; o < 2; o++) {
                 const int v = r & 1 ? 1 - o : o;
-                if (far) kernels_far_rows = v ? FAR_MIN_ROWS : INT_MAX;
+                if (mode == 1) kernels_far_rows = v ? FAR_MIN_ROWS : INT_MAX;
+                if (mode == 2) pool_parts = v ? parts_b : 0;
                 int32_t tok[MAX_STREAMS];
                 ss_seq q[MAX_STREAMS];
                 const double t0 = now_s();
@@ -159,11 +172,11 @@ int main(int argc, char **argv)
                    S, name[v], t[v][0] * 1e3, t[v][rounds / 4] * 1e3, t[v][rounds / 2] * 1e3,
                    S / t[v][rounds / 2]);
         }
-        printf(far ? "  %2d streams  far / one, median: %.3f\n"
-                   : "  %2d streams  fused / rows, median: %.3f\n", S,
+        printf("  %2d streams  %s, median: %.3f\n", S, ratio[mode],
                t[1][rounds / 2] / t[0][rounds / 2]);
         for (int v = 0; profile && v < 2; v++) { /* us per step and phase, 20 steps */
-            if (far) kernels_far_rows = v ? FAR_MIN_ROWS : INT_MAX;
+            if (mode == 1) kernels_far_rows = v ? FAR_MIN_ROWS : INT_MAX;
+            if (mode == 2) pool_parts = v ? parts_b : 0;
             ss_ctx_set_profile(c[v], 1);
             for (int k = 0; k < 20; k++) {
                 int32_t tok[MAX_STREAMS];
@@ -182,8 +195,15 @@ int main(int argc, char **argv)
             for (int ph = 0; ph < SS_PHASE_COUNT; ph++)
                 if (pr.ns[ph] >= pr.evals * 500) /* phases of 0.5 us a step or more */
                     printf(" %s %.0f", ss_phase_name((ss_phase)ph), pr.ns[ph] / 1e3 / pr.evals);
-            printf(" | %.0f parallel steps, caller waiting %.0f\n",
+            printf(" | %.0f parallel steps, caller waiting %.0f (",
                    (double)pr.pool_steps / pr.evals, pr.pool_wait_ns / 1e3 / pr.evals);
+            for (int ph = 0, first = 1; ph < SS_PHASE_COUNT; ph++)
+                if (pr.ph_steps[ph]) {
+                    printf("%s%s %.0f", first ? "" : ", ", ss_phase_name((ss_phase)ph),
+                           pr.ph_wait_ns[ph] / 1e3 / pr.evals);
+                    first = 0;
+                }
+            printf("), worker lag %.0f\n", pr.pool_lag_ns / 1e3 / pr.evals);
         }
         fflush(stdout);
     }

@@ -53,6 +53,15 @@ struct ss_pool {
     unsigned char by_caller[64];
 };
 
+int pool_parts = POOL_PARTS_DEFAULT; /* pool.h */
+static pthread_once_t parts_once = PTHREAD_ONCE_INIT;
+
+static void parts_from_env(void)
+{
+    const char *e = getenv("SS_PARTS");
+    if (e && *e >= '0' && *e <= '9') pool_parts = atoi(e) > 64 ? 64 : atoi(e);
+}
+
 static uint64_t now_ns(void)
 {
     struct timespec ts;
@@ -121,6 +130,7 @@ static void *worker(void *varg)
 
 ss_pool *pool_new(int n)
 {
+    pthread_once(&parts_once, parts_from_env);
     if (n < 1) n = 1;
     if (n > 64) n = 64;
     ss_pool *p = calloc(1, sizeof *p);
@@ -169,7 +179,8 @@ static void run_locked(ss_pool *p, pool_fn fn, void *arg, pool_times *t)
     /* publishes fn, arg and done with the new step number (release) */
     atomic_store_explicit(&p->claim, (uint64_t)++p->step << 32, memory_order_release);
     atomic_fetch_add(&p->gen, 1);
-    if (atomic_load(&p->sleepers) > 0) futex_wake_all(&p->gen);
+    const int slept = atomic_load(&p->sleepers) > 0;
+    if (slept) futex_wake_all(&p->gen);
     participate(p, 1);
     const uint64_t t_own = t ? now_ns() : 0;
     /* Parts claimed by workers finish within microseconds unless the OS took their core away
@@ -189,10 +200,14 @@ static void run_locked(ss_pool *p, pool_fn fn, void *arg, pool_times *t)
         t->steps++;
         t->wait_ns += t_end - t_own;
         t->spread_ns += last - first;
+        const uint64_t lag = woke != UINT64_MAX && woke > t_pub ? woke - t_pub : 0;
         if (woke == UINT64_MAX)
             t->alone++;
-        else
-            t->lag_ns += woke > t_pub ? woke - t_pub : 0;
+        t->lag_ns += lag;
+        if (slept) {
+            t->woken++;
+            t->woken_lag_ns += lag;
+        }
     }
 }
 
