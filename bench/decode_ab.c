@@ -11,13 +11,15 @@
  *
  * --compare far instead compares the one-row kernels reading a call's weight rows as one stream
  * and as four far streams (kernels.h kernels_far_rows; SS_FAR_STREAMS): one layout (the
- * default), the switch flipped before each burst.
- *
- * --compare parts: the one-row products' output rows split in blocks of one size (pool_parts 0)
- * vs guided claims (pool.h pool_parts; SS_PARTS, default POOL_PARTS_DEFAULT), flipped likewise.
+ * default), the switch flipped before each burst. --compare copy opens the checkpoint with
+ * F32 matrices in place in the file mapping (ss_model_params.f32_in_place) and copied onto huge
+ * pages (the default). --compare parts splits the one-row products' output rows in blocks of
+ * one size (pool.h pool_parts 0) and in guided claims (pool_parts from SS_PARTS, default
+ * POOL_PARTS_DEFAULT), flipped before each burst. A new comparison is one row of `modes` below: how each side
+ * opens the model, and what to switch before each of its bursts.
  *
  * usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N] [--streams LIST]
- *                            [--rounds R] [--burst T] [--compare layouts|far|parts]
+ *                            [--rounds R] [--burst T] [--compare layouts|far|copy|parts]
  *   --model DIR      a checkpoint folder (statesoup-bench --keep writes random-weight ones)
  *   --weights W      stored (default) or q8
  *   --threads N      compute threads (default: all cores)
@@ -25,8 +27,9 @@
  *   --rounds R       bursts per layout (default 40)
  *   --burst T        decode steps per burst (default 8)
  *   --profile        then the per-phase profile of 20 steps of each layout (ss_ctx_set_profile)
- *   --compare C      layouts (default: rows vs fused), far (one stream vs four far streams)
- *                    or parts (equal blocks vs guided claims)
+ *   --compare C      layouts (default: rows vs fused), far (one stream vs four far streams),
+ *                    copy (F32 matrices in the file mapping vs copied onto huge pages),
+ *                    parts (equal blocks vs guided claims)
  */
 #include <limits.h>
 #include <stdio.h>
@@ -56,19 +59,64 @@ static int cmp_double(const void *a, const void *b)
 static const char usage[] =
     "usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N]\n"
     "                           [--streams LIST] [--rounds R] [--burst T] [--profile]\n"
-    "                           [--compare layouts|far|parts]\n"
+    "                           [--compare layouts|far|copy|parts]\n"
     "Decode steps of Mamba-1's row layout (fused_decode -1) and transposed layout (1) in\n"
     "alternating bursts in one process; ms per step (fastest, first quartile, median burst).\n"
     "--compare far: the default layout, the one-row kernels reading one stream vs four far\n"
     "streams (SS_FAR_STREAMS) in the alternating bursts instead.\n"
-    "--compare parts: the default layout, the one-row products' rows in equal blocks vs\n"
-    "guided claims (SS_PARTS) in the alternating bursts instead.\n";
+    "--compare copy: F32 matrices in place (the file mapping) vs copied onto huge pages.\n"
+    "--compare parts: the one-row products' rows in equal blocks vs guided claims (SS_PARTS).\n";
+
+/* A comparison: the two sides' names, how each opens the model, what to set before its bursts. */
+typedef struct ab_mode {
+    const char *name, *side[2], *ratio;
+    void (*open)(int v, ss_model_params *p);
+    void (*before)(int v);
+} ab_mode;
+
+static void open_layouts(int v, ss_model_params *p)
+{
+    p->fused_decode = v ? 1 : -1;
+}
+static void open_default(int v, ss_model_params *p)
+{
+    (void)v, (void)p;
+}
+static void open_copy(int v, ss_model_params *p)
+{
+    p->f32_in_place = !v;
+}
+static void before_far(int v)
+{
+    kernels_far_rows = v ? FAR_MIN_ROWS : INT_MAX;
+}
+static void before_none(int v)
+{
+    (void)v;
+}
+/* the guided side's pool_parts: SS_PARTS as the first pool read it, else the default */
+static int parts_b;
+static void before_parts(int v)
+{
+    if (!parts_b) parts_b = pool_parts > 0 ? pool_parts : POOL_PARTS_DEFAULT;
+    pool_parts = v ? parts_b : 0;
+}
+
+static const ab_mode modes[] = {
+    {"layouts", {"rows (fused_decode -1)", "fused (fused_decode 1)"}, "fused / rows",
+     open_layouts, before_none},
+    {"far", {"one stream", "four far streams"}, "far / one", open_default, before_far},
+    {"copy", {"F32 in place", "copied, huge pages"}, "copied / in place", open_copy,
+     before_none},
+    {"parts", {"equal blocks", "guided claims"}, "guided / equal", open_default, before_parts},
+};
 
 int main(int argc, char **argv)
 {
     const char *dir = NULL;
     int threads = 0, rounds = 40, burst = 8, streams[MAX_LIST] = {1, 4, 16}, n_streams = 3;
-    int profile = 0, mode = 0; /* 0 layouts, 1 far, 2 parts */
+    int profile = 0;
+    const ab_mode *mode = &modes[0];
     ss_weights weights = SS_WEIGHTS_STORED;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -78,9 +126,14 @@ int main(int argc, char **argv)
         }
         if (!strcmp(a, "--model") && v) {
             dir = v;
-        } else if (!strcmp(a, "--compare") && v &&
-                   (!strcmp(v, "far") || !strcmp(v, "layouts") || !strcmp(v, "parts"))) {
-            mode = !strcmp(v, "far") ? 1 : !strcmp(v, "parts") ? 2 : 0;
+        } else if (!strcmp(a, "--compare") && v) {
+            mode = NULL;
+            for (size_t k = 0; k < sizeof modes / sizeof *modes; k++)
+                if (!strcmp(v, modes[k].name)) mode = &modes[k];
+            if (!mode) {
+                fputs(usage, stderr);
+                return 2;
+            }
         } else if (!strcmp(a, "--weights") && v && (!strcmp(v, "q8") || !strcmp(v, "stored"))) {
             weights = !strcmp(v, "q8") ? SS_WEIGHTS_Q8 : SS_WEIGHTS_STORED;
         } else if (!strcmp(a, "--threads") && v && atoi(v) > 0) {
@@ -110,11 +163,7 @@ int main(int argc, char **argv)
         fputs(usage, stderr);
         return 2;
     }
-    static const char *const names[3][2] = {{"rows (fused_decode -1)", "fused (fused_decode 1)"},
-                                            {"one stream", "four far streams"},
-                                            {"equal blocks", "guided claims"}};
-    static const char *const ratio[3] = {"fused / rows", "far / one", "guided / equal"};
-    const char *const *name = names[mode];
+    const char *const *name = mode->side;
     ss_model *m[2];
     ss_ctx *c[2];
     ss_state *st[2][MAX_STREAMS];
@@ -122,7 +171,7 @@ int main(int argc, char **argv)
         ss_model_params p = ss_model_default_params();
         p.n_threads = threads;
         p.weights = weights;
-        p.fused_decode = mode ? 0 : v ? 1 : -1;
+        mode->open(v, &p);
         if (ss_model_open(&m[v], dir, &p) || ss_ctx_new(m[v], &c[v])) {
             fprintf(stderr, "statesoup-decode-ab: %s\n", ss_errmsg());
             return 1;
@@ -134,8 +183,6 @@ int main(int argc, char **argv)
             }
     }
     const int V = ss_model_get_info(m[0])->vocab_size;
-    /* set from SS_PARTS by the first pool (ss_model_open) */
-    const int parts_b = pool_parts > 0 ? pool_parts : POOL_PARTS_DEFAULT;
     float *logits = malloc((size_t)MAX_STREAMS * V * sizeof *logits);
     double *t[2] = {malloc((size_t)rounds * sizeof(double)),
                     malloc((size_t)rounds * sizeof(double))};
@@ -147,8 +194,7 @@ int main(int argc, char **argv)
         for (int r = -2; r < rounds; r++) /* two rounds of warm-up */
             for (int o = 0; o < 2; o++) {
                 const int v = r & 1 ? 1 - o : o;
-                if (mode == 1) kernels_far_rows = v ? FAR_MIN_ROWS : INT_MAX;
-                if (mode == 2) pool_parts = v ? parts_b : 0;
+                mode->before(v);
                 int32_t tok[MAX_STREAMS];
                 ss_seq q[MAX_STREAMS];
                 const double t0 = now_s();
@@ -172,11 +218,10 @@ int main(int argc, char **argv)
                    S, name[v], t[v][0] * 1e3, t[v][rounds / 4] * 1e3, t[v][rounds / 2] * 1e3,
                    S / t[v][rounds / 2]);
         }
-        printf("  %2d streams  %s, median: %.3f\n", S, ratio[mode],
+        printf("  %2d streams  %s, median: %.3f\n", S, mode->ratio,
                t[1][rounds / 2] / t[0][rounds / 2]);
         for (int v = 0; profile && v < 2; v++) { /* us per step and phase, 20 steps */
-            if (mode == 1) kernels_far_rows = v ? FAR_MIN_ROWS : INT_MAX;
-            if (mode == 2) pool_parts = v ? parts_b : 0;
+            mode->before(v);
             ss_ctx_set_profile(c[v], 1);
             for (int k = 0; k < 20; k++) {
                 int32_t tok[MAX_STREAMS];

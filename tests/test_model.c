@@ -575,11 +575,15 @@ static void check_loader_errors(void)
     CHECK(system(cmd) == 0);
 }
 
-/* Weights moved onto huge pages compute exactly the same thing (same addresses, same bytes). */
-static void check_huge_pages(void)
+/*
+ * F32 matrices copied onto huge pages (the default) and used in place from the file mapping
+ * (f32_in_place) compute exactly the same thing: the same bytes, the same kernels. The copies are
+ * 64-byte aligned; the fixtures' in-place data is wherever safetensors put it.
+ */
+static void check_f32_in_place(void)
 {
     ss_model_params p = ss_model_default_params();
-    p.huge_pages = 1;
+    p.f32_in_place = 1;
     const char *dirs[] = {"models/mamba1-tiny", "models/mamba1-tiny-sharded",
                           "models/mamba1-tiny-bf16"};
     for (int i = 0; i < 3; i++) {
@@ -587,6 +591,20 @@ static void check_huge_pages(void)
         REQUIRE_OK(ss_model_open(&a, fixture_path(dirs[i]), NULL));
         REQUIRE_OK(ss_model_open(&b, fixture_path(dirs[i]), &p));
         CHECK(strcmp(ss_model_get_info(a)->fingerprint, ss_model_get_info(b)->fingerprint) == 0);
+        /* where in_proj lies: in the copy on the weights' arena, 64-byte aligned, or in the
+         * file's mapping */
+        const char *pa = a->layers[0].in_proj_w.p, *pb = b->layers[0].in_proj_w.p;
+        int in_map_a = 0, in_map_b = 0;
+        for (int k = 0; k < a->n_maps; k++)
+            in_map_a |= a->maps[k].addr && pa >= (char *)a->maps[k].addr &&
+                        pa < (char *)a->maps[k].addr + a->maps[k].len;
+        for (int k = 0; k < b->n_maps; k++)
+            in_map_b |= b->maps[k].addr && pb >= (char *)b->maps[k].addr &&
+                        pb < (char *)b->maps[k].addr + b->maps[k].len;
+        CHECKF(!in_map_a && (uintptr_t)pa % 64 == 0, "%s: in_proj not copied (%p)", dirs[i],
+               (const void *)pa);
+        if (i < 2) /* F32 fixtures: in place on request */
+            CHECKF(in_map_b, "%s: in_proj not in the file mapping with f32_in_place", dirs[i]);
         const int V = ss_model_get_info(a)->vocab_size;
         int32_t ids[5] = {3, 14, 15, 92, 65};
         float *la = malloc(5 * V * sizeof(float)), *lb = malloc(5 * V * sizeof(float));
@@ -603,8 +621,8 @@ static void check_huge_pages(void)
             ss_state_free(st);
             ss_ctx_free(c);
         }
-        CHECKF(memcmp(la, lb, 5 * V * sizeof(float)) == 0, "%s: huge pages change the logits",
-               dirs[i]);
+        CHECKF(memcmp(la, lb, 5 * V * sizeof(float)) == 0,
+               "%s: the copy and the file mapping give different logits", dirs[i]);
         free(la);
         free(lb);
         ss_model_close(a);
@@ -661,7 +679,7 @@ static void q8_run(ss_model *m, float *out);
  * BF16 matrices are copied at load into the kernels' pair layout (kernels.h) on huge pages:
  * prefill and decode logits have the bits of the same weights stored as F32 (the BF16 kernel
  * takes the F32 kernel's steps), with every tensor BF16, with F32 vectors used in place beside
- * them (the copied matrices' file pages dropped), and with --huge-pages on that mixed shard.
+ * them (the copied matrices' file pages dropped), and with f32_in_place on that mixed shard.
  */
 static void check_bf16_exact(void)
 {
@@ -672,11 +690,11 @@ static void check_bf16_exact(void)
     write_bf16_as_f32(dir, 0);
     write_bf16_as_f32(mdir, 1);
     ss_model_params hp = ss_model_default_params();
-    hp.huge_pages = 1;
+    hp.f32_in_place = 1;
     const char *dirs[4] = {dir, fixture_path("models/mamba1-tiny-bf16"), mdir, mdir};
     const ss_model_params *ps[4] = {NULL, NULL, NULL, &hp};
     static const char *const what[4] = {"F32", "BF16", "BF16 matrices, F32 vectors",
-                                         "the same with --huge-pages"};
+                                         "the same with f32_in_place"};
     static const char *const dtype[4] = {"F32", "BF16", "mixed", "mixed"};
     float *logits[4] = {NULL};
     size_t V = 0;
@@ -1369,7 +1387,7 @@ int main(int argc, char **argv)
     if (!only) {
         check_loader_errors();
         check_fingerprints();
-        check_huge_pages();
+        check_f32_in_place();
         check_bf16_exact();
         check_q8();
         check_threads();
