@@ -13,11 +13,13 @@
  * and as four far streams (kernels.h kernels_far_rows; SS_FAR_STREAMS): one layout (the
  * default), the switch flipped before each burst. --compare copy opens the checkpoint with
  * F32 matrices in place in the file mapping (ss_model_params.f32_in_place) and copied onto huge
- * pages (the default). A new comparison is one row of `modes` below: how each side
+ * pages (the default). --compare parts splits the one-row products' output rows in blocks of
+ * one size (pool.h pool_parts 0) and in guided claims (pool_parts from SS_PARTS, default
+ * POOL_PARTS_DEFAULT), flipped before each burst. A new comparison is one row of `modes` below: how each side
  * opens the model, and what to switch before each of its bursts.
  *
  * usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N] [--streams LIST]
- *                            [--rounds R] [--burst T] [--compare layouts|far|copy]
+ *                            [--rounds R] [--burst T] [--compare layouts|far|copy|parts]
  *   --model DIR      a checkpoint folder (statesoup-bench --keep writes random-weight ones)
  *   --weights W      stored (default) or q8
  *   --threads N      compute threads (default: all cores)
@@ -26,7 +28,8 @@
  *   --burst T        decode steps per burst (default 8)
  *   --profile        then the per-phase profile of 20 steps of each layout (ss_ctx_set_profile)
  *   --compare C      layouts (default: rows vs fused), far (one stream vs four far streams),
- *                    copy (F32 matrices in the file mapping vs copied onto huge pages)
+ *                    copy (F32 matrices in the file mapping vs copied onto huge pages),
+ *                    parts (equal blocks vs guided claims)
  */
 #include <limits.h>
 #include <stdio.h>
@@ -35,6 +38,7 @@
 #include <time.h>
 
 #include "kernels.h"
+#include "pool.h"
 #include "ss_model.h"
 
 enum { MAX_STREAMS = 16, MAX_LIST = 8 };
@@ -55,12 +59,13 @@ static int cmp_double(const void *a, const void *b)
 static const char usage[] =
     "usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N]\n"
     "                           [--streams LIST] [--rounds R] [--burst T] [--profile]\n"
-    "                           [--compare layouts|far|copy]\n"
+    "                           [--compare layouts|far|copy|parts]\n"
     "Decode steps of Mamba-1's row layout (fused_decode -1) and transposed layout (1) in\n"
     "alternating bursts in one process; ms per step (fastest, first quartile, median burst).\n"
     "--compare far: the default layout, the one-row kernels reading one stream vs four far\n"
     "streams (SS_FAR_STREAMS) in the alternating bursts instead.\n"
-    "--compare copy: F32 matrices in place (the file mapping) vs copied onto huge pages.\n";
+    "--compare copy: F32 matrices in place (the file mapping) vs copied onto huge pages.\n"
+    "--compare parts: the one-row products' rows in equal blocks vs guided claims (SS_PARTS).\n";
 
 /* A comparison: the two sides' names, how each opens the model, what to set before its bursts. */
 typedef struct ab_mode {
@@ -89,6 +94,13 @@ static void before_none(int v)
 {
     (void)v;
 }
+/* the guided side's pool_parts: SS_PARTS as the first pool read it, else the default */
+static int parts_b;
+static void before_parts(int v)
+{
+    if (!parts_b) parts_b = pool_parts > 0 ? pool_parts : POOL_PARTS_DEFAULT;
+    pool_parts = v ? parts_b : 0;
+}
 
 static const ab_mode modes[] = {
     {"layouts", {"rows (fused_decode -1)", "fused (fused_decode 1)"}, "fused / rows",
@@ -96,6 +108,7 @@ static const ab_mode modes[] = {
     {"far", {"one stream", "four far streams"}, "far / one", open_default, before_far},
     {"copy", {"F32 in place", "copied, huge pages"}, "copied / in place", open_copy,
      before_none},
+    {"parts", {"equal blocks", "guided claims"}, "guided / equal", open_default, before_parts},
 };
 
 int main(int argc, char **argv)
@@ -227,8 +240,15 @@ int main(int argc, char **argv)
             for (int ph = 0; ph < SS_PHASE_COUNT; ph++)
                 if (pr.ns[ph] >= pr.evals * 500) /* phases of 0.5 us a step or more */
                     printf(" %s %.0f", ss_phase_name((ss_phase)ph), pr.ns[ph] / 1e3 / pr.evals);
-            printf(" | %.0f parallel steps, caller waiting %.0f\n",
+            printf(" | %.0f parallel steps, caller waiting %.0f (",
                    (double)pr.pool_steps / pr.evals, pr.pool_wait_ns / 1e3 / pr.evals);
+            for (int ph = 0, first = 1; ph < SS_PHASE_COUNT; ph++)
+                if (pr.ph_steps[ph]) {
+                    printf("%s%s %.0f", first ? "" : ", ", ss_phase_name((ss_phase)ph),
+                           pr.ph_wait_ns[ph] / 1e3 / pr.evals);
+                    first = 0;
+                }
+            printf("), worker lag %.0f\n", pr.pool_lag_ns / 1e3 / pr.evals);
         }
         fflush(stdout);
     }

@@ -193,6 +193,12 @@ typedef struct ss_profile {
     uint64_t pool_spread_ns;          /* first part finishing -> last part finishing */
     uint64_t pool_lag_ns;             /* step published -> a worker starting a part */
     uint64_t pool_alone;              /* steps the caller ran alone: no worker came in time */
+    uint64_t pool_woken;              /* steps that had to wake a worker sleeping on the futex */
+    uint64_t pool_woken_lag_ns;       /* the part of pool_lag_ns in those steps */
+    /* the meetings by phase (the phase a parallel step ran in): steps, the caller's wait, the
+     * spread of the parts' ends, the lag of the first worker */
+    uint64_t ph_steps[SS_PHASE_COUNT], ph_wait_ns[SS_PHASE_COUNT];
+    uint64_t ph_spread_ns[SS_PHASE_COUNT], ph_lag_ns[SS_PHASE_COUNT];
 } ss_profile;
 
 /* A short lowercase name ("in_proj", "dt+scan", ...); "?" outside [0, SS_PHASE_COUNT). */

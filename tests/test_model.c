@@ -5,12 +5,14 @@
  * prefill == token by token, resume == one long run, batch == separate) and loader robustness.
  */
 #include "internal.h"
+#include "kernels.h"
 #include "safetensors.h"
 #include "ss_model.h"
 #include "ss_util.h"
 #include "test_util.h"
 #include "golden.h"
 
+#include <limits.h>
 #include <unistd.h>
 
 /* Worst error under the fixture's rule: |a-b| <= 2e-3 or <= 1e-3 |b|; returns max abs error. */
@@ -948,6 +950,80 @@ static void check_threads(void)
 }
 
 /*
+ * How decode steps split their products among the threads (pool.h pool_parts: equal blocks or
+ * guided claims of any size; four far streams per call or one) changes no bits: the demo model
+ * decoding after a short prompt on 2 and 3 threads, with every split and both far settings,
+ * gives the logits and the state of 1 thread bit for bit, in both layouts and with 8-bit
+ * weights (whose one-row kernels differ from a prompt's, so the reference is decode on 1
+ * thread rather than a prompt's rows).
+ */
+static void check_parts(void)
+{
+    enum { P = 6, D = 10 };
+    char demo[4096];
+    snprintf(demo, sizeof demo, "%s/models/demo-mamba1", test_source_root());
+    const int saved_parts = pool_parts, saved_far = kernels_far_rows;
+    static const int parts[] = {0, 1, 2, 5};
+    static const char *const cfg_name[] = {"fused", "rows", "q8 rows", "q8 fused"};
+    for (int cfg = 0; cfg < 4; cfg++) {
+        ss_model_params p = ss_model_default_params();
+        p.fused_decode = cfg == 1 ? -1 : cfg == 3 ? 1 : 0;
+        if (cfg >= 2) p.weights = SS_WEIGHTS_Q8;
+        float *ref = NULL, *ref_state = NULL, *lg = NULL;
+        size_t V = 0, nf = 0;
+        for (int nt = 1; nt <= 3; nt++) {
+            p.n_threads = nt;
+            ss_model *m;
+            ss_ctx *c;
+            REQUIRE_OK(ss_model_open(&m, demo, &p));
+            REQUIRE_OK(ss_ctx_new(m, &c));
+            if (!ref) {
+                V = (size_t)ss_model_get_info(m)->vocab_size;
+                ref = malloc(D * V * sizeof(float));
+                lg = malloc(D * V * sizeof(float));
+            }
+            for (int pi = 0; pi < (nt == 1 ? 1 : 4); pi++)
+                for (int far = 0; far < (nt == 1 ? 1 : 2); far++) {
+                    pool_parts = parts[pi];
+                    kernels_far_rows = far ? FAR_MIN_ROWS : INT_MAX;
+                    ss_state *s;
+                    REQUIRE_OK(ss_state_new(m, &s));
+                    int32_t ids[P + D];
+                    for (int i = 0; i < P + D; i++)
+                        ids[i] = (int32_t)((i * 53 + 7) % (int)(V - 1)) + 1;
+                    ss_seq q = {.state = s, .tokens = ids, .n_tokens = P};
+                    REQUIRE_OK(ss_model_eval(m, c, &q, 1, 0));
+                    for (int t = 0; t < D; t++) {
+                        q = (ss_seq){.state = s, .tokens = ids + P + t, .n_tokens = 1,
+                                     .logits = (nt == 1 ? ref : lg) + (size_t)t * V};
+                        REQUIRE_OK(ss_model_eval(m, c, &q, 1, 0));
+                    }
+                    nf = ss_state_floats(s);
+                    if (nt == 1) {
+                        ref_state = malloc(nf * sizeof(float));
+                        memcpy(ref_state, ss_state_cdata(s), nf * sizeof(float));
+                    } else {
+                        CHECKF(!memcmp(lg, ref, D * V * sizeof(float)) &&
+                                   !memcmp(ss_state_cdata(s), ref_state, nf * sizeof(float)),
+                               "demo-mamba1 (%s), %d threads, parts %d, far %d: other bits than "
+                               "1 thread (logits by %.3g)",
+                               cfg_name[cfg], nt, parts[pi], far,
+                               max_abs_diff(lg, ref, D * V));
+                    }
+                    ss_state_free(s);
+                }
+            ss_ctx_free(c);
+            ss_model_close(m);
+        }
+        free(ref);
+        free(lg);
+        free(ref_state);
+    }
+    pool_parts = saved_parts;
+    kernels_far_rows = saved_far;
+}
+
+/*
  * The per-phase profile (statesoup-bench --profile): 16 decode steps of the demo model on 2
  * threads. Every phase a Mamba-1 decode step runs is counted once per layer (or per eval), the
  * phases add up to the evals' time, and that time lies within the wall time measured around the
@@ -1009,6 +1085,26 @@ static void check_profile(void)
     CHECKF(pr.pool_steps == (uint64_t)N * (2 * L + 1), "%llu parallel steps, want %llu",
            (unsigned long long)pr.pool_steps, (unsigned long long)N * (2 * L + 1));
     CHECK(pr.pool_wait_ns <= pr.eval_ns);
+    /* the meetings by phase add up to the totals, in the phases that run parallel steps */
+    uint64_t st = 0, wt = 0, spr = 0, lag = 0;
+    for (int ph = 0; ph < SS_PHASE_COUNT; ph++) {
+        st += pr.ph_steps[ph];
+        wt += pr.ph_wait_ns[ph];
+        spr += pr.ph_spread_ns[ph];
+        lag += pr.ph_lag_ns[ph];
+    }
+    CHECKF(st == pr.pool_steps && wt == pr.pool_wait_ns && spr == pr.pool_spread_ns &&
+               lag == pr.pool_lag_ns,
+           "meetings by phase: %llu steps of %llu", (unsigned long long)st,
+           (unsigned long long)pr.pool_steps);
+    CHECKF(pr.ph_steps[SS_PHASE_IN_PROJ] == (uint64_t)N * L &&
+               pr.ph_steps[SS_PHASE_SCAN] == (uint64_t)N * L &&
+               pr.ph_steps[SS_PHASE_LM_HEAD] == N && pr.ph_steps[SS_PHASE_NORM] == 0,
+           "meetings by phase: in_proj %llu, dt+scan %llu, lm_head %llu",
+           (unsigned long long)pr.ph_steps[SS_PHASE_IN_PROJ],
+           (unsigned long long)pr.ph_steps[SS_PHASE_SCAN],
+           (unsigned long long)pr.ph_steps[SS_PHASE_LM_HEAD]);
+    CHECK(pr.pool_woken <= pr.pool_steps && pr.pool_woken_lag_ns <= pr.pool_lag_ns);
     CHECK(strcmp(ss_phase_name(SS_PHASE_SCAN), "dt+scan") == 0);
     CHECK(strcmp(ss_phase_name(SS_PHASE_COUNT), "?") == 0);
     /* off again: zeroed, and nothing more is counted */
@@ -1295,6 +1391,7 @@ int main(int argc, char **argv)
         check_bf16_exact();
         check_q8();
         check_threads();
+        check_parts();
         check_profile();
         check_fused();
         check_fused_q8();
