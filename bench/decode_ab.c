@@ -94,12 +94,21 @@ static void before_none(int v)
 {
     (void)v;
 }
-/* the guided side's pool_parts: SS_PARTS as the first pool read it, else the default */
-static int parts_b;
+/* the guided side's pool_parts and pool_parts_min: SS_PARTS and SS_PARTS_MIN as the first pool
+ * read them (else the default); the other side's SS_PARTS_A and SS_PARTS_MIN_A (default 0 and
+ * 0: equal blocks) */
+static int parts_ab[2][2] = {{-1, 0}, {0, 0}};
 static void before_parts(int v)
 {
-    if (!parts_b) parts_b = pool_parts > 0 ? pool_parts : POOL_PARTS_DEFAULT;
-    pool_parts = v ? parts_b : 0;
+    if (parts_ab[0][0] < 0) {
+        const char *a = getenv("SS_PARTS_A"), *am = getenv("SS_PARTS_MIN_A");
+        parts_ab[0][0] = a ? atoi(a) : 0;
+        parts_ab[0][1] = am ? atoi(am) : 0;
+        parts_ab[1][0] = pool_parts > 0 ? pool_parts : POOL_PARTS_DEFAULT;
+        parts_ab[1][1] = pool_parts_min;
+    }
+    pool_parts = parts_ab[v][0];
+    pool_parts_min = parts_ab[v][1];
 }
 
 static const ab_mode modes[] = {

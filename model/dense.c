@@ -200,7 +200,9 @@ void mm_rows_then(const ss_model *m, ss_ctx *c, const float *x, int rows, int in
              * AMD host, interleaved (docs/performance.md): the caller's wait at lm_head went
              * from 46-77 to 1-2 us a token, a step 0.93-0.97x (F32, BF16), 0.84x (q8) */
             j.guided = pool_parts * nt;
-            j.block = rows == 1 && kernels_far_rows < INT_MAX ? 4 * FAR_MIN_ROWS : 32;
+            j.block = pool_parts_min > 0                             ? pool_parts_min
+                      : rows == 1 && kernels_far_rows < INT_MAX ? 4 * FAR_MIN_ROWS
+                                                                : 32;
         }
     }
     model_run(m, c, mm_part, &j);

@@ -64,12 +64,15 @@ struct ss_pool {
 _Static_assert(offsetof(struct ss_pool, timed) < 64, "a step's publication in one cache line");
 
 int pool_parts = POOL_PARTS_DEFAULT; /* pool.h */
+int pool_parts_min = 0;
 static pthread_once_t parts_once = PTHREAD_ONCE_INIT;
 
 static void parts_from_env(void)
 {
     const char *e = getenv("SS_PARTS");
     if (e && *e >= '0' && *e <= '9') pool_parts = atoi(e) > 64 ? 64 : atoi(e);
+    e = getenv("SS_PARTS_MIN");
+    if (e && *e >= '0' && *e <= '9') pool_parts_min = (atoi(e) + 15) / 16 * 16;
 }
 
 static uint64_t now_ns(void)

@@ -79,6 +79,9 @@ void pool_run_locked(ss_pool *p, pool_fn fn, void *arg, pool_times *times);
  */
 #define POOL_PARTS_DEFAULT 2
 extern int pool_parts;
+/* The least rows a guided claim takes (but the last one); 0 = dense.c's choice (64 rows at one
+ * row with four far streams, 16 per stream; else 32). SS_PARTS_MIN sets it, for measuring. */
+extern int pool_parts_min;
 
 /* Split [0, n) into nt ranges aligned to `unit`; the range of thread tid. */
 static inline void pool_range(int n, int unit, int tid, int nt, int *lo, int *hi)
