@@ -538,8 +538,9 @@ static const char help[] =
     "  --quick          shorter runs (for a smoke test): one round of each phase, a prompt of\n"
     "                   64 tokens and 8 decoded per stream unless --prompt / --decode say\n"
     "  --keep           keep the generated checkpoints (their folder is printed)\n"
-    "  --huge-pages     load the F32 weights onto transparent huge pages (statesoupd\n"
-    "                   --huge-pages; 16-bit and q8 matrices are on huge pages without it)\n"
+    "  --f32-in-place   use F32 weight matrices straight from the file mapping (statesoupd\n"
+    "                   --f32-in-place) instead of the default copy onto huge pages\n"
+    "  --huge-pages     accepted for old command lines: the default now\n"
     "  --profile        with decode: also time each phase of a batch-1 decode token (norms,\n"
     "                   projections, conv, scan, logits, sampling, the threads' meetings)\n"
     "                   with the model's per-phase counters, and print microseconds per\n"
@@ -554,7 +555,7 @@ static const char help[] =
 /* What the command line asked for. */
 typedef struct bench_opts {
     const char *json_out, *tmp;
-    int n_prompt, n_decode, threads, quick, keep, huge, dtype, q8, profile;
+    int n_prompt, n_decode, threads, quick, keep, in_place, dtype, q8, profile;
     int prompt_set, decode_set; /* --prompt / --decode given (--quick leaves them) */
     int do_prefill, do_decode, do_store, do_fair, long_prompt;
     int do_prefix, prefix_prompt, prefix_shared;
@@ -578,6 +579,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         {"tmp", required_argument, NULL, 'T'},   {"json", required_argument, NULL, 'j'},
         {"quick", no_argument, NULL, 'q'},       {"help", no_argument, NULL, 'h'},
         {"keep", no_argument, NULL, 'k'},      {"huge-pages", no_argument, NULL, 'H'},
+        {"f32-in-place", no_argument, NULL, 'I'},
         {"model", required_argument, NULL, 'm'}, {"only", required_argument, NULL, 'o'},
         {"long-prompt", required_argument, NULL, 'L'},
         {"prefix", required_argument, NULL, 'P'},
@@ -635,7 +637,8 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         case 'j': o->json_out = optarg; break;
         case 'q': o->quick = 1; break;
         case 'k': o->keep = 1; break;
-        case 'H': o->huge = 1; break;
+        case 'H': break; /* the default now */
+        case 'I': o->in_place = 1; break;
         case 'f': o->profile = 1; break;
         case 'D':
             if ((o->dtype = st_dtype_parse(optarg)) != ST_F32 && o->dtype != ST_BF16 &&
@@ -949,7 +952,7 @@ static json_t *bench_model(const bench_opts *o, machine *mc, const char *root, i
         mkdir(dir, 0700);
         printf("\n== mamba-%s shape (d=%d, %d layers), %s, random weights%s%s\n", s->name,
                s->d, s->layers, st_dtype_name((st_dtype)o->dtype), o->q8 ? ", quantised to q8" : "",
-               o->huge ? ", huge pages" : "");
+               o->in_place ? ", F32 in place" : "");
         uint64_t wbytes = write_checkpoint(s, dir, o->dtype);
         if (!wbytes) {
             fprintf(stderr, "statesoup-bench: cannot write the checkpoint in %s\n", dir);
@@ -957,13 +960,13 @@ static json_t *bench_model(const bench_opts *o, machine *mc, const char *root, i
         }
         printf("  wrote %.0f MB checkpoint in %.1f s\n", wbytes / 1e6, bench_now_s() - t0);
     } else {
-        printf("\n== %s%s%s\n", dir, o->q8 ? ", quantised to q8" : "", o->huge ? ", huge pages" : "");
+        printf("\n== %s%s%s\n", dir, o->q8 ? ", quantised to q8" : "", o->in_place ? ", F32 in place" : "");
     }
 
     ss_model *m = NULL;
     ss_model_params mp = ss_model_default_params();
     mp.n_threads = mc->nthreads;
-    mp.huge_pages = o->huge;
+    mp.f32_in_place = o->in_place;
     mp.weights = o->q8 ? SS_WEIGHTS_Q8 : SS_WEIGHTS_STORED;
     t0 = bench_now_s();
     if (ss_model_open(&m, dir, &mp)) {

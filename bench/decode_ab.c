@@ -11,13 +11,17 @@
  *
  * --compare far instead compares the one-row kernels reading a call's weight rows as one stream
  * and as four far streams (kernels.h kernels_far_rows; SS_FAR_STREAMS): one layout (the
- * default), the switch flipped before each burst. --compare tlayout opens the checkpoint twice
- * with fused_decode = 1: its transposed matrices (out_proj) in rows of N (kernels_far_rows off
- * while it loads) and in the far layout (kernels.h far_t_width: four column blocks read as four
- * far streams); the one-row kernels as this CPU's default for both.
+ * default), the switch flipped before each burst. --compare copy opens the checkpoint with
+ * F32 matrices in place in the file mapping (ss_model_params.f32_in_place) and copied onto huge
+ * pages (the default). --compare parts splits the one-row products' output rows in blocks of
+ * one size (pool.h pool_parts 0) and in guided claims (pool_parts from SS_PARTS, default
+ * POOL_PARTS_DEFAULT), flipped before each burst. --compare tlayout opens it twice with
+ * fused_decode = 1: the transposed matrices (out_proj) in rows of N and in the far layout
+ * (kernels.h far_t_width: four column blocks, read as four far streams at one row). A new comparison is one row of `modes` below: how each side
+ * opens the model, and what to switch before each of its bursts.
  *
  * usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N] [--streams LIST]
- *                            [--rounds R] [--burst T] [--compare layouts|far|tlayout]
+ *                            [--rounds R] [--burst T] [--compare layouts|far|copy|parts|tlayout]
  *   --model DIR      a checkpoint folder (statesoup-bench --keep writes random-weight ones)
  *   --weights W      stored (default) or q8
  *   --threads N      compute threads (default: all cores)
@@ -25,8 +29,10 @@
  *   --rounds R       bursts per layout (default 40)
  *   --burst T        decode steps per burst (default 8)
  *   --profile        then the per-phase profile of 20 steps of each layout (ss_ctx_set_profile)
- *   --compare C      layouts (default: rows vs fused), far (one stream vs four far streams) or
- *                    tlayout (fused; transposed matrices plain vs in the far layout)
+ *   --compare C      layouts (default: rows vs fused), far (one stream vs four far streams),
+ *                    copy (F32 matrices in the file mapping vs copied onto huge pages),
+ *                    parts (equal blocks vs guided claims), tlayout (fused: the transposed
+ *                    matrices in rows vs in the far layout)
  */
 #include <limits.h>
 #include <stdio.h>
@@ -35,6 +41,7 @@
 #include <time.h>
 
 #include "kernels.h"
+#include "pool.h"
 #include "ss_model.h"
 
 enum { MAX_STREAMS = 16, MAX_LIST = 8 };
@@ -55,18 +62,92 @@ static int cmp_double(const void *a, const void *b)
 static const char usage[] =
     "usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N]\n"
     "                           [--streams LIST] [--rounds R] [--burst T] [--profile]\n"
-    "                           [--compare layouts|far|tlayout]\n"
+    "                           [--compare layouts|far|copy|parts|tlayout]\n"
     "Decode steps of Mamba-1's row layout (fused_decode -1) and transposed layout (1) in\n"
     "alternating bursts in one process; ms per step (fastest, first quartile, median burst).\n"
     "--compare far: the default layout, the one-row kernels reading one stream vs four far\n"
-    "streams (SS_FAR_STREAMS) in the alternating bursts instead. --compare tlayout: fused,\n"
-    "the transposed matrices in rows vs in the far layout (four column blocks).\n";
+    "streams (SS_FAR_STREAMS) in the alternating bursts instead.\n"
+    "--compare copy: F32 matrices in place (the file mapping) vs copied onto huge pages.\n"
+    "--compare parts: the one-row products' rows in equal blocks vs guided claims (SS_PARTS).\n"
+    "--compare tlayout: fused, the transposed matrices in rows vs in the far layout.\n";
+
+/* A comparison: the two sides' names, how each opens the model, what to set before its bursts. */
+typedef struct ab_mode {
+    const char *name, *side[2], *ratio;
+    void (*open)(int v, ss_model_params *p);
+    void (*before)(int v);
+} ab_mode;
+
+static void open_layouts(int v, ss_model_params *p)
+{
+    p->fused_decode = v ? 1 : -1;
+}
+static void open_default(int v, ss_model_params *p)
+{
+    (void)v, (void)p;
+}
+static void open_copy(int v, ss_model_params *p)
+{
+    p->f32_in_place = !v;
+}
+static void before_far(int v)
+{
+    kernels_far_rows = v ? FAR_MIN_ROWS : INT_MAX;
+}
+static void before_none(int v)
+{
+    (void)v;
+}
+/* tlayout: kernels_far_rows decides the transposed matrices' layout while a model loads
+ * (kernels.h far_t_width): off for side 0, on for side 1; restored (this CPU's default, or
+ * SS_FAR_STREAMS) for both sides' bursts */
+static int far_default = -1;
+static void open_tlayout(int v, ss_model_params *p)
+{
+    (void)kernels_get();
+    if (far_default < 0) far_default = kernels_far_rows;
+    p->fused_decode = 1;
+    kernels_far_rows = v ? FAR_MIN_ROWS : INT_MAX;
+}
+static void before_tlayout(int v)
+{
+    (void)v;
+    kernels_far_rows = far_default;
+}
+/* the guided side's pool_parts and pool_parts_min: SS_PARTS and SS_PARTS_MIN as the first pool
+ * read them (else the default); the other side's SS_PARTS_A and SS_PARTS_MIN_A (default 0 and
+ * 0: equal blocks) */
+static int parts_ab[2][2] = {{-1, 0}, {0, 0}};
+static void before_parts(int v)
+{
+    if (parts_ab[0][0] < 0) {
+        const char *a = getenv("SS_PARTS_A"), *am = getenv("SS_PARTS_MIN_A");
+        parts_ab[0][0] = a ? atoi(a) : 0;
+        parts_ab[0][1] = am ? atoi(am) : 0;
+        parts_ab[1][0] = pool_parts > 0 ? pool_parts : POOL_PARTS_DEFAULT;
+        parts_ab[1][1] = pool_parts_min;
+    }
+    pool_parts = parts_ab[v][0];
+    pool_parts_min = parts_ab[v][1];
+}
+
+static const ab_mode modes[] = {
+    {"layouts", {"rows (fused_decode -1)", "fused (fused_decode 1)"}, "fused / rows",
+     open_layouts, before_none},
+    {"far", {"one stream", "four far streams"}, "far / one", open_default, before_far},
+    {"copy", {"F32 in place", "copied, huge pages"}, "copied / in place", open_copy,
+     before_none},
+    {"parts", {"equal blocks", "guided claims"}, "guided / equal", open_default, before_parts},
+    {"tlayout", {"plain Wt", "far Wt (4 blocks)"}, "far Wt / plain Wt", open_tlayout,
+     before_tlayout},
+};
 
 int main(int argc, char **argv)
 {
     const char *dir = NULL;
     int threads = 0, rounds = 40, burst = 8, streams[MAX_LIST] = {1, 4, 16}, n_streams = 3;
-    int profile = 0, far = 0, tlayout = 0;
+    int profile = 0;
+    const ab_mode *mode = &modes[0];
     ss_weights weights = SS_WEIGHTS_STORED;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -76,10 +157,14 @@ int main(int argc, char **argv)
         }
         if (!strcmp(a, "--model") && v) {
             dir = v;
-        } else if (!strcmp(a, "--compare") && v &&
-                   (!strcmp(v, "far") || !strcmp(v, "layouts") || !strcmp(v, "tlayout"))) {
-            far = !strcmp(v, "far");
-            tlayout = !strcmp(v, "tlayout");
+        } else if (!strcmp(a, "--compare") && v) {
+            mode = NULL;
+            for (size_t k = 0; k < sizeof modes / sizeof *modes; k++)
+                if (!strcmp(v, modes[k].name)) mode = &modes[k];
+            if (!mode) {
+                fputs(usage, stderr);
+                return 2;
+            }
         } else if (!strcmp(a, "--weights") && v && (!strcmp(v, "q8") || !strcmp(v, "stored"))) {
             weights = !strcmp(v, "q8") ? SS_WEIGHTS_Q8 : SS_WEIGHTS_STORED;
         } else if (!strcmp(a, "--threads") && v && atoi(v) > 0) {
@@ -109,12 +194,7 @@ int main(int argc, char **argv)
         fputs(usage, stderr);
         return 2;
     }
-    static const char *const names[3][2] = {{"rows (fused_decode -1)", "fused (fused_decode 1)"},
-                                            {"one stream", "four far streams"},
-                                            {"plain Wt", "far Wt (4 blocks)"}};
-    const char *const *name = names[tlayout ? 2 : far];
-    (void)kernels_get(); /* sets kernels_far_rows (this CPU's default, or SS_FAR_STREAMS) */
-    const int far0 = kernels_far_rows;
+    const char *const *name = mode->side;
     ss_model *m[2];
     ss_ctx *c[2];
     ss_state *st[2][MAX_STREAMS];
@@ -122,11 +202,8 @@ int main(int argc, char **argv)
         ss_model_params p = ss_model_default_params();
         p.n_threads = threads;
         p.weights = weights;
-        p.fused_decode = tlayout ? 1 : far ? 0 : v ? 1 : -1;
-        if (tlayout) kernels_far_rows = v ? FAR_MIN_ROWS : INT_MAX; /* while it loads */
-        const int bad = ss_model_open(&m[v], dir, &p) || ss_ctx_new(m[v], &c[v]);
-        kernels_far_rows = far0;
-        if (bad) {
+        mode->open(v, &p);
+        if (ss_model_open(&m[v], dir, &p) || ss_ctx_new(m[v], &c[v])) {
             fprintf(stderr, "statesoup-decode-ab: %s\n", ss_errmsg());
             return 1;
         }
@@ -148,7 +225,7 @@ int main(int argc, char **argv)
         for (int r = -2; r < rounds; r++) /* two rounds of warm-up */
             for (int o = 0; o < 2; o++) {
                 const int v = r & 1 ? 1 - o : o;
-                if (far) kernels_far_rows = v ? FAR_MIN_ROWS : INT_MAX;
+                mode->before(v);
                 int32_t tok[MAX_STREAMS];
                 ss_seq q[MAX_STREAMS];
                 const double t0 = now_s();
@@ -172,12 +249,10 @@ int main(int argc, char **argv)
                    S, name[v], t[v][0] * 1e3, t[v][rounds / 4] * 1e3, t[v][rounds / 2] * 1e3,
                    S / t[v][rounds / 2]);
         }
-        printf(tlayout ? "  %2d streams  far Wt / plain Wt, median: %.3f\n"
-               : far   ? "  %2d streams  far / one, median: %.3f\n"
-                       : "  %2d streams  fused / rows, median: %.3f\n", S,
+        printf("  %2d streams  %s, median: %.3f\n", S, mode->ratio,
                t[1][rounds / 2] / t[0][rounds / 2]);
         for (int v = 0; profile && v < 2; v++) { /* us per step and phase, 20 steps */
-            if (far) kernels_far_rows = v ? FAR_MIN_ROWS : INT_MAX;
+            mode->before(v);
             ss_ctx_set_profile(c[v], 1);
             for (int k = 0; k < 20; k++) {
                 int32_t tok[MAX_STREAMS];
@@ -196,8 +271,15 @@ int main(int argc, char **argv)
             for (int ph = 0; ph < SS_PHASE_COUNT; ph++)
                 if (pr.ns[ph] >= pr.evals * 500) /* phases of 0.5 us a step or more */
                     printf(" %s %.0f", ss_phase_name((ss_phase)ph), pr.ns[ph] / 1e3 / pr.evals);
-            printf(" | %.0f parallel steps, caller waiting %.0f\n",
+            printf(" | %.0f parallel steps, caller waiting %.0f (",
                    (double)pr.pool_steps / pr.evals, pr.pool_wait_ns / 1e3 / pr.evals);
+            for (int ph = 0, first = 1; ph < SS_PHASE_COUNT; ph++)
+                if (pr.ph_steps[ph]) {
+                    printf("%s%s %.0f", first ? "" : ", ", ss_phase_name((ss_phase)ph),
+                           pr.ph_wait_ns[ph] / 1e3 / pr.evals);
+                    first = 0;
+                }
+            printf("), worker lag %.0f\n", pr.pool_lag_ns / 1e3 / pr.evals);
         }
         fflush(stdout);
     }

@@ -21,7 +21,7 @@
  * contract is the same bits), so a broken kernel is reported, not measured.
  *
  * usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST] [--matrix MB]
- *                            [--size MB] [--k N] [--seg S] [--tblock]
+ *                            [--size MB] [--k N] [--seg S] [--offset B] [--tblock]
  *   --threads 1,2,16   thread counts (default: 1,2 and all cores)
  *   --rows 1,16        input rows per product: 1 = batch-1 decode, 16 = 16 streams (default 1,16)
  *   --kernels LIST     read, f32, bf16, f16, q8, q8a8, f32t, bf16t, f16t, q8t, q8k, q8ka8
@@ -31,6 +31,9 @@
  *   --k N              values per weight row, a multiple of 64 (default 1536; 768 = d_model of
  *                      mamba-130m, the K of its in_proj and logits); the transposed kinds' N
  *   --seg S            rows per segment of the transposed kinds (default 96, 130m's)
+ *   --offset B         the weights start B bytes past a 64-byte boundary (0 to 56, a multiple
+ *                      of 8): where a checkpoint's F32 tensors used in place lie, since
+ *                      safetensors pads its header to 8 bytes only
  *   --tblock           f32t, bf16t, f16t on the far layout (16 segments a matrix in 4 column
  *                      blocks, kernels.h far_t_width)
  * It builds with the kernels alone: cc -O2 -Imodel bench/kernbench.c model/kernels*.c (the ISA
@@ -51,6 +54,7 @@
 enum { TILE = 64, MAX_THREADS = 256, MAX_LIST = 16, SEGS = 16 };
 static int K = 1536;  /* values per weight row (--k): the outputs of the transposed kinds */
 static int SEG = 96;  /* rows of Wt per segment, the transposed kinds' unit of work (--seg) */
+static int OFFSET = 0; /* bytes the weights start past a 64-byte boundary (--offset) */
 static int TBLOCK;    /* --tblock: f32t, bf16t, f16t on the far layout (kernels.h far_t_width) */
 enum kind {
     K_READ, K_F32, K_BF16, K_Q8, K_F16, K_Q8A8, K_F32T, K_BF16T, K_F16T, K_Q8T, K_Q8K, K_Q8KA8,
@@ -293,7 +297,7 @@ static int parse_list(const char *s, int *out, int max)
 
 static const char usage[] =
     "usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST] [--matrix MB]\n"
-    "                           [--size MB] [--k N] [--seg S] [--tblock]\n"
+    "                           [--size MB] [--k N] [--seg S] [--offset B] [--tblock]\n"
     "Stream a 1 GB weight matrix through the decode kernels (and a plain read) and report\n"
     "GB/s and GMAC/s: batch-1 decode is bound by how close the kernels get to the read.\n"
     "  --threads 1,2,16   thread counts (default: 1, 2 and all cores)\n"
@@ -320,6 +324,10 @@ static const char usage[] =
     "                     in_proj and logits have 768); the transposed kinds' outputs\n"
     "  --seg S            rows of Wt per segment for the transposed kinds, 1 to 4096 (default\n"
     "                     96: d_inner / 16 rounded up to 16 at 130m; 128 at 370m, 256 at 1.4b)\n"
+    "  --offset B         the weights start B bytes past a 64-byte boundary (0 to 56, a\n"
+    "                     multiple of 8; default 0): F32 weights used in place from a\n"
+    "                     checkpoint lie where its header ends, which safetensors pads to 8\n"
+    "                     bytes only, so every 64-byte load then spans two cache lines\n"
     "  --tblock           f32t, bf16t, f16t on the far layout: every 16 segments one matrix\n"
     "                     kept as 4 column blocks, each contiguous over its rows (kernels.h\n"
     "                     far_t_width; what the model loads when far streams are on)\n";
@@ -337,6 +345,7 @@ int main(int argc, char **argv)
                                          {"k", required_argument, NULL, 'K'},
                                          {"size", required_argument, NULL, 'S'},
                                          {"seg", required_argument, NULL, 'g'},
+                                         {"offset", required_argument, NULL, 'o'},
                                          {"tblock", no_argument, NULL, 'b'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
@@ -369,6 +378,14 @@ int main(int argc, char **argv)
                 continue;
             }
         }
+        if (c == 'o') {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (end != optarg && !*end && v >= 0 && v < 64 && v % 8 == 0) {
+                OFFSET = (int)v;
+                continue;
+            }
+        }
         if (c == 'k' && parse_kinds(optarg, want)) continue;
         if (c == 'b') {
             TBLOCK = 1;
@@ -384,6 +401,7 @@ int main(int argc, char **argv)
     else
         printf("statesoup-kernbench: %s kernels, K = %d, %.1f MB per matrix%s\n",
                kernels_get()->name, K, size_mb, size_mb < 200 ? " (passed over repeatedly)" : "");
+    if (OFFSET) printf("weights %d bytes past a 64-byte boundary\n", OFFSET);
     if (want[K_F32T] || want[K_BF16T] || want[K_F16T] || want[K_Q8T] || want[K_Q8K] ||
         want[K_Q8KA8])
         printf("transposed kinds: Wt[rows][%d] in segments of %d rows%s, checked against the "
@@ -435,7 +453,7 @@ int main(int argc, char **argv)
         if (piece > n) piece = n; /* --matrix above --size: one matrix of the whole size */
         /* 64-byte aligned, as the model's copies of its matrices are (a plain malloc of this
          * size returns 16 bytes past a page: every 64-byte load then spans two cache lines) */
-        unsigned long long *w = aligned_alloc(64, n ? n * K * es : 64);
+        unsigned long long *w = aligned_alloc(64, (n ? n * K * es : 0) + 64);
         float *s = q8 ? malloc(n * (K / Q8_BLOCK) * sizeof *s) : NULL;
         float *y = malloc(16 * n * sizeof *y);
         if (!w || (q8 && !s) || !y) {
@@ -453,7 +471,7 @@ int main(int argc, char **argv)
                                        : base == K_BF16 ? 0x3c003c003c003c00ull
                                        : base == K_F16  ? 0x2000200020002000ull
                                                         : 0;
-        for (size_t i = 0; i < n * K * es / 8; i++)
+        for (size_t i = 0; i < n * K * es / 8 + 8; i++)
             w[i] = ((i * 0x9E3779B97F4A7C15ull >> 7) & bits) | one;
         for (size_t i = 0; s && i < n * (K / Q8_BLOCK); i++) s[i] = 0.01f + (float)(i % 5) * 1e-3f;
         for (int ti = 0; ti < n_threads; ti++)
@@ -461,7 +479,7 @@ int main(int argc, char **argv)
                 if ((kind == K_Q8A8 || kind == K_Q8KA8) && rows[ri] != 1)
                     continue; /* batch-1 decode only */
                 bench b = {.kind = (enum kind)kind, .rows = rows[ri], .threads = threads[ti],
-                           .n = piece ? n / piece * piece : n, .w = w, .s = s, .x = x, .xq = &xq,
+                           .n = piece ? n / piece * piece : n, .w = (char *)w + OFFSET, .s = s, .x = x, .xq = &xq,
                            .xqt = xqt,
                            .xt = xt, .part = part, .y = y, .piece = piece,
                            .reps = size_mb < 200 ? (int)(200 / size_mb) : 1};

@@ -123,6 +123,24 @@ int bench_profile(ss_model *m, int n_tok, int reps, double stream_bytes,
            "(%.0f%%), first to last part finishing %.1f us,\n      a worker starting %.1f us "
            "after the step was published (sums over the steps of a token)\n",
            steps, alone, wait_us, 100 * wait_us / tok_us, spread_us, lag_us);
+    printf("      %.1f steps per token had to wake a sleeping worker (futex), %.1f us of the lag\n",
+           (double)pr->pool_woken / n_tok, (double)pr->pool_woken_lag_ns * per);
+    printf("    meetings by phase, per token: %-10s %6s %9s %9s %9s\n", "phase", "steps",
+           "wait us", "spread us", "lag us");
+    json_t *jmp = json_object();
+    for (int ph = 0; ph < SS_PHASE_COUNT; ph++) {
+        if (!pr->ph_steps[ph]) continue;
+        const double w = (double)pr->ph_wait_ns[ph] * per, sd = (double)pr->ph_spread_ns[ph] * per,
+                     lg = (double)pr->ph_lag_ns[ph] * per;
+        printf("    %30s %-10s %6.1f %9.1f %9.1f %9.1f\n", "", ss_phase_name((ss_phase)ph),
+               (double)pr->ph_steps[ph] / n_tok, w, sd, lg);
+        json_t *o = json_object();
+        json_object_set_new(o, "steps", json_real((double)pr->ph_steps[ph] / n_tok));
+        json_object_set_new(o, "wait_us", json_real(w));
+        json_object_set_new(o, "spread_us", json_real(sd));
+        json_object_set_new(o, "lag_us", json_real(lg));
+        json_object_set_new(jmp, ss_phase_name((ss_phase)ph), o);
+    }
     const double stream_us = stream_bytes / (bw * 1e9) * 1e6;
     const double fixed_us = tok_us - stream_us;
     printf("    streaming %.0f MB at %.1f GB/s (beside) takes %.1f us = %.0f%% of the token; the "
@@ -138,6 +156,9 @@ int bench_profile(ss_model *m, int n_tok, int reps, double stream_bytes,
     json_object_set_new(jp, "finish_spread_us", json_real(spread_us));
     json_object_set_new(jp, "wake_lag_us", json_real(lag_us));
     json_object_set_new(jp, "steps_alone", json_real(alone));
+    json_object_set_new(jp, "steps_woken", json_real((double)pr->pool_woken / n_tok));
+    json_object_set_new(jp, "woken_lag_us", json_real((double)pr->pool_woken_lag_ns * per));
+    json_object_set_new(jp, "meetings_by_phase", jmp);
     json_object_set_new(jp, "bandwidth_gbs", json_real(bw));
     json_object_set_new(jp, "stream_us", json_real(stream_us));
     json_object_set_new(jp, "fixed_us", json_real(fixed_us));

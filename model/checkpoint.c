@@ -3,9 +3,9 @@
  *
  * config.json is parsed as HF writes it (unknown keys ignored, bare Infinity accepted); the
  * safetensors files are mmapped read-only and every tensor the architecture needs is looked up,
- * shape-checked against the config and either used in place (F32, aligned), copied onto huge
- * pages (BF16/F16 matrices; BF16 in the kernels' pair layout), quantised (--weights q8) or
- * converted once to F32 (BF16/F16 vectors). Anything missing or inconsistent is an error naming
+ * shape-checked against the config and either copied onto huge pages (matrices: F32, 64-byte
+ * aligned; BF16 in the kernels' pair layout; F16), used in place (F32 vectors, and F32 matrices
+ * with --f32-in-place), quantised (--weights q8) or converted once to F32 (BF16/F16 vectors). Anything missing or inconsistent is an error naming
  * the tensor.
  * The fingerprint hashes the canonical config and every tensor (name, dtype, shape, bytes) with
  * XXH3-128, tensors in parallel, so a 2.8b checkpoint takes about a second from page cache.
@@ -39,7 +39,7 @@ typedef struct shard {
     char *path;
     st_file st;
     int in_place; /* some weight is used straight from this shard's mapping */
-    const st_tensor **copied; /* 16-bit matrices copied out of the mapping (copy_16bit) */
+    const st_tensor **copied; /* matrices copied out of the mapping (copy_mat) */
     int n_copied;
     size_t cap_copied;
 } shard;
@@ -323,33 +323,6 @@ static ss_err parse_config(loader *L)
 
 #define HUGE_BYTES ((size_t)2 << 20)
 
-/*
- * Map len bytes of fd read-only at a 2 MiB-aligned address, followed by inaccessible padding up
- * to span (a multiple of 2 MiB) so the whole span is ours: the weights can later be moved onto
- * huge pages at the same addresses (to_huge_pages). NULL on failure (errno set).
- */
-static void *map_aligned(int fd, size_t len, size_t span)
-{
-    char *res = mmap(NULL, span + HUGE_BYTES, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (res == MAP_FAILED) return NULL;
-    char *at = (char *)(((uintptr_t)res + HUGE_BYTES - 1) & ~(uintptr_t)(HUGE_BYTES - 1));
-    if (at > res) munmap(res, (size_t)(at - res));
-    munmap(at + span, (size_t)(res + span + HUGE_BYTES - (at + span)));
-    if (mmap(at, len, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0) == MAP_FAILED) {
-        int e = errno;
-        munmap(at, span);
-        errno = e;
-        return NULL;
-    }
-    return at;
-}
-
-/*
- * Move a mapping's bytes onto anonymous transparent huge pages at the same addresses (copy, then
- * mremap over the file mapping): streaming weights from 2 MiB pages is ~15 % faster here (the
- * prefetchers and the TLB stop at 4 KiB pages). Resident size stays one copy; the file's page
- * cache becomes reclaimable. On failure the file mapping is left as it was.
- */
 /* span (a multiple of 2 MiB) bytes of zeroed anonymous memory, read-write, 2 MiB-aligned and
  * advised onto transparent huge pages; NULL on failure. */
 static char *map_huge_anon(size_t span)
@@ -362,25 +335,6 @@ static char *map_huge_anon(size_t span)
     munmap(at + span, (size_t)(res + span + HUGE_BYTES - (at + span)));
     madvise(at, span, MADV_HUGEPAGE);
     return at;
-}
-
-static int to_huge_pages(mapping *mp)
-{
-    const size_t span = mp->len;
-    char *at = map_huge_anon(span);
-    if (!at) return -1;
-    /* the padding after the file is an inaccessible reservation: make it readable (zeros) */
-    if (mprotect(mp->addr, span, PROT_READ) != 0) {
-        munmap(at, span);
-        return -1;
-    }
-    memcpy(at, mp->addr, span);
-    mprotect(at, span, PROT_READ);
-    if (mremap(at, span, span, MREMAP_MAYMOVE | MREMAP_FIXED, mp->addr) == MAP_FAILED) {
-        munmap(at, span);
-        return -1;
-    }
-    return 0;
 }
 
 static ss_err map_file(loader *L, const char *path, shard *sh)
@@ -396,17 +350,17 @@ static ss_err map_file(loader *L, const char *path, shard *sh)
         close(fd);
         return ss_fail(SS_ERR_IO, "%s: not a regular file", path);
     }
-    size_t len = (size_t)st.st_size, span = len ? (len + HUGE_BYTES - 1) & ~(HUGE_BYTES - 1) : 0;
-    void *addr = len ? map_aligned(fd, len, span) : NULL;
+    const size_t len = (size_t)st.st_size;
+    void *addr = len ? mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
     close(fd);
-    if (len && !addr) return ss_fail(SS_ERR_IO, "%s: mmap: %s", path, strerror(errno));
+    if (addr == MAP_FAILED) return ss_fail(SS_ERR_IO, "%s: mmap: %s", path, strerror(errno));
     mapping *nm = realloc(m->maps, (size_t)(m->n_maps + 1) * sizeof *nm);
     if (!nm) {
-        if (addr) munmap(addr, span);
+        if (addr) munmap(addr, len);
         return ss_fail(SS_ERR_NOMEM, "out of memory");
     }
     m->maps = nm;
-    m->maps[m->n_maps++] = (mapping){addr, span};
+    m->maps[m->n_maps++] = (mapping){addr, len};
     sh->path = strdup(path);
     if (!sh->path) return ss_fail(SS_ERR_NOMEM, "out of memory");
     return st_parse(&sh->st, addr, len, path);
@@ -573,8 +527,8 @@ static ss_err get_f32(loader *L, const char *name, int optional, const float **o
 /*
  * n bytes (64-byte aligned) for the model's lifetime, bump-allocated from 2 MiB-aligned chunks
  * advised onto transparent huge pages: the 8-bit matrices are written here as they are quantised
- * and the 16-bit ones as they are copied (copy_16bit), so they sit on huge pages without
- * --huge-pages' copy. A decode token streams every matrix once,
+ * and the F32 and 16-bit ones as they are copied (copy_mat). A decode token streams every matrix
+ * once,
  * and on 4 KiB pages that is one page walk and one restart of the hardware prefetcher per 4 KiB
  * (36,000 of each per token at 130m in q8). Parts of a chunk never written are never resident.
  * NULL when out of memory.
@@ -648,17 +602,19 @@ static ss_err note_copied(loader *L, int si, const st_tensor *t)
 }
 
 /*
- * A BF16 / F16 matrix, kept 16-bit (widened as the kernels read it: a 7B BF16 checkpoint needs
- * 15 GB, not 29) in a copy on transparent huge pages (arena_alloc): BF16 in the pair layout
- * (kernels.h, bf16_pack_rows), F16 in row order. Streamed from 4 KiB pages of the file mapping
- * instead, a token took ~6 % more CPU time (docs/performance.md). The mapping is not kept for
- * it: a shard of 16-bit tensors alone is unmapped after the load, so the resident size is the
- * copy's, the BF16 bytes.
+ * A matrix copied onto transparent huge pages (arena_alloc, 64-byte aligned): F32 as stored,
+ * BF16 / F16 kept 16-bit (widened as the kernels read it: a 7B BF16 checkpoint needs 15 GB, not
+ * 29), BF16 in the pair layout (kernels.h, bf16_pack_rows), F16 in row order. Streamed from the
+ * file mapping instead (4 KiB pages, and F32 wherever the file puts it: safetensors aligns its
+ * data to 8 bytes only, so most 64-byte loads span two cache lines), a 130m F32 decode token took
+ * ~10 % longer, BF16 ~6 % (docs/performance.md). The mapping is not kept for it: a shard whose
+ * tensors were all copied is unmapped after the load, so the resident size is the copy's.
  */
 typedef struct copy_job {
-    const uint16_t *src;
-    uint16_t *dst;
-    int rows, cols, pack;
+    const char *src;
+    char *dst;
+    size_t row_bytes;
+    int rows, pack;
 } copy_job;
 
 static void copy_part(void *arg, int tid, int nt)
@@ -666,36 +622,38 @@ static void copy_part(void *arg, int tid, int nt)
     const copy_job *j = arg;
     int lo, hi;
     pool_range(j->rows, 1, tid, nt, &lo, &hi);
-    const size_t off = (size_t)lo * (size_t)j->cols, n = (size_t)(hi - lo);
+    const size_t off = (size_t)lo * j->row_bytes, n = (size_t)(hi - lo);
     if (lo >= hi) return;
     if (j->pack)
-        bf16_pack_rows(j->src + off, n, j->cols, j->dst + off);
+        bf16_pack_rows((const uint16_t *)(j->src + off), n, (int)(j->row_bytes / 2),
+                       (uint16_t *)(j->dst + off));
     else
-        memcpy(j->dst + off, j->src + off, n * (size_t)j->cols * sizeof *j->dst);
+        memcpy(j->dst + off, j->src + off, n * j->row_bytes);
 }
 
-static ss_err copy_16bit(loader *L, const char *name, const st_tensor *t, int si, wmat *out)
+static ss_err copy_mat(loader *L, const char *name, const st_tensor *t, int si, wmat *out)
 {
     const size_t rows = (size_t)t->shape[0], cols = (size_t)t->shape[1];
-    uint16_t *w = arena_alloc(L->m, rows * cols > 0 ? rows * cols * 2 : 1);
+    const size_t esz = t->dtype == ST_F32 ? 4 : 2;
+    char *w = arena_alloc(L->m, rows * cols > 0 ? rows * cols * esz : 1);
     if (!w) return ss_fail(SS_ERR_NOMEM, "tensor %s: cannot allocate its copy", name);
     /* the model's threads share the copy: the time goes to faulting in (zeroing) the fresh
      * pages, ~0.25 GB/s per thread on the development VM */
-    copy_job j = {(const uint16_t *)t->data, w, (int)rows, (int)cols, t->dtype == ST_BF16};
+    copy_job j = {(const char *)t->data, w, cols * esz, (int)rows, t->dtype == ST_BF16};
     if (rows < 64) /* (the test fixtures' matrices have 128-512 rows: they take the pool too) */
         copy_part(&j, 0, 1);
     else
         pool_run(L->m->pool, copy_part, &j);
     L->dtype_mask |= 1 << t->dtype;
-    *out = (wmat){.p = w, .t = t->dtype == ST_BF16 ? W_BF16 : W_F16};
+    *out = (wmat){.p = w, .t = t->dtype == ST_F32 ? W_F32 : t->dtype == ST_BF16 ? W_BF16 : W_F16};
     L->bytes_done += t->n_bytes;
     if (L->params->progress)
         L->params->progress(L->params->progress_user, "load", L->bytes_done, L->bytes_total);
     return note_copied(L, si, t);
 }
 
-/* A weight matrix: like get_f32, but 16-bit matrices stay 16-bit (copy_16bit) and under
- * --weights q8 matrices are quantised (quantize_mat). */
+/* A weight matrix: copied onto huge pages (copy_mat; 16-bit ones stay 16-bit; F32 used in place
+ * instead with --f32-in-place, as get_f32), or under --weights q8 quantised (quantize_mat). */
 static ss_err get_mat_as(loader *L, const char *name, wmat *out, int64_t rows, int64_t cols,
                          int may_quantize)
 {
@@ -703,10 +661,12 @@ static ss_err get_mat_as(loader *L, const char *name, wmat *out, int64_t rows, i
     int si = 0;
     ss_err err = find_tensor(L, name, &t, &si);
     if (err) return err;
-    if (t && L->params->weights != SS_WEIGHTS_Q8 && (t->dtype == ST_BF16 || t->dtype == ST_F16) &&
-        ((uintptr_t)t->data & 1) == 0 &&
-        t->ndim == 2 && t->shape[0] == rows && t->shape[1] == cols)
-        return copy_16bit(L, name, t, si, out);
+    if (t && L->params->weights != SS_WEIGHTS_Q8 &&
+        (t->dtype == ST_BF16 || t->dtype == ST_F16 ||
+         (t->dtype == ST_F32 && !L->params->f32_in_place)) &&
+        ((uintptr_t)t->data & (t->dtype == ST_F32 ? 3 : 1)) == 0 && t->ndim == 2 &&
+        t->shape[0] == rows && t->shape[1] == cols)
+        return copy_mat(L, name, t, si, out);
     if (may_quantize && L->params->weights == SS_WEIGHTS_Q8 && t && t->ndim == 2 && t->shape[0] == rows &&
         t->shape[1] == cols && (t->dtype == ST_F32 || t->dtype == ST_BF16 || t->dtype == ST_F16))
         return quantize_mat(L, name, t, out);
@@ -1188,8 +1148,6 @@ ss_err model_load(ss_model *m, const char *dir, const ss_model_params *p)
         if (!L.shards[i].in_place) {
             munmap(m->maps[i].addr, m->maps[i].len);
             m->maps[i].addr = NULL;
-        } else if (p->huge_pages) {
-            to_huge_pages(&m->maps[i]); /* best effort: the file mapping serves otherwise */
         } else {
             drop_copied(&L.shards[i]);
         }

@@ -192,6 +192,7 @@ struct ss_ctx {
     uint64_t prof_t;
     ss_profile prof_acc;
     pool_times prof_pool;
+    pool_times prof_pool_lap; /* prof_pool at the end of the last phase (prof_lap) */
 };
 
 /* model/checkpoint.c */

@@ -770,13 +770,20 @@ void prof_lap(ss_ctx *c, ss_phase ph)
     c->prof_acc.ns[ph] += now - c->prof_t;
     c->prof_acc.calls[ph]++;
     c->prof_t = now;
+    /* the meetings since the last lap were this phase's */
+    const pool_times *t = &c->prof_pool, *l = &c->prof_pool_lap;
+    c->prof_acc.ph_steps[ph] += t->steps - l->steps;
+    c->prof_acc.ph_wait_ns[ph] += t->wait_ns - l->wait_ns;
+    c->prof_acc.ph_spread_ns[ph] += t->spread_ns - l->spread_ns;
+    c->prof_acc.ph_lag_ns[ph] += t->lag_ns - l->lag_ns;
+    c->prof_pool_lap = *t;
 }
 
 void ss_ctx_set_profile(ss_ctx *c, int on)
 {
     c->prof = on != 0;
     c->prof_acc = (ss_profile){0};
-    c->prof_pool = (pool_times){0};
+    c->prof_pool = c->prof_pool_lap = (pool_times){0};
 }
 
 void ss_ctx_get_profile(const ss_ctx *c, ss_profile *out)
@@ -787,6 +794,8 @@ void ss_ctx_get_profile(const ss_ctx *c, ss_profile *out)
     out->pool_spread_ns = c->prof_pool.spread_ns;
     out->pool_lag_ns = c->prof_pool.lag_ns;
     out->pool_alone = c->prof_pool.alone;
+    out->pool_woken = c->prof_pool.woken;
+    out->pool_woken_lag_ns = c->prof_pool.woken_lag_ns;
 }
 
 static ss_err eval_rounds(ss_model *m, ss_ctx *c, ss_seq *seqs, int n_seqs, int lockstep);

@@ -17,9 +17,11 @@
 #include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,24 +36,44 @@
 /* Spin iterations before a worker sleeps: about 50-100 us of pause instructions. */
 #define SPIN_LIMIT 2000
 
+/*
+ * What a worker reads to start a step (gen, then stop, claim, fn, arg, timed, n) shares one cache
+ * line, so a spinning worker that sees the new generation finds the rest in the same transfer
+ * from the caller's core; `done`, which the caller spins on while workers count their parts,
+ * has a line of its own, as has the caller's side. (Before, gen and claim were in two lines:
+ * the worker's start waited for two transfers.)
+ */
 struct ss_pool {
-    int n;
-    pthread_t *threads;
-    pthread_mutex_t hold;     /* one caller at a time */
-    _Atomic unsigned gen;     /* futex word: bumped per step (and at shutdown) */
-    _Atomic uint64_t claim;   /* step number << 32 | next unclaimed part */
-    atomic_int done;          /* parts of the current step finished */
-    atomic_int sleepers;      /* workers blocked in futex wait */
+    _Alignas(64) _Atomic unsigned gen; /* futex word: bumped per step (and at shutdown) */
     atomic_int stop;
-    uint32_t step;            /* number of the current step (the caller's side) */
+    _Atomic uint64_t claim;   /* step number << 32 | next unclaimed part */
     pool_fn fn;
     void *arg;
+    int n;
+    atomic_int sleepers;      /* workers blocked in futex wait */
     /* timed steps (pool_run_locked with times): published with fn and arg; each part writes its
      * own slots before counting itself done, the caller reads them after every part is done */
     int timed;
+    _Alignas(64) atomic_int done; /* parts of the current step finished */
+    _Alignas(64) uint32_t step;   /* number of the current step (the caller's side) */
+    pthread_t *threads;
+    pthread_mutex_t hold;     /* one caller at a time */
     uint64_t t_start[64], t_fin[64];
     unsigned char by_caller[64];
 };
+_Static_assert(offsetof(struct ss_pool, timed) < 64, "a step's publication in one cache line");
+
+int pool_parts = POOL_PARTS_DEFAULT; /* pool.h */
+int pool_parts_min = 0;
+static pthread_once_t parts_once = PTHREAD_ONCE_INIT;
+
+static void parts_from_env(void)
+{
+    const char *e = getenv("SS_PARTS");
+    if (e && *e >= '0' && *e <= '9') pool_parts = atoi(e) > 64 ? 64 : atoi(e);
+    e = getenv("SS_PARTS_MIN");
+    if (e && *e >= '0' && *e <= '9') pool_parts_min = (atoi(e) + 15) / 16 * 16;
+}
 
 static uint64_t now_ns(void)
 {
@@ -121,10 +143,12 @@ static void *worker(void *varg)
 
 ss_pool *pool_new(int n)
 {
+    pthread_once(&parts_once, parts_from_env);
     if (n < 1) n = 1;
     if (n > 64) n = 64;
-    ss_pool *p = calloc(1, sizeof *p);
+    ss_pool *p = aligned_alloc(64, (sizeof *p + 63) / 64 * 64);
     if (!p) return NULL;
+    memset(p, 0, sizeof *p);
     p->n = n;
     pthread_mutex_init(&p->hold, NULL);
     p->threads = calloc((size_t)n, sizeof *p->threads);
@@ -169,7 +193,8 @@ static void run_locked(ss_pool *p, pool_fn fn, void *arg, pool_times *t)
     /* publishes fn, arg and done with the new step number (release) */
     atomic_store_explicit(&p->claim, (uint64_t)++p->step << 32, memory_order_release);
     atomic_fetch_add(&p->gen, 1);
-    if (atomic_load(&p->sleepers) > 0) futex_wake_all(&p->gen);
+    const int slept = atomic_load(&p->sleepers) > 0;
+    if (slept) futex_wake_all(&p->gen);
     participate(p, 1);
     const uint64_t t_own = t ? now_ns() : 0;
     /* Parts claimed by workers finish within microseconds unless the OS took their core away
@@ -189,10 +214,14 @@ static void run_locked(ss_pool *p, pool_fn fn, void *arg, pool_times *t)
         t->steps++;
         t->wait_ns += t_end - t_own;
         t->spread_ns += last - first;
+        const uint64_t lag = woke != UINT64_MAX && woke > t_pub ? woke - t_pub : 0;
         if (woke == UINT64_MAX)
             t->alone++;
-        else
-            t->lag_ns += woke > t_pub ? woke - t_pub : 0;
+        t->lag_ns += lag;
+        if (slept) {
+            t->woken++;
+            t->woken_lag_ns += lag;
+        }
     }
 }
 

@@ -53,6 +53,9 @@ typedef struct pool_times {
                          * a worker ran a part) */
     uint64_t alone;     /* steps whose parts the caller ran all by itself: no worker came in
                          * time (asleep, or its core taken by another process) */
+    uint64_t woken;     /* steps published while a worker slept on the futex (woken by the
+                         * caller): their lag is a futex wake, not a spinning worker's poll */
+    uint64_t woken_lag_ns; /* the part of lag_ns in those steps */
 } pool_times;
 
 /*
@@ -64,6 +67,21 @@ void pool_lock(ss_pool *p);
 void pool_unlock(ss_pool *p);
 /* pool_run by the thread that holds the pool; times, when not NULL, accumulates the meetings. */
 void pool_run_locked(ss_pool *p, pool_fn fn, void *arg, pool_times *times);
+
+/*
+ * How batch-1 decode's products (dense.c mm_rows at up to 16 rows) share their output rows
+ * among the parts of a step: 0 = blocks of one size, about 8 per thread, taken as they come;
+ * k > 0 = guided: each claim takes 1 / (k nt) of the rows still unclaimed (whole 16-row tiles,
+ * no fewer than a minimum), so the first parts are big and the last ones small and the threads
+ * finish close together. The ranges depend on the claim's position only, never on which thread
+ * claims it. SS_PARTS=k sets it at the first pool_new (default POOL_PARTS_DEFAULT); a benchmark
+ * may flip it between steps (statesoup-decode-ab --compare parts), never during one.
+ */
+#define POOL_PARTS_DEFAULT 2
+extern int pool_parts;
+/* The least rows a guided claim takes (but the last one); 0 = dense.c's choice (64 rows at one
+ * row with four far streams, 16 per stream; else 32). SS_PARTS_MIN sets it, for measuring. */
+extern int pool_parts_min;
 
 /* Split [0, n) into nt ranges aligned to `unit`; the range of thread tid. */
 static inline void pool_range(int n, int unit, int tid, int nt, int *lo, int *hi)

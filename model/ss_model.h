@@ -83,14 +83,15 @@ typedef void (*ss_progress_fn)(void *user, const char *phase, uint64_t done, uin
 
 /* How the weight matrices are held in memory (ss_model_params.weights). */
 typedef enum ss_weights {
-    /* as the checkpoint stores them: F32 in place (the file mapping), BF16/F16 matrices copied
-     * at load onto transparent huge pages (resident: their 16-bit bytes; the file is unmapped) */
+    /* as the checkpoint stores them: the matrices copied at load onto transparent huge pages
+     * (F32 as stored, BF16/F16 kept 16-bit; resident: their bytes), F32 vectors in place (the
+     * file mapping); ss_model_params.f32_in_place keeps F32 matrices in the mapping too */
     SS_WEIGHTS_STORED = 0,
     /*
      * Quantised at load to symmetric int8 with one F32 scale per 32 values of a row (a quarter of
      * F32's bytes, plus 1/8): every projection and the embedding/head. Norms, conv, A, D, biases
      * and the recurrent states stay F32. Not exact: see docs/performance.md for the cost. The
-     * 8-bit copies are written onto transparent huge pages (no --huge-pages copy needed).
+     * 8-bit copies are written onto transparent huge pages.
      * Batch-1 decode (one row per step) also quantises its activations, per block of 32 values,
      * and multiplies in integers (AVX-512 VNNI / AVX2): about twice the kernel speed; the
      * quality cost of both is measured in docs/performance.md. ss_model_params.q8_f32_act (or
@@ -105,13 +106,14 @@ typedef struct ss_model_params {
     ss_progress_fn progress; /* may be NULL */
     void *progress_user;
     /*
-     * Move the weights used in place (F32) onto transparent huge pages (a copy at load, at the
-     * same addresses; resident size stays one copy, the file's page cache becomes reclaimable);
-     * 16-bit and 8-bit matrices are on huge pages without it.
-     * Streams ~15 % faster per decoded token here, costs ~0.15 s per GB at load. Off by default:
-     * while loading, page cache and copy briefly take twice the memory.
+     * 1: use F32 weight matrices straight from the read-only file mapping: 4 KiB pages, and
+     * wherever the file puts them (safetensors aligns to 8 bytes only); the load takes no copy
+     * and the kernel can reclaim their pages under memory pressure, but a decode token streams
+     * them ~10 % slower (docs/performance.md). 0 (default): copied at load onto transparent
+     * huge pages, 64-byte aligned, as 16-bit and 8-bit matrices are (resident: one copy; the
+     * file's pages are released; ~0.2 s per GB at load).
      */
-    int huge_pages;
+    int f32_in_place;
     /* With SS_WEIGHTS_Q8: keep batch-1 decode's activations in F32 (see SS_WEIGHTS_Q8). */
     int q8_f32_act;
     /*
@@ -191,6 +193,12 @@ typedef struct ss_profile {
     uint64_t pool_spread_ns;          /* first part finishing -> last part finishing */
     uint64_t pool_lag_ns;             /* step published -> a worker starting a part */
     uint64_t pool_alone;              /* steps the caller ran alone: no worker came in time */
+    uint64_t pool_woken;              /* steps that had to wake a worker sleeping on the futex */
+    uint64_t pool_woken_lag_ns;       /* the part of pool_lag_ns in those steps */
+    /* the meetings by phase (the phase a parallel step ran in): steps, the caller's wait, the
+     * spread of the parts' ends, the lag of the first worker */
+    uint64_t ph_steps[SS_PHASE_COUNT], ph_wait_ns[SS_PHASE_COUNT];
+    uint64_t ph_spread_ns[SS_PHASE_COUNT], ph_lag_ns[SS_PHASE_COUNT];
 } ss_profile;
 
 /* A short lowercase name ("in_proj", "dt+scan", ...); "?" outside [0, SS_PHASE_COUNT). */

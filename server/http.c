@@ -707,10 +707,17 @@ ss_err ss_http_start(ss_http **out, const ss_http_params *p)
                       gai_strerror(rc));
         goto fail;
     }
-    /* epoll (no select() limit on descriptors) wherever libmicrohttpd has it */
+    /*
+     * poll() (no select() limit on descriptors) wherever libmicrohttpd has it. Not epoll: with a
+     * pool of epoll threads, MHD_quiesce_daemon (SIGTERM, ss_http_quiesce) removes the listening
+     * socket from each thread's epoll set while that thread may be removing it itself, and
+     * libmicrohttpd 0.9.75-0.9.77 aborts the process when the second removal finds it gone
+     * ("Failed to remove listen FD from epoll set", seen in CI). With poll the threads are told
+     * through their inter-thread channel and drop the socket from their own poll sets.
+     */
     unsigned flags = MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
-                     (MHD_is_feature_supported(MHD_FEATURE_EPOLL) == MHD_YES
-                          ? MHD_USE_EPOLL_INTERNAL_THREAD
+                     (MHD_is_feature_supported(MHD_FEATURE_POLL) == MHD_YES
+                          ? MHD_USE_POLL_INTERNAL_THREAD
                           : MHD_USE_AUTO_INTERNAL_THREAD);
     if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
     if (h->p.max_connections < 1) h->p.max_connections = HTTP_DEFAULT_MAX_CONNECTIONS;

@@ -38,7 +38,7 @@ typedef struct options {
     int port;
     int threads;
     int compute_threads;
-    int huge_pages;
+    int f32_in_place;
     int weights_q8;
     const char *api_keys;
     size_t max_body;
@@ -90,12 +90,13 @@ static void usage(FILE *f)
         "                        (a single stream's decode reads each weight matrix as four\n"
         "                        far-apart streams on AMD CPUs, where that is faster, and as\n"
         "                        one elsewhere; SS_FAR_STREAMS=1 or 0 forces it; same results)\n"
-        "  --huge-pages          copy the F32 weights onto transparent huge pages at load:\n"
-        "                        ~10 %% faster decoding; the load briefly needs twice the\n"
-        "                        weights' memory (default: F32 weights used straight from the\n"
-        "                        mmapped file). BF16/F16 matrices are always copied onto huge\n"
-        "                        pages at load (BF16 in the kernels' layout); the file is then\n"
-        "                        unmapped, so the resident size stays their 16-bit bytes\n"
+        "  --f32-in-place        use F32 weight matrices straight from the mmapped file: no\n"
+        "                        copy at load and pages the kernel may reclaim, but ~10 %%\n"
+        "                        slower decoding (4 KiB pages, 8-byte aligned data). Default:\n"
+        "                        every weight matrix is copied at load onto transparent huge\n"
+        "                        pages (F32 as stored, BF16 in the kernels' layout, F16), the\n"
+        "                        file's pages released: the resident size is one copy\n"
+        "  --huge-pages          accepted for old command lines: the default now\n"
         "  --weights W           how the weight matrices are held: \"stored\" (default: as the\n"
         "                        checkpoint stores them, exact) or \"q8\" (quantised at load to\n"
         "                        int8 with a scale per 32 values: about a quarter of F32's\n"
@@ -240,6 +241,7 @@ enum {
     O_THREADS,
     O_CTHREADS,
     O_HUGE,
+    O_F32_IN_PLACE,
     O_WEIGHTS,
     O_KEYS,
     O_MAXBODY,
@@ -276,6 +278,7 @@ static const struct option longopts[] = {
     {"threads", required_argument, NULL, O_THREADS},
     {"compute-threads", required_argument, NULL, O_CTHREADS},
     {"huge-pages", no_argument, NULL, O_HUGE},
+    {"f32-in-place", no_argument, NULL, O_F32_IN_PLACE},
     {"weights", required_argument, NULL, O_WEIGHTS},
     {"api-keys", required_argument, NULL, O_KEYS},
     {"max-body", required_argument, NULL, O_MAXBODY},
@@ -319,7 +322,8 @@ static int apply_option(int c, const char *arg, options *o)
     case O_LISTEN: return parse_listen(arg, o);
     case O_THREADS: return parse_int(arg, 1, 1024, &o->threads);
     case O_CTHREADS: return parse_int(arg, 0, 1024, &o->compute_threads);
-    case O_HUGE: o->huge_pages = 1; return 1;
+    case O_HUGE: return 1; /* the default now */
+    case O_F32_IN_PLACE: o->f32_in_place = 1; return 1;
     case O_WEIGHTS:
         if (!strcmp(arg, "q8") || !strcmp(arg, "stored")) {
             o->weights_q8 = !strcmp(arg, "q8");
@@ -546,7 +550,7 @@ static ss_err load_model(parts *d, const options *o)
 {
     ss_model_params mp = ss_model_default_params();
     mp.n_threads = o->compute_threads;
-    mp.huge_pages = o->huge_pages;
+    mp.f32_in_place = o->f32_in_place;
     mp.weights = o->weights_q8 ? SS_WEIGHTS_Q8 : SS_WEIGHTS_STORED;
     mp.progress = ss_progress_print;
     mp.progress_user = (void *)"statesoupd: ";

@@ -575,11 +575,15 @@ static void check_loader_errors(void)
     CHECK(system(cmd) == 0);
 }
 
-/* Weights moved onto huge pages compute exactly the same thing (same addresses, same bytes). */
-static void check_huge_pages(void)
+/*
+ * F32 matrices copied onto huge pages (the default) and used in place from the file mapping
+ * (f32_in_place) compute exactly the same thing: the same bytes, the same kernels. The copies are
+ * 64-byte aligned; the fixtures' in-place data is wherever safetensors put it.
+ */
+static void check_f32_in_place(void)
 {
     ss_model_params p = ss_model_default_params();
-    p.huge_pages = 1;
+    p.f32_in_place = 1;
     const char *dirs[] = {"models/mamba1-tiny", "models/mamba1-tiny-sharded",
                           "models/mamba1-tiny-bf16"};
     for (int i = 0; i < 3; i++) {
@@ -587,6 +591,20 @@ static void check_huge_pages(void)
         REQUIRE_OK(ss_model_open(&a, fixture_path(dirs[i]), NULL));
         REQUIRE_OK(ss_model_open(&b, fixture_path(dirs[i]), &p));
         CHECK(strcmp(ss_model_get_info(a)->fingerprint, ss_model_get_info(b)->fingerprint) == 0);
+        /* where in_proj lies: in the copy on the weights' arena, 64-byte aligned, or in the
+         * file's mapping */
+        const char *pa = a->layers[0].in_proj_w.p, *pb = b->layers[0].in_proj_w.p;
+        int in_map_a = 0, in_map_b = 0;
+        for (int k = 0; k < a->n_maps; k++)
+            in_map_a |= a->maps[k].addr && pa >= (char *)a->maps[k].addr &&
+                        pa < (char *)a->maps[k].addr + a->maps[k].len;
+        for (int k = 0; k < b->n_maps; k++)
+            in_map_b |= b->maps[k].addr && pb >= (char *)b->maps[k].addr &&
+                        pb < (char *)b->maps[k].addr + b->maps[k].len;
+        CHECKF(!in_map_a && (uintptr_t)pa % 64 == 0, "%s: in_proj not copied (%p)", dirs[i],
+               (const void *)pa);
+        if (i < 2) /* F32 fixtures: in place on request */
+            CHECKF(in_map_b, "%s: in_proj not in the file mapping with f32_in_place", dirs[i]);
         const int V = ss_model_get_info(a)->vocab_size;
         int32_t ids[5] = {3, 14, 15, 92, 65};
         float *la = malloc(5 * V * sizeof(float)), *lb = malloc(5 * V * sizeof(float));
@@ -603,8 +621,8 @@ static void check_huge_pages(void)
             ss_state_free(st);
             ss_ctx_free(c);
         }
-        CHECKF(memcmp(la, lb, 5 * V * sizeof(float)) == 0, "%s: huge pages change the logits",
-               dirs[i]);
+        CHECKF(memcmp(la, lb, 5 * V * sizeof(float)) == 0,
+               "%s: the copy and the file mapping give different logits", dirs[i]);
         free(la);
         free(lb);
         ss_model_close(a);
@@ -661,7 +679,7 @@ static void q8_run(ss_model *m, float *out);
  * BF16 matrices are copied at load into the kernels' pair layout (kernels.h) on huge pages:
  * prefill and decode logits have the bits of the same weights stored as F32 (the BF16 kernel
  * takes the F32 kernel's steps), with every tensor BF16, with F32 vectors used in place beside
- * them (the copied matrices' file pages dropped), and with --huge-pages on that mixed shard.
+ * them (the copied matrices' file pages dropped), and with f32_in_place on that mixed shard.
  */
 static void check_bf16_exact(void)
 {
@@ -672,11 +690,11 @@ static void check_bf16_exact(void)
     write_bf16_as_f32(dir, 0);
     write_bf16_as_f32(mdir, 1);
     ss_model_params hp = ss_model_default_params();
-    hp.huge_pages = 1;
+    hp.f32_in_place = 1;
     const char *dirs[4] = {dir, fixture_path("models/mamba1-tiny-bf16"), mdir, mdir};
     const ss_model_params *ps[4] = {NULL, NULL, NULL, &hp};
     static const char *const what[4] = {"F32", "BF16", "BF16 matrices, F32 vectors",
-                                         "the same with --huge-pages"};
+                                         "the same with f32_in_place"};
     static const char *const dtype[4] = {"F32", "BF16", "mixed", "mixed"};
     float *logits[4] = {NULL};
     size_t V = 0;
@@ -932,6 +950,80 @@ static void check_threads(void)
 }
 
 /*
+ * How decode steps split their products among the threads (pool.h pool_parts: equal blocks or
+ * guided claims of any size; four far streams per call or one) changes no bits: the demo model
+ * decoding after a short prompt on 2 and 3 threads, with every split and both far settings,
+ * gives the logits and the state of 1 thread bit for bit, in both layouts and with 8-bit
+ * weights (whose one-row kernels differ from a prompt's, so the reference is decode on 1
+ * thread rather than a prompt's rows).
+ */
+static void check_parts(void)
+{
+    enum { P = 6, D = 10 };
+    char demo[4096];
+    snprintf(demo, sizeof demo, "%s/models/demo-mamba1", test_source_root());
+    const int saved_parts = pool_parts, saved_far = kernels_far_rows;
+    static const int parts[] = {0, 1, 2, 5};
+    static const char *const cfg_name[] = {"fused", "rows", "q8 rows", "q8 fused"};
+    for (int cfg = 0; cfg < 4; cfg++) {
+        ss_model_params p = ss_model_default_params();
+        p.fused_decode = cfg == 1 ? -1 : cfg == 3 ? 1 : 0;
+        if (cfg >= 2) p.weights = SS_WEIGHTS_Q8;
+        float *ref = NULL, *ref_state = NULL, *lg = NULL;
+        size_t V = 0, nf = 0;
+        for (int nt = 1; nt <= 3; nt++) {
+            p.n_threads = nt;
+            ss_model *m;
+            ss_ctx *c;
+            REQUIRE_OK(ss_model_open(&m, demo, &p));
+            REQUIRE_OK(ss_ctx_new(m, &c));
+            if (!ref) {
+                V = (size_t)ss_model_get_info(m)->vocab_size;
+                ref = malloc(D * V * sizeof(float));
+                lg = malloc(D * V * sizeof(float));
+            }
+            for (int pi = 0; pi < (nt == 1 ? 1 : 4); pi++)
+                for (int far = 0; far < (nt == 1 ? 1 : 2); far++) {
+                    pool_parts = parts[pi];
+                    kernels_far_rows = far ? FAR_MIN_ROWS : INT_MAX;
+                    ss_state *s;
+                    REQUIRE_OK(ss_state_new(m, &s));
+                    int32_t ids[P + D];
+                    for (int i = 0; i < P + D; i++)
+                        ids[i] = (int32_t)((i * 53 + 7) % (int)(V - 1)) + 1;
+                    ss_seq q = {.state = s, .tokens = ids, .n_tokens = P};
+                    REQUIRE_OK(ss_model_eval(m, c, &q, 1, 0));
+                    for (int t = 0; t < D; t++) {
+                        q = (ss_seq){.state = s, .tokens = ids + P + t, .n_tokens = 1,
+                                     .logits = (nt == 1 ? ref : lg) + (size_t)t * V};
+                        REQUIRE_OK(ss_model_eval(m, c, &q, 1, 0));
+                    }
+                    nf = ss_state_floats(s);
+                    if (nt == 1) {
+                        ref_state = malloc(nf * sizeof(float));
+                        memcpy(ref_state, ss_state_cdata(s), nf * sizeof(float));
+                    } else {
+                        CHECKF(!memcmp(lg, ref, D * V * sizeof(float)) &&
+                                   !memcmp(ss_state_cdata(s), ref_state, nf * sizeof(float)),
+                               "demo-mamba1 (%s), %d threads, parts %d, far %d: other bits than "
+                               "1 thread (logits by %.3g)",
+                               cfg_name[cfg], nt, parts[pi], far,
+                               max_abs_diff(lg, ref, D * V));
+                    }
+                    ss_state_free(s);
+                }
+            ss_ctx_free(c);
+            ss_model_close(m);
+        }
+        free(ref);
+        free(lg);
+        free(ref_state);
+    }
+    pool_parts = saved_parts;
+    kernels_far_rows = saved_far;
+}
+
+/*
  * The per-phase profile (statesoup-bench --profile): 16 decode steps of the demo model on 2
  * threads. Every phase a Mamba-1 decode step runs is counted once per layer (or per eval), the
  * phases add up to the evals' time, and that time lies within the wall time measured around the
@@ -993,6 +1085,26 @@ static void check_profile(void)
     CHECKF(pr.pool_steps == (uint64_t)N * (2 * L + 1), "%llu parallel steps, want %llu",
            (unsigned long long)pr.pool_steps, (unsigned long long)N * (2 * L + 1));
     CHECK(pr.pool_wait_ns <= pr.eval_ns);
+    /* the meetings by phase add up to the totals, in the phases that run parallel steps */
+    uint64_t st = 0, wt = 0, spr = 0, lag = 0;
+    for (int ph = 0; ph < SS_PHASE_COUNT; ph++) {
+        st += pr.ph_steps[ph];
+        wt += pr.ph_wait_ns[ph];
+        spr += pr.ph_spread_ns[ph];
+        lag += pr.ph_lag_ns[ph];
+    }
+    CHECKF(st == pr.pool_steps && wt == pr.pool_wait_ns && spr == pr.pool_spread_ns &&
+               lag == pr.pool_lag_ns,
+           "meetings by phase: %llu steps of %llu", (unsigned long long)st,
+           (unsigned long long)pr.pool_steps);
+    CHECKF(pr.ph_steps[SS_PHASE_IN_PROJ] == (uint64_t)N * L &&
+               pr.ph_steps[SS_PHASE_SCAN] == (uint64_t)N * L &&
+               pr.ph_steps[SS_PHASE_LM_HEAD] == N && pr.ph_steps[SS_PHASE_NORM] == 0,
+           "meetings by phase: in_proj %llu, dt+scan %llu, lm_head %llu",
+           (unsigned long long)pr.ph_steps[SS_PHASE_IN_PROJ],
+           (unsigned long long)pr.ph_steps[SS_PHASE_SCAN],
+           (unsigned long long)pr.ph_steps[SS_PHASE_LM_HEAD]);
+    CHECK(pr.pool_woken <= pr.pool_steps && pr.pool_woken_lag_ns <= pr.pool_lag_ns);
     CHECK(strcmp(ss_phase_name(SS_PHASE_SCAN), "dt+scan") == 0);
     CHECK(strcmp(ss_phase_name(SS_PHASE_COUNT), "?") == 0);
     /* off again: zeroed, and nothing more is counted */
@@ -1323,10 +1435,11 @@ int main(int argc, char **argv)
     if (!only) {
         check_loader_errors();
         check_fingerprints();
-        check_huge_pages();
+        check_f32_in_place();
         check_bf16_exact();
         check_q8();
         check_threads();
+        check_parts();
         check_profile();
         check_fused();
         check_far_t();
