@@ -98,21 +98,14 @@ static void before_none(int v)
 {
     (void)v;
 }
-/* tlayout: kernels_far_rows decides the transposed matrices' layout while a model loads
- * (kernels.h far_t_width): off for side 0, on for side 1; restored (this CPU's default, or
- * SS_FAR_STREAMS) for both sides' bursts */
-static int far_default = -1;
+/* tlayout: kernels_far_t decides the transposed matrices' layout while a model loads (kernels.h
+ * far_t_width): off for side 0, on for side 1; the one-row kernels as this CPU's default (or
+ * SS_FAR_STREAMS) on both sides */
 static void open_tlayout(int v, ss_model_params *p)
 {
-    (void)kernels_get();
-    if (far_default < 0) far_default = kernels_far_rows;
+    (void)kernels_get(); /* (which reads SS_FAR_T first) */
     p->fused_decode = 1;
-    kernels_far_rows = v ? FAR_MIN_ROWS : INT_MAX;
-}
-static void before_tlayout(int v)
-{
-    (void)v;
-    kernels_far_rows = far_default;
+    kernels_far_t = v;
 }
 /* the guided side's pool_parts and pool_parts_min: SS_PARTS and SS_PARTS_MIN as the first pool
  * read them (else the default); the other side's SS_PARTS_A and SS_PARTS_MIN_A (default 0 and
@@ -139,7 +132,7 @@ static const ab_mode modes[] = {
      before_none},
     {"parts", {"equal blocks", "guided claims"}, "guided / equal", open_default, before_parts},
     {"tlayout", {"plain Wt", "far Wt (4 blocks)"}, "far Wt / plain Wt", open_tlayout,
-     before_tlayout},
+     before_none},
 };
 
 int main(int argc, char **argv)

@@ -242,13 +242,15 @@ extern int kernels_far_rows;
  * values apart; each output is still one chain over k in order (the same bits). A model loaded
  * while kernels_far_rows is on (at most FAR_MIN_ROWS) keeps its transposed matrices so when N is
  * a multiple of FAR_T_BLOCKS x 16 (Mamba-1's out_proj: d_model); far_t_width gives the block
- * width (0: the plain layout).
+ * width (0: the plain layout). kernels_far_t = 1 or 0 (SS_FAR_T, read by kernels_get()) decides
+ * it alone instead; -1 (the default) follows kernels_far_rows.
  */
 #define FAR_T_BLOCKS 4
+extern int kernels_far_t;
 static inline int far_t_width(int N)
 {
-    return kernels_far_rows <= FAR_MIN_ROWS && N % (FAR_T_BLOCKS * 16) == 0 ? N / FAR_T_BLOCKS
-                                                                             : 0;
+    const int on = kernels_far_t < 0 ? kernels_far_rows <= FAR_MIN_ROWS : kernels_far_t;
+    return on && N % (FAR_T_BLOCKS * 16) == 0 ? N / FAR_T_BLOCKS : 0;
 }
 
 /*

@@ -1293,7 +1293,9 @@ static void check_far_t(void)
 {
     static const char *const dirs[] = {"../../models/demo-mamba1", "models/mamba1-tiny-bf16",
                                        "models/mamba1-tiny-f16"};
-    const int far0 = kernels_far_rows;
+    (void)kernels_get(); /* (sets both from the environment first) */
+    const int far0 = kernels_far_rows, far_t0 = kernels_far_t;
+    kernels_far_t = -1; /* the layout as kernels_far_rows says (whatever SS_FAR_T says) */
     for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++)
         for (int nt = 1; nt <= 2; nt++) {
             ss_model_params p = ss_model_default_params();
@@ -1328,6 +1330,7 @@ static void check_far_t(void)
             for (int k = 0; k < 4; k++) free(l[k / 2][k % 2]);
         }
     kernels_far_rows = far0;
+    kernels_far_t = far_t0;
 }
 
 /*
