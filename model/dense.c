@@ -109,10 +109,7 @@ static void mm_part(void *arg, int tid, int nt)
          * start but the end a multiple of 16 (conv_after) */
         int lo = atomic_load_explicit(&j->next, memory_order_relaxed);
         while (lo < j->out) {
-            const int left = j->out - lo;
-            int n = ((left + j->guided - 1) / j->guided + 15) & ~15;
-            if (n < j->block) n = j->block;
-            if (left - n < j->block / 2) n = left; /* no sliver at the end */
+            const int n = pool_guided_claim(lo, j->out, j->guided, j->block);
             if (!atomic_compare_exchange_weak_explicit(&j->next, &lo, lo + n,
                                                        memory_order_relaxed,
                                                        memory_order_relaxed))

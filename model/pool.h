@@ -83,6 +83,19 @@ extern int pool_parts;
  * row with four far streams, 16 per stream; else 32). SS_PARTS_MIN sets it, for measuring. */
 extern int pool_parts_min;
 
+/*
+ * A guided claim of the rows [lo, n): 1 / div of those left (div = k nt), in whole 16-row tiles,
+ * at least `least` rows (a multiple of 16), and all of them when fewer than least / 2 would be
+ * left: no sliver at the end. Every claim but the last starts and ends on a multiple of 16.
+ */
+static inline int pool_guided_claim(int lo, int n, int div, int least)
+{
+    const int left = n - lo;
+    int take = ((left + div - 1) / div + 15) & ~15;
+    if (take < least) take = least;
+    return left - take < least / 2 ? left : take;
+}
+
 /* Split [0, n) into nt ranges aligned to `unit`; the range of thread tid. */
 static inline void pool_range(int n, int unit, int tid, int nt, int *lo, int *hi)
 {

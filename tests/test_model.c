@@ -959,6 +959,30 @@ static void check_threads(void)
  */
 static void check_parts(void)
 {
+    /* the claims themselves (pool.h pool_guided_claim): they tile [0, n) in order, each but the
+     * last on 16-row boundaries and at least the least claim, none larger than the one before
+     * but the last (which takes a remainder under least / 2 along), and few */
+    static const int sizes[] = {1, 15, 16, 80, 100, 768, 1000, 1536, 3072, 4096, 50277, 50280};
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
+        for (int div = 1; div <= 64; div *= 2)
+            for (int least = 16; least <= 64; least *= 2) {
+                const int n = sizes[i];
+                int lo = 0, prev = n, claims = 0, bad = 0;
+                while (lo < n && claims < 10000) {
+                    const int take = pool_guided_claim(lo, n, div, least);
+                    const int last = lo + take == n;
+                    if (take <= 0 || lo + take > n || (!last && (take % 16 || take < least)) ||
+                        (!last && take > prev) || (last && take > prev + least / 2 && claims))
+                        bad = 1;
+                    prev = take;
+                    lo += take;
+                    claims++;
+                }
+                CHECKF(!bad && lo == n && claims <= div * 16 + n / least / 4 + 2,
+                       "guided claims of %d rows (div %d, least %d): %d claims, end %d%s", n, div,
+                       least, claims, lo, bad ? ", a bad claim" : "");
+            }
+
     enum { P = 6, D = 10 };
     char demo[4096];
     snprintf(demo, sizeof demo, "%s/models/demo-mamba1", test_source_root());
