@@ -710,11 +710,17 @@ _Static_assert(Q8_BLOCK % VW == 0 && GT_NV * VW % Q8_BLOCK == 0, "gemm_t q8 tile
                 GT_FAR1(WT, LD); /* the first FAR_T_BLOCKS blocks as far streams */            \
                 b0 = FAR_T_BLOCKS;                                                             \
             }                                                                                  \
-            for (; b0 * bw < N; b0++) { /* each block (or the part block left) as a matrix */  \
-                const int w = N - b0 * bw < bw ? N - b0 * bw : bw;                             \
-                NAME(X, M, K, ldx, W + (size_t)b0 * bs, ldw, w, 0,                             \
-                     (Q8) ? S + (size_t)b0 * bw / Q8_BLOCK : S, lds, w, Y + (size_t)b0 * bw,   \
-                     ldy, add);                                                                \
+            /* the rest block by block, each as a matrix; GT_RB input rows at a time through   \
+             * all the blocks (as the plain layout's tiles go: those rows' pass over the        \
+             * weights from memory, then the next rows' from L2) */                             \
+            for (int m0 = 0; m0 < M && b0 * bw < N; m0 += GT_RB) {                             \
+                const int mr = M - m0 < GT_RB ? M - m0 : GT_RB;                                \
+                for (int b = b0; b * bw < N; b++) {                                            \
+                    const int w = N - b * bw < bw ? N - b * bw : bw;                           \
+                    NAME(X + (size_t)m0 * ldx, mr, K, ldx, W + (size_t)b * bs, ldw, w, 0,      \
+                         (Q8) ? S + (size_t)b * bw / Q8_BLOCK : S, lds, w,                     \
+                         Y + (size_t)m0 * ldy + (size_t)b * bw, ldy, add);                     \
+                }                                                                              \
             }                                                                                  \
             return;                                                                            \
         }                                                                                      \
