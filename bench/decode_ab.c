@@ -17,11 +17,15 @@
  * one size (pool.h pool_parts 0) and in guided claims (pool_parts from SS_PARTS, default
  * POOL_PARTS_DEFAULT), flipped before each burst. --compare tlayout opens it twice with
  * fused_decode = 1: the transposed matrices (out_proj) in rows of N and in the far layout
- * (kernels.h far_t_width: four column blocks, read as four far streams at one row). A new comparison is one row of `modes` below: how each side
- * opens the model, and what to switch before each of its bursts.
+ * (kernels.h far_t_width: four column blocks, read as four far streams at one row). --compare
+ * ends has every part of a step claim rows (and Mamba-1's fused segments) from the bottom, or
+ * odd parts from the top (pool.h pool_ends 1 vs 2), flipped before each burst. A new comparison
+ * is one row of `modes` below: how each side opens the model, and what to switch before each of
+ * its bursts.
  *
  * usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N] [--streams LIST]
- *                            [--rounds R] [--burst T] [--compare layouts|far|copy|parts|tlayout]
+ *                            [--rounds R] [--burst T]
+ *                            [--compare layouts|far|copy|parts|tlayout|ends]
  *   --model DIR      a checkpoint folder (statesoup-bench --keep writes random-weight ones)
  *   --weights W      stored (default) or q8
  *   --threads N      compute threads (default: all cores)
@@ -32,7 +36,8 @@
  *   --compare C      layouts (default: rows vs fused), far (one stream vs four far streams),
  *                    copy (F32 matrices in the file mapping vs copied onto huge pages),
  *                    parts (equal blocks vs guided claims), tlayout (fused: the transposed
- *                    matrices in rows vs in the far layout)
+ *                    matrices in rows vs in the far layout), ends (claims from one end
+ *                    vs both)
  */
 #include <limits.h>
 #include <stdio.h>
@@ -62,14 +67,15 @@ static int cmp_double(const void *a, const void *b)
 static const char usage[] =
     "usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N]\n"
     "                           [--streams LIST] [--rounds R] [--burst T] [--profile]\n"
-    "                           [--compare layouts|far|copy|parts|tlayout]\n"
+    "                           [--compare layouts|far|copy|parts|tlayout|ends]\n"
     "Decode steps of Mamba-1's row layout (fused_decode -1) and transposed layout (1) in\n"
     "alternating bursts in one process; ms per step (fastest, first quartile, median burst).\n"
     "--compare far: the default layout, the one-row kernels reading one stream vs four far\n"
     "streams (SS_FAR_STREAMS) in the alternating bursts instead.\n"
     "--compare copy: F32 matrices in place (the file mapping) vs copied onto huge pages.\n"
     "--compare parts: the one-row products' rows in equal blocks vs guided claims (SS_PARTS).\n"
-    "--compare tlayout: fused, the transposed matrices in rows vs in the far layout.\n";
+    "--compare tlayout: fused, the transposed matrices in rows vs in the far layout.\n"
+    "--compare ends: every part claims from the bottom vs odd parts from the top (SS_ENDS).\n";
 
 /* A comparison: the two sides' names, how each opens the model, what to set before its bursts. */
 typedef struct ab_mode {
@@ -124,6 +130,11 @@ static void before_parts(int v)
     pool_parts_min = parts_ab[v][1];
 }
 
+static void before_ends(int v)
+{
+    pool_ends = v ? 2 : 1;
+}
+
 static const ab_mode modes[] = {
     {"layouts", {"rows (fused_decode -1)", "fused (fused_decode 1)"}, "fused / rows",
      open_layouts, before_none},
@@ -133,6 +144,7 @@ static const ab_mode modes[] = {
     {"parts", {"equal blocks", "guided claims"}, "guided / equal", open_default, before_parts},
     {"tlayout", {"plain Wt", "far Wt (4 blocks)"}, "far Wt / plain Wt", open_tlayout,
      before_none},
+    {"ends", {"claims from one end", "from both ends"}, "both / one", open_default, before_ends},
 };
 
 int main(int argc, char **argv)

@@ -25,7 +25,8 @@ typedef struct mm_job {
     int block;       /* decode: columns per block taken dynamically, 0 = static ranges; guided:
                       * the least columns a claim takes */
     int guided;      /* 0, or a claim takes 1 / guided of the columns left (pool.h pool_parts) */
-    atomic_int next; /* next block; guided: the first column not claimed */
+    atomic_int next; /* next block (blocks of one size) */
+    _Atomic uint64_t ends; /* guided: the columns not claimed, [lo, hi) (pool_ends_pack) */
     mm_after_fn after; /* NULL, or run on each range of columns right after it (mm_rows_then) */
     void *user;
 } mm_job;
@@ -105,17 +106,21 @@ static void mm_part(void *arg, int tid, int nt)
         return;
     }
     if (j->guided) {
-        /* a claim's size depends on its start only: the same ranges whoever takes them; every
-         * start but the end a multiple of 16 (conv_after) */
-        int lo = atomic_load_explicit(&j->next, memory_order_relaxed);
-        while (lo < j->out) {
-            const int n = pool_guided_claim(lo, j->out, j->guided, j->block);
-            if (!atomic_compare_exchange_weak_explicit(&j->next, &lo, lo + n,
-                                                       memory_order_relaxed,
+        /* from the bottom or (odd parts, pool_ends 2) the top: each thread one run of rows in
+         * order; every claim starts and ends on a multiple of 16 or the end (conv_after) */
+        const int top = pool_ends > 1 && (tid & 1);
+        uint64_t v = atomic_load_explicit(&j->ends, memory_order_relaxed);
+        for (;;) {
+            const int lo = (int)(uint32_t)v, hi = (int)(v >> 32);
+            if (lo >= hi) break;
+            int c0, c1;
+            pool_guided_claim(lo, hi, top, j->guided, j->block, &c0, &c1);
+            const uint64_t nv = c0 == lo ? pool_ends_pack(c1, hi) : pool_ends_pack(lo, c0);
+            if (!atomic_compare_exchange_weak_explicit(&j->ends, &v, nv, memory_order_relaxed,
                                                        memory_order_relaxed))
-                continue; /* lo now holds the current start */
-            mm_cols(j, tid, lo, lo + n);
-            lo = atomic_load_explicit(&j->next, memory_order_relaxed);
+                continue; /* v now holds the current ends */
+            mm_cols(j, tid, c0, c1);
+            v = atomic_load_explicit(&j->ends, memory_order_relaxed);
         }
         return;
     }
@@ -197,6 +202,7 @@ void mm_rows_then(const ss_model *m, ss_ctx *c, const float *x, int rows, int in
              * AMD host, interleaved (docs/performance.md): the caller's wait at lm_head went
              * from 46-77 to 1-2 us a token, a step 0.93-0.97x (F32, BF16), 0.84x (q8) */
             j.guided = pool_parts * nt;
+            atomic_init(&j.ends, pool_ends_pack(0, out));
             j.block = pool_parts_min > 0                             ? pool_parts_min
                       : rows == 1 && kernels_far_rows < INT_MAX ? 4 * FAR_MIN_ROWS
                                                                 : 32;

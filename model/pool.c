@@ -65,12 +65,15 @@ _Static_assert(offsetof(struct ss_pool, timed) < 64, "a step's publication in on
 
 int pool_parts = POOL_PARTS_DEFAULT; /* pool.h */
 int pool_parts_min = 0;
+int pool_ends = 2;
 static pthread_once_t parts_once = PTHREAD_ONCE_INIT;
 
 static void parts_from_env(void)
 {
     const char *e = getenv("SS_PARTS");
     if (e && *e >= '0' && *e <= '9') pool_parts = atoi(e) > 64 ? 64 : atoi(e);
+    e = getenv("SS_ENDS");
+    if (e && (*e == '1' || *e == '2')) pool_ends = *e - '0';
     e = getenv("SS_PARTS_MIN");
     if (e && *e >= '0' && *e <= '9') pool_parts_min = (atoi(e) + 15) / 16 * 16;
 }

@@ -84,16 +84,44 @@ extern int pool_parts;
 extern int pool_parts_min;
 
 /*
- * A guided claim of the rows [lo, n): 1 / div of those left (div = k nt), in whole 16-row tiles,
- * at least `least` rows (a multiple of 16), and all of them when fewer than least / 2 would be
- * left: no sliver at the end. Every claim but the last starts and ends on a multiple of 16.
+ * Which end of the rows the parts of a step claim from: pool_ends 2 (the default) = even parts
+ * from the bottom, odd parts from the top, so that with two threads each reads one run of rows
+ * in order and the prefetchers stream on from one claim into the next (the same for Mamba-1's
+ * fused segments, mamba.c); 1 = every part from the bottom, claims interleaved. SS_ENDS=1 or 2
+ * sets it at the first pool_new; a benchmark may flip it between steps (statesoup-decode-ab
+ * --compare ends). Which rows a thread computes never changes a result's bits.
  */
-static inline int pool_guided_claim(int lo, int n, int div, int least)
+extern int pool_ends;
+
+/*
+ * A guided claim from the rows [lo, hi) still unclaimed (lo a multiple of 16; hi one too, or the
+ * rows' end): 1 / div of them (div = k nt), in whole 16-row tiles, at least `least` rows (a
+ * multiple of 16), and all of them when fewer than least / 2 would be left: no sliver at the
+ * end. From the bottom (top 0) it is [lo, lo + take); from the top [hi - take, hi), its start
+ * rounded down to a multiple of 16. Every claim starts and ends on a multiple of 16 or the rows'
+ * end. Sets [*c0, *c1).
+ */
+static inline void pool_guided_claim(int lo, int hi, int top, int div, int least, int *c0,
+                                     int *c1)
 {
-    const int left = n - lo;
+    const int left = hi - lo;
     int take = ((left + div - 1) / div + 15) & ~15;
     if (take < least) take = least;
-    return left - take < least / 2 ? left : take;
+    *c0 = lo;
+    *c1 = hi;
+    if (left - take < least / 2) return;
+    if (!top) {
+        *c1 = lo + take;
+        return;
+    }
+    const int start = (hi - take) & ~15;
+    if (start - lo >= least / 2) *c0 = start;
+}
+
+/* The two ends of [lo, hi) in one atomic word (pool_ends): lo in the low half, hi the high. */
+static inline uint64_t pool_ends_pack(int lo, int hi)
+{
+    return (uint64_t)(uint32_t)hi << 32 | (uint32_t)lo;
 }
 
 /* Split [0, n) into nt ranges aligned to `unit`; the range of thread tid. */

@@ -951,7 +951,8 @@ static void check_threads(void)
 
 /*
  * How decode steps split their products among the threads (pool.h pool_parts: equal blocks or
- * guided claims of any size; four far streams per call or one) changes no bits: the demo model
+ * guided claims of any size, pool_ends: from one end or both; four far streams per call or one)
+ * changes no bits: the demo model
  * decoding after a short prompt on 2 and 3 threads, with every split and both far settings,
  * gives the logits and the state of 1 thread bit for bit, in both layouts and with 8-bit
  * weights (whose one-row kernels differ from a prompt's, so the reference is decode on 1
@@ -959,34 +960,51 @@ static void check_threads(void)
  */
 static void check_parts(void)
 {
-    /* the claims themselves (pool.h pool_guided_claim): they tile [0, n) in order, each but the
-     * last on 16-row boundaries and at least the least claim, none larger than the one before
-     * but the last (which takes a remainder under least / 2 along), and few */
+    /* the claims themselves (pool.h pool_guided_claim), from the bottom only and from both ends
+     * (in a few orders): they tile [0, n) exactly, each starts and ends on a 16-row boundary or
+     * n, each but the last to be taken (which takes a remainder under least / 2 along) is at
+     * least the least claim and no larger than the rows left allow, and they are few */
     static const int sizes[] = {1, 15, 16, 80, 100, 768, 1000, 1536, 3072, 4096, 50277, 50280};
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
         for (int div = 1; div <= 64; div *= 2)
-            for (int least = 16; least <= 64; least *= 2) {
-                const int n = sizes[i];
-                int lo = 0, prev = n, claims = 0, bad = 0;
-                while (lo < n && claims < 10000) {
-                    const int take = pool_guided_claim(lo, n, div, least);
-                    const int last = lo + take == n;
-                    if (take <= 0 || lo + take > n || (!last && (take % 16 || take < least)) ||
-                        (!last && take > prev) || (last && take > prev + least / 2 && claims))
-                        bad = 1;
-                    prev = take;
-                    lo += take;
-                    claims++;
+            for (int least = 16; least <= 64; least *= 2)
+                for (int order = 0; order < 4; order++) {
+                    /* order 0: all from the bottom; 1: alternating; 2: all from the top; 3: a
+                     * fixed irregular pattern */
+                    const int n = sizes[i];
+                    int lo = 0, hi = n, claims = 0, bad = 0, covered = 0;
+                    while (lo < hi && claims < 10000) {
+                        const int top = order == 1 ? claims & 1
+                                        : order == 2 ? 1
+                                        : order == 3 ? (claims * 7 + 3) % 5 < 2
+                                                     : 0;
+                        int c0, c1;
+                        pool_guided_claim(lo, hi, top, div, least, &c0, &c1);
+                        const int last = c0 == lo && c1 == hi;
+                        if (c0 < lo || c1 > hi || c0 >= c1 || (c0 != lo && c1 != hi) ||
+                            (c0 % 16 && c0 != n) || (c1 % 16 && c1 != n) ||
+                            (!last && c1 - c0 < least) ||
+                            (!last && c1 - c0 > (hi - lo + div - 1) / div + 15 + 15 + least))
+                            bad = 1;
+                        if (last && c1 - c0 > least + least / 2 + (hi - lo + div - 1) / div + 15)
+                            bad = 1;
+                        covered += c1 - c0;
+                        if (c0 == lo)
+                            lo = c1;
+                        else
+                            hi = c0;
+                        claims++;
+                    }
+                    CHECKF(!bad && lo == hi && covered == n && claims <= div * 16 + n / least / 4 + 2,
+                           "guided claims of %d rows (div %d, least %d, order %d): %d claims, "
+                           "%d rows covered%s",
+                           n, div, least, order, claims, covered, bad ? ", a bad claim" : "");
                 }
-                CHECKF(!bad && lo == n && claims <= div * 16 + n / least / 4 + 2,
-                       "guided claims of %d rows (div %d, least %d): %d claims, end %d%s", n, div,
-                       least, claims, lo, bad ? ", a bad claim" : "");
-            }
 
     enum { P = 6, D = 10 };
     char demo[4096];
     snprintf(demo, sizeof demo, "%s/models/demo-mamba1", test_source_root());
-    const int saved_parts = pool_parts, saved_far = kernels_far_rows;
+    const int saved_parts = pool_parts, saved_ends = pool_ends, saved_far = kernels_far_rows;
     static const int parts[] = {0, 1, 2, 5};
     static const char *const cfg_name[] = {"fused", "rows", "q8 rows", "q8 fused"};
     for (int cfg = 0; cfg < 4; cfg++) {
@@ -1007,9 +1025,10 @@ static void check_parts(void)
                 lg = malloc(D * V * sizeof(float));
             }
             for (int pi = 0; pi < (nt == 1 ? 1 : 4); pi++)
-                for (int far = 0; far < (nt == 1 ? 1 : 2); far++) {
+                for (int far = 0; far < (nt == 1 ? 1 : 4); far++) {
                     pool_parts = parts[pi];
-                    kernels_far_rows = far ? FAR_MIN_ROWS : INT_MAX;
+                    pool_ends = far < 2 ? 2 : 1; /* claims from both ends, or the bottom only */
+                    kernels_far_rows = far & 1 ? FAR_MIN_ROWS : INT_MAX;
                     ss_state *s;
                     REQUIRE_OK(ss_state_new(m, &s));
                     int32_t ids[P + D];
@@ -1029,9 +1048,9 @@ static void check_parts(void)
                     } else {
                         CHECKF(!memcmp(lg, ref, D * V * sizeof(float)) &&
                                    !memcmp(ss_state_cdata(s), ref_state, nf * sizeof(float)),
-                               "demo-mamba1 (%s), %d threads, parts %d, far %d: other bits than "
-                               "1 thread (logits by %.3g)",
-                               cfg_name[cfg], nt, parts[pi], far,
+                               "demo-mamba1 (%s), %d threads, parts %d, far %d, ends %d: other "
+                               "bits than 1 thread (logits by %.3g)",
+                               cfg_name[cfg], nt, parts[pi], far & 1, pool_ends,
                                max_abs_diff(lg, ref, D * V));
                     }
                     ss_state_free(s);
@@ -1044,6 +1063,7 @@ static void check_parts(void)
         free(ref_state);
     }
     pool_parts = saved_parts;
+    pool_ends = saved_ends;
     kernels_far_rows = saved_far;
 }
 
