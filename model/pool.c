@@ -72,6 +72,10 @@ static void parts_from_env(void)
 {
     const char *e = getenv("SS_PARTS");
     if (e && *e >= '0' && *e <= '9') pool_parts = atoi(e) > 64 ? 64 : atoi(e);
+    /* two ends gained 4-8 % a token on the AMD host at 2 threads; on the Intel Xeon of the
+     * device machine 0.98-1.03 at 2 threads and 1.04-1.07 (worse) at 16 (docs/performance.md) */
+    __builtin_cpu_init();
+    pool_ends = __builtin_cpu_is("amd") ? 2 : 1;
     e = getenv("SS_ENDS");
     if (e && (*e == '1' || *e == '2')) pool_ends = *e - '0';
     e = getenv("SS_PARTS_MIN");

@@ -84,12 +84,13 @@ extern int pool_parts;
 extern int pool_parts_min;
 
 /*
- * Which end of the rows the parts of a step claim from: pool_ends 2 (the default) = even parts
- * from the bottom, odd parts from the top, so that with two threads each reads one run of rows
- * in order and the prefetchers stream on from one claim into the next (the same for Mamba-1's
- * fused segments, mamba.c); 1 = every part from the bottom, claims interleaved. SS_ENDS=1 or 2
- * sets it at the first pool_new; a benchmark may flip it between steps (statesoup-decode-ab
- * --compare ends). Which rows a thread computes never changes a result's bits.
+ * Which end of the rows the parts of a step claim from: pool_ends 2 (the default on AMD CPUs) =
+ * even parts from the bottom, odd parts from the top, so that with two threads each reads one run
+ * of rows in order and the prefetchers stream on from one claim into the next (the same for
+ * Mamba-1's fused segments, mamba.c); 1 (the default elsewhere) = every part from the bottom,
+ * claims interleaved. SS_ENDS=1 or 2 sets it at the first pool_new; a benchmark may flip it
+ * between steps (statesoup-decode-ab --compare ends). Which rows a thread computes never changes
+ * a result's bits.
  */
 extern int pool_ends;
 

@@ -995,7 +995,8 @@ static void check_parts(void)
                             hi = c0;
                         claims++;
                     }
-                    CHECKF(!bad && lo == hi && covered == n && claims <= div * 16 + n / least / 4 + 2,
+                    const int most = div * 16 + n / least / 4 + 2;
+                    CHECKF(!bad && lo == hi && covered == n && claims <= most,
                            "guided claims of %d rows (div %d, least %d, order %d): %d claims, "
                            "%d rows covered%s",
                            n, div, least, order, claims, covered, bad ? ", a bad claim" : "");
