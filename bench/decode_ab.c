@@ -25,7 +25,7 @@
  *
  * usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N] [--streams LIST]
  *                            [--rounds R] [--burst T]
- *                            [--compare layouts|far|copy|parts|tlayout|ends]
+ *                            [--compare layouts|far|copy|parts|tlayout|ends|prefetch]
  *   --model DIR      a checkpoint folder (statesoup-bench --keep writes random-weight ones)
  *   --weights W      stored (default) or q8
  *   --threads N      compute threads (default: all cores)
@@ -37,7 +37,8 @@
  *                    copy (F32 matrices in the file mapping vs copied onto huge pages),
  *                    parts (equal blocks vs guided claims), tlayout (fused: the transposed
  *                    matrices in rows vs in the far layout), ends (claims from one end
- *                    vs both)
+ *                    vs both), prefetch (fused decode without / with step 2's prefetch of
+ *                    its next segment: internal.h fused_prefetch)
  */
 #include <limits.h>
 #include <stdio.h>
@@ -45,6 +46,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "internal.h"
 #include "kernels.h"
 #include "pool.h"
 #include "ss_model.h"
@@ -67,7 +69,7 @@ static int cmp_double(const void *a, const void *b)
 static const char usage[] =
     "usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N]\n"
     "                           [--streams LIST] [--rounds R] [--burst T] [--profile]\n"
-    "                           [--compare layouts|far|copy|parts|tlayout|ends]\n"
+    "                           [--compare layouts|far|copy|parts|tlayout|ends|prefetch]\n"
     "Decode steps of Mamba-1's row layout (fused_decode -1) and transposed layout (1) in\n"
     "alternating bursts in one process; ms per step (fastest, first quartile, median burst).\n"
     "--compare far: the default layout, the one-row kernels reading one stream vs four far\n"
@@ -75,7 +77,9 @@ static const char usage[] =
     "--compare copy: F32 matrices in place (the file mapping) vs copied onto huge pages.\n"
     "--compare parts: the one-row products' rows in equal blocks vs guided claims (SS_PARTS).\n"
     "--compare tlayout: fused, the transposed matrices in rows vs in the far layout.\n"
-    "--compare ends: every part claims from the bottom vs odd parts from the top (SS_ENDS).\n";
+    "--compare ends: every part claims from the bottom vs odd parts from the top (SS_ENDS).\n"
+    "--compare prefetch: Mamba-1's fused decode without and with step 2's prefetch of its\n"
+    "next segment (dt_proj's rows, A, SSM states; with claims from both ends).\n";
 
 /* A comparison: the two sides' names, how each opens the model, what to set before its bursts. */
 typedef struct ab_mode {
@@ -135,6 +139,11 @@ static void before_ends(int v)
     pool_ends = v ? 2 : 1;
 }
 
+static void before_prefetch(int v)
+{
+    fused_prefetch = v;
+}
+
 static const ab_mode modes[] = {
     {"layouts", {"rows (fused_decode -1)", "fused (fused_decode 1)"}, "fused / rows",
      open_layouts, before_none},
@@ -145,6 +154,7 @@ static const ab_mode modes[] = {
     {"tlayout", {"plain Wt", "far Wt (4 blocks)"}, "far Wt / plain Wt", open_tlayout,
      before_none},
     {"ends", {"claims from one end", "from both ends"}, "both / one", open_default, before_ends},
+    {"prefetch", {"no prefetch", "prefetch"}, "prefetch / none", open_default, before_prefetch},
 };
 
 int main(int argc, char **argv)

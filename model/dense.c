@@ -243,6 +243,20 @@ static size_t q8k_off(int N, int k0, int n0)
     return (size_t)(k0 / 4) * 4 * (size_t)N + 4 * (size_t)n0;
 }
 
+int fused_prefetch = 1; /* internal.h */
+
+void wmat_prefetch_rows(wmat w, int N, int k0, int k1)
+{
+    const size_t es = wmat_esize(w);
+    if (!w.bw) { /* rows, or the q8k layout (rows of 4 inputs: the same bytes) */
+        prefetch_l2((const char *)w.p + (size_t)k0 * N * es, (size_t)(k1 - k0) * N * es);
+    } else { /* the far layout: each block's rows */
+        for (int b = 0; b < N / w.bw; b++)
+            prefetch_l2((const char *)w.p + ((size_t)b * w.bs + (size_t)k0 * w.bw) * es,
+                        (size_t)(k1 - k0) * w.bw * es);
+    }
+}
+
 /* The kernel of w's type (F32, BF16, F16) on the values from element o of w, as gemm_t's
  * arguments (kernels.h). */
 static void gemm_t_at(wmat w, size_t o, const float *X, int M, int K, int ldx, int ldw, int bw,

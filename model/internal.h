@@ -230,6 +230,27 @@ typedef void (*mm_after_fn)(void *user, int lo, int hi);
 void mm_rows_then(const ss_model *m, ss_ctx *c, const float *x, int rows, int in, int ldx,
                   wmat w, const float *bias, int out, float *y, int ldy, mm_after_fn after,
                   void *user);
+
+/* Prefetch [p, p + bytes) into L2, one request per cache line. */
+static inline void prefetch_l2(const void *p, size_t bytes)
+{
+    const char *a = (const char *)((uintptr_t)p & ~(uintptr_t)63), *e = (const char *)p + bytes;
+    for (; a < e; a += 64) __builtin_prefetch(a, 0, 2);
+}
+/* Bytes per element of w's values (8-bit weights: their scales not counted). */
+static inline size_t wmat_esize(wmat w)
+{
+    return w.t == W_F32 ? 4 : w.t == W_Q8 ? 1 : 2;
+}
+/* Rows [k0, k1) of w (N values per row; a row matrix or a transposed one in any layout: plain,
+ * far, q8k with k0 and k1 multiples of 4), prefetched into L2. */
+void wmat_prefetch_rows(wmat w, int N, int k0, int k1);
+/*
+ * Whether the second step of Mamba-1's fused decode layer prefetches its next segment's short
+ * runs (dt_proj's rows, A, the SSM states; mamba.c fused1_prefetch): 1 (default) or 0;
+ * statesoup-decode-ab --compare prefetch flips it between steps.
+ */
+extern int fused_prefetch;
 /* Columns [lo, hi) of the same product on the calling thread, for rows <= 16 (needs no scratch):
  * what one thread computes of a projection inside a parallel step of its own. */
 void mm_cols_small(const float *x, int rows, int in, int ldx, wmat w, const float *bias, int lo,

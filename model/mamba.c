@@ -501,12 +501,6 @@ static int fused1_claim(fused1_job *j, int top, int peek)
     }
 }
 
-static void prefetch_l2(const void *p, size_t bytes)
-{
-    const char *a = (const char *)((uintptr_t)p & ~(uintptr_t)63), *e = (const char *)p + bytes;
-    for (; a < e; a += 64) __builtin_prefetch(a, 0, 2);
-}
-
 /* What segment l's dt_proj and scan read from memory, prefetched into L2: its rows of dt_proj
  * and A, and each sequence's SSM state of its channels (a few KB each, far apart, too short for
  * the hardware prefetchers to catch: cold they stalled a thread for ~3x the scan's arithmetic) */
@@ -516,9 +510,8 @@ static void fused1_prefetch(const fused1_job *j, int l)
     const int Di = cf->d_inner, N = cf->d_state, R = cf->dt_rank;
     const int s0 = l * j->S, s1 = s0 + j->S < Di ? s0 + j->S : Di;
     const size_t c0 = (size_t)s0, n = (size_t)(s1 - s0);
-    const wmat w = j->sj.ly->dt_proj_w;
-    const size_t es = w.t == W_F32 ? 4 : w.t == W_Q8 ? 1 : 2;
-    prefetch_l2((const char *)w.p + c0 * R * es, n * R * es);
+    if (!fused_prefetch) return;
+    wmat_prefetch_rows(j->sj.ly->dt_proj_w, R, s0, s1);
     prefetch_l2(j->sj.ly->A + c0 * N, n * N * sizeof(float));
     for (int q = 0; q < j->sj.n_sp; q++)
         prefetch_l2(ss_state_data(j->sj.sp[q].state) + j->sj.ssm_off + c0 * N,
