@@ -39,7 +39,8 @@
  *                    matrices in rows vs in the far layout), ends (claims from one end
  *                    vs both), prefetch (fused decode without / with step 2's prefetch of
  *                    its next segment: internal.h fused_prefetch), scan (the one-token
- *                    scan kernel before / after softplus ahead: kernels.h kernels_scan_ahead)
+ *                    scan kernel and the small GEMM's 4 x 4 reductions before / after:
+ *                    kernels.h kernels_scan_ahead, kernels_hsum_4x4)
  */
 #include <limits.h>
 #include <stdio.h>
@@ -81,8 +82,8 @@ static const char usage[] =
     "--compare ends: every part claims from the bottom vs odd parts from the top (SS_ENDS).\n"
     "--compare prefetch: Mamba-1's fused decode without and with step 2's prefetch of its\n"
     "next segment (dt_proj's rows, A, SSM states; with claims from both ends).\n"
-    "--compare scan: the one-token scan kernel before and after computing softplus ahead\n"
-    "(SS_SCAN_AHEAD 0 vs 1).\n";
+    "--compare scan: the one-token scan kernel and the small GEMM's 4 x 4 reductions before\n"
+    "and after (SS_SCAN_AHEAD and SS_HSUM4X4 0 vs 1).\n";
 
 /* A comparison: the two sides' names, how each opens the model, what to set before its bursts. */
 typedef struct ab_mode {
@@ -147,10 +148,12 @@ static void before_prefetch(int v)
     fused_prefetch = v;
 }
 
-/* scan: the one-token scan kernel (kernels.h kernels_scan_ahead) */
+/* scan: the one-token scan kernel and the small GEMM's 4 x 4 reductions (dt_proj at 16 streams;
+ * kernels.h kernels_scan_ahead, kernels_hsum_4x4), before / after */
 static void before_scan(int v)
 {
     kernels_scan_ahead = v;
+    kernels_hsum_4x4 = v;
 }
 
 static const ab_mode modes[] = {
@@ -164,7 +167,7 @@ static const ab_mode modes[] = {
      before_none},
     {"ends", {"claims from one end", "from both ends"}, "both / one", open_default, before_ends},
     {"prefetch", {"no prefetch", "prefetch"}, "prefetch / none", open_default, before_prefetch},
-    {"scan", {"one-token scan, plain", "softplus ahead, 4 channels"}, "ahead / plain",
+    {"scan", {"scan and dt_proj before", "after"}, "after / before",
      open_default, before_scan},
 };
 
