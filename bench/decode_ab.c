@@ -25,7 +25,7 @@
  *
  * usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N] [--streams LIST]
  *                            [--rounds R] [--burst T]
- *                            [--compare layouts|far|copy|parts|tlayout|ends|prefetch]
+ *                            [--compare layouts|far|copy|parts|tlayout|ends|prefetch|units]
  *   --model DIR      a checkpoint folder (statesoup-bench --keep writes random-weight ones)
  *   --weights W      stored (default) or q8
  *   --threads N      compute threads (default: all cores)
@@ -38,7 +38,8 @@
  *                    parts (equal blocks vs guided claims), tlayout (fused: the transposed
  *                    matrices in rows vs in the far layout), ends (claims from one end
  *                    vs both), prefetch (fused decode without / with step 2's prefetch of
- *                    its next segment: internal.h fused_prefetch)
+ *                    its next segment: internal.h fused_prefetch), units (that step in
+ *                    whole segments vs column-block units: internal.h fused_units)
  */
 #include <limits.h>
 #include <stdio.h>
@@ -69,7 +70,7 @@ static int cmp_double(const void *a, const void *b)
 static const char usage[] =
     "usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N]\n"
     "                           [--streams LIST] [--rounds R] [--burst T] [--profile]\n"
-    "                           [--compare layouts|far|copy|parts|tlayout|ends|prefetch]\n"
+    "                           [--compare layouts|far|copy|parts|tlayout|ends|prefetch|units]\n"
     "Decode steps of Mamba-1's row layout (fused_decode -1) and transposed layout (1) in\n"
     "alternating bursts in one process; ms per step (fastest, first quartile, median burst).\n"
     "--compare far: the default layout, the one-row kernels reading one stream vs four far\n"
@@ -79,7 +80,8 @@ static const char usage[] =
     "--compare tlayout: fused, the transposed matrices in rows vs in the far layout.\n"
     "--compare ends: every part claims from the bottom vs odd parts from the top (SS_ENDS).\n"
     "--compare prefetch: Mamba-1's fused decode without and with step 2's prefetch of its\n"
-    "next segment (dt_proj's rows, A, SSM states; with claims from both ends).\n";
+    "next segment (dt_proj's rows, A, SSM states; with claims from both ends).\n"
+    "--compare units: that step in whole segments vs column-block units (SS_UNITS).\n";
 
 /* A comparison: the two sides' names, how each opens the model, what to set before its bursts. */
 typedef struct ab_mode {
@@ -144,6 +146,11 @@ static void before_prefetch(int v)
     fused_prefetch = v;
 }
 
+static void before_units(int v)
+{
+    fused_units = v;
+}
+
 static const ab_mode modes[] = {
     {"layouts", {"rows (fused_decode -1)", "fused (fused_decode 1)"}, "fused / rows",
      open_layouts, before_none},
@@ -155,6 +162,8 @@ static const ab_mode modes[] = {
      before_none},
     {"ends", {"claims from one end", "from both ends"}, "both / one", open_default, before_ends},
     {"prefetch", {"no prefetch", "prefetch"}, "prefetch / none", open_default, before_prefetch},
+    {"units", {"whole segments", "column-block units"}, "units / segments", open_default,
+     before_units},
 };
 
 int main(int argc, char **argv)
