@@ -25,7 +25,8 @@
  *
  * usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N] [--streams LIST]
  *                            [--rounds R] [--burst T]
- *                            [--compare layouts|far|copy|parts|tlayout|ends|prefetch|units]
+ *                            [--compare layouts|far|copy|parts|tlayout|ends|prefetch|units|
+ *                                       scan]
  *   --model DIR      a checkpoint folder (statesoup-bench --keep writes random-weight ones)
  *   --weights W      stored (default) or q8
  *   --threads N      compute threads (default: all cores)
@@ -39,7 +40,9 @@
  *                    matrices in rows vs in the far layout), ends (claims from one end
  *                    vs both), prefetch (fused decode without / with step 2's prefetch of
  *                    its next segment: internal.h fused_prefetch), units (that step in
- *                    whole segments vs column-block units: internal.h fused_units)
+ *                    whole segments vs column-block units: internal.h fused_units), scan (the
+ *                    one-token scan kernel before / after softplus ahead: kernels.h
+ *                    kernels_scan_ahead)
  */
 #include <limits.h>
 #include <stdio.h>
@@ -70,7 +73,8 @@ static int cmp_double(const void *a, const void *b)
 static const char usage[] =
     "usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N]\n"
     "                           [--streams LIST] [--rounds R] [--burst T] [--profile]\n"
-    "                           [--compare layouts|far|copy|parts|tlayout|ends|prefetch|units]\n"
+    "                           [--compare layouts|far|copy|parts|tlayout|ends|prefetch|\n"
+    "                                      units|scan]\n"
     "Decode steps of Mamba-1's row layout (fused_decode -1) and transposed layout (1) in\n"
     "alternating bursts in one process; ms per step (fastest, first quartile, median burst).\n"
     "--compare far: the default layout, the one-row kernels reading one stream vs four far\n"
@@ -81,7 +85,9 @@ static const char usage[] =
     "--compare ends: every part claims from the bottom vs odd parts from the top (SS_ENDS).\n"
     "--compare prefetch: Mamba-1's fused decode without and with step 2's prefetch of its\n"
     "next segment (dt_proj's rows, A, SSM states; with claims from both ends).\n"
-    "--compare units: that step in whole segments vs column-block units (SS_UNITS).\n";
+    "--compare units: that step in whole segments vs column-block units (SS_UNITS).\n"
+    "--compare scan: the one-token scan kernel before and after computing softplus ahead\n"
+    "(SS_SCAN_AHEAD 0 vs 1).\n";
 
 /* A comparison: the two sides' names, how each opens the model, what to set before its bursts. */
 typedef struct ab_mode {
@@ -151,6 +157,12 @@ static void before_units(int v)
     fused_units = v;
 }
 
+/* scan: the one-token scan kernel (kernels.h kernels_scan_ahead) */
+static void before_scan(int v)
+{
+    kernels_scan_ahead = v;
+}
+
 static const ab_mode modes[] = {
     {"layouts", {"rows (fused_decode -1)", "fused (fused_decode 1)"}, "fused / rows",
      open_layouts, before_none},
@@ -164,6 +176,8 @@ static const ab_mode modes[] = {
     {"prefetch", {"no prefetch", "prefetch"}, "prefetch / none", open_default, before_prefetch},
     {"units", {"whole segments", "column-block units"}, "units / segments", open_default,
      before_units},
+    {"scan", {"one-token scan, plain", "softplus ahead, 4 channels"}, "ahead / plain",
+     open_default, before_scan},
 };
 
 int main(int argc, char **argv)

@@ -386,6 +386,7 @@ void kernels_block16(const float *src, int C, int K, float *dst)
 static const kernels *chosen;
 int kernels_far_rows = INT_MAX; /* kernels.h; chosen below */
 int kernels_far_t = -1;          /* kernels.h; SS_FAR_T below */
+int kernels_scan_ahead = 1;      /* kernels.h; SS_SCAN_AHEAD below */
 
 /* Runs once per process (pthread_once): the CPU and SS_KERNELS do not change under us, and
  * the engine, the merge threads and the loader may all ask first at the same time. */
@@ -415,6 +416,8 @@ static void kernels_choose(void)
         kernels_far_rows = __builtin_cpu_is("amd") ? FAR_MIN_ROWS : INT_MAX;
     const char *far_t = getenv("SS_FAR_T");
     if (far_t && (!strcmp(far_t, "0") || !strcmp(far_t, "1"))) kernels_far_t = far_t[0] == '1';
+    const char *ahead = getenv("SS_SCAN_AHEAD");
+    if (ahead && (!strcmp(ahead, "0") || !strcmp(ahead, "1"))) kernels_scan_ahead = ahead[0] == '1';
     chosen = k;
 }
 

@@ -254,6 +254,14 @@ static inline int far_t_width(int N)
 }
 
 /*
+ * The one-token Mamba-1 scan (decode): 1 (the default) computes softplus(dt) and SiLU(z) of up to
+ * 128 channels ahead of their updates and runs 4 channels' updates together, step by step
+ * (kernels_simd.h scan1_step); 0 runs the previous kernel, one channel after another. The same
+ * bits either way; kept for measuring (SS_SCAN_AHEAD=1|0, statesoup-decode-ab --compare scan).
+ */
+extern int kernels_scan_ahead;
+
+/*
  * 8-bit weights: a matrix [N, K] is stored as int8 values q[N][K] (row-major, as the checkpoint)
  * and one F32 scale per block of Q8_BLOCK consecutive values of a row, s[N][q8_blocks(K)] (the
  * last block of a row may be short): w[n][k] = s[n][k / Q8_BLOCK] * q[n][k]. Symmetric: the scale

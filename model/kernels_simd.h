@@ -6,7 +6,8 @@
  * Required before inclusion:
  *   VF, VW (lanes, 8 or 16), VZERO(), VLOAD(p), VSTORE(p, v), VSET1(f), VFMA(a, b, c) = a*b + c,
  *   VMAX(a, b), VMIN(a, b), VDIV(a, b), VHSUM(v), VHSUM_T(a) (lane i = VHSUM(a[i]) for VW
- *   vectors), VEXP_RAW(x) (exp of x clamped to a safe range),
+ *   vectors), VEXP_RAW(x) (exp of x clamped to a safe range), VEXP_RAW_N(x, n) (VEXP_RAW of
+ *   the n vectors x[0..n-1] in place, step by step across them: the same bits),
  *   VABS(v), VLOAD_BF16(p) / VLOAD_F16(p) (VW 16-bit values widened to F32), VBF16_LO(p) /
  *   VBF16_HI(p) (2 VW BF16 values read as VW 32-bit lanes: each lane's low / high half as F32),
  *   VLOAD_I8(p) (VW
@@ -71,40 +72,79 @@ static inline VF KFN(silu)(VF x)
 
 /* ---- Mamba-1 selective scan ------------------------------------------------------------------ */
 
+/* Channels whose exps a one-token scan computes together, and channels whose softplus(dt) and
+ * SiLU(z) it computes ahead of their updates (scan1_step). */
+#ifndef SCAN_G
+#define SCAN_G 4
+#endif
+#ifndef SCAN_AHEAD
+#define SCAN_AHEAD 128
+#endif
+
 /*
  * One token (decode): vectorised over the 16 states of a channel instead, which needs no
  * transposition of the state (for a single token the transposes would cost more than the math).
+ * Where the time went (one core, 768 channels, 3.9-5.4 us a call): each channel's update is one
+ * long chain (dt A, the exp's ~12 dependent steps, the state, the output), and every block of VW
+ * channels began with softplus(dt), itself ~100 cycles of dependent steps (an exp, a division):
+ * one block's updates filled the out-of-order window, so the next block's softplus started only
+ * when they retired, and the FP units idled at every block. So the softplus and SiLU of
+ * SCAN_AHEAD channels come first (independent vectors, back to back), then the updates, SCAN_G
+ * channels through each step of the chain together (VEXP_RAW_N). The arithmetic, and so the bits,
+ * are the same as one channel at a time.
  */
 static void KFN(scan1_step)(const scan1_args *a)
 {
-    enum { N = 16 };
+    enum { N = 16, G = SCAN_G, AH = SCAN_AHEAD };
     VF B[NB], C[NB];
     for (int v = 0; v < NB; v++) {
         B[v] = VLOAD(a->B + v * VW);
         C[v] = VLOAD(a->C + v * VW);
     }
     int i = a->c0;
-    /* VW channels at a time: softplus, SiLU and the output vectorised across channels */
-    for (; i + VW <= a->c1; i += VW) {
-        float dt[VW] __attribute__((aligned(64)));
-        VF acc[VW];
-        const VF dtv = KFN(softplus)(VLOAD(a->dt + i)), xv = VLOAD(a->x + i);
-        VSTORE(dt, dtv);
-        if (a->dsum) VSTORE(a->dsum + i, VLOAD(a->dsum + i) + dtv);
-        for (int c = 0; c < VW; c++) {
-            const VF dtc = VSET1(dt[c]), dxc = VSET1(dt[c] * a->x[i + c]);
-            float *st = a->s + (size_t)(i + c) * N;
-            const float *A = a->A + (size_t)(i + c) * N;
-            acc[c] = VZERO();
-            for (int v = 0; v < NB; v++) {
-                VF sv = VFMA(KFN(exp)(dtc * VLOAD(A + v * VW)), VLOAD(st + v * VW), dxc * B[v]);
-                VSTORE(st + v * VW, sv);
-                acc[c] = VFMA(sv, C[v], acc[c]);
-            }
+    for (; i + VW <= a->c1;) {
+        /* softplus(dt), dt x and SiLU(z) of the next channels, vectorised across channels */
+        float dt[AH] __attribute__((aligned(64))), dx[AH] __attribute__((aligned(64)));
+        float gz[AH] __attribute__((aligned(64)));
+        const int n = (a->c1 - i) / VW * VW < AH ? (a->c1 - i) / VW * VW : AH;
+        for (int b = 0; b < n; b += VW) {
+            const VF dtv = KFN(softplus)(VLOAD(a->dt + i + b));
+            VSTORE(dt + b, dtv);
+            VSTORE(dx + b, dtv * VLOAD(a->x + i + b)); /* lane c: dt[c] x[c], as a scalar */
+            if (a->dsum) VSTORE(a->dsum + i + b, VLOAD(a->dsum + i + b) + dtv);
+            VSTORE(gz + b, KFN(silu)(VLOAD(a->z + i + b)));
         }
-        /* the VW channels' sums over their states, one per lane */
-        const VF y = VFMA(VLOAD(a->D + i), xv, VHSUM_T(acc));
-        VSTORE(a->y + i, y * KFN(silu)(VLOAD(a->z + i)));
+        /* VW channels at a time: their states, then their outputs in one vector */
+        for (int b = 0; b < n; b += VW, i += VW) {
+            VF acc[VW];
+            float *st = a->s + (size_t)i * N;
+            const float *A = a->A + (size_t)i * N;
+            for (int c0 = 0; c0 < VW; c0 += G) {
+                VF e[G * NB];
+                /* exp(dt A): dt A <= 0 (softplus >= 0, A = -exp(A_log)), so KFN(exp)'s upper
+                 * clamp is the identity and is left out (a NaN becomes -87.3 at the max) */
+                for (int g = 0; g < G; g++)
+                    for (int v = 0; v < NB; v++)
+                        e[g * NB + v] =
+                            VMAX(VSET1(dt[b + c0 + g]) * VLOAD(A + (c0 + g) * N + v * VW),
+                                 VSET1(-87.3f));
+                VEXP_RAW_N(e, G * NB);
+                for (int g = 0; g < G; g++) {
+                    const VF dxc = VSET1(dx[b + c0 + g]);
+                    float *sg = st + (c0 + g) * N;
+                    VF q = VZERO();
+                    for (int v = 0; v < NB; v++) {
+                        const VF sv = VFMA(e[g * NB + v], VLOAD(sg + v * VW), dxc * B[v]);
+                        VSTORE(sg + v * VW, sv);
+                        q = VFMA(sv, C[v], q);
+                    }
+                    acc[c0 + g] = q;
+                }
+            }
+            /* the VW channels' sums over their states, one per lane */
+            const VF y = VFMA(VLOAD(a->D + i), VLOAD(a->x + i), VHSUM_T(acc));
+            VSTORE(a->y + i, y * VLOAD(gz + b));
+        }
     }
     for (; i < a->c1; i++) { /* channels left over */
         const float dt = a->dt[i] > 20.0f ? a->dt[i] : log1pf(expf(a->dt[i]));
@@ -124,10 +164,51 @@ static void KFN(scan1_step)(const scan1_args *a)
     }
 }
 
+/* The one-token kernel before scan1_step (one channel after another, softplus and SiLU at each
+ * block of VW): the same bits, kept for measuring against it (kernels.h kernels_scan_ahead). */
+static void KFN(scan1_step_plain)(const scan1_args *a)
+{
+    enum { N = 16 };
+    VF B[NB], C[NB];
+    for (int v = 0; v < NB; v++) {
+        B[v] = VLOAD(a->B + v * VW);
+        C[v] = VLOAD(a->C + v * VW);
+    }
+    int i = a->c0;
+    for (; i + VW <= a->c1; i += VW) {
+        float dt[VW] __attribute__((aligned(64)));
+        VF acc[VW];
+        const VF dtv = KFN(softplus)(VLOAD(a->dt + i)), xv = VLOAD(a->x + i);
+        VSTORE(dt, dtv);
+        if (a->dsum) VSTORE(a->dsum + i, VLOAD(a->dsum + i) + dtv);
+        for (int c = 0; c < VW; c++) {
+            const VF dtc = VSET1(dt[c]), dxc = VSET1(dt[c] * a->x[i + c]);
+            float *st = a->s + (size_t)(i + c) * N;
+            const float *A = a->A + (size_t)(i + c) * N;
+            acc[c] = VZERO();
+            for (int v = 0; v < NB; v++) {
+                VF sv = VFMA(KFN(exp)(dtc * VLOAD(A + v * VW)), VLOAD(st + v * VW), dxc * B[v]);
+                VSTORE(st + v * VW, sv);
+                acc[c] = VFMA(sv, C[v], acc[c]);
+            }
+        }
+        const VF y = VFMA(VLOAD(a->D + i), xv, VHSUM_T(acc));
+        VSTORE(a->y + i, y * KFN(silu)(VLOAD(a->z + i)));
+    }
+    if (i < a->c1) { /* channels left over: scan1_step's code for them */
+        scan1_args b = *a;
+        b.c0 = i;
+        KFN(scan1_step)(&b);
+    }
+}
+
 static void KFN(scan1)(const scan1_args *a)
 {
     if (a->N == 16 && a->T == 1) {
-        KFN(scan1_step)(a);
+        if (kernels_scan_ahead)
+            KFN(scan1_step)(a);
+        else
+            KFN(scan1_step_plain)(a);
         return;
     }
     if (a->N != 16 || !a->A16 || (a->c0 % 16) || (a->c1 % 16)) {

@@ -446,6 +446,78 @@ static void test_scan_invariance(const kernels *kn)
     CHECKF(ok, "%s: scan and conv invariant to the split of a span", kn->name);
 }
 
+/*
+ * The one-token scan (decode) over more channels than it prepares at once (kernels.h
+ * kernels_scan_ahead: softplus and SiLU of 128 channels ahead) and ranges that leave channels
+ * over: both one-token kernels give the same bits, token after token, and stay close to the
+ * recurrence in double (softplus, exp and SiLU of double). dt spans softplus's threshold (20) and
+ * dt A far below -87.3 (where the float exp is clamped), A as a trained Mamba's (-exp(A_log)).
+ */
+static void test_scan_step(const kernels *kn)
+{
+    enum { C = 280, N = 16, T = 5 };
+    static float dt[T * C], x[T * C], z[T * C], BC[T * 2 * N], A[C * N], A16[C * N], D[C];
+    static float s[2][C * N], y[2][T * C], ds[2][C];
+    static double sd[C * N], dsd[C];
+    const int ranges[2][2] = {{0, C}, {32, C - 16}};
+    int ok = 1, same = 1;
+    for (int r = 0; r < 2; r++) {
+        const int c0 = ranges[r][0], c1 = ranges[r][1];
+        fill(dt, T * C, -6, 4);
+        for (int i = 0; i < C; i += 7) dt[i] = urand(18, 30); /* large: softplus(dt) = dt */
+        fill(x, T * C, -1, 1);
+        fill(z, T * C, -3, 3);
+        fill(BC, T * 2 * N, -1, 1);
+        for (int i = 0; i < C * N; i++) A[i] = -expf(urand(-1, 3.5f));
+        kernels_block16(A, C, N, A16);
+        fill(D, C, -1, 1);
+        fill(s[0], C * N, -1, 1);
+        memcpy(s[1], s[0], sizeof s[0]);
+        for (int i = 0; i < C * N; i++) sd[i] = s[0][i];
+        memset(ds, 0, sizeof ds);
+        memset(dsd, 0, sizeof dsd);
+        memset(y, 0, sizeof y);
+        for (int t = 0; t < T; t++) {
+            for (int v = 0; v < 2; v++) { /* v: kernels_scan_ahead */
+                scan1_args a = {.T = 1, .c0 = c0, .c1 = c1, .N = N, .dt = dt + t * C, .ldd = C,
+                                .x = x + t * C, .ldx = C, .z = z + t * C, .ldz = C,
+                                .B = BC + t * 2 * N, .C = BC + t * 2 * N + N, .ldbc = 2 * N,
+                                .A = A, .A16 = A16, .D = D, .s = s[v], .y = y[v] + t * C,
+                                .ldy = C, .dsum = ds[v]};
+                kernels_scan_ahead = v;
+                kn->scan1(&a);
+            }
+            const float *B = BC + t * 2 * N, *Cc = B + N;
+            for (int i = c0; i < c1; i++) {
+                const double raw = dt[t * C + i], d = raw > 20 ? raw : log1p(exp(raw));
+                const double xi = x[t * C + i], zi = z[t * C + i];
+                double acc = 0;
+                dsd[i] += d;
+                for (int n = 0; n < N; n++) {
+                    double *sn = &sd[(size_t)i * N + n];
+                    *sn = exp(d * A[i * N + n]) * *sn + d * xi * B[n];
+                    acc += *sn * Cc[n];
+                }
+                const double want = (acc + D[i] * xi) * (zi / (1 + exp(-zi)));
+                ok &= close_to(y[1][t * C + i], want, 1, 1e-5);
+            }
+        }
+        kernels_scan_ahead = 1;
+        same &= !memcmp(y[0], y[1], sizeof y[0]) && !memcmp(s[0], s[1], sizeof s[0]) &&
+                !memcmp(ds[0], ds[1], sizeof ds[0]);
+        for (int i = c0; i < c1; i++) {
+            ok &= close_to(ds[1][i], dsd[i], 1, 1e-6);
+            for (int n = 0; n < N; n++)
+                ok &= close_to(s[1][(size_t)i * N + n], sd[(size_t)i * N + n], 1, 1e-5);
+        }
+        /* channels outside the range untouched */
+        for (int i = 0; i < C; i++)
+            if (i < c0 || i >= c1) ok &= ds[1][i] == 0 && y[1][i] == 0;
+    }
+    CHECKF(ok, "%s: one-token scan close to double", kn->name);
+    CHECKF(same, "%s: one-token scan kernels (scan_ahead 1, 0) give the same bits", kn->name);
+}
+
 static void test_small_kernels(const kernels *kn)
 {
     enum { NMAX = 1000 };
@@ -999,6 +1071,7 @@ int main(void)
             test_gemv_q8a8(sets[i]);
         }
         test_scan_invariance(sets[i]);
+        test_scan_step(sets[i]);
         if (i > 0) test_scan_conv(sets[i], ref);
         test_small_kernels(sets[i]);
         test_q8k(sets[i]);
