@@ -25,7 +25,8 @@
  *
  * usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N] [--streams LIST]
  *                            [--rounds R] [--burst T]
- *                            [--compare layouts|far|copy|parts|tlayout|ends|prefetch|scan]
+ *                            [--compare layouts|far|copy|parts|tlayout|ends|prefetch|units|
+ *                                       scan]
  *   --model DIR      a checkpoint folder (statesoup-bench --keep writes random-weight ones)
  *   --weights W      stored (default) or q8
  *   --threads N      compute threads (default: all cores)
@@ -38,9 +39,10 @@
  *                    parts (equal blocks vs guided claims), tlayout (fused: the transposed
  *                    matrices in rows vs in the far layout), ends (claims from one end
  *                    vs both), prefetch (fused decode without / with step 2's prefetch of
- *                    its next segment: internal.h fused_prefetch), scan (the one-token
- *                    scan kernel and the small GEMM's 4 x 4 reductions before / after:
- *                    kernels.h kernels_scan_ahead, kernels_hsum_4x4)
+ *                    its next segment: internal.h fused_prefetch), units (that step in
+ *                    whole segments vs column-block units: internal.h fused_units), scan (the
+ *                    one-token scan kernel and the small GEMM's 4 x 4 reductions before /
+ *                    after: kernels.h kernels_scan_ahead, kernels_hsum_4x4)
  */
 #include <limits.h>
 #include <stdio.h>
@@ -71,7 +73,8 @@ static int cmp_double(const void *a, const void *b)
 static const char usage[] =
     "usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N]\n"
     "                           [--streams LIST] [--rounds R] [--burst T] [--profile]\n"
-    "                           [--compare layouts|far|copy|parts|tlayout|ends|prefetch|scan]\n"
+    "                           [--compare layouts|far|copy|parts|tlayout|ends|prefetch|\n"
+    "                                      units|scan]\n"
     "Decode steps of Mamba-1's row layout (fused_decode -1) and transposed layout (1) in\n"
     "alternating bursts in one process; ms per step (fastest, first quartile, median burst).\n"
     "--compare far: the default layout, the one-row kernels reading one stream vs four far\n"
@@ -82,6 +85,7 @@ static const char usage[] =
     "--compare ends: every part claims from the bottom vs odd parts from the top (SS_ENDS).\n"
     "--compare prefetch: Mamba-1's fused decode without and with step 2's prefetch of its\n"
     "next segment (dt_proj's rows, A, SSM states; with claims from both ends).\n"
+    "--compare units: that step in whole segments vs column-block units (SS_UNITS).\n"
     "--compare scan: the one-token scan kernel and the small GEMM's 4 x 4 reductions before\n"
     "and after (SS_SCAN_AHEAD and SS_HSUM4X4 0 vs 1).\n";
 
@@ -148,6 +152,11 @@ static void before_prefetch(int v)
     fused_prefetch = v;
 }
 
+static void before_units(int v)
+{
+    fused_units = v;
+}
+
 /* scan: the one-token scan kernel and the small GEMM's 4 x 4 reductions (dt_proj at 16 streams;
  * kernels.h kernels_scan_ahead, kernels_hsum_4x4), before / after */
 static void before_scan(int v)
@@ -167,6 +176,8 @@ static const ab_mode modes[] = {
      before_none},
     {"ends", {"claims from one end", "from both ends"}, "both / one", open_default, before_ends},
     {"prefetch", {"no prefetch", "prefetch"}, "prefetch / none", open_default, before_prefetch},
+    {"units", {"whole segments", "column-block units"}, "units / segments", open_default,
+     before_units},
     {"scan", {"scan and dt_proj before", "after"}, "after / before",
      open_default, before_scan},
 };

@@ -244,6 +244,7 @@ static size_t q8k_off(int N, int k0, int n0)
 }
 
 int fused_prefetch = 1; /* internal.h */
+int fused_units = -1;
 
 void wmat_prefetch_rows(wmat w, int N, int k0, int k1)
 {

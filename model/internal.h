@@ -177,8 +177,9 @@ struct ss_ctx {
      * products per segment of the channels, [G][FUSE_ROWS][R + 2N] and [G][FUSE_ROWS][d]; each
      * pool part's sum of x_proj's, [n_threads][FUSE_ROWS][R + 2N]; channels done per segment */
     float *px, *po, *dbcp;
-    _Atomic int *segdone;
-    _Atomic int *segnode; /* [SEG_MAX]: children of each tree node done (mamba1_fused) */
+    _Atomic int *segdone; /* [2 G]: channels of each segment done; then each segment scanned */
+    _Atomic int *segnode; /* [FUSE_BLOCKS][SEG_MAX]: children of each tree node done, per block
+                           * of out_proj's columns (mamba1_fused) */
     float *tstack;        /* [n_threads][MMT_STACK_FLOATS]: mm_t_rows' subtrees */
     void *segact; /* --weights q8 with 8-bit activations: [G] q8_act_bytes(S), each segment's
                    * inputs of x_proj, then of out_proj, quantised (mamba1_fused) */
@@ -231,6 +232,13 @@ void mm_rows_then(const ss_model *m, ss_ctx *c, const float *x, int rows, int in
                   wmat w, const float *bias, int out, float *y, int ldy, mm_after_fn after,
                   void *user);
 
+/* A spin-wait's pause. */
+static inline void cpu_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
 /* Prefetch [p, p + bytes) into L2, one request per cache line. */
 static inline void prefetch_l2(const void *p, size_t bytes)
 {
@@ -251,6 +259,15 @@ void wmat_prefetch_rows(wmat w, int N, int k0, int k1);
  * statesoup-decode-ab --compare prefetch flips it between steps.
  */
 extern int fused_prefetch;
+/*
+ * Whether that second step scans the segments first and then cuts each one's out_proj partial
+ * into FUSE_BLOCKS column blocks claimed as units (same bits; mamba.c fused1_units): -1 (the
+ * default) when the pool has more than mamba1_segs / 4 threads (more than 4 at 16 segments),
+ * 0 never, 1 always. SS_UNITS=0 or 1 sets it at the first ss_model_open; statesoup-decode-ab
+ * --compare units flips it between steps.
+ */
+enum { FUSE_BLOCKS = 4 };
+extern int fused_units;
 /* Columns [lo, hi) of the same product on the calling thread, for rows <= 16 (needs no scratch):
  * what one thread computes of a projection inside a parallel step of its own. */
 void mm_cols_small(const float *x, int rows, int in, int ldx, wmat w, const float *bias, int lo,

@@ -22,6 +22,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,8 +41,16 @@ ss_model_params ss_model_default_params(void)
     return (ss_model_params){.n_threads = 0};
 }
 
+static void units_from_env(void)
+{
+    const char *e = getenv("SS_UNITS");
+    if (e && (!strcmp(e, "0") || !strcmp(e, "1"))) fused_units = *e - '0';
+}
+
 ss_err ss_model_open(ss_model **out, const char *dir, const ss_model_params *params)
 {
+    static pthread_once_t units_once = PTHREAD_ONCE_INIT;
+    pthread_once(&units_once, units_from_env);
     ss_model_params def = ss_model_default_params();
     if (!params) params = &def;
     ss_model *m = calloc(1, sizeof *m);
@@ -154,8 +163,8 @@ static ss_err ctx_reserve(ss_ctx *c, int rows)
         c->px = alloc_f(G * FUSE_ROWS * dbc);
         c->po = alloc_f(G * FUSE_ROWS * d);
         c->dbcp = alloc_f((size_t)m->n_threads * FUSE_ROWS * dbc);
-        c->segdone = calloc(G, sizeof *c->segdone);
-        c->segnode = calloc(SEG_MAX, sizeof *c->segnode);
+        c->segdone = calloc(2 * G, sizeof *c->segdone);
+        c->segnode = calloc((size_t)FUSE_BLOCKS * SEG_MAX, sizeof *c->segnode);
         c->tstack = alloc_f((size_t)m->n_threads * MMT_STACK_FLOATS);
         ok = c->px && c->po && c->dbcp && c->segdone && c->segnode && c->tstack;
         if (ok && m->act8) { /* each segment's inputs quantised (q8 batch-1 decode) */
@@ -412,7 +421,17 @@ typedef struct fused1_job {
     int S, G, T;
     int a8; /* --weights q8, one row: 8-bit activations (each segment's, quantised by its part) */
     _Atomic uint64_t ends; /* step 2: the segments not taken, [lo, hi) (pool_ends_pack) */
+    int B;               /* step 2 in units (fused_units): column blocks per segment, else 1 */
+    atomic_int unit;     /* units: the next one, segment-major */
+    atomic_int scan;     /* units: the next segment to scan */
 } fused1_job;
+
+/* Columns [*n0, *n1) of out_proj's block b of B (multiples of 16 but the end). */
+static void fused1_block(int d, int b, int B, int *n0, int *n1)
+{
+    *n0 = b * d / B & ~15;
+    *n1 = b + 1 == B ? d : (b + 1) * d / B & ~15;
+}
 
 /*
  * Segment l's partial product of a transposed matrix over the channels [s0, s1) of x (rows at
@@ -452,24 +471,29 @@ static void fused1_in_after(void *user, int lo, int hi)
 }
 
 /*
- * Segment l's partial product of out_proj is done: up the tree (internal.h seg_tree_sum), each
- * node summed (left += right, in the left child's buffer) by the part that finishes its second
- * child; the part that completes the root adds it (+ bias) into the residual stream.
+ * Segment l's partial product of out_proj is done (its columns of block b: all of them unless
+ * step 2 runs in units): up the tree (internal.h seg_tree_sum), each node summed (left += right,
+ * in the left child's buffer) by the part that finishes its second child; the part that completes
+ * the root adds it (+ bias) into the residual stream. Each block has a tree of its own.
  */
-static void fused1_tree_up(fused1_job *j, int l)
+static void fused1_tree_up(fused1_job *j, int l, int b)
 {
     const ss_model *m = j->sj.m;
     ss_ctx *c = j->sj.c;
     const int d = m->cfg.d_model;
     const size_t rows = (size_t)j->T * d;
+    int n0, n1; /* the columns of this block (all of them when B = 1): their own tree */
+    fused1_block(d, b, j->B, &n0, &n1);
+    _Atomic int *node = c->segnode + (size_t)b * SEG_MAX;
     int id = l, h = 0, base = 0; /* node (h, id) covers leaves [id << h, (id + 1) << h) */
     while (!(id == 0 && (1 << h) >= j->G)) {
         const int sib = id ^ 1;
         if ((sib << h) < j->G) { /* two children: the second to finish sums them */
-            if (atomic_fetch_add(&c->segnode[base + (id >> 1)], 1) == 0) return;
+            if (atomic_fetch_add(&node[base + (id >> 1)], 1) == 0) return;
             float *L = c->po + (size_t)((id & ~1) << h) * rows;
             const float *R = c->po + (size_t)((id | 1) << h) * rows;
-            for (size_t i = 0; i < rows; i++) L[i] += R[i];
+            for (int t = 0; t < j->T; t++)
+                for (size_t i = (size_t)t * d + n0; i < (size_t)t * d + n1; i++) L[i] += R[i];
         }
         base += SEG_MAX >> (h + 1);
         id >>= 1;
@@ -479,7 +503,7 @@ static void fused1_tree_up(fused1_job *j, int l)
     for (int t = 0; t < j->T; t++) {
         const float *o = c->po + (size_t)t * d;
         float *hr = c->h + (size_t)t * d;
-        for (int i = 0; i < d; i++) hr[i] += bias ? o[i] + bias[i] : o[i];
+        for (int i = n0; i < n1; i++) hr[i] += bias ? o[i] + bias[i] : o[i];
     }
 }
 
@@ -518,6 +542,58 @@ static void fused1_prefetch(const fused1_job *j, int l)
                     n * N * sizeof(float));
 }
 
+/*
+ * Step 2 in units (fused_units; many threads): first the scans, one segment a claim (and on
+ * 8-bit activations its outputs quantised), each flagged when done; then each segment's out_proj
+ * partial cut into B column blocks, claimed segment-major, a unit waiting for its segment's flag
+ * (rarely: every scan was claimed before any unit, and they ran side by side). Each column is one
+ * chain over k and the tree is summed per block: the same bits as whole segments. 16 segments for
+ * 16 threads left the step as long as the slowest thread's segment; 64 units for 16 threads,
+ * 0.86-0.98 of its time on the device's Xeon at 8 and 16 threads (docs/performance.md).
+ */
+static void fused1_units(fused1_job *j, float *dbc)
+{
+    const model_config *cf = &j->sj.m->cfg;
+    const int Di = cf->d_inner, d = cf->d_model, ldbc = cf->dt_rank + 2 * cf->d_state;
+    const size_t rows = (size_t)j->T * ldbc;
+    ss_ctx *c = j->sj.c;
+    _Atomic int *scanned = c->segdone + j->G;
+    /* first the scans, a segment per claim (all parts at once), then the units */
+    for (int l, summed = 0;
+         (l = atomic_fetch_add_explicit(&j->scan, 1, memory_order_relaxed)) < j->G;) {
+        const int c0 = l * j->S, c1 = c0 + j->S < Di ? c0 + j->S : Di;
+        if (!summed) { /* x_proj's partials in their tree (seg_tree_sum, as mm_t_rows) */
+            seg_tree_sum(c->px, rows, j->G, rows, dbc);
+            if (cf->has_mixer_rms) mixer_rms(cf, dbc, j->T);
+            summed = 1;
+        }
+        scan1_range(&j->sj, c0, c1, dbc);
+        if (j->a8) {
+            q8_act a;
+            q8_act_init(&a, (char *)c->segact + (size_t)l * q8_act_bytes(j->S), c1 - c0);
+            kernels_get()->quantize_act8(&a, c->y + c0);
+        }
+        atomic_store_explicit(&scanned[l], 1, memory_order_release);
+    }
+    for (int u;
+         (u = atomic_fetch_add_explicit(&j->unit, 1, memory_order_relaxed)) < j->G * j->B;) {
+        const int l = u / j->B, b = u % j->B;
+        const int c0 = l * j->S, c1 = c0 + j->S < Di ? c0 + j->S : Di;
+        while (!atomic_load_explicit(&scanned[l], memory_order_acquire)) cpu_pause();
+        int n0, n1;
+        fused1_block(d, b, j->B, &n0, &n1);
+        float *po = c->po + (size_t)l * j->T * d;
+        if (j->a8) {
+            q8_act a;
+            q8_act_init(&a, (char *)c->segact + (size_t)l * q8_act_bytes(j->S), c1 - c0);
+            mm_t_part_a8(j->sj.ly->out_proj_t, d, &a, c0, n0, n1, po);
+        } else {
+            mm_t_part(j->sj.ly->out_proj_t, d, c->y, j->T, Di, c0, c1, n0, n1, po, d);
+        }
+        fused1_tree_up(j, l, b);
+    }
+}
+
 static void fused1_scan_part(void *arg, int part, int np)
 {
     fused1_job *j = arg;
@@ -532,6 +608,10 @@ static void fused1_scan_part(void *arg, int part, int np)
      * host, interleaved: 0.95 (1 stream) and 0.89 (16) of one end's time on F32 */
     const int top = pool_ends > 1 && (part & 1);
     (void)np;
+    if (j->B > 1) {
+        fused1_units(j, dbc);
+        return;
+    }
     if (pool_ends > 1) {
         const int l0 = fused1_claim(j, top, 1);
         if (l0 >= 0) fused1_prefetch(j, l0);
@@ -549,7 +629,7 @@ static void fused1_scan_part(void *arg, int part, int np)
             if (ln >= 0) fused1_prefetch(j, ln);
         }
         fused1_part(j, j->sj.ly->out_proj_t, d, c->y, l, c0, c1, c->po + (size_t)l * j->T * d);
-        fused1_tree_up(j, l);
+        fused1_tree_up(j, l, 0);
     }
 }
 
@@ -563,10 +643,15 @@ static void mamba1_fused(ss_model *m, ss_ctx *c, const layer *ly, const span *sp
                     .cj = {.m = m, .ly = ly, .sp = sp, .n_sp = n_sp, .ld_in = 2 * Di, .C = Di,
                            .off = 0, .in = c->proj, .out = c->xc},
                     .S = S, .G = G, .T = T, .ends = pool_ends_pack(0, G),
+                    .B = fused_units > 0 || (fused_units < 0 && pool_size(m->pool) * 4 > G)
+                             ? FUSE_BLOCKS
+                             : 1,
                     .a8 = ly->x_proj_t.t == W_Q8 && T == 1 && m->act8 && c->round_rows <= 1 &&
                           c->segact};
-    for (int l = 0; l < G; l++) atomic_store_explicit(&c->segdone[l], 0, memory_order_relaxed);
-    for (int i = 0; i < SEG_MAX; i++) atomic_store_explicit(&c->segnode[i], 0, memory_order_relaxed);
+    for (int l = 0; l < 2 * G; l++)
+        atomic_store_explicit(&c->segdone[l], 0, memory_order_relaxed);
+    for (int i = 0; i < FUSE_BLOCKS * SEG_MAX; i++)
+        atomic_store_explicit(&c->segnode[i], 0, memory_order_relaxed);
     mm_rows_then(m, c, c->xn, T, d, d, ly->in_proj_w, ly->in_proj_b, 2 * Di, c->proj, 2 * Di,
                  fused1_in_after, &j);
     prof_mark(c, SS_PHASE_IN_PROJ);

@@ -951,8 +951,9 @@ static void check_threads(void)
 
 /*
  * How decode steps split their products among the threads (pool.h pool_parts: equal blocks or
- * guided claims of any size, pool_ends: from one end or both; four far streams per call or one)
- * changes no bits: the demo model
+ * guided claims of any size, pool_ends: from one end or both; four far streams per call or one;
+ * Mamba-1's fused step 2 in whole segments or column blocks, internal.h fused_units) changes no
+ * bits: the demo model
  * decoding after a short prompt on 2 and 3 threads, with every split and both far settings,
  * gives the logits and the state of 1 thread bit for bit, in both layouts and with 8-bit
  * weights (whose one-row kernels differ from a prompt's, so the reference is decode on 1
@@ -1026,9 +1027,11 @@ static void check_parts(void)
                 lg = malloc(D * V * sizeof(float));
             }
             for (int pi = 0; pi < (nt == 1 ? 1 : 4); pi++)
-                for (int far = 0; far < (nt == 1 ? 1 : 4); far++) {
+                for (int far = 0; far < (nt == 1 ? 1 : 6); far++) {
                     pool_parts = parts[pi];
-                    pool_ends = far < 2 ? 2 : 1; /* claims from both ends, or the bottom only */
+                    /* claims from both ends, or the bottom only; the fused step 2 in units */
+                    pool_ends = far / 2 == 1 ? 1 : 2;
+                    fused_units = far / 2 == 2 ? 1 : -1;
                     kernels_far_rows = far & 1 ? FAR_MIN_ROWS : INT_MAX;
                     ss_state *s;
                     REQUIRE_OK(ss_state_new(m, &s));
@@ -1049,9 +1052,9 @@ static void check_parts(void)
                     } else {
                         CHECKF(!memcmp(lg, ref, D * V * sizeof(float)) &&
                                    !memcmp(ss_state_cdata(s), ref_state, nf * sizeof(float)),
-                               "demo-mamba1 (%s), %d threads, parts %d, far %d, ends %d: other "
-                               "bits than 1 thread (logits by %.3g)",
-                               cfg_name[cfg], nt, parts[pi], far & 1, pool_ends,
+                               "demo-mamba1 (%s), %d threads, parts %d, far %d, ends %d, units "
+                               "%d: other bits than 1 thread (logits by %.3g)",
+                               cfg_name[cfg], nt, parts[pi], far & 1, pool_ends, fused_units,
                                max_abs_diff(lg, ref, D * V));
                     }
                     ss_state_free(s);
@@ -1065,6 +1068,7 @@ static void check_parts(void)
     }
     pool_parts = saved_parts;
     pool_ends = saved_ends;
+    fused_units = -1;
     kernels_far_rows = saved_far;
 }
 
