@@ -41,8 +41,8 @@
  *                    vs both), prefetch (fused decode without / with step 2's prefetch of
  *                    its next segment: internal.h fused_prefetch), units (that step in
  *                    whole segments vs column-block units: internal.h fused_units), scan (the
- *                    one-token scan kernel before / after softplus ahead: kernels.h
- *                    kernels_scan_ahead)
+ *                    one-token scan kernel and the small GEMM's 4 x 4 reductions before /
+ *                    after: kernels.h kernels_scan_ahead, kernels_hsum_4x4)
  */
 #include <limits.h>
 #include <stdio.h>
@@ -86,8 +86,8 @@ static const char usage[] =
     "--compare prefetch: Mamba-1's fused decode without and with step 2's prefetch of its\n"
     "next segment (dt_proj's rows, A, SSM states; with claims from both ends).\n"
     "--compare units: that step in whole segments vs column-block units (SS_UNITS).\n"
-    "--compare scan: the one-token scan kernel before and after computing softplus ahead\n"
-    "(SS_SCAN_AHEAD 0 vs 1).\n";
+    "--compare scan: the one-token scan kernel and the small GEMM's 4 x 4 reductions before\n"
+    "and after (SS_SCAN_AHEAD and SS_HSUM4X4 0 vs 1).\n";
 
 /* A comparison: the two sides' names, how each opens the model, what to set before its bursts. */
 typedef struct ab_mode {
@@ -157,10 +157,12 @@ static void before_units(int v)
     fused_units = v;
 }
 
-/* scan: the one-token scan kernel (kernels.h kernels_scan_ahead) */
+/* scan: the one-token scan kernel and the small GEMM's 4 x 4 reductions (dt_proj at 16 streams;
+ * kernels.h kernels_scan_ahead, kernels_hsum_4x4), before / after */
 static void before_scan(int v)
 {
     kernels_scan_ahead = v;
+    kernels_hsum_4x4 = v;
 }
 
 static const ab_mode modes[] = {
@@ -176,7 +178,7 @@ static const ab_mode modes[] = {
     {"prefetch", {"no prefetch", "prefetch"}, "prefetch / none", open_default, before_prefetch},
     {"units", {"whole segments", "column-block units"}, "units / segments", open_default,
      before_units},
-    {"scan", {"one-token scan, plain", "softplus ahead, 4 channels"}, "ahead / plain",
+    {"scan", {"scan and dt_proj before", "after"}, "after / before",
      open_default, before_scan},
 };
 

@@ -387,6 +387,7 @@ static const kernels *chosen;
 int kernels_far_rows = INT_MAX; /* kernels.h; chosen below */
 int kernels_far_t = -1;          /* kernels.h; SS_FAR_T below */
 int kernels_scan_ahead = 1;      /* kernels.h; SS_SCAN_AHEAD below */
+int kernels_hsum_4x4 = 1;        /* kernels.h; SS_HSUM4X4 below */
 
 /* Runs once per process (pthread_once): the CPU and SS_KERNELS do not change under us, and
  * the engine, the merge threads and the loader may all ask first at the same time. */
@@ -418,6 +419,8 @@ static void kernels_choose(void)
     if (far_t && (!strcmp(far_t, "0") || !strcmp(far_t, "1"))) kernels_far_t = far_t[0] == '1';
     const char *ahead = getenv("SS_SCAN_AHEAD");
     if (ahead && (!strcmp(ahead, "0") || !strcmp(ahead, "1"))) kernels_scan_ahead = ahead[0] == '1';
+    const char *h44 = getenv("SS_HSUM4X4");
+    if (h44 && (!strcmp(h44, "0") || !strcmp(h44, "1"))) kernels_hsum_4x4 = h44[0] == '1';
     chosen = k;
 }
 

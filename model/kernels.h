@@ -260,6 +260,13 @@ static inline int far_t_width(int N)
  * bits either way; kept for measuring (SS_SCAN_AHEAD=1|0, statesoup-decode-ab --compare scan).
  */
 extern int kernels_scan_ahead;
+/*
+ * The small GEMM's 4 x 4 blocks (gemm_small*, AVX-512): 1 (the default) reduces the block's 16
+ * accumulators together (45 vector operations, kernels_avx512.c hsum_4x4), 0 one at a time; the
+ * same bits. 16-stream decode's dt_proj (K = 48) spent a third of its time on these. Kept for
+ * measuring (SS_HSUM4X4=1|0; statesoup-decode-ab --compare scan flips it with the above).
+ */
+extern int kernels_hsum_4x4;
 
 /*
  * 8-bit weights: a matrix [N, K] is stored as int8 values q[N][K] (row-major, as the checkpoint)

@@ -17,9 +17,56 @@ typedef __m512 VF;
 #define VMIN(a, b)    _mm512_min_ps((a), (b))
 #define VDIV(a, b)    _mm512_div_ps((a), (b))
 #define VABS(v)       _mm512_abs_ps(v)
-#define VHSUM(v)      _mm512_reduce_add_ps(v)
+#define VHSUM(v)      hsum16(v)
+#define VHSUM_4X4(a, Y, ldy) hsum_4x4((a), (Y), (ldy))
 #define VHSUM_T(a)    hsum_t(a)
 #define KPREFIX       k512_
+
+/*
+ * The sum of v's lanes: the two halves added, then the two quarters of that, then lanes (0, 2)
+ * and (1, 3), then those two (GCC's _mm512_reduce_add_ps), written out so that hsum_4x4 below
+ * gives the same bits whatever the compiler's own reduction does.
+ */
+static inline float hsum16(__m512 v)
+{
+    const __m256 h = _mm256_add_ps(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)),
+                                   _mm512_castps512_ps256(v));
+    const __m128 q = _mm_add_ps(_mm256_extractf128_ps(h, 1), _mm256_castps256_ps128(h));
+    const __m128 p = _mm_add_ps(q, _mm_shuffle_ps(q, q, _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm_cvtss_f32(_mm_add_ss(p, _mm_shuffle_ps(p, p, 1)));
+}
+
+/*
+ * Y[j ldy + i] = hsum16(a[4 i + j]) for i, j < 4 (a 4 x 4 block of the small GEMM: weight row
+ * i, input row j), the same sums in the same tree, 16 reductions at once: each round adds the
+ * halves hsum16 adds, two vectors' worth per instruction (45 operations and 4 stores instead of
+ * 16 reductions of ~8 and 16 scalar stores; dt_proj's K = 48 spent more on these than on its
+ * products). The last round leaves input row j's four outputs in 128-bit lane j.
+ */
+static inline void hsum_4x4(const __m512 *a, float *Y, int ldy)
+{
+    __m512 t[4], u[2];
+    for (int i = 0; i < 4; i++) {
+        __m512 r[2];
+        for (int h = 0; h < 2; h++) { /* [a(i, 2h) halves summed | a(i, 2h + 1) halves summed] */
+            const __m512 p = a[4 * i + 2 * h], q = a[4 * i + 2 * h + 1];
+            r[h] = _mm512_add_ps(_mm512_shuffle_f32x4(p, q, _MM_SHUFFLE(3, 2, 3, 2)),
+                                 _mm512_shuffle_f32x4(p, q, _MM_SHUFFLE(1, 0, 1, 0)));
+        }
+        /* 128-bit lane j: input row j's quarters summed */
+        t[i] = _mm512_add_ps(_mm512_shuffle_f32x4(r[0], r[1], _MM_SHUFFLE(3, 1, 3, 1)),
+                             _mm512_shuffle_f32x4(r[0], r[1], _MM_SHUFFLE(2, 0, 2, 0)));
+    }
+    for (int h = 0; h < 2; h++) /* per lane: lanes (0, 2), (1, 3) of outputs 2h and 2h + 1 */
+        u[h] = _mm512_add_ps(_mm512_shuffle_ps(t[2 * h], t[2 * h + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(t[2 * h], t[2 * h + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    const __m512 y = _mm512_add_ps(_mm512_shuffle_ps(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm512_shuffle_ps(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    _mm_storeu_ps(Y, _mm512_castps512_ps128(y));
+    _mm_storeu_ps(Y + ldy, _mm512_extractf32x4_ps(y, 1));
+    _mm_storeu_ps(Y + 2 * (size_t)ldy, _mm512_extractf32x4_ps(y, 2));
+    _mm_storeu_ps(Y + 3 * (size_t)ldy, _mm512_extractf32x4_ps(y, 3));
+}
 
 /*
  * Lane i = the sum of the lanes of a[i], for 16 vectors: four rounds of pairwise sums, each

@@ -5,9 +5,11 @@
  *
  * Required before inclusion:
  *   VF, VW (lanes, 8 or 16), VZERO(), VLOAD(p), VSTORE(p, v), VSET1(f), VFMA(a, b, c) = a*b + c,
- *   VMAX(a, b), VMIN(a, b), VDIV(a, b), VHSUM(v), VHSUM_T(a) (lane i = VHSUM(a[i]) for VW
- *   vectors), VEXP_RAW(x) (exp of x clamped to a safe range), VEXP_RAW_N(x, n) (VEXP_RAW of
- *   the n vectors x[0..n-1] in place, step by step across them: the same bits),
+ *   VMAX(a, b), VMIN(a, b), VDIV(a, b), VHSUM(v), VHSUM_T(a) (lane i = the sum of a[i]'s lanes
+ *   for VW vectors, as a tree of adjacent pairs), optionally VHSUM_4X4(a, Y, ldy) (Y[j ldy + i]
+ *   = VHSUM(a[4 i + j]) for i, j < 4, the same bits), VEXP_RAW(x) (exp of x clamped to a safe
+ *   range), VEXP_RAW_N(x, n) (VEXP_RAW of the n vectors x[0..n-1] in place, step by step across
+ *   them: the same bits),
  *   VABS(v), VLOAD_BF16(p) / VLOAD_F16(p) (VW 16-bit values widened to F32), VBF16_LO(p) /
  *   VBF16_HI(p) (2 VW BF16 values read as VW 32-bit lanes: each lane's low / high half as F32),
  *   VLOAD_I8(p) (VW
@@ -410,6 +412,31 @@ static void KFN(conv)(const conv_args *a)
         if (RX > 2) GS_STEP(2);                                                                \
         if (RX > 3) GS_STEP(3);                                                                \
     } while (0)
+/* A 4 x 4 block's 16 sums at once where the ISA has it (VHSUM_4X4: the same bits as VHSUM),
+ * each output's scalar tail (k < K) added after as GS_OUT adds it; kernels_hsum_4x4 = 0 sums
+ * them one at a time, for measuring (kernels.h) */
+#ifdef VHSUM_4X4
+#define GS_OUTS(RX, WSC)                                                                       \
+    do {                                                                                       \
+        if (RX == 4 && ys == 1 && kernels_hsum_4x4) {                                          \
+            const VF acc[16] = {a00, a01, a02, a03, a10, a11, a12, a13,                        \
+                                a20, a21, a22, a23, a30, a31, a32, a33};                       \
+            VHSUM_4X4(acc, Y, ldy);                                                            \
+            for (int j = 0; j < 4 && k < K; j++)                                               \
+                for (int i = 0; i < 4; i++) {                                                  \
+                    float sum = Y[(size_t)j * ldy + i];                                        \
+                    for (int kk = k; kk < K; kk++)                                             \
+                        sum += WSC(W[(size_t)i * rs + kk]) * X[(size_t)j * ldx + kk];          \
+                    Y[(size_t)j * ldy + i] = sum;                                              \
+                }                                                                              \
+            break;                                                                             \
+        }                                                                                      \
+        GS_OUT4(0, WSC);                                                                       \
+        if (RX > 1) GS_OUT4(1, WSC);                                                           \
+        if (RX > 2) GS_OUT4(2, WSC);                                                           \
+        if (RX > 3) GS_OUT4(3, WSC);                                                           \
+    } while (0)
+#else
 #define GS_OUTS(RX, WSC)                                                                       \
     do {                                                                                       \
         GS_OUT4(0, WSC);                                                                       \
@@ -417,6 +444,7 @@ static void KFN(conv)(const conv_args *a)
         if (RX > 2) GS_OUT4(2, WSC);                                                           \
         if (RX > 3) GS_OUT4(3, WSC);                                                           \
     } while (0)
+#endif
 
 #define GS_BLOCK(NAME, RX, WT, WLD, WSC)                                                       \
     static void NAME(const float *X, int ldx, const WT *W, int K, size_t rs, float *Y, int ys, \
