@@ -82,6 +82,10 @@ static inline VF KFN(silu)(VF x)
 #ifndef SCAN_AHEAD
 #define SCAN_AHEAD 128
 #endif
+/* Tokens whose softplus(dt) and SiLU(z) the many-token scan computes ahead (scan1). */
+#ifndef SCAN_TAHEAD
+#define SCAN_TAHEAD 32
+#endif
 
 /*
  * One token (decode): vectorised over the 16 states of a channel instead, which needs no
@@ -231,36 +235,55 @@ static void KFN(scan1)(const scan1_args *a)
                 A[n][v] = VLOAD(A16 + n * 16 + v * VW);
             }
         for (int v = 0; v < NB; v++) Dv[v] = VLOAD(a->D + ch + v * VW);
-        for (int t = 0; t < a->T; t++) {
-            const float *Bt = a->B + (size_t)t * a->ldbc, *Ct = a->C + (size_t)t * a->ldbc;
-            for (int v = 0; v < NB; v++) {
-                const int col = ch + v * VW;
-                VF dt = KFN(softplus)(VLOAD(a->dt + (size_t)t * a->ldd + col));
-                if (a->dsum) VSTORE(a->dsum + col, VLOAD(a->dsum + col) + dt);
-                VF x = VLOAD(a->x + (size_t)t * a->ldx + col);
-                VF dx = dt * x;
-                for (int n = 0; n < N; n++) {
-                    VF dA = KFN(exp)(dt * A[n][v]);
-                    s[n][v] = VFMA(dA, s[n][v], dx * VSET1(Bt[n]));
+        for (int t0 = 0; t0 < a->T; t0 += SCAN_TAHEAD) {
+            /* softplus(dt) and SiLU(z) of the next tokens first (as scan1_step does for its
+             * channels; one core, 64 tokens x 768 channels: 5.3 -> 3.3 ns a channel-token) */
+            float sp[SCAN_TAHEAD][16] __attribute__((aligned(64)));
+            float gz[SCAN_TAHEAD][16] __attribute__((aligned(64)));
+            const int t1 = a->T - t0 < SCAN_TAHEAD ? a->T : t0 + SCAN_TAHEAD;
+            for (int t = t0; t < t1; t++)
+                for (int v = 0; v < NB; v++) {
+                    const int col = ch + v * VW;
+                    const VF dt = KFN(softplus)(VLOAD(a->dt + (size_t)t * a->ldd + col));
+                    VSTORE(&sp[t - t0][v * VW], dt);
+                    if (a->dsum) VSTORE(a->dsum + col, VLOAD(a->dsum + col) + dt);
+                    VSTORE(&gz[t - t0][v * VW], KFN(silu)(VLOAD(a->z + (size_t)t * a->ldz + col)));
                 }
-                /* y's sum over the states in scan1_step's order (see there), so that a token
-                 * gives the same bits whether its span has one token or many: lane l of the
-                 * step's accumulator is q_l = s_l C_l (+ s_{l+VW} C_{l+VW} with 8 lanes), and
-                 * VHSUM_T sums q_0..q_{VW-1} as a tree of adjacent pairs. The tree is built as
-                 * the q_l come (a binary counter: each pair is summed as soon as it is whole),
-                 * which keeps five partial sums live instead of VW. */
-                VF part[5];
-                int np = 0;
-                for (int l = 0; l < VW; l++) {
-                    VF q = VFMA(s[l][v], VSET1(Ct[l]), VZERO());
-                    for (int u = 1; u < NB; u++)
-                        q = VFMA(s[u * VW + l][v], VSET1(Ct[u * VW + l]), q);
-                    for (int h = l; h & 1; h >>= 1) q = part[--np] + q;
-                    part[np++] = q;
+            for (int t = t0; t < t1; t++) {
+                const float *Bt = a->B + (size_t)t * a->ldbc, *Ct = a->C + (size_t)t * a->ldbc;
+                for (int v = 0; v < NB; v++) {
+                    const int col = ch + v * VW;
+                    const VF dt = VLOAD(&sp[t - t0][v * VW]);
+                    VF x = VLOAD(a->x + (size_t)t * a->ldx + col);
+                    VF dx = dt * x;
+                    /* exp(dt A) SCAN_G states at a time, step by step (VEXP_RAW_N; upper clamp
+                     * left out as in scan1_step) */
+                    for (int n0 = 0; n0 < N; n0 += SCAN_G) {
+                        VF e[SCAN_G];
+                        for (int g = 0; g < SCAN_G; g++)
+                            e[g] = VMAX(dt * A[n0 + g][v], VSET1(-87.3f));
+                        VEXP_RAW_N(e, SCAN_G);
+                        for (int g = 0; g < SCAN_G; g++)
+                            s[n0 + g][v] = VFMA(e[g], s[n0 + g][v], dx * VSET1(Bt[n0 + g]));
+                    }
+                    /* y's sum over the states in scan1_step's order (see there), so that a token
+                     * gives the same bits whether its span has one token or many: lane l of the
+                     * step's accumulator is q_l = s_l C_l (+ s_{l+VW} C_{l+VW} with 8 lanes), and
+                     * VHSUM_T sums q_0..q_{VW-1} as a tree of adjacent pairs. The tree is built as
+                     * the q_l come (a binary counter: each pair is summed as soon as it is whole),
+                     * which keeps five partial sums live instead of VW. */
+                    VF part[5];
+                    int np = 0;
+                    for (int l = 0; l < VW; l++) {
+                        VF q = VFMA(s[l][v], VSET1(Ct[l]), VZERO());
+                        for (int u = 1; u < NB; u++)
+                            q = VFMA(s[u * VW + l][v], VSET1(Ct[u * VW + l]), q);
+                        for (int h = l; h & 1; h >>= 1) q = part[--np] + q;
+                        part[np++] = q;
+                    }
+                    VSTORE(a->y + (size_t)t * a->ldy + col,
+                           VFMA(Dv[v], x, part[0]) * VLOAD(&gz[t - t0][v * VW]));
                 }
-                VF z = VLOAD(a->z + (size_t)t * a->ldz + col);
-                VSTORE(a->y + (size_t)t * a->ldy + col,
-                       VFMA(Dv[v], x, part[0]) * KFN(silu)(z));
             }
         }
         for (int n = 0; n < N; n++)

@@ -379,7 +379,7 @@ static void test_gemm_invariance(const kernels *kn)
  */
 static void test_scan_invariance(const kernels *kn)
 {
-    enum { C = 48, N = 16, KC = 4, T = 19 };
+    enum { C = 48, N = 16, KC = 4, T = 70 }; /* past the many-token scan's 32 tokens ahead */
     static float dt[T * C], x[T * C], z[T * C], BC[T * 2 * N], A[C * N], A16[C * N], D[C];
     static float s0[C * N], s1[C * N], y0[T * C], y1[T * C], ds0[C], ds1[C], init[C * N];
     static float w[C * KC], w16[C * KC], bias[C], win0[C * KC], win1[C * KC], wini[C * KC];
