@@ -57,36 +57,12 @@ static inline __m256 exp_raw(__m256 x)
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
 }
 #define VEXP_RAW(x) exp_raw(x)
-/* exp_raw of n vectors in place, each step for all n before the next: the same arithmetic per
- * lane (the same bits), n dependency chains interleaved in program order (see scan1_step) */
-static inline __attribute__((always_inline)) void exp_raw_n(__m256 *x, int n)
-{
-    __m256 k[16], p[16];
-#pragma GCC unroll 16
-    for (int i = 0; i < n; i++)
-        k[i] = _mm256_round_ps(_mm256_mul_ps(x[i], _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-#pragma GCC unroll 16
-    for (int i = 0; i < n; i++) x[i] = _mm256_fnmadd_ps(k[i], _mm256_set1_ps(0.693359375f), x[i]);
-#pragma GCC unroll 16
-    for (int i = 0; i < n; i++)
-        x[i] = _mm256_fnmadd_ps(k[i], _mm256_set1_ps(-2.12194440e-4f), x[i]);
-#pragma GCC unroll 16
-    for (int i = 0; i < n; i++)
-        p[i] = _mm256_fmadd_ps(_mm256_set1_ps(1.0f / 5040), x[i], _mm256_set1_ps(1.0f / 720));
-    static const float c[6] = {1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
-#pragma GCC unroll 6
-    for (int j = 0; j < 6; j++)
-#pragma GCC unroll 16
-        for (int i = 0; i < n; i++) p[i] = _mm256_fmadd_ps(p[i], x[i], _mm256_set1_ps(c[j]));
-#pragma GCC unroll 16
-    for (int i = 0; i < n; i++) {
-        const __m256i e = _mm256_slli_epi32(
-            _mm256_add_epi32(_mm256_cvtps_epi32(k[i]), _mm256_set1_epi32(127)), 23);
-        x[i] = _mm256_mul_ps(p[i], _mm256_castsi256_ps(e));
-    }
-}
-#define VEXP_RAW_N(x, n) exp_raw_n((x), (n))
+/* VROUND(x): x rounded to the nearest integer (ties to even); VLDEXP(p, n): p 2^n for
+ * integral n in exp_raw's range, as exp_raw builds it (kernels_simd.h exp_raw_n) */
+#define VROUND(x) _mm256_round_ps((x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define VLDEXP(p, n)                                                                               \
+    _mm256_mul_ps((p), _mm256_castsi256_ps(_mm256_slli_epi32(                                      \
+                           _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23)))
 #define VLOAD_BF16(p)                                                                          \
     _mm256_castsi256_ps(                                                                       \
         _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p))), 16))

@@ -106,32 +106,10 @@ static inline __m512 exp_raw(__m512 x)
     return _mm512_scalef_ps(p, n);
 }
 #define VEXP_RAW(x) exp_raw(x)
-/* exp_raw of n vectors in place, each step for all n before the next: the same arithmetic per
- * lane (the same bits), n dependency chains interleaved in program order (see scan1_step) */
-static inline __attribute__((always_inline)) void exp_raw_n(__m512 *x, int n)
-{
-    __m512 k[16], p[16];
-#pragma GCC unroll 16
-    for (int i = 0; i < n; i++)
-        k[i] = _mm512_roundscale_ps(_mm512_mul_ps(x[i], _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-#pragma GCC unroll 16
-    for (int i = 0; i < n; i++) x[i] = _mm512_fnmadd_ps(k[i], _mm512_set1_ps(0.693359375f), x[i]);
-#pragma GCC unroll 16
-    for (int i = 0; i < n; i++)
-        x[i] = _mm512_fnmadd_ps(k[i], _mm512_set1_ps(-2.12194440e-4f), x[i]);
-#pragma GCC unroll 16
-    for (int i = 0; i < n; i++)
-        p[i] = _mm512_fmadd_ps(_mm512_set1_ps(1.0f / 5040), x[i], _mm512_set1_ps(1.0f / 720));
-    static const float c[6] = {1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
-#pragma GCC unroll 6
-    for (int j = 0; j < 6; j++)
-#pragma GCC unroll 16
-        for (int i = 0; i < n; i++) p[i] = _mm512_fmadd_ps(p[i], x[i], _mm512_set1_ps(c[j]));
-#pragma GCC unroll 16
-    for (int i = 0; i < n; i++) x[i] = _mm512_scalef_ps(p[i], k[i]);
-}
-#define VEXP_RAW_N(x, n) exp_raw_n((x), (n))
+/* VROUND(x): x rounded to the nearest integer (ties to even); VLDEXP(p, n): p 2^n for
+ * integral n in exp_raw's range, as exp_raw builds it (kernels_simd.h exp_raw_n) */
+#define VROUND(x) _mm512_roundscale_ps((x), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define VLDEXP(p, n) _mm512_scalef_ps((p), (n))
 #define VLOAD_BF16(p)                                                                              \
     _mm512_castsi512_ps(                                                                           \
         _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p))), 16))

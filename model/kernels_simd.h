@@ -8,8 +8,8 @@
  *   VMAX(a, b), VMIN(a, b), VDIV(a, b), VHSUM(v), VHSUM_T(a) (lane i = the sum of a[i]'s lanes
  *   for VW vectors, as a tree of adjacent pairs), optionally VHSUM_4X4(a, Y, ldy) (Y[j ldy + i]
  *   = VHSUM(a[4 i + j]) for i, j < 4, the same bits), VEXP_RAW(x) (exp of x clamped to a safe
- *   range), VEXP_RAW_N(x, n) (VEXP_RAW of the n vectors x[0..n-1] in place, step by step across
- *   them: the same bits),
+ *   range), VROUND(x) and VLDEXP(p, n) (for exp_raw_n below: VEXP_RAW of n vectors, step by
+ *   step across them, the same bits),
  *   VABS(v), VLOAD_BF16(p) / VLOAD_F16(p) (VW 16-bit values widened to F32), VBF16_LO(p) /
  *   VBF16_HI(p) (2 VW BF16 values read as VW 32-bit lanes: each lane's low / high half as F32),
  *   VLOAD_I8(p) (VW
@@ -37,6 +37,33 @@ enum { NB = 16 / VW }; /* vectors per block of 16 channels */
 /* How far ahead a one-row block prefetches each of its rows (in floats of W): PF1_ROWS rows when
  * the four rows are adjacent (rs == K), FAR_PF_ROWS rows of each stream when they are far. */
 #define GS_PF_AHEAD(rs, K) ((size_t)((rs) == (size_t)(K) ? PF1_ROWS : FAR_PF_ROWS) * (K))
+
+/*
+ * VEXP_RAW of the n vectors x[0..n-1] in place (n <= 16), each step for all n before the next:
+ * the same arithmetic per lane as exp_raw (Cody-Waite reduction with the constants negated, which
+ * is exact, Taylor to r^7, the scale by 2^k), so the same bits; n dependency chains interleaved
+ * in program order (see scan1_step). Needs VROUND and VLDEXP.
+ */
+static inline __attribute__((always_inline)) void KFN(exp_raw_n)(VF *x, int n)
+{
+    VF k[16], p[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < n; i++) k[i] = VROUND(x[i] * VSET1(1.44269504088896341f));
+#pragma GCC unroll 16
+    for (int i = 0; i < n; i++) x[i] = VFMA(k[i], VSET1(-0.693359375f), x[i]);
+#pragma GCC unroll 16
+    for (int i = 0; i < n; i++) x[i] = VFMA(k[i], VSET1(2.12194440e-4f), x[i]);
+#pragma GCC unroll 16
+    for (int i = 0; i < n; i++) p[i] = VFMA(VSET1(1.0f / 5040), x[i], VSET1(1.0f / 720));
+    static const float c[6] = {1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f};
+#pragma GCC unroll 6
+    for (int j = 0; j < 6; j++)
+#pragma GCC unroll 16
+        for (int i = 0; i < n; i++) p[i] = VFMA(p[i], x[i], VSET1(c[j]));
+#pragma GCC unroll 16
+    for (int i = 0; i < n; i++) x[i] = VLDEXP(p[i], k[i]);
+}
+#define VEXP_RAW_N(x, n) KFN(exp_raw_n)((x), (n))
 
 static inline VF KFN(exp)(VF x)
 {
