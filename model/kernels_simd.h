@@ -462,6 +462,14 @@ static void KFN(conv)(const conv_args *a)
         if (RX > 2) GS_STEP(2);                                                                \
         if (RX > 3) GS_STEP(3);                                                                \
     } while (0)
+/* The RX input rows' four outputs, one sum at a time (GS_OUT4). */
+#define GS_OUTS_EACH(RX, WSC)                                                                  \
+    do {                                                                                       \
+        GS_OUT4(0, WSC);                                                                       \
+        if (RX > 1) GS_OUT4(1, WSC);                                                           \
+        if (RX > 2) GS_OUT4(2, WSC);                                                           \
+        if (RX > 3) GS_OUT4(3, WSC);                                                           \
+    } while (0)
 /* A 4 x 4 block's 16 sums at once where the ISA has it (VHSUM_4X4: the same bits as VHSUM),
  * each output's scalar tail (k < K) added after as GS_OUT adds it; kernels_hsum_4x4 = 0 sums
  * them one at a time, for measuring (kernels.h) */
@@ -481,18 +489,12 @@ static void KFN(conv)(const conv_args *a)
                 }                                                                              \
             break;                                                                             \
         }                                                                                      \
-        GS_OUT4(0, WSC);                                                                       \
-        if (RX > 1) GS_OUT4(1, WSC);                                                           \
-        if (RX > 2) GS_OUT4(2, WSC);                                                           \
-        if (RX > 3) GS_OUT4(3, WSC);                                                           \
+        GS_OUTS_EACH(RX, WSC);                                                                 \
     } while (0)
 #else
 #define GS_OUTS(RX, WSC)                                                                       \
     do {                                                                                       \
-        GS_OUT4(0, WSC);                                                                       \
-        if (RX > 1) GS_OUT4(1, WSC);                                                           \
-        if (RX > 2) GS_OUT4(2, WSC);                                                           \
-        if (RX > 3) GS_OUT4(3, WSC);                                                           \
+        GS_OUTS_EACH(RX, WSC);                                                                 \
     } while (0)
 #endif
 
