@@ -117,6 +117,12 @@ typedef float v16f __attribute__((vector_size(64)));
 READ_LOOP(read_avx512, __attribute__((target("avx512f"))))
 READ_LOOP(read_base, )
 
+float bench_read(const void *buf, size_t bytes, int streams)
+{
+    const size_t n = bytes / sizeof(v16f), step = streams == 4 ? n / 4 : 1;
+    return __builtin_cpu_supports("avx512f") ? read_avx512(buf, n, step) : read_base(buf, n, step);
+}
+
 /* --shape and --model folders per run. */
 #define MAX_MODELS 8
 /* --quick's prompt and tokens decoded per stream, unless --prompt / --decode say. */
@@ -144,10 +150,7 @@ static void *bw_thread(void *arg)
     bw_job *j = ((bw_job **)arg)[0];
     long t = (long)((bw_job **)arg)[1];
     size_t per = j->n / (size_t)j->threads & ~(size_t)3;
-    const v16f *p = j->buf + (size_t)t * per;
-    const size_t step = j->streams == 4 ? per / 4 : 1;
-    j->sink[t] = __builtin_cpu_supports("avx512f") ? read_avx512(p, per, step)
-                                                   : read_base(p, per, step);
+    j->sink[t] = bench_read(j->buf + (size_t)t * per, per * sizeof(v16f), j->streams);
     return NULL;
 }
 
@@ -532,6 +535,9 @@ static const char help[] =
     "  --prefix N,K     the prefix phase's prompt and stored tokens (default 2000,1900)\n"
     "  --prompt N       prefill prompt length (default 512)\n"
     "  --decode N       tokens generated per stream (default 128)\n"
+    "                   (one-stream decode also runs 64 tokens, 16 with --quick, one at a\n"
+    "                   time, each after a plain read of the same bytes by the same threads,\n"
+    "                   and prints the median fraction of that read's rate)\n"
     "  --threads N      compute threads (default: all cores)\n"
     "  --tmp DIR        where to write checkpoints and the store (default $TMPDIR or /tmp)\n"
     "  --json FILE      also write the results as JSON\n"
@@ -1000,6 +1006,8 @@ static json_t *bench_model(const bench_opts *o, machine *mc, const char *root, i
     if (o->do_store) run_store(o, mc, sdir, m, st, &r);
     remeasure_bandwidth(mc);
     json_t *jm = report(o, mc, s ? s->name : dir, info, &r);
+    if (o->do_decode && bench_paired(m, mc->nthreads, o->quick ? 16 : 64, r.stream_bytes, jm))
+        fprintf(stderr, "statesoup-bench: paired decode: %s\n", ss_errmsg());
     if (o->do_decode && o->profile &&
         bench_profile(m, o->n_decode, o->quick ? 2 : 3, r.stream_bytes, profile_bandwidth, mc, jm))
         fprintf(stderr, "statesoup-bench: profile: %s\n", ss_errmsg());
