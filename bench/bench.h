@@ -49,13 +49,6 @@ int bench_catalog_sizes(const char *root, int quick, const char *phase, bench_ca
                         void *user);
 
 /*
- * The decode profile (profile.c, --profile): batch-1 greedy decode of n_tok tokens, `reps` runs
- * with the per-phase counters on and as many off, alternating; prints microseconds per token per
- * phase of the fastest run, the threads' meetings, and the share that is not streaming the
- * stream_bytes of weights a token reads at bandwidth(bw_user) GB/s (called before and after;
- * the better counts). Adds "profile" to jm. Returns 0, or -1 (memory, eval).
- */
-/*
  * The paired decode bound (paired.c): `rounds` batch-1 greedy decode tokens, each right after a
  * plain read of the same bytes (stream_bytes, capped at 1 GiB) by `threads` threads; prints the
  * median and quartiles of (bytes / token time) / (the read's rate) and adds "decode_paired" to
@@ -67,6 +60,13 @@ int bench_paired(ss_model *m, int threads, int rounds, double stream_bytes, json
  * (one per quarter), with the widest loads the CPU has: the machine limits' plain read. */
 float bench_read(const void *buf, size_t bytes, int streams);
 
+/*
+ * The decode profile (profile.c, --profile): batch-1 greedy decode of n_tok tokens, `reps` runs
+ * with the per-phase counters on and as many off, alternating; prints microseconds per token per
+ * phase of the fastest run, the threads' meetings, and the share that is not streaming the
+ * stream_bytes of weights a token reads at bandwidth(bw_user) GB/s (called before and after;
+ * the better counts). Adds "profile" to jm. Returns 0, or -1 (memory, eval).
+ */
 int bench_profile(ss_model *m, int n_tok, int reps, double stream_bytes,
                   double (*bandwidth)(void *user), void *bw_user, json_t *jm);
 

@@ -8,8 +8,8 @@
  * is then held against. So this phase pairs them instead: before each decode token, the same
  * threads read the same number of bytes (capped at 1 GiB) plainly, once as one stream per
  * thread and then, from another buffer, as four, and the better of the two is that token's
- * bound. The figure is the
- * median over the tokens of (bytes / token time) / (that read's rate), with its quartiles.
+ * bound. The figure is the median over the tokens of (bytes / token time) / (that read's rate),
+ * with its quartiles.
  *
  * Both sides are measured so as to favour the read: the reading threads sleep in barriers and
  * the decode's threads are left to fall asleep before each read (a spinning worker would steal
@@ -33,7 +33,8 @@ typedef struct probe {
     pthread_mutex_t init; /* held while the threads are created: then threads is final */
     pthread_barrier_t go, start, end;
     const char *buf; /* this pass's half of the buffer */
-    size_t bytes; /* read per pass, all threads together */
+    size_t bytes;    /* asked for per pass, all threads together */
+    size_t per;      /* read per thread (bytes / threads, whole blocks of 256) */
     int threads, streams, quit;
     pthread_t th[MAX_PROBE_THREADS];
     float sink[MAX_PROBE_THREADS];
@@ -47,8 +48,7 @@ typedef struct probe_arg {
 /* Thread t's share of a pass. */
 static void probe_share(probe *p, int t)
 {
-    const size_t per = p->bytes / (size_t)p->threads & ~(size_t)255;
-    p->sink[t] = bench_read(p->buf + (size_t)t * per, per, p->streams);
+    p->sink[t] = bench_read(p->buf + (size_t)t * p->per, p->per, p->streams);
 }
 
 static void *probe_thread(void *arg)
@@ -76,8 +76,7 @@ static double probe_pass(probe *p, int streams)
     probe_share(p, 0);
     pthread_barrier_wait(&p->end);
     const int64_t t1 = ss_mono_ns();
-    const size_t per = p->bytes / (size_t)p->threads & ~(size_t)255;
-    return (double)(per * (size_t)p->threads) / (double)(t1 - t0);
+    return (double)(p->per * (size_t)p->threads) / (double)(t1 - t0);
 }
 
 static void settle(void)
@@ -99,7 +98,7 @@ int bench_paired(ss_model *m, int threads, int rounds, double stream_bytes, json
     if (threads > MAX_PROBE_THREADS) threads = MAX_PROBE_THREADS;
     size_t bytes = (size_t)stream_bytes;
     if (bytes > (size_t)1 << 30) bytes = (size_t)1 << 30;
-    if (bytes < (size_t)64 << 20) bytes = (size_t)64 << 20; /* well past the L3 */
+    if (bytes < (size_t)128 << 20) bytes = (size_t)128 << 20; /* past the L3 (64 MB was not) */
     probe p = {.init = PTHREAD_MUTEX_INITIALIZER, .bytes = bytes};
     probe_arg args[MAX_PROBE_THREADS];
     ss_ctx *c = NULL;
@@ -121,7 +120,6 @@ int bench_paired(ss_model *m, int threads, int rounds, double stream_bytes, json
         goto out;
     madvise(buf, 2 * half, MADV_HUGEPAGE); /* as the weights are (a TLB miss per 4 KiB otherwise) */
     for (size_t i = 0; i < 2 * half; i += 4096) buf[i] = (char)i;
-    p.buf = buf;
     pthread_mutex_lock(&p.init);
     for (int t = 1; t < threads; t++) {
         args[t] = (probe_arg){&p, t};
@@ -129,6 +127,7 @@ int bench_paired(ss_model *m, int threads, int rounds, double stream_bytes, json
         started = t;
     }
     p.threads = started + 1; /* (fewer than asked if a thread could not start) */
+    p.per = bytes / (size_t)p.threads & ~(size_t)255;
     pthread_barrier_init(&p.go, NULL, (unsigned)p.threads);
     pthread_barrier_init(&p.start, NULL, (unsigned)p.threads);
     pthread_barrier_init(&p.end, NULL, (unsigned)p.threads);
