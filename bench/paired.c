@@ -85,12 +85,6 @@ static void settle(void)
     nanosleep(&ts, NULL);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 int bench_paired(ss_model *m, int threads, int rounds, double stream_bytes, json_t *jm)
 {
     const ss_model_info *info = ss_model_get_info(m);
@@ -153,9 +147,9 @@ int bench_paired(ss_model *m, int threads, int rounds, double stream_bytes, json
         tok[r] = (double)(ss_mono_ns() - t0);
         frac[r] = stream_bytes / tok[r] / bw[r];
     }
-    qsort(frac, (size_t)rounds, sizeof *frac, cmp_double);
-    qsort(tok, (size_t)rounds, sizeof *tok, cmp_double);
-    qsort(bw, (size_t)rounds, sizeof *bw, cmp_double);
+    qsort(frac, (size_t)rounds, sizeof *frac, bench_cmp_double);
+    qsort(tok, (size_t)rounds, sizeof *tok, bench_cmp_double);
+    qsort(bw, (size_t)rounds, sizeof *bw, bench_cmp_double);
     const double f50 = frac[rounds / 2], f25 = frac[rounds / 4], f75 = frac[3 * rounds / 4];
     printf("  %-34s %9.0f%% of a plain read of the same bytes just before each token (median of\n"
            "  %-34s %10s %d tokens, quartiles %.0f-%.0f%%; medians: token %.2f ms, read %.1f GB/s)\n",
