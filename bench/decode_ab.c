@@ -74,7 +74,7 @@ static const char usage[] =
     "usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N]\n"
     "                           [--streams LIST] [--rounds R] [--burst T] [--profile]\n"
     "                           [--compare layouts|far|copy|parts|tlayout|ends|prefetch|\n"
-    "                                      units|scan]\n"
+    "                                      units|scan|q8layout]\n"
     "Decode steps of Mamba-1's row layout (fused_decode -1) and transposed layout (1) in\n"
     "alternating bursts in one process; ms per step (fastest, first quartile, median burst).\n"
     "--compare far: the default layout, the one-row kernels reading one stream vs four far\n"
@@ -87,7 +87,8 @@ static const char usage[] =
     "next segment (dt_proj's rows, A, SSM states; with claims from both ends).\n"
     "--compare units: that step in whole segments vs column-block units (SS_UNITS).\n"
     "--compare scan: the one-token scan kernel and the small GEMM's 4 x 4 reductions before\n"
-    "and after (SS_SCAN_AHEAD and SS_HSUM4X4 0 vs 1).\n";
+    "and after (SS_SCAN_AHEAD and SS_HSUM4X4 0 vs 1).\n"
+    "--compare q8layout: --weights q8's matrices in rows vs in the q8p panels (SS_Q8_LAYOUT).\n";
 
 /* A comparison: the two sides' names, how each opens the model, what to set before its bursts. */
 typedef struct ab_mode {
@@ -157,6 +158,14 @@ static void before_units(int v)
     fused_units = v;
 }
 
+/* q8layout: --weights q8's matrices in the row layout (side 0) or the q8p panels (side 1; the
+ * default), as SS_Q8_LAYOUT tells the loader */
+static void open_q8layout(int v, ss_model_params *p)
+{
+    (void)p;
+    setenv("SS_Q8_LAYOUT", v ? "panels" : "rows", 1);
+}
+
 /* scan: the one-token scan kernel and the small GEMM's 4 x 4 reductions (dt_proj at 16 streams;
  * kernels.h kernels_scan_ahead, kernels_hsum_4x4), before / after */
 static void before_scan(int v)
@@ -180,6 +189,7 @@ static const ab_mode modes[] = {
      before_units},
     {"scan", {"scan and dt_proj before", "after"}, "after / before",
      open_default, before_scan},
+    {"q8layout", {"q8 rows", "q8 panels (q8p)"}, "panels / rows", open_q8layout, before_none},
 };
 
 int main(int argc, char **argv)

@@ -57,10 +57,10 @@ static int SEG = 96;  /* rows of Wt per segment, the transposed kinds' unit of w
 static int OFFSET = 0; /* bytes the weights start past a 64-byte boundary (--offset) */
 static int TBLOCK;    /* --tblock: f32t, bf16t, f16t on the far layout (kernels.h far_t_width) */
 enum kind {
-    K_READ, K_F32, K_BF16, K_Q8, K_F16, K_Q8A8, K_F32T, K_BF16T, K_F16T, K_Q8T, K_Q8K, K_Q8KA8,
+    K_READ, K_F32, K_BF16, K_Q8, K_F16, K_Q8A8, K_Q8PA8, K_F32T, K_BF16T, K_F16T, K_Q8T, K_Q8K, K_Q8KA8,
     N_KINDS
 };
-static const char *const kind_names[] = {"read", "f32",   "bf16",  "q8",  "f16", "q8a8",
+static const char *const kind_names[] = {"read", "f32",   "bf16",  "q8",  "f16", "q8a8", "q8pa8",
                                          "f32t", "bf16t", "f16t",  "q8t", "q8k", "q8ka8"};
 
 static int transposed(enum kind k)
@@ -79,7 +79,7 @@ static enum kind base_kind(enum kind k)
 /* Rows of weights a thread takes at a time: tiles of the row kernels, segments of Wt. */
 static size_t unit_rows(enum kind k)
 {
-    return transposed(k) ? (size_t)SEG : TILE;
+    return transposed(k) ? (size_t)SEG : k == K_Q8PA8 ? Q8P_W : TILE;
 }
 
 typedef struct bench {
@@ -109,7 +109,7 @@ typedef struct targ {
 static size_t elem_size(enum kind k)
 {
     k = base_kind(k);
-    return k == K_Q8 || k == K_Q8A8 ? 1 : k == K_BF16 || k == K_F16 ? 2 : 4;
+    return k == K_Q8 || k == K_Q8A8 || k == K_Q8PA8 ? 1 : k == K_BF16 || k == K_F16 ? 2 : 4;
 }
 
 /*
@@ -189,6 +189,10 @@ static void stream_rows(bench *b, int t, size_t lo, size_t per)
         b->sink[t] += a;
         return;
     }
+    if (b->kind == K_Q8PA8) { /* the q8p layout: panels of Q8P_W rows, [lo, lo + per) at once */
+        k->gemv_q8p_a8(b->xq, (const uint8_t *)b->w, b->s, (int)lo, (int)(lo + per), b->y + lo);
+        return;
+    }
     for (size_t r = lo; r < lo + per; r += TILE) {
         float *y = b->y + r;
         const int nr = lo + per - r < TILE ? (int)(lo + per - r) : TILE;
@@ -224,7 +228,9 @@ static void piece_part(void *arg, int tid, int nt)
 {
     const piece_job *j = arg;
     int lo, hi;
-    pool_range((int)j->b->piece, transposed(j->b->kind) ? SEG : 16, tid, nt, &lo, &hi);
+    pool_range((int)j->b->piece,
+               transposed(j->b->kind) ? SEG : j->b->kind == K_Q8PA8 ? Q8P_W : 16, tid, nt, &lo,
+               &hi);
     if (lo < hi) stream_rows(j->b, tid, j->r0 + (size_t)lo, (size_t)(hi - lo));
 }
 
@@ -305,6 +311,7 @@ static const char usage[] =
     "                     (default 1,16)\n"
     "  --kernels LIST     read, f32, bf16, f16, q8 (8-bit weights, F32 activations: rows > 1),\n"
     "                     q8a8 (8-bit weights and activations: batch-1 decode, rows 1 only),\n"
+    "                     q8pa8 (the same in the q8p layout: panels of 64 rows),\n"
     "                     f32t, bf16t, f16t, q8t (the transposed-weight kernels gemm_t*: the\n"
     "                     weights as Wt[rows][N], N = --k outputs, cut into segments of --seg\n"
     "                     rows; each thread takes whole segments and computes their partial\n"
@@ -445,9 +452,9 @@ int main(int argc, char **argv)
         if (n < unit * most) n = unit * most;
         /* --matrix: rows per matrix (a multiple of 16, or of the segment; its weight bytes, q8
          * scales included) */
-        const int q8 = base == K_Q8 || base == K_Q8A8;
+        const int q8 = base == K_Q8 || base == K_Q8A8 || base == K_Q8PA8;
         const double row_bytes = K * (q8 ? 1.125 : (double)es);
-        const size_t pu = transposed((enum kind)kind) ? align : 16;
+        const size_t pu = transposed((enum kind)kind) ? align : kind == K_Q8PA8 ? Q8P_W : 16;
         size_t piece = matrix_mb > 0 ? (size_t)(matrix_mb * 1e6 / row_bytes) / pu * pu : 0;
         if (matrix_mb > 0 && piece < pu) piece = pu;
         if (piece > n) piece = n; /* --matrix above --size: one matrix of the whole size */
@@ -476,7 +483,7 @@ int main(int argc, char **argv)
         for (size_t i = 0; s && i < n * (K / Q8_BLOCK); i++) s[i] = 0.01f + (float)(i % 5) * 1e-3f;
         for (int ti = 0; ti < n_threads; ti++)
             for (int ri = 0; ri < (kind == K_READ ? 1 : n_rows); ri++) {
-                if ((kind == K_Q8A8 || kind == K_Q8KA8) && rows[ri] != 1)
+                if ((kind == K_Q8A8 || kind == K_Q8PA8 || kind == K_Q8KA8) && rows[ri] != 1)
                     continue; /* batch-1 decode only */
                 bench b = {.kind = (enum kind)kind, .rows = rows[ri], .threads = threads[ti],
                            .n = piece ? n / piece * piece : n, .w = (char *)w + OFFSET, .s = s, .x = x, .xq = &xq,

@@ -561,27 +561,46 @@ static ss_err quantize_mat(loader *L, const char *name, const st_tensor *t, wmat
 {
     const size_t rows = (size_t)t->shape[0], cols = (size_t)t->shape[1];
     const size_t nb = (size_t)q8_blocks((int)cols), esz = t->dtype == ST_F32 ? 4 : 2;
-    int8_t *q = arena_alloc(L->m, rows * cols > 0 ? rows * cols : 1);
-    float *sc = arena_alloc(L->m, (rows * nb > 0 ? rows * nb : 1) * sizeof *sc);
-    float *row = malloc((cols ? cols : 1) * sizeof *row);
+    /* the q8p layout (kernels.h), or the row layout (SS_Q8_LAYOUT=rows, for measuring) */
+    const char *lay = getenv("SS_Q8_LAYOUT");
+    const int panels = !(lay && !strcmp(lay, "rows"));
+    const size_t np = (size_t)q8p_panels((int)rows);
+    const size_t nq = panels ? np * q8p_panel_bytes((int)cols) : rows * cols;
+    const size_t ns = panels ? np * q8p_panel_scales((int)cols) : rows * nb;
+    int8_t *q = arena_alloc(L->m, nq > 0 ? nq : 1);
+    float *sc = arena_alloc(L->m, (ns > 0 ? ns : 1) * sizeof *sc);
+    float *row = malloc((cols ? cols : 1) * sizeof *row), *rs = malloc((nb + 1) * sizeof *rs);
+    int8_t *rq = malloc(cols + 1);
     ss_err err = SS_OK;
-    if (!q || !sc || !row) {
+    if (!q || !sc || !row || !rs || !rq) {
         err = ss_fail(SS_ERR_NOMEM, "tensor %s: cannot allocate its 8-bit copy", name);
     } else {
-        for (size_t r = 0; r < rows; r++) {
-            st_to_f32(t->dtype, (const uint8_t *)t->data + r * cols * esz, row, cols);
-            if (q8_quantize_row(row, (int)cols, q + r * cols, sc + r * nb)) {
-                err = ss_fail(SS_ERR_FORMAT,
-                              "tensor %s: row %zu has a value that is not finite; it cannot be "
-                              "quantised to 8 bits",
-                              name, r);
-                break;
+        for (size_t r = 0; r < (panels ? np * Q8P_W : rows); r++) {
+            if (r >= rows) { /* the last panel's padding: zero weights and scales */
+                memset(rq, 0, cols + 1);
+                memset(rs, 0, (nb + 1) * sizeof *rs);
+            } else {
+                st_to_f32(t->dtype, (const uint8_t *)t->data + r * cols * esz, row, cols);
+                if (q8_quantize_row(row, (int)cols, panels ? rq : q + r * cols,
+                                    panels ? rs : sc + r * nb)) {
+                    err = ss_fail(SS_ERR_FORMAT,
+                                  "tensor %s: row %zu has a value that is not finite; it cannot "
+                                  "be quantised to 8 bits",
+                                  name, r);
+                    break;
+                }
             }
+            if (panels)
+                q8k_put_row((uint8_t *)q + r / Q8P_W * q8p_panel_bytes((int)cols),
+                            sc + r / Q8P_W * q8p_panel_scales((int)cols), Q8P_W, (int)cols,
+                            (int)(r % Q8P_W), rq, rs);
         }
     }
     free(row);
+    free(rs);
+    free(rq);
     if (err) return err; /* the arena is released with the model */
-    *out = (wmat){.p = q, .t = W_Q8, .scale = sc};
+    *out = (wmat){.p = q, .t = panels ? W_Q8P : W_Q8, .scale = sc};
     L->dtype_mask |= 1 << t->dtype;
     L->bytes_done += t->n_bytes;
     if (L->params->progress)

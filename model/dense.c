@@ -38,6 +38,29 @@ typedef struct mm_job {
 #define MM_PANEL 64
 
 /*
+ * Columns [lo, hi) of a product on 8-bit weights in the q8p layout (kernels.h) of `in` inputs,
+ * a panel's run of them at a time: one row on 8-bit activations (act), else nr rows of F32 ones
+ * (x). Each output is one chain over its blocks whatever the rows and the columns taken with it.
+ */
+static void q8p_cols(wmat w, int in, const q8_act *act, const float *x, int nr, int ldx, int lo,
+                     int hi, float *y, int ldy)
+{
+    const kernels *k = kernels_get();
+    const size_t pb = q8p_panel_bytes(in), ps = q8p_panel_scales(in);
+    if (act) {
+        k->gemv_q8p_a8(act, w.p, w.scale, lo, hi, y);
+        return;
+    }
+    for (int a = lo; a < hi;) {
+        const int c = a / Q8P_W, o = a % Q8P_W, e = hi < (c + 1) * Q8P_W ? hi : (c + 1) * Q8P_W;
+        const uint8_t *W = (const uint8_t *)w.p + (size_t)c * pb + 4 * (size_t)o;
+        const float *S = w.scale + (size_t)c * ps + o;
+        k->gemm_t_q8k(x, nr, in, ldx, W, 4 * Q8P_W, S, Q8P_W, e - a, y + (a - lo), ldy);
+        a = e;
+    }
+}
+
+/*
  * Columns [lo, hi) of the product, on the calling thread. Every element is one dot product
  * computed the same way for any number of rows, any panel and any column range (kernels.h:
  * gemm_small): a token's projections do not depend on how many tokens share its step, where
@@ -54,7 +77,9 @@ static void mm_cols(const mm_job *j, int tid, int lo, int hi)
         const int nr = j->rows - r0 < MM_PANEL ? j->rows - r0 : MM_PANEL;
         const float *x = j->x + (size_t)r0 * j->ldx;
         float *y = yc + (size_t)r0 * j->ldy;
-        if (j->w.t == W_F32) {
+        if (j->w.t == W_Q8P) {
+            q8p_cols(j->w, j->in, j->act, x, nr, j->ldx, lo, hi, y, j->ldy);
+        } else if (j->w.t == W_F32) {
             k->gemm_small(x, nr, j->in, j->ldx, (const float *)j->w.p + (size_t)lo * j->in, n, y,
                           j->ldy);
         } else if (j->w.t == W_Q8 && nr > 16 && j->wide &&
@@ -114,7 +139,8 @@ static void mm_part(void *arg, int tid, int nt)
             const int lo = (int)(uint32_t)v, hi = (int)(v >> 32);
             if (lo >= hi) break;
             int c0, c1;
-            pool_guided_claim(lo, hi, top, j->guided, j->block, &c0, &c1);
+            pool_guided_claim_in(lo, hi, top, j->guided, j->block, j->w.t == W_Q8P ? Q8P_W : 16,
+                                 &c0, &c1);
             const uint64_t nv = c0 == lo ? pool_ends_pack(c1, hi) : pool_ends_pack(lo, c0);
             if (!atomic_compare_exchange_weak_explicit(&j->ends, &v, nv, memory_order_relaxed,
                                                        memory_order_relaxed))
@@ -178,7 +204,7 @@ void mm_rows_then(const ss_model *m, ss_ctx *c, const float *x, int rows, int in
                 .user = user};
     q8_act act;
     /* batch-1 decode on 8-bit weights: integer dot products on x quantised once here */
-    if (w.t == W_Q8 && rows == 1 && m->act8 && c->round_rows <= 1)
+    if ((w.t == W_Q8 || w.t == W_Q8P) && rows == 1 && m->act8 && c->round_rows <= 1)
         j.act = quantize_act(c, x, in, &act);
     if ((size_t)rows * out * in < 100000 || out < 32) {
         mm_part(&j, 0, 1);
@@ -207,6 +233,8 @@ void mm_rows_then(const ss_model *m, ss_ctx *c, const float *x, int rows, int in
                       : rows == 1 && kernels_far_rows < INT_MAX ? 4 * FAR_MIN_ROWS
                                                                 : 32;
         }
+        /* the q8p layout: claims of whole panels (each one run of memory, kernels.h) */
+        if (w.t == W_Q8P) j.block = (j.block + Q8P_W - 1) / Q8P_W * Q8P_W;
     }
     model_run(m, c, mm_part, &j);
 }
@@ -249,7 +277,13 @@ int fused_units = -1;
 void wmat_prefetch_rows(wmat w, int N, int k0, int k1)
 {
     const size_t es = wmat_esize(w);
-    if (!w.bw) { /* rows, or the q8k layout (rows of 4 inputs: the same bytes) */
+    if (w.t == W_Q8P) { /* rows k0 .. k1 - 1 are outputs: their panels, values and scales */
+        const int c0 = k0 / Q8P_W, c1 = (k1 + Q8P_W - 1) / Q8P_W;
+        prefetch_l2((const char *)w.p + (size_t)c0 * q8p_panel_bytes(N),
+                    (size_t)(c1 - c0) * q8p_panel_bytes(N));
+        prefetch_l2(w.scale + (size_t)c0 * q8p_panel_scales(N),
+                    (size_t)(c1 - c0) * q8p_panel_scales(N) * sizeof(float));
+    } else if (!w.bw) { /* rows, or the q8k layout (rows of 4 inputs: the same bytes) */
         prefetch_l2((const char *)w.p + (size_t)k0 * N * es, (size_t)(k1 - k0) * N * es);
     } else { /* the far layout: each block's rows */
         for (int b = 0; b < N / w.bw; b++)
@@ -408,7 +442,12 @@ void wmat_row(wmat w, int d, int r, float *dst)
     const kernels *k = kernels_get();
     if (w.t == W_F32)
         memcpy(dst, (const float *)w.p + (size_t)r * d, (size_t)d * sizeof(float));
-    else if (w.t == W_Q8)
+    else if (w.t == W_Q8P) { /* output r of its panel: s * q, as widen_q8 */
+        const uint8_t *W = (const uint8_t *)w.p + (size_t)(r / Q8P_W) * q8p_panel_bytes(d);
+        const float *S = w.scale + (size_t)(r / Q8P_W) * q8p_panel_scales(d) + r % Q8P_W;
+        for (int i = 0; i < d; i++)
+            dst[i] = (float)q8k_at(W, Q8P_W, r % Q8P_W, i) * S[(size_t)(i / Q8_BLOCK) * Q8P_W];
+    } else if (w.t == W_Q8)
         k->widen_q8((const int8_t *)w.p + (size_t)r * d, w.scale + (size_t)r * q8_blocks(d), d,
                     dst);
     else if (w.t == W_BF16)

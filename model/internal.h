@@ -24,14 +24,15 @@ typedef enum layer_kind { LAYER_MAMBA1, LAYER_MAMBA2, LAYER_MOE } layer_kind;
  * A weight matrix [out, in], row-major: F32 used in place; BF16 / F16 copied at load onto huge
  * pages and widened as it is read, BF16 in the pair layout of kernels.h (bf16_pack_rows); or
  * quantised at load to 8 bits (--weights q8): int8 values at p and one F32 scale per block of
- * Q8_BLOCK values of a row at scale (layout in kernels.h; the transposed x_proj_t and
- * out_proj_t in its q8k layout).
+ * Q8_BLOCK values of a row at scale, in kernels.h's q8p layout (W_Q8P: panels of Q8P_W
+ * outputs; SS_Q8_LAYOUT=rows keeps the row layout, W_Q8, for measuring) or, for the
+ * transposed x_proj_t and out_proj_t, its q8k layout (W_Q8).
  */
-typedef enum wtype { W_F32, W_BF16, W_F16, W_Q8 } wtype;
+typedef enum wtype { W_F32, W_BF16, W_F16, W_Q8, W_Q8P } wtype;
 typedef struct wmat {
     const void *p;
     wtype t;
-    const float *scale; /* W_Q8 only */
+    const float *scale; /* W_Q8, W_Q8P only */
     /* a transposed matrix Wt [K][N] (x_proj_t, out_proj_t) in the far layout (kernels.h
      * far_t_width): N / bw blocks of bw columns, block c [K][bw] at p + c * bs elements; bw = 0:
      * plain rows of N */
@@ -248,7 +249,7 @@ static inline void prefetch_l2(const void *p, size_t bytes)
 /* Bytes per element of w's values (8-bit weights: their scales not counted). */
 static inline size_t wmat_esize(wmat w)
 {
-    return w.t == W_F32 ? 4 : w.t == W_Q8 ? 1 : 2;
+    return w.t == W_F32 ? 4 : w.t == W_Q8 || w.t == W_Q8P ? 1 : 2;
 }
 /* Rows [k0, k1) of w (N values per row; a row matrix or a transposed one in any layout: plain,
  * far, q8k with k0 and k1 multiples of 4), prefetched into L2. */

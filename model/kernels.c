@@ -175,6 +175,26 @@ static void gen_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, cons
     for (int n = 0; n < N; n++) Y[n] = q8k_out_a8(x, W, ldw, S, lds, n);
 }
 
+void q8p_gemv_by_panels(void (*gemv_t)(const q8_act *, const uint8_t *, size_t, const float *,
+                                       size_t, int, float *),
+                        const q8_act *x, const uint8_t *W, const float *S, int lo, int hi,
+                        float *Y)
+{
+    const size_t pb = q8p_panel_bytes(x->K), ps = q8p_panel_scales(x->K);
+    for (int a = lo; a < hi;) {
+        const int c = a / Q8P_W, o = a % Q8P_W, e = hi < (c + 1) * Q8P_W ? hi : (c + 1) * Q8P_W;
+        gemv_t(x, W + (size_t)c * pb + 4 * (size_t)o, 4 * Q8P_W, S + (size_t)c * ps + o, Q8P_W,
+               e - a, Y + (a - lo));
+        a = e;
+    }
+}
+
+static void gen_gemv_q8p_a8(const q8_act *x, const uint8_t *W, const float *S, int lo, int hi,
+                            float *Y)
+{
+    q8p_gemv_by_panels(gen_gemv_t_q8ka8, x, W, S, lo, hi, Y);
+}
+
 /* gemm_t_q8k (kernels.h): per block an fmaf chain over its k, then the chain over blocks. */
 static void gen_gemm_t_q8k(const float *X, int M, int K, int ldx, const uint8_t *W, size_t ldw,
                            const float *S, size_t lds, int N, float *Y, int ldy)
@@ -360,6 +380,7 @@ static const kernels generic = {
     .gemm_t_q8 = gen_gemm_t_q8,
     .gemv_t_q8ka8 = gen_gemv_t_q8ka8,
     .gemm_t_q8k = gen_gemm_t_q8k,
+    .gemv_q8p_a8 = gen_gemv_q8p_a8,
     .quantize_act8 = q8_act_quantize,
     .widen_q8 = gen_widen_q8,
     .widen_bf16 = gen_widen_bf16,

@@ -142,6 +142,14 @@ typedef struct kernels {
                          size_t lds, int N, float *Y);
     void (*gemm_t_q8k)(const float *X, int M, int K, int ldx, const uint8_t *W, size_t ldw,
                        const float *S, size_t lds, int N, float *Y, int ldy);
+    /*
+     * Batch-1 decode on a matrix in the q8p layout (below) with 8-bit activations: outputs
+     * [lo, hi) into Y[0 .. hi - lo) (W, S at the matrix's first panel, K = x->K), each output
+     * the bits of gemv_t_q8ka8 on its panel. The AVX-512 VNNI kernel keeps a whole panel's 64
+     * sums in registers over all blocks.
+     */
+    void (*gemv_q8p_a8)(const struct q8_act *x, const uint8_t *W, const float *S, int lo, int hi,
+                        float *Y);
     /* q8_act_quantize (below), the same bytes */
     void (*quantize_act8)(struct q8_act *a, const float *x);
     /* One q8 row of K values (its q8_blocks(K) scales in s) as F32 into dst. */
@@ -313,6 +321,38 @@ static inline int q8k_at(const uint8_t *W, int N, int n, int k)
 {
     return (int)W[(size_t)(k / 4) * 4 * (size_t)N + 4 * (size_t)n + (size_t)(k % 4)] - 128;
 }
+
+/*
+ * The q8p layout (--weights q8's matrices used by output columns, y = W x: in_proj, the logits
+ * head, ...): W [N, K] cut into panels of Q8P_W outputs, each panel a q8k matrix of Q8P_W
+ * outputs (the last one padded with zero weights and scales): panel c's values at
+ * W + c q8p_panel_bytes(K), rows of 4 inputs of 4 Q8P_W bytes each, its scales at
+ * S + c q8p_panel_scales(K), rows of Q8P_W floats. The quantised values are the row layout's.
+ * A range of outputs reads one run of memory per panel, and the kernels keep outputs in lanes
+ * (gemv_t_q8ka8, gemm_t_q8k): a block's 32 products of one output are summed in one int32 lane
+ * before they are scaled. The row layout's one-row kernel (gemv_q8a8) spends five vector
+ * operations per 64 weights on the signs, the conversion and the scales and fell behind the
+ * memory (docs/performance.md).
+ */
+#define Q8P_W 64
+static inline size_t q8p_panel_bytes(int K)
+{
+    return q8k_bytes(Q8P_W, K);
+}
+static inline size_t q8p_panel_scales(int K)
+{
+    return q8k_scales(Q8P_W, K);
+}
+static inline int q8p_panels(int N)
+{
+    return (N + Q8P_W - 1) / Q8P_W;
+}
+/* gemv_q8p_a8 of a kernel set without a kernel of its own: a panel's run of outputs at a time
+ * through its gemv_t_q8ka8. */
+void q8p_gemv_by_panels(void (*gemv_t)(const struct q8_act *, const uint8_t *, size_t,
+                                       const float *, size_t, int, float *),
+                        const struct q8_act *x, const uint8_t *W, const float *S, int lo, int hi,
+                        float *Y);
 
 /*
  * An activation row quantised for gemv_q8a8: per block of Q8_BLOCK values one scale

@@ -191,6 +191,12 @@ static void k256_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, con
         Y[n] = q8k_out_a8(x, W, ldw, S, lds, n);
 }
 
+static void k256_gemv_q8p_a8(const q8_act *x, const uint8_t *W, const float *S, int lo, int hi,
+                             float *Y)
+{
+    q8p_gemv_by_panels(k256_gemv_t_q8ka8, x, W, S, lo, hi, Y);
+}
+
 static const kernels k256 = {
     .name = "avx2",
     .scan1 = k256_scan1,
@@ -206,6 +212,7 @@ static const kernels k256 = {
     .gemm_t_q8 = k256_gemm_t_q8,
     .gemv_q8a8 = k256_gemv_q8a8,
     .gemv_t_q8ka8 = k256_gemv_t_q8ka8,
+    .gemv_q8p_a8 = k256_gemv_q8p_a8,
     .gemm_t_q8k = k256_gemm_t_q8k,
     .quantize_act8 = q8_act_quantize,
     .widen_q8 = k256_widen_q8,

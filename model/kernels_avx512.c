@@ -180,6 +180,8 @@ void kvnni_gemv_q8a8(const q8_act *x, const int8_t *W, const float *S, int N, fl
 void kvnni_q8_act_quantize(q8_act *a, const float *x);
 void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const float *S,
                         size_t lds, int N, float *Y);
+void kvnni_gemv_q8p_a8(const q8_act *x, const uint8_t *W, const float *S, int lo, int hi,
+                       float *Y);
 
 static kernels k512 = {
     .name = "avx512",
@@ -196,6 +198,7 @@ static kernels k512 = {
     .gemm_t_q8 = k512_gemm_t_q8,
     .gemv_t_q8ka8 = NULL, /* chosen in kernels_avx512(), as gemv_q8a8 */
     .gemm_t_q8k = k512_gemm_t_q8k,
+    .gemv_q8p_a8 = NULL,
     .gemv_q8a8 = NULL, /* these two chosen in kernels_avx512() */
     .quantize_act8 = NULL,
     .widen_q8 = k512_widen_q8,
@@ -215,6 +218,7 @@ static void k512_choose(void)
     k512.gemv_q8a8 = vnni ? kvnni_gemv_q8a8 : kernels_avx2()->gemv_q8a8;
     k512.quantize_act8 = vnni ? kvnni_q8_act_quantize : q8_act_quantize;
     k512.gemv_t_q8ka8 = vnni ? kvnni_gemv_t_q8ka8 : kernels_avx2()->gemv_t_q8ka8;
+    k512.gemv_q8p_a8 = vnni ? kvnni_gemv_q8p_a8 : kernels_avx2()->gemv_q8p_a8;
 }
 
 const kernels *kernels_avx512(void)

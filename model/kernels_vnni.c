@@ -26,6 +26,8 @@ void kvnni_gemv_q8a8(const q8_act *x, const int8_t *W, const float *S, int N, fl
 void kvnni_q8_act_quantize(q8_act *a, const float *x);
 void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const float *S,
                         size_t lds, int N, float *Y);
+void kvnni_gemv_q8p_a8(const q8_act *x, const uint8_t *W, const float *S, int lo, int hi,
+                       float *Y);
 
 /*
  * Scales: per group of 16 blocks (8 chunks) a row's 16 block scales are loaded once and
@@ -185,6 +187,70 @@ void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const flo
         for (; n0 + TQ_NV * 16 <= N; n0 += TQ_NV * 16) TQ_TILE(TQ_NV, (__mmask16)0xffff);
         for (; n0 + 16 <= N; n0 += 16) TQ_TILE(1, (__mmask16)0xffff);
         if (n0 < N) TQ_TILE(1, (__mmask16)((1u << (N - n0)) - 1));
+    }
+}
+
+/*
+ * gemv_q8p_a8 (kernels.h) on the q8p layout: a whole panel's 64 outputs in four vectors of F32
+ * sums kept in registers over all its blocks; per block its 8 rows (2 KB, contiguous: the panel
+ * streams in order) into four int32 vectors (vpdpbusd, as above, from -128 sum(q_x) of the
+ * block), then convert, S * s_x and one FMA each: gemv_t_q8ka8's steps in its order, the same
+ * bits. The blocks' -128 sum(q_x) once per call. Runs that do not cover a whole panel (a claim's
+ * edges, the last panel) go through gemv_t_q8ka8.
+ */
+#define P8_MAX_BLOCKS 512
+void kvnni_gemv_q8p_a8(const q8_act *x, const uint8_t *W, const float *S, int lo, int hi,
+                       float *Y)
+{
+    const int nb = q8_blocks(x->K);
+    const size_t pb = q8p_panel_bytes(x->K), ps = q8p_panel_scales(x->K);
+    int32_t cs[P8_MAX_BLOCKS];
+    if (nb > P8_MAX_BLOCKS) {
+        q8p_gemv_by_panels(kvnni_gemv_t_q8ka8, x, W, S, lo, hi, Y);
+        return;
+    }
+    for (int b = 0; b < nb; b++) cs[b] = -128 * block_sum(x->q + b * Q8_BLOCK);
+    for (int a = lo; a < hi;) {
+        const int c = a / Q8P_W, o = a % Q8P_W, e = hi < (c + 1) * Q8P_W ? hi : (c + 1) * Q8P_W;
+        const uint8_t *Wp = W + (size_t)c * pb;
+        const float *Sp = S + (size_t)c * ps;
+        if (o || e - a < Q8P_W) {
+            kvnni_gemv_t_q8ka8(x, Wp + 4 * (size_t)o, 4 * Q8P_W, Sp + o, Q8P_W, e - a,
+                               Y + (a - lo));
+            a = e;
+            continue;
+        }
+        __m512 y0 = _mm512_setzero_ps(), y1 = y0, y2 = y0, y3 = y0;
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *Wb = Wp + (size_t)b * (Q8_BLOCK / 4) * 4 * Q8P_W;
+            const int8_t *xq = x->q + b * Q8_BLOCK;
+            __m512i i0 = _mm512_set1_epi32(cs[b]), i1 = i0, i2 = i0, i3 = i0;
+            for (int r = 0; r < Q8_BLOCK / 4; r++) {
+                int32_t x4;
+                memcpy(&x4, xq + 4 * r, sizeof x4);
+                const __m512i xb = _mm512_set1_epi32(x4);
+                const uint8_t *wr = Wb + (size_t)r * 4 * Q8P_W;
+                i0 = _mm512_dpbusd_epi32(i0, _mm512_loadu_si512(wr), xb);
+                i1 = _mm512_dpbusd_epi32(i1, _mm512_loadu_si512(wr + 64), xb);
+                i2 = _mm512_dpbusd_epi32(i2, _mm512_loadu_si512(wr + 128), xb);
+                i3 = _mm512_dpbusd_epi32(i3, _mm512_loadu_si512(wr + 192), xb);
+            }
+            const __m512 sx = _mm512_set1_ps(x->s[b]);
+            const float *Sb = Sp + (size_t)b * Q8P_W;
+            y0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_mul_ps(_mm512_loadu_ps(Sb), sx), y0);
+            y1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1), _mm512_mul_ps(_mm512_loadu_ps(Sb + 16), sx),
+                                 y1);
+            y2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i2), _mm512_mul_ps(_mm512_loadu_ps(Sb + 32), sx),
+                                 y2);
+            y3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i3), _mm512_mul_ps(_mm512_loadu_ps(Sb + 48), sx),
+                                 y3);
+        }
+        float *y = Y + (a - lo);
+        _mm512_storeu_ps(y, y0);
+        _mm512_storeu_ps(y + 16, y1);
+        _mm512_storeu_ps(y + 32, y2);
+        _mm512_storeu_ps(y + 48, y3);
+        a = e;
     }
 }
 

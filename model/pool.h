@@ -95,6 +95,8 @@ extern int pool_parts_min;
 extern int pool_ends;
 
 /*
+ * (pool_guided_claim_in: the same in units of `unit` rows instead of 16, a multiple of 16; lo
+ * and least multiples of it.)
  * A guided claim from the rows [lo, hi) still unclaimed (lo a multiple of 16; hi one too, or the
  * rows' end): 1 / div of them (div = k nt), in whole 16-row tiles, at least `least` rows (a
  * multiple of 16), and all of them when fewer than least / 2 would be left: no sliver at the
@@ -102,11 +104,11 @@ extern int pool_ends;
  * rounded down to a multiple of 16. Every claim starts and ends on a multiple of 16 or the rows'
  * end. Sets [*c0, *c1).
  */
-static inline void pool_guided_claim(int lo, int hi, int top, int div, int least, int *c0,
-                                     int *c1)
+static inline void pool_guided_claim_in(int lo, int hi, int top, int div, int least, int unit,
+                                        int *c0, int *c1)
 {
     const int left = hi - lo;
-    int take = ((left + div - 1) / div + 15) & ~15;
+    int take = ((left + div - 1) / div + unit - 1) / unit * unit;
     if (take < least) take = least;
     *c0 = lo;
     *c1 = hi;
@@ -115,8 +117,13 @@ static inline void pool_guided_claim(int lo, int hi, int top, int div, int least
         *c1 = lo + take;
         return;
     }
-    const int start = (hi - take) & ~15;
+    const int start = (hi - take) / unit * unit;
     if (start - lo >= least / 2) *c0 = start;
+}
+static inline void pool_guided_claim(int lo, int hi, int top, int div, int least, int *c0,
+                                     int *c1)
+{
+    pool_guided_claim_in(lo, hi, top, div, least, 16, c0, c1);
 }
 
 /* The two ends of [lo, hi) in one atomic word (pool_ends): lo in the low half, hi the high. */

@@ -1046,6 +1046,95 @@ static void test_q8k(const kernels *kn)
            kn->name);
 }
 
+/*
+ * The q8p layout (panels of Q8P_W outputs, each a q8k matrix): gemv_q8p_a8 over outputs [lo, hi)
+ * of W [N, K] quantised per row, each output bitwise the formula of kernels.h on its panel read
+ * back (q8k_at) and close to double on the dequantised weights, nothing written past hi - lo; a
+ * NaN activation makes every output NaN.
+ */
+static int check_q8p(const kernels *kn, int N, int K, int lo, int hi)
+{
+    const int nb = q8_blocks(K), np = q8p_panels(N);
+    const size_t pb = q8p_panel_bytes(K), ps = q8p_panel_scales(K);
+    float *Wf = malloc(((size_t)N * K + 1) * sizeof *Wf), *srow = malloc((size_t)nb * 4 + 4);
+    int8_t *qrow = malloc((size_t)K + 1);
+    uint8_t *W = malloc(np * pb + 1);
+    float *S = malloc((np * ps + 1) * sizeof *S);
+    float *X = malloc(((size_t)K + 1) * sizeof *X);
+    float *Y = malloc(((size_t)(hi - lo) + 8) * sizeof *Y);
+    void *mem = aligned_alloc(64, q8_act_bytes(K));
+    fill(Wf, (size_t)N * K, -1, 1);
+    for (int n = 0; n < np * Q8P_W; n++) { /* the last panel padded with zeros, as the loader */
+        if (n < N)
+            q8_quantize_row(Wf + (size_t)n * K, K, qrow, srow);
+        else
+            memset(qrow, 0, (size_t)K), memset(srow, 0, (size_t)nb * 4);
+        q8k_put_row(W + (size_t)(n / Q8P_W) * pb, S + (size_t)(n / Q8P_W) * ps, Q8P_W, K,
+                    n % Q8P_W, qrow, srow);
+    }
+    fill(X, (size_t)K, -2, 2);
+    if (K > 70) X[70] = 30;
+    q8_act a;
+    q8_act_init(&a, mem, K);
+    kn->quantize_act8(&a, X);
+    for (int i = 0; i < hi - lo + 8; i++) Y[i] = 12345;
+    kn->gemv_q8p_a8(&a, W, S, lo, hi, Y);
+    int ok = 1;
+    for (int i = hi - lo; i < hi - lo + 8; i++) ok &= Y[i] == 12345;
+    for (int n = lo; n < hi && ok; n++) {
+        const uint8_t *Wp = W + (size_t)(n / Q8P_W) * pb;
+        const float *Sp = S + (size_t)(n / Q8P_W) * ps + n % Q8P_W;
+        float acc = 0;
+        double want = 0, mag = 0;
+        for (int b = 0; b < nb; b++) {
+            int32_t isum = 0;
+            const float sw = Sp[(size_t)b * Q8P_W];
+            for (int k = b * 32; k < b * 32 + 32 && k < K; k++) {
+                const int q = q8k_at(Wp, Q8P_W, n % Q8P_W, k);
+                isum += q * a.q[k];
+                want += q * (double)sw * ((double)a.q[k] * a.s[b]);
+                mag += fabs(q * (double)sw * ((double)a.q[k] * a.s[b]));
+            }
+            acc = fmaf((float)isum, sw * a.s[b], acc);
+        }
+        const float got = Y[n - lo];
+        if (memcmp(&got, &acc, 4) || !close_to(got, want, mag, 2e-6)) {
+            printf("  %s q8p N %d K %d [%d, %d): y[%d] = %.9g, formula %.9g, double %.9g\n",
+                   kn->name, N, K, lo, hi, n, got, acc, want);
+            ok = 0;
+        }
+    }
+    X[K / 2] = NAN;
+    kn->quantize_act8(&a, X);
+    kn->gemv_q8p_a8(&a, W, S, lo, hi, Y);
+    for (int n = 0; n < hi - lo; n++) ok &= isnan(Y[n]);
+    free(Wf);
+    free(srow);
+    free(qrow);
+    free(W);
+    free(S);
+    free(X);
+    free(Y);
+    free(mem);
+    return ok;
+}
+
+static void test_q8p(const kernels *kn)
+{
+    /* N, K, lo, hi: 130m's in_proj (whole, a thread's claim of whole panels, runs that start
+     * or end inside a panel), a last panel padded, x_proj's 80 outputs, K % 32 and K % 4 tails,
+     * one output */
+    static const int shapes[][4] = {{3072, 768, 0, 3072}, {3072, 768, 1536, 3072},
+                                    {3072, 768, 10, 130},  {3072, 768, 64, 200},
+                                    {100, 768, 0, 100},    {80, 1536, 0, 80},
+                                    {200, 48, 0, 200},     {130, 70, 5, 129},
+                                    {64, 33, 0, 64},       {257, 96, 256, 257}};
+    int ok = 1;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        ok &= check_q8p(kn, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3]);
+    CHECKF(ok, "%s q8p layout: gemv_q8p_a8, the bits of the formula on each panel", kn->name);
+}
+
 int main(void)
 {
     __builtin_cpu_init();
@@ -1075,6 +1164,7 @@ int main(void)
         if (i > 0) test_scan_conv(sets[i], ref);
         test_small_kernels(sets[i]);
         test_q8k(sets[i]);
+        test_q8p(sets[i]);
         test_quantize_act_same(sets[i]);
         printf("%-8s %s\n", names[i], test_failures == before ? "ok" : "FAILED");
     }
