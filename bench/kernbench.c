@@ -21,10 +21,10 @@
  * contract is the same bits), so a broken kernel is reported, not measured.
  *
  * usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST] [--matrix MB]
- *                            [--size MB] [--k N] [--seg S] [--offset B] [--tblock]
+ *                            [--size MB] [--k N] [--seg S] [--offset B] [--tblock] [--huge]
  *   --threads 1,2,16   thread counts (default: 1,2 and all cores)
  *   --rows 1,16        input rows per product: 1 = batch-1 decode, 16 = 16 streams (default 1,16)
- *   --kernels LIST     read, f32, bf16, f16, q8, q8a8, f32t, bf16t, f16t, q8t, q8k, q8ka8
+ *   --kernels LIST     read, f32, bf16, f16, q8, q8a8, q8pa8, f32t, bf16t, f16t, q8t, q8k, q8ka8
  *                      (default read, f32, bf16, f16, q8)
  *   --matrix MB        stream matrices of MB megabytes one after another (default: one 1 GB)
  *   --size MB          weight bytes per kernel (default 1000)
@@ -36,6 +36,7 @@
  *                      safetensors pads its header to 8 bytes only
  *   --tblock           f32t, bf16t, f16t on the far layout (16 segments a matrix in 4 column
  *                      blocks, kernels.h far_t_width)
+ *   --huge             the weights on transparent huge pages (madvise), as the model's copies
  * It builds with the kernels alone: cc -O2 -Imodel bench/kernbench.c model/kernels*.c (the ISA
  * files with their -m flags, as model/meson.build does) -lm -lpthread.
  */
@@ -45,6 +46,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,6 +58,7 @@ static int K = 1536;  /* values per weight row (--k): the outputs of the transpo
 static int SEG = 96;  /* rows of Wt per segment, the transposed kinds' unit of work (--seg) */
 static int OFFSET = 0; /* bytes the weights start past a 64-byte boundary (--offset) */
 static int TBLOCK;    /* --tblock: f32t, bf16t, f16t on the far layout (kernels.h far_t_width) */
+static int HUGE;      /* --huge: the weights on transparent huge pages */
 enum kind {
     K_READ, K_F32, K_BF16, K_Q8, K_F16, K_Q8A8, K_Q8PA8, K_F32T, K_BF16T, K_F16T, K_Q8T, K_Q8K, K_Q8KA8,
     N_KINDS
@@ -304,6 +307,7 @@ static int parse_list(const char *s, int *out, int max)
 static const char usage[] =
     "usage: statesoup-kernbench [--threads LIST] [--rows LIST] [--kernels LIST] [--matrix MB]\n"
     "                           [--size MB] [--k N] [--seg S] [--offset B] [--tblock]\n"
+    "                           [--huge]\n"
     "Stream a 1 GB weight matrix through the decode kernels (and a plain read) and report\n"
     "GB/s and GMAC/s: batch-1 decode is bound by how close the kernels get to the read.\n"
     "  --threads 1,2,16   thread counts (default: 1, 2 and all cores)\n"
@@ -337,7 +341,9 @@ static const char usage[] =
     "                     bytes only, so every 64-byte load then spans two cache lines\n"
     "  --tblock           f32t, bf16t, f16t on the far layout: every 16 segments one matrix\n"
     "                     kept as 4 column blocks, each contiguous over its rows (kernels.h\n"
-    "                     far_t_width; what the model loads when far streams are on)\n";
+    "                     far_t_width; what the model loads when far streams are on)\n"
+    "  --huge             the weights on transparent huge pages (madvise), as the model\n"
+    "                     holds its copies (default: whatever malloc gives)\n";
 
 int main(int argc, char **argv)
 {
@@ -354,6 +360,7 @@ int main(int argc, char **argv)
                                          {"seg", required_argument, NULL, 'g'},
                                          {"offset", required_argument, NULL, 'o'},
                                          {"tblock", no_argument, NULL, 'b'},
+                                         {"huge", no_argument, NULL, 'H'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     for (int c; (c = getopt_long(argc, argv, "h", opts, NULL)) != -1;) {
@@ -396,6 +403,10 @@ int main(int argc, char **argv)
         if (c == 'k' && parse_kinds(optarg, want)) continue;
         if (c == 'b') {
             TBLOCK = 1;
+            continue;
+        }
+        if (c == 'H') {
+            HUGE = 1;
             continue;
         }
         fputs(usage, c == 'h' ? stdout : stderr);
@@ -460,7 +471,9 @@ int main(int argc, char **argv)
         if (piece > n) piece = n; /* --matrix above --size: one matrix of the whole size */
         /* 64-byte aligned, as the model's copies of its matrices are (a plain malloc of this
          * size returns 16 bytes past a page: every 64-byte load then spans two cache lines) */
-        unsigned long long *w = aligned_alloc(64, (n ? n * K * es : 0) + 64);
+        const size_t wbytes = ((n ? n * K * es : 0) + 64 + (2u << 20) - 1) & ~(size_t)((2u << 20) - 1);
+        unsigned long long *w = aligned_alloc(2u << 20, wbytes);
+        if (w && HUGE) madvise(w, wbytes, MADV_HUGEPAGE);
         float *s = q8 ? malloc(n * (K / Q8_BLOCK) * sizeof *s) : NULL;
         float *y = malloc(16 * n * sizeof *y);
         if (!w || (q8 && !s) || !y) {

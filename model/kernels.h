@@ -275,6 +275,8 @@ extern int kernels_scan_ahead;
  * measuring (SS_HSUM4X4=1|0; statesoup-decode-ab --compare scan flips it with the above).
  */
 extern int kernels_hsum_4x4;
+/* Far streams of gemv_q8p_a8 (VNNI): 1, 2 or 4 panels side by side (SS_Q8P_STREAMS). */
+extern int kernels_q8p_streams;
 
 /*
  * 8-bit weights: a matrix [N, K] is stored as int8 values q[N][K] (row-major, as the checkpoint)

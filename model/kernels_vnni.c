@@ -195,10 +195,71 @@ void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const flo
  * sums kept in registers over all its blocks; per block its 8 rows (2 KB, contiguous: the panel
  * streams in order) into four int32 vectors (vpdpbusd, as above, from -128 sum(q_x) of the
  * block), then convert, S * s_x and one FMA each: gemv_t_q8ka8's steps in its order, the same
- * bits. The blocks' -128 sum(q_x) once per call. Runs that do not cover a whole panel (a claim's
- * edges, the last panel) go through gemv_t_q8ka8.
+ * bits. The blocks' -128 sum(q_x) once per call. Two panels at a time, from the two halves of
+ * the call's whole panels (kernels_q8p_streams 2; 4: four quarters, the F32 sums in Y): one Zen core keeps more reads in flight for distant
+ * streams than for one (docs/performance.md, "Four far streams"); each stream prefetched P8_PF
+ * bytes ahead (into L2), its first P8_PF bytes at once. Runs that do not cover a whole panel
+ * (a claim's edges, the last panel) go through gemv_t_q8ka8.
  */
 #define P8_MAX_BLOCKS 512
+#ifndef P8_PF
+#define P8_PF 8192
+#endif
+
+/* Prefetch the first P8_PF bytes of panel c's weights and its scales' share of them. */
+static inline void p8_start(const uint8_t *W, const float *S, size_t pb, size_t ps, int c)
+{
+    const char *w0 = (const char *)(W + (size_t)c * pb), *s0 = (const char *)(S + (size_t)c * ps);
+    for (int l = 0; l < P8_PF; l += 64) _mm_prefetch(w0 + l, _MM_HINT_T1);
+    for (int l = 0; l < P8_PF / 8; l += 64) _mm_prefetch(s0 + l, _MM_HINT_T1);
+}
+
+/* Block b of one panel (values Wp, scales Sp) into its F32 sums y0..y3, the int32 sums i0..i3
+ * started at cb (a statement: the loop of rows, the prefetches, the F32 step) */
+#define P8_BLOCK(Wp, Sp, y0, y1, y2, y3)                                                       \
+    do {                                                                                       \
+        const uint8_t *Wb = (Wp) + (size_t)b * (Q8_BLOCK / 4) * 4 * Q8P_W;                     \
+        const float *Sb = (Sp) + (size_t)b * Q8P_W;                                            \
+        __m512i i0 = cb, i1 = cb, i2 = cb, i3 = cb;                                            \
+        for (int l = 0; l < 4 * 64; l += 64)                                                   \
+            _mm_prefetch((const char *)Sb + P8_PF / 8 + l, _MM_HINT_T1);                        \
+        for (int r = 0; r < Q8_BLOCK / 4; r++) {                                               \
+            const uint8_t *wr = Wb + (size_t)r * 4 * Q8P_W;                                    \
+            for (int l = 0; l < 4 * 64; l += 64)                                               \
+                _mm_prefetch((const char *)wr + P8_PF + l, _MM_HINT_T1);                        \
+            i0 = _mm512_dpbusd_epi32(i0, _mm512_loadu_si512(wr), xb[r]);                       \
+            i1 = _mm512_dpbusd_epi32(i1, _mm512_loadu_si512(wr + 64), xb[r]);                  \
+            i2 = _mm512_dpbusd_epi32(i2, _mm512_loadu_si512(wr + 128), xb[r]);                 \
+            i3 = _mm512_dpbusd_epi32(i3, _mm512_loadu_si512(wr + 192), xb[r]);                 \
+        }                                                                                      \
+        y0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_mul_ps(_mm512_loadu_ps(Sb), sx), y0); \
+        y1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1), _mm512_mul_ps(_mm512_loadu_ps(Sb + 16), sx), \
+                             y1);                                                              \
+        y2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i2), _mm512_mul_ps(_mm512_loadu_ps(Sb + 32), sx), \
+                             y2);                                                              \
+        y3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i3), _mm512_mul_ps(_mm512_loadu_ps(Sb + 48), sx), \
+                             y3);                                                              \
+    } while (0)
+
+/* Per block of x: its 8 groups of 4 bytes broadcast, its scale, -128 sum(q_x) (cs[b]). */
+#define P8_X()                                                                                 \
+    __m512i xb[Q8_BLOCK / 4];                                                                  \
+    for (int r = 0; r < Q8_BLOCK / 4; r++) {                                                   \
+        int32_t x4;                                                                            \
+        memcpy(&x4, x->q + b * Q8_BLOCK + 4 * r, sizeof x4);                                   \
+        xb[r] = _mm512_set1_epi32(x4);                                                         \
+    }                                                                                          \
+    const __m512 sx = _mm512_set1_ps(x->s[b]);                                                 \
+    const __m512i cb = _mm512_set1_epi32(cs[b])
+
+static void p8_store(float *y, __m512 y0, __m512 y1, __m512 y2, __m512 y3)
+{
+    _mm512_storeu_ps(y, y0);
+    _mm512_storeu_ps(y + 16, y1);
+    _mm512_storeu_ps(y + 32, y2);
+    _mm512_storeu_ps(y + 48, y3);
+}
+
 void kvnni_gemv_q8p_a8(const q8_act *x, const uint8_t *W, const float *S, int lo, int hi,
                        float *Y)
 {
@@ -209,48 +270,63 @@ void kvnni_gemv_q8p_a8(const q8_act *x, const uint8_t *W, const float *S, int lo
         q8p_gemv_by_panels(kvnni_gemv_t_q8ka8, x, W, S, lo, hi, Y);
         return;
     }
+    /* the whole panels [c0, c1); the runs before and after them */
+    int c0 = (lo + Q8P_W - 1) / Q8P_W;
+    const int c1 = hi / Q8P_W;
+    if (c0 >= c1) {
+        q8p_gemv_by_panels(kvnni_gemv_t_q8ka8, x, W, S, lo, hi, Y);
+        return;
+    }
+    if (lo < c0 * Q8P_W) q8p_gemv_by_panels(kvnni_gemv_t_q8ka8, x, W, S, lo, c0 * Q8P_W, Y);
+    if (c1 * Q8P_W < hi)
+        q8p_gemv_by_panels(kvnni_gemv_t_q8ka8, x, W, S, c1 * Q8P_W, hi, Y + (c1 * Q8P_W - lo));
     for (int b = 0; b < nb; b++) cs[b] = -128 * block_sum(x->q + b * Q8_BLOCK);
-    for (int a = lo; a < hi;) {
-        const int c = a / Q8P_W, o = a % Q8P_W, e = hi < (c + 1) * Q8P_W ? hi : (c + 1) * Q8P_W;
-        const uint8_t *Wp = W + (size_t)c * pb;
-        const float *Sp = S + (size_t)c * ps;
-        if (o || e - a < Q8P_W) {
-            kvnni_gemv_t_q8ka8(x, Wp + 4 * (size_t)o, 4 * Q8P_W, Sp + o, Q8P_W, e - a,
-                               Y + (a - lo));
-            a = e;
-            continue;
-        }
-        __m512 y0 = _mm512_setzero_ps(), y1 = y0, y2 = y0, y3 = y0;
-        for (int b = 0; b < nb; b++) {
-            const uint8_t *Wb = Wp + (size_t)b * (Q8_BLOCK / 4) * 4 * Q8P_W;
-            const int8_t *xq = x->q + b * Q8_BLOCK;
-            __m512i i0 = _mm512_set1_epi32(cs[b]), i1 = i0, i2 = i0, i3 = i0;
-            for (int r = 0; r < Q8_BLOCK / 4; r++) {
-                int32_t x4;
-                memcpy(&x4, xq + 4 * r, sizeof x4);
-                const __m512i xb = _mm512_set1_epi32(x4);
-                const uint8_t *wr = Wb + (size_t)r * 4 * Q8P_W;
-                i0 = _mm512_dpbusd_epi32(i0, _mm512_loadu_si512(wr), xb);
-                i1 = _mm512_dpbusd_epi32(i1, _mm512_loadu_si512(wr + 64), xb);
-                i2 = _mm512_dpbusd_epi32(i2, _mm512_loadu_si512(wr + 128), xb);
-                i3 = _mm512_dpbusd_epi32(i3, _mm512_loadu_si512(wr + 192), xb);
+    const int np = c1 - c0;
+    if (kernels_q8p_streams == 4 && np >= 4) { /* four streams, the F32 sums in Y */
+        const int q = np / 4;
+        for (int t = 0; t < 4; t++) p8_start(W, S, pb, ps, c0 + t * q);
+        for (int i = 0; i < q; i++) {
+            for (int b = 0; b < nb; b++) {
+                P8_X();
+                for (int t = 0; t < 4; t++) {
+                    const int c = c0 + t * q + i;
+                    float *y = Y + (c * Q8P_W - lo);
+                    __m512 a0 = b ? _mm512_loadu_ps(y) : _mm512_setzero_ps();
+                    __m512 a1 = b ? _mm512_loadu_ps(y + 16) : _mm512_setzero_ps();
+                    __m512 a2 = b ? _mm512_loadu_ps(y + 32) : _mm512_setzero_ps();
+                    __m512 a3 = b ? _mm512_loadu_ps(y + 48) : _mm512_setzero_ps();
+                    P8_BLOCK(W + (size_t)c * pb, S + (size_t)c * ps, a0, a1, a2, a3);
+                    p8_store(y, a0, a1, a2, a3);
+                }
             }
-            const __m512 sx = _mm512_set1_ps(x->s[b]);
-            const float *Sb = Sp + (size_t)b * Q8P_W;
-            y0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_mul_ps(_mm512_loadu_ps(Sb), sx), y0);
-            y1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1), _mm512_mul_ps(_mm512_loadu_ps(Sb + 16), sx),
-                                 y1);
-            y2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i2), _mm512_mul_ps(_mm512_loadu_ps(Sb + 32), sx),
-                                 y2);
-            y3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i3), _mm512_mul_ps(_mm512_loadu_ps(Sb + 48), sx),
-                                 y3);
         }
-        float *y = Y + (a - lo);
-        _mm512_storeu_ps(y, y0);
-        _mm512_storeu_ps(y + 16, y1);
-        _mm512_storeu_ps(y + 32, y2);
-        _mm512_storeu_ps(y + 48, y3);
-        a = e;
+        c0 += 4 * q;
+    }
+    const int half = kernels_q8p_streams > 1 ? (c1 - c0) / 2 : 0;
+    p8_start(W, S, pb, ps, c0);
+    if (half) p8_start(W, S, pb, ps, c0 + half);
+    for (int i = 0; i < half; i++) { /* panels c0 + i and c0 + half + i side by side */
+        const uint8_t *Wa = W + (size_t)(c0 + i) * pb, *Wc = W + (size_t)(c0 + half + i) * pb;
+        const float *Sa = S + (size_t)(c0 + i) * ps, *Sc = S + (size_t)(c0 + half + i) * ps;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        __m512 e0 = a0, e1 = a0, e2 = a0, e3 = a0;
+        for (int b = 0; b < nb; b++) {
+            P8_X();
+            P8_BLOCK(Wa, Sa, a0, a1, a2, a3);
+            P8_BLOCK(Wc, Sc, e0, e1, e2, e3);
+        }
+        p8_store(Y + ((c0 + i) * Q8P_W - lo), a0, a1, a2, a3);
+        p8_store(Y + ((c0 + half + i) * Q8P_W - lo), e0, e1, e2, e3);
+    }
+    for (int c = c0 + 2 * half; c < c1; c++) { /* the odd one out (or all: one stream) */
+        const uint8_t *Wa = W + (size_t)c * pb;
+        const float *Sa = S + (size_t)c * ps;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int b = 0; b < nb; b++) {
+            P8_X();
+            P8_BLOCK(Wa, Sa, a0, a1, a2, a3);
+        }
+        p8_store(Y + (c * Q8P_W - lo), a0, a1, a2, a3);
     }
 }
 

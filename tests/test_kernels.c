@@ -1128,11 +1128,17 @@ static void test_q8p(const kernels *kn)
                                     {3072, 768, 10, 130},  {3072, 768, 64, 200},
                                     {100, 768, 0, 100},    {80, 1536, 0, 80},
                                     {200, 48, 0, 200},     {130, 70, 5, 129},
-                                    {64, 33, 0, 64},       {257, 96, 256, 257}};
+                                    {64, 33, 0, 64},       {257, 96, 256, 257},
+                                    {1024, 1024, 64, 448}, {1024, 2048, 30, 1000}};
+    const int saved = kernels_q8p_streams;
     int ok = 1;
-    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
-        ok &= check_q8p(kn, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3]);
-    CHECKF(ok, "%s q8p layout: gemv_q8p_a8, the bits of the formula on each panel", kn->name);
+    /* one, two and four streams (whole panels in pairs or quarters, the rest one by one) */
+    for (kernels_q8p_streams = 1; kernels_q8p_streams <= 4; kernels_q8p_streams *= 2)
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+            ok &= check_q8p(kn, shapes[i][0], shapes[i][1], shapes[i][2], shapes[i][3]);
+    kernels_q8p_streams = saved;
+    CHECKF(ok, "%s q8p layout: gemv_q8p_a8 (1, 2 and 4 streams), the bits of the formula on each "
+               "panel", kn->name);
 }
 
 int main(void)
