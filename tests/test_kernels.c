@@ -1108,14 +1108,8 @@ static int check_q8p(const kernels *kn, int N, int K, int lo, int hi)
     kn->quantize_act8(&a, X);
     kn->gemv_q8p_a8(&a, W, S, lo, hi, Y);
     for (int n = 0; n < hi - lo; n++) ok &= isnan(Y[n]);
-    free(Wf);
-    free(srow);
-    free(qrow);
-    free(W);
-    free(S);
-    free(X);
-    free(Y);
-    free(mem);
+    void *bufs[] = {Wf, srow, qrow, W, S, X, Y, mem};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     return ok;
 }
 
