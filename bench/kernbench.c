@@ -60,7 +60,8 @@ static int OFFSET = 0; /* bytes the weights start past a 64-byte boundary (--off
 static int TBLOCK;    /* --tblock: f32t, bf16t, f16t on the far layout (kernels.h far_t_width) */
 static int HUGE;      /* --huge: the weights on transparent huge pages */
 enum kind {
-    K_READ, K_F32, K_BF16, K_Q8, K_F16, K_Q8A8, K_Q8PA8, K_F32T, K_BF16T, K_F16T, K_Q8T, K_Q8K, K_Q8KA8,
+    K_READ, K_F32, K_BF16, K_Q8, K_F16, K_Q8A8, K_Q8PA8, K_F32T, K_BF16T, K_F16T, K_Q8T, K_Q8K,
+    K_Q8KA8,
     N_KINDS
 };
 static const char *const kind_names[] = {"read", "f32",   "bf16",  "q8",  "f16", "q8a8", "q8pa8",
@@ -471,8 +472,9 @@ int main(int argc, char **argv)
         if (piece > n) piece = n; /* --matrix above --size: one matrix of the whole size */
         /* 64-byte aligned, as the model's copies of its matrices are (a plain malloc of this
          * size returns 16 bytes past a page: every 64-byte load then spans two cache lines) */
-        const size_t wbytes = ((n ? n * K * es : 0) + 64 + (2u << 20) - 1) & ~(size_t)((2u << 20) - 1);
-        unsigned long long *w = aligned_alloc(2u << 20, wbytes);
+        const size_t huge = (size_t)2 << 20; /* whole 2 MB pages, for --huge */
+        const size_t wbytes = ((n ? n * K * es : 0) + 64 + huge - 1) & ~(huge - 1);
+        unsigned long long *w = aligned_alloc(huge, wbytes);
         if (w && HUGE) madvise(w, wbytes, MADV_HUGEPAGE);
         float *s = q8 ? malloc(n * (K / Q8_BLOCK) * sizeof *s) : NULL;
         float *y = malloc(16 * n * sizeof *y);

@@ -196,10 +196,11 @@ void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const flo
  * streams in order) into four int32 vectors (vpdpbusd, as above, from -128 sum(q_x) of the
  * block), then convert, S * s_x and one FMA each: gemv_t_q8ka8's steps in its order, the same
  * bits. The blocks' -128 sum(q_x) once per call. Two panels at a time, from the two halves of
- * the call's whole panels (kernels_q8p_streams 2; 4: four quarters, the F32 sums in Y): one Zen core keeps more reads in flight for distant
- * streams than for one (docs/performance.md, "Four far streams"); each stream prefetched P8_PF
- * bytes ahead (into L2), its first P8_PF bytes at once. Runs that do not cover a whole panel
- * (a claim's edges, the last panel) go through gemv_t_q8ka8.
+ * the call's whole panels (kernels_q8p_streams 2; 4: its four quarters, the F32 sums in Y; 1:
+ * one after the other): one Zen core keeps more reads in flight for distant streams than for
+ * one (docs/performance.md, "Four far streams"); each stream prefetched P8_PF bytes ahead (into
+ * L2), its first P8_PF bytes at once. Runs that do not cover a whole panel (a claim's edges,
+ * the last panel) go through gemv_t_q8ka8.
  */
 #define P8_MAX_BLOCKS 512
 #ifndef P8_PF
@@ -303,7 +304,7 @@ void kvnni_gemv_q8p_a8(const q8_act *x, const uint8_t *W, const float *S, int lo
         c0 += 4 * q;
     }
     const int half = kernels_q8p_streams > 1 ? (c1 - c0) / 2 : 0;
-    p8_start(W, S, pb, ps, c0);
+    if (c0 < c1) p8_start(W, S, pb, ps, c0);
     if (half) p8_start(W, S, pb, ps, c0 + half);
     for (int i = 0; i < half; i++) { /* panels c0 + i and c0 + half + i side by side */
         const uint8_t *Wa = W + (size_t)(c0 + i) * pb, *Wc = W + (size_t)(c0 + half + i) * pb;
