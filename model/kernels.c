@@ -189,6 +189,23 @@ void q8p_gemv_by_panels(void (*gemv_t)(const q8_act *, const uint8_t *, size_t, 
     }
 }
 
+int q8p_edges(void (*gemv_t)(const q8_act *, const uint8_t *, size_t, const float *, size_t, int,
+                             float *),
+              const q8_act *x, const uint8_t *W, const float *S, int lo, int hi, float *Y,
+              int *c0, int *c1)
+{
+    *c0 = (lo + Q8P_W - 1) / Q8P_W;
+    *c1 = hi / Q8P_W;
+    if (*c0 >= *c1 || x->K == 0) {
+        q8p_gemv_by_panels(gemv_t, x, W, S, lo, hi, Y);
+        return 0;
+    }
+    if (lo < *c0 * Q8P_W) q8p_gemv_by_panels(gemv_t, x, W, S, lo, *c0 * Q8P_W, Y);
+    if (*c1 * Q8P_W < hi)
+        q8p_gemv_by_panels(gemv_t, x, W, S, *c1 * Q8P_W, hi, Y + (*c1 * Q8P_W - lo));
+    return 1;
+}
+
 static void gen_gemv_q8p_a8(const q8_act *x, const uint8_t *W, const float *S, int lo, int hi,
                             float *Y)
 {

@@ -349,12 +349,21 @@ static inline int q8p_panels(int N)
 {
     return (N + Q8P_W - 1) / Q8P_W;
 }
+/* How far ahead (bytes of a panel's stream) the q8p one-row kernels prefetch into L2. */
+#define Q8P_PF 8192
 /* gemv_q8p_a8 of a kernel set without a kernel of its own: a panel's run of outputs at a time
  * through its gemv_t_q8ka8. */
 void q8p_gemv_by_panels(void (*gemv_t)(const struct q8_act *, const uint8_t *, size_t,
                                        const float *, size_t, int, float *),
                         const struct q8_act *x, const uint8_t *W, const float *S, int lo, int hi,
                         float *Y);
+/* The whole panels [*c0, *c1) of outputs [lo, hi), for a kernel that takes panels whole: the
+ * runs before and after them computed here through gemv_t (all of [lo, hi) when it holds no
+ * whole panel, or K is 0: then 0 is returned, else 1). */
+int q8p_edges(void (*gemv_t)(const struct q8_act *, const uint8_t *, size_t, const float *,
+                             size_t, int, float *),
+              const struct q8_act *x, const uint8_t *W, const float *S, int lo, int hi, float *Y,
+              int *c0, int *c1);
 
 /*
  * An activation row quantised for gemv_q8a8: per block of Q8_BLOCK values one scale

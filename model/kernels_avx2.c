@@ -149,6 +149,16 @@ static void k256_gemv_q8a8(const q8_act *x, const int8_t *W, const float *S, int
  * output, added up over the block's 8 rows (exact), then the generic kernel's F32 steps.
  * Reads whole blocks of the layout (it is padded) and of x (zero past K).
  */
+/* One vector of a layout row (8 outputs x 4 bytes at w) against x's 4 bytes (xs, |x| in ax)
+ * added into the int32 sums is. */
+static inline __m256i tq8a8_step(__m256i is, const uint8_t *w, __m256i xs, __m256i ax)
+{
+    const __m256i ws = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)w),
+                                        _mm256_set1_epi8((char)0x80));
+    const __m256i pairs = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(ws, xs));
+    return _mm256_add_epi32(is, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+}
+
 #define TQ8A8_TILE(NV)                                                                         \
     do {                                                                                       \
         __m256 acc[NV];                                                                        \
@@ -161,13 +171,7 @@ static void k256_gemv_q8a8(const q8_act *x, const int8_t *W, const float *S, int
                 memcpy(&x4, x->q + b * Q8_BLOCK + 4 * r, 4);                                   \
                 const __m256i xs = _mm256_set1_epi32(x4), ax = _mm256_abs_epi8(xs);            \
                 const uint8_t *wr = W + (size_t)(b * Q8_BLOCK / 4 + r) * ldw + 4 * (size_t)n0; \
-                for (int v = 0; v < NV; v++) {                                                 \
-                    const __m256i w = _mm256_xor_si256(                                        \
-                        _mm256_loadu_si256((const __m256i *)(wr + 32 * v)), flip);             \
-                    is[v] = _mm256_add_epi32(                                                  \
-                        is[v], _mm256_madd_epi16(                                              \
-                                   _mm256_maddubs_epi16(ax, _mm256_sign_epi8(w, xs)), ones));  \
-                }                                                                              \
+                for (int v = 0; v < NV; v++) is[v] = tq8a8_step(is[v], wr + 32 * v, xs, ax);  \
             }                                                                                  \
             const __m256 sx = _mm256_set1_ps(x->s[b]);                                         \
             for (int v = 0; v < NV; v++)                                                       \
@@ -183,7 +187,6 @@ static void k256_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, con
                               size_t lds, int N, float *Y)
 {
     const int K = x->K, nb = q8_blocks(K), Nv = N / 8 * 8;
-    const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8((char)0x80);
     int n0 = 0;
     for (; n0 + 32 <= Nv; n0 += 32) TQ8A8_TILE(4);
     for (; n0 < Nv; n0 += 8) TQ8A8_TILE(1);
@@ -204,15 +207,8 @@ static void k256_gemv_q8p_a8(const q8_act *x, const uint8_t *W, const float *S, 
 {
     const int nb = q8_blocks(x->K);
     const size_t pb = q8p_panel_bytes(x->K), ps = q8p_panel_scales(x->K);
-    const int c0 = (lo + Q8P_W - 1) / Q8P_W, c1 = hi / Q8P_W;
-    if (c0 >= c1 || nb == 0) {
-        q8p_gemv_by_panels(k256_gemv_t_q8ka8, x, W, S, lo, hi, Y);
-        return;
-    }
-    if (lo < c0 * Q8P_W) q8p_gemv_by_panels(k256_gemv_t_q8ka8, x, W, S, lo, c0 * Q8P_W, Y);
-    if (c1 * Q8P_W < hi)
-        q8p_gemv_by_panels(k256_gemv_t_q8ka8, x, W, S, c1 * Q8P_W, hi, Y + (c1 * Q8P_W - lo));
-    const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8((char)0x80);
+    int c0, c1; /* the whole panels; the runs before and after them done here */
+    if (!q8p_edges(k256_gemv_t_q8ka8, x, W, S, lo, hi, Y, &c0, &c1)) return;
     for (int c = c0; c < c1; c++) {
         const uint8_t *Wp = W + (size_t)c * pb;
         const float *Sp = S + (size_t)c * ps;
@@ -226,14 +222,8 @@ static void k256_gemv_q8p_a8(const q8_act *x, const uint8_t *W, const float *S, 
                 const __m256i xs = _mm256_set1_epi32(x4), ax = _mm256_abs_epi8(xs);
                 const uint8_t *wr = Wp + (size_t)(b * Q8_BLOCK / 4 + r) * 4 * Q8P_W;
                 for (int l = 0; l < 4 * Q8P_W; l += 64)
-                    _mm_prefetch((const char *)wr + 8192 + l, _MM_HINT_T1);
-                for (int v = 0; v < 8; v++) {
-                    const __m256i w = _mm256_xor_si256(
-                        _mm256_loadu_si256((const __m256i *)(wr + 32 * v)), flip);
-                    is[v] = _mm256_add_epi32(
-                        is[v], _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(w, xs)),
-                                                 ones));
-                }
+                    _mm_prefetch((const char *)wr + Q8P_PF + l, _MM_HINT_T1);
+                for (int v = 0; v < 8; v++) is[v] = tq8a8_step(is[v], wr + 32 * v, xs, ax);
             }
             const __m256 sx = _mm256_set1_ps(x->s[b]);
             for (int v = 0; v < 8; v++) {

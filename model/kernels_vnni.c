@@ -204,7 +204,7 @@ void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const flo
  */
 #define P8_MAX_BLOCKS 512
 #ifndef P8_PF
-#define P8_PF 8192
+#define P8_PF Q8P_PF
 #endif
 
 /* Prefetch the first P8_PF bytes of panel c's weights and its scales' share of them. */
@@ -271,16 +271,8 @@ void kvnni_gemv_q8p_a8(const q8_act *x, const uint8_t *W, const float *S, int lo
         q8p_gemv_by_panels(kvnni_gemv_t_q8ka8, x, W, S, lo, hi, Y);
         return;
     }
-    /* the whole panels [c0, c1); the runs before and after them */
-    int c0 = (lo + Q8P_W - 1) / Q8P_W;
-    const int c1 = hi / Q8P_W;
-    if (c0 >= c1) {
-        q8p_gemv_by_panels(kvnni_gemv_t_q8ka8, x, W, S, lo, hi, Y);
-        return;
-    }
-    if (lo < c0 * Q8P_W) q8p_gemv_by_panels(kvnni_gemv_t_q8ka8, x, W, S, lo, c0 * Q8P_W, Y);
-    if (c1 * Q8P_W < hi)
-        q8p_gemv_by_panels(kvnni_gemv_t_q8ka8, x, W, S, c1 * Q8P_W, hi, Y + (c1 * Q8P_W - lo));
+    int c0, c1; /* the whole panels; the runs before and after them done here */
+    if (!q8p_edges(kvnni_gemv_t_q8ka8, x, W, S, lo, hi, Y, &c0, &c1)) return;
     for (int b = 0; b < nb; b++) cs[b] = -128 * block_sum(x->q + b * Q8_BLOCK);
     const int np = c1 - c0;
     if (kernels_q8p_streams == 4 && np >= 4) { /* four streams, the F32 sums in Y */
