@@ -132,11 +132,16 @@ class NoSuchAlert(Exception):
 class Browser:
     """The few WebDriver commands the test needs (W3C protocol over HTTP)."""
 
-    def __init__(self):
+    def __init__(self, tmp):
+        """tmp: the test's temporary folder. Chromium's profile and its scratch folders go
+        there (TMPDIR), so they are removed with it instead of piling up in /tmp."""
         self.port = free_port()
+        profile = os.path.join(tmp, "chromium")
+        os.makedirs(profile, exist_ok=True)
         self.driver = subprocess.Popen(
             [shutil.which("chromedriver"), "--port=%d" % self.port],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=dict(os.environ, TMPDIR=profile))
         self.base = "http://127.0.0.1:%d" % self.port
         deadline = time.monotonic() + WAIT_S
         while True:  # until chromedriver accepts connections
@@ -156,7 +161,8 @@ class Browser:
                 "binary": shutil.which("chromium"),
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
                          "--disable-dev-shm-usage", "--window-size=1280,800",
-                         "--no-first-run", "--disable-extensions"],
+                         "--no-first-run", "--disable-extensions",
+                         "--user-data-dir=" + os.path.join(profile, "profile")],
             }}}}
         st, _, j = http("POST", self.base + "/session", caps)
         if st != 200:
@@ -689,7 +695,7 @@ def main():
         try:
             seed(d.base)
             check_static(d.base)
-            b = Browser()
+            b = Browser(tmp)
             check_catalog(b, d.base)
             check_xss(b, d.base)
             check_state_page(b, d.base)
