@@ -7,10 +7,18 @@
  * E = experts, de = expert width, T = tokens in flight (rows of the scratch matrices).
  * Weight matrices are row-major [out, in] as in the checkpoint: y = W x (but Mamba-1's x_proj
  * and out_proj are kept transposed, [in][out], under fused_decode, the default for stored
- * weights: see mm_t_rows).
+ * weights on FUSE_MIN_THREADS threads or more: see mm_t_rows).
  */
 #ifndef SS_MODEL_INTERNAL_H
 #define SS_MODEL_INTERNAL_H
+
+/* Threads from which Mamba-1 layers decode in two parallel steps (fused_decode) by default.
+ * The fused step saves two meetings of the threads per layer, but streams out_proj's transposed
+ * partials slower than a row product; at two threads the four steps of the rows were 0-12 %
+ * faster a token (1 stream; 4-26 % at 4 streams) on a 2-vCPU AMD host and level on a Xeon, at
+ * 16 threads the fused step 3-25 % faster on the Xeon (docs/performance.md, "Two meetings per
+ * Mamba-1 layer"). Between them it is not measured. */
+#define FUSE_MIN_THREADS 8
 
 #include <stdatomic.h>
 #include <stdint.h>

@@ -875,16 +875,24 @@ static void batch12_check(ss_model *m, const char *what, double tol)
     free(lalone);
 }
 
-/* The bundled demo model (models/demo-mamba1) on nt threads, a context and a zero state. */
-static void open_demo(int nt, ss_model **m, ss_ctx **c, ss_state **s)
+/* The bundled demo model (models/demo-mamba1) on nt threads with ss_model_params.fused_decode
+ * `fused`, a context and a zero state. */
+static void open_demo_fused(int nt, int fused, ss_model **m, ss_ctx **c, ss_state **s)
 {
     char demo[4096];
     snprintf(demo, sizeof demo, "%s/models/demo-mamba1", test_source_root());
     ss_model_params p = ss_model_default_params();
     p.n_threads = nt;
+    p.fused_decode = fused;
     REQUIRE_OK(ss_model_open(m, demo, &p));
     REQUIRE_OK(ss_ctx_new(*m, c));
     REQUIRE_OK(ss_state_new(*m, s));
+}
+
+/* The demo model on nt threads with the default parameters. */
+static void open_demo(int nt, ss_model **m, ss_ctx **c, ss_state **s)
+{
+    open_demo_fused(nt, 0, m, c, s);
 }
 
 /*
@@ -1011,7 +1019,7 @@ static void check_parts(void)
     static const char *const cfg_name[] = {"fused", "rows", "q8 rows", "q8 fused"};
     for (int cfg = 0; cfg < 4; cfg++) {
         ss_model_params p = ss_model_default_params();
-        p.fused_decode = cfg == 1 ? -1 : cfg == 3 ? 1 : 0;
+        p.fused_decode = cfg == 0 || cfg == 3 ? 1 : -1;
         if (cfg >= 2) p.weights = SS_WEIGHTS_Q8;
         float *ref = NULL, *ref_state = NULL, *lg = NULL;
         size_t V = 0, nf = 0;
@@ -1083,7 +1091,7 @@ static void check_profile(void)
     ss_model *m;
     ss_ctx *c;
     ss_state *s;
-    open_demo(2, &m, &c, &s);
+    open_demo_fused(2, 1, &m, &c, &s); /* fused_decode: the phases below are its */
     const ss_model_info *info = ss_model_get_info(m);
     const int V = info->vocab_size, L = info->n_layer;
     float *lg = malloc((size_t)V * sizeof(float));
@@ -1128,7 +1136,7 @@ static void check_profile(void)
         CHECKF(!want[i].calls || pr.ns[want[i].ph] > 0, "phase %s: no time",
                ss_phase_name(want[i].ph));
     }
-    /* a decode token of the demo model (fused_decode, the default): two parallel steps per
+    /* a decode token of the demo model under fused_decode: two parallel steps per
      * layer (in_proj with the conv and x_proj's partials; dt, scan and out_proj's partials,
      * summed up their tree), and lm_head */
     CHECKF(pr.pool_steps == (uint64_t)N * (2 * L + 1), "%llu parallel steps, want %llu",
