@@ -1175,6 +1175,48 @@ static void check_profile(void)
     ss_model_close(m);
 }
 
+/* Parallel steps (meetings of the threads) of one decode token of the demo model on nt threads
+ * with ss_model_params.fused_decode `fused`. */
+static uint64_t demo_token_steps(int nt, int fused)
+{
+    ss_model *m;
+    ss_ctx *c;
+    ss_state *s;
+    open_demo_fused(nt, fused, &m, &c, &s);
+    float *lg = malloc((size_t)ss_model_get_info(m)->vocab_size * sizeof(float));
+    int32_t tok = 7;
+    ss_seq q = {.state = s, .tokens = &tok, .n_tokens = 1, .logits = lg};
+    REQUIRE_OK(ss_model_eval(m, c, &q, 1, 0));
+    ss_ctx_set_profile(c, 1);
+    REQUIRE_OK(ss_model_eval(m, c, &q, 1, 0));
+    ss_profile pr;
+    ss_ctx_get_profile(c, &pr);
+    free(lg);
+    ss_state_free(s);
+    ss_ctx_free(c);
+    ss_model_close(m);
+    return pr.pool_steps;
+}
+
+/* fused_decode's default (0) follows the thread count: the rows below FUSE_MIN_THREADS threads,
+ * the fused step (two parallel steps per layer and the logits head's) from there. */
+static void check_fused_default(void)
+{
+    char demo[4096];
+    snprintf(demo, sizeof demo, "%s/models/demo-mamba1", test_source_root());
+    ss_model *m;
+    REQUIRE_OK(ss_model_open(&m, demo, NULL));
+    const uint64_t L = (uint64_t)ss_model_get_info(m)->n_layer;
+    ss_model_close(m);
+    const uint64_t rows2 = demo_token_steps(2, -1), fused2 = demo_token_steps(2, 1);
+    CHECKF(fused2 == 2 * L + 1 && rows2 > fused2, "rows %llu, fused %llu parallel steps",
+           (unsigned long long)rows2, (unsigned long long)fused2);
+    CHECK(demo_token_steps(2, 0) == rows2);
+    CHECK(demo_token_steps(FUSE_MIN_THREADS - 1, 0) == rows2);
+    CHECK(demo_token_steps(FUSE_MIN_THREADS, 0) == fused2);
+    CHECK(demo_token_steps(FUSE_MIN_THREADS, -1) == rows2);
+}
+
 static void check_q8(void)
 {
     ss_model_params q8 = ss_model_default_params(), q8f;
@@ -1299,10 +1341,11 @@ static void check_fingerprints(void)
 
 /*
  * ss_model_params.fused_decode (Mamba-1 x_proj and out_proj transposed, two parallel steps per
- * layer at decode; the default for stored weights): on the demo model (16 segments of 32
- * channels) a prompt and the same tokens decoded one by one give the same bits, on 1, 2 and 3
- * threads alike; the logits stay within float rounding of the row layout's (fused_decode = -1);
- * a decode token takes two parallel steps per layer and one for the logits.
+ * layer at decode; the default for stored weights from FUSE_MIN_THREADS threads): on the demo
+ * model (16 segments of 32 channels) a prompt and the same tokens decoded one by one give the
+ * same bits, on 1, 2 and 3 threads alike; the logits stay within float rounding of the row
+ * layout's (fused_decode = -1); a decode token takes two parallel steps per layer and one for
+ * the logits.
  */
 static void check_fused(void)
 {
@@ -1505,16 +1548,19 @@ int main(int argc, char **argv)
         check_threads();
         check_parts();
         check_profile();
+        check_fused_default();
         check_fused();
         check_far_t();
         check_fused_q8();
         /* both layouts: prompts split anywhere, decode steps of one to a few rows, the same
-         * bits (the default fuses stored weights and keeps q8's rows; here the other way) */
+         * bits (the default on fewer than FUSE_MIN_THREADS cores keeps the rows; from there it
+         * fuses stored weights: so both, whatever the machine, and q8 fused) */
         ss_model_params fd = ss_model_default_params();
-        fd.fused_decode = -1;
-        check_reuse("models/mamba1-tiny", &fd);
-        check_reuse("models/moe-mamba-switch", &fd);
-        fd.fused_decode = 1;
+        for (int f = -1; f <= 1; f += 2) {
+            fd.fused_decode = f;
+            check_reuse("models/mamba1-tiny", &fd);
+            check_reuse("models/moe-mamba-switch", &fd);
+        }
         fd.weights = SS_WEIGHTS_Q8;
         check_reuse("models/mamba1-tiny", &fd); /* (segments of 16 channels: q8 keeps rows) */
         check_reuse("../../models/demo-mamba1", &fd); /* the q8k layout */
