@@ -123,10 +123,10 @@ typedef struct ss_model_params {
      * over 16 segments of the channels in a fixed tree: prompts and decode give the same bits
      * on any thread count. 0 (default): on from 8 threads (fewer threads decode faster in four
      * steps), and not with SS_WEIGHTS_Q8 (whose two matrices keep their rows and the integer
-     * kernels); 1: on (with SS_WEIGHTS_Q8 the two matrices in the
-     * q8k layout with integer kernels of their own, where the segments start on a block of 32
-     * channels; otherwise the rows); -1: off (the rows, four steps). The environment's
-     * SS_FUSED_DECODE=1 or 0 overrides it.
+     * kernels); 1: on (with SS_WEIGHTS_Q8 the two matrices in the q8k layout with integer
+     * kernels of their own, where the segments start on a block of 32 channels; otherwise the
+     * rows); -1: off (the rows, four steps). The environment's SS_FUSED_DECODE=1 or 0 overrides
+     * it.
      */
     int fused_decode;
 } ss_model_params;

@@ -1561,6 +1561,7 @@ int main(int argc, char **argv)
             check_reuse("models/mamba1-tiny", &fd);
             check_reuse("models/moe-mamba-switch", &fd);
         }
+        fd.fused_decode = 1;
         fd.weights = SS_WEIGHTS_Q8;
         check_reuse("models/mamba1-tiny", &fd); /* (segments of 16 channels: q8 keeps rows) */
         check_reuse("../../models/demo-mamba1", &fd); /* the q8k layout */
