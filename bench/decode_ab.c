@@ -74,7 +74,7 @@ static const char usage[] =
     "usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N]\n"
     "                           [--streams LIST] [--rounds R] [--burst T] [--profile]\n"
     "                           [--compare layouts|far|copy|parts|tlayout|ends|prefetch|\n"
-    "                                      units|scan|q8layout]\n"
+    "                                      units|scan|q8layout|nta]\n"
     "Decode steps of Mamba-1's row layout (fused_decode -1) and transposed layout (1) in\n"
     "alternating bursts in one process; ms per step (fastest, first quartile, median burst).\n"
     "--compare far: the default layout, the one-row kernels reading one stream vs four far\n"
@@ -88,7 +88,9 @@ static const char usage[] =
     "--compare units: that step in whole segments vs column-block units (SS_UNITS).\n"
     "--compare scan: the one-token scan kernel and the small GEMM's 4 x 4 reductions before\n"
     "and after (SS_SCAN_AHEAD and SS_HSUM4X4 0 vs 1).\n"
-    "--compare q8layout: --weights q8's matrices in rows vs in the q8p panels (SS_Q8_LAYOUT).\n";
+    "--compare q8layout: --weights q8's matrices in rows vs in the q8p panels (SS_Q8_LAYOUT).\n"
+    "--compare nta: the one-row kernels' prefetches of the weights into L2 vs non-temporal\n"
+    "(SS_PF_NTA 0 vs 1).\n";
 
 /* A comparison: the two sides' names, how each opens the model, what to set before its bursts. */
 typedef struct ab_mode {
@@ -174,6 +176,13 @@ static void before_scan(int v)
     kernels_hsum_4x4 = v;
 }
 
+/* nta: the one-row kernels' prefetches of the weights into L2 (side 0) or non-temporal (side 1;
+ * the default on AMD), kernels.h kernels_pf_nta */
+static void before_nta(int v)
+{
+    kernels_pf_nta = v;
+}
+
 static const ab_mode modes[] = {
     {"layouts", {"rows (fused_decode -1)", "fused (fused_decode 1)"}, "fused / rows",
      open_layouts, before_none},
@@ -190,6 +199,7 @@ static const ab_mode modes[] = {
     {"scan", {"scan and dt_proj before", "after"}, "after / before",
      open_default, before_scan},
     {"q8layout", {"q8 rows", "q8 panels (q8p)"}, "panels / rows", open_q8layout, before_none},
+    {"nta", {"prefetcht1", "prefetchnta"}, "nta / t1", open_default, before_nta},
 };
 
 int main(int argc, char **argv)

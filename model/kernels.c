@@ -423,6 +423,7 @@ void kernels_block16(const float *src, int C, int K, float *dst)
 
 static const kernels *chosen;
 int kernels_far_rows = INT_MAX; /* kernels.h; chosen below */
+int kernels_pf_nta = 0;        /* kernels.h; chosen below */
 int kernels_far_t = -1;          /* kernels.h; SS_FAR_T below */
 int kernels_scan_ahead = 1;      /* kernels.h; SS_SCAN_AHEAD below */
 int kernels_hsum_4x4 = 1;        /* kernels.h; SS_HSUM4X4 below */
@@ -454,6 +455,11 @@ static void kernels_choose(void)
         kernels_far_rows = far[0] == '1' ? FAR_MIN_ROWS : INT_MAX;
     else
         kernels_far_rows = __builtin_cpu_is("amd") ? FAR_MIN_ROWS : INT_MAX;
+    const char *nta = getenv("SS_PF_NTA");
+    if (nta && (!strcmp(nta, "0") || !strcmp(nta, "1")))
+        kernels_pf_nta = nta[0] == '1';
+    else
+        kernels_pf_nta = kernels_far_rows <= FAR_MIN_ROWS;
     const char *far_t = getenv("SS_FAR_T");
     if (far_t && (!strcmp(far_t, "0") || !strcmp(far_t, "1"))) kernels_far_t = far_t[0] == '1';
     const char *ahead = getenv("SS_SCAN_AHEAD");

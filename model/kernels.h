@@ -241,6 +241,18 @@ void bf16_pack_rows(const uint16_t *src, size_t rows, int K, uint16_t *dst);
 #define FAR_MIN_ROWS 16
 #define FAR_PF_ROWS  1
 extern int kernels_far_rows;
+/*
+ * Whether the batch-1 kernels' prefetches of the weight streams ahead (the one-row blocks of
+ * gemm_small, F32 / BF16 / F16, and the q8p panels of gemv_q8p_a8) are non-temporal
+ * (prefetchnta) rather than into L2 (prefetcht1). A token streams every weight once: on the
+ * AMD host, lines fetched into L2 are evicted again into L3 (a victim cache), and a token's
+ * 145-743 MB passing through the caches that way cost 4-15 % of a batch-1 step (BF16 130m
+ * 0.85-0.88 of the step's time with non-temporal prefetches, 370m 0.86-0.91, 1.4b 0.95; q8
+ * 0.92-0.94; F32 0.96-0.98; docs/performance.md). No arithmetic changes. kernels_get() sets it
+ * where the far streams are on (AMD), off elsewhere (not measured on Intel);
+ * SS_PF_NTA=1|0 forces it. Tests set it directly.
+ */
+extern int kernels_pf_nta;
 
 /*
  * The same for the transposed products (gemm_t, gemm_t_bf16, gemm_t_f16) at one input row: a

@@ -445,6 +445,11 @@ static void KFN(conv)(const conv_args *a)
             __builtin_prefetch(W + 5 * (size_t)K + k);                                         \
             __builtin_prefetch(W + 6 * (size_t)K + k);                                         \
             __builtin_prefetch(W + 7 * (size_t)K + k);                                         \
+        } else if (RX == 1 && (AHEAD) && kernels_pf_nta) { /* the same, non-temporal */       \
+            __builtin_prefetch(W + pfa + k, 0, 0);                                             \
+            __builtin_prefetch(W + rs + pfa + k, 0, 0);                                        \
+            __builtin_prefetch(W + 2 * rs + pfa + k, 0, 0);                                    \
+            __builtin_prefetch(W + 3 * rs + pfa + k, 0, 0);                                    \
         } else if (RX == 1 && (AHEAD)) { /* each row's stream pfa floats ahead, into L2 */     \
             __builtin_prefetch(W + pfa + k, 0, 2);                                             \
             __builtin_prefetch(W + rs + pfa + k, 0, 2);                                        \

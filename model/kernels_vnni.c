@@ -207,12 +207,20 @@ void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const flo
 #define P8_PF Q8P_PF
 #endif
 
+/* A prefetch of the weight stream: non-temporal or into L2 (kernels.h kernels_pf_nta) */
+#define P8_PFH(p)                                                                              \
+    do {                                                                                       \
+        if (kernels_pf_nta)                                                                    \
+            _mm_prefetch((p), _MM_HINT_NTA);                                                   \
+        else                                                                                   \
+            _mm_prefetch((p), _MM_HINT_T1);                                                    \
+    } while (0)
 /* Prefetch the first P8_PF bytes of panel c's weights and its scales' share of them. */
 static inline void p8_start(const uint8_t *W, const float *S, size_t pb, size_t ps, int c)
 {
     const char *w0 = (const char *)(W + (size_t)c * pb), *s0 = (const char *)(S + (size_t)c * ps);
-    for (int l = 0; l < P8_PF; l += 64) _mm_prefetch(w0 + l, _MM_HINT_T1);
-    for (int l = 0; l < P8_PF / 8; l += 64) _mm_prefetch(s0 + l, _MM_HINT_T1);
+    for (int l = 0; l < P8_PF; l += 64) P8_PFH(w0 + l);
+    for (int l = 0; l < P8_PF / 8; l += 64) P8_PFH(s0 + l);
 }
 
 /* Block b of one panel (values Wp, scales Sp) into its F32 sums y0..y3, the int32 sums i0..i3
@@ -223,11 +231,11 @@ static inline void p8_start(const uint8_t *W, const float *S, size_t pb, size_t 
         const float *Sb = (Sp) + (size_t)b * Q8P_W;                                            \
         __m512i i0 = cb, i1 = cb, i2 = cb, i3 = cb;                                            \
         for (int l = 0; l < 4 * 64; l += 64)                                                   \
-            _mm_prefetch((const char *)Sb + P8_PF / 8 + l, _MM_HINT_T1);                        \
+            P8_PFH((const char *)Sb + P8_PF / 8 + l);                                           \
         for (int r = 0; r < Q8_BLOCK / 4; r++) {                                               \
             const uint8_t *wr = Wb + (size_t)r * 4 * Q8P_W;                                    \
             for (int l = 0; l < 4 * 64; l += 64)                                               \
-                _mm_prefetch((const char *)wr + P8_PF + l, _MM_HINT_T1);                        \
+                P8_PFH((const char *)wr + P8_PF + l);                                           \
             i0 = _mm512_dpbusd_epi32(i0, _mm512_loadu_si512(wr), xb[r]);                       \
             i1 = _mm512_dpbusd_epi32(i1, _mm512_loadu_si512(wr + 64), xb[r]);                  \
             i2 = _mm512_dpbusd_epi32(i2, _mm512_loadu_si512(wr + 128), xb[r]);                 \

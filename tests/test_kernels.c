@@ -1153,12 +1153,16 @@ int main(void)
         int before = test_failures;
         test_gemms(sets[i]);
         test_gemm_t(sets[i]);
-        /* one-row products from consecutive rows and from four far streams (kernels.h) */
-        for (int far = 0; far < 2; far++) {
-            kernels_far_rows = far ? FAR_MIN_ROWS : INT_MAX;
+        /* one-row products from consecutive rows and from four far streams, their weights
+         * prefetched into L2 or non-temporal (kernels.h): the same bits */
+        for (int far = 0; far < 4; far++) {
+            kernels_far_rows = far & 1 ? FAR_MIN_ROWS : INT_MAX;
+            kernels_pf_nta = far >> 1;
             test_gemm_invariance(sets[i]);
             test_gemv_q8a8(sets[i]);
+            if (far == 2) test_q8p(sets[i]);
         }
+        kernels_pf_nta = 0;
         test_scan_invariance(sets[i]);
         test_scan_step(sets[i]);
         if (i > 0) test_scan_conv(sets[i], ref);
