@@ -964,7 +964,8 @@ _Static_assert(Q8_BLOCK % VW == 0 && GT_NV * VW % Q8_BLOCK == 0, "gemm_t q8 tile
  * block (the blocks' streams interleaved: one Zen 5 core reads four far streams 10-20 % faster
  * than one, docs/performance.md); every output the same chain over k in order. On 16-bit
  * weights each block's lines GT_FAR_PF(WT) rows ahead are prefetched into L2 (0 to 8 rows
- * measured: 4 best); F32 read no faster with it (a prefetch per vector per row).
+ * measured: 4 best), or non-temporal (kernels.h kernels_pf_nta); F32 read no faster with it (a
+ * prefetch per vector per row).
  */
 #define GT_FAR_PF(WT) (sizeof(WT) == 4 ? 0 : 4)
 #define GT_FAR1(WT, LD)                                                                        \
@@ -980,7 +981,11 @@ _Static_assert(Q8_BLOCK % VW == 0 && GT_NV * VW % Q8_BLOCK == 0, "gemm_t q8 tile
             _Pragma("GCC unroll 8") for (int c = 0; c < FAR_T_BLOCKS; c++) wb[c] =             \
                 W + (size_t)c * bs + (size_t)k * ldw;                                          \
             for (int j = 0; j < bw; j += VW) {                                                 \
-                if (pf && j % (64 / (int)sizeof(WT)) == 0)                                     \
+                if (pf && j % (64 / (int)sizeof(WT)) == 0 && kernels_pf_nta) /* kernels.h */  \
+                    _Pragma("GCC unroll 8") for (int c = 0; c < FAR_T_BLOCKS; c++)             \
+                        _Pragma("GCC unroll 8") for (int r = 0; r < GT_KB; r++)                \
+                            __builtin_prefetch(wb[c] + (size_t)(pf + r) * ldw + j, 0, 0);      \
+                else if (pf && j % (64 / (int)sizeof(WT)) == 0)                                \
                     _Pragma("GCC unroll 8") for (int c = 0; c < FAR_T_BLOCKS; c++)             \
                         _Pragma("GCC unroll 8") for (int r = 0; r < GT_KB; r++)                \
                             __builtin_prefetch(wb[c] + (size_t)(pf + r) * ldw + j, 0, 2);      \

@@ -1154,13 +1154,17 @@ int main(void)
         test_gemms(sets[i]);
         test_gemm_t(sets[i]);
         /* one-row products from consecutive rows and from four far streams, their weights
-         * prefetched into L2 or non-temporal (kernels.h): the same bits */
+         * prefetched into L2 or non-temporal (kernels.h; also the q8p panels and the transposed
+         * products' far layout): the same bits */
         for (int far = 0; far < 4; far++) {
             kernels_far_rows = far & 1 ? FAR_MIN_ROWS : INT_MAX;
             kernels_pf_nta = far >> 1;
             test_gemm_invariance(sets[i]);
             test_gemv_q8a8(sets[i]);
-            if (far == 2) test_q8p(sets[i]);
+            if (far == 2) { /* (these two do not read kernels_far_rows) */
+                test_q8p(sets[i]);
+                test_gemm_t(sets[i]);
+            }
         }
         kernels_pf_nta = 0;
         test_scan_invariance(sets[i]);
