@@ -253,6 +253,14 @@ extern int kernels_far_rows;
  * SS_PF_NTA=1|0 forces it. Tests set it directly.
  */
 extern int kernels_pf_nta;
+/* A prefetch of a weight stream ahead of its loads: non-temporal or into L2 (kernels_pf_nta). */
+static inline void prefetch_weights(const void *p)
+{
+    if (kernels_pf_nta)
+        __builtin_prefetch(p, 0, 0);
+    else
+        __builtin_prefetch(p, 0, 2);
+}
 
 /*
  * The same for the transposed products (gemm_t, gemm_t_bf16, gemm_t_f16) at one input row: a

@@ -221,12 +221,8 @@ static void k256_gemv_q8p_a8(const q8_act *x, const uint8_t *W, const float *S, 
                 memcpy(&x4, x->q + b * Q8_BLOCK + 4 * r, 4);
                 const __m256i xs = _mm256_set1_epi32(x4), ax = _mm256_abs_epi8(xs);
                 const uint8_t *wr = Wp + (size_t)(b * Q8_BLOCK / 4 + r) * 4 * Q8P_W;
-                for (int l = 0; l < 4 * Q8P_W; l += 64) {
-                    if (kernels_pf_nta)
-                        _mm_prefetch((const char *)wr + Q8P_PF + l, _MM_HINT_NTA);
-                    else
-                        _mm_prefetch((const char *)wr + Q8P_PF + l, _MM_HINT_T1);
-                }
+                for (int l = 0; l < 4 * Q8P_W; l += 64)
+                    prefetch_weights((const char *)wr + Q8P_PF + l);
                 for (int v = 0; v < 8; v++) is[v] = tq8a8_step(is[v], wr + 32 * v, xs, ax);
             }
             const __m256 sx = _mm256_set1_ps(x->s[b]);

@@ -445,16 +445,11 @@ static void KFN(conv)(const conv_args *a)
             __builtin_prefetch(W + 5 * (size_t)K + k);                                         \
             __builtin_prefetch(W + 6 * (size_t)K + k);                                         \
             __builtin_prefetch(W + 7 * (size_t)K + k);                                         \
-        } else if (RX == 1 && (AHEAD) && kernels_pf_nta) { /* the same, non-temporal */       \
-            __builtin_prefetch(W + pfa + k, 0, 0);                                             \
-            __builtin_prefetch(W + rs + pfa + k, 0, 0);                                        \
-            __builtin_prefetch(W + 2 * rs + pfa + k, 0, 0);                                    \
-            __builtin_prefetch(W + 3 * rs + pfa + k, 0, 0);                                    \
-        } else if (RX == 1 && (AHEAD)) { /* each row's stream pfa floats ahead, into L2 */     \
-            __builtin_prefetch(W + pfa + k, 0, 2);                                             \
-            __builtin_prefetch(W + rs + pfa + k, 0, 2);                                        \
-            __builtin_prefetch(W + 2 * rs + pfa + k, 0, 2);                                    \
-            __builtin_prefetch(W + 3 * rs + pfa + k, 0, 2);                                    \
+        } else if (RX == 1 && (AHEAD)) { /* each row's stream pfa floats ahead (kernels.h) */ \
+            prefetch_weights(W + pfa + k);                                                     \
+            prefetch_weights(W + rs + pfa + k);                                                \
+            prefetch_weights(W + 2 * rs + pfa + k);                                            \
+            prefetch_weights(W + 3 * rs + pfa + k);                                            \
         }                                                                                      \
     } while (0)
 /* The four rows' vectors at k (WLD) against the RX input rows. */
@@ -981,14 +976,10 @@ _Static_assert(Q8_BLOCK % VW == 0 && GT_NV * VW % Q8_BLOCK == 0, "gemm_t q8 tile
             _Pragma("GCC unroll 8") for (int c = 0; c < FAR_T_BLOCKS; c++) wb[c] =             \
                 W + (size_t)c * bs + (size_t)k * ldw;                                          \
             for (int j = 0; j < bw; j += VW) {                                                 \
-                if (pf && j % (64 / (int)sizeof(WT)) == 0 && kernels_pf_nta) /* kernels.h */  \
+                if (pf && j % (64 / (int)sizeof(WT)) == 0)                                     \
                     _Pragma("GCC unroll 8") for (int c = 0; c < FAR_T_BLOCKS; c++)             \
                         _Pragma("GCC unroll 8") for (int r = 0; r < GT_KB; r++)                \
-                            __builtin_prefetch(wb[c] + (size_t)(pf + r) * ldw + j, 0, 0);      \
-                else if (pf && j % (64 / (int)sizeof(WT)) == 0)                                \
-                    _Pragma("GCC unroll 8") for (int c = 0; c < FAR_T_BLOCKS; c++)             \
-                        _Pragma("GCC unroll 8") for (int r = 0; r < GT_KB; r++)                \
-                            __builtin_prefetch(wb[c] + (size_t)(pf + r) * ldw + j, 0, 2);      \
+                            prefetch_weights(wb[c] + (size_t)(pf + r) * ldw + j);              \
                 _Pragma("GCC unroll 8") for (int c = 0; c < FAR_T_BLOCKS; c++) {               \
                     VF a = VLOAD(acc + c * bw + j);                                            \
                     _Pragma("GCC unroll 8") for (int r = 0; r < GT_KB; r++)                    \

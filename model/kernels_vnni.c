@@ -198,8 +198,8 @@ void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const flo
  * bits. The blocks' -128 sum(q_x) once per call. Two panels at a time, from the two halves of
  * the call's whole panels (kernels_q8p_streams 2; 4: its four quarters, the F32 sums in Y; 1:
  * one after the other): one Zen core keeps more reads in flight for distant streams than for
- * one (docs/performance.md, "Four far streams"); each stream prefetched P8_PF bytes ahead (into
- * L2), its first P8_PF bytes at once. Runs that do not cover a whole panel (a claim's edges,
+ * one (docs/performance.md, "Four far streams"); each stream prefetched P8_PF bytes ahead
+ * (prefetch_weights: non-temporal on AMD, else into L2), its first P8_PF bytes at once. Runs that do not cover a whole panel (a claim's edges,
  * the last panel) go through gemv_t_q8ka8.
  */
 #define P8_MAX_BLOCKS 512
@@ -207,20 +207,12 @@ void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const flo
 #define P8_PF Q8P_PF
 #endif
 
-/* A prefetch of the weight stream: non-temporal or into L2 (kernels.h kernels_pf_nta) */
-#define P8_PFH(p)                                                                              \
-    do {                                                                                       \
-        if (kernels_pf_nta)                                                                    \
-            _mm_prefetch((p), _MM_HINT_NTA);                                                   \
-        else                                                                                   \
-            _mm_prefetch((p), _MM_HINT_T1);                                                    \
-    } while (0)
 /* Prefetch the first P8_PF bytes of panel c's weights and its scales' share of them. */
 static inline void p8_start(const uint8_t *W, const float *S, size_t pb, size_t ps, int c)
 {
     const char *w0 = (const char *)(W + (size_t)c * pb), *s0 = (const char *)(S + (size_t)c * ps);
-    for (int l = 0; l < P8_PF; l += 64) P8_PFH(w0 + l);
-    for (int l = 0; l < P8_PF / 8; l += 64) P8_PFH(s0 + l);
+    for (int l = 0; l < P8_PF; l += 64) prefetch_weights(w0 + l);
+    for (int l = 0; l < P8_PF / 8; l += 64) prefetch_weights(s0 + l);
 }
 
 /* Block b of one panel (values Wp, scales Sp) into its F32 sums y0..y3, the int32 sums i0..i3
@@ -231,11 +223,11 @@ static inline void p8_start(const uint8_t *W, const float *S, size_t pb, size_t 
         const float *Sb = (Sp) + (size_t)b * Q8P_W;                                            \
         __m512i i0 = cb, i1 = cb, i2 = cb, i3 = cb;                                            \
         for (int l = 0; l < 4 * 64; l += 64)                                                   \
-            P8_PFH((const char *)Sb + P8_PF / 8 + l);                                           \
+            prefetch_weights((const char *)Sb + P8_PF / 8 + l);                                \
         for (int r = 0; r < Q8_BLOCK / 4; r++) {                                               \
             const uint8_t *wr = Wb + (size_t)r * 4 * Q8P_W;                                    \
             for (int l = 0; l < 4 * 64; l += 64)                                               \
-                P8_PFH((const char *)wr + P8_PF + l);                                           \
+                prefetch_weights((const char *)wr + P8_PF + l);                                \
             i0 = _mm512_dpbusd_epi32(i0, _mm512_loadu_si512(wr), xb[r]);                       \
             i1 = _mm512_dpbusd_epi32(i1, _mm512_loadu_si512(wr + 64), xb[r]);                  \
             i2 = _mm512_dpbusd_epi32(i2, _mm512_loadu_si512(wr + 128), xb[r]);                 \
