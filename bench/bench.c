@@ -572,6 +572,9 @@ static const char help[] =
     "                   projections, conv, scan, logits, sampling, the threads' meetings)\n"
     "                   with the model's per-phase counters, and print microseconds per\n"
     "                   token per phase and the share that is not streaming weights\n"
+    "  --profile-streams N  the same profile of decode steps of N streams at once (1 to 64;\n"
+    "                   implies --profile): microseconds per step, and the projections'\n"
+    "                   GFLOP/s against the sgemm peak measured at the start of the run\n"
     "  --dtype D        dtype of the --shape checkpoints written: F32 (default), BF16 or F16\n"
     "  --weights W      stored (default) or q8: quantise the matrices at load (statesoupd\n"
     "                   --weights q8); the decode bound then counts 1.125 bytes per parameter\n"
@@ -582,7 +585,7 @@ static const char help[] =
 /* What the command line asked for. */
 typedef struct bench_opts {
     const char *json_out, *tmp;
-    int n_prompt, n_decode, threads, quick, keep, in_place, dtype, q8, profile;
+    int n_prompt, n_decode, threads, quick, keep, in_place, dtype, q8, profile, prof_streams;
     int prompt_set, decode_set; /* --prompt / --decode given (--quick leaves them) */
     int do_prefill, do_decode, do_store, do_fair, long_prompt;
     int do_prefix, prefix_prompt, prefix_shared;
@@ -599,7 +602,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
                       .n_prompt = 512, .n_decode = 128,
                       .do_prefill = 1, .do_decode = 1, .do_store = 1,
                       .long_prompt = 100000, .dtype = ST_F32,
-                      .prefix_prompt = 2000, .prefix_shared = 1900};
+                      .prefix_prompt = 2000, .prefix_shared = 1900, .prof_streams = 1};
     static const struct option opts[] = {
         {"shape", required_argument, NULL, 's'}, {"prompt", required_argument, NULL, 'p'},
         {"decode", required_argument, NULL, 'd'}, {"threads", required_argument, NULL, 't'},
@@ -612,6 +615,7 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         {"prefix", required_argument, NULL, 'P'},
         {"dtype", required_argument, NULL, 'D'}, {"weights", required_argument, NULL, 'W'},
         {"profile", no_argument, NULL, 'f'},
+        {"profile-streams", required_argument, NULL, 'S'},
         {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -667,6 +671,13 @@ static int parse_args(int argc, char **argv, bench_opts *o)
         case 'H': break; /* the default now */
         case 'I': o->in_place = 1; break;
         case 'f': o->profile = 1; break;
+        case 'S':
+            o->profile = 1;
+            if ((o->prof_streams = atoi(optarg)) < 1 || o->prof_streams > 64) {
+                fprintf(stderr, "statesoup-bench: --profile-streams takes 1 to 64\n");
+                return 2;
+            }
+            break;
         case 'D':
             if ((o->dtype = st_dtype_parse(optarg)) != ST_F32 && o->dtype != ST_BF16 &&
                 o->dtype != ST_F16) {
@@ -1030,7 +1041,8 @@ static json_t *bench_model(const bench_opts *o, machine *mc, const char *root, i
     if (o->do_decode && bench_paired(m, mc->nthreads, o->quick ? 16 : 64, r.stream_bytes, jm))
         fprintf(stderr, "statesoup-bench: paired decode: %s\n", ss_errmsg());
     if (o->do_decode && o->profile &&
-        bench_profile(m, o->n_decode, o->quick ? 2 : 3, r.stream_bytes, profile_bandwidth, mc, jm))
+        bench_profile(m, o->prof_streams, o->n_decode, o->quick ? 2 : 3, r.stream_bytes, mc->gemm,
+                      profile_bandwidth, mc, jm))
         fprintf(stderr, "statesoup-bench: profile: %s\n", ss_errmsg());
     if (o->do_fair && bench_fairness(m, o->long_prompt, jm))
         fprintf(stderr, "statesoup-bench: fairness: %s\n", ss_errmsg());

@@ -61,14 +61,16 @@ int bench_paired(ss_model *m, int threads, int rounds, double stream_bytes, json
 float bench_read(const void *buf, size_t bytes, int streams);
 
 /*
- * The decode profile (profile.c, --profile): batch-1 greedy decode of n_tok tokens, `reps` runs
- * with the per-phase counters on and as many off, alternating; prints microseconds per token per
- * phase of the fastest run, the threads' meetings, and the share that is not streaming the
- * stream_bytes of weights a token reads at bandwidth(bw_user) GB/s (called before and after;
- * the better counts). Adds "profile" to jm. Returns 0, or -1 (memory, eval).
+ * The decode profile (profile.c, --profile): greedy decode of n_tok steps of n_streams streams
+ * (1 to 64; a token each per step), `reps` runs with the per-phase counters on and as many off,
+ * alternating; prints microseconds per step per phase of the fastest run, the threads' meetings,
+ * and the share that is not streaming the stream_bytes of weights a step reads at
+ * bandwidth(bw_user) GB/s (called before and after; the better counts); with several streams
+ * also the projections' GFLOP/s against gemm_gflops. Adds "profile" to jm. Returns 0, or -1
+ * (memory, eval, n_streams out of range).
  */
-int bench_profile(ss_model *m, int n_tok, int reps, double stream_bytes,
-                  double (*bandwidth)(void *user), void *bw_user, json_t *jm);
+int bench_profile(ss_model *m, int n_streams, int n_tok, int reps, double stream_bytes,
+                  double gemm_gflops, double (*bandwidth)(void *user), void *bw_user, json_t *jm);
 
 /* Resident set size (current and peak) from /proc/self/status, in MB (bench.c). */
 void bench_rss_mb(double *cur, double *peak);

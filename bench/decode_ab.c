@@ -26,7 +26,7 @@
  * usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N] [--streams LIST]
  *                            [--rounds R] [--burst T]
  *                            [--compare layouts|far|copy|parts|tlayout|ends|prefetch|units|
- *                                       scan]
+ *                                       scan|q8layout|nta|spread]
  *   --model DIR      a checkpoint folder (statesoup-bench --keep writes random-weight ones)
  *   --weights W      stored (default) or q8
  *   --threads N      compute threads (default: all cores)
@@ -42,7 +42,8 @@
  *                    its next segment: internal.h fused_prefetch), units (that step in
  *                    whole segments vs column-block units: internal.h fused_units), scan (the
  *                    one-token scan kernel and the small GEMM's 4 x 4 reductions before /
- *                    after: kernels.h kernels_scan_ahead, kernels_hsum_4x4)
+ *                    after: kernels.h kernels_scan_ahead, kernels_hsum_4x4), q8layout,
+ *                    nta and spread (the help text below)
  */
 #include <limits.h>
 #include <stdio.h>
@@ -74,7 +75,7 @@ static const char usage[] =
     "usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N]\n"
     "                           [--streams LIST] [--rounds R] [--burst T] [--profile]\n"
     "                           [--compare layouts|far|copy|parts|tlayout|ends|prefetch|\n"
-    "                                      units|scan|q8layout|nta]\n"
+    "                                      units|scan|q8layout|nta|spread]\n"
     "Decode steps of Mamba-1's row layout (fused_decode -1) and transposed layout (1) in\n"
     "alternating bursts in one process; ms per step (fastest, first quartile, median burst).\n"
     "--compare far: the default layout, the one-row kernels reading one stream vs four far\n"
@@ -90,7 +91,9 @@ static const char usage[] =
     "and after (SS_SCAN_AHEAD and SS_HSUM4X4 0 vs 1).\n"
     "--compare q8layout: --weights q8's matrices in rows vs in the q8p panels (SS_Q8_LAYOUT).\n"
     "--compare nta: the one-row kernels' prefetches of the weights into L2 vs non-temporal\n"
-    "(SS_PF_NTA 0 vs 1).\n";
+    "(SS_PF_NTA 0 vs 1).\n"
+    "--compare spread: up to 16 streams, the next weight rows prefetched by every block of\n"
+    "input rows vs shared out among them (SS_PF_SPREAD 0 vs 1).\n";
 
 /* A comparison: the two sides' names, how each opens the model, what to set before its bursts. */
 typedef struct ab_mode {
@@ -183,6 +186,13 @@ static void before_nta(int v)
     kernels_pf_nta = v;
 }
 
+/* spread: gemm_small's next-block prefetches all in each block vs spread over the blocks
+ * (kernels.h kernels_pf_spread) */
+static void before_spread(int v)
+{
+    kernels_pf_spread = v;
+}
+
 static const ab_mode modes[] = {
     {"layouts", {"rows (fused_decode -1)", "fused (fused_decode 1)"}, "fused / rows",
      open_layouts, before_none},
@@ -200,6 +210,8 @@ static const ab_mode modes[] = {
      open_default, before_scan},
     {"q8layout", {"q8 rows", "q8 panels (q8p)"}, "panels / rows", open_q8layout, before_none},
     {"nta", {"prefetcht1", "prefetchnta"}, "nta / t1", open_default, before_nta},
+    {"spread", {"next rows in every block", "spread over the blocks"}, "spread / every",
+     open_default, before_spread},
 };
 
 int main(int argc, char **argv)

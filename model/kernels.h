@@ -253,6 +253,9 @@ extern int kernels_far_rows;
  * SS_PF_NTA=1|0 forces it. Tests set it directly.
  */
 extern int kernels_pf_nta;
+/* gemm_small's next-block prefetches spread over the blocks of input rows (gs_pf_rows); 0: all
+ * four rows in each block (before; SS_PF_SPREAD=0|1, for measuring). */
+extern int kernels_pf_spread;
 /* A prefetch of a weight stream ahead of its loads: non-temporal or into L2 (kernels_pf_nta). */
 static inline void prefetch_weights(const void *p)
 {

@@ -440,11 +440,11 @@ static void KFN(conv)(const conv_args *a)
  * (RX == 1, when AHEAD): the conditions say at which k a new cache line of the rows begins. */
 #define GS_PREFETCH(RX, NEXT, AHEAD)                                                           \
     do {                                                                                       \
-        if (RX > 1 && pf && (NEXT)) { /* next block's rows, above */                           \
-            __builtin_prefetch(W + 4 * (size_t)K + k);                                         \
-            __builtin_prefetch(W + 5 * (size_t)K + k);                                         \
-            __builtin_prefetch(W + 6 * (size_t)K + k);                                         \
-            __builtin_prefetch(W + 7 * (size_t)K + k);                                         \
+        if (RX > 1 && pf && (NEXT)) { /* next block's rows in pf's mask (gs_pf_rows) */       \
+            if (pf & 1) __builtin_prefetch(W + 4 * (size_t)K + k);                             \
+            if (pf & 2) __builtin_prefetch(W + 5 * (size_t)K + k);                             \
+            if (pf & 4) __builtin_prefetch(W + 6 * (size_t)K + k);                             \
+            if (pf & 8) __builtin_prefetch(W + 7 * (size_t)K + k);                             \
         } else if (RX == 1 && (AHEAD)) { /* each row's stream pfa floats ahead (kernels.h) */ \
             prefetch_weights(W + pfa + k);                                                     \
             prefetch_weights(W + rs + pfa + k);                                                \
@@ -525,16 +525,33 @@ static void KFN(conv)(const conv_args *a)
     }
 
 /*
- * Up to 16 rows (decode) every block prefetches the next block's weight rows; with more (a
- * prefill panel) only the last block of rows does: the current rows are reused by every block
- * of rows first, and fetching the next ones early pushed them out of L1 (one core, 512 x 768 x
- * 1536: 72-79 -> 92-98 GFLOP/s, OpenBLAS 90-99). Prefetching changes no arithmetic.
+ * The next four weight rows that the block of input rows [m, m + RX) prefetches, the bi-th of the
+ * nb blocks of two or more input rows over the same four weight rows (a mask of rows 0..3).
+ * Up to 16 input rows (decode) the blocks share them out, row r to block r % nb, so that the
+ * requests spread over the four rows' whole time: all four in every block (before) asked for the
+ * whole 12 KB (K = 768, F32) in the first quarter of it at 16 streams, more than one core keeps
+ * in flight (decode steps at 130m, 2 threads, 16 streams: 0.88-0.93 of the time; 8 streams
+ * 0.82-0.88; SS_PF_SPREAD=0 for before). With more (a prefill panel) only the last block
+ * prefetches: the current rows are reused by every block of rows first, and fetching the next
+ * ones early pushed them out of L1 (one core, 512 x 768 x 1536: 72-79 -> 92-98 GFLOP/s, OpenBLAS
+ * 90-99). Prefetching changes no arithmetic.
  */
+static inline int gs_pf_rows(int M, int m, int RX, int bi, int nb)
+{
+    if (M > 16) return m + RX >= M ? 15 : 0;
+    if (!kernels_pf_spread) return 15;
+    int mask = 0;
+    for (int r = 0; r < 4; r++)
+        if (r % nb == bi) mask |= 1 << r;
+    return mask;
+}
+
 #define GS_DRIVER(NAME, WT, B1, B2, B3, B4, DOT)                                               \
     static void NAME(const float *X, int M, int K, int ldx, const WT *W, int N, float *Y,      \
                      int ldy)                                                                  \
     {                                                                                          \
         const size_t rk = (size_t)K;                                                           \
+        const int nbk = VW == 16 ? M / 4 + (M % 4 >= 2) : M / 2; /* blocks of 2+ input rows */  \
         int n = 0;                                                                             \
         if (M == 1 && N >= kernels_far_rows) { /* four far streams (kernels.h) */              \
             const int q = N / 4; /* rows n, n + q, n + 2q, n + 3q */                           \
@@ -545,19 +562,20 @@ static void KFN(conv)(const conv_args *a)
         for (; n + 4 <= N; n += 4) {                                                           \
             const WT *Wn = W + (size_t)n * K;                                                  \
             float *Yn = Y + n;                                                                 \
-            int m = 0;                                                                         \
+            int m = 0, bi = 0;                                                                 \
             if (VW == 16) { /* AVX2 has 16 registers: 8 accumulators at most */                \
-                for (; m + 4 <= M; m += 4)                                                     \
+                for (; m + 4 <= M; m += 4, bi++)                                               \
                     B4(X + (size_t)m * ldx, ldx, Wn, K, rk, Yn + (size_t)m * ldy, 1, ldy,      \
-                       M <= 16 || m + 4 >= M);                                                 \
+                       gs_pf_rows(M, m, 4, bi, nbk));                                          \
                 if (M - m == 3) {                                                              \
-                    B3(X + (size_t)m * ldx, ldx, Wn, K, rk, Yn + (size_t)m * ldy, 1, ldy, 1);  \
+                    B3(X + (size_t)m * ldx, ldx, Wn, K, rk, Yn + (size_t)m * ldy, 1, ldy,      \
+                       gs_pf_rows(M, m, 3, bi, nbk));                                          \
                     continue;                                                                  \
                 }                                                                              \
             }                                                                                  \
-            for (; m + 2 <= M; m += 2)                                                         \
+            for (; m + 2 <= M; m += 2, bi++)                                                   \
                 B2(X + (size_t)m * ldx, ldx, Wn, K, rk, Yn + (size_t)m * ldy, 1, ldy,          \
-                   M <= 16 || m + 2 >= M);                                                     \
+                   gs_pf_rows(M, m, 2, bi, nbk));                                              \
             if (m < M) B1(X + (size_t)m * ldx, ldx, Wn, K, rk, Yn + (size_t)m * ldy, 1, ldy, 1); \
         }                                                                                      \
         for (; n < N; n++)                                                                     \

@@ -1167,6 +1167,11 @@ int main(void)
             }
         }
         kernels_pf_nta = 0;
+        /* up to 16 input rows, the next weight rows' prefetches all in every block of input
+         * rows instead of shared out (kernels.h kernels_pf_spread): the same bits */
+        kernels_pf_spread = 0;
+        test_gemm_invariance(sets[i]);
+        kernels_pf_spread = 1;
         test_scan_invariance(sets[i]);
         test_scan_step(sets[i]);
         if (i > 0) test_scan_conv(sets[i], ref);
