@@ -26,7 +26,7 @@
  * usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N] [--streams LIST]
  *                            [--rounds R] [--burst T]
  *                            [--compare layouts|far|copy|parts|tlayout|ends|prefetch|units|
- *                                       scan|q8layout|nta|spread]
+ *                                       scan|q8layout|nta|spread|chunks]
  *   --model DIR      a checkpoint folder (statesoup-bench --keep writes random-weight ones)
  *   --weights W      stored (default) or q8
  *   --threads N      compute threads (default: all cores)
@@ -43,7 +43,7 @@
  *                    whole segments vs column-block units: internal.h fused_units), scan (the
  *                    one-token scan kernel and the small GEMM's 4 x 4 reductions before /
  *                    after: kernels.h kernels_scan_ahead, kernels_hsum_4x4), q8layout,
- *                    nta and spread (the help text below)
+ *                    nta, spread and chunks (the help text below)
  */
 #include <limits.h>
 #include <stdio.h>
@@ -75,7 +75,8 @@ static const char usage[] =
     "usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N]\n"
     "                           [--streams LIST] [--rounds R] [--burst T] [--profile]\n"
     "                           [--compare layouts|far|copy|parts|tlayout|ends|prefetch|\n"
-    "                                      units|scan|q8layout|nta|spread]\n"
+    "                                      units|scan|q8layout|nta|spread|\n"
+    "                                      chunks]\n"
     "Decode steps of Mamba-1's row layout (fused_decode -1) and transposed layout (1) in\n"
     "alternating bursts in one process; ms per step (fastest, first quartile, median burst).\n"
     "--compare far: the default layout, the one-row kernels reading one stream vs four far\n"
@@ -93,7 +94,9 @@ static const char usage[] =
     "--compare nta: the one-row kernels' prefetches of the weights into L2 vs non-temporal\n"
     "(SS_PF_NTA 0 vs 1).\n"
     "--compare spread: up to 16 streams, the next weight rows prefetched by every block of\n"
-    "input rows vs shared out among them (SS_PF_SPREAD 0 vs 1).\n";
+    "input rows vs shared out among them (SS_PF_SPREAD 0 vs 1).\n"
+    "--compare chunks: 2 to 16 streams, the small GEMM over all of K at once vs in chunks\n"
+    "(SS_K_CHUNKS 0 vs 1).\n";
 
 /* A comparison: the two sides' names, how each opens the model, what to set before its bursts. */
 typedef struct ab_mode {
@@ -193,6 +196,12 @@ static void before_spread(int v)
     kernels_pf_spread = v;
 }
 
+/* chunks: gemm_small from 2 to 16 rows over all of K vs in chunks of k (kernels_k_chunks) */
+static void before_chunks(int v)
+{
+    kernels_k_chunks = v;
+}
+
 static const ab_mode modes[] = {
     {"layouts", {"rows (fused_decode -1)", "fused (fused_decode 1)"}, "fused / rows",
      open_layouts, before_none},
@@ -212,6 +221,8 @@ static const ab_mode modes[] = {
     {"nta", {"prefetcht1", "prefetchnta"}, "nta / t1", open_default, before_nta},
     {"spread", {"next rows in every block", "spread over the blocks"}, "spread / every",
      open_default, before_spread},
+    {"chunks", {"all of K at once", "chunks of K"}, "chunks / at once", open_default,
+     before_chunks},
 };
 
 int main(int argc, char **argv)

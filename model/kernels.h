@@ -256,6 +256,9 @@ extern int kernels_pf_nta;
 /* gemm_small's next-block prefetches spread over the blocks of input rows (gs_pf_rows); 0: all
  * four rows in each block (before; SS_PF_SPREAD=0|1, for measuring). */
 extern int kernels_pf_spread;
+/* gemm_small from 2 to 16 input rows in chunks of k (kernels_simd.h gs_chunk); 0: all of K at
+ * once (before; SS_K_CHUNKS=0|1, for measuring). The same bits either way. */
+extern int kernels_k_chunks;
 /* A prefetch of a weight stream ahead of its loads: non-temporal or into L2 (kernels_pf_nta). */
 static inline void prefetch_weights(const void *p)
 {

@@ -424,7 +424,7 @@ static void KFN(conv)(const conv_args *a)
 #define GS_OUT(i, j, WSC)                                                                      \
     do {                                                                                       \
         float sum = VHSUM(GS_ACC(i, j));                                                       \
-        for (int kk = k; kk < K; kk++)                                                         \
+        for (int kk = k; kk < ke; kk++)                                                        \
             sum += WSC(W[(size_t)(i) * rs + kk]) * X[(size_t)(j) * ldx + kk];                  \
         Y[(size_t)(j) * ldy + (size_t)(i) * ys] = sum;                                         \
     } while (0)
@@ -480,10 +480,10 @@ static void KFN(conv)(const conv_args *a)
             const VF acc[16] = {a00, a01, a02, a03, a10, a11, a12, a13,                        \
                                 a20, a21, a22, a23, a30, a31, a32, a33};                       \
             VHSUM_4X4(acc, Y, ldy);                                                            \
-            for (int j = 0; j < 4 && k < K; j++)                                               \
+            for (int j = 0; j < 4 && k < ke; j++)                                              \
                 for (int i = 0; i < 4; i++) {                                                  \
                     float sum = Y[(size_t)j * ldy + i];                                        \
-                    for (int kk = k; kk < K; kk++)                                             \
+                    for (int kk = k; kk < ke; kk++)                                            \
                         sum += WSC(W[(size_t)i * rs + kk]) * X[(size_t)j * ldx + kk];          \
                     Y[(size_t)j * ldy + i] = sum;                                              \
                 }                                                                              \
@@ -498,17 +498,42 @@ static void KFN(conv)(const conv_args *a)
     } while (0)
 #endif
 
+/* The block's accumulators from / into sums[4 j + i] (a chunk of k at a time: GS_DRIVER). */
+#define GS_ACC_IO(RX, OP)                                                                      \
+    do {                                                                                       \
+        OP(0, 0); OP(1, 0); OP(2, 0); OP(3, 0);                                                \
+        if (RX > 1) { OP(0, 1); OP(1, 1); OP(2, 1); OP(3, 1); }                                \
+        if (RX > 2) { OP(0, 2); OP(1, 2); OP(2, 2); OP(3, 2); }                                \
+        if (RX > 3) { OP(0, 3); OP(1, 3); OP(2, 3); OP(3, 3); }                                \
+    } while (0)
+#define GS_ACC_LOAD(i, j) GS_ACC(i, j) = sums[4 * (j) + (i)]
+#define GS_ACC_SAVE(i, j) sums[4 * (j) + (i)] = GS_ACC(i, j)
+/* Blocks run over k in [k0, k1) (X pointing at column k0): from k0 > 0 the sums so far come
+ * from sums, and below K (k1 a multiple of VW) they go back there instead of into Y: the same
+ * operations in the same order as one run over all of K, so the same bits. */
+#define GS_CHUNK_IN(RX)                                                                        \
+    if (k0 > 0) GS_ACC_IO(RX, GS_ACC_LOAD)
+#define GS_CHUNK_OUT(RX)                                                                       \
+    if (k1 < K) {                                                                              \
+        GS_ACC_IO(RX, GS_ACC_SAVE);                                                            \
+        return;                                                                                \
+    }
+
 #define GS_BLOCK(NAME, RX, WT, WLD, WSC)                                                       \
     static void NAME(const float *X, int ldx, const WT *W, int K, size_t rs, float *Y, int ys, \
-                     int ldy, int pf)                                                          \
+                     int ldy, int pf, int k0, int k1, VF *sums)                                 \
     {                                                                                          \
         const size_t pfa = GS_PF_AHEAD(rs, K);                                                 \
         GS_DECL4;                                                                              \
+        GS_CHUNK_IN(RX);                                                                       \
+        const int ke = K - k0; /* k from here on counts from k0: W's too, X's is there */      \
+        W += k0;                                                                               \
         int k = 0;                                                                             \
-        for (; k + VW <= K; k += VW) {                                                         \
+        for (; k + VW <= k1 - k0; k += VW) {                                                   \
             GS_PREFETCH(RX, VW == 16 || k % 16 == 0, k % (64 / sizeof(WT)) == 0);              \
             GS_WSTEP(WLD, RX);                                                                 \
         }                                                                                      \
+        GS_CHUNK_OUT(RX);                                                                      \
         GS_OUTS(RX, WSC);                                                                      \
     }
 
@@ -523,6 +548,44 @@ static void KFN(conv)(const conv_args *a)
         for (; k < K; k++) sum += WSC(a[k]) * b[k];                                            \
         return sum;                                                                            \
     }
+
+/*
+ * Decode steps of 2 to 16 streams: the blocks of input rows over four weight rows read all of X's
+ * rows once per four weight rows, and once X and the four rows passed the L1 (16 rows x 1536 x 4
+ * bytes of X alone is 96 KB) they came from L2 again for every four weight rows. One core in L2
+ * (statesoup-kernbench --rows 16 --size 2, F32): K = 384 97 G MAC/s, 768 79, 1536 66, 3072 58.
+ * There GS_DRIVER takes K in chunks of GS_KC and the weight rows in tiles of GS_TILE blocks of
+ * four: each chunk of X, packed at a stride off multiples of 4 KB, is read for the tile's every
+ * block while it stays in L1, the blocks' sums kept in memory from one chunk to the next
+ * (GS_CHUNK_IN / OUT: each sum still runs over k in order, so the same bits as one run over all
+ * of K). From memory (two cores, --huge): K = 1536 93 -> 109-113 G MAC/s, 2048 87-90 -> 107; K =
+ * 768 and 1024 level, so only X and four rows beyond GS_L1_BYTES are chunked; BF16 (whose
+ * widening keeps the core busier than X's reloads) level or 3-6 % slower, and the AVX2 blocks of
+ * two rows 3-6 % slower in decode steps, so both run over K at once, as do one row and prefill
+ * panels (more than 16 rows). Decode steps, F32, 2 threads (statesoup-decode-ab --compare
+ * chunks): 370m 0.92-0.96 at 8 streams, 0.97-0.98 at 16; 1.4b 0.92 / 0.87-0.92; 130m level.
+ * kernels_k_chunks = 0 (SS_K_CHUNKS=0) turns it off, for measuring.
+ */
+#define GS_L1_BYTES (64 << 10)
+#ifndef GS_KC
+#define GS_KC 384
+#endif
+#ifndef GS_TILE
+#define GS_TILE 16
+#endif
+/* The packed chunk of X's rows: a stride off multiples of 4 KB (X's rows at 1024 or 2048 floats
+ * fell in the same L1 sets: K = 1024 chunked 128 G MAC/s in L2 on two cores, 143 at once). */
+#define GS_XP_LD (GS_KC + 16)
+/* Vectors of sums kept between chunks: 16 per block of input rows, up to 8 blocks (AVX2). */
+#define GS_CHUNK_ACC (VW == 16 ? 4 * 16 : 8 * 16)
+static inline int gs_chunk(int M, int K, size_t wsize)
+{
+    const size_t l1 = (size_t)M * K * sizeof(float) + 4 * (size_t)K * wsize; /* X and 4 rows */
+    return VW == 16 && wsize == sizeof(float) && M >= 2 && M <= 16 && kernels_k_chunks &&
+                   l1 > GS_L1_BYTES
+               ? GS_KC
+               : K;
+}
 
 /*
  * The next four weight rows that the block of input rows [m, m + RX) prefetches, the bi-th of the
@@ -546,6 +609,30 @@ static inline int gs_pf_rows(int M, int m, int RX, int bi, int nb)
     return mask;
 }
 
+/* GS_DRIVER's blocks of input rows over the four weight rows at Wn, k in [k0, k1): X's rows at
+ * Xc from column k0 on, the sums kept at ab (16 vectors per block of input rows). */
+#define GS_BLOCKS(B1, B2, B3, B4, Xc, ldc, Wn, Yn, ab0)                                        \
+    do {                                                                                       \
+        VF *ab = (ab0);                                                                        \
+        int m = 0, bi = 0;                                                                     \
+        if (VW == 16) { /* AVX2 has 16 registers: 8 accumulators at most */                    \
+            for (; m + 4 <= M; m += 4, bi++, ab += 16)                                         \
+                B4((Xc) + (size_t)m * (ldc), ldc, Wn, K, rk, (Yn) + (size_t)m * ldy, 1, ldy,   \
+                   gs_pf_rows(M, m, 4, bi, nbk), k0, k1, ab);                              \
+            if (M - m == 3) {                                                                  \
+                B3((Xc) + (size_t)m * (ldc), ldc, Wn, K, rk, (Yn) + (size_t)m * ldy, 1, ldy,   \
+                   gs_pf_rows(M, m, 3, bi, nbk), k0, k1, ab);                              \
+                break;                                                                         \
+            }                                                                                  \
+        }                                                                                      \
+        for (; m + 2 <= M; m += 2, bi++, ab += 16)                                             \
+            B2((Xc) + (size_t)m * (ldc), ldc, Wn, K, rk, (Yn) + (size_t)m * ldy, 1, ldy,       \
+               gs_pf_rows(M, m, 2, bi, nbk), k0, k1, ab);                                  \
+        if (m < M)                                                                             \
+            B1((Xc) + (size_t)m * (ldc), ldc, Wn, K, rk, (Yn) + (size_t)m * ldy, 1, ldy, 1,    \
+               k0, k1, ab);                                                                    \
+    } while (0)
+
 #define GS_DRIVER(NAME, WT, B1, B2, B3, B4, DOT)                                               \
     static void NAME(const float *X, int M, int K, int ldx, const WT *W, int N, float *Y,      \
                      int ldy)                                                                  \
@@ -556,28 +643,31 @@ static inline int gs_pf_rows(int M, int m, int RX, int bi, int nb)
         if (M == 1 && N >= kernels_far_rows) { /* four far streams (kernels.h) */              \
             const int q = N / 4; /* rows n, n + q, n + 2q, n + 3q */                           \
             for (; n < q; n++)                                                                 \
-                B1(X, ldx, W + (size_t)n * rk, K, (size_t)q * rk, Y + n, q, ldy, 1);           \
+                B1(X, ldx, W + (size_t)n * rk, K, (size_t)q * rk, Y + n, q, ldy, 1, 0, K,      \
+                   NULL);                                                                      \
             n = 4 * q;                                                                         \
         }                                                                                      \
-        for (; n + 4 <= N; n += 4) {                                                           \
-            const WT *Wn = W + (size_t)n * K;                                                  \
-            float *Yn = Y + n;                                                                 \
-            int m = 0, bi = 0;                                                                 \
-            if (VW == 16) { /* AVX2 has 16 registers: 8 accumulators at most */                \
-                for (; m + 4 <= M; m += 4, bi++)                                               \
-                    B4(X + (size_t)m * ldx, ldx, Wn, K, rk, Yn + (size_t)m * ldy, 1, ldy,      \
-                       gs_pf_rows(M, m, 4, bi, nbk));                                          \
-                if (M - m == 3) {                                                              \
-                    B3(X + (size_t)m * ldx, ldx, Wn, K, rk, Yn + (size_t)m * ldy, 1, ldy,      \
-                       gs_pf_rows(M, m, 3, bi, nbk));                                          \
-                    continue;                                                                  \
+        const int kc = gs_chunk(M, K, sizeof(WT)), tile = kc < K ? GS_TILE : 1;                \
+        VF acc[GS_TILE * GS_CHUNK_ACC] __attribute__((aligned(64)));                           \
+        float xp[16 * GS_XP_LD] __attribute__((aligned(64)));                                  \
+        for (; n + 4 <= N; n += 4 * tile) { /* tiles of blocks of four weight rows */          \
+            const int nt = (N - n) / 4 < tile ? (N - n) / 4 : tile;                            \
+            for (int k0 = 0, k1; k0 < K; k0 = k1) {                                            \
+                k1 = K - k0 <= kc ? K : k0 + kc;                                               \
+                const float *Xc = X; /* X, or the chunk's columns of X packed (GS_XP_LD) */    \
+                int ldc = ldx;                                                                 \
+                if (kc < K) {                                                                  \
+                    for (int m = 0; m < M; m++)                                                \
+                        memcpy(xp + (size_t)m * GS_XP_LD, X + (size_t)m * ldx + k0,            \
+                               sizeof(float) * (size_t)(k1 - k0));                             \
+                    Xc = xp, ldc = GS_XP_LD;                                                   \
                 }                                                                              \
+                for (int t = 0; t < nt; t++)                                                   \
+                    GS_BLOCKS(B1, B2, B3, B4, Xc, ldc, W + (size_t)(n + 4 * t) * K,            \
+                              Y + n + 4 * t, acc + t * GS_CHUNK_ACC);                          \
             }                                                                                  \
-            for (; m + 2 <= M; m += 2, bi++)                                                   \
-                B2(X + (size_t)m * ldx, ldx, Wn, K, rk, Yn + (size_t)m * ldy, 1, ldy,          \
-                   gs_pf_rows(M, m, 2, bi, nbk));                                              \
-            if (m < M) B1(X + (size_t)m * ldx, ldx, Wn, K, rk, Yn + (size_t)m * ldy, 1, ldy, 1); \
         }                                                                                      \
+        n = N / 4 * 4;                                                                         \
         for (; n < N; n++)                                                                     \
             for (int m = 0; m < M; m++)                                                        \
                 Y[(size_t)m * ldy + n] = DOT(W + (size_t)n * K, X + (size_t)m * ldx, K);       \
@@ -616,9 +706,11 @@ GS_FAMILY(_f16, uint16_t, VLOAD_F16, f16_to_f32)
     }
 #define GSP_BLOCK(NAME, RX)                                                                    \
     static void NAME(const float *X, int ldx, const uint16_t *W, int K, size_t rs, float *Y,   \
-                     int ys, int ldy, int pf)                                                  \
+                     int ys, int ldy, int pf, int k0, int k1, VF *sums)                         \
     {                                                                                          \
+        (void)k0, (void)k1, (void)sums; /* all of K at once: gs_chunk keeps 16-bit weights so */ \
         const size_t pfa = GS_PF_AHEAD(rs, K);                                                 \
+        const int ke = K;                                                                      \
         GS_DECL4;                                                                              \
         int k = 0;                                                                             \
         for (; k + BF16_GROUP <= K; k += BF16_GROUP) {                                         \

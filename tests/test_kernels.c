@@ -310,7 +310,10 @@ static void gemm_part(const kernels *kn, int wt, const float *X, int ldx, int r0
 static void test_gemm_invariance(const kernels *kn)
 {
     enum { MT = 70 };
-    static const int Ks[] = {17, 48, 100, 768};
+    /* K = 1000 and 1544: from 2 rows on, X and the weight rows pass the L1, so the blocks run
+     * over k in chunks (kernels_simd.h gs_chunk), the last one with the values past the last
+     * whole group of 32 */
+    static const int Ks[] = {17, 48, 100, 768, 1000, 1544};
     static const int Ns[] = {5, 37, 64};
     static const int Ms[] = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 33};
     int ok = 1;
@@ -1172,6 +1175,10 @@ int main(void)
         kernels_pf_spread = 0;
         test_gemm_invariance(sets[i]);
         kernels_pf_spread = 1;
+        /* and over all of K at once, however many rows (kernels.h kernels_k_chunks) */
+        kernels_k_chunks = 0;
+        test_gemm_invariance(sets[i]);
+        kernels_k_chunks = 1;
         test_scan_invariance(sets[i]);
         test_scan_step(sets[i]);
         if (i > 0) test_scan_conv(sets[i], ref);
