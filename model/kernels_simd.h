@@ -618,16 +618,16 @@ static inline int gs_pf_rows(int M, int m, int RX, int bi, int nb)
         if (VW == 16) { /* AVX2 has 16 registers: 8 accumulators at most */                    \
             for (; m + 4 <= M; m += 4, bi++, ab += 16)                                         \
                 B4((Xc) + (size_t)m * (ldc), ldc, Wn, K, rk, (Yn) + (size_t)m * ldy, 1, ldy,   \
-                   gs_pf_rows(M, m, 4, bi, nbk), k0, k1, ab);                              \
+                   gs_pf_rows(M, m, 4, bi, nbk), k0, k1, ab);                                  \
             if (M - m == 3) {                                                                  \
                 B3((Xc) + (size_t)m * (ldc), ldc, Wn, K, rk, (Yn) + (size_t)m * ldy, 1, ldy,   \
-                   gs_pf_rows(M, m, 3, bi, nbk), k0, k1, ab);                              \
+                   gs_pf_rows(M, m, 3, bi, nbk), k0, k1, ab);                                  \
                 break;                                                                         \
             }                                                                                  \
         }                                                                                      \
         for (; m + 2 <= M; m += 2, bi++, ab += 16)                                             \
             B2((Xc) + (size_t)m * (ldc), ldc, Wn, K, rk, (Yn) + (size_t)m * ldy, 1, ldy,       \
-               gs_pf_rows(M, m, 2, bi, nbk), k0, k1, ab);                                  \
+               gs_pf_rows(M, m, 2, bi, nbk), k0, k1, ab);                                      \
         if (m < M)                                                                             \
             B1((Xc) + (size_t)m * (ldc), ldc, Wn, K, rk, (Yn) + (size_t)m * ldy, 1, ldy, 1,    \
                k0, k1, ab);                                                                    \

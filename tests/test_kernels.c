@@ -310,9 +310,9 @@ static void gemm_part(const kernels *kn, int wt, const float *X, int ldx, int r0
 static void test_gemm_invariance(const kernels *kn)
 {
     enum { MT = 70 };
-    /* K = 1000 and 1544: from 2 rows on, X and the weight rows pass the L1, so the blocks run
-     * over k in chunks (kernels_simd.h gs_chunk), the last one with the values past the last
-     * whole group of 32 */
+    /* K = 1000 (from 15 rows) and 1544 (from 7): X and four F32 weight rows pass GS_L1_BYTES,
+     * so the AVX-512 blocks run over k in chunks (kernels_simd.h gs_chunk), the last one with the
+     * values past the last whole vector */
     static const int Ks[] = {17, 48, 100, 768, 1000, 1544};
     static const int Ns[] = {5, 37, 64};
     static const int Ms[] = {1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 33};
