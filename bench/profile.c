@@ -8,8 +8,8 @@
  * weights needs at the bandwidth measured just before and after. What is left is the fixed cost
  * per step, measured directly rather than as (time per token - bytes / bandwidth) of a whole run.
  * With several streams (--profile-streams) the projections also say how much of the sgemm peak
- * measured at the start of the run their arithmetic reaches. The same loop with the counters off says
- * what counting costs.
+ * measured at the start of the run their arithmetic reaches. The same loop with the counters off
+ * says what counting costs.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,9 +26,10 @@ typedef struct prof_run {
 /* Most streams --profile-streams takes. */
 #define PROF_MAX_STREAMS 64
 
-/* Decode n steps greedily of the ns streams q[] (each fed its token first), counters on or off. */
-static int decode_run(ss_model *m, ss_ctx *c, ss_seq *q, int ns, ss_sampler *smp, int n, int on,
-                      prof_run *out)
+/* Decode n steps greedily of the ns streams q[] (stream s fed tok[s] first, then its greedy
+ * tokens), counters on or off. */
+static int decode_run(ss_model *m, ss_ctx *c, ss_seq *q, int32_t *tok, int ns, ss_sampler *smp,
+                      int n, int on, prof_run *out)
 {
     *out = (prof_run){0};
     ss_ctx_set_profile(c, on);
@@ -38,7 +39,7 @@ static int decode_run(ss_model *m, ss_ctx *c, ss_seq *q, int ns, ss_sampler *smp
         const int64_t t1 = ss_mono_ns();
         for (int s = 0; s < ns; s++) {
             float lp;
-            *(int32_t *)q[s].tokens = ss_sampler_sample(smp, q[s].logits, &lp);
+            tok[s] = ss_sampler_sample(smp, q[s].logits, &lp);
         }
         const int64_t t2 = ss_mono_ns();
         out->token_ns += (double)(t2 - t0);
@@ -73,13 +74,13 @@ int bench_profile(ss_model *m, int n_streams, int n_tok, int reps, double stream
                         .logits = logits + (size_t)s * info->vocab_size};
     }
     prof_run warm, best = {0}, off = {0}, run;
-    if (decode_run(m, c, q, ns, smp, 8, 0, &warm)) goto out;
+    if (decode_run(m, c, q, tok, ns, smp, 8, 0, &warm)) goto out;
     const double bw0 = bandwidth(bw_user);
     /* alternate off and on, keep the fastest of each (the host's neighbours come and go) */
     for (int r = 0; r < reps; r++) {
-        if (decode_run(m, c, q, ns, smp, n_tok, 0, &run)) goto out;
+        if (decode_run(m, c, q, tok, ns, smp, n_tok, 0, &run)) goto out;
         if (r == 0 || run.token_ns < off.token_ns) off = run;
-        if (decode_run(m, c, q, ns, smp, n_tok, 1, &run)) goto out;
+        if (decode_run(m, c, q, tok, ns, smp, n_tok, 1, &run)) goto out;
         if (r == 0 || run.token_ns < best.token_ns) best = run;
     }
     const double bw1 = bandwidth(bw_user), bw = bw0 > bw1 ? bw0 : bw1;
@@ -110,7 +111,8 @@ int bench_profile(ss_model *m, int n_streams, int n_tok, int reps, double stream
     }
 
     if (ns == 1)
-        printf("  decode profile: 1 stream, %d tokens, fastest of %d runs, microseconds per token\n",
+        printf("  decode profile: 1 stream, %d tokens, fastest of %d runs, microseconds per "
+               "token\n",
                n_tok, reps);
     else
         printf("  decode profile: %d streams, %d steps of a token each, fastest of %d runs, "
