@@ -26,7 +26,7 @@
  * usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N] [--streams LIST]
  *                            [--rounds R] [--burst T]
  *                            [--compare layouts|far|copy|parts|tlayout|ends|prefetch|units|
- *                                       scan|q8layout|nta|spread|chunks]
+ *                                       scan|q8layout|nta|spread|chunks|farm]
  *   --model DIR      a checkpoint folder (statesoup-bench --keep writes random-weight ones)
  *   --weights W      stored (default) or q8
  *   --threads N      compute threads (default: all cores)
@@ -43,7 +43,7 @@
  *                    whole segments vs column-block units: internal.h fused_units), scan (the
  *                    one-token scan kernel and the small GEMM's 4 x 4 reductions before /
  *                    after: kernels.h kernels_scan_ahead, kernels_hsum_4x4), q8layout,
- *                    nta, spread and chunks (the help text below)
+ *                    nta, spread, chunks and farm (the help text below)
  */
 #include <limits.h>
 #include <stdio.h>
@@ -76,7 +76,7 @@ static const char usage[] =
     "                           [--streams LIST] [--rounds R] [--burst T] [--profile]\n"
     "                           [--compare layouts|far|copy|parts|tlayout|ends|prefetch|\n"
     "                                      units|scan|q8layout|nta|spread|\n"
-    "                                      chunks]\n"
+    "                                      chunks|farm]\n"
     "Decode steps of Mamba-1's row layout (fused_decode -1) and transposed layout (1) in\n"
     "alternating bursts in one process; ms per step (fastest, first quartile, median burst).\n"
     "--compare far: the default layout, the one-row kernels reading one stream vs four far\n"
@@ -96,7 +96,9 @@ static const char usage[] =
     "--compare spread: up to 16 streams, the next weight rows prefetched by every block of\n"
     "input rows vs shared out among them (SS_PF_SPREAD 0 vs 1).\n"
     "--compare chunks: 2 to 16 streams, the small GEMM over all of K at once vs in chunks\n"
-    "(SS_K_CHUNKS 0 vs 1).\n";
+    "(SS_K_CHUNKS 0 vs 1).\n"
+    "--compare farm: the four far streams for one input row only vs up to four (SS_FAR_M 1\n"
+    "vs 4).\n";
 
 /* A comparison: the two sides' names, how each opens the model, what to set before its bursts. */
 typedef struct ab_mode {
@@ -196,6 +198,12 @@ static void before_spread(int v)
     kernels_pf_spread = v;
 }
 
+/* farm: gemm_small's four far streams for one input row only vs up to four (kernels_far_m) */
+static void before_farm(int v)
+{
+    kernels_far_m = v ? 4 : 1;
+}
+
 /* chunks: gemm_small from 2 to 16 rows over all of K vs in chunks of k (kernels_k_chunks) */
 static void before_chunks(int v)
 {
@@ -223,6 +231,8 @@ static const ab_mode modes[] = {
      open_default, before_spread},
     {"chunks", {"all of K at once", "chunks of K"}, "chunks / at once", open_default,
      before_chunks},
+    {"farm", {"far streams at 1 row", "far streams up to 4 rows"}, "up to 4 / 1", open_default,
+     before_farm},
 };
 
 int main(int argc, char **argv)

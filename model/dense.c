@@ -223,15 +223,15 @@ void mm_rows_then(const ss_model *m, ss_ctx *c, const float *x, int rows, int in
         if (out < 2 * 64 * nt)
             j.block = after ? ((out + nt - 1) / nt + 15) & ~15 : ((out + nt - 1) / nt + 7) & ~7;
         else if (pool_parts > 0) {
-            /* guided (pool.h): big claims first, small ones last; a claim of one row at least
-             * 16 rows per far stream (kernels.h), else 32 (above). 130m at 2 threads on the
-             * AMD host, interleaved (docs/performance.md): the caller's wait at lm_head went
-             * from 46-77 to 1-2 us a token, a step 0.93-0.97x (F32, BF16), 0.84x (q8) */
+            /* guided (pool.h): big claims first, small ones last; a claim of up to
+             * kernels_far_m input rows at least 16 rows per far stream (kernels.h), else 32
+             * (above). 130m at 2 threads on the AMD host, interleaved (docs/performance.md):
+             * the caller's wait at lm_head went from 46-77 to 1-2 us a token, a step
+             * 0.93-0.97x (F32, BF16), 0.84x (q8) */
+            const int far = rows <= kernels_far_m && kernels_far_rows < INT_MAX;
             j.guided = pool_parts * nt;
             atomic_init(&j.ends, pool_ends_pack(0, out));
-            j.block = pool_parts_min > 0                             ? pool_parts_min
-                      : rows == 1 && kernels_far_rows < INT_MAX ? 4 * FAR_MIN_ROWS
-                                                                : 32;
+            j.block = pool_parts_min > 0 ? pool_parts_min : far ? 4 * FAR_MIN_ROWS : 32;
         }
         /* the q8p layout: claims of whole panels (each one run of memory, kernels.h) */
         if (w.t == W_Q8P) j.block = (j.block + Q8P_W - 1) / Q8P_W * Q8P_W;

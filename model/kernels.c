@@ -426,6 +426,7 @@ int kernels_far_rows = INT_MAX; /* kernels.h; chosen below */
 int kernels_pf_nta = 0;        /* kernels.h; chosen below */
 int kernels_pf_spread = 1;     /* kernels.h; SS_PF_SPREAD below */
 int kernels_k_chunks = 1;      /* kernels.h; SS_K_CHUNKS below */
+int kernels_far_m = 4;         /* kernels.h; SS_FAR_M below */
 int kernels_far_t = -1;          /* kernels.h; SS_FAR_T below */
 int kernels_scan_ahead = 1;      /* kernels.h; SS_SCAN_AHEAD below */
 int kernels_hsum_4x4 = 1;        /* kernels.h; SS_HSUM4X4 below */
@@ -465,6 +466,8 @@ static void kernels_choose(void)
     const char *spread = getenv("SS_PF_SPREAD");
     if (spread && (!strcmp(spread, "0") || !strcmp(spread, "1")))
         kernels_pf_spread = spread[0] == '1';
+    const char *farm = getenv("SS_FAR_M");
+    if (farm && farm[0] >= '1' && farm[0] <= '4' && !farm[1]) kernels_far_m = farm[0] - '0';
     const char *chunks = getenv("SS_K_CHUNKS");
     if (chunks && (!strcmp(chunks, "0") || !strcmp(chunks, "1")))
         kernels_k_chunks = chunks[0] == '1';

@@ -228,8 +228,8 @@ static inline int bf16_pair_pos(int K, int k)
 void bf16_pack_rows(const uint16_t *src, size_t rows, int K, uint16_t *dst);
 
 /*
- * Batch-1 decode (one input row) over at least kernels_far_rows weight rows reads them as four
- * streams far apart: a block of four rows takes rows n, n + q, n + 2q and n + 3q (q = N / 4),
+ * Batch-1 decode (one input row; up to kernels_far_m, below) over at least kernels_far_rows
+ * weight rows reads them as four streams far apart: a block of four rows takes rows n, n + q, n + 2q and n + 3q (q = N / 4),
  * each stream prefetched FAR_PF_ROWS rows ahead into L2. An AMD core keeps more reads in flight
  * for four distant streams than for one (2 cores of a Zen 5: 62-71 GB/s for four adjacent rows,
  * 83-87 for four far streams); an Intel Xeon core streams better from one with its prefetches
@@ -241,6 +241,14 @@ void bf16_pack_rows(const uint16_t *src, size_t rows, int K, uint16_t *dst);
 #define FAR_MIN_ROWS 16
 #define FAR_PF_ROWS  1
 extern int kernels_far_rows;
+/*
+ * Up to how many input rows gemm_small reads the weight rows as four far streams when they are
+ * on: as many as one block of input rows holds (AVX-512 4, AVX2 2), each stream prefetched ahead
+ * as the one-row blocks do. Decode steps of 2-4 streams are bound by the memory as batch-1 is
+ * (130m, 2 threads, AMD: 0.66-0.86 of the time, docs/performance.md). The same bits, as for one
+ * row. SS_FAR_M=1 keeps them to one input row (before), for measuring.
+ */
+extern int kernels_far_m;
 /*
  * Whether the batch-1 kernels' prefetches of the weight streams ahead (the one-row blocks of
  * gemm_small, F32 / BF16 / F16, and the q8p panels of gemv_q8p_a8) are non-temporal

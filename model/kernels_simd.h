@@ -436,16 +436,17 @@ static void KFN(conv)(const conv_args *a)
         GS_OUT(3, j, WSC);                                                                     \
     } while (0)
 
-/* Prefetch at k: the next block's rows (RX > 1, when pf and NEXT), or PF1_ROWS ahead into L2
- * (RX == 1, when AHEAD): the conditions say at which k a new cache line of the rows begins. */
+/* Prefetch at k: the next block's rows (RX > 1, when pf > 0 and NEXT), or each row's stream
+ * ahead (RX == 1 or pf < 0 - several input rows on four far streams -, when AHEAD): the
+ * conditions say at which k a new cache line of the rows begins. */
 #define GS_PREFETCH(RX, NEXT, AHEAD)                                                           \
     do {                                                                                       \
-        if (RX > 1 && pf && (NEXT)) { /* next block's rows in pf's mask (gs_pf_rows) */       \
+        if (RX > 1 && pf > 0 && (NEXT)) { /* next block's rows in pf's mask (gs_pf_rows) */   \
             if (pf & 1) __builtin_prefetch(W + 4 * (size_t)K + k);                             \
             if (pf & 2) __builtin_prefetch(W + 5 * (size_t)K + k);                             \
             if (pf & 4) __builtin_prefetch(W + 6 * (size_t)K + k);                             \
             if (pf & 8) __builtin_prefetch(W + 7 * (size_t)K + k);                             \
-        } else if (RX == 1 && (AHEAD)) { /* each row's stream pfa floats ahead (kernels.h) */ \
+        } else if ((RX == 1 || pf < 0) && (AHEAD)) { /* each row's stream pfa floats ahead */ \
             prefetch_weights(W + pfa + k);                                                     \
             prefetch_weights(W + rs + pfa + k);                                                \
             prefetch_weights(W + 2 * rs + pfa + k);                                            \
@@ -640,11 +641,17 @@ static inline int gs_pf_rows(int M, int m, int RX, int bi, int nb)
         const size_t rk = (size_t)K;                                                           \
         const int nbk = VW == 16 ? M / 4 + (M % 4 >= 2) : M / 2; /* blocks of 2+ input rows */  \
         int n = 0;                                                                             \
-        if (M == 1 && N >= kernels_far_rows) { /* four far streams (kernels.h) */              \
+        if (M <= (VW == 16 ? kernels_far_m : 2 < kernels_far_m ? 2 : kernels_far_m) &&       \
+            N >= kernels_far_rows) { /* four far streams, one block of input rows (kernels.h) */ \
             const int q = N / 4; /* rows n, n + q, n + 2q, n + 3q */                           \
-            for (; n < q; n++)                                                                 \
-                B1(X, ldx, W + (size_t)n * rk, K, (size_t)q * rk, Y + n, q, ldy, 1, 0, K,      \
-                   NULL);                                                                      \
+            const size_t rq = (size_t)q * rk;                                                  \
+            for (; n < q; n++) {                                                               \
+                const WT *Wn = W + (size_t)n * rk;                                             \
+                if (M == 1) B1(X, ldx, Wn, K, rq, Y + n, q, ldy, 1, 0, K, NULL);               \
+                else if (M == 2) B2(X, ldx, Wn, K, rq, Y + n, q, ldy, -1, 0, K, NULL);         \
+                else if (M == 3) B3(X, ldx, Wn, K, rq, Y + n, q, ldy, -1, 0, K, NULL);         \
+                else B4(X, ldx, Wn, K, rq, Y + n, q, ldy, -1, 0, K, NULL);                     \
+            }                                                                                  \
             n = 4 * q;                                                                         \
         }                                                                                      \
         const int kc = gs_chunk(M, K, sizeof(WT)), tile = kc < K ? GS_TILE : 1;                \
