@@ -641,7 +641,7 @@ static inline int gs_pf_rows(int M, int m, int RX, int bi, int nb)
         const size_t rk = (size_t)K;                                                           \
         const int nbk = VW == 16 ? M / 4 + (M % 4 >= 2) : M / 2; /* blocks of 2+ input rows */  \
         int n = 0;                                                                             \
-        if (M <= (VW == 16 ? kernels_far_m : 2 < kernels_far_m ? 2 : kernels_far_m) &&       \
+        if (M >= 1 && M <= (VW == 16 ? kernels_far_m : 2 < kernels_far_m ? 2 : kernels_far_m) && \
             N >= kernels_far_rows) { /* four far streams, one block of input rows (kernels.h) */ \
             const int q = N / 4; /* rows n, n + q, n + 2q, n + 3q */                           \
             const size_t rq = (size_t)q * rk;                                                  \

@@ -307,6 +307,22 @@ static void gemm_part(const kernels *kn, int wt, const float *X, int ldx, int r0
  * range, has the same bits. 8-bit weights from 2 rows on (one row sums its blocks in another
  * order, kernels.h), and also as the F32 kernel on the widened weights (prefill panels).
  */
+/* No input rows: the products read no X and write no Y, on the far streams too (their path
+ * takes up to four input rows). */
+static void test_gemm_empty(const kernels *kn)
+{
+    enum { N = 64, K = 96 };
+    static float Wf[N * K], Y[4 * N];
+    static uint16_t W16[N * K];
+    for (int i = 0; i < 4 * N; i++) Y[i] = 7.0f;
+    kn->gemm_small(NULL, 0, K, K, Wf, N, Y, N);
+    kn->gemm_small_bf16(NULL, 0, K, K, W16, N, Y, N);
+    kn->gemm_small_f16(NULL, 0, K, K, W16, N, Y, N);
+    int ok = 1;
+    for (int i = 0; i < 4 * N; i++) ok &= Y[i] == 7.0f;
+    CHECKF(ok, "%s: GEMM of no rows writes nothing", kn->name);
+}
+
 static void test_gemm_invariance(const kernels *kn)
 {
     enum { MT = 70 };
@@ -1163,6 +1179,7 @@ int main(void)
             kernels_far_rows = far & 1 ? FAR_MIN_ROWS : INT_MAX;
             kernels_pf_nta = far >> 1;
             test_gemm_invariance(sets[i]);
+            test_gemm_empty(sets[i]);
             test_gemv_q8a8(sets[i]);
             if (far == 2) { /* (these two do not read kernels_far_rows) */
                 test_q8p(sets[i]);
