@@ -577,8 +577,16 @@ static void KFN(conv)(const conv_args *a)
 /* The packed chunk of X's rows: a stride off multiples of 4 KB (X's rows at 1024 or 2048 floats
  * fell in the same L1 sets: K = 1024 chunked 128 G MAC/s in L2 on two cores, 143 at once). */
 #define GS_XP_LD (GS_KC + 16)
-/* Vectors of sums kept between chunks: 16 per block of input rows, up to 8 blocks (AVX2). */
-#define GS_CHUNK_ACC (VW == 16 ? 4 * 16 : 8 * 16)
+/* Vectors of sums kept between chunks per block of four weight rows: 16 per block of input rows,
+ * up to 4 blocks (AVX-512 only takes chunks). */
+#define GS_CHUNK_ACC (4 * 16)
+/* The most input rows whose products read the weights as four far streams: one block of them
+ * (kernels.h kernels_far_m; AVX2's blocks hold 2). */
+static inline int gs_far_m(void)
+{
+    return VW == 16 || kernels_far_m < 2 ? kernels_far_m : 2;
+}
+
 static inline int gs_chunk(int M, int K, size_t wsize)
 {
     const size_t l1 = (size_t)M * K * sizeof(float) + 4 * (size_t)K * wsize; /* X and 4 rows */
@@ -611,27 +619,28 @@ static inline int gs_pf_rows(int M, int m, int RX, int bi, int nb)
 }
 
 /* GS_DRIVER's blocks of input rows over the four weight rows at Wn, k in [k0, k1): X's rows at
- * Xc from column k0 on, the sums kept at ab (16 vectors per block of input rows). */
+ * Xc from column k0 on, the sums kept at ab0 (16 vectors per block of input rows; NULL when K
+ * is one chunk). */
+#define GS_SUMS(ab0, bi) ((ab0) ? (ab0) + 16 * (bi) : NULL)
 #define GS_BLOCKS(B1, B2, B3, B4, Xc, ldc, Wn, Yn, ab0)                                        \
     do {                                                                                       \
-        VF *ab = (ab0);                                                                        \
         int m = 0, bi = 0;                                                                     \
         if (VW == 16) { /* AVX2 has 16 registers: 8 accumulators at most */                    \
-            for (; m + 4 <= M; m += 4, bi++, ab += 16)                                         \
+            for (; m + 4 <= M; m += 4, bi++)                                                   \
                 B4((Xc) + (size_t)m * (ldc), ldc, Wn, K, rk, (Yn) + (size_t)m * ldy, 1, ldy,   \
-                   gs_pf_rows(M, m, 4, bi, nbk), k0, k1, ab);                                  \
+                   gs_pf_rows(M, m, 4, bi, nbk), k0, k1, GS_SUMS(ab0, bi));                    \
             if (M - m == 3) {                                                                  \
                 B3((Xc) + (size_t)m * (ldc), ldc, Wn, K, rk, (Yn) + (size_t)m * ldy, 1, ldy,   \
-                   gs_pf_rows(M, m, 3, bi, nbk), k0, k1, ab);                                  \
+                   gs_pf_rows(M, m, 3, bi, nbk), k0, k1, GS_SUMS(ab0, bi));                    \
                 break;                                                                         \
             }                                                                                  \
         }                                                                                      \
-        for (; m + 2 <= M; m += 2, bi++, ab += 16)                                             \
+        for (; m + 2 <= M; m += 2, bi++)                                                       \
             B2((Xc) + (size_t)m * (ldc), ldc, Wn, K, rk, (Yn) + (size_t)m * ldy, 1, ldy,       \
-               gs_pf_rows(M, m, 2, bi, nbk), k0, k1, ab);                                      \
+               gs_pf_rows(M, m, 2, bi, nbk), k0, k1, GS_SUMS(ab0, bi));                        \
         if (m < M)                                                                             \
             B1((Xc) + (size_t)m * (ldc), ldc, Wn, K, rk, (Yn) + (size_t)m * ldy, 1, ldy, 1,    \
-               k0, k1, ab);                                                                    \
+               k0, k1, GS_SUMS(ab0, bi));                                                      \
     } while (0)
 
 #define GS_DRIVER(NAME, WT, B1, B2, B3, B4, DOT)                                               \
@@ -641,8 +650,7 @@ static inline int gs_pf_rows(int M, int m, int RX, int bi, int nb)
         const size_t rk = (size_t)K;                                                           \
         const int nbk = VW == 16 ? M / 4 + (M % 4 >= 2) : M / 2; /* blocks of 2+ input rows */  \
         int n = 0;                                                                             \
-        if (M >= 1 && M <= (VW == 16 ? kernels_far_m : 2 < kernels_far_m ? 2 : kernels_far_m) && \
-            N >= kernels_far_rows) { /* four far streams, one block of input rows (kernels.h) */ \
+        if (M >= 1 && M <= gs_far_m() && N >= kernels_far_rows) { /* far streams (kernels.h) */ \
             const int q = N / 4; /* rows n, n + q, n + 2q, n + 3q */                           \
             const size_t rq = (size_t)q * rk;                                                  \
             for (; n < q; n++) {                                                               \
@@ -655,8 +663,9 @@ static inline int gs_pf_rows(int M, int m, int RX, int bi, int nb)
             n = 4 * q;                                                                         \
         }                                                                                      \
         const int kc = gs_chunk(M, K, sizeof(WT)), tile = kc < K ? GS_TILE : 1;                \
-        VF acc[GS_TILE * GS_CHUNK_ACC] __attribute__((aligned(64)));                           \
-        float xp[16 * GS_XP_LD] __attribute__((aligned(64)));                                  \
+        /* (chunks are AVX-512's only: elsewhere one unused vector and float) */               \
+        VF acc[VW == 16 ? GS_TILE * GS_CHUNK_ACC : 1] __attribute__((aligned(64)));            \
+        float xp[VW == 16 ? 16 * GS_XP_LD : 1] __attribute__((aligned(64)));                   \
         for (; n + 4 <= N; n += 4 * tile) { /* tiles of blocks of four weight rows */          \
             const int nt = (N - n) / 4 < tile ? (N - n) / 4 : tile;                            \
             for (int k0 = 0, k1; k0 < K; k0 = k1) {                                            \
@@ -671,7 +680,7 @@ static inline int gs_pf_rows(int M, int m, int RX, int bi, int nb)
                 }                                                                              \
                 for (int t = 0; t < nt; t++)                                                   \
                     GS_BLOCKS(B1, B2, B3, B4, Xc, ldc, W + (size_t)(n + 4 * t) * K,            \
-                              Y + n + 4 * t, acc + t * GS_CHUNK_ACC);                          \
+                              Y + n + 4 * t, kc < K ? acc + t * GS_CHUNK_ACC : NULL);          \
             }                                                                                  \
         }                                                                                      \
         n = N / 4 * 4;                                                                         \
