@@ -26,7 +26,8 @@
  * usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N] [--streams LIST]
  *                            [--rounds R] [--burst T]
  *                            [--compare layouts|far|copy|parts|tlayout|ends|prefetch|units|
- *                                       scan|q8layout|nta|spread|chunks|farm]
+ *                                       scan|q8layout|nta|spread|chunks|farm|
+ *                                       q8streams]
  *   --model DIR      a checkpoint folder (statesoup-bench --keep writes random-weight ones)
  *   --weights W      stored (default) or q8
  *   --threads N      compute threads (default: all cores)
@@ -43,7 +44,7 @@
  *                    whole segments vs column-block units: internal.h fused_units), scan (the
  *                    one-token scan kernel and the small GEMM's 4 x 4 reductions before /
  *                    after: kernels.h kernels_scan_ahead, kernels_hsum_4x4), q8layout,
- *                    nta, spread, chunks and farm (the help text below)
+ *                    nta, spread, chunks, farm and q8streams (the help text below)
  */
 #include <limits.h>
 #include <stdio.h>
@@ -76,7 +77,7 @@ static const char usage[] =
     "                           [--streams LIST] [--rounds R] [--burst T] [--profile]\n"
     "                           [--compare layouts|far|copy|parts|tlayout|ends|prefetch|\n"
     "                                      units|scan|q8layout|nta|spread|\n"
-    "                                      chunks|farm]\n"
+    "                                      chunks|farm|q8streams]\n"
     "Decode steps of Mamba-1's row layout (fused_decode -1) and transposed layout (1) in\n"
     "alternating bursts in one process; ms per step (fastest, first quartile, median burst).\n"
     "--compare far: the default layout, the one-row kernels reading one stream vs four far\n"
@@ -98,7 +99,9 @@ static const char usage[] =
     "--compare chunks: 2 to 16 streams, the small GEMM over all of K at once vs in chunks\n"
     "(SS_K_CHUNKS 0 vs 1).\n"
     "--compare farm: the four far streams for one input row only vs up to four (SS_FAR_M 1\n"
-    "vs 4).\n";
+    "vs 4).\n"
+    "--compare q8streams: --weights q8's panels read as SS_Q8P_STREAMS_A streams (1 or 4;\n"
+    "default 1) vs 2, the default (gemv_q8p_a8, VNNI).\n";
 
 /* A comparison: the two sides' names, how each opens the model, what to set before its bursts. */
 typedef struct ab_mode {
@@ -210,6 +213,14 @@ static void before_chunks(int v)
     kernels_k_chunks = v;
 }
 
+/* q8streams: gemv_q8p_a8's panels side by side, SS_Q8P_STREAMS_A (1 or 4, default 1) on side 0,
+ * 2 (the default) on side 1 (kernels.h kernels_q8p_streams) */
+static void before_q8streams(int v)
+{
+    const char *a = getenv("SS_Q8P_STREAMS_A");
+    kernels_q8p_streams = v ? 2 : a && !strcmp(a, "4") ? 4 : 1;
+}
+
 static const ab_mode modes[] = {
     {"layouts", {"rows (fused_decode -1)", "fused (fused_decode 1)"}, "fused / rows",
      open_layouts, before_none},
@@ -233,6 +244,8 @@ static const ab_mode modes[] = {
      before_chunks},
     {"farm", {"far streams at 1 row", "far streams up to 4 rows"}, "up to 4 / 1", open_default,
      before_farm},
+    {"q8streams", {"q8p panels, SS_Q8P_STREAMS_A streams", "q8p panels, 2 streams"},
+     "2 / A streams", open_default, before_q8streams},
 };
 
 int main(int argc, char **argv)
