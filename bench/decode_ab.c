@@ -27,7 +27,7 @@
  *                            [--rounds R] [--burst T]
  *                            [--compare layouts|far|copy|parts|tlayout|ends|prefetch|units|
  *                                       scan|q8layout|nta|spread|chunks|farm|
- *                                       q8streams]
+ *                                       q8streams|fuserows]
  *   --model DIR      a checkpoint folder (statesoup-bench --keep writes random-weight ones)
  *   --weights W      stored (default) or q8
  *   --threads N      compute threads (default: all cores)
@@ -44,7 +44,7 @@
  *                    whole segments vs column-block units: internal.h fused_units), scan (the
  *                    one-token scan kernel and the small GEMM's 4 x 4 reductions before /
  *                    after: kernels.h kernels_scan_ahead, kernels_hsum_4x4), q8layout,
- *                    nta, spread, chunks, farm and q8streams (the help text below)
+ *                    nta, spread, chunks, farm, q8streams and fuserows (the help text below)
  */
 #include <limits.h>
 #include <stdio.h>
@@ -77,7 +77,7 @@ static const char usage[] =
     "                           [--streams LIST] [--rounds R] [--burst T] [--profile]\n"
     "                           [--compare layouts|far|copy|parts|tlayout|ends|prefetch|\n"
     "                                      units|scan|q8layout|nta|spread|\n"
-    "                                      chunks|farm|q8streams]\n"
+    "                                      chunks|farm|q8streams|fuserows]\n"
     "Decode steps of Mamba-1's row layout (fused_decode -1) and transposed layout (1) in\n"
     "alternating bursts in one process; ms per step (fastest, first quartile, median burst).\n"
     "--compare far: the default layout, the one-row kernels reading one stream vs four far\n"
@@ -101,7 +101,9 @@ static const char usage[] =
     "--compare farm: the four far streams for one input row only vs up to four (SS_FAR_M 1\n"
     "vs 4).\n"
     "--compare q8streams: --weights q8's panels read as SS_Q8P_STREAMS_A streams (1 or 4;\n"
-    "default 1) vs 2, the default (gemv_q8p_a8, VNNI).\n";
+    "default 1) vs 2, the default (gemv_q8p_a8, VNNI).\n"
+    "--compare fuserows: the fused layout, Mamba-1's two-step decode layer up to 16 rows vs up\n"
+    "to SS_FUSED_ROWS_B rows (default 4), the prompt's four steps above (same bits).\n";
 
 /* A comparison: the two sides' names, how each opens the model, what to set before its bursts. */
 typedef struct ab_mode {
@@ -221,6 +223,19 @@ static void before_q8streams(int v)
     kernels_q8p_streams = v ? 2 : a && !strcmp(a, "4") ? 4 : 1;
 }
 
+/* fuserows: the fused layout on both sides; the two-step layer up to 16 rows (side 0) or up to
+ * SS_FUSED_ROWS_B (side 1), internal.h fused_max_rows */
+static void open_fused(int v, ss_model_params *p)
+{
+    (void)v;
+    p->fused_decode = 1;
+}
+static void before_fuserows(int v)
+{
+    const char *b = getenv("SS_FUSED_ROWS_B");
+    fused_max_rows = !v ? 16 : b && atoi(b) >= 1 && atoi(b) <= 16 ? atoi(b) : 4;
+}
+
 static const ab_mode modes[] = {
     {"layouts", {"rows (fused_decode -1)", "fused (fused_decode 1)"}, "fused / rows",
      open_layouts, before_none},
@@ -246,6 +261,8 @@ static const ab_mode modes[] = {
      before_farm},
     {"q8streams", {"q8p panels, SS_Q8P_STREAMS_A streams", "q8p panels, 2 streams"},
      "2 / A streams", open_default, before_q8streams},
+    {"fuserows", {"two steps up to 16 rows", "two steps up to SS_FUSED_ROWS_B rows"},
+     "B / 16 rows", open_fused, before_fuserows},
 };
 
 int main(int argc, char **argv)

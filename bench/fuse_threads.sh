@@ -1,8 +1,9 @@
 #!/bin/bash
 # fuse_threads.sh - from how many threads Mamba-1's fused decode step (two parallel steps a layer,
 # out_proj's partials transposed) beats the rows (four steps): statesoup-decode-ab --compare
-# layouts at several thread counts, per shape and 16-bit or F32 weights. Its answer sets
-# FUSE_MIN_THREADS (model/internal.h; docs/performance.md, "Four steps again below 8 threads").
+# layouts at several thread counts, per shape and 16-bit or F32 weights. Its answer decides the
+# default layout (the rows on every thread count since the Xeon's figures: docs/performance.md,
+# "The device's Xeon decides the defaults per CPU"; SS_FUSED_DECODE=1 picks the fused step).
 #
 #   bench/fuse_threads.sh [BUILD_DIR] [SHAPES] [THREADS] [ROUNDS]
 #   e.g. bench/fuse_threads.sh build-release "130m 370m" "2 4 8 16" 20

@@ -1138,8 +1138,7 @@ ss_err model_load(ss_model *m, const char *dir, const ss_model_params *p)
     const char *act = getenv("SS_Q8_ACT");
     m->act8 = p->weights == SS_WEIGHTS_Q8 && !p->q8_f32_act && !(act && !strcmp(act, "f32"));
     const char *fused = getenv("SS_FUSED_DECODE");
-    m->fused = p->fused_decode > 0 || (p->fused_decode == 0 && p->weights != SS_WEIGHTS_Q8 &&
-                                       m->n_threads >= FUSE_MIN_THREADS);
+    m->fused = p->fused_decode > 0;
     if (fused && (!strcmp(fused, "0") || !strcmp(fused, "1"))) m->fused = fused[0] == '1';
 
     struct stat st;

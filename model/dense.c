@@ -273,6 +273,7 @@ static size_t q8k_off(int N, int k0, int n0)
 
 int fused_prefetch = 1; /* internal.h */
 int fused_units = -1;
+int fused_max_rows = 16; /* internal.h; mamba.c FUSE_ROWS */
 
 void wmat_prefetch_rows(wmat w, int N, int k0, int k1)
 {

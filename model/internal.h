@@ -6,19 +6,10 @@
  * C = conv channels, V = vocab, H = heads (Mamba-2), P = head_dim, G = n_groups,
  * E = experts, de = expert width, T = tokens in flight (rows of the scratch matrices).
  * Weight matrices are row-major [out, in] as in the checkpoint: y = W x (but Mamba-1's x_proj
- * and out_proj are kept transposed, [in][out], under fused_decode, the default for stored
- * weights on FUSE_MIN_THREADS threads or more: see mm_t_rows).
+ * and out_proj are kept transposed, [in][out], under fused_decode: see mm_t_rows).
  */
 #ifndef SS_MODEL_INTERNAL_H
 #define SS_MODEL_INTERNAL_H
-
-/* Threads from which Mamba-1 layers decode in two parallel steps (fused_decode) by default.
- * The fused step saves two meetings of the threads per layer, but streams out_proj's transposed
- * partials slower than a row product; at two threads the four steps of the rows were 0-12 %
- * faster a token (1 stream; 4-26 % at 4 streams) on a 2-vCPU AMD host and level on a Xeon, at
- * 16 threads the fused step 3-25 % faster on the Xeon (docs/performance.md, "Two meetings per
- * Mamba-1 layer"). Between them it is not measured. */
-#define FUSE_MIN_THREADS 8
 
 #include <stdatomic.h>
 #include <stdint.h>
@@ -277,6 +268,13 @@ extern int fused_prefetch;
  */
 enum { FUSE_BLOCKS = 4 };
 extern int fused_units;
+/*
+ * The most rows (streams of a decode step) a Mamba-1 layer of a model in the fused layout takes
+ * in two parallel steps (mamba.c mamba1_fused; at most FUSE_ROWS); more take the four steps of
+ * a prompt on the same transposed matrices (mm_t_rows), which give the same bits. SS_FUSED_ROWS
+ * (1 to 16) sets it at the first ss_model_open; statesoup-decode-ab --compare fuserows flips it.
+ */
+extern int fused_max_rows;
 /* Columns [lo, hi) of the same product on the calling thread, for rows <= 16 (needs no scratch):
  * what one thread computes of a projection inside a parallel step of its own. */
 void mm_cols_small(const float *x, int rows, int in, int ldx, wmat w, const float *bias, int lo,

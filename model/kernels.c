@@ -425,7 +425,7 @@ static const kernels *chosen;
 int kernels_far_rows = INT_MAX; /* kernels.h; chosen below */
 int kernels_pf_nta = 0;        /* kernels.h; chosen below */
 int kernels_pf_spread = 1;     /* kernels.h; SS_PF_SPREAD below */
-int kernels_k_chunks = 1;      /* kernels.h; SS_K_CHUNKS below */
+int kernels_k_chunks = 0;      /* kernels.h; chosen below */
 int kernels_far_m = 4;         /* kernels.h; SS_FAR_M below */
 int kernels_far_t = -1;          /* kernels.h; SS_FAR_T below */
 int kernels_scan_ahead = 1;      /* kernels.h; SS_SCAN_AHEAD below */
@@ -471,6 +471,8 @@ static void kernels_choose(void)
     const char *chunks = getenv("SS_K_CHUNKS");
     if (chunks && (!strcmp(chunks, "0") || !strcmp(chunks, "1")))
         kernels_k_chunks = chunks[0] == '1';
+    else
+        kernels_k_chunks = kernels_far_rows <= FAR_MIN_ROWS;
     const char *far_t = getenv("SS_FAR_T");
     if (far_t && (!strcmp(far_t, "0") || !strcmp(far_t, "1"))) kernels_far_t = far_t[0] == '1';
     const char *ahead = getenv("SS_SCAN_AHEAD");

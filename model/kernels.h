@@ -265,7 +265,9 @@ extern int kernels_pf_nta;
  * four rows in each block (before; SS_PF_SPREAD=0|1, for measuring). */
 extern int kernels_pf_spread;
 /* gemm_small from 2 to 16 input rows in chunks of k (kernels_simd.h gs_chunk); 0: all of K at
- * once (before; SS_K_CHUNKS=0|1, for measuring). The same bits either way. */
+ * once. The same bits either way. kernels_get() sets it where the far streams are on (AMD: 0.87-
+ * 0.98 of the time at 8-16 streams), off elsewhere (a Xeon: 0.97-1.07, docs/performance.md);
+ * SS_K_CHUNKS=0|1 forces it. */
 extern int kernels_k_chunks;
 /* A prefetch of a weight stream ahead of its loads: non-temporal or into L2 (kernels_pf_nta). */
 static inline void prefetch_weights(const void *p)

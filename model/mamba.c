@@ -41,16 +41,18 @@ ss_model_params ss_model_default_params(void)
     return (ss_model_params){.n_threads = 0};
 }
 
-static void units_from_env(void)
+static void fused_from_env(void)
 {
     const char *e = getenv("SS_UNITS");
     if (e && (!strcmp(e, "0") || !strcmp(e, "1"))) fused_units = *e - '0';
+    const char *r = getenv("SS_FUSED_ROWS");
+    if (r && atoi(r) >= 1 && atoi(r) <= FUSE_ROWS) fused_max_rows = atoi(r);
 }
 
 ss_err ss_model_open(ss_model **out, const char *dir, const ss_model_params *params)
 {
-    static pthread_once_t units_once = PTHREAD_ONCE_INIT;
-    pthread_once(&units_once, units_from_env);
+    static pthread_once_t fused_once = PTHREAD_ONCE_INIT;
+    pthread_once(&fused_once, fused_from_env);
     ss_model_params def = ss_model_default_params();
     if (!params) params = &def;
     ss_model *m = calloc(1, sizeof *m);
@@ -668,7 +670,7 @@ static void mamba1_mixer(ss_model *m, ss_ctx *c, const layer *ly, const span *sp
     const size_t ssm_off = m->info.n_state_layers * (size_t)Di * cf->conv_kernel +
                            (size_t)ly->state_index * (size_t)Di * N;
     const int fused = ly->x_proj_t.p != NULL; /* ss_model_params.fused_decode */
-    if (fused && T <= FUSE_ROWS && Di % 16 == 0) {
+    if (fused && T <= fused_max_rows && T <= FUSE_ROWS && Di % 16 == 0) {
         mamba1_fused(m, c, ly, sp, n_sp, T, ssm_off);
         return;
     }

@@ -121,12 +121,12 @@ typedef struct ss_model_params {
      * sequences runs each layer in two parallel steps instead of four (the threads meet twice;
      * docs/performance.md, "Two meetings per Mamba-1 layer"). Both products are then summed
      * over 16 segments of the channels in a fixed tree: prompts and decode give the same bits
-     * on any thread count. 0 (default): on from 8 threads (fewer threads decode faster in four
-     * steps), and not with SS_WEIGHTS_Q8 (whose two matrices keep their rows and the integer
-     * kernels); 1: on (with SS_WEIGHTS_Q8 the two matrices in the q8k layout with integer
-     * kernels of their own, where the segments start on a block of 32 channels; otherwise the
-     * rows); -1: off (the rows, four steps). The environment's SS_FUSED_DECODE=1 or 0 overrides
-     * it.
+     * on any thread count. 0 (default) or -1: off (the rows, four steps; on a 16-core Xeon the
+     * two steps were 1-9 % faster for one stream at 16 threads but 8-16 % slower for 16
+     * streams, and slower for both from 4 to 8 threads: docs/performance.md); 1: on (with
+     * SS_WEIGHTS_Q8 the two matrices in the q8k layout with integer kernels of their own, where
+     * the segments start on a block of 32 channels; otherwise the rows). The environment's
+     * SS_FUSED_DECODE=1 or 0 overrides it.
      */
     int fused_decode;
 } ss_model_params;

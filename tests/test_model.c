@@ -1198,8 +1198,8 @@ static uint64_t demo_token_steps(int nt, int fused)
     return pr.pool_steps;
 }
 
-/* fused_decode's default (0) follows the thread count: the rows below FUSE_MIN_THREADS threads,
- * the fused step (two parallel steps per layer and the logits head's) from there. */
+/* fused_decode's default (0) is the rows on any thread count (four parallel steps per layer);
+ * 1 the fused step (two per layer and the logits head's) on any too. */
 static void check_fused_default(void)
 {
     char demo[4096];
@@ -1212,9 +1212,9 @@ static void check_fused_default(void)
     CHECKF(fused2 == 2 * L + 1 && rows2 > fused2, "rows %llu, fused %llu parallel steps",
            (unsigned long long)rows2, (unsigned long long)fused2);
     CHECK(demo_token_steps(2, 0) == rows2);
-    CHECK(demo_token_steps(FUSE_MIN_THREADS - 1, 0) == rows2);
-    CHECK(demo_token_steps(FUSE_MIN_THREADS, 0) == fused2);
-    CHECK(demo_token_steps(FUSE_MIN_THREADS, -1) == rows2);
+    CHECK(demo_token_steps(16, 0) == rows2);
+    CHECK(demo_token_steps(16, -1) == rows2);
+    CHECK(demo_token_steps(16, 1) == fused2);
 }
 
 static void check_q8(void)
@@ -1341,7 +1341,7 @@ static void check_fingerprints(void)
 
 /*
  * ss_model_params.fused_decode (Mamba-1 x_proj and out_proj transposed, two parallel steps per
- * layer at decode; the default for stored weights from FUSE_MIN_THREADS threads): on the demo
+ * layer at decode; SS_FUSED_DECODE=1): on the demo
  * model (16 segments of 32 channels) a prompt and the same tokens decoded one by one give the
  * same bits, on 1, 2 and 3 threads alike; the logits stay within float rounding of the row
  * layout's (fused_decode = -1); a decode token takes two parallel steps per layer and one for
@@ -1553,8 +1553,7 @@ int main(int argc, char **argv)
         check_far_t();
         check_fused_q8();
         /* both layouts: prompts split anywhere, decode steps of one to a few rows, the same
-         * bits (the default on fewer than FUSE_MIN_THREADS cores keeps the rows; from there it
-         * fuses stored weights: so both, whatever the machine, and q8 fused) */
+         * bits (the default keeps the rows; SS_FUSED_DECODE=1 fuses: so both, and q8 fused) */
         ss_model_params fd = ss_model_default_params();
         for (int f = -1; f <= 1; f += 2) {
             fd.fused_decode = f;
@@ -1562,6 +1561,11 @@ int main(int argc, char **argv)
             check_reuse("models/moe-mamba-switch", &fd);
         }
         fd.fused_decode = 1;
+        /* the fused layout with the two-step layer for one row only (internal.h
+         * fused_max_rows): steps of more rows take the prompt's four steps, the same bits */
+        fused_max_rows = 1;
+        check_reuse("../../models/demo-mamba1", &fd);
+        fused_max_rows = 16;
         fd.weights = SS_WEIGHTS_Q8;
         check_reuse("models/mamba1-tiny", &fd); /* (segments of 16 channels: q8 keeps rows) */
         check_reuse("../../models/demo-mamba1", &fd); /* the q8k layout */

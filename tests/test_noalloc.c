@@ -266,7 +266,7 @@ int main(int argc, char **argv)
             check_eval(fixture_path(fixtures[i]), threads, SEQS, 1.0f, SS_WEIGHTS_STORED);
         }
         check_engine(demo, threads);
-        /* the other layout (the default from FUSE_MIN_THREADS threads): fused_decode, two
+        /* the other layout (SS_FUSED_DECODE=1): fused_decode, two
          * steps a layer, for stored and q8 weights */
         fused = 1;
         check_eval(demo, threads, 1, 0, SS_WEIGHTS_STORED);
