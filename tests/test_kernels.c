@@ -1164,6 +1164,9 @@ int main(void)
     if (has2) avx2_q8a8 = kernels_avx2()->gemv_q8a8;
     const kernels *sets[3] = {ref, has2 ? kernels_avx2() : NULL, has512 ? kernels_avx512() : NULL};
     const char *names[3] = {"generic", "avx2", "avx512"};
+    /* K in chunks (kernels.h kernels_k_chunks; AMD's default) in every test below, and all of K
+     * at once in the row-split invariance too */
+    kernels_k_chunks = 1;
     for (int i = 0; i < 3; i++) {
         if (!sets[i]) {
             printf("%-8s not supported by this CPU: skipped\n", names[i]);
@@ -1192,10 +1195,12 @@ int main(void)
         kernels_pf_spread = 0;
         test_gemm_invariance(sets[i]);
         kernels_pf_spread = 1;
-        /* and over all of K at once, however many rows (kernels.h kernels_k_chunks) */
-        kernels_k_chunks = 0;
+        /* over all of K at once and in chunks, however many rows (kernels.h kernels_k_chunks:
+         * the CPU's default is either), then the default again */
+        const int chunks0 = kernels_k_chunks;
+        kernels_k_chunks = !chunks0;
         test_gemm_invariance(sets[i]);
-        kernels_k_chunks = 1;
+        kernels_k_chunks = chunks0;
         test_scan_invariance(sets[i]);
         test_scan_step(sets[i]);
         if (i > 0) test_scan_conv(sets[i], ref);
