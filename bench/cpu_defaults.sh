@@ -14,6 +14,8 @@
 #   spread     next rows' prefetches shared out / in every block (8 and 16 streams; F32)
 #   chunks     K in chunks / all at once (8 and 16 streams; F32)
 #   layouts    the fused two-step layer / the rows (1 and 16 streams; F32, BF16)
+#   pfrows     one stream's prefetches 16 rows ahead / 8 (1 stream; F32, BF16; the far streams
+#              off, as on Intel: on AMD both sides run the same far-stream code otherwise)
 # Writes random-weight checkpoints under $TMPDIR and removes them. Run it on a quiet machine;
 # at 370m a line takes 10-60 s.
 set -eu
@@ -21,7 +23,7 @@ B=${1:-build-release}
 SHAPES=${2:-130m 370m}
 THREADS=${3:-2 16}
 ROUNDS=${4:-8}
-COMPARISONS=${5:-nta q8streams spread chunks layouts}
+COMPARISONS=${5:-nta q8streams spread chunks layouts pfrows}
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/cpu-defaults.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
@@ -46,6 +48,7 @@ for S in $SHAPES; do
         M=$(ls -d "$TMP/$S-$D"/*/mamba-"$S")
         has nta && ab "$M" "$S $D" nta 1
         has layouts && ab "$M" "$S $D" layouts 1,16
+        has pfrows && ab "$M" "$S $D" pfrows 1 "" SS_FAR_STREAMS=0
         if [ "$D" = F32 ]; then
             has spread && ab "$M" "$S $D" spread 8,16
             has chunks && ab "$M" "$S $D" chunks 8,16

@@ -27,7 +27,7 @@
  *                            [--rounds R] [--burst T]
  *                            [--compare layouts|far|copy|parts|tlayout|ends|prefetch|units|
  *                                       scan|q8layout|nta|spread|chunks|farm|
- *                                       q8streams|fuserows]
+ *                                       q8streams|fuserows|pfrows]
  *   --model DIR      a checkpoint folder (statesoup-bench --keep writes random-weight ones)
  *   --weights W      stored (default) or q8
  *   --threads N      compute threads (default: all cores)
@@ -44,7 +44,8 @@
  *                    whole segments vs column-block units: internal.h fused_units), scan (the
  *                    one-token scan kernel and the small GEMM's 4 x 4 reductions before /
  *                    after: kernels.h kernels_scan_ahead, kernels_hsum_4x4), q8layout,
- *                    nta, spread, chunks, farm, q8streams and fuserows (the help text below)
+ *                    nta, spread, chunks, farm, q8streams, fuserows and pfrows (the help
+ *                    text below)
  */
 #include <limits.h>
 #include <stdio.h>
@@ -77,7 +78,7 @@ static const char usage[] =
     "                           [--streams LIST] [--rounds R] [--burst T] [--profile]\n"
     "                           [--compare layouts|far|copy|parts|tlayout|ends|prefetch|\n"
     "                                      units|scan|q8layout|nta|spread|\n"
-    "                                      chunks|farm|q8streams|fuserows]\n"
+    "                                      chunks|farm|q8streams|fuserows|pfrows]\n"
     "Decode steps of Mamba-1's row layout (fused_decode -1) and transposed layout (1) in\n"
     "alternating bursts in one process; ms per step (fastest, first quartile, median burst).\n"
     "--compare far: the default layout, the one-row kernels reading one stream vs four far\n"
@@ -103,7 +104,9 @@ static const char usage[] =
     "--compare q8streams: --weights q8's panels read as SS_Q8P_STREAMS_A streams (1 or 4;\n"
     "default 1) vs 2, the default (gemv_q8p_a8, VNNI).\n"
     "--compare fuserows: the fused layout, Mamba-1's two-step decode layer up to 16 rows vs up\n"
-    "to SS_FUSED_ROWS_B rows (default 4), the prompt's four steps above (same bits).\n";
+    "to SS_FUSED_ROWS_B rows (default 4), the prompt's four steps above (same bits).\n"
+    "--compare pfrows: the one-row kernels' prefetches of one stream 8 rows ahead vs\n"
+    "SS_PF1_ROWS_B rows (default 16; SS_PF1_ROWS, far streams off: Intel).\n";
 
 /* A comparison: the two sides' names, how each opens the model, what to set before its bursts. */
 typedef struct ab_mode {
@@ -236,6 +239,15 @@ static void before_fuserows(int v)
     fused_max_rows = !v ? 16 : b && atoi(b) >= 1 && atoi(b) <= 16 ? atoi(b) : 4;
 }
 
+/* pfrows: gemm_small's one-row prefetches of one stream 8 rows ahead (side 0) or SS_PF1_ROWS_B
+ * (side 1, default 16; kernels.h kernels_pf1_rows) */
+static void before_pfrows(int v)
+{
+    const char *b = getenv("SS_PF1_ROWS_B");
+    const int r = b ? atoi(b) : 16;
+    kernels_pf1_rows = v && r >= 4 && r <= 64 && r % 4 == 0 ? r : v ? 16 : 8;
+}
+
 static const ab_mode modes[] = {
     {"layouts", {"rows (fused_decode -1)", "fused (fused_decode 1)"}, "fused / rows",
      open_layouts, before_none},
@@ -263,6 +275,8 @@ static const ab_mode modes[] = {
      "2 / A streams", open_default, before_q8streams},
     {"fuserows", {"two steps up to 16 rows", "two steps up to SS_FUSED_ROWS_B rows"},
      "B / 16 rows", open_fused, before_fuserows},
+    {"pfrows", {"prefetch 8 rows ahead", "prefetch SS_PF1_ROWS_B rows ahead"}, "B / 8 rows",
+     open_default, before_pfrows},
 };
 
 int main(int argc, char **argv)

@@ -425,6 +425,7 @@ static const kernels *chosen;
 int kernels_far_rows = INT_MAX; /* kernels.h; chosen below */
 int kernels_pf_nta = 0;        /* kernels.h; chosen below */
 int kernels_pf_spread = 1;     /* kernels.h; SS_PF_SPREAD below */
+int kernels_pf1_rows = 8;      /* kernels.h (kernels_simd.h PF1_ROWS); SS_PF1_ROWS below */
 int kernels_k_chunks = 0;      /* kernels.h; chosen below */
 int kernels_far_m = 4;         /* kernels.h; SS_FAR_M below */
 int kernels_far_t = -1;          /* kernels.h; SS_FAR_T below */
@@ -466,6 +467,9 @@ static void kernels_choose(void)
     const char *spread = getenv("SS_PF_SPREAD");
     if (spread && (!strcmp(spread, "0") || !strcmp(spread, "1")))
         kernels_pf_spread = spread[0] == '1';
+    const char *pf1 = getenv("SS_PF1_ROWS");
+    if (pf1 && atoi(pf1) >= 4 && atoi(pf1) <= 64 && atoi(pf1) % 4 == 0)
+        kernels_pf1_rows = atoi(pf1);
     const char *farm = getenv("SS_FAR_M");
     if (farm && farm[0] >= '1' && farm[0] <= '4' && !farm[1]) kernels_far_m = farm[0] - '0';
     const char *chunks = getenv("SS_K_CHUNKS");

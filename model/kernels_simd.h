@@ -34,9 +34,10 @@ enum { NB = 16 / VW }; /* vectors per block of 16 channels */
 #ifndef PF1_ROWS
 #define PF1_ROWS 8
 #endif
-/* How far ahead a one-row block prefetches each of its rows (in floats of W): PF1_ROWS rows when
- * the four rows are adjacent (rs == K), FAR_PF_ROWS rows of each stream when they are far. */
-#define GS_PF_AHEAD(rs, K) ((size_t)((rs) == (size_t)(K) ? PF1_ROWS : FAR_PF_ROWS) * (K))
+/* How far ahead a one-row block prefetches each of its rows (in elements of W): kernels_pf1_rows
+ * rows when the four rows are adjacent (rs == K; PF1_ROWS unless SS_PF1_ROWS says), FAR_PF_ROWS
+ * rows of each stream when they are far. */
+#define GS_PF_AHEAD(rs, K) ((size_t)((rs) == (size_t)(K) ? kernels_pf1_rows : FAR_PF_ROWS) * (K))
 
 /*
  * VEXP_RAW of the n vectors x[0..n-1] in place (n <= 16), each step for all n before the next:

@@ -1195,6 +1195,10 @@ int main(void)
         kernels_pf_spread = 0;
         test_gemm_invariance(sets[i]);
         kernels_pf_spread = 1;
+        /* one stream's prefetches 64 rows ahead instead of 8 (kernels.h kernels_pf1_rows) */
+        kernels_pf1_rows = 64;
+        test_gemm_invariance(sets[i]);
+        kernels_pf1_rows = 8;
         /* over all of K at once and in chunks, however many rows (kernels.h kernels_k_chunks:
          * the CPU's default is either), then the default again */
         const int chunks0 = kernels_k_chunks;
