@@ -123,10 +123,10 @@ typedef struct ss_model_params {
      * over 16 segments of the channels in a fixed tree: prompts and decode give the same bits
      * on any thread count. 0 (default) or -1: off (the rows, four steps; on a 16-core Xeon the
      * two steps were 1-13 % faster for one stream at 16 threads but 8-16 % slower for 16
-     * streams, and slower for both from 4 to 8 threads: docs/performance.md); 1: on (with
-     * SS_WEIGHTS_Q8 the two matrices in the q8k layout with integer kernels of their own, where
-     * the segments start on a block of 32 channels; otherwise the rows). The environment's
-     * SS_FUSED_DECODE=1 or 0 overrides it.
+     * streams, and level or slower for both from 4 to 8 threads: docs/performance.md); 1: on
+     * (with SS_WEIGHTS_Q8 the two matrices in the q8k layout with integer kernels of their own,
+     * where the segments start on a block of 32 channels; otherwise the rows). The
+     * environment's SS_FUSED_DECODE=1 or 0 overrides it.
      */
     int fused_decode;
 } ss_model_params;
