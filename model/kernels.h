@@ -229,8 +229,8 @@ void bf16_pack_rows(const uint16_t *src, size_t rows, int K, uint16_t *dst);
 
 /*
  * Batch-1 decode (one input row; up to kernels_far_m, below) over at least kernels_far_rows weight
- * rows reads them as four streams far apart: a block of four rows takes rows n, n + q, n + 2q and n
- * + 3q (q = N / 4), each stream prefetched FAR_PF_ROWS rows ahead into L2. An AMD core keeps more
+ * rows reads them as four streams far apart: a block of four rows takes rows n, n + q, n + 2q and
+ * n + 3q (q = N / 4), each stream prefetched FAR_PF_ROWS rows ahead into L2. An AMD core keeps more
  * reads in flight for four distant streams than for one (2 cores of a Zen 5: 62-71 GB/s for four
  * adjacent rows, 83-87 for four far streams); an Intel Xeon core streams better from one with its
  * prefetches 8 rows ahead (BF16 at 2 threads lost 25 %; docs/performance.md). Each output is still
