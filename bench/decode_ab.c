@@ -21,13 +21,17 @@
  * ends has every part of a step claim rows (and Mamba-1's fused segments) from the bottom, or
  * odd parts from the top (pool.h pool_ends 1 vs 2), flipped before each burst. A new comparison
  * is one row of `modes` below: how each side opens the model, and what to switch before each of
- * its bursts.
+ * its bursts. A comparison that only switches before each burst runs both sides on one model,
+ * one context and the same states (two instances differ in where their memory lies, and each
+ * has a pool whose idle workers spin beside the other's steps: an A/A run of two instances gave
+ * 0.92 at 16 streams on the AMD host, of one instance 0.98-1.01); --compare aa is that A/A run,
+ * the noise floor of the others.
  *
  * usage: statesoup-decode-ab --model DIR [--weights stored|q8] [--threads N] [--streams LIST]
  *                            [--rounds R] [--burst T]
  *                            [--compare layouts|far|copy|parts|tlayout|ends|prefetch|units|
  *                                       scan|q8layout|nta|spread|chunks|farm|
- *                                       q8streams|fuserows|pfrows]
+ *                                       q8streams|fuserows|pfrows|aa]
  *   --model DIR      a checkpoint folder (statesoup-bench --keep writes random-weight ones)
  *   --weights W      stored (default) or q8
  *   --threads N      compute threads (default: all cores)
@@ -44,8 +48,8 @@
  *                    whole segments vs column-block units: internal.h fused_units), scan (the
  *                    one-token scan kernel and the small GEMM's 4 x 4 reductions before /
  *                    after: kernels.h kernels_scan_ahead, kernels_hsum_4x4), q8layout,
- *                    nta, spread, chunks, farm, q8streams, fuserows and pfrows (the help
- *                    text below)
+ *                    nta, spread, chunks, farm, q8streams, fuserows, pfrows and aa (the
+ *                    help text below)
  */
 #include <limits.h>
 #include <stdio.h>
@@ -78,7 +82,7 @@ static const char usage[] =
     "                           [--streams LIST] [--rounds R] [--burst T] [--profile]\n"
     "                           [--compare layouts|far|copy|parts|tlayout|ends|prefetch|\n"
     "                                      units|scan|q8layout|nta|spread|\n"
-    "                                      chunks|farm|q8streams|fuserows|pfrows]\n"
+    "                                      chunks|farm|q8streams|fuserows|pfrows|aa]\n"
     "Decode steps of Mamba-1's row layout (fused_decode -1) and transposed layout (1) in\n"
     "alternating bursts in one process; ms per step (fastest, first quartile, median burst).\n"
     "--compare far: the default layout, the one-row kernels reading one stream vs four far\n"
@@ -106,7 +110,10 @@ static const char usage[] =
     "--compare fuserows: the fused layout, Mamba-1's two-step decode layer up to 16 rows vs up\n"
     "to SS_FUSED_ROWS_B rows (default 4), the prompt's four steps above (same bits).\n"
     "--compare pfrows: the one-row kernels' prefetches of one stream 8 rows ahead vs\n"
-    "SS_PF1_ROWS_B rows (default 16; SS_PF1_ROWS, far streams off: Intel).\n";
+    "SS_PF1_ROWS_B rows (default 16; SS_PF1_ROWS, far streams off: Intel).\n"
+    "--compare aa: the same on both sides: the noise floor of a comparison on this machine.\n"
+    "A comparison switched before each burst (all but layouts, copy, tlayout, q8layout) runs\n"
+    "both sides on one model, context and states; the others open the checkpoint twice.\n";
 
 /* A comparison: the two sides' names, how each opens the model, what to set before its bursts. */
 typedef struct ab_mode {
@@ -249,6 +256,7 @@ static void before_pfrows(int v)
 }
 
 static const ab_mode modes[] = {
+    {"aa", {"side 0", "side 1 (the same)"}, "1 / 0", open_default, before_none},
     {"layouts", {"rows (fused_decode -1)", "fused (fused_decode 1)"}, "fused / rows",
      open_layouts, before_none},
     {"far", {"one stream", "four far streams"}, "far / one", open_default, before_far},
@@ -335,7 +343,18 @@ int main(int argc, char **argv)
     ss_model *m[2];
     ss_ctx *c[2];
     ss_state *st[2][MAX_STREAMS];
+    /* A mode switched at run time (before each burst) measures both sides on one model, one
+     * context and the same states: two instances differ in where their weights and states lie
+     * and each has its own pool, whose idle workers spin beside the other's steps (an A/A run
+     * of two instances gave 0.92 at 16 streams on the AMD host) */
+    const int shared = mode->open == open_default || mode->open == open_fused;
     for (int v = 0; v < 2; v++) {
+        if (v == 1 && shared) {
+            m[1] = m[0];
+            c[1] = c[0];
+            for (int i = 0; i < MAX_STREAMS; i++) st[1][i] = st[0][i];
+            break;
+        }
         ss_model_params p = ss_model_default_params();
         p.n_threads = threads;
         p.weights = weights;
@@ -420,7 +439,7 @@ int main(int argc, char **argv)
         }
         fflush(stdout);
     }
-    for (int v = 0; v < 2; v++) {
+    for (int v = 0; v < 2 - shared; v++) {
         for (int i = 0; i < MAX_STREAMS; i++) ss_state_free(st[v][i]);
         ss_ctx_free(c[v]);
         ss_model_close(m[v]);
