@@ -31,7 +31,7 @@
  *                            [--rounds R] [--burst T]
  *                            [--compare layouts|far|copy|parts|tlayout|ends|prefetch|units|
  *                                       scan|q8layout|nta|spread|chunks|farm|
- *                                       q8streams|fuserows|pfrows|aa]
+ *                                       q8streams|fuserows|pfrows|aa|scanpf|dta8]
  *   --model DIR      a checkpoint folder (statesoup-bench --keep writes random-weight ones)
  *   --weights W      stored (default) or q8
  *   --threads N      compute threads (default: all cores)
@@ -48,8 +48,8 @@
  *                    whole segments vs column-block units: internal.h fused_units), scan (the
  *                    one-token scan kernel and the small GEMM's 4 x 4 reductions before /
  *                    after: kernels.h kernels_scan_ahead, kernels_hsum_4x4), q8layout,
- *                    nta, spread, chunks, farm, q8streams, fuserows, pfrows and aa (the
- *                    help text below)
+ *                    nta, spread, chunks, farm, q8streams, fuserows, pfrows, aa, scanpf
+ *                    and dta8 (the help text below)
  */
 #include <limits.h>
 #include <stdio.h>
@@ -82,7 +82,8 @@ static const char usage[] =
     "                           [--streams LIST] [--rounds R] [--burst T] [--profile]\n"
     "                           [--compare layouts|far|copy|parts|tlayout|ends|prefetch|\n"
     "                                      units|scan|q8layout|nta|spread|\n"
-    "                                      chunks|farm|q8streams|fuserows|pfrows|aa]\n"
+    "                                      chunks|farm|q8streams|fuserows|pfrows|aa|\n"
+    "                                      scanpf|dta8]\n"
     "Decode steps of Mamba-1's row layout (fused_decode -1) and transposed layout (1) in\n"
     "alternating bursts in one process; ms per step (fastest, first quartile, median burst).\n"
     "--compare far: the default layout, the one-row kernels reading one stream vs four far\n"
@@ -106,12 +107,15 @@ static const char usage[] =
     "--compare farm: the four far streams for one input row only vs up to four (SS_FAR_M 1\n"
     "vs 4).\n"
     "--compare q8streams: --weights q8's panels read as SS_Q8P_STREAMS_A streams (1 or 4;\n"
-    "default 1) vs 2, the default (gemv_q8p_a8, VNNI).\n"
+    "default 1) vs 2 (gemv_q8p_a8, VNNI; the default is 1 on AMD, 2 elsewhere).\n"
     "--compare fuserows: the fused layout, Mamba-1's two-step decode layer up to 16 rows vs up\n"
     "to SS_FUSED_ROWS_B rows (default 4), the prompt's four steps above (same bits).\n"
     "--compare pfrows: the one-row kernels' prefetches of one stream 8 rows ahead vs\n"
     "SS_PF1_ROWS_B rows (default 16; SS_PF1_ROWS, far streams off: Intel).\n"
     "--compare aa: the same on both sides: the noise floor of a comparison on this machine.\n"
+    "--compare scanpf: the one-token scan without prefetches vs prefetching its state and A\n"
+    "rows SS_SCAN_PF_B channels ahead (default 32; kernels.h kernels_scan_pf, SS_SCAN_PF).\n"
+    "--compare dta8: --weights q8's batch-1 dt_proj on F32 vs 8-bit activations (SS_DT_A8).\n"
     "A comparison switched before each burst (all but layouts, copy, tlayout, q8layout) runs\n"
     "both sides on one model, context and states; the others open the checkpoint twice.\n";
 
@@ -226,7 +230,7 @@ static void before_chunks(int v)
 }
 
 /* q8streams: gemv_q8p_a8's panels side by side, SS_Q8P_STREAMS_A (1 or 4, default 1) on side 0,
- * 2 (the default) on side 1 (kernels.h kernels_q8p_streams) */
+ * 2 on side 1 (kernels.h kernels_q8p_streams: 1 by default on AMD, else 2) */
 static void before_q8streams(int v)
 {
     const char *a = getenv("SS_Q8P_STREAMS_A");
@@ -255,8 +259,23 @@ static void before_pfrows(int v)
     kernels_pf1_rows = v && r >= 4 && r <= 64 && r % 4 == 0 ? r : v ? 16 : 8;
 }
 
+/* scanpf: the one-token scan without prefetches (side 0) or SS_SCAN_PF_B channels ahead (32) */
+static void before_scanpf(int v)
+{
+    const char *b = getenv("SS_SCAN_PF_B");
+    kernels_scan_pf = !v ? 0 : b && atoi(b) > 0 && atoi(b) % 16 == 0 ? atoi(b) : 32;
+}
+/* dta8: q8 batch-1 decode's dt_proj on F32 (side 0) or 8-bit activations (internal.h dt_a8) */
+static void before_dta8(int v)
+{
+    dt_a8 = v;
+}
 static const ab_mode modes[] = {
     {"aa", {"side 0", "side 1 (the same)"}, "1 / 0", open_default, before_none},
+    {"scanpf", {"scan, no prefetch", "prefetch SS_SCAN_PF_B ahead"}, "prefetch / none",
+     open_default, before_scanpf},
+    {"dta8", {"q8 dt_proj, F32 activations", "8-bit activations"}, "8-bit / F32", open_default,
+     before_dta8},
     {"layouts", {"rows (fused_decode -1)", "fused (fused_decode 1)"}, "fused / rows",
      open_layouts, before_none},
     {"far", {"one stream", "four far streams"}, "far / one", open_default, before_far},

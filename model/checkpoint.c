@@ -561,15 +561,16 @@ static ss_err quantize_mat(loader *L, const char *name, const st_tensor *t, wmat
 {
     const size_t rows = (size_t)t->shape[0], cols = (size_t)t->shape[1];
     const size_t nb = (size_t)q8_blocks((int)cols), esz = t->dtype == ST_F32 ? 4 : 2;
-    /* the q8p layout (kernels.h) for matrices of at least 256 outputs and inputs; the short
-     * ones (Mamba-1's x_proj: 80-160 outputs, dt_proj: 48-160 inputs) keep the row layout: at
-     * 370m in panels (a panel and a half of x_proj for two threads, dt_proj's 64 inputs two
-     * blocks per panel) they took 0.6 ms a token more. SS_Q8_LAYOUT=rows: rows for all;
-     * =panels: panels for all (tests: the small models' matrices) */
+    /* the q8p layout (kernels.h) for matrices of at least 256 outputs; the short ones
+     * (Mamba-1's x_proj: 80-160 outputs) keep the row layout: at 370m in panels (a panel and a
+     * half of x_proj for two threads) it took 0.6 ms a token more. dt_proj (48-160 inputs, a
+     * row of each channel's) is in panels since its batch-1 decode multiplies 8-bit
+     * activations there (mamba.c scan1_range; 130m, this host, interleaved: 0.98 of the step).
+     * SS_Q8_LAYOUT=rows: rows for all; =panels: panels for all (tests: the small models) */
     const char *lay = getenv("SS_Q8_LAYOUT");
     const int panels = lay && !strcmp(lay, "rows")     ? 0
                        : lay && !strcmp(lay, "panels") ? 1
-                                                       : rows >= 256 && cols >= 256;
+                                                       : rows >= 256;
     const size_t np = (size_t)q8p_panels((int)rows);
     const size_t nq = panels ? np * q8p_panel_bytes((int)cols) : rows * cols;
     const size_t ns = panels ? np * q8p_panel_scales((int)cols) : rows * nb;

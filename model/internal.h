@@ -275,6 +275,12 @@ extern int fused_units;
  * (1 to 16) sets it at the first ss_model_open; statesoup-decode-ab --compare fuserows flips it.
  */
 extern int fused_max_rows;
+/*
+ * Whether --weights q8 at batch-1 decode multiplies dt_proj (in panels, kernels.h q8p) on 8-bit
+ * activations too (mamba.c scan1_range): 1 (default) or 0, F32 activations. SS_DT_A8 sets it at
+ * the first ss_model_open; statesoup-decode-ab --compare dta8 flips it.
+ */
+extern int dt_a8;
 /* Columns [lo, hi) of the same product on the calling thread, for rows <= 16 (needs no scratch):
  * what one thread computes of a projection inside a parallel step of its own. */
 void mm_cols_small(const float *x, int rows, int in, int ldx, wmat w, const float *bias, int lo,

@@ -430,8 +430,9 @@ int kernels_k_chunks = 0;      /* kernels.h; chosen below */
 int kernels_far_m = 4;         /* kernels.h; SS_FAR_M below */
 int kernels_far_t = -1;          /* kernels.h; SS_FAR_T below */
 int kernels_scan_ahead = 1;      /* kernels.h; SS_SCAN_AHEAD below */
+int kernels_scan_pf = 32;        /* kernels.h; SS_SCAN_PF below */
 int kernels_hsum_4x4 = 1;        /* kernels.h; SS_HSUM4X4 below */
-int kernels_q8p_streams = 2;     /* kernels.h; SS_Q8P_STREAMS below */
+int kernels_q8p_streams = 2;     /* kernels.h; chosen below */
 
 /* Runs once per process (pthread_once): the CPU and SS_KERNELS do not change under us, and
  * the engine, the merge threads and the loader may all ask first at the same time. */
@@ -481,11 +482,16 @@ static void kernels_choose(void)
     if (far_t && (!strcmp(far_t, "0") || !strcmp(far_t, "1"))) kernels_far_t = far_t[0] == '1';
     const char *ahead = getenv("SS_SCAN_AHEAD");
     if (ahead && (!strcmp(ahead, "0") || !strcmp(ahead, "1"))) kernels_scan_ahead = ahead[0] == '1';
+    const char *spf = getenv("SS_SCAN_PF");
+    if (spf && atoi(spf) >= 0 && atoi(spf) <= 1024 && atoi(spf) % 16 == 0)
+        kernels_scan_pf = atoi(spf);
     const char *h44 = getenv("SS_HSUM4X4");
     if (h44 && (!strcmp(h44, "0") || !strcmp(h44, "1"))) kernels_hsum_4x4 = h44[0] == '1';
     const char *q8ps = getenv("SS_Q8P_STREAMS");
     if (q8ps && (!strcmp(q8ps, "1") || !strcmp(q8ps, "2") || !strcmp(q8ps, "4")))
         kernels_q8p_streams = q8ps[0] - '0';
+    else
+        kernels_q8p_streams = kernels_far_rows <= FAR_MIN_ROWS ? 1 : 2;
     chosen = k;
 }
 

@@ -310,13 +310,28 @@ static inline int far_t_width(int N)
  */
 extern int kernels_scan_ahead;
 /*
+ * How many channels ahead of its updates the one-token scan (scan1_step) prefetches the state
+ * and A rows it will read (a multiple of 16; 0: none). Each thread's channels of a layer are
+ * two runs of a few KB to 100 KB that every other matrix of the token has pushed out of the
+ * caches, too short for the hardware prefetchers to catch: one core scanning 768 channels
+ * after 6 MB of other reads took 7.5-10 us, prefetching 16-128 channels ahead 5.2-5.9 us (hot:
+ * 3.3). Default 32; SS_SCAN_PF sets it, statesoup-decode-ab --compare scanpf flips it.
+ */
+extern int kernels_scan_pf;
+/*
  * The small GEMM's 4 x 4 blocks (gemm_small*, AVX-512): 1 (the default) reduces the block's 16
  * accumulators together (45 vector operations, kernels_avx512.c hsum_4x4), 0 one at a time; the
  * same bits. 16-stream decode's dt_proj (K = 48) spent a third of its time on these. Kept for
  * measuring (SS_HSUM4X4=1|0; statesoup-decode-ab --compare scan flips it with the above).
  */
 extern int kernels_hsum_4x4;
-/* Far streams of gemv_q8p_a8 (VNNI): 1, 2 or 4 panels side by side (SS_Q8P_STREAMS). */
+/*
+ * Far streams of gemv_q8p_a8 (VNNI): 1, 2 or 4 panels side by side (SS_Q8P_STREAMS). 1 where
+ * the far streams are on (AMD), else 2: on this AMD host, measured on one model instance (130m
+ * q8, 2 threads, one stream, 8 runs of statesoup-decode-ab --compare q8streams), a step with two
+ * streams took 1.06-1.15x one stream's; at 370m 0.93-1.07 (level). The Intel figures for 2
+ * (0.93 at 130m) were taken on two instances, before decode-ab ran both sides on one.
+ */
 extern int kernels_q8p_streams;
 
 /*

@@ -130,6 +130,7 @@ static inline VF KFN(silu)(VF x)
 static void KFN(scan1_step)(const scan1_args *a)
 {
     enum { N = 16, G = SCAN_G, AH = SCAN_AHEAD };
+    const int pf = kernels_scan_pf;
     VF B[NB], C[NB];
     for (int v = 0; v < NB; v++) {
         B[v] = VLOAD(a->B + v * VW);
@@ -153,6 +154,11 @@ static void KFN(scan1_step)(const scan1_args *a)
             VF acc[VW];
             float *st = a->s + (size_t)i * N;
             const float *A = a->A + (size_t)i * N;
+            if (pf && i + pf < a->c1) /* the state and A rows pf channels ahead */
+                for (int q = 0; q < VW; q++) {
+                    __builtin_prefetch(st + (size_t)(pf + q) * N, 1, 3);
+                    __builtin_prefetch(A + (size_t)(pf + q) * N, 0, 3);
+                }
             for (int c0 = 0; c0 < VW; c0 += G) {
                 VF e[G * NB];
                 /* exp(dt A): dt A <= 0 (softplus >= 0, A = -exp(A_log)), so KFN(exp)'s upper

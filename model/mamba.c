@@ -47,6 +47,8 @@ static void fused_from_env(void)
     if (e && (!strcmp(e, "0") || !strcmp(e, "1"))) fused_units = *e - '0';
     const char *r = getenv("SS_FUSED_ROWS");
     if (r && atoi(r) >= 1 && atoi(r) <= FUSE_ROWS) fused_max_rows = atoi(r);
+    const char *a8 = getenv("SS_DT_A8");
+    if (a8 && (!strcmp(a8, "0") || !strcmp(a8, "1"))) dt_a8 = *a8 - '0';
 }
 
 ss_err ss_model_open(ss_model **out, const char *dir, const ss_model_params *params)
@@ -343,16 +345,30 @@ void out_proj_residual(ss_model *m, ss_ctx *c, const layer *ly, int T)
     prof_mark(c, SS_PHASE_OUT_PROJ);
 }
 
-/* The scan of channels [c0, c1) of every span (dt computed first when the job fuses it), with
- * [dt_r | B | C] read from dbc (rows of R + 2N). */
+int dt_a8 = 1; /* internal.h */
+
+/* dt_proj + the scan of channels [c0, c1) of every span (dt computed first when the job fuses
+ * it), with [dt_r | B | C] read from dbc (rows of R + 2N). One row on 8-bit weights in panels
+ * (--weights q8 at batch-1 decode, dt_a8): dt_r quantised to 8 bits and dt_proj's integer panel
+ * kernel, as every other projection of that step (130m, this host, interleaved: 0.97 of the
+ * step with F32 activations; docs/performance.md). */
 static void scan1_range(const scan_job *j, int c0, int c1, const float *dbc)
 {
     const model_config *cf = &j->m->cfg;
     const int Di = cf->d_inner, N = cf->d_state, R = cf->dt_rank, ldbc = R + 2 * N;
     const ss_ctx *c = j->c;
-    if (j->fuse_dt) { /* dt = dt_proj(dt_r) + b for these channels: rows c0..c1 of W */
-        const int T = j->sp[j->n_sp - 1].row + j->sp[j->n_sp - 1].n;
-        mm_cols_small(dbc, T, R, ldbc, j->ly->dt_proj_w, j->ly->dt_proj_b, c0, c1, c->dt, Di);
+    const int T = j->sp[j->n_sp - 1].row + j->sp[j->n_sp - 1].n;
+    const wmat w = j->ly->dt_proj_w;
+    char mem[2048] __attribute__((aligned(64)));
+    if (j->fuse_dt && dt_a8 && T == 1 && w.t == W_Q8P && j->m->act8 &&
+        q8_act_bytes(R) <= sizeof mem) {
+        q8_act a8;
+        q8_act_init(&a8, mem, R);
+        kernels_get()->quantize_act8(&a8, dbc);
+        kernels_get()->gemv_q8p_a8(&a8, w.p, w.scale, c0, c1, c->dt + c0);
+        for (int i = c0; i < c1; i++) c->dt[i] += j->ly->dt_proj_b[i];
+    } else if (j->fuse_dt) { /* dt = dt_proj(dt_r) + b for these channels: rows c0..c1 of W */
+        mm_cols_small(dbc, T, R, ldbc, w, j->ly->dt_proj_b, c0, c1, c->dt, Di);
     }
     for (int q = 0; q < j->n_sp; q++) {
         const size_t r = (size_t)j->sp[q].row;
