@@ -16,6 +16,9 @@
 #   layouts    the fused two-step layer / the rows (1 and 16 streams; F32, BF16)
 #   pfrows     one stream's prefetches 16 rows ahead / 8 (1 stream; F32, BF16; the far streams
 #              off, as on Intel: on AMD both sides run the same far-stream code otherwise)
+#   scanpf     the one-token scan prefetching 32 channels ahead / not (1 and 16 streams; F32,
+#              BF16, q8)
+#   aa         both sides the same: the noise floor of the lines above (1 stream; q8)
 # Writes random-weight checkpoints under $TMPDIR and removes them. Run it on a quiet machine;
 # at 370m a line takes 10-60 s.
 set -eu
@@ -23,7 +26,7 @@ B=${1:-build-release}
 SHAPES=${2:-130m 370m}
 THREADS=${3:-2 16}
 ROUNDS=${4:-8}
-COMPARISONS=${5:-nta q8streams spread chunks layouts pfrows}
+COMPARISONS=${5:-aa nta q8streams spread chunks layouts pfrows scanpf}
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/cpu-defaults.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
@@ -49,10 +52,13 @@ for S in $SHAPES; do
         has nta && ab "$M" "$S $D" nta 1
         has layouts && ab "$M" "$S $D" layouts 1,16
         has pfrows && ab "$M" "$S $D" pfrows 1 "" SS_FAR_STREAMS=0
+        has scanpf && ab "$M" "$S $D" scanpf 1,16
         if [ "$D" = F32 ]; then
             has spread && ab "$M" "$S $D" spread 8,16
             has chunks && ab "$M" "$S $D" chunks 8,16
+            has aa && ab "$M" "$S q8" aa 1 "--weights q8"
             has nta && ab "$M" "$S q8" nta 1 "--weights q8"
+            has scanpf && ab "$M" "$S q8" scanpf 1 "--weights q8"
             if has q8streams; then
                 ab "$M" "$S q8" q8streams 1 "--weights q8" SS_Q8P_STREAMS_A=1
                 ab "$M" "$S q8" q8streams 1 "--weights q8" SS_Q8P_STREAMS_A=4
