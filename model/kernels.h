@@ -314,8 +314,9 @@ extern int kernels_scan_ahead;
  * and A rows it will read (a multiple of 16; 0: none). Each thread's channels of a layer are
  * two runs of a few KB to 100 KB that every other matrix of the token has pushed out of the
  * caches, too short for the hardware prefetchers to catch: one core scanning 768 channels
- * after 6 MB of other reads took 7.5-10 us, prefetching 16-128 channels ahead 5.2-5.9 us (hot:
- * 3.3). Default 32; SS_SCAN_PF sets it, statesoup-decode-ab --compare scanpf flips it.
+ * after 6 MB of other reads took 7.5-10 us, prefetching 16-128 channels ahead 5.2-5.9 us (in
+ * cache: 2.9-3.9). Default 32; SS_SCAN_PF sets it, statesoup-decode-ab --compare scanpf flips
+ * it. The same bits.
  */
 extern int kernels_scan_pf;
 /*
