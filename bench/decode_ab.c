@@ -362,10 +362,7 @@ int main(int argc, char **argv)
     ss_model *m[2];
     ss_ctx *c[2];
     ss_state *st[2][MAX_STREAMS];
-    /* A mode switched at run time (before each burst) measures both sides on one model, one
-     * context and the same states: two instances differ in where their weights and states lie
-     * and each has its own pool, whose idle workers spin beside the other's steps (an A/A run
-     * of two instances gave 0.92 at 16 streams on the AMD host) */
+    /* a mode switched at run time: both sides on one model, context and states (see the top) */
     const int shared = mode->open == open_default || mode->open == open_fused;
     for (int v = 0; v < 2; v++) {
         if (v == 1 && shared) {

@@ -248,7 +248,7 @@ void model_run(const ss_model *m, ss_ctx *c, pool_fn fn, void *arg)
 }
 
 void mm_cols_small(const float *x, int rows, int in, int ldx, wmat w, const float *bias, int lo,
-                   int hi, float *y, int ldy)
+                   int hi, float *y, int ldy, const q8_act *act)
 {
     if (rows <= 0 || lo >= hi) return;
     mm_job j = {.x = x,
@@ -259,7 +259,8 @@ void mm_cols_small(const float *x, int rows, int in, int ldx, wmat w, const floa
                 .ldx = ldx,
                 .out = hi,
                 .ldy = ldy,
-                .y = y};
+                .y = y,
+                .act = act};
     mm_cols(&j, 0, lo, hi);
 }
 

@@ -282,9 +282,11 @@ extern int fused_max_rows;
  */
 extern int dt_a8;
 /* Columns [lo, hi) of the same product on the calling thread, for rows <= 16 (needs no scratch):
- * what one thread computes of a projection inside a parallel step of its own. */
+ * what one thread computes of a projection inside a parallel step of its own. act: one row on
+ * 8-bit weights, x quantised (8-bit activations, as mm_rows at batch-1 decode), else NULL. */
+struct q8_act;
 void mm_cols_small(const float *x, int rows, int in, int ldx, wmat w, const float *bias, int lo,
-                   int hi, float *y, int ldy);
+                   int hi, float *y, int ldy, const struct q8_act *act);
 /*
  * Transposed matrices Wt [K][N] (Mamba-1's x_proj, out_proj; kernels.h gemm_t). Their products
  * are cut into mamba1_segs(K) segments of mamba1_seg(K) rows of Wt (at most 16, whole vectors

@@ -359,16 +359,15 @@ static void scan1_range(const scan_job *j, int c0, int c1, const float *dbc)
     const ss_ctx *c = j->c;
     const int T = j->sp[j->n_sp - 1].row + j->sp[j->n_sp - 1].n;
     const wmat w = j->ly->dt_proj_w;
-    char mem[2048] __attribute__((aligned(64)));
-    if (j->fuse_dt && dt_a8 && T == 1 && w.t == W_Q8P && j->m->act8 &&
-        q8_act_bytes(R) <= sizeof mem) {
-        q8_act a8;
-        q8_act_init(&a8, mem, R);
-        kernels_get()->quantize_act8(&a8, dbc);
-        kernels_get()->gemv_q8p_a8(&a8, w.p, w.scale, c0, c1, c->dt + c0);
-        for (int i = c0; i < c1; i++) c->dt[i] += j->ly->dt_proj_b[i];
-    } else if (j->fuse_dt) { /* dt = dt_proj(dt_r) + b for these channels: rows c0..c1 of W */
-        mm_cols_small(dbc, T, R, ldbc, w, j->ly->dt_proj_b, c0, c1, c->dt, Di);
+    if (j->fuse_dt) { /* dt = dt_proj(dt_r) + b for these channels: rows c0..c1 of W */
+        char mem[2048] __attribute__((aligned(64)));
+        q8_act a8, *act = NULL;
+        if (dt_a8 && T == 1 && w.t == W_Q8P && j->m->act8 && q8_act_bytes(R) <= sizeof mem) {
+            q8_act_init(&a8, mem, R);
+            kernels_get()->quantize_act8(&a8, dbc);
+            act = &a8;
+        }
+        mm_cols_small(dbc, T, R, ldbc, w, j->ly->dt_proj_b, c0, c1, c->dt, Di, act);
     }
     for (int q = 0; q < j->n_sp; q++) {
         const size_t r = (size_t)j->sp[q].row;
