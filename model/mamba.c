@@ -357,9 +357,9 @@ static void scan1_range(const scan_job *j, int c0, int c1, const float *dbc)
     const model_config *cf = &j->m->cfg;
     const int Di = cf->d_inner, N = cf->d_state, R = cf->dt_rank, ldbc = R + 2 * N;
     const ss_ctx *c = j->c;
-    const int T = j->sp[j->n_sp - 1].row + j->sp[j->n_sp - 1].n;
-    const wmat w = j->ly->dt_proj_w;
     if (j->fuse_dt) { /* dt = dt_proj(dt_r) + b for these channels: rows c0..c1 of W */
+        const int T = j->sp[j->n_sp - 1].row + j->sp[j->n_sp - 1].n;
+        const wmat w = j->ly->dt_proj_w;
         char mem[2048] __attribute__((aligned(64)));
         q8_act a8, *act = NULL;
         if (dt_a8 && T == 1 && w.t == W_Q8P && j->m->act8 && q8_act_bytes(R) <= sizeof mem) {
