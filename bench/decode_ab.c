@@ -106,8 +106,8 @@ static const char usage[] =
     "(SS_K_CHUNKS 0 vs 1).\n"
     "--compare farm: the four far streams for one input row only vs up to four (SS_FAR_M 1\n"
     "vs 4).\n"
-    "--compare q8streams: --weights q8's panels read as SS_Q8P_STREAMS_A streams (1 or 4;\n"
-    "default 1) vs 2 (gemv_q8p_a8, VNNI; the default is 1 on AMD, 2 elsewhere).\n"
+    "--compare q8streams: --weights q8's panels read as SS_Q8P_STREAMS_A streams vs\n"
+    "SS_Q8P_STREAMS_B (1, 2 or 4; defaults 1 and 4: gemv_q8p_a8, VNNI; AMD's default is 4).\n"
     "--compare fuserows: the fused layout, Mamba-1's two-step decode layer up to 16 rows vs up\n"
     "to SS_FUSED_ROWS_B rows (default 4), the prompt's four steps above (same bits).\n"
     "--compare pfrows: the one-row kernels' prefetches of one stream 8 rows ahead vs\n"
@@ -229,12 +229,18 @@ static void before_chunks(int v)
     kernels_k_chunks = v;
 }
 
-/* q8streams: gemv_q8p_a8's panels side by side, SS_Q8P_STREAMS_A (1 or 4, default 1) on side 0,
- * 2 on side 1 (kernels.h kernels_q8p_streams: 1 by default on AMD, else 2) */
+/* q8streams: gemv_q8p_a8's panels side by side, SS_Q8P_STREAMS_A (1, 2 or 4, default 1) on side
+ * 0, SS_Q8P_STREAMS_B (default 4) on side 1 (kernels.h kernels_q8p_streams: 4 by default on AMD,
+ * else 2) */
+static int q8streams_env(const char *name, int dflt)
+{
+    const char *a = getenv(name);
+    return a && (!strcmp(a, "1") || !strcmp(a, "2") || !strcmp(a, "4")) ? a[0] - '0' : dflt;
+}
 static void before_q8streams(int v)
 {
-    const char *a = getenv("SS_Q8P_STREAMS_A");
-    kernels_q8p_streams = v ? 2 : a && !strcmp(a, "4") ? 4 : 1;
+    kernels_q8p_streams =
+        v ? q8streams_env("SS_Q8P_STREAMS_B", 4) : q8streams_env("SS_Q8P_STREAMS_A", 1);
 }
 
 /* fuserows: the fused layout on both sides; the two-step layer up to 16 rows (side 0) or up to
@@ -298,8 +304,8 @@ static const ab_mode modes[] = {
      before_chunks},
     {"farm", {"far streams at 1 row", "far streams up to 4 rows"}, "up to 4 / 1", open_default,
      before_farm},
-    {"q8streams", {"q8p panels, SS_Q8P_STREAMS_A streams", "q8p panels, 2 streams"},
-     "2 / A streams", open_default, before_q8streams},
+    {"q8streams", {"q8p panels, SS_Q8P_STREAMS_A streams", "q8p, SS_Q8P_STREAMS_B streams"},
+     "B / A streams", open_default, before_q8streams},
     {"fuserows", {"two steps up to 16 rows", "two steps up to SS_FUSED_ROWS_B rows"},
      "B / 16 rows", open_fused, before_fuserows},
     {"pfrows", {"prefetch 8 rows ahead", "prefetch SS_PF1_ROWS_B rows ahead"}, "B / 8 rows",

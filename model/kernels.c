@@ -491,7 +491,7 @@ static void kernels_choose(void)
     if (q8ps && (!strcmp(q8ps, "1") || !strcmp(q8ps, "2") || !strcmp(q8ps, "4")))
         kernels_q8p_streams = q8ps[0] - '0';
     else
-        kernels_q8p_streams = kernels_far_rows <= FAR_MIN_ROWS ? 1 : 2;
+        kernels_q8p_streams = kernels_far_rows <= FAR_MIN_ROWS ? 4 : 2;
     chosen = k;
 }
 

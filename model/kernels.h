@@ -327,11 +327,11 @@ extern int kernels_scan_pf;
  */
 extern int kernels_hsum_4x4;
 /*
- * Far streams of gemv_q8p_a8 (VNNI): 1, 2 or 4 panels side by side (SS_Q8P_STREAMS). 1 where
- * the far streams are on (AMD), else 2: on this AMD host, measured on one model instance (130m
- * q8, 2 threads, one stream, 8 runs of statesoup-decode-ab --compare q8streams), a step with two
- * streams took 1.06-1.15x one stream's; at 370m 0.93-1.07 (level). The Intel figures for 2
- * (0.93 at 130m) were taken on two instances, before decode-ab ran both sides on one.
+ * Far streams of gemv_q8p_a8 (VNNI): 1, 2 or 4 panels side by side (SS_Q8P_STREAMS). 4 where
+ * the far streams are on (AMD), else 2. On this AMD host, one model instance, 2 threads, one
+ * stream (statesoup-decode-ab, four streams / one, docs/performance.md "Four q8p streams"):
+ * 370m q8 0.89-0.98, 130m 0.96-1.01. The Intel figures for 2 (0.93 at 130m) were taken on two
+ * instances, before decode-ab ran both sides on one; 4 is not measured there.
  */
 extern int kernels_q8p_streams;
 

@@ -195,12 +195,16 @@ void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const flo
  * sums kept in registers over all its blocks; per block its 8 rows (2 KB, contiguous: the panel
  * streams in order) into four int32 vectors (vpdpbusd, as above, from -128 sum(q_x) of the
  * block), then convert, S * s_x and one FMA each: gemv_t_q8ka8's steps in its order, the same
- * bits. The blocks' -128 sum(q_x) once per call. Two panels at a time, from the two halves of
- * the call's whole panels (kernels_q8p_streams 2; 4: its four quarters, the F32 sums in Y; 1:
- * one after the other): one Zen core keeps more reads in flight for distant streams than for
- * one (docs/performance.md, "Four far streams"); each stream prefetched P8_PF bytes ahead
- * (prefetch_weights: non-temporal on AMD, else into L2), its first P8_PF bytes at once. Runs that do not cover a whole panel (a claim's edges,
- * the last panel) go through gemv_t_q8ka8.
+ * bits. The blocks' -128 sum(q_x) once per call. Several panels at a time: one Zen core keeps
+ * more reads in flight for distant streams than for one (docs/performance.md, "Four far
+ * streams"). kernels_q8p_streams 4 (AMD): four panels from the four quarters of the call's whole
+ * panels, their 16 vectors of sums in registers (x's groups broadcast from memory by vpdpbusd
+ * itself, so that nothing spills) and no software prefetch (the hardware's streams keep up with
+ * four; prefetches ahead were slower, "Four q8p streams"); 2: the two halves; 1: one after the
+ * other; the panels left over two or one at a time. The one- and two-stream paths prefetch each
+ * stream P8_PF bytes ahead (prefetch_weights: non-temporal on AMD, else into L2), its first P8_PF
+ * bytes at once. Runs that do not cover a whole panel (a claim's edges, the last panel) go
+ * through gemv_t_q8ka8.
  */
 #define P8_MAX_BLOCKS 512
 #ifndef P8_PF
@@ -253,6 +257,37 @@ static inline void p8_start(const uint8_t *W, const float *S, size_t pb, size_t 
     const __m512 sx = _mm512_set1_ps(x->s[b]);                                                 \
     const __m512i cb = _mm512_set1_epi32(cs[b])
 
+/* acc + the dot products of w's unsigned bytes with the 4 signed bytes at x, broadcast from
+ * memory (vpdpbusd's m32bcst operand: no register holds the broadcast, so four panels' sums fit
+ * in the registers) */
+static inline __m512i dp_bcst(__m512i acc, __m512i w, const int32_t *x)
+{
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*x));
+    return acc;
+}
+
+/* P8_BLOCK with x's groups read through dp_bcst from x4 (sx, cb as there) */
+#define P8_BLOCK4(Wp, Sp, y0, y1, y2, y3)                                                      \
+    do {                                                                                       \
+        const uint8_t *Wb = (Wp) + (size_t)b * (Q8_BLOCK / 4) * 4 * Q8P_W;                     \
+        const float *Sb = (Sp) + (size_t)b * Q8P_W;                                            \
+        __m512i i0 = cb, i1 = cb, i2 = cb, i3 = cb;                                            \
+        for (int r = 0; r < Q8_BLOCK / 4; r++) {                                               \
+            const uint8_t *wr = Wb + (size_t)r * 4 * Q8P_W;                                    \
+            i0 = dp_bcst(i0, _mm512_loadu_si512(wr), x4 + r);                                  \
+            i1 = dp_bcst(i1, _mm512_loadu_si512(wr + 64), x4 + r);                             \
+            i2 = dp_bcst(i2, _mm512_loadu_si512(wr + 128), x4 + r);                            \
+            i3 = dp_bcst(i3, _mm512_loadu_si512(wr + 192), x4 + r);                            \
+        }                                                                                      \
+        y0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_mul_ps(_mm512_loadu_ps(Sb), sx), y0); \
+        y1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1), _mm512_mul_ps(_mm512_loadu_ps(Sb + 16), sx), \
+                             y1);                                                              \
+        y2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i2), _mm512_mul_ps(_mm512_loadu_ps(Sb + 32), sx), \
+                             y2);                                                              \
+        y3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i3), _mm512_mul_ps(_mm512_loadu_ps(Sb + 48), sx), \
+                             y3);                                                              \
+    } while (0)
+
 static void p8_store(float *y, __m512 y0, __m512 y1, __m512 y2, __m512 y3)
 {
     _mm512_storeu_ps(y, y0);
@@ -275,23 +310,29 @@ void kvnni_gemv_q8p_a8(const q8_act *x, const uint8_t *W, const float *S, int lo
     if (!q8p_edges(kvnni_gemv_t_q8ka8, x, W, S, lo, hi, Y, &c0, &c1)) return;
     for (int b = 0; b < nb; b++) cs[b] = -128 * block_sum(x->q + b * Q8_BLOCK);
     const int np = c1 - c0;
-    if (kernels_q8p_streams == 4 && np >= 4) { /* four streams, the F32 sums in Y */
+    if (kernels_q8p_streams == 4 && np >= 4) { /* four streams, the sums in registers */
         const int q = np / 4;
-        for (int t = 0; t < 4; t++) p8_start(W, S, pb, ps, c0 + t * q);
         for (int i = 0; i < q; i++) {
+            const uint8_t *W0 = W + (size_t)(c0 + i) * pb, *W1 = W0 + (size_t)q * pb,
+                          *W2 = W1 + (size_t)q * pb, *W3 = W2 + (size_t)q * pb;
+            const float *S0 = S + (size_t)(c0 + i) * ps, *S1 = S0 + (size_t)q * ps,
+                        *S2 = S1 + (size_t)q * ps, *S3 = S2 + (size_t)q * ps;
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, d0 = a0, d1 = a0,
+                   d2 = a0, d3 = a0, e0 = a0, e1 = a0, e2 = a0, e3 = a0, f0 = a0, f1 = a0,
+                   f2 = a0, f3 = a0;
             for (int b = 0; b < nb; b++) {
-                P8_X();
-                for (int t = 0; t < 4; t++) {
-                    const int c = c0 + t * q + i;
-                    float *y = Y + (c * Q8P_W - lo);
-                    __m512 a0 = b ? _mm512_loadu_ps(y) : _mm512_setzero_ps();
-                    __m512 a1 = b ? _mm512_loadu_ps(y + 16) : _mm512_setzero_ps();
-                    __m512 a2 = b ? _mm512_loadu_ps(y + 32) : _mm512_setzero_ps();
-                    __m512 a3 = b ? _mm512_loadu_ps(y + 48) : _mm512_setzero_ps();
-                    P8_BLOCK(W + (size_t)c * pb, S + (size_t)c * ps, a0, a1, a2, a3);
-                    p8_store(y, a0, a1, a2, a3);
-                }
+                const int32_t *x4 = (const int32_t *)(const void *)(x->q + b * Q8_BLOCK);
+                const __m512 sx = _mm512_set1_ps(x->s[b]);
+                const __m512i cb = _mm512_set1_epi32(cs[b]);
+                P8_BLOCK4(W0, S0, a0, a1, a2, a3);
+                P8_BLOCK4(W1, S1, d0, d1, d2, d3);
+                P8_BLOCK4(W2, S2, e0, e1, e2, e3);
+                P8_BLOCK4(W3, S3, f0, f1, f2, f3);
             }
+            p8_store(Y + ((c0 + i) * Q8P_W - lo), a0, a1, a2, a3);
+            p8_store(Y + ((c0 + q + i) * Q8P_W - lo), d0, d1, d2, d3);
+            p8_store(Y + ((c0 + 2 * q + i) * Q8P_W - lo), e0, e1, e2, e3);
+            p8_store(Y + ((c0 + 3 * q + i) * Q8P_W - lo), f0, f1, f2, f3);
         }
         c0 += 4 * q;
     }
