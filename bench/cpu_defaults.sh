@@ -10,7 +10,7 @@
 #
 # COMPARISONS (default all of them), each at its stream counts:
 #   nta        prefetches ahead non-temporal / into L2 (1 stream; F32, BF16, q8)
-#   q8streams  q8 panels read as 2 streams / 1, and 2 / 4 (1 stream; q8)
+#   q8streams  q8 panels read as 4 streams / 1, and 4 / 2 (1 stream; q8)
 #   spread     next rows' prefetches shared out / in every block (8 and 16 streams; F32)
 #   chunks     K in chunks / all at once (8 and 16 streams; F32)
 #   layouts    the fused two-step layer / the rows (1 and 16 streams; F32, BF16)
@@ -61,7 +61,7 @@ for S in $SHAPES; do
             has scanpf && ab "$M" "$S q8" scanpf 1 "--weights q8"
             if has q8streams; then
                 ab "$M" "$S q8" q8streams 1 "--weights q8" SS_Q8P_STREAMS_A=1
-                ab "$M" "$S q8" q8streams 1 "--weights q8" SS_Q8P_STREAMS_A=4
+                ab "$M" "$S q8" q8streams 1 "--weights q8" SS_Q8P_STREAMS_A=2
             fi
         fi
         rm -rf "${TMP:?}/$S-$D"

@@ -219,6 +219,21 @@ static inline void p8_start(const uint8_t *W, const float *S, size_t pb, size_t 
     for (int l = 0; l < P8_PF / 8; l += 64) prefetch_weights(s0 + l);
 }
 
+/* A block's int32 sums of 16 outputs into their F32 sums y: converted, times the panel's scales
+ * at s and x's block scale sx, one FMA */
+static inline __m512 p8_fma(__m512i i, const float *s, __m512 sx, __m512 y)
+{
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(_mm512_loadu_ps(s), sx), y);
+}
+/* the block's four vectors i0..i3 into y0..y3 (scales at Sb) */
+#define P8_SCALE(Sb, y0, y1, y2, y3)                                                           \
+    do {                                                                                       \
+        y0 = p8_fma(i0, (Sb), sx, y0);                                                         \
+        y1 = p8_fma(i1, (Sb) + 16, sx, y1);                                                    \
+        y2 = p8_fma(i2, (Sb) + 32, sx, y2);                                                    \
+        y3 = p8_fma(i3, (Sb) + 48, sx, y3);                                                    \
+    } while (0)
+
 /* Block b of one panel (values Wp, scales Sp) into its F32 sums y0..y3, the int32 sums i0..i3
  * started at cb (a statement: the loop of rows, the prefetches, the F32 step) */
 #define P8_BLOCK(Wp, Sp, y0, y1, y2, y3)                                                       \
@@ -237,13 +252,7 @@ static inline void p8_start(const uint8_t *W, const float *S, size_t pb, size_t 
             i2 = _mm512_dpbusd_epi32(i2, _mm512_loadu_si512(wr + 128), xb[r]);                 \
             i3 = _mm512_dpbusd_epi32(i3, _mm512_loadu_si512(wr + 192), xb[r]);                 \
         }                                                                                      \
-        y0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_mul_ps(_mm512_loadu_ps(Sb), sx), y0); \
-        y1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1), _mm512_mul_ps(_mm512_loadu_ps(Sb + 16), sx), \
-                             y1);                                                              \
-        y2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i2), _mm512_mul_ps(_mm512_loadu_ps(Sb + 32), sx), \
-                             y2);                                                              \
-        y3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i3), _mm512_mul_ps(_mm512_loadu_ps(Sb + 48), sx), \
-                             y3);                                                              \
+        P8_SCALE(Sb, y0, y1, y2, y3);                                                          \
     } while (0)
 
 /* Per block of x: its 8 groups of 4 bytes broadcast, its scale, -128 sum(q_x) (cs[b]). */
@@ -279,13 +288,7 @@ static inline __m512i dp_bcst(__m512i acc, __m512i w, const int32_t *x)
             i2 = dp_bcst(i2, _mm512_loadu_si512(wr + 128), x4 + r);                            \
             i3 = dp_bcst(i3, _mm512_loadu_si512(wr + 192), x4 + r);                            \
         }                                                                                      \
-        y0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i0), _mm512_mul_ps(_mm512_loadu_ps(Sb), sx), y0); \
-        y1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i1), _mm512_mul_ps(_mm512_loadu_ps(Sb + 16), sx), \
-                             y1);                                                              \
-        y2 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i2), _mm512_mul_ps(_mm512_loadu_ps(Sb + 32), sx), \
-                             y2);                                                              \
-        y3 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i3), _mm512_mul_ps(_mm512_loadu_ps(Sb + 48), sx), \
-                             y3);                                                              \
+        P8_SCALE(Sb, y0, y1, y2, y3);                                                          \
     } while (0)
 
 static void p8_store(float *y, __m512 y0, __m512 y1, __m512 y2, __m512 y3)
