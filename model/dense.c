@@ -25,6 +25,8 @@ typedef struct mm_job {
     int block;       /* decode: columns per block taken dynamically, 0 = static ranges; guided:
                       * the least columns a claim takes */
     int guided;      /* 0, or a claim takes 1 / guided of the columns left (pool.h pool_parts) */
+    int even_end;    /* guided: when the columns left cannot give each thread `block`, an equal
+                      * share of them instead (q8p at one row, mm_rows_then) */
     atomic_int next; /* next block (blocks of one size) */
     _Atomic uint64_t ends; /* guided: the columns not claimed, [lo, hi) (pool_ends_pack) */
     mm_after_fn after; /* NULL, or run on each range of columns right after it (mm_rows_then) */
@@ -138,12 +140,8 @@ static void mm_part(void *arg, int tid, int nt)
         for (;;) {
             const int lo = (int)(uint32_t)v, hi = (int)(v >> 32);
             if (lo >= hi) break;
-            /* q8p at one row (claims of at least the kernel's streams, mm_rows_then): when
-             * the panels left cannot give each thread that many, an equal share instead, so
-             * that 130m's out_proj (12 panels) goes 4, 4, 2, 1, 1 rather than 4, 4, 4 (a step
-             * 0.971 and 0.979x; 370m 1.005 and 1.019, within the noise) */
             int c0, c1, least = j->block;
-            if (j->w.t == W_Q8P && j->act) {
+            if (j->even_end) {
                 const int share = ((hi - lo + nt - 1) / nt + Q8P_W - 1) / Q8P_W * Q8P_W;
                 if (share < least) least = share;
             }
@@ -246,9 +244,13 @@ void mm_rows_then(const ss_model *m, ss_ctx *c, const float *x, int rows, int in
          * gemv_q8p_a8 reads side by side, so that no claim falls back to fewer streams
          * (130m q8, four streams on the AMD host: a step 0.93-0.95x; 370m 0.97x) */
         if (w.t == W_Q8P) j.block = (j.block + Q8P_W - 1) / Q8P_W * Q8P_W;
-        if (w.t == W_Q8P && j.act && j.guided && pool_parts_min <= 0 &&
-            j.block < kernels_q8p_streams * Q8P_W)
-            j.block = kernels_q8p_streams * Q8P_W;
+        if (w.t == W_Q8P && j.act && j.guided && pool_parts_min <= 0) {
+            if (j.block < kernels_q8p_streams * Q8P_W) j.block = kernels_q8p_streams * Q8P_W;
+            /* and when the panels left cannot give each thread that many, an equal share, so
+             * that 130m's out_proj (12 panels) goes 4, 4, 2, 1, 1 rather than 4, 4, 4 (a step
+             * 0.971 and 0.979x; 370m 1.005 and 1.019, within the noise) */
+            j.even_end = 1;
+        }
     }
     model_run(m, c, mm_part, &j);
 }
