@@ -141,12 +141,12 @@ static void segment(const kernels *k, const bench *b, size_t j, float *out)
     else if (b->kind == K_Q8T)
         k->gemm_t_q8(x, b->rows, SEG, ldx, (const int8_t *)b->w + off,
                      K, b->s + off / Q8_BLOCK, K / Q8_BLOCK, K, out, K, 0);
-    else if (b->kind == K_Q8K) /* the q8k layout: rows of 4 k x K outputs, scales [k / 32][K] */
-        k->gemm_t_q8k(x, b->rows, SEG, ldx, (const uint8_t *)b->w + off, 4 * (size_t)K,
-                      b->s + off / Q8_BLOCK, (size_t)K, K, out, K);
+    else if (b->kind == K_Q8K) /* the q8k layout: per block rows of 4 k x K outputs, scales */
+        k->gemm_t_q8k(x, b->rows, SEG, ldx, (const uint8_t *)b->w + off / 8 * 9, 4 * (size_t)K,
+                      K, out, K);
     else
-        k->gemv_t_q8ka8(&b->xqt[j % SEGS], (const uint8_t *)b->w + off, 4 * (size_t)K,
-                        b->s + off / Q8_BLOCK, (size_t)K, K, out);
+        k->gemv_t_q8ka8(&b->xqt[j % SEGS], (const uint8_t *)b->w + off / 8 * 9, 4 * (size_t)K, K,
+                        out);
 }
 
 /*
@@ -194,7 +194,7 @@ static void stream_rows(bench *b, int t, size_t lo, size_t per)
         return;
     }
     if (b->kind == K_Q8PA8) { /* the q8p layout: panels of Q8P_W rows, [lo, lo + per) at once */
-        k->gemv_q8p_a8(b->xq, (const uint8_t *)b->w, b->s, (int)lo, (int)(lo + per), b->y + lo);
+        k->gemv_q8p_a8(b->xq, (const uint8_t *)b->w, (int)lo, (int)(lo + per), b->y + lo);
         return;
     }
     for (size_t r = lo; r < lo + per; r += TILE) {
@@ -473,7 +473,10 @@ int main(int argc, char **argv)
         /* 64-byte aligned, as the model's copies of its matrices are (a plain malloc of this
          * size returns 16 bytes past a page: every 64-byte load then spans two cache lines) */
         const size_t huge = (size_t)2 << 20; /* whole 2 MB pages, for --huge */
-        const size_t wbytes = ((n ? n * K * es : 0) + 64 + huge - 1) & ~(huge - 1);
+        /* the q8k and q8p layouts: the scales in the weights' stream, 9 / 8 their bytes */
+        const int q8k = kind == K_Q8K || kind == K_Q8KA8 || kind == K_Q8PA8;
+        const size_t vbytes = q8k ? n * K / 8 * 9 : n * K * es;
+        const size_t wbytes = ((n ? vbytes : 0) + 64 + huge - 1) & ~(huge - 1);
         unsigned long long *w = aligned_alloc(huge, wbytes);
         if (w && HUGE) madvise(w, wbytes, MADV_HUGEPAGE);
         float *s = q8 ? malloc(n * (K / Q8_BLOCK) * sizeof *s) : NULL;
@@ -493,7 +496,7 @@ int main(int argc, char **argv)
                                        : base == K_BF16 ? 0x3c003c003c003c00ull
                                        : base == K_F16  ? 0x2000200020002000ull
                                                         : 0;
-        for (size_t i = 0; i < n * K * es / 8 + 8; i++)
+        for (size_t i = 0; i < vbytes / 8 + 8; i++)
             w[i] = ((i * 0x9E3779B97F4A7C15ull >> 7) & bits) | one;
         if (q8) { /* weights in [-127, 127] as the quantiser writes them: -128 (the byte 0x80,
                    * or 0x00 in the layouts that store q + 128) breaks the AVX2 kernels' sign
@@ -501,8 +504,16 @@ int main(int argc, char **argv)
             const int plus128 = kind == K_Q8K || kind == K_Q8KA8 || kind == K_Q8PA8;
             const unsigned char bad = plus128 ? 0 : 0x80;
             unsigned char *wb = (unsigned char *)w;
-            for (size_t i = 0; i < n * K * es + 64; i++)
+            for (size_t i = 0; i < vbytes + 64; i++)
                 if (wb[i] == bad) wb[i] ^= 1;
+            /* their rows of scales: normal floats, as the quantiser writes them (random bits give
+             * subnormals, which some cores multiply far more slowly) */
+            const size_t ldw = kind == K_Q8PA8 ? 4 * Q8P_W : 4 * (size_t)K;
+            for (size_t r = Q8K_ROWS - 1; q8k && (r + 1) * ldw <= vbytes; r += Q8K_ROWS)
+                for (size_t e = 0; e < ldw / 4; e++) {
+                    const float v = 0.01f + (float)(e % 5) * 1e-3f;
+                    memcpy(wb + r * ldw + 4 * e, &v, sizeof v);
+                }
         }
         for (size_t i = 0; s && i < n * (K / Q8_BLOCK); i++) s[i] = 0.01f + (float)(i % 5) * 1e-3f;
         for (int ti = 0; ti < n_threads; ti++)

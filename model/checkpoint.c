@@ -573,7 +573,7 @@ static ss_err quantize_mat(loader *L, const char *name, const st_tensor *t, wmat
                                                        : rows >= 256;
     const size_t np = (size_t)q8p_panels((int)rows);
     const size_t nq = panels ? np * q8p_panel_bytes((int)cols) : rows * cols;
-    const size_t ns = panels ? np * q8p_panel_scales((int)cols) : rows * nb;
+    const size_t ns = panels ? 0 : rows * nb; /* panels: the scales in the layout */
     int8_t *q = arena_alloc(L->m, nq > 0 ? nq : 1);
     float *sc = arena_alloc(L->m, (ns > 0 ? ns : 1) * sizeof *sc);
     float *row = malloc((cols ? cols : 1) * sizeof *row), *rs = malloc((nb + 1) * sizeof *rs);
@@ -598,16 +598,15 @@ static ss_err quantize_mat(loader *L, const char *name, const st_tensor *t, wmat
                 }
             }
             if (panels)
-                q8k_put_row((uint8_t *)q + r / Q8P_W * q8p_panel_bytes((int)cols),
-                            sc + r / Q8P_W * q8p_panel_scales((int)cols), Q8P_W, (int)cols,
-                            (int)(r % Q8P_W), rq, rs);
+                q8k_put_row((uint8_t *)q + r / Q8P_W * q8p_panel_bytes((int)cols), Q8P_W,
+                            (int)cols, (int)(r % Q8P_W), rq, rs);
         }
     }
     free(row);
     free(rs);
     free(rq);
     if (err) return err; /* the arena is released with the model */
-    *out = (wmat){.p = q, .t = panels ? W_Q8P : W_Q8, .scale = sc};
+    *out = (wmat){.p = q, .t = panels ? W_Q8P : W_Q8, .scale = panels ? NULL : sc};
     L->dtype_mask |= 1 << t->dtype;
     L->bytes_done += t->n_bytes;
     if (L->params->progress)
@@ -709,7 +708,7 @@ static ss_err get_mat_as(loader *L, const char *name, wmat *out, int64_t rows, i
  * column-blocked, the far layout of kernels.h far_t_width, when far streams are on), or
  * under --weights q8 in the q8k layout (kernels.h: each row of W quantised as the row layout
  * quantises it, a scale per block of Q8_BLOCK inputs, the values in rows of 4 inputs for the
- * integer kernels). The tensor's pages of the mapping are released after the load, as for the
+ * integer kernels, each block's scales after its values). The tensor's pages of the mapping are released after the load, as for the
  * other copies.
  */
 static ss_err get_mat_t(loader *L, const char *name, wmat *out, int64_t rows, int64_t cols)
@@ -726,10 +725,9 @@ static ss_err get_mat_t(loader *L, const char *name, wmat *out, int64_t rows, in
     if (L->params->weights == SS_WEIGHTS_Q8) {
         const size_t nb = (size_t)q8_blocks((int)C);
         uint8_t *w = arena_alloc(L->m, q8k_bytes((int)R, (int)C) + 1);
-        float *sc = arena_alloc(L->m, (q8k_scales((int)R, (int)C) + 1) * sizeof *sc);
         float *row = malloc((C + 1) * sizeof *row), *rs = malloc((nb + 1) * sizeof *rs);
         int8_t *q = malloc(C + 1);
-        if (!w || !sc || !row || !rs || !q)
+        if (!w || !row || !rs || !q)
             err = ss_fail(SS_ERR_NOMEM, "tensor %s: cannot allocate its 8-bit copy", name);
         for (size_t r = 0; r < R && !err; r++) {
             st_to_f32(t->dtype, (const uint8_t *)t->data + r * C * esz, row, C);
@@ -739,13 +737,13 @@ static ss_err get_mat_t(loader *L, const char *name, wmat *out, int64_t rows, in
                               "quantised to 8 bits",
                               name, r);
             else
-                q8k_put_row(w, sc, (int)R, (int)C, (int)r, q, rs);
+                q8k_put_row(w, (int)R, (int)C, (int)r, q, rs);
         }
         free(row);
         free(rs);
         free(q);
         if (err) return err; /* the arena is released with the model */
-        *out = (wmat){.p = w, .t = W_Q8, .scale = sc};
+        *out = (wmat){.p = w, .t = W_Q8}; /* the scales in the layout */
     } else {
         const int wide = t->dtype == ST_F32;
         (void)kernels_get(); /* far_t_width reads kernels_far_rows, which it sets */

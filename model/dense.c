@@ -48,16 +48,15 @@ static void q8p_cols(wmat w, int in, const q8_act *act, const float *x, int nr, 
                      int hi, float *y, int ldy)
 {
     const kernels *k = kernels_get();
-    const size_t pb = q8p_panel_bytes(in), ps = q8p_panel_scales(in);
+    const size_t pb = q8p_panel_bytes(in);
     if (act) {
-        k->gemv_q8p_a8(act, w.p, w.scale, lo, hi, y);
+        k->gemv_q8p_a8(act, w.p, lo, hi, y);
         return;
     }
     for (int a = lo; a < hi;) {
         const int c = a / Q8P_W, o = a % Q8P_W, e = hi < (c + 1) * Q8P_W ? hi : (c + 1) * Q8P_W;
         const uint8_t *W = (const uint8_t *)w.p + (size_t)c * pb + 4 * (size_t)o;
-        const float *S = w.scale + (size_t)c * ps + o;
-        k->gemm_t_q8k(x, nr, in, ldx, W, 4 * Q8P_W, S, Q8P_W, e - a, y + (a - lo), ldy);
+        k->gemm_t_q8k(x, nr, in, ldx, W, 4 * Q8P_W, e - a, y + (a - lo), ldy);
         a = e;
     }
 }
@@ -285,7 +284,7 @@ void mm_cols_small(const float *x, int rows, int in, int ldx, wmat w, const floa
 /* Byte offset of input k0 (a multiple of Q8_BLOCK), output n0 in a q8k layout of N outputs. */
 static size_t q8k_off(int N, int k0, int n0)
 {
-    return (size_t)(k0 / 4) * 4 * (size_t)N + 4 * (size_t)n0;
+    return (size_t)(k0 / Q8_BLOCK) * Q8K_ROWS * 4 * (size_t)N + 4 * (size_t)n0;
 }
 
 int fused_prefetch = 1; /* internal.h */
@@ -295,13 +294,11 @@ int fused_max_rows = 16; /* internal.h; mamba.c FUSE_ROWS */
 void wmat_prefetch_rows(wmat w, int N, int k0, int k1)
 {
     const size_t es = wmat_esize(w);
-    if (w.t == W_Q8P) { /* rows k0 .. k1 - 1 are outputs: their panels, values and scales */
+    if (w.t == W_Q8P) { /* rows k0 .. k1 - 1 are outputs: their panels */
         const int c0 = k0 / Q8P_W, c1 = (k1 + Q8P_W - 1) / Q8P_W;
         prefetch_l2((const char *)w.p + (size_t)c0 * q8p_panel_bytes(N),
                     (size_t)(c1 - c0) * q8p_panel_bytes(N));
-        prefetch_l2(w.scale + (size_t)c0 * q8p_panel_scales(N),
-                    (size_t)(c1 - c0) * q8p_panel_scales(N) * sizeof(float));
-    } else if (!w.bw) { /* rows, or the q8k layout (rows of 4 inputs: the same bytes) */
+    } else if (!w.bw) { /* rows (8-bit: their values) */
         prefetch_l2((const char *)w.p + (size_t)k0 * N * es, (size_t)(k1 - k0) * N * es);
     } else { /* the far layout: each block's rows */
         for (int b = 0; b < N / w.bw; b++)
@@ -330,10 +327,9 @@ void mm_t_part(wmat w, int N, const float *X, int M, int ldx, int k0, int k1, in
     const int K = k1 - k0, n = n1 - n0, bw = w.bw;
     X += k0;
     Y += n0;
-    if (w.t == W_Q8) { /* the q8k layout (kernels.h): rows of 4 inputs, scales [k / Q8_BLOCK][N] */
+    if (w.t == W_Q8) { /* the q8k layout (kernels.h): per block rows of 4 inputs, then scales */
         kernels_get()->gemm_t_q8k(X, M, K, ldx, (const uint8_t *)w.p + q8k_off(N, k0, n0),
-                                  4 * (size_t)N, w.scale + (size_t)(k0 / Q8_BLOCK) * N + n0,
-                                  (size_t)N, n, Y, ldy);
+                                  4 * (size_t)N, n, Y, ldy);
     } else if (!bw) { /* plain rows of N */
         gemm_t_at(w, (size_t)k0 * N + (size_t)n0, X, M, K, ldx, N, n, 0, n, Y, ldy);
     } else if (n0 % bw == 0 && n1 % bw == 0) { /* whole blocks of the far layout: one call */
@@ -352,8 +348,7 @@ void mm_t_part(wmat w, int N, const float *X, int M, int ldx, int k0, int k1, in
 void mm_t_part_a8(wmat w, int N, const q8_act *x, int k0, int n0, int n1, float *Y)
 {
     kernels_get()->gemv_t_q8ka8(x, (const uint8_t *)w.p + q8k_off(N, k0, n0), 4 * (size_t)N,
-                                w.scale + (size_t)(k0 / Q8_BLOCK) * N + n0, (size_t)N, n1 - n0,
-                                Y + n0);
+                                n1 - n0, Y + n0);
 }
 
 /* y = x w summed over the segments of K in their tree (+ bias; h += y when h): a grid of nr row
@@ -462,9 +457,9 @@ void wmat_row(wmat w, int d, int r, float *dst)
         memcpy(dst, (const float *)w.p + (size_t)r * d, (size_t)d * sizeof(float));
     else if (w.t == W_Q8P) { /* output r of its panel: s * q, as widen_q8 */
         const uint8_t *W = (const uint8_t *)w.p + (size_t)(r / Q8P_W) * q8p_panel_bytes(d);
-        const float *S = w.scale + (size_t)(r / Q8P_W) * q8p_panel_scales(d) + r % Q8P_W;
         for (int i = 0; i < d; i++)
-            dst[i] = (float)q8k_at(W, Q8P_W, r % Q8P_W, i) * S[(size_t)(i / Q8_BLOCK) * Q8P_W];
+            dst[i] = (float)q8k_at(W, Q8P_W, r % Q8P_W, i) *
+                     q8k_scl(W, 4 * Q8P_W, i / Q8_BLOCK)[r % Q8P_W];
     } else if (w.t == W_Q8)
         k->widen_q8((const int8_t *)w.p + (size_t)r * d, w.scale + (size_t)r * q8_blocks(d), d,
                     dst);

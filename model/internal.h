@@ -22,16 +22,17 @@ typedef enum layer_kind { LAYER_MAMBA1, LAYER_MAMBA2, LAYER_MOE } layer_kind;
 /*
  * A weight matrix [out, in], row-major: F32 used in place; BF16 / F16 copied at load onto huge
  * pages and widened as it is read, BF16 in the pair layout of kernels.h (bf16_pack_rows); or
- * quantised at load to 8 bits (--weights q8): int8 values at p and one F32 scale per block of
- * Q8_BLOCK values of a row at scale, in kernels.h's q8p layout (W_Q8P: panels of Q8P_W
- * outputs; SS_Q8_LAYOUT=rows keeps the row layout, W_Q8, for measuring) or, for the
- * transposed x_proj_t and out_proj_t, its q8k layout (W_Q8).
+ * quantised at load to 8 bits (--weights q8): int8 values and one F32 scale per block of
+ * Q8_BLOCK values of a row, in kernels.h's q8p layout (W_Q8P: panels of Q8P_W outputs, the
+ * scales in the panels), in rows (W_Q8: values at p, scales at scale; the short matrices, or all
+ * under SS_Q8_LAYOUT=rows) or, for the transposed x_proj_t and out_proj_t, in kernels.h's q8k
+ * layout (W_Q8, the scales in the layout).
  */
 typedef enum wtype { W_F32, W_BF16, W_F16, W_Q8, W_Q8P } wtype;
 typedef struct wmat {
     const void *p;
     wtype t;
-    const float *scale; /* W_Q8, W_Q8P only */
+    const float *scale; /* W_Q8 in rows only */
     /* a transposed matrix Wt [K][N] (x_proj_t, out_proj_t) in the far layout (kernels.h
      * far_t_width): N / bw blocks of bw columns, block c [K][bw] at p + c * bs elements; bw = 0:
      * plain rows of N */
@@ -250,8 +251,8 @@ static inline size_t wmat_esize(wmat w)
 {
     return w.t == W_F32 ? 4 : w.t == W_Q8 || w.t == W_Q8P ? 1 : 2;
 }
-/* Rows [k0, k1) of w (N values per row; a row matrix or a transposed one in any layout: plain,
- * far, q8k with k0 and k1 multiples of 4), prefetched into L2. */
+/* Rows [k0, k1) of w (N values per row; a row matrix, 8-bit ones in rows or panels, or a
+ * transposed one in the plain or far layout), prefetched into L2. */
 void wmat_prefetch_rows(wmat w, int N, int k0, int k1);
 /*
  * Whether the second step of Mamba-1's fused decode layer prefetches its next segment's short

@@ -169,65 +169,60 @@ static void gen_gemv_q8a8(const q8_act *x, const int8_t *W, const float *S, int 
 }
 
 /* gemv_t_q8ka8 (kernels.h): per block the exact int32 sum, then the F32 chain over blocks. */
-static void gen_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const float *S,
-                             size_t lds, int N, float *Y)
+static void gen_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, int N, float *Y)
 {
-    for (int n = 0; n < N; n++) Y[n] = q8k_out_a8(x, W, ldw, S, lds, n);
+    for (int n = 0; n < N; n++) Y[n] = q8k_out_a8(x, W, ldw, n);
 }
 
-void q8p_gemv_by_panels(void (*gemv_t)(const q8_act *, const uint8_t *, size_t, const float *,
-                                       size_t, int, float *),
-                        const q8_act *x, const uint8_t *W, const float *S, int lo, int hi,
-                        float *Y)
+void q8p_gemv_by_panels(void (*gemv_t)(const q8_act *, const uint8_t *, size_t, int, float *),
+                        const q8_act *x, const uint8_t *W, int lo, int hi, float *Y)
 {
-    const size_t pb = q8p_panel_bytes(x->K), ps = q8p_panel_scales(x->K);
+    const size_t pb = q8p_panel_bytes(x->K);
     for (int a = lo; a < hi;) {
         const int c = a / Q8P_W, o = a % Q8P_W, e = hi < (c + 1) * Q8P_W ? hi : (c + 1) * Q8P_W;
-        gemv_t(x, W + (size_t)c * pb + 4 * (size_t)o, 4 * Q8P_W, S + (size_t)c * ps + o, Q8P_W,
-               e - a, Y + (a - lo));
+        gemv_t(x, W + (size_t)c * pb + 4 * (size_t)o, 4 * Q8P_W, e - a, Y + (a - lo));
         a = e;
     }
 }
 
-int q8p_edges(void (*gemv_t)(const q8_act *, const uint8_t *, size_t, const float *, size_t, int,
-                             float *),
-              const q8_act *x, const uint8_t *W, const float *S, int lo, int hi, float *Y,
-              int *c0, int *c1)
+int q8p_edges(void (*gemv_t)(const q8_act *, const uint8_t *, size_t, int, float *),
+              const q8_act *x, const uint8_t *W, int lo, int hi, float *Y, int *c0, int *c1)
 {
     *c0 = (lo + Q8P_W - 1) / Q8P_W;
     *c1 = hi / Q8P_W;
     if (*c0 >= *c1 || x->K == 0) {
-        q8p_gemv_by_panels(gemv_t, x, W, S, lo, hi, Y);
+        q8p_gemv_by_panels(gemv_t, x, W, lo, hi, Y);
         return 0;
     }
-    if (lo < *c0 * Q8P_W) q8p_gemv_by_panels(gemv_t, x, W, S, lo, *c0 * Q8P_W, Y);
-    if (*c1 * Q8P_W < hi)
-        q8p_gemv_by_panels(gemv_t, x, W, S, *c1 * Q8P_W, hi, Y + (*c1 * Q8P_W - lo));
+    if (lo < *c0 * Q8P_W) q8p_gemv_by_panels(gemv_t, x, W, lo, *c0 * Q8P_W, Y);
+    if (*c1 * Q8P_W < hi) q8p_gemv_by_panels(gemv_t, x, W, *c1 * Q8P_W, hi, Y + (*c1 * Q8P_W - lo));
     return 1;
 }
 
-static void gen_gemv_q8p_a8(const q8_act *x, const uint8_t *W, const float *S, int lo, int hi,
-                            float *Y)
+static void gen_gemv_q8p_a8(const q8_act *x, const uint8_t *W, int lo, int hi, float *Y)
 {
-    q8p_gemv_by_panels(gen_gemv_t_q8ka8, x, W, S, lo, hi, Y);
+    q8p_gemv_by_panels(gen_gemv_t_q8ka8, x, W, lo, hi, Y);
 }
 
 /* gemm_t_q8k (kernels.h): per block an fmaf chain over its k, then the chain over blocks. */
 static void gen_gemm_t_q8k(const float *X, int M, int K, int ldx, const uint8_t *W, size_t ldw,
-                           const float *S, size_t lds, int N, float *Y, int ldy)
+                           int N, float *Y, int ldy)
 {
     for (int m = 0; m < M; m++)
         for (int n = 0; n < N; n++)
-            Y[(size_t)m * ldy + n] = q8k_out_f32(X + (size_t)m * ldx, K, W, ldw, S, lds, n);
+            Y[(size_t)m * ldy + n] = q8k_out_f32(X + (size_t)m * ldx, K, W, ldw, n);
 }
 
-void q8k_put_row(uint8_t *W, float *S, int N, int K, int n, const int8_t *q, const float *s)
+void q8k_put_row(uint8_t *W, int N, int K, int n, const int8_t *q, const float *s)
 {
-    const int nb = q8_blocks(K);
-    for (int k = 0; k < nb * Q8_BLOCK; k++)
-        W[(size_t)(k / 4) * 4 * (size_t)N + 4 * (size_t)n + (size_t)(k % 4)] =
-            (uint8_t)((k < K ? q[k] : 0) + 128);
-    for (int b = 0; b < nb; b++) S[(size_t)b * N + n] = s[b];
+    const size_t ldw = 4 * (size_t)N;
+    for (int b = 0; b < q8_blocks(K); b++) {
+        uint8_t *Wb = W + (size_t)b * Q8K_ROWS * ldw; /* block b: its 8 rows, then its scales */
+        for (int k = b * Q8_BLOCK; k < (b + 1) * Q8_BLOCK; k++)
+            Wb[(size_t)(k % Q8_BLOCK / 4) * ldw + 4 * (size_t)n + (size_t)(k % 4)] =
+                (uint8_t)((k < K ? q[k] : 0) + 128);
+        memcpy(Wb + (Q8_BLOCK / 4) * ldw + 4 * (size_t)n, &s[b], sizeof *s);
+    }
 }
 
 static size_t round64(size_t n)

@@ -122,34 +122,33 @@ typedef struct kernels {
     void (*gemm_t_q8)(const float *X, int M, int K, int ldx, const int8_t *W, int ldw,
                       const float *S, int lds, int N, float *Y, int ldy, int add);
     /*
-     * 8-bit weights transposed in the q8k layout (below: scales along k), for Mamba-1's x_proj
-     * and out_proj under --weights q8. W points at the layout's row of k0 / 4 (k0 a multiple of
-     * Q8_BLOCK) and its group of output n0 (W + 4 n0), ldw bytes between rows; S at scale row
-     * k0 / Q8_BLOCK and column n0, lds floats between rows. Outputs n < N, over k < K (from k0).
+     * 8-bit weights transposed in the q8k layout (below: scales along k, after each block's
+     * values), for Mamba-1's x_proj and out_proj under --weights q8 and the q8p panels. W points
+     * at the layout's block of k0 (k0 a multiple of Q8_BLOCK) and its group of output n0
+     * (W + 4 n0), ldw bytes between rows (4 x the layout's outputs: the scales are found from
+     * W and ldw). Outputs n < N, over k < K (from k0).
      *
      * gemv_t_q8ka8, one row with 8-bit activations (x quantised as for gemv_q8a8, K = x->K):
-     *   Y[n] = chain over the blocks b in order, from 0: acc = fmaf((float)i_b, S[b][n] * s_x[b],
+     *   Y[n] = chain over the blocks b in order, from 0: acc = fmaf((float)i_b, s[b][n] * s_x[b],
      *   acc), with i_b = sum over k of block b of q_w[n][k] q_x[k] (an exact int32; the product
      *   S * s_x rounded to F32 first).
      * gemm_t_q8k, M rows of F32 activations: Y[m][n] = chain over the blocks b in order, from 0:
-     *   acc = fmaf(t_b, S[b][n], acc), with t_b = the fmaf chain over k of block b in order, from
+     *   acc = fmaf(t_b, s[b][n], acc), with t_b = the fmaf chain over k of block b in order, from
      *   0: t = fmaf((float)q_w[n][k], X[m][k], t).
      * Every kernel set gives these bits (tests/test_kernels.c). Both store Y (no add). The SIMD
      * kernels may read the layout's rows and x's values up to the end of the last block (the
      * layout is padded with zero weights, q8_act with zero values).
      */
-    void (*gemv_t_q8ka8)(const struct q8_act *x, const uint8_t *W, size_t ldw, const float *S,
-                         size_t lds, int N, float *Y);
-    void (*gemm_t_q8k)(const float *X, int M, int K, int ldx, const uint8_t *W, size_t ldw,
-                       const float *S, size_t lds, int N, float *Y, int ldy);
+    void (*gemv_t_q8ka8)(const struct q8_act *x, const uint8_t *W, size_t ldw, int N, float *Y);
+    void (*gemm_t_q8k)(const float *X, int M, int K, int ldx, const uint8_t *W, size_t ldw, int N,
+                       float *Y, int ldy);
     /*
      * Batch-1 decode on a matrix in the q8p layout (below) with 8-bit activations: outputs
-     * [lo, hi) into Y[0 .. hi - lo) (W, S at the matrix's first panel, K = x->K), each output
+     * [lo, hi) into Y[0 .. hi - lo) (W at the matrix's first panel, K = x->K), each output
      * the bits of gemv_t_q8ka8 on its panel. The AVX-512 VNNI kernel keeps a whole panel's 64
      * sums in registers over all blocks.
      */
-    void (*gemv_q8p_a8)(const struct q8_act *x, const uint8_t *W, const float *S, int lo, int hi,
-                        float *Y);
+    void (*gemv_q8p_a8)(const struct q8_act *x, const uint8_t *W, int lo, int hi, float *Y);
     /* q8_act_quantize (below), the same bytes */
     void (*quantize_act8)(struct q8_act *a, const float *x);
     /* One q8 row of K values (its q8_blocks(K) scales in s) as F32 into dst. */
@@ -359,34 +358,44 @@ int q8_quantize_row(const float *w, int K, int8_t *q, float *s);
  *           consecutive k of one output that one lane of vpdpbusd multiplies (unsigned weights
  *           against signed activations; sum (q + 128) q_x = sum q q_x + 128 sum q_x, the last
  *           term once per activation block);
- *   scales: S[b][n], q8_blocks(K) rows of N floats.
- * Row r of the values at W + r * 4N, scale row b at S + b * N. The values a segment [k0, k1) of a
- * product reads are whole rows, so segments start on a block (Q8_BLOCK).
+ *   scales: s[b][n], a row of N floats (4N bytes) after each block's values.
+ * Block b (Q8K_ROWS rows of 4N bytes) at W + b * Q8K_ROWS * 4N: its Q8_BLOCK / 4 rows of values,
+ * then its scales. A range of outputs, or a segment [k0, k1) of a product (segments start on a
+ * block), reads one run of memory per block: the scales stream with the values (read as a
+ * second stream beside them the short products ran 6-15 % slower, docs/performance.md "The q8p
+ * scales in the panels' stream").
  */
-/* Bytes of the layout's values and floats of its scales for W [N, K]. */
+#define Q8K_ROWS (Q8_BLOCK / 4 + 1)
+/* Bytes of the layout (values and scales) for W [N, K]. */
 static inline size_t q8k_bytes(int N, int K)
 {
-    return (size_t)q8_blocks(K) * Q8_BLOCK * (size_t)N;
+    return (size_t)q8_blocks(K) * Q8K_ROWS * 4 * (size_t)N;
 }
-static inline size_t q8k_scales(int N, int K)
+/* The values of input k's row (k % 4 == 0) and the scales of block b, in a q8k layout whose rows
+ * are ldw bytes (4N), from W (W + 4 n0: output n0's, the same offset in both) */
+static inline const uint8_t *q8k_vals(const uint8_t *W, size_t ldw, int k)
 {
-    return (size_t)q8_blocks(K) * (size_t)N;
+    return W + ((size_t)(k / Q8_BLOCK) * Q8K_ROWS + (size_t)(k % Q8_BLOCK / 4)) * ldw;
+}
+static inline const float *q8k_scl(const uint8_t *W, size_t ldw, int b)
+{
+    return (const float *)(const void *)(W + ((size_t)b * Q8K_ROWS + Q8_BLOCK / 4) * ldw);
 }
 /* Output n's quantised row (q [K], s [q8_blocks(K)], as q8_quantize_row wrote them) into the
- * layout (values W, scales S; the padding past K included). */
-void q8k_put_row(uint8_t *W, float *S, int N, int K, int n, const int8_t *q, const float *s);
+ * layout at W (the padding past K included). */
+void q8k_put_row(uint8_t *W, int N, int K, int n, const int8_t *q, const float *s);
 /* The weight q[n][k] of the layout (what the kernels multiply). */
 static inline int q8k_at(const uint8_t *W, int N, int n, int k)
 {
-    return (int)W[(size_t)(k / 4) * 4 * (size_t)N + 4 * (size_t)n + (size_t)(k % 4)] - 128;
+    return (int)q8k_vals(W, 4 * (size_t)N, k - k % 4)[4 * (size_t)n + (size_t)(k % 4)] - 128;
 }
 
 /*
  * The q8p layout (--weights q8's matrices used by output columns, y = W x: in_proj, the logits
  * head, ...): W [N, K] cut into panels of Q8P_W outputs, each panel a q8k matrix of Q8P_W
- * outputs (the last one padded with zero weights and scales): panel c's values at
- * W + c q8p_panel_bytes(K), rows of 4 inputs of 4 Q8P_W bytes each, its scales at
- * S + c q8p_panel_scales(K), rows of Q8P_W floats. The quantised values are the row layout's.
+ * outputs (the last one padded with zero weights and scales): panel c at W + c q8p_panel_bytes(K),
+ * per block 8 rows of 4 inputs of 4 Q8P_W bytes each and a row of Q8P_W scales. The quantised
+ * values are the row layout's.
  * A range of outputs reads one run of memory per panel, and the kernels keep outputs in lanes
  * (gemv_t_q8ka8, gemm_t_q8k): a block's 32 products of one output are summed in one int32 lane
  * before they are scaled. The row layout's one-row kernel (gemv_q8a8) spends five vector
@@ -398,10 +407,6 @@ static inline size_t q8p_panel_bytes(int K)
 {
     return q8k_bytes(Q8P_W, K);
 }
-static inline size_t q8p_panel_scales(int K)
-{
-    return q8k_scales(Q8P_W, K);
-}
 static inline int q8p_panels(int N)
 {
     return (N + Q8P_W - 1) / Q8P_W;
@@ -410,17 +415,15 @@ static inline int q8p_panels(int N)
 #define Q8P_PF 8192
 /* gemv_q8p_a8 of a kernel set without a kernel of its own: a panel's run of outputs at a time
  * through its gemv_t_q8ka8. */
-void q8p_gemv_by_panels(void (*gemv_t)(const struct q8_act *, const uint8_t *, size_t,
-                                       const float *, size_t, int, float *),
-                        const struct q8_act *x, const uint8_t *W, const float *S, int lo, int hi,
-                        float *Y);
+void q8p_gemv_by_panels(void (*gemv_t)(const struct q8_act *, const uint8_t *, size_t, int,
+                                       float *),
+                        const struct q8_act *x, const uint8_t *W, int lo, int hi, float *Y);
 /* The whole panels [*c0, *c1) of outputs [lo, hi), for a kernel that takes panels whole: the
  * runs before and after them computed here through gemv_t (all of [lo, hi) when it holds no
  * whole panel, or K is 0: then 0 is returned, else 1). */
-int q8p_edges(void (*gemv_t)(const struct q8_act *, const uint8_t *, size_t, const float *,
-                             size_t, int, float *),
-              const struct q8_act *x, const uint8_t *W, const float *S, int lo, int hi, float *Y,
-              int *c0, int *c1);
+int q8p_edges(void (*gemv_t)(const struct q8_act *, const uint8_t *, size_t, int, float *),
+              const struct q8_act *x, const uint8_t *W, int lo, int hi, float *Y, int *c0,
+              int *c1);
 
 /*
  * An activation row quantised for gemv_q8a8: per block of Q8_BLOCK values one scale
@@ -455,29 +458,28 @@ void kernels_block16(const float *src, int C, int K, float *dst);
  * gemm_t_q8k (one F32 input row x of K values). The generic kernels are these; the SIMD ones
  * run them for their last N % VW outputs, so every set gives the same bits.
  */
-static inline float q8k_out_a8(const q8_act *x, const uint8_t *W, size_t ldw, const float *S,
-                               size_t lds, int n)
+static inline float q8k_out_a8(const q8_act *x, const uint8_t *W, size_t ldw, int n)
 {
     const int K = x->K, nb = q8_blocks(K);
     float acc = 0;
     for (int b = 0; b < nb; b++) {
         int32_t isum = 0;
         for (int k = b * Q8_BLOCK; k < (b + 1) * Q8_BLOCK && k < K; k++)
-            isum += ((int32_t)W[(size_t)(k / 4) * ldw + 4 * (size_t)n + k % 4] - 128) * x->q[k];
-        acc = fmaf((float)isum, S[(size_t)b * lds + n] * x->s[b], acc);
+            isum += ((int32_t)q8k_vals(W, ldw, k - k % 4)[4 * (size_t)n + k % 4] - 128) * x->q[k];
+        acc = fmaf((float)isum, q8k_scl(W, ldw, b)[n] * x->s[b], acc);
     }
     return acc;
 }
-static inline float q8k_out_f32(const float *x, int K, const uint8_t *W, size_t ldw,
-                                const float *S, size_t lds, int n)
+static inline float q8k_out_f32(const float *x, int K, const uint8_t *W, size_t ldw, int n)
 {
     const int nb = q8_blocks(K);
     float acc = 0;
     for (int b = 0; b < nb; b++) {
         float t = 0;
         for (int k = b * Q8_BLOCK; k < (b + 1) * Q8_BLOCK && k < K; k++)
-            t = fmaf((float)((int)W[(size_t)(k / 4) * ldw + 4 * (size_t)n + k % 4] - 128), x[k], t);
-        acc = fmaf(t, S[(size_t)b * lds + n], acc);
+            t = fmaf((float)((int)q8k_vals(W, ldw, k - k % 4)[4 * (size_t)n + k % 4] - 128), x[k],
+                     t);
+        acc = fmaf(t, q8k_scl(W, ldw, b)[n], acc);
     }
     return acc;
 }

@@ -170,28 +170,27 @@ static inline __m256i tq8a8_step(__m256i is, const uint8_t *w, __m256i xs, __m25
                 int32_t x4;                                                                    \
                 memcpy(&x4, x->q + b * Q8_BLOCK + 4 * r, 4);                                   \
                 const __m256i xs = _mm256_set1_epi32(x4), ax = _mm256_abs_epi8(xs);            \
-                const uint8_t *wr = W + (size_t)(b * Q8_BLOCK / 4 + r) * ldw + 4 * (size_t)n0; \
+                const uint8_t *wr = q8k_vals(W, ldw, b * Q8_BLOCK + 4 * r) + 4 * (size_t)n0;   \
                 for (int v = 0; v < NV; v++) is[v] = tq8a8_step(is[v], wr + 32 * v, xs, ax);  \
             }                                                                                  \
             const __m256 sx = _mm256_set1_ps(x->s[b]);                                         \
             for (int v = 0; v < NV; v++)                                                       \
                 acc[v] = _mm256_fmadd_ps(                                                      \
                     _mm256_cvtepi32_ps(is[v]),                                                 \
-                    _mm256_mul_ps(_mm256_loadu_ps(S + (size_t)b * lds + n0 + 8 * v), sx),      \
+                    _mm256_mul_ps(_mm256_loadu_ps(q8k_scl(W, ldw, b) + n0 + 8 * v), sx),       \
                     acc[v]);                                                                   \
         }                                                                                      \
         for (int v = 0; v < NV; v++) _mm256_storeu_ps(Y + n0 + 8 * v, acc[v]);                 \
     } while (0)
 
-static void k256_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const float *S,
-                              size_t lds, int N, float *Y)
+static void k256_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, int N, float *Y)
 {
     const int K = x->K, nb = q8_blocks(K), Nv = N / 8 * 8;
     int n0 = 0;
     for (; n0 + 32 <= Nv; n0 += 32) TQ8A8_TILE(4);
     for (; n0 < Nv; n0 += 8) TQ8A8_TILE(1);
     for (int n = Nv; n < N; n++) /* the last N % 8 outputs: the generic kernel's steps */
-        Y[n] = q8k_out_a8(x, W, ldw, S, lds, n);
+        Y[n] = q8k_out_a8(x, W, ldw, n);
 }
 
 /*
@@ -202,16 +201,14 @@ static void k256_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, con
  * more), each output the generic kernel's steps. The panels' weights prefetched 8 KB ahead.
  * Runs that do not cover a whole panel go through gemv_t_q8ka8.
  */
-static void k256_gemv_q8p_a8(const q8_act *x, const uint8_t *W, const float *S, int lo, int hi,
-                             float *Y)
+static void k256_gemv_q8p_a8(const q8_act *x, const uint8_t *W, int lo, int hi, float *Y)
 {
     const int nb = q8_blocks(x->K);
-    const size_t pb = q8p_panel_bytes(x->K), ps = q8p_panel_scales(x->K);
+    const size_t pb = q8p_panel_bytes(x->K), ldw = 4 * Q8P_W;
     int c0, c1; /* the whole panels; the runs before and after them done here */
-    if (!q8p_edges(k256_gemv_t_q8ka8, x, W, S, lo, hi, Y, &c0, &c1)) return;
+    if (!q8p_edges(k256_gemv_t_q8ka8, x, W, lo, hi, Y, &c0, &c1)) return;
     for (int c = c0; c < c1; c++) {
         const uint8_t *Wp = W + (size_t)c * pb;
-        const float *Sp = S + (size_t)c * ps;
         float *y = Y + (c * Q8P_W - lo);
         for (int b = 0; b < nb; b++) {
             __m256i is[8];
@@ -220,19 +217,21 @@ static void k256_gemv_q8p_a8(const q8_act *x, const uint8_t *W, const float *S, 
                 int32_t x4;
                 memcpy(&x4, x->q + b * Q8_BLOCK + 4 * r, 4);
                 const __m256i xs = _mm256_set1_epi32(x4), ax = _mm256_abs_epi8(xs);
-                const uint8_t *wr = Wp + (size_t)(b * Q8_BLOCK / 4 + r) * 4 * Q8P_W;
+                const uint8_t *wr = q8k_vals(Wp, ldw, b * Q8_BLOCK + 4 * r);
                 for (int l = 0; l < 4 * Q8P_W; l += 64)
                     prefetch_weights((const char *)wr + Q8P_PF + l);
                 for (int v = 0; v < 8; v++) is[v] = tq8a8_step(is[v], wr + 32 * v, xs, ax);
             }
+            const float *Sb = q8k_scl(Wp, ldw, b);
+            for (int l = 0; l < 4 * Q8P_W; l += 64) /* and the stream's row of scales */
+                prefetch_weights((const char *)Sb + Q8P_PF + l);
             const __m256 sx = _mm256_set1_ps(x->s[b]);
             for (int v = 0; v < 8; v++) {
                 const __m256 prev = b ? _mm256_loadu_ps(y + 8 * v) : _mm256_setzero_ps();
                 _mm256_storeu_ps(
                     y + 8 * v,
                     _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[v]),
-                                    _mm256_mul_ps(_mm256_loadu_ps(Sp + (size_t)b * Q8P_W + 8 * v),
-                                                  sx),
+                                    _mm256_mul_ps(_mm256_loadu_ps(Sb + 8 * v), sx),
                                     prev));
             }
         }

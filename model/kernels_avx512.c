@@ -178,10 +178,8 @@ static void k512_conv_any(const conv_args *a)
 /* kernels_vnni.c, for CPUs with AVX-512 VNNI and BW (the form kernels_avx2.c has otherwise) */
 void kvnni_gemv_q8a8(const q8_act *x, const int8_t *W, const float *S, int N, float *Y);
 void kvnni_q8_act_quantize(q8_act *a, const float *x);
-void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const float *S,
-                        size_t lds, int N, float *Y);
-void kvnni_gemv_q8p_a8(const q8_act *x, const uint8_t *W, const float *S, int lo, int hi,
-                       float *Y);
+void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, int N, float *Y);
+void kvnni_gemv_q8p_a8(const q8_act *x, const uint8_t *W, int lo, int hi, float *Y);
 
 static kernels k512 = {
     .name = "avx512",

@@ -1257,10 +1257,10 @@ typedef int32_t KFN(vi32) __attribute__((vector_size(VW * 4)));
         _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++)                                  \
             _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) t[r][v] = VZERO();           \
         for (int k = b * Q8_BLOCK; k < kend; k += 4) {                                         \
-            const uint8_t *wk = W + (size_t)(k / 4) * ldw + 4 * (size_t)n0;                    \
+            const uint8_t *wk = q8k_vals(W, ldw, k) + 4 * (size_t)n0;                          \
             if (m0 == 0) /* this row's lines of the next block, into L2 */                    \
                 for (int l = 0; l < 4 * NV * VW; l += 64)                                      \
-                    __builtin_prefetch(wk + 2 * (Q8_BLOCK / 4) * ldw + l, 0, 2);                   \
+                    __builtin_prefetch(wk + 2 * Q8K_ROWS * ldw + l, 0, 2);                     \
             KFN(vi32) wv[NV];                                                                  \
             _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) {                            \
                 memcpy(&wv[v], wk + 4 * (size_t)v * VW, sizeof wv[v]);                         \
@@ -1272,7 +1272,7 @@ typedef int32_t KFN(vi32) __attribute__((vector_size(VW * 4)));
             if (k + 3 < kend) GK_J(RB, NV, 3);                                                 \
         }                                                                                      \
         _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) {                                \
-            const VF sv = VLOAD(S + (size_t)b * lds + n0 + v * VW);                            \
+            const VF sv = VLOAD(q8k_scl(W, ldw, b) + n0 + v * VW);                             \
             _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++) {                            \
                 float *y = Y + (size_t)(m0 + r) * ldy + n0 + v * VW;                           \
                 VSTORE(y, VFMA(t[r][v], sv, b ? VLOAD(y) : VZERO()));                          \
@@ -1287,7 +1287,7 @@ typedef int32_t KFN(vi32) __attribute__((vector_size(VW * 4)));
     } while (0)
 
 static void KFN(gemm_t_q8k)(const float *X, int M, int K, int ldx, const uint8_t *W, size_t ldw,
-                            const float *S, size_t lds, int N, float *Y, int ldy)
+                            int N, float *Y, int ldy)
 {
     const int Nv = N / VW * VW, nb = q8_blocks(K);
     for (int b = 0; b < nb; b++) {
@@ -1302,7 +1302,7 @@ static void KFN(gemm_t_q8k)(const float *X, int M, int K, int ldx, const uint8_t
         for (int m = 0; m < M; m++) memset(Y + (size_t)m * ldy, 0, (size_t)Nv * sizeof *Y);
     for (int n = Nv; n < N; n++) /* the last N % VW outputs, one at a time */
         for (int m = 0; m < M; m++)
-            Y[(size_t)m * ldy + n] = q8k_out_f32(X + (size_t)m * ldx, K, W, ldw, S, lds, n);
+            Y[(size_t)m * ldy + n] = q8k_out_f32(X + (size_t)m * ldx, K, W, ldw, n);
 }
 
 static void KFN(widen_q8)(const int8_t *q, const float *s, int K, float *dst)

@@ -24,10 +24,8 @@
 
 void kvnni_gemv_q8a8(const q8_act *x, const int8_t *W, const float *S, int N, float *Y);
 void kvnni_q8_act_quantize(q8_act *a, const float *x);
-void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const float *S,
-                        size_t lds, int N, float *Y);
-void kvnni_gemv_q8p_a8(const q8_act *x, const uint8_t *W, const float *S, int lo, int hi,
-                       float *Y);
+void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, int N, float *Y);
+void kvnni_gemv_q8p_a8(const q8_act *x, const uint8_t *W, int lo, int hi, float *Y);
 
 /*
  * Scales: per group of 16 blocks (8 chunks) a row's 16 block scales are loaded once and
@@ -171,8 +169,7 @@ static inline int32_t block_sum(const int8_t *q)
     return (int32_t)(_mm_cvtsi128_si64(h) + _mm_extract_epi64(h, 1)) - Q8_BLOCK * 128;
 }
 
-void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const float *S,
-                        size_t lds, int N, float *Y)
+void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, int N, float *Y)
 {
     const int nb = q8_blocks(x->K);
     if (nb == 0) memset(Y, 0, (size_t)N * sizeof *Y);
@@ -181,8 +178,8 @@ void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const flo
         const __m512 sx = _mm512_set1_ps(x->s[b]);
         int32_t x4[Q8_BLOCK / 4];
         memcpy(x4, x->q + b * Q8_BLOCK, sizeof x4);
-        const uint8_t *Wb = W + (size_t)b * (Q8_BLOCK / 4) * ldw;
-        const float *Sb = S + (size_t)b * lds;
+        const uint8_t *Wb = q8k_vals(W, ldw, b * Q8_BLOCK);
+        const float *Sb = q8k_scl(W, ldw, b);
         int n0 = 0;
         for (; n0 + TQ_NV * 16 <= N; n0 += TQ_NV * 16) TQ_TILE(TQ_NV, (__mmask16)0xffff);
         for (; n0 + 16 <= N; n0 += 16) TQ_TILE(1, (__mmask16)0xffff);
@@ -192,8 +189,8 @@ void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const flo
 
 /*
  * gemv_q8p_a8 (kernels.h) on the q8p layout: a whole panel's 64 outputs in four vectors of F32
- * sums kept in registers over all its blocks; per block its 8 rows (2 KB, contiguous: the panel
- * streams in order) into four int32 vectors (vpdpbusd, as above, from -128 sum(q_x) of the
+ * sums kept in registers over all its blocks; per block its 8 rows and its scales (2.25 KB,
+ * contiguous: the panel streams in order) into four int32 vectors (vpdpbusd, as above, from -128 sum(q_x) of the
  * block), then convert, S * s_x and one FMA each: gemv_t_q8ka8's steps in its order, the same
  * bits. The blocks' -128 sum(q_x) once per call. Several panels at a time: one Zen core keeps
  * more reads in flight for distant streams than for one (docs/performance.md, "Four far
@@ -211,12 +208,11 @@ void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, const flo
 #define P8_PF Q8P_PF
 #endif
 
-/* Prefetch the first P8_PF bytes of panel c's weights and its scales' share of them. */
-static inline void p8_start(const uint8_t *W, const float *S, size_t pb, size_t ps, int c)
+/* Prefetch the first P8_PF bytes of panel c. */
+static inline void p8_start(const uint8_t *W, size_t pb, int c)
 {
-    const char *w0 = (const char *)(W + (size_t)c * pb), *s0 = (const char *)(S + (size_t)c * ps);
+    const char *w0 = (const char *)(W + (size_t)c * pb);
     for (int l = 0; l < P8_PF; l += 64) prefetch_weights(w0 + l);
-    for (int l = 0; l < P8_PF / 8; l += 64) prefetch_weights(s0 + l);
 }
 
 /* A block's int32 sums of 16 outputs into their F32 sums y: converted, times the panel's scales
@@ -234,15 +230,15 @@ static inline __m512 p8_fma(__m512i i, const float *s, __m512 sx, __m512 y)
         y3 = p8_fma(i3, (Sb) + 48, sx, y3);                                                    \
     } while (0)
 
-/* Block b of one panel (values Wp, scales Sp) into its F32 sums y0..y3, the int32 sums i0..i3
- * started at cb (a statement: the loop of rows, the prefetches, the F32 step) */
-#define P8_BLOCK(Wp, Sp, y0, y1, y2, y3)                                                       \
+/* Block b of panel Wp into its F32 sums y0..y3, the int32 sums i0..i3 started at cb (a
+ * statement: the loop of rows, the prefetches, the F32 step) */
+#define P8_BLOCK(Wp, y0, y1, y2, y3)                                                           \
     do {                                                                                       \
-        const uint8_t *Wb = (Wp) + (size_t)b * (Q8_BLOCK / 4) * 4 * Q8P_W;                     \
-        const float *Sb = (Sp) + (size_t)b * Q8P_W;                                            \
+        const uint8_t *Wb = q8k_vals((Wp), 4 * Q8P_W, b * Q8_BLOCK);                           \
+        const float *Sb = q8k_scl((Wp), 4 * Q8P_W, b);                                         \
         __m512i i0 = cb, i1 = cb, i2 = cb, i3 = cb;                                            \
-        for (int l = 0; l < 4 * 64; l += 64)                                                   \
-            prefetch_weights((const char *)Sb + P8_PF / 8 + l);                                \
+        for (int l = 0; l < 4 * 64; l += 64) /* the row of scales' share */                   \
+            prefetch_weights((const char *)Sb + P8_PF + l);                                    \
         for (int r = 0; r < Q8_BLOCK / 4; r++) {                                               \
             const uint8_t *wr = Wb + (size_t)r * 4 * Q8P_W;                                    \
             for (int l = 0; l < 4 * 64; l += 64)                                               \
@@ -275,11 +271,11 @@ static inline __m512i dp_bcst(__m512i acc, __m512i w, const int32_t *x)
     return acc;
 }
 
-/* P8_BLOCK with x's groups read through dp_bcst from x4 (sx, cb as there) */
-#define P8_BLOCK4(Wp, Sp, y0, y1, y2, y3)                                                      \
+/* P8_BLOCK with x's groups read through dp_bcst from x4 (sx, cb as there), no prefetch */
+#define P8_BLOCK4(Wp, y0, y1, y2, y3)                                                          \
     do {                                                                                       \
-        const uint8_t *Wb = (Wp) + (size_t)b * (Q8_BLOCK / 4) * 4 * Q8P_W;                     \
-        const float *Sb = (Sp) + (size_t)b * Q8P_W;                                            \
+        const uint8_t *Wb = q8k_vals((Wp), 4 * Q8P_W, b * Q8_BLOCK);                           \
+        const float *Sb = q8k_scl((Wp), 4 * Q8P_W, b);                                         \
         __m512i i0 = cb, i1 = cb, i2 = cb, i3 = cb;                                            \
         for (int r = 0; r < Q8_BLOCK / 4; r++) {                                               \
             const uint8_t *wr = Wb + (size_t)r * 4 * Q8P_W;                                    \
@@ -299,18 +295,17 @@ static void p8_store(float *y, __m512 y0, __m512 y1, __m512 y2, __m512 y3)
     _mm512_storeu_ps(y + 48, y3);
 }
 
-void kvnni_gemv_q8p_a8(const q8_act *x, const uint8_t *W, const float *S, int lo, int hi,
-                       float *Y)
+void kvnni_gemv_q8p_a8(const q8_act *x, const uint8_t *W, int lo, int hi, float *Y)
 {
     const int nb = q8_blocks(x->K);
-    const size_t pb = q8p_panel_bytes(x->K), ps = q8p_panel_scales(x->K);
+    const size_t pb = q8p_panel_bytes(x->K);
     int32_t cs[P8_MAX_BLOCKS];
     if (nb > P8_MAX_BLOCKS) {
-        q8p_gemv_by_panels(kvnni_gemv_t_q8ka8, x, W, S, lo, hi, Y);
+        q8p_gemv_by_panels(kvnni_gemv_t_q8ka8, x, W, lo, hi, Y);
         return;
     }
     int c0, c1; /* the whole panels; the runs before and after them done here */
-    if (!q8p_edges(kvnni_gemv_t_q8ka8, x, W, S, lo, hi, Y, &c0, &c1)) return;
+    if (!q8p_edges(kvnni_gemv_t_q8ka8, x, W, lo, hi, Y, &c0, &c1)) return;
     for (int b = 0; b < nb; b++) cs[b] = -128 * block_sum(x->q + b * Q8_BLOCK);
     const int np = c1 - c0;
     if (kernels_q8p_streams == 4 && np >= 4) { /* four streams, the sums in registers */
@@ -318,8 +313,6 @@ void kvnni_gemv_q8p_a8(const q8_act *x, const uint8_t *W, const float *S, int lo
         for (int i = 0; i < q; i++) {
             const uint8_t *W0 = W + (size_t)(c0 + i) * pb, *W1 = W0 + (size_t)q * pb,
                           *W2 = W1 + (size_t)q * pb, *W3 = W2 + (size_t)q * pb;
-            const float *S0 = S + (size_t)(c0 + i) * ps, *S1 = S0 + (size_t)q * ps,
-                        *S2 = S1 + (size_t)q * ps, *S3 = S2 + (size_t)q * ps;
             __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, d0 = a0, d1 = a0,
                    d2 = a0, d3 = a0, e0 = a0, e1 = a0, e2 = a0, e3 = a0, f0 = a0, f1 = a0,
                    f2 = a0, f3 = a0;
@@ -327,10 +320,10 @@ void kvnni_gemv_q8p_a8(const q8_act *x, const uint8_t *W, const float *S, int lo
                 const int32_t *x4 = (const int32_t *)(const void *)(x->q + b * Q8_BLOCK);
                 const __m512 sx = _mm512_set1_ps(x->s[b]);
                 const __m512i cb = _mm512_set1_epi32(cs[b]);
-                P8_BLOCK4(W0, S0, a0, a1, a2, a3);
-                P8_BLOCK4(W1, S1, d0, d1, d2, d3);
-                P8_BLOCK4(W2, S2, e0, e1, e2, e3);
-                P8_BLOCK4(W3, S3, f0, f1, f2, f3);
+                P8_BLOCK4(W0, a0, a1, a2, a3);
+                P8_BLOCK4(W1, d0, d1, d2, d3);
+                P8_BLOCK4(W2, e0, e1, e2, e3);
+                P8_BLOCK4(W3, f0, f1, f2, f3);
             }
             p8_store(Y + ((c0 + i) * Q8P_W - lo), a0, a1, a2, a3);
             p8_store(Y + ((c0 + q + i) * Q8P_W - lo), d0, d1, d2, d3);
@@ -340,28 +333,26 @@ void kvnni_gemv_q8p_a8(const q8_act *x, const uint8_t *W, const float *S, int lo
         c0 += 4 * q;
     }
     const int half = kernels_q8p_streams > 1 ? (c1 - c0) / 2 : 0;
-    if (c0 < c1) p8_start(W, S, pb, ps, c0);
-    if (half) p8_start(W, S, pb, ps, c0 + half);
+    if (c0 < c1) p8_start(W, pb, c0);
+    if (half) p8_start(W, pb, c0 + half);
     for (int i = 0; i < half; i++) { /* panels c0 + i and c0 + half + i side by side */
         const uint8_t *Wa = W + (size_t)(c0 + i) * pb, *Wc = W + (size_t)(c0 + half + i) * pb;
-        const float *Sa = S + (size_t)(c0 + i) * ps, *Sc = S + (size_t)(c0 + half + i) * ps;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         __m512 e0 = a0, e1 = a0, e2 = a0, e3 = a0;
         for (int b = 0; b < nb; b++) {
             P8_X();
-            P8_BLOCK(Wa, Sa, a0, a1, a2, a3);
-            P8_BLOCK(Wc, Sc, e0, e1, e2, e3);
+            P8_BLOCK(Wa, a0, a1, a2, a3);
+            P8_BLOCK(Wc, e0, e1, e2, e3);
         }
         p8_store(Y + ((c0 + i) * Q8P_W - lo), a0, a1, a2, a3);
         p8_store(Y + ((c0 + half + i) * Q8P_W - lo), e0, e1, e2, e3);
     }
     for (int c = c0 + 2 * half; c < c1; c++) { /* the odd one out (or all: one stream) */
         const uint8_t *Wa = W + (size_t)c * pb;
-        const float *Sa = S + (size_t)c * ps;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int b = 0; b < nb; b++) {
             P8_X();
-            P8_BLOCK(Wa, Sa, a0, a1, a2, a3);
+            P8_BLOCK(Wa, a0, a1, a2, a3);
         }
         p8_store(Y + (c * Q8P_W - lo), a0, a1, a2, a3);
     }

@@ -936,11 +936,14 @@ static void test_gemm_t(const kernels *kn)
 }
 
 /*
- * The q8k layout (8-bit weights transposed, scales along k): gemv_t_q8ka8 (8-bit activations)
- * and gemm_t_q8k (F32 activations) on a segment [k0, k0 + K) and columns [n0, n0 + N) of a
- * matrix W [Nt, Kt] quantised per row: each output bitwise against the generic kernel and the
- * formula of kernels.h written out here on q8k_at (the layout read back), close to double on the
- * dequantised weights, nothing written past N; a non-finite activation makes its outputs NaN.
+ * The q8k layout (8-bit weights transposed, scales along k after each block's values): its
+ * bytes where kernels.h puts them (written out here: block b's row r at (9 b + r) 4 Nt, its
+ * scales at (9 b + 8) 4 Nt); gemv_t_q8ka8 (8-bit activations) and gemm_t_q8k (F32
+ * activations) on a segment [k0, k0 + K) and columns [n0, n0 + N) of a matrix W [Nt, Kt]
+ * quantised per row: each output bitwise against the generic kernel and the formula of
+ * kernels.h written out here on q8k_at and the scales' offsets (the layout read back), close
+ * to double on the dequantised weights, nothing written past N; a non-finite activation makes
+ * its outputs NaN.
  */
 static int check_q8k(const kernels *kn, int M, int Nt, int Kt, int N, int n0, int k0, int K)
 {
@@ -948,26 +951,30 @@ static int check_q8k(const kernels *kn, int M, int Nt, int Kt, int N, int n0, in
     float *Wf = malloc(((size_t)Nt * Kt + 1) * sizeof *Wf), *srow = malloc((size_t)nbt * 4);
     int8_t *qrow = malloc((size_t)Kt + 1);
     uint8_t *W = malloc(q8k_bytes(Nt, Kt) + 1);
-    float *S = malloc((q8k_scales(Nt, Kt) + 1) * sizeof *S);
     float *X = malloc(((size_t)M * ldx + 1) * sizeof *X);
     float *Y = malloc(((size_t)M * ldy + 1) * sizeof *Y);
     float *Yg = malloc(((size_t)M * ldy + 1) * sizeof *Y);
     void *mem = aligned_alloc(64, q8_act_bytes(K));
+    const size_t ldw = 4 * (size_t)Nt;
+    int ok = 1;
     fill(Wf, (size_t)Nt * Kt, -1, 1);
     for (int n = 0; n < Nt; n++) {
         if (n == 3) /* an all-zero block and an outlier */
             for (int k = 0; k < Kt; k++)
                 if (k < 32 || k == 40) Wf[(size_t)n * Kt + k] = k < 32 ? 0 : 9;
         q8_quantize_row(Wf + (size_t)n * Kt, Kt, qrow, srow);
-        q8k_put_row(W, S, Nt, Kt, n, qrow, srow);
+        q8k_put_row(W, Nt, Kt, n, qrow, srow);
+        for (int k = 0; k < nbt * 32; k++) /* the values (128 past Kt), then the scales */
+            ok &= W[(size_t)(9 * (k / 32) + k % 32 / 4) * ldw + 4 * (size_t)n + (size_t)(k % 4)] ==
+                  (uint8_t)((k < Kt ? qrow[k] : 0) + 128);
+        for (int b = 0; b < nbt; b++)
+            ok &= !memcmp(W + (size_t)(9 * b + 8) * ldw + 4 * (size_t)n, &srow[b], 4);
     }
+    if (!ok) printf("  q8k layout Nt %d Kt %d: a byte not where kernels.h puts it\n", Nt, Kt);
     fill(X, (size_t)M * ldx, -2, 2);
     for (int k = 32; k < 64 && k < K; k++) X[k] = 0; /* row 0: a zero block, an outlier */
     if (K > 70) X[70] = 30;
-    const uint8_t *Wp = W + (size_t)(k0 / 4) * 4 * Nt + 4 * (size_t)n0;
-    const float *Sp = S + (size_t)(k0 / Q8_BLOCK) * Nt + n0;
-    const size_t ldw = 4 * (size_t)Nt, lds = (size_t)Nt;
-    int ok = 1;
+    const uint8_t *Wp = W + (size_t)(k0 / Q8_BLOCK) * Q8K_ROWS * ldw + 4 * (size_t)n0;
     for (int pass = 0; pass < 2; pass++) { /* 0: F32 activations, 1: 8-bit */
         q8_act a;
         q8_act_init(&a, mem, K);
@@ -975,11 +982,11 @@ static int check_q8k(const kernels *kn, int M, int Nt, int Kt, int N, int n0, in
         const int rows = pass ? 1 : M;
         for (int i = 0; i < M * ldy; i++) Y[i] = Yg[i] = 12345;
         if (pass) {
-            kn->gemv_t_q8ka8(&a, Wp, ldw, Sp, lds, N, Y);
-            kernels_generic()->gemv_t_q8ka8(&a, Wp, ldw, Sp, lds, N, Yg);
+            kn->gemv_t_q8ka8(&a, Wp, ldw, N, Y);
+            kernels_generic()->gemv_t_q8ka8(&a, Wp, ldw, N, Yg);
         } else {
-            kn->gemm_t_q8k(X, M, K, ldx, Wp, ldw, Sp, lds, N, Y, ldy);
-            kernels_generic()->gemm_t_q8k(X, M, K, ldx, Wp, ldw, Sp, lds, N, Yg, ldy);
+            kn->gemm_t_q8k(X, M, K, ldx, Wp, ldw, N, Y, ldy);
+            kernels_generic()->gemm_t_q8k(X, M, K, ldx, Wp, ldw, N, Yg, ldy);
         }
         for (int m = 0; m < rows && ok; m++) {
             for (int n = N; n < ldy; n++) ok &= Y[(size_t)m * ldy + n] == 12345;
@@ -989,7 +996,8 @@ static int check_q8k(const kernels *kn, int M, int Nt, int Kt, int N, int n0, in
                 for (int b = 0; b < nb; b++) {
                     int32_t isum = 0;
                     float t = 0;
-                    const float sw = Sp[(size_t)b * lds + n];
+                    float sw; /* written out: the segment's block b's row of scales */
+                    memcpy(&sw, Wp + (size_t)(9 * b + 8) * ldw + 4 * (size_t)n, 4);
                     for (int k = b * 32; k < b * 32 + 32 && k < K; k++) {
                         const int q = q8k_at(W, Nt, n0 + n, k0 + k);
                         const double x = pass ? (double)a.q[k] * a.s[b] : X[(size_t)m * ldx + k];
@@ -1018,10 +1026,10 @@ static int check_q8k(const kernels *kn, int M, int Nt, int Kt, int N, int n0, in
             X[(size_t)m * ldx + kbad] = pass && K % 2 ? INFINITY : NAN;
             if (pass) {
                 kn->quantize_act8(&a, X + (size_t)m * ldx);
-                kn->gemv_t_q8ka8(&a, Wp, ldw, Sp, lds, N, Y);
+                kn->gemv_t_q8ka8(&a, Wp, ldw, N, Y);
                 for (int n = 0; n < N; n++) ok &= isnan(Y[n]);
             } else {
-                kn->gemm_t_q8k(X, M, K, ldx, Wp, ldw, Sp, lds, N, Y, ldy);
+                kn->gemm_t_q8k(X, M, K, ldx, Wp, ldw, N, Y, ldy);
                 for (int n = 0; n < N; n++) ok &= isnan(Y[(size_t)m * ldy + n]);
                 for (int n = 0; n < N && m > 0; n++) ok &= isfinite(Y[n]);
             }
@@ -1035,7 +1043,6 @@ static int check_q8k(const kernels *kn, int M, int Nt, int Kt, int N, int n0, in
     free(srow);
     free(qrow);
     free(W);
-    free(S);
     free(X);
     free(Y);
     free(Yg);
@@ -1074,11 +1081,10 @@ static void test_q8k(const kernels *kn)
 static int check_q8p(const kernels *kn, int N, int K, int lo, int hi)
 {
     const int nb = q8_blocks(K), np = q8p_panels(N);
-    const size_t pb = q8p_panel_bytes(K), ps = q8p_panel_scales(K);
+    const size_t pb = q8p_panel_bytes(K);
     float *Wf = malloc(((size_t)N * K + 1) * sizeof *Wf), *srow = malloc((size_t)nb * 4 + 4);
     int8_t *qrow = malloc((size_t)K + 1);
     uint8_t *W = malloc(np * pb + 1);
-    float *S = malloc((np * ps + 1) * sizeof *S);
     float *X = malloc(((size_t)K + 1) * sizeof *X);
     float *Y = malloc(((size_t)(hi - lo) + 8) * sizeof *Y);
     void *mem = aligned_alloc(64, q8_act_bytes(K));
@@ -1088,8 +1094,7 @@ static int check_q8p(const kernels *kn, int N, int K, int lo, int hi)
             q8_quantize_row(Wf + (size_t)n * K, K, qrow, srow);
         else
             memset(qrow, 0, (size_t)K), memset(srow, 0, (size_t)nb * 4);
-        q8k_put_row(W + (size_t)(n / Q8P_W) * pb, S + (size_t)(n / Q8P_W) * ps, Q8P_W, K,
-                    n % Q8P_W, qrow, srow);
+        q8k_put_row(W + (size_t)(n / Q8P_W) * pb, Q8P_W, K, n % Q8P_W, qrow, srow);
     }
     fill(X, (size_t)K, -2, 2);
     if (K > 70) X[70] = 30;
@@ -1097,17 +1102,17 @@ static int check_q8p(const kernels *kn, int N, int K, int lo, int hi)
     q8_act_init(&a, mem, K);
     kn->quantize_act8(&a, X);
     for (int i = 0; i < hi - lo + 8; i++) Y[i] = 12345;
-    kn->gemv_q8p_a8(&a, W, S, lo, hi, Y);
+    kn->gemv_q8p_a8(&a, W, lo, hi, Y);
     int ok = 1;
     for (int i = hi - lo; i < hi - lo + 8; i++) ok &= Y[i] == 12345;
     for (int n = lo; n < hi && ok; n++) {
         const uint8_t *Wp = W + (size_t)(n / Q8P_W) * pb;
-        const float *Sp = S + (size_t)(n / Q8P_W) * ps + n % Q8P_W;
         float acc = 0;
         double want = 0, mag = 0;
         for (int b = 0; b < nb; b++) {
             int32_t isum = 0;
-            const float sw = Sp[(size_t)b * Q8P_W];
+            float sw; /* written out: block b's row of scales in the panel */
+            memcpy(&sw, Wp + (size_t)(9 * b + 8) * 4 * Q8P_W + 4 * (size_t)(n % Q8P_W), 4);
             for (int k = b * 32; k < b * 32 + 32 && k < K; k++) {
                 const int q = q8k_at(Wp, Q8P_W, n % Q8P_W, k);
                 isum += q * a.q[k];
@@ -1125,9 +1130,9 @@ static int check_q8p(const kernels *kn, int N, int K, int lo, int hi)
     }
     X[K / 2] = NAN;
     kn->quantize_act8(&a, X);
-    kn->gemv_q8p_a8(&a, W, S, lo, hi, Y);
+    kn->gemv_q8p_a8(&a, W, lo, hi, Y);
     for (int n = 0; n < hi - lo; n++) ok &= isnan(Y[n]);
-    void *bufs[] = {Wf, srow, qrow, W, S, X, Y, mem};
+    void *bufs[] = {Wf, srow, qrow, W, X, Y, mem};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     return ok;
 }
