@@ -708,8 +708,8 @@ static ss_err get_mat_as(loader *L, const char *name, wmat *out, int64_t rows, i
  * column-blocked, the far layout of kernels.h far_t_width, when far streams are on), or
  * under --weights q8 in the q8k layout (kernels.h: each row of W quantised as the row layout
  * quantises it, a scale per block of Q8_BLOCK inputs, the values in rows of 4 inputs for the
- * integer kernels, each block's scales after its values). The tensor's pages of the mapping are released after the load, as for the
- * other copies.
+ * integer kernels, each block's scales after its values). The tensor's pages of the mapping
+ * are released after the load, as for the other copies.
  */
 static ss_err get_mat_t(loader *L, const char *name, wmat *out, int64_t rows, int64_t cols)
 {
