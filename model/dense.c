@@ -144,8 +144,13 @@ static void mm_part(void *arg, int tid, int nt)
                 const int share = ((hi - lo + nt - 1) / nt + Q8P_W - 1) / Q8P_W * Q8P_W;
                 if (share < least) least = share;
             }
-            pool_guided_claim_in(lo, hi, top, j->guided, least, j->w.t == W_Q8P ? Q8P_W : 16,
-                                 &c0, &c1);
+            int unit = j->w.t == W_Q8P ? Q8P_W : 16;
+            /* q8p at one row: claims of whole groups of the kernel's streams while two rounds
+             * of them are left (gemv_q8p_a8 then never falls back to fewer streams inside a
+             * claim: 370m 4096 outputs go 16, 12, 12, 8, 4 ... panels instead of 16, 12, 9, 7,
+             * 5, ...; a step 0.968-0.989x at 130m, 370m and 1.4b, docs/performance.md) */
+            if (j->even_end && hi - lo >= 2 * nt * j->block) unit = j->block;
+            pool_guided_claim_in(lo, hi, top, j->guided, least, unit, &c0, &c1);
             const uint64_t nv = c0 == lo ? pool_ends_pack(c1, hi) : pool_ends_pack(lo, c0);
             if (!atomic_compare_exchange_weak_explicit(&j->ends, &v, nv, memory_order_relaxed,
                                                        memory_order_relaxed))
