@@ -195,7 +195,8 @@ int q8p_edges(void (*gemv_t)(const q8_act *, const uint8_t *, size_t, int, float
         return 0;
     }
     if (lo < *c0 * Q8P_W) q8p_gemv_by_panels(gemv_t, x, W, lo, *c0 * Q8P_W, Y);
-    if (*c1 * Q8P_W < hi) q8p_gemv_by_panels(gemv_t, x, W, *c1 * Q8P_W, hi, Y + (*c1 * Q8P_W - lo));
+    if (*c1 * Q8P_W < hi)
+        q8p_gemv_by_panels(gemv_t, x, W, *c1 * Q8P_W, hi, Y + (*c1 * Q8P_W - lo));
     return 1;
 }
 

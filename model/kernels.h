@@ -131,7 +131,7 @@ typedef struct kernels {
      * gemv_t_q8ka8, one row with 8-bit activations (x quantised as for gemv_q8a8, K = x->K):
      *   Y[n] = chain over the blocks b in order, from 0: acc = fmaf((float)i_b, s[b][n] * s_x[b],
      *   acc), with i_b = sum over k of block b of q_w[n][k] q_x[k] (an exact int32; the product
-     *   S * s_x rounded to F32 first).
+     *   s * s_x rounded to F32 first).
      * gemm_t_q8k, M rows of F32 activations: Y[m][n] = chain over the blocks b in order, from 0:
      *   acc = fmaf(t_b, s[b][n], acc), with t_b = the fmaf chain over k of block b in order, from
      *   0: t = fmaf((float)q_w[n][k], X[m][k], t).
@@ -362,7 +362,7 @@ int q8_quantize_row(const float *w, int K, int8_t *q, float *s);
  * Block b (Q8K_ROWS rows of 4N bytes) at W + b * Q8K_ROWS * 4N: its Q8_BLOCK / 4 rows of values,
  * then its scales. A range of outputs, or a segment [k0, k1) of a product (segments start on a
  * block), reads one run of memory per block: the scales stream with the values (read as a
- * second stream beside them the short products ran 6-15 % slower, docs/performance.md "The q8p
+ * second stream beside them the short products ran 7-15 % slower, docs/performance.md "The q8p
  * scales in the panels' stream").
  */
 #define Q8K_ROWS (Q8_BLOCK / 4 + 1)

@@ -191,17 +191,17 @@ void kvnni_gemv_t_q8ka8(const q8_act *x, const uint8_t *W, size_t ldw, int N, fl
  * gemv_q8p_a8 (kernels.h) on the q8p layout: a whole panel's 64 outputs in four vectors of F32
  * sums kept in registers over all its blocks; per block its 8 rows (vpdpbusd, as above, from
  * -128 sum(q_x) of the block, into four int32 vectors), then its row of scales (the block's
- * 2.25 KB contiguous: a panel is one stream, read in order): convert, S * s_x and one FMA
- * each, gemv_t_q8ka8's steps in its order, the same bits. The blocks' -128 sum(q_x) once per call. Several panels at a time: one Zen core keeps
- * more reads in flight for distant streams than for one (docs/performance.md, "Four far
- * streams"). kernels_q8p_streams 4 (AMD): four panels from the four quarters of the call's whole
- * panels, their 16 vectors of sums in registers (x's groups broadcast from memory by vpdpbusd
- * itself, so that nothing spills) and no software prefetch (the hardware's streams keep up with
- * four; prefetches ahead were slower, "Four q8p streams"); 2: the two halves; 1: one after the
- * other; the panels left over two or one at a time. The one- and two-stream paths prefetch each
- * stream P8_PF bytes ahead (prefetch_weights: non-temporal on AMD, else into L2), its first P8_PF
- * bytes at once. Runs that do not cover a whole panel (a claim's edges, the last panel) go
- * through gemv_t_q8ka8.
+ * 2.25 KB contiguous: a panel is one stream, read in order): convert, s * s_x and one FMA each,
+ * gemv_t_q8ka8's steps in its order, the same bits. The blocks' -128 sum(q_x) once per call.
+ * Several panels at a time: one Zen core keeps more reads in flight for distant streams than for
+ * one (docs/performance.md, "Four far streams"). kernels_q8p_streams 4 (AMD): four panels from the
+ * four quarters of the call's whole panels, their 16 vectors of sums in registers (x's groups
+ * broadcast from memory by vpdpbusd itself, so that nothing spills) and no software prefetch (the
+ * hardware's streams keep up with four; prefetches ahead were slower, "Four q8p streams"); 2: the
+ * two halves; 1: one after the other; the panels left over two or one at a time. The one- and
+ * two-stream paths prefetch each stream P8_PF bytes ahead (prefetch_weights: non-temporal on AMD,
+ * else into L2), its first P8_PF bytes at once. Runs that do not cover a whole panel (a claim's
+ * edges, the last panel) go through gemv_t_q8ka8.
  */
 #define P8_MAX_BLOCKS 512
 #ifndef P8_PF
