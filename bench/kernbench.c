@@ -479,9 +479,9 @@ int main(int argc, char **argv)
         const size_t wbytes = ((n ? vbytes : 0) + 64 + huge - 1) & ~(huge - 1);
         unsigned long long *w = aligned_alloc(huge, wbytes);
         if (w && HUGE) madvise(w, wbytes, MADV_HUGEPAGE);
-        float *s = q8 ? malloc(n * (K / Q8_BLOCK) * sizeof *s) : NULL;
+        float *s = q8 && !q8k ? malloc(n * (K / Q8_BLOCK) * sizeof *s) : NULL;
         float *y = malloc(16 * n * sizeof *y);
-        if (!w || (q8 && !s) || !y) {
+        if (!w || (q8 && !q8k && !s) || !y) {
             fprintf(stderr, "statesoup-kernbench: out of memory\n");
             return 1;
         }
@@ -501,8 +501,7 @@ int main(int argc, char **argv)
         if (q8) { /* weights in [-127, 127] as the quantiser writes them: -128 (the byte 0x80,
                    * or 0x00 in the layouts that store q + 128) breaks the AVX2 kernels' sign
                    * trick, and the check below then refused to measure them */
-            const int plus128 = kind == K_Q8K || kind == K_Q8KA8 || kind == K_Q8PA8;
-            const unsigned char bad = plus128 ? 0 : 0x80;
+            const unsigned char bad = q8k ? 0 : 0x80; /* q8k, q8p: q + 128 */
             unsigned char *wb = (unsigned char *)w;
             for (size_t i = 0; i < vbytes + 64; i++)
                 if (wb[i] == bad) wb[i] ^= 1;

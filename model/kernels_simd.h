@@ -1256,9 +1256,9 @@ typedef int32_t KFN(vi32) __attribute__((vector_size(VW * 4)));
         VF t[RB][NV];                                                                          \
         _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++)                                  \
             _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) t[r][v] = VZERO();           \
-        const uint8_t *Wb = q8k_vals(W, ldw, b * Q8_BLOCK); /* block b's rows */             \
+        const uint8_t *Wb = q8k_vals(W, ldw, b * Q8_BLOCK); /* block b's rows */               \
         for (int k = b * Q8_BLOCK; k < kend; k += 4) {                                         \
-            const uint8_t *wk = Wb + (size_t)((k - b * Q8_BLOCK) / 4) * ldw + 4 * (size_t)n0;   \
+            const uint8_t *wk = Wb + (size_t)((k - b * Q8_BLOCK) / 4) * ldw + 4 * (size_t)n0;  \
             if (m0 == 0) /* this row's lines of the next block, into L2 */                    \
                 for (int l = 0; l < 4 * NV * VW; l += 64)                                      \
                     __builtin_prefetch(wk + 2 * Q8K_ROWS * ldw + l, 0, 2);                     \
