@@ -573,13 +573,13 @@ static ss_err quantize_mat(loader *L, const char *name, const st_tensor *t, wmat
                                                        : rows >= 256;
     const size_t np = (size_t)q8p_panels((int)rows);
     const size_t nq = panels ? np * q8p_panel_bytes((int)cols) : rows * cols;
-    const size_t ns = panels ? 0 : rows * nb; /* panels: the scales in the layout */
     int8_t *q = arena_alloc(L->m, nq > 0 ? nq : 1);
-    float *sc = arena_alloc(L->m, (ns > 0 ? ns : 1) * sizeof *sc);
+    /* rows: the scales apart; panels hold theirs */
+    float *sc = panels ? NULL : arena_alloc(L->m, (rows * nb > 0 ? rows * nb : 1) * sizeof *sc);
     float *row = malloc((cols ? cols : 1) * sizeof *row), *rs = malloc((nb + 1) * sizeof *rs);
     int8_t *rq = malloc(cols + 1);
     ss_err err = SS_OK;
-    if (!q || !sc || !row || !rs || !rq) {
+    if (!q || (!panels && !sc) || !row || !rs || !rq) {
         err = ss_fail(SS_ERR_NOMEM, "tensor %s: cannot allocate its 8-bit copy", name);
     } else {
         for (size_t r = 0; r < (panels ? np * Q8P_W : rows); r++) {
@@ -606,7 +606,7 @@ static ss_err quantize_mat(loader *L, const char *name, const st_tensor *t, wmat
     free(rs);
     free(rq);
     if (err) return err; /* the arena is released with the model */
-    *out = (wmat){.p = q, .t = panels ? W_Q8P : W_Q8, .scale = panels ? NULL : sc};
+    *out = (wmat){.p = q, .t = panels ? W_Q8P : W_Q8, .scale = sc};
     L->dtype_mask |= 1 << t->dtype;
     L->bytes_done += t->n_bytes;
     if (L->params->progress)

@@ -25,8 +25,9 @@ typedef struct mm_job {
     int block;       /* decode: columns per block taken dynamically, 0 = static ranges; guided:
                       * the least columns a claim takes */
     int guided;      /* 0, or a claim takes 1 / guided of the columns left (pool.h pool_parts) */
-    int even_end;    /* guided: when the columns left cannot give each thread `block`, an equal
-                      * share of them instead (q8p at one row, mm_rows_then) */
+    int q8p_groups;  /* guided q8p at one row: claims in whole groups of `block` columns (the
+                      * kernel's streams) while two rounds of them are left, and an equal share
+                      * when the columns left cannot give each thread `block` (claim_rule) */
     atomic_int next; /* next block (blocks of one size) */
     _Atomic uint64_t ends; /* guided: the columns not claimed, [lo, hi) (pool_ends_pack) */
     mm_after_fn after; /* NULL, or run on each range of columns right after it (mm_rows_then) */
@@ -118,6 +119,28 @@ static void mm_cols(const mm_job *j, int tid, int lo, int hi)
 }
 
 /*
+ * The least columns and the unit of a guided claim with `left` columns unclaimed. q8p at one row
+ * (q8p_groups): whole groups of the kernel's streams while two rounds of them are left
+ * (gemv_q8p_a8 then never falls back to fewer streams inside a claim: 370m's 4096 outputs go
+ * 16, 12, 12, 8, 4 ... panels instead of 16, 12, 9, 7, 5, ...; a step 0.968-0.989x at 130m,
+ * 370m and 1.4b), then single panels, and at least an equal share of what is left when that
+ * is under `block` (130m's out_proj, 12 panels: 4, 4, 2, 1, 1 rather than 4, 4, 4; a step
+ * 0.971 and 0.979x). docs/performance.md.
+ */
+static void claim_rule(const mm_job *j, int left, int nt, int *least, int *unit)
+{
+    *least = j->block;
+    *unit = j->w.t == W_Q8P ? Q8P_W : 16;
+    if (!j->q8p_groups) return;
+    if (left >= 2 * nt * j->block) {
+        *unit = j->block;
+        return;
+    }
+    const int share = ((left + nt - 1) / nt + Q8P_W - 1) / Q8P_W * Q8P_W;
+    if (share < *least) *least = share;
+}
+
+/*
  * A thread's share: prefill takes one static range (large contiguous GEMMs); decode, which is
  * memory-bound and sensitive to a thread the host slows down, takes blocks as it goes: guided
  * claims (pool.h pool_parts, the default) or blocks of one size (pool_parts 0).
@@ -139,17 +162,8 @@ static void mm_part(void *arg, int tid, int nt)
         for (;;) {
             const int lo = (int)(uint32_t)v, hi = (int)(v >> 32);
             if (lo >= hi) break;
-            int c0, c1, least = j->block;
-            if (j->even_end) {
-                const int share = ((hi - lo + nt - 1) / nt + Q8P_W - 1) / Q8P_W * Q8P_W;
-                if (share < least) least = share;
-            }
-            int unit = j->w.t == W_Q8P ? Q8P_W : 16;
-            /* q8p at one row: claims of whole groups of the kernel's streams while two rounds
-             * of them are left (gemv_q8p_a8 then never falls back to fewer streams inside a
-             * claim: 370m 4096 outputs go 16, 12, 12, 8, 4 ... panels instead of 16, 12, 9, 7,
-             * 5, ...; a step 0.968-0.989x at 130m, 370m and 1.4b, docs/performance.md) */
-            if (j->even_end && hi - lo >= 2 * nt * j->block) unit = j->block;
+            int c0, c1, least, unit;
+            claim_rule(j, hi - lo, nt, &least, &unit);
             pool_guided_claim_in(lo, hi, top, j->guided, least, unit, &c0, &c1);
             const uint64_t nv = c0 == lo ? pool_ends_pack(c1, hi) : pool_ends_pack(lo, c0);
             if (!atomic_compare_exchange_weak_explicit(&j->ends, &v, nv, memory_order_relaxed,
@@ -250,10 +264,8 @@ void mm_rows_then(const ss_model *m, ss_ctx *c, const float *x, int rows, int in
         if (w.t == W_Q8P) j.block = (j.block + Q8P_W - 1) / Q8P_W * Q8P_W;
         if (w.t == W_Q8P && j.act && j.guided && pool_parts_min <= 0) {
             if (j.block < kernels_q8p_streams * Q8P_W) j.block = kernels_q8p_streams * Q8P_W;
-            /* and when the panels left cannot give each thread that many, an equal share, so
-             * that 130m's out_proj (12 panels) goes 4, 4, 2, 1, 1 rather than 4, 4, 4 (a step
-             * 0.971 and 0.979x; 370m 1.005 and 1.019, within the noise) */
-            j.even_end = 1;
+            /* in whole groups of them, and an equal share at the end (claim_rule) */
+            j.q8p_groups = 1;
         }
     }
     model_run(m, c, mm_part, &j);
