@@ -31,7 +31,7 @@
  *                            [--rounds R] [--burst T]
  *                            [--compare layouts|far|copy|parts|tlayout|ends|prefetch|units|
  *                                       scan|q8layout|nta|spread|chunks|farm|
- *                                       q8streams|fuserows|pfrows|aa|scanpf|dta8]
+ *                                       q8streams|fuserows|pfrows|farpf|aa|scanpf|dta8]
  *   --model DIR      a checkpoint folder (statesoup-bench --keep writes random-weight ones)
  *   --weights W      stored (default) or q8
  *   --threads N      compute threads (default: all cores)
@@ -48,7 +48,7 @@
  *                    whole segments vs column-block units: internal.h fused_units), scan (the
  *                    one-token scan kernel and the small GEMM's 4 x 4 reductions before /
  *                    after: kernels.h kernels_scan_ahead, kernels_hsum_4x4), q8layout,
- *                    nta, spread, chunks, farm, q8streams, fuserows, pfrows, aa, scanpf
+ *                    nta, spread, chunks, farm, q8streams, fuserows, pfrows, farpf, aa, scanpf
  *                    and dta8 (the help text below)
  */
 #include <limits.h>
@@ -82,8 +82,8 @@ static const char usage[] =
     "                           [--streams LIST] [--rounds R] [--burst T] [--profile]\n"
     "                           [--compare layouts|far|copy|parts|tlayout|ends|prefetch|\n"
     "                                      units|scan|q8layout|nta|spread|\n"
-    "                                      chunks|farm|q8streams|fuserows|pfrows|aa|\n"
-    "                                      scanpf|dta8]\n"
+    "                                      chunks|farm|q8streams|fuserows|pfrows|farpf|\n"
+    "                                      aa|scanpf|dta8]\n"
     "Decode steps of Mamba-1's row layout (fused_decode -1) and transposed layout (1) in\n"
     "alternating bursts in one process; ms per step (fastest, first quartile, median burst).\n"
     "--compare far: the default layout, the one-row kernels reading one stream vs four far\n"
@@ -112,6 +112,8 @@ static const char usage[] =
     "to SS_FUSED_ROWS_B rows (default 4), the prompt's four steps above (same bits).\n"
     "--compare pfrows: the one-row kernels' prefetches of one stream 8 rows ahead vs\n"
     "SS_PF1_ROWS_B rows (default 16; SS_PF1_ROWS, far streams off: Intel).\n"
+    "--compare farpf: the four far streams' prefetches one row ahead vs SS_FAR_PF_B bytes\n"
+    "(default 1536; SS_FAR_PF_BYTES, far streams on: AMD).\n"
     "--compare aa: the same on both sides: the noise floor of a comparison on this machine.\n"
     "--compare scanpf: the one-token scan without prefetches vs prefetching its state and A\n"
     "rows SS_SCAN_PF_B channels ahead (default 32; kernels.h kernels_scan_pf, SS_SCAN_PF).\n"
@@ -265,6 +267,15 @@ static void before_pfrows(int v)
     kernels_pf1_rows = v && r >= 4 && r <= 64 && r % 4 == 0 ? r : v ? 16 : 8;
 }
 
+/* farpf: gemm_small's far streams prefetched one row ahead (side 0, before) or SS_FAR_PF_B
+ * bytes (side 1, default FAR_PF_BYTES; kernels.h kernels_far_pf_bytes) */
+static void before_farpf(int v)
+{
+    const char *b = getenv("SS_FAR_PF_B");
+    const int n = b ? atoi(b) : FAR_PF_BYTES;
+    kernels_far_pf_bytes = !v ? 0 : n > 0 && n <= 65536 && n % 64 == 0 ? n : FAR_PF_BYTES;
+}
+
 /* scanpf: the one-token scan without prefetches (side 0) or SS_SCAN_PF_B channels ahead (32) */
 static void before_scanpf(int v)
 {
@@ -310,6 +321,8 @@ static const ab_mode modes[] = {
      "B / 16 rows", open_fused, before_fuserows},
     {"pfrows", {"prefetch 8 rows ahead", "prefetch SS_PF1_ROWS_B rows ahead"}, "B / 8 rows",
      open_default, before_pfrows},
+    {"farpf", {"far streams prefetched one row ahead", "SS_FAR_PF_B bytes ahead"}, "B / one row",
+     open_default, before_farpf},
 };
 
 int main(int argc, char **argv)

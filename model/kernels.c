@@ -429,6 +429,7 @@ int kernels_scan_ahead = 1;      /* kernels.h; SS_SCAN_AHEAD below */
 int kernels_scan_pf = 32;        /* kernels.h; SS_SCAN_PF below */
 int kernels_hsum_4x4 = 1;        /* kernels.h; SS_HSUM4X4 below */
 int kernels_q8p_streams = 2;     /* kernels.h; chosen below */
+int kernels_far_pf_bytes = FAR_PF_BYTES; /* kernels.h; SS_FAR_PF_BYTES below */
 
 /* Runs once per process (pthread_once): the CPU and SS_KERNELS do not change under us, and
  * the engine, the merge threads and the loader may all ask first at the same time. */
@@ -467,6 +468,9 @@ static void kernels_choose(void)
     const char *pf1 = getenv("SS_PF1_ROWS");
     if (pf1 && atoi(pf1) >= 4 && atoi(pf1) <= 64 && atoi(pf1) % 4 == 0)
         kernels_pf1_rows = atoi(pf1);
+    const char *fpb = getenv("SS_FAR_PF_BYTES");
+    if (fpb && *fpb >= '0' && *fpb <= '9' && atoi(fpb) <= 65536 && atoi(fpb) % 64 == 0)
+        kernels_far_pf_bytes = atoi(fpb);
     const char *farm = getenv("SS_FAR_M");
     if (farm && farm[0] >= '1' && farm[0] <= '4' && !farm[1]) kernels_far_m = farm[0] - '0';
     const char *chunks = getenv("SS_K_CHUNKS");

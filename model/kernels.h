@@ -229,7 +229,7 @@ void bf16_pack_rows(const uint16_t *src, size_t rows, int K, uint16_t *dst);
 /*
  * Batch-1 decode (one input row; up to kernels_far_m, below) over at least kernels_far_rows weight
  * rows reads them as four streams far apart: a block of four rows takes rows n, n + q, n + 2q and
- * n + 3q (q = N / 4), each stream prefetched FAR_PF_ROWS rows ahead into L2. An AMD core keeps more
+ * n + 3q (q = N / 4), each stream prefetched kernels_far_pf_bytes ahead. An AMD core keeps more
  * reads in flight for four distant streams than for one (2 cores of a Zen 5: 62-71 GB/s for four
  * adjacent rows, 83-87 for four far streams); an Intel Xeon core streams better from one with its
  * prefetches 8 rows ahead (BF16 at 2 threads lost 25 %; docs/performance.md). Each output is still
@@ -238,8 +238,20 @@ void bf16_pack_rows(const uint16_t *src, size_t rows, int K, uint16_t *dst);
  * Tests set it directly (before any thread runs a kernel).
  */
 #define FAR_MIN_ROWS 16
-#define FAR_PF_ROWS  1
 extern int kernels_far_rows;
+/*
+ * How far ahead, in bytes, gemm_small's blocks on four far streams (F32, BF16, F16) prefetch each
+ * stream: FAR_PF_BYTES (24 lines), whatever the row's length. One row ahead (before) was 8 KB a
+ * stream at 1.4b in F32 and 4 KB in BF16, and a core's far streams ran slower the farther ahead
+ * they were asked for: the AMD host's 2 threads on K = 2048 BF16 rows read 60 GB/s 4 KB ahead,
+ * 69 at 1.5 KB (370m F32 decode 0.89 of the time, 1.4b BF16 0.85; docs/performance.md "The far
+ * streams' prefetch distance"). SS_FAR_PF_BYTES=0 (one row) or 64..65536 (whole lines) sets it
+ * at the first kernels_get(); benchmarks flip it (statesoup-decode-ab --compare farpf). The
+ * q8 rows layout's far streams (kernels_vnni.c) still prefetch FAR_PF_ROWS rows ahead.
+ */
+#define FAR_PF_BYTES 1536
+#define FAR_PF_ROWS  1
+extern int kernels_far_pf_bytes;
 /*
  * Up to how many input rows gemm_small reads the weight rows as four far streams when they are
  * on: as many as one block of input rows holds (AVX-512 4, AVX2 2), each stream prefetched ahead

@@ -34,10 +34,14 @@ enum { NB = 16 / VW }; /* vectors per block of 16 channels */
 #ifndef PF1_ROWS
 #define PF1_ROWS 8
 #endif
-/* How far ahead a one-row block prefetches each of its rows (in elements of W): kernels_pf1_rows
- * rows when the four rows are adjacent (rs == K; PF1_ROWS unless SS_PF1_ROWS says), FAR_PF_ROWS
- * rows of each stream when they are far. */
-#define GS_PF_AHEAD(rs, K) ((size_t)((rs) == (size_t)(K) ? kernels_pf1_rows : FAR_PF_ROWS) * (K))
+/* How far ahead a one-row block prefetches each of its rows (in elements of W, wsize bytes each):
+ * kernels_pf1_rows rows when the four rows are adjacent (rs == K; PF1_ROWS unless SS_PF1_ROWS
+ * says), kernels_far_pf_bytes along each stream when they are far (0: one row, as before). */
+static inline size_t gs_pf_ahead(size_t rs, int K, size_t wsize)
+{
+    if (rs == (size_t)K) return (size_t)kernels_pf1_rows * (size_t)K;
+    return kernels_far_pf_bytes ? (size_t)kernels_far_pf_bytes / wsize : (size_t)K;
+}
 
 /*
  * VEXP_RAW of the n vectors x[0..n-1] in place (n <= 16), each step for all n before the next:
@@ -531,7 +535,7 @@ static void KFN(conv)(const conv_args *a)
     static void NAME(const float *X, int ldx, const WT *W, int K, size_t rs, float *Y, int ys, \
                      int ldy, int pf, int k0, int k1, VF *sums)                                 \
     {                                                                                          \
-        const size_t pfa = GS_PF_AHEAD(rs, K);                                                 \
+        const size_t pfa = gs_pf_ahead(rs, K, sizeof(WT));                                     \
         GS_DECL4;                                                                              \
         GS_CHUNK_IN(RX);                                                                       \
         const int ke = K - k0; /* k from here on counts from k0: W's too, X's is there */      \
@@ -732,7 +736,7 @@ GS_FAMILY(_f16, uint16_t, VLOAD_F16, f16_to_f32)
                      int ys, int ldy, int pf, int k0, int k1, VF *sums)                         \
     {                                                                                          \
         (void)k0, (void)k1, (void)sums; /* all of K at once: gs_chunk keeps 16-bit weights so */ \
-        const size_t pfa = GS_PF_AHEAD(rs, K);                                                 \
+        const size_t pfa = gs_pf_ahead(rs, K, sizeof(uint16_t));                               \
         const int ke = K;                                                                      \
         GS_DECL4;                                                                              \
         int k = 0;                                                                             \
