@@ -14,8 +14,11 @@
 #   spread     next rows' prefetches shared out / in every block (8 and 16 streams; F32)
 #   chunks     K in chunks / all at once (8 and 16 streams; F32)
 #   layouts    the fused two-step layer / the rows (1 and 16 streams; F32, BF16)
+#   far        four far streams / one (1 and 4 streams; F32, BF16; the prefetches into L2, as
+#              where non-temporal ones are off: SS_PF_NTA=0)
+#   farpf      the far streams prefetched 1,536 bytes ahead / one row (1 stream; F32, BF16)
 #   pfrows     one stream's prefetches 16 rows ahead / 8 (1 stream; F32, BF16; the far streams
-#              off, as on Intel: on AMD both sides run the same far-stream code otherwise)
+#              off, SS_FAR_STREAMS=0: both sides run the same far-stream code otherwise)
 #   scanpf     the one-token scan prefetching 32 channels ahead / not (1 and 16 streams; F32,
 #              BF16, q8)
 #   aa         both sides the same: the noise floor of the lines above (1 stream; q8)
@@ -26,7 +29,7 @@ B=${1:-build-release}
 SHAPES=${2:-130m 370m}
 THREADS=${3:-2 16}
 ROUNDS=${4:-8}
-COMPARISONS=${5:-aa nta q8streams spread chunks layouts pfrows scanpf}
+COMPARISONS=${5:-aa nta q8streams spread chunks layouts far farpf pfrows scanpf}
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/cpu-defaults.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
 
@@ -51,6 +54,8 @@ for S in $SHAPES; do
         M=$(ls -d "$TMP/$S-$D"/*/mamba-"$S")
         has nta && ab "$M" "$S $D" nta 1
         has layouts && ab "$M" "$S $D" layouts 1,16
+        has far && ab "$M" "$S $D" far 1,4 "" SS_PF_NTA=0
+        has farpf && ab "$M" "$S $D" farpf 1
         has pfrows && ab "$M" "$S $D" pfrows 1 "" SS_FAR_STREAMS=0
         has scanpf && ab "$M" "$S $D" scanpf 1,16
         if [ "$D" = F32 ]; then

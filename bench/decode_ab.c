@@ -107,13 +107,13 @@ static const char usage[] =
     "--compare farm: the four far streams for one input row only vs up to four (SS_FAR_M 1\n"
     "vs 4).\n"
     "--compare q8streams: --weights q8's panels read as SS_Q8P_STREAMS_A streams vs\n"
-    "SS_Q8P_STREAMS_B (1, 2 or 4; defaults 1 and 4: gemv_q8p_a8, VNNI; AMD's default is 4).\n"
+    "SS_Q8P_STREAMS_B (1, 2 or 4; defaults 1 and 4: gemv_q8p_a8, VNNI; the default is 4).\n"
     "--compare fuserows: the fused layout, Mamba-1's two-step decode layer up to 16 rows vs up\n"
     "to SS_FUSED_ROWS_B rows (default 4), the prompt's four steps above (same bits).\n"
     "--compare pfrows: the one-row kernels' prefetches of one stream 8 rows ahead vs\n"
-    "SS_PF1_ROWS_B rows (default 16; SS_PF1_ROWS, far streams off: Intel).\n"
+    "SS_PF1_ROWS_B rows (default 16; SS_PF1_ROWS; with SS_FAR_STREAMS=0).\n"
     "--compare farpf: the four far streams' prefetches one row ahead vs SS_FAR_PF_B bytes\n"
-    "(default 1536; SS_FAR_PF_BYTES, far streams on: AMD).\n"
+    "(default 1536; SS_FAR_PF_BYTES).\n"
     "--compare aa: the same on both sides: the noise floor of a comparison on this machine.\n"
     "--compare scanpf: the one-token scan without prefetches vs prefetching its state and A\n"
     "rows SS_SCAN_PF_B channels ahead (default 32; kernels.h kernels_scan_pf, SS_SCAN_PF).\n"
@@ -232,8 +232,7 @@ static void before_chunks(int v)
 }
 
 /* q8streams: gemv_q8p_a8's panels side by side, SS_Q8P_STREAMS_A (1, 2 or 4, default 1) on side
- * 0, SS_Q8P_STREAMS_B (default 4) on side 1 (kernels.h kernels_q8p_streams: 4 by default on AMD,
- * else 2) */
+ * 0, SS_Q8P_STREAMS_B (default 4) on side 1 (kernels.h kernels_q8p_streams: 4 by default) */
 static int q8streams_env(const char *name, int dflt)
 {
     const char *a = getenv(name);

@@ -452,16 +452,17 @@ static void kernels_choose(void)
         k = kernels_avx512();
     else if (has2)
         k = kernels_avx2();
+    const int amd = __builtin_cpu_is("amd");
     const char *far = getenv("SS_FAR_STREAMS");
     if (far && (!strcmp(far, "0") || !strcmp(far, "1")))
         kernels_far_rows = far[0] == '1' ? FAR_MIN_ROWS : INT_MAX;
     else
-        kernels_far_rows = __builtin_cpu_is("amd") ? FAR_MIN_ROWS : INT_MAX;
+        kernels_far_rows = FAR_MIN_ROWS;
     const char *nta = getenv("SS_PF_NTA");
     if (nta && (!strcmp(nta, "0") || !strcmp(nta, "1")))
         kernels_pf_nta = nta[0] == '1';
     else
-        kernels_pf_nta = kernels_far_rows <= FAR_MIN_ROWS;
+        kernels_pf_nta = amd;
     const char *spread = getenv("SS_PF_SPREAD");
     if (spread && (!strcmp(spread, "0") || !strcmp(spread, "1")))
         kernels_pf_spread = spread[0] == '1';
@@ -477,7 +478,7 @@ static void kernels_choose(void)
     if (chunks && (!strcmp(chunks, "0") || !strcmp(chunks, "1")))
         kernels_k_chunks = chunks[0] == '1';
     else
-        kernels_k_chunks = kernels_far_rows <= FAR_MIN_ROWS;
+        kernels_k_chunks = amd;
     const char *far_t = getenv("SS_FAR_T");
     if (far_t && (!strcmp(far_t, "0") || !strcmp(far_t, "1"))) kernels_far_t = far_t[0] == '1';
     const char *ahead = getenv("SS_SCAN_AHEAD");
@@ -491,7 +492,7 @@ static void kernels_choose(void)
     if (q8ps && (!strcmp(q8ps, "1") || !strcmp(q8ps, "2") || !strcmp(q8ps, "4")))
         kernels_q8p_streams = q8ps[0] - '0';
     else
-        kernels_q8p_streams = kernels_far_rows <= FAR_MIN_ROWS ? 4 : 2;
+        kernels_q8p_streams = 4;
     chosen = k;
 }
 

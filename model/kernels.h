@@ -231,10 +231,12 @@ void bf16_pack_rows(const uint16_t *src, size_t rows, int K, uint16_t *dst);
  * rows reads them as four streams far apart: a block of four rows takes rows n, n + q, n + 2q and
  * n + 3q (q = N / 4), each stream prefetched kernels_far_pf_bytes ahead. An AMD core keeps more
  * reads in flight for four distant streams than for one (2 cores of a Zen 5: 62-71 GB/s for four
- * adjacent rows, 83-87 for four far streams); an Intel Xeon core streams better from one with its
- * prefetches 8 rows ahead (BF16 at 2 threads lost 25 %; docs/performance.md). Each output is still
- * its own dot product in the same order, so the grouping changes no bits. kernels_get() sets it:
- * FAR_MIN_ROWS on AMD, off (INT_MAX) elsewhere; SS_FAR_STREAMS=1|0 forces it on or off.
+ * adjacent rows, 83-87 for four far streams), and so does the device machine's Intel Xeon with
+ * the prefetches 1,536 bytes ahead (2 threads, 130m BF16 0.70 of one stream's time, 370m 0.82;
+ * docs/performance.md "Far streams on Intel too"; an earlier Xeon, one round each, had favoured
+ * one stream). Each output is still its own dot product in the same order, so the grouping
+ * changes no bits. kernels_get() sets it: FAR_MIN_ROWS on every CPU; SS_FAR_STREAMS=1|0 forces
+ * it on or off.
  * Tests set it directly (before any thread runs a kernel).
  */
 #define FAR_MIN_ROWS 16
@@ -268,12 +270,12 @@ extern int kernels_far_m;
  * 145-743 MB passing through the caches that way cost 4-15 % of a batch-1 step (BF16 130m
  * 0.85-0.88 of the step's time with non-temporal prefetches, 370m 0.86-0.91, 1.4b 0.95; q8
  * 0.92-0.94; F32 0.96-0.98; docs/performance.md). No arithmetic changes. kernels_get() sets it
- * where the far streams are on (AMD), off elsewhere (not measured on Intel);
- * SS_PF_NTA=1|0 forces it. Tests set it directly.
+ * on AMD CPUs, off elsewhere (an Intel Xeon ran 1.1-3x slower with it: its non-temporal lines
+ * go to L1 only); SS_PF_NTA=1|0 forces it. Tests set it directly.
  */
 extern int kernels_pf_nta;
 /* How many weight rows ahead gemm_small's one-row blocks (F32, BF16, F16) prefetch the rows of
- * one stream (far streams off: Intel): 8 (PF1_ROWS); SS_PF1_ROWS=4..64 (a multiple of 4) sets
+ * one stream (far streams off: SS_FAR_STREAMS=0): 8 (PF1_ROWS); SS_PF1_ROWS=4..64 (a multiple of 4) sets
  * it, statesoup-decode-ab --compare pfrows flips it, for measuring (BF16's rows hold half the
  * bytes of F32's, so 8 rows ahead is half as far in memory). The same bits. */
 extern int kernels_pf1_rows;
@@ -281,8 +283,8 @@ extern int kernels_pf1_rows;
  * four rows in each block (before; SS_PF_SPREAD=0|1, for measuring). */
 extern int kernels_pf_spread;
 /* gemm_small from 2 to 16 input rows in chunks of k (kernels_simd.h gs_chunk); 0: all of K at
- * once. The same bits either way. kernels_get() sets it where the far streams are on (AMD: 0.87-
- * 0.98 of the time at 8-16 streams), off elsewhere (a Xeon: 0.97-1.07, docs/performance.md);
+ * once. The same bits either way. kernels_get() sets it on AMD CPUs (0.87-0.98 of the time at
+ * 8-16 streams), off elsewhere (a Xeon: 0.97-1.07, docs/performance.md);
  * SS_K_CHUNKS=0|1 forces it. */
 extern int kernels_k_chunks;
 /* A prefetch of a weight stream ahead of its loads: non-temporal or into L2 (kernels_pf_nta). */
@@ -338,11 +340,10 @@ extern int kernels_scan_pf;
  */
 extern int kernels_hsum_4x4;
 /*
- * Far streams of gemv_q8p_a8 (VNNI): 1, 2 or 4 panels side by side (SS_Q8P_STREAMS). 4 where
- * the far streams are on (AMD), else 2. On this AMD host, one model instance, 2 threads, one
- * stream (statesoup-decode-ab, four streams / one, docs/performance.md "Four q8p streams"):
- * 370m q8 0.89-0.98, 130m 0.96-1.01. The Intel figures for 2 (0.93 at 130m) were taken on two
- * instances, before decode-ab ran both sides on one; 4 is not measured there.
+ * Far streams of gemv_q8p_a8 (VNNI): 1, 2 or 4 panels side by side (SS_Q8P_STREAMS); 4 on every
+ * CPU. On this AMD host, one model instance, 2 threads, one stream (statesoup-decode-ab, four
+ * streams / one, docs/performance.md "Four q8p streams"): 370m q8 0.89-0.98, 130m 0.96-1.01; on
+ * the device's Xeon, four / two: 0.888 at 370m, 0.982 at 130m (2 threads), level at 16.
  */
 extern int kernels_q8p_streams;
 
