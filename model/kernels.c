@@ -428,7 +428,7 @@ int kernels_far_t = -1;          /* kernels.h; SS_FAR_T below */
 int kernels_scan_ahead = 1;      /* kernels.h; SS_SCAN_AHEAD below */
 int kernels_scan_pf = 32;        /* kernels.h; SS_SCAN_PF below */
 int kernels_hsum_4x4 = 1;        /* kernels.h; SS_HSUM4X4 below */
-int kernels_q8p_streams = 2;     /* kernels.h; chosen below */
+int kernels_q8p_streams = 4;     /* kernels.h; SS_Q8P_STREAMS below */
 int kernels_far_pf_bytes = FAR_PF_BYTES; /* kernels.h; SS_FAR_PF_BYTES below */
 
 /* Runs once per process (pthread_once): the CPU and SS_KERNELS do not change under us, and
@@ -491,8 +491,6 @@ static void kernels_choose(void)
     const char *q8ps = getenv("SS_Q8P_STREAMS");
     if (q8ps && (!strcmp(q8ps, "1") || !strcmp(q8ps, "2") || !strcmp(q8ps, "4")))
         kernels_q8p_streams = q8ps[0] - '0';
-    else
-        kernels_q8p_streams = 4;
     chosen = k;
 }
 

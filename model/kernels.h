@@ -275,9 +275,9 @@ extern int kernels_far_m;
  */
 extern int kernels_pf_nta;
 /* How many weight rows ahead gemm_small's one-row blocks (F32, BF16, F16) prefetch the rows of
- * one stream (far streams off: SS_FAR_STREAMS=0): 8 (PF1_ROWS); SS_PF1_ROWS=4..64 (a multiple of 4) sets
- * it, statesoup-decode-ab --compare pfrows flips it, for measuring (BF16's rows hold half the
- * bytes of F32's, so 8 rows ahead is half as far in memory). The same bits. */
+ * one stream (far streams off: SS_FAR_STREAMS=0): 8 (PF1_ROWS); SS_PF1_ROWS=4..64 (a multiple
+ * of 4) sets it, statesoup-decode-ab --compare pfrows flips it, for measuring (BF16's rows hold
+ * half the bytes of F32's, so 8 rows ahead is half as far in memory). The same bits. */
 extern int kernels_pf1_rows;
 /* gemm_small's next-block prefetches spread over the blocks of input rows (gs_pf_rows); 0: all
  * four rows in each block (before; SS_PF_SPREAD=0|1, for measuring). */
