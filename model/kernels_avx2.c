@@ -14,6 +14,7 @@ typedef __m256 VF;
 #define VMAX(a, b)    _mm256_max_ps((a), (b))
 #define VMIN(a, b)    _mm256_min_ps((a), (b))
 #define VDIV(a, b)    _mm256_div_ps((a), (b))
+#define VEQ_MASK(a, b) ((unsigned)_mm256_movemask_ps(_mm256_cmp_ps((a), (b), _CMP_EQ_OQ)))
 #define VABS(v)       _mm256_andnot_ps(_mm256_set1_ps(-0.0f), (v))
 #define VHSUM(v)      hsum(v)
 #define VHSUM_T(a)    hsum_t(a)

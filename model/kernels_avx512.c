@@ -16,6 +16,7 @@ typedef __m512 VF;
 #define VMAX(a, b)    _mm512_max_ps((a), (b))
 #define VMIN(a, b)    _mm512_min_ps((a), (b))
 #define VDIV(a, b)    _mm512_div_ps((a), (b))
+#define VEQ_MASK(a, b) ((unsigned)_mm512_cmp_ps_mask((a), (b), _CMP_EQ_OQ))
 #define VABS(v)       _mm512_abs_ps(v)
 #define VHSUM(v)      hsum16(v)
 #define VHSUM_4X4(a, Y, ldy) hsum_4x4((a), (Y), (ldy))

@@ -549,6 +549,7 @@ static void test_small_kernels(const kernels *kn)
         fill(v, (size_t)n, -30, 30);
         v[n / 2] = 31; /* the maximum, also repeated later: the first one wins */
         if (n > 2) v[n - 1] = 31;
+        if (n > 4) v[n / 2 + 1] = 31; /* in the same vector too: its first lane that matches */
         double mx = -INFINITY, sum = 0;
         for (int i = 0; i < n; i++) mx = v[i] > mx ? v[i] : mx;
         for (int i = 0; i < n; i++) sum += exp(v[i] - mx);
