@@ -56,9 +56,6 @@ int bench_catalog_sizes(const char *root, int quick, const char *phase, bench_ca
  */
 int bench_paired(ss_model *m, int threads, int rounds, double stream_bytes, json_t *jm);
 
-/* Sum `bytes` (a multiple of 256) at buf, 64-byte aligned, as 1 stream or 4 interleaved ones
- * (one per quarter), with the widest loads the CPU has: the machine limits' plain read. */
-float bench_read(const void *buf, size_t bytes, int streams);
 
 /*
  * The decode profile (profile.c, --profile): greedy decode of n_tok steps of n_streams streams

@@ -4,11 +4,12 @@
  *
  * Each run streams a 1 GB weight matrix [N, 1536] (64-byte aligned as the model's copies are,
  * filled with varied bytes) through one kernel, the threads splitting the rows, and reports GB/s
- * of weights and GMAC/s; "read" sums the same bytes as 64-bit integers (what memory gives a plain
- * stream). Best of 6 passes. With --matrix MB
- * the matrix is taken as consecutive matrices of MB megabytes each, the threads (model/pool.c, as
- * the model's projections) splitting one matrix and meeting before the next: what short
- * matrices and threads meeting cost beside one long stream per thread. The model is
+ * of weights and GMAC/s; "read" sums the same bytes as statesoup-bench's machine limits do
+ * (bench/read.c: the widest loads, each thread's rows as one stream or as four far-apart ones in
+ * alternate passes; with --offset, 64-bit integers in one stream). Best of 6 passes. With
+ * --matrix MB the matrix is taken as consecutive matrices of MB megabytes each, the threads
+ * (model/pool.c, as the model's projections) splitting one matrix and meeting before the next:
+ * what short matrices and threads meeting cost beside one long stream per thread. The model is
  * not involved: this isolates the kernels (model/kernels*.c) from the forward pass around them,
  * whose per-token cost statesoup-bench reports.
  *
@@ -37,12 +38,13 @@
  *   --tblock           f32t, bf16t, f16t on the far layout (16 segments a matrix in 4 column
  *                      blocks, kernels.h far_t_width)
  *   --huge             the weights on transparent huge pages (madvise), as the model's copies
- * It builds with the kernels alone: cc -O2 -Imodel bench/kernbench.c model/kernels*.c (the ISA
- * files with their -m flags, as model/meson.build does) -lm -lpthread.
+ * It builds with the kernels alone: cc -O2 -Imodel bench/kernbench.c bench/read.c
+ * model/kernels*.c (the ISA files with their -m flags, as model/meson.build does) -lm -lpthread.
  */
 #include <getopt.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +54,7 @@
 
 #include "kernels.h"
 #include "pool.h"
+#include "read.h"
 
 enum { TILE = 64, MAX_THREADS = 256, MAX_LIST = 16, SEGS = 16 };
 static int K = 1536;  /* values per weight row (--k): the outputs of the transposed kinds */
@@ -102,6 +105,7 @@ typedef struct bench {
     const q8_act *xqt; /* q8ka8: [SEGS] the segments' inputs of xt's first row quantised */
     float *y;        /* [rows, n] */
     int reps;        /* passes over the matrix per measurement (--size below 200 MB) */
+    int read_streams; /* read: this pass reads each thread's rows as 1 or 4 streams */
     unsigned long long sink[MAX_THREADS];
 } bench;
 
@@ -186,8 +190,12 @@ static void stream_rows(bench *b, int t, size_t lo, size_t per)
             segment(k, b, j, b->part + (size_t)t * 16 * K);
         return;
     }
-    if (b->kind == K_READ) {
+    if (b->kind == K_READ) { /* statesoup-bench's plain read where the rows are 64-byte aligned */
         const unsigned long long *p = (const unsigned long long *)b->w + lo * K / 2;
+        if ((uintptr_t)p % 64 == 0) {
+            b->sink[t] += (unsigned long long)bench_read(p, per * K * 4, b->read_streams);
+            return;
+        }
         unsigned long long a = 0;
         for (size_t i = 0; i < per * K / 2; i++) a += p[i];
         b->sink[t] += a;
@@ -250,6 +258,7 @@ static double measure(bench *b)
 {
     double best = 1e30;
     for (int pass = 0; pass < 6; pass++) {
+        b->read_streams = pass % 2 ? 4 : 1;
         pthread_t th[MAX_THREADS];
         targ ta[MAX_THREADS];
         double t0 = now_s();

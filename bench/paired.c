@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "bench.h"
+#include "read.h"
 #include "ss_util.h"
 
 /* Longer than a worker of the model's pool spins before it sleeps (model/pool.c SPIN_LIMIT). */
