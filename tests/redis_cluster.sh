@@ -232,13 +232,30 @@ for ((i = 0; i < 100; i++)); do
     sleep 0.1
 done
 [ "$(status)" = 200 ] || fail "B did not recover: /healthz $(status) $(cat "$tmp/body")"
-save B after 'Dictionary:\nx = y\n' >/dev/null
-[ "$(status)" = 201 ] || fail "after recovery: save $(status) $(cat "$tmp/body")"
-req A GET /v1/states/after >/dev/null
-[ "$(status)" = 200 ] || fail "after recovery: A does not see B's save"
+# A cluster started again from nothing can go on settling after cluster_state:ok (a late
+# election, a replica still loading its AOF, on a test run that loads both cores: WAIT 1 then
+# times out and the save answers 503). So a save answering 503 is tried again, under a new name
+# (the refused write may still be on the primary), for about 15 s; and an acknowledged state is a
+# loss only when reading it answers something else than 200 for 10 s, or 404 at once.
+after=
+for ((i = 0; i < 6; i++)); do
+    save B "after-$i" 'Dictionary:\nx = y\n' >/dev/null
+    [ "$(status)" = 201 ] && after=after-$i && break
+    [ "$(status)" = 503 ] || break
+    sleep 0.5
+done
+[ -n "$after" ] || fail "after recovery: save $(status) $(cat "$tmp/body")"
+if [ -n "$after" ]; then
+    req A GET "/v1/states/$after" >/dev/null
+    [ "$(status)" = 200 ] || fail "after recovery: A does not see B's save: $(status)"
+fi
 for n in $acked; do
-    req A GET "/v1/states/$n" >/dev/null
-    [ "$(status)" = 200 ] || fail "after the cluster restart (AOF): $n lost"
+    for ((i = 0; i < 50; i++)); do
+        req A GET "/v1/states/$n" >/dev/null
+        [ "$(status)" = 200 ] || [ "$(status)" = 404 ] && break
+        sleep 0.2
+    done
+    [ "$(status)" = 200 ] || fail "after the cluster restart (AOF): $n lost: $(status) $(cat "$tmp/body")"
 done
 
 echo "redis_cluster: $(($(date +%s) - t0)) s"
