@@ -28,8 +28,8 @@
 #include <unistd.h>
 
 #include "bench.h"
-#include "read.h"
 #include "engine.h"
+#include "read.h"
 #include "safetensors.h"
 #include "ss_model.h"
 #include "ss_store.h"

@@ -192,8 +192,11 @@ static void stream_rows(bench *b, int t, size_t lo, size_t per)
     }
     if (b->kind == K_READ) { /* statesoup-bench's plain read where the rows are 64-byte aligned */
         const unsigned long long *p = (const unsigned long long *)b->w + lo * K / 2;
-        if ((uintptr_t)p % 64 == 0) {
-            b->sink[t] += (unsigned long long)bench_read(p, per * K * 4, b->read_streams);
+        if ((uintptr_t)p % 64 == 0) { /* its float sum's bits: random bytes make NaNs */
+            const float f = bench_read(p, per * K * 4, b->read_streams);
+            unsigned u;
+            memcpy(&u, &f, sizeof u);
+            b->sink[t] += u;
             return;
         }
         unsigned long long a = 0;
