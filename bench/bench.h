@@ -56,7 +56,6 @@ int bench_catalog_sizes(const char *root, int quick, const char *phase, bench_ca
  */
 int bench_paired(ss_model *m, int threads, int rounds, double stream_bytes, json_t *jm);
 
-
 /*
  * The decode profile (profile.c, --profile): greedy decode of n_tok steps of n_streams streams
  * (1 to 64; a token each per step), `reps` runs with the per-phase counters on and as many off,
