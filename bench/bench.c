@@ -982,12 +982,9 @@ static json_t *bench_model(const bench_opts *o, machine *mc, const char *root, i
     result r = {.load_s = bench_now_s() - t0};
     bench_rss_mb(&r.rss_load, &r.peak);
     const ss_model_info *info = ss_model_get_info(m);
-    /* streamed per decoded token: every weight except the embedding rows (the tied head is
-     * the embedding matrix, read in full by the logits GEMV) */
-    const double wsize = !strcmp(info->weights, "q8")                                 ? 1.125
-                         : strcmp(info->dtype, "BF16") && strcmp(info->dtype, "F16") ? 4
-                                                                                      : 2;
-    r.stream_bytes = (double)info->n_active_params * wsize;
+    /* streamed per decoded token: the weights as held (model/ss_model.h token_weight_bytes:
+     * the tied head is the embedding matrix, read in full by the logits GEMV) */
+    r.stream_bytes = (double)info->token_weight_bytes;
     r.flop_tok = 2.0 * ((double)info->n_active_params - (double)info->vocab_size * info->d_model);
 
     ss_ctx *ctx;

@@ -53,6 +53,11 @@ typedef struct loader {
     int n_shards;
     const ss_model_params *params;
     uint64_t bytes_total, bytes_done;
+    /* bytes of the weights as held (F32 vectors, matrices in their held type and layout,
+     * scales included), the tied head once: what fill_info makes token_weight_bytes of */
+    uint64_t held_bytes;
+    uint64_t idle_bytes; /* of those, what a token does not read: an untied embedding's rows but
+                          * one, the experts token choice does not route to */
     int dtype_mask; /* bit per st_dtype seen among used weights */
 } loader;
 
@@ -512,6 +517,7 @@ static ss_err get_f32(loader *L, const char *name, int optional, const float **o
         if ((err = own(L->m, buf))) return err;
         *out = buf;
     }
+    L->held_bytes += t->n_elem * sizeof(float);
     L->bytes_done += t->n_bytes;
     if (L->params->progress)
         L->params->progress(L->params->progress_user, "load", L->bytes_done, L->bytes_total);
@@ -607,6 +613,7 @@ static ss_err quantize_mat(loader *L, const char *name, const st_tensor *t, wmat
     free(rq);
     if (err) return err; /* the arena is released with the model */
     *out = (wmat){.p = q, .t = panels ? W_Q8P : W_Q8, .scale = sc};
+    L->held_bytes += nq + (panels ? 0 : rows * nb * sizeof *sc);
     L->dtype_mask |= 1 << t->dtype;
     L->bytes_done += t->n_bytes;
     if (L->params->progress)
@@ -670,6 +677,7 @@ static ss_err copy_mat(loader *L, const char *name, const st_tensor *t, int si, 
     else
         pool_run(L->m->pool, copy_part, &j);
     L->dtype_mask |= 1 << t->dtype;
+    L->held_bytes += rows * cols * esz;
     *out = (wmat){.p = w, .t = t->dtype == ST_F32 ? W_F32 : t->dtype == ST_BF16 ? W_BF16 : W_F16};
     L->bytes_done += t->n_bytes;
     if (L->params->progress)
@@ -744,6 +752,7 @@ static ss_err get_mat_t(loader *L, const char *name, wmat *out, int64_t rows, in
         free(q);
         if (err) return err; /* the arena is released with the model */
         *out = (wmat){.p = w, .t = W_Q8}; /* the scales in the layout */
+        L->held_bytes += q8k_bytes((int)R, (int)C);
     } else {
         const int wide = t->dtype == ST_F32;
         (void)kernels_get(); /* far_t_width reads kernels_far_rows, which it sets */
@@ -769,6 +778,7 @@ static ss_err get_mat_t(loader *L, const char *name, wmat *out, int64_t rows, in
                 }
         }
         free(blk);
+        L->held_bytes += R * C * (wide ? 4 : 2);
         *out = (wmat){.p = dst,
                       .t = wide ? W_F32 : t->dtype == ST_BF16 ? W_BF16 : W_F16,
                       .bw = (int)bw,
@@ -897,12 +907,15 @@ static ss_err load_moe(loader *L, layer *ly, int i)
     if (!ly->up_w || (err = own(L->m, (void *)ly->up_w))) return ss_fail(SS_ERR_NOMEM, "oom");
     ly->down_w = calloc((size_t)E, sizeof *ly->down_w);
     if (!ly->down_w || (err = own(L->m, (void *)ly->down_w))) return ss_fail(SS_ERR_NOMEM, "oom");
+    const uint64_t before = L->held_bytes;
     for (int e = 0; e < E; e++) {
         snprintf(n, sizeof n, "backbone.layers.%d.moe.experts.%d.up.weight", i, e);
         if ((err = get_mat(L, n, &ly->up_w[e], I64(mc->gated ? 2 * de : de), I64(d)))) return err;
         snprintf(n, sizeof n, "backbone.layers.%d.moe.experts.%d.down.weight", i, e);
         if ((err = get_mat(L, n, &ly->down_w[e], I64(d), I64(de)))) return err;
     }
+    if (mc->routing == ROUTE_TOKEN_CHOICE) /* every expert held alike: k of E read */
+        L->idle_bytes += (L->held_bytes - before) / (uint64_t)E * (uint64_t)(E - mc->top_k);
     return SS_OK;
 }
 
@@ -917,6 +930,7 @@ static ss_err load_weights(loader *L)
             L->bytes_total += L->shards[i].st.tensors[t].n_bytes;
     if ((err = get_mat(L, "backbone.embeddings.weight", &m->embed, I64(c->vocab), I64(c->d_model))))
         return err;
+    const uint64_t embed_bytes = L->held_bytes;
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
     if (!m->layers) return ss_fail(SS_ERR_NOMEM, "out of memory");
     json_t *lt = json_object_get(L->config, "layer_types");
@@ -947,6 +961,8 @@ static ss_err load_weights(loader *L)
         m->lm_head = m->embed;
     } else if ((err = get_mat(L, "lm_head.weight", &m->lm_head, I64(c->vocab), I64(c->d_model)))) {
         return err;
+    } else { /* a token reads one row of its own embedding */
+        L->idle_bytes += embed_bytes - embed_bytes / (uint64_t)c->vocab;
     }
     m->info.n_state_layers = n_state;
     return SS_OK;
@@ -1101,6 +1117,7 @@ static void fill_info(loader *L)
     }
     in->n_params = total;
     in->n_active_params = total - inactive;
+    in->token_weight_bytes = L->held_bytes - L->idle_bytes;
 }
 
 /* ---- entry points ------------------------------------------------------------------------- */

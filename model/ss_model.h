@@ -66,6 +66,12 @@ typedef struct ss_model_info {
     size_t decay_floats;
     uint64_t n_params;        /* all parameters (tied head counted once) */
     uint64_t n_active_params; /* parameters used per token (MoE: only the routed experts) */
+    /* bytes of weights a decode token reads, as the model holds them: matrices in their held
+     * type and layout (BF16 / F16 16-bit, --weights q8 8-bit with its scales), the vectors (A,
+     * D, the conv, the norms, biases) in F32, the head once, one row of an untied embedding,
+     * the routed experts only (token choice: k of E). The bandwidth bound of batch-1 decode is
+     * the bandwidth over this. */
+    uint64_t token_weight_bytes;
     char fingerprint[33];     /* 32 hex chars: XXH3-128 of config + every tensor */
 } ss_model_info;
 

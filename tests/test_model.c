@@ -1217,6 +1217,70 @@ static void check_fused_default(void)
     CHECK(demo_token_steps(16, 1) == fused2);
 }
 
+/* Bytes of a matrix W [N, K] under --weights q8: q8p panels of 64 outputs from 256 outputs,
+ * else rows with an F32 scale per block of 32 inputs; transposed (q8k) under fused_decode. */
+static uint64_t q8_mat_bytes(uint64_t N, uint64_t K, int transposed)
+{
+    if (transposed) return q8k_bytes((int)N, (int)K);
+    if (N >= 256) return (uint64_t)q8p_panels((int)N) * q8p_panel_bytes((int)K);
+    return N * K + N * (uint64_t)q8_blocks((int)K) * 4;
+}
+
+/*
+ * token_weight_bytes (what statesoup-bench's bandwidth bound divides by): every weight a decode
+ * token reads as the model holds it, summed here by hand from the Mamba-1 shapes: the vectors
+ * (A, D, the conv's weights and bias, dt_proj's bias, the norms) in F32, the matrices (in_proj,
+ * x_proj, dt_proj, out_proj, the head) in the weights' type and layout, one row of an untied
+ * embedding.
+ */
+static void check_weight_bytes(void)
+{
+    char demo[PATH_MAX];
+    snprintf(demo, sizeof demo, "%s/models/demo-mamba1", test_source_root());
+    static const struct {
+        const char *model;
+        int q8, fused;
+    } runs[] = {
+        {"models/mamba1-tiny", 0, 0}, {"models/mamba1-tiny-bf16", 0, 0},
+        {"models/mamba1-tiny-bf16", 0, 1}, {"models/mamba1-tiny", 1, 0},
+        {"models/mamba1-untied", 0, 0}, {NULL, 0, 0}, {NULL, 1, 0}, {NULL, 1, 1},
+    };
+    for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
+        ss_model_params p = ss_model_default_params();
+        p.n_threads = 1;
+        p.fused_decode = runs[i].fused;
+        if (runs[i].q8) p.weights = SS_WEIGHTS_Q8;
+        const char *dir = runs[i].model ? fixture_path(runs[i].model) : demo;
+        ss_model *m;
+        REQUIRE_OK(ss_model_open(&m, dir, &p));
+        const ss_model_info *in = ss_model_get_info(m);
+        const int untied = runs[i].model && strstr(runs[i].model, "untied");
+        const uint64_t L = (uint64_t)in->n_layer, d = (uint64_t)in->d_model,
+                       Di = (uint64_t)in->d_inner, N = (uint64_t)in->d_state,
+                       K = (uint64_t)in->conv_kernel, V = (uint64_t)in->vocab_size,
+                       R = untied ? 5 : (d + 15) / 16, X = R + 2 * N; /* its config's dt_rank */
+        /* the untied fixture also has in_proj's and out_proj's biases */
+        const uint64_t vec = L * (Di * N + Di + Di * K + Di + Di + d + (untied ? 2 * Di + d : 0)) + d;
+        uint64_t want = 4 * vec;
+        if (runs[i].q8) {
+            /* x_proj and out_proj transposed only where fused_decode applies to 8-bit weights:
+             * segments of d_inner / 16 channels starting on a block */
+            const int t = runs[i].fused && mamba1_seg((int)Di) % Q8_BLOCK == 0;
+            want += L * (q8_mat_bytes(2 * Di, d, 0) + q8_mat_bytes(X, Di, t) +
+                         q8_mat_bytes(Di, R, 0) + q8_mat_bytes(d, Di, t)) +
+                    q8_mat_bytes(V, d, 0);
+        } else {
+            const uint64_t esz = strcmp(in->dtype, "BF16") ? 4 : 2;
+            want += esz * (L * (2 * Di * d + X * Di + Di * R + d * Di) + V * d + (untied ? d : 0));
+        }
+        CHECKF(in->token_weight_bytes == want, "%s%s%s: token_weight_bytes %llu, want %llu",
+               runs[i].model ? runs[i].model : "demo-mamba1", runs[i].q8 ? " q8" : "",
+               runs[i].fused ? " fused" : "", (unsigned long long)in->token_weight_bytes,
+               (unsigned long long)want);
+        ss_model_close(m);
+    }
+}
+
 static void check_q8(void)
 {
     ss_model_params q8 = ss_model_default_params(), q8f;
@@ -1545,6 +1609,7 @@ int main(int argc, char **argv)
         check_f32_in_place();
         check_bf16_exact();
         check_q8();
+        check_weight_bytes();
         check_threads();
         check_parts();
         check_profile();

@@ -301,6 +301,8 @@ static void test_checkpoint(void)
     CHECK(in->n_params == (uint64_t)(c.total_params + c.router_params + c.embedding_params));
     CHECK(in->n_active_params ==
           (uint64_t)(c.active_params + c.router_params + c.embedding_params));
+    /* all F32, the head tied: a token reads 4 bytes of each active parameter (k of E experts) */
+    CHECK(in->token_weight_bytes == 4 * in->n_active_params);
     ss_model_close(model);
 
     /* The compute-optimal tokens (E = 16 fit, the nearest to 8): with r = 14*64*32*3 /
