@@ -90,9 +90,9 @@ int bench_profile(ss_model *m, int n_streams, int n_tok, int reps, double stream
     const ss_profile *pr = &best.pr;
     /* the big matrices' bytes per token: their phases' streaming speed (Mamba-1 only; bytes
      * per weight as held: 8-bit values with an F32 scale per 32, or the checkpoint's type) */
-    const double bpp = !strcmp(info->weights, "q8")                                   ? 1.125
+    const double bpp = !strcmp(info->weights, "q8")                                ? 1.125
                        : strcmp(info->dtype, "BF16") && strcmp(info->dtype, "F16") ? 4
-                                                                                        : 2;
+                                                                                   : 2;
     double mbytes[SS_PHASE_COUNT] = {0};
     double params[SS_PHASE_COUNT] = {0}; /* weights multiplied per stream: 2 FLOP each */
     /* a decode token of Mamba-1 takes two parallel steps per layer (model/mamba.c,

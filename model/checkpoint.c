@@ -56,8 +56,9 @@ typedef struct loader {
     /* bytes of the weights as held (F32 vectors, matrices in their held type and layout,
      * scales included), the tied head once: what fill_info makes token_weight_bytes of */
     uint64_t held_bytes;
-    uint64_t idle_bytes; /* of those, what a token does not read: an untied embedding's rows but
-                          * one, the experts token choice does not route to */
+    /* of those, what a token does not read: an untied embedding's rows but one, the experts
+     * token choice does not route to */
+    uint64_t idle_bytes;
     int dtype_mask; /* bit per st_dtype seen among used weights */
 } loader;
 

@@ -1241,9 +1241,14 @@ static void check_weight_bytes(void)
         const char *model;
         int q8, fused;
     } runs[] = {
-        {"models/mamba1-tiny", 0, 0}, {"models/mamba1-tiny-bf16", 0, 0},
-        {"models/mamba1-tiny-bf16", 0, 1}, {"models/mamba1-tiny", 1, 0},
-        {"models/mamba1-untied", 0, 0}, {NULL, 0, 0}, {NULL, 1, 0}, {NULL, 1, 1},
+        {"models/mamba1-tiny", 0, 0},
+        {"models/mamba1-tiny-bf16", 0, 0},
+        {"models/mamba1-tiny-bf16", 0, 1},
+        {"models/mamba1-tiny", 1, 0},
+        {"models/mamba1-untied", 0, 0},
+        {NULL, 0, 0},
+        {NULL, 1, 0},
+        {NULL, 1, 1},
     };
     for (size_t i = 0; i < sizeof runs / sizeof *runs; i++) {
         ss_model_params p = ss_model_default_params();
@@ -1255,12 +1260,15 @@ static void check_weight_bytes(void)
         REQUIRE_OK(ss_model_open(&m, dir, &p));
         const ss_model_info *in = ss_model_get_info(m);
         const int untied = runs[i].model && strstr(runs[i].model, "untied");
+        /* R: dt_rank, ceil(d_model / 16) but in the untied fixture's config (5) */
         const uint64_t L = (uint64_t)in->n_layer, d = (uint64_t)in->d_model,
                        Di = (uint64_t)in->d_inner, N = (uint64_t)in->d_state,
                        K = (uint64_t)in->conv_kernel, V = (uint64_t)in->vocab_size,
-                       R = untied ? 5 : (d + 15) / 16, X = R + 2 * N; /* its config's dt_rank */
-        /* the untied fixture also has in_proj's and out_proj's biases */
-        const uint64_t vec = L * (Di * N + Di + Di * K + Di + Di + d + (untied ? 2 * Di + d : 0)) + d;
+                       R = untied ? 5 : (d + 15) / 16, X = R + 2 * N;
+        /* per layer A, D, the conv's weights and bias, dt_proj's bias, the norm (the untied
+         * fixture also in_proj's and out_proj's biases); the final norm */
+        const uint64_t vec =
+            L * (Di * N + Di + Di * K + Di + Di + d + (untied ? 2 * Di + d : 0)) + d;
         uint64_t want = 4 * vec;
         if (runs[i].q8) {
             /* x_proj and out_proj transposed only where fused_decode applies to 8-bit weights:
