@@ -929,9 +929,10 @@ static ss_err load_weights(loader *L)
     for (int i = 0; i < L->n_shards; i++)
         for (int t = 0; t < L->shards[i].st.n_tensors; t++)
             L->bytes_total += L->shards[i].st.tensors[t].n_bytes;
+    const uint64_t held_before = L->held_bytes;
     if ((err = get_mat(L, "backbone.embeddings.weight", &m->embed, I64(c->vocab), I64(c->d_model))))
         return err;
-    const uint64_t embed_bytes = L->held_bytes;
+    const uint64_t embed_bytes = L->held_bytes - held_before;
     m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
     if (!m->layers) return ss_fail(SS_ERR_NOMEM, "out of memory");
     json_t *lt = json_object_get(L->config, "layer_types");
