@@ -69,6 +69,15 @@ static void greedy(ss_model *m, ss_ctx *c, ss_state *s, float *logits, int n, in
 
 static const char *const seq_names[] = {"a", "b", "c", "q"};
 
+/*
+ * Set under another kernel set than the CPU's own (SS_KERNELS: the model-generic and model-avx2
+ * runs of this binary): the sweeps over the demo model that vary the threads' scheduling (thread
+ * counts, claims, resume points) take fewer points there. Those runs exist for the kernels; the
+ * full sweeps run once, on the CPU's set. (The generic kernels are 10x slower: under ASan the full
+ * sweeps took 130 s of the suite's time.)
+ */
+static int sweep_small;
+
 /* The same bits in two states: the SSM and conv data and the cumulative decay. */
 static int same_state(const ss_model *m, const ss_state *a, const ss_state *b)
 {
@@ -110,8 +119,12 @@ static void check_reuse(const char *model_dir, const ss_model_params *params)
     REQUIRE_OK(ss_state_copy(r, full));
     memcpy(g, lf + (size_t)(T - 1) * V, (size_t)V * sizeof(float));
     greedy(m, c, r, g, NG, gf);
-    static const int at[] = {1, 5, 8, 9, 16, 17, 23, 32, 33, 44};
-    for (size_t k = 0; k < sizeof at / sizeof at[0]; k++) {
+    static const int all[] = {1, 5, 8, 9, 16, 17, 23, 32, 33, 44}, few[] = {1, 9, 17, 33};
+    /* sweep_small on a model of the demo's size: one token, and one past a vector of 8, 16, 32 */
+    const int small = sweep_small && ss_model_get_info(m)->d_model >= 256;
+    const int *at = small ? few : all;
+    const size_t n_at = small ? sizeof few / sizeof *few : sizeof all / sizeof *all;
+    for (size_t k = 0; k < n_at; k++) {
         const int p = at[k];
         if (q8 && (p < 2 || T - p < 2)) continue;
         for (int mode = 0; mode < 3; mode++) {
@@ -1023,7 +1036,7 @@ static void check_parts(void)
         if (cfg >= 2) p.weights = SS_WEIGHTS_Q8;
         float *ref = NULL, *ref_state = NULL, *lg = NULL;
         size_t V = 0, nf = 0;
-        for (int nt = 1; nt <= 3; nt++) {
+        for (int nt = 1; nt <= 3; nt += sweep_small ? 2 : 1) {
             p.n_threads = nt;
             ss_model *m;
             ss_ctx *c;
@@ -1034,7 +1047,7 @@ static void check_parts(void)
                 ref = malloc(D * V * sizeof(float));
                 lg = malloc(D * V * sizeof(float));
             }
-            for (int pi = 0; pi < (nt == 1 ? 1 : 4); pi++)
+            for (int pi = 0; pi < (nt == 1 ? 1 : 4); pi += sweep_small ? 3 : 1)
                 for (int far = 0; far < (nt == 1 ? 1 : 6); far++) {
                     pool_parts = parts[pi];
                     /* claims from both ends, or the bottom only; the fused step 2 in units */
@@ -1541,7 +1554,7 @@ static void check_fused_q8(void)
         q8_run(m, lr);
         ss_model_close(m);
         p.fused_decode = 1;
-        for (int nt = 1; nt <= 3; nt++) {
+        for (int nt = 1; nt <= 3; nt += sweep_small ? 2 : 1) {
             p.n_threads = nt;
             REQUIRE_OK(ss_model_open(&m, demo, &p));
             q8_run(m, lf);
@@ -1590,6 +1603,7 @@ int main(int argc, char **argv)
     ss_blas_ensure_kernels(argv);
     printf("OpenBLAS core: %s\n", ss_blas_core_name());
     const char *only = argc > 1 ? argv[1] : NULL;
+    sweep_small = getenv("SS_KERNELS") != NULL;
     static const char *const fixtures[][2] = {
         {"models/mamba1-tiny", "models/mamba1-tiny"},
         {"models/mamba1-tiny-sharded", "models/mamba1-tiny"},

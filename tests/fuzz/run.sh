@@ -3,7 +3,8 @@
 # each for SECONDS from its seed corpus (docs/fuzzing.md). Exits non-zero when any target finds
 # a crash, a sanitizer report, a leak, a failed property or a hang (over 10 s on one input).
 #
-# Usage: tests/fuzz/run.sh SECONDS [TARGET...]   (default: every target, one after the other)
+# Usage: tests/fuzz/run.sh SECONDS [TARGET...]   (default: every target; SS_FUZZ_JOBS of them
+# side by side, default the CPUs)
 # What a run finds is kept under build-fuzz/fuzz/<target>/: the grown corpus (corpus/), the
 # input that failed (crash-*, leak-*, timeout-*) and the log (log). Copy a failing input into
 # tests/fuzz/regress/<target>/ once fixed: the unit test fuzz-<target> replays it from then on.
@@ -23,13 +24,17 @@ fi
         >/dev/null
 bins=""
 for t in $targets; do bins="$bins tests/fuzz/fuzz_$t"; done
-ninja -C build-fuzz -j"${SS_FUZZ_JOBS:-2}" $bins >/dev/null
 # UBSan reports are findings: stop at the first, as ASan does.
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export OPENBLAS_NUM_THREADS=1
 export SS_SOURCE_ROOT="$PWD"
-status=0
-for t in $targets; do
+# The targets run side by side, SS_FUZZ_JOBS at a time (default: the CPUs): each libFuzzer run
+# is one process on one core, so on 2 cores the six take 3 x SECONDS instead of 6 x SECONDS.
+jobs=${SS_FUZZ_JOBS:-$(nproc 2>/dev/null || echo 1)}
+[ "$jobs" -ge 1 ] 2>/dev/null || jobs=1
+ninja -C build-fuzz -j"$jobs" $bins >/dev/null
+run_one() { # run_one TARGET: the run, then its line (and on failure its log's tail) in $dir/result
+    t=$1
     dir=build-fuzz/fuzz/$t
     mkdir -p "$dir/corpus"
     set -- "$dir/corpus" "tests/fuzz/corpus/$t"
@@ -39,12 +44,29 @@ for t in $targets; do
         res=ok
     else
         res=FAILED
-        status=1
     fi
     # libFuzzer's last status line: execs, coverage (cov: edges, ft: features), corpus size
     last=$(grep -E '^#[0-9]+' "$dir/log" | tail -n 1)
     eps=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$dir/log")
-    echo "fuzz $t: $res ${secs}s  $last  exec/s $eps"
-    [ $res = ok ] || tail -n 40 "$dir/log" >&2
+    echo "fuzz $t: $res ${secs}s  $last  exec/s $eps" >"$dir/result"
+}
+status=0
+set -- $targets
+while [ $# -gt 0 ]; do
+    batch=""
+    while [ $# -gt 0 ] && [ "$(echo $batch | wc -w)" -lt "$jobs" ]; do
+        batch="$batch $1"
+        shift
+    done
+    for t in $batch; do run_one "$t" & done
+    wait
+    for t in $batch; do
+        dir=build-fuzz/fuzz/$t
+        cat "$dir/result"
+        if ! grep -q "^fuzz $t: ok " "$dir/result"; then
+            status=1
+            tail -n 40 "$dir/log" >&2
+        fi
+    done
 done
 exit $status
