@@ -13,6 +13,12 @@ cd "$(dirname "$0")/../.."
 [ $# -ge 1 ] || { echo "usage: tests/fuzz/run.sh SECONDS [TARGET...]" >&2; exit 2; }
 secs=$1
 shift
+case $secs in # (libFuzzer reads -max_total_time=0 as no limit)
+*[!0-9]* | "" | 0)
+    echo "tests/fuzz/run.sh: SECONDS must be a whole number over 0, not '$secs'" >&2
+    exit 2
+    ;;
+esac
 targets=${*:-"safetensors state_import tokenizer_load tokenizer_encode config api"}
 if ! command -v clang >/dev/null; then
     echo "tests/fuzz/run.sh: clang not found (deploy/install-deps.sh installs clang and" \
