@@ -1,8 +1,8 @@
 #!/bin/sh
 # The README's test command: build and run the whole suite (unit + integration), then the same
-# suite again under AddressSanitizer + UndefinedBehaviorSanitizer, then each fuzz target briefly
-# (tests/fuzz/run.sh 10). Set SS_SKIP_SANITIZE=1 to run only the first pass, SS_SKIP_FUZZ=1 to
-# skip the fuzzing. Uses build/ (debug, asserts on), build-asan/ and build-fuzz/; deploy/run.sh's
+# suite again (but model-generic) under AddressSanitizer + UndefinedBehaviorSanitizer, then each
+# fuzz target briefly (tests/fuzz/run.sh 10). Set SS_SKIP_SANITIZE=1 to run only the first pass,
+# SS_SKIP_FUZZ=1 to skip the fuzzing. Uses build/ (debug, asserts on), build-asan/ and build-fuzz/; deploy/run.sh's
 # release build is build-release/, so neither changes the other's build type.
 set -eu
 cd "$(dirname "$0")/.."
@@ -17,7 +17,8 @@ meson test -C build --print-errorlogs "$@"
 if [ "${SS_SKIP_SANITIZE:-0}" != 1 ]; then
     [ -f build-asan/build.ninja ] ||
         meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false
-    meson test -C build-asan --print-errorlogs "$@"
+    # (without the suite 'plain-only': tests/meson.build says why)
+    meson test -C build-asan --print-errorlogs --no-suite plain-only "$@"
 fi
 # Each libFuzzer target for 10 s under ASan+UBSan (clang, build-fuzz/); SS_SKIP_FUZZ=1 skips it.
 # Only for the whole suite: a run of chosen tests ("$@") stays quick.
