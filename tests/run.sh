@@ -2,8 +2,9 @@
 # The README's test command: build and run the whole suite (unit + integration), then the same
 # suite again (but model-generic) under AddressSanitizer + UndefinedBehaviorSanitizer, then each
 # fuzz target briefly (tests/fuzz/run.sh 10). Set SS_SKIP_SANITIZE=1 to run only the first pass,
-# SS_SKIP_FUZZ=1 to skip the fuzzing. Uses build/ (debug, asserts on), build-asan/ and build-fuzz/; deploy/run.sh's
-# release build is build-release/, so neither changes the other's build type.
+# SS_SKIP_FUZZ=1 to skip the fuzzing. Uses build/ (debug, asserts on), build-asan/ and
+# build-fuzz/; deploy/run.sh's release build is build-release/, so neither changes the other's
+# build type.
 set -eu
 cd "$(dirname "$0")/.."
 # On a fresh machine, install the dependencies first (the same script as deploy/run.sh); it

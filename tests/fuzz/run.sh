@@ -39,7 +39,7 @@ export SS_SOURCE_ROOT="$PWD"
 jobs=${SS_FUZZ_JOBS:-$(nproc 2>/dev/null || echo 1)}
 [ "$jobs" -ge 1 ] 2>/dev/null || jobs=1
 ninja -C build-fuzz -j"$jobs" $bins >/dev/null
-run_one() { # run_one TARGET: the run, then its line (and on failure its log's tail) in $dir/result
+run_one() { # run_one TARGET: the run, then its one-line summary in $dir/result
     t=$1
     dir=build-fuzz/fuzz/$t
     mkdir -p "$dir/corpus"
