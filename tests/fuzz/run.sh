@@ -60,8 +60,10 @@ status=0
 set -- $targets
 while [ $# -gt 0 ]; do
     batch=""
-    while [ $# -gt 0 ] && [ "$(echo $batch | wc -w)" -lt "$jobs" ]; do
+    n=0
+    while [ $# -gt 0 ] && [ $n -lt "$jobs" ]; do
         batch="$batch $1"
+        n=$((n + 1))
         shift
     done
     for t in $batch; do run_one "$t" & done
