@@ -90,6 +90,16 @@ static void settle(void)
     nanosleep(&ts, NULL);
 }
 
+/* One greedy token fed and sampled (*t in, the sampled token out): its nanoseconds, -1 on error. */
+static double timed_token(ss_model *m, ss_ctx *c, ss_seq *q, ss_sampler *smp, int32_t *t)
+{
+    float lp;
+    const int64_t t0 = ss_mono_ns();
+    if (ss_model_eval(m, c, q, 1, 0)) return -1;
+    *t = ss_sampler_sample(smp, q->logits, &lp);
+    return (double)(ss_mono_ns() - t0);
+}
+
 int bench_paired(ss_model *m, int threads, int rounds, double stream_bytes, json_t *jm)
 {
     const ss_model_info *info = ss_model_get_info(m);
@@ -107,8 +117,8 @@ int bench_paired(ss_model *m, int threads, int rounds, double stream_bytes, json
     double *frac = malloc((size_t)rounds * sizeof(double));
     double *tok = malloc((size_t)rounds * sizeof(double));
     double *bw = malloc((size_t)rounds * sizeof(double));
-    double *wfrac = malloc((size_t)rounds * sizeof(double)); /* the token after it */
-    double *wtok = malloc((size_t)rounds * sizeof(double));
+    double *run_frac = malloc((size_t)rounds * sizeof(double)); /* the token after it */
+    double *run_tok = malloc((size_t)rounds * sizeof(double));
     /* two halves, read in turn: no pass reads what the one before it read (a 145 MB pass read
      * twice in a row ran at up to 95 GB/s here, from the L3, against ~60 for memory) */
     const size_t half = (bytes + (2 << 20) - 1) & ~(size_t)((2 << 20) - 1);
@@ -116,7 +126,7 @@ int bench_paired(ss_model *m, int threads, int rounds, double stream_bytes, json
     ss_sample_params sp = ss_sample_default_params();
     sp.temperature = 0;
     int rc = -1, started = 0; /* threads created beside the caller */
-    if (!logits || !frac || !tok || !bw || !wfrac || !wtok || !buf || ss_ctx_new(m, &c) ||
+    if (!logits || !frac || !tok || !bw || !run_frac || !run_tok || !buf || ss_ctx_new(m, &c) ||
         ss_state_new(m, &st) || ss_sampler_new(&sp, info->vocab_size, &smp))
         goto out;
     madvise(buf, 2 * half, MADV_HUGEPAGE); /* as the weights are (a TLB miss per 4 KiB otherwise) */
@@ -135,11 +145,8 @@ int bench_paired(ss_model *m, int threads, int rounds, double stream_bytes, json
     pthread_mutex_unlock(&p.init);
     int32_t t = 1;
     ss_seq q = {.state = st, .tokens = &t, .n_tokens = 1, .logits = logits};
-    float lp;
-    for (int w = 0; w < 8; w++) { /* warm-up: the pool's threads, the context's buffers */
-        if (ss_model_eval(m, c, &q, 1, 0)) goto stop;
-        t = ss_sampler_sample(smp, logits, &lp);
-    }
+    for (int w = 0; w < 8; w++) /* warm-up: the pool's threads, the context's buffers */
+        if (timed_token(m, c, &q, smp, &t) < 0) goto stop;
     for (int r = 0; r < rounds; r++) {
         settle();
         p.buf = buf;
@@ -148,31 +155,26 @@ int bench_paired(ss_model *m, int threads, int rounds, double stream_bytes, json
         const double b = probe_pass(&p, 4);
         bw[r] = a > b ? a : b;
         settle();
-        const int64_t t0 = ss_mono_ns();
-        if (ss_model_eval(m, c, &q, 1, 0)) goto stop;
-        t = ss_sampler_sample(smp, logits, &lp);
-        tok[r] = (double)(ss_mono_ns() - t0);
+        if ((tok[r] = timed_token(m, c, &q, smp, &t)) < 0) goto stop;
+        if ((run_tok[r] = timed_token(m, c, &q, smp, &t)) < 0) goto stop; /* the next, running */
         frac[r] = stream_bytes / tok[r] / bw[r];
-        const int64_t t1 = ss_mono_ns();
-        if (ss_model_eval(m, c, &q, 1, 0)) goto stop;
-        t = ss_sampler_sample(smp, logits, &lp);
-        wtok[r] = (double)(ss_mono_ns() - t1);
-        wfrac[r] = stream_bytes / wtok[r] / bw[r];
+        run_frac[r] = stream_bytes / run_tok[r] / bw[r];
     }
     qsort(frac, (size_t)rounds, sizeof *frac, bench_cmp_double);
     qsort(tok, (size_t)rounds, sizeof *tok, bench_cmp_double);
     qsort(bw, (size_t)rounds, sizeof *bw, bench_cmp_double);
-    qsort(wfrac, (size_t)rounds, sizeof *wfrac, bench_cmp_double);
-    qsort(wtok, (size_t)rounds, sizeof *wtok, bench_cmp_double);
+    qsort(run_frac, (size_t)rounds, sizeof *run_frac, bench_cmp_double);
+    qsort(run_tok, (size_t)rounds, sizeof *run_tok, bench_cmp_double);
     const double f50 = frac[rounds / 2], f25 = frac[rounds / 4], f75 = frac[3 * rounds / 4];
     printf("  %-34s %9.0f%% of a plain read of the same bytes just before each token (median of\n"
            "  %-34s %10s %d tokens, quartiles %.0f-%.0f%%; medians: token %.2f ms, read %.1f GB/s)\n",
            "decode, 1 stream, token by token", 100 * f50, "", "", rounds, 100 * f25, 100 * f75,
            tok[rounds / 2] / 1e6, bw[rounds / 2]);
-    const double w50 = wfrac[rounds / 2], w25 = wfrac[rounds / 4], w75 = wfrac[3 * rounds / 4];
+    const double w50 = run_frac[rounds / 2], w25 = run_frac[rounds / 4],
+                 w75 = run_frac[3 * rounds / 4];
     printf("  %-34s %9.0f%% of that read (quartiles %.0f-%.0f%%; median token %.2f ms)\n",
            "  the token after it (running)", 100 * w50, 100 * w25, 100 * w75,
-           wtok[rounds / 2] / 1e6);
+           run_tok[rounds / 2] / 1e6);
     json_t *jp = json_object();
     json_object_set_new(jp, "fraction_median", json_real(f50));
     json_object_set_new(jp, "fraction_p25", json_real(f25));
@@ -182,7 +184,7 @@ int bench_paired(ss_model *m, int threads, int rounds, double stream_bytes, json
     json_object_set_new(jp, "running_fraction_median", json_real(w50));
     json_object_set_new(jp, "running_fraction_p25", json_real(w25));
     json_object_set_new(jp, "running_fraction_p75", json_real(w75));
-    json_object_set_new(jp, "running_token_ms_median", json_real(wtok[rounds / 2] / 1e6));
+    json_object_set_new(jp, "running_token_ms_median", json_real(run_tok[rounds / 2] / 1e6));
     json_object_set_new(jp, "tokens", json_integer(rounds));
     json_object_set_new(jp, "read_threads", json_integer(p.threads));
     json_object_set_new(jm, "decode_paired", jp);
@@ -202,8 +204,8 @@ out:
     free(frac);
     free(tok);
     free(bw);
-    free(wfrac);
-    free(wtok);
+    free(run_frac);
+    free(run_tok);
     free(buf);
     return rc;
 }
