@@ -134,7 +134,11 @@ struct ss_model {
     mapping *arena;
     int n_arena;
     size_t arena_used; /* bytes taken from the last chunk */
+    struct state_spares *spares; /* freed states kept for reuse (state.c) */
 };
+/* The model's cache of freed states (state.c): made by ss_model_open, emptied at close. */
+ss_err state_spares_new(ss_model *m);
+void state_spares_free(ss_model *m);
 
 /* Scratch buffers for a round of T rows; grown by ctx_reserve. */
 struct ss_ctx {

@@ -63,6 +63,7 @@ ss_err ss_model_open(ss_model **out, const char *dir, const ss_model_params *par
     /* Our pool's threads split every matrix product; OpenBLAS runs inside them single-threaded
      * (two thread pools spinning against each other on the same cores cost 30 % here). */
     openblas_set_num_threads(1);
+    if (!err) err = state_spares_new(m);
     if (err) {
         model_unload(m);
         free(m);
@@ -75,6 +76,7 @@ ss_err ss_model_open(ss_model **out, const char *dir, const ss_model_params *par
 void ss_model_close(ss_model *m)
 {
     if (!m) return;
+    state_spares_free(m);
     model_unload(m);
     free(m);
 }

@@ -11,6 +11,7 @@
  * family, 1 and 2 threads, greedy and random sampling) and through the engine's step (a
  * generation counted from inside its on_token callback): 0 allocations; the model takes one lock
  * per eval (the pool's hold, once per round, only with more than one thread), never one per step.
+ * A job's state comes from the states the model kept (none allocated once one was freed).
  */
 #include "engine.h"
 #include "ss_model.h"
@@ -244,6 +245,47 @@ static void check_engine(const char *dir, int threads)
     ss_model_close(m);
 }
 
+/* ---- states -------------------------------------------------------------------------------- */
+
+/* A freed state is kept by the model and handed out again by ss_state_new without allocating,
+ * zeroed, its decay zeroed and known again; the model keeps at most 16 (the demo's states are
+ * small: its byte budget allows more); ss_model_close frees the ones it keeps (ASan). */
+static void check_spares(const char *dir)
+{
+    enum { N = 20, KEPT = 16 };
+    ss_model *m;
+    REQUIRE_OK(ss_model_open(&m, dir, NULL));
+    ss_state *st[N];
+    for (int i = 0; i < N; i++) {
+        REQUIRE_OK(ss_state_new(m, &st[i]));
+        float *d = ss_state_data(st[i]);
+        const size_t n = ss_state_floats(st[i]);
+        for (size_t k = 0; k < n; k++) d[k] = 1.0f + (float)i;
+        REQUIRE_OK(ss_state_set(st[i], d, n)); /* its decay now unknown */
+        ss_state_decay(st[i])[0] = 2.0f;
+    }
+    for (int i = 0; i < N; i++) ss_state_free(st[i]);
+    atomic_store(&n_allocs, 0);
+    start_counting();
+    for (int i = 0; i < KEPT; i++) REQUIRE_OK(ss_state_new(m, &st[i]));
+    stop_counting();
+    CHECKF(n_allocs == 0, "%ld allocations taking %d kept states", atomic_load(&n_allocs), KEPT);
+    start_counting();
+    for (int i = KEPT; i < N; i++) REQUIRE_OK(ss_state_new(m, &st[i]));
+    stop_counting();
+    CHECKF(n_allocs == 3 * (N - KEPT), "%ld allocations for %d new states (3 each)",
+           atomic_load(&n_allocs), N - KEPT);
+    int dirty = 0;
+    for (int i = 0; i < N; i++) {
+        const float *d = ss_state_cdata(st[i]);
+        for (size_t k = 0; k < ss_state_floats(st[i]); k++) dirty += d[k] != 0.0f;
+        dirty += ss_state_cdecay(st[i])[0] != 0.0f || !ss_state_has_decay(st[i]);
+    }
+    CHECKF(dirty == 0, "%d values of reused states not zero (or decay unknown)", dirty);
+    for (int i = 0; i < N; i++) ss_state_free(st[i]);
+    ss_model_close(m);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -255,6 +297,7 @@ int main(int argc, char **argv)
         "models/mamba1-tiny", "models/mamba2-tiny", "models/moe-mamba-switch",
         "models/moe-mamba-finegrained", "models/moe-mamba-mot",
     };
+    check_spares(demo);
     for (int threads = 1; threads <= 2; threads++) {
         check_eval(demo, threads, 1, 0, SS_WEIGHTS_STORED);
         check_eval(demo, threads, SEQS, 1.0f, SS_WEIGHTS_STORED);
