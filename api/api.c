@@ -364,12 +364,12 @@ ss_err api_save_st_indexed(ss_api *a, const api_save *s, const ss_state *st, lon
     const size_t sb = a->info->state_bytes, db = a->info->decay_floats * sizeof(float);
     if (!ss_state_has_decay(st) || db == 0)
         return api_save_blob_indexed(a, s, ss_state_cdata(st), sb, n_tokens, parents, pe, record);
-    unsigned char *blob = malloc(sb + db);
+    float *blob = ss_scratch_take(a->model); /* (kept blocks: no fresh memory to touch) */
     if (!blob) return ss_fail(SS_ERR_NOMEM, "out of memory");
     memcpy(blob, ss_state_cdata(st), sb);
-    memcpy(blob + sb, ss_state_cdecay(st), db);
+    memcpy((unsigned char *)blob + sb, ss_state_cdecay(st), db);
     ss_err err = api_save_blob_indexed(a, s, blob, sb + db, n_tokens, parents, pe, record);
-    free(blob);
+    ss_scratch_give(a->model, blob);
     return err;
 }
 
@@ -384,7 +384,7 @@ ss_err api_load_state(ss_api *a, const ss_store_scope *sc, const char *ref, ss_s
 {
     const size_t sb = a->info->state_bytes, db = a->info->decay_floats * sizeof(float);
     size_t len = 0;
-    float *buf = malloc(sb + db + sizeof(float));
+    float *buf = ss_scratch_take(a->model); /* sb + db and a float more */
     if (!buf) return ss_fail(SS_ERR_NOMEM, "out of memory");
     ss_err err =
         ss_store_get_blob_as(a->store, sc, ref, a->info->fingerprint, buf, sb + db, &len, rec);
@@ -395,7 +395,7 @@ ss_err api_load_state(ss_api *a, const ss_store_scope *sc, const char *ref, ss_s
     if (!err) err = ss_state_set(st, buf, a->info->state_floats);
     if (!err && len == sb + db) err = ss_state_set_decay(st, buf + a->info->state_floats,
                                                          a->info->decay_floats);
-    free(buf);
+    ss_scratch_give(a->model, buf);
     return err;
 }
 
@@ -510,7 +510,7 @@ static ss_err merge_mixed(ss_api *a, const ss_store_scope *sc, const char **refs
                           size_t n, float *out, ss_store_source *src)
 {
     const size_t F = a->info->state_floats, D = a->info->decay_floats;
-    float *buf = malloc((F + D) * sizeof(float));
+    float *buf = ss_scratch_take(a->model);
     if (!buf) return ss_fail(SS_ERR_NOMEM, "out of memory");
     ss_err err = SS_OK;
     for (size_t i = 0; i < n && !err; i++) {
@@ -526,7 +526,7 @@ static ss_err merge_mixed(ss_api *a, const ss_store_scope *sc, const char **refs
         const float wf = (float)w[i];
         for (size_t k = 0; k < F; k++) out[k] = i == 0 ? wf * buf[k] : fmaf(wf, buf[k], out[k]);
     }
-    free(buf);
+    ss_scratch_give(a->model, buf);
     if (!err) err = ss_state_check_finite(out, F);
     return err;
 }
@@ -547,13 +547,13 @@ static ss_err merge_linear(ss_api *a, const ss_store_scope *sc, const char **ref
                         : merge_mixed(a, sc, refs, w, n, ss_state_data(dst), src);
         return err ? err : ss_state_set_decay(dst, NULL, 0);
     }
-    float *buf = malloc((F + D) * sizeof(float));
+    float *buf = ss_scratch_take(a->model);
     if (!buf) return ss_fail(SS_ERR_NOMEM, "out of memory");
     err = ss_store_merge_f32_as(a->store, sc, refs, w, (int)n, a->info->fingerprint, buf,
                                 (F + D) * sizeof(float), 2, src);
     if (!err) err = ss_state_set(dst, buf, F);
     if (!err) err = ss_state_set_decay(dst, buf + F, D);
-    free(buf);
+    ss_scratch_give(a->model, buf);
     return err;
 }
 
@@ -562,14 +562,18 @@ static ss_err merge_decay(ss_api *a, const ss_store_scope *sc, const char **refs
                           api_merge_mode mode, ss_state *dst, ss_store_source *src)
 {
     const size_t F = a->info->state_floats, D = a->info->decay_floats;
-    float *buf = malloc(n * (F + D) * sizeof(float) + 1), *od = malloc(D * sizeof(float) + 1);
+    float *buf[API_MAX_SOURCES] = {0}, *od = ss_scratch_take(a->model); /* one block a source */
     const float *st[API_MAX_SOURCES], *dc[API_MAX_SOURCES];
-    ss_err err = buf && od ? SS_OK : ss_fail(SS_ERR_NOMEM, "out of memory");
+    ss_err err = od ? SS_OK : ss_fail(SS_ERR_NOMEM, "out of memory");
     for (size_t i = 0; i < n && !err; i++) {
         char *rec = NULL, id[STATE_ID_SIZE] = "";
         long long bytes = 0, nt = 0;
         size_t len = 0;
-        float *b = buf + i * (F + D);
+        float *b = buf[i] = ss_scratch_take(a->model);
+        if (!b) {
+            err = ss_fail(SS_ERR_NOMEM, "out of memory");
+            break;
+        }
         err = ss_store_get_blob_as(a->store, sc, refs[i], a->info->fingerprint, b,
                                    (F + D) * sizeof(float), &len, &rec);
         if (err == SS_ERR_TOO_LARGE)
@@ -592,8 +596,8 @@ static ss_err merge_decay(ss_api *a, const ss_store_scope *sc, const char **refs
                                                             : SS_COMPOSE_SYMMETRIC,
                                st, dc, (int)n, ss_state_data(dst), od);
     if (!err) err = ss_state_set_decay(dst, od, D);
-    free(buf);
-    free(od);
+    for (size_t i = 0; i < n; i++) ss_scratch_give(a->model, buf[i]);
+    ss_scratch_give(a->model, od);
     return err;
 }
 

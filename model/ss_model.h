@@ -224,6 +224,14 @@ void ss_ctx_get_profile(const ss_ctx *c, ss_profile *out);
 ss_err ss_state_new(const ss_model *m, ss_state **out);
 /* Release the state. NULL is a no-op. */
 void ss_state_free(ss_state *s);
+/*
+ * Scratch for a stored state's blob: at least state_floats + decay_floats + 1 floats, not zeroed,
+ * 64-byte aligned; NULL when out of memory. The model keeps freed blocks (states' too, up to 64
+ * MB) and hands them out again, so a request does not wait for fresh memory (state.c). Give it
+ * back to the same model with ss_scratch_give (NULL is a no-op).
+ */
+float *ss_scratch_take(const ss_model *m);
+void ss_scratch_give(const ss_model *m, float *b);
 /* The state's floats (ss_model_info.state_floats of them), laid out as described above. */
 float *ss_state_data(ss_state *s);
 /* The same, read-only. */

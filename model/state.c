@@ -57,18 +57,23 @@ void ss_model_state_layout(const ss_model *m, ss_state_layout *o)
 }
 
 /*
- * Freed states are kept (up to SPARE_BYTES of them, at most SPARE_MAX) and handed out again by
- * ss_state_new, zeroed: every job, merge and load takes a state of a few to tens of MB, and
- * fresh memory is slow to touch the first time (this 2-vCPU VM: ~11 us a 4 KiB page, 7.5-8.5 ms
- * for 130m's 2.9 MB, two and a half decode tokens, on every request's way to its first token;
- * glibc did not reuse the block aligned_alloc had freed, so no request was spared it).
+ * A state's floats and its decay live in one block of the model's block size (state_floats
+ * rounded up to 16, then decay_floats and 16 more: the decay 64-byte aligned, and the first
+ * state_floats + decay_floats + 1 floats usable as one run for a stored blob: ss_scratch_take).
+ * Freed blocks are kept (up to SPARE_BYTES of them, at most SPARE_MAX) and handed out again by
+ * ss_state_new (zeroed) and ss_scratch_take: every job, load and merge takes a state's worth of
+ * memory, a few to tens of MB, and fresh memory is slow to touch the first time (this 2-vCPU VM:
+ * ~11 us a 4 KiB page, 7.5-8.5 ms for 130m's 2.9 MB, two and a half decode tokens, on every
+ * request's way to its first token; glibc did not reuse the block aligned_alloc had freed, so no
+ * request was spared it).
  */
 #define SPARE_BYTES ((size_t)64 << 20)
 #define SPARE_MAX 16
 struct state_spares {
     pthread_mutex_t mu;
     int n, cap;
-    ss_state *s[SPARE_MAX];
+    size_t decay_at, floats; /* where a block's decay starts; its size */
+    float *b[SPARE_MAX];
 };
 
 ss_err state_spares_new(ss_model *m)
@@ -76,63 +81,60 @@ ss_err state_spares_new(ss_model *m)
     struct state_spares *sp = calloc(1, sizeof *sp);
     if (!sp) return ss_fail(SS_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&sp->mu, NULL);
-    const size_t bytes = m->info.state_floats * sizeof(float) + 1;
+    sp->decay_at = (m->info.state_floats + 15) & ~(size_t)15;
+    sp->floats = sp->decay_at + ((m->info.decay_floats + 15) & ~(size_t)15) + 16;
+    const size_t bytes = sp->floats * sizeof(float);
     sp->cap = SPARE_BYTES / bytes < SPARE_MAX ? (int)(SPARE_BYTES / bytes) : SPARE_MAX;
     if (sp->cap < 1) sp->cap = 1;
     m->spares = sp;
     return SS_OK;
 }
 
-static void state_release(ss_state *s)
-{
-    free(s->decay);
-    free(s->data);
-    free(s);
-}
-
 void state_spares_free(ss_model *m)
 {
     struct state_spares *sp = m->spares;
     if (!sp) return;
-    for (int i = 0; i < sp->n; i++) state_release(sp->s[i]);
+    for (int i = 0; i < sp->n; i++) free(sp->b[i]);
     pthread_mutex_destroy(&sp->mu);
     free(sp);
     m->spares = NULL;
 }
 
-ss_err ss_state_new(const ss_model *m, ss_state **out)
+float *ss_scratch_take(const ss_model *m)
 {
     struct state_spares *sp = m->spares;
-    if (sp) {
-        ss_state *s = NULL;
-        pthread_mutex_lock(&sp->mu);
-        if (sp->n) s = sp->s[--sp->n];
-        pthread_mutex_unlock(&sp->mu);
-        if (s) {
-            memset(s->data, 0, s->n * sizeof(float));
-            memset(s->decay, 0, s->nd * sizeof(float));
-            s->has_decay = 1;
-            *out = s;
-            return SS_OK;
-        }
-    }
+    float *b = NULL;
+    pthread_mutex_lock(&sp->mu);
+    if (sp->n) b = sp->b[--sp->n];
+    pthread_mutex_unlock(&sp->mu);
+    return b ? b : aligned_alloc(64, sp->floats * sizeof(float));
+}
+
+void ss_scratch_give(const ss_model *m, float *b)
+{
+    if (!b) return;
+    struct state_spares *sp = m->spares;
+    pthread_mutex_lock(&sp->mu);
+    const int kept = sp->n < sp->cap;
+    if (kept) sp->b[sp->n++] = b;
+    pthread_mutex_unlock(&sp->mu);
+    if (!kept) free(b);
+}
+
+ss_err ss_state_new(const ss_model *m, ss_state **out)
+{
     ss_state *s = calloc(1, sizeof *s);
-    if (!s) return ss_fail(SS_ERR_NOMEM, "out of memory");
-    s->m = m;
-    s->n = m->info.state_floats;
-    s->data = aligned_alloc(64, (s->n * sizeof(float) + 63) & ~(size_t)63);
-    if (!s->data) {
+    float *b = s ? ss_scratch_take(m) : NULL;
+    if (!b) {
         free(s);
         return ss_fail(SS_ERR_NOMEM, "cannot allocate a state of %zu bytes", m->info.state_bytes);
     }
-    memset(s->data, 0, s->n * sizeof(float));
+    s->m = m;
+    s->n = m->info.state_floats;
     s->nd = m->info.decay_floats;
-    s->decay = aligned_alloc(64, (s->nd * sizeof(float) + 63) & ~(size_t)63);
-    if (!s->decay) {
-        free(s->data);
-        free(s);
-        return ss_fail(SS_ERR_NOMEM, "cannot allocate a state's decay");
-    }
+    s->data = b;
+    s->decay = b + m->spares->decay_at;
+    memset(s->data, 0, s->n * sizeof(float));
     memset(s->decay, 0, s->nd * sizeof(float));
     s->has_decay = 1;
     *out = s;
@@ -142,15 +144,8 @@ ss_err ss_state_new(const ss_model *m, ss_state **out)
 void ss_state_free(ss_state *s)
 {
     if (!s) return;
-    struct state_spares *sp = s->m->spares;
-    if (sp) {
-        pthread_mutex_lock(&sp->mu);
-        const int kept = sp->n < sp->cap;
-        if (kept) sp->s[sp->n++] = s;
-        pthread_mutex_unlock(&sp->mu);
-        if (kept) return;
-    }
-    state_release(s);
+    ss_scratch_give(s->m, s->data);
+    free(s);
 }
 
 float *ss_state_data(ss_state *s)
