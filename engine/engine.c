@@ -62,6 +62,8 @@ struct ss_job {
     int have_logits; /* logits hold the next-token distribution */
     float *logits; /* [V] next-token logits (GENERATE) */
     float *rows;   /* [chunk, V] per-position logits (SCORE) */
+    const ss_model *m; /* logits and rows are its kept buffers (ss_buf_take) */
+    size_t n_rows; /* floats in rows */
     int32_t pending; /* GENERATE: sampled token not yet fed */
     ss_sampler *sampler;
     int32_t *tokens;
@@ -128,8 +130,10 @@ void ss_job_free(ss_job *j)
     free(j->input);
     free(j->cps);
     ss_state_free(j->state);
-    free(j->logits);
-    free(j->rows);
+    if (j->m) {
+        ss_buf_give(j->m, j->logits, (size_t)ss_model_get_info(j->m)->vocab_size);
+        ss_buf_give(j->m, j->rows, j->n_rows);
+    }
     ss_sampler_free(j->sampler);
     free(j->tokens);
     free(j->logprobs);
@@ -225,8 +229,11 @@ static ss_err job_new(ss_engine *e, const ss_job_params *p, ss_job **out)
             (err = ss_state_set_decay(j->state, p->start_decay, info->decay_floats)))
             goto fail;
     }
+    /* logits and rows from the model's kept buffers: fresh, a scoring job's rows (51 MB at V =
+     * 50,280) took a third of a 256-token score's time to touch on this VM (model/state.c) */
+    j->m = e->m;
     if (p->kind == SS_JOB_GENERATE) {
-        j->logits = malloc((size_t)V * sizeof(float));
+        j->logits = ss_buf_take(e->m, (size_t)V);
         j->tokens = malloc((size_t)(p->max_tokens + 1) * sizeof(int32_t));
         j->logprobs = malloc((size_t)(p->max_tokens + 1) * sizeof(float));
         if (!j->logits || !j->tokens || !j->logprobs) goto nomem;
@@ -238,8 +245,9 @@ static ss_err job_new(ss_engine *e, const ss_job_params *p, ss_job **out)
         if ((err = ss_sampler_new(&p->sample, V, &j->sampler))) goto fail;
     }
     if (p->kind == SS_JOB_SCORE) {
-        j->logits = malloc((size_t)V * sizeof(float));
-        j->rows = malloc((size_t)e->p.prefill_chunk * V * sizeof(float));
+        j->logits = ss_buf_take(e->m, (size_t)V);
+        j->n_rows = (size_t)e->p.prefill_chunk * V;
+        j->rows = ss_buf_take(e->m, j->n_rows);
         j->token_logprobs = malloc((size_t)p->n_cont * sizeof(float));
         if (!j->logits || !j->rows || !j->token_logprobs) goto nomem;
         for (int i = 0; i < p->n_cont; i++) j->token_logprobs[i] = NAN;

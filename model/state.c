@@ -57,23 +57,28 @@ void ss_model_state_layout(const ss_model *m, ss_state_layout *o)
 }
 
 /*
- * A state's floats and its decay live in one block of the model's block size (state_floats
- * rounded up to 16, then decay_floats and 16 more: the decay 64-byte aligned, and the first
- * state_floats + decay_floats + 1 floats usable as one run for a stored blob: ss_scratch_take).
- * Freed blocks are kept (up to SPARE_BYTES of them, at most SPARE_MAX) and handed out again by
- * ss_state_new (zeroed) and ss_scratch_take: every job, load and merge takes a state's worth of
- * memory, a few to tens of MB, and fresh memory is slow to touch the first time (this 2-vCPU VM:
- * ~11 us a 4 KiB page, 7.5-8.5 ms for 130m's 2.9 MB, two and a half decode tokens, on every
- * request's way to its first token; glibc did not reuse the block aligned_alloc had freed, so no
- * request was spared it).
+ * The model keeps large buffers that were given back (up to KEEP_BYTES, at most KEEP_MAX of
+ * them) and hands them out again: every job, load and merge takes a state's worth of memory, a
+ * few to tens of MB, a job its logits (V floats) and a scoring job its rows of logits (the
+ * engine's prefill_chunk x V, 51 MB at V = 50,280), and fresh memory is slow to touch the first
+ * time (this 2-vCPU VM: ~11 us a 4 KiB page, 7.5-8.5 ms for 130m's 2.9 MB state, two and a half
+ * decode tokens, on every request's way to its first token; a 256-token score touched 12,500
+ * fresh pages, a third of its time; glibc reused neither aligned_alloc's blocks nor, above its
+ * mmap threshold, anything). A state's floats and its decay are one block of block_floats
+ * (state_floats rounded up to 16, the decay, 16 more): the decay 64-byte aligned, and the first
+ * state_floats + decay_floats + 1 floats one run for a stored blob (ss_scratch_take).
  */
-#define SPARE_BYTES ((size_t)64 << 20)
-#define SPARE_MAX 16
+#define KEEP_BYTES ((size_t)128 << 20)
+#define KEEP_MAX 40
 struct state_spares {
     pthread_mutex_t mu;
-    int n, cap;
-    size_t decay_at, floats; /* where a block's decay starts; its size */
-    float *b[SPARE_MAX];
+    int n;
+    size_t kept;             /* bytes kept */
+    size_t decay_at, floats; /* a state block: where its decay starts, its size */
+    struct {
+        float *p;
+        size_t floats;
+    } b[KEEP_MAX];
 };
 
 ss_err state_spares_new(ss_model *m)
@@ -83,9 +88,6 @@ ss_err state_spares_new(ss_model *m)
     pthread_mutex_init(&sp->mu, NULL);
     sp->decay_at = (m->info.state_floats + 15) & ~(size_t)15;
     sp->floats = sp->decay_at + ((m->info.decay_floats + 15) & ~(size_t)15) + 16;
-    const size_t bytes = sp->floats * sizeof(float);
-    sp->cap = SPARE_BYTES / bytes < SPARE_MAX ? (int)(SPARE_BYTES / bytes) : SPARE_MAX;
-    if (sp->cap < 1) sp->cap = 1;
     m->spares = sp;
     return SS_OK;
 }
@@ -94,31 +96,57 @@ void state_spares_free(ss_model *m)
 {
     struct state_spares *sp = m->spares;
     if (!sp) return;
-    for (int i = 0; i < sp->n; i++) free(sp->b[i]);
+    for (int i = 0; i < sp->n; i++) free(sp->b[i].p);
     pthread_mutex_destroy(&sp->mu);
     free(sp);
     m->spares = NULL;
 }
 
-float *ss_scratch_take(const ss_model *m)
+float *ss_buf_take(const ss_model *m, size_t floats)
 {
     struct state_spares *sp = m->spares;
-    float *b = NULL;
+    int best = -1;
     pthread_mutex_lock(&sp->mu);
-    if (sp->n) b = sp->b[--sp->n];
+    /* the smallest kept buffer that holds it, not more than twice its size (a state's block is
+     * not spent on logits) */
+    for (int i = 0; i < sp->n; i++)
+        if (sp->b[i].floats >= floats && sp->b[i].floats / 2 <= floats &&
+            (best < 0 || sp->b[i].floats < sp->b[best].floats))
+            best = i;
+    float *p = NULL;
+    if (best >= 0) {
+        p = sp->b[best].p;
+        sp->kept -= sp->b[best].floats * sizeof(float);
+        sp->b[best] = sp->b[--sp->n];
+    }
     pthread_mutex_unlock(&sp->mu);
-    return b ? b : aligned_alloc(64, sp->floats * sizeof(float));
+    return p ? p : aligned_alloc(64, ((floats ? floats : 1) * sizeof(float) + 63) & ~(size_t)63);
+}
+
+void ss_buf_give(const ss_model *m, float *p, size_t floats)
+{
+    if (!p) return;
+    struct state_spares *sp = m->spares;
+    const size_t bytes = floats * sizeof(float);
+    pthread_mutex_lock(&sp->mu);
+    const int kept = sp->n < KEEP_MAX && sp->kept + bytes <= KEEP_BYTES;
+    if (kept) {
+        sp->b[sp->n].p = p;
+        sp->b[sp->n++].floats = floats;
+        sp->kept += bytes;
+    }
+    pthread_mutex_unlock(&sp->mu);
+    if (!kept) free(p);
+}
+
+float *ss_scratch_take(const ss_model *m)
+{
+    return ss_buf_take(m, m->spares->floats);
 }
 
 void ss_scratch_give(const ss_model *m, float *b)
 {
-    if (!b) return;
-    struct state_spares *sp = m->spares;
-    pthread_mutex_lock(&sp->mu);
-    const int kept = sp->n < sp->cap;
-    if (kept) sp->b[sp->n++] = b;
-    pthread_mutex_unlock(&sp->mu);
-    if (!kept) free(b);
+    ss_buf_give(m, b, m->spares->floats);
 }
 
 ss_err ss_state_new(const ss_model *m, ss_state **out)

@@ -249,14 +249,31 @@ static void check_engine(const char *dir, int threads)
 
 /* A freed state's block is kept by the model and handed out again by ss_state_new (one small
  * allocation: the state's own struct) zeroed, its decay zeroed and known again, and by
- * ss_scratch_take (none); the model keeps at most 16 (the demo's states are small: its byte
- * budget allows more); ss_model_close frees the ones it keeps (ASan). */
+ * ss_scratch_take (none); the model keeps at most 40 buffers (the demo's states are small: its
+ * byte budget allows more); ss_buf_take reuses a kept buffer of the size asked, not one more
+ * than twice it; ss_model_close frees the ones it keeps (ASan). */
 static void check_spares(const char *dir)
 {
-    enum { N = 20, KEPT = 16 };
+    enum { N = 44, KEPT = 40 - 3 }; /* (40 kept at most: the three buffers below stay kept) */
     ss_model *m;
     REQUIRE_OK(ss_model_open(&m, dir, NULL));
     const ss_model_info *info = ss_model_get_info(m);
+    float *big = ss_buf_take(m, 1 << 20), *small = ss_buf_take(m, 1000);
+    if (!big || !small) abort();
+    big[(1 << 20) - 1] = small[999] = 1.0f;
+    ss_buf_give(m, big, 1 << 20);
+    ss_buf_give(m, small, 1000);
+    atomic_store(&n_allocs, 0);
+    start_counting();
+    float *again = ss_buf_take(m, 1 << 20), *tiny = ss_buf_take(m, 100), *mid = ss_buf_take(m, 600);
+    stop_counting();
+    CHECKF(again == big && mid == small && tiny != small && n_allocs == 1,
+           "kept buffers: the same one again %d, the small one for 600 floats %d, not for 100 "
+           "%d, %ld allocations (1)",
+           again == big, mid == small, tiny != small, atomic_load(&n_allocs));
+    ss_buf_give(m, again, 1 << 20);
+    ss_buf_give(m, tiny, 100);
+    ss_buf_give(m, mid, 600);
     ss_state *st[N];
     for (int i = 0; i < N; i++) {
         REQUIRE_OK(ss_state_new(m, &st[i]));
