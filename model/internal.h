@@ -134,9 +134,10 @@ struct ss_model {
     mapping *arena;
     int n_arena;
     size_t arena_used; /* bytes taken from the last chunk */
-    struct state_spares *spares; /* freed states kept for reuse (state.c) */
+    struct state_spares *spares; /* large buffers given back, kept for reuse (state.c) */
 };
-/* The model's cache of freed states (state.c): made by ss_model_open, emptied at close. */
+/* The model's kept buffers (states' blocks, blob scratch, jobs' logits; state.c ss_buf_take):
+ * made by ss_model_open, freed at close. */
 ss_err state_spares_new(ss_model *m);
 void state_spares_free(ss_model *m);
 

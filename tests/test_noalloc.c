@@ -11,7 +11,8 @@
  * family, 1 and 2 threads, greedy and random sampling) and through the engine's step (a
  * generation counted from inside its on_token callback): 0 allocations; the model takes one lock
  * per eval (the pool's hold, once per round, only with more than one thread), never one per step.
- * A job's state comes from the states the model kept (none allocated once one was freed).
+ * Large buffers (a state's block, blob scratch, a job's logits) come from those the model keeps:
+ * none allocated again once one of the size was given back (check_spares).
  */
 #include "engine.h"
 #include "ss_model.h"
