@@ -63,7 +63,6 @@ struct ss_job {
     float *logits; /* [V] next-token logits (GENERATE) */
     float *rows;   /* [chunk, V] per-position logits (SCORE) */
     const ss_model *m; /* logits and rows are its kept buffers (ss_buf_take) */
-    size_t n_rows; /* floats in rows */
     int32_t pending; /* GENERATE: sampled token not yet fed */
     ss_sampler *sampler;
     int32_t *tokens;
@@ -131,8 +130,8 @@ void ss_job_free(ss_job *j)
     free(j->cps);
     ss_state_free(j->state);
     if (j->m) {
-        ss_buf_give(j->m, j->logits, (size_t)ss_model_get_info(j->m)->vocab_size);
-        ss_buf_give(j->m, j->rows, j->n_rows);
+        ss_buf_give(j->m, j->logits);
+        ss_buf_give(j->m, j->rows);
     }
     ss_sampler_free(j->sampler);
     free(j->tokens);
@@ -246,8 +245,7 @@ static ss_err job_new(ss_engine *e, const ss_job_params *p, ss_job **out)
     }
     if (p->kind == SS_JOB_SCORE) {
         j->logits = ss_buf_take(e->m, (size_t)V);
-        j->n_rows = (size_t)e->p.prefill_chunk * V;
-        j->rows = ss_buf_take(e->m, j->n_rows);
+        j->rows = ss_buf_take(e->m, (size_t)e->p.prefill_chunk * V);
         j->token_logprobs = malloc((size_t)p->n_cont * sizeof(float));
         if (!j->logits || !j->rows || !j->token_logprobs) goto nomem;
         for (int i = 0; i < p->n_cont; i++) j->token_logprobs[i] = NAN;

@@ -228,11 +228,11 @@ void ss_state_free(ss_state *s);
  * A buffer of at least `floats` floats, not zeroed, 64-byte aligned; NULL when out of memory.
  * The model keeps buffers given back (states' blocks too; up to 128 MB, 40 buffers) and hands
  * them out again, so a request does not wait for fresh memory to be touched (state.c). Give it
- * back to the same model with ss_buf_give and the same `floats` (NULL is a no-op); the model
- * must outlive it, as it outlives its states.
+ * back to the same model with ss_buf_give (NULL is a no-op), never to free(); the model must
+ * outlive it, as it outlives its states.
  */
 float *ss_buf_take(const ss_model *m, size_t floats);
-void ss_buf_give(const ss_model *m, float *p, size_t floats);
+void ss_buf_give(const ss_model *m, float *p);
 /* The same for a stored state's blob: at least state_floats + decay_floats + 1 floats (a
  * state's own block size). */
 float *ss_scratch_take(const ss_model *m);

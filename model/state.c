@@ -69,16 +69,14 @@ void ss_model_state_layout(const ss_model *m, ss_state_layout *o)
  * state_floats + decay_floats + 1 floats one run for a stored blob (ss_scratch_take).
  */
 #define KEEP_BYTES ((size_t)128 << 20)
+#define BUF_HEAD 16 /* floats before each buffer: its size (buf_floats) */
 #define KEEP_MAX 40
 struct state_spares {
     pthread_mutex_t mu;
     int n;
     size_t kept;             /* bytes kept */
     size_t decay_at, floats; /* a state block: where its decay starts, its size */
-    struct {
-        float *p;
-        size_t floats;
-    } b[KEEP_MAX];
+    float *b[KEEP_MAX];
 };
 
 ss_err state_spares_new(ss_model *m)
@@ -96,10 +94,19 @@ void state_spares_free(ss_model *m)
 {
     struct state_spares *sp = m->spares;
     if (!sp) return;
-    for (int i = 0; i < sp->n; i++) free(sp->b[i].p);
+    for (int i = 0; i < sp->n; i++) free(sp->b[i] - BUF_HEAD);
     pthread_mutex_destroy(&sp->mu);
     free(sp);
     m->spares = NULL;
+}
+
+/* A buffer's size in floats, kept in the 64 bytes before it (so one taken for fewer floats than
+ * it holds is still counted, and reused, at its true size). */
+static size_t buf_floats(const float *p)
+{
+    size_t n;
+    memcpy(&n, p - BUF_HEAD, sizeof n);
+    return n;
 }
 
 float *ss_buf_take(const ss_model *m, size_t floats)
@@ -109,34 +116,39 @@ float *ss_buf_take(const ss_model *m, size_t floats)
     pthread_mutex_lock(&sp->mu);
     /* the smallest kept buffer that holds it, not more than twice its size (a state's block is
      * not spent on logits) */
-    for (int i = 0; i < sp->n; i++)
-        if (sp->b[i].floats >= floats && sp->b[i].floats / 2 <= floats &&
-            (best < 0 || sp->b[i].floats < sp->b[best].floats))
+    for (int i = 0; i < sp->n; i++) {
+        const size_t have = buf_floats(sp->b[i]);
+        if (have >= floats && have / 2 <= floats && (best < 0 || have < buf_floats(sp->b[best])))
             best = i;
+    }
     float *p = NULL;
     if (best >= 0) {
-        p = sp->b[best].p;
-        sp->kept -= sp->b[best].floats * sizeof(float);
+        p = sp->b[best];
+        sp->kept -= buf_floats(p) * sizeof(float);
         sp->b[best] = sp->b[--sp->n];
     }
     pthread_mutex_unlock(&sp->mu);
-    return p ? p : aligned_alloc(64, ((floats ? floats : 1) * sizeof(float) + 63) & ~(size_t)63);
+    if (p) return p;
+    const size_t n = (floats + 15) & ~(size_t)15;
+    float *h = aligned_alloc(64, (BUF_HEAD + (n ? n : 16)) * sizeof(float));
+    if (!h) return NULL;
+    memcpy(h, &n, sizeof n);
+    return h + BUF_HEAD;
 }
 
-void ss_buf_give(const ss_model *m, float *p, size_t floats)
+void ss_buf_give(const ss_model *m, float *p)
 {
     if (!p) return;
     struct state_spares *sp = m->spares;
-    const size_t bytes = floats * sizeof(float);
+    const size_t bytes = buf_floats(p) * sizeof(float);
     pthread_mutex_lock(&sp->mu);
     const int kept = sp->n < KEEP_MAX && sp->kept + bytes <= KEEP_BYTES;
     if (kept) {
-        sp->b[sp->n].p = p;
-        sp->b[sp->n++].floats = floats;
+        sp->b[sp->n++] = p;
         sp->kept += bytes;
     }
     pthread_mutex_unlock(&sp->mu);
-    if (!kept) free(p);
+    if (!kept) free(p - BUF_HEAD);
 }
 
 float *ss_scratch_take(const ss_model *m)
@@ -146,7 +158,7 @@ float *ss_scratch_take(const ss_model *m)
 
 void ss_scratch_give(const ss_model *m, float *b)
 {
-    ss_buf_give(m, b, m->spares->floats);
+    ss_buf_give(m, b);
 }
 
 ss_err ss_state_new(const ss_model *m, ss_state **out)

@@ -262,8 +262,8 @@ static void check_spares(const char *dir)
     float *big = ss_buf_take(m, 1 << 20), *small = ss_buf_take(m, 1000);
     if (!big || !small) abort();
     big[(1 << 20) - 1] = small[999] = 1.0f;
-    ss_buf_give(m, big, 1 << 20);
-    ss_buf_give(m, small, 1000);
+    ss_buf_give(m, big);
+    ss_buf_give(m, small);
     atomic_store(&n_allocs, 0);
     start_counting();
     float *again = ss_buf_take(m, 1 << 20), *tiny = ss_buf_take(m, 100), *mid = ss_buf_take(m, 600);
@@ -272,9 +272,9 @@ static void check_spares(const char *dir)
            "kept buffers: the same one again %d, the small one for 600 floats %d, not for 100 "
            "%d, %ld allocations (1)",
            again == big, mid == small, tiny != small, atomic_load(&n_allocs));
-    ss_buf_give(m, again, 1 << 20);
-    ss_buf_give(m, tiny, 100);
-    ss_buf_give(m, mid, 600);
+    ss_buf_give(m, again);
+    ss_buf_give(m, tiny);
+    ss_buf_give(m, mid);
     ss_state *st[N];
     for (int i = 0; i < N; i++) {
         REQUIRE_OK(ss_state_new(m, &st[i]));
