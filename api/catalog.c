@@ -83,6 +83,7 @@ void api_h_metrics(void *app, ss_host_req *r)
             x.remote = ss.remote;
             x.remote_up = ss.remote_up;
             x.remote_errors = ss.remote_errors;
+            x.remote_short_circuits = ss.remote_short_circuits;
             x.cache_hits = ss.cache_hits;
             x.cache_misses = ss.cache_misses;
             x.cache_evictions = ss.cache_evictions;

@@ -360,6 +360,10 @@ static void render_extra(sbuf *b, const ss_metrics_extra *x)
            (uint64_t)x->remote_up);
     sb_u64(b, "statesoup_remote_errors_total", "counter",
            "Catalog commands that failed for want of Redis.", x->remote_errors);
+    sb_u64(b, "statesoup_remote_short_circuits_total", "counter",
+           "Of those, commands answered at once, not tried: the one before them had found no "
+           "cluster for its whole retry budget, and no probe has reached it since.",
+           x->remote_short_circuits);
     sb_u64(b, "statesoup_cache_hits_total", "counter", "State reads served by the local cache.",
            x->cache_hits);
     sb_u64(b, "statesoup_cache_misses_total", "counter", "State reads fetched from Redis.",

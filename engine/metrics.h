@@ -65,7 +65,8 @@ typedef struct ss_metrics_extra {
     uint64_t corrupt_reads; /* damaged records/blobs met by reads since the start */
     /* The shared tier (--remote): rendered only when remote is 1. */
     int remote, remote_up;
-    uint64_t remote_errors, cache_hits, cache_misses, cache_evictions, cache_bytes;
+    uint64_t remote_errors, remote_short_circuits, cache_hits, cache_misses, cache_evictions,
+        cache_bytes;
     /* Retrieval keys (search): rendered only when keys is 1. */
     int keys;
     uint64_t retrieval_keys, retrieval_key_bytes;

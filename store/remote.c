@@ -56,6 +56,7 @@ _Thread_local int store_local_only;
 #define MEMBER_HEAD  (16 + ID_LEN) /* hex time + id, before the name */
 #define PENDING_MS   (10 * 60 * 1000)
 #define JANITOR_MS   (30 * 1000)
+#define PROBE_MS     500 /* while commands find no cluster, the subscriber asks it this often */
 #define DEFAULT_CACHE ((size_t)1 << 30)
 
 typedef struct lru_entry {
@@ -76,7 +77,16 @@ typedef struct ss_remote {
     uint64_t tick, cache_bytes;
     char last_err[256];
     atomic_int up;
-    atomic_uint_least64_t errors, hits, misses, evictions;
+    /*
+     * Set when a command found no cluster for its whole retry budget (--remote-retry), cleared
+     * by the next answer: meanwhile commands answer SS_ERR_UNAVAILABLE at once (reads are then
+     * served from the cache, writes get 503) instead of each spending the budget again on a
+     * cluster that is not there (with four lanes, a queue of requests waited 5 s per four), and
+     * the subscriber thread probes the cluster every PROBE_MS (a lost subscription alone does not
+     * set it: commands may still get through a failover).
+     */
+    atomic_int failing;
+    atomic_uint_least64_t errors, hits, misses, evictions, short_circuits;
     atomic_int stop;
     pthread_t sub;
     int sub_started;
@@ -225,18 +235,35 @@ static void note_down(ss_remote *r, const char *why)
  * replicas. NULL on failure with SS_ERR_UNAVAILABLE set (and the tier marked down when the cluster
  * did not answer).
  */
-static redisReply *cmd(ss_remote *r, int key_arg, int argc, const char **argv, const size_t *lens,
-                       int wait)
+static redisReply *cmd_as(ss_remote *r, int probe, int key_arg, int argc, const char **argv,
+                          const size_t *lens, int wait)
 {
     long long acked = 0;
     int nw = wait ? r->wait_replicas : 0;
+    char why[sizeof r->last_err];
+    if (!probe && atomic_load(&r->failing)) {
+        atomic_fetch_add(&r->errors, 1);
+        atomic_fetch_add(&r->short_circuits, 1);
+        pthread_mutex_lock(&r->mu);
+        memcpy(why, r->last_err, sizeof why);
+        pthread_mutex_unlock(&r->mu);
+        ss_fail(SS_ERR_UNAVAILABLE, "remote catalog unavailable: %s (not tried again: the "
+                "cluster did not answer the last command; it is probed every %d ms)", why,
+                PROBE_MS);
+        return NULL;
+    }
     redisReply *rep = ss_rc_command(r->rc, key_arg, argc, argv, lens, nw, r->wait_ms, &acked);
     if (!rep) {
         note_down(r, ss_errmsg());
-        ss_fail(SS_ERR_UNAVAILABLE, "remote catalog unavailable: %s", r->last_err);
+        atomic_store(&r->failing, 1);
+        pthread_mutex_lock(&r->mu);
+        memcpy(why, r->last_err, sizeof why);
+        pthread_mutex_unlock(&r->mu);
+        ss_fail(SS_ERR_UNAVAILABLE, "remote catalog unavailable: %s", why);
         return NULL;
     }
     atomic_store(&r->up, 1);
+    atomic_store(&r->failing, 0);
     if (rep->type == REDIS_REPLY_ERROR) {
         ss_fail(SS_ERR_UNAVAILABLE, "remote catalog: %s", rep->str);
         freeReplyObject(rep);
@@ -249,6 +276,13 @@ static redisReply *cmd(ss_remote *r, int key_arg, int argc, const char **argv, c
         return NULL;
     }
     return rep;
+}
+
+/* A command of a request: answered at once while the cluster is failing (cmd_as). */
+static redisReply *cmd(ss_remote *r, int key_arg, int argc, const char **argv, const size_t *lens,
+                       int wait)
+{
+    return cmd_as(r, 0, key_arg, argc, argv, lens, wait);
 }
 
 /* Argument lists with their lengths. */
@@ -587,12 +621,30 @@ static ss_err ensure_all(ss_store *s, const char *const *refs, int n, char (*ids
 
 #define MAX_REFS SS_STORE_VIEW_MAX
 
+/* A read served from the cache because the catalog did not answer: a state the cache does not hold
+ * may exist all the same, so its absence is SS_ERR_UNAVAILABLE (503), not SS_ERR_NOT_FOUND. */
+static ss_err fallback_result(ss_store *s, ss_err err)
+{
+    if (err != SS_ERR_NOT_FOUND) return err;
+    ss_remote *r = s->remote;
+    char local[200], why[sizeof r->last_err];
+    snprintf(local, sizeof local, "%s", ss_errmsg());
+    pthread_mutex_lock(&r->mu);
+    memcpy(why, r->last_err, sizeof why);
+    pthread_mutex_unlock(&r->mu);
+    return ss_fail(SS_ERR_UNAVAILABLE, "remote catalog unavailable (%s), and this replica has no "
+                   "cached copy: %s", why, local);
+}
+
 ss_err remote_get_record(ss_store *s, const char *ref, char **record_json)
 {
     char id[ID_LEN + 1];
     int64_t created;
     ss_err err = remote_find(s->remote, ref, id, record_json, &created);
-    if (err == SS_ERR_UNAVAILABLE) LOCAL(err = ss_store_get_record(s, ref, record_json));
+    if (err == SS_ERR_UNAVAILABLE) {
+        LOCAL(err = ss_store_get_record(s, ref, record_json));
+        err = fallback_result(s, err);
+    }
     return err;
 }
 
@@ -606,9 +658,10 @@ ss_err remote_get_blob(ss_store *s, const char *ref, const char *expect_model, v
         err = ensure_cached(s, ref, id);
         if (err == SS_ERR_UNAVAILABLE) use = ref;
         else if (err) return err;
-        if (use == ref)
+        if (use == ref) {
             LOCAL(err = ss_store_get_blob(s, use, expect_model, dst, cap, len, record_json));
-        else
+            err = fallback_result(s, err);
+        } else
             LOCAL_CHECKED(err = ss_store_get_blob(s, use, expect_model, dst, cap, len, record_json));
         if (err != SS_ERR_NOT_FOUND || use == ref) break; /* evicted meanwhile: once more */
     }
@@ -627,9 +680,10 @@ ss_err remote_view(ss_store *s, const char *const *refs, int n, const char *expe
     for (int attempt = 0; attempt < 2; attempt++) {
         int fb;
         if ((err = ensure_all(s, refs, n, ids, use, &fb))) return err;
-        if (fb)
+        if (fb) {
             LOCAL(err = ss_store_view(s, use, n, expect_model, fn, user));
-        else
+            err = fallback_result(s, err);
+        } else
             LOCAL_CHECKED(err = ss_store_view(s, use, n, expect_model, fn, user));
         if (err != SS_ERR_NOT_FOUND || fb) break;
     }
@@ -648,9 +702,10 @@ ss_err remote_view_chunks(ss_store *s, const char *const *refs, int n, const cha
     for (int attempt = 0; attempt < 2; attempt++) {
         int fb;
         if ((err = ensure_all(s, refs, n, ids, use, &fb))) return err;
-        if (fb)
+        if (fb) {
             LOCAL(err = ss_store_view_chunks(s, use, n, expect_model, n_threads, fn, user));
-        else
+            err = fallback_result(s, err);
+        } else
             LOCAL_CHECKED(err = ss_store_view_chunks(s, use, n, expect_model, n_threads, fn, user));
         if (err != SS_ERR_NOT_FOUND || fb) break;
     }
@@ -671,10 +726,11 @@ ss_err remote_merge_f32(ss_store *s, const char *const *refs, const double *w, i
     for (int attempt = 0; attempt < 2; attempt++) {
         int fb;
         if ((err = ensure_all(s, refs, n, ids, use, &fb))) return err;
-        if (fb)
+        if (fb) {
             LOCAL(err = ss_store_merge_f32(s, use, w, n, expect_model, out, out_bytes, n_threads,
                                            src));
-        else
+            err = fallback_result(s, err);
+        } else
             LOCAL_CHECKED(err = ss_store_merge_f32(s, use, w, n, expect_model, out, out_bytes,
                                                    n_threads, src));
         if (err != SS_ERR_NOT_FOUND || fb) break;
@@ -1055,6 +1111,7 @@ void remote_stats(ss_store *s, ss_store_stats *out)
     }
     out->remote_up = atomic_load(&r->up);
     out->remote_errors = atomic_load(&r->errors);
+    out->remote_short_circuits = atomic_load(&r->short_circuits);
     out->cache_hits = atomic_load(&r->hits);
     out->cache_misses = atomic_load(&r->misses);
     out->cache_evictions = atomic_load(&r->evictions);
@@ -1130,6 +1187,21 @@ static void janitor(ss_remote *r)
     freeReplyObject(rep);
 }
 
+/* Ask the catalog (past the breaker: cmd_as); when it answers, catch up on the deletes missed
+ * meanwhile. */
+static void probe(ss_store *s)
+{
+    ss_remote *r = s->remote;
+    const char *pv[3] = {"HGET", r->k_meta, "n_states"};
+    size_t pl[3] = {4, strlen(r->k_meta), 8};
+    redisReply *p = cmd_as(r, 1, 1, 3, pv, pl, 0);
+    if (p) {
+        freeReplyObject(p);
+        resync(s);
+    }
+    ss_err_clear();
+}
+
 static void *subscriber(void *arg)
 {
     ss_store *s = arg;
@@ -1149,16 +1221,8 @@ static void *subscriber(void *arg)
         redisReply *rep = redisCommandArgv(ctx, 2, sv, NULL);
         int ok = rep && rep->type == REDIS_REPLY_ARRAY;
         if (rep) freeReplyObject(rep);
-        if (ok) {
-            /* Up again (or for the first time): confirm, and catch up on missed deletes. */
-            const char *pv[3] = {"HGET", r->k_meta, "n_states"};
-            size_t pl[3] = {4, strlen(r->k_meta), 8};
-            redisReply *p = cmd(r, 1, 3, pv, pl, 0);
-            if (p) {
-                freeReplyObject(p);
-                resync(s);
-            }
-        }
+        int64_t next_probe = 0;
+        if (ok) probe(s); /* up again (or for the first time) */
         while (ok && !atomic_load(&r->stop)) {
             void *msg = NULL;
             if (redisGetReplyFromReader(ctx, &msg) != REDIS_OK) break;
@@ -1167,6 +1231,12 @@ static void *subscriber(void *arg)
                 int pr = poll(&pfd, 1, 200);
                 if (pr < 0 && errno != EINTR) break;
                 if (pr > 0 && redisBufferRead(ctx) != REDIS_OK) break;
+                const int64_t now_ms = ss_now_ns() / 1000000;
+                if (atomic_load(&r->failing) && now_ms >= next_probe) {
+                    /* subscribed, but the catalog's commands fail (its shard down) */
+                    probe(s);
+                    next_probe = now_ms + PROBE_MS;
+                }
                 if (atomic_load(&r->up) && ss_now_ns() / 1000000 >= next_janitor) {
                     janitor(r);
                     ss_err_clear();

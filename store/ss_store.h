@@ -315,6 +315,8 @@ typedef struct ss_store_stats {
     int remote;              /* 1 when a remote tier is configured */
     int remote_up;           /* its last command succeeded */
     uint64_t remote_errors;  /* commands that failed for want of the cluster */
+    uint64_t remote_short_circuits; /* of those, answered at once: the cluster had not answered
+                                       the command before them (--remote-retry) */
     uint64_t cache_hits, cache_misses, cache_evictions; /* local blob cache */
     uint64_t cache_bytes;    /* blob bytes held by the local cache */
 } ss_store_stats;

@@ -9,8 +9,10 @@
 #   3. kill -9 the primary holding the catalog's slot during concurrent saves: after failover
 #      every acknowledged state is present on B and its data verifies (export checks the checksum).
 #   4. kill -9 replica A, start it again on the same --data: nothing lost.
-#   5. Stop the whole cluster: B serves its cached states (record, generate), saves get 503,
-#      /healthz is degraded, /metrics says statesoup_remote_up 0; restart the cluster: B recovers.
+#   5. Stop the whole cluster: B serves its cached states (record, generate), without waiting
+#      out --remote-retry again after one command has (the breaker), a state it has no copy of
+#      answers 503, saves get 503, /healthz is degraded, /metrics says statesoup_remote_up 0;
+#      restart the cluster: B recovers.
 # Skips (77) only when redis-server or redis-cli is missing (deploy/install-deps.sh installs them).
 set -u
 src=${SS_SOURCE_ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -210,11 +212,21 @@ start_daemon A --remote "redis://127.0.0.1:$first" --remote-retry 1500 --remote-
 
 # ---- 5. the whole cluster down, then back -------------------------------------------------------
 req B GET /v1/states/dict-soup >/dev/null # cached on B (it merged it)
+save A only-on-a 'Dictionary:\nq = r\n' >/dev/null # B never reads it: not in B's cache
+[ "$(status)" = 201 ] || fail "save only-on-a: $(status) $(cat "$tmp/body")"
 rc_stop_all
+# The first command finds no cluster for its whole retry budget (5 s on B); the breaker then
+# answers the next ones at once, so B's cached reads do not wait for it again.
 req B GET /v1/states/dict-soup | jq -e '.name == "dict-soup"' >/dev/null ||
     fail "cluster down: cached record not served ($(status))"
 g2=$(req B POST /v1/generate "$gen" | jq -r .text)
 [ "$g2" = "$gB" ] || fail "cluster down: generate from the cached soup: '$g2' ($(status))"
+req B GET /metrics | awk '$1 == "statesoup_remote_short_circuits_total" && $2 > 0 { f = 1 }
+    END { exit !f }' || fail "cluster down: the generate after a failed command was not short-circuited"
+# A state B has no copy of may exist all the same: 503, not 404.
+req B GET /v1/states/only-on-a >/dev/null
+[ "$(status)" = 503 ] && jq -e '.error.message | test("no cached copy")' "$tmp/body" >/dev/null ||
+    fail "cluster down: an uncached state answered $(status), not 503: $(cat "$tmp/body")"
 save A down 'Dictionary:\nx = y\n' >/dev/null
 [ "$(status)" = 503 ] || fail "cluster down: save answered $(status), not 503"
 jq -e '.error.message | test("remote catalog")' "$tmp/body" >/dev/null ||
