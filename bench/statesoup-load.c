@@ -148,6 +148,7 @@ typedef struct sample {
     long d5xx;      /* daemon's 5xx answers so far (this daemon's life; -1 when unknown) */
     uint64_t reqs;  /* requests done by the clients so far */
     long live;      /* acknowledged states not deleted */
+    long long minflt; /* daemon's minor page faults so far (-1 when unknown): fresh memory touched */
 } sample;
 
 typedef struct vres {
@@ -1003,6 +1004,32 @@ static double proc_rss_mb(pid_t pid, double *anon, double *file)
     return mb;
 }
 
+/* The daemon's minor page faults so far (/proc/PID/stat, field 10), -1 when unknown. */
+static long long proc_minflt(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = pid ? fopen(path, "r") : NULL;
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* after the command's name, which may hold spaces */
+    long long v = -1;
+    /* ") state ppid pgrp session tty_nr tpgid flags minflt" */
+    if (p && sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %lld", &v) != 1) v = -1;
+    return v;
+}
+
+/* Minor faults per request between samples i - 1 and i (NAN when unknown or no request). */
+static double faults_per_req(int i)
+{
+    if (i < 1) return NAN;
+    const sample *a = &G.samples[i - 1], *b = &G.samples[i];
+    if (a->minflt < 0 || b->minflt < a->minflt || b->reqs <= a->reqs) return NAN;
+    return (double)(b->minflt - a->minflt) / (double)(b->reqs - a->reqs);
+}
+
 static int proc_fds(pid_t pid)
 {
     char path[64];
@@ -1051,7 +1078,8 @@ static void take_sample(CURL *c)
     sample s = {.t = since_start(),
                 .fds = proc_fds(G.pid),
                 .d5xx = c ? daemon_5xx(c) : -1,
-                .reqs = atomic_load(&G.reqs)};
+                .reqs = atomic_load(&G.reqs),
+                .minflt = proc_minflt(G.pid)};
     s.rss_mb = proc_rss_mb(G.pid, &s.anon_mb, &s.file_mb);
     pthread_mutex_lock(&G.mu);
     s.live = (long)G.n_live;
@@ -1060,8 +1088,9 @@ static void take_sample(CURL *c)
     if (!G.json || isatty(2))
         fprintf(stderr,
                 "  t=%6.1fs  rss %7.1f MB (anon %.1f)  fds %4d  5xx %ld  requests %llu  live "
-                "states %ld\n",
-                s.t, s.rss_mb, s.anon_mb, s.fds, s.d5xx, (unsigned long long)s.reqs, s.live);
+                "states %ld  faults/request %.1f\n",
+                s.t, s.rss_mb, s.anon_mb, s.fds, s.d5xx, (unsigned long long)s.reqs, s.live,
+                faults_per_req(G.n_samples - 1));
 }
 
 /* ---- runs ------------------------------------------------------------------------------------ */
@@ -1325,7 +1354,8 @@ static const char usage_text[] =
     "  --api-key KEY        sent as 'Authorization: Bearer KEY' (a write key)\n"
     "  --clients N          concurrent clients, 1..1024 (default 8)\n"
     "  --seconds S          length of the mix, 1..3600 (default 10; per cycle with --kill-cycles)\n"
-    "  --interval S         seconds between RSS/fd/5xx samples (default 5)\n"
+    "  --interval S         seconds between samples of RSS, fds, 5xx and minor page faults\n"
+    "                       per request (fresh memory the daemon touched; default 5)\n"
     "  --mix KIND=W,...     change weights (kinds: save list read export import merge merge_fly\n"
     "                       generate gen_stream gen_abandon score delete; W 0..1000)\n"
     "  --restart            after the run, restart the daemon cleanly and verify again\n"
@@ -1755,11 +1785,13 @@ static json_t *samples_json(void)
     for (int i = 0; i < G.n_samples; i++) {
         sample *s = &G.samples[i];
         json_array_append_new(
-            samples, json_pack("{s:f,s:o,s:o,s:o,s:i,s:I,s:I,s:I}", "t", s->t, "rss_mb",
+            samples, json_pack("{s:f,s:o,s:o,s:o,s:i,s:I,s:I,s:I,s:I,s:o}", "t", s->t, "rss_mb",
                                num_or_null(s->rss_mb), "rss_anon_mb", num_or_null(s->anon_mb),
                                "rss_file_mb", num_or_null(s->file_mb), "fds", s->fds, "daemon_5xx",
                                (json_int_t)s->d5xx, "requests", (json_int_t)s->reqs,
-                               "live_states", (json_int_t)s->live));
+                               "live_states", (json_int_t)s->live, "minor_faults",
+                               (json_int_t)s->minflt, "faults_per_request",
+                               num_or_null(faults_per_req(i))));
     }
     return samples;
 }
@@ -1838,12 +1870,13 @@ static void print_kinds(const outcome *o)
                t->k.bad ? "  BAD CONTENT" : "");
     }
     if (!G.n_samples) return;
-    printf("\n%8s %9s %9s %9s %5s %6s %9s %7s\n", "t (s)", "RSS (MB)", "anon", "file", "fds",
-           "5xx", "requests", "states");
+    printf("\n%8s %9s %9s %9s %5s %6s %9s %7s %10s\n", "t (s)", "RSS (MB)", "anon", "file",
+           "fds", "5xx", "requests", "states", "faults/req");
     for (int i = 0; i < G.n_samples; i++) {
         const sample *s = &G.samples[i];
-        printf("%8.1f %9.1f %9.1f %9.1f %5d %6ld %9llu %7ld\n", s->t, s->rss_mb, s->anon_mb,
-               s->file_mb, s->fds, s->d5xx, (unsigned long long)s->reqs, s->live);
+        printf("%8.1f %9.1f %9.1f %9.1f %5d %6ld %9llu %7ld %10.1f\n", s->t, s->rss_mb,
+               s->anon_mb, s->file_mb, s->fds, s->d5xx, (unsigned long long)s->reqs, s->live,
+               faults_per_req(i));
     }
 }
 

@@ -224,7 +224,11 @@ static void test_against_daemon(void)
     for (size_t i = 0; i < json_array_size(s); i++) {
         json_t *e = json_array_get(s, i);
         CHECK(json_real_value(json_object_get(e, "rss_mb")) > 1 && jint(e, "fds", NULL) > 3 &&
-              jint(e, "daemon_5xx", NULL) == 0);
+              jint(e, "daemon_5xx", NULL) == 0 && jint(e, "minor_faults", NULL) > 0);
+        /* faults per request between samples: a number once requests were made */
+        if (i > 0 && jint(e, "requests", NULL) > jint(json_array_get(s, i - 1), "requests", NULL))
+            CHECK(json_is_real(json_object_get(e, "faults_per_request")) &&
+                  json_real_value(json_object_get(e, "faults_per_request")) >= 0);
     }
     json_decref(r);
     daemon_stop(&d);
