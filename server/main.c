@@ -174,8 +174,9 @@ static void usage(FILE *f)
         "  --remote-timeout MS   connect and per-command timeout for Redis (default: 2000)\n"
         "  --remote-retry MS     how long a catalog command retries through redirects,\n"
         "                        reconnects and failovers before 503 (default: 5000); once one\n"
-        "                        has given up, the next answer at once (cached reads served,\n"
-        "                        the rest 503) until a probe every 0.5 s reaches the cluster\n"
+        "                        has given up, the next ones answer at once (cached reads\n"
+        "                        served, the rest 503) until a probe every 0.5 s reaches the\n"
+        "                        cluster again\n"
         "  --drain-timeout S     on SIGINT/SIGTERM the daemon stops listening at once (new\n"
         "                        connections are refused, new requests on open ones get 503\n"
         "                        shutting_down), cancels queued jobs at once (503), and gives\n"
@@ -711,9 +712,9 @@ static void shut_down(parts *d)
  * The heap of a long-running daemon whose requests take and free buffers of megabytes (a state's
  * blob, LMDB's overflow pages for a saved value, an export's file). glibc gives each thread an
  * arena of its own and serves a request above its dynamic mmap threshold with a fresh mapping, so
- * a save or an export of a 130m state touched ~760 fresh pages again and again (minor faults at
- * ~11 us a page on the development VM: 8-15 ms of a 16 ms save), and each thread's arena kept its
- * own high-water mark. One arena, fixed thresholds: fresh mappings only above 32 MB, up to 64 MB
+ * a save or an export of a 130m state touched ~760 fresh pages on about half the requests (minor
+ * faults at ~11 us a page on the development VM: a save took 22-33 ms then, 11-19 without), and
+ * each thread's arena kept its own high-water mark. One arena, fixed thresholds: fresh mappings only above 32 MB, up to 64 MB
  * free at the heap's top kept for the next request (docs/load.md). The compute threads allocate
  * nothing per token, so the one arena's lock is the HTTP threads' alone. GLIBC_TUNABLES naming a
  * glibc.malloc setting leaves glibc's defaults to the operator.

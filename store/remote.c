@@ -1221,8 +1221,8 @@ static void *subscriber(void *arg)
         redisReply *rep = redisCommandArgv(ctx, 2, sv, NULL);
         int ok = rep && rep->type == REDIS_REPLY_ARRAY;
         if (rep) freeReplyObject(rep);
-        int64_t next_probe = 0;
         if (ok) probe(s); /* up again (or for the first time) */
+        int64_t next_probe = ss_now_ns() / 1000000 + PROBE_MS;
         while (ok && !atomic_load(&r->stop)) {
             void *msg = NULL;
             if (redisGetReplyFromReader(ctx, &msg) != REDIS_OK) break;
@@ -1237,7 +1237,7 @@ static void *subscriber(void *arg)
                     probe(s);
                     next_probe = now_ms + PROBE_MS;
                 }
-                if (atomic_load(&r->up) && ss_now_ns() / 1000000 >= next_janitor) {
+                if (atomic_load(&r->up) && now_ms >= next_janitor) {
                     janitor(r);
                     ss_err_clear();
                     next_janitor = ss_now_ns() / 1000000 + JANITOR_MS;
