@@ -230,10 +230,18 @@ static void note_down(ss_remote *r, const char *why)
     pthread_mutex_unlock(&r->mu);
 }
 
+/* The last reason the cluster did not answer, copied out under the lock. */
+static void last_err(ss_remote *r, char *why) /* why: sizeof r->last_err bytes */
+{
+    pthread_mutex_lock(&r->mu);
+    memcpy(why, r->last_err, sizeof r->last_err);
+    pthread_mutex_unlock(&r->mu);
+}
+
 /*
  * One routed command (key argv[key_arg]); with `wait`, acknowledged by the configured number of
  * replicas. NULL on failure with SS_ERR_UNAVAILABLE set (and the tier marked down when the cluster
- * did not answer).
+ * did not answer). Unless `probe` (the subscriber's), answered at once while `failing` is set.
  */
 static redisReply *cmd_as(ss_remote *r, int probe, int key_arg, int argc, const char **argv,
                           const size_t *lens, int wait)
@@ -244,9 +252,7 @@ static redisReply *cmd_as(ss_remote *r, int probe, int key_arg, int argc, const 
     if (!probe && atomic_load(&r->failing)) {
         atomic_fetch_add(&r->errors, 1);
         atomic_fetch_add(&r->short_circuits, 1);
-        pthread_mutex_lock(&r->mu);
-        memcpy(why, r->last_err, sizeof why);
-        pthread_mutex_unlock(&r->mu);
+        last_err(r, why);
         ss_fail(SS_ERR_UNAVAILABLE, "remote catalog unavailable: %s (not tried again: the "
                 "cluster did not answer the last command; it is probed every %d ms)", why,
                 PROBE_MS);
@@ -256,9 +262,7 @@ static redisReply *cmd_as(ss_remote *r, int probe, int key_arg, int argc, const 
     if (!rep) {
         note_down(r, ss_errmsg());
         atomic_store(&r->failing, 1);
-        pthread_mutex_lock(&r->mu);
-        memcpy(why, r->last_err, sizeof why);
-        pthread_mutex_unlock(&r->mu);
+        last_err(r, why);
         ss_fail(SS_ERR_UNAVAILABLE, "remote catalog unavailable: %s", why);
         return NULL;
     }
@@ -278,7 +282,7 @@ static redisReply *cmd_as(ss_remote *r, int probe, int key_arg, int argc, const 
     return rep;
 }
 
-/* A command of a request: answered at once while the cluster is failing (cmd_as). */
+/* A command of a request (cmd_as, not a probe). */
 static redisReply *cmd(ss_remote *r, int key_arg, int argc, const char **argv, const size_t *lens,
                        int wait)
 {
@@ -629,9 +633,7 @@ static ss_err fallback_result(ss_store *s, ss_err err)
     ss_remote *r = s->remote;
     char local[200], why[sizeof r->last_err];
     snprintf(local, sizeof local, "%s", ss_errmsg());
-    pthread_mutex_lock(&r->mu);
-    memcpy(why, r->last_err, sizeof why);
-    pthread_mutex_unlock(&r->mu);
+    last_err(r, why);
     return ss_fail(SS_ERR_UNAVAILABLE, "remote catalog unavailable (%s), and this replica has no "
                    "cached copy: %s", why, local);
 }
@@ -1121,10 +1123,8 @@ ss_err remote_check(ss_store *s)
 {
     ss_remote *r = s->remote;
     if (atomic_load(&r->up)) return SS_OK;
-    pthread_mutex_lock(&r->mu);
     char why[sizeof r->last_err];
-    memcpy(why, r->last_err, sizeof why);
-    pthread_mutex_unlock(&r->mu);
+    last_err(r, why);
     return ss_fail(SS_ERR_UNAVAILABLE, "remote catalog unreachable (cached reads only, writes "
                    "refused): %s", why);
 }
