@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "ss_log.h"
 #include "ss_util.h"
 
 /* ---- the one error table ------------------------------------------------------------------- */
@@ -830,7 +831,7 @@ void ss_api_attach(ss_api *a, ss_model *m, ss_tokenizer *tok, ss_store *store, s
     a->store = store;
     if (!a->keys_ready) api_keys_open(a);
     if (!a->cache && api_cache_new(a))
-        fprintf(stderr, "statesoupd: no prompt cache: %s\n", ss_errmsg());
+        ss_log("warning", "no_prompt_cache", NULL, "no prompt cache: %s", ss_errmsg());
     pthread_rwlock_wrlock(&a->engine_lock);
     a->engine = engine;
     pthread_rwlock_unlock(&a->engine_lock);

@@ -16,6 +16,7 @@
 
 #include "infer.h"
 #include "metrics.h"
+#include "ss_log.h"
 
 #define EVICTED_RING 64
 
@@ -69,7 +70,8 @@ static void cache_evict(ss_api *a, api_cache *c, size_t need)
             c->evicted[c->n_evicted++ % EVICTED_RING] = chain;
         ss_err err = ss_store_delete(a->store, victim.id);
         if (err && err != SS_ERR_NOT_FOUND)
-            fprintf(stderr, "statesoupd: prompt cache: evicting %s: %s\n", victim.id, ss_errmsg());
+            ss_log("warning", "prompt_cache", json_pack("{s:s}", "state", victim.id),
+                   "prompt cache: evicting %s: %s", victim.id, ss_errmsg());
     }
     ss_err_clear();
 }
@@ -199,7 +201,8 @@ void api_cache_store(infer *inf)
         free(text);
         pthread_mutex_unlock(&c->mu);
         if (err) {
-            fprintf(stderr, "statesoupd: prompt cache: storing a checkpoint: %s\n", ss_errmsg());
+            ss_log("warning", "prompt_cache", NULL, "prompt cache: storing a checkpoint: %s",
+                   ss_errmsg());
             break;
         }
     }

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "infer.h"
+#include "ss_log.h"
 #include "ss_util.h"
 
 /* ---- the keyer the store calls on every put ---- */
@@ -42,14 +43,17 @@ void api_keys_open(ss_api *a)
     ss_err err = ss_store_keys_open(a->store, &k, &loaded, &computed);
     if (err) {
         snprintf(a->keys_why, sizeof a->keys_why, "%s", ss_errmsg());
-        fprintf(stderr, "statesoupd: search is not available: %s\n", a->keys_why);
+        ss_log("warning", "no_search", NULL, "search is not available: %s", a->keys_why);
         ss_err_clear();
         return;
     }
     a->keys_ready = 1;
     if (computed)
-        fprintf(stderr, "statesoupd: retrieval keys (%s): %llu loaded, %llu computed now\n",
-                k.kind, (unsigned long long)loaded, (unsigned long long)computed);
+        ss_log("info", "retrieval_keys",
+               json_pack("{s:s,s:I,s:I}", "kind", k.kind, "loaded", (json_int_t)loaded,
+                         "computed", (json_int_t)computed),
+               "retrieval keys (%s): %llu loaded, %llu computed now", k.kind,
+               (unsigned long long)loaded, (unsigned long long)computed);
 }
 
 /* ---- request ---- */

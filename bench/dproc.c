@@ -72,7 +72,10 @@ static void *drain(void *arg)
             d->port = atoi(l + strlen(LISTENING));
             d->listening = d->port > 0;
         }
-        if (d->log && strstr(d->log, "statesoupd: ready\n")) d->ready = 1;
+        /* the ready line, text or (--log-format json) {"...","event":"ready",...} */
+        if (d->log &&
+            (strstr(d->log, "statesoupd: ready\n") || strstr(d->log, "\"event\":\"ready\"")))
+            d->ready = 1;
         pthread_cond_broadcast(&d->cv);
         pthread_mutex_unlock(&d->mu);
     }

@@ -2,6 +2,7 @@
  * json.c - file reading, JSON as HF writes it (bare Infinity/NaN), clocks and randomness.
  */
 #include "ss_util.h"
+#include "ss_log.h"
 
 #include <errno.h>
 #include <math.h>
@@ -179,16 +180,23 @@ void ss_progress_print(void *prefix, const char *phase, uint64_t done, uint64_t 
 {
     static int last = -1;
     static char finished[32]; /* the last phase reported complete: once is enough */
-    const char *pre = prefix ? prefix : "";
+    /* no prefix: the log's program name (ss_log.h), "statesoupd: " */
+    const char *pre = prefix ? prefix : ss_log_prog(), *sep = prefix ? "" : ": ";
     int pct = total ? (int)(100 * done / total) : 100;
     if (done >= total && strcmp(finished, phase) == 0) return;
     if (pct == last && done < total) return;
     last = pct;
     if (done >= total) snprintf(finished, sizeof finished, "%s", phase);
-    if (isatty(STDERR_FILENO)) {
-        fprintf(stderr, "\r%sloading model: %s %3d%%%s", pre, phase, pct, done >= total ? "\n" : "");
+    if (!prefix && ss_log_json()) {
+        /* one JSON line per phase done (--log-format json) */
+        if (done >= total)
+            ss_log("info", "loading", json_pack("{s:s}", "phase", phase), "loading model: %s done",
+                   phase);
+    } else if (isatty(STDERR_FILENO)) {
+        fprintf(stderr, "\r%s%sloading model: %s %3d%%%s", pre, sep, phase, pct,
+                done >= total ? "\n" : "");
     } else if (done >= total) {
         /* a log file gets one line per phase, not a carriage-return animation */
-        fprintf(stderr, "%sloading model: %s done\n", pre, phase);
+        fprintf(stderr, "%s%sloading model: %s done\n", pre, sep, phase);
     }
 }

@@ -34,7 +34,9 @@ int ss_json_is_number(const json_t *v);
 /*
  * A load-progress printer for ss_model_params.progress: "<prefix>loading model: <phase> N%" on a
  * terminal (redrawn in place), one "... done" line per phase otherwise (log files). `prefix` is
- * a const char * passed as the user pointer (may be NULL). Not thread-safe (one load at a time).
+ * a const char * passed as the user pointer; NULL: the log's program name and format (ss_log.h:
+ * with JSON, one {"event":"loading","phase":...} line per phase). Not thread-safe (one load at a
+ * time).
  */
 void ss_progress_print(void *prefix, const char *phase, uint64_t done, uint64_t total);
 

@@ -11,6 +11,7 @@
  * '/' can be sent as %2F inside one path segment; segments and query values are decoded here.
  */
 #include "http.h"
+#include "ss_log.h"
 #include "ss_store.h"
 
 #include <ctype.h>
@@ -473,34 +474,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 /* ---- log lines ------------------------------------------------------------------------------ */
 
-/* Now as 2026-12-04T04:12:00.123Z. */
-static void log_time(char *out, size_t cap)
-{
-    struct timespec ts;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    size_t n = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, cap - n, ".%03ldZ", ts.tv_nsec / 1000000);
-}
-
-/* One line on stderr, text or a JSON object (--log-format); kv: the fields after time. */
-static void log_line(const ss_http *h, json_t *kv, const char *text)
-{
-    char t[40];
-    log_time(t, sizeof t);
-    if (h->p.log_json) {
-        json_t *o = json_pack("{s:s}", "time", t);
-        json_object_update(o, kv);
-        char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-        if (line) fprintf(stderr, "%s\n", line);
-        free(line);
-        json_decref(o);
-    } else {
-        fprintf(stderr, "%s %s\n", t, text);
-    }
-    json_decref(kv);
-}
+/* Request and transport lines: ss_log_stamped, text or JSON (--log-format; ss_log.h). */
 
 static void log_request(ss_http *h, ss_host_req *r, int status, double secs, int aborted)
 {
@@ -514,7 +488,7 @@ static void log_request(ss_http *h, ss_host_req *r, int status, double secs, int
                            "bytes", (json_int_t)r->bytes_out, "ms", secs * 1e3, "rid", r->rid,
                            "aborted", aborted);
     if (kv && r->key_no) json_object_set_new(kv, "key", json_integer(r->key_no));
-    log_line(h, kv, text);
+    ss_log_stamped(kv, text);
 }
 
 #define LOG_WINDOW_S 60 /* repeated transport events are summed up once per this many seconds */
@@ -530,11 +504,10 @@ static void log_flush_locked(ss_http *h)
         char text[400];
         snprintf(text, sizeof text, "statesoupd: %s: %" PRIu64 " in the last %d s (e.g. %s)",
                  http_event_name[k], h->ev_count[k] - 1, LOG_WINDOW_S, h->ev_example[k]);
-        log_line(h,
-                 json_pack("{s:s,s:s,s:I,s:i,s:s}", "event", "summary", "kind", http_event_name[k],
-                           "count", (json_int_t)(h->ev_count[k] - 1), "seconds", LOG_WINDOW_S,
-                           "example", h->ev_example[k]),
-                 text);
+        ss_log_stamped(json_pack("{s:s,s:s,s:I,s:i,s:s}", "event", "summary", "kind",
+                                 http_event_name[k], "count", (json_int_t)(h->ev_count[k] - 1),
+                                 "seconds", LOG_WINDOW_S, "example", h->ev_example[k]),
+                       text);
         h->ev_count[k] = 0;
     }
 }
@@ -561,8 +534,8 @@ void http_log_event(ss_http *h, const char *kind, const char *fmt, ...)
         char text[480];
         snprintf(text, sizeof text, "statesoupd: %s: %s%s", kind, msg,
                  k == HTTP_EV_MHD ? "" : " (more of these are summed up each minute)");
-        log_line(h, json_pack("{s:s,s:s,s:s}", "event", kind, "level", "warning", "message", msg),
-                 text);
+        ss_log_stamped(
+            json_pack("{s:s,s:s,s:s}", "event", kind, "level", "warning", "message", msg), text);
     }
     pthread_mutex_unlock(&h->log_mu);
 }

@@ -36,7 +36,6 @@ typedef struct ss_http_params {
     int max_connections; /* open connections beyond which new ones are closed at once (>= 1) */
     int max_per_ip;      /* open connections from one address; 0 = no limit */
     int idle_timeout;    /* seconds a connection may stay idle before it is closed (>= 1) */
-    int log_json;        /* request and transport log lines as JSON objects, else text */
 } ss_http_params;
 
 /*

@@ -26,6 +26,7 @@
 #include "metrics.h"
 #include "ss_api.h"
 #include "ss_build.h"
+#include "ss_log.h"
 #include "ss_model.h"
 #include "ss_store.h"
 #include "ss_tokenizer.h"
@@ -150,11 +151,13 @@ static void usage(FILE *f)
         "  --max-per-ip N        open connections from one client address (default: no limit)\n"
         "  --idle-timeout S      close a connection idle for S seconds (default: 30; a\n"
         "                        request waiting for the engine or a stream is not idle)\n"
-        "  --log-format F        text (default) or json: request lines (time, client address,\n"
-        "                        method, path, status, bytes, duration, request id, key) and\n"
-        "                        transport events, one per line; repeated events (clients\n"
-        "                        gone mid-answer, refused connections) are summed up once a\n"
-        "                        minute\n"
+        "  --log-format F        text (default) or json, one line each on stderr: the daemon's\n"
+        "                        own lines (start, listening, model, catalog, ready, warnings,\n"
+        "                        shutdown: time, level, event, message and their fields),\n"
+        "                        request lines (time, client address, method, path, status,\n"
+        "                        bytes, duration, request id, key) and transport events;\n"
+        "                        repeated events (clients gone mid-answer, refused\n"
+        "                        connections) are summed up once a minute\n"
         "  --max-tokens N        most tokens one request may generate (default: 4096)\n"
         "  --max-batch N         most sequences the engine runs together (default: 16)\n"
         "  --max-queue N         most jobs waiting for the engine; beyond, 503 (default: 256)\n"
@@ -522,10 +525,12 @@ static int fit_file_limit(int max_connections)
     if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= (rlim_t)max_connections + FD_RESERVE)
         return max_connections;
     int fit = rl.rlim_cur > FD_RESERVE * 2 ? (int)(rl.rlim_cur - FD_RESERVE) : (int)rl.rlim_cur / 2;
-    fprintf(stderr,
-            "statesoupd: warning: the file limit (%llu) holds %d connections, not %d: "
-            "--max-connections lowered (raise `ulimit -n` / LimitNOFILE)\n",
-            (unsigned long long)rl.rlim_cur, fit, max_connections);
+    ss_log("warning", "file_limit",
+           json_pack("{s:I,s:i,s:i}", "file_limit", (json_int_t)rl.rlim_cur, "max_connections", fit,
+                     "asked", max_connections),
+           "warning: the file limit (%llu) holds %d connections, not %d: --max-connections "
+           "lowered (raise `ulimit -n` / LimitNOFILE)",
+           (unsigned long long)rl.rlim_cur, fit, max_connections);
     return fit;
 }
 
@@ -560,15 +565,15 @@ static ss_err start_http(parts *d, const options *o)
                          .metrics = d->metrics,
                          .max_connections = fit_file_limit(o->max_connections),
                          .max_per_ip = o->max_per_ip,
-                         .idle_timeout = o->idle_timeout,
-                         .log_json = o->log_json};
+                         .idle_timeout = o->idle_timeout};
     ss_metrics_set_build(d->metrics, SS_VERSION, SS_GIT);
     if ((err = ss_http_start(&d->http, &hp))) return err;
     int port = ss_http_port(d->http);
-    if (strchr(o->host, ':'))
-        fprintf(stderr, "statesoupd: listening on http://[%s]:%d\n", o->host, port);
-    else
-        fprintf(stderr, "statesoupd: listening on http://%s:%d\n", o->host, port);
+    char url[300];
+    snprintf(url, sizeof url, strchr(o->host, ':') ? "http://[%s]:%d" : "http://%s:%d", o->host,
+             port);
+    ss_log("info", "listening", json_pack("{s:s,s:i}", "url", url, "port", port),
+           "listening on %s", url);
     return SS_OK;
 }
 
@@ -580,18 +585,25 @@ static ss_err load_model(parts *d, const options *o)
     mp.f32_in_place = o->f32_in_place;
     mp.weights = o->weights_q8 ? SS_WEIGHTS_Q8 : SS_WEIGHTS_STORED;
     mp.progress = ss_progress_print;
-    mp.progress_user = (void *)"statesoupd: ";
+    mp.progress_user = NULL; /* ss_progress_print: the log's program name and format */
     int64_t t0 = ss_mono_ns();
     ss_err err = ss_model_open(&d->model, o->model, &mp);
     if (err) return err;
     const ss_model_info *info = ss_model_get_info(d->model);
-    fprintf(stderr,
-            "statesoupd: model %s: %s, %d layers, d_model %d, vocab %d, %.1fM params, %s%s, "
-            "state %zu bytes, fingerprint %s (%.0f ms)\n",
-            o->model, info->architecture, info->n_layer, info->d_model, info->vocab_size,
-            (double)info->n_params / 1e6, info->dtype,
-            strcmp(info->weights, "q8") ? "" : " quantised to q8", info->state_bytes, info->fingerprint,
-            (double)(ss_mono_ns() - t0) / 1e6);
+    const double ms = (double)(ss_mono_ns() - t0) / 1e6;
+    ss_log("info", "model",
+           json_pack("{s:s,s:s,s:i,s:i,s:i,s:I,s:s,s:s,s:I,s:s,s:f}", "path", o->model,
+                     "architecture", info->architecture, "layers", info->n_layer, "d_model",
+                     info->d_model, "vocab", info->vocab_size, "params",
+                     (json_int_t)info->n_params, "dtype", info->dtype, "weights", info->weights,
+                     "state_bytes", (json_int_t)info->state_bytes, "fingerprint",
+                     info->fingerprint, "ms", ms),
+           "model %s: %s, %d layers, d_model %d, vocab %d, %.1fM params, %s%s, state %zu bytes, "
+           "fingerprint %s (%.0f ms)",
+           o->model, info->architecture, info->n_layer, info->d_model, info->vocab_size,
+           (double)info->n_params / 1e6, info->dtype,
+           strcmp(info->weights, "q8") ? "" : " quantised to q8", info->state_bytes,
+           info->fingerprint, ms);
     return SS_OK;
 }
 
@@ -608,22 +620,24 @@ static ss_err open_tokenizer(parts *d, const options *o)
         if (file_exists(d->tok_path)) tp = d->tok_path;
     }
     if (!tp) {
-        fprintf(stderr, "statesoupd: no tokenizer: text requests will be refused (400), token "
-                        "ids work\n");
+        ss_log("warning", "no_tokenizer", NULL,
+               "no tokenizer: text requests will be refused (400), token ids work");
         return SS_OK;
     }
     ss_err err = ss_tokenizer_open(&d->tok, tp);
     if (err == SS_ERR_UNSUPPORTED && !o->tokenizer) {
         /* The checkpoint's own tokenizer is of a kind we do not implement (e.g. Mistral's
          * SentencePiece one beside Mamba-Codestral): serve token ids rather than nothing. */
-        fprintf(stderr,
-                "statesoupd: %s: %s; continuing without a tokenizer: text requests "
-                "will be refused (400), token ids work\n",
-                tp, ss_errmsg());
+        ss_log("warning", "no_tokenizer", json_pack("{s:s}", "path", tp),
+               "%s: %s; continuing without a tokenizer: text requests will be refused (400), "
+               "token ids work",
+               tp, ss_errmsg());
         return SS_OK;
     }
     if (err) return err;
-    fprintf(stderr, "statesoupd: tokenizer %s (%d ids)\n", tp, ss_tokenizer_vocab_size(d->tok));
+    const int ids = ss_tokenizer_vocab_size(d->tok);
+    ss_log("info", "tokenizer", json_pack("{s:s,s:i}", "path", tp, "ids", ids), "tokenizer %s (%d ids)",
+           tp, ids);
     return SS_OK;
 }
 
@@ -648,8 +662,9 @@ static ss_err open_catalog(parts *d, const options *o)
     if (err) return err;
     ss_store_stats st;
     if (ss_store_get_stats(d->store, &st) == SS_OK)
-        fprintf(stderr, "statesoupd: catalog %s: %llu states\n", o->data,
-                (unsigned long long)st.n_states);
+        ss_log("info", "catalog", json_pack("{s:s,s:I}", "path", o->data, "states",
+                                            (json_int_t)st.n_states),
+               "catalog %s: %llu states", o->data, (unsigned long long)st.n_states);
     return SS_OK;
 }
 
@@ -675,9 +690,10 @@ static void serve(parts *d, int timeout_s)
     unsigned char sig = 0;
     while (read(sig_pipe[0], &sig, 1) < 0 && errno == EINTR) {
     }
-    fprintf(stderr, "statesoupd: %s: shutting down (no new connections; queued jobs cancelled; "
-                    "running jobs get %d s)\n",
-            strsignal(sig), timeout_s);
+    ss_log("info", "shutting_down",
+           json_pack("{s:s,s:i}", "signal", strsignal(sig), "timeout_s", timeout_s),
+           "%s: shutting down (no new connections; queued jobs cancelled; running jobs get %d s)",
+           strsignal(sig), timeout_s);
     ss_http_quiesce(d->http);
     ss_engine_drain(d->engine);
     for (int i = 0; i < timeout_s * (1000 / SHUTDOWN_POLL_MS); i++) {
@@ -699,7 +715,8 @@ static void shut_down(parts *d)
     if (d->api) ss_api_detach_engine(d->api);
     ss_engine_close(d->engine);
     if (d->http && !ss_http_drain(d->http, 5000))
-        fprintf(stderr, "statesoupd: some clients did not take their answers; closing\n");
+        ss_log("warning", "clients_slow", NULL,
+               "some clients did not take their answers; closing");
     ss_http_stop(d->http);
     ss_store_close(d->store);
     ss_tokenizer_close(d->tok);
@@ -736,7 +753,11 @@ int main(int argc, char **argv)
     static parts d; /* static: two 4 KiB path buffers */
     if (!parse_args(argc, argv, &o)) return 2;
     if (!signals_init()) return 1;
-    fprintf(stderr, "statesoupd %s: OpenBLAS core %s\n", SS_VERSION, ss_blas_core_name());
+    ss_log_init("statesoupd", o.log_json);
+    ss_log("info", "start",
+           json_pack("{s:s,s:s,s:s}", "version", SS_VERSION, "git", SS_GIT, "openblas_core",
+                     ss_blas_core_name()),
+           "version %s (git %s), OpenBLAS core %s", SS_VERSION, SS_GIT, ss_blas_core_name());
     ss_err err = start_http(&d, &o);
     if (!err) err = load_model(&d, &o);
     if (!err) err = open_tokenizer(&d, &o);
@@ -744,14 +765,14 @@ int main(int argc, char **argv)
     if (!err) err = start_engine(&d, &o);
     if (!err) {
         loaded = 1;
-        fprintf(stderr, "statesoupd: ready\n");
+        ss_log("info", "ready", NULL, "ready");
         serve(&d, o.shutdown_timeout);
     } else {
-        fprintf(stderr, "statesoupd: %s\n", ss_errmsg());
+        ss_log("error", "failed", json_pack("{s:s}", "code", ss_err_name(err)), "%s", ss_errmsg());
     }
     shut_down(&d);
     close(sig_pipe[0]);
     close(sig_pipe[1]);
-    if (!err) fprintf(stderr, "statesoupd: stopped\n");
+    if (!err) ss_log("info", "stopped", NULL, "stopped");
     return err ? 1 : 0;
 }

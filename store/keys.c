@@ -25,6 +25,7 @@
 #include <xxhash.h>
 
 #include "internal.h"
+#include "ss_log.h"
 #include "ss_util.h"
 
 #define KEY_VERSION   0x01
@@ -270,7 +271,8 @@ void store_keys_added(ss_store *s, const char *id, const json_t *rec, int64_t cr
     if (!k || !key) return;
     pthread_rwlock_wrlock(&k->lock);
     if (index_add(k, id, rec, created, key))
-        fprintf(stderr, "statesoup: state %s is stored but not searchable: %s\n", id, ss_errmsg());
+        ss_log("warning", "not_searchable", json_pack("{s:s}", "state", id),
+               "state %s is stored but not searchable: %s", id, ss_errmsg());
     pthread_rwlock_unlock(&k->lock);
 }
 

@@ -441,6 +441,46 @@ static void daemon_stop_keep_log(srv *d)
     pthread_cond_destroy(&d->cv);
 }
 
+/*
+ * With --log-format json every line the daemon wrote is one JSON object with a time and an event
+ * (a log shipper parses them all, not only the request lines), and its own lines say what it did:
+ * from its start to its stop, the model and the catalog, each with a level and a message.
+ */
+static void check_json_log(const char *log)
+{
+    static const char *const want[] = {"start",   "listening", "loading",       "model",
+                                       "catalog", "ready",     "shutting_down", "stopped"};
+    int seen[sizeof want / sizeof *want] = {0}, lines = 0;
+    for (const char *l = log; l && *l;) {
+        const char *e = strchr(l, '\n');
+        const size_t n = e ? (size_t)(e - l) : strlen(l);
+        json_error_t jerr;
+        json_t *j = json_loadb(l, n, 0, &jerr);
+        const char *ev = json_string_value(json_object_get(j, "event"));
+        CHECKF(json_is_object(j) && json_is_string(json_object_get(j, "time")) && ev,
+               "a log line that is not a JSON object with time and event: %.*s", (int)n, l);
+        for (size_t i = 0; ev && i < sizeof want / sizeof *want; i++) {
+            if (strcmp(ev, want[i])) continue;
+            seen[i] = 1;
+            CHECKF(json_is_string(json_object_get(j, "level")) &&
+                       json_is_string(json_object_get(j, "message")),
+                   "the daemon's %s line lacks a level or a message: %.*s", ev, (int)n, l);
+            if (!strcmp(ev, "listening"))
+                CHECKF(json_integer_value(json_object_get(j, "port")) > 0, "no port: %.*s",
+                       (int)n, l);
+            if (!strcmp(ev, "model"))
+                CHECKF(json_integer_value(json_object_get(j, "layers")) == 4 &&
+                           json_is_string(json_object_get(j, "fingerprint")),
+                       "model line: %.*s", (int)n, l);
+        }
+        json_decref(j);
+        lines++;
+        l = e ? e + 1 : l + n;
+    }
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++)
+        CHECKF(seen[i], "no \"%s\" line in the JSON log (%d lines)", want[i], lines);
+}
+
 static void test_operations(void)
 {
     char data[512];
@@ -514,6 +554,7 @@ static void test_operations(void)
     int gone_lines = 0;
     for (const char *p = d.log; (p = strstr(p, "\"event\":\"client_gone\"")); p++) gone_lines++;
     CHECKF(gone_lines <= 1, "%d client_gone log lines for 20 abandoned streams", gone_lines);
+    check_json_log(d.log);
     free(d.log);
 }
 
