@@ -44,6 +44,10 @@ int cmd_migrate(int argc, char **argv); /* migrate.c: local catalog <-> Redis Cl
 int cmd_eval(int argc, char **argv); /* eval.c: the State Soup table through the daemon */
 int cmd_plan(int argc, char **argv); /* plan.c: the MoE scaling-law planner, offline */
 int cmd_search(int argc, char **argv); /* search.c: states most similar to a query */
+int cmd_children(int argc, char **argv);   /* inspect.c: the states made from one */
+int cmd_stats(int argc, char **argv);      /* inspect.c: a state's norms per layer */
+int cmd_similarity(int argc, char **argv); /* inspect.c: pairwise cosine similarity */
+int cmd_whoami(int argc, char **argv);     /* inspect.c: the key's scope and tenant */
 
 /* The help of `generate` (both modes), shared by generate.c and infer.c. */
 extern const char cli_generate_help[];

@@ -531,6 +531,59 @@ static void test_daemon(void)
     CHECK_CODE(&r, 1);
     CHECK_HAS(r.err, "no state named");
 
+    /* children, stats, similarity, whoami: the table says what the server's JSON says */
+    RUN(&r, "children", "--url", url, "intro");
+    CHECK_CODE(&r, 0);
+    CHECK(HAS_LINE(r.out, "intro (", jstr(intro, "id"), "): 1 state made from it"));
+    CHECK(HAS_LINE(r.out, "    1       1  st_", " cont ", " intro "));
+    RUN(&r, "children", "--url", url, "intro", "--depth", "3", "--json");
+    j = json_ok(&r);
+    hit = json_array_get(json_object_get(j, "data"), 0);
+    CHECK(json_array_size(json_object_get(j, "data")) == 1);
+    CHECK(!strcmp(jstr(json_object_get(hit, "state"), "name"), "cont"));
+    CHECK(!strcmp(jstr(hit, "parent"), jstr(intro, "id")));
+    json_decref(j);
+    RUN(&r, "children", "--url", url, "intro", "--depth", "0");
+    CHECK_CODE(&r, 2);
+    RUN(&r, "children", "--url", url, "nope");
+    CHECK_CODE(&r, 1);
+    CHECK_HAS(r.err, "no state named");
+    RUN(&r, "stats", "--url", url, "intro", "--json");
+    j = json_ok(&r);
+    CHECK(json_integer_value(json_object_get(j, "n_layers")) == info->n_layer);
+    char fig[64];
+    snprintf(fig, sizeof fig, "%.6g", json_number_value(json_object_get(j, "norm")));
+    RUN(&r, "stats", "--url", url, "intro");
+    CHECK_CODE(&r, 0);
+    CHECK(HAS_LINE(r.out, "intro (", "): 8 state layers"));
+    CHECK(HAS_LINE(r.out, "LAYER", "CONV", "SSM", "NORM"));
+    CHECK(HAS_LINE(r.out, "  all", fig));
+    json_t *l0 = json_array_get(json_object_get(j, "layers"), 7);
+    snprintf(fig, sizeof fig, "%.6g", json_number_value(json_object_get(l0, "ssm_norm")));
+    CHECK(HAS_LINE(r.out, "    7", fig));
+    json_decref(j);
+    RUN(&r, "similarity", "--url", url, "intro", "dict/b", "intro", "--per-layer", "--json");
+    j = json_ok(&r);
+    const json_t *sim = json_object_get(j, "similarity");
+    CHECK(json_array_size(sim) == 3 && json_array_size(json_object_get(j, "layers")) == 8);
+    CHECK(fabs(json_number_value(json_array_get(json_array_get(sim, 0), 2)) - 1) < 1e-6);
+    snprintf(fig, sizeof fig, "%.4f",
+             json_number_value(json_array_get(json_array_get(sim, 0), 1)));
+    CHECK(strcmp(fig, "1.0000") != 0);
+    RUN(&r, "similarity", "--url", url, "intro", "dict/b", "intro");
+    CHECK_CODE(&r, 0);
+    CHECK(HAS_LINE(r.out, "", "intro", "dict/b", "intro"));
+    CHECK(HAS_LINE(r.out, "intro ", " 1.0000  ", fig, " 1.0000"));
+    CHECK(HAS_LINE(r.out, "dict/b", fig, " 1.0000  ", fig));
+    json_decref(j);
+    RUN(&r, "similarity", "--url", url);
+    CHECK_CODE(&r, 2);
+    RUN(&r, "whoami", "--url", url, "--api-key", "key-read-0123456789");
+    CHECK_CODE(&r, 0);
+    CHECK(HAS_LINE(r.out, "scope read, tenant (default)"));
+    RUN(&r, "whoami", "--url", url, "--api-key", "key-team-0123456789");
+    CHECK(HAS_LINE(r.out, "scope write, tenant team"));
+
     /* ls: table and JSON, newest first */
     RUN(&r, "ls", "--url", url);
     CHECK_CODE(&r, 0);
