@@ -9,6 +9,10 @@
  * are remembered here with their last use (a hit touches its entry); at attach the ones a
  * previous run left are taken back, oldest first. The chains of the last evicted entries are
  * kept so that a miss they caused is counted as "evicted".
+ *
+ * Tenants share the budget; with --prefix-cache-tenant-share F no tenant's entries hold more
+ * than F of it: a tenant at its share evicts its own least recently used entries first, so one
+ * tenant's stream of long prompts cannot flush every other tenant's cache.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +26,7 @@
 
 typedef struct entry {
     char id[SS_STORE_ID_LEN + 1];
+    char tenant[SS_STORE_TENANT_MAX + 1]; /* "" = the default tenant */
     size_t bytes;
     uint64_t used; /* clock of the last use */
 } entry;
@@ -29,6 +34,7 @@ typedef struct entry {
 struct api_cache {
     pthread_mutex_t mu;
     size_t budget, total;
+    size_t tenant_max; /* the most one tenant's entries may hold (budget: no cap) */
     int every;
     entry *e;
     int n, cap;
@@ -37,7 +43,7 @@ struct api_cache {
     int n_evicted;
 };
 
-static int cache_push(api_cache *c, const char *id, size_t bytes)
+static int cache_push(api_cache *c, const char *id, const char *tenant, size_t bytes)
 {
     if (c->n == c->cap) {
         int nc = c->cap ? 2 * c->cap : 64;
@@ -48,19 +54,47 @@ static int cache_push(api_cache *c, const char *id, size_t bytes)
     }
     entry *e = &c->e[c->n++];
     snprintf(e->id, sizeof e->id, "%s", id);
+    snprintf(e->tenant, sizeof e->tenant, "%s", tenant ? tenant : "");
     e->bytes = bytes;
     e->used = ++c->clock;
     c->total += bytes;
     return 0;
 }
 
-/* Evict least recently used entries until `need` more bytes fit. Caller holds c->mu. */
-static void cache_evict(ss_api *a, api_cache *c, size_t need)
+/* The least recently used entry (of `tenant` when not NULL), -1 when none. */
+static int cache_lru(const api_cache *c, const char *tenant)
 {
-    while (c->n && c->total + need > c->budget) {
-        int lru = 0;
-        for (int i = 1; i < c->n; i++)
-            if (c->e[i].used < c->e[lru].used) lru = i;
+    int lru = -1;
+    for (int i = 0; i < c->n; i++)
+        if ((!tenant || !strcmp(c->e[i].tenant, tenant)) &&
+            (lru < 0 || c->e[i].used < c->e[lru].used))
+            lru = i;
+    return lru;
+}
+
+/* The bytes of `tenant`'s entries. */
+static size_t cache_held(const api_cache *c, const char *tenant)
+{
+    size_t held = 0;
+    for (int i = 0; i < c->n; i++)
+        if (!strcmp(c->e[i].tenant, tenant)) held += c->e[i].bytes;
+    return held;
+}
+
+/*
+ * Evict least recently used entries until `need` more bytes of `tenant` fit: its own first
+ * while it would hold more than its share, then anyone's while the cache would exceed the
+ * budget. Caller holds c->mu.
+ */
+static void cache_evict(ss_api *a, api_cache *c, const char *tenant, size_t need)
+{
+    const char *t = tenant ? tenant : "";
+    for (;;) {
+        int lru = -1;
+        if (c->tenant_max < c->budget && cache_held(c, t) + need > c->tenant_max)
+            lru = cache_lru(c, t);
+        if (lru < 0 && c->total + need > c->budget) lru = cache_lru(c, NULL);
+        if (lru < 0) break;
         entry victim = c->e[lru];
         c->e[lru] = c->e[--c->n];
         c->total -= victim.bytes;
@@ -89,7 +123,9 @@ static void cache_load(ss_api *a, api_cache *c)
         json_t *rec;
         json_array_foreach (json_object_get(j, "data"), i, rec) {
             const char *id = json_string_value(json_object_get(rec, "id"));
-            if (id) cache_push(c, id, (size_t)json_integer_value(json_object_get(rec, "bytes")));
+            if (id)
+                cache_push(c, id, json_string_value(json_object_get(rec, "tenant")),
+                           (size_t)json_integer_value(json_object_get(rec, "bytes")));
         }
         const char *next = json_string_value(json_object_get(j, "next_cursor"));
         free(cursor);
@@ -100,7 +136,15 @@ static void cache_load(ss_api *a, api_cache *c)
     /* the listing is newest first: the oldest get the oldest clock */
     for (int i = 0; i < c->n; i++) c->e[i].used = (uint64_t)(c->n - i);
     c->clock = (uint64_t)c->n;
-    cache_evict(a, c, 0);
+    /* within the budget, and (oldest first) each tenant within its share */
+    cache_evict(a, c, "", 0);
+    for (int i = 0; i < c->n && c->tenant_max < c->budget; i++) {
+        if (cache_held(c, c->e[i].tenant) <= c->tenant_max) continue;
+        char t[SS_STORE_TENANT_MAX + 1];
+        memcpy(t, c->e[i].tenant, sizeof t);
+        cache_evict(a, c, t, 0);
+        i = -1; /* the entries moved: look again */
+    }
     ss_err_clear();
 }
 
@@ -111,6 +155,8 @@ ss_err api_cache_new(ss_api *a)
     if (!c) return ss_fail(SS_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&c->mu, NULL);
     c->budget = a->p.prefix_cache_budget;
+    const double share = a->p.prefix_cache_tenant_share;
+    c->tenant_max = share > 0 && share < 1 ? (size_t)(share * (double)c->budget) : c->budget;
     c->every = a->p.prefix_cache_every > 0 ? a->p.prefix_cache_every : API_CACHE_EVERY;
     a->cache = c;
     cache_load(a, c);
@@ -153,7 +199,8 @@ void api_cache_plan(infer *inf)
 {
     api_cache *c = inf->a->cache;
     inf->n_ccps = 0;
-    if (!c || inf->batch || !inf->chained || inf->n_choices < 1 || inf->a->info->state_bytes > c->budget)
+    if (!c || inf->batch || !inf->chained || inf->n_choices < 1 ||
+        inf->a->info->state_bytes > c->tenant_max)
         return;
     int end = inf->ch[0].n_prompt; /* the prompt, or the context of a score */
     int first = (inf->cached / c->every + 1) * c->every;
@@ -185,7 +232,7 @@ void api_cache_store(infer *inf)
             continue;
         }
         pthread_mutex_lock(&c->mu);
-        cache_evict(a, c, bytes);
+        cache_evict(a, c, inf->scope.tenant, bytes);
         char *text = NULL;
         if (!save.tags) save.tags = json_pack("[s]", API_CACHE_TAG);
         save.scope = inf->scope; /* a tenant's cache entries are its own */
@@ -195,7 +242,7 @@ void api_cache_store(infer *inf)
         if (!err) {
             json_t *rec = json_loads(text, 0, NULL);
             const char *nid = json_string_value(json_object_get(rec, "id"));
-            if (nid) cache_push(c, nid, bytes);
+            if (nid) cache_push(c, nid, inf->scope.tenant, bytes);
             json_decref(rec);
         }
         free(text);

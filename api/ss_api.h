@@ -37,6 +37,9 @@ typedef struct ss_api_params {
     size_t prefix_cache_budget; /* bytes of automatic cache entries (0: no automatic cache);
                                  * implies prefix_cache */
     int prefix_cache_every;     /* their spacing in tokens (0: 256) */
+    double prefix_cache_tenant_share; /* the most of the budget one tenant's entries may hold,
+                                       * in (0, 1] (0: 1, no cap): a tenant over it evicts its
+                                       * own entries first (--prefix-cache-tenant-share) */
     /* the retrieval key kind of search (ss_key_kind_name: "final_hidden", "ssm_norm",
      * "projection"); NULL: the default (docs/retrieval.md) */
     const char *retrieval_key;

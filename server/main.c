@@ -61,6 +61,7 @@ typedef struct options {
     int prefix_cache;
     size_t prefix_cache_budget;
     int prefix_cache_every;
+    double prefix_cache_tenant_share;
     const char *retrieval_key;
     int max_connections;
     int max_per_ip;
@@ -193,6 +194,9 @@ static void usage(FILE *f)
         "                        never a saved state) within BYTES; implies --prefix-cache\n"
         "  --prefix-cache-every N  cache checkpoints every N prompt tokens, and at the end\n"
         "                        of each prompt (default: 256)\n"
+        "  --prefix-cache-tenant-share F  the most of the budget one tenant's cache entries\n"
+        "                        may hold, 0 < F <= 1 (default: 1): a tenant at its share\n"
+        "                        evicts its own least recently used entries, not another's\n"
         "  --retrieval-key KIND  the key POST /v1/states/search compares states by:\n"
         "                        ssm_slow (default: the first layer's slowest-decaying SSM\n"
         "                        state dimensions, close to a bag of the tokens read,\n"
@@ -292,6 +296,7 @@ enum {
     O_PCACHE,
     O_PCBUDGET,
     O_PCEVERY,
+    O_PCSHARE,
     O_QUIET,
     O_RKEY,
     O_MAXCONN,
@@ -330,6 +335,7 @@ static const struct option longopts[] = {
     {"prefix-cache", no_argument, NULL, O_PCACHE},
     {"prefix-cache-budget", required_argument, NULL, O_PCBUDGET},
     {"prefix-cache-every", required_argument, NULL, O_PCEVERY},
+    {"prefix-cache-tenant-share", required_argument, NULL, O_PCSHARE},
     {"quiet", no_argument, NULL, O_QUIET},
     {"retrieval-key", required_argument, NULL, O_RKEY},
     {"max-connections", required_argument, NULL, O_MAXCONN},
@@ -386,6 +392,7 @@ static int apply_option(int c, const char *arg, options *o)
         return 1;
     case O_PCBUDGET: return (o->prefix_cache_budget = parse_size(arg)) > 0;
     case O_PCEVERY: return parse_int(arg, 1, MAX_COUNT, &o->prefix_cache_every);
+    case O_PCSHARE: return parse_fraction(arg, &o->prefix_cache_tenant_share);
     case O_QUIET: o->quiet = 1; return 1;
     case O_RKEY: {
         ss_key_kind k;
@@ -549,6 +556,7 @@ static ss_err start_http(parts *d, const options *o)
                         .prefix_cache = o->prefix_cache,
                         .prefix_cache_budget = o->prefix_cache_budget,
                         .prefix_cache_every = o->prefix_cache_every,
+                        .prefix_cache_tenant_share = o->prefix_cache_tenant_share,
                         .retrieval_key = o->retrieval_key};
     if ((err = ss_api_new(&d->api, &ap))) return err;
     int n_routes;

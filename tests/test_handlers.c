@@ -568,6 +568,9 @@ typedef struct rig {
     const ss_model_info *info;
 } rig;
 
+/* The next rig's --prefix-cache-tenant-share (0: none). */
+static double rig_tenant_share;
+
 /* Open model_dir; cache_states > 0: an automatic cache of that many states, every `every`
  * tokens; chunk > 0: the engine's prefill chunk; key: the retrieval key kind (NULL: default). */
 static void rig_open_key(rig *g, const char *model_dir, int cache_states, int every, int chunk,
@@ -583,6 +586,7 @@ static void rig_open_key(rig *g, const char *model_dir, int cache_states, int ev
                         .metrics = g->mx, .prefix_cache_every = every,
                         .prefix_cache_budget =
                             cache_states ? (size_t)cache_states * g->info->state_bytes + 100 : 0,
+                        .prefix_cache_tenant_share = rig_tenant_share,
                         .retrieval_key = key};
     REQUIRE_OK(ss_api_new(&api, &ap));
     ss_store_params sp = ss_store_default_params();
@@ -843,6 +847,58 @@ static void test_prefix_cache(void)
     free(pt);
     free(qt);
     free(ut);
+}
+
+/*
+ * The budget among tenants (--prefix-cache-tenant-share 0.5 of four states, checkpoints every 8
+ * tokens): the default tenant's 16-token prompt leaves entries at 8 and 16; tenant t-a's 40-token
+ * prompt leaves five checkpoints, of which it keeps its two newest (its share) by evicting its
+ * own, none of the default tenant's: that prompt again resumes at 8, t-a's at 32. Without the
+ * share (the first rig) t-a's prompt takes the whole budget and the default tenant's misses.
+ */
+static void test_prefix_cache_tenants(void)
+{
+    for (int shared = 0; shared < 2; shared++) {
+        rig g;
+        rig_tenant_share = shared ? 0.5 : 0;
+        rig_open(&g, "models/mamba1-tiny", 4, 8, 0);
+        rig_tenant_share = 0;
+        const int V = g.info->vocab_size;
+        enum { N = 40, M = 16 };
+        int32_t P[N], D[M];
+        for (int i = 0; i < N; i++) P[i] = (int32_t)((i * 53 + 7) % (V - 1)) + 1;
+        for (int i = 0; i < M; i++) D[i] = (int32_t)((i * 41 + 19) % (V - 1)) + 1;
+        char *pt = ids_text(P, N), *dt = ids_text(D, M), pb[4096], db[4096];
+        snprintf(pb, sizeof pb, "{\"prompt\": %s, \"max_tokens\": 1}", pt);
+        snprintf(db, sizeof db, "{\"prompt\": %s, \"max_tokens\": 1}", dt);
+        answer a = run("generate", NULL, db, NULL);
+        CHECKF(a.status == 200 && cached_of(&a) == 0, "default tenant: %s", a.text);
+        answer_free(&a);
+        run_tenant = "t-a";
+        a = run("generate", NULL, pb, NULL);
+        CHECKF(a.status == 200 && cached_of(&a) == 0, "t-a: %s", a.text);
+        answer_free(&a);
+        long long hidden = -1;
+        a = run("states_list", NULL, NULL, "include", "cache", NULL);
+        CHECKF(listed(&a, &hidden) == (shared ? 2u : 4u), "share %d: t-a's entries: %s", shared,
+               a.text);
+        answer_free(&a);
+        a = run("generate", NULL, pb, NULL);
+        CHECKF(a.status == 200 && cached_of(&a) == 32, "t-a again: %s", a.text);
+        answer_free(&a);
+        run_tenant = NULL;
+        a = run("states_list", NULL, NULL, "include", "cache", NULL);
+        CHECKF(listed(&a, &hidden) == (shared ? 2u : 0u), "share %d: the default tenant's: %s",
+               shared, a.text);
+        answer_free(&a);
+        a = run("generate", NULL, db, NULL);
+        CHECKF(a.status == 200 && cached_of(&a) == (shared ? 8 : 0),
+               "share %d: the default tenant again: %s", shared, a.text);
+        answer_free(&a);
+        rig_close(&g);
+        free(pt);
+        free(dt);
+    }
 }
 
 /* ---- search ---------------------------------------------------------------------------------- */
@@ -1695,6 +1751,7 @@ int main(int argc, char **argv)
     test_prefix("models/mamba2-tiny");
     test_prefix("models/moe-mamba-switch");
     test_prefix_cache();
+    test_prefix_cache_tenants();
     test_search("models/mamba1-tiny", "final_hidden");
     test_search("models/mamba1-tiny", "ssm_norm");
     test_search("models/mamba1-tiny", "projection");
