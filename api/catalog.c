@@ -95,7 +95,7 @@ void api_h_metrics(void *app, ss_host_req *r)
             x.tenants = tl.rows;
             x.n_tenants = tl.n;
         }
-        ss_err_clear(); /* none with the remote tier */
+        ss_err_clear(); /* none while the remote tier is unreachable */
     }
     /* the per-tenant lines name every tenant: an admin key sees all, others their own only */
     const char *own = ss_host_tenant(r);

@@ -1260,8 +1260,8 @@ ss_err ss_store_tenant_stats(ss_store *s, ss_store_tenant_fn fn, void *user)
     MDB_val key = {7, "tenant:"}, val;
     uint64_t n_other = 0, b_other = 0;
     if (!s || !fn) return ss_fail(SS_ERR_INVALID, "store: NULL argument");
-    if (s->remote) /* the local cache's counts are not the catalog's */
-        return ss_fail(SS_ERR_UNSUPPORTED, "per-tenant totals are not kept by the remote tier");
+    if (s->remote) /* the shared catalog's counts, not the local cache's */
+        return remote_tenant_stats(s, fn, user);
     ss_err err = ss_store_get_stats(s, &total);
     if (err) return err;
     if ((err = store_txn_begin(s, MDB_RDONLY, &txn))) return err;

@@ -269,6 +269,8 @@ ss_err remote_open(ss_store *s, const ss_store_params *p);
 void remote_close(ss_store *s); /* NULL remote: no-op */
 ss_err remote_check(ss_store *s);
 void remote_stats(ss_store *s, ss_store_stats *out);
+/* Each tenant's states and bytes in the shared catalog (ss_store_tenant_stats). */
+ss_err remote_tenant_stats(ss_store *s, ss_store_tenant_fn fn, void *user);
 /* pe: the prompt-cache index entry (store/prefix.c), kept in this replica's local tier only. */
 ss_err remote_put(ss_store *s, const char *record_json, const void *blob, size_t blob_len,
                   const ss_store_prefix_entry *pe, char **record_out);

@@ -114,7 +114,9 @@ typedef struct ss_remote {
 /* ---- scripts (all keys in the slot of {P}) ---------------------------------------------------- */
 
 /* KEYS: rec name tk time meta pending. ARGV: id name ns20 member text bytes tagpfx pend
- * fixed tags... (fixed = 1: a copy keeping its own time, which may be older than the newest) */
+ * fixed tenant tags... (fixed = 1: a copy keeping its own time, which may be older than the
+ * newest; tenant: '' for the default one, else its states and bytes are counted in meta's
+ * tn:<tenant> and tb:<tenant>, as the default tenant's are the rest of n_states, blob_bytes) */
 static const char PUT_LUA[] =
     "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return {'DUP', ARGV[1]} end\n"
     "if ARGV[2] ~= '' then\n"
@@ -127,10 +129,14 @@ static const char PUT_LUA[] =
     "redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])\n"
     "if ARGV[2] ~= '' then redis.call('HSET', KEYS[2], ARGV[2], ARGV[1]) end\n"
     "redis.call('ZADD', KEYS[4], 0, ARGV[4])\n"
-    "for i = 10, #ARGV do redis.call('ZADD', ARGV[7] .. ARGV[i], 0, ARGV[4]) end\n"
+    "for i = 11, #ARGV do redis.call('ZADD', ARGV[7] .. ARGV[i], 0, ARGV[4]) end\n"
     "if not last or last < ARGV[3] then redis.call('HSET', KEYS[5], 'last_ns', ARGV[3]) end\n"
     "redis.call('HINCRBY', KEYS[5], 'n_states', 1)\n"
     "redis.call('HINCRBY', KEYS[5], 'blob_bytes', ARGV[6])\n"
+    "if ARGV[10] ~= '' then\n"
+    "  redis.call('HINCRBY', KEYS[5], 'tn:' .. ARGV[10], 1)\n"
+    "  redis.call('HINCRBY', KEYS[5], 'tb:' .. ARGV[10], ARGV[6])\n"
+    "end\n"
     "redis.call('ZREM', KEYS[6], ARGV[8])\n"
     "return {'OK', ARGV[1]}\n";
 
@@ -167,8 +173,37 @@ static const char DEL_LUA[] =
     "end\n"
     "redis.call('HINCRBY', KEYS[5], 'n_states', -1)\n"
     "redis.call('HINCRBY', KEYS[5], 'blob_bytes', -tonumber(r.bytes))\n"
+    "if type(r.tenant) == 'string' then\n"
+    "  local n = redis.call('HINCRBY', KEYS[5], 'tn:' .. r.tenant, -1)\n"
+    "  redis.call('HINCRBY', KEYS[5], 'tb:' .. r.tenant, -tonumber(r.bytes))\n"
+    "  if n <= 0 then redis.call('HDEL', KEYS[5], 'tn:' .. r.tenant, 'tb:' .. r.tenant) end\n"
+    "end\n"
     "redis.call('ZADD', KEYS[6], ARGV[4], id .. ':' .. math.ceil(tonumber(r.bytes) / 1048576))\n"
     "return {id, t}\n";
+
+/* KEYS: rec meta. The per-tenant totals (PUT_LUA's tn: and tb: fields) counted from the records
+ * once, when meta has no 'tenants' mark: a catalog written before they were kept, or after an
+ * operator's `HDEL {P}:meta tenants` (a recount). One pass over every record: blocks the slot's
+ * node for about a second per 100,000 states, once. -> 1 when it counted, else 0 */
+static const char TENANTS_LUA[] =
+    "if redis.call('HEXISTS', KEYS[2], 'tenants') == 1 then return 0 end\n"
+    "for _, f in ipairs(redis.call('HKEYS', KEYS[2])) do\n"
+    "  local p = string.sub(f, 1, 3)\n"
+    "  if p == 'tn:' or p == 'tb:' then redis.call('HDEL', KEYS[2], f) end\n"
+    "end\n"
+    "local n, b = {}, {}\n"
+    "for _, t in ipairs(redis.call('HVALS', KEYS[1])) do\n"
+    "  local r = cjson.decode(t)\n"
+    "  if type(r.tenant) == 'string' then\n"
+    "    n[r.tenant] = (n[r.tenant] or 0) + 1\n"
+    "    b[r.tenant] = (b[r.tenant] or 0) + tonumber(r.bytes)\n"
+    "  end\n"
+    "end\n"
+    "for t, c in pairs(n) do\n"
+    "  redis.call('HSET', KEYS[2], 'tn:' .. t, c, 'tb:' .. t, b[t])\n"
+    "end\n"
+    "redis.call('HSET', KEYS[2], 'tenants', '1')\n"
+    "return 1\n";
 
 /* KEYS: rec time. ARGV: index key or '', prefix, limit, after (member head) or '', tenant,
  * scoped ('1': only that tenant's states and shared ones; a record that mentions neither field
@@ -848,6 +883,7 @@ static ss_err put_impl(ss_store *s, const char *record_json, const void *blob, s
         args_str(&a, r->k_tagpfx);
         args_str(&a, pend);
         args_str(&a, fixed_id ? "1" : "0");
+        args_str(&a, tenant ? tenant : "");
         size_t i;
         json_t *t;
         json_array_foreach (tags, i, t) args_str(&a, json_string_value(t));
@@ -1117,6 +1153,46 @@ void remote_stats(ss_store *s, ss_store_stats *out)
     out->cache_hits = atomic_load(&r->hits);
     out->cache_misses = atomic_load(&r->misses);
     out->cache_evictions = atomic_load(&r->evictions);
+}
+
+ss_err remote_tenant_stats(ss_store *s, ss_store_tenant_fn fn, void *user)
+{
+    ss_remote *r = s->remote;
+    ss_store_stats total = {0};
+    remote_stats(s, &total);
+    if (!total.remote_up) return ss_fail(SS_ERR_UNAVAILABLE, "the remote catalog is unreachable");
+    const char *keys[2] = {r->k_rec, r->k_meta};
+    args a;
+    eval_head(r, &a, TENANTS_LUA, 2, keys);
+    redisReply *rep = cmd(r, 3, a.n, a.v, a.l, 0);
+    if (!rep) return SS_ERR_UNAVAILABLE;
+    freeReplyObject(rep);
+    const char *argv[2] = {"HGETALL", r->k_meta};
+    size_t lens[2] = {7, strlen(r->k_meta)};
+    if (!(rep = cmd(r, 1, 2, argv, lens, 0))) return SS_ERR_UNAVAILABLE;
+    uint64_t n_other = 0, b_other = 0;
+    for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY && i + 1 < rep->elements; i += 2) {
+        const redisReply *f = rep->element[i];
+        if (f->type != REDIS_REPLY_STRING || f->len < 4 || memcmp(f->str, "tn:", 3)) continue;
+        const char *t = f->str + 3;
+        char bf[8 + SS_STORE_TENANT_MAX];
+        snprintf(bf, sizeof bf, "tb:%s", t);
+        uint64_t n = strtoull(rep->element[i + 1]->str ? rep->element[i + 1]->str : "0", NULL,
+                              10),
+                 b = 0;
+        for (size_t k = 0; k + 1 < rep->elements; k += 2)
+            if (rep->element[k]->str && !strcmp(rep->element[k]->str, bf) &&
+                rep->element[k + 1]->str)
+                b = strtoull(rep->element[k + 1]->str, NULL, 10);
+        n_other += n;
+        b_other += b;
+        fn(user, t, n, b);
+    }
+    freeReplyObject(rep);
+    if (total.n_states >= n_other)
+        fn(user, "", total.n_states - n_other,
+           total.blob_bytes >= b_other ? total.blob_bytes - b_other : 0);
+    return SS_OK;
 }
 
 ss_err remote_check(ss_store *s)

@@ -170,7 +170,9 @@ ss_err ss_store_share_as(ss_store *s, const ss_store_scope *sc, const char *ref,
                          char **record_out);
 
 /* States and blob bytes per tenant, for /metrics: fn(user, tenant, n_states, blob_bytes) once per
- * tenant holding states ("" = the default tenant). SS_ERR_IO, SS_ERR_NOMEM. */
+ * tenant holding states ("" = the default tenant). SS_ERR_IO, SS_ERR_NOMEM. With the remote tier
+ * the shared catalog's totals (kept in Redis beside n_states; counted from the records the first
+ * time), SS_ERR_UNAVAILABLE while it cannot be reached. */
 typedef void (*ss_store_tenant_fn)(void *user, const char *tenant, uint64_t n_states,
                                    uint64_t blob_bytes);
 ss_err ss_store_tenant_stats(ss_store *s, ss_store_tenant_fn fn, void *user);

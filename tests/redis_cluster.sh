@@ -118,6 +118,9 @@ names=$(req B GET '/v1/states?limit=10' | jq -r '[.data[].name] | join(",")')
 [ "$names" = "dict-soup,dict-b,dict-a" ] || fail "listing on B: $names"
 [ "$(req A GET /v1/states/dict-soup | jq -r .id)" = "$(jq -r .id "$tmp/merge.B")" ] ||
     fail "A does not see the soup B stored"
+# the shared catalog's per-tenant totals (kept in Redis) on the replica that stored none of them
+req A GET /metrics | grep -q '^statesoup_tenant_states{tenant=""} 3$' ||
+    fail "A's /metrics: no statesoup_tenant_states of the shared catalog's 3 states"
 # search keeps no keys with the remote tier: refused clearly (400 unsupported); C (LMDB) finds
 # the soup's own state first
 q='{"query": {"state": "dict-soup"}, "k": 1}'

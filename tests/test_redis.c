@@ -487,6 +487,35 @@ static void id_of(const char *text, char *id)
     snprintf(id, 36, "%.35s", p ? p + 6 : "");
 }
 
+/* ss_store_tenant_stats into a small table: states and bytes of up to 8 tenants. */
+typedef struct tenant_rows {
+    char name[8][72];
+    uint64_t n[8], b[8];
+    int k;
+} tenant_rows;
+
+static void tenant_row(void *user, const char *tenant, uint64_t n, uint64_t b)
+{
+    tenant_rows *t = user;
+    if (t->k == 8) return;
+    snprintf(t->name[t->k], sizeof t->name[t->k], "%s", tenant);
+    t->n[t->k] = n;
+    t->b[t->k++] = b;
+}
+
+/* The states and bytes of `tenant` in s's catalog (both 0 when it holds none). */
+static void tenant_totals(ss_store *s, const char *tenant, uint64_t *n, uint64_t *b)
+{
+    tenant_rows t = {.k = 0};
+    *n = *b = 0;
+    CHECK_OK(ss_store_tenant_stats(s, tenant_row, &t));
+    for (int i = 0; i < t.k; i++)
+        if (!strcmp(t.name[i], tenant)) {
+            *n = t.n[i];
+            *b = t.b[i];
+        }
+}
+
 /* Tenants on the shared tier: names per tenant in Redis, other tenants' states answer as missing
  * on every replica, listings filtered in the script, share/unshare seen by the other replica,
  * delete rights; migrate's copy (put_copy) keeps tenant and shared. */
@@ -516,6 +545,37 @@ static void test_tenants_remote(void)
     id_of(rb, bx);
     id_of(rd, dx);
     CHECK(ra && strstr(ra, "\"tenant\":\"alice\""));
+    /* per-tenant totals of the shared catalog, the same on both replicas; counted again from
+     * the records when the mark is gone (an older catalog, or an operator's recount) */
+    uint64_t tn, tb;
+    for (int rep = 0; rep < 2; rep++) {
+        ss_store *on = rep ? b : a;
+        tenant_totals(on, "alice", &tn, &tb);
+        CHECK(tn == 1 && tb == sizeof x);
+        tenant_totals(on, "bob", &tn, &tb);
+        CHECK(tn == 1 && tb == sizeof y);
+        tenant_totals(on, "", &tn, &tb);
+        CHECK(tn == 1 && tb == sizeof z);
+    }
+    {
+        char meta[160];
+        snprintf(meta, sizeof meta, "{%s}:meta", prefix);
+        ss_rc *c = NULL;
+        REQUIRE_OK(ss_rc_open(&c, seeds_of(0), NULL));
+        const char *hv[6] = {"HSET", meta, "tn:alice", "99", "tn:carol", "5"};
+        size_t hl[6] = {4, strlen(meta), 8, 2, 8, 1};
+        redisReply *r = ss_rc_command(c, 1, 6, hv, hl, 0, 0, NULL);
+        CHECK(r && r->type == REDIS_REPLY_INTEGER);
+        if (r) freeReplyObject(r);
+        r = run(c, "HDEL", meta, "tenants");
+        CHECK(r && r->type == REDIS_REPLY_INTEGER && r->integer == 1);
+        if (r) freeReplyObject(r);
+        ss_rc_close(c);
+    }
+    tenant_totals(b, "alice", &tn, &tb);
+    CHECK(tn == 1 && tb == sizeof x);
+    tenant_totals(b, "carol", &tn, &tb);
+    CHECK(tn == 0);
     /* each tenant's "x" on the other replica */
     char *t = NULL;
     CHECK_OK(ss_store_get_record_as(b, &alice, "x", &t));
@@ -597,7 +657,13 @@ static void test_tenants_remote(void)
     CHECK_OK(ss_store_delete_as(a, &bob, "x"));
     CHECK_OK(ss_store_delete_as(a, &admin, dx));
     CHECK_OK(ss_store_put_as(a, &alice, rec, x, sizeof x, NULL, NULL));
+    tenant_totals(b, "alice", &tn, &tb);
+    CHECK(tn == 1 && tb == sizeof x);
     CHECK_OK(ss_store_delete_as(a, &alice, "x"));
+    tenant_totals(b, "alice", &tn, &tb);
+    CHECK(tn == 0 && tb == 0);
+    tenant_totals(a, "", &tn, &tb);
+    CHECK(tn == 0);
     free(ra);
     free(rb);
     free(rd);
