@@ -283,9 +283,10 @@ static void answer_score(infer *inf, ss_host_req *r)
         if (o) json_object_set_new(o, "index", json_integer(i));
         json_array_append_new(results, o);
     }
-    api_json(r, 200, with_retrieved(inf, json_pack("{s:s,s:o,s:{s:i,s:i}}", "object", "list",
-                                                   "results", results, "usage", "prompt_tokens",
-                                                   n_prompt, "cached_tokens", 0))); /* batches never reuse */
+    api_json(r, 200,
+             with_retrieved(inf, json_pack("{s:s,s:o,s:{s:i,s:i}}", "object", "list", "results",
+                                           results, "usage", "prompt_tokens", n_prompt,
+                                           "cached_tokens", 0))); /* batches never reuse */
 }
 
 /* The non-streamed /v1/generate answer for one choice (rec, the saved state, is stolen). */
@@ -410,7 +411,8 @@ static void answer_completions(infer *inf, ss_host_req *r)
         infer_sse_done(r);
         return;
     }
-    api_json(r, 200, with_retrieved(inf, set_member(completion_chunk(inf, choices), "usage", usage)));
+    api_json(r, 200,
+             with_retrieved(inf, set_member(completion_chunk(inf, choices), "usage", usage)));
 }
 
 void infer_finish(void *app, ss_host_req *r, void *user)

@@ -244,7 +244,8 @@ static ss_err resume_from(infer *inf, const char *id, int pos)
     ss_state *st = NULL;
     ss_err err = ss_state_new(a->model, &st);
     char *text = NULL;
-    if (!err) err = api_load_state(a, &inf->scope, id, st, &text); /* with its decay when it has one */
+    if (!err)
+        err = api_load_state(a, &inf->scope, id, st, &text); /* with its decay when it has one */
     free(text);
     if (err) {
         ss_state_free(st);
@@ -307,7 +308,8 @@ static ss_err lookup(ss_api *a, infer *inf)
     }
     free(chains);
     if (err && err != SS_ERR_NOT_FOUND) return err;
-    if (a->p.metrics) ss_metrics_prefix(a->p.metrics, out, out == SS_PREFIX_HIT ? (uint64_t)pos : 0);
+    if (a->p.metrics)
+        ss_metrics_prefix(a->p.metrics, out, out == SS_PREFIX_HIT ? (uint64_t)pos : 0);
     ss_err_clear();
     return SS_OK;
 }

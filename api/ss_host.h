@@ -4,9 +4,9 @@
  * elsewhere, and waking it again.
  *
  * api/ declares this interface; the host implements it. In the daemon the host is server/host.c
- * (beside the HTTP daemon, http.c); in tests/test_handlers.c it is a small in-memory one, so the handlers run
- * without a socket. No transport type appears here: a request is the opaque ss_host_req.
- * The functions are bound at link time (one host per program).
+ * (beside the HTTP daemon, http.c); in tests/test_handlers.c it is a small in-memory one, so the
+ * handlers run without a socket. No transport type appears here: a request is the opaque
+ * ss_host_req. The functions are bound at link time (one host per program).
  *
  * Life of a request, as the API sees it:
  *   1. The host matched a route of the table (ss_api_routes), checked its scope and body type,

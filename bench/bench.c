@@ -330,7 +330,8 @@ static char *st_header(const tensor_spec *ts, int nt, int dtype, uint64_t *data_
     uint64_t off = 0;
     for (int i = 0; i < nt; i++) {
         json_t *shp = json_array();
-        for (int j = 0; j < ts[i].ndim; j++) json_array_append_new(shp, json_integer(ts[i].shape[j]));
+        for (int j = 0; j < ts[i].ndim; j++)
+            json_array_append_new(shp, json_integer(ts[i].shape[j]));
         uint64_t n = spec_elems(&ts[i]);
         json_object_set_new(hdr, ts[i].name,
                             json_pack("{s:s, s:o, s:[I,I]}", "dtype",
@@ -966,7 +967,8 @@ static json_t *bench_model(const bench_opts *o, machine *mc, const char *root, i
         }
         printf("  wrote %.0f MB checkpoint in %.1f s\n", wbytes / 1e6, bench_now_s() - t0);
     } else {
-        printf("\n== %s%s%s\n", dir, o->q8 ? ", quantised to q8" : "", o->in_place ? ", F32 in place" : "");
+        printf("\n== %s%s%s\n", dir, o->q8 ? ", quantised to q8" : "",
+               o->in_place ? ", F32 in place" : "");
     }
 
     ss_model *m = NULL;

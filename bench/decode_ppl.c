@@ -52,7 +52,8 @@ static int score_chunk(ss_model *m, ss_ctx *c, ss_state *st, const int32_t *tok,
     ss_state_zero(st);
     ss_seq q = {.state = st, .tokens = tok, .n_tokens = n - 1, .logits = all, .logits_all = 1};
     if (ss_model_eval(m, c, &q, 1, 0)) return -1;
-    for (int i = 0; i + 1 < n; i++) t->nll_chunk -= ss_logprob_of(all + (size_t)i * V, V, tok[i + 1]);
+    for (int i = 0; i + 1 < n; i++)
+        t->nll_chunk -= ss_logprob_of(all + (size_t)i * V, V, tok[i + 1]);
     t->n += n - 1;
     return 0;
 }
@@ -127,12 +128,16 @@ int main(int argc, char **argv)
     }
     totals t = {0};
     int rc = 0;
-    for (int i = optind; i < argc && !rc; i++) rc = score_file(m, tk, argv[i], chunk, max_tokens, &t);
+    for (int i = optind; i < argc && !rc; i++)
+        rc = score_file(m, tk, argv[i], chunk, max_tokens, &t);
     if (!rc && t.n > 0) {
-        printf("weights %s%s, %ld tokens scored in chunks of %d from the zero state\n",
-               ss_model_get_info(m)->weights,
-               p.weights == SS_WEIGHTS_Q8 ? (p.q8_f32_act ? " (F32 activations)" : " (8-bit activations at batch-1 decode)") : "",
-               t.n, chunk);
+        printf(
+            "weights %s%s, %ld tokens scored in chunks of %d from the zero state\n",
+            ss_model_get_info(m)->weights,
+            p.weights == SS_WEIGHTS_Q8
+                ? (p.q8_f32_act ? " (F32 activations)" : " (8-bit activations at batch-1 decode)")
+                : "",
+            t.n, chunk);
         printf("  one token per step (decode):  %.4f nats/token, perplexity %.2f\n",
                t.nll_step / t.n, exp(t.nll_step / t.n));
         printf("  one chunk per step (score):   %.4f nats/token, perplexity %.2f\n",

@@ -531,10 +531,19 @@ int main(int argc, char **argv)
             for (int ri = 0; ri < (kind == K_READ ? 1 : n_rows); ri++) {
                 if ((kind == K_Q8A8 || kind == K_Q8PA8 || kind == K_Q8KA8) && rows[ri] != 1)
                     continue; /* batch-1 decode only */
-                bench b = {.kind = (enum kind)kind, .rows = rows[ri], .threads = threads[ti],
-                           .n = piece ? n / piece * piece : n, .w = (char *)w + OFFSET, .s = s, .x = x, .xq = &xq,
+                bench b = {.kind = (enum kind)kind,
+                           .rows = rows[ri],
+                           .threads = threads[ti],
+                           .n = piece ? n / piece * piece : n,
+                           .w = (char *)w + OFFSET,
+                           .s = s,
+                           .x = x,
+                           .xq = &xq,
                            .xqt = xqt,
-                           .xt = xt, .part = part, .y = y, .piece = piece,
+                           .xt = xt,
+                           .part = part,
+                           .y = y,
+                           .piece = piece,
                            .reps = size_mb < 200 ? (int)(200 / size_mb) : 1};
                 if (transposed(b.kind) && check_segments(&b)) return 1;
                 if (piece && !(b.pool = pool_new(threads[ti]))) {

@@ -166,10 +166,11 @@ int bench_paired(ss_model *m, int threads, int rounds, double stream_bytes, json
     qsort(run_frac, (size_t)rounds, sizeof *run_frac, bench_cmp_double);
     qsort(run_tok, (size_t)rounds, sizeof *run_tok, bench_cmp_double);
     const double f50 = frac[rounds / 2], f25 = frac[rounds / 4], f75 = frac[3 * rounds / 4];
-    printf("  %-34s %9.0f%% of a plain read of the same bytes just before each token (median of\n"
-           "  %-34s %10s %d tokens, quartiles %.0f-%.0f%%; medians: token %.2f ms, read %.1f GB/s)\n",
-           "decode, 1 stream, token by token", 100 * f50, "", "", rounds, 100 * f25, 100 * f75,
-           tok[rounds / 2] / 1e6, bw[rounds / 2]);
+    printf(
+        "  %-34s %9.0f%% of a plain read of the same bytes just before each token (median of\n"
+        "  %-34s %10s %d tokens, quartiles %.0f-%.0f%%; medians: token %.2f ms, read %.1f GB/s)\n",
+        "decode, 1 stream, token by token", 100 * f50, "", "", rounds, 100 * f25, 100 * f75,
+        tok[rounds / 2] / 1e6, bw[rounds / 2]);
     const double w50 = run_frac[rounds / 2], w25 = run_frac[rounds / 4],
                  w75 = run_frac[3 * rounds / 4];
     printf("  %-34s %9.0f%% of that read (quartiles %.0f-%.0f%%; median token %.2f ms)\n",

@@ -215,13 +215,16 @@ int main(int argc, char **argv)
         }
     }
     if (!o.remote || o.bytes < 4 || o.saves < N_MERGE || o.saves > 64) {
-        fprintf(stderr, "statesoup-remotebench: --remote URL is required (--help); --saves 4..64\n");
+        fprintf(stderr,
+                "statesoup-remotebench: --remote URL is required (--help); --saves 4..64\n");
         return 2;
     }
     printf("statesoup-remotebench: %zu-byte states, %d saves per replica, WAIT %d, %s\n\n",
            o.bytes, o.saves, o.wait, o.remote);
-    printf("| tier               |   saves/s | restore hit ms | restore miss ms | merge of 4 ms |\n");
-    printf("| ---                |       --- |            --- |             --- |           --- |\n");
+    printf(
+        "| tier               |   saves/s | restore hit ms | restore miss ms | merge of 4 ms |\n");
+    printf(
+        "| ---                |       --- |            --- |             --- |           --- |\n");
     int bad = run_row(&o, 0, 0);
     for (int n = 1, round = 1; n <= MAX_REPLICAS; n *= 2, round++) bad |= run_row(&o, n, round);
     printf("\nsaves/s: all replicas together; latencies: medians per replica, then the median.\n");

@@ -148,7 +148,8 @@ typedef struct sample {
     long d5xx;      /* daemon's 5xx answers so far (this daemon's life; -1 when unknown) */
     uint64_t reqs;  /* requests done by the clients so far */
     long live;      /* acknowledged states not deleted */
-    long long minflt; /* daemon's minor page faults so far (-1 when unknown): fresh memory touched */
+    long long
+        minflt; /* daemon's minor page faults so far (-1 when unknown): fresh memory touched */
 } sample;
 
 typedef struct vres {

@@ -728,7 +728,8 @@ int cmd_verify(int argc, char **argv)
                cli_human_bytes(stats.map_size, b3, sizeof b3));
     }
     if (bad) {
-        fprintf(stderr, "statesoup verify: %llu item(s) unreadable or failing a checksum; last: %s\n",
+        fprintf(stderr,
+                "statesoup verify: %llu item(s) unreadable or failing a checksum; last: %s\n",
                 (unsigned long long)bad, why_copy ? why_copy : "?");
     }
     free(why_copy);

@@ -68,13 +68,17 @@ static ss_err start_zero(const eval_run *r, int t, int arg, json_t *req)
 static ss_err start_part(const eval_run *r, int t, int arg, json_t *req)
 {
     if (arg >= r->tasks[t].n_parts) return SS_ERR_UNSUPPORTED;
-    return json_object_set_new(req, "state", json_string(r->part_ids[t][arg])) ? ss_fail(SS_ERR_NOMEM, "out of memory") : SS_OK;
+    return json_object_set_new(req, "state", json_string(r->part_ids[t][arg]))
+               ? ss_fail(SS_ERR_NOMEM, "out of memory")
+               : SS_OK;
 }
 
 static ss_err start_whole(const eval_run *r, int t, int arg, json_t *req)
 {
     (void)arg;
-    return json_object_set_new(req, "state", json_string(r->whole_ids[t])) ? ss_fail(SS_ERR_NOMEM, "out of memory") : SS_OK;
+    return json_object_set_new(req, "state", json_string(r->whole_ids[t]))
+               ? ss_fail(SS_ERR_NOMEM, "out of memory")
+               : SS_OK;
 }
 
 /* The task's parts, each with weight w (the on-the-fly merge's list form). */
@@ -91,7 +95,8 @@ static ss_err start_linear(const eval_run *r, int t, int arg, json_t *req)
 {
     if (r->tasks[t].n_parts < 2) return SS_ERR_UNSUPPORTED;
     json_t *m = parts_list(r, t, arg ? 1.0 : 1.0 / r->tasks[t].n_parts);
-    return m && !json_object_set_new(req, "merge", m) ? SS_OK : ss_fail(SS_ERR_NOMEM, "out of memory");
+    return m && !json_object_set_new(req, "merge", m) ? SS_OK
+                                                      : ss_fail(SS_ERR_NOMEM, "out of memory");
 }
 
 /* arg 0: sequential composition of the parts in order; 1: symmetric (merge modes). */
@@ -118,10 +123,14 @@ static ss_err start_other(const eval_run *r, int t, int arg, json_t *req)
     while (o != t && !strcmp(r->tasks[o].whole, r->tasks[t].whole)) o = (o + 1) % r->n_tasks;
     if (o == t) return SS_ERR_UNSUPPORTED;
     const char *other = r->whole_ids[o];
-    if (arg) return json_object_set_new(req, "state", json_string(other)) ? ss_fail(SS_ERR_NOMEM, "out of memory") : SS_OK;
+    if (arg)
+        return json_object_set_new(req, "state", json_string(other))
+                   ? ss_fail(SS_ERR_NOMEM, "out of memory")
+                   : SS_OK;
     json_t *m = json_pack("[{s:s,s:f},{s:s,s:f}]", "state", r->whole_ids[t], "weight", 0.5,
                           "state", other, "weight", 0.5);
-    return m && !json_object_set_new(req, "merge", m) ? SS_OK : ss_fail(SS_ERR_NOMEM, "out of memory");
+    return m && !json_object_set_new(req, "merge", m) ? SS_OK
+                                                      : ss_fail(SS_ERR_NOMEM, "out of memory");
 }
 
 /*
@@ -172,7 +181,8 @@ static const eval_cond conds[] = {
 };
 #define N_CONDS (int)(sizeof conds / sizeof conds[0])
 
-/* ---- talking to the daemon -------------------------------------------------------------------- */
+/* ---- talking to the daemon --------------------------------------------------------------------
+ */
 
 /* POST body to path; *out (may be NULL) the reply. Names the task on failure. */
 static ss_err post(const eval_run *r, const char *path, json_t *body, json_t **out, int t)
@@ -385,7 +395,8 @@ static void rate(const int *x, int n_tasks, double *tmp, double *mean, double *c
     eval_mean_ci(tmp, *n, mean, ci);
 }
 
-/* ---- the private daemon of --model ------------------------------------------------------------ */
+/* ---- the private daemon of --model ------------------------------------------------------------
+ */
 
 typedef struct priv_daemon {
     pid_t pid;
@@ -480,7 +491,8 @@ static void daemon_stop(priv_daemon *d)
     if (d->dir[0]) nftw(d->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-/* ---- output ----------------------------------------------------------------------------------- */
+/* ---- output -----------------------------------------------------------------------------------
+ */
 
 static void progress(const char *what, int done, int total)
 {
@@ -536,7 +548,8 @@ static json_t *summary_json(const eval_summary *s, int n, int n_tasks, double **
                      arr);
 }
 
-/* ---- the command ------------------------------------------------------------------------------ */
+/* ---- the command ------------------------------------------------------------------------------
+ */
 
 static const char eval_help[] =
     "usage: statesoup eval --tasks FILE [--url URL | --model DIR] [--conditions A,B,...]\n"
@@ -799,7 +812,8 @@ static void print_retrieval(json_t *const *rets, int n)
     cli_table *t = cli_table_new(7, head, right);
     for (int i = 0; t && i < n; i++) {
         char tasks[16], parts[16], a[4][48];
-        snprintf(tasks, sizeof tasks, "%lld", (long long)json_integer_value(json_object_get(rets[i], "n")));
+        snprintf(tasks, sizeof tasks, "%lld",
+                 (long long)json_integer_value(json_object_get(rets[i], "n")));
         snprintf(parts, sizeof parts, "%lld",
                  (long long)json_integer_value(json_object_get(rets[i], "candidates")));
         const char *cells[] = {json_string_value(json_object_get(rets[i], "key")), tasks, parts,

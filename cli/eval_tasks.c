@@ -145,7 +145,8 @@ ss_err eval_tasks_load(const char *path, eval_task **tasks, int *n)
     return SS_OK;
 }
 
-/* ---- the dictionary-task generator ------------------------------------------------------------ */
+/* ---- the dictionary-task generator ------------------------------------------------------------
+ */
 
 static uint64_t splitmix64(uint64_t *s)
 {
@@ -315,7 +316,8 @@ out:
     return err;
 }
 
-/* ---- statistics and the chart ----------------------------------------------------------------- */
+/* ---- statistics and the chart -----------------------------------------------------------------
+ */
 
 void eval_mean_ci(const double *x, int n, double *mean, double *ci95)
 {

@@ -146,7 +146,8 @@ const char cli_generate_help[] =
     "examples:\n"
     "  statesoup generate --model models/demo-mamba1 --prompt 'Once upon a time' --max-tokens 40\n"
     "  statesoup generate --state intro --prompt ' and then' --temperature 0 --save-state intro-2\n"
-    "  statesoup generate --merge dict-a=0.5,dict-b=0.5 --prompt $'Query:\\napple =' --stop '\\n'\n";
+    "  statesoup generate --merge dict-a=0.5,dict-b=0.5 --prompt $'Query:\\napple =' --stop "
+    "'\\n'\n";
 
 int cmd_generate(int argc, char **argv)
 {

@@ -182,7 +182,8 @@ static ss_err job_new(ss_engine *e, const ss_job_params *p, ss_job **out)
     ss_err err = SS_OK;
     if (p->n_prompt < 0 || p->n_cont < 0 || (p->n_prompt && !p->prompt) || (p->n_cont && !p->cont))
         return ss_fail(SS_ERR_INVALID, "bad token arrays");
-    if ((err = check_ids(p->prompt, p->n_prompt, V, p->kind == SS_JOB_SCORE ? "context" : "prompt")))
+    if ((err =
+             check_ids(p->prompt, p->n_prompt, V, p->kind == SS_JOB_SCORE ? "context" : "prompt")))
         return err;
     if ((err = check_ids(p->cont, p->n_cont, V, "continuation"))) return err;
     if (p->kind == SS_JOB_GENERATE) {

@@ -164,9 +164,9 @@ void ss_engine_close(ss_engine *e);
  * Queue a job. Validates the parameters (token ids in range, sample params, sizes: SS_ERR_INVALID)
  * and copies every input; SS_ERR_BUSY when the queue is full, SS_ERR_NOMEM. Requests of the HTTP
  * API arrive here already validated by api/ (whose messages name the request's fields); this
- * check is the engine's own contract towards its direct callers (bench, tests). On success *out is the job (free it with
- * ss_job_free once on_done has run). For a Mixture-of-Tokens model the job runs alone (a group of
- * one).
+ * check is the engine's own contract towards its direct callers (bench, tests). On success *out is
+ * the job (free it with ss_job_free once on_done has run). For a Mixture-of-Tokens model the job
+ * runs alone (a group of one).
  */
 ss_err ss_engine_submit(ss_engine *e, const ss_job_params *p, ss_job **out);
 

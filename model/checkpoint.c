@@ -5,10 +5,10 @@
  * safetensors files are mmapped read-only and every tensor the architecture needs is looked up,
  * shape-checked against the config and either copied onto huge pages (matrices: F32, 64-byte
  * aligned; BF16 in the kernels' pair layout; F16), used in place (F32 vectors, and F32 matrices
- * with --f32-in-place), quantised (--weights q8) or converted once to F32 (BF16/F16 vectors). Anything missing or inconsistent is an error naming
- * the tensor.
- * The fingerprint hashes the canonical config and every tensor (name, dtype, shape, bytes) with
- * XXH3-128, tensors in parallel, so a 2.8b checkpoint takes about a second from page cache.
+ * with --f32-in-place), quantised (--weights q8) or converted once to F32 (BF16/F16 vectors).
+ * Anything missing or inconsistent is an error naming the tensor. The fingerprint hashes the
+ * canonical config and every tensor (name, dtype, shape, bytes) with XXH3-128, tensors in parallel,
+ * so a 2.8b checkpoint takes about a second from page cache.
  */
 #include "internal.h"
 #include "kernels.h"
@@ -701,8 +701,9 @@ static ss_err get_mat_as(loader *L, const char *name, wmat *out, int64_t rows, i
         ((uintptr_t)t->data & (t->dtype == ST_F32 ? 3 : 1)) == 0 && t->ndim == 2 &&
         t->shape[0] == rows && t->shape[1] == cols)
         return copy_mat(L, name, t, si, out);
-    if (may_quantize && L->params->weights == SS_WEIGHTS_Q8 && t && t->ndim == 2 && t->shape[0] == rows &&
-        t->shape[1] == cols && (t->dtype == ST_F32 || t->dtype == ST_BF16 || t->dtype == ST_F16))
+    if (may_quantize && L->params->weights == SS_WEIGHTS_Q8 && t && t->ndim == 2 &&
+        t->shape[0] == rows && t->shape[1] == cols &&
+        (t->dtype == ST_F32 || t->dtype == ST_BF16 || t->dtype == ST_F16))
         return quantize_mat(L, name, t, out);
     const float *f = NULL;
     err = get_f32(L, name, 0, &f, 2, rows, cols);
@@ -771,7 +772,8 @@ static ss_err get_mat_t(loader *L, const char *name, wmat *out, int64_t rows, in
             memcpy(blk, src, nr * C * esz);
             for (size_t c = 0; c < C; c++)
                 for (size_t r = 0; r < nr; r++) { /* Wt[c][n], n = r0 + r: where it goes */
-                    const size_t n = r0 + r, at = bw ? n / bw * C * bw + c * bw + n % bw : c * R + n;
+                    const size_t n = r0 + r,
+                                 at = bw ? n / bw * C * bw + c * bw + n % bw : c * R + n;
                     if (wide)
                         ((float *)dst)[at] = ((const float *)blk)[r * C + c];
                     else

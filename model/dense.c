@@ -239,7 +239,8 @@ void mm_rows_then(const ss_model *m, ss_ctx *c, const float *x, int rows, int in
         j.block = ((out + 8 * nt - 1) / (8 * nt) + 15) & ~15;
         /* at least 32 columns (a 130m in_proj block of 96 KB): 64 left 16 threads 3 blocks of
          * in_proj each, and the caller waiting 0.63 ms per token for the slowest; with 32 it
-         * waited 0.26-0.40 ms and a token took 3.6-3.9 ms instead of 3.8-4.3 (docs/performance.md) */
+         * waited 0.26-0.40 ms and a token took 3.6-3.9 ms instead of 3.8-4.3 (docs/performance.md)
+         */
         if (j.block < 32) j.block = 32;
         /* a short matrix (x_proj: 80 columns at 130m) in 64-column blocks split 64 + 16: one
          * block per thread instead, in whole 8-column tiles (40 + 40; 16-column ones when an

@@ -999,101 +999,100 @@ _Static_assert(Q8_BLOCK % VW == 0 && GT_NV * VW % Q8_BLOCK == 0, "gemm_t q8 tile
     ((Q8) ? S[(size_t)(k) * lds + (n) / Q8_BLOCK] * X[(size_t)(m) * ldx + (k)]                 \
           : X[(size_t)(m) * ldx + (k)])
 
-#define GT_KERNEL(NAME, WT, LD, CVT, Q8)                                                       \
-    static void NAME(const float *X, int M, int K, int ldx, const WT *W, int ldw, int bw,      \
-                     size_t bs, const float *S, int lds, int N, float *Y, int ldy, int add)    \
-    {                                                                                          \
-        const int Nv = N / VW * VW;                                                            \
-        (void)S;                                                                               \
-        (void)lds;                                                                             \
-        if (bw < N) { /* column-blocked (kernels.h far_t_width; never on 8-bit weights) */     \
-            int b0 = 0;                                                                        \
-            if (!(Q8) && M == 1 && N / bw >= FAR_T_BLOCKS && bw % VW == 0 &&                  \
-                FAR_T_BLOCKS * bw <= GT_WIDE) {                                                \
-                GT_FAR1(WT, LD); /* the first FAR_T_BLOCKS blocks as far streams */            \
-                b0 = FAR_T_BLOCKS;                                                             \
-            }                                                                                  \
-            /* the rest block by block, each as a matrix; GT_RB input rows at a time through   \
-             * all the blocks (as the plain layout's tiles go: those rows' pass over the        \
-             * weights from memory, then the next rows' from L2) */                             \
-            for (int m0 = 0; m0 < M && b0 * bw < N; m0 += GT_RB) {                             \
-                const int mr = M - m0 < GT_RB ? M - m0 : GT_RB;                                \
-                for (int b = b0; b * bw < N; b++) {                                            \
-                    const int w = N - b * bw < bw ? N - b * bw : bw;                           \
-                    NAME(X + (size_t)m0 * ldx, mr, K, ldx, W + (size_t)b * bs, ldw, w, 0,      \
-                         (Q8) ? S + (size_t)b * bw / Q8_BLOCK : S, lds, w,                     \
-                         Y + (size_t)m0 * ldy + (size_t)b * bw, ldy, add);                     \
-                }                                                                              \
-            }                                                                                  \
-            return;                                                                            \
-        }                                                                                      \
-        if (M == 1 && Nv <= GT_WIDE && Nv > 0) {                                               \
-            float acc[GT_WIDE] __attribute__((aligned(64)));                                   \
-            for (int n = 0; n < Nv; n += VW) VSTORE(acc + n, VZERO());                         \
-            int k = 0;                                                                         \
-            for (; k + GT_KB <= K; k += GT_KB) { /* GT_KB rows, each sum k in order */        \
-                const WT *wk = W + (size_t)k * ldw;                                            \
-                if (Q8) { /* s x of each block of the GT_KB rows, then the rows */             \
-                    float sx[GT_KB][GT_WIDE / Q8_BLOCK] __attribute__((aligned(64)));          \
-                    const int nb = (Nv + Q8_BLOCK - 1) / Q8_BLOCK;                             \
-                    for (int r = 0; r < GT_KB; r++) {                                          \
-                        const float *Sk = S + (size_t)(k + r) * lds;                           \
-                        const VF xb = VSET1(X[k + r]);                                         \
-                        int b = 0;                                                             \
-                        for (; b + VW <= nb; b += VW) VSTORE(sx[r] + b, VLOAD(Sk + b) * xb);   \
-                        for (; b < nb; b++) sx[r][b] = Sk[b] * X[k + r];                       \
-                    }                                                                          \
-                    for (int n = 0; n < Nv; n += VW) {                                         \
-                        GT_PREFETCH(WT, wk, n);                                                \
-                        VF a = VLOAD(acc + n);                                                 \
-                        _Pragma("GCC unroll 8") for (int r = 0; r < GT_KB; r++)                \
-                            a = VFMA(LD(wk + (size_t)r * ldw + n), VSET1(sx[r][n / Q8_BLOCK]), \
-                                     a);                                                       \
-                        VSTORE(acc + n, a);                                                    \
-                    }                                                                          \
-                } else {                                                                       \
-                    VF xb[GT_KB];                                                              \
-                    _Pragma("GCC unroll 8") for (int r = 0; r < GT_KB; r++) xb[r] =            \
-                        VSET1(X[k + r]);                                                       \
-                    for (int n = 0; n < Nv; n += VW) {                                         \
-                        GT_PREFETCH(WT, wk, n);                                                \
-                        VF a = VLOAD(acc + n);                                                 \
-                        _Pragma("GCC unroll 8") for (int r = 0; r < GT_KB; r++)                \
-                            a = VFMA(LD(wk + (size_t)r * ldw + n), xb[r], a);                  \
-                        VSTORE(acc + n, a);                                                    \
-                    }                                                                          \
-                }                                                                              \
-            }                                                                                  \
-            for (; k < K; k++) { /* the last K % GT_KB rows, one at a time */                 \
-                const WT *wk = W + (size_t)k * ldw;                                            \
-                if (Q8) {                                                                      \
-                    for (int n = 0; n < Nv; n += VW)                                           \
-                        VSTORE(acc + n, VFMA(LD(wk + n), VSET1(GT_SX(1, 0, k, n)),             \
-                                             VLOAD(acc + n)));                                 \
-                } else {                                                                       \
-                    const VF xb = VSET1(X[k]);                                                 \
-                    for (int n = 0; n < Nv; n += VW)                                           \
-                        VSTORE(acc + n, VFMA(LD(wk + n), xb, VLOAD(acc + n)));                 \
-                }                                                                              \
-            }                                                                                  \
-            for (int n = 0; n < Nv; n += VW) {                                                 \
-                VF t = VLOAD(acc + n);                                                         \
-                if (add) t = VLOAD(Y + n) + t;                                                 \
-                VSTORE(Y + n, t);                                                              \
-            }                                                                                  \
-        } else {                                                                               \
-            int m0 = 0;                                                                        \
-            for (; m0 + GT_RB <= M; m0 += GT_RB) GT_ROWS(GT_RB, WT, LD, Q8);                               \
-            for (; m0 < M; m0++) GT_ROWS(1, WT, LD, Q8);                                                   \
-        }                                                                                      \
-        for (int n = Nv; n < N; n++) /* the last N % VW outputs, one at a time */              \
-            for (int m = 0; m < M; m++) {                                                      \
-                float a = 0;                                                                   \
-                for (int k = 0; k < K; k++)                                                    \
-                    a = fmaf(CVT(W[(size_t)k * ldw + n]), GT_SX(Q8, m, k, n), a);              \
-                float *y = Y + (size_t)m * ldy + n;                                            \
-                *y = add ? *y + a : a;                                                         \
-            }                                                                                  \
+#define GT_KERNEL(NAME, WT, LD, CVT, Q8)                                                           \
+    static void NAME(const float *X, int M, int K, int ldx, const WT *W, int ldw, int bw,          \
+                     size_t bs, const float *S, int lds, int N, float *Y, int ldy, int add)        \
+    {                                                                                              \
+        const int Nv = N / VW * VW;                                                                \
+        (void)S;                                                                                   \
+        (void)lds;                                                                                 \
+        if (bw < N) { /* column-blocked (kernels.h far_t_width; never on 8-bit weights) */         \
+            int b0 = 0;                                                                            \
+            if (!(Q8) && M == 1 && N / bw >= FAR_T_BLOCKS && bw % VW == 0 &&                       \
+                FAR_T_BLOCKS * bw <= GT_WIDE) {                                                    \
+                GT_FAR1(WT, LD); /* the first FAR_T_BLOCKS blocks as far streams */                \
+                b0 = FAR_T_BLOCKS;                                                                 \
+            }                                                                                      \
+            /* the rest block by block, each as a matrix; GT_RB input rows at a time through       \
+             * all the blocks (as the plain layout's tiles go: those rows' pass over the           \
+             * weights from memory, then the next rows' from L2) */                                \
+            for (int m0 = 0; m0 < M && b0 * bw < N; m0 += GT_RB) {                                 \
+                const int mr = M - m0 < GT_RB ? M - m0 : GT_RB;                                    \
+                for (int b = b0; b * bw < N; b++) {                                                \
+                    const int w = N - b * bw < bw ? N - b * bw : bw;                               \
+                    NAME(X + (size_t)m0 * ldx, mr, K, ldx, W + (size_t)b * bs, ldw, w, 0,          \
+                         (Q8) ? S + (size_t)b * bw / Q8_BLOCK : S, lds, w,                         \
+                         Y + (size_t)m0 * ldy + (size_t)b * bw, ldy, add);                         \
+                }                                                                                  \
+            }                                                                                      \
+            return;                                                                                \
+        }                                                                                          \
+        if (M == 1 && Nv <= GT_WIDE && Nv > 0) {                                                   \
+            float acc[GT_WIDE] __attribute__((aligned(64)));                                       \
+            for (int n = 0; n < Nv; n += VW) VSTORE(acc + n, VZERO());                             \
+            int k = 0;                                                                             \
+            for (; k + GT_KB <= K; k += GT_KB) { /* GT_KB rows, each sum k in order */             \
+                const WT *wk = W + (size_t)k * ldw;                                                \
+                if (Q8) { /* s x of each block of the GT_KB rows, then the rows */                 \
+                    float sx[GT_KB][GT_WIDE / Q8_BLOCK] __attribute__((aligned(64)));              \
+                    const int nb = (Nv + Q8_BLOCK - 1) / Q8_BLOCK;                                 \
+                    for (int r = 0; r < GT_KB; r++) {                                              \
+                        const float *Sk = S + (size_t)(k + r) * lds;                               \
+                        const VF xb = VSET1(X[k + r]);                                             \
+                        int b = 0;                                                                 \
+                        for (; b + VW <= nb; b += VW) VSTORE(sx[r] + b, VLOAD(Sk + b) * xb);       \
+                        for (; b < nb; b++) sx[r][b] = Sk[b] * X[k + r];                           \
+                    }                                                                              \
+                    for (int n = 0; n < Nv; n += VW) {                                             \
+                        GT_PREFETCH(WT, wk, n);                                                    \
+                        VF a = VLOAD(acc + n);                                                     \
+                        _Pragma("GCC unroll 8") for (int r = 0; r < GT_KB; r++) a =                \
+                            VFMA(LD(wk + (size_t)r * ldw + n), VSET1(sx[r][n / Q8_BLOCK]), a);     \
+                        VSTORE(acc + n, a);                                                        \
+                    }                                                                              \
+                } else {                                                                           \
+                    VF xb[GT_KB];                                                                  \
+                    _Pragma("GCC unroll 8") for (int r = 0; r < GT_KB; r++) xb[r] =                \
+                        VSET1(X[k + r]);                                                           \
+                    for (int n = 0; n < Nv; n += VW) {                                             \
+                        GT_PREFETCH(WT, wk, n);                                                    \
+                        VF a = VLOAD(acc + n);                                                     \
+                        _Pragma("GCC unroll 8") for (int r = 0; r < GT_KB; r++) a =                \
+                            VFMA(LD(wk + (size_t)r * ldw + n), xb[r], a);                          \
+                        VSTORE(acc + n, a);                                                        \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+            for (; k < K; k++) { /* the last K % GT_KB rows, one at a time */                      \
+                const WT *wk = W + (size_t)k * ldw;                                                \
+                if (Q8) {                                                                          \
+                    for (int n = 0; n < Nv; n += VW)                                               \
+                        VSTORE(acc + n,                                                            \
+                               VFMA(LD(wk + n), VSET1(GT_SX(1, 0, k, n)), VLOAD(acc + n)));        \
+                } else {                                                                           \
+                    const VF xb = VSET1(X[k]);                                                     \
+                    for (int n = 0; n < Nv; n += VW)                                               \
+                        VSTORE(acc + n, VFMA(LD(wk + n), xb, VLOAD(acc + n)));                     \
+                }                                                                                  \
+            }                                                                                      \
+            for (int n = 0; n < Nv; n += VW) {                                                     \
+                VF t = VLOAD(acc + n);                                                             \
+                if (add) t = VLOAD(Y + n) + t;                                                     \
+                VSTORE(Y + n, t);                                                                  \
+            }                                                                                      \
+        } else {                                                                                   \
+            int m0 = 0;                                                                            \
+            for (; m0 + GT_RB <= M; m0 += GT_RB) GT_ROWS(GT_RB, WT, LD, Q8);                       \
+            for (; m0 < M; m0++) GT_ROWS(1, WT, LD, Q8);                                           \
+        }                                                                                          \
+        for (int n = Nv; n < N; n++) /* the last N % VW outputs, one at a time */                  \
+            for (int m = 0; m < M; m++) {                                                          \
+                float a = 0;                                                                       \
+                for (int k = 0; k < K; k++)                                                        \
+                    a = fmaf(CVT(W[(size_t)k * ldw + n]), GT_SX(Q8, m, k, n), a);                  \
+                float *y = Y + (size_t)m * ldy + n;                                                \
+                *y = add ? *y + a : a;                                                             \
+            }                                                                                      \
     }
 /*
  * One input row on the column-blocked layout: its first FAR_T_BLOCKS blocks read as that many
@@ -1158,49 +1157,50 @@ _Static_assert(Q8_BLOCK % VW == 0 && GT_NV * VW % Q8_BLOCK == 0, "gemm_t q8 tile
         default: break;                                                                        \
         }                                                                                      \
     } while (0)
-#define GT_TILE(RB, NV, WT, LD, Q8)                                                                    \
-    do {                                                                                       \
-        VF a[RB][NV];                                                                          \
-        _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++)                                  \
-            _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) a[r][v] = VZERO();           \
-        for (int k = 0; k < K; k++) {                                                          \
-            const WT *wk = W + (size_t)k * ldw + n0;                                           \
-            if (NV == GT_NV) /* the next strip's lines of row k, into L2 (the first pass over \
-                              * the strip reads it from memory, at a stride of ldw) */         \
-                for (size_t l = 0; l < GT_NV * VW * sizeof(WT); l += 64)                       \
-                    __builtin_prefetch((const char *)(wk + GT_NV * VW) + l, 0, 2);             \
-            if (Q8) { /* s x once per row and block (x broadcast once per row): the same      \
-                       * products as GT_SX, a vector multiply in place of a scalar multiply   \
-                       * and a broadcast per accumulator */                                    \
-                VF xr[RB], sxb[RB];                                                            \
-                _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++) xr[r] =                  \
-                    VSET1(X[(size_t)(m0 + r) * ldx + k]);                                      \
-                _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) {                        \
-                    const VF w = LD(wk + v * VW);                                              \
-                    /* a block starts: v = 0, and (n0 a multiple of GT_NV VW when NV > 1) */   \
-                    if (v * VW % Q8_BLOCK == 0) {                                              \
-                        const VF sb = VSET1(S[(size_t)k * lds + (n0 + v * VW) / Q8_BLOCK]);    \
-                        _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++) sxb[r] =         \
-                            sb * xr[r];                                                        \
-                    }                                                                          \
-                    _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++)                      \
-                        a[r][v] = VFMA(w, sxb[r], a[r][v]);                                    \
-                }                                                                              \
-            } else {                                                                           \
-                VF w[NV];                                                                      \
-                _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) w[v] = LD(wk + v * VW);  \
-                _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++)                          \
-                    _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++)                      \
-                        a[r][v] = VFMA(w[v], VSET1(X[(size_t)(m0 + r) * ldx + k]), a[r][v]);   \
-            }                                                                                  \
-        }                                                                                      \
-        _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++)                                  \
-            _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) {                            \
-                float *y = Y + (size_t)(m0 + r) * ldy + n0 + v * VW;                           \
-                VF t = a[r][v];                                                                \
-                if (add) t = VLOAD(y) + t;                                                     \
-                VSTORE(y, t);                                                                  \
-            }                                                                                  \
+#define GT_TILE(RB, NV, WT, LD, Q8)                                                                \
+    do {                                                                                           \
+        VF a[RB][NV];                                                                              \
+        _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++)                                      \
+            _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) a[r][v] = VZERO();               \
+        for (int k = 0; k < K; k++) {                                                              \
+            const WT *wk = W + (size_t)k * ldw + n0;                                               \
+            if (NV == GT_NV) /* the next strip's lines of row k, into L2 (the first pass over      \
+                              * the strip reads it from memory, at a stride of ldw) */             \
+                for (size_t l = 0; l < GT_NV * VW * sizeof(WT); l += 64)                           \
+                    __builtin_prefetch((const char *)(wk + GT_NV * VW) + l, 0, 2);                 \
+            if (Q8) { /* s x once per row and block (x broadcast once per row): the same           \
+                       * products as GT_SX, a vector multiply in place of a scalar multiply        \
+                       * and a broadcast per accumulator */                                        \
+                VF xr[RB], sxb[RB];                                                                \
+                _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++) xr[r] =                      \
+                    VSET1(X[(size_t)(m0 + r) * ldx + k]);                                          \
+                _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++)                              \
+                {                                                                                  \
+                    const VF w = LD(wk + v * VW);                                                  \
+                    /* a block starts: v = 0, and (n0 a multiple of GT_NV VW when NV > 1) */       \
+                    if (v * VW % Q8_BLOCK == 0) {                                                  \
+                        const VF sb = VSET1(S[(size_t)k * lds + (n0 + v * VW) / Q8_BLOCK]);        \
+                        _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++) sxb[r] = sb * xr[r]; \
+                    }                                                                              \
+                    _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++) a[r][v] =                \
+                        VFMA(w, sxb[r], a[r][v]);                                                  \
+                }                                                                                  \
+            } else {                                                                               \
+                VF w[NV];                                                                          \
+                _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) w[v] = LD(wk + v * VW);      \
+                _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++)                              \
+                    _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++) a[r][v] =                \
+                        VFMA(w[v], VSET1(X[(size_t)(m0 + r) * ldx + k]), a[r][v]);                 \
+            }                                                                                      \
+        }                                                                                          \
+        _Pragma("GCC unroll 16") for (int r = 0; r < RB; r++)                                      \
+            _Pragma("GCC unroll 16") for (int v = 0; v < NV; v++)                                  \
+        {                                                                                          \
+            float *y = Y + (size_t)(m0 + r) * ldy + n0 + v * VW;                                   \
+            VF t = a[r][v];                                                                        \
+            if (add) t = VLOAD(y) + t;                                                             \
+            VSTORE(y, t);                                                                          \
+        }                                                                                          \
     } while (0)
 
 GT_KERNEL(KFN(gt_f32), float, GT_LD_F32, GT_CVT_F32, 0)

@@ -140,23 +140,24 @@ void kvnni_gemv_q8a8(const q8_act *x, const int8_t *W, const float *S, int N, fl
  * masked vector. Reads whole blocks of the layout (it is padded) and of x (zero past K).
  */
 #define TQ_NV 8
-#define TQ_TILE(NV, MASK)                                                                      \
-    do {                                                                                       \
-        __m512i is[NV];                                                                        \
-        for (int v = 0; v < NV; v++) is[v] = c0;                                               \
-        for (int r = 0; r < Q8_BLOCK / 4; r++) {                                               \
-            const __m512i xb = _mm512_set1_epi32(x4[r]);                                       \
-            const uint8_t *wr = Wb + (size_t)r * ldw + 4 * (size_t)n0;                         \
-            for (int v = 0; v < NV; v++)                                                       \
-                is[v] = _mm512_dpbusd_epi32(is[v], _mm512_maskz_loadu_epi32((MASK), wr + 64 * v), \
-                                            xb);                                               \
-        }                                                                                      \
-        for (int v = 0; v < NV; v++) {                                                         \
-            float *y = Y + n0 + 16 * v;                                                        \
-            const __m512 sc = _mm512_mul_ps(_mm512_maskz_loadu_ps((MASK), Sb + n0 + 16 * v), sx); \
-            const __m512 prev = b ? _mm512_maskz_loadu_ps((MASK), y) : _mm512_setzero_ps();    \
-            _mm512_mask_storeu_ps(y, (MASK), _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[v]), sc, prev)); \
-        }                                                                                      \
+#define TQ_TILE(NV, MASK)                                                                          \
+    do {                                                                                           \
+        __m512i is[NV];                                                                            \
+        for (int v = 0; v < NV; v++) is[v] = c0;                                                   \
+        for (int r = 0; r < Q8_BLOCK / 4; r++) {                                                   \
+            const __m512i xb = _mm512_set1_epi32(x4[r]);                                           \
+            const uint8_t *wr = Wb + (size_t)r * ldw + 4 * (size_t)n0;                             \
+            for (int v = 0; v < NV; v++)                                                           \
+                is[v] =                                                                            \
+                    _mm512_dpbusd_epi32(is[v], _mm512_maskz_loadu_epi32((MASK), wr + 64 * v), xb); \
+        }                                                                                          \
+        for (int v = 0; v < NV; v++) {                                                             \
+            float *y = Y + n0 + 16 * v;                                                            \
+            const __m512 sc = _mm512_mul_ps(_mm512_maskz_loadu_ps((MASK), Sb + n0 + 16 * v), sx);  \
+            const __m512 prev = b ? _mm512_maskz_loadu_ps((MASK), y) : _mm512_setzero_ps();        \
+            _mm512_mask_storeu_ps(y, (MASK),                                                       \
+                                  _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[v]), sc, prev));           \
+        }                                                                                          \
     } while (0)
 
 /* sum of the 32 signed bytes at q: the unsigned bytes q + 128 summed by vpsadbw, less 32 x 128 */
@@ -370,18 +371,22 @@ void kvnni_q8_act_quantize(q8_act *a, const float *x)
         const int n = K - k < Q8_BLOCK ? K - k : Q8_BLOCK;
         const __mmask16 m0 = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
         const __mmask16 m1 = n >= 32 ? 0xffff : n > 16 ? (__mmask16)((1u << (n - 16)) - 1) : 0;
-        const __m512 v0 = _mm512_maskz_loadu_ps(m0, x + k), v1 = _mm512_maskz_loadu_ps(m1, x + k + 16);
+        const __m512 v0 = _mm512_maskz_loadu_ps(m0, x + k),
+                     v1 = _mm512_maskz_loadu_ps(m1, x + k + 16);
         const int nan = _mm512_cmp_ps_mask(v0, v0, _CMP_UNORD_Q) |
                         _mm512_cmp_ps_mask(v1, v1, _CMP_UNORD_Q);
-        const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+        const float amax =
+            _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
         const int finite = !nan && amax <= 3.402823466e38f;
         const float inv = amax > 0 ? 127.0f / amax : 0.0f;
         a->s[k / Q8_BLOCK] = finite ? amax / 127.0f : __builtin_nanf("");
         __m512i q0 = _mm512_setzero_si512(), q1 = q0;
         if (finite) {
             const __m512 iv = _mm512_set1_ps(inv);
-            q0 = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v0, iv)), lo), hi);
-            q1 = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v1, iv)), lo), hi);
+            q0 = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v0, iv)), lo),
+                                  hi);
+            q1 = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v1, iv)), lo),
+                                  hi);
         }
         const __m256i q = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm512_cvtepi32_epi8(q0)),
                                                   _mm512_cvtepi32_epi8(q1), 1);

@@ -10,10 +10,10 @@
  *   projection    the whole state (conv windows, SSM states, final hidden) as it is, reduced by
  *                 the same projection, normalised;
  *   ssm_slow      the first state layer's SSM state at its slowest-decaying state dimensions (per
- *                 channel the one with the smallest |A|; Mamba-2: the slowest quarter of the heads),
- *                 reduced by the same projection, normalised. Those dimensions forget least: at
- *                 the first layer they hold close to a sum over every token read, a bag of the
- *                 context's tokens, which is what a question shares with the context answering it.
+ *                 channel the one with the smallest |A|; Mamba-2: the slowest quarter of the
+ * heads), reduced by the same projection, normalised. Those dimensions forget least: at the first
+ * layer they hold close to a sum over every token read, a bag of the context's tokens, which is
+ * what a question shares with the context answering it.
  *
  * The projection is a count sketch (a sparse random projection, Johnson-Lindenstrauss in
  * expectation): element i of the input adds sign(i) * x_i to coordinate bucket(i), where bucket

@@ -74,7 +74,8 @@ static ss_err parse_entry(st_tensor *t, json_t *v, uint64_t data_start, uint64_t
     json_t *jd = json_object_get(v, "dtype");
     json_t *js = json_object_get(v, "shape");
     json_t *jo = json_object_get(v, "data_offsets");
-    if (!json_is_string(jd) || !json_is_array(js) || !json_is_array(jo) || json_array_size(jo) != 2) {
+    if (!json_is_string(jd) || !json_is_array(js) || !json_is_array(jo) ||
+        json_array_size(jo) != 2) {
         return ss_fail(SS_ERR_FORMAT, "%s: tensor %s: needs dtype, shape and data_offsets [b, e]",
                        what, t->name);
     }

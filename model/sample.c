@@ -34,7 +34,8 @@ ss_err ss_sample_params_check(const ss_sample_params *p)
         return ss_fail(SS_ERR_INVALID, "temperature must be a finite number >= 0");
     if (p->top_k < 0) return ss_fail(SS_ERR_INVALID, "top_k must be >= 0");
     if (!(p->top_p > 0 && p->top_p <= 1)) return ss_fail(SS_ERR_INVALID, "top_p must be in (0, 1]");
-    if (!(p->min_p >= 0 && p->min_p <= 1)) return ss_fail(SS_ERR_INVALID, "min_p must be in [0, 1]");
+    if (!(p->min_p >= 0 && p->min_p <= 1))
+        return ss_fail(SS_ERR_INVALID, "min_p must be in [0, 1]");
     return SS_OK;
 }
 
@@ -198,7 +199,8 @@ int32_t ss_sampler_sample(ss_sampler *s, const float *logits, float *logprob)
         total += s->prob[i];
     }
     if (p->top_p < 1.0f) {
-        /* Smallest best-first prefix whose mass reaches top_p; widen the sorted window as needed. */
+        /* Smallest best-first prefix whose mass reaches top_p; widen the sorted window as needed.
+         */
         int k = 64 < n ? 64 : n, keep = n;
         for (;;) {
             select_top(s->idx, n, k, s->prob);

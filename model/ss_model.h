@@ -6,13 +6,12 @@
  * threads. An ss_ctx (scratch buffers) and an ss_state belong to one thread at a time.
  *
  * State layout (one contiguous float32 array, see ss_state_layout):
- *   conv          [n_state_layers, conv_channels, conv_kernel]  last conv_kernel inputs of the causal
- *                 conv per layer, oldest first, zero-padded (HF's cache convention)
- *   ssm           [n_state_layers, d_inner, d_state]            Mamba-1 / MoE-Mamba
- *                 [n_state_layers, n_heads, head_dim, d_state]  Mamba-2
- *   final_hidden  [d_model]  output of the final norm at the last token seen (zeros for the zero
- *                 state); the logits of the next token are lm_head(final_hidden).
- * Only layers with a mixer (all layers, except "moe" layers of MoE-Mamba) carry state.
+ *   conv          [n_state_layers, conv_channels, conv_kernel]  last conv_kernel inputs of the
+ * causal conv per layer, oldest first, zero-padded (HF's cache convention) ssm [n_state_layers,
+ * d_inner, d_state]            Mamba-1 / MoE-Mamba [n_state_layers, n_heads, head_dim, d_state]
+ * Mamba-2 final_hidden  [d_model]  output of the final norm at the last token seen (zeros for the
+ * zero state); the logits of the next token are lm_head(final_hidden). Only layers with a mixer
+ * (all layers, except "moe" layers of MoE-Mamba) carry state.
  */
 #ifndef SS_MODEL_H
 #define SS_MODEL_H
@@ -433,7 +432,8 @@ ss_err ss_state_export(const ss_model *m, const float *data, const char *dtype,
  * F32 into dst (state_floats). Accepts F32/BF16/F16 tensors; final_hidden may be absent (zeros).
  * SS_ERR_FORMAT for a malformed file, SS_ERR_MISMATCH when shapes or the recorded
  * model_fingerprint differ from m, SS_ERR_INVALID when a value is not finite.
- * *metadata_json (may be NULL) receives the __metadata__ object as JSON text (free() it), "{}" if none.
+ * *metadata_json (may be NULL) receives the __metadata__ object as JSON text (free() it), "{}" if
+ * none.
  */
 ss_err ss_state_import(const ss_model *m, const uint8_t *buf, size_t len, float *dst,
                        char **metadata_json);

@@ -307,7 +307,7 @@ static ss_err find_matches(const ss_tokenizer *t, const trie *tr, const char *s,
     *np = 0;
 #define PUSH(a, b, i)                                                                              \
     do {                                                                                           \
-        if (ss_grow((void **)ps, cap, *np + 1, sizeof(piece)) != 0) {                                 \
+        if (ss_grow((void **)ps, cap, *np + 1, sizeof(piece)) != 0) {                              \
             return ss_fail(SS_ERR_NOMEM, "tokenizer: out of memory");                              \
         }                                                                                          \
         (*ps)[(*np)++] = (piece){(a), (b), (i)};                                                   \

@@ -641,7 +641,8 @@ static ss_err load_keys(const char *path, api_key **out, int *n_out)
         }
     }
     if (n == 0) {
-        err = ss_fail(SS_ERR_FORMAT, "%s: no keys (lines \"KEY read|write|admin [tenant=NAME]\")", path);
+        err = ss_fail(SS_ERR_FORMAT, "%s: no keys (lines \"KEY read|write|admin [tenant=NAME]\")",
+                      path);
         goto out;
     }
     *out = keys;

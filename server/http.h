@@ -40,9 +40,9 @@ typedef struct ss_http_params {
 
 /*
  * Bind and start serving. Keys file lines are "KEY SCOPE [tenant=NAME]" (scope read|write|admin;
- * no tenant: the default tenant; '#' comments and blank lines ignored). *out is set only on success.
- * Returns SS_ERR_FORMAT naming a bad keys-file line, the errors of ss_read_file for the keys file,
- * SS_ERR_INVALID when the address does not resolve, SS_ERR_IO when it cannot be bound,
+ * no tenant: the default tenant; '#' comments and blank lines ignored). *out is set only on
+ * success. Returns SS_ERR_FORMAT naming a bad keys-file line, the errors of ss_read_file for the
+ * keys file, SS_ERR_INVALID when the address does not resolve, SS_ERR_IO when it cannot be bound,
  * SS_ERR_NOMEM.
  */
 ss_err ss_http_start(ss_http **out, const ss_http_params *p);

@@ -644,8 +644,8 @@ static ss_err open_tokenizer(parts *d, const options *o)
     }
     if (err) return err;
     const int ids = ss_tokenizer_vocab_size(d->tok);
-    ss_log("info", "tokenizer", json_pack("{s:s,s:i}", "path", tp, "ids", ids), "tokenizer %s (%d ids)",
-           tp, ids);
+    ss_log("info", "tokenizer", json_pack("{s:s,s:i}", "path", tp, "ids", ids),
+           "tokenizer %s (%d ids)", tp, ids);
     return SS_OK;
 }
 
@@ -739,10 +739,10 @@ static void shut_down(parts *d)
  * arena of its own and serves a request above its dynamic mmap threshold with a fresh mapping, so
  * a save or an export of a 130m state touched ~760 fresh pages on about half the requests (minor
  * faults at ~11 us a page on the development VM: a save took 22-33 ms then, 11-19 without), and
- * each thread's arena kept its own high-water mark. One arena, fixed thresholds: fresh mappings only above 32 MB, up to 64 MB
- * free at the heap's top kept for the next request (docs/load.md). The compute threads allocate
- * nothing per token, so the one arena's lock is the HTTP threads' alone. GLIBC_TUNABLES naming a
- * glibc.malloc setting leaves glibc's defaults to the operator.
+ * each thread's arena kept its own high-water mark. One arena, fixed thresholds: fresh mappings
+ * only above 32 MB, up to 64 MB free at the heap's top kept for the next request (docs/load.md).
+ * The compute threads allocate nothing per token, so the one arena's lock is the HTTP threads'
+ * alone. GLIBC_TUNABLES naming a glibc.malloc setting leaves glibc's defaults to the operator.
  */
 static void heap_policy(void)
 {

@@ -862,12 +862,12 @@ static ss_err list_close(buf *b, int skipped, const unsigned char *last)
 /*
  * List records newest first as {"data": [records], "skipped": n, "next_cursor": str|null}
  * (*page_json, free() it; set only on success). Records that cannot be read are left out and
- * counted in skipped; a damaged index page ends the page there (next_cursor null). tag: exact tag (SS_ERR_INVALID if not a valid tag) or NULL; prefix:
- * name prefix or NULL (unnamed states never match; "" matches every named state). limit 1..1000,
- * 0 = 100, else SS_ERR_INVALID. cursor: NULL, or a next_cursor from an earlier page (opaque; it
- * stays valid across writes and deletes). next_cursor is null exactly when no further record
- * matches. Cost: index entries newer than the page's last match, plus one record read per result.
- * Thread-safe.
+ * counted in skipped; a damaged index page ends the page there (next_cursor null). tag: exact tag
+ * (SS_ERR_INVALID if not a valid tag) or NULL; prefix: name prefix or NULL (unnamed states never
+ * match; "" matches every named state). limit 1..1000, 0 = 100, else SS_ERR_INVALID. cursor: NULL,
+ * or a next_cursor from an earlier page (opaque; it stays valid across writes and deletes).
+ * next_cursor is null exactly when no further record matches. Cost: index entries newer than the
+ * page's last match, plus one record read per result. Thread-safe.
  */
 ss_err ss_store_list(ss_store *s, const char *tag, const char *prefix, int limit,
                      const char *cursor, char **page_json)

@@ -74,7 +74,8 @@ static ss_err view_impl(ss_store *s, const char *const *refs, int n, const char 
     for (int i = 0; i < n; i++) {
         char id[ID_LEN + 1];
         MDB_val rec, blob;
-        if ((err = store_find_blob(s, txn, refs[i], expect_model, id, &rec, &record, &blob))) goto out;
+        if ((err = store_find_blob(s, txn, refs[i], expect_model, id, &rec, &record, &blob)))
+            goto out;
         if ((err = store_check_sum(id, record, &blob))) goto out;
         json_decref(record);
         record = NULL;
@@ -305,8 +306,9 @@ out:
  * differ. On SS_ERR_CORRUPT (or fn's error) some pieces may already have been passed to fn: the
  * caller must discard what fn produced.
  */
-static ss_err view_chunks_impl(ss_store *s, const char *const *refs, int n, const char *expect_model,
-                            int n_threads, ss_store_chunk_fn fn, void *user)
+static ss_err view_chunks_impl(ss_store *s, const char *const *refs, int n,
+                               const char *expect_model, int n_threads, ss_store_chunk_fn fn,
+                               void *user)
 {
     REMOTE_ROUTE(s, remote_view_chunks(s, refs, n, expect_model, n_threads, fn, user));
     if (!fn) return ss_fail(SS_ERR_INVALID, "store view: no function given");

@@ -186,8 +186,9 @@ static ss_err grow(ss_store *s, size_t need)
     if (rc) {
         /* LMDB unmapped the old map before mapping failed; it has no map now. */
         s->broken = 1;
-        err = store_mdb_fail(rc, "store %s: growing the map from %zu to %zu bytes (reopen the store)",
-                       s->dir, cur, want);
+        err =
+            store_mdb_fail(rc, "store %s: growing the map from %zu to %zu bytes (reopen the store)",
+                           s->dir, cur, want);
         goto out;
     }
 out:

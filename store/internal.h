@@ -241,7 +241,8 @@ ss_err store_find_blob(ss_store *s, MDB_txn *txn, const char *ref, const char *e
 /* Is hash (or the hash of blob) the checksum the record gives? SS_ERR_CORRUPT naming the state. */
 ss_err store_check_hash(const char *id, const json_t *record, uint64_t hash);
 ss_err store_check_sum(const char *id, const json_t *record, const MDB_val *blob);
-/* The stored record value rec of state id, verified and parsed (*out: decref it). SS_ERR_CORRUPT. */
+/* The stored record value rec of state id, verified and parsed (*out: decref it). SS_ERR_CORRUPT.
+ */
 ss_err store_load_record(const char *id, const MDB_val *rec, json_t **out);
 /* The verified record text as a malloc'd string (*out). SS_ERR_CORRUPT, SS_ERR_NOMEM. */
 ss_err store_copy_record(const char *id, const MDB_val *rec, char **out);

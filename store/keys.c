@@ -466,7 +466,8 @@ static ss_err load_all(ss_store *s, pending **todo, size_t *n_todo, uint64_t *lo
         json_decref(rec);
         if (err) break;
     }
-    if (!err && rc && rc != MDB_NOTFOUND) err = store_mdb_fail(rc, "store %s: reading records", s->dir);
+    if (!err && rc && rc != MDB_NOTFOUND)
+        err = store_mdb_fail(rc, "store %s: reading records", s->dir);
     if (cur) mdb_cursor_close(cur);
     store_txn_end(s, txn);
     return err;

@@ -270,7 +270,8 @@ static ss_err parse_url(ss_rc *c, const char *url)
     if (at) {
         const char *cred = p;
         const char *colon = memchr(cred, ':', (size_t)(at - cred));
-        if (!colon) return ss_fail(SS_ERR_INVALID, "--remote %s: credentials must be ':password@'", url);
+        if (!colon)
+            return ss_fail(SS_ERR_INVALID, "--remote %s: credentials must be ':password@'", url);
         /* A user name before the colon is ignored: Redis 7 ACL users are not used here. */
         if (!c->password) c->password = strndup(colon + 1, (size_t)(at - colon - 1));
         if (!c->password) return ss_fail(SS_ERR_NOMEM, "out of memory");
@@ -281,7 +282,8 @@ static ss_err parse_url(ss_rc *c, const char *url)
         size_t len = comma ? (size_t)(comma - p) : strlen(p);
         while (len && p[len - 1] == '/') len--;
         if (parse_hostport(c, p, len) < 0) {
-            return ss_fail(SS_ERR_INVALID, "--remote %s: '%.*s' is not host:port", url, (int)len, p);
+            return ss_fail(SS_ERR_INVALID, "--remote %s: '%.*s' is not host:port", url, (int)len,
+                           p);
         }
         p += comma ? (size_t)(comma - p) + 1 : len;
         if (!comma) break;

@@ -111,7 +111,8 @@ typedef struct ss_remote {
         store_local_only = saved_;                                                                 \
     } while (0)
 
-/* ---- scripts (all keys in the slot of {P}) ---------------------------------------------------- */
+/* ---- scripts (all keys in the slot of {P}) ----------------------------------------------------
+ */
 
 /* KEYS: rec name tk time meta pending. ARGV: id name ns20 member text bytes tagpfx pend
  * fixed tenant tags... (fixed = 1: a copy keeping its own time, which may be older than the
@@ -220,12 +221,15 @@ static const char LIST_LUA[] =
     "  local batch = redis.call('ZRANGEBYLEX', key, lo, '+', 'LIMIT', 0, 256)\n"
     "  if #batch == 0 then break end\n"
     "  for _, m in ipairs(batch) do\n"
-    "    local name = string.sub(m, " "52" ")\n"
+    "    local name = string.sub(m, "
+    "52"
+    ")\n"
     "    if pre == '' or string.sub(name, 1, #pre) == pre then\n"
     "      local t = redis.call('HGET', KEYS[1], string.sub(m, 17, 51))\n"
     "      local ok = true\n"
     "      if t and ARGV[6] == '1' then\n"
-    "        if string.find(t, '\"tenant\":', 1, true) or string.find(t, '\"shared\":', 1, true) then\n"
+    "        if string.find(t, '\"tenant\":', 1, true) or string.find(t, '\"shared\":', 1, true) "
+    "then\n"
     "          local r = cjson.decode(t)\n"
     "          local tn = r.tenant\n"
     "          if type(tn) ~= 'string' then tn = '' end\n"
@@ -254,7 +258,8 @@ static const char SHARE_LUA[] =
     "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
     "return 1\n";
 
-/* ---- commands ---------------------------------------------------------------------------------- */
+/* ---- commands ----------------------------------------------------------------------------------
+ */
 
 static void note_down(ss_remote *r, const char *why)
 {
@@ -364,7 +369,8 @@ static size_t n_chunks(uint64_t bytes)
     return (size_t)((bytes + CHUNK_BYTES - 1) / CHUNK_BYTES);
 }
 
-/* ---- the local cache (LRU over blob bytes) ---------------------------------------------------- */
+/* ---- the local cache (LRU over blob bytes) ----------------------------------------------------
+ */
 
 static void lru_touch(ss_remote *r, const char *id, uint64_t bytes)
 {
@@ -465,7 +471,8 @@ static ss_err lru_load(ss_store *s)
     return SS_OK;
 }
 
-/* ---- reading from the cluster ------------------------------------------------------------------ */
+/* ---- reading from the cluster ------------------------------------------------------------------
+ */
 
 static int64_t member_created(const char *member)
 {
@@ -656,7 +663,8 @@ static ss_err ensure_all(ss_store *s, const char *const *refs, int n, char (*ids
     return SS_OK;
 }
 
-/* ---- the routed public operations -------------------------------------------------------------- */
+/* ---- the routed public operations --------------------------------------------------------------
+ */
 
 #define MAX_REFS SS_STORE_VIEW_MAX
 
@@ -699,7 +707,8 @@ ss_err remote_get_blob(ss_store *s, const char *ref, const char *expect_model, v
             LOCAL(err = ss_store_get_blob(s, use, expect_model, dst, cap, len, record_json));
             err = fallback_result(s, err);
         } else
-            LOCAL_CHECKED(err = ss_store_get_blob(s, use, expect_model, dst, cap, len, record_json));
+            LOCAL_CHECKED(err =
+                              ss_store_get_blob(s, use, expect_model, dst, cap, len, record_json));
         if (err != SS_ERR_NOT_FOUND || use == ref) break; /* evicted meanwhile: once more */
     }
     return err;
@@ -809,7 +818,8 @@ static ss_err put_impl(ss_store *s, const char *record_json, const void *blob, s
 
     if (blob_len == 0 || !blob) return ss_fail(SS_ERR_INVALID, "state blob is empty");
     if (blob_len > 0xffffffffu)
-        return ss_fail(SS_ERR_TOO_LARGE, "state blob of %zu bytes exceeds the 4 GiB limit", blob_len);
+        return ss_fail(SS_ERR_TOO_LARGE, "state blob of %zu bytes exceeds the 4 GiB limit",
+                       blob_len);
     /* a new state is the scope's tenant's; a copy keeps the tenancy of its record */
     if ((err = ss_rec_parse_as(record_json, fixed_id != NULL, scope_tenant(store_scope), &rec)))
         return err;
@@ -1205,7 +1215,8 @@ ss_err remote_check(ss_store *s)
                    "refused): %s", why);
 }
 
-/* ---- the subscriber: deletes from other replicas, reconnect resync, orphan janitor ------------- */
+/* ---- the subscriber: deletes from other replicas, reconnect resync, orphan janitor -------------
+ */
 
 /* Drop every cached state the catalog no longer has (deletes missed while disconnected). */
 static void resync(ss_store *s)
@@ -1334,7 +1345,8 @@ static void *subscriber(void *arg)
     return NULL;
 }
 
-/* ---- open / close ------------------------------------------------------------------------------ */
+/* ---- open / close ------------------------------------------------------------------------------
+ */
 
 /*
  * The local tier's marker, DIR/remote-cache (the prefix it caches): the cache drops whatever the

@@ -141,7 +141,8 @@ ss_err ss_store_check_tag(const char *tag);
  * SS_ERR_EXISTS if the name is taken, SS_ERR_FORMAT if record_json is not JSON, SS_ERR_INVALID
  * for a bad name/tag/field or an empty blob, SS_ERR_TOO_LARGE for a record over 1 MiB,
  * SS_ERR_FULL when the disk is full (or max_map_size is reached), SS_ERR_PERM on a read-only
- * store, SS_ERR_UNAVAILABLE when the data file was deleted or replaced (see ss_store_check). The inputs stay the caller's; the blob is copied.
+ * store, SS_ERR_UNAVAILABLE when the data file was deleted or replaced (see ss_store_check). The
+ * inputs stay the caller's; the blob is copied.
  */
 ss_err ss_store_put(ss_store *s, const char *record_json, const void *blob, size_t blob_len,
                     char **record_out);

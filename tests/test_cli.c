@@ -515,7 +515,8 @@ static void test_daemon(void)
     CHECK(!strcmp(jstr(json_object_get(hit, "state"), "name"), "intro"));
     CHECK(fabs(json_number_value(json_object_get(hit, "score")) - 1) < 1e-5);
     json_decref(j);
-    RUN(&r, "search", "--url", url, "-k", "1", "--json", "Dictionary:\napple = red\nsky = blue\n\n");
+    RUN(&r, "search", "--url", url, "-k", "1", "--json",
+        "Dictionary:\napple = red\nsky = blue\n\n");
     j = json_ok(&r);
     hit = json_array_get(json_object_get(j, "data"), 0);
     CHECK(!strcmp(jstr(json_object_get(hit, "state"), "name"), "intro"));
@@ -1184,7 +1185,8 @@ static void test_eval_generator(const char *words)
         const char *whole = json_string_value(json_object_get(t, "whole"));
         const char *q = json_string_value(json_object_get(t, "query"));
         const char *a = json_string_value(json_object_get(t, "answer"));
-        CHECK(whole && q && a && !strncmp(whole, "Dictionary:\n", 12) && !strncmp(q, "\nQuery:\n", 8));
+        CHECK(whole && q && a && !strncmp(whole, "Dictionary:\n", 12) &&
+              !strncmp(q, "\nQuery:\n", 8));
         /* whole = "Dictionary:\n" + the parts' lines; 6 distinct keys; the asked key's value */
         char joined[4096] = "Dictionary:\n";
         for (size_t i = 0; i < json_array_size(parts); i++) {
@@ -1386,12 +1388,14 @@ static void test_eval(void)
         "retrieved1,retrieved");
     j = json_ok(&r);
     json_t *ret = json_object_get(j, "retrieval");
-    CHECK(!strcmp(jstr(ret, "key"), "ssm_slow") && json_integer_value(json_object_get(ret, "n")) == 3 &&
+    CHECK(!strcmp(jstr(ret, "key"), "ssm_slow") &&
+          json_integer_value(json_object_get(ret, "n")) == 3 &&
           json_integer_value(json_object_get(ret, "candidates")) == 6);
     CHECKF(fabs(json_number_value(json_object_get(ret, "top1")) - want1 / 3) < 1e-9 &&
                fabs(json_number_value(json_object_get(ret, "top5")) - want5 / 3) < 1e-9 &&
                fabs(json_number_value(json_object_get(ret, "context_top1")) - wantc1 / 3) < 1e-9,
-           "retrieval %s, want top1 %g top5 %g context %g", r.out, want1 / 3, want5 / 3, wantc1 / 3);
+           "retrieval %s, want top1 %g top5 %g context %g", r.out, want1 / 3, want5 / 3,
+           wantc1 / 3);
     json_t *c0 = json_array_get(json_object_get(j, "conditions"), 0);
     CHECKF(!strcmp(jstr(c0, "name"), "retrieved1") &&
                fabs(json_number_value(json_object_get(c0, "loss")) - want_loss / 3) < 1e-6,
@@ -1403,7 +1407,8 @@ static void test_eval(void)
     j = json_ok(&r);
     json_t *rk = json_object_get(j, "retrieval_keys");
     CHECK(json_array_size(rk) == 2 && !strcmp(jstr(json_array_get(rk, 1), "key"), "final_hidden"));
-    CHECK(fabs(json_number_value(json_object_get(json_array_get(rk, 0), "top1")) - want1 / 3) < 1e-9);
+    CHECK(fabs(json_number_value(json_object_get(json_array_get(rk, 0), "top1")) - want1 / 3) <
+          1e-9);
     json_decref(j);
     RUN(&r, "eval", "--url", d.base, "--tasks", tasks, "--retrieval-keys", "ssm_norm");
     CHECK_CODE(&r, 2);
@@ -1427,7 +1432,8 @@ static void test_eval(void)
     daemon_stop(&d);
 }
 
-/* ---- merge modes through the daemon ------------------------------------------------------------ */
+/* ---- merge modes through the daemon ------------------------------------------------------------
+ */
 
 /* Export `ref` and read it back in-process: state floats into data, decay into decay (*has). */
 static void fetch_state(srv *d, ss_model *m, const char *ref, float *data, float *decay, int *has)
@@ -1546,7 +1552,8 @@ static void test_modes(void)
     REQUIRE_OK(ss_state_export(m, data[0], NULL, NULL, &f, &flen));
     char path[128];
     snprintf(path, sizeof path, "/v1/states/import?name=m-old");
-    resp r = request(&d, "POST", path, f, (long)flen, &(req_opts){.ctype = "application/octet-stream"});
+    resp r =
+        request(&d, "POST", path, f, (long)flen, &(req_opts){.ctype = "application/octet-stream"});
     CHECKF(r.status == 201, "import: %ld %s", r.status, r.body);
     free(r.body);
     free(f);

@@ -27,7 +27,8 @@ static void test_relaxed_json(void)
     REQUIRE_OK(ss_json_parse_relaxed(text, strlen(text), "test", &root));
     json_t *a = json_object_get(root, "a");
     CHECK(ss_json_real(json_array_get(a, 0), -1) == 0.0);
-    CHECK(isinf(ss_json_real(json_array_get(a, 1), 0)) && ss_json_real(json_array_get(a, 1), 0) > 0);
+    CHECK(isinf(ss_json_real(json_array_get(a, 1), 0)) &&
+          ss_json_real(json_array_get(a, 1), 0) > 0);
     CHECK(isinf(ss_json_real(json_object_get(root, "b"), 0)));
     CHECK(ss_json_real(json_object_get(root, "b"), 0) < 0);
     CHECK(isnan(ss_json_real(json_object_get(root, "c"), 0)));

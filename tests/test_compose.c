@@ -181,7 +181,8 @@ static void check_model(const char *dir, int m1)
     /* symmetric of 3 = the mean of the 6 sequential orders */
     run(m, c, s3, c3, (int)(sizeof c3 / sizeof c3[0]));
     ss_state *all[3] = {s1, s2, s3};
-    static const int perms[6][3] = {{0, 1, 2}, {0, 2, 1}, {1, 0, 2}, {1, 2, 0}, {2, 0, 1}, {2, 1, 0}};
+    static const int perms[6][3] = {{0, 1, 2}, {0, 2, 1}, {1, 0, 2},
+                                    {1, 2, 0}, {2, 0, 1}, {2, 1, 0}};
     double *acc = calloc(F, sizeof(double));
     for (int p = 0; p < 6; p++) {
         ss_state *o[3] = {all[perms[p][0]], all[perms[p][1]], all[perms[p][2]]};
@@ -200,7 +201,8 @@ static void check_model(const char *dir, int m1)
     CHECK_ERR(ss_state_compose(m, SS_COMPOSE_SEQUENTIAL, st, dc, 0, out, od), SS_ERR_INVALID);
     /* decay bookkeeping: set forgets it, copy carries it, zero restores it */
     REQUIRE_OK(ss_state_copy(tmp, s1));
-    CHECK(ss_state_has_decay(tmp) && max_abs_diff(ss_state_cdecay(tmp), ss_state_cdecay(s1), D) == 0);
+    CHECK(ss_state_has_decay(tmp) &&
+          max_abs_diff(ss_state_cdecay(tmp), ss_state_cdecay(s1), D) == 0);
     REQUIRE_OK(ss_state_set(tmp, ss_state_cdata(s1), F));
     CHECK(!ss_state_has_decay(tmp));
     CHECK_ERR(ss_state_set_decay(tmp, od, D + 1), SS_ERR_MISMATCH);

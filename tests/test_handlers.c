@@ -735,8 +735,8 @@ static void test_prefix(const char *model_dir)
                metric(a.text, "statesoup_prefix_hits_total") == 3 &&
                metric(a.text, "statesoup_prefix_tokens_saved_total") == 90 &&
                metric(a.text, "statesoup_prefix_misses_total{cause=\"different_start\"}") == 1 &&
-               metric(a.text, "statesoup_prefix_misses_total{cause=\"shorter_than_checkpoints\"}") ==
-                   1,
+               metric(a.text,
+                      "statesoup_prefix_misses_total{cause=\"shorter_than_checkpoints\"}") == 1,
            "%s: prefix counters:\n%s", model_dir, a.text);
     answer_free(&a);
 
@@ -976,7 +976,8 @@ static int ref_key(const ss_model_info *in, const ss_state_layout *lay, const ch
         }
     } else if (!strcmp(kind, "ssm_slow")) {
         const float *v = x + lay->ssm_off; /* the first state layer */
-        size_t per = lay->ssm_n / (size_t)in->n_state_layers, unit = in->n_heads ? per / (size_t)in->n_heads : 1;
+        size_t per = lay->ssm_n / (size_t)in->n_state_layers,
+               unit = in->n_heads ? per / (size_t)in->n_heads : 1;
         static int take[1 << 20];
         memset(take, 0, per * sizeof take[0]);
         if (in->n_heads) { /* Mamba-2: heads whose |A| is among the H/4 smallest (ties kept) */
@@ -1156,7 +1157,8 @@ static void test_search(const char *model_dir, const char *kind)
     answer_free(&a);
     a = run("metrics", NULL, NULL, NULL); /* the index: r1..r4 and the cache entry */
     CHECKF(metric(a.text, "statesoup_retrieval_keys") == N_SEARCH - 1 &&
-               metric(a.text, "statesoup_retrieval_key_bytes") >= (long long)(N_SEARCH - 1) * dim * 4,
+               metric(a.text, "statesoup_retrieval_key_bytes") >=
+                   (long long)(N_SEARCH - 1) * dim * 4,
            "metrics: %s", a.text);
     answer_free(&a);
     int left[N_SEARCH] = {0, 1, 1, 1, 1, 0};
@@ -1291,9 +1293,10 @@ static void test_retrieve_merge(void)
         answer_free(&e);
     }
     /* score: the query defaults to the context; the best state alone (k = 1) */
-    snprintf(body, sizeof body,
-             "{\"merge\": {\"retrieve\": {\"k\": 1}}, \"context\": %s, \"continuation\": [7, 8, 9]}",
-             qt);
+    snprintf(
+        body, sizeof body,
+        "{\"merge\": {\"retrieve\": {\"k\": 1}}, \"context\": %s, \"continuation\": [7, 8, 9]}",
+        qt);
     a = run("score", NULL, body, NULL);
     json_t *u0 = json_array_get(json_object_get(a.json, "retrieved"), 0);
     CHECKF(a.status == 200 && u0 &&
@@ -1331,25 +1334,29 @@ static void test_retrieve_merge(void)
         int status;
         const char *code;
     } bad[] = {
-        {"generate", "{\"merge\": {\"retrieve\": {\"k\": 0}}, \"prompt\": [1]}", 422, "invalid_value"},
+        {"generate", "{\"merge\": {\"retrieve\": {\"k\": 0}}, \"prompt\": [1]}", 422,
+         "invalid_value"},
         {"generate", "{\"merge\": {\"retrieve\": {\"k\": 2, \"tag\": \"none\"}}, \"prompt\": [1]}",
          422, "invalid_value"},
         {"generate", "{\"merge\": {\"retrieve\": {}, \"mode\": \"linear\"}, \"prompt\": [1]}", 400,
          "bad_request"},
         {"generate", "{\"merge\": {\"retrieve\": 3}, \"prompt\": [1]}", 400, "bad_request"},
-        {"generate", "{\"merge\": {\"retrieve\": {\"x\": 1}}, \"prompt\": [1]}", 400, "bad_request"},
+        {"generate", "{\"merge\": {\"retrieve\": {\"x\": 1}}, \"prompt\": [1]}", 400,
+         "bad_request"},
         {"generate", "{\"merge\": {\"retrieve\": {\"weights\": \"max\"}}, \"prompt\": [1]}", 422,
          "invalid_value"},
         {"generate", "{\"merge\": {\"retrieve\": {\"temperature\": 1}}, \"prompt\": [1]}", 422,
          "invalid_value"},
         {"generate",
          "{\"merge\": {\"retrieve\": {\"weights\": \"softmax\", \"temperature\": 0}}, \"prompt\": "
-         "[1]}", 422, "invalid_value"},
+         "[1]}",
+         422, "invalid_value"},
         {"generate", "{\"merge\": {\"retrieve\": {}}, \"prompt\": []}", 422, "invalid_value"},
         {"generate", "{\"merge\": {\"retrieve\": {}}, \"prompts\": [[1], [2]]}", 422,
          "invalid_value"},
-        {"generate", "{\"merge\": {\"retrieve\": {\"query\": {\"state\": \"nope\"}}}, \"prompt\": [1]}",
-         404, "not_found"},
+        {"generate",
+         "{\"merge\": {\"retrieve\": {\"query\": {\"state\": \"nope\"}}}, \"prompt\": [1]}", 404,
+         "not_found"},
         {"score", "{\"merge\": {\"retrieve\": {}}, \"continuation\": [1]}", 422, "invalid_value"},
         {"completions", "{\"merge\": {\"retrieve\": {}}, \"prompt\": [[1], [2]]}", 422,
          "invalid_value"},
@@ -1582,7 +1589,8 @@ static void test_inspect(const char *model_dir)
     run_scope = SS_HOST_SCOPE_ADMIN;
     run_tenant = "t-ops";
     a = run("whoami", NULL, NULL, NULL);
-    CHECKF(a.status == 200 && !strcmp(json_string_value(json_object_get(a.json, "scope")), "admin") &&
+    CHECKF(a.status == 200 &&
+               !strcmp(json_string_value(json_object_get(a.json, "scope")), "admin") &&
                !strcmp(json_string_value(json_object_get(a.json, "tenant")), "t-ops"),
            "whoami (admin of t-ops): %d %s", a.status, a.text);
     answer_free(&a);
@@ -1601,7 +1609,8 @@ static void test_inspect(const char *model_dir)
         if (!blobs[i]) exit(1);
     }
     a = run("states_similarity", NULL,
-            "{\"states\": [\"i-a\", \"i-b\", \"i-ab\", \"" "i-from\", \"i-a\"], \"per_layer\": true}",
+            "{\"states\": [\"i-a\", \"i-b\", \"i-ab\", \""
+            "i-from\", \"i-a\"], \"per_layer\": true}",
             NULL);
     json_t *m = json_object_get(a.json, "similarity"), *pl = json_object_get(a.json, "layers");
     CHECKF(a.status == 200 && json_array_size(m) == 5 && (int)json_array_size(pl) == L,

@@ -353,7 +353,8 @@ static void test_gemm_invariance(const kernels *kn)
                 if (wt == WQ8) { /* dense.c's prefill: q8 rows widened, then the F32 kernel */
                     float *Wq = malloc(sizeof(float) * N * K);
                     for (int n = 0; n < N; n++)
-                        kn->widen_q8(W8 + (size_t)n * K, S8 + (size_t)n * nb, K, Wq + (size_t)n * K);
+                        kn->widen_q8(W8 + (size_t)n * K, S8 + (size_t)n * nb, K,
+                                     Wq + (size_t)n * K);
                     memcpy(Z, Y, sizeof(float) * MT * ldy);
                     kn->gemm_small(X, MT, K, ldx, Wq, N, Z, ldy);
                     if (memcmp(Z, Y, sizeof(float) * MT * ldy) != 0) {
@@ -777,7 +778,8 @@ static void test_quantize_act(void)
         ok &= abs(a.q[k] - qw[k]) <= 1 && a.q[k] != -128; /* the weights' quantiser, up to ties */
         ok &= a.aq[k] == abs(a.q[k]) && neg == (a.q[k] < 0);
     }
-    for (int b = 0; b < 8; b++) ok &= b < (K + 31) / 32 ? close_to(a.s[b], sw[b], 0, 1e-7) : a.s[b] == 0;
+    for (int b = 0; b < 8; b++)
+        ok &= b < (K + 31) / 32 ? close_to(a.s[b], sw[b], 0, 1e-7) : a.s[b] == 0;
     ok &= a.q[5] == -127 && a.s[2] == 0;
     free(mem);
     CHECKF(ok, "8-bit activation quantiser");
@@ -795,11 +797,13 @@ static int check_gemm_t(const kernels *kn, int wt, int M, int N, int K, int ldw,
 {
     const int lds = q8_blocks(ldw), ldx = K + 3, ldy = N + 5;
     float *X = malloc(((size_t)M * ldx + 1) * sizeof *X);
-    float *Wf = malloc(((size_t)K * ldw + 1) * sizeof *Wf); /* the weights as the kernel sees them */
+    float *Wf =
+        malloc(((size_t)K * ldw + 1) * sizeof *Wf); /* the weights as the kernel sees them */
     uint16_t *W16 = malloc(((size_t)K * ldw + 1) * sizeof *W16);
     int8_t *Q = malloc((size_t)K * ldw + 1);
     float *S = malloc(((size_t)K * lds + 1) * sizeof *S);
-    float *Y = malloc(((size_t)M * ldy + 1) * sizeof *Y), *Y0 = malloc(((size_t)M * ldy + 1) * sizeof *Y0);
+    float *Y = malloc(((size_t)M * ldy + 1) * sizeof *Y),
+          *Y0 = malloc(((size_t)M * ldy + 1) * sizeof *Y0);
     fill(X, (size_t)M * ldx, -2, 2);
     fill(Wf, (size_t)K * ldw, -1, 1);
     for (int k = 0; k < K; k++) {

@@ -369,7 +369,8 @@ static void check_invariants(const char *model_dir, const char *golden_dir)
     char *meta = NULL;
     CHECK_OK(ss_state_import(m, file, flen, back, &meta));
     CHECK(memcmp(back, ss_state_cdata(ref), ss_state_floats(ref) * sizeof(float)) == 0);
-    CHECK(meta && strstr(meta, "\"name\":\"x\"") && strstr(meta, ss_model_get_info(m)->fingerprint));
+    CHECK(meta && strstr(meta, "\"name\":\"x\"") &&
+          strstr(meta, ss_model_get_info(m)->fingerprint));
     free(meta);
     free(file);
     REQUIRE_OK(ss_state_export(m, ss_state_cdata(ref), "BF16", NULL, &file, &flen));
@@ -516,7 +517,8 @@ static ss_err open_modified(const char *config_override, void (*edit)(uint8_t *b
     }
     char *buf;
     size_t n;
-    REQUIRE_OK(ss_read_file(fixture_path("models/mamba1-tiny/model.safetensors"), 1 << 30, &buf, &n));
+    REQUIRE_OK(
+        ss_read_file(fixture_path("models/mamba1-tiny/model.safetensors"), 1 << 30, &buf, &n));
     if (edit) edit((uint8_t *)buf, &n);
     snprintf(path, sizeof path, "%s/model.safetensors", tmpdir);
     FILE *f = fopen(path, "wb");

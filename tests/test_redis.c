@@ -59,7 +59,8 @@ static void test_vectors(void)
     ss_rc_close(c);
 }
 
-/* ---- against the cluster ---------------------------------------------------------------------- */
+/* ---- against the cluster ----------------------------------------------------------------------
+ */
 
 static int ports[16], n_ports;
 
@@ -680,7 +681,8 @@ int main(void)
     const char *env = getenv("SS_REDIS_PORTS");
     if (env && *env) {
         char *copy = strdup(env), *save = NULL;
-        for (char *t = strtok_r(copy, " ,", &save); t && n_ports < 16; t = strtok_r(NULL, " ,", &save))
+        for (char *t = strtok_r(copy, " ,", &save); t && n_ports < 16;
+             t = strtok_r(NULL, " ,", &save))
             ports[n_ports++] = atoi(t);
         free(copy);
         test_redirects();

@@ -1003,11 +1003,13 @@ static void test_view_chunks(const char *dir)
     free(r2);
     const double bad_w[2][N] = {{0.5, NAN, 1}, {1e39, 0, 1}};
     for (int k = 0; k < 2; k++)
-        CHECK_ERR(ss_store_merge_f32(s, refs, bad_w[k], N, MODEL, mo, len, 2, NULL), SS_ERR_INVALID);
+        CHECK_ERR(ss_store_merge_f32(s, refs, bad_w[k], N, MODEL, mo, len, 2, NULL),
+                  SS_ERR_INVALID);
     CHECK_ERR(ss_store_merge_f32(s, refs, wts, N, MODEL, mo, len - 4, 2, NULL), SS_ERR_MISMATCH);
     const char *mixed_m[2] = {"c0", "odd"};
     CHECK_ERR(ss_store_merge_f32(s, mixed_m, wts, 2, MODEL, mo, len, 2, NULL), SS_ERR_MISMATCH);
-    CHECK_ERR(ss_store_merge_f32(s, refs, wts, N, "another_model", mo, len, 2, NULL), SS_ERR_MISMATCH);
+    CHECK_ERR(ss_store_merge_f32(s, refs, wts, N, "another_model", mo, len, 2, NULL),
+              SS_ERR_MISMATCH);
 
     /* A state of 4 MiB or more is restored on two threads, each piece checked as it is copied. */
     char big[36];
@@ -1789,7 +1791,8 @@ static void test_keys(const char *dir)
     check_search(s, 2, 100, NULL, NULL, NULL, seeds, ids, 6);
     uint64_t even[3] = {seeds[0], seeds[2], seeds[4]};
     char even_ids[3][36];
-    memcpy(even_ids[0], ids[0], 36), memcpy(even_ids[1], ids[2], 36), memcpy(even_ids[2], ids[4], 36);
+    memcpy(even_ids[0], ids[0], 36), memcpy(even_ids[1], ids[2], 36),
+        memcpy(even_ids[2], ids[4], 36);
     check_search(s, 5, 5, "even", NULL, NULL, even, even_ids, 3);
     uint64_t odd[3] = {seeds[1], seeds[3], seeds[5]};
     char odd_ids[3][36];

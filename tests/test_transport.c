@@ -103,7 +103,8 @@ static const char *answer_code(const answer *a, char *out, size_t cap)
 {
     json_t *j = json_loads(a->body ? a->body : "", 0, NULL);
     snprintf(out, cap, "%s",
-             j ? json_string_value(json_object_get(json_object_get(j, "error"), "code")) ?: "" : "");
+             j ? json_string_value(json_object_get(json_object_get(j, "error"), "code")) ?: ""
+               : "");
     json_decref(j);
     return out;
 }
@@ -527,7 +528,8 @@ static void test_operations(void)
     size_t cap = (size_t)n * 4 + 64, at = 0;
     char *body = malloc(cap);
     at += (size_t)snprintf(body, cap, "{\"max_tokens\": 1, \"prompt\": [");
-    for (int i = 0; i < n; i++) at += (size_t)snprintf(body + at, cap - at, i ? ",%d" : "%d", 1 + i % 9);
+    for (int i = 0; i < n; i++)
+        at += (size_t)snprintf(body + at, cap - at, i ? ",%d" : "%d", 1 + i % 9);
     at += (size_t)snprintf(body + at, cap - at, "]}");
     int fd = tcp_connect(d.port);
     CHECK(send_request(fd, "POST", "/v1/generate", NULL, body, at) == 0);

@@ -96,7 +96,8 @@ static inline const char *test_source_root(void)
     return r ? r : ".";
 }
 
-/* Path of a fixture under tests/fixtures (the in-repo copy of ../shared/fixtures). Static buffer. */
+/* Path of a fixture under tests/fixtures (the in-repo copy of ../shared/fixtures). Static buffer.
+ */
 static inline const char *fixture_path(const char *rel)
 {
     static char buf[4][4096];
