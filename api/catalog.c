@@ -48,6 +48,18 @@ static void tenant_row(void *user, const char *tenant, uint64_t n_states, uint64
     tl->rows[tl->n++] = (ss_metrics_tenant){.name = name, .states = n_states, .bytes = bytes};
 }
 
+/* A tenant's prompt-cache entries onto its row (api_cache_stats; every tenant with entries has
+ * one, entries being stored states, unless the rows could not be gathered). */
+static void tenant_cache_row(void *user, const char *tenant, uint64_t entries, uint64_t bytes)
+{
+    tenant_list *tl = user;
+    for (int i = 0; i < tl->n; i++)
+        if (!strcmp(tl->rows[i].name, tenant)) {
+            tl->rows[i].cache_entries = entries;
+            tl->rows[i].cache_bytes = bytes;
+        }
+}
+
 void api_h_metrics(void *app, ss_host_req *r)
 {
     ss_api *a = app;
@@ -96,6 +108,9 @@ void api_h_metrics(void *app, ss_host_req *r)
             x.n_tenants = tl.n;
         }
         ss_err_clear(); /* none while the remote tier is unreachable */
+        x.prefix_cache = api_cache_stats(a, &x.prefix_cache_entries, &x.prefix_cache_bytes,
+                                         &x.prefix_cache_budget, &x.prefix_cache_tenant_max,
+                                         tenant_cache_row, &tl);
     }
     /* the per-tenant lines name every tenant: an admin key sees all, others their own only */
     const char *own = ss_host_tenant(r);

@@ -247,6 +247,14 @@ void api_cancel(ss_api *a, ss_job *job);
  */
 void api_h_healthz(void *app, ss_host_req *r);
 /* ---- prefix_cache.c ------------------------------------------------------------------------ */
+/* The automatic cache's figures for /metrics: 0 when there is none, else 1 with its entries,
+ * bytes, budget and per-tenant cap; per_tenant(user, tenant, entries, bytes) for each tenant
+ * holding entries ("" = the default tenant). */
+int api_cache_stats(ss_api *a, uint64_t *entries, uint64_t *bytes, uint64_t *budget,
+                    uint64_t *tenant_max,
+                    void (*per_tenant)(void *user, const char *tenant, uint64_t entries,
+                                       uint64_t bytes),
+                    void *user);
 /* Start the automatic cache when the params ask for one (taking back a previous run's
  * entries, evicting beyond the budget). SS_ERR_NOMEM. */
 ss_err api_cache_new(ss_api *a);

@@ -163,6 +163,31 @@ ss_err api_cache_new(ss_api *a)
     return SS_OK;
 }
 
+int api_cache_stats(ss_api *a, uint64_t *entries, uint64_t *bytes, uint64_t *budget,
+                    uint64_t *tenant_max,
+                    void (*per_tenant)(void *user, const char *tenant, uint64_t entries,
+                                       uint64_t bytes),
+                    void *user)
+{
+    api_cache *c = a->cache;
+    if (!c) return 0;
+    pthread_mutex_lock(&c->mu);
+    *entries = (uint64_t)c->n;
+    *bytes = c->total;
+    *budget = c->budget;
+    *tenant_max = c->tenant_max;
+    for (int i = 0; i < c->n; i++) { /* each tenant once, at its first entry */
+        int first = 1;
+        for (int k = 0; k < i && first; k++) first = strcmp(c->e[k].tenant, c->e[i].tenant) != 0;
+        if (!first) continue;
+        uint64_t n = 0;
+        for (int k = i; k < c->n; k++) n += !strcmp(c->e[k].tenant, c->e[i].tenant);
+        per_tenant(user, c->e[i].tenant, n, cache_held(c, c->e[i].tenant));
+    }
+    pthread_mutex_unlock(&c->mu);
+    return 1;
+}
+
 void api_cache_free(api_cache *c)
 {
     if (!c) return;

@@ -235,6 +235,15 @@ static void render_tenants(sbuf *b, const ss_metrics *m, const ss_metrics_extra 
         if (!only || !strcmp(only, x->tenants[i].name))
             sb_printf(b, "statesoup_tenant_state_bytes{tenant=\"%s\"} %llu\n", x->tenants[i].name,
                       (unsigned long long)x->tenants[i].bytes);
+    if (x->prefix_cache) {
+        sb_printf(b, "# HELP statesoup_tenant_prefix_cache_bytes Bytes of the automatic prompt "
+                     "cache's entries per tenant.\n"
+                     "# TYPE statesoup_tenant_prefix_cache_bytes gauge\n");
+        for (int i = 0; i < x->n_tenants; i++)
+            if (!only || !strcmp(only, x->tenants[i].name))
+                sb_printf(b, "statesoup_tenant_prefix_cache_bytes{tenant=\"%s\"} %llu\n",
+                          x->tenants[i].name, (unsigned long long)x->tenants[i].cache_bytes);
+    }
     sb_printf(b, "# HELP statesoup_tenant_requests_total Finished HTTP requests per tenant of the "
                  "key.\n# TYPE statesoup_tenant_requests_total counter\n");
     for (int i = 0; i < m->n_tenants; i++)
@@ -349,6 +358,18 @@ static void render_extra(sbuf *b, const ss_metrics_extra *x)
            "Reads that found a damaged record or blob (answered 500 corrupt, or skipped in "
            "listings).",
            x->corrupt_reads);
+    if (x->prefix_cache) {
+        sb_u64(b, "statesoup_prefix_cache_entries", "gauge",
+               "Entries of the automatic prompt cache (checkpoints of recent prompts).",
+               x->prefix_cache_entries);
+        sb_u64(b, "statesoup_prefix_cache_bytes", "gauge", "Bytes of those entries.",
+               x->prefix_cache_bytes);
+        sb_u64(b, "statesoup_prefix_cache_budget_bytes", "gauge",
+               "The cache's budget (--prefix-cache-budget).", x->prefix_cache_budget);
+        sb_u64(b, "statesoup_prefix_cache_tenant_max_bytes", "gauge",
+               "The most one tenant's entries may hold (--prefix-cache-tenant-share).",
+               x->prefix_cache_tenant_max);
+    }
     if (x->keys) {
         sb_u64(b, "statesoup_retrieval_keys", "gauge",
                "States with a retrieval key in the search index.", x->retrieval_keys);

@@ -47,6 +47,7 @@ void ss_metrics_prefix(ss_metrics *m, ss_prefix_outcome outcome, uint64_t tokens
 typedef struct ss_metrics_tenant {
     const char *name; /* "" = the default tenant */
     uint64_t states, bytes;
+    uint64_t cache_entries, cache_bytes; /* of the automatic prompt cache (prefix_cache) */
 } ss_metrics_tenant;
 
 /* The build rendered as statesoup_build_info{version, git}. */
@@ -67,6 +68,10 @@ typedef struct ss_metrics_extra {
     int remote, remote_up;
     uint64_t remote_errors, remote_short_circuits, cache_hits, cache_misses, cache_evictions,
         cache_bytes;
+    /* The automatic prompt cache (--prefix-cache-budget): rendered only when prefix_cache is 1. */
+    int prefix_cache;
+    uint64_t prefix_cache_entries, prefix_cache_bytes, prefix_cache_budget,
+        prefix_cache_tenant_max;
     /* Retrieval keys (search): rendered only when keys is 1. */
     int keys;
     uint64_t retrieval_keys, retrieval_key_bytes;

@@ -883,6 +883,18 @@ static void test_prefix_cache_tenants(void)
         CHECKF(listed(&a, &hidden) == (shared ? 2u : 4u), "share %d: t-a's entries: %s", shared,
                a.text);
         answer_free(&a);
+        /* the cache's occupancy, and t-a's part of it, in /metrics */
+        const long long sb = (long long)g.info->state_bytes;
+        a = run("metrics", NULL, NULL, NULL);
+        CHECKF(metric(a.text, "statesoup_prefix_cache_entries") == 4 &&
+                   metric(a.text, "statesoup_prefix_cache_bytes") == 4 * sb &&
+                   metric(a.text, "statesoup_prefix_cache_budget_bytes") == 4 * sb + 100 &&
+                   metric(a.text, "statesoup_prefix_cache_tenant_max_bytes") ==
+                       (shared ? (2 * sb + 50) : 4 * sb + 100) &&
+                   metric(a.text, "statesoup_tenant_prefix_cache_bytes{tenant=\"t-a\"}") ==
+                       (shared ? 2 : 4) * sb,
+               "share %d: metrics: %s", shared, a.text);
+        answer_free(&a);
         a = run("generate", NULL, pb, NULL);
         CHECKF(a.status == 200 && cached_of(&a) == 32, "t-a again: %s", a.text);
         answer_free(&a);
