@@ -48,6 +48,7 @@ int cmd_children(int argc, char **argv);   /* inspect.c: the states made from on
 int cmd_stats(int argc, char **argv);      /* inspect.c: a state's norms per layer */
 int cmd_similarity(int argc, char **argv); /* inspect.c: pairwise cosine similarity */
 int cmd_whoami(int argc, char **argv);     /* inspect.c: the key's scope and tenant */
+int cmd_prune(int argc, char **argv);      /* prune.c: delete by tag, prefix, age */
 
 /* The help of `generate` (both modes), shared by generate.c and infer.c. */
 extern const char cli_generate_help[];

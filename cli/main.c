@@ -31,6 +31,7 @@ static const command commands[] = {
     {"export", cmd_export, 1, "write a state as a safetensors file (--url, or --data + --model)"},
     {"import", cmd_import, 1, "store a safetensors state file"},
     {"rm", cmd_rm, 1, "delete states"},
+    {"prune", cmd_prune, 1, "delete the states a tag, a name prefix or an age selects"},
     {"share", cmd_share, 1, "share states with every tenant, or stop (--off); admin keys"},
     {"search", cmd_search, 1, "the stored states most similar to a text, tokens or a state"},
     {"children", cmd_children, 1, "the states made from a state (its lineage), --depth deep"},

@@ -585,6 +585,47 @@ static void test_daemon(void)
     RUN(&r, "whoami", "--url", url, "--api-key", "key-team-0123456789");
     CHECK(HAS_LINE(r.out, "scope write, tenant team"));
 
+    /* prune: three states tagged prn; a dry run deletes nothing, --keep 1 spares the newest,
+     * --older-than 1d spares a new one, a filter is required */
+    const char *prn[3] = {"prn-1", "prn-2", "prn-3"};
+    char prn_id[3][40];
+    for (int i = 0; i < 3; i++) {
+        RUN(&r, "save", "--url", url, "--name", prn[i], "--tag", "prn", "--tokens", "7,8",
+            "--json");
+        j = json_ok(&r);
+        snprintf(prn_id[i], sizeof prn_id[i], "%s", jstr(j, "id"));
+        json_decref(j);
+    }
+    RUN(&r, "prune", "--url", url, "--tag", "prn", "--dry-run");
+    CHECK_CODE(&r, 0);
+    CHECK(HAS_LINE(r.out, prn_id[0], " prn-1 ", " prn "));
+    CHECK(HAS_LINE(r.out, "would delete 3 states (", "(--dry-run: nothing deleted)"));
+    RUN(&r, "show", "--url", url, "prn-1");
+    CHECK_CODE(&r, 0);
+    RUN(&r, "prune", "--url", url, "--tag", "prn", "--keep", "1", "--json");
+    j = json_ok(&r);
+    const json_t *del = json_object_get(j, "deleted");
+    CHECK(json_array_size(del) == 2 && json_integer_value(json_object_get(j, "kept")) == 1 &&
+          json_array_size(json_object_get(j, "failed")) == 0);
+    CHECK(!strcmp(jstr(json_array_get(del, 0), "name"), "prn-2") &&
+          !strcmp(jstr(json_array_get(del, 1), "name"), "prn-1"));
+    json_decref(j);
+    RUN(&r, "show", "--url", url, "prn-1");
+    CHECK_CODE(&r, 1);
+    RUN(&r, "prune", "--url", url, "--tag", "prn", "--older-than", "1d");
+    CHECK_CODE(&r, 0);
+    CHECK(HAS_LINE(r.out, "deleted 0 states"));
+    RUN(&r, "prune", "--url", url, "--prefix", "prn-", "--older-than", "0s");
+    CHECK_CODE(&r, 0);
+    CHECK(HAS_LINE(r.out, prn_id[2], " prn-3 "));
+    CHECK(HAS_LINE(r.out, "deleted 1 state ("));
+    RUN(&r, "show", "--url", url, "prn-3");
+    CHECK_CODE(&r, 1);
+    RUN(&r, "prune", "--url", url, "--keep", "3");
+    CHECK_CODE(&r, 2);
+    RUN(&r, "prune", "--url", url, "--older-than", "soon");
+    CHECK_CODE(&r, 2);
+
     /* ls: table and JSON, newest first */
     RUN(&r, "ls", "--url", url);
     CHECK_CODE(&r, 0);
@@ -636,6 +677,13 @@ static void test_daemon(void)
     RUN(&r, "show", "--url", url, "--api-key", "key-team-0123456789", jstr(dict, "id"));
     CHECK_CODE(&r, 0);
     CHECK(HAS_LINE(r.out, "tenant", "- (shared)"));
+    /* prune as team: the shared state is in its listing but not its own, so never pruned */
+    RUN(&r, "prune", "--url", url, "--api-key", "key-team-0123456789", "--tag", "b",
+        "--older-than", "0s");
+    CHECK_CODE(&r, 0);
+    CHECK(HAS_LINE(r.out, "deleted 0 states (0 B); 0 kept by --keep, 0 failed"));
+    RUN(&r, "show", "--url", url, "dict/b");
+    CHECK_CODE(&r, 0);
     RUN(&r, "share", "--url", url, "--off", "--json", "--api-key", "key-admin-0123456789",
         "dict/b");
     j = json_ok(&r);
