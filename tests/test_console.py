@@ -605,6 +605,8 @@ def check_health(b, base):
           "health: states stored equals /metrics' statesoup_states_stored (%s)" % shown)
     check(b.js("return document.getElementById('h-status').textContent") == "ok",
           "health: the status is /healthz's (ok)")
+    check(b.js("return document.getElementById('h-pcache')") is None,
+          "health: no prompt-cache figure without --prefix-cache-budget")
     b.shot("health-1280x800")
     b.size(390, 844)
     b.load(base + "/#/health")
@@ -640,11 +642,17 @@ def check_keys(b, tmp):
     keys = os.path.join(tmp, "keys")
     with open(keys, "w") as f:
         f.write("reader-key-1 read\nwriter-key-1 write\n")
-    d = Daemon(os.path.join(tmp, "data-keys"), "--api-keys", keys)
+    d = Daemon(os.path.join(tmp, "data-keys"), "--api-keys", keys, "--prefix-cache-budget", "8M",
+               "--prefix-cache-every", "4")
     try:
         st, _, _ = http("POST", d.base + "/v1/states", {"name": "kept", "prompt": "Dictionary:\n"},
                         headers={"Authorization": "Bearer writer-key-1"})
         assert st == 201
+        # a generation leaves prompt-cache entries (checkpoints every 4 tokens, hidden from lists)
+        st, _, _ = http("POST", d.base + "/v1/generate",
+                        {"prompt": "Dictionary:\ncase = word\nfor = next\n", "max_tokens": 1},
+                        headers={"Authorization": "Bearer writer-key-1"})
+        assert st == 200
         st, _, _ = http("GET", d.base + "/", raw=True)
         check(st == 200, "with --api-keys the page itself needs no key")
         st, _, j = http("GET", d.base + "/v1/states")
@@ -677,6 +685,16 @@ def check_keys(b, tmp):
         st, _, j = http("DELETE", d.base + "/v1/states/kept", headers=auth)
         check(st == 403 and http("GET", d.base + "/v1/states/kept", headers=auth)[0] == 200,
               "a read key cannot delete (403), the state stays")
+        # the health page shows the prompt cache's entries as /metrics counts them
+        st, _, text = http("GET", d.base + "/metrics", raw=True, headers=auth)
+        entries = [l.split()[1] for l in text.decode().split("\n")
+                   if l.startswith("statesoup_prefix_cache_entries ")]
+        b.load(d.base + "/#/health")
+        shown = b.wait("const e = document.getElementById('h-pcache'); return e && e.textContent",
+                       what="health, prompt cache")
+        check(entries and int(entries[0]) > 0 and shown.startswith(entries[0] + " entries, ")
+              and shown.endswith(" of 8.0 MiB"),
+              "health: the prompt cache's entries and budget as /metrics says (%s)" % shown)
         b.js("sessionStorage.clear()")
     finally:
         d.stop()

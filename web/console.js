@@ -831,6 +831,11 @@ pages.health = async function (view, route, live) {
   fig('health', health.status + (health.reason ? ' (' + health.reason + ')' : ''), 'h-status');
   fig('states stored', String(sum('statesoup_states_stored')), 'h-states');
   fig('state bytes', fmtBytes(sum('statesoup_state_bytes')), 'h-bytes');
+  const pcBudget = sum('statesoup_prefix_cache_budget_bytes'); /* --prefix-cache-budget only */
+  if (pcBudget !== undefined) {
+    fig('prompt cache', `${sum('statesoup_prefix_cache_entries')} entries, ` +
+      `${fmtBytes(sum('statesoup_prefix_cache_bytes'))} of ${fmtBytes(pcBudget)}`, 'h-pcache');
+  }
   fig('store map', `${fmtBytes(used)} used of ${fmtBytes(map)} (${map ? (100 * used / map).toFixed(1) : '0'} %)`, 'h-map');
   figures.append(el('dt', {}, 'map usage'), el('dd', {}, meter));
   fig('uptime', fmtNum(sum('statesoup_uptime_seconds'), 0) + ' s', 'h-uptime');
