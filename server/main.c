@@ -266,7 +266,7 @@ static int parse_listen(const char *s, options *o)
     return parse_int(colon + 1, 0, 65535, &o->port);
 }
 
-/* Long options: the first ones are numbered from O_MODEL in the order of `longopts`. */
+/* Long options, numbered from O_MODEL (two names may share a number: drain-timeout). */
 enum {
     O_MODEL = 256,
     O_TOK,
@@ -422,8 +422,8 @@ static int parse_args(int argc, char **argv, options *o)
                    .shutdown_timeout = 10,
                    .max_connections = 4096,
                    .idle_timeout = 30};
-    int c;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    int c, li = -1;
+    while ((c = getopt_long(argc, argv, "h", longopts, &li)) != -1) {
         if (c == 'h') {
             usage(stdout);
             exit(0);
@@ -433,10 +433,12 @@ static int parse_args(int argc, char **argv, options *o)
             return 0;
         }
         if (!apply_option(c, optarg, o)) {
-            fprintf(stderr, "statesoupd: bad value for --%s: '%s'\n", longopts[c - O_MODEL].name,
-                    optarg);
+            /* the name as given (longopts' index, not c: two names share O_SHUTDOWN) */
+            fprintf(stderr, "statesoupd: bad value for --%s: '%s'\n",
+                    li >= 0 ? longopts[li].name : "?", optarg);
             return 0;
         }
+        li = -1;
     }
     if (optind < argc) {
         fprintf(stderr, "statesoupd: unexpected argument '%s' (see --help)\n", argv[optind]);

@@ -1755,6 +1755,12 @@ static void test_weights_q8(void)
     int status;
     daemon_reap(&d, &status);
     free(d.log);
+    /* the message names the option given, also past the two names of one (drain-timeout) */
+    CHECK(daemon_start(&d, fixture_path("models/mamba1-tiny"), data, "--retrieval-key", "bogus",
+                       NULL) != 0);
+    CHECKF(d.log && strstr(d.log, "bad value for --retrieval-key: 'bogus'"), "%s", d.log);
+    daemon_reap(&d, &status);
+    free(d.log);
 }
 
 /* With one batch slot and one queue slot, a third request is refused with 503 overloaded. */
