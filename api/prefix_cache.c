@@ -176,15 +176,26 @@ int api_cache_stats(ss_api *a, uint64_t *entries, uint64_t *bytes, uint64_t *bud
     *bytes = c->total;
     *budget = c->budget;
     *tenant_max = c->tenant_max;
-    for (int i = 0; i < c->n; i++) { /* each tenant once, at its first entry */
-        int first = 1;
-        for (int k = 0; k < i && first; k++) first = strcmp(c->e[k].tenant, c->e[i].tenant) != 0;
-        if (!first) continue;
-        uint64_t n = 0;
-        for (int k = i; k < c->n; k++) n += !strcmp(c->e[k].tenant, c->e[i].tenant);
-        per_tenant(user, c->e[i].tenant, n, cache_held(c, c->e[i].tenant));
+    /* one pass over the entries, summed per tenant (a few tenants, many entries) */
+    enum { MAX_T = 1024 }; /* SS_METRICS_MAX_TENANTS: more are not rendered apart */
+    struct tsum {
+        const char *t;
+        uint64_t n, b;
+    } *ts = calloc(MAX_T, sizeof *ts);
+    int nt = 0;
+    for (int i = 0; ts && i < c->n; i++) {
+        int k = 0;
+        while (k < nt && strcmp(ts[k].t, c->e[i].tenant)) k++;
+        if (k == nt) {
+            if (nt == MAX_T) continue;
+            ts[nt++].t = c->e[i].tenant;
+        }
+        ts[k].n++;
+        ts[k].b += c->e[i].bytes;
     }
+    for (int k = 0; k < nt; k++) per_tenant(user, ts[k].t, ts[k].n, ts[k].b);
     pthread_mutex_unlock(&c->mu);
+    free(ts);
     return 1;
 }
 

@@ -68,8 +68,7 @@ typedef struct ss_host_route {
     size_t max_body; /* 0 = the host's limit */
 } ss_host_route;
 
-/* ---- the request (host thread) ---------------------------------------------------------------
- */
+/* ---- the request (host thread) --------------------------------------------------------------- */
 
 /* Path parameter `name` ({name} in the pattern), percent-decoded; NULL if none. */
 const char *ss_host_param(ss_host_req *r, const char *name);
@@ -91,8 +90,7 @@ int ss_host_stopping(ss_host_req *r);
  */
 void ss_host_set_user(ss_host_req *r, void *user, void (*free_fn)(void *), ss_host_over_fn over_fn);
 
-/* ---- answers (host thread) -------------------------------------------------------------------
- */
+/* ---- answers (host thread) ------------------------------------------------------------------- */
 
 /*
  * Answer with `len` bytes of `body` (malloc'd or NULL; ownership passes to the host, which frees
@@ -108,8 +106,7 @@ void ss_host_respond_error(ss_host_req *r, int status, const char *code, const c
 /* Add a header to the coming answer (copied). At most 8. */
 void ss_host_add_header(ss_host_req *r, const char *name, const char *value);
 
-/* ---- parking and event streams ---------------------------------------------------------------
- */
+/* ---- parking and event streams --------------------------------------------------------------- */
 
 /*
  * Park the request until ss_host_wake(): then `cont` runs on a host thread and answers (or waits

@@ -59,8 +59,7 @@
 #define EXPORT_CACHE    8           /* exported files kept for imports */
 #define REQ_TIMEOUT_S   300L
 
-/* ---- request kinds ----------------------------------------------------------------------------
- */
+/* ---- request kinds --------------------------------------------------------------------------- */
 
 typedef enum kind {
     K_SAVE,
@@ -457,8 +456,7 @@ static char *pool_record(size_t i)
     return r;
 }
 
-/* ---- checks of what the daemon answers ---------------------------------------------------------
- */
+/* ---- checks of what the daemon answers ------------------------------------------------------- */
 
 /* Whether the record text a (as remembered: sorted keys) and the JSON b are the same record. */
 static int same_record(const char *a, const json_t *b)
@@ -1603,8 +1601,7 @@ static int check_args(void)
     return 0;
 }
 
-/* ---- main --------------------------------------------------------------------------------------
- */
+/* ---- main ------------------------------------------------------------------------------------ */
 
 /* What a run found, for the reports. */
 typedef struct outcome {

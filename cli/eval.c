@@ -181,8 +181,7 @@ static const eval_cond conds[] = {
 };
 #define N_CONDS (int)(sizeof conds / sizeof conds[0])
 
-/* ---- talking to the daemon --------------------------------------------------------------------
- */
+/* ---- talking to the daemon ------------------------------------------------------------------- */
 
 /* POST body to path; *out (may be NULL) the reply. Names the task on failure. */
 static ss_err post(const eval_run *r, const char *path, json_t *body, json_t **out, int t)
@@ -395,8 +394,7 @@ static void rate(const int *x, int n_tasks, double *tmp, double *mean, double *c
     eval_mean_ci(tmp, *n, mean, ci);
 }
 
-/* ---- the private daemon of --model ------------------------------------------------------------
- */
+/* ---- the private daemon of --model ----------------------------------------------------------- */
 
 typedef struct priv_daemon {
     pid_t pid;
@@ -491,8 +489,7 @@ static void daemon_stop(priv_daemon *d)
     if (d->dir[0]) nftw(d->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-/* ---- output -----------------------------------------------------------------------------------
- */
+/* ---- output ---------------------------------------------------------------------------------- */
 
 static void progress(const char *what, int done, int total)
 {
@@ -548,8 +545,7 @@ static json_t *summary_json(const eval_summary *s, int n, int n_tasks, double **
                      arr);
 }
 
-/* ---- the command ------------------------------------------------------------------------------
- */
+/* ---- the command ----------------------------------------------------------------------------- */
 
 static const char eval_help[] =
     "usage: statesoup eval --tasks FILE [--url URL | --model DIR] [--conditions A,B,...]\n"

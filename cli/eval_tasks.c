@@ -145,8 +145,7 @@ ss_err eval_tasks_load(const char *path, eval_task **tasks, int *n)
     return SS_OK;
 }
 
-/* ---- the dictionary-task generator ------------------------------------------------------------
- */
+/* ---- the dictionary-task generator ----------------------------------------------------------- */
 
 static uint64_t splitmix64(uint64_t *s)
 {
@@ -316,8 +315,7 @@ out:
     return err;
 }
 
-/* ---- statistics and the chart -----------------------------------------------------------------
- */
+/* ---- statistics and the chart ---------------------------------------------------------------- */
 
 void eval_mean_ci(const double *x, int n, double *mean, double *ci95)
 {

@@ -68,8 +68,7 @@ static const char *si(double x, char *buf, size_t cap)
     return buf;
 }
 
-/* ---- one budget --------------------------------------------------------------------------------
- */
+/* ---- one budget ------------------------------------------------------------------------------ */
 
 static json_t *moe_json(const ss_scaling_moe *m, int integral)
 {

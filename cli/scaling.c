@@ -344,8 +344,7 @@ double ss_scaling_g_threshold(const ss_scaling_law *l, int g, double lo, double 
     return exp(b);
 }
 
-/* ---- checkpoints ------------------------------------------------------------------------------
- */
+/* ---- checkpoints ----------------------------------------------------------------------------- */
 
 /* An integer key of a config object, or dflt when absent or not an integer. */
 static long long cfg_int(const json_t *o, const char *key, long long dflt)

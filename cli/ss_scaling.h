@@ -130,8 +130,7 @@ ss_err ss_scaling_plan_budget(const ss_scaling_law *l, double flops, ss_scaling_
  */
 double ss_scaling_g_threshold(const ss_scaling_law *l, int g, double lo, double hi);
 
-/* ---- checkpoints ------------------------------------------------------------------------------
- */
+/* ---- checkpoints ----------------------------------------------------------------------------- */
 
 /*
  * What the law needs from a MoE-Mamba checkpoint's config.json. Mapping (docs/planner.md): one

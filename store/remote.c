@@ -111,8 +111,7 @@ typedef struct ss_remote {
         store_local_only = saved_;                                                                 \
     } while (0)
 
-/* ---- scripts (all keys in the slot of {P}) ----------------------------------------------------
- */
+/* ---- scripts (all keys in the slot of {P}) --------------------------------------------------- */
 
 /* KEYS: rec name tk time meta pending. ARGV: id name ns20 member text bytes tagpfx pend
  * fixed tenant tags... (fixed = 1: a copy keeping its own time, which may be older than the
@@ -258,8 +257,7 @@ static const char SHARE_LUA[] =
     "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])\n"
     "return 1\n";
 
-/* ---- commands ----------------------------------------------------------------------------------
- */
+/* ---- commands -------------------------------------------------------------------------------- */
 
 static void note_down(ss_remote *r, const char *why)
 {
@@ -369,8 +367,7 @@ static size_t n_chunks(uint64_t bytes)
     return (size_t)((bytes + CHUNK_BYTES - 1) / CHUNK_BYTES);
 }
 
-/* ---- the local cache (LRU over blob bytes) ----------------------------------------------------
- */
+/* ---- the local cache (LRU over blob bytes) --------------------------------------------------- */
 
 static void lru_touch(ss_remote *r, const char *id, uint64_t bytes)
 {
@@ -471,8 +468,7 @@ static ss_err lru_load(ss_store *s)
     return SS_OK;
 }
 
-/* ---- reading from the cluster ------------------------------------------------------------------
- */
+/* ---- reading from the cluster ---------------------------------------------------------------- */
 
 static int64_t member_created(const char *member)
 {
@@ -663,8 +659,7 @@ static ss_err ensure_all(ss_store *s, const char *const *refs, int n, char (*ids
     return SS_OK;
 }
 
-/* ---- the routed public operations --------------------------------------------------------------
- */
+/* ---- the routed public operations ------------------------------------------------------------ */
 
 #define MAX_REFS SS_STORE_VIEW_MAX
 
@@ -1215,8 +1210,7 @@ ss_err remote_check(ss_store *s)
                    "refused): %s", why);
 }
 
-/* ---- the subscriber: deletes from other replicas, reconnect resync, orphan janitor -------------
- */
+/* ---- the subscriber: deletes from other replicas, reconnect resync, orphan janitor ----------- */
 
 /* Drop every cached state the catalog no longer has (deletes missed while disconnected). */
 static void resync(ss_store *s)
@@ -1345,8 +1339,7 @@ static void *subscriber(void *arg)
     return NULL;
 }
 
-/* ---- open / close ------------------------------------------------------------------------------
- */
+/* ---- open / close ---------------------------------------------------------------------------- */
 
 /*
  * The local tier's marker, DIR/remote-cache (the prefix it caches): the cache drops whatever the

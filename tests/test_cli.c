@@ -1480,8 +1480,7 @@ static void test_eval(void)
     daemon_stop(&d);
 }
 
-/* ---- merge modes through the daemon ------------------------------------------------------------
- */
+/* ---- merge modes through the daemon ---------------------------------------------------------- */
 
 /* Export `ref` and read it back in-process: state floats into data, decay into decay (*has). */
 static void fetch_state(srv *d, ss_model *m, const char *ref, float *data, float *decay, int *has)

@@ -123,8 +123,7 @@ static void check_wrappers(void)
            atomic_load(&n_allocs), atomic_load(&n_locks));
 }
 
-/* ---- ss_model_eval ----------------------------------------------------------------------------
- */
+/* ---- ss_model_eval --------------------------------------------------------------------------- */
 
 enum { SEQS = 4, WARM = 4, TOKENS = 12 };
 
@@ -191,8 +190,7 @@ static void check_eval(const char *dir, int threads, int n_seqs, float temperatu
     ss_model_close(m);
 }
 
-/* ---- the engine's step ------------------------------------------------------------------------
- */
+/* ---- the engine's step ----------------------------------------------------------------------- */
 
 enum { ENGINE_TOKENS = 40, FROM = 8, TO = 38 };
 

@@ -59,8 +59,7 @@ static void test_vectors(void)
     ss_rc_close(c);
 }
 
-/* ---- against the cluster ----------------------------------------------------------------------
- */
+/* ---- against the cluster --------------------------------------------------------------------- */
 
 static int ports[16], n_ports;
 
