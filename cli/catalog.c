@@ -84,15 +84,8 @@ static ss_err list_page(ss_store *st, const cli_conn *c, const char *tag, const 
         return SS_ERR_FORMAT;
     }
     char path[2048];
-    char *et = tag ? cli_escape(tag) : NULL, *ep = prefix ? cli_escape(prefix) : NULL;
-    char *ec = cursor ? cli_escape(cursor) : NULL;
-    snprintf(path, sizeof path, "/v1/states?limit=%d%s%s%s%s%s%s", limit, et ? "&tag=" : "",
-             et ? et : "", ep ? "&prefix=" : "", ep ? ep : "", ec ? "&cursor=" : "",
-             ec ? ec : "");
-    free(et);
-    free(ep);
-    free(ec);
-    return cli_http_json(c, "GET", path, NULL, page, raw);
+    ss_err e = cli_list_path(path, sizeof path, tag, prefix, limit, cursor, 0);
+    return e ? e : cli_http_json(c, "GET", path, NULL, page, raw);
 }
 
 int cmd_ls(int argc, char **argv)

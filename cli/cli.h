@@ -180,6 +180,13 @@ char *cli_escape(const char *s);
  */
 ss_err cli_state_path(const char *ref, char *buf, size_t cap);
 
+/*
+ * "/v1/states?limit=N[&tag=][&prefix=][&cursor=][&include=cache]" into buf, the values
+ * percent-encoded (NULL: left out). SS_ERR_INVALID when it does not fit, SS_ERR_NOMEM.
+ */
+ss_err cli_list_path(char *buf, size_t cap, const char *tag, const char *prefix, int limit,
+                     const char *cursor, int include_cache);
+
 /* ---- output (format.c) ----------------------------------------------------------------------- */
 
 /* "999 B", "1.5 KiB", "3.2 MiB", ... into buf. */

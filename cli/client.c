@@ -315,6 +315,27 @@ out:
     return err;
 }
 
+ss_err cli_list_path(char *buf, size_t cap, const char *tag, const char *prefix, int limit,
+                     const char *cursor, int include_cache)
+{
+    char *et = tag ? cli_escape(tag) : NULL, *ep = prefix ? cli_escape(prefix) : NULL;
+    char *ec = cursor ? cli_escape(cursor) : NULL;
+    ss_err err = SS_OK;
+    if ((tag && !et) || (prefix && !ep) || (cursor && !ec)) {
+        err = ss_fail(SS_ERR_NOMEM, "out of memory");
+    } else {
+        int n = snprintf(buf, cap, "/v1/states?limit=%d%s%s%s%s%s%s%s", limit, et ? "&tag=" : "",
+                         et ? et : "", ep ? "&prefix=" : "", ep ? ep : "", ec ? "&cursor=" : "",
+                         ec ? ec : "", include_cache ? "&include=cache" : "");
+        if (n < 0 || (size_t)n >= cap)
+            err = ss_fail(SS_ERR_INVALID, "the listing's URL is too long");
+    }
+    free(et);
+    free(ep);
+    free(ec);
+    return err;
+}
+
 ss_err cli_state_path(const char *ref, char *buf, size_t cap)
 {
     char *esc = cli_escape(ref);

@@ -90,17 +90,10 @@ static ss_err collect(const cli_conn *c, const prune_opts *po, json_t *out)
     char *cursor = NULL;
     for (;;) {
         char path[2048];
-        char *et = po->tag ? cli_escape(po->tag) : NULL;
-        char *ep = po->prefix ? cli_escape(po->prefix) : NULL;
-        char *ec = cursor ? cli_escape(cursor) : NULL;
-        snprintf(path, sizeof path, "/v1/states?limit=1000%s%s%s%s%s%s%s", et ? "&tag=" : "",
-                 et ? et : "", ep ? "&prefix=" : "", ep ? ep : "", ec ? "&cursor=" : "",
-                 ec ? ec : "", po->cache ? "&include=cache" : "");
-        free(et);
-        free(ep);
-        free(ec);
         json_t *page = NULL;
-        if ((e = cli_http_json(c, "GET", path, NULL, &page, &raw))) break;
+        if ((e = cli_list_path(path, sizeof path, po->tag, po->prefix, 1000, cursor, po->cache)) ||
+            (e = cli_http_json(c, "GET", path, NULL, &page, &raw)))
+            break;
         free(raw);
         raw = NULL;
         size_t i;
