@@ -198,8 +198,8 @@ static int key_eq(const char *a, const char *b)
 /* Authenticate; on failure answer 401/403 and return 0. */
 static int authorize(ss_host_req *r)
 {
-    const ss_http *h = r->h;
-    if (!h->keys) {
+    ss_http *h = r->h;
+    if (!h->p.api_keys) {
         r->scope = SS_HOST_SCOPE_WRITE;
         return 1;
     }
@@ -219,22 +219,28 @@ static int authorize(ss_host_req *r)
     }
     const char *key = auth + 7;
     while (*key == ' ') key++;
-    for (int i = 0; i < h->n_keys; i++) {
+    int found = 0;
+    pthread_rwlock_rdlock(&h->keys_lock);
+    for (int i = 0; i < h->n_keys && !found; i++) {
         if (key_eq(key, h->keys[i].key)) {
             r->scope = h->keys[i].scope;
-            r->tenant = h->keys[i].tenant;
+            r->tenant = h->keys[i].tenant; /* the table stays until stop (ss_http_reload_keys) */
             r->key_no = i + 1;
-            if (r->scope < r->route->scope) {
-                fail(r, 403, "forbidden", "this key has %s scope; %s %s needs a key with %s scope",
-                     r->scope == SS_HOST_SCOPE_READ ? "read" : "write", r->method, r->path,
-                     r->route->scope == SS_HOST_SCOPE_ADMIN ? "admin" : "write");
-                return 0;
-            }
-            return 1;
+            found = 1;
         }
     }
-    fail(r, 401, "unauthorized", "unknown API key");
-    return 0;
+    pthread_rwlock_unlock(&h->keys_lock);
+    if (!found) {
+        fail(r, 401, "unauthorized", "unknown API key");
+        return 0;
+    }
+    if (r->scope < r->route->scope) {
+        fail(r, 403, "forbidden", "this key has %s scope; %s %s needs a key with %s scope",
+             r->scope == SS_HOST_SCOPE_READ ? "read" : "write", r->method, r->path,
+             r->route->scope == SS_HOST_SCOPE_ADMIN ? "admin" : "write");
+        return 0;
+    }
+    return 1;
 }
 
 /* Content-Type and Content-Length checks before the body arrives; answers 415/413. */
@@ -668,6 +674,7 @@ ss_err ss_http_start(ss_http **out, const ss_http_params *p)
     pthread_cond_init(&h->idle, NULL);
     atomic_init(&h->stopping, 0);
     atomic_init(&h->draining, 0);
+    pthread_rwlock_init(&h->keys_lock, NULL);
     if (p->api_keys && (err = load_keys(p->api_keys, &h->keys, &h->n_keys))) goto fail;
 
     char port[16];
@@ -721,6 +728,7 @@ ss_err ss_http_start(ss_http **out, const ss_http_params *p)
 fail:
     if (ai) freeaddrinfo(ai);
     free_keys(h->keys, h->n_keys);
+    pthread_rwlock_destroy(&h->keys_lock);
     pthread_mutex_destroy(&h->mu);
     pthread_mutex_destroy(&h->log_mu);
     pthread_cond_destroy(&h->idle);
@@ -796,8 +804,34 @@ void ss_http_stop(ss_http *h)
     log_flush_locked(h);
     pthread_mutex_unlock(&h->log_mu);
     free_keys(h->keys, h->n_keys);
+    for (int i = 0; i < h->n_retired; i++) free_keys(h->retired[i].keys, h->retired[i].n);
+    free(h->retired);
+    pthread_rwlock_destroy(&h->keys_lock);
     pthread_mutex_destroy(&h->mu);
     pthread_mutex_destroy(&h->log_mu);
     pthread_cond_destroy(&h->idle);
     free(h);
+}
+
+ss_err ss_http_reload_keys(ss_http *h, int *n_keys)
+{
+    if (!h->p.api_keys)
+        return ss_fail(SS_ERR_UNSUPPORTED, "no --api-keys file to reload (started without keys)");
+    api_key *keys = NULL;
+    int n = 0;
+    ss_err err = load_keys(h->p.api_keys, &keys, &n);
+    if (err) return err; /* the keys in use stay */
+    struct retired_keys *r = realloc(h->retired, (size_t)(h->n_retired + 1) * sizeof *r);
+    if (!r) {
+        free_keys(keys, n);
+        return ss_fail(SS_ERR_NOMEM, "out of memory");
+    }
+    h->retired = r;
+    pthread_rwlock_wrlock(&h->keys_lock);
+    h->retired[h->n_retired++] = (struct retired_keys){h->keys, h->n_keys};
+    h->keys = keys;
+    h->n_keys = n;
+    pthread_rwlock_unlock(&h->keys_lock);
+    if (n_keys) *n_keys = n;
+    return SS_OK;
 }

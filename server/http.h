@@ -65,5 +65,13 @@ int ss_http_drain(ss_http *h, int timeout_ms);
  * Call after the work that could wake requests is finished (the engine closed).
  */
 void ss_http_stop(ss_http *h);
+/*
+ * Read the --api-keys file again and use it from the next request on (SIGHUP): keys added,
+ * removed, rescoped or moved to another tenant. A file that does not parse changes nothing
+ * (SS_ERR_FORMAT naming the line, or ss_read_file's error); SS_ERR_UNSUPPORTED without
+ * --api-keys (auth is not switched on at run time). *n_keys: the keys now in use. Call from one
+ * thread at a time (the main thread's signal loop).
+ */
+ss_err ss_http_reload_keys(ss_http *h, int *n_keys);
 
 #endif

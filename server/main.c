@@ -142,6 +142,8 @@ static void usage(FILE *f)
         "                        unshare states). A key's tenant sees only its own states and\n"
         "                        shared ones (names are unique per tenant); keys without\n"
         "                        tenant= belong to the default tenant. Default: no auth.\n"
+        "                        SIGHUP reads the file again (kill -HUP, systemctl reload):\n"
+        "                        a file that does not parse leaves the keys in use\n"
         "  --max-body BYTES      largest request body accepted, else 413 (default: 64M;\n"
         "                        suffixes K, M, G). A larger body sent without \"Expect:\n"
         "                        100-continue\" is read and thrown away (up to 32M past the\n"
@@ -459,6 +461,7 @@ static volatile sig_atomic_t loaded;
 
 static void on_signal(int sig)
 {
+    if (sig == SIGHUP && !loaded) return; /* the keys are read once loading is done anyway */
     if (!loaded) {
         static const char msg[] = "statesoupd: interrupted while loading; exiting\n";
         ssize_t w = write(2, msg, sizeof msg - 1);
@@ -496,6 +499,7 @@ static int signals_init(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL); /* reload --api-keys (serve) */
     signal(SIGPIPE, SIG_IGN);
     return 1;
 }
@@ -694,11 +698,32 @@ static ss_err start_engine(parts *d, const options *o)
 
 #define SHUTDOWN_POLL_MS 50 /* how often running jobs are looked at while they finish */
 
-/* Serve until SIGINT/SIGTERM; then stop accepting and give running jobs up to timeout_s. */
+/* SIGHUP: read --api-keys again; a file that does not parse leaves the keys in use. */
+static void reload_keys(parts *d)
+{
+    int n = 0;
+    ss_err err = ss_http_reload_keys(d->http, &n);
+    if (err)
+        ss_log("warning", "keys_not_reloaded", json_pack("{s:s}", "code", ss_err_name(err)),
+               "SIGHUP: the API keys were not reloaded (the ones in use stay): %s", ss_errmsg());
+    else
+        ss_log("info", "keys_reloaded", json_pack("{s:i}", "keys", n),
+               "SIGHUP: %d API keys reloaded", n);
+    ss_err_clear();
+}
+
+/* Serve until SIGINT/SIGTERM (SIGHUP reloads the keys); then stop accepting and give running
+ * jobs up to timeout_s. */
 static void serve(parts *d, int timeout_s)
 {
     unsigned char sig = 0;
-    while (read(sig_pipe[0], &sig, 1) < 0 && errno == EINTR) {
+    for (;;) {
+        if (read(sig_pipe[0], &sig, 1) < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (sig != SIGHUP) break;
+        reload_keys(d);
     }
     ss_log("info", "shutting_down",
            json_pack("{s:s,s:i}", "signal", strsignal(sig), "timeout_s", timeout_s),

@@ -33,6 +33,14 @@ struct ss_http {
     ss_http_params p;
     api_key *keys; /* [n_keys]; NULL = no auth */
     int n_keys;
+    pthread_rwlock_t keys_lock; /* keys, n_keys: read by authorize, swapped by a reload */
+    /* tables a reload replaced, kept until stop: a request in flight points at its key's
+     * tenant (ss_host_req.tenant) */
+    struct retired_keys {
+        api_key *keys;
+        int n;
+    } *retired;
+    int n_retired;
     int port;
     atomic_int stopping;
     atomic_int draining; /* quiesced: new requests on open connections get 503 */

@@ -66,6 +66,20 @@ static inline void daemon_reap(srv *d, int *status)
     *status = ss_dproc_reap(d, 0);
 }
 
+/* Wait (bounded: 60 s, or the daemon's exit) until its log holds `what`. */
+static inline int daemon_log_has(srv *d, const char *what)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 60;
+    pthread_mutex_lock(&d->mu);
+    while (!(d->log && strstr(d->log, what)) && !d->eof)
+        if (pthread_cond_timedwait(&d->cv, &d->mu, &until) == ETIMEDOUT) break;
+    int ok = d->log && strstr(d->log, what);
+    pthread_mutex_unlock(&d->mu);
+    return ok != 0;
+}
+
 /* SIGTERM and wait; the daemon must exit 0 (under ASan that also means: no leak, no error). */
 static inline void daemon_stop(srv *d)
 {

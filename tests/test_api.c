@@ -1216,6 +1216,17 @@ static void test_restart_and_cross_model(srv *d, const char *data)
     }
 }
 
+/* One request with key `key`: its status, and its body parsed into *j (NULL: not kept). */
+static long keyed(srv *d, const char *key, const char *method, const char *path, const char *body,
+                  json_t **j)
+{
+    req_opts o = {.key = key};
+    resp r = request(d, method, path, body, body ? (long)strlen(body) : 0, &o);
+    if (j) *j = r.body ? json_loads(r.body, 0, NULL) : NULL;
+    free(r.body);
+    return r.status;
+}
+
 static void test_auth_and_limits(const char *data)
 {
     char keys[512];
@@ -1284,19 +1295,32 @@ static void test_auth_and_limits(const char *data)
     r = request(&d, "GET", "/healthz", NULL, 0, &rd);
     CHECK(r.status == 200);
     free(r.body);
+
+    /* SIGHUP reads the keys file again: reader-key is gone, new-key (admin, tenant t2) works;
+     * a file that does not parse changes nothing (the keys in use stay) */
+    f = fopen(keys, "w");
+    fprintf(f, "writer-key write\nnew-key admin tenant=t2\n");
+    fclose(f);
+    kill(d.pid, SIGHUP);
+    CHECK(daemon_log_has(&d, "SIGHUP: 2 API keys reloaded"));
+    r = request(&d, "GET", "/v1/states", NULL, 0, &rd);
+    check_error(json_loads(r.body, 0, NULL), r.status, 401, "unauthorized", "removed key");
+    free(r.body);
+    json_t *who = NULL;
+    CHECK(keyed(&d, "new-key", "GET", "/v1/whoami", NULL, &who) == 200);
+    CHECK(!strcmp(json_string_value(json_object_get(who, "scope")) ?: "", "admin") &&
+          !strcmp(json_string_value(json_object_get(who, "tenant")) ?: "", "t2"));
+    json_decref(who);
+    f = fopen(keys, "w");
+    fprintf(f, "new-key superuser\n");
+    fclose(f);
+    kill(d.pid, SIGHUP);
+    CHECK(daemon_log_has(&d, "the API keys were not reloaded (the ones in use stay)"));
+    CHECK(keyed(&d, "new-key", "GET", "/v1/whoami", NULL, NULL) == 200);
+    CHECK(keyed(&d, "writer-key", "GET", "/v1/states", NULL, NULL) == 200);
     daemon_stop(&d);
 }
 
-/* One request with key `key`: its status, and its body parsed into *j (NULL: not kept). */
-static long keyed(srv *d, const char *key, const char *method, const char *path, const char *body,
-                  json_t **j)
-{
-    req_opts o = {.key = key};
-    resp r = request(d, method, path, body, body ? (long)strlen(body) : 0, &o);
-    if (j) *j = r.body ? json_loads(r.body, 0, NULL) : NULL;
-    free(r.body);
-    return r.status;
-}
 
 /* Tenants over HTTP: keys with tenant=, names per tenant, 404 for another tenant's states on
  * every path, the admin-only share routes, prompt-cache chains per tenant, per-tenant metrics. */

@@ -174,19 +174,7 @@ static void test_too_large(void)
 
 /* ---- item 8: shutdown ----------------------------------------------------------------------- */
 
-/* Wait (bounded) until the daemon's log holds `what`. */
-static int log_has(srv *d, const char *what)
-{
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 60;
-    pthread_mutex_lock(&d->mu);
-    while (!(d->log && strstr(d->log, what)) && !d->eof)
-        if (pthread_cond_timedwait(&d->cv, &d->mu, &until) == ETIMEDOUT) break;
-    int ok = d->log && strstr(d->log, what);
-    pthread_mutex_unlock(&d->mu);
-    return ok != 0;
-}
+#define log_has daemon_log_has
 
 /* Count SSE token events read from a streaming answer's socket until `until_n` or end. Returns
  * the count; *ended is set when the terminal event and [DONE] arrived, *error when an error
