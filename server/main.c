@@ -446,6 +446,11 @@ static int parse_args(int argc, char **argv, options *o)
         fprintf(stderr, "statesoupd: unexpected argument '%s' (see --help)\n", argv[optind]);
         return 0;
     }
+    if (o->prefix_cache_tenant_share > 0 && !o->prefix_cache_budget) {
+        fprintf(stderr, "statesoupd: --prefix-cache-tenant-share shares out the automatic "
+                        "cache's budget: give --prefix-cache-budget too\n");
+        return 0;
+    }
     return 1;
 }
 

@@ -1785,6 +1785,12 @@ static void test_weights_q8(void)
     CHECKF(d.log && strstr(d.log, "bad value for --retrieval-key: 'bogus'"), "%s", d.log);
     daemon_reap(&d, &status);
     free(d.log);
+    /* a share of a budget that is not there: refused, not ignored */
+    CHECK(daemon_start(&d, fixture_path("models/mamba1-tiny"), data,
+                       "--prefix-cache-tenant-share", "0.5", NULL) != 0);
+    CHECKF(d.log && strstr(d.log, "give --prefix-cache-budget too"), "%s", d.log);
+    daemon_reap(&d, &status);
+    free(d.log);
 }
 
 /* With one batch slot and one queue slot, a third request is refused with 503 overloaded. */
