@@ -49,6 +49,7 @@ int cmd_stats(int argc, char **argv);      /* inspect.c: a state's norms per lay
 int cmd_similarity(int argc, char **argv); /* inspect.c: pairwise cosine similarity */
 int cmd_whoami(int argc, char **argv);     /* inspect.c: the key's scope and tenant */
 int cmd_prune(int argc, char **argv);      /* prune.c: delete by tag, prefix, age */
+int cmd_key_new(int argc, char **argv);    /* keys.c: a line for --api-keys */
 
 /* The help of `generate` (both modes), shared by generate.c and infer.c. */
 extern const char cli_generate_help[];

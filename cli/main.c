@@ -42,6 +42,7 @@ static const command commands[] = {
     {"migrate", cmd_migrate, 0, "copy a local catalog into Redis Cluster (--to) or back (--from)"},
     {"models", cmd_models, 1, "the model the daemon serves"},
     {"health", cmd_health, 1, "is the daemon up and its model loaded?"},
+    {"key-new", cmd_key_new, 0, "a new API key, as a line of statesoupd's --api-keys file"},
     {"eval", cmd_eval, 1, "the State Soup table: which starting state answers a task file best"},
     {"plan", cmd_plan, 0, "compute-optimal fine-grained MoE for a budget or a checkpoint"},
 };

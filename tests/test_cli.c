@@ -585,6 +585,31 @@ static void test_daemon(void)
     RUN(&r, "whoami", "--url", url, "--api-key", "key-team-0123456789");
     CHECK(HAS_LINE(r.out, "scope write, tenant team"));
 
+    /* key-new: a fresh line for the keys file; appended and reloaded (SIGHUP), the key works */
+    RUN(&r, "key-new", "--scope", "read", "--tenant", "team");
+    CHECK_CODE(&r, 0);
+    char newkey[80] = "";
+    CHECK(strlen(r.out) == 3 + 64 + strlen(" read tenant=team\n") && !strncmp(r.out, "ss_", 3) &&
+          strspn(r.out + 3, "0123456789abcdef") == 64 &&
+          !strcmp(r.out + 67, " read tenant=team\n"));
+    snprintf(newkey, sizeof newkey, "%.67s", r.out);
+    FILE *kf2 = fopen(keys, "a");
+    if (kf2) {
+        fputs(r.out, kf2);
+        fclose(kf2);
+    }
+    RUN(&r, "key-new");
+    CHECK(HAS_LINE(r.out, "ss_", " write") && strncmp(r.out, newkey, 67) != 0);
+    kill(d.pid, SIGHUP);
+    CHECK(daemon_log_has(&d, "SIGHUP: 5 API keys reloaded"));
+    RUN(&r, "whoami", "--url", url, "--api-key", newkey);
+    CHECK_CODE(&r, 0);
+    CHECK(HAS_LINE(r.out, "scope read, tenant team"));
+    RUN(&r, "key-new", "--scope", "root");
+    CHECK_CODE(&r, 2);
+    RUN(&r, "key-new", "--tenant", "no spaces");
+    CHECK_CODE(&r, 2);
+
     /* prune: three states tagged prn; a dry run deletes nothing, --keep 1 spares the newest,
      * --older-than 1d spares a new one, a filter is required */
     const char *prn[3] = {"prn-1", "prn-2", "prn-3"};
