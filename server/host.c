@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include "request.h"
@@ -125,7 +126,9 @@ void ss_host_respond_error(ss_host_req *r, int status, const char *code, const c
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (status == 401) ss_host_add_header(r, "WWW-Authenticate", "Bearer");
-    if (status == 503 || status == 429) ss_host_add_header(r, "Retry-After", "1");
+    int has_retry = 0; /* a rate limit says how long itself */
+    for (int i = 0; i < r->n_headers; i++) has_retry |= !strcasecmp(r->hdr_name[i], "Retry-After");
+    if ((status == 503 || status == 429) && !has_retry) ss_host_add_header(r, "Retry-After", "1");
     if (!text) {
         static const char fallback[] =
             "{\"error\":{\"code\":\"internal_error\",\"message\":\"out of memory\"}}";

@@ -16,6 +16,7 @@
 
 #include <ctype.h>
 #include <inttypes.h>
+#include <math.h>
 #include <jansson.h>
 #include <errno.h>
 #include <microhttpd.h>
@@ -195,7 +196,25 @@ static int key_eq(const char *a, const char *b)
     return d == 0;
 }
 
-/* Authenticate; on failure answer 401/403 and return 0. */
+/* One request from key k's bucket: 0 when it had a token (taken), else the seconds until the
+ * next one. The bucket refills at rate_per_s up to burst. */
+static double take_token(api_key *k)
+{
+    const int64_t now = ss_mono_ns();
+    pthread_mutex_lock(&k->rate_mu);
+    k->tokens += (double)(now - k->last_ns) / 1e9 * k->rate_per_s;
+    if (k->tokens > k->burst) k->tokens = k->burst;
+    k->last_ns = now;
+    double wait = 0;
+    if (k->tokens >= 1)
+        k->tokens -= 1;
+    else
+        wait = (1 - k->tokens) / k->rate_per_s;
+    pthread_mutex_unlock(&k->rate_mu);
+    return wait;
+}
+
+/* Authenticate (and apply the key's rate); on failure answer 401/403/429 and return 0. */
 static int authorize(ss_host_req *r)
 {
     ss_http *h = r->h;
@@ -220,6 +239,7 @@ static int authorize(ss_host_req *r)
     const char *key = auth + 7;
     while (*key == ' ') key++;
     int found = 0;
+    double wait_s = 0;
     pthread_rwlock_rdlock(&h->keys_lock);
     for (int i = 0; i < h->n_keys && !found; i++) {
         if (key_eq(key, h->keys[i].key)) {
@@ -227,11 +247,22 @@ static int authorize(ss_host_req *r)
             r->tenant = h->keys[i].tenant; /* the table stays until stop (ss_http_reload_keys) */
             r->key_no = i + 1;
             found = 1;
+            if (h->keys[i].rate_per_s > 0) wait_s = take_token(&h->keys[i]);
         }
     }
     pthread_rwlock_unlock(&h->keys_lock);
     if (!found) {
         fail(r, 401, "unauthorized", "unknown API key");
+        return 0;
+    }
+    if (wait_s > 0) {
+        char after[32];
+        snprintf(after, sizeof after, "%.0f", ceil(wait_s));
+        ss_host_add_header(r, "Retry-After", after);
+        fail(r, 429, "rate_limited",
+             "this key's rate limit (rate= in the keys file) is used up: the next request is "
+             "allowed in %.1f s",
+             wait_s);
         return 0;
     }
     if (r->scope < r->route->scope) {
@@ -595,11 +626,35 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 
 static void free_keys(api_key *k, int n)
 {
+    for (int i = 0; i < n; i++)
+        if (k[i].rate_per_s > 0) pthread_mutex_destroy(&k[i].rate_mu);
     for (int i = 0; i < n; i++) {
         free(k[i].key);
         free(k[i].tenant);
     }
     free(k);
+}
+
+/* "N/s", "N/m", "N/h" as requests a second; 0 when malformed or not over 0. */
+static double parse_rate(const char *s)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || !(v > 0) || v > 1e9 || end[0] != '/' || !end[1] || end[2]) return 0;
+    switch (end[1]) {
+    case 's': return v;
+    case 'm': return v / 60;
+    case 'h': return v / 3600;
+    default: return 0;
+    }
+}
+
+/* The bucket's size: N of rate=N/period (a whole period's requests may come at once). */
+static double rate_burst(char (*opt)[128], int n)
+{
+    for (int o = 0; o < n; o++)
+        if (!strncmp(opt[o], "rate=", 5)) return strtod(opt[o] + 5, NULL);
+    return 0;
 }
 
 static ss_err load_keys(const char *path, api_key **out, int *n_out)
@@ -616,14 +671,25 @@ static ss_err load_keys(const char *path, api_key **out, int *n_out)
         char *k = line;
         while (*k == ' ' || *k == '\t' || *k == '\r') k++;
         if (!*k || *k == '#') continue;
-        char key[512], scope[32], opt[128], extra[2];
-        int got = sscanf(k, "%511s %31s %127s %1s", key, scope, opt, extra);
-        if (got < 2 || got > 3 ||
-            (strcmp(scope, "read") && strcmp(scope, "write") && strcmp(scope, "admin")) ||
-            (got == 3 && (strncmp(opt, "tenant=", 7) || ss_store_check_tenant(opt + 7)))) {
+        char key[512], scope[32], opt[2][128], extra[2];
+        int got = sscanf(k, "%511s %31s %127s %127s %1s", key, scope, opt[0], opt[1], extra);
+        const char *tenant = NULL;
+        double rate = 0;
+        int bad = got < 2 || got > 4 ||
+                  (strcmp(scope, "read") && strcmp(scope, "write") && strcmp(scope, "admin"));
+        for (int o = 0; !bad && o < got - 2; o++) {
+            if (!strncmp(opt[o], "tenant=", 7) && !tenant && !ss_store_check_tenant(opt[o] + 7))
+                tenant = opt[o] + 7;
+            else if (!strncmp(opt[o], "rate=", 5) && rate == 0)
+                bad = (rate = parse_rate(opt[o] + 5)) <= 0;
+            else
+                bad = 1;
+        }
+        if (bad) {
             err = ss_fail(SS_ERR_FORMAT,
-                          "%s line %d: expected \"KEY read|write|admin [tenant=NAME]\" (NAME: "
-                          "1..64 of letters, digits, . _ : / -)",
+                          "%s line %d: expected \"KEY read|write|admin [tenant=NAME] "
+                          "[rate=N/s|N/m|N/h]\" (NAME: 1..64 of letters, digits, . _ : / -; N: "
+                          "requests a second, minute or hour, over 0)",
                           path, lineno);
             goto out;
         }
@@ -640,8 +706,12 @@ static ss_err load_keys(const char *path, api_key **out, int *n_out)
         keys[n].scope = !strcmp(scope, "admin")   ? SS_HOST_SCOPE_ADMIN
                         : !strcmp(scope, "write") ? SS_HOST_SCOPE_WRITE
                                                   : SS_HOST_SCOPE_READ;
-        keys[n].tenant = got == 3 ? strdup(opt + 7) : NULL;
-        if (!keys[n++].key || (got == 3 && !keys[n - 1].tenant)) {
+        keys[n].tenant = tenant ? strdup(tenant) : NULL;
+        keys[n].rate_per_s = rate;
+        keys[n].burst = keys[n].tokens = rate_burst(opt, got - 2);
+        keys[n].last_ns = ss_mono_ns();
+        if (rate > 0) pthread_mutex_init(&keys[n].rate_mu, NULL);
+        if (!keys[n++].key || (tenant && !keys[n - 1].tenant)) {
             err = ss_fail(SS_ERR_NOMEM, "out of memory reading %s", path);
             goto out;
         }

@@ -26,6 +26,11 @@ typedef struct api_key {
     char *key;
     ss_host_scope scope;
     char *tenant; /* NULL: the default tenant */
+    /* rate=N/s|N/m|N/h: a token bucket of N requests refilled over the period (0: no limit) */
+    double rate_per_s, burst;
+    pthread_mutex_t rate_mu; /* tokens, last_ns (only with a rate) */
+    double tokens;
+    int64_t last_ns;
 } api_key;
 
 struct ss_http {

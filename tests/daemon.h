@@ -100,6 +100,7 @@ typedef struct resp {
     size_t len;
     char ctype[128];
     char rid[80];
+    long retry_after; /* the Retry-After header's seconds, -1 when absent */
 } resp;
 
 static inline size_t on_body(char *p, size_t sz, size_t n, void *user)
@@ -120,6 +121,7 @@ static inline size_t on_header(char *p, size_t sz, size_t n, void *user)
         snprintf(r->ctype, sizeof r->ctype, "%.*s", (int)(len - 16), p + 14);
     if (len > 14 && !strncasecmp(p, "X-Request-Id: ", 14))
         snprintf(r->rid, sizeof r->rid, "%.*s", (int)(len - 16), p + 14);
+    if (len > 13 && !strncasecmp(p, "Retry-After: ", 13)) r->retry_after = atol(p + 13);
     return len;
 }
 
@@ -134,7 +136,7 @@ typedef struct req_opts {
 static inline resp request(srv *d, const char *method, const char *path, const void *body, long len,
                            const req_opts *o)
 {
-    resp r = {0};
+    resp r = {.retry_after = -1};
     req_opts none = {0};
     if (!o) o = &none;
     CURL *c = curl_easy_init();

@@ -1318,6 +1318,34 @@ static void test_auth_and_limits(const char *data)
     CHECK(daemon_log_has(&d, "the API keys were not reloaded (the ones in use stay)"));
     CHECK(keyed(&d, "new-key", "GET", "/v1/whoami", NULL, NULL) == 200);
     CHECK(keyed(&d, "writer-key", "GET", "/v1/states", NULL, NULL) == 200);
+
+    /* rate=2/m: two requests pass, the third is 429 rate_limited with the wait (~30 s) in
+     * Retry-After; another key is not slowed; the limit shows in the metrics' 429s */
+    f = fopen(keys, "w");
+    fprintf(f, "limited-key write rate=2/m\nwriter-key write\nslow-key read tenant=t rate=1/h\n");
+    fclose(f);
+    kill(d.pid, SIGHUP);
+    CHECK(daemon_log_has(&d, "SIGHUP: 3 API keys reloaded"));
+    req_opts lim = {.key = "limited-key"};
+    for (int i = 0; i < 2; i++) {
+        r = request(&d, "GET", "/v1/states", NULL, 0, &lim);
+        CHECK(r.status == 200 && r.retry_after == -1);
+        free(r.body);
+    }
+    r = request(&d, "GET", "/v1/states", NULL, 0, &lim);
+    CHECKF(r.retry_after >= 25 && r.retry_after <= 31, "Retry-After %ld", r.retry_after);
+    check_error(json_loads(r.body, 0, NULL), r.status, 429, "rate_limited", "third in a minute");
+    free(r.body);
+    CHECK(keyed(&d, "writer-key", "GET", "/v1/states", NULL, NULL) == 200);
+    CHECK(keyed(&d, "slow-key", "GET", "/v1/whoami", NULL, NULL) == 200);
+    CHECK(keyed(&d, "slow-key", "GET", "/v1/whoami", NULL, NULL) == 429);
+    /* a bad rate is refused like any bad line: the keys in use stay */
+    f = fopen(keys, "w");
+    fprintf(f, "writer-key write\nlimited-key write rate=fast\n");
+    fclose(f);
+    kill(d.pid, SIGHUP);
+    CHECK(daemon_log_has(&d, "keys.txt line 2: expected"));
+    CHECK(keyed(&d, "limited-key", "GET", "/v1/states", NULL, NULL) == 429);
     daemon_stop(&d);
 }
 

@@ -609,6 +609,10 @@ static void test_daemon(void)
     CHECK_CODE(&r, 2);
     RUN(&r, "key-new", "--tenant", "no spaces");
     CHECK_CODE(&r, 2);
+    RUN(&r, "key-new", "--rate", "100/m", "--scope", "admin");
+    CHECK(HAS_LINE(r.out, "ss_", " admin rate=100/m"));
+    RUN(&r, "key-new", "--rate", "fast");
+    CHECK_CODE(&r, 2);
 
     /* prune: three states tagged prn; a dry run deletes nothing, --keep 1 spares the newest,
      * --older-than 1d spares a new one, a filter is required */
