@@ -649,11 +649,15 @@ static double parse_rate(const char *s)
     }
 }
 
-/* The bucket's size: N of rate=N/period (a whole period's requests may come at once). */
+/* The bucket's size: N of rate=N/period (a whole period's requests may come at once), at least
+ * one request (rate=0.5/s: one request, then one every 2 s). */
 static double rate_burst(char (*opt)[128], int n)
 {
     for (int o = 0; o < n; o++)
-        if (!strncmp(opt[o], "rate=", 5)) return strtod(opt[o] + 5, NULL);
+        if (!strncmp(opt[o], "rate=", 5)) {
+            const double v = strtod(opt[o] + 5, NULL);
+            return v < 1 ? 1 : v;
+        }
     return 0;
 }
 

@@ -1322,7 +1322,7 @@ static void test_auth_and_limits(const char *data)
     /* rate=2/m: two requests pass, the third is 429 rate_limited with the wait (~30 s) in
      * Retry-After; another key is not slowed; the limit shows in the metrics' 429s */
     f = fopen(keys, "w");
-    fprintf(f, "limited-key write rate=2/m\nwriter-key write\nslow-key read tenant=t rate=1/h\n");
+    fprintf(f, "limited-key write rate=2/m\nwriter-key write\nslow-key read tenant=t rate=0.5/h\n");
     fclose(f);
     kill(d.pid, SIGHUP);
     CHECK(daemon_log_has(&d, "SIGHUP: 3 API keys reloaded"));
