@@ -247,7 +247,7 @@ static int authorize(ss_host_req *r)
             r->tenant = h->keys[i].tenant; /* the table stays until stop (ss_http_reload_keys) */
             r->key_no = i + 1;
             found = 1;
-            if (h->keys[i].rate_per_s > 0) wait_s = take_token(&h->keys[i]);
+            if (h->keys[i].rate_mu_ready) wait_s = take_token(&h->keys[i]);
         }
     }
     pthread_rwlock_unlock(&h->keys_lock);
@@ -627,7 +627,7 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 static void free_keys(api_key *k, int n)
 {
     for (int i = 0; i < n; i++)
-        if (k[i].rate_per_s > 0) pthread_mutex_destroy(&k[i].rate_mu);
+        if (k[i].rate_mu_ready) pthread_mutex_destroy(&k[i].rate_mu);
     for (int i = 0; i < n; i++) {
         free(k[i].key);
         free(k[i].tenant);
@@ -635,30 +635,23 @@ static void free_keys(api_key *k, int n)
     free(k);
 }
 
-/* "N/s", "N/m", "N/h" as requests a second; 0 when malformed or not over 0. */
-static double parse_rate(const char *s)
+/*
+ * "N/s", "N/m", "N/h" as requests a second; 0 when malformed or not over 0. *burst: the bucket's
+ * size, N (a whole period's requests may come at once), at least one request (rate=0.5/s: one,
+ * then one every 2 s).
+ */
+static double parse_rate(const char *s, double *burst)
 {
     char *end;
     double v = strtod(s, &end);
     if (end == s || !(v > 0) || v > 1e9 || end[0] != '/' || !end[1] || end[2]) return 0;
+    *burst = v < 1 ? 1 : v;
     switch (end[1]) {
     case 's': return v;
     case 'm': return v / 60;
     case 'h': return v / 3600;
     default: return 0;
     }
-}
-
-/* The bucket's size: N of rate=N/period (a whole period's requests may come at once), at least
- * one request (rate=0.5/s: one request, then one every 2 s). */
-static double rate_burst(char (*opt)[128], int n)
-{
-    for (int o = 0; o < n; o++)
-        if (!strncmp(opt[o], "rate=", 5)) {
-            const double v = strtod(opt[o] + 5, NULL);
-            return v < 1 ? 1 : v;
-        }
-    return 0;
 }
 
 static ss_err load_keys(const char *path, api_key **out, int *n_out)
@@ -678,14 +671,14 @@ static ss_err load_keys(const char *path, api_key **out, int *n_out)
         char key[512], scope[32], opt[2][128], extra[2];
         int got = sscanf(k, "%511s %31s %127s %127s %1s", key, scope, opt[0], opt[1], extra);
         const char *tenant = NULL;
-        double rate = 0;
+        double rate = 0, burst = 0;
         int bad = got < 2 || got > 4 ||
                   (strcmp(scope, "read") && strcmp(scope, "write") && strcmp(scope, "admin"));
         for (int o = 0; !bad && o < got - 2; o++) {
             if (!strncmp(opt[o], "tenant=", 7) && !tenant && !ss_store_check_tenant(opt[o] + 7))
                 tenant = opt[o] + 7;
             else if (!strncmp(opt[o], "rate=", 5) && rate == 0)
-                bad = (rate = parse_rate(opt[o] + 5)) <= 0;
+                bad = (rate = parse_rate(opt[o] + 5, &burst)) <= 0;
             else
                 bad = 1;
         }
@@ -712,9 +705,9 @@ static ss_err load_keys(const char *path, api_key **out, int *n_out)
                                                   : SS_HOST_SCOPE_READ;
         keys[n].tenant = tenant ? strdup(tenant) : NULL;
         keys[n].rate_per_s = rate;
-        keys[n].burst = keys[n].tokens = rate_burst(opt, got - 2);
+        keys[n].burst = keys[n].tokens = burst;
         keys[n].last_ns = ss_mono_ns();
-        if (rate > 0) pthread_mutex_init(&keys[n].rate_mu, NULL);
+        keys[n].rate_mu_ready = 0; /* after the last realloc: a mutex must not move */
         if (!keys[n++].key || (tenant && !keys[n - 1].tenant)) {
             err = ss_fail(SS_ERR_NOMEM, "out of memory reading %s", path);
             goto out;
@@ -725,6 +718,9 @@ static ss_err load_keys(const char *path, api_key **out, int *n_out)
                       path);
         goto out;
     }
+    for (int i = 0; i < n; i++)
+        if (keys[i].rate_per_s > 0)
+            keys[i].rate_mu_ready = !pthread_mutex_init(&keys[i].rate_mu, NULL);
     *out = keys;
     *n_out = n;
     keys = NULL;

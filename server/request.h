@@ -28,7 +28,8 @@ typedef struct api_key {
     char *tenant; /* NULL: the default tenant */
     /* rate=N/s|N/m|N/h: a token bucket of N requests refilled over the period (0: no limit) */
     double rate_per_s, burst;
-    pthread_mutex_t rate_mu; /* tokens, last_ns (only with a rate) */
+    pthread_mutex_t rate_mu; /* tokens, last_ns (only with a rate, once the table is built) */
+    int rate_mu_ready;
     double tokens;
     int64_t last_ns;
 } api_key;
