@@ -1216,6 +1216,17 @@ static void test_restart_and_cross_model(srv *d, const char *data)
     }
 }
 
+/* Write `text` as the keys file, send the daemon SIGHUP and wait for `logged` in its log. */
+static int reload_keys(srv *d, const char *path, const char *text, const char *logged)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) return 0;
+    fputs(text, f);
+    fclose(f);
+    kill(d->pid, SIGHUP);
+    return daemon_log_has(d, logged);
+}
+
 /* One request with key `key`: its status, and its body parsed into *j (NULL: not kept). */
 static long keyed(srv *d, const char *key, const char *method, const char *path, const char *body,
                   json_t **j)
@@ -1298,11 +1309,8 @@ static void test_auth_and_limits(const char *data)
 
     /* SIGHUP reads the keys file again: reader-key is gone, new-key (admin, tenant t2) works;
      * a file that does not parse changes nothing (the keys in use stay) */
-    f = fopen(keys, "w");
-    fprintf(f, "writer-key write\nnew-key admin tenant=t2\n");
-    fclose(f);
-    kill(d.pid, SIGHUP);
-    CHECK(daemon_log_has(&d, "SIGHUP: 2 API keys reloaded"));
+    CHECK(reload_keys(&d, keys, "writer-key write\nnew-key admin tenant=t2\n",
+                      "SIGHUP: 2 API keys reloaded"));
     r = request(&d, "GET", "/v1/states", NULL, 0, &rd);
     check_error(json_loads(r.body, 0, NULL), r.status, 401, "unauthorized", "removed key");
     free(r.body);
@@ -1311,21 +1319,17 @@ static void test_auth_and_limits(const char *data)
     CHECK(!strcmp(json_string_value(json_object_get(who, "scope")) ?: "", "admin") &&
           !strcmp(json_string_value(json_object_get(who, "tenant")) ?: "", "t2"));
     json_decref(who);
-    f = fopen(keys, "w");
-    fprintf(f, "new-key superuser\n");
-    fclose(f);
-    kill(d.pid, SIGHUP);
-    CHECK(daemon_log_has(&d, "the API keys were not reloaded (the ones in use stay)"));
+    CHECK(reload_keys(&d, keys, "new-key superuser\n",
+                      "the API keys were not reloaded (the ones in use stay)"));
     CHECK(keyed(&d, "new-key", "GET", "/v1/whoami", NULL, NULL) == 200);
     CHECK(keyed(&d, "writer-key", "GET", "/v1/states", NULL, NULL) == 200);
 
     /* rate=2/m: two requests pass, the third is 429 rate_limited with the wait (~30 s) in
      * Retry-After; another key is not slowed; the limit shows in the metrics' 429s */
-    f = fopen(keys, "w");
-    fprintf(f, "limited-key write rate=2/m\nwriter-key write\nslow-key read tenant=t rate=0.5/h\n");
-    fclose(f);
-    kill(d.pid, SIGHUP);
-    CHECK(daemon_log_has(&d, "SIGHUP: 3 API keys reloaded"));
+    CHECK(reload_keys(
+        &d, keys,
+        "limited-key write rate=2/m\nwriter-key write\nslow-key read tenant=t rate=0.5/h\n",
+        "SIGHUP: 3 API keys reloaded"));
     req_opts lim = {.key = "limited-key"};
     for (int i = 0; i < 2; i++) {
         r = request(&d, "GET", "/v1/states", NULL, 0, &lim);
@@ -1340,11 +1344,8 @@ static void test_auth_and_limits(const char *data)
     CHECK(keyed(&d, "slow-key", "GET", "/v1/whoami", NULL, NULL) == 200);
     CHECK(keyed(&d, "slow-key", "GET", "/v1/whoami", NULL, NULL) == 429);
     /* a bad rate is refused like any bad line: the keys in use stay */
-    f = fopen(keys, "w");
-    fprintf(f, "writer-key write\nlimited-key write rate=fast\n");
-    fclose(f);
-    kill(d.pid, SIGHUP);
-    CHECK(daemon_log_has(&d, "keys.txt line 2: expected"));
+    CHECK(reload_keys(&d, keys, "writer-key write\nlimited-key write rate=fast\n",
+                      "keys.txt line 2: expected"));
     CHECK(keyed(&d, "limited-key", "GET", "/v1/states", NULL, NULL) == 429);
     daemon_stop(&d);
 }
