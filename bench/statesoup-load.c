@@ -609,12 +609,14 @@ static json_t *rand_prompt(uint64_t *rng)
     return json_string(buf);
 }
 
-/* The tag every state of this run carries (lists filter on it). */
+/* The tag every state of this run carries (lists filter on it); made once, the clients read it. */
+static char run_tag_buf[32];
+static void run_tag_once(void) { snprintf(run_tag_buf, sizeof run_tag_buf, "load-%s", G.runid); }
 static const char *run_tag(void)
 {
-    static char tag[32];
-    if (!tag[0]) snprintf(tag, sizeof tag, "load-%s", G.runid);
-    return tag;
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, run_tag_once);
+    return run_tag_buf;
 }
 
 /* One request in flight: the sources it pinned, its answer, and what it found wrong. */

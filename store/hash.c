@@ -3,6 +3,7 @@
  */
 #include "hash.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,10 +32,14 @@ static const hash_impl *choose(void)
     return &impls[i];
 }
 
+static const hash_impl *chosen;
+static void choose_once(void) { chosen = choose(); }
+
+/* Chosen once (pthread_once: the first saves may come from several HTTP threads at once). */
 static const hash_impl *impl(void)
 {
-    static const hash_impl *chosen; /* benign race: every thread computes the same pointer */
-    if (!chosen) chosen = choose();
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, choose_once);
     return chosen;
 }
 
