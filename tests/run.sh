@@ -1,10 +1,10 @@
 #!/bin/sh
 # The README's test command: build and run the whole suite (unit + integration), then the same
-# suite again (but model-generic) under AddressSanitizer + UndefinedBehaviorSanitizer, then each
-# fuzz target briefly (tests/fuzz/run.sh 10). Set SS_SKIP_SANITIZE=1 to run only the first pass,
-# SS_SKIP_FUZZ=1 to skip the fuzzing. Uses build/ (debug, asserts on), build-asan/ and
-# build-fuzz/; deploy/run.sh's release build is build-release/, so neither changes the other's
-# build type.
+# suite again (but model-generic) under AddressSanitizer + UndefinedBehaviorSanitizer, the
+# threaded tests under ThreadSanitizer, then each fuzz target briefly (tests/fuzz/run.sh 10).
+# Set SS_SKIP_SANITIZE=1 to run only the first pass, SS_SKIP_FUZZ=1 to skip the fuzzing. Uses
+# build/ (debug, asserts on), build-asan/, build-tsan/ and build-fuzz/; deploy/run.sh's release
+# build is build-release/, so neither changes the other's build type.
 set -eu
 cd "$(dirname "$0")/.."
 # On a fresh machine, install the dependencies first (the same script as deploy/run.sh); it
@@ -20,6 +20,20 @@ if [ "${SS_SKIP_SANITIZE:-0}" != 1 ]; then
         meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false
     # (without the suite 'plain-only': tests/meson.build says why)
     meson test -C build-asan --print-errorlogs --no-suite plain-only "$@"
+fi
+# The tests whose threads meet (the engine and its pool, the daemon's HTTP threads, the store,
+# the load tool's clients) once more under ThreadSanitizer (build-tsan/): a data race aborts the
+# process that has it (halt_on_error), which fails its test. Only for the whole suite; skipped
+# with SS_SKIP_SANITIZE=1. Where the kernel's address randomisation is wider than gcc 12's TSan
+# runtime maps, that runtime cannot start: the tests then run under `setarch -R`.
+if [ "${SS_SKIP_SANITIZE:-0}" != 1 ] && [ $# -eq 0 ]; then
+    [ -f build-tsan/build.ninja ] || meson setup build-tsan -Db_sanitize=thread -Db_lundef=false
+    ninja -C build-tsan
+    norand=""
+    build-tsan/tests/test_common >/dev/null 2>&1 || norand="setarch $(uname -m) -R"
+    TSAN_OPTIONS="halt_on_error=1 abort_on_error=1 ${TSAN_OPTIONS:-}" $norand meson test \
+        -C build-tsan --no-rebuild --print-errorlogs --timeout-multiplier 4 \
+        engine handlers store tenants noalloc api transport load cli
 fi
 # Each libFuzzer target for 10 s under ASan+UBSan (clang, build-fuzz/); SS_SKIP_FUZZ=1 skips it.
 # Only for the whole suite: a run of chosen tests ("$@") stays quick.
