@@ -23,9 +23,10 @@ if [ "${SS_SKIP_SANITIZE:-0}" != 1 ]; then
 fi
 # The tests whose threads meet (the engine and its pool, the daemon's HTTP threads and the
 # store under them, the load tool's clients) once more under ThreadSanitizer (build-tsan/): a
-# data race aborts the process that has it (halt_on_error), which fails its test. Only for the whole suite; skipped
-# with SS_SKIP_SANITIZE=1. Where the kernel's address randomisation is wider than gcc 12's TSan
-# runtime maps, that runtime cannot start: the tests then run under `setarch -R`.
+# data race aborts the process that has it (halt_on_error), which fails its test. Only for the
+# whole suite; skipped with SS_SKIP_SANITIZE=1. Where the kernel's address randomisation is
+# wider than gcc 12's TSan runtime maps, that runtime cannot start: the tests then run under
+# `setarch -R`.
 if [ "${SS_SKIP_SANITIZE:-0}" != 1 ] && [ $# -eq 0 ]; then
     [ -f build-tsan/build.ninja ] || meson setup build-tsan -Db_sanitize=thread -Db_lundef=false
     # only what these tests run is built (about a third of the targets)
