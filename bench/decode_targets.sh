@@ -46,12 +46,13 @@ while [ $# -gt 0 ]; do
     *) echo "decode_targets.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-case "$ROUNDS$T" in *[!0-9]*) echo "decode_targets.sh: --rounds and --threads take numbers" >&2; exit 2 ;; esac
+usage() { echo "decode_targets.sh: $*" >&2; exit 2; }
+case "$ROUNDS,$T" in *[!0-9,]* | ,* | *,) usage "--rounds and --threads take numbers" ;; esac
 for s in $SHAPES; do
-    case $s in *[!A-Za-z0-9._]*) echo "decode_targets.sh: a shape is letters, digits, . and _" >&2; exit 2 ;; esac
+    case $s in *[!A-Za-z0-9._]*) usage "a shape is letters, digits, . and _" ;; esac
 done
 for ty in $TYPES; do
-    case $ty in F32 | BF16 | F16 | q8) ;; *) echo "decode_targets.sh: unknown type $ty" >&2; exit 2 ;; esac
+    case $ty in F32 | BF16 | F16 | q8) ;; *) usage "unknown type $ty" ;; esac
 done
 target() { case $1 in F32) echo 90 ;; BF16 | F16) echo 85 ;; q8) echo 75 ;; esac; }
 mkdir -p "$DIR"
@@ -66,7 +67,10 @@ checkpoint() {
             { echo "$out" >&2; echo "decode_targets.sh: cannot write $1 $dt" >&2; return 1; }
         local kept
         kept=$(echo "$out" | sed -n 's/.*checkpoint kept in \([^ ]*\).*/\1/p' | head -1)
-        [ -n "$kept" ] && [ -d "$kept" ] || { echo "decode_targets.sh: no checkpoint kept" >&2; return 1; }
+        if [ -z "$kept" ] || [ ! -d "$kept" ]; then
+            echo "decode_targets.sh: no checkpoint kept" >&2
+            return 1
+        fi
         mv "$kept" "$DIR/$1-$dt"
         rmdir "$(dirname "$kept")" 2>/dev/null || true
     fi
@@ -85,13 +89,18 @@ for r in $(seq 1 "$ROUNDS"); do
             cold=$(echo "$out" | sed -n 's/.*token by token *\([0-9][0-9]*\)%.*/\1/p' | head -1)
             run=$(echo "$out" | sed -n 's/.*(running) *\([0-9][0-9]*\)%.*/\1/p' | head -1)
             gbs=$(echo "$out" | sed -n 's/.*read \([0-9.][0-9.]*\) GB\/s).*/\1/p' | head -1)
-            [ -n "$cold" ] && [ -n "$run" ] && [ -n "$gbs" ] ||
-                { echo "$out" >&2; echo "decode_targets.sh: no token-by-token figures" >&2; exit 1; }
+            if [ -z "$cold" ] || [ -z "$run" ] || [ -z "$gbs" ]; then
+                echo "$out" >&2
+                echo "decode_targets.sh: no token-by-token figures" >&2
+                exit 1
+            fi
             tg=$(target "$ty")
             met=no
             [ "$cold" -ge "$tg" ] && met=yes
             RUNS+=("$r $s $ty $tg $cold $run $gbs $met")
-            printf '%s round %d: %s %s: %s %% cold (read %s GB/s), %s %% running; target %s %%: %s\n' \
+            fmt='%s round %d: %s %s: %s %% cold (read %s GB/s), %s %% running; target %s %%: %s\n'
+            # shellcheck disable=SC2059
+            printf "$fmt" \
                 "$(date -u +%H:%M:%S)" "$r" "$s" "$ty" "$cold" "$gbs" "$run" "$tg" \
                 "$([ $met = yes ] && echo met || echo MISSED)"
         done
@@ -123,8 +132,10 @@ if [ -n "$JSON" ]; then
         for line in "${RUNS[@]}"; do
             read -r r s ty tg c ru g me <<<"$line"
             [ $i -gt 0 ] && echo ","
-            printf '  {"round": %d, "shape": "%s", "type": "%s", "target": %d, "cold": %d, "running": %d, "read_gbs": %s, "met": %s}' \
-                "$r" "$s" "$ty" "$tg" "$c" "$ru" "$g" "$([ "$me" = yes ] && echo true || echo false)"
+            [ "$me" = yes ] && me=true || me=false
+            printf '  {"round": %d, "shape": "%s", "type": "%s", ' "$r" "$s" "$ty"
+            printf '"target": %d, ' "$tg"
+            printf '"cold": %d, "running": %d, "read_gbs": %s, "met": %s}' "$c" "$ru" "$g" "$me"
             i=$((i + 1))
         done
         echo
