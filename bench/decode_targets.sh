@@ -33,6 +33,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 SHAPES="130m 370m 1.4b" TYPES="F32 BF16 q8" ROUNDS=3 T=2 DIR="${TMPDIR:-/tmp}/statesoup-targets"
 SS="$ROOT/build-release/bench/statesoup-bench" JSON=""
+usage() { echo "decode_targets.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
     --shapes) SHAPES=$2; shift 2 ;;
@@ -43,10 +44,9 @@ while [ $# -gt 0 ]; do
     --ss) SS=$2; shift 2 ;;
     --json) JSON=$2; shift 2 ;;
     -h | --help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "decode_targets.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    *) usage "unknown option $1 (see --help)" ;;
     esac
 done
-usage() { echo "decode_targets.sh: $*" >&2; exit 2; }
 case "$ROUNDS,$T" in *[!0-9,]* | ,* | *,) usage "--rounds and --threads take numbers" ;; esac
 for s in $SHAPES; do
     case $s in *[!A-Za-z0-9._]*) usage "a shape is letters, digits, . and _" ;; esac
